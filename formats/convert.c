@@ -1,0 +1,424 @@
+/* The copy engine behind convert, clone, import and export.
+ *
+ * The guest range is cut into chunks. Worker threads each take the next
+ * chunk, ask the source's block status (holes are never read), read the
+ * data, find zero blocks, compress when asked, and turn the chunk into a
+ * short list of writes. Writes then happen in chunk order, so the target is
+ * laid out sequentially and formats that must be written front to back
+ * (streamOptimized) work; reading and compressing of later chunks goes on
+ * meanwhile. Memory is a few chunk buffers per worker.
+ */
+#include "vdisk-driver.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHUNK_BYTES (2u << 20)
+#define DEFAULT_MIN_SPARSE 4096
+#define MAX_THREADS 16
+
+typedef enum {
+    OP_DATA,       /* write buf */
+    OP_ZERO,       /* make the range read zero */
+    OP_COMPRESSED, /* store a compressed cluster */
+} OpKind;
+
+typedef struct {
+    OpKind kind;
+    guint64 offset;
+    guint64 len;       /* guest bytes */
+    const guint8 *buf; /* OP_DATA: len bytes; OP_COMPRESSED: packed_len bytes */
+    gsize packed_len;
+} WriteOp;
+
+typedef struct {
+    VdImage *src;
+    VdImage *dst;
+    const VdConvertOptions *opts;
+    guint64 size;
+    guint64 chunk;
+    guint32 cluster;        /* compression unit */
+    guint64 sparse_block;   /* zero detection unit; 0 = none */
+    gboolean top_only;      /* -B: copy only the source's top layer */
+    gboolean skip_zeroes;   /* the target reads zero where nothing is written */
+    gboolean in_order;
+
+    GMutex lock;
+    GCond turn;
+    guint64 next_chunk;  /* next chunk index to hand out */
+    guint64 next_write;  /* chunk index whose writes go next */
+    guint64 done;        /* guest bytes finished */
+    GError *error;       /* first failure; stops everyone */
+} CopyJob;
+
+typedef struct {
+    guint8 *data;   /* one chunk of guest data */
+    guint8 *packed; /* compressed clusters of the chunk */
+    gsize packed_used;
+    GArray *ops;    /* WriteOp */
+} Worker;
+
+/* ----- building the write list of one chunk ----- */
+
+static void add_op(Worker *w, OpKind kind, guint64 offset, guint64 len, const guint8 *buf)
+{
+    WriteOp *last = w->ops->len > 0 ? &g_array_index(w->ops, WriteOp, w->ops->len - 1) : NULL;
+    /* Adjacent ranges of the same kind become one write. */
+    if (last != NULL && kind != OP_COMPRESSED && last->kind == kind &&
+        last->offset + last->len == offset && (kind == OP_ZERO || last->buf + last->len == buf)) {
+        last->len += len;
+        return;
+    }
+    WriteOp op = {.kind = kind, .offset = offset, .len = len, .buf = buf};
+    g_array_append_val(w->ops, op);
+}
+
+/* Split data that was read into data and zero runs of sparse_block units
+ * (aligned to guest offsets, as qemu-img's -S works). */
+static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, const guint8 *buf)
+{
+    if (job->sparse_block == 0) {
+        add_op(w, OP_DATA, offset, len, buf);
+        return;
+    }
+    guint64 pos = 0;
+    while (pos < len) {
+        guint64 abs = offset + pos;
+        guint64 n = MIN(job->sparse_block - abs % job->sparse_block, len - pos);
+        gboolean zero = vd_buffer_is_zero(buf + pos, n);
+        add_op(w, zero ? OP_ZERO : OP_DATA, abs, n, buf + pos);
+        pos += n;
+    }
+}
+
+static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, guint64 len,
+                                       const guint8 *buf)
+{
+    if (vd_buffer_is_zero(buf, len)) {
+        add_op(w, OP_ZERO, offset, len, buf);
+        return TRUE;
+    }
+    guint8 *out = w->packed + w->packed_used;
+    gsize packed = vd_image_compress(job->dst, buf, len, out, len);
+    if (packed == 0) {
+        add_op(w, OP_DATA, offset, len, buf); /* incompressible: store as is */
+        return TRUE;
+    }
+    WriteOp op = {.kind = OP_COMPRESSED, .offset = offset, .len = len, .buf = out,
+                  .packed_len = packed};
+    g_array_append_val(w->ops, op);
+    w->packed_used += packed;
+    return TRUE;
+}
+
+/* Compression works on whole target clusters: read each cluster that holds
+ * any data (holes inside it read as zero) and pack it. */
+static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 len,
+                                GError **error)
+{
+    for (guint64 pos = 0; pos < len;) {
+        guint64 offset = start + pos;
+        guint64 n = MIN((guint64)job->cluster, len - pos);
+        VdBlockStatus st;
+        if (!vd_image_block_status(job->src, offset, n, !job->top_only, &st, error))
+            return FALSE;
+        gboolean whole = st.length == n;
+        if (whole && !(st.flags & VD_BLOCK_ALLOCATED) && job->top_only) {
+            pos += n; /* the target's backing file holds it */
+            continue;
+        }
+        if (whole && !(st.flags & VD_BLOCK_DATA)) {
+            add_op(w, OP_ZERO, offset, n, w->data + pos);
+        } else {
+            if (!vd_image_read(job->src, offset, w->data + pos, n, error))
+                return FALSE;
+            if (!add_compressed_cluster(job, w, offset, n, w->data + pos))
+                return FALSE;
+        }
+        pos += n;
+    }
+    return TRUE;
+}
+
+static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, GError **error)
+{
+    for (guint64 pos = 0; pos < len;) {
+        guint64 offset = start + pos;
+        VdBlockStatus st;
+        if (!vd_image_block_status(job->src, offset, len - pos, !job->top_only, &st, error))
+            return FALSE;
+        guint64 n = st.length;
+        if (job->top_only && !(st.flags & VD_BLOCK_ALLOCATED)) {
+            /* left to the target's backing file */
+        } else if (!(st.flags & VD_BLOCK_DATA) && job->sparse_block != 0) {
+            add_op(w, OP_ZERO, offset, n, w->data + pos);
+        } else {
+            if (!vd_image_read(job->src, offset, w->data + pos, n, error))
+                return FALSE;
+            add_data_run(job, w, offset, n, w->data + pos);
+        }
+        pos += n;
+    }
+    return TRUE;
+}
+
+/* ----- carrying out the write list ----- */
+
+static gboolean perform_op(CopyJob *job, const WriteOp *op, GError **error)
+{
+    switch (op->kind) {
+    case OP_DATA:
+        return vd_image_write(job->dst, op->offset, op->buf, op->len, error);
+    case OP_ZERO:
+        if (job->skip_zeroes)
+            return TRUE;
+        return vd_image_write_zeroes(job->dst, op->offset, op->len, TRUE, error);
+    case OP_COMPRESSED:
+        return vd_image_write_precompressed(job->dst, op->offset, op->buf, op->packed_len,
+                                            error);
+    }
+    return TRUE;
+}
+
+static gboolean perform_ops(CopyJob *job, Worker *w, GError **error)
+{
+    for (guint i = 0; i < w->ops->len; i++)
+        if (!perform_op(job, &g_array_index(w->ops, WriteOp, i), error))
+            return FALSE;
+    return TRUE;
+}
+
+/* ----- the workers ----- */
+
+static gboolean job_failed_locked(CopyJob *job)
+{
+    if (job->error == NULL && job->opts->cancellable != NULL &&
+        g_cancellable_is_cancelled(job->opts->cancellable))
+        g_set_error(&job->error, VD_ERROR, VD_ERROR_CANCELLED, "the copy was cancelled");
+    return job->error != NULL;
+}
+
+static void fail(CopyJob *job, GError *error)
+{
+    g_mutex_lock(&job->lock);
+    if (job->error == NULL)
+        job->error = error;
+    else
+        g_error_free(error);
+    g_cond_broadcast(&job->turn);
+    g_mutex_unlock(&job->lock);
+}
+
+/* Wait until it is chunk index's turn to write; FALSE when the job failed. */
+static gboolean wait_turn(CopyJob *job, guint64 index)
+{
+    g_mutex_lock(&job->lock);
+    while (job->in_order && job->next_write != index && job->error == NULL)
+        g_cond_wait(&job->turn, &job->lock);
+    gboolean ok = job->error == NULL;
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+static void finish_turn(CopyJob *job, guint64 bytes)
+{
+    g_mutex_lock(&job->lock);
+    job->next_write++;
+    job->done += bytes;
+    if (job->opts->progress != NULL)
+        job->opts->progress(job->done, job->size, job->opts->progress_data);
+    g_cond_broadcast(&job->turn);
+    g_mutex_unlock(&job->lock);
+}
+
+static gboolean claim_chunk(CopyJob *job, guint64 *index)
+{
+    g_mutex_lock(&job->lock);
+    gboolean ok = !job_failed_locked(job) && job->next_chunk * job->chunk < job->size;
+    if (ok)
+        *index = job->next_chunk++;
+    g_mutex_unlock(&job->lock);
+    return ok;
+}
+
+static gpointer worker_main(gpointer data)
+{
+    CopyJob *job = data;
+    Worker w = {
+        .data = g_malloc(job->chunk),
+        .packed = job->opts->compress ? g_malloc(job->chunk) : NULL,
+        .ops = g_array_new(FALSE, FALSE, sizeof(WriteOp)),
+    };
+    guint64 index;
+    while (claim_chunk(job, &index)) {
+        guint64 start = index * job->chunk;
+        guint64 len = MIN(job->chunk, job->size - start);
+        GError *error = NULL;
+        g_array_set_size(w.ops, 0);
+        w.packed_used = 0;
+        gboolean ok = job->opts->compress ? plan_compressed(job, &w, start, len, &error)
+                                          : plan_plain(job, &w, start, len, &error);
+        if (ok && !wait_turn(job, index))
+            break;
+        if (ok)
+            ok = perform_ops(job, &w, &error);
+        if (!ok) {
+            fail(job, error);
+            break;
+        }
+        finish_turn(job, len);
+    }
+    g_free(w.data);
+    g_free(w.packed);
+    g_array_unref(w.ops);
+    return NULL;
+}
+
+static guint thread_count(const VdConvertOptions *opts)
+{
+    if (opts->threads > 0)
+        return MIN(opts->threads, MAX_THREADS);
+    /* Plain copies are I/O bound: two workers overlap a read with a write.
+     * Compression wants every core. */
+    guint cpus = g_get_num_processors();
+    return opts->compress ? CLAMP(cpus, 2, 8) : 2;
+}
+
+void vd_convert_options_init(VdConvertOptions *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->min_sparse = DEFAULT_MIN_SPARSE;
+}
+
+static gboolean check_compress(VdImage *target, const VdConvertOptions *opts, GError **error)
+{
+    if (opts->compress && !vd_image_can_write_compressed(target)) {
+        vd_set_error(error, target, VD_ERROR_NOT_SUPPORTED,
+                     "the %s format cannot store compressed data", vd_image_format(target));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
+                       GError **error)
+{
+    if (vd_image_size(target) < vd_image_size(source)) {
+        vd_set_error(error, target, VD_ERROR_INVALID_ARGUMENT,
+                     "target is smaller (%" G_GUINT64_FORMAT " bytes) than the source (%"
+                     G_GUINT64_FORMAT " bytes)",
+                     vd_image_size(target), vd_image_size(source));
+        return FALSE;
+    }
+    if (!check_compress(target, opts, error))
+        return FALSE;
+    CopyJob job = {
+        .src = source,
+        .dst = target,
+        .opts = opts,
+        .size = vd_image_size(source),
+        .top_only = opts->backing_file != NULL,
+        .sparse_block = opts->min_sparse,
+        .in_order = !opts->out_of_order || vd_image_needs_sequential_writes(target),
+    };
+    job.cluster = vd_image_cluster_size(target);
+    if (job.cluster == 0)
+        job.cluster = 65536;
+    /* A chunk holds whole target clusters so compression never splits one. */
+    job.chunk = MAX((guint64)CHUNK_BYTES, job.cluster) / job.cluster * job.cluster;
+    job.skip_zeroes = !opts->target_exists && opts->min_sparse != 0 && !job.top_only &&
+                      vd_image_has_zero_init(target);
+    g_mutex_init(&job.lock);
+    g_cond_init(&job.turn);
+
+    guint n = thread_count(opts);
+    GThread *threads[MAX_THREADS];
+    for (guint i = 0; i < n; i++)
+        threads[i] = g_thread_new("vdisk-copy", worker_main, &job);
+    for (guint i = 0; i < n; i++)
+        g_thread_join(threads[i]);
+
+    g_mutex_clear(&job.lock);
+    g_cond_clear(&job.turn);
+    if (job.error == NULL && opts->cancellable != NULL &&
+        g_cancellable_is_cancelled(opts->cancellable))
+        g_set_error(&job.error, VD_ERROR, VD_ERROR_CANCELLED, "the copy was cancelled");
+    if (job.error != NULL) {
+        g_propagate_error(error, job.error);
+        return FALSE;
+    }
+    return vd_image_flush(target, error);
+}
+
+/* ----- convert: create the target, copy, and clean up on failure ----- */
+
+static gboolean same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+static gboolean refuse_overwriting_chain(VdImage *source, const char *target_path,
+                                         GError **error)
+{
+    for (VdImage *layer = source; layer != NULL; layer = vd_image_backing(layer)) {
+        if (same_file(vd_image_filename(layer), target_path)) {
+            vd_set_file_error(error, target_path, VD_ERROR_INVALID_ARGUMENT,
+                              "the target is the source image %s itself; choose another name",
+                              vd_image_filename(layer));
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+static VdOptions *target_create_options(const VdConvertOptions *opts)
+{
+    VdOptions *copy = vd_options_new();
+    if (opts->create_options != NULL) {
+        g_autoptr(GPtrArray) keys = vd_options_keys(opts->create_options);
+        for (guint i = 0; i < keys->len; i++)
+            vd_options_set(copy, keys->pdata[i], vd_options_get(opts->create_options,
+                                                                keys->pdata[i]));
+    }
+    if (opts->backing_file != NULL) {
+        vd_options_set(copy, "backing_file", opts->backing_file);
+        if (opts->backing_format != NULL)
+            vd_options_set(copy, "backing_fmt", opts->backing_format);
+    }
+    return copy;
+}
+
+static VdImage *open_or_create_target(VdImage *source, const char *path,
+                                      const VdConvertOptions *opts, gboolean *created,
+                                      GError **error)
+{
+    *created = FALSE;
+    if (!opts->target_exists) {
+        g_autoptr(VdOptions) create = target_create_options(opts);
+        if (!vd_image_create(path, opts->target_format, vd_image_size(source), create, error))
+            return NULL;
+        *created = TRUE;
+    }
+    return vd_image_open(path, opts->target_format, VD_OPEN_READ_WRITE, error);
+}
+
+gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
+                    GError **error)
+{
+    if (opts->target_format == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "no target format given");
+        return FALSE;
+    }
+    if (!refuse_overwriting_chain(source, target_path, error))
+        return FALSE;
+    gboolean created;
+    g_autoptr(VdImage) target = open_or_create_target(source, target_path, opts, &created,
+                                                      error);
+    gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
+    g_clear_pointer(&target, vd_image_unref);
+    if (!ok && created)
+        unlink(target_path); /* never leave a half-written image that looks whole */
+    return ok;
+}

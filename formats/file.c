@@ -1,0 +1,281 @@
+/* VdFile: host file I/O with full-length reads and writes, and errors that
+ * name the file. Every format driver does its I/O through this. */
+#include "vdisk-driver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct VdFile {
+    int fd;
+    char *name;
+    gboolean writable;
+};
+
+static void set_errno_error(GError **error, const char *name, int err, const char *what)
+{
+    VdError code = err == ENOSPC ? VD_ERROR_NO_SPACE : VD_ERROR_IO;
+    if (err == ENOENT)
+        code = VD_ERROR_NOT_FOUND;
+    vd_set_file_error(error, name, code, "%s: %s", what, g_strerror(err));
+}
+
+static VdFile *wrap_fd(int fd, const char *name, gboolean writable)
+{
+    VdFile *file = g_new0(VdFile, 1);
+    file->fd = fd;
+    file->name = g_strdup(name);
+    file->writable = writable;
+    return file;
+}
+
+VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
+{
+    int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        vd_set_file_error(error, path, err == ENOENT ? VD_ERROR_NOT_FOUND : VD_ERROR_IO,
+                          "cannot open: %s", g_strerror(err));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        close(fd);
+        vd_set_file_error(error, path, VD_ERROR_INVALID_ARGUMENT, "is a directory");
+        return NULL;
+    }
+    return wrap_fd(fd, path, read_write);
+}
+
+VdFile *vd_file_create(const char *path, GError **error)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        set_errno_error(error, path, errno, "cannot create");
+        return NULL;
+    }
+    return wrap_fd(fd, path, TRUE);
+}
+
+VdFile *vd_file_open_fd(int fd, const char *name, GError **error)
+{
+    int flags = fcntl(fd, F_GETFL);
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (flags < 0 || copy < 0) {
+        set_errno_error(error, name, errno, "bad file descriptor");
+        return NULL;
+    }
+    return wrap_fd(copy, name, (flags & O_ACCMODE) == O_RDWR);
+}
+
+void vd_file_close(VdFile *file)
+{
+    if (file == NULL)
+        return;
+    close(file->fd);
+    g_free(file->name);
+    g_free(file);
+}
+
+const char *vd_file_name(VdFile *file) { return file->name; }
+int vd_file_fd(VdFile *file) { return file->fd; }
+gboolean vd_file_is_writable(VdFile *file) { return file->writable; }
+
+gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
+{
+    struct stat st;
+    if (fstat(file->fd, &st) < 0) {
+        set_errno_error(error, file->name, errno, "cannot stat");
+        return FALSE;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        off_t end = lseek(file->fd, 0, SEEK_END);
+        if (end < 0) {
+            set_errno_error(error, file->name, errno, "cannot get device size");
+            return FALSE;
+        }
+        *size = (guint64)end;
+        return TRUE;
+    }
+    *size = (guint64)st.st_size;
+    return TRUE;
+}
+
+gint64 vd_file_allocated(VdFile *file)
+{
+    struct stat st;
+    if (fstat(file->fd, &st) < 0)
+        return -1;
+    return (gint64)st.st_blocks * 512;
+}
+
+/* pread until len bytes or EOF; *got says how many arrived. */
+static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, gsize *got,
+                           GError **error)
+{
+    gsize done = 0;
+    if (offset > G_MAXINT64 || len > G_MAXINT64 - offset) {
+        vd_set_file_error(error, file->name, VD_ERROR_CORRUPT,
+                          "read at offset %" G_GUINT64_FORMAT " is out of range", offset);
+        return FALSE;
+    }
+    while (done < len) {
+        ssize_t n = pread(file->fd, (guint8 *)buf + done, len - done, (off_t)(offset + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            set_errno_error(error, file->name, errno, "read failed");
+            return FALSE;
+        }
+        if (n == 0)
+            break;
+        done += (gsize)n;
+    }
+    *got = done;
+    return TRUE;
+}
+
+gboolean vd_file_pread(VdFile *file, guint64 offset, void *buf, gsize len, GError **error)
+{
+    gsize got = 0;
+    if (!pread_full(file, offset, buf, len, &got, error))
+        return FALSE;
+    if (got < len) {
+        vd_set_file_error(error, file->name, VD_ERROR_CORRUPT,
+                          "unexpected end of file reading %" G_GSIZE_FORMAT
+                          " bytes at offset %" G_GUINT64_FORMAT,
+                          len, offset);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_pread_zero_past_eof(VdFile *file, guint64 offset, void *buf, gsize len,
+                                     GError **error)
+{
+    gsize got = 0;
+    if (!pread_full(file, offset, buf, len, &got, error))
+        return FALSE;
+    memset((guint8 *)buf + got, 0, len - got);
+    return TRUE;
+}
+
+gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len, GError **error)
+{
+    gsize done = 0;
+    if (offset > G_MAXINT64 || len > G_MAXINT64 - offset) {
+        vd_set_file_error(error, file->name, VD_ERROR_INVALID_ARGUMENT,
+                          "write at offset %" G_GUINT64_FORMAT " is out of range", offset);
+        return FALSE;
+    }
+    while (done < len) {
+        ssize_t n = pwrite(file->fd, (const guint8 *)buf + done, len - done, (off_t)(offset + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            set_errno_error(error, file->name, errno, "write failed");
+            return FALSE;
+        }
+        done += (gsize)n;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
+{
+    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)len) < 0) {
+        int err = errno;
+        vd_set_file_error(error, file->name,
+                          err == EOPNOTSUPP ? VD_ERROR_NOT_SUPPORTED : VD_ERROR_IO,
+                          "cannot punch a hole: %s", g_strerror(err));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolean may_punch,
+                              GError **error)
+{
+    guint64 size;
+    if (!vd_file_size(file, &size, error))
+        return FALSE;
+    /* Past the end of the file zeroes come free: only extend the size. */
+    if (offset >= size)
+        return vd_file_truncate(file, offset + len, error);
+    if (may_punch) {
+        guint64 end = offset + len;
+        if (end > size && !vd_file_truncate(file, end, error))
+            return FALSE;
+        if (vd_file_punch_hole(file, offset, MIN(len, size - offset), NULL))
+            return TRUE;
+    }
+    if (fallocate(file->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)len) == 0)
+        return TRUE;
+    static const gsize chunk = 1 << 20;
+    g_autofree guint8 *zeroes = g_malloc0(MIN(len, chunk));
+    for (guint64 done = 0; done < len;) {
+        gsize n = (gsize)MIN(len - done, chunk);
+        if (!vd_file_pwrite(file, offset + done, zeroes, n, error))
+            return FALSE;
+        done += n;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
+{
+    if (size > G_MAXINT64 || ftruncate(file->fd, (off_t)size) < 0) {
+        set_errno_error(error, file->name, size > G_MAXINT64 ? EFBIG : errno,
+                        "cannot change the file size");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **error)
+{
+    int err = posix_fallocate(file->fd, (off_t)offset, (off_t)len);
+    if (err != 0) {
+        set_errno_error(error, file->name, err, "cannot preallocate");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_sync(VdFile *file, GError **error)
+{
+    if (fdatasync(file->fd) < 0 && errno != EINVAL) {
+        set_errno_error(error, file->name, errno, "sync failed");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data,
+                        guint64 *run, GError **error)
+{
+    off_t data = lseek(file->fd, (off_t)offset, SEEK_DATA);
+    if (data < 0) {
+        if (errno == ENXIO) {
+            /* No data from here on: a hole up to EOF (and beyond). */
+            *is_data = FALSE;
+            *run = max;
+            return TRUE;
+        }
+        *is_data = TRUE; /* the file system cannot tell */
+        *run = max;
+        return TRUE;
+    }
+    if ((guint64)data > offset) {
+        *is_data = FALSE;
+        *run = MIN((guint64)data - offset, max);
+        return TRUE;
+    }
+    off_t hole = lseek(file->fd, (off_t)offset, SEEK_HOLE);
+    *is_data = TRUE;
+    *run = hole < 0 || (guint64)hole <= offset ? max : MIN((guint64)hole - offset, max);
+    return TRUE;
+}

@@ -1,0 +1,776 @@
+/* The generic image layer: one handle over every format. It picks the
+ * driver, opens the backing chain, answers reads of unallocated ranges from
+ * the backing file, serialises driver calls and says "not supported by FMT"
+ * for what a driver leaves out. */
+#include "vdisk-driver.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Longer chains than this are refused: each layer holds a descriptor, and a
+ * loop that escaped the identity check would otherwise never end. */
+#define MAX_CHAIN_DEPTH 256
+#define PROBE_BYTES 4096
+
+static const VdDriver *const drivers[] = {
+    &vd_driver_qcow2,
+    &vd_driver_raw,
+};
+
+static const char *const format_names[] = {"raw", "qcow2", NULL};
+
+const char *const *vd_formats(void) { return format_names; }
+
+static const VdDriver *find_driver(const char *format)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(drivers); i++)
+        if (g_str_equal(drivers[i]->name, format))
+            return drivers[i];
+    return NULL;
+}
+
+static const VdDriver *require_driver(const char *format, GError **error)
+{
+    const VdDriver *drv = find_driver(format);
+    if (drv == NULL) {
+        g_autofree char *known = g_strjoinv(", ", (char **)format_names);
+        g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                    "unknown image format '%s' (known: %s)", format, known);
+    }
+    return drv;
+}
+
+gboolean vd_format_known(const char *format) { return find_driver(format) != NULL; }
+
+const char *const *vd_format_create_options(const char *format)
+{
+    const VdDriver *drv = find_driver(format);
+    return drv != NULL ? drv->create_options : NULL;
+}
+
+const char *vd_format_from_extension(const char *filename)
+{
+    static const struct {
+        const char *ext;
+        const char *format;
+    } map[] = {
+        {".qcow2", "qcow2"}, {".qcow", "qcow"}, {".vdi", "vdi"}, {".vmdk", "vmdk"},
+        {".cow", "cow"},     {".raw", "raw"},   {".img", "raw"}, {".iso", "raw"},
+        {".luks", "luks"},
+    };
+    g_autofree char *lower = g_ascii_strdown(filename, -1);
+    for (gsize i = 0; i < G_N_ELEMENTS(map); i++)
+        if (g_str_has_suffix(lower, map[i].ext) && vd_format_known(map[i].format))
+            return map[i].format;
+    return NULL;
+}
+
+static const VdDriver *probe_buffer(const guint8 *buf, gsize len, const char *filename,
+                                    gboolean *fell_back)
+{
+    const VdDriver *best = &vd_driver_raw;
+    int best_score = 0;
+    for (gsize i = 0; i < G_N_ELEMENTS(drivers); i++) {
+        if (drivers[i]->probe == NULL)
+            continue;
+        int score = drivers[i]->probe(buf, len, filename);
+        if (score > best_score) {
+            best_score = score;
+            best = drivers[i];
+        }
+    }
+    if (fell_back != NULL)
+        *fell_back = best_score == 0;
+    return best;
+}
+
+static const VdDriver *probe_file(VdFile *file, gboolean *fell_back, GError **error)
+{
+    guint8 buf[PROBE_BYTES];
+    if (!vd_file_pread_zero_past_eof(file, 0, buf, sizeof buf, error))
+        return NULL;
+    return probe_buffer(buf, sizeof buf, vd_file_name(file), fell_back);
+}
+
+const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error)
+{
+    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
+    if (file == NULL)
+        return NULL;
+    const VdDriver *drv = probe_file(file, fell_back_to_raw, error);
+    return drv != NULL ? drv->name : NULL;
+}
+
+/* ----- paths of files named inside images ----- */
+
+char *vd_resolve_relative(const char *image_filename, const char *name)
+{
+    if (g_path_is_absolute(name))
+        return g_strdup(name);
+    g_autofree char *dir = g_path_get_dirname(image_filename);
+    return g_build_filename(dir, name, NULL);
+}
+
+VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
+                                   GError **error)
+{
+    g_autofree char *path = vd_resolve_relative(img->filename, name);
+    return vd_file_open(path, read_write, error);
+}
+
+/* ----- open and close ----- */
+
+static VdImage *image_new(VdFile *file, const char *filename, const VdDriver *drv,
+                          VdOpenFlags flags)
+{
+    VdImage *img = g_new0(VdImage, 1);
+    img->refcount = 1;
+    img->drv = drv;
+    img->file = file;
+    img->filename = g_strdup(filename);
+    img->flags = flags;
+    img->read_write = (flags & VD_OPEN_READ_WRITE) != 0;
+    g_mutex_init(&img->lock);
+    return img;
+}
+
+/* The identity of an open file, to catch backing chains that loop. */
+static char *file_identity(VdFile *file)
+{
+    struct stat st;
+    if (fstat(vd_file_fd(file), &st) < 0)
+        return NULL;
+    return g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+}
+
+static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
+                           VdOpenFlags flags, GHashTable *seen, guint depth, GError **error);
+
+static gboolean open_backing(VdImage *img, GHashTable *seen, guint depth, GError **error)
+{
+    if (img->backing_name == NULL || (img->flags & VD_OPEN_NO_BACKING))
+        return TRUE;
+    if (depth >= MAX_CHAIN_DEPTH) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "backing chain is deeper than %d images", MAX_CHAIN_DEPTH);
+        return FALSE;
+    }
+    g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
+    g_autoptr(GError) local = NULL;
+    VdFile *file = vd_file_open(path, FALSE, &local);
+    if (file == NULL) {
+        vd_set_error(error, img, g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND)
+                                     ? VD_ERROR_NOT_FOUND
+                                     : VD_ERROR_IO,
+                     "cannot open backing file: %s", local->message);
+        return FALSE;
+    }
+    /* The backing chain is read only; flags other than that carry down. */
+    VdOpenFlags bflags = img->flags & ~(VdOpenFlags)VD_OPEN_READ_WRITE;
+    img->backing = open_layer(file, path, img->backing_format, bflags, seen, depth + 1, error);
+    return img->backing != NULL;
+}
+
+/* Open one layer on file (taking it) and, below it, its backing chain. */
+static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
+                           VdOpenFlags flags, GHashTable *seen, guint depth, GError **error)
+{
+    g_autofree char *identity = file_identity(file);
+    if (identity != NULL && !g_hash_table_add(seen, g_steal_pointer(&identity))) {
+        vd_set_file_error(error, filename, VD_ERROR_CORRUPT,
+                          "backing chain loops back to this file");
+        vd_file_close(file);
+        return NULL;
+    }
+    const VdDriver *drv = format != NULL ? require_driver(format, error)
+                                         : probe_file(file, NULL, error);
+    if (drv == NULL) {
+        vd_file_close(file);
+        return NULL;
+    }
+    g_autoptr(VdImage) img = image_new(file, filename, drv, flags);
+    if (!drv->open(img, error))
+        return NULL;
+    if (img->read_write && drv->write == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written",
+                     drv->name);
+        return NULL;
+    }
+    if (!open_backing(img, seen, depth, error))
+        return NULL;
+    return g_steal_pointer(&img);
+}
+
+static VdImage *open_file(VdFile *file, const char *filename, const char *format,
+                          VdOpenFlags flags, GError **error)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    return open_layer(file, filename, format, flags, seen, 0, error);
+}
+
+VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
+{
+    VdFile *file = vd_file_open(path, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (file == NULL)
+        return NULL;
+    return open_file(file, path, format, flags, error);
+}
+
+VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
+                          GError **error)
+{
+    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
+    const char *label = name != NULL ? name : fallback;
+    VdFile *file = vd_file_open_fd(fd, label, error);
+    if (file == NULL)
+        return NULL;
+    if ((flags & VD_OPEN_READ_WRITE) && !vd_file_is_writable(file)) {
+        vd_set_file_error(error, label, VD_ERROR_INVALID_ARGUMENT,
+                          "descriptor is not open for reading and writing");
+        vd_file_close(file);
+        return NULL;
+    }
+    return open_file(file, label, format, flags, error);
+}
+
+VdImage *vd_image_ref(VdImage *img)
+{
+    g_atomic_int_inc(&img->refcount);
+    return img;
+}
+
+void vd_image_unref(VdImage *img)
+{
+    if (img == NULL || !g_atomic_int_dec_and_test(&img->refcount))
+        return;
+    if (img->drv->close != NULL) /* drivers cope with a half-done open */
+        img->drv->close(img);
+    vd_image_unref(img->backing);
+    vd_file_close(img->file);
+    g_mutex_clear(&img->lock);
+    g_free(img->backing_name);
+    g_free(img->backing_format);
+    g_free(img->filename);
+    g_free(img);
+}
+
+/* ----- simple accessors ----- */
+
+const char *vd_image_format(VdImage *img) { return img->drv->name; }
+const char *vd_image_filename(VdImage *img) { return img->filename; }
+guint64 vd_image_size(VdImage *img) { return img->size; }
+VdImage *vd_image_backing(VdImage *img) { return img->backing; }
+
+guint32 vd_image_cluster_size(VdImage *img)
+{
+    return img->drv->cluster_size != NULL ? img->drv->cluster_size(img) : 0;
+}
+
+gboolean vd_image_can_write_compressed(VdImage *img)
+{
+    return img->drv->compress != NULL && img->drv->write_compressed != NULL;
+}
+
+gboolean vd_image_has_zero_init(VdImage *img)
+{
+    if (img->backing != NULL || img->backing_name != NULL)
+        return FALSE;
+    return img->drv->has_zero_init != NULL && img->drv->has_zero_init(img);
+}
+
+gboolean vd_image_needs_sequential_writes(VdImage *img) { return img->drv->sequential_writes; }
+
+/* ----- argument checks shared by the I/O calls ----- */
+
+static gboolean check_range(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    if (offset > img->size || len > img->size - offset) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "access at offset %" G_GUINT64_FORMAT " length %" G_GUINT64_FORMAT
+                     " is beyond the virtual size %" G_GUINT64_FORMAT,
+                     offset, len, img->size);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean check_writable(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    if (!img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    return check_range(img, offset, len, error);
+}
+
+static gboolean not_supported(VdImage *img, const char *what, GError **error)
+{
+    vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s is not supported by the %s format", what,
+                 img->drv->name);
+    return FALSE;
+}
+
+/* ----- reading ----- */
+
+static gboolean layer_status(VdImage *img, guint64 offset, guint64 len, VdExtent *ext,
+                             GError **error)
+{
+    memset(ext, 0, sizeof *ext);
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->block_status(img, offset, len, ext, error);
+    g_mutex_unlock(&img->lock);
+    if (ok && (ext->length == 0 || ext->length > len)) {
+        vd_set_error(error, img, VD_ERROR_FAILED,
+                     "internal error: block status gave length %" G_GUINT64_FORMAT,
+                     ext->length);
+        return FALSE;
+    }
+    return ok;
+}
+
+static gboolean read_backing_unlocked(VdImage *img, guint64 offset, void *buf, gsize len,
+                                      GError **error)
+{
+    VdImage *backing = img->backing;
+    guint64 inside = 0;
+    if (backing != NULL && offset < backing->size)
+        inside = MIN(len, backing->size - offset);
+    if (inside > 0 && !vd_image_read(backing, offset, buf, inside, error))
+        return FALSE;
+    memset((guint8 *)buf + inside, 0, len - inside);
+    return TRUE;
+}
+
+gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len,
+                               GError **error)
+{
+    return read_backing_unlocked(img, offset, buf, len, error);
+}
+
+gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
+{
+    if (!check_range(img, offset, len, error))
+        return FALSE;
+    guint8 *out = buf;
+    while (len > 0) {
+        VdExtent ext;
+        if (!layer_status(img, offset, len, &ext, error))
+            return FALSE;
+        gsize n = (gsize)ext.length;
+        gboolean ok = TRUE;
+        switch (ext.kind) {
+        case VD_EXTENT_DATA:
+            g_mutex_lock(&img->lock);
+            ok = img->drv->read(img, offset, out, n, error);
+            g_mutex_unlock(&img->lock);
+            break;
+        case VD_EXTENT_ZERO:
+            memset(out, 0, n);
+            break;
+        case VD_EXTENT_UNALLOCATED:
+            ok = read_backing_unlocked(img, offset, out, n, error);
+            break;
+        }
+        if (!ok)
+            return FALSE;
+        offset += n;
+        out += n;
+        len -= n;
+    }
+    return TRUE;
+}
+
+/* ----- writing ----- */
+
+gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
+{
+    if (!check_writable(img, offset, len, error))
+        return FALSE;
+    if (len == 0)
+        return TRUE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->write(img, offset, buf, len, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+static gboolean write_zero_buffers(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    static const gsize chunk = 1 << 20;
+    g_autofree guint8 *zeroes = g_malloc0((gsize)MIN(len, chunk));
+    for (guint64 done = 0; done < len;) {
+        gsize n = (gsize)MIN(len - done, chunk);
+        if (!img->drv->write(img, offset + done, zeroes, n, error))
+            return FALSE;
+        done += n;
+    }
+    return TRUE;
+}
+
+gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
+                               GError **error)
+{
+    if (!check_writable(img, offset, len, error))
+        return FALSE;
+    if (len == 0)
+        return TRUE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->write_zeroes != NULL
+                      ? img->drv->write_zeroes(img, offset, len, may_unmap, error)
+                      : write_zero_buffers(img, offset, len, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    if (!check_writable(img, offset, len, error))
+        return FALSE;
+    if (img->drv->discard == NULL || len == 0)
+        return TRUE; /* discard is advisory */
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->discard(img, offset, len, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+gsize vd_image_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
+{
+    if (img->drv->compress == NULL)
+        return 0;
+    return img->drv->compress(img, in, len, out, out_len);
+}
+
+gboolean vd_image_write_precompressed(VdImage *img, guint64 offset, const void *data, gsize len,
+                                      GError **error)
+{
+    if (!vd_image_can_write_compressed(img))
+        return not_supported(img, "compressed writing", error);
+    if (!check_writable(img, offset, 0, error))
+        return FALSE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->write_compressed(img, offset, data, len, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+gboolean vd_image_write_compressed(VdImage *img, guint64 offset, const void *buf, gsize len,
+                                   GError **error)
+{
+    if (!vd_image_can_write_compressed(img))
+        return not_supported(img, "compressed writing", error);
+    if (!check_writable(img, offset, len, error))
+        return FALSE;
+    g_autofree guint8 *packed = g_malloc(len);
+    gsize packed_len = vd_image_compress(img, buf, len, packed, len);
+    if (packed_len == 0)
+        return vd_image_write(img, offset, buf, len, error);
+    return vd_image_write_precompressed(img, offset, packed, packed_len, error);
+}
+
+gboolean vd_image_flush(VdImage *img, GError **error)
+{
+    if (!img->read_write)
+        return TRUE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->flush == NULL || img->drv->flush(img, error);
+    if (ok)
+        ok = vd_file_sync(img->file, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+/* ----- block status ----- */
+
+static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer,
+                               VdBlockStatus *out)
+{
+    out->length = ext->length;
+    out->depth = depth;
+    out->layer = layer;
+    out->host_offset = ext->host_offset;
+    out->flags = 0;
+    if (ext->kind == VD_EXTENT_DATA)
+        out->flags = VD_BLOCK_DATA | VD_BLOCK_ALLOCATED;
+    else if (ext->kind == VD_EXTENT_ZERO)
+        out->flags = VD_BLOCK_ZERO | VD_BLOCK_ALLOCATED;
+    else
+        out->flags = VD_BLOCK_ZERO; /* nothing anywhere: reads zero */
+    if (ext->offset_valid)
+        out->flags |= VD_BLOCK_OFFSET_VALID;
+    if (ext->compressed)
+        out->flags |= VD_BLOCK_COMPRESSED;
+}
+
+gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboolean through_chain,
+                               VdBlockStatus *out, GError **error)
+{
+    if (!check_range(img, offset, len, error))
+        return FALSE;
+    if (len == 0) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "block status of an empty range");
+        return FALSE;
+    }
+    VdImage *layer = img;
+    for (guint depth = 0;; depth++) {
+        VdExtent ext;
+        if (!layer_status(layer, offset, len, &ext, error))
+            return FALSE;
+        VdImage *below = layer->backing;
+        gboolean descend = ext.kind == VD_EXTENT_UNALLOCATED && through_chain && below != NULL;
+        if (!descend) {
+            status_from_extent(&ext, depth, ext.kind == VD_EXTENT_UNALLOCATED ? NULL : layer,
+                               out);
+            if (ext.kind == VD_EXTENT_UNALLOCATED && !through_chain && layer->backing_name)
+                out->flags &= ~(guint32)VD_BLOCK_ZERO; /* the backing file would answer */
+            return TRUE;
+        }
+        len = ext.length;
+        if (offset >= below->size) {
+            /* Past the end of a shorter backing file the guest reads zero. */
+            ext.kind = VD_EXTENT_UNALLOCATED;
+            status_from_extent(&ext, depth + 1, NULL, out);
+            return TRUE;
+        }
+        len = MIN(len, below->size - offset);
+        layer = below;
+    }
+}
+
+/* ----- info ----- */
+
+void vd_snapshot_info_free(VdSnapshotInfo *info)
+{
+    if (info == NULL)
+        return;
+    g_free(info->id);
+    g_free(info->name);
+    g_free(info);
+}
+
+void vd_image_info_free(VdImageInfo *info)
+{
+    if (info == NULL)
+        return;
+    g_free(info->filename);
+    g_free(info->backing_filename);
+    g_free(info->full_backing_filename);
+    g_free(info->backing_format);
+    if (info->snapshots != NULL)
+        g_ptr_array_unref(info->snapshots);
+    if (info->format_specific != NULL)
+        g_variant_unref(info->format_specific);
+    g_free(info);
+}
+
+VdImageInfo *vd_image_get_info(VdImage *img, GError **error)
+{
+    VdImageInfo *info = g_new0(VdImageInfo, 1);
+    info->filename = g_strdup(img->filename);
+    info->format = img->drv->name;
+    info->virtual_size = img->size;
+    info->actual_size = vd_file_allocated(img->file);
+    if (img->backing_name != NULL) {
+        info->backing_filename = g_strdup(img->backing_name);
+        info->full_backing_filename = vd_resolve_relative(img->filename, img->backing_name);
+        info->backing_format = g_strdup(img->backing != NULL ? img->backing->drv->name
+                                                             : img->backing_format);
+    }
+    g_mutex_lock(&img->lock);
+    if (img->drv->get_info != NULL)
+        img->drv->get_info(img, info);
+    g_mutex_unlock(&img->lock);
+    if (info->snapshots == NULL && img->drv->list_snapshots != NULL) {
+        info->snapshots = vd_image_list_snapshots(img, error);
+        if (info->snapshots == NULL) {
+            vd_image_info_free(info);
+            return NULL;
+        }
+    }
+    if (info->format_specific != NULL)
+        g_variant_ref_sink(info->format_specific);
+    return info;
+}
+
+/* ----- resize, check, snapshots: dispatch or "not supported" ----- */
+
+gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+{
+    if (img->drv->resize == NULL)
+        return not_supported(img, "resizing", error);
+    if (!img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    if (new_size < img->size && !allow_shrink) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "shrinking the image would drop the data past the new end; pass "
+                     "--shrink if that is intended");
+        return FALSE;
+    }
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->resize(img, new_size, allow_shrink, error);
+    if (ok)
+        img->size = new_size;
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+void vd_check_result_clear(VdCheckResult *res)
+{
+    if (res->messages != NULL)
+        g_ptr_array_unref(res->messages);
+    memset(res, 0, sizeof *res);
+}
+
+gboolean vd_image_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error)
+{
+    memset(res, 0, sizeof *res);
+    res->messages = g_ptr_array_new_with_free_func(g_free);
+    if (img->drv->check == NULL)
+        return not_supported(img, "checking", error);
+    if (repair != VD_CHECK_REPAIR_NONE && !img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "repair needs the image writable");
+        return FALSE;
+    }
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->check(img, repair, res, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+GPtrArray *vd_image_list_snapshots(VdImage *img, GError **error)
+{
+    if (img->drv->list_snapshots == NULL)
+        return g_ptr_array_new_with_free_func((GDestroyNotify)vd_snapshot_info_free);
+    g_mutex_lock(&img->lock);
+    GPtrArray *list = img->drv->list_snapshots(img, error);
+    g_mutex_unlock(&img->lock);
+    return list;
+}
+
+typedef gboolean (*SnapshotOp)(VdImage *img, const char *name, GError **error);
+
+static gboolean snapshot_call(VdImage *img, SnapshotOp op, const char *name, gboolean writes,
+                              GError **error)
+{
+    if (op == NULL)
+        return not_supported(img, "internal snapshots", error);
+    if (name == NULL || *name == '\0') {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "snapshot name is empty");
+        return FALSE;
+    }
+    if (writes && !img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    g_mutex_lock(&img->lock);
+    gboolean ok = op(img, name, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
+gboolean vd_image_create_snapshot(VdImage *img, const char *name, GError **error)
+{
+    return snapshot_call(img, img->drv->create_snapshot, name, TRUE, error);
+}
+
+gboolean vd_image_apply_snapshot(VdImage *img, const char *name_or_id, GError **error)
+{
+    return snapshot_call(img, img->drv->apply_snapshot, name_or_id, TRUE, error);
+}
+
+gboolean vd_image_delete_snapshot(VdImage *img, const char *name_or_id, GError **error)
+{
+    return snapshot_call(img, img->drv->delete_snapshot, name_or_id, TRUE, error);
+}
+
+gboolean vd_image_load_snapshot(VdImage *img, const char *name_or_id, GError **error)
+{
+    if (!snapshot_call(img, img->drv->load_snapshot, name_or_id, FALSE, error))
+        return FALSE;
+    img->read_write = FALSE;
+    return TRUE;
+}
+
+/* ----- create ----- */
+
+static gboolean validate_create_options(const VdDriver *drv, VdOptions *opts, GError **error)
+{
+    g_autoptr(GPtrArray) keys = vd_options_keys(opts);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i];
+        if (g_str_equal(key, "size"))
+            continue;
+        if (drv->create_options == NULL ||
+            !g_strv_contains((const char *const *)drv->create_options, key)) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "the %s format has no option '%s'", drv->name, key);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* Fill in the backing format (probed when not given) and, for size 0, the
+ * size from the backing file; both need the backing file to open. */
+static gboolean inspect_backing(const char *path, const char *backing, char **backing_format,
+                                guint64 *size, GError **error)
+{
+    g_autofree char *resolved = vd_resolve_relative(path, backing);
+    g_autoptr(VdImage) bimg = vd_image_open(resolved, *backing_format, 0, error);
+    if (bimg == NULL) {
+        g_prefix_error(error, "backing file: ");
+        return FALSE;
+    }
+    if (*backing_format == NULL)
+        *backing_format = g_strdup(bimg->drv->name);
+    if (*size == 0)
+        *size = bimg->size;
+    return TRUE;
+}
+
+gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
+                         GError **error)
+{
+    const VdDriver *drv = require_driver(format, error);
+    if (drv == NULL)
+        return FALSE;
+    if (drv->create == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "creating %s images is not supported", drv->name);
+        return FALSE;
+    }
+    g_autoptr(VdOptions) empty = NULL;
+    if (opts == NULL)
+        opts = empty = vd_options_new();
+    if (!validate_create_options(drv, opts, error))
+        return FALSE;
+    if (vd_options_get(opts, "size") != NULL && !vd_option_size(opts, "size", 0, &size, error))
+        return FALSE;
+    const char *backing = vd_options_get(opts, "backing_file");
+    g_autofree char *backing_format = g_strdup(vd_options_get(opts, "backing_fmt"));
+    if (backing != NULL && !inspect_backing(path, backing, &backing_format, &size, error))
+        return FALSE;
+    if (backing == NULL && backing_format != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "a backing format was given without a backing file");
+        return FALSE;
+    }
+    VdCreateParams params = {
+        .size = size,
+        .options = opts,
+        .backing_file = backing,
+        .backing_format = backing_format,
+        .path = path,
+    };
+    g_autoptr(VdFile) file = vd_file_create(path, error);
+    if (file == NULL)
+        return FALSE;
+    if (!drv->create(file, &params, error) || !vd_file_sync(file, error)) {
+        unlink(path);
+        return FALSE;
+    }
+    return TRUE;
+}

@@ -1,0 +1,124 @@
+/* raw: the guest bytes are the file. Sparse by default; holes are found
+ * with SEEK_DATA/SEEK_HOLE so copies never read them. */
+#include "vdisk-driver.h"
+
+#include <sys/stat.h>
+
+enum { PREALLOC_OFF, PREALLOC_FALLOC, PREALLOC_FULL };
+static const char *const prealloc_modes[] = {"off", "falloc", "full", NULL};
+
+static const char *const raw_create_options[] = {"preallocation", NULL};
+
+static gboolean raw_open(VdImage *img, GError **error)
+{
+    return vd_file_size(img->file, &img->size, error);
+}
+
+/* Write real zeroes over [from, to) so the blocks are allocated. */
+static gboolean fill_zeroes(VdFile *file, guint64 from, guint64 to, GError **error)
+{
+    static const gsize chunk = 1 << 20;
+    g_autofree guint8 *zeroes = g_malloc0(chunk);
+    for (guint64 off = from; off < to;) {
+        gsize n = (gsize)MIN(to - off, chunk);
+        if (!vd_file_pwrite(file, off, zeroes, n, error))
+            return FALSE;
+        off += n;
+    }
+    return TRUE;
+}
+
+/* Grow file from old_size to new_size with the given preallocation. */
+static gboolean grow(VdFile *file, guint64 old_size, guint64 new_size, int prealloc,
+                     GError **error)
+{
+    switch (prealloc) {
+    case PREALLOC_FALLOC:
+        return vd_file_allocate(file, old_size, new_size - old_size, error);
+    case PREALLOC_FULL:
+        return fill_zeroes(file, old_size, new_size, error);
+    default:
+        return vd_file_truncate(file, new_size, error);
+    }
+}
+
+static gboolean raw_create(VdFile *file, const VdCreateParams *params, GError **error)
+{
+    int prealloc;
+    if (!vd_option_choice(params->options, "preallocation", prealloc_modes, PREALLOC_OFF,
+                          &prealloc, error))
+        return FALSE;
+    if (params->backing_file != NULL) {
+        vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
+                          "raw images cannot have a backing file");
+        return FALSE;
+    }
+    return grow(file, 0, params->size, prealloc, error);
+}
+
+static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent *out,
+                                 GError **error)
+{
+    gboolean is_data;
+    guint64 run;
+    if (!vd_file_extent(img->file, offset, len, &is_data, &run, error))
+        return FALSE;
+    out->kind = is_data ? VD_EXTENT_DATA : VD_EXTENT_ZERO;
+    out->length = run;
+    out->offset_valid = TRUE;
+    out->host_offset = offset;
+    return TRUE;
+}
+
+static gboolean raw_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
+{
+    /* A file shrunk behind our back reads as zeroes rather than failing. */
+    return vd_file_pread_zero_past_eof(img->file, offset, buf, len, error);
+}
+
+static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize len,
+                          GError **error)
+{
+    return vd_file_pwrite(img->file, offset, buf, len, error);
+}
+
+static gboolean raw_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
+                                 GError **error)
+{
+    return vd_file_write_zeroes(img->file, offset, len, may_unmap, error);
+}
+
+static gboolean raw_discard(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    /* Best effort, like qemu: a file system without hole punching keeps the data. */
+    vd_file_punch_hole(img->file, offset, len, NULL);
+    return TRUE;
+}
+
+static gboolean raw_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+{
+    if (new_size <= img->size)
+        return vd_file_truncate(img->file, new_size, error);
+    return grow(img->file, img->size, new_size, PREALLOC_OFF, error);
+}
+
+static gboolean raw_has_zero_init(VdImage *img)
+{
+    /* A regular file we just created reads zero; a block device may not. */
+    struct stat st;
+    return fstat(vd_file_fd(img->file), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const VdDriver vd_driver_raw = {
+    .name = "raw",
+    .create_options = raw_create_options,
+    .open = raw_open,
+    .create = raw_create,
+    .block_status = raw_block_status,
+    .read = raw_read,
+    .write = raw_write,
+    .write_zeroes = raw_write_zeroes,
+    .discard = raw_discard,
+    .resize = raw_resize,
+    .has_zero_init = raw_has_zero_init,
+};

@@ -1,0 +1,212 @@
+/* libvdisk internals: the file wrapper, the image object and the format
+ * driver vtable. Drivers include this; front ends use vdisk.h only.
+ */
+#pragma once
+
+#include "vdisk.h"
+
+G_BEGIN_DECLS
+
+/* ----- VdFile: one host file, with full-length pread/pwrite ----- */
+typedef struct VdFile VdFile;
+
+/* Open path; writable with read_write. Errors name path. */
+VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
+/* Create or truncate path (mode 0644). */
+VdFile *vd_file_create(const char *path, GError **error);
+/* Wrap a dup of fd. name is for messages. */
+VdFile *vd_file_open_fd(int fd, const char *name, GError **error);
+void vd_file_close(VdFile *file);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdFile, vd_file_close)
+
+const char *vd_file_name(VdFile *file);
+int vd_file_fd(VdFile *file);
+gboolean vd_file_is_writable(VdFile *file);
+/* Current length of the file in bytes. */
+gboolean vd_file_size(VdFile *file, guint64 *size, GError **error);
+/* Bytes the file occupies on disk (st_blocks * 512). */
+gint64 vd_file_allocated(VdFile *file);
+/* Read exactly len bytes; reading past EOF is an error naming the file. */
+gboolean vd_file_pread(VdFile *file, guint64 offset, void *buf, gsize len, GError **error);
+/* Read up to len bytes; bytes past EOF read as zero. */
+gboolean vd_file_pread_zero_past_eof(VdFile *file, guint64 offset, void *buf, gsize len,
+                                     GError **error);
+gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len, GError **error);
+/* Write len zero bytes (punch, or explicit zeroes where punching fails). */
+gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolean may_punch,
+                              GError **error);
+/* Free the range's storage; it reads as zeroes. FALSE with NOT_SUPPORTED
+ * when the file system cannot. */
+gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error);
+gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error);
+/* posix_fallocate: reserve blocks for the range. */
+gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **error);
+gboolean vd_file_sync(VdFile *file, GError **error);
+/* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
+ * (capped at max)? Where the file system cannot tell, everything is data. */
+gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data,
+                        guint64 *run, GError **error);
+
+/* ----- create options as a driver sees them ----- */
+typedef struct {
+    guint64 size;
+    VdOptions *options;         /* every -o key (never NULL) */
+    const char *backing_file;   /* as it is to be stored */
+    const char *backing_format; /* may be NULL */
+    const char *path;           /* the file being created */
+} VdCreateParams;
+
+/* Typed option lookups with a clear error naming the option. */
+gboolean vd_option_bool(VdOptions *opts, const char *key, gboolean dflt, gboolean *out,
+                        GError **error);
+gboolean vd_option_size(VdOptions *opts, const char *key, guint64 dflt, guint64 *out,
+                        GError **error);
+/* One of choices (NULL-terminated); *out is its index, or dflt if unset. */
+gboolean vd_option_choice(VdOptions *opts, const char *key, const char *const *choices, int dflt,
+                          int *out, GError **error);
+
+/* ----- the driver vtable ----- */
+
+/* What one layer says about a range, on its own (no backing). */
+typedef enum {
+    VD_EXTENT_UNALLOCATED, /* not here: the backing file answers, or zero */
+    VD_EXTENT_ZERO,        /* stored here as reading zero */
+    VD_EXTENT_DATA,        /* stored here */
+} VdExtentKind;
+
+typedef struct {
+    VdExtentKind kind;
+    guint64 length;      /* > 0, at most the asked length */
+    gboolean compressed;
+    gboolean offset_valid;
+    guint64 host_offset;
+} VdExtent;
+
+typedef struct VdDriver {
+    const char *name;
+    /* Keys this format takes in create options (NULL-terminated). */
+    const char *const *create_options;
+
+    /* Score 0..100 for the first bytes of a file (buf holds len bytes,
+     * len may be small). NULL: never probed (raw is the fallback). */
+    int (*probe)(const guint8 *buf, gsize len, const char *filename);
+
+    /* Read the headers of img->file, check them and fill img->size,
+     * img->backing_name/backing_format, img->priv. */
+    gboolean (*open)(VdImage *img, GError **error);
+    void (*close)(VdImage *img);
+    /* Write a new empty image into file (just created, zero length). */
+    gboolean (*create)(VdFile *file, const VdCreateParams *params, GError **error);
+
+    /* This layer's status of [offset, offset+len). Required. */
+    gboolean (*block_status)(VdImage *img, guint64 offset, guint64 len, VdExtent *out,
+                             GError **error);
+    /* Read a range that block_status called DATA (it may span several
+     * DATA extents, never other kinds). */
+    gboolean (*read)(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
+    gboolean (*write)(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
+    /* Optional; without it zeroes are written as data. */
+    gboolean (*write_zeroes)(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
+                             GError **error);
+    /* Optional; without it discard does nothing (as qemu allows). */
+    gboolean (*discard)(VdImage *img, guint64 offset, guint64 len, GError **error);
+    /* Optional pair for compressed writes. compress is called without the
+     * image lock, from several threads. */
+    gsize (*compress)(VdImage *img, const void *in, gsize len, void *out, gsize out_len);
+    gboolean (*write_compressed)(VdImage *img, guint64 offset, const void *data, gsize len,
+                                 GError **error);
+    gboolean (*flush)(VdImage *img, GError **error);
+    gboolean (*resize)(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
+    /* Fill the format's part of info: cluster_size, dirty, encrypted,
+     * format_specific, snapshots. */
+    void (*get_info)(VdImage *img, VdImageInfo *info);
+    gboolean (*check)(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);
+    GPtrArray *(*list_snapshots)(VdImage *img, GError **error);
+    gboolean (*create_snapshot)(VdImage *img, const char *name, GError **error);
+    gboolean (*apply_snapshot)(VdImage *img, const char *name_or_id, GError **error);
+    gboolean (*delete_snapshot)(VdImage *img, const char *name_or_id, GError **error);
+    gboolean (*load_snapshot)(VdImage *img, const char *name_or_id, GError **error);
+    /* Optional answers to questions the copy engine asks. */
+    gboolean (*has_zero_init)(VdImage *img);
+    guint32 (*cluster_size)(VdImage *img);
+    gboolean sequential_writes;
+} VdDriver;
+
+struct VdImage {
+    gint refcount;
+    const VdDriver *drv;
+    VdFile *file;
+    char *filename; /* as the caller named it */
+    VdOpenFlags flags;
+    gboolean read_write;
+    guint64 size; /* virtual size, set by the driver */
+    /* Set by the driver's open when the image names a backing file. */
+    char *backing_name;
+    char *backing_format;
+    VdImage *backing; /* opened by the generic layer */
+    void *priv;       /* the driver's state */
+    /* Serialises driver calls: drivers need no locking of their own. */
+    GMutex lock;
+};
+
+/* Error helpers: the message is prefixed with the image's file name. */
+void vd_set_error(GError **error, VdImage *img, VdError code, const char *fmt, ...)
+    G_GNUC_PRINTF(4, 5);
+void vd_set_file_error(GError **error, const char *filename, VdError code, const char *fmt, ...)
+    G_GNUC_PRINTF(4, 5);
+
+/* Read [offset, offset+len) of img's backing chain into buf (zeroes where
+ * there is no backing file or it is shorter). For drivers doing
+ * copy-on-write. Called with img->lock held; takes the backing's lock. */
+gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len,
+                               GError **error);
+
+/* Open a file named inside an image (external data file, extent). name is
+ * resolved relative to the image's folder. */
+VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
+                                   GError **error);
+/* The path name resolves to, relative to the folder of the image file. */
+char *vd_resolve_relative(const char *image_filename, const char *name);
+
+/* Little helpers for on-disk numbers. */
+static inline guint16 vd_be16(const guint8 *p) { return (guint16)(p[0] << 8 | p[1]); }
+static inline guint32 vd_be32(const guint8 *p)
+{
+    return (guint32)p[0] << 24 | (guint32)p[1] << 16 | (guint32)p[2] << 8 | p[3];
+}
+static inline guint64 vd_be64(const guint8 *p) { return (guint64)vd_be32(p) << 32 | vd_be32(p + 4); }
+static inline void vd_put_be16(guint8 *p, guint16 v) { p[0] = v >> 8; p[1] = (guint8)v; }
+static inline void vd_put_be32(guint8 *p, guint32 v)
+{
+    p[0] = v >> 24; p[1] = (guint8)(v >> 16); p[2] = (guint8)(v >> 8); p[3] = (guint8)v;
+}
+static inline void vd_put_be64(guint8 *p, guint64 v)
+{
+    vd_put_be32(p, (guint32)(v >> 32));
+    vd_put_be32(p + 4, (guint32)v);
+}
+static inline guint16 vd_le16(const guint8 *p) { return (guint16)(p[0] | p[1] << 8); }
+static inline guint32 vd_le32(const guint8 *p)
+{
+    return (guint32)p[0] | (guint32)p[1] << 8 | (guint32)p[2] << 16 | (guint32)p[3] << 24;
+}
+static inline guint64 vd_le64(const guint8 *p) { return vd_le32(p) | (guint64)vd_le32(p + 4) << 32; }
+static inline void vd_put_le16(guint8 *p, guint16 v) { p[0] = (guint8)v; p[1] = v >> 8; }
+static inline void vd_put_le32(guint8 *p, guint32 v)
+{
+    p[0] = (guint8)v; p[1] = (guint8)(v >> 8); p[2] = (guint8)(v >> 16); p[3] = v >> 24;
+}
+static inline void vd_put_le64(guint8 *p, guint64 v)
+{
+    vd_put_le32(p, (guint32)v);
+    vd_put_le32(p + 4, (guint32)(v >> 32));
+}
+
+/* Is buf all zero bytes? */
+gboolean vd_buffer_is_zero(const void *buf, gsize len);
+
+/* The drivers this build has. */
+extern const VdDriver vd_driver_raw;
+extern const VdDriver vd_driver_qcow2;
+
+G_END_DECLS

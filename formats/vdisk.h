@@ -1,0 +1,255 @@
+/* libvdisk: the public image API.
+ *
+ * One generic handle (VdImage) over every format. Offsets and lengths are
+ * guest bytes. Every function that can fail returns FALSE/NULL and sets a
+ * GError in VD_ERROR whose message names the file and the problem.
+ */
+#pragma once
+
+#include <gio/gio.h>
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define VD_ERROR (vd_error_quark())
+GQuark vd_error_quark(void);
+
+typedef enum {
+    VD_ERROR_FAILED,
+    VD_ERROR_IO,                 /* a read, write or sync failed */
+    VD_ERROR_NOT_SUPPORTED,      /* the format cannot do this */
+    VD_ERROR_UNSUPPORTED_FORMAT, /* unknown format or feature */
+    VD_ERROR_CORRUPT,            /* the image contradicts its format */
+    VD_ERROR_INVALID_ARGUMENT,
+    VD_ERROR_NOT_FOUND,
+    VD_ERROR_EXISTS,
+    VD_ERROR_BUSY,
+    VD_ERROR_CANCELLED,
+    VD_ERROR_NO_SPACE, /* shrinking would lose data, or the disk is full */
+} VdError;
+
+typedef enum {
+    VD_OPEN_READ_WRITE = 1 << 0,
+    VD_OPEN_NO_BACKING = 1 << 1, /* do not open backing files */
+    /* Open even with a dirty flag or unknown autoclear bits (check, repair). */
+    VD_OPEN_FOR_CHECK = 1 << 2,
+} VdOpenFlags;
+
+typedef struct VdImage VdImage;
+
+/* Block status flags, as qemu-img map reports them. */
+typedef enum {
+    VD_BLOCK_DATA = 1 << 0,      /* reads come from stored data */
+    VD_BLOCK_ZERO = 1 << 1,      /* reads return zeroes */
+    VD_BLOCK_ALLOCATED = 1 << 2, /* the answer comes from some layer ("present") */
+    VD_BLOCK_OFFSET_VALID = 1 << 3, /* host_offset says where the data lies */
+    VD_BLOCK_COMPRESSED = 1 << 4,
+} VdBlockFlags;
+
+typedef struct {
+    guint64 length;      /* bytes from the asked offset with this status */
+    guint32 flags;       /* VdBlockFlags */
+    guint depth;         /* layer that answered: 0 = this image */
+    guint64 host_offset; /* with VD_BLOCK_OFFSET_VALID */
+    VdImage *layer;      /* the layer that answered (borrowed); NULL if none */
+} VdBlockStatus;
+
+typedef struct {
+    char *id;
+    char *name;
+    guint64 vm_state_size;
+    guint32 date_sec;
+    guint32 date_nsec;
+    guint64 vm_clock_nsec;
+    guint64 icount; /* G_MAXUINT64 when unknown */
+} VdSnapshotInfo;
+
+void vd_snapshot_info_free(VdSnapshotInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdSnapshotInfo, vd_snapshot_info_free)
+
+typedef struct {
+    char *filename;
+    const char *format;
+    guint64 virtual_size;
+    gint64 actual_size; /* bytes the file occupies on disk; -1 unknown */
+    guint32 cluster_size; /* 0 when the format has none */
+    gboolean encrypted;
+    gboolean dirty;
+    char *backing_filename;      /* as stored in the image */
+    char *full_backing_filename; /* resolved */
+    char *backing_format;
+    GPtrArray *snapshots;     /* of VdSnapshotInfo */
+    GVariant *format_specific; /* a{sv} with qemu-img's key names, or NULL */
+} VdImageInfo;
+
+void vd_image_info_free(VdImageInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImageInfo, vd_image_info_free)
+
+/* Key=value create options in qemu-img's -o syntax. */
+typedef struct VdOptions VdOptions;
+VdOptions *vd_options_new(void);
+void vd_options_free(VdOptions *opts);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdOptions, vd_options_free)
+/* Parse "a=1,b=x,,y" (",," is a literal comma) and add to opts. */
+gboolean vd_options_parse(VdOptions *opts, const char *text, GError **error);
+void vd_options_set(VdOptions *opts, const char *key, const char *value);
+const char *vd_options_get(VdOptions *opts, const char *key);
+/* Sorted list of the keys that are set (free the container only). */
+GPtrArray *vd_options_keys(VdOptions *opts);
+
+/* Parse a size with an optional K/M/G/T/P/E suffix (powers of 1024, like
+ * qemu-img) or a plain byte count. */
+gboolean vd_parse_size(const char *text, guint64 *out, GError **error);
+
+/* Format names this build knows, NULL-terminated, static. */
+const char *const *vd_formats(void);
+gboolean vd_format_known(const char *format);
+/* The format a file name suggests ("disk.vdi" -> "vdi"), or NULL. */
+const char *vd_format_from_extension(const char *filename);
+/* The create options a format takes, NULL-terminated, static. */
+const char *const *vd_format_create_options(const char *format);
+
+/* Open an image. format NULL probes. With VD_OPEN_NO_BACKING the backing
+ * chain is left closed (block status then reports unallocated ranges).
+ * Returns a new reference. */
+VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error);
+/* Same, on a descriptor the caller opened; the image dups it. name is used in
+ * messages and to resolve relative backing names (may be NULL). */
+VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
+                          GError **error);
+/* The format probing would pick for path; *is_guess is set when it fell back
+ * to raw because nothing else matched. */
+const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);
+
+VdImage *vd_image_ref(VdImage *img);
+void vd_image_unref(VdImage *img);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImage, vd_image_unref)
+
+/* Create (or truncate) path as an empty image of format and size. Size 0
+ * with a backing_file option takes the backing file's size. */
+gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
+                         GError **error);
+
+const char *vd_image_format(VdImage *img);
+const char *vd_image_filename(VdImage *img);
+guint64 vd_image_size(VdImage *img);
+/* The opened backing image (borrowed) or NULL. */
+VdImage *vd_image_backing(VdImage *img);
+/* Allocation granularity, e.g. the qcow2 cluster size; 0 when none. */
+guint32 vd_image_cluster_size(VdImage *img);
+gboolean vd_image_can_write_compressed(VdImage *img);
+/* TRUE when a freshly created image reads as zeroes everywhere, so a copy
+ * may leave zero ranges unwritten. */
+gboolean vd_image_has_zero_init(VdImage *img);
+/* TRUE when writes must come in ascending order (streamOptimized vmdk). */
+gboolean vd_image_needs_sequential_writes(VdImage *img);
+
+gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
+gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
+/* Make a range read as zeroes; may_unmap lets the format free its storage. */
+gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
+                               GError **error);
+/* Drop a range; afterwards it reads as zero or as the backing file. */
+gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **error);
+/* Write one whole cluster compressed (offset cluster aligned; len a cluster,
+ * or less for the image's last cluster). Falls back to a plain write when
+ * compression does not help. */
+gboolean vd_image_write_compressed(VdImage *img, guint64 offset, const void *buf, gsize len,
+                                   GError **error);
+/* Compress one cluster the way this image stores it; thread safe. Returns
+ * the compressed length, or 0 when the result would not be smaller. */
+gsize vd_image_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len);
+/* Store a cluster that vd_image_compress produced. */
+gboolean vd_image_write_precompressed(VdImage *img, guint64 offset, const void *data, gsize len,
+                                      GError **error);
+gboolean vd_image_flush(VdImage *img, GError **error);
+
+/* Status of [offset, offset+len). With through_chain, unallocated ranges of
+ * this layer are answered by the backing chain (depth > 0). out->length > 0
+ * on success. */
+gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboolean through_chain,
+                               VdBlockStatus *out, GError **error);
+
+/* Describe the image. Returns a new VdImageInfo. */
+VdImageInfo *vd_image_get_info(VdImage *img, GError **error);
+
+/* Change the virtual size. Shrinking needs allow_shrink, and formats refuse
+ * it with VD_ERROR_NO_SPACE when data would be lost... unless it is raw. */
+gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
+
+/* ----- consistency check ----- */
+typedef enum {
+    VD_CHECK_REPAIR_NONE = 0,
+    VD_CHECK_REPAIR_LEAKS = 1 << 0,
+    VD_CHECK_REPAIR_ERRORS = 1 << 1,
+} VdCheckRepair;
+
+typedef struct {
+    guint64 corruptions;
+    guint64 leaks;
+    guint64 check_errors;
+    guint64 corruptions_fixed;
+    guint64 leaks_fixed;
+    guint64 image_end_offset;
+    guint64 total_clusters;
+    guint64 allocated_clusters;
+    guint64 fragmented_clusters;
+    guint64 compressed_clusters;
+    GPtrArray *messages; /* char*: one per problem found */
+} VdCheckResult;
+
+void vd_check_result_clear(VdCheckResult *res);
+/* FALSE with VD_ERROR_NOT_SUPPORTED for formats without a check. */
+gboolean vd_image_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);
+
+/* ----- internal snapshots ----- */
+GPtrArray *vd_image_list_snapshots(VdImage *img, GError **error); /* of VdSnapshotInfo */
+gboolean vd_image_create_snapshot(VdImage *img, const char *name, GError **error);
+gboolean vd_image_apply_snapshot(VdImage *img, const char *name_or_id, GError **error);
+gboolean vd_image_delete_snapshot(VdImage *img, const char *name_or_id, GError **error);
+/* Make img read-only and show the content of a snapshot from now on. */
+gboolean vd_image_load_snapshot(VdImage *img, const char *name_or_id, GError **error);
+
+/* ----- the copy engine ----- */
+typedef void (*VdProgressFunc)(guint64 done, guint64 total, gpointer user_data);
+
+typedef struct {
+    const char *target_format;
+    VdOptions *create_options; /* may be NULL */
+    gboolean compress;         /* -c */
+    gboolean target_exists;    /* -n: write into an existing image */
+    /* -B: keep this backing file for the target and copy only what the
+     * source holds above it. */
+    const char *backing_file;
+    const char *backing_format;
+    guint64 min_sparse; /* -S: zero runs this long stay holes; 0 = never skip */
+    guint threads;      /* workers; 0 = automatic */
+    gboolean out_of_order; /* -W */
+    VdProgressFunc progress;
+    gpointer progress_data;
+    GCancellable *cancellable;
+} VdConvertOptions;
+
+void vd_convert_options_init(VdConvertOptions *opts);
+
+/* Copy every guest byte of source into target_path, creating it (unless
+ * target_exists). On failure or cancellation a target the call created is
+ * removed. */
+gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
+                    GError **error);
+/* Copy into an already opened target image of at least source's size. */
+gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
+                       GError **error);
+
+/* ----- comparison ----- */
+typedef struct {
+    gboolean identical;
+    guint64 first_difference; /* valid when !identical */
+} VdCompareResult;
+
+/* Compare guest content; with strict, a size difference is a difference;
+ * otherwise the longer image must read zero past the shorter one. */
+gboolean vd_compare(VdImage *a, VdImage *b, gboolean strict, GCancellable *cancellable,
+                    VdCompareResult *res, GError **error);
+
+G_END_DECLS

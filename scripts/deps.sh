@@ -1,0 +1,31 @@
+# Sourced by run.sh and test.sh: install the Debian packages vdisk needs to
+# build and test, when any is missing.
+VDISK_PACKAGES=(
+  meson ninja-build pkg-config gcc
+  libglib2.0-dev zlib1g-dev libzstd-dev libssl-dev
+  qemu-utils python3 xz-utils bzip2 time clang-format libxml2-utils
+)
+
+vdisk_install_deps() {
+  local missing=() p
+  for p in "${VDISK_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  echo "Installing: ${missing[*]}"
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Configure build/ once, then compile.
+vdisk_build() {
+  if [[ ! -f build/build.ninja ]]; then
+    meson setup build
+  fi
+  meson compile -C build
+}
