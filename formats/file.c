@@ -12,6 +12,10 @@ struct VdFile {
     int fd;
     char *name;
     gboolean writable;
+    /* A slice shows [base, base + limit) of the host file as a whole file
+     * (a disk inside an OVA tar). Plain files have base 0, no limit. */
+    guint64 base;
+    guint64 limit;
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -28,6 +32,7 @@ static VdFile *wrap_fd(int fd, const char *name, gboolean writable)
     file->fd = fd;
     file->name = g_strdup(name);
     file->writable = writable;
+    file->limit = G_MAXUINT64;
     return file;
 }
 
@@ -70,6 +75,26 @@ VdFile *vd_file_open_fd(int fd, const char *name, GError **error)
     return wrap_fd(copy, name, (flags & O_ACCMODE) == O_RDWR);
 }
 
+VdFile *vd_file_open_slice(VdFile *parent, guint64 offset, guint64 length, const char *name,
+                           GError **error)
+{
+    guint64 size;
+    if (!vd_file_size(parent, &size, error))
+        return NULL;
+    if (offset > size || length > size - offset) {
+        vd_set_file_error(error, parent->name, VD_ERROR_CORRUPT,
+                          "member %s lies past the end of the file", name);
+        return NULL;
+    }
+    VdFile *slice = vd_file_open_fd(parent->fd, name, error);
+    if (slice == NULL)
+        return NULL;
+    slice->writable = FALSE;
+    slice->base = parent->base + offset;
+    slice->limit = length;
+    return slice;
+}
+
 void vd_file_close(VdFile *file)
 {
     if (file == NULL)
@@ -85,6 +110,10 @@ gboolean vd_file_is_writable(VdFile *file) { return file->writable; }
 
 gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 {
+    if (file->limit != G_MAXUINT64) {
+        *size = file->limit;
+        return TRUE;
+    }
     struct stat st;
     if (fstat(file->fd, &st) < 0) {
         set_errno_error(error, file->name, errno, "cannot stat");
@@ -105,6 +134,8 @@ gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 
 gint64 vd_file_allocated(VdFile *file)
 {
+    if (file->limit != G_MAXUINT64)
+        return (gint64)file->limit;
     struct stat st;
     if (fstat(file->fd, &st) < 0)
         return -1;
@@ -121,6 +152,9 @@ static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, g
                           "read at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    if (file->limit != G_MAXUINT64)
+        len = offset >= file->limit ? 0 : MIN(len, file->limit - offset);
+    offset += file->base;
     while (done < len) {
         ssize_t n = pread(file->fd, (guint8 *)buf + done, len - done, (off_t)(offset + done));
         if (n < 0) {
@@ -165,6 +199,10 @@ gboolean vd_file_pread_zero_past_eof(VdFile *file, guint64 offset, void *buf, gs
 gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len, GError **error)
 {
     gsize done = 0;
+    if (!file->writable) {
+        vd_set_file_error(error, file->name, VD_ERROR_INVALID_ARGUMENT, "is open read-only");
+        return FALSE;
+    }
     if (offset > G_MAXINT64 || len > G_MAXINT64 - offset) {
         vd_set_file_error(error, file->name, VD_ERROR_INVALID_ARGUMENT,
                           "write at offset %" G_GUINT64_FORMAT " is out of range", offset);
@@ -257,6 +295,11 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data,
                         guint64 *run, GError **error)
 {
+    if (file->base != 0 || file->limit != G_MAXUINT64) {
+        *is_data = TRUE; /* a slice of an archive: holes do not line up */
+        *run = max;
+        return TRUE;
+    }
     off_t data = lseek(file->fd, (off_t)offset, SEEK_DATA);
     if (data < 0) {
         if (errno == ENXIO) {

@@ -14,13 +14,22 @@
 #define PROBE_BYTES 4096
 
 static const VdDriver *const drivers[] = {
-    &vd_driver_qcow2,
-    &vd_driver_raw,
+    &vd_driver_raw, &vd_driver_qcow2, &vd_driver_qcow, &vd_driver_cow,
+    &vd_driver_vdi, &vd_driver_vmdk,
 };
 
-static const char *const format_names[] = {"raw", "qcow2", NULL};
+static const char *format_names[G_N_ELEMENTS(drivers) + 1];
 
-const char *const *vd_formats(void) { return format_names; }
+const char *const *vd_formats(void)
+{
+    static gsize done = 0;
+    if (g_once_init_enter(&done)) {
+        for (gsize i = 0; i < G_N_ELEMENTS(drivers); i++)
+            format_names[i] = drivers[i]->name;
+        g_once_init_leave(&done, 1);
+    }
+    return format_names;
+}
 
 static const VdDriver *find_driver(const char *format)
 {
@@ -34,7 +43,7 @@ static const VdDriver *require_driver(const char *format, GError **error)
 {
     const VdDriver *drv = find_driver(format);
     if (drv == NULL) {
-        g_autofree char *known = g_strjoinv(", ", (char **)format_names);
+        g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());
         g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
                     "unknown image format '%s' (known: %s)", format, known);
     }
@@ -209,11 +218,43 @@ static VdImage *open_file(VdFile *file, const char *filename, const char *format
     return open_layer(file, filename, format, flags, seen, 0, error);
 }
 
+static VdImage *open_ova_disk(VdFile *archive, int index, VdOpenFlags flags, GError **error)
+{
+    if (flags & VD_OPEN_READ_WRITE) {
+        vd_set_file_error(error, vd_file_name(archive), VD_ERROR_NOT_SUPPORTED,
+                          "disks inside an OVA appliance are read only; convert them out");
+        return NULL;
+    }
+    VdFile *disk = vd_ova_open_disk(archive, index, NULL, error);
+    if (disk == NULL)
+        return NULL;
+    g_autofree char *label = g_strdup(vd_file_name(disk));
+    return open_file(disk, label, NULL, flags, error);
+}
+
+gboolean vd_is_ova(const char *path)
+{
+    g_autoptr(VdFile) file = vd_file_open(path, FALSE, NULL);
+    return file != NULL && vd_ova_probe(file);
+}
+
+VdImage *vd_image_open_ova(const char *path, int index, GError **error)
+{
+    g_autoptr(VdFile) archive = vd_file_open(path, FALSE, error);
+    if (archive == NULL)
+        return NULL;
+    return open_ova_disk(archive, index, 0, error);
+}
+
 VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
 {
     VdFile *file = vd_file_open(path, (flags & VD_OPEN_READ_WRITE) != 0, error);
     if (file == NULL)
         return NULL;
+    if ((format == NULL || g_str_equal(format, "ova")) && vd_ova_probe(file)) {
+        g_autoptr(VdFile) archive = file;
+        return open_ova_disk(archive, -1, flags, error);
+    }
     return open_file(file, path, format, flags, error);
 }
 

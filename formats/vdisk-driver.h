@@ -16,6 +16,10 @@ VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
 VdFile *vd_file_create(const char *path, GError **error);
 /* Wrap a dup of fd. name is for messages. */
 VdFile *vd_file_open_fd(int fd, const char *name, GError **error);
+/* A read-only view of [offset, offset+length) of parent as a file of its
+ * own (a member of an archive). */
+VdFile *vd_file_open_slice(VdFile *parent, guint64 offset, guint64 length, const char *name,
+                           GError **error);
 void vd_file_close(VdFile *file);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdFile, vd_file_close)
 
@@ -202,11 +206,20 @@ static inline void vd_put_le64(guint8 *p, guint64 v)
     vd_put_le32(p + 4, (guint32)(v >> 32));
 }
 
+/* OVA archives (ova.c): does file look like one, and a slice of file
+ * showing disk index (-1: the only disk). */
+gboolean vd_ova_probe(VdFile *file);
+VdFile *vd_ova_open_disk(VdFile *file, int index, char **member_name, GError **error);
+
 /* Is buf all zero bytes? */
 gboolean vd_buffer_is_zero(const void *buf, gsize len);
 
 /* The drivers this build has. */
 extern const VdDriver vd_driver_raw;
 extern const VdDriver vd_driver_qcow2;
+extern const VdDriver vd_driver_qcow;
+extern const VdDriver vd_driver_cow;
+extern const VdDriver vd_driver_vdi;
+extern const VdDriver vd_driver_vmdk;
 
 G_END_DECLS

@@ -121,6 +121,14 @@ VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFl
  * to raw because nothing else matched. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);
 
+/* OVA appliances (a tar of an .ovf and its disks): is path one, which
+ * disks does it hold (char* member names), and open disk index (0-based;
+ * -1 asks for the only one) read-only, in place. vd_image_open with no
+ * format opens an OVA's only disk too. */
+gboolean vd_is_ova(const char *path);
+GPtrArray *vd_ova_list_disks(const char *path, GError **error);
+VdImage *vd_image_open_ova(const char *path, int index, GError **error);
+
 VdImage *vd_image_ref(VdImage *img);
 void vd_image_unref(VdImage *img);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImage, vd_image_unref)

@@ -1,0 +1,419 @@
+/* qcow2 consistency check and repair.
+ *
+ * Walks every structure that holds a cluster (header, L1/L2 tables of the
+ * active state and of each snapshot, data clusters, the snapshot table,
+ * the refcount table and blocks), counts references per cluster, and
+ * compares with the stored refcounts: a stored count above the references
+ * is a leak, below is corruption. Repair of leaks lowers counts; repair of
+ * errors rebuilds the whole refcount structure from the references. The
+ * counters mirror qemu-img check's JSON.
+ */
+#include "qcow2.h"
+
+#include <string.h>
+
+typedef struct {
+    Qcow2State *s;
+    VdCheckResult *res;
+    guint32 *refs;   /* references per cluster */
+    guint32 *meta;   /* of which from the refcount structure itself */
+    guint64 nb;      /* clusters in the file */
+    guint64 refcount_errors;
+    guint64 flag_errors;
+    guint64 next_contiguous;
+} Check;
+
+static void report(Check *c, gboolean corruption, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static void report(Check *c, gboolean corruption, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    char *msg = g_strdup_vprintf(fmt, args);
+    va_end(args);
+    /* A broken image can yield millions of messages; keep a readable
+     * number. */
+    if (c->res->messages->len < 1000)
+        g_ptr_array_add(c->res->messages, msg);
+    else
+        g_free(msg);
+    if (corruption)
+        c->res->corruptions++;
+}
+
+/* Count a reference to every cluster [offset, offset+len) touches. */
+static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta, const char *what)
+{
+    if (len == 0)
+        return TRUE;
+    guint64 first = offset >> c->s->cluster_bits;
+    guint64 last = (offset + len - 1) >> c->s->cluster_bits;
+    if (last >= c->nb || offset + len < offset) {
+        report(c, TRUE, "ERROR %s at offset 0x%" G_GINT64_MODIFIER "x is past the end of the file",
+               what, offset);
+        return FALSE;
+    }
+    for (guint64 i = first; i <= last; i++) {
+        if (c->refs[i] < G_MAXUINT32)
+            c->refs[i]++;
+        if (meta)
+            c->meta[i]++;
+    }
+    return TRUE;
+}
+
+static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 guest,
+                             gboolean active)
+{
+    Qcow2State *s = c->s;
+    Qcow2ClusterType type = qcow2_cluster_type(s, entry);
+    guint64 host = entry & QCOW2_OFFSET_MASK;
+    if (s->ext_l2 && type != QCOW2_CL_COMPRESSED &&
+        ((guint32)bitmap & (guint32)(bitmap >> 32)) != 0)
+        report(c, TRUE, "ERROR invalid subcluster bitmap for guest offset 0x%" G_GINT64_MODIFIER
+               "x", guest);
+    switch (type) {
+    case QCOW2_CL_COMPRESSED: {
+        guint64 coff, clen;
+        qcow2_compressed_range(s, entry, &coff, &clen);
+        if (entry & QCOW2_OFLAG_COPIED)
+            report(c, TRUE, "ERROR compressed cluster for guest offset 0x%" G_GINT64_MODIFIER
+                   "x has OFLAG_COPIED set", guest);
+        if (s->data_file != NULL)
+            report(c, TRUE, "ERROR compressed cluster in an image with a data file");
+        else
+            add_ref(c, coff, clen, FALSE, "compressed cluster");
+        if (active) {
+            c->res->compressed_clusters++;
+            c->res->allocated_clusters++;
+            c->res->fragmented_clusters++; /* as qemu-img counts them */
+        }
+        break;
+    }
+    case QCOW2_CL_NORMAL:
+    case QCOW2_CL_ZERO_ALLOC:
+        if ((host & (s->cluster_size - 1)) != 0) {
+            report(c, TRUE, "ERROR unaligned offset in L2 entry for guest offset 0x%"
+                   G_GINT64_MODIFIER "x: 0x%" G_GINT64_MODIFIER "x", guest, host);
+            break;
+        }
+        if (s->data_file == NULL)
+            add_ref(c, host, s->cluster_size, FALSE, "data cluster");
+        if (active) {
+            c->res->allocated_clusters++;
+            if (c->next_contiguous != 0 && host != c->next_contiguous)
+                c->res->fragmented_clusters++;
+            c->next_contiguous = host + s->cluster_size;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void check_l1_tree(Check *c, const guint64 *l1, guint32 size, gboolean active)
+{
+    Qcow2State *s = c->s;
+    for (guint32 i = 0; i < size; i++) {
+        guint64 off = l1[i] & QCOW2_OFFSET_MASK;
+        if (off == 0)
+            continue;
+        if ((off & (s->cluster_size - 1)) != 0) {
+            report(c, TRUE, "ERROR L2 table for L1 entry %u is not cluster aligned", i);
+            continue;
+        }
+        g_autofree char *what = g_strdup_printf("L2 table for L1 entry %u", i);
+        if (!add_ref(c, off, s->cluster_size, FALSE, what))
+            continue;
+        guint8 *t;
+        g_autoptr(GError) local = NULL;
+        if (!qcow2_load_l2(s, off, "L1 entry", i, &t, &local)) {
+            report(c, FALSE, "ERROR %s", local->message);
+            c->res->check_errors++;
+            continue;
+        }
+        g_autofree guint8 *copy = g_memdup2(t, s->cluster_size);
+        qcow2_cache_put(s->l2_cache, t);
+        for (guint64 j = 0; j < s->l2_entries; j++) {
+            guint64 bitmap, e = qcow2_l2_get(s, copy, j, &bitmap);
+            guint64 guest = (((guint64)i << s->l2_bits) + j) << s->cluster_bits;
+            check_data_entry(c, e, bitmap, guest, active);
+        }
+    }
+}
+
+static void check_snapshots(Check *c)
+{
+    Qcow2State *s = c->s;
+    add_ref(c, s->snapshots_offset, s->snapshots_size, FALSE, "snapshot table");
+    for (guint i = 0; i < s->snapshots->len; i++) {
+        Qcow2Snapshot *sn = s->snapshots->pdata[i];
+        g_autofree guint64 *l1 = NULL;
+        g_autoptr(GError) local = NULL;
+        if (!add_ref(c, sn->l1_offset, (guint64)sn->l1_size * 8, FALSE, "snapshot L1 table") ||
+            !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &local)) {
+            if (local != NULL)
+                report(c, TRUE, "ERROR snapshot '%s': %s", sn->name, local->message);
+            continue;
+        }
+        check_l1_tree(c, l1, sn->l1_size, FALSE);
+    }
+}
+
+/* Persistent dirty bitmaps (kept as they are, but their clusters count).
+ * Only when the autoclear bit says the extension is consistent. */
+static void check_bitmaps(Check *c)
+{
+    Qcow2State *s = c->s;
+    if (s->nb_bitmaps == 0 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+        return;
+    guint64 size = s->bitmap_dir_size, off = s->bitmap_dir_offset;
+    if (size > QCOW2_MAX_SNAPSHOT_TABLE || (off & (s->cluster_size - 1)) != 0 ||
+        !add_ref(c, off, size, FALSE, "bitmap directory")) {
+        report(c, TRUE, "ERROR the bitmap directory is invalid");
+        return;
+    }
+    g_autofree guint8 *dir = g_malloc(MAX(size, 1));
+    if (!vd_file_pread(s->img->file, off, dir, size, NULL))
+        return;
+    guint64 pos = 0;
+    for (guint32 i = 0; i < s->nb_bitmaps && pos + 24 <= size; i++) {
+        guint64 toff = vd_be64(dir + pos), tsize = vd_be32(dir + pos + 8);
+        guint64 len = qcow2_align_up(24 + vd_be32(dir + pos + 20) + vd_be16(dir + pos + 18), 8);
+        pos += len;
+        if (tsize == 0)
+            continue;
+        if (tsize * 8 > QCOW2_MAX_L1_BYTES || (toff & (s->cluster_size - 1)) != 0 ||
+            !add_ref(c, toff, tsize * 8, FALSE, "bitmap table"))
+            continue;
+        g_autofree guint8 *table = g_malloc(tsize * 8);
+        if (!vd_file_pread(s->img->file, toff, table, tsize * 8, NULL))
+            continue;
+        for (guint64 j = 0; j < tsize; j++) {
+            guint64 e = vd_be64(table + j * 8) & QCOW2_OFFSET_MASK;
+            if (e != 0)
+                add_ref(c, e, s->cluster_size, FALSE, "bitmap data");
+        }
+    }
+}
+
+static void check_refcount_structure(Check *c)
+{
+    Qcow2State *s = c->s;
+    add_ref(c, s->rt_offset, (guint64)s->rt_clusters * s->cluster_size, TRUE, "refcount table");
+    for (guint64 i = 0; i < s->rt_entries; i++) {
+        guint64 off = s->rt[i] & QCOW2_RT_OFFSET_MASK;
+        if (s->rt[i] == 0)
+            continue;
+        if ((s->rt[i] & (s->cluster_size - 1)) != 0) {
+            report(c, TRUE, "ERROR refcount block %" G_GUINT64_FORMAT " is not cluster aligned",
+                   i);
+            c->refcount_errors++;
+            continue;
+        }
+        if (!add_ref(c, off, s->cluster_size, TRUE, "refcount block"))
+            c->refcount_errors++;
+    }
+}
+
+/* Compare stored refcounts with the references. */
+static void compare_refcounts(Check *c, guint64 *leaks_out)
+{
+    Qcow2State *s = c->s;
+    guint64 end = c->nb, highest = 0;
+    /* Refcount blocks past the end of the file may still count clusters. */
+    for (guint64 i = 0; i < s->rt_entries; i++)
+        if (s->rt[i] != 0)
+            end = MAX(end, (i + 1) << s->rb_bits);
+    *leaks_out = 0;
+    for (guint64 i = 0; i < end; i++) {
+        guint64 bi = i >> s->rb_bits, stored = 0;
+        if (bi >= s->rt_entries || s->rt[bi] == 0) {
+            if (i >= c->nb) {
+                i = ((bi + 1) << s->rb_bits) - 1; /* skip the missing block */
+                continue;
+            }
+        } else {
+            g_autoptr(GError) local = NULL;
+            if (!qcow2_get_refcount(s, i, &stored, &local)) {
+                c->res->check_errors++;
+                c->refcount_errors++;
+                report(c, FALSE, "ERROR %s", local->message);
+                i = ((bi + 1) << s->rb_bits) - 1;
+                continue;
+            }
+        }
+        guint64 want = i < c->nb ? c->refs[i] : 0;
+        if (stored > 0 || want > 0)
+            highest = i;
+        if (stored == want)
+            continue;
+        if (stored < want) {
+            report(c, TRUE, "ERROR cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
+                   " reference=%" G_GUINT64_FORMAT, i, stored, want);
+            c->refcount_errors++;
+        } else {
+            report(c, FALSE, "Leaked cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
+                   " reference=%" G_GUINT64_FORMAT, i, stored, want);
+            c->res->leaks++;
+            (*leaks_out)++;
+        }
+    }
+    c->res->image_end_offset = (highest + 1) << s->cluster_bits;
+}
+
+/* The COPIED flag of active tables must say "refcount is exactly one". */
+static void check_copied_flags(Check *c)
+{
+    Qcow2State *s = c->s;
+    if (s->data_file != NULL)
+        return;
+    for (guint32 i = 0; i < s->l1_size; i++) {
+        guint64 off = s->l1[i] & QCOW2_OFFSET_MASK, rc;
+        if (off == 0 || (off & (s->cluster_size - 1)) != 0 ||
+            !qcow2_get_refcount(s, off >> s->cluster_bits, &rc, NULL))
+            continue;
+        if ((rc == 1) != ((s->l1[i] & QCOW2_OFLAG_COPIED) != 0)) {
+            report(c, TRUE, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
+                   G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT, i, s->l1[i], rc);
+            c->flag_errors++;
+        }
+        guint8 *t;
+        if (!qcow2_in_file(s, off, s->cluster_size) ||
+            !qcow2_load_l2(s, off, "L1 entry", i, &t, NULL))
+            continue;
+        g_autofree guint8 *copy = g_memdup2(t, s->cluster_size);
+        qcow2_cache_put(s->l2_cache, t);
+        for (guint64 j = 0; j < s->l2_entries; j++) {
+            guint64 bitmap, e = qcow2_l2_get(s, copy, j, &bitmap);
+            Qcow2ClusterType type = qcow2_cluster_type(s, e);
+            guint64 host = e & QCOW2_OFFSET_MASK;
+            if ((type != QCOW2_CL_NORMAL && type != QCOW2_CL_ZERO_ALLOC) ||
+                (host & (s->cluster_size - 1)) != 0 ||
+                !qcow2_get_refcount(s, host >> s->cluster_bits, &rc, NULL))
+                continue;
+            if ((rc == 1) != ((e & QCOW2_OFLAG_COPIED) != 0)) {
+                report(c, TRUE, "ERROR OFLAG_COPIED data cluster: l2_entry=%" G_GINT64_MODIFIER
+                       "x refcount=%" G_GUINT64_FORMAT, e, rc);
+                c->flag_errors++;
+            }
+        }
+    }
+}
+
+static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
+{
+    Qcow2State *s = c->s;
+    if (!qcow2_refresh_file_size(s, error))
+        return FALSE;
+    c->nb = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
+    g_free(c->refs);
+    g_free(c->meta);
+    c->refs = g_new0(guint32, MAX(c->nb, 1));
+    c->meta = g_new0(guint32, MAX(c->nb, 1));
+    c->next_contiguous = 0;
+    add_ref(c, 0, s->cluster_size, FALSE, "header");
+    if (s->l1_size > 0)
+        add_ref(c, s->l1_offset, (guint64)s->l1_size * 8, FALSE, "L1 table");
+    check_l1_tree(c, s->l1, s->l1_size, TRUE);
+    check_snapshots(c);
+    check_bitmaps(c);
+    check_refcount_structure(c);
+    compare_refcounts(c, leaks);
+    check_copied_flags(c);
+    guint64 cs = s->cluster_size;
+    c->res->total_clusters = (s->img->size + cs - 1) / cs;
+    return TRUE;
+}
+
+static gboolean fix_leaks(Check *c, GError **error)
+{
+    Qcow2State *s = c->s;
+    for (guint64 i = 0; i < c->nb; i++) {
+        guint64 stored;
+        if (!qcow2_get_refcount(s, i, &stored, error))
+            return FALSE;
+        if (stored > c->refs[i] &&
+            !qcow2_update_refcount(s, i << s->cluster_bits, 1, -(gint64)(stored - c->refs[i]),
+                                   error))
+            return FALSE;
+    }
+    /* Leaked counts past the end of the file. */
+    for (guint64 bi = 0; bi < s->rt_entries; bi++) {
+        if (s->rt[bi] == 0)
+            continue;
+        for (guint64 i = MAX(c->nb, bi << s->rb_bits); i < (bi + 1) << s->rb_bits; i++) {
+            guint64 stored;
+            if (!qcow2_get_refcount(s, i, &stored, error))
+                return FALSE;
+            if (stored > 0 &&
+                !qcow2_update_refcount(s, i << s->cluster_bits, 1, -(gint64)stored, error))
+                return FALSE;
+        }
+    }
+    return qcow2_cache_flush(s, s->rb_cache, error);
+}
+
+static gboolean rebuild(Check *c, GError **error)
+{
+    /* The old refcount structure is dropped, so its clusters are not
+     * counted in the new one. */
+    for (guint64 i = 0; i < c->nb; i++)
+        c->refs[i] -= c->meta[i];
+    return qcow2_rebuild_refcounts(c->s, c->refs, c->nb, error);
+}
+
+static void reset_counters(VdCheckResult *res)
+{
+    res->corruptions = res->leaks = res->check_errors = 0;
+    res->allocated_clusters = res->fragmented_clusters = res->compressed_clusters = 0;
+    g_ptr_array_set_size(res->messages, 0);
+}
+
+gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error)
+{
+    Qcow2State *s = img->priv;
+    if (s->snapshot_loaded) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "cannot check while a snapshot is loaded");
+        return FALSE;
+    }
+    if (res->messages == NULL)
+        res->messages = g_ptr_array_new_with_free_func(g_free);
+    if (img->read_write && !qcow2_flush_metadata(s, error))
+        return FALSE;
+    Check c = { .s = s, .res = res };
+    guint64 leaks;
+    gboolean ok = run_pass(&c, &leaks, error);
+    gboolean repaired = FALSE;
+    guint64 corruptions = res->corruptions, flag_errors = c.flag_errors;
+    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && c.refcount_errors > 0) {
+        ok = rebuild(&c, error);
+        repaired = TRUE;
+    } else if (ok && (repair & (VD_CHECK_REPAIR_LEAKS | VD_CHECK_REPAIR_ERRORS)) && leaks > 0) {
+        ok = fix_leaks(&c, error);
+        repaired = TRUE;
+    }
+    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && flag_errors > 0) {
+        ok = qcow2_update_copied_flags(s, error) && qcow2_flush_metadata(s, error);
+        repaired = TRUE;
+    }
+    if (ok && repaired) {
+        /* Report what is left, as qemu-img does, and what went away. */
+        guint64 old_leaks = res->leaks;
+        reset_counters(res);
+        c.refcount_errors = c.flag_errors = 0;
+        ok = run_pass(&c, &leaks, error);
+        res->leaks_fixed = old_leaks > res->leaks ? old_leaks - res->leaks : 0;
+        res->corruptions_fixed = corruptions > res->corruptions ? corruptions - res->corruptions
+                                                                : 0;
+        if (ok && img->read_write && (s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
+            res->corruptions == 0) {
+            s->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
+            ok = qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error);
+        }
+    }
+    g_free(c.refs);
+    g_free(c.meta);
+    return ok;
+}

@@ -1,0 +1,1045 @@
+/* qcow2: header parsing and validation, open/close/create, metadata
+ * caches and flushing, info, resize, and the driver vtable.
+ *
+ * The format is QEMU's (docs/interop/qcow2.rst). Guest clusters map through
+ * a two-level table (L1 in memory, L2 tables in a cache) to host clusters,
+ * which are reference counted (qcow2-refcount.c).
+ */
+#include "qcow2.h"
+
+#include <string.h>
+
+/* ----- table cache ----- */
+
+typedef struct {
+    guint64 offset;
+    guint8 *data;
+    gboolean used;
+    gboolean dirty;
+    guint pins;
+    guint64 last_use;
+} CacheEntry;
+
+struct Qcow2Cache {
+    CacheEntry *entries;
+    guint capacity;
+    gsize table_size;
+    guint64 tick;
+    Qcow2Cache *depends_on; /* flushed before any of our tables is written */
+    GHashTable *by_offset;  /* guint64* -> CacheEntry* */
+};
+
+Qcow2Cache *qcow2_cache_new(Qcow2State *s, guint capacity, Qcow2Cache *depends_on)
+{
+    Qcow2Cache *c = g_new0(Qcow2Cache, 1);
+    c->capacity = capacity;
+    c->table_size = s->cluster_size;
+    c->entries = g_new0(CacheEntry, capacity);
+    c->depends_on = depends_on;
+    c->by_offset = g_hash_table_new(g_int64_hash, g_int64_equal);
+    return c;
+}
+
+void qcow2_cache_free(Qcow2Cache *c)
+{
+    if (c == NULL)
+        return;
+    for (guint i = 0; i < c->capacity; i++)
+        g_free(c->entries[i].data);
+    g_hash_table_unref(c->by_offset);
+    g_free(c->entries);
+    g_free(c);
+}
+
+static CacheEntry *cache_entry_of(Qcow2Cache *c, const guint8 *table)
+{
+    for (guint i = 0; i < c->capacity; i++)
+        if (c->entries[i].data == table)
+            return &c->entries[i];
+    g_return_val_if_reached(NULL);
+}
+
+static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, GError **error)
+{
+    if (!e->dirty)
+        return TRUE;
+    if (c->depends_on != NULL && !qcow2_cache_flush(s, c->depends_on, error))
+        return FALSE;
+    if (!vd_file_pwrite(s->img->file, e->offset, e->data, c->table_size, error))
+        return FALSE;
+    e->dirty = FALSE;
+    if (e->offset + c->table_size > s->file_size)
+        s->file_size = e->offset + c->table_size;
+    return TRUE;
+}
+
+gboolean qcow2_cache_lookup(Qcow2Cache *c, guint64 offset)
+{
+    return g_hash_table_contains(c->by_offset, &offset);
+}
+
+static CacheEntry *cache_victim(Qcow2Cache *c)
+{
+    CacheEntry *best = NULL;
+    for (guint i = 0; i < c->capacity; i++) {
+        CacheEntry *e = &c->entries[i];
+        if (!e->used)
+            return e;
+        if (e->pins == 0 && (best == NULL || e->last_use < best->last_use))
+            best = e;
+    }
+    return best;
+}
+
+gboolean qcow2_cache_get(Qcow2State *s, Qcow2Cache *c, guint64 offset, gboolean read,
+                         guint8 **table, GError **error)
+{
+    CacheEntry *e = g_hash_table_lookup(c->by_offset, &offset);
+    if (e == NULL) {
+        e = cache_victim(c);
+        if (e == NULL) {
+            vd_set_error(error, s->img, VD_ERROR_FAILED, "metadata cache is full");
+            return FALSE;
+        }
+        if (e->used) {
+            if (!cache_write_entry(s, c, e, error))
+                return FALSE;
+            g_hash_table_remove(c->by_offset, &e->offset);
+            e->used = FALSE;
+        }
+        if (e->data == NULL)
+            e->data = g_malloc(c->table_size);
+        if (read) {
+            if (!vd_file_pread(s->img->file, offset, e->data, c->table_size, error))
+                return FALSE;
+        } else {
+            memset(e->data, 0, c->table_size);
+        }
+        e->offset = offset;
+        e->used = TRUE;
+        e->dirty = !read;
+        e->pins = 0;
+        g_hash_table_insert(c->by_offset, &e->offset, e);
+    }
+    e->pins++;
+    e->last_use = ++c->tick;
+    *table = e->data;
+    return TRUE;
+}
+
+void qcow2_cache_put(Qcow2Cache *c, guint8 *table)
+{
+    CacheEntry *e = cache_entry_of(c, table);
+    if (e != NULL && e->pins > 0)
+        e->pins--;
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, guint8 *table)
+{
+    CacheEntry *e = cache_entry_of(c, table);
+    if (e != NULL)
+        e->dirty = TRUE;
+}
+
+gboolean qcow2_cache_flush(Qcow2State *s, Qcow2Cache *c, GError **error)
+{
+    for (guint i = 0; i < c->capacity; i++) {
+        CacheEntry *e = &c->entries[i];
+        if (e->used && e->dirty && !cache_write_entry(s, c, e, error))
+            return FALSE;
+    }
+    return TRUE;
+}
+
+void qcow2_cache_drop(Qcow2Cache *c, guint64 offset)
+{
+    CacheEntry *e = g_hash_table_lookup(c->by_offset, &offset);
+    if (e == NULL || e->pins > 0)
+        return;
+    g_hash_table_remove(c->by_offset, &e->offset);
+    e->used = FALSE;
+    e->dirty = FALSE;
+}
+
+void qcow2_cache_drop_all(Qcow2Cache *c)
+{
+    g_hash_table_remove_all(c->by_offset);
+    for (guint i = 0; i < c->capacity; i++) {
+        c->entries[i].used = FALSE;
+        c->entries[i].dirty = FALSE;
+        c->entries[i].pins = 0;
+    }
+}
+
+/* ----- small helpers ----- */
+
+gboolean qcow2_refresh_file_size(Qcow2State *s, GError **error)
+{
+    guint64 size;
+    if (!vd_file_size(s->img->file, &size, error))
+        return FALSE;
+    s->file_size = size;
+    return TRUE;
+}
+
+gboolean qcow2_in_file(Qcow2State *s, guint64 offset, guint64 len)
+{
+    if (offset <= s->file_size && len <= s->file_size - offset)
+        return TRUE;
+    if (!qcow2_refresh_file_size(s, NULL))
+        return FALSE;
+    return offset <= s->file_size && len <= s->file_size - offset;
+}
+
+VdFile *qcow2_data_file(Qcow2State *s) { return s->data_file != NULL ? s->data_file : s->img->file; }
+
+const char *qcow2_feature_name(Qcow2State *s, int type, int bit)
+{
+    return s->feature_names[type][bit];
+}
+
+gboolean qcow2_write_header_field(Qcow2State *s, guint offset, guint64 value, guint width,
+                                  GError **error)
+{
+    guint8 buf[8];
+    if (width == 8)
+        vd_put_be64(buf, value);
+    else
+        vd_put_be32(buf, (guint32)value);
+    return vd_file_pwrite(s->img->file, offset, buf, width, error);
+}
+
+gboolean qcow2_mark_dirty(Qcow2State *s, GError **error)
+{
+    if (!(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) || s->set_dirty || s->version < 3)
+        return TRUE;
+    s->set_dirty = TRUE;
+    s->incompat |= QCOW2_INCOMPAT_DIRTY;
+    return qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error);
+}
+
+gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **error)
+{
+    if (lo > hi || s->l1_size == 0)
+        return TRUE;
+    hi = MIN(hi, s->l1_size - 1);
+    gsize n = hi - lo + 1;
+    g_autofree guint8 *buf = g_malloc(n * 8);
+    for (gsize i = 0; i < n; i++)
+        vd_put_be64(buf + i * 8, s->l1[lo + i]);
+    return vd_file_pwrite(s->img->file, s->l1_offset + (guint64)lo * 8, buf, n * 8, error);
+}
+
+gboolean qcow2_flush_metadata(Qcow2State *s, GError **error)
+{
+    if (!s->img->read_write || s->snapshot_loaded)
+        return TRUE;
+    /* Refcounts, then L2 tables, then L1: each level only points at what
+     * is already on disk. */
+    if (!qcow2_cache_flush(s, s->rb_cache, error) || !qcow2_cache_flush(s, s->l2_cache, error))
+        return FALSE;
+    if (s->l1_dirty_lo <= s->l1_dirty_hi) {
+        if (!qcow2_write_l1_entries(s, s->l1_dirty_lo, s->l1_dirty_hi, error))
+            return FALSE;
+        s->l1_dirty_lo = G_MAXUINT32;
+        s->l1_dirty_hi = 0;
+    }
+    if (s->deferred_frees->len > 0) {
+        if (!qcow2_apply_deferred_frees(s, error) ||
+            !qcow2_cache_flush(s, s->rb_cache, error))
+            return FALSE;
+    }
+    if (s->set_dirty) {
+        /* The refcounts must be durable before the bit says so. */
+        if (!vd_file_sync(s->img->file, error))
+            return FALSE;
+        s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+        if (!qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error))
+            return FALSE;
+        s->set_dirty = FALSE;
+    }
+    return TRUE;
+}
+
+/* ----- header extensions ----- */
+
+static gboolean parse_feature_table(Qcow2State *s, const guint8 *p, guint32 len)
+{
+    for (guint32 i = 0; i + 48 <= len; i += 48) {
+        guint type = p[i], bit = p[i + 1];
+        if (type > 2 || bit > 63)
+            continue;
+        g_free(s->feature_names[type][bit]);
+        s->feature_names[type][bit] = g_strndup((const char *)p + i + 2, 46);
+    }
+    return TRUE;
+}
+
+static gboolean parse_extensions(VdImage *img, Qcow2State *s, const guint8 *hdr, guint64 start,
+                                 GError **error)
+{
+    guint64 off = start, cs = s->cluster_size;
+    while (off + 8 <= cs) {
+        guint32 type = vd_be32(hdr + off), len = vd_be32(hdr + off + 4);
+        if (type == QCOW2_EXT_END)
+            return TRUE;
+        if (len > cs - off - 8) {
+            vd_set_error(error, img, VD_ERROR_CORRUPT,
+                         "header extension 0x%08x at offset %" G_GUINT64_FORMAT
+                         " runs past the header cluster",
+                         type, off);
+            return FALSE;
+        }
+        const guint8 *data = hdr + off + 8;
+        switch (type) {
+        case QCOW2_EXT_BACKING_FORMAT:
+            g_free(img->backing_format);
+            img->backing_format = g_strndup((const char *)data, len);
+            break;
+        case QCOW2_EXT_FEATURE_TABLE:
+            parse_feature_table(s, data, len);
+            break;
+        case QCOW2_EXT_DATA_FILE:
+            g_free(s->data_file_name);
+            s->data_file_name = g_strndup((const char *)data, len);
+            break;
+        case QCOW2_EXT_BITMAPS:
+            if (len >= 24) {
+                s->nb_bitmaps = vd_be32(data);
+                s->bitmap_dir_size = vd_be64(data + 8);
+                s->bitmap_dir_offset = vd_be64(data + 16);
+            }
+            break;
+        case QCOW2_EXT_CRYPTO:
+            s->crypto_ext_offset = len >= 8 ? vd_be64(data) : 0;
+            break;
+        default:
+            break; /* bitmaps and unknown ones: left in place on disk */
+        }
+        off += 8 + qcow2_align_up(len, 8);
+    }
+    return TRUE; /* the area may simply end at the cluster end */
+}
+
+/* ----- open ----- */
+
+static gboolean refuse_incompat(VdImage *img, Qcow2State *s, GError **error)
+{
+    guint64 unknown = s->incompat & ~QCOW2_INCOMPAT_KNOWN;
+    if (unknown == 0)
+        return TRUE;
+    g_autoptr(GString) names = g_string_new(NULL);
+    for (int bit = 0; bit < 64; bit++) {
+        if (!(unknown & (1ull << bit)))
+            continue;
+        if (names->len > 0)
+            g_string_append(names, ", ");
+        const char *name = qcow2_feature_name(s, 0, bit);
+        if (name != NULL && *name != '\0')
+            g_string_append(names, name);
+        else
+            g_string_append_printf(names, "unknown incompatible feature bit %d", bit);
+    }
+    vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT,
+                 "uses qcow2 features this version does not support: %s", names->str);
+    return FALSE;
+}
+
+static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError **error)
+{
+    guint64 span = qcow2_l2_span(s);
+    if (size > (1ull << 62)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "virtual size %" G_GUINT64_FORMAT
+                     " is too large", size);
+        return FALSE;
+    }
+    guint64 needed = size / span + (size % span != 0);
+    if ((guint64)s->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "L1 table has %u entries, more than the %u MiB limit", s->l1_size,
+                     QCOW2_MAX_L1_BYTES >> 20);
+        return FALSE;
+    }
+    if (needed > s->l1_size) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "L1 table has %u entries, too few for the virtual size %" G_GUINT64_FORMAT,
+                     s->l1_size, size);
+        return FALSE;
+    }
+    if (s->l1_size > 0 && ((s->l1_offset & (s->cluster_size - 1)) != 0 ||
+                           s->l1_offset < s->cluster_size)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "L1 table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->l1_offset);
+        return FALSE;
+    }
+    if (s->l1_size > 0 && !qcow2_in_file(s, s->l1_offset, (guint64)s->l1_size * 8)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "L1 table at offset 0x%" G_GINT64_MODIFIER
+                     "x points past the end of the file",
+                     s->l1_offset);
+        return FALSE;
+    }
+    guint64 rt_bytes = (guint64)s->rt_clusters * s->cluster_size;
+    if (s->rt_clusters == 0 || rt_bytes > QCOW2_MAX_RT_BYTES) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "refcount table size (%u clusters) is invalid",
+                     s->rt_clusters);
+        return FALSE;
+    }
+    if ((s->rt_offset & (s->cluster_size - 1)) != 0 || s->rt_offset < s->cluster_size) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "refcount table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->rt_offset);
+        return FALSE;
+    }
+    if (!qcow2_in_file(s, s->rt_offset, rt_bytes)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "refcount table at offset 0x%" G_GINT64_MODIFIER
+                     "x points past the end of the file",
+                     s->rt_offset);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean parse_version_3(VdImage *img, Qcow2State *s, const guint8 *h, GError **error)
+{
+    s->incompat = vd_be64(h + QH_INCOMPAT);
+    s->compat = vd_be64(h + QH_COMPAT);
+    s->autoclear = vd_be64(h + QH_AUTOCLEAR);
+    s->refcount_order = vd_be32(h + QH_REFCOUNT_ORDER);
+    s->header_length = vd_be32(h + QH_HEADER_LENGTH);
+    if (s->header_length < 104 || s->header_length % 8 != 0 ||
+        s->header_length > s->cluster_size) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "header length %u is invalid",
+                     s->header_length);
+        return FALSE;
+    }
+    if (s->refcount_order > 6) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "refcount order %u is invalid (at most 6)",
+                     s->refcount_order);
+        return FALSE;
+    }
+    s->compression_type = s->header_length > QH_COMPRESSION_TYPE ? h[QH_COMPRESSION_TYPE] : 0;
+    gboolean bit = (s->incompat & QCOW2_INCOMPAT_COMPRESSION) != 0;
+    if (bit != (s->compression_type != 0) || s->compression_type > QCOW2_COMPRESSION_ZSTD) {
+        vd_set_error(error, img, bit || s->compression_type == 0 ? VD_ERROR_CORRUPT
+                                                                   : VD_ERROR_UNSUPPORTED_FORMAT,
+                     "compression type %d does not match the incompatible feature bits",
+                     s->compression_type);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void setup_geometry(Qcow2State *s)
+{
+    s->cluster_size = 1ull << s->cluster_bits;
+    s->l2_bits = s->cluster_bits - (s->ext_l2 ? 4 : 3);
+    s->l2_entries = 1ull << s->l2_bits;
+    s->subcluster_bits = s->cluster_bits - (s->ext_l2 ? 5 : 0);
+    s->rb_bits = s->cluster_bits + 3 - s->refcount_order;
+    s->refcount_max = s->refcount_order == 6 ? G_MAXUINT64 : (1ull << (1u << s->refcount_order)) - 1;
+    s->csize_shift = 62 - (s->cluster_bits - 8);
+    s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
+    s->coffset_mask = (1ull << s->csize_shift) - 1;
+}
+
+static gboolean open_data_file(VdImage *img, Qcow2State *s, GError **error)
+{
+    if (!(s->incompat & QCOW2_INCOMPAT_DATA_FILE)) {
+        s->autoclear &= ~QCOW2_AUTOCLEAR_DATA_RAW;
+        return TRUE;
+    }
+    if (s->data_file_name == NULL || *s->data_file_name == '\0') {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "uses an external data file but does not name it");
+        return FALSE;
+    }
+    g_autoptr(GError) local = NULL;
+    s->data_file = vd_image_open_related_file(img, s->data_file_name, img->read_write, &local);
+    if (s->data_file == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_FOUND, "cannot open external data file '%s': %s",
+                     s->data_file_name, local->message);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean read_backing_name(VdImage *img, Qcow2State *s, const guint8 *h, GError **error)
+{
+    guint64 off = vd_be64(h + QH_BACKING_OFFSET);
+    guint32 len = vd_be32(h + QH_BACKING_SIZE);
+    if (off == 0)
+        return TRUE;
+    if (len > QCOW2_MAX_BACKING_NAME || off > s->cluster_size || len > s->cluster_size - off) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "backing file name (offset %" G_GUINT64_FORMAT ", length %u) is invalid",
+                     off, len);
+        return FALSE;
+    }
+    if (len == 0)
+        return TRUE;
+    img->backing_name = g_strndup((const char *)h + off, len);
+    if (strlen(img->backing_name) != len) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "backing file name contains a NUL byte");
+        return FALSE;
+    }
+    if (s->data_file != NULL && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "a raw external data file cannot have a backing file");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean load_l1(VdImage *img, Qcow2State *s, GError **error)
+{
+    g_free(s->l1);
+    s->l1 = NULL;
+    if (s->l1_size == 0)
+        return TRUE;
+    return qcow2_read_l1(s, s->l1_offset, s->l1_size, &s->l1, error);
+}
+
+/* A dirty image (lazy refcounts, not closed cleanly) gets its refcounts
+ * rebuilt before anything is written, as QEMU does. */
+static gboolean repair_dirty(VdImage *img, Qcow2State *s, GError **error)
+{
+    VdCheckResult res = { 0 };
+    res.messages = g_ptr_array_new_with_free_func(g_free);
+    gboolean ok = qcow2_check(img, VD_CHECK_REPAIR_LEAKS | VD_CHECK_REPAIR_ERRORS, &res, error);
+    gboolean clean = res.corruptions == 0;
+    vd_check_result_clear(&res);
+    if (!ok)
+        return FALSE;
+    if (!clean) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "was not closed cleanly and its refcounts could not be repaired");
+        return FALSE;
+    }
+    s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+    return qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error) &&
+           vd_file_sync(img->file, error);
+}
+
+static gboolean open_read_write(VdImage *img, Qcow2State *s, GError **error)
+{
+    gboolean for_check = (img->flags & VD_OPEN_FOR_CHECK) != 0;
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !for_check) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "is marked corrupt; it can only be opened read-only (or checked and "
+                     "repaired)");
+        return FALSE;
+    }
+    /* Unknown autoclear bits must go before we write; bitmaps count as
+     * unknown, since writes do not update them. */
+    guint64 keep = s->data_file != NULL ? QCOW2_AUTOCLEAR_DATA_RAW : 0;
+    if ((s->autoclear & ~keep) != 0 && s->version >= 3) {
+        s->autoclear &= keep;
+        if (!qcow2_write_header_field(s, QH_AUTOCLEAR, s->autoclear, 8, error))
+            return FALSE;
+    }
+    if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !for_check)
+        return repair_dirty(img, s, error);
+    return TRUE;
+}
+
+static gboolean qcow2_open(VdImage *img, GError **error)
+{
+    Qcow2State *s = g_new0(Qcow2State, 1);
+    img->priv = s;
+    s->img = img;
+    s->deferred_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2Range));
+    s->snapshots = g_ptr_array_new_with_free_func((GDestroyNotify)qcow2_snapshot_free);
+    s->l1_dirty_lo = G_MAXUINT32;
+    if (!qcow2_refresh_file_size(s, error))
+        return FALSE;
+    guint8 small[QH_V3_LENGTH] = { 0 };
+    if (s->file_size < QH_V2_LENGTH ||
+        !vd_file_pread(img->file, 0, small, MIN(s->file_size, sizeof small), error)) {
+        if (error != NULL && *error == NULL)
+            vd_set_error(error, img, VD_ERROR_CORRUPT, "file is too short for a qcow2 header");
+        return FALSE;
+    }
+    if (vd_be32(small + QH_MAGIC) != QCOW2_MAGIC) {
+        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT, "is not a qcow2 image");
+        return FALSE;
+    }
+    s->version = (int)vd_be32(small + QH_VERSION);
+    if (s->version != 2 && s->version != 3) {
+        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT,
+                     "qcow2 version %d is not supported", s->version);
+        return FALSE;
+    }
+    s->cluster_bits = vd_be32(small + QH_CLUSTER_BITS);
+    if (s->cluster_bits < 9 || s->cluster_bits > 21) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "cluster bits %u are invalid (512 bytes to 2 MiB clusters)",
+                     s->cluster_bits);
+        return FALSE;
+    }
+    s->cluster_size = 1ull << s->cluster_bits;
+    g_autofree guint8 *h = g_malloc0(s->cluster_size);
+    if (!vd_file_pread_zero_past_eof(img->file, 0, h, s->cluster_size, error))
+        return FALSE;
+    s->header_length = QH_V2_LENGTH;
+    s->refcount_order = 4;
+    if (s->version == 3 && !parse_version_3(img, s, h, error))
+        return FALSE;
+    s->ext_l2 = (s->incompat & QCOW2_INCOMPAT_EXTL2) != 0;
+    setup_geometry(s);
+    if (!parse_extensions(img, s, h, s->header_length, error))
+        return FALSE;
+    if (vd_be32(h + QH_CRYPT_METHOD) != 0) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "is encrypted; encryption is not supported yet");
+        return FALSE;
+    }
+    if (!refuse_incompat(img, s, error))
+        return FALSE;
+    if (s->ext_l2 && s->cluster_bits < 14) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "extended L2 entries need clusters of at least 16 KiB");
+        return FALSE;
+    }
+    guint64 size = vd_be64(h + QH_SIZE);
+    s->l1_size = vd_be32(h + QH_L1_SIZE);
+    s->l1_offset = vd_be64(h + QH_L1_OFFSET);
+    s->rt_offset = vd_be64(h + QH_RT_OFFSET);
+    s->rt_clusters = vd_be32(h + QH_RT_CLUSTERS);
+    if (!check_geometry(img, s, size, error) || !open_data_file(img, s, error) ||
+        !read_backing_name(img, s, h, error))
+        return FALSE;
+    guint cap_l2 = CLAMP((8u << 20) >> s->cluster_bits, 4, 128);
+    guint cap_rb = CLAMP((2u << 20) >> s->cluster_bits, 4, 64);
+    s->rb_cache = qcow2_cache_new(s, cap_rb, NULL);
+    s->l2_cache = qcow2_cache_new(s, cap_l2, s->rb_cache);
+    s->zbuf = g_malloc(s->cluster_size);
+    s->free_cluster_index = 1;
+    img->size = size;
+    if (!load_l1(img, s, error) || !qcow2_refcount_load(s, error) ||
+        !qcow2_snapshots_load(s, vd_be32(h + QH_NB_SNAPSHOTS), vd_be64(h + QH_SNAPSHOTS_OFFSET),
+                              error))
+        return FALSE;
+    if (img->read_write && !open_read_write(img, s, error))
+        return FALSE;
+    return TRUE;
+}
+
+static void qcow2_close(VdImage *img)
+{
+    Qcow2State *s = img->priv;
+    if (s == NULL)
+        return;
+    if (s->rb_cache != NULL && s->l2_cache != NULL && img->read_write) {
+        g_autoptr(GError) local = NULL;
+        if (!qcow2_flush_metadata(s, &local) ||
+            (s->data_file != NULL && !vd_file_sync(s->data_file, &local)))
+            g_warning("%s: %s", img->filename, local->message);
+    }
+    qcow2_cache_free(s->l2_cache);
+    qcow2_cache_free(s->rb_cache);
+    g_free(s->l1);
+    g_free(s->rt);
+    g_array_unref(s->deferred_frees);
+    g_ptr_array_unref(s->snapshots);
+    if (s->data_file != NULL)
+        vd_file_close(s->data_file);
+    g_free(s->data_file_name);
+    for (int t = 0; t < 3; t++)
+        for (int b = 0; b < 64; b++)
+            g_free(s->feature_names[t][b]);
+    g_free(s->zbuf);
+    g_free(s);
+    img->priv = NULL;
+}
+
+static int qcow2_probe(const guint8 *buf, gsize len, const char *filename)
+{
+    if (len < 8 || vd_be32(buf) != QCOW2_MAGIC)
+        return 0;
+    guint32 version = vd_be32(buf + 4);
+    return version == 2 || version == 3 ? 100 : 0;
+}
+
+/* ----- create ----- */
+
+typedef struct {
+    int version;
+    guint64 cluster_size;
+    guint refcount_order;
+    gboolean lazy_refcounts;
+    int prealloc;
+    int compression_type;
+    gboolean ext_l2;
+} CreateOpts;
+
+enum { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
+
+static gboolean parse_refcount_bits(VdOptions *opts, CreateOpts *o, GError **error)
+{
+    const char *text = vd_options_get(opts, "refcount_bits");
+    o->refcount_order = 4;
+    if (text == NULL)
+        return TRUE;
+    static const char *const widths[] = { "1", "2", "4", "8", "16", "32", "64", NULL };
+    for (int i = 0; widths[i] != NULL; i++) {
+        if (g_str_equal(text, widths[i])) {
+            o->refcount_order = (guint)i;
+            return TRUE;
+        }
+    }
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                "refcount_bits must be a power of two from 1 to 64, not '%s'", text);
+    return FALSE;
+}
+
+static gboolean refuse_option(VdOptions *opts, const char *key, const char *why, GError **error)
+{
+    const char *v = vd_options_get(opts, key);
+    if (v == NULL || (g_str_equal(key, "data_file_raw") && g_str_equal(v, "off")) ||
+        (g_str_equal(key, "encryption") && g_str_equal(v, "off")))
+        return TRUE;
+    g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED, "qcow2 option '%s': %s", key, why);
+    return FALSE;
+}
+
+static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError **error)
+{
+    static const char *const compat[] = { "0.10", "1.1", "v2", "v3", NULL };
+    static const char *const prealloc[] = { "off", "metadata", "falloc", "full", NULL };
+    static const char *const ctypes[] = { "zlib", "zstd", NULL };
+    int c;
+    VdOptions *opts = p->options;
+    if (!refuse_option(opts, "encryption", "encryption is not supported yet", error) ||
+        !refuse_option(opts, "encrypt.format", "encryption is not supported yet", error) ||
+        !refuse_option(opts, "data_file", "external data files cannot be created yet", error) ||
+        !refuse_option(opts, "data_file_raw", "external data files cannot be created yet",
+                       error))
+        return FALSE;
+    if (!vd_option_choice(opts, "compat", compat, 1, &c, error) ||
+        !vd_option_size(opts, "cluster_size", 65536, &o->cluster_size, error) ||
+        !parse_refcount_bits(opts, o, error) ||
+        !vd_option_bool(opts, "lazy_refcounts", FALSE, &o->lazy_refcounts, error) ||
+        !vd_option_choice(opts, "preallocation", prealloc, 0, &o->prealloc, error) ||
+        !vd_option_choice(opts, "compression_type", ctypes, 0, &o->compression_type, error) ||
+        !vd_option_bool(opts, "extended_l2", FALSE, &o->ext_l2, error))
+        return FALSE;
+    o->version = c == 0 || c == 2 ? 2 : 3;
+    const char *bad = NULL;
+    if (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
+        (o->cluster_size & (o->cluster_size - 1)) != 0)
+        bad = "cluster_size must be a power of two from 512 bytes to 2 MiB";
+    else if (o->version == 2 && o->refcount_order != 4)
+        bad = "refcount_bits other than 16 need compat=1.1";
+    else if (o->version == 2 && o->lazy_refcounts)
+        bad = "lazy_refcounts need compat=1.1";
+    else if (o->version == 2 && o->compression_type != QCOW2_COMPRESSION_ZLIB)
+        bad = "compression_type=zstd needs compat=1.1";
+    else if (o->version == 2 && o->ext_l2)
+        bad = "extended_l2 needs compat=1.1";
+    else if (o->ext_l2 && o->cluster_size < 16384)
+        bad = "extended_l2 needs a cluster_size of at least 16k";
+    else if (p->backing_file != NULL && o->prealloc != PREALLOC_OFF && !o->ext_l2)
+        bad = "a backing file and preallocation can only be used together with extended_l2";
+    else if (p->backing_file != NULL && strlen(p->backing_file) > QCOW2_MAX_BACKING_NAME)
+        bad = "the backing file name is longer than 1023 bytes";
+    if (bad != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", bad);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static guint64 put_extension(guint8 *h, guint64 off, guint32 type, const void *data, guint32 len)
+{
+    vd_put_be32(h + off, type);
+    vd_put_be32(h + off + 4, len);
+    memcpy(h + off + 8, data, len);
+    return off + 8 + qcow2_align_up(len, 8);
+}
+
+static guint64 feature_table(guint8 *out)
+{
+    static const struct { guint8 type, bit; const char *name; } features[] = {
+        { 0, 0, "dirty bit" },          { 0, 1, "corrupt bit" },
+        { 0, 2, "external data file" }, { 0, 3, "compression type" },
+        { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
+        { 2, 0, "bitmaps" },            { 2, 1, "raw external data" },
+    };
+    memset(out, 0, G_N_ELEMENTS(features) * 48);
+    for (guint i = 0; i < G_N_ELEMENTS(features); i++) {
+        out[i * 48] = features[i].type;
+        out[i * 48 + 1] = features[i].bit;
+        memcpy(out + i * 48 + 2, features[i].name, strlen(features[i].name));
+    }
+    return G_N_ELEMENTS(features) * 48;
+}
+
+/* The header cluster of a new image: header, extensions, backing name.
+ * The refcount table is cluster 1 and its first block cluster 2. */
+static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint8 *h,
+                             GError **error)
+{
+    guint64 cs = o->cluster_size;
+    vd_put_be32(h + QH_MAGIC, QCOW2_MAGIC);
+    vd_put_be32(h + QH_VERSION, (guint32)o->version);
+    vd_put_be32(h + QH_CLUSTER_BITS, (guint32)g_bit_nth_lsf(cs, -1));
+    vd_put_be64(h + QH_SIZE, 0);
+    vd_put_be64(h + QH_RT_OFFSET, cs);
+    vd_put_be32(h + QH_RT_CLUSTERS, 1);
+    guint64 off = QH_V2_LENGTH;
+    if (o->version == 3) {
+        guint64 incompat = (o->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+                           (o->ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+        vd_put_be64(h + QH_INCOMPAT, incompat);
+        vd_put_be64(h + QH_COMPAT, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+        vd_put_be32(h + QH_REFCOUNT_ORDER, o->refcount_order);
+        vd_put_be32(h + QH_HEADER_LENGTH, QH_V3_LENGTH);
+        h[QH_COMPRESSION_TYPE] = (guint8)o->compression_type;
+        off = QH_V3_LENGTH;
+    }
+    gsize blen = p->backing_file != NULL ? strlen(p->backing_file) : 0;
+    gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
+    if (flen > 0)
+        off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
+    guint8 table[8 * 48];
+    guint64 tlen = feature_table(table);
+    /* The feature name table is a courtesy; leave it out of tiny clusters. */
+    if (o->version == 3 && off + 8 + tlen + 8 + blen <= cs)
+        off = put_extension(h, off, QCOW2_EXT_FEATURE_TABLE, table, (guint32)tlen);
+    if (off + 8 + blen > cs) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "the backing file name does not fit in the header cluster");
+        return FALSE;
+    }
+    off += 8; /* end-of-extensions marker, already zero */
+    if (blen > 0) {
+        memcpy(h + off, p->backing_file, blen);
+        vd_put_be64(h + QH_BACKING_OFFSET, off);
+        vd_put_be32(h + QH_BACKING_SIZE, (guint32)blen);
+    }
+    return TRUE;
+}
+
+/* Write header, refcount table and first refcount block with counts for
+ * those three clusters. */
+static gboolean write_skeleton(VdFile *file, const VdCreateParams *p, const CreateOpts *o,
+                               GError **error)
+{
+    guint64 cs = o->cluster_size;
+    g_autofree guint8 *buf = g_malloc0(cs * 3);
+    if (!build_header(p, o, buf, error))
+        return FALSE;
+    vd_put_be64(buf + cs, 2 * cs);
+    for (int i = 0; i < 3; i++)
+        qcow2_rb_set(buf + 2 * cs, (guint64)i, o->refcount_order, 1);
+    return vd_file_pwrite(file, 0, buf, cs * 3, error);
+}
+
+static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError **error)
+{
+    if (mode == PREALLOC_OFF)
+        return TRUE;
+    if (!qcow2_preallocate(s, 0, size, error) || !qcow2_flush_metadata(s, error))
+        return FALSE;
+    guint64 end;
+    if (!vd_file_size(s->img->file, &end, error))
+        return FALSE;
+    /* Data clusters are allocated last, so the file's tail holds them. */
+    guint64 need = s->file_size;
+    if (mode == PREALLOC_METADATA)
+        return need <= end || vd_file_truncate(s->img->file, need, error);
+    if (mode == PREALLOC_FALLOC)
+        return need <= end || vd_file_allocate(s->img->file, end, need - end, error);
+    if (mode == PREALLOC_FULL)
+        return need <= end || vd_file_write_zeroes(s->img->file, end, need - end, FALSE, error);
+    return TRUE;
+}
+
+static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **error)
+{
+    CreateOpts o = { 0 };
+    if (!parse_create_opts(p, &o, error) || !write_skeleton(file, p, &o, error))
+        return FALSE;
+    /* Then reopen what we wrote and let the normal code size the L1 table
+     * and preallocate. The VdFile stays the caller's. */
+    VdImage tmp = { 0 };
+    tmp.drv = &vd_driver_qcow2;
+    tmp.file = file;
+    tmp.filename = (char *)p->path;
+    tmp.flags = VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING;
+    tmp.read_write = TRUE;
+    gboolean ok = qcow2_open(&tmp, error);
+    Qcow2State *s = tmp.priv;
+    if (ok) {
+        guint64 span = qcow2_l2_span(s);
+        guint64 l1 = p->size / span + (p->size % span != 0);
+        if (l1 * 8 > QCOW2_MAX_L1_BYTES) {
+            vd_set_error(error, &tmp, VD_ERROR_INVALID_ARGUMENT,
+                         "virtual size %" G_GUINT64_FORMAT " is too large for %" G_GUINT64_FORMAT
+                         "-byte clusters",
+                         p->size, s->cluster_size);
+            ok = FALSE;
+        }
+        ok = ok && (l1 == 0 || qcow2_grow_l1(s, (guint32)l1, error)) &&
+             qcow2_write_header_field(s, QH_SIZE, p->size, 8, error);
+        if (ok)
+            tmp.size = p->size;
+        ok = ok && preallocate_data(s, o.prealloc, p->size, error) &&
+             qcow2_flush_metadata(s, error);
+    }
+    qcow2_close(&tmp);
+    g_free(tmp.backing_name);
+    g_free(tmp.backing_format);
+    return ok;
+}
+
+/* ----- info, flush, resize ----- */
+
+static void qcow2_get_info(VdImage *img, VdImageInfo *info)
+{
+    Qcow2State *s = img->priv;
+    info->cluster_size = (guint32)s->cluster_size;
+    info->dirty = (s->incompat & QCOW2_INCOMPAT_DIRTY) != 0 && !s->set_dirty;
+    info->encrypted = FALSE;
+    if (info->snapshots != NULL)
+        g_ptr_array_unref(info->snapshots);
+    info->snapshots = qcow2_list_snapshots(img, NULL);
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&b, "{sv}", "compat",
+                          g_variant_new_string(s->version == 3 ? "1.1" : "0.10"));
+    if (s->version == 3 && s->data_file_name != NULL) {
+        g_variant_builder_add(&b, "{sv}", "data-file", g_variant_new_string(s->data_file_name));
+        g_variant_builder_add(&b, "{sv}", "data-file-raw",
+                              g_variant_new_boolean(s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW));
+    }
+    g_variant_builder_add(&b, "{sv}", "compression-type",
+                          g_variant_new_string(s->compression_type ? "zstd" : "zlib"));
+    if (s->version == 3)
+        g_variant_builder_add(&b, "{sv}", "lazy-refcounts",
+                              g_variant_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    g_variant_builder_add(&b, "{sv}", "refcount-bits",
+                          g_variant_new_int32(1 << s->refcount_order));
+    if (s->version == 3) {
+        g_variant_builder_add(&b, "{sv}", "corrupt",
+                              g_variant_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
+        g_variant_builder_add(&b, "{sv}", "extended-l2", g_variant_new_boolean(s->ext_l2));
+    }
+    if (info->format_specific != NULL)
+        g_variant_unref(info->format_specific);
+    info->format_specific = g_variant_ref_sink(g_variant_builder_end(&b));
+}
+
+static gboolean qcow2_flush(VdImage *img, GError **error)
+{
+    Qcow2State *s = img->priv;
+    if (!qcow2_flush_metadata(s, error))
+        return FALSE;
+    return s->data_file == NULL || vd_file_sync(s->data_file, error);
+}
+
+static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink,
+                             GError **error)
+{
+    Qcow2State *s = img->priv;
+    guint64 old_size = img->size, span = qcow2_l2_span(s);
+    if (new_size > (1ull << 62)) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "new size is too large");
+        return FALSE;
+    }
+    if (new_size < old_size) {
+        if (s->snapshots->len > 0) {
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "cannot shrink an image that has internal snapshots");
+            return FALSE;
+        }
+        gboolean found;
+        if (!qcow2_has_data_past(s, qcow2_align_up(new_size, s->cluster_size), &found, error))
+            return FALSE;
+        if (found) {
+            vd_set_error(error, img, VD_ERROR_NO_SPACE,
+                         "cannot shrink: clusters past the new end hold data");
+            return FALSE;
+        }
+    }
+    guint64 l1 = new_size / span + (new_size % span != 0);
+    if (l1 * 8 > QCOW2_MAX_L1_BYTES) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "new size is too large for this cluster size");
+        return FALSE;
+    }
+    if (l1 > s->l1_size && !qcow2_grow_l1(s, (guint32)l1, error))
+        return FALSE;
+    if (!qcow2_write_header_field(s, QH_SIZE, new_size, 8, error))
+        return FALSE;
+    img->size = new_size;
+    /* The new area must read as zeroes, not as what a longer backing file
+     * holds there. */
+    if (new_size > old_size && img->backing_name != NULL && s->version >= 3)
+        return qcow2_write_zeroes(img, old_size, new_size - old_size, TRUE, error);
+    return TRUE;
+}
+
+static gboolean qcow2_has_zero_init(VdImage *img)
+{
+    Qcow2State *s = img->priv;
+    return s->data_file == NULL && !s->prealloc_junk;
+}
+
+static guint32 qcow2_cluster_size(VdImage *img)
+{
+    return (guint32)qcow2_state(img)->cluster_size;
+}
+
+static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
+{
+    Qcow2State *s = img->priv;
+    if (len > s->cluster_size || s->data_file != NULL)
+        return 0;
+    g_autofree guint8 *padded = NULL;
+    if (len < s->cluster_size) {
+        /* The last cluster of an image is stored as a whole cluster. */
+        padded = g_malloc0(s->cluster_size);
+        memcpy(padded, in, len);
+        in = padded;
+    }
+    gsize limit = MIN(out_len, s->cluster_size - 1);
+    if (len < s->cluster_size)
+        limit = MIN(limit, len > 0 ? len - 1 : 0);
+    gsize n = qcow2_compress_buffer(s->compression_type, in, s->cluster_size, out, limit);
+    return n;
+}
+
+static const char *const qcow2_create_options[] = {
+    "compat", "cluster_size", "refcount_bits", "lazy_refcounts", "preallocation",
+    "backing_file", "backing_fmt", "compression_type", "extended_l2", "data_file",
+    "data_file_raw", "encryption", "encrypt.format", "size", NULL,
+};
+
+const VdDriver vd_driver_qcow2 = {
+    .name = "qcow2",
+    .create_options = qcow2_create_options,
+    .probe = qcow2_probe,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .create = qcow2_create,
+    .block_status = qcow2_block_status,
+    .read = qcow2_read,
+    .write = qcow2_write,
+    .write_zeroes = qcow2_write_zeroes,
+    .discard = qcow2_discard,
+    .compress = qcow2_compress,
+    .write_compressed = qcow2_write_compressed,
+    .flush = qcow2_flush,
+    .resize = qcow2_resize,
+    .get_info = qcow2_get_info,
+    .check = qcow2_check,
+    .list_snapshots = qcow2_list_snapshots,
+    .create_snapshot = qcow2_create_snapshot,
+    .apply_snapshot = qcow2_apply_snapshot,
+    .delete_snapshot = qcow2_delete_snapshot,
+    .load_snapshot = qcow2_load_snapshot,
+    .has_zero_init = qcow2_has_zero_init,
+    .cluster_size = qcow2_cluster_size,
+};

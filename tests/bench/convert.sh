@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Convert benchmark: vdisk against qemu-img, measured in the same run on the
+# same files. Not part of `meson test`; it prints a markdown table.
+#
+#   tests/bench/convert.sh [--size 2G] [--dir DIR] [--runs 2] [--cold]
+#
+# The source is a sparse raw image from ../shared/acceptance/mkimage.py (half
+# of its 64 KiB chunks written: half of those text-like, compressible, the
+# rest random, 5% explicit zeroes; fixed seed), made in a mktemp -d directory
+# (under --dir, default $TMPDIR or /var/tmp; never in the repository) and
+# removed at the end. The qcow2 source is qemu-img's conversion of it.
+#
+# Each conversion runs --runs times per tool (default 2) and the best time
+# counts. Both tools are treated alike: the output is deleted and `sync` run
+# before each run, the timed command includes a `sync -f` of the output file
+# system (so neither gains by leaving dirty pages behind), and with --cold
+# (root only) the page cache is dropped before each run; otherwise the source
+# is read warm. Peak memory is the maximum resident set size, from
+# /usr/bin/time -f %M (package `time`, installed here when run as root).
+# VDISK (default build/tools/vdisk), QEMU_IMG (default qemu-img).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+VDISK=${VDISK:-$repo/build/tools/vdisk}
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+MKIMAGE=${MKIMAGE:-$repo/../shared/acceptance/mkimage.py}
+PY=/usr/bin/python3
+size=2G runs=2 cold=0 base=${TMPDIR:-/var/tmp}
+
+while (($#)); do
+    case $1 in
+    --size) size=$2; shift 2 ;;
+    --dir) base=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --cold) cold=1; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+[[ -x $VDISK ]] || { echo "no vdisk at $VDISK: build first (meson setup build && meson compile -C build) or set VDISK" >&2; exit 1; }
+command -v "$QEMU_IMG" >/dev/null || { echo "qemu-img not found (package qemu-utils)" >&2; exit 1; }
+if [[ ! -x /usr/bin/time ]]; then
+    if ((EUID == 0)); then
+        echo "installing the package 'time' for /usr/bin/time" >&2
+        apt-get install -y -q time >/dev/null
+    else
+        echo "/usr/bin/time is missing: install the package 'time' (as root: apt-get install time)" >&2
+        exit 1
+    fi
+fi
+if ((cold && EUID != 0)); then
+    echo "--cold needs root (it writes /proc/sys/vm/drop_caches)" >&2
+    exit 1
+fi
+
+D=$(mktemp -d "$base/vdisk-bench.XXXXXX")
+trap 'rm -rf "$D"' EXIT
+need=$(($(numfmt --from=iec "$size") * 2))
+avail=$(($(df -B1 --output=avail "$D" | tail -1)))
+((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+
+echo "making a $size source image in $D ..." >&2
+if [[ -r $MKIMAGE ]]; then
+    "$PY" "$MKIMAGE" --size "$size" --seed 1 -q "$D/src.raw"
+else
+    echo "$MKIMAGE not found: using a simple generator" >&2
+    "$PY" - "$D/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
+import os, random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+r, C = random.Random(1), 1 << 16
+text = b"".join(b"%08d request completed user session cache hit worker %d\n" % (i, r.randrange(9999))
+                for i in range(C // 8))
+with open(path, "wb") as f:
+    f.truncate(size)
+    for i in range(0, size // C, 2):          # every other 64 KiB chunk
+        f.seek(i * C)
+        f.write(text[:C] if r.random() < 0.5 else r.randbytes(C))
+PY
+fi
+"$QEMU_IMG" convert -f raw -O qcow2 "$D/src.raw" "$D/src.qcow2"
+
+# measure TOOL ARGS...: best wall time over the runs, and the largest peak RSS.
+# The last argument is the output file.
+measure() {
+    local out=${!#} best="" peak=0 i t m
+    for ((i = 0; i < runs; i++)); do
+        rm -f "$out"
+        sync
+        ((cold)) && echo 3 >/proc/sys/vm/drop_caches
+        if ((!cold)); then cat "$D/src.raw" "$D/src.qcow2" >/dev/null; fi
+        /usr/bin/time -f '%e %M' -o "$D/time" sh -c '"$@" >/dev/null && sync -f "$0"' "$out" "$@" ||
+            { echo "failed: $*" >&2; return 1; }
+        read -r t m <"$D/time"
+        if [[ -z $best ]] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; fi
+        ((m > peak)) && peak=$m
+    done
+    echo "$best $peak $(du -B1 "$out" | cut -f1)"
+}
+
+conversions=(
+    "raw → qcow2|-f raw -O qcow2|src.raw|out.qcow2|qcow2"
+    "raw → qcow2 -c|-c -f raw -O qcow2|src.raw|out.qcow2|qcow2"
+    "qcow2 → raw|-f qcow2 -O raw|src.qcow2|out.raw|raw"
+    "qcow2 → qcow2|-f qcow2 -O qcow2|src.qcow2|out.qcow2|qcow2"
+)
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+
+echo
+echo "vdisk $("$VDISK" --version 2>/dev/null | head -1 || echo '(unknown version)') vs $("$QEMU_IMG" --version | head -1);" \
+    "$(nproc) CPUs; $size source ($(numfmt --to=iec "$(du -B1 "$D/src.raw" | cut -f1)") allocated);" \
+    "best of $runs runs; $([[ $cold == 1 ]] && echo 'cold' || echo 'warm') page cache; file system $(df --output=fstype "$D" | tail -1)"
+echo
+echo "| conversion | vdisk (s) | qemu-img (s) | vdisk / qemu-img | vdisk peak RSS (MiB) | qemu-img peak RSS (MiB) | vdisk output | qemu-img output |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+for c in "${conversions[@]}"; do
+    IFS='|' read -r label opts src out fmt <<<"$c"
+    # shellcheck disable=SC2086 # opts is a list of words
+    read -r vt vm vs < <(measure "$VDISK" convert $opts "$D/$src" "$D/v-$out")
+    # the vdisk output must be right, or its time means nothing
+    if ! "$QEMU_IMG" compare -q -f raw -F "$fmt" "$D/src.raw" "$D/v-$out"; then
+        echo "| $label | vdisk output differs from the source: not measured | | | | | | |"
+        rm -f "$D/v-$out"
+        continue
+    fi
+    rm -f "$D/v-$out"
+    # shellcheck disable=SC2086
+    read -r qt qm qs < <(measure "$QEMU_IMG" convert $opts "$D/$src" "$D/q-$out")
+    rm -f "$D/q-$out"
+    ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
+    echo "| $label | $vt | $qt | $ratio | $(mib "$vm") | $(mib "$qm") | $(numfmt --to=iec "$vs") | $(numfmt --to=iec "$qs") |"
+done
+echo
+echo "ratio < 1: vdisk is faster. Outputs are allocated bytes on disk (du)."

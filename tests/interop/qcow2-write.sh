@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# qcow2 images that vdisk writes (create, convert, snapshot, resize, check
+# -r) pass `qemu-img check` and read like their source in qemu-img; vdisk's
+# compare and map answer like qemu-img's.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_programs
+
+SIZE=$((16 * 1048576))
+
+# option_took OPTIONS IMAGE: qemu-img info shows each create option set.
+option_took() {
+    local opts=$1 img=$2 kv k v
+    IFS=, read -ra kv <<<"$opts"
+    for o in "${kv[@]}"; do
+        k=${o%%=*} v=${o#*=}
+        case $k in
+        compat) [[ $(qspecific "$img" compat) == "$v" ]] ;;
+        cluster_size) [[ $(qinfo "$img" cluster-size) == $(numfmt --from=iec "${v^^}") ]] ;;
+        refcount_bits) [[ $(qspecific "$img" refcount-bits) == "$v" ]] ;;
+        lazy_refcounts) [[ $(qspecific "$img" lazy-refcounts) == true ]] ;;
+        extended_l2) [[ $(qspecific "$img" extended-l2) == true ]] ;;
+        compression_type) [[ $(qspecific "$img" compression-type) == "$v" ]] ;;
+        preallocation)
+            case $v in
+            falloc | full) (($(allocated "$img") >= SIZE)) ;;
+            metadata)
+                qemu-img map -f qcow2 --output=json "$img" >pmap.json
+                [[ $(json pmap.json 'all("offset" in e for e in d)') == True ]]
+                ;;
+            esac
+            ;;
+        esac || { echo "option $o did not take effect in $img"; qemu-img info "$img"; return 1; }
+    done
+}
+
+# vdisk convert [-c] -o OPTIONS from a patterned raw image: clean and identical.
+convert_to() {
+    local opts=$1 compress=${2:-}
+    pattern_raw src.raw 16M
+    vd convert ${compress:+-c} -f raw -O qcow2 ${opts:+-o "$opts"} src.raw v.qcow2
+    qcheck v.qcow2
+    same_guest src.raw raw v.qcow2 qcow2
+    option_took "$opts" v.qcow2
+    if [[ -n $compress ]]; then
+        qemu-img check -f qcow2 --output=json v.qcow2 >chk.json
+        (($(json chk.json 'd.get("compressed-clusters", 0)') > 0)) || { echo "no compressed clusters"; return 1; }
+        qemu-img convert -f raw -O qcow2 ${opts:+-o "$opts"} src.raw plain.qcow2
+        (($(stat -c %s v.qcow2) < $(stat -c %s plain.qcow2))) || { echo "compressed image is not smaller than an uncompressed one"; return 1; }
+    fi
+}
+
+# vdisk create -o OPTIONS, then qemu-io writes into it: qemu-img finds the
+# layout clean and the guest bytes equal the same writes on a raw image.
+create_then_write() {
+    local opts=$1 c=(
+        "write -P 0x11 0 64k" "write -P 0x22 102400 3000" "write -P 0x33 1M 1M"
+        "write -z 1536k 64k" "write -P 0x44 6M 2M" "discard 6M 2M" "write -P 0x66 $((SIZE - 512)) 512")
+    vd create -f qcow2 ${opts:+-o "$opts"} v.qcow2 "$SIZE"
+    qcheck v.qcow2
+    [[ $(qinfo v.qcow2 virtual-size) == "$SIZE" ]]
+    option_took "$opts" v.qcow2
+    qemu-img create -q -f raw ref.raw "$SIZE"
+    qio raw ref.raw "${c[@]}"
+    qio qcow2 v.qcow2 "${c[@]}"
+    qcheck v.qcow2
+    same_guest ref.raw raw v.qcow2 qcow2
+}
+
+for o in "" compat=0.10 compat=1.1 cluster_size=512 cluster_size=4k cluster_size=64k cluster_size=2M \
+    refcount_bits=1 refcount_bits=2 refcount_bits=4 refcount_bits=8 refcount_bits=16 \
+    refcount_bits=32 refcount_bits=64 lazy_refcounts=on extended_l2=on,cluster_size=128k \
+    preallocation=metadata preallocation=falloc preallocation=full compression_type=zstd; do
+    case_run "vdisk create [${o:-defaults}]" create_then_write "$o"
+    case_run "vdisk convert [${o:-defaults}]" convert_to "$o"
+done
+for o in compression_type=zlib compression_type=zstd compression_type=zlib,cluster_size=4k \
+    compression_type=zstd,cluster_size=2M compat=0.10 refcount_bits=1; do
+    case_run "vdisk convert -c [$o]" convert_to "$o" c
+done
+
+# qcow2 -> qcow2 with different options, through vdisk on both sides.
+qcow2_to_qcow2() {
+    pattern_raw src.raw 16M
+    qemu-img convert -c -f raw -O qcow2 -o cluster_size=4k src.raw a.qcow2
+    vd convert -f qcow2 -O qcow2 -o cluster_size=2M,refcount_bits=8 a.qcow2 b.qcow2
+    qcheck b.qcow2
+    same_guest src.raw raw b.qcow2 qcow2
+}
+case_run "qcow2 to qcow2 with other options" qcow2_to_qcow2
+
+# Overlays: -b/-F, -o backing_file,backing_fmt, relative names, size taken
+# from the backing file; and convert -B writes only the delta.
+backing() {
+    pattern_raw src.raw 16M
+    qemu-img convert -f raw -O qcow2 src.raw base.qcow2
+    vd create -f qcow2 -b base.qcow2 -F qcow2 ov1.qcow2
+    vd create -f qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2 ov2.qcow2
+    vd create -f qcow2 -b "$W/base.qcow2" -F qcow2 ov3.qcow2 32M
+    for ov in ov1 ov2; do
+        [[ $(qinfo $ov.qcow2 backing-filename) == base.qcow2 ]]
+        [[ $(qinfo $ov.qcow2 backing-filename-format) == qcow2 ]]
+        [[ $(qinfo $ov.qcow2 virtual-size) == "$SIZE" ]]
+        qcheck $ov.qcow2
+        same_guest src.raw raw $ov.qcow2 qcow2
+    done
+    [[ $(qinfo ov3.qcow2 backing-filename) == "$W/base.qcow2" ]]
+    [[ $(qinfo ov3.qcow2 virtual-size) == $((32 * 1048576)) ]]
+    qemu-img compare -q -f raw -F qcow2 src.raw ov3.qcow2    # the tail reads as zeroes
+    qio qcow2 ov1.qcow2 "write -P 68 2M 64k"
+    qcheck ov1.qcow2
+    to_raw ov1.qcow2 full.raw -f qcow2
+    vd convert -f qcow2 -O qcow2 -B base.qcow2 -F qcow2 ov1.qcow2 delta.qcow2
+    qcheck delta.qcow2
+    [[ $(qinfo delta.qcow2 backing-filename) == base.qcow2 ]]
+    same_guest full.raw raw delta.qcow2 qcow2
+    (($(stat -c %s delta.qcow2) < 4 * 1048576)) || { echo "delta holds more than the delta"; return 1; }
+}
+case_run "overlays (-b, -o backing_file) and convert -B" backing
+
+# Snapshots vdisk makes are listed, read and applied by qemu-img.
+snapshots_by_vdisk() {
+    pattern_raw src.raw 16M
+    qemu-img convert -f raw -O qcow2 src.raw s.qcow2
+    qio qcow2 s.qcow2 "write -c -P 0x61 8M 1M"
+    to_raw s.qcow2 at-s1.raw -f qcow2
+    vd snapshot -c s1 s.qcow2
+    qcheck s.qcow2
+    qio qcow2 s.qcow2 "write -P 119 0 1M" "write -P 120 8M 4k" "discard 4M 1M"
+    qcheck s.qcow2
+    to_raw s.qcow2 now.raw -f qcow2
+    vd snapshot -c s2 s.qcow2
+    qemu-img snapshot -l s.qcow2 >list
+    grep -qw s1 list
+    grep -qw s2 list
+    to_raw s.qcow2 snap1.raw -f qcow2 -l snapshot.name=s1
+    cmp at-s1.raw snap1.raw
+    to_raw s.qcow2 snap2.raw -f qcow2 -l snapshot.name=s2
+    cmp now.raw snap2.raw
+    qemu-img snapshot -a s1 s.qcow2
+    same_guest at-s1.raw raw s.qcow2 qcow2
+    vd snapshot -a s2 s.qcow2
+    qcheck s.qcow2
+    same_guest now.raw raw s.qcow2 qcow2
+    vd snapshot -d s1 s.qcow2
+    qcheck s.qcow2
+    qemu-img snapshot -l s.qcow2 >list
+    not grep -qw s1 list
+    grep -qw s2 list
+    vd snapshot -d s2 s.qcow2
+    qcheck s.qcow2
+    [[ -z $(qemu-img snapshot -l s.qcow2) ]]
+    same_guest now.raw raw s.qcow2 qcow2
+}
+case_run "snapshots made by vdisk, used by qemu-img" snapshots_by_vdisk
+
+# Snapshots qemu-img makes are listed, read, applied and deleted by vdisk.
+snapshots_by_qemu() {
+    pattern_raw src.raw 16M
+    qemu-img convert -f raw -O qcow2 src.raw q.qcow2
+    qemu-img snapshot -c q1 q.qcow2
+    qio qcow2 q.qcow2 "write -P 102 5M 1M"
+    to_raw q.qcow2 now.raw -f qcow2
+    vd snapshot -l q.qcow2 >list
+    grep -qw q1 list
+    vd convert -f qcow2 -O raw -l snapshot.name=q1 q.qcow2 q1.raw
+    cmp src.raw q1.raw
+    vd snapshot -a q1 q.qcow2
+    qcheck q.qcow2
+    same_guest src.raw raw q.qcow2 qcow2
+    vd snapshot -d q1 q.qcow2
+    qcheck q.qcow2
+    [[ -z $(qemu-img snapshot -l q.qcow2) ]]
+}
+case_run "snapshots made by qemu-img, used by vdisk" snapshots_by_qemu
+
+# resize: grow (unaligned, and far enough to move the L1 table), shrink.
+resize_grow() {
+    local opts=$1 from=$2 to=$3
+    pattern_raw src.raw "$from"
+    qemu-img convert -f raw -O qcow2 ${opts:+-o "$opts"} src.raw r.qcow2
+    vd resize r.qcow2 "$to"
+    qcheck r.qcow2
+    local want
+    want=$(numfmt --from=iec "${to#+}")
+    [[ $to == +* ]] && want=$((want + $(stat -c %s src.raw)))
+    [[ $(qinfo r.qcow2 virtual-size) == "$want" ]] || { echo "size $(qinfo r.qcow2 virtual-size), want $want"; return 1; }
+    qemu-img compare -q -f raw -F qcow2 src.raw r.qcow2   # old content, zeroes after
+    qio qcow2 r.qcow2 "write -P 7 $((want - 4096)) 4096"
+    qcheck r.qcow2
+}
+case_run "resize grow +16M" resize_grow "" 16M +16M
+case_run "resize grow to an unaligned size" resize_grow "" 16M $((20 * 1048576 + 512))
+case_run "resize grow moves the L1 table [cluster_size=512]" resize_grow cluster_size=512 1M 64M
+case_run "resize grow [refcount_bits=1]" resize_grow refcount_bits=1 4M 48M
+
+resize_shrink() {
+    pattern_raw src.raw 16M
+    qemu-img create -q -f qcow2 r.qcow2 32M
+    qemu-img convert -n -f raw -O qcow2 src.raw r.qcow2
+    fails_cleanly vd resize r.qcow2 16M                 # shrinking needs --shrink
+    [[ $(qinfo r.qcow2 virtual-size) == $((32 * 1048576)) ]]
+    vd resize --shrink r.qcow2 16M                       # the tail holds nothing
+    [[ $(qinfo r.qcow2 virtual-size) == "$SIZE" ]]
+    qcheck r.qcow2
+    same_guest src.raw raw r.qcow2 qcow2
+    # Shrinking over data either works like qemu-img (content cut) or fails
+    # cleanly leaving the image as it was.
+    cp r.qcow2 r2.qcow2
+    head -c $((8 * 1048576)) src.raw >cut.raw
+    if vd resize --shrink r2.qcow2 8M; then
+        qcheck r2.qcow2
+        same_guest cut.raw raw r2.qcow2 qcow2
+    else
+        qcheck r2.qcow2
+        same_guest src.raw raw r2.qcow2 qcow2
+    fi
+}
+case_run "resize --shrink" resize_shrink
+
+# check -r: a leaked cluster (allocated in the refcounts, used by nothing)
+# and a refcount too low (a corruption), found and repaired.
+QCOW2_EDIT='
+import struct, sys
+path, what = sys.argv[1], sys.argv[2]
+f = open(path, "r+b")
+h = f.read(104)
+cluster_bits, = struct.unpack(">I", h[20:24])
+cs = 1 << cluster_bits
+rt_off, = struct.unpack(">Q", h[48:56])
+order = struct.unpack(">I", h[96:100])[0] if struct.unpack(">I", h[4:8])[0] >= 3 else 4
+assert order == 4, "edit only 16-bit refcounts"
+f.seek(rt_off); rb_off, = struct.unpack(">Q", f.read(8))
+size = f.seek(0, 2)
+def set_ref(idx, val):
+    f.seek(rb_off + 2 * idx); f.write(struct.pack(">H", val))
+def get_ref(idx):
+    f.seek(rb_off + 2 * idx); return struct.unpack(">H", f.read(2))[0]
+if what == "leak":          # append a cluster that only the refcounts know
+    idx = (size + cs - 1) // cs
+    f.truncate((idx + 1) * cs)
+    set_ref(idx, 1)
+elif what == "bump":        # a data cluster counted twice (so not COPIED)
+    l1_off, = struct.unpack(">Q", h[40:48])
+    f.seek(l1_off); l2, = struct.unpack(">Q", f.read(8)); l2 &= 0x00fffffffffffe00
+    f.seek(l2); e, = struct.unpack(">Q", f.read(8)); data = e & 0x00fffffffffffe00
+    f.seek(l2); f.write(struct.pack(">Q", e & ~(1 << 63)))
+    set_ref(data // cs, get_ref(data // cs) + 1)
+elif what == "zero":        # a data cluster nobody counts: a corruption
+    l1_off, = struct.unpack(">Q", h[40:48])
+    f.seek(l1_off); l2, = struct.unpack(">Q", f.read(8)); l2 &= 0x00fffffffffffe00
+    f.seek(l2); e, = struct.unpack(">Q", f.read(8)); data = e & 0x00fffffffffffe00
+    set_ref(data // cs, 0)
+'
+export QCOW2_EDIT
+qcow2_edit() { "$PY" -c "$QCOW2_EDIT" "$@"; }
+
+check_repair() {
+    local damage=$1 want=$2 mode=$3
+    pattern_raw src.raw 16M
+    qemu-img convert -f raw -O qcow2 src.raw c.qcow2
+    expect_exit 0 vd check c.qcow2
+    qcow2_edit c.qcow2 "$damage"
+    expect_exit "$want" qemu-img check -q c.qcow2     # the damage is what we meant
+    expect_exit "$want" vd check c.qcow2
+    vd check --output=json c.qcow2 >v.json || true
+    qemu-img check --output=json c.qcow2 >q.json || true
+    "$PY" - q.json v.json <<'PY'
+import json, sys
+q, v = (json.load(open(p)) for p in sys.argv[1:3])
+for k in ("leaks", "corruptions"):
+    assert q.get(k, 0) == v.get(k, 0), "%s: qemu-img %r, vdisk %r" % (k, q.get(k), v.get(k))
+PY
+    vd check -r "$mode" c.qcow2
+    expect_exit 0 vd check c.qcow2
+    expect_exit 0 qemu-img check c.qcow2
+    same_guest src.raw raw c.qcow2 qcow2
+}
+case_run "check: a leaked cluster (exit 3), -r leaks repairs it" check_repair leak 3 leaks
+case_run "check: a leaked cluster (exit 3), -r all repairs it" check_repair leak 3 all
+case_run "check: a refcount too high (exit 3), -r all repairs it" check_repair bump 3 all
+case_run "check: a refcount of 0 on data (exit 2), -r all repairs it" check_repair zero 2 all
+
+# compare: 0 identical, 1 different, 2 on error; -s makes a size difference count.
+compare_codes() {
+    pattern_raw src.raw 16M
+    qemu-img convert -f raw -O qcow2 src.raw a.qcow2
+    expect_exit 0 vd compare src.raw a.qcow2
+    expect_exit 0 vd compare -f raw -F qcow2 src.raw a.qcow2
+    cp src.raw other.raw
+    printf 'x' | dd of=other.raw bs=1 seek=$((9 * 1048576 + 7)) conv=notrunc status=none
+    expect_exit 1 vd compare -f raw -F qcow2 other.raw a.qcow2
+    vd compare -f raw -F qcow2 other.raw a.qcow2 >out || true
+    grep -q "$((9 * 1048576))" out || { echo "compare does not name the offset:"; cat out; return 1; }
+    cp src.raw big.raw
+    truncate -s 20M big.raw
+    expect_exit 0 vd compare big.raw a.qcow2       # the longer one reads zero past the end
+    expect_exit 1 vd compare -s big.raw a.qcow2
+    printf 'y' | dd of=big.raw bs=1 seek=$((18 * 1048576)) conv=notrunc status=none
+    expect_exit 1 vd compare big.raw a.qcow2
+    expect_exit 2 vd compare src.raw missing.qcow2
+    printf 'QFI\xfbgarbage' >bad.qcow2
+    expect_exit 2 vd compare -f raw -F qcow2 src.raw bad.qcow2
+}
+case_run "compare exit codes 0/1/2" compare_codes
+
+# map --output=json agrees with qemu-img map once runs of equal (zero,
+# data) are merged.
+map_agrees() {
+    local img=$1
+    shift
+    qemu-img map --output=json "$@" "$img" >q.json
+    vd map --output=json "$@" "$img" >v.json
+    merged_map q.json >q.map
+    merged_map v.json >v.map
+    diff q.map v.map || { echo "map differs (qemu-img <, vdisk >)"; return 1; }
+}
+map_qcow2() {
+    local opts=$1 c=(
+        "write -P 1 0 64k" "write -z 1M 128k" "write -P 2 2M 1M" "write -z 2M 64k"
+        "write -P 4 $((SIZE - 4096)) 4096")
+    # compressed writes need unallocated clusters
+    [[ $opts == *preallocation* ]] || c+=("write -c -P 3 4M 1M")
+    qemu-img create -q -f qcow2 ${opts:+-o "$opts"} m.qcow2 "$SIZE"
+    qio qcow2 m.qcow2 "${c[@]}"
+    map_agrees m.qcow2 -f qcow2
+}
+case_run "map agrees with qemu-img [defaults]" map_qcow2 ""
+case_run "map agrees with qemu-img [cluster_size=4k]" map_qcow2 cluster_size=4k
+case_run "map agrees with qemu-img [extended_l2=on,cluster_size=128k]" map_qcow2 extended_l2=on,cluster_size=128k
+case_run "map agrees with qemu-img [preallocation=metadata]" map_qcow2 preallocation=metadata
+map_chain() {
+    pattern_raw base.raw 16M
+    qemu-img create -q -f qcow2 -b base.raw -F raw ov.qcow2
+    qio qcow2 ov.qcow2 "write -P 5 1M 64k" "write -z 3M 64k" "discard 6M 64k"
+    map_agrees ov.qcow2 -f qcow2
+}
+case_run "map agrees with qemu-img [backing chain]" map_chain
+
+finish

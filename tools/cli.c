@@ -1,0 +1,427 @@
+/* vdisk: helpers shared by the subcommands (see cli.h). */
+#include "cli.h"
+
+#include <errno.h>
+#include <glib-unix.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+void cli_print_command_help(const CliCommand *cmd, FILE *stream)
+{
+    fprintf(stream, "%s\n\nUsage:\n%s\n", cmd->summary, cmd->usage);
+    if (cmd->help != NULL)
+        fprintf(stream, "\nOptions:\n%s", cmd->help);
+    fprintf(stream, "  -h, --help             show this help\n");
+    if (cmd->examples != NULL)
+        fprintf(stream, "\nExamples:\n%s", cmd->examples);
+}
+
+void cli_error(const char *format, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, format);
+    msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    fprintf(stderr, "vdisk: %s\n", msg);
+}
+
+void cli_note(gboolean quiet, const char *format, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    if (quiet)
+        return;
+    va_start(ap, format);
+    msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    fprintf(stderr, "vdisk: note: %s\n", msg);
+}
+
+/* A next step for the errors where the message alone leaves the user
+ * guessing; NULL when the message says it all. */
+static const char *error_hint(const GError *error)
+{
+    if (g_error_matches(error, VD_ERROR, VD_ERROR_BUSY))
+        return "is a virtual machine or another vdisk using the image?";
+    if (g_error_matches(error, VD_ERROR, VD_ERROR_CORRUPT))
+        return "'vdisk check' tells more; 'vdisk check -r all' may repair it";
+    return NULL;
+}
+
+int cli_fail(const GError *error)
+{
+    const char *hint;
+
+    if (error == NULL) {
+        cli_error("unknown error");
+        return CLI_EXIT_FAILURE;
+    }
+    if (g_error_matches(error, VD_ERROR, VD_ERROR_CANCELLED) ||
+        g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+        cli_error("cancelled");
+        return CLI_EXIT_FAILURE;
+    }
+    cli_error("%s", error->message);
+    hint = error_hint(error);
+    if (hint != NULL)
+        fprintf(stderr, "vdisk: hint: %s\n", hint);
+    return CLI_EXIT_FAILURE;
+}
+
+/* getopt_long needs one array; append --help to the command's options. */
+static struct option *merge_long_options(const struct option *longopts)
+{
+    static const struct option help = {"help", no_argument, NULL, CLI_OPT_HELP};
+    gsize n = 0;
+    struct option *all;
+
+    while (longopts != NULL && longopts[n].name != NULL)
+        n++;
+    all = g_new0(struct option, n + 2);
+    if (n > 0)
+        memcpy(all, longopts, n * sizeof(*all));
+    all[n] = help;
+    return all;
+}
+
+static gboolean parse_output(const char *arg, CliOutput *out, GError **error)
+{
+    if (g_str_equal(arg, "human")) {
+        *out = CLI_OUTPUT_HUMAN;
+        return TRUE;
+    }
+    if (g_str_equal(arg, "json")) {
+        *out = CLI_OUTPUT_JSON;
+        return TRUE;
+    }
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                "--output must be 'human' or 'json', not '%s'", arg);
+    return FALSE;
+}
+
+static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
+{
+    const char *word = argv[optind - 1];
+
+    if (opt == ':')
+        cli_error("option '%s' needs a value", word);
+    else if (optopt != 0 && !g_str_has_prefix(word, "--"))
+        cli_error("unknown option '-%c'", optopt);
+    else
+        cli_error("unknown option '%s'", word);
+    fprintf(stderr, "Try 'vdisk %s --help' for more information.\n", cmd->name);
+}
+
+int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *shortopts,
+                      const struct option *longopts, CliCommon *common, CliOptionFunc func,
+                      gpointer data)
+{
+    /* ':' first: report a missing value apart from an unknown option. */
+    g_autofree char *shorts = g_strconcat(":", shortopts, "h", NULL);
+    g_autofree struct option *longs = merge_long_options(longopts);
+    int opt;
+
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        g_autoptr(GError) error = NULL;
+        gboolean ok = TRUE;
+
+        switch (opt) {
+        case 'h':
+        case CLI_OPT_HELP:
+            cli_print_command_help(cmd, stdout);
+            exit(EXIT_SUCCESS);
+        case ':':
+        case '?':
+            report_bad_option(cmd, opt, argv);
+            return -1;
+        case 'f':
+            common->format = optarg;
+            break;
+        case 'q':
+            common->quiet = TRUE;
+            break;
+        case CLI_OPT_OUTPUT:
+            ok = parse_output(optarg, &common->output, &error);
+            break;
+        default:
+            ok = func != NULL && func(opt, optarg, data, &error);
+            if (!ok && error == NULL) {
+                report_bad_option(cmd, '?', argv);
+                return -1;
+            }
+            break;
+        }
+        if (!ok) {
+            cli_error("%s", error->message);
+            return -1;
+        }
+    }
+    return optind;
+}
+
+gboolean cli_check_operands(const CliCommand *cmd, int count, int min, int max)
+{
+    if (count >= min && count <= max)
+        return TRUE;
+    if (count < min)
+        cli_error("%s: missing %s", cmd->name, count == 0 ? "file name" : "operand");
+    else
+        cli_error("%s: too many operands", cmd->name);
+    fprintf(stderr, "Usage:\n%s\nTry 'vdisk %s --help' for more information.\n", cmd->usage,
+            cmd->name);
+    return FALSE;
+}
+
+static void warn_probed_raw(const char *path)
+{
+    /* qemu-img's wording, so people who know it recognise it; the second
+     * line says what the danger is instead of a restriction vdisk does not
+     * implement. */
+    fprintf(
+        stderr,
+        "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+        "         Automatically detecting the format is dangerous for raw images: data a guest\n"
+        "         writes to block 0 can make later probes see another format.\n"
+        "         Specify the 'raw' format explicitly (-f raw) to remove this warning.\n",
+        path);
+}
+
+const char *cli_probe_format(const char *path, const char *explicit_format, CliProbeWarning warn,
+                             GError **error)
+{
+    gboolean fell_back = FALSE;
+    const char *format;
+
+    if (explicit_format != NULL)
+        return explicit_format;
+    format = vd_probe_file(path, &fell_back, error);
+    if (format != NULL && fell_back && warn == CLI_PROBE_WARN)
+        warn_probed_raw(path);
+    return format;
+}
+
+VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
+                        CliProbeWarning warn, GError **error)
+{
+    const char *fmt = cli_probe_format(path, format, warn, error);
+
+    if (fmt == NULL)
+        return NULL;
+    return vd_image_open(path, fmt, flags, error);
+}
+
+gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error)
+{
+    if (vd_parse_size(text, out, error))
+        return TRUE;
+    g_prefix_error(error, "invalid %s '%s': ", what, text);
+    return FALSE;
+}
+
+gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *out, GError **error)
+{
+    guint64 value = 0;
+
+    if (!g_ascii_string_to_unsigned(text, 10, 1, max, &value, NULL)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "invalid %s '%s': expected a number from 1 to %u", what, text, max);
+        return FALSE;
+    }
+    *out = (guint)value;
+    return TRUE;
+}
+
+char *cli_format_size(guint64 bytes)
+{
+    static const char *const prefixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+    int exponent = 0;
+    int i;
+
+    /* qemu's size_to_str: switch to the next unit once the number would
+     * reach 1000, so "1000 KiB" is shown as "0.977 MiB". */
+    frexp((double)bytes / (1000.0 / 1024.0), &exponent);
+    i = (exponent - 1) / 10;
+    if (i < 0)
+        i = 0;
+    if (i >= (int)G_N_ELEMENTS(prefixes))
+        i = G_N_ELEMENTS(prefixes) - 1;
+    return g_strdup_printf("%0.3g %sB", (double)bytes / (double)(1ULL << (i * 10)), prefixes[i]);
+}
+
+/* ----- running a job in a worker thread ----- */
+
+typedef struct {
+    CliJobFunc func;
+    gpointer data;
+    GCancellable *cancellable;
+    GMainLoop *loop;
+    gboolean ok;
+    GError *error;
+    guint interrupts;
+} CliJob;
+
+static gboolean job_done_idle(gpointer user_data)
+{
+    CliJob *job = user_data;
+
+    g_main_loop_quit(job->loop);
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer job_thread(gpointer user_data)
+{
+    CliJob *job = user_data;
+
+    job->ok = job->func(job->data, job->cancellable, &job->error);
+    g_idle_add(job_done_idle, job);
+    return NULL;
+}
+
+static gboolean job_interrupted(gpointer user_data)
+{
+    CliJob *job = user_data;
+
+    /* The first Ctrl-C asks the engine to stop and clean up (it removes a
+     * half-written target). A second one means the user will not wait. */
+    if (++job->interrupts > 1) {
+        fprintf(stderr, "\nvdisk: interrupted again, exiting without cleaning up\n");
+        _exit(130);
+    }
+    fprintf(stderr, "\nvdisk: cancelling (press Ctrl-C again to exit at once)...\n");
+    g_cancellable_cancel(job->cancellable);
+    return G_SOURCE_CONTINUE;
+}
+
+gboolean cli_run_job(CliJobFunc func, gpointer data, GCancellable *cancellable, GSourceFunc tick,
+                     gpointer tick_data, guint tick_ms, GError **error)
+{
+    CliJob job = {.func = func, .data = data, .cancellable = cancellable};
+    g_autoptr(GMainLoop) loop = g_main_loop_new(NULL, FALSE);
+    guint sigint, sigterm, timer = 0;
+    GThread *thread;
+
+    job.loop = loop;
+    /* Signal sources deliver on the main loop, so the handler may call
+     * g_cancellable_cancel, which is not async-signal-safe. */
+    sigint = g_unix_signal_add(SIGINT, job_interrupted, &job);
+    sigterm = g_unix_signal_add(SIGTERM, job_interrupted, &job);
+    if (tick != NULL)
+        timer = g_timeout_add(tick_ms, tick, tick_data);
+    thread = g_thread_new("vdisk-job", job_thread, &job);
+    g_main_loop_run(loop);
+    g_thread_join(thread);
+    g_source_remove(sigint);
+    g_source_remove(sigterm);
+    if (timer != 0)
+        g_source_remove(timer);
+
+    if (!job.ok) {
+        if (job.error != NULL)
+            g_propagate_error(error, job.error);
+        else
+            g_set_error(error, VD_ERROR, VD_ERROR_FAILED, "the operation failed");
+        return FALSE;
+    }
+    g_clear_error(&job.error);
+    return TRUE;
+}
+
+/* ----- -o create options ----- */
+
+static gboolean is_help_request(const char *text)
+{
+    g_auto(GStrv) parts = g_strsplit(text, ",", -1);
+
+    for (char **p = parts; *p != NULL; p++) {
+        if (g_str_equal(*p, "help") || g_str_equal(*p, "?"))
+            return TRUE;
+    }
+    return FALSE;
+}
+
+void cli_create_options_add(CliCreateOptions *co, const char *text)
+{
+    if (co->texts == NULL)
+        co->texts = g_ptr_array_new();
+    if (is_help_request(text))
+        co->help = TRUE;
+    g_ptr_array_add(co->texts, (gpointer)text);
+}
+
+void cli_create_options_clear(CliCreateOptions *co)
+{
+    g_clear_pointer(&co->texts, g_ptr_array_unref);
+    co->help = FALSE;
+}
+
+VdOptions *cli_create_options_parse(const CliCreateOptions *co, GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+
+    for (guint i = 0; co->texts != NULL && i < co->texts->len; i++) {
+        const char *text = g_ptr_array_index(co->texts, i);
+        if (!vd_options_parse(opts, text, error)) {
+            g_prefix_error(error, "invalid -o '%s': ", text);
+            return NULL;
+        }
+    }
+    return g_steal_pointer(&opts);
+}
+
+gboolean cli_check_format(const char *format)
+{
+    g_autofree char *list = NULL;
+
+    if (vd_format_known(format))
+        return TRUE;
+    list = g_strjoinv(", ", (char **)vd_formats());
+    cli_error("unknown format '%s'; formats this build knows: %s", format, list);
+    return FALSE;
+}
+
+int cli_print_create_options(const char *format)
+{
+    const char *const *names;
+
+    if (!cli_check_format(format))
+        return CLI_EXIT_FAILURE;
+    names = vd_format_create_options(format);
+    printf("Supported %s options:\n", format);
+    for (gsize i = 0; names != NULL && names[i] != NULL; i++)
+        printf("  %s\n", names[i]);
+    return EXIT_SUCCESS;
+}
+
+/* ----- backing files ----- */
+
+char *cli_resolve_backing(const char *image_path, const char *backing)
+{
+    g_autofree char *dir = NULL;
+
+    if (g_path_is_absolute(backing))
+        return g_strdup(backing);
+    dir = g_path_get_dirname(image_path);
+    return g_build_filename(dir, backing, NULL);
+}
+
+const char *cli_guess_backing_format(const char *image_path, const char *backing, gboolean quiet,
+                                     GError **error)
+{
+    g_autofree char *resolved = cli_resolve_backing(image_path, backing);
+    const char *format = cli_probe_format(resolved, NULL, CLI_PROBE_QUIET, error);
+
+    if (format == NULL) {
+        g_prefix_error(error, "could not open backing file '%s': ", resolved);
+        return NULL;
+    }
+    cli_note(quiet, "no backing format given (-F); '%s' looks like %s, recording that", backing,
+             format);
+    return format;
+}

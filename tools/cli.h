@@ -1,0 +1,154 @@
+/* vdisk: helpers shared by the subcommands of the offline tool.
+ *
+ * Every subcommand is a CliCommand in its own cmd-*.c file. The helpers here
+ * hold what all of them share: option parsing in qemu-img's style (getopt_long,
+ * so "-fqcow2" and options after file names work), opening an image with the
+ * probing warning, error printing, qemu-img's size formatting, and running a
+ * long job in a worker thread so Ctrl-C can cancel it.
+ */
+#pragma once
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "vdisk.h"
+
+G_BEGIN_DECLS
+
+/* Exit status for usage and ordinary errors, as qemu-img uses it. */
+#define CLI_EXIT_FAILURE 1
+
+typedef struct CliCommand CliCommand;
+
+struct CliCommand {
+    const char *name;
+    const char *summary;  /* one line for "vdisk --help" */
+    const char *usage;    /* synopsis lines after "vdisk " */
+    const char *help;     /* option descriptions */
+    const char *examples; /* shown after the options */
+    int (*run)(const CliCommand *cmd, int argc, char **argv);
+};
+
+extern const CliCommand cli_cmd_info;
+extern const CliCommand cli_cmd_create;
+extern const CliCommand cli_cmd_convert;
+extern const CliCommand cli_cmd_check;
+extern const CliCommand cli_cmd_compare;
+extern const CliCommand cli_cmd_snapshot;
+extern const CliCommand cli_cmd_resize;
+extern const CliCommand cli_cmd_map;
+
+/* Print the full help of one command to stream. */
+void cli_print_command_help(const CliCommand *cmd, FILE *stream);
+
+typedef enum {
+    CLI_OUTPUT_HUMAN,
+    CLI_OUTPUT_JSON,
+} CliOutput;
+
+/* Long-only option ids shared between commands; start above any char. */
+enum {
+    CLI_OPT_OUTPUT = 0x100,
+    CLI_OPT_HELP,
+    CLI_OPT_FIRST_PRIVATE, /* commands number their own long options from here */
+};
+
+/* Options several commands share. cli_parse_options fills them when the
+ * letter (or --output) is part of the command's option string. */
+typedef struct {
+    const char *format; /* -f */
+    gboolean quiet;     /* -q */
+    CliOutput output;   /* --output */
+} CliCommon;
+
+/* Called for each option the common code does not handle. Returns FALSE and
+ * sets error for a bad value. */
+typedef gboolean (*CliOptionFunc)(int opt, const char *arg, gpointer data, GError **error);
+
+/* Parse argv (argv[0] is the command name) with getopt_long. Handles -h and
+ * --help (prints help, exits 0), -f, -q and --output into common, and passes
+ * every other option to func. Returns the index of the first operand, or -1
+ * after printing an error. */
+int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *shortopts,
+                      const struct option *longopts, CliCommon *common, CliOptionFunc func,
+                      gpointer data);
+
+/* Check the operand count; prints a usage error and returns FALSE when it is
+ * outside [min, max]. */
+gboolean cli_check_operands(const CliCommand *cmd, int count, int min, int max);
+
+/* "vdisk: <message>" on stderr. */
+void cli_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
+/* Print error's message (and a hint when one helps) and return
+ * CLI_EXIT_FAILURE, so a command can "return cli_fail(error);". */
+int cli_fail(const GError *error);
+/* Informational note on stderr, unless quiet. */
+void cli_note(gboolean quiet, const char *format, ...) G_GNUC_PRINTF(2, 3);
+
+typedef enum {
+    /* The command only reads: no warning when probing falls back to raw. */
+    CLI_PROBE_QUIET,
+    /* The command writes to the image: warn like qemu-img does. */
+    CLI_PROBE_WARN,
+} CliProbeWarning;
+
+/* Open path as format, or probe when format is NULL. When probing guessed
+ * raw and the command writes, a warning goes to stderr. Returns a new
+ * reference. */
+VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
+                        CliProbeWarning warn, GError **error);
+
+/* The format to use for an image given by name, probing when explicit is
+ * NULL (with the same warning rules as cli_open_image). */
+const char *cli_probe_format(const char *path, const char *explicit_format, CliProbeWarning warn,
+                             GError **error);
+
+/* A backing file name as stored in image_path means a path relative to
+ * that image's directory; this is the path to open. Free with g_free. */
+char *cli_resolve_backing(const char *image_path, const char *backing);
+/* The format of image_path's backing file when the user did not say (-F):
+ * qemu-img refuses, we probe it and print a note. */
+const char *cli_guess_backing_format(const char *image_path, const char *backing, gboolean quiet,
+                                     GError **error);
+
+/* Parse a size with vd_parse_size, naming what it is in the error. */
+gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error);
+/* Parse a positive integer option such as a thread count. */
+gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *out, GError **error);
+
+/* -o arguments. qemu-img lets -o repeat and joins the values with commas;
+ * "help" (or "?") among them asks for the list of options. */
+typedef struct {
+    GPtrArray *texts; /* char*, borrowed from argv */
+    gboolean help;
+} CliCreateOptions;
+
+void cli_create_options_add(CliCreateOptions *co, const char *text);
+void cli_create_options_clear(CliCreateOptions *co);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CliCreateOptions, cli_create_options_clear)
+/* Parse every -o text into a new VdOptions (never NULL on success). */
+VdOptions *cli_create_options_parse(const CliCreateOptions *co, GError **error);
+/* TRUE when this build knows format; otherwise prints an error that lists
+ * the formats it does know. */
+gboolean cli_check_format(const char *format);
+/* "Supported FMT options:" and one line per option, like qemu-img -o help. */
+int cli_print_create_options(const char *format);
+
+/* qemu-img's snapshot table ("Snapshot list:", header, one row per
+ * VdSnapshotInfo), shared by info and snapshot -l. */
+void cli_print_snapshot_table(GPtrArray *snapshots);
+
+/* qemu-img's human size: "64 MiB", "1.26 MiB", "196 KiB". Free with g_free. */
+char *cli_format_size(guint64 bytes);
+
+/* A long job that runs in a worker thread while the main thread waits for
+ * SIGINT (Ctrl-C) and cancels the job's GCancellable. */
+typedef gboolean (*CliJobFunc)(gpointer data, GCancellable *cancellable, GError **error);
+
+/* Run func in a worker thread. While it runs, SIGINT and SIGTERM cancel
+ * cancellable, and tick (if not NULL) is called on the main thread every
+ * tick_ms. Returns func's result. */
+gboolean cli_run_job(CliJobFunc func, gpointer data, GCancellable *cancellable, GSourceFunc tick,
+                     gpointer tick_data, guint tick_ms, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,314 @@
+/* vdisk convert: copy an image into another one, of any format, with
+ * qemu-img convert's options. Friendlier defaults: the target format comes
+ * from the file name when -O is missing, a terminal gets a progress bar,
+ * and Ctrl-C cancels cleanly (the engine removes the half-written target). */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "progress.h"
+
+enum {
+    OPT_THREADS = CLI_OPT_FIRST_PRIVATE,
+};
+
+/* qemu-img caps -m at 16 coroutines; we allow a few more threads. */
+#define MAX_THREADS 64
+
+typedef struct {
+    CliCreateOptions *create;   /* -o */
+    const char *target_format;  /* -O */
+    const char *snapshot;       /* -l / -s, as given */
+    const char *backing_file;   /* -B */
+    const char *backing_format; /* -F */
+    gboolean compress;          /* -c */
+    gboolean progress;          /* -p */
+    gboolean target_exists;     /* -n */
+    gboolean out_of_order;      /* -W */
+    gboolean have_min_sparse;
+    guint64 min_sparse; /* -S */
+    guint threads;      /* -m, --threads */
+} ConvertOptions;
+
+/* -l takes "snapshot.name=NAME", "snapshot.id=ID" (or both) or a bare
+ * NAME-or-ID. Returns what to pass to vd_image_load_snapshot. */
+static char *snapshot_from_param(const char *param, GError **error)
+{
+    g_auto(GStrv) parts = g_strsplit(param, ",", -1);
+    const char *name = NULL;
+    const char *id = NULL;
+    gboolean bad = FALSE;
+
+    if (strchr(param, '=') == NULL)
+        return g_strdup(param);
+    for (char **p = parts; *p != NULL; p++) {
+        if (g_str_has_prefix(*p, "snapshot.name="))
+            name = *p + strlen("snapshot.name=");
+        else if (g_str_has_prefix(*p, "snapshot.id="))
+            id = *p + strlen("snapshot.id=");
+        else
+            bad = TRUE;
+    }
+    if (bad || (name == NULL && id == NULL)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "invalid -l '%s': expected snapshot.name=NAME, snapshot.id=ID or NAME", param);
+        return NULL;
+    }
+    /* Name and id must name the same snapshot; the engine looks either up,
+     * so the name (the friendlier one) is enough. */
+    return g_strdup(name != NULL ? name : id);
+}
+
+static gboolean convert_option(int opt, const char *arg, gpointer data, GError **error)
+{
+    ConvertOptions *opts = data;
+
+    switch (opt) {
+    case 'O':
+        opts->target_format = arg;
+        return TRUE;
+    case 'o':
+        cli_create_options_add(opts->create, arg);
+        return TRUE;
+    case 'c':
+        opts->compress = TRUE;
+        return TRUE;
+    case 'p':
+        opts->progress = TRUE;
+        return TRUE;
+    case 'n':
+        opts->target_exists = TRUE;
+        return TRUE;
+    case 'W':
+        opts->out_of_order = TRUE;
+        return TRUE;
+    case 'B':
+        opts->backing_file = arg;
+        return TRUE;
+    case 'F':
+        opts->backing_format = arg;
+        return TRUE;
+    case 'S':
+        opts->have_min_sparse = TRUE;
+        return cli_parse_size("-S size", arg, &opts->min_sparse, error);
+    case 's':
+    case 'l':
+        opts->snapshot = arg;
+        return TRUE;
+    case 'm':
+    case OPT_THREADS:
+        return cli_parse_uint("thread count", arg, MAX_THREADS, &opts->threads, error);
+    case 't': /* cache modes: the engine picks its own */
+    case 'T':
+    case 'U':
+    case 'C':
+        return TRUE;
+    default:
+        return FALSE;
+    }
+}
+
+/* -O, or for -n the existing target's own format, or the file name's
+ * extension, or raw as qemu-img does. */
+static const char *choose_target_format(const ConvertOptions *opts, const char *target,
+                                        gboolean quiet, GError **error)
+{
+    const char *format;
+
+    if (opts->target_format != NULL)
+        return opts->target_format;
+    if (opts->target_exists)
+        return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
+    format = vd_format_from_extension(target);
+    if (format != NULL)
+        return format;
+    cli_note(quiet, "no -O given and '%s' has no known extension: writing raw", target);
+    return "raw";
+}
+
+static gboolean same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+static VdImage *open_source(const char *path, const char *format, const char *snapshot,
+                            GError **error)
+{
+    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_QUIET, error);
+    g_autofree char *name = NULL;
+
+    if (img == NULL || snapshot == NULL)
+        return g_steal_pointer(&img);
+    name = snapshot_from_param(snapshot, error);
+    if (name == NULL)
+        return NULL;
+    if (!vd_image_load_snapshot(img, name, error)) {
+        g_prefix_error(error, "could not load snapshot '%s': ", name);
+        return NULL;
+    }
+    return g_steal_pointer(&img);
+}
+
+typedef struct {
+    VdImage *source;
+    VdImage *target; /* with -n */
+    const char *target_path;
+    VdConvertOptions engine;
+} ConvertJob;
+
+static gboolean convert_job(gpointer data, GCancellable *cancellable, GError **error)
+{
+    ConvertJob *job = data;
+
+    job->engine.cancellable = cancellable;
+    if (job->target != NULL) {
+        if (!vd_copy_image(job->source, job->target, &job->engine, error))
+            return FALSE;
+        return vd_image_flush(job->target, error);
+    }
+    return vd_convert(job->source, job->target_path, &job->engine, error);
+}
+
+/* Fill the engine's options from ours; backing_format may have been
+ * probed, so it is passed apart. */
+static void engine_options(const ConvertOptions *opts, const char *target_format,
+                           const char *backing_format, VdOptions *create_options,
+                           VdConvertOptions *out)
+{
+    vd_convert_options_init(out);
+    out->target_format = target_format;
+    out->create_options = create_options;
+    out->compress = opts->compress;
+    out->target_exists = opts->target_exists;
+    out->backing_file = opts->backing_file;
+    out->backing_format = backing_format;
+    if (opts->have_min_sparse)
+        out->min_sparse = opts->min_sparse;
+    out->threads = opts->threads;
+    out->out_of_order = opts->out_of_order;
+}
+
+static gboolean run_with_progress(ConvertJob *job, const ConvertOptions *opts, gboolean quiet,
+                                  GError **error)
+{
+    g_autoptr(GCancellable) cancellable = g_cancellable_new();
+    g_autoptr(Progress) progress =
+        progress_new(progress_choose_mode(stdout, opts->progress, quiet), stdout, "Converting");
+    gboolean ok;
+
+    job->engine.progress = progress_report;
+    job->engine.progress_data = progress;
+    progress_tick(progress);
+    ok = cli_run_job(convert_job, job, cancellable, progress_tick, progress, 100, error);
+    progress_finish(progress, ok);
+    return ok;
+}
+
+static int run_convert(const CliCommand *cmd, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"force-share", no_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    CliCommon common = {0};
+    g_auto(CliCreateOptions) create = {0};
+    ConvertOptions opts = {.create = &create};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdOptions) create_options = NULL;
+    g_autoptr(VdImage) source = NULL;
+    g_autoptr(VdImage) target = NULL;
+    const char *target_format;
+    const char *backing_format;
+    ConvertJob job = {0};
+    int first = cli_parse_options(cmd, argc, argv, "f:O:o:cpqnWB:F:S:s:l:m:t:T:UC", longopts,
+                                  &common, convert_option, &opts);
+
+    if (first < 0)
+        return CLI_EXIT_FAILURE;
+    if (create.help)
+        return cli_print_create_options(opts.target_format != NULL ? opts.target_format : "raw");
+    if (!cli_check_operands(cmd, argc - first, 2, 2))
+        return CLI_EXIT_FAILURE;
+    job.target_path = argv[first + 1];
+    if (same_file(argv[first], job.target_path)) {
+        cli_error("convert: '%s' and '%s' are the same file; converting in place would destroy "
+                  "it. Write to a new file, then rename it.",
+                  argv[first], job.target_path);
+        return CLI_EXIT_FAILURE;
+    }
+    if (opts.target_exists && (create.texts != NULL || opts.backing_file != NULL)) {
+        cli_error("convert: -n writes into an existing image; -o and -B only apply when "
+                  "vdisk creates the target");
+        return CLI_EXIT_FAILURE;
+    }
+
+    create_options = cli_create_options_parse(&create, &error);
+    if (create_options == NULL)
+        return cli_fail(error);
+    target_format = choose_target_format(&opts, job.target_path, common.quiet, &error);
+    if (target_format == NULL)
+        return cli_fail(error);
+    if (!cli_check_format(target_format))
+        return CLI_EXIT_FAILURE;
+    backing_format = opts.backing_format;
+    if (opts.backing_file != NULL && backing_format == NULL) {
+        backing_format =
+            cli_guess_backing_format(job.target_path, opts.backing_file, common.quiet, &error);
+        if (backing_format == NULL)
+            return cli_fail(error);
+    }
+
+    source = open_source(argv[first], common.format, opts.snapshot, &error);
+    if (source == NULL)
+        return cli_fail(error);
+    if (opts.target_exists) {
+        target = vd_image_open(job.target_path, target_format, VD_OPEN_READ_WRITE, &error);
+        if (target == NULL)
+            return cli_fail(error);
+    }
+    job.source = source;
+    job.target = target;
+    engine_options(&opts, target_format, backing_format, create_options, &job.engine);
+    if (!run_with_progress(&job, &opts, common.quiet, &error))
+        return cli_fail(error);
+    return EXIT_SUCCESS;
+}
+
+const CliCommand cli_cmd_convert = {
+    .name = "convert",
+    .summary = "copy an image into a new one, changing format, compression or backing",
+    .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n] [-W]\n"
+             "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N]\n"
+             "                [-l snapshot.name=NAME | -l NAME | -s NAME] SOURCE TARGET",
+    .help = "  -f FMT                 source format (probed when not given)\n"
+            "  -O FMT                 target format; when missing it comes from TARGET's\n"
+            "                         extension (.qcow2, .vdi, .vmdk, ...), else raw\n"
+            "  -o OPTIONS             target format options, as for 'vdisk create'\n"
+            "  -c                     compress the target (qcow2, vmdk streamOptimized)\n"
+            "  -p                     show progress (a bar on a terminal; qemu-img's\n"
+            "                         '(12.34/100%)' lines otherwise). A terminal gets the\n"
+            "                         bar even without -p\n"
+            "  -q                     quiet: no progress, no notes\n"
+            "  -n                     write into the existing TARGET instead of creating it\n"
+            "  -B BACKING             give the target this backing file and copy only what\n"
+            "                         differs from it\n"
+            "  -F BACKING_FMT         format of BACKING (probed when not given)\n"
+            "  -S SIZE                zero runs at least SIZE long stay holes (default\n"
+            "                         4K; 0 writes every byte)\n"
+            "  -l snapshot.name=NAME  convert the content of an internal snapshot\n"
+            "  -l snapshot.id=ID, -l NAME, -s NAME   the same\n"
+            "  -m N, --threads N      copy with N worker threads\n"
+            "  -W                     allow out-of-order writes to the target\n"
+            "\n"
+            "Ctrl-C cancels; a target that vdisk created is then removed.\n",
+    .examples = "  vdisk convert -f vdi -O qcow2 vm.vdi vm.qcow2\n"
+                "  vdisk convert disk.vmdk disk.qcow2          # formats from the names\n"
+                "  vdisk convert -c -p -O qcow2 big.raw small.qcow2\n"
+                "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
+                "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n",
+    .run = run_convert,
+};

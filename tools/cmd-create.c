@@ -1,0 +1,204 @@
+/* vdisk create: make a new empty image, or an overlay on a backing file,
+ * with qemu-img create's options. */
+#include <stdlib.h>
+
+#include "cli.h"
+
+typedef struct {
+    CliCreateOptions *create;   /* -o */
+    const char *backing_file;   /* -b */
+    const char *backing_format; /* -F */
+    gboolean unsafe;            /* -u: do not open the backing file */
+} CreateOptions;
+
+static gboolean create_option(int opt, const char *arg, gpointer data, GError **error)
+{
+    CreateOptions *opts = data;
+
+    switch (opt) {
+    case 'o':
+        cli_create_options_add(opts->create, arg);
+        return TRUE;
+    case 'b':
+        opts->backing_file = arg;
+        return TRUE;
+    case 'F':
+        opts->backing_format = arg;
+        return TRUE;
+    case 'u':
+        opts->unsafe = TRUE;
+        return TRUE;
+    default:
+        return FALSE;
+    }
+}
+
+/* Fill in what the backing file itself tells: its format when -F is
+ * missing (qemu-img refuses; we probe and say so), and its size when no
+ * size was given. */
+static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean quiet,
+                                gboolean need_size, guint64 *size, GError **error)
+{
+    const char *backing = vd_options_get(vopts, "backing_file");
+    const char *format = vd_options_get(vopts, "backing_fmt");
+    g_autofree char *resolved = cli_resolve_backing(path, backing);
+    g_autoptr(VdImage) img = NULL;
+
+    if (format == NULL) {
+        format = cli_guess_backing_format(path, backing, quiet, error);
+        if (format == NULL)
+            return FALSE;
+        vd_options_set(vopts, "backing_fmt", format);
+    }
+    if (!need_size)
+        return TRUE;
+    img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING, error);
+    if (img == NULL) {
+        g_prefix_error(error, "could not open backing file: ");
+        return FALSE;
+    }
+    *size = vd_image_size(img);
+    return TRUE;
+}
+
+/* The size: the operand, or -o size=, or (with a backing file) its size. */
+static gboolean choose_size(const char *operand, VdOptions *vopts, gboolean *have_size,
+                            guint64 *size, GError **error)
+{
+    const char *text = operand != NULL ? operand : vd_options_get(vopts, "size");
+
+    *have_size = text != NULL;
+    if (text == NULL)
+        return TRUE;
+    return cli_parse_size("size", text, size, error);
+}
+
+/* qemu-img's "Formatting 'f', fmt=qcow2 cluster_size=65536 size=..." line:
+ * the options that are set, in the format's own order, with the size. */
+static void print_formatting(const char *path, const char *format, guint64 size, VdOptions *vopts)
+{
+    const char *const *names = vd_format_create_options(format);
+    g_autoptr(GPtrArray) keys = vd_options_keys(vopts);
+    g_autoptr(GString) line = g_string_new(NULL);
+    gboolean size_shown = FALSE;
+
+    g_string_append_printf(line, "Formatting '%s', fmt=%s", path, format);
+    for (gsize i = 0; names != NULL && names[i] != NULL; i++) {
+        const char *value = vd_options_get(vopts, names[i]);
+        if (g_str_equal(names[i], "size")) {
+            g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
+            size_shown = TRUE;
+        } else if (value != NULL) {
+            g_string_append_printf(line, " %s=%s", names[i], value);
+        }
+    }
+    if (!size_shown)
+        g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
+    /* Options the format does not list: the engine will name them in its
+     * error, but show what was asked for. */
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
+        if (names == NULL || !g_strv_contains(names, key))
+            g_string_append_printf(line, " %s=%s", key, vd_options_get(vopts, key));
+    }
+    printf("%s\n", line->str);
+}
+
+/* -b and -F are shorthands for -o backing_file= and -o backing_fmt=. */
+static void merge_backing_options(VdOptions *vopts, const CreateOptions *opts)
+{
+    if (opts->backing_file != NULL)
+        vd_options_set(vopts, "backing_file", opts->backing_file);
+    if (opts->backing_format != NULL)
+        vd_options_set(vopts, "backing_fmt", opts->backing_format);
+}
+
+/* The options without "size", which is not a format option for the engine. */
+static VdOptions *without_size(VdOptions *vopts)
+{
+    g_autoptr(GPtrArray) keys = vd_options_keys(vopts);
+    VdOptions *copy = vd_options_new();
+
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = g_ptr_array_index(keys, i);
+        if (!g_str_equal(key, "size"))
+            vd_options_set(copy, key, vd_options_get(vopts, key));
+    }
+    return copy;
+}
+
+static int run_create(const CliCommand *cmd, int argc, char **argv)
+{
+    CliCommon common = {0};
+    g_auto(CliCreateOptions) create = {0};
+    CreateOptions opts = {.create = &create};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdOptions) parsed = NULL;
+    g_autoptr(VdOptions) vopts = NULL;
+    const char *path;
+    const char *format;
+    gboolean have_size = FALSE;
+    guint64 size = 0;
+    int first =
+        cli_parse_options(cmd, argc, argv, "f:o:b:F:qu", NULL, &common, create_option, &opts);
+
+    if (first < 0)
+        return CLI_EXIT_FAILURE;
+    format = common.format != NULL ? common.format : "raw";
+    if (!cli_check_format(format))
+        return CLI_EXIT_FAILURE;
+    if (create.help)
+        return cli_print_create_options(format);
+    if (!cli_check_operands(cmd, argc - first, 1, 2))
+        return CLI_EXIT_FAILURE;
+    path = argv[first];
+
+    parsed = cli_create_options_parse(&create, &error);
+    if (parsed == NULL)
+        return cli_fail(error);
+    merge_backing_options(parsed, &opts);
+    if (!choose_size(first + 1 < argc ? argv[first + 1] : NULL, parsed, &have_size, &size, &error))
+        return cli_fail(error);
+
+    if (vd_options_get(parsed, "backing_file") != NULL && !opts.unsafe) {
+        if (!inspect_backing(path, parsed, common.quiet, !have_size, &size, &error))
+            return cli_fail(error);
+        have_size = TRUE;
+    }
+    if (!have_size) {
+        cli_error("create: give the image size (e.g. 'vdisk create -f %s %s 20G'), or a "
+                  "backing file with -b to take its size",
+                  format, path);
+        return CLI_EXIT_FAILURE;
+    }
+
+    vopts = without_size(parsed);
+    if (!common.quiet)
+        print_formatting(path, format, size, vopts);
+    if (!vd_image_create(path, format, size, vopts, &error))
+        return cli_fail(error);
+    return EXIT_SUCCESS;
+}
+
+const CliCommand cli_cmd_create = {
+    .name = "create",
+    .summary = "create a new image",
+    .usage = "  vdisk create [-f FMT] [-o OPTIONS] [-b BACKING [-F BACKING_FMT]] [-u] [-q] FILE "
+             "[SIZE]",
+    .help = "  -f FMT                 format of the new image (default: raw)\n"
+            "  -o OPTIONS             format options, KEY=VALUE[,KEY=VALUE...]; ',,' is a\n"
+            "                         literal comma; '-o help' lists the format's options\n"
+            "  -b BACKING             create an overlay on top of this backing file;\n"
+            "                         a relative name is relative to FILE's directory\n"
+            "  -F BACKING_FMT         format of the backing file (probed when not given)\n"
+            "  -u                     do not open the backing file (SIZE is then required)\n"
+            "  -q                     quiet: do not print the 'Formatting' line\n"
+            "\n"
+            "SIZE takes the suffixes K, M, G, T, P, E (powers of 1024). Without SIZE an\n"
+            "overlay gets its backing file's size.\n",
+    .examples = "  vdisk create -f qcow2 disk.qcow2 20G\n"
+                "  vdisk create -f qcow2 -o cluster_size=2M,lazy_refcounts=on big.qcow2 1T\n"
+                "  vdisk create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n"
+                "  vdisk create -f qcow2 -o help\n",
+    .run = run_create,
+};

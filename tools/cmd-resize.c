@@ -1,0 +1,131 @@
+/* vdisk resize: change an image's virtual size, to an absolute size or by
+ * +SIZE / -SIZE, like qemu-img resize. */
+#include <stdlib.h>
+
+#include "cli.h"
+
+enum {
+    OPT_SHRINK = CLI_OPT_FIRST_PRIVATE,
+};
+
+typedef struct {
+    gboolean shrink;
+} ResizeOptions;
+
+static gboolean resize_option(int opt, const char *arg, gpointer data, GError **error)
+{
+    ResizeOptions *opts = data;
+
+    switch (opt) {
+    case OPT_SHRINK:
+        opts->shrink = TRUE;
+        return TRUE;
+    case 'U':
+        return TRUE;
+    default:
+        return FALSE;
+    }
+}
+
+/* "-1G" would look like an option to getopt, so a trailing "-<digit>..."
+ * is taken off argv before parsing (qemu-img does the same). */
+static const char *take_negative_size(int *argc, char **argv)
+{
+    const char *last = argv[*argc - 1];
+
+    if (*argc >= 3 && last[0] == '-' && g_ascii_isdigit(last[1])) {
+        (*argc)--;
+        return last;
+    }
+    return NULL;
+}
+
+/* SIZE, +SIZE (grow by) or -SIZE (shrink by), relative to current. */
+static gboolean new_size(const char *text, guint64 current, guint64 *out, GError **error)
+{
+    gboolean relative = text[0] == '+' || text[0] == '-';
+    guint64 amount;
+
+    if (!cli_parse_size("size", relative ? text + 1 : text, &amount, error))
+        return FALSE;
+    if (!relative) {
+        *out = amount;
+    } else if (text[0] == '+') {
+        if (amount > G_MAXINT64 - current) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "growing by %s would overflow the size", text + 1);
+            return FALSE;
+        }
+        *out = current + amount;
+    } else {
+        if (amount >= current) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "cannot shrink by %s: the image is only %" G_GUINT64_FORMAT " bytes",
+                        text + 1, current);
+            return FALSE;
+        }
+        *out = current - amount;
+    }
+    return TRUE;
+}
+
+static int run_resize(const CliCommand *cmd, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"shrink", no_argument, NULL, OPT_SHRINK},
+        {"force-share", no_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    CliCommon common = {0};
+    ResizeOptions opts = {0};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = NULL;
+    const char *size_text = take_negative_size(&argc, argv);
+    guint64 current, size;
+    int first = cli_parse_options(cmd, argc, argv, "f:qU", longopts, &common, resize_option, &opts);
+
+    if (first < 0 || !cli_check_operands(cmd, argc - first, size_text ? 1 : 2, size_text ? 1 : 2))
+        return CLI_EXIT_FAILURE;
+    if (size_text == NULL)
+        size_text = argv[first + 1];
+
+    /* The new size is this file's business alone; a missing backing file
+     * must not stop a resize. */
+    img = cli_open_image(argv[first], common.format, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING,
+                         CLI_PROBE_WARN, &error);
+    if (img == NULL)
+        return cli_fail(error);
+    current = vd_image_size(img);
+    if (!new_size(size_text, current, &size, &error))
+        return cli_fail(error);
+
+    if (size < current && !opts.shrink) {
+        g_autofree char *from = cli_format_size(current);
+        g_autofree char *to = cli_format_size(size);
+        cli_error("shrinking '%s' from %s to %s drops everything past the new end; pass "
+                  "--shrink if that is what you want",
+                  argv[first], from, to);
+        return CLI_EXIT_FAILURE;
+    }
+    if (!vd_image_resize(img, size, opts.shrink, &error) || !vd_image_flush(img, &error))
+        return cli_fail(error);
+    if (!common.quiet)
+        printf("Image resized.\n");
+    return EXIT_SUCCESS;
+}
+
+const CliCommand cli_cmd_resize = {
+    .name = "resize",
+    .summary = "grow or shrink an image's virtual size",
+    .usage = "  vdisk resize [-f FMT] [--shrink] [-q] FILE [+|-]SIZE",
+    .help = "  -f FMT                 image format (probed when not given)\n"
+            "  --shrink               allow making the image smaller; data past the new\n"
+            "                         end is lost (formats refuse when it holds data)\n"
+            "  -q                     quiet\n"
+            "\n"
+            "SIZE is the new size; +SIZE grows and -SIZE shrinks by that much.\n",
+    .examples = "  vdisk resize disk.qcow2 +10G\n"
+                "  vdisk resize disk.qcow2 40G\n"
+                "  vdisk resize --shrink disk.raw -1G\n",
+    .run = run_resize,
+};

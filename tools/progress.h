@@ -1,0 +1,43 @@
+/* vdisk: progress display for long jobs.
+ *
+ * On a terminal a bar with percentage, bytes, rate and ETA is redrawn in
+ * place. With -p on a non-terminal the output is qemu-img's "(12.34/100%)"
+ * lines, so scripts that parse qemu-img -p keep working. Otherwise nothing
+ * is printed.
+ *
+ * The engine reports progress from its worker threads; progress_report only
+ * records the numbers, and progress_tick (on the main loop) draws them, so
+ * the terminal is written from one thread only.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdio.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+    PROGRESS_NONE,
+    PROGRESS_LINES, /* qemu-img -p style */
+    PROGRESS_BAR,   /* interactive bar */
+} ProgressMode;
+
+typedef struct Progress Progress;
+
+/* The mode for a command: requested is -p, quiet is -q (which wins, as in
+ * qemu-img). A bar needs stream to be a terminal. */
+ProgressMode progress_choose_mode(FILE *stream, gboolean requested, gboolean quiet);
+
+/* label is shown before the bar ("Converting"). */
+Progress *progress_new(ProgressMode mode, FILE *stream, const char *label);
+void progress_free(Progress *p);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Progress, progress_free)
+
+/* A VdProgressFunc: safe to call from any thread. */
+void progress_report(guint64 done, guint64 total, gpointer user_data);
+/* A GSourceFunc for cli_run_job: draws the latest numbers. */
+gboolean progress_tick(gpointer user_data);
+/* Draw the final state and end the line. */
+void progress_finish(Progress *p, gboolean success);
+
+G_END_DECLS
