@@ -45,8 +45,8 @@ static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, GCancellable
         if (!check_cancel(cancellable, error))
             return FALSE;
         guint64 n = MIN((guint64)COMPARE_CHUNK, len - offset);
-        guint64 run_a, run_b;
-        gboolean zero_a, zero_b;
+        guint64 run_a = n, run_b = n;
+        gboolean zero_a, zero_b = FALSE;
         GError *local = NULL;
         zero_a = reads_zero(a, offset, n, &run_a, &local);
         if (local == NULL)
@@ -82,7 +82,7 @@ static gboolean compare_tail(VdImage *longer, guint64 from, GCancellable *cancel
         if (!check_cancel(cancellable, error))
             return FALSE;
         guint64 n = MIN((guint64)COMPARE_CHUNK, size - offset);
-        guint64 run;
+        guint64 run = n;
         g_autoptr(GError) local = NULL;
         gboolean zero = reads_zero(longer, offset, n, &run, &local);
         if (local != NULL) {

@@ -115,7 +115,9 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
 
 char *vd_resolve_relative(const char *image_filename, const char *name)
 {
-    if (g_path_is_absolute(name))
+    /* An image named without a folder keeps its relative names as they are
+     * ("a.qcow2", not "./a.qcow2"), as qemu-img prints them. */
+    if (g_path_is_absolute(name) || strchr(image_filename, '/') == NULL)
         return g_strdup(name);
     g_autofree char *dir = g_path_get_dirname(image_filename);
     return g_build_filename(dir, name, NULL);

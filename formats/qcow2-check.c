@@ -15,9 +15,9 @@
 typedef struct {
     Qcow2State *s;
     VdCheckResult *res;
-    guint32 *refs;   /* references per cluster */
-    guint32 *meta;   /* of which from the refcount structure itself */
-    guint64 nb;      /* clusters in the file */
+    guint32 *refs; /* references per cluster */
+    guint32 *meta; /* of which from the refcount structure itself */
+    guint64 nb;    /* clusters in the file */
     guint64 refcount_errors;
     guint64 flag_errors;
     guint64 next_contiguous;
@@ -70,15 +70,17 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
     guint64 host = entry & QCOW2_OFFSET_MASK;
     if (s->ext_l2 && type != QCOW2_CL_COMPRESSED &&
         ((guint32)bitmap & (guint32)(bitmap >> 32)) != 0)
-        report(c, TRUE, "ERROR invalid subcluster bitmap for guest offset 0x%" G_GINT64_MODIFIER
-               "x", guest);
+        report(c, TRUE,
+               "ERROR invalid subcluster bitmap for guest offset 0x%" G_GINT64_MODIFIER "x", guest);
     switch (type) {
     case QCOW2_CL_COMPRESSED: {
         guint64 coff, clen;
         qcow2_compressed_range(s, entry, &coff, &clen);
         if (entry & QCOW2_OFLAG_COPIED)
-            report(c, TRUE, "ERROR compressed cluster for guest offset 0x%" G_GINT64_MODIFIER
-                   "x has OFLAG_COPIED set", guest);
+            report(c, TRUE,
+                   "ERROR compressed cluster for guest offset 0x%" G_GINT64_MODIFIER
+                   "x has OFLAG_COPIED set",
+                   guest);
         if (s->data_file != NULL)
             report(c, TRUE, "ERROR compressed cluster in an image with a data file");
         else
@@ -91,10 +93,20 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
         break;
     }
     case QCOW2_CL_NORMAL:
-    case QCOW2_CL_ZERO_ALLOC:
+    case QCOW2_CL_ZERO_ALLOC: {
+        /* Bits 1-8 and 56-61 are reserved; bit 0 too without zero flags. */
+        guint64 reserved =
+            0x3f000000000001feull | (s->version < 3 || s->ext_l2 ? QCOW2_OFLAG_ZERO : 0);
+        if (entry & reserved)
+            report(c, TRUE,
+                   "ERROR L2 entry for guest offset 0x%" G_GINT64_MODIFIER
+                   "x has reserved bits set: 0x%" G_GINT64_MODIFIER "x",
+                   guest, entry);
         if ((host & (s->cluster_size - 1)) != 0) {
-            report(c, TRUE, "ERROR unaligned offset in L2 entry for guest offset 0x%"
-                   G_GINT64_MODIFIER "x: 0x%" G_GINT64_MODIFIER "x", guest, host);
+            report(c, TRUE,
+                   "ERROR unaligned offset in L2 entry for guest offset 0x%" G_GINT64_MODIFIER
+                   "x: 0x%" G_GINT64_MODIFIER "x",
+                   guest, host);
             break;
         }
         if (s->data_file == NULL)
@@ -106,6 +118,7 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
             c->next_contiguous = host + s->cluster_size;
         }
         break;
+    }
     default:
         break;
     }
@@ -116,6 +129,10 @@ static void check_l1_tree(Check *c, const guint64 *l1, guint32 size, gboolean ac
     Qcow2State *s = c->s;
     for (guint32 i = 0; i < size; i++) {
         guint64 off = l1[i] & QCOW2_OFFSET_MASK;
+        if (off == 0 && l1[i] != 0)
+            report(c, TRUE,
+                   "ERROR L1 entry %u has flags set but no L2 table (0x%" G_GINT64_MODIFIER "x)", i,
+                   l1[i]);
         if (off == 0)
             continue;
         if ((off & (s->cluster_size - 1)) != 0) {
@@ -206,8 +223,7 @@ static void check_refcount_structure(Check *c)
         if (s->rt[i] == 0)
             continue;
         if ((s->rt[i] & (s->cluster_size - 1)) != 0) {
-            report(c, TRUE, "ERROR refcount block %" G_GUINT64_FORMAT " is not cluster aligned",
-                   i);
+            report(c, TRUE, "ERROR refcount block %" G_GUINT64_FORMAT " is not cluster aligned", i);
             c->refcount_errors++;
             continue;
         }
@@ -249,12 +265,16 @@ static void compare_refcounts(Check *c, guint64 *leaks_out)
         if (stored == want)
             continue;
         if (stored < want) {
-            report(c, TRUE, "ERROR cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
-                   " reference=%" G_GUINT64_FORMAT, i, stored, want);
+            report(c, TRUE,
+                   "ERROR cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
+                   " reference=%" G_GUINT64_FORMAT,
+                   i, stored, want);
             c->refcount_errors++;
         } else {
-            report(c, FALSE, "Leaked cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
-                   " reference=%" G_GUINT64_FORMAT, i, stored, want);
+            report(c, FALSE,
+                   "Leaked cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
+                   " reference=%" G_GUINT64_FORMAT,
+                   i, stored, want);
             c->res->leaks++;
             (*leaks_out)++;
         }
@@ -274,8 +294,10 @@ static void check_copied_flags(Check *c)
             !qcow2_get_refcount(s, off >> s->cluster_bits, &rc, NULL))
             continue;
         if ((rc == 1) != ((s->l1[i] & QCOW2_OFLAG_COPIED) != 0)) {
-            report(c, TRUE, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
-                   G_GINT64_MODIFIER "x refcount=%" G_GUINT64_FORMAT, i, s->l1[i], rc);
+            report(c, TRUE,
+                   "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" G_GINT64_MODIFIER
+                   "x refcount=%" G_GUINT64_FORMAT,
+                   i, s->l1[i], rc);
             c->flag_errors++;
         }
         guint8 *t;
@@ -293,8 +315,10 @@ static void check_copied_flags(Check *c)
                 !qcow2_get_refcount(s, host >> s->cluster_bits, &rc, NULL))
                 continue;
             if ((rc == 1) != ((e & QCOW2_OFLAG_COPIED) != 0)) {
-                report(c, TRUE, "ERROR OFLAG_COPIED data cluster: l2_entry=%" G_GINT64_MODIFIER
-                       "x refcount=%" G_GUINT64_FORMAT, e, rc);
+                report(c, TRUE,
+                       "ERROR OFLAG_COPIED data cluster: l2_entry=%" G_GINT64_MODIFIER
+                       "x refcount=%" G_GUINT64_FORMAT,
+                       e, rc);
                 c->flag_errors++;
             }
         }
@@ -333,9 +357,8 @@ static gboolean fix_leaks(Check *c, GError **error)
         guint64 stored;
         if (!qcow2_get_refcount(s, i, &stored, error))
             return FALSE;
-        if (stored > c->refs[i] &&
-            !qcow2_update_refcount(s, i << s->cluster_bits, 1, -(gint64)(stored - c->refs[i]),
-                                   error))
+        if (stored > c->refs[i] && !qcow2_update_refcount(s, i << s->cluster_bits, 1,
+                                                          -(gint64)(stored - c->refs[i]), error))
             return FALSE;
     }
     /* Leaked counts past the end of the file. */
@@ -374,8 +397,7 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
 {
     Qcow2State *s = img->priv;
     if (s->snapshot_loaded) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "cannot check while a snapshot is loaded");
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "cannot check while a snapshot is loaded");
         return FALSE;
     }
     if (res->messages == NULL)
@@ -394,7 +416,8 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
         ok = fix_leaks(&c, error);
         repaired = TRUE;
     }
-    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && flag_errors > 0) {
+    /* Refcount repair can change which clusters have refcount one. */
+    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && (flag_errors > 0 || repaired)) {
         ok = qcow2_update_copied_flags(s, error) && qcow2_flush_metadata(s, error);
         repaired = TRUE;
     }
@@ -405,8 +428,8 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
         c.refcount_errors = c.flag_errors = 0;
         ok = run_pass(&c, &leaks, error);
         res->leaks_fixed = old_leaks > res->leaks ? old_leaks - res->leaks : 0;
-        res->corruptions_fixed = corruptions > res->corruptions ? corruptions - res->corruptions
-                                                                : 0;
+        res->corruptions_fixed =
+            corruptions > res->corruptions ? corruptions - res->corruptions : 0;
         if (ok && img->read_write && (s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
             res->corruptions == 0) {
             s->incompat &= ~QCOW2_INCOMPAT_CORRUPT;

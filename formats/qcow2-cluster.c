@@ -56,16 +56,16 @@ gboolean qcow2_load_l2(Qcow2State *s, guint64 l2_offset, const char *what, guint
 {
     if ((l2_offset & (s->cluster_size - 1)) != 0) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
-                     "L2 table for %s %" G_GUINT64_FORMAT " is not cluster aligned (0x%"
-                     G_GINT64_MODIFIER "x)",
+                     "L2 table for %s %" G_GUINT64_FORMAT
+                     " is not cluster aligned (0x%" G_GINT64_MODIFIER "x)",
                      what, what_index, l2_offset);
         return FALSE;
     }
     if (!qcow2_cache_lookup(s->l2_cache, l2_offset) &&
         !qcow2_in_file(s, l2_offset, s->cluster_size)) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
-                     "L2 table for %s %" G_GUINT64_FORMAT " points past the end of the file",
-                     what, what_index);
+                     "L2 table for %s %" G_GUINT64_FORMAT " points past the end of the file", what,
+                     what_index);
         return FALSE;
     }
     return qcow2_cache_get(s, s->l2_cache, l2_offset, TRUE, table, error);
@@ -96,8 +96,8 @@ static gboolean corrupt_entry(Qcow2State *s, guint64 guest, const char *why, GEr
 
 /* Status of the bytes from pos to at most limit (same cluster): kind and
  * where the piece ends. */
-static gboolean classify(Qcow2State *s, guint64 pos, guint64 limit, guint64 entry,
-                         guint64 bitmap, Run *piece, GError **error)
+static gboolean classify(Qcow2State *s, guint64 pos, guint64 limit, guint64 entry, guint64 bitmap,
+                         Run *piece, GError **error)
 {
     guint64 cs = s->cluster_size, cstart = qcow2_align_down(pos, cs);
     Qcow2ClusterType type = qcow2_cluster_type(s, entry);
@@ -110,8 +110,7 @@ static gboolean classify(Qcow2State *s, guint64 pos, guint64 limit, guint64 entr
     switch (type) {
     case QCOW2_CL_COMPRESSED:
         if (s->data_file != NULL)
-            return corrupt_entry(s, cstart, "is compressed in an image with a data file",
-                                 error);
+            return corrupt_entry(s, cstart, "is compressed in an image with a data file", error);
         piece->kind = VD_EXTENT_DATA;
         piece->compressed = TRUE;
         break;
@@ -128,11 +127,13 @@ static gboolean classify(Qcow2State *s, guint64 pos, guint64 limit, guint64 entr
                 return corrupt_entry(s, cstart, "has an invalid subcluster bitmap", error);
             guint sc = (guint)((pos - cstart) >> s->subcluster_bits);
             int kind = (alloc >> sc) & 1 ? 1 : (zero >> sc) & 1 ? 2 : 0;
-            piece->kind = kind == 1 ? VD_EXTENT_DATA : kind == 2 ? VD_EXTENT_ZERO
-                                                                 : VD_EXTENT_UNALLOCATED;
+            piece->kind = kind == 1   ? VD_EXTENT_DATA
+                          : kind == 2 ? VD_EXTENT_ZERO
+                                      : VD_EXTENT_UNALLOCATED;
             guint last = sc + 1;
-            while (last < QCOW2_SUBCLUSTERS &&
-                   ((alloc >> last) & 1 ? 1 : (zero >> last) & 1 ? 2 : 0) == kind)
+            while (last < QCOW2_SUBCLUSTERS && ((alloc >> last) & 1  ? 1
+                                                : (zero >> last) & 1 ? 2
+                                                                     : 0) == kind)
                 last++;
             end = MIN(cstart + ((guint64)last << s->subcluster_bits), limit);
         }
@@ -225,8 +226,7 @@ static gboolean load_compressed(Qcow2State *s, guint64 guest, guint64 entry, GEr
     qcow2_compressed_range(s, entry, &coff, &clen);
     /* The stored length is rounded to sectors, so the tail may lie just
      * past the end of the file; more than that is corruption. */
-    if (!qcow2_in_file(s, coff, 1) ||
-        coff + clen > qcow2_align_up(s->file_size, s->cluster_size)) {
+    if (!qcow2_in_file(s, coff, 1) || coff + clen > qcow2_align_up(s->file_size, s->cluster_size)) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
                      "compressed cluster for guest offset %" G_GUINT64_FORMAT
                      " runs past the end of the file",
@@ -331,8 +331,8 @@ gboolean qcow2_grow_l1(Qcow2State *s, guint32 min_size, GError **error)
     vd_put_be64(hdr + 4, off);
     if (!vd_file_pwrite(s->img->file, QH_L1_SIZE, hdr, sizeof hdr, error))
         return FALSE;
-    guint64 old_off = s->l1_offset, old_bytes = qcow2_align_up((guint64)s->l1_size * 8,
-                                                              s->cluster_size);
+    guint64 old_off = s->l1_offset,
+            old_bytes = qcow2_align_up((guint64)s->l1_size * 8, s->cluster_size);
     s->l1 = g_renew(guint64, s->l1, min_size);
     memset(s->l1 + s->l1_size, 0, (min_size - s->l1_size) * 8);
     s->l1_size = min_size;
@@ -400,8 +400,7 @@ static gboolean refuse_if_snapshot(Qcow2State *s, GError **error)
 {
     if (!s->snapshot_loaded)
         return TRUE;
-    vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT,
-                 "shows a snapshot and is read-only");
+    vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT, "shows a snapshot and is read-only");
     return FALSE;
 }
 
@@ -558,8 +557,7 @@ static gboolean write_in_table(Qcow2State *s, guint64 offset, const guint8 *buf,
             guint64 e = entry_at(s, &g, c, &bitmap);
             if (is_in_place(s, e) != g.in_place)
                 break;
-            if (g.in_place &&
-                (e & QCOW2_OFFSET_MASK) != g.host0 + (c - qcow2_align_down(pos, cs)))
+            if (g.in_place && (e & QCOW2_OFFSET_MASK) != g.host0 + (c - qcow2_align_down(pos, cs)))
                 break;
         }
         g.pos = pos;
@@ -652,8 +650,8 @@ static guint64 zeroed_entry(Qcow2State *s, guint64 cstart, guint64 a, guint64 b,
  * *tail_start tell which bytes at the edges are left to be written as zero
  * data. */
 static gboolean zero_units(Qcow2State *s, guint8 *t, guint64 idx, guint64 cstart, guint64 pos,
-                           guint64 cend, gboolean may_unmap, guint64 *head_end,
-                           guint64 *tail_start, gboolean *dirty, GError **error)
+                           guint64 cend, gboolean may_unmap, guint64 *head_end, guint64 *tail_start,
+                           gboolean *dirty, GError **error)
 {
     guint64 cs = s->cluster_size, bitmap;
     guint64 entry = qcow2_l2_get(s, t, idx, &bitmap);
@@ -714,8 +712,8 @@ static gboolean zero_in_table(Qcow2State *s, guint64 offset, guint64 len, gboole
     for (guint64 pos = offset; ok && pos < end;) {
         guint64 cstart = qcow2_align_down(pos, cs), cend = MIN(cstart + cs, end);
         guint64 idx = (cstart - l1i * span) >> s->cluster_bits, head_end, tail_start;
-        ok = zero_units(s, t, idx, cstart, pos, cend, may_unmap, &head_end, &tail_start,
-                        &dirty, error) &&
+        ok = zero_units(s, t, idx, cstart, pos, cend, may_unmap, &head_end, &tail_start, &dirty,
+                        error) &&
              zero_edge(s, t, idx, cstart, pos, MIN(head_end, cend), error) &&
              zero_edge(s, t, idx, cstart, MAX(tail_start, head_end), cend, error);
         pos = cend;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SN_FIXED 40 /* bytes before extra data */
+#define SN_FIXED 40       /* bytes before extra data */
 #define SN_EXTRA_KNOWN 24 /* vm_state_size_large, disk_size, icount */
 
 void qcow2_snapshot_free(Qcow2Snapshot *sn)
@@ -25,8 +25,7 @@ void qcow2_snapshot_free(Qcow2Snapshot *sn)
     g_free(sn);
 }
 
-gboolean qcow2_read_l1(Qcow2State *s, guint64 offset, guint32 size, guint64 **l1,
-                       GError **error)
+gboolean qcow2_read_l1(Qcow2State *s, guint64 offset, guint32 size, guint64 **l1, GError **error)
 {
     guint64 bytes = (guint64)size * 8;
     if (bytes > QCOW2_MAX_L1_BYTES || (offset & (s->cluster_size - 1)) != 0 ||
@@ -225,8 +224,7 @@ static gboolean update_l2_refs(Qcow2State *s, guint64 l2_off, guint32 l1i, gint6
         case QCOW2_CL_NORMAL:
         case QCOW2_CL_ZERO_ALLOC:
             if (s->data_file == NULL)
-                ok = qcow2_update_refcount(s, e & QCOW2_OFFSET_MASK, s->cluster_size, delta,
-                                           error);
+                ok = qcow2_update_refcount(s, e & QCOW2_OFFSET_MASK, s->cluster_size, delta, error);
             break;
         default:
             break;
@@ -329,8 +327,7 @@ static gboolean refuse_unsupported(Qcow2State *s, GError **error)
         return FALSE;
     }
     if (s->snapshot_loaded) {
-        vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT,
-                     "shows a snapshot and is read-only");
+        vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT, "shows a snapshot and is read-only");
         return FALSE;
     }
     return TRUE;
@@ -399,8 +396,8 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
      * in between only leaks. */
     guint64 l1_copy;
     if (!qcow2_flush_metadata(s, error) || !write_l1_copy(s, &l1_copy, error) ||
-        !update_tree_refs(s, s->l1, s->l1_size, 1, error) ||
-        !qcow2_update_copied_flags(s, error) || !qcow2_flush_metadata(s, error))
+        !update_tree_refs(s, s->l1, s->l1_size, 1, error) || !qcow2_update_copied_flags(s, error) ||
+        !qcow2_flush_metadata(s, error))
         return FALSE;
     Qcow2Snapshot *sn = g_new0(Qcow2Snapshot, 1);
     gint64 now = g_get_real_time();
@@ -450,8 +447,7 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
             return FALSE;
         img->size = size;
     }
-    if (!update_tree_refs(s, old, s->l1_size, -1, error) ||
-        !qcow2_update_copied_flags(s, error))
+    if (!update_tree_refs(s, old, s->l1_size, -1, error) || !qcow2_update_copied_flags(s, error))
         return FALSE;
     s->zbuf_entry = 0;
     return qcow2_flush_metadata(s, error);

@@ -191,7 +191,10 @@ gboolean qcow2_in_file(Qcow2State *s, guint64 offset, guint64 len)
     return offset <= s->file_size && len <= s->file_size - offset;
 }
 
-VdFile *qcow2_data_file(Qcow2State *s) { return s->data_file != NULL ? s->data_file : s->img->file; }
+VdFile *qcow2_data_file(Qcow2State *s)
+{
+    return s->data_file != NULL ? s->data_file : s->img->file;
+}
 
 const char *qcow2_feature_name(Qcow2State *s, int type, int bit)
 {
@@ -245,8 +248,7 @@ gboolean qcow2_flush_metadata(Qcow2State *s, GError **error)
         s->l1_dirty_hi = 0;
     }
     if (s->deferred_frees->len > 0) {
-        if (!qcow2_apply_deferred_frees(s, error) ||
-            !qcow2_cache_flush(s, s->rb_cache, error))
+        if (!qcow2_apply_deferred_frees(s, error) || !qcow2_cache_flush(s, s->rb_cache, error))
             return FALSE;
     }
     if (s->set_dirty) {
@@ -349,8 +351,8 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
 {
     guint64 span = qcow2_l2_span(s);
     if (size > (1ull << 62)) {
-        vd_set_error(error, img, VD_ERROR_CORRUPT, "virtual size %" G_GUINT64_FORMAT
-                     " is too large", size);
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "virtual size %" G_GUINT64_FORMAT " is too large", size);
         return FALSE;
     }
     guint64 needed = size / span + (size % span != 0);
@@ -366,16 +368,15 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
                      s->l1_size, size);
         return FALSE;
     }
-    if (s->l1_size > 0 && ((s->l1_offset & (s->cluster_size - 1)) != 0 ||
-                           s->l1_offset < s->cluster_size)) {
+    if (s->l1_size > 0 &&
+        ((s->l1_offset & (s->cluster_size - 1)) != 0 || s->l1_offset < s->cluster_size)) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "L1 table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->l1_offset);
         return FALSE;
     }
     if (s->l1_size > 0 && !qcow2_in_file(s, s->l1_offset, (guint64)s->l1_size * 8)) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "L1 table at offset 0x%" G_GINT64_MODIFIER
-                     "x points past the end of the file",
+                     "L1 table at offset 0x%" G_GINT64_MODIFIER "x points past the end of the file",
                      s->l1_offset);
         return FALSE;
     }
@@ -407,10 +408,8 @@ static gboolean parse_version_3(VdImage *img, Qcow2State *s, const guint8 *h, GE
     s->autoclear = vd_be64(h + QH_AUTOCLEAR);
     s->refcount_order = vd_be32(h + QH_REFCOUNT_ORDER);
     s->header_length = vd_be32(h + QH_HEADER_LENGTH);
-    if (s->header_length < 104 || s->header_length % 8 != 0 ||
-        s->header_length > s->cluster_size) {
-        vd_set_error(error, img, VD_ERROR_CORRUPT, "header length %u is invalid",
-                     s->header_length);
+    if (s->header_length < 104 || s->header_length % 8 != 0 || s->header_length > s->cluster_size) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "header length %u is invalid", s->header_length);
         return FALSE;
     }
     if (s->refcount_order > 6) {
@@ -421,8 +420,9 @@ static gboolean parse_version_3(VdImage *img, Qcow2State *s, const guint8 *h, GE
     s->compression_type = s->header_length > QH_COMPRESSION_TYPE ? h[QH_COMPRESSION_TYPE] : 0;
     gboolean bit = (s->incompat & QCOW2_INCOMPAT_COMPRESSION) != 0;
     if (bit != (s->compression_type != 0) || s->compression_type > QCOW2_COMPRESSION_ZSTD) {
-        vd_set_error(error, img, bit || s->compression_type == 0 ? VD_ERROR_CORRUPT
-                                                                   : VD_ERROR_UNSUPPORTED_FORMAT,
+        vd_set_error(error, img,
+                     bit || s->compression_type == 0 ? VD_ERROR_CORRUPT
+                                                     : VD_ERROR_UNSUPPORTED_FORMAT,
                      "compression type %d does not match the incompatible feature bits",
                      s->compression_type);
         return FALSE;
@@ -437,7 +437,8 @@ static void setup_geometry(Qcow2State *s)
     s->l2_entries = 1ull << s->l2_bits;
     s->subcluster_bits = s->cluster_bits - (s->ext_l2 ? 5 : 0);
     s->rb_bits = s->cluster_bits + 3 - s->refcount_order;
-    s->refcount_max = s->refcount_order == 6 ? G_MAXUINT64 : (1ull << (1u << s->refcount_order)) - 1;
+    s->refcount_max =
+        s->refcount_order == 6 ? G_MAXUINT64 : (1ull << (1u << s->refcount_order)) - 1;
     s->csize_shift = 62 - (s->cluster_bits - 8);
     s->csize_mask = (1ull << (s->cluster_bits - 8)) - 1;
     s->coffset_mask = (1ull << s->csize_shift) - 1;
@@ -472,8 +473,8 @@ static gboolean read_backing_name(VdImage *img, Qcow2State *s, const guint8 *h, 
         return TRUE;
     if (len > QCOW2_MAX_BACKING_NAME || off > s->cluster_size || len > s->cluster_size - off) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "backing file name (offset %" G_GUINT64_FORMAT ", length %u) is invalid",
-                     off, len);
+                     "backing file name (offset %" G_GUINT64_FORMAT ", length %u) is invalid", off,
+                     len);
         return FALSE;
     }
     if (len == 0)
@@ -566,15 +567,14 @@ static gboolean qcow2_open(VdImage *img, GError **error)
     }
     s->version = (int)vd_be32(small + QH_VERSION);
     if (s->version != 2 && s->version != 3) {
-        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT,
-                     "qcow2 version %d is not supported", s->version);
+        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT, "qcow2 version %d is not supported",
+                     s->version);
         return FALSE;
     }
     s->cluster_bits = vd_be32(small + QH_CLUSTER_BITS);
     if (s->cluster_bits < 9 || s->cluster_bits > 21) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "cluster bits %u are invalid (512 bytes to 2 MiB clusters)",
-                     s->cluster_bits);
+                     "cluster bits %u are invalid (512 bytes to 2 MiB clusters)", s->cluster_bits);
         return FALSE;
     }
     s->cluster_size = 1ull << s->cluster_bits;
@@ -657,8 +657,8 @@ static int qcow2_probe(const guint8 *buf, gsize len, const char *filename)
 {
     if (len < 8 || vd_be32(buf) != QCOW2_MAGIC)
         return 0;
-    guint32 version = vd_be32(buf + 4);
-    return version == 2 || version == 3 ? 100 : 0;
+    /* Any version: open then says which ones are supported. */
+    return 100;
 }
 
 /* ----- create ----- */
@@ -713,8 +713,7 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
     if (!refuse_option(opts, "encryption", "encryption is not supported yet", error) ||
         !refuse_option(opts, "encrypt.format", "encryption is not supported yet", error) ||
         !refuse_option(opts, "data_file", "external data files cannot be created yet", error) ||
-        !refuse_option(opts, "data_file_raw", "external data files cannot be created yet",
-                       error))
+        !refuse_option(opts, "data_file_raw", "external data files cannot be created yet", error))
         return FALSE;
     if (!vd_option_choice(opts, "compat", compat, 1, &c, error) ||
         !vd_option_size(opts, "cluster_size", 65536, &o->cluster_size, error) ||
@@ -760,11 +759,18 @@ static guint64 put_extension(guint8 *h, guint64 off, guint32 type, const void *d
 
 static guint64 feature_table(guint8 *out)
 {
-    static const struct { guint8 type, bit; const char *name; } features[] = {
-        { 0, 0, "dirty bit" },          { 0, 1, "corrupt bit" },
-        { 0, 2, "external data file" }, { 0, 3, "compression type" },
-        { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
-        { 2, 0, "bitmaps" },            { 2, 1, "raw external data" },
+    static const struct {
+        guint8 type, bit;
+        const char *name;
+    } features[] = {
+        { 0, 0, "dirty bit" },
+        { 0, 1, "corrupt bit" },
+        { 0, 2, "external data file" },
+        { 0, 3, "compression type" },
+        { 0, 4, "extended L2 entries" },
+        { 1, 0, "lazy refcounts" },
+        { 2, 0, "bitmaps" },
+        { 2, 1, "raw external data" },
     };
     memset(out, 0, G_N_ELEMENTS(features) * 48);
     for (guint i = 0; i < G_N_ELEMENTS(features); i++) {
@@ -849,10 +855,26 @@ static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError *
     guint64 need = s->file_size;
     if (mode == PREALLOC_METADATA)
         return need <= end || vd_file_truncate(s->img->file, need, error);
+    /* L2 tables sit between runs of data clusters, so the holes to fill
+     * are anywhere in the file, not only at its end. */
     if (mode == PREALLOC_FALLOC)
-        return need <= end || vd_file_allocate(s->img->file, end, need - end, error);
-    if (mode == PREALLOC_FULL)
-        return need <= end || vd_file_write_zeroes(s->img->file, end, need - end, FALSE, error);
+        return vd_file_allocate(s->img->file, 0, MAX(need, end), error);
+    if (mode == PREALLOC_FULL) {
+        /* Real zero bytes: the point is that the blocks are there. */
+        g_autofree guint8 *zero = g_malloc0(1u << 20);
+        need = MAX(need, end);
+        for (guint64 off = 0; off < need;) {
+            gboolean is_data;
+            guint64 run;
+            if (!vd_file_extent(s->img->file, off, need - off, &is_data, &run, error))
+                return FALSE;
+            run = MAX(run, 1);
+            for (guint64 o = off; !is_data && o < off + run; o += 1u << 20)
+                if (!vd_file_pwrite(s->img->file, o, zero, MIN(off + run - o, 1u << 20), error))
+                    return FALSE;
+            off += run;
+        }
+    }
     return TRUE;
 }
 
@@ -885,8 +907,8 @@ static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **err
              qcow2_write_header_field(s, QH_SIZE, p->size, 8, error);
         if (ok)
             tmp.size = p->size;
-        ok = ok && preallocate_data(s, o.prealloc, p->size, error) &&
-             qcow2_flush_metadata(s, error);
+        ok =
+            ok && preallocate_data(s, o.prealloc, p->size, error) && qcow2_flush_metadata(s, error);
     }
     qcow2_close(&tmp);
     g_free(tmp.backing_name);
@@ -919,8 +941,7 @@ static void qcow2_get_info(VdImage *img, VdImageInfo *info)
     if (s->version == 3)
         g_variant_builder_add(&b, "{sv}", "lazy-refcounts",
                               g_variant_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
-    g_variant_builder_add(&b, "{sv}", "refcount-bits",
-                          g_variant_new_int32(1 << s->refcount_order));
+    g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(1 << s->refcount_order));
     if (s->version == 3) {
         g_variant_builder_add(&b, "{sv}", "corrupt",
                               g_variant_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
@@ -939,8 +960,7 @@ static gboolean qcow2_flush(VdImage *img, GError **error)
     return s->data_file == NULL || vd_file_sync(s->data_file, error);
 }
 
-static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink,
-                             GError **error)
+static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
 {
     Qcow2State *s = img->priv;
     guint64 old_size = img->size, span = qcow2_l2_span(s);
@@ -987,10 +1007,7 @@ static gboolean qcow2_has_zero_init(VdImage *img)
     return s->data_file == NULL && !s->prealloc_junk;
 }
 
-static guint32 qcow2_cluster_size(VdImage *img)
-{
-    return (guint32)qcow2_state(img)->cluster_size;
-}
+static guint32 qcow2_cluster_size(VdImage *img) { return (guint32)qcow2_state(img)->cluster_size; }
 
 static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
 {
@@ -1012,9 +1029,9 @@ static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, 
 }
 
 static const char *const qcow2_create_options[] = {
-    "compat", "cluster_size", "refcount_bits", "lazy_refcounts", "preallocation",
-    "backing_file", "backing_fmt", "compression_type", "extended_l2", "data_file",
-    "data_file_raw", "encryption", "encrypt.format", "size", NULL,
+    "compat",        "cluster_size", "refcount_bits",    "lazy_refcounts", "preallocation",
+    "backing_file",  "backing_fmt",  "compression_type", "extended_l2",    "data_file",
+    "data_file_raw", "encryption",   "encrypt.format",   "size",           NULL,
 };
 
 const VdDriver vd_driver_qcow2 = {

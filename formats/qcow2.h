@@ -152,7 +152,7 @@ typedef struct {
 
     GPtrArray *snapshots; /* of Qcow2Snapshot */
     guint64 snapshots_offset;
-    guint64 snapshots_size; /* bytes of the snapshot table on disk */
+    guint64 snapshots_size;   /* bytes of the snapshot table on disk */
     gboolean snapshot_loaded; /* l1 shows a snapshot, read only */
 
     VdFile *data_file; /* NULL: data lives in img->file */
@@ -274,8 +274,7 @@ gboolean qcow2_has_data_past(Qcow2State *s, guint64 offset, gboolean *found, GEr
 
 /* ----- qcow2-compress.c ----- */
 gsize qcow2_compress_buffer(int type, const void *in, gsize len, void *out, gsize out_len);
-gboolean qcow2_decompress_buffer(int type, const void *in, gsize len, void *out,
-                                 gsize out_len);
+gboolean qcow2_decompress_buffer(int type, const void *in, gsize len, void *out, gsize out_len);
 
 /* ----- qcow2-snapshot.c ----- */
 gboolean qcow2_snapshots_load(Qcow2State *s, guint32 nb, guint64 offset, GError **error);
@@ -288,8 +287,7 @@ gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **erro
 /* Set or clear the COPIED flags of the active tables from the refcounts. */
 gboolean qcow2_update_copied_flags(Qcow2State *s, GError **error);
 /* Read a snapshot's (or any) L1 table from the file, validated. */
-gboolean qcow2_read_l1(Qcow2State *s, guint64 offset, guint32 size, guint64 **l1,
-                       GError **error);
+gboolean qcow2_read_l1(Qcow2State *s, guint64 offset, guint32 size, guint64 **l1, GError **error);
 
 /* ----- qcow2-check.c ----- */
 gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);

@@ -169,8 +169,6 @@ gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize le
  * resolved relative to the image's folder. */
 VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
                                    GError **error);
-/* The path name resolves to, relative to the folder of the image file. */
-char *vd_resolve_relative(const char *image_filename, const char *name);
 
 /* Little helpers for on-disk numbers. */
 static inline guint16 vd_be16(const guint8 *p) { return (guint16)(p[0] << 8 | p[1]); }

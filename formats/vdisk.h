@@ -101,6 +101,10 @@ GPtrArray *vd_options_keys(VdOptions *opts);
  * qemu-img) or a plain byte count. */
 gboolean vd_parse_size(const char *text, guint64 *out, GError **error);
 
+/* Where a file named inside an image (a backing file, an extent) lies:
+ * name resolved against the image's folder. Returns a new string. */
+char *vd_resolve_relative(const char *image_filename, const char *name);
+
 /* Format names this build knows, NULL-terminated, static. */
 const char *const *vd_formats(void);
 gboolean vd_format_known(const char *format);

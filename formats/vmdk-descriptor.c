@@ -25,7 +25,7 @@ void vmdk_descriptor_free(VmdkDescriptor *desc)
     g_free(desc);
 }
 
-static VmdkDescriptor *descriptor_new(void)
+VmdkDescriptor *vmdk_descriptor_new(void)
 {
     VmdkDescriptor *desc = g_new0(VmdkDescriptor, 1);
     desc->parent_cid = VMDK_NO_PARENT_CID;
@@ -85,8 +85,9 @@ static gboolean parse_access(const char *word, VmdkAccess *out)
     static const struct {
         const char *name;
         VmdkAccess access;
-    } map[] = {{"RW", VMDK_ACCESS_RW}, {"RDONLY", VMDK_ACCESS_RDONLY},
-               {"NOACCESS", VMDK_ACCESS_NOACCESS}};
+    } map[] = { { "RW", VMDK_ACCESS_RW },
+                { "RDONLY", VMDK_ACCESS_RDONLY },
+                { "NOACCESS", VMDK_ACCESS_NOACCESS } };
     for (gsize i = 0; i < G_N_ELEMENTS(map); i++) {
         if (g_str_equal(word, map[i].name)) {
             *out = map[i].access;
@@ -103,9 +104,9 @@ static gboolean parse_extent_type(const char *word, VmdkExtentType *out, const c
         const char *name;
         VmdkExtentType type;
     } map[] = {
-        {"FLAT", VMDK_EXTENT_FLAT},     {"VMFS", VMDK_EXTENT_FLAT},
-        {"SPARSE", VMDK_EXTENT_SPARSE}, {"ZERO", VMDK_EXTENT_ZERO},
-        {"SESPARSE", VMDK_EXTENT_SESPARSE}, {"VMFSSPARSE", VMDK_EXTENT_VMFSSPARSE},
+        { "FLAT", VMDK_EXTENT_FLAT },         { "VMFS", VMDK_EXTENT_FLAT },
+        { "SPARSE", VMDK_EXTENT_SPARSE },     { "ZERO", VMDK_EXTENT_ZERO },
+        { "SESPARSE", VMDK_EXTENT_SESPARSE }, { "VMFSSPARSE", VMDK_EXTENT_VMFSSPARSE },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(map); i++) {
         if (g_str_equal(word, map[i].name)) {
@@ -188,11 +189,10 @@ static gboolean parse_extent_line(VmdkDescriptor *desc, const char *line, const 
     g_autofree char *size = next_word(&p);
     g_autofree char *type = next_word(&p);
     g_autoptr(GError) local = NULL;
-    VmdkExtentLine ext = {0};
+    VmdkExtentLine ext = { 0 };
     if (access == NULL || !parse_access(access, &ext.access) || type == NULL ||
         !parse_u64(size, 10, &ext.sectors)) {
-        vd_set_file_error(error, filename, VD_ERROR_CORRUPT, "malformed extent line '%s'",
-                          line);
+        vd_set_file_error(error, filename, VD_ERROR_CORRUPT, "malformed extent line '%s'", line);
         return FALSE;
     }
     if (ext.sectors > MAX_SECTORS) {
@@ -256,8 +256,7 @@ static void parse_key_value(VmdkDescriptor *desc, const char *line)
 
 /* ----- the whole text ----- */
 
-static gboolean parse_line(VmdkDescriptor *desc, char *line, const char *filename,
-                           GError **error)
+static gboolean parse_line(VmdkDescriptor *desc, char *line, const char *filename, GError **error)
 {
     g_strstrip(line); /* also drops the \r of CRLF descriptors */
     if (*line == '\0' || *line == '#')
@@ -285,11 +284,10 @@ VmdkDescriptor *vmdk_descriptor_parse(const char *text, gsize len, const char *f
     }
     g_autofree char *copy = g_strndup(text, len); /* stops at the first NUL */
     if (!looks_like_descriptor(copy)) {
-        vd_set_file_error(error, filename, VD_ERROR_UNSUPPORTED_FORMAT,
-                          "not a vmdk descriptor");
+        vd_set_file_error(error, filename, VD_ERROR_UNSUPPORTED_FORMAT, "not a vmdk descriptor");
         return NULL;
     }
-    g_autoptr(VmdkDescriptor) desc = descriptor_new();
+    g_autoptr(VmdkDescriptor) desc = vmdk_descriptor_new();
     for (char *line = copy; line != NULL && *line != '\0';) {
         char *nl = strchr(line, '\n');
         if (nl != NULL)
@@ -331,7 +329,7 @@ static const char *extent_type_name(VmdkExtentType type)
 
 static void append_extent_line(GString *out, const VmdkExtentLine *ext)
 {
-    static const char *const access[] = {"RW", "RDONLY", "NOACCESS"};
+    static const char *const access[] = { "RW", "RDONLY", "NOACCESS" };
     g_string_append_printf(out, "%s %" G_GUINT64_FORMAT " %s", access[ext->access], ext->sectors,
                            extent_type_name(ext->type));
     if (ext->type != VMDK_EXTENT_ZERO)

@@ -55,27 +55,18 @@ enum { MARKER_EOS = 0, MARKER_GT = 1, MARKER_GD = 2, MARKER_FOOTER = 3 };
  * writer uses 4 KiB..64 KiB, and a grain is one buffer here, so 1 MiB. */
 #define MAX_GRAIN_SECTORS 2048u
 #define MAX_GTES 512u
-#define MAX_GD_ENTRIES (32u * 1024 * 1024) /* qemu's "L1 size too big" limit */
 #define MAX_VERSION 3
 /* The default layout qemu-img and VMware write. */
 #define DEFAULT_GTES 512u
 #define DESC_SECTORS 20u
 
-typedef enum {
-    GRAIN_UNALLOCATED,
-    GRAIN_ZERO,
-    GRAIN_DATA,
-    GRAIN_COMPRESSED,
-    GRAIN_PENDING, /* streamOptimized: held in memory, not yet written */
-} GrainKind;
-
 typedef struct {
-    guint64 tail;      /* byte offset where the next grain goes */
-    gint64 pending;    /* grain held in buf, -1 none */
-    guint8 *buf;       /* one grain */
-    guint64 next;      /* grains below this are stored for good */
-    gboolean dirty;    /* tables and footer must be (re)written */
-    guint8 *zbuf;      /* deflate output */
+    guint64 tail;   /* byte offset where the next grain goes */
+    gint64 pending; /* grain held in buf, -1 none */
+    guint8 *buf;    /* one grain */
+    guint64 next;   /* grains below this are stored for good */
+    gboolean dirty; /* tables and footer must be (re)written */
+    guint8 *zbuf;   /* deflate output */
     gsize zbuf_len;
 } VmdkStream;
 
@@ -99,7 +90,7 @@ struct VmdkSparse {
     gboolean compressed;
     gboolean markers;
     gboolean zero_grain;
-    guint64 file_size; /* bytes; new grains are appended here */
+    guint64 file_size;   /* bytes; new grains are appended here */
     gint64 cached_grain; /* the decompressed grain in cache, -1 none */
     guint8 *cache;
     VmdkStream *stream;
@@ -205,13 +196,14 @@ static gboolean check_header(VmdkExtent *ext, VmdkSparse *sp, const guint8 *h, G
     sp->grain_sectors = (guint32)grain;
     sp->grain_bytes = sp->grain_sectors * VMDK_SECTOR;
     if (sp->capacity > G_MAXINT64 / VMDK_SECTOR) {
-        vd_set_file_error(error, name, VD_ERROR_CORRUPT, "L1 size too big: capacity of %"
-                          G_GUINT64_FORMAT " sectors", sp->capacity);
+        vd_set_file_error(error, name, VD_ERROR_CORRUPT,
+                          "L1 size too big: capacity of %" G_GUINT64_FORMAT " sectors",
+                          sp->capacity);
         return FALSE;
     }
     sp->grains = div_round_up(sp->capacity, sp->grain_sectors);
     guint64 gd_entries = div_round_up(sp->grains, sp->gtes);
-    if (gd_entries > MAX_GD_ENTRIES) {
+    if (gd_entries > VMDK_MAX_GD_ENTRIES) {
         vd_set_file_error(error, name, VD_ERROR_CORRUPT,
                           "L1 size too big: %" G_GUINT64_FORMAT " grain tables for a capacity "
                           "of %" G_GUINT64_FORMAT " sectors",
@@ -250,8 +242,8 @@ static gboolean read_footer(VmdkExtent *ext, VmdkSparse *sp, guint8 *h, GError *
     }
     const guint8 *marker = tail, *footer = tail + VMDK_SECTOR, *eos = tail + 2 * VMDK_SECTOR;
     if (vd_le32(marker + MARKER_SIZE) != 0 || vd_le32(marker + MARKER_TYPE) != MARKER_FOOTER ||
-        vd_le32(footer + HDR_MAGIC) != VMDK_SPARSE_MAGIC ||
-        vd_le32(eos + MARKER_SIZE) != 0 || vd_le32(eos + MARKER_TYPE) != MARKER_EOS) {
+        vd_le32(footer + HDR_MAGIC) != VMDK_SPARSE_MAGIC || vd_le32(eos + MARKER_SIZE) != 0 ||
+        vd_le32(eos + MARKER_TYPE) != MARKER_EOS) {
         vd_set_file_error(error, name, VD_ERROR_CORRUPT,
                           "invalid footer: the stream is truncated or damaged");
         return FALSE;
@@ -260,7 +252,8 @@ static gboolean read_footer(VmdkExtent *ext, VmdkSparse *sp, guint8 *h, GError *
     if (!check_header(ext, sp, h, error))
         return FALSE;
     if (sp->gd_sector == GD_AT_END) {
-        vd_set_file_error(error, name, VD_ERROR_CORRUPT, "the footer does not locate the grain "
+        vd_set_file_error(error, name, VD_ERROR_CORRUPT,
+                          "the footer does not locate the grain "
                           "directory");
         return FALSE;
     }
@@ -278,8 +271,7 @@ static gboolean load_directories(VmdkExtent *ext, VmdkSparse *sp, GError **error
     guint64 bytes = (guint64)sp->gd_entries * 4;
     if (!table_in_file(sp, sp->gd_sector, bytes)) {
         vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
-                          "grain directory at sector %" G_GUINT64_FORMAT
-                          " lies outside the file",
+                          "grain directory at sector %" G_GUINT64_FORMAT " lies outside the file",
                           sp->gd_sector);
         return FALSE;
     }
@@ -297,8 +289,8 @@ static gboolean load_directories(VmdkExtent *ext, VmdkSparse *sp, GError **error
     return TRUE;
 }
 
-gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header,
-                          guint64 *desc_offset, guint64 *desc_size, GError **error)
+gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header, guint64 *desc_offset,
+                          guint64 *desc_size, GError **error)
 {
     VmdkSparse *sp = g_new0(VmdkSparse, 1);
     sp->cached_grain = -1;
@@ -349,8 +341,7 @@ static gboolean allocate_gt(VdImage *img, VmdkExtent *ext, VmdkSparse *sp, guint
     sp->gd[i] = (guint32)(at / VMDK_SECTOR);
     guint8 entry[4];
     vd_put_le32(entry, sp->gd[i]);
-    if (!vd_file_pwrite(ext->file, sp->gd_sector * VMDK_SECTOR + (guint64)i * 4, entry, 4,
-                        error))
+    if (!vd_file_pwrite(ext->file, sp->gd_sector * VMDK_SECTOR + (guint64)i * 4, entry, 4, error))
         return FALSE;
     if (sp->rgd != NULL) {
         sp->rgd[i] = (guint32)((at + size) / VMDK_SECTOR);
@@ -394,13 +385,13 @@ static gboolean get_gt(VdImage *img, VmdkExtent *ext, guint32 i, gboolean alloca
     return *out != NULL;
 }
 
-static gboolean lookup(VdImage *img, VmdkExtent *ext, guint64 grain, GrainKind *kind,
+static gboolean lookup(VdImage *img, VmdkExtent *ext, guint64 grain, VmdkGrainKind *kind,
                        guint64 *sector, GError **error)
 {
     VmdkSparse *sp = ext->sparse;
     *sector = 0;
     if (sp->stream != NULL && (gint64)grain == sp->stream->pending) {
-        *kind = GRAIN_PENDING;
+        *kind = VMDK_GRAIN_PENDING;
         return TRUE;
     }
     guint32 *gt;
@@ -408,13 +399,13 @@ static gboolean lookup(VdImage *img, VmdkExtent *ext, guint64 grain, GrainKind *
         return FALSE;
     guint32 entry = gt != NULL ? gt[grain % sp->gtes] : 0;
     if (entry == 0)
-        *kind = GRAIN_UNALLOCATED;
+        *kind = VMDK_GRAIN_UNALLOCATED;
     else if (entry == GTE_ZERO && sp->zero_grain)
-        *kind = GRAIN_ZERO;
+        *kind = VMDK_GRAIN_ZERO;
     else
-        *kind = sp->compressed ? GRAIN_COMPRESSED : GRAIN_DATA;
+        *kind = sp->compressed ? VMDK_GRAIN_COMPRESSED : VMDK_GRAIN_DATA;
     *sector = entry;
-    if ((*kind == GRAIN_DATA || *kind == GRAIN_COMPRESSED) &&
+    if ((*kind == VMDK_GRAIN_DATA || *kind == VMDK_GRAIN_COMPRESSED) &&
         (guint64)entry * VMDK_SECTOR >= sp->file_size) {
         vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
                           "grain %" G_GUINT64_FORMAT " points to sector %u, past the end of "
@@ -447,12 +438,10 @@ static gboolean write_dirty_gts(VmdkExtent *ext, GError **error)
     for (guint32 i = 0; i < sp->gd_entries; i++) {
         if (!sp->gt_dirty[i])
             continue;
-        if (!write_table(ext->file, (guint64)sp->gd[i] * VMDK_SECTOR, sp->gts[i], sp->gtes,
-                         error))
+        if (!write_table(ext->file, (guint64)sp->gd[i] * VMDK_SECTOR, sp->gts[i], sp->gtes, error))
             return FALSE;
         if (sp->rgd != NULL && sp->rgd[i] != 0 &&
-            !write_table(ext->file, (guint64)sp->rgd[i] * VMDK_SECTOR, sp->gts[i], sp->gtes,
-                         error))
+            !write_table(ext->file, (guint64)sp->rgd[i] * VMDK_SECTOR, sp->gts[i], sp->gtes, error))
             return FALSE;
         sp->gt_dirty[i] = FALSE;
     }
@@ -461,12 +450,12 @@ static gboolean write_dirty_gts(VmdkExtent *ext, GError **error)
 
 /* ----- block status ----- */
 
-static VdExtentKind kind_to_extent(GrainKind kind)
+VdExtentKind vmdk_grain_extent_kind(VmdkGrainKind kind)
 {
     switch (kind) {
-    case GRAIN_UNALLOCATED:
+    case VMDK_GRAIN_UNALLOCATED:
         return VD_EXTENT_UNALLOCATED;
-    case GRAIN_ZERO:
+    case VMDK_GRAIN_ZERO:
         return VD_EXTENT_ZERO;
     default:
         return VD_EXTENT_DATA;
@@ -479,7 +468,7 @@ gboolean vmdk_sparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint
     VmdkSparse *sp = ext->sparse;
     guint64 gb = sp->grain_bytes;
     guint64 grain = offset / gb;
-    GrainKind kind;
+    VmdkGrainKind kind;
     guint64 sector;
     if (!lookup(img, ext, grain, &kind, &sector, error))
         return FALSE;
@@ -488,21 +477,21 @@ gboolean vmdk_sparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint
     /* Neighbouring grains of the same kind (and, for plain data, stored one
      * after the other) make one answer, so copies see long runs. */
     while (run < len) {
-        GrainKind k;
+        VmdkGrainKind k;
         guint64 s;
         if (!lookup(img, ext, grain + 1, &k, &s, error))
             return FALSE;
-        if (k != kind || (kind == GRAIN_DATA && s != next_sector))
+        if (k != kind || (kind == VMDK_GRAIN_DATA && s != next_sector))
             break;
         grain++;
         next_sector = s + sp->grain_sectors;
         run = MIN(len, run + gb);
     }
     memset(out, 0, sizeof *out);
-    out->kind = kind_to_extent(kind);
+    out->kind = vmdk_grain_extent_kind(kind);
     out->length = run;
-    out->compressed = kind == GRAIN_COMPRESSED;
-    if (kind == GRAIN_DATA) {
+    out->compressed = kind == VMDK_GRAIN_COMPRESSED;
+    if (kind == VMDK_GRAIN_DATA) {
         out->offset_valid = TRUE;
         out->host_offset = sector * VMDK_SECTOR + offset % gb;
     }
@@ -515,7 +504,7 @@ gboolean vmdk_sparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint
 static gboolean inflate_grain(VmdkExtent *ext, guint64 grain, const guint8 *in, gsize in_len,
                               guint8 *out, gsize out_len, GError **error)
 {
-    z_stream zs = {0};
+    z_stream zs = { 0 };
     if (inflateInit(&zs) != Z_OK) {
         vd_set_file_error(error, ext_name(ext), VD_ERROR_FAILED, "cannot start zlib");
         return FALSE;
@@ -540,7 +529,10 @@ static gboolean inflate_grain(VmdkExtent *ext, guint64 grain, const guint8 *in, 
 
 /* Largest deflated grain we accept: deflate never grows data by more than
  * a small fraction. */
-static gsize max_packed(const VmdkSparse *sp) { return sp->grain_bytes + sp->grain_bytes / 8 + 1024; }
+static gsize max_packed(const VmdkSparse *sp)
+{
+    return sp->grain_bytes + sp->grain_bytes / 8 + 1024;
+}
 
 static gboolean load_compressed(VdImage *img, VmdkExtent *ext, guint64 grain, guint64 sector,
                                 GError **error)
@@ -586,11 +578,11 @@ static gboolean data_run(VdImage *img, VmdkExtent *ext, guint64 offset, gsize le
     gsize n = (gsize)MIN((guint64)len, gb - offset % gb);
     guint64 next = first_sector + sp->grain_sectors;
     while (n < len) {
-        GrainKind k;
+        VmdkGrainKind k;
         guint64 s;
         if (!lookup(img, ext, ++grain, &k, &s, error))
             return FALSE;
-        if (k != GRAIN_DATA || s != next)
+        if (k != VMDK_GRAIN_DATA || s != next)
             break;
         next += sp->grain_sectors;
         n = (gsize)MIN((guint64)len, n + gb);
@@ -607,24 +599,23 @@ gboolean vmdk_sparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 
     while (len > 0) {
         guint64 grain = offset / gb, in = offset % gb;
         gsize n = (gsize)MIN((guint64)len, gb - in);
-        GrainKind kind;
+        VmdkGrainKind kind;
         guint64 sector;
         if (!lookup(img, ext, grain, &kind, &sector, error))
             return FALSE;
         switch (kind) {
-        case GRAIN_DATA:
+        case VMDK_GRAIN_DATA:
             /* Grains stored one after the other are read with one call. */
             if (!data_run(img, ext, offset, len, sector, &n, error) ||
-                !vd_file_pread_zero_past_eof(ext->file, sector * VMDK_SECTOR + in, buf, n,
-                                             error))
+                !vd_file_pread_zero_past_eof(ext->file, sector * VMDK_SECTOR + in, buf, n, error))
                 return FALSE;
             break;
-        case GRAIN_COMPRESSED:
+        case VMDK_GRAIN_COMPRESSED:
             if (!load_compressed(img, ext, grain, sector, error))
                 return FALSE;
             memcpy(buf, sp->cache + in, n);
             break;
-        case GRAIN_PENDING:
+        case VMDK_GRAIN_PENDING:
             memcpy(buf, sp->stream->buf + in, n);
             break;
         default:
@@ -641,12 +632,12 @@ gboolean vmdk_sparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 
 /* ----- writing plain sparse extents ----- */
 
 /* The bytes a grain held before a partial write: the parent's, or zeroes. */
-static gboolean grain_base(VdImage *img, VmdkExtent *ext, guint64 grain, GrainKind kind,
+static gboolean grain_base(VdImage *img, VmdkExtent *ext, guint64 grain, VmdkGrainKind kind,
                            guint8 *out, GError **error)
 {
     guint64 gb = ext->sparse->grain_bytes;
     memset(out, 0, gb);
-    if (kind != GRAIN_UNALLOCATED || img->backing_name == NULL)
+    if (kind != VMDK_GRAIN_UNALLOCATED || img->backing_name == NULL)
         return TRUE;
     guint64 guest = ext->start + grain * gb;
     if (guest >= img->size)
@@ -669,7 +660,7 @@ static gboolean check_room(VmdkExtent *ext, guint64 end, GError **error)
  * filled from data (whole grains) or, for one partial grain, from its old
  * content with the write applied. */
 static gboolean allocate_grains(VdImage *img, VmdkExtent *ext, guint64 grain, guint64 count,
-                                guint64 in, const guint8 *data, gsize n, GrainKind kind,
+                                guint64 in, const guint8 *data, gsize n, VmdkGrainKind kind,
                                 GError **error)
 {
     VmdkSparse *sp = ext->sparse;
@@ -703,11 +694,11 @@ static gboolean new_grain_run(VdImage *img, VmdkExtent *ext, guint64 grain, gsiz
     guint64 gb = ext->sparse->grain_bytes;
     *count = 1;
     while ((*count + 1) * gb <= len) {
-        GrainKind k;
+        VmdkGrainKind k;
         guint64 s;
         if (!lookup(img, ext, grain + *count, &k, &s, error))
             return FALSE;
-        if (k != GRAIN_UNALLOCATED && k != GRAIN_ZERO)
+        if (k != VMDK_GRAIN_UNALLOCATED && k != VMDK_GRAIN_ZERO)
             break;
         (*count)++;
     }
@@ -722,15 +713,15 @@ static gboolean plain_write(VdImage *img, VmdkExtent *ext, guint64 offset, const
     while (len > 0) {
         guint64 grain = offset / gb, in = offset % gb;
         gsize n = (gsize)MIN((guint64)len, gb - in);
-        GrainKind kind;
+        VmdkGrainKind kind;
         guint64 sector;
         if (!lookup(img, ext, grain, &kind, &sector, error))
             return FALSE;
-        if (kind == GRAIN_DATA) {
+        if (kind == VMDK_GRAIN_DATA) {
             if (!data_run(img, ext, offset, len, sector, &n, error) ||
                 !vd_file_pwrite(ext->file, sector * VMDK_SECTOR + in, buf, n, error))
                 return FALSE;
-        } else if (kind == GRAIN_COMPRESSED) {
+        } else if (kind == VMDK_GRAIN_COMPRESSED) {
             vd_set_file_error(error, ext_name(ext), VD_ERROR_NOT_SUPPORTED,
                               "compressed grains cannot be overwritten");
             return FALSE;
@@ -759,12 +750,12 @@ static gboolean plain_write_zeroes(VdImage *img, VmdkExtent *ext, guint64 offset
     while (len > 0) {
         guint64 grain = offset / gb, in = offset % gb;
         guint64 n = MIN(len, gb - in);
-        GrainKind kind;
+        VmdkGrainKind kind;
         guint64 sector;
         if (!lookup(img, ext, grain, &kind, &sector, error))
             return FALSE;
-        gboolean reads_zero = kind == GRAIN_ZERO ||
-                              (kind == GRAIN_UNALLOCATED && img->backing_name == NULL);
+        gboolean reads_zero = kind == VMDK_GRAIN_ZERO ||
+                              (kind == VMDK_GRAIN_UNALLOCATED && img->backing_name == NULL);
         if (reads_zero) {
             /* nothing to do */
         } else if (n == gb && sp->zero_grain) {
@@ -784,8 +775,7 @@ static gboolean plain_write_zeroes(VdImage *img, VmdkExtent *ext, guint64 offset
 
 /* ----- streamOptimized writing ----- */
 
-gsize vmdk_compress_grain(const void *in, gsize len, guint32 grain_bytes, void *out,
-                          gsize out_len)
+gsize vmdk_compress_grain(const void *in, gsize len, guint32 grain_bytes, void *out, gsize out_len)
 {
     g_autofree guint8 *padded = NULL;
     if (len < grain_bytes) {
@@ -830,8 +820,8 @@ static gboolean extent_is_empty(VdImage *img, VmdkExtent *ext, gboolean *empty, 
 static void stream_header(VmdkSparse *sp, guint8 *h, guint64 gd_sector)
 {
     vd_put_le32(h + HDR_VERSION, 3);
-    vd_put_le32(h + HDR_FLAGS, (sp->flags & ~FLAG_RGD) | FLAG_NL_DETECT | FLAG_COMPRESSED |
-                                   FLAG_MARKERS);
+    vd_put_le32(h + HDR_FLAGS,
+                (sp->flags & ~FLAG_RGD) | FLAG_NL_DETECT | FLAG_COMPRESSED | FLAG_MARKERS);
     vd_put_le64(h + HDR_RGD_OFFSET, 0);
     vd_put_le64(h + HDR_GD_OFFSET, gd_sector);
     vd_put_le16(h + HDR_COMPRESS_ALGO, COMPRESS_DEFLATE);
@@ -891,8 +881,8 @@ static gboolean emit_pending(VdImage *img, VmdkExtent *ext, GError **error)
 {
     VmdkSparse *sp = ext->sparse;
     VmdkStream *st = sp->stream;
-    gsize packed = vmdk_compress_grain(st->buf, sp->grain_bytes, sp->grain_bytes, st->zbuf,
-                                       st->zbuf_len);
+    gsize packed =
+        vmdk_compress_grain(st->buf, sp->grain_bytes, sp->grain_bytes, st->zbuf, st->zbuf_len);
     if (packed == 0) {
         vd_set_file_error(error, ext_name(ext), VD_ERROR_FAILED, "cannot deflate a grain");
         return FALSE;
@@ -1161,8 +1151,10 @@ gboolean vmdk_sparse_create(VdFile *file, const VmdkSparseCreate *p, GError **er
     if (!p->stream)
         return TRUE;
     /* An empty stream: no grain tables, a zeroed directory, the footer. */
-    VmdkSparse sp = {.grain_sectors = p->grain_sectors, .gtes = DEFAULT_GTES,
-                     .gd_entries = (guint32)gts, .flags = flags};
+    VmdkSparse sp = { .grain_sectors = p->grain_sectors,
+                      .gtes = DEFAULT_GTES,
+                      .gd_entries = (guint32)gts,
+                      .flags = flags };
     memcpy(sp.header, h, VMDK_SECTOR);
     sp.gts = g_new0(guint32 *, sp.gd_entries);
     guint64 gd_sector;
@@ -1211,255 +1203,29 @@ gboolean vmdk_sparse_check(VdImage *img, VmdkExtent *ext, VdCheckResult *res, GE
                 res->compressed_clusters++;
             if ((guint64)e * VMDK_SECTOR >= sp->file_size || e < sp->overhead) {
                 g_autofree char *msg = g_strdup_printf(
-                    "grain %" G_GUINT64_FORMAT " points to sector %u, outside the data area",
-                    grain, e);
+                    "grain %" G_GUINT64_FORMAT " points to sector %u, outside the data area", grain,
+                    e);
                 report(res, ext, msg);
                 continue;
             }
-            GrainRef ref = {e, grain};
+            GrainRef ref = { e, grain };
             g_array_append_val(refs, ref);
         }
     }
     g_array_sort(refs, compare_refs);
     for (guint k = 1; k < refs->len; k++) {
         GrainRef *a = &g_array_index(refs, GrainRef, k - 1), *b = a + 1;
-        gboolean overlap = sp->compressed ? a->sector == b->sector
-                                          : a->sector + sp->grain_sectors > b->sector;
+        gboolean overlap =
+            sp->compressed ? a->sector == b->sector : a->sector + sp->grain_sectors > b->sector;
         if (overlap) {
-            g_autofree char *msg = g_strdup_printf(
-                "grains %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT " overlap at sector %"
-                G_GUINT64_FORMAT, a->grain, b->grain, b->sector);
+            g_autofree char *msg =
+                g_strdup_printf("grains %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT
+                                " overlap at sector %" G_GUINT64_FORMAT,
+                                a->grain, b->grain, b->sector);
             report(res, ext, msg);
         }
     }
     res->total_clusters += sp->grains;
     res->image_end_offset = MAX(res->image_end_offset, sp->file_size);
-    return TRUE;
-}
-
-/* ----- seSparse (ESXi 6.5+ snapshot deltas), read only -----
- *
- * A constant header in sector 0 locates a volatile header, the grain
- * directory, the preallocated grain tables and the grain area. All entries
- * are 64-bit; the top nibble of an entry is its type.
- */
-#define SE_MAGIC 0
-#define SE_VERSION 8
-#define SE_CAPACITY 16
-#define SE_GRAIN_SIZE 24
-#define SE_GT_SIZE 32
-#define SE_FLAGS 40
-#define SE_VOLATILE_OFFSET 80
-#define SE_GD_OFFSET 128
-#define SE_GD_SIZE 136
-#define SE_GTS_OFFSET 144
-#define SE_GTS_SIZE 152
-#define SE_GRAINS_OFFSET 192
-#define SE_GRAINS_SIZE 200
-
-#define SE_VOL_MAGIC 0
-#define SE_VOL_REPLAY_JOURNAL 24
-
-#define SE_VERSION_2_1 0x0000000200000001ull
-#define SE_VOLATILE_MAGIC 0x00000000cafecafeull
-#define SE_GRAIN_SECTORS 8u /* the only sizes ESXi writes, and all qemu reads */
-#define SE_GT_SECTORS 64u
-#define SE_GT_ENTRIES (SE_GT_SECTORS * VMDK_SECTOR / 8)
-
-#define SE_TYPE(e) ((e) >> 60)
-enum { SE_UNALLOCATED = 0, SE_UNMAPPED = 1, SE_ZERO = 2, SE_ALLOCATED = 3 };
-
-struct VmdkSeSparse {
-    guint64 capacity; /* sectors */
-    guint64 gd_entries;
-    guint64 *gd;
-    guint64 gts_offset, gts_count; /* sectors, tables */
-    guint64 grains_offset, grains_count;
-    guint64 file_size;
-    gint64 cached_gt; /* directory entry of the table in gt, -1 none */
-    guint64 *gt;
-};
-
-void vmdk_sesparse_free(VmdkSeSparse *se)
-{
-    if (se == NULL)
-        return;
-    g_free(se->gd);
-    g_free(se->gt);
-    g_free(se);
-}
-
-static guint64 *read_table64(VdFile *file, guint64 offset, guint64 n, GError **error)
-{
-    g_autofree guint8 *raw = g_malloc(n * 8);
-    if (!vd_file_pread(file, offset, raw, n * 8, error))
-        return NULL;
-    guint64 *table = g_new(guint64, n);
-    for (guint64 i = 0; i < n; i++)
-        table[i] = vd_le64(raw + i * 8);
-    return table;
-}
-
-static gboolean se_check_header(VmdkExtent *ext, VmdkSeSparse *se, const guint8 *h,
-                                GError **error)
-{
-    const char *name = ext_name(ext);
-    if (vd_le64(h + SE_MAGIC) != VMDK_SESPARSE_MAGIC || vd_le64(h + SE_VERSION) != SE_VERSION_2_1 ||
-        vd_le64(h + SE_GRAIN_SIZE) != SE_GRAIN_SECTORS ||
-        vd_le64(h + SE_GT_SIZE) != SE_GT_SECTORS || vd_le64(h + SE_FLAGS) != 0) {
-        vd_set_file_error(error, name, VD_ERROR_UNSUPPORTED_FORMAT,
-                          "not a seSparse extent of the supported kind (version 2.1, 4 KiB "
-                          "grains, 32 KiB grain tables)");
-        return FALSE;
-    }
-    se->capacity = vd_le64(h + SE_CAPACITY);
-    guint64 gd_off = vd_le64(h + SE_GD_OFFSET), gd_size = vd_le64(h + SE_GD_SIZE);
-    se->gts_offset = vd_le64(h + SE_GTS_OFFSET);
-    se->gts_count = vd_le64(h + SE_GTS_SIZE) / SE_GT_SECTORS;
-    se->grains_offset = vd_le64(h + SE_GRAINS_OFFSET);
-    se->grains_count = vd_le64(h + SE_GRAINS_SIZE) / SE_GRAIN_SECTORS;
-    guint64 limit = se->file_size / VMDK_SECTOR;
-    guint64 needed = div_round_up(div_round_up(se->capacity, SE_GRAIN_SECTORS), SE_GT_ENTRIES);
-    if (se->capacity > G_MAXINT64 / VMDK_SECTOR || gd_off > limit || gd_size > limit - gd_off ||
-        gd_size * VMDK_SECTOR / 8 < needed || needed > MAX_GD_ENTRIES ||
-        se->gts_offset > limit || se->grains_offset > limit) {
-        vd_set_file_error(error, name, VD_ERROR_CORRUPT,
-                          "seSparse header describes tables outside the file");
-        return FALSE;
-    }
-    se->gd_entries = needed;
-    se->gd = read_table64(ext->file, gd_off * VMDK_SECTOR, MAX(needed, 1), error);
-    return se->gd != NULL;
-}
-
-gboolean vmdk_sesparse_open(VdImage *img, VmdkExtent *ext, GError **error)
-{
-    VmdkSeSparse *se = g_new0(VmdkSeSparse, 1);
-    se->cached_gt = -1;
-    ext->sesparse = se;
-    guint8 h[VMDK_SECTOR], vol[VMDK_SECTOR];
-    if (!vd_file_size(ext->file, &se->file_size, error) ||
-        !vd_file_pread_zero_past_eof(ext->file, 0, h, sizeof h, error) ||
-        !se_check_header(ext, se, h, error))
-        return FALSE;
-    guint64 vol_off = vd_le64(h + SE_VOLATILE_OFFSET);
-    if (vol_off > se->file_size / VMDK_SECTOR ||
-        !vd_file_pread_zero_past_eof(ext->file, vol_off * VMDK_SECTOR, vol, sizeof vol, error))
-        return FALSE;
-    if (vd_le64(vol + SE_VOL_MAGIC) != SE_VOLATILE_MAGIC || vol[SE_VOL_REPLAY_JOURNAL] != 0) {
-        vd_set_file_error(error, ext_name(ext), VD_ERROR_NOT_SUPPORTED,
-                          "seSparse extent has a journal to replay (or a bad volatile header); "
-                          "open it in ESXi first");
-        return FALSE;
-    }
-    if (ext->length > se->capacity * VMDK_SECTOR) {
-        vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
-                          "the extent is smaller than the descriptor says");
-        return FALSE;
-    }
-    return TRUE;
-}
-
-/* Kind and (for data) byte offset of one grain. */
-static gboolean se_lookup(VmdkExtent *ext, guint64 grain, GrainKind *kind, guint64 *host,
-                          GError **error)
-{
-    VmdkSeSparse *se = ext->sesparse;
-    guint64 i = grain / SE_GT_ENTRIES;
-    guint64 d = se->gd[i];
-    *kind = GRAIN_UNALLOCATED;
-    *host = 0;
-    if (d == 0)
-        return TRUE;
-    guint64 index = d & 0xffffffffull;
-    if ((d >> 32) != 0x10000000ull || index >= se->gts_count) {
-        vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
-                          "grain directory entry %" G_GUINT64_FORMAT " is invalid", i);
-        return FALSE;
-    }
-    if (se->cached_gt != (gint64)i) {
-        guint64 off = (se->gts_offset + index * SE_GT_SECTORS) * VMDK_SECTOR;
-        g_free(se->gt);
-        se->cached_gt = -1;
-        se->gt = read_table64(ext->file, off, SE_GT_ENTRIES, error);
-        if (se->gt == NULL)
-            return FALSE;
-        se->cached_gt = (gint64)i;
-    }
-    guint64 e = se->gt[grain % SE_GT_ENTRIES];
-    switch (SE_TYPE(e)) {
-    case SE_UNALLOCATED:
-        return TRUE;
-    case SE_UNMAPPED:
-    case SE_ZERO:
-        *kind = GRAIN_ZERO;
-        return TRUE;
-    case SE_ALLOCATED: {
-        /* The grain number is stored with its low 12 bits on top. */
-        guint64 n = ((e & 0x0fff000000000000ull) >> 48) | ((e & 0x0000ffffffffffffull) << 12);
-        guint64 sector = se->grains_offset + n * SE_GRAIN_SECTORS;
-        if (n >= se->grains_count || sector >= se->file_size / VMDK_SECTOR) {
-            vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
-                              "grain %" G_GUINT64_FORMAT " points past the end of the file",
-                              grain);
-            return FALSE;
-        }
-        *kind = GRAIN_DATA;
-        *host = sector * VMDK_SECTOR;
-        return TRUE;
-    }
-    default:
-        vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
-                          "grain %" G_GUINT64_FORMAT " has an unknown entry type", grain);
-        return FALSE;
-    }
-}
-
-gboolean vmdk_sesparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint64 len,
-                              VdExtent *out, GError **error)
-{
-    const guint64 gb = SE_GRAIN_SECTORS * VMDK_SECTOR;
-    guint64 grain = offset / gb, host, h;
-    GrainKind kind, k;
-    if (!se_lookup(ext, grain, &kind, &host, error))
-        return FALSE;
-    guint64 run = MIN(len, gb - offset % gb);
-    while (run < len) {
-        if (!se_lookup(ext, ++grain, &k, &h, error))
-            return FALSE;
-        if (k != kind || (kind == GRAIN_DATA && h != host + (run + offset % gb)))
-            break;
-        run = MIN(len, run + gb);
-    }
-    memset(out, 0, sizeof *out);
-    out->kind = kind_to_extent(kind);
-    out->length = run;
-    if (kind == GRAIN_DATA) {
-        out->offset_valid = TRUE;
-        out->host_offset = host + offset % gb;
-    }
-    return TRUE;
-}
-
-gboolean vmdk_sesparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 *buf,
-                            gsize len, GError **error)
-{
-    const guint64 gb = SE_GRAIN_SECTORS * VMDK_SECTOR;
-    while (len > 0) {
-        guint64 in = offset % gb, host;
-        gsize n = (gsize)MIN((guint64)len, gb - in);
-        GrainKind kind;
-        if (!se_lookup(ext, offset / gb, &kind, &host, error))
-            return FALSE;
-        if (kind == GRAIN_DATA) {
-            if (!vd_file_pread_zero_past_eof(ext->file, host + in, buf, n, error))
-                return FALSE;
-        } else {
-            memset(buf, 0, n);
-        }
-        offset += n;
-        buf += n;
-        len -= n;
-    }
     return TRUE;
 }

@@ -10,7 +10,9 @@
  */
 #include "vmdk.h"
 
-#define DEFAULT_GRAIN_SECTORS 128u   /* 64 KiB, as qemu-img and VMware */
+#include <glib/gstdio.h>
+
+#define DEFAULT_GRAIN_SECTORS 128u    /* 64 KiB, as qemu-img and VMware */
 #define SPLIT_EXTENT_SECTORS 4194304u /* twoGbMaxExtent*: 2 GiB per file */
 #define DEFAULT_HWVERSION "4"
 #define DEFAULT_TOOLSVERSION "2147483647"
@@ -23,25 +25,35 @@ enum {
     SUB_STREAM,
 };
 static const char *const subformat_names[] = {
-    "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
-    "streamOptimized", NULL,
+    "monolithicSparse",   "monolithicFlat",  "twoGbMaxExtentSparse",
+    "twoGbMaxExtentFlat", "streamOptimized", NULL,
 };
-static const char *const adapter_types[] = {"ide", "buslogic", "lsilogic", "legacyESX", NULL};
+static const char *const adapter_types[] = { "ide", "buslogic", "lsilogic", "legacyESX", NULL };
 
 static const char *const vmdk_create_options[] = {
-    "subformat", "adapter_type", "hwversion", "toolsversion", "zeroed_grain", "compat6",
-    "backing_file", "backing_fmt", NULL,
+    "subformat", "adapter_type", "hwversion",   "toolsversion", "zeroed_grain",
+    "compat6",   "backing_file", "backing_fmt", NULL,
 };
 
 /* createTypes naming disks we can open; the raw-device ones are refused. */
 static const char *const supported_types[] = {
-    "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
-    "streamOptimized", "vmfs", "vmfsSparse", "vmfsThin", "vmfsPreallocated",
-    "vmfsEagerZeroedThick", "seSparse", "custom", NULL,
+    "monolithicSparse",
+    "monolithicFlat",
+    "twoGbMaxExtentSparse",
+    "twoGbMaxExtentFlat",
+    "streamOptimized",
+    "vmfs",
+    "vmfsSparse",
+    "vmfsThin",
+    "vmfsPreallocated",
+    "vmfsEagerZeroedThick",
+    "seSparse",
+    "custom",
+    NULL,
 };
 static const char *const raw_device_types[] = {
-    "fullDevice", "partitionedDevice", "vmfsRaw", "vmfsRawDeviceMap",
-    "vmfsPassthroughRawDeviceMap", NULL,
+    "fullDevice",       "partitionedDevice",           "vmfsRaw",
+    "vmfsRawDeviceMap", "vmfsPassthroughRawDeviceMap", NULL,
 };
 
 /* ----- state ----- */
@@ -96,14 +108,14 @@ static int vmdk_probe(const guint8 *buf, gsize len, const char *filename)
 /* The descriptor embedded in a monolithic sparse file. Its extent lines are
  * ignored (the extent is the file itself, whatever name it gives: VMware
  * writes its own original name, FreeBSD's mkimg an empty one). */
-static gboolean read_embedded_descriptor(VdImage *img, VmdkState *s, guint64 offset,
-                                         guint64 size, GError **error)
+static gboolean read_embedded_descriptor(VdImage *img, VmdkState *s, guint64 offset, guint64 size,
+                                         GError **error)
 {
     guint64 file_size;
     if (!vd_file_size(img->file, &file_size, error))
         return FALSE;
     if (offset == 0 || size == 0) {
-        s->desc = vmdk_descriptor_parse("", 0, img->filename, TRUE, NULL);
+        s->desc = vmdk_descriptor_new();
         return TRUE;
     }
     if (offset > file_size || size > file_size - offset) {
@@ -126,7 +138,7 @@ static gboolean read_embedded_descriptor(VdImage *img, VmdkState *s, guint64 off
         }
         /* An empty or unreadable descriptor area: the sparse header alone
          * describes the disk. */
-        s->desc = vmdk_descriptor_parse("version=1", 9, img->filename, TRUE, NULL);
+        s->desc = vmdk_descriptor_new();
     }
     s->desc_offset = offset;
     s->desc_capacity = size;
@@ -158,8 +170,7 @@ static gboolean check_create_type(VdImage *img, const char *type, GError **error
                      "supported",
                      type);
     else
-        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT, "unsupported image type '%s'",
-                     type);
+        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT, "unsupported image type '%s'", type);
     return FALSE;
 }
 
@@ -191,8 +202,8 @@ static gboolean open_sparse_extent(VdImage *img, VmdkExtent *ext, const VmdkExte
     return TRUE;
 }
 
-static gboolean open_extent(VdImage *img, VmdkState *s, const VmdkExtentLine *line,
-                            guint64 start, GError **error)
+static gboolean open_extent(VdImage *img, VmdkState *s, const VmdkExtentLine *line, guint64 start,
+                            GError **error)
 {
     VmdkExtent *ext = g_new0(VmdkExtent, 1);
     g_ptr_array_add(s->extents, ext);
@@ -216,8 +227,8 @@ static gboolean open_extent(VdImage *img, VmdkState *s, const VmdkExtentLine *li
         return TRUE;
     if (!vmdk_extent_name_is_safe(line->filename, img->filename, error))
         return FALSE;
-    ext->file = vd_image_open_related_file(img, line->filename,
-                                           img->read_write && !ext->read_only, error);
+    ext->file =
+        vd_image_open_related_file(img, line->filename, img->read_write && !ext->read_only, error);
     if (ext->file == NULL)
         return FALSE;
     ext->own_file = TRUE;
@@ -256,7 +267,8 @@ static gboolean open_descriptor_file(VdImage *img, VmdkState *s, GError **error)
     for (guint i = 0; i < s->desc->extents->len; i++) {
         const VmdkExtentLine *line = s->desc->extents->pdata[i];
         if (line->sectors * VMDK_SECTOR > G_MAXINT64 - start) {
-            vd_set_error(error, img, VD_ERROR_CORRUPT, "the extents add up to more than 2^63 "
+            vd_set_error(error, img, VD_ERROR_CORRUPT,
+                         "the extents add up to more than 2^63 "
                          "bytes");
             return FALSE;
         }
@@ -267,11 +279,16 @@ static gboolean open_descriptor_file(VdImage *img, VmdkState *s, GError **error)
     return TRUE;
 }
 
-/* A compressed extent can only be written as a new stream. */
+/* A compressed extent can only be written as a new stream; seSparse not at all. */
 static gboolean prepare_writing(VdImage *img, VmdkState *s, GError **error)
 {
     for (guint i = 0; i < s->extents->len; i++) {
         VmdkExtent *ext = extent_at(s, i);
+        if (ext->type == VMDK_EXTENT_SESPARSE) {
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "seSparse extents can only be read; convert the disk to write it");
+            return FALSE;
+        }
         if (ext->sparse != NULL && vmdk_sparse_is_compressed(ext->sparse) && !ext->read_only &&
             !vmdk_sparse_start_stream(img, ext, error))
             return FALSE;
@@ -455,8 +472,8 @@ static gboolean writable_extent(VdImage *img, VmdkExtent *ext, GError **error)
     return TRUE;
 }
 
-static gboolean write_extent(VdImage *img, VmdkExtent *ext, guint64 rel, const guint8 *buf,
-                             gsize n, GError **error)
+static gboolean write_extent(VdImage *img, VmdkExtent *ext, guint64 rel, const guint8 *buf, gsize n,
+                             GError **error)
 {
     if (!writable_extent(img, ext, error))
         return FALSE;
@@ -465,8 +482,7 @@ static gboolean write_extent(VdImage *img, VmdkExtent *ext, guint64 rel, const g
     return vmdk_sparse_write(img, ext, rel, buf, n, error);
 }
 
-static gboolean vmdk_write(VdImage *img, guint64 offset, const void *buf, gsize len,
-                           GError **error)
+static gboolean vmdk_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     VmdkState *s = img->priv;
     if (!update_cid(img, s, error))
@@ -625,9 +641,11 @@ static void vmdk_get_info(VdImage *img, VdImageInfo *info)
     g_variant_builder_add(&b, "{sv}", "cid", g_variant_new_uint32(s->desc->cid));
     g_variant_builder_add(&b, "{sv}", "parent-cid", g_variant_new_uint32(s->desc->parent_cid));
     const char *type = s->desc->create_type;
-    if (type == NULL)
-        type = vmdk_sparse_is_compressed(extent_at(s, 0)->sparse) ? "streamOptimized"
-                                                                   : "monolithicSparse";
+    VmdkSparse *first = extent_at(s, 0)->sparse;
+    if (type == NULL && !s->desc_in_own_file) /* a bare sparse extent says what it is */
+        type = vmdk_sparse_is_compressed(first) ? "streamOptimized" : "monolithicSparse";
+    else if (type == NULL)
+        type = "custom";
     g_variant_builder_add(&b, "{sv}", "create-type", g_variant_new_string(type));
     g_variant_builder_init(&list, G_VARIANT_TYPE("aa{sv}"));
     for (guint i = 0; i < s->extents->len; i++)
@@ -655,8 +673,7 @@ static gboolean vmdk_has_zero_init(VdImage *img)
     return TRUE;
 }
 
-static gboolean vmdk_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res,
-                           GError **error)
+static gboolean vmdk_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error)
 {
     VmdkState *s = img->priv;
     for (guint i = 0; i < s->extents->len; i++) {
@@ -681,8 +698,8 @@ typedef struct {
     VmdkDdb ddb;
     gboolean zeroed_grain;
     guint64 sectors;
-    char *stem;  /* file name without its extension */
-    char *ext;   /* ".vmdk" or whatever the name ends with */
+    char *stem; /* file name without its extension */
+    char *ext;  /* ".vmdk" or whatever the name ends with */
     char *dir;
 } CreatePlan;
 
@@ -693,8 +710,7 @@ static void plan_clear(CreatePlan *p)
     g_free(p->dir);
 }
 
-static gboolean parse_hwversion(VdOptions *opts, const char *path, const char **out,
-                                GError **error)
+static gboolean parse_hwversion(VdOptions *opts, const char *path, const char **out, GError **error)
 {
     gboolean compat6;
     if (!vd_option_bool(opts, "compat6", FALSE, &compat6, error))
@@ -719,8 +735,8 @@ static gboolean parse_create_options(const VdCreateParams *params, CreatePlan *p
 {
     VdOptions *opts = params->options;
     int adapter;
-    if (!vd_option_choice(opts, "subformat", subformat_names, SUB_MONOLITHIC_SPARSE,
-                          &p->subformat, error) ||
+    if (!vd_option_choice(opts, "subformat", subformat_names, SUB_MONOLITHIC_SPARSE, &p->subformat,
+                          error) ||
         !vd_option_choice(opts, "adapter_type", adapter_types, 0, &adapter, error) ||
         !vd_option_bool(opts, "zeroed_grain", FALSE, &p->zeroed_grain, error) ||
         !parse_hwversion(opts, params->path, &p->ddb.hwversion, error))
@@ -792,8 +808,9 @@ static gboolean create_sparse_file(const char *path, const CreatePlan *p, guint6
                                    GError **error)
 {
     g_autoptr(VdFile) file = vd_file_create(path, error);
-    VmdkSparseCreate sc = {.capacity = sectors, .grain_sectors = DEFAULT_GRAIN_SECTORS,
-                           .zeroed_grain = p->zeroed_grain};
+    VmdkSparseCreate sc = { .capacity = sectors,
+                            .grain_sectors = DEFAULT_GRAIN_SECTORS,
+                            .zeroed_grain = p->zeroed_grain };
     return file != NULL && vmdk_sparse_create(file, &sc, error) && vd_file_sync(file, error);
 }
 
@@ -803,28 +820,34 @@ static gboolean create_split(VdFile *file, const CreatePlan *p, VmdkDescriptor *
 {
     gboolean sparse = p->subformat == SUB_TWOGB_SPARSE;
     gboolean split = p->subformat != SUB_MONOLITHIC_FLAT;
+    g_autoptr(GPtrArray) made = g_ptr_array_new_with_free_func(g_free);
+    gboolean ok = TRUE;
     guint64 done = 0;
-    guint n = 1;
-    do {
-        guint64 sectors = split ? MIN(p->sectors - done, (guint64)SPLIT_EXTENT_SECTORS)
-                                : p->sectors;
-        g_autofree char *suffix = split ? g_strdup_printf(sparse ? "-s%03u" : "-f%03u", n)
-                                        : g_strdup("-flat");
-        g_autofree char *path = plan_file(p, suffix);
-        gboolean ok = sparse ? create_sparse_file(path, p, sectors, error)
-                             : create_flat_file(path, sectors, error);
-        if (!ok)
-            return FALSE;
+    for (guint n = 1; ok && (n == 1 || done < p->sectors); n++) {
+        guint64 sectors =
+            split ? MIN(p->sectors - done, (guint64)SPLIT_EXTENT_SECTORS) : p->sectors;
+        g_autofree char *suffix =
+            split ? g_strdup_printf(sparse ? "-s%03u" : "-f%03u", n) : g_strdup("-flat");
+        char *path = plan_file(p, suffix);
+        g_ptr_array_add(made, path);
+        ok = sparse ? create_sparse_file(path, p, sectors, error)
+                    : create_flat_file(path, sectors, error);
         add_extent_line(desc, sparse ? VMDK_EXTENT_SPARSE : VMDK_EXTENT_FLAT, sectors, path);
         done += sectors;
-        n++;
-    } while (done < p->sectors);
-    g_autofree char *text = vmdk_descriptor_format(desc, &p->ddb);
-    return vd_file_pwrite(file, 0, text, strlen(text), error);
+    }
+    if (ok) {
+        g_autofree char *text = vmdk_descriptor_format(desc, &p->ddb);
+        ok = vd_file_pwrite(file, 0, text, strlen(text), error);
+    }
+    /* The caller removes the descriptor of a failed create; we remove the
+     * extents, so no half-made disk is left behind. */
+    for (guint i = 0; !ok && i < made->len; i++)
+        g_unlink(made->pdata[i]);
+    return ok;
 }
 
-static gboolean create_monolithic(VdFile *file, const VdCreateParams *params,
-                                  const CreatePlan *p, VmdkDescriptor *desc, GError **error)
+static gboolean create_monolithic(VdFile *file, const VdCreateParams *params, const CreatePlan *p,
+                                  VmdkDescriptor *desc, GError **error)
 {
     add_extent_line(desc, VMDK_EXTENT_SPARSE, p->sectors, params->path);
     g_autofree char *text = vmdk_descriptor_format(desc, &p->ddb);
@@ -840,9 +863,8 @@ static gboolean create_monolithic(VdFile *file, const VdCreateParams *params,
 
 static gboolean vmdk_create(VdFile *file, const VdCreateParams *params, GError **error)
 {
-    CreatePlan plan = {0};
-    g_autoptr(VmdkDescriptor) desc = vmdk_descriptor_parse("version=1", 9, params->path, TRUE,
-                                                           NULL);
+    CreatePlan plan = { 0 };
+    g_autoptr(VmdkDescriptor) desc = vmdk_descriptor_new();
     gboolean ok = parse_create_options(params, &plan, error);
     desc->cid = g_random_int();
     desc->create_type = g_strdup(subformat_names[plan.subformat]);

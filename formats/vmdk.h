@@ -20,10 +20,10 @@
 #define VMDK_NO_PARENT_CID 0xffffffffu
 
 typedef enum {
-    VMDK_EXTENT_FLAT,     /* FLAT, VMFS: the guest bytes at an offset of a file */
-    VMDK_EXTENT_SPARSE,   /* hosted sparse (KDMV), streamOptimized included */
-    VMDK_EXTENT_ZERO,     /* reads as zeroes, stores nothing */
-    VMDK_EXTENT_SESPARSE, /* ESXi 6.5+ snapshot deltas, read only */
+    VMDK_EXTENT_FLAT,       /* FLAT, VMFS: the guest bytes at an offset of a file */
+    VMDK_EXTENT_SPARSE,     /* hosted sparse (KDMV), streamOptimized included */
+    VMDK_EXTENT_ZERO,       /* reads as zeroes, stores nothing */
+    VMDK_EXTENT_SESPARSE,   /* ESXi 6.5+ snapshot deltas, read only */
     VMDK_EXTENT_VMFSSPARSE, /* old ESX "COWD" deltas: recognised, refused */
 } VmdkExtentType;
 
@@ -45,11 +45,13 @@ typedef struct {
 typedef struct {
     guint32 cid;
     guint32 parent_cid;
-    char *create_type;   /* NULL when the descriptor has none */
-    char *parent_hint;   /* parentFileNameHint, or NULL */
-    GPtrArray *extents;  /* of VmdkExtentLine */
+    char *create_type;  /* NULL when the descriptor has none */
+    char *parent_hint;  /* parentFileNameHint, or NULL */
+    GPtrArray *extents; /* of VmdkExtentLine */
 } VmdkDescriptor;
 
+/* An empty descriptor: CID 0, no parent, no extents. */
+VmdkDescriptor *vmdk_descriptor_new(void);
 void vmdk_descriptor_free(VmdkDescriptor *desc);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmdkDescriptor, vmdk_descriptor_free)
 
@@ -68,7 +70,7 @@ typedef struct {
     const char *hwversion;    /* ddb.virtualHWVersion */
     const char *adapter_type; /* ide, buslogic, lsilogic, legacyESX */
     const char *toolsversion;
-    guint64 sectors;          /* capacity, for the geometry */
+    guint64 sectors; /* capacity, for the geometry */
 } VmdkDdb;
 
 /* The descriptor text vdisk writes (the layout qemu-img and VMware use).
@@ -85,11 +87,11 @@ typedef struct VmdkSeSparse VmdkSeSparse;
 
 typedef struct {
     VmdkExtentType type;
-    VdFile *file;     /* NULL for ZERO extents */
-    gboolean own_file; /* FALSE when it is img->file */
-    char *filename;   /* as the descriptor names it (for info) */
-    guint64 start;    /* guest byte where the extent begins */
-    guint64 length;   /* guest bytes */
+    VdFile *file;        /* NULL for ZERO extents */
+    gboolean own_file;   /* FALSE when it is img->file */
+    char *filename;      /* as the descriptor names it (for info) */
+    guint64 start;       /* guest byte where the extent begins */
+    guint64 length;      /* guest bytes */
     guint64 flat_offset; /* FLAT: byte offset of the data in the file */
     gboolean read_only;
     VmdkSparse *sparse;
@@ -111,15 +113,29 @@ typedef struct {
 
 /* ----- hosted sparse extents (vmdk-sparse.c) ----- */
 
+/* qemu's "L1 size too big" limit on grain directory entries. */
+#define VMDK_MAX_GD_ENTRIES (32u * 1024 * 1024)
+
+/* What a grain table entry says, in every sparse flavour. */
+typedef enum {
+    VMDK_GRAIN_UNALLOCATED,
+    VMDK_GRAIN_ZERO,
+    VMDK_GRAIN_DATA,
+    VMDK_GRAIN_COMPRESSED,
+    VMDK_GRAIN_PENDING, /* streamOptimized: held in memory, not yet written */
+} VmdkGrainKind;
+
+VdExtentKind vmdk_grain_extent_kind(VmdkGrainKind kind);
+
 #define VMDK_SPARSE_MAGIC 0x564d444bu /* "KDMV" little endian */
 #define VMDK_SESPARSE_MAGIC 0x00000000cafebabeull
-#define VMDK_COWD_MAGIC 0x44574f43u   /* "COWD" */
+#define VMDK_COWD_MAGIC 0x44574f43u /* "COWD" */
 
 /* Open the sparse extent in ext->file whose first sector is header. For a
  * monolithic image, desc_offset and desc_size receive where the embedded
  * descriptor lies (bytes; 0 when none). */
-gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header,
-                          guint64 *desc_offset, guint64 *desc_size, GError **error);
+gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header, guint64 *desc_offset,
+                          guint64 *desc_size, GError **error);
 void vmdk_sparse_free(VmdkSparse *sp);
 guint64 vmdk_sparse_capacity(const VmdkSparse *sp); /* bytes */
 guint32 vmdk_sparse_grain_bytes(const VmdkSparse *sp);
@@ -147,24 +163,23 @@ gboolean vmdk_sparse_check(VdImage *img, VmdkExtent *ext, VdCheckResult *res, GE
 
 /* Deflate one grain (len bytes, zero-padded to grain_bytes) as a zlib
  * stream into out. Returns the length, 0 when out is too small. */
-gsize vmdk_compress_grain(const void *in, gsize len, guint32 grain_bytes, void *out,
-                          gsize out_len);
+gsize vmdk_compress_grain(const void *in, gsize len, guint32 grain_bytes, void *out, gsize out_len);
 
 typedef struct {
-    guint64 capacity;      /* sectors */
+    guint64 capacity; /* sectors */
     guint32 grain_sectors;
     gboolean zeroed_grain;
-    gboolean stream;       /* streamOptimized: compressed grains with markers */
+    gboolean stream;        /* streamOptimized: compressed grains with markers */
     const char *descriptor; /* embedded descriptor text, or NULL */
 } VmdkSparseCreate;
 
 /* Write an empty sparse extent into file (zero length). */
 gboolean vmdk_sparse_create(VdFile *file, const VmdkSparseCreate *params, GError **error);
 
-/* ----- seSparse (vmdk-sparse.c) ----- */
+/* ----- seSparse (vmdk-sesparse.c) ----- */
 gboolean vmdk_sesparse_open(VdImage *img, VmdkExtent *ext, GError **error);
 void vmdk_sesparse_free(VmdkSeSparse *se);
 gboolean vmdk_sesparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint64 len,
                               VdExtent *out, GError **error);
-gboolean vmdk_sesparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 *buf,
-                            gsize len, GError **error);
+gboolean vmdk_sesparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 *buf, gsize len,
+                            GError **error);

@@ -76,7 +76,7 @@ int cli_fail(const GError *error)
 /* getopt_long needs one array; append --help to the command's options. */
 static struct option *merge_long_options(const struct option *longopts)
 {
-    static const struct option help = {"help", no_argument, NULL, CLI_OPT_HELP};
+    static const struct option help = { "help", no_argument, NULL, CLI_OPT_HELP };
     gsize n = 0;
     struct option *all;
 
@@ -240,7 +240,7 @@ gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *ou
 
 char *cli_format_size(guint64 bytes)
 {
-    static const char *const prefixes[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+    static const char *const prefixes[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };
     int exponent = 0;
     int i;
 
@@ -302,7 +302,7 @@ static gboolean job_interrupted(gpointer user_data)
 gboolean cli_run_job(CliJobFunc func, gpointer data, GCancellable *cancellable, GSourceFunc tick,
                      gpointer tick_data, guint tick_ms, GError **error)
 {
-    CliJob job = {.func = func, .data = data, .cancellable = cancellable};
+    CliJob job = { .func = func, .data = data, .cancellable = cancellable };
     g_autoptr(GMainLoop) loop = g_main_loop_new(NULL, FALSE);
     guint sigint, sigterm, timer = 0;
     GThread *thread;
@@ -401,20 +401,10 @@ int cli_print_create_options(const char *format)
 
 /* ----- backing files ----- */
 
-char *cli_resolve_backing(const char *image_path, const char *backing)
-{
-    g_autofree char *dir = NULL;
-
-    if (g_path_is_absolute(backing))
-        return g_strdup(backing);
-    dir = g_path_get_dirname(image_path);
-    return g_build_filename(dir, backing, NULL);
-}
-
 const char *cli_guess_backing_format(const char *image_path, const char *backing, gboolean quiet,
                                      GError **error)
 {
-    g_autofree char *resolved = cli_resolve_backing(image_path, backing);
+    g_autofree char *resolved = vd_resolve_relative(image_path, backing);
     const char *format = cli_probe_format(resolved, NULL, CLI_PROBE_QUIET, error);
 
     if (format == NULL) {

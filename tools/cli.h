@@ -103,9 +103,6 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
 const char *cli_probe_format(const char *path, const char *explicit_format, CliProbeWarning warn,
                              GError **error);
 
-/* A backing file name as stored in image_path means a path relative to
- * that image's directory; this is the path to open. Free with g_free. */
-char *cli_resolve_backing(const char *image_path, const char *backing);
 /* The format of image_path's backing file when the user did not say (-F):
  * qemu-img refuses, we probe it and print a note. */
 const char *cli_guess_backing_format(const char *image_path, const char *backing, gboolean quiet,

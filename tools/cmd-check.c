@@ -46,29 +46,30 @@ static void print_json(const VdCheckResult *res, const char *filename, const cha
     g_autoptr(JsonWriter) w = json_writer_new();
 
     /* qemu-img leaves out the counters that are zero, but always says how
-     * many check errors there were. */
+     * many check errors there were. The order is the one qemu-img 7.2
+     * prints, so its output and ours diff cleanly. */
     json_begin_object(w);
     if (res->image_end_offset != 0)
         json_member_uint(w, "image-end-offset", res->image_end_offset);
+    if (res->compressed_clusters != 0)
+        json_member_uint(w, "compressed-clusters", res->compressed_clusters);
     if (res->total_clusters != 0)
         json_member_uint(w, "total-clusters", res->total_clusters);
+    if (res->corruptions_fixed != 0)
+        json_member_uint(w, "corruptions-fixed", res->corruptions_fixed);
+    if (res->corruptions != 0)
+        json_member_uint(w, "corruptions", res->corruptions);
     json_member_uint(w, "check-errors", res->check_errors);
+    if (res->leaks != 0)
+        json_member_uint(w, "leaks", res->leaks);
+    if (res->leaks_fixed != 0)
+        json_member_uint(w, "leaks-fixed", res->leaks_fixed);
     if (res->allocated_clusters != 0)
         json_member_uint(w, "allocated-clusters", res->allocated_clusters);
     json_member_string(w, "filename", filename);
     json_member_string(w, "format", format);
     if (res->fragmented_clusters != 0)
         json_member_uint(w, "fragmented-clusters", res->fragmented_clusters);
-    if (res->compressed_clusters != 0)
-        json_member_uint(w, "compressed-clusters", res->compressed_clusters);
-    if (res->corruptions != 0)
-        json_member_uint(w, "corruptions", res->corruptions);
-    if (res->leaks != 0)
-        json_member_uint(w, "leaks", res->leaks);
-    if (res->corruptions_fixed != 0)
-        json_member_uint(w, "corruptions-fixed", res->corruptions_fixed);
-    if (res->leaks_fixed != 0)
-        json_member_uint(w, "leaks-fixed", res->leaks_fixed);
     json_end_object(w);
     printf("%s\n", json_writer_get(w));
 }
@@ -159,16 +160,16 @@ static int exit_code(const VdCheckResult *res)
 static int run_check(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"output", required_argument, NULL, CLI_OPT_OUTPUT},
-        {"repair", required_argument, NULL, 'r'},
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "output", required_argument, NULL, CLI_OPT_OUTPUT },
+        { "repair", required_argument, NULL, 'r' },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    CheckOptions opts = {0};
+    CliCommon common = { 0 };
+    CheckOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
-    VdCheckResult res = {0};
+    VdCheckResult res = { 0 };
     int rc;
     int first =
         cli_parse_options(cmd, argc, argv, "f:r:qU", longopts, &common, check_option, &opts);

@@ -59,16 +59,16 @@ static int fail(const GError *error)
 static int run_compare(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    CompareOptions opts = {0};
+    CliCommon common = { 0 };
+    CompareOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) a = NULL;
     g_autoptr(VdImage) b = NULL;
     g_autoptr(GCancellable) cancellable = g_cancellable_new();
-    CompareJob job = {0};
+    CompareJob job = { 0 };
     int first =
         cli_parse_options(cmd, argc, argv, "f:F:spqT:U", longopts, &common, compare_option, &opts);
 

@@ -210,20 +210,20 @@ static gboolean run_with_progress(ConvertJob *job, const ConvertOptions *opts, g
 static int run_convert(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "threads", required_argument, NULL, OPT_THREADS },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    g_auto(CliCreateOptions) create = {0};
-    ConvertOptions opts = {.create = &create};
+    CliCommon common = { 0 };
+    g_auto(CliCreateOptions) create = { 0 };
+    ConvertOptions opts = { .create = &create };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) create_options = NULL;
     g_autoptr(VdImage) source = NULL;
     g_autoptr(VdImage) target = NULL;
     const char *target_format;
     const char *backing_format;
-    ConvertJob job = {0};
+    ConvertJob job = { 0 };
     int first = cli_parse_options(cmd, argc, argv, "f:O:o:cpqnWB:F:S:s:l:m:t:T:UC", longopts,
                                   &common, convert_option, &opts);
 

@@ -41,7 +41,7 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
 {
     const char *backing = vd_options_get(vopts, "backing_file");
     const char *format = vd_options_get(vopts, "backing_fmt");
-    g_autofree char *resolved = cli_resolve_backing(path, backing);
+    g_autofree char *resolved = vd_resolve_relative(path, backing);
     g_autoptr(VdImage) img = NULL;
 
     if (format == NULL) {
@@ -129,9 +129,9 @@ static VdOptions *without_size(VdOptions *vopts)
 
 static int run_create(const CliCommand *cmd, int argc, char **argv)
 {
-    CliCommon common = {0};
-    g_auto(CliCreateOptions) create = {0};
-    CreateOptions opts = {.create = &create};
+    CliCommon common = { 0 };
+    g_auto(CliCreateOptions) create = { 0 };
+    CreateOptions opts = { .create = &create };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) parsed = NULL;
     g_autoptr(VdOptions) vopts = NULL;

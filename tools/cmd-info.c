@@ -222,13 +222,13 @@ static GPtrArray *collect_chain(VdImage *top, gboolean backing_chain)
 static int run_info(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"output", required_argument, NULL, CLI_OPT_OUTPUT},
-        {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "output", required_argument, NULL, CLI_OPT_OUTPUT },
+        { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    InfoOptions opts = {0};
+    CliCommon common = { 0 };
+    InfoOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
     g_autoptr(GPtrArray) chain = NULL;

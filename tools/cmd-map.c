@@ -59,7 +59,7 @@ static guint chain_depth(VdImage *img)
 static gboolean get_entry(VdImage *img, guint bottom, guint64 offset, guint64 len, MapEntry *e,
                           GError **error)
 {
-    VdBlockStatus st = {0};
+    VdBlockStatus st = { 0 };
 
     if (!vd_image_block_status(img, offset, len, TRUE, &st, error))
         return FALSE;
@@ -139,7 +139,7 @@ static gboolean map_image(VdImage *img, CliOutput output, guint64 start, guint64
                           GError **error)
 {
     guint bottom = chain_depth(img);
-    MapEntry curr = {.start = start};
+    MapEntry curr = { .start = start };
 
     if (output == CLI_OUTPUT_JSON)
         putchar('[');
@@ -169,14 +169,14 @@ static gboolean map_image(VdImage *img, CliOutput output, guint64 start, guint64
 static int run_map(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"output", required_argument, NULL, CLI_OPT_OUTPUT},
-        {"start-offset", required_argument, NULL, OPT_START_OFFSET},
-        {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "output", required_argument, NULL, CLI_OPT_OUTPUT },
+        { "start-offset", required_argument, NULL, OPT_START_OFFSET },
+        { "max-length", required_argument, NULL, OPT_MAX_LENGTH },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    MapOptions opts = {0};
+    CliCommon common = { 0 };
+    MapOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
     guint64 size, end;

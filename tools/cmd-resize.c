@@ -72,12 +72,12 @@ static gboolean new_size(const char *text, guint64 current, guint64 *out, GError
 static int run_resize(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"shrink", no_argument, NULL, OPT_SHRINK},
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "shrink", no_argument, NULL, OPT_SHRINK },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    ResizeOptions opts = {0};
+    CliCommon common = { 0 };
+    ResizeOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
     const char *size_text = take_negative_size(&argc, argv);

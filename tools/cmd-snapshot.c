@@ -117,11 +117,11 @@ static gboolean do_action(VdImage *img, const SnapshotOptions *opts, GError **er
 static int run_snapshot(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"force-share", no_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
     };
-    CliCommon common = {0};
-    SnapshotOptions opts = {0};
+    CliCommon common = { 0 };
+    SnapshotOptions opts = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
     gboolean writes;

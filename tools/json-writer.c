@@ -104,7 +104,7 @@ void json_append_escaped(GString *out, const char *value)
 
 static void begin(JsonWriter *w, gboolean is_object)
 {
-    JsonLevel level = {.is_object = is_object};
+    JsonLevel level = { .is_object = is_object };
 
     before_value(w);
     g_string_append_c(w->out, is_object ? '{' : '[');

@@ -301,19 +301,19 @@ static guint64 align_up(guint64 v, guint64 a) { return (v + a - 1) / a * a; }
 
 static void write_workload(Pair *p, guint64 cs)
 {
-    pair_write(p, 0, 300 * 1024, 0x10);                /* several clusters */
-    pair_write(p, 5000, 3, 0x20);                      /* inside one */
-    pair_write(p, 2 * MiB - 1000, 5000, 0x30);         /* across a boundary */
-    pair_write(p, 3 * MiB + 512, 2 * MiB, 0x40);       /* long, unaligned */
+    pair_write(p, 0, 300 * 1024, 0x10);          /* several clusters */
+    pair_write(p, 5000, 3, 0x20);                /* inside one */
+    pair_write(p, 2 * MiB - 1000, 5000, 0x30);   /* across a boundary */
+    pair_write(p, 3 * MiB + 512, 2 * MiB, 0x40); /* long, unaligned */
     pair_zero(p, 3 * MiB + 1024 * 64, 256 * 1024, TRUE);
-    pair_zero(p, 100, 1000, FALSE);                    /* partial cluster */
-    pair_zero(p, 7 * MiB, 1 * MiB, FALSE);             /* nothing there yet */
+    pair_zero(p, 100, 1000, FALSE);        /* partial cluster */
+    pair_zero(p, 7 * MiB, 1 * MiB, FALSE); /* nothing there yet */
     pair_discard(p, align_up(4 * MiB, cs), cs * 2);
     pair_compressed(p, 6 * MiB, cs, 0x50);
-    pair_write(p, 6 * MiB + 10, 20, 0x60);             /* rewrite part of it */
+    pair_write(p, 6 * MiB + 10, 20, 0x60); /* rewrite part of it */
     pair_compressed(p, 6 * MiB + cs * 2, cs, 0x70);
     pair_compressed(p, 6 * MiB + cs * 3, cs, 0x71);
-    pair_write(p, p->size - 4096, 4096, 0x80);         /* the very end */
+    pair_write(p, p->size - 4096, 4096, 0x80); /* the very end */
 }
 
 static void finish_and_compare(Pair *p, const char *name)
@@ -361,8 +361,8 @@ static void test_write_backing_cow(void)
     g_assert_cmpint(run(NULL, "qemu-io -c 'write -P 0x33 0 4M' cbase.qcow2"), ==, 0);
     g_assert_cmpint(run(NULL, "qemu-img convert -O raw cbase.qcow2 cbase.raw"), ==, 0);
     for (guint i = 0; i < G_N_ELEMENTS(opts); i++) {
-        g_autofree char *o = g_strdup_printf("%s,backing_file=cbase.qcow2,backing_fmt=qcow2",
-                                             opts[i]);
+        g_autofree char *o =
+            g_strdup_printf("%s,backing_file=cbase.qcow2,backing_fmt=qcow2", opts[i]);
         Pair p = { .size = 4 * MiB };
         g_autoptr(GBytes) base = slurp("cbase.raw");
         p.model = g_memdup2(g_bytes_get_data(base, NULL), p.size);
@@ -471,9 +471,15 @@ static void test_info(void)
 static void test_create_refusals(void)
 {
     static const char *const bad[] = {
-        "compat=0.10,refcount_bits=8", "compat=v2,compression_type=zstd",
-        "extended_l2=on,cluster_size=4k", "cluster_size=1000", "cluster_size=4M",
-        "encryption=on", "encrypt.format=luks", "refcount_bits=3", "lazy_refcounts=on,compat=0.10",
+        "compat=0.10,refcount_bits=8",
+        "compat=v2,compression_type=zstd",
+        "extended_l2=on,cluster_size=4k",
+        "cluster_size=1000",
+        "cluster_size=4M",
+        "encryption=on",
+        "encrypt.format=luks",
+        "refcount_bits=3",
+        "lazy_refcounts=on,compat=0.10",
     };
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autoptr(VdOptions) o = vd_options_new();
@@ -492,8 +498,8 @@ static void test_check_repair(void)
 {
     /* A dirty lazy-refcounts image whose writer died: opening it writable
      * rebuilds the refcounts first. */
-    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 -o lazy_refcounts=on d.qcow2 8M"),
-                    ==, 0);
+    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 -o lazy_refcounts=on d.qcow2 8M"), ==,
+                    0);
     run(NULL, "qemu-io -c 'write -P 3 0 1M' -c 'sigraise 9' d.qcow2");
     g_assert_cmpint(run(NULL, "qemu-img convert -U -O raw d.qcow2 d.raw"), ==, 0);
     {
@@ -528,8 +534,7 @@ static void test_check_repair(void)
     assert_qemu_clean("l.qcow2");
 
     /* A refcount too low (corruption) is rebuilt with REPAIR_ERRORS. */
-    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 -o cluster_size=4k z.qcow2 4M"), ==,
-                    0);
+    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 -o cluster_size=4k z.qcow2 4M"), ==, 0);
     g_assert_cmpint(run(NULL, "qemu-io -c 'write -P 6 0 64k' z.qcow2"), ==, 0);
     file = (g_bytes_unref(file), slurp("z.qcow2"));
     len = g_bytes_get_size(file);
@@ -538,8 +543,8 @@ static void test_check_repair(void)
     spill("z.qcow2", data, len);
     g_free(data);
     img = open_image("z.qcow2", VD_OPEN_READ_WRITE | VD_OPEN_FOR_CHECK);
-    g_assert_true(vd_image_check(img, VD_CHECK_REPAIR_ERRORS | VD_CHECK_REPAIR_LEAKS, &res,
-                                 &error));
+    g_assert_true(
+        vd_image_check(img, VD_CHECK_REPAIR_ERRORS | VD_CHECK_REPAIR_LEAKS, &res, &error));
     g_assert_no_error(error);
     g_assert_cmpuint(res.corruptions_fixed, >=, 1);
     g_assert_cmpuint(res.corruptions, ==, 0);
@@ -601,9 +606,9 @@ static void test_corrupt(void)
         int width;
         const char *expect;
     } cases[] = {
-        { 40, 0x7fffffffffff0000ull, 8, "L1 table" },           /* L1 offset */
-        { 40, 0x10001ull, 8, "L1 table" },                     /* unaligned */
-        { 36, 0x7fffffffull, 4, "L1 table" },                  /* huge L1 */
+        { 40, 0x7fffffffffff0000ull, 8, "L1 table" }, /* L1 offset */
+        { 40, 0x10001ull, 8, "L1 table" },            /* unaligned */
+        { 36, 0x7fffffffull, 4, "L1 table" },         /* huge L1 */
         { 48, 0x7fffffffffff0000ull, 8, "refcount table" },
         { 56, 0xffffffull, 4, "refcount table" },
         { 20, 30, 4, "cluster bits" },

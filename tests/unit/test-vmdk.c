@@ -650,6 +650,78 @@ static void test_stream_corrupt(Fixture *fx, gconstpointer data)
     assert_open_or_read_fails(c);
 }
 
+/* ----- seSparse (read only) ----- */
+
+static void put64(guint8 *p, guint64 v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (guint8)(v >> (8 * i));
+}
+
+/* A tiny seSparse extent laid out by hand: header, volatile header,
+ * directory, one grain table, two grains. */
+static void test_sesparse(Fixture *fx, gconstpointer data)
+{
+    const gsize size = (67 + 16) * 512;
+    g_autofree guint8 *f = g_malloc0(size);
+    put64(f + 0, 0xcafebabe);
+    put64(f + 8, 0x0000000200000001ull);
+    put64(f + 16, 16384); /* capacity: 8 MiB */
+    put64(f + 24, 8);     /* grain: 4 KiB */
+    put64(f + 32, 64);    /* grain table: 32 KiB */
+    put64(f + 80, 1);     /* volatile header */
+    put64(f + 128, 2);    /* directory, one sector */
+    put64(f + 136, 1);
+    put64(f + 144, 3); /* grain tables */
+    put64(f + 152, 64);
+    put64(f + 192, 67); /* grains */
+    put64(f + 200, 16);
+    put64(f + 512, 0xcafecafe);
+    put64(f + 2 * 512, 0x1000000000000000ull);
+    put64(f + 3 * 512 + 0 * 8, 0x3000000000000000ull); /* grain 0: stored grain 0 */
+    put64(f + 3 * 512 + 1 * 8, 0x2000000000000000ull); /* grain 1: zero */
+    put64(f + 3 * 512 + 5 * 8, 0x3001000000000000ull); /* grain 5: stored grain 1 */
+    memset(f + 67 * 512, 0xa1, 4096);
+    memset(f + 67 * 512 + 4096, 0xb2, 4096);
+    g_autofree char *ext = path_in(fx, "se-sesparse.vmdk");
+    g_assert_true(g_file_set_contents(ext, (const char *)f, (gssize)size, NULL));
+    g_autofree char *desc = path_in(fx, "se.vmdk");
+    const char *text = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+                       "createType=\"seSparse\"\nRW 16384 SESPARSE \"se-sesparse.vmdk\"\n";
+    g_assert_true(g_file_set_contents(desc, text, -1, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(desc, NULL, 0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(vd_image_size(img), ==, 8u << 20);
+    g_autofree guint8 *got = read_all(img);
+    for (guint i = 0; i < 8u << 20; i++) {
+        guint8 want = i < 4096 ? 0xa1 : (i >= 5 * 4096 && i < 6 * 4096) ? 0xb2 : 0;
+        if (got[i] != want)
+            g_error("byte %u is %02x, expected %02x", i, got[i], want);
+    }
+    VdBlockStatus st;
+    g_assert_true(vd_image_block_status(img, 4096, 4096, FALSE, &st, &error));
+    g_assert_cmpuint(st.flags & (VD_BLOCK_ZERO | VD_BLOCK_ALLOCATED), ==,
+                     VD_BLOCK_ZERO | VD_BLOCK_ALLOCATED);
+    g_assert_true(vd_image_block_status(img, 8192, 4096 * 3, FALSE, &st, &error));
+    g_assert_false(st.flags & VD_BLOCK_ALLOCATED);
+    g_assert_cmpuint(st.length, ==, 4096 * 3);
+    g_clear_pointer(&img, vd_image_unref);
+    /* read only, as in qemu */
+    g_assert_null(vd_image_open(desc, NULL, VD_OPEN_READ_WRITE, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_clear_error(&error);
+
+    /* a grain number past the grain area */
+    put64(f + 3 * 512 + 5 * 8, 0x3fff000000000fffull);
+    g_assert_true(g_file_set_contents(ext, (const char *)f, (gssize)size, NULL));
+    assert_open_or_read_fails(desc);
+    /* a journal to replay */
+    f[512 + 24] = 1;
+    g_assert_true(g_file_set_contents(ext, (const char *)f, (gssize)size, NULL));
+    assert_open_or_read_fails(desc);
+}
+
 /* ----- third-party fixtures ----- */
 
 static char *fixtures_dir(void)
@@ -731,6 +803,7 @@ int main(int argc, char **argv)
     ADD("/vmdk/multi-extent", test_multi_extent);
     ADD("/vmdk/corrupt", test_corrupt);
     ADD("/vmdk/stream-corrupt", test_stream_corrupt);
+    ADD("/vmdk/sesparse", test_sesparse);
     ADD("/vmdk/fixtures", test_fixtures);
     return g_test_run();
 }
