@@ -99,7 +99,7 @@ static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, 
         return TRUE;
     }
     guint8 *out = w->packed + w->packed_used;
-    gsize packed = vd_image_compress(job->dst, buf, len, out, len);
+    gsize packed = vd_image_compress(job->dst, buf, len, out, vd_compress_bound(len));
     if (packed == 0) {
         add_op(w, OP_DATA, offset, len, buf); /* incompressible: store as is */
         return TRUE;
@@ -241,12 +241,18 @@ static gboolean claim_chunk(CopyJob *job, guint64 *index)
     return ok;
 }
 
+/* Room for every cluster of a chunk compressed, worst case. */
+static gsize packed_capacity(const CopyJob *job)
+{
+    return (gsize)(job->chunk / job->cluster) * vd_compress_bound(job->cluster);
+}
+
 static gpointer worker_main(gpointer data)
 {
     CopyJob *job = data;
     Worker w = {
         .data = g_malloc(job->chunk),
-        .packed = job->opts->compress ? g_malloc(job->chunk) : NULL,
+        .packed = job->opts->compress ? g_malloc(packed_capacity(job)) : NULL,
         .ops = g_array_new(FALSE, FALSE, sizeof(WriteOp)),
     };
     guint64 index;
@@ -347,7 +353,7 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
         g_propagate_error(error, job.error);
         return FALSE;
     }
-    return vd_image_flush(target, error);
+    return opts->durable ? vd_image_flush(target, error) : vd_image_write_back(target, error);
 }
 
 /* ----- convert: create the target, copy, and clean up on failure ----- */
@@ -365,7 +371,8 @@ static gboolean refuse_overwriting_chain(VdImage *source, const char *target_pat
     for (VdImage *layer = source; layer != NULL; layer = vd_image_backing(layer)) {
         if (same_file(vd_image_filename(layer), target_path)) {
             vd_set_file_error(error, target_path, VD_ERROR_INVALID_ARGUMENT,
-                              "the target is the source image %s itself; choose another name",
+                              "the target is the source image %s itself; converting in "
+                              "place would destroy it: write to a new file, then rename it",
                               vd_image_filename(layer));
             return FALSE;
         }

@@ -107,6 +107,11 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
     g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
     if (file == NULL)
         return NULL;
+    if (vd_ova_probe(file)) {
+        if (fell_back_to_raw != NULL)
+            *fell_back_to_raw = FALSE;
+        return "ova";
+    }
     const VdDriver *drv = probe_file(file, fell_back_to_raw, error);
     return drv != NULL ? drv->name : NULL;
 }
@@ -505,23 +510,31 @@ gboolean vd_image_write_compressed(VdImage *img, guint64 offset, const void *buf
         return not_supported(img, "compressed writing", error);
     if (!check_writable(img, offset, len, error))
         return FALSE;
-    g_autofree guint8 *packed = g_malloc(len);
-    gsize packed_len = vd_image_compress(img, buf, len, packed, len);
+    gsize room = vd_compress_bound(len);
+    g_autofree guint8 *packed = g_malloc(room);
+    gsize packed_len = vd_image_compress(img, buf, len, packed, room);
     if (packed_len == 0)
         return vd_image_write(img, offset, buf, len, error);
     return vd_image_write_precompressed(img, offset, packed, packed_len, error);
 }
 
-gboolean vd_image_flush(VdImage *img, GError **error)
+static gboolean flush_image(VdImage *img, gboolean sync, GError **error)
 {
     if (!img->read_write)
         return TRUE;
     g_mutex_lock(&img->lock);
     gboolean ok = img->drv->flush == NULL || img->drv->flush(img, error);
-    if (ok)
+    if (ok && sync)
         ok = vd_file_sync(img->file, error);
     g_mutex_unlock(&img->lock);
     return ok;
+}
+
+gboolean vd_image_flush(VdImage *img, GError **error) { return flush_image(img, TRUE, error); }
+
+gboolean vd_image_write_back(VdImage *img, GError **error)
+{
+    return flush_image(img, FALSE, error);
 }
 
 /* ----- block status ----- */
@@ -811,7 +824,7 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
-    if (!drv->create(file, &params, error) || !vd_file_sync(file, error)) {
+    if (!drv->create(file, &params, error)) {
         unlink(path);
         return FALSE;
     }

@@ -430,9 +430,13 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
         res->leaks_fixed = old_leaks > res->leaks ? old_leaks - res->leaks : 0;
         res->corruptions_fixed =
             corruptions > res->corruptions ? corruptions - res->corruptions : 0;
-        if (ok && img->read_write && (s->incompat & QCOW2_INCOMPAT_CORRUPT) &&
-            res->corruptions == 0) {
-            s->incompat &= ~QCOW2_INCOMPAT_CORRUPT;
+    }
+    /* Repaired refcounts make the dirty and corrupt bits obsolete. */
+    if (ok && img->read_write && (repair & VD_CHECK_REPAIR_ERRORS) && res->corruptions == 0 &&
+        (s->incompat & (QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY)) && !s->set_dirty) {
+        ok = vd_file_sync(img->file, error);
+        if (ok) {
+            s->incompat &= ~(QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY);
             ok = qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error);
         }
     }

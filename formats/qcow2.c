@@ -657,8 +657,9 @@ static int qcow2_probe(const guint8 *buf, gsize len, const char *filename)
 {
     if (len < 8 || vd_be32(buf) != QCOW2_MAGIC)
         return 0;
-    /* Any version: open then says which ones are supported. */
-    return 100;
+    /* Version 1 is the qcow driver's; of later versions open says which
+     * ones are supported. */
+    return vd_be32(buf + 4) >= 2 ? 100 : 0;
 }
 
 /* ----- create ----- */

@@ -115,7 +115,10 @@ typedef struct VdDriver {
     /* Optional; without it discard does nothing (as qemu allows). */
     gboolean (*discard)(VdImage *img, guint64 offset, guint64 len, GError **error);
     /* Optional pair for compressed writes. compress is called without the
-     * image lock, from several threads. */
+     * image lock, from several threads; out_len is at least
+     * vd_compress_bound(len), and it returns 0 when the cluster is better
+     * stored plain (the driver decides: a format that stores every grain
+     * compressed never returns 0 for a fitting buffer). */
     gsize (*compress)(VdImage *img, const void *in, gsize len, void *out, gsize out_len);
     gboolean (*write_compressed)(VdImage *img, guint64 offset, const void *data, gsize len,
                                  GError **error);
@@ -208,6 +211,9 @@ static inline void vd_put_le64(guint8 *p, guint64 v)
  * showing disk index (-1: the only disk). */
 gboolean vd_ova_probe(VdFile *file);
 VdFile *vd_ova_open_disk(VdFile *file, int index, char **member_name, GError **error);
+
+/* Room that compressing len bytes may need (deflate and zstd worst case). */
+static inline gsize vd_compress_bound(gsize len) { return len + len / 128 + 1024; }
 
 /* Is buf all zero bytes? */
 gboolean vd_buffer_is_zero(const void *buf, gsize len);

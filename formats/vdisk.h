@@ -121,8 +121,8 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
  * messages and to resolve relative backing names (may be NULL). */
 VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
                           GError **error);
-/* The format probing would pick for path; *is_guess is set when it fell back
- * to raw because nothing else matched. */
+/* The format probing would pick for path ("ova" for an OVA appliance);
+ * *fell_back_to_raw is set when nothing matched and it settled on raw. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);
 
 /* OVA appliances (a tar of an .ovf and its disks): is path one, which
@@ -174,7 +174,10 @@ gsize vd_image_compress(VdImage *img, const void *in, gsize len, void *out, gsiz
 /* Store a cluster that vd_image_compress produced. */
 gboolean vd_image_write_precompressed(VdImage *img, guint64 offset, const void *data, gsize len,
                                       GError **error);
+/* Write cached metadata back and wait until the file is on stable storage. */
 gboolean vd_image_flush(VdImage *img, GError **error);
+/* Write cached metadata back to the file, without waiting for the disk. */
+gboolean vd_image_write_back(VdImage *img, GError **error);
 
 /* Status of [offset, offset+len). With through_chain, unallocated ranges of
  * this layer are answered by the backing chain (depth > 0). out->length > 0
@@ -237,6 +240,9 @@ typedef struct {
     guint64 min_sparse; /* -S: zero runs this long stay holes; 0 = never skip */
     guint threads;      /* workers; 0 = automatic */
     gboolean out_of_order; /* -W */
+    /* Wait for stable storage at the end (qemu-img's -t other than
+     * "unsafe"); otherwise the page cache writes it out at its own pace. */
+    gboolean durable;
     VdProgressFunc progress;
     gpointer progress_data;
     GCancellable *cancellable;

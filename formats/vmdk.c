@@ -614,12 +614,19 @@ static const char *extent_format(const VmdkExtent *ext, gboolean monolithic)
     }
 }
 
+/* Descriptors may be in any encoding (they have an encoding= key); a
+ * GVariant string must be UTF-8. */
+static GVariant *text_variant(const char *text)
+{
+    return g_variant_new_take_string(g_utf8_make_valid(text, -1));
+}
+
 static GVariant *extent_info(const VmdkExtent *ext, gboolean monolithic)
 {
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
     g_variant_builder_add(&b, "{sv}", "filename",
-                          g_variant_new_string(ext->filename != NULL ? ext->filename : ""));
+                          text_variant(ext->filename != NULL ? ext->filename : ""));
     g_variant_builder_add(&b, "{sv}", "format",
                           g_variant_new_string(extent_format(ext, monolithic)));
     g_variant_builder_add(&b, "{sv}", "virtual-size", g_variant_new_uint64(ext->length));
@@ -646,7 +653,7 @@ static void vmdk_get_info(VdImage *img, VdImageInfo *info)
         type = vmdk_sparse_is_compressed(first) ? "streamOptimized" : "monolithicSparse";
     else if (type == NULL)
         type = "custom";
-    g_variant_builder_add(&b, "{sv}", "create-type", g_variant_new_string(type));
+    g_variant_builder_add(&b, "{sv}", "create-type", text_variant(type));
     g_variant_builder_init(&list, G_VARIANT_TYPE("aa{sv}"));
     for (guint i = 0; i < s->extents->len; i++)
         g_variant_builder_add_value(&list, extent_info(extent_at(s, i), !s->desc_in_own_file));

@@ -76,16 +76,19 @@ int cli_fail(const GError *error)
 /* getopt_long needs one array; append --help to the command's options. */
 static struct option *merge_long_options(const struct option *longopts)
 {
-    static const struct option help = { "help", no_argument, NULL, CLI_OPT_HELP };
+    static const struct option shared[] = {
+        { "help", no_argument, NULL, CLI_OPT_HELP },
+        { "disk", required_argument, NULL, CLI_OPT_DISK },
+    };
     gsize n = 0;
     struct option *all;
 
     while (longopts != NULL && longopts[n].name != NULL)
         n++;
-    all = g_new0(struct option, n + 2);
+    all = g_new0(struct option, n + G_N_ELEMENTS(shared) + 1);
     if (n > 0)
         memcpy(all, longopts, n * sizeof(*all));
-    all[n] = help;
+    memcpy(all + n, shared, sizeof shared);
     return all;
 }
 
@@ -116,6 +119,10 @@ static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
         cli_error("unknown option '%s'", word);
     fprintf(stderr, "Try 'vdisk %s --help' for more information.\n", cmd->name);
 }
+
+/* --disk N of the command line, 0-based; -1 when not given. Global because
+ * it is one per process and every way of opening an image honours it. */
+static int appliance_disk = -1;
 
 int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *shortopts,
                       const struct option *longopts, CliCommon *common, CliOptionFunc func,
@@ -150,6 +157,12 @@ int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *
         case CLI_OPT_OUTPUT:
             ok = parse_output(optarg, &common->output, &error);
             break;
+        case CLI_OPT_DISK: {
+            guint disk = 0;
+            ok = cli_parse_uint("disk number", optarg, G_MAXINT, &disk, &error);
+            appliance_disk = (int)disk - 1;
+            break;
+        }
         default:
             ok = func != NULL && func(opt, optarg, data, &error);
             if (!ok && error == NULL) {
@@ -214,6 +227,8 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
 
     if (fmt == NULL)
         return NULL;
+    if (g_str_equal(fmt, "ova"))
+        return vd_image_open_ova(path, appliance_disk, error);
     return vd_image_open(path, fmt, flags, error);
 }
 

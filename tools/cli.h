@@ -50,6 +50,7 @@ typedef enum {
 enum {
     CLI_OPT_OUTPUT = 0x100,
     CLI_OPT_HELP,
+    CLI_OPT_DISK, /* --disk N: which disk of an OVA appliance */
     CLI_OPT_FIRST_PRIVATE, /* commands number their own long options from here */
 };
 

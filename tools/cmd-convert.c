@@ -28,6 +28,7 @@ typedef struct {
     gboolean have_min_sparse;
     guint64 min_sparse; /* -S */
     guint threads;      /* -m, --threads */
+    gboolean durable;   /* -t other than unsafe */
 } ConvertOptions;
 
 /* -l takes "snapshot.name=NAME", "snapshot.id=ID" (or both) or a bare
@@ -98,8 +99,10 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
     case 'm':
     case OPT_THREADS:
         return cli_parse_uint("thread count", arg, MAX_THREADS, &opts->threads, error);
-    case 't': /* cache modes: the engine picks its own */
-    case 'T':
+    case 't': /* target cache mode: only "unsafe" (the default) skips the final sync */
+        opts->durable = !g_str_equal(arg, "unsafe");
+        return TRUE;
+    case 'T': /* source cache mode: reads need no choice */
     case 'U':
     case 'C':
         return TRUE;
@@ -126,14 +129,6 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
     return "raw";
 }
 
-static gboolean same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
 static VdImage *open_source(const char *path, const char *format, const char *snapshot,
                             GError **error)
 {
@@ -154,7 +149,6 @@ static VdImage *open_source(const char *path, const char *format, const char *sn
 
 typedef struct {
     VdImage *source;
-    VdImage *target; /* with -n */
     const char *target_path;
     VdConvertOptions engine;
 } ConvertJob;
@@ -164,11 +158,6 @@ static gboolean convert_job(gpointer data, GCancellable *cancellable, GError **e
     ConvertJob *job = data;
 
     job->engine.cancellable = cancellable;
-    if (job->target != NULL) {
-        if (!vd_copy_image(job->source, job->target, &job->engine, error))
-            return FALSE;
-        return vd_image_flush(job->target, error);
-    }
     return vd_convert(job->source, job->target_path, &job->engine, error);
 }
 
@@ -189,6 +178,7 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
         out->min_sparse = opts->min_sparse;
     out->threads = opts->threads;
     out->out_of_order = opts->out_of_order;
+    out->durable = opts->durable;
 }
 
 static gboolean run_with_progress(ConvertJob *job, const ConvertOptions *opts, gboolean quiet,
@@ -220,7 +210,6 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) create_options = NULL;
     g_autoptr(VdImage) source = NULL;
-    g_autoptr(VdImage) target = NULL;
     const char *target_format;
     const char *backing_format;
     ConvertJob job = { 0 };
@@ -234,12 +223,6 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (!cli_check_operands(cmd, argc - first, 2, 2))
         return CLI_EXIT_FAILURE;
     job.target_path = argv[first + 1];
-    if (same_file(argv[first], job.target_path)) {
-        cli_error("convert: '%s' and '%s' are the same file; converting in place would destroy "
-                  "it. Write to a new file, then rename it.",
-                  argv[first], job.target_path);
-        return CLI_EXIT_FAILURE;
-    }
     if (opts.target_exists && (create.texts != NULL || opts.backing_file != NULL)) {
         cli_error("convert: -n writes into an existing image; -o and -B only apply when "
                   "vdisk creates the target");
@@ -265,13 +248,7 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     source = open_source(argv[first], common.format, opts.snapshot, &error);
     if (source == NULL)
         return cli_fail(error);
-    if (opts.target_exists) {
-        target = vd_image_open(job.target_path, target_format, VD_OPEN_READ_WRITE, &error);
-        if (target == NULL)
-            return cli_fail(error);
-    }
     job.source = source;
-    job.target = target;
     engine_options(&opts, target_format, backing_format, create_options, &job.engine);
     if (!run_with_progress(&job, &opts, common.quiet, &error))
         return cli_fail(error);
@@ -303,12 +280,16 @@ const CliCommand cli_cmd_convert = {
             "  -l snapshot.id=ID, -l NAME, -s NAME   the same\n"
             "  -m N, --threads N      copy with N worker threads\n"
             "  -W                     allow out-of-order writes to the target\n"
+            "  --disk N               for an OVA appliance SOURCE: convert its Nth disk\n"
+            "  -t CACHE               target cache mode; any mode but 'unsafe' (the\n"
+            "                         default, as in qemu-img) waits for the disk at the end\n"
             "\n"
             "Ctrl-C cancels; a target that vdisk created is then removed.\n",
     .examples = "  vdisk convert -f vdi -O qcow2 vm.vdi vm.qcow2\n"
                 "  vdisk convert disk.vmdk disk.qcow2          # formats from the names\n"
                 "  vdisk convert -c -p -O qcow2 big.raw small.qcow2\n"
                 "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
-                "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n",
+                "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n"
+                "  vdisk convert --disk 2 appliance.ova data.qcow2\n",
     .run = run_convert,
 };

@@ -205,6 +205,22 @@ static gboolean info_option(int opt, const char *arg, gpointer data, GError **er
     }
 }
 
+/* An OVA appliance: say which disks it holds before describing the one
+ * that was opened (--disk N picks another). */
+static gboolean print_appliance_disks(const char *path, GError **error)
+{
+    if (!vd_is_ova(path))
+        return TRUE;
+    g_autoptr(GPtrArray) disks = vd_ova_list_disks(path, error);
+    if (disks == NULL)
+        return FALSE;
+    printf("appliance: %s\n", path);
+    for (guint i = 0; i < disks->len; i++)
+        printf("disk %u: %s\n", i + 1, (const char *)disks->pdata[i]);
+    putchar('\n');
+    return TRUE;
+}
+
 /* The images to describe: the top one, and with a chain every backing
  * layer below it. Each is borrowed from top. */
 static GPtrArray *collect_chain(VdImage *top, gboolean backing_chain)
@@ -245,6 +261,8 @@ static int run_info(const CliCommand *cmd, int argc, char **argv)
     if (img == NULL)
         return cli_fail(error);
 
+    if (common.output == CLI_OUTPUT_HUMAN && !print_appliance_disks(argv[first], &error))
+        return cli_fail(error);
     chain = collect_chain(img, opts.backing_chain);
     for (guint i = 0; i < chain->len; i++) {
         VdImageInfo *info = vd_image_get_info(g_ptr_array_index(chain, i), &error);
@@ -280,6 +298,7 @@ const CliCommand cli_cmd_info = {
             "  --output=human|json    output style; JSON keys are qemu-img's\n"
             "  --backing-chain        describe every image of the backing chain\n"
             "                         (JSON: an array, top image first)\n"
+            "  --disk N               for an OVA appliance: describe its Nth disk\n"
             "  -U, --force-share      accepted for qemu-img compatibility\n",
     .examples = "  vdisk info disk.qcow2\n"
                 "  vdisk info --output=json --backing-chain overlay.qcow2\n",

@@ -41,6 +41,10 @@ convert_to() {
     qcheck v.qcow2
     same_guest src.raw raw v.qcow2 qcow2
     option_took "$opts" v.qcow2
+    if [[ $opts != *preallocation* ]]; then   # zero runs stay unallocated
+        (($(stat -c %s v.qcow2) <= $(allocated src.raw) + 1048576)) ||
+            { echo "v.qcow2 is $(stat -c %s v.qcow2) bytes for $(allocated src.raw) bytes of data"; return 1; }
+    fi
     if [[ -n $compress ]]; then
         qemu-img check -f qcow2 --output=json v.qcow2 >chk.json
         (($(json chk.json 'd.get("compressed-clusters", 0)') > 0)) || { echo "no compressed clusters"; return 1; }
@@ -87,6 +91,23 @@ qcow2_to_qcow2() {
     same_guest src.raw raw b.qcow2 qcow2
 }
 case_run "qcow2 to qcow2 with other options" qcow2_to_qcow2
+
+# convert -n writes into an image that exists and keeps its options; -S 0
+# writes every byte, zeroes too.
+convert_existing() {
+    pattern_raw src.raw 16M
+    qemu-img create -q -f qcow2 -o cluster_size=4k,refcount_bits=8 t.qcow2 16M
+    qio qcow2 t.qcow2 "write -P 9 0 16M"
+    vd convert -n -f raw -O qcow2 src.raw t.qcow2
+    qcheck t.qcow2
+    same_guest src.raw raw t.qcow2 qcow2
+    [[ $(qinfo t.qcow2 cluster-size) == 4096 && $(qspecific t.qcow2 refcount-bits) == 8 ]]
+    vd convert -S 0 -f raw -O qcow2 src.raw full.qcow2
+    qcheck full.qcow2
+    same_guest src.raw raw full.qcow2 qcow2
+    (($(stat -c %s full.qcow2) >= SIZE)) || { echo "-S 0 left zeroes unwritten"; return 1; }
+}
+case_run "convert -n into an existing qcow2, and -S 0" convert_existing
 
 # Overlays: -b/-F, -o backing_file,backing_fmt, relative names, size taken
 # from the backing file; and convert -B writes only the delta.
