@@ -60,6 +60,13 @@ typedef struct {
 
 /* ----- building the write list of one chunk ----- */
 
+/* Nothing stored, or stored but known to read zero (a hole under
+ * preallocated metadata): either way there is nothing to read. */
+static gboolean reads_zero(const VdBlockStatus *st)
+{
+    return (st->flags & VD_BLOCK_ZERO) || !(st->flags & VD_BLOCK_DATA);
+}
+
 static void add_op(Worker *w, OpKind kind, guint64 offset, guint64 len, const guint8 *buf)
 {
     WriteOp *last = w->ops->len > 0 ? &g_array_index(w->ops, WriteOp, w->ops->len - 1) : NULL;
@@ -127,7 +134,7 @@ static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 
             pos += n; /* the target's backing file holds it */
             continue;
         }
-        if (whole && !(st.flags & VD_BLOCK_DATA)) {
+        if (whole && reads_zero(&st)) {
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
             if (!vd_image_read(job->src, offset, w->data + pos, n, error))
@@ -150,7 +157,7 @@ static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, 
         guint64 n = st.length;
         if (job->top_only && !(st.flags & VD_BLOCK_ALLOCATED)) {
             /* left to the target's backing file */
-        } else if (!(st.flags & VD_BLOCK_DATA) && job->sparse_block != 0) {
+        } else if (reads_zero(&st) && job->sparse_block != 0) {
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
             if (!vd_image_read(job->src, offset, w->data + pos, n, error))

@@ -559,6 +559,22 @@ static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer,
         out->flags |= VD_BLOCK_COMPRESSED;
 }
 
+/* Stored data whose host range is a hole in the file reads zero: say so,
+ * as qemu-img map does for preallocated metadata. */
+static gboolean mark_host_holes(const VdExtent *ext, VdBlockStatus *out, GError **error)
+{
+    if (ext->kind != VD_EXTENT_DATA || !ext->offset_valid || ext->host_file == NULL)
+        return TRUE;
+    gboolean is_data;
+    guint64 run;
+    if (!vd_file_extent(ext->host_file, ext->host_offset, out->length, &is_data, &run, error))
+        return FALSE;
+    out->length = run;
+    if (!is_data)
+        out->flags |= VD_BLOCK_ZERO;
+    return TRUE;
+}
+
 gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboolean through_chain,
                                VdBlockStatus *out, GError **error)
 {
@@ -578,6 +594,8 @@ gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboole
         if (!descend) {
             status_from_extent(&ext, depth, ext.kind == VD_EXTENT_UNALLOCATED ? NULL : layer,
                                out);
+            if (!mark_host_holes(&ext, out, error))
+                return FALSE;
             if (ext.kind == VD_EXTENT_UNALLOCATED && !through_chain && layer->backing_name)
                 out->flags &= ~(guint32)VD_BLOCK_ZERO; /* the backing file would answer */
             return TRUE;
@@ -813,6 +831,15 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "a backing format was given without a backing file");
         return FALSE;
+    }
+    /* Image formats count in 512-byte sectors: round up as qemu-img does,
+     * so an odd-sized source still fits. Raw keeps the exact size. */
+    if (drv != &vd_driver_raw) {
+        if (size > G_MAXUINT64 - 511) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "size is too large");
+            return FALSE;
+        }
+        size = (size + 511) & ~(guint64)511;
     }
     VdCreateParams params = {
         .size = size,

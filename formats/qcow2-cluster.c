@@ -212,6 +212,7 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
     if (r.kind == VD_EXTENT_DATA && !r.compressed) {
         out->offset_valid = TRUE;
         out->host_offset = r.host;
+        out->host_file = qcow2_data_file(s);
     }
     return TRUE;
 }

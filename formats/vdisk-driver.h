@@ -84,6 +84,9 @@ typedef struct {
     gboolean compressed;
     gboolean offset_valid;
     guint64 host_offset;
+    /* The file host_offset lies in, when block status may ask that file
+     * whether the data is a hole there (preallocated metadata). */
+    VdFile *host_file;
 } VdExtent;
 
 typedef struct VdDriver {

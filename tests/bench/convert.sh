@@ -109,7 +109,7 @@ conversions=(
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 
 echo
-echo "vdisk $("$VDISK" --version 2>/dev/null | head -1 || echo '(unknown version)') vs $("$QEMU_IMG" --version | head -1);" \
+echo "$("$VDISK" --version 2>/dev/null | head -1 || echo 'vdisk (unknown version)') vs $("$QEMU_IMG" --version | head -1);" \
     "$(nproc) CPUs; $size source ($(numfmt --to=iec "$(du -B1 "$D/src.raw" | cut -f1)") allocated);" \
     "best of $runs runs; $([[ $cold == 1 ]] && echo 'cold' || echo 'warm') page cache; file system $(df --output=fstype "$D" | tail -1)"
 echo

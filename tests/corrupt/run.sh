@@ -36,7 +36,7 @@ refused() {
 corrupt_case() {
     local name=$1 image=$2 info=$3 convert=$4 check=$5 action=$6 names=$7
     local img=$CORPUS/$image rc
-    cd "$CORPUS"
+    cd "$CORPUS" || return 1
     # the image as qemu-img reads it, when it can (a loop hangs qemu-img)
     local qemu_ok=0
     timeout 20 qemu-img convert -O raw "$img" "$W/qemu.raw" 2>/dev/null && qemu_ok=1
@@ -86,15 +86,13 @@ corrupt_case() {
         # A snapshot would overflow a refcount: either refuse and leave the
         # image as it was, or manage (copying) with the image still sound.
         echo "== vdisk snapshot -c"
-        local before after
-        qemu-img check -q "$img" >/dev/null 2>&1 && before=0 || before=$?
+        local after
         rc=0
         vd snapshot -c s-new "$img" 2>"$W/snap.err" || rc=$?
         cat "$W/snap.err"
         ((rc < 124)) || { echo "snapshot: crashed or hung (exit $rc)"; return 1; }
         qemu-img check "$img" >"$W/qcheck.out" 2>&1 && after=0 || after=$?
         ((after == 0 || after == 3)) || { echo "snapshot: the image is corrupt now:"; cat "$W/qcheck.out"; return 1; }
-        ((after <= before || before == 0 && after == 3)) || true
         qemu-img convert -O raw "$img" "$W/now.raw"
         cmp "$W/qemu.raw" "$W/now.raw" || { echo "snapshot: the active image changed"; return 1; }
         if ((rc == 0)); then

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the interop and corrupt suites; source it, define each case as a
 # function, run it with `case_run NAME FUNCTION ARGS...`, end with `finish`.
 #
