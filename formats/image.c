@@ -805,54 +805,101 @@ static gboolean inspect_backing(const char *path, const char *backing, char **ba
     return TRUE;
 }
 
-gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
-                         GError **error)
+/* Everything vd_image_create checks before it touches a file: the driver,
+ * the options, the backing file; fills params (its strings owned by opts
+ * or *backing_format). */
+static const VdDriver *prepare_create(const char *path, const char *format, guint64 size,
+                                      VdOptions *opts, char **backing_format,
+                                      VdCreateParams *params, GError **error)
 {
     const VdDriver *drv = require_driver(format, error);
     if (drv == NULL)
-        return FALSE;
+        return NULL;
     if (drv->create == NULL) {
         g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
                     "creating %s images is not supported", drv->name);
-        return FALSE;
+        return NULL;
     }
-    g_autoptr(VdOptions) empty = NULL;
-    if (opts == NULL)
-        opts = empty = vd_options_new();
     if (!validate_create_options(drv, opts, error))
-        return FALSE;
+        return NULL;
     if (vd_options_get(opts, "size") != NULL && !vd_option_size(opts, "size", 0, &size, error))
-        return FALSE;
+        return NULL;
     const char *backing = vd_options_get(opts, "backing_file");
-    g_autofree char *backing_format = g_strdup(vd_options_get(opts, "backing_fmt"));
-    if (backing != NULL && !inspect_backing(path, backing, &backing_format, &size, error))
-        return FALSE;
-    if (backing == NULL && backing_format != NULL) {
+    *backing_format = g_strdup(vd_options_get(opts, "backing_fmt"));
+    if (backing != NULL && !inspect_backing(path, backing, backing_format, &size, error))
+        return NULL;
+    if (backing == NULL && *backing_format != NULL) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "a backing format was given without a backing file");
-        return FALSE;
+        return NULL;
     }
     /* Image formats count in 512-byte sectors: round up as qemu-img does,
      * so an odd-sized source still fits. Raw keeps the exact size. */
     if (drv != &vd_driver_raw) {
         if (size > G_MAXUINT64 - 511) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "size is too large");
-            return FALSE;
+            return NULL;
         }
         size = (size + 511) & ~(guint64)511;
     }
-    VdCreateParams params = {
+    *params = (VdCreateParams){
         .size = size,
         .options = opts,
         .backing_file = backing,
-        .backing_format = backing_format,
+        .backing_format = *backing_format,
         .path = path,
     };
+    return drv;
+}
+
+gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
+                         GError **error)
+{
+    g_autoptr(VdOptions) empty = NULL;
+    if (opts == NULL)
+        opts = empty = vd_options_new();
+    g_autofree char *backing_format = NULL;
+    VdCreateParams params;
+    const VdDriver *drv = prepare_create(path, format, size, opts, &backing_format, &params,
+                                         error);
+    if (drv == NULL)
+        return FALSE;
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
     if (!drv->create(file, &params, error)) {
         unlink(path);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
+                            VdOptions *opts, GError **error)
+{
+    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
+    const char *label = name != NULL ? name : fallback;
+    g_autoptr(VdOptions) empty = NULL;
+    if (opts == NULL)
+        opts = empty = vd_options_new();
+    g_autofree char *backing_format = NULL;
+    VdCreateParams params;
+    const VdDriver *drv = prepare_create(label, format, size, opts, &backing_format, &params,
+                                         error);
+    if (drv == NULL)
+        return FALSE;
+    g_autoptr(VdFile) file = vd_file_open_fd(fd, label, error);
+    if (file == NULL)
+        return FALSE;
+    if (!vd_file_is_writable(file)) {
+        vd_set_file_error(error, label, VD_ERROR_INVALID_ARGUMENT,
+                          "descriptor is not open for reading and writing");
+        return FALSE;
+    }
+    if (!vd_file_truncate(file, 0, error))
+        return FALSE;
+    if (!drv->create(file, &params, error)) {
+        vd_file_truncate(file, 0, NULL);
         return FALSE;
     }
     return TRUE;

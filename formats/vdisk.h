@@ -142,6 +142,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImage, vd_image_unref)
 gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
                          GError **error);
 
+/* Same, into a descriptor the caller opened for reading and writing (the
+ * image dups it; the file is truncated first). name is used in messages and
+ * to resolve a relative backing file (may be NULL). On failure the file is
+ * left empty. */
+gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
+                            VdOptions *opts, GError **error);
+
 const char *vd_image_format(VdImage *img);
 const char *vd_image_filename(VdImage *img);
 guint64 vd_image_size(VdImage *img);

@@ -124,6 +124,12 @@ static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
  * it is one per process and every way of opening an image honours it. */
 static int appliance_disk = -1;
 
+void cli_appliance_disk_default(int index)
+{
+    if (appliance_disk < 0)
+        appliance_disk = index;
+}
+
 int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *shortopts,
                       const struct option *longopts, CliCommon *common, CliOptionFunc func,
                       gpointer data)

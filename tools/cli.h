@@ -93,6 +93,10 @@ typedef enum {
     CLI_PROBE_WARN,
 } CliProbeWarning;
 
+/* Which disk of an OVA appliance to open when --disk was not given (by
+ * default an appliance of several disks is refused: the user must pick). */
+void cli_appliance_disk_default(int index);
+
 /* Open path as format, or probe when format is NULL. When probing guessed
  * raw and the command writes, a warning goes to stderr. Returns a new
  * reference. */

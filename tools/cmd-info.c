@@ -254,6 +254,9 @@ static int run_info(const CliCommand *cmd, int argc, char **argv)
     if (first < 0 || !cli_check_operands(cmd, argc - first, 1, 1))
         return CLI_EXIT_FAILURE;
 
+    /* info lists an appliance's disks and describes the first one (or
+     * --disk N); a convert must be told which. */
+    cli_appliance_disk_default(0);
     /* Without --backing-chain the backing file is not needed, and a missing
      * one must not stop us from describing the overlay. */
     img = cli_open_image(argv[first], common.format, opts.backing_chain ? 0 : VD_OPEN_NO_BACKING,

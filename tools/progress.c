@@ -13,9 +13,10 @@ struct Progress {
     ProgressMode mode;
     FILE *stream;
     char *label;
-    GMutex lock; /* guards done and total */
+    GMutex lock; /* guards done, total and rate */
     guint64 done;
     guint64 total;
+    guint64 rate; /* bytes/s measured by whoever does the work; 0: unknown */
     gint64 start_us;
     double last_percent; /* LINES: last printed value; < 0 before the first */
     gboolean drawn;      /* BAR: a line is on screen and must be ended */
@@ -62,6 +63,13 @@ void progress_report(guint64 done, guint64 total, gpointer user_data)
     g_mutex_unlock(&p->lock);
 }
 
+void progress_report_rate(Progress *p, guint64 rate)
+{
+    g_mutex_lock(&p->lock);
+    p->rate = rate;
+    g_mutex_unlock(&p->lock);
+}
+
 static double percent_of(guint64 done, guint64 total)
 {
     if (total == 0)
@@ -102,10 +110,15 @@ static char *format_duration(double seconds)
 }
 
 /* The text right of the bar: bytes done, rate and time left. */
-static char *bar_details(Progress *p, guint64 done, guint64 total, gboolean finished)
+static char *bar_details(Progress *p, guint64 done, guint64 total, guint64 reported_rate,
+                         gboolean finished)
 {
     double elapsed = (double)(g_get_monotonic_time() - p->start_us) / G_USEC_PER_SEC;
-    double rate = elapsed > 0.2 ? (double)done / elapsed : 0.0;
+    /* A rate the worker measured follows changes in speed; the average since
+     * we started is the fallback. */
+    double rate = reported_rate > 0 ? (double)reported_rate
+                  : elapsed > 0.2   ? (double)done / elapsed
+                                    : 0.0;
     g_autofree char *done_str = cli_format_size(done);
     g_autofree char *total_str = cli_format_size(total);
     g_autofree char *rate_str = cli_format_size((guint64)rate);
@@ -119,10 +132,10 @@ static char *bar_details(Progress *p, guint64 done, guint64 total, gboolean fini
                            finished ? "in" : "ETA", time_str);
 }
 
-static void draw_bar(Progress *p, guint64 done, guint64 total, gboolean finished)
+static void draw_bar(Progress *p, guint64 done, guint64 total, guint64 rate, gboolean finished)
 {
     double percent = finished ? 100.0 : percent_of(done, total);
-    g_autofree char *details = bar_details(p, done, total, finished);
+    g_autofree char *details = bar_details(p, done, total, rate, finished);
     guint width = terminal_width(p->stream);
     /* label, " 100% [", "] ", details, and one spare column so the cursor
      * never wraps */
@@ -147,11 +160,12 @@ static void draw_bar(Progress *p, guint64 done, guint64 total, gboolean finished
 
 static void draw(Progress *p, gboolean finished)
 {
-    guint64 done, total;
+    guint64 done, total, rate;
 
     g_mutex_lock(&p->lock);
     done = p->done;
     total = p->total;
+    rate = p->rate;
     g_mutex_unlock(&p->lock);
     if (finished)
         done = total;
@@ -163,7 +177,7 @@ static void draw(Progress *p, gboolean finished)
         draw_lines(p, finished ? 100.0 : percent_of(done, total), finished);
         break;
     case PROGRESS_BAR:
-        draw_bar(p, done, total, finished);
+        draw_bar(p, done, total, finished ? 0 : rate, finished);
         break;
     }
 }

@@ -35,6 +35,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Progress, progress_free)
 
 /* A VdProgressFunc: safe to call from any thread. */
 void progress_report(guint64 done, guint64 total, gpointer user_data);
+/* The current transfer rate in bytes/s as the worker measured it (vdiskd's
+ * Job.Rate); without it the bar shows the average since progress_new. */
+void progress_report_rate(Progress *p, guint64 rate);
 /* A GSourceFunc for cli_run_job: draws the latest numbers. */
 gboolean progress_tick(gpointer user_data);
 /* Draw the final state and end the line. */

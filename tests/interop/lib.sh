@@ -200,13 +200,12 @@ PY
 # merged_map JSON_FILE: qemu-img map --output=json style entries merged into
 # runs of the same (zero, data), printed one "start length zero data" a line.
 # qemu-img also sets zero on data clusters whose host range is a hole in the
-# image file (it asks the file system); that says how the host stores them,
-# not what the guest reads, so zero only counts where data is false unless
-# VDISK_MAP_STRICT=1.
+# image file (it asks the file system), and so does vdisk. VDISK_MAP_STRICT=0
+# ignores zero where data is true, for a file system without SEEK_HOLE.
 merged_map() {
     "$PY" - "$1" <<'PY'
 import json, os, sys
-strict = os.environ.get("VDISK_MAP_STRICT") == "1"
+strict = os.environ.get("VDISK_MAP_STRICT", "1") != "0"
 runs = []
 for e in json.load(open(sys.argv[1])):
     data = bool(e["data"])

@@ -1,0 +1,187 @@
+/* vdiskctl: the command-line client of vdiskd.
+ *
+ * vdiskctl.c parses the command line and dispatches; the commands live in
+ * ctl-pool.c (pools and listings), ctl-volume.c (one volume), ctl-file.c
+ * (the caller's own files) and ctl-job.c (jobs); ctl-bus.c holds the D-Bus
+ * plumbing and ctl-output.c the tables and JSON they print.
+ *
+ * Everything talks to vdiskd on the system bus (DBUS_SYSTEM_BUS_ADDRESS is
+ * honoured by GIO); nothing here touches an image itself, so what a user
+ * may do is what polkit lets vdiskd do for them.
+ */
+#pragma once
+
+#include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+#include <stdio.h>
+
+#include "vdisk-names.h"
+
+G_BEGIN_DECLS
+
+/* Exit status of every failure, as vdisk and qemu-img use it. */
+#define CTL_EXIT_FAILURE 1
+
+/* Options a command may accept besides -h, -q, --json and
+ * --no-ask-password, which every command takes. */
+typedef enum {
+    CTL_OPT_FORMAT = 1 << 0,     /* -f FMT */
+    CTL_OPT_OUT_FORMAT = 1 << 1, /* -O FMT */
+    CTL_OPT_CREATE = 1 << 2,     /* -o KEY=VAL,... */
+    CTL_OPT_PROGRESS = 1 << 3,   /* -p: progress even when not a terminal */
+    CTL_OPT_SHRINK = 1 << 4,     /* --shrink */
+    CTL_OPT_SOURCE = 1 << 5,     /* --source-format FMT */
+} CtlOptionMask;
+
+/* What the command line said, and the bus connection. */
+typedef struct {
+    GDBusConnection *bus;
+    /* ALLOW_INTERACTIVE_AUTHORIZATION when polkit may ask for a password. */
+    GDBusCallFlags call_flags;
+    gboolean json;
+    gboolean quiet;
+    gboolean progress;
+    gboolean shrink;
+    gboolean no_ask_password;
+    const char *format;        /* -f, or -O where the command has both */
+    const char *source_format; /* -f of convert, --source-format of import */
+    GPtrArray *create_options; /* -o texts, borrowed from argv */
+} Ctl;
+
+typedef struct CtlCommand CtlCommand;
+
+struct CtlCommand {
+    const char *name;
+    const char *operands; /* synopsis after "vdiskctl NAME [OPTIONS] " */
+    const char *summary;  /* one line for "vdiskctl --help" */
+    CtlOptionMask options;
+    const char *help;     /* lines for the command's own options, or NULL */
+    const char *examples; /* lines, or NULL */
+    int min_operands;
+    int max_operands;
+    int (*run)(Ctl *ctl, char **operands, int n_operands);
+};
+
+/* The commands, one table per file that implements them. */
+extern const CtlCommand ctl_cmd_pools, ctl_cmd_volumes, ctl_cmd_add_pool, ctl_cmd_refresh;
+extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_export,
+    ctl_cmd_clone, ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
+extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
+extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
+
+/* ----- messages (ctl-output.c) ----- */
+
+/* "vdiskctl: <message>" on stderr. */
+void ctl_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
+/* Print error like ctl_error and return CTL_EXIT_FAILURE, so a command can
+ * "return ctl_fail(error);". */
+int ctl_fail(const GError *error);
+/* A line for the user on stdout, unless -q or --json. */
+void ctl_say(const Ctl *ctl, const char *format, ...) G_GNUC_PRINTF(2, 3);
+
+/* ----- the bus (ctl-bus.c) ----- */
+
+/* Connect to the system bus and set ctl->bus and ctl->call_flags. */
+gboolean ctl_connect(Ctl *ctl, GError **error);
+
+/* Call method of iface on vdiskd's object path. params (floating is sunk)
+ * must match the method; fds, when not NULL, are passed along. Returns the
+ * reply of reply_type, or NULL with error set to a readable message (D-Bus
+ * error names are translated, see ctl_error_from_dbus). */
+GVariant *ctl_call(Ctl *ctl, const char *path, const char *iface, const char *method,
+                   GVariant *params, const char *reply_type, GUnixFDList *fds, GError **error);
+
+/* The readable form of an error from vdiskd or the bus, in place. */
+void ctl_error_from_dbus(GError *error);
+
+/* One exported object: its path and the a{sv} properties of one interface. */
+typedef struct {
+    char *path;
+    GVariant *props;
+} CtlObject;
+
+void ctl_object_free(CtlObject *obj);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlObject, ctl_object_free)
+
+/* Every exported object with iface, sorted by path (array of CtlObject). */
+GPtrArray *ctl_list_objects(Ctl *ctl, const char *iface, GError **error);
+
+/* The pool called name. Returns a new CtlObject, or NULL with NotFound. */
+CtlObject *ctl_find_pool(Ctl *ctl, const char *name, GError **error);
+
+/* A volume as the user names it: "POOL/VOLUME". */
+typedef struct {
+    char *pool_name;
+    char *name;
+    char *pool_path;
+    CtlObject *volume; /* path and Volume properties */
+} CtlVolume;
+
+void ctl_volume_free(CtlVolume *vol);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlVolume, ctl_volume_free)
+
+/* Split "POOL/VOLUME" into its two names without asking the daemon. */
+gboolean ctl_split_volume_arg(const char *arg, char **pool, char **name, GError **error);
+/* Find the volume named by arg ("POOL/VOLUME"). */
+CtlVolume *ctl_find_volume(Ctl *ctl, const char *arg, GError **error);
+
+/* The name for a new volume in the pool of vol: arg may be a plain name or
+ * "POOL/NAME" with vol's pool. Returns a new string. */
+char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error);
+
+/* The format for a new image called name: -f when given, else the name's
+ * extension when vdiskd writes that format ("img" means raw), else
+ * fallback. Returns a new string. */
+char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback);
+
+/* -o texts (qemu-img's key=value,... with ",," for a comma) as the a{sv}
+ * create options vdiskd takes, plus extra (may be NULL) as string options.
+ * Returns a floating a{sv}, or NULL with error for a malformed -o. */
+GVariant *ctl_create_options(const Ctl *ctl, const char *const *extra, GError **error);
+
+/* Open a caller's file for the daemon: FILE as the user running vdiskctl,
+ * so vdiskd never opens a user's path with root's rights. */
+GUnixFDList *ctl_fds_new(void);
+gboolean ctl_fds_append_path(GUnixFDList *fds, const char *path, int flags, GError **error);
+
+/* ----- jobs (ctl-job.c) ----- */
+
+typedef struct CtlJobWatch CtlJobWatch;
+
+/* Start listening to every job's signals. Call before the method that
+ * returns the job, so a job that ends at once is not missed. */
+CtlJobWatch *ctl_job_watch_new(Ctl *ctl);
+void ctl_job_watch_free(CtlJobWatch *watch);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlJobWatch, ctl_job_watch_free)
+
+/* Wait for job to end while showing a progress bar labelled label (on a
+ * terminal, or with -p). Ctrl-C cancels the job and keeps waiting for its
+ * end. Returns TRUE when it succeeded; otherwise error holds its message. */
+gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label,
+                            GError **error);
+
+/* ----- output (ctl-output.c) ----- */
+
+/* Aligned columns: add a header, then rows of the same width. */
+typedef struct CtlTable CtlTable;
+
+CtlTable *ctl_table_new(const char *first_header, ...) G_GNUC_NULL_TERMINATED;
+void ctl_table_add_row(CtlTable *table, const char *first_cell, ...) G_GNUC_NULL_TERMINATED;
+void ctl_table_print(CtlTable *table, FILE *stream);
+void ctl_table_free(CtlTable *table);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlTable, ctl_table_free)
+
+/* "64 MiB" (qemu-img's style), a new string. */
+char *ctl_format_size(guint64 bytes);
+
+/* Print value (any GVariant, a{sv} as an object) as JSON and a newline. */
+void ctl_print_json(GVariant *value);
+
+/* The snapshot table of a volume's Snapshots property, a(ssttt). */
+void ctl_print_snapshots(GVariant *snapshots);
+
+/* A string property of props, "" when absent. */
+const char *ctl_prop_string(GVariant *props, const char *key);
+guint64 ctl_prop_uint64(GVariant *props, const char *key);
+
+G_END_DECLS
