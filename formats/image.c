@@ -15,7 +15,7 @@
 
 static const VdDriver *const drivers[] = {
     &vd_driver_raw, &vd_driver_qcow2, &vd_driver_qcow, &vd_driver_cow,
-    &vd_driver_vdi, &vd_driver_vmdk,
+    &vd_driver_vdi, &vd_driver_vmdk, &vd_driver_luks,
 };
 
 static const char *format_names[G_N_ELEMENTS(drivers) + 1];
@@ -131,6 +131,11 @@ char *vd_resolve_relative(const char *image_filename, const char *name)
 VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
                                    GError **error)
 {
+    if (img->flags & VD_OPEN_NO_RELATED_FILES) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the image refers to another file (%s), which is not opened here", name);
+        return NULL;
+    }
     g_autofree char *path = vd_resolve_relative(img->filename, name);
     return vd_file_open(path, read_write, error);
 }
@@ -160,13 +165,27 @@ static char *file_identity(VdFile *file)
     return g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
 }
 
-static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
-                           VdOpenFlags flags, GHashTable *seen, guint depth, GError **error);
+/* What one open call carries down the backing chain: the files seen so far
+ * (to catch loops) and the key options and secrets of encrypted layers. */
+typedef struct {
+    GHashTable *seen;
+    VdOptions *open_options;
+    VdSecrets *secrets;
+} OpenContext;
 
-static gboolean open_backing(VdImage *img, GHashTable *seen, guint depth, GError **error)
+static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
+                           VdOpenFlags flags, OpenContext *ctx, guint depth, GError **error);
+
+static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError **error)
 {
     if (img->backing_name == NULL || (img->flags & VD_OPEN_NO_BACKING))
         return TRUE;
+    if (img->flags & VD_OPEN_NO_RELATED_FILES) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the image has a backing file (%s), which is not opened here",
+                     img->backing_name);
+        return FALSE;
+    }
     if (depth >= MAX_CHAIN_DEPTH) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "backing chain is deeper than %d images", MAX_CHAIN_DEPTH);
@@ -184,16 +203,16 @@ static gboolean open_backing(VdImage *img, GHashTable *seen, guint depth, GError
     }
     /* The backing chain is read only; flags other than that carry down. */
     VdOpenFlags bflags = img->flags & ~(VdOpenFlags)VD_OPEN_READ_WRITE;
-    img->backing = open_layer(file, path, img->backing_format, bflags, seen, depth + 1, error);
+    img->backing = open_layer(file, path, img->backing_format, bflags, ctx, depth + 1, error);
     return img->backing != NULL;
 }
 
 /* Open one layer on file (taking it) and, below it, its backing chain. */
 static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
-                           VdOpenFlags flags, GHashTable *seen, guint depth, GError **error)
+                           VdOpenFlags flags, OpenContext *ctx, guint depth, GError **error)
 {
     g_autofree char *identity = file_identity(file);
-    if (identity != NULL && !g_hash_table_add(seen, g_steal_pointer(&identity))) {
+    if (identity != NULL && !g_hash_table_add(ctx->seen, g_steal_pointer(&identity))) {
         vd_set_file_error(error, filename, VD_ERROR_CORRUPT,
                           "backing chain loops back to this file");
         vd_file_close(file);
@@ -206,23 +225,36 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
         return NULL;
     }
     g_autoptr(VdImage) img = image_new(file, filename, drv, flags);
-    if (!drv->open(img, error))
+    img->open_options = ctx->open_options;
+    img->secrets = ctx->secrets;
+    gboolean opened = drv->open(img, error);
+    img->open_options = NULL; /* the caller's; only open may look at them */
+    img->secrets = NULL;
+    if (!opened)
         return NULL;
     if (img->read_write && drv->write == NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written",
                      drv->name);
         return NULL;
     }
-    if (!open_backing(img, seen, depth, error))
+    if (!open_backing(img, ctx, depth, error))
         return NULL;
     return g_steal_pointer(&img);
+}
+
+static VdImage *open_file_with_keys(VdFile *file, const char *filename, const char *format,
+                                    VdOpenFlags flags, VdOptions *open_options,
+                                    VdSecrets *secrets, GError **error)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    OpenContext ctx = { .seen = seen, .open_options = open_options, .secrets = secrets };
+    return open_layer(file, filename, format, flags, &ctx, 0, error);
 }
 
 static VdImage *open_file(VdFile *file, const char *filename, const char *format,
                           VdOpenFlags flags, GError **error)
 {
-    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    return open_layer(file, filename, format, flags, seen, 0, error);
+    return open_file_with_keys(file, filename, format, flags, NULL, NULL, error);
 }
 
 static VdImage *open_ova_disk(VdFile *archive, int index, VdOpenFlags flags, GError **error)
@@ -263,6 +295,42 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
         return open_ova_disk(archive, -1, flags, error);
     }
     return open_file(file, path, format, flags, error);
+}
+
+VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
+                            VdOptions *open_opts, VdSecrets *secrets, GError **error)
+{
+    VdFile *file = vd_file_open(path, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (file == NULL)
+        return NULL;
+    return open_file_with_keys(file, path, format, flags, open_opts, secrets, error);
+}
+
+gboolean vd_image_needs_key(VdImage *img)
+{
+    for (; img != NULL; img = img->backing)
+        if (img->needs_key)
+            return TRUE;
+    return FALSE;
+}
+
+gboolean vd_image_is_encrypted(VdImage *img) { return img->encrypted; }
+
+gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error)
+{
+    if (img->drv->amend == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "amending options is not supported by the %s format", img->drv->name);
+        return FALSE;
+    }
+    if (!img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->amend(img, opts, secrets, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
 }
 
 VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
@@ -317,7 +385,8 @@ guint32 vd_image_cluster_size(VdImage *img)
 
 gboolean vd_image_can_write_compressed(VdImage *img)
 {
-    return img->drv->compress != NULL && img->drv->write_compressed != NULL;
+    /* Compressed clusters are never encrypted: qemu refuses the mix too. */
+    return img->drv->compress != NULL && img->drv->write_compressed != NULL && !img->encrypted;
 }
 
 gboolean vd_image_has_zero_init(VdImage *img)
@@ -565,9 +634,17 @@ static gboolean mark_host_holes(const VdExtent *ext, VdBlockStatus *out, GError 
 {
     if (ext->kind != VD_EXTENT_DATA || !ext->offset_valid || ext->host_file == NULL)
         return TRUE;
+    /* Past the end of the file is no hole but damage: leave it to the read
+     * to report. */
+    guint64 file_size;
+    if (!vd_file_size(ext->host_file, &file_size, error))
+        return FALSE;
+    if (ext->host_offset >= file_size)
+        return TRUE;
+    guint64 in_file = MIN(out->length, file_size - ext->host_offset);
     gboolean is_data;
     guint64 run;
-    if (!vd_file_extent(ext->host_file, ext->host_offset, out->length, &is_data, &run, error))
+    if (!vd_file_extent(ext->host_file, ext->host_offset, in_file, &is_data, &run, error))
         return FALSE;
     out->length = run;
     if (!is_data)
@@ -662,7 +739,8 @@ VdImageInfo *vd_image_get_info(VdImage *img, GError **error)
             return NULL;
         }
     }
-    if (info->format_specific != NULL)
+    /* Drivers may hand over a floating or a sunk reference: own one either way. */
+    if (info->format_specific != NULL && g_variant_is_floating(info->format_specific))
         g_variant_ref_sink(info->format_specific);
     return info;
 }
@@ -855,6 +933,12 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
 gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
                          GError **error)
 {
+    return vd_image_create_with_secrets(path, format, size, opts, NULL, error);
+}
+
+gboolean vd_image_create_with_secrets(const char *path, const char *format, guint64 size,
+                                      VdOptions *opts, VdSecrets *secrets, GError **error)
+{
     g_autoptr(VdOptions) empty = NULL;
     if (opts == NULL)
         opts = empty = vd_options_new();
@@ -864,6 +948,7 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
                                          error);
     if (drv == NULL)
         return FALSE;
+    params.secrets = secrets;
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;

@@ -447,9 +447,12 @@ static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, gu
     if ((head_len > 0 || tail_len > 0) && total <= (1u << 20)) {
         /* One write instead of three for small unaligned requests. */
         g_autofree guint8 *buf = g_malloc(total);
-        memcpy(buf, head, head_len);
+        /* A missing part comes as NULL with length 0: memcpy must not see it. */
+        if (head_len > 0)
+            memcpy(buf, head, head_len);
         memcpy(buf + head_len, body, body_len);
-        memcpy(buf + head_len + body_len, tail, tail_len);
+        if (tail_len > 0)
+            memcpy(buf + head_len + body_len, tail, tail_len);
         return vd_file_pwrite(f, host, buf, total, error);
     }
     return (head_len == 0 || vd_file_pwrite(f, host, head, head_len, error)) &&

@@ -57,7 +57,7 @@ fi
 
 D=$(mktemp -d "$base/vdisk-bench.XXXXXX")
 trap 'rm -rf "$D"' EXIT
-need=$(($(numfmt --from=iec "$size") * 2))
+need=$(($(numfmt --from=iec "$size") * 3))
 avail=$(($(df -B1 --output=avail "$D" | tail -1)))
 ((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
 
@@ -80,6 +80,9 @@ with open(path, "wb") as f:
 PY
 fi
 "$QEMU_IMG" convert -f raw -O qcow2 "$D/src.raw" "$D/src.qcow2"
+# The desktop imports: VirtualBox and VMware disks as their products make them.
+"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/src.vdi"
+"$QEMU_IMG" convert -f raw -O vmdk "$D/src.raw" "$D/src.vmdk"
 
 # measure TOOL ARGS...: best wall time over the runs, and the largest peak RSS.
 # The last argument is the output file.
@@ -89,7 +92,7 @@ measure() {
         rm -f "$out"
         sync
         ((cold)) && echo 3 >/proc/sys/vm/drop_caches
-        if ((!cold)); then cat "$D/src.raw" "$D/src.qcow2" >/dev/null; fi
+        if ((!cold)); then cat "$D/src.raw" "$D/src.qcow2" "$D/src.vdi" "$D/src.vmdk" >/dev/null; fi
         /usr/bin/time -f '%e %M' -o "$D/time" sh -c '"$@" >/dev/null && sync -f "$0"' "$out" "$@" ||
             { echo "failed: $*" >&2; return 1; }
         read -r t m <"$D/time"
@@ -104,6 +107,9 @@ conversions=(
     "raw → qcow2 -c|-c -f raw -O qcow2|src.raw|out.qcow2|qcow2"
     "qcow2 → raw|-f qcow2 -O raw|src.qcow2|out.raw|raw"
     "qcow2 → qcow2|-f qcow2 -O qcow2|src.qcow2|out.qcow2|qcow2"
+    "vdi → qcow2|-f vdi -O qcow2|src.vdi|out.qcow2|qcow2"
+    "vmdk → qcow2|-f vmdk -O qcow2|src.vmdk|out.qcow2|qcow2"
+    "qcow2 → vmdk streamOptimized|-f qcow2 -O vmdk -o subformat=streamOptimized|src.qcow2|out.vmdk|vmdk"
 )
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
