@@ -411,11 +411,25 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
     *created = FALSE;
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create(path, opts->target_format, vd_image_size(source), create, error))
+        if (!vd_image_create_with_secrets(path, opts->target_format, vd_image_size(source),
+                                          create, opts->secrets, error))
             return NULL;
         *created = TRUE;
     }
-    return vd_image_open(path, opts->target_format, VD_OPEN_READ_WRITE, error);
+    /* The key a new encrypted target was made with opens it again. */
+    g_autoptr(VdOptions) keys = vd_options_new();
+    VdOptions *open_opts = opts->target_open_options;
+    if (open_opts == NULL) {
+        static const char *const names[] = { "encrypt.key-secret", "key-secret" };
+        for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
+            const char *id = vd_options_get(opts->create_options, names[i]);
+            if (id != NULL)
+                vd_options_set(keys, names[i], id);
+        }
+        open_opts = keys;
+    }
+    return vd_image_open_opts(path, opts->target_format, VD_OPEN_READ_WRITE, open_opts,
+                              opts->secrets, error);
 }
 
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,

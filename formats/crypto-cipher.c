@@ -1,6 +1,7 @@
 /* Sector ciphers, PBKDF2 and hashes for encrypted images, all through
  * OpenSSL 3's EVP interface (see crypto-cipher.h). */
 #include "crypto-cipher.h"
+#include "vdisk-driver.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -337,9 +338,10 @@ static gboolean make_iv(VdSectorCipher *c, guint64 sector, guint8 *iv, GError **
 static gboolean crypt_sectors(VdSectorCipher *c, gboolean enc, guint64 sector, guint8 *buf,
                               gsize len, GError **error)
 {
-    if (len % VD_CRYPTO_SECTOR_SIZE != 0) {
+    /* Key material may end in a part sector; data never does. */
+    if (len % 16 != 0) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "encrypted I/O of %zu bytes is not a whole number of sectors", len);
+                    "encrypted I/O of %zu bytes is not a whole number of cipher blocks", len);
         return FALSE;
     }
     EVP_CIPHER_CTX *ctx = enc ? c->enc : c->dec;
@@ -348,12 +350,12 @@ static gboolean crypt_sectors(VdSectorCipher *c, gboolean enc, guint64 sector, g
     for (gsize off = 0; ok && off < len; off += VD_CRYPTO_SECTOR_SIZE, sector++) {
         guint8 iv[16];
         int n = 0;
+        int chunk = (int)MIN(VD_CRYPTO_SECTOR_SIZE, len - off);
         ok = make_iv(c, sector, iv, error);
         if (!ok)
             break;
         if (EVP_CipherInit_ex2(ctx, NULL, NULL, c->iv_len > 0 ? iv : NULL, enc, NULL) != 1 ||
-            EVP_CipherUpdate(ctx, buf + off, &n, buf + off, VD_CRYPTO_SECTOR_SIZE) != 1 ||
-            n != VD_CRYPTO_SECTOR_SIZE) {
+            EVP_CipherUpdate(ctx, buf + off, &n, buf + off, chunk) != 1 || n != chunk) {
             set_openssl_error(error, enc ? "encryption" : "decryption");
             ok = FALSE;
         }

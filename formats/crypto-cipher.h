@@ -33,7 +33,8 @@ VdSectorCipher *vd_sector_cipher_new(const char *cipher_alg, const char *mode, c
 void vd_sector_cipher_free(VdSectorCipher *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdSectorCipher, vd_sector_cipher_free)
 
-/* Encrypt or decrypt len bytes (a multiple of 512) in place; the first
+/* Encrypt or decrypt len bytes (whole 512-byte sectors; only LUKS key
+ * material ends in a part sector of whole 16-byte blocks) in place; the first
  * sector's IV is built from sector number first_sector, the next from
  * first_sector + 1 and so on. Thread safe. */
 gboolean vd_sector_cipher_encrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf,

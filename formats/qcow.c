@@ -15,6 +15,7 @@
  * There are no refcounts: new clusters are appended at the end of the file
  * and space that is no longer referenced is never reused.
  */
+#include "crypto-cipher.h"
 #include "vdisk-driver.h"
 
 #include <zlib.h>
@@ -81,6 +82,8 @@ typedef struct {
     guint64 inflated_entry;
     guint8 *inflated;
     guint8 *scratch; /* one cluster for copy-on-write */
+    gboolean aes;           /* legacy AES: data clusters are encrypted */
+    VdSectorCipher *cipher; /* NULL when opened without the key */
 } QcowState;
 
 static const char *const qcow_create_options[] = {
@@ -330,13 +333,40 @@ static gboolean parse_geometry(VdImage *img, const guint8 *hdr, GError **error)
     return TRUE;
 }
 
-static gboolean parse_crypt_method(VdImage *img, guint32 method, GError **error)
+/* Legacy AES: AES-128-CBC keyed with the passphrase's first 16 bytes
+ * (zero-padded), plain64 IVs from the guest sector, as QEMU had it. Only
+ * read, so old images can be converted to LUKS. */
+static gboolean open_aes(VdImage *img, GError **error)
 {
-    if (method == CRYPT_AES) {
+    QcowState *s = img->priv;
+    s->aes = TRUE;
+    img->encrypted = TRUE;
+    if (img->read_write) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "image is encrypted (legacy AES); encryption is not supported yet");
+                     "is encrypted with the legacy qcow AES scheme, which is weak and can only "
+                     "be read; convert it to a LUKS-encrypted image (vdisk convert ... -O qcow2 "
+                     "-o encrypt.format=luks,encrypt.key-secret=ID)");
         return FALSE;
     }
+    const guint8 *pass;
+    gsize len;
+    if (!vd_image_passphrase(img, "encrypt.key-secret", &pass, &len, error))
+        return FALSE;
+    if (pass == NULL) {
+        img->needs_key = TRUE;
+        return TRUE;
+    }
+    guint8 key[16] = { 0 };
+    memcpy(key, pass, MIN(len, sizeof key));
+    s->cipher = vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
+    explicit_bzero(key, sizeof key);
+    return s->cipher != NULL;
+}
+
+static gboolean parse_crypt_method(VdImage *img, guint32 method, GError **error)
+{
+    if (method == CRYPT_AES)
+        return open_aes(img, error);
     if (method != CRYPT_NONE) {
         vd_set_error(error, img, VD_ERROR_CORRUPT, "unknown encryption method %u", method);
         return FALSE;
@@ -459,6 +489,7 @@ static void qcow_close(VdImage *img)
     g_free(s->l1);
     g_free(s->inflated);
     g_free(s->scratch);
+    vd_sector_cipher_free(s->cipher);
     g_free(s);
     img->priv = NULL;
 }
@@ -561,7 +592,7 @@ static gboolean qcow_block_status(VdImage *img, guint64 offset, guint64 len, VdE
     out->kind = entry_kind(first);
     out->length = done;
     out->compressed = compressed;
-    out->offset_valid = first != 0 && !compressed;
+    out->offset_valid = first != 0 && !compressed && !((QcowState *)img->priv)->aes;
     out->host_offset = out->offset_valid ? first + in_cluster : 0;
     return TRUE;
 }
@@ -590,10 +621,32 @@ static gboolean inflate_entry(VdImage *img, guint64 entry, GError **error)
 /* Read len bytes of guest data at guest into buf, one entry's span at a
  * time, with plain clusters that follow each other in the file merged into
  * one read. */
+static gboolean read_run(VdImage *img, guint64 guest, guint64 host, guint8 *buf, gsize len,
+                         GError **error)
+{
+    QcowState *s = img->priv;
+    if (!vd_file_pread_zero_past_eof(img->file, host, buf, len, error))
+        return FALSE;
+    return !s->aes || vd_sector_cipher_decrypt(s->cipher, guest / 512, buf, len, error);
+}
+
+/* Encrypted data is read in whole sectors. */
+static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len,
+                             GError **error);
+
 static gboolean qcow_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
     QcowState *s = img->priv;
+    if (s->aes && s->cipher == NULL) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "is encrypted and was opened without its passphrase (give "
+                     "encrypt.key-secret=ID with --object secret, or --passphrase-file)");
+        return FALSE;
+    }
+    if (s->aes && ((offset & 511) != 0 || (len & 511) != 0))
+        return read_aligned(img, offset, buf, len, error);
     guint8 *out = buf;
+    guint64 run_guest = 0;
     guint64 run_host = 0;
     guint8 *run_buf = NULL;
     gsize run_len = 0;
@@ -609,11 +662,11 @@ static gboolean qcow_read(VdImage *img, guint64 offset, void *buf, gsize len, GE
             done += n;
             continue;
         }
-        if (run_len > 0 &&
-            !vd_file_pread_zero_past_eof(img->file, run_host, run_buf, run_len, error))
+        if (run_len > 0 && !read_run(img, run_guest, run_host, run_buf, run_len, error))
             return FALSE;
         run_len = 0;
         if (plain) {
+            run_guest = guest;
             run_host = entry + in_cluster;
             run_buf = out + done;
             run_len = n;
@@ -626,8 +679,18 @@ static gboolean qcow_read(VdImage *img, guint64 offset, void *buf, gsize len, GE
         }
         done += n;
     }
-    return run_len == 0 ||
-           vd_file_pread_zero_past_eof(img->file, run_host, run_buf, run_len, error);
+    return run_len == 0 || read_run(img, run_guest, run_host, run_buf, run_len, error);
+}
+
+static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len,
+                             GError **error)
+{
+    guint64 start = offset & ~(guint64)511, end = (offset + len + 511) & ~(guint64)511;
+    g_autofree guint8 *tmp = g_malloc(end - start);
+    if (!qcow_read(img, start, tmp, end - start, error))
+        return FALSE;
+    memcpy(buf, tmp + (offset - start), len);
+    return TRUE;
 }
 
 /* ----- writing ----- */
@@ -800,7 +863,17 @@ static void qcow_get_info(VdImage *img, VdImageInfo *info)
 {
     QcowState *s = img->priv;
     info->cluster_size = s->cluster_size;
-    info->encrypted = FALSE; /* encrypted images are refused at open */
+    info->encrypted = s->aes;
+    if (s->aes) {
+        GVariantBuilder b, e;
+        g_variant_builder_init(&e, G_VARIANT_TYPE_VARDICT);
+        g_variant_builder_add(&e, "{sv}", "format", g_variant_new_string("aes"));
+        g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+        g_variant_builder_add(&b, "{sv}", "encrypt", g_variant_builder_end(&e));
+        if (info->format_specific != NULL)
+            g_variant_unref(info->format_specific);
+        info->format_specific = g_variant_ref_sink(g_variant_builder_end(&b));
+    }
 }
 
 static guint32 qcow_cluster_size(VdImage *img) { return ((QcowState *)img->priv)->cluster_size; }

@@ -214,6 +214,15 @@ static void check_bitmaps(Check *c)
     }
 }
 
+/* The LUKS header and key material of an encrypted image. */
+static void check_crypto_header(Check *c)
+{
+    Qcow2State *s = c->s;
+    if (s->crypto_ext_offset != 0 && s->crypto_ext_length != 0 &&
+        !add_ref(c, s->crypto_ext_offset, s->crypto_ext_length, FALSE, "encryption header"))
+        report(c, TRUE, "ERROR the encryption header is invalid");
+}
+
 static void check_refcount_structure(Check *c)
 {
     Qcow2State *s = c->s;
@@ -342,6 +351,7 @@ static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
     check_l1_tree(c, s->l1, s->l1_size, TRUE);
     check_snapshots(c);
     check_bitmaps(c);
+    check_crypto_header(c);
     check_refcount_structure(c);
     compare_refcounts(c, leaks);
     check_copied_flags(c);

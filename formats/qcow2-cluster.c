@@ -209,7 +209,9 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
     out->kind = r.kind;
     out->length = r.len;
     out->compressed = r.compressed;
-    if (r.kind == VD_EXTENT_DATA && !r.compressed) {
+    /* Encrypted data has no place in the file a reader could use as is
+     * (and a hole under it would not read as zero), as qemu-img map says. */
+    if (r.kind == VD_EXTENT_DATA && !r.compressed && !qcow2_encrypted(s)) {
         out->offset_valid = TRUE;
         out->host_offset = r.host;
         out->host_file = qcow2_data_file(s);
@@ -249,8 +251,38 @@ static gboolean load_compressed(Qcow2State *s, guint64 guest, guint64 entry, GEr
     return TRUE;
 }
 
+static gboolean read_plain(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                           GError **error);
+
+/* Encrypted data: whole sectors are read and decrypted; guest and host
+ * offsets agree modulo the cluster size, so they align together. */
+static gboolean read_encrypted(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf,
+                               guint64 n, GError **error)
+{
+    guint64 head = guest & 511, span = qcow2_align_up(head + n, 512);
+    if (!qcow2_crypto_need_key(s, error))
+        return FALSE;
+    if (head == 0 && span == n)
+        return read_plain(s, guest, host, buf, n, error) &&
+               qcow2_decrypt(s, guest, host, buf, n, error);
+    g_autofree guint8 *tmp = g_malloc(span);
+    if (!read_plain(s, guest - head, host - head, tmp, span, error) ||
+        !qcow2_decrypt(s, guest - head, host - head, tmp, span, error))
+        return FALSE;
+    memcpy(buf, tmp + head, n);
+    return TRUE;
+}
+
 static gboolean read_data(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
                           GError **error)
+{
+    if (qcow2_encrypted(s))
+        return read_encrypted(s, guest, host, buf, n, error);
+    return read_plain(s, guest, host, buf, n, error);
+}
+
+static gboolean read_plain(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                           GError **error)
 {
     VdFile *f = qcow2_data_file(s);
     if (s->data_file == NULL && !qcow2_in_file(s, host, n)) {
@@ -438,11 +470,38 @@ static guint64 write_unit(Qcow2State *s, guint64 entry, gboolean in_place)
     return qcow2_subcluster_size(s);
 }
 
+/* Encrypt the parts into a bounce buffer, a piece at a time, and write
+ * them: the caller's data stays plain. host and every length are whole
+ * sectors (qcow2_write aligns encrypted requests). */
+static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head,
+                                 guint64 head_len, const guint8 *body, guint64 body_len,
+                                 const guint8 *tail, guint64 tail_len, GError **error)
+{
+    const guint8 *parts[3] = { head, body, tail };
+    guint64 lens[3] = { head_len, body_len, tail_len };
+    gsize chunk = 1u << 20;
+    g_autofree guint8 *tmp = g_malloc(chunk);
+    for (int i = 0; i < 3; i++) {
+        for (guint64 done = 0; done < lens[i];) {
+            gsize n = (gsize)MIN(chunk, lens[i] - done);
+            memcpy(tmp, parts[i] + done, n);
+            if (!qcow2_encrypt(s, host, tmp, n, error) ||
+                !vd_file_pwrite(s->img->file, host, tmp, n, error))
+                return FALSE;
+            host += n;
+            done += n;
+        }
+    }
+    return TRUE;
+}
+
 static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, guint64 head_len,
                              const guint8 *body, guint64 body_len, const guint8 *tail,
                              guint64 tail_len, GError **error)
 {
     VdFile *f = qcow2_data_file(s);
+    if (qcow2_encrypted(s))
+        return pwrite_encrypted(s, host, head, head_len, body, body_len, tail, tail_len, error);
     guint64 total = head_len + body_len + tail_len;
     if ((head_len > 0 || tail_len > 0) && total <= (1u << 20)) {
         /* One write instead of three for small unaligned requests. */
@@ -574,11 +633,38 @@ static gboolean write_in_table(Qcow2State *s, guint64 offset, const guint8 *buf,
     return ok;
 }
 
+/* Encrypted images are written in whole sectors: widen the request with
+ * the old content around it. */
+static gboolean write_sector_aligned(VdImage *img, guint64 offset, const guint8 *buf, gsize len,
+                                     GError **error)
+{
+    guint64 start = offset & ~(guint64)511;
+    guint64 end = MIN(qcow2_align_up(offset + len, 512), qcow2_align_up(img->size, 512));
+    gsize span = (gsize)(end - start);
+    g_autofree guint8 *tmp = g_malloc0(span);
+    guint64 readable = MIN(end, img->size) - start;
+    if (offset > start && !qcow2_read(img, start, tmp, MIN(512, readable), error))
+        return FALSE;
+    if (end > offset + len && end - 512 >= start) {
+        guint64 a = end - 512;
+        if (a < img->size && !qcow2_read(img, a, tmp + (a - start), MIN(512, img->size - a), error))
+            return FALSE;
+    }
+    memcpy(tmp + (offset - start), buf, len);
+    return qcow2_write(img, start, tmp, span, error);
+}
+
 gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     Qcow2State *s = img->priv;
     if (!refuse_if_snapshot(s, error))
         return FALSE;
+    if (qcow2_encrypted(s)) {
+        if (!qcow2_crypto_need_key(s, error))
+            return FALSE;
+        if ((offset & 511) != 0 || (len & 511) != 0)
+            return write_sector_aligned(img, offset, buf, len, error);
+    }
     guint64 span = qcow2_l2_span(s);
     const guint8 *p = buf;
     while (len > 0) {
@@ -820,6 +906,11 @@ gboolean qcow2_write_compressed(VdImage *img, guint64 offset, const void *data, 
     if (s->data_file != NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
                      "compressed clusters cannot be used with an external data file");
+        return FALSE;
+    }
+    if (qcow2_encrypted(s)) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "compression and encryption cannot be used together");
         return FALSE;
     }
     if (qcow2_offset_into_cluster(s, offset) != 0 || len == 0 || len >= s->cluster_size) {

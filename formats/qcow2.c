@@ -313,7 +313,8 @@ static gboolean parse_extensions(VdImage *img, Qcow2State *s, const guint8 *hdr,
             }
             break;
         case QCOW2_EXT_CRYPTO:
-            s->crypto_ext_offset = len >= 8 ? vd_be64(data) : 0;
+            s->crypto_ext_offset = len >= 16 ? vd_be64(data) : 0;
+            s->crypto_ext_length = len >= 16 ? vd_be64(data + 8) : 0;
             break;
         default:
             break; /* bitmaps and unknown ones: left in place on disk */
@@ -589,11 +590,7 @@ static gboolean qcow2_open(VdImage *img, GError **error)
     setup_geometry(s);
     if (!parse_extensions(img, s, h, s->header_length, error))
         return FALSE;
-    if (vd_be32(h + QH_CRYPT_METHOD) != 0) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "is encrypted; encryption is not supported yet");
-        return FALSE;
-    }
+    s->crypt_method = vd_be32(h + QH_CRYPT_METHOD);
     if (!refuse_incompat(img, s, error))
         return FALSE;
     if (s->ext_l2 && s->cluster_bits < 14) {
@@ -619,6 +616,8 @@ static gboolean qcow2_open(VdImage *img, GError **error)
     if (!load_l1(img, s, error) || !qcow2_refcount_load(s, error) ||
         !qcow2_snapshots_load(s, vd_be32(h + QH_NB_SNAPSHOTS), vd_be64(h + QH_SNAPSHOTS_OFFSET),
                               error))
+        return FALSE;
+    if (!qcow2_crypto_open(img, s, error))
         return FALSE;
     if (img->read_write && !open_read_write(img, s, error))
         return FALSE;
@@ -649,6 +648,7 @@ static void qcow2_close(VdImage *img)
         for (int b = 0; b < 64; b++)
             g_free(s->feature_names[t][b]);
     g_free(s->zbuf);
+    qcow2_crypto_close(s);
     g_free(s);
     img->priv = NULL;
 }
@@ -672,6 +672,7 @@ typedef struct {
     int prealloc;
     int compression_type;
     gboolean ext_l2;
+    gboolean luks; /* encrypt.format=luks */
 } CreateOpts;
 
 enum { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
@@ -704,6 +705,37 @@ static gboolean refuse_option(VdOptions *opts, const char *key, const char *why,
     return FALSE;
 }
 
+/* encrypt.format=luks makes a LUKS-encrypted image; legacy AES
+ * (encryption=on, encrypt.format=aes) is only read, never written. */
+static gboolean parse_encryption(VdOptions *opts, CreateOpts *o, GError **error)
+{
+    gboolean legacy = FALSE;
+    const char *format = vd_options_get(opts, "encrypt.format");
+    if (!vd_option_bool(opts, "encryption", FALSE, &legacy, error))
+        return FALSE;
+    if (legacy || (format != NULL && g_str_equal(format, "aes"))) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "legacy qcow AES encryption is weak and is not written by vdisk; use "
+                    "encrypt.format=luks");
+        return FALSE;
+    }
+    if (format != NULL && !g_str_equal(format, "luks")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "encrypt.format must be 'luks', not '%s'", format);
+        return FALSE;
+    }
+    o->luks = format != NULL;
+    g_autoptr(GPtrArray) keys = vd_options_keys(opts);
+    for (guint i = 0; !o->luks && i < keys->len; i++) {
+        if (g_str_has_prefix(keys->pdata[i], "encrypt.")) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "option '%s' needs encrypt.format=luks", (const char *)keys->pdata[i]);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError **error)
 {
     static const char *const compat[] = { "0.10", "1.1", "v2", "v3", NULL };
@@ -711,8 +743,7 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
     static const char *const ctypes[] = { "zlib", "zstd", NULL };
     int c;
     VdOptions *opts = p->options;
-    if (!refuse_option(opts, "encryption", "encryption is not supported yet", error) ||
-        !refuse_option(opts, "encrypt.format", "encryption is not supported yet", error) ||
+    if (!parse_encryption(opts, o, error) ||
         !refuse_option(opts, "data_file", "external data files cannot be created yet", error) ||
         !refuse_option(opts, "data_file_raw", "external data files cannot be created yet", error))
         return FALSE;
@@ -741,6 +772,8 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
         bad = "extended_l2 needs a cluster_size of at least 16k";
     else if (p->backing_file != NULL && o->prealloc != PREALLOC_OFF && !o->ext_l2)
         bad = "a backing file and preallocation can only be used together with extended_l2";
+    else if (o->luks && o->prealloc != PREALLOC_OFF)
+        bad = "preallocation cannot be combined with encryption";
     else if (p->backing_file != NULL && strlen(p->backing_file) > QCOW2_MAX_BACKING_NAME)
         bad = "the backing file name is longer than 1023 bytes";
     if (bad != NULL) {
@@ -804,6 +837,11 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
         vd_put_be32(h + QH_HEADER_LENGTH, QH_V3_LENGTH);
         h[QH_COMPRESSION_TYPE] = (guint8)o->compression_type;
         off = QH_V3_LENGTH;
+    }
+    if (o->luks) {
+        /* Filled in once the LUKS header has clusters (qcow2-crypto.c). */
+        static const guint8 placeholder[16] = { 0 };
+        off = put_extension(h, off, QCOW2_EXT_CRYPTO, placeholder, sizeof placeholder);
     }
     gsize blen = p->backing_file != NULL ? strlen(p->backing_file) : 0;
     gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
@@ -908,6 +946,7 @@ static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **err
              qcow2_write_header_field(s, QH_SIZE, p->size, 8, error);
         if (ok)
             tmp.size = p->size;
+        ok = ok && (!o.luks || qcow2_crypto_create(s, p, error));
         ok =
             ok && preallocate_data(s, o.prealloc, p->size, error) && qcow2_flush_metadata(s, error);
     }
@@ -924,7 +963,7 @@ static void qcow2_get_info(VdImage *img, VdImageInfo *info)
     Qcow2State *s = img->priv;
     info->cluster_size = (guint32)s->cluster_size;
     info->dirty = (s->incompat & QCOW2_INCOMPAT_DIRTY) != 0 && !s->set_dirty;
-    info->encrypted = FALSE;
+    info->encrypted = qcow2_encrypted(s);
     if (info->snapshots != NULL)
         g_ptr_array_unref(info->snapshots);
     info->snapshots = qcow2_list_snapshots(img, NULL);
@@ -948,6 +987,8 @@ static void qcow2_get_info(VdImage *img, VdImageInfo *info)
                               g_variant_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
         g_variant_builder_add(&b, "{sv}", "extended-l2", g_variant_new_boolean(s->ext_l2));
     }
+    if (qcow2_encrypted(s))
+        g_variant_builder_add(&b, "{sv}", "encrypt", qcow2_crypto_info(s));
     if (info->format_specific != NULL)
         g_variant_unref(info->format_specific);
     info->format_specific = g_variant_ref_sink(g_variant_builder_end(&b));
@@ -1013,7 +1054,7 @@ static guint32 qcow2_cluster_size(VdImage *img) { return (guint32)qcow2_state(im
 static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
 {
     Qcow2State *s = img->priv;
-    if (len > s->cluster_size || s->data_file != NULL)
+    if (len > s->cluster_size || s->data_file != NULL || qcow2_encrypted(s))
         return 0;
     g_autofree guint8 *padded = NULL;
     if (len < s->cluster_size) {
@@ -1032,7 +1073,9 @@ static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, 
 static const char *const qcow2_create_options[] = {
     "compat",        "cluster_size", "refcount_bits",    "lazy_refcounts", "preallocation",
     "backing_file",  "backing_fmt",  "compression_type", "extended_l2",    "data_file",
-    "data_file_raw", "encryption",   "encrypt.format",   "size",           NULL,
+    "data_file_raw", "encryption",   "encrypt.format",   "size",
+    "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg",
+    "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time", NULL,
 };
 
 const VdDriver vd_driver_qcow2 = {
@@ -1060,4 +1103,5 @@ const VdDriver vd_driver_qcow2 = {
     .load_snapshot = qcow2_load_snapshot,
     .has_zero_init = qcow2_has_zero_init,
     .cluster_size = qcow2_cluster_size,
+    .amend = qcow2_crypto_amend,
 };

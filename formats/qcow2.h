@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include "luks-header.h"
 #include "vdisk-driver.h"
 
 #define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
@@ -77,6 +78,7 @@
 #define QCOW2_SUBCLUSTERS 32u
 
 enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
+enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
 
 /* A bounded write-back cache of one-cluster tables (L2 tables or refcount
  * blocks), keyed by host offset. */
@@ -158,6 +160,11 @@ typedef struct {
     VdFile *data_file; /* NULL: data lives in img->file */
     char *data_file_name;
     guint64 crypto_ext_offset;
+    guint64 crypto_ext_length;
+    guint32 crypt_method;  /* QCOW2_CRYPT_* */
+    VdSectorCipher *cipher; /* NULL: not encrypted, or opened without a key */
+    VdLuksHeader *luks;     /* crypt_method LUKS */
+    guint8 *master_key;     /* LUKS, for amend; NULL without a key */
     guint32 nb_bitmaps; /* bitmaps extension, only accounted for by check */
     guint64 bitmap_dir_size;
     guint64 bitmap_dir_offset;
@@ -271,6 +278,26 @@ gboolean qcow2_grow_l1(Qcow2State *s, guint32 min_size, GError **error);
 gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **error);
 /* Largest guest offset with anything allocated (for shrinking). */
 gboolean qcow2_has_data_past(Qcow2State *s, guint64 offset, gboolean *found, GError **error);
+
+/* ----- qcow2-crypto.c ----- */
+/* Set up decryption at open (crypt_method from the header). */
+gboolean qcow2_crypto_open(VdImage *img, Qcow2State *s, GError **error);
+void qcow2_crypto_close(Qcow2State *s);
+/* Is the data encrypted (with or without a key at hand)? */
+static inline gboolean qcow2_encrypted(Qcow2State *s) { return s->crypt_method != 0; }
+/* Fail unless the key is there. */
+gboolean qcow2_crypto_need_key(Qcow2State *s, GError **error);
+/* Decrypt data read from host offset host for guest offset guest (both
+ * 512-aligned, n a multiple of 512). */
+gboolean qcow2_decrypt(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                       GError **error);
+gboolean qcow2_encrypt(Qcow2State *s, guint64 host, guint8 *buf, guint64 n, GError **error);
+/* Create: the LUKS header for encrypt.format=luks, written into newly
+ * allocated clusters, with the extension that points at it. */
+gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **error);
+/* qemu-img amend's encrypt.* options: add or remove key slots. */
+gboolean qcow2_crypto_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
+GVariant *qcow2_crypto_info(Qcow2State *s);
 
 /* ----- qcow2-compress.c ----- */
 gsize qcow2_compress_buffer(int type, const void *in, gsize len, void *out, gsize out_len);

@@ -58,7 +58,14 @@ typedef struct {
     const char *backing_file;   /* as it is to be stored */
     const char *backing_format; /* may be NULL */
     const char *path;           /* the file being created */
+    VdSecrets *secrets;         /* what encrypt.key-secret names; may be NULL */
 } VdCreateParams;
+
+/* The passphrase a new encrypted image gets: the secret that option key
+ * names, else the secrets' default. Fails with a clear error when there is
+ * none. The bytes are borrowed from params->secrets. */
+gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, const guint8 **pass,
+                              gsize *len, GError **error);
 
 /* Typed option lookups with a clear error naming the option. */
 gboolean vd_option_bool(VdOptions *opts, const char *key, gboolean dflt, gboolean *out,
@@ -140,6 +147,9 @@ typedef struct VdDriver {
     gboolean (*has_zero_init)(VdImage *img);
     guint32 (*cluster_size)(VdImage *img);
     gboolean sequential_writes;
+    /* Optional: change an open image's options (qemu-img amend), e.g. add
+     * or remove LUKS key slots; secrets holds what the options name. */
+    gboolean (*amend)(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
 } VdDriver;
 
 struct VdImage {
@@ -157,7 +167,22 @@ struct VdImage {
     void *priv;       /* the driver's state */
     /* Serialises driver calls: drivers need no locking of their own. */
     GMutex lock;
+    /* Valid during the driver's open only (borrowed, may be NULL): the
+     * --image-opts options and the secrets they name. */
+    VdOptions *open_options;
+    VdSecrets *secrets;
+    /* Set by the driver: the data is encrypted, and whether the key is
+     * missing (opened for inspection only). */
+    gboolean encrypted;
+    gboolean needs_key;
 };
+
+/* The passphrase for an encrypted image being opened: the secret the open
+ * option key names (qcow2 "encrypt.key-secret", luks "key-secret"), else
+ * the secrets' default. *pass is NULL (and TRUE returned) when no key was
+ * given at all; naming a secret that does not exist is an error. */
+gboolean vd_image_passphrase(VdImage *img, const char *key, const guint8 **pass, gsize *len,
+                             GError **error);
 
 /* Error helpers: the message is prefixed with the image's file name. */
 void vd_set_error(GError **error, VdImage *img, VdError code, const char *fmt, ...)
@@ -228,5 +253,6 @@ extern const VdDriver vd_driver_qcow;
 extern const VdDriver vd_driver_cow;
 extern const VdDriver vd_driver_vdi;
 extern const VdDriver vd_driver_vmdk;
+extern const VdDriver vd_driver_luks;
 
 G_END_DECLS

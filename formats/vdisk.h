@@ -33,6 +33,10 @@ typedef enum {
     VD_OPEN_NO_BACKING = 1 << 1, /* do not open backing files */
     /* Open even with a dirty flag or unknown autoclear bits (check, repair). */
     VD_OPEN_FOR_CHECK = 1 << 2,
+    /* Refuse images that name other files (vmdk extents, qcow2 data files,
+     * backing files): for descriptors from a less trusted caller, whose
+     * names must not be opened with the opener's rights. */
+    VD_OPEN_NO_RELATED_FILES = 1 << 3,
 } VdOpenFlags;
 
 typedef struct VdImage VdImage;
@@ -113,6 +117,29 @@ const char *vd_format_from_extension(const char *filename);
 /* The create options a format takes, NULL-terminated, static. */
 const char *const *vd_format_create_options(const char *format);
 
+/* ----- secrets for encrypted images -----
+ * A small store of named secrets (passphrases), as qemu-img's
+ * "--object secret,id=ID,file=PATH" defines them; options name them by id
+ * ("encrypt.key-secret=ID" for qcow2 and qcow, "key-secret=ID" for luks).
+ * Values are wiped from memory when the store is freed and never appear
+ * in error messages. */
+typedef struct VdSecrets VdSecrets;
+VdSecrets *vd_secrets_new(void);
+void vd_secrets_free(VdSecrets *secrets);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdSecrets, vd_secrets_free)
+/* Add (or replace) secret id with a copy of len bytes of data. */
+void vd_secrets_add(VdSecrets *secrets, const char *id, const void *data, gsize len);
+/* Add a secret from qemu's object syntax: "secret,id=ID,file=PATH" or
+ * "secret,id=ID,data=TEXT", optionally ",format=base64" (or "raw"). The
+ * leading "secret," may be left out. */
+gboolean vd_secrets_add_object(VdSecrets *secrets, const char *spec, GError **error);
+/* The bytes of secret id (borrowed) or NULL. */
+const guint8 *vd_secrets_lookup(VdSecrets *secrets, const char *id, gsize *len);
+/* A passphrase used when an encrypted image names no secret (from
+ * --passphrase-file or a prompt). */
+void vd_secrets_set_default(VdSecrets *secrets, const void *data, gsize len);
+gboolean vd_secrets_has_default(VdSecrets *secrets);
+
 /* Open an image. format NULL probes. With VD_OPEN_NO_BACKING the backing
  * chain is left closed (block status then reports unallocated ranges).
  * Returns a new reference. */
@@ -124,6 +151,20 @@ VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFl
 /* The format probing would pick for path ("ova" for an OVA appliance);
  * *fell_back_to_raw is set when nothing matched and it settled on raw. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);
+/* Open with qemu's --image-opts style options (open_opts may be NULL:
+ * "encrypt.key-secret=ID" for qcow2/qcow, "key-secret=ID" for luks) and
+ * the secrets they name (may be NULL). The backing chain gets the same.
+ * An encrypted image opened without any key opens for inspection only:
+ * reading or writing its data fails (see vd_image_needs_key). A wrong
+ * passphrase fails with "no key slot matches the passphrase". */
+VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
+                            VdOptions *open_opts, VdSecrets *secrets, GError **error);
+/* TRUE when img or its backing chain is encrypted and was opened without
+ * its key. */
+gboolean vd_image_needs_key(VdImage *img);
+/* TRUE when img's data is encrypted. */
+gboolean vd_image_is_encrypted(VdImage *img);
+
 
 /* OVA appliances (a tar of an .ovf and its disks): is path one, which
  * disks does it hold (char* member names), and open disk index (0-based;
@@ -141,6 +182,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImage, vd_image_unref)
  * with a backing_file option takes the backing file's size. */
 gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
                          GError **error);
+/* Same, with the secrets that encryption options name
+ * ("encrypt.key-secret=ID"); secrets may be NULL. */
+gboolean vd_image_create_with_secrets(const char *path, const char *format, guint64 size,
+                                      VdOptions *opts, VdSecrets *secrets, GError **error);
+
 
 /* Same, into a descriptor the caller opened for reading and writing (the
  * image dups it; the file is truncated first). name is used in messages and
@@ -199,6 +245,13 @@ VdImageInfo *vd_image_get_info(VdImage *img, GError **error);
  * it with VD_ERROR_NO_SPACE when data would be lost... unless it is raw. */
 gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
 
+/* Change options of an existing image as qemu-img amend does; so far the
+ * LUKS key slots of encrypted qcow2 and luks images ("encrypt.keyslot",
+ * "encrypt.state", "encrypt.new-secret", "encrypt.old-secret",
+ * "encrypt.iter-time"; without "encrypt." for luks). img must be open
+ * read-write with its key. */
+gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
+
 /* ----- consistency check ----- */
 typedef enum {
     VD_CHECK_REPAIR_NONE = 0,
@@ -253,6 +306,12 @@ typedef struct {
     VdProgressFunc progress;
     gpointer progress_data;
     GCancellable *cancellable;
+    /* Secrets that the target's create options name (encrypt.key-secret);
+     * may be NULL. */
+    VdSecrets *secrets;
+    /* How to open an existing target (-n with --target-image-opts); NULL
+     * takes the key options of create_options. */
+    VdOptions *target_open_options;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <glib-unix.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -79,6 +78,10 @@ static struct option *merge_long_options(const struct option *longopts)
     static const struct option shared[] = {
         { "help", no_argument, NULL, CLI_OPT_HELP },
         { "disk", required_argument, NULL, CLI_OPT_DISK },
+        { "object", required_argument, NULL, CLI_OPT_OBJECT },
+        { "image-opts", no_argument, NULL, CLI_OPT_IMAGE_OPTS },
+        { "target-image-opts", no_argument, NULL, CLI_OPT_TARGET_IMAGE_OPTS },
+        { "passphrase-file", required_argument, NULL, CLI_OPT_PASSPHRASE_FILE },
     };
     gsize n = 0;
     struct option *all;
@@ -169,6 +172,12 @@ int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *
             appliance_disk = (int)disk - 1;
             break;
         }
+        case CLI_OPT_OBJECT:
+        case CLI_OPT_IMAGE_OPTS:
+        case CLI_OPT_TARGET_IMAGE_OPTS:
+        case CLI_OPT_PASSPHRASE_FILE:
+            ok = cli_secrets_option(opt, optarg, &error);
+            break;
         default:
             ok = func != NULL && func(opt, optarg, data, &error);
             if (!ok && error == NULL) {
@@ -229,13 +238,23 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
 VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
                         CliProbeWarning warn, GError **error)
 {
+    if (cli_image_opts()) {
+        g_autofree char *file = NULL, *driver = NULL;
+        g_autoptr(VdOptions) opts = NULL;
+        if (!cli_split_image_opts(path, &file, &driver, &opts, error))
+            return NULL;
+        const char *dfmt = cli_probe_format(file, driver, warn, error);
+        if (dfmt == NULL)
+            return NULL;
+        return cli_open_image_with_keys(file, dfmt, opts, flags, error);
+    }
     const char *fmt = cli_probe_format(path, format, warn, error);
 
     if (fmt == NULL)
         return NULL;
     if (g_str_equal(fmt, "ova"))
         return vd_image_open_ova(path, appliance_disk, error);
-    return vd_image_open(path, fmt, flags, error);
+    return cli_open_image_with_keys(path, fmt, NULL, flags, error);
 }
 
 gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error)
@@ -257,23 +276,6 @@ gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *ou
     }
     *out = (guint)value;
     return TRUE;
-}
-
-char *cli_format_size(guint64 bytes)
-{
-    static const char *const prefixes[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };
-    int exponent = 0;
-    int i;
-
-    /* qemu's size_to_str: switch to the next unit once the number would
-     * reach 1000, so "1000 KiB" is shown as "0.977 MiB". */
-    frexp((double)bytes / (1000.0 / 1024.0), &exponent);
-    i = (exponent - 1) / 10;
-    if (i < 0)
-        i = 0;
-    if (i >= (int)G_N_ELEMENTS(prefixes))
-        i = G_N_ELEMENTS(prefixes) - 1;
-    return g_strdup_printf("%0.3g %sB", (double)bytes / (double)(1ULL << (i * 10)), prefixes[i]);
 }
 
 /* ----- running a job in a worker thread ----- */

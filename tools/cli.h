@@ -37,6 +37,7 @@ extern const CliCommand cli_cmd_compare;
 extern const CliCommand cli_cmd_snapshot;
 extern const CliCommand cli_cmd_resize;
 extern const CliCommand cli_cmd_map;
+extern const CliCommand cli_cmd_amend;
 
 /* Print the full help of one command to stream. */
 void cli_print_command_help(const CliCommand *cmd, FILE *stream);
@@ -51,6 +52,12 @@ enum {
     CLI_OPT_OUTPUT = 0x100,
     CLI_OPT_HELP,
     CLI_OPT_DISK, /* --disk N: which disk of an OVA appliance */
+    /* Encrypted images (cli-secrets.c): --object secret,..., --image-opts,
+     * --target-image-opts, --passphrase-file. */
+    CLI_OPT_OBJECT,
+    CLI_OPT_IMAGE_OPTS,
+    CLI_OPT_TARGET_IMAGE_OPTS,
+    CLI_OPT_PASSPHRASE_FILE,
     CLI_OPT_FIRST_PRIVATE, /* commands number their own long options from here */
 };
 
@@ -152,5 +159,29 @@ typedef gboolean (*CliJobFunc)(gpointer data, GCancellable *cancellable, GError 
  * tick_ms. Returns func's result. */
 gboolean cli_run_job(CliJobFunc func, gpointer data, GCancellable *cancellable, GSourceFunc tick,
                      gpointer tick_data, guint tick_ms, GError **error);
+
+/* ----- encrypted images (cli-secrets.c) ----- */
+
+/* Handle --object, --image-opts, --target-image-opts and --passphrase-file
+ * for cli_parse_options. */
+gboolean cli_secrets_option(int opt, const char *arg, GError **error);
+/* The secrets of --object and --passphrase-file (never NULL). */
+VdSecrets *cli_secrets(void);
+gboolean cli_image_opts(void);
+gboolean cli_target_image_opts(void);
+/* With --image-opts: split "driver=FMT,file.filename=PATH,k=v..." into the
+ * path, the format (or NULL) and the remaining open options. */
+gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
+                              GError **error);
+/* The command only inspects images (info): encrypted ones need no key. */
+void cli_set_inspect_only(void);
+/* Open an image as cli_open_image does, with the secrets and options of
+ * the command line; an encrypted image with no key given gets a
+ * passphrase prompt on a terminal. */
+VdImage *cli_open_image_with_keys(const char *path, const char *format, VdOptions *open_opts,
+                                  VdOpenFlags flags, GError **error);
+/* Before creating an encrypted image whose options name no secret: ask
+ * for a new passphrase on a terminal (twice). A no-op otherwise. */
+gboolean cli_ensure_new_passphrase(const char *format, VdOptions *create_opts, GError **error);
 
 G_END_DECLS

@@ -223,6 +223,20 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (!cli_check_operands(cmd, argc - first, 2, 2))
         return CLI_EXIT_FAILURE;
     job.target_path = argv[first + 1];
+    g_autofree char *target_file = NULL, *target_driver = NULL;
+    g_autoptr(VdOptions) target_open = NULL;
+    if (cli_target_image_opts()) {
+        if (!opts.target_exists) {
+            cli_error("convert: --target-image-opts needs -n (an existing target)");
+            return CLI_EXIT_FAILURE;
+        }
+        if (!cli_split_image_opts(job.target_path, &target_file, &target_driver, &target_open,
+                                  &error))
+            return cli_fail(error);
+        job.target_path = target_file;
+        if (opts.target_format == NULL)
+            opts.target_format = target_driver;
+    }
     if (opts.target_exists && (create.texts != NULL || opts.backing_file != NULL)) {
         cli_error("convert: -n writes into an existing image; -o and -B only apply when "
                   "vdisk creates the target");
@@ -250,6 +264,15 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         return cli_fail(error);
     job.source = source;
     engine_options(&opts, target_format, backing_format, create_options, &job.engine);
+    job.engine.secrets = cli_secrets();
+    job.engine.target_open_options = target_open;
+    if (!opts.target_exists && !cli_ensure_new_passphrase(target_format, create_options, &error))
+        return cli_fail(error);
+    if (opts.compress && (g_str_equal(target_format, "luks") ||
+                          vd_options_get(create_options, "encrypt.format") != NULL)) {
+        cli_error("convert: compression and encryption cannot be used together");
+        return CLI_EXIT_FAILURE;
+    }
     if (!run_with_progress(&job, &opts, common.quiet, &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
@@ -281,6 +304,11 @@ const CliCommand cli_cmd_convert = {
             "  -m N, --threads N      copy with N worker threads\n"
             "  -W                     allow out-of-order writes to the target\n"
             "  --disk N               for an OVA appliance SOURCE: convert its Nth disk\n"
+            "  --object secret,id=ID,file=PATH   a passphrase that encrypt.key-secret=ID\n"
+            "                         (or key-secret=ID for luks) names\n"
+            "  --image-opts           SOURCE is driver=FMT,file.filename=PATH,KEY=VALUE...\n"
+            "  --target-image-opts    TARGET is such options too (with -n)\n"
+            "  --passphrase-file FILE passphrase of an encrypted source or new target\n"
             "  -t CACHE               target cache mode; any mode but 'unsafe' (the\n"
             "                         default, as in qemu-img) waits for the disk at the end\n"
             "\n"
@@ -290,6 +318,10 @@ const CliCommand cli_cmd_convert = {
                 "  vdisk convert -c -p -O qcow2 big.raw small.qcow2\n"
                 "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
                 "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n"
-                "  vdisk convert --disk 2 appliance.ova data.qcow2\n",
+                "  vdisk convert --disk 2 appliance.ova data.qcow2\n"
+                "  vdisk convert --object secret,id=s0,file=pw -O qcow2 \\\n"
+                "      -o encrypt.format=luks,encrypt.key-secret=s0 plain.raw secret.qcow2\n"
+                "  vdisk convert --object secret,id=s0,file=pw --image-opts \\\n"
+                "      driver=qcow2,encrypt.key-secret=s0,file.filename=secret.qcow2 -O raw plain.raw\n",
     .run = run_convert,
 };

@@ -175,7 +175,8 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     vopts = without_size(parsed);
     if (!common.quiet)
         print_formatting(path, format, size, vopts);
-    if (!vd_image_create(path, format, size, vopts, &error))
+    if (!cli_ensure_new_passphrase(format, vopts, &error) ||
+        !vd_image_create_with_secrets(path, format, size, vopts, cli_secrets(), &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
 }
@@ -193,12 +194,19 @@ const CliCommand cli_cmd_create = {
             "  -F BACKING_FMT         format of the backing file (probed when not given)\n"
             "  -u                     do not open the backing file (SIZE is then required)\n"
             "  -q                     quiet: do not print the 'Formatting' line\n"
+            "  --object secret,id=ID,file=PATH   a passphrase for encrypt.key-secret=ID\n"
+            "  --passphrase-file FILE the passphrase of a new encrypted image (else a\n"
+            "                         terminal prompts for it)\n"
             "\n"
             "SIZE takes the suffixes K, M, G, T, P, E (powers of 1024). Without SIZE an\n"
             "overlay gets its backing file's size.\n",
     .examples = "  vdisk create -f qcow2 disk.qcow2 20G\n"
                 "  vdisk create -f qcow2 -o cluster_size=2M,lazy_refcounts=on big.qcow2 1T\n"
                 "  vdisk create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n"
-                "  vdisk create -f qcow2 -o help\n",
+                "  vdisk create -f qcow2 -o help\n"
+                "  vdisk create -f qcow2 -o encrypt.format=luks --passphrase-file pw secret.qcow2 "
+                "20G\n"
+                "  vdisk create -f luks --object secret,id=s0,file=pw -o key-secret=s0 vol.luks "
+                "20G\n",
     .run = run_create,
 };

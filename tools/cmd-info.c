@@ -237,6 +237,7 @@ static GPtrArray *collect_chain(VdImage *top, gboolean backing_chain)
 
 static int run_info(const CliCommand *cmd, int argc, char **argv)
 {
+    cli_set_inspect_only(); /* encrypted images are described without their key */
     static const struct option longopts[] = {
         { "output", required_argument, NULL, CLI_OPT_OUTPUT },
         { "backing-chain", no_argument, NULL, OPT_BACKING_CHAIN },

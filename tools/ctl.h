@@ -22,8 +22,8 @@ G_BEGIN_DECLS
 /* Exit status of every failure, as vdisk and qemu-img use it. */
 #define CTL_EXIT_FAILURE 1
 
-/* Options a command may accept besides -h, -q, --json and
- * --no-ask-password, which every command takes. */
+/* Options a command may accept besides -h, -q and --no-ask-password,
+ * which every command takes. */
 typedef enum {
     CTL_OPT_FORMAT = 1 << 0,     /* -f FMT */
     CTL_OPT_OUT_FORMAT = 1 << 1, /* -O FMT */
@@ -31,6 +31,7 @@ typedef enum {
     CTL_OPT_PROGRESS = 1 << 3,   /* -p: progress even when not a terminal */
     CTL_OPT_SHRINK = 1 << 4,     /* --shrink */
     CTL_OPT_SOURCE = 1 << 5,     /* --source-format FMT */
+    CTL_OPT_JSON = 1 << 6,       /* --json */
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -47,6 +48,17 @@ typedef struct {
     const char *source_format; /* -f of convert, --source-format of import */
     GPtrArray *create_options; /* -o texts, borrowed from argv */
 } Ctl;
+
+/* Help lines shared by the commands that write an image. */
+#define CTL_HELP_FORMAT                                                                            \
+    "  -f FMT                 format of the new image; by default the name's\n"                \
+    "                         extension when it is a format (.img is raw)\n"
+#define CTL_HELP_CREATE_OPTIONS                                                                    \
+    "  -o KEY=VAL[,...]       create options as qemu-img takes them: cluster_size,\n"          \
+    "                         compat, lazy_refcounts, preallocation, subformat,\n"             \
+    "                         compression_type, backing_file, backing_fmt, ...\n"
+#define CTL_HELP_PROGRESS                                                                          \
+    "  -p, --progress         show progress even when stderr is not a terminal\n"
 
 typedef struct CtlCommand CtlCommand;
 
@@ -81,8 +93,11 @@ void ctl_say(const Ctl *ctl, const char *format, ...) G_GNUC_PRINTF(2, 3);
 
 /* ----- the bus (ctl-bus.c) ----- */
 
-/* Connect to the system bus and set ctl->bus and ctl->call_flags. */
+/* Connect to the system bus and set ctl->bus and ctl->call_flags; on a
+ * terminal, start polkit's text agent so a password can be asked for. */
 gboolean ctl_connect(Ctl *ctl, GError **error);
+/* Stop the agent and drop the connection. */
+void ctl_disconnect(Ctl *ctl);
 
 /* Call method of iface on vdiskd's object path. params (floating is sunk)
  * must match the method; fds, when not NULL, are passed along. Returns the
@@ -103,8 +118,16 @@ typedef struct {
 void ctl_object_free(CtlObject *obj);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlObject, ctl_object_free)
 
-/* Every exported object with iface, sorted by path (array of CtlObject). */
-GPtrArray *ctl_list_objects(Ctl *ctl, const char *iface, GError **error);
+/* Everything vdiskd exports (ObjectManager.GetManagedObjects,
+ * a{oa{sa{sv}}}). Returns a new reference. */
+GVariant *ctl_get_objects(Ctl *ctl, GError **error);
+/* The objects with iface, sorted by Name (or path) the way a file manager
+ * sorts; an array of CtlObject. */
+GPtrArray *ctl_objects_with(GVariant *objects, const char *iface);
+/* The object whose string property key (or "path") is value; borrowed. */
+CtlObject *ctl_object_lookup(GPtrArray *objects, const char *key, const char *value);
+/* "POOL/NAME" of the volume at volume_path (the path when unknown). */
+char *ctl_volume_label(GVariant *objects, const char *volume_path);
 
 /* The pool called name. Returns a new CtlObject, or NULL with NotFound. */
 CtlObject *ctl_find_pool(Ctl *ctl, const char *name, GError **error);
@@ -113,7 +136,7 @@ CtlObject *ctl_find_pool(Ctl *ctl, const char *name, GError **error);
 typedef struct {
     char *pool_name;
     char *name;
-    char *pool_path;
+    CtlObject *pool;   /* path and Pool properties */
     CtlObject *volume; /* path and Volume properties */
 } CtlVolume;
 
@@ -135,14 +158,14 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
 char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback);
 
 /* -o texts (qemu-img's key=value,... with ",," for a comma) as the a{sv}
- * create options vdiskd takes, plus extra (may be NULL) as string options.
- * Returns a floating a{sv}, or NULL with error for a malformed -o. */
-GVariant *ctl_create_options(const Ctl *ctl, const char *const *extra, GError **error);
+ * create options vdiskd takes, with source-format when the command has
+ * one. Returns a new a{sv}, or NULL with error for a malformed -o. */
+GVariant *ctl_create_options(const Ctl *ctl, GError **error);
 
-/* Open a caller's file for the daemon: FILE as the user running vdiskctl,
- * so vdiskd never opens a user's path with root's rights. */
-GUnixFDList *ctl_fds_new(void);
-gboolean ctl_fds_append_path(GUnixFDList *fds, const char *path, int flags, GError **error);
+/* Open path with flags as the user running vdiskctl and add the fd to fds,
+ * so vdiskd never opens a user's path with root's rights. Returns the
+ * index to pass as the 'h' argument, or -1 with error. */
+gint ctl_fds_append_path(GUnixFDList *fds, const char *path, int flags, GError **error);
 
 /* ----- jobs (ctl-job.c) ----- */
 
@@ -160,6 +183,24 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlJobWatch, ctl_job_watch_free)
 gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label,
                             GError **error);
 
+/* Call a method that returns a job ("(o)"), or a new volume and a job
+ * ("(oo)") when volume is not NULL, and wait for the job as
+ * ctl_job_watch_wait does. *volume gets the new volume's path (even when
+ * the job failed). Returns TRUE when the job succeeded. */
+gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char *method,
+                      GVariant *params, GUnixFDList *fds, const char *label, char **volume,
+                      GError **error);
+
+/* ----- the caller's output files (ctl-file.c) ----- */
+
+/* Open path for vdiskd to write an image into (read and write, created
+ * 0644 or truncated) and add it to fds. *created says whether it did not
+ * exist before, for ctl_output_discard. Returns the fd's index or -1. */
+gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GError **error);
+/* After a failed job: remove path when we created it, so no half-written
+ * image is left behind. */
+void ctl_output_discard(const char *path, gboolean created);
+
 /* ----- output (ctl-output.c) ----- */
 
 /* Aligned columns: add a header, then rows of the same width. */
@@ -176,6 +217,14 @@ char *ctl_format_size(guint64 bytes);
 
 /* Print value (any GVariant, a{sv} as an object) as JSON and a newline. */
 void ctl_print_json(GVariant *value);
+
+/* objects (CtlObject) as a JSON array of their properties, each with its
+ * D-Bus path as "object". */
+void ctl_print_objects_json(GPtrArray *objects);
+
+/* "label:       value" lines of info and inspect; sizes also in bytes. */
+void ctl_print_field(const char *label, const char *value);
+void ctl_print_size_field(const char *label, guint64 bytes);
 
 /* The snapshot table of a volume's Snapshots property, a(ssttt). */
 void ctl_print_snapshots(GVariant *snapshots);

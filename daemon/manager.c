@@ -1,0 +1,530 @@
+#include "manager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gunixfdlist.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "pools-config.h"
+#include "errors.h"
+#include "job.h"
+#include "names.h"
+#include "options.h"
+#include "pool.h"
+#include "vdd-dbus.h"
+#include "vdisk-names.h"
+#include "vdisk.h"
+
+struct _VddManager {
+    GObject parent;
+    GDBusObjectManagerServer *om;
+    VddDbusObjectSkeleton *object;
+    VddDbusManager *iface;
+    VddBouncer *bouncer;
+    GHashTable *pools; /* name -> VddPool */
+    GHashTable *jobs;  /* VddJob -> itself, while exported */
+    guint running_jobs;
+    gint64 last_activity;
+};
+
+G_DEFINE_TYPE(VddManager, vdd_manager, G_TYPE_OBJECT)
+
+static void vdd_manager_finalize(GObject *obj)
+{
+    VddManager *self = VDD_MANAGER(obj);
+    g_hash_table_unref(self->jobs);
+    g_hash_table_unref(self->pools);
+    g_clear_object(&self->bouncer);
+    g_clear_object(&self->iface);
+    g_clear_object(&self->object);
+    g_clear_object(&self->om);
+    G_OBJECT_CLASS(vdd_manager_parent_class)->finalize(obj);
+}
+
+static void vdd_manager_class_init(VddManagerClass *klass)
+{
+    G_OBJECT_CLASS(klass)->finalize = vdd_manager_finalize;
+}
+
+static void vdd_manager_init(VddManager *self)
+{
+    self->pools = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
+    self->jobs = g_hash_table_new_full(NULL, NULL, g_object_unref, NULL);
+    self->bouncer = vdd_bouncer_new();
+    self->last_activity = g_get_monotonic_time();
+}
+
+VddBouncer *vdd_manager_get_bouncer(VddManager *self) { return self->bouncer; }
+GDBusObjectManagerServer *vdd_manager_get_object_manager(VddManager *self) { return self->om; }
+
+void vdd_manager_touch(VddManager *self) { self->last_activity = g_get_monotonic_time(); }
+
+gboolean vdd_manager_is_idle(VddManager *self, guint timeout_seconds)
+{
+    return self->running_jobs == 0 &&
+           g_get_monotonic_time() - self->last_activity >= (gint64)timeout_seconds * G_USEC_PER_SEC;
+}
+
+void vdd_manager_export_job(VddManager *self, VddJob *job, GDBusObjectSkeleton *object)
+{
+    g_hash_table_add(self->jobs, g_object_ref(job));
+    self->running_jobs++;
+    vdd_manager_touch(self);
+    g_dbus_object_manager_server_export(self->om, object);
+}
+
+void vdd_manager_job_finished(VddManager *self, VddJob *job)
+{
+    if (self->running_jobs > 0)
+        self->running_jobs--;
+    vdd_manager_touch(self);
+}
+
+void vdd_manager_unexport_job(VddManager *self, VddJob *job)
+{
+    g_dbus_object_manager_server_unexport(self->om, vdd_job_get_object_path(job));
+    g_hash_table_remove(self->jobs, job);
+}
+
+/* ----- logging and replies ----- */
+
+void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
+                       const GError *error)
+{
+    g_message("uid %d: %s.%s %s: %s", uid == G_MAXUINT32 ? -1 : (int)uid,
+              g_dbus_method_invocation_get_interface_name(invocation) +
+                  sizeof(VDISK_BUS_NAME),
+              g_dbus_method_invocation_get_method_name(invocation), what ? what : "",
+              error ? error->message : "ok");
+}
+
+void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
+                      GError *error)
+{
+    vdd_error_normalize(&error);
+    vdd_log_operation(invocation, uid, what, error);
+    g_dbus_method_invocation_return_gerror(invocation, error);
+    g_error_free(error);
+}
+
+/* ----- authorisation ----- */
+
+typedef struct {
+    gpointer target;
+    GDBusMethodInvocation *invocation;
+    VddAuthorizedFunc func;
+} AuthCall;
+
+static void authorized(GObject *source, GAsyncResult *res, gpointer data)
+{
+    AuthCall *c = data;
+    GError *error = NULL;
+    guint32 uid;
+    if (vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error))
+        c->func(c->target, c->invocation, uid);
+    else
+        vdd_return_error(c->invocation, uid, g_dbus_method_invocation_get_object_path(c->invocation),
+                         error);
+    g_object_unref(c->target);
+    g_object_unref(c->invocation);
+    g_free(c);
+}
+
+void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
+                           VddAuthorizedFunc func, ...)
+{
+    vdd_manager_touch(self);
+    g_autoptr(GHashTable) details = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    va_list ap;
+    va_start(ap, func);
+    const char *key;
+    while ((key = va_arg(ap, const char *)) != NULL) {
+        const char *value = va_arg(ap, const char *);
+        if (value != NULL)
+            g_hash_table_insert(details, g_strdup(key), g_strdup(value));
+    }
+    va_end(ap);
+    AuthCall *c = g_new0(AuthCall, 1);
+    c->target = g_object_ref(target);
+    c->invocation = g_object_ref(invocation);
+    c->func = func;
+    vdd_bouncer_check_async(self->bouncer, invocation, NULL, details, authorized, c);
+}
+
+/* ----- caller's descriptors ----- */
+
+int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access,
+                  const char *what, GError **error)
+{
+    GUnixFDList *list = g_dbus_message_get_unix_fd_list(
+        g_dbus_method_invocation_get_message(invocation));
+    if (list == NULL || handle < 0 || handle >= g_unix_fd_list_get_length(list)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s: no file descriptor was passed with handle %d", what, handle);
+        return -1;
+    }
+    int fd = g_unix_fd_list_get(list, handle, error);
+    if (fd < 0) {
+        vdd_error_normalize(error);
+        return -1;
+    }
+    struct stat st;
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) < 0 || flags < 0) {
+        vdd_error_set_errno(error, errno, "%s", what);
+        close(fd);
+        return -1;
+    }
+    const char *problem = NULL;
+    int mode = flags & O_ACCMODE;
+    if (S_ISDIR(st.st_mode))
+        problem = "is a directory, not a regular file";
+    else if (!S_ISREG(st.st_mode))
+        problem = "is not a regular file";
+    else if (access == O_RDONLY && mode != O_RDONLY && mode != O_RDWR)
+        problem = "is not open for reading";
+    else if (access == O_RDWR && mode != O_RDWR)
+        problem = "is not open for reading and writing";
+    else if (access == O_RDWR && (flags & O_APPEND))
+        problem = "is open for appending only";
+    if (problem != NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s: the descriptor %s", what,
+                    problem);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ----- pools ----- */
+
+VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name)
+{
+    return g_hash_table_lookup(self->pools, name);
+}
+
+gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
+{
+    g_autofree char *real = realpath(path, NULL);
+    if (real == NULL)
+        return FALSE;
+    GHashTableIter it;
+    gpointer pool;
+    g_hash_table_iter_init(&it, self->pools);
+    while (g_hash_table_iter_next(&it, NULL, &pool)) {
+        g_autofree char *dir = realpath(vdd_pool_get_directory(pool), NULL);
+        if (dir != NULL && g_str_has_prefix(real, dir) && real[strlen(dir)] == '/')
+            return TRUE;
+    }
+    return FALSE;
+}
+
+
+VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
+                              GError **error)
+{
+    if (!vdd_name_is_valid(name, "pool", error))
+        return NULL;
+    if (g_hash_table_contains(self->pools, name)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already",
+                    name);
+        return NULL;
+    }
+    VddPool *pool = vdd_pool_new(self, name, directory, error);
+    if (pool == NULL)
+        return NULL;
+    g_hash_table_insert(self->pools, g_strdup(name), pool);
+    return pool;
+}
+
+void vdd_manager_load_config(VddManager *self, const char *dir)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) pools = vdd_config_load_pools(dir, &error);
+    if (pools == NULL) {
+        g_warning("%s", error->message);
+        return;
+    }
+    for (guint i = 0; i < pools->len; i++) {
+        VddPoolConfig *pc = pools->pdata[i];
+        g_autoptr(GError) local = NULL;
+        if (vdd_manager_add_pool(self, pc->name, pc->directory, &local) == NULL)
+            g_warning("%s: pool %s: %s", pc->source, pc->name, local->message);
+        else
+            g_message("pool %s: %s (from %s)", pc->name, pc->directory, pc->source);
+    }
+}
+
+/* ----- org.vdisk.VDisk1.Manager ----- */
+
+static gboolean handle_get_pools(VddDbusManager *iface, GDBusMethodInvocation *invocation,
+                                 GVariant *options, VddManager *self)
+{
+    vdd_manager_touch(self);
+    g_autoptr(GPtrArray) paths = g_ptr_array_new();
+    g_autoptr(GList) names = g_hash_table_get_keys(self->pools);
+    names = g_list_sort(names, (GCompareFunc)g_strcmp0);
+    for (GList *l = names; l; l = l->next)
+        g_ptr_array_add(paths, (gpointer)vdd_pool_get_object_path(
+                                   g_hash_table_lookup(self->pools, l->data)));
+    g_ptr_array_add(paths, NULL);
+    vdd_dbus_manager_complete_get_pools(iface, invocation, (const char *const *)paths->pdata);
+    return TRUE;
+}
+
+static void add_pool_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddManager *self = target;
+    const char *name, *directory;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
+                  &directory, &options);
+    GError *error = NULL;
+    VddPool *pool = vdd_manager_add_pool(self, name, directory, &error);
+    if (pool == NULL) {
+        vdd_return_error(invocation, uid, name, error);
+        return;
+    }
+    vdd_log_operation(invocation, uid, name, NULL);
+    vdd_dbus_manager_complete_add_pool(self->iface, invocation, vdd_pool_get_object_path(pool));
+}
+
+static gboolean handle_add_pool(VddDbusManager *iface, GDBusMethodInvocation *invocation,
+                                const char *name, const char *directory, GVariant *options,
+                                VddManager *self)
+{
+    vdd_manager_authorize(self, invocation, self, add_pool_authorized, "pool", name,
+                          "operation", "add-pool", NULL);
+    return TRUE;
+}
+
+/* InspectFile: the header of the caller's own file. Never follows names
+ * stored in it. */
+static GVariant *info_to_variant(VdImageInfo *info)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_add(&b, "{sv}", "format", g_variant_new_string(info->format));
+    g_variant_builder_add(&b, "{sv}", "virtual-size", g_variant_new_uint64(info->virtual_size));
+    g_variant_builder_add(&b, "{sv}", "actual-size",
+                          g_variant_new_uint64(info->actual_size < 0 ? 0 : info->actual_size));
+    g_variant_builder_add(&b, "{sv}", "cluster-size", g_variant_new_uint32(info->cluster_size));
+    g_variant_builder_add(&b, "{sv}", "encrypted", g_variant_new_boolean(info->encrypted));
+    g_variant_builder_add(&b, "{sv}", "dirty", g_variant_new_boolean(info->dirty));
+    g_variant_builder_add(&b, "{sv}", "backing-file",
+                          g_variant_new_string(info->backing_filename ? info->backing_filename : ""));
+    g_variant_builder_add(&b, "{sv}", "backing-format",
+                          g_variant_new_string(info->backing_format ? info->backing_format : ""));
+    g_variant_builder_add(&b, "{sv}", "snapshots", vdd_snapshots_to_variant(info->snapshots));
+    if (info->format_specific != NULL)
+        g_variant_builder_add(&b, "{sv}", "format-specific", info->format_specific);
+    return g_variant_builder_end(&b);
+}
+
+GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a(ssttt)"));
+    for (guint i = 0; snapshots != NULL && i < snapshots->len; i++) {
+        VdSnapshotInfo *s = snapshots->pdata[i];
+        g_variant_builder_add(&b, "(ssttt)", s->id ? s->id : "", s->name ? s->name : "",
+                              (guint64)s->date_sec, s->vm_clock_nsec, s->vm_state_size);
+    }
+    return g_variant_builder_end(&b);
+}
+
+static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddManager *self = target;
+    gint32 handle;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h@a{sv})", &handle,
+                  &options);
+    GError *error = NULL;
+    const char *format = NULL;
+    if (!vdd_options_lookup_string(options, "format", &format, &error)) {
+        vdd_return_error(invocation, uid, "caller's file", error);
+        return;
+    }
+    int fd = vdd_caller_fd(invocation, handle, O_RDONLY, "caller's file", &error);
+    if (fd < 0) {
+        vdd_return_error(invocation, uid, "caller's file", error);
+        return;
+    }
+    g_autoptr(VdImage) img = vd_image_open_fd(
+        fd, "caller's file", format, VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, &error);
+    close(fd);
+    g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
+    if (info == NULL) {
+        vdd_return_error(invocation, uid, "caller's file", error);
+        return;
+    }
+    vdd_log_operation(invocation, uid, "caller's file", NULL);
+    vdd_dbus_manager_complete_inspect_file(self->iface, invocation, info_to_variant(info));
+}
+
+static gboolean handle_inspect_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
+                                    GVariant *fd, GVariant *options, VddManager *self)
+{
+    vdd_manager_authorize(self, invocation, self, inspect_authorized, "operation", "inspect",
+                          NULL);
+    return TRUE;
+}
+
+/* ConvertFile: from one of the caller's descriptors into another. */
+typedef struct {
+    VdImage *source;
+    int target_fd;
+    char *format;
+    VdOptions *create;
+} ConvertFileWork;
+
+static void convert_file_work_free(ConvertFileWork *w)
+{
+    g_clear_pointer(&w->source, vd_image_unref);
+    if (w->target_fd >= 0)
+        close(w->target_fd);
+    g_free(w->format);
+    g_clear_pointer(&w->create, vd_options_free);
+    g_free(w);
+}
+
+gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
+                          VdOptions *create, VddJob *job, GCancellable *cancellable,
+                          GError **error)
+{
+    if (!vd_image_create_fd(fd, name, format, vd_image_size(source), create, error))
+        return FALSE;
+    g_autoptr(VdImage) target = vd_image_open_fd(fd, name, format,
+                                                 VD_OPEN_READ_WRITE | VD_OPEN_NO_RELATED_FILES,
+                                                 error);
+    VdConvertOptions opts;
+    vd_convert_options_init(&opts);
+    opts.target_format = format;
+    opts.progress = vdd_job_progress;
+    opts.progress_data = job;
+    opts.cancellable = cancellable;
+    gboolean ok = target != NULL && vd_copy_image(source, target, &opts, error);
+    g_clear_pointer(&target, vd_image_unref);
+    if (!ok) /* nothing half-written that looks whole */
+        (void)!ftruncate(fd, 0);
+    return ok;
+}
+
+static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cancellable,
+                                 GError **error)
+{
+    ConvertFileWork *w = data;
+    return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format,
+                            w->create, job, cancellable, error);
+}
+
+/* The create options a target behind a descriptor may take: no option
+ * that makes the engine open or create other files by name. */
+gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
+{
+    static const char *const refused[] = {"backing_file", "backing_fmt", "data_file",
+                                          "data_file_raw", NULL};
+    for (guint i = 0; refused[i]; i++) {
+        if (vd_options_get(create, refused[i]) != NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "option %s cannot be used for a target passed as a descriptor",
+                        refused[i]);
+            return FALSE;
+        }
+    }
+    const char *sub = vd_options_get(create, "subformat");
+    if (g_strcmp0(format, "vmdk") == 0 && sub != NULL &&
+        g_strcmp0(sub, "monolithicSparse") != 0 && g_strcmp0(sub, "streamOptimized") != 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "vmdk subformat %s needs files of its own; a descriptor target takes "
+                    "monolithicSparse or streamOptimized",
+                    sub);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation,
+                                    guint32 uid)
+{
+    VddManager *self = target;
+    gint32 hsrc, hdst;
+    const char *format;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc,
+                  &hdst, &format, &options);
+    GError *error = NULL;
+    static const char *const daemon_keys[] = {"source-format", NULL};
+    const char *source_format = NULL;
+    if (!vd_format_known(format)) {
+        error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'",
+                            format);
+        vdd_return_error(invocation, uid, "caller's file", error);
+        return;
+    }
+    ConvertFileWork *w = g_new0(ConvertFileWork, 1);
+    w->target_fd = -1;
+    w->format = g_strdup(format);
+    int sfd = -1;
+    if (!vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
+        (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        !vdd_check_fd_target_options(format, w->create, &error) ||
+        (sfd = vdd_caller_fd(invocation, hsrc, O_RDONLY, "source", &error)) < 0 ||
+        (w->target_fd = vdd_caller_fd(invocation, hdst, O_RDWR, "target", &error)) < 0 ||
+        (w->source = vd_image_open_fd(sfd, "caller's source file", source_format,
+                                      VD_OPEN_NO_RELATED_FILES, &error)) == NULL) {
+        if (sfd >= 0)
+            close(sfd);
+        convert_file_work_free(w);
+        vdd_return_error(invocation, uid, "caller's file", error);
+        return;
+    }
+    close(sfd);
+    VddJob *job = vdd_job_new(self, "convert", uid, NULL);
+    vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
+    vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));
+    vdd_job_start(job, convert_file_run, NULL, w, (GDestroyNotify)convert_file_work_free);
+    g_object_unref(job);
+}
+
+static gboolean handle_convert_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
+                                    GVariant *src, GVariant *dst, const char *format,
+                                    GVariant *options, VddManager *self)
+{
+    vdd_manager_authorize(self, invocation, self, convert_file_authorized, "format", format,
+                          "operation", "convert", NULL);
+    return TRUE;
+}
+
+VddManager *vdd_manager_new(void)
+{
+    VddManager *self = g_object_new(VDD_TYPE_MANAGER, NULL);
+    self->om = g_dbus_object_manager_server_new(VDISK_ROOT_PATH);
+    self->object = vdd_dbus_object_skeleton_new(VDISK_MANAGER_PATH);
+    self->iface = vdd_dbus_manager_skeleton_new();
+    g_autoptr(GPtrArray) writable = g_ptr_array_new();
+    for (const char *const *f = vd_formats(); *f; f++) {
+        if (vd_format_create_options(*f) != NULL || g_str_equal(*f, "raw"))
+            g_ptr_array_add(writable, (gpointer)*f);
+    }
+    g_ptr_array_add(writable, NULL);
+    vdd_dbus_manager_set_version(self->iface, VDISK_VERSION);
+    vdd_dbus_manager_set_formats(self->iface, vd_formats());
+    vdd_dbus_manager_set_writable_formats(self->iface, (const char *const *)writable->pdata);
+    g_signal_connect(self->iface, "handle-get-pools", G_CALLBACK(handle_get_pools), self);
+    g_signal_connect(self->iface, "handle-add-pool", G_CALLBACK(handle_add_pool), self);
+    g_signal_connect(self->iface, "handle-inspect-file", G_CALLBACK(handle_inspect_file), self);
+    g_signal_connect(self->iface, "handle-convert-file", G_CALLBACK(handle_convert_file), self);
+    vdd_dbus_object_skeleton_set_manager(self->object, self->iface);
+    g_dbus_object_manager_server_export(self->om, G_DBUS_OBJECT_SKELETON(self->object));
+    return self;
+}
+
+void vdd_manager_export(VddManager *self, GDBusConnection *connection)
+{
+    g_dbus_object_manager_server_set_connection(self->om, connection);
+}

@@ -1,0 +1,78 @@
+/* The Manager: owns the object manager at /org/vdisk/VDisk1, the pools, the
+ * running jobs and the bouncer; serves org.vdisk.VDisk1.Manager. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "bouncer.h"
+#include "vdisk.h"
+
+typedef struct _VddPool VddPool;
+typedef struct _VddJob VddJob;
+
+#define VDD_TYPE_MANAGER (vdd_manager_get_type())
+G_DECLARE_FINAL_TYPE(VddManager, vdd_manager, VDD, MANAGER, GObject)
+
+VddManager *vdd_manager_new(void);
+/* Export everything on connection (call once the name is owned or before). */
+void vdd_manager_export(VddManager *self, GDBusConnection *connection);
+
+/* Load every *.conf in dir ([Pool] Name=, Directory=). A bad file is
+ * logged and skipped; a missing dir is fine. */
+void vdd_manager_load_config(VddManager *self, const char *dir);
+/* Add a pool; errors: InvalidArgument (name, directory), Exists. Returns
+ * the pool (borrowed). */
+VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
+                              GError **error);
+VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name);
+/* Is the canonical path inside one of the pools? */
+gboolean vdd_manager_path_in_pools(VddManager *self, const char *path);
+
+VddBouncer *vdd_manager_get_bouncer(VddManager *self);
+GDBusObjectManagerServer *vdd_manager_get_object_manager(VddManager *self);
+
+/* Idle accounting: every method call touches; the daemon may exit when no
+ * job runs and nothing touched it for timeout seconds. */
+void vdd_manager_touch(VddManager *self);
+gboolean vdd_manager_is_idle(VddManager *self, guint timeout_seconds);
+
+/* For job.c. */
+void vdd_manager_export_job(VddManager *self, VddJob *job, GDBusObjectSkeleton *object);
+void vdd_manager_job_finished(VddManager *self, VddJob *job);
+void vdd_manager_unexport_job(VddManager *self, VddJob *job);
+
+/* Check invocation with the bouncer, then call func(target, invocation, uid,
+ * data) on success; on failure reply with the error and log it. details:
+ * NULL-terminated key, value pairs (pool, volume, format, operation). */
+typedef void (*VddAuthorizedFunc)(gpointer target, GDBusMethodInvocation *invocation,
+                                  guint32 uid);
+void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
+                           VddAuthorizedFunc func, ...) G_GNUC_NULL_TERMINATED;
+
+/* Log one operation: caller uid, method, object, result. */
+void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
+                       const GError *error);
+/* Reply with error (converted to VDD_ERROR) and log it. */
+void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
+                      GError *error);
+
+/* A caller's descriptor from the message: index handle in its fd list, dup'ed
+ * (caller closes). Checks it is a regular file with the access wanted
+ * (O_RDONLY: readable; O_RDWR: readable and writable, not append).
+ * -1 with InvalidArgument. */
+int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access,
+                  const char *what, GError **error);
+
+/* Snapshots (of VdSnapshotInfo) as a(ssttt): id, name, date, vm-clock,
+ * vm-state-size. Floating. */
+GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);
+
+/* Worker side of Export and ConvertFile: create format in the caller's
+ * descriptor fd and copy source into it, reporting progress to job. On
+ * failure the file is left empty. */
+gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
+                          VdOptions *create, VddJob *job, GCancellable *cancellable,
+                          GError **error);
+/* Refuse create options that would make the engine open or create files by
+ * name next to a descriptor target. */
+gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error);

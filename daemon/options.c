@@ -1,0 +1,110 @@
+#include "options.h"
+
+#include <string.h>
+
+#include "errors.h"
+
+static char *value_to_string(GVariant *value)
+{
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_STRING))
+        return g_variant_dup_string(value, NULL);
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_BOOLEAN))
+        return g_strdup(g_variant_get_boolean(value) ? "on" : "off");
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_UINT64))
+        return g_strdup_printf("%" G_GUINT64_FORMAT, g_variant_get_uint64(value));
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_INT64))
+        return g_strdup_printf("%" G_GINT64_FORMAT, g_variant_get_int64(value));
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_UINT32))
+        return g_strdup_printf("%u", g_variant_get_uint32(value));
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_INT32))
+        return g_strdup_printf("%d", g_variant_get_int32(value));
+    return NULL;
+}
+
+static char *engine_key(const char *key)
+{
+    if (strcmp(key, "backing") == 0 || strcmp(key, "backing-file") == 0)
+        return g_strdup("backing_file");
+    if (strcmp(key, "backing-format") == 0)
+        return g_strdup("backing_fmt");
+    char *k = g_strdup(key);
+    g_strdelimit(k, "-", '_');
+    return k;
+}
+
+VdOptions *vdd_options_to_create(GVariant *options, const char *format,
+                                 const char *const *daemon_keys, GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    const char *const *allowed = format ? vd_format_create_options(format) : NULL;
+    GVariantIter it;
+    const char *key;
+    GVariant *value;
+    g_variant_iter_init(&it, options);
+    while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+        g_autoptr(GVariant) v = value;
+        if (daemon_keys != NULL && g_strv_contains(daemon_keys, key))
+            continue;
+        g_autofree char *text = value_to_string(v);
+        if (text == NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "option '%s' has type %s; a string, boolean or integer is expected",
+                        key, g_variant_get_type_string(v));
+            return NULL;
+        }
+        g_autofree char *ekey = engine_key(key);
+        if (format != NULL && (allowed == NULL || !g_strv_contains(allowed, ekey))) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "the %s format has no option '%s'", format, key);
+            return NULL;
+        }
+        vd_options_set(opts, ekey, text);
+    }
+    return g_steal_pointer(&opts);
+}
+
+gboolean vdd_options_lookup_string(GVariant *options, const char *key, const char **out,
+                                   GError **error)
+{
+    *out = NULL;
+    g_autoptr(GVariant) v = g_variant_lookup_value(options, key, NULL);
+    if (v == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option '%s' must be a string", key);
+        return FALSE;
+    }
+    /* The string lives as long as options does. */
+    g_variant_lookup(options, key, "&s", out);
+    return TRUE;
+}
+
+gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt,
+                                 gboolean *out, GError **error)
+{
+    *out = dflt;
+    g_autoptr(GVariant) v = g_variant_lookup_value(options, key, NULL);
+    if (v == NULL)
+        return TRUE;
+    if (g_variant_is_of_type(v, G_VARIANT_TYPE_BOOLEAN)) {
+        *out = g_variant_get_boolean(v);
+        return TRUE;
+    }
+    if (g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
+        const char *s = g_variant_get_string(v, NULL);
+        if (g_ascii_strcasecmp(s, "true") == 0 || g_ascii_strcasecmp(s, "on") == 0 ||
+            strcmp(s, "1") == 0) {
+            *out = TRUE;
+            return TRUE;
+        }
+        if (g_ascii_strcasecmp(s, "false") == 0 || g_ascii_strcasecmp(s, "off") == 0 ||
+            strcmp(s, "0") == 0) {
+            *out = FALSE;
+            return TRUE;
+        }
+    }
+    g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "option '%s' must be a boolean",
+                key);
+    return FALSE;
+}

@@ -1,0 +1,462 @@
+#include "pool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "job.h"
+#include "names.h"
+#include "options.h"
+#include "vdd-dbus.h"
+#include "vdisk-names.h"
+#include "volume.h"
+
+struct _VddPool {
+    GObject parent;
+    VddManager *manager; /* not owned: the manager outlives its pools */
+    char *name;
+    char *directory;
+    char *path;
+    int dirfd;
+    VddDbusObjectSkeleton *object;
+    VddDbusPool *iface;
+    GHashTable *volumes; /* name -> VddVolume */
+};
+
+G_DEFINE_TYPE(VddPool, vdd_pool, G_TYPE_OBJECT)
+
+static void vdd_pool_finalize(GObject *obj)
+{
+    VddPool *self = VDD_POOL(obj);
+    g_hash_table_unref(self->volumes);
+    if (self->dirfd >= 0)
+        close(self->dirfd);
+    g_clear_object(&self->iface);
+    g_clear_object(&self->object);
+    g_free(self->name);
+    g_free(self->directory);
+    g_free(self->path);
+    G_OBJECT_CLASS(vdd_pool_parent_class)->finalize(obj);
+}
+
+static void vdd_pool_class_init(VddPoolClass *klass)
+{
+    G_OBJECT_CLASS(klass)->finalize = vdd_pool_finalize;
+}
+
+static void vdd_pool_init(VddPool *self)
+{
+    self->dirfd = -1;
+    self->volumes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
+}
+
+const char *vdd_pool_get_name(VddPool *self) { return self->name; }
+const char *vdd_pool_get_directory(VddPool *self) { return self->directory; }
+const char *vdd_pool_get_object_path(VddPool *self) { return self->path; }
+VddManager *vdd_pool_get_manager(VddPool *self) { return self->manager; }
+int vdd_pool_get_dirfd(VddPool *self) { return self->dirfd; }
+
+char *vdd_pool_file_path(VddPool *self, const char *name)
+{
+    return g_build_filename(self->directory, name, NULL);
+}
+
+VddVolume *vdd_pool_lookup_volume(VddPool *self, const char *name)
+{
+    return g_hash_table_lookup(self->volumes, name);
+}
+
+static void publish_volumes(VddPool *self)
+{
+    g_autoptr(GList) names = g_hash_table_get_keys(self->volumes);
+    names = g_list_sort(names, (GCompareFunc)g_strcmp0);
+    g_autoptr(GPtrArray) paths = g_ptr_array_new();
+    for (GList *l = names; l; l = l->next)
+        g_ptr_array_add(paths, (gpointer)vdd_volume_get_object_path(
+                                   g_hash_table_lookup(self->volumes, l->data)));
+    g_ptr_array_add(paths, NULL);
+    vdd_dbus_pool_set_volumes(self->iface, (const char *const *)paths->pdata);
+}
+
+void vdd_pool_update_space(VddPool *self)
+{
+    struct statvfs sv;
+    if (fstatvfs(self->dirfd, &sv) == 0) {
+        vdd_dbus_pool_set_capacity(self->iface, (guint64)sv.f_blocks * sv.f_frsize);
+        vdd_dbus_pool_set_available(self->iface, (guint64)sv.f_bavail * sv.f_frsize);
+    }
+}
+
+VddVolume *vdd_pool_add_volume(VddPool *self, const char *name)
+{
+    VddVolume *vol = vdd_pool_lookup_volume(self, name);
+    if (vol != NULL)
+        return vol;
+    vol = vdd_volume_new(self, name);
+    g_hash_table_insert(self->volumes, g_strdup(name), vol);
+    g_dbus_object_manager_server_export(vdd_manager_get_object_manager(self->manager),
+                                        vdd_volume_get_object(vol));
+    publish_volumes(self);
+    return vol;
+}
+
+void vdd_pool_remove_volume(VddPool *self, VddVolume *volume)
+{
+    g_dbus_object_manager_server_unexport(vdd_manager_get_object_manager(self->manager),
+                                          vdd_volume_get_object_path(volume));
+    g_hash_table_remove(self->volumes, vdd_volume_get_name(volume));
+    publish_volumes(self);
+}
+
+/* The names of the regular, visible files in the directory. */
+static GHashTable *list_files(VddPool *self)
+{
+    GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    int fd = openat(self->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (dir == NULL) {
+        g_warning("pool %s: cannot read %s: %s", self->name, self->directory,
+                  g_strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return names;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] == '.' ||
+            fstatat(self->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(st.st_mode) || !vdd_name_is_valid(de->d_name, "volume", NULL))
+            continue;
+        g_hash_table_add(names, g_strdup(de->d_name));
+    }
+    closedir(dir);
+    return names;
+}
+
+void vdd_pool_refresh(VddPool *self)
+{
+    g_autoptr(GHashTable) files = list_files(self);
+    /* Gone files go, unless a job is making them right now. */
+    g_autoptr(GList) current = g_hash_table_get_values(self->volumes);
+    for (GList *l = current; l; l = l->next) {
+        VddVolume *vol = l->data;
+        if (!g_hash_table_contains(files, vdd_volume_get_name(vol)) && !vdd_volume_is_locked(vol))
+            vdd_pool_remove_volume(self, vol);
+    }
+    GHashTableIter it;
+    gpointer name;
+    g_hash_table_iter_init(&it, files);
+    while (g_hash_table_iter_next(&it, &name, NULL)) {
+        VddVolume *vol = vdd_pool_lookup_volume(self, name);
+        if (vol == NULL)
+            vol = vdd_pool_add_volume(self, name); /* reads the header */
+        else if (!vdd_volume_is_locked(vol))
+            vdd_volume_update(vol);
+    }
+    vdd_pool_update_space(self);
+}
+
+gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error)
+{
+    if (!vdd_name_is_valid(name, "volume", error))
+        return FALSE;
+    struct stat st;
+    if (vdd_pool_lookup_volume(self, name) != NULL ||
+        fstatat(self->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "%s/%s exists already", self->name,
+                    name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+int vdd_pool_create_file(VddPool *self, const char *name, GError **error)
+{
+    if (!vdd_pool_check_new_name(self, name, error))
+        return -1;
+    int fd = openat(self->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", self->name, name);
+        return -1;
+    }
+    return fd;
+}
+
+/* ----- work shared by CreateVolume and ImportVolume ----- */
+
+typedef struct {
+    VddPool *pool;
+    VddVolume *volume;
+    VddVolume *backing; /* read-locked, or NULL */
+    int fd;
+    char *name;
+    char *format;
+    guint64 size;
+    VdOptions *create;
+    VdImage *source; /* import */
+} NewVolumeWork;
+
+static void new_volume_work_free(NewVolumeWork *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    g_clear_object(&w->volume);
+    g_clear_object(&w->backing);
+    g_clear_object(&w->pool);
+    g_free(w->name);
+    g_free(w->format);
+    g_clear_pointer(&w->create, vd_options_free);
+    g_clear_pointer(&w->source, vd_image_unref);
+    g_free(w);
+}
+
+static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable,
+                           GError **error)
+{
+    NewVolumeWork *w = data;
+    g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
+    if (w->source == NULL)
+        return vd_image_create_fd(w->fd, path, w->format, w->size, w->create, error);
+    if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->source), w->create, error))
+        return FALSE;
+    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE,
+                                                 error);
+    if (target == NULL)
+        return FALSE;
+    VdConvertOptions opts;
+    vd_convert_options_init(&opts);
+    opts.target_format = w->format;
+    opts.progress = vdd_job_progress;
+    opts.progress_data = job;
+    opts.cancellable = cancellable;
+    return vd_copy_image(w->source, target, &opts, error);
+}
+
+static void create_done(VddJob *job, gpointer data, const GError *error)
+{
+    NewVolumeWork *w = data;
+    vdd_volume_unlock_write(w->volume);
+    if (w->backing != NULL)
+        vdd_volume_unlock_read(w->backing);
+    if (error != NULL) {
+        /* Never leave a half-written image that looks whole. */
+        unlinkat(vdd_pool_get_dirfd(w->pool), w->name, 0);
+        vdd_pool_remove_volume(w->pool, w->volume);
+    } else {
+        vdd_volume_update(w->volume);
+    }
+    vdd_pool_update_space(w->pool);
+}
+
+/* Lock the backing volume and create the file for a checked request. */
+static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **error)
+{
+    const char *backing = vd_options_get(w->create, "backing_file");
+    if (vd_options_get(w->create, "data_file") != NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option data-file is not available through the daemon");
+        return FALSE;
+    }
+    if (backing != NULL) {
+        if (!vdd_name_is_valid(backing, "backing volume", error))
+            return FALSE;
+        VddVolume *b = vdd_pool_lookup_volume(self, backing);
+        if (b == NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_NOT_FOUND,
+                        "backing volume %s/%s does not exist", self->name, backing);
+            return FALSE;
+        }
+        if (!vdd_volume_lock_read(b, error))
+            return FALSE;
+        w->backing = g_object_ref(b);
+    }
+    w->fd = vdd_pool_create_file(self, w->name, error);
+    if (w->fd < 0) {
+        if (w->backing != NULL) {
+            vdd_volume_unlock_read(w->backing);
+            g_clear_object(&w->backing);
+        }
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* Start a create/import job for a checked request; replies to invocation. */
+static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, guint32 uid,
+                             NewVolumeWork *w, const char *operation)
+{
+    GError *error = NULL;
+    g_autofree char *what = g_strdup_printf("%s/%s (%s)", self->name, w->name, w->format);
+    if (!prepare_new_volume(self, w, &error)) {
+        new_volume_work_free(w);
+        vdd_return_error(invocation, uid, what, error);
+        return;
+    }
+    w->volume = g_object_ref(vdd_pool_add_volume(self, w->name));
+    /* Cannot fail: the volume is new. */
+    vdd_volume_lock_write(w->volume, NULL);
+    const char *objects[] = {vdd_volume_get_object_path(w->volume), NULL};
+    VddJob *job = vdd_job_new(self->manager, operation, uid, objects);
+    vdd_log_operation(invocation, uid, what, NULL);
+    if (g_str_equal(operation, "import"))
+        vdd_dbus_pool_complete_import_volume(self->iface, invocation,
+                                             vdd_volume_get_object_path(w->volume),
+                                             vdd_job_get_object_path(job));
+    else
+        vdd_dbus_pool_complete_create_volume(self->iface, invocation,
+                                             vdd_volume_get_object_path(w->volume),
+                                             vdd_job_get_object_path(job));
+    vdd_job_start(job, create_run, create_done, w, (GDestroyNotify)new_volume_work_free);
+    g_object_unref(job);
+}
+
+static NewVolumeWork *new_work(VddPool *self, const char *name, const char *format)
+{
+    NewVolumeWork *w = g_new0(NewVolumeWork, 1);
+    w->pool = g_object_ref(self);
+    w->fd = -1;
+    w->name = g_strdup(name);
+    w->format = g_strdup(format);
+    return w;
+}
+
+static gboolean check_format(const char *format, GError **error)
+{
+    if (!vd_format_known(format)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'",
+                    format);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void create_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddPool *self = target;
+    const char *name, *format;
+    guint64 size;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&st@a{sv})", &name,
+                  &format, &size, &options);
+    GError *error = NULL;
+    NewVolumeWork *w = new_work(self, name, format);
+    w->size = size;
+    if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
+        (w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL) {
+        g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
+        new_volume_work_free(w);
+        vdd_return_error(invocation, uid, what, error);
+        return;
+    }
+    start_new_volume(self, invocation, uid, w, "create");
+}
+
+static gboolean handle_create_volume(VddDbusPool *iface, GDBusMethodInvocation *invocation,
+                                     const char *name, const char *format, guint64 size,
+                                     GVariant *options, VddPool *self)
+{
+    vdd_manager_authorize(self->manager, invocation, self, create_authorized, "pool",
+                          self->name, "volume", name, "format", format, "operation", "create",
+                          NULL);
+    return TRUE;
+}
+
+static void import_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddPool *self = target;
+    gint32 handle;
+    const char *name, *format;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
+                  &name, &format, &options);
+    static const char *const daemon_keys[] = {"source-format", NULL};
+    GError *error = NULL;
+    const char *source_format = NULL;
+    int sfd = -1;
+    NewVolumeWork *w = new_work(self, name, format);
+    if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
+        !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
+        (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        (sfd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
+        (w->source = vd_image_open_fd(sfd, "caller's source file", source_format,
+                                      VD_OPEN_NO_RELATED_FILES, &error)) == NULL) {
+        if (sfd >= 0)
+            close(sfd);
+        g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
+        new_volume_work_free(w);
+        vdd_return_error(invocation, uid, what, error);
+        return;
+    }
+    close(sfd);
+    start_new_volume(self, invocation, uid, w, "import");
+}
+
+static gboolean handle_import_volume(VddDbusPool *iface, GDBusMethodInvocation *invocation,
+                                     GVariant *source, const char *name, const char *format,
+                                     GVariant *options, VddPool *self)
+{
+    vdd_manager_authorize(self->manager, invocation, self, import_authorized, "pool",
+                          self->name, "volume", name, "format", format, "operation", "import",
+                          NULL);
+    return TRUE;
+}
+
+static void refresh_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddPool *self = target;
+    vdd_pool_refresh(self);
+    vdd_log_operation(invocation, uid, self->name, NULL);
+    vdd_dbus_pool_complete_refresh(self->iface, invocation);
+}
+
+static gboolean handle_refresh(VddDbusPool *iface, GDBusMethodInvocation *invocation,
+                               GVariant *options, VddPool *self)
+{
+    vdd_manager_authorize(self->manager, invocation, self, refresh_authorized, "pool",
+                          self->name, "operation", "refresh", NULL);
+    return TRUE;
+}
+
+VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory,
+                      GError **error)
+{
+    if (!g_path_is_absolute(directory)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "pool %s: directory '%s' is not an absolute path", name, directory);
+        return NULL;
+    }
+    int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ENOTDIR || err == ENOENT)
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "pool %s: %s: %s", name,
+                        directory, g_strerror(err));
+        else
+            vdd_error_set_errno(error, err, "pool %s: %s", name, directory);
+        return NULL;
+    }
+    VddPool *self = g_object_new(VDD_TYPE_POOL, NULL);
+    self->manager = manager;
+    self->name = g_strdup(name);
+    self->directory = g_canonicalize_filename(directory, NULL);
+    self->dirfd = fd;
+    g_autofree char *escaped = vdd_name_escape(name);
+    self->path = g_strdup_printf(VDISK_POOLS_PATH "/%s", escaped);
+    self->object = vdd_dbus_object_skeleton_new(self->path);
+    self->iface = vdd_dbus_pool_skeleton_new();
+    vdd_dbus_pool_set_name(self->iface, name);
+    vdd_dbus_pool_set_directory(self->iface, self->directory);
+    g_signal_connect(self->iface, "handle-create-volume", G_CALLBACK(handle_create_volume), self);
+    g_signal_connect(self->iface, "handle-import-volume", G_CALLBACK(handle_import_volume), self);
+    g_signal_connect(self->iface, "handle-refresh", G_CALLBACK(handle_refresh), self);
+    vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
+    g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
+                                        G_DBUS_OBJECT_SKELETON(self->object));
+    vdd_pool_refresh(self);
+    return self;
+}

@@ -1,0 +1,85 @@
+#include "pools-config.h"
+
+#include <errno.h>
+#include <string.h>
+
+void vdd_pool_config_free(VddPoolConfig *pc)
+{
+    g_free(pc->name);
+    g_free(pc->directory);
+    g_free(pc->source);
+    g_free(pc);
+}
+
+GPtrArray *vdd_config_parse(const char *filename, const char *data, gsize len, GError **error)
+{
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    if (!g_key_file_load_from_data(kf, data, len, G_KEY_FILE_NONE, error)) {
+        g_prefix_error(error, "%s: ", filename);
+        return NULL;
+    }
+    g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func((GDestroyNotify)vdd_pool_config_free);
+    g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+    for (guint i = 0; groups[i]; i++) {
+        const char *g = groups[i];
+        g_autofree char *name = NULL;
+        if (strcmp(g, "Pool") == 0)
+            name = g_key_file_get_string(kf, g, "Name", NULL);
+        else if (g_str_has_prefix(g, "Pool "))
+            name = g_strdup(g + 5);
+        else
+            continue; /* other groups are for other readers */
+        g_autofree char *dir = g_key_file_get_string(kf, g, "Directory", NULL);
+        if (name == NULL || *name == '\0' || dir == NULL || !g_path_is_absolute(dir)) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] needs Name= and an absolute Directory=", filename, g);
+            return NULL;
+        }
+        VddPoolConfig *pc = g_new0(VddPoolConfig, 1);
+        pc->name = g_steal_pointer(&name);
+        pc->directory = g_steal_pointer(&dir);
+        pc->source = g_strdup(filename);
+        g_ptr_array_add(out, pc);
+    }
+    return g_steal_pointer(&out);
+}
+
+static gint compare_names(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *vdd_config_load_pools(const char *dir, GError **error)
+{
+    GPtrArray *all = g_ptr_array_new_with_free_func((GDestroyNotify)vdd_pool_config_free);
+    g_autoptr(GError) local = NULL;
+    g_autoptr(GDir) d = g_dir_open(dir, 0, &local);
+    if (d == NULL) {
+        if (!g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+            g_warning("cannot read %s: %s", dir, local->message);
+        return all;
+    }
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    const char *n;
+    while ((n = g_dir_read_name(d)) != NULL) {
+        if (g_str_has_suffix(n, ".conf") && n[0] != '.')
+            g_ptr_array_add(names, g_strdup(n));
+    }
+    g_ptr_array_sort(names, compare_names);
+    for (guint i = 0; i < names->len; i++) {
+        g_autofree char *path = g_build_filename(dir, names->pdata[i], NULL);
+        g_autofree char *data = NULL;
+        gsize len;
+        g_autoptr(GError) e = NULL;
+        g_autoptr(GPtrArray) pools = NULL;
+        if (!g_file_get_contents(path, &data, &len, &e) ||
+            (pools = vdd_config_parse(path, data, len, &e)) == NULL) {
+            g_warning("skipping %s", e->message);
+            continue;
+        }
+        for (guint j = 0; j < pools->len; j++)
+            g_ptr_array_add(all, g_steal_pointer(&pools->pdata[j]));
+        g_ptr_array_set_free_func(pools, NULL);
+    }
+    return all;
+}

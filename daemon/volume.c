@@ -1,0 +1,657 @@
+#include "volume.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "job.h"
+#include "names.h"
+#include "options.h"
+#include "vdd-dbus.h"
+
+struct _VddVolume {
+    GObject parent;
+    VddPool *pool; /* not owned: the pool outlives its volumes' exports */
+    char *name;
+    char *path;
+    VddDbusObjectSkeleton *object;
+    VddDbusVolume *iface;
+    guint readers;
+    guint writers;
+    VddVolume *locked_backing; /* read-locked while this one is written */
+};
+
+G_DEFINE_TYPE(VddVolume, vdd_volume, G_TYPE_OBJECT)
+
+static void vdd_volume_finalize(GObject *obj)
+{
+    VddVolume *self = VDD_VOLUME(obj);
+    g_clear_object(&self->locked_backing);
+    g_clear_object(&self->iface);
+    g_clear_object(&self->object);
+    g_free(self->name);
+    g_free(self->path);
+    G_OBJECT_CLASS(vdd_volume_parent_class)->finalize(obj);
+}
+
+static void vdd_volume_class_init(VddVolumeClass *klass)
+{
+    G_OBJECT_CLASS(klass)->finalize = vdd_volume_finalize;
+}
+
+static void vdd_volume_init(VddVolume *self) {}
+
+const char *vdd_volume_get_name(VddVolume *self) { return self->name; }
+const char *vdd_volume_get_object_path(VddVolume *self) { return self->path; }
+GDBusObjectSkeleton *vdd_volume_get_object(VddVolume *self)
+{
+    return G_DBUS_OBJECT_SKELETON(self->object);
+}
+
+static char *what(VddVolume *self)
+{
+    return g_strdup_printf("%s/%s", vdd_pool_get_name(self->pool), self->name);
+}
+
+/* ----- locks ----- */
+
+static void publish_busy(VddVolume *self)
+{
+    vdd_dbus_volume_set_busy(self->iface, self->writers > 0);
+}
+
+gboolean vdd_volume_is_locked(VddVolume *self) { return self->readers > 0 || self->writers > 0; }
+
+gboolean vdd_volume_lock_read(VddVolume *self, GError **error)
+{
+    if (self->writers > 0) {
+        g_autofree char *w = what(self);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_BUSY, "%s is being written by another job", w);
+        return FALSE;
+    }
+    self->readers++;
+    return TRUE;
+}
+
+void vdd_volume_unlock_read(VddVolume *self)
+{
+    if (self->readers > 0)
+        self->readers--;
+}
+
+gboolean vdd_volume_lock_write(VddVolume *self, GError **error)
+{
+    g_autofree char *w = what(self);
+    if (self->writers > 0 || self->readers > 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_BUSY, "%s is in use by another job", w);
+        return FALSE;
+    }
+    const char *backing = vdd_dbus_volume_get_backing_file(self->iface);
+    VddVolume *b = backing && *backing ? vdd_pool_lookup_volume(self->pool, backing) : NULL;
+    if (b != NULL) {
+        if (!vdd_volume_lock_read(b, error)) {
+            g_prefix_error(error, "%s: backing file: ", w);
+            return FALSE;
+        }
+        self->locked_backing = g_object_ref(b);
+    }
+    self->writers++;
+    publish_busy(self);
+    return TRUE;
+}
+
+void vdd_volume_unlock_write(VddVolume *self)
+{
+    if (self->writers > 0)
+        self->writers--;
+    if (self->locked_backing != NULL) {
+        vdd_volume_unlock_read(self->locked_backing);
+        g_clear_object(&self->locked_backing);
+    }
+    publish_busy(self);
+}
+
+/* ----- reading the header ----- */
+
+static int open_file(VddVolume *self, int access, GError **error)
+{
+    int fd = openat(vdd_pool_get_dirfd(self->pool), self->name,
+                    access | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        g_autofree char *w = what(self);
+        vdd_error_set_errno(error, errno, "%s", w);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        g_autofree char *w = what(self);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s is not a regular file", w);
+        close(fd);
+        return -1;
+    }
+    /* O_NONBLOCK only kept a FIFO from hanging the open. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, GError **error)
+{
+    int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
+    if (fd < 0)
+        return NULL;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
+    g_autoptr(VdImage) img = vd_image_open_fd(fd, path, NULL, flags, error);
+    close(fd);
+    if (img == NULL) {
+        vdd_error_normalize(error);
+        return NULL;
+    }
+    VddManager *manager = vdd_pool_get_manager(self->pool);
+    for (VdImage *layer = vd_image_backing(img); layer; layer = vd_image_backing(layer)) {
+        if (!vdd_manager_path_in_pools(manager, vd_image_filename(layer))) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "%s: backing file %s lies outside every pool", path,
+                        vd_image_filename(layer));
+            return NULL;
+        }
+    }
+    return g_steal_pointer(&img);
+}
+
+void vdd_volume_update(VddVolume *self)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
+    int fd = open_file(self, O_RDONLY, &error);
+    struct stat st = {0};
+    if (fd >= 0)
+        fstat(fd, &st);
+    g_autoptr(VdImage) img = fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING, &error)
+                                     : NULL;
+    if (fd >= 0)
+        close(fd);
+    g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
+    g_object_freeze_notify(G_OBJECT(self->iface));
+    vdd_dbus_volume_set_allocated_size(self->iface, (guint64)st.st_blocks * 512);
+    if (info == NULL) {
+        const char *probed = NULL;
+        /* Say what it looks like, so the user can tell a broken qcow2 from
+         * a stray file. */
+        if (error && g_str_has_prefix(error->message, path)) {
+        }
+        vdd_dbus_volume_set_format(self->iface, probed ? probed : "");
+        vdd_dbus_volume_set_error(self->iface, error ? error->message : "cannot read");
+        vdd_dbus_volume_set_virtual_size(self->iface, 0);
+        vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
+        g_object_thaw_notify(G_OBJECT(self->iface));
+        return;
+    }
+    vdd_dbus_volume_set_format(self->iface, info->format);
+    vdd_dbus_volume_set_error(self->iface, "");
+    vdd_dbus_volume_set_virtual_size(self->iface, info->virtual_size);
+    vdd_dbus_volume_set_backing_file(self->iface,
+                                     info->backing_filename ? info->backing_filename : "");
+    vdd_dbus_volume_set_backing_format(self->iface,
+                                       info->backing_format ? info->backing_format : "");
+    vdd_dbus_volume_set_encrypted(self->iface, info->encrypted);
+    g_autoptr(GVariant) snaps = g_variant_ref_sink(vdd_snapshots_to_variant(info->snapshots));
+    GVariant *old = vdd_dbus_volume_get_snapshots(self->iface);
+    if (old == NULL || !g_variant_equal(old, snaps))
+        vdd_dbus_volume_set_snapshots(self->iface, snaps);
+    g_object_thaw_notify(G_OBJECT(self->iface));
+}
+
+/* ----- jobs on a volume ----- */
+
+typedef struct {
+    VddVolume *volume;    /* locked (read or write) */
+    gboolean write;
+    VddVolume *target;    /* new volume (write-locked), or NULL */
+    int fd;               /* target descriptor */
+    char *format;
+    VdOptions *create;
+    VdImage *image;       /* source, or the volume opened read-write */
+    guint64 size;
+    gboolean shrink;
+    char *snapshot;
+    int snapshot_op;
+} VolumeWork;
+
+static void volume_work_free(VolumeWork *w)
+{
+    g_clear_pointer(&w->image, vd_image_unref);
+    if (w->fd >= 0)
+        close(w->fd);
+    g_clear_object(&w->volume);
+    g_clear_object(&w->target);
+    g_free(w->format);
+    g_free(w->snapshot);
+    g_clear_pointer(&w->create, vd_options_free);
+    g_free(w);
+}
+
+static VolumeWork *volume_work_new(VddVolume *self)
+{
+    VolumeWork *w = g_new0(VolumeWork, 1);
+    w->volume = g_object_ref(self);
+    w->fd = -1;
+    return w;
+}
+
+/* Main thread, after the work: unlock, update or clean up. */
+static void work_done(VddJob *job, gpointer data, const GError *error)
+{
+    VolumeWork *w = data;
+    g_clear_pointer(&w->image, vd_image_unref); /* written back before the update */
+    if (w->write)
+        vdd_volume_unlock_write(w->volume);
+    else
+        vdd_volume_unlock_read(w->volume);
+    if (w->target != NULL) {
+        vdd_volume_unlock_write(w->target);
+        if (error != NULL) {
+            unlinkat(vdd_pool_get_dirfd(w->volume->pool), w->target->name, 0);
+            vdd_pool_remove_volume(w->volume->pool, w->target);
+        } else {
+            vdd_volume_update(w->target);
+        }
+    }
+    if (w->write)
+        vdd_volume_update(w->volume);
+    vdd_pool_update_space(w->volume->pool);
+}
+
+static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
+{
+    VolumeWork *w = data;
+    g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
+    if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->image), w->create, error))
+        return FALSE;
+    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE,
+                                                 error);
+    if (target == NULL)
+        return FALSE;
+    VdConvertOptions opts;
+    vd_convert_options_init(&opts);
+    opts.target_format = w->format;
+    opts.progress = vdd_job_progress;
+    opts.progress_data = job;
+    opts.cancellable = cancellable;
+    return vd_copy_image(w->image, target, &opts, error);
+}
+
+static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
+{
+    VolumeWork *w = data;
+    return vdd_copy_into_fd(w->image, w->fd, "caller's target file", w->format, w->create, job,
+                            cancellable, error);
+}
+
+static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
+{
+    VolumeWork *w = data;
+    vdd_job_progress(0, w->size, job);
+    if (!vd_image_resize(w->image, w->size, w->shrink, error) ||
+        !vd_image_flush(w->image, error))
+        return FALSE;
+    vdd_job_progress(w->size, w->size, job);
+    return TRUE;
+}
+
+static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
+                      const char *operation, VolumeWork *w, VddJobFunc func)
+{
+    const char *objects[3] = {self->path, w->target ? w->target->path : NULL, NULL};
+    VddJob *job = vdd_job_new(vdd_pool_get_manager(self->pool), operation, uid, objects);
+    g_autofree char *wh = what(self);
+    vdd_log_operation(invocation, uid, wh, NULL);
+    if (g_str_equal(operation, "clone"))
+        vdd_dbus_volume_complete_clone(self->iface, invocation, w->target->path,
+                                       vdd_job_get_object_path(job));
+    else if (g_str_equal(operation, "export"))
+        vdd_dbus_volume_complete_export(self->iface, invocation, vdd_job_get_object_path(job));
+    else
+        vdd_dbus_volume_complete_resize(self->iface, invocation, vdd_job_get_object_path(job));
+    vdd_job_start(job, func, work_done, w, (GDestroyNotify)volume_work_free);
+    g_object_unref(job);
+}
+
+static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
+                 VolumeWork *w, GError *error)
+{
+    g_autofree char *wh = what(self);
+    if (w != NULL) {
+        g_clear_pointer(&w->image, vd_image_unref);
+        if (w->target != NULL) {
+            vdd_volume_unlock_write(w->target);
+            unlinkat(vdd_pool_get_dirfd(self->pool), w->target->name, 0);
+            vdd_pool_remove_volume(self->pool, w->target);
+        }
+        volume_work_free(w);
+    }
+    if (error != NULL && !g_strrstr(error->message, self->name))
+        g_prefix_error(&error, "%s: ", wh);
+    vdd_return_error(invocation, uid, wh, error);
+}
+
+/* Clone */
+static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    const char *name, *format;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
+                  &format, &options);
+    GError *error = NULL;
+    if (!vd_format_known(format)) {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format));
+        return;
+    }
+    VolumeWork *w = volume_work_new(self);
+    w->format = g_strdup(format);
+    if ((w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL ||
+        !vdd_check_fd_target_options(format, w->create, &error) ||
+        !vdd_pool_check_new_name(self->pool, name, &error) ||
+        !vdd_volume_lock_read(self, &error)) {
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    if ((w->image = vdd_volume_open(self, 0, &error)) == NULL ||
+        (w->fd = vdd_pool_create_file(self->pool, name, &error)) < 0) {
+        vdd_volume_unlock_read(self);
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    w->target = g_object_ref(vdd_pool_add_volume(self->pool, name));
+    vdd_volume_lock_write(w->target, NULL);
+    start_job(self, invocation, uid, "clone", w, clone_run);
+}
+
+static gboolean handle_clone(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                             const char *name, const char *format, GVariant *options,
+                             VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, clone_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "format",
+                          format, "operation", "clone", NULL);
+    return TRUE;
+}
+
+/* Export */
+static void export_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    gint32 handle;
+    const char *format;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s@a{sv})", &handle,
+                  &format, &options);
+    GError *error = NULL;
+    if (!vd_format_known(format)) {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format));
+        return;
+    }
+    VolumeWork *w = volume_work_new(self);
+    w->format = g_strdup(format);
+    if ((w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL ||
+        !vdd_check_fd_target_options(format, w->create, &error) ||
+        (w->fd = vdd_caller_fd(invocation, handle, O_RDWR, "target", &error)) < 0 ||
+        !vdd_volume_lock_read(self, &error)) {
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    if ((w->image = vdd_volume_open(self, 0, &error)) == NULL) {
+        vdd_volume_unlock_read(self);
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    start_job(self, invocation, uid, "export", w, export_run);
+}
+
+static gboolean handle_export(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                              GVariant *fd, const char *format, GVariant *options,
+                              VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, export_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "format",
+                          format, "operation", "export", NULL);
+    return TRUE;
+}
+
+/* Resize */
+static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    g_autoptr(GVariant) options = NULL;
+    VolumeWork *w = volume_work_new(self);
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(t@a{sv})", &w->size,
+                  &options);
+    GError *error = NULL;
+    w->write = TRUE;
+    if (!vdd_options_lookup_bool(options, "shrink", FALSE, &w->shrink, &error) ||
+        !vdd_volume_lock_write(self, &error)) {
+        w->write = FALSE;
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &error)) == NULL) {
+        vdd_volume_unlock_write(self);
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    start_job(self, invocation, uid, "resize", w, resize_run);
+}
+
+static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                              guint64 size, GVariant *options, VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, resize_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name,
+                          "operation", "resize", NULL);
+    return TRUE;
+}
+
+/* Snapshots: short, but on a thread all the same (a revert can write). */
+enum { SNAP_CREATE, SNAP_REVERT, SNAP_DELETE };
+
+static void snapshot_thread(GTask *task, gpointer source, gpointer data, GCancellable *c)
+{
+    VolumeWork *w = data;
+    GError *error = NULL;
+    gboolean ok = w->snapshot_op == SNAP_CREATE
+                      ? vd_image_create_snapshot(w->image, w->snapshot, &error)
+                  : w->snapshot_op == SNAP_REVERT
+                      ? vd_image_apply_snapshot(w->image, w->snapshot, &error)
+                      : vd_image_delete_snapshot(w->image, w->snapshot, &error);
+    if (ok)
+        ok = vd_image_flush(w->image, &error);
+    g_clear_pointer(&w->image, vd_image_unref);
+    if (ok)
+        g_task_return_boolean(task, TRUE);
+    else
+        g_task_return_error(task, error);
+}
+
+static void snapshot_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+    GDBusMethodInvocation *invocation = data;
+    VddVolume *self = VDD_VOLUME(source);
+    VolumeWork *w = g_task_get_task_data(G_TASK(res));
+    GError *error = NULL;
+    guint32 uid = GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(invocation), "vdd-uid"));
+    vdd_volume_unlock_write(self);
+    vdd_volume_update(self);
+    if (!g_task_propagate_boolean(G_TASK(res), &error)) {
+        fail(self, invocation, uid, NULL, error);
+    } else {
+        g_autofree char *wh = g_strdup_printf("%s/%s snapshot %s", vdd_pool_get_name(self->pool),
+                                              self->name, w->snapshot);
+        vdd_log_operation(invocation, uid, wh, NULL);
+        g_dbus_method_invocation_return_value(invocation, NULL);
+    }
+    g_object_unref(invocation);
+}
+
+static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    const char *method = g_dbus_method_invocation_get_method_name(invocation);
+    VolumeWork *w = volume_work_new(self);
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(s@a{sv})", &w->snapshot,
+                  &options);
+    w->snapshot_op = g_str_equal(method, "CreateSnapshot")   ? SNAP_CREATE
+                     : g_str_equal(method, "RevertSnapshot") ? SNAP_REVERT
+                                                             : SNAP_DELETE;
+    GError *error = NULL;
+    if (*w->snapshot == '\0') {
+        fail(self, invocation, uid, w,
+             g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "snapshot name is empty"));
+        return;
+    }
+    if (!vdd_volume_lock_write(self, &error)) {
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &error)) == NULL) {
+        vdd_volume_unlock_write(self);
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    g_object_set_data(G_OBJECT(invocation), "vdd-uid", GUINT_TO_POINTER(uid));
+    g_autoptr(GTask) task = g_task_new(self, NULL, snapshot_done, g_object_ref(invocation));
+    g_task_set_task_data(task, w, (GDestroyNotify)volume_work_free);
+    g_task_run_in_thread(task, snapshot_thread);
+}
+
+static gboolean handle_snapshot(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                                const char *name, GVariant *options, VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self,
+                          snapshot_authorized, "pool", vdd_pool_get_name(self->pool), "volume",
+                          self->name, "snapshot", name, "operation",
+                          g_dbus_method_invocation_get_method_name(invocation), NULL);
+    return TRUE;
+}
+
+/* CreateOverlay: a small qcow2 over this volume; made at once. */
+static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    const char *name;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s@a{sv})", &name,
+                  &options);
+    GError *error = NULL;
+    g_autoptr(VdOptions) create = vdd_options_to_create(options, "qcow2", NULL, &error);
+    const char *format = vdd_dbus_volume_get_format(self->iface);
+    if (create == NULL) {
+        fail(self, invocation, uid, NULL, error);
+        return;
+    }
+    if (format == NULL || *format == '\0') {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_CORRUPT, "the image cannot be read: %s",
+                         vdd_dbus_volume_get_error(self->iface)));
+        return;
+    }
+    vd_options_set(create, "backing_file", self->name);
+    vd_options_set(create, "backing_fmt", format);
+    if (!vdd_volume_lock_read(self, &error)) {
+        fail(self, invocation, uid, NULL, error);
+        return;
+    }
+    int fd = vdd_pool_create_file(self->pool, name, &error);
+    gboolean ok = fd >= 0;
+    if (ok) {
+        g_autofree char *path = vdd_pool_file_path(self->pool, name);
+        ok = vd_image_create_fd(fd, path, "qcow2", 0, create, &error);
+        close(fd);
+        if (!ok)
+            unlinkat(vdd_pool_get_dirfd(self->pool), name, 0);
+    }
+    vdd_volume_unlock_read(self);
+    if (!ok) {
+        fail(self, invocation, uid, NULL, error);
+        return;
+    }
+    VddVolume *vol = vdd_pool_add_volume(self->pool, name);
+    vdd_volume_update(vol);
+    vdd_pool_update_space(self->pool);
+    g_autofree char *wh = g_strdup_printf("%s/%s over %s", vdd_pool_get_name(self->pool), name,
+                                          self->name);
+    vdd_log_operation(invocation, uid, wh, NULL);
+    vdd_dbus_volume_complete_create_overlay(self->iface, invocation, vol->path);
+}
+
+static gboolean handle_create_overlay(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                                      const char *name, GVariant *options, VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self,
+                          overlay_authorized, "pool", vdd_pool_get_name(self->pool), "volume",
+                          name, "format", "qcow2", "operation", "overlay", NULL);
+    return TRUE;
+}
+
+/* Delete */
+static void delete_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    GError *error = NULL;
+    if (vdd_volume_is_locked(self)) {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_BUSY, "a job is using it"));
+        return;
+    }
+    if (unlinkat(vdd_pool_get_dirfd(self->pool), self->name, 0) < 0 && errno != ENOENT) {
+        vdd_error_set_errno(&error, errno, "cannot delete");
+        fail(self, invocation, uid, NULL, error);
+        return;
+    }
+    g_autofree char *wh = what(self);
+    vdd_log_operation(invocation, uid, wh, NULL);
+    vdd_dbus_volume_complete_delete(self->iface, invocation);
+    VddPool *pool = self->pool;
+    vdd_pool_remove_volume(pool, self); /* may drop the last reference but ours */
+    vdd_pool_update_space(pool);
+}
+
+static gboolean handle_delete(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                              GVariant *options, VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, delete_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name,
+                          "operation", "delete", NULL);
+    return TRUE;
+}
+
+VddVolume *vdd_volume_new(VddPool *pool, const char *name)
+{
+    VddVolume *self = g_object_new(VDD_TYPE_VOLUME, NULL);
+    self->pool = pool;
+    self->name = g_strdup(name);
+    g_autofree char *escaped = vdd_name_escape(name);
+    self->path = g_strdup_printf("%s/%s", vdd_pool_get_object_path(pool), escaped);
+    self->object = vdd_dbus_object_skeleton_new(self->path);
+    self->iface = vdd_dbus_volume_skeleton_new();
+    g_autofree char *file = vdd_pool_file_path(pool, name);
+    g_object_set(self->iface, "name", name, "pool", vdd_pool_get_object_path(pool), "path", file,
+                 "format", "", "backing-file", "", "backing-format", "", "error", "", NULL);
+    vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
+    g_signal_connect(self->iface, "handle-clone", G_CALLBACK(handle_clone), self);
+    g_signal_connect(self->iface, "handle-export", G_CALLBACK(handle_export), self);
+    g_signal_connect(self->iface, "handle-resize", G_CALLBACK(handle_resize), self);
+    g_signal_connect(self->iface, "handle-create-snapshot", G_CALLBACK(handle_snapshot), self);
+    g_signal_connect(self->iface, "handle-revert-snapshot", G_CALLBACK(handle_snapshot), self);
+    g_signal_connect(self->iface, "handle-delete-snapshot", G_CALLBACK(handle_snapshot), self);
+    g_signal_connect(self->iface, "handle-create-overlay", G_CALLBACK(handle_create_overlay),
+                     self);
+    g_signal_connect(self->iface, "handle-delete", G_CALLBACK(handle_delete), self);
+    vdd_dbus_object_skeleton_set_volume(self->object, self->iface);
+    vdd_volume_update(self);
+    return self;
+}

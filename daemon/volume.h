@@ -1,0 +1,33 @@
+/* A Volume: one image file in a pool, exported at
+ * /org/vdisk/VDisk1/pools/<pool>/<escaped name>. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "pool.h"
+#include "vdisk.h"
+
+#define VDD_TYPE_VOLUME (vdd_volume_get_type())
+G_DECLARE_FINAL_TYPE(VddVolume, vdd_volume, VDD, VOLUME, GObject)
+
+VddVolume *vdd_volume_new(VddPool *pool, const char *name);
+const char *vdd_volume_get_name(VddVolume *self);
+const char *vdd_volume_get_object_path(VddVolume *self);
+GDBusObjectSkeleton *vdd_volume_get_object(VddVolume *self);
+
+/* Read the header again and publish what changed (format, sizes, backing
+ * file, snapshots, error). A broken image sets Error, never fails. */
+void vdd_volume_update(VddVolume *self);
+
+/* Jobs that write a volume hold its write lock, jobs that read it a read
+ * lock; a writer also read-locks the volume's backing file in the pool, so
+ * it is not written under it. Busy error naming the volume otherwise. */
+gboolean vdd_volume_lock_write(VddVolume *self, GError **error);
+void vdd_volume_unlock_write(VddVolume *self);
+gboolean vdd_volume_lock_read(VddVolume *self, GError **error);
+void vdd_volume_unlock_read(VddVolume *self);
+gboolean vdd_volume_is_locked(VddVolume *self);
+
+/* Open the image (relative to the pool, no symlinks) with its backing
+ * chain, which must lie inside the pools. */
+VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, GError **error);

@@ -1,0 +1,261 @@
+/* Secrets for encrypted images: a store of named passphrases filled from
+ * qemu's "--object secret,..." syntax, and the look-ups drivers use when
+ * they open or create an encrypted image. Values are wiped on free and
+ * never put in a message. */
+#include "vdisk-driver.h"
+
+#include <string.h>
+
+typedef struct {
+    guint8 *data;
+    gsize len;
+} Secret;
+
+struct VdSecrets {
+    GHashTable *by_id; /* char* -> Secret* */
+    Secret *fallback;  /* --passphrase-file or a prompt */
+};
+
+static void secret_free(Secret *s)
+{
+    if (s == NULL)
+        return;
+    explicit_bzero(s->data, s->len);
+    g_free(s->data);
+    g_free(s);
+}
+
+static Secret *secret_new(const void *data, gsize len)
+{
+    Secret *s = g_new0(Secret, 1);
+    s->data = g_malloc(len + 1);
+    memcpy(s->data, data, len);
+    s->data[len] = '\0';
+    s->len = len;
+    return s;
+}
+
+VdSecrets *vd_secrets_new(void)
+{
+    VdSecrets *secrets = g_new0(VdSecrets, 1);
+    secrets->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                           (GDestroyNotify)secret_free);
+    return secrets;
+}
+
+void vd_secrets_free(VdSecrets *secrets)
+{
+    if (secrets == NULL)
+        return;
+    g_hash_table_unref(secrets->by_id);
+    secret_free(secrets->fallback);
+    g_free(secrets);
+}
+
+void vd_secrets_add(VdSecrets *secrets, const char *id, const void *data, gsize len)
+{
+    g_hash_table_replace(secrets->by_id, g_strdup(id), secret_new(data, len));
+}
+
+void vd_secrets_set_default(VdSecrets *secrets, const void *data, gsize len)
+{
+    secret_free(secrets->fallback);
+    secrets->fallback = secret_new(data, len);
+}
+
+gboolean vd_secrets_has_default(VdSecrets *secrets)
+{
+    return secrets != NULL && secrets->fallback != NULL;
+}
+
+const guint8 *vd_secrets_lookup(VdSecrets *secrets, const char *id, gsize *len)
+{
+    Secret *s = secrets != NULL && id != NULL ? g_hash_table_lookup(secrets->by_id, id) : NULL;
+    if (s == NULL)
+        return NULL;
+    *len = s->len;
+    return s->data;
+}
+
+/* One "key=value" element up to an unescaped comma (",," is a comma). */
+static char *next_element(const char **cursor)
+{
+    GString *out = g_string_new(NULL);
+    const char *p = *cursor;
+    while (*p != '\0') {
+        if (*p == ',') {
+            if (p[1] == ',') {
+                g_string_append_c(out, ',');
+                p += 2;
+                continue;
+            }
+            p++;
+            break;
+        }
+        g_string_append_c(out, *p++);
+    }
+    *cursor = p;
+    return g_string_free(out, FALSE);
+}
+
+static void wipe_string(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        g_free(s);
+    }
+}
+
+gboolean vd_secrets_add_object(VdSecrets *secrets, const char *spec, GError **error)
+{
+    g_autofree char *id = NULL, *file = NULL, *format = NULL;
+    char *data = NULL; /* wiped, not just freed */
+    gboolean first = TRUE, ok = TRUE;
+    const char *cursor = spec;
+    while (ok && *cursor != '\0') {
+        char *el = next_element(&cursor);
+        char *eq = strchr(el, '=');
+        if (eq == NULL && first && g_str_equal(el, "secret")) {
+            /* the object type */
+        } else if (eq == NULL) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "--object: expected key=value, got '%s'", el);
+            ok = FALSE;
+        } else {
+            *eq = '\0';
+            const char *v = eq + 1;
+            if (g_str_equal(el, "qom-type") && !g_str_equal(v, "secret")) {
+                g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                            "--object: only 'secret' objects are supported, not '%s'", v);
+                ok = FALSE;
+            } else if (g_str_equal(el, "id")) {
+                g_free(id);
+                id = g_strdup(v);
+            } else if (g_str_equal(el, "file")) {
+                g_free(file);
+                file = g_strdup(v);
+            } else if (g_str_equal(el, "data")) {
+                wipe_string(data);
+                data = g_strdup(v);
+            } else if (g_str_equal(el, "format")) {
+                g_free(format);
+                format = g_strdup(v);
+            } else if (!g_str_equal(el, "qom-type")) {
+                g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                            "--object secret: unknown property '%s' (known: id, file, data, "
+                            "format)",
+                            el);
+                ok = FALSE;
+            }
+        }
+        first = FALSE;
+        explicit_bzero(el, strlen(el) + (eq != NULL ? strlen(eq + 1) + 1 : 0));
+        g_free(el);
+    }
+    if (ok && (id == NULL || *id == '\0')) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "--object secret: id= is missing");
+        ok = FALSE;
+    }
+    if (ok && (file != NULL) == (data != NULL)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "--object secret '%s': give exactly one of file= and data=", id);
+        ok = FALSE;
+    }
+    gboolean base64 = format != NULL && g_str_equal(format, "base64");
+    if (ok && format != NULL && !base64 && !g_str_equal(format, "raw")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "--object secret '%s': format must be raw or base64", id);
+        ok = FALSE;
+    }
+    guint8 *bytes = NULL;
+    gsize len = 0;
+    if (ok && file != NULL) {
+        g_autoptr(GError) local = NULL;
+        char *contents = NULL;
+        if (!g_file_get_contents(file, &contents, &len, &local)) {
+            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
+                        "--object secret '%s': cannot read %s: %s", id, file, local->message);
+            ok = FALSE;
+        }
+        bytes = (guint8 *)contents;
+    } else if (ok) {
+        len = strlen(data);
+        bytes = (guint8 *)g_strdup(data);
+    }
+    if (ok && base64) {
+        /* g_base64_decode wants a NUL-terminated string. */
+        char *text = g_malloc(len + 1);
+        memcpy(text, bytes, len);
+        text[len] = '\0';
+        explicit_bzero(bytes, len);
+        g_free(bytes);
+        gsize out_len = 0;
+        bytes = g_base64_decode(g_strstrip(text), &out_len);
+        explicit_bzero(text, len);
+        g_free(text);
+        len = out_len;
+    }
+    if (ok)
+        vd_secrets_add(secrets, id, bytes, len);
+    if (bytes != NULL) {
+        explicit_bzero(bytes, len);
+        g_free(bytes);
+    }
+    wipe_string(data);
+    return ok;
+}
+
+gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, const guint8 **pass,
+                              gsize *len, GError **error)
+{
+    const char *id = vd_options_get(params->options, key);
+    if (id != NULL) {
+        *pass = vd_secrets_lookup(params->secrets, id, len);
+        if (*pass == NULL) {
+            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
+                        "%s names the secret '%s', which was not given (--object secret,id=%s,"
+                        "file=PATH)",
+                        key, id, id);
+            return FALSE;
+        }
+        return TRUE;
+    }
+    if (params->secrets != NULL && params->secrets->fallback != NULL) {
+        *pass = params->secrets->fallback->data;
+        *len = params->secrets->fallback->len;
+        return TRUE;
+    }
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                "an encrypted image needs a passphrase: give %s=ID with --object "
+                "secret,id=ID,file=PATH, or --passphrase-file",
+                key);
+    return FALSE;
+}
+
+gboolean vd_image_passphrase(VdImage *img, const char *key, const guint8 **pass, gsize *len,
+                             GError **error)
+{
+    /* qemu names it per driver; accept either spelling. */
+    const char *id = vd_options_get(img->open_options, key);
+    if (id == NULL)
+        id = vd_options_get(img->open_options,
+                            g_str_has_prefix(key, "encrypt.") ? "key-secret"
+                                                              : "encrypt.key-secret");
+    *pass = NULL;
+    *len = 0;
+    if (id != NULL) {
+        *pass = vd_secrets_lookup(img->secrets, id, len);
+        if (*pass == NULL) {
+            vd_set_error(error, img, VD_ERROR_NOT_FOUND,
+                         "the key secret '%s' was not given (--object secret,id=%s,file=PATH)", id,
+                         id);
+            return FALSE;
+        }
+        return TRUE;
+    }
+    if (img->secrets != NULL && img->secrets->fallback != NULL) {
+        *pass = img->secrets->fallback->data;
+        *len = img->secrets->fallback->len;
+    }
+    return TRUE;
+}

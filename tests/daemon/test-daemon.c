@@ -1,0 +1,177 @@
+/* Unit tests of libvdiskd: no bus, no polkit. */
+#include <string.h>
+
+#include "bouncer.h"
+#include "daemon.h"
+#include "errors.h"
+#include "names.h"
+#include "options.h"
+#include "pools-config.h"
+#include "vdisk-names.h"
+
+static void test_bouncer_table(void)
+{
+    static const struct {
+        const char *iface, *method, *action;
+    } expect[] = {
+        {VDISK_MANAGER_INTERFACE, "GetPools", ""},
+        {VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS},
+        {VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT},
+        {VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT},
+        {VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME},
+        {VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME},
+        {VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS},
+        {VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME},
+        {VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME},
+        {VDISK_JOB_INTERFACE, "Cancel", ""},
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(expect); i++)
+        g_assert_cmpstr(vdd_bouncer_action_for(expect[i].iface, expect[i].method), ==,
+                        expect[i].action);
+    /* Deny by default. */
+    g_assert_null(vdd_bouncer_action_for(VDISK_MANAGER_INTERFACE, "Shutdown"));
+    g_assert_null(vdd_bouncer_action_for(VDISK_VOLUME_INTERFACE, "GetPools"));
+    g_assert_null(vdd_bouncer_action_for("org.freedesktop.DBus.Properties", "Set"));
+    g_assert_null(vdd_bouncer_action_for(NULL, "Delete"));
+}
+
+static void test_names(void)
+{
+    const char *good[] = {"a.qcow2", "disk 1.vdi", "ü.vmdk", "a..b", "x"};
+    for (gsize i = 0; i < G_N_ELEMENTS(good); i++)
+        g_assert_true(vdd_name_is_valid(good[i], "volume", NULL));
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    const char *bad[] = {"", ".", "..", "../escape.qcow2", "a/b.qcow2", ".hidden", "/",
+                         "a\nb", "\xff\xfe", longname};
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autoptr(GError) error = NULL;
+        g_assert_false(vdd_name_is_valid(bad[i], "volume", &error));
+        g_assert_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT);
+    }
+    longname[255] = '\0';
+    g_assert_true(vdd_name_is_valid(longname, "volume", NULL));
+    g_autofree char *esc = vdd_name_escape("a b.qcow2");
+    g_assert_true(g_variant_is_object_path(g_strconcat("/x/", esc, NULL)));
+    g_assert_cmpstr(esc, ==, "a_20b_2eqcow2");
+}
+
+static void test_create_options(void)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_add(&b, "{sv}", "cluster-size", g_variant_new_uint32(65536));
+    g_variant_builder_add(&b, "{sv}", "lazy-refcounts", g_variant_new_boolean(TRUE));
+    g_variant_builder_add(&b, "{sv}", "compat", g_variant_new_string("1.1"));
+    g_variant_builder_add(&b, "{sv}", "backing", g_variant_new_string("base.qcow2"));
+    g_variant_builder_add(&b, "{sv}", "backing-format", g_variant_new_string("qcow2"));
+    g_variant_builder_add(&b, "{sv}", "source-format", g_variant_new_string("vdi"));
+    g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_builder_end(&b));
+    const char *const daemon_keys[] = {"source-format", NULL};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdOptions) o = vdd_options_to_create(opts, "qcow2", daemon_keys, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(vd_options_get(o, "cluster_size"), ==, "65536");
+    g_assert_cmpstr(vd_options_get(o, "lazy_refcounts"), ==, "on");
+    g_assert_cmpstr(vd_options_get(o, "compat"), ==, "1.1");
+    g_assert_cmpstr(vd_options_get(o, "backing_file"), ==, "base.qcow2");
+    g_assert_cmpstr(vd_options_get(o, "backing_fmt"), ==, "qcow2");
+    g_assert_null(vd_options_get(o, "source_format"));
+
+    /* Unknown for the format, and a wrong type. */
+    g_autoptr(GVariant) bad = g_variant_ref_sink(g_variant_new_parsed("{'subformat': <'x'>}"));
+    g_assert_null(vdd_options_to_create(bad, "qcow2", NULL, &error));
+    g_assert_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+    g_autoptr(GVariant) typ = g_variant_ref_sink(g_variant_new_parsed("{'compat': <[1, 2]>}"));
+    g_assert_null(vdd_options_to_create(typ, "qcow2", NULL, &error));
+    g_assert_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+
+    gboolean v;
+    g_autoptr(GVariant) s = g_variant_ref_sink(g_variant_new_parsed("{'shrink': <'true'>}"));
+    g_assert_true(vdd_options_lookup_bool(s, "shrink", FALSE, &v, &error));
+    g_assert_true(v);
+}
+
+static void test_daemon_options(void)
+{
+    {
+        g_auto(VddDaemonOptions) o = {0};
+        char *args[] = {"vdiskd", NULL};
+        char **argv = args;
+        int argc = 1;
+        g_assert_true(vdd_daemon_parse_options(&o, &argc, &argv, NULL));
+        g_assert_cmpuint(o.idle_timeout, ==, 300);
+        g_assert_cmpstr(o.config_dir, ==, VDD_DEFAULT_CONFIG_DIR);
+    }
+    {
+        g_auto(VddDaemonOptions) o = {0};
+        char *args[] = {"vdiskd", "--idle-timeout=0", "--config-dir", "/tmp/x", NULL};
+        char **argv = args;
+        int argc = 4;
+        g_assert_true(vdd_daemon_parse_options(&o, &argc, &argv, NULL));
+        g_assert_cmpuint(o.idle_timeout, ==, 0);
+        g_assert_cmpstr(o.config_dir, ==, "/tmp/x");
+    }
+    {
+        g_auto(VddDaemonOptions) o = {0};
+        char *args[] = {"vdiskd", "--idle-timeout=-5", NULL};
+        char **argv = args;
+        int argc = 2;
+        g_autoptr(GError) error = NULL;
+        g_assert_false(vdd_daemon_parse_options(&o, &argc, &argv, &error));
+        g_assert_nonnull(error);
+    }
+}
+
+static void test_config(void)
+{
+    const char *text = "[Pool images]\nDirectory=/var/lib/libvirt/images\n"
+                       "[Pool]\nName=other\nDirectory=/srv/x\n[Unrelated]\nA=b\n";
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) pools = vdd_config_parse("t.conf", text, strlen(text), &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(pools->len, ==, 2);
+    VddPoolConfig *a = pools->pdata[0], *b = pools->pdata[1];
+    g_assert_cmpstr(a->name, ==, "images");
+    g_assert_cmpstr(a->directory, ==, "/var/lib/libvirt/images");
+    g_assert_cmpstr(b->name, ==, "other");
+    const char *bad = "[Pool x]\nDirectory=relative\n";
+    g_assert_null(vdd_config_parse("b.conf", bad, strlen(bad), &error));
+    g_assert_nonnull(error);
+    g_autoptr(GPtrArray) none = vdd_config_load_pools("/nonexistent/vdisk", NULL);
+    g_assert_cmpuint(none->len, ==, 0);
+}
+
+static void test_error_names(void)
+{
+    g_autoptr(GError) e = g_error_new_literal(VDD_ERROR, VDD_ERROR_BUSY, "x");
+    g_autofree char *name = g_dbus_error_encode_gerror(e);
+    g_assert_cmpstr(name, ==, VDISK_ERROR_BUSY);
+    g_autoptr(GError) io = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_CANCELLED, "c");
+    g_autoptr(GError) c = vdd_error_convert(io);
+    g_assert_error(c, VDD_ERROR, VDD_ERROR_CANCELLED);
+    g_autoptr(GError) vd = g_error_new_literal(VD_ERROR, VD_ERROR_CORRUPT, "bad");
+    g_autoptr(GError) c2 = vdd_error_convert(vd);
+    g_assert_error(c2, VDD_ERROR, VDD_ERROR_CORRUPT);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/daemon/bouncer-table", test_bouncer_table);
+    g_test_add_func("/daemon/names", test_names);
+    g_test_add_func("/daemon/create-options", test_create_options);
+    g_test_add_func("/daemon/daemon-options", test_daemon_options);
+    g_test_add_func("/daemon/config", test_config);
+    g_test_add_func("/daemon/error-names", test_error_names);
+    return g_test_run();
+}

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# vdiskctl against the real services: a private system bus, polkitd and
+# vdiskd from the build tree, a pool in a temporary directory. Every command
+# is run the way a user runs it and its result is checked on disk with
+# qemu-img. Needs root, dbus, polkitd and qemu-utils; exits 77 (skip)
+# without them or before vdiskd is built. Cleans up what it started, by pid.
+#
+#   tests/daemon/test-vdiskctl.sh            all cases
+#   CASES='import|cancel' tests/daemon/...   the cases whose name matches
+set -uo pipefail
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${BUILD:-$REPO/build}
+VDISKCTL=${VDISKCTL:-$BUILD/tools/vdiskctl}
+VDISKD=${VDISKD:-$BUILD/daemon/vdiskd}
+MKIMAGE=${MKIMAGE:-$REPO/../shared/acceptance/mkimage.py}
+export VDISKCTL
+
+skip() { echo "skip: $*"; exit 77; }
+[[ $(id -u) == 0 ]] || skip "needs root (a system bus, polkitd and test users)"
+[[ -x $VDISKD ]] || skip "no $VDISKD yet"
+[[ -x $VDISKCTL ]] || skip "no $VDISKCTL"
+for prog in dbus-daemon qemu-img qemu-io runuser useradd /usr/lib/polkit-1/polkitd; do
+    command -v "$prog" >/dev/null || skip "$prog not installed"
+done
+
+T=$(mktemp -d /tmp/vdiskctl-test.XXXXXX)
+chmod 755 "$T"
+PIDS=() INSTALLED=() USERS=()
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus.socket
+ALICE=vdiskctl-alice BOB=vdiskctl-bob
+
+cleanup() {
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
+    sleep 0.3
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -9 "${PIDS[i]}" 2>/dev/null; done
+    for i in "${USERS[@]}"; do userdel "$i" 2>/dev/null; done
+    for i in "${INSTALLED[@]}"; do rm -f "$i"; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+# ----- the services -----
+
+start_bus() {
+    cat >"$T/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$T/bus.socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <includedir>$REPO/dbus</includedir>
+  <includedir>$BUILD/dbus</includedir>
+</busconfig>
+CONF
+    local pid
+    pid=$(dbus-daemon --config-file="$T/bus.conf" --fork --print-pid) || return 1
+    PIDS+=("$pid")
+}
+
+# The project's polkit actions and rules, built or from the source tree;
+# without them only root (always allowed) and denials can be tested.
+install_polkit() {
+    local f dest
+    mkdir -p /usr/share/polkit-1/actions /etc/polkit-1/rules.d
+    for f in "$BUILD"/polkit/*.policy "$REPO"/polkit/*.policy; do
+        [[ -f $f ]] || continue
+        dest=/usr/share/polkit-1/actions/$(basename "$f")
+        [[ -e $dest ]] || { install -m 644 "$f" "$dest" && INSTALLED+=("$dest"); }
+        break
+    done
+    for f in "$BUILD"/polkit/*.rules "$REPO"/polkit/*.rules; do
+        [[ -f $f ]] || continue
+        dest=/etc/polkit-1/rules.d/$(basename "$f")
+        [[ -e $dest ]] || { install -m 644 "$f" "$dest" && INSTALLED+=("$dest"); }
+        break
+    done
+}
+
+start_polkitd() {
+    /usr/lib/polkit-1/polkitd --no-debug >"$T/polkitd.log" 2>&1 &
+    PIDS+=("$!")
+    wait_for_name org.freedesktop.PolicyKit1
+}
+
+# alice is in the privileged group, bob is not.
+make_users() {
+    getent group libvirt >/dev/null || groupadd -r libvirt
+    if ! id "$ALICE" >/dev/null 2>&1; then useradd -M -N -G libvirt "$ALICE" && USERS+=("$ALICE"); fi
+    if ! id "$BOB" >/dev/null 2>&1; then useradd -M -N "$BOB" && USERS+=("$BOB"); fi
+}
+
+start_vdiskd() {
+    mkdir -p "$T/pools.d"
+    "$VDISKD" --idle-timeout=0 --config-dir="$T/pools.d" >"$T/vdiskd.log" 2>&1 &
+    VDISKD_PID=$!
+    PIDS+=("$VDISKD_PID")
+    wait_for_name org.vdisk.VDisk1 || { cat "$T/vdiskd.log"; return 1; }
+}
+
+wait_for_name() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        gdbus call --system --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+            --method org.freedesktop.DBus.NameHasOwner "$1" 2>/dev/null | grep -q true && return 0
+        sleep 0.1
+    done
+    echo "$1 did not appear on the bus"
+    return 1
+}
+
+start_bus && install_polkit && start_polkitd && make_users && start_vdiskd ||
+    { echo "could not start the services"; echo "0 passed, 1 failed"; exit 1; }
+
+# ----- helpers -----
+
+POOL=$T/pool
+mkdir -p "$POOL" "$T/bob" "$T/alice"
+chown "$BOB" "$T/bob"
+chown "$ALICE" "$T/alice"
+
+ctl() { "$VDISKCTL" "$@"; }
+as_user() { local u=$1; shift; runuser -u "$u" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" "$@"; }
+vsize() { qemu-img info --output=json "$1" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+json_get() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# fails WANT CMD...: CMD exits 1 and its stderr has "vdiskctl: " and WANT.
+fails() {
+    local want=$1 rc=0; shift
+    "$@" >"$T/out" 2>"$T/err" || rc=$?
+    [[ $rc == 1 ]] || { echo "exit $rc, wanted 1: $*"; cat "$T/err"; return 1; }
+    grep -q "^vdiskctl: " "$T/err" || { echo "no 'vdiskctl:' message"; cat "$T/err"; return 1; }
+    grep -qF -- "$want" "$T/err" || { echo "wanted '$want' in:"; cat "$T/err"; return 1; }
+}
+# data FILE SIZE: a raw image with a pattern in every 3rd MiB.
+data() {
+    local mb=$(($2)) i cmds=()
+    qemu-img create -q -f raw "$1" "${mb}M"
+    for ((i = 0; i < mb; i += 3)); do cmds+=(-c "write -P $((i % 250 + 1)) ${i}M 256k"); done
+    qemu-io -f raw "${cmds[@]}" "$1" >/dev/null
+}
+# big FILE: an image whose compressing import lasts seconds.
+big() {
+    if [[ -f $MKIMAGE ]]; then
+        /usr/bin/python3 "$MKIMAGE" -q --size 1G --fill 0.9 --seed 3 "$1"
+    else
+        head -c 1G /dev/urandom >"$1"
+    fi
+}
+
+PASSED=0 FAILED=0
+check() {
+    local name=$1 fn=$2 rc=0
+    [[ -n ${CASES:-} ]] && ! grep -qE "$CASES" <<<"$name" && return
+    export -f "$fn"
+    bash -eo pipefail -c "$fn" >"$T/case.log" 2>&1 || rc=$?
+    if ((rc == 0)); then
+        PASSED=$((PASSED + 1)); echo "ok   $name"
+    else
+        FAILED=$((FAILED + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/case.log" | tail -n 15
+    fi
+}
+export T POOL ALICE BOB MKIMAGE
+export -f ctl as_user vsize json_get fails data big
+
+data "$T/src.raw" 32
+qemu-img convert -f raw -O vdi "$T/src.raw" "$T/bob/disk.vdi"
+cp "$T/bob/disk.vdi" "$T/alice/disk.vdi"
+chown "$BOB" "$T/bob/disk.vdi"; chown "$ALICE" "$T/alice/disk.vdi"
+
+# ----- the cases -----
+
+usage() {
+    ctl --help | grep -q 'vdiskctl COMMAND'
+    ctl --version | grep -q '^vdiskctl version '
+    ctl help import | grep -q 'FILE POOL/VOLUME'
+    ctl create --help | grep -q 'cluster_size'
+    fails "no command 'frobnicate'" ctl frobnicate
+    fails "missing operand" ctl create t/a.qcow2
+    fails "unknown option '--shrink'" ctl create --shrink t/a.qcow2 1M
+    fails "not POOL/VOLUME" ctl info just-a-name
+}
+check "help, version and usage errors" usage
+
+add_pool() {
+    (cd "$T" && ctl add-pool t pool) | grep -q 'Added pool t'
+    ctl pools | grep -E "^t +$POOL " >/dev/null
+    [[ $(ctl pools --json | json_get 'd[0]["Directory"]') == "$POOL" ]]
+    ctl --json pools | json_get 'd[0]["Name"]' | grep -qx t   # options before the command
+    fails "no pool 'nope'" ctl volumes nope
+}
+check "add-pool, pools (--json), volumes of a missing pool" add_pool
+
+create() {
+    ctl create t/a.qcow2 64M | grep -qx 'Created t/a.qcow2 (qcow2, 64 MiB).'
+    qemu-img check -q "$POOL/a.qcow2"
+    [[ $(vsize "$POOL/a.qcow2") == 67108864 ]]
+    ctl create -q t/b.vmdk 16M -o subformat=monolithicFlat   # format from the extension
+    qemu-img info "$POOL/b.vmdk" | grep -q 'file format: vmdk'
+    [[ -e $POOL/b-flat.vmdk ]]
+    ctl create -f raw t/c 1M >/dev/null
+    qemu-img info "$POOL/c" | grep -q 'file format: raw'
+    ctl create t/d.qcow2 8M -o cluster_size=128k,lazy_refcounts=on -o compat=1.1 >/dev/null
+    qemu-img info "$POOL/d.qcow2" | grep -q 'cluster_size: 131072'
+    qemu-img info "$POOL/d.qcow2" | grep -q 'lazy refcounts: true'
+    fails "exists" ctl create t/a.qcow2 1M
+    fails "" ctl create t/.hidden.qcow2 1M
+    [[ ! -e $POOL/.hidden.qcow2 ]]
+    fails "" ctl create t/x.qcow2 12Q
+}
+check "create: sizes, formats by extension and -f, -o options, refusals" create
+
+volumes_info() {
+    ctl volumes t | grep -E '^t/a.qcow2 +qcow2 +64 MiB ' >/dev/null
+    ctl volumes | grep -q '^t/b.vmdk '
+    [[ $(ctl volumes t --json | json_get 'len(d)') -ge 3 ]]
+    ctl info t/a.qcow2 | grep -q '^format: *qcow2'
+    ctl info t/a.qcow2 | grep -q '^virtual size: *64 MiB (67108864 bytes)'
+    [[ $(ctl info t/a.qcow2 --json | json_get 'd[0]["VirtualSize"]') == 67108864 ]]
+    fails "no volume 'zz.qcow2' in pool 't'" ctl info t/zz.qcow2
+}
+check "volumes and info, human and --json" volumes_info
+
+import() {
+    ctl import "$T/bob/disk.vdi" t/imp.qcow2 </dev/null | grep -q 'Imported .* as t/imp.qcow2 (qcow2)'
+    qemu-img check -q "$POOL/imp.qcow2"
+    qemu-img compare -f raw -F qcow2 "$T/src.raw" "$POOL/imp.qcow2"
+    ctl import -p -f vmdk "$T/bob/disk.vdi" t/imp2 -o subformat=streamOptimized 2>"$T/progress" >/dev/null
+    grep -q '(100.00/100%)' "$T/progress"
+    qemu-img compare -f raw -F vmdk "$T/src.raw" "$POOL/imp2"
+    fails "cannot open $T/none.vdi" ctl import "$T/none.vdi" t/none.qcow2
+}
+check "import a vdi (format from the name, -f, -o, -p), missing file" import
+
+export_clone() {
+    ctl export t/imp.qcow2 "$T/out.raw" | grep -q 'Exported t/imp.qcow2 to .* (raw)'
+    cmp "$T/src.raw" "$T/out.raw"
+    ctl export t/imp.qcow2 "$T/out.img" -q
+    cmp "$T/src.raw" "$T/out.img"
+    ctl export t/imp.qcow2 "$T/out.vdi" -q
+    qemu-img compare -f raw -F vdi "$T/src.raw" "$T/out.vdi"
+    ctl clone t/imp.qcow2 imp.vmdk | grep -q 'Cloned t/imp.qcow2 to t/imp.vmdk (vmdk)'
+    qemu-img compare -f qcow2 -F vmdk "$POOL/imp.qcow2" "$POOL/imp.vmdk"
+    ctl clone t/imp.qcow2 t/imp-copy -q   # POOL/NAME form, format of the source
+    qemu-img info "$POOL/imp-copy" | grep -q 'file format: qcow2'
+    fails "must be in pool 't'" ctl clone t/imp.qcow2 other/x.qcow2
+}
+check "export to files of mine, clone within the pool" export_clone
+
+resize() {
+    ctl resize t/a.qcow2 +64M | grep -qx 'Resized t/a.qcow2 to 128 MiB.'
+    [[ $(vsize "$POOL/a.qcow2") == 134217728 ]]
+    fails "--shrink" ctl resize t/a.qcow2 -64M
+    [[ $(vsize "$POOL/a.qcow2") == 134217728 ]]
+    ctl resize t/a.qcow2 -64M --shrink -q
+    [[ $(vsize "$POOL/a.qcow2") == 67108864 ]]
+    ctl resize -q t/a.qcow2 96M
+    [[ $(vsize "$POOL/a.qcow2") == 100663296 ]]
+}
+check "resize: absolute, +relative, -relative needs --shrink" resize
+
+snapshots() {
+    ctl snapshot create t/a.qcow2 before | grep -q 'Created snapshot before of t/a.qcow2'
+    qemu-img snapshot -l "$POOL/a.qcow2" | grep -q before
+    ctl snapshot list t/a.qcow2 | grep -q ' before '
+    [[ $(ctl snapshot list t/a.qcow2 --json | json_get 'd[0][1]') == before ]]
+    ctl info t/a.qcow2 | grep -q '^Snapshot list:'
+    ctl snapshot revert t/a.qcow2 before -q
+    ctl snapshot delete t/a.qcow2 before -q
+    ! qemu-img snapshot -l "$POOL/a.qcow2" | grep -q before
+    ctl snapshot list t/a.qcow2 | grep -q 'no snapshots'
+    fails "needs POOL/VOLUME and the snapshot's NAME" ctl snapshot create t/a.qcow2
+    fails "not create, revert, delete or list" ctl snapshot frob t/a.qcow2 x
+    qemu-img check -q "$POOL/a.qcow2"
+}
+check "snapshot create, list (--json), revert, delete" snapshots
+
+overlay_delete() {
+    ctl overlay t/imp.qcow2 top.qcow2 | grep -q 'Created t/top.qcow2 on top of t/imp.qcow2'
+    qemu-img info "$POOL/top.qcow2" | grep -q 'backing file: .*imp.qcow2'
+    ctl info t/top.qcow2 | grep -q '^backing file: .*imp.qcow2'
+    ctl delete t/top.qcow2 | grep -qx 'Deleted t/top.qcow2.'
+    [[ ! -e $POOL/top.qcow2 ]]
+    fails "no volume 'top.qcow2'" ctl delete t/top.qcow2
+}
+check "overlay, delete" overlay_delete
+
+user_files() {   # inspect and convert need no privilege: the fds are the user's own
+    as_user "$BOB" "$VDISKCTL" inspect "$T/bob/disk.vdi" | grep -q '^file format: *vdi'
+    [[ $(as_user "$BOB" "$VDISKCTL" inspect --json "$T/bob/disk.vdi" | json_get 'd["virtual-size"]') == 33554432 ]]
+    as_user "$BOB" "$VDISKCTL" convert "$T/bob/disk.vdi" "$T/bob/out.qcow2" -q
+    qemu-img compare -f raw -F qcow2 "$T/src.raw" "$T/bob/out.qcow2"
+    as_user "$BOB" "$VDISKCTL" convert -O vmdk "$T/bob/disk.vdi" "$T/bob/out.x" -q
+    qemu-img info "$T/bob/out.x" | grep -q 'file format: vmdk'
+    [[ $(stat -c %U "$T/bob/out.qcow2") == "$BOB" ]]
+    # a file bob cannot read is not read for him
+    install -m 600 "$T/src.raw" "$T/secret.raw"
+    fails "cannot open $T/secret.raw: Permission denied" as_user "$BOB" "$VDISKCTL" inspect "$T/secret.raw" </dev/null
+}
+check "inspect and convert files of an unprivileged user" user_files
+
+denied() {
+    local msg="not authorized: org.vdisk.VDisk1.create-volume; ask an administrator or join the libvirt group"
+    fails "$msg" as_user "$BOB" "$VDISKCTL" create t/bob.qcow2 1M </dev/null
+    [[ ! -e $POOL/bob.qcow2 ]]
+    fails "not authorized: org.vdisk.VDisk1.import-volume" \
+        as_user "$BOB" "$VDISKCTL" import "$T/bob/disk.vdi" t/bob.qcow2 </dev/null
+    [[ ! -e $POOL/bob.qcow2 ]]
+    fails "not authorized: org.vdisk.VDisk1.delete-volume; ask an administrator" \
+        as_user "$BOB" "$VDISKCTL" delete t/a.qcow2 </dev/null
+    ! grep -q 'libvirt group' "$T/err"
+    [[ -e $POOL/a.qcow2 ]]
+    fails "not authorized: org.vdisk.VDisk1.manage-pools" \
+        as_user "$BOB" "$VDISKCTL" --no-ask-password refresh t
+    # export writes a file bob owns, but reading a volume is not his to do
+    fails "not authorized: org.vdisk.VDisk1.read-volume" \
+        as_user "$BOB" "$VDISKCTL" export t/imp.qcow2 "$T/bob/stolen.raw" </dev/null
+    [[ ! -e $T/bob/stolen.raw ]]
+}
+check "an unprivileged user is refused with a readable message" denied
+
+privileged() {   # needs the project's .policy and .rules installed
+    ls /usr/share/polkit-1/actions/org.vdisk.* >/dev/null 2>&1 || { echo "no policy installed: not tested"; exit 0; }
+    as_user "$ALICE" "$VDISKCTL" import "$T/alice/disk.vdi" t/alice.qcow2 </dev/null >/dev/null
+    qemu-img compare -f raw -F qcow2 "$T/src.raw" "$POOL/alice.qcow2"
+    fails "not authorized: org.vdisk.VDisk1.delete-volume; ask an administrator" \
+        as_user "$ALICE" "$VDISKCTL" delete t/alice.qcow2 </dev/null
+}
+check "a member of the privileged group imports, may not delete" privileged
+
+interactive() {   # on a terminal polkit asks for a password through pkttyagent
+    command -v script >/dev/null && [[ -x /usr/bin/pkttyagent ]] || { echo "no script(1) or pkttyagent: not tested"; exit 0; }
+    local rc=0
+    # Nobody types: the prompt must appear, then the call fails once the pty closes.
+    timeout 20 runuser -u "$BOB" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" \
+        script -qec "$VDISKCTL create t/asked.qcow2 1M" /dev/null </dev/null >"$T/tty.out" 2>&1 || rc=$?
+    grep -q 'AUTHENTICATING FOR org.vdisk.VDisk1.create-volume' "$T/tty.out" || { cat "$T/tty.out"; exit 1; }
+    [[ ! -e $POOL/asked.qcow2 ]]
+    # --no-ask-password: no prompt, a plain refusal
+    timeout 20 runuser -u "$BOB" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" \
+        script -qec "$VDISKCTL create --no-ask-password t/asked.qcow2 1M" /dev/null </dev/null >"$T/tty.out" 2>&1 || true
+    ! grep -q AUTHENTICATING "$T/tty.out"
+    grep -q 'vdiskctl: not authorized' "$T/tty.out"
+}
+check "polkit asks for a password on a terminal, not with --no-ask-password" interactive
+
+jobs_cancel() {
+    big "$T/big.raw"
+    ctl jobs --json | json_get 'len(d)' >/dev/null   # finished jobs linger a few seconds
+    ctl import -f vmdk -o subformat=streamOptimized "$T/big.raw" t/big.vmdk >"$T/imp.out" 2>&1 &
+    local pid=$! n= i
+    for ((i = 0; i < 100; i++)); do
+        n=$(ctl jobs --json | json_get '" ".join(j["object"].rsplit("/", 1)[1] for j in d if j["State"] == "running")')
+        [[ -n $n ]] && break
+        sleep 0.1
+    done
+    [[ -n $n ]] || { echo "no job seen"; exit 1; }
+    ctl jobs | grep -E "^$n +import +running .*t/big.vmdk" >/dev/null
+    ctl cancel "$n" | grep -q "Asked job $n to cancel"
+    local rc=0; wait "$pid" || rc=$?
+    [[ $rc == 1 ]] || { echo "import exited $rc"; cat "$T/imp.out"; exit 1; }
+    grep -qi 'vdiskctl: .*cancel' "$T/imp.out"
+    sleep 1
+    [[ ! -e $POOL/big.vmdk ]]
+    fails "no job 99999 is running" ctl cancel 99999
+    fails "not a job number" ctl cancel x7
+}
+check "jobs lists a running import, cancel stops it and no file is left" jobs_cancel
+
+interrupt() {   # Ctrl-C cancels the job and waits for its end
+    [[ -f $T/big.raw ]] || big "$T/big.raw"
+    "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/int.vmdk >"$T/int.out" 2>&1 &
+    local pid=$! i
+    for ((i = 0; i < 100; i++)); do
+        grep -q '/100%' "$T/int.out" && break
+        sleep 0.1
+    done
+    kill -INT "$pid"
+    local rc=0; wait "$pid" || rc=$?
+    [[ $rc == 1 ]] || { echo "exit $rc"; cat "$T/int.out"; exit 1; }
+    grep -q 'vdiskctl: cancelling' "$T/int.out"
+    grep -q 'vdiskctl: cancelled' "$T/int.out"
+    sleep 1
+    [[ ! -e $POOL/int.vmdk ]]
+    ctl pools >/dev/null   # the daemon is still there
+}
+check "Ctrl-C cancels the job, removes the partial volume" interrupt
+
+no_daemon() {   # last: stops vdiskd
+    kill "$VDISKD_PID"
+    sleep 0.5
+    fails "vdiskd is not running" ctl pools
+}
+VDISKD_PID=${VDISKD_PID:-}
+export VDISKD_PID
+check "a readable error when vdiskd is not running" no_daemon
+
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))

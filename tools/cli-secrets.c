@@ -1,0 +1,219 @@
+/* vdisk: secrets and image options for encrypted images, in qemu-img's
+ * syntax (--object secret,id=ID,file=PATH; --image-opts) and for people
+ * (--passphrase-file, or a prompt without echo on a terminal).
+ *
+ * Secrets only ever come from files or the terminal, never from the
+ * command line (data= is accepted for qemu-img compatibility, but it is
+ * visible to other users in the process list); they are wiped on exit and
+ * never printed. */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+static VdSecrets *secrets;
+static gboolean image_opts, target_image_opts, inspect_only;
+
+static void free_secrets(void) { g_clear_pointer(&secrets, vd_secrets_free); }
+
+VdSecrets *cli_secrets(void)
+{
+    if (secrets == NULL) {
+        secrets = vd_secrets_new();
+        atexit(free_secrets);
+    }
+    return secrets;
+}
+
+gboolean cli_image_opts(void) { return image_opts; }
+gboolean cli_target_image_opts(void) { return target_image_opts; }
+void cli_set_inspect_only(void) { inspect_only = TRUE; }
+
+/* A passphrase file holds the passphrase; one trailing newline (as an
+ * editor or echo leaves it) is not part of it. */
+static gboolean read_passphrase_file(const char *path, GError **error)
+{
+    char *data = NULL;
+    gsize len = 0;
+    g_autoptr(GError) local = NULL;
+    if (!g_file_get_contents(path, &data, &len, &local)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "--passphrase-file: %s", local->message);
+        return FALSE;
+    }
+    gsize n = len;
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    vd_secrets_set_default(cli_secrets(), data, n);
+    explicit_bzero(data, len);
+    g_free(data);
+    return TRUE;
+}
+
+gboolean cli_secrets_option(int opt, const char *arg, GError **error)
+{
+    switch (opt) {
+    case CLI_OPT_OBJECT:
+        return vd_secrets_add_object(cli_secrets(), arg, error);
+    case CLI_OPT_IMAGE_OPTS:
+        image_opts = TRUE;
+        return TRUE;
+    case CLI_OPT_TARGET_IMAGE_OPTS:
+        target_image_opts = TRUE;
+        return TRUE;
+    case CLI_OPT_PASSPHRASE_FILE:
+        return read_passphrase_file(arg, error);
+    default:
+        return FALSE;
+    }
+}
+
+gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
+                              GError **error)
+{
+    g_autoptr(VdOptions) all = vd_options_new();
+    if (!vd_options_parse(all, text, error)) {
+        g_prefix_error(error, "--image-opts: ");
+        return FALSE;
+    }
+    const char *file = vd_options_get(all, "file.filename");
+    if (file == NULL)
+        file = vd_options_get(all, "filename");
+    if (file == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "--image-opts: 'file.filename=PATH' is missing in '%s'", text);
+        return FALSE;
+    }
+    const char *driver = vd_options_get(all, "file.driver");
+    if (driver != NULL && !g_str_equal(driver, "file")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "--image-opts: only local files are supported (file.driver=file)");
+        return FALSE;
+    }
+    *path = g_strdup(file);
+    *format = g_strdup(vd_options_get(all, "driver"));
+    *opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = vd_options_keys(all);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i];
+        if (g_str_equal(key, "driver") || g_str_equal(key, "filename") ||
+            g_str_has_prefix(key, "file."))
+            continue;
+        vd_options_set(*opts, key, vd_options_get(all, key));
+    }
+    return TRUE;
+}
+
+/* Read a line from the terminal without echo. Returns NULL when there is
+ * no terminal. */
+static char *prompt_tty(const char *prompt, gsize *len)
+{
+    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct termios old, quiet;
+    gboolean have_termios = tcgetattr(fd, &old) == 0;
+    if (!have_termios) {
+        close(fd);
+        return NULL;
+    }
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+    quiet.c_lflag |= ICANON;
+    if (write(fd, prompt, strlen(prompt)) < 0) {
+        close(fd);
+        return NULL;
+    }
+    tcsetattr(fd, TCSAFLUSH, &quiet);
+    char *buf = g_malloc0(4096);
+    gsize n = 0;
+    while (n + 1 < 4096) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || c == '\n')
+            break;
+        buf[n++] = c;
+    }
+    tcsetattr(fd, TCSAFLUSH, &old);
+    if (write(fd, "\n", 1) < 0) {
+        /* the newline is cosmetic */
+    }
+    close(fd);
+    *len = n;
+    return buf;
+}
+
+static void wipe(char *p, gsize len)
+{
+    if (p != NULL) {
+        explicit_bzero(p, len);
+        g_free(p);
+    }
+}
+
+static gboolean have_terminal(void) { return isatty(STDIN_FILENO) && isatty(STDERR_FILENO); }
+
+VdImage *cli_open_image_with_keys(const char *path, const char *format, VdOptions *open_opts,
+                                  VdOpenFlags flags, GError **error)
+{
+    g_autoptr(VdImage) img =
+        vd_image_open_opts(path, format, flags, open_opts, cli_secrets(), error);
+    if (img == NULL || inspect_only || !vd_image_needs_key(img))
+        return g_steal_pointer(&img);
+    if (!have_terminal()) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s is encrypted: give its passphrase with --passphrase-file FILE, or with "
+                    "--object secret,id=ID,file=FILE and --image-opts "
+                    "driver=%s,file.filename=%s,%s=ID",
+                    path, vd_image_format(img), path,
+                    g_str_equal(vd_image_format(img), "luks") ? "key-secret"
+                                                              : "encrypt.key-secret");
+        return NULL;
+    }
+    g_autofree char *prompt = g_strdup_printf("Passphrase for %s: ", path);
+    gsize len = 0;
+    char *pass = prompt_tty(prompt, &len);
+    if (pass == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s is encrypted and no passphrase could be read", path);
+        return NULL;
+    }
+    vd_secrets_set_default(cli_secrets(), pass, len);
+    wipe(pass, 4096);
+    g_clear_pointer(&img, vd_image_unref);
+    return vd_image_open_opts(path, format, flags, open_opts, cli_secrets(), error);
+}
+
+gboolean cli_ensure_new_passphrase(const char *format, VdOptions *create_opts, GError **error)
+{
+    const char *key = g_strcmp0(format, "luks") == 0 ? "key-secret" : "encrypt.key-secret";
+    gboolean encrypted = g_strcmp0(format, "luks") == 0 ||
+                         vd_options_get(create_opts, "encrypt.format") != NULL;
+    if (!encrypted || vd_options_get(create_opts, key) != NULL)
+        return TRUE;
+    /* A --passphrase-file already gave it. */
+    if (vd_secrets_has_default(cli_secrets()))
+        return TRUE;
+    if (!have_terminal())
+        return TRUE; /* the engine says what is missing */
+    gsize len1 = 0, len2 = 0;
+    char *p1 = prompt_tty("New passphrase: ", &len1);
+    char *p2 = p1 != NULL ? prompt_tty("Repeat the passphrase: ", &len2) : NULL;
+    gboolean ok = p1 != NULL && p2 != NULL && len1 == len2 && memcmp(p1, p2, len1) == 0;
+    if (ok && len1 == 0) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "the passphrase is empty");
+        ok = FALSE;
+    } else if (!ok) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "the passphrases do not match");
+    }
+    if (ok)
+        vd_secrets_set_default(cli_secrets(), p1, len1);
+    wipe(p1, 4096);
+    wipe(p2, 4096);
+    return ok;
+}

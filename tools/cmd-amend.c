@@ -1,0 +1,103 @@
+/* vdisk amend: change options of an existing image as qemu-img amend does.
+ * So far: add and remove the LUKS key slots (passphrases) of encrypted
+ * qcow2 and luks images. */
+#include <stdlib.h>
+
+#include "cli.h"
+
+static gboolean amend_option(int opt, const char *arg, gpointer data, GError **error)
+{
+    CliCreateOptions *create = data;
+
+    switch (opt) {
+    case 'o':
+        cli_create_options_add(create, arg);
+        return TRUE;
+    case 'p': /* progress: amend is quick */
+    case 'U':
+        return TRUE;
+    default:
+        return FALSE;
+    }
+}
+
+/* Without --image-opts, the old secret (or --passphrase-file) unlocks. */
+static VdImage *open_for_amend(const char *operand, const char *format, VdOptions *opts,
+                               GError **error)
+{
+    if (cli_image_opts())
+        return cli_open_image(operand, format, VD_OPEN_READ_WRITE, CLI_PROBE_WARN, error);
+    const char *fmt = cli_probe_format(operand, format, CLI_PROBE_WARN, error);
+    if (fmt == NULL)
+        return NULL;
+    g_autoptr(VdOptions) open_opts = vd_options_new();
+    const char *old = vd_options_get(opts, "encrypt.old-secret");
+    if (old == NULL)
+        old = vd_options_get(opts, "old-secret");
+    if (old != NULL)
+        vd_options_set(open_opts, g_str_equal(fmt, "luks") ? "key-secret" : "encrypt.key-secret",
+                       old);
+    return cli_open_image_with_keys(operand, fmt, open_opts, VD_OPEN_READ_WRITE, error);
+}
+
+static int run_amend(const CliCommand *cmd, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    CliCommon common = { 0 };
+    g_auto(CliCreateOptions) create = { 0 };
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdOptions) opts = NULL;
+    g_autoptr(VdImage) img = NULL;
+    int first = cli_parse_options(cmd, argc, argv, "f:o:pqU", longopts, &common, amend_option,
+                                  &create);
+
+    if (first < 0)
+        return CLI_EXIT_FAILURE;
+    if (!cli_check_operands(cmd, argc - first, 1, 1))
+        return CLI_EXIT_FAILURE;
+    if (create.texts == NULL) {
+        cli_error("amend: give the options to change with -o");
+        return CLI_EXIT_FAILURE;
+    }
+    opts = cli_create_options_parse(&create, &error);
+    if (opts == NULL)
+        return cli_fail(error);
+    img = open_for_amend(argv[first], common.format, opts, &error);
+    if (img == NULL || !vd_image_amend(img, opts, cli_secrets(), &error) ||
+        !vd_image_flush(img, &error))
+        return cli_fail(error);
+    return EXIT_SUCCESS;
+}
+
+const CliCommand cli_cmd_amend = {
+    .name = "amend",
+    .summary = "change options of an existing image (LUKS passphrases)",
+    .usage = "  vdisk amend [--object secret,id=ID,file=PATH]... [--image-opts] [-f FMT]\n"
+             "              -o OPTIONS FILE",
+    .help = "  -f FMT                 format of FILE (probed when not given)\n"
+            "  -o OPTIONS             what to change (qcow2; luks takes them without\n"
+            "                         'encrypt.'):\n"
+            "       encrypt.state=active,encrypt.new-secret=ID[,encrypt.keyslot=N]\n"
+            "                         add the passphrase of secret ID (in slot N, else the\n"
+            "                         first free one); encrypt.iter-time=MS sets its cost\n"
+            "       encrypt.state=inactive,encrypt.keyslot=N\n"
+            "       encrypt.state=inactive,encrypt.old-secret=ID\n"
+            "                         remove slot N, or every slot secret ID opens (the last\n"
+            "                         active slot is never removed)\n"
+            "  --object secret,id=ID,file=PATH   a passphrase the options name\n"
+            "  --image-opts           FILE is driver=FMT,file.filename=PATH,\n"
+            "                         encrypt.key-secret=ID (the current passphrase)\n"
+            "  --passphrase-file FILE the current passphrase\n"
+            "\n"
+            "The current passphrase unlocks the image: encrypt.key-secret with\n"
+            "--image-opts, else encrypt.old-secret, else --passphrase-file or a prompt.\n",
+    .examples =
+        "  vdisk amend --object secret,id=old,file=pw --object secret,id=new,file=pw2 \\\n"
+        "      -o encrypt.state=active,encrypt.new-secret=new,encrypt.old-secret=old disk.qcow2\n"
+        "  vdisk amend --object secret,id=old,file=pw \\\n"
+        "      -o encrypt.state=inactive,encrypt.old-secret=old disk.qcow2\n",
+    .run = run_amend,
+};

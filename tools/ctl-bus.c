@@ -1,0 +1,472 @@
+/* vdiskctl: calling vdiskd, finding its objects, passing the caller's
+ * files (see ctl.h). */
+#include "ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "vdisk.h"
+
+/* Without interaction a call is answered at once (jobs return a path
+ * before they work); with it, polkit may wait for a password as long as the
+ * user takes. */
+#define CALL_TIMEOUT_MS (60 * 1000)
+#define PKTTYAGENT "/usr/bin/pkttyagent"
+/* How long to wait for the text agent to register before calling anyway. */
+#define AGENT_TIMEOUT_MS 3000
+
+#ifndef VDISK_PRIVILEGED_GROUP
+#define VDISK_PRIVILEGED_GROUP "libvirt"
+#endif
+
+/* ----- polkit's text agent ----- */
+
+static GPid agent_pid;
+
+/* The agent must not outlive us even when a second Ctrl-C ends us with
+ * _exit(). */
+static void agent_child_setup(gpointer user_data)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+/* On a terminal without a desktop agent polkit has nobody to ask for the
+ * password, so start pkttyagent for this process, as systemctl does (polkit
+ * registers agents for processes and sessions only, and finds ours from the
+ * caller of the method), and wait until it has registered: it closes the
+ * notify pipe then. --fallback keeps a desktop agent that already serves
+ * the session. */
+static void start_tty_agent(void)
+{
+    int pipe_fds[2];
+    g_autofree char *notify = NULL;
+    g_autofree char *pid = g_strdup_printf("%d", (int)getpid());
+    g_autoptr(GError) error = NULL;
+
+    if (!g_file_test(PKTTYAGENT, G_FILE_TEST_IS_EXECUTABLE) ||
+        !g_unix_open_pipe(pipe_fds, 0, NULL))
+        return;
+    notify = g_strdup_printf("--notify-fd=%d", pipe_fds[1]);
+    const char *argv[] = { PKTTYAGENT, notify, "--fallback", "--process", pid, NULL };
+    gint source_fds[] = { pipe_fds[1] };
+    gint target_fds[] = { pipe_fds[1] };
+
+    if (!g_spawn_async_with_pipes_and_fds(NULL, argv, NULL, G_SPAWN_DEFAULT, agent_child_setup,
+                                          NULL, -1, -1, -1, source_fds, target_fds, 1,
+                                          &agent_pid, NULL, NULL, NULL, &error))
+        agent_pid = 0;
+    close(pipe_fds[1]);
+    if (agent_pid != 0) {
+        GPollFD pfd = { .fd = pipe_fds[0], .events = G_IO_IN | G_IO_HUP };
+        g_poll(&pfd, 1, AGENT_TIMEOUT_MS);
+    }
+    close(pipe_fds[0]);
+}
+
+void ctl_disconnect(Ctl *ctl)
+{
+    if (agent_pid != 0) {
+        kill(agent_pid, SIGTERM);
+        waitpid(agent_pid, NULL, 0);
+        g_spawn_close_pid(agent_pid);
+        agent_pid = 0;
+    }
+    g_clear_object(&ctl->bus);
+}
+
+gboolean ctl_connect(Ctl *ctl, GError **error)
+{
+    ctl->bus = g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, error);
+    if (ctl->bus == NULL) {
+        g_prefix_error(error, "cannot reach the system bus: ");
+        return FALSE;
+    }
+    /* Ask for a password only where someone can type it. Root never needs
+     * one, so it gets no agent either. */
+    if (!ctl->no_ask_password && isatty(STDIN_FILENO)) {
+        ctl->call_flags |= G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
+        if (getuid() != 0)
+            start_tty_agent();
+    }
+    return TRUE;
+}
+
+/* ----- errors ----- */
+
+/* The actions the privileged group gets without a password (DESIGN.md):
+ * all but these two, so for these joining the group would not help. */
+static gboolean action_needs_admin(const char *action)
+{
+    return g_str_equal(action, VDISK_ACTION_MANAGE_POOLS) ||
+           g_str_equal(action, VDISK_ACTION_DELETE_VOLUME);
+}
+
+/* vdiskd's NotAuthorized message names the polkit action; say it, and what
+ * the user can do about it. */
+static char *not_authorized_text(const char *message)
+{
+    g_autoptr(GRegex) regex = g_regex_new("org\\.vdisk\\.VDisk1\\.[a-z][a-z-]*", 0, 0, NULL);
+    g_autoptr(GMatchInfo) match = NULL;
+    g_autofree char *action = NULL;
+
+    if (g_regex_match(regex, message, 0, &match))
+        action = g_match_info_fetch(match, 0);
+    if (action != NULL && action_needs_admin(action))
+        return g_strdup_printf("not authorized: %s; ask an administrator", action);
+    return g_strdup_printf("not authorized: %s; ask an administrator or join the %s group",
+                           action != NULL ? action : message, VDISK_PRIVILEGED_GROUP);
+}
+
+/* Errors whose message alone leaves the user guessing: what it means goes
+ * before or after it. */
+static const struct {
+    const char *name;
+    const char *before;
+    const char *after;
+} explained_errors[] = {
+    { "org.freedesktop.DBus.Error.ServiceUnknown", "vdiskd is not running and could not be started (",
+      ")" },
+    { "org.freedesktop.DBus.Error.NameHasNoOwner", "vdiskd is not running (", ")" },
+    { "org.freedesktop.DBus.Error.AccessDenied",
+      "the system bus refused the call; is vdisk's bus policy installed? (", ")" },
+    { "org.freedesktop.DBus.Error.NoReply", "vdiskd did not answer (", ")" },
+    { "org.freedesktop.DBus.Error.Timeout", "vdiskd did not answer (", ")" },
+    { "org.freedesktop.DBus.Error.UnknownObject", "", " (it may have gone away just now)" },
+    { VDISK_ERROR_BUSY, "", " (a job is using it; 'vdiskctl jobs' lists them)" },
+};
+
+void ctl_error_from_dbus(GError *error)
+{
+    g_autofree char *name = NULL;
+    char *text = NULL;
+
+    if (error == NULL || !g_dbus_error_is_remote_error(error))
+        return;
+    name = g_dbus_error_get_remote_error(error);
+    g_dbus_error_strip_remote_error(error);
+    if (g_str_equal(name, VDISK_ERROR_NOT_AUTHORIZED)) {
+        text = not_authorized_text(error->message);
+    } else if (g_str_equal(name, VDISK_ERROR_CANCELLED)) {
+        error->domain = G_IO_ERROR;
+        error->code = G_IO_ERROR_CANCELLED;
+    } else {
+        for (gsize i = 0; i < G_N_ELEMENTS(explained_errors) && text == NULL; i++) {
+            if (g_str_equal(name, explained_errors[i].name))
+                text = g_strconcat(explained_errors[i].before, error->message,
+                                   explained_errors[i].after, NULL);
+        }
+    }
+    if (text != NULL) {
+        g_free(error->message);
+        error->message = text;
+    }
+}
+
+/* ----- calls ----- */
+
+GVariant *ctl_call(Ctl *ctl, const char *path, const char *iface, const char *method,
+                   GVariant *params, const char *reply_type, GUnixFDList *fds, GError **error)
+{
+    gboolean interactive = ctl->call_flags & G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
+    GError *local = NULL;
+    GVariant *reply;
+
+    reply = g_dbus_connection_call_with_unix_fd_list_sync(
+        ctl->bus, VDISK_BUS_NAME, path, iface, method, params,
+        reply_type != NULL ? G_VARIANT_TYPE(reply_type) : NULL, ctl->call_flags,
+        interactive ? G_MAXINT : CALL_TIMEOUT_MS, fds, NULL, NULL, &local);
+    if (reply == NULL) {
+        ctl_error_from_dbus(local);
+        g_propagate_error(error, local);
+    }
+    return reply;
+}
+
+/* ----- objects ----- */
+
+void ctl_object_free(CtlObject *obj)
+{
+    if (obj == NULL)
+        return;
+    g_free(obj->path);
+    g_clear_pointer(&obj->props, g_variant_unref);
+    g_free(obj);
+}
+
+static CtlObject *object_new(const char *path, GVariant *props)
+{
+    CtlObject *obj = g_new0(CtlObject, 1);
+
+    obj->path = g_strdup(path);
+    obj->props = g_variant_ref(props);
+    return obj;
+}
+
+GVariant *ctl_get_objects(Ctl *ctl, GError **error)
+{
+    g_autoptr(GVariant) reply = ctl_call(ctl, VDISK_ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+                                         "GetManagedObjects", NULL, "(a{oa{sa{sv}}})", NULL, error);
+
+    return reply != NULL ? g_variant_get_child_value(reply, 0) : NULL;
+}
+
+/* People read names sorted as a file manager sorts them ("disk2" before
+ * "disk10"); jobs, which have no Name, by their number the same way. */
+static gint compare_objects(gconstpointer a, gconstpointer b)
+{
+    const CtlObject *x = *(const CtlObject *const *)a;
+    const CtlObject *y = *(const CtlObject *const *)b;
+    const char *nx = ctl_prop_string(x->props, "Name");
+    const char *ny = ctl_prop_string(y->props, "Name");
+    g_autofree char *kx = g_utf8_collate_key_for_filename(*nx ? nx : x->path, -1);
+    g_autofree char *ky = g_utf8_collate_key_for_filename(*ny ? ny : y->path, -1);
+
+    return strcmp(kx, ky);
+}
+
+GPtrArray *ctl_objects_with(GVariant *objects, const char *iface)
+{
+    GPtrArray *found = g_ptr_array_new_with_free_func((GDestroyNotify)ctl_object_free);
+    GVariantIter iter;
+    const char *path;
+    GVariant *ifaces;
+
+    g_variant_iter_init(&iter, objects);
+    while (g_variant_iter_loop(&iter, "{&o@a{sa{sv}}}", &path, &ifaces)) {
+        g_autoptr(GVariant) props = g_variant_lookup_value(ifaces, iface, G_VARIANT_TYPE_VARDICT);
+        if (props != NULL)
+            g_ptr_array_add(found, object_new(path, props));
+    }
+    g_ptr_array_sort(found, compare_objects);
+    return found;
+}
+
+CtlObject *ctl_object_lookup(GPtrArray *objects, const char *key, const char *value)
+{
+    for (guint i = 0; i < objects->len; i++) {
+        CtlObject *obj = objects->pdata[i];
+        if (g_str_equal(key, "path") ? g_str_equal(obj->path, value)
+                                     : g_str_equal(ctl_prop_string(obj->props, key), value))
+            return obj;
+    }
+    return NULL;
+}
+
+char *ctl_volume_label(GVariant *objects, const char *volume_path)
+{
+    g_autoptr(GPtrArray) pools = ctl_objects_with(objects, VDISK_POOL_INTERFACE);
+    g_autoptr(GPtrArray) volumes = ctl_objects_with(objects, VDISK_VOLUME_INTERFACE);
+    CtlObject *vol = ctl_object_lookup(volumes, "path", volume_path);
+    CtlObject *pool;
+
+    if (vol == NULL)
+        return g_strdup(volume_path);
+    pool = ctl_object_lookup(pools, "path", ctl_prop_string(vol->props, "Pool"));
+    return g_strdup_printf("%s/%s", pool != NULL ? ctl_prop_string(pool->props, "Name") : "?",
+                           ctl_prop_string(vol->props, "Name"));
+}
+
+static CtlObject *find_pool_in(GVariant *objects, const char *name, GError **error)
+{
+    g_autoptr(GPtrArray) pools = ctl_objects_with(objects, VDISK_POOL_INTERFACE);
+    CtlObject *pool = ctl_object_lookup(pools, "Name", name);
+
+    if (pool == NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "no pool '%s' ('vdiskctl pools' lists them)", name);
+        return NULL;
+    }
+    return object_new(pool->path, pool->props);
+}
+
+CtlObject *ctl_find_pool(Ctl *ctl, const char *name, GError **error)
+{
+    g_autoptr(GVariant) objects = ctl_get_objects(ctl, error);
+
+    return objects != NULL ? find_pool_in(objects, name, error) : NULL;
+}
+
+void ctl_volume_free(CtlVolume *vol)
+{
+    if (vol == NULL)
+        return;
+    g_free(vol->pool_name);
+    g_free(vol->name);
+    ctl_object_free(vol->pool);
+    ctl_object_free(vol->volume);
+    g_free(vol);
+}
+
+gboolean ctl_split_volume_arg(const char *arg, char **pool, char **name, GError **error)
+{
+    const char *slash = strchr(arg, '/');
+
+    if (slash == NULL || slash == arg || slash[1] == '\0' || strchr(slash + 1, '/') != NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "'%s' is not POOL/VOLUME (e.g. default/disk.qcow2)", arg);
+        return FALSE;
+    }
+    *pool = g_strndup(arg, slash - arg);
+    *name = g_strdup(slash + 1);
+    return TRUE;
+}
+
+/* The volume called name whose Pool is pool_path. */
+static CtlObject *find_volume_in(GVariant *objects, const char *pool_path, const char *name)
+{
+    g_autoptr(GPtrArray) volumes = ctl_objects_with(objects, VDISK_VOLUME_INTERFACE);
+
+    for (guint i = 0; i < volumes->len; i++) {
+        CtlObject *vol = volumes->pdata[i];
+        if (g_str_equal(ctl_prop_string(vol->props, "Name"), name) &&
+            g_str_equal(ctl_prop_string(vol->props, "Pool"), pool_path))
+            return object_new(vol->path, vol->props);
+    }
+    return NULL;
+}
+
+CtlVolume *ctl_find_volume(Ctl *ctl, const char *arg, GError **error)
+{
+    g_autoptr(CtlVolume) vol = g_new0(CtlVolume, 1);
+    g_autoptr(GVariant) objects = NULL;
+
+    if (!ctl_split_volume_arg(arg, &vol->pool_name, &vol->name, error))
+        return NULL;
+    objects = ctl_get_objects(ctl, error);
+    if (objects == NULL)
+        return NULL;
+    vol->pool = find_pool_in(objects, vol->pool_name, error);
+    if (vol->pool == NULL)
+        return NULL;
+    vol->volume = find_volume_in(objects, vol->pool->path, vol->name);
+    if (vol->volume == NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "no volume '%s' in pool '%s' ('vdiskctl volumes %s' lists them)", vol->name,
+                    vol->pool_name, vol->pool_name);
+        return NULL;
+    }
+    return g_steal_pointer(&vol);
+}
+
+char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error)
+{
+    g_autofree char *pool = NULL;
+    g_autofree char *name = NULL;
+
+    if (strchr(arg, '/') == NULL)
+        return g_strdup(arg);
+    if (!ctl_split_volume_arg(arg, &pool, &name, error))
+        return NULL;
+    if (!g_str_equal(pool, vol->pool_name)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "'%s' must be in pool '%s', where %s/%s is", arg, vol->pool_name,
+                    vol->pool_name, vol->name);
+        return NULL;
+    }
+    return g_steal_pointer(&name);
+}
+
+/* ----- formats and create options ----- */
+
+static GVariant *manager_property(Ctl *ctl, const char *name, const char *type)
+{
+    g_autoptr(GVariant) reply =
+        ctl_call(ctl, VDISK_MANAGER_PATH, "org.freedesktop.DBus.Properties", "Get",
+                 g_variant_new("(ss)", VDISK_MANAGER_INTERFACE, name), "(v)", NULL, NULL);
+    g_autoptr(GVariant) value = NULL;
+
+    if (reply == NULL)
+        return NULL;
+    g_variant_get(reply, "(v)", &value);
+    return g_variant_is_of_type(value, G_VARIANT_TYPE(type)) ? g_steal_pointer(&value) : NULL;
+}
+
+char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback)
+{
+    const char *dot = strrchr(name, '.');
+    g_autofree char *ext = NULL;
+    g_autoptr(GVariant) writable = NULL;
+    g_autofree const char **formats = NULL;
+
+    if (ctl->format != NULL)
+        return g_strdup(ctl->format);
+    if (dot == NULL || strchr(dot, '/') != NULL)
+        return g_strdup(fallback);
+    ext = g_ascii_strdown(dot + 1, -1);
+    if (g_str_equal(ext, "img"))
+        return g_strdup("raw");
+    writable = manager_property(ctl, "WritableFormats", "as");
+    if (writable == NULL)
+        return g_strdup(fallback);
+    formats = g_variant_get_strv(writable, NULL);
+    return g_strdup(g_strv_contains(formats, ext) ? ext : fallback);
+}
+
+/* qemu-img's -o keys as vdiskd's option names: dashes for underscores, and
+ * the two whose name changed (backing files are volumes of the pool). */
+static char *option_name(const char *key)
+{
+    static const struct {
+        const char *qemu;
+        const char *daemon;
+    } renamed[] = {
+        { "backing_file", "backing" },
+        { "backing_fmt", "backing-format" },
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(renamed); i++) {
+        if (g_str_equal(key, renamed[i].qemu))
+            return g_strdup(renamed[i].daemon);
+    }
+    return g_strdelimit(g_strdup(key), "_", '-');
+}
+
+GVariant *ctl_create_options(const Ctl *ctl, GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = NULL;
+    GVariantBuilder builder;
+
+    for (guint i = 0; ctl->create_options != NULL && i < ctl->create_options->len; i++) {
+        if (!vd_options_parse(opts, ctl->create_options->pdata[i], error))
+            return NULL;
+    }
+    g_variant_builder_init(&builder, G_VARIANT_TYPE_VARDICT);
+    /* vdiskd takes every create option as a string and parses it the way
+     * the engine parses -o, so "64k" and "on" mean what they mean to vdisk. */
+    keys = vd_options_keys(opts);
+    for (guint i = 0; i < keys->len; i++) {
+        g_autofree char *name = option_name(keys->pdata[i]);
+        g_variant_builder_add(&builder, "{sv}", name,
+                              g_variant_new_string(vd_options_get(opts, keys->pdata[i])));
+    }
+    if (ctl->source_format != NULL)
+        g_variant_builder_add(&builder, "{sv}", "source-format",
+                              g_variant_new_string(ctl->source_format));
+    return g_variant_ref_sink(g_variant_builder_end(&builder));
+}
+
+/* ----- the caller's files ----- */
+
+gint ctl_fds_append_path(GUnixFDList *fds, const char *path, int flags, GError **error)
+{
+    int fd = g_open(path, flags | O_CLOEXEC, 0644);
+    gint index;
+
+    if (fd < 0) {
+        int saved = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot open %s: %s", path,
+                    g_strerror(saved));
+        return -1;
+    }
+    index = g_unix_fd_list_append(fds, fd, error);
+    close(fd);
+    return index;
+}

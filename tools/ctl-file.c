@@ -1,0 +1,151 @@
+/* vdiskctl: the commands on the caller's own files (inspect, convert), and
+ * the output files of export and convert.
+ *
+ * vdiskd gets descriptors that vdiskctl opened with the user's rights, never
+ * a path: a user reaches through vdiskd only the files they could open
+ * themselves, and needs no privilege for it.
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
+
+gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GError **error)
+{
+    /* Only a file this run made is ours to remove after a failure. */
+    *created = !g_file_test(path, G_FILE_TEST_EXISTS);
+    /* Read and write: image writers read back their own metadata. */
+    return ctl_fds_append_path(fds, path, O_RDWR | O_CREAT | O_TRUNC, error);
+}
+
+void ctl_output_discard(const char *path, gboolean created)
+{
+    if (created && g_unlink(path) != 0 && errno != ENOENT)
+        ctl_error("could not remove the incomplete %s: %s", path, g_strerror(errno));
+}
+
+/* ----- vdiskctl inspect ----- */
+
+static void print_optional_string(GVariant *info, const char *key, const char *label)
+{
+    const char *value = ctl_prop_string(info, key);
+
+    if (*value)
+        ctl_print_field(label, value);
+}
+
+static void print_optional_flag(GVariant *info, const char *key, const char *label)
+{
+    gboolean value = FALSE;
+
+    if (g_variant_lookup(info, key, "b", &value) && value)
+        ctl_print_field(label, "yes");
+}
+
+/* qemu-img info's layout, so the two read alike. */
+static void print_file_info(const char *path, GVariant *info)
+{
+    g_autoptr(GVariant) snapshots = g_variant_lookup_value(info, "snapshots",
+                                                           G_VARIANT_TYPE("a(ssttt)"));
+    guint64 cluster_size = ctl_prop_uint64(info, "cluster-size");
+
+    ctl_print_field("image:", path);
+    ctl_print_field("file format:", ctl_prop_string(info, "format"));
+    ctl_print_size_field("virtual size:", ctl_prop_uint64(info, "virtual-size"));
+    ctl_print_size_field("disk size:", ctl_prop_uint64(info, "actual-size"));
+    if (cluster_size != 0) {
+        g_autofree char *text = g_strdup_printf("%" G_GUINT64_FORMAT, cluster_size);
+        ctl_print_field("cluster_size:", text);
+    }
+    print_optional_string(info, "backing-file", "backing file:");
+    print_optional_string(info, "backing-format", "backing fmt:");
+    print_optional_flag(info, "encrypted", "encrypted:");
+    print_optional_flag(info, "dirty", "dirty:");
+    if (snapshots != NULL && g_variant_n_children(snapshots) > 0) {
+        printf("Snapshot list:\n");
+        ctl_print_snapshots(snapshots);
+    }
+}
+
+static int run_inspect(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(GVariant) info = NULL;
+    GVariantBuilder options;
+    gint fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
+
+    if (fd < 0)
+        return ctl_fail(error);
+    g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+    if (ctl->format != NULL)
+        g_variant_builder_add(&options, "{sv}", "format", g_variant_new_string(ctl->format));
+    reply = ctl_call(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "InspectFile",
+                     g_variant_new("(ha{sv})", fd, &options), "(a{sv})", fds, &error);
+    if (reply == NULL)
+        return ctl_fail(error);
+    info = g_variant_get_child_value(reply, 0);
+    if (ctl->json)
+        ctl_print_json(info);
+    else
+        print_file_info(operands[0], info);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_inspect = {
+    .name = "inspect",
+    .operands = "FILE",
+    .summary = "show the format and sizes of an image file of yours",
+    .options = CTL_OPT_FORMAT | CTL_OPT_JSON,
+    .help = "  -f FMT                 read FILE as FMT instead of probing\n",
+    .examples = "  vdiskctl inspect ~/Downloads/appliance.vmdk\n"
+                "  vdiskctl inspect disk.vdi --json\n",
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = run_inspect,
+};
+
+/* ----- vdiskctl convert ----- */
+
+static int run_convert(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autoptr(GVariant) options = ctl_create_options(ctl, &error);
+    g_autofree char *format = NULL;
+    gboolean created = FALSE;
+    gint source, target;
+
+    if (options == NULL || (source = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error)) < 0 ||
+        (target = ctl_output_open(fds, operands[1], &created, &error)) < 0)
+        return ctl_fail(error);
+    /* qemu-img convert writes raw unless told otherwise. */
+    format = ctl_pick_format(ctl, operands[1], "raw");
+    if (!ctl_call_job(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ConvertFile",
+                      g_variant_new("(hhs@a{sv})", source, target, format, options), fds,
+                      "Converting", NULL, &error)) {
+        ctl_output_discard(operands[1], created);
+        return ctl_fail(error);
+    }
+    ctl_say(ctl, "Converted %s to %s (%s).", operands[0], operands[1], format);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_convert = {
+    .name = "convert",
+    .operands = "SOURCE TARGET",
+    .summary = "convert an image file of yours into another format",
+    .options = CTL_OPT_FORMAT | CTL_OPT_OUT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .help = "  -f FMT                 format of SOURCE (probed by default)\n"
+            "  -O FMT                 format of TARGET; by default its extension when it\n"
+            "                         is a format (.img is raw), otherwise raw\n"
+            CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS "  Both files are opened with your rights; no privilege is needed.\n",
+    .examples = "  vdiskctl convert disk.vdi disk.qcow2\n"
+                "  vdiskctl convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_convert,
+};

@@ -1,0 +1,226 @@
+/* vdiskctl: messages, tables and JSON (see ctl.h). */
+#include "ctl.h"
+
+#include <stdarg.h>
+
+#include "cli.h"
+#include "json-writer.h"
+
+void ctl_error(const char *format, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, format);
+    msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    fprintf(stderr, "vdiskctl: %s\n", msg);
+}
+
+int ctl_fail(const GError *error)
+{
+    if (error == NULL)
+        ctl_error("unknown error");
+    else if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        ctl_error("cancelled");
+    else
+        ctl_error("%s", error->message);
+    return CTL_EXIT_FAILURE;
+}
+
+void ctl_say(const Ctl *ctl, const char *format, ...)
+{
+    va_list ap;
+
+    if (ctl->quiet || ctl->json)
+        return;
+    va_start(ap, format);
+    vprintf(format, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+/* ----- tables ----- */
+
+struct CtlTable {
+    GPtrArray *rows; /* of GStrv; the first is the header */
+    guint columns;
+};
+
+static GStrv collect_cells(const char *first, va_list ap)
+{
+    g_autoptr(GStrvBuilder) cells = g_strv_builder_new();
+
+    for (const char *cell = first; cell != NULL; cell = va_arg(ap, const char *))
+        g_strv_builder_add(cells, cell);
+    return g_strv_builder_end(cells);
+}
+
+CtlTable *ctl_table_new(const char *first_header, ...)
+{
+    CtlTable *table = g_new0(CtlTable, 1);
+    va_list ap;
+    GStrv header;
+
+    va_start(ap, first_header);
+    header = collect_cells(first_header, ap);
+    va_end(ap);
+    table->rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+    table->columns = g_strv_length(header);
+    g_ptr_array_add(table->rows, header);
+    return table;
+}
+
+void ctl_table_add_row(CtlTable *table, const char *first_cell, ...)
+{
+    va_list ap;
+    GStrv row;
+
+    va_start(ap, first_cell);
+    row = collect_cells(first_cell, ap);
+    va_end(ap);
+    g_return_if_fail(g_strv_length(row) == table->columns);
+    g_ptr_array_add(table->rows, row);
+}
+
+void ctl_table_print(CtlTable *table, FILE *stream)
+{
+    g_autofree guint *widths = g_new0(guint, table->columns);
+
+    for (guint r = 0; r < table->rows->len; r++) {
+        GStrv row = table->rows->pdata[r];
+        for (guint c = 0; c < table->columns; c++)
+            widths[c] = MAX(widths[c], (guint)g_utf8_strlen(row[c], -1));
+    }
+    for (guint r = 0; r < table->rows->len; r++) {
+        GStrv row = table->rows->pdata[r];
+        g_autoptr(GString) line = g_string_new(NULL);
+        for (guint c = 0; c < table->columns; c++) {
+            g_string_append(line, row[c]);
+            /* No padding after the last column: no trailing blanks. */
+            if (c + 1 < table->columns) {
+                for (guint pad = g_utf8_strlen(row[c], -1); pad < widths[c] + 2; pad++)
+                    g_string_append_c(line, ' ');
+            }
+        }
+        fprintf(stream, "%s\n", line->str);
+    }
+}
+
+void ctl_table_free(CtlTable *table)
+{
+    if (table == NULL)
+        return;
+    g_ptr_array_unref(table->rows);
+    g_free(table);
+}
+
+/* ----- values ----- */
+
+char *ctl_format_size(guint64 bytes)
+{
+    return cli_format_size(bytes);
+}
+
+void ctl_print_json(GVariant *value)
+{
+    g_autoptr(JsonWriter) w = json_writer_new();
+    g_autoptr(GVariant) owned = g_variant_ref_sink(value);
+
+    json_variant(w, owned);
+    printf("%s\n", json_writer_get(w));
+}
+
+void ctl_print_objects_json(GPtrArray *objects)
+{
+    GVariantBuilder list;
+
+    g_variant_builder_init(&list, G_VARIANT_TYPE("aa{sv}"));
+    for (guint i = 0; i < objects->len; i++) {
+        CtlObject *obj = objects->pdata[i];
+        GVariantBuilder entry;
+        GVariantIter iter;
+        const char *key;
+        GVariant *value;
+
+        g_variant_builder_init(&entry, G_VARIANT_TYPE_VARDICT);
+        g_variant_builder_add(&entry, "{sv}", "object", g_variant_new_object_path(obj->path));
+        g_variant_iter_init(&iter, obj->props);
+        while (g_variant_iter_loop(&iter, "{&sv}", &key, &value))
+            g_variant_builder_add(&entry, "{sv}", key, value);
+        g_variant_builder_add_value(&list, g_variant_builder_end(&entry));
+    }
+    ctl_print_json(g_variant_builder_end(&list));
+}
+
+const char *ctl_prop_string(GVariant *props, const char *key)
+{
+    const char *value = NULL;
+
+    if (props == NULL || !g_variant_lookup(props, key, "&s", &value)) {
+        /* Object paths are strings to the reader too. */
+        if (props == NULL || !g_variant_lookup(props, key, "&o", &value))
+            return "";
+    }
+    return value;
+}
+
+guint64 ctl_prop_uint64(GVariant *props, const char *key)
+{
+    g_autoptr(GVariant) value = g_variant_lookup_value(props, key, NULL);
+
+    if (value == NULL)
+        return 0;
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_UINT64))
+        return g_variant_get_uint64(value);
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_UINT32))
+        return g_variant_get_uint32(value);
+    return 0;
+}
+
+void ctl_print_field(const char *label, const char *value)
+{
+    printf("%-14s%s\n", label, value);
+}
+
+void ctl_print_size_field(const char *label, guint64 bytes)
+{
+    g_autofree char *human = ctl_format_size(bytes);
+    g_autofree char *text = g_strdup_printf("%s (%" G_GUINT64_FORMAT " bytes)", human, bytes);
+
+    ctl_print_field(label, text);
+}
+
+/* "2024-05-01 12:00:00", the way qemu-img shows a snapshot's date. */
+static char *format_date(guint64 seconds)
+{
+    g_autoptr(GDateTime) date = g_date_time_new_from_unix_local((gint64)seconds);
+
+    return date != NULL ? g_date_time_format(date, "%Y-%m-%d %H:%M:%S") : g_strdup("-");
+}
+
+/* "00:01:02.345", the guest clock at the snapshot. */
+static char *format_vm_clock(guint64 nsec)
+{
+    guint64 ms = nsec / 1000000;
+
+    return g_strdup_printf("%02" G_GUINT64_FORMAT ":%02u:%02u.%03u", ms / 3600000,
+                           (guint)(ms / 60000 % 60), (guint)(ms / 1000 % 60), (guint)(ms % 1000));
+}
+
+void ctl_print_snapshots(GVariant *snapshots)
+{
+    g_autoptr(CtlTable) table = ctl_table_new("ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", NULL);
+    GVariantIter iter;
+    const char *id, *name;
+    guint64 date, clock, state;
+
+    g_variant_iter_init(&iter, snapshots);
+    while (g_variant_iter_next(&iter, "(&s&sttt)", &id, &name, &date, &clock, &state)) {
+        g_autofree char *size = ctl_format_size(state);
+        g_autofree char *when = format_date(date);
+        g_autofree char *vm_clock = format_vm_clock(clock);
+        ctl_table_add_row(table, id, name, size, when, vm_clock, NULL);
+    }
+    ctl_table_print(table, stdout);
+}

@@ -1,0 +1,460 @@
+/* vdiskctl: the commands on one volume (info, create, import, export,
+ * clone, resize, snapshot, overlay, delete). */
+#include "ctl.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include "vdisk.h"
+
+/* ----- vdiskctl info ----- */
+
+static void print_volume(const CtlVolume *vol)
+{
+    GVariant *props = vol->volume->props;
+    const char *backing = ctl_prop_string(props, "BackingFile");
+    const char *backing_format = ctl_prop_string(props, "BackingFormat");
+    const char *problem = ctl_prop_string(props, "Error");
+    g_autofree char *label = g_strdup_printf("%s/%s", vol->pool_name, vol->name);
+    g_autoptr(GVariant) snapshots = g_variant_lookup_value(props, "Snapshots",
+                                                           G_VARIANT_TYPE("a(ssttt)"));
+    gboolean encrypted = FALSE, busy = FALSE;
+
+    g_variant_lookup(props, "Encrypted", "b", &encrypted);
+    g_variant_lookup(props, "Busy", "b", &busy);
+    ctl_print_field("volume:", label);
+    ctl_print_field("file:", ctl_prop_string(props, "Path"));
+    ctl_print_field("format:", *ctl_prop_string(props, "Format") ? ctl_prop_string(props, "Format")
+                                                             : "unknown");
+    ctl_print_size_field("virtual size:", ctl_prop_uint64(props, "VirtualSize"));
+    ctl_print_size_field("disk size:", ctl_prop_uint64(props, "AllocatedSize"));
+    if (*backing) {
+        g_autofree char *text = *backing_format
+                                    ? g_strdup_printf("%s (format: %s)", backing, backing_format)
+                                    : g_strdup(backing);
+        ctl_print_field("backing file:", text);
+    }
+    ctl_print_field("encrypted:", encrypted ? "yes" : "no");
+    if (*problem)
+        ctl_print_field("error:", problem);
+    if (busy)
+        ctl_print_field("busy:", "yes, a job is writing it ('vdiskctl jobs')");
+    if (snapshots != NULL && g_variant_n_children(snapshots) > 0) {
+        printf("Snapshot list:\n");
+        ctl_print_snapshots(snapshots);
+    }
+}
+
+/* One volume as JSON: its properties with its object path, as the listings
+ * print each. */
+static void print_volume_json(const CtlVolume *vol)
+{
+    g_autoptr(GPtrArray) one = g_ptr_array_new();
+
+    g_ptr_array_add(one, vol->volume);
+    ctl_print_objects_json(one);
+}
+
+static int run_info(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+
+    if (vol == NULL)
+        return ctl_fail(error);
+    if (ctl->json)
+        print_volume_json(vol);
+    else
+        print_volume(vol);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_info = {
+    .name = "info",
+    .operands = "POOL/VOLUME",
+    .summary = "show a volume's format, sizes, backing file and snapshots",
+    .options = CTL_OPT_JSON,
+    .examples = "  vdiskctl info default/win10.qcow2\n"
+                "  vdiskctl info default/win10.qcow2 --json\n",
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = run_info,
+};
+
+/* ----- vdiskctl create ----- */
+
+static int run_create(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *pool_name = NULL;
+    g_autofree char *name = NULL;
+    g_autofree char *format = NULL;
+    g_autofree char *volume = NULL;
+    g_autofree char *human = NULL;
+    g_autoptr(CtlObject) pool = NULL;
+    g_autoptr(GVariant) options = NULL;
+    guint64 size;
+
+    if (!ctl_split_volume_arg(operands[0], &pool_name, &name, &error) ||
+        !vd_parse_size(operands[1], &size, &error) ||
+        (options = ctl_create_options(ctl, &error)) == NULL)
+        return ctl_fail(error);
+    pool = ctl_find_pool(ctl, pool_name, &error);
+    if (pool == NULL)
+        return ctl_fail(error);
+    format = ctl_pick_format(ctl, name, "qcow2");
+    if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "CreateVolume",
+                      g_variant_new("(sst@a{sv})", name, format, size, options), NULL,
+                      "Creating", &volume, &error))
+        return ctl_fail(error);
+    human = ctl_format_size(size);
+    ctl_say(ctl, "Created %s (%s, %s).", operands[0], format, human);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_create = {
+    .name = "create",
+    .operands = "POOL/VOLUME SIZE",
+    .summary = "create an empty volume",
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .help = CTL_HELP_FORMAT "                         (otherwise qcow2)\n" CTL_HELP_CREATE_OPTIONS
+        CTL_HELP_PROGRESS "  SIZE takes the suffixes K, M, G, T (powers of 1024).\n",
+    .examples = "  vdiskctl create default/web.qcow2 20G\n"
+                "  vdiskctl create default/db.qcow2 100G -o cluster_size=2M,lazy_refcounts=on\n"
+                "  vdiskctl create default/top.qcow2 20G -o backing_file=base.qcow2\n"
+                "  vdiskctl create default/share.vmdk 8G -o subformat=monolithicFlat\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_create,
+};
+
+/* ----- vdiskctl import ----- */
+
+static int run_import(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *pool_name = NULL;
+    g_autofree char *name = NULL;
+    g_autofree char *format = NULL;
+    g_autofree char *volume = NULL;
+    g_autoptr(CtlObject) pool = NULL;
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autoptr(GVariant) options = NULL;
+    gint fd;
+
+    if (!ctl_split_volume_arg(operands[1], &pool_name, &name, &error) ||
+        (options = ctl_create_options(ctl, &error)) == NULL)
+        return ctl_fail(error);
+    /* Opened here, as the user: vdiskd reads only what the user can. */
+    fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
+    if (fd < 0 || (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
+        return ctl_fail(error);
+    format = ctl_pick_format(ctl, name, "qcow2");
+    if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
+                      g_variant_new("(hss@a{sv})", fd, name, format, options), fds, "Importing",
+                      &volume, &error))
+        return ctl_fail(error);
+    ctl_say(ctl, "Imported %s as %s (%s).", operands[0], operands[1], format);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_import = {
+    .name = "import",
+    .operands = "FILE POOL/VOLUME",
+    .summary = "copy an image file of yours into a pool, in any format",
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_SOURCE,
+    .help = CTL_HELP_FORMAT "                         (otherwise qcow2)\n"
+        "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
+            CTL_HELP_PROGRESS "  FILE is opened with your rights and handed to vdiskd.\n",
+    .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
+                "  vdiskctl import disk.vmdk default/disk -f qcow2 -o compression_type=zstd\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_import,
+};
+
+/* ----- vdiskctl export ----- */
+
+static int run_export(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    g_autofree char *format = NULL;
+    g_autoptr(GVariant) options = NULL;
+    gboolean created = FALSE;
+    gint fd;
+
+    if (vol == NULL || (options = ctl_create_options(ctl, &error)) == NULL)
+        return ctl_fail(error);
+    format = ctl_pick_format(ctl, operands[1], ctl_prop_string(vol->volume->props, "Format"));
+    fd = ctl_output_open(fds, operands[1], &created, &error);
+    if (fd < 0)
+        return ctl_fail(error);
+    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Export",
+                      g_variant_new("(hs@a{sv})", fd, format, options), fds, "Exporting", NULL,
+                      &error)) {
+        ctl_output_discard(operands[1], created);
+        return ctl_fail(error);
+    }
+    ctl_say(ctl, "Exported %s to %s (%s).", operands[0], operands[1], format);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_export = {
+    .name = "export",
+    .operands = "POOL/VOLUME FILE",
+    .summary = "copy a volume into a file of yours, in any format",
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .help = CTL_HELP_FORMAT "                         (otherwise the volume's format)\n"
+        CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS
+    "  FILE is created (or overwritten) with your rights and handed to vdiskd.\n",
+    .examples = "  vdiskctl export default/xp.qcow2 xp.vdi\n"
+                "  vdiskctl export default/web.qcow2 web.vmdk -o subformat=streamOptimized\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_export,
+};
+
+/* ----- vdiskctl clone ----- */
+
+static int run_clone(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+    g_autofree char *name = NULL;
+    g_autofree char *format = NULL;
+    g_autofree char *volume = NULL;
+    g_autoptr(GVariant) options = NULL;
+
+    if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL ||
+        (options = ctl_create_options(ctl, &error)) == NULL)
+        return ctl_fail(error);
+    format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"));
+    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Clone",
+                      g_variant_new("(ss@a{sv})", name, format, options), NULL, "Cloning",
+                      &volume, &error))
+        return ctl_fail(error);
+    ctl_say(ctl, "Cloned %s to %s/%s (%s).", operands[0], vol->pool_name, name, format);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_clone = {
+    .name = "clone",
+    .operands = "POOL/VOLUME NEWNAME",
+    .summary = "copy a volume within its pool, in any format",
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .help = CTL_HELP_FORMAT "                         (otherwise the volume's format)\n"
+        CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+    .examples = "  vdiskctl clone default/base.qcow2 test.qcow2\n"
+                "  vdiskctl clone default/base.qcow2 base.vmdk\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_clone,
+};
+
+/* ----- vdiskctl resize ----- */
+
+/* SIZE, or +SIZE / -SIZE relative to current. */
+static gboolean parse_new_size(const char *text, guint64 current, guint64 *out, GError **error)
+{
+    gboolean relative = text[0] == '+' || text[0] == '-';
+    guint64 amount;
+
+    if (!vd_parse_size(relative ? text + 1 : text, &amount, error))
+        return FALSE;
+    if (!relative)
+        *out = amount;
+    else if (text[0] == '+' && amount <= G_MAXUINT64 - current)
+        *out = current + amount;
+    else if (text[0] == '-' && amount <= current)
+        *out = current - amount;
+    else {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "'%s' takes the size out of range", text);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static int run_resize(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+    g_autofree char *human = NULL;
+    guint64 current, size;
+
+    if (vol == NULL)
+        return ctl_fail(error);
+    current = ctl_prop_uint64(vol->volume->props, "VirtualSize");
+    if (!parse_new_size(operands[1], current, &size, &error))
+        return ctl_fail(error);
+    if (size < current && !ctl->shrink) {
+        ctl_error("shrinking %s throws away the data past the new end; "
+                  "add --shrink if that is what you want",
+                  operands[0]);
+        return CTL_EXIT_FAILURE;
+    }
+    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Resize",
+                      g_variant_new_parsed("(%t, {'shrink': <%b>})", size, ctl->shrink), NULL,
+                      "Resizing", NULL, &error))
+        return ctl_fail(error);
+    human = ctl_format_size(size);
+    ctl_say(ctl, "Resized %s to %s.", operands[0], human);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_resize = {
+    .name = "resize",
+    .operands = "POOL/VOLUME [+|-]SIZE",
+    .summary = "change a volume's virtual size",
+    .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS,
+    .help = "  --shrink               allow making the volume smaller (data past the\n"
+            "                         new end is lost)\n" CTL_HELP_PROGRESS
+            "  +SIZE and -SIZE are relative to the current size.\n",
+    .examples = "  vdiskctl resize default/web.qcow2 40G\n"
+                "  vdiskctl resize default/web.qcow2 +10G\n"
+                "  vdiskctl resize default/web.qcow2 -5G --shrink\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_resize,
+};
+
+/* ----- vdiskctl snapshot ----- */
+
+static const struct {
+    const char *action;
+    const char *method;
+    const char *done; /* what ctl_say reports */
+} snapshot_actions[] = {
+    { "create", "CreateSnapshot", "Created" },
+    { "revert", "RevertSnapshot", "Reverted to" },
+    { "delete", "DeleteSnapshot", "Deleted" },
+};
+
+static int list_snapshots(Ctl *ctl, const char *arg)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, arg, &error);
+    g_autoptr(GVariant) snapshots = NULL;
+
+    if (vol == NULL)
+        return ctl_fail(error);
+    snapshots = g_variant_lookup_value(vol->volume->props, "Snapshots",
+                                       G_VARIANT_TYPE("a(ssttt)"));
+    if (snapshots == NULL)
+        snapshots = g_variant_ref_sink(g_variant_new("a(ssttt)", NULL));
+    if (ctl->json)
+        ctl_print_json(snapshots);
+    else if (g_variant_n_children(snapshots) == 0)
+        ctl_say(ctl, "%s has no snapshots.", arg);
+    else
+        ctl_print_snapshots(snapshots);
+    return EXIT_SUCCESS;
+}
+
+static int run_snapshot(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = NULL;
+    g_autoptr(GVariant) reply = NULL;
+    const char *action = operands[0];
+
+    if (g_str_equal(action, "list") && n_operands == 2)
+        return list_snapshots(ctl, operands[1]);
+    for (gsize i = 0; i < G_N_ELEMENTS(snapshot_actions); i++) {
+        if (!g_str_equal(action, snapshot_actions[i].action))
+            continue;
+        if (n_operands != 3) {
+            ctl_error("snapshot %s needs POOL/VOLUME and the snapshot's NAME", action);
+            return CTL_EXIT_FAILURE;
+        }
+        vol = ctl_find_volume(ctl, operands[1], &error);
+        if (vol != NULL)
+            reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE,
+                             snapshot_actions[i].method,
+                             g_variant_new("(sa{sv})", operands[2], NULL), "()", NULL, &error);
+        if (reply == NULL)
+            return ctl_fail(error);
+        ctl_say(ctl, "%s snapshot %s of %s.", snapshot_actions[i].done, operands[2],
+                operands[1]);
+        return EXIT_SUCCESS;
+    }
+    ctl_error("snapshot: '%s' is not create, revert, delete or list (with list, no NAME)",
+              action);
+    return CTL_EXIT_FAILURE;
+}
+
+const CtlCommand ctl_cmd_snapshot = {
+    .name = "snapshot",
+    .operands = "create|revert|delete POOL/VOLUME NAME\n"
+                "  vdiskctl snapshot [OPTIONS] list POOL/VOLUME",
+    .summary = "create, revert to, delete or list a volume's internal snapshots",
+    .options = CTL_OPT_JSON,
+    .help = "  --json                 list: print the snapshots as JSON\n"
+            "  NAME may also be a snapshot's ID.\n",
+    .examples = "  vdiskctl snapshot create default/web.qcow2 before-upgrade\n"
+                "  vdiskctl snapshot list default/web.qcow2\n"
+                "  vdiskctl snapshot revert default/web.qcow2 before-upgrade\n"
+                "  vdiskctl snapshot delete default/web.qcow2 before-upgrade\n",
+    .min_operands = 2,
+    .max_operands = 3,
+    .run = run_snapshot,
+};
+
+/* ----- vdiskctl overlay ----- */
+
+static int run_overlay(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+    g_autofree char *name = NULL;
+    g_autoptr(GVariant) reply = NULL;
+
+    if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL)
+        return ctl_fail(error);
+    reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "CreateOverlay",
+                     g_variant_new("(sa{sv})", name, NULL), "(o)", NULL, &error);
+    if (reply == NULL)
+        return ctl_fail(error);
+    ctl_say(ctl, "Created %s/%s on top of %s.", vol->pool_name, name, operands[0]);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_overlay = {
+    .name = "overlay",
+    .operands = "POOL/VOLUME NEWNAME",
+    .summary = "create a qcow2 volume backed by this one (external snapshot)",
+    .help = "  Writes then go to NEWNAME; POOL/VOLUME stays as it is.\n",
+    .examples = "  vdiskctl overlay default/base.qcow2 base-top.qcow2\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_overlay,
+};
+
+/* ----- vdiskctl delete ----- */
+
+static int run_delete(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
+    g_autoptr(GVariant) reply = NULL;
+
+    if (vol != NULL)
+        reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Delete",
+                         g_variant_new("(a{sv})", NULL), "()", NULL, &error);
+    if (reply == NULL)
+        return ctl_fail(error);
+    ctl_say(ctl, "Deleted %s.", operands[0]);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_delete = {
+    .name = "delete",
+    .operands = "POOL/VOLUME",
+    .summary = "delete a volume's file (administrators)",
+    .examples = "  vdiskctl delete default/test.qcow2\n",
+    .min_operands = 1,
+    .max_operands = 1,
+    .run = run_delete,
+};
