@@ -1,33 +1,42 @@
 #!/usr/bin/env bash
-# The main job, offline: build vdisk, make a sample disk, convert it to
-# qcow2 with a progress bar, show what vdisk sees, and prove the content
-# survived. (Once vdiskd exists this runs the same import through it.)
+# The main job: a desktop user imports a VirtualBox disk into a KVM storage
+# pool as qcow2 through vdiskd, and sees progress.
+#
+# Installs what is missing and builds; then starts a private system bus,
+# polkitd and vdiskd from the build tree with a pool in a temporary folder,
+# makes a VirtualBox .vdi with data, imports it with `vdiskctl import` as
+# qcow2 (live progress bar), prints `vdiskctl info` of the result and
+# `qemu-img compare` of source and result, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
+if ((EUID != 0)); then
+  exec sudo --preserve-env=PATH "$0" "$@" # system bus, polkitd and policy files need root
+fi
 source scripts/deps.sh
+source scripts/services.sh
 vdisk_install_deps
 vdisk_build
 
-VDISK=$PWD/build/tools/vdisk
 work=$(mktemp -d /tmp/vdisk-run.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"
+trap 'vdisk_services_stop; rm -rf "$work"' EXIT
 
-echo "== A 1 GiB sample disk: data, zeroes and holes"
-/usr/bin/python3 scripts/sample-disk.py "$work/sample.raw" 1024
+echo "== Starting a private system bus, polkitd and vdiskd (pool 'kvm' in $work/pool)"
+mkdir -p "$work/pool" "$work/pools.d"
+printf '[Pool kvm]\nDirectory=%s\n' "$work/pool" >"$work/pools.d/kvm.conf"
+vdisk_services_start "$work"
 
-echo "== vdisk convert sample.raw -> disk.qcow2 (format from the extension)"
-"$VDISK" convert -p "$work/sample.raw" "$work/disk.qcow2"
+echo "== A VirtualBox disk: 2 GiB with data, zeroes and holes"
+/usr/bin/python3 scripts/sample-disk.py "$work/sample.raw" 2048
+build/tools/vdisk convert -q -f raw -O vdi "$work/sample.raw" "$work/MyVM.vdi"
+ls -lhs "$work/MyVM.vdi"
 
-echo "== vdisk info disk.qcow2"
-"$VDISK" info "$work/disk.qcow2"
+echo "== vdiskctl import MyVM.vdi kvm/myvm.qcow2 -f qcow2"
+build/tools/vdiskctl import -p "$work/MyVM.vdi" kvm/myvm.qcow2 -f qcow2
 
-echo "== vdisk check disk.qcow2"
-"$VDISK" check "$work/disk.qcow2"
+echo "== vdiskctl info kvm/myvm.qcow2"
+build/tools/vdiskctl info kvm/myvm.qcow2
 
-echo "== vdisk compare sample.raw disk.qcow2"
-"$VDISK" compare -f raw -F qcow2 "$work/sample.raw" "$work/disk.qcow2"
-
-echo "== vdisk convert -c (compressed) and the sizes on disk"
-"$VDISK" convert -p -c -O qcow2 "$work/sample.raw" "$work/small.qcow2"
-du -h --apparent-size "$work/sample.raw" | sed 's/^/apparent /'
-du -h "$work/sample.raw" "$work/disk.qcow2" "$work/small.qcow2"
+echo "== qemu-img compare MyVM.vdi pool/myvm.qcow2"
+qemu-img compare -f vdi -F qcow2 "$work/MyVM.vdi" "$work/pool/myvm.qcow2"
+qemu-img check -f qcow2 "$work/pool/myvm.qcow2"

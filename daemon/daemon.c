@@ -6,6 +6,7 @@
 #include "config.h"
 #include "pools-config.h"
 #include "errors.h"
+#include "libvirt-pools.h"
 #include "manager.h"
 #include "vdisk-names.h"
 
@@ -107,6 +108,13 @@ int vdd_daemon_run(const VddDaemonOptions *opts)
     d.loop = g_main_loop_new(NULL, FALSE);
     d.manager = vdd_manager_new();
     vdd_manager_load_config(d.manager, opts->config_dir);
+    g_autoptr(VddLibvirt) libvirt = NULL;
+    /* VDISKD_LIBVIRT_URI: another libvirt to mirror, or "none" (tests). */
+    const char *libvirt_uri = g_getenv("VDISKD_LIBVIRT_URI");
+    if (!opts->session_bus && g_strcmp0(libvirt_uri, "none") != 0) {
+        libvirt = vdd_libvirt_new(d.manager, libvirt_uri);
+        vdd_manager_set_libvirt(d.manager, libvirt);
+    }
     guint owner = g_bus_own_name(opts->session_bus ? G_BUS_TYPE_SESSION : G_BUS_TYPE_SYSTEM,
                                  VDISK_BUS_NAME,
                                  G_BUS_NAME_OWNER_FLAGS_ALLOW_REPLACEMENT |
@@ -118,6 +126,8 @@ int vdd_daemon_run(const VddDaemonOptions *opts)
         g_timeout_add_seconds(1, idle_check, &d);
     g_main_loop_run(d.loop);
     g_bus_unown_name(owner);
+    vdd_manager_set_libvirt(d.manager, NULL);
+    g_clear_pointer(&libvirt, vdd_libvirt_free);
     g_clear_object(&d.manager);
     g_main_loop_unref(d.loop);
     return d.status;

@@ -11,10 +11,12 @@
 #include "pools-config.h"
 #include "errors.h"
 #include "job.h"
+#include "libvirt-pools.h"
 #include "names.h"
 #include "options.h"
 #include "pool.h"
 #include "vdd-dbus.h"
+#include "volume.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
 
@@ -28,6 +30,7 @@ struct _VddManager {
     GHashTable *jobs;  /* VddJob -> itself, while exported */
     guint running_jobs;
     gint64 last_activity;
+    VddLibvirt *libvirt; /* borrowed; NULL without libvirt */
 };
 
 G_DEFINE_TYPE(VddManager, vdd_manager, G_TYPE_OBJECT)
@@ -223,6 +226,23 @@ gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
 }
 
 
+gboolean vdd_manager_remove_pool(VddManager *self, const char *name)
+{
+    VddPool *pool = g_hash_table_lookup(self->pools, name);
+    if (pool == NULL)
+        return FALSE;
+    vdd_pool_unexport(pool);
+    g_hash_table_remove(self->pools, name);
+    return TRUE;
+}
+
+void vdd_manager_set_libvirt(VddManager *self, VddLibvirt *libvirt) { self->libvirt = libvirt; }
+
+void vdd_manager_pool_changed(VddManager *self, VddPool *pool)
+{
+    vdd_libvirt_pool_changed(self->libvirt, vdd_pool_get_name(pool));
+}
+
 VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
                               GError **error)
 {
@@ -298,6 +318,135 @@ static gboolean handle_add_pool(VddDbusManager *iface, GDBusMethodInvocation *in
 {
     vdd_manager_authorize(self, invocation, self, add_pool_authorized, "pool", name,
                           "operation", "add-pool", NULL);
+    return TRUE;
+}
+
+/* ResolvePath: which pool holds a file, for the libvirt shim. */
+typedef struct {
+    VddManager *self;
+    GDBusMethodInvocation *invocation;
+    guint32 uid;
+    char *path;
+    char *dir;  /* the directory, symbolic links resolved */
+    char *name; /* the file's name in it */
+    gboolean add_directory;
+} Resolve;
+
+static void resolve_free(Resolve *r)
+{
+    g_object_unref(r->self);
+    g_object_unref(r->invocation);
+    g_free(r->path);
+    g_free(r->dir);
+    g_free(r->name);
+    g_free(r);
+}
+
+static VddPool *pool_for_directory(VddManager *self, const char *dir)
+{
+    GHashTableIter it;
+    gpointer pool;
+    g_hash_table_iter_init(&it, self->pools);
+    while (g_hash_table_iter_next(&it, NULL, &pool)) {
+        g_autofree char *real = realpath(vdd_pool_get_directory(pool), NULL);
+        if (g_strcmp0(real, dir) == 0)
+            return pool;
+    }
+    return NULL;
+}
+
+static void resolve_finish(gpointer data)
+{
+    Resolve *r = data;
+    VddManager *self = r->self;
+    GError *error = NULL;
+    VddPool *pool = pool_for_directory(self, r->dir);
+    if (pool == NULL && r->add_directory) {
+        g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, r->dir, -1);
+        g_autofree char *name = g_strdup_printf("dir-%.16s", sum);
+        pool = vdd_manager_lookup_pool(self, name);
+        if (pool == NULL && (pool = vdd_manager_add_pool(self, name, r->dir, &error)) != NULL)
+            g_message("pool %s: %s (for a file outside every pool)", name, r->dir);
+    } else if (pool == NULL) {
+        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "%s is in no pool", r->path);
+    }
+    if (pool == NULL) {
+        vdd_return_error(r->invocation, r->uid, r->path, error);
+        resolve_free(r);
+        return;
+    }
+    /* A file made behind the daemon's back (libvirt writes raw volumes
+     * itself) becomes a volume now; a known one is read again. */
+    struct stat st;
+    VddVolume *vol = vdd_pool_lookup_volume(pool, r->name);
+    if (fstatat(vdd_pool_get_dirfd(pool), r->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(st.st_mode)) {
+        if (vol == NULL)
+            vol = vdd_pool_add_volume(pool, r->name);
+        else if (!vdd_volume_is_locked(vol))
+            vdd_volume_update(vol);
+    }
+    vdd_log_operation(r->invocation, r->uid, r->path, NULL);
+    vdd_dbus_manager_complete_resolve_path(self->iface, r->invocation,
+                                           vdd_pool_get_object_path(pool), r->name,
+                                           vol ? vdd_volume_get_object_path(vol) : "/");
+    resolve_free(r);
+}
+
+static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invocation,
+                                    guint32 uid)
+{
+    VddManager *self = target;
+    const char *path;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s@a{sv})", &path,
+                  &options);
+    GError *error = NULL;
+    gboolean add_directory = FALSE;
+    if (!vdd_options_lookup_bool(options, "add-directory", FALSE, &add_directory, &error)) {
+        vdd_return_error(invocation, uid, path, error);
+        return;
+    }
+    if (!g_path_is_absolute(path)) {
+        vdd_return_error(invocation, uid, path,
+                         g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                                     "'%s' is not an absolute path", path));
+        return;
+    }
+    g_autofree char *name = g_path_get_basename(path);
+    g_autofree char *parent = g_path_get_dirname(path);
+    g_autofree char *dir = realpath(parent, NULL);
+    if (dir == NULL) {
+        vdd_error_set_errno(&error, errno, "%s", parent);
+        vdd_return_error(invocation, uid, path, error);
+        return;
+    }
+    if (!vdd_name_is_valid(name, "volume", &error)) {
+        vdd_return_error(invocation, uid, path, error);
+        return;
+    }
+    Resolve *r = g_new0(Resolve, 1);
+    r->self = g_object_ref(self);
+    r->invocation = g_object_ref(invocation);
+    r->uid = uid;
+    r->path = g_strdup(path);
+    r->dir = g_steal_pointer(&dir);
+    r->name = g_steal_pointer(&name);
+    r->add_directory = add_directory;
+    /* A pool libvirt started a moment ago may be unknown yet: ask libvirt,
+     * but not for long (libvirtd may hold that pool locked while it waits
+     * for the caller). */
+    if (pool_for_directory(self, r->dir) == NULL && self->libvirt != NULL)
+        vdd_libvirt_sync(self->libvirt, 3000, resolve_finish, r);
+    else
+        resolve_finish(r);
+}
+
+static gboolean handle_resolve_path(VddDbusManager *iface, GDBusMethodInvocation *invocation,
+                                    const char *path, GVariant *options, VddManager *self)
+{
+    vdd_manager_authorize(self, invocation, self, resolve_path_authorized, "path", path,
+                          "operation", "resolve-path", NULL);
     return TRUE;
 }
 
@@ -517,6 +666,7 @@ VddManager *vdd_manager_new(void)
     vdd_dbus_manager_set_writable_formats(self->iface, (const char *const *)writable->pdata);
     g_signal_connect(self->iface, "handle-get-pools", G_CALLBACK(handle_get_pools), self);
     g_signal_connect(self->iface, "handle-add-pool", G_CALLBACK(handle_add_pool), self);
+    g_signal_connect(self->iface, "handle-resolve-path", G_CALLBACK(handle_resolve_path), self);
     g_signal_connect(self->iface, "handle-inspect-file", G_CALLBACK(handle_inspect_file), self);
     g_signal_connect(self->iface, "handle-convert-file", G_CALLBACK(handle_convert_file), self);
     vdd_dbus_object_skeleton_set_manager(self->object, self->iface);

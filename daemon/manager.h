@@ -25,6 +25,16 @@ void vdd_manager_load_config(VddManager *self, const char *dir);
 VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
                               GError **error);
 VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name);
+/* Stop serving a pool (its files stay); FALSE when there is none. */
+gboolean vdd_manager_remove_pool(VddManager *self, const char *name);
+
+/* libvirt's pools mirrored as vdisk pools (libvirt-pools.h); borrowed, may
+ * be NULL (tests, no libvirt). */
+typedef struct _VddLibvirt VddLibvirt;
+void vdd_manager_set_libvirt(VddManager *self, VddLibvirt *libvirt);
+/* A pool's volumes changed (created, written, resized, deleted): tell
+ * whoever mirrors it. */
+void vdd_manager_pool_changed(VddManager *self, VddPool *pool);
 /* Is the canonical path inside one of the pools? */
 gboolean vdd_manager_path_in_pools(VddManager *self, const char *path);
 

@@ -82,8 +82,22 @@ static void publish_volumes(VddPool *self)
     vdd_dbus_pool_set_volumes(self->iface, (const char *const *)paths->pdata);
 }
 
+void vdd_pool_unexport(VddPool *self)
+{
+    GDBusObjectManagerServer *om = vdd_manager_get_object_manager(self->manager);
+    GHashTableIter it;
+    gpointer vol;
+    g_hash_table_iter_init(&it, self->volumes);
+    while (g_hash_table_iter_next(&it, NULL, &vol))
+        g_dbus_object_manager_server_unexport(om, vdd_volume_get_object_path(vol));
+    g_dbus_object_manager_server_unexport(om, self->path);
+}
+
+/* Every change to a pool's volumes ends here, so this is also where the
+ * ones who mirror the pool (libvirt) hear of it. */
 void vdd_pool_update_space(VddPool *self)
 {
+    vdd_manager_pool_changed(self->manager, self);
     struct statvfs sv;
     if (fstatvfs(self->dirfd, &sv) == 0) {
         vdd_dbus_pool_set_capacity(self->iface, (guint64)sv.f_blocks * sv.f_frsize);

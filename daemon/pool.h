@@ -26,6 +26,8 @@ char *vdd_pool_file_path(VddPool *self, const char *name);
 /* Rescan: new files become volumes, gone files are dropped, the rest are
  * re-read (unless a job is writing them). */
 void vdd_pool_refresh(VddPool *self);
+/* Take the pool and its volumes off the bus (before dropping it). */
+void vdd_pool_unexport(VddPool *self);
 void vdd_pool_update_space(VddPool *self);
 VddVolume *vdd_pool_lookup_volume(VddPool *self, const char *name);
 /* Export a volume for the file name (borrowed result). */

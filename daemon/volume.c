@@ -485,6 +485,7 @@ static void snapshot_done(GObject *source, GAsyncResult *res, gpointer data)
     guint32 uid = GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(invocation), "vdd-uid"));
     vdd_volume_unlock_write(self);
     vdd_volume_update(self);
+    vdd_pool_update_space(self->pool);
     if (!g_task_propagate_boolean(G_TASK(res), &error)) {
         fail(self, invocation, uid, NULL, error);
     } else {

@@ -132,8 +132,7 @@ gboolean vd_hash(const char *hash, const guint8 *data, gsize len, guint8 *out, G
 }
 
 gboolean vd_pbkdf2(const char *hash, const guint8 *pass, gsize pass_len, const guint8 *salt,
-                   gsize salt_len, guint64 iterations, guint8 *out, gsize out_len,
-                   GError **error)
+                   gsize salt_len, guint64 iterations, guint8 *out, gsize out_len, GError **error)
 {
     if (iterations == 0 || iterations > G_MAXINT || pass_len > G_MAXINT || salt_len > G_MAXINT ||
         out_len > G_MAXINT) {
@@ -364,14 +363,14 @@ static gboolean crypt_sectors(VdSectorCipher *c, gboolean enc, guint64 sector, g
     return ok;
 }
 
-gboolean vd_sector_cipher_encrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf,
-                                  gsize len, GError **error)
+gboolean vd_sector_cipher_encrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf, gsize len,
+                                  GError **error)
 {
     return crypt_sectors(c, TRUE, first_sector, buf, len, error);
 }
 
-gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf,
-                                  gsize len, GError **error)
+gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf, gsize len,
+                                  GError **error)
 {
     return crypt_sectors(c, FALSE, first_sector, buf, len, error);
 }

@@ -37,15 +37,14 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdSectorCipher, vd_sector_cipher_free)
  * material ends in a part sector of whole 16-byte blocks) in place; the first
  * sector's IV is built from sector number first_sector, the next from
  * first_sector + 1 and so on. Thread safe. */
-gboolean vd_sector_cipher_encrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf,
-                                  gsize len, GError **error);
-gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf,
-                                  gsize len, GError **error);
+gboolean vd_sector_cipher_encrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf, gsize len,
+                                  GError **error);
+gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint8 *buf, gsize len,
+                                  GError **error);
 
 /* PBKDF2-HMAC with hash (OpenSSL's PKCS5_PBKDF2_HMAC). */
 gboolean vd_pbkdf2(const char *hash, const guint8 *pass, gsize pass_len, const guint8 *salt,
-                   gsize salt_len, guint64 iterations, guint8 *out, gsize out_len,
-                   GError **error);
+                   gsize salt_len, guint64 iterations, guint8 *out, gsize out_len, GError **error);
 
 /* PBKDF2 iterations of hash that take about ms milliseconds of CPU on this
  * machine (at least 1000), for key slots as cryptsetup and QEMU size them. */

@@ -29,9 +29,9 @@ typedef struct {
 } VdLuksSlot;
 
 typedef struct {
-    char cipher_name[33]; /* "aes" */
-    char cipher_mode[33]; /* "xts-plain64", "cbc-essiv:sha256" */
-    char hash_spec[33];   /* "sha256" */
+    char cipher_name[33];   /* "aes" */
+    char cipher_mode[33];   /* "xts-plain64", "cbc-essiv:sha256" */
+    char hash_spec[33];     /* "sha256" */
     guint32 payload_offset; /* sectors */
     guint32 key_bytes;
     guint8 mk_digest[VD_LUKS_DIGEST_BYTES];
@@ -65,8 +65,8 @@ gboolean vd_luks_create_params_from_options(VdOptions *opts, const char *prefix,
 
 /* Reads (write FALSE) or writes len bytes at offset from the start of the
  * LUKS header, wherever the format keeps it. */
-typedef gboolean (*VdLuksIO)(gpointer data, guint64 offset, guint8 *buf, gsize len,
-                             gboolean write, GError **error);
+typedef gboolean (*VdLuksIO)(gpointer data, guint64 offset, guint8 *buf, gsize len, gboolean write,
+                             GError **error);
 
 /* Parse and check the 592-byte header in buf. area_limit, when not 0, is
  * how many bytes the container holds for header and key material. */
@@ -100,8 +100,7 @@ gboolean vd_luks_add_slot(VdLuksHeader *h, int slot, const guint8 *master_key, c
                           gsize pass_len, guint64 iter_time_ms, VdLuksIO io, gpointer data,
                           GError **error);
 /* Wipe the key material of slot and mark it inactive. */
-gboolean vd_luks_remove_slot(VdLuksHeader *h, int slot, VdLuksIO io, gpointer data,
-                             GError **error);
+gboolean vd_luks_remove_slot(VdLuksHeader *h, int slot, VdLuksIO io, gpointer data, GError **error);
 /* The first inactive slot, or -1. */
 int vd_luks_free_slot(const VdLuksHeader *h);
 int vd_luks_active_slots(const VdLuksHeader *h);

@@ -150,8 +150,7 @@ static gboolean luks_read(VdImage *img, guint64 offset, void *buf, gsize len, GE
     return TRUE;
 }
 
-static gboolean luks_write(VdImage *img, guint64 offset, const void *buf, gsize len,
-                           GError **error)
+static gboolean luks_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     LuksState *s = img->priv;
     if (!need_cipher(img, s, error))

@@ -982,13 +982,13 @@ static void qcow2_get_info(VdImage *img, VdImageInfo *info)
         g_variant_builder_add(&b, "{sv}", "lazy-refcounts",
                               g_variant_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
     g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(1 << s->refcount_order));
+    if (qcow2_encrypted(s))
+        g_variant_builder_add(&b, "{sv}", "encrypt", qcow2_crypto_info(s));
     if (s->version == 3) {
         g_variant_builder_add(&b, "{sv}", "corrupt",
                               g_variant_new_boolean(s->incompat & QCOW2_INCOMPAT_CORRUPT));
         g_variant_builder_add(&b, "{sv}", "extended-l2", g_variant_new_boolean(s->ext_l2));
     }
-    if (qcow2_encrypted(s))
-        g_variant_builder_add(&b, "{sv}", "encrypt", qcow2_crypto_info(s));
     if (info->format_specific != NULL)
         g_variant_unref(info->format_specific);
     info->format_specific = g_variant_ref_sink(g_variant_builder_end(&b));

@@ -38,8 +38,8 @@ static Secret *secret_new(const void *data, gsize len)
 VdSecrets *vd_secrets_new(void)
 {
     VdSecrets *secrets = g_new0(VdSecrets, 1);
-    secrets->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                           (GDestroyNotify)secret_free);
+    secrets->by_id =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)secret_free);
     return secrets;
 }
 
@@ -238,9 +238,9 @@ gboolean vd_image_passphrase(VdImage *img, const char *key, const guint8 **pass,
     /* qemu names it per driver; accept either spelling. */
     const char *id = vd_options_get(img->open_options, key);
     if (id == NULL)
-        id = vd_options_get(img->open_options,
-                            g_str_has_prefix(key, "encrypt.") ? "key-secret"
-                                                              : "encrypt.key-secret");
+        id =
+            vd_options_get(img->open_options,
+                           g_str_has_prefix(key, "encrypt.") ? "key-secret" : "encrypt.key-secret");
     *pass = NULL;
     *len = 0;
     if (id != NULL) {

@@ -192,8 +192,8 @@ VdImage *cli_open_image_with_keys(const char *path, const char *format, VdOption
 gboolean cli_ensure_new_passphrase(const char *format, VdOptions *create_opts, GError **error)
 {
     const char *key = g_strcmp0(format, "luks") == 0 ? "key-secret" : "encrypt.key-secret";
-    gboolean encrypted = g_strcmp0(format, "luks") == 0 ||
-                         vd_options_get(create_opts, "encrypt.format") != NULL;
+    gboolean encrypted =
+        g_strcmp0(format, "luks") == 0 || vd_options_get(create_opts, "encrypt.format") != NULL;
     if (!encrypted || vd_options_get(create_opts, key) != NULL)
         return TRUE;
     /* A --passphrase-file already gave it. */

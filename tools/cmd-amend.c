@@ -51,8 +51,8 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) opts = NULL;
     g_autoptr(VdImage) img = NULL;
-    int first = cli_parse_options(cmd, argc, argv, "f:o:pqU", longopts, &common, amend_option,
-                                  &create);
+    int first =
+        cli_parse_options(cmd, argc, argv, "f:o:pqU", longopts, &common, amend_option, &create);
 
     if (first < 0)
         return CLI_EXIT_FAILURE;

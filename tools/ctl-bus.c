@@ -19,8 +19,9 @@
  * user takes. */
 #define CALL_TIMEOUT_MS (60 * 1000)
 #define PKTTYAGENT "/usr/bin/pkttyagent"
-/* How long to wait for the text agent to register before calling anyway. */
-#define AGENT_TIMEOUT_MS 3000
+/* How long to wait for the text agent to register before calling anyway; it
+ * takes milliseconds, unless the machine is very busy. */
+#define AGENT_TIMEOUT_MS 10000
 
 #ifndef VDISK_PRIVILEGED_GROUP
 #define VDISK_PRIVILEGED_GROUP "libvirt"
@@ -32,17 +33,17 @@ static GPid agent_pid;
 
 /* The agent must not outlive us even when a second Ctrl-C ends us with
  * _exit(). */
-static void agent_child_setup(gpointer user_data)
-{
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-}
+static void agent_child_setup(gpointer user_data) { prctl(PR_SET_PDEATHSIG, SIGTERM); }
 
 /* On a terminal without a desktop agent polkit has nobody to ask for the
  * password, so start pkttyagent for this process, as systemctl does (polkit
  * registers agents for processes and sessions only, and finds ours from the
  * caller of the method), and wait until it has registered: it closes the
- * notify pipe then. --fallback keeps a desktop agent that already serves
- * the session. */
+ * notify pipe then.
+ * In a graphical session, --fallback lets the desktop's agent ask instead.
+ * Not elsewhere: polkit consults a fallback agent only for callers in a
+ * logind session, so over ssh without one, or in a container, a fallback
+ * agent would never be asked. */
 static void start_tty_agent(void)
 {
     int pipe_fds[2];
@@ -50,17 +51,19 @@ static void start_tty_agent(void)
     g_autofree char *pid = g_strdup_printf("%d", (int)getpid());
     g_autoptr(GError) error = NULL;
 
-    if (!g_file_test(PKTTYAGENT, G_FILE_TEST_IS_EXECUTABLE) ||
-        !g_unix_open_pipe(pipe_fds, 0, NULL))
+    if (!g_file_test(PKTTYAGENT, G_FILE_TEST_IS_EXECUTABLE) || !g_unix_open_pipe(pipe_fds, 0, NULL))
         return;
     notify = g_strdup_printf("--notify-fd=%d", pipe_fds[1]);
-    const char *argv[] = { PKTTYAGENT, notify, "--fallback", "--process", pid, NULL };
+    gboolean desktop = g_getenv("DISPLAY") != NULL || g_getenv("WAYLAND_DISPLAY") != NULL;
+    const char *argv[] = {
+        PKTTYAGENT, notify, "--process", pid, desktop ? "--fallback" : NULL, NULL
+    };
     gint source_fds[] = { pipe_fds[1] };
     gint target_fds[] = { pipe_fds[1] };
 
     if (!g_spawn_async_with_pipes_and_fds(NULL, argv, NULL, G_SPAWN_DEFAULT, agent_child_setup,
-                                          NULL, -1, -1, -1, source_fds, target_fds, 1,
-                                          &agent_pid, NULL, NULL, NULL, &error))
+                                          NULL, -1, -1, -1, source_fds, target_fds, 1, &agent_pid,
+                                          NULL, NULL, NULL, &error))
         agent_pid = 0;
     close(pipe_fds[1]);
     if (agent_pid != 0) {
@@ -131,8 +134,8 @@ static const struct {
     const char *before;
     const char *after;
 } explained_errors[] = {
-    { "org.freedesktop.DBus.Error.ServiceUnknown", "vdiskd is not running and could not be started (",
-      ")" },
+    { "org.freedesktop.DBus.Error.ServiceUnknown",
+      "vdiskd is not running and could not be started (", ")" },
     { "org.freedesktop.DBus.Error.NameHasNoOwner", "vdiskd is not running (", ")" },
     { "org.freedesktop.DBus.Error.AccessDenied",
       "the system bus refused the call; is vdisk's bus policy installed? (", ")" },

@@ -47,8 +47,8 @@ static void print_optional_flag(GVariant *info, const char *key, const char *lab
 /* qemu-img info's layout, so the two read alike. */
 static void print_file_info(const char *path, GVariant *info)
 {
-    g_autoptr(GVariant) snapshots = g_variant_lookup_value(info, "snapshots",
-                                                           G_VARIANT_TYPE("a(ssttt)"));
+    g_autoptr(GVariant) snapshots =
+        g_variant_lookup_value(info, "snapshots", G_VARIANT_TYPE("a(ssttt)"));
     guint64 cluster_size = ctl_prop_uint64(info, "cluster-size");
 
     ctl_print_field("image:", path);
@@ -99,6 +99,7 @@ const CtlCommand ctl_cmd_inspect = {
     .name = "inspect",
     .operands = "FILE",
     .summary = "show the format and sizes of an image file of yours",
+    .notes = "FILE is opened with your rights; no privilege is needed.\n",
     .options = CTL_OPT_FORMAT | CTL_OPT_JSON,
     .help = "  -f FMT                 read FILE as FMT instead of probing\n",
     .examples = "  vdiskctl inspect ~/Downloads/appliance.vmdk\n"
@@ -141,8 +142,9 @@ const CtlCommand ctl_cmd_convert = {
     .options = CTL_OPT_FORMAT | CTL_OPT_OUT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
     .help = "  -f FMT                 format of SOURCE (probed by default)\n"
             "  -O FMT                 format of TARGET; by default its extension when it\n"
-            "                         is a format (.img is raw), otherwise raw\n"
-            CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS "  Both files are opened with your rights; no privilege is needed.\n",
+            "                         is a format (.img is raw), otherwise "
+            "raw\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+    .notes = "Both files are opened with your rights; no privilege is needed.\n",
     .examples = "  vdiskctl convert disk.vdi disk.qcow2\n"
                 "  vdiskctl convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk\n",
     .min_operands = 2,

@@ -102,8 +102,8 @@ CtlJobWatch *ctl_job_watch_new(Ctl *ctl)
     CtlJobWatch *watch = g_new0(CtlJobWatch, 1);
 
     watch->ctl = ctl;
-    watch->ended = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                         (GDestroyNotify)job_end_free);
+    watch->ended =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)job_end_free);
     watch->loop = g_main_loop_new(NULL, FALSE);
     watch->completed_id = g_dbus_connection_signal_subscribe(
         ctl->bus, VDISK_BUS_NAME, VDISK_JOB_INTERFACE, "Completed", NULL, NULL,
@@ -112,9 +112,9 @@ CtlJobWatch *ctl_job_watch_new(Ctl *ctl)
     watch->changed_id = g_dbus_connection_signal_subscribe(
         ctl->bus, VDISK_BUS_NAME, "org.freedesktop.DBus.Properties", "PropertiesChanged", NULL,
         VDISK_JOB_INTERFACE, G_DBUS_SIGNAL_FLAGS_NONE, on_properties_changed, watch, NULL);
-    watch->owner_id = g_bus_watch_name_on_connection(
-        ctl->bus, VDISK_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL, on_daemon_vanished, watch,
-        NULL);
+    watch->owner_id =
+        g_bus_watch_name_on_connection(ctl->bus, VDISK_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE,
+                                       NULL, on_daemon_vanished, watch, NULL);
     return watch;
 }
 
@@ -134,8 +134,8 @@ void ctl_job_watch_free(CtlJobWatch *watch)
 static void cancel_done(GObject *source, GAsyncResult *result, gpointer data)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result,
-                                                              &error);
+    g_autoptr(GVariant) reply =
+        g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
 
     if (reply == NULL) {
         ctl_error_from_dbus(error);
@@ -152,15 +152,14 @@ static gboolean on_interrupt(gpointer data)
     CtlJobWatch *watch = data;
 
     if (watch->cancel_sent) {
-        fprintf(stderr, "\nvdiskctl: interrupted again; not waiting for job %s\n",
-                watch->target);
+        fprintf(stderr, "\nvdiskctl: interrupted again; not waiting for job %s\n", watch->target);
         _exit(130);
     }
     watch->cancel_sent = TRUE;
     fprintf(stderr, "\nvdiskctl: cancelling (press Ctrl-C again to stop waiting)...\n");
     g_dbus_connection_call(watch->ctl->bus, VDISK_BUS_NAME, watch->target, VDISK_JOB_INTERFACE,
-                           "Cancel", g_variant_new("(a{sv})", NULL), NULL,
-                           watch->ctl->call_flags, -1, NULL, cancel_done, watch);
+                           "Cancel", g_variant_new("(a{sv})", NULL), NULL, watch->ctl->call_flags,
+                           -1, NULL, cancel_done, watch);
     return G_SOURCE_CONTINUE;
 }
 
@@ -168,10 +167,9 @@ static gboolean on_interrupt(gpointer data)
  * matter: a job that already ended has sent its Completed. */
 static void read_initial_progress(CtlJobWatch *watch)
 {
-    g_autoptr(GVariant) reply = ctl_call(watch->ctl, watch->target,
-                                         "org.freedesktop.DBus.Properties", "GetAll",
-                                         g_variant_new("(s)", VDISK_JOB_INTERFACE), "(a{sv})",
-                                         NULL, NULL);
+    g_autoptr(GVariant) reply =
+        ctl_call(watch->ctl, watch->target, "org.freedesktop.DBus.Properties", "GetAll",
+                 g_variant_new("(s)", VDISK_JOB_INTERFACE), "(a{sv})", NULL, NULL);
     g_autoptr(GVariant) props = NULL;
 
     if (reply == NULL)
@@ -200,8 +198,7 @@ static void run_until_end(CtlJobWatch *watch)
         g_source_remove(timer);
 }
 
-gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label,
-                            GError **error)
+gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label, GError **error)
 {
     ProgressMode mode = progress_choose_mode(stderr, watch->ctl->progress, watch->ctl->quiet);
     g_autoptr(Progress) progress = progress_new(mode, stderr, label);
@@ -218,8 +215,8 @@ gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *lab
     progress_finish(progress, end != NULL && end->success);
     watch->progress = NULL;
     if (end == NULL) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "vdiskd left the bus before job %s ended", job);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "vdiskd left the bus before job %s ended",
+                    job);
         return FALSE;
     }
     if (end->success)
@@ -237,8 +234,8 @@ gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char 
                       GError **error)
 {
     g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
-    g_autoptr(GVariant) reply = ctl_call(ctl, path, iface, method, params,
-                                         volume != NULL ? "(oo)" : "(o)", fds, error);
+    g_autoptr(GVariant) reply =
+        ctl_call(ctl, path, iface, method, params, volume != NULL ? "(oo)" : "(o)", fds, error);
     const char *job;
 
     if (reply == NULL)
@@ -321,8 +318,7 @@ static int run_jobs(Ctl *ctl, char **operands, int n_operands)
         ctl_say(ctl, "No jobs are running.");
         return EXIT_SUCCESS;
     }
-    table = ctl_table_new("JOB", "OPERATION", "STATE", "PROGRESS", "RATE", "USER", "VOLUMES",
-                          NULL);
+    table = ctl_table_new("JOB", "OPERATION", "STATE", "PROGRESS", "RATE", "USER", "VOLUMES", NULL);
     for (guint i = 0; i < jobs->len; i++)
         add_job_row(table, objects, jobs->pdata[i]);
     ctl_table_print(table, stdout);
@@ -371,8 +367,8 @@ static int run_cancel(Ctl *ctl, char **operands, int n_operands)
         ctl_error("no job %s is running ('vdiskctl jobs' lists them)", job_number(path));
         return CTL_EXIT_FAILURE;
     }
-    reply = ctl_call(ctl, path, VDISK_JOB_INTERFACE, "Cancel", g_variant_new("(a{sv})", NULL),
-                     "()", NULL, &error);
+    reply = ctl_call(ctl, path, VDISK_JOB_INTERFACE, "Cancel", g_variant_new("(a{sv})", NULL), "()",
+                     NULL, &error);
     if (reply == NULL)
         return ctl_fail(error);
     ctl_say(ctl, "Asked job %s to cancel.", job_number(path));
@@ -383,8 +379,8 @@ const CtlCommand ctl_cmd_cancel = {
     .name = "cancel",
     .operands = "JOB",
     .summary = "cancel a running job",
-    .help = "  JOB is the number 'vdiskctl jobs' shows, or the job's object path.\n"
-            "  Cancelling another user's job needs an administrator.\n",
+    .notes = "JOB is the number 'vdiskctl jobs' shows, or the job's object path.\n"
+             "Cancelling another user's job needs an administrator.\n",
     .examples = "  vdiskctl cancel 3\n"
                 "  vdiskctl cancel /org/vdisk/VDisk1/jobs/3\n",
     .min_operands = 1,

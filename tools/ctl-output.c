@@ -117,10 +117,7 @@ void ctl_table_free(CtlTable *table)
 
 /* ----- values ----- */
 
-char *ctl_format_size(guint64 bytes)
-{
-    return cli_format_size(bytes);
-}
+char *ctl_format_size(guint64 bytes) { return cli_format_size(bytes); }
 
 void ctl_print_json(GVariant *value)
 {
@@ -178,10 +175,7 @@ guint64 ctl_prop_uint64(GVariant *props, const char *key)
     return 0;
 }
 
-void ctl_print_field(const char *label, const char *value)
-{
-    printf("%-14s%s\n", label, value);
-}
+void ctl_print_field(const char *label, const char *value) { printf("%-14s%s\n", label, value); }
 
 void ctl_print_size_field(const char *label, guint64 bytes)
 {

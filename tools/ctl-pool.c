@@ -7,10 +7,10 @@
 
 static void add_pool_row(CtlTable *table, const CtlObject *pool)
 {
-    g_autoptr(GVariant) volumes = g_variant_lookup_value(pool->props, "Volumes",
-                                                         G_VARIANT_TYPE("ao"));
-    g_autofree char *count = g_strdup_printf("%zu", volumes != NULL ? g_variant_n_children(volumes)
-                                                                    : (gsize)0);
+    g_autoptr(GVariant) volumes =
+        g_variant_lookup_value(pool->props, "Volumes", G_VARIANT_TYPE("ao"));
+    g_autofree char *count =
+        g_strdup_printf("%zu", volumes != NULL ? g_variant_n_children(volumes) : (gsize)0);
     g_autofree char *capacity = ctl_format_size(ctl_prop_uint64(pool->props, "Capacity"));
     g_autofree char *available = ctl_format_size(ctl_prop_uint64(pool->props, "Available"));
 
@@ -72,8 +72,8 @@ static const char *volume_status(GVariant *props)
 
 static void add_volume_row(CtlTable *table, const char *pool_name, const CtlObject *vol)
 {
-    g_autofree char *label = g_strdup_printf("%s/%s", pool_name,
-                                             ctl_prop_string(vol->props, "Name"));
+    g_autofree char *label =
+        g_strdup_printf("%s/%s", pool_name, ctl_prop_string(vol->props, "Name"));
     g_autofree char *virtual = ctl_format_size(ctl_prop_uint64(vol->props, "VirtualSize"));
     g_autofree char *allocated = ctl_format_size(ctl_prop_uint64(vol->props, "AllocatedSize"));
     const char *format = ctl_prop_string(vol->props, "Format");
@@ -133,8 +133,8 @@ static int run_volumes(Ctl *ctl, char **operands, int n_operands)
         ctl_print_objects_json(volumes);
         return EXIT_SUCCESS;
     }
-    table = ctl_table_new("VOLUME", "FORMAT", "VIRTUAL SIZE", "DISK SIZE", "BACKING FILE",
-                          "STATUS", NULL);
+    table = ctl_table_new("VOLUME", "FORMAT", "VIRTUAL SIZE", "DISK SIZE", "BACKING FILE", "STATUS",
+                          NULL);
     for (guint i = 0; i < volumes->len; i++)
         add_volume_row(table, pool_names->pdata[i], volumes->pdata[i]);
     ctl_table_print(table, stdout);
@@ -174,8 +174,8 @@ const CtlCommand ctl_cmd_add_pool = {
     .name = "add-pool",
     .operands = "NAME DIRECTORY",
     .summary = "manage a directory as a pool (administrators)",
-    .help = "  The pool lasts until vdiskd exits; pools kept across restarts are\n"
-            "  configured in /etc/vdisk/pools.d/.\n",
+    .notes = "DIRECTORY must exist. The pool lasts until vdiskd exits; pools kept\n"
+             "across restarts are configured in /etc/vdisk/pools.d/.\n",
     .examples = "  vdiskctl add-pool images /var/lib/libvirt/images\n",
     .min_operands = 2,
     .max_operands = 2,

@@ -16,8 +16,8 @@ static void print_volume(const CtlVolume *vol)
     const char *backing_format = ctl_prop_string(props, "BackingFormat");
     const char *problem = ctl_prop_string(props, "Error");
     g_autofree char *label = g_strdup_printf("%s/%s", vol->pool_name, vol->name);
-    g_autoptr(GVariant) snapshots = g_variant_lookup_value(props, "Snapshots",
-                                                           G_VARIANT_TYPE("a(ssttt)"));
+    g_autoptr(GVariant) snapshots =
+        g_variant_lookup_value(props, "Snapshots", G_VARIANT_TYPE("a(ssttt)"));
     gboolean encrypted = FALSE, busy = FALSE;
 
     g_variant_lookup(props, "Encrypted", "b", &encrypted);
@@ -25,7 +25,7 @@ static void print_volume(const CtlVolume *vol)
     ctl_print_field("volume:", label);
     ctl_print_field("file:", ctl_prop_string(props, "Path"));
     ctl_print_field("format:", *ctl_prop_string(props, "Format") ? ctl_prop_string(props, "Format")
-                                                             : "unknown");
+                                                                 : "unknown");
     ctl_print_size_field("virtual size:", ctl_prop_uint64(props, "VirtualSize"));
     ctl_print_size_field("disk size:", ctl_prop_uint64(props, "AllocatedSize"));
     if (*backing) {
@@ -104,8 +104,8 @@ static int run_create(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     format = ctl_pick_format(ctl, name, "qcow2");
     if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "CreateVolume",
-                      g_variant_new("(sst@a{sv})", name, format, size, options), NULL,
-                      "Creating", &volume, &error))
+                      g_variant_new("(sst@a{sv})", name, format, size, options), NULL, "Creating",
+                      &volume, &error))
         return ctl_fail(error);
     human = ctl_format_size(size);
     ctl_say(ctl, "Created %s (%s, %s).", operands[0], format, human);
@@ -117,8 +117,9 @@ const CtlCommand ctl_cmd_create = {
     .operands = "POOL/VOLUME SIZE",
     .summary = "create an empty volume",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
-    .help = CTL_HELP_FORMAT "                         (otherwise qcow2)\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_PROGRESS "  SIZE takes the suffixes K, M, G, T (powers of 1024).\n",
+    .help = CTL_HELP_FORMAT
+    "                         otherwise qcow2\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+    .notes = "SIZE takes the suffixes K, M, G, T (powers of 1024).\n",
     .examples = "  vdiskctl create default/web.qcow2 20G\n"
                 "  vdiskctl create default/db.qcow2 100G -o cluster_size=2M,lazy_refcounts=on\n"
                 "  vdiskctl create default/top.qcow2 20G -o backing_file=base.qcow2\n"
@@ -163,9 +164,12 @@ const CtlCommand ctl_cmd_import = {
     .operands = "FILE POOL/VOLUME",
     .summary = "copy an image file of yours into a pool, in any format",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_SOURCE,
-    .help = CTL_HELP_FORMAT "                         (otherwise qcow2)\n"
-        "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
-            CTL_HELP_PROGRESS "  FILE is opened with your rights and handed to vdiskd.\n",
+    .help = CTL_HELP_FORMAT
+    "                         otherwise qcow2\n"
+    "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
+        CTL_HELP_PROGRESS,
+    .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
+             "it by name: you need no access to the pool's directory.\n",
     .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
                 "  vdiskctl import disk.vmdk default/disk -f qcow2 -o compression_type=zstd\n",
     .min_operands = 2,
@@ -206,9 +210,11 @@ const CtlCommand ctl_cmd_export = {
     .operands = "POOL/VOLUME FILE",
     .summary = "copy a volume into a file of yours, in any format",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
-    .help = CTL_HELP_FORMAT "                         (otherwise the volume's format)\n"
-        CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS
-    "  FILE is created (or overwritten) with your rights and handed to vdiskd.\n",
+    .help = CTL_HELP_FORMAT
+    "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS
+        CTL_HELP_PROGRESS,
+    .notes = "FILE is created (or overwritten) with your rights and handed to vdiskd;\n"
+             "after a failure or Ctrl-C a FILE that did not exist before is removed.\n",
     .examples = "  vdiskctl export default/xp.qcow2 xp.vdi\n"
                 "  vdiskctl export default/web.qcow2 web.vmdk -o subformat=streamOptimized\n",
     .min_operands = 2,
@@ -232,8 +238,8 @@ static int run_clone(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"));
     if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Clone",
-                      g_variant_new("(ss@a{sv})", name, format, options), NULL, "Cloning",
-                      &volume, &error))
+                      g_variant_new("(ss@a{sv})", name, format, options), NULL, "Cloning", &volume,
+                      &error))
         return ctl_fail(error);
     ctl_say(ctl, "Cloned %s to %s/%s (%s).", operands[0], vol->pool_name, name, format);
     return EXIT_SUCCESS;
@@ -244,8 +250,9 @@ const CtlCommand ctl_cmd_clone = {
     .operands = "POOL/VOLUME NEWNAME",
     .summary = "copy a volume within its pool, in any format",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
-    .help = CTL_HELP_FORMAT "                         (otherwise the volume's format)\n"
-        CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+    .help = CTL_HELP_FORMAT
+    "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS
+        CTL_HELP_PROGRESS,
     .examples = "  vdiskctl clone default/base.qcow2 test.qcow2\n"
                 "  vdiskctl clone default/base.qcow2 base.vmdk\n",
     .min_operands = 2,
@@ -310,8 +317,8 @@ const CtlCommand ctl_cmd_resize = {
     .summary = "change a volume's virtual size",
     .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS,
     .help = "  --shrink               allow making the volume smaller (data past the\n"
-            "                         new end is lost)\n" CTL_HELP_PROGRESS
-            "  +SIZE and -SIZE are relative to the current size.\n",
+            "                         new end is lost)\n" CTL_HELP_PROGRESS,
+    .notes = "+SIZE and -SIZE are relative to the current size.\n",
     .examples = "  vdiskctl resize default/web.qcow2 40G\n"
                 "  vdiskctl resize default/web.qcow2 +10G\n"
                 "  vdiskctl resize default/web.qcow2 -5G --shrink\n",
@@ -340,8 +347,7 @@ static int list_snapshots(Ctl *ctl, const char *arg)
 
     if (vol == NULL)
         return ctl_fail(error);
-    snapshots = g_variant_lookup_value(vol->volume->props, "Snapshots",
-                                       G_VARIANT_TYPE("a(ssttt)"));
+    snapshots = g_variant_lookup_value(vol->volume->props, "Snapshots", G_VARIANT_TYPE("a(ssttt)"));
     if (snapshots == NULL)
         snapshots = g_variant_ref_sink(g_variant_new("a(ssttt)", NULL));
     if (ctl->json)
@@ -371,17 +377,15 @@ static int run_snapshot(Ctl *ctl, char **operands, int n_operands)
         }
         vol = ctl_find_volume(ctl, operands[1], &error);
         if (vol != NULL)
-            reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE,
-                             snapshot_actions[i].method,
-                             g_variant_new("(sa{sv})", operands[2], NULL), "()", NULL, &error);
+            reply =
+                ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, snapshot_actions[i].method,
+                         g_variant_new("(sa{sv})", operands[2], NULL), "()", NULL, &error);
         if (reply == NULL)
             return ctl_fail(error);
-        ctl_say(ctl, "%s snapshot %s of %s.", snapshot_actions[i].done, operands[2],
-                operands[1]);
+        ctl_say(ctl, "%s snapshot %s of %s.", snapshot_actions[i].done, operands[2], operands[1]);
         return EXIT_SUCCESS;
     }
-    ctl_error("snapshot: '%s' is not create, revert, delete or list (with list, no NAME)",
-              action);
+    ctl_error("snapshot: '%s' is not create, revert, delete or list (with list, no NAME)", action);
     return CTL_EXIT_FAILURE;
 }
 
@@ -391,8 +395,7 @@ const CtlCommand ctl_cmd_snapshot = {
                 "  vdiskctl snapshot [OPTIONS] list POOL/VOLUME",
     .summary = "create, revert to, delete or list a volume's internal snapshots",
     .options = CTL_OPT_JSON,
-    .help = "  --json                 list: print the snapshots as JSON\n"
-            "  NAME may also be a snapshot's ID.\n",
+    .notes = "NAME may also be a snapshot's ID. --json applies to list.\n",
     .examples = "  vdiskctl snapshot create default/web.qcow2 before-upgrade\n"
                 "  vdiskctl snapshot list default/web.qcow2\n"
                 "  vdiskctl snapshot revert default/web.qcow2 before-upgrade\n"
@@ -425,7 +428,7 @@ const CtlCommand ctl_cmd_overlay = {
     .name = "overlay",
     .operands = "POOL/VOLUME NEWNAME",
     .summary = "create a qcow2 volume backed by this one (external snapshot)",
-    .help = "  Writes then go to NEWNAME; POOL/VOLUME stays as it is.\n",
+    .notes = "Writes then go to NEWNAME; POOL/VOLUME stays as it is.\n",
     .examples = "  vdiskctl overlay default/base.qcow2 base-top.qcow2\n",
     .min_operands = 2,
     .max_operands = 2,

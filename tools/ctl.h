@@ -50,14 +50,14 @@ typedef struct {
 } Ctl;
 
 /* Help lines shared by the commands that write an image. */
-#define CTL_HELP_FORMAT                                                                            \
-    "  -f FMT                 format of the new image; by default the name's\n"                \
-    "                         extension when it is a format (.img is raw)\n"
-#define CTL_HELP_CREATE_OPTIONS                                                                    \
-    "  -o KEY=VAL[,...]       create options as qemu-img takes them: cluster_size,\n"          \
-    "                         compat, lazy_refcounts, preallocation, subformat,\n"             \
+#define CTL_HELP_FORMAT                                                         \
+    "  -f FMT                 format of the new image; by default the name's\n" \
+    "                         extension when it is a format (.img is raw),\n"
+#define CTL_HELP_CREATE_OPTIONS                                                       \
+    "  -o KEY=VAL[,...]       create options as qemu-img takes them: cluster_size,\n" \
+    "                         compat, lazy_refcounts, preallocation, subformat,\n"    \
     "                         compression_type, backing_file, backing_fmt, ...\n"
-#define CTL_HELP_PROGRESS                                                                          \
+#define CTL_HELP_PROGRESS \
     "  -p, --progress         show progress even when stderr is not a terminal\n"
 
 typedef struct CtlCommand CtlCommand;
@@ -68,6 +68,7 @@ struct CtlCommand {
     const char *summary;  /* one line for "vdiskctl --help" */
     CtlOptionMask options;
     const char *help;     /* lines for the command's own options, or NULL */
+    const char *notes;    /* text after the options, or NULL */
     const char *examples; /* lines, or NULL */
     int min_operands;
     int max_operands;
@@ -76,8 +77,8 @@ struct CtlCommand {
 
 /* The commands, one table per file that implements them. */
 extern const CtlCommand ctl_cmd_pools, ctl_cmd_volumes, ctl_cmd_add_pool, ctl_cmd_refresh;
-extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_export,
-    ctl_cmd_clone, ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
+extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_export, ctl_cmd_clone,
+    ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
 extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
 extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
 
@@ -180,8 +181,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlJobWatch, ctl_job_watch_free)
 /* Wait for job to end while showing a progress bar labelled label (on a
  * terminal, or with -p). Ctrl-C cancels the job and keeps waiting for its
  * end. Returns TRUE when it succeeded; otherwise error holds its message. */
-gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label,
-                            GError **error);
+gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label, GError **error);
 
 /* Call a method that returns a job ("(o)"), or a new volume and a job
  * ("(oo)") when volume is not NULL, and wait for the job as

@@ -13,9 +13,9 @@
 #include "ctl.h"
 
 static const CtlCommand *const commands[] = {
-    &ctl_cmd_pools,  &ctl_cmd_volumes, &ctl_cmd_info,     &ctl_cmd_create,  &ctl_cmd_import,
-    &ctl_cmd_export, &ctl_cmd_clone,   &ctl_cmd_resize,   &ctl_cmd_snapshot, &ctl_cmd_overlay,
-    &ctl_cmd_delete, &ctl_cmd_jobs,    &ctl_cmd_cancel,   &ctl_cmd_inspect, &ctl_cmd_convert,
+    &ctl_cmd_pools,    &ctl_cmd_volumes, &ctl_cmd_info,   &ctl_cmd_create,   &ctl_cmd_import,
+    &ctl_cmd_export,   &ctl_cmd_clone,   &ctl_cmd_resize, &ctl_cmd_snapshot, &ctl_cmd_overlay,
+    &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel, &ctl_cmd_inspect,  &ctl_cmd_convert,
     &ctl_cmd_add_pool, &ctl_cmd_refresh,
 };
 
@@ -33,11 +33,12 @@ static const struct {
     CtlOptionMask needs;
     const char *help; /* for the options every command takes; else NULL */
 } option_specs[] = {
-    { { "quiet", no_argument, NULL, 'q' }, 0,
-      "  -q, --quiet            print only errors\n" },
-    { { "no-ask-password", no_argument, NULL, OPT_NO_ASK_PASSWORD }, 0,
+    { { "quiet", no_argument, NULL, 'q' }, 0, "  -q, --quiet            print only errors\n" },
+    { { "no-ask-password", no_argument, NULL, OPT_NO_ASK_PASSWORD },
+      0,
       "  --no-ask-password      never ask for a password; fail instead\n" },
-    { { "json", no_argument, NULL, OPT_JSON }, CTL_OPT_JSON,
+    { { "json", no_argument, NULL, OPT_JSON },
+      CTL_OPT_JSON,
       "  --json                 print JSON for scripts\n" },
     { { "help", no_argument, NULL, 'h' }, 0, "  -h, --help             show this help\n" },
     { { "format", required_argument, NULL, 'f' }, CTL_OPT_FORMAT, NULL },
@@ -79,6 +80,8 @@ static void print_command_help(const CtlCommand *cmd, FILE *stream)
         if (option_specs[i].help != NULL && takes(cmd, option_specs[i].needs))
             fputs(option_specs[i].help, stream);
     }
+    if (cmd->notes != NULL)
+        fprintf(stream, "\n%s", cmd->notes);
     if (cmd->examples != NULL)
         fprintf(stream, "\nExamples:\n%s", cmd->examples);
 }

@@ -1,0 +1,470 @@
+#include "libvirt-pools.h"
+
+#include "config.h"
+#include "manager.h"
+#include "pool.h"
+
+#ifdef HAVE_LIBVIRT
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#define RETRY_SECONDS 10
+#define REFRESH_DELAY_MS 100
+
+struct _VddLibvirt {
+    VddManager *manager; /* not owned; NULL once freed (threads may still run) */
+    char *uri;
+    GMutex lock; /* conn and its callback id: worker and event threads share them */
+    virConnectPtr conn;
+    int lifecycle_id;
+    /* Main thread only: */
+    GHashTable *mirrored;        /* vdisk pools that stand for a libvirt pool */
+    GHashTable *pending_refresh; /* pool names to refresh in libvirt */
+    guint refresh_source;
+    guint retry_source;
+};
+
+/* Threads hold references to self (an rc box); vdd_libvirt_free only
+ * detaches it from the manager. */
+static VddLibvirt *lv_ref(VddLibvirt *self) { return g_atomic_rc_box_acquire(self); }
+
+static void lv_clear(VddLibvirt *self)
+{
+    if (self->conn != NULL) {
+        if (self->lifecycle_id >= 0)
+            virConnectStoragePoolEventDeregisterAny(self->conn, self->lifecycle_id);
+        virConnectClose(self->conn);
+    }
+    g_mutex_clear(&self->lock);
+    g_hash_table_unref(self->mirrored);
+    g_hash_table_unref(self->pending_refresh);
+    g_free(self->uri);
+}
+
+static void lv_unref(VddLibvirt *self) { g_atomic_rc_box_release_full(self, (GDestroyNotify)lv_clear); }
+
+/* libvirt prints every error on stderr by default; ours are logged where
+ * they matter. */
+static void quiet_errors(void *data, virErrorPtr error) {}
+
+static gpointer event_loop(gpointer data)
+{
+    for (;;) {
+        if (virEventRunDefaultImpl() < 0)
+            g_usleep(G_USEC_PER_SEC);
+    }
+    return NULL;
+}
+
+/* Close and lifecycle callbacks need libvirt's event loop; it runs on a
+ * thread of its own for the daemon's lifetime. */
+static void start_event_loop(void)
+{
+    static gsize once = 0;
+    if (g_once_init_enter(&once)) {
+        virSetErrorFunc(NULL, quiet_errors);
+        if (virEventRegisterDefaultImpl() == 0)
+            g_thread_unref(g_thread_new("libvirt-events", event_loop, NULL));
+        g_once_init_leave(&once, 1);
+    }
+}
+
+static void schedule_sync(VddLibvirt *self);
+
+/* Main thread: whatever happened in libvirt, look again. */
+static gboolean sync_idle(gpointer data)
+{
+    VddLibvirt *self = data;
+    if (self->manager != NULL)
+        vdd_libvirt_sync(self, 0, NULL, NULL);
+    return G_SOURCE_REMOVE;
+}
+
+static void on_pool_lifecycle(virConnectPtr conn, virStoragePoolPtr pool, int event, int detail,
+                              void *opaque)
+{
+    g_idle_add_full(G_PRIORITY_DEFAULT, sync_idle, lv_ref(opaque), (GDestroyNotify)lv_unref);
+}
+
+static gboolean closed_idle(gpointer data)
+{
+    VddLibvirt *self = data;
+    if (self->manager != NULL) {
+        g_message("libvirt: connection to %s closed; retrying every %d s", self->uri,
+                  RETRY_SECONDS);
+        schedule_sync(self);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+/* Event thread: libvirtd went away. Forget the connection; it is closed
+ * here only by reference (virConnectClose drops ours). */
+static void on_close(virConnectPtr conn, int reason, void *opaque)
+{
+    VddLibvirt *self = opaque;
+    g_mutex_lock(&self->lock);
+    if (self->conn == conn) {
+        self->conn = NULL;
+        self->lifecycle_id = -1;
+        virConnectClose(conn);
+    }
+    g_mutex_unlock(&self->lock);
+    g_idle_add_full(G_PRIORITY_DEFAULT, closed_idle, lv_ref(self), (GDestroyNotify)lv_unref);
+}
+
+/* Worker thread: a reference to the connection, opening it if need be;
+ * NULL when libvirtd is not there. Release with virConnectClose. */
+static virConnectPtr get_conn(VddLibvirt *self)
+{
+    g_mutex_lock(&self->lock);
+    if (self->conn != NULL) {
+        virConnectRef(self->conn);
+        virConnectPtr c = self->conn;
+        g_mutex_unlock(&self->lock);
+        return c;
+    }
+    g_mutex_unlock(&self->lock);
+    virConnectPtr c = virConnectOpen(self->uri);
+    if (c == NULL)
+        return NULL;
+    g_mutex_lock(&self->lock);
+    if (self->conn == NULL) {
+        self->conn = c;
+        virConnectRegisterCloseCallback(c, on_close, lv_ref(self), (virFreeCallback)lv_unref);
+        self->lifecycle_id = virConnectStoragePoolEventRegisterAny(
+            c, NULL, VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+            VIR_STORAGE_POOL_EVENT_CALLBACK(on_pool_lifecycle), lv_ref(self),
+            (virFreeCallback)lv_unref);
+        g_message("libvirt: connected to %s", self->uri);
+    } else {
+        virConnectClose(c); /* another thread was quicker */
+        c = self->conn;
+    }
+    virConnectRef(c);
+    g_mutex_unlock(&self->lock);
+    return c;
+}
+
+/* ----- the pool list ----- */
+
+typedef struct {
+    char *name;
+    char *directory;
+} LvPool;
+
+static void lv_pool_free(LvPool *p)
+{
+    g_free(p->name);
+    g_free(p->directory);
+    g_free(p);
+}
+
+/* /pool/target/path of a pool's XML. */
+typedef struct {
+    int depth;
+    gboolean in_target, in_path;
+    GString *path;
+} XmlState;
+
+static void xml_start(GMarkupParseContext *ctx, const char *element, const char **names,
+                      const char **values, gpointer data, GError **error)
+{
+    XmlState *s = data;
+    s->depth++;
+    if (s->depth == 2 && g_str_equal(element, "target"))
+        s->in_target = TRUE;
+    else if (s->depth == 3 && s->in_target && g_str_equal(element, "path"))
+        s->in_path = TRUE;
+}
+
+static void xml_end(GMarkupParseContext *ctx, const char *element, gpointer data, GError **error)
+{
+    XmlState *s = data;
+    if (s->depth == 3)
+        s->in_path = FALSE;
+    if (s->depth == 2)
+        s->in_target = FALSE;
+    s->depth--;
+}
+
+static void xml_text(GMarkupParseContext *ctx, const char *text, gsize len, gpointer data,
+                     GError **error)
+{
+    XmlState *s = data;
+    if (s->in_path)
+        g_string_append_len(s->path, text, len);
+}
+
+static char *pool_target_path(const char *xml)
+{
+    static const GMarkupParser parser = {xml_start, xml_end, xml_text, NULL, NULL};
+    XmlState s = {.path = g_string_new(NULL)};
+    g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &s, NULL);
+    if (!g_markup_parse_context_parse(ctx, xml, -1, NULL) ||
+        !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0) {
+        g_string_free(s.path, TRUE);
+        return NULL;
+    }
+    g_strstrip(s.path->str);
+    return g_string_free(s.path, FALSE);
+}
+
+/* Worker thread: the active dir pools, or NULL when libvirtd is absent. */
+static GPtrArray *list_pools(VddLibvirt *self)
+{
+    virConnectPtr conn = get_conn(self);
+    if (conn == NULL)
+        return NULL;
+    virStoragePoolPtr *pools = NULL;
+    int n = virConnectListAllStoragePools(conn, &pools,
+                                          VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE |
+                                              VIR_CONNECT_LIST_STORAGE_POOLS_DIR);
+    GPtrArray *result = NULL;
+    if (n >= 0) {
+        result = g_ptr_array_new_with_free_func((GDestroyNotify)lv_pool_free);
+        for (int i = 0; i < n; i++) {
+            char *xml = virStoragePoolGetXMLDesc(pools[i], 0);
+            const char *name = virStoragePoolGetName(pools[i]);
+            char *dir = xml ? pool_target_path(xml) : NULL;
+            if (dir != NULL && name != NULL) {
+                LvPool *p = g_new0(LvPool, 1);
+                p->name = g_strdup(name);
+                p->directory = dir;
+                g_ptr_array_add(result, p);
+            } else {
+                g_free(dir);
+            }
+            free(xml);
+            virStoragePoolFree(pools[i]);
+        }
+        free(pools);
+    }
+    virConnectClose(conn);
+    return result;
+}
+
+/* Main thread: make the vdisk pools match libvirt's list. */
+static void apply_pools(VddLibvirt *self, GPtrArray *pools)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < pools->len; i++) {
+        LvPool *p = pools->pdata[i];
+        g_hash_table_add(seen, p->name);
+        VddPool *pool = vdd_manager_lookup_pool(self->manager, p->name);
+        if (pool != NULL) {
+            g_autofree char *a = realpath(vdd_pool_get_directory(pool), NULL);
+            g_autofree char *b = realpath(p->directory, NULL);
+            if (g_strcmp0(a, b) == 0 && a != NULL)
+                g_hash_table_add(self->mirrored, g_strdup(p->name));
+            else if (!g_hash_table_contains(self->mirrored, p->name))
+                g_message("libvirt: pool %s is %s in libvirt but %s here; left alone", p->name,
+                          p->directory, vdd_pool_get_directory(pool));
+            continue;
+        }
+        g_autoptr(GError) error = NULL;
+        if (vdd_manager_add_pool(self->manager, p->name, p->directory, &error) == NULL) {
+            g_message("libvirt: pool %s (%s): %s", p->name, p->directory, error->message);
+            continue;
+        }
+        g_message("libvirt: pool %s: %s", p->name, p->directory);
+        g_hash_table_add(self->mirrored, g_strdup(p->name));
+    }
+    GHashTableIter it;
+    gpointer name;
+    g_hash_table_iter_init(&it, self->mirrored);
+    while (g_hash_table_iter_next(&it, &name, NULL)) {
+        if (!g_hash_table_contains(seen, name)) {
+            g_message("libvirt: pool %s is no longer active", (char *)name);
+            vdd_manager_remove_pool(self->manager, name);
+            g_hash_table_iter_remove(&it);
+        }
+    }
+}
+
+static gboolean retry_timeout(gpointer data)
+{
+    VddLibvirt *self = data;
+    self->retry_source = 0;
+    vdd_libvirt_sync(self, 0, NULL, NULL);
+    return G_SOURCE_REMOVE;
+}
+
+static void schedule_sync(VddLibvirt *self)
+{
+    if (self->retry_source == 0)
+        self->retry_source = g_timeout_add_seconds(RETRY_SECONDS, retry_timeout, self);
+}
+
+typedef struct {
+    VddLibvirt *self; /* a reference */
+    VddLibvirtSyncFunc callback;
+    gpointer data;
+    guint timeout_source;
+    gboolean answered;
+} SyncCall;
+
+static void sync_answer(SyncCall *c)
+{
+    if (!c->answered && c->callback != NULL)
+        c->callback(c->data);
+    c->answered = TRUE;
+}
+
+static gboolean sync_timeout(gpointer data)
+{
+    SyncCall *c = data;
+    c->timeout_source = 0;
+    sync_answer(c);
+    return G_SOURCE_REMOVE;
+}
+
+static void sync_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+    SyncCall *c = data;
+    GPtrArray *pools = list_pools(c->self);
+    g_task_return_pointer(task, pools, pools ? (GDestroyNotify)g_ptr_array_unref : NULL);
+}
+
+static void sync_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+    SyncCall *c = g_task_get_task_data(G_TASK(res));
+    g_autoptr(GPtrArray) pools = g_task_propagate_pointer(G_TASK(res), NULL);
+    VddLibvirt *self = c->self;
+    if (self->manager != NULL) {
+        if (pools != NULL)
+            apply_pools(self, pools);
+        else
+            schedule_sync(self);
+    }
+    if (c->timeout_source != 0)
+        g_source_remove(c->timeout_source);
+    sync_answer(c);
+}
+
+static void sync_call_free(SyncCall *c)
+{
+    lv_unref(c->self);
+    g_free(c);
+}
+
+void vdd_libvirt_sync(VddLibvirt *self, guint timeout_ms, VddLibvirtSyncFunc callback,
+                      gpointer data)
+{
+    SyncCall *c = g_new0(SyncCall, 1);
+    c->self = lv_ref(self);
+    c->callback = callback;
+    c->data = data;
+    if (timeout_ms > 0)
+        c->timeout_source = g_timeout_add(timeout_ms, sync_timeout, c);
+    g_autoptr(GTask) task = g_task_new(NULL, NULL, sync_done, NULL);
+    g_task_set_task_data(task, c, (GDestroyNotify)sync_call_free);
+    g_task_run_in_thread(task, sync_thread);
+}
+
+/* ----- refreshing libvirt's view ----- */
+
+static void refresh_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+    VddLibvirt *self = g_object_get_data(G_OBJECT(task), "vdd-libvirt");
+    const char *name = data;
+    virConnectPtr conn = get_conn(self);
+    if (conn == NULL) {
+        g_task_return_boolean(task, FALSE);
+        return;
+    }
+    virStoragePoolPtr pool = virStoragePoolLookupByName(conn, name);
+    /* Fails while libvirt itself builds a volume there ("asynchronous jobs
+     * running"); it refreshes that volume itself when done. */
+    if (pool != NULL && virStoragePoolRefresh(pool, 0) < 0)
+        g_debug("libvirt: refreshing pool %s: %s", name, virGetLastErrorMessage());
+    if (pool != NULL)
+        virStoragePoolFree(pool);
+    virConnectClose(conn);
+    g_task_return_boolean(task, TRUE);
+}
+
+static gboolean flush_refresh(gpointer data)
+{
+    VddLibvirt *self = data;
+    self->refresh_source = 0;
+    GHashTableIter it;
+    gpointer name;
+    g_hash_table_iter_init(&it, self->pending_refresh);
+    while (g_hash_table_iter_next(&it, &name, NULL)) {
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, NULL, NULL);
+        g_object_set_data_full(G_OBJECT(task), "vdd-libvirt", lv_ref(self),
+                               (GDestroyNotify)lv_unref);
+        g_task_set_task_data(task, g_strdup(name), g_free);
+        g_task_run_in_thread(task, refresh_thread);
+        g_hash_table_iter_remove(&it);
+    }
+    return G_SOURCE_REMOVE;
+}
+
+void vdd_libvirt_pool_changed(VddLibvirt *self, const char *pool_name)
+{
+    if (self == NULL || !g_hash_table_contains(self->mirrored, pool_name))
+        return;
+    g_hash_table_add(self->pending_refresh, g_strdup(pool_name));
+    if (self->refresh_source == 0)
+        self->refresh_source = g_timeout_add(REFRESH_DELAY_MS, flush_refresh, self);
+}
+
+gboolean vdd_libvirt_has_pool(VddLibvirt *self, const char *pool_name)
+{
+    return self != NULL && g_hash_table_contains(self->mirrored, pool_name);
+}
+
+VddLibvirt *vdd_libvirt_new(VddManager *manager, const char *uri)
+{
+    VddLibvirt *self = g_atomic_rc_box_new0(VddLibvirt);
+    self->manager = manager;
+    self->uri = g_strdup(uri ? uri : "qemu:///system");
+    self->lifecycle_id = -1;
+    g_mutex_init(&self->lock);
+    self->mirrored = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    self->pending_refresh = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    start_event_loop();
+    vdd_libvirt_sync(self, 0, NULL, NULL);
+    return self;
+}
+
+void vdd_libvirt_free(VddLibvirt *self)
+{
+    if (self == NULL)
+        return;
+    self->manager = NULL;
+    g_mutex_lock(&self->lock);
+    virConnectPtr conn = g_steal_pointer(&self->conn);
+    int id = self->lifecycle_id;
+    self->lifecycle_id = -1;
+    g_mutex_unlock(&self->lock);
+    if (conn != NULL) {
+        if (id >= 0)
+            virConnectStoragePoolEventDeregisterAny(conn, id);
+        virConnectUnregisterCloseCallback(conn, on_close);
+        virConnectClose(conn);
+    }
+    if (self->refresh_source != 0)
+        g_source_remove(self->refresh_source);
+    if (self->retry_source != 0)
+        g_source_remove(self->retry_source);
+    self->refresh_source = self->retry_source = 0;
+    lv_unref(self);
+}
+
+#else /* !HAVE_LIBVIRT: built without libvirt, there are no libvirt pools. */
+
+VddLibvirt *vdd_libvirt_new(VddManager *manager, const char *uri) { return NULL; }
+void vdd_libvirt_free(VddLibvirt *self) {}
+void vdd_libvirt_sync(VddLibvirt *self, guint timeout_ms, VddLibvirtSyncFunc callback,
+                      gpointer data)
+{
+    if (callback != NULL)
+        callback(data);
+}
+void vdd_libvirt_pool_changed(VddLibvirt *self, const char *pool_name) {}
+gboolean vdd_libvirt_has_pool(VddLibvirt *self, const char *pool_name) { return FALSE; }
+
+#endif

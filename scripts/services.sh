@@ -1,0 +1,92 @@
+# Sourced by run.sh (and usable by hand): start the real services vdiskd
+# needs, the way DESIGN.md says tests start them, and stop them by pid.
+#   vdisk_services_start WORKDIR   private system bus, polkitd, vdiskd
+#   vdisk_services_stop            stop all of them, remove installed policy
+# Needs root: polkitd and the policy files are system-wide.
+VDISK_SERVICE_PIDS=()
+VDISK_INSTALLED_POLKIT=()
+
+vdisk_start_bus() {
+  local dir=$1 pid
+  cat >"$dir/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$dir/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <includedir>$PWD/dbus</includedir>
+</busconfig>
+CONF
+  export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$dir/system_bus_socket
+  pid=$(dbus-daemon --config-file="$dir/bus.conf" --fork --print-pid) || return 1
+  VDISK_SERVICE_PIDS+=("$pid")
+}
+
+vdisk_install_polkit() {
+  local f dest
+  mkdir -p /usr/share/polkit-1/actions /etc/polkit-1/rules.d
+  for f in build/polkit/*.policy; do
+    dest=/usr/share/polkit-1/actions/$(basename "$f")
+    install -m 644 "$f" "$dest" && VDISK_INSTALLED_POLKIT+=("$dest")
+  done
+  for f in build/polkit/*.rules; do
+    dest=/etc/polkit-1/rules.d/$(basename "$f")
+    install -m 644 "$f" "$dest" && VDISK_INSTALLED_POLKIT+=("$dest")
+  done
+}
+
+# wait_for_name NAME: until NAME is owned on the system bus (5 s at most).
+vdisk_wait_for_name() {
+  local i
+  for ((i = 0; i < 50; i++)); do
+    gdbus call --system --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+      --method org.freedesktop.DBus.NameHasOwner "$1" 2>/dev/null | grep -q true && return 0
+    sleep 0.1
+  done
+  echo "$1 did not appear on the bus" >&2
+  return 1
+}
+
+vdisk_services_start() {
+  local dir=$1
+  vdisk_start_bus "$dir" || { echo "dbus-daemon did not start" >&2; return 1; }
+  vdisk_install_polkit
+  /usr/lib/polkit-1/polkitd --no-debug >"$dir/polkitd.log" 2>&1 &
+  VDISK_SERVICE_PIDS+=("$!")
+  vdisk_wait_for_name org.freedesktop.PolicyKit1 || { cat "$dir/polkitd.log" >&2; return 1; }
+  mkdir -p "$dir/pools.d"
+  build/daemon/vdiskd --idle-timeout=0 --config-dir="$dir/pools.d" >"$dir/vdiskd.log" 2>&1 &
+  VDISK_SERVICE_PIDS+=("$!")
+  vdisk_wait_for_name org.vdisk.VDisk1 || { cat "$dir/vdiskd.log" >&2; return 1; }
+}
+
+vdisk_services_stop() {
+  local i
+  for ((i = ${#VDISK_SERVICE_PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null
+  done
+  sleep 0.3
+  for ((i = ${#VDISK_SERVICE_PIDS[@]} - 1; i >= 0; i--)); do
+    kill -9 "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null
+  done
+  VDISK_SERVICE_PIDS=()
+  rm -f "${VDISK_INSTALLED_POLKIT[@]}"
+  VDISK_INSTALLED_POLKIT=()
+}
