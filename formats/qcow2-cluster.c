@@ -214,7 +214,10 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
     if (r.kind == VD_EXTENT_DATA && !r.compressed && !qcow2_encrypted(s)) {
         out->offset_valid = TRUE;
         out->host_offset = r.host;
-        out->host_file = qcow2_data_file(s);
+        if (!qcow2_detect_metadata_preallocation(s, error))
+            return FALSE;
+        if (s->metadata_preallocation)
+            out->host_file = qcow2_data_file(s);
     }
     return TRUE;
 }

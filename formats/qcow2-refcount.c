@@ -505,3 +505,30 @@ gboolean qcow2_rebuild_refcounts(Qcow2State *s, guint32 *refs, guint64 nb, GErro
     s->free_byte_offset = 0;
     return TRUE;
 }
+
+/* Does the image look preallocated with metadata only: clusters in use
+ * clearly outnumber the clusters the file really stores? Counting stops at
+ * that threshold, so fully allocated images are cheap to answer. */
+gboolean qcow2_detect_metadata_preallocation(Qcow2State *s, GError **error)
+{
+    if (s->prealloc_checked)
+        return TRUE;
+    guint64 file_size;
+    if (!vd_file_size(s->img->file, &file_size, error))
+        return FALSE;
+    gint64 stored = vd_file_allocated(s->img->file);
+    guint64 real_clusters = stored > 0 ? (guint64)stored / s->cluster_size : 0;
+    guint64 threshold = MAX(real_clusters * 10 / 9, real_clusters + 2);
+    guint64 end = (file_size + s->cluster_size - 1) / s->cluster_size;
+    guint64 in_use = 0;
+    for (guint64 i = 0; i < end && in_use < threshold; i++) {
+        guint64 refcount;
+        if (!qcow2_get_refcount(s, i, &refcount, error))
+            return FALSE;
+        if (refcount > 0)
+            in_use++;
+    }
+    s->metadata_preallocation = in_use >= threshold;
+    s->prealloc_checked = TRUE;
+    return TRUE;
+}

@@ -158,6 +158,11 @@ typedef struct {
     gboolean snapshot_loaded; /* l1 shows a snapshot, read only */
 
     VdFile *data_file; /* NULL: data lives in img->file */
+    /* Detected once: many more clusters in use than the file stores, as
+     * after preallocation=metadata. Only then may holes in the file under
+     * data clusters be reported as zero (qemu-img map does the same). */
+    gboolean prealloc_checked;
+    gboolean metadata_preallocation;
     char *data_file_name;
     guint64 crypto_ext_offset;
     guint64 crypto_ext_length;
@@ -228,6 +233,7 @@ const char *qcow2_feature_name(Qcow2State *s, int type, int bit);
 /* ----- qcow2-refcount.c ----- */
 gboolean qcow2_refcount_load(Qcow2State *s, GError **error);
 gboolean qcow2_get_refcount(Qcow2State *s, guint64 cluster, guint64 *refcount, GError **error);
+gboolean qcow2_detect_metadata_preallocation(Qcow2State *s, GError **error);
 /* Add delta to the refcount of every cluster [offset, offset+length)
  * touches. */
 gboolean qcow2_update_refcount(Qcow2State *s, guint64 offset, guint64 length, gint64 delta,

@@ -240,6 +240,22 @@ static inline void vd_put_le64(guint8 *p, guint64 v)
 gboolean vd_ova_probe(VdFile *file);
 VdFile *vd_ova_open_disk(VdFile *file, int index, char **member_name, GError **error);
 
+/* ----- compression (compress.c); thread safe, a reused stream per thread ----- */
+typedef enum {
+    VD_DEFLATE_RAW,  /* raw deflate, 4 KiB window: qcow and qcow2 clusters */
+    VD_DEFLATE_ZLIB, /* zlib stream with header: vmdk grains */
+} VdDeflateFormat;
+
+/* Compressed length, or 0 when it does not fit in out_len. */
+gsize vd_deflate(VdDeflateFormat format, const void *in, gsize len, void *out, gsize out_len);
+/* Inflate into out; *produced bytes came out, *complete when the stream
+ * ended. FALSE for damaged data. */
+gboolean vd_inflate(VdDeflateFormat format, const void *in, gsize len, void *out, gsize out_len,
+                    gsize *produced, gboolean *complete);
+gsize vd_zstd_compress(const void *in, gsize len, void *out, gsize out_len);
+/* Exactly out_len bytes, or FALSE. */
+gboolean vd_zstd_decompress(const void *in, gsize len, void *out, gsize out_len);
+
 /* Room that compressing len bytes may need (deflate and zstd worst case). */
 static inline gsize vd_compress_bound(gsize len) { return len + len / 128 + 1024; }
 

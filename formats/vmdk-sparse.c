@@ -504,23 +504,13 @@ gboolean vmdk_sparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint
 static gboolean inflate_grain(VmdkExtent *ext, guint64 grain, const guint8 *in, gsize in_len,
                               guint8 *out, gsize out_len, GError **error)
 {
-    z_stream zs = { 0 };
-    if (inflateInit(&zs) != Z_OK) {
-        vd_set_file_error(error, ext_name(ext), VD_ERROR_FAILED, "cannot start zlib");
-        return FALSE;
-    }
-    zs.next_in = (Bytef *)in;
-    zs.avail_in = (uInt)in_len;
-    zs.next_out = out;
-    zs.avail_out = (uInt)out_len;
-    int rc = inflate(&zs, Z_FINISH);
-    gsize produced = out_len - zs.avail_out;
-    inflateEnd(&zs);
-    if (rc != Z_STREAM_END) {
+    gsize produced;
+    gboolean complete;
+    gboolean ok = vd_inflate(VD_DEFLATE_ZLIB, in, in_len, out, out_len, &produced, &complete);
+    if (!ok || !complete) {
         vd_set_file_error(error, ext_name(ext), VD_ERROR_CORRUPT,
                           "compressed grain %" G_GUINT64_FORMAT " does not inflate (%s)", grain,
-                          rc == Z_BUF_ERROR && produced == out_len ? "larger than a grain"
-                                                                   : "damaged data");
+                          ok && produced == out_len ? "larger than a grain" : "damaged data");
         return FALSE;
     }
     memset(out + produced, 0, out_len - produced);
@@ -784,10 +774,7 @@ gsize vmdk_compress_grain(const void *in, gsize len, guint32 grain_bytes, void *
         memcpy(padded, in, len);
         in = padded;
     }
-    uLongf dest = (uLongf)out_len;
-    if (compress2(out, &dest, in, grain_bytes, Z_DEFAULT_COMPRESSION) != Z_OK)
-        return 0;
-    return (gsize)dest;
+    return vd_deflate(VD_DEFLATE_ZLIB, in, grain_bytes, out, out_len);
 }
 
 static VmdkStream *stream_new(VmdkSparse *sp)

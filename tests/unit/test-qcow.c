@@ -563,8 +563,6 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
         {damage_cluster_big, VD_ERROR_CORRUPT, "cluster_bits 17"},
         {damage_l2_small, VD_ERROR_CORRUPT, "l2_bits 5"},
         {damage_l2_big, VD_ERROR_CORRUPT, "l2_bits 14"},
-        {damage_crypt_aes, VD_ERROR_NOT_SUPPORTED,
-         "is encrypted (legacy AES); encryption is not supported yet"},
         {damage_crypt_unknown, VD_ERROR_CORRUPT, "encryption method 9"},
         {damage_size_huge, VD_ERROR_CORRUPT, "L1"},
         {damage_size_big, VD_ERROR_CORRUPT, "L1"},
@@ -578,6 +576,21 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
         cases[i].damage(path);
         expect_open_error(path, cases[i].code, cases[i].needle);
     }
+    /* Legacy AES: without a key it opens for inspection only, and it is
+     * never opened for writing. */
+    make_small_qcow(path);
+    damage_crypt_aes(path);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, "qcow", 0, &error);
+    g_assert_no_error(error);
+    g_assert_true(vd_image_needs_key(img));
+    guint8 buf[512];
+    g_assert_false(vd_image_read(img, 0, buf, sizeof buf, &error));
+    g_assert_nonnull(strstr(error->message, "opened without its passphrase"));
+    g_clear_error(&error);
+    g_assert_null(vd_image_open(path, "qcow", VD_OPEN_READ_WRITE, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_assert_nonnull(strstr(error->message, "legacy"));
 }
 
 static void test_qcow_corrupt_tables(Fixture *fx, gconstpointer data)

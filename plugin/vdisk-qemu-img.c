@@ -1,0 +1,375 @@
+/* vdisk-qemu-img: the libvirt shim (DESIGN.md, "The libvirt shim").
+ *
+ * libvirtd runs the program "qemu-img" found on its PATH for volume work in
+ * dir/fs/netfs pools and for snapshots of inactive domains. Installed as
+ * that "qemu-img" (a symlink or a copy), this program does the work through
+ * vdiskd instead, so it shows up as a Job to every client, and exits 0 only
+ * once the image is complete. What vdiskd cannot serve goes to the real
+ * qemu-img by absolute path, unless the fallback is switched off. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "shim-args.h"
+#include "shim-status.h"
+#include "vdisk-names.h"
+
+/* The qemu-img whose command lines the shim follows: the one of Debian 12,
+ * which libvirt 9.0 was built against. */
+#define QEMU_IMG_COMPAT_VERSION "7.2.0"
+
+static void G_GNUC_NORETURN die(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "qemu-img: %s\n", msg);
+    exit(1);
+}
+
+/* ----- the fallback to the real qemu-img ----- */
+
+static void G_GNUC_NORETURN fall_back(char **argv, const char *reason)
+{
+    g_autoptr(ShimConfig) cfg = shim_config_load();
+    if (!cfg->fallback)
+        die("%s: vdiskd cannot serve this, and the fallback to %s is off (%s)", reason,
+            cfg->qemu_img, cfg->fallback_source);
+    /* Never run ourselves again: /usr/bin/qemu-img may be a link to us. */
+    g_autofree char *real = realpath(cfg->qemu_img, NULL);
+    g_autofree char *self = realpath("/proc/self/exe", NULL);
+    if (real != NULL && self != NULL && g_str_equal(real, self))
+        die("%s: vdiskd cannot serve this, and %s is this shim, not qemu-img", reason,
+            cfg->qemu_img);
+    g_debug("passing to %s: %s", cfg->qemu_img, reason);
+    argv[0] = (char *)"qemu-img";
+    execv(cfg->qemu_img, argv);
+    die("%s: vdiskd cannot serve this, and %s cannot be run: %s", reason, cfg->qemu_img,
+        g_strerror(errno));
+}
+
+/* ----- talking to vdiskd ----- */
+
+typedef struct {
+    GDBusConnection *bus;
+    GHashTable *done; /* job path -> "1message" / "0message" */
+    gboolean vanished;
+    char **argv;
+} Shim;
+
+static Shim shim;
+
+/* A D-Bus error that means "vdiskd cannot do this" rather than "this
+ * cannot be done": the real qemu-img may still manage. */
+static gboolean is_unsupported(const GError *error)
+{
+    g_autofree char *name = g_dbus_error_get_remote_error(error);
+    if (name == NULL)
+        return g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
+               g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER) ||
+               g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD);
+    return g_str_equal(name, VDISK_ERROR_UNSUPPORTED_FORMAT) ||
+           (g_str_equal(name, VDISK_ERROR_INVALID_ARGUMENT) &&
+            (strstr(error->message, "has no option") != NULL ||
+             strstr(error->message, "cannot be used for a target") != NULL ||
+             strstr(error->message, "needs files of its own") != NULL));
+}
+
+static GVariant *call(const char *path, const char *iface, const char *method, GVariant *args,
+                      const char *reply_type, GUnixFDList *fds, const char *what)
+{
+    g_autoptr(GError) error = NULL;
+    GVariant *reply = g_dbus_connection_call_with_unix_fd_list_sync(
+        shim.bus, VDISK_BUS_NAME, path, iface, method, args, G_VARIANT_TYPE(reply_type),
+        G_DBUS_CALL_FLAGS_NONE, G_MAXINT, fds, NULL, NULL, &error);
+    if (reply != NULL)
+        return reply;
+    if (is_unsupported(error)) {
+        g_dbus_error_strip_remote_error(error);
+        fall_back(shim.argv, error->message);
+    }
+    g_dbus_error_strip_remote_error(error);
+    die("%s: %s", what, error->message);
+}
+
+static void on_completed(GDBusConnection *bus, const char *sender, const char *path,
+                         const char *iface, const char *signal, GVariant *params, gpointer data)
+{
+    gboolean ok;
+    const char *message;
+    g_variant_get(params, "(b&s)", &ok, &message);
+    g_hash_table_replace(shim.done, g_strdup(path), g_strdup_printf("%d%s", ok, message));
+}
+
+static void on_vanished(GDBusConnection *bus, const char *name, gpointer data)
+{
+    shim.vanished = TRUE;
+}
+
+/* Wait for the job to end; die with its message when it failed. */
+static void wait_job(const char *job, const char *what)
+{
+    const char *result;
+    while ((result = g_hash_table_lookup(shim.done, job)) == NULL && !shim.vanished)
+        g_main_context_iteration(NULL, TRUE);
+    if (result == NULL)
+        die("%s: vdiskd exited before the job was done", what);
+    if (result[0] != '1')
+        die("%s: %s", what, result + 1);
+}
+
+typedef struct {
+    char *pool;
+    char *name;
+    char *volume; /* NULL when the file does not exist */
+} Where;
+
+static void where_clear(Where *w)
+{
+    g_free(w->pool);
+    g_free(w->name);
+    g_free(w->volume);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Where, where_clear)
+
+/* The pool and volume for an absolute file name; with add_directory a file
+ * outside every pool gets a pool for its directory. */
+static void resolve(const char *file, gboolean add_directory, Where *w)
+{
+    g_autofree char *abs = g_canonicalize_filename(file, NULL);
+    GVariantBuilder opts;
+    g_variant_builder_init(&opts, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_add(&opts, "{sv}", "add-directory", g_variant_new_boolean(add_directory));
+    g_autoptr(GVariant) r = call(VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ResolvePath",
+                                 g_variant_new("(sa{sv})", abs, &opts), "(oso)", NULL, file);
+    const char *vol;
+    g_variant_get(r, "(oso)", &w->pool, &w->name, &vol);
+    w->volume = g_str_equal(vol, "/") ? NULL : g_strdup(vol);
+}
+
+static char *volume_property(const char *volume, const char *name)
+{
+    g_autoptr(GVariant) r = call(volume, "org.freedesktop.DBus.Properties", "Get",
+                                 g_variant_new("(ss)", VDISK_VOLUME_INTERFACE, name), "(v)",
+                                 NULL, volume);
+    g_autoptr(GVariant) v = NULL;
+    g_variant_get(r, "(v)", &v);
+    return g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) ? g_variant_dup_string(v, NULL)
+                                                          : g_strdup("");
+}
+
+/* The -o options as vdiskd create options (engine names pass as they are). */
+static GVariant *create_options(ShimRequest *req, const char *backing)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    for (guint i = 0; i < req->options->len; i++) {
+        ShimOption *o = req->options->pdata[i];
+        g_variant_builder_add(&b, "{sv}", o->key, g_variant_new_string(o->value));
+    }
+    if (backing != NULL) {
+        g_variant_builder_add(&b, "{sv}", "backing", g_variant_new_string(backing));
+        if (req->backing_format != NULL)
+            g_variant_builder_add(&b, "{sv}", "backing-format",
+                                  g_variant_new_string(req->backing_format));
+    }
+    return g_variant_builder_end(&b);
+}
+
+/* ----- the commands ----- */
+
+static void do_create(ShimRequest *req)
+{
+    g_auto(Where) target = {0};
+    resolve(req->filename, TRUE, &target);
+    if (target.volume != NULL)
+        fall_back(shim.argv, "the file exists already (qemu-img would overwrite it)");
+    g_auto(Where) backing = {0};
+    if (req->backing != NULL) {
+        g_autofree char *abs = g_path_is_absolute(req->backing)
+                                   ? g_strdup(req->backing)
+                                   : g_build_filename(g_path_get_dirname(req->filename),
+                                                      req->backing, NULL);
+        resolve(abs, FALSE, &backing);
+        if (backing.volume == NULL)
+            die("%s: Could not open backing file: No such file or directory", req->filename);
+        if (!g_str_equal(backing.pool, target.pool))
+            fall_back(shim.argv, "the backing file lies in another directory");
+    }
+    if (!req->quiet)
+        printf("Formatting '%s', fmt=%s size=%" G_GUINT64_FORMAT "\n", req->filename,
+               req->format, req->size);
+    fflush(stdout);
+    if (req->size_text == NULL) {
+        /* An overlay as big as its backing file: libvirt's external
+         * snapshot of an inactive domain. */
+        g_autofree char *fmt = volume_property(backing.volume, "Format");
+        if (!g_str_equal(req->format, "qcow2"))
+            fall_back(shim.argv, "an overlay that is not qcow2");
+        if (req->backing_format != NULL && !g_str_equal(fmt, req->backing_format))
+            fall_back(shim.argv, "a backing format other than the probed one");
+        g_autoptr(GVariant) r = call(backing.volume, VDISK_VOLUME_INTERFACE, "CreateOverlay",
+                                     g_variant_new("(s@a{sv})", target.name,
+                                                   create_options(req, NULL)),
+                                     "(o)", NULL, req->filename);
+        return;
+    }
+    g_autoptr(GVariant) r = call(target.pool, VDISK_POOL_INTERFACE, "CreateVolume",
+                                 g_variant_new("(sst@a{sv})", target.name, req->format, req->size,
+                                               create_options(req, backing.name)),
+                                 "(oo)", NULL, req->filename);
+    const char *job;
+    g_variant_get(r, "(&o&o)", NULL, &job);
+    wait_job(job, req->filename);
+}
+
+static void do_convert(ShimRequest *req)
+{
+    g_auto(Where) src = {0};
+    g_auto(Where) dst = {0};
+    resolve(req->filename, TRUE, &src);
+    if (src.volume == NULL)
+        die("Could not open '%s': No such file or directory", req->filename);
+    resolve(req->target, TRUE, &dst);
+    if (dst.volume != NULL)
+        fall_back(shim.argv, "the target exists already (qemu-img would overwrite it)");
+    if (req->format != NULL) {
+        g_autofree char *probed = volume_property(src.volume, "Format");
+        if (!g_str_equal(probed, req->format))
+            fall_back(shim.argv, "a source format other than the probed one");
+    }
+    if (g_str_equal(src.pool, dst.pool)) {
+        g_autoptr(GVariant) r = call(src.volume, VDISK_VOLUME_INTERFACE, "Clone",
+                                     g_variant_new("(ss@a{sv})", dst.name, req->out_format,
+                                                   create_options(req, NULL)),
+                                     "(oo)", NULL, req->target);
+        const char *job;
+        g_variant_get(r, "(&o&o)", NULL, &job);
+        wait_job(job, req->target);
+        return;
+    }
+    /* Another directory: vdiskd writes into our descriptor. */
+    int fd = open(req->target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die("%s: %s", req->target, g_strerror(errno));
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
+    g_autoptr(GVariant) r = call(src.volume, VDISK_VOLUME_INTERFACE, "Export",
+                                 g_variant_new("(hs@a{sv})", 0, req->out_format,
+                                               create_options(req, NULL)),
+                                 "(o)", fds, req->target);
+    const char *job;
+    g_variant_get(r, "(&o)", &job);
+    const char *result;
+    while ((result = g_hash_table_lookup(shim.done, job)) == NULL && !shim.vanished)
+        g_main_context_iteration(NULL, TRUE);
+    if (result == NULL || result[0] != '1') {
+        unlink(req->target);
+        die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
+    }
+    g_auto(Where) again = {0};
+    resolve(req->target, TRUE, &again); /* vdiskd reads the new file */
+}
+
+static void do_resize(ShimRequest *req)
+{
+    g_auto(Where) w = {0};
+    resolve(req->filename, TRUE, &w);
+    if (w.volume == NULL)
+        die("Could not open '%s': No such file or directory", req->filename);
+    if (req->format != NULL) {
+        g_autofree char *probed = volume_property(w.volume, "Format");
+        if (!g_str_equal(probed, req->format))
+            fall_back(shim.argv, "a format other than the probed one");
+    }
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    if (req->shrink)
+        g_variant_builder_add(&b, "{sv}", "shrink", g_variant_new_boolean(TRUE));
+    g_autoptr(GVariant) r = call(w.volume, VDISK_VOLUME_INTERFACE, "Resize",
+                                 g_variant_new("(ta{sv})", req->size, &b), "(o)", NULL,
+                                 req->filename);
+    const char *job;
+    g_variant_get(r, "(&o)", &job);
+    wait_job(job, req->filename);
+    if (!req->quiet)
+        printf("Image resized.\n");
+}
+
+static void do_snapshot(ShimRequest *req)
+{
+    g_auto(Where) w = {0};
+    resolve(req->filename, TRUE, &w);
+    if (w.volume == NULL)
+        die("Could not open '%s': No such file or directory", req->filename);
+    const char *method = req->snapshot_op == 'c'   ? "CreateSnapshot"
+                         : req->snapshot_op == 'a' ? "RevertSnapshot"
+                                                   : "DeleteSnapshot";
+    g_autoptr(GVariant) r = call(w.volume, VDISK_VOLUME_INTERFACE, method,
+                                 g_variant_new("(sa{sv})", req->snapshot, NULL), "()", NULL,
+                                 req->filename);
+}
+
+static void usage(void)
+{
+    printf("qemu-img version " QEMU_IMG_COMPAT_VERSION " (vdisk-qemu-img " VDISK_VERSION ")\n"
+           "usage: qemu-img [standard options] command [command options]\n"
+           "vdisk's qemu-img front end for libvirt: these commands run through vdiskd,\n"
+           "everything else goes to the real qemu-img (unless that fallback is off):\n\n"
+           "  create [-q] [--object secret,...] [-f fmt] [-b backing_file [-F backing_fmt]]\n"
+           "         [-o options] filename [size]\n"
+           "  convert [-q] [-n] [--object ...] [--image-opts] [--target-image-opts]\n"
+           "          [-f fmt] [-O output_fmt] [-o options] filename output_filename\n"
+           "  resize [-q] [--object ...] [--image-opts] [-f fmt] [--shrink] filename size\n"
+           "  snapshot [-q] [-c | -a | -d] snapshot filename\n\n"
+           "  --status   tell whether libvirtd runs this front end as its qemu-img\n");
+}
+
+int main(int argc, char **argv)
+{
+    shim.argv = argv;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(ShimRequest) req = shim_parse_args(argc, argv, &error);
+    if (req == NULL)
+        die("%s", error->message);
+    switch (req->command) {
+    case SHIM_CMD_VERSION:
+        printf("qemu-img version " QEMU_IMG_COMPAT_VERSION " (vdisk-qemu-img " VDISK_VERSION
+               ")\n");
+        return 0;
+    case SHIM_CMD_HELP:
+        usage();
+        return 0;
+    case SHIM_CMD_STATUS:
+        return shim_print_status(stdout);
+    default:
+        break;
+    }
+    if (req->unsupported != NULL)
+        fall_back(argv, req->unsupported);
+    shim.bus = g_bus_get_sync(G_BUS_TYPE_SYSTEM, NULL, &error);
+    if (shim.bus == NULL)
+        fall_back(argv, "no system bus");
+    shim.done = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    /* Subscribe before any call, so a job that ends at once is not missed. */
+    g_dbus_connection_signal_subscribe(shim.bus, VDISK_BUS_NAME, VDISK_JOB_INTERFACE, "Completed",
+                                       NULL, NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_completed, NULL,
+                                       NULL);
+    g_bus_watch_name_on_connection(shim.bus, VDISK_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_AUTO_START,
+                                   NULL, on_vanished, NULL, NULL);
+    switch (req->command) {
+    case SHIM_CMD_CREATE: do_create(req); break;
+    case SHIM_CMD_CONVERT: do_convert(req); break;
+    case SHIM_CMD_RESIZE: do_resize(req); break;
+    case SHIM_CMD_SNAPSHOT: do_snapshot(req); break;
+    default: fall_back(argv, "an unknown command");
+    }
+    return 0;
+}
