@@ -52,7 +52,11 @@ VdOptions *vdd_options_to_create(GVariant *options, const char *format,
                         key, g_variant_get_type_string(v));
             return NULL;
         }
-        g_autofree char *ekey = engine_key(key);
+        /* Engine names with dashes of their own (encrypt.key-secret) pass
+         * as they are. */
+        g_autofree char *ekey = allowed != NULL && g_strv_contains(allowed, key)
+                                    ? g_strdup(key)
+                                    : engine_key(key);
         if (format != NULL && (allowed == NULL || !g_strv_contains(allowed, ekey))) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                         "the %s format has no option '%s'", format, key);

@@ -212,6 +212,7 @@ typedef struct {
     char *format;
     guint64 size;
     VdOptions *create;
+    VdSecrets *secrets; /* that encrypt.key-secret names, or NULL */
     VdImage *source; /* import */
 } NewVolumeWork;
 
@@ -226,6 +227,7 @@ static void new_volume_work_free(NewVolumeWork *w)
     g_free(w->format);
     g_clear_pointer(&w->create, vd_options_free);
     g_clear_pointer(&w->source, vd_image_unref);
+    g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
 
@@ -235,7 +237,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
     if (w->source == NULL)
-        return vd_image_create_fd(w->fd, path, w->format, w->size, w->create, error);
+        return vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
+                                               w->secrets, error);
     if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->source), w->create, error))
         return FALSE;
     g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE,
@@ -349,6 +352,32 @@ static gboolean check_format(const char *format, GError **error)
     return TRUE;
 }
 
+/* options "secrets" a{say}: passphrases by the ids that encrypt.key-secret
+ * names (the libvirt shim passes libvirt's volume secret this way). */
+static gboolean lookup_secrets(GVariant *options, VdSecrets **out, GError **error)
+{
+    g_autoptr(GVariant) v = g_variant_lookup_value(options, "secrets", NULL);
+    if (v == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(v, G_VARIANT_TYPE("a{say}"))) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option 'secrets' must be a{say}, not %s", g_variant_get_type_string(v));
+        return FALSE;
+    }
+    *out = vd_secrets_new();
+    GVariantIter it;
+    const char *id;
+    GVariant *data;
+    g_variant_iter_init(&it, v);
+    while (g_variant_iter_next(&it, "{&s@ay}", &id, &data)) {
+        gsize len;
+        const guint8 *bytes = g_variant_get_fixed_array(data, &len, 1);
+        vd_secrets_add(*out, id, bytes, len);
+        g_variant_unref(data);
+    }
+    return TRUE;
+}
+
 static void create_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddPool *self = target;
@@ -360,8 +389,10 @@ static void create_authorized(gpointer target, GDBusMethodInvocation *invocation
     GError *error = NULL;
     NewVolumeWork *w = new_work(self, name, format);
     w->size = size;
+    static const char *const daemon_keys[] = {"secrets", NULL};
     if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
-        (w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL) {
+        (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        !lookup_secrets(options, &w->secrets, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);

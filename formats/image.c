@@ -962,6 +962,13 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
 gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
                             VdOptions *opts, GError **error)
 {
+    return vd_image_create_fd_with_secrets(fd, name, format, size, opts, NULL, error);
+}
+
+gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format,
+                                         guint64 size, VdOptions *opts, VdSecrets *secrets,
+                                         GError **error)
+{
     g_autofree char *fallback = g_strdup_printf("fd %d", fd);
     const char *label = name != NULL ? name : fallback;
     g_autoptr(VdOptions) empty = NULL;
@@ -973,6 +980,7 @@ gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint6
                                          error);
     if (drv == NULL)
         return FALSE;
+    params.secrets = secrets;
     g_autoptr(VdFile) file = vd_file_open_fd(fd, label, error);
     if (file == NULL)
         return FALSE;

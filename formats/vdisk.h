@@ -194,6 +194,10 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
  * left empty. */
 gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
                             VdOptions *opts, GError **error);
+/* Same, with the secrets that encryption options name; secrets may be NULL. */
+gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format,
+                                         guint64 size, VdOptions *opts, VdSecrets *secrets,
+                                         GError **error);
 
 const char *vd_image_format(VdImage *img);
 const char *vd_image_filename(VdImage *img);

@@ -65,5 +65,8 @@ gboolean shim_parse_option_string(const char *text, GPtrArray *out, GError **err
  * (binary multiples); a trailing "B"/"b" is bytes. No sign. */
 gboolean shim_parse_size(const char *text, guint64 *size, GError **error);
 
+/* An empty array of ShimOption, owning them. */
+GPtrArray *shim_options_new(void);
+
 /* The value of key in options, or NULL. */
 const char *shim_option_get(GPtrArray *options, const char *key);

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# The libvirt suite: virsh and virt-manager's library (virtinst) drive volumes
+# through the shim (build/plugin/vdisk-qemu-img) and vdiskd, end to end with
+# the real programs: a private system bus, polkitd, vdiskd from the build
+# tree, and libvirtd in a mount namespace where /usr/bin/qemu-img is masked,
+# so every operation provably goes through vdisk. qemu-img/qemu-io (outside
+# the namespace) are the oracle. Needs root and libvirt-daemon-system,
+# libvirt-clients, virtinst; exits 77 (skip) without them.
+# Prints one line per failed case, then "N passed, M failed".
+set -uo pipefail
+REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
+BUILD=${BUILD:-$REPO/build}
+SHIM=$BUILD/plugin/vdisk-qemu-img VDISKCTL=$BUILD/tools/vdiskctl
+export PY=/usr/bin/python3
+
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 77; }
+for p in libvirtd virsh qemu-img qemu-io unshare; do
+  command -v "$p" >/dev/null || { echo "SKIP: $p is missing"; exit 77; }
+done
+[[ -d /usr/share/virt-manager/virtinst ]] || { echo "SKIP: virtinst is missing"; exit 77; }
+[[ -x $SHIM && -x $BUILD/daemon/vdiskd ]] || { echo "SKIP: build first"; exit 77; }
+if [[ -e /run/libvirtd.pid ]] && kill -0 "$(cat /run/libvirtd.pid)" 2>/dev/null; then
+  echo "SKIP: a libvirtd is already running"; exit 77
+fi
+
+T=$(mktemp -d /tmp/vdisk-libvirt.XXXXXX)
+chmod 755 "$T"
+LIBVIRTD_PID=
+cleanup() {
+  virsh -q -c qemu:///system destroy vdisk-test >/dev/null 2>&1
+  virsh -q -c qemu:///system undefine vdisk-test --snapshots-metadata >/dev/null 2>&1
+  virsh -q -c qemu:///system pool-destroy vdisktest >/dev/null 2>&1
+  virsh -q -c qemu:///system pool-undefine vdisktest >/dev/null 2>&1
+  [[ -n $LIBVIRTD_PID ]] && kill "$LIBVIRTD_PID" 2>/dev/null
+  cd "$REPO" && vdisk_services_stop
+  rm -rf "$T"
+}
+trap cleanup EXIT
+# shellcheck source=../../scripts/services.sh
+source "$REPO/scripts/services.sh"
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/system_bus_socket
+# vdisk_start_bus listens where DBUS_SYSTEM_BUS_ADDRESS points.
+cd "$REPO" && vdisk_services_start "$T" || { echo "services did not start"; exit 1; }
+
+mkdir -p "$T/shim" && ln -s "$SHIM" "$T/shim/qemu-img"
+unshare -m sh -c "mount --bind /dev/null /usr/bin/qemu-img &&
+  exec env PATH=$T/shim:/usr/sbin:/usr/bin:/sbin:/bin VDISK_SHIM_FALLBACK=0 libvirtd -d --pid-file $T/libvirtd.pid" ||
+  { echo "libvirtd did not start"; exit 1; }
+for _ in $(seq 50); do [[ -s $T/libvirtd.pid ]] && break; sleep 0.1; done
+LIBVIRTD_PID=$(cat "$T/libvirtd.pid")
+export V="virsh -q -c qemu:///system" LV=$T/pool T SHIM VDISKCTL
+for _ in $(seq 50); do $V version >/dev/null 2>&1 && break; sleep 0.1; done
+$V pool-define-as vdisktest dir --target "$LV" >/dev/null && $V pool-build vdisktest >/dev/null &&
+  $V pool-start vdisktest >/dev/null || { echo "no libvirt pool"; exit 1; }
+
+PASSED=0 FAILED=0
+case_run() {
+  local name=$1 fn=$2 log=$T/case.$((PASSED + FAILED)).log
+  export -f "$fn"
+  if bash -eo pipefail -c "$fn" >"$log" 2>&1; then
+    PASSED=$((PASSED + 1))
+  else
+    FAILED=$((FAILED + 1))
+    echo "FAIL $name"
+    tail -n 8 "$log" | sed 's/^/    /'
+  fi
+}
+vsize() { qemu-img info -f "$2" --output=json "$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+export -f vsize
+
+t_create() {
+  $V vol-create-as vdisktest a.qcow2 64M --format qcow2
+  qemu-img check -f qcow2 "$LV/a.qcow2"
+  [[ $(vsize "$LV/a.qcow2" qcow2) == 67108864 ]]
+  $V vol-create-as vdisktest p.qcow2 64M --format qcow2 --prealloc-metadata
+  qemu-img check -f qcow2 "$LV/p.qcow2"
+  $V vol-create-as vdisktest o.qcow2 64M --format qcow2 --backing-vol a.qcow2 --backing-vol-format qcow2
+  qemu-img check -f qcow2 "$LV/o.qcow2"
+  $V vol-dumpxml --pool vdisktest o.qcow2 >"$T/o.xml"
+  grep -q "<path>$LV/a.qcow2</path>" "$T/o.xml"
+  grep -q "<capacity unit='bytes'>67108864</capacity>" "$T/o.xml"
+  for f in vmdk vdi qcow; do
+    $V vol-create-as vdisktest "x.$f" 32M --format "$f"
+    $V vol-dumpxml --pool vdisktest "x.$f" | grep -q "<format type='$f'/>"
+    [[ $(vsize "$LV/x.$f" "$f") == 33554432 ]]
+  done
+  qemu-img check -f vmdk "$LV/x.vmdk"; qemu-img check -f vdi "$LV/x.vdi"
+}
+case_run "vol-create-as qcow2 (plain, preallocated, overlay), vmdk, vdi, qcow" t_create
+
+t_xml() {
+  cat >"$T/f.xml" <<XML
+<volume><name>f.qcow2</name><capacity unit='MiB'>64</capacity>
+  <target><format type='qcow2'/><clusterSize unit='KiB'>128</clusterSize>
+  <features><lazy_refcounts/></features></target></volume>
+XML
+  $V vol-create vdisktest "$T/f.xml"
+  qemu-img info --output=json "$LV/f.qcow2" | $PY -c '
+import json,sys
+d=json.load(sys.stdin)
+assert d["cluster-size"]==131072, d
+s=d["format-specific"]["data"]
+assert s["compat"]=="1.1" and s["lazy-refcounts"] is True, s'
+  qemu-img check -f qcow2 "$LV/f.qcow2"
+}
+case_run "vol-create from XML with lazy_refcounts and clusterSize" t_xml
+
+t_clone_resize() {
+  qemu-io -f qcow2 -c 'write -P 42 0 4M' -c 'write -P 9 60M 1M' "$LV/a.qcow2" >/dev/null
+  $V vol-clone --pool vdisktest a.qcow2 b.qcow2
+  qemu-img compare -f qcow2 -F qcow2 "$LV/a.qcow2" "$LV/b.qcow2"
+  for f in vmdk vdi raw; do
+    printf "<volume><name>c.$f</name><capacity unit='MiB'>64</capacity><target><format type='$f'/></target></volume>" >"$T/c.xml"
+    $V vol-create-from vdisktest "$T/c.xml" --inputpool vdisktest a.qcow2
+    qemu-img compare -f qcow2 -F "$f" "$LV/a.qcow2" "$LV/c.$f"
+  done
+  $V vol-resize --pool vdisktest b.qcow2 128M
+  [[ $(vsize "$LV/b.qcow2" qcow2) == 134217728 ]]
+  $V vol-dumpxml --pool vdisktest b.qcow2 | grep -q "<capacity unit='bytes'>134217728</capacity>"
+  $V vol-resize --pool vdisktest b.qcow2 64M --shrink
+  [[ $(vsize "$LV/b.qcow2" qcow2) == 67108864 ]]
+  qemu-img check -f qcow2 "$LV/b.qcow2"
+  qemu-img compare -f qcow2 -F qcow2 "$LV/a.qcow2" "$LV/b.qcow2"
+}
+case_run "vol-clone, vol-create-from to vmdk/vdi/raw, vol-resize grow and --shrink" t_clone_resize
+
+t_virtinst() {
+  $PY - <<'PY'
+import sys
+sys.path.insert(0, "/usr/share/virt-manager")
+import virtinst
+from virtinst import StorageVolume
+conn = virtinst.VirtinstConnection("qemu:///system")
+conn.open(None, None)
+pool = conn.storagePoolLookupByName("vdisktest")
+vol = StorageVolume(conn)
+vol.pool = pool
+vol.name = "vm.qcow2"
+vol.format = "qcow2"
+vol.capacity = 64 * 1024 ** 2
+vol.allocation = 0
+vol.validate()
+v = vol.install()
+c = StorageVolume(conn)
+c.pool = pool
+c.name = "vm-clone.qcow2"
+c.set_input_vol(v)
+c.validate()
+c.install()
+PY
+  qemu-img check -f qcow2 "$LV/vm.qcow2"
+  qemu-img info --output=json "$LV/vm.qcow2" | grep -q '"lazy-refcounts": true'
+  qemu-img compare -f qcow2 -F qcow2 "$LV/vm.qcow2" "$LV/vm-clone.qcow2"
+}
+case_run "virt-manager's new-volume and clone flows (virtinst)" t_virtinst
+
+t_snapshots() {
+  $V vol-create-as vdisktest dom.qcow2 64M --format qcow2
+  cat >"$T/dom.xml" <<XML
+<domain type='qemu'><name>vdisk-test</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+    <source file='$LV/dom.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>
+XML
+  $V define "$T/dom.xml" >/dev/null
+  $V snapshot-create-as vdisk-test snap1 >/dev/null
+  qemu-img snapshot -l "$LV/dom.qcow2" | grep -q snap1
+  "$VDISKCTL" info vdisktest/dom.qcow2 | grep -q snap1
+  qemu-io -f qcow2 -c 'write -P 7 0 1M' "$LV/dom.qcow2" >/dev/null
+  $V snapshot-revert vdisk-test snap1
+  qemu-img create -q -f raw "$T/zero.raw" 64M
+  qemu-img compare -f raw -F qcow2 "$T/zero.raw" "$LV/dom.qcow2"
+  $V snapshot-delete vdisk-test snap1 >/dev/null
+  ! qemu-img snapshot -l "$LV/dom.qcow2" | grep -q snap1
+  $V snapshot-create-as vdisk-test ext1 --disk-only --diskspec "vda,file=$LV/dom.ext1" >/dev/null
+  qemu-img info --output=json "$LV/dom.ext1" | grep -q '"backing-filename": ".*dom.qcow2"'
+  qemu-img check -f qcow2 "$LV/dom.ext1"
+  $V dumpxml vdisk-test | grep -q "$LV/dom.ext1"
+}
+case_run "inactive domain: internal snapshots, external disk-only snapshot" t_snapshots
+
+t_views() {
+  $V vol-create-as vdisktest seen.qcow2 16M --format qcow2
+  "$VDISKCTL" volumes vdisktest | grep -q seen.qcow2
+  "$VDISKCTL" create -f qcow2 vdisktest/from-vdisk.qcow2 16M
+  sleep 1
+  $V vol-list vdisktest | grep -q from-vdisk.qcow2
+}
+case_run "libvirt and vdiskd see each other's volumes" t_views
+
+t_shim_errors() {
+  # Fallback off: a request vdiskd cannot serve fails with a clear message.
+  out=$(VDISK_SHIM_FALLBACK=0 "$SHIM" info "$LV/a.qcow2" 2>&1) && exit 1
+  grep -q "fallback to /usr/bin/qemu-img is off" <<<"$out"
+  out=$("$SHIM" create -f qcow2 "$LV/nosize.qcow2" 2>&1) && exit 1
+  grep -q "needs a size" <<<"$out"
+  "$SHIM" --status | grep -q "the vdisk shim"
+}
+case_run "the shim's errors and --status" t_shim_errors
+
+t_encrypted() {
+  printf 'vdisk-secret-pass' >"$T/pw"
+  uuid=$(cat /proc/sys/kernel/random/uuid)
+  cat >"$T/secret.xml" <<XML
+<secret ephemeral='no' private='no'><uuid>$uuid</uuid><usage type='volume'><volume>$LV/enc.qcow2</volume></usage></secret>
+XML
+  $V secret-define "$T/secret.xml" >/dev/null
+  $V secret-set-value "$uuid" --file "$T/pw" --plain >/dev/null
+  cat >"$T/enc.xml" <<XML
+<volume><name>enc.qcow2</name><capacity unit='MiB'>32</capacity>
+  <target><format type='qcow2'/><encryption format='luks'><secret type='passphrase' uuid='$uuid'/></encryption></target></volume>
+XML
+  trap '$V secret-undefine $uuid >/dev/null 2>&1' EXIT
+  $V vol-create vdisktest "$T/enc.xml"
+  qemu-img info "$LV/enc.qcow2" | grep -qi encrypt
+  qemu-img check --object "secret,id=s0,file=$T/pw" --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=$LV/enc.qcow2"
+}
+case_run "LUKS-encrypted volume from a libvirt secret" t_encrypted
+
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED == 0 ]]

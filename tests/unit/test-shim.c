@@ -1,0 +1,172 @@
+/* The libvirt shim's command-line parsing, on the exact command lines
+ * libvirt 9.0 builds (recorded from a libvirtd running a logging
+ * qemu-img). */
+#include <glib.h>
+#include <string.h>
+
+#include "shim-args.h"
+
+static ShimRequest *parse(const char *line, GError **error)
+{
+    g_auto(GStrv) argv = g_strsplit(line, " ", -1);
+    return shim_parse_args((int)g_strv_length(argv), argv, error);
+}
+
+static void test_create(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img create -f qcow2 -o preallocation=falloc,compat=0.10 /p/a.qcow2 65536K", &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(r->command, ==, SHIM_CMD_CREATE);
+    g_assert_cmpstr(r->format, ==, "qcow2");
+    g_assert_cmpstr(r->filename, ==, "/p/a.qcow2");
+    g_assert_cmpuint(r->size, ==, 67108864);
+    g_assert_cmpstr(shim_option_get(r->options, "preallocation"), ==, "falloc");
+    g_assert_cmpstr(shim_option_get(r->options, "compat"), ==, "0.10");
+    g_assert_null(r->unsupported);
+}
+
+static void test_create_features(void)
+{
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img create -f qcow2 -o compat=1.1,cluster_size=131072,lazy_refcounts /p/f 64M", NULL);
+    g_assert_cmpstr(shim_option_get(r->options, "lazy_refcounts"), ==, "on");
+    g_assert_cmpstr(shim_option_get(r->options, "cluster_size"), ==, "131072");
+    g_assert_cmpuint(r->size, ==, 64 << 20);
+}
+
+static void test_create_backing(void)
+{
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img create -f qcow2 -b /p/a.qcow2 -o backing_fmt=qcow2,compat=0.10 /p/o 65536K", NULL);
+    g_assert_cmpstr(r->backing, ==, "/p/a.qcow2");
+    g_assert_cmpstr(r->backing_format, ==, "qcow2");
+    g_assert_null(shim_option_get(r->options, "backing_fmt"));
+    /* External snapshot of an inactive domain: no size. */
+    g_autoptr(ShimRequest) s = parse(
+        "qemu-img create -f qcow2 -o backing_fmt=qcow2,backing_file=/p/dom.qcow2 /p/dom.ext1", NULL);
+    g_assert_cmpstr(s->backing, ==, "/p/dom.qcow2");
+    g_assert_null(s->size_text);
+    g_assert_cmpuint(s->options->len, ==, 0);
+}
+
+static void test_create_encrypted(void)
+{
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img create -f qcow2 --object secret,id=v_encrypt0,file=/run/s -o "
+        "encrypt.format=luks,encrypt.key-secret=v_encrypt0,compat=0.10 /p/enc.qcow2 32768K",
+        NULL);
+    g_assert_cmpuint(r->objects->len, ==, 1);
+    g_assert_cmpstr(r->objects->pdata[0], ==, "secret,id=v_encrypt0,file=/run/s");
+    g_assert_cmpstr(shim_option_get(r->options, "encrypt.key-secret"), ==, "v_encrypt0");
+    g_assert_null(r->unsupported);
+}
+
+static void test_escaped_commas(void)
+{
+    g_autoptr(GPtrArray) opts = shim_options_new();
+    g_assert_true(shim_parse_option_string("backing_file=/a,,b,compat=1.1", opts, NULL));
+    g_assert_cmpstr(shim_option_get(opts, "backing_file"), ==, "/a,b");
+    g_assert_cmpstr(shim_option_get(opts, "compat"), ==, "1.1");
+    g_autoptr(GError) error = NULL;
+    g_assert_false(shim_parse_option_string(",x=1", opts, &error));
+    g_assert_nonnull(error);
+}
+
+static void test_convert(void)
+{
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img convert -f qcow2 -O qcow2 -o compat=1.1,lazy_refcounts /p/a /p/b", NULL);
+    g_assert_cmpint(r->command, ==, SHIM_CMD_CONVERT);
+    g_assert_cmpstr(r->format, ==, "qcow2");
+    g_assert_cmpstr(r->out_format, ==, "qcow2");
+    g_assert_cmpstr(r->filename, ==, "/p/a");
+    g_assert_cmpstr(r->target, ==, "/p/b");
+    g_assert_null(r->unsupported);
+}
+
+static void test_convert_encrypted(void)
+{
+    g_autoptr(ShimRequest) r = parse(
+        "qemu-img convert --image-opts -n --target-image-opts --object "
+        "secret,id=b_encrypt0,file=/run/s1 --object secret,id=a_encrypt0,file=/run/s2 "
+        "driver=qcow2,file.filename=/p/a,encrypt.key-secret=a_encrypt0 "
+        "driver=qcow2,file.filename=/p/b,encrypt.key-secret=b_encrypt0",
+        NULL);
+    g_assert_cmpstr(r->filename, ==, "/p/a");
+    g_assert_cmpstr(r->target, ==, "/p/b");
+    g_assert_cmpstr(r->format, ==, "qcow2");
+    g_assert_cmpstr(r->out_format, ==, "qcow2");
+    g_assert_true(r->no_create);
+    g_assert_cmpuint(r->objects->len, ==, 2);
+    g_assert_nonnull(r->unsupported); /* goes to qemu-img for now */
+}
+
+static void test_resize(void)
+{
+    g_autoptr(ShimRequest) r = parse("qemu-img resize --shrink /p/b 67108864", NULL);
+    g_assert_cmpint(r->command, ==, SHIM_CMD_RESIZE);
+    g_assert_true(r->shrink);
+    g_assert_cmpuint(r->size, ==, 67108864);
+    g_autoptr(ShimRequest) e = parse(
+        "qemu-img resize --object secret,id=s,file=/f --image-opts "
+        "driver=qcow2,encrypt.key-secret=s,file.filename=/p/e 67108864",
+        NULL);
+    g_assert_cmpstr(e->filename, ==, "/p/e");
+    g_assert_nonnull(e->unsupported);
+    g_autoptr(ShimRequest) rel = parse("qemu-img resize /p/b +1G", NULL);
+    g_assert_nonnull(rel->unsupported);
+}
+
+static void test_snapshot(void)
+{
+    const char *ops = "cad";
+    for (int i = 0; i < 3; i++) {
+        g_autofree char *line = g_strdup_printf("qemu-img snapshot -%c snap1 /p/dom", ops[i]);
+        g_autoptr(ShimRequest) r = parse(line, NULL);
+        g_assert_cmpint(r->command, ==, SHIM_CMD_SNAPSHOT);
+        g_assert_cmpint(r->snapshot_op, ==, ops[i]);
+        g_assert_cmpstr(r->snapshot, ==, "snap1");
+        g_assert_cmpstr(r->filename, ==, "/p/dom");
+        g_assert_null(r->unsupported);
+    }
+}
+
+static void test_errors_and_others(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_null(parse("qemu-img create -f qcow2 /p/x", &error));
+    g_assert_nonnull(strstr(error->message, "needs a size"));
+    g_clear_error(&error);
+    g_assert_null(parse("qemu-img create -f qcow2 /p/x 12Q", &error));
+    g_clear_error(&error);
+    g_assert_null(parse("qemu-img create --bogus /p/x 1M", &error));
+    g_clear_error(&error);
+    g_autoptr(ShimRequest) info = parse("qemu-img info /p/x", NULL);
+    g_assert_cmpint(info->command, ==, SHIM_CMD_OTHER);
+    g_assert_nonnull(info->unsupported);
+    g_autoptr(ShimRequest) v = parse("qemu-img --version", NULL);
+    g_assert_cmpint(v->command, ==, SHIM_CMD_VERSION);
+    guint64 size;
+    g_assert_true(shim_parse_size("1G", &size, NULL));
+    g_assert_cmpuint(size, ==, 1073741824);
+    g_assert_true(shim_parse_size("512", &size, NULL));
+    g_assert_cmpuint(size, ==, 512);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/shim/create", test_create);
+    g_test_add_func("/shim/create-features", test_create_features);
+    g_test_add_func("/shim/create-backing", test_create_backing);
+    g_test_add_func("/shim/create-encrypted", test_create_encrypted);
+    g_test_add_func("/shim/escaped-commas", test_escaped_commas);
+    g_test_add_func("/shim/convert", test_convert);
+    g_test_add_func("/shim/convert-encrypted", test_convert_encrypted);
+    g_test_add_func("/shim/resize", test_resize);
+    g_test_add_func("/shim/snapshot", test_snapshot);
+    g_test_add_func("/shim/errors-and-others", test_errors_and_others);
+    return g_test_run();
+}
