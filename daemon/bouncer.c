@@ -14,25 +14,25 @@ typedef struct {
 
 /* The whole table (DESIGN.md, "Authorisation"). "" is "anyone". */
 static const Rule rules[] = {
-    {VDISK_MANAGER_INTERFACE, "GetPools", ""},
-    {VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS},
-    {VDISK_MANAGER_INTERFACE, "ResolvePath", VDISK_ACTION_MANAGE_POOLS},
-    {VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT},
-    {VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT},
-    {VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME},
-    {VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME},
-    {VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS},
-    {VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME},
-    {VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME},
+    { VDISK_MANAGER_INTERFACE, "GetPools", "" },
+    { VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS },
+    { VDISK_MANAGER_INTERFACE, "ResolvePath", VDISK_ACTION_MANAGE_POOLS },
+    { VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT },
+    { VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT },
+    { VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME },
+    { VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME },
+    { VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS },
+    { VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME },
+    { VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME },
     /* Own jobs: anyone; others' jobs: job.c asks again for
      * VDISK_ACTION_CANCEL_JOB_OTHER_USER. */
-    {VDISK_JOB_INTERFACE, "Cancel", ""},
+    { VDISK_JOB_INTERFACE, "Cancel", "" },
 };
 
 const char *vdd_bouncer_action_for(const char *interface, const char *method)
@@ -67,10 +67,7 @@ static void vdd_bouncer_class_init(VddBouncerClass *klass)
 
 static void vdd_bouncer_init(VddBouncer *self) {}
 
-VddBouncer *vdd_bouncer_new(void)
-{
-    return g_object_new(VDD_TYPE_BOUNCER, NULL);
-}
+VddBouncer *vdd_bouncer_new(void) { return g_object_new(VDD_TYPE_BOUNCER, NULL); }
 
 typedef struct {
     GDBusMethodInvocation *invocation;
@@ -89,12 +86,11 @@ static void check_free(Check *c)
 
 static void deny(GTask *task, Check *c, const char *why)
 {
-    g_task_return_new_error(task, VDD_ERROR, VDD_ERROR_NOT_AUTHORIZED,
-                            "%s.%s needs authorisation for %s%s%s",
-                            g_dbus_method_invocation_get_interface_name(c->invocation),
-                            g_dbus_method_invocation_get_method_name(c->invocation),
-                            c->action ? c->action : "(no action: denied)", why ? ": " : "",
-                            why ? why : "");
+    g_task_return_new_error(
+        task, VDD_ERROR, VDD_ERROR_NOT_AUTHORIZED, "%s.%s needs authorisation for %s%s%s",
+        g_dbus_method_invocation_get_interface_name(c->invocation),
+        g_dbus_method_invocation_get_method_name(c->invocation),
+        c->action ? c->action : "(no action: denied)", why ? ": " : "", why ? why : "");
 }
 
 static void polkit_done(GObject *source, GAsyncResult *res, gpointer data)
@@ -145,8 +141,8 @@ static void ask_polkit(VddBouncer *self, GTask *task, Check *c)
     GDBusMessage *msg = g_dbus_method_invocation_get_message(c->invocation);
     if (g_dbus_message_get_flags(msg) & G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION)
         flags |= POLKIT_CHECK_AUTHORIZATION_FLAGS_ALLOW_USER_INTERACTION;
-    polkit_authority_check_authorization(self->authority, subject, c->action, details, flags,
-                                         NULL, polkit_done, task);
+    polkit_authority_check_authorization(self->authority, subject, c->action, details, flags, NULL,
+                                         polkit_done, task);
 }
 
 static void uid_done(GObject *source, GAsyncResult *res, gpointer data)
@@ -154,8 +150,8 @@ static void uid_done(GObject *source, GAsyncResult *res, gpointer data)
     GTask *task = data;
     Check *c = g_task_get_task_data(task);
     g_autoptr(GError) error = NULL;
-    g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), res,
-                                                              &error);
+    g_autoptr(GVariant) reply =
+        g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), res, &error);
     if (reply == NULL) {
         deny(task, c, "cannot find out who the caller is");
         g_object_unref(task);
@@ -176,8 +172,8 @@ static void uid_done(GObject *source, GAsyncResult *res, gpointer data)
 }
 
 void vdd_bouncer_check_async(VddBouncer *self, GDBusMethodInvocation *invocation,
-                             const char *action, GHashTable *details,
-                             GAsyncReadyCallback callback, gpointer user_data)
+                             const char *action, GHashTable *details, GAsyncReadyCallback callback,
+                             gpointer user_data)
 {
     GTask *task = g_task_new(self, NULL, callback, user_data);
     Check *c = g_new0(Check, 1);

@@ -22,8 +22,8 @@ VddBouncer *vdd_bouncer_new(void);
  * may be NULL) are passed to polkit rules: pool, volume, format, operation.
  * Root (uid 0) is always allowed. */
 void vdd_bouncer_check_async(VddBouncer *self, GDBusMethodInvocation *invocation,
-                             const char *action, GHashTable *details,
-                             GAsyncReadyCallback callback, gpointer user_data);
+                             const char *action, GHashTable *details, GAsyncReadyCallback callback,
+                             gpointer user_data);
 /* TRUE when allowed; *uid is the caller's uid in either case (G_MAXUINT32
  * when unknown). FALSE with VDD_ERROR_NOT_AUTHORIZED naming the action. */
 gboolean vdd_bouncer_check_finish(VddBouncer *self, GAsyncResult *result, guint32 *uid,

@@ -15,22 +15,21 @@ void vdd_daemon_options_clear(VddDaemonOptions *opts)
     g_clear_pointer(&opts->config_dir, g_free);
 }
 
-gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***argv,
-                                  GError **error)
+gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***argv, GError **error)
 {
     gint64 idle = 300;
     g_autofree char *config_dir = NULL;
     gboolean session = FALSE, replace = FALSE, version = FALSE;
     g_autofree char *idle_text = NULL;
     GOptionEntry entries[] = {
-        {"idle-timeout", 0, 0, G_OPTION_ARG_STRING, &idle_text,
-         "Exit after SECONDS without calls when no job runs (default 300, 0: never)", "SECONDS"},
-        {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir,
-         "Read pools from DIR/*.conf (default " VDD_DEFAULT_CONFIG_DIR ")", "DIR"},
-        {"session", 0, 0, G_OPTION_ARG_NONE, &session, "Use the session bus (development)", NULL},
-        {"replace", 'r', 0, G_OPTION_ARG_NONE, &replace, "Replace a running vdiskd", NULL},
-        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
-        {NULL},
+        { "idle-timeout", 0, 0, G_OPTION_ARG_STRING, &idle_text,
+          "Exit after SECONDS without calls when no job runs (default 300, 0: never)", "SECONDS" },
+        { "config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir,
+          "Read pools from DIR/*.conf (default " VDD_DEFAULT_CONFIG_DIR ")", "DIR" },
+        { "session", 0, 0, G_OPTION_ARG_NONE, &session, "Use the session bus (development)", NULL },
+        { "replace", 'r', 0, G_OPTION_ARG_NONE, &replace, "Replace a running vdiskd", NULL },
+        { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+        { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- the vdisk D-Bus service");
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -103,7 +102,7 @@ static gboolean idle_check(gpointer data)
 
 int vdd_daemon_run(const VddDaemonOptions *opts)
 {
-    Daemon d = {.opts = opts};
+    Daemon d = { .opts = opts };
     (void)VDD_ERROR; /* register the D-Bus error names before any reply */
     d.loop = g_main_loop_new(NULL, FALSE);
     d.manager = vdd_manager_new();
@@ -115,11 +114,11 @@ int vdd_daemon_run(const VddDaemonOptions *opts)
         libvirt = vdd_libvirt_new(d.manager, libvirt_uri);
         vdd_manager_set_libvirt(d.manager, libvirt);
     }
-    guint owner = g_bus_own_name(opts->session_bus ? G_BUS_TYPE_SESSION : G_BUS_TYPE_SYSTEM,
-                                 VDISK_BUS_NAME,
-                                 G_BUS_NAME_OWNER_FLAGS_ALLOW_REPLACEMENT |
-                                     (opts->replace ? G_BUS_NAME_OWNER_FLAGS_REPLACE : 0),
-                                 bus_acquired, name_acquired, name_lost, &d, NULL);
+    guint owner =
+        g_bus_own_name(opts->session_bus ? G_BUS_TYPE_SESSION : G_BUS_TYPE_SYSTEM, VDISK_BUS_NAME,
+                       G_BUS_NAME_OWNER_FLAGS_ALLOW_REPLACEMENT |
+                           (opts->replace ? G_BUS_NAME_OWNER_FLAGS_REPLACE : 0),
+                       bus_acquired, name_acquired, name_lost, &d, NULL);
     g_unix_signal_add(SIGTERM, on_signal, &d);
     g_unix_signal_add(SIGINT, on_signal, &d);
     if (opts->idle_timeout > 0)

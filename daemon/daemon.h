@@ -16,8 +16,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VddDaemonOptions, vdd_daemon_options_clear)
 
 /* Parse argv (modified) into opts; --help prints and exits via
  * GOptionContext. FALSE with G_OPTION_ERROR on bad options. */
-gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***argv,
-                                  GError **error);
+gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***argv, GError **error);
 
 /* Own the name, serve until idle (or a signal); returns the exit status. */
 int vdd_daemon_run(const VddDaemonOptions *opts);

@@ -7,22 +7,21 @@
 #include "vdisk.h"
 
 static const GDBusErrorEntry entries[] = {
-    {VDD_ERROR_NOT_AUTHORIZED, VDISK_ERROR_NOT_AUTHORIZED},
-    {VDD_ERROR_NOT_FOUND, VDISK_ERROR_NOT_FOUND},
-    {VDD_ERROR_EXISTS, VDISK_ERROR_EXISTS},
-    {VDD_ERROR_INVALID_ARGUMENT, VDISK_ERROR_INVALID_ARGUMENT},
-    {VDD_ERROR_UNSUPPORTED_FORMAT, VDISK_ERROR_UNSUPPORTED_FORMAT},
-    {VDD_ERROR_CORRUPT, VDISK_ERROR_CORRUPT},
-    {VDD_ERROR_BUSY, VDISK_ERROR_BUSY},
-    {VDD_ERROR_CANCELLED, VDISK_ERROR_CANCELLED},
-    {VDD_ERROR_FAILED, VDISK_ERROR_FAILED},
+    { VDD_ERROR_NOT_AUTHORIZED, VDISK_ERROR_NOT_AUTHORIZED },
+    { VDD_ERROR_NOT_FOUND, VDISK_ERROR_NOT_FOUND },
+    { VDD_ERROR_EXISTS, VDISK_ERROR_EXISTS },
+    { VDD_ERROR_INVALID_ARGUMENT, VDISK_ERROR_INVALID_ARGUMENT },
+    { VDD_ERROR_UNSUPPORTED_FORMAT, VDISK_ERROR_UNSUPPORTED_FORMAT },
+    { VDD_ERROR_CORRUPT, VDISK_ERROR_CORRUPT },
+    { VDD_ERROR_BUSY, VDISK_ERROR_BUSY },
+    { VDD_ERROR_CANCELLED, VDISK_ERROR_CANCELLED },
+    { VDD_ERROR_FAILED, VDISK_ERROR_FAILED },
 };
 
 GQuark vdd_error_quark(void)
 {
     static gsize quark = 0;
-    g_dbus_error_register_error_domain("vdd-error-quark", &quark, entries,
-                                       G_N_ELEMENTS(entries));
+    g_dbus_error_register_error_domain("vdd-error-quark", &quark, entries, G_N_ELEMENTS(entries));
     return (GQuark)quark;
 }
 
@@ -95,12 +94,12 @@ void vdd_error_set_errno(GError **error, int err, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *what = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    VddError code = err == ENOENT   ? VDD_ERROR_NOT_FOUND
-                    : err == EEXIST ? VDD_ERROR_EXISTS
-                    : err == EBUSY  ? VDD_ERROR_BUSY
-                    : (err == EISDIR || err == ENOTDIR || err == ELOOP || err == EINVAL ||
-                       err == EBADF)
-                        ? VDD_ERROR_INVALID_ARGUMENT
-                        : VDD_ERROR_FAILED;
+    VddError code =
+        err == ENOENT   ? VDD_ERROR_NOT_FOUND
+        : err == EEXIST ? VDD_ERROR_EXISTS
+        : err == EBUSY  ? VDD_ERROR_BUSY
+        : (err == EISDIR || err == ENOTDIR || err == ELOOP || err == EINVAL || err == EBADF)
+            ? VDD_ERROR_INVALID_ARGUMENT
+            : VDD_ERROR_FAILED;
     g_set_error(error, VDD_ERROR, code, "%s: %s", what, g_strerror(err));
 }

@@ -67,10 +67,7 @@ static void vdd_job_class_init(VddJobClass *klass)
     G_OBJECT_CLASS(klass)->finalize = vdd_job_finalize;
 }
 
-static void vdd_job_init(VddJob *self)
-{
-    self->cancellable = g_cancellable_new();
-}
+static void vdd_job_init(VddJob *self) { self->cancellable = g_cancellable_new(); }
 
 const char *vdd_job_get_object_path(VddJob *self) { return self->path; }
 guint32 vdd_job_get_uid(VddJob *self) { return self->uid; }
@@ -174,10 +171,7 @@ static void finish(VddJob *self, const GError *error)
     g_timeout_add_seconds(vdd_job_linger_seconds, unexport, g_object_ref(self));
 }
 
-void vdd_job_complete_now(VddJob *self, const GError *error)
-{
-    finish(self, error);
-}
+void vdd_job_complete_now(VddJob *self, const GError *error) { finish(self, error); }
 
 static gboolean worker_done(gpointer data)
 {
@@ -265,8 +259,8 @@ static void caller_checked(GObject *source, GAsyncResult *res, gpointer data)
     }
     g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
     g_hash_table_insert(details, "operation", c->job->operation);
-    vdd_bouncer_check_async(VDD_BOUNCER(source), c->invocation,
-                            VDISK_ACTION_CANCEL_JOB_OTHER_USER, details, other_user_checked, c);
+    vdd_bouncer_check_async(VDD_BOUNCER(source), c->invocation, VDISK_ACTION_CANCEL_JOB_OTHER_USER,
+                            details, other_user_checked, c);
 }
 
 static gboolean handle_cancel(VddDbusJob *iface, GDBusMethodInvocation *invocation,
@@ -293,10 +287,10 @@ VddJob *vdd_job_new(VddManager *manager, const char *operation, guint32 uid,
     self->path = g_strdup_printf(VDISK_JOBS_PATH "/%u", self->id);
     self->object = vdd_dbus_object_skeleton_new(self->path);
     self->iface = vdd_dbus_job_skeleton_new();
-    const char *const none[] = {NULL};
+    const char *const none[] = { NULL };
     g_object_set(self->iface, "operation", operation, "started-by-uid", uid, "cancelable", TRUE,
-                 "objects", objects ? objects : none, "state", "running", "error", "",
-                 "start-time", (guint64)g_get_real_time(), NULL);
+                 "objects", objects ? objects : none, "state", "running", "error", "", "start-time",
+                 (guint64)g_get_real_time(), NULL);
     g_signal_connect(self->iface, "handle-cancel", G_CALLBACK(handle_cancel), self);
     vdd_dbus_object_skeleton_set_job(self->object, self->iface);
     vdd_manager_export_job(manager, self, G_DBUS_OBJECT_SKELETON(self->object));

@@ -42,7 +42,10 @@ static void lv_clear(VddLibvirt *self)
     g_free(self->uri);
 }
 
-static void lv_unref(VddLibvirt *self) { g_atomic_rc_box_release_full(self, (GDestroyNotify)lv_clear); }
+static void lv_unref(VddLibvirt *self)
+{
+    g_atomic_rc_box_release_full(self, (GDestroyNotify)lv_clear);
+}
 
 /* libvirt prints every error on stderr by default; ours are logged where
  * they matter. */
@@ -198,8 +201,8 @@ static void xml_text(GMarkupParseContext *ctx, const char *text, gsize len, gpoi
 
 static char *pool_target_path(const char *xml)
 {
-    static const GMarkupParser parser = {xml_start, xml_end, xml_text, NULL, NULL};
-    XmlState s = {.path = g_string_new(NULL)};
+    static const GMarkupParser parser = { xml_start, xml_end, xml_text, NULL, NULL };
+    XmlState s = { .path = g_string_new(NULL) };
     g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &s, NULL);
     if (!g_markup_parse_context_parse(ctx, xml, -1, NULL) ||
         !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0) {
@@ -217,9 +220,8 @@ static GPtrArray *list_pools(VddLibvirt *self)
     if (conn == NULL)
         return NULL;
     virStoragePoolPtr *pools = NULL;
-    int n = virConnectListAllStoragePools(conn, &pools,
-                                          VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE |
-                                              VIR_CONNECT_LIST_STORAGE_POOLS_DIR);
+    int n = virConnectListAllStoragePools(
+        conn, &pools, VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE | VIR_CONNECT_LIST_STORAGE_POOLS_DIR);
     GPtrArray *result = NULL;
     if (n >= 0) {
         result = g_ptr_array_new_with_free_func((GDestroyNotify)lv_pool_free);

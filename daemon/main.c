@@ -9,7 +9,7 @@ int main(int argc, char **argv)
     setlocale(LC_ALL, "");
     /* A client closing its end of a descriptor must not kill us. */
     signal(SIGPIPE, SIG_IGN);
-    g_auto(VddDaemonOptions) opts = {0};
+    g_auto(VddDaemonOptions) opts = { 0 };
     g_autoptr(GError) error = NULL;
     if (!vdd_daemon_parse_options(&opts, &argc, &argv, &error)) {
         g_printerr("vdiskd: %s\n", error->message);

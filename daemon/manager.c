@@ -98,8 +98,7 @@ void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const cha
                        const GError *error)
 {
     g_message("uid %d: %s.%s %s: %s", uid == G_MAXUINT32 ? -1 : (int)uid,
-              g_dbus_method_invocation_get_interface_name(invocation) +
-                  sizeof(VDISK_BUS_NAME),
+              g_dbus_method_invocation_get_interface_name(invocation) + sizeof(VDISK_BUS_NAME),
               g_dbus_method_invocation_get_method_name(invocation), what ? what : "",
               error ? error->message : "ok");
 }
@@ -129,8 +128,8 @@ static void authorized(GObject *source, GAsyncResult *res, gpointer data)
     if (vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error))
         c->func(c->target, c->invocation, uid);
     else
-        vdd_return_error(c->invocation, uid, g_dbus_method_invocation_get_object_path(c->invocation),
-                         error);
+        vdd_return_error(c->invocation, uid,
+                         g_dbus_method_invocation_get_object_path(c->invocation), error);
     g_object_unref(c->target);
     g_object_unref(c->invocation);
     g_free(c);
@@ -159,11 +158,11 @@ void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, 
 
 /* ----- caller's descriptors ----- */
 
-int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access,
-                  const char *what, GError **error)
+int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
+                  GError **error)
 {
-    GUnixFDList *list = g_dbus_message_get_unix_fd_list(
-        g_dbus_method_invocation_get_message(invocation));
+    GUnixFDList *list =
+        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
     if (list == NULL || handle < 0 || handle >= g_unix_fd_list_get_length(list)) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "%s: no file descriptor was passed with handle %d", what, handle);
@@ -225,7 +224,6 @@ gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
     return FALSE;
 }
 
-
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name)
 {
     VddPool *pool = g_hash_table_lookup(self->pools, name);
@@ -249,8 +247,7 @@ VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *di
     if (!vdd_name_is_valid(name, "pool", error))
         return NULL;
     if (g_hash_table_contains(self->pools, name)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already",
-                    name);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already", name);
         return NULL;
     }
     VddPool *pool = vdd_pool_new(self, name, directory, error);
@@ -288,8 +285,8 @@ static gboolean handle_get_pools(VddDbusManager *iface, GDBusMethodInvocation *i
     g_autoptr(GList) names = g_hash_table_get_keys(self->pools);
     names = g_list_sort(names, (GCompareFunc)g_strcmp0);
     for (GList *l = names; l; l = l->next)
-        g_ptr_array_add(paths, (gpointer)vdd_pool_get_object_path(
-                                   g_hash_table_lookup(self->pools, l->data)));
+        g_ptr_array_add(
+            paths, (gpointer)vdd_pool_get_object_path(g_hash_table_lookup(self->pools, l->data)));
     g_ptr_array_add(paths, NULL);
     vdd_dbus_manager_complete_get_pools(iface, invocation, (const char *const *)paths->pdata);
     return TRUE;
@@ -316,8 +313,8 @@ static gboolean handle_add_pool(VddDbusManager *iface, GDBusMethodInvocation *in
                                 const char *name, const char *directory, GVariant *options,
                                 VddManager *self)
 {
-    vdd_manager_authorize(self, invocation, self, add_pool_authorized, "pool", name,
-                          "operation", "add-pool", NULL);
+    vdd_manager_authorize(self, invocation, self, add_pool_authorized, "pool", name, "operation",
+                          "add-pool", NULL);
     return TRUE;
 }
 
@@ -393,8 +390,7 @@ static void resolve_finish(gpointer data)
     resolve_free(r);
 }
 
-static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invocation,
-                                    guint32 uid)
+static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddManager *self = target;
     const char *path;
@@ -463,8 +459,9 @@ static GVariant *info_to_variant(VdImageInfo *info)
     g_variant_builder_add(&b, "{sv}", "cluster-size", g_variant_new_uint32(info->cluster_size));
     g_variant_builder_add(&b, "{sv}", "encrypted", g_variant_new_boolean(info->encrypted));
     g_variant_builder_add(&b, "{sv}", "dirty", g_variant_new_boolean(info->dirty));
-    g_variant_builder_add(&b, "{sv}", "backing-file",
-                          g_variant_new_string(info->backing_filename ? info->backing_filename : ""));
+    g_variant_builder_add(
+        &b, "{sv}", "backing-file",
+        g_variant_new_string(info->backing_filename ? info->backing_filename : ""));
     g_variant_builder_add(&b, "{sv}", "backing-format",
                           g_variant_new_string(info->backing_format ? info->backing_format : ""));
     g_variant_builder_add(&b, "{sv}", "snapshots", vdd_snapshots_to_variant(info->snapshots));
@@ -518,8 +515,7 @@ static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocatio
 static gboolean handle_inspect_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
                                     GVariant *fd, GVariant *options, VddManager *self)
 {
-    vdd_manager_authorize(self, invocation, self, inspect_authorized, "operation", "inspect",
-                          NULL);
+    vdd_manager_authorize(self, invocation, self, inspect_authorized, "operation", "inspect", NULL);
     return TRUE;
 }
 
@@ -542,14 +538,12 @@ static void convert_file_work_free(ConvertFileWork *w)
 }
 
 gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VddJob *job, GCancellable *cancellable,
-                          GError **error)
+                          VdOptions *create, VddJob *job, GCancellable *cancellable, GError **error)
 {
     if (!vd_image_create_fd(fd, name, format, vd_image_size(source), create, error))
         return FALSE;
-    g_autoptr(VdImage) target = vd_image_open_fd(fd, name, format,
-                                                 VD_OPEN_READ_WRITE | VD_OPEN_NO_RELATED_FILES,
-                                                 error);
+    g_autoptr(VdImage) target =
+        vd_image_open_fd(fd, name, format, VD_OPEN_READ_WRITE | VD_OPEN_NO_RELATED_FILES, error);
     VdConvertOptions opts;
     vd_convert_options_init(&opts);
     opts.target_format = format;
@@ -567,27 +561,26 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
                                  GError **error)
 {
     ConvertFileWork *w = data;
-    return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format,
-                            w->create, job, cancellable, error);
+    return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format, w->create,
+                            job, cancellable, error);
 }
 
 /* The create options a target behind a descriptor may take: no option
  * that makes the engine open or create other files by name. */
 gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
 {
-    static const char *const refused[] = {"backing_file", "backing_fmt", "data_file",
-                                          "data_file_raw", NULL};
+    static const char *const refused[] = { "backing_file", "backing_fmt", "data_file",
+                                           "data_file_raw", NULL };
     for (guint i = 0; refused[i]; i++) {
         if (vd_options_get(create, refused[i]) != NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "option %s cannot be used for a target passed as a descriptor",
-                        refused[i]);
+                        "option %s cannot be used for a target passed as a descriptor", refused[i]);
             return FALSE;
         }
     }
     const char *sub = vd_options_get(create, "subformat");
-    if (g_strcmp0(format, "vmdk") == 0 && sub != NULL &&
-        g_strcmp0(sub, "monolithicSparse") != 0 && g_strcmp0(sub, "streamOptimized") != 0) {
+    if (g_strcmp0(format, "vmdk") == 0 && sub != NULL && g_strcmp0(sub, "monolithicSparse") != 0 &&
+        g_strcmp0(sub, "streamOptimized") != 0) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "vmdk subformat %s needs files of its own; a descriptor target takes "
                     "monolithicSparse or streamOptimized",
@@ -597,21 +590,19 @@ gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GErr
     return TRUE;
 }
 
-static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation,
-                                    guint32 uid)
+static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddManager *self = target;
     gint32 hsrc, hdst;
     const char *format;
     g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc,
-                  &hdst, &format, &options);
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc, &hdst,
+                  &format, &options);
     GError *error = NULL;
-    static const char *const daemon_keys[] = {"source-format", NULL};
+    static const char *const daemon_keys[] = { "source-format", NULL };
     const char *source_format = NULL;
     if (!vd_format_known(format)) {
-        error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'",
-                            format);
+        error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format);
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
     }

@@ -54,8 +54,7 @@ void vdd_manager_unexport_job(VddManager *self, VddJob *job);
 /* Check invocation with the bouncer, then call func(target, invocation, uid,
  * data) on success; on failure reply with the error and log it. details:
  * NULL-terminated key, value pairs (pool, volume, format, operation). */
-typedef void (*VddAuthorizedFunc)(gpointer target, GDBusMethodInvocation *invocation,
-                                  guint32 uid);
+typedef void (*VddAuthorizedFunc)(gpointer target, GDBusMethodInvocation *invocation, guint32 uid);
 void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
                            VddAuthorizedFunc func, ...) G_GNUC_NULL_TERMINATED;
 
@@ -70,8 +69,8 @@ void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char
  * (caller closes). Checks it is a regular file with the access wanted
  * (O_RDONLY: readable; O_RDWR: readable and writable, not append).
  * -1 with InvalidArgument. */
-int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access,
-                  const char *what, GError **error);
+int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
+                  GError **error);
 
 /* Snapshots (of VdSnapshotInfo) as a(ssttt): id, name, date, vm-clock,
  * vm-state-size. Floating. */

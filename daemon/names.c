@@ -18,20 +18,18 @@ gboolean vdd_name_is_valid(const char *name, const char *what, GError **error)
         return FALSE;
     }
     if (!g_utf8_validate(name, len, NULL)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s name is not UTF-8",
-                    what);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s name is not UTF-8", what);
         return FALSE;
     }
     if (name[0] == '.') {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "%s name '%s' starts with '.': hidden names, '.' and '..' are refused",
-                    what, name);
+                    "%s name '%s' starts with '.': hidden names, '.' and '..' are refused", what,
+                    name);
         return FALSE;
     }
     if (strchr(name, '/') != NULL) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "%s name '%s' contains '/': it must be a single path component", what,
-                    name);
+                    "%s name '%s' contains '/': it must be a single path component", what, name);
         return FALSE;
     }
     for (const char *p = name; *p; p++) {
@@ -44,7 +42,4 @@ gboolean vdd_name_is_valid(const char *name, const char *what, GError **error)
     return TRUE;
 }
 
-char *vdd_name_escape(const char *name)
-{
-    return g_dbus_escape_object_path(name);
-}
+char *vdd_name_escape(const char *name) { return g_dbus_escape_object_path(name); }

@@ -48,15 +48,14 @@ VdOptions *vdd_options_to_create(GVariant *options, const char *format,
         g_autofree char *text = value_to_string(v);
         if (text == NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "option '%s' has type %s; a string, boolean or integer is expected",
-                        key, g_variant_get_type_string(v));
+                        "option '%s' has type %s; a string, boolean or integer is expected", key,
+                        g_variant_get_type_string(v));
             return NULL;
         }
         /* Engine names with dashes of their own (encrypt.key-secret) pass
          * as they are. */
-        g_autofree char *ekey = allowed != NULL && g_strv_contains(allowed, key)
-                                    ? g_strdup(key)
-                                    : engine_key(key);
+        g_autofree char *ekey =
+            allowed != NULL && g_strv_contains(allowed, key) ? g_strdup(key) : engine_key(key);
         if (format != NULL && (allowed == NULL || !g_strv_contains(allowed, ekey))) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                         "the %s format has no option '%s'", format, key);
@@ -75,8 +74,8 @@ gboolean vdd_options_lookup_string(GVariant *options, const char *key, const cha
     if (v == NULL)
         return TRUE;
     if (!g_variant_is_of_type(v, G_VARIANT_TYPE_STRING)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "option '%s' must be a string", key);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "option '%s' must be a string",
+                    key);
         return FALSE;
     }
     /* The string lives as long as options does. */
@@ -84,8 +83,8 @@ gboolean vdd_options_lookup_string(GVariant *options, const char *key, const cha
     return TRUE;
 }
 
-gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt,
-                                 gboolean *out, GError **error)
+gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt, gboolean *out,
+                                 GError **error)
 {
     *out = dflt;
     g_autoptr(GVariant) v = g_variant_lookup_value(options, key, NULL);
@@ -108,7 +107,6 @@ gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean df
             return TRUE;
         }
     }
-    g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "option '%s' must be a boolean",
-                key);
+    g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "option '%s' must be a boolean", key);
     return FALSE;
 }

@@ -19,5 +19,5 @@ VdOptions *vdd_options_to_create(GVariant *options, const char *format,
 gboolean vdd_options_lookup_string(GVariant *options, const char *key, const char **out,
                                    GError **error);
 /* A boolean option ("true"/"false" strings accepted), dflt when absent. */
-gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt,
-                                 gboolean *out, GError **error);
+gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt, gboolean *out,
+                                 GError **error);

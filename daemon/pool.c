@@ -133,8 +133,7 @@ static GHashTable *list_files(VddPool *self)
     int fd = openat(self->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     if (dir == NULL) {
-        g_warning("pool %s: cannot read %s: %s", self->name, self->directory,
-                  g_strerror(errno));
+        g_warning("pool %s: cannot read %s: %s", self->name, self->directory, g_strerror(errno));
         if (fd >= 0)
             close(fd);
         return names;
@@ -182,8 +181,7 @@ gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error
     struct stat st;
     if (vdd_pool_lookup_volume(self, name) != NULL ||
         fstatat(self->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "%s/%s exists already", self->name,
-                    name);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "%s/%s exists already", self->name, name);
         return FALSE;
     }
     return TRUE;
@@ -213,7 +211,7 @@ typedef struct {
     guint64 size;
     VdOptions *create;
     VdSecrets *secrets; /* that encrypt.key-secret names, or NULL */
-    VdImage *source; /* import */
+    VdImage *source;    /* import */
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -231,8 +229,7 @@ static void new_volume_work_free(NewVolumeWork *w)
     g_free(w);
 }
 
-static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable,
-                           GError **error)
+static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
@@ -241,8 +238,7 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
                                                w->secrets, error);
     if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->source), w->create, error))
         return FALSE;
-    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE,
-                                                 error);
+    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE, error);
     if (target == NULL)
         return FALSE;
     VdConvertOptions opts;
@@ -317,7 +313,7 @@ static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, g
     w->volume = g_object_ref(vdd_pool_add_volume(self, w->name));
     /* Cannot fail: the volume is new. */
     vdd_volume_lock_write(w->volume, NULL);
-    const char *objects[] = {vdd_volume_get_object_path(w->volume), NULL};
+    const char *objects[] = { vdd_volume_get_object_path(w->volume), NULL };
     VddJob *job = vdd_job_new(self->manager, operation, uid, objects);
     vdd_log_operation(invocation, uid, what, NULL);
     if (g_str_equal(operation, "import"))
@@ -345,8 +341,7 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
 static gboolean check_format(const char *format, GError **error)
 {
     if (!vd_format_known(format)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'",
-                    format);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format);
         return FALSE;
     }
     return TRUE;
@@ -389,7 +384,7 @@ static void create_authorized(gpointer target, GDBusMethodInvocation *invocation
     GError *error = NULL;
     NewVolumeWork *w = new_work(self, name, format);
     w->size = size;
-    static const char *const daemon_keys[] = {"secrets", NULL};
+    static const char *const daemon_keys[] = { "secrets", NULL };
     if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !lookup_secrets(options, &w->secrets, &error)) {
@@ -405,9 +400,8 @@ static gboolean handle_create_volume(VddDbusPool *iface, GDBusMethodInvocation *
                                      const char *name, const char *format, guint64 size,
                                      GVariant *options, VddPool *self)
 {
-    vdd_manager_authorize(self->manager, invocation, self, create_authorized, "pool",
-                          self->name, "volume", name, "format", format, "operation", "create",
-                          NULL);
+    vdd_manager_authorize(self->manager, invocation, self, create_authorized, "pool", self->name,
+                          "volume", name, "format", format, "operation", "create", NULL);
     return TRUE;
 }
 
@@ -419,7 +413,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_autoptr(GVariant) options = NULL;
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
                   &name, &format, &options);
-    static const char *const daemon_keys[] = {"source-format", NULL};
+    static const char *const daemon_keys[] = { "source-format", NULL };
     GError *error = NULL;
     const char *source_format = NULL;
     int sfd = -1;
@@ -445,9 +439,8 @@ static gboolean handle_import_volume(VddDbusPool *iface, GDBusMethodInvocation *
                                      GVariant *source, const char *name, const char *format,
                                      GVariant *options, VddPool *self)
 {
-    vdd_manager_authorize(self->manager, invocation, self, import_authorized, "pool",
-                          self->name, "volume", name, "format", format, "operation", "import",
-                          NULL);
+    vdd_manager_authorize(self->manager, invocation, self, import_authorized, "pool", self->name,
+                          "volume", name, "format", format, "operation", "import", NULL);
     return TRUE;
 }
 
@@ -462,13 +455,12 @@ static void refresh_authorized(gpointer target, GDBusMethodInvocation *invocatio
 static gboolean handle_refresh(VddDbusPool *iface, GDBusMethodInvocation *invocation,
                                GVariant *options, VddPool *self)
 {
-    vdd_manager_authorize(self->manager, invocation, self, refresh_authorized, "pool",
-                          self->name, "operation", "refresh", NULL);
+    vdd_manager_authorize(self->manager, invocation, self, refresh_authorized, "pool", self->name,
+                          "operation", "refresh", NULL);
     return TRUE;
 }
 
-VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory,
-                      GError **error)
+VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory, GError **error)
 {
     if (!g_path_is_absolute(directory)) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,

@@ -13,8 +13,7 @@ typedef struct _VddVolume VddVolume;
 G_DECLARE_FINAL_TYPE(VddPool, vdd_pool, VDD, POOL, GObject)
 
 /* directory must be absolute and an existing directory; the pool scans it. */
-VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory,
-                      GError **error);
+VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory, GError **error);
 const char *vdd_pool_get_name(VddPool *self);
 const char *vdd_pool_get_directory(VddPool *self);
 const char *vdd_pool_get_object_path(VddPool *self);

@@ -165,11 +165,11 @@ void vdd_volume_update(VddVolume *self)
     g_autoptr(GError) error = NULL;
     g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
     int fd = open_file(self, O_RDONLY, &error);
-    struct stat st = {0};
+    struct stat st = { 0 };
     if (fd >= 0)
         fstat(fd, &st);
-    g_autoptr(VdImage) img = fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING, &error)
-                                     : NULL;
+    g_autoptr(VdImage) img =
+        fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING, &error) : NULL;
     if (fd >= 0)
         close(fd);
     g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
@@ -206,13 +206,13 @@ void vdd_volume_update(VddVolume *self)
 /* ----- jobs on a volume ----- */
 
 typedef struct {
-    VddVolume *volume;    /* locked (read or write) */
+    VddVolume *volume; /* locked (read or write) */
     gboolean write;
-    VddVolume *target;    /* new volume (write-locked), or NULL */
-    int fd;               /* target descriptor */
+    VddVolume *target; /* new volume (write-locked), or NULL */
+    int fd;            /* target descriptor */
     char *format;
     VdOptions *create;
-    VdImage *image;       /* source, or the volume opened read-write */
+    VdImage *image; /* source, or the volume opened read-write */
     guint64 size;
     gboolean shrink;
     char *snapshot;
@@ -269,8 +269,7 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
     if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->image), w->create, error))
         return FALSE;
-    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE,
-                                                 error);
+    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE, error);
     if (target == NULL)
         return FALSE;
     VdConvertOptions opts;
@@ -293,8 +292,7 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
 {
     VolumeWork *w = data;
     vdd_job_progress(0, w->size, job);
-    if (!vd_image_resize(w->image, w->size, w->shrink, error) ||
-        !vd_image_flush(w->image, error))
+    if (!vd_image_resize(w->image, w->size, w->shrink, error) || !vd_image_flush(w->image, error))
         return FALSE;
     vdd_job_progress(w->size, w->size, job);
     return TRUE;
@@ -303,7 +301,7 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
 static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
                       const char *operation, VolumeWork *w, VddJobFunc func)
 {
-    const char *objects[3] = {self->path, w->target ? w->target->path : NULL, NULL};
+    const char *objects[3] = { self->path, w->target ? w->target->path : NULL, NULL };
     VddJob *job = vdd_job_new(vdd_pool_get_manager(self->pool), operation, uid, objects);
     g_autofree char *wh = what(self);
     vdd_log_operation(invocation, uid, wh, NULL);
@@ -318,8 +316,8 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
     g_object_unref(job);
 }
 
-static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
-                 VolumeWork *w, GError *error)
+static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid, VolumeWork *w,
+                 GError *error)
 {
     g_autofree char *wh = what(self);
     if (w != NULL) {
@@ -354,8 +352,7 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
     w->format = g_strdup(format);
     if ((w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL ||
         !vdd_check_fd_target_options(format, w->create, &error) ||
-        !vdd_pool_check_new_name(self->pool, name, &error) ||
-        !vdd_volume_lock_read(self, &error)) {
+        !vdd_pool_check_new_name(self->pool, name, &error) || !vdd_volume_lock_read(self, &error)) {
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -412,9 +409,8 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
     start_job(self, invocation, uid, "export", w, export_run);
 }
 
-static gboolean handle_export(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                              GVariant *fd, const char *format, GVariant *options,
-                              VddVolume *self)
+static gboolean handle_export(VddDbusVolume *iface, GDBusMethodInvocation *invocation, GVariant *fd,
+                              const char *format, GVariant *options, VddVolume *self)
 {
     vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, export_authorized,
                           "pool", vdd_pool_get_name(self->pool), "volume", self->name, "format",
@@ -446,12 +442,12 @@ static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation
     start_job(self, invocation, uid, "resize", w, resize_run);
 }
 
-static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                              guint64 size, GVariant *options, VddVolume *self)
+static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invocation, guint64 size,
+                              GVariant *options, VddVolume *self)
 {
     vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, resize_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name,
-                          "operation", "resize", NULL);
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "operation",
+                          "resize", NULL);
     return TRUE;
 }
 
@@ -462,11 +458,10 @@ static void snapshot_thread(GTask *task, gpointer source, gpointer data, GCancel
 {
     VolumeWork *w = data;
     GError *error = NULL;
-    gboolean ok = w->snapshot_op == SNAP_CREATE
-                      ? vd_image_create_snapshot(w->image, w->snapshot, &error)
-                  : w->snapshot_op == SNAP_REVERT
-                      ? vd_image_apply_snapshot(w->image, w->snapshot, &error)
-                      : vd_image_delete_snapshot(w->image, w->snapshot, &error);
+    gboolean ok =
+        w->snapshot_op == SNAP_CREATE   ? vd_image_create_snapshot(w->image, w->snapshot, &error)
+        : w->snapshot_op == SNAP_REVERT ? vd_image_apply_snapshot(w->image, w->snapshot, &error)
+                                        : vd_image_delete_snapshot(w->image, w->snapshot, &error);
     if (ok)
         ok = vd_image_flush(w->image, &error);
     g_clear_pointer(&w->image, vd_image_unref);
@@ -532,10 +527,10 @@ static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocati
 static gboolean handle_snapshot(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
                                 const char *name, GVariant *options, VddVolume *self)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self,
-                          snapshot_authorized, "pool", vdd_pool_get_name(self->pool), "volume",
-                          self->name, "snapshot", name, "operation",
-                          g_dbus_method_invocation_get_method_name(invocation), NULL);
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, snapshot_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "snapshot",
+                          name, "operation", g_dbus_method_invocation_get_method_name(invocation),
+                          NULL);
     return TRUE;
 }
 
@@ -583,8 +578,8 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
     VddVolume *vol = vdd_pool_add_volume(self->pool, name);
     vdd_volume_update(vol);
     vdd_pool_update_space(self->pool);
-    g_autofree char *wh = g_strdup_printf("%s/%s over %s", vdd_pool_get_name(self->pool), name,
-                                          self->name);
+    g_autofree char *wh =
+        g_strdup_printf("%s/%s over %s", vdd_pool_get_name(self->pool), name, self->name);
     vdd_log_operation(invocation, uid, wh, NULL);
     vdd_dbus_volume_complete_create_overlay(self->iface, invocation, vol->path);
 }
@@ -592,9 +587,9 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
 static gboolean handle_create_overlay(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
                                       const char *name, GVariant *options, VddVolume *self)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self,
-                          overlay_authorized, "pool", vdd_pool_get_name(self->pool), "volume",
-                          name, "format", "qcow2", "operation", "overlay", NULL);
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, overlay_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", name, "format", "qcow2",
+                          "operation", "overlay", NULL);
     return TRUE;
 }
 
@@ -625,8 +620,8 @@ static gboolean handle_delete(VddDbusVolume *iface, GDBusMethodInvocation *invoc
                               GVariant *options, VddVolume *self)
 {
     vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, delete_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name,
-                          "operation", "delete", NULL);
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "operation",
+                          "delete", NULL);
     return TRUE;
 }
 
@@ -649,8 +644,7 @@ VddVolume *vdd_volume_new(VddPool *pool, const char *name)
     g_signal_connect(self->iface, "handle-create-snapshot", G_CALLBACK(handle_snapshot), self);
     g_signal_connect(self->iface, "handle-revert-snapshot", G_CALLBACK(handle_snapshot), self);
     g_signal_connect(self->iface, "handle-delete-snapshot", G_CALLBACK(handle_snapshot), self);
-    g_signal_connect(self->iface, "handle-create-overlay", G_CALLBACK(handle_create_overlay),
-                     self);
+    g_signal_connect(self->iface, "handle-create-overlay", G_CALLBACK(handle_create_overlay), self);
     g_signal_connect(self->iface, "handle-delete", G_CALLBACK(handle_delete), self);
     vdd_dbus_object_skeleton_set_volume(self->object, self->iface);
     vdd_volume_update(self);

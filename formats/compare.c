@@ -5,8 +5,7 @@
 #define COMPARE_CHUNK (1u << 20)
 #define SECTOR 512
 
-static gboolean reads_zero(VdImage *img, guint64 offset, guint64 len, guint64 *run,
-                           GError **error)
+static gboolean reads_zero(VdImage *img, guint64 offset, guint64 len, guint64 *run, GError **error)
 {
     VdBlockStatus st;
     if (!vd_image_block_status(img, offset, len, TRUE, &st, error))

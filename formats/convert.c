@@ -37,25 +37,25 @@ typedef struct {
     const VdConvertOptions *opts;
     guint64 size;
     guint64 chunk;
-    guint32 cluster;        /* compression unit */
-    guint64 sparse_block;   /* zero detection unit; 0 = none */
-    gboolean top_only;      /* -B: copy only the source's top layer */
-    gboolean skip_zeroes;   /* the target reads zero where nothing is written */
+    guint32 cluster;      /* compression unit */
+    guint64 sparse_block; /* zero detection unit; 0 = none */
+    gboolean top_only;    /* -B: copy only the source's top layer */
+    gboolean skip_zeroes; /* the target reads zero where nothing is written */
     gboolean in_order;
 
     GMutex lock;
     GCond turn;
-    guint64 next_chunk;  /* next chunk index to hand out */
-    guint64 next_write;  /* chunk index whose writes go next */
-    guint64 done;        /* guest bytes finished */
-    GError *error;       /* first failure; stops everyone */
+    guint64 next_chunk; /* next chunk index to hand out */
+    guint64 next_write; /* chunk index whose writes go next */
+    guint64 done;       /* guest bytes finished */
+    GError *error;      /* first failure; stops everyone */
 } CopyJob;
 
 typedef struct {
     guint8 *data;   /* one chunk of guest data */
     guint8 *packed; /* compressed clusters of the chunk */
     gsize packed_used;
-    GArray *ops;    /* WriteOp */
+    GArray *ops; /* WriteOp */
 } Worker;
 
 /* ----- building the write list of one chunk ----- */
@@ -76,7 +76,7 @@ static void add_op(Worker *w, OpKind kind, guint64 offset, guint64 len, const gu
         last->len += len;
         return;
     }
-    WriteOp op = {.kind = kind, .offset = offset, .len = len, .buf = buf};
+    WriteOp op = { .kind = kind, .offset = offset, .len = len, .buf = buf };
     g_array_append_val(w->ops, op);
 }
 
@@ -111,8 +111,9 @@ static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, 
         add_op(w, OP_DATA, offset, len, buf); /* incompressible: store as is */
         return TRUE;
     }
-    WriteOp op = {.kind = OP_COMPRESSED, .offset = offset, .len = len, .buf = out,
-                  .packed_len = packed};
+    WriteOp op = {
+        .kind = OP_COMPRESSED, .offset = offset, .len = len, .buf = out, .packed_len = packed
+    };
     g_array_append_val(w->ops, op);
     w->packed_used += packed;
     return TRUE;
@@ -120,8 +121,7 @@ static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, 
 
 /* Compression works on whole target clusters: read each cluster that holds
  * any data (holes inside it read as zero) and pack it. */
-static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 len,
-                                GError **error)
+static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 len, GError **error)
 {
     for (guint64 pos = 0; pos < len;) {
         guint64 offset = start + pos;
@@ -181,8 +181,7 @@ static gboolean perform_op(CopyJob *job, const WriteOp *op, GError **error)
             return TRUE;
         return vd_image_write_zeroes(job->dst, op->offset, op->len, TRUE, error);
     case OP_COMPRESSED:
-        return vd_image_write_precompressed(job->dst, op->offset, op->buf, op->packed_len,
-                                            error);
+        return vd_image_write_precompressed(job->dst, op->offset, op->buf, op->packed_len, error);
     }
     return TRUE;
 }
@@ -318,8 +317,8 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
 {
     if (vd_image_size(target) < vd_image_size(source)) {
         vd_set_error(error, target, VD_ERROR_INVALID_ARGUMENT,
-                     "target is smaller (%" G_GUINT64_FORMAT " bytes) than the source (%"
-                     G_GUINT64_FORMAT " bytes)",
+                     "target is smaller (%" G_GUINT64_FORMAT
+                     " bytes) than the source (%" G_GUINT64_FORMAT " bytes)",
                      vd_image_size(target), vd_image_size(source));
         return FALSE;
     }
@@ -372,8 +371,7 @@ static gboolean same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-static gboolean refuse_overwriting_chain(VdImage *source, const char *target_path,
-                                         GError **error)
+static gboolean refuse_overwriting_chain(VdImage *source, const char *target_path, GError **error)
 {
     for (VdImage *layer = source; layer != NULL; layer = vd_image_backing(layer)) {
         if (same_file(vd_image_filename(layer), target_path)) {
@@ -393,8 +391,8 @@ static VdOptions *target_create_options(const VdConvertOptions *opts)
     if (opts->create_options != NULL) {
         g_autoptr(GPtrArray) keys = vd_options_keys(opts->create_options);
         for (guint i = 0; i < keys->len; i++)
-            vd_options_set(copy, keys->pdata[i], vd_options_get(opts->create_options,
-                                                                keys->pdata[i]));
+            vd_options_set(copy, keys->pdata[i],
+                           vd_options_get(opts->create_options, keys->pdata[i]));
     }
     if (opts->backing_file != NULL) {
         vd_options_set(copy, "backing_file", opts->backing_file);
@@ -411,8 +409,8 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
     *created = FALSE;
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create_with_secrets(path, opts->target_format, vd_image_size(source),
-                                          create, opts->secrets, error))
+        if (!vd_image_create_with_secrets(path, opts->target_format, vd_image_size(source), create,
+                                          opts->secrets, error))
             return NULL;
         *created = TRUE;
     }
@@ -442,8 +440,7 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     if (!refuse_overwriting_chain(source, target_path, error))
         return FALSE;
     gboolean created;
-    g_autoptr(VdImage) target = open_or_create_target(source, target_path, opts, &created,
-                                                      error);
+    g_autoptr(VdImage) target = open_or_create_target(source, target_path, opts, &created, error);
     gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
     g_clear_pointer(&target, vd_image_unref);
     if (!ok && created)

@@ -56,10 +56,12 @@ typedef struct {
     guint header_len; /* where the bitmap starts */
 } CowLayout;
 
-static const CowLayout layout_qemu64 = {
-    .size_at = 1040, .sector_size_at = 1048, .header_len = 1056};
-static const CowLayout layout_packed = {
-    .size_at = 1036, .sector_size_at = 1044, .header_len = 1048};
+static const CowLayout layout_qemu64 = { .size_at = 1040,
+                                         .sector_size_at = 1048,
+                                         .header_len = 1056 };
+static const CowLayout layout_packed = { .size_at = 1036,
+                                         .sector_size_at = 1044,
+                                         .header_len = 1048 };
 
 /* Bitmap bytes read at a time: 64 KiB map 256 MiB of guest. */
 #define BITMAP_WINDOW (64u << 10)
@@ -77,7 +79,7 @@ typedef struct {
     guint8 *win;
 } CowState;
 
-static const char *const cow_create_options[] = {"backing_file", "backing_fmt", NULL};
+static const char *const cow_create_options[] = { "backing_file", "backing_fmt", NULL };
 
 static inline guint64 round_up(guint64 v, guint64 align) { return (v + align - 1) / align * align; }
 
@@ -290,7 +292,7 @@ static gboolean cow_create(VdFile *file, const VdCreateParams *params, GError **
         return FALSE;
     }
     guint64 size = round_up(params->size, COW_SECTOR);
-    guint8 hdr[1056] = {0};
+    guint8 hdr[1056] = { 0 };
     vd_put_be32(hdr + HDR_MAGIC, COW_MAGIC);
     vd_put_be32(hdr + HDR_VERSION, COW_VERSION);
     if (params->backing_file != NULL) {

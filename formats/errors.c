@@ -2,7 +2,7 @@
  * every message. */
 #include "vdisk-driver.h"
 
-G_DEFINE_QUARK(vdisk-error-quark, vd_error)
+G_DEFINE_QUARK(vdisk - error - quark, vd_error)
 
 static void set_error_va(GError **error, const char *filename, VdError code, const char *fmt,
                          va_list args)

@@ -209,7 +209,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
         return FALSE;
     }
     while (done < len) {
-        ssize_t n = pwrite(file->fd, (const guint8 *)buf + done, len - done, (off_t)(offset + done));
+        ssize_t n =
+            pwrite(file->fd, (const guint8 *)buf + done, len - done, (off_t)(offset + done));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -223,8 +224,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
 
 gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
-    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-                  (off_t)len) < 0) {
+    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) <
+        0) {
         int err = errno;
         vd_set_file_error(error, file->name,
                           err == EOPNOTSUPP ? VD_ERROR_NOT_SUPPORTED : VD_ERROR_IO,
@@ -292,8 +293,8 @@ gboolean vd_file_sync(VdFile *file, GError **error)
     return TRUE;
 }
 
-gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data,
-                        guint64 *run, GError **error)
+gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
+                        GError **error)
 {
     if (file->base != 0 || file->limit != G_MAXUINT64) {
         *is_data = TRUE; /* a slice of an archive: holes do not line up */

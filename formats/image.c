@@ -15,7 +15,7 @@
 
 static const VdDriver *const drivers[] = {
     &vd_driver_raw, &vd_driver_qcow2, &vd_driver_qcow, &vd_driver_cow,
-    &vd_driver_vdi, &vd_driver_vmdk, &vd_driver_luks,
+    &vd_driver_vdi, &vd_driver_vmdk,  &vd_driver_luks,
 };
 
 static const char *format_names[G_N_ELEMENTS(drivers) + 1];
@@ -64,9 +64,9 @@ const char *vd_format_from_extension(const char *filename)
         const char *ext;
         const char *format;
     } map[] = {
-        {".qcow2", "qcow2"}, {".qcow", "qcow"}, {".vdi", "vdi"}, {".vmdk", "vmdk"},
-        {".cow", "cow"},     {".raw", "raw"},   {".img", "raw"}, {".iso", "raw"},
-        {".luks", "luks"},
+        { ".qcow2", "qcow2" }, { ".qcow", "qcow" }, { ".vdi", "vdi" },
+        { ".vmdk", "vmdk" },   { ".cow", "cow" },   { ".raw", "raw" },
+        { ".img", "raw" },     { ".iso", "raw" },   { ".luks", "luks" },
     };
     g_autofree char *lower = g_ascii_strdown(filename, -1);
     for (gsize i = 0; i < G_N_ELEMENTS(map); i++)
@@ -187,17 +187,17 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
         return FALSE;
     }
     if (depth >= MAX_CHAIN_DEPTH) {
-        vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "backing chain is deeper than %d images", MAX_CHAIN_DEPTH);
+        vd_set_error(error, img, VD_ERROR_CORRUPT, "backing chain is deeper than %d images",
+                     MAX_CHAIN_DEPTH);
         return FALSE;
     }
     g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
     g_autoptr(GError) local = NULL;
     VdFile *file = vd_file_open(path, FALSE, &local);
     if (file == NULL) {
-        vd_set_error(error, img, g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND)
-                                     ? VD_ERROR_NOT_FOUND
-                                     : VD_ERROR_IO,
+        vd_set_error(error, img,
+                     g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND) ? VD_ERROR_NOT_FOUND
+                                                                          : VD_ERROR_IO,
                      "cannot open backing file: %s", local->message);
         return FALSE;
     }
@@ -218,8 +218,8 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
         vd_file_close(file);
         return NULL;
     }
-    const VdDriver *drv = format != NULL ? require_driver(format, error)
-                                         : probe_file(file, NULL, error);
+    const VdDriver *drv =
+        format != NULL ? require_driver(format, error) : probe_file(file, NULL, error);
     if (drv == NULL) {
         vd_file_close(file);
         return NULL;
@@ -233,8 +233,7 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
     if (!opened)
         return NULL;
     if (img->read_write && drv->write == NULL) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written",
-                     drv->name);
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written", drv->name);
         return NULL;
     }
     if (!open_backing(img, ctx, depth, error))
@@ -243,16 +242,16 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
 }
 
 static VdImage *open_file_with_keys(VdFile *file, const char *filename, const char *format,
-                                    VdOpenFlags flags, VdOptions *open_options,
-                                    VdSecrets *secrets, GError **error)
+                                    VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets,
+                                    GError **error)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     OpenContext ctx = { .seen = seen, .open_options = open_options, .secrets = secrets };
     return open_layer(file, filename, format, flags, &ctx, 0, error);
 }
 
-static VdImage *open_file(VdFile *file, const char *filename, const char *format,
-                          VdOpenFlags flags, GError **error)
+static VdImage *open_file(VdFile *file, const char *filename, const char *format, VdOpenFlags flags,
+                          GError **error)
 {
     return open_file_with_keys(file, filename, format, flags, NULL, NULL, error);
 }
@@ -439,8 +438,7 @@ static gboolean layer_status(VdImage *img, guint64 offset, guint64 len, VdExtent
     g_mutex_unlock(&img->lock);
     if (ok && (ext->length == 0 || ext->length > len)) {
         vd_set_error(error, img, VD_ERROR_FAILED,
-                     "internal error: block status gave length %" G_GUINT64_FORMAT,
-                     ext->length);
+                     "internal error: block status gave length %" G_GUINT64_FORMAT, ext->length);
         return FALSE;
     }
     return ok;
@@ -459,8 +457,7 @@ static gboolean read_backing_unlocked(VdImage *img, guint64 offset, void *buf, g
     return TRUE;
 }
 
-gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len,
-                               GError **error)
+gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
     return read_backing_unlocked(img, offset, buf, len, error);
 }
@@ -608,8 +605,7 @@ gboolean vd_image_write_back(VdImage *img, GError **error)
 
 /* ----- block status ----- */
 
-static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer,
-                               VdBlockStatus *out)
+static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer, VdBlockStatus *out)
 {
     out->length = ext->length;
     out->depth = depth;
@@ -669,8 +665,7 @@ gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboole
         VdImage *below = layer->backing;
         gboolean descend = ext.kind == VD_EXTENT_UNALLOCATED && through_chain && below != NULL;
         if (!descend) {
-            status_from_extent(&ext, depth, ext.kind == VD_EXTENT_UNALLOCATED ? NULL : layer,
-                               out);
+            status_from_extent(&ext, depth, ext.kind == VD_EXTENT_UNALLOCATED ? NULL : layer, out);
             if (!mark_host_holes(&ext, out, error))
                 return FALSE;
             if (ext.kind == VD_EXTENT_UNALLOCATED && !through_chain && layer->backing_name)
@@ -725,8 +720,8 @@ VdImageInfo *vd_image_get_info(VdImage *img, GError **error)
     if (img->backing_name != NULL) {
         info->backing_filename = g_strdup(img->backing_name);
         info->full_backing_filename = vd_resolve_relative(img->filename, img->backing_name);
-        info->backing_format = g_strdup(img->backing != NULL ? img->backing->drv->name
-                                                             : img->backing_format);
+        info->backing_format =
+            g_strdup(img->backing != NULL ? img->backing->drv->name : img->backing_format);
     }
     g_mutex_lock(&img->lock);
     if (img->drv->get_info != NULL)
@@ -894,8 +889,8 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
     if (drv == NULL)
         return NULL;
     if (drv->create == NULL) {
-        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
-                    "creating %s images is not supported", drv->name);
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED, "creating %s images is not supported",
+                    drv->name);
         return NULL;
     }
     if (!validate_create_options(drv, opts, error))
@@ -944,8 +939,7 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
         opts = empty = vd_options_new();
     g_autofree char *backing_format = NULL;
     VdCreateParams params;
-    const VdDriver *drv = prepare_create(path, format, size, opts, &backing_format, &params,
-                                         error);
+    const VdDriver *drv = prepare_create(path, format, size, opts, &backing_format, &params, error);
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;
@@ -965,9 +959,8 @@ gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint6
     return vd_image_create_fd_with_secrets(fd, name, format, size, opts, NULL, error);
 }
 
-gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format,
-                                         guint64 size, VdOptions *opts, VdSecrets *secrets,
-                                         GError **error)
+gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format, guint64 size,
+                                         VdOptions *opts, VdSecrets *secrets, GError **error)
 {
     g_autofree char *fallback = g_strdup_printf("fd %d", fd);
     const char *label = name != NULL ? name : fallback;
@@ -976,8 +969,8 @@ gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *f
         opts = empty = vd_options_new();
     g_autofree char *backing_format = NULL;
     VdCreateParams params;
-    const VdDriver *drv = prepare_create(label, format, size, opts, &backing_format, &params,
-                                         error);
+    const VdDriver *drv =
+        prepare_create(label, format, size, opts, &backing_format, &params, error);
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;

@@ -81,8 +81,8 @@ gboolean vd_options_parse(VdOptions *opts, const char *text, GError **error)
             continue;
         char *eq = strchr(element, '=');
         if (eq == element) {
-            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "option '%s' has no name", element);
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "option '%s' has no name",
+                        element);
             return FALSE;
         }
         if (eq == NULL) {
@@ -160,8 +160,8 @@ gboolean vd_option_bool(VdOptions *opts, const char *key, gboolean dflt, gboolea
         *out = FALSE;
         return TRUE;
     }
-    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                "option %s: '%s' is not on or off", key, v);
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "option %s: '%s' is not on or off", key,
+                v);
     return FALSE;
 }
 
@@ -195,7 +195,7 @@ gboolean vd_option_choice(VdOptions *opts, const char *key, const char *const *c
         }
     }
     g_autofree char *list = g_strjoinv(", ", (char **)choices);
-    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                "option %s: '%s' is not one of: %s", key, v, list);
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "option %s: '%s' is not one of: %s",
+                key, v, list);
     return FALSE;
 }

@@ -35,10 +35,7 @@ static void tar_member_free(TarMember *m)
     g_free(m);
 }
 
-static gboolean is_tar_header(const guint8 *h)
-{
-    return memcmp(h + TAR_MAGIC, "ustar", 5) == 0;
-}
+static gboolean is_tar_header(const guint8 *h) { return memcmp(h + TAR_MAGIC, "ustar", 5) == 0; }
 
 static gboolean parse_size(const guint8 *field, guint64 *out)
 {
@@ -133,7 +130,7 @@ static GPtrArray *read_members(VdFile *file, GError **error)
 static gboolean is_disk_name(const char *name)
 {
     g_autofree char *lower = g_ascii_strdown(name, -1);
-    static const char *const exts[] = {".vmdk", ".vdi", ".qcow2", ".img", ".raw", ".iso"};
+    static const char *const exts[] = { ".vmdk", ".vdi", ".qcow2", ".img", ".raw", ".iso" };
     for (gsize i = 0; i < G_N_ELEMENTS(exts); i++)
         if (g_str_has_suffix(lower, exts[i]))
             return TRUE;

@@ -81,7 +81,7 @@ typedef struct {
      * is never reused for other data, as space is never reused). */
     guint64 inflated_entry;
     guint8 *inflated;
-    guint8 *scratch; /* one cluster for copy-on-write */
+    guint8 *scratch;        /* one cluster for copy-on-write */
     gboolean aes;           /* legacy AES: data clusters are encrypted */
     VdSectorCipher *cipher; /* NULL when opened without the key */
 } QcowState;
@@ -107,7 +107,7 @@ static int qcow_probe(const guint8 *buf, gsize len, const char *filename)
 /* Compress one whole cluster; 0 when the result would not fit out_len. */
 static gsize deflate_cluster(const guint8 *in, gsize len, guint8 *out, gsize out_len)
 {
-    z_stream strm = {0};
+    z_stream strm = { 0 };
     /* qemu writes raw deflate with a 4 KiB window (and reads only that). */
     if (deflateInit2(&strm, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
         return 0;
@@ -124,7 +124,7 @@ static gsize deflate_cluster(const guint8 *in, gsize len, guint8 *out, gsize out
 /* Inflate exactly out_len bytes. */
 static gboolean inflate_cluster(const guint8 *in, gsize len, guint8 *out, gsize out_len)
 {
-    z_stream strm = {0};
+    z_stream strm = { 0 };
     /* The largest window: it also reads streams qemu's 4 KiB window made. */
     if (inflateInit2(&strm, -MAX_WBITS) != Z_OK)
         return FALSE;
@@ -631,8 +631,7 @@ static gboolean read_run(VdImage *img, guint64 guest, guint64 host, guint8 *buf,
 }
 
 /* Encrypted data is read in whole sectors. */
-static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len,
-                             GError **error);
+static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len, GError **error);
 
 static gboolean qcow_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
@@ -682,8 +681,7 @@ static gboolean qcow_read(VdImage *img, guint64 offset, void *buf, gsize len, GE
     return run_len == 0 || read_run(img, run_guest, run_host, run_buf, run_len, error);
 }
 
-static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len,
-                             GError **error)
+static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize len, GError **error)
 {
     guint64 start = offset & ~(guint64)511, end = (offset + len + 511) & ~(guint64)511;
     g_autofree guint8 *tmp = g_malloc(end - start);

@@ -259,8 +259,8 @@ static gboolean read_plain(Qcow2State *s, guint64 guest, guint64 host, guint8 *b
 
 /* Encrypted data: whole sectors are read and decrypted; guest and host
  * offsets agree modulo the cluster size, so they align together. */
-static gboolean read_encrypted(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf,
-                               guint64 n, GError **error)
+static gboolean read_encrypted(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                               GError **error)
 {
     guint64 head = guest & 511, span = qcow2_align_up(head + n, 512);
     if (!qcow2_crypto_need_key(s, error))
@@ -476,9 +476,9 @@ static guint64 write_unit(Qcow2State *s, guint64 entry, gboolean in_place)
 /* Encrypt the parts into a bounce buffer, a piece at a time, and write
  * them: the caller's data stays plain. host and every length are whole
  * sectors (qcow2_write aligns encrypted requests). */
-static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head,
-                                 guint64 head_len, const guint8 *body, guint64 body_len,
-                                 const guint8 *tail, guint64 tail_len, GError **error)
+static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head, guint64 head_len,
+                                 const guint8 *body, guint64 body_len, const guint8 *tail,
+                                 guint64 tail_len, GError **error)
 {
     const guint8 *parts[3] = { head, body, tail };
     guint64 lens[3] = { head_len, body_len, tail_len };

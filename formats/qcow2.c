@@ -1071,11 +1071,28 @@ static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, 
 }
 
 static const char *const qcow2_create_options[] = {
-    "compat",        "cluster_size", "refcount_bits",    "lazy_refcounts", "preallocation",
-    "backing_file",  "backing_fmt",  "compression_type", "extended_l2",    "data_file",
-    "data_file_raw", "encryption",   "encrypt.format",   "size",
-    "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg",
-    "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time", NULL,
+    "compat",
+    "cluster_size",
+    "refcount_bits",
+    "lazy_refcounts",
+    "preallocation",
+    "backing_file",
+    "backing_fmt",
+    "compression_type",
+    "extended_l2",
+    "data_file",
+    "data_file_raw",
+    "encryption",
+    "encrypt.format",
+    "size",
+    "encrypt.key-secret",
+    "encrypt.cipher-alg",
+    "encrypt.cipher-mode",
+    "encrypt.ivgen-alg",
+    "encrypt.ivgen-hash-alg",
+    "encrypt.hash-alg",
+    "encrypt.iter-time",
+    NULL,
 };
 
 const VdDriver vd_driver_qcow2 = {

@@ -166,11 +166,11 @@ typedef struct {
     char *data_file_name;
     guint64 crypto_ext_offset;
     guint64 crypto_ext_length;
-    guint32 crypt_method;  /* QCOW2_CRYPT_* */
+    guint32 crypt_method;   /* QCOW2_CRYPT_* */
     VdSectorCipher *cipher; /* NULL: not encrypted, or opened without a key */
     VdLuksHeader *luks;     /* crypt_method LUKS */
     guint8 *master_key;     /* LUKS, for amend; NULL without a key */
-    guint32 nb_bitmaps; /* bitmaps extension, only accounted for by check */
+    guint32 nb_bitmaps;     /* bitmaps extension, only accounted for by check */
     guint64 bitmap_dir_size;
     guint64 bitmap_dir_offset;
 

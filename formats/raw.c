@@ -5,9 +5,9 @@
 #include <sys/stat.h>
 
 enum { PREALLOC_OFF, PREALLOC_FALLOC, PREALLOC_FULL };
-static const char *const prealloc_modes[] = {"off", "falloc", "full", NULL};
+static const char *const prealloc_modes[] = { "off", "falloc", "full", NULL };
 
-static const char *const raw_create_options[] = {"preallocation", NULL};
+static const char *const raw_create_options[] = { "preallocation", NULL };
 
 static gboolean raw_open(VdImage *img, GError **error)
 {
@@ -29,8 +29,7 @@ static gboolean fill_zeroes(VdFile *file, guint64 from, guint64 to, GError **err
 }
 
 /* Grow file from old_size to new_size with the given preallocation. */
-static gboolean grow(VdFile *file, guint64 old_size, guint64 new_size, int prealloc,
-                     GError **error)
+static gboolean grow(VdFile *file, guint64 old_size, guint64 new_size, int prealloc, GError **error)
 {
     switch (prealloc) {
     case PREALLOC_FALLOC:
@@ -45,8 +44,8 @@ static gboolean grow(VdFile *file, guint64 old_size, guint64 new_size, int preal
 static gboolean raw_create(VdFile *file, const VdCreateParams *params, GError **error)
 {
     int prealloc;
-    if (!vd_option_choice(params->options, "preallocation", prealloc_modes, PREALLOC_OFF,
-                          &prealloc, error))
+    if (!vd_option_choice(params->options, "preallocation", prealloc_modes, PREALLOC_OFF, &prealloc,
+                          error))
         return FALSE;
     if (params->backing_file != NULL) {
         vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
@@ -76,8 +75,7 @@ static gboolean raw_read(VdImage *img, guint64 offset, void *buf, gsize len, GEr
     return vd_file_pread_zero_past_eof(img->file, offset, buf, len, error);
 }
 
-static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize len,
-                          GError **error)
+static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     return vd_file_pwrite(img->file, offset, buf, len, error);
 }

@@ -104,7 +104,7 @@ typedef struct {
     guint8 *scratch;     /* one block, for partial-block writes */
 } Vdi;
 
-static const char *const vdi_create_options[] = {"static", "backing_file", "backing_fmt", NULL};
+static const char *const vdi_create_options[] = { "static", "backing_file", "backing_fmt", NULL };
 
 /* ----- header encoding ----- */
 
@@ -624,7 +624,7 @@ static gboolean vdi_create(VdFile *file, const VdCreateParams *params, GError **
     uuid_generate_v4(h.uuid_image);
     uuid_generate_v4(h.uuid_modify);
 
-    guint8 raw[HDR_BYTES] = {0};
+    guint8 raw[HDR_BYTES] = { 0 };
     memcpy(raw + HDR_TEXT, VDI_TEXT, strlen(VDI_TEXT));
     header_store(&h, raw);
     if (!vd_file_pwrite(file, 0, raw, sizeof raw, error) || !create_bmap(file, &h, error))

@@ -48,8 +48,8 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
 gboolean vd_file_sync(VdFile *file, GError **error);
 /* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
  * (capped at max)? Where the file system cannot tell, everything is data. */
-gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data,
-                        guint64 *run, GError **error);
+gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
+                        GError **error);
 
 /* ----- create options as a driver sees them ----- */
 typedef struct {
@@ -87,7 +87,7 @@ typedef enum {
 
 typedef struct {
     VdExtentKind kind;
-    guint64 length;      /* > 0, at most the asked length */
+    guint64 length; /* > 0, at most the asked length */
     gboolean compressed;
     gboolean offset_valid;
     guint64 host_offset;
@@ -193,8 +193,7 @@ void vd_set_file_error(GError **error, const char *filename, VdError code, const
 /* Read [offset, offset+len) of img's backing chain into buf (zeroes where
  * there is no backing file or it is shorter). For drivers doing
  * copy-on-write. Called with img->lock held; takes the backing's lock. */
-gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len,
-                               GError **error);
+gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
 
 /* Open a file named inside an image (external data file, extent). name is
  * resolved relative to the image's folder. */
@@ -207,11 +206,21 @@ static inline guint32 vd_be32(const guint8 *p)
 {
     return (guint32)p[0] << 24 | (guint32)p[1] << 16 | (guint32)p[2] << 8 | p[3];
 }
-static inline guint64 vd_be64(const guint8 *p) { return (guint64)vd_be32(p) << 32 | vd_be32(p + 4); }
-static inline void vd_put_be16(guint8 *p, guint16 v) { p[0] = v >> 8; p[1] = (guint8)v; }
+static inline guint64 vd_be64(const guint8 *p)
+{
+    return (guint64)vd_be32(p) << 32 | vd_be32(p + 4);
+}
+static inline void vd_put_be16(guint8 *p, guint16 v)
+{
+    p[0] = v >> 8;
+    p[1] = (guint8)v;
+}
 static inline void vd_put_be32(guint8 *p, guint32 v)
 {
-    p[0] = v >> 24; p[1] = (guint8)(v >> 16); p[2] = (guint8)(v >> 8); p[3] = (guint8)v;
+    p[0] = v >> 24;
+    p[1] = (guint8)(v >> 16);
+    p[2] = (guint8)(v >> 8);
+    p[3] = (guint8)v;
 }
 static inline void vd_put_be64(guint8 *p, guint64 v)
 {
@@ -223,11 +232,21 @@ static inline guint32 vd_le32(const guint8 *p)
 {
     return (guint32)p[0] | (guint32)p[1] << 8 | (guint32)p[2] << 16 | (guint32)p[3] << 24;
 }
-static inline guint64 vd_le64(const guint8 *p) { return vd_le32(p) | (guint64)vd_le32(p + 4) << 32; }
-static inline void vd_put_le16(guint8 *p, guint16 v) { p[0] = (guint8)v; p[1] = v >> 8; }
+static inline guint64 vd_le64(const guint8 *p)
+{
+    return vd_le32(p) | (guint64)vd_le32(p + 4) << 32;
+}
+static inline void vd_put_le16(guint8 *p, guint16 v)
+{
+    p[0] = (guint8)v;
+    p[1] = v >> 8;
+}
 static inline void vd_put_le32(guint8 *p, guint32 v)
 {
-    p[0] = (guint8)v; p[1] = (guint8)(v >> 8); p[2] = (guint8)(v >> 16); p[3] = v >> 24;
+    p[0] = (guint8)v;
+    p[1] = (guint8)(v >> 8);
+    p[2] = (guint8)(v >> 16);
+    p[3] = v >> 24;
 }
 static inline void vd_put_le64(guint8 *p, guint64 v)
 {

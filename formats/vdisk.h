@@ -43,9 +43,9 @@ typedef struct VdImage VdImage;
 
 /* Block status flags, as qemu-img map reports them. */
 typedef enum {
-    VD_BLOCK_DATA = 1 << 0,      /* reads come from stored data */
-    VD_BLOCK_ZERO = 1 << 1,      /* reads return zeroes */
-    VD_BLOCK_ALLOCATED = 1 << 2, /* the answer comes from some layer ("present") */
+    VD_BLOCK_DATA = 1 << 0,         /* reads come from stored data */
+    VD_BLOCK_ZERO = 1 << 1,         /* reads return zeroes */
+    VD_BLOCK_ALLOCATED = 1 << 2,    /* the answer comes from some layer ("present") */
     VD_BLOCK_OFFSET_VALID = 1 << 3, /* host_offset says where the data lies */
     VD_BLOCK_COMPRESSED = 1 << 4,
 } VdBlockFlags;
@@ -75,14 +75,14 @@ typedef struct {
     char *filename;
     const char *format;
     guint64 virtual_size;
-    gint64 actual_size; /* bytes the file occupies on disk; -1 unknown */
+    gint64 actual_size;   /* bytes the file occupies on disk; -1 unknown */
     guint32 cluster_size; /* 0 when the format has none */
     gboolean encrypted;
     gboolean dirty;
     char *backing_filename;      /* as stored in the image */
     char *full_backing_filename; /* resolved */
     char *backing_format;
-    GPtrArray *snapshots;     /* of VdSnapshotInfo */
+    GPtrArray *snapshots;      /* of VdSnapshotInfo */
     GVariant *format_specific; /* a{sv} with qemu-img's key names, or NULL */
 } VdImageInfo;
 
@@ -165,7 +165,6 @@ gboolean vd_image_needs_key(VdImage *img);
 /* TRUE when img's data is encrypted. */
 gboolean vd_image_is_encrypted(VdImage *img);
 
-
 /* OVA appliances (a tar of an .ovf and its disks): is path one, which
  * disks does it hold (char* member names), and open disk index (0-based;
  * -1 asks for the only one) read-only, in place. vd_image_open with no
@@ -187,7 +186,6 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
 gboolean vd_image_create_with_secrets(const char *path, const char *format, guint64 size,
                                       VdOptions *opts, VdSecrets *secrets, GError **error);
 
-
 /* Same, into a descriptor the caller opened for reading and writing (the
  * image dups it; the file is truncated first). name is used in messages and
  * to resolve a relative backing file (may be NULL). On failure the file is
@@ -195,9 +193,8 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
 gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
                             VdOptions *opts, GError **error);
 /* Same, with the secrets that encryption options name; secrets may be NULL. */
-gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format,
-                                         guint64 size, VdOptions *opts, VdSecrets *secrets,
-                                         GError **error);
+gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format, guint64 size,
+                                         VdOptions *opts, VdSecrets *secrets, GError **error);
 
 const char *vd_image_format(VdImage *img);
 const char *vd_image_filename(VdImage *img);
@@ -301,8 +298,8 @@ typedef struct {
      * source holds above it. */
     const char *backing_file;
     const char *backing_format;
-    guint64 min_sparse; /* -S: zero runs this long stay holes; 0 = never skip */
-    guint threads;      /* workers; 0 = automatic */
+    guint64 min_sparse;    /* -S: zero runs this long stay holes; 0 = never skip */
+    guint threads;         /* workers; 0 = automatic */
     gboolean out_of_order; /* -W */
     /* Wait for stable storage at the end (qemu-img's -t other than
      * "unsafe"); otherwise the page cache writes it out at its own pace. */

@@ -111,14 +111,36 @@ gboolean shim_parse_size(const char *text, guint64 *size, GError **error)
     guint64 v = g_ascii_strtoull(text, &end, 10);
     guint shift = 0;
     switch (*end) {
-    case '\0': case 'b': case 'B': break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    case 'p': case 'P': shift = 50; break;
-    case 'e': case 'E': shift = 60; break;
-    default: shift = 99;
+    case '\0':
+    case 'b':
+    case 'B':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
+    case 'p':
+    case 'P':
+        shift = 50;
+        break;
+    case 'e':
+    case 'E':
+        shift = 60;
+        break;
+    default:
+        shift = 99;
     }
     if (*end != '\0')
         end++;
@@ -185,44 +207,71 @@ typedef struct {
 enum { O_OBJECT = 256, O_IMAGE_OPTS, O_TARGET_IMAGE_OPTS, O_SHRINK, O_FORCE_SHARE };
 
 static const Opt long_opts[] = {
-    {"--object", TRUE, O_OBJECT},
-    {"--image-opts", FALSE, O_IMAGE_OPTS},
-    {"--target-image-opts", FALSE, O_TARGET_IMAGE_OPTS},
-    {"--shrink", FALSE, O_SHRINK},
-    {"--force-share", FALSE, O_FORCE_SHARE},
-    {"-U", FALSE, O_FORCE_SHARE},
-    {NULL},
+    { "--object", TRUE, O_OBJECT },
+    { "--image-opts", FALSE, O_IMAGE_OPTS },
+    { "--target-image-opts", FALSE, O_TARGET_IMAGE_OPTS },
+    { "--shrink", FALSE, O_SHRINK },
+    { "--force-share", FALSE, O_FORCE_SHARE },
+    { "-U", FALSE, O_FORCE_SHARE },
+    { NULL },
 };
 
 /* The short options of each command (getopt syntax: "x:" takes a value). */
 static const char *short_opts(ShimCommand cmd)
 {
     switch (cmd) {
-    case SHIM_CMD_CREATE: return "qf:b:F:o:u";
-    case SHIM_CMD_CONVERT: return "qf:O:o:nps:t:T:cW:m:B:l:SCr:";
-    case SHIM_CMD_RESIZE: return "qf:";
-    case SHIM_CMD_SNAPSHOT: return "qf:c:a:d:l";
-    default: return "";
+    case SHIM_CMD_CREATE:
+        return "qf:b:F:o:u";
+    case SHIM_CMD_CONVERT:
+        return "qf:O:o:nps:t:T:cW:m:B:l:SCr:";
+    case SHIM_CMD_RESIZE:
+        return "qf:";
+    case SHIM_CMD_SNAPSHOT:
+        return "qf:c:a:d:l";
+    default:
+        return "";
     }
 }
 
 static gboolean take_option(ShimRequest *req, char opt, const char *value, GError **error)
 {
     switch (opt) {
-    case 'q': req->quiet = TRUE; break;
-    case 'f': g_free(req->format); req->format = g_strdup(value); break;
-    case 'O': g_free(req->out_format); req->out_format = g_strdup(value); break;
-    case 'b': g_free(req->backing); req->backing = g_strdup(value); break;
-    case 'F': g_free(req->backing_format); req->backing_format = g_strdup(value); break;
+    case 'q':
+        req->quiet = TRUE;
+        break;
+    case 'f':
+        g_free(req->format);
+        req->format = g_strdup(value);
+        break;
+    case 'O':
+        g_free(req->out_format);
+        req->out_format = g_strdup(value);
+        break;
+    case 'b':
+        g_free(req->backing);
+        req->backing = g_strdup(value);
+        break;
+    case 'F':
+        g_free(req->backing_format);
+        req->backing_format = g_strdup(value);
+        break;
     case 'o':
         if (g_str_equal(value, "help") || g_str_equal(value, "?"))
             unsupported(req, "-o help");
         else if (!shim_parse_option_string(value, req->options, error))
             return FALSE;
         break;
-    case 'n': req->no_create = TRUE; break;
-    case 'p': case 't': case 'T': case 'u': break; /* progress, cache modes: no effect here */
-    case 'c': case 'a': case 'd':
+    case 'n':
+        req->no_create = TRUE;
+        break;
+    case 'p':
+    case 't':
+    case 'T':
+    case 'u':
+        break; /* progress, cache modes: no effect here */
+    case 'c':
+    case 'a':
+    case 'd':
         if (req->command == SHIM_CMD_SNAPSHOT) {
             req->snapshot_op = opt;
             g_free(req->snapshot);
@@ -239,7 +288,8 @@ static gboolean take_option(ShimRequest *req, char opt, const char *value, GErro
         }
         unsupported(req, "convert -l");
         break;
-    default: unsupported(req, "option -%c", opt);
+    default:
+        unsupported(req, "option -%c", opt);
     }
     return TRUE;
 }
@@ -250,11 +300,11 @@ static ShimCommand command_of(const char *name)
         const char *name;
         ShimCommand cmd;
     } table[] = {
-        {"create", SHIM_CMD_CREATE},   {"convert", SHIM_CMD_CONVERT},
-        {"resize", SHIM_CMD_RESIZE},   {"snapshot", SHIM_CMD_SNAPSHOT},
-        {"--version", SHIM_CMD_VERSION}, {"-V", SHIM_CMD_VERSION},
-        {"--help", SHIM_CMD_HELP},     {"-h", SHIM_CMD_HELP},
-        {"--status", SHIM_CMD_STATUS},
+        { "create", SHIM_CMD_CREATE },     { "convert", SHIM_CMD_CONVERT },
+        { "resize", SHIM_CMD_RESIZE },     { "snapshot", SHIM_CMD_SNAPSHOT },
+        { "--version", SHIM_CMD_VERSION }, { "-V", SHIM_CMD_VERSION },
+        { "--help", SHIM_CMD_HELP },       { "-h", SHIM_CMD_HELP },
+        { "--status", SHIM_CMD_STATUS },
     };
     for (guint i = 0; i < G_N_ELEMENTS(table); i++)
         if (g_str_equal(name, table[i].name))
@@ -268,9 +318,9 @@ static void pull_backing_options(ShimRequest *req)
 {
     for (guint i = 0; i < req->options->len;) {
         ShimOption *o = req->options->pdata[i];
-        char **slot = g_str_equal(o->key, "backing_file") ? &req->backing
+        char **slot = g_str_equal(o->key, "backing_file")  ? &req->backing
                       : g_str_equal(o->key, "backing_fmt") ? &req->backing_format
-                                                            : NULL;
+                                                           : NULL;
         if (slot == NULL) {
             i++;
             continue;
@@ -315,8 +365,8 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
         }
         const Opt *lo = NULL;
         for (const Opt *o = long_opts; o->name; o++)
-            if (g_str_equal(a, o->name) || (o->has_arg && g_str_has_prefix(a, o->name) &&
-                                            a[strlen(o->name)] == '='))
+            if (g_str_equal(a, o->name) ||
+                (o->has_arg && g_str_has_prefix(a, o->name) && a[strlen(o->name)] == '='))
                 lo = o;
         if (lo != NULL) {
             const char *value = NULL;
@@ -332,25 +382,34 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
                 }
             }
             switch (lo->id) {
-            case O_OBJECT: g_ptr_array_add(req->objects, g_strdup(value)); break;
-            case O_IMAGE_OPTS: req->image_opts = TRUE; break;
-            case O_TARGET_IMAGE_OPTS: req->target_image_opts = TRUE; break;
-            case O_SHRINK: req->shrink = TRUE; break;
-            case O_FORCE_SHARE: break;
+            case O_OBJECT:
+                g_ptr_array_add(req->objects, g_strdup(value));
+                break;
+            case O_IMAGE_OPTS:
+                req->image_opts = TRUE;
+                break;
+            case O_TARGET_IMAGE_OPTS:
+                req->target_image_opts = TRUE;
+                break;
+            case O_SHRINK:
+                req->shrink = TRUE;
+                break;
+            case O_FORCE_SHARE:
+                break;
             }
             continue;
         }
         if (a[1] == '-') {
-            fail(error, "unrecognized option '%s'\nTry 'qemu-img --help' for more information",
-                 a);
+            fail(error, "unrecognized option '%s'\nTry 'qemu-img --help' for more information", a);
             return NULL;
         }
         /* Bundled short options, getopt style: -qf qcow2, -fqcow2. */
         for (const char *p = a + 1; *p; p++) {
             const char *spec = strchr(shorts, *p);
             if (spec == NULL || *p == ':') {
-                fail(error, "invalid option -- '%c'\nTry 'qemu-img --help' for more "
-                            "information",
+                fail(error,
+                     "invalid option -- '%c'\nTry 'qemu-img --help' for more "
+                     "information",
                      *p);
                 return NULL;
             }
@@ -464,8 +523,7 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
     for (guint i = 0; req->command != SHIM_CMD_CREATE && i < req->options->len; i++) {
         ShimOption *o = req->options->pdata[i];
         if (g_str_has_prefix(o->key, "encrypt.") || g_str_equal(o->key, "encryption"))
-            unsupported(req, "encrypted images (%s) are not converted through vdiskd yet",
-                        o->key);
+            unsupported(req, "encrypted images (%s) are not converted through vdiskd yet", o->key);
     }
     return g_steal_pointer(&req);
 }

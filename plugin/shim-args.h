@@ -7,7 +7,7 @@
 #include <glib.h>
 
 typedef enum {
-    SHIM_CMD_NONE,    /* no command: usage error */
+    SHIM_CMD_NONE, /* no command: usage error */
     SHIM_CMD_CREATE,
     SHIM_CMD_CONVERT,
     SHIM_CMD_RESIZE,
@@ -37,11 +37,11 @@ typedef struct {
     char *target;         /* convert: the target */
     char *size_text;      /* create/resize SIZE as given, or NULL */
     guint64 size;
-    gboolean shrink;      /* resize --shrink */
-    gboolean no_create;   /* convert -n */
+    gboolean shrink;    /* resize --shrink */
+    gboolean no_create; /* convert -n */
     gboolean image_opts, target_image_opts;
     gboolean quiet;
-    char snapshot_op;     /* 'c', 'a', 'd', 'l' */
+    char snapshot_op; /* 'c', 'a', 'd', 'l' */
     char *snapshot;
     GHashTable *source_opts, *target_opts; /* parsed --image-opts dicts, or NULL */
     /* Why vdiskd cannot serve this request as it stands (the shim then

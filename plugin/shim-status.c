@@ -31,11 +31,9 @@ ShimConfig *shim_config_load(void)
         if (local == NULL) {
             cfg->fallback = v;
             g_free(cfg->fallback_source);
-            cfg->fallback_source = g_strdup_printf("fallback=%s in %s", v ? "true" : "false",
-                                                   file);
+            cfg->fallback_source = g_strdup_printf("fallback=%s in %s", v ? "true" : "false", file);
         } else if (!g_error_matches(local, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND) &&
-                   !g_error_matches(local, G_KEY_FILE_ERROR,
-                                    G_KEY_FILE_ERROR_GROUP_NOT_FOUND)) {
+                   !g_error_matches(local, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_GROUP_NOT_FOUND)) {
             g_printerr("vdisk-qemu-img: %s: %s (ignored)\n", file, local->message);
         }
         g_autofree char *path = g_key_file_get_string(kf, "shim", "qemu-img", NULL);
@@ -48,9 +46,9 @@ ShimConfig *shim_config_load(void)
     }
     const char *env = g_getenv("VDISK_SHIM_FALLBACK");
     if (env != NULL && *env != '\0') {
-        cfg->fallback = !(g_str_equal(env, "0") || g_ascii_strcasecmp(env, "false") == 0 ||
-                          g_ascii_strcasecmp(env, "off") == 0 ||
-                          g_ascii_strcasecmp(env, "no") == 0);
+        cfg->fallback =
+            !(g_str_equal(env, "0") || g_ascii_strcasecmp(env, "false") == 0 ||
+              g_ascii_strcasecmp(env, "off") == 0 || g_ascii_strcasecmp(env, "no") == 0);
         g_free(cfg->fallback_source);
         cfg->fallback_source = g_strdup_printf("VDISK_SHIM_FALLBACK=%s", env);
     }
@@ -113,10 +111,12 @@ int shim_print_status(FILE *out)
         gboolean is_shim = real != NULL && self != NULL &&
                            (g_str_equal(real, self) || g_str_has_suffix(real, "/vdisk-qemu-img"));
         if (is_shim)
-            using++;
+            using ++;
         fprintf(out, "%s (pid %s): qemu-img is %s%s\n", comm, de->d_name,
                 inside ? inside : "not on its PATH",
-                is_shim ? " (the vdisk shim)" : inside ? " (not the vdisk shim)" : "");
+                is_shim  ? " (the vdisk shim)"
+                : inside ? " (not the vdisk shim)"
+                         : "");
     }
     if (proc != NULL)
         closedir(proc);

@@ -9,9 +9,9 @@
 #define SHIM_REAL_QEMU_IMG "/usr/bin/qemu-img"
 
 typedef struct {
-    gboolean fallback;       /* run the real qemu-img for what vdiskd cannot do */
-    char *qemu_img;          /* the real qemu-img, an absolute path */
-    char *fallback_source;   /* where the fallback setting came from, for messages */
+    gboolean fallback;     /* run the real qemu-img for what vdiskd cannot do */
+    char *qemu_img;        /* the real qemu-img, an absolute path */
+    char *fallback_source; /* where the fallback setting came from, for messages */
 } ShimConfig;
 
 void shim_config_free(ShimConfig *cfg);

@@ -157,9 +157,9 @@ static void resolve(const char *file, gboolean add_directory, Where *w)
 
 static char *volume_property(const char *volume, const char *name)
 {
-    g_autoptr(GVariant) r = call(volume, "org.freedesktop.DBus.Properties", "Get",
-                                 g_variant_new("(ss)", VDISK_VOLUME_INTERFACE, name), "(v)",
-                                 NULL, volume);
+    g_autoptr(GVariant) r =
+        call(volume, "org.freedesktop.DBus.Properties", "Get",
+             g_variant_new("(ss)", VDISK_VOLUME_INTERFACE, name), "(v)", NULL, volume);
     g_autoptr(GVariant) v = NULL;
     g_variant_get(r, "(v)", &v);
     return g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) ? g_variant_dup_string(v, NULL)
@@ -191,9 +191,9 @@ static GVariant *secrets_variant(ShimRequest *req)
         gsize len = data ? strlen(data) : 0;
         if (file != NULL && !g_file_get_contents(file, &contents, &len, &error))
             die("--object %s: %s", spec, error->message);
-        g_variant_builder_add(&b, "{s@ay}", id,
-                              g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE,
-                                                        file ? contents : data, len, 1));
+        g_variant_builder_add(
+            &b, "{s@ay}", id,
+            g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, file ? contents : data, len, 1));
         if (contents != NULL)
             memset(contents, 0, len);
     }
@@ -224,16 +224,16 @@ static GVariant *create_options(ShimRequest *req, const char *backing)
 
 static void do_create(ShimRequest *req)
 {
-    g_auto(Where) target = {0};
+    g_auto(Where) target = { 0 };
     resolve(req->filename, TRUE, &target);
     if (target.volume != NULL)
         fall_back(shim.argv, "the file exists already (qemu-img would overwrite it)");
-    g_auto(Where) backing = {0};
+    g_auto(Where) backing = { 0 };
     if (req->backing != NULL) {
-        g_autofree char *abs = g_path_is_absolute(req->backing)
-                                   ? g_strdup(req->backing)
-                                   : g_build_filename(g_path_get_dirname(req->filename),
-                                                      req->backing, NULL);
+        g_autofree char *abs =
+            g_path_is_absolute(req->backing)
+                ? g_strdup(req->backing)
+                : g_build_filename(g_path_get_dirname(req->filename), req->backing, NULL);
         resolve(abs, FALSE, &backing);
         if (backing.volume == NULL)
             die("%s: Could not open backing file: No such file or directory", req->filename);
@@ -241,8 +241,8 @@ static void do_create(ShimRequest *req)
             fall_back(shim.argv, "the backing file lies in another directory");
     }
     if (!req->quiet)
-        printf("Formatting '%s', fmt=%s size=%" G_GUINT64_FORMAT "\n", req->filename,
-               req->format, req->size);
+        printf("Formatting '%s', fmt=%s size=%" G_GUINT64_FORMAT "\n", req->filename, req->format,
+               req->size);
     fflush(stdout);
     if (req->size_text == NULL) {
         /* An overlay as big as its backing file: libvirt's external
@@ -252,10 +252,10 @@ static void do_create(ShimRequest *req)
             fall_back(shim.argv, "an overlay that is not qcow2");
         if (req->backing_format != NULL && !g_str_equal(fmt, req->backing_format))
             fall_back(shim.argv, "a backing format other than the probed one");
-        g_autoptr(GVariant) r = call(backing.volume, VDISK_VOLUME_INTERFACE, "CreateOverlay",
-                                     g_variant_new("(s@a{sv})", target.name,
-                                                   create_options(req, NULL)),
-                                     "(o)", NULL, req->filename);
+        g_autoptr(GVariant) r =
+            call(backing.volume, VDISK_VOLUME_INTERFACE, "CreateOverlay",
+                 g_variant_new("(s@a{sv})", target.name, create_options(req, NULL)), "(o)", NULL,
+                 req->filename);
         return;
     }
     g_autoptr(GVariant) r = call(target.pool, VDISK_POOL_INTERFACE, "CreateVolume",
@@ -269,8 +269,8 @@ static void do_create(ShimRequest *req)
 
 static void do_convert(ShimRequest *req)
 {
-    g_auto(Where) src = {0};
-    g_auto(Where) dst = {0};
+    g_auto(Where) src = { 0 };
+    g_auto(Where) dst = { 0 };
     resolve(req->filename, TRUE, &src);
     if (src.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
@@ -283,10 +283,10 @@ static void do_convert(ShimRequest *req)
             fall_back(shim.argv, "a source format other than the probed one");
     }
     if (g_str_equal(src.pool, dst.pool)) {
-        g_autoptr(GVariant) r = call(src.volume, VDISK_VOLUME_INTERFACE, "Clone",
-                                     g_variant_new("(ss@a{sv})", dst.name, req->out_format,
-                                                   create_options(req, NULL)),
-                                     "(oo)", NULL, req->target);
+        g_autoptr(GVariant) r =
+            call(src.volume, VDISK_VOLUME_INTERFACE, "Clone",
+                 g_variant_new("(ss@a{sv})", dst.name, req->out_format, create_options(req, NULL)),
+                 "(oo)", NULL, req->target);
         const char *job;
         g_variant_get(r, "(&o&o)", NULL, &job);
         wait_job(job, req->target);
@@ -297,10 +297,10 @@ static void do_convert(ShimRequest *req)
     if (fd < 0)
         die("%s: %s", req->target, g_strerror(errno));
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
-    g_autoptr(GVariant) r = call(src.volume, VDISK_VOLUME_INTERFACE, "Export",
-                                 g_variant_new("(hs@a{sv})", 0, req->out_format,
-                                               create_options(req, NULL)),
-                                 "(o)", fds, req->target);
+    g_autoptr(GVariant) r =
+        call(src.volume, VDISK_VOLUME_INTERFACE, "Export",
+             g_variant_new("(hs@a{sv})", 0, req->out_format, create_options(req, NULL)), "(o)", fds,
+             req->target);
     const char *job;
     g_variant_get(r, "(&o)", &job);
     const char *result;
@@ -310,13 +310,13 @@ static void do_convert(ShimRequest *req)
         unlink(req->target);
         die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
     }
-    g_auto(Where) again = {0};
+    g_auto(Where) again = { 0 };
     resolve(req->target, TRUE, &again); /* vdiskd reads the new file */
 }
 
 static void do_resize(ShimRequest *req)
 {
-    g_auto(Where) w = {0};
+    g_auto(Where) w = { 0 };
     resolve(req->filename, TRUE, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
@@ -329,9 +329,9 @@ static void do_resize(ShimRequest *req)
     g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
     if (req->shrink)
         g_variant_builder_add(&b, "{sv}", "shrink", g_variant_new_boolean(TRUE));
-    g_autoptr(GVariant) r = call(w.volume, VDISK_VOLUME_INTERFACE, "Resize",
-                                 g_variant_new("(ta{sv})", req->size, &b), "(o)", NULL,
-                                 req->filename);
+    g_autoptr(GVariant) r =
+        call(w.volume, VDISK_VOLUME_INTERFACE, "Resize", g_variant_new("(ta{sv})", req->size, &b),
+             "(o)", NULL, req->filename);
     const char *job;
     g_variant_get(r, "(&o)", &job);
     wait_job(job, req->filename);
@@ -341,16 +341,16 @@ static void do_resize(ShimRequest *req)
 
 static void do_snapshot(ShimRequest *req)
 {
-    g_auto(Where) w = {0};
+    g_auto(Where) w = { 0 };
     resolve(req->filename, TRUE, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
     const char *method = req->snapshot_op == 'c'   ? "CreateSnapshot"
                          : req->snapshot_op == 'a' ? "RevertSnapshot"
                                                    : "DeleteSnapshot";
-    g_autoptr(GVariant) r = call(w.volume, VDISK_VOLUME_INTERFACE, method,
-                                 g_variant_new("(sa{sv})", req->snapshot, NULL), "()", NULL,
-                                 req->filename);
+    g_autoptr(GVariant) r =
+        call(w.volume, VDISK_VOLUME_INTERFACE, method,
+             g_variant_new("(sa{sv})", req->snapshot, NULL), "()", NULL, req->filename);
 }
 
 static void usage(void)
@@ -377,8 +377,7 @@ int main(int argc, char **argv)
         die("%s", error->message);
     switch (req->command) {
     case SHIM_CMD_VERSION:
-        printf("qemu-img version " QEMU_IMG_COMPAT_VERSION " (vdisk-qemu-img " VDISK_VERSION
-               ")\n");
+        printf("qemu-img version " QEMU_IMG_COMPAT_VERSION " (vdisk-qemu-img " VDISK_VERSION ")\n");
         return 0;
     case SHIM_CMD_HELP:
         usage();
@@ -401,11 +400,20 @@ int main(int argc, char **argv)
     g_bus_watch_name_on_connection(shim.bus, VDISK_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_AUTO_START,
                                    NULL, on_vanished, NULL, NULL);
     switch (req->command) {
-    case SHIM_CMD_CREATE: do_create(req); break;
-    case SHIM_CMD_CONVERT: do_convert(req); break;
-    case SHIM_CMD_RESIZE: do_resize(req); break;
-    case SHIM_CMD_SNAPSHOT: do_snapshot(req); break;
-    default: fall_back(argv, "an unknown command");
+    case SHIM_CMD_CREATE:
+        do_create(req);
+        break;
+    case SHIM_CMD_CONVERT:
+        do_convert(req);
+        break;
+    case SHIM_CMD_RESIZE:
+        do_resize(req);
+        break;
+    case SHIM_CMD_SNAPSHOT:
+        do_snapshot(req);
+        break;
+    default:
+        fall_back(argv, "an unknown command");
     }
     return 0;
 }

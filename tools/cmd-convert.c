@@ -313,15 +313,16 @@ const CliCommand cli_cmd_convert = {
             "                         default, as in qemu-img) waits for the disk at the end\n"
             "\n"
             "Ctrl-C cancels; a target that vdisk created is then removed.\n",
-    .examples = "  vdisk convert -f vdi -O qcow2 vm.vdi vm.qcow2\n"
-                "  vdisk convert disk.vmdk disk.qcow2          # formats from the names\n"
-                "  vdisk convert -c -p -O qcow2 big.raw small.qcow2\n"
-                "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
-                "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n"
-                "  vdisk convert --disk 2 appliance.ova data.qcow2\n"
-                "  vdisk convert --object secret,id=s0,file=pw -O qcow2 \\\n"
-                "      -o encrypt.format=luks,encrypt.key-secret=s0 plain.raw secret.qcow2\n"
-                "  vdisk convert --object secret,id=s0,file=pw --image-opts \\\n"
-                "      driver=qcow2,encrypt.key-secret=s0,file.filename=secret.qcow2 -O raw plain.raw\n",
+    .examples =
+        "  vdisk convert -f vdi -O qcow2 vm.vdi vm.qcow2\n"
+        "  vdisk convert disk.vmdk disk.qcow2          # formats from the names\n"
+        "  vdisk convert -c -p -O qcow2 big.raw small.qcow2\n"
+        "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
+        "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n"
+        "  vdisk convert --disk 2 appliance.ova data.qcow2\n"
+        "  vdisk convert --object secret,id=s0,file=pw -O qcow2 \\\n"
+        "      -o encrypt.format=luks,encrypt.key-secret=s0 plain.raw secret.qcow2\n"
+        "  vdisk convert --object secret,id=s0,file=pw --image-opts \\\n"
+        "      driver=qcow2,encrypt.key-secret=s0,file.filename=secret.qcow2 -O raw plain.raw\n",
     .run = run_convert,
 };

@@ -14,22 +14,22 @@ static void test_bouncer_table(void)
     static const struct {
         const char *iface, *method, *action;
     } expect[] = {
-        {VDISK_MANAGER_INTERFACE, "GetPools", ""},
-        {VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS},
-        {VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT},
-        {VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT},
-        {VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME},
-        {VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME},
-        {VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS},
-        {VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME},
-        {VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME},
-        {VDISK_JOB_INTERFACE, "Cancel", ""},
+        { VDISK_MANAGER_INTERFACE, "GetPools", "" },
+        { VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS },
+        { VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT },
+        { VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT },
+        { VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME },
+        { VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME },
+        { VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS },
+        { VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME },
+        { VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME },
+        { VDISK_JOB_INTERFACE, "Cancel", "" },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(expect); i++)
         g_assert_cmpstr(vdd_bouncer_action_for(expect[i].iface, expect[i].method), ==,
@@ -43,14 +43,14 @@ static void test_bouncer_table(void)
 
 static void test_names(void)
 {
-    const char *good[] = {"a.qcow2", "disk 1.vdi", "ü.vmdk", "a..b", "x"};
+    const char *good[] = { "a.qcow2", "disk 1.vdi", "ü.vmdk", "a..b", "x" };
     for (gsize i = 0; i < G_N_ELEMENTS(good); i++)
         g_assert_true(vdd_name_is_valid(good[i], "volume", NULL));
     char longname[300];
     memset(longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    const char *bad[] = {"", ".", "..", "../escape.qcow2", "a/b.qcow2", ".hidden", "/",
-                         "a\nb", "\xff\xfe", longname};
+    const char *bad[] = { "",        ".", "..",   "../escape.qcow2", "a/b.qcow2",
+                          ".hidden", "/", "a\nb", "\xff\xfe",        longname };
     for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autoptr(GError) error = NULL;
         g_assert_false(vdd_name_is_valid(bad[i], "volume", &error));
@@ -74,7 +74,7 @@ static void test_create_options(void)
     g_variant_builder_add(&b, "{sv}", "backing-format", g_variant_new_string("qcow2"));
     g_variant_builder_add(&b, "{sv}", "source-format", g_variant_new_string("vdi"));
     g_autoptr(GVariant) opts = g_variant_ref_sink(g_variant_builder_end(&b));
-    const char *const daemon_keys[] = {"source-format", NULL};
+    const char *const daemon_keys[] = { "source-format", NULL };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) o = vdd_options_to_create(opts, "qcow2", daemon_keys, &error);
     g_assert_no_error(error);
@@ -104,8 +104,8 @@ static void test_create_options(void)
 static void test_daemon_options(void)
 {
     {
-        g_auto(VddDaemonOptions) o = {0};
-        char *args[] = {"vdiskd", NULL};
+        g_auto(VddDaemonOptions) o = { 0 };
+        char *args[] = { "vdiskd", NULL };
         char **argv = args;
         int argc = 1;
         g_assert_true(vdd_daemon_parse_options(&o, &argc, &argv, NULL));
@@ -113,8 +113,8 @@ static void test_daemon_options(void)
         g_assert_cmpstr(o.config_dir, ==, VDD_DEFAULT_CONFIG_DIR);
     }
     {
-        g_auto(VddDaemonOptions) o = {0};
-        char *args[] = {"vdiskd", "--idle-timeout=0", "--config-dir", "/tmp/x", NULL};
+        g_auto(VddDaemonOptions) o = { 0 };
+        char *args[] = { "vdiskd", "--idle-timeout=0", "--config-dir", "/tmp/x", NULL };
         char **argv = args;
         int argc = 4;
         g_assert_true(vdd_daemon_parse_options(&o, &argc, &argv, NULL));
@@ -122,8 +122,8 @@ static void test_daemon_options(void)
         g_assert_cmpstr(o.config_dir, ==, "/tmp/x");
     }
     {
-        g_auto(VddDaemonOptions) o = {0};
-        char *args[] = {"vdiskd", "--idle-timeout=-5", NULL};
+        g_auto(VddDaemonOptions) o = { 0 };
+        char *args[] = { "vdiskd", "--idle-timeout=-5", NULL };
         char **argv = args;
         int argc = 2;
         g_autoptr(GError) error = NULL;

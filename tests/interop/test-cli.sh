@@ -227,7 +227,7 @@ t_convert_raw() {
     vd convert -q -p -f raw -O raw a.raw f.raw >out
     [[ ! -s out ]]
     expect_exit 1 vd convert -f raw -O raw a.raw a.raw 2>err
-    grep -q "same file" err
+    grep -q "is the source image" err
 }
 case_run "convert raw" t_convert_raw
 

@@ -74,9 +74,9 @@ static void test_parse_size(void)
         const char *text;
         guint64 value;
     } good[] = {
-        {"0", 0},          {"512", 512},         {"1k", 1024},         {"1K", 1024},
-        {"64M", 64 * MIB}, {"1.5G", 3ull << 29}, {"2T", 2ull << 40},   {"1E", 1ull << 60},
-        {"100B", 100},     {"0.5k", 512},
+        { "0", 0 },          { "512", 512 },         { "1k", 1024 },       { "1K", 1024 },
+        { "64M", 64 * MIB }, { "1.5G", 3ull << 29 }, { "2T", 2ull << 40 }, { "1E", 1ull << 60 },
+        { "100B", 100 },     { "0.5k", 512 },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
         guint64 v = 1;
@@ -85,7 +85,7 @@ static void test_parse_size(void)
         g_assert_no_error(error);
         g_assert_cmpuint(v, ==, good[i].value);
     }
-    static const char *const bad[] = {"", "-1", "abc", "1X", "1.3", "16E", "1kk", "0.0001k"};
+    static const char *const bad[] = { "", "-1", "abc", "1X", "1.3", "16E", "1kk", "0.0001k" };
     for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
         guint64 v;
         g_autoptr(GError) error = NULL;
@@ -99,8 +99,8 @@ static void test_options_parse(void)
 {
     g_autoptr(VdOptions) opts = vd_options_new();
     g_autoptr(GError) error = NULL;
-    g_assert_true(vd_options_parse(opts, "cluster_size=4k,backing_file=a,,b.img,lazy_refcounts",
-                                   &error));
+    g_assert_true(
+        vd_options_parse(opts, "cluster_size=4k,backing_file=a,,b.img,lazy_refcounts", &error));
     g_assert_no_error(error);
     g_assert_cmpstr(vd_options_get(opts, "cluster_size"), ==, "4k");
     g_assert_cmpstr(vd_options_get(opts, "backing_file"), ==, "a,b.img");
@@ -201,7 +201,7 @@ static void test_raw_out_of_range(Fixture *fx, gconstpointer data)
 {
     g_autofree char *path = path_in(fx, "r.raw");
     g_autoptr(VdImage) img = make_raw(path, MIB);
-    guint8 buf[512] = {0};
+    guint8 buf[512] = { 0 };
     g_autoptr(GError) error = NULL;
     g_assert_false(vd_image_read(img, MIB - 256, buf, sizeof buf, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
@@ -211,11 +211,11 @@ static void test_raw_out_of_range(Fixture *fx, gconstpointer data)
 static void test_raw_read_only(Fixture *fx, gconstpointer data)
 {
     g_autofree char *path = path_in(fx, "ro.raw");
-    g_clear_pointer(&(VdImage *){make_raw(path, MIB)}, vd_image_unref);
+    g_clear_pointer(&(VdImage *){ make_raw(path, MIB) }, vd_image_unref);
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = vd_image_open(path, "raw", 0, &error);
     g_assert_no_error(error);
-    guint8 buf[512] = {1};
+    guint8 buf[512] = { 1 };
     g_assert_false(vd_image_write(img, 0, buf, sizeof buf, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
 }
@@ -255,7 +255,7 @@ static void test_open_errors(Fixture *fx, gconstpointer data)
     g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
     g_clear_error(&error);
     g_autofree char *raw = path_in(fx, "r.raw");
-    g_clear_pointer(&(VdImage *){make_raw(raw, MIB)}, vd_image_unref);
+    g_clear_pointer(&(VdImage *){ make_raw(raw, MIB) }, vd_image_unref);
     g_assert_null(vd_image_open(raw, "nonsense", 0, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT);
 }
@@ -263,7 +263,7 @@ static void test_open_errors(Fixture *fx, gconstpointer data)
 static void test_probe_raw_fallback(Fixture *fx, gconstpointer data)
 {
     g_autofree char *path = path_in(fx, "p.raw");
-    g_clear_pointer(&(VdImage *){make_raw(path, MIB)}, vd_image_unref);
+    g_clear_pointer(&(VdImage *){ make_raw(path, MIB) }, vd_image_unref);
     gboolean fell_back = FALSE;
     g_autoptr(GError) error = NULL;
     g_assert_cmpstr(vd_probe_file(path, &fell_back, &error), ==, "raw");

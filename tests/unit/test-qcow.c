@@ -557,18 +557,18 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
         VdError code;
         const char *needle;
     } cases[] = {
-        {damage_truncate, VD_ERROR_CORRUPT, "too short"},
-        {damage_version, VD_ERROR_UNSUPPORTED_FORMAT, "version 2"},
-        {damage_cluster_small, VD_ERROR_CORRUPT, "cluster_bits 8"},
-        {damage_cluster_big, VD_ERROR_CORRUPT, "cluster_bits 17"},
-        {damage_l2_small, VD_ERROR_CORRUPT, "l2_bits 5"},
-        {damage_l2_big, VD_ERROR_CORRUPT, "l2_bits 14"},
-        {damage_crypt_unknown, VD_ERROR_CORRUPT, "encryption method 9"},
-        {damage_size_huge, VD_ERROR_CORRUPT, "L1"},
-        {damage_size_big, VD_ERROR_CORRUPT, "L1"},
-        {damage_l1_offset, VD_ERROR_CORRUPT, "past the end"},
-        {damage_backing_long, VD_ERROR_CORRUPT, "1023"},
-        {damage_backing_past_eof, VD_ERROR_CORRUPT, "past the end"},
+        { damage_truncate, VD_ERROR_CORRUPT, "too short" },
+        { damage_version, VD_ERROR_UNSUPPORTED_FORMAT, "version 2" },
+        { damage_cluster_small, VD_ERROR_CORRUPT, "cluster_bits 8" },
+        { damage_cluster_big, VD_ERROR_CORRUPT, "cluster_bits 17" },
+        { damage_l2_small, VD_ERROR_CORRUPT, "l2_bits 5" },
+        { damage_l2_big, VD_ERROR_CORRUPT, "l2_bits 14" },
+        { damage_crypt_unknown, VD_ERROR_CORRUPT, "encryption method 9" },
+        { damage_size_huge, VD_ERROR_CORRUPT, "L1" },
+        { damage_size_big, VD_ERROR_CORRUPT, "L1" },
+        { damage_l1_offset, VD_ERROR_CORRUPT, "past the end" },
+        { damage_backing_long, VD_ERROR_CORRUPT, "1023" },
+        { damage_backing_past_eof, VD_ERROR_CORRUPT, "past the end" },
     };
     g_autofree char *path = path_in(fx, "bad.qcow");
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -596,7 +596,7 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
 static void test_qcow_corrupt_tables(Fixture *fx, gconstpointer data)
 {
     g_autofree char *path = path_in(fx, "bad.qcow");
-    static const guint64 l1_values[] = {4096 + 8, 1ull << 40, 1ull << 63 | 4096};
+    static const guint64 l1_values[] = { 4096 + 8, 1ull << 40, 1ull << 63 | 4096 };
     for (gsize i = 0; i < G_N_ELEMENTS(l1_values); i++) {
         make_small_qcow(path);
         patch_be64(path, 48, l1_values[i]);
@@ -635,8 +635,8 @@ static void test_qcow_create_options(Fixture *fx, gconstpointer data)
     g_assert_true(g_strv_contains(keys, "backing_fmt"));
     g_assert_true(g_strv_contains(keys, "encryption"));
     g_assert_true(g_strv_contains(keys, "encrypt.format"));
-    static const char *const refused[] = {"encryption=on", "encrypt.format=aes",
-                                          "encrypt.key-secret=sec0"};
+    static const char *const refused[] = { "encryption=on", "encrypt.format=aes",
+                                           "encrypt.key-secret=sec0" };
     for (gsize i = 0; i < G_N_ELEMENTS(refused); i++) {
         g_autoptr(GError) error = NULL;
         g_autoptr(VdOptions) opts = vd_options_new();
@@ -844,7 +844,7 @@ static void test_cow_corrupt(Fixture *fx, gconstpointer data)
 {
     g_autofree char *path = path_in(fx, "bad.cow");
     g_autoptr(GError) error = NULL;
-    static const char *cases[] = {"truncate", "version", "name", "sector", "size"};
+    static const char *cases[] = { "truncate", "version", "name", "sector", "size" };
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
         g_assert_true(vd_image_create(path, "cow", MIB, NULL, &error));
         g_assert_no_error(error);

@@ -38,14 +38,16 @@ static void test_create_features(void)
 
 static void test_create_backing(void)
 {
-    g_autoptr(ShimRequest) r = parse(
-        "qemu-img create -f qcow2 -b /p/a.qcow2 -o backing_fmt=qcow2,compat=0.10 /p/o 65536K", NULL);
+    g_autoptr(ShimRequest) r =
+        parse("qemu-img create -f qcow2 -b /p/a.qcow2 -o backing_fmt=qcow2,compat=0.10 /p/o 65536K",
+              NULL);
     g_assert_cmpstr(r->backing, ==, "/p/a.qcow2");
     g_assert_cmpstr(r->backing_format, ==, "qcow2");
     g_assert_null(shim_option_get(r->options, "backing_fmt"));
     /* External snapshot of an inactive domain: no size. */
-    g_autoptr(ShimRequest) s = parse(
-        "qemu-img create -f qcow2 -o backing_fmt=qcow2,backing_file=/p/dom.qcow2 /p/dom.ext1", NULL);
+    g_autoptr(ShimRequest) s =
+        parse("qemu-img create -f qcow2 -o backing_fmt=qcow2,backing_file=/p/dom.qcow2 /p/dom.ext1",
+              NULL);
     g_assert_cmpstr(s->backing, ==, "/p/dom.qcow2");
     g_assert_null(s->size_text);
     g_assert_cmpuint(s->options->len, ==, 0);
@@ -53,10 +55,10 @@ static void test_create_backing(void)
 
 static void test_create_encrypted(void)
 {
-    g_autoptr(ShimRequest) r = parse(
-        "qemu-img create -f qcow2 --object secret,id=v_encrypt0,file=/run/s -o "
-        "encrypt.format=luks,encrypt.key-secret=v_encrypt0,compat=0.10 /p/enc.qcow2 32768K",
-        NULL);
+    g_autoptr(ShimRequest) r =
+        parse("qemu-img create -f qcow2 --object secret,id=v_encrypt0,file=/run/s -o "
+              "encrypt.format=luks,encrypt.key-secret=v_encrypt0,compat=0.10 /p/enc.qcow2 32768K",
+              NULL);
     g_assert_cmpuint(r->objects->len, ==, 1);
     g_assert_cmpstr(r->objects->pdata[0], ==, "secret,id=v_encrypt0,file=/run/s");
     g_assert_cmpstr(shim_option_get(r->options, "encrypt.key-secret"), ==, "v_encrypt0");
@@ -76,8 +78,8 @@ static void test_escaped_commas(void)
 
 static void test_convert(void)
 {
-    g_autoptr(ShimRequest) r = parse(
-        "qemu-img convert -f qcow2 -O qcow2 -o compat=1.1,lazy_refcounts /p/a /p/b", NULL);
+    g_autoptr(ShimRequest) r =
+        parse("qemu-img convert -f qcow2 -O qcow2 -o compat=1.1,lazy_refcounts /p/a /p/b", NULL);
     g_assert_cmpint(r->command, ==, SHIM_CMD_CONVERT);
     g_assert_cmpstr(r->format, ==, "qcow2");
     g_assert_cmpstr(r->out_format, ==, "qcow2");
@@ -88,12 +90,12 @@ static void test_convert(void)
 
 static void test_convert_encrypted(void)
 {
-    g_autoptr(ShimRequest) r = parse(
-        "qemu-img convert --image-opts -n --target-image-opts --object "
-        "secret,id=b_encrypt0,file=/run/s1 --object secret,id=a_encrypt0,file=/run/s2 "
-        "driver=qcow2,file.filename=/p/a,encrypt.key-secret=a_encrypt0 "
-        "driver=qcow2,file.filename=/p/b,encrypt.key-secret=b_encrypt0",
-        NULL);
+    g_autoptr(ShimRequest) r =
+        parse("qemu-img convert --image-opts -n --target-image-opts --object "
+              "secret,id=b_encrypt0,file=/run/s1 --object secret,id=a_encrypt0,file=/run/s2 "
+              "driver=qcow2,file.filename=/p/a,encrypt.key-secret=a_encrypt0 "
+              "driver=qcow2,file.filename=/p/b,encrypt.key-secret=b_encrypt0",
+              NULL);
     g_assert_cmpstr(r->filename, ==, "/p/a");
     g_assert_cmpstr(r->target, ==, "/p/b");
     g_assert_cmpstr(r->format, ==, "qcow2");
@@ -109,10 +111,10 @@ static void test_resize(void)
     g_assert_cmpint(r->command, ==, SHIM_CMD_RESIZE);
     g_assert_true(r->shrink);
     g_assert_cmpuint(r->size, ==, 67108864);
-    g_autoptr(ShimRequest) e = parse(
-        "qemu-img resize --object secret,id=s,file=/f --image-opts "
-        "driver=qcow2,encrypt.key-secret=s,file.filename=/p/e 67108864",
-        NULL);
+    g_autoptr(ShimRequest) e =
+        parse("qemu-img resize --object secret,id=s,file=/f --image-opts "
+              "driver=qcow2,encrypt.key-secret=s,file.filename=/p/e 67108864",
+              NULL);
     g_assert_cmpstr(e->filename, ==, "/p/e");
     g_assert_nonnull(e->unsupported);
     g_autoptr(ShimRequest) rel = parse("qemu-img resize /p/b +1G", NULL);

@@ -269,12 +269,12 @@ static void write_mix(VdImage *img, guint8 *expect)
         gsize len;
         guint8 byte;
     } writes[] = {
-        {512, 1024, 1},                   /* partial first block */
-        {3 * MIB, 2 * MIB, 2},            /* two whole blocks */
-        {6 * MIB - 4096, 8192, 3},        /* across a boundary */
-        {20 * MIB + 7, 3 * MIB + 100, 4}, /* unaligned, several blocks */
-        {ODD_SIZE - 3584, 3584, 5},       /* the last sector, in a short last block */
-        {3 * MIB + 100, 50, 6},           /* overwrite in place */
+        { 512, 1024, 1 },                   /* partial first block */
+        { 3 * MIB, 2 * MIB, 2 },            /* two whole blocks */
+        { 6 * MIB - 4096, 8192, 3 },        /* across a boundary */
+        { 20 * MIB + 7, 3 * MIB + 100, 4 }, /* unaligned, several blocks */
+        { ODD_SIZE - 3584, 3584, 5 },       /* the last sector, in a short last block */
+        { 3 * MIB + 100, 50, 6 },           /* overwrite in place */
     };
     for (gsize i = 0; i < G_N_ELEMENTS(writes); i++) {
         write_fill(img, writes[i].off, writes[i].len, writes[i].byte);
@@ -555,14 +555,14 @@ static void test_create_refusals(Fixture *fx, gconstpointer data)
 static void test_other_block_size(Fixture *fx, gconstpointer data)
 {
     enum { BS = 4096, BLOCKS = 16, DATA = 0x1000 };
-    guint8 file[DATA + 2 * BS] = {0};
+    guint8 file[DATA + 2 * BS] = { 0 };
     memcpy(file, "<<< Oracle VM VirtualBox Disk Image >>>\n", 40);
     guint32 v32[][2] = {
-        {0x40, 0xbeda107f}, {0x44, 0x00010001},
-        {0x48, 0x190},      {HDR_TYPE, 1},
-        {0x154, 0x400},     {0x158, DATA},
-        {0x168, 512},       {0x178, BS},
-        {0x180, BLOCKS},    {HDR_BLOCKS_ALLOCATED, 2},
+        { 0x40, 0xbeda107f }, { 0x44, 0x00010001 },
+        { 0x48, 0x190 },      { HDR_TYPE, 1 },
+        { 0x154, 0x400 },     { 0x158, DATA },
+        { 0x168, 512 },       { 0x178, BS },
+        { 0x180, BLOCKS },    { HDR_BLOCKS_ALLOCATED, 2 },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(v32); i++) {
         guint32 le = GUINT32_TO_LE(v32[i][1]);

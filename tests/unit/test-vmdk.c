@@ -76,10 +76,10 @@ static int run(const char *const *argv, char **out)
     return WEXITSTATUS(status);
 }
 
-#define RUN(...)                                                                                  \
-    ({                                                                                            \
-        const char *const argv_[] = {__VA_ARGS__, NULL};                                          \
-        run(argv_, NULL);                                                                         \
+#define RUN(...)                                           \
+    ({                                                     \
+        const char *const argv_[] = { __VA_ARGS__, NULL }; \
+        run(argv_, NULL);                                  \
     })
 
 /* Data here and there, a zero run inside a grain, data in the last sector. */
@@ -128,8 +128,8 @@ static void assert_same_content(const char *raw_path, const char *vmdk_path)
 }
 
 static const char *const subformats[] = {
-    "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
-    "streamOptimized",
+    "monolithicSparse",   "monolithicFlat",  "twoGbMaxExtentSparse",
+    "twoGbMaxExtentFlat", "streamOptimized",
 };
 
 /* ----- qemu-img writes, vdisk reads ----- */
@@ -144,8 +144,7 @@ static void test_qemu_written(Fixture *fx, gconstpointer data)
         g_autofree char *name = g_strdup_printf("q-%s.vmdk", subformats[i]);
         g_autofree char *dst = path_in(fx, name);
         g_autofree char *opt = g_strdup_printf("subformat=%s", subformats[i]);
-        g_assert_cmpint(RUN("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", opt, src,
-                            dst),
+        g_assert_cmpint(RUN("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", opt, src, dst),
                         ==, 0);
         assert_same_content(src, dst);
         g_autoptr(GError) error = NULL;
@@ -170,8 +169,7 @@ static void test_qemu_empty(Fixture *fx, gconstpointer data)
         g_autofree char *name = g_strdup_printf("e-%s.vmdk", subformats[i]);
         g_autofree char *dst = path_in(fx, name);
         g_autofree char *opt = g_strdup_printf("subformat=%s", subformats[i]);
-        g_assert_cmpint(RUN("qemu-img", "create", "-q", "-f", "vmdk", "-o", opt, dst, "5M"), ==,
-                        0);
+        g_assert_cmpint(RUN("qemu-img", "create", "-q", "-f", "vmdk", "-o", opt, dst, "5M"), ==, 0);
         g_autoptr(GError) error = NULL;
         g_autoptr(VdImage) img = vd_image_open(dst, "vmdk", 0, &error);
         g_assert_no_error(error);
@@ -210,8 +208,7 @@ static void convert_to_vmdk(const char *src, const char *dst, const char *subfor
 static void qemu_agrees(const char *raw, const char *vmdk)
 {
     g_assert_cmpint(RUN("qemu-img", "check", "-q", "-f", "vmdk", vmdk), ==, 0);
-    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", raw, vmdk), ==,
-                    0);
+    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", raw, vmdk), ==, 0);
 }
 
 static void test_vdisk_written(Fixture *fx, gconstpointer data)
@@ -240,8 +237,10 @@ static void test_create_options(Fixture *fx, gconstpointer data)
     g_autofree char *path = path_in(fx, "o.vmdk");
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) opts = vd_options_new();
-    g_assert_true(vd_options_parse(opts, "adapter_type=lsilogic,compat6=on,zeroed_grain=on,"
-                                         "toolsversion=1234", &error));
+    g_assert_true(vd_options_parse(opts,
+                                   "adapter_type=lsilogic,compat6=on,zeroed_grain=on,"
+                                   "toolsversion=1234",
+                                   &error));
     g_assert_true(vd_image_create(path, "vmdk", 100u << 20, opts, &error));
     g_assert_no_error(error);
     g_autofree char *text = NULL;
@@ -278,8 +277,8 @@ static void test_create_options(Fixture *fx, gconstpointer data)
     g_assert_true(vd_image_write(raw, 0, buf, sizeof buf, &error));
     g_assert_no_error(error);
     g_clear_pointer(&raw, vd_image_unref);
-    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", expect, path),
-                    ==, 0);
+    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", expect, path), ==,
+                    0);
 
     /* hwversion and compat6 disagree: refused. */
     g_autoptr(VdOptions) bad = vd_options_new();
@@ -323,8 +322,8 @@ static void test_chain(Fixture *fx, gconstpointer data)
     g_assert_no_error(error);
     write_bytes(img, 0, size, 1, expect);
     g_clear_pointer(&img, vd_image_unref);
-    const char *layers[] = {"d1.vmdk", "d2.vmdk", "d3.vmdk"};
-    const char *kinds[] = {"monolithicSparse", "twoGbMaxExtentSparse", "monolithicSparse"};
+    const char *layers[] = { "d1.vmdk", "d2.vmdk", "d3.vmdk" };
+    const char *kinds[] = { "monolithicSparse", "twoGbMaxExtentSparse", "monolithicSparse" };
     const char *parent = "base.vmdk";
     for (guint i = 0; i < G_N_ELEMENTS(layers); i++) {
         g_autofree char *path = path_in(fx, layers[i]);
@@ -356,8 +355,7 @@ static void test_chain(Fixture *fx, gconstpointer data)
         return;
     g_autofree char *flat = path_in(fx, "flat.raw");
     g_assert_true(g_file_set_contents(flat, (const char *)expect, (gssize)size, NULL));
-    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", flat, top), ==,
-                    0);
+    g_assert_cmpint(RUN("qemu-img", "compare", "-q", "-f", "raw", "-F", "vmdk", flat, top), ==, 0);
     g_assert_cmpint(RUN("qemu-img", "check", "-q", "-f", "vmdk", top), ==, 0);
 }
 
@@ -376,9 +374,9 @@ static void test_stream_writer(Fixture *fx, gconstpointer data)
     g_assert_no_error(error);
     g_assert_true(vd_image_needs_sequential_writes(img));
     write_bytes(img, 100, 1000, 1, expect);
-    write_bytes(img, 5000, 1000, 2, expect); /* same grain, later */
+    write_bytes(img, 5000, 1000, 2, expect);    /* same grain, later */
     g_assert_true(vd_image_flush(img, &error)); /* a flush mid-grain... */
-    write_bytes(img, 9000, 1000, 3, expect);   /* ...and the grain goes on */
+    write_bytes(img, 9000, 1000, 3, expect);    /* ...and the grain goes on */
     write_bytes(img, 65536 * 3 + 17, 200000, 4, expect);
     write_bytes(img, size - 512, 512, 5, expect);
     /* going back is refused with a clear error */
@@ -428,8 +426,8 @@ static void test_descriptor_parse(void)
     g_assert_cmpint(e1->access, ==, VMDK_ACCESS_RDONLY);
 
     /* unsafe names */
-    const char *bad[] = {"../x.vmdk", "a/../../x", "/etc/shadow", "\\\\.\\PhysicalDrive2",
-                         "C:\\disk.vmdk", ""};
+    const char *bad[] = { "../x.vmdk",     "a/../../x", "/etc/shadow", "\\\\.\\PhysicalDrive2",
+                          "C:\\disk.vmdk", "" };
     for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_assert_false(vmdk_extent_name_is_safe(bad[i], "t", &error));
         g_assert_nonnull(error);
@@ -476,9 +474,10 @@ static void test_multi_extent(Fixture *fx, gconstpointer data)
     g_assert_cmpint(RUN("qemu-img", "create", "-q", "-f", "vmdk", sparse, "1M"), ==, 0);
     g_assert_cmpint(RUN("qemu-io", "-f", "vmdk", "-c", "write -P 66 4096 8192", sparse), ==, 0);
     g_autofree char *desc = path_in(fx, "multi.vmdk");
-    const char *text = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-                       "createType=\"custom\"\n\n"
-                       "RW 1024 FLAT \"data.bin\" 1024\nRW 2048 ZERO\nRW 2048 SPARSE \"part.vmdk\"\n";
+    const char *text =
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        "createType=\"custom\"\n\n"
+        "RW 1024 FLAT \"data.bin\" 1024\nRW 2048 ZERO\nRW 2048 SPARSE \"part.vmdk\"\n";
     g_assert_true(g_file_set_contents(desc, text, -1, NULL));
     g_autoptr(VdImage) img = vd_image_open(desc, NULL, 0, &error);
     g_assert_no_error(error);
@@ -730,8 +729,8 @@ static char *fixtures_dir(void)
     if (env != NULL)
         return g_strdup(env);
     const char *src = g_getenv("G_TEST_SRCDIR");
-    g_autofree char *guess = g_build_filename(src != NULL ? src : ".", "..", "..", "shared",
-                                              "fixtures", NULL);
+    g_autofree char *guess =
+        g_build_filename(src != NULL ? src : ".", "..", "..", "shared", "fixtures", NULL);
     if (g_file_test(guess, G_FILE_TEST_IS_DIR))
         return g_steal_pointer(&guess);
     return g_strdup("/work/shared/fixtures");
@@ -739,7 +738,7 @@ static char *fixtures_dir(void)
 
 static gboolean unpack(const char *src, const char *dst)
 {
-    const char *tool = g_str_has_suffix(src, ".bz2") ? "bzip2"
+    const char *tool = g_str_has_suffix(src, ".bz2")  ? "bzip2"
                        : g_str_has_suffix(src, ".xz") ? "xz"
                                                       : NULL;
     if (tool == NULL) {
@@ -749,7 +748,7 @@ static gboolean unpack(const char *src, const char *dst)
                g_file_set_contents(dst, data, (gssize)len, NULL);
     }
     g_autofree char *cmd = g_strdup_printf("%s -dc '%s' > '%s'", tool, src, dst);
-    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
     return run(argv, NULL) == 0;
 }
 
@@ -777,8 +776,8 @@ static void test_fixtures(Fixture *fx, gconstpointer data)
         tried++;
         if (g_str_equal(f[2], "ok")) {
             g_autofree char *expect = path_in(fx, "fx.raw");
-            g_assert_cmpint(RUN("qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, expect),
-                            ==, 0);
+            g_assert_cmpint(RUN("qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, expect), ==,
+                            0);
             assert_same_content(expect, img);
             g_unlink(expect);
         } else {
