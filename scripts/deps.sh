@@ -6,6 +6,7 @@ VDISK_PACKAGES=(
   qemu-utils python3 xz-utils bzip2 time clang-format libxml2-utils
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
   cryptsetup-bin
+  libvirt-dev libvirt-daemon-system libvirt-clients virtinst python3-libvirt
 )
 
 vdisk_install_deps() {

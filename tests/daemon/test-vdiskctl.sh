@@ -348,6 +348,9 @@ check "a member of the privileged group imports, may not delete" privileged
 interactive() {   # on a terminal polkit asks for a password through pkttyagent
     command -v script >/dev/null && [[ -x /usr/bin/pkttyagent ]] || { echo "no script(1) or pkttyagent: not tested"; exit 0; }
     local try
+    # polkitd's first check of a freshly made user can come back refused
+    # without consulting any agent; one plain check first settles it.
+    as_user "$BOB" "$VDISKCTL" --no-ask-password create t/asked.qcow2 1M </dev/null >/dev/null 2>&1 || true
     # Nobody types: the prompt must appear, then the call fails once the pty
     # closes. stdin stays open meanwhile: at its end script(1) would type ^D.
     # Tried three times: in about one full run of three polkitd answered
