@@ -59,9 +59,13 @@ static z_stream *deflater(VdDeflateFormat format)
     z_stream *zs = &ts->deflate[format];
     if (ts->deflate_ready[format])
         return deflateReset(zs) == Z_OK ? zs : NULL;
+    /* Raw clusters as qemu makes them (memLevel 9: the same output for the
+     * same input); zlib grains as compress2() makes them (memLevel 8), the
+     * setting compressBound() is computed for. */
     int bits = format == VD_DEFLATE_RAW ? RAW_WINDOW_BITS : ZLIB_WINDOW_BITS;
-    /* memLevel 9 as qemu: same output for the same input. */
-    if (deflateInit2(zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+    int mem_level = format == VD_DEFLATE_RAW ? 9 : 8;
+    if (deflateInit2(zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, bits, mem_level, Z_DEFAULT_STRATEGY) !=
+        Z_OK)
         return NULL;
     ts->deflate_ready[format] = TRUE;
     return zs;

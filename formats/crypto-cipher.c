@@ -374,3 +374,28 @@ gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint
 {
     return crypt_sectors(c, FALSE, first_sector, buf, len, error);
 }
+
+gboolean vd_legacy_aes_open(VdImage *img, VdSectorCipher **cipher, GError **error)
+{
+    img->encrypted = TRUE;
+    if (img->read_write) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "is encrypted with the legacy qcow AES scheme, which is weak and can only "
+                     "be read; convert it to a LUKS-encrypted image (vdisk convert ... -O qcow2 "
+                     "-o encrypt.format=luks,encrypt.key-secret=ID)");
+        return FALSE;
+    }
+    const guint8 *pass;
+    gsize len;
+    if (!vd_image_passphrase(img, "encrypt.key-secret", &pass, &len, error))
+        return FALSE;
+    if (pass == NULL) {
+        img->needs_key = TRUE;
+        return TRUE;
+    }
+    guint8 key[16] = { 0 };
+    memcpy(key, pass, MIN(len, sizeof key));
+    *cipher = vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
+    explicit_bzero(key, sizeof key);
+    return *cipher != NULL;
+}

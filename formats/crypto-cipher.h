@@ -60,4 +60,12 @@ gboolean vd_random_bytes(guint8 *out, gsize len, GError **error);
 guint8 *vd_secure_alloc(gsize len);
 void vd_secure_free(guint8 *p, gsize len);
 
+/* The legacy AES of qcow and qcow2 (crypt_method 1): AES-128-CBC keyed
+ * with the passphrase's first 16 bytes (zero-padded), plain64 IVs from the
+ * guest sector. Read only: a writable img is refused with a message that
+ * points to LUKS. Without a key, *cipher stays NULL and img->needs_key is
+ * set, so the image can still be described. */
+typedef struct VdImage VdImage;
+gboolean vd_legacy_aes_open(VdImage *img, VdSectorCipher **cipher, GError **error);
+
 G_END_DECLS

@@ -18,7 +18,6 @@
 #include "crypto-cipher.h"
 #include "vdisk-driver.h"
 
-#include <zlib.h>
 
 #define QCOW_MAGIC 0x514649fbu /* "QFI\xfb", shared with qcow2 */
 #define QCOW_VERSION 1
@@ -102,43 +101,16 @@ static int qcow_probe(const guint8 *buf, gsize len, const char *filename)
     return match ? 100 : 0;
 }
 
-/* ----- compressed clusters: raw deflate ----- */
-
-/* Compress one whole cluster; 0 when the result would not fit out_len. */
-static gsize deflate_cluster(const guint8 *in, gsize len, guint8 *out, gsize out_len)
-{
-    z_stream strm = { 0 };
-    /* qemu writes raw deflate with a 4 KiB window (and reads only that). */
-    if (deflateInit2(&strm, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-        return 0;
-    strm.next_in = (Bytef *)in;
-    strm.avail_in = (uInt)len;
-    strm.next_out = out;
-    strm.avail_out = (uInt)out_len;
-    int ret = deflate(&strm, Z_FINISH);
-    gsize produced = out_len - strm.avail_out;
-    deflateEnd(&strm);
-    return ret == Z_STREAM_END ? produced : 0;
-}
+/* ----- compressed clusters: raw deflate (compress.c) ----- */
 
 /* Inflate exactly out_len bytes. */
 static gboolean inflate_cluster(const guint8 *in, gsize len, guint8 *out, gsize out_len)
 {
-    z_stream strm = { 0 };
-    /* The largest window: it also reads streams qemu's 4 KiB window made. */
-    if (inflateInit2(&strm, -MAX_WBITS) != Z_OK)
-        return FALSE;
-    strm.next_in = (Bytef *)in;
-    strm.avail_in = (uInt)len;
-    strm.next_out = out;
-    strm.avail_out = (uInt)out_len;
-    int ret = inflate(&strm, Z_FINISH);
-    gboolean full = strm.avail_out == 0;
-    inflateEnd(&strm);
-    return full && (ret == Z_STREAM_END || ret == Z_OK || ret == Z_BUF_ERROR);
+    gsize produced;
+    gboolean complete;
+    return vd_inflate(VD_DEFLATE_RAW, in, len, out, out_len, &produced, &complete) &&
+           produced == out_len;
 }
-
-/* ----- L2 entries ----- */
 
 static guint64 compressed_offset(const QcowState *s, guint64 entry)
 {
@@ -333,34 +305,13 @@ static gboolean parse_geometry(VdImage *img, const guint8 *hdr, GError **error)
     return TRUE;
 }
 
-/* Legacy AES: AES-128-CBC keyed with the passphrase's first 16 bytes
- * (zero-padded), plain64 IVs from the guest sector, as QEMU had it. Only
- * read, so old images can be converted to LUKS. */
+/* Legacy AES (crypto-cipher.c): only read, so old images can be converted
+ * to LUKS. */
 static gboolean open_aes(VdImage *img, GError **error)
 {
     QcowState *s = img->priv;
     s->aes = TRUE;
-    img->encrypted = TRUE;
-    if (img->read_write) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "is encrypted with the legacy qcow AES scheme, which is weak and can only "
-                     "be read; convert it to a LUKS-encrypted image (vdisk convert ... -O qcow2 "
-                     "-o encrypt.format=luks,encrypt.key-secret=ID)");
-        return FALSE;
-    }
-    const guint8 *pass;
-    gsize len;
-    if (!vd_image_passphrase(img, "encrypt.key-secret", &pass, &len, error))
-        return FALSE;
-    if (pass == NULL) {
-        img->needs_key = TRUE;
-        return TRUE;
-    }
-    guint8 key[16] = { 0 };
-    memcpy(key, pass, MIN(len, sizeof key));
-    s->cipher = vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
-    explicit_bzero(key, sizeof key);
-    return s->cipher != NULL;
+    return vd_legacy_aes_open(img, &s->cipher, error);
 }
 
 static gboolean parse_crypt_method(VdImage *img, guint32 method, GError **error)
@@ -825,7 +776,7 @@ static gsize qcow_compress(VdImage *img, const void *in, gsize len, void *out, g
     }
     /* The length field has cluster_bits bits: at most cluster_size - 1. */
     gsize limit = MIN(out_len, (gsize)s->cluster_size - 1);
-    return deflate_cluster(in, s->cluster_size, out, limit);
+    return vd_deflate(VD_DEFLATE_RAW, in, s->cluster_size, out, limit);
 }
 
 static gboolean qcow_write_compressed(VdImage *img, guint64 offset, const void *data, gsize len,

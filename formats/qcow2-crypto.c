@@ -31,26 +31,7 @@ static gboolean area_io(gpointer data, guint64 offset, guint8 *buf, gsize len, g
 
 static gboolean open_aes(VdImage *img, Qcow2State *s, GError **error)
 {
-    if (img->read_write) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "is encrypted with the legacy qcow AES scheme, which is weak and can only "
-                     "be read; convert it to a LUKS-encrypted image (vdisk convert ... -O qcow2 "
-                     "-o encrypt.format=luks,encrypt.key-secret=ID)");
-        return FALSE;
-    }
-    const guint8 *pass;
-    gsize len;
-    if (!vd_image_passphrase(img, "encrypt.key-secret", &pass, &len, error))
-        return FALSE;
-    if (pass == NULL) {
-        img->needs_key = TRUE;
-        return TRUE;
-    }
-    guint8 key[16] = { 0 };
-    memcpy(key, pass, MIN(len, sizeof key));
-    s->cipher = vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
-    explicit_bzero(key, sizeof key);
-    return s->cipher != NULL;
+    return vd_legacy_aes_open(img, &s->cipher, error);
 }
 
 static gboolean open_luks(VdImage *img, Qcow2State *s, GError **error)

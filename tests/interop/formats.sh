@@ -94,6 +94,18 @@ compressed_writes() { # convert -c where the format can store compressed data
 }
 case_run "compressed qcow and streamOptimized vmdk" compressed_writes
 
+incompressible_stream() { # grains that deflate makes larger still go into a stream
+    # Random.Random(59)'s first 64 KiB grow past zlib's compressBound() when
+    # deflated with memLevel 9: a case that once failed the stream writer.
+    "$PY" -c 'import random,sys; sys.stdout.buffer.write(random.Random(59).randbytes(8 << 20))' >rand.raw
+    vd convert -f raw -O vmdk -o subformat=streamOptimized rand.raw r.vmdk
+    qcheck r.vmdk vmdk
+    qemu-img compare -q -f raw -F vmdk rand.raw r.vmdk
+    vd convert -c -f raw -O qcow2 rand.raw r.qcow2
+    qemu-img compare -q -f raw -F qcow2 rand.raw r.qcow2
+}
+case_run "random data into streamOptimized vmdk and compressed qcow2" incompressible_stream
+
 matrix() { # every readable format to every writable one, content kept
     local formats=(raw qcow2 qcow vdi vmdk cow) a b
     for a in "${formats[@]}"; do vd convert -q -f raw -O "$a" "$T/odd.raw" "m.$a"; done
