@@ -208,6 +208,14 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
 }
 
 /* Open one layer on file (taking it) and, below it, its backing chain. */
+static void override_backing(VdImage *img, const char *name, const char *format)
+{
+    g_free(img->backing_name);
+    img->backing_name = g_strdup(name);
+    g_free(img->backing_format);
+    img->backing_format = g_strdup(format);
+}
+
 static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
                            VdOpenFlags flags, OpenContext *ctx, guint depth, GError **error)
 {
@@ -227,11 +235,19 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
     g_autoptr(VdImage) img = image_new(file, filename, drv, flags);
     img->open_options = ctx->open_options;
     img->secrets = ctx->secrets;
+    /* An explicit parent for the top image ("backing" open option): set
+     * before open so formats that search for their parent (differencing
+     * VDIs) take it, and again after, over what the header names. */
+    const char *parent = depth == 0 ? vd_options_get(ctx->open_options, "backing") : NULL;
+    if (parent != NULL)
+        img->backing_name = g_strdup(parent);
     gboolean opened = drv->open(img, error);
     img->open_options = NULL; /* the caller's; only open may look at them */
     img->secrets = NULL;
     if (!opened)
         return NULL;
+    if (parent != NULL)
+        override_backing(img, parent, vd_options_get(ctx->open_options, "backing-format"));
     if (img->read_write && drv->write == NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written", drv->name);
         return NULL;

@@ -51,8 +51,7 @@ GPtrArray *vd_options_keys(VdOptions *opts)
     return keys;
 }
 
-/* Take one element up to an unescaped comma; ",," stands for ",". */
-static char *next_element(const char **cursor)
+char *vd_options_next_element(const char **cursor)
 {
     GString *out = g_string_new(NULL);
     const char *p = *cursor;
@@ -76,7 +75,7 @@ gboolean vd_options_parse(VdOptions *opts, const char *text, GError **error)
 {
     const char *cursor = text;
     while (*cursor != '\0') {
-        g_autofree char *element = next_element(&cursor);
+        g_autofree char *element = vd_options_next_element(&cursor);
         if (element[0] == '\0')
             continue;
         char *eq = strchr(element, '=');

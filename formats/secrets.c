@@ -77,27 +77,6 @@ const guint8 *vd_secrets_lookup(VdSecrets *secrets, const char *id, gsize *len)
     return s->data;
 }
 
-/* One "key=value" element up to an unescaped comma (",," is a comma). */
-static char *next_element(const char **cursor)
-{
-    GString *out = g_string_new(NULL);
-    const char *p = *cursor;
-    while (*p != '\0') {
-        if (*p == ',') {
-            if (p[1] == ',') {
-                g_string_append_c(out, ',');
-                p += 2;
-                continue;
-            }
-            p++;
-            break;
-        }
-        g_string_append_c(out, *p++);
-    }
-    *cursor = p;
-    return g_string_free(out, FALSE);
-}
-
 static void wipe_string(char *s)
 {
     if (s != NULL) {
@@ -113,7 +92,7 @@ gboolean vd_secrets_add_object(VdSecrets *secrets, const char *spec, GError **er
     gboolean first = TRUE, ok = TRUE;
     const char *cursor = spec;
     while (ok && *cursor != '\0') {
-        char *el = next_element(&cursor);
+        char *el = vd_options_next_element(&cursor);
         char *eq = strchr(el, '=');
         if (eq == NULL && first && g_str_equal(el, "secret")) {
             /* the object type */

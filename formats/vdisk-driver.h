@@ -67,6 +67,10 @@ typedef struct {
 gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, const guint8 **pass,
                               gsize *len, GError **error);
 
+/* One element of a qemu-style option string, up to an unescaped comma
+ * (",," stands for ","); advances *cursor. Returns a new string. */
+char *vd_options_next_element(const char **cursor);
+
 /* Typed option lookups with a clear error naming the option. */
 gboolean vd_option_bool(VdOptions *opts, const char *key, gboolean dflt, gboolean *out,
                         GError **error);

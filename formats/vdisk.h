@@ -156,7 +156,9 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
  * the secrets they name (may be NULL). The backing chain gets the same.
  * An encrypted image opened without any key opens for inspection only:
  * reading or writing its data fails (see vd_image_needs_key). A wrong
- * passphrase fails with "no key slot matches the passphrase". */
+ * passphrase fails with "no key slot matches the passphrase".
+ * "backing=FILE" (and "backing-format=FMT") names the top image's parent
+ * explicitly, over what its header says or a differencing VDI's search. */
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error);
 /* TRUE when img or its backing chain is encrypted and was opened without

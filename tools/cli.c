@@ -78,6 +78,7 @@ static struct option *merge_long_options(const struct option *longopts)
     static const struct option shared[] = {
         { "help", no_argument, NULL, CLI_OPT_HELP },
         { "disk", required_argument, NULL, CLI_OPT_DISK },
+        { "backing", required_argument, NULL, CLI_OPT_BACKING },
         { "object", required_argument, NULL, CLI_OPT_OBJECT },
         { "image-opts", no_argument, NULL, CLI_OPT_IMAGE_OPTS },
         { "target-image-opts", no_argument, NULL, CLI_OPT_TARGET_IMAGE_OPTS },
@@ -126,6 +127,8 @@ static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
 /* --disk N of the command line, 0-based; -1 when not given. Global because
  * it is one per process and every way of opening an image honours it. */
 static int appliance_disk = -1;
+/* --backing FILE: the parent of the first image the command opens. */
+static const char *source_backing;
 
 void cli_appliance_disk_default(int index)
 {
@@ -165,6 +168,9 @@ int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *
             break;
         case CLI_OPT_OUTPUT:
             ok = parse_output(optarg, &common->output, &error);
+            break;
+        case CLI_OPT_BACKING:
+            source_backing = optarg;
             break;
         case CLI_OPT_DISK: {
             guint disk = 0;
@@ -254,7 +260,17 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
         return NULL;
     if (g_str_equal(fmt, "ova"))
         return vd_image_open_ova(path, appliance_disk, error);
-    return cli_open_image_with_keys(path, fmt, NULL, flags, error);
+    g_autoptr(VdOptions) opts = NULL;
+    if (source_backing != NULL) {
+        /* Only the first image: a convert's target or compare's second
+         * image keep their own parents. */
+        /* The user means a path from here, not from the image's folder. */
+        g_autofree char *absolute = g_canonicalize_filename(source_backing, NULL);
+        opts = vd_options_new();
+        vd_options_set(opts, "backing", absolute);
+        source_backing = NULL;
+    }
+    return cli_open_image_with_keys(path, fmt, opts, flags, error);
 }
 
 gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error)

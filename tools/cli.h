@@ -51,7 +51,8 @@ typedef enum {
 enum {
     CLI_OPT_OUTPUT = 0x100,
     CLI_OPT_HELP,
-    CLI_OPT_DISK, /* --disk N: which disk of an OVA appliance */
+    CLI_OPT_DISK,    /* --disk N: which disk of an OVA appliance */
+    CLI_OPT_BACKING, /* --backing FILE: the first image's parent, named explicitly */
     /* Encrypted images (cli-secrets.c): --object secret,..., --image-opts,
      * --target-image-opts, --passphrase-file. */
     CLI_OPT_OBJECT,

@@ -304,6 +304,8 @@ const CliCommand cli_cmd_convert = {
             "  -m N, --threads N      copy with N worker threads\n"
             "  -W                     allow out-of-order writes to the target\n"
             "  --disk N               for an OVA appliance SOURCE: convert its Nth disk\n"
+            "  --backing FILE         FILE is SOURCE's parent (a differencing VDI whose\n"
+            "                         parent is not beside it, or a moved backing file)\n"
             "  --object secret,id=ID,file=PATH   a passphrase that encrypt.key-secret=ID\n"
             "                         (or key-secret=ID for luks) names\n"
             "  --image-opts           SOURCE is driver=FMT,file.filename=PATH,KEY=VALUE...\n"

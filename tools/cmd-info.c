@@ -303,6 +303,8 @@ const CliCommand cli_cmd_info = {
             "  --backing-chain        describe every image of the backing chain\n"
             "                         (JSON: an array, top image first)\n"
             "  --disk N               for an OVA appliance: describe its Nth disk\n"
+            "  --backing FILE         FILE is the image's parent (a differencing VDI whose\n"
+            "                         parent is not beside it, or a moved backing file)\n"
             "  -U, --force-share      accepted for qemu-img compatibility\n",
     .examples = "  vdisk info disk.qcow2\n"
                 "  vdisk info --output=json --backing-chain overlay.qcow2\n",

@@ -142,8 +142,16 @@ vdi_chain() { # differencing VDIs of depth 3, parents found by UUID
     mv d2.vdi "vbox/{cccc}.vdi"; mv d3.vdi "vbox/{dddd}.vdi"
     vd convert -q -O qcow2 "vbox/{dddd}.vdi" vm.qcow2
     qemu-img compare -q -f raw -F qcow2 expect.raw vm.qcow2
+    # a child away from its parent: found again when named with --backing
+    mkdir lonely
+    mv "vbox/{dddd}.vdi" lonely/
+    fails_cleanly vd convert -O raw "lonely/{dddd}.vdi" lost.raw
+    [[ ! -e lost.raw ]]
+    vd convert -q --backing "vbox/{cccc}.vdi" -O raw "lonely/{dddd}.vdi" named.raw
+    cmp expect.raw named.raw
+    vd info --backing "vbox/{cccc}.vdi" --backing-chain "lonely/{dddd}.vdi" | grep -q aaaa
     rm "vbox/{bbbb}.vdi"
-    fails_cleanly vd convert -O raw "vbox/{dddd}.vdi" lost.raw
+    fails_cleanly vd convert --backing "vbox/{cccc}.vdi" -O raw "lonely/{dddd}.vdi" lost.raw
     [[ ! -e lost.raw ]]
 }
 case_run "VirtualBox differencing chain of depth 3" vdi_chain
