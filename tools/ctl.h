@@ -73,6 +73,7 @@ struct CtlCommand {
     int min_operands;
     int max_operands;
     int (*run)(Ctl *ctl, char **operands, int n_operands);
+    gboolean offline; /* works without the system bus */
 };
 
 /* The commands, one table per file that implements them. */
@@ -81,6 +82,7 @@ extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_ex
     ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
 extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
 extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
+extern const CtlCommand ctl_cmd_libvirt;
 
 /* ----- messages (ctl-output.c) ----- */
 

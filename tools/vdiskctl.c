@@ -13,10 +13,10 @@
 #include "ctl.h"
 
 static const CtlCommand *const commands[] = {
-    &ctl_cmd_pools,    &ctl_cmd_volumes, &ctl_cmd_info,   &ctl_cmd_create,   &ctl_cmd_import,
-    &ctl_cmd_export,   &ctl_cmd_clone,   &ctl_cmd_resize, &ctl_cmd_snapshot, &ctl_cmd_overlay,
-    &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel, &ctl_cmd_inspect,  &ctl_cmd_convert,
-    &ctl_cmd_add_pool, &ctl_cmd_refresh,
+    &ctl_cmd_pools,    &ctl_cmd_volumes, &ctl_cmd_info,    &ctl_cmd_create,   &ctl_cmd_import,
+    &ctl_cmd_export,   &ctl_cmd_clone,   &ctl_cmd_resize,  &ctl_cmd_snapshot, &ctl_cmd_overlay,
+    &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,  &ctl_cmd_convert,
+    &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt,
 };
 
 /* Long-only options; above every char. */
@@ -256,7 +256,7 @@ static int run_command(const CtlCommand *cmd, int argc, char **argv)
     if (!check_operands(cmd, (int)operands->len))
         return CTL_EXIT_FAILURE;
     g_ptr_array_add(operands, NULL);
-    if (!ctl_connect(&ctl, &error))
+    if (!cmd->offline && !ctl_connect(&ctl, &error))
         return ctl_fail(error);
     status = cmd->run(&ctl, (char **)operands->pdata, (int)operands->len - 1);
     ctl_disconnect(&ctl);

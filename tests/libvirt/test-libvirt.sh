@@ -195,8 +195,10 @@ t_shim_errors() {
   out=$("$SHIM" create -f qcow2 "$LV/nosize.qcow2" 2>&1) && exit 1
   grep -q "needs a size" <<<"$out"
   "$SHIM" --status | grep -q "the vdisk shim"
+  # vdiskctl says the same, with exit status 0: libvirtd uses the shim
+  "$VDISKCTL" libvirt status | grep -q "the vdisk shim"
 }
-case_run "the shim's errors and --status" t_shim_errors
+case_run "the shim's errors, --status and vdiskctl libvirt status" t_shim_errors
 
 t_encrypted() {
   printf 'vdisk-secret-pass' >"$T/pw"
