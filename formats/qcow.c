@@ -18,7 +18,6 @@
 #include "crypto-cipher.h"
 #include "vdisk-driver.h"
 
-
 #define QCOW_MAGIC 0x514649fbu /* "QFI\xfb", shared with qcow2 */
 #define QCOW_VERSION 1
 
