@@ -6,34 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "test-util.h"
+
 #define MIB (1024 * 1024)
-
-typedef struct {
-    char *dir;
-} Fixture;
-
-static void fixture_setup(Fixture *fx, gconstpointer data)
-{
-    fx->dir = g_dir_make_tmp("vdisk-unit-XXXXXX", NULL);
-    g_assert_nonnull(fx->dir);
-}
-
-static void fixture_teardown(Fixture *fx, gconstpointer data)
-{
-    g_autoptr(GDir) dir = g_dir_open(fx->dir, 0, NULL);
-    const char *name;
-    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-        g_autofree char *path = g_build_filename(fx->dir, name, NULL);
-        g_unlink(path);
-    }
-    g_rmdir(fx->dir);
-    g_free(fx->dir);
-}
-
-static char *path_in(Fixture *fx, const char *name)
-{
-    return g_build_filename(fx->dir, name, NULL);
-}
 
 /* A raw image of size bytes with pattern bytes at [off, off+len). */
 static VdImage *make_raw(const char *path, guint64 size)

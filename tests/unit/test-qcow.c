@@ -8,50 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test-util.h"
+
 #define KIB 1024
 #define MIB (1024 * 1024)
 /* 65 MiB + 3.5 KiB: not a multiple of any cluster size. */
 #define ODD_SIZE 68161024ull
 
-typedef struct {
-    char *dir;
-} Fixture;
-
-static void fixture_setup(Fixture *fx, gconstpointer data)
-{
-    fx->dir = g_dir_make_tmp("vdisk-qcow-XXXXXX", NULL);
-    g_assert_nonnull(fx->dir);
-}
-
-static void fixture_teardown(Fixture *fx, gconstpointer data)
-{
-    g_autoptr(GDir) dir = g_dir_open(fx->dir, 0, NULL);
-    const char *name;
-    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-        g_autofree char *path = g_build_filename(fx->dir, name, NULL);
-        g_unlink(path);
-    }
-    g_rmdir(fx->dir);
-    g_free(fx->dir);
-}
-
-static char *path_in(Fixture *fx, const char *name)
-{
-    return g_build_filename(fx->dir, name, NULL);
-}
-
 /* ----- running the oracle ----- */
-
-static gboolean have_qemu(void)
-{
-    g_autofree char *img = g_find_program_in_path("qemu-img");
-    g_autofree char *io = g_find_program_in_path("qemu-io");
-    if (img == NULL || io == NULL) {
-        g_test_skip("qemu-img/qemu-io not found");
-        return FALSE;
-    }
-    return TRUE;
-}
 
 /* Run argv (NULL-terminated varargs); returns the exit status. */
 static int run_status(const char *first, ...)

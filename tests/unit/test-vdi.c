@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "test-util.h"
+
 #define MIB (1024 * 1024)
 /* 65 MiB + 3.5 KiB: no multiple of the block size. */
 #define ODD_SIZE 68161024u
@@ -21,52 +23,6 @@
 #define HDR_UUID_MODIFY 0x198
 #define HDR_UUID_LINK 0x1a8
 #define HDR_UUID_PARENT_MODIFY 0x1b8
-
-typedef struct {
-    char *dir;
-} Fixture;
-
-static void fixture_setup(Fixture *fx, gconstpointer data)
-{
-    fx->dir = g_dir_make_tmp("vdisk-vdi-XXXXXX", NULL);
-    g_assert_nonnull(fx->dir);
-}
-
-static void remove_tree(const char *path)
-{
-    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-    const char *name;
-    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-        g_autofree char *child = g_build_filename(path, name, NULL);
-        if (g_file_test(child, G_FILE_TEST_IS_DIR))
-            remove_tree(child);
-        else
-            g_unlink(child);
-    }
-    g_rmdir(path);
-}
-
-static void fixture_teardown(Fixture *fx, gconstpointer data)
-{
-    remove_tree(fx->dir);
-    g_free(fx->dir);
-}
-
-static char *path_in(Fixture *fx, const char *name)
-{
-    return g_build_filename(fx->dir, name, NULL);
-}
-
-static gboolean have_qemu(void)
-{
-    g_autofree char *img = g_find_program_in_path("qemu-img");
-    g_autofree char *io = g_find_program_in_path("qemu-io");
-    if (img == NULL || io == NULL) {
-        g_test_skip("qemu-img or qemu-io not installed");
-        return FALSE;
-    }
-    return TRUE;
-}
 
 /* Run a command line; returns its exit status, output in *out if asked. */
 static int run(const char *cmdline, char **out)

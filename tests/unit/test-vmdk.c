@@ -9,54 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "test-util.h"
+
 /* 65 MiB + 3.5 KiB: not a multiple of any grain. */
 #define PATTERN_SIZE 68161024ull
 #define LAST_SECTOR (PATTERN_SIZE - 512)
 
-typedef struct {
-    char *dir;
-} Fixture;
-
-static void remove_tree(const char *path)
-{
-    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
-    const char *name;
-    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-        g_autofree char *child = g_build_filename(path, name, NULL);
-        if (g_file_test(child, G_FILE_TEST_IS_DIR))
-            remove_tree(child);
-        else
-            g_unlink(child);
-    }
-    g_rmdir(path);
-}
-
-static void fixture_setup(Fixture *fx, gconstpointer data)
-{
-    fx->dir = g_dir_make_tmp("vdisk-vmdk-XXXXXX", NULL);
-    g_assert_nonnull(fx->dir);
-}
-
-static void fixture_teardown(Fixture *fx, gconstpointer data)
-{
-    remove_tree(fx->dir);
-    g_free(fx->dir);
-}
-
-static char *path_in(Fixture *fx, const char *name)
-{
-    return g_build_filename(fx->dir, name, NULL);
-}
-
 /* ----- the oracle ----- */
-
-static gboolean have_qemu(void)
-{
-    g_autofree char *img = g_find_program_in_path("qemu-img");
-    if (img == NULL)
-        g_test_skip("qemu-img is not installed");
-    return img != NULL;
-}
 
 /* Run argv; returns the exit status (-1 when it did not exit normally). */
 static int run(const char *const *argv, char **out)
