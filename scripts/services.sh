@@ -2,8 +2,11 @@
 # needs, the way DESIGN.md says tests start them, and stop them by pid.
 #   vdisk_services_start WORKDIR   private system bus, polkitd, vdiskd
 #   vdisk_services_stop            stop all of them, remove installed policy
-# Needs root: polkitd and the policy files are system-wide.
+# Needs root: polkitd and the policy files are system-wide. Programs come
+# from $BUILD (default: build/ under the current folder); after the start
+# VDISK_DAEMON_PID is vdiskd's pid.
 VDISK_SERVICE_PIDS=()
+VDISK_DAEMON_PID=
 VDISK_INSTALLED_POLKIT=()
 
 vdisk_start_bus() {
@@ -31,7 +34,8 @@ vdisk_start_bus() {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
   <includedir>/usr/share/dbus-1/system.d</includedir>
-  <includedir>$PWD/dbus</includedir>
+  <includedir>${REPO:-$PWD}/dbus</includedir>
+  <includedir>${BUILD:-build}/dbus</includedir>
 </busconfig>
 CONF
   export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$dir/system_bus_socket
@@ -39,15 +43,19 @@ CONF
   VDISK_SERVICE_PIDS+=("$pid")
 }
 
+# The build's policy and rules go where polkitd reads them; a copy already
+# there (an installed vdisk) is kept aside and put back at the stop.
+VDISK_POLKIT_BACKUP=
 vdisk_install_polkit() {
-  local f dest
-  mkdir -p /usr/share/polkit-1/actions /etc/polkit-1/rules.d
-  for f in build/polkit/*.policy; do
-    dest=/usr/share/polkit-1/actions/$(basename "$f")
-    install -m 644 "$f" "$dest" && VDISK_INSTALLED_POLKIT+=("$dest")
-  done
-  for f in build/polkit/*.rules; do
-    dest=/etc/polkit-1/rules.d/$(basename "$f")
+  local dir=$1 f dest
+  VDISK_POLKIT_BACKUP=$dir/polkit-backup
+  mkdir -p /usr/share/polkit-1/actions /etc/polkit-1/rules.d "$VDISK_POLKIT_BACKUP"
+  for f in "${BUILD:-build}"/polkit/*.policy "${BUILD:-build}"/polkit/*.rules; do
+    case $f in
+      *.policy) dest=/usr/share/polkit-1/actions/$(basename "$f") ;;
+      *) dest=/etc/polkit-1/rules.d/$(basename "$f") ;;
+    esac
+    [[ -e $dest ]] && cp -p "$dest" "$VDISK_POLKIT_BACKUP/$(basename "$f")"
     install -m 644 "$f" "$dest" && VDISK_INSTALLED_POLKIT+=("$dest")
   done
 }
@@ -67,13 +75,15 @@ vdisk_wait_for_name() {
 vdisk_services_start() {
   local dir=$1
   vdisk_start_bus "$dir" || { echo "dbus-daemon did not start" >&2; return 1; }
-  vdisk_install_polkit
-  /usr/lib/polkit-1/polkitd --no-debug >"$dir/polkitd.log" 2>&1 &
+  vdisk_install_polkit "$dir"
+  # VDISK_POLKITD_DEBUG=" " keeps polkitd's debug log in $dir/polkitd.log.
+  /usr/lib/polkit-1/polkitd ${VDISK_POLKITD_DEBUG:---no-debug} >"$dir/polkitd.log" 2>&1 &
   VDISK_SERVICE_PIDS+=("$!")
   vdisk_wait_for_name org.freedesktop.PolicyKit1 || { cat "$dir/polkitd.log" >&2; return 1; }
   mkdir -p "$dir/pools.d"
-  build/daemon/vdiskd --idle-timeout=0 --config-dir="$dir/pools.d" >"$dir/vdiskd.log" 2>&1 &
-  VDISK_SERVICE_PIDS+=("$!")
+  "${BUILD:-build}"/daemon/vdiskd --idle-timeout=0 --config-dir="$dir/pools.d" >"$dir/vdiskd.log" 2>&1 &
+  VDISK_DAEMON_PID=$!
+  VDISK_SERVICE_PIDS+=("$VDISK_DAEMON_PID")
   vdisk_wait_for_name org.vdisk.VDisk1 || { cat "$dir/vdiskd.log" >&2; return 1; }
 }
 
@@ -87,6 +97,13 @@ vdisk_services_stop() {
     kill -9 "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null
   done
   VDISK_SERVICE_PIDS=()
-  rm -f "${VDISK_INSTALLED_POLKIT[@]}"
+  local f
+  for f in "${VDISK_INSTALLED_POLKIT[@]}"; do
+    if [[ -e $VDISK_POLKIT_BACKUP/$(basename "$f") ]]; then
+      cp -p "$VDISK_POLKIT_BACKUP/$(basename "$f")" "$f"
+    else
+      rm -f "$f"
+    fi
+  done
   VDISK_INSTALLED_POLKIT=()
 }

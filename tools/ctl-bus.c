@@ -31,10 +31,6 @@
 
 static GPid agent_pid;
 
-/* The agent must not outlive us even when a second Ctrl-C ends us with
- * _exit(). */
-static void agent_child_setup(gpointer user_data) { prctl(PR_SET_PDEATHSIG, SIGTERM); }
-
 /* On a terminal without a desktop agent polkit has nobody to ask for the
  * password, so start pkttyagent for this process, as systemctl does (polkit
  * registers agents for processes and sessions only, and finds ours from the
@@ -47,26 +43,29 @@ static void agent_child_setup(gpointer user_data) { prctl(PR_SET_PDEATHSIG, SIGT
 static void start_tty_agent(void)
 {
     int pipe_fds[2];
-    g_autofree char *notify = NULL;
-    g_autofree char *pid = g_strdup_printf("%d", (int)getpid());
-    g_autoptr(GError) error = NULL;
+    char notify[32], pid[32];
 
-    if (!g_file_test(PKTTYAGENT, G_FILE_TEST_IS_EXECUTABLE) || !g_unix_open_pipe(pipe_fds, 0, NULL))
+    if (!g_file_test(PKTTYAGENT, G_FILE_TEST_IS_EXECUTABLE) || pipe2(pipe_fds, O_CLOEXEC) < 0)
         return;
-    notify = g_strdup_printf("--notify-fd=%d", pipe_fds[1]);
+    g_snprintf(notify, sizeof notify, "--notify-fd=%d", pipe_fds[1]);
+    g_snprintf(pid, sizeof pid, "%d", (int)getpid());
     gboolean desktop = g_getenv("DISPLAY") != NULL || g_getenv("WAYLAND_DISPLAY") != NULL;
-    const char *argv[] = {
+    char *const argv[] = {
         PKTTYAGENT, notify, "--process", pid, desktop ? "--fallback" : NULL, NULL
     };
-    gint source_fds[] = { pipe_fds[1] };
-    gint target_fds[] = { pipe_fds[1] };
-
-    if (!g_spawn_async_with_pipes_and_fds(NULL, argv, NULL, G_SPAWN_DEFAULT, agent_child_setup,
-                                          NULL, -1, -1, -1, source_fds, target_fds, 1, &agent_pid,
-                                          NULL, NULL, NULL, &error))
-        agent_pid = 0;
+    /* fork and exec by hand: only the agent may hold the write end, or the
+     * wait below would not end when it closes it after registering. Only
+     * async-signal-safe calls run in the child (the bus thread exists). */
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive us, even after _exit() */
+        fcntl(pipe_fds[1], F_SETFD, 0);   /* the notify fd survives exec */
+        execv(PKTTYAGENT, argv);
+        _exit(127);
+    }
     close(pipe_fds[1]);
-    if (agent_pid != 0) {
+    if (child > 0) {
+        agent_pid = child;
         GPollFD pfd = { .fd = pipe_fds[0], .events = G_IO_IN | G_IO_HUP };
         g_poll(&pfd, 1, AGENT_TIMEOUT_MS);
     }

@@ -26,80 +26,20 @@ done
 
 T=$(mktemp -d /tmp/vdiskctl-test.XXXXXX)
 chmod 755 "$T"
-PIDS=() INSTALLED=() USERS=()
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/bus.socket
+USERS=()
 ALICE=vdiskctl-alice BOB=vdiskctl-bob
+# shellcheck source=../../scripts/services.sh
+source "$REPO/scripts/services.sh"
 
 cleanup() {
     local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null; done
-    sleep 0.3
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -9 "${PIDS[i]}" 2>/dev/null; done
+    vdisk_services_stop
     for i in "${USERS[@]}"; do userdel "$i" 2>/dev/null; done
-    for i in "${INSTALLED[@]}"; do rm -f "$i"; done
     rm -rf "$T"
 }
 trap cleanup EXIT
 
 # ----- the services -----
-
-start_bus() {
-    cat >"$T/bus.conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$T/bus.socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <includedir>/usr/share/dbus-1/system.d</includedir>
-  <includedir>$REPO/dbus</includedir>
-  <includedir>$BUILD/dbus</includedir>
-</busconfig>
-CONF
-    local pid
-    pid=$(dbus-daemon --config-file="$T/bus.conf" --fork --print-pid 2>"$T/bus.log") || { cat "$T/bus.log"; return 1; }
-    PIDS+=("$pid")
-}
-
-# The project's polkit actions and rules, built or from the source tree;
-# without them only root (always allowed) and denials can be tested.
-install_polkit() {
-    local f dest
-    mkdir -p /usr/share/polkit-1/actions /etc/polkit-1/rules.d
-    for f in "$BUILD"/polkit/*.policy "$REPO"/polkit/*.policy; do
-        [[ -f $f ]] || continue
-        dest=/usr/share/polkit-1/actions/$(basename "$f")
-        [[ -e $dest ]] || { install -m 644 "$f" "$dest" && INSTALLED+=("$dest"); }
-        break
-    done
-    for f in "$BUILD"/polkit/*.rules "$REPO"/polkit/*.rules; do
-        [[ -f $f ]] || continue
-        dest=/etc/polkit-1/rules.d/$(basename "$f")
-        [[ -e $dest ]] || { install -m 644 "$f" "$dest" && INSTALLED+=("$dest"); }
-        break
-    done
-}
-
-start_polkitd() {
-    /usr/lib/polkit-1/polkitd --no-debug >"$T/polkitd.log" 2>&1 &
-    PIDS+=("$!")
-    wait_for_name org.freedesktop.PolicyKit1
-}
 
 # alice is in the privileged group, bob is not.
 make_users() {
@@ -108,27 +48,11 @@ make_users() {
     if ! id "$BOB" >/dev/null 2>&1; then useradd -M -N "$BOB" && USERS+=("$BOB"); fi
 }
 
-start_vdiskd() {
-    mkdir -p "$T/pools.d"
-    "$VDISKD" --idle-timeout=0 --config-dir="$T/pools.d" >"$T/vdiskd.log" 2>&1 &
-    VDISKD_PID=$!
-    PIDS+=("$VDISKD_PID")
-    wait_for_name org.vdisk.VDisk1 || { cat "$T/vdiskd.log"; return 1; }
-}
-
-wait_for_name() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        gdbus call --system --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
-            --method org.freedesktop.DBus.NameHasOwner "$1" 2>/dev/null | grep -q true && return 0
-        sleep 0.1
-    done
-    echo "$1 did not appear on the bus"
-    return 1
-}
-
-start_bus && install_polkit && start_polkitd && make_users && start_vdiskd ||
-    { echo "could not start the services"; echo "0 passed, 1 failed"; exit 1; }
+# The bus, polkitd (with the project's policy) and vdiskd, as run.sh starts them.
+# The users first: polkitd then knows them from its start.
+make_users && vdisk_services_start "$T" >"$T/services.log" 2>&1 ||
+    { cat "$T/services.log"; echo "could not start the services"; echo "0 passed, 1 failed"; exit 1; }
+VDISKD_PID=$VDISK_DAEMON_PID
 
 # ----- helpers -----
 
@@ -347,21 +271,12 @@ check "a member of the privileged group imports, may not delete" privileged
 
 interactive() {   # on a terminal polkit asks for a password through pkttyagent
     command -v script >/dev/null && [[ -x /usr/bin/pkttyagent ]] || { echo "no script(1) or pkttyagent: not tested"; exit 0; }
-    local try
-    # polkitd's first check of a freshly made user can come back refused
-    # without consulting any agent; one plain check first settles it.
-    as_user "$BOB" "$VDISKCTL" --no-ask-password create t/asked.qcow2 1M </dev/null >/dev/null 2>&1 || true
     # Nobody types: the prompt must appear, then the call fails once the pty
     # closes. stdin stays open meanwhile: at its end script(1) would type ^D.
-    # Tried three times: in about one full run of three polkitd answered
-    # without asking the registered agent (cause not found yet).
-    for try in 1 2 3; do
-        sleep 12 | timeout 8 runuser -u "$BOB" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" \
-            script -qec "$VDISKCTL create t/asked.qcow2 1M" /dev/null >"$T/tty.out" 2>&1 || true
-        grep -q 'AUTHENTICATING FOR org.vdisk.VDisk1.create-volume' "$T/tty.out" && break
-        echo "try $try: no prompt:"; cat "$T/tty.out"
-        ((try < 3)) || exit 1
-    done
+    sleep 12 | timeout 8 runuser -u "$BOB" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" \
+        script -qec "$VDISKCTL create t/asked.qcow2 1M" /dev/null >"$T/tty.out" 2>&1 || true
+    grep -q 'AUTHENTICATING FOR org.vdisk.VDisk1.create-volume' "$T/tty.out" ||
+        { echo "no prompt:"; cat "$T/tty.out"; exit 1; }
     [[ ! -e $POOL/asked.qcow2 ]]
     # --no-ask-password: no prompt, a plain refusal
     timeout 20 runuser -u "$BOB" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" \
