@@ -601,8 +601,7 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
     GError *error = NULL;
     static const char *const daemon_keys[] = { "source-format", NULL };
     const char *source_format = NULL;
-    if (!vd_format_known(format)) {
-        error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format);
+    if (!vdd_check_format(format, &error)) {
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
     }

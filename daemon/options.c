@@ -110,3 +110,12 @@ gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean df
     g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "option '%s' must be a boolean", key);
     return FALSE;
 }
+
+gboolean vdd_check_format(const char *format, GError **error)
+{
+    if (!vd_format_known(format)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format);
+        return FALSE;
+    }
+    return TRUE;
+}

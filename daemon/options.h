@@ -21,3 +21,5 @@ gboolean vdd_options_lookup_string(GVariant *options, const char *key, const cha
 /* A boolean option ("true"/"false" strings accepted), dflt when absent. */
 gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean dflt, gboolean *out,
                                  GError **error);
+/* A format vdisk knows, or VDD_ERROR_UNSUPPORTED_FORMAT naming it. */
+gboolean vdd_check_format(const char *format, GError **error);

@@ -338,15 +338,6 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     return w;
 }
 
-static gboolean check_format(const char *format, GError **error)
-{
-    if (!vd_format_known(format)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format);
-        return FALSE;
-    }
-    return TRUE;
-}
-
 /* options "secrets" a{say}: passphrases by the ids that encrypt.key-secret
  * names (the libvirt shim passes libvirt's volume secret this way). */
 static gboolean lookup_secrets(GVariant *options, VdSecrets **out, GError **error)
@@ -385,7 +376,7 @@ static void create_authorized(gpointer target, GDBusMethodInvocation *invocation
     NewVolumeWork *w = new_work(self, name, format);
     w->size = size;
     static const char *const daemon_keys[] = { "secrets", NULL };
-    if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
+    if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !lookup_secrets(options, &w->secrets, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
@@ -418,7 +409,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     const char *source_format = NULL;
     int sfd = -1;
     NewVolumeWork *w = new_work(self, name, format);
-    if (!vdd_pool_check_new_name(self, name, &error) || !check_format(format, &error) ||
+    if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         (sfd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||

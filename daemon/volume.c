@@ -343,9 +343,8 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
                   &format, &options);
     GError *error = NULL;
-    if (!vd_format_known(format)) {
-        fail(self, invocation, uid, NULL,
-             g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format));
+    if (!vdd_check_format(format, &error)) {
+        fail(self, invocation, uid, NULL, error);
         return;
     }
     VolumeWork *w = volume_work_new(self);
@@ -387,9 +386,8 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s@a{sv})", &handle,
                   &format, &options);
     GError *error = NULL;
-    if (!vd_format_known(format)) {
-        fail(self, invocation, uid, NULL,
-             g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT, "unknown format '%s'", format));
+    if (!vdd_check_format(format, &error)) {
+        fail(self, invocation, uid, NULL, error);
         return;
     }
     VolumeWork *w = volume_work_new(self);
