@@ -1,6 +1,8 @@
 /* vdiskd: the vdisk D-Bus system service. Everything is in libvdiskd. */
 #include <locale.h>
 #include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "daemon.h"
 
@@ -15,5 +17,11 @@ int main(int argc, char **argv)
         g_printerr("vdiskd: %s\n", error->message);
         return 2;
     }
-    return vdd_daemon_run(&opts);
+    int status = vdd_daemon_run(&opts);
+    /* libvirt's event loop and a connection attempt in progress run on
+     * threads that cannot be joined; exit handlers run under them (as
+     * returning from main would) could pull libraries out from under them.
+     * Everything of ours is closed by now: flush and leave. */
+    fflush(NULL);
+    _exit(status);
 }
