@@ -538,12 +538,13 @@ static void convert_file_work_free(ConvertFileWork *w)
 }
 
 gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VddJob *job, GCancellable *cancellable, GError **error)
+                          VdOptions *create, VdOpenFlags open_flags, VddJob *job,
+                          GCancellable *cancellable, GError **error)
 {
     if (!vd_image_create_fd(fd, name, format, vd_image_size(source), create, error))
         return FALSE;
     g_autoptr(VdImage) target =
-        vd_image_open_fd(fd, name, format, VD_OPEN_READ_WRITE | VD_OPEN_NO_RELATED_FILES, error);
+        vd_image_open_fd(fd, name, format, VD_OPEN_READ_WRITE | open_flags, error);
     VdConvertOptions opts;
     vd_convert_options_init(&opts);
     opts.target_format = format;
@@ -562,7 +563,7 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
 {
     ConvertFileWork *w = data;
     return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format, w->create,
-                            job, cancellable, error);
+                            VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
 /* The create options a target behind a descriptor may take: no option

@@ -76,12 +76,13 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
  * vm-state-size. Floating. */
 GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);
 
-/* Worker side of Export and ConvertFile: create format in the caller's
- * descriptor fd and copy source into it, reporting progress to job. On
- * failure the file is left empty. */
+/* Worker side of Export, ConvertFile, Clone and ImportVolume: create
+ * format in descriptor fd and copy source into it, reporting progress to
+ * job. open_flags are added to the target's (VD_OPEN_NO_RELATED_FILES for a
+ * caller's file). On failure the file is left empty. */
 gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VddJob *job, GCancellable *cancellable,
-                          GError **error);
+                          VdOptions *create, VdOpenFlags open_flags, VddJob *job,
+                          GCancellable *cancellable, GError **error);
 /* Refuse create options that would make the engine open or create files by
  * name next to a descriptor target. */
 gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error);

@@ -236,18 +236,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     if (w->source == NULL)
         return vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
                                                w->secrets, error);
-    if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->source), w->create, error))
-        return FALSE;
-    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE, error);
-    if (target == NULL)
-        return FALSE;
-    VdConvertOptions opts;
-    vd_convert_options_init(&opts);
-    opts.target_format = w->format;
-    opts.progress = vdd_job_progress;
-    opts.progress_data = job;
-    opts.cancellable = cancellable;
-    return vd_copy_image(w->source, target, &opts, error);
+    return vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, 0, job, cancellable,
+                            error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)

@@ -267,25 +267,15 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
 {
     VolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
-    if (!vd_image_create_fd(w->fd, path, w->format, vd_image_size(w->image), w->create, error))
-        return FALSE;
-    g_autoptr(VdImage) target = vd_image_open_fd(w->fd, path, w->format, VD_OPEN_READ_WRITE, error);
-    if (target == NULL)
-        return FALSE;
-    VdConvertOptions opts;
-    vd_convert_options_init(&opts);
-    opts.target_format = w->format;
-    opts.progress = vdd_job_progress;
-    opts.progress_data = job;
-    opts.cancellable = cancellable;
-    return vd_copy_image(w->image, target, &opts, error);
+    return vdd_copy_into_fd(w->image, w->fd, path, w->format, w->create, 0, job, cancellable,
+                            error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
-    return vdd_copy_into_fd(w->image, w->fd, "caller's target file", w->format, w->create, job,
-                            cancellable, error);
+    return vdd_copy_into_fd(w->image, w->fd, "caller's target file", w->format, w->create,
+                            VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
 static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
