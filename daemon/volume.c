@@ -324,6 +324,23 @@ static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid
     vdd_return_error(invocation, uid, wh, error);
 }
 
+/* The work of a copy into a new file (Clone, Export): a format vdisk knows
+ * and create options a descriptor target can take. NULL with error. */
+static VolumeWork *copy_work_new(VddVolume *self, const char *format, GVariant *options,
+                                 GError **error)
+{
+    if (!vdd_check_format(format, error))
+        return NULL;
+    VolumeWork *w = volume_work_new(self);
+    w->format = g_strdup(format);
+    if ((w->create = vdd_options_to_create(options, format, NULL, error)) == NULL ||
+        !vdd_check_fd_target_options(format, w->create, error)) {
+        volume_work_free(w);
+        return NULL;
+    }
+    return w;
+}
+
 /* Clone */
 static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
@@ -333,15 +350,9 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
                   &format, &options);
     GError *error = NULL;
-    if (!vdd_check_format(format, &error)) {
-        fail(self, invocation, uid, NULL, error);
-        return;
-    }
-    VolumeWork *w = volume_work_new(self);
-    w->format = g_strdup(format);
-    if ((w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL ||
-        !vdd_check_fd_target_options(format, w->create, &error) ||
-        !vdd_pool_check_new_name(self->pool, name, &error) || !vdd_volume_lock_read(self, &error)) {
+    VolumeWork *w = copy_work_new(self, format, options, &error);
+    if (w == NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
+        !vdd_volume_lock_read(self, &error)) {
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -376,15 +387,8 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s@a{sv})", &handle,
                   &format, &options);
     GError *error = NULL;
-    if (!vdd_check_format(format, &error)) {
-        fail(self, invocation, uid, NULL, error);
-        return;
-    }
-    VolumeWork *w = volume_work_new(self);
-    w->format = g_strdup(format);
-    if ((w->create = vdd_options_to_create(options, format, NULL, &error)) == NULL ||
-        !vdd_check_fd_target_options(format, w->create, &error) ||
-        (w->fd = vdd_caller_fd(invocation, handle, O_RDWR, "target", &error)) < 0 ||
+    VolumeWork *w = copy_work_new(self, format, options, &error);
+    if (w == NULL || (w->fd = vdd_caller_fd(invocation, handle, O_RDWR, "target", &error)) < 0 ||
         !vdd_volume_lock_read(self, &error)) {
         fail(self, invocation, uid, w, error);
         return;
