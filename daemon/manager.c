@@ -208,6 +208,22 @@ VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name)
     return g_hash_table_lookup(self->pools, name);
 }
 
+VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path)
+{
+    GHashTableIter it;
+    gpointer pool;
+    g_hash_table_iter_init(&it, self->pools);
+    while (g_hash_table_iter_next(&it, NULL, &pool)) {
+        const char *prefix = vdd_pool_get_object_path(pool);
+        gsize n = strlen(prefix);
+        if (strncmp(object_path, prefix, n) != 0 || object_path[n] != '/')
+            continue;
+        g_autofree char *name = (char *)g_dbus_unescape_object_path(object_path + n + 1);
+        return name != NULL ? vdd_pool_lookup_volume(pool, name) : NULL;
+    }
+    return NULL;
+}
+
 gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
 {
     g_autofree char *real = realpath(path, NULL);
@@ -537,25 +553,34 @@ static void convert_file_work_free(ConvertFileWork *w)
     g_free(w);
 }
 
-gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VdOpenFlags open_flags, VddJob *job,
-                          GCancellable *cancellable, GError **error)
+static void copy_options_init(VdConvertOptions *opts, VddJob *job, GCancellable *cancellable)
 {
-    if (!vd_image_create_fd(fd, name, format, vd_image_size(source), create, error))
-        return FALSE;
-    g_autoptr(VdImage) target =
-        vd_image_open_fd(fd, name, format, VD_OPEN_READ_WRITE | open_flags, error);
+    vd_convert_options_init(opts);
+    opts->progress = vdd_job_progress;
+    opts->progress_data = job;
+    opts->cancellable = cancellable;
+}
+
+gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
+                          VdOptions *create, VdSecrets *secrets, VdOpenFlags open_flags,
+                          VddJob *job, GCancellable *cancellable, GError **error)
+{
     VdConvertOptions opts;
-    vd_convert_options_init(&opts);
+    copy_options_init(&opts, job, cancellable);
     opts.target_format = format;
-    opts.progress = vdd_job_progress;
-    opts.progress_data = job;
-    opts.cancellable = cancellable;
-    gboolean ok = target != NULL && vd_copy_image(source, target, &opts, error);
-    g_clear_pointer(&target, vd_image_unref);
-    if (!ok) /* nothing half-written that looks whole */
-        (void)!ftruncate(fd, 0);
-    return ok;
+    opts.create_options = create;
+    opts.secrets = secrets;
+    opts.target_open_flags = open_flags;
+    return vd_convert_fd(source, fd, name, &opts, error);
+}
+
+gboolean vdd_copy_over(VdImage *source, VdImage *target, VddJob *job, GCancellable *cancellable,
+                       GError **error)
+{
+    VdConvertOptions opts;
+    copy_options_init(&opts, job, cancellable);
+    opts.target_exists = TRUE;
+    return vd_copy_image(source, target, &opts, error);
 }
 
 static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cancellable,
@@ -563,7 +588,7 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
 {
     ConvertFileWork *w = data;
     return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format, w->create,
-                            VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
+                            NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
 /* The create options a target behind a descriptor may take: no option

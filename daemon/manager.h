@@ -9,6 +9,7 @@
 
 typedef struct _VddPool VddPool;
 typedef struct _VddJob VddJob;
+typedef struct _VddVolume VddVolume;
 
 #define VDD_TYPE_MANAGER (vdd_manager_get_type())
 G_DECLARE_FINAL_TYPE(VddManager, vdd_manager, VDD, MANAGER, GObject)
@@ -78,11 +79,18 @@ GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);
 
 /* Worker side of Export, ConvertFile, Clone and ImportVolume: create
  * format in descriptor fd and copy source into it, reporting progress to
- * job. open_flags are added to the target's (VD_OPEN_NO_RELATED_FILES for a
- * caller's file). On failure the file is left empty. */
+ * job. secrets (may be NULL) hold what the create options' encrypt.key-secret
+ * names. open_flags are added to the target's (VD_OPEN_NO_RELATED_FILES for
+ * a caller's file). On failure the file is left empty. */
 gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VdOpenFlags open_flags, VddJob *job,
-                          GCancellable *cancellable, GError **error);
+                          VdOptions *create, VdSecrets *secrets, VdOpenFlags open_flags,
+                          VddJob *job, GCancellable *cancellable, GError **error);
+/* Worker side of CopyFrom: copy source over target, an image opened for
+ * writing that is at least as large. */
+gboolean vdd_copy_over(VdImage *source, VdImage *target, VddJob *job, GCancellable *cancellable,
+                       GError **error);
+/* The volume exported at object_path, or NULL. */
+VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path);
 /* Refuse create options that would make the engine open or create files by
  * name next to a descriptor target. */
 gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error);

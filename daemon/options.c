@@ -119,3 +119,58 @@ gboolean vdd_check_format(const char *format, GError **error)
     }
     return TRUE;
 }
+
+gboolean vdd_options_lookup_secrets(GVariant *options, VdSecrets **out, GError **error)
+{
+    *out = NULL;
+    g_autoptr(GVariant) v = g_variant_lookup_value(options, "secrets", NULL);
+    if (v == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(v, G_VARIANT_TYPE("a{say}"))) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option 'secrets' must be a{say}, not %s", g_variant_get_type_string(v));
+        return FALSE;
+    }
+    *out = vd_secrets_new();
+    GVariantIter it;
+    const char *id;
+    GVariant *data;
+    g_variant_iter_init(&it, v);
+    while (g_variant_iter_next(&it, "{&s@ay}", &id, &data)) {
+        gsize len;
+        const guint8 *bytes = g_variant_get_fixed_array(data, &len, 1);
+        vd_secrets_add(*out, id, bytes, len);
+        g_variant_unref(data);
+    }
+    return TRUE;
+}
+
+gboolean vdd_options_to_image_key(GVariant *options, const char *key_option, VddImageKey *key,
+                                  GError **error)
+{
+    memset(key, 0, sizeof *key);
+    const char *id;
+    if (!vdd_options_lookup_string(options, key_option, &id, error) ||
+        !vdd_options_lookup_secrets(options, &key->secrets, error))
+        return FALSE;
+    if (id == NULL)
+        return TRUE;
+    gsize len;
+    if (vd_secrets_lookup(key->secrets, id, &len) == NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option '%s' names the secret '%s', which 'secrets' does not hold", key_option,
+                    id);
+        vdd_image_key_clear(key);
+        return FALSE;
+    }
+    /* The engine takes either spelling for every encrypted format. */
+    key->open = vd_options_new();
+    vd_options_set(key->open, "encrypt.key-secret", id);
+    return TRUE;
+}
+
+void vdd_image_key_clear(VddImageKey *key)
+{
+    g_clear_pointer(&key->open, vd_options_free);
+    g_clear_pointer(&key->secrets, vd_secrets_free);
+}

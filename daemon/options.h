@@ -23,3 +23,21 @@ gboolean vdd_options_lookup_bool(GVariant *options, const char *key, gboolean df
                                  GError **error);
 /* A format vdisk knows, or VDD_ERROR_UNSUPPORTED_FORMAT naming it. */
 gboolean vdd_check_format(const char *format, GError **error);
+
+/* Option "secrets" a{say}: passphrases by the ids that encryption options
+ * name (encrypt.key-secret, key-secret, and the *-key-secret options
+ * below). *out is a new store, or NULL when the option is absent. */
+gboolean vdd_options_lookup_secrets(GVariant *options, VdSecrets **out, GError **error);
+
+/* What opens an encrypted image: the id in the string option key_option
+ * ("volume-key-secret", "source-key-secret") and the passphrases of
+ * "secrets". Both NULL when the image is opened without a key. */
+typedef struct {
+    VdOptions *open; /* engine open options: encrypt.key-secret=ID */
+    VdSecrets *secrets;
+} VddImageKey;
+
+gboolean vdd_options_to_image_key(GVariant *options, const char *key_option, VddImageKey *key,
+                                  GError **error);
+void vdd_image_key_clear(VddImageKey *key);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VddImageKey, vdd_image_key_clear)

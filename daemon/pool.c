@@ -236,8 +236,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     if (w->source == NULL)
         return vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
                                                w->secrets, error);
-    return vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, 0, job, cancellable,
-                            error);
+    return vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, w->secrets, 0, job,
+                            cancellable, error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)
@@ -328,32 +328,6 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     return w;
 }
 
-/* options "secrets" a{say}: passphrases by the ids that encrypt.key-secret
- * names (the libvirt shim passes libvirt's volume secret this way). */
-static gboolean lookup_secrets(GVariant *options, VdSecrets **out, GError **error)
-{
-    g_autoptr(GVariant) v = g_variant_lookup_value(options, "secrets", NULL);
-    if (v == NULL)
-        return TRUE;
-    if (!g_variant_is_of_type(v, G_VARIANT_TYPE("a{say}"))) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "option 'secrets' must be a{say}, not %s", g_variant_get_type_string(v));
-        return FALSE;
-    }
-    *out = vd_secrets_new();
-    GVariantIter it;
-    const char *id;
-    GVariant *data;
-    g_variant_iter_init(&it, v);
-    while (g_variant_iter_next(&it, "{&s@ay}", &id, &data)) {
-        gsize len;
-        const guint8 *bytes = g_variant_get_fixed_array(data, &len, 1);
-        vd_secrets_add(*out, id, bytes, len);
-        g_variant_unref(data);
-    }
-    return TRUE;
-}
-
 static void create_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddPool *self = target;
@@ -368,7 +342,7 @@ static void create_authorized(gpointer target, GDBusMethodInvocation *invocation
     static const char *const daemon_keys[] = { "secrets", NULL };
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
-        !lookup_secrets(options, &w->secrets, &error)) {
+        !vdd_options_lookup_secrets(options, &w->secrets, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);
@@ -394,7 +368,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_autoptr(GVariant) options = NULL;
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
                   &name, &format, &options);
-    static const char *const daemon_keys[] = { "source-format", NULL };
+    static const char *const daemon_keys[] = { "source-format", "secrets", NULL };
     GError *error = NULL;
     const char *source_format = NULL;
     int sfd = -1;
@@ -402,6 +376,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
         (sfd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
         (w->source = vd_image_open_fd(sfd, "caller's source file", source_format,
                                       VD_OPEN_NO_RELATED_FILES, &error)) == NULL) {

@@ -136,13 +136,14 @@ static int open_file(VddVolume *self, int access, GError **error)
     return fd;
 }
 
-VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, GError **error)
+VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key, GError **error)
 {
     int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
     if (fd < 0)
         return NULL;
     g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
-    g_autoptr(VdImage) img = vd_image_open_fd(fd, path, NULL, flags, error);
+    g_autoptr(VdImage) img = vd_image_open_fd_opts(fd, path, NULL, flags, key ? key->open : NULL,
+                                                   key ? key->secrets : NULL, error);
     close(fd);
     if (img == NULL) {
         vdd_error_normalize(error);
@@ -212,7 +213,10 @@ typedef struct {
     int fd;            /* target descriptor */
     char *format;
     VdOptions *create;
-    VdImage *image; /* source, or the volume opened read-write */
+    VddImageKey key;   /* opens this volume; its secrets also serve create */
+    VdImage *image;    /* source, or the volume opened read-write */
+    VddVolume *source; /* CopyFrom: read-locked, or NULL */
+    VdImage *source_image;
     guint64 size;
     gboolean shrink;
     char *snapshot;
@@ -222,10 +226,13 @@ typedef struct {
 static void volume_work_free(VolumeWork *w)
 {
     g_clear_pointer(&w->image, vd_image_unref);
+    g_clear_pointer(&w->source_image, vd_image_unref);
     if (w->fd >= 0)
         close(w->fd);
     g_clear_object(&w->volume);
     g_clear_object(&w->target);
+    g_clear_object(&w->source);
+    vdd_image_key_clear(&w->key);
     g_free(w->format);
     g_free(w->snapshot);
     g_clear_pointer(&w->create, vd_options_free);
@@ -245,10 +252,13 @@ static void work_done(VddJob *job, gpointer data, const GError *error)
 {
     VolumeWork *w = data;
     g_clear_pointer(&w->image, vd_image_unref); /* written back before the update */
+    g_clear_pointer(&w->source_image, vd_image_unref);
     if (w->write)
         vdd_volume_unlock_write(w->volume);
     else
         vdd_volume_unlock_read(w->volume);
+    if (w->source != NULL)
+        vdd_volume_unlock_read(w->source);
     if (w->target != NULL) {
         vdd_volume_unlock_write(w->target);
         if (error != NULL) {
@@ -267,15 +277,21 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
 {
     VolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
-    return vdd_copy_into_fd(w->image, w->fd, path, w->format, w->create, 0, job, cancellable,
-                            error);
+    return vdd_copy_into_fd(w->image, w->fd, path, w->format, w->create, w->key.secrets, 0, job,
+                            cancellable, error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
     return vdd_copy_into_fd(w->image, w->fd, "caller's target file", w->format, w->create,
-                            VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
+                            w->key.secrets, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
+}
+
+static gboolean copy_from_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
+{
+    VolumeWork *w = data;
+    return vdd_copy_over(w->source_image, w->image, job, cancellable, error);
 }
 
 static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
@@ -291,7 +307,11 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
 static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
                       const char *operation, VolumeWork *w, VddJobFunc func)
 {
-    const char *objects[3] = { self->path, w->target ? w->target->path : NULL, NULL };
+    const char *objects[3] = { self->path,
+                               w->target   ? w->target->path
+                               : w->source ? w->source->path
+                                           : NULL,
+                               NULL };
     VddJob *job = vdd_job_new(vdd_pool_get_manager(self->pool), operation, uid, objects);
     g_autofree char *wh = what(self);
     vdd_log_operation(invocation, uid, wh, NULL);
@@ -300,6 +320,8 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
                                        vdd_job_get_object_path(job));
     else if (g_str_equal(operation, "export"))
         vdd_dbus_volume_complete_export(self->iface, invocation, vdd_job_get_object_path(job));
+    else if (g_str_equal(operation, "copy"))
+        vdd_dbus_volume_complete_copy_from(self->iface, invocation, vdd_job_get_object_path(job));
     else
         vdd_dbus_volume_complete_resize(self->iface, invocation, vdd_job_get_object_path(job));
     vdd_job_start(job, func, work_done, w, (GDestroyNotify)volume_work_free);
@@ -333,8 +355,10 @@ static VolumeWork *copy_work_new(VddVolume *self, const char *format, GVariant *
         return NULL;
     VolumeWork *w = volume_work_new(self);
     w->format = g_strdup(format);
-    if ((w->create = vdd_options_to_create(options, format, NULL, error)) == NULL ||
-        !vdd_check_fd_target_options(format, w->create, error)) {
+    static const char *const daemon_keys[] = { "secrets", "volume-key-secret", NULL };
+    if ((w->create = vdd_options_to_create(options, format, daemon_keys, error)) == NULL ||
+        !vdd_check_fd_target_options(format, w->create, error) ||
+        !vdd_options_to_image_key(options, "volume-key-secret", &w->key, error)) {
         volume_work_free(w);
         return NULL;
     }
@@ -356,7 +380,7 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, 0, &error)) == NULL ||
+    if ((w->image = vdd_volume_open(self, 0, &w->key, &error)) == NULL ||
         (w->fd = vdd_pool_create_file(self->pool, name, &error)) < 0) {
         vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
@@ -393,7 +417,7 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, 0, &error)) == NULL) {
+    if ((w->image = vdd_volume_open(self, 0, &w->key, &error)) == NULL) {
         vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -421,12 +445,13 @@ static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation
     GError *error = NULL;
     w->write = TRUE;
     if (!vdd_options_lookup_bool(options, "shrink", FALSE, &w->shrink, &error) ||
+        !vdd_options_to_image_key(options, "volume-key-secret", &w->key, &error) ||
         !vdd_volume_lock_write(self, &error)) {
         w->write = FALSE;
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &error)) == NULL) {
+    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &w->key, &error)) == NULL) {
         vdd_volume_unlock_write(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -440,6 +465,79 @@ static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invoc
     vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, resize_authorized,
                           "pool", vdd_pool_get_name(self->pool), "volume", self->name, "operation",
                           "resize", NULL);
+    return TRUE;
+}
+
+/* CopyFrom: this volume's guest content replaced by another's, as qemu-img
+ * convert -n writes into an existing image (libvirt's clone of an encrypted
+ * volume creates the target first, then fills it this way). */
+static gboolean prepare_copy_from(VddVolume *self, VolumeWork *w, GVariant *options, GError **error)
+{
+    g_auto(VddImageKey) source_key = { 0 };
+    if (w->source == self) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "a volume cannot be copied onto itself");
+        return FALSE;
+    }
+    if (!vdd_options_to_image_key(options, "volume-key-secret", &w->key, error) ||
+        !vdd_options_to_image_key(options, "source-key-secret", &source_key, error) ||
+        !vdd_volume_lock_write(self, error))
+        return FALSE;
+    w->write = TRUE;
+    if (!vdd_volume_lock_read(w->source, error)) {
+        g_clear_object(&w->source);
+        return FALSE;
+    }
+    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &w->key, error)) == NULL ||
+        (w->source_image = vdd_volume_open(w->source, 0, &source_key, error)) == NULL)
+        return FALSE;
+    if (vd_image_size(w->image) < vd_image_size(w->source_image)) {
+        g_autofree char *src = what(w->source);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%" G_GUINT64_FORMAT " bytes is smaller than %s (%" G_GUINT64_FORMAT
+                    " bytes); resize it first",
+                    vd_image_size(w->image), src, vd_image_size(w->source_image));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    const char *source_path;
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&o@a{sv})", &source_path,
+                  &options);
+    VolumeWork *w = volume_work_new(self);
+    VddVolume *source = vdd_manager_lookup_volume(vdd_pool_get_manager(self->pool), source_path);
+    GError *error = NULL;
+    if (source == NULL) {
+        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", source_path);
+    } else {
+        w->source = g_object_ref(source);
+        if (prepare_copy_from(self, w, options, &error)) {
+            start_job(self, invocation, uid, "copy", w, copy_from_run);
+            return;
+        }
+    }
+    /* Undo what prepare_copy_from took: the locks, then the work. */
+    g_clear_pointer(&w->image, vd_image_unref);
+    g_clear_pointer(&w->source_image, vd_image_unref);
+    if (w->source != NULL)
+        vdd_volume_unlock_read(w->source);
+    g_clear_object(&w->source);
+    if (w->write)
+        vdd_volume_unlock_write(self);
+    fail(self, invocation, uid, w, error);
+}
+
+static gboolean handle_copy_from(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                                 const char *source, GVariant *options, VddVolume *self)
+{
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, copy_from_authorized,
+                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "source",
+                          source, "operation", "copy", NULL);
     return TRUE;
 }
 
@@ -505,7 +603,7 @@ static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocati
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &error)) == NULL) {
+    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, NULL, &error)) == NULL) {
         vdd_volume_unlock_write(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -633,6 +731,7 @@ VddVolume *vdd_volume_new(VddPool *pool, const char *name)
     g_signal_connect(self->iface, "handle-clone", G_CALLBACK(handle_clone), self);
     g_signal_connect(self->iface, "handle-export", G_CALLBACK(handle_export), self);
     g_signal_connect(self->iface, "handle-resize", G_CALLBACK(handle_resize), self);
+    g_signal_connect(self->iface, "handle-copy-from", G_CALLBACK(handle_copy_from), self);
     g_signal_connect(self->iface, "handle-create-snapshot", G_CALLBACK(handle_snapshot), self);
     g_signal_connect(self->iface, "handle-revert-snapshot", G_CALLBACK(handle_snapshot), self);
     g_signal_connect(self->iface, "handle-delete-snapshot", G_CALLBACK(handle_snapshot), self);

@@ -4,6 +4,7 @@
 
 #include <gio/gio.h>
 
+#include "options.h"
 #include "pool.h"
 #include "vdisk.h"
 
@@ -29,5 +30,7 @@ void vdd_volume_unlock_read(VddVolume *self);
 gboolean vdd_volume_is_locked(VddVolume *self);
 
 /* Open the image (relative to the pool, no symlinks) with its backing
- * chain, which must lie inside the pools. */
-VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, GError **error);
+ * chain, which must lie inside the pools; key (may be NULL) opens an
+ * encrypted one. */
+VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key,
+                         GError **error);

@@ -385,21 +385,42 @@ static gboolean refuse_overwriting_chain(VdImage *source, const char *target_pat
     return TRUE;
 }
 
-static VdOptions *target_create_options(const VdConvertOptions *opts)
+static VdOptions *options_copy(VdOptions *opts)
 {
     VdOptions *copy = vd_options_new();
-    if (opts->create_options != NULL) {
-        g_autoptr(GPtrArray) keys = vd_options_keys(opts->create_options);
+    if (opts != NULL) {
+        g_autoptr(GPtrArray) keys = vd_options_keys(opts);
         for (guint i = 0; i < keys->len; i++)
-            vd_options_set(copy, keys->pdata[i],
-                           vd_options_get(opts->create_options, keys->pdata[i]));
+            vd_options_set(copy, keys->pdata[i], vd_options_get(opts, keys->pdata[i]));
     }
+    return copy;
+}
+
+static VdOptions *target_create_options(const VdConvertOptions *opts)
+{
+    VdOptions *copy = options_copy(opts->create_options);
     if (opts->backing_file != NULL) {
         vd_options_set(copy, "backing_file", opts->backing_file);
         if (opts->backing_format != NULL)
             vd_options_set(copy, "backing_fmt", opts->backing_format);
     }
     return copy;
+}
+
+/* The options that open the target: target_open_options, or else the key
+ * a new encrypted target is made with (its create options name it). */
+static VdOptions *target_open_options(const VdConvertOptions *opts)
+{
+    if (opts->target_open_options != NULL)
+        return options_copy(opts->target_open_options);
+    VdOptions *keys = vd_options_new();
+    static const char *const names[] = { "encrypt.key-secret", "key-secret" };
+    for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
+        const char *id = vd_options_get(opts->create_options, names[i]);
+        if (id != NULL)
+            vd_options_set(keys, names[i], id);
+    }
+    return keys;
 }
 
 static VdImage *open_or_create_target(VdImage *source, const char *path,
@@ -414,19 +435,9 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
             return NULL;
         *created = TRUE;
     }
-    /* The key a new encrypted target was made with opens it again. */
-    g_autoptr(VdOptions) keys = vd_options_new();
-    VdOptions *open_opts = opts->target_open_options;
-    if (open_opts == NULL) {
-        static const char *const names[] = { "encrypt.key-secret", "key-secret" };
-        for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
-            const char *id = vd_options_get(opts->create_options, names[i]);
-            if (id != NULL)
-                vd_options_set(keys, names[i], id);
-        }
-        open_opts = keys;
-    }
-    return vd_image_open_opts(path, opts->target_format, VD_OPEN_READ_WRITE, open_opts,
+    g_autoptr(VdOptions) open_opts = target_open_options(opts);
+    return vd_image_open_opts(path, opts->target_format,
+                              VD_OPEN_READ_WRITE | opts->target_open_flags, open_opts,
                               opts->secrets, error);
 }
 
@@ -445,5 +456,29 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     g_clear_pointer(&target, vd_image_unref);
     if (!ok && created)
         unlink(target_path); /* never leave a half-written image that looks whole */
+    return ok;
+}
+
+gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConvertOptions *opts,
+                       GError **error)
+{
+    if (opts->target_format == NULL && !opts->target_exists) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "no target format given");
+        return FALSE;
+    }
+    if (!opts->target_exists) {
+        g_autoptr(VdOptions) create = target_create_options(opts);
+        if (!vd_image_create_fd_with_secrets(fd, name, opts->target_format, vd_image_size(source),
+                                             create, opts->secrets, error))
+            return FALSE;
+    }
+    g_autoptr(VdOptions) open_opts = target_open_options(opts);
+    g_autoptr(VdImage) target = vd_image_open_fd_opts(fd, name, opts->target_format,
+                                                      VD_OPEN_READ_WRITE | opts->target_open_flags,
+                                                      open_opts, opts->secrets, error);
+    gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
+    g_clear_pointer(&target, vd_image_unref);
+    if (!ok && !opts->target_exists) /* nothing half-written that looks whole */
+        (void)!ftruncate(fd, 0);
     return ok;
 }

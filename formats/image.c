@@ -351,6 +351,12 @@ gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GErro
 VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
                           GError **error)
 {
+    return vd_image_open_fd_opts(fd, name, format, flags, NULL, NULL, error);
+}
+
+VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
+                               VdOptions *open_opts, VdSecrets *secrets, GError **error)
+{
     g_autofree char *fallback = g_strdup_printf("fd %d", fd);
     const char *label = name != NULL ? name : fallback;
     VdFile *file = vd_file_open_fd(fd, label, error);
@@ -362,7 +368,7 @@ VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFl
         vd_file_close(file);
         return NULL;
     }
-    return open_file(file, label, format, flags, error);
+    return open_file_with_keys(file, label, format, flags, open_opts, secrets, error);
 }
 
 VdImage *vd_image_ref(VdImage *img)

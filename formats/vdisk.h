@@ -161,6 +161,9 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
  * explicitly, over what its header says or a differencing VDI's search. */
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error);
+/* Same, on a descriptor the caller opened (as vd_image_open_fd). */
+VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
+                               VdOptions *open_opts, VdSecrets *secrets, GError **error);
 /* TRUE when img or its backing chain is encrypted and was opened without
  * its key. */
 gboolean vd_image_needs_key(VdImage *img);
@@ -315,6 +318,9 @@ typedef struct {
     /* How to open an existing target (-n with --target-image-opts); NULL
      * takes the key options of create_options. */
     VdOptions *target_open_options;
+    /* Extra flags for opening the target (vd_convert_fd: e.g.
+     * VD_OPEN_NO_RELATED_FILES for a descriptor from another user). */
+    VdOpenFlags target_open_flags;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);
@@ -324,6 +330,11 @@ void vd_convert_options_init(VdConvertOptions *opts);
  * removed. */
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
                     GError **error);
+/* Same, into a descriptor open for reading and writing (name is used in
+ * messages). On failure a target the call created is truncated to nothing,
+ * so it never looks like a whole image. */
+gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConvertOptions *opts,
+                       GError **error);
 /* Copy into an already opened target image of at least source's size. */
 gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
                        GError **error);

@@ -29,6 +29,8 @@ void shim_request_free(ShimRequest *req)
     g_free(req->target);
     g_free(req->size_text);
     g_free(req->snapshot);
+    g_free(req->source_key);
+    g_free(req->target_key);
     g_clear_pointer(&req->source_opts, g_hash_table_unref);
     g_clear_pointer(&req->target_opts, g_hash_table_unref);
     g_free(req->unsupported);
@@ -174,8 +176,10 @@ static GHashTable *parse_image_opts(const char *text, GError **error)
     return dict;
 }
 
-/* The option string of an image: what the image is, with --image-opts. */
-static void take_image_opts(ShimRequest *req, GHashTable *dict, char **filename, char **format)
+/* The option string of an image: what the image is, with --image-opts:
+ * its file, its driver and the secret that opens it. */
+static void take_image_opts(ShimRequest *req, GHashTable *dict, char **filename, char **format,
+                            char **key)
 {
     const char *file = g_hash_table_lookup(dict, "file.filename");
     g_free(*filename);
@@ -186,15 +190,16 @@ static void take_image_opts(ShimRequest *req, GHashTable *dict, char **filename,
         *format = g_strdup(driver);
     }
     GHashTableIter it;
-    gpointer key;
+    gpointer name, value;
     g_hash_table_iter_init(&it, dict);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        if (g_str_has_prefix(key, "encrypt."))
-            unsupported(req, "encrypted images (%s) are not opened through vdiskd yet",
-                        (char *)key);
-        else if (!g_str_equal(key, "driver") && !g_str_equal(key, "file.filename") &&
-                 !g_str_equal(key, "filename") && !g_str_equal(key, "file.driver"))
-            unsupported(req, "image option %s", (char *)key);
+    while (g_hash_table_iter_next(&it, &name, &value)) {
+        if (g_str_equal(name, "encrypt.key-secret") || g_str_equal(name, "key-secret")) {
+            g_free(*key);
+            *key = g_strdup(value);
+        } else if (!g_str_equal(name, "driver") && !g_str_equal(name, "file.filename") &&
+                   !g_str_equal(name, "filename") && !g_str_equal(name, "file.driver")) {
+            unsupported(req, "image option %s", (char *)name);
+        }
     }
 }
 
@@ -468,7 +473,7 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
         if (req->image_opts) {
             if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
                 return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format);
+            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
         }
         if (req->target_image_opts) {
             if (!req->no_create) {
@@ -477,12 +482,13 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
             }
             if ((req->target_opts = parse_image_opts(req->target, error)) == NULL)
                 return NULL;
-            take_image_opts(req, req->target_opts, &req->target, &req->out_format);
+            take_image_opts(req, req->target_opts, &req->target, &req->out_format,
+                            &req->target_key);
         }
         if (req->out_format == NULL)
             req->out_format = g_strdup("raw");
-        if (req->no_create)
-            unsupported(req, "convert -n (into an existing image)");
+        if (req->no_create && req->options->len > 0)
+            unsupported(req, "convert -n with -o (the target exists already)");
         break;
     case SHIM_CMD_RESIZE:
         if (npos != 2) {
@@ -498,7 +504,7 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
         if (req->image_opts) {
             if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
                 return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format);
+            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
         }
         break;
     case SHIM_CMD_SNAPSHOT:
@@ -512,18 +518,11 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
         if (req->image_opts) {
             if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
                 return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format);
+            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
         }
         break;
     default:
         break;
-    }
-    /* Encrypted creation goes through vdiskd (with the secrets of
-     * --object); opening encrypted images for convert/resize does not yet. */
-    for (guint i = 0; req->command != SHIM_CMD_CREATE && i < req->options->len; i++) {
-        ShimOption *o = req->options->pdata[i];
-        if (g_str_has_prefix(o->key, "encrypt.") || g_str_equal(o->key, "encryption"))
-            unsupported(req, "encrypted images (%s) are not converted through vdiskd yet", o->key);
     }
     return g_steal_pointer(&req);
 }

@@ -44,6 +44,9 @@ typedef struct {
     char snapshot_op; /* 'c', 'a', 'd', 'l' */
     char *snapshot;
     GHashTable *source_opts, *target_opts; /* parsed --image-opts dicts, or NULL */
+    /* The --object secret ids that open the image and the convert -n
+     * target (encrypt.key-secret= or key-secret= of their image options). */
+    char *source_key, *target_key;
     /* Why vdiskd cannot serve this request as it stands (the shim then
      * passes it to the real qemu-img), or NULL. */
     char *unsupported;

@@ -126,6 +126,14 @@ static void wait_job(const char *job, const char *what)
         die("%s: %s", what, result + 1);
 }
 
+/* Wait for the job a call returned (its last value) to end. */
+static void wait_job_reply(GVariant *reply, const char *what)
+{
+    const char *job;
+    g_variant_get_child(reply, g_variant_n_children(reply) - 1, "&o", &job);
+    wait_job(job, what);
+}
+
 typedef struct {
     char *pool;
     char *name;
@@ -200,7 +208,21 @@ static GVariant *secrets_variant(ShimRequest *req)
     return g_variant_builder_end(&b);
 }
 
-/* The -o options as vdiskd create options (engine names pass as they are). */
+/* The options every call takes: the secrets of --object, and the ids that
+ * open this volume and a convert -n source. */
+static void add_key_options(GVariantBuilder *b, ShimRequest *req, const char *volume_key,
+                            const char *source_key)
+{
+    if (req->objects->len > 0)
+        g_variant_builder_add(b, "{sv}", "secrets", secrets_variant(req));
+    if (volume_key != NULL)
+        g_variant_builder_add(b, "{sv}", "volume-key-secret", g_variant_new_string(volume_key));
+    if (source_key != NULL)
+        g_variant_builder_add(b, "{sv}", "source-key-secret", g_variant_new_string(source_key));
+}
+
+/* The -o options as vdiskd create options (engine names pass as they are),
+ * with the key to the volume that is read (an encrypted clone's source). */
 static GVariant *create_options(ShimRequest *req, const char *backing)
 {
     GVariantBuilder b;
@@ -209,8 +231,7 @@ static GVariant *create_options(ShimRequest *req, const char *backing)
         ShimOption *o = req->options->pdata[i];
         g_variant_builder_add(&b, "{sv}", o->key, g_variant_new_string(o->value));
     }
-    if (req->objects->len > 0)
-        g_variant_builder_add(&b, "{sv}", "secrets", secrets_variant(req));
+    add_key_options(&b, req, req->command == SHIM_CMD_CONVERT ? req->source_key : NULL, NULL);
     if (backing != NULL) {
         g_variant_builder_add(&b, "{sv}", "backing", g_variant_new_string(backing));
         if (req->backing_format != NULL)
@@ -221,6 +242,20 @@ static GVariant *create_options(ShimRequest *req, const char *backing)
 }
 
 /* ----- the commands ----- */
+
+/* -f/driver= must name the format vdiskd probes: vdiskd never reads an
+ * image as another format than its own. */
+static void check_format(const char *volume, const char *format, const char *what)
+{
+    if (format == NULL)
+        return;
+    g_autofree char *probed = volume_property(volume, "Format");
+    if (!g_str_equal(probed, format)) {
+        g_autofree char *why =
+            g_strdup_printf("%s format %s other than the probed %s", what, format, probed);
+        fall_back(shim.argv, why);
+    }
+}
 
 static void do_create(ShimRequest *req)
 {
@@ -247,11 +282,9 @@ static void do_create(ShimRequest *req)
     if (req->size_text == NULL) {
         /* An overlay as big as its backing file: libvirt's external
          * snapshot of an inactive domain. */
-        g_autofree char *fmt = volume_property(backing.volume, "Format");
         if (!g_str_equal(req->format, "qcow2"))
             fall_back(shim.argv, "an overlay that is not qcow2");
-        if (req->backing_format != NULL && !g_str_equal(fmt, req->backing_format))
-            fall_back(shim.argv, "a backing format other than the probed one");
+        check_format(backing.volume, req->backing_format, "a backing");
         g_autoptr(GVariant) r =
             call(backing.volume, VDISK_VOLUME_INTERFACE, "CreateOverlay",
                  g_variant_new("(s@a{sv})", target.name, create_options(req, NULL)), "(o)", NULL,
@@ -262,9 +295,25 @@ static void do_create(ShimRequest *req)
                                  g_variant_new("(sst@a{sv})", target.name, req->format, req->size,
                                                create_options(req, backing.name)),
                                  "(oo)", NULL, req->filename);
-    const char *job;
-    g_variant_get(r, "(&o&o)", NULL, &job);
-    wait_job(job, req->filename);
+    wait_job_reply(r, req->filename);
+}
+
+/* convert -n: into an image that exists (libvirt creates an encrypted
+ * clone first, then fills it this way). */
+static void do_convert_into(ShimRequest *req, Where *src)
+{
+    g_auto(Where) dst = { 0 };
+    resolve(req->target, TRUE, &dst);
+    if (dst.volume == NULL)
+        die("Could not open '%s': No such file or directory", req->target);
+    check_format(dst.volume, req->out_format, "a target");
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    add_key_options(&b, req, req->target_key, req->source_key);
+    g_autoptr(GVariant) r =
+        call(dst.volume, VDISK_VOLUME_INTERFACE, "CopyFrom",
+             g_variant_new("(oa{sv})", src->volume, &b), "(o)", NULL, req->target);
+    wait_job_reply(r, req->target);
 }
 
 static void do_convert(ShimRequest *req)
@@ -274,22 +323,20 @@ static void do_convert(ShimRequest *req)
     resolve(req->filename, TRUE, &src);
     if (src.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
+    check_format(src.volume, req->format, "a source");
+    if (req->no_create) {
+        do_convert_into(req, &src);
+        return;
+    }
     resolve(req->target, TRUE, &dst);
     if (dst.volume != NULL)
         fall_back(shim.argv, "the target exists already (qemu-img would overwrite it)");
-    if (req->format != NULL) {
-        g_autofree char *probed = volume_property(src.volume, "Format");
-        if (!g_str_equal(probed, req->format))
-            fall_back(shim.argv, "a source format other than the probed one");
-    }
     if (g_str_equal(src.pool, dst.pool)) {
         g_autoptr(GVariant) r =
             call(src.volume, VDISK_VOLUME_INTERFACE, "Clone",
                  g_variant_new("(ss@a{sv})", dst.name, req->out_format, create_options(req, NULL)),
                  "(oo)", NULL, req->target);
-        const char *job;
-        g_variant_get(r, "(&o&o)", NULL, &job);
-        wait_job(job, req->target);
+        wait_job_reply(r, req->target);
         return;
     }
     /* Another directory: vdiskd writes into our descriptor. */
@@ -320,21 +367,16 @@ static void do_resize(ShimRequest *req)
     resolve(req->filename, TRUE, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
-    if (req->format != NULL) {
-        g_autofree char *probed = volume_property(w.volume, "Format");
-        if (!g_str_equal(probed, req->format))
-            fall_back(shim.argv, "a format other than the probed one");
-    }
+    check_format(w.volume, req->format, "an image");
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
     if (req->shrink)
         g_variant_builder_add(&b, "{sv}", "shrink", g_variant_new_boolean(TRUE));
+    add_key_options(&b, req, req->source_key, NULL);
     g_autoptr(GVariant) r =
         call(w.volume, VDISK_VOLUME_INTERFACE, "Resize", g_variant_new("(ta{sv})", req->size, &b),
              "(o)", NULL, req->filename);
-    const char *job;
-    g_variant_get(r, "(&o)", &job);
-    wait_job(job, req->filename);
+    wait_job_reply(r, req->filename);
     if (!req->quiet)
         printf("Image resized.\n");
 }

@@ -75,6 +75,19 @@ def client(argv):
         print(json.dumps(out))
         sys.exit(0 if ok else 4)
 
+    def options(words):
+        """KEY=VALUE words as a{sv}; secret:ID=TEXT go to "secrets" a{say}."""
+        opts, secrets = {}, {}
+        for w in words:
+            k, x = w.split("=", 1)
+            if k.startswith("secret:"):
+                secrets[k[7:]] = GLib.Variant("ay", x.encode())
+            else:
+                opts[k] = GLib.Variant("s", x)
+        if secrets:
+            opts["secrets"] = GLib.Variant("a{say}", {k: v.unpack() for k, v in secrets.items()})
+        return opts
+
     cmd, a = argv[0], argv[1:]
     pool = ROOT + "/pools/" + a[0] if a else None
     if cmd == "add-pool":
@@ -86,7 +99,8 @@ def client(argv):
         call(pool, "Pool", "Refresh", "(a{sv})", [{}])
         print("{}")
     elif cmd == "create":
-        v, j = call(pool, "Pool", "CreateVolume", "(ssta{sv})", [a[1], a[2], int(a[3]), {}])
+        v, j = call(pool, "Pool", "CreateVolume", "(ssta{sv})",
+                    [a[1], a[2], int(a[3]), options(a[4:])])
         wait(j, {"volume": v})
     elif cmd in ("import", "import-cancel", "import-nowait"):
         fd = os.open(a[1], os.O_RDONLY)
@@ -125,10 +139,15 @@ def client(argv):
         j = call(vol(a[0], a[1]), "Volume", "Export", "(hsa{sv})", [0, a[3], {}], [d])[0]
         wait(j)
     elif cmd == "clone":
-        v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})", [a[2], a[3], {}])
+        v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})", [a[2], a[3], options(a[4:])])
         wait(j)
     elif cmd == "resize":
-        j = call(vol(a[0], a[1]), "Volume", "Resize", "(ta{sv})", [int(a[2]), {}])[0]
+        j = call(vol(a[0], a[1]), "Volume", "Resize", "(ta{sv})",
+                 [int(a[2]), options(a[3:])])[0]
+        wait(j)
+    elif cmd == "copy-from":  # POOL TARGET POOL SOURCE OPTIONS...
+        j = call(vol(a[0], a[1]), "Volume", "CopyFrom", "(oa{sv})",
+                 [vol(a[2], a[3]), options(a[4:])])[0]
         wait(j)
     elif cmd in ("CreateSnapshot", "RevertSnapshot", "DeleteSnapshot"):
         call(vol(a[0], a[1]), "Volume", cmd, "(sa{sv})", [a[2], {}])
@@ -368,6 +387,73 @@ def tests(env):
         rc, out = run(ALICE, "overlay", "p", "a.qcow2", "top.qcow2")
         assert rc == 0, out
         assert "a.qcow2" in qemu_img("info", os.path.join(pool, "top.qcow2")).stdout
+
+    def luks(path, secret="s0"):
+        return ["--object", "secret,id=%s,data=pw-%s" % (secret, secret), "--image-opts",
+                "driver=qcow2,encrypt.key-secret=%s,file.filename=%s" % (secret, path)]
+
+    @case("encrypted volumes: clone, copy-from and resize open them with their key")
+    def _():
+        enc, k = os.path.join(pool, "enc.qcow2"), ["volume-key-secret=s0", "secret:s0=pw-s0"]
+        rc, out = run(ALICE, "create", "p", "enc.qcow2", "qcow2", 1 << 25, "encrypt.format=luks",
+                      "encrypt.key-secret=s0", "secret:s0=pw-s0")
+        assert rc == 0, out
+        io = subprocess.run(["qemu-io"] + luks(enc) + ["-c", "write -P 0x5a 1M 3M"],
+                            capture_output=True, text=True)
+        assert io.returncode == 0, io.stderr
+        # without its key, or with a wrong one, nothing is read and nothing is left
+        rc, out = run(ALICE, "clone", "p", "enc.qcow2", "nokey.raw", "raw")
+        assert rc == 4 and "passphrase" in out["message"], out
+        rc, out = run(ALICE, "clone", "p", "enc.qcow2", "bad.raw", "raw", "volume-key-secret=s0",
+                      "secret:s0=wrong")
+        assert rc == 3 and "key slot" in out["message"], out
+        rc, out = run(ALICE, "clone", "p", "enc.qcow2", "dec.raw", "raw", "volume-key-secret=x",
+                      *k[1:])
+        assert rc == 3 and out["error"] == IFACE + "Error.InvalidArgument", out
+        assert not any(os.path.exists(os.path.join(pool, n))
+                       for n in ("nokey.raw", "bad.raw", "dec.raw"))
+        rc, out = run(ALICE, "clone", "p", "enc.qcow2", "dec.raw", "raw", *k)
+        assert rc == 0, out
+        cmp = qemu_img("compare", *luks(enc), "driver=raw,file.filename=" + pool + "/dec.raw")
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        # encrypted to encrypted under another key
+        rc, out = run(ALICE, "clone", "p", "enc.qcow2", "enc2.qcow2", "qcow2", *k,
+                      "encrypt.format=luks", "encrypt.key-secret=s1", "secret:s1=pw-s1")
+        assert rc == 0, out
+        enc2 = os.path.join(pool, "enc2.qcow2")
+        assert qemu_img("check", *luks(enc2, "s1")).returncode == 0
+        cmp = qemu_img("compare", *luks(enc2, "s1")[:2], *luks(enc)[:2], "--image-opts",
+                       luks(enc2, "s1")[3], luks(enc)[3])
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        # CopyFrom: libvirt's clone of an encrypted volume fills a new one
+        rc, out = run(ALICE, "create", "p", "fill.qcow2", "qcow2", 1 << 25, "encrypt.format=luks",
+                      "encrypt.key-secret=s1", "secret:s1=pw-s1")
+        assert rc == 0, out
+        fill = os.path.join(pool, "fill.qcow2")
+        copy = ["volume-key-secret=s1", "secret:s1=pw-s1", "source-key-secret=s0",
+                "secret:s0=pw-s0"]
+        expect_denied(*run(BOB, "copy-from", "p", "fill.qcow2", "p", "enc.qcow2", *copy))
+        rc, out = run(ALICE, "copy-from", "p", "fill.qcow2", "p", "enc.qcow2", *copy)
+        assert rc == 0, out
+        assert qemu_img("check", *luks(fill, "s1")).returncode == 0
+        cmp = qemu_img("compare", *luks(fill, "s1")[:2], *luks(enc)[:2], "--image-opts",
+                       luks(fill, "s1")[3], luks(enc)[3])
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        # a plain source over the encrypted one, then refusals
+        rc, out = run(ALICE, "copy-from", "p", "fill.qcow2", "p", "dec.raw", *copy[:2])
+        assert rc == 0, out
+        cmp = qemu_img("compare", *luks(fill, "s1"), "driver=raw,file.filename=" + pool + "/dec.raw")
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        rc, out = run(ALICE, "copy-from", "p", "fill.qcow2", "p", "fill.qcow2", *copy)
+        assert rc == 3 and "itself" in out["message"], out
+        rc, out = run(ALICE, "copy-from", "p", "fill.qcow2", "p", "imp.qcow2", *copy[:2])
+        assert rc == 3 and "smaller" in out["message"], out
+        # resize with the key; qemu-img opens the result
+        rc, out = run(ALICE, "resize", "p", "enc.qcow2", 3 << 24, *k)
+        assert rc == 0, out
+        info = json.loads(qemu_img("info", "--output=json", enc).stdout)
+        assert info["virtual-size"] == 3 << 24, info
+        assert qemu_img("check", *luks(enc)).returncode == 0
 
     @case("delete: alice and bob refused, root deletes")
     def _():

@@ -102,7 +102,33 @@ static void test_convert_encrypted(void)
     g_assert_cmpstr(r->out_format, ==, "qcow2");
     g_assert_true(r->no_create);
     g_assert_cmpuint(r->objects->len, ==, 2);
-    g_assert_nonnull(r->unsupported); /* goes to qemu-img for now */
+    g_assert_cmpstr(r->source_key, ==, "a_encrypt0");
+    g_assert_cmpstr(r->target_key, ==, "b_encrypt0");
+    g_assert_null(r->unsupported); /* vdiskd's CopyFrom serves it */
+    /* An encrypted source into a plain raw target (vol-create-from). */
+    g_autoptr(ShimRequest) d =
+        parse("qemu-img convert --image-opts -n --target-image-opts --object "
+              "secret,id=a_encrypt0,file=/run/s2 "
+              "driver=qcow2,file.filename=/p/a,encrypt.key-secret=a_encrypt0 "
+              "driver=raw,file.filename=/p/d",
+              NULL);
+    g_assert_cmpstr(d->source_key, ==, "a_encrypt0");
+    g_assert_null(d->target_key);
+    g_assert_cmpstr(d->out_format, ==, "raw");
+    g_assert_null(d->unsupported);
+    /* Image options vdiskd does not take still go to qemu-img. */
+    g_autoptr(ShimRequest) o =
+        parse("qemu-img convert --image-opts -n --target-image-opts "
+              "driver=qcow2,file.filename=/p/a,encrypt.format=aes driver=raw,file.filename=/p/d",
+              NULL);
+    g_assert_nonnull(o->unsupported);
+    g_autoptr(ShimRequest) n =
+        parse("qemu-img convert -n -f qcow2 -O qcow2 -o compat=1.1 /p/a /p/b", NULL);
+    g_assert_nonnull(n->unsupported);
+    g_autoptr(GError) error = NULL;
+    g_assert_null(
+        parse("qemu-img convert --target-image-opts /p/a driver=raw,file.filename=/p/b", &error));
+    g_assert_nonnull(strstr(error->message, "requires use of -n"));
 }
 
 static void test_resize(void)
@@ -116,7 +142,8 @@ static void test_resize(void)
               "driver=qcow2,encrypt.key-secret=s,file.filename=/p/e 67108864",
               NULL);
     g_assert_cmpstr(e->filename, ==, "/p/e");
-    g_assert_nonnull(e->unsupported);
+    g_assert_cmpstr(e->source_key, ==, "s");
+    g_assert_null(e->unsupported);
     g_autoptr(ShimRequest) rel = parse("qemu-img resize /p/b +1G", NULL);
     g_assert_nonnull(rel->unsupported);
 }
