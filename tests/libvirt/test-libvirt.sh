@@ -215,9 +215,30 @@ XML
   trap '$V secret-undefine $uuid >/dev/null 2>&1' EXIT
   $V vol-create vdisktest "$T/enc.xml"
   qemu-img info "$LV/enc.qcow2" | grep -qi encrypt
-  qemu-img check --object "secret,id=s0,file=$T/pw" --image-opts "driver=qcow2,encrypt.key-secret=s0,file.filename=$LV/enc.qcow2"
+  O="--object secret,id=s0,file=$T/pw"
+  img() { echo "driver=${2:-qcow2},encrypt.key-secret=s0,file.filename=$LV/$1"; }
+  qemu-img check $O --image-opts "$(img enc.qcow2)"
+  qemu-io $O --image-opts "$(img enc.qcow2)" -c 'write -P 0x5a 1M 2M' -c 'write -P 7 30M 1M' >/dev/null
+  # libvirt clones it in two steps: an encrypted create, then convert -n
+  # with both keys, which vdiskd's CopyFrom serves
+  $V vol-clone --pool vdisktest enc.qcow2 enc-clone.qcow2
+  qemu-img check $O --image-opts "$(img enc-clone.qcow2)"
+  qemu-img compare $O --image-opts "$(img enc.qcow2)" "$(img enc-clone.qcow2)"
+  # decrypted into a plain raw and qcow2 volume
+  for f in raw qcow2; do
+    printf "<volume><name>dec.$f</name><capacity unit='MiB'>32</capacity><target><format type='$f'/></target></volume>" >"$T/d.xml"
+    $V vol-create-from vdisktest "$T/d.xml" --inputpool vdisktest enc.qcow2
+    qemu-img compare $O --image-opts "$(img enc.qcow2)" "driver=$f,file.filename=$LV/dec.$f"
+  done
+  # resize with the key: grow, then shrink back
+  $V vol-resize --pool vdisktest enc.qcow2 64M
+  [[ $(vsize "$LV/enc.qcow2" qcow2) == 67108864 ]]
+  $V vol-resize --pool vdisktest enc.qcow2 32M --shrink
+  [[ $(vsize "$LV/enc.qcow2" qcow2) == 33554432 ]]
+  qemu-img check $O --image-opts "$(img enc.qcow2)"
+  qemu-img compare $O --image-opts "$(img enc.qcow2)" "$(img enc-clone.qcow2)"
 }
-case_run "LUKS-encrypted volume from a libvirt secret" t_encrypted
+case_run "LUKS-encrypted volume from a libvirt secret: create, clone, create-from, resize" t_encrypted
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
