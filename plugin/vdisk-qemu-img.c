@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "shim-args.h"
+#include "shim-secrets.h"
 #include "shim-status.h"
 #include "vdisk-names.h"
 
@@ -174,38 +175,16 @@ static char *volume_property(const char *volume, const char *name)
                                                           : g_strdup("");
 }
 
-/* --object secret,id=ID,file=PATH|data=TEXT[,format=raw] as a{say} for
- * vdiskd: libvirt's secret files are readable by root only, so the shim
- * reads them and passes the bytes. */
+/* The --object secrets as vdiskd's "secrets" option: libvirt's secret
+ * files are readable by root only, so the shim reads them and passes the
+ * bytes. */
 static GVariant *secrets_variant(ShimRequest *req)
 {
-    GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a{say}"));
-    for (guint i = 0; i < req->objects->len; i++) {
-        const char *spec = req->objects->pdata[i];
-        g_autoptr(GPtrArray) parsed = shim_options_new();
-        g_autoptr(GError) error = NULL;
-        if (!shim_parse_option_string(spec, parsed, &error))
-            die("--object %s: %s", spec, error->message);
-        const char *id = shim_option_get(parsed, "id");
-        const char *file = shim_option_get(parsed, "file");
-        const char *data = shim_option_get(parsed, "data");
-        const char *format = shim_option_get(parsed, "format");
-        if (id == NULL || (file == NULL) == (data == NULL))
-            die("--object %s: a secret needs id= and one of file= or data=", spec);
-        if (format != NULL && !g_str_equal(format, "raw"))
-            fall_back(shim.argv, "a secret that is not in raw format");
-        g_autofree char *contents = NULL;
-        gsize len = data ? strlen(data) : 0;
-        if (file != NULL && !g_file_get_contents(file, &contents, &len, &error))
-            die("--object %s: %s", spec, error->message);
-        g_variant_builder_add(
-            &b, "{s@ay}", id,
-            g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, file ? contents : data, len, 1));
-        if (contents != NULL)
-            memset(contents, 0, len);
-    }
-    return g_variant_builder_end(&b);
+    g_autoptr(GError) error = NULL;
+    GVariant *v = shim_secrets_variant(req->objects, &error);
+    if (v == NULL)
+        die("%s", error->message);
+    return v;
 }
 
 /* The options every call takes: the secrets of --object, and the ids that

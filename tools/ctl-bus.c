@@ -1,6 +1,7 @@
 /* vdiskctl: calling vdiskd, finding its objects, passing the caller's
  * files (see ctl.h). */
 #include "ctl.h"
+#include "shim-secrets.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -430,7 +431,7 @@ static char *option_name(const char *key)
     return g_strdelimit(g_strdup(key), "_", '-');
 }
 
-GVariant *ctl_create_options(const Ctl *ctl, GError **error)
+GVariant *ctl_call_options(const Ctl *ctl, GError **error)
 {
     g_autoptr(VdOptions) opts = vd_options_new();
     g_autoptr(GPtrArray) keys = NULL;
@@ -452,6 +453,22 @@ GVariant *ctl_create_options(const Ctl *ctl, GError **error)
     if (ctl->source_format != NULL)
         g_variant_builder_add(&builder, "{sv}", "source-format",
                               g_variant_new_string(ctl->source_format));
+    if (ctl->shrink)
+        g_variant_builder_add(&builder, "{sv}", "shrink", g_variant_new_boolean(TRUE));
+    if (ctl->objects != NULL && ctl->objects->len > 0) {
+        GVariant *secrets = shim_secrets_variant(ctl->objects, error);
+        if (secrets == NULL) {
+            g_variant_builder_clear(&builder);
+            return NULL;
+        }
+        g_variant_builder_add(&builder, "{sv}", "secrets", secrets);
+    }
+    if (ctl->volume_key_secret != NULL)
+        g_variant_builder_add(&builder, "{sv}", "volume-key-secret",
+                              g_variant_new_string(ctl->volume_key_secret));
+    if (ctl->source_key_secret != NULL)
+        g_variant_builder_add(&builder, "{sv}", "source-key-secret",
+                              g_variant_new_string(ctl->source_key_secret));
     return g_variant_ref_sink(g_variant_builder_end(&builder));
 }
 

@@ -115,7 +115,7 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
-    g_autoptr(GVariant) options = ctl_create_options(ctl, &error);
+    g_autoptr(GVariant) options = ctl_call_options(ctl, &error);
     g_autofree char *format = NULL;
     gboolean created = FALSE;
     gint source, target;

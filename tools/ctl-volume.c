@@ -97,7 +97,7 @@ static int run_create(Ctl *ctl, char **operands, int n_operands)
 
     if (!ctl_split_volume_arg(operands[0], &pool_name, &name, &error) ||
         !vd_parse_size(operands[1], &size, &error) ||
-        (options = ctl_create_options(ctl, &error)) == NULL)
+        (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
     pool = ctl_find_pool(ctl, pool_name, &error);
     if (pool == NULL)
@@ -116,11 +116,14 @@ const CtlCommand ctl_cmd_create = {
     .name = "create",
     .operands = "POOL/VOLUME SIZE",
     .summary = "create an empty volume",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_OBJECT,
     .help = CTL_HELP_FORMAT
-    "                         otherwise qcow2\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+    "                         otherwise qcow2\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_NEW_KEY
+        CTL_HELP_OBJECT CTL_HELP_PROGRESS,
     .notes = "SIZE takes the suffixes K, M, G, T (powers of 1024).\n",
     .examples = "  vdiskctl create default/web.qcow2 20G\n"
+                "  vdiskctl create default/secret.qcow2 20G --object secret,id=k,file=pw \\\n"
+                "      -o encrypt.format=luks,encrypt.key-secret=k\n"
                 "  vdiskctl create default/db.qcow2 100G -o cluster_size=2M,lazy_refcounts=on\n"
                 "  vdiskctl create default/top.qcow2 20G -o backing_file=base.qcow2\n"
                 "  vdiskctl create default/share.vmdk 8G -o subformat=monolithicFlat\n",
@@ -144,7 +147,7 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
     gint fd;
 
     if (!ctl_split_volume_arg(operands[1], &pool_name, &name, &error) ||
-        (options = ctl_create_options(ctl, &error)) == NULL)
+        (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
     /* Opened here, as the user: vdiskd reads only what the user can. */
     fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
@@ -163,11 +166,11 @@ const CtlCommand ctl_cmd_import = {
     .name = "import",
     .operands = "FILE POOL/VOLUME",
     .summary = "copy an image file of yours into a pool, in any format",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_SOURCE,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_SOURCE | CTL_OPT_OBJECT,
     .help = CTL_HELP_FORMAT
     "                         otherwise qcow2\n"
     "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_PROGRESS,
+        CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS,
     .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
              "it by name: you need no access to the pool's directory.\n",
     .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
@@ -189,7 +192,7 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
     gboolean created = FALSE;
     gint fd;
 
-    if (vol == NULL || (options = ctl_create_options(ctl, &error)) == NULL)
+    if (vol == NULL || (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
     format = ctl_pick_format(ctl, operands[1], ctl_prop_string(vol->volume->props, "Format"));
     fd = ctl_output_open(fds, operands[1], &created, &error);
@@ -209,10 +212,10 @@ const CtlCommand ctl_cmd_export = {
     .name = "export",
     .operands = "POOL/VOLUME FILE",
     .summary = "copy a volume into a file of yours, in any format",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = CTL_HELP_FORMAT
-    "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_PROGRESS,
+    "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_KEY
+        CTL_HELP_OBJECT CTL_HELP_PROGRESS,
     .notes = "FILE is created (or overwritten) with your rights and handed to vdiskd;\n"
              "after a failure or Ctrl-C a FILE that did not exist before is removed.\n",
     .examples = "  vdiskctl export default/xp.qcow2 xp.vdi\n"
@@ -234,7 +237,7 @@ static int run_clone(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GVariant) options = NULL;
 
     if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL ||
-        (options = ctl_create_options(ctl, &error)) == NULL)
+        (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
     format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"));
     if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Clone",
@@ -249,15 +252,55 @@ const CtlCommand ctl_cmd_clone = {
     .name = "clone",
     .operands = "POOL/VOLUME NEWNAME",
     .summary = "copy a volume within its pool, in any format",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = CTL_HELP_FORMAT
     "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_PROGRESS,
+        CTL_HELP_NEW_KEY CTL_HELP_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS,
     .examples = "  vdiskctl clone default/base.qcow2 test.qcow2\n"
-                "  vdiskctl clone default/base.qcow2 base.vmdk\n",
+                "  vdiskctl clone default/base.qcow2 base.vmdk\n"
+                "  vdiskctl clone default/secret.qcow2 plain.raw --object secret,id=k,file=pw \\\n"
+                "      --key-secret k\n",
     .min_operands = 2,
     .max_operands = 2,
     .run = run_clone,
+};
+
+/* ----- vdiskctl copy ----- */
+
+static int run_copy(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(CtlVolume) source = ctl_find_volume(ctl, operands[0], &error);
+    g_autoptr(CtlVolume) target = NULL;
+    g_autoptr(GVariant) options = NULL;
+
+    if (source == NULL || (target = ctl_find_volume(ctl, operands[1], &error)) == NULL ||
+        (options = ctl_call_options(ctl, &error)) == NULL)
+        return ctl_fail(error);
+    if (!ctl_call_job(ctl, target->volume->path, VDISK_VOLUME_INTERFACE, "CopyFrom",
+                      g_variant_new("(o@a{sv})", source->volume->path, options), NULL, "Copying",
+                      NULL, &error))
+        return ctl_fail(error);
+    ctl_say(ctl, "Copied %s over %s.", operands[0], operands[1]);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_copy = {
+    .name = "copy",
+    .operands = "POOL/SOURCE POOL/TARGET",
+    .summary = "write a volume's content over another, existing one",
+    .options = CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY | CTL_OPT_TARGET_KEY,
+    .help = "  --key-secret ID        the --object secret that opens an encrypted SOURCE\n"
+            "  --target-key-secret ID the one that opens an encrypted TARGET\n" CTL_HELP_OBJECT
+                CTL_HELP_PROGRESS,
+    .notes = "TARGET keeps its format, options and encryption, and must be at least as\n"
+             "large as SOURCE (as with qemu-img convert -n); what it held is lost.\n",
+    .examples = "  vdiskctl copy default/golden.qcow2 default/vm1.qcow2\n"
+                "  vdiskctl copy default/plain.raw default/secret.qcow2 \\\n"
+                "      --object secret,id=k,file=pw --target-key-secret k\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_copy,
 };
 
 /* ----- vdiskctl resize ----- */
@@ -302,9 +345,10 @@ static int run_resize(Ctl *ctl, char **operands, int n_operands)
                   operands[0]);
         return CTL_EXIT_FAILURE;
     }
-    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Resize",
-                      g_variant_new_parsed("(%t, {'shrink': <%b>})", size, ctl->shrink), NULL,
-                      "Resizing", NULL, &error))
+    g_autoptr(GVariant) options = ctl_call_options(ctl, &error);
+    if (options == NULL ||
+        !ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Resize",
+                      g_variant_new("(t@a{sv})", size, options), NULL, "Resizing", NULL, &error))
         return ctl_fail(error);
     human = ctl_format_size(size);
     ctl_say(ctl, "Resized %s to %s.", operands[0], human);
@@ -315,9 +359,10 @@ const CtlCommand ctl_cmd_resize = {
     .name = "resize",
     .operands = "POOL/VOLUME [+|-]SIZE",
     .summary = "change a volume's virtual size",
-    .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS,
+    .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = "  --shrink               allow making the volume smaller (data past the\n"
-            "                         new end is lost)\n" CTL_HELP_PROGRESS,
+            "                         new end is lost)\n" CTL_HELP_KEY CTL_HELP_OBJECT
+                CTL_HELP_PROGRESS,
     .notes = "+SIZE and -SIZE are relative to the current size.\n",
     .examples = "  vdiskctl resize default/web.qcow2 40G\n"
                 "  vdiskctl resize default/web.qcow2 +10G\n"

@@ -32,6 +32,9 @@ typedef enum {
     CTL_OPT_SHRINK = 1 << 4,     /* --shrink */
     CTL_OPT_SOURCE = 1 << 5,     /* --source-format FMT */
     CTL_OPT_JSON = 1 << 6,       /* --json */
+    CTL_OPT_OBJECT = 1 << 7,     /* --object secret,... */
+    CTL_OPT_KEY = 1 << 8,        /* --key-secret ID: opens the named volume */
+    CTL_OPT_TARGET_KEY = 1 << 9, /* --target-key-secret ID (copy) */
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -47,6 +50,11 @@ typedef struct {
     const char *format;        /* -f, or -O where the command has both */
     const char *source_format; /* -f of convert, --source-format of import */
     GPtrArray *create_options; /* -o texts, borrowed from argv */
+    GPtrArray *objects;        /* --object texts, borrowed from argv */
+    /* The secret ids that open the volume a method is called on and, for
+     * CopyFrom, its source (--key-secret, --target-key-secret). */
+    const char *volume_key_secret;
+    const char *source_key_secret;
 } Ctl;
 
 /* Help lines shared by the commands that write an image. */
@@ -59,6 +67,16 @@ typedef struct {
     "                         compression_type, backing_file, backing_fmt, ...\n"
 #define CTL_HELP_PROGRESS \
     "  -p, --progress         show progress even when stderr is not a terminal\n"
+#define CTL_HELP_OBJECT                                                          \
+    "  --object secret,id=ID,file=FILE\n"                                        \
+    "                         a passphrase, read by vdiskctl with your rights\n" \
+    "                         (or data=TEXT; format=base64 for encoded ones)\n"
+#define CTL_HELP_KEY                                                         \
+    "  --key-secret ID        the --object secret that opens an encrypted\n" \
+    "                         POOL/VOLUME\n"
+#define CTL_HELP_NEW_KEY                               \
+    "  -o encrypt.format=luks,encrypt.key-secret=ID\n" \
+    "                         encrypt the new image with the --object secret ID\n"
 
 typedef struct CtlCommand CtlCommand;
 
@@ -79,7 +97,7 @@ struct CtlCommand {
 /* The commands, one table per file that implements them. */
 extern const CtlCommand ctl_cmd_pools, ctl_cmd_volumes, ctl_cmd_add_pool, ctl_cmd_refresh;
 extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_export, ctl_cmd_clone,
-    ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
+    ctl_cmd_copy, ctl_cmd_resize, ctl_cmd_snapshot, ctl_cmd_overlay, ctl_cmd_delete;
 extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
 extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
 extern const CtlCommand ctl_cmd_libvirt;
@@ -160,10 +178,11 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
  * fallback. Returns a new string. */
 char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback);
 
-/* -o texts (qemu-img's key=value,... with ",," for a comma) as the a{sv}
- * create options vdiskd takes, with source-format when the command has
- * one. Returns a new a{sv}, or NULL with error for a malformed -o. */
-GVariant *ctl_create_options(const Ctl *ctl, GError **error);
+/* The a{sv} options of a call: -o texts (qemu-img's key=value,... with ",,"
+ * for a comma) as vdiskd's create options, source-format, shrink, the
+ * --object secrets and the key ids, each when the command has it. Returns a
+ * new a{sv}, or NULL with error for a malformed -o or --object. */
+GVariant *ctl_call_options(const Ctl *ctl, GError **error);
 
 /* Open path with flags as the user running vdiskctl and add the fd to fds,
  * so vdiskd never opens a user's path with root's rights. Returns the

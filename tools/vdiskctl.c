@@ -13,10 +13,10 @@
 #include "ctl.h"
 
 static const CtlCommand *const commands[] = {
-    &ctl_cmd_pools,    &ctl_cmd_volumes, &ctl_cmd_info,    &ctl_cmd_create,   &ctl_cmd_import,
-    &ctl_cmd_export,   &ctl_cmd_clone,   &ctl_cmd_resize,  &ctl_cmd_snapshot, &ctl_cmd_overlay,
-    &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,  &ctl_cmd_convert,
-    &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt,
+    &ctl_cmd_pools,   &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
+    &ctl_cmd_export,  &ctl_cmd_clone,    &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
+    &ctl_cmd_overlay, &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
+    &ctl_cmd_convert, &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt,
 };
 
 /* Long-only options; above every char. */
@@ -25,6 +25,9 @@ enum {
     OPT_NO_ASK_PASSWORD,
     OPT_SHRINK,
     OPT_SOURCE_FORMAT,
+    OPT_OBJECT,
+    OPT_KEY_SECRET,
+    OPT_TARGET_KEY_SECRET,
 };
 
 /* Every option, and which commands take it (0: all of them). */
@@ -47,6 +50,11 @@ static const struct {
     { { "progress", no_argument, NULL, 'p' }, CTL_OPT_PROGRESS, NULL },
     { { "shrink", no_argument, NULL, OPT_SHRINK }, CTL_OPT_SHRINK, NULL },
     { { "source-format", required_argument, NULL, OPT_SOURCE_FORMAT }, CTL_OPT_SOURCE, NULL },
+    { { "object", required_argument, NULL, OPT_OBJECT }, CTL_OPT_OBJECT, NULL },
+    { { "key-secret", required_argument, NULL, OPT_KEY_SECRET }, CTL_OPT_KEY, NULL },
+    { { "target-key-secret", required_argument, NULL, OPT_TARGET_KEY_SECRET },
+      CTL_OPT_TARGET_KEY,
+      NULL },
 };
 
 static gboolean takes(const CtlCommand *cmd, CtlOptionMask needs)
@@ -180,6 +188,20 @@ static void apply_option(Ctl *ctl, const CtlCommand *cmd, int opt, const char *a
     case OPT_SOURCE_FORMAT:
         ctl->source_format = arg;
         break;
+    case OPT_OBJECT:
+        g_ptr_array_add(ctl->objects, (gpointer)arg);
+        break;
+    case OPT_KEY_SECRET:
+        /* It opens the volume named first: copy's source, which CopyFrom
+         * (called on the target) knows as source-key-secret. */
+        if (cmd->options & CTL_OPT_TARGET_KEY)
+            ctl->source_key_secret = arg;
+        else
+            ctl->volume_key_secret = arg;
+        break;
+    case OPT_TARGET_KEY_SECRET:
+        ctl->volume_key_secret = arg;
+        break;
     default:
         g_assert_not_reached();
     }
@@ -240,9 +262,10 @@ static gboolean check_operands(const CtlCommand *cmd, int n)
 static int run_command(const CtlCommand *cmd, int argc, char **argv)
 {
     g_autoptr(GPtrArray) create_options = g_ptr_array_new();
+    g_autoptr(GPtrArray) objects = g_ptr_array_new();
     g_autoptr(GPtrArray) operands = g_ptr_array_new();
     g_autoptr(GError) error = NULL;
-    Ctl ctl = { .create_options = create_options };
+    Ctl ctl = { .create_options = create_options, .objects = objects };
     char *negative = g_str_equal(cmd->name, "resize") ? take_negative_size(&argc, argv) : NULL;
     int first = parse_options(&ctl, cmd, argc, argv);
     int status;

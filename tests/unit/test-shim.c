@@ -2,9 +2,11 @@
  * libvirt 9.0 builds (recorded from a libvirtd running a logging
  * qemu-img). */
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <string.h>
 
 #include "shim-args.h"
+#include "shim-secrets.h"
 
 static ShimRequest *parse(const char *line, GError **error)
 {
@@ -184,6 +186,53 @@ static void test_errors_and_others(void)
     g_assert_cmpuint(size, ==, 512);
 }
 
+/* The value of id in an a{say}, as a string. */
+static char *secret_of(GVariant *secrets, const char *id)
+{
+    g_autoptr(GVariant) v = g_variant_lookup_value(secrets, id, G_VARIANT_TYPE_BYTESTRING);
+    if (v == NULL)
+        return NULL;
+    gsize len;
+    const char *data = g_variant_get_fixed_array(v, &len, 1);
+    return g_strndup(data, len);
+}
+
+static void test_secrets(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vdisk-shim-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "pw", NULL);
+    g_assert_true(g_file_set_contents(file, "from-a-file", -1, NULL));
+    g_autofree char *from_file = g_strdup_printf("secret,id=f,file=%s", file);
+    g_autoptr(GPtrArray) specs = g_ptr_array_new();
+    g_ptr_array_add(specs, from_file);
+    g_ptr_array_add(specs, "secret,id=d,data=plain,,comma");
+    g_ptr_array_add(specs, "qom-type=secret,id=b,data=YmFzZTY0IQ==,format=base64");
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GVariant) v = g_variant_ref_sink(shim_secrets_variant(specs, &error));
+    g_assert_no_error(error);
+    g_autofree char *f = secret_of(v, "f");
+    g_autofree char *d = secret_of(v, "d");
+    g_autofree char *b = secret_of(v, "b");
+    g_assert_cmpstr(f, ==, "from-a-file");
+    g_assert_cmpstr(d, ==, "plain,comma");
+    g_assert_cmpstr(b, ==, "base64!");
+    const char *bad[] = { "secret,data=x",
+                          "secret,id=a",
+                          "secret,id=a,file=/x,data=y",
+                          "iothread,id=a,data=x",
+                          "secret,id=a,data=x,format=hex",
+                          "secret,id=a,file=/nonexistent/pw" };
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autoptr(GPtrArray) one = g_ptr_array_new();
+        g_ptr_array_add(one, (gpointer)bad[i]);
+        g_assert_null(shim_secrets_variant(one, &error));
+        g_assert_nonnull(strstr(error->message, bad[i]));
+        g_clear_error(&error);
+    }
+    g_unlink(file);
+    g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -197,5 +246,6 @@ int main(int argc, char **argv)
     g_test_add_func("/shim/resize", test_resize);
     g_test_add_func("/shim/snapshot", test_snapshot);
     g_test_add_func("/shim/errors-and-others", test_errors_and_others);
+    g_test_add_func("/shim/secrets", test_secrets);
     return g_test_run();
 }
