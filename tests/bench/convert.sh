@@ -8,7 +8,9 @@
 # of its 64 KiB chunks written: half of those text-like, compressible, the
 # rest random, 5% explicit zeroes; fixed seed), made in a mktemp -d directory
 # (under --dir, default $TMPDIR or /var/tmp; never in the repository) and
-# removed at the end. The qcow2 source is qemu-img's conversion of it.
+# removed at the end. The qcow2, vdi and vmdk sources (plain, and compressed
+# qcow2 and streamOptimized vmdk for the decompressing cases) are qemu-img's
+# conversions of it.
 #
 # Each conversion runs --runs times per tool (default 2) and the best time
 # counts. Both tools are treated alike: the output is deleted and `sync` run
@@ -57,7 +59,7 @@ fi
 
 D=$(mktemp -d "$base/vdisk-bench.XXXXXX")
 trap 'rm -rf "$D"' EXIT
-need=$(($(numfmt --from=iec "$size") * 3))
+need=$(($(numfmt --from=iec "$size") * 4))
 avail=$(($(df -B1 --output=avail "$D" | tail -1)))
 ((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
 
@@ -83,6 +85,9 @@ fi
 # The desktop imports: VirtualBox and VMware disks as their products make them.
 "$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/src.vdi"
 "$QEMU_IMG" convert -f raw -O vmdk "$D/src.raw" "$D/src.vmdk"
+# Compressed sources, as cloud images and OVA appliances come: decompression.
+"$QEMU_IMG" convert -c -f raw -O qcow2 "$D/src.raw" "$D/src-c.qcow2"
+"$QEMU_IMG" convert -f raw -O vmdk -o subformat=streamOptimized "$D/src.raw" "$D/src-s.vmdk"
 
 # measure TOOL ARGS...: best wall time over the runs, and the largest peak RSS.
 # The last argument is the output file.
@@ -92,7 +97,7 @@ measure() {
         rm -f "$out"
         sync
         ((cold)) && echo 3 >/proc/sys/vm/drop_caches
-        if ((!cold)); then cat "$D/src.raw" "$D/src.qcow2" "$D/src.vdi" "$D/src.vmdk" >/dev/null; fi
+        if ((!cold)); then cat "$D"/src* >/dev/null; fi
         /usr/bin/time -f '%e %M' -o "$D/time" sh -c '"$@" >/dev/null && sync -f "$0"' "$out" "$@" ||
             { echo "failed: $*" >&2; return 1; }
         read -r t m <"$D/time"
@@ -110,6 +115,8 @@ conversions=(
     "vdi → qcow2|-f vdi -O qcow2|src.vdi|out.qcow2|qcow2"
     "vmdk → qcow2|-f vmdk -O qcow2|src.vmdk|out.qcow2|qcow2"
     "qcow2 → vmdk streamOptimized|-f qcow2 -O vmdk -o subformat=streamOptimized|src.qcow2|out.vmdk|vmdk"
+    "compressed qcow2 → raw|-f qcow2 -O raw|src-c.qcow2|out.raw|raw"
+    "vmdk streamOptimized → qcow2|-f vmdk -O qcow2|src-s.vmdk|out.qcow2|qcow2"
 )
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
