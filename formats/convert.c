@@ -338,8 +338,8 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
         job.cluster = 65536;
     /* A chunk holds whole target clusters so compression never splits one. */
     job.chunk = MAX((guint64)CHUNK_BYTES, job.cluster) / job.cluster * job.cluster;
-    job.skip_zeroes = !opts->target_exists && opts->min_sparse != 0 && !job.top_only &&
-                      vd_image_has_zero_init(target);
+    job.skip_zeroes = opts->min_sparse != 0 && !job.top_only &&
+                      (opts->target_exists ? opts->target_is_zero : vd_image_has_zero_init(target));
     g_mutex_init(&job.lock);
     g_cond_init(&job.turn);
 

@@ -177,36 +177,29 @@ static void check_snapshots(Check *c)
     }
 }
 
-/* Persistent dirty bitmaps (kept as they are, but their clusters count).
+/* Persistent dirty bitmaps: the directory, tables and data clusters.
  * Only when the autoclear bit says the extension is consistent. */
 static void check_bitmaps(Check *c)
 {
     Qcow2State *s = c->s;
     if (s->nb_bitmaps == 0 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
         return;
-    guint64 size = s->bitmap_dir_size, off = s->bitmap_dir_offset;
-    if (size > QCOW2_MAX_SNAPSHOT_TABLE || (off & (s->cluster_size - 1)) != 0 ||
-        !add_ref(c, off, size, FALSE, "bitmap directory")) {
-        report(c, TRUE, "ERROR the bitmap directory is invalid");
+    g_autoptr(GPtrArray) list = NULL;
+    g_autoptr(GError) local = NULL;
+    if (!qcow2_bitmaps_read_directory(s, &list, &local) ||
+        !add_ref(c, s->bitmap_dir_offset, s->bitmap_dir_size, FALSE, "bitmap directory")) {
+        report(c, TRUE, "ERROR %s", local ? local->message : "the bitmap directory is invalid");
         return;
     }
-    g_autofree guint8 *dir = g_malloc(MAX(size, 1));
-    if (!vd_file_pread(s->img->file, off, dir, size, NULL))
-        return;
-    guint64 pos = 0;
-    for (guint32 i = 0; i < s->nb_bitmaps && pos + 24 <= size; i++) {
-        guint64 toff = vd_be64(dir + pos), tsize = vd_be32(dir + pos + 8);
-        guint64 len = qcow2_align_up(24 + vd_be32(dir + pos + 20) + vd_be16(dir + pos + 18), 8);
-        pos += len;
-        if (tsize == 0)
+    for (guint i = 0; i < list->len; i++) {
+        guint64 toff, tbytes;
+        qcow2_bitmap_table_range(list->pdata[i], &toff, &tbytes);
+        if (tbytes == 0 || !add_ref(c, toff, tbytes, FALSE, "bitmap table"))
             continue;
-        if (tsize * 8 > QCOW2_MAX_L1_BYTES || (toff & (s->cluster_size - 1)) != 0 ||
-            !add_ref(c, toff, tsize * 8, FALSE, "bitmap table"))
+        g_autofree guint8 *table = g_malloc(tbytes);
+        if (!vd_file_pread(s->img->file, toff, table, tbytes, NULL))
             continue;
-        g_autofree guint8 *table = g_malloc(tsize * 8);
-        if (!vd_file_pread(s->img->file, toff, table, tsize * 8, NULL))
-            continue;
-        for (guint64 j = 0; j < tsize; j++) {
+        for (guint64 j = 0; j < tbytes / 8; j++) {
             guint64 e = vd_be64(table + j * 8) & QCOW2_OFFSET_MASK;
             if (e != 0)
                 add_ref(c, e, s->cluster_size, FALSE, "bitmap data");

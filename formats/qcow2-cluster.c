@@ -432,12 +432,17 @@ static gboolean free_entry(Qcow2State *s, guint64 entry, GError **error)
     }
 }
 
-static gboolean refuse_if_snapshot(Qcow2State *s, GError **error)
+/* Every change of guest content starts here: refused while a snapshot is
+ * shown, and recorded in the enabled dirty bitmaps (before the write, so a
+ * failed write errs on the side of "changed"). */
+static gboolean begin_guest_write(Qcow2State *s, guint64 offset, guint64 len, GError **error)
 {
-    if (!s->snapshot_loaded)
-        return TRUE;
-    vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT, "shows a snapshot and is read-only");
-    return FALSE;
+    if (s->snapshot_loaded) {
+        vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT, "shows a snapshot and is read-only");
+        return FALSE;
+    }
+    qcow2_bitmaps_mark(s, offset, len);
+    return TRUE;
 }
 
 /* ----- allocating writes ----- */
@@ -660,7 +665,7 @@ static gboolean write_sector_aligned(VdImage *img, guint64 offset, const guint8 
 gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     Qcow2State *s = img->priv;
-    if (!refuse_if_snapshot(s, error))
+    if (!begin_guest_write(s, offset, len, error))
         return FALSE;
     if (qcow2_encrypted(s)) {
         if (!qcow2_crypto_need_key(s, error))
@@ -821,7 +826,7 @@ gboolean qcow2_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean 
                             GError **error)
 {
     Qcow2State *s = img->priv;
-    if (!refuse_if_snapshot(s, error))
+    if (!begin_guest_write(s, offset, len, error))
         return FALSE;
     if (s->data_file != NULL && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW)) {
         /* The data file must stay a valid raw image: zeroes go there too. */
@@ -882,7 +887,7 @@ static gboolean discard_in_table(Qcow2State *s, guint64 offset, guint64 len, GEr
 gboolean qcow2_discard(VdImage *img, guint64 offset, guint64 len, GError **error)
 {
     Qcow2State *s = img->priv;
-    if (!refuse_if_snapshot(s, error))
+    if (!begin_guest_write(s, offset, len, error))
         return FALSE;
     guint64 cs = s->cluster_size, end = offset + len;
     guint64 start = qcow2_align_up(offset, cs);
@@ -904,7 +909,7 @@ gboolean qcow2_write_compressed(VdImage *img, guint64 offset, const void *data, 
                                 GError **error)
 {
     Qcow2State *s = img->priv;
-    if (!refuse_if_snapshot(s, error))
+    if (!begin_guest_write(s, offset, len, error))
         return FALSE;
     if (s->data_file != NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,

@@ -429,6 +429,8 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
     guint64 size = sn->has_disk_size ? sn->disk_size : img->size;
     guint64 span = qcow2_l2_span(s), needed = size / span + (size % span != 0);
     g_autofree guint64 *snl1 = NULL;
+    if (size != img->size && !qcow2_bitmaps_check_resize(s, error))
+        return FALSE;
     if (!qcow2_flush_metadata(s, error) ||
         !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &snl1, error) ||
         !qcow2_grow_l1(s, (guint32)MAX(sn->l1_size, needed), error))
@@ -443,10 +445,13 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
     if (!qcow2_write_l1_entries(s, 0, s->l1_size - 1, error))
         return FALSE;
     if (size != img->size) {
-        if (!qcow2_write_header_field(s, QH_SIZE, size, 8, error))
+        if (!qcow2_bitmaps_resize(s, size, error) ||
+            !qcow2_write_header_field(s, QH_SIZE, size, 8, error))
             return FALSE;
         img->size = size;
     }
+    /* The whole disk may read differently now. */
+    qcow2_bitmaps_mark(s, 0, img->size);
     if (!update_tree_refs(s, old, s->l1_size, -1, error) || !qcow2_update_copied_flags(s, error))
         return FALSE;
     s->zbuf_entry = 0;

@@ -532,9 +532,17 @@ static gboolean open_read_write(VdImage *img, Qcow2State *s, GError **error)
                      "repaired)");
         return FALSE;
     }
-    /* Unknown autoclear bits must go before we write; bitmaps count as
-     * unknown, since writes do not update them. */
+    /* Unknown autoclear bits must go before we write. Bitmaps stay when
+     * they can be kept up to date, and for a check, which writes no guest
+     * data (and counts their clusters). */
     guint64 keep = s->data_file != NULL ? QCOW2_AUTOCLEAR_DATA_RAW : 0;
+    if ((s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) && s->version >= 3) {
+        gboolean kept = for_check;
+        if (!for_check && !qcow2_bitmaps_open(s, &kept, error))
+            return FALSE;
+        if (kept)
+            keep |= QCOW2_AUTOCLEAR_BITMAPS;
+    }
     if ((s->autoclear & ~keep) != 0 && s->version >= 3) {
         s->autoclear &= keep;
         if (!qcow2_write_header_field(s, QH_AUTOCLEAR, s->autoclear, 8, error))
@@ -631,10 +639,11 @@ static void qcow2_close(VdImage *img)
         return;
     if (s->rb_cache != NULL && s->l2_cache != NULL && img->read_write) {
         g_autoptr(GError) local = NULL;
-        if (!qcow2_flush_metadata(s, &local) ||
+        if (!qcow2_bitmaps_store(s, &local) || !qcow2_flush_metadata(s, &local) ||
             (s->data_file != NULL && !vd_file_sync(s->data_file, &local)))
             g_warning("%s: %s", img->filename, local->message);
     }
+    qcow2_bitmaps_free(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
     g_free(s->l1);
@@ -981,6 +990,9 @@ static void qcow2_get_info(VdImage *img, VdImageInfo *info)
     if (s->version == 3)
         g_variant_builder_add(&b, "{sv}", "lazy-refcounts",
                               g_variant_new_boolean(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS));
+    GVariant *bitmaps = qcow2_bitmaps_info(s);
+    if (bitmaps != NULL)
+        g_variant_builder_add(&b, "{sv}", "bitmaps", bitmaps);
     g_variant_builder_add(&b, "{sv}", "refcount-bits", g_variant_new_int32(1 << s->refcount_order));
     if (qcow2_encrypted(s))
         g_variant_builder_add(&b, "{sv}", "encrypt", qcow2_crypto_info(s));
@@ -1031,7 +1043,11 @@ static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shri
                      "new size is too large for this cluster size");
         return FALSE;
     }
+    if (!qcow2_bitmaps_check_resize(s, error))
+        return FALSE;
     if (l1 > s->l1_size && !qcow2_grow_l1(s, (guint32)l1, error))
+        return FALSE;
+    if (!qcow2_bitmaps_resize(s, new_size, error))
         return FALSE;
     if (!qcow2_write_header_field(s, QH_SIZE, new_size, 8, error))
         return FALSE;

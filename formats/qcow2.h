@@ -170,9 +170,12 @@ typedef struct {
     VdSectorCipher *cipher; /* NULL: not encrypted, or opened without a key */
     VdLuksHeader *luks;     /* crypt_method LUKS */
     guint8 *master_key;     /* LUKS, for amend; NULL without a key */
-    guint32 nb_bitmaps;     /* bitmaps extension, only accounted for by check */
+    guint32 nb_bitmaps;     /* bitmaps extension */
     guint64 bitmap_dir_size;
     guint64 bitmap_dir_offset;
+    /* The bitmap directory while a read-write open keeps the bitmaps up to
+     * date (qcow2-bitmap.c), else NULL. */
+    GPtrArray *bitmaps;
 
     GPtrArray *kept_extensions; /* of Qcow2Extension: bitmaps and unknown ones */
     char *feature_names[3][64]; /* from the feature name table, for messages */
@@ -321,6 +324,29 @@ gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **erro
 gboolean qcow2_update_copied_flags(Qcow2State *s, GError **error);
 /* Read a snapshot's (or any) L1 table from the file, validated. */
 gboolean qcow2_read_l1(Qcow2State *s, guint64 offset, guint32 size, guint64 **l1, GError **error);
+
+/* ----- qcow2-bitmap.c: persistent dirty bitmaps ----- */
+typedef struct Qcow2Bitmap Qcow2Bitmap;
+/* The directory's entries (of Qcow2Bitmap), checked to lie in the file;
+ * VD_ERROR_CORRUPT when it does not. */
+gboolean qcow2_bitmaps_read_directory(Qcow2State *s, GPtrArray **out, GError **error);
+/* Where a bitmap's table lies in the file. */
+void qcow2_bitmap_table_range(const Qcow2Bitmap *bm, guint64 *offset, guint64 *length);
+/* Read-write open: take over the bitmaps (*kept) and flag the enabled ones
+ * in use, or leave *kept FALSE when they cannot all be kept up to date. */
+gboolean qcow2_bitmaps_open(Qcow2State *s, gboolean *kept, GError **error);
+/* Guest bytes [offset, offset+len) changed. */
+void qcow2_bitmaps_mark(Qcow2State *s, guint64 offset, guint64 len);
+/* Write the changed bits and clear in_use (at close). */
+gboolean qcow2_bitmaps_store(Qcow2State *s, GError **error);
+void qcow2_bitmaps_free(Qcow2State *s);
+/* For info: each bitmap's flags, name and granularity (aa{sv}, floating),
+ * or NULL when there are none (or they are inconsistent). */
+GVariant *qcow2_bitmaps_info(Qcow2State *s);
+/* Resizing: can every bitmap follow, then make them follow (called while
+ * img->size is still the old size). */
+gboolean qcow2_bitmaps_check_resize(Qcow2State *s, GError **error);
+gboolean qcow2_bitmaps_resize(Qcow2State *s, guint64 new_size, GError **error);
 
 /* ----- qcow2-check.c ----- */
 gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);

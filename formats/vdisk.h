@@ -299,6 +299,9 @@ typedef struct {
     VdOptions *create_options; /* may be NULL */
     gboolean compress;         /* -c */
     gboolean target_exists;    /* -n: write into an existing image */
+    /* --target-is-zero: the existing target reads as zeroes already, so
+     * zero runs need not be written. */
+    gboolean target_is_zero;
     /* -B: keep this backing file for the target and copy only what the
      * source holds above it. */
     const char *backing_file;

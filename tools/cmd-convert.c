@@ -10,6 +10,7 @@
 
 enum {
     OPT_THREADS = CLI_OPT_FIRST_PRIVATE,
+    OPT_TARGET_IS_ZERO,
 };
 
 /* qemu-img caps -m at 16 coroutines; we allow a few more threads. */
@@ -24,6 +25,7 @@ typedef struct {
     gboolean compress;          /* -c */
     gboolean progress;          /* -p */
     gboolean target_exists;     /* -n */
+    gboolean target_is_zero;    /* --target-is-zero */
     gboolean out_of_order;      /* -W */
     gboolean have_min_sparse;
     guint64 min_sparse; /* -S */
@@ -79,6 +81,9 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
         return TRUE;
     case 'n':
         opts->target_exists = TRUE;
+        return TRUE;
+    case OPT_TARGET_IS_ZERO:
+        opts->target_is_zero = TRUE;
         return TRUE;
     case 'W':
         opts->out_of_order = TRUE;
@@ -172,6 +177,7 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
     out->create_options = create_options;
     out->compress = opts->compress;
     out->target_exists = opts->target_exists;
+    out->target_is_zero = opts->target_is_zero;
     out->backing_file = opts->backing_file;
     out->backing_format = backing_format;
     if (opts->have_min_sparse)
@@ -202,6 +208,7 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     static const struct option longopts[] = {
         { "threads", required_argument, NULL, OPT_THREADS },
         { "force-share", no_argument, NULL, 'U' },
+        { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
         { NULL, 0, NULL, 0 },
     };
     CliCommon common = { 0 };
@@ -236,6 +243,10 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         job.target_path = target_file;
         if (opts.target_format == NULL)
             opts.target_format = target_driver;
+    }
+    if (opts.target_is_zero && !opts.target_exists) {
+        cli_error("convert: --target-is-zero needs -n (an existing target)");
+        return CLI_EXIT_FAILURE;
     }
     if (opts.target_exists && (create.texts != NULL || opts.backing_file != NULL)) {
         cli_error("convert: -n writes into an existing image; -o and -B only apply when "
@@ -281,7 +292,8 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_convert = {
     .name = "convert",
     .summary = "copy an image into a new one, changing format, compression or backing",
-    .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n] [-W]\n"
+    .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n "
+             "[--target-is-zero]] [-W]\n"
              "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N]\n"
              "                [-l snapshot.name=NAME | -l NAME | -s NAME] SOURCE TARGET",
     .help = "  -f FMT                 source format (probed when not given)\n"
@@ -294,6 +306,8 @@ const CliCommand cli_cmd_convert = {
             "                         bar even without -p\n"
             "  -q                     quiet: no progress, no notes\n"
             "  -n                     write into the existing TARGET instead of creating it\n"
+            "  --target-is-zero       with -n: TARGET reads as zeroes already, so zero runs\n"
+            "                         are not written\n"
             "  -B BACKING             give the target this backing file and copy only what\n"
             "                         differs from it\n"
             "  -F BACKING_FMT         format of BACKING (probed when not given)\n"

@@ -362,4 +362,111 @@ map_chain() {
 }
 case_run "map agrees with qemu-img [backing chain]" map_chain
 
+# Persistent dirty bitmaps: qemu reads them back (through qemu-nbd, the way
+# backup tools do) after vdisk wrote, resized and switched snapshots.
+# dirty IMAGE BITMAP: the dirty ranges, "start+length" per line.
+dirty() {
+    local sock=$W/nbd.sock pid
+    rm -f "$sock"
+    qemu-nbd -k "$sock" -r -f qcow2 -B "$2" "$1" &
+    pid=$!
+    for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
+    qemu-img map --output=json --image-opts \
+        "driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" >dmap.json
+    kill "$pid" && wait "$pid" 2>/dev/null
+    # qemu reports a dirty range as "data": false
+    json dmap.json '"\n".join("%d+%d" % (e["start"], e["length"]) for e in d if not e["data"])'
+}
+export -f dirty
+
+bitmaps_kept() {
+    command -v qemu-nbd >/dev/null || { echo "qemu-nbd missing"; return 1; }
+    qemu-img create -q -f qcow2 b.qcow2 64M
+    qemu-img bitmap --add b.qcow2 b0
+    qemu-img bitmap --add -g 512 b.qcow2 fine
+    qemu-img bitmap --add b.qcow2 off
+    qemu-img bitmap --disable b.qcow2 off
+    qemu-io -c 'write 4M 1M' b.qcow2 >/dev/null      # qemu's own bits, to keep
+    qemu-img create -q -f raw src.raw 64M
+    qemu-io -f raw -c 'write -P 9 10M 64k' -c 'write -P 8 33M 4k' src.raw >/dev/null
+    cp b.qcow2 q.qcow2
+    vd convert -n --target-is-zero -f raw -O qcow2 src.raw b.qcow2
+    qemu-img convert -n --target-is-zero -f raw -O qcow2 src.raw q.qcow2
+    qcheck b.qcow2
+    # every bitmap as qemu-img's own write left it; the disabled one untouched
+    for bm in b0 fine off; do
+        [[ $(dirty b.qcow2 "$bm") == "$(dirty q.qcow2 "$bm")" ]] ||
+            { echo "bitmap $bm: vdisk $(dirty b.qcow2 "$bm"), qemu-img $(dirty q.qcow2 "$bm")"; return 1; }
+    done
+    [[ $(dirty b.qcow2 fine) == $'4194304+1048576\n10485760+65536\n34603008+4096' ]]
+    [[ -z $(dirty b.qcow2 off) ]]
+    # not left in use, and still enabled
+    qemu-img info --output=json b.qcow2 >i.json
+    [[ $(json i.json '[b["flags"] for b in d["format-specific"]["data"]["bitmaps"]]') == "[['auto'], ['auto'], []]" ]]
+    # and vdisk info lists them as qemu-img info does
+    vd info --output=json b.qcow2 >vi.json
+    [[ $(json vi.json 'd["format-specific"]["data"]["bitmaps"]') == \
+        "$(json i.json 'd["format-specific"]["data"]["bitmaps"]')" ]]
+}
+case_run "dirty bitmaps: vdisk's writes set the bits qemu-img's set" bitmaps_kept
+
+bitmaps_resize_and_snapshots() {
+    qemu-img create -q -f qcow2 b.qcow2 3G
+    qemu-img bitmap --add -g 512 b.qcow2 fine
+    qemu-io -c 'write 1M 4k' -c 'write 2G 64k' -c 'discard 2G 64k' b.qcow2 >/dev/null
+    vd resize --shrink b.qcow2 30M      # the table shrinks, the bit at 2G goes
+    qcheck b.qcow2
+    [[ $(dirty b.qcow2 fine) == 1048576+4096 ]]
+    vd resize b.qcow2 4G                # the table grows (qemu writes past the old end)
+    qcheck b.qcow2
+    qemu-io -c 'write 3G 4k' b.qcow2 >/dev/null
+    [[ $(dirty b.qcow2 fine) == $'1048576+4096\n3221225472+4096' ]]
+    # a snapshot switch may change every byte: all of it is dirty
+    vd snapshot -c s1 b.qcow2
+    [[ $(dirty b.qcow2 fine) == $'1048576+4096\n3221225472+4096' ]]
+    vd snapshot -a s1 b.qcow2
+    qcheck b.qcow2
+    [[ $(dirty b.qcow2 fine) == 0+4294967296 ]]
+}
+case_run "dirty bitmaps follow resize and snapshot switches" bitmaps_resize_and_snapshots
+
+bitmaps_inconsistent() {
+    qemu-img create -q -f qcow2 b.qcow2 64M
+    qemu-img bitmap --add b.qcow2 good
+    qemu-img bitmap --add b.qcow2 stale
+    # mark "stale" in use, as a crash mid-session leaves it
+    "$PY" - b.qcow2 <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+h = f.read(4096)
+off = struct.unpack(">I", h[100:104])[0]
+while True:
+    t, n = struct.unpack(">II", h[off:off + 8])
+    if t == 0x23852875:
+        dir_off = struct.unpack(">Q", h[off + 24:off + 32])[0]
+        break
+    off += 8 + (n + 7) // 8 * 8
+f.seek(dir_off); d = f.read(4096); pos = 0
+while True:
+    name_size, extra = struct.unpack(">HI", d[pos + 18:pos + 24])
+    if d[pos + 24 + extra:pos + 24 + extra + name_size] == b"stale":
+        flags = struct.unpack(">I", d[pos + 12:pos + 16])[0]
+        f.seek(dir_off + pos + 12); f.write(struct.pack(">I", flags | 1)); break
+    pos += (24 + extra + name_size + 7) // 8 * 8
+PY
+    qemu-img info b.qcow2 | grep -q in-use
+    qemu-img create -q -f raw src.raw 64M
+    qemu-io -f raw -c 'write -P 3 8M 64k' src.raw >/dev/null
+    vd convert -n --target-is-zero -f raw -O qcow2 src.raw b.qcow2
+    [[ $(dirty b.qcow2 good) == 8388608+65536 ]]
+    qemu-img info --output=json b.qcow2 >i.json   # left as it was
+    [[ $(json i.json '{b["name"]: b["flags"] for b in d["format-specific"]["data"]["bitmaps"]}') == \
+        "{'good': ['auto'], 'stale': ['in-use', 'auto']}" ]]
+    expect_exit 1 vd resize b.qcow2 128M
+    out=$(vd resize b.qcow2 128M 2>&1) || true
+    grep -q "bitmap 'stale' is inconsistent" <<<"$out"
+    [[ $(qinfo b.qcow2 virtual-size) == 67108864 ]]
+}
+case_run "dirty bitmaps: one left in use stays so, and blocks a resize" bitmaps_inconsistent
+
 finish
