@@ -132,9 +132,19 @@ static gboolean bit_run(VdImage *img, guint64 sector, guint64 max, gboolean *set
         return FALSE;
     *set = sector_bit(s, sector);
     guint8 same = *set ? 0xff : 0x00;
+    /* Bitmap bytes past the end of the file read as clear, so a clear run
+     * that gets there lasts to max at once: a header may claim an exabyte
+     * disk over a short file, and that must not be scanned byte by byte. */
+    guint64 file_size;
+    if (!vd_file_size(img->file, &file_size, error))
+        return FALSE;
     guint64 n = 0;
     while (n < max) {
         guint64 cur = sector + n;
+        if (!*set && s->bitmap_offset + cur / 8 >= file_size) {
+            n = max;
+            break;
+        }
         if (!load_window(img, cur / 8, error))
             return FALSE;
         /* Whole bytes at a time where the run goes on. */

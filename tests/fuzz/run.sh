@@ -5,6 +5,8 @@
 # target. Every input must be answered without a crash, a sanitizer report
 # or a hang. With libFuzzer (meson -Dfuzzing=true), the same seeds make a
 # good starting corpus: tests/fuzz/run.sh --corpus DIR writes them there.
+# tests/fuzz/found/ keeps the (small) inputs libFuzzer once broke vdisk
+# with, so they stay fixed; each runs with the others.
 set -uo pipefail
 FUZZ=${FUZZ:?path of the fuzz-image program}
 VDISK=${VDISK:?path of vdisk}
@@ -79,10 +81,11 @@ for name in sorted(os.listdir(seeds)):
         open(os.path.join(out, "%s.%02d" % (name, i)), "wb").write(b)
 PY
 
+found=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/found
 n=0 bad=0
-for f in "$seeds"/* "$mutants"/*; do n=$((n + 1)); done
+for f in "$seeds"/* "$mutants"/* "$found"/*; do n=$((n + 1)); done
 # Batches keep the process count low; each batch has a time limit.
-mapfile -t inputs < <(ls -d "$seeds"/* "$mutants"/*)
+mapfile -t inputs < <(ls -d "$seeds"/* "$mutants"/* "$found"/*)
 for ((i = 0; i < ${#inputs[@]}; i += 40)); do
     batch=("${inputs[@]:i:40}")
     rc=0
