@@ -62,26 +62,71 @@ static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta, co
     return TRUE;
 }
 
+/* What can be wrong with one data entry of an L2 table. */
+enum {
+    BAD_SUBCLUSTERS = 1 << 0, /* a subcluster both allocated and zero */
+    BAD_COMPRESSED_COPIED = 1 << 1,
+    BAD_COMPRESSED_DATA_FILE = 1 << 2,
+    BAD_RESERVED = 1 << 3, /* reserved bits set */
+    BAD_UNALIGNED = 1 << 4,
+    BAD_PAST_EOF = 1 << 5,
+};
+
+/* Bits 1-8 and 56-61 are reserved; bit 0 too without zero flags. */
+static guint64 reserved_bits(Qcow2State *s)
+{
+    return 0x3f000000000001feull | (s->version < 3 || s->ext_l2 ? QCOW2_OFLAG_ZERO : 0);
+}
+
+static guint entry_problems(Check *c, guint64 entry, guint64 bitmap)
+{
+    Qcow2State *s = c->s;
+    Qcow2ClusterType type = qcow2_cluster_type(s, entry);
+    guint64 host = entry & QCOW2_OFFSET_MASK, clusters = c->nb << s->cluster_bits;
+    guint bad = 0;
+    if (s->ext_l2 && type != QCOW2_CL_COMPRESSED &&
+        ((guint32)bitmap & (guint32)(bitmap >> 32)) != 0)
+        bad |= BAD_SUBCLUSTERS;
+    if (type == QCOW2_CL_COMPRESSED) {
+        guint64 coff, clen;
+        qcow2_compressed_range(s, entry, &coff, &clen);
+        if (entry & QCOW2_OFLAG_COPIED)
+            bad |= BAD_COMPRESSED_COPIED;
+        if (s->data_file != NULL)
+            bad |= BAD_COMPRESSED_DATA_FILE;
+        else if (coff + clen > clusters || coff + clen < coff)
+            bad |= BAD_PAST_EOF;
+    } else if (type == QCOW2_CL_NORMAL || type == QCOW2_CL_ZERO_ALLOC) {
+        if (entry & reserved_bits(s))
+            bad |= BAD_RESERVED;
+        if ((host & (s->cluster_size - 1)) != 0)
+            bad |= BAD_UNALIGNED;
+        else if (s->data_file == NULL && host + s->cluster_size > clusters)
+            bad |= BAD_PAST_EOF;
+    }
+    return bad;
+}
+
 static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 guest,
                              gboolean active)
 {
     Qcow2State *s = c->s;
     Qcow2ClusterType type = qcow2_cluster_type(s, entry);
     guint64 host = entry & QCOW2_OFFSET_MASK;
-    if (s->ext_l2 && type != QCOW2_CL_COMPRESSED &&
-        ((guint32)bitmap & (guint32)(bitmap >> 32)) != 0)
+    guint bad = entry_problems(c, entry, bitmap);
+    if (bad & BAD_SUBCLUSTERS)
         report(c, TRUE,
                "ERROR invalid subcluster bitmap for guest offset 0x%" G_GINT64_MODIFIER "x", guest);
     switch (type) {
     case QCOW2_CL_COMPRESSED: {
         guint64 coff, clen;
         qcow2_compressed_range(s, entry, &coff, &clen);
-        if (entry & QCOW2_OFLAG_COPIED)
+        if (bad & BAD_COMPRESSED_COPIED)
             report(c, TRUE,
                    "ERROR compressed cluster for guest offset 0x%" G_GINT64_MODIFIER
                    "x has OFLAG_COPIED set",
                    guest);
-        if (s->data_file != NULL)
+        if (bad & BAD_COMPRESSED_DATA_FILE)
             report(c, TRUE, "ERROR compressed cluster in an image with a data file");
         else
             add_ref(c, coff, clen, FALSE, "compressed cluster");
@@ -94,15 +139,12 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
     }
     case QCOW2_CL_NORMAL:
     case QCOW2_CL_ZERO_ALLOC: {
-        /* Bits 1-8 and 56-61 are reserved; bit 0 too without zero flags. */
-        guint64 reserved =
-            0x3f000000000001feull | (s->version < 3 || s->ext_l2 ? QCOW2_OFLAG_ZERO : 0);
-        if (entry & reserved)
+        if (bad & BAD_RESERVED)
             report(c, TRUE,
                    "ERROR L2 entry for guest offset 0x%" G_GINT64_MODIFIER
                    "x has reserved bits set: 0x%" G_GINT64_MODIFIER "x",
                    guest, entry);
-        if ((host & (s->cluster_size - 1)) != 0) {
+        if (bad & BAD_UNALIGNED) {
             report(c, TRUE,
                    "ERROR unaligned offset in L2 entry for guest offset 0x%" G_GINT64_MODIFIER
                    "x: 0x%" G_GINT64_MODIFIER "x",
@@ -327,6 +369,97 @@ static void check_copied_flags(Check *c)
     }
 }
 
+/* ----- -r all: the active L1 and L2 entries -----
+ * An entry that points nowhere valid cannot be trusted: its mapping is
+ * dropped, so the guest range reads as zeroes (where the format can say so;
+ * a version 2 image reads the backing file there), and the refcount rebuild
+ * then frees what it pointed to. Flags that must not be set are cleared.
+ * Tables a snapshot shares are fixed for it as well: it saw the same bad
+ * entry. */
+
+/* The "reads as zeroes, nothing allocated" form of an entry. */
+static void dropped_entry(Qcow2State *s, guint64 *entry, guint64 *bitmap)
+{
+    *entry = s->version >= 3 && !s->ext_l2 ? QCOW2_OFLAG_ZERO : 0;
+    *bitmap = s->ext_l2 ? 0xffffffff00000000ull : 0;
+}
+
+/* Fix one entry; TRUE when it changed. */
+static gboolean repair_entry(Check *c, guint64 *entry, guint64 *bitmap, guint64 guest,
+                             GPtrArray *notes)
+{
+    Qcow2State *s = c->s;
+    guint bad = entry_problems(c, *entry, *bitmap);
+    if (bad == 0)
+        return FALSE;
+    if (bad & (BAD_UNALIGNED | BAD_PAST_EOF | BAD_COMPRESSED_DATA_FILE)) {
+        g_ptr_array_add(notes,
+                        g_strdup_printf("Repairing L2 entry for guest offset 0x%" G_GINT64_MODIFIER
+                                        "x: the cluster it names is invalid; it now reads "
+                                        "as zeroes",
+                                        guest));
+        dropped_entry(s, entry, bitmap);
+        return TRUE;
+    }
+    if (bad & BAD_COMPRESSED_COPIED)
+        *entry &= ~QCOW2_OFLAG_COPIED;
+    if (bad & BAD_RESERVED)
+        *entry &= ~reserved_bits(s);
+    if (bad & BAD_SUBCLUSTERS) /* a subcluster marked zero reads as zero */
+        *bitmap &= ~(*bitmap >> 32);
+    g_ptr_array_add(notes,
+                    g_strdup_printf("Repairing L2 entry for guest offset 0x%" G_GINT64_MODIFIER
+                                    "x: invalid flags cleared",
+                                    guest));
+    return TRUE;
+}
+
+static gboolean repair_l2_table(Check *c, guint32 index, guint64 off, GPtrArray *notes,
+                                GError **error)
+{
+    Qcow2State *s = c->s;
+    guint8 *t;
+    if (!qcow2_load_l2(s, off, "L1 entry", index, &t, error))
+        return FALSE;
+    gboolean changed = FALSE;
+    for (guint64 j = 0; j < s->l2_entries; j++) {
+        guint64 bitmap, e = qcow2_l2_get(s, t, j, &bitmap);
+        guint64 guest = (((guint64)index << s->l2_bits) + j) << s->cluster_bits;
+        if (repair_entry(c, &e, &bitmap, guest, notes)) {
+            qcow2_l2_set(s, t, j, e, bitmap);
+            changed = TRUE;
+        }
+    }
+    if (changed)
+        qcow2_cache_mark_dirty(s->l2_cache, t);
+    qcow2_cache_put(s->l2_cache, t);
+    return TRUE;
+}
+
+static gboolean repair_entries(Check *c, GPtrArray *notes, GError **error)
+{
+    Qcow2State *s = c->s;
+    for (guint32 i = 0; i < s->l1_size; i++) {
+        guint64 off = s->l1[i] & QCOW2_OFFSET_MASK;
+        if (s->l1[i] == 0)
+            continue;
+        gboolean valid = off != 0 && (off & (s->cluster_size - 1)) == 0 &&
+                         off + s->cluster_size <= c->nb << s->cluster_bits;
+        if (!valid) {
+            g_ptr_array_add(notes, g_strdup_printf("Repairing L1 entry %u: its L2 table is "
+                                                   "invalid; the range it mapped is unallocated",
+                                                   i));
+            s->l1[i] = 0;
+            if (!qcow2_write_l1_entries(s, i, i, error))
+                return FALSE;
+            continue;
+        }
+        if (!repair_l2_table(c, i, off, notes, error))
+            return FALSE;
+    }
+    return qcow2_flush_metadata(s, error);
+}
+
 static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
 {
     Qcow2State *s = c->s;
@@ -411,7 +544,21 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
     guint64 leaks;
     gboolean ok = run_pass(&c, &leaks, error);
     gboolean repaired = FALSE;
-    guint64 corruptions = res->corruptions, flag_errors = c.flag_errors;
+    guint64 corruptions = res->corruptions;
+    g_autoptr(GPtrArray) notes = g_ptr_array_new_with_free_func(g_free);
+    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && corruptions > 0 && img->read_write &&
+        !s->opening_dirty) {
+        /* Entries first: the references they make are what the refcounts
+         * are then rebuilt from. */
+        ok = repair_entries(&c, notes, error);
+        if (ok && notes->len > 0) {
+            reset_counters(res);
+            c.refcount_errors = c.flag_errors = 0;
+            ok = run_pass(&c, &leaks, error);
+            repaired = TRUE;
+        }
+    }
+    guint64 flag_errors = c.flag_errors;
     if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && c.refcount_errors > 0) {
         ok = rebuild(&c, error);
         repaired = TRUE;
@@ -433,6 +580,9 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
         res->leaks_fixed = old_leaks > res->leaks ? old_leaks - res->leaks : 0;
         res->corruptions_fixed =
             corruptions > res->corruptions ? corruptions - res->corruptions : 0;
+        /* What was done, before what is left. */
+        for (guint i = 0; i < notes->len; i++)
+            g_ptr_array_insert(res->messages, (gint)i, g_strdup(notes->pdata[i]));
     }
     /* Repaired refcounts make the dirty and corrupt bits obsolete. */
     if (ok && img->read_write && (repair & VD_CHECK_REPAIR_ERRORS) && res->corruptions == 0 &&

@@ -508,7 +508,9 @@ static gboolean repair_dirty(VdImage *img, Qcow2State *s, GError **error)
 {
     VdCheckResult res = { 0 };
     res.messages = g_ptr_array_new_with_free_func(g_free);
+    s->opening_dirty = TRUE;
     gboolean ok = qcow2_check(img, VD_CHECK_REPAIR_LEAKS | VD_CHECK_REPAIR_ERRORS, &res, error);
+    s->opening_dirty = FALSE;
     gboolean clean = res.corruptions == 0;
     vd_check_result_clear(&res);
     if (!ok)

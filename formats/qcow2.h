@@ -181,6 +181,9 @@ typedef struct {
     char *feature_names[3][64]; /* from the feature name table, for messages */
 
     gboolean set_dirty;     /* we set the dirty bit (lazy refcounts) */
+    /* The refcount rebuild of an image left dirty, at open: it must not
+     * drop bad mappings the way "check -r all" does. */
+    gboolean opening_dirty;
     gboolean prealloc_junk; /* has_zero_init answer */
     guint64 file_size;      /* cached length of img->file, refreshed on demand */
 

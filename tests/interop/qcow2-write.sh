@@ -270,6 +270,16 @@ elif what == "bump":        # a data cluster counted twice (so not COPIED)
     f.seek(l2); e, = struct.unpack(">Q", f.read(8)); data = e & 0x00fffffffffffe00
     f.seek(l2); f.write(struct.pack(">Q", e & ~(1 << 63)))
     set_ref(data // cs, get_ref(data // cs) + 1)
+elif what in ("unaligned", "eof"):  # the second data entry of the first L2 table points badly
+    l1_off, = struct.unpack(">Q", h[40:48])
+    f.seek(l1_off); l2, = struct.unpack(">Q", f.read(8)); l2 &= 0x00fffffffffffe00
+    f.seek(l2 + 8); e, = struct.unpack(">Q", f.read(8))
+    host = e & 0x00fffffffffffe00
+    host = host + 512 if what == "unaligned" else 1 << 40
+    f.seek(l2 + 8); f.write(struct.pack(">Q", (e & ~0x00fffffffffffe00) | host))
+elif what == "l1eof":       # an L1 entry whose L2 table lies past the end of the file
+    l1_off, = struct.unpack(">Q", h[40:48])
+    f.seek(l1_off + 8); f.write(struct.pack(">Q", (1 << 63) | (1 << 41)))
 elif what == "zero":        # a data cluster nobody counts: a corruption
     l1_off, = struct.unpack(">Q", h[40:48])
     f.seek(l1_off); l2, = struct.unpack(">Q", f.read(8)); l2 &= 0x00fffffffffffe00
@@ -305,6 +315,31 @@ case_run "check: a leaked cluster (exit 3), -r leaks repairs it" check_repair le
 case_run "check: a leaked cluster (exit 3), -r all repairs it" check_repair leak 3 all
 case_run "check: a refcount too high (exit 3), -r all repairs it" check_repair bump 3 all
 case_run "check: a refcount of 0 on data (exit 2), -r all repairs it" check_repair zero 2 all
+
+# -r all on bad L1/L2 entries: the mapping is dropped (it now reads as
+# zeroes), everything else is kept, and qemu-img finds the result clean.
+check_repair_entry() {
+    local damage=$1 zeroed=$2
+    qemu-img create -q -f qcow2 c.qcow2 1G
+    qio qcow2 c.qcow2 "write -P 1 0 64k" "write -P 2 64k 64k" "write -P 3 128k 64k" "write -P 4 600M 64k"
+    qcow2_edit c.qcow2 "$damage"
+    expect_exit 2 qemu-img check -q c.qcow2
+    expect_exit 2 vd check c.qcow2
+    expect_exit 2 vd check -r leaks c.qcow2      # leaks only: the corruption stays
+    vd check -r all c.qcow2 >out.txt 2>&1
+    grep -q '^Repairing L[12] entry' out.txt
+    expect_exit 0 qemu-img check c.qcow2
+    expect_exit 0 vd check c.qcow2
+    local cmds=("read -P 1 0 64k" "read -P 3 128k 64k" "read -P 4 600M 64k")
+    case $zeroed in
+    64k) cmds[1]="read -P 3 128k 64k" cmds+=("read -P 0 64k 64k") ;;
+    600M) cmds[2]="read -P 0 600M 64k" cmds+=("read -P 2 64k 64k") ;;
+    esac
+    qio qcow2 c.qcow2 "${cmds[@]}"
+}
+case_run "check -r all: an unaligned data cluster in an L2 entry" check_repair_entry unaligned 64k
+case_run "check -r all: an L2 entry past the end of the file" check_repair_entry eof 64k
+case_run "check -r all: an L1 entry past the end of the file" check_repair_entry l1eof 600M
 
 # compare: 0 identical, 1 different, 2 on error; -s makes a size difference count.
 compare_codes() {
