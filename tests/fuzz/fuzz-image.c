@@ -1,7 +1,8 @@
 /* A fuzz target for every format parser: the input is an image file. It is
  * opened with each driver (and by probing), described, checked, mapped and
- * read; whatever the bytes say, the engine must answer with an error or
- * data, never crash, hang or allocate without bound.
+ * read, then written and repaired; whatever the bytes say, the engine must
+ * answer with an error or data, never crash, hang or allocate without
+ * bound.
  *
  * Built two ways: with -fsanitize=fuzzer as a libFuzzer target (meson
  * option `fuzzing`), and as a plain program that runs each file named on
@@ -53,6 +54,30 @@ static void exercise(int fd, const char *format)
     walk(img);
 }
 
+/* Last, as it changes the input: the write paths. A write at each end,
+ * then a repairing check, and a second open for writing that must find
+ * whatever the first left behind usable. */
+static void exercise_writes(int fd)
+{
+    VdOpenFlags flags = VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES | VD_OPEN_READ_WRITE;
+    for (int round = 0; round < 2; round++) {
+        g_autoptr(VdImage) img = vd_image_open_fd(fd, "fuzz-input", NULL, flags, NULL);
+        if (img == NULL)
+            return;
+        static const guint8 block[4096] = { 0x5a };
+        guint64 size = vd_image_size(img);
+        if (size >= sizeof block) {
+            vd_image_write(img, 0, block, sizeof block, NULL);
+            vd_image_write(img, (size - sizeof block) / 512 * 512, block, sizeof block, NULL);
+        }
+        if (round == 0) {
+            VdCheckResult res;
+            vd_image_check(img, VD_CHECK_REPAIR_LEAKS | VD_CHECK_REPAIR_ERRORS, &res, NULL);
+            vd_check_result_clear(&res);
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
 {
     int fd = memfd_create("fuzz-input", MFD_CLOEXEC);
@@ -62,6 +87,7 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
         exercise(fd, NULL);
         for (const char *const *f = vd_formats(); *f != NULL; f++)
             exercise(fd, *f);
+        exercise_writes(fd);
     }
     close(fd);
     return 0;
