@@ -378,10 +378,11 @@ static void check_copied_flags(Check *c)
  * entry. */
 
 /* The "reads as zeroes, nothing allocated" form of an entry. */
-static void dropped_entry(Qcow2State *s, guint64 *entry, guint64 *bitmap)
+static void dropped_entry(Qcow2State *s, guint64 *entry, guint64 *bitmap, guint64 guest)
 {
     *entry = s->version >= 3 && !s->ext_l2 ? QCOW2_OFLAG_ZERO : 0;
     *bitmap = s->ext_l2 ? 0xffffffff00000000ull : 0;
+    qcow2_bitmaps_mark(s, guest, s->cluster_size); /* the guest sees new content */
 }
 
 /* Fix one entry; TRUE when it changed. */
@@ -398,7 +399,7 @@ static gboolean repair_entry(Check *c, guint64 *entry, guint64 *bitmap, guint64 
                                         "x: the cluster it names is invalid; it now reads "
                                         "as zeroes",
                                         guest));
-        dropped_entry(s, entry, bitmap);
+        dropped_entry(s, entry, bitmap, guest);
         return TRUE;
     }
     if (bad & BAD_COMPRESSED_COPIED)
@@ -450,6 +451,7 @@ static gboolean repair_entries(Check *c, GPtrArray *notes, GError **error)
                                                    "invalid; the range it mapped is unallocated",
                                                    i));
             s->l1[i] = 0;
+            qcow2_bitmaps_mark(s, (guint64)i << (s->l2_bits + s->cluster_bits), qcow2_l2_span(s));
             if (!qcow2_write_l1_entries(s, i, i, error))
                 return FALSE;
             continue;

@@ -535,14 +535,14 @@ static gboolean open_read_write(VdImage *img, Qcow2State *s, GError **error)
         return FALSE;
     }
     /* Unknown autoclear bits must go before we write. Bitmaps stay when
-     * they can be kept up to date, and for a check, which writes no guest
-     * data (and counts their clusters). */
+     * they can be kept up to date, and always for a check: it counts their
+     * clusters, and a broken directory is for it to report. */
     guint64 keep = s->data_file != NULL ? QCOW2_AUTOCLEAR_DATA_RAW : 0;
     if ((s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) && s->version >= 3) {
-        gboolean kept = for_check;
-        if (!for_check && !qcow2_bitmaps_open(s, &kept, error))
+        gboolean kept;
+        if (!qcow2_bitmaps_open(s, &kept, error))
             return FALSE;
-        if (kept)
+        if (kept || for_check)
             keep |= QCOW2_AUTOCLEAR_BITMAPS;
     }
     if ((s->autoclear & ~keep) != 0 && s->version >= 3) {

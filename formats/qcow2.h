@@ -180,7 +180,7 @@ typedef struct {
     GPtrArray *kept_extensions; /* of Qcow2Extension: bitmaps and unknown ones */
     char *feature_names[3][64]; /* from the feature name table, for messages */
 
-    gboolean set_dirty;     /* we set the dirty bit (lazy refcounts) */
+    gboolean set_dirty; /* we set the dirty bit (lazy refcounts) */
     /* The refcount rebuild of an image left dirty, at open: it must not
      * drop bad mappings the way "check -r all" does. */
     gboolean opening_dirty;

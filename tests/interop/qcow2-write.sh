@@ -504,4 +504,17 @@ PY
 }
 case_run "dirty bitmaps: one left in use stays so, and blocks a resize" bitmaps_inconsistent
 
+bitmaps_and_repair() {
+    qemu-img create -q -f qcow2 c.qcow2 1G
+    qemu-img bitmap --add c.qcow2 b0
+    qio qcow2 c.qcow2 "write -P 1 0 64k" "write -P 2 64k 64k"
+    qemu-img bitmap --clear c.qcow2 b0
+    qcow2_edit c.qcow2 unaligned
+    vd check -r all c.qcow2 >/dev/null
+    expect_exit 0 qemu-img check c.qcow2
+    # the bitmap survived the repair and names the range whose content it changed
+    [[ $(dirty c.qcow2 b0) == 65536+65536 ]]
+}
+case_run "check -r all keeps dirty bitmaps and marks what it dropped" bitmaps_and_repair
+
 finish
