@@ -11,6 +11,7 @@
 #include "qcow2.h"
 
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     Qcow2State *s;
@@ -470,8 +471,18 @@ static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
     c->nb = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
     g_free(c->refs);
     g_free(c->meta);
-    c->refs = g_new0(guint32, MAX(c->nb, 1));
-    c->meta = g_new0(guint32, MAX(c->nb, 1));
+    /* Two counters per cluster of the file: a sparse file can claim more
+     * clusters than memory holds, which is an error, not a crash. */
+    guint64 memory = (guint64)sysconf(_SC_PHYS_PAGES) * (guint64)sysconf(_SC_PAGESIZE);
+    c->refs = c->nb < memory / 8 ? g_try_new0(guint32, MAX(c->nb, 1)) : NULL;
+    c->meta = c->refs != NULL ? g_try_new0(guint32, MAX(c->nb, 1)) : NULL;
+    if (c->meta == NULL) {
+        vd_set_error(error, s->img, VD_ERROR_NOT_SUPPORTED,
+                     "is too large to check: its file spans %" G_GUINT64_FORMAT
+                     " clusters, and counting their references needs more memory than there is",
+                     c->nb);
+        return FALSE;
+    }
     c->next_contiguous = 0;
     add_ref(c, 0, s->cluster_size, FALSE, "header");
     if (s->l1_size > 0)

@@ -453,6 +453,8 @@ static gboolean update_cid(VdImage *img, VmdkState *s, GError **error)
     } else {
         if (len > s->desc_capacity)
             return TRUE; /* cannot happen for a CID of 8 digits; keep the old one */
+        if (MAX(len, s->desc_len) == 0)
+            return TRUE; /* no descriptor text to rewrite */
         g_autofree char *padded = g_malloc0(MAX(len, s->desc_len));
         memcpy(padded, text, len);
         if (!vd_file_pwrite(img->file, s->desc_offset, padded, MAX(len, s->desc_len), error))
