@@ -60,7 +60,13 @@ typedef struct {
     VddManager *manager;
     const VddDaemonOptions *opts;
     int status;
+    gboolean stopping;
+    gint64 stop_deadline;
 } Daemon;
+
+/* How long running jobs get to wind down after SIGTERM (systemd waits 90 s
+ * before SIGKILL). */
+#define STOP_GRACE_SECONDS 20
 
 static void bus_acquired(GDBusConnection *conn, const char *name, gpointer data)
 {
@@ -81,12 +87,32 @@ static void name_lost(GDBusConnection *conn, const char *name, gpointer data)
     g_main_loop_quit(d->loop);
 }
 
+/* Exit once the cancelled jobs have cleaned up (or the grace is over). */
+static gboolean wait_for_jobs(gpointer data)
+{
+    Daemon *d = data;
+    if (vdd_manager_running_jobs(d->manager) > 0 && g_get_monotonic_time() < d->stop_deadline)
+        return G_SOURCE_CONTINUE;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_REMOVE;
+}
+
+/* A job killed mid-copy would leave a target that looks whole: cancel the
+ * running ones and let them remove what they wrote before leaving. A second
+ * signal leaves at once. */
 static gboolean on_signal(gpointer data)
 {
     Daemon *d = data;
-    g_message("exiting on signal");
-    g_main_loop_quit(d->loop);
-    return G_SOURCE_REMOVE;
+    if (d->stopping) {
+        g_main_loop_quit(d->loop);
+        return G_SOURCE_CONTINUE;
+    }
+    d->stopping = TRUE;
+    guint running = vdd_manager_cancel_jobs(d->manager);
+    g_message("exiting on signal%s", running > 0 ? ", after cancelling the running jobs" : "");
+    d->stop_deadline = g_get_monotonic_time() + STOP_GRACE_SECONDS * G_USEC_PER_SEC;
+    g_timeout_add(50, wait_for_jobs, d);
+    return G_SOURCE_CONTINUE;
 }
 
 static gboolean idle_check(gpointer data)

@@ -71,6 +71,18 @@ gboolean vdd_manager_is_idle(VddManager *self, guint timeout_seconds)
            g_get_monotonic_time() - self->last_activity >= (gint64)timeout_seconds * G_USEC_PER_SEC;
 }
 
+guint vdd_manager_cancel_jobs(VddManager *self)
+{
+    GHashTableIter it;
+    gpointer job;
+    g_hash_table_iter_init(&it, self->jobs);
+    while (g_hash_table_iter_next(&it, &job, NULL))
+        g_cancellable_cancel(vdd_job_get_cancellable(job));
+    return self->running_jobs;
+}
+
+guint vdd_manager_running_jobs(VddManager *self) { return self->running_jobs; }
+
 void vdd_manager_export_job(VddManager *self, VddJob *job, GDBusObjectSkeleton *object)
 {
     g_hash_table_add(self->jobs, g_object_ref(job));

@@ -46,6 +46,10 @@ GDBusObjectManagerServer *vdd_manager_get_object_manager(VddManager *self);
  * job runs and nothing touched it for timeout seconds. */
 void vdd_manager_touch(VddManager *self);
 gboolean vdd_manager_is_idle(VddManager *self, guint timeout_seconds);
+/* Cancel every running job (at SIGTERM): each ends as cancelled and removes
+ * what it half wrote. Returns how many are still running. */
+guint vdd_manager_cancel_jobs(VddManager *self);
+guint vdd_manager_running_jobs(VddManager *self);
 
 /* For job.c. */
 void vdd_manager_export_job(VddManager *self, VddJob *job, GDBusObjectSkeleton *object);

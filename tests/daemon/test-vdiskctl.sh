@@ -355,14 +355,29 @@ interrupt() {   # Ctrl-C cancels the job and waits for its end
 }
 check "Ctrl-C cancels the job, removes the partial volume" interrupt
 
-no_daemon() {   # last: stops vdiskd
+no_daemon() {   # last: stops vdiskd, in the middle of a job
+    [[ -f $T/big.raw ]] || big "$T/big.raw"
+    "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/term.vmdk >"$T/term.out" 2>&1 &
+    local pid=$! i
+    for ((i = 0; i < 100; i++)); do
+        grep -q '/100%' "$T/term.out" && break
+        sleep 0.1
+    done
+    [[ -e $POOL/term.vmdk ]]
+    # SIGTERM (systemctl stop): the job is cancelled and its half-written
+    # volume removed before vdiskd leaves, cleanly
     kill "$VDISKD_PID"
-    sleep 0.5
+    local rc=0
+    for ((i = 0; i < 100; i++)); do kill -0 "$VDISKD_PID" 2>/dev/null || break; sleep 0.1; done
+    ! kill -0 "$VDISKD_PID" 2>/dev/null
+    wait "$pid" || rc=$?
+    [[ $rc == 1 ]] || { echo "import exited $rc"; cat "$T/term.out"; exit 1; }
+    [[ ! -e $POOL/term.vmdk ]] || { echo "the partial volume was left behind"; exit 1; }
     fails "vdiskd is not running" ctl pools
 }
 VDISKD_PID=${VDISKD_PID:-}
 export VDISKD_PID
-check "a readable error when vdiskd is not running" no_daemon
+check "stopping vdiskd cancels its jobs, leaves no partial volume; then a readable error" no_daemon
 
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))
