@@ -1061,6 +1061,64 @@ static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shri
     return TRUE;
 }
 
+/* ----- rebase: a new backing file name in the header cluster ----- */
+
+/* Rewrite the header cluster: the header as it is, every extension but the
+ * backing format one (in their order, kept byte for byte), the new backing
+ * format extension, then the backing file name. */
+static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *format,
+                                  GError **error)
+{
+    Qcow2State *s = img->priv;
+    guint64 cs = s->cluster_size;
+    gsize blen = name != NULL ? strlen(name) : 0, flen = format != NULL ? strlen(format) : 0;
+    if (blen > QCOW2_MAX_BACKING_NAME) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the backing file name is longer than 1023 bytes");
+        return FALSE;
+    }
+    if (blen > 0 && s->data_file != NULL && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW)) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "an image with a raw external data file cannot have a backing file");
+        return FALSE;
+    }
+    g_autofree guint8 *old = g_malloc0(cs);
+    g_autofree guint8 *h = g_malloc0(cs);
+    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+        return FALSE;
+    memcpy(h, old, s->header_length);
+    guint64 off = s->header_length;
+    for (guint64 pos = s->header_length; pos + 8 <= cs;) {
+        guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
+        if (type == QCOW2_EXT_END || len > cs - pos - 8)
+            break;
+        if (type != QCOW2_EXT_BACKING_FORMAT)
+            off = put_extension(h, off, type, old + pos + 8, len);
+        pos += 8 + qcow2_align_up(len, 8);
+    }
+    if (flen > 0 && blen > 0)
+        off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, format, (guint32)flen);
+    if (off + 8 + blen > cs) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "the backing file name does not fit in the header cluster");
+        return FALSE;
+    }
+    off += 8; /* the end-of-extensions marker, zero */
+    vd_put_be64(h + QH_BACKING_OFFSET, blen > 0 ? off : 0);
+    vd_put_be32(h + QH_BACKING_SIZE, (guint32)blen);
+    if (blen > 0)
+        memcpy(h + off, name, blen);
+    /* Everything else written first: the header names the new file last. */
+    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
+        !vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
+        return FALSE;
+    g_free(img->backing_name);
+    g_free(img->backing_format);
+    img->backing_name = blen > 0 ? g_strdup(name) : NULL;
+    img->backing_format = blen > 0 && flen > 0 ? g_strdup(format) : NULL;
+    return TRUE;
+}
+
 static gboolean qcow2_has_zero_init(VdImage *img)
 {
     Qcow2State *s = img->priv;
@@ -1139,4 +1197,5 @@ const VdDriver vd_driver_qcow2 = {
     .has_zero_init = qcow2_has_zero_init,
     .cluster_size = qcow2_cluster_size,
     .amend = qcow2_crypto_amend,
+    .set_backing = qcow2_set_backing,
 };

@@ -154,6 +154,9 @@ typedef struct VdDriver {
     /* Optional: change an open image's options (qemu-img amend), e.g. add
      * or remove LUKS key slots; secrets holds what the options name. */
     gboolean (*amend)(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
+    /* Optional: name another backing file (NULL: none) in the header, and
+     * update img->backing_name/backing_format (qemu-img rebase). */
+    gboolean (*set_backing)(VdImage *img, const char *name, const char *format, GError **error);
 } VdDriver;
 
 struct VdImage {

@@ -342,6 +342,18 @@ gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConver
 gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
                        GError **error);
 
+/* ----- rebase ----- */
+
+/* Make img (open for writing, with its old backing chain) name backing
+ * (NULL: none, the image then stands alone) of backing_format (may be NULL).
+ * Unless unsafe, first copy into img every range it does not hold itself
+ * where the old chain reads differently from new_backing (NULL: zeroes),
+ * so the guest sees the same disk afterwards (qemu-img rebase; -u is
+ * unsafe). progress and cancellable may be NULL. */
+gboolean vd_image_rebase(VdImage *img, const char *backing, const char *backing_format,
+                         VdImage *new_backing, gboolean unsafe, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, GError **error);
+
 /* ----- comparison ----- */
 typedef struct {
     gboolean identical;

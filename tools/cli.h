@@ -36,6 +36,7 @@ extern const CliCommand cli_cmd_check;
 extern const CliCommand cli_cmd_compare;
 extern const CliCommand cli_cmd_snapshot;
 extern const CliCommand cli_cmd_resize;
+extern const CliCommand cli_cmd_rebase;
 extern const CliCommand cli_cmd_map;
 extern const CliCommand cli_cmd_amend;
 

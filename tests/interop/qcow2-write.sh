@@ -517,4 +517,49 @@ bitmaps_and_repair() {
 }
 case_run "check -r all keeps dirty bitmaps and marks what it dropped" bitmaps_and_repair
 
+# rebase: the guest sees the same disk on the new backing file, laid out as
+# qemu-img rebase lays it out; -u only renames; -b "" flattens.
+rebase_images() {
+    qemu-img create -q -f qcow2 base1.qcow2 64M
+    qio qcow2 base1.qcow2 "write -P 1 0 8M" "write -P 3 40M 1M"
+    qemu-img create -q -f qcow2 base2.qcow2 64M
+    qio qcow2 base2.qcow2 "write -P 1 0 4M" "write -P 2 4M 4M" "write -P 9 50M 64k"
+    qemu-img create -q -f qcow2 -b base1.qcow2 -F qcow2 top.qcow2
+    qio qcow2 top.qcow2 "write -P 7 1M 64k" "write -P 8 6M 128k"
+    qemu-img convert -O raw top.qcow2 before.raw
+    cp top.qcow2 qtop.qcow2
+}
+export -f rebase_images
+
+rebase_safe() {
+    rebase_images
+    vd rebase -q -b base2.qcow2 -F qcow2 top.qcow2
+    qcheck top.qcow2
+    [[ $(qinfo top.qcow2 backing-filename) == base2.qcow2 ]]
+    [[ $(qinfo top.qcow2 backing-filename-format) == qcow2 ]]
+    same_guest before.raw raw top.qcow2 qcow2
+    qemu-img rebase -b base2.qcow2 -F qcow2 qtop.qcow2
+    qemu-img map --output=json top.qcow2 >v.json
+    qemu-img map --output=json qtop.qcow2 >q.json
+    cmp v.json q.json || { echo "layout differs from qemu-img rebase"; diff v.json q.json; return 1; }
+}
+case_run "rebase onto another backing file: same content, same layout as qemu-img" rebase_safe
+
+rebase_unsafe_and_flatten() {
+    rebase_images
+    mkdir moved && cp base1.qcow2 moved/
+    vd rebase -u -b moved/base1.qcow2 -F qcow2 top.qcow2   # only the name changes
+    [[ $(qinfo top.qcow2 backing-filename) == moved/base1.qcow2 ]]
+    same_guest before.raw raw top.qcow2 qcow2
+    vd rebase -b "" top.qcow2
+    [[ -z $(qinfo top.qcow2 backing-filename) ]]
+    rm -r moved base1.qcow2
+    qcheck top.qcow2
+    same_guest before.raw raw top.qcow2 qcow2
+    expect_exit 1 vd rebase top.qcow2                      # -b is required
+    expect_exit 1 vd rebase -b missing.qcow2 -F qcow2 top.qcow2
+    [[ -z $(qinfo top.qcow2 backing-filename) ]]           # a failed rebase changes nothing
+}
+case_run "rebase -u renames the backing file, -b \"\" flattens" rebase_unsafe_and_flatten
+
 finish
