@@ -354,6 +354,14 @@ gboolean vd_image_rebase(VdImage *img, const char *backing, const char *backing_
                          VdImage *new_backing, gboolean unsafe, VdProgressFunc progress,
                          gpointer progress_data, GCancellable *cancellable, GError **error);
 
+/* ----- commit ----- */
+
+/* Write into base (the layer at base_depth of top's chain, opened for
+ * writing by itself) everything the layers above it answer, growing base
+ * to top's size first (qemu-img commit). top stays as it was. */
+gboolean vd_image_commit(VdImage *top, VdImage *base, guint base_depth, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, GError **error);
+
 /* ----- comparison ----- */
 typedef struct {
     gboolean identical;

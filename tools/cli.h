@@ -37,6 +37,7 @@ extern const CliCommand cli_cmd_compare;
 extern const CliCommand cli_cmd_snapshot;
 extern const CliCommand cli_cmd_resize;
 extern const CliCommand cli_cmd_rebase;
+extern const CliCommand cli_cmd_commit;
 extern const CliCommand cli_cmd_map;
 extern const CliCommand cli_cmd_amend;
 

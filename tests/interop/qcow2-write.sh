@@ -562,4 +562,45 @@ rebase_unsafe_and_flatten() {
 }
 case_run "rebase -u renames the backing file, -b \"\" flattens" rebase_unsafe_and_flatten
 
+# commit: the base ends up as qemu-img commit leaves it, the overlay empty.
+commit_images() {
+    qemu-img create -q -f qcow2 base.qcow2 32M
+    qio qcow2 base.qcow2 "write -P 1 0 8M"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 48M
+    qio qcow2 mid.qcow2 "write -P 5 12M 1M"
+    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 48M
+    qio qcow2 top.qcow2 "write -P 7 1M 64k" "write -z 2M 1M" "write -P 8 40M 128k"
+    qemu-img convert -O raw top.qcow2 before.raw
+    mkdir q && cp base.qcow2 mid.qcow2 top.qcow2 q/
+}
+export -f commit_images
+
+commit_into_backing() {
+    commit_images
+    vd commit -q top.qcow2
+    (cd q && qemu-img commit -q top.qcow2)
+    for f in base mid top; do qcheck $f.qcow2; done
+    same_guest before.raw raw top.qcow2 qcow2       # the chain shows the same disk
+    same_guest before.raw raw mid.qcow2 qcow2       # and so does the backing file alone
+    same_guest q/mid.qcow2 qcow2 mid.qcow2 qcow2    # as qemu-img's commit left it
+    qemu-img map --output=json -f qcow2 top.qcow2 >m.json
+    [[ $(json m.json 'sum(1 for e in d if e["depth"] == 0)') == 0 ]]   # emptied
+}
+case_run "commit into the backing file, then the overlay is empty" commit_into_backing
+
+commit_deeper() {
+    commit_images
+    vd commit -q -b base.qcow2 top.qcow2            # -b: into the base, implies -d
+    qcheck base.qcow2
+    [[ $(qinfo base.qcow2 virtual-size) == 50331648 ]]   # grown to the overlay's size
+    same_guest before.raw raw base.qcow2 qcow2
+    same_guest before.raw raw top.qcow2 qcow2        # the overlay kept its data
+    vd commit -q -d mid.qcow2 2>/dev/null            # -d: keep the overlay as it is
+    qemu-img map --output=json -f qcow2 mid.qcow2 >m.json
+    [[ $(json m.json 'sum(1 for e in d if e["depth"] == 0)') -gt 0 ]]
+    expect_exit 1 vd commit base.qcow2               # nothing to commit into
+    expect_exit 1 vd commit -b src.nothere top.qcow2
+}
+case_run "commit -b into a deeper base, -d keeps the overlay, clear errors" commit_deeper
+
 finish
