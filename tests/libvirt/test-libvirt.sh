@@ -230,6 +230,16 @@ XML
     $V vol-create-from vdisktest "$T/d.xml" --inputpool vdisktest enc.qcow2
     qemu-img compare $O --image-opts "$(img enc.qcow2)" "driver=$f,file.filename=$LV/dec.$f"
   done
+  # a plain volume into a new encrypted one (its own secret): create, then convert -n
+  uuid2=$(cat /proc/sys/kernel/random/uuid)
+  printf "<secret ephemeral='no' private='no'><uuid>$uuid2</uuid><usage type='volume'><volume>$LV/enc-from.qcow2</volume></usage></secret>" >"$T/secret2.xml"
+  $V secret-define "$T/secret2.xml" >/dev/null
+  $V secret-set-value "$uuid2" --file "$T/pw" --plain >/dev/null
+  trap '$V secret-undefine $uuid >/dev/null 2>&1; $V secret-undefine $uuid2 >/dev/null 2>&1' EXIT
+  printf "<volume><name>enc-from.qcow2</name><capacity unit='MiB'>32</capacity><target><format type='qcow2'/><encryption format='luks'><secret type='passphrase' uuid='$uuid2'/></encryption></target></volume>" >"$T/ef.xml"
+  $V vol-create-from vdisktest "$T/ef.xml" --inputpool vdisktest dec.qcow2
+  qemu-img info "$LV/enc-from.qcow2" | grep -qi 'encrypted: yes'
+  qemu-img compare $O --image-opts "$(img enc-from.qcow2)" "driver=qcow2,file.filename=$LV/dec.qcow2"
   # resize with the key: grow, then shrink back
   $V vol-resize --pool vdisktest enc.qcow2 64M
   [[ $(vsize "$LV/enc.qcow2" qcow2) == 67108864 ]]
@@ -238,7 +248,7 @@ XML
   qemu-img check $O --image-opts "$(img enc.qcow2)"
   qemu-img compare $O --image-opts "$(img enc.qcow2)" "$(img enc-clone.qcow2)"
 }
-case_run "LUKS-encrypted volume from a libvirt secret: create, clone, create-from, resize" t_encrypted
+case_run "LUKS-encrypted volume from a libvirt secret: create, clone, create-from both ways, resize" t_encrypted
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
