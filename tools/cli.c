@@ -1,5 +1,6 @@
 /* vdisk: helpers shared by the subcommands (see cli.h). */
 #include "cli.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -453,4 +454,29 @@ const char *cli_guess_backing_format(const char *image_path, const char *backing
     cli_note(quiet, "no backing format given (-F); '%s' looks like %s, recording that", backing,
              format);
     return format;
+}
+
+typedef struct {
+    CliProgressJobFunc func;
+    gpointer data;
+    Progress *progress;
+} ProgressJob;
+
+static gboolean progress_job(gpointer data, GCancellable *cancellable, GError **error)
+{
+    ProgressJob *job = data;
+    return job->func(job->data, job->progress, cancellable, error);
+}
+
+gboolean cli_run_with_progress(const char *label, gboolean requested, gboolean quiet,
+                               CliProgressJobFunc func, gpointer data, GError **error)
+{
+    g_autoptr(GCancellable) cancellable = g_cancellable_new();
+    g_autoptr(Progress) progress =
+        progress_new(progress_choose_mode(stdout, requested, quiet), stdout, label);
+    ProgressJob job = { func, data, progress };
+    progress_tick(progress);
+    gboolean ok = cli_run_job(progress_job, &job, cancellable, progress_tick, progress, 100, error);
+    progress_finish(progress, ok);
+    return ok;
 }

@@ -163,6 +163,15 @@ typedef gboolean (*CliJobFunc)(gpointer data, GCancellable *cancellable, GError 
 gboolean cli_run_job(CliJobFunc func, gpointer data, GCancellable *cancellable, GSourceFunc tick,
                      gpointer tick_data, guint tick_ms, GError **error);
 
+/* A job that reports progress: it hands progress_report and progress (a
+ * Progress) to the engine as its VdProgressFunc and data. */
+typedef gboolean (*CliProgressJobFunc)(gpointer data, gpointer progress, GCancellable *cancellable,
+                                       GError **error);
+/* cli_run_job with a progress display labelled label on stdout: a bar on a
+ * terminal, qemu-img's percentage lines with -p (requested), none with -q. */
+gboolean cli_run_with_progress(const char *label, gboolean requested, gboolean quiet,
+                               CliProgressJobFunc func, gpointer data, GError **error);
+
 /* ----- encrypted images (cli-secrets.c) ----- */
 
 /* Handle --object, --image-opts, --target-image-opts and --passphrase-file

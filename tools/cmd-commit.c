@@ -64,14 +64,14 @@ static VdImage *find_base(VdImage *top, const char *wanted, guint *depth, GError
 typedef struct {
     VdImage *top, *base;
     guint depth;
-    Progress *progress;
 } CommitJob;
 
-static gboolean commit_job(gpointer data, GCancellable *cancellable, GError **error)
+static gboolean commit_job(gpointer data, gpointer progress, GCancellable *cancellable,
+                           GError **error)
 {
     CommitJob *job = data;
-    return vd_image_commit(job->top, job->base, job->depth, progress_report, job->progress,
-                           cancellable, error);
+    return vd_image_commit(job->top, job->base, job->depth, progress_report, progress, cancellable,
+                           error);
 }
 
 /* After a commit into the immediate backing file the overlay's clusters
@@ -92,7 +92,6 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
     CommitOptions opts = { 0 };
     CliCommon common = { 0 };
     g_autoptr(GError) error = NULL;
-    g_autoptr(GCancellable) cancellable = g_cancellable_new();
     int first =
         cli_parse_options(cmd, argc, argv, "f:b:dpqt:r:", NULL, &common, commit_option, &opts);
 
@@ -114,12 +113,9 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
     if (base == NULL)
         return cli_fail(error);
 
-    g_autoptr(Progress) progress = progress_new(
-        progress_choose_mode(stdout, opts.progress, common.quiet), stdout, "Committing");
-    CommitJob job = { top, base, depth, progress };
-    progress_tick(progress);
-    gboolean ok = cli_run_job(commit_job, &job, cancellable, progress_tick, progress, 100, &error);
-    progress_finish(progress, ok);
+    CommitJob job = { top, base, depth };
+    gboolean ok =
+        cli_run_with_progress("Committing", opts.progress, common.quiet, commit_job, &job, &error);
     g_clear_pointer(&base, vd_image_unref);
     g_clear_pointer(&top, vd_image_unref);
     if (!ok)

@@ -158,10 +158,13 @@ typedef struct {
     VdConvertOptions engine;
 } ConvertJob;
 
-static gboolean convert_job(gpointer data, GCancellable *cancellable, GError **error)
+static gboolean convert_job(gpointer data, gpointer progress, GCancellable *cancellable,
+                            GError **error)
 {
     ConvertJob *job = data;
 
+    job->engine.progress = progress_report;
+    job->engine.progress_data = progress;
     job->engine.cancellable = cancellable;
     return vd_convert(job->source, job->target_path, &job->engine, error);
 }
@@ -185,22 +188,6 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
     out->threads = opts->threads;
     out->out_of_order = opts->out_of_order;
     out->durable = opts->durable;
-}
-
-static gboolean run_with_progress(ConvertJob *job, const ConvertOptions *opts, gboolean quiet,
-                                  GError **error)
-{
-    g_autoptr(GCancellable) cancellable = g_cancellable_new();
-    g_autoptr(Progress) progress =
-        progress_new(progress_choose_mode(stdout, opts->progress, quiet), stdout, "Converting");
-    gboolean ok;
-
-    job->engine.progress = progress_report;
-    job->engine.progress_data = progress;
-    progress_tick(progress);
-    ok = cli_run_job(convert_job, job, cancellable, progress_tick, progress, 100, error);
-    progress_finish(progress, ok);
-    return ok;
 }
 
 static int run_convert(const CliCommand *cmd, int argc, char **argv)
@@ -284,7 +271,8 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         cli_error("convert: compression and encryption cannot be used together");
         return CLI_EXIT_FAILURE;
     }
-    if (!run_with_progress(&job, &opts, common.quiet, &error))
+    if (!cli_run_with_progress("Converting", opts.progress, common.quiet, convert_job, &job,
+                               &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
 }

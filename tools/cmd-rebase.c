@@ -43,16 +43,16 @@ typedef struct {
     VdImage *new_backing;
     const RebaseOptions *opts;
     const char *backing_format;
-    Progress *progress;
 } RebaseJob;
 
-static gboolean rebase_job(gpointer data, GCancellable *cancellable, GError **error)
+static gboolean rebase_job(gpointer data, gpointer progress, GCancellable *cancellable,
+                           GError **error)
 {
     RebaseJob *job = data;
     const char *backing = *job->opts->backing != '\0' ? job->opts->backing : NULL;
 
     return vd_image_rebase(job->img, backing, job->backing_format, job->new_backing,
-                           job->opts->unsafe, progress_report, job->progress, cancellable, error);
+                           job->opts->unsafe, progress_report, progress, cancellable, error);
 }
 
 /* The new backing file, opened (with its chain) for reading, as the image
@@ -79,7 +79,6 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) img = NULL;
     g_autoptr(VdImage) new_backing = NULL;
-    g_autoptr(GCancellable) cancellable = g_cancellable_new();
     const char *backing_format;
     int first = cli_parse_options(cmd, argc, argv, "f:b:F:upqt:T:U", longopts, &common,
                                   rebase_option, &opts);
@@ -108,13 +107,8 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
         if (new_backing == NULL)
             return cli_fail(error);
     }
-    g_autoptr(Progress) progress =
-        progress_new(progress_choose_mode(stdout, opts.progress, common.quiet), stdout, "Rebasing");
-    RebaseJob job = { img, new_backing, &opts, backing_format, progress };
-    progress_tick(progress);
-    gboolean ok = cli_run_job(rebase_job, &job, cancellable, progress_tick, progress, 100, &error);
-    progress_finish(progress, ok);
-    if (!ok)
+    RebaseJob job = { img, new_backing, &opts, backing_format };
+    if (!cli_run_with_progress("Rebasing", opts.progress, common.quiet, rebase_job, &job, &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
 }
