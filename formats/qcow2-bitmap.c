@@ -362,15 +362,19 @@ void qcow2_bitmaps_free(Qcow2State *s) { g_clear_pointer(&s->bitmaps, g_ptr_arra
 
 GVariant *qcow2_bitmaps_info(Qcow2State *s)
 {
-    g_autoptr(GPtrArray) list = NULL;
-    if (s->nb_bitmaps == 0 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) ||
-        !qcow2_bitmaps_read_directory(s, &list, NULL))
-        return NULL;
+    /* An open that keeps the bitmaps has the directory as it is on disk. */
+    g_autoptr(GPtrArray) read = NULL;
+    GPtrArray *list = s->bitmaps;
+    if (list == NULL) {
+        if (s->nb_bitmaps == 0 || !(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) ||
+            !qcow2_bitmaps_read_directory(s, &read, NULL))
+            return NULL;
+        list = read;
+    }
     GVariantBuilder all;
     g_variant_builder_init(&all, G_VARIANT_TYPE("aa{sv}"));
     for (guint i = 0; i < list->len; i++) {
-        /* An open that keeps the bitmaps knows their flags on disk. */
-        const Qcow2Bitmap *bm = s->bitmaps != NULL ? s->bitmaps->pdata[i] : list->pdata[i];
+        const Qcow2Bitmap *bm = list->pdata[i];
         GVariantBuilder flags, one;
         g_variant_builder_init(&flags, G_VARIANT_TYPE_STRING_ARRAY);
         if (bm->flags & BME_FLAG_IN_USE)

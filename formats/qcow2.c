@@ -802,6 +802,21 @@ static guint64 put_extension(guint8 *h, guint64 off, guint32 type, const void *d
     return off + 8 + qcow2_align_up(len, 8);
 }
 
+/* After the extensions at off: the end marker, then the backing file name
+ * (blen bytes, may be 0), with the header fields that find it. FALSE when
+ * they do not fit in the header cluster of cs bytes. */
+static gboolean put_backing_name(guint8 *h, guint64 off, guint64 cs, const char *name, gsize blen)
+{
+    if (off + 8 + blen > cs)
+        return FALSE;
+    off += 8; /* the end-of-extensions marker, zero */
+    vd_put_be64(h + QH_BACKING_OFFSET, blen > 0 ? off : 0);
+    vd_put_be32(h + QH_BACKING_SIZE, (guint32)blen);
+    if (blen > 0)
+        memcpy(h + off, name, blen);
+    return TRUE;
+}
+
 static guint64 feature_table(guint8 *out)
 {
     static const struct {
@@ -863,16 +878,10 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
     /* The feature name table is a courtesy; leave it out of tiny clusters. */
     if (o->version == 3 && off + 8 + tlen + 8 + blen <= cs)
         off = put_extension(h, off, QCOW2_EXT_FEATURE_TABLE, table, (guint32)tlen);
-    if (off + 8 + blen > cs) {
+    if (!put_backing_name(h, off, cs, p->backing_file, blen)) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "the backing file name does not fit in the header cluster");
         return FALSE;
-    }
-    off += 8; /* end-of-extensions marker, already zero */
-    if (blen > 0) {
-        memcpy(h + off, p->backing_file, blen);
-        vd_put_be64(h + QH_BACKING_OFFSET, off);
-        vd_put_be32(h + QH_BACKING_SIZE, (guint32)blen);
     }
     return TRUE;
 }
@@ -1098,16 +1107,11 @@ static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *fo
     }
     if (flen > 0 && blen > 0)
         off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, format, (guint32)flen);
-    if (off + 8 + blen > cs) {
+    if (!put_backing_name(h, off, cs, name, blen)) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
                      "the backing file name does not fit in the header cluster");
         return FALSE;
     }
-    off += 8; /* the end-of-extensions marker, zero */
-    vd_put_be64(h + QH_BACKING_OFFSET, blen > 0 ? off : 0);
-    vd_put_be32(h + QH_BACKING_SIZE, (guint32)blen);
-    if (blen > 0)
-        memcpy(h + off, name, blen);
     /* Everything else written first: the header names the new file last. */
     if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
         !vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
