@@ -471,10 +471,12 @@ static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invoc
 /* CopyFrom: this volume's guest content replaced by another's, as qemu-img
  * convert -n writes into an existing image (libvirt's clone of an encrypted
  * volume creates the target first, then fills it this way). */
-static gboolean prepare_copy_from(VddVolume *self, VolumeWork *w, GVariant *options, GError **error)
+/* Lock both volumes and open them; w->source is set once it is locked. */
+static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork *w,
+                                  GVariant *options, GError **error)
 {
     g_auto(VddImageKey) source_key = { 0 };
-    if (w->source == self) {
+    if (source == self) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "a volume cannot be copied onto itself");
         return FALSE;
@@ -484,10 +486,9 @@ static gboolean prepare_copy_from(VddVolume *self, VolumeWork *w, GVariant *opti
         !vdd_volume_lock_write(self, error))
         return FALSE;
     w->write = TRUE;
-    if (!vdd_volume_lock_read(w->source, error)) {
-        g_clear_object(&w->source);
+    if (!vdd_volume_lock_read(source, error))
         return FALSE;
-    }
+    w->source = g_object_ref(source);
     if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &w->key, error)) == NULL ||
         (w->source_image = vdd_volume_open(w->source, 0, &source_key, error)) == NULL)
         return FALSE;
@@ -514,12 +515,9 @@ static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocat
     GError *error = NULL;
     if (source == NULL) {
         error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", source_path);
-    } else {
-        w->source = g_object_ref(source);
-        if (prepare_copy_from(self, w, options, &error)) {
-            start_job(self, invocation, uid, "copy", w, copy_from_run);
-            return;
-        }
+    } else if (prepare_copy_from(self, source, w, options, &error)) {
+        start_job(self, invocation, uid, "copy", w, copy_from_run);
+        return;
     }
     /* Undo what prepare_copy_from took: the locks, then the work. */
     g_clear_pointer(&w->image, vd_image_unref);

@@ -138,6 +138,10 @@ def client(argv):
         d = os.open(a[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         j = call(vol(a[0], a[1]), "Volume", "Export", "(hsa{sv})", [0, a[3], {}], [d])[0]
         wait(j)
+    elif cmd == "clone-nowait":
+        v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})", [a[2], a[3], {}])
+        print(json.dumps({"job": j}))
+        sys.exit(0)
     elif cmd == "clone":
         v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})", [a[2], a[3], options(a[4:])])
         wait(j)
@@ -513,6 +517,20 @@ def tests(env):
         assert rc == 3 and out["error"] == IFACE + "Error.Busy", out
         for _ in range(300):
             if run("root", "volume-props", "p", "busy.vmdk")[1].get("Busy") is False:
+                break
+            time.sleep(0.2)
+
+    @case("jobs: a refused CopyFrom leaves the locks of others' jobs alone")
+    def _():
+        rc, out = run(ALICE, "clone-nowait", "p", "big.vmdk", "rd.raw", "raw")  # reads big.vmdk
+        assert rc == 0, out
+        rc, out = run(ALICE, "copy-from", "p", "big.vmdk", "p", "big.vmdk")
+        assert rc == 3 and "itself" in out["message"], out
+        # the clone still holds its read lock: no writer may start
+        rc, out = run(ALICE, "CreateSnapshot", "p", "big.vmdk", "s")
+        assert rc == 3 and out["error"] == IFACE + "Error.Busy", out
+        for _ in range(300):
+            if run("root", "volume-props", "p", "rd.raw")[1].get("Busy") is False:
                 break
             time.sleep(0.2)
 
