@@ -199,6 +199,17 @@ int vdd_pool_create_file(VddPool *self, const char *name, GError **error)
     return fd;
 }
 
+gboolean vdd_pool_sync_directory(VddPool *self, GError **error)
+{
+    /* Some file systems cannot sync a directory (EINVAL); their entries are
+     * as durable as they get. */
+    if (fsync(self->dirfd) < 0 && errno != EINVAL) {
+        vdd_error_set_errno(error, errno, "pool %s: cannot sync its directory", self->name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 /* ----- work shared by CreateVolume and ImportVolume ----- */
 
 typedef struct {
@@ -233,11 +244,13 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
-    if (w->source == NULL)
-        return vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
-                                               w->secrets, error);
-    return vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, w->secrets, 0, job,
-                            cancellable, error);
+    /* The engine syncs the new file; its name is the pool's to sync. */
+    gboolean ok = w->source == NULL
+                      ? vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
+                                                        w->secrets, error)
+                      : vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, w->secrets,
+                                         0, job, cancellable, error);
+    return ok && vdd_pool_sync_directory(w->pool, error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)

@@ -37,3 +37,6 @@ void vdd_pool_remove_volume(VddPool *self, VddVolume *volume);
  * exclusively (O_EXCL|O_NOFOLLOW); returns the descriptor, -1 on error. */
 gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error);
 int vdd_pool_create_file(VddPool *self, const char *name, GError **error);
+/* fsync the pool's directory: a volume file created in it survives a power
+ * cut under its name once this returned TRUE. */
+gboolean vdd_pool_sync_directory(VddPool *self, GError **error);

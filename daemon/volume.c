@@ -278,7 +278,8 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
     VolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
     return vdd_copy_into_fd(w->image, w->fd, path, w->format, w->create, w->key.secrets, 0, job,
-                            cancellable, error);
+                            cancellable, error) &&
+           vdd_pool_sync_directory(w->volume->pool, error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
@@ -653,7 +654,8 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
     gboolean ok = fd >= 0;
     if (ok) {
         g_autofree char *path = vdd_pool_file_path(self->pool, name);
-        ok = vd_image_create_fd(fd, path, "qcow2", 0, create, &error);
+        ok = vd_image_create_fd(fd, path, "qcow2", 0, create, &error) &&
+             vdd_pool_sync_directory(self->pool, &error);
         close(fd);
         if (!ok)
             unlinkat(vdd_pool_get_dirfd(self->pool), name, 0);

@@ -359,7 +359,9 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
         g_propagate_error(error, job.error);
         return FALSE;
     }
-    return opts->durable ? vd_image_flush(target, error) : vd_image_write_back(target, error);
+    /* Everything written is on stable storage before success, unless the
+     * target was opened VD_OPEN_NO_FLUSH (cache=unsafe). */
+    return vd_image_flush(target, error);
 }
 
 /* ----- convert: create the target, copy, and clean up on failure ----- */
@@ -430,8 +432,8 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
     *created = FALSE;
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create_with_secrets(path, opts->target_format, vd_image_size(source), create,
-                                          opts->secrets, error))
+        if (!vd_image_create_flags(path, opts->target_format, vd_image_size(source), create,
+                                   opts->secrets, opts->target_open_flags, error))
             return NULL;
         *created = TRUE;
     }
@@ -468,8 +470,8 @@ gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConver
     }
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create_fd_with_secrets(fd, name, opts->target_format, vd_image_size(source),
-                                             create, opts->secrets, error))
+        if (!vd_image_create_fd_flags(fd, name, opts->target_format, vd_image_size(source), create,
+                                      opts->secrets, opts->target_open_flags, error))
             return FALSE;
     }
     g_autoptr(VdOptions) open_opts = target_open_options(opts);

@@ -16,6 +16,7 @@ struct VdFile {
      * (a disk inside an OVA tar). Plain files have base 0, no limit. */
     guint64 base;
     guint64 limit;
+    gboolean no_flush; /* cache=unsafe: syncs are skipped */
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -107,6 +108,7 @@ void vd_file_close(VdFile *file)
 const char *vd_file_name(VdFile *file) { return file->name; }
 int vd_file_fd(VdFile *file) { return file->fd; }
 gboolean vd_file_is_writable(VdFile *file) { return file->writable; }
+void vd_file_set_no_flush(VdFile *file, gboolean no_flush) { file->no_flush = no_flush; }
 
 gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 {
@@ -286,6 +288,8 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
 
 gboolean vd_file_sync(VdFile *file, GError **error)
 {
+    if (file->no_flush)
+        return TRUE;
     if (fdatasync(file->fd) < 0 && errno != EINVAL) {
         set_errno_error(error, file->name, errno, "sync failed");
         return FALSE;
@@ -321,5 +325,25 @@ gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_
     off_t hole = lseek(file->fd, (off_t)offset, SEEK_HOLE);
     *is_data = TRUE;
     *run = hole < 0 || (guint64)hole <= offset ? max : MIN((guint64)hole - offset, max);
+    return TRUE;
+}
+
+gboolean vd_file_sync_parent_dir(const char *path, GError **error)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        set_errno_error(error, dir, errno, "cannot open the folder to sync it");
+        return FALSE;
+    }
+    /* Some file systems cannot sync a directory (EINVAL): their entries
+     * are as durable as they get. */
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc < 0 && err != EINVAL) {
+        set_errno_error(error, dir, err, "sync failed");
+        return FALSE;
+    }
     return TRUE;
 }

@@ -137,7 +137,10 @@ VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read
         return NULL;
     }
     g_autofree char *path = vd_resolve_relative(img->filename, name);
-    return vd_file_open(path, read_write, error);
+    VdFile *file = vd_file_open(path, read_write, error);
+    if (file != NULL)
+        vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
+    return file;
 }
 
 /* ----- open and close ----- */
@@ -152,6 +155,7 @@ static VdImage *image_new(VdFile *file, const char *filename, const VdDriver *dr
     img->filename = g_strdup(filename);
     img->flags = flags;
     img->read_write = (flags & VD_OPEN_READ_WRITE) != 0;
+    vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
     g_mutex_init(&img->lock);
     return img;
 }
@@ -519,6 +523,22 @@ gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GErro
 
 /* ----- writing ----- */
 
+/* Write the driver's cached metadata back and, with sync, wait until the
+ * image's files are on stable storage. Called with img->lock held. */
+static gboolean flush_locked(VdImage *img, gboolean sync, GError **error)
+{
+    if (img->drv->flush != NULL && !img->drv->flush(img, error))
+        return FALSE;
+    return !sync || vd_file_sync(img->file, error);
+}
+
+/* cache=writethrough: a write is on stable storage when it returns. ok is
+ * the write's own result. Called with img->lock held. */
+static gboolean write_through(VdImage *img, gboolean ok, GError **error)
+{
+    return ok && (!(img->flags & VD_OPEN_WRITETHROUGH) || flush_locked(img, TRUE, error));
+}
+
 gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     if (!check_writable(img, offset, len, error))
@@ -527,6 +547,7 @@ gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len
         return TRUE;
     g_mutex_lock(&img->lock);
     gboolean ok = img->drv->write(img, offset, buf, len, error);
+    ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;
 }
@@ -555,6 +576,7 @@ gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboole
     gboolean ok = img->drv->write_zeroes != NULL
                       ? img->drv->write_zeroes(img, offset, len, may_unmap, error)
                       : write_zero_buffers(img, offset, len, error);
+    ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;
 }
@@ -567,6 +589,7 @@ gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **er
         return TRUE; /* discard is advisory */
     g_mutex_lock(&img->lock);
     gboolean ok = img->drv->discard(img, offset, len, error);
+    ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;
 }
@@ -587,6 +610,7 @@ gboolean vd_image_write_precompressed(VdImage *img, guint64 offset, const void *
         return FALSE;
     g_mutex_lock(&img->lock);
     gboolean ok = img->drv->write_compressed(img, offset, data, len, error);
+    ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;
 }
@@ -611,9 +635,7 @@ static gboolean flush_image(VdImage *img, gboolean sync, GError **error)
     if (!img->read_write)
         return TRUE;
     g_mutex_lock(&img->lock);
-    gboolean ok = img->drv->flush == NULL || img->drv->flush(img, error);
-    if (ok && sync)
-        ok = vd_file_sync(img->file, error);
+    gboolean ok = flush_locked(img, sync, error);
     g_mutex_unlock(&img->lock);
     return ok;
 }
@@ -956,6 +978,12 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
 gboolean vd_image_create_with_secrets(const char *path, const char *format, guint64 size,
                                       VdOptions *opts, VdSecrets *secrets, GError **error)
 {
+    return vd_image_create_flags(path, format, size, opts, secrets, 0, error);
+}
+
+gboolean vd_image_create_flags(const char *path, const char *format, guint64 size, VdOptions *opts,
+                               VdSecrets *secrets, VdOpenFlags flags, GError **error)
+{
     g_autoptr(VdOptions) empty = NULL;
     if (opts == NULL)
         opts = empty = vd_options_new();
@@ -968,7 +996,12 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
-    if (!drv->create(file, &params, error)) {
+    gboolean no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
+    vd_file_set_no_flush(file, no_flush);
+    /* The new image, and its name in the folder (with the extent files a
+     * vmdk made beside it), are on stable storage before success. */
+    if (!drv->create(file, &params, error) || !vd_file_sync(file, error) ||
+        (!no_flush && !vd_file_sync_parent_dir(path, error))) {
         unlink(path);
         return FALSE;
     }
@@ -983,6 +1016,13 @@ gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint6
 
 gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format, guint64 size,
                                          VdOptions *opts, VdSecrets *secrets, GError **error)
+{
+    return vd_image_create_fd_flags(fd, name, format, size, opts, secrets, 0, error);
+}
+
+gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, guint64 size,
+                                  VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
+                                  GError **error)
 {
     g_autofree char *fallback = g_strdup_printf("fd %d", fd);
     const char *label = name != NULL ? name : fallback;
@@ -1006,7 +1046,9 @@ gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *f
     }
     if (!vd_file_truncate(file, 0, error))
         return FALSE;
-    if (!drv->create(file, &params, error)) {
+    vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
+    /* The caller made the file: syncing its folder entry is the caller's. */
+    if (!drv->create(file, &params, error) || !vd_file_sync(file, error)) {
         vd_file_truncate(file, 0, NULL);
         return FALSE;
     }

@@ -45,11 +45,26 @@ gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **
 gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error);
 /* posix_fallocate: reserve blocks for the range. */
 gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **error);
+/* fdatasync; a no-op for a file set no-flush. */
 gboolean vd_file_sync(VdFile *file, GError **error);
+/* cache=unsafe: vd_file_sync returns at once from now on. */
+void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
+/* fsync the folder holding path, so a file just created there survives a
+ * power cut under its name. */
+gboolean vd_file_sync_parent_dir(const char *path, GError **error);
 /* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
  * (capped at max)? Where the file system cannot tell, everything is data. */
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
                         GError **error);
+
+/* vd_image_create_with_secrets and vd_image_create_fd_with_secrets with
+ * the cache bits of flags: with VD_OPEN_NO_FLUSH the new image is not
+ * waited for (the public calls always wait for the disk). */
+gboolean vd_image_create_flags(const char *path, const char *format, guint64 size, VdOptions *opts,
+                               VdSecrets *secrets, VdOpenFlags flags, GError **error);
+gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, guint64 size,
+                                  VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
+                                  GError **error);
 
 /* ----- create options as a driver sees them ----- */
 typedef struct {

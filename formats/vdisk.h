@@ -37,6 +37,12 @@ typedef enum {
      * backing files): for descriptors from a less trusted caller, whose
      * names must not be opened with the opener's rights. */
     VD_OPEN_NO_RELATED_FILES = 1 << 3,
+    /* Cache modes (qemu's -t CACHE). By default everything written is on
+     * stable storage once a flush returns. NO_FLUSH never waits for the
+     * disk (cache=unsafe); WRITETHROUGH also flushes after every write
+     * (cache=writethrough). */
+    VD_OPEN_NO_FLUSH = 1 << 8,
+    VD_OPEN_WRITETHROUGH = 1 << 9,
 } VdOpenFlags;
 
 typedef struct VdImage VdImage;
@@ -183,7 +189,8 @@ void vd_image_unref(VdImage *img);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdImage, vd_image_unref)
 
 /* Create (or truncate) path as an empty image of format and size. Size 0
- * with a backing_file option takes the backing file's size. */
+ * with a backing_file option takes the backing file's size. Returns once
+ * the image and its entry in the folder are on stable storage. */
 gboolean vd_image_create(const char *path, const char *format, guint64 size, VdOptions *opts,
                          GError **error);
 /* Same, with the secrets that encryption options name
@@ -194,7 +201,7 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
 /* Same, into a descriptor the caller opened for reading and writing (the
  * image dups it; the file is truncated first). name is used in messages and
  * to resolve a relative backing file (may be NULL). On failure the file is
- * left empty. */
+ * left empty. The file is synced; its folder entry is the caller's to sync. */
 gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint64 size,
                             VdOptions *opts, GError **error);
 /* Same, with the secrets that encryption options name; secrets may be NULL. */
@@ -309,9 +316,6 @@ typedef struct {
     guint64 min_sparse;    /* -S: zero runs this long stay holes; 0 = never skip */
     guint threads;         /* workers; 0 = automatic */
     gboolean out_of_order; /* -W */
-    /* Wait for stable storage at the end (qemu-img's -t other than
-     * "unsafe"); otherwise the page cache writes it out at its own pace. */
-    gboolean durable;
     VdProgressFunc progress;
     gpointer progress_data;
     GCancellable *cancellable;
@@ -322,15 +326,19 @@ typedef struct {
      * takes the key options of create_options. */
     VdOptions *target_open_options;
     /* Extra flags for opening the target (vd_convert_fd: e.g.
-     * VD_OPEN_NO_RELATED_FILES for a descriptor from another user). */
+     * VD_OPEN_NO_RELATED_FILES for a descriptor from another user), and
+     * its cache mode: by default the copy waits for stable storage at the
+     * end; VD_OPEN_NO_FLUSH leaves it to the page cache, and
+     * VD_OPEN_WRITETHROUGH flushes after every write as well. */
     VdOpenFlags target_open_flags;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);
 
 /* Copy every guest byte of source into target_path, creating it (unless
- * target_exists). On failure or cancellation a target the call created is
- * removed. */
+ * target_exists). Returns once the target (and the folder entry of a new
+ * one) is on stable storage, unless target_open_flags says otherwise. On
+ * failure or cancellation a target the call created is removed. */
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
                     GError **error);
 /* Same, into a descriptor open for reading and writing (name is used in

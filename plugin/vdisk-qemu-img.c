@@ -295,6 +295,17 @@ static void do_convert_into(ShimRequest *req, Where *src)
     wait_job_reply(r, req->target);
 }
 
+/* A file we created and vdiskd wrote (and synced): its name survives a
+ * power cut once its folder is synced too. */
+static void sync_parent_dir(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
+        die("%s: cannot sync the folder: %s", dir, g_strerror(errno));
+    close(fd);
+}
+
 static void do_convert(ShimRequest *req)
 {
     g_auto(Where) src = { 0 };
@@ -336,6 +347,7 @@ static void do_convert(ShimRequest *req)
         unlink(req->target);
         die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
     }
+    sync_parent_dir(req->target);
     g_auto(Where) again = { 0 };
     resolve(req->target, TRUE, &again); /* vdiskd reads the new file */
 }

@@ -128,6 +128,16 @@ gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError
 /* Parse a positive integer option such as a thread count. */
 gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *out, GError **error);
 
+/* -t CACHE, qemu's cache modes, as open flags for the image a command
+ * writes: writeback and none 0 (the default: synced before success),
+ * writethrough and directsync VD_OPEN_WRITETHROUGH, unsafe
+ * VD_OPEN_NO_FLUSH. Anything else fails as qemu-img does ("Invalid cache
+ * option: X"). */
+gboolean cli_parse_cache_mode(const char *arg, VdOpenFlags *flags, GError **error);
+/* -T SRC_CACHE: the same names (qemu-img's message for a wrong one). An
+ * image only read needs no choice: flags may be NULL. */
+gboolean cli_parse_source_cache_mode(const char *arg, VdOpenFlags *flags, GError **error);
+
 /* -o arguments. qemu-img lets -o repeat and joins the values with commas;
  * "help" (or "?") among them asks for the list of options. */
 typedef struct {

@@ -5,14 +5,21 @@
 
 #include "cli.h"
 
+typedef struct {
+    CliCreateOptions *create; /* -o */
+    VdOpenFlags cache;        /* -t */
+} AmendOptions;
+
 static gboolean amend_option(int opt, const char *arg, gpointer data, GError **error)
 {
-    CliCreateOptions *create = data;
+    AmendOptions *amend = data;
 
     switch (opt) {
     case 'o':
-        cli_create_options_add(create, arg);
+        cli_create_options_add(amend->create, arg);
         return TRUE;
+    case 't':
+        return cli_parse_cache_mode(arg, &amend->cache, error);
     case 'p': /* progress: amend is quick */
     case 'U':
         return TRUE;
@@ -23,10 +30,10 @@ static gboolean amend_option(int opt, const char *arg, gpointer data, GError **e
 
 /* Without --image-opts, the old secret (or --passphrase-file) unlocks. */
 static VdImage *open_for_amend(const char *operand, const char *format, VdOptions *opts,
-                               GError **error)
+                               VdOpenFlags cache, GError **error)
 {
     if (cli_image_opts())
-        return cli_open_image(operand, format, VD_OPEN_READ_WRITE, CLI_PROBE_WARN, error);
+        return cli_open_image(operand, format, VD_OPEN_READ_WRITE | cache, CLI_PROBE_WARN, error);
     const char *fmt = cli_probe_format(operand, format, CLI_PROBE_WARN, error);
     if (fmt == NULL)
         return NULL;
@@ -37,7 +44,7 @@ static VdImage *open_for_amend(const char *operand, const char *format, VdOption
     if (old != NULL)
         vd_options_set(open_opts, g_str_equal(fmt, "luks") ? "key-secret" : "encrypt.key-secret",
                        old);
-    return cli_open_image_with_keys(operand, fmt, open_opts, VD_OPEN_READ_WRITE, error);
+    return cli_open_image_with_keys(operand, fmt, open_opts, VD_OPEN_READ_WRITE | cache, error);
 }
 
 static int run_amend(const CliCommand *cmd, int argc, char **argv)
@@ -48,11 +55,12 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     };
     CliCommon common = { 0 };
     g_auto(CliCreateOptions) create = { 0 };
+    AmendOptions amend = { .create = &create };
     g_autoptr(GError) error = NULL;
     g_autoptr(VdOptions) opts = NULL;
     g_autoptr(VdImage) img = NULL;
     int first =
-        cli_parse_options(cmd, argc, argv, "f:o:pqU", longopts, &common, amend_option, &create);
+        cli_parse_options(cmd, argc, argv, "f:o:pqt:U", longopts, &common, amend_option, &amend);
 
     if (first < 0)
         return CLI_EXIT_FAILURE;
@@ -65,7 +73,7 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     opts = cli_create_options_parse(&create, &error);
     if (opts == NULL)
         return cli_fail(error);
-    img = open_for_amend(argv[first], common.format, opts, &error);
+    img = open_for_amend(argv[first], common.format, opts, amend.cache, &error);
     if (img == NULL || !vd_image_amend(img, opts, cli_secrets(), &error) ||
         !vd_image_flush(img, &error))
         return cli_fail(error);
@@ -76,7 +84,7 @@ const CliCommand cli_cmd_amend = {
     .name = "amend",
     .summary = "change options of an existing image (LUKS passphrases)",
     .usage = "  vdisk amend [--object secret,id=ID,file=PATH]... [--image-opts] [-f FMT]\n"
-             "              -o OPTIONS FILE",
+             "              [-t CACHE] -o OPTIONS FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
             "  -o OPTIONS             what to change (qcow2; luks takes them without\n"
             "                         'encrypt.'):\n"
@@ -91,6 +99,11 @@ const CliCommand cli_cmd_amend = {
             "  --image-opts           FILE is driver=FMT,file.filename=PATH,\n"
             "                         encrypt.key-secret=ID (the current passphrase)\n"
             "  --passphrase-file FILE the current passphrase\n"
+            "  -t CACHE               writeback (the default) or none: what is written is\n"
+            "                         on stable storage before vdisk reports success;\n"
+            "                         writethrough or directsync: after every write too;\n"
+            "                         unsafe: never wait for the disk (a power cut may\n"
+            "                         lose or damage the image)\n"
             "\n"
             "The current passphrase unlocks the image: encrypt.key-secret with\n"
             "--image-opts, else encrypt.old-secret, else --passphrase-file or a prompt.\n",

@@ -16,6 +16,7 @@ enum {
 
 typedef struct {
     VdCheckRepair repair;
+    VdOpenFlags cache; /* -T: how a repair's writes reach the disk, as in qemu-img */
 } CheckOptions;
 
 static gboolean check_option(int opt, const char *arg, gpointer data, GError **error)
@@ -34,6 +35,8 @@ static gboolean check_option(int opt, const char *arg, gpointer data, GError **e
             return FALSE;
         }
         return TRUE;
+    case 'T':
+        return cli_parse_source_cache_mode(arg, &opts->cache, error);
     case 'U':
         return TRUE;
     default:
@@ -124,6 +127,9 @@ static gboolean check_and_repair(VdImage *img, VdCheckRepair repair, gboolean hu
     if (!vd_image_check(img, repair, res, error))
         return FALSE;
     print_messages(res);
+    /* What a repair wrote is on stable storage before it is reported. */
+    if (repair != VD_CHECK_REPAIR_NONE && !vd_image_flush(img, error))
+        return FALSE;
     if (repair == VD_CHECK_REPAIR_NONE || (res->corruptions_fixed == 0 && res->leaks_fixed == 0))
         return TRUE;
 
@@ -172,7 +178,7 @@ static int run_check(const CliCommand *cmd, int argc, char **argv)
     VdCheckResult res = { 0 };
     int rc;
     int first =
-        cli_parse_options(cmd, argc, argv, "f:r:qU", longopts, &common, check_option, &opts);
+        cli_parse_options(cmd, argc, argv, "f:r:qT:U", longopts, &common, check_option, &opts);
 
     if (first < 0 || !cli_check_operands(cmd, argc - first, 1, 1))
         return CHECK_EXIT_FAILED;
@@ -180,7 +186,7 @@ static int run_check(const CliCommand *cmd, int argc, char **argv)
     /* The check reads this file's metadata only; it must open images other
      * commands refuse (dirty, unknown autoclear bits). */
     img = cli_open_image(argv[first], common.format,
-                         VD_OPEN_FOR_CHECK | VD_OPEN_NO_BACKING |
+                         VD_OPEN_FOR_CHECK | VD_OPEN_NO_BACKING | opts.cache |
                              (opts.repair ? VD_OPEN_READ_WRITE : 0),
                          opts.repair ? CLI_PROBE_WARN : CLI_PROBE_QUIET, &error);
     if (img == NULL)
@@ -209,12 +215,14 @@ static int run_check(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_check = {
     .name = "check",
     .summary = "check an image for corruption and leaked clusters, and repair them",
-    .usage = "  vdisk check [-f FMT] [-r leaks|all] [--output=human|json] [-q] FILE",
+    .usage = "  vdisk check [-f FMT] [-r leaks|all] [-T SRC_CACHE] [--output=human|json] [-q] FILE",
     .help = "  -f FMT                 image format (probed when not given)\n"
             "  -r leaks               repair leaked clusters (safe)\n"
             "  -r all                 repair leaks and errors (back the image up first)\n"
             "  --output=human|json    output style; JSON keys are qemu-img's\n"
             "  -q                     quiet\n"
+            "  -T SRC_CACHE           cache mode of FILE (see 'vdisk convert --help' for\n"
+            "                         -t): with -r, unsafe does not wait for the disk\n"
             "\n"
             "Exit status, as qemu-img's: 0 no problems, 1 the check could not complete,\n"
             "2 corruptions found, 3 only leaks found, 63 the format has no check.\n",

@@ -10,6 +10,7 @@ typedef struct {
     const char *base;  /* -b */
     gboolean keep_top; /* -d, or implied by -b */
     gboolean progress; /* -p */
+    VdOpenFlags cache; /* -t */
 } CommitOptions;
 
 static gboolean commit_option(int opt, const char *arg, gpointer data, GError **error)
@@ -26,8 +27,9 @@ static gboolean commit_option(int opt, const char *arg, gpointer data, GError **
     case 'p':
         opts->progress = TRUE;
         return TRUE;
-    case 't': /* cache mode, rate limit: nothing to choose here */
-    case 'r':
+    case 't':
+        return cli_parse_cache_mode(arg, &opts->cache, error);
+    case 'r': /* rate limit: nothing to choose here */
         return TRUE;
     default:
         return FALSE;
@@ -76,10 +78,11 @@ static gboolean commit_job(gpointer data, gpointer progress, GCancellable *cance
 
 /* After a commit into the immediate backing file the overlay's clusters
  * say nothing the base does not: drop them (qcow2), so it reads through. */
-static gboolean empty_overlay(const char *path, const char *format, GError **error)
+static gboolean empty_overlay(const char *path, const char *format, VdOpenFlags cache,
+                              GError **error)
 {
     g_autoptr(VdImage) img = cli_open_image_with_keys(
-        path, format, NULL, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING, error);
+        path, format, NULL, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING | cache, error);
     if (img == NULL)
         return FALSE;
     if (!g_str_equal(vd_image_format(img), "qcow2"))
@@ -109,7 +112,7 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
     /* The base is written through a handle of its own. */
     g_autoptr(VdImage) base =
         cli_open_image_with_keys(vd_image_filename(layer), vd_image_format(layer), NULL,
-                                 VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING, &error);
+                                 VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING | opts.cache, &error);
     if (base == NULL)
         return cli_fail(error);
 
@@ -122,7 +125,8 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
         return cli_fail(error);
     /* Layers between the overlay and a deeper base now read wrongly, so the
      * overlay must keep its data: -b implies -d, as in qemu-img. */
-    if (!opts.keep_top && opts.base == NULL && !empty_overlay(path, top_format, &error)) {
+    if (!opts.keep_top && opts.base == NULL &&
+        !empty_overlay(path, top_format, opts.cache, &error)) {
         g_prefix_error(&error, "committed, but could not empty %s: ", path);
         return cli_fail(error);
     }
@@ -134,13 +138,18 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_commit = {
     .name = "commit",
     .summary = "write an overlay's changes into its backing file",
-    .usage = "  vdisk commit [-f FMT] [-b BASE] [-d] [-p] [-q] FILE",
+    .usage = "  vdisk commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
             "  -b BASE                commit into this file of FILE's backing chain\n"
             "                         (default: its backing file); implies -d\n"
             "  -d                     do not empty FILE afterwards\n"
             "  -p                     show progress (a terminal gets a bar anyway)\n"
             "  -q                     quiet\n"
+            "  -t CACHE               writeback (the default) or none: what is written is\n"
+            "                         on stable storage before vdisk reports success;\n"
+            "                         writethrough or directsync: after every write too;\n"
+            "                         unsafe: never wait for the disk (a power cut may\n"
+            "                         lose or damage the image)\n"
             "\n"
             "The base grows to FILE's size when it is smaller. Afterwards a qcow2 FILE is\n"
             "emptied (it reads through to the base), unless -d or -b. With -b, the files\n"

@@ -27,9 +27,10 @@ static gboolean compare_option(int opt, const char *arg, gpointer data, GError *
     case 's':
         opts->strict = TRUE;
         return TRUE;
+    case 'T':
+        return cli_parse_source_cache_mode(arg, NULL, error);
     case 'p': /* accepted; the engine reports no progress for compare yet */
     case 'U':
-    case 'T':
         return TRUE;
     default:
         return FALSE;
@@ -111,7 +112,7 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_compare = {
     .name = "compare",
     .summary = "compare the guest-visible content of two images",
-    .usage = "  vdisk compare [-f FMT] [-F FMT] [-s] [-q] FILE1 FILE2",
+    .usage = "  vdisk compare [-f FMT] [-F FMT] [-T SRC_CACHE] [-s] [-q] FILE1 FILE2",
     .help = "  -f FMT                 format of FILE1 (probed when not given)\n"
             "  -F FMT                 format of FILE2 (probed when not given)\n"
             "  -s                     strict: images of different sizes differ; without\n"
@@ -119,6 +120,8 @@ const CliCommand cli_cmd_compare = {
             "                         the smaller one\n"
             "  -p                     accepted for qemu-img compatibility\n"
             "  -q                     quiet: only the exit status tells\n"
+            "  -T SRC_CACHE           cache mode of the images read; accepted as qemu-img\n"
+            "                         takes it, it changes nothing\n"
             "\n"
             "Exit status, as qemu-img's: 0 identical, 1 different, 2 error.\n",
     .examples = "  vdisk compare disk.raw disk.qcow2\n"

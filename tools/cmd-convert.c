@@ -30,7 +30,7 @@ typedef struct {
     gboolean have_min_sparse;
     guint64 min_sparse; /* -S */
     guint threads;      /* -m, --threads */
-    gboolean durable;   /* -t other than unsafe */
+    VdOpenFlags cache;  /* -t: the target's cache mode */
 } ConvertOptions;
 
 /* -l takes "snapshot.name=NAME", "snapshot.id=ID" (or both) or a bare
@@ -104,12 +104,16 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
     case 'm':
     case OPT_THREADS:
         return cli_parse_uint("thread count", arg, MAX_THREADS, &opts->threads, error);
-    case 't': /* target cache mode: only "unsafe" (the default) skips the final sync */
-        opts->durable = !g_str_equal(arg, "unsafe");
-        return TRUE;
-    case 'T': /* source cache mode: reads need no choice */
-    case 'U':
+    case 't':
+        return cli_parse_cache_mode(arg, &opts->cache, error);
+    case 'T':
+        return cli_parse_source_cache_mode(arg, NULL, error);
     case 'C':
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "convert: -C (copy offloading) is not supported yet; without it vdisk "
+                    "copies through its own engine");
+        return FALSE;
+    case 'U':
         return TRUE;
     default:
         return FALSE;
@@ -187,7 +191,7 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
         out->min_sparse = opts->min_sparse;
     out->threads = opts->threads;
     out->out_of_order = opts->out_of_order;
-    out->durable = opts->durable;
+    out->target_open_flags = opts->cache;
 }
 
 static int run_convert(const CliCommand *cmd, int argc, char **argv)
@@ -282,8 +286,9 @@ const CliCommand cli_cmd_convert = {
     .summary = "copy an image into a new one, changing format, compression or backing",
     .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n "
              "[--target-is-zero]] [-W]\n"
-             "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N]\n"
-             "                [-l snapshot.name=NAME | -l NAME | -s NAME] SOURCE TARGET",
+             "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N] [-t CACHE]\n"
+             "                [-T SRC_CACHE] [-l snapshot.name=NAME | -l NAME | -s NAME]\n"
+             "                SOURCE TARGET",
     .help = "  -f FMT                 source format (probed when not given)\n"
             "  -O FMT                 target format; when missing it comes from TARGET's\n"
             "                         extension (.qcow2, .vdi, .vmdk, ...), else raw\n"
@@ -313,8 +318,15 @@ const CliCommand cli_cmd_convert = {
             "  --image-opts           SOURCE is driver=FMT,file.filename=PATH,KEY=VALUE...\n"
             "  --target-image-opts    TARGET is such options too (with -n)\n"
             "  --passphrase-file FILE passphrase of an encrypted source or new target\n"
-            "  -t CACHE               target cache mode; any mode but 'unsafe' (the\n"
-            "                         default, as in qemu-img) waits for the disk at the end\n"
+            "  -t CACHE               cache mode of the target: writeback (the default)\n"
+            "                         or none: on stable storage before vdisk reports\n"
+            "                         success; writethrough or directsync: also after every\n"
+            "                         write; unsafe: never wait for the disk (a power cut\n"
+            "                         may lose or damage the target). qemu-img convert's\n"
+            "                         default is unsafe; vdisk's is not\n"
+            "  -T SRC_CACHE           cache mode of the source; accepted as qemu-img takes\n"
+            "                         it, it changes nothing\n"
+            "  -C                     copy offloading: not supported yet, refused\n"
             "\n"
             "Ctrl-C cancels; a target that vdisk created is then removed.\n",
     .examples =

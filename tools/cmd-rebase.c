@@ -10,6 +10,7 @@ typedef struct {
     const char *backing_format; /* -F */
     gboolean unsafe;            /* -u */
     gboolean progress;          /* -p */
+    VdOpenFlags cache;          /* -t */
 } RebaseOptions;
 
 static gboolean rebase_option(int opt, const char *arg, gpointer data, GError **error)
@@ -29,8 +30,10 @@ static gboolean rebase_option(int opt, const char *arg, gpointer data, GError **
     case 'p':
         opts->progress = TRUE;
         return TRUE;
-    case 't': /* cache modes: nothing to choose here */
+    case 't':
+        return cli_parse_cache_mode(arg, &opts->cache, error);
     case 'T':
+        return cli_parse_source_cache_mode(arg, NULL, error);
     case 'U':
         return TRUE;
     default:
@@ -91,9 +94,9 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     /* -u never reads the old chain, which may be what went missing. */
-    img = cli_open_image_with_keys(argv[first], common.format, NULL,
-                                   VD_OPEN_READ_WRITE | (opts.unsafe ? VD_OPEN_NO_BACKING : 0),
-                                   &error);
+    img = cli_open_image_with_keys(
+        argv[first], common.format, NULL,
+        VD_OPEN_READ_WRITE | opts.cache | (opts.unsafe ? VD_OPEN_NO_BACKING : 0), &error);
     if (img == NULL)
         return cli_fail(error);
     backing_format = opts.backing_format;
@@ -116,7 +119,8 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_rebase = {
     .name = "rebase",
     .summary = "give an image another backing file, keeping its content",
-    .usage = "  vdisk rebase [-f FMT] [-u] [-p] [-q] -b BACKING [-F BACKING_FMT] FILE",
+    .usage = "  vdisk rebase [-f FMT] [-t CACHE] [-T SRC_CACHE] [-u] [-p] [-q] -b BACKING\n"
+             "               [-F BACKING_FMT] FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
             "  -b BACKING             the new backing file (relative to FILE's folder);\n"
             "                         \"\" for none: FILE then holds all its data itself\n"
@@ -125,6 +129,13 @@ const CliCommand cli_cmd_rebase = {
             "                         backing file that was moved or renamed)\n"
             "  -p                     show progress (a terminal gets a bar anyway)\n"
             "  -q                     quiet\n"
+            "  -t CACHE               writeback (the default) or none: what is written is\n"
+            "                         on stable storage before vdisk reports success;\n"
+            "                         writethrough or directsync: after every write too;\n"
+            "                         unsafe: never wait for the disk (a power cut may\n"
+            "                         lose or damage the image)\n"
+            "  -T SRC_CACHE           cache mode of the images read; accepted as qemu-img\n"
+            "                         takes it, it changes nothing\n"
             "\n"
             "Without -u, every range FILE does not hold itself and where BACKING differs\n"
             "from the old backing chain is copied into FILE first, so the guest sees the\n"

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GError **error)
 {
@@ -24,6 +25,25 @@ void ctl_output_discard(const char *path, gboolean created)
 {
     if (created && g_unlink(path) != 0 && errno != ENOENT)
         ctl_error("could not remove the incomplete %s: %s", path, g_strerror(errno));
+}
+
+gboolean ctl_output_finish(const char *path, gboolean created, GError **error)
+{
+    if (!created)
+        return TRUE;
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = g_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int err = 0;
+    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
+        err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (err != 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: cannot sync the folder: %s",
+                    dir, g_strerror(err));
+        return FALSE;
+    }
+    return TRUE;
 }
 
 /* ----- vdiskctl inspect ----- */
@@ -131,6 +151,8 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
         ctl_output_discard(operands[1], created);
         return ctl_fail(error);
     }
+    if (!ctl_output_finish(operands[1], created, &error))
+        return ctl_fail(error);
     ctl_say(ctl, "Converted %s to %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;
 }

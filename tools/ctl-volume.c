@@ -204,6 +204,8 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
         ctl_output_discard(operands[1], created);
         return ctl_fail(error);
     }
+    if (!ctl_output_finish(operands[1], created, &error))
+        return ctl_fail(error);
     ctl_say(ctl, "Exported %s to %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;
 }

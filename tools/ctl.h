@@ -221,6 +221,9 @@ gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GErr
 /* After a failed job: remove path when we created it, so no half-written
  * image is left behind. */
 void ctl_output_discard(const char *path, gboolean created);
+/* After a successful job: vdiskd synced the image; when path is new, sync
+ * its folder too, so it survives a power cut under its name. */
+gboolean ctl_output_finish(const char *path, gboolean created, GError **error);
 
 /* ----- output (ctl-output.c) ----- */
 
