@@ -355,6 +355,70 @@ interrupt() {   # Ctrl-C cancels the job and waits for its end
 }
 check "Ctrl-C cancels the job, removes the partial volume" interrupt
 
+# Durable jobs: strace follows vdiskd (and, where vdiskctl creates the
+# file, vdiskctl) while each job runs; strace-syncs.py reads the traces.
+SYNCS=$REPO/tests/interop/strace-syncs.py
+TRACED=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync
+# traced_daemon CMD...: CMD while strace follows vdiskd into $T/dtrace.
+traced_daemon() {
+    local pid i rc=0
+    strace -f -y -s 0 -e trace="$TRACED" -o "$T/dtrace" -p "$VDISKD_PID" 2>"$T/dtrace.log" &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do grep -q attached "$T/dtrace.log" && break; sleep 0.1; done
+    sleep 0.3
+    "$@" || rc=$?
+    kill -INT "$pid"
+    wait "$pid" || true
+    return "$rc"
+}
+# traced_client CMD...: CMD itself under strace into $T/ctrace.
+traced_client() { strace -f -y -s 0 -e trace="$TRACED" -o "$T/ctrace" "$@"; }
+# dsyncs / csyncs CHECK FILE...: strace-syncs.py over the daemon's / client's trace.
+dsyncs() { /usr/bin/python3 "$SYNCS" "$T/dtrace" "$@"; }
+csyncs() { /usr/bin/python3 "$SYNCS" "$T/ctrace" "$@"; }
+export SYNCS TRACED VDISKD_PID
+export -f traced_daemon traced_client dsyncs csyncs
+
+durable_jobs() {
+    command -v strace >/dev/null || { echo "strace not installed (scripts/deps.sh): not tested"; exit 0; }
+    traced_daemon ctl create -q t/dur.qcow2 32M
+    dsyncs synced "$POOL/dur.qcow2"
+    dsyncs created "$POOL/dur.qcow2"
+    traced_daemon ctl import -q "$T/bob/disk.vdi" t/dur-imp.qcow2 </dev/null
+    dsyncs synced "$POOL/dur-imp.qcow2"
+    dsyncs created "$POOL/dur-imp.qcow2"
+    qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$POOL/dur-imp.qcow2"
+    traced_daemon ctl clone -q t/dur-imp.qcow2 dur-clone.vdi
+    dsyncs synced "$POOL/dur-clone.vdi"
+    dsyncs created "$POOL/dur-clone.vdi"
+    qemu-img compare -q -f raw -F vdi "$T/src.raw" "$POOL/dur-clone.vdi"
+    # export and convert write into a file vdiskctl made: it syncs the folder
+    traced_daemon traced_client "$VDISKCTL" export -q t/dur-imp.qcow2 "$T/dur-out.vmdk"
+    dsyncs synced "$T/dur-out.vmdk"
+    csyncs created "$T/dur-out.vmdk"
+    qemu-img compare -q -f raw -F vmdk "$T/src.raw" "$T/dur-out.vmdk"
+    traced_daemon traced_client "$VDISKCTL" convert -q "$T/bob/disk.vdi" "$T/dur-conv.qcow2"
+    dsyncs synced "$T/dur-conv.qcow2"
+    csyncs created "$T/dur-conv.qcow2"
+    qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$T/dur-conv.qcow2"
+    traced_daemon ctl copy t/dur-imp.qcow2 t/dur.qcow2 >/dev/null
+    dsyncs synced "$POOL/dur.qcow2"
+    qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$POOL/dur.qcow2"
+    traced_daemon ctl resize -q t/dur.qcow2 64M
+    dsyncs synced "$POOL/dur.qcow2"
+    local op
+    for op in create revert delete; do
+        traced_daemon ctl snapshot "$op" -q t/dur.qcow2 s1
+        dsyncs synced "$POOL/dur.qcow2"
+    done
+    traced_daemon ctl overlay t/dur.qcow2 dur-top.qcow2 >/dev/null
+    dsyncs synced "$POOL/dur-top.qcow2"
+    dsyncs created "$POOL/dur-top.qcow2"
+    qemu-img check -q "$POOL/dur.qcow2"
+    qemu-img check -q "$POOL/dur-top.qcow2"
+}
+check "every job that writes waits for the disk (fdatasync, and fsync of a new file's folder)" durable_jobs
+
 no_daemon() {   # last: stops vdiskd, in the middle of a job
     [[ -f $T/big.raw ]] || big "$T/big.raw"
     "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/term.vmdk >"$T/term.out" 2>&1 &
