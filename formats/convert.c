@@ -10,6 +10,8 @@
  */
 #include "vdisk-driver.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -443,6 +445,26 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
                               opts->secrets, error);
 }
 
+/* A new target is written under a hidden name next to it and renamed into
+ * place once complete (and on stable storage), so that a crash or a power
+ * cut never leaves a file at the target's name that looks like a finished
+ * image; an interrupted run leaves the hidden file, which no one takes for
+ * the disk. Not for an existing device, symbolic link or other special
+ * file (written in place, as qemu-img does), nor for vmdk, whose
+ * descriptor names its extents after itself. */
+static char *partial_name(const char *target_path, const VdConvertOptions *opts)
+{
+    struct stat st;
+    if (opts->target_exists || g_str_equal(opts->target_format, "vmdk"))
+        return NULL;
+    if (lstat(target_path, &st) == 0 && !S_ISREG(st.st_mode))
+        return NULL;
+    g_autofree char *dir = g_path_get_dirname(target_path);
+    g_autofree char *base = g_path_get_basename(target_path);
+    g_autofree char *name = g_strdup_printf(".%s.partial-%d", base, (int)getpid());
+    return g_build_filename(dir, name, NULL);
+}
+
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
                     GError **error)
 {
@@ -453,11 +475,22 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     if (!refuse_overwriting_chain(source, target_path, error))
         return FALSE;
     gboolean created;
-    g_autoptr(VdImage) target = open_or_create_target(source, target_path, opts, &created, error);
+    g_autofree char *partial = partial_name(target_path, opts);
+    const char *path = partial != NULL ? partial : target_path;
+    g_autoptr(VdImage) target = open_or_create_target(source, path, opts, &created, error);
     gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
     g_clear_pointer(&target, vd_image_unref);
+    if (ok && partial != NULL) {
+        if (rename(partial, target_path) < 0) {
+            vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
+                              partial, g_strerror(errno));
+            ok = FALSE;
+        } else if (!(opts->target_open_flags & VD_OPEN_NO_FLUSH)) {
+            ok = vd_file_sync_parent_dir(target_path, error);
+        }
+    }
     if (!ok && created)
-        unlink(target_path); /* never leave a half-written image that looks whole */
+        unlink(path); /* never leave a half-written image that looks whole */
     return ok;
 }
 

@@ -2,6 +2,8 @@
  * name the file. Every format driver does its I/O through this. */
 #include "vdisk-driver.h"
 
+#include "fault.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -210,25 +212,32 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
                           "write at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    vd_fault_begin(file->fd, VD_FAULT_WRITE, offset, len, buf);
     while (done < len) {
         ssize_t n =
             pwrite(file->fd, (const guint8 *)buf + done, len - done, (off_t)(offset + done));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            set_errno_error(error, file->name, errno, "write failed");
+            int err = errno;
+            vd_fault_end();
+            set_errno_error(error, file->name, err, "write failed");
             return FALSE;
         }
         done += (gsize)n;
     }
+    vd_fault_end();
     return TRUE;
 }
 
 gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
-    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) <
-        0) {
-        int err = errno;
+    vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
+    int rc =
+        fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
+    int err = errno;
+    vd_fault_end();
+    if (rc < 0) {
         vd_set_file_error(error, file->name,
                           err == EOPNOTSUPP ? VD_ERROR_NOT_SUPPORTED : VD_ERROR_IO,
                           "cannot punch a hole: %s", g_strerror(err));
@@ -253,7 +262,10 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
         if (vd_file_punch_hole(file, offset, MIN(len, size - offset), NULL))
             return TRUE;
     }
-    if (fallocate(file->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)len) == 0)
+    vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
+    int rc = fallocate(file->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)len);
+    vd_fault_end();
+    if (rc == 0)
         return TRUE;
     static const gsize chunk = 1 << 20;
     g_autofree guint8 *zeroes = g_malloc0(MIN(len, chunk));
@@ -268,9 +280,12 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
 
 gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
 {
-    if (size > G_MAXINT64 || ftruncate(file->fd, (off_t)size) < 0) {
-        set_errno_error(error, file->name, size > G_MAXINT64 ? EFBIG : errno,
-                        "cannot change the file size");
+    vd_fault_begin(file->fd, VD_FAULT_TRUNCATE, size, 0, NULL);
+    int rc = size > G_MAXINT64 ? -1 : ftruncate(file->fd, (off_t)size);
+    int err = size > G_MAXINT64 ? EFBIG : errno;
+    vd_fault_end();
+    if (rc < 0) {
+        set_errno_error(error, file->name, err, "cannot change the file size");
         return FALSE;
     }
     return TRUE;
@@ -278,7 +293,9 @@ gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
 
 gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
+    vd_fault_begin(file->fd, VD_FAULT_ALLOCATE, offset, len, NULL);
     int err = posix_fallocate(file->fd, (off_t)offset, (off_t)len);
+    vd_fault_end();
     if (err != 0) {
         set_errno_error(error, file->name, err, "cannot preallocate");
         return FALSE;
@@ -290,8 +307,12 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 {
     if (file->no_flush)
         return TRUE;
-    if (fdatasync(file->fd) < 0 && errno != EINVAL) {
-        set_errno_error(error, file->name, errno, "sync failed");
+    vd_fault_sync_begin(file->fd);
+    int rc = fdatasync(file->fd);
+    int err = errno;
+    vd_fault_sync_end(file->fd, rc == 0);
+    if (rc < 0 && err != EINVAL) {
+        set_errno_error(error, file->name, err, "sync failed");
         return FALSE;
     }
     return TRUE;

@@ -599,6 +599,10 @@ static gboolean write_group(Qcow2State *s, WriteGroup *g, GError **error)
     guint64 host = g->host0 + (exp_start - first);
     if (!pwrite_parts(s, host, head, head_len, g->data, g->end - g->pos, tail, tail_len, error))
         return FALSE;
+    /* Copied-on-write bytes are durable before an L2 entry points at them,
+     * as in QEMU: they are old data the guest never asked to rewrite. */
+    if (!g->in_place && (head_len > 0 || tail_len > 0))
+        qcow2_cache_depends_on_flush(s->l2_cache);
     if (s->data_file == NULL && host + (exp_end - exp_start) > s->file_size)
         s->file_size = host + (exp_end - exp_start);
     if (s->zbuf_entry != 0)

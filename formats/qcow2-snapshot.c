@@ -187,10 +187,14 @@ static gboolean write_table(Qcow2State *s, GError **error)
             !vd_file_pwrite(s->img->file, off, raw->data, raw->len, error))
             return FALSE;
     }
+    /* The new table is durable before the header names it, and the header
+     * before the old table's clusters are freed. */
     guint8 hdr[12];
     vd_put_be32(hdr, s->snapshots->len);
     vd_put_be64(hdr + 4, off);
-    if (!vd_file_pwrite(s->img->file, QH_NB_SNAPSHOTS, hdr, sizeof hdr, error))
+    if (!vd_file_sync(s->img->file, error) ||
+        !vd_file_pwrite(s->img->file, QH_NB_SNAPSHOTS, hdr, sizeof hdr, error) ||
+        !vd_file_sync(s->img->file, error))
         return FALSE;
     guint64 old = s->snapshots_offset, old_size = s->snapshots_size;
     s->snapshots_offset = off;
@@ -442,7 +446,7 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
         return FALSE;
     memset(s->l1, 0, (gsize)s->l1_size * 8);
     memcpy(s->l1, snl1, (gsize)sn->l1_size * 8);
-    if (!qcow2_write_l1_entries(s, 0, s->l1_size - 1, error))
+    if (!qcow2_write_l1_entries(s, 0, s->l1_size - 1, error) || !vd_file_sync(s->img->file, error))
         return FALSE;
     if (size != img->size) {
         if (!qcow2_bitmaps_resize(s, size, error) ||

@@ -26,6 +26,7 @@ struct Qcow2Cache {
     gsize table_size;
     guint64 tick;
     Qcow2Cache *depends_on; /* flushed before any of our tables is written */
+    gboolean flush_first;   /* the file is synced before our next write */
     GHashTable *by_offset;  /* guint64* -> CacheEntry* */
 };
 
@@ -59,14 +60,40 @@ static CacheEntry *cache_entry_of(Qcow2Cache *c, const guint8 *table)
     g_return_val_if_reached(NULL);
 }
 
+static gboolean cache_has_dirty(Qcow2Cache *c)
+{
+    for (guint i = 0; i < c->capacity; i++)
+        if (c->entries[i].used && c->entries[i].dirty)
+            return TRUE;
+    return FALSE;
+}
+
+void qcow2_cache_depends_on_flush(Qcow2Cache *c) { c->flush_first = TRUE; }
+
 static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, GError **error)
 {
     if (!e->dirty)
         return TRUE;
-    if (c->depends_on != NULL && !qcow2_cache_flush(s, c->depends_on, error))
-        return FALSE;
+    /* What our tables rely on (the refcounts of clusters they point at,
+     * copied-on-write data) must be on stable storage before they are,
+     * or a power cut could leave them pointing at what is not there. With
+     * lazy refcounts a dirty image has its refcounts rebuilt on open, so
+     * as in QEMU they are not waited for. */
+    gboolean lazy = (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) && s->version >= 3;
+    if (c->depends_on != NULL && !lazy && cache_has_dirty(c->depends_on)) {
+        if (!qcow2_cache_flush(s, c->depends_on, error))
+            return FALSE;
+        c->flush_first = TRUE;
+    }
+    if (c->flush_first) {
+        if (!vd_file_sync(s->img->file, error))
+            return FALSE;
+        c->flush_first = FALSE;
+    }
     if (!vd_file_pwrite(s->img->file, e->offset, e->data, c->table_size, error))
         return FALSE;
+    if (c == s->l2_cache)
+        s->l2_unsynced = TRUE;
     e->dirty = FALSE;
     if (e->offset + c->table_size > s->file_size)
         s->file_size = e->offset + c->table_size;
@@ -226,6 +253,14 @@ gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **
     if (lo > hi || s->l1_size == 0)
         return TRUE;
     hi = MIN(hi, s->l1_size - 1);
+    /* A new L2 table is on stable storage before an L1 entry names it. */
+    if (!qcow2_cache_flush(s, s->l2_cache, error))
+        return FALSE;
+    if (s->l2_unsynced) {
+        if (!vd_file_sync(s->img->file, error))
+            return FALSE;
+        s->l2_unsynced = FALSE;
+    }
     gsize n = hi - lo + 1;
     g_autofree guint8 *buf = g_malloc(n * 8);
     for (gsize i = 0; i < n; i++)
@@ -248,7 +283,11 @@ gboolean qcow2_flush_metadata(Qcow2State *s, GError **error)
         s->l1_dirty_hi = 0;
     }
     if (s->deferred_frees->len > 0) {
-        if (!qcow2_apply_deferred_frees(s, error) || !qcow2_cache_flush(s, s->rb_cache, error))
+        /* The tables no longer point at the freed clusters on disk before
+         * their refcounts drop, or a power cut could leave a cluster in
+         * use with a refcount of 0 (and handed out again). */
+        if (!vd_file_sync(s->img->file, error) || !qcow2_apply_deferred_frees(s, error) ||
+            !qcow2_cache_flush(s, s->rb_cache, error))
             return FALSE;
     }
     if (s->set_dirty) {

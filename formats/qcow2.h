@@ -180,7 +180,8 @@ typedef struct {
     GPtrArray *kept_extensions; /* of Qcow2Extension: bitmaps and unknown ones */
     char *feature_names[3][64]; /* from the feature name table, for messages */
 
-    gboolean set_dirty; /* we set the dirty bit (lazy refcounts) */
+    gboolean set_dirty;   /* we set the dirty bit (lazy refcounts) */
+    gboolean l2_unsynced; /* L2 tables written since the last sync */
     /* The refcount rebuild of an image left dirty, at open: it must not
      * drop bad mappings the way "check -r all" does. */
     gboolean opening_dirty;
@@ -219,6 +220,10 @@ gboolean qcow2_cache_lookup(Qcow2Cache *c, guint64 offset);
 void qcow2_cache_put(Qcow2Cache *c, guint8 *table);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, guint8 *table);
 gboolean qcow2_cache_flush(Qcow2State *s, Qcow2Cache *c, GError **error);
+/* Sync the file before c writes its next table (as QEMU's
+ * qcow2_cache_depends_on_flush): after copy-on-write data that the
+ * updated L2 entries will point at. */
+void qcow2_cache_depends_on_flush(Qcow2Cache *c);
 /* Forget the table at offset (its cluster was freed), dirty or not. */
 void qcow2_cache_drop(Qcow2Cache *c, guint64 offset);
 void qcow2_cache_drop_all(Qcow2Cache *c);
