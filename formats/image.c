@@ -208,7 +208,9 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
     /* The backing chain is read only; flags other than that carry down. */
     VdOpenFlags bflags = img->flags & ~(VdOpenFlags)VD_OPEN_READ_WRITE;
     img->backing = open_layer(file, path, img->backing_format, bflags, ctx, depth + 1, error);
-    return img->backing != NULL;
+    if (img->backing == NULL)
+        return FALSE;
+    return img->drv->check_backing == NULL || img->drv->check_backing(img, error);
 }
 
 /* Open one layer on file (taking it) and, below it, its backing chain. */

@@ -474,8 +474,83 @@ static char *find_parent(VdImage *img, const guint8 *uuid)
     return best;
 }
 
+/* ----- is this the parent? ----- */
+
+/* Is the VDI with header ph, at parent_name, the parent of s? A
+ * differencing image records only its parent's image UUID, so that UUID
+ * decides; any other VDI (a sibling, the grandparent, a copy of the disk
+ * made before the snapshot) would show the wrong data where the child
+ * stores nothing.
+ *
+ * Sizes: VirtualBox makes a differencing image the size of its parent and
+ * only ever grows images, and only one without children (a parent belongs
+ * to a snapshot and is not written). So a child larger than its parent is
+ * a disk grown after the snapshot, and reads zeroes past the parent's end;
+ * a child smaller than its parent cannot come from VirtualBox, and is
+ * refused rather than guessed at. The modification UUIDs are not compared:
+ * VirtualBox itself renews them in ways a reader cannot follow. */
+static gboolean check_parent_header(VdImage *img, const Vdi *s, const char *parent_name,
+                                    const VdiHeader *ph, GError **error)
+{
+    if (memcmp(ph->uuid_image, s->h.uuid_link, UUID_LEN) != 0) {
+        g_autofree char *want = uuid_to_string(s->h.uuid_link);
+        g_autofree char *have = uuid_to_string(ph->uuid_image);
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "its parent is {%s}, but %s is {%s}: not the image this one was made on", want,
+                     parent_name, have);
+        return FALSE;
+    }
+    if (round_up(ph->disk_size, SECTOR) > img->size) {
+        g_autofree char *uuid = uuid_to_string(ph->uuid_image);
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "its parent %s {%s} is larger (%" G_GUINT64_FORMAT
+                     " bytes) than this differencing image (%" G_GUINT64_FORMAT
+                     " bytes); VirtualBox never makes such a chain",
+                     parent_name, uuid, round_up(ph->disk_size, SECTOR), img->size);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* The chain is open: a differencing VDI sits on a VDI, the one it names. */
+static gboolean vdi_check_backing(VdImage *img, GError **error)
+{
+    Vdi *s = img->priv;
+    VdImage *parent = img->backing;
+    if (parent->drv != &vd_driver_vdi) {
+        g_autofree char *want = uuid_to_string(s->h.uuid_link);
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "its parent is the VDI image {%s}, but %s is a %s image", want,
+                     parent->filename, parent->drv->name);
+        return FALSE;
+    }
+    const Vdi *ps = parent->priv;
+    return check_parent_header(img, s, parent->filename, &ps->h, error);
+}
+
+/* Opened without its chain (info), a parent the caller named is still
+ * checked, from its header, so no wrong parent is ever shown as this
+ * image's. */
+static gboolean check_named_parent(VdImage *img, const Vdi *s, GError **error)
+{
+    g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
+    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
+    guint8 raw[HDR_BYTES];
+    VdiHeader ph;
+    guint64 size;
+    if (file == NULL || !header_read(file, raw, &ph, &size, error)) {
+        g_autofree char *want = uuid_to_string(s->h.uuid_link);
+        g_prefix_error(error, "%s: its parent is the VDI image {%s}, but: ", img->filename, want);
+        return FALSE;
+    }
+    return check_parent_header(img, s, path, &ph, error);
+}
+
 static gboolean resolve_parent(VdImage *img, Vdi *s, GError **error)
 {
+    if (img->backing_name != NULL && (img->flags & VD_OPEN_NO_BACKING) &&
+        !(img->flags & VD_OPEN_NO_RELATED_FILES) && !check_named_parent(img, s, error))
+        return FALSE;
     if (img->backing_name == NULL) {
         /* Unless the caller named the parent already, look for it. */
         img->backing_name = find_parent(img, s->h.uuid_link);
@@ -513,6 +588,12 @@ static gboolean vdi_open(VdImage *img, GError **error)
     /* VBoxManage convertfromraw can store a size that is no multiple of a
      * sector; the guest sees whole sectors (qemu rounds up the same way). */
     img->size = round_up(s->h.disk_size, SECTOR);
+    if (s->h.type != VDI_TYPE_DIFF && img->backing_name != NULL) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "not a differencing image: it has no parent, so %s cannot be one",
+                     img->backing_name);
+        return FALSE;
+    }
     if (s->h.type == VDI_TYPE_DIFF && !resolve_parent(img, s, error))
         return FALSE;
     return TRUE;
@@ -537,20 +618,29 @@ static void vdi_close(VdImage *img)
 static gboolean read_parent_ids(const VdCreateParams *params, VdiHeader *child, GError **error)
 {
     if (params->backing_format != NULL && !g_str_equal(params->backing_format, "vdi")) {
-        vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
-                          "a differencing VDI image needs a VDI parent, not %s",
-                          params->backing_format);
+        vd_set_file_error(error, params->path, VD_ERROR_INVALID_ARGUMENT,
+                          "a differencing VDI image can only sit on a VDI parent, and %s is %s",
+                          params->backing_file, params->backing_format);
         return FALSE;
     }
     g_autofree char *path = vd_resolve_relative(params->path, params->backing_file);
     g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
-    if (file == NULL)
-        return FALSE;
     guint8 raw[HDR_BYTES];
     VdiHeader parent;
     guint64 size;
-    if (!header_read(file, raw, &parent, &size, error))
+    if (file == NULL || !header_read(file, raw, &parent, &size, error)) {
+        g_prefix_error(error, "%s: a differencing VDI image needs its VDI parent: ", params->path);
         return FALSE;
+    }
+    /* What opening the child would refuse (see check_parent_header). */
+    if (round_up(parent.disk_size, SECTOR) > child->disk_size) {
+        vd_set_file_error(
+            error, params->path, VD_ERROR_INVALID_ARGUMENT,
+            "a differencing image cannot be smaller than its parent %s (%" G_GUINT64_FORMAT
+            " bytes)",
+            params->backing_file, round_up(parent.disk_size, SECTOR));
+        return FALSE;
+    }
     g_autofree char *parent_dir = g_path_get_dirname(path);
     g_autofree char *child_dir = g_path_get_dirname(params->path);
     struct stat a, b;
@@ -1077,10 +1167,21 @@ static gboolean vdi_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res
 
 /* ----- info ----- */
 
+/* The UUIDs that tie a chain together, as VBoxManage showmediuminfo shows
+ * them; the parent's file is the info's backing file. */
 static void vdi_get_info(VdImage *img, VdImageInfo *info)
 {
     Vdi *s = img->priv;
     info->cluster_size = s->h.block_size;
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_autofree char *uuid = uuid_to_string(s->h.uuid_image);
+    g_variant_builder_add(&b, "{sv}", "image-uuid", g_variant_new_string(uuid));
+    if (s->h.type == VDI_TYPE_DIFF) {
+        g_autofree char *parent = uuid_to_string(s->h.uuid_link);
+        g_variant_builder_add(&b, "{sv}", "parent-uuid", g_variant_new_string(parent));
+    }
+    info->format_specific = g_variant_builder_end(&b);
 }
 
 static guint32 vdi_cluster_size(VdImage *img)
@@ -1111,4 +1212,5 @@ const VdDriver vd_driver_vdi = {
     .check = vdi_check,
     .has_zero_init = vdi_has_zero_init,
     .cluster_size = vdi_cluster_size,
+    .check_backing = vdi_check_backing,
 };

@@ -172,6 +172,10 @@ typedef struct VdDriver {
     /* Optional: name another backing file (NULL: none) in the header, and
      * update img->backing_name/backing_format (qemu-img rebase). */
     gboolean (*set_backing)(VdImage *img, const char *name, const char *format, GError **error);
+    /* Optional: is img->backing, just opened, the image img was made on
+     * (a VDI parent's UUID, a vmdk parent's CID)? Called for each layer of
+     * a chain; a mismatch is an error naming both files. */
+    gboolean (*check_backing)(VdImage *img, GError **error);
 } VdDriver;
 
 struct VdImage {

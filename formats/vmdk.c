@@ -328,31 +328,35 @@ static gboolean vmdk_open(VdImage *img, GError **error)
 
 /* ----- parent CID ----- */
 
-/* VMware refuses a delta whose parentCID is not its parent's CID (the parent
- * changed under it); qemu reads on regardless. We read like qemu and say so
- * once, and check reports it. */
-static gboolean parent_cid_matches(VdImage *img, guint32 *parent_cid)
+/* A delta records its parent's CID, and the parent gets a new CID when it
+ * is written: a parent whose CID differs is another disk, or one changed
+ * since the delta was made, and the delta's grains no longer fit it.
+ * VMware refuses to open such a chain; so do we, whether the parent came
+ * from parentFileNameHint or was named by the caller. (qemu reads on; its
+ * own check is compiled out.) A parentCID of ffffffff records no parent,
+ * so there is nothing to compare. */
+static gboolean vmdk_check_backing(VdImage *img, GError **error)
 {
     VmdkState *s = img->priv;
     VdImage *parent = img->backing;
-    if (parent == NULL || parent->drv != &vd_driver_vmdk || parent->priv == NULL)
+    guint32 want = s->desc->parent_cid;
+    if (want == VMDK_NO_PARENT_CID)
         return TRUE;
-    VmdkState *ps = parent->priv;
-    *parent_cid = ps->desc->cid;
-    return s->desc->parent_cid == VMDK_NO_PARENT_CID || s->desc->parent_cid == ps->desc->cid;
-}
-
-static void note_parent_cid(VdImage *img)
-{
-    VmdkState *s = img->priv;
-    if (s->parent_checked)
-        return;
-    s->parent_checked = TRUE;
-    guint32 pcid;
-    if (!parent_cid_matches(img, &pcid))
-        g_message("%s: parentCID %08x does not match the parent's CID %08x; the parent may "
-                  "have changed since this delta was made",
-                  img->filename, s->desc->parent_cid, pcid);
+    if (parent->drv != &vd_driver_vmdk) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "its parent is the vmdk image with CID %08x, but %s is a %s image", want,
+                     parent->filename, parent->drv->name);
+        return FALSE;
+    }
+    guint32 have = ((VmdkState *)parent->priv)->desc->cid;
+    if (have != want) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "its parentCID is %08x, but %s has CID %08x: not the disk this delta was "
+                     "made on, or changed since",
+                     want, parent->filename, have);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 /* ----- block status and reading ----- */
@@ -395,8 +399,6 @@ static gboolean vmdk_block_status(VdImage *img, guint64 offset, guint64 len, VdE
         ok = vmdk_sparse_status(img, ext, rel, len, out, error);
         break;
     }
-    if (ok && out->kind == VD_EXTENT_UNALLOCATED && img->backing != NULL)
-        note_parent_cid(img);
     return ok;
 }
 
@@ -690,13 +692,6 @@ static gboolean vmdk_check(VdImage *img, VdCheckRepair repair, VdCheckResult *re
         if (ext->sparse != NULL && !vmdk_sparse_check(img, ext, res, error))
             return FALSE;
     }
-    guint32 pcid;
-    if (!parent_cid_matches(img, &pcid)) {
-        res->check_errors++;
-        g_ptr_array_add(res->messages,
-                        g_strdup_printf("parentCID %08x does not match the parent's CID %08x",
-                                        s->desc->parent_cid, pcid));
-    }
     return TRUE;
 }
 
@@ -909,6 +904,7 @@ const VdDriver vd_driver_vmdk = {
     .check = vmdk_check,
     .has_zero_init = vmdk_has_zero_init,
     .cluster_size = vmdk_cluster_size,
+    .check_backing = vmdk_check_backing,
     /* streamOptimized must be written front to back; the others do not
      * mind, and in-order copies are what the engine does by default. */
     .sequential_writes = TRUE,

@@ -108,7 +108,6 @@ typedef struct {
     char *desc_text;
     gsize desc_len;
     gboolean cid_updated;
-    gboolean parent_checked;
 } VmdkState;
 
 /* ----- hosted sparse extents (vmdk-sparse.c) ----- */

@@ -150,11 +150,115 @@ vdi_chain() { # differencing VDIs of depth 3, parents found by UUID
     vd convert -q --backing "vbox/{cccc}.vdi" -O raw "lonely/{dddd}.vdi" named.raw
     cmp expect.raw named.raw
     vd info --backing "vbox/{cccc}.vdi" --backing-chain "lonely/{dddd}.vdi" | grep -q aaaa
+    # naming the base or the middle snapshot instead skips a layer: refused
+    for wrong in aaaa bbbb; do
+        expect_exit 1 vd convert --backing "vbox/{$wrong}.vdi" -O raw "lonely/{dddd}.vdi" lost.raw
+        [[ ! -e lost.raw ]]
+    done
     rm "vbox/{bbbb}.vdi"
     fails_cleanly vd convert --backing "vbox/{cccc}.vdi" -O raw "lonely/{dddd}.vdi" lost.raw
     [[ ! -e lost.raw ]]
 }
 case_run "VirtualBox differencing chain of depth 3" vdi_chain
+
+vdi_uuid() { # vdi_uuid FILE KEY: image-uuid or parent-uuid as vdisk info shows it
+    vd info --output=json "$1" >uuid.json
+    json uuid.json "d['format-specific']['data']['$2']"
+}
+
+# refused CMD...: CMD exits 1 and says why on stderr, kept in refused.err.
+refused() {
+    expect_exit 1 "$@" 2>refused.err
+    cat refused.err >&2
+    [[ -s refused.err ]]
+}
+
+vdi_wrong_parent() { # a differencing VDI opens only on the parent whose UUID it records
+    qemu-img convert -f raw -O vdi "$T/base.raw" base.vdi
+    qemu-img create -q -f vdi unrelated.vdi 64M
+    qemu-img create -q -f qcow2 -b base.vdi -F vdi o1.qcow2
+    qio qcow2 o1.qcow2 "write -P 201 3M 1M" "write -z 9M 1M"
+    vd convert -q -f qcow2 -O vdi -B base.vdi -F vdi o1.qcow2 d1.vdi
+    qemu-img create -q -f qcow2 -b o1.qcow2 -F qcow2 o2.qcow2
+    qio qcow2 o2.qcow2 "write -P 202 3M 64k" "write -P 203 40M 2M"
+    vd convert -q -f qcow2 -O vdi -B d1.vdi -F vdi o2.qcow2 d2.vdi
+    qemu-img convert -f qcow2 -O raw o2.qcow2 expect.raw
+    local u_base u_d1 u_other
+    u_base=$(vdi_uuid base.vdi image-uuid)
+    u_d1=$(vdi_uuid d1.vdi image-uuid)
+    u_other=$(vdi_uuid unrelated.vdi image-uuid)
+    [[ $(vdi_uuid d2.vdi parent-uuid) == "$u_d1" && $(vdi_uuid d1.vdi parent-uuid) == "$u_base" ]]
+    # what info shows of a child in place: the parent it found, by UUID
+    vd info --output=json d2.vdi >i.json
+    [[ $(json i.json 'd["backing-filename"]') == d1.vdi ]]
+    [[ $(json i.json 'd["full-backing-filename"]') == d1.vdi ]]
+    [[ $(json i.json 'd["backing-filename-format"]') == vdi ]]
+    vd info d2.vdi | grep -qx "backing file: d1.vdi"
+    vd info d2.vdi | grep -qx "    parent uuid: $u_d1"
+    vd info --output=json --backing-chain d2.vdi >chain.json
+    [[ $(json chain.json '[i["filename"] for i in d]') == "['d2.vdi', 'd1.vdi', 'base.vdi']" ]]
+    mkdir lonely
+    mv d2.vdi lonely/
+    # an unrelated parent of the same size, and the grandparent (which
+    # skips the middle snapshot): refused, both files and UUIDs named,
+    # no target left behind
+    local wrong u
+    for wrong in unrelated base; do
+        [[ $wrong == base ]] && u=$u_base || u=$u_other
+        refused vd convert --backing $wrong.vdi -O raw lonely/d2.vdi out.raw
+        [[ ! -e out.raw ]]
+        grep -q "lonely/d2.vdi: its parent is {$u_d1}, but .*/$wrong.vdi is {$u}" refused.err
+        refused vd convert --backing $wrong.vdi -O qcow2 lonely/d2.vdi out.qcow2
+        [[ ! -e out.qcow2 ]]
+        refused vd info --backing $wrong.vdi lonely/d2.vdi
+        expect_exit 2 vd compare --backing $wrong.vdi lonely/d2.vdi expect.raw 2>cmp.err
+        grep -q "its parent is {$u_d1}" cmp.err
+    done
+    # a qcow2 is no VDI parent
+    refused vd convert --backing o1.qcow2 -O raw lonely/d2.vdi out.raw
+    grep -q "o1.qcow2 is a qcow2 image" refused.err
+    [[ ! -e out.raw ]]
+    # the right one: the same disk qemu-img sees through the qcow2 chain
+    vd convert -q --backing d1.vdi -O raw lonely/d2.vdi out.raw
+    qemu-img compare -q -f raw -F raw expect.raw out.raw
+    vd convert -q --backing d1.vdi -O qcow2 lonely/d2.vdi out.qcow2
+    qemu-img compare -q -f raw -F qcow2 expect.raw out.qcow2
+    vd info --output=json --backing d1.vdi lonely/d2.vdi >i.json
+    [[ $(json i.json 'd["backing-filename"]') == "$PWD/d1.vdi" ]]
+    [[ $(json i.json 'd["format-specific"]["data"]["parent-uuid"]') == "$u_d1" ]]
+}
+case_run "VirtualBox differencing chain: a wrong parent is refused" vdi_wrong_parent
+
+vdi_create_on_parent() { # vdisk create -b: the parent's UUID recorded, a wrong parent refused
+    pattern_raw base.raw 8M
+    vd convert -q -f raw -O vdi base.raw base.vdi
+    vd create -q -f vdi -b base.vdi d1.vdi
+    [[ $(vdi_uuid d1.vdi parent-uuid) == "$(vdi_uuid base.vdi image-uuid)" ]]
+    [[ $(vdi_uuid d1.vdi image-uuid) != "$(vdi_uuid base.vdi image-uuid)" ]]
+    # filled with vdisk convert -n: the chain reads as the source
+    qemu-img create -q -f raw new.raw 8M
+    qio raw new.raw "write -P 7 1M 1M"
+    vd convert -q -n -f raw -O vdi new.raw d1.vdi
+    vd convert -q -O raw d1.vdi out.raw
+    qemu-img compare -q -f raw -F raw new.raw out.raw
+    vd create -q -f vdi -b d1.vdi d2.vdi 16M # a grown snapshot is fine
+    vd convert -q -O raw d2.vdi grown.raw
+    cp new.raw want.raw
+    truncate -s 16M want.raw # zeroes past the parent's end
+    cmp want.raw grown.raw
+    # not a VDI, missing, smaller than the parent: refused, nothing made
+    qemu-img create -q -f qcow2 q.qcow2 8M
+    refused vd create -q -f vdi -b q.qcow2 x.vdi
+    grep -q "x.vdi: a differencing VDI image can only sit on a VDI parent, and q.qcow2 is qcow2" refused.err
+    refused vd create -q -f vdi -b q.qcow2 -F vdi x.vdi
+    refused vd create -q -f vdi -b missing.vdi x.vdi 8M
+    grep -q missing.vdi refused.err
+    refused vd create -q -f vdi -b base.vdi x.vdi 4M
+    grep -q "smaller than its parent base.vdi" refused.err
+    refused vd convert -q -f raw -O vdi -B q.qcow2 new.raw x.vdi
+    [[ ! -e x.vdi ]]
+}
+case_run "VirtualBox differencing image made by vdisk create -b" vdi_create_on_parent
 
 vmdk_chain() { # VMware delta disks of depth 3 on a parent
     qemu-img convert -f raw -O vmdk "$T/base.raw" base.vmdk
@@ -173,6 +277,38 @@ vmdk_chain() { # VMware delta disks of depth 3 on a parent
     qemu-img compare -q -f qcow2 -F raw o3.qcow2 got.raw
 }
 case_run "VMware parent chain of depth 3" vmdk_chain
+
+vmdk_wrong_parent() { # a delta opens only on the parent whose CID it records
+    pattern_raw base.raw 8M
+    qemu-img convert -f raw -O vmdk base.raw base.vmdk
+    qemu-img create -q -f vmdk other.vmdk 8M
+    qemu-img create -q -f vmdk -b base.vmdk -F vmdk delta.vmdk
+    qio vmdk delta.vmdk "write -P 5 1M 64k"
+    local cid pcid ocid
+    cid=$(qemu-img info --output=json base.vmdk | "$PY" -c 'import json,sys; print("%08x" % json.load(sys.stdin)["format-specific"]["data"]["cid"])')
+    ocid=$(qemu-img info --output=json other.vmdk | "$PY" -c 'import json,sys; print("%08x" % json.load(sys.stdin)["format-specific"]["data"]["cid"])')
+    pcid=$(qemu-img info --output=json delta.vmdk | "$PY" -c 'import json,sys; print("%08x" % json.load(sys.stdin)["format-specific"]["data"]["parent-cid"])')
+    [[ $pcid == "$cid" ]]
+    vd convert -q -O raw delta.vmdk ok.raw
+    qemu-img compare -q -f vmdk -F raw delta.vmdk ok.raw
+    # another disk named as the parent
+    refused vd convert --backing other.vmdk -O raw delta.vmdk bad.raw
+    grep -q "delta.vmdk: its parentCID is $cid, but .*other.vmdk has CID $ocid" refused.err
+    [[ ! -e bad.raw ]]
+    refused vd convert --backing base.raw -O raw delta.vmdk bad.raw
+    grep -q "base.raw is a raw image" refused.err
+    # vdisk create -b records the parent's CID as qemu-img reads it
+    vd create -q -f vmdk -b base.vmdk mine.vmdk
+    [[ $(qemu-img info --output=json mine.vmdk | "$PY" -c 'import json,sys; print("%08x" % json.load(sys.stdin)["format-specific"]["data"]["parent-cid"])') == "$cid" ]]
+    # the parent written since (qemu gives it a new CID): its deltas no longer fit
+    qio vmdk base.vmdk "write -P 9 0 4k"
+    refused vd convert -O raw delta.vmdk bad.raw
+    grep -q "delta.vmdk: its parentCID is $cid, but base.vmdk has CID" refused.err
+    [[ ! -e bad.raw ]]
+    refused vd info --backing-chain mine.vmdk
+    vd info delta.vmdk >/dev/null # the delta alone is still described
+}
+case_run "VMware delta disk: a parent with another CID is refused" vmdk_wrong_parent
 
 cow_chain() { # cow over cow over raw: no other tool reads cow, so round trips
     vd create -q -f cow -b "$T/base.raw" -F raw a.cow

@@ -180,7 +180,12 @@ static void qemu_read_case(Fixture *fx, const char *options)
     g_assert_cmpuint(info->cluster_size, ==, MIB);
     g_assert_cmpuint(info->virtual_size, ==, ODD_SIZE);
     g_assert_null(info->backing_filename);
-    g_assert_null(info->format_specific);
+    /* A base image shows its own UUID and no parent's. */
+    g_assert_nonnull(info->format_specific);
+    const char *uuid;
+    g_assert_true(g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid));
+    g_assert_cmpuint(strlen(uuid), ==, 36);
+    g_assert_false(g_variant_lookup(info->format_specific, "parent-uuid", "&s", &uuid));
 }
 
 static void test_qemu_dynamic(Fixture *fx, gconstpointer data)
@@ -470,6 +475,152 @@ static void test_convert_onto_parent(Fixture *fx, gconstpointer data)
     g_assert_cmpstr(info->backing_filename, ==, "base.vdi");
 }
 
+/* A UUID as info shows it, for matching error messages. */
+static char *image_uuid(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, "vdi", VD_OPEN_NO_BACKING, &error);
+    g_assert_no_error(error);
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, &error);
+    g_assert_no_error(error);
+    char *uuid = NULL;
+    g_assert_true(g_variant_lookup(info->format_specific, "image-uuid", "s", &uuid));
+    return uuid;
+}
+
+/* Open path with "parent" named as its parent (NULL: found by UUID). */
+static VdImage *open_with_parent(const char *path, const char *parent, VdOpenFlags flags,
+                                 GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    if (parent != NULL)
+        vd_options_set(opts, "backing", parent);
+    return vd_image_open_opts(path, NULL, flags, opts, NULL, error);
+}
+
+/* base <- d1 <- d2, and an unrelated image of the same size: only the
+ * parent each child records is accepted, found or named, and sizes that
+ * VirtualBox cannot make are refused. */
+static void test_wrong_parent(Fixture *fx, gconstpointer data)
+{
+    g_autofree char *base = path_in(fx, "base.vdi");
+    g_autofree char *other = path_in(fx, "other.vdi");
+    g_autofree char *d1 = path_in(fx, "d1.vdi");
+    g_autofree char *raw = path_in(fx, "p.raw");
+    g_autofree char *lonely = path_in(fx, "lonely");
+    g_autofree char *d2 = g_build_filename(lonely, "d2.vdi", NULL);
+    const guint64 size = 4 * MIB + 3584;
+    g_autofree guint8 *expect = g_malloc(size);
+    g_autoptr(GError) error = NULL;
+
+    create_vdi(base, size, NULL);
+    create_vdi(other, size, NULL);
+    {
+        g_autoptr(VdImage) a = open_rw(base), b = open_rw(other);
+        write_fill(a, 0, size, 0x11);
+        write_fill(b, 0, size, 0x55);
+        memset(expect, 0x11, size);
+    }
+    create_vdi(d1, 0, "backing_file=base.vdi");
+    {
+        g_autoptr(VdImage) img = open_rw(d1);
+        write_fill(img, MIB, 1000, 0x22);
+        memset(expect + MIB, 0x22, 1000);
+    }
+    g_autofree char *d2_here = path_in(fx, "d2.vdi");
+    create_vdi(d2_here, 0, "backing_file=d1.vdi");
+    {
+        g_autoptr(VdImage) img = open_rw(d2_here);
+        write_fill(img, 3 * MIB, 10, 0x33);
+        memset(expect + 3 * MIB, 0x33, 10);
+    }
+    g_assert_cmpint(g_mkdir(lonely, 0755), ==, 0);
+    g_assert_cmpint(g_rename(d2_here, d2), ==, 0);
+    g_autofree char *u_d1 = image_uuid(d1), *u_base = image_uuid(base),
+                    *u_other = image_uuid(other);
+
+    /* An unrelated image, the grandparent: the child's recorded parent
+     * UUID and the named file's UUID are both in the message. */
+    const char *wrong[][2] = { { other, u_other }, { base, u_base } };
+    for (gsize i = 0; i < G_N_ELEMENTS(wrong); i++) {
+        for (int alone = 0; alone < 2; alone++) {
+            g_autoptr(VdImage) img =
+                open_with_parent(d2, wrong[i][0], alone ? VD_OPEN_NO_BACKING : 0, &error);
+            g_assert_null(img);
+            g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+            g_autofree char *want = g_strdup_printf("its parent is {%s}", u_d1);
+            g_autofree char *have = g_strdup_printf("%s is {%s}", wrong[i][0], wrong[i][1]);
+            g_assert_nonnull(strstr(error->message, d2));
+            g_assert_nonnull(strstr(error->message, want));
+            g_assert_nonnull(strstr(error->message, have));
+            g_clear_error(&error);
+        }
+    }
+    /* Not a VDI at all. */
+    g_assert_true(vd_image_create(raw, "raw", size, NULL, &error));
+    {
+        g_autoptr(VdImage) img = open_with_parent(d2, raw, 0, &error);
+        g_assert_null(img);
+        g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull(strstr(error->message, "raw image"));
+        g_clear_error(&error);
+    }
+    /* A base image has no parent to name. */
+    {
+        g_autoptr(VdImage) img = open_with_parent(other, base, 0, &error);
+        g_assert_null(img);
+        g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull(strstr(error->message, "not a differencing image"));
+        g_clear_error(&error);
+    }
+    /* The right parent: the whole chain, down to base found by UUID. */
+    {
+        g_autoptr(VdImage) img = open_with_parent(d2, d1, 0, &error);
+        g_assert_no_error(error);
+        assert_content(img, expect, size);
+        g_autoptr(VdImageInfo) info = vd_image_get_info(img, &error);
+        g_assert_cmpstr(info->backing_filename, ==, d1);
+        const char *p;
+        g_assert_true(g_variant_lookup(info->format_specific, "parent-uuid", "&s", &p));
+        g_assert_cmpstr(p, ==, u_d1);
+    }
+
+    /* A child larger than its parent (grown after the snapshot) reads
+     * zeroes past the parent's end; a smaller one is refused, at open and
+     * when it is created. */
+    guint8 le[8];
+    guint64 grown = 5 * MIB; /* still inside the 5 blocks of the map */
+    for (int i = 0; i < 8; i++)
+        le[i] = (guint8)(grown >> (8 * i));
+    poke(d1, HDR_DISK_SIZE, le, 8);
+    {
+        g_autoptr(VdImage) img = vd_image_open(d1, NULL, 0, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(vd_image_size(img), ==, grown);
+        guint8 tail[512], zero[512] = { 0 };
+        g_assert_true(vd_image_read(img, grown - 512, tail, 512, &error));
+        g_assert_cmpmem(tail, 512, zero, 512);
+    }
+    poke(base, HDR_DISK_SIZE, le, 8);
+    for (int i = 0; i < 8; i++)
+        le[i] = (guint8)(size >> (8 * i));
+    poke(d1, HDR_DISK_SIZE, le, 8);
+    {
+        g_autoptr(VdImage) img = vd_image_open(d1, NULL, 0, &error);
+        g_assert_null(img);
+        g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
+        g_assert_nonnull(strstr(error->message, "larger"));
+        g_clear_error(&error);
+    }
+    g_autofree char *small = path_in(fx, "small.vdi");
+    g_autoptr(VdOptions) opts = vd_options_new();
+    vd_options_set(opts, "backing_file", "base.vdi");
+    g_assert_false(vd_image_create(small, "vdi", MIB, opts, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull(strstr(error->message, "smaller than its parent"));
+    g_assert_false(g_file_test(small, G_FILE_TEST_EXISTS));
+}
+
 static void test_create_refusals(Fixture *fx, gconstpointer data)
 {
     g_autofree char *raw = path_in(fx, "p.raw");
@@ -479,8 +630,9 @@ static void test_create_refusals(Fixture *fx, gconstpointer data)
     g_autoptr(VdOptions) opts = vd_options_new();
     vd_options_set(opts, "backing_file", "p.raw");
     g_assert_false(vd_image_create(d, "vdi", 0, opts, &error));
-    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
     g_assert_nonnull(strstr(error->message, "VDI parent"));
+    g_assert_nonnull(strstr(error->message, "p.raw"));
     g_clear_error(&error);
     g_assert_false(g_file_test(d, G_FILE_TEST_EXISTS));
 
@@ -703,6 +855,7 @@ int main(int argc, char **argv)
     ADD("/vdi/write/zeroes-discard", test_zeroes_and_discard);
     ADD("/vdi/chain/depth-3", test_chain);
     ADD("/vdi/chain/convert", test_convert_onto_parent);
+    ADD("/vdi/chain/wrong-parent", test_wrong_parent);
     ADD("/vdi/create/refusals", test_create_refusals);
     ADD("/vdi/block-size", test_other_block_size);
     ADD("/vdi/corrupt", test_corrupt);

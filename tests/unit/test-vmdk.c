@@ -318,6 +318,103 @@ static void test_chain(Fixture *fx, gconstpointer data)
     g_assert_cmpint(RUN("qemu-img", "check", "-q", "-f", "vmdk", top), ==, 0);
 }
 
+static guint32 image_cid(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, "vmdk", VD_OPEN_NO_BACKING, &error);
+    g_assert_no_error(error);
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, &error);
+    g_assert_no_error(error);
+    guint32 cid;
+    g_assert_true(g_variant_lookup(info->format_specific, "cid", "u", &cid));
+    return cid;
+}
+
+/* Open path with parent named as its parent (NULL: parentFileNameHint). */
+static VdImage *open_on(const char *path, const char *parent, GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    if (parent != NULL)
+        vd_options_set(opts, "backing", parent);
+    return vd_image_open_opts(path, NULL, 0, opts, NULL, error);
+}
+
+/* A delta opens only on the parent whose CID it records: another disk, one
+ * written since, or one of another format is refused with both files and
+ * both CIDs named. A byte-for-byte copy of the parent is the parent. */
+static void test_parent_cid(Fixture *fx, gconstpointer data)
+{
+    const guint64 size = 2u << 20;
+    g_autofree guint8 *expect = g_malloc0(size);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *base = path_in(fx, "base.vmdk");
+    g_autofree char *other = path_in(fx, "other.vmdk");
+    g_autofree char *copy = path_in(fx, "copy.vmdk");
+    g_autofree char *raw = path_in(fx, "p.raw");
+    g_autofree char *delta = path_in(fx, "delta.vmdk");
+    g_assert_true(vd_image_create(base, "vmdk", size, NULL, &error));
+    g_assert_true(vd_image_create(other, "vmdk", size, NULL, &error));
+    g_assert_true(vd_image_create(raw, "raw", size, NULL, &error));
+    g_assert_no_error(error);
+    {
+        g_autoptr(VdImage) img = vd_image_open(base, "vmdk", VD_OPEN_READ_WRITE, &error);
+        g_assert_no_error(error);
+        write_bytes(img, 0, size, 7, expect);
+    }
+    create_delta(delta, "base.vmdk", "monolithicSparse");
+    {
+        g_autoptr(VdImage) img = vd_image_open(delta, "vmdk", VD_OPEN_READ_WRITE, &error);
+        g_assert_no_error(error);
+        write_bytes(img, 4096, 100, 8, expect);
+    }
+    guint32 base_cid = image_cid(base), other_cid = image_cid(other);
+    g_assert_cmphex(base_cid, !=, other_cid);
+
+    g_autofree char *want = g_strdup_printf("parentCID is %08x", base_cid);
+    g_autofree char *have = g_strdup_printf("%s has CID %08x", other, other_cid);
+    g_autoptr(VdImage) wrong = open_on(delta, other, &error);
+    g_assert_null(wrong);
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull(strstr(error->message, delta));
+    g_assert_nonnull(strstr(error->message, want));
+    g_assert_nonnull(strstr(error->message, have));
+    g_clear_error(&error);
+
+    g_autoptr(VdImage) not_vmdk = open_on(delta, raw, &error);
+    g_assert_null(not_vmdk);
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull(strstr(error->message, "raw image"));
+    g_clear_error(&error);
+
+    g_autofree char *bytes = NULL;
+    gsize len;
+    g_assert_true(g_file_get_contents(base, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(copy, bytes, (gssize)len, NULL));
+    {
+        g_autoptr(VdImage) img = open_on(delta, copy, &error);
+        g_assert_no_error(error);
+        g_autofree guint8 *got = read_all(img);
+        g_assert_true(memcmp(got, expect, size) == 0);
+    }
+
+    /* Writing the parent gives it a new CID: its delta no longer fits. */
+    {
+        g_autoptr(VdImage) img = vd_image_open(base, "vmdk", VD_OPEN_READ_WRITE, &error);
+        g_assert_no_error(error);
+        write_bytes(img, 0, 512, 9, expect);
+    }
+    g_assert_cmphex(image_cid(base), !=, base_cid);
+    g_autoptr(VdImage) changed = open_on(delta, NULL, &error);
+    g_assert_null(changed);
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull(strstr(error->message, want));
+    g_assert_nonnull(strstr(error->message, "base.vmdk"));
+    g_clear_error(&error);
+    /* The delta alone still opens, for info and check. */
+    g_autoptr(VdImage) alone = vd_image_open(delta, NULL, VD_OPEN_NO_BACKING, &error);
+    g_assert_no_error(error);
+}
+
 /* ----- streamOptimized writing ----- */
 
 static void test_stream_writer(Fixture *fx, gconstpointer data)
@@ -757,6 +854,7 @@ int main(int argc, char **argv)
     ADD("/vmdk/vdisk-written", test_vdisk_written);
     ADD("/vmdk/create-options", test_create_options);
     ADD("/vmdk/chain", test_chain);
+    ADD("/vmdk/chain/parent-cid", test_parent_cid);
     ADD("/vmdk/stream-writer", test_stream_writer);
     ADD("/vmdk/multi-extent", test_multi_extent);
     ADD("/vmdk/corrupt", test_corrupt);
