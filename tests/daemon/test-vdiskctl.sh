@@ -358,7 +358,7 @@ check "Ctrl-C cancels the job, removes the partial volume" interrupt
 # Durable jobs: strace follows vdiskd (and, where vdiskctl creates the
 # file, vdiskctl) while each job runs; strace-syncs.py reads the traces.
 SYNCS=$REPO/tests/interop/strace-syncs.py
-TRACED=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync
+TRACED=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2
 # traced_daemon CMD...: CMD while strace follows vdiskd into $T/dtrace.
 traced_daemon() {
     local pid i rc=0

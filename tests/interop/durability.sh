@@ -17,7 +17,7 @@ if [[ -n $VDISK_WRAPPER ]]; then
     exit 77
 fi
 
-SYSCALLS=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync
+SYSCALLS=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2
 
 # traced ARGS...: vdisk ARGS under strace, the trace in ./trace.
 traced() {

@@ -3,9 +3,13 @@
 
 The trace comes from `strace -f -y -s 0 -o TRACE -e trace=SYSCALLS`, where
 SYSCALLS holds at least openat, the writes (pwrite64, pwritev, write,
-ftruncate, fallocate) and the syncs (fdatasync, fsync). -y names the file
-behind every descriptor, so descriptors that came over D-Bus or were
-duplicated need no bookkeeping.
+ftruncate, fallocate), the syncs (fdatasync, fsync) and the renames
+(rename, renameat, renameat2). -y names the file behind every descriptor,
+so descriptors that came over D-Bus or were duplicated need no
+bookkeeping. A file written under another name and renamed into place
+counts under its final name; renaming into a folder is creating a file
+there. Relative names in renames are taken from the current directory,
+which must be the traced run's.
 
   strace-syncs.py TRACE synced FILE...    every FILE was written, and a
                                           successful fdatasync or fsync of
@@ -23,6 +27,7 @@ import os
 import re
 import sys
 
+RENAMES = {"rename", "renameat", "renameat2"}
 WRITES = {"pwrite64", "pwritev", "pwritev2", "write", "writev", "ftruncate", "fallocate"}
 SYNCS = {"fdatasync", "fsync"}
 
@@ -30,6 +35,8 @@ SYNCS = {"fdatasync", "fsync"}
 CALL = re.compile(r"^(\d+)\s+(\w+)\((.*)$")
 RESUMED = re.compile(r"^(\d+)\s+<\.\.\. (\w+) resumed>(.*)$")
 FD_ARG = re.compile(r"^-?\d+<([^>]*)>")
+# a rename's names: an optional "DIRFD<dir>, " before each quoted path
+RENAME_ARG = re.compile(r'(?:\w+<([^>]*)>,\s*)?"([^"]*)"')
 RESULT = re.compile(r"\)\s+=\s+(-?\d+)(?:<([^>]*)>)?")
 
 
@@ -62,6 +69,11 @@ def parse(trace):
         if name == "openat":
             events.append((n, start, name, r.group(2), ok, full))
             continue
+        if name in RENAMES:
+            names = [os.path.join(d or os.getcwd(), p) for d, p in RENAME_ARG.findall(full)[:2]]
+            if len(names) == 2:
+                events.append((n, start, name, real(names[1]), ok, real(names[0])))
+            continue
         fd = FD_ARG.match(full)
         if fd is not None:
             events.append((n, start, name, fd.group(1), ok, full))
@@ -77,12 +89,26 @@ def fail(msg):
     sys.exit(1)
 
 
+def names_of(events, path):
+    """path, and every name renamed into it (or into one of those)"""
+    names, todo = {path}, [path]
+    while todo:
+        p = todo.pop()
+        for e in events:
+            if e[2] in RENAMES and e[4] and e[3] == p and e[5] not in names:
+                names.add(e[5])
+                todo.append(e[5])
+    return names
+
+
 def writes_of(events, path):
-    return [e for e in events if e[2] in WRITES and e[3] == path and e[4]]
+    names = names_of(events, path)
+    return [e for e in events if e[2] in WRITES and e[3] in names and e[4]]
 
 
 def syncs_of(events, path):
-    return [e for e in events if e[2] in SYNCS and e[3] == path and e[4]]
+    names = names_of(events, path)
+    return [e for e in events if e[2] in SYNCS and e[3] in names and e[4]]
 
 
 def check_synced(events, path):
@@ -95,7 +121,9 @@ def check_synced(events, path):
 
 
 def check_created(events, path):
-    creates = [e for e in events if e[2] == "openat" and e[3] == path and e[4] and "O_CREAT" in e[5]]
+    names = names_of(events, path)
+    creates = [e for e in events if e[2] == "openat" and e[3] in names and e[4] and "O_CREAT" in e[5]]
+    creates += [e for e in events if e[2] in RENAMES and e[3] == path and e[4]]
     if not creates:
         fail(f"{path}: not created by this run")
     made = max(e[0] for e in creates)
