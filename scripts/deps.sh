@@ -25,10 +25,13 @@ vdisk_install_deps() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# Configure build/ once, then compile.
+# Configure build/ once, then compile. The crash suite needs the
+# fault-injecting test copies of vdisk (never installed).
 vdisk_build() {
   if [[ ! -f build/build.ninja ]]; then
-    meson setup build
+    meson setup build -Dfault_injection=true
+  elif ! meson introspect --buildoptions build | grep -q '"name": "fault_injection", "value": true'; then
+    meson configure build -Dfault_injection=true
   fi
   meson compile -C build
 }
