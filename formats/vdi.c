@@ -482,13 +482,13 @@ static char *find_parent(VdImage *img, const guint8 *uuid)
  * made before the snapshot) would show the wrong data where the child
  * stores nothing.
  *
- * Sizes: VirtualBox makes a differencing image the size of its parent and
- * only ever grows images, and only one without children (a parent belongs
- * to a snapshot and is not written). So a child larger than its parent is
- * a disk grown after the snapshot, and reads zeroes past the parent's end;
- * a child smaller than its parent cannot come from VirtualBox, and is
- * refused rather than guessed at. The modification UUIDs are not compared:
- * VirtualBox itself renews them in ways a reader cannot follow. */
+ * Sizes: a new differencing image takes its parent's size, and resizing
+ * only ever grows an image (VirtualBox cannot shrink a VDI). So a child
+ * larger than its parent is a disk grown after the snapshot, and reads
+ * zeroes past the parent's end. A parent larger than its child was not
+ * the disk the child was made on, or was changed under it after the
+ * snapshot: refused rather than guessed at. The modification UUIDs are not
+ * compared: VirtualBox itself renews them in ways a reader cannot follow. */
 static gboolean check_parent_header(VdImage *img, const Vdi *s, const char *parent_name,
                                     const VdiHeader *ph, GError **error)
 {
