@@ -502,7 +502,7 @@ static gboolean check_parent_header(VdImage *img, const Vdi *s, const char *pare
     }
     if (round_up(ph->disk_size, SECTOR) > img->size) {
         g_autofree char *uuid = uuid_to_string(ph->uuid_image);
-        vd_set_error(error, img, VD_ERROR_CORRUPT,
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
                      "its parent %s {%s} is larger (%" G_GUINT64_FORMAT
                      " bytes) than this differencing image (%" G_GUINT64_FORMAT
                      " bytes); VirtualBox never makes such a chain",
