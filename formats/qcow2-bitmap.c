@@ -286,7 +286,8 @@ static void clear_tail(Qcow2State *s, guint8 *data, guint64 index, guint64 nbits
 
 /* OR one cluster of new bits into table entry *entry; allocates the
  * cluster of a table entry that reads as all zeros. */
-static gboolean merge_cluster(Qcow2State *s, guint64 *entry, guint8 *bits, GError **error)
+static gboolean merge_cluster(Qcow2State *s, guint64 *entry, guint8 *bits, gboolean *allocated,
+                              GError **error)
 {
     guint64 host = *entry & QCOW2_OFFSET_MASK;
     if (host == 0 && (*entry & BME_TABLE_ALL_ONES))
@@ -295,6 +296,7 @@ static gboolean merge_cluster(Qcow2State *s, guint64 *entry, guint8 *bits, GErro
         if (!qcow2_alloc_clusters(s, 1, &host, error))
             return FALSE;
         *entry = host;
+        *allocated = TRUE;
         return vd_file_pwrite(s->img->file, host, bits, s->cluster_size, error);
     }
     g_autofree guint8 *old = g_malloc(s->cluster_size);
@@ -313,6 +315,7 @@ static gboolean store_bitmap(Qcow2State *s, Qcow2Bitmap *bm, GError **error)
     if (!read_table(s, bm, &table, error))
         return FALSE;
     guint64 nbits = bitmap_bits(s->img->size, bm->granularity_bits);
+    gboolean allocated = FALSE;
     GHashTableIter it;
     gpointer key, value;
     g_hash_table_iter_init(&it, bm->dirty);
@@ -321,10 +324,16 @@ static gboolean store_bitmap(Qcow2State *s, Qcow2Bitmap *bm, GError **error)
         if (index >= bm->table_size)
             continue; /* past a shrunk end */
         clear_tail(s, value, index, nbits);
-        if (!merge_cluster(s, &table[index], value, error))
+        if (!merge_cluster(s, &table[index], value, &allocated, error))
             return FALSE;
     }
     g_hash_table_remove_all(bm->dirty);
+    /* Clusters newly allocated for the bitmap have their refcounts on
+     * stable storage before the table names them, or a crash could leave
+     * a referenced cluster with a refcount of 0. */
+    if (allocated &&
+        (!qcow2_cache_flush(s, s->rb_cache, error) || !vd_file_sync(s->img->file, error)))
+        return FALSE;
     return write_table(s, bm->table_offset, table, bm->table_size, error);
 }
 

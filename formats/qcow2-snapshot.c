@@ -399,9 +399,9 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
      * of the now shared active tables, then the table naming it: a crash
      * in between only leaks. */
     guint64 l1_copy;
-    if (!qcow2_flush_metadata(s, error) || !write_l1_copy(s, &l1_copy, error) ||
-        !update_tree_refs(s, s->l1, s->l1_size, 1, error) || !qcow2_update_copied_flags(s, error) ||
-        !qcow2_flush_metadata(s, error))
+    if (!qcow2_flush_metadata(s, error) || !qcow2_mark_dirty_during(s, error) ||
+        !write_l1_copy(s, &l1_copy, error) || !update_tree_refs(s, s->l1, s->l1_size, 1, error) ||
+        !qcow2_update_copied_flags(s, error) || !qcow2_flush_metadata(s, error))
         return FALSE;
     Qcow2Snapshot *sn = g_new0(Qcow2Snapshot, 1);
     gint64 now = g_get_real_time();
@@ -419,7 +419,7 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
         g_ptr_array_remove_index(s->snapshots, s->snapshots->len - 1);
         return FALSE;
     }
-    return qcow2_flush_metadata(s, error);
+    return qcow2_end_dirty_during(s, error);
 }
 
 gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **error)
@@ -435,7 +435,7 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
     g_autofree guint64 *snl1 = NULL;
     if (size != img->size && !qcow2_bitmaps_check_resize(s, error))
         return FALSE;
-    if (!qcow2_flush_metadata(s, error) ||
+    if (!qcow2_flush_metadata(s, error) || !qcow2_mark_dirty_during(s, error) ||
         !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &snl1, error) ||
         !qcow2_grow_l1(s, (guint32)MAX(sn->l1_size, needed), error))
         return FALSE;
@@ -459,7 +459,7 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
     if (!update_tree_refs(s, old, s->l1_size, -1, error) || !qcow2_update_copied_flags(s, error))
         return FALSE;
     s->zbuf_entry = 0;
-    return qcow2_flush_metadata(s, error);
+    return qcow2_end_dirty_during(s, error);
 }
 
 gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **error)
@@ -472,7 +472,7 @@ gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **er
     if (sn == NULL)
         return FALSE;
     g_autofree guint64 *snl1 = NULL;
-    if (!qcow2_flush_metadata(s, error) ||
+    if (!qcow2_flush_metadata(s, error) || !qcow2_mark_dirty_during(s, error) ||
         !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &snl1, error))
         return FALSE;
     guint64 l1_off = sn->l1_offset, l1_bytes = (guint64)sn->l1_size * 8;
@@ -488,7 +488,7 @@ gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **er
         (l1_bytes > 0 && !qcow2_update_refcount(s, l1_off, l1_bytes, -1, error)) ||
         !qcow2_update_copied_flags(s, error))
         return FALSE;
-    return qcow2_flush_metadata(s, error);
+    return qcow2_end_dirty_during(s, error);
 }
 
 gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **error)

@@ -239,13 +239,34 @@ gboolean qcow2_write_header_field(Qcow2State *s, guint offset, guint64 value, gu
     return vd_file_pwrite(s->img->file, offset, buf, width, error);
 }
 
-gboolean qcow2_mark_dirty(Qcow2State *s, GError **error)
+static gboolean set_dirty_bit(Qcow2State *s, GError **error)
 {
-    if (!(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) || s->set_dirty || s->version < 3)
+    if (s->set_dirty || s->version < 3)
         return TRUE;
     s->set_dirty = TRUE;
     s->incompat |= QCOW2_INCOMPAT_DIRTY;
-    return qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error);
+    /* Durable before any write that relies on it, as in QEMU. */
+    return qcow2_write_header_field(s, QH_INCOMPAT, s->incompat, 8, error) &&
+           vd_file_sync(s->img->file, error);
+}
+
+gboolean qcow2_mark_dirty(Qcow2State *s, GError **error)
+{
+    if (!(s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS))
+        return TRUE;
+    return set_dirty_bit(s, error);
+}
+
+gboolean qcow2_mark_dirty_during(Qcow2State *s, GError **error)
+{
+    s->hold_dirty = TRUE;
+    return set_dirty_bit(s, error);
+}
+
+gboolean qcow2_end_dirty_during(Qcow2State *s, GError **error)
+{
+    s->hold_dirty = FALSE;
+    return qcow2_flush_metadata(s, error);
 }
 
 gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **error)
@@ -290,7 +311,7 @@ gboolean qcow2_flush_metadata(Qcow2State *s, GError **error)
             !qcow2_cache_flush(s, s->rb_cache, error))
             return FALSE;
     }
-    if (s->set_dirty) {
+    if (s->set_dirty && !s->hold_dirty) {
         /* The refcounts must be durable before the bit says so. */
         if (!vd_file_sync(s->img->file, error))
             return FALSE;

@@ -182,6 +182,7 @@ typedef struct {
 
     gboolean set_dirty;   /* we set the dirty bit (lazy refcounts) */
     gboolean l2_unsynced; /* L2 tables written since the last sync */
+    gboolean hold_dirty;  /* keep the dirty bit until the operation ends */
     /* The refcount rebuild of an image left dirty, at open: it must not
      * drop bad mappings the way "check -r all" does. */
     gboolean opening_dirty;
@@ -235,6 +236,15 @@ gboolean qcow2_write_header_field(Qcow2State *s, guint offset, guint64 value, gu
 /* Lazy refcounts: set the dirty bit before the first refcount update that
  * may be left out of date. */
 gboolean qcow2_mark_dirty(Qcow2State *s, GError **error);
+/* Keep the dirty bit set (v3) from here to qcow2_end_dirty_during, around
+ * an operation that changes refcounts and OFLAG_COPIED flags in separate
+ * writes (internal snapshots): no order of those writes is consistent at
+ * every step, so a crash in between leaves an image that the next
+ * read-write open repairs, in QEMU as in vdisk, instead of one that
+ * qemu-img check calls corrupt. */
+gboolean qcow2_mark_dirty_during(Qcow2State *s, GError **error);
+/* Flush, then clear the bit once everything is durable. */
+gboolean qcow2_end_dirty_during(Qcow2State *s, GError **error);
 gboolean qcow2_refresh_file_size(Qcow2State *s, GError **error);
 /* Is [offset, offset+len) inside the image file? */
 gboolean qcow2_in_file(Qcow2State *s, guint64 offset, guint64 len);
