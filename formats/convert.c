@@ -11,6 +11,7 @@
 #include "vdisk-driver.h"
 
 #include <errno.h>
+#include <glib/gstdio.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -448,21 +449,98 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
 /* A new target is written under a hidden name next to it and renamed into
  * place once complete (and on stable storage), so that a crash or a power
  * cut never leaves a file at the target's name that looks like a finished
- * image; an interrupted run leaves the hidden file, which no one takes for
- * the disk. Not for an existing device, symbolic link or other special
- * file (written in place, as qemu-img does), nor for vmdk, whose
- * descriptor names its extents after itself. */
-static char *partial_name(const char *target_path, const VdConvertOptions *opts)
+ * image; an interrupted run leaves only the hidden file, which no one takes
+ * for the disk. A vmdk names its extents (and a monolithic one itself)
+ * after the descriptor's name, so it is made under its own name inside a
+ * hidden folder next to the target, and its files are moved out of it,
+ * the descriptor last; with a relative backing file, which would resolve
+ * from inside that folder, it is made in place. So is an existing device,
+ * symbolic link or other special file, as qemu-img does. */
+typedef struct {
+    char *path;   /* where the target is made */
+    char *folder; /* the hidden folder holding it, or NULL */
+} Partial;
+
+static gboolean partial_plan(const char *target_path, const VdConvertOptions *opts, Partial *p)
 {
     struct stat st;
-    if (opts->target_exists || g_str_equal(opts->target_format, "vmdk"))
-        return NULL;
-    if (lstat(target_path, &st) == 0 && !S_ISREG(st.st_mode))
-        return NULL;
+    memset(p, 0, sizeof *p);
+    if (opts->target_exists || (lstat(target_path, &st) == 0 && !S_ISREG(st.st_mode)))
+        return FALSE;
+    gboolean vmdk = g_str_equal(opts->target_format, "vmdk");
+    if (vmdk && opts->backing_file != NULL && !g_path_is_absolute(opts->backing_file))
+        return FALSE;
     g_autofree char *dir = g_path_get_dirname(target_path);
     g_autofree char *base = g_path_get_basename(target_path);
     g_autofree char *name = g_strdup_printf(".%s.partial-%d", base, (int)getpid());
-    return g_build_filename(dir, name, NULL);
+    if (!vmdk) {
+        p->path = g_build_filename(dir, name, NULL);
+        return TRUE;
+    }
+    p->folder = g_build_filename(dir, name, NULL);
+    if (g_mkdir(p->folder, 0755) < 0 && errno != EEXIST) {
+        g_clear_pointer(&p->folder, g_free);
+        return FALSE;
+    }
+    p->path = g_build_filename(p->folder, base, NULL);
+    return TRUE;
+}
+
+/* Move what the hidden folder holds next to the target, the target last. */
+static gboolean partial_finish(const Partial *p, const char *target_path, GError **error)
+{
+    if (p->folder == NULL) {
+        if (rename(p->path, target_path) == 0)
+            return TRUE;
+        vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
+                          p->path, g_strerror(errno));
+        return FALSE;
+    }
+    g_autofree char *dir = g_path_get_dirname(target_path);
+    g_autofree char *base = g_path_get_basename(p->path);
+    g_autoptr(GDir) folder = g_dir_open(p->folder, 0, error);
+    if (folder == NULL)
+        return FALSE;
+    const char *entry;
+    while ((entry = g_dir_read_name(folder)) != NULL) {
+        if (g_str_equal(entry, base))
+            continue;
+        g_autofree char *from = g_build_filename(p->folder, entry, NULL);
+        g_autofree char *to = g_build_filename(dir, entry, NULL);
+        if (rename(from, to) < 0) {
+            vd_set_file_error(error, to, VD_ERROR_IO, "cannot move %s into place: %s", from,
+                              g_strerror(errno));
+            return FALSE;
+        }
+    }
+    if (rename(p->path, target_path) < 0) {
+        vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
+                          p->path, g_strerror(errno));
+        return FALSE;
+    }
+    g_rmdir(p->folder);
+    return TRUE;
+}
+
+static void partial_remove(const Partial *p)
+{
+    if (p->folder == NULL) {
+        unlink(p->path);
+        return;
+    }
+    g_autoptr(GDir) folder = g_dir_open(p->folder, 0, NULL);
+    const char *entry;
+    while (folder != NULL && (entry = g_dir_read_name(folder)) != NULL) {
+        g_autofree char *path = g_build_filename(p->folder, entry, NULL);
+        unlink(path);
+    }
+    g_rmdir(p->folder);
+}
+
+static void partial_clear(Partial *p)
+{
+    g_free(p->path);
+    g_free(p->folder);
 }
 
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
@@ -475,22 +553,22 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     if (!refuse_overwriting_chain(source, target_path, error))
         return FALSE;
     gboolean created;
-    g_autofree char *partial = partial_name(target_path, opts);
-    const char *path = partial != NULL ? partial : target_path;
+    Partial partial;
+    gboolean hidden = partial_plan(target_path, opts, &partial);
+    const char *path = hidden ? partial.path : target_path;
     g_autoptr(VdImage) target = open_or_create_target(source, path, opts, &created, error);
     gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
     g_clear_pointer(&target, vd_image_unref);
-    if (ok && partial != NULL) {
-        if (rename(partial, target_path) < 0) {
-            vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
-                              partial, g_strerror(errno));
-            ok = FALSE;
-        } else if (!(opts->target_open_flags & VD_OPEN_NO_FLUSH)) {
-            ok = vd_file_sync_parent_dir(target_path, error);
-        }
+    if (ok && hidden) {
+        ok = partial_finish(&partial, target_path, error) &&
+             ((opts->target_open_flags & VD_OPEN_NO_FLUSH) ||
+              vd_file_sync_parent_dir(target_path, error));
     }
-    if (!ok && created)
-        unlink(path); /* never leave a half-written image that looks whole */
+    if (!ok && hidden)
+        partial_remove(&partial);
+    else if (!ok && created)
+        unlink(target_path); /* never leave a half-written image that looks whole */
+    partial_clear(&partial);
     return ok;
 }
 

@@ -50,10 +50,6 @@ SECRET_NEW = "secret,id=sec1,data=newpass"
 # Paths with a failure not fixed yet: reported on every run ("known"),
 # without failing the suite, until the fix lands and the entry goes.
 KNOWN = {
-    "convert-vmdk-monolithicSparse": "vmdk targets are still made in place",
-    "convert-vmdk-streamOptimized": "vmdk targets are still made in place",
-    "convert-vmdk-twoGbMaxExtentSparse": "vmdk targets are still made in place",
-    "convert-vmdk-monolithicFlat": "vmdk targets are still made in place",
 }
 
 
