@@ -170,7 +170,10 @@ void vdd_volume_update(VddVolume *self)
     if (fd >= 0)
         fstat(fd, &st);
     g_autoptr(VdImage) img =
-        fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING, &error) : NULL;
+        /* Describing a volume must work while a VM runs on it: read it as
+         * qemu-img info -U does, not refusing its writer. */
+        fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, &error)
+                : NULL;
     if (fd >= 0)
         close(fd);
     g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;

@@ -543,6 +543,26 @@ static void partial_clear(Partial *p)
     g_free(p->folder);
 }
 
+/* A file at the target's name that a new image is renamed over must not be
+ * in use (a running VM's disk): checked as qemu-img create checks it, and
+ * held so until the rename. *guard stays NULL where nothing is there. */
+static gboolean guard_replaced_file(const char *target_path, VdFile **guard, GError **error)
+{
+    struct stat st;
+    *guard = NULL;
+    if (lstat(target_path, &st) < 0 || !S_ISREG(st.st_mode))
+        return TRUE;
+    VdFile *file = vd_file_open(target_path, FALSE, NULL);
+    if (file == NULL)
+        return TRUE; /* the rename replaces it; nobody can be using it through us */
+    if (!vd_file_lock(file, VD_LOCK_CREATE, error)) {
+        vd_file_close(file);
+        return FALSE;
+    }
+    *guard = file;
+    return TRUE;
+}
+
 gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOptions *opts,
                     GError **error)
 {
@@ -554,7 +574,12 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
         return FALSE;
     gboolean created;
     Partial partial;
+    g_autoptr(VdFile) replaced = NULL;
+    if (!opts->target_exists && !guard_replaced_file(target_path, &replaced, error))
+        return FALSE;
     gboolean hidden = partial_plan(target_path, opts, &partial);
+    if (!hidden) /* made in place: its own create takes the lock */
+        g_clear_pointer(&replaced, vd_file_close);
     const char *path = hidden ? partial.path : target_path;
     g_autoptr(VdImage) target = open_or_create_target(source, path, opts, &created, error);
     gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);

@@ -19,6 +19,10 @@ struct VdFile {
     guint64 base;
     guint64 limit;
     gboolean no_flush; /* cache=unsafe: syncs are skipped */
+    /* Image lock bytes held on this open (file-lock.c); released at close,
+     * since a caller's descriptor may keep the open alive after it. */
+    guint lock_perm;
+    guint lock_unshared;
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -59,12 +63,30 @@ VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
 
 VdFile *vd_file_create(const char *path, GError **error)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* No O_TRUNC: a file someone is using (a running VM's disk) must be
+     * locked and found free before it loses a byte, as qemu-img create
+     * does. */
+    gboolean created = FALSE;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        created = fd >= 0;
+        if (fd < 0 && errno == EEXIST) /* made by someone else meanwhile */
+            fd = open(path, O_RDWR | O_CLOEXEC);
+    }
     if (fd < 0) {
         set_errno_error(error, path, errno, "cannot create");
         return NULL;
     }
-    return wrap_fd(fd, path, TRUE);
+    g_autoptr(VdFile) file = wrap_fd(fd, path, TRUE);
+    struct stat st;
+    if (!vd_file_lock(file, VD_LOCK_CREATE, error) ||
+        (fstat(fd, &st) == 0 && st.st_size != 0 && !vd_file_truncate(file, 0, error))) {
+        if (created)
+            unlink(path);
+        return NULL;
+    }
+    return g_steal_pointer(&file);
 }
 
 VdFile *vd_file_open_fd(int fd, const char *name, GError **error)
@@ -102,6 +124,8 @@ void vd_file_close(VdFile *file)
 {
     if (file == NULL)
         return;
+    if (file->lock_perm != 0 || file->lock_unshared != 0)
+        vd_unlock_fd(file->fd, file->lock_perm, file->lock_unshared);
     close(file->fd);
     g_free(file->name);
     g_free(file);
@@ -111,6 +135,14 @@ const char *vd_file_name(VdFile *file) { return file->name; }
 int vd_file_fd(VdFile *file) { return file->fd; }
 gboolean vd_file_is_writable(VdFile *file) { return file->writable; }
 void vd_file_set_no_flush(VdFile *file, gboolean no_flush) { file->no_flush = no_flush; }
+
+gboolean vd_file_lock(VdFile *file, VdLockMode mode, GError **error)
+{
+    /* A slice shares its archive's open, which holds the archive's lock. */
+    if (file->limit != G_MAXUINT64)
+        return TRUE;
+    return vd_lock_fd(file->fd, file->name, mode, &file->lock_perm, &file->lock_unshared, error);
+}
 
 gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 {

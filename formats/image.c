@@ -128,6 +128,52 @@ char *vd_resolve_relative(const char *image_filename, const char *name)
     return g_build_filename(dir, name, NULL);
 }
 
+/* ----- image locks ----- */
+
+/* Lock a file that an open with flags touches (file-lock.c); on a conflict
+ * file is closed and NULL returned. */
+static VdFile *lock_or_close(VdFile *file, VdOpenFlags flags, gboolean read_write, GError **error)
+{
+    VdLockMode mode;
+    if (file == NULL || !vd_lock_mode_for_open(flags, read_write, &mode))
+        return file;
+    if (!vd_file_lock(file, mode, error)) {
+        vd_file_close(file);
+        return NULL;
+    }
+    return file;
+}
+
+/* The lock flags the open options ask for: "locking=off" (or
+ * "file.locking=off", qemu's --image-opts spelling) and "force-share=on";
+ * then refuse force-share with writing, in qemu's words. */
+static gboolean apply_lock_options(const char *name, VdOptions *opts, VdOpenFlags *flags,
+                                   GError **error)
+{
+    const char *locking = vd_options_get(opts, "file.locking");
+    if (locking == NULL)
+        locking = vd_options_get(opts, "locking");
+    if (g_strcmp0(locking, "off") == 0)
+        *flags |= VD_OPEN_NO_LOCKING;
+    else if (locking != NULL && !g_str_equal(locking, "on") && !g_str_equal(locking, "auto")) {
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT,
+                          "locking must be 'on', 'off' or 'auto', not '%s'", locking);
+        return FALSE;
+    }
+    gboolean force_share = FALSE;
+    if (vd_options_get(opts, "force-share") != NULL &&
+        !vd_option_bool(opts, "force-share", FALSE, &force_share, error))
+        return FALSE;
+    if (force_share)
+        *flags |= VD_OPEN_FORCE_SHARE;
+    if ((*flags & VD_OPEN_FORCE_SHARE) && (*flags & VD_OPEN_READ_WRITE)) {
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT,
+                          "force-share=on can only be used with read-only images");
+        return FALSE;
+    }
+    return TRUE;
+}
+
 VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
                                    GError **error)
 {
@@ -137,7 +183,8 @@ VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read
         return NULL;
     }
     g_autofree char *path = vd_resolve_relative(img->filename, name);
-    VdFile *file = vd_file_open(path, read_write, error);
+    VdFile *file =
+        lock_or_close(vd_file_open(path, read_write, error), img->flags, read_write, error);
     if (file != NULL)
         vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
     return file;
@@ -197,16 +244,22 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
     }
     g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
     g_autoptr(GError) local = NULL;
-    VdFile *file = vd_file_open(path, FALSE, &local);
+    /* The backing chain is read only; flags other than that carry down.
+     * Backing files are locked for reading: nobody may write them while
+     * an overlay depends on them, unless this open shares them. */
+    VdOpenFlags bflags = img->flags & ~(VdOpenFlags)VD_OPEN_READ_WRITE;
+    VdOpenFlags lock_flags = bflags;
+    if (bflags & VD_OPEN_BACKING_SHARE_WRITE)
+        lock_flags |= VD_OPEN_FORCE_SHARE;
+    VdFile *file = lock_or_close(vd_file_open(path, FALSE, &local), lock_flags, FALSE, &local);
     if (file == NULL) {
-        vd_set_error(error, img,
-                     g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND) ? VD_ERROR_NOT_FOUND
-                                                                          : VD_ERROR_IO,
-                     "cannot open backing file: %s", local->message);
+        VdError code = VD_ERROR_IO;
+        if (g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND) ||
+            g_error_matches(local, VD_ERROR, VD_ERROR_BUSY))
+            code = (VdError)local->code;
+        vd_set_error(error, img, code, "cannot open backing file: %s", local->message);
         return FALSE;
     }
-    /* The backing chain is read only; flags other than that carry down. */
-    VdOpenFlags bflags = img->flags & ~(VdOpenFlags)VD_OPEN_READ_WRITE;
     img->backing = open_layer(file, path, img->backing_format, bflags, ctx, depth + 1, error);
     if (img->backing == NULL)
         return FALSE;
@@ -300,7 +353,7 @@ gboolean vd_is_ova(const char *path)
 
 VdImage *vd_image_open_ova(const char *path, int index, GError **error)
 {
-    g_autoptr(VdFile) archive = vd_file_open(path, FALSE, error);
+    g_autoptr(VdFile) archive = lock_or_close(vd_file_open(path, FALSE, error), 0, FALSE, error);
     if (archive == NULL)
         return NULL;
     return open_ova_disk(archive, index, 0, error);
@@ -308,7 +361,10 @@ VdImage *vd_image_open_ova(const char *path, int index, GError **error)
 
 VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
 {
-    VdFile *file = vd_file_open(path, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (!apply_lock_options(path, NULL, &flags, error))
+        return NULL;
+    gboolean rw = (flags & VD_OPEN_READ_WRITE) != 0;
+    VdFile *file = lock_or_close(vd_file_open(path, rw, error), flags, rw, error);
     if (file == NULL)
         return NULL;
     if ((format == NULL || g_str_equal(format, "ova")) && vd_ova_probe(file)) {
@@ -321,7 +377,10 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error)
 {
-    VdFile *file = vd_file_open(path, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (!apply_lock_options(path, open_opts, &flags, error))
+        return NULL;
+    gboolean rw = (flags & VD_OPEN_READ_WRITE) != 0;
+    VdFile *file = lock_or_close(vd_file_open(path, rw, error), flags, rw, error);
     if (file == NULL)
         return NULL;
     return open_file_with_keys(file, path, format, flags, open_opts, secrets, error);
@@ -374,6 +433,14 @@ VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdO
         vd_file_close(file);
         return NULL;
     }
+    /* The caller's descriptor is locked too: the dup shares its open. */
+    if (!apply_lock_options(label, open_opts, &flags, error)) {
+        vd_file_close(file);
+        return NULL;
+    }
+    file = lock_or_close(file, flags, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (file == NULL)
+        return NULL;
     return open_file_with_keys(file, label, format, flags, open_opts, secrets, error);
 }
 
@@ -912,7 +979,9 @@ static gboolean inspect_backing(const char *path, const char *backing, char **ba
                                 guint64 *size, GError **error)
 {
     g_autofree char *resolved = vd_resolve_relative(path, backing);
-    g_autoptr(VdImage) bimg = vd_image_open(resolved, *backing_format, 0, error);
+    /* Force-share, as qemu-img create reads it: an overlay may be made on
+     * a disk a running VM writes (an external snapshot). */
+    g_autoptr(VdImage) bimg = vd_image_open(resolved, *backing_format, VD_OPEN_FORCE_SHARE, error);
     if (bimg == NULL) {
         g_prefix_error(error, "backing file: ");
         return FALSE;
@@ -1046,7 +1115,8 @@ gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, 
                           "descriptor is not open for reading and writing");
         return FALSE;
     }
-    if (!vd_file_truncate(file, 0, error))
+    /* Locked and found free before anything is cut, as a path's create. */
+    if (!vd_file_lock(file, VD_LOCK_CREATE, error) || !vd_file_truncate(file, 0, error))
         return FALSE;
     vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
     /* The caller made the file: syncing its folder entry is the caller's. */

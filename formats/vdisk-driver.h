@@ -66,6 +66,29 @@ gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, 
                                   VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
                                   GError **error);
 
+/* ----- image locks (file-lock.c), as QEMU's file-posix driver takes them ----- */
+typedef enum {
+    VD_LOCK_READ,        /* read; refuse writers (read-only opens, backing files) */
+    VD_LOCK_WRITE,       /* read, write, resize; refuse other writers and readers */
+    VD_LOCK_SHARED_READ, /* read, refusing nobody (force-share) */
+    VD_LOCK_CREATE,      /* write and resize, refusing other resizers (create) */
+} VdLockMode;
+
+/* The mode an open with flags takes; FALSE when it takes none (NO_LOCKING). */
+gboolean vd_lock_mode_for_open(VdOpenFlags flags, gboolean read_write, VdLockMode *mode);
+/* Lock file for mode (once per file; vd_file_close releases it): take the
+ * bytes, then check that no other open of the file holds a conflicting
+ * one. On a conflict nothing stays locked and the error is VD_ERROR_BUSY,
+ * naming the file, QEMU's words for the lock and, where /proc tells, the
+ * process holding it. Where the kernel or file system has no OFD locks it
+ * warns on stderr (once) and returns TRUE. */
+gboolean vd_file_lock(VdFile *file, VdLockMode mode, GError **error);
+/* The same on a descriptor; *perm and *unshared get the bytes now held,
+ * for vd_unlock_fd. */
+gboolean vd_lock_fd(int fd, const char *name, VdLockMode mode, guint *perm, guint *unshared,
+                    GError **error);
+void vd_unlock_fd(int fd, guint perm, guint unshared);
+
 /* ----- create options as a driver sees them ----- */
 typedef struct {
     guint64 size;

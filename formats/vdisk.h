@@ -37,6 +37,16 @@ typedef enum {
      * backing files): for descriptors from a less trusted caller, whose
      * names must not be opened with the opener's rights. */
     VD_OPEN_NO_RELATED_FILES = 1 << 3,
+    /* Image locking, as QEMU's: every file an open touches is locked so
+     * that a process writing it (a running VM, qemu-nbd, another vdisk)
+     * and vdisk refuse each other (VD_ERROR_BUSY). FORCE_SHARE reads an
+     * image even while another process writes it (qemu-img -U); read-only
+     * opens only. NO_LOCKING takes and checks no locks (locking=off).
+     * BACKING_SHARE_WRITE lets the backing chain be written through another
+     * handle (a commit writing its base). */
+    VD_OPEN_FORCE_SHARE = 1 << 4,
+    VD_OPEN_NO_LOCKING = 1 << 5,
+    VD_OPEN_BACKING_SHARE_WRITE = 1 << 6,
     /* Cache modes (qemu's -t CACHE). By default everything written is on
      * stable storage once a flush returns. NO_FLUSH never waits for the
      * disk (cache=unsafe); WRITETHROUGH also flushes after every write

@@ -778,7 +778,8 @@ static gboolean read_parent_cid(const VdCreateParams *params, guint32 *cid, GErr
         return FALSE;
     }
     g_autofree char *path = vd_resolve_relative(params->path, params->backing_file);
-    g_autoptr(VdImage) parent = vd_image_open(path, "vmdk", VD_OPEN_NO_BACKING, error);
+    g_autoptr(VdImage) parent =
+        vd_image_open(path, "vmdk", VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
     if (parent == NULL)
         return FALSE;
     *cid = ((VmdkState *)parent->priv)->desc->cid;

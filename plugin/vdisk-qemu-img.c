@@ -84,6 +84,26 @@ static gboolean is_unsupported(const GError *error)
              strstr(error->message, "needs files of its own") != NULL));
 }
 
+/* An image in use (vdiskd's Busy, carrying QEMU's name of the lock it
+ * could not get) is reported in qemu-img's words, which libvirt passes on
+ * to the user; vdisk's line naming the holder follows. */
+static void die_if_in_use(const GError *error, const char *what)
+{
+    g_autofree char *name = g_dbus_error_get_remote_error(error);
+    const char *lock = strstr(error->message, "(Failed to get ");
+    const char *end = lock != NULL ? strstr(lock, " lock)") : NULL;
+    if (g_strcmp0(name, VDISK_ERROR_BUSY) != 0 || end == NULL)
+        return;
+    g_autofree char *failed = g_strndup(lock + 1, (gsize)(end + strlen(" lock") - (lock + 1)));
+    fprintf(stderr, "qemu-img: Could not open '%s': %s\nIs another process using the image [%s]?\n",
+            what, failed, what);
+    GError *copy = g_error_copy(error);
+    g_dbus_error_strip_remote_error(copy);
+    fprintf(stderr, "vdisk-qemu-img: %s\n", copy->message);
+    g_error_free(copy);
+    exit(1);
+}
+
 static GVariant *call(const char *path, const char *iface, const char *method, GVariant *args,
                       const char *reply_type, GUnixFDList *fds, const char *what)
 {
@@ -97,6 +117,7 @@ static GVariant *call(const char *path, const char *iface, const char *method, G
         g_dbus_error_strip_remote_error(error);
         fall_back(shim.argv, error->message);
     }
+    die_if_in_use(error, what);
     g_dbus_error_strip_remote_error(error);
     die("%s: %s", what, error->message);
 }

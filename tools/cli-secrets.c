@@ -99,8 +99,9 @@ gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOp
     g_autoptr(GPtrArray) keys = vd_options_keys(all);
     for (guint i = 0; i < keys->len; i++) {
         const char *key = keys->pdata[i];
+        /* file.locking=off is the engine's: the file layer's locks. */
         if (g_str_equal(key, "driver") || g_str_equal(key, "filename") ||
-            g_str_has_prefix(key, "file."))
+            (g_str_has_prefix(key, "file.") && !g_str_equal(key, "file.locking")))
             continue;
         vd_options_set(*opts, key, vd_options_get(all, key));
     }

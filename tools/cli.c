@@ -47,7 +47,8 @@ void cli_note(gboolean quiet, const char *format, ...)
 static const char *error_hint(const GError *error)
 {
     if (g_error_matches(error, VD_ERROR, VD_ERROR_BUSY))
-        return "is a virtual machine or another vdisk using the image?";
+        return "stop the virtual machine or program using the image; commands that only read "
+               "can read it as it is now with -U (--force-share)";
     if (g_error_matches(error, VD_ERROR, VD_ERROR_CORRUPT))
         return "'vdisk check' tells more; 'vdisk check -r all' may repair it";
     return NULL;
@@ -130,6 +131,10 @@ static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
 static int appliance_disk = -1;
 /* --backing FILE: the parent of the first image the command opens. */
 static const char *source_backing;
+
+static gboolean force_share;
+
+void cli_force_share(void) { force_share = TRUE; }
 
 void cli_appliance_disk_default(int index)
 {
@@ -245,6 +250,8 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
 VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
                         CliProbeWarning warn, GError **error)
 {
+    if (force_share)
+        flags |= VD_OPEN_FORCE_SHARE;
     if (cli_image_opts()) {
         g_autofree char *file = NULL, *driver = NULL;
         g_autoptr(VdOptions) opts = NULL;

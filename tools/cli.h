@@ -107,6 +107,11 @@ typedef enum {
  * default an appliance of several disks is refused: the user must pick). */
 void cli_appliance_disk_default(int index);
 
+/* -U, --force-share: from now on cli_open_image reads images that another
+ * process is writing (qemu-img's meaning); opening one for writing then
+ * fails, in qemu-img's words. */
+void cli_force_share(void);
+
 /* Open path as format, or probe when format is NULL. When probing guessed
  * raw and the command writes, a warning goes to stderr. Returns a new
  * reference. */

@@ -22,7 +22,9 @@ static gboolean amend_option(int opt, const char *arg, gpointer data, GError **e
         return cli_parse_cache_mode(arg, &amend->cache, error);
     case 'p': /* progress: amend is quick */
     case 'U':
-        return TRUE;
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "-U (--force-share) is for commands that only read; amending writes the image");
+        return FALSE;
     default:
         return FALSE;
     }

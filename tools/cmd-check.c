@@ -38,6 +38,7 @@ static gboolean check_option(int opt, const char *arg, gpointer data, GError **e
     case 'T':
         return cli_parse_source_cache_mode(arg, &opts->cache, error);
     case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -221,6 +222,9 @@ const CliCommand cli_cmd_check = {
             "  -r all                 repair leaks and errors (back the image up first)\n"
             "  --output=human|json    output style; JSON keys are qemu-img's\n"
             "  -q                     quiet\n"
+            "  -U, --force-share      read the image even while another process writes it\n"
+            "                         (a running VM), as qemu-img -U; it may then look\n"
+            "                         inconsistent; not with -r\n"
             "  -T SRC_CACHE           cache mode of FILE (see 'vdisk convert --help' for\n"
             "                         -t): with -r, unsafe does not wait for the disk\n"
             "\n"

@@ -101,7 +101,10 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
     if (first < 0 || !cli_check_operands(cmd, argc - first, 1, 1))
         return CLI_EXIT_FAILURE;
     const char *path = argv[first];
-    g_autoptr(VdImage) top = cli_open_image_with_keys(path, common.format, NULL, 0, &error);
+    /* The chain below top is written through the base's own handle, which
+     * keeps other writers out: top's open must not refuse it. */
+    g_autoptr(VdImage) top =
+        cli_open_image_with_keys(path, common.format, NULL, VD_OPEN_BACKING_SHARE_WRITE, &error);
     if (top == NULL)
         return cli_fail(error);
     g_autofree char *top_format = g_strdup(vd_image_format(top));

@@ -31,6 +31,7 @@ static gboolean compare_option(int opt, const char *arg, gpointer data, GError *
         return cli_parse_source_cache_mode(arg, NULL, error);
     case 'p': /* accepted; the engine reports no progress for compare yet */
     case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -120,6 +121,9 @@ const CliCommand cli_cmd_compare = {
             "                         the smaller one\n"
             "  -p                     accepted for qemu-img compatibility\n"
             "  -q                     quiet: only the exit status tells\n"
+            "  -U, --force-share      read the images even while another process writes them\n"
+            "                         (a running VM), as qemu-img -U; it may then look\n"
+            "                         inconsistent\n"
             "  -T SRC_CACHE           cache mode of the images read; accepted as qemu-img\n"
             "                         takes it, it changes nothing\n"
             "\n"

@@ -114,6 +114,7 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
                     "copies through its own engine");
         return FALSE;
     case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -299,6 +300,9 @@ const CliCommand cli_cmd_convert = {
             "                         bar even without -p\n"
             "  -q                     quiet: no progress, no notes\n"
             "  -n                     write into the existing TARGET instead of creating it\n"
+            "  -U, --force-share      read SOURCE even while another process writes it\n"
+            "                         (a running VM), as qemu-img -U; it may then look\n"
+            "                         inconsistent\n"
             "  --target-is-zero       with -n: TARGET reads as zeroes already, so zero runs\n"
             "                         are not written\n"
             "  -B BACKING             give the target this backing file and copy only what\n"

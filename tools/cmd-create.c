@@ -52,7 +52,9 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
     }
     if (!need_size)
         return TRUE;
-    img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING, error);
+    /* Read as qemu-img create reads it (force-share): an overlay may be
+     * made on a disk in use. */
+    img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
     if (img == NULL) {
         g_prefix_error(error, "could not open backing file: ");
         return FALSE;

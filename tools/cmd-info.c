@@ -198,7 +198,8 @@ static gboolean info_option(int opt, const char *arg, gpointer data, GError **er
     case OPT_BACKING_CHAIN:
         opts->backing_chain = TRUE;
         return TRUE;
-    case 'U': /* qemu-img's --force-share: vdisk never takes locks here */
+    case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -305,7 +306,9 @@ const CliCommand cli_cmd_info = {
             "  --disk N               for an OVA appliance: describe its Nth disk\n"
             "  --backing FILE         FILE is the image's parent (a differencing VDI whose\n"
             "                         parent is not beside it, or a moved backing file)\n"
-            "  -U, --force-share      accepted for qemu-img compatibility\n",
+            "  -U, --force-share      read the image even while another process writes it\n"
+            "                         (a running VM), as qemu-img -U; it may then look\n"
+            "                         inconsistent\n",
     .examples = "  vdisk info disk.qcow2\n"
                 "  vdisk info --output=json --backing-chain overlay.qcow2\n",
     .run = run_info,

@@ -40,6 +40,7 @@ static gboolean map_option(int opt, const char *arg, gpointer data, GError **err
     case OPT_MAX_LENGTH:
         return cli_parse_size("length", arg, &opts->max_length, error);
     case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -210,7 +211,10 @@ const CliCommand cli_cmd_map = {
             "                         keys (start, length, depth, present, zero, data,\n"
             "                         offset)\n"
             "  -s, --start-offset=OFFSET   begin at this guest offset\n"
-            "  -l, --max-length=LEN        map at most LEN bytes\n",
+            "  -l, --max-length=LEN        map at most LEN bytes\n"
+            "  -U, --force-share      read FILE even while another process writes it\n"
+            "                         (a running VM), as qemu-img -U; it may then look\n"
+            "                         inconsistent\n",
     .examples = "  vdisk map disk.qcow2\n"
                 "  vdisk map --output=json overlay.qcow2\n",
     .run = run_map,

@@ -11,6 +11,7 @@ typedef struct {
     gboolean unsafe;            /* -u */
     gboolean progress;          /* -p */
     VdOpenFlags cache;          /* -t */
+    gboolean force_share;       /* -U: for the backing files, as qemu-img's */
 } RebaseOptions;
 
 static gboolean rebase_option(int opt, const char *arg, gpointer data, GError **error)
@@ -35,6 +36,7 @@ static gboolean rebase_option(int opt, const char *arg, gpointer data, GError **
     case 'T':
         return cli_parse_source_cache_mode(arg, NULL, error);
     case 'U':
+        opts->force_share = TRUE;
         return TRUE;
     default:
         return FALSE;
@@ -64,7 +66,8 @@ static VdImage *open_new_backing(const char *image, const RebaseOptions *opts, c
                                  GError **error)
 {
     g_autofree char *path = vd_resolve_relative(image, opts->backing);
-    g_autoptr(VdImage) img = cli_open_image_with_keys(path, format, NULL, 0, error);
+    g_autoptr(VdImage) img = cli_open_image_with_keys(
+        path, format, NULL, opts->force_share ? VD_OPEN_FORCE_SHARE : 0, error);
 
     if (img == NULL)
         g_prefix_error(error, "could not open the new backing file: ");
@@ -94,9 +97,11 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     /* -u never reads the old chain, which may be what went missing. */
-    img = cli_open_image_with_keys(
-        argv[first], common.format, NULL,
-        VD_OPEN_READ_WRITE | opts.cache | (opts.unsafe ? VD_OPEN_NO_BACKING : 0), &error);
+    img = cli_open_image_with_keys(argv[first], common.format, NULL,
+                                   VD_OPEN_READ_WRITE | opts.cache |
+                                       (opts.unsafe ? VD_OPEN_NO_BACKING : 0) |
+                                       (opts.force_share ? VD_OPEN_BACKING_SHARE_WRITE : 0),
+                                   &error);
     if (img == NULL)
         return cli_fail(error);
     backing_format = opts.backing_format;
@@ -129,6 +134,8 @@ const CliCommand cli_cmd_rebase = {
             "                         backing file that was moved or renamed)\n"
             "  -p                     show progress (a terminal gets a bar anyway)\n"
             "  -q                     quiet\n"
+            "  -U, --force-share      read the old and new backing files even while another\n"
+            "                         process writes them, as qemu-img -U\n"
             "  -t CACHE               writeback (the default) or none: what is written is\n"
             "                         on stable storage before vdisk reports success;\n"
             "                         writethrough or directsync: after every write too;\n"

@@ -21,7 +21,9 @@ static gboolean resize_option(int opt, const char *arg, gpointer data, GError **
         opts->shrink = TRUE;
         return TRUE;
     case 'U':
-        return TRUE;
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "-U (--force-share) is for commands that only read; resizing writes the image");
+        return FALSE;
     default:
         return FALSE;
     }

@@ -70,6 +70,7 @@ static gboolean snapshot_option(int opt, const char *arg, gpointer data, GError 
     case 'd':
         return set_action(opts, SNAPSHOT_DELETE, arg, error);
     case 'U':
+        cli_force_share();
         return TRUE;
     default:
         return FALSE;
@@ -163,7 +164,9 @@ const CliCommand cli_cmd_snapshot = {
             "  -a NAME                apply (revert to) a snapshot, by name or id\n"
             "  -d NAME                delete a snapshot, by name or id\n"
             "  -f FMT                 image format (probed when not given)\n"
-            "  -q                     quiet\n",
+            "  -q                     quiet\n"
+            "  -U, --force-share      with -l: list even while another process (a running\n"
+            "                         VM) writes the image, as qemu-img -U\n",
     .examples = "  vdisk snapshot -c before-upgrade vm.qcow2\n"
                 "  vdisk snapshot -l vm.qcow2\n"
                 "  vdisk snapshot -a before-upgrade vm.qcow2\n",
