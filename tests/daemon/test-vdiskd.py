@@ -534,6 +534,35 @@ def tests(env):
                 break
             time.sleep(0.2)
 
+    @case("a volume a running VM holds (qemu-nbd) gets Busy, naming the holder")
+    def _():
+        rc, out = run(ALICE, "create", "p", "held.qcow2", "qcow2", 1 << 26)
+        assert rc == 0, out
+        path = os.path.join(pool, "held.qcow2")
+        before = open(path, "rb").read()
+        nbd = subprocess.Popen(["qemu-nbd", "--persistent", "-k", os.path.join(home, "held.sock"),
+                                "-f", "qcow2", path], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ino = ":%d " % os.stat(path).st_ino
+            for _ in range(100):
+                if ino in open("/proc/locks").read():
+                    break
+                time.sleep(0.1)
+            rc, out = run(ALICE, "resize", "p", "held.qcow2", 1 << 27)
+            assert rc == 3 and out["error"] == IFACE + "Error.Busy", out
+            assert "qemu-nbd, pid %d" % nbd.pid in out["message"], out
+            assert 'Failed to get "write" lock' in out["message"], out
+            rc, out = run(ALICE, "CreateSnapshot", "p", "held.qcow2", "s")
+            assert rc == 3 and out["error"] == IFACE + "Error.Busy", out
+            # the volume is still described (read as qemu-img info -U reads)
+            props = run("root", "volume-props", "p", "held.qcow2")[1]
+            assert props.get("Format") == "qcow2", props
+        finally:
+            nbd.terminate()
+            nbd.wait()
+        assert open(path, "rb").read() == before
+
     @case("a client dying mid-job does not kill the daemon")
     def _():
         p = subprocess.Popen(["/usr/bin/python3", os.path.abspath(__file__), "--client", "import",
