@@ -62,6 +62,9 @@ typedef struct {
     guint64 offset; /* host offset of the cached table; 0 = free slot */
     guint64 last_use;
     guint64 *entries; /* host byte order */
+    /* Entries of new clusters not yet in the file: [dirty_lo, dirty_hi]
+     * when dirty_lo <= dirty_hi (written back at a flush or eviction). */
+    guint32 dirty_lo, dirty_hi;
 } L2Slot;
 
 typedef struct {
@@ -153,17 +156,55 @@ static gboolean check_entry(VdImage *img, guint64 guest, guint64 entry, GError *
 
 /* ----- the L2 table cache ----- */
 
-static L2Slot *find_free_slot(QcowState *s)
+static gboolean store_l2_entries(VdImage *img, L2Slot *slot, guint32 first, guint32 count,
+                                 GError **error);
+
+/* Entries pointing at new clusters are written after the clusters' data
+ * is on stable storage, and only at a flush (or when their table leaves
+ * the cache), as QEMU's qcow2 writes its L2 cache: a power cut leaves at
+ * worst clusters nobody points at, never an entry pointing at data that
+ * is not there, and no sync per write. */
+static gboolean write_back(VdImage *img, gboolean sync_first, GError **error)
 {
+    QcowState *s = img->priv;
+    gboolean synced = !sync_first;
+    for (guint i = 0; i < L2_CACHE_SLOTS; i++) {
+        L2Slot *slot = &s->l2_cache[i];
+        if (slot->offset == 0 || slot->dirty_lo > slot->dirty_hi)
+            continue;
+        if (!synced && !vd_file_sync(img->file, error))
+            return FALSE;
+        synced = TRUE;
+        if (!store_l2_entries(img, slot, slot->dirty_lo, slot->dirty_hi - slot->dirty_lo + 1,
+                              error))
+            return FALSE;
+        slot->dirty_lo = G_MAXUINT32;
+        slot->dirty_hi = 0;
+    }
+    return TRUE;
+}
+
+static gboolean qcow_flush(VdImage *img, GError **error) { return write_back(img, TRUE, error); }
+
+static L2Slot *find_free_slot(VdImage *img, GError **error)
+{
+    QcowState *s = img->priv;
     L2Slot *victim = &s->l2_cache[0];
     for (guint i = 0; i < L2_CACHE_SLOTS; i++) {
         L2Slot *slot = &s->l2_cache[i];
-        if (slot->offset == 0)
+        if (slot->offset == 0) {
+            slot->dirty_lo = G_MAXUINT32;
+            slot->dirty_hi = 0;
             return slot;
+        }
         if (slot->last_use < victim->last_use)
             victim = slot;
     }
+    if (victim->dirty_lo <= victim->dirty_hi && !write_back(img, TRUE, error))
+        return NULL;
     victim->offset = 0;
+    victim->dirty_lo = G_MAXUINT32;
+    victim->dirty_hi = 0;
     return victim;
 }
 
@@ -185,7 +226,9 @@ static L2Slot *load_l2(VdImage *img, guint32 l1_index, GError **error)
                      l1_index, offset);
         return NULL;
     }
-    L2Slot *slot = find_free_slot(s);
+    L2Slot *slot = find_free_slot(img, error);
+    if (slot == NULL)
+        return NULL;
     if (slot->entries == NULL)
         slot->entries = g_new(guint64, s->l2_entries);
     if (!vd_file_pread(img->file, offset, slot->entries, bytes, error))
@@ -213,11 +256,16 @@ static L2Slot *allocate_l2(VdImage *img, guint32 l1_index, GError **error)
     QcowState *s = img->priv;
     gsize bytes = (gsize)s->l2_entries * 8;
     guint64 offset = allocate(s, s->cluster_size, bytes);
-    L2Slot *slot = find_free_slot(s);
+    L2Slot *slot = find_free_slot(img, error);
+    if (slot == NULL)
+        return NULL;
     if (slot->entries == NULL)
         slot->entries = g_new(guint64, s->l2_entries);
     memset(slot->entries, 0, bytes);
-    if (!vd_file_pwrite(img->file, offset, slot->entries, bytes, error))
+    /* On stable storage before the L1 entry names it (a power cut could
+     * otherwise keep the entry and lose the table). */
+    if (!vd_file_pwrite(img->file, offset, slot->entries, bytes, error) ||
+        !vd_file_sync(img->file, error))
         return NULL;
     guint8 be[8];
     vd_put_be64(be, offset);
@@ -434,6 +482,9 @@ static void qcow_close(VdImage *img)
     QcowState *s = img->priv;
     if (s == NULL)
         return;
+    g_autoptr(GError) local = NULL;
+    if (s->l1 != NULL && !write_back(img, TRUE, &local))
+        g_warning("%s: %s", img->filename, local->message);
     for (guint i = 0; i < L2_CACHE_SLOTS; i++)
         g_free(s->l2_cache[i].entries);
     g_free(s->l1);
@@ -653,9 +704,12 @@ static gboolean write_new_clusters(VdImage *img, L2Slot *slot, guint32 first, gu
     guint64 host = allocate(s, s->cluster_size, len);
     if (!vd_file_pwrite(img->file, host, data, (gsize)len, error))
         return FALSE;
+
     for (guint32 i = 0; i < count; i++)
         slot->entries[first + i] = host + (guint64)i * s->cluster_size;
-    return store_l2_entries(img, slot, first, count, error);
+    slot->dirty_lo = MIN(slot->dirty_lo, first);
+    slot->dirty_hi = MAX(slot->dirty_hi, first + count - 1);
+    return TRUE;
 }
 
 /* Write part of a cluster that has no plain copy yet: the rest of it comes
@@ -802,7 +856,9 @@ static gboolean qcow_write_compressed(VdImage *img, guint64 offset, const void *
         return FALSE;
     guint32 index = l2_index(s, offset);
     slot->entries[index] = ENTRY_COMPRESSED | (guint64)len << (63 - s->cluster_bits) | host;
-    return store_l2_entries(img, slot, index, 1, error);
+    slot->dirty_lo = MIN(slot->dirty_lo, index);
+    slot->dirty_hi = MAX(slot->dirty_hi, index);
+    return TRUE;
 }
 
 /* ----- questions ----- */
@@ -836,6 +892,7 @@ const VdDriver vd_driver_qcow = {
     .probe = qcow_probe,
     .open = qcow_open,
     .close = qcow_close,
+    .flush = qcow_flush,
     .create = qcow_create,
     .block_status = qcow_block_status,
     .read = qcow_read,

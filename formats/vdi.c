@@ -102,6 +102,9 @@ typedef struct {
     guint64 open_size;   /* file size at open, what bad entries were judged by */
     gboolean modified;   /* the modification UUID was renewed this session */
     guint8 *scratch;     /* one block, for partial-block writes */
+    /* Map entries of new blocks not yet in the file: [pending_lo, pending_hi]
+     * when pending_lo <= pending_hi (vdi_flush writes them). */
+    guint32 pending_lo, pending_hi;
 } Vdi;
 
 static const char *const vdi_create_options[] = { "static", "backing_file", "backing_fmt", NULL };
@@ -577,6 +580,7 @@ static gboolean vdi_open(VdImage *img, GError **error)
 {
     Vdi *s = g_new0(Vdi, 1);
     img->priv = s;
+    s->pending_lo = G_MAXUINT32;
     guint64 file_size;
     if (!header_read(img->file, s->raw, &s->h, &file_size, error) ||
         !check_version_and_type(img, &s->h, error) || !check_geometry(img, &s->h, error) ||
@@ -599,11 +603,16 @@ static gboolean vdi_open(VdImage *img, GError **error)
     return TRUE;
 }
 
+static gboolean vdi_flush(VdImage *img, GError **error);
+
 static void vdi_close(VdImage *img)
 {
     Vdi *s = img->priv;
     if (s == NULL)
         return;
+    g_autoptr(GError) local = NULL;
+    if (s->bmap != NULL && !vdi_flush(img, &local))
+        g_warning("%s: %s", img->filename, local->message);
     g_free(s->bmap);
     g_free(s->scratch);
     g_free(s);
@@ -830,11 +839,35 @@ static gboolean commit_blocks(VdImage *img, Vdi *s, guint32 first, guint32 count
 {
     for (guint32 i = 0; i < count; i++)
         s->bmap[first + i] = index + i;
-    if (!bmap_store(img, s, first, count, error))
-        return FALSE;
     s->next_block = index + count;
     s->h.allocated = s->next_block;
-    return header_store_file(img, s, error);
+    if (s->pending_lo > s->pending_hi) {
+        s->pending_lo = first;
+        s->pending_hi = first + count - 1;
+    } else {
+        s->pending_lo = MIN(s->pending_lo, first);
+        s->pending_hi = MAX(s->pending_hi, first + count - 1);
+    }
+    return TRUE;
+}
+
+/* New blocks reach the map on a flush, as QEMU's qcow2 metadata cache
+ * does: their data and the header's raised count are on stable storage
+ * before any entry points at them, so a power cut leaves at worst blocks
+ * nobody uses (a count above the map, which check -r repairs), never an
+ * entry pointing at data that is not there, nor a count below the map
+ * that would hand a used block out again. */
+static gboolean vdi_flush(VdImage *img, GError **error)
+{
+    Vdi *s = img->priv;
+    if (s->pending_lo > s->pending_hi)
+        return TRUE;
+    if (!header_store_file(img, s, error) || !vd_file_sync(img->file, error) ||
+        !bmap_store(img, s, s->pending_lo, s->pending_hi - s->pending_lo + 1, error))
+        return FALSE;
+    s->pending_lo = G_MAXUINT32;
+    s->pending_hi = 0;
+    return TRUE;
 }
 
 static gboolean check_room(VdImage *img, Vdi *s, guint32 count, GError **error)
@@ -992,7 +1025,7 @@ static gboolean compact(VdImage *img, Vdi *s, guint32 highest, GError **error);
 static gboolean zero_range(VdImage *img, Vdi *s, guint64 offset, guint64 len, ZeroMode mode,
                            GError **error)
 {
-    if (!mark_modified(img, s, error))
+    if (!mark_modified(img, s, error) || !vdi_flush(img, error))
         return FALSE;
     gboolean freed = FALSE;
     while (len > 0) {
@@ -1062,6 +1095,11 @@ static gboolean compact(VdImage *img, Vdi *s, guint32 highest, GError **error)
         if (IS_STORED(s->bmap[i]) && s->bmap[i] < highest)
             owner[s->bmap[i]] = i;
     g_autofree guint8 *buf = g_malloc(s->h.block_size);
+    g_autoptr(GArray) moved = g_array_new(FALSE, FALSE, sizeof(guint32));
+    /* The entries that gave up their blocks are on stable storage before
+     * those blocks are written over. */
+    if (!vd_file_sync(img->file, error))
+        return FALSE;
     guint32 lo = 0, hi = highest;
     for (;;) {
         while (lo < hi && owner[lo] != BMAP_UNALLOCATED)
@@ -1076,11 +1114,19 @@ static gboolean compact(VdImage *img, Vdi *s, guint32 highest, GError **error)
             !vd_file_pwrite(img->file, block_host_offset(s, lo), buf, s->h.block_size, error))
             return FALSE;
         s->bmap[entry] = lo;
-        if (!bmap_store(img, s, entry, 1, error))
-            return FALSE;
+        g_array_append_val(moved, entry);
         owner[lo] = entry;
         owner[from] = BMAP_UNALLOCATED;
     }
+    /* The moved data is durable before the entries point at it, and the
+     * entries before the blocks they left are cut off. */
+    if (moved->len > 0 && !vd_file_sync(img->file, error))
+        return FALSE;
+    for (guint i = 0; i < moved->len; i++)
+        if (!bmap_store(img, s, g_array_index(moved, guint32, i), 1, error))
+            return FALSE;
+    if (moved->len > 0 && !vd_file_sync(img->file, error))
+        return FALSE;
     /* Now [0, lo) is all used and nothing above. */
     s->h.allocated = lo;
     s->next_block = lo;
@@ -1202,6 +1248,7 @@ const VdDriver vd_driver_vdi = {
     .probe = vdi_probe,
     .open = vdi_open,
     .close = vdi_close,
+    .flush = vdi_flush,
     .create = vdi_create,
     .block_status = vdi_block_status,
     .read = vdi_read,

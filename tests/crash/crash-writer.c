@@ -82,6 +82,10 @@ static gint64 classify(const guint8 *buf, guint64 sector)
 static GArray *make_ops(guint32 seed, guint n, guint64 sectors)
 {
     g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+    /* CRASH_WRITER_LONG: the longest run in sectors (default 512), more
+     * to free whole blocks of a format with large ones (VDI). */
+    const char *env = g_getenv("CRASH_WRITER_LONG");
+    guint64 long_run = env != NULL ? g_ascii_strtoull(env, NULL, 10) : 512;
     GArray *ops = g_array_new(FALSE, TRUE, sizeof(Op));
     for (guint i = 0; i < n; i++) {
         Op op = { 0 };
@@ -89,7 +93,7 @@ static GArray *make_ops(guint32 seed, guint n, guint64 sectors)
         op.kind = r < 60 ? OP_WRITE : r < 72 ? OP_ZERO : r < 84 ? OP_DISCARD : OP_FLUSH;
         /* Mostly short runs, which copy on write from the backing file;
          * sometimes runs of several clusters. */
-        guint64 max = g_rand_int_range(rand, 0, 4) == 0 ? 512 : 16;
+        guint64 max = g_rand_int_range(rand, 0, 4) == 0 ? long_run : 16;
         op.count = (guint64)g_rand_int_range(rand, 1, (gint32)max + 1);
         op.count = MIN(op.count, sectors);
         op.sector = (guint64)g_rand_int_range(rand, 0, (gint32)(sectors - op.count + 1));
@@ -143,7 +147,7 @@ static int cmd_run(const char *path, guint32 seed, guint n, const char *log_path
         perror(log_path);
         return 1;
     }
-    g_autofree guint8 *buf = g_malloc(512 * SECTOR);
+    g_autofree guint8 *buf = g_malloc(MIN(sectors, 65536) * SECTOR);
     for (guint i = 0; i < ops->len; i++) {
         Op *op = &g_array_index(ops, Op, i);
         guint64 offset = op->sector * SECTOR, len = op->count * SECTOR;

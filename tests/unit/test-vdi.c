@@ -699,6 +699,8 @@ static void test_other_block_size(Fixture *fx, gconstpointer data)
     write_fill(img, BLOCKS * BS - 1024, 512, 0xb1); /* the short last block */
     memset(expect + BLOCKS * BS - 1024, 0xb1, 512);
     assert_content(img, expect, BLOCKS * BS - 512);
+    /* New blocks reach the header and the map at a flush. */
+    g_assert_true(vd_image_flush(img, &error));
     g_assert_cmpuint(peek_le32(vdi, HDR_BLOCKS_ALLOCATED), ==, 6);
     VdCheckResult res;
     g_assert_true(vd_image_check(img, VD_CHECK_REPAIR_NONE, &res, &error));
