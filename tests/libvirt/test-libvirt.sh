@@ -200,6 +200,30 @@ t_shim_errors() {
 }
 case_run "the shim's errors, --status and vdiskctl libvirt status" t_shim_errors
 
+t_in_use() {
+  # A volume a running process holds for writing (qemu-nbd, as a VM holds its
+  # disk): vol-resize fails through the shim with qemu-img's words, and the
+  # volume is untouched; once it is free the same resize works.
+  command -v qemu-nbd >/dev/null || { echo "qemu-nbd is missing: case skipped"; return 0; }
+  $V vol-create-as vdisktest held.qcow2 64M --format qcow2
+  before=$(sha256sum <"$LV/held.qcow2")
+  qemu-nbd --persistent -k "$T/held.sock" -f qcow2 "$LV/held.qcow2" </dev/null >/dev/null 2>&1 &
+  nbd=$!
+  trap 'kill $nbd 2>/dev/null || true; wait $nbd 2>/dev/null || true' EXIT
+  ino=$(stat -c %i "$LV/held.qcow2")
+  for _ in $(seq 100); do grep -q ":$ino " /proc/locks && break; sleep 0.1; done
+  out=$($V vol-resize --pool vdisktest held.qcow2 128M 2>&1) && { echo "resized under qemu-nbd"; exit 1; }
+  echo "$out"
+  grep -qF 'Failed to get "write" lock' <<<"$out"
+  grep -qF "Is another process using the image [$LV/held.qcow2]?" <<<"$out"
+  kill "$nbd"
+  wait "$nbd" 2>/dev/null || true
+  [[ $(sha256sum <"$LV/held.qcow2") == "$before" ]] || { echo "held.qcow2 changed"; exit 1; }
+  $V vol-resize --pool vdisktest held.qcow2 128M || { echo "vol-resize of the freed volume failed"; exit 1; }
+  [[ $(vsize "$LV/held.qcow2" qcow2) == 134217728 ]] || { echo "not resized"; exit 1; }
+}
+case_run "vol-resize of a volume a running process holds fails through the shim, as with qemu-img" t_in_use
+
 t_encrypted() {
   printf 'vdisk-secret-pass' >"$T/pw"
   uuid=$(cat /proc/sys/kernel/random/uuid)
