@@ -20,9 +20,9 @@ the result must satisfy:
 
 Environment: VDISK_FAULT_BIN (vdisk built with fault injection),
 CRASH_WRITER, CRASH_POINTS (points per path and mode, 0 for all; default
-30), CRASH_SEED (default 1), CRASH_PATHS (a regex of path names),
-CRASH_MODES (default "crash tear powercut"), CRASH_KEEP=1 keeps failed
-directories. Ends with "N passed, M failed" and a table of counts.
+70: every point of a small case, a seeded sample of 70 of a larger one),
+CRASH_SEED (default 1), CRASH_PATHS (a regex of path names), CRASH_MODES
+(default "crash tear powercut"), CRASH_KEEP=1 keeps failed directories. Ends with "N passed, M failed" and a table of counts.
 """
 import os
 import random
@@ -35,7 +35,7 @@ import time
 
 VDISK = os.environ.get("VDISK_FAULT_BIN", "build/tests/vdisk-fault")
 WRITER = os.environ.get("CRASH_WRITER", "build/tests/crash-writer")
-POINTS = int(os.environ.get("CRASH_POINTS", "30"))
+POINTS = int(os.environ.get("CRASH_POINTS", "70"))
 SEED = int(os.environ.get("CRASH_SEED", "1"))
 ONLY = re.compile(os.environ.get("CRASH_PATHS", ""))
 MODES = os.environ.get("CRASH_MODES", "crash tear powercut").split()
