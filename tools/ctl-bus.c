@@ -159,6 +159,10 @@ void ctl_error_from_dbus(GError *error)
     } else if (g_str_equal(name, VDISK_ERROR_CANCELLED)) {
         error->domain = G_IO_ERROR;
         error->code = G_IO_ERROR_CANCELLED;
+    } else if (g_str_equal(name, VDISK_ERROR_BUSY) &&
+               strstr(error->message, "in use by another process") != NULL) {
+        /* Another program holds the image (a running VM): the message names
+         * it; no job of vdiskd's is to blame. */
     } else {
         for (gsize i = 0; i < G_N_ELEMENTS(explained_errors) && text == NULL; i++) {
             if (g_str_equal(name, explained_errors[i].name))

@@ -419,6 +419,29 @@ durable_jobs() {
 }
 check "every job that writes waits for the disk (fdatasync, and fsync of a new file's folder)" durable_jobs
 
+in_use() {   # a volume a running VM holds (here qemu-nbd): refused, the holder named
+    command -v qemu-nbd >/dev/null || { echo "qemu-nbd is missing: case skipped"; return 0; }
+    ctl create -q t/held.qcow2 64M
+    local before
+    before=$(sha256sum <"$POOL/held.qcow2")
+    qemu-nbd --persistent -k "$T/held.sock" -f qcow2 "$POOL/held.qcow2" </dev/null >/dev/null 2>&1 &
+    local nbd=$! i ino
+    trap 'kill $nbd 2>/dev/null || true; wait $nbd 2>/dev/null || true' EXIT
+    ino=$(stat -c %i "$POOL/held.qcow2")
+    for ((i = 0; i < 100; i++)); do grep -q ":$ino " /proc/locks && break; sleep 0.1; done
+    fails "in use by another process (qemu-nbd, pid $nbd)" ctl resize t/held.qcow2 128M
+    grep -qF 'Failed to get "write" lock' "$T/err"
+    if grep -q "a job is using it" "$T/err"; then echo "blamed on a job"; exit 1; fi
+    fails "in use by another process (qemu-nbd, pid $nbd)" ctl snapshot create t/held.qcow2 s1
+    ctl info t/held.qcow2 | grep -q qcow2   # still described, read with force-share
+    kill "$nbd"
+    wait "$nbd" 2>/dev/null || true
+    [[ $(sha256sum <"$POOL/held.qcow2") == "$before" ]]
+    ctl resize -q t/held.qcow2 128M
+    [[ $(vsize "$POOL/held.qcow2") == 134217728 ]]
+}
+check "a volume a running VM holds: resize and snapshot refused, the holder named" in_use
+
 no_daemon() {   # last: stops vdiskd, in the middle of a job
     [[ -f $T/big.raw ]] || big "$T/big.raw"
     "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/term.vmdk >"$T/term.out" 2>&1 &
