@@ -216,7 +216,8 @@ static int run_check(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_check = {
     .name = "check",
     .summary = "check an image for corruption and leaked clusters, and repair them",
-    .usage = "  vdisk check [-f FMT] [-r leaks|all] [-T SRC_CACHE] [--output=human|json] [-q] FILE",
+    .usage = "  vdisk check [-f FMT] [-r leaks|all] [-T SRC_CACHE] [--output=human|json] [-q]\n"
+             "              [-U] FILE",
     .help = "  -f FMT                 image format (probed when not given)\n"
             "  -r leaks               repair leaked clusters (safe)\n"
             "  -r all                 repair leaks and errors (back the image up first)\n"

@@ -113,7 +113,7 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_compare = {
     .name = "compare",
     .summary = "compare the guest-visible content of two images",
-    .usage = "  vdisk compare [-f FMT] [-F FMT] [-T SRC_CACHE] [-s] [-q] FILE1 FILE2",
+    .usage = "  vdisk compare [-f FMT] [-F FMT] [-T SRC_CACHE] [-s] [-q] [-U] FILE1 FILE2",
     .help = "  -f FMT                 format of FILE1 (probed when not given)\n"
             "  -F FMT                 format of FILE2 (probed when not given)\n"
             "  -s                     strict: images of different sizes differ; without\n"

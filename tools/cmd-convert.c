@@ -288,7 +288,7 @@ const CliCommand cli_cmd_convert = {
     .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n "
              "[--target-is-zero]] [-W]\n"
              "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N] [-t CACHE]\n"
-             "                [-T SRC_CACHE] [-l snapshot.name=NAME | -l NAME | -s NAME]\n"
+             "                [-T SRC_CACHE] [-U] [-l snapshot.name=NAME | -l NAME | -s NAME]\n"
              "                SOURCE TARGET",
     .help = "  -f FMT                 source format (probed when not given)\n"
             "  -O FMT                 target format; when missing it comes from TARGET's\n"

@@ -298,7 +298,7 @@ static int run_info(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_info = {
     .name = "info",
     .summary = "show an image's format, sizes, backing file and snapshots",
-    .usage = "  vdisk info [-f FMT] [--output=human|json] [--backing-chain] FILE",
+    .usage = "  vdisk info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE",
     .help = "  -f FMT                 image format (probed when not given)\n"
             "  --output=human|json    output style; JSON keys are qemu-img's\n"
             "  --backing-chain        describe every image of the backing chain\n"

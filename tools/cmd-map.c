@@ -204,7 +204,7 @@ const CliCommand cli_cmd_map = {
     .name = "map",
     .summary = "show where the guest disk's data lies: holes, zeroes, host offsets",
     .usage = "  vdisk map [-f FMT] [--output=human|json] [--start-offset=OFFSET]\n"
-             "            [--max-length=LEN] FILE",
+             "            [--max-length=LEN] [-U] FILE",
     .help = "  -f FMT                 image format (probed when not given)\n"
             "  --output=human|json    human: the ranges holding data and where they lie\n"
             "                         in which file; json: every range, with qemu-img's\n"

@@ -124,7 +124,7 @@ static int run_rebase(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_rebase = {
     .name = "rebase",
     .summary = "give an image another backing file, keeping its content",
-    .usage = "  vdisk rebase [-f FMT] [-t CACHE] [-T SRC_CACHE] [-u] [-p] [-q] -b BACKING\n"
+    .usage = "  vdisk rebase [-f FMT] [-t CACHE] [-T SRC_CACHE] [-u] [-p] [-q] [-U] -b BACKING\n"
              "               [-F BACKING_FMT] FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
             "  -b BACKING             the new backing file (relative to FILE's folder);\n"

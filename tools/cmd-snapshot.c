@@ -157,7 +157,7 @@ static int run_snapshot(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_snapshot = {
     .name = "snapshot",
     .summary = "list, create, apply or delete internal snapshots",
-    .usage = "  vdisk snapshot [-f FMT] [-q] -l FILE\n"
+    .usage = "  vdisk snapshot [-f FMT] [-q] [-U] -l FILE\n"
              "  vdisk snapshot [-f FMT] [-q] -c|-a|-d NAME FILE",
     .help = "  -l                     list the snapshots\n"
             "  -c NAME                create a snapshot of the current content\n"
