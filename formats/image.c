@@ -1069,6 +1069,7 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
         return FALSE;
     gboolean no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
     vd_file_set_no_flush(file, no_flush);
+    params.no_flush = no_flush;
     /* The new image, and its name in the folder (with the extent files a
      * vmdk made beside it), are on stable storage before success. */
     if (!drv->create(file, &params, error) || !vd_file_sync(file, error) ||
@@ -1118,7 +1119,8 @@ gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, 
     /* Locked and found free before anything is cut, as a path's create. */
     if (!vd_file_lock(file, VD_LOCK_CREATE, error) || !vd_file_truncate(file, 0, error))
         return FALSE;
-    vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
+    params.no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
+    vd_file_set_no_flush(file, params.no_flush);
     /* The caller made the file: syncing its folder entry is the caller's. */
     if (!drv->create(file, &params, error) || !vd_file_sync(file, error)) {
         vd_file_truncate(file, 0, NULL);

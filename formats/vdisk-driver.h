@@ -97,6 +97,7 @@ typedef struct {
     const char *backing_format; /* may be NULL */
     const char *path;           /* the file being created */
     VdSecrets *secrets;         /* what encrypt.key-secret names; may be NULL */
+    gboolean no_flush;          /* cache=unsafe: other files the driver makes need no sync */
 } VdCreateParams;
 
 /* The passphrase a new encrypted image gets: the secret that option key

@@ -701,6 +701,7 @@ typedef struct {
     int subformat;
     VmdkDdb ddb;
     gboolean zeroed_grain;
+    gboolean no_flush; /* cache=unsafe: the extent files need no sync */
     guint64 sectors;
     char *stem; /* file name without its extension */
     char *ext;  /* ".vmdk" or whatever the name ends with */
@@ -739,6 +740,7 @@ static gboolean parse_create_options(const VdCreateParams *params, CreatePlan *p
 {
     VdOptions *opts = params->options;
     int adapter;
+    p->no_flush = params->no_flush;
     if (!vd_option_choice(opts, "subformat", subformat_names, SUB_MONOLITHIC_SPARSE, &p->subformat,
                           error) ||
         !vd_option_choice(opts, "adapter_type", adapter_types, 0, &adapter, error) ||
@@ -802,21 +804,27 @@ static void add_extent_line(VmdkDescriptor *desc, VmdkExtentType type, guint64 s
     g_ptr_array_add(desc->extents, line);
 }
 
-static gboolean create_flat_file(const char *path, guint64 sectors, GError **error)
+static gboolean create_flat_file(const char *path, const CreatePlan *p, guint64 sectors,
+                                 GError **error)
 {
     g_autoptr(VdFile) file = vd_file_create(path, error);
-    return file != NULL && vd_file_truncate(file, sectors * VMDK_SECTOR, error) &&
-           vd_file_sync(file, error);
+    if (file == NULL)
+        return FALSE;
+    vd_file_set_no_flush(file, p->no_flush);
+    return vd_file_truncate(file, sectors * VMDK_SECTOR, error) && vd_file_sync(file, error);
 }
 
 static gboolean create_sparse_file(const char *path, const CreatePlan *p, guint64 sectors,
                                    GError **error)
 {
     g_autoptr(VdFile) file = vd_file_create(path, error);
+    if (file == NULL)
+        return FALSE;
+    vd_file_set_no_flush(file, p->no_flush);
     VmdkSparseCreate sc = { .capacity = sectors,
                             .grain_sectors = DEFAULT_GRAIN_SECTORS,
                             .zeroed_grain = p->zeroed_grain };
-    return file != NULL && vmdk_sparse_create(file, &sc, error) && vd_file_sync(file, error);
+    return vmdk_sparse_create(file, &sc, error) && vd_file_sync(file, error);
 }
 
 /* twoGbMaxExtent* and monolithicFlat: extent files next to a descriptor. */
@@ -836,7 +844,7 @@ static gboolean create_split(VdFile *file, const CreatePlan *p, VmdkDescriptor *
         char *path = plan_file(p, suffix);
         g_ptr_array_add(made, path);
         ok = sparse ? create_sparse_file(path, p, sectors, error)
-                    : create_flat_file(path, sectors, error);
+                    : create_flat_file(path, p, sectors, error);
         add_extent_line(desc, sparse ? VMDK_EXTENT_SPARSE : VMDK_EXTENT_FLAT, sectors, path);
         done += sectors;
     }

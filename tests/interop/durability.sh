@@ -63,6 +63,14 @@ convert_unsafe() {
 }
 case_run "convert -t unsafe syncs nothing" convert_unsafe
 
+convert_unsafe_vmdk() {
+    pattern_raw src.raw 8M
+    traced convert -q -t unsafe -f raw -O vmdk -o subformat=twoGbMaxExtentSparse src.raw d.vmdk
+    syncs unsynced d.vmdk d-s001.vmdk
+    same_guest src.raw raw d.vmdk vmdk
+}
+case_run "convert -t unsafe to a split vmdk syncs no extent" convert_unsafe_vmdk
+
 convert_modes() {
     pattern_raw src.raw 8M
     local mode n
