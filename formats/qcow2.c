@@ -80,7 +80,7 @@ static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, G
      * lazy refcounts a dirty image has its refcounts rebuilt on open, so
      * as in QEMU they are not waited for. */
     gboolean lazy = (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) && s->version >= 3;
-    if (c->depends_on != NULL && !lazy && cache_has_dirty(c->depends_on)) {
+    if (c->depends_on != NULL && !lazy && (cache_has_dirty(c->depends_on) || s->rb_unsynced)) {
         if (!qcow2_cache_flush(s, c->depends_on, error))
             return FALSE;
         c->flush_first = TRUE;
@@ -89,11 +89,15 @@ static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, G
         if (!vd_file_sync(s->img->file, error))
             return FALSE;
         c->flush_first = FALSE;
+        s->rb_unsynced = FALSE;
+        s->l2_unsynced = FALSE;
     }
     if (!vd_file_pwrite(s->img->file, e->offset, e->data, c->table_size, error))
         return FALSE;
     if (c == s->l2_cache)
         s->l2_unsynced = TRUE;
+    else
+        s->rb_unsynced = TRUE;
     e->dirty = FALSE;
     if (e->offset + c->table_size > s->file_size)
         s->file_size = e->offset + c->table_size;
@@ -281,6 +285,7 @@ gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **
         if (!vd_file_sync(s->img->file, error))
             return FALSE;
         s->l2_unsynced = FALSE;
+        s->rb_unsynced = FALSE;
     }
     gsize n = hi - lo + 1;
     g_autofree guint8 *buf = g_malloc(n * 8);

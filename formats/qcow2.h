@@ -182,6 +182,7 @@ typedef struct {
 
     gboolean set_dirty;   /* we set the dirty bit (lazy refcounts) */
     gboolean l2_unsynced; /* L2 tables written since the last sync */
+    gboolean rb_unsynced; /* refcount blocks written since the last sync */
     gboolean hold_dirty;  /* keep the dirty bit until the operation ends */
     /* The refcount rebuild of an image left dirty, at open: it must not
      * drop bad mappings the way "check -r all" does. */

@@ -564,7 +564,7 @@ def main():
             rows.append((path.name, 0, 0, 1, 0))
             continue
         for m in messages[:5]:
-            print("  " + m)
+            print("  " + m.strip().replace("\n", "\n    "))
         if len(messages) > 5:
             print("  ... and %d more" % (len(messages) - 5))
         status = "ok" if nfail == 0 else "KNOWN" if path.name in KNOWN else "FAIL"
