@@ -334,6 +334,41 @@ def leaky_setup(d):
         f.write(b"\xab" * (3 * 65536))
 
 
+def bad_refcounts_setup(d):
+    """Refcounts of 0 under used clusters, one too high: check -r all
+    rebuilds them."""
+    pattern_qcow2(d, "disk.qcow2")
+    qemu_io(d, "disk.qcow2", "write -P 0x11 0 300k", "write -P 0x44 3M 700k")
+    with open(os.path.join(d, "disk.qcow2"), "r+b") as f:
+        h = f.read(104)
+        f.seek(int.from_bytes(h[48:56], "big"))
+        block = int.from_bytes(f.read(8), "big")
+        for cluster, refcount in ((5, 0), (6, 0), (7, 0), (8, 2)):
+            f.seek(block + 2 * cluster)
+            f.write(refcount.to_bytes(2, "big"))
+
+
+def qemu_errors(d, img):
+    p = sh(["qemu-img", "check", "-U", "-f", "qcow2", img], d, check=False)
+    m = re.search(r"(\d+) errors were found", p.stdout + p.stderr)
+    return int(m.group(1)) if m else 0
+
+
+def repair_check(d, state):
+    """A repair stopped part-way may leave what it had not repaired yet,
+    never more: no more errors than before, and the same content."""
+    errors = qemu_errors(d, "disk.qcow2")
+    if errors > state["errors"]:
+        raise Failure("%d errors after the crash, %d before the repair" %
+                      (errors, state["errors"]))
+    got = view(d, "disk.qcow2", fmt="qcow2")
+    old_or_new(got, state["old"], state["new"], "disk.qcow2")
+
+
+def repair_state(d):
+    return {"old": view(d, "disk.qcow2", fmt="qcow2"), "errors": qemu_errors(d, "disk.qcow2")}
+
+
 def chain_setup(d):
     pattern_qcow2(d, "base.qcow2")
     fill_data(d, "base.qcow2")
@@ -474,6 +509,10 @@ def build_paths():
     p = Path("check-repair", leaky_setup, lambda d: [VDISK, "check", "-r", "all", "disk.qcow2"],
              inplace_check(ONE))
     p.state = inplace_state()
+    paths.append(p)
+    p = Path("check-repair-refcounts", bad_refcounts_setup,
+             lambda d: [VDISK, "check", "-r", "all", "disk.qcow2"], repair_check)
+    p.state = repair_state
     paths.append(p)
     for fmt in ("luks", "qcow2"):
         p = Path("amend-" + fmt, luks_setup(fmt), (lambda f: lambda d: amend_cmd(f))(fmt),
