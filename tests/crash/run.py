@@ -385,12 +385,19 @@ def chain_setup(d):
 def luks_setup(fmt):
     def setup(d):
         if fmt == "luks":
-            sh(["qemu-img", "create", "-q", "--object", SECRET_OLD, "-f", "luks", "-o",
-                "key-secret=sec0,iter-time=10", "disk.luks", "2M"], d)
+            args = ["-f", "luks", "-o", "key-secret=sec0,iter-time=10", "disk.luks", "2M"]
         else:
-            sh(["qemu-img", "create", "-q", "--object", SECRET_OLD, "-f", "qcow2", "-o",
-                "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-                "disk.qcow2", "2M"], d)
+            args = ["-f", "qcow2", "-o",
+                    "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+                    "disk.qcow2", "2M"]
+        # qemu-img's PBKDF timing can fail on a busy machine ("Unable to get
+        # accurate CPU usage"): try again.
+        for attempt in range(5):
+            p = sh(["qemu-img", "create", "-q", "--object", SECRET_OLD] + args, d, check=False)
+            if p.returncode == 0 or "accurate CPU usage" not in p.stderr:
+                break
+        if p.returncode != 0:
+            raise Failure("qemu-img create: " + p.stderr.strip())
         sh(["qemu-io", "--object", SECRET_OLD, "--image-opts", "-c", "write -P 0x5a 0 1M",
             luks_opts(fmt, "sec0")], d)
     return setup
