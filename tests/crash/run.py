@@ -550,6 +550,9 @@ def run_path(path, top):
         raise Failure("the run without a fault failed: " + p.stderr.strip()[-400:])
     with open(report) as f:
         total = int(f.read())
+    left = [n for n in os.listdir(clean) if ".partial-" in n]
+    if left:
+        raise Failure("the run without a fault left %s behind" % ", ".join(left))
     if "old" in state and not path.name.startswith("amend"):
         state["new"] = view(clean, "mid.qcow2" if path.name == "commit" else "disk.qcow2")
     elif path.name.startswith("amend"):
