@@ -8,10 +8,12 @@
  *   crash-writer run IMAGE SEED OPS LOG
  *       run OPS operations; after each flush that succeeded, append the
  *       number of operations it covers to LOG (synced, outside the engine)
- *   crash-writer verify IMAGE SEED OPS LOG zero|backing
+ *   crash-writer verify IMAGE SEED OPS LOG zero|backing [lost-reads-zero]
  *       open IMAGE read-only and check every sector: what the last logged
  *       flush covered reads as written then; any other sector reads as
- *       something it held since (old or new content), never anything else
+ *       something it held since (old or new content), never anything else;
+ *       with lost-reads-zero, a sector of a write after that flush may also
+ *       read as zeroes (its new cluster's data was lost, not its entry)
  *
  * Every sector the writer stores names the operation and sector it came
  * from and is otherwise filled from them, so a sector's content tells
@@ -209,7 +211,7 @@ static void array_add(GArray *values, gint64 v)
 }
 
 static int cmd_verify(const char *path, guint32 seed, guint n, const char *log_path,
-                      const char *initial)
+                      const char *initial, gboolean lost_reads_zero)
 {
     GError *error = NULL;
     g_autoptr(VdImage) img = vd_image_open(path, NULL, 0, &error);
@@ -246,9 +248,14 @@ static int cmd_verify(const char *path, guint32 seed, guint n, const char *log_p
                 g_array_set_size(state[s], 0);
                 array_add(state[s], v);
             }
-            if (i >= flushed)
+            if (i >= flushed) {
                 for (guint j = 0; j < state[s]->len; j++)
                     array_add(allowed[s], g_array_index(state[s], gint64, j));
+                /* Unflushed new data may be lost under a cluster entry
+                 * that was not: the new cluster reads as zeroes. */
+                if (lost_reads_zero && op->kind == OP_WRITE)
+                    array_add(allowed[s], VALUE_ZERO);
+            }
         }
     }
     if (flushed >= ops->len)
@@ -298,10 +305,11 @@ int main(int argc, char **argv)
     if (argc == 6 && g_str_equal(argv[1], "run"))
         return cmd_run(argv[2], (guint32)g_ascii_strtoull(argv[3], NULL, 10),
                        (guint)g_ascii_strtoull(argv[4], NULL, 10), argv[5]);
-    if (argc == 7 && g_str_equal(argv[1], "verify"))
+    if ((argc == 7 || argc == 8) && g_str_equal(argv[1], "verify"))
         return cmd_verify(argv[2], (guint32)g_ascii_strtoull(argv[3], NULL, 10),
-                          (guint)g_ascii_strtoull(argv[4], NULL, 10), argv[5], argv[6]);
+                          (guint)g_ascii_strtoull(argv[4], NULL, 10), argv[5], argv[6],
+                          argc == 8 && g_str_equal(argv[7], "lost-reads-zero"));
     fprintf(stderr, "usage: crash-writer fill FILE SIZE | run IMAGE SEED OPS LOG |\n"
-                    "       verify IMAGE SEED OPS LOG zero|backing\n");
+                    "       verify IMAGE SEED OPS LOG zero|backing [lost-reads-zero]\n");
     return 2;
 }
