@@ -3,7 +3,7 @@
 VDISK_PACKAGES=(
   meson ninja-build pkg-config gcc
   libglib2.0-dev libglib2.0-dev-bin zlib1g-dev libzstd-dev libssl-dev libpolkit-gobject-1-dev
-  qemu-utils python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
+  qemu-utils qemu-system-x86 python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
   cryptsetup-bin strace
   libvirt-dev libvirt-daemon-system libvirt-clients virtinst python3-libvirt
