@@ -701,6 +701,11 @@ static void delete_authorized(gpointer target, GDBusMethodInvocation *invocation
         fail(self, invocation, uid, NULL, error);
         return;
     }
+    /* Without this a power cut can bring the volume back; the file is gone
+     * either way, so a failed sync is logged, not answered as a failure. */
+    g_autoptr(GError) sync_error = NULL;
+    if (!vdd_pool_sync_directory(self->pool, &sync_error))
+        g_warning("%s", sync_error->message);
     g_autofree char *wh = what(self);
     vdd_log_operation(invocation, uid, wh, NULL);
     vdd_dbus_volume_complete_delete(self->iface, invocation);

@@ -358,7 +358,7 @@ check "Ctrl-C cancels the job, removes the partial volume" interrupt
 # Durable jobs: strace follows vdiskd (and, where vdiskctl creates the
 # file, vdiskctl) while each job runs; strace-syncs.py reads the traces.
 SYNCS=$REPO/tests/interop/strace-syncs.py
-TRACED=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2
+TRACED=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2,unlink,unlinkat
 # traced_daemon CMD...: CMD while strace follows vdiskd into $T/dtrace.
 traced_daemon() {
     local pid i rc=0
@@ -416,8 +416,12 @@ durable_jobs() {
     dsyncs created "$POOL/dur-top.qcow2"
     qemu-img check -q "$POOL/dur.qcow2"
     qemu-img check -q "$POOL/dur-top.qcow2"
+    # a deleted volume must not come back after a power cut
+    traced_daemon ctl delete t/dur-clone.vdi
+    [[ ! -e $POOL/dur-clone.vdi ]]
+    dsyncs removed "$POOL/dur-clone.vdi"
 }
-check "every job that writes waits for the disk (fdatasync, and fsync of a new file's folder)" durable_jobs
+check "every job that writes waits for the disk (fdatasync, and fsync of a new file's folder; of a deleted one's too)" durable_jobs
 
 in_use() {   # a volume a running VM holds (here qemu-nbd): refused, the holder named
     command -v qemu-nbd >/dev/null || { echo "qemu-nbd is missing: case skipped"; return 0; }

@@ -17,6 +17,9 @@ which must be the traced run's.
   strace-syncs.py TRACE created FILE...   every FILE was created (O_CREAT)
                                           and its folder got a successful
                                           fsync after that
+  strace-syncs.py TRACE removed FILE...   every FILE was unlinked and its
+                                          folder got a successful fsync
+                                          after that
   strace-syncs.py TRACE unsynced FILE...  every FILE was written and never
                                           synced, nor its folder
   strace-syncs.py TRACE count FILE        print how many syncs FILE got
@@ -30,6 +33,7 @@ import sys
 RENAMES = {"rename", "renameat", "renameat2"}
 WRITES = {"pwrite64", "pwritev", "pwritev2", "write", "writev", "ftruncate", "fallocate"}
 SYNCS = {"fdatasync", "fsync"}
+UNLINKS = {"unlink", "unlinkat"}
 
 # "PID name(ARGS" up to the end, or up to " <unfinished ...>"
 CALL = re.compile(r"^(\d+)\s+(\w+)\((.*)$")
@@ -68,6 +72,11 @@ def parse(trace):
         ok = int(r.group(1)) >= 0
         if name == "openat":
             events.append((n, start, name, r.group(2), ok, full))
+            continue
+        if name in UNLINKS:
+            names = [os.path.join(d or os.getcwd(), p) for d, p in RENAME_ARG.findall(full)[:1]]
+            if names:
+                events.append((n, start, name, real(names[0]), ok, full))
             continue
         if name in RENAMES:
             names = [os.path.join(d or os.getcwd(), p) for d, p in RENAME_ARG.findall(full)[:2]]
@@ -132,6 +141,16 @@ def check_created(events, path):
         fail(f"{folder}: no fsync after {os.path.basename(path)} was created there")
 
 
+def check_removed(events, path):
+    removes = [e for e in events if e[2] in UNLINKS and e[3] == path and e[4]]
+    if not removes:
+        fail(f"{path}: not removed by this run")
+    gone = max(e[0] for e in removes)
+    folder = os.path.dirname(path)
+    if not any(e[1] > gone and e[2] == "fsync" for e in syncs_of(events, folder)):
+        fail(f"{folder}: no fsync after {os.path.basename(path)} was removed from it")
+
+
 def check_unsynced(events, path):
     if not writes_of(events, path):
         fail(f"{path}: never written")
@@ -143,7 +162,7 @@ def check_unsynced(events, path):
 
 def main():
     if len(sys.argv) < 4:
-        fail("usage: strace-syncs.py TRACE synced|created|unsynced|count FILE...")
+        fail("usage: strace-syncs.py TRACE synced|created|removed|unsynced|count FILE...")
     events = parse(sys.argv[1])
     what = sys.argv[2]
     for path in map(real, sys.argv[3:]):
@@ -151,6 +170,8 @@ def main():
             check_synced(events, path)
         elif what == "created":
             check_created(events, path)
+        elif what == "removed":
+            check_removed(events, path)
         elif what == "unsynced":
             check_unsynced(events, path)
         elif what == "count":
