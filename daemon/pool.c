@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h> /* renameat2 */
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -187,16 +188,73 @@ gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error
     return TRUE;
 }
 
-int vdd_pool_create_file(VddPool *self, const char *name, GError **error)
+struct VddNewFile {
+    VddPool *pool;
+    char *name;
+    char *hidden;
+    int fd;
+    gboolean published;
+};
+
+VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
 {
+    static gint serial;
     if (!vdd_pool_check_new_name(self, name, error))
-        return -1;
-    int fd = openat(self->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        return NULL;
+    /* The pid and a serial keep two jobs (or two vdiskd) apart; the name is
+     * cut so that the hidden one stays within NAME_MAX. */
+    g_autofree char *hidden =
+        g_strdup_printf(".%.200s.partial-%d-%d", name, (int)getpid(), g_atomic_int_add(&serial, 1));
+    int fd = openat(self->dirfd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
         vdd_error_set_errno(error, errno, "%s/%s", self->name, name);
-        return -1;
+        return NULL;
     }
-    return fd;
+    VddNewFile *file = g_new0(VddNewFile, 1);
+    file->pool = g_object_ref(self);
+    file->name = g_strdup(name);
+    file->hidden = g_steal_pointer(&hidden);
+    file->fd = fd;
+    return file;
+}
+
+int vdd_new_file_fd(VddNewFile *file) { return file->fd; }
+
+gboolean vdd_new_file_publish(VddNewFile *file, GError **error)
+{
+    int dirfd = file->pool->dirfd;
+    int rc = renameat2(dirfd, file->hidden, dirfd, file->name, RENAME_NOREPLACE);
+    if (rc < 0 && errno == EINVAL) {
+        /* A file system without RENAME_NOREPLACE: a hard link refuses an
+         * existing name the same way. */
+        rc = linkat(dirfd, file->hidden, dirfd, file->name, 0);
+        if (rc == 0)
+            unlinkat(dirfd, file->hidden, 0);
+    }
+    if (rc < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", file->pool->name, file->name);
+        return FALSE;
+    }
+    if (!vdd_pool_sync_directory(file->pool, error)) {
+        unlinkat(dirfd, file->name, 0);
+        return FALSE;
+    }
+    file->published = TRUE;
+    return TRUE;
+}
+
+void vdd_new_file_free(VddNewFile *file)
+{
+    if (file == NULL)
+        return;
+    if (file->fd >= 0)
+        close(file->fd);
+    if (!file->published)
+        unlinkat(file->pool->dirfd, file->hidden, 0);
+    g_object_unref(file->pool);
+    g_free(file->name);
+    g_free(file->hidden);
+    g_free(file);
 }
 
 gboolean vdd_pool_sync_directory(VddPool *self, GError **error)
@@ -216,7 +274,7 @@ typedef struct {
     VddPool *pool;
     VddVolume *volume;
     VddVolume *backing; /* read-locked, or NULL */
-    int fd;
+    VddNewFile *file;
     char *name;
     char *format;
     guint64 size;
@@ -227,8 +285,7 @@ typedef struct {
 
 static void new_volume_work_free(NewVolumeWork *w)
 {
-    if (w->fd >= 0)
-        close(w->fd);
+    g_clear_pointer(&w->file, vdd_new_file_free);
     g_clear_object(&w->volume);
     g_clear_object(&w->backing);
     g_clear_object(&w->pool);
@@ -244,13 +301,13 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
-    /* The engine syncs the new file; its name is the pool's to sync. */
-    gboolean ok = w->source == NULL
-                      ? vd_image_create_fd_with_secrets(w->fd, path, w->format, w->size, w->create,
-                                                        w->secrets, error)
-                      : vdd_copy_into_fd(w->source, w->fd, path, w->format, w->create, w->secrets,
-                                         0, job, cancellable, error);
-    return ok && vdd_pool_sync_directory(w->pool, error);
+    /* The engine syncs the new file; publishing names it and syncs that. */
+    int fd = vdd_new_file_fd(w->file);
+    gboolean ok = w->source == NULL ? vd_image_create_fd_with_secrets(fd, path, w->format, w->size,
+                                                                      w->create, w->secrets, error)
+                                    : vdd_copy_into_fd(w->source, fd, path, w->format, w->create,
+                                                       w->secrets, 0, job, cancellable, error);
+    return ok && vdd_new_file_publish(w->file, error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)
@@ -260,8 +317,7 @@ static void create_done(VddJob *job, gpointer data, const GError *error)
     if (w->backing != NULL)
         vdd_volume_unlock_read(w->backing);
     if (error != NULL) {
-        /* Never leave a half-written image that looks whole. */
-        unlinkat(vdd_pool_get_dirfd(w->pool), w->name, 0);
+        /* Its file was never named: freeing the work removes it. */
         vdd_pool_remove_volume(w->pool, w->volume);
     } else {
         vdd_volume_update(w->volume);
@@ -291,8 +347,8 @@ static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **err
             return FALSE;
         w->backing = g_object_ref(b);
     }
-    w->fd = vdd_pool_create_file(self, w->name, error);
-    if (w->fd < 0) {
+    w->file = vdd_pool_new_file(self, w->name, error);
+    if (w->file == NULL) {
         if (w->backing != NULL) {
             vdd_volume_unlock_read(w->backing);
             g_clear_object(&w->backing);
@@ -335,7 +391,6 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
 {
     NewVolumeWork *w = g_new0(NewVolumeWork, 1);
     w->pool = g_object_ref(self);
-    w->fd = -1;
     w->name = g_strdup(name);
     w->format = g_strdup(format);
     return w;

@@ -33,10 +33,28 @@ VddVolume *vdd_pool_lookup_volume(VddPool *self, const char *name);
 VddVolume *vdd_pool_add_volume(VddPool *self, const char *name);
 void vdd_pool_remove_volume(VddPool *self, VddVolume *volume);
 
-/* A name for a new volume: valid and not taken. Then create it empty,
- * exclusively (O_EXCL|O_NOFOLLOW); returns the descriptor, -1 on error. */
+/* A name for a new volume: valid and not taken. */
 gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error);
-int vdd_pool_create_file(VddPool *self, const char *name, GError **error);
+
+/* The file of a new volume, written under a hidden name (".NAME.partial-…",
+ * never listed as a volume, refused as a volume's name) and given its own
+ * name only when complete and on stable storage: a crash of vdiskd in the
+ * middle of an import or a clone leaves a hidden partial file, never a
+ * volume that looks whole. The pool's registry reserves the name meanwhile. */
+typedef struct VddNewFile VddNewFile;
+/* Check name (vdd_pool_check_new_name) and create its hidden file
+ * exclusively (O_EXCL|O_NOFOLLOW). NULL on error. */
+VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error);
+/* The descriptor to write the volume into (owned by the new file). */
+int vdd_new_file_fd(VddNewFile *file);
+/* Give the hidden file the volume's name, never replacing a file that took
+ * that name meanwhile, and sync the directory. On failure nothing is left
+ * under the volume's name. */
+gboolean vdd_new_file_publish(VddNewFile *file, GError **error);
+/* Close; a file never published is removed. */
+void vdd_new_file_free(VddNewFile *file);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VddNewFile, vdd_new_file_free)
+
 /* fsync the pool's directory: a volume file created in it survives a power
  * cut under its name once this returned TRUE. */
 gboolean vdd_pool_sync_directory(VddPool *self, GError **error);

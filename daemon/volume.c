@@ -213,7 +213,8 @@ typedef struct {
     VddVolume *volume; /* locked (read or write) */
     gboolean write;
     VddVolume *target; /* new volume (write-locked), or NULL */
-    int fd;            /* target descriptor */
+    VddNewFile *file;  /* the target's file, until it is published */
+    int fd;            /* the caller's target descriptor (Export) */
     char *format;
     VdOptions *create;
     VddImageKey key;   /* opens this volume; its secrets also serve create */
@@ -232,6 +233,7 @@ static void volume_work_free(VolumeWork *w)
     g_clear_pointer(&w->source_image, vd_image_unref);
     if (w->fd >= 0)
         close(w->fd);
+    g_clear_pointer(&w->file, vdd_new_file_free);
     g_clear_object(&w->volume);
     g_clear_object(&w->target);
     g_clear_object(&w->source);
@@ -265,7 +267,7 @@ static void work_done(VddJob *job, gpointer data, const GError *error)
     if (w->target != NULL) {
         vdd_volume_unlock_write(w->target);
         if (error != NULL) {
-            unlinkat(vdd_pool_get_dirfd(w->volume->pool), w->target->name, 0);
+            /* Its file was never named: freeing the work removes it. */
             vdd_pool_remove_volume(w->volume->pool, w->target);
         } else {
             vdd_volume_update(w->target);
@@ -280,9 +282,9 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
 {
     VolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
-    return vdd_copy_into_fd(w->image, w->fd, path, w->format, w->create, w->key.secrets, 0, job,
-                            cancellable, error) &&
-           vdd_pool_sync_directory(w->volume->pool, error);
+    return vdd_copy_into_fd(w->image, vdd_new_file_fd(w->file), path, w->format, w->create,
+                            w->key.secrets, 0, job, cancellable, error) &&
+           vdd_new_file_publish(w->file, error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
@@ -340,8 +342,7 @@ static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid
         g_clear_pointer(&w->image, vd_image_unref);
         if (w->target != NULL) {
             vdd_volume_unlock_write(w->target);
-            unlinkat(vdd_pool_get_dirfd(self->pool), w->target->name, 0);
-            vdd_pool_remove_volume(self->pool, w->target);
+            vdd_pool_remove_volume(self->pool, w->target); /* its file goes with w */
         }
         volume_work_free(w);
     }
@@ -385,7 +386,7 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
         return;
     }
     if ((w->image = vdd_volume_open(self, 0, &w->key, &error)) == NULL ||
-        (w->fd = vdd_pool_create_file(self->pool, name, &error)) < 0) {
+        (w->file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
         vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -653,15 +654,12 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
         fail(self, invocation, uid, NULL, error);
         return;
     }
-    int fd = vdd_pool_create_file(self->pool, name, &error);
-    gboolean ok = fd >= 0;
+    g_autoptr(VddNewFile) file = vdd_pool_new_file(self->pool, name, &error);
+    gboolean ok = file != NULL;
     if (ok) {
         g_autofree char *path = vdd_pool_file_path(self->pool, name);
-        ok = vd_image_create_fd(fd, path, "qcow2", 0, create, &error) &&
-             vdd_pool_sync_directory(self->pool, &error);
-        close(fd);
-        if (!ok)
-            unlinkat(vdd_pool_get_dirfd(self->pool), name, 0);
+        ok = vd_image_create_fd(vdd_new_file_fd(file), path, "qcow2", 0, create, &error) &&
+             vdd_new_file_publish(file, &error);
     }
     vdd_volume_unlock_read(self);
     if (!ok) {

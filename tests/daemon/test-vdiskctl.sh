@@ -454,7 +454,8 @@ no_daemon() {   # last: stops vdiskd, in the middle of a job
         grep -q '/100%' "$T/term.out" && break
         sleep 0.1
     done
-    [[ -e $POOL/term.vmdk ]]
+    compgen -G "$POOL/.term.vmdk.partial-*" >/dev/null   # written under a hidden name
+    [[ ! -e $POOL/term.vmdk ]]
     # SIGTERM (systemctl stop): the job is cancelled and its half-written
     # volume removed before vdiskd leaves, cleanly
     kill "$VDISKD_PID"
@@ -469,6 +470,39 @@ no_daemon() {   # last: stops vdiskd, in the middle of a job
 VDISKD_PID=${VDISKD_PID:-}
 export VDISKD_PID
 check "stopping vdiskd cancels its jobs, leaves no partial volume; then a readable error" no_daemon
+
+# start_vdiskd: vdiskd again on the same bus, with pool t; sets VDISKD_PID.
+start_vdiskd() {
+    "$VDISKD" --idle-timeout=0 --config-dir="$T/pools.d" >>"$T/vdiskd2.log" 2>&1 &
+    VDISKD_PID=$!
+    vdisk_wait_for_name org.vdisk.VDisk1
+    ctl add-pool t "$POOL" >/dev/null
+}
+export VDISKD
+export -f start_vdiskd vdisk_wait_for_name
+
+killed() {   # after no_daemon: vdiskd dies (SIGKILL, a power cut) in the middle of an import
+    [[ -f $T/big.raw ]] || big "$T/big.raw"
+    start_vdiskd
+    trap 'kill -9 $VDISKD_PID 2>/dev/null || true' EXIT
+    "$VDISKCTL" import -p -f qcow2 "$T/big.raw" t/killed.qcow2 >"$T/kill.out" 2>&1 &
+    local pid=$! i
+    for ((i = 0; i < 100; i++)); do
+        grep -q '/100%' "$T/kill.out" && break
+        sleep 0.1
+    done
+    kill -9 "$VDISKD_PID"
+    wait "$pid" || true
+    # what was written lies under a hidden name; the volume's own name
+    # never shows a half-written image
+    [[ ! -e $POOL/killed.qcow2 ]] || { echo "a partial volume has the volume's name"; exit 1; }
+    compgen -G "$POOL/.killed.qcow2.partial-*" >/dev/null
+    start_vdiskd
+    if ctl volumes t | grep -q killed; then echo "the partial file is listed as a volume"; exit 1; fi
+    ctl import -q -f qcow2 "$T/bob/disk.vdi" t/killed.qcow2 </dev/null   # the name is free
+    qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$POOL/killed.qcow2"
+}
+check "vdiskd killed mid-import: no volume under the name; a new import takes it" killed
 
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))
