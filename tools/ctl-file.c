@@ -10,27 +10,44 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include <stdio.h> /* renameat2 */
 #include <stdlib.h>
 #include <unistd.h>
 
-gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GError **error)
+gint ctl_output_open(GUnixFDList *fds, const char *path, CtlOutput *out, GError **error)
 {
-    /* Only a file this run made is ours to remove after a failure. */
-    *created = !g_file_test(path, G_FILE_TEST_EXISTS);
+    out->path = g_strdup(path);
+    if (g_file_test(path, G_FILE_TEST_EXISTS)) /* not ours to hide or remove */
+        return ctl_fds_append_path(fds, path, O_RDWR, error);
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    g_autofree char *hidden = g_strdup_printf(".%.200s.partial-%d", base, (int)getpid());
+    out->partial = g_build_filename(dir, hidden, NULL);
     /* Read and write: image writers read back their own metadata. */
-    return ctl_fds_append_path(fds, path, O_RDWR | O_CREAT | O_TRUNC, error);
+    int fd = g_open(out->partial, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "cannot create %s: %s", path,
+                    g_strerror(err));
+        g_clear_pointer(&out->partial, g_free);
+        return -1;
+    }
+    gint index = g_unix_fd_list_append(fds, fd, error);
+    close(fd);
+    if (index < 0)
+        ctl_output_discard(out);
+    return index;
 }
 
-void ctl_output_discard(const char *path, gboolean created)
+void ctl_output_discard(CtlOutput *out)
 {
-    if (created && g_unlink(path) != 0 && errno != ENOENT)
-        ctl_error("could not remove the incomplete %s: %s", path, g_strerror(errno));
+    if (out->partial != NULL && g_unlink(out->partial) != 0 && errno != ENOENT)
+        ctl_error("could not remove the incomplete %s: %s", out->partial, g_strerror(errno));
+    g_clear_pointer(&out->partial, g_free);
 }
 
-gboolean ctl_output_finish(const char *path, gboolean created, GError **error)
+static gboolean sync_folder(const char *path, GError **error)
 {
-    if (!created)
-        return TRUE;
     g_autofree char *dir = g_path_get_dirname(path);
     int fd = g_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     int err = 0;
@@ -44,6 +61,31 @@ gboolean ctl_output_finish(const char *path, gboolean created, GError **error)
         return FALSE;
     }
     return TRUE;
+}
+
+gboolean ctl_output_finish(CtlOutput *out, GError **error)
+{
+    if (out->partial == NULL)
+        return TRUE;
+    /* Never over a file that took the name meanwhile. */
+    int rc = renameat2(AT_FDCWD, out->partial, AT_FDCWD, out->path, RENAME_NOREPLACE);
+    if (rc != 0 && errno == EINVAL && (rc = link(out->partial, out->path)) == 0)
+        g_unlink(out->partial); /* no RENAME_NOREPLACE here: a link refuses the same */
+    if (rc != 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "cannot name %s: %s", out->path,
+                    g_strerror(err));
+        ctl_output_discard(out);
+        return FALSE;
+    }
+    g_clear_pointer(&out->partial, g_free);
+    return sync_folder(out->path, error);
+}
+
+void ctl_output_clear(CtlOutput *out)
+{
+    g_clear_pointer(&out->path, g_free);
+    g_clear_pointer(&out->partial, g_free);
 }
 
 /* ----- vdiskctl inspect ----- */
@@ -137,21 +179,21 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
     g_autoptr(GVariant) options = ctl_call_options(ctl, &error);
     g_autofree char *format = NULL;
-    gboolean created = FALSE;
+    g_auto(CtlOutput) output = { 0 };
     gint source, target;
 
     if (options == NULL || (source = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error)) < 0 ||
-        (target = ctl_output_open(fds, operands[1], &created, &error)) < 0)
+        (target = ctl_output_open(fds, operands[1], &output, &error)) < 0)
         return ctl_fail(error);
     /* qemu-img convert writes raw unless told otherwise. */
     format = ctl_pick_format(ctl, operands[1], "raw");
     if (!ctl_call_job(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ConvertFile",
                       g_variant_new("(hhs@a{sv})", source, target, format, options), fds,
                       "Converting", NULL, &error)) {
-        ctl_output_discard(operands[1], created);
+        ctl_output_discard(&output);
         return ctl_fail(error);
     }
-    if (!ctl_output_finish(operands[1], created, &error))
+    if (!ctl_output_finish(&output, &error))
         return ctl_fail(error);
     ctl_say(ctl, "Converted %s to %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;

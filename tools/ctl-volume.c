@@ -189,22 +189,22 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
     g_autofree char *format = NULL;
     g_autoptr(GVariant) options = NULL;
-    gboolean created = FALSE;
+    g_auto(CtlOutput) output = { 0 };
     gint fd;
 
     if (vol == NULL || (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
     format = ctl_pick_format(ctl, operands[1], ctl_prop_string(vol->volume->props, "Format"));
-    fd = ctl_output_open(fds, operands[1], &created, &error);
+    fd = ctl_output_open(fds, operands[1], &output, &error);
     if (fd < 0)
         return ctl_fail(error);
     if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Export",
                       g_variant_new("(hs@a{sv})", fd, format, options), fds, "Exporting", NULL,
                       &error)) {
-        ctl_output_discard(operands[1], created);
+        ctl_output_discard(&output);
         return ctl_fail(error);
     }
-    if (!ctl_output_finish(operands[1], created, &error))
+    if (!ctl_output_finish(&output, &error))
         return ctl_fail(error);
     ctl_say(ctl, "Exported %s to %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;

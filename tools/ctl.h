@@ -214,16 +214,29 @@ gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char 
 
 /* ----- the caller's output files (ctl-file.c) ----- */
 
-/* Open path for vdiskd to write an image into (read and write, created
- * 0644 or truncated) and add it to fds. *created says whether it did not
- * exist before, for ctl_output_discard. Returns the fd's index or -1. */
-gint ctl_output_open(GUnixFDList *fds, const char *path, gboolean *created, GError **error);
-/* After a failed job: remove path when we created it, so no half-written
- * image is left behind. */
-void ctl_output_discard(const char *path, gboolean created);
-/* After a successful job: vdiskd synced the image; when path is new, sync
- * its folder too, so it survives a power cut under its name. */
-gboolean ctl_output_finish(const char *path, gboolean created, GError **error);
+/* An output file of export and convert. A new file is written under a
+ * hidden name beside it (".NAME.partial-PID") and renamed into place only
+ * once vdiskd reported it complete and on stable storage, so an
+ * interruption (vdiskd or vdiskctl killed, a power cut) never leaves a
+ * half-written image under the name asked for. An existing file is written
+ * in place: vdiskd locks it before it truncates it, and refuses one that a
+ * VM is using, as qemu-img does. */
+typedef struct {
+    char *path;    /* as asked for */
+    char *partial; /* the hidden file written, or NULL when in place */
+} CtlOutput;
+
+/* Open the file vdiskd writes the image into (read and write) and add it
+ * to fds. Returns the fd's index or -1. */
+gint ctl_output_open(GUnixFDList *fds, const char *path, CtlOutput *out, GError **error);
+/* After a failed job: remove the hidden file, so nothing half-written is
+ * left behind. */
+void ctl_output_discard(CtlOutput *out);
+/* After a successful job (vdiskd synced the image): give a new file its
+ * name and sync its folder, so it survives a power cut under that name. */
+gboolean ctl_output_finish(CtlOutput *out, GError **error);
+void ctl_output_clear(CtlOutput *out);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CtlOutput, ctl_output_clear)
 
 /* ----- output (ctl-output.c) ----- */
 

@@ -355,6 +355,24 @@ interrupt() {   # Ctrl-C cancels the job and waits for its end
 }
 check "Ctrl-C cancels the job, removes the partial volume" interrupt
 
+client_killed() {   # vdiskctl dies mid-convert: nothing appears under the target's name
+    [[ -f $T/big.raw ]] || big "$T/big.raw"
+    "$VDISKCTL" convert -p -O vmdk -o subformat=streamOptimized "$T/big.raw" "$T/gone.vmdk" >"$T/gone.out" 2>&1 &
+    local pid=$! i
+    for ((i = 0; i < 100; i++)); do
+        grep -q '/100%' "$T/gone.out" && break
+        sleep 0.1
+    done
+    compgen -G "$T/.gone.vmdk.partial-*" >/dev/null
+    kill -9 "$pid"
+    wait "$pid" || true
+    [[ ! -e $T/gone.vmdk ]] || { echo "a half-written image has the target's name"; exit 1; }
+    for ((i = 0; i < 100; i++)); do ctl jobs | grep -q convert || break; sleep 0.2; done
+    [[ ! -e $T/gone.vmdk ]]
+    rm -f "$T"/.gone.vmdk.partial-*
+}
+check "vdiskctl killed mid-convert: no half-written file under the target's name" client_killed
+
 # Durable jobs: strace follows vdiskd (and, where vdiskctl creates the
 # file, vdiskctl) while each job runs; strace-syncs.py reads the traces.
 SYNCS=$REPO/tests/interop/strace-syncs.py
@@ -392,13 +410,18 @@ durable_jobs() {
     dsyncs synced "$POOL/dur-clone.vdi"
     dsyncs created "$POOL/dur-clone.vdi"
     qemu-img compare -q -f raw -F vdi "$T/src.raw" "$POOL/dur-clone.vdi"
-    # export and convert write into a file vdiskctl made: it syncs the folder
+    # export and convert write into a hidden file vdiskctl made, which it
+    # renames into place and whose folder it syncs; the daemon's syncs of
+    # the hidden file are matched to the final name through the client's
+    # rename (the client's trace goes after the daemon's: it renames last)
     traced_daemon traced_client "$VDISKCTL" export -q t/dur-imp.qcow2 "$T/dur-out.vmdk"
-    dsyncs synced "$T/dur-out.vmdk"
+    cat "$T/dtrace" "$T/ctrace" >"$T/both"
+    /usr/bin/python3 "$SYNCS" "$T/both" synced "$T/dur-out.vmdk"
     csyncs created "$T/dur-out.vmdk"
     qemu-img compare -q -f raw -F vmdk "$T/src.raw" "$T/dur-out.vmdk"
     traced_daemon traced_client "$VDISKCTL" convert -q "$T/bob/disk.vdi" "$T/dur-conv.qcow2"
-    dsyncs synced "$T/dur-conv.qcow2"
+    cat "$T/dtrace" "$T/ctrace" >"$T/both"
+    /usr/bin/python3 "$SYNCS" "$T/both" synced "$T/dur-conv.qcow2"
     csyncs created "$T/dur-conv.qcow2"
     qemu-img compare -q -f raw -F qcow2 "$T/src.raw" "$T/dur-conv.qcow2"
     traced_daemon ctl copy t/dur-imp.qcow2 t/dur.qcow2 >/dev/null
