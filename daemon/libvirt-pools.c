@@ -51,24 +51,19 @@ static void lv_unref(VddLibvirt *self)
  * they matter. */
 static void quiet_errors(void *data, virErrorPtr error) {}
 
-static gpointer event_loop(gpointer data)
-{
-    for (;;) {
-        if (virEventRunDefaultImpl() < 0)
-            g_usleep(G_USEC_PER_SEC);
-    }
-    return NULL;
-}
-
-/* Close and lifecycle callbacks need libvirt's event loop; it runs on a
- * thread of its own for the daemon's lifetime. */
+/* Close and lifecycle callbacks need libvirt's event loop. libvirt's
+ * default implementation is made of GLib sources on the default main
+ * context, so vdiskd's own main loop runs it. It must not get a thread of
+ * its own: that thread would iterate the same context and run vdiskd's
+ * D-Bus handlers, signal handlers and timeouts beside the main thread, and
+ * after the main loop ends, on a daemon being torn down. */
 static void start_event_loop(void)
 {
     static gsize once = 0;
     if (g_once_init_enter(&once)) {
         virSetErrorFunc(NULL, quiet_errors);
-        if (virEventRegisterDefaultImpl() == 0)
-            g_thread_unref(g_thread_new("libvirt-events", event_loop, NULL));
+        if (virEventRegisterDefaultImpl() < 0)
+            g_warning("libvirt's event loop is not available: closed connections go unnoticed");
         g_once_init_leave(&once, 1);
     }
 }
