@@ -531,17 +531,26 @@ static gboolean vdi_check_backing(VdImage *img, GError **error)
     return check_parent_header(img, s, parent->filename, &ps->h, error);
 }
 
+/* The header of the parent named name (relative to image_path), read
+ * without opening it as an image. */
+static gboolean read_named_header(const char *image_path, const char *name, char **path,
+                                  VdiHeader *header, GError **error)
+{
+    *path = vd_resolve_relative(image_path, name);
+    g_autoptr(VdFile) file = vd_file_open(*path, FALSE, error);
+    guint8 raw[HDR_BYTES];
+    guint64 size;
+    return file != NULL && header_read(file, raw, header, &size, error);
+}
+
 /* Opened without its chain (info), a parent the caller named is still
  * checked, from its header, so no wrong parent is ever shown as this
  * image's. */
 static gboolean check_named_parent(VdImage *img, const Vdi *s, GError **error)
 {
-    g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
-    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
-    guint8 raw[HDR_BYTES];
+    g_autofree char *path = NULL;
     VdiHeader ph;
-    guint64 size;
-    if (file == NULL || !header_read(file, raw, &ph, &size, error)) {
+    if (!read_named_header(img->filename, img->backing_name, &path, &ph, error)) {
         g_autofree char *want = uuid_to_string(s->h.uuid_link);
         g_prefix_error(error, "%s: its parent is the VDI image {%s}, but: ", img->filename, want);
         return FALSE;
@@ -632,12 +641,9 @@ static gboolean read_parent_ids(const VdCreateParams *params, VdiHeader *child, 
                           params->backing_file, params->backing_format);
         return FALSE;
     }
-    g_autofree char *path = vd_resolve_relative(params->path, params->backing_file);
-    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
-    guint8 raw[HDR_BYTES];
+    g_autofree char *path = NULL;
     VdiHeader parent;
-    guint64 size;
-    if (file == NULL || !header_read(file, raw, &parent, &size, error)) {
+    if (!read_named_header(params->path, params->backing_file, &path, &parent, error)) {
         g_prefix_error(error, "%s: a differencing VDI image needs its VDI parent: ", params->path);
         return FALSE;
     }

@@ -129,26 +129,27 @@ def check_synced(events, path):
         fail(f"{path}: no fdatasync/fsync after its last write (line {last + 1} of the trace)")
 
 
+def check_folder_synced_after(events, path, changes, verb):
+    """path's folder got a successful fsync after the last of changes
+    (events that created or removed path there)."""
+    if not changes:
+        fail(f"{path}: not {verb} by this run")
+    last = max(e[0] for e in changes)
+    folder = os.path.dirname(path)
+    if not any(e[1] > last and e[2] == "fsync" for e in syncs_of(events, folder)):
+        fail(f"{folder}: no fsync after {os.path.basename(path)} was {verb} there")
+
+
 def check_created(events, path):
     names = names_of(events, path)
     creates = [e for e in events if e[2] == "openat" and e[3] in names and e[4] and "O_CREAT" in e[5]]
     creates += [e for e in events if e[2] in RENAMES and e[3] == path and e[4]]
-    if not creates:
-        fail(f"{path}: not created by this run")
-    made = max(e[0] for e in creates)
-    folder = os.path.dirname(path)
-    if not any(e[1] > made and e[2] == "fsync" for e in syncs_of(events, folder)):
-        fail(f"{folder}: no fsync after {os.path.basename(path)} was created there")
+    check_folder_synced_after(events, path, creates, "created")
 
 
 def check_removed(events, path):
     removes = [e for e in events if e[2] in UNLINKS and e[3] == path and e[4]]
-    if not removes:
-        fail(f"{path}: not removed by this run")
-    gone = max(e[0] for e in removes)
-    folder = os.path.dirname(path)
-    if not any(e[1] > gone and e[2] == "fsync" for e in syncs_of(events, folder)):
-        fail(f"{folder}: no fsync after {os.path.basename(path)} was removed from it")
+    check_folder_synced_after(events, path, removes, "removed")
 
 
 def check_unsynced(events, path):
