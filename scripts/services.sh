@@ -90,11 +90,11 @@ vdisk_services_start() {
 vdisk_services_stop() {
   local i
   for ((i = ${#VDISK_SERVICE_PIDS[@]} - 1; i >= 0; i--)); do
-    kill "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null
+    kill "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null || true
   done
   sleep 0.3
   for ((i = ${#VDISK_SERVICE_PIDS[@]} - 1; i >= 0; i--)); do
-    kill -9 "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null
+    kill -9 "${VDISK_SERVICE_PIDS[i]}" 2>/dev/null || true # gone already: fine
   done
   VDISK_SERVICE_PIDS=()
   local f
