@@ -203,25 +203,31 @@ static void set_busy_error(GError **error, const char *name, int fd, int byte, g
                       perm_names[bit]);
 }
 
+/* The first permission in mask whose byte at base + n someone else holds,
+ * or -1. */
+static int first_taken(int fd, guint mask, int base)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(perm_names); i++) {
+        int err = 0;
+        if ((mask & (1u << i)) && byte_taken(fd, base + (int)i, &err))
+            return (int)i;
+    }
+    return -1;
+}
+
 /* Check, after taking our own bytes, that nobody else conflicts (QEMU's
  * order: first the permissions we take, then the ones we do not share). */
 static gboolean check_conflicts(int fd, const char *name, LockBits bits, GError **error)
 {
-    for (guint i = 0; i < G_N_ELEMENTS(perm_names); i++) {
-        int err = 0;
-        int byte = LOCK_SHARED_BASE + (int)i;
-        if ((bits.perm & (1u << i)) && byte_taken(fd, byte, &err)) {
-            set_busy_error(error, name, fd, byte, FALSE, i);
-            return FALSE;
-        }
+    int i = first_taken(fd, bits.perm, LOCK_SHARED_BASE);
+    if (i >= 0) {
+        set_busy_error(error, name, fd, LOCK_SHARED_BASE + i, FALSE, (guint)i);
+        return FALSE;
     }
-    for (guint i = 0; i < G_N_ELEMENTS(perm_names); i++) {
-        int err = 0;
-        int byte = LOCK_PERM_BASE + (int)i;
-        if ((bits.unshared & (1u << i)) && byte_taken(fd, byte, &err)) {
-            set_busy_error(error, name, fd, byte, TRUE, i);
-            return FALSE;
-        }
+    i = first_taken(fd, bits.unshared, LOCK_PERM_BASE);
+    if (i >= 0) {
+        set_busy_error(error, name, fd, LOCK_PERM_BASE + i, TRUE, (guint)i);
+        return FALSE;
     }
     return TRUE;
 }
