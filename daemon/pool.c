@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h> /* renameat2 */
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -223,15 +222,7 @@ int vdd_new_file_fd(VddNewFile *file) { return file->fd; }
 gboolean vdd_new_file_publish(VddNewFile *file, GError **error)
 {
     int dirfd = file->pool->dirfd;
-    int rc = renameat2(dirfd, file->hidden, dirfd, file->name, RENAME_NOREPLACE);
-    if (rc < 0 && errno == EINVAL) {
-        /* A file system without RENAME_NOREPLACE: a hard link refuses an
-         * existing name the same way. */
-        rc = linkat(dirfd, file->hidden, dirfd, file->name, 0);
-        if (rc == 0)
-            unlinkat(dirfd, file->hidden, 0);
-    }
-    if (rc < 0) {
+    if (vd_rename_noreplace(dirfd, file->hidden, dirfd, file->name) < 0) {
         vdd_error_set_errno(error, errno, "%s/%s", file->pool->name, file->name);
         return FALSE;
     }

@@ -486,16 +486,10 @@ static gboolean partial_plan(const char *target_path, const VdConvertOptions *op
     return TRUE;
 }
 
-/* Move what the hidden folder holds next to the target, the target last. */
-static gboolean partial_finish(const Partial *p, const char *target_path, GError **error)
+/* Move the files a vmdk made beside its descriptor (its extents) out of
+ * the hidden folder, next to the target. */
+static gboolean partial_move_extents(const Partial *p, const char *target_path, GError **error)
 {
-    if (p->folder == NULL) {
-        if (rename(p->path, target_path) == 0)
-            return TRUE;
-        vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
-                          p->path, g_strerror(errno));
-        return FALSE;
-    }
     g_autofree char *dir = g_path_get_dirname(target_path);
     g_autofree char *base = g_path_get_basename(p->path);
     g_autoptr(GDir) folder = g_dir_open(p->folder, 0, error);
@@ -513,12 +507,21 @@ static gboolean partial_finish(const Partial *p, const char *target_path, GError
             return FALSE;
         }
     }
+    return TRUE;
+}
+
+/* Move what was made into place, the target itself last. */
+static gboolean partial_finish(const Partial *p, const char *target_path, GError **error)
+{
+    if (p->folder != NULL && !partial_move_extents(p, target_path, error))
+        return FALSE;
     if (rename(p->path, target_path) < 0) {
         vd_set_file_error(error, target_path, VD_ERROR_IO, "cannot rename %s into place: %s",
                           p->path, g_strerror(errno));
         return FALSE;
     }
-    g_rmdir(p->folder);
+    if (p->folder != NULL)
+        g_rmdir(p->folder);
     return TRUE;
 }
 
@@ -587,7 +590,7 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     if (ok && hidden) {
         ok = partial_finish(&partial, target_path, error) &&
              ((opts->target_open_flags & VD_OPEN_NO_FLUSH) ||
-              vd_file_sync_parent_dir(target_path, error));
+              vd_sync_parent_dir(target_path, error));
     }
     if (!ok && hidden)
         partial_remove(&partial);

@@ -380,23 +380,3 @@ gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_
     *run = hole < 0 || (guint64)hole <= offset ? max : MIN((guint64)hole - offset, max);
     return TRUE;
 }
-
-gboolean vd_file_sync_parent_dir(const char *path, GError **error)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        set_errno_error(error, dir, errno, "cannot open the folder to sync it");
-        return FALSE;
-    }
-    /* Some file systems cannot sync a directory (EINVAL): their entries
-     * are as durable as they get. */
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc < 0 && err != EINVAL) {
-        set_errno_error(error, dir, err, "sync failed");
-        return FALSE;
-    }
-    return TRUE;
-}

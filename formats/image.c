@@ -174,6 +174,16 @@ static gboolean apply_lock_options(const char *name, VdOptions *opts, VdOpenFlag
     return TRUE;
 }
 
+/* The file of an image opened by path, locked as flags and the lock
+ * options in opts (may be NULL) ask; *flags gains what the options add. */
+static VdFile *open_locked(const char *path, VdOptions *opts, VdOpenFlags *flags, GError **error)
+{
+    if (!apply_lock_options(path, opts, flags, error))
+        return NULL;
+    gboolean rw = (*flags & VD_OPEN_READ_WRITE) != 0;
+    return lock_or_close(vd_file_open(path, rw, error), *flags, rw, error);
+}
+
 VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
                                    GError **error)
 {
@@ -361,10 +371,7 @@ VdImage *vd_image_open_ova(const char *path, int index, GError **error)
 
 VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
 {
-    if (!apply_lock_options(path, NULL, &flags, error))
-        return NULL;
-    gboolean rw = (flags & VD_OPEN_READ_WRITE) != 0;
-    VdFile *file = lock_or_close(vd_file_open(path, rw, error), flags, rw, error);
+    VdFile *file = open_locked(path, NULL, &flags, error);
     if (file == NULL)
         return NULL;
     if ((format == NULL || g_str_equal(format, "ova")) && vd_ova_probe(file)) {
@@ -377,10 +384,7 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error)
 {
-    if (!apply_lock_options(path, open_opts, &flags, error))
-        return NULL;
-    gboolean rw = (flags & VD_OPEN_READ_WRITE) != 0;
-    VdFile *file = lock_or_close(vd_file_open(path, rw, error), flags, rw, error);
+    VdFile *file = open_locked(path, open_opts, &flags, error);
     if (file == NULL)
         return NULL;
     return open_file_with_keys(file, path, format, flags, open_opts, secrets, error);
@@ -1073,7 +1077,7 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     /* The new image, and its name in the folder (with the extent files a
      * vmdk made beside it), are on stable storage before success. */
     if (!drv->create(file, &params, error) || !vd_file_sync(file, error) ||
-        (!no_flush && !vd_file_sync_parent_dir(path, error))) {
+        (!no_flush && !vd_sync_parent_dir(path, error))) {
         unlink(path);
         return FALSE;
     }

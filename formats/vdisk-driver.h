@@ -49,9 +49,6 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
 gboolean vd_file_sync(VdFile *file, GError **error);
 /* cache=unsafe: vd_file_sync returns at once from now on. */
 void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
-/* fsync the folder holding path, so a file just created there survives a
- * power cut under its name. */
-gboolean vd_file_sync_parent_dir(const char *path, GError **error);
 /* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
  * (capped at max)? Where the file system cannot tell, everything is data. */
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,

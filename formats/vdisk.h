@@ -125,6 +125,16 @@ gboolean vd_parse_size(const char *text, guint64 *out, GError **error);
  * name resolved against the image's folder. Returns a new string. */
 char *vd_resolve_relative(const char *image_filename, const char *name);
 
+/* fsync the folder holding path, so a file just created (or renamed)
+ * there survives a power cut under its name. */
+gboolean vd_sync_parent_dir(const char *path, GError **error);
+/* Give oldname (relative to olddirfd) the name newname (relative to
+ * newdirfd) without ever replacing a file that has that name:
+ * renameat2(RENAME_NOREPLACE), or where the file system lacks it a hard
+ * link and an unlink. 0, or -1 with errno set (EEXIST when the name is
+ * taken). */
+int vd_rename_noreplace(int olddirfd, const char *oldname, int newdirfd, const char *newname);
+
 /* Format names this build knows, NULL-terminated, static. */
 const char *const *vd_formats(void);
 gboolean vd_format_known(const char *format);

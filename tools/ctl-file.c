@@ -6,11 +6,11 @@
  * themselves, and needs no privilege for it.
  */
 #include "ctl.h"
+#include "vdisk.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
-#include <stdio.h> /* renameat2 */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -46,32 +46,12 @@ void ctl_output_discard(CtlOutput *out)
     g_clear_pointer(&out->partial, g_free);
 }
 
-static gboolean sync_folder(const char *path, GError **error)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    int fd = g_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    int err = 0;
-    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
-        err = errno;
-    if (fd >= 0)
-        close(fd);
-    if (err != 0) {
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: cannot sync the folder: %s",
-                    dir, g_strerror(err));
-        return FALSE;
-    }
-    return TRUE;
-}
-
 gboolean ctl_output_finish(CtlOutput *out, GError **error)
 {
     if (out->partial == NULL)
         return TRUE;
     /* Never over a file that took the name meanwhile. */
-    int rc = renameat2(AT_FDCWD, out->partial, AT_FDCWD, out->path, RENAME_NOREPLACE);
-    if (rc != 0 && errno == EINVAL && (rc = link(out->partial, out->path)) == 0)
-        g_unlink(out->partial); /* no RENAME_NOREPLACE here: a link refuses the same */
-    if (rc != 0) {
+    if (vd_rename_noreplace(AT_FDCWD, out->partial, AT_FDCWD, out->path) != 0) {
         int err = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "cannot name %s: %s", out->path,
                     g_strerror(err));
@@ -79,7 +59,7 @@ gboolean ctl_output_finish(CtlOutput *out, GError **error)
         return FALSE;
     }
     g_clear_pointer(&out->partial, g_free);
-    return sync_folder(out->path, error);
+    return vd_sync_parent_dir(out->path, error);
 }
 
 void ctl_output_clear(CtlOutput *out)
