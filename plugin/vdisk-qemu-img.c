@@ -20,6 +20,7 @@
 #include "shim-secrets.h"
 #include "shim-status.h"
 #include "vdisk-names.h"
+#include "vdisk.h"
 
 /* The qemu-img whose command lines the shim follows: the one of Debian 12,
  * which libvirt 9.0 was built against. */
@@ -316,17 +317,6 @@ static void do_convert_into(ShimRequest *req, Where *src)
     wait_job_reply(r, req->target);
 }
 
-/* A file we created and vdiskd wrote (and synced): its name survives a
- * power cut once its folder is synced too. */
-static void sync_parent_dir(const char *path)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
-        die("%s: cannot sync the folder: %s", dir, g_strerror(errno));
-    close(fd);
-}
-
 static void do_convert(ShimRequest *req)
 {
     g_auto(Where) src = { 0 };
@@ -368,7 +358,10 @@ static void do_convert(ShimRequest *req)
         unlink(req->target);
         die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
     }
-    sync_parent_dir(req->target);
+    /* vdiskd synced what it wrote; the new name is ours to make durable. */
+    g_autoptr(GError) sync_error = NULL;
+    if (!vd_sync_parent_dir(req->target, &sync_error))
+        die("%s", sync_error->message);
     g_auto(Where) again = { 0 };
     resolve(req->target, TRUE, &again); /* vdiskd reads the new file */
 }

@@ -514,25 +514,25 @@ static gboolean find_cache_mode(const char *arg, VdOpenFlags *flags)
     return FALSE;
 }
 
-gboolean cli_parse_cache_mode(const char *arg, VdOpenFlags *flags, GError **error)
+static gboolean parse_cache_mode(const char *arg, VdOpenFlags *flags, const char *which,
+                                 GError **error)
 {
     if (find_cache_mode(arg, flags))
         return TRUE;
     g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                "Invalid cache option: %s (known: writeback, none, writethrough, directsync, "
+                "Invalid %scache option: %s (known: writeback, none, writethrough, directsync, "
                 "unsafe)",
-                arg);
+                which, arg);
     return FALSE;
+}
+
+gboolean cli_parse_cache_mode(const char *arg, VdOpenFlags *flags, GError **error)
+{
+    return parse_cache_mode(arg, flags, "", error);
 }
 
 gboolean cli_parse_source_cache_mode(const char *arg, VdOpenFlags *flags, GError **error)
 {
     VdOpenFlags ignored;
-    if (find_cache_mode(arg, flags != NULL ? flags : &ignored))
-        return TRUE;
-    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                "Invalid source cache option: %s (known: writeback, none, writethrough, "
-                "directsync, unsafe)",
-                arg);
-    return FALSE;
+    return parse_cache_mode(arg, flags != NULL ? flags : &ignored, "source ", error);
 }

@@ -139,6 +139,13 @@ gboolean cli_parse_uint(const char *what, const char *text, guint max, guint *ou
  * VD_OPEN_NO_FLUSH. Anything else fails as qemu-img does ("Invalid cache
  * option: X"). */
 gboolean cli_parse_cache_mode(const char *arg, VdOpenFlags *flags, GError **error);
+/* The help of -t CACHE for the commands that write an image in place. */
+#define CLI_HELP_CACHE                                                               \
+    "  -t CACHE               writeback (the default) or none: what is written is\n" \
+    "                         on stable storage before vdisk reports success;\n"     \
+    "                         writethrough or directsync: after every write too;\n"  \
+    "                         unsafe: never wait for the disk (a power cut may\n"    \
+    "                         lose or damage the image)\n"
 /* -T SRC_CACHE: the same names (qemu-img's message for a wrong one). An
  * image only read needs no choice: flags may be NULL. */
 gboolean cli_parse_source_cache_mode(const char *arg, VdOpenFlags *flags, GError **error);

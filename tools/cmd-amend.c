@@ -100,13 +100,7 @@ const CliCommand cli_cmd_amend = {
             "  --object secret,id=ID,file=PATH   a passphrase the options name\n"
             "  --image-opts           FILE is driver=FMT,file.filename=PATH,\n"
             "                         encrypt.key-secret=ID (the current passphrase)\n"
-            "  --passphrase-file FILE the current passphrase\n"
-            "  -t CACHE               writeback (the default) or none: what is written is\n"
-            "                         on stable storage before vdisk reports success;\n"
-            "                         writethrough or directsync: after every write too;\n"
-            "                         unsafe: never wait for the disk (a power cut may\n"
-            "                         lose or damage the image)\n"
-            "\n"
+            "  --passphrase-file FILE the current passphrase\n" CLI_HELP_CACHE "\n"
             "The current passphrase unlocks the image: encrypt.key-secret with\n"
             "--image-opts, else encrypt.old-secret, else --passphrase-file or a prompt.\n",
     .examples =

@@ -135,12 +135,7 @@ const CliCommand cli_cmd_rebase = {
             "  -p                     show progress (a terminal gets a bar anyway)\n"
             "  -q                     quiet\n"
             "  -U, --force-share      read the old and new backing files even while another\n"
-            "                         process writes them, as qemu-img -U\n"
-            "  -t CACHE               writeback (the default) or none: what is written is\n"
-            "                         on stable storage before vdisk reports success;\n"
-            "                         writethrough or directsync: after every write too;\n"
-            "                         unsafe: never wait for the disk (a power cut may\n"
-            "                         lose or damage the image)\n"
+            "                         process writes them, as qemu-img -U\n" CLI_HELP_CACHE
             "  -T SRC_CACHE           cache mode of the images read; accepted as qemu-img\n"
             "                         takes it, it changes nothing\n"
             "\n"
