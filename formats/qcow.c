@@ -159,6 +159,20 @@ static gboolean check_entry(VdImage *img, guint64 guest, guint64 entry, GError *
 static gboolean store_l2_entries(VdImage *img, L2Slot *slot, guint32 first, guint32 count,
                                  GError **error);
 
+/* No entry of the slot waits to be written back. */
+static void mark_clean(L2Slot *slot)
+{
+    slot->dirty_lo = G_MAXUINT32;
+    slot->dirty_hi = 0;
+}
+
+/* Entries [first, last] of the slot wait to be written back. */
+static void mark_dirty(L2Slot *slot, guint32 first, guint32 last)
+{
+    slot->dirty_lo = MIN(slot->dirty_lo, first);
+    slot->dirty_hi = MAX(slot->dirty_hi, last);
+}
+
 /* Entries pointing at new clusters are written after the clusters' data
  * is on stable storage, and only at a flush (or when their table leaves
  * the cache), as QEMU's qcow2 writes its L2 cache: a power cut leaves at
@@ -178,8 +192,7 @@ static gboolean write_back(VdImage *img, gboolean sync_first, GError **error)
         if (!store_l2_entries(img, slot, slot->dirty_lo, slot->dirty_hi - slot->dirty_lo + 1,
                               error))
             return FALSE;
-        slot->dirty_lo = G_MAXUINT32;
-        slot->dirty_hi = 0;
+        mark_clean(slot);
     }
     return TRUE;
 }
@@ -193,8 +206,7 @@ static L2Slot *find_free_slot(VdImage *img, GError **error)
     for (guint i = 0; i < L2_CACHE_SLOTS; i++) {
         L2Slot *slot = &s->l2_cache[i];
         if (slot->offset == 0) {
-            slot->dirty_lo = G_MAXUINT32;
-            slot->dirty_hi = 0;
+            mark_clean(slot);
             return slot;
         }
         if (slot->last_use < victim->last_use)
@@ -203,8 +215,7 @@ static L2Slot *find_free_slot(VdImage *img, GError **error)
     if (victim->dirty_lo <= victim->dirty_hi && !write_back(img, TRUE, error))
         return NULL;
     victim->offset = 0;
-    victim->dirty_lo = G_MAXUINT32;
-    victim->dirty_hi = 0;
+    mark_clean(victim);
     return victim;
 }
 
@@ -707,8 +718,7 @@ static gboolean write_new_clusters(VdImage *img, L2Slot *slot, guint32 first, gu
 
     for (guint32 i = 0; i < count; i++)
         slot->entries[first + i] = host + (guint64)i * s->cluster_size;
-    slot->dirty_lo = MIN(slot->dirty_lo, first);
-    slot->dirty_hi = MAX(slot->dirty_hi, first + count - 1);
+    mark_dirty(slot, first, first + count - 1);
     return TRUE;
 }
 
@@ -856,8 +866,7 @@ static gboolean qcow_write_compressed(VdImage *img, guint64 offset, const void *
         return FALSE;
     guint32 index = l2_index(s, offset);
     slot->entries[index] = ENTRY_COMPRESSED | (guint64)len << (63 - s->cluster_bits) | host;
-    slot->dirty_lo = MIN(slot->dirty_lo, index);
-    slot->dirty_hi = MAX(slot->dirty_hi, index);
+    mark_dirty(slot, index, index);
     return TRUE;
 }
 

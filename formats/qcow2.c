@@ -70,6 +70,17 @@ static gboolean cache_has_dirty(Qcow2Cache *c)
 
 void qcow2_cache_depends_on_flush(Qcow2Cache *c) { c->flush_first = TRUE; }
 
+/* Sync the image file: every table written so far is then on stable
+ * storage, and none waits for a sync. */
+static gboolean sync_tables(Qcow2State *s, GError **error)
+{
+    if (!vd_file_sync(s->img->file, error))
+        return FALSE;
+    s->rb_unsynced = FALSE;
+    s->l2_unsynced = FALSE;
+    return TRUE;
+}
+
 static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, GError **error)
 {
     if (!e->dirty)
@@ -86,11 +97,9 @@ static gboolean cache_write_entry(Qcow2State *s, Qcow2Cache *c, CacheEntry *e, G
         c->flush_first = TRUE;
     }
     if (c->flush_first) {
-        if (!vd_file_sync(s->img->file, error))
+        if (!sync_tables(s, error))
             return FALSE;
         c->flush_first = FALSE;
-        s->rb_unsynced = FALSE;
-        s->l2_unsynced = FALSE;
     }
     if (!vd_file_pwrite(s->img->file, e->offset, e->data, c->table_size, error))
         return FALSE;
@@ -281,12 +290,8 @@ gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **
     /* A new L2 table is on stable storage before an L1 entry names it. */
     if (!qcow2_cache_flush(s, s->l2_cache, error))
         return FALSE;
-    if (s->l2_unsynced) {
-        if (!vd_file_sync(s->img->file, error))
-            return FALSE;
-        s->l2_unsynced = FALSE;
-        s->rb_unsynced = FALSE;
-    }
+    if (s->l2_unsynced && !sync_tables(s, error))
+        return FALSE;
     gsize n = hi - lo + 1;
     g_autofree guint8 *buf = g_malloc(n * 8);
     for (gsize i = 0; i < n; i++)
