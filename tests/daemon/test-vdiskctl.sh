@@ -18,6 +18,8 @@ export VDISKCTL
 
 skip() { echo "skip: $*"; exit 77; }
 [[ $(id -u) == 0 ]] || skip "needs root (a system bus, polkitd and test users)"
+# The test users and polkit files stay in a mount namespace of their own.
+[[ ${VDISK_PRIVATE_NS:-} == ready ]] || exec "$REPO/tests/private-ns.sh" "$0" "$@"
 [[ -x $VDISKD ]] || skip "no $VDISKD yet"
 [[ -x $VDISKCTL ]] || skip "no $VDISKCTL"
 for prog in dbus-daemon qemu-img qemu-io runuser useradd /usr/lib/polkit-1/polkitd; do

@@ -14,6 +14,11 @@ SHIM=$BUILD/plugin/vdisk-qemu-img VDISKCTL=$BUILD/tools/vdiskctl
 export PY=/usr/bin/python3
 
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root"; exit 77; }
+# The test users, polkit files and libvirt state stay in a mount namespace
+# of their own.
+[[ ${VDISK_PRIVATE_NS:-} == ready ]] ||
+  exec "$REPO/tests/private-ns.sh" --private /run/libvirt --private /var/lib/libvirt \
+    --private /var/cache/libvirt --private /var/log/libvirt "$0" "$@"
 for p in libvirtd virsh qemu-img qemu-io unshare; do
   command -v "$p" >/dev/null || { echo "SKIP: $p is missing"; exit 77; }
 done
