@@ -7,7 +7,9 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef enum { IVGEN_NONE, IVGEN_PLAIN, IVGEN_PLAIN64, IVGEN_ESSIV } IvGen;
 
@@ -193,14 +195,41 @@ gboolean vd_random_bytes(guint8 *out, gsize len, GError **error)
     return TRUE;
 }
 
-guint8 *vd_secure_alloc(gsize len) { return g_malloc0(MAX(len, 1)); }
+/* Secret bytes get pages of their own, so that they can be left out of
+ * core dumps (MADV_DONTDUMP), out of a forked child (MADV_WIPEONFORK) and,
+ * where the memory lock limit allows, out of swap; freed, the whole mapping
+ * is wiped first. The mapping's size sits in front of the bytes handed out,
+ * so a free never depends on the length its caller remembers. */
+#define SECURE_HEAD 64 /* keeps what follows aligned for any type */
+
+guint8 *vd_secure_alloc(gsize len)
+{
+    gsize page = (gsize)sysconf(_SC_PAGESIZE);
+    if (len > G_MAXSIZE - SECURE_HEAD - page)
+        g_error("%s: cannot allocate %" G_GSIZE_FORMAT " bytes", G_STRLOC, len);
+    gsize size = (len + SECURE_HEAD + page - 1) / page * page;
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+        g_error("%s: cannot allocate %" G_GSIZE_FORMAT " bytes", G_STRLOC, size);
+    /* Each is advice the kernel may not take: the bytes are wiped anyway. */
+    madvise(map, size, MADV_DONTDUMP);
+    madvise(map, size, MADV_WIPEONFORK);
+    mlock(map, size);
+    memcpy(map, &size, sizeof size);
+    return (guint8 *)map + SECURE_HEAD;
+}
 
 void vd_secure_free(guint8 *p, gsize len)
 {
+    (void)len;
     if (p == NULL)
         return;
-    explicit_bzero(p, len);
-    g_free(p);
+    guint8 *map = p - SECURE_HEAD;
+    gsize size;
+    memcpy(&size, map, sizeof size);
+    explicit_bzero(map, size);
+    munlock(map, size);
+    munmap(map, size);
 }
 
 static gboolean parse_ivgen(const char *ivgen, IvGen *out, GError **error)

@@ -56,7 +56,9 @@ gboolean vd_hash(const char *hash, const guint8 *data, gsize len, guint8 *out, G
 /* Cryptographically random bytes. */
 gboolean vd_random_bytes(guint8 *out, gsize len, GError **error);
 
-/* Memory for keys: zeroed on free. */
+/* Memory for keys and passphrases, zero-filled: in pages of its own, left
+ * out of core dumps and forked children, kept out of swap where the limit
+ * allows, and wiped on free (len: what was asked for; NULL is ignored). */
 guint8 *vd_secure_alloc(gsize len);
 void vd_secure_free(guint8 *p, gsize len);
 

@@ -89,6 +89,45 @@ VdFile *vd_file_create(const char *path, GError **error)
     return g_steal_pointer(&file);
 }
 
+VdFile *vd_file_create_beside(const char *path, gboolean *created, GError **error)
+{
+    /* O_NOFOLLOW: a symlink planted under the name is refused, never
+     * written through. Nothing is cut here: the caller empties the files
+     * once all of them are open, so a later one failing leaves the earlier
+     * ones as they were. */
+    *created = FALSE;
+    const int flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    int fd = open(path, flags);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path, flags | O_CREAT | O_EXCL, 0644);
+        *created = fd >= 0;
+    }
+    if (fd < 0) {
+        int err = errno;
+        if (err == ELOOP)
+            vd_set_file_error(error, path, VD_ERROR_EXISTS,
+                              "is a symbolic link, which is not followed: remove it or choose "
+                              "another name");
+        else
+            set_errno_error(error, path, err, "cannot create");
+        return NULL;
+    }
+    g_autoptr(VdFile) file = wrap_fd(fd, path, TRUE);
+    struct stat st;
+    gboolean regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (!regular)
+        vd_set_file_error(error, path, VD_ERROR_INVALID_ARGUMENT, "is not a regular file");
+    else
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* only kept a FIFO from blocking */
+    if (!regular || !vd_file_lock(file, VD_LOCK_CREATE, error)) {
+        if (*created)
+            unlink(path);
+        *created = FALSE;
+        return NULL;
+    }
+    return g_steal_pointer(&file);
+}
+
 VdFile *vd_file_open_fd(int fd, const char *name, GError **error)
 {
     int flags = fcntl(fd, F_GETFL);

@@ -1,10 +1,19 @@
 /* Secrets for encrypted images: a store of named passphrases filled from
  * qemu's "--object secret,..." syntax, and the look-ups drivers use when
- * they open or create an encrypted image. Values are wiped on free and
- * never put in a message. */
+ * they open or create an encrypted image. Values live in secure memory
+ * (vd_secure_alloc: never in a core dump, wiped on free), every copy made
+ * on the way in is wiped, and none is ever put in a message. */
+#include "crypto-cipher.h"
 #include "vdisk-driver.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
+
+/* A secret file larger than this is no passphrase (qemu reads any size;
+ * a bound keeps a wrong file= from filling memory). */
+#define MAX_SECRET_FILE (1u << 20)
 
 typedef struct {
     guint8 *data;
@@ -20,15 +29,14 @@ static void secret_free(Secret *s)
 {
     if (s == NULL)
         return;
-    explicit_bzero(s->data, s->len);
-    g_free(s->data);
+    vd_secure_free(s->data, s->len + 1);
     g_free(s);
 }
 
 static Secret *secret_new(const void *data, gsize len)
 {
     Secret *s = g_new0(Secret, 1);
-    s->data = g_malloc(len + 1);
+    s->data = vd_secure_alloc(len + 1);
     memcpy(s->data, data, len);
     s->data[len] = '\0';
     s->len = len;
@@ -75,6 +83,59 @@ const guint8 *vd_secrets_lookup(VdSecrets *secrets, const char *id, gsize *len)
         return NULL;
     *len = s->len;
     return s->data;
+}
+
+/* The whole of path in secure memory (with a NUL after it), read without
+ * the intermediate buffers g_file_get_contents would leave behind. */
+static guint8 *read_secret_file(const char *path, gsize *len, GError **error)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(error, VD_ERROR, err == ENOENT ? VD_ERROR_NOT_FOUND : VD_ERROR_IO,
+                    "cannot read %s: %s", path, g_strerror(err));
+        return NULL;
+    }
+    guint8 *buf = vd_secure_alloc(MAX_SECRET_FILE + 1);
+    gsize n = 0;
+    int err = 0;
+    while (n <= MAX_SECRET_FILE) {
+        ssize_t r = read(fd, buf + n, MAX_SECRET_FILE + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            err = errno;
+        if (r <= 0)
+            break;
+        n += (gsize)r;
+    }
+    close(fd);
+    if (err != 0 || n > MAX_SECRET_FILE) {
+        vd_secure_free(buf, MAX_SECRET_FILE + 1);
+        if (err != 0)
+            g_set_error(error, VD_ERROR, VD_ERROR_IO, "cannot read %s: %s", path, g_strerror(err));
+        else
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "%s is larger than %u bytes: not a passphrase", path, MAX_SECRET_FILE);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+gboolean vd_secrets_set_default_from_file(VdSecrets *secrets, const char *path, GError **error)
+{
+    gsize len = 0;
+    guint8 *data = read_secret_file(path, &len, error);
+    if (data == NULL)
+        return FALSE;
+    gsize n = len;
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    vd_secrets_set_default(secrets, data, n);
+    vd_secure_free(data, MAX_SECRET_FILE + 1);
+    return TRUE;
 }
 
 static void wipe_string(char *s)
@@ -146,40 +207,32 @@ gboolean vd_secrets_add_object(VdSecrets *secrets, const char *spec, GError **er
                     "--object secret '%s': format must be raw or base64", id);
         ok = FALSE;
     }
-    guint8 *bytes = NULL;
-    gsize len = 0;
+    /* text: the secret as given (NUL-terminated), in secure memory. */
+    guint8 *text = NULL;
+    gsize text_size = 0, len = 0;
     if (ok && file != NULL) {
-        g_autoptr(GError) local = NULL;
-        char *contents = NULL;
-        if (!g_file_get_contents(file, &contents, &len, &local)) {
-            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
-                        "--object secret '%s': cannot read %s: %s", id, file, local->message);
+        text = read_secret_file(file, &len, error);
+        text_size = MAX_SECRET_FILE + 1;
+        if (text == NULL) {
+            g_prefix_error(error, "--object secret '%s': ", id);
             ok = FALSE;
         }
-        bytes = (guint8 *)contents;
     } else if (ok) {
         len = strlen(data);
-        bytes = (guint8 *)g_strdup(data);
+        text_size = len + 1;
+        text = vd_secure_alloc(text_size);
+        memcpy(text, data, len);
     }
     if (ok && base64) {
-        /* g_base64_decode wants a NUL-terminated string. */
-        char *text = g_malloc(len + 1);
-        memcpy(text, bytes, len);
-        text[len] = '\0';
-        explicit_bzero(bytes, len);
-        g_free(bytes);
+        /* Decoded in place, so no copy is left in memory GLib frees. */
         gsize out_len = 0;
-        bytes = g_base64_decode(g_strstrip(text), &out_len);
-        explicit_bzero(text, len);
-        g_free(text);
+        g_base64_decode_inplace(g_strstrip((char *)text), &out_len);
+        explicit_bzero(text + out_len, text_size - out_len);
         len = out_len;
     }
     if (ok)
-        vd_secrets_add(secrets, id, bytes, len);
-    if (bytes != NULL) {
-        explicit_bzero(bytes, len);
-        g_free(bytes);
-    }
+        vd_secrets_add(secrets, id, text, len);
+    vd_secure_free(text, text_size);
     wipe_string(data);
     return ok;
 }

@@ -14,6 +14,12 @@ typedef struct VdFile VdFile;
 VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
 /* Create or truncate path (mode 0644). */
 VdFile *vd_file_create(const char *path, GError **error);
+/* A file beside an image being created (vmdk extents), by path: a
+ * symlink in its place is refused, never followed; it must be a regular
+ * file; it is locked as vd_file_create locks but not emptied yet (the
+ * caller truncates it once every file of the image is open). *created says
+ * whether this call made it: only then may a failed create remove it. */
+VdFile *vd_file_create_beside(const char *path, gboolean *created, GError **error);
 /* Wrap a dup of fd. name is for messages. */
 VdFile *vd_file_open_fd(int fd, const char *name, GError **error);
 /* A read-only view of [offset, offset+length) of parent as a file of its

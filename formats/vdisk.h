@@ -148,7 +148,7 @@ const char *const *vd_format_create_options(const char *format);
  * "--object secret,id=ID,file=PATH" defines them; options name them by id
  * ("encrypt.key-secret=ID" for qcow2 and qcow, "key-secret=ID" for luks).
  * Values are wiped from memory when the store is freed and never appear
- * in error messages. */
+ * in error messages or core dumps. */
 typedef struct VdSecrets VdSecrets;
 VdSecrets *vd_secrets_new(void);
 void vd_secrets_free(VdSecrets *secrets);
@@ -164,6 +164,9 @@ const guint8 *vd_secrets_lookup(VdSecrets *secrets, const char *id, gsize *len);
 /* A passphrase used when an encrypted image names no secret (from
  * --passphrase-file or a prompt). */
 void vd_secrets_set_default(VdSecrets *secrets, const void *data, gsize len);
+/* The same from a passphrase file (--passphrase-file): its bytes, less one
+ * trailing newline, read straight into the store's memory. */
+gboolean vd_secrets_set_default_from_file(VdSecrets *secrets, const char *path, GError **error);
 gboolean vd_secrets_has_default(VdSecrets *secrets);
 
 /* Open an image. format NULL probes. With VD_OPEN_NO_BACKING the backing

@@ -804,27 +804,44 @@ static void add_extent_line(VmdkDescriptor *desc, VmdkExtentType type, guint64 s
     g_ptr_array_add(desc->extents, line);
 }
 
-static gboolean create_flat_file(const char *path, const CreatePlan *p, guint64 sectors,
-                                 GError **error)
+/* The extent files of a new split or flat vmdk, opened (or made) before
+ * any is written, so that one that cannot be (a symlink in its place, a
+ * folder, no permission) fails the create with every existing file still
+ * as it was. Only the files this create made are removed on failure. */
+typedef struct {
+    GPtrArray *files; /* VdFile*, in extent order */
+    GPtrArray *paths; /* char* */
+    GArray *created;  /* gboolean: made by this create */
+} NewExtents;
+
+static void new_extents_clear(NewExtents *x, gboolean remove_created)
 {
-    g_autoptr(VdFile) file = vd_file_create(path, error);
-    if (file == NULL)
-        return FALSE;
-    vd_file_set_no_flush(file, p->no_flush);
-    return vd_file_truncate(file, sectors * VMDK_SECTOR, error) && vd_file_sync(file, error);
+    for (guint i = 0; i < x->files->len; i++) {
+        vd_file_close(x->files->pdata[i]);
+        if (remove_created && g_array_index(x->created, gboolean, i))
+            g_unlink(x->paths->pdata[i]);
+    }
+    g_ptr_array_unref(x->files);
+    g_ptr_array_unref(x->paths);
+    g_array_unref(x->created);
 }
 
-static gboolean create_sparse_file(const char *path, const CreatePlan *p, guint64 sectors,
-                                   GError **error)
+static gboolean fill_extent(VdFile *file, const CreatePlan *p, gboolean sparse, guint64 sectors,
+                            GError **error)
 {
-    g_autoptr(VdFile) file = vd_file_create(path, error);
-    if (file == NULL)
-        return FALSE;
     vd_file_set_no_flush(file, p->no_flush);
-    VmdkSparseCreate sc = { .capacity = sectors,
-                            .grain_sectors = DEFAULT_GRAIN_SECTORS,
-                            .zeroed_grain = p->zeroed_grain };
-    return vmdk_sparse_create(file, &sc, error) && vd_file_sync(file, error);
+    if (!vd_file_truncate(file, 0, error))
+        return FALSE;
+    gboolean ok;
+    if (sparse) {
+        VmdkSparseCreate sc = { .capacity = sectors,
+                                .grain_sectors = DEFAULT_GRAIN_SECTORS,
+                                .zeroed_grain = p->zeroed_grain };
+        ok = vmdk_sparse_create(file, &sc, error);
+    } else {
+        ok = vd_file_truncate(file, sectors * VMDK_SECTOR, error);
+    }
+    return ok && vd_file_sync(file, error);
 }
 
 /* twoGbMaxExtent* and monolithicFlat: extent files next to a descriptor. */
@@ -833,7 +850,12 @@ static gboolean create_split(VdFile *file, const CreatePlan *p, VmdkDescriptor *
 {
     gboolean sparse = p->subformat == SUB_TWOGB_SPARSE;
     gboolean split = p->subformat != SUB_MONOLITHIC_FLAT;
-    g_autoptr(GPtrArray) made = g_ptr_array_new_with_free_func(g_free);
+    NewExtents x = {
+        .files = g_ptr_array_new(),
+        .paths = g_ptr_array_new_with_free_func(g_free),
+        .created = g_array_new(FALSE, FALSE, sizeof(gboolean)),
+    };
+    g_autoptr(GArray) sizes = g_array_new(FALSE, FALSE, sizeof(guint64));
     gboolean ok = TRUE;
     guint64 done = 0;
     for (guint n = 1; ok && (n == 1 || done < p->sectors); n++) {
@@ -842,20 +864,29 @@ static gboolean create_split(VdFile *file, const CreatePlan *p, VmdkDescriptor *
         g_autofree char *suffix =
             split ? g_strdup_printf(sparse ? "-s%03u" : "-f%03u", n) : g_strdup("-flat");
         char *path = plan_file(p, suffix);
-        g_ptr_array_add(made, path);
-        ok = sparse ? create_sparse_file(path, p, sectors, error)
-                    : create_flat_file(path, p, sectors, error);
-        add_extent_line(desc, sparse ? VMDK_EXTENT_SPARSE : VMDK_EXTENT_FLAT, sectors, path);
+        gboolean created = FALSE;
+        VdFile *ext = vd_file_create_beside(path, &created, error);
+        ok = ext != NULL;
+        if (ok) {
+            g_ptr_array_add(x.files, ext);
+            g_ptr_array_add(x.paths, path);
+            g_array_append_val(x.created, created);
+            g_array_append_val(sizes, sectors);
+            add_extent_line(desc, sparse ? VMDK_EXTENT_SPARSE : VMDK_EXTENT_FLAT, sectors, path);
+        } else {
+            g_free(path);
+        }
         done += sectors;
     }
+    for (guint i = 0; ok && i < x.files->len; i++)
+        ok = fill_extent(x.files->pdata[i], p, sparse, g_array_index(sizes, guint64, i), error);
     if (ok) {
         g_autofree char *text = vmdk_descriptor_format(desc, &p->ddb);
         ok = vd_file_pwrite(file, 0, text, strlen(text), error);
     }
     /* The caller removes the descriptor of a failed create; we remove the
-     * extents, so no half-made disk is left behind. */
-    for (guint i = 0; !ok && i < made->len; i++)
-        g_unlink(made->pdata[i]);
+     * extents this create made, so no half-made disk is left behind. */
+    new_extents_clear(&x, !ok);
     return ok;
 }
 

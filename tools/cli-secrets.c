@@ -37,26 +37,47 @@ void cli_set_inspect_only(void) { inspect_only = TRUE; }
  * editor or echo leaves it) is not part of it. */
 static gboolean read_passphrase_file(const char *path, GError **error)
 {
-    char *data = NULL;
-    gsize len = 0;
-    g_autoptr(GError) local = NULL;
-    if (!g_file_get_contents(path, &data, &len, &local)) {
-        g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "--passphrase-file: %s", local->message);
+    if (!vd_secrets_set_default_from_file(cli_secrets(), path, error)) {
+        g_prefix_error(error, "--passphrase-file: ");
         return FALSE;
     }
-    gsize n = len;
-    if (n > 0 && data[n - 1] == '\n')
-        n--;
-    vd_secrets_set_default(cli_secrets(), data, n);
-    explicit_bzero(data, len);
-    g_free(data);
     return TRUE;
+}
+
+/* Does an --object spec give its secret inline (data=)? Elements are
+ * separated by single commas (",," is a comma inside a value). */
+static gboolean gives_data(const char *spec)
+{
+    for (const char *p = spec; *p != '\0';) {
+        if (g_str_has_prefix(p, "data="))
+            return TRUE;
+        while (*p != '\0' && !(*p == ',' && p[1] != ','))
+            p += *p == ',' ? 2 : 1; /* ",," stays inside the element */
+        if (*p == ',')
+            p++;
+    }
+    return FALSE;
+}
+
+/* A secret on the command line can be read by every local user (ps,
+ * /proc/PID/cmdline) while the command runs: say so, once, as qemu's
+ * documentation does, and name the safe form. */
+static void warn_inline_secret(const char *spec)
+{
+    static gboolean warned;
+    if (warned || !gives_data(spec))
+        return;
+    warned = TRUE;
+    fprintf(stderr, "vdisk: warning: --object secret,data=... puts the secret on the command "
+                    "line, where other users can read it (ps); give it with file=PATH "
+                    "instead\n");
 }
 
 gboolean cli_secrets_option(int opt, const char *arg, GError **error)
 {
     switch (opt) {
     case CLI_OPT_OBJECT:
+        warn_inline_secret(arg);
         return vd_secrets_add_object(cli_secrets(), arg, error);
     case CLI_OPT_IMAGE_OPTS:
         image_opts = TRUE;

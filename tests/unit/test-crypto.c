@@ -6,6 +6,7 @@
 #include "luks-header.h"
 
 #include <glib/gstdio.h>
+#include <stdio.h>
 #include <string.h>
 
 static void hex_to_bytes(const char *hex, guint8 *out, gsize len)
@@ -329,6 +330,64 @@ static void test_secret_objects(void)
     g_assert_null(vd_secrets_lookup(s, "zzz", &len));
 }
 
+/* The VmFlags of the mapping holding p in /proc/self/smaps, or NULL when
+ * no mapping holds it. */
+static char *mapping_flags(const void *p)
+{
+    g_autofree char *smaps = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    g_auto(GStrv) lines = g_strsplit(smaps, "\n", -1);
+    gboolean inside = FALSE;
+    for (guint i = 0; lines[i] != NULL; i++) {
+        guint64 lo, hi;
+        char dash;
+        if (sscanf(lines[i], "%" G_GINT64_MODIFIER "x%c%" G_GINT64_MODIFIER "x", &lo, &dash, &hi) ==
+                3 &&
+            dash == '-')
+            inside = (guintptr)p >= lo && (guintptr)p < hi;
+        else if (inside && g_str_has_prefix(lines[i], "VmFlags:"))
+            return g_strdup(lines[i]);
+    }
+    return NULL;
+}
+
+/* Secrets and keys live in memory left out of core dumps ("dd"), which
+ * is given back (unmapped, after a wipe) when they are freed. */
+static void test_secret_memory(void)
+{
+    guint8 *key = vd_secure_alloc(64);
+    g_assert_nonnull(key);
+    g_assert_true(vd_buffer_is_zero(key, 64));
+    g_autofree char *flags = mapping_flags(key);
+    g_assert_nonnull(flags);
+    g_assert_nonnull(strstr(flags, " dd"));
+    memset(key, 0xa5, 64);
+    vd_secure_free(key, 64);
+    g_autofree char *gone = mapping_flags(key);
+    g_assert_null(gone);
+
+    g_autoptr(VdSecrets) s = vd_secrets_new();
+    g_autoptr(GError) error = NULL;
+    gsize len = 0;
+    g_assert_true(vd_secrets_add_object(s, "secret,id=a,data=hunter2", &error));
+    const guint8 *pass = vd_secrets_lookup(s, "a", &len);
+    g_assert_cmpmem(pass, len, "hunter2", 7);
+    g_autofree char *pass_flags = mapping_flags(pass);
+    g_assert_nonnull(pass_flags);
+    g_assert_nonnull(strstr(pass_flags, " dd"));
+    /* The file form and base64, through the same memory. */
+    g_autofree char *dir = g_dir_make_tmp("vdisk-secret-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "pw", NULL);
+    g_assert_true(g_file_set_contents(file, "aGVsbG8=\n", -1, NULL));
+    g_autofree char *spec = g_strdup_printf("secret,id=b,file=%s,format=base64", file);
+    g_assert_true(vd_secrets_add_object(s, spec, &error));
+    g_assert_cmpmem(vd_secrets_lookup(s, "b", &len), len, "hello", 5);
+    g_assert_true(vd_secrets_set_default_from_file(s, file, &error));
+    g_assert_true(vd_secrets_has_default(s));
+    g_unlink(file);
+    g_rmdir(dir);
+}
+
 /* ----- encrypted images through the engine ----- */
 
 static char *tmp_path(const char *dir, const char *name)
@@ -483,6 +542,7 @@ int main(int argc, char **argv)
     g_test_add_func("/crypto/luks/truncated", test_luks_truncated);
     g_test_add_func("/crypto/luks/unknown-cipher", test_luks_unknown_cipher);
     g_test_add_func("/crypto/secrets/objects", test_secret_objects);
+    g_test_add_func("/crypto/secrets/memory", test_secret_memory);
     g_test_add_func("/crypto/image/qcow2", test_image_qcow2);
     g_test_add_func("/crypto/image/luks", test_image_luks);
     return g_test_run();
