@@ -275,8 +275,8 @@ static gboolean handle_cancel(VddDbusJob *iface, GDBusMethodInvocation *invocati
     return TRUE;
 }
 
-VddJob *vdd_job_new(VddManager *manager, const char *operation, guint32 uid,
-                    const char *const *objects)
+VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, const char *operation,
+                    guint32 uid, const char *const *objects)
 {
     static guint next_id = 1;
     VddJob *self = g_object_new(VDD_TYPE_JOB, NULL);

@@ -18,10 +18,10 @@ typedef gboolean (*VddJobFunc)(VddJob *job, gpointer data, GCancellable *cancell
  * is NULL on success; it may rewrite *message. */
 typedef void (*VddJobDoneFunc)(VddJob *job, gpointer data, const GError *error);
 
-/* A new job, exported at once. objects: volume paths it works on (may be
- * NULL). */
-VddJob *vdd_job_new(VddManager *manager, const char *operation, guint32 uid,
-                    const char *const *objects);
+/* A new job, exported at once, for the method call invocation (its sender
+ * started it). objects: volume paths it works on (may be NULL). */
+VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, const char *operation,
+                    guint32 uid, const char *const *objects);
 const char *vdd_job_get_object_path(VddJob *self);
 guint32 vdd_job_get_uid(VddJob *self);
 GCancellable *vdd_job_get_cancellable(VddJob *self);

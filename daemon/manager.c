@@ -661,7 +661,7 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
         return;
     }
     close(sfd);
-    VddJob *job = vdd_job_new(self, "convert", uid, NULL);
+    VddJob *job = vdd_job_new(self, invocation, "convert", uid, NULL);
     vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
     vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));
     vdd_job_start(job, convert_file_run, NULL, w, (GDestroyNotify)convert_file_work_free);

@@ -364,7 +364,7 @@ static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, g
     /* Cannot fail: the volume is new. */
     vdd_volume_lock_write(w->volume, NULL);
     const char *objects[] = { vdd_volume_get_object_path(w->volume), NULL };
-    VddJob *job = vdd_job_new(self->manager, operation, uid, objects);
+    VddJob *job = vdd_job_new(self->manager, invocation, operation, uid, objects);
     vdd_log_operation(invocation, uid, what, NULL);
     if (g_str_equal(operation, "import"))
         vdd_dbus_pool_complete_import_volume(self->iface, invocation,

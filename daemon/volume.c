@@ -318,7 +318,8 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
                                : w->source ? w->source->path
                                            : NULL,
                                NULL };
-    VddJob *job = vdd_job_new(vdd_pool_get_manager(self->pool), operation, uid, objects);
+    VddJob *job =
+        vdd_job_new(vdd_pool_get_manager(self->pool), invocation, operation, uid, objects);
     g_autofree char *wh = what(self);
     vdd_log_operation(invocation, uid, wh, NULL);
     if (g_str_equal(operation, "clone"))
