@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct VdFile {
@@ -43,22 +45,170 @@ static VdFile *wrap_fd(int fd, const char *name, gboolean writable)
     return file;
 }
 
+/* What a file that is no regular file is, for messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISLNK(mode))
+        return "a symbolic link";
+    return "a special file";
+}
+
+/* Wrap fd, opened with O_NONBLOCK so that a FIFO could not stall the open,
+ * once it is known to be a regular file (or, with allow_block, a block
+ * device); it then blocks again as files do. Otherwise fd is closed. */
+static VdFile *wrap_checked(int fd, const char *name, gboolean read_write, gboolean allow_block,
+                            GError **error)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int err = errno;
+        close(fd);
+        set_errno_error(error, name, err, "cannot stat");
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) && !(allow_block && S_ISBLK(st.st_mode))) {
+        close(fd);
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT, "is %s, not a regular file",
+                          file_kind(st.st_mode));
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        int err = errno;
+        close(fd);
+        set_errno_error(error, name, err, "cannot set blocking mode");
+        return NULL;
+    }
+    return wrap_fd(fd, name, read_write);
+}
+
+#define NAMED_OPEN_FLAGS (O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+
 VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
 {
-    int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS);
     if (fd < 0) {
         int err = errno;
         vd_set_file_error(error, path, err == ENOENT ? VD_ERROR_NOT_FOUND : VD_ERROR_IO,
                           "cannot open: %s", g_strerror(err));
         return NULL;
     }
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        close(fd);
-        vd_set_file_error(error, path, VD_ERROR_INVALID_ARGUMENT, "is a directory");
-        return NULL;
+    return wrap_checked(fd, path, read_write, TRUE, error);
+}
+
+/* ----- opening beneath a folder ----- */
+
+/* openat2 confined to dirfd; -1 with ENOSYS where the kernel lacks it. */
+static int openat2_beneath(int dirfd, const char *rel, int flags)
+{
+#ifdef SYS_openat2
+    struct open_how how = {
+        .flags = (guint64)flags,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    /* EAGAIN: a rename somewhere on the way raced the lookup; look again. */
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+        if (fd >= 0 || (errno != EAGAIN && errno != EINTR))
+            return fd;
     }
-    return wrap_fd(fd, path, read_write);
+    return -1;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* The same, one component at a time, for kernels without openat2: ".."
+ * is taken by name (it may not climb above dirfd), and no component may
+ * be a symbolic link. */
+static int walk_beneath(int dirfd, const char *rel, int flags)
+{
+    g_auto(GStrv) parts = g_strsplit(rel, "/", -1);
+    g_autoptr(GPtrArray) path = g_ptr_array_new();
+    for (guint i = 0; parts[i] != NULL; i++) {
+        if (*parts[i] == '\0' || g_str_equal(parts[i], "."))
+            continue;
+        if (!g_str_equal(parts[i], "..")) {
+            g_ptr_array_add(path, parts[i]);
+            continue;
+        }
+        if (path->len == 0) {
+            errno = EXDEV;
+            return -1;
+        }
+        g_ptr_array_set_size(path, (gint)path->len - 1);
+    }
+    if (path->len == 0) {
+        errno = EISDIR;
+        return -1;
+    }
+    int cur = dirfd;
+    for (guint i = 0; i + 1 < path->len; i++) {
+        int next = openat(cur, path->pdata[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int err = errno;
+        struct stat st;
+        if (next < 0 && err == ENOTDIR &&
+            fstatat(cur, path->pdata[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            err = ELOOP;
+        if (cur != dirfd)
+            close(cur);
+        if (next < 0) {
+            errno = err;
+            return -1;
+        }
+        cur = next;
+    }
+    int fd = openat(cur, path->pdata[path->len - 1], flags | O_NOFOLLOW);
+    int err = errno;
+    if (cur != dirfd)
+        close(cur);
+    errno = err;
+    return fd;
+}
+
+int vd_openat_beneath(int dirfd, const char *rel, int flags, gboolean use_openat2)
+{
+    if (use_openat2) {
+        int fd = openat2_beneath(dirfd, rel, flags);
+        if (fd >= 0 || errno != ENOSYS)
+            return fd;
+    }
+    return walk_beneath(dirfd, rel, flags);
+}
+
+VdFile *vd_file_open_beneath(int dirfd, const char *rel, const char *name, const char *dir_path,
+                             gboolean read_write, GError **error)
+{
+    int fd =
+        vd_openat_beneath(dirfd, rel, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS, TRUE);
+    if (fd >= 0)
+        return wrap_checked(fd, name, read_write, FALSE, error);
+    int err = errno;
+    switch (err) {
+    case EXDEV:
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT, "lies outside %s", dir_path);
+        break;
+    case ELOOP:
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT,
+                          "is or passes through a symbolic link, which is not followed in %s",
+                          dir_path);
+        break;
+    default:
+        set_errno_error(error, name, err, "cannot open");
+        break;
+    }
+    return NULL;
 }
 
 VdFile *vd_file_create(const char *path, GError **error)
@@ -67,18 +217,21 @@ VdFile *vd_file_create(const char *path, GError **error)
      * locked and found free before it loses a byte, as qemu-img create
      * does. */
     gboolean created = FALSE;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, O_RDWR | NAMED_OPEN_FLAGS);
     if (fd < 0 && errno == ENOENT) {
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | NAMED_OPEN_FLAGS, 0644);
         created = fd >= 0;
         if (fd < 0 && errno == EEXIST) /* made by someone else meanwhile */
-            fd = open(path, O_RDWR | O_CLOEXEC);
+            fd = open(path, O_RDWR | NAMED_OPEN_FLAGS);
     }
     if (fd < 0) {
         set_errno_error(error, path, errno, "cannot create");
         return NULL;
     }
-    g_autoptr(VdFile) file = wrap_fd(fd, path, TRUE);
+    /* A block device may be a target (qemu-img writes disks too). */
+    g_autoptr(VdFile) file = wrap_checked(fd, path, TRUE, TRUE, error);
+    if (file == NULL)
+        return NULL;
     struct stat st;
     if (!vd_file_lock(file, VD_LOCK_CREATE, error) ||
         (fstat(fd, &st) == 0 && st.st_size != 0 && !vd_file_truncate(file, 0, error))) {

@@ -4,6 +4,8 @@
  * for what a driver leaves out. */
 #include "vdisk-driver.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -184,22 +186,6 @@ static VdFile *open_locked(const char *path, VdOptions *opts, VdOpenFlags *flags
     return lock_or_close(vd_file_open(path, rw, error), *flags, rw, error);
 }
 
-VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
-                                   GError **error)
-{
-    if (img->flags & VD_OPEN_NO_RELATED_FILES) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
-                     "the image refers to another file (%s), which is not opened here", name);
-        return NULL;
-    }
-    g_autofree char *path = vd_resolve_relative(img->filename, name);
-    VdFile *file =
-        lock_or_close(vd_file_open(path, read_write, error), img->flags, read_write, error);
-    if (file != NULL)
-        vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
-    return file;
-}
-
 /* ----- open and close ----- */
 
 static VdImage *image_new(VdFile *file, const char *filename, const VdDriver *drv,
@@ -227,15 +213,204 @@ static char *file_identity(VdFile *file)
 }
 
 /* What one open call carries down the backing chain: the files seen so far
- * (to catch loops) and the key options and secrets of encrypted layers. */
-typedef struct {
+ * (to catch loops), the key options and secrets of encrypted layers, where
+ * the names images carry may lead and how much metadata may still be read. */
+struct VdOpenContext {
     GHashTable *seen;
     VdOptions *open_options;
     VdSecrets *secrets;
-} OpenContext;
+    const VdConfinement *confine; /* NULL: names are paths */
+    guint64 metadata_left;        /* G_MAXUINT64: only the formats' own bounds */
+    gboolean no_folder;           /* the top image has no folder (see VdImage) */
+};
+typedef struct VdOpenContext OpenContext;
 
-static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
-                           VdOpenFlags flags, OpenContext *ctx, guint depth, GError **error);
+/* ----- files named inside images ----- */
+
+/* The rest of name after the folder dir ("/srv/pool/a/b" under
+ * "/srv/pool" is "a/b"; the folder itself is ""), or NULL when name lies
+ * elsewhere. */
+static const char *path_under(const char *dir, const char *name)
+{
+    gsize n = strlen(dir);
+    while (n > 0 && dir[n - 1] == '/')
+        n--;
+    if (strncmp(name, dir, n) != 0 || (name[n] != '/' && name[n] != '\0'))
+        return NULL;
+    name += n;
+    while (*name == '/')
+        name++;
+    return name;
+}
+
+/* rel with "." and ".." taken out by name ("sub/../a" is "a"), or NULL
+ * when it climbs above its start. Beneath a confinement no component may
+ * be a link, so this is where the file really lies. */
+static char *normalise_beneath(const char *rel)
+{
+    g_auto(GStrv) parts = g_strsplit(rel, "/", -1);
+    g_autoptr(GPtrArray) kept = g_ptr_array_new();
+    for (guint i = 0; parts[i] != NULL; i++) {
+        if (*parts[i] == '\0' || g_str_equal(parts[i], "."))
+            continue;
+        if (!g_str_equal(parts[i], "..")) {
+            g_ptr_array_add(kept, parts[i]);
+            continue;
+        }
+        if (kept->len == 0)
+            return NULL;
+        g_ptr_array_set_size(kept, (gint)kept->len - 1);
+    }
+    if (kept->len == 0)
+        return g_strdup(".");
+    g_ptr_array_add(kept, NULL);
+    return g_strjoinv("/", (char **)kept->pdata);
+}
+
+static const VdConfinement *confinement(VdImage *img)
+{
+    return img->open_ctx != NULL ? img->open_ctx->confine : NULL;
+}
+
+/* Where name, found inside img, lies: *label is the path that messages
+ * (and an image opened on it) use; *rel is its name beneath the
+ * confinement, NULL when there is none. */
+static gboolean locate_name(VdImage *img, const char *name, char **label, char **rel,
+                            GError **error)
+{
+    const VdConfinement *c = confinement(img);
+    *rel = NULL;
+    if (c == NULL) {
+        if (img->no_folder && !g_path_is_absolute(name)) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "%s cannot be found: the image was opened from a descriptor without "
+                        "a folder",
+                        name);
+            return FALSE;
+        }
+        *label = vd_resolve_relative(img->filename, name);
+        return TRUE;
+    }
+    g_autofree char *joined = NULL;
+    if (g_path_is_absolute(name)) {
+        const char *tail = path_under(c->dir_path, name);
+        joined = g_strdup(tail != NULL ? tail : "..");
+    } else {
+        g_autofree char *dir = g_path_get_dirname(img->name_beneath);
+        joined = g_build_filename(dir, name, NULL);
+    }
+    *rel = normalise_beneath(joined);
+    if (*rel == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
+                    c->dir_path);
+        return FALSE;
+    }
+    *label = g_build_filename(c->dir_path, *rel, NULL);
+    return TRUE;
+}
+
+/* Open a file that img names: the one way backing files, data files,
+ * extents and parents are reached, by path or beneath the confinement.
+ * label and rel (may be NULL) receive what locate_name says. */
+static VdFile *open_named(VdImage *img, const char *name, gboolean read_write, char **label,
+                          char **rel, GError **error)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *beneath = NULL;
+    if (!locate_name(img, name, &path, &beneath, error))
+        return NULL;
+    const VdConfinement *c = confinement(img);
+    VdFile *file =
+        c != NULL ? vd_file_open_beneath(c->dirfd, beneath, path, c->dir_path, read_write, error)
+                  : vd_file_open(path, read_write, error);
+    if (file == NULL)
+        return NULL;
+    if (label != NULL)
+        *label = g_steal_pointer(&path);
+    if (rel != NULL)
+        *rel = g_steal_pointer(&beneath);
+    return file;
+}
+
+VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
+                                   GError **error)
+{
+    if (img->flags & VD_OPEN_NO_RELATED_FILES) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the image refers to another file (%s), which is not opened here", name);
+        return NULL;
+    }
+    VdFile *file = lock_or_close(open_named(img, name, read_write, NULL, NULL, error), img->flags,
+                                 read_write, error);
+    if (file != NULL)
+        vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
+    return file;
+}
+
+VdFile *vd_image_peek_file(VdImage *img, const char *name, GError **error)
+{
+    if (img->flags & VD_OPEN_NO_RELATED_FILES) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the image refers to another file (%s), which is not opened here", name);
+        return NULL;
+    }
+    g_autoptr(VdFile) file = open_named(img, name, FALSE, NULL, NULL, error);
+    struct stat st;
+    if (file == NULL || fstat(vd_file_fd(file), &st) < 0)
+        return NULL;
+    if (!S_ISREG(st.st_mode)) {
+        vd_set_file_error(error, vd_file_name(file), VD_ERROR_INVALID_ARGUMENT,
+                          "is not a regular file");
+        return NULL;
+    }
+    return g_steal_pointer(&file);
+}
+
+GPtrArray *vd_image_list_folder(VdImage *img, guint max_entries)
+{
+    if ((img->flags & VD_OPEN_NO_RELATED_FILES) || img->no_folder)
+        return NULL;
+    const VdConfinement *c = confinement(img);
+    g_autofree char *dir = g_path_get_dirname(c != NULL ? img->name_beneath : img->filename);
+    int fd = c == NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+             : g_str_equal(dir, ".")
+                 ? openat(c->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                 : vd_openat_beneath(c->dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, TRUE);
+    if (fd < 0)
+        return NULL;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return NULL;
+    }
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    struct dirent *e;
+    while (names->len < max_entries && (e = readdir(d)) != NULL)
+        if (!g_str_equal(e->d_name, ".") && !g_str_equal(e->d_name, ".."))
+            g_ptr_array_add(names, g_strdup(e->d_name));
+    closedir(d);
+    return names;
+}
+
+gboolean vd_image_charge_metadata(VdImage *img, guint64 bytes, const char *what, GError **error)
+{
+    OpenContext *ctx = img->open_ctx;
+    if (ctx == NULL || ctx->metadata_left == G_MAXUINT64)
+        return TRUE;
+    if (bytes > ctx->metadata_left) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "%s of %" G_GUINT64_FORMAT " bytes is over the limit of %" G_GUINT64_FORMAT
+                     " bytes of metadata this open may read",
+                     what, bytes, ctx->confine->max_metadata);
+        return FALSE;
+    }
+    ctx->metadata_left -= bytes;
+    return TRUE;
+}
+
+static VdImage *open_layer(VdFile *file, const char *filename, const char *beneath,
+                           const char *format, VdOpenFlags flags, OpenContext *ctx, guint depth,
+                           GError **error);
 
 static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError **error)
 {
@@ -252,7 +427,8 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
                      MAX_CHAIN_DEPTH);
         return FALSE;
     }
-    g_autofree char *path = vd_resolve_relative(img->filename, img->backing_name);
+    g_autofree char *path = NULL;
+    g_autofree char *beneath = NULL;
     g_autoptr(GError) local = NULL;
     /* The backing chain is read only; flags other than that carry down.
      * Backing files are locked for reading: nobody may write them while
@@ -261,22 +437,24 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
     VdOpenFlags lock_flags = bflags;
     if (bflags & VD_OPEN_BACKING_SHARE_WRITE)
         lock_flags |= VD_OPEN_FORCE_SHARE;
-    VdFile *file = lock_or_close(vd_file_open(path, FALSE, &local), lock_flags, FALSE, &local);
+    VdFile *file = lock_or_close(open_named(img, img->backing_name, FALSE, &path, &beneath, &local),
+                                 lock_flags, FALSE, &local);
     if (file == NULL) {
         VdError code = VD_ERROR_IO;
         if (g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND) ||
-            g_error_matches(local, VD_ERROR, VD_ERROR_BUSY))
+            g_error_matches(local, VD_ERROR, VD_ERROR_BUSY) ||
+            g_error_matches(local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT))
             code = (VdError)local->code;
         vd_set_error(error, img, code, "cannot open backing file: %s", local->message);
         return FALSE;
     }
-    img->backing = open_layer(file, path, img->backing_format, bflags, ctx, depth + 1, error);
+    img->backing =
+        open_layer(file, path, beneath, img->backing_format, bflags, ctx, depth + 1, error);
     if (img->backing == NULL)
         return FALSE;
     return img->drv->check_backing == NULL || img->drv->check_backing(img, error);
 }
 
-/* Open one layer on file (taking it) and, below it, its backing chain. */
 static void override_backing(VdImage *img, const char *name, const char *format)
 {
     g_free(img->backing_name);
@@ -285,8 +463,11 @@ static void override_backing(VdImage *img, const char *name, const char *format)
     img->backing_format = g_strdup(format);
 }
 
-static VdImage *open_layer(VdFile *file, const char *filename, const char *format,
-                           VdOpenFlags flags, OpenContext *ctx, guint depth, GError **error)
+/* Open one layer on file (taking it) and, below it, its backing chain.
+ * beneath is its name beneath the confinement (NULL without one). */
+static VdImage *open_layer(VdFile *file, const char *filename, const char *beneath,
+                           const char *format, VdOpenFlags flags, OpenContext *ctx, guint depth,
+                           GError **error)
 {
     g_autofree char *identity = file_identity(file);
     if (identity != NULL && !g_hash_table_add(ctx->seen, g_steal_pointer(&identity))) {
@@ -304,6 +485,11 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
     g_autoptr(VdImage) img = image_new(file, filename, drv, flags);
     img->open_options = ctx->open_options;
     img->secrets = ctx->secrets;
+    img->name_beneath = g_strdup(beneath);
+    /* Opened from a descriptor named without a folder, the top image has
+     * no folder its relative names could be found in. */
+    img->no_folder = depth == 0 && ctx->no_folder;
+    img->open_ctx = ctx;
     /* An explicit parent for the top image ("backing" open option): set
      * before open so formats that search for their parent (differencing
      * VDIs) take it, and again after, over what the header names. */
@@ -321,18 +507,30 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *forma
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written", drv->name);
         return NULL;
     }
-    if (!open_backing(img, ctx, depth, error))
-        return NULL;
-    return g_steal_pointer(&img);
+    gboolean ok = open_backing(img, ctx, depth, error);
+    img->open_ctx = NULL;
+    return ok ? g_steal_pointer(&img) : NULL;
+}
+
+/* Open the image on file (taking it) with a fresh context made from ctx's
+ * options, secrets, confinement and no_folder. */
+static VdImage *open_top(VdFile *file, const char *filename, const char *beneath,
+                         const char *format, VdOpenFlags flags, OpenContext ctx, GError **error)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    ctx.seen = seen;
+    ctx.metadata_left = ctx.confine != NULL && ctx.confine->max_metadata != 0
+                            ? ctx.confine->max_metadata
+                            : G_MAXUINT64;
+    return open_layer(file, filename, beneath, format, flags, &ctx, 0, error);
 }
 
 static VdImage *open_file_with_keys(VdFile *file, const char *filename, const char *format,
                                     VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets,
                                     GError **error)
 {
-    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    OpenContext ctx = { .seen = seen, .open_options = open_options, .secrets = secrets };
-    return open_layer(file, filename, format, flags, &ctx, 0, error);
+    OpenContext ctx = { .open_options = open_options, .secrets = secrets };
+    return open_top(file, filename, NULL, format, flags, ctx, error);
 }
 
 static VdImage *open_file(VdFile *file, const char *filename, const char *format, VdOpenFlags flags,
@@ -423,11 +621,12 @@ VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFl
     return vd_image_open_fd_opts(fd, name, format, flags, NULL, NULL, error);
 }
 
-VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
-                               VdOptions *open_opts, VdSecrets *secrets, GError **error)
+/* vd_image_open_fd_opts and vd_image_open_fd_confined: label names the
+ * image in messages, beneath beneath confine (both NULL without one). */
+static VdImage *open_fd(int fd, const char *label, const char *beneath, const char *format,
+                        VdOpenFlags flags, VdOptions *open_opts, VdSecrets *secrets,
+                        const VdConfinement *confine, GError **error)
 {
-    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
-    const char *label = name != NULL ? name : fallback;
     VdFile *file = vd_file_open_fd(fd, label, error);
     if (file == NULL)
         return NULL;
@@ -445,7 +644,36 @@ VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdO
     file = lock_or_close(file, flags, (flags & VD_OPEN_READ_WRITE) != 0, error);
     if (file == NULL)
         return NULL;
-    return open_file_with_keys(file, label, format, flags, open_opts, secrets, error);
+    OpenContext ctx = {
+        .open_options = open_opts,
+        .secrets = secrets,
+        .confine = confine,
+        .no_folder = confine == NULL && strchr(label, '/') == NULL,
+    };
+    return open_top(file, label, beneath, format, flags, ctx, error);
+}
+
+VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
+                               VdOptions *open_opts, VdSecrets *secrets, GError **error)
+{
+    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
+    return open_fd(fd, name != NULL ? name : fallback, NULL, format, flags, open_opts, secrets,
+                   NULL, error);
+}
+
+VdImage *vd_image_open_fd_confined(int fd, const char *name, const char *format, VdOpenFlags flags,
+                                   VdOptions *open_opts, VdSecrets *secrets,
+                                   const VdConfinement *confine, GError **error)
+{
+    g_return_val_if_fail(confine != NULL && confine->dir_path != NULL, NULL);
+    const char *beneath = g_path_is_absolute(name) ? path_under(confine->dir_path, name) : name;
+    if (beneath == NULL || *beneath == '\0') {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
+                    confine->dir_path);
+        return NULL;
+    }
+    g_autofree char *label = g_build_filename(confine->dir_path, beneath, NULL);
+    return open_fd(fd, label, beneath, format, flags, open_opts, secrets, confine, error);
 }
 
 VdImage *vd_image_ref(VdImage *img)
@@ -466,6 +694,7 @@ void vd_image_unref(VdImage *img)
     g_free(img->backing_name);
     g_free(img->backing_format);
     g_free(img->filename);
+    g_free(img->name_beneath);
     g_free(img);
 }
 

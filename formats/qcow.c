@@ -413,6 +413,8 @@ static gboolean parse_l1(VdImage *img, const guint8 *hdr, GError **error)
 static gboolean load_l1(VdImage *img, GError **error)
 {
     QcowState *s = img->priv;
+    if (!vd_image_charge_metadata(img, (guint64)s->l1_size * 8, "L1 table", error))
+        return FALSE;
     s->l1 = g_new0(guint64, MAX(s->l1_size, 1));
     if (s->l1_size == 0)
         return TRUE;

@@ -125,6 +125,8 @@ gboolean qcow2_bitmaps_read_directory(Qcow2State *s, GPtrArray **out, GError **e
     if (s->nb_bitmaps == 0 || size > QCOW2_MAX_SNAPSHOT_TABLE ||
         (off & (s->cluster_size - 1)) != 0 || !qcow2_in_file(s, off, size))
         return dir_invalid(s, "it lies outside the file", error);
+    if (!vd_image_charge_metadata(s->img, size, "bitmap directory", error))
+        return FALSE;
     g_autofree guint8 *dir = g_malloc(MAX(size, 1));
     if (!vd_file_pread(s->img->file, off, dir, size, error))
         return FALSE;

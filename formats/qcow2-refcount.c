@@ -64,6 +64,8 @@ void qcow2_rb_set(guint8 *block, guint64 index, guint order, guint64 value)
 gboolean qcow2_refcount_load(Qcow2State *s, GError **error)
 {
     guint64 bytes = (guint64)s->rt_clusters * s->cluster_size;
+    if (!vd_image_charge_metadata(s->img, bytes * 2, "refcount table", error))
+        return FALSE;
     g_autofree guint8 *raw = g_malloc(bytes);
     if (!vd_file_pread(s->img->file, s->rt_offset, raw, bytes, error)) {
         g_prefix_error(error, "refcount table: ");

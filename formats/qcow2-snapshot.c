@@ -116,6 +116,8 @@ gboolean qcow2_snapshots_load(Qcow2State *s, guint32 nb, guint64 offset, GError 
     /* Entries are variable length: read what could hold them, capped. */
     guint64 max = MIN(s->file_size - offset, (guint64)QCOW2_MAX_SNAPSHOT_TABLE);
     max = MIN(max, (guint64)nb * (SN_FIXED + QCOW2_MAX_EXTRA_DATA + 2 * 65535 + 8));
+    if (!vd_image_charge_metadata(s->img, max, "snapshot table", error))
+        return FALSE;
     g_autofree guint8 *raw = g_malloc(max);
     if (!vd_file_pread(s->img->file, offset, raw, max, error))
         return FALSE;

@@ -569,7 +569,8 @@ static gboolean load_l1(VdImage *img, Qcow2State *s, GError **error)
     s->l1 = NULL;
     if (s->l1_size == 0)
         return TRUE;
-    return qcow2_read_l1(s, s->l1_offset, s->l1_size, &s->l1, error);
+    return vd_image_charge_metadata(img, (guint64)s->l1_size * 8, "L1 table", error) &&
+           qcow2_read_l1(s, s->l1_offset, s->l1_size, &s->l1, error);
 }
 
 /* A dirty image (lazy refcounts, not closed cleanly) gets its refcounts

@@ -318,6 +318,8 @@ static guint64 block_host_offset(const Vdi *s, guint32 entry)
 static gboolean bmap_load(VdImage *img, Vdi *s, GError **error)
 {
     gsize bytes = (gsize)s->h.blocks * 4;
+    if (!vd_image_charge_metadata(img, bytes, "block map", error))
+        return FALSE;
     s->bmap = g_try_malloc(MAX(bytes, 4));
     if (s->bmap == NULL) {
         vd_set_error(error, img, VD_ERROR_FAILED, "not enough memory for a block map of %u entries",
@@ -422,20 +424,16 @@ static gboolean same_inode(const struct stat *a, const struct stat *b)
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
-/* Does the VDI at path carry image UUID uuid? Unreadable files are just
- * not the parent. Opened without blocking and checked to be a regular
- * file, so a FIFO named like an image cannot stall the search. */
-static gboolean candidate_matches(const char *path, const guint8 *uuid, const struct stat *self)
+/* Does the VDI name in img's folder carry image UUID uuid? Unreadable
+ * files are just not the parent. The folder's files are opened without
+ * blocking and must be regular files, so a FIFO named like an image cannot
+ * stall the search. */
+static gboolean candidate_matches(VdImage *img, const char *name, const guint8 *uuid,
+                                  const struct stat *self)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0)
-        return FALSE;
+    g_autoptr(VdFile) file = vd_image_peek_file(img, name, NULL);
     struct stat st;
-    g_autoptr(VdFile) file = NULL;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !same_inode(&st, self))
-        file = vd_file_open_fd(fd, path, NULL);
-    close(fd);
-    if (file == NULL)
+    if (file == NULL || fstat(vd_file_fd(file), &st) < 0 || same_inode(&st, self))
         return FALSE;
     guint8 raw[HDR_BYTES];
     VdiHeader h;
@@ -447,29 +445,28 @@ static gboolean candidate_matches(const char *path, const guint8 *uuid, const st
 
 /* The name (in the image's folder) of the .vdi whose image UUID is uuid,
  * or NULL. With several (copies of one parent), the first by name wins so
- * the answer does not depend on directory order. */
+ * the answer does not depend on directory order. An image without a folder
+ * (from a caller's descriptor) has nowhere to search: never the process's
+ * working directory. */
 static char *find_parent(VdImage *img, const guint8 *uuid)
 {
     struct stat self;
     if (fstat(vd_file_fd(img->file), &self) < 0)
         return NULL;
-    g_autofree char *dirname = g_path_get_dirname(img->filename);
-    g_autoptr(GDir) dir = g_dir_open(dirname, 0, NULL);
-    if (dir == NULL)
+    g_autoptr(GPtrArray) names = vd_image_list_folder(img, MAX_DIR_ENTRIES);
+    if (names == NULL)
         return NULL;
     char *best = NULL;
-    guint seen = 0, candidates = 0;
-    const char *name;
-    while ((name = g_dir_read_name(dir)) != NULL && seen++ < MAX_DIR_ENTRIES &&
-           candidates < MAX_CANDIDATES) {
+    guint candidates = 0;
+    for (guint i = 0; i < names->len && candidates < MAX_CANDIDATES; i++) {
+        const char *name = names->pdata[i];
         g_autofree char *lower = g_ascii_strdown(name, -1);
         if (!g_str_has_suffix(lower, ".vdi"))
             continue;
         candidates++;
         if (best != NULL && strcmp(name, best) >= 0)
             continue;
-        g_autofree char *path = g_build_filename(dirname, name, NULL);
-        if (candidate_matches(path, uuid, &self)) {
+        if (candidate_matches(img, name, uuid, &self)) {
             g_free(best);
             best = g_strdup(name);
         }
@@ -548,14 +545,16 @@ static gboolean read_named_header(const char *image_path, const char *name, char
  * image's. */
 static gboolean check_named_parent(VdImage *img, const Vdi *s, GError **error)
 {
-    g_autofree char *path = NULL;
+    g_autoptr(VdFile) file = vd_image_peek_file(img, img->backing_name, error);
+    guint8 raw[HDR_BYTES];
     VdiHeader ph;
-    if (!read_named_header(img->filename, img->backing_name, &path, &ph, error)) {
+    guint64 size;
+    if (file == NULL || !header_read(file, raw, &ph, &size, error)) {
         g_autofree char *want = uuid_to_string(s->h.uuid_link);
         g_prefix_error(error, "%s: its parent is the VDI image {%s}, but: ", img->filename, want);
         return FALSE;
     }
-    return check_parent_header(img, s, path, &ph, error);
+    return check_parent_header(img, s, vd_file_name(file), &ph, error);
 }
 
 static gboolean resolve_parent(VdImage *img, Vdi *s, GError **error)
@@ -571,6 +570,13 @@ static gboolean resolve_parent(VdImage *img, Vdi *s, GError **error)
         if (img->flags & VD_OPEN_NO_BACKING)
             return TRUE; /* info and check can work on this layer alone */
         g_autofree char *uuid = uuid_to_string(s->h.uuid_link);
+        if (img->no_folder || (img->flags & VD_OPEN_NO_RELATED_FILES)) {
+            vd_set_error(error, img, VD_ERROR_NOT_FOUND,
+                         "the parent of this differencing image, {%s}, is not searched for: "
+                         "the image was opened without its folder",
+                         uuid);
+            return FALSE;
+        }
         g_autofree char *dirname = g_path_get_dirname(img->filename);
         vd_set_error(error, img, VD_ERROR_NOT_FOUND,
                      "the parent of this differencing image, {%s}, is not among the .vdi "

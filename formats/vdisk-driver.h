@@ -10,8 +10,18 @@ G_BEGIN_DECLS
 /* ----- VdFile: one host file, with full-length pread/pwrite ----- */
 typedef struct VdFile VdFile;
 
-/* Open path; writable with read_write. Errors name path. */
+/* Open path; writable with read_write. Errors name path. Never blocks on a
+ * FIFO: anything but a regular file or a block device is refused. */
 VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
+/* Open rel beneath the folder dirfd (at dir_path, for messages): no
+ * component may be a symbolic link or climb out with "..", and it must be
+ * a regular file. name is for messages. */
+VdFile *vd_file_open_beneath(int dirfd, const char *rel, const char *name, const char *dir_path,
+                             gboolean read_write, GError **error);
+/* openat(dirfd, rel, flags) resolved beneath dirfd without following
+ * symbolic links: openat2 where use_openat2 and the kernel has it, else a
+ * walk of the components. -1 with errno (EXDEV: outside, ELOOP: a link). */
+int vd_openat_beneath(int dirfd, const char *rel, int flags, gboolean use_openat2);
 /* Create or truncate path (mode 0644). */
 VdFile *vd_file_create(const char *path, GError **error);
 /* A file beside an image being created (vmdk extents), by path: a
@@ -228,6 +238,13 @@ struct VdImage {
      * missing (opened for inspection only). */
     gboolean encrypted;
     gboolean needs_key;
+    /* Where the files this image names are looked for (image.c): its
+     * name beneath the confinement's folder, if any, and whether it has
+     * a folder at all (not when opened from a descriptor named without
+     * one). open_ctx is valid during the driver's open only. */
+    char *name_beneath;
+    gboolean no_folder;
+    struct VdOpenContext *open_ctx;
 };
 
 /* The passphrase for an encrypted image being opened: the secret the open
@@ -248,10 +265,24 @@ void vd_set_file_error(GError **error, const char *filename, VdError code, const
  * copy-on-write. Called with img->lock held; takes the backing's lock. */
 gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
 
-/* Open a file named inside an image (external data file, extent). name is
- * resolved relative to the image's folder. */
+/* Open a file named inside an image (external data file, extent), locked
+ * as the image's open flags say. name is resolved relative to the image's
+ * folder, beneath the open's confinement when it has one. */
 VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read_write,
                                    GError **error);
+/* The names of the files in img's folder (beneath the confinement when it
+ * has one), for formats that search for a parent; NULL when the image has
+ * no folder to search (opened from a descriptor named without one, or
+ * with VD_OPEN_NO_RELATED_FILES) or it cannot be read. */
+GPtrArray *vd_image_list_folder(VdImage *img, guint max_entries);
+/* Open a file img names read-only to look at it, without a lock: NULL
+ * (with error set) when it is missing, outside the confinement or no
+ * regular file. */
+VdFile *vd_image_peek_file(VdImage *img, const char *name, GError **error);
+/* Count bytes of metadata tables an open reads into memory against the
+ * open's bound (VdConfinement.max_metadata); beyond it fail with
+ * VD_ERROR_NOT_SUPPORTED naming what. Call before allocating. */
+gboolean vd_image_charge_metadata(VdImage *img, guint64 bytes, const char *what, GError **error);
 
 /* Little helpers for on-disk numbers. */
 static inline guint16 vd_be16(const guint8 *p) { return (guint16)(p[0] << 8 | p[1]); }

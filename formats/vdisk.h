@@ -193,6 +193,35 @@ VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags fl
 /* Same, on a descriptor the caller opened (as vd_image_open_fd). */
 VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
                                VdOptions *open_opts, VdSecrets *secrets, GError **error);
+
+/* Where the files an image names may be: vdiskd's pools. Every name an
+ * image carries (backing files down the whole chain, a qcow2 data file,
+ * vmdk extents, a differencing VDI's parent) is opened beneath dirfd only —
+ * openat2() with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+ * (a component-by-component O_NOFOLLOW walk where the kernel lacks openat2),
+ * O_NONBLOCK so that a FIFO cannot block, and it must be a regular file.
+ * A relative name is taken relative to the naming image's folder inside
+ * dirfd; an absolute name must lie under dir_path ("/srv/pool/x" with
+ * dir_path "/srv/pool" is "x" beneath dirfd), anything else is refused:
+ * "pool/vm.qcow2: data file /etc/shadow lies outside /srv/pool". No path is
+ * ever passed to realpath() or open() by name. max_metadata (0: the
+ * formats' own bounds) caps the bytes of metadata tables (L1/refcount
+ * tables, VDI block maps, vmdk grain directories, ...) one open may read into
+ * memory, for images parsed on behalf of unprivileged callers; beyond it the
+ * open fails with VD_ERROR_NOT_SUPPORTED naming the table and the limit. */
+typedef struct {
+    int dirfd;
+    const char *dir_path; /* canonical, for absolute names and messages */
+    guint64 max_metadata;
+} VdConfinement;
+
+/* vd_image_open_fd_opts, with every other file resolved as confine says.
+ * name is the image's own name relative to dirfd ("vm.qcow2"); messages
+ * name it as dir_path/name. confine is used during the call only: the
+ * caller keeps dirfd. Returns a new reference. */
+VdImage *vd_image_open_fd_confined(int fd, const char *name, const char *format, VdOpenFlags flags,
+                                   VdOptions *open_opts, VdSecrets *secrets,
+                                   const VdConfinement *confine, GError **error);
 /* TRUE when img or its backing chain is encrypted and was opened without
  * its key. */
 gboolean vd_image_needs_key(VdImage *img);

@@ -67,7 +67,8 @@ static guint64 *read_table64(VdFile *file, guint64 offset, guint64 n, GError **e
     return table;
 }
 
-static gboolean se_check_header(VmdkExtent *ext, VmdkSeSparse *se, const guint8 *h, GError **error)
+static gboolean se_check_header(VdImage *img, VmdkExtent *ext, VmdkSeSparse *se, const guint8 *h,
+                                GError **error)
 {
     const char *name = ext_name(ext);
     if (vd_le64(h + SE_MAGIC) != VMDK_SESPARSE_MAGIC || vd_le64(h + SE_VERSION) != SE_VERSION_2_1 ||
@@ -94,6 +95,8 @@ static gboolean se_check_header(VmdkExtent *ext, VmdkSeSparse *se, const guint8 
         return FALSE;
     }
     se->gd_entries = needed;
+    if (!vd_image_charge_metadata(img, MAX(needed, 1) * 8 * 2, "grain directory", error))
+        return FALSE;
     se->gd = read_table64(ext->file, gd_off * VMDK_SECTOR, MAX(needed, 1), error);
     return se->gd != NULL;
 }
@@ -106,7 +109,7 @@ gboolean vmdk_sesparse_open(VdImage *img, VmdkExtent *ext, GError **error)
     guint8 h[VMDK_SECTOR], vol[VMDK_SECTOR];
     if (!vd_file_size(ext->file, &se->file_size, error) ||
         !vd_file_pread_zero_past_eof(ext->file, 0, h, sizeof h, error) ||
-        !se_check_header(ext, se, h, error))
+        !se_check_header(img, ext, se, h, error))
         return FALSE;
     guint64 vol_off = vd_le64(h + SE_VOLATILE_OFFSET);
     if (vol_off > se->file_size / VMDK_SECTOR ||

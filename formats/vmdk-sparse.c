@@ -266,7 +266,7 @@ static gboolean table_in_file(VmdkSparse *sp, guint64 sector, guint64 bytes)
            sector * VMDK_SECTOR <= sp->file_size && bytes <= sp->file_size - sector * VMDK_SECTOR;
 }
 
-static gboolean load_directories(VmdkExtent *ext, VmdkSparse *sp, GError **error)
+static gboolean load_directories(VdImage *img, VmdkExtent *ext, VmdkSparse *sp, GError **error)
 {
     guint64 bytes = (guint64)sp->gd_entries * 4;
     if (!table_in_file(sp, sp->gd_sector, bytes)) {
@@ -275,6 +275,11 @@ static gboolean load_directories(VmdkExtent *ext, VmdkSparse *sp, GError **error
                           sp->gd_sector);
         return FALSE;
     }
+    /* The directory and its copy, as read and as kept, and a slot and a
+     * flag per grain table. */
+    guint64 held = bytes * 4 + (guint64)sp->gd_entries * (sizeof(guint32 *) + sizeof(gboolean));
+    if (!vd_image_charge_metadata(img, held, "grain directory", error))
+        return FALSE;
     sp->gd = read_table(ext->file, sp->gd_sector * VMDK_SECTOR, sp->gd_entries, error);
     if (sp->gd == NULL)
         return FALSE;
@@ -314,7 +319,7 @@ gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header, g
     }
     if (sp->gd_sector == GD_AT_END && !read_footer(ext, sp, sp->header, error))
         return FALSE;
-    if (!load_directories(ext, sp, error))
+    if (!load_directories(img, ext, sp, error))
         return FALSE;
     sp->file_size = round_up(sp->file_size, VMDK_SECTOR);
     ext->length = vmdk_sparse_capacity(sp);
