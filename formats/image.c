@@ -1297,6 +1297,11 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;
+    /* A failed create removes the file only if it made it: a file the
+     * caller named that was there before keeps its name (as with
+     * qemu-img), and no folder entry this call did not make is removed. */
+    struct stat st;
+    gboolean existed = lstat(path, &st) == 0;
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
@@ -1307,7 +1312,10 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
      * vmdk made beside it), are on stable storage before success. */
     if (!drv->create(file, &params, error) || !vd_file_sync(file, error) ||
         (!no_flush && !vd_sync_parent_dir(path, error))) {
-        unlink(path);
+        if (!existed)
+            unlink(path);
+        else
+            vd_file_truncate(file, 0, NULL); /* never left looking like a whole image */
         return FALSE;
     }
     return TRUE;

@@ -4,14 +4,22 @@
  * answer with an error or data, never crash, hang or allocate without
  * bound.
  *
+ * Once more the way vdiskd opens a pool's volume: confined to a folder that
+ * holds a file, a folder, a FIFO and a symlink to a file outside, so the
+ * names an input carries (backing files, data files, extents, a VDI's
+ * parent) are resolved by the confinement, and metadata is bounded.
+ *
  * Built two ways: with -fsanitize=fuzzer as a libFuzzer target (meson
  * option `fuzzing`), and as a plain program that runs each file named on
  * its command line once, for the `fuzz` suite's regression corpus.
  */
 #include "vdisk.h"
 
+#include <fcntl.h>
+#include <glib/gstdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Bounds on the work one input may cause, so a header claiming an
@@ -54,6 +62,80 @@ static void exercise(int fd, const char *format)
     walk(img);
 }
 
+/* The folder confined opens look in, made once per process. It and its
+ * subfolder sub/ (where the input sits) each hold files the seeds name
+ * (base.raw, x-flat.vmdk), a FIFO (named as a seed's data file: it must be
+ * refused at once, never waited on) and a symlink to a file outside. */
+static char *pool_path;
+static int pool_fd = -1;
+static const char *const pool_entries[] = { "base.raw", "x-flat.vmdk", "fifo", "link" };
+
+static void pool_remove(void)
+{
+    for (int level = 0; level < 2; level++) {
+        g_autofree char *dir =
+            level == 0 ? g_build_filename(pool_path, "sub", NULL) : g_strdup(pool_path);
+        for (gsize i = 0; i < G_N_ELEMENTS(pool_entries); i++) {
+            g_autofree char *p = g_build_filename(dir, pool_entries[i], NULL);
+            g_remove(p);
+        }
+        g_rmdir(dir);
+    }
+}
+
+/* A sparse file of size bytes (left out if it cannot be made). */
+static void sparse_file(const char *dir, const char *name, off_t size)
+{
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    if (ftruncate(fd, size) < 0)
+        g_remove(p);
+    close(fd);
+}
+
+static void pool_fill(const char *dir)
+{
+    sparse_file(dir, "base.raw", 1 << 20);
+    sparse_file(dir, "x-flat.vmdk", 3 << 20);
+    g_autofree char *fifo = g_build_filename(dir, "fifo", NULL);
+    g_autofree char *link = g_build_filename(dir, "link", NULL);
+    mkfifo(fifo, 0600);
+    if (symlink("/etc/passwd", link) < 0) {
+        /* the other entries still test something */
+    }
+}
+
+static gboolean pool_ready(void)
+{
+    if (pool_fd >= 0)
+        return TRUE;
+    pool_path = g_dir_make_tmp("vdisk-fuzz-pool-XXXXXX", NULL);
+    if (pool_path == NULL)
+        return FALSE;
+    atexit(pool_remove);
+    g_autofree char *sub = g_build_filename(pool_path, "sub", NULL);
+    g_mkdir(sub, 0700);
+    pool_fill(pool_path);
+    pool_fill(sub);
+    pool_fd = open(pool_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return pool_fd >= 0;
+}
+
+static void exercise_confined(int fd)
+{
+    if (!pool_ready())
+        return;
+    VdConfinement confine = { .dirfd = pool_fd, .dir_path = pool_path, .max_metadata = 1 << 20 };
+    g_autoptr(VdImage) img =
+        vd_image_open_fd_confined(fd, "sub/in.img", NULL, 0, NULL, NULL, &confine, NULL);
+    if (img == NULL)
+        return;
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, NULL);
+    walk(img);
+}
+
 /* Last, as it changes the input: the write paths. A write at each end,
  * then a repairing check, and a second open for writing that must find
  * whatever the first left behind usable. */
@@ -87,6 +169,7 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
         exercise(fd, NULL);
         for (const char *const *f = vd_formats(); *f != NULL; f++)
             exercise(fd, *f);
+        exercise_confined(fd);
         exercise_writes(fd);
     }
     close(fd);

@@ -39,6 +39,16 @@ make_seed sp.vmdk vmdk subformat=monolithicSparse
 make_seed so.vmdk vmdk subformat=streamOptimized
 qemu-img snapshot -c s1 "$seeds/v3.qcow2"
 printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 6144 FLAT "x-flat.vmdk" 0\n' >"$seeds/desc.vmdk"
+printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 6144 FLAT "fifo" 0\n' >"$seeds/fifo.vmdk"
+# Names the target resolves in its confined folder (where the input is
+# sub/in.img): files beside it and above it, a FIFO, a symlink, and names
+# that leave the folder. They are stored without opening anything.
+mkdir -p "$T/mk/sub"
+for b in base.raw ../base.raw ../link link ../../etc/passwd /etc/passwd sub/../base.raw; do
+    qemu-img create -q -f qcow2 -u -b "$b" -F raw "$seeds/bk-$(echo "$b" | tr -c 'a-z0-9\n' _).qcow2" 1M
+done
+(cd "$T/mk/sub" && qemu-img create -q -f qcow2 -o data_file=fifo df.qcow2 1M &&
+    qemu-img create -q -f qcow2 -o data_file=../fifo df2.qcow2 1M) && cp "$T/mk/sub"/df*.qcow2 "$seeds"/
 "$PY" - "$seeds" <<'PY'
 import struct, sys, tarfile, io, os
 d = sys.argv[1]

@@ -28,10 +28,16 @@ flat_extent_symlink() {
 split_failure_keeps_existing() {
     printf 'old first extent' >disk-f001.vmdk
     mkdir disk-f002.vmdk
+    printf 'old descriptor' >real.vmdk
+    ln -s real.vmdk disk.vmdk
     fails_cleanly vd create -q -f vmdk -o subformat=twoGbMaxExtentFlat disk.vmdk 3G
     [[ $(cat disk-f001.vmdk) == 'old first extent' ]]
     [[ -d disk-f002.vmdk ]]
-    [[ ! -e disk.vmdk && ! -e disk-f003.vmdk ]]
+    [[ ! -e disk-f003.vmdk ]]
+    # the file named was there before: it keeps its name (emptied, as
+    # qemu-img create leaves it), and so does the link to it
+    [[ -L disk.vmdk && -f real.vmdk && ! -s real.vmdk ]]
+    rm disk.vmdk real.vmdk
     # with nothing there before, the first extent this create made goes
     mkdir keep
     ln -s keep disk-s002.vmdk
