@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "shim-args.h"
+#include "shim-errors.h"
 #include "shim-secrets.h"
 #include "shim-status.h"
 #include "vdisk-names.h"
@@ -58,7 +59,13 @@ static void G_GNUC_NORETURN fall_back(char **argv, const char *reason)
         g_strerror(errno));
 }
 
-/* ----- talking to vdiskd ----- */
+/* ----- talking to vdiskd -----
+ *
+ * libvirtd runs the shim as root, so the shim never opens or resolves a
+ * name libvirt gives it by itself: vdiskd resolves it, and only inside
+ * the pools it has (vdiskd's own and libvirt's). A file in any other
+ * folder goes to the real qemu-img, as it would without vdisk. Jobs are
+ * never detached: when libvirt kills the shim, vdiskd cancels its job. */
 
 typedef struct {
     GDBusConnection *bus;
@@ -68,22 +75,6 @@ typedef struct {
 } Shim;
 
 static Shim shim;
-
-/* A D-Bus error that means "vdiskd cannot do this" rather than "this
- * cannot be done": the real qemu-img may still manage. */
-static gboolean is_unsupported(const GError *error)
-{
-    g_autofree char *name = g_dbus_error_get_remote_error(error);
-    if (name == NULL)
-        return g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
-               g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER) ||
-               g_error_matches(error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD);
-    return g_str_equal(name, VDISK_ERROR_UNSUPPORTED_FORMAT) ||
-           (g_str_equal(name, VDISK_ERROR_INVALID_ARGUMENT) &&
-            (strstr(error->message, "has no option") != NULL ||
-             strstr(error->message, "cannot be used for a target") != NULL ||
-             strstr(error->message, "needs files of its own") != NULL));
-}
 
 /* An image in use (vdiskd's Busy, carrying QEMU's name of the lock it
  * could not get) is reported in qemu-img's words, which libvirt passes on
@@ -105,22 +96,40 @@ static void die_if_in_use(const GError *error, const char *what)
     exit(1);
 }
 
-static GVariant *call(const char *path, const char *iface, const char *method, GVariant *args,
-                      const char *reply_type, GUnixFDList *fds, const char *what)
+/* A call's failure, in the end: the real qemu-img when vdiskd is not
+ * there or cannot do this, otherwise the error. */
+static void G_GNUC_NORETURN call_failed(GError *error, const char *what)
 {
-    g_autoptr(GError) error = NULL;
-    GVariant *reply = g_dbus_connection_call_with_unix_fd_list_sync(
-        shim.bus, VDISK_BUS_NAME, path, iface, method, args, G_VARIANT_TYPE(reply_type),
-        G_DBUS_CALL_FLAGS_NONE, G_MAXINT, fds, NULL, NULL, &error);
-    if (reply != NULL)
-        return reply;
-    if (is_unsupported(error)) {
+    if (shim_error_vdiskd_absent(error)) {
+        g_dbus_error_strip_remote_error(error);
+        g_autofree char *why = g_strdup_printf("vdiskd is not running (%s)", error->message);
+        fall_back(shim.argv, why);
+    }
+    if (shim_error_unsupported(error)) {
         g_dbus_error_strip_remote_error(error);
         fall_back(shim.argv, error->message);
     }
     die_if_in_use(error, what);
     g_dbus_error_strip_remote_error(error);
     die("%s: %s", what, error->message);
+}
+
+static GVariant *try_call(const char *path, const char *iface, const char *method, GVariant *args,
+                          const char *reply_type, GUnixFDList *fds, GError **error)
+{
+    return g_dbus_connection_call_with_unix_fd_list_sync(
+        shim.bus, VDISK_BUS_NAME, path, iface, method, args, G_VARIANT_TYPE(reply_type),
+        G_DBUS_CALL_FLAGS_NONE, G_MAXINT, fds, NULL, NULL, error);
+}
+
+static GVariant *call(const char *path, const char *iface, const char *method, GVariant *args,
+                      const char *reply_type, GUnixFDList *fds, const char *what)
+{
+    g_autoptr(GError) error = NULL;
+    GVariant *reply = try_call(path, iface, method, args, reply_type, fds, &error);
+    if (reply == NULL)
+        call_failed(error, what);
+    return reply;
 }
 
 static void on_completed(GDBusConnection *bus, const char *sender, const char *path,
@@ -171,26 +180,34 @@ static void where_clear(Where *w)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Where, where_clear)
 
-/* The pool and volume for an absolute file name; with add_directory a file
- * outside every pool gets a pool for its directory. */
-static void resolve(const char *file, gboolean add_directory, Where *w)
+/* The pool and volume of a file, as vdiskd resolves its name. A file in a
+ * folder no pool holds goes to the real qemu-img: the shim never makes
+ * a folder a pool (every user the pool's rules allow could then read and
+ * write its files, a domain's private folder too). */
+static void resolve(const char *file, Where *w)
 {
     g_autofree char *abs = g_canonicalize_filename(file, NULL);
-    GVariantBuilder opts;
-    g_variant_builder_init(&opts, G_VARIANT_TYPE("a{sv}"));
-    g_variant_builder_add(&opts, "{sv}", "add-directory", g_variant_new_boolean(add_directory));
-    g_autoptr(GVariant) r = call(VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ResolvePath",
-                                 g_variant_new("(sa{sv})", abs, &opts), "(oso)", NULL, file);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GVariant) r = try_call(
+        VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ResolvePath",
+        g_variant_new("(s@a{sv})", abs, g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0)),
+        "(oso)", NULL, &error);
+    if (r == NULL && shim_error_outside_pools(error)) {
+        g_autofree char *why = g_strdup_printf(
+            "%s is in no storage pool (no libvirt pool or vdiskd pool holds its folder)", abs);
+        fall_back(shim.argv, why);
+    }
+    if (r == NULL)
+        call_failed(error, file);
     const char *vol;
     g_variant_get(r, "(oso)", &w->pool, &w->name, &vol);
     w->volume = g_str_equal(vol, "/") ? NULL : g_strdup(vol);
 }
 
-static char *volume_property(const char *volume, const char *name)
+static char *object_property(const char *object, const char *iface, const char *name)
 {
-    g_autoptr(GVariant) r =
-        call(volume, "org.freedesktop.DBus.Properties", "Get",
-             g_variant_new("(ss)", VDISK_VOLUME_INTERFACE, name), "(v)", NULL, volume);
+    g_autoptr(GVariant) r = call(object, "org.freedesktop.DBus.Properties", "Get",
+                                 g_variant_new("(ss)", iface, name), "(v)", NULL, object);
     g_autoptr(GVariant) v = NULL;
     g_variant_get(r, "(v)", &v);
     return g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) ? g_variant_dup_string(v, NULL)
@@ -250,7 +267,7 @@ static void check_format(const char *volume, const char *format, const char *wha
 {
     if (format == NULL)
         return;
-    g_autofree char *probed = volume_property(volume, "Format");
+    g_autofree char *probed = object_property(volume, VDISK_VOLUME_INTERFACE, "Format");
     if (!g_str_equal(probed, format)) {
         g_autofree char *why =
             g_strdup_printf("%s format %s other than the probed %s", what, format, probed);
@@ -261,7 +278,7 @@ static void check_format(const char *volume, const char *format, const char *wha
 static void do_create(ShimRequest *req)
 {
     g_auto(Where) target = { 0 };
-    resolve(req->filename, TRUE, &target);
+    resolve(req->filename, &target);
     if (target.volume != NULL)
         fall_back(shim.argv, "the file exists already (qemu-img would overwrite it)");
     g_auto(Where) backing = { 0 };
@@ -270,7 +287,7 @@ static void do_create(ShimRequest *req)
             g_path_is_absolute(req->backing)
                 ? g_strdup(req->backing)
                 : g_build_filename(g_path_get_dirname(req->filename), req->backing, NULL);
-        resolve(abs, FALSE, &backing);
+        resolve(abs, &backing);
         if (backing.volume == NULL)
             die("%s: Could not open backing file: No such file or directory", req->filename);
         if (!g_str_equal(backing.pool, target.pool))
@@ -304,7 +321,7 @@ static void do_create(ShimRequest *req)
 static void do_convert_into(ShimRequest *req, Where *src)
 {
     g_auto(Where) dst = { 0 };
-    resolve(req->target, TRUE, &dst);
+    resolve(req->target, &dst);
     if (dst.volume == NULL)
         die("Could not open '%s': No such file or directory", req->target);
     check_format(dst.volume, req->out_format, "a target");
@@ -317,11 +334,74 @@ static void do_convert_into(ShimRequest *req, Where *src)
     wait_job_reply(r, req->target);
 }
 
+/* convert into another pool: vdiskd exports into a file the shim makes
+ * in that pool's folder, as vdiskd names the folder (never through the
+ * name libvirt gave), unnamed (O_TMPFILE) or under a hidden name, and the
+ * shim names it only once it is complete: a shim killed on the way leaves
+ * no half-written volume under the target's name. */
+static void export_to_pool(ShimRequest *req, Where *src, Where *dst)
+{
+    g_autofree char *dir = object_property(dst->pool, VDISK_POOL_INTERFACE, "Directory");
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        die("%s: %s", dir, g_strerror(errno));
+    g_autofree char *hidden = NULL;
+    int fd = openat(dirfd, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        hidden = g_strdup_printf(".%.200s.partial-%d", dst->name, (int)getpid());
+        fd = openat(dirfd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }
+    if (fd < 0)
+        die("%s: %s", req->target, g_strerror(errno));
+    int kept = dup(fd); /* the list below owns fd */
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GVariant) r =
+        try_call(src->volume, VDISK_VOLUME_INTERFACE, "Export",
+                 g_variant_new("(hs@a{sv})", 0, req->out_format, create_options(req, NULL)), "(o)",
+                 fds, &error);
+    const char *result = NULL;
+    if (r != NULL) {
+        const char *job;
+        g_variant_get(r, "(&o)", &job);
+        while ((result = g_hash_table_lookup(shim.done, job)) == NULL && !shim.vanished)
+            g_main_context_iteration(NULL, TRUE);
+    }
+    if (r == NULL || result == NULL || result[0] != '1') {
+        if (hidden != NULL)
+            unlinkat(dirfd, hidden, 0);
+        if (r == NULL)
+            call_failed(error, req->target);
+        die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
+    }
+    /* vdiskd synced what it wrote; the name is ours to give and make
+     * durable, and never over a file that took it meanwhile. */
+    int rc;
+    if (hidden == NULL) {
+        g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", kept);
+        rc = linkat(AT_FDCWD, proc, dirfd, dst->name, AT_SYMLINK_FOLLOW);
+    } else {
+        rc = vd_rename_noreplace(dirfd, hidden, dirfd, dst->name);
+    }
+    if (rc < 0) {
+        int err = errno;
+        if (hidden != NULL)
+            unlinkat(dirfd, hidden, 0);
+        die("%s: %s", req->target, g_strerror(err));
+    }
+    if (fsync(dirfd) < 0 && errno != EINVAL)
+        die("%s: sync failed: %s", dir, g_strerror(errno));
+    close(kept);
+    close(dirfd);
+    g_auto(Where) again = { 0 };
+    resolve(req->target, &again); /* vdiskd reads the new file */
+}
+
 static void do_convert(ShimRequest *req)
 {
     g_auto(Where) src = { 0 };
     g_auto(Where) dst = { 0 };
-    resolve(req->filename, TRUE, &src);
+    resolve(req->filename, &src);
     if (src.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
     check_format(src.volume, req->format, "a source");
@@ -329,7 +409,7 @@ static void do_convert(ShimRequest *req)
         do_convert_into(req, &src);
         return;
     }
-    resolve(req->target, TRUE, &dst);
+    resolve(req->target, &dst);
     if (dst.volume != NULL)
         fall_back(shim.argv, "the target exists already (qemu-img would overwrite it)");
     if (g_str_equal(src.pool, dst.pool)) {
@@ -340,36 +420,13 @@ static void do_convert(ShimRequest *req)
         wait_job_reply(r, req->target);
         return;
     }
-    /* Another directory: vdiskd writes into our descriptor. */
-    int fd = open(req->target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        die("%s: %s", req->target, g_strerror(errno));
-    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
-    g_autoptr(GVariant) r =
-        call(src.volume, VDISK_VOLUME_INTERFACE, "Export",
-             g_variant_new("(hs@a{sv})", 0, req->out_format, create_options(req, NULL)), "(o)", fds,
-             req->target);
-    const char *job;
-    g_variant_get(r, "(&o)", &job);
-    const char *result;
-    while ((result = g_hash_table_lookup(shim.done, job)) == NULL && !shim.vanished)
-        g_main_context_iteration(NULL, TRUE);
-    if (result == NULL || result[0] != '1') {
-        unlink(req->target);
-        die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
-    }
-    /* vdiskd synced what it wrote; the new name is ours to make durable. */
-    g_autoptr(GError) sync_error = NULL;
-    if (!vd_sync_parent_dir(req->target, &sync_error))
-        die("%s", sync_error->message);
-    g_auto(Where) again = { 0 };
-    resolve(req->target, TRUE, &again); /* vdiskd reads the new file */
+    export_to_pool(req, &src, &dst);
 }
 
 static void do_resize(ShimRequest *req)
 {
     g_auto(Where) w = { 0 };
-    resolve(req->filename, TRUE, &w);
+    resolve(req->filename, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
     check_format(w.volume, req->format, "an image");
@@ -389,7 +446,7 @@ static void do_resize(ShimRequest *req)
 static void do_snapshot(ShimRequest *req)
 {
     g_auto(Where) w = { 0 };
-    resolve(req->filename, TRUE, &w);
+    resolve(req->filename, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
     const char *method = req->snapshot_op == 'c'   ? "CreateSnapshot"

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "shim-args.h"
+#include "shim-errors.h"
 #include "shim-secrets.h"
 
 static ShimRequest *parse(const char *line, GError **error)
@@ -233,6 +234,52 @@ static void test_secrets(void)
     g_rmdir(dir);
 }
 
+/* The errors as a call returns them: built from the D-Bus name the bus
+ * sent, which GDBus maps to a G_DBUS_ERROR code for its own names and
+ * keeps for g_dbus_error_get_remote_error in every case. */
+static gboolean absent(const char *name)
+{
+    g_autoptr(GError) e = g_dbus_error_new_for_dbus_error(name, "some message");
+    return shim_error_vdiskd_absent(e);
+}
+
+static void test_dbus_errors(void)
+{
+    /* vdiskd neither running nor activatable, or its activation failed:
+     * the real qemu-img may do the work. */
+    g_assert_true(absent("org.freedesktop.DBus.Error.ServiceUnknown"));
+    g_assert_true(absent("org.freedesktop.DBus.Error.NameHasNoOwner"));
+    g_assert_true(absent("org.freedesktop.DBus.Error.Spawn.ChildExited"));
+    g_assert_true(absent("org.freedesktop.DBus.Error.Spawn.ExecFailed"));
+    g_assert_true(absent("org.freedesktop.systemd1.NoSuchUnit"));
+    /* vdiskd there, or maybe half way through: never a second try */
+    g_assert_false(absent("org.freedesktop.DBus.Error.NoReply"));
+    g_assert_false(absent("org.freedesktop.DBus.Error.AccessDenied"));
+    g_assert_false(absent("org.vdisk.VDisk1.Error.Failed"));
+    g_autoptr(GError) local = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_CLOSED, "closed");
+    g_assert_false(shim_error_vdiskd_absent(local));
+
+    g_autoptr(GError) unknown_method =
+        g_dbus_error_new_for_dbus_error("org.freedesktop.DBus.Error.UnknownMethod", "no CopyFrom");
+    g_assert_true(shim_error_unsupported(unknown_method));
+    g_autoptr(GError) format =
+        g_dbus_error_new_for_dbus_error("org.vdisk.VDisk1.Error.UnsupportedFormat", "qed");
+    g_assert_true(shim_error_unsupported(format));
+    g_autoptr(GError) option = g_dbus_error_new_for_dbus_error(
+        "org.vdisk.VDisk1.Error.InvalidArgument", "qcow2 has no option 'x'");
+    g_assert_true(shim_error_unsupported(option));
+    g_autoptr(GError) size =
+        g_dbus_error_new_for_dbus_error("org.vdisk.VDisk1.Error.InvalidArgument", "bad size");
+    g_assert_false(shim_error_unsupported(size));
+
+    g_autoptr(GError) outside = g_dbus_error_new_for_dbus_error(
+        "org.vdisk.VDisk1.Error.NotFound", "/private/disk.qcow2 is in no storage pool");
+    g_assert_true(shim_error_outside_pools(outside));
+    g_assert_false(shim_error_outside_pools(size));
+    g_assert_false(shim_error_unsupported(outside));
+    g_assert_false(shim_error_vdiskd_absent(outside));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -247,5 +294,6 @@ int main(int argc, char **argv)
     g_test_add_func("/shim/snapshot", test_snapshot);
     g_test_add_func("/shim/errors-and-others", test_errors_and_others);
     g_test_add_func("/shim/secrets", test_secrets);
+    g_test_add_func("/shim/dbus-errors", test_dbus_errors);
     return g_test_run();
 }
