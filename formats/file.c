@@ -94,7 +94,8 @@ static VdFile *wrap_checked(int fd, const char *name, gboolean read_write, gbool
 
 #define NAMED_OPEN_FLAGS (O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
 
-VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
+static VdFile *open_path(const char *path, gboolean read_write, gboolean allow_block,
+                         GError **error)
 {
     int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS);
     if (fd < 0) {
@@ -103,7 +104,17 @@ VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
                           "cannot open: %s", g_strerror(err));
         return NULL;
     }
-    return wrap_checked(fd, path, read_write, TRUE, error);
+    return wrap_checked(fd, path, read_write, allow_block, error);
+}
+
+VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
+{
+    return open_path(path, read_write, TRUE, error);
+}
+
+VdFile *vd_file_open_regular(const char *path, gboolean read_write, GError **error)
+{
+    return open_path(path, read_write, FALSE, error);
 }
 
 /* ----- opening beneath a folder ----- */

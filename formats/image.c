@@ -322,7 +322,7 @@ static VdFile *open_named(VdImage *img, const char *name, gboolean read_write, c
     const VdConfinement *c = confinement(img);
     VdFile *file =
         c != NULL ? vd_file_open_beneath(c->dirfd, beneath, path, c->dir_path, read_write, error)
-                  : vd_file_open(path, read_write, error);
+                  : vd_file_open_regular(path, read_write, error);
     if (file == NULL)
         return NULL;
     if (label != NULL)
@@ -398,10 +398,18 @@ gboolean vd_image_charge_metadata(VdImage *img, guint64 bytes, const char *what,
     if (ctx == NULL || ctx->metadata_left == G_MAXUINT64)
         return TRUE;
     if (bytes > ctx->metadata_left) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "%s of %" G_GUINT64_FORMAT " bytes is over the limit of %" G_GUINT64_FORMAT
-                     " bytes of metadata this open may read",
-                     what, bytes, ctx->confine->max_metadata);
+        guint64 limit = ctx->confine->max_metadata, used = limit - ctx->metadata_left;
+        if (used == 0)
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "%s of %" G_GUINT64_FORMAT " bytes is over the limit of %" G_GUINT64_FORMAT
+                         " bytes of metadata this open may read",
+                         what, bytes, limit);
+        else
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "%s of %" G_GUINT64_FORMAT " bytes, after %" G_GUINT64_FORMAT
+                         " bytes of other tables, is over the limit of %" G_GUINT64_FORMAT
+                         " bytes of metadata this open may read",
+                         what, bytes, used, limit);
         return FALSE;
     }
     ctx->metadata_left -= bytes;

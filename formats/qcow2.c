@@ -529,8 +529,15 @@ static gboolean open_data_file(VdImage *img, Qcow2State *s, GError **error)
     g_autoptr(GError) local = NULL;
     s->data_file = vd_image_open_related_file(img, s->data_file_name, img->read_write, &local);
     if (s->data_file == NULL) {
-        vd_set_error(error, img, VD_ERROR_NOT_FOUND, "cannot open external data file '%s': %s",
-                     s->data_file_name, local->message);
+        /* A data file that is missing, in use, or refused (outside the
+         * confinement, no regular file) says so; anything else is I/O. */
+        VdError code = VD_ERROR_IO;
+        if (g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND) ||
+            g_error_matches(local, VD_ERROR, VD_ERROR_BUSY) ||
+            g_error_matches(local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT))
+            code = (VdError)local->code;
+        vd_set_error(error, img, code, "cannot open external data file '%s': %s", s->data_file_name,
+                     local->message);
         return FALSE;
     }
     return TRUE;

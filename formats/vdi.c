@@ -294,8 +294,9 @@ static gboolean check_layout(VdImage *img, const VdiHeader *h, guint64 file_size
     }
     if (bmap_end > file_size) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "block map (%u entries at offset 0x%x) extends past the end of the file",
-                     h->blocks, h->bmap_offset);
+                     "block map of %" G_GUINT64_FORMAT " bytes (%u entries at offset 0x%x) "
+                     "extends past the end of the file (%" G_GUINT64_FORMAT " bytes)",
+                     (guint64)h->blocks * 4, h->blocks, h->bmap_offset, file_size);
         return FALSE;
     }
     if (h->data_offset < bmap_end) {

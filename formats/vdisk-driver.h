@@ -13,6 +13,9 @@ typedef struct VdFile VdFile;
 /* Open path; writable with read_write. Errors name path. Never blocks on a
  * FIFO: anything but a regular file or a block device is refused. */
 VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
+/* The same for a file whose name came from inside an image: a regular
+ * file only (a block device an image names is refused too). */
+VdFile *vd_file_open_regular(const char *path, gboolean read_write, GError **error);
 /* Open rel beneath the folder dirfd (at dir_path, for messages): no
  * component may be a symbolic link or climb out with "..", and it must be
  * a regular file. name is for messages. */

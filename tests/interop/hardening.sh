@@ -1,10 +1,49 @@
 #!/usr/bin/env bash
-# Files that are not what they seem: a symlink or a folder where a new
-# vmdk's extent file goes is refused (never followed), and a failed create
-# removes only the files it made; a secret given on the command line
-# (--object secret,data=) draws one warning that ps shows it.
+# Files that are not what they seem: a FIFO or a device named inside an
+# image is refused at once (never waited on, never opened as the image's
+# data); a symlink or a folder where a new vmdk's extent file goes is
+# refused (never followed), and a failed create removes only the files it
+# made; a secret given on the command line (--object secret,data=) draws
+# one warning that ps shows it.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
+
+# A qcow2 whose external data file is a FIFO, and a vmdk whose extent is
+# one: every command fails at once, naming the FIFO, instead of waiting
+# for a writer that never comes.
+fifo_named_inside() {
+    qemu-img create -q -f qcow2 -o data_file=vm.raw vm.qcow2 1M
+    rm vm.raw
+    mkfifo vm.raw
+    printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "disk-flat.vmdk" 0\n' >disk.vmdk
+    mkfifo disk-flat.vmdk
+    local f
+    for f in vm.qcow2 disk.vmdk; do
+        VDISK_TIMEOUT=10 fails_cleanly vd info "$f" 2>err
+        grep -q 'is a FIFO, not a regular file' err
+        VDISK_TIMEOUT=10 fails_cleanly vd convert -O raw "$f" out.raw 2>err
+        grep -q 'is a FIFO' err
+        [[ ! -e out.raw ]]
+    done
+    VDISK_TIMEOUT=10 fails_cleanly vd check vm.qcow2
+    # opening for writing is refused the same way
+    VDISK_TIMEOUT=10 fails_cleanly vd resize vm.qcow2 2M 2>err
+    grep -q 'is a FIFO' err
+}
+
+# A device named inside an image (here a backing file) is refused too; a
+# device the user names on the command line is still read.
+device_named_inside() {
+    local dev
+    for dev in /dev/loop0 /dev/null; do [[ -b $dev || -c $dev ]] && break; done
+    qemu-img create -q -f qcow2 -u -b "$dev" -F raw top.qcow2 1M
+    VDISK_TIMEOUT=10 fails_cleanly vd info --backing-chain top.qcow2 2>err
+    grep -qE 'is a (block|character) device, not a regular file' err
+    if [[ -b /dev/loop0 && -r /dev/loop0 ]]; then
+        vd info /dev/loop0 >out
+        grep -q 'file format: raw' out
+    fi
+}
 
 # A symlink named like the flat extent: refused, its target untouched, and
 # nothing of the new disk left behind.
@@ -77,6 +116,8 @@ secret_data_warning() {
         driver=luks,key-secret=k,file.filename=a.luks >/dev/null
 }
 
+case_run fifo-named-inside fifo_named_inside
+case_run device-named-inside device_named_inside
 case_run flat-extent-symlink flat_extent_symlink
 case_run split-failure-keeps-existing split_failure_keeps_existing
 case_run split-overwrite split_overwrite

@@ -517,6 +517,48 @@ static void test_table_past_eof(Pool *p, gconstpointer data)
     g_assert_nonnull(strstr(error->message, "extends past the end of the file"));
 }
 
+/* The same for every table a format must hold in the file: moved 1 GiB
+ * into a file of a few KiB, the open refuses the image as damaged (qemu-img
+ * reads such tables as zeroes; vdisk never sets memory aside for a table
+ * that is not there). */
+static void test_tables_past_eof(Pool *p, gconstpointer data)
+{
+    if (!have_qemu())
+        return;
+    static const struct {
+        const char *name, *format;
+        goffset offset;
+        int width; /* 8: big-endian, -8: little-endian, -4: little-endian 32 bits */
+        guint64 value;
+        const char *words;
+    } cases[] = {
+        { "l1.qcow2", "qcow2", 40, 8, 1ull << 30, "L1 table" },
+        { "rt.qcow2", "qcow2", 48, 8, 1ull << 30, "refcount table" },
+        { "l1.qcow", "qcow", 40, 8, 1ull << 30, "L1 table" },
+        { "gd.vmdk", "vmdk", 56, -8, 1ull << 21, "grain directory" },
+        { "bmap.vdi", "vdi", 0x154, -4, 1u << 30, "block map" },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *path = in_pool(p, cases[i].name);
+        run_ok("qemu-img create -q -f %s '%s' 4M", cases[i].format, path);
+        guint8 field[8];
+        int n = ABS(cases[i].width);
+        for (int b = 0; b < n; b++)
+            field[b] = (guint8)(cases[i].value >> (cases[i].width > 0 ? 8 * (n - 1 - b) : 8 * b));
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(pwrite(fd, field, n, cases[i].offset), ==, n);
+        close(fd);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VdImage) img = open_confined(p, cases[i].name, 0, &error);
+        g_assert_null(img);
+        g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
+        g_test_message("%s", error->message);
+        g_assert_nonnull(strstr(error->message, cases[i].words));
+        g_assert_true(strstr(error->message, "past the end of the file") != NULL ||
+                      strstr(error->message, "outside the file") != NULL);
+    }
+}
+
 /* ----- the walk for kernels without openat2 ----- */
 
 static void test_walk_beneath(Pool *p, gconstpointer data)
@@ -563,6 +605,7 @@ int main(int argc, char **argv)
     ADD("/confine/vdi-no-folder", test_vdi_no_folder);
     ADD("/confine/metadata-bound", test_metadata_bound);
     ADD("/confine/table-past-eof", test_table_past_eof);
+    ADD("/confine/tables-past-eof", test_tables_past_eof);
     ADD("/confine/walk-beneath", test_walk_beneath);
     return g_test_run();
 }
