@@ -285,9 +285,10 @@ static void cow_close(VdImage *img)
 /* The backing file's mtime, as QEMU recorded it; 0 when it cannot be read. */
 static guint32 backing_mtime(const VdCreateParams *params)
 {
-    g_autofree char *path = vd_resolve_relative(params->path, params->backing_file);
+    g_autoptr(VdImage) backing =
+        vd_create_open_backing(params, NULL, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL);
     struct stat st;
-    return stat(path, &st) == 0 ? (guint32)st.st_mtime : 0;
+    return backing != NULL && fstat(vd_file_fd(backing->file), &st) == 0 ? (guint32)st.st_mtime : 0;
 }
 
 static gboolean cow_create(VdFile *file, const VdCreateParams *params, GError **error)

@@ -272,6 +272,29 @@ static const VdConfinement *confinement(VdImage *img)
     return img->open_ctx != NULL ? img->open_ctx->confine : NULL;
 }
 
+/* Where name, found inside the image whose name beneath c is base, lies
+ * beneath c: *rel, and *label for messages. */
+static gboolean locate_beneath(const VdConfinement *c, const char *base, const char *name,
+                               char **label, char **rel, GError **error)
+{
+    g_autofree char *joined = NULL;
+    if (g_path_is_absolute(name)) {
+        const char *tail = path_under(c->dir_path, name);
+        joined = g_strdup(tail != NULL ? tail : "..");
+    } else {
+        g_autofree char *dir = g_path_get_dirname(base);
+        joined = g_build_filename(dir, name, NULL);
+    }
+    *rel = normalise_beneath(joined);
+    if (*rel == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
+                    c->dir_path);
+        return FALSE;
+    }
+    *label = g_build_filename(c->dir_path, *rel, NULL);
+    return TRUE;
+}
+
 /* Where name, found inside img, lies: *label is the path that messages
  * (and an image opened on it) use; *rel is its name beneath the
  * confinement, NULL when there is none. */
@@ -291,22 +314,7 @@ static gboolean locate_name(VdImage *img, const char *name, char **label, char *
         *label = vd_resolve_relative(img->filename, name);
         return TRUE;
     }
-    g_autofree char *joined = NULL;
-    if (g_path_is_absolute(name)) {
-        const char *tail = path_under(c->dir_path, name);
-        joined = g_strdup(tail != NULL ? tail : "..");
-    } else {
-        g_autofree char *dir = g_path_get_dirname(img->name_beneath);
-        joined = g_build_filename(dir, name, NULL);
-    }
-    *rel = normalise_beneath(joined);
-    if (*rel == NULL) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
-                    c->dir_path);
-        return FALSE;
-    }
-    *label = g_build_filename(c->dir_path, *rel, NULL);
-    return TRUE;
+    return locate_beneath(c, img->name_beneath, name, label, rel, error);
 }
 
 /* Open a file that img names: the one way backing files, data files,
@@ -1214,17 +1222,42 @@ static gboolean validate_create_options(const VdDriver *drv, VdOptions *opts, GE
     return TRUE;
 }
 
+VdImage *vd_create_open_backing(const VdCreateParams *params, const char *format, VdOpenFlags flags,
+                                GError **error)
+{
+    const VdConfinement *c = params->confine;
+    const char *name = params->backing_file;
+    if (c == NULL && params->in_descriptor && strchr(params->path, '/') == NULL &&
+        !g_path_is_absolute(name)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s cannot be found: the image is made in a descriptor without a folder", name);
+        return NULL;
+    }
+    if (c == NULL) {
+        g_autofree char *path = vd_resolve_relative(params->path, name);
+        return vd_image_open(path, format, flags, error);
+    }
+    g_autofree char *label = NULL;
+    g_autofree char *rel = NULL;
+    if (!locate_beneath(c, params->name_beneath, name, &label, &rel, error))
+        return NULL;
+    g_autoptr(VdFile) file = vd_file_open_beneath(c->dirfd, rel, label, c->dir_path, FALSE, error);
+    if (file == NULL)
+        return NULL;
+    return vd_image_open_fd_confined(vd_file_fd(file), rel, format, flags, NULL, NULL, c, error);
+}
+
 /* Fill in the backing format (probed when not given) and, for size 0, the
  * size from the backing file; both need the backing file to open. */
-static gboolean inspect_backing(const char *path, const char *backing, char **backing_format,
-                                guint64 *size, GError **error)
+static gboolean inspect_backing(const VdCreateParams *params, char **backing_format, guint64 *size,
+                                GError **error)
 {
-    g_autofree char *resolved = vd_resolve_relative(path, backing);
     /* Force-share, as qemu-img create reads it: an overlay may be made on
      * a disk a running VM writes (an external snapshot). */
-    g_autoptr(VdImage) bimg = vd_image_open(resolved, *backing_format, VD_OPEN_FORCE_SHARE, error);
+    g_autoptr(VdImage) bimg =
+        vd_create_open_backing(params, *backing_format, VD_OPEN_FORCE_SHARE, error);
     if (bimg == NULL) {
-        g_prefix_error(error, "backing file: ");
+        g_prefix_error(error, "%s: backing file: ", params->path);
         return FALSE;
     }
     if (*backing_format == NULL)
@@ -1236,11 +1269,12 @@ static gboolean inspect_backing(const char *path, const char *backing, char **ba
 
 /* Everything vd_image_create checks before it touches a file: the driver,
  * the options, the backing file; fills params (its strings owned by opts
- * or *backing_format). */
+ * or *backing_format; where the image goes is set there already). */
 static const VdDriver *prepare_create(const char *path, const char *format, guint64 size,
                                       VdOptions *opts, char **backing_format,
                                       VdCreateParams *params, GError **error)
 {
+    params->path = path;
     const VdDriver *drv = require_driver(format, error);
     if (drv == NULL)
         return NULL;
@@ -1255,7 +1289,8 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
         return NULL;
     const char *backing = vd_options_get(opts, "backing_file");
     *backing_format = g_strdup(vd_options_get(opts, "backing_fmt"));
-    if (backing != NULL && !inspect_backing(path, backing, backing_format, &size, error))
+    params->backing_file = backing;
+    if (backing != NULL && !inspect_backing(params, backing_format, &size, error))
         return NULL;
     if (backing == NULL && *backing_format != NULL) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
@@ -1271,13 +1306,9 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
         }
         size = (size + 511) & ~(guint64)511;
     }
-    *params = (VdCreateParams){
-        .size = size,
-        .options = opts,
-        .backing_file = backing,
-        .backing_format = *backing_format,
-        .path = path,
-    };
+    params->size = size;
+    params->options = opts;
+    params->backing_format = *backing_format;
     return drv;
 }
 
@@ -1300,7 +1331,7 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     if (opts == NULL)
         opts = empty = vd_options_new();
     g_autofree char *backing_format = NULL;
-    VdCreateParams params;
+    VdCreateParams params = { 0 };
     const VdDriver *drv = prepare_create(path, format, size, opts, &backing_format, &params, error);
     if (drv == NULL)
         return FALSE;
@@ -1341,17 +1372,17 @@ gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *f
     return vd_image_create_fd_flags(fd, name, format, size, opts, secrets, 0, error);
 }
 
-gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, guint64 size,
-                                  VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
-                                  GError **error)
+/* vd_image_create_fd_flags and vd_image_create_fd_confined: label names
+ * the image in messages, beneath beneath confine (both NULL without one). */
+static gboolean create_fd(int fd, const char *label, const char *beneath, const char *format,
+                          guint64 size, VdOptions *opts, VdSecrets *secrets,
+                          const VdConfinement *confine, VdOpenFlags flags, GError **error)
 {
-    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
-    const char *label = name != NULL ? name : fallback;
     g_autoptr(VdOptions) empty = NULL;
     if (opts == NULL)
         opts = empty = vd_options_new();
     g_autofree char *backing_format = NULL;
-    VdCreateParams params;
+    VdCreateParams params = { .in_descriptor = TRUE, .confine = confine, .name_beneath = beneath };
     const VdDriver *drv =
         prepare_create(label, format, size, opts, &backing_format, &params, error);
     if (drv == NULL)
@@ -1376,4 +1407,29 @@ gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, 
         return FALSE;
     }
     return TRUE;
+}
+
+gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, guint64 size,
+                                  VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
+                                  GError **error)
+{
+    g_autofree char *fallback = g_strdup_printf("fd %d", fd);
+    return create_fd(fd, name != NULL ? name : fallback, NULL, format, size, opts, secrets, NULL,
+                     flags, error);
+}
+
+gboolean vd_image_create_fd_confined(int fd, const char *name, const char *format, guint64 size,
+                                     VdOptions *opts, VdSecrets *secrets,
+                                     const VdConfinement *confine, GError **error)
+{
+    g_return_val_if_fail(confine != NULL && confine->dir_path != NULL, FALSE);
+    const char *beneath = g_path_is_absolute(name) ? path_under(confine->dir_path, name) : name;
+    g_autofree char *rel = beneath != NULL ? normalise_beneath(beneath) : NULL;
+    if (rel == NULL || g_str_equal(rel, ".")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
+                    confine->dir_path);
+        return FALSE;
+    }
+    g_autofree char *label = g_build_filename(confine->dir_path, rel, NULL);
+    return create_fd(fd, label, rel, format, size, opts, secrets, confine, 0, error);
 }

@@ -529,18 +529,6 @@ static gboolean vdi_check_backing(VdImage *img, GError **error)
     return check_parent_header(img, s, parent->filename, &ps->h, error);
 }
 
-/* The header of the parent named name (relative to image_path), read
- * without opening it as an image. */
-static gboolean read_named_header(const char *image_path, const char *name, char **path,
-                                  VdiHeader *header, GError **error)
-{
-    *path = vd_resolve_relative(image_path, name);
-    g_autoptr(VdFile) file = vd_file_open(*path, FALSE, error);
-    guint8 raw[HDR_BYTES];
-    guint64 size;
-    return file != NULL && header_read(file, raw, header, &size, error);
-}
-
 /* Opened without its chain (info), a parent the caller named is still
  * checked, from its header, so no wrong parent is ever shown as this
  * image's. */
@@ -637,6 +625,22 @@ static void vdi_close(VdImage *img)
 
 /* ----- create ----- */
 
+/* Is parent, just opened for a new image, in the folder the new image
+ * goes into? Beneath a confinement the names tell (no component is a
+ * link there); by path, the folders' identities. */
+static gboolean same_folder(const VdCreateParams *params, VdImage *parent)
+{
+    if (params->confine != NULL) {
+        g_autofree char *a = g_path_get_dirname(params->name_beneath);
+        g_autofree char *b = g_path_get_dirname(parent->name_beneath);
+        return g_str_equal(a, b);
+    }
+    g_autofree char *parent_dir = g_path_get_dirname(parent->filename);
+    g_autofree char *child_dir = g_path_get_dirname(params->path);
+    struct stat a, b;
+    return stat(parent_dir, &a) == 0 && stat(child_dir, &b) == 0 && same_inode(&a, &b);
+}
+
 /* The image and modification UUIDs of the parent a new differencing image
  * links to. VDI stores no parent name, only these; so the parent must sit
  * in the child's folder, where opening the child will look for it. */
@@ -648,12 +652,13 @@ static gboolean read_parent_ids(const VdCreateParams *params, VdiHeader *child, 
                           params->backing_file, params->backing_format);
         return FALSE;
     }
-    g_autofree char *path = NULL;
-    VdiHeader parent;
-    if (!read_named_header(params->path, params->backing_file, &path, &parent, error)) {
+    g_autoptr(VdImage) parent_img =
+        vd_create_open_backing(params, "vdi", VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
+    if (parent_img == NULL) {
         g_prefix_error(error, "%s: a differencing VDI image needs its VDI parent: ", params->path);
         return FALSE;
     }
+    const VdiHeader parent = ((const Vdi *)parent_img->priv)->h;
     /* What opening the child would refuse (see check_parent_header). */
     if (round_up(parent.disk_size, SECTOR) > child->disk_size) {
         vd_set_file_error(
@@ -663,10 +668,7 @@ static gboolean read_parent_ids(const VdCreateParams *params, VdiHeader *child, 
             params->backing_file, round_up(parent.disk_size, SECTOR));
         return FALSE;
     }
-    g_autofree char *parent_dir = g_path_get_dirname(path);
-    g_autofree char *child_dir = g_path_get_dirname(params->path);
-    struct stat a, b;
-    if (stat(parent_dir, &a) < 0 || stat(child_dir, &b) < 0 || !same_inode(&a, &b)) {
+    if (!same_folder(params, parent_img)) {
         vd_set_file_error(error, params->path, VD_ERROR_INVALID_ARGUMENT,
                           "the parent %s must be in the same folder: a VDI image records only "
                           "its parent's UUID, and the parent is looked for next to it",

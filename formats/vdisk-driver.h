@@ -114,7 +114,20 @@ typedef struct {
     const char *path;           /* the file being created */
     VdSecrets *secrets;         /* what encrypt.key-secret names; may be NULL */
     gboolean no_flush;          /* cache=unsafe: other files the driver makes need no sync */
+    /* The image goes into a caller's descriptor: path only names it, and
+     * no other file may be made next to it. */
+    gboolean in_descriptor;
+    /* Where the backing file is found (vd_create_open_backing): beneath
+     * confine, the new image being name_beneath there; NULL: by path. */
+    const VdConfinement *confine;
+    const char *name_beneath;
 } VdCreateParams;
+
+/* Open the backing file a new image is to name, with flags, where opening
+ * the new image will find it: next to params->path, or beneath
+ * params->confine. Returns a new reference. */
+VdImage *vd_create_open_backing(const VdCreateParams *params, const char *format, VdOpenFlags flags,
+                                GError **error);
 
 /* The passphrase a new encrypted image gets: the secret that option key
  * names, else the secrets' default. Fails with a clear error when there is

@@ -259,6 +259,13 @@ gboolean vd_image_create_fd(int fd, const char *name, const char *format, guint6
 /* Same, with the secrets that encryption options name; secrets may be NULL. */
 gboolean vd_image_create_fd_with_secrets(int fd, const char *name, const char *format, guint64 size,
                                          VdOptions *opts, VdSecrets *secrets, GError **error);
+/* Same, with the backing file the options name (and every file it names
+ * in turn) opened as confine says (see VdConfinement): beneath its folder,
+ * relative to the new image's folder there. name is the new image's name
+ * relative to dirfd; messages name it as dir_path/name. */
+gboolean vd_image_create_fd_confined(int fd, const char *name, const char *format, guint64 size,
+                                     VdOptions *opts, VdSecrets *secrets,
+                                     const VdConfinement *confine, GError **error);
 
 const char *vd_image_format(VdImage *img);
 const char *vd_image_filename(VdImage *img);

@@ -779,9 +779,8 @@ static gboolean read_parent_cid(const VdCreateParams *params, guint32 *cid, GErr
                           params->backing_format);
         return FALSE;
     }
-    g_autofree char *path = vd_resolve_relative(params->path, params->backing_file);
     g_autoptr(VdImage) parent =
-        vd_image_open(path, "vmdk", VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
+        vd_create_open_backing(params, "vmdk", VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
     if (parent == NULL)
         return FALSE;
     *cid = ((VmdkState *)parent->priv)->desc->cid;
@@ -910,6 +909,16 @@ static gboolean vmdk_create(VdFile *file, const VdCreateParams *params, GError *
     CreatePlan plan = { 0 };
     g_autoptr(VmdkDescriptor) desc = vmdk_descriptor_new();
     gboolean ok = parse_create_options(params, &plan, error);
+    gboolean own_files = plan.subformat != SUB_MONOLITHIC_SPARSE && plan.subformat != SUB_STREAM;
+    if (ok && own_files && params->in_descriptor) {
+        /* Its extents would be made by path next to a name that only
+         * labels the descriptor: never, for a caller's descriptor. */
+        vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
+                          "the %s subformat needs files of its own; an image made in a "
+                          "descriptor can be monolithicSparse or streamOptimized",
+                          subformat_names[plan.subformat]);
+        ok = FALSE;
+    }
     desc->cid = g_random_int();
     desc->create_type = g_strdup(subformat_names[plan.subformat]);
     if (ok && params->backing_file != NULL) {
@@ -917,7 +926,7 @@ static gboolean vmdk_create(VdFile *file, const VdCreateParams *params, GError *
         ok = read_parent_cid(params, &desc->parent_cid, error);
     }
     if (ok) {
-        if (plan.subformat == SUB_MONOLITHIC_SPARSE || plan.subformat == SUB_STREAM)
+        if (!own_files)
             ok = create_monolithic(file, params, &plan, desc, error);
         else
             ok = create_split(file, &plan, desc, error);

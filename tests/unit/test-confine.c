@@ -559,6 +559,143 @@ static void test_tables_past_eof(Pool *p, gconstpointer data)
     }
 }
 
+/* ----- creating an overlay in the pool ----- */
+
+/* Create name (in the pool) as a qcow2 over backing, confined; the
+ * descriptor is the caller's new file. */
+static gboolean create_confined(Pool *p, const char *name, const char *format, const char *backing,
+                                const char *backing_fmt, GError **error)
+{
+    g_autofree char *path = in_pool(p, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_autoptr(VdOptions) opts = vd_options_new();
+    vd_options_set(opts, "backing_file", backing);
+    if (backing_fmt != NULL)
+        vd_options_set(opts, "backing_fmt", backing_fmt);
+    gboolean ok = vd_image_create_fd_confined(fd, name, format, 0, opts, NULL, &p->confine, error);
+    close(fd);
+    return ok;
+}
+
+static void expect_create_refused(Pool *p, const char *name, const char *backing, const char *words)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_false(create_confined(p, name, "qcow2", backing, NULL, &error));
+    g_assert_nonnull(error);
+    g_test_message("%s", error->message);
+    g_assert_nonnull(strstr(error->message, words));
+    /* Nothing was written into the descriptor. */
+    g_autofree char *path = in_pool(p, name);
+    struct stat st;
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 0);
+}
+
+/* The backing file a new overlay names (and what that names in turn) is
+ * opened beneath the pool, as opening the overlay will: vdiskd's
+ * CreateOverlay never reads a file outside the pool or through a link. */
+static void test_create_overlay(Pool *p, gconstpointer data)
+{
+    if (!have_qemu())
+        return;
+    g_autofree char *outside = g_build_filename(p->fx.dir, "outside.qcow2", NULL);
+    make_base(outside);
+    expect_create_refused(p, "a.qcow2", "../outside.qcow2", "lies outside");
+    expect_create_refused(p, "b.qcow2", outside, "lies outside");
+    expect_create_refused(p, "c.qcow2", "/etc/passwd", "lies outside");
+    g_autofree char *link = in_pool(p, "link.qcow2");
+    g_assert_cmpint(symlink(outside, link), ==, 0);
+    expect_create_refused(p, "d.qcow2", "link.qcow2", "symbolic link");
+    g_autofree char *fifo = in_pool(p, "fifo.qcow2");
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    expect_create_refused(p, "e.qcow2", "fifo.qcow2", "is a FIFO");
+    /* A base in the pool that itself names a file outside. */
+    make_overlay(p, "mid.qcow2", "../outside.qcow2");
+    expect_create_refused(p, "f.qcow2", "mid.qcow2", "lies outside");
+
+    /* Beside it, and by an absolute name under dir_path: made, sized from
+     * the base, and reading what the base holds. */
+    g_autofree char *base = in_pool(p, "base.qcow2");
+    make_base(base);
+    g_autofree char *sub = in_pool(p, "sub");
+    g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+    const char *names[] = { "rel.qcow2", "abs.qcow2", "sub/up.qcow2" };
+    const char *backings[] = { "base.qcow2", base, "../base.qcow2" };
+    for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
+        g_autoptr(GError) error = NULL;
+        g_assert_true(create_confined(p, names[i], "qcow2", backings[i], NULL, &error));
+        g_assert_no_error(error);
+        g_autoptr(VdImage) img = open_confined(p, names[i], 0, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(vd_image_size(img), ==, 4 * MIB);
+        check_base_data(img);
+        g_autofree char *path = in_pool(p, names[i]);
+        run_ok("qemu-img check -q '%s'", path);
+    }
+}
+
+/* The other creators that read a backing file: a differencing VDI reads
+ * its parent's identity, a vmdk delta its parent's CID; confined, both
+ * stay beneath the pool. A descriptor never gets a vmdk whose extents
+ * would be made by path next to it. */
+static void test_create_other_formats(Pool *p, gconstpointer data)
+{
+    if (!have_qemu())
+        return;
+    g_autofree char *outside = g_build_filename(p->fx.dir, "outside.vdi", NULL);
+    run_ok("qemu-img create -q -f vdi '%s' 4M", outside);
+    g_autofree char *parent = in_pool(p, "parent.vdi");
+    run_ok("qemu-img create -q -f vdi '%s' 4M", parent);
+    g_autoptr(GError) error = NULL;
+    g_assert_false(create_confined(p, "x.vdi", "vdi", "../outside.vdi", "vdi", &error));
+    g_assert_nonnull(strstr(error->message, "lies outside"));
+    g_clear_error(&error);
+    g_assert_true(create_confined(p, "child.vdi", "vdi", "parent.vdi", "vdi", &error));
+    g_assert_no_error(error);
+    g_autoptr(VdImage) child = open_confined(p, "child.vdi", 0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(vd_image_filename(vd_image_backing(child)), ==, parent);
+
+    g_autofree char *vmdk_out = g_build_filename(p->fx.dir, "outside.vmdk", NULL);
+    run_ok("qemu-img create -q -f vmdk '%s' 4M", vmdk_out);
+    g_assert_false(create_confined(p, "x.vmdk", "vmdk", vmdk_out, "vmdk", &error));
+    g_assert_nonnull(strstr(error->message, "lies outside"));
+    g_clear_error(&error);
+
+    g_autofree char *flat = in_pool(p, "flat.vmdk");
+    int fd = open(flat, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    g_autoptr(VdOptions) opts = vd_options_new();
+    vd_options_set(opts, "subformat", "monolithicFlat");
+    g_assert_false(vd_image_create_fd(fd, flat, "vmdk", MIB, opts, &error));
+    close(fd);
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_autofree char *extent = in_pool(p, "flat-flat.vmdk");
+    g_assert_false(g_file_test(extent, G_FILE_TEST_EXISTS));
+}
+
+/* A descriptor named without a folder has nowhere to find a relative
+ * backing name: never the process's working directory. */
+static void test_create_no_folder(Pool *p, gconstpointer data)
+{
+    if (!have_qemu())
+        return;
+    g_autofree char *base = in_pool(p, "base.qcow2");
+    make_base(base);
+    g_autofree char *old = g_get_current_dir();
+    g_assert_cmpint(chdir(p->pool), ==, 0);
+    g_autofree char *path = in_pool(p, "new.qcow2");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    g_autoptr(VdOptions) opts = vd_options_new();
+    vd_options_set(opts, "backing_file", "base.qcow2");
+    g_autoptr(GError) error = NULL;
+    gboolean ok = vd_image_create_fd(fd, "caller's file", "qcow2", 0, opts, &error);
+    close(fd);
+    g_assert_cmpint(chdir(old), ==, 0);
+    g_assert_false(ok);
+    g_assert_nonnull(strstr(error->message, "without a folder"));
+}
+
 /* ----- the walk for kernels without openat2 ----- */
 
 static void test_walk_beneath(Pool *p, gconstpointer data)
@@ -606,6 +743,9 @@ int main(int argc, char **argv)
     ADD("/confine/metadata-bound", test_metadata_bound);
     ADD("/confine/table-past-eof", test_table_past_eof);
     ADD("/confine/tables-past-eof", test_tables_past_eof);
+    ADD("/confine/create-overlay", test_create_overlay);
+    ADD("/confine/create-other-formats", test_create_other_formats);
+    ADD("/confine/create-no-folder", test_create_no_folder);
     ADD("/confine/walk-beneath", test_walk_beneath);
     return g_test_run();
 }
