@@ -118,7 +118,9 @@ def tests(env):
         p = subprocess.Popen([shim, "convert", "-f", "raw", "-O", "qcow2", src,
                               os.path.join(pool, "big.qcow2")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        hidden = lambda: [n for n in os.listdir(pool) if n.startswith(".big.qcow2")]
+
+        def hidden():
+            return [n for n in os.listdir(pool) if n.startswith(".big.qcow2")]
         for _ in range(400):
             if hidden():
                 break
