@@ -283,10 +283,10 @@ static void do_create(ShimRequest *req)
         fall_back(shim.argv, "the file exists already (qemu-img would overwrite it)");
     g_auto(Where) backing = { 0 };
     if (req->backing != NULL) {
-        g_autofree char *abs =
-            g_path_is_absolute(req->backing)
-                ? g_strdup(req->backing)
-                : g_build_filename(g_path_get_dirname(req->filename), req->backing, NULL);
+        g_autofree char *dir = g_path_get_dirname(req->filename);
+        g_autofree char *abs = g_path_is_absolute(req->backing)
+                                   ? g_strdup(req->backing)
+                                   : g_build_filename(dir, req->backing, NULL);
         resolve(abs, &backing);
         if (backing.volume == NULL)
             die("%s: Could not open backing file: No such file or directory", req->filename);
