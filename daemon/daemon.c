@@ -6,6 +6,7 @@
 #include "config.h"
 #include "pools-config.h"
 #include "errors.h"
+#include "job.h"
 #include "libvirt-pools.h"
 #include "manager.h"
 #include "vdisk-names.h"
@@ -21,11 +22,17 @@ gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***arg
     g_autofree char *config_dir = NULL;
     gboolean session = FALSE, replace = FALSE, version = FALSE;
     g_autofree char *idle_text = NULL;
+    gint max_running = (gint)vdd_job_max_running_per_user;
+    gint max_queued = (gint)vdd_job_max_queued_per_user;
     GOptionEntry entries[] = {
         { "idle-timeout", 0, 0, G_OPTION_ARG_STRING, &idle_text,
           "Exit after SECONDS without calls when no job runs (default 300, 0: never)", "SECONDS" },
         { "config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir,
           "Read pools from DIR/*.conf (default " VDD_DEFAULT_CONFIG_DIR ")", "DIR" },
+        { "max-jobs-per-user", 0, 0, G_OPTION_ARG_INT, &max_running,
+          "Jobs one user other than root may have running at once (default 2)", "N" },
+        { "max-queued-jobs-per-user", 0, 0, G_OPTION_ARG_INT, &max_queued,
+          "Jobs one user other than root may have waiting besides those (default 8)", "N" },
         { "session", 0, 0, G_OPTION_ARG_NONE, &session, "Use the session bus (development)", NULL },
         { "replace", 'r', 0, G_OPTION_ARG_NONE, &replace, "Replace a running vdiskd", NULL },
         { "version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
@@ -48,6 +55,14 @@ gboolean vdd_daemon_parse_options(VddDaemonOptions *opts, int *argc, char ***arg
         }
         idle = (gint64)v;
     }
+    if (max_running < 1 || max_queued < 0) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--max-jobs-per-user must be at least 1 and --max-queued-jobs-per-user at "
+                    "least 0");
+        return FALSE;
+    }
+    vdd_job_max_running_per_user = (guint)max_running;
+    vdd_job_max_queued_per_user = (guint)max_queued;
     opts->idle_timeout = (guint)idle;
     opts->config_dir = config_dir ? g_steal_pointer(&config_dir) : g_strdup(VDD_DEFAULT_CONFIG_DIR);
     opts->session_bus = session;

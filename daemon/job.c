@@ -1,19 +1,52 @@
 #include "job.h"
 
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
 #include "bouncer.h"
 #include "errors.h"
 #include "manager.h"
+#include "options.h"
 #include "vdd-dbus.h"
 #include "vdisk-names.h"
 
+#ifndef VDISK_PRIVILEGED_GROUP
+#define VDISK_PRIVILEGED_GROUP "libvirt"
+#endif
+
 guint vdd_job_linger_seconds = 5;
+guint vdd_job_max_running_per_user = 2;
+guint vdd_job_max_queued_per_user = 8;
+const char *vdd_job_privileged_group = VDISK_PRIVILEGED_GROUP;
 
 /* The bounded worker pool every job runs on: a few jobs at once, the rest
  * wait; each job's copy engine has worker threads of its own. */
 #define MAX_RUNNING_JOBS 3
+/* Slots only root and the privileged group may take. */
+#define RESERVED_SLOTS 1
 /* PropertiesChanged for progress at most this often (and at least, while it
  * moves). */
 #define PUBLISH_INTERVAL_MS 200
+
+/* One caller's share of the pool. Lives while it holds anything. */
+typedef struct {
+    guint32 uid;
+    gboolean privileged;
+    guint held;    /* admitted and not ended: tickets, waiting and running work */
+    guint running; /* on a worker thread now */
+} User;
+
+/* A piece of work on the pool: a job's, or InspectFile's. */
+typedef struct {
+    User *user;
+    GCancellable *cancellable; /* may be NULL */
+    gulong cancelled_id;
+    VddWorkFunc run;
+    VddWorkFunc done;
+    gpointer data;
+    gboolean owns_unit; /* ends the user's hold when done (not a job's) */
+} Work;
 
 struct _VddJob {
     GObject parent;
@@ -22,9 +55,13 @@ struct _VddJob {
     char *path;
     char *operation;
     guint32 uid;
+    User *user; /* while it holds its unit (until finished) */
     VddDbusObjectSkeleton *object;
     VddDbusJob *iface;
     GCancellable *cancellable;
+    guint caller_watch;
+    char *caller;
+    gboolean caller_gone;
 
     VddJobFunc func;
     VddJobDoneFunc done;
@@ -44,12 +81,256 @@ struct _VddJob {
 
 G_DEFINE_TYPE(VddJob, vdd_job, G_TYPE_OBJECT)
 
-static GThreadPool *pool;
+/* ----- the pool and its shares ----- */
+
+static GHashTable *users; /* uid -> User */
+static GQueue waiting = G_QUEUE_INIT;
+static guint running_total;
+static GThreadPool *threads;
+static gboolean dispatching, dispatch_again;
+
+/* Is uid root or in the privileged group? The same group polkit's rules
+ * trust with every volume action, so its members are administrators here
+ * too. */
+static gboolean uid_is_privileged(guint32 uid)
+{
+    if (uid == 0)
+        return TRUE;
+    if (vdd_job_privileged_group == NULL || *vdd_job_privileged_group == '\0')
+        return FALSE;
+    struct group *gr = getgrnam(vdd_job_privileged_group);
+    struct passwd *pw = gr != NULL ? getpwuid(uid) : NULL;
+    if (pw == NULL)
+        return FALSE;
+    gid_t group = gr->gr_gid;
+    int n = 64;
+    g_autofree gid_t *groups = g_new(gid_t, n);
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0) {
+        groups = g_renew(gid_t, groups, n);
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+            return FALSE;
+    }
+    for (int i = 0; i < n; i++) {
+        if (groups[i] == group)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+static User *user_hold(guint32 uid)
+{
+    if (users == NULL)
+        users = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    User *user = g_hash_table_lookup(users, GUINT_TO_POINTER(uid));
+    if (user == NULL) {
+        user = g_new0(User, 1);
+        user->uid = uid;
+        user->privileged = uid_is_privileged(uid);
+        g_hash_table_insert(users, GUINT_TO_POINTER(uid), user);
+    }
+    user->held++;
+    return user;
+}
+
+static void user_release(User *user)
+{
+    g_return_if_fail(user->held > 0);
+    if (--user->held == 0)
+        g_hash_table_remove(users, GUINT_TO_POINTER(user->uid));
+}
+
+/* What vdd_job_admit leaves on an invocation: one unit of its caller's
+ * share, until a job takes it or the call ends without one. */
+#define TICKET_KEY "vdd-job-ticket"
+
+static void ticket_drop(gpointer data) { user_release(data); }
+
+/* The unit the invocation holds for uid, or a new one. */
+static User *take_ticket(GDBusMethodInvocation *invocation, guint32 uid)
+{
+    User *user = invocation ? g_object_steal_data(G_OBJECT(invocation), TICKET_KEY) : NULL;
+    if (user != NULL && user->uid == uid)
+        return user;
+    if (user != NULL)
+        user_release(user);
+    return user_hold(uid);
+}
+
+/* The methods that start a job, and InspectFile. */
+static gboolean starts_work(const char *method)
+{
+    static const char *const methods[] = { "CreateVolume", "ImportVolume", "Clone",
+                                           "CopyFrom",     "Resize",       "Export",
+                                           "ConvertFile",  "InspectFile",  NULL };
+    return method != NULL && g_strv_contains(methods, method);
+}
+
+/* The options every vdiskd method takes last. */
+static GVariant *call_options(GDBusMethodInvocation *invocation)
+{
+    GVariant *params = g_dbus_method_invocation_get_parameters(invocation);
+    gsize n = params != NULL ? g_variant_n_children(params) : 0;
+    if (n == 0)
+        return NULL;
+    GVariant *last = g_variant_get_child_value(params, n - 1);
+    if (!g_variant_is_of_type(last, G_VARIANT_TYPE_VARDICT)) {
+        g_variant_unref(last);
+        return NULL;
+    }
+    return last;
+}
+
+static gboolean call_detached(GDBusMethodInvocation *invocation, gboolean *detach, GError **error)
+{
+    g_autoptr(GVariant) options = call_options(invocation);
+    *detach = FALSE;
+    return options == NULL || vdd_options_lookup_bool(options, "detach", FALSE, detach, error);
+}
+
+gboolean vdd_job_admit(GDBusMethodInvocation *invocation, guint32 uid, GError **error)
+{
+    gboolean detach;
+    if (!starts_work(g_dbus_method_invocation_get_method_name(invocation)))
+        return TRUE;
+    if (!call_detached(invocation, &detach, error))
+        return FALSE;
+    User *user = user_hold(uid);
+    guint limit = vdd_job_max_running_per_user + vdd_job_max_queued_per_user;
+    if (uid != 0 && user->held > limit) {
+        user_release(user);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_BUSY,
+                    "too many jobs for uid %u (limit %u); wait for one to finish", uid, limit);
+        return FALSE;
+    }
+    g_object_set_data_full(G_OBJECT(invocation), TICKET_KEY, user, ticket_drop);
+    return TRUE;
+}
+
+/* May w start now? Plain users leave the reserved slots free, and nobody but
+ * root runs more than their share at once. */
+static gboolean may_start(Work *w)
+{
+    guint slots = MAX_RUNNING_JOBS - (w->user->privileged ? 0 : RESERVED_SLOTS);
+    if (running_total >= slots)
+        return FALSE;
+    return w->user->uid == 0 || w->user->running < MAX(vdd_job_max_running_per_user, 1);
+}
+
+static void work_end(Work *w)
+{
+    if (w->cancelled_id != 0)
+        g_signal_handler_disconnect(w->cancellable, w->cancelled_id);
+    User *user = w->owns_unit ? w->user : NULL;
+    w->done(w->data);
+    if (user != NULL)
+        user_release(user);
+    g_clear_object(&w->cancellable);
+    g_free(w);
+}
+
+/* Start what may start, in the order it came; work cancelled while it
+ * waited ends at once without running. */
+static void dispatch(void)
+{
+    if (dispatching) {
+        dispatch_again = TRUE;
+        return;
+    }
+    dispatching = TRUE;
+    do {
+        dispatch_again = FALSE;
+        g_autoptr(GPtrArray) cancelled = g_ptr_array_new();
+        for (GList *l = waiting.head, *next; l != NULL; l = next) {
+            next = l->next;
+            Work *w = l->data;
+            if (w->cancellable != NULL && g_cancellable_is_cancelled(w->cancellable)) {
+                g_queue_delete_link(&waiting, l);
+                g_ptr_array_add(cancelled, w);
+            } else if (may_start(w)) {
+                g_queue_delete_link(&waiting, l);
+                if (w->cancelled_id != 0) {
+                    g_signal_handler_disconnect(w->cancellable, w->cancelled_id);
+                    w->cancelled_id = 0;
+                }
+                running_total++;
+                w->user->running++;
+                g_thread_pool_push(threads, w, NULL);
+            }
+        }
+        for (guint i = 0; i < cancelled->len; i++)
+            work_end(cancelled->pdata[i]);
+    } while (dispatch_again);
+    dispatching = FALSE;
+}
+
+static gboolean dispatch_idle(gpointer unused)
+{
+    dispatch();
+    return G_SOURCE_REMOVE;
+}
+
+/* A cancel may come from any thread; waiting work is looked at on the main
+ * one. */
+static void waiting_cancelled(GCancellable *cancellable, gpointer unused)
+{
+    g_idle_add(dispatch_idle, NULL);
+}
+
+static gboolean worker_done(gpointer data)
+{
+    Work *w = data;
+    running_total--;
+    w->user->running--;
+    work_end(w);
+    dispatch();
+    return G_SOURCE_REMOVE;
+}
+
+static void worker(gpointer data, gpointer unused)
+{
+    Work *w = data;
+    w->run(w->data);
+    g_main_context_invoke(NULL, worker_done, w);
+}
+
+static void queue_work(Work *w)
+{
+    if (threads == NULL)
+        threads = g_thread_pool_new(worker, NULL, MAX_RUNNING_JOBS, FALSE, NULL);
+    if (w->cancellable != NULL)
+        w->cancelled_id =
+            g_signal_connect(w->cancellable, "cancelled", G_CALLBACK(waiting_cancelled), NULL);
+    g_queue_push_tail(&waiting, w);
+    dispatch();
+}
+
+void vdd_job_run_work(GDBusMethodInvocation *invocation, guint32 uid, VddWorkFunc run,
+                      VddWorkFunc done, gpointer data)
+{
+    Work *w = g_new0(Work, 1);
+    w->user = take_ticket(invocation, uid);
+    w->owns_unit = TRUE;
+    w->run = run;
+    w->done = done;
+    w->data = data;
+    queue_work(w);
+}
+
+/* ----- the Job object ----- */
+
+static void release_unit(VddJob *self)
+{
+    if (self->user != NULL)
+        user_release(self->user);
+    self->user = NULL;
+}
 
 static void vdd_job_finalize(GObject *obj)
 {
     VddJob *self = VDD_JOB(obj);
     g_clear_handle_id(&self->publish_id, g_source_remove);
+    g_clear_handle_id(&self->caller_watch, g_bus_unwatch_name);
+    release_unit(self);
     if (self->free_data != NULL && self->data != NULL)
         self->free_data(self->data);
     g_clear_error(&self->error);
@@ -57,6 +338,7 @@ static void vdd_job_finalize(GObject *obj)
     g_clear_object(&self->iface);
     g_clear_object(&self->object);
     g_clear_object(&self->manager);
+    g_free(self->caller);
     g_free(self->path);
     g_free(self->operation);
     G_OBJECT_CLASS(vdd_job_parent_class)->finalize(obj);
@@ -131,6 +413,8 @@ static void finish(VddJob *self, const GError *error)
         return;
     self->finished = TRUE;
     g_clear_handle_id(&self->publish_id, g_source_remove);
+    g_clear_handle_id(&self->caller_watch, g_bus_unwatch_name);
+    release_unit(self);
     g_autoptr(GError) converted = error ? vdd_error_convert(error) : NULL;
     if (self->done != NULL)
         self->done(self, self->data, converted);
@@ -143,6 +427,8 @@ static void finish(VddJob *self, const GError *error)
     g_autofree char *message = NULL;
     if (converted == NULL)
         message = g_strdup_printf("%s done", self->operation);
+    else if (cancelled && self->caller_gone)
+        message = g_strdup_printf("%s cancelled: its caller left the bus", self->operation);
     else if (cancelled && g_strrstr(converted->message, "ancel") == NULL)
         message = g_strdup_printf("%s cancelled: %s", self->operation, converted->message);
     else
@@ -173,22 +459,24 @@ static void finish(VddJob *self, const GError *error)
 
 void vdd_job_complete_now(VddJob *self, const GError *error) { finish(self, error); }
 
-static gboolean worker_done(gpointer data)
-{
-    VddJob *self = data;
-    finish(self, self->error);
-    g_object_unref(self);
-    return G_SOURCE_REMOVE;
-}
-
-static void worker(gpointer data, gpointer unused)
+static void job_run(gpointer data)
 {
     VddJob *self = data;
     GError *error = NULL;
     if (g_cancellable_set_error_if_cancelled(self->cancellable, &error) ||
         !self->func(self, self->data, self->cancellable, &error))
         self->error = error;
-    g_main_context_invoke(NULL, worker_done, self);
+}
+
+/* After the work, or instead of it when cancelled while waiting. */
+static void job_done(gpointer data)
+{
+    VddJob *self = data;
+    if (self->error == NULL && g_cancellable_is_cancelled(self->cancellable))
+        self->error = g_error_new(VDD_ERROR, VDD_ERROR_CANCELLED, "%s cancelled before it started",
+                                  self->operation);
+    finish(self, self->error);
+    g_object_unref(self);
 }
 
 void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
@@ -198,10 +486,14 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
     self->done = done;
     self->data = data;
     self->free_data = free_data;
-    if (pool == NULL)
-        pool = g_thread_pool_new(worker, NULL, MAX_RUNNING_JOBS, FALSE, NULL);
     self->publish_id = g_timeout_add(PUBLISH_INTERVAL_MS, publish_tick, self);
-    g_thread_pool_push(pool, g_object_ref(self), NULL);
+    Work *w = g_new0(Work, 1);
+    w->user = self->user;
+    w->cancellable = g_object_ref(self->cancellable);
+    w->run = job_run;
+    w->done = job_done;
+    w->data = g_object_ref(self);
+    queue_work(w);
 }
 
 /* ----- Cancel ----- */
@@ -275,6 +567,20 @@ static gboolean handle_cancel(VddDbusJob *iface, GDBusMethodInvocation *invocati
     return TRUE;
 }
 
+/* The caller's connection is gone (killed, crashed, or simply done with
+ * us): nobody is left to take the result, so stop the work and remove what
+ * it half wrote. */
+static void caller_vanished(GDBusConnection *conn, const char *name, gpointer data)
+{
+    VddJob *self = data;
+    if (self->finished || self->caller_gone)
+        return;
+    self->caller_gone = TRUE;
+    g_message("job %u (%s, uid %u): its caller %s left the bus: cancelling", self->id,
+              self->operation, self->uid, name);
+    g_cancellable_cancel(self->cancellable);
+}
+
 VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, const char *operation,
                     guint32 uid, const char *const *objects)
 {
@@ -284,6 +590,7 @@ VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, cons
     self->id = next_id++;
     self->operation = g_strdup(operation);
     self->uid = uid;
+    self->user = take_ticket(invocation, uid);
     self->path = g_strdup_printf(VDISK_JOBS_PATH "/%u", self->id);
     self->object = vdd_dbus_object_skeleton_new(self->path);
     self->iface = vdd_dbus_job_skeleton_new();
@@ -294,5 +601,16 @@ VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, cons
     g_signal_connect(self->iface, "handle-cancel", G_CALLBACK(handle_cancel), self);
     vdd_dbus_object_skeleton_set_job(self->object, self->iface);
     vdd_manager_export_job(manager, self, G_DBUS_OBJECT_SKELETON(self->object));
+
+    gboolean detach = FALSE;
+    const char *sender = invocation ? g_dbus_method_invocation_get_sender(invocation) : NULL;
+    if (sender != NULL && call_detached(invocation, &detach, NULL) && !detach) {
+        /* A unique name never comes back: once it has no owner (even
+         * before this watch starts) the caller is gone for good. */
+        self->caller = g_strdup(sender);
+        self->caller_watch = g_bus_watch_name_on_connection(
+            g_dbus_method_invocation_get_connection(invocation), sender,
+            G_BUS_NAME_WATCHER_FLAGS_NONE, NULL, caller_vanished, self, NULL);
+    }
     return self;
 }

@@ -1,5 +1,12 @@
 /* A Job: one long operation, exported at /org/vdisk/VDisk1/jobs/<n> while it
- * runs and a few seconds after, run on the daemon's bounded worker pool. */
+ * runs and a few seconds after, run on the daemon's bounded worker pool.
+ *
+ * The pool is shared fairly: every non-root caller may have a few jobs
+ * running and a few more waiting (beyond that a call gets Busy before
+ * anything is created), and the last slot is kept for root and the
+ * privileged group, so plain users' endless jobs never starve an
+ * administrator's. A job ends with the bus connection that started it
+ * unless that call's options said detach = true. */
 #pragma once
 
 #include <gio/gio.h>
@@ -18,8 +25,17 @@ typedef gboolean (*VddJobFunc)(VddJob *job, gpointer data, GCancellable *cancell
  * is NULL on success; it may rewrite *message. */
 typedef void (*VddJobDoneFunc)(VddJob *job, gpointer data, const GError *error);
 
-/* A new job, exported at once, for the method call invocation (its sender
- * started it). objects: volume paths it works on (may be NULL). */
+/* Admission, called once a method is authorised and before it creates
+ * anything: for a method that starts a job (or InspectFile, which works on
+ * the job pool), count one more job against uid's limit and hold it on the
+ * invocation until vdd_job_new or vdd_job_run_work takes it (or the
+ * invocation is freed). FALSE with Busy past the limit, or InvalidArgument
+ * when the options' "detach" is not a boolean. */
+gboolean vdd_job_admit(GDBusMethodInvocation *invocation, guint32 uid, GError **error);
+
+/* A new job, exported at once, for the method call invocation. Unless the
+ * call's options had detach = true, the job is cancelled when the caller's
+ * bus name goes away. objects: volume paths it works on (may be NULL). */
 VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, const char *operation,
                     guint32 uid, const char *const *objects);
 const char *vdd_job_get_object_path(VddJob *self);
@@ -31,8 +47,22 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
 /* Complete at once, without work (e.g. CreateVolume of an empty image). */
 void vdd_job_complete_now(VddJob *self, const GError *error);
 
+/* Work for a method call that is not a job (InspectFile): run(data) on the
+ * job pool under uid's limits, then done(data) on the main thread, which
+ * replies to the call. */
+typedef void (*VddWorkFunc)(gpointer data);
+void vdd_job_run_work(GDBusMethodInvocation *invocation, guint32 uid, VddWorkFunc run,
+                      VddWorkFunc done, gpointer data);
+
 /* A VdProgressFunc: user_data is the VddJob. Thread safe. */
 void vdd_job_progress(guint64 done, guint64 total, gpointer user_data);
 
 /* Seconds a finished job stays exported (tests shorten it). */
 extern guint vdd_job_linger_seconds;
+/* Per non-root uid: jobs running at once, and jobs waiting beyond those
+ * (daemon.c sets them from the command line). */
+extern guint vdd_job_max_running_per_user;
+extern guint vdd_job_max_queued_per_user;
+/* Members of this group share root's reserved slot (the group polkit's
+ * rules trust); NULL: root only. */
+extern const char *vdd_job_privileged_group;

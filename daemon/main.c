@@ -2,6 +2,7 @@
 #include <locale.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -9,6 +10,10 @@
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
+    /* Passphrases pass through this process's memory: no core dump may
+     * carry them to disk, and no other process of the same uid may read
+     * them through ptrace or /proc/PID/mem. */
+    prctl(PR_SET_DUMPABLE, 0);
     /* A client closing its end of a descriptor must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     g_auto(VddDaemonOptions) opts = { 0 };

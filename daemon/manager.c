@@ -137,7 +137,9 @@ static void authorized(GObject *source, GAsyncResult *res, gpointer data)
     AuthCall *c = data;
     GError *error = NULL;
     guint32 uid;
-    if (vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error))
+    /* A job's share of the pool is taken before anything is created. */
+    if (vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error) &&
+        vdd_job_admit(c->invocation, uid, &error))
         c->func(c->target, c->invocation, uid);
     else
         vdd_return_error(c->invocation, uid,
@@ -166,6 +168,23 @@ void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, 
     c->invocation = g_object_ref(invocation);
     c->func = func;
     vdd_bouncer_check_async(self->bouncer, invocation, NULL, details, authorized, c);
+}
+
+void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
+                                gpointer target, VddVolume *source, VddAuthorizedFunc func)
+{
+    VddPool *pool = vdd_volume_get_pool(source);
+    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
+    g_hash_table_insert(details, "pool", (gpointer)vdd_pool_get_name(pool));
+    g_hash_table_insert(details, "volume", (gpointer)vdd_volume_get_name(source));
+    g_hash_table_insert(details, "operation",
+                        (gpointer)g_dbus_method_invocation_get_method_name(invocation));
+    AuthCall *c = g_new0(AuthCall, 1);
+    c->target = g_object_ref(target);
+    c->invocation = g_object_ref(invocation);
+    c->func = func;
+    vdd_bouncer_check_async(self->bouncer, invocation, VDISK_ACTION_READ_VOLUME, details,
+                            authorized, c);
 }
 
 /* ----- caller's descriptors ----- */
@@ -234,22 +253,6 @@ VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path)
         return name != NULL ? vdd_pool_lookup_volume(pool, name) : NULL;
     }
     return NULL;
-}
-
-gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
-{
-    g_autofree char *real = realpath(path, NULL);
-    if (real == NULL)
-        return FALSE;
-    GHashTableIter it;
-    gpointer pool;
-    g_hash_table_iter_init(&it, self->pools);
-    while (g_hash_table_iter_next(&it, NULL, &pool)) {
-        g_autofree char *dir = realpath(vdd_pool_get_directory(pool), NULL);
-        if (dir != NULL && g_str_has_prefix(real, dir) && real[strlen(dir)] == '/')
-            return TRUE;
-    }
-    return FALSE;
 }
 
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name)
@@ -510,6 +513,47 @@ GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots)
     return g_variant_builder_end(&b);
 }
 
+/* The parse runs on the job pool: a hostile header may take long or ask for
+ * much memory, and the main loop keeps answering everyone meanwhile. */
+typedef struct {
+    VddManager *self;
+    GDBusMethodInvocation *invocation;
+    guint32 uid;
+    int fd;
+    char *format;
+    VdImageInfo *info;
+    GError *error;
+} Inspect;
+
+static void inspect_run(gpointer data)
+{
+    Inspect *in = data;
+    g_autoptr(VdImage) img =
+        vd_image_open_fd(in->fd, "caller's file", in->format,
+                         VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, &in->error);
+    if (img != NULL)
+        in->info = vd_image_get_info(img, &in->error);
+}
+
+static void inspect_done(gpointer data)
+{
+    Inspect *in = data;
+    if (in->info == NULL) {
+        vdd_return_error(in->invocation, in->uid, "caller's file", g_steal_pointer(&in->error));
+    } else {
+        vdd_log_operation(in->invocation, in->uid, "caller's file", NULL);
+        vdd_dbus_manager_complete_inspect_file(in->self->iface, in->invocation,
+                                               info_to_variant(in->info));
+    }
+    close(in->fd);
+    g_clear_pointer(&in->info, vd_image_info_free);
+    g_clear_error(&in->error);
+    g_free(in->format);
+    g_object_unref(in->invocation);
+    g_object_unref(in->self);
+    g_free(in);
+}
+
 static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddManager *self = target;
@@ -528,16 +572,13 @@ static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocatio
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
     }
-    g_autoptr(VdImage) img = vd_image_open_fd(
-        fd, "caller's file", format, VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, &error);
-    close(fd);
-    g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
-    if (info == NULL) {
-        vdd_return_error(invocation, uid, "caller's file", error);
-        return;
-    }
-    vdd_log_operation(invocation, uid, "caller's file", NULL);
-    vdd_dbus_manager_complete_inspect_file(self->iface, invocation, info_to_variant(info));
+    Inspect *in = g_new0(Inspect, 1);
+    in->self = g_object_ref(self);
+    in->invocation = g_object_ref(invocation);
+    in->uid = uid;
+    in->fd = fd;
+    in->format = g_strdup(format);
+    vdd_job_run_work(invocation, uid, inspect_run, inspect_done, in);
 }
 
 static gboolean handle_inspect_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
@@ -549,7 +590,8 @@ static gboolean handle_inspect_file(VddDbusManager *iface, GDBusMethodInvocation
 
 /* ConvertFile: from one of the caller's descriptors into another. */
 typedef struct {
-    VdImage *source;
+    int source_fd;
+    char *source_format;
     int target_fd;
     char *format;
     VdOptions *create;
@@ -557,7 +599,9 @@ typedef struct {
 
 static void convert_file_work_free(ConvertFileWork *w)
 {
-    g_clear_pointer(&w->source, vd_image_unref);
+    if (w->source_fd >= 0)
+        close(w->source_fd);
+    g_free(w->source_format);
     if (w->target_fd >= 0)
         close(w->target_fd);
     g_free(w->format);
@@ -599,20 +643,23 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
                                  GError **error)
 {
     ConvertFileWork *w = data;
-    return vdd_copy_into_fd(w->source, w->target_fd, "caller's target file", w->format, w->create,
+    /* Opened here, not on the main loop: parsing the caller's header is
+     * image work like the copy. */
+    g_autoptr(VdImage) source = vd_image_open_fd(w->source_fd, "caller's source file",
+                                                 w->source_format, VD_OPEN_NO_RELATED_FILES, error);
+    return source != NULL &&
+           vdd_copy_into_fd(source, w->target_fd, "caller's target file", w->format, w->create,
                             NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
-/* The create options a target behind a descriptor may take: no option
- * that makes the engine open or create other files by name. */
-gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
+gboolean vdd_check_target_files(const char *format, VdOptions *create, GError **error)
 {
-    static const char *const refused[] = { "backing_file", "backing_fmt", "data_file",
-                                           "data_file_raw", NULL };
+    static const char *const refused[] = { "data_file", "data_file_raw", NULL };
     for (guint i = 0; refused[i]; i++) {
         if (vd_options_get(create, refused[i]) != NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "option %s cannot be used for a target passed as a descriptor", refused[i]);
+                        "option %s is not available through vdiskd: it names a file of its own",
+                        refused[i]);
             return FALSE;
         }
     }
@@ -620,12 +667,25 @@ gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GErr
     if (g_strcmp0(format, "vmdk") == 0 && sub != NULL && g_strcmp0(sub, "monolithicSparse") != 0 &&
         g_strcmp0(sub, "streamOptimized") != 0) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "vmdk subformat %s needs files of its own; a descriptor target takes "
-                    "monolithicSparse or streamOptimized",
+                    "vmdk subformat %s needs files of its own; vdiskd makes monolithicSparse or "
+                    "streamOptimized vmdk volumes",
                     sub);
         return FALSE;
     }
     return TRUE;
+}
+
+gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
+{
+    static const char *const refused[] = { "backing_file", "backing_fmt", NULL };
+    for (guint i = 0; refused[i]; i++) {
+        if (vd_options_get(create, refused[i]) != NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "option %s cannot be used for a target passed as a descriptor", refused[i]);
+            return FALSE;
+        }
+    }
+    return vdd_check_target_files(format, create, error);
 }
 
 static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
@@ -644,23 +704,19 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
         return;
     }
     ConvertFileWork *w = g_new0(ConvertFileWork, 1);
-    w->target_fd = -1;
+    w->source_fd = w->target_fd = -1;
     w->format = g_strdup(format);
-    int sfd = -1;
     if (!vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
+        (source_format != NULL && !vdd_check_format(source_format, &error)) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !vdd_check_fd_target_options(format, w->create, &error) ||
-        (sfd = vdd_caller_fd(invocation, hsrc, O_RDONLY, "source", &error)) < 0 ||
-        (w->target_fd = vdd_caller_fd(invocation, hdst, O_RDWR, "target", &error)) < 0 ||
-        (w->source = vd_image_open_fd(sfd, "caller's source file", source_format,
-                                      VD_OPEN_NO_RELATED_FILES, &error)) == NULL) {
-        if (sfd >= 0)
-            close(sfd);
+        (w->source_fd = vdd_caller_fd(invocation, hsrc, O_RDONLY, "source", &error)) < 0 ||
+        (w->target_fd = vdd_caller_fd(invocation, hdst, O_RDWR, "target", &error)) < 0) {
         convert_file_work_free(w);
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
     }
-    close(sfd);
+    w->source_format = g_strdup(source_format);
     VddJob *job = vdd_job_new(self, invocation, "convert", uid, NULL);
     vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
     vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));

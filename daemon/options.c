@@ -43,7 +43,9 @@ VdOptions *vdd_options_to_create(GVariant *options, const char *format,
     g_variant_iter_init(&it, options);
     while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
         g_autoptr(GVariant) v = value;
-        if (daemon_keys != NULL && g_strv_contains(daemon_keys, key))
+        /* "detach" is every job's (job.c). */
+        if ((daemon_keys != NULL && g_strv_contains(daemon_keys, key)) ||
+            strcmp(key, "detach") == 0)
             continue;
         g_autofree char *text = value_to_string(v);
         if (text == NULL) {

@@ -285,6 +285,12 @@ def tests(env):
         time.sleep(1)
         assert env.daemon.poll() is None
         assert run(BOB, "get-pools")[0] == 0
+        # nobody is left to take the result: the job was cancelled with it
+        for _ in range(100):
+            if not os.path.exists(os.path.join(pool, "orphan.qcow2")):
+                break
+            time.sleep(0.2)
+        assert not os.path.exists(os.path.join(pool, "orphan.qcow2"))
 
     @case("a corrupted file in the pool shows an error and hides nothing")
     def _():

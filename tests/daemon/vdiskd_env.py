@@ -117,6 +117,8 @@ def client(argv, extra=None):
         opts = {k: GLib.Variant("s", x) for k, x in (y.split("=", 1) for y in a[4:])}
         if cmd == "import-cancel":
             cancel_on_progress.append(False)
+        if cmd == "import-nowait":  # the job outlives this client
+            opts["detach"] = GLib.Variant("b", True)
         v, j = call(pool, "Pool", "ImportVolume", "(hssa{sv})", [0, a[2], a[3], opts], [fd])
         if cmd == "import-nowait":
             print(json.dumps({"job": j}))
@@ -149,7 +151,8 @@ def client(argv, extra=None):
         j = call(vol(a[0], a[1]), "Volume", "Export", "(hsa{sv})", [0, a[3], {}], [d])[0]
         wait(j)
     elif cmd == "clone-nowait":
-        v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})", [a[2], a[3], {}])
+        v, j = call(vol(a[0], a[1]), "Volume", "Clone", "(ssa{sv})",
+                    [a[2], a[3], {"detach": GLib.Variant("b", True)}])
         print(json.dumps({"job": j}))
         sys.exit(0)
     elif cmd == "clone":

@@ -1,0 +1,304 @@
+#!/usr/bin/python3
+"""vdiskd's jobs under attack: a plain user's hostile InspectFile must not
+stall the main loop; a plain user's endless jobs must not starve root or the
+privileged group, and past a per-user limit they get Busy; a job ends with
+the client that started it unless that client detached; the systemd unit
+sandboxes the daemon. Real dbus-daemon, polkitd and vdiskd (vdiskd_env.py);
+needs root (exit 77 otherwise)."""
+import json
+import os
+import pwd
+import struct
+import subprocess
+import sys
+import time
+
+from vdiskd_env import (ALICE, BOB, IFACE, ROOT, SCRIPT, Env, case, client, main, qemu_img,
+                        run)
+
+# Small limits, so that the test reaches them quickly.
+RUNNING, QUEUED = 2, 2
+
+
+# ---------------------------------------------------------------- client side
+def timed(ctx, a):
+    """POOL VOLUME: how long GetPools and a volume property Get take."""
+    from gi.repository import GLib
+    vol = ctx.vol(a[0], a[1])
+    t0 = time.monotonic()
+    ctx.call(ROOT + "/Manager", "Manager", "GetPools", "(a{sv})", [{}])
+    t1 = time.monotonic()
+    ctx.conn.call_sync("org.vdisk.VDisk1", vol, "org.freedesktop.DBus.Properties", "Get",
+                       GLib.Variant("(ss)", (IFACE + "Volume", "VirtualSize")), None, 0, 60000,
+                       None)
+    t2 = time.monotonic()
+    print(json.dumps({"get-pools": t1 - t0, "get": t2 - t1}))
+
+
+def flood(ctx, a):
+    """N SOURCE DIR: N ConvertFile calls of SOURCE into DIR/fK.qcow2 on one
+    connection; print what each returned, then stay connected until killed."""
+    from gi.repository import Gio, GLib
+    results = []
+    for k in range(int(a[0])):
+        s = os.open(a[1], os.O_RDONLY)
+        d = os.open(os.path.join(a[2], "f%d.qcow2" % k), os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                    0o600)
+        fdl = Gio.UnixFDList.new_from_array([s, d])
+        try:
+            res, _ = ctx.conn.call_with_unix_fd_list_sync(
+                "org.vdisk.VDisk1", ROOT + "/Manager", IFACE + "Manager", "ConvertFile",
+                GLib.Variant("(hhsa{sv})", (0, 1, "qcow2", {})), None, 0, 60000, fdl, None)
+            results.append({"job": res.unpack()[0]})
+        except GLib.Error as e:
+            results.append({"error": Gio.DBusError.get_remote_error(e), "message": e.message})
+    print(json.dumps(results))
+    sys.stdout.flush()
+    time.sleep(3600)
+
+
+def import_job(ctx, a):
+    """POOL SOURCE NAME FORMAT DETACH: ImportVolume; print the job and, with
+    DETACH=hold, stay connected until killed; otherwise exit at once."""
+    from gi.repository import GLib
+    fd = os.open(a[1], os.O_RDONLY)
+    opts = {"detach": GLib.Variant("b", True)} if a[4] == "detach" else {}
+    v, j = ctx.call(ROOT + "/pools/" + a[0], "Pool", "ImportVolume", "(hssa{sv})",
+                    [0, a[2], a[3], opts], [fd])
+    print(json.dumps({"job": j, "volume": v}))
+    sys.stdout.flush()
+    if a[4] == "hold":
+        time.sleep(3600)
+
+
+def jobs(ctx, a):
+    """Every exported job's State, Error and StartedByUID."""
+    out = {}
+    for path, ifs in ctx.objects().items():
+        j = ifs.get(IFACE + "Job")
+        if j:
+            out[path] = {"state": j["State"], "error": j["Error"], "uid": j["StartedByUID"]}
+    print(json.dumps(out))
+
+
+EXTRA = {"timed": timed, "flood": flood, "import-job": import_job, "jobs": jobs}
+
+
+# ---------------------------------------------------------------- test side
+def hostile_vdi(path):
+    """A 1 MiB VDI whose block map claims 2^28 entries (1 GiB, sparse): its
+    parse reads and checks the whole map."""
+    qemu_img("create", "-q", "-f", "vdi", path, "1M")
+    blocks = 1 << 28
+    with open(path, "r+b") as f:
+        f.seek(0x154)
+        bmap = struct.unpack("<I", f.read(4))[0]
+        f.seek(0x158)
+        f.write(struct.pack("<I", bmap + blocks * 4))
+        f.seek(0x180)
+        f.write(struct.pack("<I", blocks))
+        f.truncate(bmap + blocks * 4)
+    os.chmod(path, 0o644)
+
+
+def endless_qcow2(path, size="1T"):
+    """A qcow2 of 2 MiB clusters whose every L2 entry names the same cluster
+    of zeroes: tiny on disk, but a copy reads (and finds zero) all of it."""
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", path, size)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0 0 2M", path], check=True,
+                   capture_output=True)
+    with open(path, "r+b") as f:
+        hdr = f.read(104)
+        cluster = 1 << struct.unpack(">I", hdr[20:24])[0]
+        l1_size = struct.unpack(">I", hdr[36:40])[0]
+        l1_off = struct.unpack(">Q", hdr[40:48])[0]
+        f.seek(l1_off)
+        l1 = list(struct.unpack(">%dQ" % l1_size, f.read(8 * l1_size)))
+        f.seek(l1[0] & 0x00fffffffffffe00)
+        entry = f.read(8)
+        # one L2 table, shared by every L1 entry, full of that entry
+        for i in range(l1_size):
+            l1[i] = l1[0]
+        f.seek(l1_off)
+        f.write(struct.pack(">%dQ" % l1_size, *l1))
+        f.seek(l1[0] & 0x00fffffffffffe00)
+        f.write(entry * (cluster // 8))
+    os.chmod(path, 0o644)
+
+
+def job_states(user="root"):
+    rc, out = run(user, "jobs")
+    assert rc == 0, out
+    return out
+
+
+def wait_state(job, states, seconds=20):
+    """The job's state once it is one of states (None when unexported)."""
+    for _ in range(int(seconds * 5)):
+        s = job_states().get(job)
+        if s is None or s["state"] in states:
+            return s
+        time.sleep(0.2)
+    return job_states().get(job)
+
+
+def start(argv, user="root"):
+    """A client in the background; returns (process, its first line as JSON)."""
+    cmd = ["/usr/bin/python3", SCRIPT, "--client"] + [str(x) for x in argv]
+    pw = pwd.getpwnam(user)
+    # the client itself, not a runuser above it, so that killing it kills
+    # the connection
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, user=pw.pw_uid,
+                         group=pw.pw_gid, extra_groups=os.getgrouplist(user, pw.pw_gid),
+                         env={"DBUS_SYSTEM_BUS_ADDRESS": os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    return p, json.loads(p.stdout.readline() or "null")
+
+
+def stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def tests(env):
+    t = env.t
+    pool = os.path.join(t, "pool")
+    home = os.path.join(t, "home")
+    os.makedirs(pool)
+    os.makedirs(home)
+    os.chmod(home, 0o777)
+    bob_uid = pwd.getpwnam(BOB).pw_uid
+    hostile = os.path.join(home, "hostile.vdi")
+    hostile_vdi(hostile)
+    endless = os.path.join(home, "endless.qcow2")
+    endless_qcow2(endless)
+    finite = os.path.join(home, "finite.qcow2")
+    endless_qcow2(finite, "24G")
+    bob_dir = os.path.join(home, "bob")
+    os.makedirs(bob_dir)
+    os.chown(bob_dir, bob_uid, -1)
+    assert run("root", "add-pool", "p", pool)[0] == 0
+    rc, out = run("root", "create", "p", "v.qcow2", "qcow2", 1 << 26)
+    assert rc == 0, out
+    small = os.path.join(home, "small.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", small, "64M")
+    os.chmod(small, 0o644)
+
+    @case("InspectFile of hostile files parses off the main loop: root is answered at once")
+    def _():
+        procs = [start(["inspect", hostile], BOB)[0] for _ in range(2)]
+        try:
+            time.sleep(1.5)
+            worst = 0.0
+            for _ in range(4):
+                rc, out = run("root", "timed", "p", "v.qcow2")
+                assert rc == 0, out
+                worst = max(worst, out["get-pools"], out["get"])
+                time.sleep(0.3)
+            assert worst < 1.0, "the main loop stalled for %.1f s" % worst
+        finally:
+            # their parses hold bob's share until they end
+            for p in procs:
+                try:
+                    p.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    stop(p)
+
+    flooder = []
+
+    @case("a plain user's jobs past the limit get Busy before anything is made")
+    def _():
+        p, out = start(["flood", RUNNING + QUEUED + 1, endless, bob_dir], BOB)
+        flooder.append(p)
+        assert isinstance(out, list), out
+        assert all("job" in r for r in out[:RUNNING + QUEUED]), out
+        last = out[RUNNING + QUEUED]
+        assert last.get("error") == IFACE + "Error.Busy", last
+        assert "too many jobs for uid %d (limit %d)" % (bob_uid, RUNNING + QUEUED) in \
+            last["message"], last
+        states = job_states()
+        bobs = [j for j, s in states.items() if s["uid"] == bob_uid]
+        assert len(bobs) == RUNNING + QUEUED, states
+
+    @case("a plain user's endless jobs do not starve root or the privileged group")
+    def _():
+        assert flooder and flooder[0].poll() is None
+        for user, name in (("root", "r1.qcow2"), (ALICE, "a1.qcow2")):
+            t0 = time.monotonic()
+            rc, out = run(user, "create", "p", name, "qcow2", 1 << 26)
+            took = time.monotonic() - t0
+            assert rc == 0 and out["success"], (user, out)
+            assert took < 10, "%s's create took %.1f s" % (user, took)
+        # alice and root may still start jobs beside bob's
+        for user, name in (("root", "r2.qcow2"), (ALICE, "a2.qcow2")):
+            rc, out = run(user, "convert-file", small, os.path.join(home, name), "qcow2")
+            assert rc == 0 and out["success"], (user, out)
+
+    @case("the flooding client killed: its jobs, running or waiting, end cancelled")
+    def _():
+        before = [j for j, s in job_states().items() if s["uid"] == bob_uid]
+        assert len(before) == RUNNING + QUEUED, before
+        stop(flooder[0])
+        for j in before:
+            s = wait_state(j, ("cancelled", "failed", "completed"), 10)
+            assert s is not None and s["state"] == "cancelled", (j, s)
+            assert "caller left" in s["error"], s
+        # and bob may start again
+        p, out = start(["flood", 1, finite, bob_dir], BOB)
+        stop(p)
+        assert "job" in out[0], out
+
+    @case("a client killed with SIGKILL mid-import: the job is cancelled, no volume is left")
+    def _():
+        p, out = start(["import-job", "p", endless, "gone.qcow2", "qcow2", "hold"], ALICE)
+        try:
+            assert "job" in out, out
+            time.sleep(1)
+            assert job_states()[out["job"]]["state"] == "running"
+        finally:
+            p.send_signal(9)
+            p.wait()
+        s = wait_state(out["job"], ("cancelled", "failed", "completed"), 10)
+        assert s is not None and s["state"] == "cancelled", s
+        time.sleep(0.5)
+        assert not os.path.exists(os.path.join(pool, "gone.qcow2"))
+        assert not [f for f in os.listdir(pool) if "gone" in f], os.listdir(pool)
+        rc, out = run("root", "volume-props", "p", "gone.qcow2")
+        assert rc == 3 and out.get("error") == "no-volume", out
+
+    @case("a detached import outlives its client and completes")
+    def _():
+        rc, out = run(ALICE, "import-job", "p", finite, "kept.qcow2", "qcow2", "detach")
+        assert rc == 0 and "job" in out, out
+        s = wait_state(out["job"], ("cancelled", "failed", "completed"), 300)
+        assert s is not None and s["state"] == "completed", s
+        assert qemu_img("compare", "-f", "qcow2", "-F", "qcow2", finite,
+                        os.path.join(pool, "kept.qcow2")).returncode == 0
+
+    @case("a detach option that is no boolean is refused")
+    def _():
+        rc, out = run(ALICE, "create", "p", "d.qcow2", "qcow2", 1 << 26, "detach=maybe")
+        assert rc == 3 and out["error"] == IFACE + "Error.InvalidArgument", out
+        assert not os.path.exists(os.path.join(pool, "d.qcow2"))
+
+    @case("the unit: 0077 umask, no devices, no homes, descriptor, task and memory bounds")
+    def _():
+        unit = os.path.join(env.build, "data", "vdiskd.service")
+        keys = {}
+        for line in open(unit):
+            if "=" in line and not line.startswith("#"):
+                k, v = line.strip().split("=", 1)
+                keys.setdefault(k, v)
+        assert keys.get("UMask") == "0077", keys
+        assert keys.get("PrivateDevices") == "yes", keys
+        assert keys.get("ProtectHome") == "yes", keys
+        for k in ("LimitNOFILE", "TasksMax", "MemoryMax"):
+            assert keys.get(k), (k, keys)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2:], EXTRA)
+    sys.exit(main(tests, Env(vdiskd_args=["--max-jobs-per-user=%d" % RUNNING,
+                                          "--max-queued-jobs-per-user=%d" % QUEUED])))
