@@ -170,23 +170,6 @@ void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, 
     vdd_bouncer_check_async(self->bouncer, invocation, NULL, details, authorized, c);
 }
 
-void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
-                                gpointer target, VddVolume *source, VddAuthorizedFunc func)
-{
-    VddPool *pool = vdd_volume_get_pool(source);
-    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
-    g_hash_table_insert(details, "pool", (gpointer)vdd_pool_get_name(pool));
-    g_hash_table_insert(details, "volume", (gpointer)vdd_volume_get_name(source));
-    g_hash_table_insert(details, "operation",
-                        (gpointer)g_dbus_method_invocation_get_method_name(invocation));
-    AuthCall *c = g_new0(AuthCall, 1);
-    c->target = g_object_ref(target);
-    c->invocation = g_object_ref(invocation);
-    c->func = func;
-    vdd_bouncer_check_async(self->bouncer, invocation, VDISK_ACTION_READ_VOLUME, details,
-                            authorized, c);
-}
-
 /* ----- caller's descriptors ----- */
 
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
@@ -253,6 +236,22 @@ VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path)
         return name != NULL ? vdd_pool_lookup_volume(pool, name) : NULL;
     }
     return NULL;
+}
+
+gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
+{
+    g_autofree char *real = realpath(path, NULL);
+    if (real == NULL)
+        return FALSE;
+    GHashTableIter it;
+    gpointer pool;
+    g_hash_table_iter_init(&it, self->pools);
+    while (g_hash_table_iter_next(&it, NULL, &pool)) {
+        g_autofree char *dir = realpath(vdd_pool_get_directory(pool), NULL);
+        if (dir != NULL && g_str_has_prefix(real, dir) && real[strlen(dir)] == '/')
+            return TRUE;
+    }
+    return FALSE;
 }
 
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name)
@@ -652,32 +651,12 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
                             NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
-gboolean vdd_check_target_files(const char *format, VdOptions *create, GError **error)
-{
-    static const char *const refused[] = { "data_file", "data_file_raw", NULL };
-    for (guint i = 0; refused[i]; i++) {
-        if (vd_options_get(create, refused[i]) != NULL) {
-            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "option %s is not available through vdiskd: it names a file of its own",
-                        refused[i]);
-            return FALSE;
-        }
-    }
-    const char *sub = vd_options_get(create, "subformat");
-    if (g_strcmp0(format, "vmdk") == 0 && sub != NULL && g_strcmp0(sub, "monolithicSparse") != 0 &&
-        g_strcmp0(sub, "streamOptimized") != 0) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "vmdk subformat %s needs files of its own; vdiskd makes monolithicSparse or "
-                    "streamOptimized vmdk volumes",
-                    sub);
-        return FALSE;
-    }
-    return TRUE;
-}
-
+/* The create options a target behind a descriptor may take: no option
+ * that makes the engine open or create other files by name. */
 gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
 {
-    static const char *const refused[] = { "backing_file", "backing_fmt", NULL };
+    static const char *const refused[] = { "backing_file", "backing_fmt", "data_file",
+                                           "data_file_raw", NULL };
     for (guint i = 0; refused[i]; i++) {
         if (vd_options_get(create, refused[i]) != NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
@@ -685,7 +664,16 @@ gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GErr
             return FALSE;
         }
     }
-    return vdd_check_target_files(format, create, error);
+    const char *sub = vd_options_get(create, "subformat");
+    if (g_strcmp0(format, "vmdk") == 0 && sub != NULL && g_strcmp0(sub, "monolithicSparse") != 0 &&
+        g_strcmp0(sub, "streamOptimized") != 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "vmdk subformat %s needs files of its own; a descriptor target takes "
+                    "monolithicSparse or streamOptimized",
+                    sub);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
