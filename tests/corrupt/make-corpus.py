@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Make the corrupted-qcow2 corpus in a directory, from small images that
-qemu-img and qemu-io make on the spot (nothing binary lives in the repo).
+"""Make the corrupted-image corpus in a directory (qcow2, and a few tables
+of the other formats), from small images that qemu-img and qemu-io make on
+the spot (nothing binary lives in the repo).
 
     /usr/bin/python3 make-corpus.py OUTDIR
 
@@ -359,6 +360,30 @@ m = plain("backing-missing.qcow2")
 backing(m, "no-such-file.qcow2")
 case("backing-missing", m, "any", "fail", "any", "-", "the backing file does not exist",
      names=["no-such-file.qcow2"])
+
+# ---- tables of the other formats placed past the end of the file ----
+# qemu-img reads such a table as zeroes; vdisk refuses the image as damaged
+# before it sets memory aside for the table (a few KiB of file claiming a
+# table of up to 1 GiB).
+
+
+def other_format(name, fmt, field, pack, value, description):
+    p = path(name)
+    run("qemu-img", "create", "-q", "-f", fmt, p, "4M")
+    with open(p, "r+b") as f:
+        f.seek(field)
+        f.write(struct.pack(pack, value))
+    case(name.rsplit(".", 1)[0], p, "fail", "fail", "corrupt", "-", description)
+
+
+other_format("vdi-block-map-past-eof.vdi", "vdi", 0x154, "<I", GiB,
+             "VDI block map 1 GiB into a small file")
+other_format("vdi-block-map-huge.vdi", "vdi", 0x180, "<I", 1 << 28,
+             "VDI block map of 2^28 entries (1 GiB) in a small file")
+other_format("vmdk-grain-directory-past-eof.vmdk", "vmdk", 56, "<Q", GiB // 512,
+             "vmdk grain directory 1 GiB into a small file")
+other_format("qcow-l1-past-eof.qcow", "qcow", 40, ">Q", GiB,
+             "qcow (version 1) L1 table 1 GiB into a small file")
 
 with open(path("MANIFEST.tsv"), "w") as f:
     for c in cases:
