@@ -170,6 +170,23 @@ void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, 
     vdd_bouncer_check_async(self->bouncer, invocation, NULL, details, authorized, c);
 }
 
+void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
+                                gpointer target, VddVolume *source, VddAuthorizedFunc func)
+{
+    VddPool *pool = vdd_volume_get_pool(source);
+    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
+    g_hash_table_insert(details, "pool", (gpointer)vdd_pool_get_name(pool));
+    g_hash_table_insert(details, "volume", (gpointer)vdd_volume_get_name(source));
+    g_hash_table_insert(details, "operation",
+                        (gpointer)g_dbus_method_invocation_get_method_name(invocation));
+    AuthCall *c = g_new0(AuthCall, 1);
+    c->target = g_object_ref(target);
+    c->invocation = g_object_ref(invocation);
+    c->func = func;
+    vdd_bouncer_check_async(self->bouncer, invocation, VDISK_ACTION_READ_VOLUME, details,
+                            authorized, c);
+}
+
 /* ----- caller's descriptors ----- */
 
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
@@ -236,22 +253,6 @@ VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path)
         return name != NULL ? vdd_pool_lookup_volume(pool, name) : NULL;
     }
     return NULL;
-}
-
-gboolean vdd_manager_path_in_pools(VddManager *self, const char *path)
-{
-    g_autofree char *real = realpath(path, NULL);
-    if (real == NULL)
-        return FALSE;
-    GHashTableIter it;
-    gpointer pool;
-    g_hash_table_iter_init(&it, self->pools);
-    while (g_hash_table_iter_next(&it, NULL, &pool)) {
-        g_autofree char *dir = realpath(vdd_pool_get_directory(pool), NULL);
-        if (dir != NULL && g_str_has_prefix(real, dir) && real[strlen(dir)] == '/')
-            return TRUE;
-    }
-    return FALSE;
 }
 
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name)
@@ -356,7 +357,6 @@ typedef struct {
     char *path;
     char *dir;  /* the directory, symbolic links resolved */
     char *name; /* the file's name in it */
-    gboolean add_directory;
 } Resolve;
 
 static void resolve_free(Resolve *r)
@@ -388,16 +388,8 @@ static void resolve_finish(gpointer data)
     VddManager *self = r->self;
     GError *error = NULL;
     VddPool *pool = pool_for_directory(self, r->dir);
-    if (pool == NULL && r->add_directory) {
-        g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, r->dir, -1);
-        g_autofree char *name = g_strdup_printf("dir-%.16s", sum);
-        pool = vdd_manager_lookup_pool(self, name);
-        if (pool == NULL && (pool = vdd_manager_add_pool(self, name, r->dir, &error)) != NULL)
-            g_message("pool %s: %s (for a file outside every pool)", name, r->dir);
-    } else if (pool == NULL) {
-        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "%s is in no pool", r->path);
-    }
     if (pool == NULL) {
+        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "%s is in no storage pool", r->path);
         vdd_return_error(r->invocation, r->uid, r->path, error);
         resolve_free(r);
         return;
@@ -433,6 +425,16 @@ static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invo
         vdd_return_error(invocation, uid, path, error);
         return;
     }
+    /* A folder never becomes a pool by a file in it being named here: a
+     * pool serves everyone its rules allow, and the private folder a
+     * domain's disk is kept in is not theirs to read. */
+    if (add_directory) {
+        vdd_return_error(invocation, uid, path,
+                         g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                                     "add-directory is not supported: pools are added by "
+                                     "AddPool or by libvirt"));
+        return;
+    }
     if (!g_path_is_absolute(path)) {
         vdd_return_error(invocation, uid, path,
                          g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
@@ -458,7 +460,6 @@ static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invo
     r->path = g_strdup(path);
     r->dir = g_steal_pointer(&dir);
     r->name = g_steal_pointer(&name);
-    r->add_directory = add_directory;
     /* A pool libvirt started a moment ago may be unknown yet: ask libvirt,
      * but not for long (libvirtd may hold that pool locked while it waits
      * for the caller). */
@@ -651,16 +652,14 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
                             NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
 }
 
-/* The create options a target behind a descriptor may take: no option
- * that makes the engine open or create other files by name. */
-gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
+gboolean vdd_check_target_files(const char *format, VdOptions *create, GError **error)
 {
-    static const char *const refused[] = { "backing_file", "backing_fmt", "data_file",
-                                           "data_file_raw", NULL };
+    static const char *const refused[] = { "data_file", "data_file_raw", NULL };
     for (guint i = 0; refused[i]; i++) {
         if (vd_options_get(create, refused[i]) != NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "option %s cannot be used for a target passed as a descriptor", refused[i]);
+                        "option %s is not available through vdiskd: it names a file of its own",
+                        refused[i]);
             return FALSE;
         }
     }
@@ -668,12 +667,25 @@ gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GErr
     if (g_strcmp0(format, "vmdk") == 0 && sub != NULL && g_strcmp0(sub, "monolithicSparse") != 0 &&
         g_strcmp0(sub, "streamOptimized") != 0) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "vmdk subformat %s needs files of its own; a descriptor target takes "
-                    "monolithicSparse or streamOptimized",
+                    "vmdk subformat %s needs files of its own; vdiskd makes monolithicSparse or "
+                    "streamOptimized vmdk volumes",
                     sub);
         return FALSE;
     }
     return TRUE;
+}
+
+gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error)
+{
+    static const char *const refused[] = { "backing_file", "backing_fmt", NULL };
+    for (guint i = 0; refused[i]; i++) {
+        if (vd_options_get(create, refused[i]) != NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "option %s cannot be used for a target passed as a descriptor", refused[i]);
+            return FALSE;
+        }
+    }
+    return vdd_check_target_files(format, create, error);
 }
 
 static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)

@@ -36,8 +36,6 @@ void vdd_manager_set_libvirt(VddManager *self, VddLibvirt *libvirt);
 /* A pool's volumes changed (created, written, resized, deleted): tell
  * whoever mirrors it. */
 void vdd_manager_pool_changed(VddManager *self, VddPool *pool);
-/* Is the canonical path inside one of the pools? */
-gboolean vdd_manager_path_in_pools(VddManager *self, const char *path);
 
 VddBouncer *vdd_manager_get_bouncer(VddManager *self);
 GDBusObjectManagerServer *vdd_manager_get_object_manager(VddManager *self);
@@ -62,6 +60,13 @@ void vdd_manager_unexport_job(VddManager *self, VddJob *job);
 typedef void (*VddAuthorizedFunc)(gpointer target, GDBusMethodInvocation *invocation, guint32 uid);
 void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
                            VddAuthorizedFunc func, ...) G_GNUC_NULL_TERMINATED;
+
+/* The second check of a method that also reads another volume (CopyFrom's
+ * source, the volume a Clone or an overlay is made from): the read-volume
+ * action with that volume's pool and name as the details, so that per-pool
+ * rules hold for every volume a method touches; then func as above. */
+void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
+                                gpointer target, VddVolume *source, VddAuthorizedFunc func);
 
 /* Log one operation: caller uid, method, object, result. */
 void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
@@ -96,5 +101,9 @@ gboolean vdd_copy_over(VdImage *source, VdImage *target, VddJob *job, GCancellab
 /* The volume exported at object_path, or NULL. */
 VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path);
 /* Refuse create options that would make the engine open or create files by
- * name next to a descriptor target. */
+ * name beside a new volume (a data file, the extents of a flat or split
+ * vmdk): every creator checks this. */
+gboolean vdd_check_target_files(const char *format, VdOptions *create, GError **error);
+/* The same for a target passed as a descriptor, where a backing file is
+ * refused too. */
 gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GError **error);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "options.h"
 #include "vdd-dbus.h"
 #include "vdisk-names.h"
+#include "volume-formats.h"
 #include "volume.h"
 
 struct _VddPool {
@@ -25,6 +27,7 @@ struct _VddPool {
     VddDbusObjectSkeleton *object;
     VddDbusPool *iface;
     GHashTable *volumes; /* name -> VddVolume */
+    VddFormatRecords *formats;
 };
 
 G_DEFINE_TYPE(VddPool, vdd_pool, G_TYPE_OBJECT)
@@ -33,6 +36,7 @@ static void vdd_pool_finalize(GObject *obj)
 {
     VddPool *self = VDD_POOL(obj);
     g_hash_table_unref(self->volumes);
+    vdd_format_records_free(self->formats);
     if (self->dirfd >= 0)
         close(self->dirfd);
     g_clear_object(&self->iface);
@@ -59,6 +63,21 @@ const char *vdd_pool_get_directory(VddPool *self) { return self->directory; }
 const char *vdd_pool_get_object_path(VddPool *self) { return self->path; }
 VddManager *vdd_pool_get_manager(VddPool *self) { return self->manager; }
 int vdd_pool_get_dirfd(VddPool *self) { return self->dirfd; }
+VddFormatRecords *vdd_pool_get_format_records(VddPool *self) { return self->formats; }
+
+/* How much of a volume's metadata one open may read into memory: enough
+ * for any real image (a 2 TiB VDI's block map is 8 MiB; qemu caps a
+ * qcow2's L1 table at 32 MiB), far below what a crafted header claims.
+ * Volumes are described and opened on the main loop, so this also bounds
+ * how long one open can hold it. */
+#define VOLUME_MAX_METADATA (64u << 20)
+
+void vdd_pool_get_confinement(VddPool *self, VdConfinement *confine)
+{
+    confine->dirfd = self->dirfd;
+    confine->dir_path = self->directory;
+    confine->max_metadata = VOLUME_MAX_METADATA;
+}
 
 char *vdd_pool_file_path(VddPool *self, const char *name)
 {
@@ -91,6 +110,10 @@ void vdd_pool_unexport(VddPool *self)
     while (g_hash_table_iter_next(&it, NULL, &vol))
         g_dbus_object_manager_server_unexport(om, vdd_volume_get_object_path(vol));
     g_dbus_object_manager_server_unexport(om, self->path);
+    /* Volumes hold their pool: dropping them here ends that cycle. A job
+     * still running on one keeps it, and so the pool and its directory
+     * descriptor, until the job is done. */
+    g_hash_table_remove_all(self->volumes);
 }
 
 /* Every change to a pool's volumes ends here, so this is also where the
@@ -151,6 +174,54 @@ static GHashTable *list_files(VddPool *self)
     return names;
 }
 
+/* The pid in a new file's hidden name (".NAME.partial-PID-N"), or 0. */
+static pid_t partial_file_pid(const char *name)
+{
+    const char *mark = g_strrstr(name, ".partial-");
+    int pid = 0, serial;
+    if (name[0] != '.' || mark == NULL || sscanf(mark, ".partial-%d-%d", &pid, &serial) != 2)
+        return 0;
+    return pid > 0 ? pid : 0;
+}
+
+/* Is pid a vdiskd that may still be writing (this one, or another one
+ * running meanwhile)? */
+static gboolean vdiskd_is_running(pid_t pid)
+{
+    if (pid == getpid())
+        return TRUE;
+    g_autofree char *comm_path = g_strdup_printf("/proc/%d/comm", (int)pid);
+    g_autofree char *comm = NULL;
+    if (!g_file_get_contents(comm_path, &comm, NULL, NULL))
+        return FALSE;
+    return g_str_equal(g_strstrip(comm), "vdiskd");
+}
+
+/* A vdiskd that crashed or was killed mid-import left its hidden partial
+ * files behind: they were never volumes, and nobody will finish them. */
+static void remove_stale_partial_files(VddPool *self)
+{
+    int fd = openat(self->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (dir == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        pid_t pid = partial_file_pid(de->d_name);
+        struct stat st;
+        if (pid == 0 || vdiskd_is_running(pid) ||
+            fstatat(self->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (unlinkat(self->dirfd, de->d_name, 0) == 0)
+            g_message("pool %s: removed %s, left by an import that never finished", self->name,
+                      de->d_name);
+    }
+    closedir(dir);
+}
+
 void vdd_pool_refresh(VddPool *self)
 {
     g_autoptr(GHashTable) files = list_files(self);
@@ -204,7 +275,9 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
      * cut so that the hidden one stays within NAME_MAX. */
     g_autofree char *hidden =
         g_strdup_printf(".%.200s.partial-%d-%d", name, (int)getpid(), g_atomic_int_add(&serial, 1));
-    int fd = openat(self->dirfd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    /* 0600 whatever the umask, as libvirt makes volumes: a VM's disk is
+     * its owner's, not every local user's. */
+    int fd = openat(self->dirfd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         vdd_error_set_errno(error, errno, "%s/%s", self->name, name);
         return NULL;
@@ -219,9 +292,14 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
 
 int vdd_new_file_fd(VddNewFile *file) { return file->fd; }
 
-gboolean vdd_new_file_publish(VddNewFile *file, GError **error)
+gboolean vdd_new_file_publish(VddNewFile *file, const char *format, GError **error)
 {
     int dirfd = file->pool->dirfd;
+    struct stat st;
+    if (fstat(file->fd, &st) < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", file->pool->name, file->name);
+        return FALSE;
+    }
     if (vd_rename_noreplace(dirfd, file->hidden, dirfd, file->name) < 0) {
         vdd_error_set_errno(error, errno, "%s/%s", file->pool->name, file->name);
         return FALSE;
@@ -231,6 +309,7 @@ gboolean vdd_new_file_publish(VddNewFile *file, GError **error)
         return FALSE;
     }
     file->published = TRUE;
+    vdd_format_records_set(file->pool->formats, file->name, &st, format);
     return TRUE;
 }
 
@@ -271,7 +350,8 @@ typedef struct {
     guint64 size;
     VdOptions *create;
     VdSecrets *secrets; /* that encrypt.key-secret names, or NULL */
-    VdImage *source;    /* import */
+    int source_fd;      /* import: the caller's file, opened by the job */
+    char *source_format;
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -283,7 +363,9 @@ static void new_volume_work_free(NewVolumeWork *w)
     g_free(w->name);
     g_free(w->format);
     g_clear_pointer(&w->create, vd_options_free);
-    g_clear_pointer(&w->source, vd_image_unref);
+    if (w->source_fd >= 0)
+        close(w->source_fd);
+    g_free(w->source_format);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
@@ -294,11 +376,23 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
     /* The engine syncs the new file; publishing names it and syncs that. */
     int fd = vdd_new_file_fd(w->file);
-    gboolean ok = w->source == NULL ? vd_image_create_fd_with_secrets(fd, path, w->format, w->size,
-                                                                      w->create, w->secrets, error)
-                                    : vdd_copy_into_fd(w->source, fd, path, w->format, w->create,
-                                                       w->secrets, 0, job, cancellable, error);
-    return ok && vdd_new_file_publish(w->file, error);
+    if (w->source_fd < 0) {
+        /* A backing volume is found as opening the volume will find it:
+         * beneath the pool's folder. */
+        VdConfinement confine;
+        vdd_pool_get_confinement(w->pool, &confine);
+        return vd_image_create_fd_confined(fd, w->name, w->format, w->size, w->create, w->secrets,
+                                           &confine, error) &&
+               vdd_new_file_publish(w->file, w->format, error);
+    }
+    /* The caller's file is parsed here, on the job's thread, never on
+     * the main loop that serves everyone else. */
+    g_autoptr(VdImage) source = vd_image_open_fd(w->source_fd, "caller's source file",
+                                                 w->source_format, VD_OPEN_NO_RELATED_FILES, error);
+    return source != NULL &&
+           vdd_copy_into_fd(source, fd, path, w->format, w->create, w->secrets, 0, job, cancellable,
+                            error) &&
+           vdd_new_file_publish(w->file, w->format, error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)
@@ -320,11 +414,8 @@ static void create_done(VddJob *job, gpointer data, const GError *error)
 static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **error)
 {
     const char *backing = vd_options_get(w->create, "backing_file");
-    if (vd_options_get(w->create, "data_file") != NULL) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "option data-file is not available through the daemon");
+    if (!vdd_check_target_files(w->format, w->create, error))
         return FALSE;
-    }
     if (backing != NULL) {
         if (!vdd_name_is_valid(backing, "backing volume", error))
             return FALSE;
@@ -384,6 +475,7 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     w->pool = g_object_ref(self);
     w->name = g_strdup(name);
     w->format = g_strdup(format);
+    w->source_fd = -1;
     return w;
 }
 
@@ -430,23 +522,18 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     static const char *const daemon_keys[] = { "source-format", "secrets", NULL };
     GError *error = NULL;
     const char *source_format = NULL;
-    int sfd = -1;
     NewVolumeWork *w = new_work(self, name, format);
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
-        (sfd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
-        (w->source = vd_image_open_fd(sfd, "caller's source file", source_format,
-                                      VD_OPEN_NO_RELATED_FILES, &error)) == NULL) {
-        if (sfd >= 0)
-            close(sfd);
+        (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);
         return;
     }
-    close(sfd);
+    w->source_format = g_strdup(source_format);
     start_new_volume(self, invocation, uid, w, "import");
 }
 
@@ -497,6 +584,7 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
     self->name = g_strdup(name);
     self->directory = g_canonicalize_filename(directory, NULL);
     self->dirfd = fd;
+    self->formats = vdd_format_records_load(self->directory);
     g_autofree char *escaped = vdd_name_escape(name);
     self->path = g_strdup_printf(VDISK_POOLS_PATH "/%s", escaped);
     self->object = vdd_dbus_object_skeleton_new(self->path);
@@ -509,6 +597,7 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
     vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
     g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
                                         G_DBUS_OBJECT_SKELETON(self->object));
+    remove_stale_partial_files(self);
     vdd_pool_refresh(self);
     return self;
 }

@@ -6,6 +6,7 @@
 #include <gio/gio.h>
 
 #include "manager.h"
+#include "vdisk.h"
 
 typedef struct _VddVolume VddVolume;
 
@@ -19,6 +20,12 @@ const char *vdd_pool_get_directory(VddPool *self);
 const char *vdd_pool_get_object_path(VddPool *self);
 VddManager *vdd_pool_get_manager(VddPool *self);
 int vdd_pool_get_dirfd(VddPool *self);
+/* The recorded formats of its volumes (volume-formats.h). */
+typedef struct VddFormatRecords VddFormatRecords;
+VddFormatRecords *vdd_pool_get_format_records(VddPool *self);
+/* Where the names inside its volumes may lead (its folder, beneath its
+ * descriptor) and how much metadata one open may read. */
+void vdd_pool_get_confinement(VddPool *self, VdConfinement *confine);
 /* directory/name; a new string. */
 char *vdd_pool_file_path(VddPool *self, const char *name);
 
@@ -48,9 +55,10 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error);
 /* The descriptor to write the volume into (owned by the new file). */
 int vdd_new_file_fd(VddNewFile *file);
 /* Give the hidden file the volume's name, never replacing a file that took
- * that name meanwhile, and sync the directory. On failure nothing is left
- * under the volume's name. */
-gboolean vdd_new_file_publish(VddNewFile *file, GError **error);
+ * that name meanwhile, sync the directory, and record the volume's format
+ * (never probed again). On failure nothing is left under the volume's
+ * name. */
+gboolean vdd_new_file_publish(VddNewFile *file, const char *format, GError **error);
 /* Close; a file never published is removed. */
 void vdd_new_file_free(VddNewFile *file);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VddNewFile, vdd_new_file_free)

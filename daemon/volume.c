@@ -10,17 +10,20 @@
 #include "names.h"
 #include "options.h"
 #include "vdd-dbus.h"
+#include "volume-formats.h"
 
 struct _VddVolume {
     GObject parent;
-    VddPool *pool; /* not owned: the pool outlives its volumes' exports */
+    /* Owned: a job that holds the volume keeps its pool and the pool's
+     * directory descriptor alive after libvirt stopped the pool. */
+    VddPool *pool;
     char *name;
     char *path;
     VddDbusObjectSkeleton *object;
     VddDbusVolume *iface;
     guint readers;
     guint writers;
-    VddVolume *locked_backing; /* read-locked while this one is written */
+    VddVolume *locked_backing; /* read-locked while this one is read or written */
 };
 
 G_DEFINE_TYPE(VddVolume, vdd_volume, G_TYPE_OBJECT)
@@ -29,6 +32,7 @@ static void vdd_volume_finalize(GObject *obj)
 {
     VddVolume *self = VDD_VOLUME(obj);
     g_clear_object(&self->locked_backing);
+    g_clear_object(&self->pool);
     g_clear_object(&self->iface);
     g_clear_object(&self->object);
     g_free(self->name);
@@ -44,6 +48,7 @@ static void vdd_volume_class_init(VddVolumeClass *klass)
 static void vdd_volume_init(VddVolume *self) {}
 
 const char *vdd_volume_get_name(VddVolume *self) { return self->name; }
+VddPool *vdd_volume_get_pool(VddVolume *self) { return self->pool; }
 const char *vdd_volume_get_object_path(VddVolume *self) { return self->path; }
 GDBusObjectSkeleton *vdd_volume_get_object(VddVolume *self)
 {
@@ -64,6 +69,39 @@ static void publish_busy(VddVolume *self)
 
 gboolean vdd_volume_is_locked(VddVolume *self) { return self->readers > 0 || self->writers > 0; }
 
+/* The volume this one's backing file names in the same pool, or NULL. */
+static VddVolume *backing_volume(VddVolume *self)
+{
+    const char *backing = vdd_dbus_volume_get_backing_file(self->iface);
+    VddVolume *b = backing && *backing ? vdd_pool_lookup_volume(self->pool, backing) : NULL;
+    return b != self ? b : NULL;
+}
+
+/* Read-lock the backing volume of self, which is about to be locked: a
+ * job reading or writing a volume reads its whole chain, so nobody may
+ * write (or resize) a volume below it meanwhile. */
+static gboolean lock_backing(VddVolume *self, GError **error)
+{
+    VddVolume *b = backing_volume(self);
+    if (b == NULL)
+        return TRUE;
+    if (!vdd_volume_lock_read(b, error)) {
+        g_autofree char *w = what(self);
+        g_prefix_error(error, "%s: backing file: ", w);
+        return FALSE;
+    }
+    self->locked_backing = g_object_ref(b);
+    return TRUE;
+}
+
+static void unlock_backing(VddVolume *self)
+{
+    if (self->locked_backing != NULL) {
+        vdd_volume_unlock_read(self->locked_backing);
+        g_clear_object(&self->locked_backing);
+    }
+}
+
 gboolean vdd_volume_lock_read(VddVolume *self, GError **error)
 {
     if (self->writers > 0) {
@@ -71,32 +109,30 @@ gboolean vdd_volume_lock_read(VddVolume *self, GError **error)
         g_set_error(error, VDD_ERROR, VDD_ERROR_BUSY, "%s is being written by another job", w);
         return FALSE;
     }
+    /* The first reader locks the chain below for all of them. */
+    if (self->readers == 0 && !lock_backing(self, error))
+        return FALSE;
     self->readers++;
     return TRUE;
 }
 
 void vdd_volume_unlock_read(VddVolume *self)
 {
-    if (self->readers > 0)
-        self->readers--;
+    if (self->readers == 0)
+        return;
+    if (--self->readers == 0)
+        unlock_backing(self);
 }
 
 gboolean vdd_volume_lock_write(VddVolume *self, GError **error)
 {
-    g_autofree char *w = what(self);
     if (self->writers > 0 || self->readers > 0) {
+        g_autofree char *w = what(self);
         g_set_error(error, VDD_ERROR, VDD_ERROR_BUSY, "%s is in use by another job", w);
         return FALSE;
     }
-    const char *backing = vdd_dbus_volume_get_backing_file(self->iface);
-    VddVolume *b = backing && *backing ? vdd_pool_lookup_volume(self->pool, backing) : NULL;
-    if (b != NULL) {
-        if (!vdd_volume_lock_read(b, error)) {
-            g_prefix_error(error, "%s: backing file: ", w);
-            return FALSE;
-        }
-        self->locked_backing = g_object_ref(b);
-    }
+    if (!lock_backing(self, error))
+        return FALSE;
     self->writers++;
     publish_busy(self);
     return TRUE;
@@ -104,12 +140,10 @@ gboolean vdd_volume_lock_write(VddVolume *self, GError **error)
 
 void vdd_volume_unlock_write(VddVolume *self)
 {
-    if (self->writers > 0)
-        self->writers--;
-    if (self->locked_backing != NULL) {
-        vdd_volume_unlock_read(self->locked_backing);
-        g_clear_object(&self->locked_backing);
-    }
+    if (self->writers == 0)
+        return;
+    self->writers--;
+    unlock_backing(self);
     publish_busy(self);
 }
 
@@ -136,64 +170,100 @@ static int open_file(VddVolume *self, int access, GError **error)
     return fd;
 }
 
+/* The volume's format: as recorded (volume-formats.h). A file vdiskd has
+ * not seen before is probed once, reading nothing but its first bytes, and
+ * what that finds is recorded: from then on its content cannot change how
+ * it is read. */
+static char *trusted_format(VddVolume *self, int fd, const struct stat *st, GError **error)
+{
+    VddFormatRecords *records = vdd_pool_get_format_records(self->pool);
+    char *recorded = vdd_format_records_lookup(records, self->name, st);
+    if (recorded != NULL)
+        return recorded;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
+    const char *format = vd_probe_fd(fd, path, NULL, error);
+    if (format == NULL)
+        return NULL;
+    if (g_str_equal(format, "ova")) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                    "%s is an OVA appliance; import its disks into the pool instead", path);
+        return NULL;
+    }
+    g_message("pool %s: %s is new to vdiskd; recorded as %s", vdd_pool_get_name(self->pool),
+              self->name, format);
+    vdd_format_records_set(records, self->name, st, format);
+    return g_strdup(format);
+}
+
 VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key, GError **error)
 {
     int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
     if (fd < 0)
         return NULL;
-    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
-    g_autoptr(VdImage) img = vd_image_open_fd_opts(fd, path, NULL, flags, key ? key->open : NULL,
-                                                   key ? key->secrets : NULL, error);
+    struct stat st;
+    g_autofree char *format = fstat(fd, &st) == 0 ? trusted_format(self, fd, &st, error) : NULL;
+    if (format == NULL && error != NULL && *error == NULL)
+        vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
+    VdConfinement confine;
+    vdd_pool_get_confinement(self->pool, &confine);
+    VdImage *img =
+        format == NULL
+            ? NULL
+            : vd_image_open_fd_confined(fd, self->name, format, flags, key ? key->open : NULL,
+                                        key ? key->secrets : NULL, &confine, error);
     close(fd);
-    if (img == NULL) {
+    if (img == NULL)
         vdd_error_normalize(error);
+    return img;
+}
+
+/* The error of a raw volume whose content now looks like another format:
+ * read as raw all the same, but the owner should know (a guest wrote an
+ * image header into its disk, or someone filled it behind vdiskd). */
+static char *raw_content_warning(VddVolume *self, VdImage *img)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
+    int fd = open_file(self, O_RDONLY, &error);
+    const char *probed = fd >= 0 ? vd_probe_fd(fd, path, NULL, NULL) : NULL;
+    if (fd >= 0)
+        close(fd);
+    if (probed == NULL || g_str_equal(probed, "raw"))
         return NULL;
-    }
-    VddManager *manager = vdd_pool_get_manager(self->pool);
-    for (VdImage *layer = vd_image_backing(img); layer; layer = vd_image_backing(layer)) {
-        if (!vdd_manager_path_in_pools(manager, vd_image_filename(layer))) {
-            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "%s: backing file %s lies outside every pool", path,
-                        vd_image_filename(layer));
-            return NULL;
-        }
-    }
-    return g_steal_pointer(&img);
+    return g_strdup_printf("%s was recorded as raw, but its content now looks like %s; vdiskd "
+                           "keeps reading it as raw and never follows names stored in it",
+                           path, probed);
 }
 
 void vdd_volume_update(VddVolume *self)
 {
     g_autoptr(GError) error = NULL;
-    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
     int fd = open_file(self, O_RDONLY, &error);
     struct stat st = { 0 };
-    if (fd >= 0)
+    if (fd >= 0) {
         fstat(fd, &st);
-    g_autoptr(VdImage) img =
-        /* Describing a volume must work while a VM runs on it: read it as
-         * qemu-img info -U does, not refusing its writer. */
-        fd >= 0 ? vd_image_open_fd(fd, path, NULL, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, &error)
-                : NULL;
-    if (fd >= 0)
         close(fd);
+    }
+    /* Describing a volume must work while a VM runs on it: read it as
+     * qemu-img info -U does, not refusing its writer. */
+    g_autoptr(VdImage) img =
+        fd >= 0 ? vdd_volume_open(self, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, &error)
+                : NULL;
     g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
     g_object_freeze_notify(G_OBJECT(self->iface));
     vdd_dbus_volume_set_allocated_size(self->iface, (guint64)st.st_blocks * 512);
     if (info == NULL) {
-        const char *probed = NULL;
-        /* Say what it looks like, so the user can tell a broken qcow2 from
-         * a stray file. */
-        if (error && g_str_has_prefix(error->message, path)) {
-        }
-        vdd_dbus_volume_set_format(self->iface, probed ? probed : "");
+        vdd_dbus_volume_set_format(self->iface, "");
         vdd_dbus_volume_set_error(self->iface, error ? error->message : "cannot read");
         vdd_dbus_volume_set_virtual_size(self->iface, 0);
         vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
         g_object_thaw_notify(G_OBJECT(self->iface));
         return;
     }
+    g_autofree char *warning =
+        g_str_equal(info->format, "raw") ? raw_content_warning(self, img) : NULL;
     vdd_dbus_volume_set_format(self->iface, info->format);
-    vdd_dbus_volume_set_error(self->iface, "");
+    vdd_dbus_volume_set_error(self->iface, warning ? warning : "");
     vdd_dbus_volume_set_virtual_size(self->iface, info->virtual_size);
     vdd_dbus_volume_set_backing_file(self->iface,
                                      info->backing_filename ? info->backing_filename : "");
@@ -284,7 +354,7 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
     return vdd_copy_into_fd(w->image, vdd_new_file_fd(w->file), path, w->format, w->create,
                             w->key.secrets, 0, job, cancellable, error) &&
-           vdd_new_file_publish(w->file, error);
+           vdd_new_file_publish(w->file, w->format, error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
@@ -397,13 +467,23 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
     start_job(self, invocation, uid, "clone", w, clone_run);
 }
 
+/* Clone and CreateOverlay make a volume from this one: after the check to
+ * create it, the check to read this one. */
+static void clone_may_create(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    vdd_manager_authorize_read(vdd_pool_get_manager(self->pool), invocation, self, self,
+                               clone_authorized);
+}
+
 static gboolean handle_clone(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
                              const char *name, const char *format, GVariant *options,
                              VddVolume *self)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, clone_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "format",
-                          format, "operation", "clone", NULL);
+    const char *pool = vdd_pool_get_name(self->pool);
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, clone_may_create,
+                          "pool", pool, "volume", name, "format", format, "source-pool", pool,
+                          "source-volume", self->name, "operation", "clone", NULL);
     return TRUE;
 }
 
@@ -536,12 +616,32 @@ static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocat
     fail(self, invocation, uid, w, error);
 }
 
-static gboolean handle_copy_from(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                                 const char *source, GVariant *options, VddVolume *self)
+/* After the check to write this volume, the check to read the source. */
+static void copy_from_may_write(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, copy_from_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "source",
-                          source, "operation", "copy", NULL);
+    VddVolume *self = target;
+    const char *source_path;
+    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&o@a{sv})", &source_path,
+                  NULL);
+    VddManager *manager = vdd_pool_get_manager(self->pool);
+    VddVolume *source = vdd_manager_lookup_volume(manager, source_path);
+    if (source == NULL) {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", source_path));
+        return;
+    }
+    vdd_manager_authorize_read(manager, invocation, self, source, copy_from_authorized);
+}
+
+static gboolean handle_copy_from(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
+                                 const char *source_path, GVariant *options, VddVolume *self)
+{
+    VddManager *manager = vdd_pool_get_manager(self->pool);
+    VddVolume *source = vdd_manager_lookup_volume(manager, source_path);
+    vdd_manager_authorize(manager, invocation, self, copy_from_may_write, "pool",
+                          vdd_pool_get_name(self->pool), "volume", self->name, "source-pool",
+                          source ? vdd_pool_get_name(source->pool) : NULL, "source-volume",
+                          source ? source->name : NULL, "operation", "copy", NULL);
     return TRUE;
 }
 
@@ -658,9 +758,11 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
     g_autoptr(VddNewFile) file = vdd_pool_new_file(self->pool, name, &error);
     gboolean ok = file != NULL;
     if (ok) {
-        g_autofree char *path = vdd_pool_file_path(self->pool, name);
-        ok = vd_image_create_fd(vdd_new_file_fd(file), path, "qcow2", 0, create, &error) &&
-             vdd_new_file_publish(file, &error);
+        VdConfinement confine;
+        vdd_pool_get_confinement(self->pool, &confine);
+        ok = vd_image_create_fd_confined(vdd_new_file_fd(file), name, "qcow2", 0, create, NULL,
+                                         &confine, &error) &&
+             vdd_new_file_publish(file, "qcow2", &error);
     }
     vdd_volume_unlock_read(self);
     if (!ok) {
@@ -676,12 +778,20 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
     vdd_dbus_volume_complete_create_overlay(self->iface, invocation, vol->path);
 }
 
+static void overlay_may_create(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+{
+    VddVolume *self = target;
+    vdd_manager_authorize_read(vdd_pool_get_manager(self->pool), invocation, self, self,
+                               overlay_authorized);
+}
+
 static gboolean handle_create_overlay(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
                                       const char *name, GVariant *options, VddVolume *self)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, overlay_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", name, "format", "qcow2",
-                          "operation", "overlay", NULL);
+    const char *pool = vdd_pool_get_name(self->pool);
+    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, overlay_may_create,
+                          "pool", pool, "volume", name, "format", "qcow2", "source-pool", pool,
+                          "source-volume", self->name, "operation", "overlay", NULL);
     return TRUE;
 }
 
@@ -700,6 +810,7 @@ static void delete_authorized(gpointer target, GDBusMethodInvocation *invocation
         fail(self, invocation, uid, NULL, error);
         return;
     }
+    vdd_format_records_forget(vdd_pool_get_format_records(self->pool), self->name);
     /* Without this a power cut can bring the volume back; the file is gone
      * either way, so a failed sync is logged, not answered as a failure. */
     g_autoptr(GError) sync_error = NULL;
@@ -725,7 +836,7 @@ static gboolean handle_delete(VddDbusVolume *iface, GDBusMethodInvocation *invoc
 VddVolume *vdd_volume_new(VddPool *pool, const char *name)
 {
     VddVolume *self = g_object_new(VDD_TYPE_VOLUME, NULL);
-    self->pool = pool;
+    self->pool = g_object_ref(pool);
     self->name = g_strdup(name);
     g_autofree char *escaped = vdd_name_escape(name);
     self->path = g_strdup_printf("%s/%s", vdd_pool_get_object_path(pool), escaped);

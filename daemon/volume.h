@@ -13,6 +13,7 @@ G_DECLARE_FINAL_TYPE(VddVolume, vdd_volume, VDD, VOLUME, GObject)
 
 VddVolume *vdd_volume_new(VddPool *pool, const char *name);
 const char *vdd_volume_get_name(VddVolume *self);
+VddPool *vdd_volume_get_pool(VddVolume *self);
 const char *vdd_volume_get_object_path(VddVolume *self);
 GDBusObjectSkeleton *vdd_volume_get_object(VddVolume *self);
 
@@ -21,16 +22,18 @@ GDBusObjectSkeleton *vdd_volume_get_object(VddVolume *self);
 void vdd_volume_update(VddVolume *self);
 
 /* Jobs that write a volume hold its write lock, jobs that read it a read
- * lock; a writer also read-locks the volume's backing file in the pool, so
- * it is not written under it. Busy error naming the volume otherwise. */
+ * lock; either also read-locks the volume's backing chain in the pool, so
+ * that no volume below it is written or resized meanwhile. Busy error
+ * naming the volume otherwise. */
 gboolean vdd_volume_lock_write(VddVolume *self, GError **error);
 void vdd_volume_unlock_write(VddVolume *self);
 gboolean vdd_volume_lock_read(VddVolume *self, GError **error);
 void vdd_volume_unlock_read(VddVolume *self);
 gboolean vdd_volume_is_locked(VddVolume *self);
 
-/* Open the image (relative to the pool, no symlinks) with its backing
- * chain, which must lie inside the pools; key (may be NULL) opens an
- * encrypted one. */
+/* Open the image as its recorded format (volume-formats.h), never probed
+ * again, with its backing chain; every file it names (backing files, data
+ * files, extents) is opened beneath the pool's folder, never by path and
+ * never through a symbolic link. key (may be NULL) opens an encrypted one. */
 VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key,
                          GError **error);

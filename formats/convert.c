@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -461,6 +462,45 @@ typedef struct {
     char *folder; /* the hidden folder holding it, or NULL */
 } Partial;
 
+static void partial_remove(const Partial *p)
+{
+    if (p->folder == NULL) {
+        unlink(p->path);
+        return;
+    }
+    g_autoptr(GDir) folder = g_dir_open(p->folder, 0, NULL);
+    const char *entry;
+    while (folder != NULL && (entry = g_dir_read_name(folder)) != NULL) {
+        g_autofree char *path = g_build_filename(p->folder, entry, NULL);
+        unlink(path);
+    }
+    g_rmdir(p->folder);
+}
+
+/* Remove what an earlier convert to the same target left when it was
+ * killed: ".BASE.partial-PID" files (or a vmdk's folder of them) whose
+ * process is gone. One that is still running keeps its file. */
+static void remove_stale_partials(const char *dir, const char *base)
+{
+    g_autofree char *prefix = g_strdup_printf(".%s.partial-", base);
+    g_autoptr(GDir) folder = g_dir_open(dir, 0, NULL);
+    const char *entry;
+    while (folder != NULL && (entry = g_dir_read_name(folder)) != NULL) {
+        guint64 pid;
+        if (!g_str_has_prefix(entry, prefix) ||
+            !g_ascii_string_to_unsigned(entry + strlen(prefix), 10, 1, G_MAXINT, &pid, NULL) ||
+            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        g_autofree char *path = g_build_filename(dir, entry, NULL);
+        struct stat st;
+        if (lstat(path, &st) < 0)
+            continue;
+        Partial stale = { .path = path, .folder = S_ISDIR(st.st_mode) ? path : NULL };
+        if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
+            partial_remove(&stale);
+    }
+}
+
 static gboolean partial_plan(const char *target_path, const VdConvertOptions *opts, Partial *p)
 {
     struct stat st;
@@ -473,6 +513,7 @@ static gboolean partial_plan(const char *target_path, const VdConvertOptions *op
     g_autofree char *dir = g_path_get_dirname(target_path);
     g_autofree char *base = g_path_get_basename(target_path);
     g_autofree char *name = g_strdup_printf(".%s.partial-%d", base, (int)getpid());
+    remove_stale_partials(dir, base);
     if (!vmdk) {
         p->path = g_build_filename(dir, name, NULL);
         return TRUE;
@@ -523,21 +564,6 @@ static gboolean partial_finish(const Partial *p, const char *target_path, GError
     if (p->folder != NULL)
         g_rmdir(p->folder);
     return TRUE;
-}
-
-static void partial_remove(const Partial *p)
-{
-    if (p->folder == NULL) {
-        unlink(p->path);
-        return;
-    }
-    g_autoptr(GDir) folder = g_dir_open(p->folder, 0, NULL);
-    const char *entry;
-    while (folder != NULL && (entry = g_dir_read_name(folder)) != NULL) {
-        g_autofree char *path = g_build_filename(p->folder, entry, NULL);
-        unlink(path);
-    }
-    g_rmdir(p->folder);
 }
 
 static void partial_clear(Partial *p)

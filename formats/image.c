@@ -104,11 +104,9 @@ static const VdDriver *probe_file(VdFile *file, gboolean *fell_back, GError **er
     return probe_buffer(buf, sizeof buf, vd_file_name(file), fell_back);
 }
 
-const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error)
+/* What probing picks for an open file, an OVA included. */
+static const char *probe_open_file(VdFile *file, gboolean *fell_back_to_raw, GError **error)
 {
-    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
-    if (file == NULL)
-        return NULL;
     if (vd_ova_probe(file)) {
         if (fell_back_to_raw != NULL)
             *fell_back_to_raw = FALSE;
@@ -116,6 +114,18 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
     }
     const VdDriver *drv = probe_file(file, fell_back_to_raw, error);
     return drv != NULL ? drv->name : NULL;
+}
+
+const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error)
+{
+    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
+    return file != NULL ? probe_open_file(file, fell_back_to_raw, error) : NULL;
+}
+
+const char *vd_probe_fd(int fd, const char *name, gboolean *fell_back_to_raw, GError **error)
+{
+    g_autoptr(VdFile) file = vd_file_open_fd(fd, name, error);
+    return file != NULL ? probe_open_file(file, fell_back_to_raw, error) : NULL;
 }
 
 /* ----- paths of files named inside images ----- */
@@ -270,6 +280,22 @@ static char *normalise_beneath(const char *rel)
 static const VdConfinement *confinement(VdImage *img)
 {
     return img->open_ctx != NULL ? img->open_ctx->confine : NULL;
+}
+
+/* The name beneath c of the image a caller opens or creates there (name
+ * relative to dirfd, or absolute under dir_path), folded; NULL with an
+ * error when it is not a file beneath c. */
+static char *confined_top_name(const VdConfinement *c, const char *name, GError **error)
+{
+    const char *beneath = g_path_is_absolute(name) ? path_under(c->dir_path, name) : name;
+    char *rel = beneath != NULL ? normalise_beneath(beneath) : NULL;
+    if (rel == NULL || g_str_equal(rel, ".")) {
+        g_free(rel);
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
+                    c->dir_path);
+        return NULL;
+    }
+    return rel;
 }
 
 /* Where name, found inside the image whose name beneath c is base, lies
@@ -682,14 +708,11 @@ VdImage *vd_image_open_fd_confined(int fd, const char *name, const char *format,
                                    const VdConfinement *confine, GError **error)
 {
     g_return_val_if_fail(confine != NULL && confine->dir_path != NULL, NULL);
-    const char *beneath = g_path_is_absolute(name) ? path_under(confine->dir_path, name) : name;
-    if (beneath == NULL || *beneath == '\0') {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
-                    confine->dir_path);
+    g_autofree char *rel = confined_top_name(confine, name, error);
+    if (rel == NULL)
         return NULL;
-    }
-    g_autofree char *label = g_build_filename(confine->dir_path, beneath, NULL);
-    return open_fd(fd, label, beneath, format, flags, open_opts, secrets, confine, error);
+    g_autofree char *label = g_build_filename(confine->dir_path, rel, NULL);
+    return open_fd(fd, label, rel, format, flags, open_opts, secrets, confine, error);
 }
 
 VdImage *vd_image_ref(VdImage *img)
@@ -1423,13 +1446,9 @@ gboolean vd_image_create_fd_confined(int fd, const char *name, const char *forma
                                      const VdConfinement *confine, GError **error)
 {
     g_return_val_if_fail(confine != NULL && confine->dir_path != NULL, FALSE);
-    const char *beneath = g_path_is_absolute(name) ? path_under(confine->dir_path, name) : name;
-    g_autofree char *rel = beneath != NULL ? normalise_beneath(beneath) : NULL;
-    if (rel == NULL || g_str_equal(rel, ".")) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s lies outside %s", name,
-                    confine->dir_path);
+    g_autofree char *rel = confined_top_name(confine, name, error);
+    if (rel == NULL)
         return FALSE;
-    }
     g_autofree char *label = g_build_filename(confine->dir_path, rel, NULL);
     return create_fd(fd, label, rel, format, size, opts, secrets, confine, 0, error);
 }

@@ -180,6 +180,9 @@ VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFl
 /* The format probing would pick for path ("ova" for an OVA appliance);
  * *fell_back_to_raw is set when nothing matched and it settled on raw. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);
+/* Same, on a descriptor (dup'ed; its offset is left alone), reading only
+ * the first bytes: no table is parsed and no other file opened. */
+const char *vd_probe_fd(int fd, const char *name, gboolean *fell_back_to_raw, GError **error);
 /* Open with qemu's --image-opts style options (open_opts may be NULL:
  * "encrypt.key-secret=ID" for qcow2/qcow, "key-secret=ID" for luks) and
  * the secrets they name (may be NULL). The backing chain gets the same.

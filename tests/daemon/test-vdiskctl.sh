@@ -138,9 +138,11 @@ create() {
     ctl create t/a.qcow2 64M | grep -qx 'Created t/a.qcow2 (qcow2, 64 MiB).'
     qemu-img check -q "$POOL/a.qcow2"
     [[ $(vsize "$POOL/a.qcow2") == 67108864 ]]
-    ctl create -q t/b.vmdk 16M -o subformat=monolithicFlat   # format from the extension
+    ctl create -q t/b.vmdk 16M   # format from the extension
     qemu-img info "$POOL/b.vmdk" | grep -q 'file format: vmdk'
-    [[ -e $POOL/b-flat.vmdk ]]
+    # a layout that makes files beside the volume by name is not for vdiskd
+    fails "needs files of its own" ctl create -q t/flat.vmdk 16M -o subformat=monolithicFlat
+    [[ ! -e $POOL/flat.vmdk && ! -e $POOL/flat-flat.vmdk ]]
     ctl create -f raw t/c 1M >/dev/null
     qemu-img info "$POOL/c" | grep -q 'file format: raw'
     ctl create t/d.qcow2 8M -o cluster_size=128k,lazy_refcounts=on -o compat=1.1 >/dev/null

@@ -232,9 +232,13 @@ class Env:
                 self.users.append(user)
         self.pids.append(subprocess.Popen(["/usr/lib/polkit-1/polkitd", "--no-debug"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)
-        self.log = open(os.path.join(self.t, "vdiskd.log"), "w")
+        self.log = open(os.path.join(self.t, "vdiskd.log"), "a")
         self.state = os.path.join(self.t, "state")
         os.makedirs(self.state, exist_ok=True)
+        self.start_vdiskd()
+
+    def start_vdiskd(self, timeout=10):
+        """Start vdiskd (again, after a test killed it) and wait for its name."""
         denv = dict(os.environ, STATE_DIRECTORY=self.state)
         denv.update(self.vdiskd_env)
         self.daemon = subprocess.Popen([self.vdiskd, "--idle-timeout=0",
@@ -242,13 +246,14 @@ class Env:
                                        + self.vdiskd_args,
                                        stdout=self.log, stderr=self.log, env=denv)
         self.pids.append(self.daemon.pid)
-        for _ in range(100):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             r = subprocess.run(["gdbus", "introspect", "--system", "--dest", BUS, "--object-path",
-                                ROOT + "/Manager"], capture_output=True)
+                                ROOT + "/Manager"], capture_output=True, timeout=timeout)
             if r.returncode == 0:
                 return
             time.sleep(0.1)
-        raise RuntimeError("vdiskd did not come up")
+        raise RuntimeError("vdiskd did not come up within %d s" % timeout)
 
     def stop(self):
         for pid in reversed(self.pids):
@@ -269,6 +274,9 @@ class Env:
                 os.unlink(f)
             except FileNotFoundError:  # another run's cleanup got there first
                 pass
+        keep = os.environ.get("VDISKD_TEST_LOG")  # where to keep vdiskd's log, for debugging
+        if keep:
+            shutil.copy(os.path.join(self.t, "vdiskd.log"), keep)
         shutil.rmtree(self.t, ignore_errors=True)
 
 

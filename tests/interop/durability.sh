@@ -117,6 +117,25 @@ convert_refuses() {
 }
 case_run "bad -t/-T and -C are refused clearly" convert_refuses
 
+convert_stale_partials() {
+    pattern_raw src.raw 4M
+    # what a killed convert left: its process is gone
+    sh -c 'exit 0' & local dead=$!
+    wait "$dead"
+    echo half >".out.qcow2.partial-$dead"
+    mkdir ".out.vmdk.partial-$dead" && echo half >".out.vmdk.partial-$dead/out-flat.vmdk"
+    # a running convert's file is kept
+    sleep 30 & local alive=$!
+    echo busy >".out.qcow2.partial-$alive"
+    "$VDISK" convert -q -f raw -O qcow2 src.raw out.qcow2
+    "$VDISK" convert -q -f raw -O vmdk src.raw out.vmdk
+    kill "$alive"
+    [[ ! -e .out.qcow2.partial-$dead && ! -e .out.vmdk.partial-$dead ]] || { ls -a; return 1; }
+    [[ -e .out.qcow2.partial-$alive ]]
+    same_guest src.raw raw out.qcow2 qcow2
+}
+case_run "convert removes what a killed convert to the same target left" convert_stale_partials
+
 # ---- create, resize, snapshots ----
 
 create_syncs() {
