@@ -559,6 +559,37 @@ static void test_tables_past_eof(Pool *p, gconstpointer data)
     }
 }
 
+/* The caller's own name for the image is folded and must stay beneath
+ * the pool too: it is where relative names inside the image start. */
+static void test_top_name(Pool *p, gconstpointer data)
+{
+    if (!have_qemu())
+        return;
+    g_autofree char *base = in_pool(p, "base.qcow2");
+    make_base(base);
+    make_overlay(p, "vm.qcow2", "base.qcow2");
+    g_autofree char *sub = in_pool(p, "sub");
+    g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+    g_autofree char *path = in_pool(p, "vm.qcow2");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const char *outside[] = { "../vm.qcow2", "sub/../../vm.qcow2", "/etc/vm.qcow2", "." };
+    for (gsize i = 0; i < G_N_ELEMENTS(outside); i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VdImage) img =
+            vd_image_open_fd_confined(fd, outside[i], NULL, 0, NULL, NULL, &p->confine, &error);
+        g_assert_null(img);
+        g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull(strstr(error->message, "lies outside"));
+    }
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img =
+        vd_image_open_fd_confined(fd, "sub/../vm.qcow2", NULL, 0, NULL, NULL, &p->confine, &error);
+    close(fd);
+    g_assert_no_error(error);
+    g_assert_cmpstr(vd_image_filename(img), ==, path);
+    check_base_data(img);
+}
+
 /* ----- creating an overlay in the pool ----- */
 
 /* Create name (in the pool) as a qcow2 over backing, confined; the
@@ -743,6 +774,7 @@ int main(int argc, char **argv)
     ADD("/confine/metadata-bound", test_metadata_bound);
     ADD("/confine/table-past-eof", test_table_past_eof);
     ADD("/confine/tables-past-eof", test_tables_past_eof);
+    ADD("/confine/top-name", test_top_name);
     ADD("/confine/create-overlay", test_create_overlay);
     ADD("/confine/create-other-formats", test_create_other_formats);
     ADD("/confine/create-no-folder", test_create_no_folder);
