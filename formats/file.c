@@ -191,8 +191,11 @@ static int walk_beneath(int dirfd, const char *rel, int flags)
 int vd_openat_beneath(int dirfd, const char *rel, int flags, gboolean use_openat2)
 {
     if (use_openat2) {
+        /* EPERM: a container's system call filter that predates openat2
+         * refuses it so; the walk is as safe, and says EPERM again if the
+         * file itself was the reason. */
         int fd = openat2_beneath(dirfd, rel, flags);
-        if (fd >= 0 || errno != ENOSYS)
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
             return fd;
     }
     return walk_beneath(dirfd, rel, flags);
