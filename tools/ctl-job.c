@@ -152,7 +152,9 @@ static gboolean on_interrupt(gpointer data)
     CtlJobWatch *watch = data;
 
     if (watch->cancel_sent) {
-        fprintf(stderr, "\nvdiskctl: interrupted again; not waiting for job %s\n", watch->target);
+        fprintf(stderr,
+                "\nvdiskctl: interrupted again; not waiting for job %s (vdiskd cancels it)\n",
+                watch->target);
         _exit(130);
     }
     watch->cancel_sent = TRUE;
@@ -229,21 +231,58 @@ gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *lab
     return FALSE;
 }
 
+/* params with detach = true added to the options every method takes last. */
+static GVariant *detached_params(GVariant *params)
+{
+    g_autoptr(GVariant) sunk = g_variant_ref_sink(params);
+    gsize n = g_variant_n_children(sunk);
+    g_autofree GVariant **children = g_new0(GVariant *, n);
+    GVariantBuilder options;
+
+    for (gsize i = 0; i + 1 < n; i++)
+        children[i] = g_variant_get_child_value(sunk, i);
+    g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+    {
+        g_autoptr(GVariant) old = g_variant_get_child_value(sunk, n - 1);
+        GVariantIter it;
+        const char *key;
+        GVariant *value;
+
+        g_variant_iter_init(&it, old);
+        while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+            g_variant_builder_add(&options, "{sv}", key, value);
+            g_variant_unref(value);
+        }
+    }
+    g_variant_builder_add(&options, "{sv}", "detach", g_variant_new_boolean(TRUE));
+    children[n - 1] = g_variant_builder_end(&options);
+    return g_variant_new_tuple(children, n);
+}
+
 gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char *method,
                       GVariant *params, GUnixFDList *fds, const char *label, char **volume,
                       GError **error)
 {
     g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
-    g_autoptr(GVariant) reply =
-        ctl_call(ctl, path, iface, method, params, volume != NULL ? "(oo)" : "(o)", fds, error);
+    g_autoptr(GVariant) reply = NULL;
     const char *job;
 
+    if (ctl->detach)
+        params = detached_params(params);
+    reply = ctl_call(ctl, path, iface, method, params, volume != NULL ? "(oo)" : "(o)", fds, error);
     if (reply == NULL)
         return FALSE;
     if (volume != NULL)
         g_variant_get(reply, "(o&o)", volume, &job);
     else
         g_variant_get(reply, "(&o)", &job);
+    if (ctl->detach) {
+        /* The job outlives us; what it makes is for 'vdiskctl jobs' and the
+         * job's own properties to tell. */
+        printf("%s\n", job);
+        fflush(stdout);
+        exit(EXIT_SUCCESS);
+    }
     return ctl_job_watch_wait(watch, job, label, error);
 }
 

@@ -116,10 +116,10 @@ const CtlCommand ctl_cmd_create = {
     .name = "create",
     .operands = "POOL/VOLUME SIZE",
     .summary = "create an empty volume",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_OBJECT,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_DETACH | CTL_OPT_OBJECT,
     .help = CTL_HELP_FORMAT
     "                         otherwise qcow2\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_NEW_KEY
-        CTL_HELP_OBJECT CTL_HELP_PROGRESS,
+        CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH,
     .notes = "SIZE takes the suffixes K, M, G, T (powers of 1024).\n",
     .examples = "  vdiskctl create default/web.qcow2 20G\n"
                 "  vdiskctl create default/secret.qcow2 20G --object secret,id=k,file=pw \\\n"
@@ -166,11 +166,12 @@ const CtlCommand ctl_cmd_import = {
     .name = "import",
     .operands = "FILE POOL/VOLUME",
     .summary = "copy an image file of yours into a pool, in any format",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_SOURCE | CTL_OPT_OBJECT,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_DETACH |
+               CTL_OPT_SOURCE | CTL_OPT_OBJECT,
     .help = CTL_HELP_FORMAT
     "                         otherwise qcow2\n"
     "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS,
+        CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH,
     .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
              "it by name: you need no access to the pool's directory.\n",
     .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
@@ -254,10 +255,11 @@ const CtlCommand ctl_cmd_clone = {
     .name = "clone",
     .operands = "POOL/VOLUME NEWNAME",
     .summary = "copy a volume within its pool, in any format",
-    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY,
+    .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_DETACH |
+               CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = CTL_HELP_FORMAT
     "                         otherwise the volume's format\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_NEW_KEY CTL_HELP_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS,
+        CTL_HELP_NEW_KEY CTL_HELP_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH,
     .examples = "  vdiskctl clone default/base.qcow2 test.qcow2\n"
                 "  vdiskctl clone default/base.qcow2 base.vmdk\n"
                 "  vdiskctl clone default/secret.qcow2 plain.raw --object secret,id=k,file=pw \\\n"
@@ -291,10 +293,11 @@ const CtlCommand ctl_cmd_copy = {
     .name = "copy",
     .operands = "POOL/SOURCE POOL/TARGET",
     .summary = "write a volume's content over another, existing one",
-    .options = CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY | CTL_OPT_TARGET_KEY,
+    .options =
+        CTL_OPT_PROGRESS | CTL_OPT_DETACH | CTL_OPT_OBJECT | CTL_OPT_KEY | CTL_OPT_TARGET_KEY,
     .help = "  --key-secret ID        the --object secret that opens an encrypted SOURCE\n"
             "  --target-key-secret ID the one that opens an encrypted TARGET\n" CTL_HELP_OBJECT
-                CTL_HELP_PROGRESS,
+                CTL_HELP_PROGRESS CTL_HELP_DETACH,
     .notes = "TARGET keeps its format, options and encryption, and must be at least as\n"
              "large as SOURCE (as with qemu-img convert -n); what it held is lost.\n",
     .examples = "  vdiskctl copy default/golden.qcow2 default/vm1.qcow2\n"
@@ -361,10 +364,10 @@ const CtlCommand ctl_cmd_resize = {
     .name = "resize",
     .operands = "POOL/VOLUME [+|-]SIZE",
     .summary = "change a volume's virtual size",
-    .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS | CTL_OPT_OBJECT | CTL_OPT_KEY,
+    .options = CTL_OPT_SHRINK | CTL_OPT_PROGRESS | CTL_OPT_DETACH | CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = "  --shrink               allow making the volume smaller (data past the\n"
             "                         new end is lost)\n" CTL_HELP_KEY CTL_HELP_OBJECT
-                CTL_HELP_PROGRESS,
+                CTL_HELP_PROGRESS CTL_HELP_DETACH,
     .notes = "+SIZE and -SIZE are relative to the current size.\n",
     .examples = "  vdiskctl resize default/web.qcow2 40G\n"
                 "  vdiskctl resize default/web.qcow2 +10G\n"

@@ -35,6 +35,7 @@ typedef enum {
     CTL_OPT_OBJECT = 1 << 7,     /* --object secret,... */
     CTL_OPT_KEY = 1 << 8,        /* --key-secret ID: opens the named volume */
     CTL_OPT_TARGET_KEY = 1 << 9, /* --target-key-secret ID (copy) */
+    CTL_OPT_DETACH = 1 << 10,    /* --detach: start the job, do not wait */
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -47,6 +48,7 @@ typedef struct {
     gboolean progress;
     gboolean shrink;
     gboolean no_ask_password;
+    gboolean detach;
     const char *format;        /* -f, or -O where the command has both */
     const char *source_format; /* -f of convert, --source-format of import */
     GPtrArray *create_options; /* -o texts, borrowed from argv */
@@ -67,6 +69,9 @@ typedef struct {
     "                         compression_type, backing_file, backing_fmt, ...\n"
 #define CTL_HELP_PROGRESS \
     "  -p, --progress         show progress even when stderr is not a terminal\n"
+#define CTL_HELP_DETACH                                                        \
+    "  --detach               print the job's path and leave it running; by\n" \
+    "                         default vdiskd cancels a job when vdiskctl exits\n"
 #define CTL_HELP_OBJECT                                                          \
     "  --object secret,id=ID,file=FILE\n"                                        \
     "                         a passphrase, read by vdiskctl with your rights\n" \

@@ -28,6 +28,7 @@ enum {
     OPT_OBJECT,
     OPT_KEY_SECRET,
     OPT_TARGET_KEY_SECRET,
+    OPT_DETACH,
 };
 
 /* Every option, and which commands take it (0: all of them). */
@@ -55,6 +56,7 @@ static const struct {
     { { "target-key-secret", required_argument, NULL, OPT_TARGET_KEY_SECRET },
       CTL_OPT_TARGET_KEY,
       NULL },
+    { { "detach", no_argument, NULL, OPT_DETACH }, CTL_OPT_DETACH, NULL },
 };
 
 static gboolean takes(const CtlCommand *cmd, CtlOptionMask needs)
@@ -201,6 +203,9 @@ static void apply_option(Ctl *ctl, const CtlCommand *cmd, int opt, const char *a
         break;
     case OPT_TARGET_KEY_SECRET:
         ctl->volume_key_secret = arg;
+        break;
+    case OPT_DETACH:
+        ctl->detach = TRUE;
         break;
     default:
         g_assert_not_reached();
