@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -174,19 +173,26 @@ static GHashTable *list_files(VddPool *self)
     return names;
 }
 
-/* The pid in a new file's hidden name (".NAME.partial-PID-N"), or 0. */
+/* The pid in a new file's hidden name: vdiskd's ".NAME.partial-PID-N", or
+ * the shim's ".NAME.partial-PID" (a copy into another pool on a file
+ * system without O_TMPFILE); 0 for any other name. */
 static pid_t partial_file_pid(const char *name)
 {
     const char *mark = g_strrstr(name, ".partial-");
-    int pid = 0, serial;
-    if (name[0] != '.' || mark == NULL || sscanf(mark, ".partial-%d-%d", &pid, &serial) != 2)
+    if (name[0] != '.' || mark == NULL)
         return 0;
-    return pid > 0 ? pid : 0;
+    g_auto(GStrv) parts = g_strsplit(mark + strlen(".partial-"), "-", 3);
+    guint n = g_strv_length(parts);
+    guint64 pid, serial;
+    if (n < 1 || n > 2 || !g_ascii_string_to_unsigned(parts[0], 10, 1, G_MAXINT, &pid, NULL) ||
+        (n == 2 && !g_ascii_string_to_unsigned(parts[1], 10, 0, G_MAXINT, &serial, NULL)))
+        return 0;
+    return (pid_t)pid;
 }
 
-/* Is pid a vdiskd that may still be writing (this one, or another one
- * running meanwhile)? */
-static gboolean vdiskd_is_running(pid_t pid)
+/* Is pid a vdiskd or a shim that may still be writing (this vdiskd, or
+ * another program of ours running meanwhile)? */
+static gboolean writer_is_running(pid_t pid)
 {
     if (pid == getpid())
         return TRUE;
@@ -194,11 +200,14 @@ static gboolean vdiskd_is_running(pid_t pid)
     g_autofree char *comm = NULL;
     if (!g_file_get_contents(comm_path, &comm, NULL, NULL))
         return FALSE;
-    return g_str_equal(g_strstrip(comm), "vdiskd");
+    g_strstrip(comm);
+    /* comm is cut at 15 bytes: "vdisk-qemu-img" fits. */
+    return g_str_equal(comm, "vdiskd") || g_str_equal(comm, "vdisk-qemu-img");
 }
 
-/* A vdiskd that crashed or was killed mid-import left its hidden partial
- * files behind: they were never volumes, and nobody will finish them. */
+/* A vdiskd that crashed or was killed mid-import (or a shim killed
+ * mid-copy) left its hidden partial files behind: they were never
+ * volumes, and nobody will finish them. */
 static void remove_stale_partial_files(VddPool *self)
 {
     int fd = openat(self->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -212,7 +221,7 @@ static void remove_stale_partial_files(VddPool *self)
     while ((de = readdir(dir)) != NULL) {
         pid_t pid = partial_file_pid(de->d_name);
         struct stat st;
-        if (pid == 0 || vdiskd_is_running(pid) ||
+        if (pid == 0 || writer_is_running(pid) ||
             fstatat(self->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
             continue;
         if (unlinkat(self->dirfd, de->d_name, 0) == 0)

@@ -280,16 +280,20 @@ def tests(env):
 
     @case("vdiskd's restart removes the hidden partial files a killed import left")
     def _():
-        leftover = os.path.join(pool, ".half.qcow2.partial-999999-0")
-        with open(leftover, "wb") as f:
-            f.write(b"half")
+        gone = subprocess.Popen(["true"])
+        gone.wait()  # a pid that is no process now
+        leftover = os.path.join(pool, ".half.qcow2.partial-%d-0" % gone.pid)
+        shim_leftover = os.path.join(pool, ".copy.raw.partial-%d" % gone.pid)
+        for f in (leftover, shim_leftover):
+            with open(f, "wb") as out:
+                out.write(b"half")
         mine = os.path.join(pool, ".keep.partial-x")  # not a partial file's name: kept
         open(mine, "w").close()
         env.daemon.send_signal(signal.SIGKILL)
         env.daemon.wait(timeout=30)
         env.start_vdiskd(timeout=15)
         assert run("root", "add-pool", "p", pool)[0] == 0
-        assert not os.path.exists(leftover)
+        assert not os.path.exists(leftover) and not os.path.exists(shim_leftover)
         assert os.path.exists(mine)
         rc, out = run("root", "volume-props", "p", "half.qcow2")
         assert rc != 0, out

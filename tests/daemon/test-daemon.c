@@ -1,8 +1,14 @@
 /* Unit tests of libvdiskd: no bus, no polkit. */
 #include <string.h>
 
+#include <fcntl.h>
+#include <glib/gstdio.h>
+
 #include "bouncer.h"
 #include "daemon.h"
+#include "manager.h"
+#include "pool.h"
+#include "volume.h"
 #include "errors.h"
 #include "names.h"
 #include "options.h"
@@ -164,6 +170,39 @@ static void test_error_names(void)
     g_assert_error(c2, VDD_ERROR, VDD_ERROR_CORRUPT);
 }
 
+/* A job holds its volume; the volume holds its pool and so the pool's
+ * folder descriptor, after libvirt stopped the pool (a job once read the
+ * freed pool as it finished, and could unlink through a reused
+ * descriptor). */
+static void test_volume_keeps_pool(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("vdiskd-pool-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(dir, "v.raw", NULL);
+    g_assert_true(g_file_set_contents(file, "data", 4, NULL));
+    g_setenv("STATE_DIRECTORY", dir, TRUE);
+    g_autoptr(VddManager) manager = vdd_manager_new();
+    VddPool *pool = vdd_manager_add_pool(manager, "t", dir, NULL);
+    g_assert_nonnull(pool);
+    VddVolume *vol = g_object_ref(vdd_pool_lookup_volume(pool, "v.raw"));
+    g_object_add_weak_pointer(G_OBJECT(pool), (gpointer *)&pool);
+    g_assert_true(vdd_manager_remove_pool(manager, "t"));
+    g_assert_nonnull(pool); /* the volume's job still runs */
+    g_assert_true(vdd_volume_get_pool(vol) == pool);
+    g_assert_cmpint(fcntl(vdd_pool_get_dirfd(pool), F_GETFD), >=, 0);
+    g_object_unref(vol); /* the job is done */
+    g_assert_null(pool);
+    g_autofree char *records = g_build_filename(dir, "formats", NULL);
+    g_autoptr(GDir) d = g_dir_open(records, 0, NULL);
+    const char *name;
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        g_autofree char *path = g_build_filename(records, name, NULL);
+        g_unlink(path);
+    }
+    g_rmdir(records);
+    g_unlink(file);
+    g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -173,5 +212,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/daemon-options", test_daemon_options);
     g_test_add_func("/daemon/config", test_config);
     g_test_add_func("/daemon/error-names", test_error_names);
+    g_test_add_func("/daemon/volume-keeps-pool", test_volume_keeps_pool);
     return g_test_run();
 }
