@@ -483,7 +483,6 @@ static void test_image_qcow2(void)
         g_autoptr(VdImage) img = vd_image_open_opts(base, "qcow2", 0, oopts, secrets, &error);
         g_assert_no_error(error);
         VdCheckResult res = { 0 };
-        res.messages = g_ptr_array_new_with_free_func(g_free);
         g_assert_true(vd_image_check(img, VD_CHECK_REPAIR_NONE, &res, &error));
         g_assert_cmpuint(res.corruptions, ==, 0);
         g_assert_cmpuint(res.leaks, ==, 0);
