@@ -80,8 +80,11 @@ vdisk_services_start() {
   /usr/lib/polkit-1/polkitd ${VDISK_POLKITD_DEBUG:---no-debug} >"$dir/polkitd.log" 2>&1 &
   VDISK_SERVICE_PIDS+=("$!")
   vdisk_wait_for_name org.freedesktop.PolicyKit1 || { cat "$dir/polkitd.log" >&2; return 1; }
-  mkdir -p "$dir/pools.d"
-  "${BUILD:-build}"/daemon/vdiskd --idle-timeout=0 --config-dir="$dir/pools.d" >"$dir/vdiskd.log" 2>&1 &
+  mkdir -p "$dir/pools.d" "$dir/state"
+  # Its recorded volume formats stay with the run, as systemd's
+  # StateDirectory= would keep them in /var/lib/vdisk.
+  STATE_DIRECTORY=$dir/state "${BUILD:-build}"/daemon/vdiskd --idle-timeout=0 \
+    --config-dir="$dir/pools.d" >"$dir/vdiskd.log" 2>&1 &
   VDISK_DAEMON_PID=$!
   VDISK_SERVICE_PIDS+=("$VDISK_DAEMON_PID")
   vdisk_wait_for_name org.vdisk.VDisk1 || { cat "$dir/vdiskd.log" >&2; return 1; }
