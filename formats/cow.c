@@ -223,8 +223,10 @@ static gboolean parse_backing(VdImage *img, const guint8 *hdr, GError **error)
         vd_set_error(error, img, VD_ERROR_CORRUPT, "backing file name is not NUL-terminated");
         return FALSE;
     }
-    if (len > 0)
+    if (len > 0) {
+        g_free(img->backing_name); /* an explicit parent, which wins after open */
         img->backing_name = g_strndup(field, len);
+    }
     return TRUE;
 }
 

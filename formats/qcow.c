@@ -454,6 +454,7 @@ static gboolean parse_backing(VdImage *img, const guint8 *hdr, GError **error)
         return FALSE;
     }
     /* qcow cannot record the backing format: the generic layer probes it. */
+    g_free(img->backing_name); /* an explicit parent, which wins after open */
     img->backing_name = g_steal_pointer(&name);
     return TRUE;
 }

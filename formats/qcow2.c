@@ -557,6 +557,7 @@ static gboolean read_backing_name(VdImage *img, Qcow2State *s, const guint8 *h, 
     }
     if (len == 0)
         return TRUE;
+    g_free(img->backing_name); /* an explicit parent, which wins after open */
     img->backing_name = g_strndup((const char *)h + off, len);
     if (strlen(img->backing_name) != len) {
         vd_set_error(error, img, VD_ERROR_CORRUPT, "backing file name contains a NUL byte");

@@ -320,6 +320,7 @@ static gboolean vmdk_open(VdImage *img, GError **error)
         img->size += extent_at(s, i)->length;
     const char *hint = s->desc->parent_hint;
     if (hint != NULL && *hint != '\0') {
+        g_free(img->backing_name); /* an explicit parent, which wins after open */
         img->backing_name = g_strdup(hint);
         img->backing_format = g_strdup("vmdk"); /* VMware chains are vmdk throughout */
     }

@@ -668,7 +668,9 @@ static void test_corrupt(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    if (!g_find_program_in_path("qemu-img") || !g_find_program_in_path("qemu-io")) {
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    g_autofree char *qemu_io = g_find_program_in_path("qemu-io");
+    if (qemu_img == NULL || qemu_io == NULL) {
         g_print("1..0 # SKIP qemu-img and qemu-io are needed\n");
         return 77;
     }
