@@ -525,22 +525,12 @@ typedef struct {
     GError *error;
 } Inspect;
 
-/* The metadata tables (L1, refcount tables, block maps, grain directories)
- * one open of a caller's own file may read for anyone but root, as for a
- * volume: a crafted header cannot make vdiskd read and hold gigabytes. */
-#define CALLER_FILE_MAX_METADATA (64u << 20)
-
-/* Open a caller's own file on a worker thread. No name stored in it is
- * ever opened (flags carry VD_OPEN_NO_RELATED_FILES); the confinement has
- * no folder at all and only bounds the metadata. */
-static VdImage *open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
-                                 guint32 uid, GError **error)
+VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
+                              guint32 uid, GError **error)
 {
     if (uid == 0)
         return vd_image_open_fd(fd, label, format, flags, error);
-    const VdConfinement bound = { .dirfd = -1,
-                                  .dir_path = "",
-                                  .max_metadata = CALLER_FILE_MAX_METADATA };
+    const VdConfinement bound = { .dirfd = -1, .dir_path = "", .max_metadata = VDD_MAX_METADATA };
     return vd_image_open_fd_confined(fd, label, format, flags, NULL, NULL, &bound, error);
 }
 
@@ -548,8 +538,8 @@ static void inspect_run(gpointer data)
 {
     Inspect *in = data;
     g_autoptr(VdImage) img =
-        open_caller_file(in->fd, "caller's file", in->format,
-                         VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, in->uid, &in->error);
+        vdd_open_caller_file(in->fd, "caller's file", in->format,
+                             VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, in->uid, &in->error);
     if (img != NULL)
         in->info = vd_image_get_info(img, &in->error);
 }
@@ -666,8 +656,8 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
     /* Opened here, not on the main loop: parsing the caller's header is
      * image work like the copy. */
     g_autoptr(VdImage) source =
-        open_caller_file(w->source_fd, "caller's source file", w->source_format,
-                         VD_OPEN_NO_RELATED_FILES, w->uid, error);
+        vdd_open_caller_file(w->source_fd, "caller's source file", w->source_format,
+                             VD_OPEN_NO_RELATED_FILES, w->uid, error);
     return source != NULL &&
            vdd_copy_into_fd(source, w->target_fd, "caller's target file", w->format, w->create,
                             NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);

@@ -82,6 +82,20 @@ void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
                   GError **error);
 
+/* The metadata tables (L1 and refcount tables, block maps, grain
+ * directories) one open may read into memory, for a volume and for a
+ * caller's file alike: enough for any real image (a 2 TiB VDI's block map
+ * is 8 MiB; qemu caps a qcow2's L1 table at 32 MiB), far below what a
+ * crafted header claims, so it cannot make vdiskd read and hold gigabytes
+ * (and a volume described on the main loop cannot hold it for long). */
+#define VDD_MAX_METADATA (64u << 20)
+
+/* Open a caller's own file (on a worker thread). No name stored in it is
+ * ever opened (flags carry VD_OPEN_NO_RELATED_FILES); for anyone but root
+ * its metadata is bounded by VDD_MAX_METADATA. */
+VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
+                              guint32 uid, GError **error);
+
 /* Snapshots (of VdSnapshotInfo) as a(ssttt): id, name, date, vm-clock,
  * vm-state-size. Floating. */
 GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);

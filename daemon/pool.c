@@ -64,18 +64,11 @@ VddManager *vdd_pool_get_manager(VddPool *self) { return self->manager; }
 int vdd_pool_get_dirfd(VddPool *self) { return self->dirfd; }
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self) { return self->formats; }
 
-/* How much of a volume's metadata one open may read into memory: enough
- * for any real image (a 2 TiB VDI's block map is 8 MiB; qemu caps a
- * qcow2's L1 table at 32 MiB), far below what a crafted header claims.
- * Volumes are described and opened on the main loop, so this also bounds
- * how long one open can hold it. */
-#define VOLUME_MAX_METADATA (64u << 20)
-
 void vdd_pool_get_confinement(VddPool *self, VdConfinement *confine)
 {
     confine->dirfd = self->dirfd;
     confine->dir_path = self->directory;
-    confine->max_metadata = VOLUME_MAX_METADATA;
+    confine->max_metadata = VDD_MAX_METADATA;
 }
 
 char *vdd_pool_file_path(VddPool *self, const char *name)
@@ -360,6 +353,7 @@ typedef struct {
     VdOptions *create;
     VdSecrets *secrets; /* that encrypt.key-secret names, or NULL */
     int source_fd;      /* import: the caller's file, opened by the job */
+    guint32 uid;        /* the caller's */
     char *source_format;
 } NewVolumeWork;
 
@@ -543,6 +537,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
         return;
     }
     w->source_format = g_strdup(source_format);
+    w->uid = uid;
     start_new_volume(self, invocation, uid, w, "import");
 }
 
