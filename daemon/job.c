@@ -59,8 +59,7 @@ struct _VddJob {
     VddDbusObjectSkeleton *object;
     VddDbusJob *iface;
     GCancellable *cancellable;
-    guint caller_watch;
-    char *caller;
+    guint caller_watch; /* while the caller's bus name is watched */
     gboolean caller_gone;
 
     VddJobFunc func;
@@ -99,15 +98,20 @@ static gboolean uid_is_privileged(guint32 uid)
     if (vdd_job_privileged_group == NULL || *vdd_job_privileged_group == '\0')
         return FALSE;
     struct group *gr = getgrnam(vdd_job_privileged_group);
-    struct passwd *pw = gr != NULL ? getpwuid(uid) : NULL;
-    if (pw == NULL)
+    if (gr == NULL)
         return FALSE;
     gid_t group = gr->gr_gid;
+    struct passwd *pw = getpwuid(uid);
+    if (pw == NULL)
+        return FALSE;
+    /* Copies: the group lookups below may reuse the static buffers. */
+    g_autofree char *name = g_strdup(pw->pw_name);
+    gid_t primary = pw->pw_gid;
     int n = 64;
     g_autofree gid_t *groups = g_new(gid_t, n);
-    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0) {
+    if (getgrouplist(name, primary, groups, &n) < 0) {
         groups = g_renew(gid_t, groups, n);
-        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+        if (getgrouplist(name, primary, groups, &n) < 0)
             return FALSE;
     }
     for (int i = 0; i < n; i++) {
@@ -338,7 +342,6 @@ static void vdd_job_finalize(GObject *obj)
     g_clear_object(&self->iface);
     g_clear_object(&self->object);
     g_clear_object(&self->manager);
-    g_free(self->caller);
     g_free(self->path);
     g_free(self->operation);
     G_OBJECT_CLASS(vdd_job_parent_class)->finalize(obj);
@@ -607,7 +610,6 @@ VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, cons
     if (sender != NULL && call_detached(invocation, &detach, NULL) && !detach) {
         /* A unique name never comes back: once it has no owner (even
          * before this watch starts) the caller is gone for good. */
-        self->caller = g_strdup(sender);
         self->caller_watch = g_bus_watch_name_on_connection(
             g_dbus_method_invocation_get_connection(invocation), sender,
             G_BUS_NAME_WATCHER_FLAGS_NONE, NULL, caller_vanished, self, NULL);
