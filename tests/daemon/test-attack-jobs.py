@@ -59,6 +59,23 @@ def flood(ctx, a):
     time.sleep(3600)
 
 
+def flood_import(ctx, a):
+    """N POOL SOURCE: N ImportVolume calls of SOURCE as fK.qcow2 on one
+    connection; print the jobs, then stay connected until killed."""
+    from gi.repository import Gio, GLib
+    jobs = []
+    for k in range(int(a[0])):
+        fdl = Gio.UnixFDList.new_from_array([os.open(a[2], os.O_RDONLY)])
+        res, _ = ctx.conn.call_with_unix_fd_list_sync(
+            "org.vdisk.VDisk1", ROOT + "/pools/" + a[1], IFACE + "Pool", "ImportVolume",
+            GLib.Variant("(hssa{sv})", (0, "f%d.qcow2" % k, "qcow2", {})), None, 0, 60000, fdl,
+            None)
+        jobs.append(res.unpack()[1])
+    print(json.dumps(jobs))
+    sys.stdout.flush()
+    time.sleep(3600)
+
+
 def import_job(ctx, a):
     """POOL SOURCE NAME FORMAT DETACH: ImportVolume; print the job and, with
     DETACH=hold, stay connected until killed; otherwise exit at once."""
@@ -83,7 +100,8 @@ def jobs(ctx, a):
     print(json.dumps(out))
 
 
-EXTRA = {"timed": timed, "flood": flood, "import-job": import_job, "jobs": jobs}
+EXTRA = {"timed": timed, "flood": flood, "flood-import": flood_import, "import-job": import_job,
+         "jobs": jobs}
 
 
 # ---------------------------------------------------------------- test side
@@ -266,6 +284,29 @@ def tests(env):
         p, out = start(["flood", 1, finite, bob_dir], BOB)
         stop(p)
         assert "job" in out[0], out
+
+    @case("a privileged user past the limit: CreateVolume gets Busy and makes no volume")
+    def _():
+        p, out = start(["flood-import", RUNNING + QUEUED, "p", endless], ALICE)
+        try:
+            assert isinstance(out, list) and len(out) == RUNNING + QUEUED, out
+            rc, out = run(ALICE, "create", "p", "over.qcow2", "qcow2", 1 << 26)
+            assert rc == 3 and out["error"] == IFACE + "Error.Busy", out
+            assert not [f for f in os.listdir(pool) if "over" in f], os.listdir(pool)
+            rc, out = run("root", "volume-props", "p", "over.qcow2")
+            assert rc == 3 and out.get("error") == "no-volume", out
+            # root is never limited
+            rc, out = run("root", "create", "p", "root-too.qcow2", "qcow2", 1 << 26)
+            assert rc == 0 and out["success"], out
+        finally:
+            stop(p)
+        # her client gone, its imports are cancelled and leave nothing
+        for _ in range(50):
+            left = [f for f in os.listdir(pool) if f.startswith(("f", ".f"))]
+            if not left:
+                break
+            time.sleep(0.2)
+        assert not left, left
 
     @case("a client killed with SIGKILL mid-import: the job is cancelled, no volume is left")
     def _():
