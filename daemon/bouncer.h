@@ -24,6 +24,14 @@ VddBouncer *vdd_bouncer_new(void);
 void vdd_bouncer_check_async(VddBouncer *self, GDBusMethodInvocation *invocation,
                              const char *action, GHashTable *details, GAsyncReadyCallback callback,
                              gpointer user_data);
+/* For tests of the D-Bus objects without polkitd: policy decides every
+ * check of a named action instead of polkit and the root rule. It gets the
+ * action and the details and may change *uid (who the test pretends the
+ * caller is). NULL restores polkit. */
+typedef gboolean (*VddBouncerPolicy)(const char *action, GHashTable *details, guint32 *uid,
+                                     gpointer data);
+void vdd_bouncer_set_policy(VddBouncer *self, VddBouncerPolicy policy, gpointer data);
+
 /* TRUE when allowed; *uid is the caller's uid in either case (G_MAXUINT32
  * when unknown). FALSE with VDD_ERROR_NOT_AUTHORIZED naming the action. */
 gboolean vdd_bouncer_check_finish(VddBouncer *self, GAsyncResult *result, guint32 *uid,
