@@ -3,6 +3,7 @@
 VDISK_PACKAGES=(
   meson ninja-build pkg-config gcc
   libglib2.0-dev libglib2.0-dev-bin zlib1g-dev libzstd-dev libssl-dev libpolkit-gobject-1-dev
+  libseccomp-dev
   qemu-utils qemu-system-x86 python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
   cryptsetup-bin strace
@@ -26,12 +27,18 @@ vdisk_install_deps() {
 }
 
 # Configure build/ once, then compile. The crash suite needs the
-# fault-injecting test copies of vdisk (never installed).
+# fault-injecting test copies of vdisk, the daemon suite a vdisk-worker that
+# misbehaves on request (neither is ever installed).
 vdisk_build() {
   if [[ ! -f build/build.ninja ]]; then
-    meson setup build -Dfault_injection=true
-  elif ! meson introspect --buildoptions build | grep -q '"name": "fault_injection", "value": true'; then
-    meson configure build -Dfault_injection=true
+    meson setup build -Dfault_injection=true -Dtest_hooks=true
+  else
+    local opts
+    opts=$(meson introspect --buildoptions build)
+    if ! grep -q '"name": "fault_injection", "value": true' <<<"$opts" ||
+       ! grep -q '"name": "test_hooks", "value": true' <<<"$opts"; then
+      meson configure build -Dfault_injection=true -Dtest_hooks=true
+    fi
   fi
   meson compile -C build
 }

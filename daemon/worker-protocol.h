@@ -1,0 +1,50 @@
+/* What vdiskd and vdisk-worker say to each other over their socketpair.
+ *
+ * Every message is a GVariant of type a{sv} in its serialised form, after a
+ * 4-byte little-endian length; descriptors travel with a message's first
+ * byte as SCM_RIGHTS. vdiskd sends one request; the worker answers with any
+ * number of progress messages and one result:
+ *
+ *   request  "operation" s ("convert" or "info"), "source" i and "target" i
+ *            and "dir" i (indices into the passed descriptors; -1: none),
+ *            and the options of vdd_wire_request_* below.
+ *   progress "progress" (tt): bytes done, bytes in all.
+ *   result   "ok" b; on failure "error-domain" s, "error-code" i,
+ *            "error-message" s; "info" a{sv} for info; "confinement" a{sv}
+ *            (what the worker ran under: "user" s, "uid" u, "no-new-privs" b,
+ *            "landlock-abi" i, "seccomp" b).
+ */
+#pragma once
+
+#include <glib.h>
+
+#include "vdisk.h"
+
+#define VDD_WIRE_MAX_MESSAGE (64u << 20)
+#define VDD_WIRE_MAX_FDS 4
+/* The descriptor the worker finds its end of the socketpair at. */
+#define VDD_WIRE_WORKER_FD 3
+
+/* Send msg (a{sv}; a floating reference is sunk) with fds. Blocks. */
+gboolean vdd_wire_send(int sock, GVariant *msg, const int *fds, guint n_fds, GError **error);
+/* Receive one message. The descriptors that came with it are stored in
+ * fds (up to VDD_WIRE_MAX_FDS; the caller closes them) and counted in
+ * *n_fds. Returns a new a{sv}, or NULL with G_IO_ERROR_CLOSED at the end of
+ * the stream, or another error. Blocks. */
+GVariant *vdd_wire_receive(int sock, int *fds, guint *n_fds, GError **error);
+
+/* An error as result-message entries, and back (a new GError in the domain
+ * named; NULL when the message says ok). */
+void vdd_wire_add_error(GVariantBuilder *b, const GError *error);
+GError *vdd_wire_get_error(GVariant *result);
+
+/* Create options as a{ss}, and back. */
+GVariant *vdd_wire_options_to_variant(VdOptions *opts);
+VdOptions *vdd_wire_options_from_variant(GVariant *v);
+
+/* The InspectFile answer: an image's header as a{sv} (format,
+ * virtual-size, actual-size, cluster-size, encrypted, dirty, backing-file,
+ * backing-format, snapshots, format-specific). */
+GVariant *vdd_wire_info_to_variant(VdImageInfo *info);
+/* a(ssttt): id, name, date, vm clock, vm state size per snapshot. */
+GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);
