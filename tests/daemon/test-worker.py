@@ -1,0 +1,250 @@
+"""vdisk-worker alone, driven the way vdiskd drives it (a socketpair at
+descriptor 3, framed a{sv} messages, descriptors with SCM_RIGHTS): its
+copy matches vdisk convert, it runs as an unprivileged user with no new
+privileges and a seccomp filter, a hostile image gets nothing of the host's
+files into the target, and (with -Dtest_hooks=true) what a taken-over
+parser might try is stopped by the kernel. Needs root for the user switch
+(exit 77 otherwise)."""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+
+from gi.repository import GLib
+
+WORKER = os.environ.get("VDISK_WORKER")
+VDISK = os.environ.get("VDISK")
+TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
+failures = []
+
+
+def V(sig, value):
+    return GLib.Variant(sig, value)
+
+
+class Worker:
+    """One worker process and our end of its socket."""
+
+    def __init__(self, request, fds):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = ours
+        self.pid = os.posix_spawn(WORKER, [WORKER], dict(os.environ),
+                                  file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
+        theirs.close()
+        body = GLib.Variant("a{sv}", request).get_data_as_bytes().get_data()
+        socket.send_fds(ours, [struct.pack("<I", len(body)) + body], fds)
+
+    def receive(self):
+        head = self.sock.recv(4, socket.MSG_WAITALL)
+        if len(head) < 4:
+            return None
+        (n,) = struct.unpack("<I", head)
+        body = self.sock.recv(n, socket.MSG_WAITALL) if n else b""
+        return GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes(body),
+                                           False).unpack()
+
+    def finish(self, on_progress=None):
+        """(result or None, wait status); progress messages go to on_progress."""
+        result = None
+        while True:
+            m = self.receive()
+            if m is None:
+                break
+            if "progress" in m:
+                if on_progress:
+                    on_progress(self, m["progress"])
+                continue
+            result = m
+        _, status = os.waitpid(self.pid, 0)
+        self.sock.close()
+        return result, status
+
+
+def run(request, fds, on_progress=None):
+    w = Worker(request, fds)
+    return w.finish(on_progress)
+
+
+def check(cond, what):
+    print(("ok: " if cond else "FAIL: ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def qemu_img(*args):
+    return subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+
+
+def convert_request(fmt, **extra):
+    r = {"operation": V("s", "convert"), "source": V("i", 0), "target": V("i", 1),
+         "format": V("s", fmt), "source-label": V("s", "source"),
+         "target-label": V("s", "target")}
+    r.update(extra)
+    return r
+
+
+def open_pair(src, dst):
+    s = os.open(src, os.O_RDONLY)
+    d = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    return s, d
+
+
+def status_of(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
+def main():
+    if os.geteuid() != 0:
+        print("SKIP: the worker's user switch needs root")
+        sys.exit(77)
+    if not WORKER or not os.path.exists(WORKER):
+        print("SKIP: no vdisk-worker (VDISK_WORKER)")
+        sys.exit(77)
+    tmp = tempfile.mkdtemp(prefix="vdisk-worker-test.")
+    os.chmod(tmp, 0o755)
+    src = os.path.join(tmp, "src.qcow2")
+    r = qemu_img("create", "-q", "-f", "qcow2", src, "96M")
+    assert r.returncode == 0, r.stderr
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 40M", "-c", "write -P 0x33 60M 8M",
+                    src], check=True, capture_output=True)
+
+    # A convert through the worker is vdisk convert's.
+    for fmt in ("raw", "qcow2", "vmdk", "vdi"):
+        ref = os.path.join(tmp, "ref." + fmt)
+        out = os.path.join(tmp, "out." + fmt)
+        subprocess.run([VDISK, "convert", "-O", fmt, src, ref], check=True)
+        s, d = open_pair(src, out)
+        seen = []
+        res, status = run(convert_request(fmt), [s, d],
+                          lambda w, p: seen.append(p))
+        os.close(s)
+        os.close(d)
+        check(res is not None and res.get("ok") is True and os.WIFEXITED(status) and
+              os.WEXITSTATUS(status) == 0, "convert to %s succeeds: %s" % (fmt, res))
+        cmp = qemu_img("compare", "-f", fmt, "-F", fmt, ref, out)
+        check(cmp.returncode == 0, "convert to %s equals vdisk convert: %s" % (fmt, cmp.stdout))
+        check(len(seen) > 0 and seen[-1][0] == seen[-1][1] and seen[-1][1] > 0,
+              "convert to %s reported progress to the end: %s" % (fmt, seen[-1:]))
+        if fmt != "raw":
+            chk = qemu_img("check", "-f", fmt, out)
+            check(chk.returncode == 0, "qemu-img check of the %s target: %s" % (fmt, chk.stdout))
+        conf = (res or {}).get("confinement", {})
+        check(conf.get("uid", 0) != 0 and conf.get("no-new-privs") and conf.get("seccomp"),
+              "the result reports the confinement: %s" % conf)
+
+    # During the job: an unprivileged user, no new privileges, a filter.
+    s, d = open_pair(src, os.path.join(tmp, "ps.raw"))
+    status = {}
+
+    def look(w, progress):
+        if not status:
+            os.kill(w.pid, signal.SIGSTOP)
+            status.update(status_of(w.pid))
+            os.kill(w.pid, signal.SIGCONT)
+    res, _ = run(convert_request("raw"), [s, d], look)
+    os.close(s)
+    os.close(d)
+    uid = status.get("Uid", ["0"])
+    check(status and all(u != "0" for u in uid), "the worker runs unprivileged: Uid %s" % uid)
+    check(status.get("Gid", ["0"])[0] != "0", "and not in group 0: Gid %s" % status.get("Gid"))
+    check(status.get("Groups", []) == [], "with no supplementary groups: %s" % status.get("Groups"))
+    check(status.get("NoNewPrivs") == ["1"], "NoNewPrivs 1: %s" % status.get("NoNewPrivs"))
+    check(status.get("Seccomp") == ["2"], "Seccomp 2: %s" % status.get("Seccomp"))
+    check(status.get("CapEff") == ["0000000000000000"] and
+          status.get("CapPrm") == ["0000000000000000"],
+          "no capabilities: %s %s" % (status.get("CapEff"), status.get("CapPrm")))
+
+    # Info of the caller's file.
+    s = os.open(src, os.O_RDONLY)
+    res, _ = run({"operation": V("s", "info"), "source": V("i", 0)}, [s])
+    os.close(s)
+    info = (res or {}).get("info", {})
+    check(info.get("format") == "qcow2" and info.get("virtual-size") == 96 << 20,
+          "info: %s" % info)
+
+    # Hostile images: no byte of the host's files reaches the target.
+    with open("/etc/passwd", "rb") as f:
+        passwd = f.read()
+    hostile = os.path.join(tmp, "pool")
+    os.mkdir(hostile)
+    shadow = os.path.join(hostile, "shadow.qcow2")
+    r = qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow", "-F", "raw", shadow,
+                 "1M")
+    assert r.returncode == 0, r.stderr
+    vmdk = os.path.join(hostile, "passwd.vmdk")
+    with open(vmdk, "w") as f:
+        f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                'createType="monolithicFlat"\n\nRW 8 FLAT "../../etc/passwd" 0\n\n'
+                'ddb.virtualHWVersion = "4"\n')
+    for name, fmt in (("shadow.qcow2", "qcow2"), ("passwd.vmdk", "vmdk")):
+        path = os.path.join(hostile, name)
+        dirfd = os.open(hostile, os.O_RDONLY | os.O_DIRECTORY)
+        for mode in ("caller's file", "pool volume"):
+            out = os.path.join(tmp, "hostile.raw")
+            s, d = open_pair(path, out)
+            req = convert_request("raw", **{"source-format": V("s", fmt)})
+            fds = [s, d]
+            if mode == "pool volume":
+                req.update({"dir": V("i", 2), "source-name": V("s", name),
+                            "dir-path": V("s", hostile), "open-flags": V("u", 0)})
+                fds.append(dirfd)
+            res, status = run(req, fds)
+            os.close(s)
+            os.close(d)
+            with open(out, "rb") as f:
+                data = f.read()
+            msg = (res or {}).get("error-message", "")
+            check(res is not None and res.get("ok") is False and msg and
+                  os.WIFEXITED(status), "%s as a %s is refused: %s" % (name, mode, msg))
+            check(passwd[:64] not in data and b"root:" not in data,
+                  "no byte of the host's file in the target of %s (%s)" % (name, mode))
+        os.close(dirfd)
+
+    # A request the worker does not know is an error, not a crash.
+    s = os.open(src, os.O_RDONLY)
+    res, status = run({"operation": V("s", "format-disk"), "source": V("i", 0)}, [s])
+    os.close(s)
+    check(res is not None and res.get("ok") is False and "unknown operation" in
+          res.get("error-message", ""), "an unknown operation fails: %s" % res)
+
+    # What a taken-over parser might try is stopped by the kernel.
+    if not TEST_HOOKS:
+        print("note: built without -Dtest_hooks=true, the misbehaving worker is not tested")
+    else:
+        expect = {"open-shadow": "EACCES", "socket": "SIGSYS", "exec": "SIGSYS",
+                  "write-outside": "SIGSYS"}
+        for what, how in expect.items():
+            if os.path.exists("/tmp/vdisk-worker-outside"):
+                os.unlink("/tmp/vdisk-worker-outside")
+            out = os.path.join(tmp, "misbehave.raw")
+            s, d = open_pair(src, out)
+            res, status = run(convert_request("raw", misbehave=V("s", what)), [s, d])
+            os.close(s)
+            os.close(d)
+            if how == "SIGSYS":
+                check(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS and
+                      res is None, "misbehave=%s is killed by seccomp (status %#x, %s)"
+                      % (what, status, res))
+            else:
+                check(res is not None and res.get("ok") is False and
+                      "Permission denied" in res.get("error-message", ""),
+                      "misbehave=%s is refused: %s" % (what, res))
+            with open(out, "rb") as f:
+                check(b"root:" not in f.read(), "misbehave=%s leaked nothing" % what)
+        check(not os.path.exists("/tmp/vdisk-worker-outside"), "nothing was written outside")
+
+    subprocess.run(["rm", "-rf", tmp])
+    if failures:
+        print("%d failures" % len(failures))
+        sys.exit(1)
+
+
+main()
