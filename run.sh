@@ -16,6 +16,9 @@ source scripts/deps.sh
 source scripts/services.sh
 vdisk_install_deps
 vdisk_build
+# The polkit policy and the services' state stay in a mount namespace of
+# their own: the host's files are left as they were.
+[[ ${VDISK_PRIVATE_NS:-} == ready ]] || exec tests/private-ns.sh "$0" "$@"
 
 work=$(mktemp -d /tmp/vdisk-run.XXXXXX)
 chmod 755 "$work"

@@ -37,7 +37,9 @@ vdisk_build() {
     opts=$(meson introspect --buildoptions build)
     if ! grep -q '"name": "fault_injection", "value": true' <<<"$opts" ||
        ! grep -q '"name": "test_hooks", "value": true' <<<"$opts"; then
-      meson configure build -Dfault_injection=true -Dtest_hooks=true
+      # --reconfigure reads meson_options.txt again: a build/ made before
+      # an option existed does not know it yet.
+      meson setup --reconfigure build -Dfault_injection=true -Dtest_hooks=true
     fi
   fi
   meson compile -C build
