@@ -17,6 +17,8 @@
 #include "pool.h"
 #include "vdd-dbus.h"
 #include "volume.h"
+#include "worker-client.h"
+#include "worker-protocol.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
 
@@ -477,51 +479,19 @@ static gboolean handle_resolve_path(VddDbusManager *iface, GDBusMethodInvocation
     return TRUE;
 }
 
-/* InspectFile: the header of the caller's own file. Never follows names
- * stored in it. */
-static GVariant *info_to_variant(VdImageInfo *info)
-{
-    GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-    g_variant_builder_add(&b, "{sv}", "format", g_variant_new_string(info->format));
-    g_variant_builder_add(&b, "{sv}", "virtual-size", g_variant_new_uint64(info->virtual_size));
-    g_variant_builder_add(&b, "{sv}", "actual-size",
-                          g_variant_new_uint64(info->actual_size < 0 ? 0 : info->actual_size));
-    g_variant_builder_add(&b, "{sv}", "cluster-size", g_variant_new_uint32(info->cluster_size));
-    g_variant_builder_add(&b, "{sv}", "encrypted", g_variant_new_boolean(info->encrypted));
-    g_variant_builder_add(&b, "{sv}", "dirty", g_variant_new_boolean(info->dirty));
-    g_variant_builder_add(
-        &b, "{sv}", "backing-file",
-        g_variant_new_string(info->backing_filename ? info->backing_filename : ""));
-    g_variant_builder_add(&b, "{sv}", "backing-format",
-                          g_variant_new_string(info->backing_format ? info->backing_format : ""));
-    g_variant_builder_add(&b, "{sv}", "snapshots", vdd_snapshots_to_variant(info->snapshots));
-    if (info->format_specific != NULL)
-        g_variant_builder_add(&b, "{sv}", "format-specific", info->format_specific);
-    return g_variant_builder_end(&b);
-}
-
-GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots)
-{
-    GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a(ssttt)"));
-    for (guint i = 0; snapshots != NULL && i < snapshots->len; i++) {
-        VdSnapshotInfo *s = snapshots->pdata[i];
-        g_variant_builder_add(&b, "(ssttt)", s->id ? s->id : "", s->name ? s->name : "",
-                              (guint64)s->date_sec, s->vm_clock_nsec, s->vm_state_size);
-    }
-    return g_variant_builder_end(&b);
-}
-
-/* The parse runs on the job pool: a hostile header may take long or ask for
- * much memory, and the main loop keeps answering everyone meanwhile. */
+/* InspectFile: the header of the caller's own file, read by a worker
+ * (worker-client.h). Never follows names stored in it. */
+/* The parse runs in a worker process, started from the job pool: a hostile
+ * header may take long or ask for much memory, and the main loop keeps
+ * answering everyone meanwhile. */
 typedef struct {
     VddManager *self;
     GDBusMethodInvocation *invocation;
     guint32 uid;
     int fd;
     char *format;
-    VdImageInfo *info;
+    char *misbehave; /* test hooks only: what the worker is to try */
+    GVariant *info;
     GError *error;
 } Inspect;
 
@@ -534,14 +504,37 @@ VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdO
     return vd_image_open_fd_confined(fd, label, format, flags, NULL, NULL, &bound, error);
 }
 
+/* The request for a worker that opens the caller's file: root's files have
+ * the formats' own bounds, everyone else's the metadata bound. */
+static void caller_file_request(GVariantDict *d, const char *operation, guint32 uid,
+                                const char *format, const char *label, VdOpenFlags flags)
+{
+    g_variant_dict_insert(d, "operation", "s", operation);
+    g_variant_dict_insert(d, "source", "i", 0);
+    if (format != NULL)
+        g_variant_dict_insert(d, "source-format", "s", format);
+    g_variant_dict_insert(d, "source-label", "s", label);
+    g_variant_dict_insert(d, "open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(d, "max-metadata", "t", uid == 0 ? (guint64)0 : VDD_MAX_METADATA);
+}
+
 static void inspect_run(gpointer data)
 {
     Inspect *in = data;
-    g_autoptr(VdImage) img =
-        vdd_open_caller_file(in->fd, "caller's file", in->format,
-                             VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES, in->uid, &in->error);
-    if (img != NULL)
-        in->info = vd_image_get_info(img, &in->error);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    caller_file_request(&d, "info", in->uid, in->format, "caller's file",
+                        VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES);
+    if (in->misbehave != NULL)
+        g_variant_dict_insert(&d, "misbehave", "s", in->misbehave);
+    g_autoptr(GVariant) result =
+        vdd_worker_run(g_variant_dict_end(&d), &in->fd, 1, NULL, NULL, NULL, &in->error);
+    if (result != NULL) {
+        in->info = g_variant_lookup_value(result, "info", G_VARIANT_TYPE_VARDICT);
+        if (in->info == NULL)
+            in->error =
+                g_error_new(VDD_ERROR, VDD_ERROR_FAILED, "the image could not be processed safely");
+    }
 }
 
 static void inspect_done(gpointer data)
@@ -551,13 +544,13 @@ static void inspect_done(gpointer data)
         vdd_return_error(in->invocation, in->uid, "caller's file", g_steal_pointer(&in->error));
     } else {
         vdd_log_operation(in->invocation, in->uid, "caller's file", NULL);
-        vdd_dbus_manager_complete_inspect_file(in->self->iface, in->invocation,
-                                               info_to_variant(in->info));
+        vdd_dbus_manager_complete_inspect_file(in->self->iface, in->invocation, in->info);
     }
     close(in->fd);
-    g_clear_pointer(&in->info, vd_image_info_free);
+    g_clear_pointer(&in->info, g_variant_unref);
     g_clear_error(&in->error);
     g_free(in->format);
+    g_free(in->misbehave);
     g_object_unref(in->invocation);
     g_object_unref(in->self);
     g_free(in);
@@ -587,6 +580,9 @@ static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocatio
     in->uid = uid;
     in->fd = fd;
     in->format = g_strdup(format);
+#ifdef VDD_TEST_HOOKS
+    g_variant_lookup(options, "misbehave", "s", &in->misbehave);
+#endif
     vdd_job_run_work(invocation, uid, inspect_run, inspect_done, in);
 }
 
@@ -605,6 +601,7 @@ typedef struct {
     int target_fd;
     char *format;
     VdOptions *create;
+    char *misbehave; /* test hooks only */
 } ConvertFileWork;
 
 static void convert_file_work_free(ConvertFileWork *w)
@@ -616,6 +613,7 @@ static void convert_file_work_free(ConvertFileWork *w)
         close(w->target_fd);
     g_free(w->format);
     g_clear_pointer(&w->create, vd_options_free);
+    g_free(w->misbehave);
     g_free(w);
 }
 
@@ -653,14 +651,26 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
                                  GError **error)
 {
     ConvertFileWork *w = data;
-    /* Opened here, not on the main loop: parsing the caller's header is
-     * image work like the copy. */
-    g_autoptr(VdImage) source =
-        vdd_open_caller_file(w->source_fd, "caller's source file", w->source_format,
-                             VD_OPEN_NO_RELATED_FILES, w->uid, error);
-    return source != NULL &&
-           vdd_copy_into_fd(source, w->target_fd, "caller's target file", w->format, w->create,
-                            NULL, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
+    /* The caller's header is parsed, and the copy made, by a worker. */
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    caller_file_request(&d, "convert", w->uid, w->source_format, "caller's source file",
+                        VD_OPEN_NO_RELATED_FILES);
+    g_variant_dict_insert(&d, "target", "i", 1);
+    g_variant_dict_insert(&d, "target-label", "s", "caller's target file");
+    g_variant_dict_insert(&d, "target-open-flags", "u", (guint32)VD_OPEN_NO_RELATED_FILES);
+    g_variant_dict_insert(&d, "format", "s", w->format);
+    g_variant_dict_insert_value(&d, "create-options", vdd_wire_options_to_variant(w->create));
+    if (w->misbehave != NULL)
+        g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
+    const int fds[] = { w->source_fd, w->target_fd };
+    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), fds, G_N_ELEMENTS(fds),
+                                                vdd_job_progress, job, cancellable, error);
+    /* As vd_convert_fd leaves it, also when the worker could not say so:
+     * a target that failed never looks like a whole image. */
+    if (result == NULL && ftruncate(w->target_fd, 0) < 0)
+        g_warning("caller's target file: %s", g_strerror(errno));
+    return result != NULL;
 }
 
 gboolean vdd_check_target_files(const char *format, VdOptions *create, GError **error)
@@ -708,7 +718,11 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc, &hdst,
                   &format, &options);
     GError *error = NULL;
+#ifdef VDD_TEST_HOOKS
+    static const char *const daemon_keys[] = { "source-format", "misbehave", NULL };
+#else
     static const char *const daemon_keys[] = { "source-format", NULL };
+#endif
     const char *source_format = NULL;
     if (!vdd_check_format(format, &error)) {
         vdd_return_error(invocation, uid, "caller's file", error);
@@ -729,6 +743,9 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
         return;
     }
     w->source_format = g_strdup(source_format);
+#ifdef VDD_TEST_HOOKS
+    g_variant_lookup(options, "misbehave", "s", &w->misbehave);
+#endif
     VddJob *job = vdd_job_new(self, invocation, "convert", uid, NULL);
     vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
     vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));

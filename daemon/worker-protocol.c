@@ -197,6 +197,45 @@ VdOptions *vdd_wire_options_from_variant(GVariant *v)
     return opts;
 }
 
+GVariant *vdd_wire_secrets_to_variant(VdSecrets *secrets, VdOptions *create)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{say}"));
+    if (secrets != NULL && create != NULL) {
+        g_autoptr(GPtrArray) keys = vd_options_keys(create);
+        for (guint i = 0; i < keys->len; i++) {
+            if (!g_str_has_suffix(keys->pdata[i], "key-secret"))
+                continue;
+            const char *id = vd_options_get(create, keys->pdata[i]);
+            gsize len = 0;
+            const guint8 *data = vd_secrets_lookup(secrets, id, &len);
+            if (data != NULL)
+                g_variant_builder_add(&b, "{s@ay}", id,
+                                      g_variant_new_fixed_array(G_VARIANT_TYPE_BYTE, data, len, 1));
+        }
+    }
+    return g_variant_builder_end(&b);
+}
+
+VdSecrets *vdd_wire_secrets_from_variant(GVariant *v)
+{
+    if (v == NULL || !g_variant_is_of_type(v, G_VARIANT_TYPE("a{say}")) ||
+        g_variant_n_children(v) == 0)
+        return NULL;
+    VdSecrets *secrets = vd_secrets_new();
+    GVariantIter it;
+    const char *id;
+    GVariant *data;
+    g_variant_iter_init(&it, v);
+    while (g_variant_iter_next(&it, "{&s@ay}", &id, &data)) {
+        gsize len;
+        const guint8 *bytes = g_variant_get_fixed_array(data, &len, 1);
+        vd_secrets_add(secrets, id, bytes, len);
+        g_variant_unref(data);
+    }
+    return secrets;
+}
+
 GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots)
 {
     GVariantBuilder b;

@@ -7,7 +7,13 @@
  *
  *   request  "operation" s ("convert" or "info"), "source" i and "target" i
  *            and "dir" i (indices into the passed descriptors; -1: none),
- *            and the options of vdd_wire_request_* below.
+ *            "source-format" s, "source-label" s, "open-flags" u,
+ *            "max-metadata" t (0: the formats' own bounds); a pool volume
+ *            also "source-name" s and "dir-path" s, opened beneath "dir";
+ *            convert also "format" s, "create-options" a{ss}, "secrets"
+ *            a{say}, "target-label" s, "target-open-flags" u; limits
+ *            "address-space" t, "cpu-seconds" t; with test hooks
+ *            "misbehave" s.
  *   progress "progress" (tt): bytes done, bytes in all.
  *   result   "ok" b; on failure "error-domain" s, "error-code" i,
  *            "error-message" s; "info" a{sv} for info; "confinement" a{sv}
@@ -41,6 +47,11 @@ GError *vdd_wire_get_error(GVariant *result);
 /* Create options as a{ss}, and back. */
 GVariant *vdd_wire_options_to_variant(VdOptions *opts);
 VdOptions *vdd_wire_options_from_variant(GVariant *v);
+
+/* The secrets the create options name (any *key-secret option) as a{say},
+ * and back (NULL for none). */
+GVariant *vdd_wire_secrets_to_variant(VdSecrets *secrets, VdOptions *create);
+VdSecrets *vdd_wire_secrets_from_variant(GVariant *v);
 
 /* The InspectFile answer: an image's header as a{sv} (format,
  * virtual-size, actual-size, cluster-size, encrypted, dirty, backing-file,

@@ -167,12 +167,15 @@ static GVariant *run(const Request *r, GError **error)
     /* convert */
     g_autoptr(GVariant) create_v = g_variant_lookup_value(r->msg, "create-options", NULL);
     g_autoptr(VdOptions) create = vdd_wire_options_from_variant(create_v);
+    g_autoptr(GVariant) secrets_v = g_variant_lookup_value(r->msg, "secrets", NULL);
+    g_autoptr(VdSecrets) secrets = vdd_wire_secrets_from_variant(secrets_v);
     Progress p = { 0 };
     g_mutex_init(&p.lock);
     VdConvertOptions opts;
     vd_convert_options_init(&opts);
     opts.target_format = r->format;
     opts.create_options = create;
+    opts.secrets = secrets;
     opts.target_open_flags = r->target_open_flags;
     opts.progress = send_progress;
     opts.progress_data = &p;

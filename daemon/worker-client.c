@@ -1,0 +1,206 @@
+#include "worker-client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "worker-protocol.h"
+
+/* How long a worker may stop in the middle of a message. */
+#define MESSAGE_TIMEOUT_SECONDS 30
+
+const char *vdd_worker_path(void)
+{
+    static gsize once;
+    static char *path;
+    if (g_once_init_enter(&once)) {
+        char *p = g_strdup(g_getenv("VDISK_WORKER"));
+        if (p == NULL || *p == '\0') {
+            g_free(p);
+            g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+            g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
+            p = dir ? g_build_filename(dir, "vdisk-worker", NULL) : NULL;
+            if (p == NULL || !g_file_test(p, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_free(p);
+                p = g_build_filename(VDISK_LIBEXECDIR, "vdisk-worker", NULL);
+            }
+        }
+        path = p;
+        g_once_init_leave(&once, 1);
+    }
+    return path;
+}
+
+static GError *unsafe(void)
+{
+    return g_error_new(VDD_ERROR, VDD_ERROR_FAILED, "the image could not be processed safely");
+}
+
+/* Said once: the same kernel and user serve every job. */
+static void log_confinement(GVariant *result)
+{
+    static gsize once;
+    g_autoptr(GVariant) c = g_variant_lookup_value(result, "confinement", G_VARIANT_TYPE_VARDICT);
+    if (c == NULL || !g_once_init_enter(&once))
+        return;
+    const char *user = "?";
+    gint32 abi = 0;
+    gboolean seccomp = FALSE;
+    g_variant_lookup(c, "user", "&s", &user);
+    g_variant_lookup(c, "landlock-abi", "i", &abi);
+    g_variant_lookup(c, "seccomp", "b", &seccomp);
+    if (abi > 0)
+        g_message("jobs run in vdisk-worker as %s, with Landlock ABI %d and %s", user, abi,
+                  seccomp ? "a seccomp filter" : "no seccomp filter");
+    else
+        g_message("jobs run in vdisk-worker as %s, with %s; this kernel has no Landlock, so the "
+                  "worker's filesystem access is bounded by its user only",
+                  user, seccomp ? "a seccomp filter" : "no seccomp filter");
+    g_once_init_leave(&once, 1);
+}
+
+static gboolean spawn(int child_sock, GPid *pid, GError **error)
+{
+    const char *argv[] = { vdd_worker_path(), NULL };
+    g_autoptr(GStrvBuilder) env = g_strv_builder_new();
+    static const char *const passed[] = { "G_DEBUG", "G_MESSAGES_DEBUG", NULL };
+    for (guint i = 0; passed[i]; i++) {
+        const char *v = g_getenv(passed[i]);
+        if (v != NULL) {
+            g_autofree char *kv = g_strdup_printf("%s=%s", passed[i], v);
+            g_strv_builder_add(env, kv);
+        }
+    }
+    g_auto(GStrv) envp = g_strv_builder_end(env);
+    const int source_fds[] = { child_sock };
+    const int target_fds[] = { VDD_WIRE_WORKER_FD };
+    return g_spawn_async_with_pipes_and_fds(NULL, argv, (const char *const *)envp,
+                                            G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL,
+                                            NULL, NULL, -1, -1, -1, source_fds, target_fds, 1, pid,
+                                            NULL, NULL, NULL, error);
+}
+
+/* Read messages until the worker closes its end. FALSE when it broke the
+ * protocol or the job was cancelled (then *cancelled). */
+static gboolean converse(int sock, VdProgressFunc progress, gpointer progress_data,
+                         GCancellable *cancellable, GVariant **result, gboolean *cancelled)
+{
+    GPollFD cancel_fd;
+    gboolean have_cancel = g_cancellable_make_pollfd(cancellable, &cancel_fd);
+    gboolean ok = TRUE;
+    for (;;) {
+        struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
+                               { .fd = have_cancel ? cancel_fd.fd : -1, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            ok = FALSE;
+            break;
+        }
+        if (g_cancellable_is_cancelled(cancellable)) {
+            *cancelled = TRUE;
+            ok = FALSE;
+            break;
+        }
+        if (p[0].revents == 0)
+            continue;
+        int fds[VDD_WIRE_MAX_FDS];
+        guint n_fds = 0;
+        g_autoptr(GError) local = NULL;
+        g_autoptr(GVariant) msg = vdd_wire_receive(sock, fds, &n_fds, &local);
+        for (guint i = 0; i < n_fds; i++)
+            close(fds[i]);
+        if (msg == NULL) {
+            /* The end of the stream after a result is how a worker ends. */
+            ok = g_error_matches(local, G_IO_ERROR, G_IO_ERROR_CLOSED) &&
+                 strstr(local->message, "inside") == NULL;
+            if (!ok)
+                g_warning("vdisk-worker: %s", local->message);
+            break;
+        }
+        guint64 done, total;
+        if (g_variant_lookup(msg, "progress", "(tt)", &done, &total)) {
+            if (progress != NULL && done <= total)
+                progress(done, total, progress_data);
+        } else if (*result == NULL) {
+            *result = g_steal_pointer(&msg);
+        } else {
+            g_warning("vdisk-worker sent a second result");
+            ok = FALSE;
+            break;
+        }
+    }
+    if (have_cancel)
+        g_cancellable_release_fd(cancellable);
+    return ok;
+}
+
+GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, GError **error)
+{
+    g_autoptr(GVariant) req = g_variant_ref_sink(request);
+    /* Error domains the worker may name must be known here. */
+    (void)VD_ERROR;
+    (void)G_IO_ERROR;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        vdd_error_set_errno(error, errno, "worker socket");
+        return NULL;
+    }
+    GPid pid;
+    g_autoptr(GError) local = NULL;
+    gboolean started = spawn(sv[1], &pid, &local);
+    close(sv[1]);
+    if (!started) {
+        close(sv[0]);
+        g_warning("cannot start %s: %s", vdd_worker_path(), local->message);
+        g_propagate_error(error, unsafe());
+        return NULL;
+    }
+    struct timeval tv = { .tv_sec = MESSAGE_TIMEOUT_SECONDS };
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+
+    g_autoptr(GVariant) result = NULL;
+    gboolean cancelled = FALSE;
+    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local) &&
+                      converse(sv[0], progress, progress_data, cancellable, &result, &cancelled);
+    if (!talked)
+        kill(pid, SIGKILL);
+    close(sv[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    g_spawn_close_pid(pid);
+
+    if (cancelled) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Operation was cancelled");
+        return NULL;
+    }
+    if (!talked || result == NULL || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (WIFSIGNALED(status))
+            g_warning("vdisk-worker %d was killed by signal %d (%s)%s", pid, WTERMSIG(status),
+                      g_strsignal(WTERMSIG(status)),
+                      WTERMSIG(status) == SIGSYS ? ": a system call outside its filter" : "");
+        else if (local != NULL)
+            g_warning("vdisk-worker %d: %s", pid, local->message);
+        else
+            g_warning("vdisk-worker %d ended with status %d%s", pid,
+                      WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                      result == NULL ? " and no result" : "");
+        g_propagate_error(error, unsafe());
+        return NULL;
+    }
+    log_confinement(result);
+    GError *failure = vdd_wire_get_error(result);
+    if (failure != NULL) {
+        g_propagate_error(error, failure);
+        return NULL;
+    }
+    return g_steal_pointer(&result);
+}

@@ -1,0 +1,26 @@
+/* vdiskd's side of vdisk-worker: one job's image work run in a new,
+ * confined worker process (worker-confine.h), so that vdiskd itself never
+ * parses an image's contents. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "vdisk.h"
+
+/* Start a worker, hand it request (a{sv}, see worker-protocol.h; a
+ * floating reference is sunk) and fds (borrowed; the worker gets copies),
+ * relay its progress to progress(progress_data), and wait for its result.
+ * Blocks: call it on the job pool. Cancelling kills the worker.
+ *
+ * Returns the result message (a new reference) when the work succeeded.
+ * Otherwise NULL with: the worker's own error; G_IO_ERROR_CANCELLED; or,
+ * when the worker crashed, was killed (by seccomp, a limit, anyone) or
+ * broke the protocol, VDD_ERROR_FAILED "the image could not be processed
+ * safely". */
+GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, GError **error);
+
+/* The worker executable: $VDISK_WORKER, else vdisk-worker next to this
+ * program (the build tree; installed, both are in libexecdir), else
+ * libexecdir's. */
+const char *vdd_worker_path(void);

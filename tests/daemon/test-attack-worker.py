@@ -1,0 +1,209 @@
+"""vdiskd hands the image work of ConvertFile and InspectFile to
+vdisk-worker: a worker that misbehaves (with -Dtest_hooks=true), crashes or
+is killed becomes a failed job, "the image could not be processed safely",
+its half-written target is emptied, and vdiskd answers the next call. Needs
+root (exit 77 otherwise)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from vdiskd_env import BOB, IFACE, ROOT, case, client, main, qemu_img, run
+
+TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
+UNSAFE = "the image could not be processed safely"
+
+
+def convert_opts(ctx, a):
+    """SRC DST FORMAT KEY=VALUE...: ConvertFile with options."""
+    from gi.repository import GLib
+    s = os.open(a[0], os.O_RDONLY)
+    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
+                 [0, 1, a[2], ctx.options(a[3:])], [s, d])[0]
+    print(json.dumps({"job": j}), flush=True)
+    ctx.wait(j)
+
+
+def convert_cancel(ctx, a):
+    """SRC DST: ConvertFile of a hanging worker, cancelled once the test says
+    (it removes the file named by $CANCEL_WHEN_GONE)."""
+    s = os.open(a[0], os.O_RDONLY)
+    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
+                 [0, 1, "raw", ctx.options(["misbehave=hang"])], [s, d])[0]
+    flag = os.environ["CANCEL_WHEN_GONE"]
+    while os.path.exists(flag):
+        time.sleep(0.05)
+    ctx.call(j, "Job", "Cancel", "(a{sv})", [{}])
+    ctx.wait(j)
+
+
+def inspect_opts(ctx, a):
+    fd = os.open(a[0], os.O_RDONLY)
+    print(json.dumps(ctx.call(ROOT + "/Manager", "Manager", "InspectFile", "(ha{sv})",
+                              [0, ctx.options(a[1:])], [fd])[0], default=str))
+
+
+EXTRA = {"convert-opts": convert_opts, "convert-cancel": convert_cancel,
+         "inspect-opts": inspect_opts}
+
+
+def workers_of(pid):
+    """The vdisk-worker processes pid started."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == "vdisk-worker" and ppid == pid:
+            found.append(int(p))
+    return found
+
+
+def status_of(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
+def tests(env):
+    # Bob's own folder, for the files he passes.
+    t = os.path.join(env.t, "bob")
+    os.mkdir(t)
+    shutil.chown(t, BOB)
+    src = os.path.join(t, "src.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", src, "64M").returncode == 0
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 8M", src], check=True, capture_output=True)
+    os.chmod(src, 0o644)
+    with open("/etc/passwd", "rb") as f:
+        passwd = f.read()
+
+    def alive():
+        rc, out = run(BOB, "get-pools")
+        assert rc == 0, ("vdiskd does not answer", rc, out)
+
+    def size(path):
+        return os.stat(path).st_size
+
+    @case("ConvertFile through the worker matches vdisk convert")
+    def _():
+        out = os.path.join(t, "conv.qcow2")
+        ref = os.path.join(t, "ref.qcow2")
+        subprocess.run([os.environ["VDISK"], "convert", "-O", "qcow2", src, ref], check=True)
+        rc, res = run(BOB, "convert-file", src, out, "qcow2")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", ref, out)
+        assert r.returncode == 0, r.stdout
+
+    @case("InspectFile through the worker")
+    def _():
+        rc, res = run(BOB, "inspect", src)
+        assert rc == 0 and res["format"] == "qcow2" and res["virtual-size"] == 64 << 20, res
+
+    @case("a hostile caller's image (backing file /etc/shadow) gets nothing to the target")
+    def _():
+        bad = os.path.join(t, "shadow.qcow2")
+        assert qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow", "-F", "raw",
+                        bad, "1M").returncode == 0
+        os.chmod(bad, 0o644)
+        out = os.path.join(t, "shadow.raw")
+        rc, res = run(BOB, "convert-file", bad, out, "raw")
+        assert rc == 4 and not res["success"] and "backing file" in res["message"], res
+        assert size(out) == 0, size(out)
+
+    if not TEST_HOOKS:
+        print("# built without -Dtest_hooks=true: the misbehaving worker is not tested")
+        return
+
+    for what in ("socket", "exec", "write-outside"):
+        @case("a worker that tries %s is killed; the job fails, vdiskd lives on" % what)
+        def _():
+            out = os.path.join(t, "m.raw")
+            rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=" + what)
+            assert rc == 4 and not res["success"] and res["message"] == UNSAFE, res
+            assert size(out) == 0, size(out)
+            assert not os.path.exists("/tmp/vdisk-worker-outside")
+            alive()
+
+    @case("a worker that opens /etc/shadow is refused by Landlock")
+    def _():
+        out = os.path.join(t, "m.raw")
+        rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=open-shadow")
+        assert rc == 4 and not res["success"] and "Permission denied" in res["message"], res
+        with open(out, "rb") as f:
+            data = f.read()
+        assert b"root:" not in data and passwd[:32] not in data
+        alive()
+
+    @case("InspectFile of a worker killed by seccomp is Failed")
+    def _():
+        rc, res = run(BOB, "inspect-opts", src, "misbehave=socket")
+        assert rc == 3 and res["error"] == IFACE + "Error.Failed" and UNSAFE in res["message"], res
+        alive()
+
+    @case("the worker runs unprivileged; SIGKILL mid-job fails the job and empties the target")
+    def _():
+        out = os.path.join(t, "k.raw")
+        p = subprocess.Popen(["runuser", "-u", BOB, "--", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
+                              "convert-opts", src, out, "raw", "misbehave=hang"],
+                             stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = workers_of(env.daemon.pid)
+        assert workers, "no worker seen"
+        st = status_of(workers[0])
+        assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"] and \
+            st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
+        os.kill(workers[0], signal.SIGKILL)
+        res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert not res["success"] and res["message"] == UNSAFE, res
+        assert size(out) == 0
+        alive()
+
+    @case("cancelling the job kills its worker")
+    def _():
+        out = os.path.join(t, "c.raw")
+        flag = os.path.join(t, "cancel-flag")
+        open(flag, "w").close()
+        p = subprocess.Popen(["runuser", "-u", BOB, "--", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              "CANCEL_WHEN_GONE=" + flag,
+                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
+                              "convert-cancel", src, out],
+                             stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = workers_of(env.daemon.pid)
+        assert workers, "no worker seen"
+        os.unlink(flag)
+        res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert not res["success"] and "cancel" in res["message"], res
+        time.sleep(0.2)
+        assert not os.path.exists("/proc/%d" % workers[0]) or workers_of(env.daemon.pid) == [], \
+            "the worker outlived its job"
+        alive()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2:], EXTRA)
+    sys.exit(main(tests))
