@@ -18,7 +18,6 @@
 #include "vdd-dbus.h"
 #include "volume.h"
 #include "worker-client.h"
-#include "worker-protocol.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
 
@@ -504,27 +503,13 @@ VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdO
     return vd_image_open_fd_confined(fd, label, format, flags, NULL, NULL, &bound, error);
 }
 
-/* The request for a worker that opens the caller's file: root's files have
- * the formats' own bounds, everyone else's the metadata bound. */
-static void caller_file_request(GVariantDict *d, const char *operation, guint32 uid,
-                                const char *format, const char *label, VdOpenFlags flags)
-{
-    g_variant_dict_insert(d, "operation", "s", operation);
-    g_variant_dict_insert(d, "source", "i", 0);
-    if (format != NULL)
-        g_variant_dict_insert(d, "source-format", "s", format);
-    g_variant_dict_insert(d, "source-label", "s", label);
-    g_variant_dict_insert(d, "open-flags", "u", (guint32)flags);
-    g_variant_dict_insert(d, "max-metadata", "t", uid == 0 ? (guint64)0 : VDD_MAX_METADATA);
-}
-
 static void inspect_run(gpointer data)
 {
     Inspect *in = data;
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    caller_file_request(&d, "info", in->uid, in->format, "caller's file",
-                        VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES);
+    vdd_worker_request_caller_file(&d, "info", in->uid, in->format, "caller's file",
+                                   VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES);
     if (in->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", in->misbehave);
     g_autoptr(GVariant) result =
@@ -654,13 +639,10 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
     /* The caller's header is parsed, and the copy made, by a worker. */
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    caller_file_request(&d, "convert", w->uid, w->source_format, "caller's source file",
-                        VD_OPEN_NO_RELATED_FILES);
-    g_variant_dict_insert(&d, "target", "i", 1);
-    g_variant_dict_insert(&d, "target-label", "s", "caller's target file");
-    g_variant_dict_insert(&d, "target-open-flags", "u", (guint32)VD_OPEN_NO_RELATED_FILES);
-    g_variant_dict_insert(&d, "format", "s", w->format);
-    g_variant_dict_insert_value(&d, "create-options", vdd_wire_options_to_variant(w->create));
+    vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "caller's source file",
+                                   VD_OPEN_NO_RELATED_FILES);
+    vdd_worker_request_target(&d, "caller's target file", VD_OPEN_NO_RELATED_FILES, w->format,
+                              w->create, NULL);
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
     const int fds[] = { w->source_fd, w->target_fd };

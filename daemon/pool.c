@@ -15,6 +15,7 @@
 #include "vdisk-names.h"
 #include "volume-formats.h"
 #include "volume.h"
+#include "worker-client.h"
 
 struct _VddPool {
     GObject parent;
@@ -355,6 +356,7 @@ typedef struct {
     int source_fd;      /* import: the caller's file, opened by the job */
     guint32 uid;        /* the caller's */
     char *source_format;
+    char *misbehave; /* test hooks only: what the worker is to try */
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -369,6 +371,7 @@ static void new_volume_work_free(NewVolumeWork *w)
     if (w->source_fd >= 0)
         close(w->source_fd);
     g_free(w->source_format);
+    g_free(w->misbehave);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
@@ -388,14 +391,31 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
                                            &confine, error) &&
                vdd_new_file_publish(w->file, w->format, error);
     }
-    /* The caller's file is parsed here, on the job's thread, never on
-     * the main loop that serves everyone else. */
-    g_autoptr(VdImage) source = vd_image_open_fd(w->source_fd, "caller's source file",
-                                                 w->source_format, VD_OPEN_NO_RELATED_FILES, error);
-    return source != NULL &&
-           vdd_copy_into_fd(source, fd, path, w->format, w->create, w->secrets, 0, job, cancellable,
-                            error) &&
-           vdd_new_file_publish(w->file, w->format, error);
+    /* A target on a backing volume is written by one who may open it:
+     * the worker's user may not read the pool's 0600 files. */
+    if (w->backing != NULL) {
+        g_autoptr(VdImage) source =
+            vdd_open_caller_file(w->source_fd, "caller's source file", w->source_format,
+                                 VD_OPEN_NO_RELATED_FILES, w->uid, error);
+        return source != NULL &&
+               vdd_copy_into_fd(source, fd, path, w->format, w->create, w->secrets, 0, job,
+                                cancellable, error) &&
+               vdd_new_file_publish(w->file, w->format, error);
+    }
+    /* The caller's file is parsed, and the copy made, by a worker
+     * (worker-client.h) that holds only the caller's file and the new
+     * one. */
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "caller's source file",
+                                   VD_OPEN_NO_RELATED_FILES);
+    vdd_worker_request_target(&d, path, VD_OPEN_NO_RELATED_FILES, w->format, w->create, w->secrets);
+    if (w->misbehave != NULL)
+        g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
+    const int fds[] = { w->source_fd, fd };
+    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), fds, G_N_ELEMENTS(fds),
+                                                vdd_job_progress, job, cancellable, error);
+    return result != NULL && vdd_new_file_publish(w->file, w->format, error);
 }
 
 static void create_done(VddJob *job, gpointer data, const GError *error)
@@ -522,7 +542,11 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_autoptr(GVariant) options = NULL;
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
                   &name, &format, &options);
+#ifdef VDD_TEST_HOOKS
+    static const char *const daemon_keys[] = { "source-format", "secrets", "misbehave", NULL };
+#else
     static const char *const daemon_keys[] = { "source-format", "secrets", NULL };
+#endif
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
@@ -538,6 +562,9 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     }
     w->source_format = g_strdup(source_format);
     w->uid = uid;
+#ifdef VDD_TEST_HOOKS
+    g_variant_lookup(options, "misbehave", "s", &w->misbehave);
+#endif
     start_new_volume(self, invocation, uid, w, "import");
 }
 

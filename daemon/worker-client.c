@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "manager.h"
 #include "worker-protocol.h"
 
 /* How long a worker may stop in the middle of a message. */
@@ -34,6 +35,29 @@ const char *vdd_worker_path(void)
         g_once_init_leave(&once, 1);
     }
     return path;
+}
+
+void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guint32 uid,
+                                    const char *format, const char *label, VdOpenFlags flags)
+{
+    g_variant_dict_insert(d, "operation", "s", operation);
+    g_variant_dict_insert(d, "source", "i", 0);
+    if (format != NULL)
+        g_variant_dict_insert(d, "source-format", "s", format);
+    g_variant_dict_insert(d, "source-label", "s", label);
+    g_variant_dict_insert(d, "open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(d, "max-metadata", "t", uid == 0 ? (guint64)0 : VDD_MAX_METADATA);
+}
+
+void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags flags,
+                               const char *format, VdOptions *create, VdSecrets *secrets)
+{
+    g_variant_dict_insert(d, "target", "i", 1);
+    g_variant_dict_insert(d, "target-label", "s", label);
+    g_variant_dict_insert(d, "target-open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(d, "format", "s", format);
+    g_variant_dict_insert_value(d, "create-options", vdd_wire_options_to_variant(create));
+    g_variant_dict_insert_value(d, "secrets", vdd_wire_secrets_to_variant(secrets, create));
 }
 
 static GError *unsafe(void)

@@ -20,6 +20,17 @@
 GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgressFunc progress,
                          gpointer progress_data, GCancellable *cancellable, GError **error);
 
+/* Request entries for a job that reads the caller's file (descriptor 0):
+ * root's files have the formats' own bounds, everyone else's
+ * VDD_MAX_METADATA. format may be NULL (probe). */
+void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guint32 uid,
+                                    const char *format, const char *label, VdOpenFlags flags);
+/* And for a convert into descriptor 1: the new image's format, create
+ * options and the secrets they name (may be NULL), with a label for
+ * messages. */
+void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags flags,
+                               const char *format, VdOptions *create, VdSecrets *secrets);
+
 /* The worker executable: $VDISK_WORKER, else vdisk-worker next to this
  * program (the build tree; installed, both are in libexecdir), else
  * libexecdir's. */

@@ -212,7 +212,7 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
         "sync_file_range", "getdents64", "readlinkat", "faccessat", "faccessat2", "dup", "dup3",
         "sendmsg", "recvmsg", "poll", "ppoll",
         /* memory */
-        "brk", "munmap", "mremap", "madvise",
+        "brk", "munmap", "mremap", "madvise", "mlock", "mlock2", "munlock",
         /* threads, time, signals, exit */
         "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "gettid",
         "getpid", "getppid", "sched_yield", "sched_getaffinity", "rt_sigaction", "rt_sigprocmask",

@@ -1,5 +1,5 @@
-"""vdiskd hands the image work of ConvertFile and InspectFile to
-vdisk-worker: a worker that misbehaves (with -Dtest_hooks=true), crashes or
+"""vdiskd hands the image work of ConvertFile, InspectFile and ImportVolume
+to vdisk-worker: a worker that misbehaves (with -Dtest_hooks=true), crashes or
 is killed becomes a failed job, "the image could not be processed safely",
 its half-written target is emptied, and vdiskd answers the next call. Needs
 root (exit 77 otherwise)."""
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import BOB, IFACE, ROOT, case, client, main, qemu_img, run
+from vdiskd_env import ALICE, BOB, IFACE, ROOT, case, client, main, qemu_img, run
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -48,7 +48,15 @@ def inspect_opts(ctx, a):
                               [0, ctx.options(a[1:])], [fd])[0], default=str))
 
 
-EXTRA = {"convert-opts": convert_opts, "convert-cancel": convert_cancel,
+def import_opts(ctx, a):
+    """POOL SRC NAME FORMAT KEY=VALUE...: ImportVolume with options (secrets too)."""
+    fd = os.open(a[1], os.O_RDONLY)
+    v, j = ctx.call(ROOT + "/pools/" + a[0], "Pool", "ImportVolume", "(hssa{sv})",
+                    [0, a[2], a[3], ctx.options(a[4:])], [fd])
+    ctx.wait(j, {"volume": v})
+
+
+EXTRA = {"import-opts": import_opts, "convert-opts": convert_opts, "convert-cancel": convert_cancel,
          "inspect-opts": inspect_opts}
 
 
@@ -124,9 +132,78 @@ def tests(env):
         assert rc == 4 and not res["success"] and "backing file" in res["message"], res
         assert size(out) == 0, size(out)
 
+    pool = os.path.join(env.t, "pool")
+    os.mkdir(pool)
+    assert run("root", "add-pool", "p", pool)[0] == 0
+
+    def pool_files():
+        return sorted(os.listdir(pool))
+
+    @case("ImportVolume through the worker matches vdisk convert")
+    def _():
+        rc, res = run(ALICE, "import", "p", src, "imported.qcow2", "qcow2")
+        assert rc == 0 and res["success"], res
+        ref = os.path.join(env.t, "ref-import.qcow2")
+        subprocess.run([os.environ["VDISK"], "convert", "-O", "qcow2", src, ref], check=True)
+        r = qemu_img("compare", ref, os.path.join(pool, "imported.qcow2"))
+        assert r.returncode == 0, r.stdout
+        assert os.stat(os.path.join(pool, "imported.qcow2")).st_mode & 0o777 == 0o600
+
+    @case("an encrypted import gets its key through the worker")
+    def _():
+        rc, res = run(ALICE, "import-opts", "p", src, "secret.qcow2", "qcow2",
+                      "encrypt.format=luks", "encrypt.key-secret=k", "secret:k=hunter2")
+        assert rc == 0 and res["success"], res
+        r = subprocess.run(["qemu-img", "compare", "--object", "secret,id=k,data=hunter2",
+                            "--image-opts", "driver=qcow2,file.filename=" + src,
+                            "driver=qcow2,encrypt.key-secret=k,file.filename=" +
+                            os.path.join(pool, "secret.qcow2")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("a hostile import (qcow2 backed by /etc/shadow) is refused and leaves no volume")
+    def _():
+        bad = os.path.join(t, "shadow-import.qcow2")
+        assert qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow", "-F", "raw",
+                        bad, "1M").returncode == 0
+        os.chmod(bad, 0o644)
+        before = pool_files()
+        rc, res = run(ALICE, "import", "p", bad, "stolen.raw", "raw")
+        assert rc == 4 and not res["success"] and "backing file" in res["message"], res
+        assert pool_files() == before, (before, pool_files())
+
     if not TEST_HOOKS:
         print("# built without -Dtest_hooks=true: the misbehaving worker is not tested")
         return
+
+    @case("a worker killed with SIGKILL mid-import leaves no volume; vdiskd answers")
+    def _():
+        before = pool_files()
+        p = subprocess.Popen(["runuser", "-u", ALICE, "--", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
+                              "import", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
+                             stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = workers_of(env.daemon.pid)
+        assert workers, "no worker seen"
+        os.kill(workers[0], signal.SIGKILL)
+        res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert not res["success"] and res["message"] == UNSAFE, res
+        assert pool_files() == before, (before, pool_files())
+        rc, res = run(ALICE, "volume-props", "p", "killed.qcow2")
+        assert rc == 3, res
+        alive()
+
+    @case("an import whose worker tries a socket fails and leaves no volume")
+    def _():
+        before = pool_files()
+        rc, res = run(ALICE, "import", "p", src, "sock.qcow2", "qcow2", "misbehave=socket")
+        assert rc == 4 and res["message"] == UNSAFE, res
+        assert pool_files() == before, (before, pool_files())
+        alive()
 
     for what in ("socket", "exec", "write-outside"):
         @case("a worker that tries %s is killed; the job fails, vdiskd lives on" % what)
