@@ -26,12 +26,14 @@ def V(sig, value):
 
 
 class Worker:
-    """One worker process and our end of its socket."""
+    """One worker process and our end of its socket; wrap: a command line
+    the worker runs under (setpriv ...)."""
 
-    def __init__(self, request, fds):
+    def __init__(self, request, fds, wrap=()):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
-        self.pid = os.posix_spawn(WORKER, [WORKER], dict(os.environ),
+        argv = list(wrap) + [WORKER]
+        self.pid = os.posix_spawn(argv[0], argv, dict(os.environ),
                                   file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)])
         theirs.close()
         body = GLib.Variant("a{sv}", request).get_data_as_bytes().get_data()
@@ -63,9 +65,20 @@ class Worker:
         return result, status
 
 
-def run(request, fds, on_progress=None):
-    w = Worker(request, fds)
+def run(request, fds, on_progress=None, wrap=()):
+    w = Worker(request, fds, wrap)
     return w.finish(on_progress)
+
+
+def unit_bounding_set():
+    """The capabilities vdiskd.service leaves the service (and its workers)."""
+    unit = os.path.join(os.environ.get("G_TEST_SRCDIR", os.path.dirname(__file__) + "/.."),
+                        "..", "data", "vdiskd.service.in")
+    with open(unit) as f:
+        for line in f:
+            if line.startswith("CapabilityBoundingSet="):
+                return [c.lower() for c in line.split("=", 1)[1].split()]
+    raise RuntimeError("no CapabilityBoundingSet in " + unit)
 
 
 def check(cond, what):
@@ -161,6 +174,33 @@ def main():
     check(status.get("CapEff") == ["0000000000000000"] and
           status.get("CapPrm") == ["0000000000000000"],
           "no capabilities: %s %s" % (status.get("CapEff"), status.get("CapPrm")))
+
+    # As vdiskd.service starts it: the unit's bounding set, no new
+    # privileges (Landlock and seccomp need no namespace, which the unit
+    # forbids).
+    caps = ",".join(["-all"] + ["+" + c[4:] for c in unit_bounding_set()])
+    s, d = open_pair(src, os.path.join(tmp, "unit.qcow2"))
+    res, status = run(convert_request("qcow2"), [s, d],
+                      wrap=["/usr/bin/setpriv", "--bounding-set", caps, "--no-new-privs"])
+    os.close(s)
+    os.close(d)
+    conf = (res or {}).get("confinement", {})
+    check(res is not None and res.get("ok") is True and conf.get("uid", 0) != 0 and
+          conf.get("seccomp"), "under the unit's bounding set (%s) and no-new-privs: %s"
+          % (caps, res))
+    cmp = qemu_img("compare", os.path.join(tmp, "ref.qcow2"), os.path.join(tmp, "unit.qcow2"))
+    check(cmp.returncode == 0, "and its copy is vdisk convert's: %s" % cmp.stdout)
+
+    # A root worker that cannot leave root does no work.
+    s, d = open_pair(src, os.path.join(tmp, "stuck.raw"))
+    res, status = run(convert_request("raw"), [s, d],
+                      wrap=["/usr/bin/setpriv", "--bounding-set", "-setuid,-setgid"])
+    os.close(s)
+    os.close(d)
+    check(res is not None and res.get("ok") is False and
+          "could not confine itself" in res.get("error-message", "") and
+          os.path.getsize(os.path.join(tmp, "stuck.raw")) == 0,
+          "without CAP_SETUID the worker refuses the job: %s" % res)
 
     # Info of the caller's file.
     s = os.open(src, os.O_RDONLY)
