@@ -759,6 +759,8 @@ VddManager *vdd_manager_new(void)
     vdd_dbus_manager_set_version(self->iface, VDISK_VERSION);
     vdd_dbus_manager_set_formats(self->iface, vd_formats());
     vdd_dbus_manager_set_writable_formats(self->iface, (const char *const *)writable->pdata);
+    vdd_dbus_manager_set_worker_confinement(self->iface,
+                                            g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0));
     g_signal_connect(self->iface, "handle-get-pools", G_CALLBACK(handle_get_pools), self);
     g_signal_connect(self->iface, "handle-add-pool", G_CALLBACK(handle_add_pool), self);
     g_signal_connect(self->iface, "handle-resolve-path", G_CALLBACK(handle_resolve_path), self);
@@ -769,7 +771,43 @@ VddManager *vdd_manager_new(void)
     return self;
 }
 
+/* WorkerConfinement: asked of a worker on a thread once the manager is on
+ * the bus, published on the main loop. */
+typedef struct {
+    VddManager *self;
+    GVariant *confinement;
+} WorkerStatus;
+
+static gboolean publish_worker_status(gpointer data)
+{
+    WorkerStatus *ws = data;
+    vdd_dbus_manager_set_worker_confinement(ws->self->iface, ws->confinement);
+    g_variant_unref(ws->confinement);
+    g_object_unref(ws->self);
+    g_free(ws);
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer ask_worker_status(gpointer data)
+{
+    WorkerStatus *ws = data;
+    g_autoptr(GError) error = NULL;
+    ws->confinement = vdd_worker_status(&error);
+    if (ws->confinement == NULL) {
+        g_warning("cannot start vdisk-worker: %s", error->message);
+        GVariantDict d;
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "error", "s", error->message);
+        ws->confinement = g_variant_ref_sink(g_variant_dict_end(&d));
+    }
+    g_main_context_invoke(NULL, publish_worker_status, ws);
+    return NULL;
+}
+
 void vdd_manager_export(VddManager *self, GDBusConnection *connection)
 {
     g_dbus_object_manager_server_set_connection(self->om, connection);
+    WorkerStatus *ws = g_new0(WorkerStatus, 1);
+    ws->self = g_object_ref(self);
+    g_thread_unref(g_thread_new("worker-status", ask_worker_status, ws));
 }

@@ -228,3 +228,18 @@ GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgr
     }
     return g_steal_pointer(&result);
 }
+
+GVariant *vdd_worker_status(GError **error)
+{
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "status");
+    g_autoptr(GVariant) result =
+        vdd_worker_run(g_variant_dict_end(&d), NULL, 0, NULL, NULL, NULL, error);
+    if (result == NULL)
+        return NULL;
+    GVariant *c = g_variant_lookup_value(result, "confinement", G_VARIANT_TYPE_VARDICT);
+    if (c == NULL)
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "the worker did not say how it runs");
+    return c;
+}

@@ -31,6 +31,10 @@ void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guin
 void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags flags,
                                const char *format, VdOptions *create, VdSecrets *secrets);
 
+/* Start a worker that confines itself and does no image work, and return
+ * what it ran under (the "confinement" a{sv} of worker-protocol.h). Blocks. */
+GVariant *vdd_worker_status(GError **error);
+
 /* The worker executable: $VDISK_WORKER, else vdisk-worker next to this
  * program (the build tree; installed, both are in libexecdir), else
  * libexecdir's. */

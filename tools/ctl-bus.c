@@ -382,7 +382,7 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
 
 /* ----- formats and create options ----- */
 
-static GVariant *manager_property(Ctl *ctl, const char *name, const char *type)
+GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type)
 {
     g_autoptr(GVariant) reply =
         ctl_call(ctl, VDISK_MANAGER_PATH, "org.freedesktop.DBus.Properties", "Get",
@@ -409,7 +409,7 @@ char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback)
     ext = g_ascii_strdown(dot + 1, -1);
     if (g_str_equal(ext, "img"))
         return g_strdup("raw");
-    writable = manager_property(ctl, "WritableFormats", "as");
+    writable = ctl_manager_property(ctl, "WritableFormats", "as");
     if (writable == NULL)
         return g_strdup(fallback);
     formats = g_variant_get_strv(writable, NULL);

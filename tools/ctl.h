@@ -106,6 +106,7 @@ extern const CtlCommand ctl_cmd_info, ctl_cmd_create, ctl_cmd_import, ctl_cmd_ex
 extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
 extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
 extern const CtlCommand ctl_cmd_libvirt;
+extern const CtlCommand ctl_cmd_status;
 
 /* ----- messages (ctl-output.c) ----- */
 
@@ -182,6 +183,9 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
  * extension when vdiskd writes that format ("img" means raw), else
  * fallback. Returns a new string. */
 char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback);
+/* A property of the Manager, when it has type; NULL otherwise (or on a
+ * failed call, which has said why). */
+GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type);
 
 /* The a{sv} options of a call: -o texts (qemu-img's key=value,... with ",,"
  * for a comma) as vdiskd's create options, source-format, shrink, the

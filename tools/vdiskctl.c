@@ -16,7 +16,7 @@ static const CtlCommand *const commands[] = {
     &ctl_cmd_pools,   &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
     &ctl_cmd_export,  &ctl_cmd_clone,    &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
     &ctl_cmd_overlay, &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
-    &ctl_cmd_convert, &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt,
+    &ctl_cmd_convert, &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt, &ctl_cmd_status,
 };
 
 /* Long-only options; above every char. */

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import (ALICE, BOB, IFACE, ROOT, case, client, expect_denied, main, qemu_img,
-                        run)
+from vdiskd_env import (ALICE, BOB, BUS, IFACE, ROOT, case, client, expect_denied, main,
+                        qemu_img, run)
 
 SECRET = b"ROOT-ONLY-SECRET" * 4096  # 64 KiB that must never leave root's files
 
@@ -32,7 +32,21 @@ def export_nowait(ctx, a):
     sys.exit(0)
 
 
-EXTRA = {"export-nowait": export_nowait}
+def worker_confinement(ctx, a):
+    """The Manager's WorkerConfinement, once vdiskd has asked a worker."""
+    from gi.repository import GLib
+    for _ in range(100):
+        r = ctx.conn.call_sync(BUS, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "Get",
+                               GLib.Variant("(ss)", (IFACE + "Manager", "WorkerConfinement")),
+                               None, 0, 10000, None).unpack()[0]
+        if r:
+            break
+        time.sleep(0.1)
+    print(json.dumps(r))
+    sys.exit(0)
+
+
+EXTRA = {"export-nowait": export_nowait, "worker-confinement": worker_confinement}
 
 
 def write_at(path, offset, data):
@@ -87,6 +101,19 @@ def tests(env):
     def export(name, fmt="raw", user=ALICE, p="p"):
         dst = os.path.join(out_dir, "%s.%s.out" % (name, fmt))
         return run(user, "export", p, name, dst, fmt), dst
+
+    @case("the Manager and vdiskctl status say how image parsing is confined")
+    def _():
+        rc, out = run(BOB, "worker-confinement")
+        assert rc == 0 and out.get("uid", 0) != 0 and out.get("user") not in (None, "root"), out
+        assert out["seccomp"] is True and out["no-new-privs"] is True, out
+        vdiskctl = os.path.join(env.build, "tools", "vdiskctl")
+        r = subprocess.run(["runuser", "-u", BOB, "--", "env",
+                            "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                            vdiskctl, "status"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "as %s (uid %d)" % (out["user"], out["uid"]) in r.stdout, r.stdout
+        assert "seccomp filter" in r.stdout and "no new privileges" in r.stdout, r.stdout
 
     @case("a guest writes a qcow2 header naming a host file into its raw disk: "
           "vdiskd keeps it raw, never reads or writes that file")

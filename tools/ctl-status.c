@@ -1,0 +1,58 @@
+/* vdiskctl status: the daemon's version and how it parses images. */
+#include "ctl.h"
+
+#include <stdlib.h>
+
+/* One line on the worker's confinement, from WorkerConfinement. */
+static char *describe_worker(GVariant *c)
+{
+    const char *error = NULL, *user = "?";
+    guint32 uid = 0;
+    gint32 abi = 0;
+    gboolean nnp = FALSE, seccomp = FALSE;
+    if (g_variant_lookup(c, "error", "&s", &error))
+        return g_strdup_printf("cannot be started: %s", error);
+    if (!g_variant_lookup(c, "user", "&s", &user))
+        return g_strdup("not known yet (vdiskd asks a worker as it starts)");
+    g_variant_lookup(c, "uid", "u", &uid);
+    g_variant_lookup(c, "landlock-abi", "i", &abi);
+    g_variant_lookup(c, "no-new-privs", "b", &nnp);
+    g_variant_lookup(c, "seccomp", "b", &seccomp);
+    g_autofree char *landlock =
+        abi > 0 ? g_strdup_printf("Landlock ABI %d", abi) : g_strdup("no Landlock (kernel)");
+    return g_strdup_printf("as %s (uid %u), %s, %s, %s", user, uid,
+                           nnp ? "no new privileges" : "new privileges allowed", landlock,
+                           seccomp ? "seccomp filter" : "no seccomp filter");
+}
+
+static int run_status(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GVariant) version = ctl_manager_property(ctl, "Version", "s");
+    g_autoptr(GVariant) worker = ctl_manager_property(ctl, "WorkerConfinement", "a{sv}");
+    if (version == NULL || worker == NULL)
+        return EXIT_FAILURE;
+    if (ctl->json) {
+        GVariantDict d;
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert_value(&d, "Version", version);
+        g_variant_dict_insert_value(&d, "WorkerConfinement", worker);
+        ctl_print_json(g_variant_dict_end(&d));
+        return EXIT_SUCCESS;
+    }
+    g_autofree char *line = describe_worker(worker);
+    ctl_print_field("vdiskd", g_variant_get_string(version, NULL));
+    ctl_print_field("image worker", line);
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_status = {
+    .name = "status",
+    .operands = "",
+    .summary = "show vdiskd's version and how it confines image parsing",
+    .options = CTL_OPT_JSON,
+    .examples = "  vdiskctl status\n"
+                "  vdiskctl status --json\n",
+    .min_operands = 0,
+    .max_operands = 0,
+    .run = run_status,
+};
