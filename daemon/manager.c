@@ -565,9 +565,7 @@ static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocatio
     in->uid = uid;
     in->fd = fd;
     in->format = g_strdup(format);
-#ifdef VDD_TEST_HOOKS
-    g_variant_lookup(options, "misbehave", "s", &in->misbehave);
-#endif
+    in->misbehave = vdd_worker_test_misbehave(options);
     vdd_job_run_work(invocation, uid, inspect_run, inspect_done, in);
 }
 
@@ -700,11 +698,8 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc, &hdst,
                   &format, &options);
     GError *error = NULL;
-#ifdef VDD_TEST_HOOKS
+    /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
     static const char *const daemon_keys[] = { "source-format", "misbehave", NULL };
-#else
-    static const char *const daemon_keys[] = { "source-format", NULL };
-#endif
     const char *source_format = NULL;
     if (!vdd_check_format(format, &error)) {
         vdd_return_error(invocation, uid, "caller's file", error);
@@ -725,9 +720,7 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
         return;
     }
     w->source_format = g_strdup(source_format);
-#ifdef VDD_TEST_HOOKS
-    g_variant_lookup(options, "misbehave", "s", &w->misbehave);
-#endif
+    w->misbehave = vdd_worker_test_misbehave(options);
     VddJob *job = vdd_job_new(self, invocation, "convert", uid, NULL);
     vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
     vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));

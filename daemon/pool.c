@@ -542,11 +542,8 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     g_autoptr(GVariant) options = NULL;
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
                   &name, &format, &options);
-#ifdef VDD_TEST_HOOKS
+    /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
     static const char *const daemon_keys[] = { "source-format", "secrets", "misbehave", NULL };
-#else
-    static const char *const daemon_keys[] = { "source-format", "secrets", NULL };
-#endif
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
@@ -562,9 +559,7 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     }
     w->source_format = g_strdup(source_format);
     w->uid = uid;
-#ifdef VDD_TEST_HOOKS
-    g_variant_lookup(options, "misbehave", "s", &w->misbehave);
-#endif
+    w->misbehave = vdd_worker_test_misbehave(options);
     start_new_volume(self, invocation, uid, w, "import");
 }
 

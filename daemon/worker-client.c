@@ -243,3 +243,18 @@ GVariant *vdd_worker_status(GError **error)
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "the worker did not say how it runs");
     return c;
 }
+
+char *vdd_worker_test_misbehave(GVariant *options)
+{
+#ifdef VDD_TEST_HOOKS
+    /* Only when the test that started vdiskd asked for it too: a test
+     * build installed by mistake still lets no caller steer its workers. */
+    const char *on = g_getenv("VDISKD_TEST_HOOKS");
+    char *what = NULL;
+    if (on != NULL && g_str_equal(on, "1"))
+        g_variant_lookup(options, "misbehave", "s", &what);
+    return what;
+#else
+    return NULL;
+#endif
+}

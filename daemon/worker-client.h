@@ -35,6 +35,11 @@ void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags f
  * what it ran under (the "confinement" a{sv} of worker-protocol.h). Blocks. */
 GVariant *vdd_worker_status(GError **error);
 
+/* The "misbehave" option of a call, for the tests of the worker's
+ * confinement: NULL unless vdiskd was built with -Dtest_hooks=true and
+ * started with VDISKD_TEST_HOOKS=1. A new string. */
+char *vdd_worker_test_misbehave(GVariant *options);
+
 /* The worker executable: $VDISK_WORKER, else vdisk-worker next to this
  * program (the build tree; installed, both are in libexecdir), else
  * libexecdir's. */

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import ALICE, BOB, IFACE, ROOT, case, client, main, qemu_img, run
+from vdiskd_env import ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -283,4 +283,5 @@ def tests(env):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client(sys.argv[2:], EXTRA)
-    sys.exit(main(tests))
+    # the misbehaving workers need vdiskd to pass "misbehave" on
+    sys.exit(main(tests, Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})))
