@@ -96,9 +96,6 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
 VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
                               guint32 uid, GError **error);
 
-/* Snapshots (of VdSnapshotInfo) as a(ssttt): id, name, date, vm-clock,
- * vm-state-size. Floating. */
-GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots);
 
 /* Worker side of Export, ConvertFile, Clone and ImportVolume: create
  * format in descriptor fd and copy source into it, reporting progress to

@@ -10,6 +10,7 @@
 #include "names.h"
 #include "options.h"
 #include "vdd-dbus.h"
+#include "worker-protocol.h"
 #include "volume-formats.h"
 
 struct _VddVolume {
