@@ -96,7 +96,6 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
 VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
                               guint32 uid, GError **error);
 
-
 /* Worker side of Export, ConvertFile, Clone and ImportVolume: create
  * format in descriptor fd and copy source into it, reporting progress to
  * job. secrets (may be NULL) hold what the create options' encrypt.key-secret
