@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "worker-protocol.h"
 
 static char *value_to_string(GVariant *value)
 {
@@ -133,17 +134,10 @@ gboolean vdd_options_lookup_secrets(GVariant *options, VdSecrets **out, GError *
                     "option 'secrets' must be a{say}, not %s", g_variant_get_type_string(v));
         return FALSE;
     }
-    *out = vd_secrets_new();
-    GVariantIter it;
-    const char *id;
-    GVariant *data;
-    g_variant_iter_init(&it, v);
-    while (g_variant_iter_next(&it, "{&s@ay}", &id, &data)) {
-        gsize len;
-        const guint8 *bytes = g_variant_get_fixed_array(data, &len, 1);
-        vd_secrets_add(*out, id, bytes, len);
-        g_variant_unref(data);
-    }
+    /* An empty a{say} still means "secrets were given": an empty store. */
+    *out = vdd_wire_secrets_from_variant(v);
+    if (*out == NULL)
+        *out = vd_secrets_new();
     return TRUE;
 }
 

@@ -6,6 +6,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* The error of a failed sendmsg or recvmsg, from errno. */
+static gboolean socket_error(GError **error)
+{
+    int e = errno;
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "worker socket: %s", g_strerror(e));
+    return FALSE;
+}
+
 static gboolean write_all(int sock, const guint8 *p, gsize len, const int *fds, guint n_fds,
                           GError **error)
 {
@@ -29,12 +37,8 @@ static gboolean write_all(int sock, const guint8 *p, gsize len, const int *fds, 
         ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
-            int e = errno;
-            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "worker socket: %s",
-                        g_strerror(e));
-            return FALSE;
-        }
+        if (n < 0)
+            return socket_error(error);
         p += n;
         len -= n;
         n_fds = 0; /* sent with the first byte */
@@ -78,12 +82,8 @@ static gboolean read_all(int sock, guint8 *p, gsize len, int *fds, guint *n_fds,
         ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
-            int e = errno;
-            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "worker socket: %s",
-                        g_strerror(e));
-            return FALSE;
-        }
+        if (n < 0)
+            return socket_error(error);
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
                 continue;

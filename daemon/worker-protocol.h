@@ -49,7 +49,8 @@ GVariant *vdd_wire_options_to_variant(VdOptions *opts);
 VdOptions *vdd_wire_options_from_variant(GVariant *v);
 
 /* The secrets the create options name (any *key-secret option) as a{say},
- * and back (NULL for none). */
+ * and back (NULL for none or an empty a{say}; vdiskd's "secrets" option
+ * is read with it too). */
 GVariant *vdd_wire_secrets_to_variant(VdSecrets *secrets, VdOptions *create);
 VdSecrets *vdd_wire_secrets_from_variant(GVariant *v);
 

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run
+from vdiskd_env import (ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run,
+                        status_of)
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -78,13 +79,22 @@ def workers_of(pid):
     return found
 
 
-def status_of(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            fields[k] = v.split()
-    return fields
+def client_with_worker(env, user, *args, extra_env=()):
+    """Start this file's client as user in the background (args: its
+    command and operands) and wait until vdiskd has a worker for it: the
+    client's process and the worker's pid."""
+    p = subprocess.Popen(["runuser", "-u", user, "--", "env",
+                          "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                          *extra_env, "/usr/bin/python3", os.path.abspath(sys.argv[0]),
+                          "--client", *args],
+                         stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    workers = []
+    while not workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+        workers = workers_of(env.daemon.pid)
+    assert workers, "no worker seen"
+    return p, workers[0]
 
 
 def tests(env):
@@ -178,18 +188,9 @@ def tests(env):
     @case("a worker killed with SIGKILL mid-import leaves no volume; vdiskd answers")
     def _():
         before = pool_files()
-        p = subprocess.Popen(["runuser", "-u", ALICE, "--", "env",
-                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
-                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
-                              "import", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
-                             stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        workers = []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-            workers = workers_of(env.daemon.pid)
-        assert workers, "no worker seen"
-        os.kill(workers[0], signal.SIGKILL)
+        p, worker = client_with_worker(env, ALICE, "import", "p", src, "killed.qcow2", "qcow2",
+                                       "misbehave=hang")
+        os.kill(worker, signal.SIGKILL)
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and res["message"] == UNSAFE, res
         assert pool_files() == before, (before, pool_files())
@@ -234,21 +235,12 @@ def tests(env):
     @case("the worker runs unprivileged; SIGKILL mid-job fails the job and empties the target")
     def _():
         out = os.path.join(t, "k.raw")
-        p = subprocess.Popen(["runuser", "-u", BOB, "--", "env",
-                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
-                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
-                              "convert-opts", src, out, "raw", "misbehave=hang"],
-                             stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        workers = []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-            workers = workers_of(env.daemon.pid)
-        assert workers, "no worker seen"
-        st = status_of(workers[0])
+        p, worker = client_with_worker(env, BOB, "convert-opts", src, out, "raw",
+                                       "misbehave=hang")
+        st = status_of(worker)
         assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"] and \
             st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
-        os.kill(workers[0], signal.SIGKILL)
+        os.kill(worker, signal.SIGKILL)
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and res["message"] == UNSAFE, res
         assert size(out) == 0
@@ -259,23 +251,13 @@ def tests(env):
         out = os.path.join(t, "c.raw")
         flag = os.path.join(t, "cancel-flag")
         open(flag, "w").close()
-        p = subprocess.Popen(["runuser", "-u", BOB, "--", "env",
-                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
-                              "CANCEL_WHEN_GONE=" + flag,
-                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
-                              "convert-cancel", src, out],
-                             stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        workers = []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-            workers = workers_of(env.daemon.pid)
-        assert workers, "no worker seen"
+        p, worker = client_with_worker(env, BOB, "convert-cancel", src, out,
+                                       extra_env=["CANCEL_WHEN_GONE=" + flag])
         os.unlink(flag)
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and "cancel" in res["message"], res
         time.sleep(0.2)
-        assert not os.path.exists("/proc/%d" % workers[0]) or workers_of(env.daemon.pid) == [], \
+        assert not os.path.exists("/proc/%d" % worker) or workers_of(env.daemon.pid) == [], \
             "the worker outlived its job"
         alive()
 

@@ -15,6 +15,8 @@ import tempfile
 
 from gi.repository import GLib
 
+from vdiskd_env import status_of
+
 WORKER = os.environ.get("VDISK_WORKER")
 VDISK = os.environ.get("VDISK")
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
@@ -103,15 +105,6 @@ def open_pair(src, dst):
     s = os.open(src, os.O_RDONLY)
     d = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     return s, d
-
-
-def status_of(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            fields[k] = v.split()
-    return fields
 
 
 def main():

@@ -313,6 +313,16 @@ def case(name):
     return deco
 
 
+def status_of(pid):
+    """/proc/PID/status as a dict of field -> its words."""
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
 def expect_denied(rc, out):
     assert rc == 3 and out.get("error") == IFACE + "Error.NotAuthorized", (rc, out)
 
