@@ -207,13 +207,12 @@ static char *trusted_format(VddVolume *self, int fd, const struct stat *st, GErr
     return g_strdup(format);
 }
 
-VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key, GError **error)
+/* The image in the volume's open file fd, as its trusted format; *st gets
+ * the file's status. */
+static VdImage *open_image(VddVolume *self, int fd, struct stat *st, VdOpenFlags flags,
+                           const VddImageKey *key, GError **error)
 {
-    int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    g_autofree char *format = fstat(fd, &st) == 0 ? trusted_format(self, fd, &st, error) : NULL;
+    g_autofree char *format = fstat(fd, st) == 0 ? trusted_format(self, fd, st, error) : NULL;
     if (format == NULL && error != NULL && *error == NULL)
         vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
     VdConfinement confine;
@@ -223,23 +222,30 @@ VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *
             ? NULL
             : vd_image_open_fd_confined(fd, self->name, format, flags, key ? key->open : NULL,
                                         key ? key->secrets : NULL, &confine, error);
-    close(fd);
     if (img == NULL)
         vdd_error_normalize(error);
     return img;
 }
 
-/* The error of a raw volume whose content now looks like another format:
- * read as raw all the same, but the owner should know (a guest wrote an
- * image header into its disk, or someone filled it behind vdiskd). */
-static char *raw_content_warning(VddVolume *self, VdImage *img)
+VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key, GError **error)
 {
-    g_autoptr(GError) error = NULL;
+    int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    VdImage *img = open_image(self, fd, &st, flags, key, error);
+    close(fd);
+    return img;
+}
+
+/* The error of a raw volume (open in fd) whose content now looks like
+ * another format: read as raw all the same, but the owner should know (a
+ * guest wrote an image header into its disk, or someone filled it behind
+ * vdiskd). */
+static char *raw_content_warning(VddVolume *self, int fd)
+{
     g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
-    int fd = open_file(self, O_RDONLY, &error);
-    const char *probed = fd >= 0 ? vd_probe_fd(fd, path, NULL, NULL) : NULL;
-    if (fd >= 0)
-        close(fd);
+    const char *probed = vd_probe_fd(fd, path, NULL, NULL);
     if (probed == NULL || g_str_equal(probed, "raw"))
         return NULL;
     return g_strdup_printf("%s was recorded as raw, but its content now looks like %s; vdiskd "
@@ -252,16 +258,16 @@ void vdd_volume_update(VddVolume *self)
     g_autoptr(GError) error = NULL;
     int fd = open_file(self, O_RDONLY, &error);
     struct stat st = { 0 };
-    if (fd >= 0) {
-        fstat(fd, &st);
-        close(fd);
-    }
     /* Describing a volume must work while a VM runs on it: read it as
      * qemu-img info -U does, not refusing its writer. */
     g_autoptr(VdImage) img =
-        fd >= 0 ? vdd_volume_open(self, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, &error)
+        fd >= 0 ? open_image(self, fd, &st, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, &error)
                 : NULL;
     g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
+    g_autofree char *warning =
+        info != NULL && g_str_equal(info->format, "raw") ? raw_content_warning(self, fd) : NULL;
+    if (fd >= 0)
+        close(fd);
     g_object_freeze_notify(G_OBJECT(self->iface));
     vdd_dbus_volume_set_allocated_size(self->iface, (guint64)st.st_blocks * 512);
     if (info == NULL) {
@@ -272,8 +278,6 @@ void vdd_volume_update(VddVolume *self)
         g_object_thaw_notify(G_OBJECT(self->iface));
         return;
     }
-    g_autofree char *warning =
-        g_str_equal(info->format, "raw") ? raw_content_warning(self, img) : NULL;
     vdd_dbus_volume_set_format(self->iface, info->format);
     vdd_dbus_volume_set_error(self->iface, warning ? warning : "");
     vdd_dbus_volume_set_virtual_size(self->iface, info->virtual_size);
