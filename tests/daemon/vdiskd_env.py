@@ -185,10 +185,12 @@ def client(argv, extra=None):
 # ---------------------------------------------------------------- test side
 class Env:
     """vdiskd_args and vdiskd_env: more arguments and environment for vdiskd
-    (limits, say)."""
+    (limits, say); wrap: a command line vdiskd runs under (it execs the
+    rest, so vdiskd keeps the pid)."""
 
-    def __init__(self, vdiskd_args=(), vdiskd_env=None):
+    def __init__(self, vdiskd_args=(), vdiskd_env=None, wrap=()):
         self.vdiskd_args = list(vdiskd_args)
+        self.wrap = list(wrap)
         self.vdiskd_env = dict(vdiskd_env or {})
         self.pids = []
         self.installed = []
@@ -241,9 +243,8 @@ class Env:
         """Start vdiskd (again, after a test killed it) and wait for its name."""
         denv = dict(os.environ, STATE_DIRECTORY=self.state)
         denv.update(self.vdiskd_env)
-        self.daemon = subprocess.Popen([self.vdiskd, "--idle-timeout=0",
-                                        "--config-dir=" + os.path.join(self.t, "conf")]
-                                       + self.vdiskd_args,
+        argv = [self.vdiskd, "--idle-timeout=0", "--config-dir=" + os.path.join(self.t, "conf")]
+        self.daemon = subprocess.Popen(self.wrap + argv + self.vdiskd_args,
                                        stdout=self.log, stderr=self.log, env=denv)
         self.pids.append(self.daemon.pid)
         deadline = time.monotonic() + timeout

@@ -1,0 +1,476 @@
+"""vdiskd confined as vdiskd.service confines it, without systemd: the test
+reads data/vdiskd.service.in, computes its SystemCallFilter= as systemd does
+(the groups from `systemd-analyze syscall-filter` at test time) and starts
+vdiskd through unit-sandbox, which reproduces the unit's settings and execs
+vdiskd. Under it the worker still confines itself (its user, no-new-privs,
+Landlock, its own seccomp filter) and does InspectFile, ConvertFile,
+ImportVolume, Clone and Resize; a killed worker still fails its job cleanly.
+A setting the unit gains that this test does not know fails the test, so
+the two stay in step.
+
+Not reproduced, or only in part, without systemd:
+- Type=, BusName=, ExecStart=: the test starts its build's vdiskd on its own
+  bus and waits for the name.
+- TasksMax=, MemoryMax=, and PrivateDevices='s device cgroup: cgroup limits,
+  and the test has no cgroup of its own without a service manager.
+- StateDirectory=: the test's state folder stands for /var/lib/vdisk.
+- PrivateTmp=: a /tmp of its own, but the test's folder (its bus, pool and
+  state) is bound back in, as a drop-in's BindPaths= would.
+- ProtectKernelTunables=: /proc/sys, /proc/sysrq-trigger and /sys read-only,
+  not systemd's longer list of /proc files; ProtectKernelLogs= and
+  ProtectKernelModules=: their system calls only (no /proc/kmsg or
+  /usr/lib/modules masked); ProtectHostname=: its system calls, not a UTS
+  namespace; ProtectHome=: left out when the build is in a home folder.
+- SystemCallArchitectures=native: libseccomp's filter for the native
+  architecture, which kills a call of another one.
+Needs root, systemd-analyze, setpriv and what vdiskd_env needs (exit 77
+otherwise)."""
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from vdiskd_env import ALICE, BOB, BUS, IFACE, ROOT, Env, case, client, main, qemu_img, run, \
+    status_of
+
+TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
+UNSAFE = "the image could not be processed safely"
+REPO = os.environ.get("REPO") or os.path.join(os.path.dirname(__file__), "../..")
+UNIT = os.environ.get("VDISKD_UNIT") or os.path.join(REPO, "data", "vdiskd.service.in")
+SANDBOX = os.environ.get("UNIT_SANDBOX")
+
+# Settings of the unit that only say what the service is, or that need
+# systemd itself; each with the reason.
+NOT_REPRODUCED = {
+    "Description": "a name", "Documentation": "a pointer",
+    "Type": "how systemd waits for it: the test waits for the bus name",
+    "BusName": "likewise", "ExecStart": "the test starts its build's vdiskd",
+    "TasksMax": "a cgroup limit: no cgroup of the test's own without a service manager",
+    "MemoryMax": "a cgroup limit, likewise",
+    "StateDirectory": "the test's state folder (in the bound test folder) stands for it",
+}
+# Unit settings that take system calls away on top of SystemCallFilter=
+# (systemd adds a deny filter for each; in an allow-list that is removal).
+DENIES = {
+    "ProtectKernelModules": ["@module"], "ProtectKernelLogs": ["syslog"],
+    "ProtectClock": ["@clock"], "ProtectHostname": ["sethostname", "setdomainname"],
+    "PrivateDevices": ["@raw-io"],
+}
+# Settings that take "yes": the unit-sandbox flag for each (None: its
+# system calls, in DENIES, are all there is to it here).
+FLAGS = {
+    "NoNewPrivileges": "--no-new-privileges", "RestrictNamespaces": "--restrict-namespaces",
+    "RestrictRealtime": "--restrict-realtime", "RestrictSUIDSGID": "--restrict-suid-sgid",
+    "LockPersonality": "--lock-personality",
+    "MemoryDenyWriteExecute": "--memory-deny-write-execute",
+    "PrivateNetwork": "--private-network", "ProtectHome": "--protect-home",
+    "PrivateTmp": "--private-tmp", "PrivateDevices": "--private-devices",
+    "ProtectKernelTunables": "--protect-kernel-tunables",
+    # /sys/fs/cgroup is under /sys, read-only with ProtectKernelTunables
+    "ProtectControlGroups": "--protect-kernel-tunables",
+    "ProtectKernelModules": None, "ProtectKernelLogs": None, "ProtectClock": None,
+    "ProtectHostname": None,
+}
+
+
+def read_unit(path):
+    """The [Service] settings of a unit file: name -> its values, in order."""
+    settings, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("["):
+                section = line
+                continue
+            key, _, value = line.partition("=")
+            settings.setdefault((section, key.strip()), []).append(value.strip())
+    return settings
+
+
+def syscall_groups():
+    """systemd's system call groups: @name -> its members (names and groups)."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"],
+                         capture_output=True, text=True, check=True).stdout
+    groups, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif line.startswith(" ") and current is not None:
+            word = line.strip()
+            if word and not word.startswith("#"):
+                current.append(word)
+        else:
+            current = None
+    return groups
+
+
+def expand(name, groups):
+    if not name.startswith("@"):
+        return {name}
+    if name not in groups:
+        raise RuntimeError("systemd-analyze knows no group %s" % name)
+    found = set()
+    for member in groups[name]:
+        found |= expand(member, groups)
+    return found
+
+
+def allowed_syscalls(filters, denies, groups):
+    """SystemCallFilter= lines as systemd reads them: the first line that
+    allows makes an allow-list that starts from @default; later lines add
+    names, '~' lines remove them."""
+    allowed = None
+    for value in filters:
+        if value == "":
+            allowed = None
+            continue
+        invert = value.startswith("~")
+        if allowed is None:
+            if invert:
+                raise RuntimeError("the unit's filter is a deny-list; this test knows allow-lists")
+            allowed = expand("@default", groups)
+        for word in value.lstrip("~").split():
+            if ":" in word:
+                raise RuntimeError("per-call errno (%s) is not reproduced" % word)
+            names = expand(word, groups)
+            allowed = allowed - names if invert else allowed | names
+    for word in denies:
+        allowed -= expand(word, groups)
+    return allowed
+
+
+def sandbox_args(unit, groups, workdir, bind):
+    """unit-sandbox's arguments for the unit's settings; raises on a setting
+    it neither reproduces nor lists in NOT_REPRODUCED."""
+    args, denies, filters = [], [], []
+    home_paths = ("/home", "/root", "/run/user")
+    for (section, key), values in unit.items():
+        value = values[-1]
+        if section != "[Service]" or key in NOT_REPRODUCED:
+            continue
+        if key in FLAGS:
+            if value != "yes":
+                raise RuntimeError("%s=%s: this test knows only 'yes'" % (key, value))
+            denies += DENIES.get(key, [])
+            flag = FLAGS[key]
+            if key == "ProtectHome" and any(os.path.abspath(p).startswith(home_paths)
+                                            for p in (REPO, os.environ.get("BUILD", REPO))):
+                print("# note: the build is under a home folder; ProtectHome= not reproduced")
+                flag = None
+            if flag and flag not in args:
+                args.append(flag)
+        elif key == "SystemCallFilter":
+            filters = values
+        elif key == "SystemCallErrorNumber":
+            args.append("--system-call-error-number=%d" % getattr(errno, value))
+        elif key == "SystemCallArchitectures":
+            if value != "native":
+                raise RuntimeError("SystemCallArchitectures=%s: this test knows 'native'" % value)
+            # libseccomp's filter is for the native architecture only
+        elif key == "CapabilityBoundingSet":
+            args.append("--capability-bounding-set=" + bounding_set_of(" ".join(values).split()))
+        elif key == "UMask":
+            args.append("--umask=" + value)
+        elif key == "LimitNOFILE":
+            args.append("--limit-nofile=" + value)
+        elif key == "RestrictAddressFamilies":
+            for af in " ".join(values).split():
+                args.append("--restrict-address-families=%d" % socket.AddressFamily[af].value)
+        elif key == "ProtectSystem":
+            if value != "strict":
+                raise RuntimeError("ProtectSystem=%s: this test knows 'strict'" % value)
+            args.append("--protect-system-strict")
+        elif key == "ReadWritePaths":
+            for p in " ".join(values).split():
+                args.append("--read-write-path=" + p)
+        else:
+            raise RuntimeError("the unit sets %s=, which this test neither reproduces nor lists "
+                               "as not reproduced" % key)
+    allowed = allowed_syscalls(filters, denies, groups)
+    path = os.path.join(workdir, "allowed-syscalls")
+    with open(path, "w") as f:
+        f.write("\n".join(sorted(allowed)) + "\n")
+    return [SANDBOX] + args + ["--system-call-filter=" + path, "--bind-path=" + bind, "--"], allowed
+
+
+# ---------------------------------------------------------------- client side
+def worker_confinement(ctx, a):
+    """The Manager's WorkerConfinement, once vdiskd has asked a worker."""
+    from gi.repository import GLib
+    for _ in range(100):
+        r = ctx.conn.call_sync(BUS, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "Get",
+                               GLib.Variant("(ss)", (IFACE + "Manager", "WorkerConfinement")),
+                               None, 0, 10000, None).unpack()[0]
+        if r:
+            break
+        time.sleep(0.1)
+    print(json.dumps(r))
+
+
+def import_opts(ctx, a):
+    """POOL SRC NAME FORMAT KEY=VALUE...: ImportVolume with options."""
+    fd = os.open(a[1], os.O_RDONLY)
+    v, j = ctx.call(ROOT + "/pools/" + a[0], "Pool", "ImportVolume", "(hssa{sv})",
+                    [0, a[2], a[3], ctx.options(a[4:])], [fd])
+    ctx.wait(j, {"volume": v})
+
+
+EXTRA = {"worker-confinement": worker_confinement, "import-opts": import_opts}
+
+
+# ---------------------------------------------------------------- test side
+def kernel_landlock_abi():
+    """The Landlock ABI this kernel offers (0: none), asked outside any sandbox."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    abi = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # landlock_create_ruleset
+    return abi if abi > 0 else 0
+
+
+def bounding_set_of(caps):
+    """The CapBnd a process gets with these capabilities, as setpriv makes it."""
+    spec = ",".join(["-all"] + ["+" + c.lower()[4:] for c in caps])
+    out = subprocess.run(["setpriv", "--bounding-set", spec, "grep", "CapBnd", "/proc/self/status"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
+
+
+def workers_of(pid):
+    """The vdisk-worker processes pid started."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm == "vdisk-worker" and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(p))
+    return found
+
+
+# A probe run under the same sandbox: what the unit takes away is gone.
+PROBE = r"""
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def err(fn):
+    try:
+        fn()
+        return 0
+    except OSError as e:
+        return e.errno
+def unshare():  # a user namespace needs no capability: only the filter refuses it
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        raise OSError(ctypes.get_errno(), "unshare")
+def write_usr():
+    path = "/usr/.vdisk-unit-test-%d" % os.getpid()
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(path)
+def scm_rights():  # how the worker will ask vdiskd for a pool's file
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket.send_fds(a, [b"x"], [0])
+    msg, fds, _, _ = socket.recv_fds(b, 1, 1)
+    assert msg == b"x" and len(fds) == 1
+out = {"inet": err(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+       "unix": err(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()),
+       "scm-rights": err(scm_rights),
+       "setaffinity": err(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
+       "write-usr": err(write_usr),
+       "umask": os.umask(0o22)}
+out["unshare"] = err(unshare)  # last: it would change who the probe is
+print(json.dumps(out))
+"""
+
+
+def tests(env, sandbox, allowed):
+    pid = env.daemon.pid
+    t = os.path.join(env.t, "bob")
+    os.mkdir(t)
+    shutil.chown(t, BOB)
+    src = os.path.join(t, "src.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", src, "64M").returncode == 0
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 8M", "-c", "write -P 0x33 40M 1M", src],
+                   check=True, capture_output=True)
+    os.chmod(src, 0o644)
+    pool = os.path.join(env.t, "pool")
+    os.mkdir(pool)
+    unit = read_unit(UNIT)
+
+    def alive():
+        rc, out = run(BOB, "get-pools")
+        assert rc == 0, ("vdiskd does not answer", rc, out)
+
+    def pool_files():
+        return sorted(os.listdir(pool))
+
+    @case("vdiskd runs under the unit's settings")
+    def _():
+        st = status_of(pid)
+        caps = " ".join(unit[("[Service]", "CapabilityBoundingSet")]).split()
+        assert st["NoNewPrivs"] == ["1"] and st["Seccomp"] == ["2"], st
+        assert st["CapBnd"] == [bounding_set_of(caps)] and st["CapEff"] == st["CapBnd"], st
+        assert st["Umask"] == [unit[("[Service]", "UMask")][-1]], st["Umask"]
+        with open("/proc/%d/limits" % pid) as f:
+            nofile = [line.split()[3:5] for line in f if line.startswith("Max open files")][0]
+        assert nofile == [unit[("[Service]", "LimitNOFILE")][-1]] * 2, nofile
+        for ns in ("net", "mnt"):
+            assert os.readlink("/proc/%d/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/" + ns)
+        # what the worker needs to confine itself and to receive descriptors
+        needs = {"setresuid", "setgroups", "capset", "prlimit64", "prctl", "seccomp",
+                 "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+                 "socketpair", "sendmsg", "recvmsg"}
+        assert needs <= allowed, needs - allowed
+        assert not {"ptrace", "mount", "bpf", "init_module", "kexec_load"} & allowed
+
+    @case("the sandbox takes away what the unit takes away")
+    def _():
+        r = subprocess.run(sandbox + ["/usr/bin/python3", "-c", PROBE], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out == {"unshare": errno.EPERM, "inet": errno.EAFNOSUPPORT, "unix": 0,
+                       "scm-rights": 0, "setaffinity": errno.EPERM, "write-usr": errno.EROFS,
+                       "umask": 0o077}, out
+
+    @case("WorkerConfinement and vdiskctl status: the worker's user, Landlock, seccomp")
+    def _():
+        rc, out = run(BOB, "worker-confinement")
+        assert rc == 0 and "error" not in out, out
+        assert out.get("user") in ("vdisk", "nobody") and out.get("uid", 0) != 0, out
+        assert out["no-new-privs"] is True and out["seccomp"] is True, out
+        assert out["landlock-abi"] == kernel_landlock_abi(), (out, kernel_landlock_abi())
+        r = subprocess.run(["runuser", "-u", BOB, "--", "env",
+                            "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                            os.environ["VDISKCTL"], "status"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "as %s (uid %d)" % (out["user"], out["uid"]) in r.stdout, r.stdout
+        assert "seccomp filter" in r.stdout and "no new privileges" in r.stdout, r.stdout
+        if out["landlock-abi"]:
+            assert "Landlock ABI %d" % out["landlock-abi"] in r.stdout, r.stdout
+
+    @case("InspectFile")
+    def _():
+        rc, res = run(BOB, "inspect", src)
+        assert rc == 0 and res["format"] == "qcow2" and res["virtual-size"] == 64 << 20, res
+
+    @case("ConvertFile matches vdisk convert")
+    def _():
+        for fmt in ("raw", "qcow2"):
+            out = os.path.join(t, "conv." + fmt)
+            ref = os.path.join(t, "ref." + fmt)
+            subprocess.run([os.environ["VDISK"], "convert", "-O", fmt, src, ref], check=True)
+            rc, res = run(BOB, "convert-file", src, out, fmt)
+            assert rc == 0 and res["success"], res
+            r = qemu_img("compare", "-f", fmt, "-F", fmt, ref, out)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+    assert run("root", "add-pool", "p", pool)[0] == 0
+    vol = os.path.join(pool, "imported.qcow2")
+
+    @case("ImportVolume of a qcow2")
+    def _():
+        rc, res = run(ALICE, "import", "p", src, "imported.qcow2", "qcow2")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", src, vol)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert qemu_img("check", vol).returncode == 0
+        assert os.stat(vol).st_mode & 0o777 == 0o600
+
+    @case("Clone of a pool volume")
+    def _():
+        rc, res = run(ALICE, "clone", "p", "imported.qcow2", "clone.qcow2", "qcow2")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", src, os.path.join(pool, "clone.qcow2"))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("Resize of a pool volume")
+    def _():
+        rc, res = run(ALICE, "resize", "p", "clone.qcow2", 96 << 20)
+        assert rc == 0 and res["success"], res
+        info = json.loads(qemu_img("info", "--output=json", os.path.join(pool, "clone.qcow2"))
+                          .stdout)
+        assert info["virtual-size"] == 96 << 20, info
+        assert qemu_img("check", os.path.join(pool, "clone.qcow2")).returncode == 0
+
+    if not TEST_HOOKS:
+        print("# built without -Dtest_hooks=true: the killed and misbehaving workers are not "
+              "tested")
+        return
+
+    @case("a worker killed mid-import: the job fails cleanly, no volume, vdiskd answers")
+    def _():
+        before = pool_files()
+        p = subprocess.Popen(["runuser", "-u", ALICE, "--", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
+                              "import-opts", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
+                             stdout=subprocess.PIPE, text=True)
+        deadline, workers = time.monotonic() + 20, []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = workers_of(pid)
+        assert workers, "no worker seen"
+        st = status_of(workers[0])
+        assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"], st
+        assert st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
+        # its own filter on top of the unit's, which it inherited
+        daemon_filters = int(status_of(pid)["Seccomp_filters"][0])
+        assert int(st["Seccomp_filters"][0]) == daemon_filters + 1, (st, daemon_filters)
+        os.kill(workers[0], signal.SIGKILL)
+        res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
+        assert not res["success"] and res["message"] == UNSAFE, res
+        assert pool_files() == before, (before, pool_files())
+        alive()
+
+    @case("a worker that tries a socket is killed by its own filter under the unit's")
+    def _():
+        out = os.path.join(t, "m.raw")
+        rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=socket")
+        assert rc == 4 and not res["success"] and res["message"] == UNSAFE, res
+        assert os.path.getsize(out) == 0
+        alive()
+
+
+def convert_opts(ctx, a):
+    """SRC DST FORMAT KEY=VALUE...: ConvertFile with options."""
+    s = os.open(a[0], os.O_RDONLY)
+    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
+                 [0, 1, a[2], ctx.options(a[3:])], [s, d])[0]
+    ctx.wait(j)
+
+
+EXTRA["convert-opts"] = convert_opts
+
+
+def start():
+    if os.geteuid() == 0 and os.environ.get("VDISK_PRIVATE_NS") != "ready":
+        return main(lambda env: None)  # re-executes this file in its own namespace
+    for prog, why in ((SANDBOX, "no unit-sandbox (UNIT_SANDBOX)"),
+                      (shutil.which("systemd-analyze"), "no systemd-analyze (package systemd)"),
+                      (shutil.which("setpriv"), "no setpriv (util-linux)")):
+        if not prog or not os.path.exists(prog):
+            print("1..0 # SKIP " + why)
+            return 77
+    env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})
+    sandbox, allowed = sandbox_args(read_unit(UNIT), syscall_groups(), env.t, env.t)
+    env.wrap = sandbox
+    rc = main(lambda e: tests(e, sandbox, allowed), env)
+    shutil.rmtree(env.t, ignore_errors=True)  # when main skipped before starting env
+    return rc
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2:], EXTRA)
+    sys.exit(start())
