@@ -4,7 +4,8 @@ reads data/vdiskd.service.in, computes its SystemCallFilter= as systemd does
 vdiskd through unit-sandbox, which reproduces the unit's settings and execs
 vdiskd. Under it the worker still confines itself (its user, no-new-privs,
 Landlock, its own seccomp filter) and does InspectFile, ConvertFile,
-ImportVolume, Clone and Resize; a killed worker still fails its job cleanly.
+ImportVolume, Clone, Resize, Export, CopyFrom, snapshots and CreateOverlay;
+a killed worker still fails its job cleanly.
 A setting the unit gains that this test does not know fails the test, so
 the two stay in step.
 
@@ -401,6 +402,47 @@ def tests(env, sandbox, allowed):
                           .stdout)
         assert info["virtual-size"] == 96 << 20, info
         assert qemu_img("check", os.path.join(pool, "clone.qcow2")).returncode == 0
+
+    @case("Export of a pool volume to the caller's file")
+    def _():
+        out_dir = os.path.join(env.t, "alice")
+        os.mkdir(out_dir)
+        shutil.chown(out_dir, ALICE)
+        out = os.path.join(out_dir, "export.raw")
+        rc, res = run(ALICE, "export", "p", "imported.qcow2", out, "raw")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, out)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("CopyFrom one pool volume into another")
+    def _():
+        rc, res = run(ALICE, "create", "p", "copy.qcow2", "qcow2", 64 << 20)
+        assert rc == 0 and res["success"], res
+        rc, res = run(ALICE, "copy-from", "p", "copy.qcow2", "p", "imported.qcow2")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", src, os.path.join(pool, "copy.qcow2"))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("snapshots: create, revert, delete")
+    def _():
+        v = os.path.join(pool, "copy.qcow2")
+        assert run(ALICE, "CreateSnapshot", "p", "copy.qcow2", "s1")[0] == 0
+        assert "s1" in qemu_img("snapshot", "-l", v).stdout
+        assert run(ALICE, "RevertSnapshot", "p", "copy.qcow2", "s1")[0] == 0
+        assert run(ALICE, "DeleteSnapshot", "p", "copy.qcow2", "s1")[0] == 0
+        assert "s1" not in qemu_img("snapshot", "-l", v).stdout
+        assert qemu_img("check", v).returncode == 0
+        assert qemu_img("compare", src, v).returncode == 0
+
+    @case("CreateOverlay over a pool volume")
+    def _():
+        rc, res = run(ALICE, "overlay", "p", "imported.qcow2", "top.qcow2")
+        assert rc == 0, res
+        top = os.path.join(pool, "top.qcow2")
+        info = json.loads(qemu_img("info", "--output=json", top).stdout)
+        assert info.get("backing-filename") == "imported.qcow2", info
+        r = qemu_img("compare", src, top)
+        assert r.returncode == 0, r.stdout + r.stderr
 
     if not TEST_HOOKS:
         print("# built without -Dtest_hooks=true: the killed and misbehaving workers are not "

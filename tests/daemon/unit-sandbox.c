@@ -24,7 +24,6 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #ifndef SCHED_DEADLINE
@@ -497,9 +496,10 @@ int main(int argc, char **argv)
         drop_bounding_set(capabilities);
     if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         die("PR_SET_NO_NEW_PRIVS");
-    /* Without no-new-privs, loading a filter takes CAP_SYS_ADMIN, which
-     * the service manager has and the bounding set may have dropped from
-     * what exec gives; the filters go on before exec either way. */
+    /* Without no-new-privs loading a filter takes CAP_SYS_ADMIN, which this
+     * process keeps (the bounding set limits what exec gives), as
+     * systemd's does. The allow-list goes on last: loading the others
+     * takes seccomp(), which it need not allow. */
     if (restrict_namespaces)
         namespaces_filter();
     if (address_families)
