@@ -42,6 +42,7 @@ typedef struct {
     User *user;
     GCancellable *cancellable; /* may be NULL */
     gulong cancelled_id;
+    VddWorkFunc started; /* on the main thread, as it takes a slot; may be NULL */
     VddWorkFunc run;
     VddWorkFunc done;
     gpointer data;
@@ -258,6 +259,8 @@ static void dispatch(void)
                 }
                 running_total++;
                 w->user->running++;
+                if (w->started != NULL)
+                    w->started(w->data);
                 g_thread_pool_push(threads, w, NULL);
             }
         }
@@ -471,6 +474,17 @@ static void job_run(gpointer data)
         self->error = error;
 }
 
+/* The job has a slot: its work goes to a thread now. The change goes out at
+ * once, so a job that is quick to end is still seen running. */
+static void job_started(gpointer data)
+{
+    VddJob *self = data;
+    if (self->finished)
+        return;
+    vdd_dbus_job_set_state(self->iface, "running");
+    g_dbus_interface_skeleton_flush(G_DBUS_INTERFACE_SKELETON(self->iface));
+}
+
 /* After the work, or instead of it when cancelled while waiting. */
 static void job_done(gpointer data)
 {
@@ -493,6 +507,7 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
     Work *w = g_new0(Work, 1);
     w->user = self->user;
     w->cancellable = g_object_ref(self->cancellable);
+    w->started = job_started;
     w->run = job_run;
     w->done = job_done;
     w->data = g_object_ref(self);
@@ -599,7 +614,7 @@ VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, cons
     self->iface = vdd_dbus_job_skeleton_new();
     const char *const none[] = { NULL };
     g_object_set(self->iface, "operation", operation, "started-by-uid", uid, "cancelable", TRUE,
-                 "objects", objects ? objects : none, "state", "running", "error", "", "start-time",
+                 "objects", objects ? objects : none, "state", "queued", "error", "", "start-time",
                  (guint64)g_get_real_time(), NULL);
     g_signal_connect(self->iface, "handle-cancel", G_CALLBACK(handle_cancel), self);
     vdd_dbus_object_skeleton_set_job(self->object, self->iface);

@@ -33,9 +33,11 @@ typedef void (*VddJobDoneFunc)(VddJob *job, gpointer data, const GError *error);
  * when the options' "detach" is not a boolean. */
 gboolean vdd_job_admit(GDBusMethodInvocation *invocation, guint32 uid, GError **error);
 
-/* A new job, exported at once, for the method call invocation. Unless the
- * call's options had detach = true, the job is cancelled when the caller's
- * bus name goes away. objects: volume paths it works on (may be NULL). */
+/* A new job, exported at once, for the method call invocation. Its State is
+ * "queued" until its work takes one of the job slots, then "running", and
+ * at its end "completed", "failed" or "cancelled". Unless the call's
+ * options had detach = true, the job is cancelled when the caller's bus
+ * name goes away. objects: volume paths it works on (may be NULL). */
 VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, const char *operation,
                     guint32 uid, const char *const *objects);
 const char *vdd_job_get_object_path(VddJob *self);

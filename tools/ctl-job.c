@@ -60,13 +60,19 @@ static void on_completed(GDBusConnection *bus, const char *sender, const char *p
 }
 
 /* Feed the bar from a Job's a{sv} of properties; PropertiesChanged carries
- * only those that changed, so the others keep their last value. */
+ * only those that changed, so the others keep their last value. A queued
+ * job says so until it starts. */
 static void report_progress(CtlJobWatch *watch, GVariant *props)
 {
     guint64 rate;
+    const char *state;
 
     if (watch->progress == NULL)
         return;
+    if (g_variant_lookup(props, "State", "&s", &state))
+        progress_set_waiting(watch->progress, g_str_equal(state, "queued")
+                                                  ? "queued, waiting for a free job slot"
+                                                  : NULL);
     g_variant_lookup(props, "BytesDone", "t", &watch->bytes_done);
     g_variant_lookup(props, "BytesTotal", "t", &watch->bytes_total);
     progress_report(watch->bytes_done, watch->bytes_total, watch->progress);
@@ -367,7 +373,7 @@ static int run_jobs(Ctl *ctl, char **operands, int n_operands)
 const CtlCommand ctl_cmd_jobs = {
     .name = "jobs",
     .operands = "",
-    .summary = "list the jobs vdiskd is running",
+    .summary = "list vdiskd's jobs, running and queued",
     .options = CTL_OPT_JSON,
     .examples = "  vdiskctl jobs\n"
                 "  vdiskctl jobs --json\n",

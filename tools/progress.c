@@ -16,7 +16,8 @@ struct Progress {
     GMutex lock; /* guards done, total and rate */
     guint64 done;
     guint64 total;
-    guint64 rate; /* bytes/s measured by whoever does the work; 0: unknown */
+    guint64 rate;  /* bytes/s measured by whoever does the work; 0: unknown */
+    char *waiting; /* shown instead of the numbers; NULL once the work runs */
     gint64 start_us;
     double last_percent; /* LINES: last printed value; < 0 before the first */
     gboolean drawn;      /* BAR: a line is on screen and must be ended */
@@ -49,6 +50,7 @@ void progress_free(Progress *p)
     if (p == NULL)
         return;
     g_mutex_clear(&p->lock);
+    g_free(p->waiting);
     g_free(p->label);
     g_free(p);
 }
@@ -67,6 +69,16 @@ void progress_report_rate(Progress *p, guint64 rate)
 {
     g_mutex_lock(&p->lock);
     p->rate = rate;
+    g_mutex_unlock(&p->lock);
+}
+
+void progress_set_waiting(Progress *p, const char *waiting)
+{
+    g_mutex_lock(&p->lock);
+    if (p->waiting != NULL && waiting == NULL)
+        p->start_us = g_get_monotonic_time();
+    g_free(p->waiting);
+    p->waiting = g_strdup(waiting);
     g_mutex_unlock(&p->lock);
 }
 
@@ -132,6 +144,13 @@ static char *bar_details(Progress *p, guint64 done, guint64 total, guint64 repor
                            finished ? "in" : "ETA", time_str);
 }
 
+static void draw_waiting(Progress *p, const char *waiting)
+{
+    fprintf(p->stream, "\r%s: %s\033[K", p->label, waiting);
+    fflush(p->stream);
+    p->drawn = TRUE;
+}
+
 static void draw_bar(Progress *p, guint64 done, guint64 total, guint64 rate, gboolean finished)
 {
     double percent = finished ? 100.0 : percent_of(done, total);
@@ -161,11 +180,13 @@ static void draw_bar(Progress *p, guint64 done, guint64 total, guint64 rate, gbo
 static void draw(Progress *p, gboolean finished)
 {
     guint64 done, total, rate;
+    g_autofree char *waiting = NULL;
 
     g_mutex_lock(&p->lock);
     done = p->done;
     total = p->total;
     rate = p->rate;
+    waiting = g_strdup(p->waiting);
     g_mutex_unlock(&p->lock);
     if (finished)
         done = total;
@@ -177,7 +198,10 @@ static void draw(Progress *p, gboolean finished)
         draw_lines(p, finished ? 100.0 : percent_of(done, total), finished);
         break;
     case PROGRESS_BAR:
-        draw_bar(p, done, total, finished ? 0 : rate, finished);
+        if (waiting != NULL && !finished)
+            draw_waiting(p, waiting);
+        else
+            draw_bar(p, done, total, finished ? 0 : rate, finished);
         break;
     }
 }

@@ -38,6 +38,10 @@ void progress_report(guint64 done, guint64 total, gpointer user_data);
 /* The current transfer rate in bytes/s as the worker measured it (vdiskd's
  * Job.Rate); without it the bar shows the average since progress_new. */
 void progress_report_rate(Progress *p, guint64 rate);
+/* While waiting is not NULL, the bar shows that text instead of the numbers
+ * (a job that waits for one of vdiskd's slots); setting it back to NULL
+ * restarts the clock that the average rate and the time taken count from. */
+void progress_set_waiting(Progress *p, const char *waiting);
 /* A GSourceFunc for cli_run_job: draws the latest numbers. */
 gboolean progress_tick(gpointer user_data);
 /* Draw the final state and end the line. */

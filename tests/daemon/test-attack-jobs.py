@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import (ALICE, BOB, IFACE, ROOT, SCRIPT, Env, case, client, main, qemu_img,
-                        run)
+from vdiskd_env import (ALICE, BOB, BUS, IFACE, ROOT, SCRIPT, Env, case, client, main,
+                        qemu_img, run)
 
 # Small limits, so that the test reaches them quickly.
 RUNNING, QUEUED = 2, 2
@@ -90,6 +90,37 @@ def import_job(ctx, a):
         time.sleep(3600)
 
 
+def convert_states(ctx, a):
+    """SRC DST: ConvertFile to qcow2; print the job and its State as the call
+    returned, then wait for its end and add the States that PropertiesChanged
+    carried for it, in order."""
+    from gi.repository import GLib
+    seen = {}
+
+    def changed(c, s, path, i, n, args):
+        props = args.unpack()[1]
+        if "State" in props:
+            seen.setdefault(path, []).append(props["State"])
+    ctx.conn.signal_subscribe(BUS, "org.freedesktop.DBus.Properties", "PropertiesChanged", None,
+                              IFACE + "Job", 0, changed)
+    s = os.open(a[0], os.O_RDONLY)
+    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
+                 [0, 1, "qcow2", {}], [s, d])[0]
+    state = ctx.conn.call_sync(BUS, j, "org.freedesktop.DBus.Properties", "Get",
+                               GLib.Variant("(ss)", (IFACE + "Job", "State")), None, 0, 10000,
+                               None).unpack()[0]
+    print(json.dumps({"job": j, "state": state}))
+    sys.stdout.flush()
+    ctx.wait(j, {"states": seen})
+
+
+def cancel(ctx, a):
+    """JOB: cancel it."""
+    ctx.call(a[0], "Job", "Cancel", "(a{sv})", [{}])
+    print("{}")
+
+
 def jobs(ctx, a):
     """Every exported job's State, Error and StartedByUID."""
     out = {}
@@ -101,7 +132,7 @@ def jobs(ctx, a):
 
 
 EXTRA = {"timed": timed, "flood": flood, "flood-import": flood_import, "import-job": import_job,
-         "jobs": jobs}
+         "jobs": jobs, "convert-states": convert_states, "cancel": cancel}
 
 
 # ---------------------------------------------------------------- test side
@@ -256,6 +287,9 @@ def tests(env):
         states = job_states()
         bobs = [j for j, s in states.items() if s["uid"] == bob_uid]
         assert len(bobs) == RUNNING + QUEUED, states
+        # those past her running limit wait, and say so
+        assert sorted(states[j]["state"] for j in bobs) == \
+            ["queued"] * QUEUED + ["running"] * RUNNING, states
 
     @case("a plain user's endless jobs do not starve root or the privileged group")
     def _():
@@ -284,6 +318,102 @@ def tests(env):
         p, out = start(["flood", 1, finite, bob_dir], BOB)
         stop(p)
         assert "job" in out[0], out
+
+    def bob_idle():
+        """Wait until none of bob's jobs is queued or running."""
+        for _ in range(100):
+            if not [s for s in job_states().values()
+                    if s["uid"] == bob_uid and s["state"] in ("queued", "running")]:
+                return
+            time.sleep(0.2)
+        raise AssertionError("bob's jobs did not end: %r" % job_states())
+
+    def bob_holds_his_slots():
+        """A client of bob's holding RUNNING endless jobs, and their paths,
+        once they run."""
+        bob_idle()
+        p, out = start(["flood", RUNNING, endless, bob_dir], BOB)
+        assert isinstance(out, list) and all("job" in r for r in out), out
+        held = [r["job"] for r in out]
+        for j in held:
+            s = wait_state(j, ("running",), 10)
+            assert s is not None and s["state"] == "running", (j, s)
+        return p, held
+
+    medium = os.path.join(home, "medium.qcow2")
+    endless_qcow2(medium, "2G")
+
+    @case("a job past its user's slots is queued until one frees, then runs and completes")
+    def _():
+        p, held = bob_holds_his_slots()
+        q = None
+        try:
+            q, out = start(["convert-states", medium, os.path.join(bob_dir, "queued.qcow2")],
+                           BOB)
+            assert out and out["state"] == "queued", out
+            job = out["job"]
+            time.sleep(1)
+            assert job_states()[job]["state"] == "queued", job_states()
+            vdiskctl = os.path.join(env.build, "tools", "vdiskctl")
+            if os.path.exists(vdiskctl):
+                r = subprocess.run([vdiskctl, "jobs"], capture_output=True, text=True)
+                row = [x for x in r.stdout.splitlines()
+                       if x.split()[:1] == [job.rsplit("/", 1)[1]]]
+                assert row and row[0].split()[1:3] == ["convert", "queued"], r.stdout
+            rc, res = run(BOB, "cancel", held[0])
+            assert rc == 0, res
+            s = wait_state(job, ("running", "completed"), 20)
+            assert s is not None and s["state"] in ("running", "completed"), s
+            res = json.loads(q.communicate(timeout=300)[0].strip().splitlines()[-1])
+            assert res["success"], res
+            assert res["states"].get(job) == ["running", "completed"], res
+            assert job_states()[job]["state"] == "completed"
+            assert qemu_img("compare", "-f", "qcow2", "-F", "qcow2", medium,
+                            os.path.join(bob_dir, "queued.qcow2")).returncode == 0
+        finally:
+            if q is not None:
+                stop(q)
+            stop(p)
+
+    @case("vdiskctl says a queued job waits for a slot, then shows its progress")
+    def _():
+        p, held = bob_holds_his_slots()
+        c = None
+        try:
+            out = os.path.join(bob_dir, "ctl-queued.qcow2")
+            log = os.path.join(t, "ctl-queued.out")
+            vdiskctl = os.path.join(env.build, "tools", "vdiskctl")
+            # script(1) gives vdiskctl a terminal, where it draws its bar
+            c = subprocess.Popen(["runuser", "-u", BOB, "--", "env",
+                                  "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                                  "script", "-qec", "%s convert -O qcow2 %s %s" %
+                                  (vdiskctl, medium, out), "/dev/null"],
+                                 stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                 stdin=subprocess.PIPE)  # open: at its end script types ^D
+            queued = []
+            for _ in range(100):
+                queued = [j for j, s in job_states().items()
+                          if s["uid"] == bob_uid and s["state"] == "queued"]
+                if queued:
+                    break
+                time.sleep(0.2)
+            assert queued, job_states()
+            time.sleep(1)
+            with open(log, errors="replace") as f:
+                before = f.read()
+            assert "queued, waiting for a free job slot" in before, before
+            rc, res = run(BOB, "cancel", held[0])
+            assert rc == 0, res
+            c.stdin.close()
+            assert c.wait(timeout=300) == 0, open(log, errors="replace").read()
+            with open(log, errors="replace") as f:
+                after = f.read()
+            assert "100%" in after[len(before):], after
+            assert qemu_img("compare", "-f", "qcow2", "-F", "qcow2", medium, out).returncode == 0
+        finally:
+            if c is not None:
+                stop(c)
+            stop(p)
 
     @case("a privileged user past the limit: CreateVolume gets Busy and makes no volume")
     def _():
