@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -59,6 +60,52 @@ def import_opts(ctx, a):
 
 EXTRA = {"import-opts": import_opts, "convert-opts": convert_opts, "convert-cancel": convert_cancel,
          "inspect-opts": inspect_opts}
+
+
+# What the loop device the block-device cases attach holds: no byte of it may
+# reach a volume or an exported file.
+DEVICE_CONTENT = b"vdisk-test: a block device's own"
+
+
+def attach_loop(backing):
+    """A loop device over backing (a file vdiskd must never read): its
+    path, or None with the reason."""
+    if shutil.which("losetup") is None:
+        return None, "no losetup"
+    r = subprocess.run(["losetup", "-f", "--show", "-r", backing], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.strip():
+        return None, "losetup -f: " + (r.stderr.strip() or "no free loop device")
+    dev = r.stdout.strip()
+    try:
+        with open(dev, "rb") as f:
+            ok = f.read(len(DEVICE_CONTENT)) == DEVICE_CONTENT
+    except OSError:
+        ok = False
+    if not ok:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+        return None, "%s does not read back what it was attached over" % dev
+    return dev, None
+
+
+def data_file_image(path, name):
+    """A qcow2 whose first MiB lies, cluster for cluster, in a raw external
+    data file named name (as qemu-img amend writes it; the file need not
+    exist)."""
+    placeholder = path + ".data"
+    r = qemu_img("create", "-q", "-f", "qcow2", "-o",
+                 "data_file=%s,data_file_raw=on" % placeholder, path, "1M")
+    assert r.returncode == 0, r.stderr
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 1M", path], check=True,
+                   capture_output=True)
+    r = qemu_img("amend", "-f", "qcow2", "-o", "data_file=" + name, path)
+    assert r.returncode == 0, r.stderr
+    os.unlink(placeholder)
+    os.chmod(path, 0o644)
+
+
+def holds_device_content(path):
+    with open(path, "rb") as f:
+        return DEVICE_CONTENT[:16] in f.read()
 
 
 def workers_of(pid):
@@ -181,6 +228,8 @@ def tests(env):
         assert rc == 4 and not res["success"] and "backing file" in res["message"], res
         assert pool_files() == before, (before, pool_files())
 
+    block_device_cases(env, t, pool)
+
     if not TEST_HOOKS:
         print("# built without -Dtest_hooks=true: the misbehaving worker is not tested")
         return
@@ -260,6 +309,100 @@ def tests(env):
         assert not os.path.exists("/proc/%d" % worker) or workers_of(env.daemon.pid) == [], \
             "the worker outlived its job"
         alive()
+
+
+def block_device_cases(env, t, pool):
+    """qcow2 images whose external data file is a block device, named by its
+    absolute path (/dev/loopN, or a node of it outside the pool that anyone
+    may read) or as a node inside the pool: imported by a member of the
+    privileged group, or present in the pool and cloned or exported, each is
+    refused and nothing of the device reaches a volume or a file."""
+    backing = os.path.join(env.t, "device-content.raw")
+    with open(backing, "wb") as f:
+        f.write(DEVICE_CONTENT * ((4 << 20) // len(DEVICE_CONTENT)))
+    os.chmod(backing, 0o600)
+    dev, why = attach_loop(backing)
+    if dev is None:
+        print("# SKIP the block-device data files: %s" % why)
+        return
+    rdev = os.stat(dev).st_rdev
+    outside_node = os.path.join(env.t, "blockdev-outside")
+    pool_node = os.path.join(pool, "blockdev")
+    out_dir = os.path.join(env.t, "alice-blk")
+    made = []
+    try:
+        for node in (outside_node, pool_node):
+            os.mknod(node, 0o644 | stat.S_IFBLK, rdev)
+            os.chmod(node, 0o644)  # readable by anyone: only vdisk's own checks stand between
+            made.append(node)
+        os.mkdir(out_dir)
+        shutil.chown(out_dir, ALICE)
+        # case -> the name the image gives its data file, and why a pool
+        # volume that names it is refused
+        names = {"abs-dev": dev, "abs-node": outside_node, "pool-node": "blockdev"}
+        why_not = {"abs-dev": "lies outside", "abs-node": "lies outside",
+                   "pool-node": "is a block device, not a regular file"}
+        caller = {}
+        for key, name in names.items():
+            caller[key] = os.path.join(t, "blk-%s.qcow2" % key)
+            data_file_image(caller[key], name)
+            shutil.copy(caller[key], os.path.join(pool, "blk-%s.qcow2" % key))
+            os.chmod(os.path.join(pool, "blk-%s.qcow2" % key), 0o600)
+        assert run("root", "refresh", "p")[0] == 0
+
+        def pool_leaks():
+            leaks = []
+            for f in os.listdir(pool):
+                path = os.path.join(pool, f)
+                if stat.S_ISREG(os.lstat(path).st_mode) and holds_device_content(path):
+                    leaks.append(f)
+            return leaks
+
+        @case("the block-device data files are no empty threat: qemu-img reads the device "
+              "through each")
+        def _():
+            for key in names:
+                out = os.path.join(env.t, "oracle-%s.raw" % key)
+                # qemu-img finds a relative data file from its working folder
+                r = subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
+                                    "blk-%s.qcow2" % key, out], cwd=pool, capture_output=True,
+                                   text=True)
+                assert r.returncode == 0, (key, r.stderr)
+                assert holds_device_content(out), key
+                os.unlink(out)
+
+        for key in names:
+            @case("an import of a qcow2 whose data file is a block device (%s) is refused; "
+                  "nothing of the device reaches the pool" % key)
+            def _():
+                before = sorted(os.listdir(pool))
+                rc, res = run(ALICE, "import", "p", caller[key], "blk-import-%s.raw" % key, "raw")
+                assert rc in (3, 4) and not res.get("success"), res
+                assert "external data file '%s'" % names[key] in res.get("message", ""), res
+                assert sorted(os.listdir(pool)) == before, (before, os.listdir(pool))
+                assert not pool_leaks(), pool_leaks()
+
+            @case("a pool volume whose data file is a block device (%s): Clone and Export are "
+                  "refused, nothing of the device is copied" % key)
+            def _():
+                vol = "blk-%s.qcow2" % key
+                clone = "blk-clone-%s.raw" % key
+                rc, res = run(ALICE, "clone", "p", vol, clone, "raw")
+                assert rc in (3, 4) and not res.get("success"), res
+                msg = res.get("message", "")
+                assert "external data file '%s'" % names[key] in msg and why_not[key] in msg, res
+                assert clone not in os.listdir(pool)
+                dst = os.path.join(out_dir, "%s.raw" % key)
+                rc, res = run(ALICE, "export", "p", vol, dst, "raw")
+                assert rc in (3, 4) and not res.get("success"), res
+                msg = res.get("message", "")
+                assert "external data file '%s'" % names[key] in msg and why_not[key] in msg, res
+                assert not os.path.exists(dst) or not holds_device_content(dst), dst
+                assert not pool_leaks(), pool_leaks()
+    finally:
+        for node in made:
+            os.unlink(node)
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
 if __name__ == "__main__":
