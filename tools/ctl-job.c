@@ -423,7 +423,7 @@ static int run_cancel(Ctl *ctl, char **operands, int n_operands)
 const CtlCommand ctl_cmd_cancel = {
     .name = "cancel",
     .operands = "JOB",
-    .summary = "cancel a running job",
+    .summary = "cancel a running or queued job",
     .notes = "JOB is the number 'vdiskctl jobs' shows, or the job's object path.\n"
              "Cancelling another user's job needs an administrator.\n",
     .examples = "  vdiskctl cancel 3\n"
