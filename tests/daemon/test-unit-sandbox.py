@@ -143,9 +143,19 @@ def allowed_syscalls(filters, denies, groups):
                 raise RuntimeError("per-call errno (%s) is not reproduced" % word)
             names = expand(word, groups)
             allowed = allowed - names if invert else allowed | names
-    for word in denies:
+    for word in denies if allowed is not None else ():
         allowed -= expand(word, groups)
     return allowed
+
+
+def since_reset(values):
+    """A list setting's words: an empty assignment clears what came before."""
+    words = []
+    for v in values:
+        words = words + v.split() if v else []
+    if any(w.startswith("~") for w in words):
+        raise RuntimeError("an inverted list (%s) is not reproduced" % " ".join(words))
+    return words
 
 
 def sandbox_args(unit, groups, workdir, bind):
@@ -158,8 +168,10 @@ def sandbox_args(unit, groups, workdir, bind):
         if section != "[Service]" or key in NOT_REPRODUCED:
             continue
         if key in FLAGS:
-            if value != "yes":
-                raise RuntimeError("%s=%s: this test knows only 'yes'" % (key, value))
+            if value in ("no", "false", "off", "0"):
+                continue
+            if value not in ("yes", "true", "on", "1"):
+                raise RuntimeError("%s=%s: this test knows only yes and no" % (key, value))
             denies += DENIES.get(key, [])
             flag = FLAGS[key]
             if key == "ProtectHome" and any(os.path.abspath(p).startswith(home_paths)
@@ -177,25 +189,27 @@ def sandbox_args(unit, groups, workdir, bind):
                 raise RuntimeError("SystemCallArchitectures=%s: this test knows 'native'" % value)
             # libseccomp's filter is for the native architecture only
         elif key == "CapabilityBoundingSet":
-            args.append("--capability-bounding-set=" + bounding_set_of(" ".join(values).split()))
+            args.append("--capability-bounding-set=" + bounding_set_of(since_reset(values)))
         elif key == "UMask":
             args.append("--umask=" + value)
         elif key == "LimitNOFILE":
             args.append("--limit-nofile=" + value)
         elif key == "RestrictAddressFamilies":
-            for af in " ".join(values).split():
+            for af in since_reset(values):
                 args.append("--restrict-address-families=%d" % socket.AddressFamily[af].value)
         elif key == "ProtectSystem":
             if value != "strict":
                 raise RuntimeError("ProtectSystem=%s: this test knows 'strict'" % value)
             args.append("--protect-system-strict")
         elif key == "ReadWritePaths":
-            for p in " ".join(values).split():
+            for p in since_reset(values):
                 args.append("--read-write-path=" + p)
         else:
             raise RuntimeError("the unit sets %s=, which this test neither reproduces nor lists "
                                "as not reproduced" % key)
     allowed = allowed_syscalls(filters, denies, groups)
+    if allowed is None:
+        raise RuntimeError("the unit has no SystemCallFilter=; this test expects one")
     path = os.path.join(workdir, "allowed-syscalls")
     with open(path, "w") as f:
         f.write("\n".join(sorted(allowed)) + "\n")
@@ -505,7 +519,12 @@ def start():
             print("1..0 # SKIP " + why)
             return 77
     env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})
-    sandbox, allowed = sandbox_args(read_unit(UNIT), syscall_groups(), env.t, env.t)
+    try:
+        sandbox, allowed = sandbox_args(read_unit(UNIT), syscall_groups(), env.t, env.t)
+    except RuntimeError as e:
+        print("not ok - reproducing %s: %s" % (UNIT, e))
+        shutil.rmtree(env.t, ignore_errors=True)
+        return 1
     env.wrap = sandbox
     rc = main(lambda e: tests(e, sandbox, allowed), env)
     shutil.rmtree(env.t, ignore_errors=True)  # when main skipped before starting env
