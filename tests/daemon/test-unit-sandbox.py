@@ -276,7 +276,7 @@ def workers_of(pid):
 
 # A probe run under the same sandbox: what the unit takes away is gone.
 PROBE = r"""
-import ctypes, errno, json, os, socket
+import ctypes, errno, json, mmap, os, socket, tempfile
 libc = ctypes.CDLL(None, use_errno=True)
 def err(fn):
     try:
@@ -291,6 +291,12 @@ def write_usr():
     path = "/usr/.vdisk-unit-test-%d" % os.getpid()
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     os.unlink(path)
+def suid():
+    with tempfile.NamedTemporaryFile() as f:
+        os.chmod(f.name, 0o4755)
+def personality():
+    if libc.personality(0x0008) == -1:  # PER_LINUX32
+        raise OSError(ctypes.get_errno(), "personality")
 def scm_rights():  # how the worker will ask vdiskd for a pool's file
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     socket.send_fds(a, [b"x"], [0])
@@ -301,6 +307,8 @@ out = {"inet": err(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).clo
        "scm-rights": err(scm_rights),
        "setaffinity": err(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
        "write-usr": err(write_usr),
+       "write-exec": err(lambda: mmap.mmap(-1, 4096, prot=mmap.PROT_WRITE | mmap.PROT_EXEC)),
+       "setuid-bit": err(suid), "personality": err(personality),
        "umask": os.umask(0o22)}
 out["unshare"] = err(unshare)  # last: it would change who the probe is
 print(json.dumps(out))
@@ -355,7 +363,8 @@ def tests(env, sandbox, allowed):
         out = json.loads(r.stdout)
         assert out == {"unshare": errno.EPERM, "inet": errno.EAFNOSUPPORT, "unix": 0,
                        "scm-rights": 0, "setaffinity": errno.EPERM, "write-usr": errno.EROFS,
-                       "umask": 0o077}, out
+                       "write-exec": errno.EPERM, "setuid-bit": errno.EPERM,
+                       "personality": errno.EPERM, "umask": 0o077}, out
 
     @case("WorkerConfinement and vdiskctl status: the worker's user, Landlock, seccomp")
     def _():
