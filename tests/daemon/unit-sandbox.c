@@ -6,7 +6,8 @@
  * runs as root and is never installed.
  *
  * Usage: unit-sandbox [OPTION...] -- PROGRAM [ARG...]; --help lists the
- * options, each named after the unit setting it reproduces. */
+ * options, each named after the unit setting it reproduces. Exits 77 when
+ * the system refuses a namespace or a mount, 125 on any other failure. */
 #include <glib.h>
 
 #include <errno.h>
@@ -90,9 +91,18 @@ static const GOptionEntry entries[] = {
     { NULL }
 };
 
+/* Set while the namespaces are made: a container may refuse them (exit
+ * 77, the tests' skip), which is not the launcher's fault. */
+static gboolean making_namespaces;
+
 static G_NORETURN void die(const char *what)
 {
-    fprintf(stderr, "unit-sandbox: %s: %s\n", what, g_strerror(errno));
+    int e = errno;
+    fprintf(stderr, "unit-sandbox: %s: %s\n", what, g_strerror(e));
+    if (making_namespaces && (e == EPERM || e == EACCES || e == ENOSYS)) {
+        fprintf(stderr, "unit-sandbox: this system refuses the unit's namespaces\n");
+        exit(77);
+    }
     exit(125);
 }
 
@@ -487,11 +497,13 @@ int main(int argc, char **argv)
         if (setrlimit(RLIMIT_NOFILE, &r) < 0)
             die("LimitNOFILE=");
     }
+    making_namespaces = TRUE;
     if (private_network && unshare(CLONE_NEWNET) < 0)
         die("unshare(CLONE_NEWNET)");
     if (protect_system_strict || protect_home || private_tmp || private_devices ||
         protect_kernel_tunables || bind_paths)
         set_up_mounts();
+    making_namespaces = FALSE;
     if (capabilities)
         drop_bounding_set(capabilities);
     if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
