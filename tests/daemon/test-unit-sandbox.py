@@ -16,7 +16,8 @@ Not reproduced, or only in part, without systemd:
   and the test has no cgroup of its own without a service manager.
 - StateDirectory=: the test's state folder stands for /var/lib/vdisk.
 - PrivateTmp=: a /tmp of its own, but the test's folder (its bus, pool and
-  state) is bound back in, as a drop-in's BindPaths= would.
+  state) is bound back in read-only, as a drop-in's BindReadOnlyPaths=
+  would, with its pool and state folders writable (ReadWritePaths=).
 - ProtectKernelTunables=: /proc/sys, /proc/sysrq-trigger and /sys read-only,
   not systemd's longer list of /proc files; ProtectKernelLogs= and
   ProtectKernelModules=: their system calls only (no /proc/kmsg or
@@ -158,7 +159,7 @@ def since_reset(values):
     return words
 
 
-def sandbox_args(unit, groups, workdir, bind):
+def sandbox_args(unit, groups, workdir, bind, writable):
     """unit-sandbox's arguments for the unit's settings; raises on a setting
     it neither reproduces nor lists in NOT_REPRODUCED."""
     args, denies, filters = [], [], []
@@ -213,7 +214,10 @@ def sandbox_args(unit, groups, workdir, bind):
     path = os.path.join(workdir, "allowed-syscalls")
     with open(path, "w") as f:
         f.write("\n".join(sorted(allowed)) + "\n")
-    return [SANDBOX] + args + ["--system-call-filter=" + path, "--bind-path=" + bind, "--"], allowed
+    # The test's folder stands for /run/dbus, the pool's folder and the
+    # state directory: read-only but for the two folders vdiskd may write.
+    args += ["--bind-read-only-path=" + bind] + ["--read-write-path=" + p for p in writable]
+    return [SANDBOX] + args + ["--system-call-filter=" + path, "--"], allowed
 
 
 # ---------------------------------------------------------------- client side
@@ -325,8 +329,7 @@ def tests(env, sandbox, allowed):
     subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 8M", "-c", "write -P 0x33 40M 1M", src],
                    check=True, capture_output=True)
     os.chmod(src, 0o644)
-    pool = os.path.join(env.t, "pool")
-    os.mkdir(pool)
+    pool = os.path.join(env.t, "pool")  # made before vdiskd, writable to it
     unit = read_unit(UNIT)
 
     def alive():
@@ -348,6 +351,10 @@ def tests(env, sandbox, allowed):
         assert nofile == [unit[("[Service]", "LimitNOFILE")][-1]] * 2, nofile
         for ns in ("net", "mnt"):
             assert os.readlink("/proc/%d/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/" + ns)
+        with open("/proc/%d/mountinfo" % pid) as f:
+            mounts = {m[4]: m[5].split(",")[0] for m in (line.split() for line in f)}
+        assert mounts.get(env.t) == "ro" and mounts.get(pool) == "rw" and \
+            mounts.get(env.state) == "rw" and mounts.get("/usr", mounts["/"]) == "ro", mounts
         # what the worker needs to confine itself and to receive descriptors
         needs = {"setresuid", "setgroups", "capset", "prlimit64", "prctl", "seccomp",
                  "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
@@ -529,7 +536,10 @@ def start():
             return 77
     env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})
     try:
-        sandbox, allowed = sandbox_args(read_unit(UNIT), syscall_groups(), env.t, env.t)
+        folders = [os.path.join(env.t, "state"), os.path.join(env.t, "pool")]
+        for d in folders:
+            os.mkdir(d)
+        sandbox, allowed = sandbox_args(read_unit(UNIT), syscall_groups(), env.t, env.t, folders)
     except RuntimeError as e:
         print("not ok - reproducing %s: %s" % (UNIT, e))
         shutil.rmtree(env.t, ignore_errors=True)

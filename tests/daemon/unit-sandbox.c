@@ -83,8 +83,8 @@ static const GOptionEntry entries[] = {
       "ReadWritePaths=, one a time ('-' first: ignored when missing)", "PATH" },
     { "protect-home", 0, 0, G_OPTION_ARG_NONE, &protect_home, "ProtectHome=yes", NULL },
     { "private-tmp", 0, 0, G_OPTION_ARG_NONE, &private_tmp, "PrivateTmp=yes", NULL },
-    { "bind-path", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &bind_paths,
-      "BindPaths=PATH, as a drop-in would add (kept through PrivateTmp=)", "PATH" },
+    { "bind-read-only-path", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &bind_paths,
+      "BindReadOnlyPaths=PATH, as a drop-in would add (kept through PrivateTmp=)", "PATH" },
     { "private-devices", 0, 0, G_OPTION_ARG_NONE, &private_devices, "PrivateDevices=yes", NULL },
     { "protect-kernel-tunables", 0, 0, G_OPTION_ARG_NONE, &protect_kernel_tunables,
       "ProtectKernelTunables=yes (with ProtectControlGroups=yes: /sys read-only)", NULL },
@@ -219,7 +219,7 @@ static void set_up_mounts(void)
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
         die("making / a slave");
 
-    /* BindPaths= survive PrivateTmp=: take them before the tmpfs. */
+    /* BindReadOnlyPaths= survive PrivateTmp=: take them before the tmpfs. */
     guint n_binds = bind_paths ? g_strv_length(bind_paths) : 0;
     g_autofree int *bind_fds = g_new0(int, n_binds + 1);
     for (guint i = 0; i < n_binds; i++)
@@ -241,40 +241,40 @@ static void set_up_mounts(void)
                 mount_tmpfs(homes[i], "mode=000", MS_RDONLY | MS_NOEXEC);
     }
 
-    if (protect_system_strict) {
-        /* Every path that stays writable becomes a mount of its own, the
-         * whole tree read-only, then those again writable. */
-        g_autoptr(GPtrArray) writable = g_ptr_array_new();
-        for (guint i = 0; read_write_paths && read_write_paths[i]; i++) {
-            const char *p = read_write_paths[i];
-            gboolean optional = p[0] == '-';
+    /* ProtectSystem=strict: the whole tree read-only but the API file
+     * systems and a private /tmp; BindReadOnlyPaths= read-only; then the
+     * ReadWritePaths=, the most specific, writable again (each a mount of
+     * its own first). */
+    g_autoptr(GPtrArray) writable = g_ptr_array_new();
+    for (guint i = 0; protect_system_strict && read_write_paths && read_write_paths[i]; i++) {
+        const char *p = read_write_paths[i];
+        gboolean optional = p[0] == '-';
+        if (optional)
+            p++;
+        if (access(p, F_OK) < 0) {
             if (optional)
-                p++;
-            if (access(p, F_OK) < 0) {
-                if (optional)
-                    continue;
-                die(p);
-            }
-            g_ptr_array_add(writable, (gpointer)p);
+                continue;
+            die(p);
         }
-        for (guint i = 0; i < n_binds; i++)
-            g_ptr_array_add(writable, bind_paths[i]);
-        if (private_tmp) {
-            g_ptr_array_add(writable, "/tmp");
-            if (access("/var/tmp", F_OK) == 0)
-                g_ptr_array_add(writable, "/var/tmp");
-        }
-        for (guint i = 0; i < writable->len; i++)
-            bind_onto_itself(writable->pdata[i]);
+        bind_onto_itself(p);
+        g_ptr_array_add(writable, (gpointer)p);
+    }
+    if (protect_system_strict) {
         set_read_only("/", TRUE);
-        /* The API file systems stay writable (ProtectSystem=strict). */
         set_read_only("/dev", FALSE);
         set_read_only("/proc", FALSE);
         if (!protect_kernel_tunables)
             set_read_only("/sys", FALSE);
-        for (guint i = 0; i < writable->len; i++)
-            set_read_only(writable->pdata[i], FALSE);
+        if (private_tmp) {
+            set_read_only("/tmp", FALSE);
+            if (access("/var/tmp", F_OK) == 0)
+                set_read_only("/var/tmp", FALSE);
+        }
     }
+    for (guint i = 0; i < n_binds; i++)
+        set_read_only(bind_paths[i], TRUE);
+    for (guint i = 0; i < writable->len; i++)
+        set_read_only(writable->pdata[i], FALSE);
     if (protect_kernel_tunables) {
         static const char *const tunables[] = { "/proc/sys", "/proc/sysrq-trigger", "/sys" };
         for (guint i = 0; i < G_N_ELEMENTS(tunables); i++) {
