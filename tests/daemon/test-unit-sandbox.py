@@ -474,6 +474,13 @@ def tests(env, sandbox, allowed):
         r = qemu_img("compare", src, top)
         assert r.returncode == 0, r.stdout + r.stderr
 
+    @case("Clone of an overlay reads its backing volume")
+    def _():
+        rc, res = run(ALICE, "clone", "p", "top.qcow2", "flat.raw", "raw")
+        assert rc == 0 and res["success"], res
+        r = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, os.path.join(pool, "flat.raw"))
+        assert r.returncode == 0, r.stdout + r.stderr
+
     if not TEST_HOOKS:
         print("# built without -Dtest_hooks=true: the killed and misbehaving workers are not "
               "tested")
