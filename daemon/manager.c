@@ -494,15 +494,6 @@ typedef struct {
     GError *error;
 } Inspect;
 
-VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
-                              guint32 uid, GError **error)
-{
-    if (uid == 0)
-        return vd_image_open_fd(fd, label, format, flags, error);
-    const VdConfinement bound = { .dirfd = -1, .dir_path = "", .max_metadata = VDD_MAX_METADATA };
-    return vd_image_open_fd_confined(fd, label, format, flags, NULL, NULL, &bound, error);
-}
-
 static void inspect_run(gpointer data)
 {
     Inspect *in = data;
@@ -512,8 +503,8 @@ static void inspect_run(gpointer data)
                                    VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES);
     if (in->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", in->misbehave);
-    g_autoptr(GVariant) result =
-        vdd_worker_run(g_variant_dict_end(&d), &in->fd, 1, NULL, NULL, NULL, &in->error);
+    const VddWorkerCall call = { .fds = &in->fd, .n_fds = 1 };
+    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), &call, &in->error);
     if (result != NULL) {
         in->info = g_variant_lookup_value(result, "info", G_VARIANT_TYPE_VARDICT);
         if (in->info == NULL)
@@ -600,36 +591,6 @@ static void convert_file_work_free(ConvertFileWork *w)
     g_free(w);
 }
 
-static void copy_options_init(VdConvertOptions *opts, VddJob *job, GCancellable *cancellable)
-{
-    vd_convert_options_init(opts);
-    opts->progress = vdd_job_progress;
-    opts->progress_data = job;
-    opts->cancellable = cancellable;
-}
-
-gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VdSecrets *secrets, VdOpenFlags open_flags,
-                          VddJob *job, GCancellable *cancellable, GError **error)
-{
-    VdConvertOptions opts;
-    copy_options_init(&opts, job, cancellable);
-    opts.target_format = format;
-    opts.create_options = create;
-    opts.secrets = secrets;
-    opts.target_open_flags = open_flags;
-    return vd_convert_fd(source, fd, name, &opts, error);
-}
-
-gboolean vdd_copy_over(VdImage *source, VdImage *target, VddJob *job, GCancellable *cancellable,
-                       GError **error)
-{
-    VdConvertOptions opts;
-    copy_options_init(&opts, job, cancellable);
-    opts.target_exists = TRUE;
-    return vd_copy_image(source, target, &opts, error);
-}
-
 static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cancellable,
                                  GError **error)
 {
@@ -639,13 +600,13 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
     g_variant_dict_init(&d, NULL);
     vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "caller's source file",
                                    VD_OPEN_NO_RELATED_FILES);
-    vdd_worker_request_target(&d, "caller's target file", VD_OPEN_NO_RELATED_FILES, w->format,
-                              w->create, NULL);
+    vdd_worker_request_target(&d, 1, "caller's target file", NULL, VD_OPEN_NO_RELATED_FILES,
+                              w->format, w->create, NULL);
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
     const int fds[] = { w->source_fd, w->target_fd };
-    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), fds, G_N_ELEMENTS(fds),
-                                                vdd_job_progress, job, cancellable, error);
+    g_autoptr(GVariant) result = vdd_worker_run_job(g_variant_dict_end(&d), fds, G_N_ELEMENTS(fds),
+                                                    NULL, job, cancellable, error);
     /* As vd_convert_fd leaves it, also when the worker could not say so:
      * a target that failed never looks like a whole image. */
     if (result == NULL && ftruncate(w->target_fd, 0) < 0)

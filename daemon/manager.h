@@ -90,24 +90,6 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
  * (and a volume described on the main loop cannot hold it for long). */
 #define VDD_MAX_METADATA (64u << 20)
 
-/* Open a caller's own file (on a worker thread). No name stored in it is
- * ever opened (flags carry VD_OPEN_NO_RELATED_FILES); for anyone but root
- * its metadata is bounded by VDD_MAX_METADATA. */
-VdImage *vdd_open_caller_file(int fd, const char *label, const char *format, VdOpenFlags flags,
-                              guint32 uid, GError **error);
-
-/* Worker side of Export, ConvertFile, Clone and ImportVolume: create
- * format in descriptor fd and copy source into it, reporting progress to
- * job. secrets (may be NULL) hold what the create options' encrypt.key-secret
- * names. open_flags are added to the target's (VD_OPEN_NO_RELATED_FILES for
- * a caller's file). On failure the file is left empty. */
-gboolean vdd_copy_into_fd(VdImage *source, int fd, const char *name, const char *format,
-                          VdOptions *create, VdSecrets *secrets, VdOpenFlags open_flags,
-                          VddJob *job, GCancellable *cancellable, GError **error);
-/* Worker side of CopyFrom: copy source over target, an image opened for
- * writing that is at least as large. */
-gboolean vdd_copy_over(VdImage *source, VdImage *target, VddJob *job, GCancellable *cancellable,
-                       GError **error);
 /* The volume exported at object_path, or NULL. */
 VddVolume *vdd_manager_lookup_volume(VddManager *self, const char *object_path);
 /* Refuse create options that would make the engine open or create files by

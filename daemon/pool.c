@@ -65,13 +65,6 @@ VddManager *vdd_pool_get_manager(VddPool *self) { return self->manager; }
 int vdd_pool_get_dirfd(VddPool *self) { return self->dirfd; }
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self) { return self->formats; }
 
-void vdd_pool_get_confinement(VddPool *self, VdConfinement *confine)
-{
-    confine->dirfd = self->dirfd;
-    confine->dir_path = self->directory;
-    confine->max_metadata = VDD_MAX_METADATA;
-}
-
 char *vdd_pool_file_path(VddPool *self, const char *name)
 {
     return g_build_filename(self->directory, name, NULL);
@@ -376,45 +369,35 @@ static void new_volume_work_free(NewVolumeWork *w)
     g_free(w);
 }
 
+/* A new volume is made by a worker (worker-client.h) that holds the new
+ * file and, for an import, the caller's file; a backing volume the options
+ * name is opened for it beneath the pool. */
 static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
-    /* The engine syncs the new file; publishing names it and syncs that. */
-    int fd = vdd_new_file_fd(w->file);
-    if (w->source_fd < 0) {
-        /* A backing volume is found as opening the volume will find it:
-         * beneath the pool's folder. */
-        VdConfinement confine;
-        vdd_pool_get_confinement(w->pool, &confine);
-        return vd_image_create_fd_confined(fd, w->name, w->format, w->size, w->create, w->secrets,
-                                           &confine, error) &&
-               vdd_new_file_publish(w->file, w->format, error);
-    }
-    /* A target on a backing volume is written by one who may open it:
-     * the worker's user may not read the pool's 0600 files. */
-    if (w->backing != NULL) {
-        g_autoptr(VdImage) source =
-            vdd_open_caller_file(w->source_fd, "caller's source file", w->source_format,
-                                 VD_OPEN_NO_RELATED_FILES, w->uid, error);
-        return source != NULL &&
-               vdd_copy_into_fd(source, fd, path, w->format, w->create, w->secrets, 0, job,
-                                cancellable, error) &&
-               vdd_new_file_publish(w->file, w->format, error);
-    }
-    /* The caller's file is parsed, and the copy made, by a worker
-     * (worker-client.h) that holds only the caller's file and the new
-     * one. */
+    gboolean import = w->source_fd >= 0;
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "caller's source file",
-                                   VD_OPEN_NO_RELATED_FILES);
-    vdd_worker_request_target(&d, path, VD_OPEN_NO_RELATED_FILES, w->format, w->create, w->secrets);
+    if (import)
+        vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format,
+                                       "caller's source file", VD_OPEN_NO_RELATED_FILES);
+    else
+        g_variant_dict_insert(&d, "operation", "s", "create");
+    g_variant_dict_insert(&d, "size", "t", w->size);
+    /* The engine syncs the new file; publishing names it and syncs that. */
+    int fds[2];
+    guint n_fds = 0;
+    if (import)
+        fds[n_fds++] = w->source_fd;
+    fds[n_fds] = vdd_new_file_fd(w->file);
+    vdd_worker_request_target(&d, (gint32)n_fds++, path, w->name, 0, w->format, w->create,
+                              w->secrets);
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
-    const int fds[] = { w->source_fd, fd };
-    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), fds, G_N_ELEMENTS(fds),
-                                                vdd_job_progress, job, cancellable, error);
+    g_autoptr(GVariant) result =
+        vdd_worker_run_job(g_variant_dict_end(&d), fds, n_fds, (VddPool *[]){ w->pool, NULL }, job,
+                           cancellable, error);
     return result != NULL && vdd_new_file_publish(w->file, w->format, error);
 }
 

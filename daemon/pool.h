@@ -23,9 +23,6 @@ int vdd_pool_get_dirfd(VddPool *self);
 /* The recorded formats of its volumes (volume-formats.h). */
 typedef struct VddFormatRecords VddFormatRecords;
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self);
-/* Where the names inside its volumes may lead (its folder, beneath its
- * descriptor) and how much metadata one open may read. */
-void vdd_pool_get_confinement(VddPool *self, VdConfinement *confine);
 /* directory/name; a new string. */
 char *vdd_pool_file_path(VddPool *self, const char *name);
 

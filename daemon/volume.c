@@ -8,8 +8,10 @@
 #include "errors.h"
 #include "job.h"
 #include "names.h"
+#include "vdisk-driver.h"
 #include "options.h"
 #include "vdd-dbus.h"
+#include "worker-client.h"
 #include "worker-protocol.h"
 #include "volume-formats.h"
 
@@ -182,75 +184,143 @@ static int open_file(VddVolume *self, int access, GError **error)
     return fd;
 }
 
-/* The volume's format: as recorded (volume-formats.h). A file vdiskd has
- * not seen before is probed once, reading nothing but its first bytes, and
- * what that finds is recorded: from then on its content cannot change how
- * it is read. */
-static char *trusted_format(VddVolume *self, int fd, const struct stat *st, GError **error)
+/* The volume's format, as recorded (volume-formats.h) when vdiskd made
+ * the file or first described it: its content can never change how it is
+ * read. NULL with an error when this file (this inode) was never
+ * described. */
+static char *recorded_format(VddVolume *self, int fd, GError **error)
 {
-    VddFormatRecords *records = vdd_pool_get_format_records(self->pool);
-    char *recorded = vdd_format_records_lookup(records, self->name, st);
-    if (recorded != NULL)
-        return recorded;
-    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
-    const char *format = vd_probe_fd(fd, path, NULL, error);
-    if (format == NULL)
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
         return NULL;
-    if (g_str_equal(format, "ova")) {
+    }
+    char *format =
+        vdd_format_records_lookup(vdd_pool_get_format_records(self->pool), self->name, &st);
+    if (format == NULL) {
+        g_autofree char *w = what(self);
+        const char *why = vdd_dbus_volume_get_error(self->iface);
+        g_set_error(error, VDD_ERROR, VDD_ERROR_CORRUPT, "%s cannot be read%s%s", w,
+                    why && *why ? ": " : "", why ? why : "");
+    }
+    return format;
+}
+
+/* The volume's file, opened for a job, and its recorded format. A file
+ * replaced behind vdiskd is described (and its format recorded) first.
+ * The file is locked as QEMU locks an image it reads or writes, here
+ * rather than only in the worker: /proc shows vdiskd, not the worker, who
+ * holds a conflicting lock (a running VM), and the lock lasts until the
+ * job closes the file. */
+static int open_for_job(VddVolume *self, int access, char **format, GError **error)
+{
+    int fd = open_file(self, access, error);
+    if (fd < 0)
+        return -1;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
+    guint perm, unshared;
+    if (!vd_lock_fd(fd, path, access == O_RDWR ? VD_LOCK_WRITE : VD_LOCK_READ, &perm, &unshared,
+                    error)) {
+        vdd_error_normalize(error);
+        close(fd);
+        return -1;
+    }
+    *format = recorded_format(self, fd, NULL);
+    if (*format == NULL) {
+        vdd_volume_update(self);
+        *format = recorded_format(self, fd, error);
+    }
+    if (*format == NULL) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A describe may run on the main loop: its worker gets little time. */
+#define DESCRIBE_SECONDS 10
+
+/* What a worker says of the volume's file fd: the result message, with
+ * "info" unless the file could not be read (error then says why). format
+ * is the recorded one, or NULL for a file vdiskd has not seen. */
+static GVariant *describe(VddVolume *self, int fd, const char *format, GError **error)
+{
+    g_autofree char *label = vdd_pool_file_path(self->pool, self->name);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "describe");
+    g_variant_dict_insert(&d, "cpu-seconds", "t", (guint64)DESCRIBE_SECONDS);
+    /* Describing a volume must work while a VM runs on it: read it as
+     * qemu-img info -U does, not refusing its writer. */
+    vdd_worker_request_volume(&d, "source", 0, 0, format, self->name, label,
+                              VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, NULL);
+    const VddWorkerFolder folder = { vdd_pool_get_dirfd(self->pool),
+                                     vdd_pool_get_directory(self->pool) };
+    const VddWorkerCall call = { .fds = &fd,
+                                 .n_fds = 1,
+                                 .folders = &folder,
+                                 .n_folders = 1,
+                                 .timeout_seconds = DESCRIBE_SECONDS };
+    return vdd_worker_run(g_variant_dict_end(&d), &call, error);
+}
+
+/* The format a described file is recorded as: what its first bytes look
+ * like, the first time vdiskd sees it. NULL with error for an appliance. */
+static const char *first_format(VddVolume *self, const char *probed, GError **error)
+{
+    if (g_strcmp0(probed, "ova") == 0) {
+        g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
         g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
                     "%s is an OVA appliance; import its disks into the pool instead", path);
         return NULL;
     }
-    g_message("pool %s: %s is new to vdiskd; recorded as %s", vdd_pool_get_name(self->pool),
-              self->name, format);
-    vdd_format_records_set(records, self->name, st, format);
-    return g_strdup(format);
+    return probed;
 }
 
-/* The image in the volume's open file fd, as its trusted format; *st gets
- * the file's status. */
-static VdImage *open_image(VddVolume *self, int fd, struct stat *st, VdOpenFlags flags,
-                           const VddImageKey *key, GError **error)
+/* The error of a raw volume whose content now looks like another format:
+ * read as raw all the same, but the owner should know (a guest wrote an
+ * image header into its disk, or someone filled it behind vdiskd). */
+static char *raw_content_warning(VddVolume *self, const char *probed)
 {
-    g_autofree char *format = fstat(fd, st) == 0 ? trusted_format(self, fd, st, error) : NULL;
-    if (format == NULL && error != NULL && *error == NULL)
-        vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
-    VdConfinement confine;
-    vdd_pool_get_confinement(self->pool, &confine);
-    VdImage *img =
-        format == NULL
-            ? NULL
-            : vd_image_open_fd_confined(fd, self->name, format, flags, key ? key->open : NULL,
-                                        key ? key->secrets : NULL, &confine, error);
-    if (img == NULL)
-        vdd_error_normalize(error);
-    return img;
-}
-
-VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key, GError **error)
-{
-    int fd = open_file(self, (flags & VD_OPEN_READ_WRITE) ? O_RDWR : O_RDONLY, error);
-    if (fd < 0)
-        return NULL;
-    struct stat st;
-    VdImage *img = open_image(self, fd, &st, flags, key, error);
-    close(fd);
-    return img;
-}
-
-/* The error of a raw volume (open in fd) whose content now looks like
- * another format: read as raw all the same, but the owner should know (a
- * guest wrote an image header into its disk, or someone filled it behind
- * vdiskd). */
-static char *raw_content_warning(VddVolume *self, int fd)
-{
-    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
-    const char *probed = vd_probe_fd(fd, path, NULL, NULL);
     if (probed == NULL || g_str_equal(probed, "raw"))
         return NULL;
+    g_autofree char *path = vdd_pool_file_path(self->pool, self->name);
     return g_strdup_printf("%s was recorded as raw, but its content now looks like %s; vdiskd "
                            "keeps reading it as raw and never follows names stored in it",
                            path, probed);
+}
+
+static void publish_unreadable(VddVolume *self, const GError *error)
+{
+    vdd_dbus_volume_set_format(self->iface, "");
+    vdd_dbus_volume_set_error(self->iface, error ? error->message : "cannot read");
+    vdd_dbus_volume_set_virtual_size(self->iface, 0);
+    vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
+}
+
+static void publish_info(VddVolume *self, GVariant *info, const char *warning)
+{
+    const char *format = "", *backing = "", *backing_format = "";
+    guint64 size = 0;
+    gboolean encrypted = FALSE;
+    g_variant_lookup(info, "format", "&s", &format);
+    g_variant_lookup(info, "virtual-size", "t", &size);
+    g_variant_lookup(info, "backing-file", "&s", &backing);
+    g_variant_lookup(info, "backing-format", "&s", &backing_format);
+    g_variant_lookup(info, "encrypted", "b", &encrypted);
+    g_autoptr(GVariant) snaps =
+        g_variant_lookup_value(info, "snapshots", G_VARIANT_TYPE("a(ssttt)"));
+    if (snaps == NULL)
+        snaps = g_variant_ref_sink(vdd_snapshots_to_variant(NULL));
+    vdd_dbus_volume_set_format(self->iface, format);
+    vdd_dbus_volume_set_error(self->iface, warning ? warning : "");
+    vdd_dbus_volume_set_virtual_size(self->iface, size);
+    vdd_dbus_volume_set_backing_file(self->iface, backing);
+    vdd_dbus_volume_set_backing_format(self->iface, backing_format);
+    vdd_dbus_volume_set_encrypted(self->iface, encrypted);
+    GVariant *old = vdd_dbus_volume_get_snapshots(self->iface);
+    if (old == NULL || !g_variant_equal(old, snaps))
+        vdd_dbus_volume_set_snapshots(self->iface, snaps);
 }
 
 void vdd_volume_update(VddVolume *self)
@@ -258,72 +328,90 @@ void vdd_volume_update(VddVolume *self)
     g_autoptr(GError) error = NULL;
     int fd = open_file(self, O_RDONLY, &error);
     struct stat st = { 0 };
-    /* Describing a volume must work while a VM runs on it: read it as
-     * qemu-img info -U does, not refusing its writer. */
-    g_autoptr(VdImage) img =
-        fd >= 0 ? open_image(self, fd, &st, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, &error)
-                : NULL;
-    g_autoptr(VdImageInfo) info = img ? vd_image_get_info(img, &error) : NULL;
-    g_autofree char *warning =
-        info != NULL && g_str_equal(info->format, "raw") ? raw_content_warning(self, fd) : NULL;
+    if (fd >= 0 && fstat(fd, &st) < 0)
+        vdd_error_set_errno(&error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
+    VddFormatRecords *records = vdd_pool_get_format_records(self->pool);
+    g_autofree char *recorded =
+        error == NULL ? vdd_format_records_lookup(records, self->name, &st) : NULL;
+    /* The header is read by a worker; vdiskd reads no image itself. */
+    g_autoptr(GVariant) result = error == NULL ? describe(self, fd, recorded, &error) : NULL;
     if (fd >= 0)
         close(fd);
+    const char *probed = NULL;
+    g_autoptr(GVariant) info = NULL;
+    if (result != NULL) {
+        g_variant_lookup(result, "probed", "&s", &probed);
+        info = g_variant_lookup_value(result, "info", G_VARIANT_TYPE_VARDICT);
+    }
+    const char *format = NULL;
+    if (info != NULL)
+        g_variant_lookup(info, "format", "&s", &format);
+    if (result != NULL && recorded == NULL && first_format(self, probed, &error) != NULL &&
+        format != NULL) {
+        g_message("pool %s: %s is new to vdiskd; recorded as %s", vdd_pool_get_name(self->pool),
+                  self->name, format);
+        vdd_format_records_set(records, self->name, &st, format);
+    }
     g_object_freeze_notify(G_OBJECT(self->iface));
     vdd_dbus_volume_set_allocated_size(self->iface, (guint64)st.st_blocks * 512);
-    if (info == NULL) {
-        vdd_dbus_volume_set_format(self->iface, "");
-        vdd_dbus_volume_set_error(self->iface, error ? error->message : "cannot read");
-        vdd_dbus_volume_set_virtual_size(self->iface, 0);
-        vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
-        g_object_thaw_notify(G_OBJECT(self->iface));
-        return;
+    if (info == NULL || error != NULL) {
+        if (error == NULL)
+            error = g_error_new(VDD_ERROR, VDD_ERROR_FAILED, "the image could not be described");
+        publish_unreadable(self, error);
+    } else {
+        g_autofree char *warning =
+            g_strcmp0(format, "raw") == 0 ? raw_content_warning(self, probed) : NULL;
+        publish_info(self, info, warning);
     }
-    vdd_dbus_volume_set_format(self->iface, info->format);
-    vdd_dbus_volume_set_error(self->iface, warning ? warning : "");
-    vdd_dbus_volume_set_virtual_size(self->iface, info->virtual_size);
-    vdd_dbus_volume_set_backing_file(self->iface,
-                                     info->backing_filename ? info->backing_filename : "");
-    vdd_dbus_volume_set_backing_format(self->iface,
-                                       info->backing_format ? info->backing_format : "");
-    vdd_dbus_volume_set_encrypted(self->iface, info->encrypted);
-    g_autoptr(GVariant) snaps = g_variant_ref_sink(vdd_snapshots_to_variant(info->snapshots));
-    GVariant *old = vdd_dbus_volume_get_snapshots(self->iface);
-    if (old == NULL || !g_variant_equal(old, snaps))
-        vdd_dbus_volume_set_snapshots(self->iface, snaps);
     g_object_thaw_notify(G_OBJECT(self->iface));
 }
 
-/* ----- jobs on a volume ----- */
+/* ----- jobs on a volume -----
+ * Every job's image work runs in vdisk-worker (worker-client.h): vdiskd
+ * opens the volumes' files, the worker parses them and asks vdiskd for any
+ * file they name beneath the pool. */
 
 typedef struct {
     VddVolume *volume; /* locked (read or write) */
     gboolean write;
+    int volume_fd; /* its file, opened for the job */
+    char *volume_format;
+    VddImageKey key;   /* opens this volume; its secrets also serve create */
     VddVolume *target; /* new volume (write-locked), or NULL */
     VddNewFile *file;  /* the target's file, until it is published */
     int fd;            /* the caller's target descriptor (Export) */
     char *format;
     VdOptions *create;
-    VddImageKey key;   /* opens this volume; its secrets also serve create */
-    VdImage *image;    /* source, or the volume opened read-write */
     VddVolume *source; /* CopyFrom: read-locked, or NULL */
-    VdImage *source_image;
+    int source_fd;
+    char *source_format;
+    VddImageKey source_key;
     guint64 size;
     gboolean shrink;
     char *snapshot;
-    int snapshot_op;
+    const char *snapshot_op; /* "create", "revert" or "delete" */
 } VolumeWork;
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
 
 static void volume_work_free(VolumeWork *w)
 {
-    g_clear_pointer(&w->image, vd_image_unref);
-    g_clear_pointer(&w->source_image, vd_image_unref);
-    if (w->fd >= 0)
-        close(w->fd);
+    close_fd(&w->volume_fd);
+    close_fd(&w->source_fd);
+    close_fd(&w->fd);
     g_clear_pointer(&w->file, vdd_new_file_free);
     g_clear_object(&w->volume);
     g_clear_object(&w->target);
     g_clear_object(&w->source);
     vdd_image_key_clear(&w->key);
+    vdd_image_key_clear(&w->source_key);
+    g_free(w->volume_format);
+    g_free(w->source_format);
     g_free(w->format);
     g_free(w->snapshot);
     g_clear_pointer(&w->create, vd_options_free);
@@ -334,16 +422,45 @@ static VolumeWork *volume_work_new(VddVolume *self)
 {
     VolumeWork *w = g_new0(VolumeWork, 1);
     w->volume = g_object_ref(self);
-    w->fd = -1;
+    w->fd = w->volume_fd = w->source_fd = -1;
     return w;
+}
+
+/* Open this volume's file for the work (read-write for a job that writes
+ * it). */
+static gboolean open_volume_for(VolumeWork *w, GError **error)
+{
+    w->volume_fd = open_for_job(w->volume, w->write ? O_RDWR : O_RDONLY, &w->volume_format, error);
+    return w->volume_fd >= 0;
+}
+
+/* A volume as an image of a worker request (worker-client.h). */
+static void request_volume(GVariantDict *d, const char *role, gint32 fd_index, gint32 folder,
+                           VddVolume *v, const char *format, VdOpenFlags flags,
+                           const VddImageKey *key)
+{
+    g_autofree char *label = vdd_pool_file_path(v->pool, v->name);
+    vdd_worker_request_volume(d, role, fd_index, folder, format, v->name, label, flags,
+                              key ? key->open : NULL, key ? key->secrets : NULL);
+}
+
+/* Start the work's request in a worker, with fds, the volume's pool as
+ * folder 0 (and other's as folder 1, may be NULL). */
+static gboolean run_worker(GVariantDict *d, const int *fds, guint n_fds, VolumeWork *w,
+                           VddPool *other, VddJob *job, GCancellable *cancellable, GError **error)
+{
+    VddPool *pools[] = { w->volume->pool, other, NULL };
+    g_autoptr(GVariant) result =
+        vdd_worker_run_job(g_variant_dict_end(d), fds, n_fds, pools, job, cancellable, error);
+    return result != NULL;
 }
 
 /* Main thread, after the work: unlock, update or clean up. */
 static void work_done(VddJob *job, gpointer data, const GError *error)
 {
     VolumeWork *w = data;
-    g_clear_pointer(&w->image, vd_image_unref); /* written back before the update */
-    g_clear_pointer(&w->source_image, vd_image_unref);
+    close_fd(&w->volume_fd); /* written back before the update */
+    close_fd(&w->source_fd);
     if (w->write)
         vdd_volume_unlock_write(w->volume);
     else
@@ -368,32 +485,57 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
 {
     VolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
-    return vdd_copy_into_fd(w->image, vdd_new_file_fd(w->file), path, w->format, w->create,
-                            w->key.secrets, 0, job, cancellable, error) &&
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "convert");
+    request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
+    vdd_worker_request_target(&d, 1, path, w->target->name, 0, w->format, w->create,
+                              w->key.secrets);
+    const int fds[] = { w->volume_fd, vdd_new_file_fd(w->file) };
+    return run_worker(&d, fds, 2, w, NULL, job, cancellable, error) &&
            vdd_new_file_publish(w->file, w->format, error);
 }
 
 static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
-    return vdd_copy_into_fd(w->image, w->fd, "caller's target file", w->format, w->create,
-                            w->key.secrets, VD_OPEN_NO_RELATED_FILES, job, cancellable, error);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "convert");
+    request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
+    vdd_worker_request_target(&d, 1, "caller's target file", NULL, VD_OPEN_NO_RELATED_FILES,
+                              w->format, w->create, w->key.secrets);
+    const int fds[] = { w->volume_fd, w->fd };
+    gboolean ok = run_worker(&d, fds, 2, w, NULL, job, cancellable, error);
+    /* As vd_convert_fd leaves it, also when the worker could not say so:
+     * a target that failed never looks like a whole image. */
+    if (!ok && ftruncate(w->fd, 0) < 0)
+        g_warning("caller's target file: %s", g_strerror(errno));
+    return ok;
 }
 
 static gboolean copy_from_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
-    return vdd_copy_over(w->source_image, w->image, job, cancellable, error);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "copy");
+    request_volume(&d, "source", 0, 1, w->source, w->source_format, 0, &w->source_key);
+    request_volume(&d, "target", 1, 0, w->volume, w->volume_format, 0, &w->key);
+    const int fds[] = { w->source_fd, w->volume_fd };
+    return run_worker(&d, fds, 2, w, w->source->pool, job, cancellable, error);
 }
 
 static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
-    vdd_job_progress(0, w->size, job);
-    if (!vd_image_resize(w->image, w->size, w->shrink, error) || !vd_image_flush(w->image, error))
-        return FALSE;
-    vdd_job_progress(w->size, w->size, job);
-    return TRUE;
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "resize");
+    g_variant_dict_insert(&d, "size", "t", w->size);
+    g_variant_dict_insert(&d, "shrink", "b", w->shrink);
+    request_volume(&d, "target", 0, 0, w->volume, w->volume_format, 0, &w->key);
+    return run_worker(&d, &w->volume_fd, 1, w, NULL, job, cancellable, error);
 }
 
 static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
@@ -426,7 +568,6 @@ static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid
 {
     g_autofree char *wh = what(self);
     if (w != NULL) {
-        g_clear_pointer(&w->image, vd_image_unref);
         if (w->target != NULL) {
             vdd_volume_unlock_write(w->target);
             vdd_pool_remove_volume(self->pool, w->target); /* its file goes with w */
@@ -472,7 +613,7 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, 0, &w->key, &error)) == NULL ||
+    if (!open_volume_for(w, &error) ||
         (w->file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
         vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
@@ -519,7 +660,7 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, 0, &w->key, &error)) == NULL) {
+    if (!open_volume_for(w, &error)) {
         vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -553,8 +694,9 @@ static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &w->key, &error)) == NULL) {
+    if (!open_volume_for(w, &error)) {
         vdd_volume_unlock_write(self);
+        w->write = FALSE;
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -577,29 +719,31 @@ static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invoc
 static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork *w,
                                   GVariant *options, GError **error)
 {
-    g_auto(VddImageKey) source_key = { 0 };
     if (source == self) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "a volume cannot be copied onto itself");
         return FALSE;
     }
     if (!vdd_options_to_image_key(options, "volume-key-secret", &w->key, error) ||
-        !vdd_options_to_image_key(options, "source-key-secret", &source_key, error) ||
+        !vdd_options_to_image_key(options, "source-key-secret", &w->source_key, error) ||
         !vdd_volume_lock_write(self, error))
         return FALSE;
     w->write = TRUE;
     if (!vdd_volume_lock_read(source, error))
         return FALSE;
     w->source = g_object_ref(source);
-    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, &w->key, error)) == NULL ||
-        (w->source_image = vdd_volume_open(w->source, 0, &source_key, error)) == NULL)
+    if (!open_volume_for(w, error) ||
+        (w->source_fd = open_for_job(source, O_RDONLY, &w->source_format, error)) < 0)
         return FALSE;
-    if (vd_image_size(w->image) < vd_image_size(w->source_image)) {
+    /* As last described; the worker checks again on what it reads. */
+    guint64 size = vdd_dbus_volume_get_virtual_size(self->iface);
+    guint64 needed = vdd_dbus_volume_get_virtual_size(source->iface);
+    if (size < needed) {
         g_autofree char *src = what(w->source);
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "%" G_GUINT64_FORMAT " bytes is smaller than %s (%" G_GUINT64_FORMAT
                     " bytes); resize it first",
-                    vd_image_size(w->image), src, vd_image_size(w->source_image));
+                    size, src, needed);
         return FALSE;
     }
     return TRUE;
@@ -622,8 +766,6 @@ static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocat
         return;
     }
     /* Undo what prepare_copy_from took: the locks, then the work. */
-    g_clear_pointer(&w->image, vd_image_unref);
-    g_clear_pointer(&w->source_image, vd_image_unref);
     if (w->source != NULL)
         vdd_volume_unlock_read(w->source);
     g_clear_object(&w->source);
@@ -661,20 +803,20 @@ static gboolean handle_copy_from(VddDbusVolume *iface, GDBusMethodInvocation *in
     return TRUE;
 }
 
-/* Snapshots: short, but on a thread all the same (a revert can write). */
-enum { SNAP_CREATE, SNAP_REVERT, SNAP_DELETE };
-
+/* Snapshots: short, but in a worker on a thread all the same (a revert
+ * can write). */
 static void snapshot_thread(GTask *task, gpointer source, gpointer data, GCancellable *c)
 {
     VolumeWork *w = data;
     GError *error = NULL;
-    gboolean ok =
-        w->snapshot_op == SNAP_CREATE   ? vd_image_create_snapshot(w->image, w->snapshot, &error)
-        : w->snapshot_op == SNAP_REVERT ? vd_image_apply_snapshot(w->image, w->snapshot, &error)
-                                        : vd_image_delete_snapshot(w->image, w->snapshot, &error);
-    if (ok)
-        ok = vd_image_flush(w->image, &error);
-    g_clear_pointer(&w->image, vd_image_unref);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "snapshot");
+    g_variant_dict_insert(&d, "snapshot-op", "s", w->snapshot_op);
+    g_variant_dict_insert(&d, "snapshot", "s", w->snapshot);
+    request_volume(&d, "target", 0, 0, w->volume, w->volume_format, 0, NULL);
+    gboolean ok = run_worker(&d, &w->volume_fd, 1, w, NULL, NULL, NULL, &error);
+    close_fd(&w->volume_fd);
     if (ok)
         g_task_return_boolean(task, TRUE);
     else
@@ -710,9 +852,9 @@ static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocati
     g_autoptr(GVariant) options = NULL;
     g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(s@a{sv})", &w->snapshot,
                   &options);
-    w->snapshot_op = g_str_equal(method, "CreateSnapshot")   ? SNAP_CREATE
-                     : g_str_equal(method, "RevertSnapshot") ? SNAP_REVERT
-                                                             : SNAP_DELETE;
+    w->snapshot_op = g_str_equal(method, "CreateSnapshot")   ? "create"
+                     : g_str_equal(method, "RevertSnapshot") ? "revert"
+                                                             : "delete";
     GError *error = NULL;
     if (*w->snapshot == '\0') {
         fail(self, invocation, uid, w,
@@ -723,7 +865,8 @@ static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocati
         fail(self, invocation, uid, w, error);
         return;
     }
-    if ((w->image = vdd_volume_open(self, VD_OPEN_READ_WRITE, NULL, &error)) == NULL) {
+    w->write = TRUE;
+    if (!open_volume_for(w, &error)) {
         vdd_volume_unlock_write(self);
         fail(self, invocation, uid, w, error);
         return;
@@ -744,7 +887,60 @@ static gboolean handle_snapshot(VddDbusVolume *iface, GDBusMethodInvocation *inv
     return TRUE;
 }
 
-/* CreateOverlay: a small qcow2 over this volume; made at once. */
+/* CreateOverlay: a small qcow2 over this volume, made by a worker (which
+ * reads this volume's header for the size) on the job pool; the call is
+ * answered once it exists. */
+typedef struct {
+    VddVolume *self; /* read-locked */
+    GDBusMethodInvocation *invocation;
+    guint32 uid;
+    char *name;
+    VdOptions *create;
+    VddNewFile *file;
+    GError *error;
+} Overlay;
+
+static void overlay_run(gpointer data)
+{
+    Overlay *o = data;
+    g_autofree char *path = vdd_pool_file_path(o->self->pool, o->name);
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "create");
+    g_variant_dict_insert(&d, "size", "t", (guint64)0);
+    vdd_worker_request_target(&d, 0, path, o->name, 0, "qcow2", o->create, NULL);
+    const int fd = vdd_new_file_fd(o->file);
+    VddPool *pools[] = { o->self->pool, NULL };
+    g_autoptr(GVariant) result =
+        vdd_worker_run_job(g_variant_dict_end(&d), &fd, 1, pools, NULL, NULL, &o->error);
+    if (result != NULL)
+        vdd_new_file_publish(o->file, "qcow2", &o->error);
+}
+
+static void overlay_done(gpointer data)
+{
+    Overlay *o = data;
+    VddVolume *self = o->self;
+    vdd_volume_unlock_read(self);
+    if (o->error != NULL) {
+        fail(self, o->invocation, o->uid, NULL, g_steal_pointer(&o->error));
+    } else {
+        VddVolume *vol = vdd_pool_add_volume(self->pool, o->name);
+        vdd_volume_update(vol);
+        vdd_pool_update_space(self->pool);
+        g_autofree char *wh =
+            g_strdup_printf("%s/%s over %s", vdd_pool_get_name(self->pool), o->name, self->name);
+        vdd_log_operation(o->invocation, o->uid, wh, NULL);
+        vdd_dbus_volume_complete_create_overlay(self->iface, o->invocation, vol->path);
+    }
+    g_clear_pointer(&o->file, vdd_new_file_free);
+    g_clear_pointer(&o->create, vd_options_free);
+    g_object_unref(o->invocation);
+    g_object_unref(o->self);
+    g_free(o->name);
+    g_free(o);
+}
+
 static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
 {
     VddVolume *self = target;
@@ -772,26 +968,19 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
         return;
     }
     g_autoptr(VddNewFile) file = vdd_pool_new_file(self->pool, name, &error);
-    gboolean ok = file != NULL;
-    if (ok) {
-        VdConfinement confine;
-        vdd_pool_get_confinement(self->pool, &confine);
-        ok = vd_image_create_fd_confined(vdd_new_file_fd(file), name, "qcow2", 0, create, NULL,
-                                         &confine, &error) &&
-             vdd_new_file_publish(file, "qcow2", &error);
-    }
-    vdd_volume_unlock_read(self);
-    if (!ok) {
+    if (file == NULL) {
+        vdd_volume_unlock_read(self);
         fail(self, invocation, uid, NULL, error);
         return;
     }
-    VddVolume *vol = vdd_pool_add_volume(self->pool, name);
-    vdd_volume_update(vol);
-    vdd_pool_update_space(self->pool);
-    g_autofree char *wh =
-        g_strdup_printf("%s/%s over %s", vdd_pool_get_name(self->pool), name, self->name);
-    vdd_log_operation(invocation, uid, wh, NULL);
-    vdd_dbus_volume_complete_create_overlay(self->iface, invocation, vol->path);
+    Overlay *o = g_new0(Overlay, 1);
+    o->self = g_object_ref(self);
+    o->invocation = g_object_ref(invocation);
+    o->uid = uid;
+    o->name = g_strdup(name);
+    o->create = g_steal_pointer(&create);
+    o->file = g_steal_pointer(&file);
+    vdd_job_run_work(invocation, uid, overlay_run, overlay_done, o);
 }
 
 static void overlay_may_create(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)

@@ -30,10 +30,3 @@ void vdd_volume_unlock_write(VddVolume *self);
 gboolean vdd_volume_lock_read(VddVolume *self, GError **error);
 void vdd_volume_unlock_read(VddVolume *self);
 gboolean vdd_volume_is_locked(VddVolume *self);
-
-/* Open the image as its recorded format (volume-formats.h), never probed
- * again, with its backing chain; every file it names (backing files, data
- * files, extents) is opened beneath the pool's folder, never by path and
- * never through a symbolic link. key (may be NULL) opens an encrypted one. */
-VdImage *vdd_volume_open(VddVolume *self, VdOpenFlags flags, const VddImageKey *key,
-                         GError **error);

@@ -4,12 +4,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "errors.h"
 #include "manager.h"
+#include "vdisk-driver.h"
 #include "worker-protocol.h"
 
 /* How long a worker may stop in the middle of a message. */
@@ -40,24 +43,57 @@ const char *vdd_worker_path(void)
 void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guint32 uid,
                                     const char *format, const char *label, VdOpenFlags flags)
 {
-    g_variant_dict_insert(d, "operation", "s", operation);
-    g_variant_dict_insert(d, "source", "i", 0);
+    GVariantDict img;
+    g_variant_dict_init(&img, NULL);
+    g_variant_dict_insert(&img, "fd", "i", 0);
     if (format != NULL)
-        g_variant_dict_insert(d, "source-format", "s", format);
-    g_variant_dict_insert(d, "source-label", "s", label);
-    g_variant_dict_insert(d, "open-flags", "u", (guint32)flags);
-    g_variant_dict_insert(d, "max-metadata", "t", uid == 0 ? (guint64)0 : VDD_MAX_METADATA);
+        g_variant_dict_insert(&img, "format", "s", format);
+    g_variant_dict_insert(&img, "label", "s", label);
+    g_variant_dict_insert(&img, "open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(&img, "max-metadata", "t", uid == 0 ? (guint64)0 : VDD_MAX_METADATA);
+    g_variant_dict_insert(d, "operation", "s", operation);
+    g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
 }
 
-void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags flags,
-                               const char *format, VdOptions *create, VdSecrets *secrets)
+void vdd_worker_request_target(GVariantDict *d, gint32 fd_index, const char *label,
+                               const char *name, VdOpenFlags flags, const char *format,
+                               VdOptions *create, VdSecrets *secrets)
 {
-    g_variant_dict_insert(d, "target", "i", 1);
-    g_variant_dict_insert(d, "target-label", "s", label);
-    g_variant_dict_insert(d, "target-open-flags", "u", (guint32)flags);
-    g_variant_dict_insert(d, "format", "s", format);
-    g_variant_dict_insert_value(d, "create-options", vdd_wire_options_to_variant(create));
-    g_variant_dict_insert_value(d, "secrets", vdd_wire_secrets_to_variant(secrets, create));
+    GVariantDict img;
+    g_variant_dict_init(&img, NULL);
+    g_variant_dict_insert(&img, "fd", "i", fd_index);
+    g_variant_dict_insert(&img, "label", "s", label);
+    if (name != NULL)
+        g_variant_dict_insert(&img, "name", "s", name);
+    g_variant_dict_insert(&img, "open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(&img, "max-metadata", "t", (guint64)VDD_MAX_METADATA);
+    g_variant_dict_insert(&img, "format", "s", format);
+    g_variant_dict_insert_value(&img, "create-options", vdd_wire_options_to_variant(create));
+    g_variant_dict_insert_value(&img, "secrets", vdd_wire_secrets_to_variant(secrets, create));
+    g_variant_dict_insert_value(d, "target", g_variant_dict_end(&img));
+}
+
+void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_index, gint32 folder,
+                               const char *format, const char *name, const char *label,
+                               VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets)
+{
+    GVariantDict img;
+    g_variant_dict_init(&img, NULL);
+    g_variant_dict_insert(&img, "fd", "i", fd_index);
+    if (format != NULL)
+        g_variant_dict_insert(&img, "format", "s", format);
+    g_variant_dict_insert(&img, "name", "s", name);
+    g_variant_dict_insert(&img, "folder", "i", folder);
+    g_variant_dict_insert(&img, "label", "s", label);
+    g_variant_dict_insert(&img, "open-flags", "u", (guint32)flags);
+    g_variant_dict_insert(&img, "max-metadata", "t", (guint64)VDD_MAX_METADATA);
+    if (open_options != NULL) {
+        g_variant_dict_insert_value(&img, "open-options",
+                                    vdd_wire_options_to_variant(open_options));
+        g_variant_dict_insert_value(&img, "secrets",
+                                    vdd_wire_secrets_to_variant(secrets, open_options));
+    }
+    g_variant_dict_insert_value(d, role, g_variant_dict_end(&img));
 }
 
 static GError *unsafe(void)
@@ -109,13 +145,66 @@ static gboolean spawn(int child_sock, GPid *pid, GError **error)
                                             NULL, NULL, NULL, error);
 }
 
+/* rel beneath folder, opened for reading: first as a mere path, so that
+ * nothing but a regular file (or a folder, when wanted) is ever opened for
+ * real (opening some devices does something), then reopened through that
+ * path, which holds the very same file. -1 with errno; ENODEV for a file
+ * of another kind. */
+static int open_for_worker(const VddWorkerFolder *folder, const char *rel, gboolean directory)
+{
+    int want = directory ? O_DIRECTORY : 0;
+    int path_fd = vd_openat_beneath(folder->dirfd, rel, O_PATH | O_CLOEXEC | want, TRUE);
+    if (path_fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(path_fd, &st) < 0 || !(directory ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode))) {
+        close(path_fd);
+        errno = ENODEV;
+        return -1;
+    }
+    g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", path_fd);
+    int fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | want);
+    int err = errno;
+    close(path_fd);
+    errno = err;
+    return fd;
+}
+
+/* A worker's request to open a file: opened beneath the folder, read
+ * only, never through a symbolic link, a regular file (or a folder when it
+ * asks for one), and passed back. Whatever the worker names, nothing
+ * outside the folder is opened. */
+static gboolean answer_open(int sock, const VddWorkerCall *call, GVariant *msg)
+{
+    const char *rel = NULL;
+    gboolean directory = FALSE;
+    gint32 index = 0;
+    g_variant_lookup(msg, "open", "&s", &rel);
+    g_variant_lookup(msg, "directory", "b", &directory);
+    g_variant_lookup(msg, "folder", "i", &index);
+    const VddWorkerFolder *folder =
+        index >= 0 && (guint)index < call->n_folders ? &call->folders[index] : NULL;
+    int fd = -1, err = EACCES;
+    if (folder != NULL && rel != NULL && *rel != '\0') {
+        fd = open_for_worker(folder, rel, directory);
+        err = errno;
+    }
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&b, "{sv}", "errno", g_variant_new_int32(fd >= 0 ? 0 : err));
+    gboolean sent = vdd_wire_send(sock, g_variant_builder_end(&b), &fd, fd >= 0 ? 1 : 0, NULL);
+    if (fd >= 0)
+        close(fd);
+    return sent;
+}
+
 /* Read messages until the worker closes its end. FALSE when it broke the
  * protocol or the job was cancelled (then *cancelled). */
-static gboolean converse(int sock, VdProgressFunc progress, gpointer progress_data,
-                         GCancellable *cancellable, GVariant **result, gboolean *cancelled)
+static gboolean converse(int sock, const VddWorkerCall *call, GVariant **result,
+                         gboolean *cancelled)
 {
     GPollFD cancel_fd;
-    gboolean have_cancel = g_cancellable_make_pollfd(cancellable, &cancel_fd);
+    gboolean have_cancel = g_cancellable_make_pollfd(call->cancellable, &cancel_fd);
     gboolean ok = TRUE;
     for (;;) {
         struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
@@ -126,7 +215,7 @@ static gboolean converse(int sock, VdProgressFunc progress, gpointer progress_da
             ok = FALSE;
             break;
         }
-        if (g_cancellable_is_cancelled(cancellable)) {
+        if (g_cancellable_is_cancelled(call->cancellable)) {
             *cancelled = TRUE;
             ok = FALSE;
             break;
@@ -149,8 +238,13 @@ static gboolean converse(int sock, VdProgressFunc progress, gpointer progress_da
         }
         guint64 done, total;
         if (g_variant_lookup(msg, "progress", "(tt)", &done, &total)) {
-            if (progress != NULL && done <= total)
-                progress(done, total, progress_data);
+            if (call->progress != NULL && done <= total)
+                call->progress(done, total, call->progress_data);
+        } else if (g_variant_lookup(msg, "open", "&s", NULL)) {
+            if (!answer_open(sock, call, msg)) {
+                ok = FALSE;
+                break;
+            }
         } else if (*result == NULL) {
             *result = g_steal_pointer(&msg);
         } else {
@@ -160,12 +254,11 @@ static gboolean converse(int sock, VdProgressFunc progress, gpointer progress_da
         }
     }
     if (have_cancel)
-        g_cancellable_release_fd(cancellable);
+        g_cancellable_release_fd(call->cancellable);
     return ok;
 }
 
-GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgressFunc progress,
-                         gpointer progress_data, GCancellable *cancellable, GError **error)
+GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **error)
 {
     g_autoptr(GVariant) req = g_variant_ref_sink(request);
     /* Error domains the worker may name must be known here. */
@@ -186,14 +279,28 @@ GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgr
         g_propagate_error(error, unsafe());
         return NULL;
     }
-    struct timeval tv = { .tv_sec = MESSAGE_TIMEOUT_SECONDS };
+    struct timeval tv = { .tv_sec = call->timeout_seconds != 0 ? call->timeout_seconds
+                                                               : MESSAGE_TIMEOUT_SECONDS };
     setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 
     g_autoptr(GVariant) result = NULL;
     gboolean cancelled = FALSE;
-    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local) &&
-                      converse(sv[0], progress, progress_data, cancellable, &result, &cancelled);
+    /* The request says where its pools are; their descriptors stay here. */
+    if (call->n_folders > 0) {
+        g_autoptr(GPtrArray) paths = g_ptr_array_new();
+        for (guint i = 0; i < call->n_folders; i++)
+            g_ptr_array_add(paths, (gpointer)call->folders[i].dir_path);
+        GVariantDict d;
+        g_variant_dict_init(&d, req);
+        g_variant_dict_insert_value(
+            &d, "dir-paths",
+            g_variant_new_strv((const char *const *)paths->pdata, (gssize)paths->len));
+        g_variant_unref(req);
+        req = g_variant_ref_sink(g_variant_dict_end(&d));
+    }
+    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), call->fds, call->n_fds, &local) &&
+                      converse(sv[0], call, &result, &cancelled);
     if (!talked)
         kill(pid, SIGKILL);
     close(sv[0]);
@@ -229,13 +336,33 @@ GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgr
     return g_steal_pointer(&result);
 }
 
+GVariant *vdd_worker_run_job(GVariant *request, const int *fds, guint n_fds, VddPool *const *pools,
+                             VddJob *job, GCancellable *cancellable, GError **error)
+{
+    VddWorkerFolder folders[2];
+    guint n_folders = 0;
+    for (; pools != NULL && pools[n_folders] != NULL; n_folders++) {
+        g_return_val_if_fail(n_folders < G_N_ELEMENTS(folders), NULL);
+        folders[n_folders] = (VddWorkerFolder){ vdd_pool_get_dirfd(pools[n_folders]),
+                                                vdd_pool_get_directory(pools[n_folders]) };
+    }
+    const VddWorkerCall call = { .fds = fds,
+                                 .n_fds = n_fds,
+                                 .folders = folders,
+                                 .n_folders = n_folders,
+                                 .progress = job != NULL ? vdd_job_progress : NULL,
+                                 .progress_data = job,
+                                 .cancellable = cancellable };
+    return vdd_worker_run(request, &call, error);
+}
+
 GVariant *vdd_worker_status(GError **error)
 {
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "status");
-    g_autoptr(GVariant) result =
-        vdd_worker_run(g_variant_dict_end(&d), NULL, 0, NULL, NULL, NULL, error);
+    const VddWorkerCall call = { 0 };
+    g_autoptr(GVariant) result = vdd_worker_run(g_variant_dict_end(&d), &call, error);
     if (result == NULL)
         return NULL;
     GVariant *c = g_variant_lookup_value(result, "confinement", G_VARIANT_TYPE_VARDICT);

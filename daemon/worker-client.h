@@ -5,31 +5,70 @@
 
 #include <gio/gio.h>
 
+#include "job.h"
+#include "pool.h"
 #include "vdisk.h"
 
+/* The pool folder a job's worker may have files opened beneath. The
+ * worker opens no file itself: it asks, and vdiskd opens the name beneath
+ * dirfd (read only, no symbolic link on the way, a regular file or a
+ * folder) and passes the descriptor. */
+typedef struct {
+    int dirfd;
+    const char *dir_path;
+} VddWorkerFolder;
+
+/* How one worker is run besides its request. */
+typedef struct {
+    const int *fds; /* borrowed; the worker gets copies */
+    guint n_fds;
+    const VddWorkerFolder *folders; /* an image's "folder" indexes these */
+    guint n_folders;                /* 0: the worker may open nothing */
+    VdProgressFunc progress;        /* may be NULL */
+    gpointer progress_data;
+    GCancellable *cancellable; /* may be NULL; cancelling kills the worker */
+    guint timeout_seconds;     /* the longest silence mid-message; 0: 30 s */
+} VddWorkerCall;
+
 /* Start a worker, hand it request (a{sv}, see worker-protocol.h; a
- * floating reference is sunk) and fds (borrowed; the worker gets copies),
- * relay its progress to progress(progress_data), and wait for its result.
- * Blocks: call it on the job pool. Cancelling kills the worker.
+ * floating reference is sunk) and call's descriptors, answer its requests
+ * to open files beneath call's folders, relay its progress, and wait for
+ * its result. Blocks: call it off the main loop, except for a describe.
  *
  * Returns the result message (a new reference) when the work succeeded.
  * Otherwise NULL with: the worker's own error; G_IO_ERROR_CANCELLED; or,
  * when the worker crashed, was killed (by seccomp, a limit, anyone) or
  * broke the protocol, VDD_ERROR_FAILED "the image could not be processed
  * safely". */
-GVariant *vdd_worker_run(GVariant *request, const int *fds, guint n_fds, VdProgressFunc progress,
-                         gpointer progress_data, GCancellable *cancellable, GError **error);
+GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **error);
+
+/* vdd_worker_run for a job's work: progress goes to job (may be NULL),
+ * cancellable is the job's, and files are opened beneath the folders of
+ * pools (NULL-terminated, in the order of the images' "folder"; NULL:
+ * none). */
+GVariant *vdd_worker_run_job(GVariant *request, const int *fds, guint n_fds, VddPool *const *pools,
+                             VddJob *job, GCancellable *cancellable, GError **error);
 
 /* Request entries for a job that reads the caller's file (descriptor 0):
  * root's files have the formats' own bounds, everyone else's
  * VDD_MAX_METADATA. format may be NULL (probe). */
 void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guint32 uid,
                                     const char *format, const char *label, VdOpenFlags flags);
-/* And for a convert into descriptor 1: the new image's format, create
+/* And for a new image in descriptor fd_index (role "target"): its format, create
  * options and the secrets they name (may be NULL), with a label for
- * messages. */
-void vdd_worker_request_target(GVariantDict *d, const char *label, VdOpenFlags flags,
-                               const char *format, VdOptions *create, VdSecrets *secrets);
+ * messages; name is its name beneath the first folder's pool (NULL: a
+ * caller's file, which may name no other file). */
+void vdd_worker_request_target(GVariantDict *d, gint32 fd_index, const char *label,
+                               const char *name, VdOpenFlags flags, const char *format,
+                               VdOptions *create, VdSecrets *secrets);
+/* A pool volume in descriptor fd_index as role ("source" or "target"):
+ * the pool folder it lies in (an index into the call's folders), its
+ * recorded format (NULL: probe), its name beneath the pool, a label for
+ * messages, open flags and its key (may be NULL). Its metadata is bounded
+ * by VDD_MAX_METADATA. */
+void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_index, gint32 folder,
+                               const char *format, const char *name, const char *label,
+                               VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets);
 
 /* Start a worker that confines itself and does no image work, and return
  * what it ran under (the "confinement" a{sv} of worker-protocol.h). Blocks. */

@@ -71,10 +71,9 @@ void vdd_confine_close_fds_except(const int *keep, guint n)
     close_range(from, ~0U, 0);
 }
 
+/* Set resource to value (never above what the service was given). */
 static gboolean set_limit(int resource, guint64 value, const char *what, GError **error)
 {
-    if (value == 0)
-        return TRUE;
     struct rlimit r = { .rlim_cur = value, .rlim_max = value };
     struct rlimit old;
     /* Never raise a limit the service was given already. */
@@ -279,9 +278,13 @@ gboolean vdd_confine_apply(const VddConfineSpec *spec, VddConfinement *state, GE
 {
     memset(state, 0, sizeof *state);
     vdd_confine_close_fds_except(spec->keep_fds, spec->n_keep_fds);
-    if (!set_limit(RLIMIT_AS, spec->address_space, "address space limit", error) ||
-        !set_limit(RLIMIT_CPU, spec->cpu_seconds, "CPU time limit", error) ||
-        !set_limit(RLIMIT_NOFILE, spec->open_files, "open files limit", error) ||
+    /* 0 in the spec: no limit of vdisk's own; never a core dump. */
+    if ((spec->address_space != 0 &&
+         !set_limit(RLIMIT_AS, spec->address_space, "address space limit", error)) ||
+        (spec->cpu_seconds != 0 &&
+         !set_limit(RLIMIT_CPU, spec->cpu_seconds, "CPU time limit", error)) ||
+        (spec->open_files != 0 &&
+         !set_limit(RLIMIT_NOFILE, spec->open_files, "open files limit", error)) ||
         !set_limit(RLIMIT_CORE, 0, "core limit", error))
         return FALSE;
     state->uid = geteuid();

@@ -3,22 +3,36 @@
  * Every message is a GVariant of type a{sv} in its serialised form, after a
  * 4-byte little-endian length; descriptors travel with a message's first
  * byte as SCM_RIGHTS. vdiskd sends one request; the worker answers with any
- * number of progress messages and one result:
+ * number of progress messages and requests to open a file, and one result.
  *
- *   request  "operation" s ("convert" or "info"), "source" i and "target" i
- *            and "dir" i (indices into the passed descriptors; -1: none),
- *            "source-format" s, "source-label" s, "open-flags" u,
- *            "max-metadata" t (0: the formats' own bounds); a pool volume
- *            also "source-name" s and "dir-path" s, opened beneath "dir";
- *            convert also "format" s, "create-options" a{ss}, "secrets"
- *            a{say}, "target-label" s, "target-open-flags" u; limits
- *            "address-space" t, "cpu-seconds" t; with test hooks
+ *   request  "operation" s: "status" (confine, do nothing), "info" and
+ *            "describe" (of source), "convert" (source into the new image
+ *            target), "copy" (source over the existing image target),
+ *            "resize" (target to "size" t, "shrink" b), "snapshot"
+ *            (target: "snapshot-op" s create/revert/delete, "snapshot" s),
+ *            "create" (the new image target, "size" t);
+ *            "source" and "target" a{sv}: an image, see below;
+ *            "dir-path" s: the pool folder that names inside images are
+ *            resolved beneath (by asking vdiskd; absent: the worker may
+ *            open no file at all);
+ *            limits "address-space" t, "cpu-seconds" t; with test hooks
  *            "misbehave" s.
+ *   an image "fd" i (index into the passed descriptors), "label" s (for
+ *            messages), "format" s (absent: probe), "open-flags" u,
+ *            "max-metadata" t (0: the formats' own bounds), "name" s (its
+ *            name beneath the pool folder, for a pool volume),
+ *            "open-options" a{ss} and "secrets" a{say} (its key); a new
+ *            image also "create-options" a{ss}.
+ *   open     worker to vdiskd: "open" s (a name beneath the pool folder),
+ *            "directory" b; vdiskd answers "errno" i, 0 with the
+ *            descriptor, opened read-only, a regular file (or a folder when
+ *            asked), no symbolic link on the way.
  *   progress "progress" (tt): bytes done, bytes in all.
  *   result   "ok" b; on failure "error-domain" s, "error-code" i,
- *            "error-message" s; "info" a{sv} for info; "confinement" a{sv}
- *            (what the worker ran under: "user" s, "uid" u, "no-new-privs" b,
- *            "landlock-abi" i, "seccomp" b).
+ *            "error-message" s; "info" a{sv} for info and describe;
+ *            "probed" s for describe (what the source's first bytes look
+ *            like); "confinement" a{sv} (what the worker ran under: "user"
+ *            s, "uid" u, "no-new-privs" b, "landlock-abi" i, "seccomp" b).
  */
 #pragma once
 

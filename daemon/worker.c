@@ -25,22 +25,31 @@
 #define DEFAULT_CPU_SECONDS (4 * 3600)
 #define OPEN_FILES 64
 
+/* An image of the request (worker-protocol.h). */
+typedef struct {
+    GVariant *dict; /* holds the strings below */
+    int fd;
+    const char *label, *format, *name;
+    gint32 folder; /* where name lies: an index into the request's dir-paths */
+    guint32 open_flags;
+    guint64 max_metadata;
+    VdOptions *open_options, *create_options;
+    VdSecrets *secrets;
+} Image;
+
 typedef struct {
     GVariant *msg;
     const char *operation;
-    int source_fd, target_fd, dir_fd;
-    const char *source_format, *source_label, *source_name, *dir_path;
-    const char *format, *target_label;
-    guint32 open_flags, target_open_flags;
-    guint64 max_metadata;
+    Image source, target;
+    GVariant *dirs;         /* holds dir_paths */
+    const char **dir_paths; /* the pool folders; NULL: no file may be opened */
+    guint n_dir_paths;
     const char *misbehave;
 } Request;
 
-typedef struct {
-    GMutex lock;
-    gint64 last_sent;
-    gboolean failed;
-} Progress;
+/* One message at a time on the socket: progress comes from the copy's
+ * threads, and a request to open a file waits for its answer. */
+static GMutex wire_lock;
 
 static int fd_at(GVariant *msg, const char *key, const int *fds, guint n_fds)
 {
@@ -56,37 +65,131 @@ static const char *string_or(GVariant *msg, const char *key, const char *fallbac
     return g_variant_lookup(msg, key, "&s", &s) ? s : fallback;
 }
 
+static void image_clear(Image *img)
+{
+    g_clear_pointer(&img->dict, g_variant_unref);
+    g_clear_pointer(&img->open_options, vd_options_free);
+    g_clear_pointer(&img->create_options, vd_options_free);
+    g_clear_pointer(&img->secrets, vd_secrets_free);
+}
+
+/* The image under key in msg; its strings point into msg. */
+static void parse_image(GVariant *msg, const char *key, const int *fds, guint n_fds, Image *img)
+{
+    GVariant *v = img->dict = g_variant_lookup_value(msg, key, G_VARIANT_TYPE_VARDICT);
+    img->fd = -1;
+    if (v == NULL)
+        return;
+    img->fd = fd_at(v, "fd", fds, n_fds);
+    img->label = string_or(v, "label", key);
+    img->format = string_or(v, "format", NULL);
+    img->name = string_or(v, "name", NULL);
+    if (!g_variant_lookup(v, "folder", "i", &img->folder))
+        img->folder = 0;
+    if (!g_variant_lookup(v, "open-flags", "u", &img->open_flags))
+        img->open_flags = VD_OPEN_NO_RELATED_FILES;
+    if (!g_variant_lookup(v, "max-metadata", "t", &img->max_metadata))
+        img->max_metadata = 0;
+    g_autoptr(GVariant) open = g_variant_lookup_value(v, "open-options", NULL);
+    g_autoptr(GVariant) create = g_variant_lookup_value(v, "create-options", NULL);
+    g_autoptr(GVariant) secrets = g_variant_lookup_value(v, "secrets", NULL);
+    img->open_options = open != NULL ? vdd_wire_options_from_variant(open) : NULL;
+    img->create_options = vdd_wire_options_from_variant(create);
+    img->secrets = vdd_wire_secrets_from_variant(secrets);
+}
+
 static void send_progress(guint64 done, guint64 total, gpointer data)
 {
-    Progress *p = data;
+    static gint64 last_sent;
+    static gboolean failed;
     gint64 now = g_get_monotonic_time();
-    g_mutex_lock(&p->lock);
+    g_mutex_lock(&wire_lock);
     /* A few messages a second are plenty for a progress bar. */
-    if (!p->failed && (done >= total || now - p->last_sent >= G_USEC_PER_SEC / 10)) {
-        p->last_sent = now;
+    if (!failed && (done >= total || now - last_sent >= G_USEC_PER_SEC / 10)) {
+        last_sent = now;
         GVariantBuilder b;
         g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
         g_variant_builder_add(&b, "{sv}", "progress", g_variant_new("(tt)", done, total));
-        p->failed = !vdd_wire_send(SOCK, g_variant_builder_end(&b), NULL, 0, NULL);
+        failed = !vdd_wire_send(SOCK, g_variant_builder_end(&b), NULL, 0, NULL);
     }
-    g_mutex_unlock(&p->lock);
+    g_mutex_unlock(&wire_lock);
 }
 
-static VdImage *open_source(const Request *r, GError **error)
+/* VdConfinement.open_beneath: the worker may open no file itself (its
+ * user could not read the pool's files, and Landlock forbids it anyway);
+ * vdiskd opens the name beneath the pool and passes the descriptor. */
+static int ask_vdiskd_to_open(const char *rel, int flags, gpointer data)
 {
-    if (r->dir_fd >= 0 && r->source_name != NULL) {
-        const VdConfinement c = { .dirfd = r->dir_fd,
-                                  .dir_path = r->dir_path,
-                                  .max_metadata = r->max_metadata };
-        return vd_image_open_fd_confined(r->source_fd, r->source_name, r->source_format,
-                                         r->open_flags, NULL, NULL, &c, error);
+    if ((flags & O_ACCMODE) != O_RDONLY) {
+        errno = EACCES;
+        return -1;
     }
-    if (r->max_metadata == 0)
-        return vd_image_open_fd(r->source_fd, r->source_label, r->source_format, r->open_flags,
-                                error);
-    const VdConfinement c = { .dirfd = -1, .dir_path = "", .max_metadata = r->max_metadata };
-    return vd_image_open_fd_confined(r->source_fd, r->source_label, r->source_format, r->open_flags,
-                                     NULL, NULL, &c, error);
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_variant_builder_add(&b, "{sv}", "open", g_variant_new_string(rel));
+    g_variant_builder_add(&b, "{sv}", "directory",
+                          g_variant_new_boolean((flags & O_DIRECTORY) != 0));
+    g_variant_builder_add(&b, "{sv}", "folder", g_variant_new_int32(GPOINTER_TO_INT(data)));
+    int fds[VDD_WIRE_MAX_FDS];
+    guint n_fds = 0;
+    g_mutex_lock(&wire_lock);
+    g_autoptr(GVariant) answer = vdd_wire_send(SOCK, g_variant_builder_end(&b), NULL, 0, NULL)
+                                     ? vdd_wire_receive(SOCK, fds, &n_fds, NULL)
+                                     : NULL;
+    g_mutex_unlock(&wire_lock);
+    gint32 err = EIO;
+    if (answer != NULL)
+        g_variant_lookup(answer, "errno", "i", &err);
+    int fd = -1;
+    for (guint i = 0; i < n_fds; i++) {
+        if (err == 0 && fd < 0)
+            fd = fds[i];
+        else
+            close(fds[i]);
+    }
+    if (fd < 0)
+        errno = err != 0 ? err : EIO;
+    return fd;
+}
+
+/* The folder an image's names lie in, or NULL. */
+static const char *folder_of(const Request *r, const Image *img)
+{
+    return img->folder >= 0 && (guint)img->folder < r->n_dir_paths ? r->dir_paths[img->folder]
+                                                                   : NULL;
+}
+
+static VdConfinement confinement_for(const Request *r, const Image *img)
+{
+    const char *dir = folder_of(r, img);
+    return (VdConfinement){ .dirfd = -1,
+                            .dir_path = dir != NULL ? dir : "",
+                            .max_metadata = img->max_metadata,
+                            .open_beneath = ask_vdiskd_to_open,
+                            .open_data = GINT_TO_POINTER(img->folder) };
+}
+
+static gboolean pool_relative(const Request *r, const Image *img)
+{
+    return img->name != NULL && folder_of(r, img) != NULL;
+}
+
+/* A pool volume's names are resolved beneath the pool (by vdiskd); a
+ * caller's file names none, and is bounded as the request says. */
+static VdImage *open_image(const Request *r, const Image *img, const char *format,
+                           VdOpenFlags extra, GError **error)
+{
+    VdOpenFlags flags = img->open_flags | extra;
+    const VdConfinement c = confinement_for(r, img);
+    if (pool_relative(r, img))
+        return vd_image_open_fd_confined(img->fd, img->name, format, flags, img->open_options,
+                                         img->secrets, &c, error);
+    flags |= VD_OPEN_NO_RELATED_FILES;
+    if (img->max_metadata == 0)
+        return vd_image_open_fd_opts(img->fd, img->label, format, flags, img->open_options,
+                                     img->secrets, error);
+    return vd_image_open_fd_confined(img->fd, img->label, format, flags, img->open_options,
+                                     img->secrets, &c, error);
 }
 
 #ifdef VDD_TEST_HOOKS
@@ -105,7 +208,7 @@ static gboolean misbehave(const Request *r, GError **error)
         /* Not stopped: leak the file into the target for the test to see. */
         char buf[4096];
         ssize_t n = read(fd, buf, sizeof buf);
-        if (n > 0 && r->target_fd >= 0 && pwrite(r->target_fd, buf, n, 0) != n)
+        if (n > 0 && r->target.fd >= 0 && pwrite(r->target.fd, buf, n, 0) != n)
             n = -1;
         close(fd);
     } else if (g_str_equal(what, "socket")) {
@@ -145,6 +248,136 @@ static gboolean misbehave(const Request *r, GError **error)
 }
 #endif
 
+static GVariant *ok_result(void) { return g_variant_ref_sink(g_variant_new_boolean(TRUE)); }
+
+/* info and describe: the header, as vdisk info reads it. describe also
+ * says what the first bytes look like (vdiskd records the format of a
+ * volume it has not seen, and warns of a raw volume that now looks like
+ * another format), and probes when no format is given. */
+static GVariant *describe(const Request *r, gboolean probe, GError **error)
+{
+    const char *probed = probe ? vd_probe_fd(r->source.fd, r->source.label, NULL, NULL) : NULL;
+    const char *format = r->source.format != NULL ? r->source.format : probed;
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    if (probed != NULL)
+        g_variant_dict_insert(&d, "probed", "s", probed);
+    /* An appliance is a tar of images, never a volume: vdiskd refuses it. */
+    if (probe && g_strcmp0(format, "ova") == 0)
+        return g_variant_ref_sink(g_variant_dict_end(&d));
+    g_autoptr(VdImage) img = open_image(r, &r->source, format, 0, error);
+    g_autoptr(VdImageInfo) info = img != NULL ? vd_image_get_info(img, error) : NULL;
+    if (info == NULL) {
+        g_variant_dict_clear(&d);
+        return NULL;
+    }
+    g_variant_dict_insert_value(&d, "info", vdd_wire_info_to_variant(info));
+    return g_variant_ref_sink(g_variant_dict_end(&d));
+}
+
+static void copy_options_init(VdConvertOptions *opts)
+{
+    vd_convert_options_init(opts);
+    opts->progress = send_progress;
+}
+
+static GVariant *convert(const Request *r, GError **error)
+{
+    g_autoptr(VdImage) source = open_image(r, &r->source, r->source.format, 0, error);
+    if (source == NULL)
+        return NULL;
+    VdConvertOptions opts;
+    copy_options_init(&opts);
+    opts.target_format = r->target.format != NULL ? r->target.format : "raw";
+    opts.create_options = r->target.create_options;
+    opts.secrets = r->target.secrets;
+    opts.target_open_flags = r->target.open_flags;
+    /* A new pool volume may have a backing volume beneath the pool. */
+    const VdConfinement c = confinement_for(r, &r->target);
+    if (pool_relative(r, &r->target))
+        opts.target_confine = &c;
+    else
+        opts.target_open_flags |= VD_OPEN_NO_RELATED_FILES;
+    const char *name = pool_relative(r, &r->target) ? r->target.name : r->target.label;
+    return vd_convert_fd(source, r->target.fd, name, &opts, error) ? ok_result() : NULL;
+}
+
+/* CopyFrom: the source's content over an existing volume as large. */
+static GVariant *copy_over(const Request *r, GError **error)
+{
+    g_autoptr(VdImage) source = open_image(r, &r->source, r->source.format, 0, error);
+    g_autoptr(VdImage) target =
+        source != NULL ? open_image(r, &r->target, r->target.format, VD_OPEN_READ_WRITE, error)
+                       : NULL;
+    if (target == NULL)
+        return NULL;
+    if (vd_image_size(target) < vd_image_size(source)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s: %" G_GUINT64_FORMAT " bytes is smaller than %s (%" G_GUINT64_FORMAT
+                    " bytes); resize it first",
+                    r->target.label, vd_image_size(target), r->source.label, vd_image_size(source));
+        return NULL;
+    }
+    VdConvertOptions opts;
+    copy_options_init(&opts);
+    opts.target_exists = TRUE;
+    return vd_copy_image(source, target, &opts, error) ? ok_result() : NULL;
+}
+
+static GVariant *resize(const Request *r, GError **error)
+{
+    guint64 size = 0;
+    gboolean shrink = FALSE;
+    g_variant_lookup(r->msg, "size", "t", &size);
+    g_variant_lookup(r->msg, "shrink", "b", &shrink);
+    g_autoptr(VdImage) img = open_image(r, &r->target, r->target.format, VD_OPEN_READ_WRITE, error);
+    if (img == NULL)
+        return NULL;
+    send_progress(0, size, NULL);
+    if (!vd_image_resize(img, size, shrink, error) || !vd_image_flush(img, error))
+        return NULL;
+    send_progress(size, size, NULL);
+    return ok_result();
+}
+
+static GVariant *snapshot(const Request *r, GError **error)
+{
+    const char *op = string_or(r->msg, "snapshot-op", "");
+    const char *name = string_or(r->msg, "snapshot", "");
+    g_autoptr(VdImage) img = open_image(r, &r->target, r->target.format, VD_OPEN_READ_WRITE, error);
+    if (img == NULL)
+        return NULL;
+    gboolean ok;
+    if (g_str_equal(op, "create"))
+        ok = vd_image_create_snapshot(img, name, error);
+    else if (g_str_equal(op, "revert"))
+        ok = vd_image_apply_snapshot(img, name, error);
+    else if (g_str_equal(op, "delete"))
+        ok = vd_image_delete_snapshot(img, name, error);
+    else {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "unknown snapshot-op '%s'", op);
+        return NULL;
+    }
+    return ok && vd_image_flush(img, error) ? ok_result() : NULL;
+}
+
+/* CreateVolume and CreateOverlay: a new image, whose backing volume (if
+ * its options name one) lies beneath the pool. */
+static GVariant *create(const Request *r, GError **error)
+{
+    guint64 size = 0;
+    g_variant_lookup(r->msg, "size", "t", &size);
+    const Image *t = &r->target;
+    const char *format = t->format != NULL ? t->format : "raw";
+    const VdConfinement c = confinement_for(r, t);
+    gboolean ok = pool_relative(r, t)
+                      ? vd_image_create_fd_confined(t->fd, t->name, format, size, t->create_options,
+                                                    t->secrets, &c, error)
+                      : vd_image_create_fd_with_secrets(t->fd, t->label, format, size,
+                                                        t->create_options, t->secrets, error);
+    return ok ? ok_result() : NULL;
+}
+
 static GVariant *run(const Request *r, GError **error)
 {
     if (r->misbehave != NULL) {
@@ -157,71 +390,58 @@ static GVariant *run(const Request *r, GError **error)
         return NULL;
 #endif
     }
-    if (g_str_equal(r->operation, "status"))
-        return g_variant_ref_sink(g_variant_new_boolean(TRUE));
-    g_autoptr(VdImage) source = open_source(r, error);
-    if (source == NULL)
-        return NULL;
-    if (g_str_equal(r->operation, "info")) {
-        g_autoptr(VdImageInfo) info = vd_image_get_info(source, error);
-        return info != NULL ? g_variant_ref_sink(vdd_wire_info_to_variant(info)) : NULL;
-    }
-    /* convert */
-    g_autoptr(GVariant) create_v = g_variant_lookup_value(r->msg, "create-options", NULL);
-    g_autoptr(VdOptions) create = vdd_wire_options_from_variant(create_v);
-    g_autoptr(GVariant) secrets_v = g_variant_lookup_value(r->msg, "secrets", NULL);
-    g_autoptr(VdSecrets) secrets = vdd_wire_secrets_from_variant(secrets_v);
-    Progress p = { 0 };
-    g_mutex_init(&p.lock);
-    VdConvertOptions opts;
-    vd_convert_options_init(&opts);
-    opts.target_format = r->format;
-    opts.create_options = create;
-    opts.secrets = secrets;
-    opts.target_open_flags = r->target_open_flags;
-    opts.progress = send_progress;
-    opts.progress_data = &p;
-    gboolean ok = vd_convert_fd(source, r->target_fd, r->target_label, &opts, error);
-    g_mutex_clear(&p.lock);
-    return ok ? g_variant_ref_sink(g_variant_new_boolean(TRUE)) : NULL;
+    const char *op = r->operation;
+    if (g_str_equal(op, "status"))
+        return ok_result();
+    if (g_str_equal(op, "info") || g_str_equal(op, "describe"))
+        return describe(r, g_str_equal(op, "describe"), error);
+    if (g_str_equal(op, "convert"))
+        return convert(r, error);
+    if (g_str_equal(op, "copy"))
+        return copy_over(r, error);
+    if (g_str_equal(op, "resize"))
+        return resize(r, error);
+    if (g_str_equal(op, "snapshot"))
+        return snapshot(r, error);
+    return create(r, error);
 }
+
+/* Which images each operation needs. */
+static const struct {
+    const char *operation;
+    gboolean source, target;
+} operations[] = {
+    { "status", FALSE, FALSE },  { "info", TRUE, FALSE },   { "describe", TRUE, FALSE },
+    { "convert", TRUE, TRUE },   { "copy", TRUE, TRUE },    { "resize", FALSE, TRUE },
+    { "snapshot", FALSE, TRUE }, { "create", FALSE, TRUE },
+};
 
 static gboolean parse_request(GVariant *msg, const int *fds, guint n_fds, Request *r,
                               GError **error)
 {
     r->msg = msg;
     r->operation = string_or(msg, "operation", "");
-    r->source_fd = fd_at(msg, "source", fds, n_fds);
-    r->target_fd = fd_at(msg, "target", fds, n_fds);
-    r->dir_fd = fd_at(msg, "dir", fds, n_fds);
-    r->source_format = string_or(msg, "source-format", NULL);
-    r->source_label = string_or(msg, "source-label", "source");
-    r->source_name = string_or(msg, "source-name", NULL);
-    r->dir_path = string_or(msg, "dir-path", "");
-    r->format = string_or(msg, "format", "raw");
-    r->target_label = string_or(msg, "target-label", "target");
+    r->dirs = g_variant_lookup_value(msg, "dir-paths", G_VARIANT_TYPE_STRING_ARRAY);
+    gsize n_dirs = 0;
+    r->dir_paths = r->dirs != NULL ? g_variant_get_strv(r->dirs, &n_dirs) : NULL;
+    r->n_dir_paths = (guint)n_dirs;
     r->misbehave = string_or(msg, "misbehave", NULL);
-    if (!g_variant_lookup(msg, "open-flags", "u", &r->open_flags))
-        r->open_flags = VD_OPEN_NO_RELATED_FILES;
-    if (!g_variant_lookup(msg, "target-open-flags", "u", &r->target_open_flags))
-        r->target_open_flags = VD_OPEN_NO_RELATED_FILES;
-    if (!g_variant_lookup(msg, "max-metadata", "t", &r->max_metadata))
-        r->max_metadata = 0;
-    /* status: no image, only the confinement the worker runs under. */
-    if (g_str_equal(r->operation, "status"))
+    parse_image(msg, "source", fds, n_fds, &r->source);
+    parse_image(msg, "target", fds, n_fds, &r->target);
+    for (guint i = 0; i < G_N_ELEMENTS(operations); i++) {
+        if (!g_str_equal(operations[i].operation, r->operation))
+            continue;
+        if ((operations[i].source && r->source.fd < 0) ||
+            (operations[i].target && r->target.fd < 0)) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "the request lacks a source or target descriptor");
+            return FALSE;
+        }
         return TRUE;
-    gboolean convert = g_str_equal(r->operation, "convert");
-    if (!convert && !g_str_equal(r->operation, "info")) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "unknown operation '%s'",
-                    r->operation);
-        return FALSE;
     }
-    if (r->source_fd < 0 || (convert && r->target_fd < 0)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "the request lacks a source or target descriptor");
-        return FALSE;
-    }
-    return TRUE;
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "unknown operation '%s'",
+                r->operation);
+    return FALSE;
 }
 
 static int finish(GVariantBuilder *b)
@@ -269,18 +489,19 @@ int main(int argc, char **argv)
     g_variant_lookup(msg, "cpu-seconds", "t", &cpu);
     const VddConfineSpec spec = { .keep_fds = keep,
                                   .n_keep_fds = n_fds + 1,
-                                  .dir_fds = &r.dir_fd,
-                                  .n_dir_fds = r.dir_fd >= 0 ? 1 : 0,
+                                  /* Nothing on the filesystem: vdiskd opens what
+                                   * the job reads beneath its pool. */
+                                  .dir_fds = NULL,
+                                  .n_dir_fds = 0,
                                   .address_space = address_space,
                                   .cpu_seconds = cpu,
                                   .open_files = OPEN_FILES };
     VddConfinement state;
     if (!vdd_confine_apply(&spec, &state, &error)) {
-        g_prefix_error(&error, "the worker could not confine itself: ");
-        g_warning("%s", error->message);
-        vdd_confinement_clear(&state);
-        vdd_wire_add_error(&b, error);
-        return finish(&b);
+        /* Said here, for the journal; vdiskd fails the job as unsafe,
+         * whatever the reason was. */
+        g_warning("the worker could not confine itself: %s", error->message);
+        return 3;
     }
     if (state.landlock_abi == 0)
         g_message("this kernel has no Landlock: the worker's filesystem access is not restricted "
@@ -289,12 +510,22 @@ int main(int argc, char **argv)
     vdd_confinement_clear(&state);
 
     g_autoptr(GVariant) answer = run(&r, &error);
+    image_clear(&r.source); /* its key with it */
+    image_clear(&r.target);
     if (answer == NULL) {
         vdd_wire_add_error(&b, error);
     } else {
         g_variant_builder_add(&b, "{sv}", "ok", g_variant_new_boolean(TRUE));
-        if (g_variant_is_of_type(answer, G_VARIANT_TYPE_VARDICT))
-            g_variant_builder_add(&b, "{sv}", "info", answer);
+        if (g_variant_is_of_type(answer, G_VARIANT_TYPE_VARDICT)) {
+            GVariantIter it;
+            const char *key;
+            GVariant *value;
+            g_variant_iter_init(&it, answer);
+            while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+                g_variant_builder_add(&b, "{sv}", key, value);
+                g_variant_unref(value);
+            }
+        }
     }
     return finish(&b);
 }

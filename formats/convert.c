@@ -633,16 +633,25 @@ gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConver
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "no target format given");
         return FALSE;
     }
+    const VdConfinement *c = opts->target_confine;
+    guint64 size = vd_image_size(source);
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create_fd_flags(fd, name, opts->target_format, vd_image_size(source), create,
-                                      opts->secrets, opts->target_open_flags, error))
+        gboolean made =
+            c != NULL ? vd_image_create_fd_confined(fd, name, opts->target_format, size, create,
+                                                    opts->secrets, c, error)
+                      : vd_image_create_fd_flags(fd, name, opts->target_format, size, create,
+                                                 opts->secrets, opts->target_open_flags, error);
+        if (!made)
             return FALSE;
     }
     g_autoptr(VdOptions) open_opts = target_open_options(opts);
-    g_autoptr(VdImage) target = vd_image_open_fd_opts(fd, name, opts->target_format,
-                                                      VD_OPEN_READ_WRITE | opts->target_open_flags,
-                                                      open_opts, opts->secrets, error);
+    VdOpenFlags flags = VD_OPEN_READ_WRITE | opts->target_open_flags;
+    g_autoptr(VdImage) target =
+        c != NULL ? vd_image_open_fd_confined(fd, name, opts->target_format, flags, open_opts,
+                                              opts->secrets, c, error)
+                  : vd_image_open_fd_opts(fd, name, opts->target_format, flags, open_opts,
+                                          opts->secrets, error);
     gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
     g_clear_pointer(&target, vd_image_unref);
     if (!ok && !opts->target_exists) /* nothing half-written that looks whole */

@@ -161,6 +161,9 @@ static int walk_beneath(int dirfd, const char *rel, int flags)
         g_ptr_array_set_size(path, (gint)path->len - 1);
     }
     if (path->len == 0) {
+        /* The folder itself, which only a folder's open may ask for. */
+        if (flags & O_DIRECTORY)
+            return openat(dirfd, ".", flags);
         errno = EISDIR;
         return -1;
     }
@@ -201,22 +204,32 @@ int vd_openat_beneath(int dirfd, const char *rel, int flags, gboolean use_openat
     return walk_beneath(dirfd, rel, flags);
 }
 
-VdFile *vd_file_open_beneath(int dirfd, const char *rel, const char *name, const char *dir_path,
+int vd_confinement_openat(const VdConfinement *c, const char *rel, int flags)
+{
+    if (c->open_beneath != NULL)
+        return c->open_beneath(rel, flags, c->open_data);
+    return vd_openat_beneath(c->dirfd, rel, flags, TRUE);
+}
+
+VdFile *vd_file_open_beneath(const VdConfinement *c, const char *rel, const char *name,
                              gboolean read_write, GError **error)
 {
-    int fd =
-        vd_openat_beneath(dirfd, rel, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS, TRUE);
+    int fd = vd_confinement_openat(c, rel, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS);
     if (fd >= 0)
         return wrap_checked(fd, name, read_write, FALSE, error);
     int err = errno;
     switch (err) {
     case EXDEV:
-        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT, "lies outside %s", dir_path);
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT, "lies outside %s", c->dir_path);
         break;
     case ELOOP:
         vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT,
                           "is or passes through a symbolic link, which is not followed in %s",
-                          dir_path);
+                          c->dir_path);
+        break;
+    case ENODEV: /* what open_beneath says of a file of another kind */
+        vd_set_file_error(error, name, VD_ERROR_INVALID_ARGUMENT,
+                          "is not a regular file (a device, FIFO or socket is never opened)");
         break;
     default:
         set_errno_error(error, name, err, "cannot open");

@@ -354,9 +354,8 @@ static VdFile *open_named(VdImage *img, const char *name, gboolean read_write, c
     if (!locate_name(img, name, &path, &beneath, error))
         return NULL;
     const VdConfinement *c = confinement(img);
-    VdFile *file =
-        c != NULL ? vd_file_open_beneath(c->dirfd, beneath, path, c->dir_path, read_write, error)
-                  : vd_file_open_regular(path, read_write, error);
+    VdFile *file = c != NULL ? vd_file_open_beneath(c, beneath, path, read_write, error)
+                             : vd_file_open_regular(path, read_write, error);
     if (file == NULL)
         return NULL;
     if (label != NULL)
@@ -407,9 +406,7 @@ GPtrArray *vd_image_list_folder(VdImage *img, guint max_entries)
     const VdConfinement *c = confinement(img);
     g_autofree char *dir = g_path_get_dirname(c != NULL ? img->name_beneath : img->filename);
     int fd = c == NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-             : g_str_equal(dir, ".")
-                 ? openat(c->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                 : vd_openat_beneath(c->dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, TRUE);
+                       : vd_confinement_openat(c, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
     DIR *d = fdopendir(fd);
@@ -1264,7 +1261,7 @@ VdImage *vd_create_open_backing(const VdCreateParams *params, const char *format
     g_autofree char *rel = NULL;
     if (!locate_beneath(c, params->name_beneath, name, &label, &rel, error))
         return NULL;
-    g_autoptr(VdFile) file = vd_file_open_beneath(c->dirfd, rel, label, c->dir_path, FALSE, error);
+    g_autoptr(VdFile) file = vd_file_open_beneath(c, rel, label, FALSE, error);
     if (file == NULL)
         return NULL;
     return vd_image_open_fd_confined(vd_file_fd(file), rel, format, flags, NULL, NULL, c, error);

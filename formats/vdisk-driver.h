@@ -16,11 +16,14 @@ VdFile *vd_file_open(const char *path, gboolean read_write, GError **error);
 /* The same for a file whose name came from inside an image: a regular
  * file only (a block device an image names is refused too). */
 VdFile *vd_file_open_regular(const char *path, gboolean read_write, GError **error);
-/* Open rel beneath the folder dirfd (at dir_path, for messages): no
- * component may be a symbolic link or climb out with "..", and it must be
- * a regular file. name is for messages. */
-VdFile *vd_file_open_beneath(int dirfd, const char *rel, const char *name, const char *dir_path,
+/* Open rel beneath the confinement's folder: no component may be a
+ * symbolic link or climb out with "..", and it must be a regular file.
+ * name is for messages. */
+VdFile *vd_file_open_beneath(const VdConfinement *c, const char *rel, const char *name,
                              gboolean read_write, GError **error);
+/* openat beneath the confinement's folder, as vd_openat_beneath on its
+ * dirfd, or by asking its open_beneath function. */
+int vd_confinement_openat(const VdConfinement *c, const char *rel, int flags);
 /* openat(dirfd, rel, flags) resolved beneath dirfd without following
  * symbolic links: openat2 where use_openat2 and the kernel has it, else a
  * walk of the components. -1 with errno (EXDEV: outside, ELOOP: a link). */

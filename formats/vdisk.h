@@ -216,6 +216,16 @@ typedef struct {
     int dirfd;
     const char *dir_path; /* canonical, for absolute names and messages */
     guint64 max_metadata;
+    /* Where set, files beneath the folder are opened by asking this
+     * function instead of opening them beneath dirfd (vdisk-worker, which
+     * may open no file itself, asks vdiskd, which holds the folder). rel is
+     * a name beneath the folder, flags O_RDONLY | O_CLOEXEC | O_NOCTTY |
+     * O_NONBLOCK, with O_DIRECTORY for a folder; the answer is a new
+     * descriptor, or -1 with errno (EXDEV: outside the folder, ELOOP: a
+     * symbolic link on the way, ENODEV: not a regular file, EACCES:
+     * writing refused). */
+    int (*open_beneath)(const char *rel, int flags, gpointer data);
+    gpointer open_data;
 } VdConfinement;
 
 /* vd_image_open_fd_opts, with every other file resolved as confine says.
@@ -393,6 +403,10 @@ typedef struct {
      * end; VD_OPEN_NO_FLUSH leaves it to the page cache, and
      * VD_OPEN_WRITETHROUGH flushes after every write as well. */
     VdOpenFlags target_open_flags;
+    /* vd_convert_fd: where the target's backing file lies (see
+     * VdConfinement); the name given is then the target's own name
+     * beneath it. NULL: by name, relative to the target's name. */
+    const VdConfinement *target_confine;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);

@@ -341,7 +341,7 @@ def block_device_cases(env, t, pool):
         # volume that names it is refused
         names = {"abs-dev": dev, "abs-node": outside_node, "pool-node": "blockdev"}
         why_not = {"abs-dev": "lies outside", "abs-node": "lies outside",
-                   "pool-node": "is a block device, not a regular file"}
+                   "pool-node": "is not a regular file"}
         caller = {}
         for key, name in names.items():
             caller[key] = os.path.join(t, "blk-%s.qcow2" % key)
