@@ -50,15 +50,7 @@ def inspect_opts(ctx, a):
                               [0, ctx.options(a[1:])], [fd])[0], default=str))
 
 
-def import_opts(ctx, a):
-    """POOL SRC NAME FORMAT KEY=VALUE...: ImportVolume with options (secrets too)."""
-    fd = os.open(a[1], os.O_RDONLY)
-    v, j = ctx.call(ROOT + "/pools/" + a[0], "Pool", "ImportVolume", "(hssa{sv})",
-                    [0, a[2], a[3], ctx.options(a[4:])], [fd])
-    ctx.wait(j, {"volume": v})
-
-
-EXTRA = {"import-opts": import_opts, "convert-opts": convert_opts, "convert-cancel": convert_cancel,
+EXTRA = {"convert-opts": convert_opts, "convert-cancel": convert_cancel,
          "inspect-opts": inspect_opts}
 
 
@@ -208,7 +200,7 @@ def tests(env):
 
     @case("an encrypted import gets its key through the worker")
     def _():
-        rc, res = run(ALICE, "import-opts", "p", src, "secret.qcow2", "qcow2",
+        rc, res = run(ALICE, "import", "p", src, "secret.qcow2", "qcow2",
                       "encrypt.format=luks", "encrypt.key-secret=k", "secret:k=hunter2")
         assert rc == 0 and res["success"], res
         r = subprocess.run(["qemu-img", "compare", "--object", "secret,id=k,data=hunter2",

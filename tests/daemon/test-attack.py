@@ -32,21 +32,7 @@ def export_nowait(ctx, a):
     sys.exit(0)
 
 
-def worker_confinement(ctx, a):
-    """The Manager's WorkerConfinement, once vdiskd has asked a worker."""
-    from gi.repository import GLib
-    for _ in range(100):
-        r = ctx.conn.call_sync(BUS, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "Get",
-                               GLib.Variant("(ss)", (IFACE + "Manager", "WorkerConfinement")),
-                               None, 0, 10000, None).unpack()[0]
-        if r:
-            break
-        time.sleep(0.1)
-    print(json.dumps(r))
-    sys.exit(0)
-
-
-EXTRA = {"export-nowait": export_nowait, "worker-confinement": worker_confinement}
+EXTRA = {"export-nowait": export_nowait}
 
 
 def write_at(path, offset, data):

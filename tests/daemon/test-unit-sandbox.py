@@ -221,28 +221,7 @@ def sandbox_args(unit, groups, workdir, bind, writable):
 
 
 # ---------------------------------------------------------------- client side
-def worker_confinement(ctx, a):
-    """The Manager's WorkerConfinement, once vdiskd has asked a worker."""
-    from gi.repository import GLib
-    for _ in range(100):
-        r = ctx.conn.call_sync(BUS, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "Get",
-                               GLib.Variant("(ss)", (IFACE + "Manager", "WorkerConfinement")),
-                               None, 0, 10000, None).unpack()[0]
-        if r:
-            break
-        time.sleep(0.1)
-    print(json.dumps(r))
-
-
-def import_opts(ctx, a):
-    """POOL SRC NAME FORMAT KEY=VALUE...: ImportVolume with options."""
-    fd = os.open(a[1], os.O_RDONLY)
-    v, j = ctx.call(ROOT + "/pools/" + a[0], "Pool", "ImportVolume", "(hssa{sv})",
-                    [0, a[2], a[3], ctx.options(a[4:])], [fd])
-    ctx.wait(j, {"volume": v})
-
-
-EXTRA = {"worker-confinement": worker_confinement, "import-opts": import_opts}
+EXTRA = {}
 
 
 # ---------------------------------------------------------------- test side
@@ -492,7 +471,7 @@ def tests(env, sandbox, allowed):
         p = subprocess.Popen(["runuser", "-u", ALICE, "--", "env",
                               "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
                               "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
-                              "import-opts", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
+                              "import", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
                              stdout=subprocess.PIPE, text=True)
         deadline, workers = time.monotonic() + 20, []
         while not workers and time.monotonic() < deadline:

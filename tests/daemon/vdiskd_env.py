@@ -114,7 +114,7 @@ def client(argv, extra=None):
         wait(j, {"volume": v})
     elif cmd in ("import", "import-cancel", "import-nowait"):
         fd = os.open(a[1], os.O_RDONLY)
-        opts = {k: GLib.Variant("s", x) for k, x in (y.split("=", 1) for y in a[4:])}
+        opts = options(a[4:])
         if cmd == "import-cancel":
             cancel_on_progress.append(False)
         if cmd == "import-nowait":  # the job outlives this client
@@ -136,6 +136,15 @@ def client(argv, extra=None):
             fd = os.open(a[3], os.O_WRONLY)
         v, j = call(pool, "Pool", "ImportVolume", "(hssa{sv})", [0, a[2], "qcow2", {}], [fd])
         wait(j)
+    elif cmd == "worker-confinement":  # once vdiskd has asked a worker
+        for _ in range(100):
+            r = conn.call_sync(BUS, ROOT + "/Manager", "org.freedesktop.DBus.Properties", "Get",
+                               GLib.Variant("(ss)", (IFACE + "Manager", "WorkerConfinement")),
+                               None, 0, 10000, None).unpack()[0]
+            if r:
+                break
+            time.sleep(0.1)
+        print(json.dumps(r))
     elif cmd == "inspect":
         fd = os.open(a[0], os.O_RDONLY)
         print(json.dumps(call(ROOT + "/Manager", "Manager", "InspectFile", "(ha{sv})", [0, {}],
