@@ -502,6 +502,20 @@ static void override_backing(VdImage *img, const char *name, const char *format)
     img->backing_format = g_strdup(format);
 }
 
+/* The open option naming the parent of the layer at depth: "backing" for
+ * the top image, "backing.backing" for its parent, and so on (leaf
+ * "backing-format" the same way), so a caller that knows a whole chain (a
+ * VirtualBox VM's differencing images, spread over the VM folder and its
+ * Snapshots folder) can name every link of it. */
+static char *backing_key(guint depth, const char *leaf)
+{
+    GString *key = g_string_new(NULL);
+    for (guint i = 0; i < depth; i++)
+        g_string_append(key, "backing.");
+    g_string_append(key, leaf);
+    return g_string_free(key, FALSE);
+}
+
 /* Open one layer on file (taking it) and, below it, its backing chain.
  * beneath is its name beneath the confinement (NULL without one). */
 static VdImage *open_layer(VdFile *file, const char *filename, const char *beneath,
@@ -529,10 +543,13 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *benea
      * no folder its relative names could be found in. */
     img->no_folder = depth == 0 && ctx->no_folder;
     img->open_ctx = ctx;
-    /* An explicit parent for the top image ("backing" open option): set
-     * before open so formats that search for their parent (differencing
-     * VDIs) take it, and again after, over what the header names. */
-    const char *parent = depth == 0 ? vd_options_get(ctx->open_options, "backing") : NULL;
+    /* An explicit parent for this layer ("backing" open option, see
+     * backing_key): set before open so formats that search for their
+     * parent (differencing VDIs) take it, and again after, over what the
+     * header names. */
+    g_autofree char *parent_key = backing_key(depth, "backing");
+    g_autofree char *format_key = backing_key(depth, "backing-format");
+    const char *parent = vd_options_get(ctx->open_options, parent_key);
     if (parent != NULL)
         img->backing_name = g_strdup(parent);
     gboolean opened = drv->open(img, error);
@@ -541,7 +558,7 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *benea
     if (!opened)
         return NULL;
     if (parent != NULL)
-        override_backing(img, parent, vd_options_get(ctx->open_options, "backing-format"));
+        override_backing(img, parent, vd_options_get(ctx->open_options, format_key));
     if (img->read_write && drv->write == NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "%s images cannot be written", drv->name);
         return NULL;

@@ -190,7 +190,10 @@ const char *vd_probe_fd(int fd, const char *name, gboolean *fell_back_to_raw, GE
  * reading or writing its data fails (see vd_image_needs_key). A wrong
  * passphrase fails with "no key slot matches the passphrase".
  * "backing=FILE" (and "backing-format=FMT") names the top image's parent
- * explicitly, over what its header says or a differencing VDI's search. */
+ * explicitly, over what its header says or a differencing VDI's search;
+ * "backing.backing=FILE" (and "backing.backing-format") names the parent's
+ * parent, and so on down the chain. A relative FILE is relative to the
+ * folder of the image whose parent it names. */
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error);
 /* Same, on a descriptor the caller opened (as vd_image_open_fd). */
