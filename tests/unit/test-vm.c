@@ -1,0 +1,757 @@
+/* Unit tests of vm/: the VirtualBox settings reader, the chain resolution
+ * (VDI chains made here, their differencing images in Snapshots/ as
+ * VirtualBox keeps them), the plan and the libvirt domain XML. */
+#include <string.h>
+
+#include "test-util.h"
+#include "vdisk.h"
+#include "vm.h"
+
+#define MACHINE_UUID "11111111-2222-3333-4444-555555555555"
+#define SNAP_UUID "99999999-2222-3333-4444-555555555555"
+#define ISO_UUID "aaaaaaaa-2222-3333-4444-555555555555"
+#define DISK_UUID "bbbbbbbb-2222-3333-4444-555555555555"
+#define MIB (1024 * 1024)
+
+/* A settings file of version (NULL: 1.16-linux) with these pieces. */
+static char *vbox_text(const char *version, const char *machine_attrs, const char *registry,
+                       const char *hardware, const char *snapshots)
+{
+    return g_strdup_printf(
+        "<?xml version=\"1.0\"?>\n"
+        "<!-- written by the test -->\n"
+        "<VirtualBox xmlns=\"http://www.virtualbox.org/\" version=\"%s\">\n"
+        "  <Machine uuid=\"{" MACHINE_UUID "}\" name=\"Test VM\" OSType=\"Windows10_64\" %s>\n"
+        "    <MediaRegistry>\n%s    </MediaRegistry>\n"
+        "%s"
+        "    <Hardware>\n%s    </Hardware>\n"
+        "  </Machine>\n"
+        "</VirtualBox>\n",
+        version != NULL ? version : "1.16-linux", machine_attrs != NULL ? machine_attrs : "",
+        registry != NULL ? registry : "", snapshots != NULL ? snapshots : "",
+        hardware != NULL ? hardware : "");
+}
+
+static const char *const full_registry =
+    "      <HardDisks>\n"
+    "        <HardDisk uuid=\"{" DISK_UUID "}\" location=\"base.vdi\" format=\"VDI\" "
+    "type=\"Normal\">\n"
+    "          <HardDisk uuid=\"{CCCCCCCC-2222-3333-4444-555555555555}\" "
+    "location=\"Snapshots/{cccccccc-2222-3333-4444-555555555555}.vdi\" format=\"VDI\"/>\n"
+    "        </HardDisk>\n"
+    "      </HardDisks>\n"
+    "      <DVDImages>\n"
+    "        <Image uuid=\"{" ISO_UUID "}\" location=\"/isos/install.iso\"/>\n"
+    "      </DVDImages>\n";
+
+static const char *const full_hardware =
+    "      <CPU count=\"4\"><PAE enabled=\"true\"/></CPU>\n"
+    "      <Memory RAMSize=\"3072\"/>\n"
+    "      <Firmware type=\"EFI64\"/>\n"
+    "      <Chipset type=\"ICH9\"/>\n"
+    "      <Network>\n"
+    "        <Adapter slot=\"1\" enabled=\"true\" MACAddress=\"080027ABCDE0\" type=\"virtio\">\n"
+    "          <DisabledModes><NAT/></DisabledModes>\n"
+    "          <BridgedInterface name=\"eth0\"/>\n"
+    "        </Adapter>\n"
+    "        <Adapter slot=\"0\" enabled=\"true\" MACAddress=\"080027ABCDEF\" type=\"82540EM\">\n"
+    "          <NAT/>\n"
+    "        </Adapter>\n"
+    "        <Adapter slot=\"2\" enabled=\"false\" MACAddress=\"080027ABCDE2\"/>\n"
+    "      </Network>\n"
+    "      <StorageControllers>\n"
+    "        <StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"2\">\n"
+    "          <AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\">\n"
+    "            <Image uuid=\"{cccccccc-2222-3333-4444-555555555555}\"/>\n"
+    "          </AttachedDevice>\n"
+    "          <AttachedDevice type=\"DVD\" port=\"1\" device=\"0\">\n"
+    "            <Image uuid=\"{" ISO_UUID "}\"/>\n"
+    "          </AttachedDevice>\n"
+    "        </StorageController>\n"
+    "        <StorageController name=\"IDE\" type=\"PIIX4\" PortCount=\"2\">\n"
+    "          <AttachedDevice type=\"DVD\" port=\"1\" device=\"0\"/>\n"
+    "        </StorageController>\n"
+    "      </StorageControllers>\n";
+
+static const char *const full_snapshots =
+    "    <Snapshot uuid=\"{" SNAP_UUID "}\" name=\"Before update\">\n"
+    "      <Hardware>\n"
+    "        <CPU count=\"2\"/>\n"
+    "        <Memory RAMSize=\"2048\"/>\n"
+    "        <StorageControllers>\n"
+    "          <StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\">\n"
+    "            <AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\">\n"
+    "              <Image uuid=\"{" DISK_UUID "}\"/>\n"
+    "            </AttachedDevice>\n"
+    "          </StorageController>\n"
+    "        </StorageControllers>\n"
+    "      </Hardware>\n"
+    "      <Snapshots>\n"
+    "        <Snapshot uuid=\"{98999999-2222-3333-4444-555555555555}\" name=\"Later\">\n"
+    "          <Hardware><Memory RAMSize=\"1024\"/></Hardware>\n"
+    "        </Snapshot>\n"
+    "      </Snapshots>\n"
+    "    </Snapshot>\n";
+
+static VmMachine *parse(const char *text, GError **error)
+{
+    return vm_vbox_parse("/vms/Test VM/Test VM.vbox", text, -1, error);
+}
+
+static void test_read_settings(void)
+{
+    g_autofree char *text = vbox_text("1.19-windows", "currentSnapshot=\"{" SNAP_UUID "}\"",
+                                      full_registry, full_hardware, full_snapshots);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = parse(text, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(m->name, ==, "Test VM");
+    g_assert_cmpstr(m->uuid, ==, MACHINE_UUID);
+    g_assert_cmpstr(m->os_type, ==, "Windows10_64");
+    g_assert_cmpstr(m->folder, ==, "/vms/Test VM");
+    g_assert_cmpstr(m->snapshot_folder, ==, "/vms/Test VM/Snapshots");
+    g_assert_cmpstr(m->current_snapshot, ==, SNAP_UUID);
+
+    const VmHardware *hw = m->hardware;
+    g_assert_cmpuint(hw->cpus, ==, 4);
+    g_assert_cmpuint(hw->memory_mib, ==, 3072);
+    g_assert_cmpint(hw->firmware, ==, VM_FIRMWARE_EFI);
+    g_assert_cmpstr(hw->chipset, ==, "ICH9");
+
+    /* Enabled adapters only, in slot order, MACs as libvirt writes them. */
+    g_assert_cmpuint(hw->nics->len, ==, 2);
+    const VmNic *nic0 = hw->nics->pdata[0], *nic1 = hw->nics->pdata[1];
+    g_assert_cmpuint(nic0->slot, ==, 0);
+    g_assert_cmpstr(nic0->mac, ==, "08:00:27:ab:cd:ef");
+    g_assert_cmpstr(nic0->attachment, ==, "NAT");
+    g_assert_cmpstr(nic0->model, ==, "82540EM");
+    g_assert_cmpuint(nic1->slot, ==, 1);
+    g_assert_cmpstr(nic1->attachment, ==, "Bridged");
+    g_assert_cmpstr(nic1->network, ==, "eth0");
+
+    g_assert_cmpuint(hw->controllers->len, ==, 2);
+    const VmController *sata = hw->controllers->pdata[0], *ide = hw->controllers->pdata[1];
+    g_assert_cmpstr(sata->type, ==, "AHCI");
+    g_assert_cmpint(sata->bus, ==, VM_BUS_SATA);
+    g_assert_cmpint(ide->bus, ==, VM_BUS_IDE);
+    g_assert_cmpuint(sata->attachments->len, ==, 2);
+    const VmAttachment *disk = sata->attachments->pdata[0], *dvd = sata->attachments->pdata[1];
+    g_assert_cmpint(disk->type, ==, VM_DEVICE_DISK);
+    g_assert_cmpstr(disk->medium_uuid, ==, "cccccccc-2222-3333-4444-555555555555");
+    g_assert_cmpint(dvd->type, ==, VM_DEVICE_DVD);
+    g_assert_cmpuint(dvd->port, ==, 1);
+    const VmAttachment *empty = ide->attachments->pdata[0];
+    g_assert_null(empty->medium_uuid);
+
+    /* The registry: the differencing child under its base, by any case. */
+    VmMedium *child = vm_machine_lookup_medium(m, "{CCCCCCCC-2222-3333-4444-555555555555}");
+    g_assert_nonnull(child);
+    g_assert_nonnull(child->parent);
+    g_assert_cmpstr(child->parent->uuid, ==, DISK_UUID);
+    g_assert_cmpstr(child->parent->type, ==, "Normal");
+    g_autofree char *path = vm_machine_medium_path(m, child);
+    g_assert_cmpstr(path, ==, "/vms/Test VM/Snapshots/{cccccccc-2222-3333-4444-555555555555}.vdi");
+    g_assert_cmpint(vm_machine_lookup_medium(m, ISO_UUID)->device, ==, VM_DEVICE_DVD);
+
+    /* The snapshot tree, each with its own hardware. */
+    g_assert_nonnull(m->snapshots);
+    g_assert_cmpstr(m->snapshots->name, ==, "Before update");
+    g_assert_cmpuint(m->snapshots->hardware->memory_mib, ==, 2048);
+    g_assert_cmpuint(m->snapshots->hardware->cpus, ==, 2);
+    const VmController *old = m->snapshots->hardware->controllers->pdata[0];
+    g_assert_cmpstr(((VmAttachment *)old->attachments->pdata[0])->medium_uuid, ==, DISK_UUID);
+    g_assert_cmpuint(m->snapshots->children->len, ==, 1);
+    g_assert_cmpstr(((VmSnapshot *)m->snapshots->children->pdata[0])->name, ==, "Later");
+}
+
+static void test_defaults(void)
+{
+    /* BIOS, PIIX3 and one CPU when the file does not say; a location with
+     * Windows separators. */
+    g_autofree char *text = vbox_text("1.15-linux", NULL,
+                                      "<HardDisks><HardDisk uuid=\"{" DISK_UUID
+                                      "}\" location=\"disks\\a.vdi\" format=\"VDI\" "
+                                      "type=\"Normal\"/></HardDisks>",
+                                      "<Memory RAMSize=\"512\"/>", NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = parse(text, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(m->hardware->cpus, ==, 1);
+    g_assert_cmpint(m->hardware->firmware, ==, VM_FIRMWARE_BIOS);
+    g_assert_cmpstr(m->hardware->chipset, ==, "PIIX3");
+    g_assert_cmpuint(m->hardware->nics->len, ==, 0);
+    g_assert_null(m->snapshots);
+    g_autofree char *path = vm_machine_medium_path(m, vm_machine_lookup_medium(m, DISK_UUID));
+    g_assert_cmpstr(path, ==, "/vms/Test VM/disks/a.vdi");
+}
+
+/* text must fail with code, and the message must hold every one of the
+ * NULL-terminated pieces. */
+static void assert_refused(const char *text, int code, ...)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = parse(text, &error);
+    g_assert_null(m);
+    g_assert_error(error, VD_ERROR, code);
+    g_assert_true(g_str_has_prefix(error->message, "/vms/Test VM/Test VM.vbox"));
+    va_list ap;
+    va_start(ap, code);
+    for (const char *piece; (piece = va_arg(ap, const char *)) != NULL;)
+        if (strstr(error->message, piece) == NULL)
+            g_error("'%s' is not in the message: %s", piece, error->message);
+    va_end(ap);
+}
+
+static void test_versions(void)
+{
+    const char *good[] = { "1.15-linux", "1.16-linux", "1.17-macosx", "1.18-windows",
+                           "1.19-linux", "1.20-linux", "1.16" };
+    for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
+        g_autofree char *text = vbox_text(good[i], NULL, NULL, "<Memory RAMSize=\"64\"/>", NULL);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmMachine) m = parse(text, &error);
+        g_assert_no_error(error);
+        g_assert_cmpstr(m->settings_version, ==, good[i]);
+    }
+    struct {
+        const char *version, *says;
+    } bad[] = {
+        { "1.12-linux", "VirtualBox 4 or older" },    { "1.21-linux", "newer than vdisk knows" },
+        { "2.0-linux", "not one VirtualBox writes" }, { "1.x-linux", "not one VirtualBox writes" },
+        { "", "not one VirtualBox writes" },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree char *text =
+            vbox_text(bad[i].version, NULL, NULL, "<Memory RAMSize=\"64\"/>", NULL);
+        assert_refused(text, VD_ERROR_UNSUPPORTED_FORMAT, bad[i].says, NULL);
+    }
+}
+
+static void test_refusals(void)
+{
+    g_autofree char *unknown_controller =
+        vbox_text(NULL, NULL, NULL,
+                  "<Memory RAMSize=\"64\"/><StorageControllers>"
+                  "<StorageController name=\"Fancy\" type=\"QuantumBus\" PortCount=\"1\"/>"
+                  "</StorageControllers>",
+                  NULL);
+    assert_refused(unknown_controller, VD_ERROR_UNSUPPORTED_FORMAT, "Fancy", "QuantumBus",
+                   ":8:", NULL);
+
+    g_autofree char *unknown_disk = vbox_text(
+        NULL, NULL, NULL,
+        "<Memory RAMSize=\"64\"/><StorageControllers>"
+        "<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\">"
+        "<AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\"><Image uuid=\"{" DISK_UUID
+        "}\"/>"
+        "</AttachedDevice></StorageController></StorageControllers>",
+        NULL);
+    assert_refused(unknown_disk, VD_ERROR_NOT_FOUND, DISK_UUID, "current state", "SATA", NULL);
+
+    /* A disk attached in a snapshot only, unregistered, is refused too. */
+    g_autofree char *snapshot_disk = vbox_text(
+        NULL, NULL, NULL, "<Memory RAMSize=\"64\"/>",
+        "<Snapshot uuid=\"{" SNAP_UUID "}\" name=\"old\"><Hardware><Memory RAMSize=\"64\"/>"
+        "<StorageControllers><StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\">"
+        "<AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\"><Image uuid=\"{" DISK_UUID
+        "}\"/>"
+        "</AttachedDevice></StorageController></StorageControllers></Hardware></Snapshot>");
+    assert_refused(snapshot_disk, VD_ERROR_NOT_FOUND, "snapshot 'old'", NULL);
+
+    g_autofree char *unknown_device =
+        vbox_text(NULL, NULL, NULL,
+                  "<Memory RAMSize=\"64\"/><StorageControllers>"
+                  "<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\">"
+                  "<AttachedDevice type=\"Tape\" port=\"0\" device=\"0\"/></StorageController>"
+                  "</StorageControllers>",
+                  NULL);
+    assert_refused(unknown_device, VD_ERROR_UNSUPPORTED_FORMAT, "Tape", NULL);
+
+    g_autofree char *bad_mac =
+        vbox_text(NULL, NULL, NULL,
+                  "<Memory RAMSize=\"64\"/><Network><Adapter slot=\"0\" enabled=\"true\" "
+                  "MACAddress=\"08:00:27:AB:CD:EF\"><NAT/></Adapter></Network>",
+                  NULL);
+    assert_refused(bad_mac, VD_ERROR_CORRUPT, "MAC address", NULL);
+
+    g_autofree char *twice = vbox_text(NULL, NULL,
+                                       "<HardDisks>"
+                                       "<HardDisk uuid=\"{" DISK_UUID "}\" location=\"a.vdi\" "
+                                       "format=\"VDI\" type=\"Normal\"/>"
+                                       "<HardDisk uuid=\"{" DISK_UUID "}\" location=\"b.vdi\" "
+                                       "format=\"VDI\" type=\"Normal\"/>"
+                                       "</HardDisks>",
+                                       "<Memory RAMSize=\"64\"/>", NULL);
+    assert_refused(twice, VD_ERROR_CORRUPT, "registered twice", NULL);
+
+    g_autofree char *lost_current = vbox_text(NULL, "currentSnapshot=\"{" SNAP_UUID "}\"", NULL,
+                                              "<Memory RAMSize=\"64\"/>", NULL);
+    assert_refused(lost_current, VD_ERROR_CORRUPT, "not in the snapshot tree", NULL);
+
+    g_autofree char *no_memory = vbox_text(NULL, NULL, NULL, "<CPU count=\"2\"/>", NULL);
+    assert_refused(no_memory, VD_ERROR_CORRUPT, "RAMSize", NULL);
+
+    g_autofree char *bad_firmware =
+        vbox_text(NULL, NULL, NULL, "<Memory RAMSize=\"64\"/><Firmware type=\"Coreboot\"/>", NULL);
+    assert_refused(bad_firmware, VD_ERROR_UNSUPPORTED_FORMAT, "Coreboot", NULL);
+
+    g_autofree char *bad_uuid =
+        g_strdup("<VirtualBox version=\"1.16-linux\"><Machine uuid=\"{nope}\" name=\"x\"><Hardware>"
+                 "<Memory RAMSize=\"64\"/></Hardware></Machine></VirtualBox>");
+    assert_refused(bad_uuid, VD_ERROR_CORRUPT, "not a UUID", NULL);
+
+    assert_refused("<domain type='kvm'><name>x</name></domain>", VD_ERROR_UNSUPPORTED_FORMAT,
+                   "<domain>", NULL);
+    assert_refused("<VirtualBox version=\"1.16-linux\"><Global/></VirtualBox>",
+                   VD_ERROR_UNSUPPORTED_FORMAT, "no <Machine>", NULL);
+    assert_refused("QFI\xfb garbage \x01\x02", VD_ERROR_CORRUPT, "not well-formed", NULL);
+    assert_refused("<VirtualBox version=\"1.16-linux\"><Machine>", VD_ERROR_CORRUPT,
+                   "not well-formed", NULL);
+    assert_refused("", VD_ERROR_CORRUPT, "not well-formed", NULL);
+}
+
+static void test_load_files(Fixture *fx, gconstpointer data)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *empty = path_in(fx, "empty.vbox");
+    g_assert_true(g_file_set_contents(empty, "", 0, NULL));
+    g_assert_null(vm_vbox_load(empty, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT);
+    g_clear_error(&error);
+
+    g_autofree char *missing = path_in(fx, "missing.vbox");
+    g_assert_null(vm_vbox_load(missing, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+    g_clear_error(&error);
+
+    /* A folder names its one .vbox; none or two is an error. */
+    g_unlink(empty);
+    g_assert_null(vm_vbox_find(fx->dir, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+    g_clear_error(&error);
+    g_autofree char *a = path_in(fx, "a.vbox");
+    g_assert_true(g_file_set_contents(a, "x", 1, NULL));
+    g_autofree char *found = vm_vbox_find(fx->dir, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(found, ==, a);
+    g_autofree char *b = path_in(fx, "b.vbox");
+    g_assert_true(g_file_set_contents(b, "x", 1, NULL));
+    g_assert_null(vm_vbox_find(fx->dir, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
+}
+
+/* ----- chains on real VDI files ----- */
+
+static char *vdi_uuid(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, "vdi", VD_OPEN_NO_BACKING, &error);
+    g_assert_no_error(error);
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, &error);
+    g_assert_no_error(error);
+    const char *uuid = NULL;
+    g_assert_true(g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid));
+    return g_strdup(uuid);
+}
+
+static void fill(const char *path, guint64 offset, guint64 len, guint8 byte)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, "vdi", VD_OPEN_READ_WRITE, &error);
+    g_assert_no_error(error);
+    g_autofree guint8 *buf = g_malloc(len);
+    memset(buf, byte, len);
+    g_assert_true(vd_image_write(img, offset, buf, len, &error));
+    g_assert_true(vd_image_flush(img, &error));
+    g_assert_no_error(error);
+}
+
+/* A differencing VDI on parent, beside it (where vdisk looks for a VDI's
+ * parent), named as VirtualBox names it: {UUID}.vdi. */
+static char *make_child(const char *folder, const char *parent)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VdOptions) opts = vd_options_new();
+    g_autofree char *tmp = g_build_filename(folder, "new-child.vdi", NULL);
+    vd_options_set(opts, "backing_file", parent);
+    vd_options_set(opts, "backing_fmt", "vdi");
+    gboolean created = vd_image_create(tmp, "vdi", 0, opts, &error);
+    g_assert_no_error(error);
+    g_assert_true(created);
+    g_autofree char *uuid = vdi_uuid(tmp);
+    g_autofree char *name = g_strdup_printf("{%s}.vdi", uuid);
+    char *dest = g_build_filename(folder, name, NULL);
+    g_assert_cmpint(g_rename(tmp, dest), ==, 0);
+    return dest;
+}
+
+/* Move the file at *path into folder. */
+static void move_into(char **path, const char *folder)
+{
+    g_autofree char *base = g_path_get_basename(*path);
+    char *dest = g_build_filename(folder, base, NULL);
+    g_assert_cmpint(g_rename(*path, dest), ==, 0);
+    g_free(*path);
+    *path = dest;
+}
+
+typedef struct {
+    char *base, *child, *grandchild;
+    char *base_uuid, *child_uuid, *grandchild_uuid;
+} Chain;
+
+static void chain_clear(Chain *c)
+{
+    g_free(c->base);
+    g_free(c->child);
+    g_free(c->grandchild);
+    g_free(c->base_uuid);
+    g_free(c->child_uuid);
+    g_free(c->grandchild_uuid);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Chain, chain_clear)
+
+/* base.vdi in the VM folder reads 'B' in its first 3 MiB; the child 'C'
+ * at 1 MiB, the grandchild 'G' at 2 MiB; both children are made beside
+ * the base and then moved to Snapshots/, as VirtualBox keeps them. */
+static void make_chain(Fixture *fx, Chain *c)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *snapshots = path_in(fx, "Snapshots");
+    g_assert_cmpint(g_mkdir(snapshots, 0755), ==, 0);
+    c->base = path_in(fx, "base.vdi");
+    g_assert_true(vd_image_create(c->base, "vdi", 4 * MIB, NULL, &error));
+    g_assert_no_error(error);
+    fill(c->base, 0, 3 * MIB, 'B');
+    c->child = make_child(fx->dir, c->base);
+    fill(c->child, MIB, 4096, 'C');
+    c->grandchild = make_child(fx->dir, c->child);
+    fill(c->grandchild, 2 * MIB, 4096, 'G');
+    c->base_uuid = vdi_uuid(c->base);
+    c->child_uuid = vdi_uuid(c->child);
+    c->grandchild_uuid = vdi_uuid(c->grandchild);
+    move_into(&c->child, snapshots);
+    move_into(&c->grandchild, snapshots);
+}
+
+static char *write_vbox(Fixture *fx, const char *registry, const char *hardware)
+{
+    g_autofree char *text = vbox_text(NULL, NULL, registry, hardware, NULL);
+    char *path = path_in(fx, "Test VM.vbox");
+    g_assert_true(g_file_set_contents(path, text, -1, NULL));
+    return path;
+}
+
+static char *chain_registry(const Chain *c, const char *base_location)
+{
+    return g_strdup_printf("<HardDisks>"
+                           "<HardDisk uuid=\"{%s}\" location=\"%s\" format=\"VDI\" "
+                           "type=\"Normal\">"
+                           "<HardDisk uuid=\"{%s}\" location=\"Snapshots/{%s}.vdi\" format=\"VDI\">"
+                           "<HardDisk uuid=\"{%s}\" location=\"Snapshots/{%s}.vdi\" "
+                           "format=\"VDI\"/>"
+                           "</HardDisk></HardDisk></HardDisks>",
+                           c->base_uuid, base_location, c->child_uuid, c->child_uuid,
+                           c->grandchild_uuid, c->grandchild_uuid);
+}
+
+static char *sata_hardware(const char *uuid)
+{
+    return g_strdup_printf("<Memory RAMSize=\"256\"/><StorageControllers>"
+                           "<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"1\">"
+                           "<AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\">"
+                           "<Image uuid=\"{%s}\"/></AttachedDevice>"
+                           "</StorageController></StorageControllers>",
+                           uuid);
+}
+
+static void assert_byte(VdImage *img, guint64 offset, guint8 want)
+{
+    g_autoptr(GError) error = NULL;
+    guint8 got = 0;
+    g_assert_true(vd_image_read(img, offset, &got, 1, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(got, ==, want);
+}
+
+static void test_chain(Fixture *fx, gconstpointer data)
+{
+    g_auto(Chain) c = { 0 };
+    make_chain(fx, &c);
+    g_autofree char *registry = chain_registry(&c, "base.vdi");
+    g_autofree char *hardware = sata_hardware(c.grandchild_uuid);
+    g_autofree char *vbox = write_vbox(fx, registry, hardware);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+
+    g_autoptr(GPtrArray) chain = vm_resolve_chain(m, c.grandchild_uuid, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(chain->len, ==, 3);
+    const VmChainLink *top = chain->pdata[0], *mid = chain->pdata[1], *base = chain->pdata[2];
+    g_assert_cmpstr(top->path, ==, c.grandchild);
+    g_assert_cmpstr(mid->path, ==, c.child);
+    g_assert_cmpstr(base->path, ==, c.base);
+    g_assert_cmpstr(top->uuid, ==, c.grandchild_uuid);
+    g_assert_cmpuint(base->virtual_size, ==, 4 * MIB);
+    g_assert_cmpstr(base->format, ==, "vdi");
+
+    /* Opened as the chain says, the top reads all three layers. */
+    g_autoptr(VdImage) img = vm_chain_open(chain, &error);
+    g_assert_no_error(error);
+    assert_byte(img, 0, 'B');
+    assert_byte(img, MIB, 'C');
+    assert_byte(img, MIB + 4096, 'B');
+    assert_byte(img, 2 * MIB, 'G');
+    assert_byte(img, 3 * MIB, 0);
+
+    /* The child is current in the snapshot before: its own chain of two. */
+    g_autoptr(GPtrArray) shorter = vm_resolve_chain(m, c.child_uuid, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(shorter->len, ==, 2);
+}
+
+static void test_chain_moved_vm(Fixture *fx, gconstpointer data)
+{
+    /* The VM came from another machine: the base's recorded location is
+     * gone, but a VDI of its UUID and name is in the VM folder. */
+    g_auto(Chain) c = { 0 };
+    make_chain(fx, &c);
+    g_autofree char *registry = chain_registry(&c, "C:\\Users\\someone\\VMs\\Test VM\\base.vdi");
+    g_autofree char *hardware = sata_hardware(c.grandchild_uuid);
+    g_autofree char *vbox = write_vbox(fx, registry, hardware);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_autoptr(GPtrArray) chain = vm_resolve_chain(m, c.grandchild_uuid, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(((VmChainLink *)chain->pdata[2])->path, ==, c.base);
+
+    /* A file of that name but another UUID is not taken for it. */
+    g_autoptr(VmMachine) m2 = NULL;
+    g_assert_cmpint(g_unlink(c.base), ==, 0);
+    g_assert_true(vd_image_create(c.base, "vdi", 4 * MIB, NULL, &error));
+    m2 = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m2, c.grandchild_uuid, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+}
+
+static void test_chain_mismatch(Fixture *fx, gconstpointer data)
+{
+    g_auto(Chain) c = { 0 };
+    make_chain(fx, &c);
+    g_autoptr(GError) error = NULL;
+
+    /* The registry puts the grandchild straight on the base. */
+    g_autofree char *skipped = g_strdup_printf(
+        "<HardDisks><HardDisk uuid=\"{%s}\" location=\"base.vdi\" format=\"VDI\" "
+        "type=\"Normal\"><HardDisk uuid=\"{%s}\" location=\"Snapshots/{%s}.vdi\" format=\"VDI\"/>"
+        "</HardDisk></HardDisks>",
+        c.base_uuid, c.grandchild_uuid, c.grandchild_uuid);
+    g_autofree char *hardware = sata_hardware(c.grandchild_uuid);
+    g_autofree char *vbox = write_vbox(fx, skipped, hardware);
+    g_autoptr(VmMachine) m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m, c.grandchild_uuid, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
+    g_assert_nonnull(strstr(error->message, "its header says its parent is"));
+    g_assert_nonnull(strstr(error->message, c.child_uuid));
+    g_clear_error(&error);
+
+    /* A registry UUID that is not the file's. */
+    g_autofree char *wrong = g_strdup_printf("<HardDisks><HardDisk uuid=\"{" DISK_UUID
+                                             "}\" location=\"base.vdi\" format=\"VDI\" "
+                                             "type=\"Normal\"/></HardDisks>");
+    g_autofree char *hardware2 = sata_hardware(DISK_UUID);
+    g_autofree char *vbox2 = write_vbox(fx, wrong, hardware2);
+    g_autoptr(VmMachine) m2 = vm_vbox_load(vbox2, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m2, DISK_UUID, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
+    g_assert_nonnull(strstr(error->message, "its header says it is"));
+    g_clear_error(&error);
+
+    /* A differencing image registered as a base disk. */
+    g_autofree char *as_base = g_strdup_printf("<HardDisks><HardDisk uuid=\"{%s}\" "
+                                               "location=\"Snapshots/{%s}.vdi\" format=\"VDI\" "
+                                               "type=\"Normal\"/></HardDisks>",
+                                               c.child_uuid, c.child_uuid);
+    g_autofree char *hardware3 = sata_hardware(c.child_uuid);
+    g_autofree char *vbox3 = write_vbox(fx, as_base, hardware3);
+    g_autoptr(VmMachine) m3 = vm_vbox_load(vbox3, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m3, c.child_uuid, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
+    g_assert_nonnull(strstr(error->message, "registers it as a base disk"));
+    g_clear_error(&error);
+
+    /* A format vdisk does not read. */
+    g_autofree char *vhd = g_strdup_printf("<HardDisks><HardDisk uuid=\"{" DISK_UUID "}\" "
+                                           "location=\"disk.vhd\" format=\"VHD\" "
+                                           "type=\"Normal\"/></HardDisks>");
+    g_autofree char *vbox4 = write_vbox(fx, vhd, hardware2);
+    g_autoptr(VmMachine) m4 = vm_vbox_load(vbox4, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m4, DISK_UUID, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT);
+}
+
+/* ----- the plan and the domain ----- */
+
+static void assert_contains(const char *text, const char *piece)
+{
+    if (strstr(text, piece) == NULL)
+        g_error("'%s' is not in:\n%s", piece, text);
+}
+
+static void test_plan(Fixture *fx, gconstpointer data)
+{
+    g_auto(Chain) c = { 0 };
+    make_chain(fx, &c);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *other = path_in(fx, "data.vdi");
+    g_assert_true(vd_image_create(other, "vdi", MIB, NULL, &error));
+    g_autofree char *other_uuid = vdi_uuid(other);
+    g_autofree char *chain = chain_registry(&c, "base.vdi");
+    g_autofree char *registry = g_strdup_printf(
+        "%.*s<HardDisk uuid=\"{%s}\" location=\"data.vdi\" format=\"VDI\" type=\"Normal\"/>"
+        "</HardDisks>",
+        (int)(strlen(chain) - strlen("</HardDisks>")), chain, other_uuid);
+    g_autofree char *hardware = g_strdup_printf(
+        "<CPU count=\"2\"/><Memory RAMSize=\"1024\"/><Firmware type=\"EFI\"/>"
+        "<Chipset type=\"ICH9\"/>"
+        "<Network><Adapter slot=\"0\" enabled=\"true\" MACAddress=\"080027000001\" "
+        "type=\"82540EM\"><NAT/></Adapter></Network>"
+        "<StorageControllers>"
+        "<StorageController name=\"IDE\" type=\"PIIX4\" PortCount=\"2\">"
+        "<AttachedDevice type=\"HardDisk\" port=\"1\" device=\"0\"><Image uuid=\"{%s}\"/>"
+        "</AttachedDevice></StorageController>"
+        "<StorageController name=\"SCSI\" type=\"LsiLogic\" PortCount=\"16\">"
+        "<AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\"><Image uuid=\"{%s}\"/>"
+        "</AttachedDevice></StorageController>"
+        "</StorageControllers>",
+        c.grandchild_uuid, other_uuid);
+    g_autofree char *vbox = write_vbox(fx, registry, hardware);
+    g_autofree char *out = path_in(fx, "out");
+
+    VmMachine *m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_autoptr(VmPlan) plan = vm_plan_new(m, out, FALSE, "qemu", &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(plan->disks->len, ==, 2);
+    const VmPlanDisk *d0 = plan->disks->pdata[0], *d1 = plan->disks->pdata[1];
+    g_assert_cmpstr(d0->target_name, ==, "Test_VM.qcow2");
+    g_assert_cmpstr(d1->target_name, ==, "Test_VM-disk2.qcow2");
+    g_autofree char *target0 = g_build_filename(out, "Test_VM.qcow2", NULL);
+    g_assert_cmpstr(d0->target_path, ==, target0);
+    /* IDE secondary master is hdc; with an IDE disk the machine is pc. */
+    g_assert_cmpstr(d0->target_dev, ==, "hdc");
+    g_assert_cmpint(d0->bus, ==, VM_BUS_IDE);
+    g_assert_cmpuint(d0->chain->len, ==, 3);
+    g_assert_cmpstr(d1->target_dev, ==, "sda");
+    g_assert_cmpstr(plan->machine_type, ==, "pc");
+    g_assert_cmpstr(plan->osinfo_id, ==, "http://microsoft.com/win/10");
+
+    g_autofree char *text = vm_plan_describe(plan);
+    assert_contains(text, c.grandchild);
+    assert_contains(text, c.base);
+    assert_contains(text, "4.0 MiB");
+    assert_contains(text, "q35 machines have no IDE");
+
+    g_autofree char *xml = vm_domain_xml(plan);
+    assert_contains(xml, "<domain type='qemu'>");
+    assert_contains(xml, "<name>Test VM</name>");
+    assert_contains(xml, "<uuid>" MACHINE_UUID "</uuid>");
+    assert_contains(xml, "<memory unit='MiB'>1024</memory>");
+    assert_contains(xml, "<vcpu>2</vcpu>");
+    assert_contains(xml, "<os firmware='efi'>");
+    assert_contains(xml, "machine='pc'");
+    assert_contains(xml, "<target dev='hdc' bus='ide'/>");
+    assert_contains(xml, "<target dev='sda' bus='scsi'/>");
+    assert_contains(xml, "<controller type='scsi' index='0' model='lsilogic'/>");
+    assert_contains(xml, "<mac address='08:00:27:00:00:01'/>");
+    assert_contains(xml, "<source network='default'/>");
+    assert_contains(xml, "<model type='e1000'/>");
+    assert_contains(xml, "<libosinfo:os id='http://microsoft.com/win/10'/>");
+    g_autofree char *source = g_markup_printf_escaped("<source file='%s'/>", target0);
+    assert_contains(xml, source);
+
+    /* --virtio: every disk and NIC on virtio, and q35 is kept. */
+    VmMachine *m2 = vm_vbox_load(vbox, &error);
+    g_autoptr(VmPlan) virtio = vm_plan_new(m2, out, TRUE, NULL, &error);
+    g_assert_no_error(error);
+    g_autofree char *xml2 = vm_domain_xml(virtio);
+    assert_contains(xml2, "<domain type='kvm'>");
+    assert_contains(xml2, "<target dev='vda' bus='virtio'/>");
+    assert_contains(xml2, "<target dev='vdb' bus='virtio'/>");
+    assert_contains(xml2, "<model type='virtio'/>");
+    assert_contains(xml2, "machine='q35'");
+    g_assert_null(strstr(xml2, "<controller type='scsi'"));
+}
+
+static void test_plan_refusals(Fixture *fx, gconstpointer data)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *disk = path_in(fx, "disk.vdi");
+    g_assert_true(vd_image_create(disk, "vdi", MIB, NULL, &error));
+    g_autofree char *uuid = vdi_uuid(disk);
+    g_autofree char *registry =
+        g_strdup_printf("<HardDisks><HardDisk uuid=\"{%s}\" location=\"disk.vdi\" format=\"VDI\" "
+                        "type=\"Normal\"/></HardDisks>",
+                        uuid);
+    g_autofree char *nvme = g_strdup_printf(
+        "<Memory RAMSize=\"64\"/><StorageControllers>"
+        "<StorageController name=\"NVMe\" type=\"NVMe\" PortCount=\"1\">"
+        "<AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\"><Image uuid=\"{%s}\"/>"
+        "</AttachedDevice></StorageController></StorageControllers>",
+        uuid);
+    g_autofree char *vbox = write_vbox(fx, registry, nvme);
+    g_autoptr(VmPlan) plan = vm_plan_new(vm_vbox_load(vbox, NULL), fx->dir, FALSE, NULL, &error);
+    g_assert_null(plan);
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_assert_nonnull(strstr(error->message, "--virtio"));
+    g_clear_error(&error);
+    /* With --virtio the same VM is planned. */
+    g_autoptr(VmPlan) virtio = vm_plan_new(vm_vbox_load(vbox, NULL), fx->dir, TRUE, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(virtio->disks->len, ==, 1);
+
+    /* A missing file is named. */
+    g_assert_cmpint(g_unlink(disk), ==, 0);
+    g_autoptr(VmPlan) gone = vm_plan_new(vm_vbox_load(vbox, NULL), fx->dir, TRUE, NULL, &error);
+    g_assert_null(gone);
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+    g_assert_nonnull(strstr(error->message, "disk.vdi"));
+}
+
+static void test_osinfo(void)
+{
+    g_assert_cmpstr(vm_osinfo_from_vbox("Ubuntu22_LTS_64"), ==, "http://ubuntu.com/ubuntu/22.04");
+    g_assert_cmpstr(vm_osinfo_from_vbox("Windows11_64"), ==, "http://microsoft.com/win/11");
+    g_assert_cmpstr(vm_osinfo_from_vbox("Linux26_64"), ==, "http://libosinfo.org/linux/2022");
+    g_assert_null(vm_osinfo_from_vbox("Haiku_64"));
+    g_assert_null(vm_osinfo_from_vbox(NULL));
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/vm/settings/read", test_read_settings);
+    g_test_add_func("/vm/settings/defaults", test_defaults);
+    g_test_add_func("/vm/settings/versions", test_versions);
+    g_test_add_func("/vm/settings/refusals", test_refusals);
+    g_test_add("/vm/settings/files", Fixture, NULL, fixture_setup, test_load_files,
+               fixture_teardown);
+    g_test_add("/vm/chain/resolve", Fixture, NULL, fixture_setup, test_chain, fixture_teardown);
+    g_test_add("/vm/chain/moved-vm", Fixture, NULL, fixture_setup, test_chain_moved_vm,
+               fixture_teardown);
+    g_test_add("/vm/chain/mismatch", Fixture, NULL, fixture_setup, test_chain_mismatch,
+               fixture_teardown);
+    g_test_add("/vm/plan/domain", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
+    g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
+               fixture_teardown);
+    g_test_add_func("/vm/osinfo", test_osinfo);
+    return g_test_run();
+}

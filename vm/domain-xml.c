@@ -1,0 +1,111 @@
+/* A plan as a libvirt domain: what virt-install would write for the VM,
+ * with the disks the import makes. The domain is only written here;
+ * defining it is the caller's (vdiskctl, through the user's own libvirt
+ * connection).
+ */
+#include "vm.h"
+
+#define LIBOSINFO_NS "http://libosinfo.org/xmlns/libvirt/domain/1.0"
+
+static void append_escaped(GString *s, const char *format, ...) G_GNUC_PRINTF(2, 3);
+
+static void append_escaped(GString *s, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *text = g_markup_vprintf_escaped(format, ap);
+    va_end(ap);
+    g_string_append(s, text);
+}
+
+/* QEMU's device for a VirtualBox network adapter type. */
+static const char *nic_model(const VmPlan *plan, const VmNic *nic)
+{
+    if (plan->virtio || g_str_equal(nic->model, "virtio"))
+        return "virtio";
+    if (g_str_has_prefix(nic->model, "Am79C"))
+        return "pcnet";
+    return "e1000"; /* 82540EM, 82543GC, 82545EM: Intel PRO/1000 */
+}
+
+static void append_controllers(GString *s, const VmPlan *plan)
+{
+    /* One SCSI controller of the model the VM had, per VM controller. */
+    guint index = 0;
+    const VmHardware *hw = plan->machine->hardware;
+    for (guint i = 0; i < hw->controllers->len && !plan->virtio; i++) {
+        const VmController *c = hw->controllers->pdata[i];
+        gboolean used = FALSE;
+        for (guint k = 0; k < plan->disks->len; k++)
+            used |= ((const VmPlanDisk *)plan->disks->pdata[k])->controller == c;
+        if (c->bus != VM_BUS_SCSI || !used)
+            continue;
+        if (c->scsi_model != NULL)
+            append_escaped(s, "    <controller type='scsi' index='%u' model='%s'/>\n", index,
+                           c->scsi_model);
+        else
+            append_escaped(s, "    <controller type='scsi' index='%u'/>\n", index);
+        index++;
+    }
+}
+
+char *vm_domain_xml(const VmPlan *plan)
+{
+    const VmMachine *m = plan->machine;
+    const VmHardware *hw = m->hardware;
+    GString *s = g_string_new(NULL);
+    append_escaped(s, "<domain type='%s'>\n", plan->domain_type);
+    append_escaped(s, "  <name>%s</name>\n", m->name);
+    append_escaped(s, "  <uuid>%s</uuid>\n", m->uuid);
+    append_escaped(s, "  <description>Imported from VirtualBox (%s) by vdisk</description>\n",
+                   m->settings_path);
+    if (plan->osinfo_id != NULL) {
+        g_string_append(s, "  <metadata>\n");
+        append_escaped(s, "    <libosinfo:libosinfo xmlns:libosinfo='%s'>\n", LIBOSINFO_NS);
+        append_escaped(s, "      <libosinfo:os id='%s'/>\n", plan->osinfo_id);
+        g_string_append(s, "    </libosinfo:libosinfo>\n");
+        g_string_append(s, "  </metadata>\n");
+    }
+    g_string_append_printf(s, "  <memory unit='MiB'>%" G_GUINT64_FORMAT "</memory>\n",
+                           hw->memory_mib);
+    g_string_append_printf(s, "  <vcpu>%u</vcpu>\n", hw->cpus);
+    /* firmware='efi': libvirt picks the OVMF build (and its variable
+     * store) that the host's firmware descriptors offer. */
+    if (hw->firmware == VM_FIRMWARE_EFI)
+        g_string_append(s, "  <os firmware='efi'>\n");
+    else
+        g_string_append(s, "  <os>\n");
+    append_escaped(s, "    <type arch='x86_64' machine='%s'>hvm</type>\n", plan->machine_type);
+    g_string_append(s, "    <boot dev='hd'/>\n");
+    g_string_append(s, "  </os>\n");
+    g_string_append(s, "  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");
+    g_string_append(s, "  <clock offset='utc'/>\n");
+    g_string_append(s, "  <devices>\n");
+    for (guint i = 0; i < plan->disks->len; i++) {
+        const VmPlanDisk *d = plan->disks->pdata[i];
+        g_string_append(s, "    <disk type='file' device='disk'>\n");
+        g_string_append(s, "      <driver name='qemu' type='qcow2'/>\n");
+        append_escaped(s, "      <source file='%s'/>\n", d->target_path);
+        append_escaped(s, "      <target dev='%s' bus='%s'/>\n", d->target_dev,
+                       vm_bus_name(d->bus));
+        g_string_append(s, "    </disk>\n");
+    }
+    append_controllers(s, plan);
+    for (guint i = 0; i < hw->nics->len; i++) {
+        const VmNic *nic = hw->nics->pdata[i];
+        g_string_append(s, "    <interface type='network'>\n");
+        if (nic->mac != NULL)
+            append_escaped(s, "      <mac address='%s'/>\n", nic->mac);
+        g_string_append(s, "      <source network='default'/>\n");
+        append_escaped(s, "      <model type='%s'/>\n", nic_model(plan, nic));
+        g_string_append(s, "    </interface>\n");
+    }
+    g_string_append(s, "    <serial type='pty'/>\n");
+    g_string_append(s, "    <console type='pty'/>\n");
+    g_string_append(s, "    <input type='tablet' bus='usb'/>\n");
+    g_string_append(s, "    <graphics type='vnc' port='-1'/>\n");
+    g_string_append(s, "    <video>\n      <model type='vga'/>\n    </video>\n");
+    g_string_append(s, "  </devices>\n");
+    g_string_append(s, "</domain>\n");
+    return g_string_free(s, FALSE);
+}

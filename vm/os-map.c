@@ -1,0 +1,65 @@
+/* VirtualBox OS types to libosinfo ids, so the imported domain gets the
+ * devices and defaults virt-manager and libvirt would pick for that OS.
+ * Where VirtualBox names a family without a version (Ubuntu_64), the
+ * family's "unknown" entry is used where libosinfo has one, else the
+ * generic Linux profile; an OS type missing here gets no id at all. */
+#include "vm.h"
+
+static const struct {
+    const char *vbox;
+    const char *osinfo;
+} os_map[] = {
+    { "Windows11_64", "http://microsoft.com/win/11" },
+    { "Windows10_64", "http://microsoft.com/win/10" },
+    { "Windows10", "http://microsoft.com/win/10" },
+    { "Windows81_64", "http://microsoft.com/win/8.1" },
+    { "Windows81", "http://microsoft.com/win/8.1" },
+    { "Windows8_64", "http://microsoft.com/win/8" },
+    { "Windows8", "http://microsoft.com/win/8" },
+    { "Windows7_64", "http://microsoft.com/win/7" },
+    { "Windows7", "http://microsoft.com/win/7" },
+    { "WindowsVista_64", "http://microsoft.com/win/vista" },
+    { "WindowsVista", "http://microsoft.com/win/vista" },
+    { "WindowsXP_64", "http://microsoft.com/win/xp" },
+    { "WindowsXP", "http://microsoft.com/win/xp" },
+    { "Windows2003_64", "http://microsoft.com/win/2k3" },
+    { "Windows2003", "http://microsoft.com/win/2k3" },
+    { "Windows2008_64", "http://microsoft.com/win/2k8" },
+    { "Windows2008", "http://microsoft.com/win/2k8" },
+    { "Windows2012_64", "http://microsoft.com/win/2k12" },
+    { "Windows2016_64", "http://microsoft.com/win/2k16" },
+    { "Windows2019_64", "http://microsoft.com/win/2k19" },
+    { "Windows2022_64", "http://microsoft.com/win/2k22" },
+    { "Ubuntu24_LTS_64", "http://ubuntu.com/ubuntu/24.04" },
+    { "Ubuntu22_LTS_64", "http://ubuntu.com/ubuntu/22.04" },
+    { "Ubuntu20_LTS_64", "http://ubuntu.com/ubuntu/20.04" },
+    { "Ubuntu18_LTS_64", "http://ubuntu.com/ubuntu/18.04" },
+    { "Debian12_64", "http://debian.org/debian/12" },
+    { "Debian11_64", "http://debian.org/debian/11" },
+    { "Debian10_64", "http://debian.org/debian/10" },
+    { "RedHat9_64", "http://redhat.com/rhel/9.0" },
+    { "Fedora_64", "http://fedoraproject.org/fedora/unknown" },
+    { "Fedora", "http://fedoraproject.org/fedora/unknown" },
+    { "OpenSUSE_64", "http://opensuse.org/opensuse/unknown" },
+    { "OpenSUSE", "http://opensuse.org/opensuse/unknown" },
+    /* Families without a version: the generic Linux profile. */
+    { "Ubuntu_64", "http://libosinfo.org/linux/2022" },
+    { "Ubuntu", "http://libosinfo.org/linux/2022" },
+    { "Debian_64", "http://libosinfo.org/linux/2022" },
+    { "Debian", "http://libosinfo.org/linux/2022" },
+    { "ArchLinux_64", "http://libosinfo.org/linux/2022" },
+    { "Gentoo_64", "http://libosinfo.org/linux/2022" },
+    { "Linux26_64", "http://libosinfo.org/linux/2022" },
+    { "Linux26", "http://libosinfo.org/linux/2022" },
+    { "Linux_64", "http://libosinfo.org/linux/2022" },
+};
+
+const char *vm_osinfo_from_vbox(const char *os_type)
+{
+    if (os_type == NULL)
+        return NULL;
+    for (gsize i = 0; i < G_N_ELEMENTS(os_map); i++)
+        if (g_str_equal(os_map[i].vbox, os_type))
+            return os_map[i].osinfo;
+    return NULL;
+}

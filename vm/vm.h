@@ -1,0 +1,200 @@
+/* libvdisk-vm: whole virtual machines, read from another product's
+ * settings and planned as a libvirt domain.
+ *
+ * A VmMachine is what a settings file says (vbox-settings.c reads
+ * VirtualBox's .vbox); vm-chain.c finds the files of each attached disk's
+ * current state; vm-plan.c turns both into a VmPlan (one flattened qcow2
+ * per disk); domain-xml.c writes the plan as a libvirt domain. Nothing
+ * here defines, starts or writes anything: callers (vdisk import-vm,
+ * vdiskctl) act on the plan. Errors are in VD_ERROR and name the settings
+ * file.
+ */
+#pragma once
+
+#include "vdisk.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+    VM_FIRMWARE_BIOS,
+    VM_FIRMWARE_EFI,
+} VmFirmware;
+
+/* The bus a disk sits on, as libvirt names them. */
+typedef enum {
+    VM_BUS_IDE,
+    VM_BUS_SATA,
+    VM_BUS_SCSI,
+    VM_BUS_NVME,
+    VM_BUS_USB,
+    VM_BUS_FLOPPY,
+    VM_BUS_VIRTIO,
+} VmBus;
+
+typedef enum {
+    VM_DEVICE_DISK,
+    VM_DEVICE_DVD,
+    VM_DEVICE_FLOPPY,
+} VmDeviceType;
+
+/* One medium of the media registry; differencing images are children of
+ * the image they were made on. */
+typedef struct VmMedium VmMedium;
+struct VmMedium {
+    char *uuid;     /* lower case, without braces */
+    char *location; /* as the settings file has it */
+    char *format;   /* "VDI", "VMDK", ... */
+    char *type;     /* "Normal", "Immutable", ...; NULL for a differencing child */
+    VmDeviceType device;
+    VmMedium *parent;    /* borrowed; NULL for a base image */
+    GPtrArray *children; /* of VmMedium, owned */
+};
+
+typedef struct {
+    VmDeviceType type;
+    guint port;
+    guint device;
+    char *medium_uuid; /* NULL: an empty drive, or a host drive */
+} VmAttachment;
+
+typedef struct {
+    char *name;
+    char *type; /* as in the file: "AHCI", "PIIX4", "LsiLogic", ... */
+    VmBus bus;
+    char *scsi_model;       /* libvirt's model for a SCSI controller, or NULL */
+    GPtrArray *attachments; /* of VmAttachment */
+} VmController;
+
+typedef struct {
+    guint slot;
+    char *mac;        /* "08:00:27:12:34:56", or NULL when none is set */
+    char *model;      /* the adapter type in the file: "82540EM", "virtio", ... */
+    char *attachment; /* "NAT", "Bridged", "HostOnly", "Internal", "NATNetwork", ... or NULL */
+    char *network;    /* the bridge or network name, or NULL */
+} VmNic;
+
+typedef struct {
+    guint64 memory_mib;
+    guint cpus;
+    VmFirmware firmware;
+    char *chipset;          /* "PIIX3", "ICH9" */
+    GPtrArray *controllers; /* of VmController */
+    GPtrArray *nics;        /* of VmNic, enabled adapters only, by slot */
+} VmHardware;
+
+typedef struct VmSnapshot VmSnapshot;
+struct VmSnapshot {
+    char *uuid;
+    char *name;
+    VmHardware *hardware;
+    GPtrArray *children; /* of VmSnapshot */
+};
+
+typedef struct {
+    char *settings_path;    /* the file read */
+    char *folder;           /* its folder: relative locations start here */
+    char *settings_version; /* "1.16-linux" */
+    char *name;
+    char *uuid; /* lower case, without braces */
+    char *os_type;
+    char *snapshot_folder;     /* absolute */
+    char *current_snapshot;    /* uuid, or NULL */
+    VmHardware *hardware;      /* the current state */
+    VmSnapshot *snapshots;     /* the root of the snapshot tree, or NULL */
+    GPtrArray *media;          /* of VmMedium: the registry's base media */
+    GHashTable *media_by_uuid; /* uuid -> VmMedium (borrowed) */
+} VmMachine;
+
+void vm_machine_free(VmMachine *machine);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmMachine, vm_machine_free)
+
+/* Read a VirtualBox settings file (.vbox, settings versions 1.15 to 1.20:
+ * VirtualBox 5.0 to 7.1). Whatever it cannot map with certainty (an
+ * unknown controller, an attachment to a medium not in the registry, a
+ * version it does not know) fails with VD_ERROR_UNSUPPORTED_FORMAT or
+ * VD_ERROR_CORRUPT naming the file, its line and what. */
+VmMachine *vm_vbox_load(const char *path, GError **error);
+/* The same from text already read; path is used for messages and as the
+ * place relative locations are taken from. */
+VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError **error);
+/* The .vbox file of a VM given as the file or its folder (the one .vbox
+ * in it). Returns a new string. */
+char *vm_vbox_find(const char *path, GError **error);
+
+/* The medium registered under uuid (any case, braces or not), or NULL. */
+VmMedium *vm_machine_lookup_medium(VmMachine *machine, const char *uuid);
+/* Where a medium's file is: its location made absolute from the VM's
+ * folder (Windows separators turned). Returns a new string. */
+char *vm_machine_medium_path(VmMachine *machine, const VmMedium *medium);
+
+const char *vm_bus_name(VmBus bus);
+
+/* ----- chains (vm-chain.c) ----- */
+
+typedef struct {
+    char *path;   /* absolute */
+    char *format; /* vdisk's name: "vdi", "vmdk", ... */
+    char *uuid;   /* the registry's */
+    guint64 virtual_size;
+    guint64 file_size;
+} VmChainLink;
+
+void vm_chain_link_free(VmChainLink *link);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmChainLink, vm_chain_link_free)
+
+/* The files that medium uuid reads through, current state first and its
+ * base last, each checked against the registry: the file exists, a VDI's
+ * own image UUID is the registry's and its parent UUID is its parent's
+ * (refused otherwise: "Snapshots/{..}.vdi: its header says {a}, the
+ * registry {b}"). A location that does not exist is looked for by its
+ * name in the VM folder and the snapshot folder, accepted only when the
+ * header UUID matches. Returns a new array of VmChainLink. */
+GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error);
+
+/* Open a chain from vm_resolve_chain read-only, every parent named as the
+ * chain says (not searched for). Returns a new reference. */
+VdImage *vm_chain_open(GPtrArray *chain, GError **error);
+
+/* ----- the plan (vm-plan.c) ----- */
+
+typedef struct {
+    const VmController *controller; /* borrowed from the machine */
+    const VmAttachment *attachment;
+    VmBus bus;         /* the target's: the controller's, or virtio */
+    char *target_dev;  /* "sda", "hdb", "vda" */
+    char *target_name; /* "MyVM.qcow2" */
+    char *target_path; /* in the output folder */
+    GPtrArray *chain;  /* of VmChainLink */
+} VmPlanDisk;
+
+typedef struct {
+    VmMachine *machine; /* owned */
+    char *output_dir;
+    char *file_stem; /* the VM's name made a file name: "My_VM" */
+    gboolean virtio;
+    char *domain_type;     /* "kvm" or "qemu" */
+    char *machine_type;    /* "pc" or "q35" */
+    const char *osinfo_id; /* or NULL when the OS type has none */
+    GPtrArray *disks;      /* of VmPlanDisk */
+    GPtrArray *notes;      /* char*: what the plan leaves out, and why */
+} VmPlan;
+
+void vm_plan_free(VmPlan *plan);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmPlan, vm_plan_free)
+
+/* Plan the import of machine (taken) into output_dir: every hard disk of
+ * the current state, its chain, its target. virtio puts disks and NICs on
+ * virtio. Fails when a disk cannot be placed on a libvirt bus. */
+VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
+                    const char *domain_type, GError **error);
+/* The plan in words, for --dry-run. Returns a new string. */
+char *vm_plan_describe(const VmPlan *plan);
+
+/* ----- libvirt (domain-xml.c, os-map.c) ----- */
+
+/* The libvirt domain XML of the plan. Returns a new string. */
+char *vm_domain_xml(const VmPlan *plan);
+/* libosinfo's id for a VirtualBox OS type ("Ubuntu22_LTS_64"), or NULL. */
+const char *vm_osinfo_from_vbox(const char *os_type);
+
+G_END_DECLS
