@@ -4,47 +4,13 @@
 #include <string.h>
 
 #include "errors.h"
+#include "rules.h"
 #include "vdisk-names.h"
-
-typedef struct {
-    const char *interface;
-    const char *method;
-    const char *action;
-} Rule;
-
-/* The whole table (DESIGN.md, "Authorisation"). "" is "anyone". */
-static const Rule rules[] = {
-    { VDISK_MANAGER_INTERFACE, "GetPools", "" },
-    { VDISK_MANAGER_INTERFACE, "AddPool", VDISK_ACTION_MANAGE_POOLS },
-    { VDISK_MANAGER_INTERFACE, "ResolvePath", VDISK_ACTION_MANAGE_POOLS },
-    { VDISK_MANAGER_INTERFACE, "InspectFile", VDISK_ACTION_INSPECT },
-    { VDISK_MANAGER_INTERFACE, "ConvertFile", VDISK_ACTION_INSPECT },
-    { VDISK_POOL_INTERFACE, "CreateVolume", VDISK_ACTION_CREATE_VOLUME },
-    { VDISK_POOL_INTERFACE, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME },
-    { VDISK_POOL_INTERFACE, "Refresh", VDISK_ACTION_MANAGE_POOLS },
-    { VDISK_VOLUME_INTERFACE, "Clone", VDISK_ACTION_CREATE_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "CreateOverlay", VDISK_ACTION_CREATE_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "Resize", VDISK_ACTION_MODIFY_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "CopyFrom", VDISK_ACTION_MODIFY_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "CreateSnapshot", VDISK_ACTION_MODIFY_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "RevertSnapshot", VDISK_ACTION_MODIFY_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "Export", VDISK_ACTION_READ_VOLUME },
-    { VDISK_VOLUME_INTERFACE, "Delete", VDISK_ACTION_DELETE_VOLUME },
-    /* Own jobs: anyone; others' jobs: job.c asks again for
-     * VDISK_ACTION_CANCEL_JOB_OTHER_USER. */
-    { VDISK_JOB_INTERFACE, "Cancel", "" },
-};
 
 const char *vdd_bouncer_action_for(const char *interface, const char *method)
 {
-    if (interface == NULL || method == NULL)
-        return NULL;
-    for (gsize i = 0; i < G_N_ELEMENTS(rules); i++) {
-        if (strcmp(rules[i].interface, interface) == 0 && strcmp(rules[i].method, method) == 0)
-            return rules[i].action;
-    }
-    return NULL;
+    const VddRule *rule = vdd_rule_lookup(interface, method);
+    return rule != NULL ? rule->action : NULL;
 }
 
 struct _VddBouncer {

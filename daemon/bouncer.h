@@ -1,12 +1,12 @@
-/* The bouncer: every D-Bus method of vdiskd is mapped to a polkit action
- * here, and nothing else decides who may call what. Methods missing from the
- * table are denied. Checks are asynchronous; the caller's uid comes back with
+/* The bouncer: asks polkit (or a test policy) whether a caller may do what
+ * the rules (rules.h) say a method needs. Methods missing from the rules
+ * are denied. Checks are asynchronous; the caller's uid comes back with
  * the answer (for logs and Job.StartedByUID). */
 #pragma once
 
 #include <gio/gio.h>
 
-/* The action for interface.method: a polkit action id, "" for methods anyone
+/* The action the rules give interface.method: a polkit action id, "" for methods anyone
  * may call (GetPools, Job.Cancel of one's own job), NULL when the method is
  * unknown (deny). */
 const char *vdd_bouncer_action_for(const char *interface, const char *method);

@@ -3,10 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gunixfdlist.h>
-#include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "config.h"
 #include "pools-config.h"
 #include "errors.h"
@@ -105,134 +105,6 @@ void vdd_manager_unexport_job(VddManager *self, VddJob *job)
     g_hash_table_remove(self->jobs, job);
 }
 
-/* ----- logging and replies ----- */
-
-void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
-                       const GError *error)
-{
-    g_message("uid %d: %s.%s %s: %s", uid == G_MAXUINT32 ? -1 : (int)uid,
-              g_dbus_method_invocation_get_interface_name(invocation) + sizeof(VDISK_BUS_NAME),
-              g_dbus_method_invocation_get_method_name(invocation), what ? what : "",
-              error ? error->message : "ok");
-}
-
-void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
-                      GError *error)
-{
-    vdd_error_normalize(&error);
-    vdd_log_operation(invocation, uid, what, error);
-    g_dbus_method_invocation_return_gerror(invocation, error);
-    g_error_free(error);
-}
-
-/* ----- authorisation ----- */
-
-typedef struct {
-    gpointer target;
-    GDBusMethodInvocation *invocation;
-    VddAuthorizedFunc func;
-} AuthCall;
-
-static void authorized(GObject *source, GAsyncResult *res, gpointer data)
-{
-    AuthCall *c = data;
-    GError *error = NULL;
-    guint32 uid;
-    /* A job's share of the pool is taken before anything is created. */
-    if (vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error) &&
-        vdd_job_admit(c->invocation, uid, &error))
-        c->func(c->target, c->invocation, uid);
-    else
-        vdd_return_error(c->invocation, uid,
-                         g_dbus_method_invocation_get_object_path(c->invocation), error);
-    g_object_unref(c->target);
-    g_object_unref(c->invocation);
-    g_free(c);
-}
-
-void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
-                           VddAuthorizedFunc func, ...)
-{
-    vdd_manager_touch(self);
-    g_autoptr(GHashTable) details = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    va_list ap;
-    va_start(ap, func);
-    const char *key;
-    while ((key = va_arg(ap, const char *)) != NULL) {
-        const char *value = va_arg(ap, const char *);
-        if (value != NULL)
-            g_hash_table_insert(details, g_strdup(key), g_strdup(value));
-    }
-    va_end(ap);
-    AuthCall *c = g_new0(AuthCall, 1);
-    c->target = g_object_ref(target);
-    c->invocation = g_object_ref(invocation);
-    c->func = func;
-    vdd_bouncer_check_async(self->bouncer, invocation, NULL, details, authorized, c);
-}
-
-void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
-                                gpointer target, VddVolume *source, VddAuthorizedFunc func)
-{
-    VddPool *pool = vdd_volume_get_pool(source);
-    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
-    g_hash_table_insert(details, "pool", (gpointer)vdd_pool_get_name(pool));
-    g_hash_table_insert(details, "volume", (gpointer)vdd_volume_get_name(source));
-    g_hash_table_insert(details, "operation",
-                        (gpointer)g_dbus_method_invocation_get_method_name(invocation));
-    AuthCall *c = g_new0(AuthCall, 1);
-    c->target = g_object_ref(target);
-    c->invocation = g_object_ref(invocation);
-    c->func = func;
-    vdd_bouncer_check_async(self->bouncer, invocation, VDISK_ACTION_READ_VOLUME, details,
-                            authorized, c);
-}
-
-/* ----- caller's descriptors ----- */
-
-int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
-                  GError **error)
-{
-    GUnixFDList *list =
-        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
-    if (list == NULL || handle < 0 || handle >= g_unix_fd_list_get_length(list)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "%s: no file descriptor was passed with handle %d", what, handle);
-        return -1;
-    }
-    int fd = g_unix_fd_list_get(list, handle, error);
-    if (fd < 0) {
-        vdd_error_normalize(error);
-        return -1;
-    }
-    struct stat st;
-    int flags = fcntl(fd, F_GETFL);
-    if (fstat(fd, &st) < 0 || flags < 0) {
-        vdd_error_set_errno(error, errno, "%s", what);
-        close(fd);
-        return -1;
-    }
-    const char *problem = NULL;
-    int mode = flags & O_ACCMODE;
-    if (S_ISDIR(st.st_mode))
-        problem = "is a directory, not a regular file";
-    else if (!S_ISREG(st.st_mode))
-        problem = "is not a regular file";
-    else if (access == O_RDONLY && mode != O_RDONLY && mode != O_RDWR)
-        problem = "is not open for reading";
-    else if (access == O_RDWR && mode != O_RDWR)
-        problem = "is not open for reading and writing";
-    else if (access == O_RDWR && (flags & O_APPEND))
-        problem = "is open for appending only";
-    if (problem != NULL) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s: the descriptor %s", what,
-                    problem);
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* ----- pools ----- */
 
 VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name)
@@ -309,10 +181,15 @@ void vdd_manager_load_config(VddManager *self, const char *dir)
 
 /* ----- org.vdisk.VDisk1.Manager ----- */
 
-static gboolean handle_get_pools(VddDbusManager *iface, GDBusMethodInvocation *invocation,
-                                 GVariant *options, VddManager *self)
+/* The parameters of each method but its options (VddCall's). */
+typedef struct {
+    char none;
+} NoParams;
+
+static void parse_nothing(VddManager *self, GVariant *args, NoParams *p, VddCallSubject *s) {}
+
+static void get_pools(VddManager *self, VddCall *call, const NoParams *p)
 {
-    vdd_manager_touch(self);
     g_autoptr(GPtrArray) paths = g_ptr_array_new();
     g_autoptr(GList) names = g_hash_table_get_keys(self->pools);
     names = g_list_sort(names, (GCompareFunc)g_strcmp0);
@@ -320,34 +197,32 @@ static gboolean handle_get_pools(VddDbusManager *iface, GDBusMethodInvocation *i
         g_ptr_array_add(
             paths, (gpointer)vdd_pool_get_object_path(g_hash_table_lookup(self->pools, l->data)));
     g_ptr_array_add(paths, NULL);
-    vdd_dbus_manager_complete_get_pools(iface, invocation, (const char *const *)paths->pdata);
-    return TRUE;
+    vdd_dbus_manager_complete_get_pools(self->iface, call->invocation,
+                                        (const char *const *)paths->pdata);
 }
 
-static void add_pool_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+typedef struct {
+    const char *name;
+    const char *directory;
+} AddPoolParams;
+
+static void parse_add_pool(VddManager *self, GVariant *args, AddPoolParams *p, VddCallSubject *s)
 {
-    VddManager *self = target;
-    const char *name, *directory;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
-                  &directory, &options);
+    g_variant_get(args, "(&s&s@a{sv})", &p->name, &p->directory, NULL);
+    s->pool = p->name;
+}
+
+static void add_pool(VddManager *self, VddCall *call, const AddPoolParams *p)
+{
     GError *error = NULL;
-    VddPool *pool = vdd_manager_add_pool(self, name, directory, &error);
+    VddPool *pool = vdd_manager_add_pool(self, p->name, p->directory, &error);
     if (pool == NULL) {
-        vdd_return_error(invocation, uid, name, error);
+        vdd_return_error(call->invocation, call->uid, p->name, error);
         return;
     }
-    vdd_log_operation(invocation, uid, name, NULL);
-    vdd_dbus_manager_complete_add_pool(self->iface, invocation, vdd_pool_get_object_path(pool));
-}
-
-static gboolean handle_add_pool(VddDbusManager *iface, GDBusMethodInvocation *invocation,
-                                const char *name, const char *directory, GVariant *options,
-                                VddManager *self)
-{
-    vdd_manager_authorize(self, invocation, self, add_pool_authorized, "pool", name, "operation",
-                          "add-pool", NULL);
-    return TRUE;
+    vdd_log_operation(call->invocation, call->uid, p->name, NULL);
+    vdd_dbus_manager_complete_add_pool(self->iface, call->invocation,
+                                       vdd_pool_get_object_path(pool));
 }
 
 /* ResolvePath: which pool holds a file, for the libvirt shim. */
@@ -413,13 +288,23 @@ static void resolve_finish(gpointer data)
     resolve_free(r);
 }
 
-static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddManager *self = target;
+typedef struct {
     const char *path;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s@a{sv})", &path,
-                  &options);
+} ResolvePathParams;
+
+static void parse_resolve_path(VddManager *self, GVariant *args, ResolvePathParams *p,
+                               VddCallSubject *s)
+{
+    g_variant_get(args, "(&s@a{sv})", &p->path, NULL);
+    s->path = p->path;
+}
+
+static void resolve_path(VddManager *self, VddCall *call, const ResolvePathParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    const char *path = p->path;
     GError *error = NULL;
     gboolean add_directory = FALSE;
     if (!vdd_options_lookup_bool(options, "add-directory", FALSE, &add_directory, &error)) {
@@ -468,14 +353,6 @@ static void resolve_path_authorized(gpointer target, GDBusMethodInvocation *invo
         vdd_libvirt_sync(self->libvirt, 3000, resolve_finish, r);
     else
         resolve_finish(r);
-}
-
-static gboolean handle_resolve_path(VddDbusManager *iface, GDBusMethodInvocation *invocation,
-                                    const char *path, GVariant *options, VddManager *self)
-{
-    vdd_manager_authorize(self, invocation, self, resolve_path_authorized, "path", path,
-                          "operation", "resolve-path", NULL);
-    return TRUE;
 }
 
 /* InspectFile: the header of the caller's own file, read by a worker
@@ -532,13 +409,22 @@ static void inspect_done(gpointer data)
     g_free(in);
 }
 
-static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddManager *self = target;
+typedef struct {
     gint32 handle;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h@a{sv})", &handle,
-                  &options);
+} InspectFileParams;
+
+static void parse_inspect_file(VddManager *self, GVariant *args, InspectFileParams *p,
+                               VddCallSubject *s)
+{
+    g_variant_get(args, "(h@a{sv})", &p->handle, NULL);
+}
+
+static void inspect_file(VddManager *self, VddCall *call, const InspectFileParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    gint32 handle = p->handle;
     GError *error = NULL;
     const char *format = NULL;
     if (!vdd_options_lookup_string(options, "format", &format, &error)) {
@@ -558,13 +444,6 @@ static void inspect_authorized(gpointer target, GDBusMethodInvocation *invocatio
     in->format = g_strdup(format);
     in->misbehave = vdd_worker_test_misbehave(options);
     vdd_job_run_work(invocation, uid, inspect_run, inspect_done, in);
-}
-
-static gboolean handle_inspect_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
-                                    GVariant *fd, GVariant *options, VddManager *self)
-{
-    vdd_manager_authorize(self, invocation, self, inspect_authorized, "operation", "inspect", NULL);
-    return TRUE;
 }
 
 /* ConvertFile: from one of the caller's descriptors into another. */
@@ -650,14 +529,26 @@ gboolean vdd_check_fd_target_options(const char *format, VdOptions *create, GErr
     return vdd_check_target_files(format, create, error);
 }
 
-static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddManager *self = target;
-    gint32 hsrc, hdst;
+typedef struct {
+    gint32 source;
+    gint32 target;
     const char *format;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(hh&s@a{sv})", &hsrc, &hdst,
-                  &format, &options);
+} ConvertFileParams;
+
+static void parse_convert_file(VddManager *self, GVariant *args, ConvertFileParams *p,
+                               VddCallSubject *s)
+{
+    g_variant_get(args, "(hh&s@a{sv})", &p->source, &p->target, &p->format, NULL);
+    s->format = p->format;
+}
+
+static void convert_file(VddManager *self, VddCall *call, const ConvertFileParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    gint32 hsrc = p->source, hdst = p->target;
+    const char *format = p->format;
     GError *error = NULL;
     /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
     static const char *const daemon_keys[] = { "source-format", "misbehave", NULL };
@@ -689,14 +580,13 @@ static void convert_file_authorized(gpointer target, GDBusMethodInvocation *invo
     g_object_unref(job);
 }
 
-static gboolean handle_convert_file(VddDbusManager *iface, GDBusMethodInvocation *invocation,
-                                    GVariant *src, GVariant *dst, const char *format,
-                                    GVariant *options, VddManager *self)
-{
-    vdd_manager_authorize(self, invocation, self, convert_file_authorized, "format", format,
-                          "operation", "convert", NULL);
-    return TRUE;
-}
+static const VddMethod manager_methods[] = {
+    VDD_METHOD("GetPools", NoParams, parse_nothing, get_pools),
+    VDD_METHOD("AddPool", AddPoolParams, parse_add_pool, add_pool),
+    VDD_METHOD("ResolvePath", ResolvePathParams, parse_resolve_path, resolve_path),
+    VDD_METHOD("InspectFile", InspectFileParams, parse_inspect_file, inspect_file),
+    VDD_METHOD("ConvertFile", ConvertFileParams, parse_convert_file, convert_file),
+};
 
 VddManager *vdd_manager_new(void)
 {
@@ -715,11 +605,7 @@ VddManager *vdd_manager_new(void)
     vdd_dbus_manager_set_writable_formats(self->iface, (const char *const *)writable->pdata);
     vdd_dbus_manager_set_worker_confinement(self->iface,
                                             g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0));
-    g_signal_connect(self->iface, "handle-get-pools", G_CALLBACK(handle_get_pools), self);
-    g_signal_connect(self->iface, "handle-add-pool", G_CALLBACK(handle_add_pool), self);
-    g_signal_connect(self->iface, "handle-resolve-path", G_CALLBACK(handle_resolve_path), self);
-    g_signal_connect(self->iface, "handle-inspect-file", G_CALLBACK(handle_inspect_file), self);
-    g_signal_connect(self->iface, "handle-convert-file", G_CALLBACK(handle_convert_file), self);
+    vdd_call_serve(self->iface, self, self, manager_methods, G_N_ELEMENTS(manager_methods));
     vdd_dbus_object_skeleton_set_manager(self->object, self->iface);
     g_dbus_object_manager_server_export(self->om, G_DBUS_OBJECT_SKELETON(self->object));
     return self;

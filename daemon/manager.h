@@ -54,34 +54,6 @@ void vdd_manager_export_job(VddManager *self, VddJob *job, GDBusObjectSkeleton *
 void vdd_manager_job_finished(VddManager *self, VddJob *job);
 void vdd_manager_unexport_job(VddManager *self, VddJob *job);
 
-/* Check invocation with the bouncer, then call func(target, invocation, uid,
- * data) on success; on failure reply with the error and log it. details:
- * NULL-terminated key, value pairs (pool, volume, format, operation). */
-typedef void (*VddAuthorizedFunc)(gpointer target, GDBusMethodInvocation *invocation, guint32 uid);
-void vdd_manager_authorize(VddManager *self, GDBusMethodInvocation *invocation, gpointer target,
-                           VddAuthorizedFunc func, ...) G_GNUC_NULL_TERMINATED;
-
-/* The second check of a method that also reads another volume (CopyFrom's
- * source, the volume a Clone or an overlay is made from): the read-volume
- * action with that volume's pool and name as the details, so that per-pool
- * rules hold for every volume a method touches; then func as above. */
-void vdd_manager_authorize_read(VddManager *self, GDBusMethodInvocation *invocation,
-                                gpointer target, VddVolume *source, VddAuthorizedFunc func);
-
-/* Log one operation: caller uid, method, object, result. */
-void vdd_log_operation(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
-                       const GError *error);
-/* Reply with error (converted to VDD_ERROR) and log it. */
-void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char *what,
-                      GError *error);
-
-/* A caller's descriptor from the message: index handle in its fd list, dup'ed
- * (caller closes). Checks it is a regular file with the access wanted
- * (O_RDONLY: readable; O_RDWR: readable and writable, not append).
- * -1 with InvalidArgument. */
-int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
-                  GError **error);
-
 /* The metadata tables (L1 and refcount tables, block maps, grain
  * directories) one open may read into memory, for a volume and for a
  * caller's file alike: enough for any real image (a 2 TiB VDI's block map

@@ -7,6 +7,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "errors.h"
 #include "job.h"
 #include "names.h"
@@ -485,17 +486,31 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     return w;
 }
 
-static void create_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddPool *self = target;
-    const char *name, *format;
+/* The parameters of each method but its options (VddCall's). */
+typedef struct {
+    const char *name;
+    const char *format;
     guint64 size;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&st@a{sv})", &name,
-                  &format, &size, &options);
+} CreateVolumeParams;
+
+static void parse_create_volume(VddPool *self, GVariant *args, CreateVolumeParams *p,
+                                VddCallSubject *s)
+{
+    g_variant_get(args, "(&s&st@a{sv})", &p->name, &p->format, &p->size, NULL);
+    s->pool = self->name;
+    s->volume = p->name;
+    s->format = p->format;
+}
+
+static void create_volume(VddPool *self, VddCall *call, const CreateVolumeParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    const char *name = p->name, *format = p->format;
     GError *error = NULL;
     NewVolumeWork *w = new_work(self, name, format);
-    w->size = size;
+    w->size = p->size;
     static const char *const daemon_keys[] = { "secrets", NULL };
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
@@ -508,23 +523,28 @@ static void create_authorized(gpointer target, GDBusMethodInvocation *invocation
     start_new_volume(self, invocation, uid, w, "create");
 }
 
-static gboolean handle_create_volume(VddDbusPool *iface, GDBusMethodInvocation *invocation,
-                                     const char *name, const char *format, guint64 size,
-                                     GVariant *options, VddPool *self)
+typedef struct {
+    gint32 source;
+    const char *name;
+    const char *format;
+} ImportVolumeParams;
+
+static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParams *p,
+                                VddCallSubject *s)
 {
-    vdd_manager_authorize(self->manager, invocation, self, create_authorized, "pool", self->name,
-                          "volume", name, "format", format, "operation", "create", NULL);
-    return TRUE;
+    g_variant_get(args, "(h&s&s@a{sv})", &p->source, &p->name, &p->format, NULL);
+    s->pool = self->name;
+    s->volume = p->name;
+    s->format = p->format;
 }
 
-static void import_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams *p)
 {
-    VddPool *self = target;
-    gint32 handle;
-    const char *name, *format;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s&s@a{sv})", &handle,
-                  &name, &format, &options);
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    gint32 handle = p->source;
+    const char *name = p->name, *format = p->format;
     /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
     static const char *const daemon_keys[] = { "source-format", "secrets", "misbehave", NULL };
     GError *error = NULL;
@@ -546,30 +566,27 @@ static void import_authorized(gpointer target, GDBusMethodInvocation *invocation
     start_new_volume(self, invocation, uid, w, "import");
 }
 
-static gboolean handle_import_volume(VddDbusPool *iface, GDBusMethodInvocation *invocation,
-                                     GVariant *source, const char *name, const char *format,
-                                     GVariant *options, VddPool *self)
+typedef struct {
+    char none;
+} RefreshParams;
+
+static void parse_refresh(VddPool *self, GVariant *args, RefreshParams *p, VddCallSubject *s)
 {
-    vdd_manager_authorize(self->manager, invocation, self, import_authorized, "pool", self->name,
-                          "volume", name, "format", format, "operation", "import", NULL);
-    return TRUE;
+    s->pool = self->name;
 }
 
-static void refresh_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+static void refresh(VddPool *self, VddCall *call, const RefreshParams *p)
 {
-    VddPool *self = target;
     vdd_pool_refresh(self);
-    vdd_log_operation(invocation, uid, self->name, NULL);
-    vdd_dbus_pool_complete_refresh(self->iface, invocation);
+    vdd_log_operation(call->invocation, call->uid, self->name, NULL);
+    vdd_dbus_pool_complete_refresh(self->iface, call->invocation);
 }
 
-static gboolean handle_refresh(VddDbusPool *iface, GDBusMethodInvocation *invocation,
-                               GVariant *options, VddPool *self)
-{
-    vdd_manager_authorize(self->manager, invocation, self, refresh_authorized, "pool", self->name,
-                          "operation", "refresh", NULL);
-    return TRUE;
-}
+static const VddMethod pool_methods[] = {
+    VDD_METHOD("CreateVolume", CreateVolumeParams, parse_create_volume, create_volume),
+    VDD_METHOD("ImportVolume", ImportVolumeParams, parse_import_volume, import_volume),
+    VDD_METHOD("Refresh", RefreshParams, parse_refresh, refresh),
+};
 
 VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory, GError **error)
 {
@@ -600,9 +617,7 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
     self->iface = vdd_dbus_pool_skeleton_new();
     vdd_dbus_pool_set_name(self->iface, name);
     vdd_dbus_pool_set_directory(self->iface, self->directory);
-    g_signal_connect(self->iface, "handle-create-volume", G_CALLBACK(handle_create_volume), self);
-    g_signal_connect(self->iface, "handle-import-volume", G_CALLBACK(handle_import_volume), self);
-    g_signal_connect(self->iface, "handle-refresh", G_CALLBACK(handle_refresh), self);
+    vdd_call_serve(self->iface, manager, self, pool_methods, G_N_ELEMENTS(pool_methods));
     vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
     g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
                                         G_DBUS_OBJECT_SKELETON(self->object));

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "errors.h"
 #include "job.h"
 #include "names.h"
@@ -598,14 +599,30 @@ static VolumeWork *copy_work_new(VddVolume *self, const char *format, GVariant *
     return w;
 }
 
+/* The parameters of each method but its options (VddCall's), and what
+ * rules see of them (rules.c). */
+
 /* Clone */
-static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+typedef struct {
+    const char *name;
+    const char *format;
+} CloneParams;
+
+static void parse_clone(VddVolume *self, GVariant *args, CloneParams *p, VddCallSubject *s)
 {
-    VddVolume *self = target;
-    const char *name, *format;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s&s@a{sv})", &name,
-                  &format, &options);
+    g_variant_get(args, "(&s&s@a{sv})", &p->name, &p->format, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = p->name;
+    s->format = p->format;
+    s->source = self;
+}
+
+static void clone_volume(VddVolume *self, VddCall *call, const CloneParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    const char *name = p->name, *format = p->format;
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
     if (w == NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
@@ -624,35 +641,27 @@ static void clone_authorized(gpointer target, GDBusMethodInvocation *invocation,
     start_job(self, invocation, uid, "clone", w, clone_run);
 }
 
-/* Clone and CreateOverlay make a volume from this one: after the check to
- * create it, the check to read this one. */
-static void clone_may_create(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
-    vdd_manager_authorize_read(vdd_pool_get_manager(self->pool), invocation, self, self,
-                               clone_authorized);
-}
-
-static gboolean handle_clone(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                             const char *name, const char *format, GVariant *options,
-                             VddVolume *self)
-{
-    const char *pool = vdd_pool_get_name(self->pool);
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, clone_may_create,
-                          "pool", pool, "volume", name, "format", format, "source-pool", pool,
-                          "source-volume", self->name, "operation", "clone", NULL);
-    return TRUE;
-}
-
 /* Export */
-static void export_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
-    gint32 handle;
+typedef struct {
+    gint32 target;
     const char *format;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(h&s@a{sv})", &handle,
-                  &format, &options);
+} ExportParams;
+
+static void parse_export(VddVolume *self, GVariant *args, ExportParams *p, VddCallSubject *s)
+{
+    g_variant_get(args, "(h&s@a{sv})", &p->target, &p->format, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
+    s->format = p->format;
+}
+
+static void export(VddVolume *self, VddCall *call, const ExportParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
+    gint32 handle = p->target;
+    const char *format = p->format;
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
     if (w == NULL || (w->fd = vdd_caller_fd(invocation, handle, O_RDWR, "target", &error)) < 0 ||
@@ -668,23 +677,25 @@ static void export_authorized(gpointer target, GDBusMethodInvocation *invocation
     start_job(self, invocation, uid, "export", w, export_run);
 }
 
-static gboolean handle_export(VddDbusVolume *iface, GDBusMethodInvocation *invocation, GVariant *fd,
-                              const char *format, GVariant *options, VddVolume *self)
+/* Resize */
+typedef struct {
+    guint64 size;
+} ResizeParams;
+
+static void parse_resize(VddVolume *self, GVariant *args, ResizeParams *p, VddCallSubject *s)
 {
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, export_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "format",
-                          format, "operation", "export", NULL);
-    return TRUE;
+    g_variant_get(args, "(t@a{sv})", &p->size, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
 }
 
-/* Resize */
-static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+static void resize(VddVolume *self, VddCall *call, const ResizeParams *p)
 {
-    VddVolume *self = target;
-    g_autoptr(GVariant) options = NULL;
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GVariant *options = call->options;
     VolumeWork *w = volume_work_new(self);
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(t@a{sv})", &w->size,
-                  &options);
+    w->size = p->size;
     GError *error = NULL;
     w->write = TRUE;
     if (!vdd_options_lookup_bool(options, "shrink", FALSE, &w->shrink, &error) ||
@@ -701,15 +712,6 @@ static void resize_authorized(gpointer target, GDBusMethodInvocation *invocation
         return;
     }
     start_job(self, invocation, uid, "resize", w, resize_run);
-}
-
-static gboolean handle_resize(VddDbusVolume *iface, GDBusMethodInvocation *invocation, guint64 size,
-                              GVariant *options, VddVolume *self)
-{
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, resize_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "operation",
-                          "resize", NULL);
-    return TRUE;
 }
 
 /* CopyFrom: this volume's guest content replaced by another's, as qemu-img
@@ -749,19 +751,28 @@ static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork
     return TRUE;
 }
 
-static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
+typedef struct {
     const char *source_path;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&o@a{sv})", &source_path,
-                  &options);
+} CopyFromParams;
+
+static void parse_copy_from(VddVolume *self, GVariant *args, CopyFromParams *p, VddCallSubject *s)
+{
+    g_variant_get(args, "(&o@a{sv})", &p->source_path, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
+    s->source = vdd_manager_lookup_volume(vdd_pool_get_manager(self->pool), p->source_path);
+}
+
+static void copy_from(VddVolume *self, VddCall *call, const CopyFromParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
     VolumeWork *w = volume_work_new(self);
-    VddVolume *source = vdd_manager_lookup_volume(vdd_pool_get_manager(self->pool), source_path);
+    VddVolume *source = vdd_manager_lookup_volume(call->manager, p->source_path);
     GError *error = NULL;
     if (source == NULL) {
-        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", source_path);
-    } else if (prepare_copy_from(self, source, w, options, &error)) {
+        error = g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", p->source_path);
+    } else if (prepare_copy_from(self, source, w, call->options, &error)) {
         start_job(self, invocation, uid, "copy", w, copy_from_run);
         return;
     }
@@ -772,35 +783,6 @@ static void copy_from_authorized(gpointer target, GDBusMethodInvocation *invocat
     if (w->write)
         vdd_volume_unlock_write(self);
     fail(self, invocation, uid, w, error);
-}
-
-/* After the check to write this volume, the check to read the source. */
-static void copy_from_may_write(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
-    const char *source_path;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&o@a{sv})", &source_path,
-                  NULL);
-    VddManager *manager = vdd_pool_get_manager(self->pool);
-    VddVolume *source = vdd_manager_lookup_volume(manager, source_path);
-    if (source == NULL) {
-        fail(self, invocation, uid, NULL,
-             g_error_new(VDD_ERROR, VDD_ERROR_NOT_FOUND, "no volume %s", source_path));
-        return;
-    }
-    vdd_manager_authorize_read(manager, invocation, self, source, copy_from_authorized);
-}
-
-static gboolean handle_copy_from(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                                 const char *source_path, GVariant *options, VddVolume *self)
-{
-    VddManager *manager = vdd_pool_get_manager(self->pool);
-    VddVolume *source = vdd_manager_lookup_volume(manager, source_path);
-    vdd_manager_authorize(manager, invocation, self, copy_from_may_write, "pool",
-                          vdd_pool_get_name(self->pool), "volume", self->name, "source-pool",
-                          source ? vdd_pool_get_name(source->pool) : NULL, "source-volume",
-                          source ? source->name : NULL, "operation", "copy", NULL);
-    return TRUE;
 }
 
 /* Snapshots: short, but in a worker on a thread all the same (a revert
@@ -844,14 +826,26 @@ static void snapshot_done(GObject *source, GAsyncResult *res, gpointer data)
     g_object_unref(invocation);
 }
 
-static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+typedef struct {
+    const char *name;
+} SnapshotParams;
+
+static void parse_snapshot(VddVolume *self, GVariant *args, SnapshotParams *p, VddCallSubject *s)
 {
-    VddVolume *self = target;
-    const char *method = g_dbus_method_invocation_get_method_name(invocation);
+    g_variant_get(args, "(&s@a{sv})", &p->name, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
+    s->snapshot = p->name;
+}
+
+/* CreateSnapshot, RevertSnapshot and DeleteSnapshot. */
+static void snapshot(VddVolume *self, VddCall *call, const SnapshotParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    const char *method = call->rule->method;
     VolumeWork *w = volume_work_new(self);
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(s@a{sv})", &w->snapshot,
-                  &options);
+    w->snapshot = g_strdup(p->name);
     w->snapshot_op = g_str_equal(method, "CreateSnapshot")   ? "create"
                      : g_str_equal(method, "RevertSnapshot") ? "revert"
                                                              : "delete";
@@ -875,16 +869,6 @@ static void snapshot_authorized(gpointer target, GDBusMethodInvocation *invocati
     g_autoptr(GTask) task = g_task_new(self, NULL, snapshot_done, g_object_ref(invocation));
     g_task_set_task_data(task, w, (GDestroyNotify)volume_work_free);
     g_task_run_in_thread(task, snapshot_thread);
-}
-
-static gboolean handle_snapshot(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                                const char *name, GVariant *options, VddVolume *self)
-{
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, snapshot_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "snapshot",
-                          name, "operation", g_dbus_method_invocation_get_method_name(invocation),
-                          NULL);
-    return TRUE;
 }
 
 /* CreateOverlay: a small qcow2 over this volume, made by a worker (which
@@ -941,15 +925,27 @@ static void overlay_done(gpointer data)
     g_free(o);
 }
 
-static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
+typedef struct {
     const char *name;
-    g_autoptr(GVariant) options = NULL;
-    g_variant_get(g_dbus_method_invocation_get_parameters(invocation), "(&s@a{sv})", &name,
-                  &options);
+} CreateOverlayParams;
+
+static void parse_create_overlay(VddVolume *self, GVariant *args, CreateOverlayParams *p,
+                                 VddCallSubject *s)
+{
+    g_variant_get(args, "(&s@a{sv})", &p->name, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = p->name;
+    s->format = "qcow2";
+    s->source = self;
+}
+
+static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    const char *name = p->name;
     GError *error = NULL;
-    g_autoptr(VdOptions) create = vdd_options_to_create(options, "qcow2", NULL, &error);
+    g_autoptr(VdOptions) create = vdd_options_to_create(call->options, "qcow2", NULL, &error);
     const char *format = vdd_dbus_volume_get_format(self->iface);
     if (create == NULL) {
         fail(self, invocation, uid, NULL, error);
@@ -983,27 +979,21 @@ static void overlay_authorized(gpointer target, GDBusMethodInvocation *invocatio
     vdd_job_run_work(invocation, uid, overlay_run, overlay_done, o);
 }
 
-static void overlay_may_create(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
-{
-    VddVolume *self = target;
-    vdd_manager_authorize_read(vdd_pool_get_manager(self->pool), invocation, self, self,
-                               overlay_authorized);
-}
-
-static gboolean handle_create_overlay(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                                      const char *name, GVariant *options, VddVolume *self)
-{
-    const char *pool = vdd_pool_get_name(self->pool);
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, overlay_may_create,
-                          "pool", pool, "volume", name, "format", "qcow2", "source-pool", pool,
-                          "source-volume", self->name, "operation", "overlay", NULL);
-    return TRUE;
-}
-
 /* Delete */
-static void delete_authorized(gpointer target, GDBusMethodInvocation *invocation, guint32 uid)
+typedef struct {
+    char none;
+} DeleteParams;
+
+static void parse_delete(VddVolume *self, GVariant *args, DeleteParams *p, VddCallSubject *s)
 {
-    VddVolume *self = target;
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
+}
+
+static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
     GError *error = NULL;
     if (vdd_volume_is_locked(self)) {
         fail(self, invocation, uid, NULL,
@@ -1029,14 +1019,17 @@ static void delete_authorized(gpointer target, GDBusMethodInvocation *invocation
     vdd_pool_update_space(pool);
 }
 
-static gboolean handle_delete(VddDbusVolume *iface, GDBusMethodInvocation *invocation,
-                              GVariant *options, VddVolume *self)
-{
-    vdd_manager_authorize(vdd_pool_get_manager(self->pool), invocation, self, delete_authorized,
-                          "pool", vdd_pool_get_name(self->pool), "volume", self->name, "operation",
-                          "delete", NULL);
-    return TRUE;
-}
+static const VddMethod volume_methods[] = {
+    VDD_METHOD("Clone", CloneParams, parse_clone, clone_volume),
+    VDD_METHOD("Export", ExportParams, parse_export, export),
+    VDD_METHOD("Resize", ResizeParams, parse_resize, resize),
+    VDD_METHOD("CopyFrom", CopyFromParams, parse_copy_from, copy_from),
+    VDD_METHOD("CreateSnapshot", SnapshotParams, parse_snapshot, snapshot),
+    VDD_METHOD("RevertSnapshot", SnapshotParams, parse_snapshot, snapshot),
+    VDD_METHOD("DeleteSnapshot", SnapshotParams, parse_snapshot, snapshot),
+    VDD_METHOD("CreateOverlay", CreateOverlayParams, parse_create_overlay, create_overlay),
+    VDD_METHOD("Delete", DeleteParams, parse_delete, delete),
+};
 
 VddVolume *vdd_volume_new(VddPool *pool, const char *name)
 {
@@ -1051,15 +1044,8 @@ VddVolume *vdd_volume_new(VddPool *pool, const char *name)
     g_object_set(self->iface, "name", name, "pool", vdd_pool_get_object_path(pool), "path", file,
                  "format", "", "backing-file", "", "backing-format", "", "error", "", NULL);
     vdd_dbus_volume_set_snapshots(self->iface, vdd_snapshots_to_variant(NULL));
-    g_signal_connect(self->iface, "handle-clone", G_CALLBACK(handle_clone), self);
-    g_signal_connect(self->iface, "handle-export", G_CALLBACK(handle_export), self);
-    g_signal_connect(self->iface, "handle-resize", G_CALLBACK(handle_resize), self);
-    g_signal_connect(self->iface, "handle-copy-from", G_CALLBACK(handle_copy_from), self);
-    g_signal_connect(self->iface, "handle-create-snapshot", G_CALLBACK(handle_snapshot), self);
-    g_signal_connect(self->iface, "handle-revert-snapshot", G_CALLBACK(handle_snapshot), self);
-    g_signal_connect(self->iface, "handle-delete-snapshot", G_CALLBACK(handle_snapshot), self);
-    g_signal_connect(self->iface, "handle-create-overlay", G_CALLBACK(handle_create_overlay), self);
-    g_signal_connect(self->iface, "handle-delete", G_CALLBACK(handle_delete), self);
+    vdd_call_serve(self->iface, vdd_pool_get_manager(pool), self, volume_methods,
+                   G_N_ELEMENTS(volume_methods));
     vdd_dbus_object_skeleton_set_volume(self->object, self->iface);
     vdd_volume_update(self);
     return self;
