@@ -13,7 +13,7 @@ import sys
 import time
 
 from vdiskd_env import (ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run,
-                        status_of)
+                        status_of, workers_of)
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -98,24 +98,6 @@ def data_file_image(path, name):
 def holds_device_content(path):
     with open(path, "rb") as f:
         return DEVICE_CONTENT[:16] in f.read()
-
-
-def workers_of(pid):
-    """The vdisk-worker processes pid started."""
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % p) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if comm == "vdisk-worker" and ppid == pid:
-            found.append(int(p))
-    return found
 
 
 def client_with_worker(env, user, *args, extra_env=()):

@@ -39,7 +39,7 @@ import sys
 import time
 
 from vdiskd_env import ALICE, BOB, BUS, IFACE, ROOT, Env, case, client, main, qemu_img, run, \
-    status_of
+    status_of, workers_of
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -238,23 +238,6 @@ def bounding_set_of(caps):
     out = subprocess.run(["setpriv", "--bounding-set", spec, "grep", "CapBnd", "/proc/self/status"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()[1]
-
-
-def workers_of(pid):
-    """The vdisk-worker processes pid started."""
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % p) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        if comm == "vdisk-worker" and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(p))
-    return found
 
 
 # A probe run under the same sandbox: what the unit takes away is gone.

@@ -408,40 +408,31 @@ static void argument_filters(void)
                 "sched_setscheduler");
     }
     if (restrict_suid_sgid) {
+        /* Each call that can give a file a mode: the argument holding the
+         * mode, and the one holding the open flags that must create (-1:
+         * the call always creates or changes). */
+        static const struct {
+            const char *name;
+            unsigned mode_arg;
+            int flags_arg;
+        } setters[] = {
+            { "chmod", 1, -1 }, { "fchmod", 1, -1 }, { "fchmodat", 2, -1 }, { "creat", 1, -1 },
+            { "open", 2, 1 },   { "openat", 3, 2 },  { "mknod", 1, -1 },    { "mknodat", 2, -1 },
+        };
         static const mode_t bits[] = { S_ISUID, S_ISGID };
         for (guint i = 0; i < G_N_ELEMENTS(bits); i++) {
-            scmp_datum_t b = bits[i];
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(chmod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, b, b)),
-                "chmod");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(fchmod), 1,
-                                 SCMP_A1(SCMP_CMP_MASKED_EQ, b, b)),
-                "fchmod");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(fchmodat), 1,
-                                 SCMP_A2(SCMP_CMP_MASKED_EQ, b, b)),
-                "fchmodat");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(creat), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, b, b)),
-                "creat");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(open), 2,
-                                 SCMP_A1(SCMP_CMP_MASKED_EQ, O_CREAT, O_CREAT),
-                                 SCMP_A2(SCMP_CMP_MASKED_EQ, b, b)),
-                "open");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(openat), 2,
-                                 SCMP_A2(SCMP_CMP_MASKED_EQ, O_CREAT, O_CREAT),
-                                 SCMP_A3(SCMP_CMP_MASKED_EQ, b, b)),
-                "openat");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(mknod), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, b, b)),
-                "mknod");
-            add(ctx,
-                seccomp_rule_add(ctx, eperm, SCMP_SYS(mknodat), 1,
-                                 SCMP_A2(SCMP_CMP_MASKED_EQ, b, b)),
-                "mknodat");
+            for (guint j = 0; j < G_N_ELEMENTS(setters); j++) {
+                struct scmp_arg_cmp cmp[2] = {
+                    SCMP_CMP(setters[j].mode_arg, SCMP_CMP_MASKED_EQ, bits[i], bits[i]),
+                    SCMP_CMP((unsigned)setters[j].flags_arg, SCMP_CMP_MASKED_EQ, O_CREAT, O_CREAT),
+                };
+                int nr = seccomp_syscall_resolve_name(setters[j].name);
+                if (nr == __NR_SCMP_ERROR) /* not on this architecture */
+                    continue;
+                add(ctx,
+                    seccomp_rule_add_array(ctx, eperm, nr, setters[j].flags_arg < 0 ? 1 : 2, cmp),
+                    setters[j].name);
+            }
         }
     }
     if (lock_personality) {

@@ -323,6 +323,24 @@ def case(name):
     return deco
 
 
+def workers_of(pid):
+    """The vdisk-worker processes pid started."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == "vdisk-worker" and ppid == pid:
+            found.append(int(p))
+    return found
+
+
 def status_of(pid):
     """/proc/PID/status as a dict of field -> its words."""
     fields = {}
