@@ -5,9 +5,10 @@
  * differencing children), the current state's <Hardware> (CPU, Memory,
  * Firmware, Chipset, Network adapters, StorageControllers with the
  * attached media) and the snapshot tree, each <Snapshot> with the hardware
- * it had. Settings versions 1.15 (VirtualBox 5.0) to 1.20 (7.1) are read;
- * older files keep their media in the global VirtualBox.xml and their
- * controllers elsewhere, newer ones are not known yet. What matters for the
+ * it had. Settings versions 1.11 (VirtualBox 4.0) to 1.20 (7.1) are read;
+ * older files keep their media in the global VirtualBox.xml, newer ones
+ * are not known yet. The controllers sit beside <Hardware> in some
+ * versions and inside it in others; both are read. What matters for the
  * import and is not understood is refused, naming the file and line.
  */
 #include <errno.h>
@@ -16,7 +17,10 @@
 #include "vm.h"
 #include "xml-tree.h"
 
-#define MIN_SETTINGS_MINOR 15
+/* VirtualBox 4.0 (settings 1.11) moved the media registry from the global
+ * VirtualBox.xml into each VM's own file; older files cannot be resolved
+ * alone. */
+#define MIN_SETTINGS_MINOR 11
 #define MAX_SETTINGS_MINOR 20
 /* Real settings files are a few KiB to a few hundred; this bounds what a
  * stray huge file makes us read. */
@@ -468,8 +472,7 @@ static VmHardware *read_hardware(Reader *r, const VmXmlNode *owner, GError **err
     if (network != NULL && !read_nics(r, network, hw, error))
         return NULL;
 
-    /* Since settings 1.x of VirtualBox 4 the controllers are part of the
-     * hardware; a file that keeps them beside it is read the same. */
+    /* The controllers are inside <Hardware> or beside it, by version. */
     const VmXmlNode *controllers = vm_xml_child(node, "StorageControllers");
     if (controllers == NULL)
         controllers = vm_xml_child(owner, "StorageControllers");
@@ -557,8 +560,9 @@ static gboolean check_version(Reader *r, const VmXmlNode *root, GError **error)
                     "settings version '%s' is not one VirtualBox writes (1.N-platform)", version);
     if (minor < MIN_SETTINGS_MINOR)
         return fail(r, root, error, VD_ERROR_UNSUPPORTED_FORMAT,
-                    "settings version %s is from VirtualBox 4 or older; open the VM once in "
-                    "VirtualBox 5 or later to update it (1.%d to 1.%d are read)",
+                    "settings version %s is from VirtualBox 3 or older, whose media are "
+                    "registered in VirtualBox.xml; open the VM once in a newer VirtualBox to "
+                    "update it (1.%d to 1.%d are read)",
                     version, MIN_SETTINGS_MINOR, MAX_SETTINGS_MINOR);
     if (minor > MAX_SETTINGS_MINOR)
         return fail(r, root, error, VD_ERROR_UNSUPPORTED_FORMAT,

@@ -108,8 +108,8 @@ typedef struct {
 void vm_machine_free(VmMachine *machine);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmMachine, vm_machine_free)
 
-/* Read a VirtualBox settings file (.vbox, settings versions 1.15 to 1.20:
- * VirtualBox 5.0 to 7.1). Whatever it cannot map with certainty (an
+/* Read a VirtualBox settings file (.vbox, settings versions 1.11 to 1.20:
+ * VirtualBox 4.0 to 7.1). Whatever it cannot map with certainty (an
  * unknown controller, an attachment to a medium not in the registry, a
  * version it does not know) fails with VD_ERROR_UNSUPPORTED_FORMAT or
  * VD_ERROR_CORRUPT naming the file, its line and what. */

@@ -1,6 +1,7 @@
 /* Unit tests of vm/: the VirtualBox settings reader, the chain resolution
  * (VDI chains made here, their differencing images in Snapshots/ as
  * VirtualBox keeps them), the plan and the libvirt domain XML. */
+#include <stdio.h>
 #include <string.h>
 
 #include "test-util.h"
@@ -204,8 +205,8 @@ static void assert_refused(const char *text, int code, ...)
 
 static void test_versions(void)
 {
-    const char *good[] = { "1.15-linux", "1.16-linux", "1.17-macosx", "1.18-windows",
-                           "1.19-linux", "1.20-linux", "1.16" };
+    const char *good[] = { "1.11-linux",   "1.12-linux", "1.15-linux", "1.16-linux", "1.17-macosx",
+                           "1.18-windows", "1.19-linux", "1.20-linux", "1.16" };
     for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
         g_autofree char *text = vbox_text(good[i], NULL, NULL, "<Memory RAMSize=\"64\"/>", NULL);
         g_autoptr(GError) error = NULL;
@@ -216,7 +217,7 @@ static void test_versions(void)
     struct {
         const char *version, *says;
     } bad[] = {
-        { "1.12-linux", "VirtualBox 4 or older" },    { "1.21-linux", "newer than vdisk knows" },
+        { "1.10-linux", "VirtualBox 3 or older" },    { "1.21-linux", "newer than vdisk knows" },
         { "2.0-linux", "not one VirtualBox writes" }, { "1.x-linux", "not one VirtualBox writes" },
         { "", "not one VirtualBox writes" },
     };
@@ -726,6 +727,169 @@ static void test_plan_refusals(Fixture *fx, gconstpointer data)
     g_assert_nonnull(strstr(error->message, "disk.vdi"));
 }
 
+/* ----- settings files from elsewhere (tests/unit/data/SOURCES) ----- */
+
+#define LV_VM "74864f52-a7b7-4172-a7a5-54b6f3e9cd21"
+#define LV_DISK1 "105122e9-f6d2-42c1-9c11-c01699c79517"
+#define LV_DISK2 "f113fdf8-9750-4557-a8be-87fd02319071"
+#define LV_CHILD1 "a28723b5-8093-4548-bf87-e5fa4136f0a3"
+#define LV_CHILD2 "e1ff7f14-e6e5-40ac-8e05-8381a8ee5be9"
+#define LV_SNAP "364c7314-b2d9-4fcf-b786-47b987449ef7"
+
+static VmMachine *load_data(const char *name, GError **error)
+{
+    g_autofree char *path = g_test_build_filename(G_TEST_DIST, "unit", "data", name, NULL);
+    return vm_vbox_load(path, error);
+}
+
+/* libvirt's VirtualBox driver writes settings 1.12, controllers beside
+ * the hardware: two IDE disks, empty SATA, SCSI and floppy controllers,
+ * one of eight adapters enabled. */
+static void test_real_nosnap(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = load_data("libvirt-2disks-nosnap.vbox", &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(m->name, ==, LV_VM);
+    g_assert_cmpstr(m->uuid, ==, LV_VM);
+    g_assert_cmpstr(m->os_type, ==, "Other");
+    g_assert_cmpstr(m->settings_version, ==, "1.12-linux");
+    g_assert_cmpstr(m->snapshot_folder, ==, "/home/libvirt/vbox/" LV_VM "/Snapshots");
+    g_assert_null(m->snapshots);
+    g_assert_null(m->current_snapshot);
+    const VmHardware *hw = m->hardware;
+    g_assert_cmpuint(hw->memory_mib, ==, 192);
+    g_assert_cmpuint(hw->cpus, ==, 1);
+    g_assert_cmpint(hw->firmware, ==, VM_FIRMWARE_BIOS);
+    g_assert_cmpstr(hw->chipset, ==, "PIIX3");
+    g_assert_cmpuint(hw->controllers->len, ==, 4);
+    const VmBus buses[] = { VM_BUS_IDE, VM_BUS_SATA, VM_BUS_SCSI, VM_BUS_FLOPPY };
+    for (guint i = 0; i < 4; i++)
+        g_assert_cmpint(((VmController *)hw->controllers->pdata[i])->bus, ==, buses[i]);
+    const VmController *ide = hw->controllers->pdata[0];
+    g_assert_cmpstr(ide->name, ==, "IDE Controller");
+    g_assert_cmpuint(ide->attachments->len, ==, 2);
+    const VmAttachment *a1 = ide->attachments->pdata[1];
+    g_assert_cmpuint(a1->port, ==, 0);
+    g_assert_cmpuint(a1->device, ==, 1);
+    g_assert_cmpstr(a1->medium_uuid, ==, LV_DISK2);
+    g_assert_cmpstr(((VmController *)hw->controllers->pdata[2])->scsi_model, ==, "lsilogic");
+    g_assert_cmpuint(hw->nics->len, ==, 1);
+    const VmNic *nic = hw->nics->pdata[0];
+    g_assert_cmpstr(nic->mac, ==, "08:00:27:2a:58:9d");
+    g_assert_cmpstr(nic->attachment, ==, "Bridged");
+    g_assert_cmpstr(nic->network, ==, "hns0000000v");
+
+    /* Its disks are not here: the plan names the first one missing. */
+    g_autoptr(VmPlan) plan = vm_plan_new(g_steal_pointer(&m), "/tmp", FALSE, NULL, &error);
+    g_assert_null(plan);
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+    g_assert_nonnull(strstr(error->message, "libvirtTest-disk1.vdi"));
+}
+
+/* Set the image UUID (and, unless NULL, the parent UUID) of a VDI, in the
+ * byte order VirtualBox stores them: the first three fields little-endian. */
+static void set_vdi_uuid(const char *path, const char *text, guint offset)
+{
+    guint8 u[16];
+    unsigned int f[11];
+    g_assert_cmpint(sscanf(text, "%8x-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &f[0], &f[1], &f[2],
+                           &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10]),
+                    ==, 11);
+    u[0] = f[0] & 0xff;
+    u[1] = (f[0] >> 8) & 0xff;
+    u[2] = (f[0] >> 16) & 0xff;
+    u[3] = f[0] >> 24;
+    u[4] = f[1] & 0xff;
+    u[5] = f[1] >> 8;
+    u[6] = f[2] & 0xff;
+    u[7] = f[2] >> 8;
+    for (int i = 0; i < 8; i++)
+        u[8 + i] = (guint8)f[3 + i];
+    FILE *file = fopen(path, "r+b");
+    g_assert_nonnull(file);
+    g_assert_cmpint(fseek(file, offset, SEEK_SET), ==, 0);
+    g_assert_cmpuint(fwrite(u, 1, sizeof(u), file), ==, sizeof(u));
+    g_assert_cmpint(fclose(file), ==, 0);
+}
+
+#define VDI_UUID_IMAGE 0x188 /* the VDI header's image UUID */
+
+/* A base VDI of size bytes reading byte, and a differencing child on it
+ * writing child_byte at 0, with the UUIDs and names the settings give. */
+static void make_vdi_pair(Fixture *fx, const char *base_name, const char *base_uuid, guint64 size,
+                          guint8 byte, const char *child_name, const char *child_uuid,
+                          guint8 child_byte)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *base = path_in(fx, base_name);
+    g_assert_true(vd_image_create(base, "vdi", size, NULL, &error));
+    g_assert_no_error(error);
+    fill(base, 0, size, byte);
+    set_vdi_uuid(base, base_uuid, VDI_UUID_IMAGE);
+    g_autofree char *made = make_child(fx->dir, base); /* links to base_uuid */
+    set_vdi_uuid(made, child_uuid, VDI_UUID_IMAGE);
+    g_autofree char *child = path_in(fx, child_name);
+    g_assert_cmpint(g_rename(made, child), ==, 0);
+    fill(child, 0, 4096, child_byte);
+}
+
+/* The same driver's file of a VM with one snapshot: each disk's current
+ * state is a differencing child. Its recorded folders are another
+ * machine's, so the files made here beside it are found by name, each
+ * taken only for its UUID; the plan and the chains follow the registry. */
+static void test_real_1snap(Fixture *fx, gconstpointer data)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *src =
+        g_test_build_filename(G_TEST_DIST, "unit", "data", "libvirt-2disks-1snap.vbox", NULL);
+    g_autofree char *text = NULL;
+    g_assert_true(g_file_get_contents(src, &text, NULL, NULL));
+    g_autofree char *vbox = path_in(fx, "vm.vbox");
+    g_assert_true(g_file_set_contents(vbox, text, -1, NULL));
+    make_vdi_pair(fx, "libvirtTest-disk1.vdi", LV_DISK1, 2 * MIB, 'A', "fakedisk-0.vdi", LV_CHILD1,
+                  'a');
+    make_vdi_pair(fx, "libvirtTest-disk2.vdi", LV_DISK2, MIB, 'Z', "fakedisk-1.vdi", LV_CHILD2,
+                  'z');
+
+    VmMachine *m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(m->current_snapshot, ==, LV_SNAP);
+    g_assert_cmpstr(m->snapshots->uuid, ==, LV_SNAP);
+    const VmController *old = m->snapshots->hardware->controllers->pdata[0];
+    g_assert_cmpstr(((VmAttachment *)old->attachments->pdata[0])->medium_uuid, ==, LV_DISK1);
+    g_assert_cmpstr(vm_machine_lookup_medium(m, LV_CHILD2)->parent->uuid, ==, LV_DISK2);
+
+    g_autofree char *out = path_in(fx, "out");
+    g_autoptr(VmPlan) plan = vm_plan_new(m, out, FALSE, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(plan->disks->len, ==, 2);
+    const VmPlanDisk *d0 = plan->disks->pdata[0], *d1 = plan->disks->pdata[1];
+    g_assert_cmpstr(d0->target_dev, ==, "hda");
+    g_assert_cmpstr(d1->target_dev, ==, "hdb");
+    g_assert_cmpuint(d0->chain->len, ==, 2);
+    g_autofree char *child0 = path_in(fx, "fakedisk-0.vdi");
+    g_autofree char *base1 = path_in(fx, "libvirtTest-disk2.vdi");
+    g_assert_cmpstr(((VmChainLink *)d0->chain->pdata[0])->path, ==, child0);
+    g_assert_cmpstr(((VmChainLink *)d1->chain->pdata[1])->path, ==, base1);
+    g_assert_cmpstr(plan->machine_type, ==, "pc");
+    g_assert_null(plan->osinfo_id);
+
+    g_autoptr(VdImage) img = vm_chain_open(d1->chain, &error);
+    g_assert_no_error(error);
+    assert_byte(img, 0, 'z');
+    assert_byte(img, 4096, 'Z');
+
+    g_autofree char *xml = vm_domain_xml(plan);
+    assert_contains(xml, "<name>" LV_VM "</name>");
+    assert_contains(xml, "<memory unit='MiB'>192</memory>");
+    assert_contains(xml, "<target dev='hda' bus='ide'/>");
+    assert_contains(xml, "<target dev='hdb' bus='ide'/>");
+    assert_contains(xml, "<mac address='08:00:27:2a:58:9d'/>");
+    g_assert_null(strstr(xml, "<controller type='scsi'")); /* no disk on it */
+    g_assert_null(strstr(xml, "libosinfo"));
+}
+
 static void test_osinfo(void)
 {
     g_assert_cmpstr(vm_osinfo_from_vbox("Ubuntu22_LTS_64"), ==, "http://ubuntu.com/ubuntu/22.04");
@@ -753,5 +917,8 @@ int main(int argc, char **argv)
     g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
                fixture_teardown);
     g_test_add_func("/vm/osinfo", test_osinfo);
+    g_test_add_func("/vm/real/libvirt-nosnap", test_real_nosnap);
+    g_test_add("/vm/real/libvirt-1snap", Fixture, NULL, fixture_setup, test_real_1snap,
+               fixture_teardown);
     return g_test_run();
 }
