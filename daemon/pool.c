@@ -10,6 +10,7 @@
 #include "call.h"
 #include "errors.h"
 #include "job.h"
+#include "locks.h"
 #include "names.h"
 #include "options.h"
 #include "vdd-dbus.h"
@@ -339,8 +340,8 @@ gboolean vdd_pool_sync_directory(VddPool *self, GError **error)
 
 typedef struct {
     VddPool *pool;
+    VddLockSet *locks; /* the volume (write), its backing volume (read) */
     VddVolume *volume;
-    VddVolume *backing; /* read-locked, or NULL */
     VddNewFile *file;
     char *name;
     char *format;
@@ -355,9 +356,9 @@ typedef struct {
 
 static void new_volume_work_free(NewVolumeWork *w)
 {
+    g_clear_pointer(&w->locks, vdd_lock_set_free);
     g_clear_pointer(&w->file, vdd_new_file_free);
     g_clear_object(&w->volume);
-    g_clear_object(&w->backing);
     g_clear_object(&w->pool);
     g_free(w->name);
     g_free(w->format);
@@ -405,9 +406,7 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
 static void create_done(VddJob *job, gpointer data, const GError *error)
 {
     NewVolumeWork *w = data;
-    vdd_volume_unlock_write(w->volume);
-    if (w->backing != NULL)
-        vdd_volume_unlock_read(w->backing);
+    vdd_lock_set_release(w->locks);
     if (error != NULL) {
         /* Its file was never named: freeing the work removes it. */
         vdd_pool_remove_volume(w->pool, w->volume);
@@ -432,19 +431,11 @@ static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **err
                         "backing volume %s/%s does not exist", self->name, backing);
             return FALSE;
         }
-        if (!vdd_volume_lock_read(b, error))
+        if (!vdd_lock_set_read(w->locks, b, error))
             return FALSE;
-        w->backing = g_object_ref(b);
     }
     w->file = vdd_pool_new_file(self, w->name, error);
-    if (w->file == NULL) {
-        if (w->backing != NULL) {
-            vdd_volume_unlock_read(w->backing);
-            g_clear_object(&w->backing);
-        }
-        return FALSE;
-    }
-    return TRUE;
+    return w->file != NULL;
 }
 
 /* Start a create/import job for a checked request; replies to invocation. */
@@ -460,7 +451,7 @@ static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, g
     }
     w->volume = g_object_ref(vdd_pool_add_volume(self, w->name));
     /* Cannot fail: the volume is new. */
-    vdd_volume_lock_write(w->volume, NULL);
+    vdd_lock_set_write(w->locks, w->volume, NULL);
     const char *objects[] = { vdd_volume_get_object_path(w->volume), NULL };
     VddJob *job = vdd_job_new(self->manager, invocation, operation, uid, objects);
     vdd_log_operation(invocation, uid, what, NULL);
@@ -480,6 +471,7 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
 {
     NewVolumeWork *w = g_new0(NewVolumeWork, 1);
     w->pool = g_object_ref(self);
+    w->locks = vdd_lock_set_new();
     w->name = g_strdup(name);
     w->format = g_strdup(format);
     w->source_fd = -1;

@@ -8,6 +8,7 @@
 #include "call.h"
 #include "errors.h"
 #include "job.h"
+#include "locks.h"
 #include "names.h"
 #include "vdisk-driver.h"
 #include "options.h"
@@ -373,6 +374,7 @@ void vdd_volume_update(VddVolume *self)
  * file they name beneath the pool. */
 
 typedef struct {
+    VddLockSet *locks; /* every volume below that the work locked */
     VddVolume *volume; /* locked (read or write) */
     gboolean write;
     int volume_fd; /* its file, opened for the job */
@@ -402,6 +404,7 @@ static void close_fd(int *fd)
 
 static void volume_work_free(VolumeWork *w)
 {
+    g_clear_pointer(&w->locks, vdd_lock_set_free);
     close_fd(&w->volume_fd);
     close_fd(&w->source_fd);
     close_fd(&w->fd);
@@ -422,6 +425,7 @@ static void volume_work_free(VolumeWork *w)
 static VolumeWork *volume_work_new(VddVolume *self)
 {
     VolumeWork *w = g_new0(VolumeWork, 1);
+    w->locks = vdd_lock_set_new();
     w->volume = g_object_ref(self);
     w->fd = w->volume_fd = w->source_fd = -1;
     return w;
@@ -462,14 +466,8 @@ static void work_done(VddJob *job, gpointer data, const GError *error)
     VolumeWork *w = data;
     close_fd(&w->volume_fd); /* written back before the update */
     close_fd(&w->source_fd);
-    if (w->write)
-        vdd_volume_unlock_write(w->volume);
-    else
-        vdd_volume_unlock_read(w->volume);
-    if (w->source != NULL)
-        vdd_volume_unlock_read(w->source);
+    vdd_lock_set_release(w->locks);
     if (w->target != NULL) {
-        vdd_volume_unlock_write(w->target);
         if (error != NULL) {
             /* Its file was never named: freeing the work removes it. */
             vdd_pool_remove_volume(w->volume->pool, w->target);
@@ -569,10 +567,9 @@ static void fail(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid
 {
     g_autofree char *wh = what(self);
     if (w != NULL) {
-        if (w->target != NULL) {
-            vdd_volume_unlock_write(w->target);
-            vdd_pool_remove_volume(self->pool, w->target); /* its file goes with w */
-        }
+        /* Its locks and its file go with w. */
+        if (w->target != NULL)
+            vdd_pool_remove_volume(self->pool, w->target);
         volume_work_free(w);
     }
     if (error != NULL && !g_strrstr(error->message, self->name))
@@ -626,18 +623,14 @@ static void clone_volume(VddVolume *self, VddCall *call, const CloneParams *p)
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
     if (w == NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
-        !vdd_volume_lock_read(self, &error)) {
-        fail(self, invocation, uid, w, error);
-        return;
-    }
-    if (!open_volume_for(w, &error) ||
+        !vdd_lock_set_read(w->locks, self, &error) || !open_volume_for(w, &error) ||
         (w->file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
-        vdd_volume_unlock_read(self);
         fail(self, invocation, uid, w, error);
         return;
     }
     w->target = g_object_ref(vdd_pool_add_volume(self->pool, name));
-    vdd_volume_lock_write(w->target, NULL);
+    /* Cannot fail: the volume is new. */
+    vdd_lock_set_write(w->locks, w->target, NULL);
     start_job(self, invocation, uid, "clone", w, clone_run);
 }
 
@@ -665,12 +658,7 @@ static void export(VddVolume *self, VddCall *call, const ExportParams *p)
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
     if (w == NULL || (w->fd = vdd_caller_fd(invocation, handle, O_RDWR, "target", &error)) < 0 ||
-        !vdd_volume_lock_read(self, &error)) {
-        fail(self, invocation, uid, w, error);
-        return;
-    }
-    if (!open_volume_for(w, &error)) {
-        vdd_volume_unlock_read(self);
+        !vdd_lock_set_read(w->locks, self, &error) || !open_volume_for(w, &error)) {
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -700,14 +688,7 @@ static void resize(VddVolume *self, VddCall *call, const ResizeParams *p)
     w->write = TRUE;
     if (!vdd_options_lookup_bool(options, "shrink", FALSE, &w->shrink, &error) ||
         !vdd_options_to_image_key(options, "volume-key-secret", &w->key, &error) ||
-        !vdd_volume_lock_write(self, &error)) {
-        w->write = FALSE;
-        fail(self, invocation, uid, w, error);
-        return;
-    }
-    if (!open_volume_for(w, &error)) {
-        vdd_volume_unlock_write(self);
-        w->write = FALSE;
+        !vdd_lock_set_write(w->locks, self, &error) || !open_volume_for(w, &error)) {
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -717,7 +698,7 @@ static void resize(VddVolume *self, VddCall *call, const ResizeParams *p)
 /* CopyFrom: this volume's guest content replaced by another's, as qemu-img
  * convert -n writes into an existing image (libvirt's clone of an encrypted
  * volume creates the target first, then fills it this way). */
-/* Lock both volumes and open them; w->source is set once it is locked. */
+/* Lock both volumes and open them. */
 static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork *w,
                                   GVariant *options, GError **error)
 {
@@ -728,11 +709,9 @@ static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork
     }
     if (!vdd_options_to_image_key(options, "volume-key-secret", &w->key, error) ||
         !vdd_options_to_image_key(options, "source-key-secret", &w->source_key, error) ||
-        !vdd_volume_lock_write(self, error))
+        !vdd_lock_set_write(w->locks, self, error) || !vdd_lock_set_read(w->locks, source, error))
         return FALSE;
     w->write = TRUE;
-    if (!vdd_volume_lock_read(source, error))
-        return FALSE;
     w->source = g_object_ref(source);
     if (!open_volume_for(w, error) ||
         (w->source_fd = open_for_job(source, O_RDONLY, &w->source_format, error)) < 0)
@@ -776,12 +755,6 @@ static void copy_from(VddVolume *self, VddCall *call, const CopyFromParams *p)
         start_job(self, invocation, uid, "copy", w, copy_from_run);
         return;
     }
-    /* Undo what prepare_copy_from took: the locks, then the work. */
-    if (w->source != NULL)
-        vdd_volume_unlock_read(w->source);
-    g_clear_object(&w->source);
-    if (w->write)
-        vdd_volume_unlock_write(self);
     fail(self, invocation, uid, w, error);
 }
 
@@ -812,7 +785,7 @@ static void snapshot_done(GObject *source, GAsyncResult *res, gpointer data)
     VolumeWork *w = g_task_get_task_data(G_TASK(res));
     GError *error = NULL;
     guint32 uid = GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(invocation), "vdd-uid"));
-    vdd_volume_unlock_write(self);
+    vdd_lock_set_release(w->locks);
     vdd_volume_update(self);
     vdd_pool_update_space(self->pool);
     if (!g_task_propagate_boolean(G_TASK(res), &error)) {
@@ -855,13 +828,8 @@ static void snapshot(VddVolume *self, VddCall *call, const SnapshotParams *p)
              g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "snapshot name is empty"));
         return;
     }
-    if (!vdd_volume_lock_write(self, &error)) {
-        fail(self, invocation, uid, w, error);
-        return;
-    }
     w->write = TRUE;
-    if (!open_volume_for(w, &error)) {
-        vdd_volume_unlock_write(self);
+    if (!vdd_lock_set_write(w->locks, self, &error) || !open_volume_for(w, &error)) {
         fail(self, invocation, uid, w, error);
         return;
     }
@@ -875,7 +843,8 @@ static void snapshot(VddVolume *self, VddCall *call, const SnapshotParams *p)
  * reads this volume's header for the size) on the job pool; the call is
  * answered once it exists. */
 typedef struct {
-    VddVolume *self; /* read-locked */
+    VddVolume *self;
+    VddLockSet *locks; /* self, read-locked */
     GDBusMethodInvocation *invocation;
     guint32 uid;
     char *name;
@@ -905,7 +874,7 @@ static void overlay_done(gpointer data)
 {
     Overlay *o = data;
     VddVolume *self = o->self;
-    vdd_volume_unlock_read(self);
+    vdd_lock_set_release(o->locks);
     if (o->error != NULL) {
         fail(self, o->invocation, o->uid, NULL, g_steal_pointer(&o->error));
     } else {
@@ -919,6 +888,7 @@ static void overlay_done(gpointer data)
     }
     g_clear_pointer(&o->file, vdd_new_file_free);
     g_clear_pointer(&o->create, vd_options_free);
+    vdd_lock_set_free(o->locks);
     g_object_unref(o->invocation);
     g_object_unref(o->self);
     g_free(o->name);
@@ -959,13 +929,10 @@ static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayPa
     }
     vd_options_set(create, "backing_file", self->name);
     vd_options_set(create, "backing_fmt", format);
-    if (!vdd_volume_lock_read(self, &error)) {
-        fail(self, invocation, uid, NULL, error);
-        return;
-    }
-    g_autoptr(VddNewFile) file = vdd_pool_new_file(self->pool, name, &error);
-    if (file == NULL) {
-        vdd_volume_unlock_read(self);
+    g_autoptr(VddLockSet) locks = vdd_lock_set_new();
+    g_autoptr(VddNewFile) file = NULL;
+    if (!vdd_lock_set_read(locks, self, &error) ||
+        (file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
         fail(self, invocation, uid, NULL, error);
         return;
     }
@@ -976,6 +943,7 @@ static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayPa
     o->name = g_strdup(name);
     o->create = g_steal_pointer(&create);
     o->file = g_steal_pointer(&file);
+    o->locks = g_steal_pointer(&locks);
     vdd_job_run_work(invocation, uid, overlay_run, overlay_done, o);
 }
 

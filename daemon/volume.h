@@ -24,7 +24,8 @@ void vdd_volume_update(VddVolume *self);
 /* Jobs that write a volume hold its write lock, jobs that read it a read
  * lock; either also read-locks the volume's backing chain in the pool, so
  * that no volume below it is written or resized meanwhile. Busy error
- * naming the volume otherwise. */
+ * naming the volume otherwise. A job takes and releases them through its
+ * VddLockSet (locks.h); an unlock without its lock is a critical. */
 gboolean vdd_volume_lock_write(VddVolume *self, GError **error);
 void vdd_volume_unlock_write(VddVolume *self);
 gboolean vdd_volume_lock_read(VddVolume *self, GError **error);

@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "volume.h"
 #include "errors.h"
+#include "locks.h"
 #include "names.h"
 #include "options.h"
 #include "pools-config.h"
@@ -203,6 +204,87 @@ static void test_volume_keeps_pool(void)
     g_rmdir(dir);
 }
 
+/* A pool in a new folder with volumes named but no files (so no worker
+ * describes them): enough for the locks. */
+static VddPool *empty_pool(VddManager *manager, char **dir)
+{
+    *dir = g_dir_make_tmp("vdiskd-locks-XXXXXX", NULL);
+    g_setenv("STATE_DIRECTORY", *dir, TRUE);
+    VddPool *pool = vdd_manager_add_pool(manager, "l", *dir, NULL);
+    g_assert_nonnull(pool);
+    return pool;
+}
+
+/* A job's locks are taken through its set and released once, all of
+ * them; a Busy volume leaves the set as it was. */
+static void test_lock_set(void)
+{
+    g_autoptr(VddManager) manager = vdd_manager_new();
+    g_autofree char *dir = NULL;
+    VddPool *pool = empty_pool(manager, &dir);
+    VddVolume *a = vdd_pool_add_volume(pool, "a.raw");
+    VddVolume *b = vdd_pool_add_volume(pool, "b.raw");
+    g_autoptr(GError) error = NULL;
+
+    VddLockSet *job = vdd_lock_set_new();
+    g_assert_true(vdd_lock_set_write(job, a, NULL));
+    g_assert_true(vdd_lock_set_read(job, b, NULL));
+    g_autoptr(VddLockSet) other = vdd_lock_set_new();
+    g_assert_false(vdd_lock_set_read(other, a, &error));
+    g_assert_error(error, VDD_ERROR, VDD_ERROR_BUSY);
+    g_clear_error(&error);
+    g_assert_false(vdd_lock_set_write(other, b, &error));
+    g_assert_error(error, VDD_ERROR, VDD_ERROR_BUSY);
+    g_clear_error(&error);
+    g_assert_true(vdd_lock_set_read(other, b, NULL)); /* readers share */
+    vdd_lock_set_release(job);
+    g_assert_false(vdd_volume_is_locked(a));
+    g_assert_true(vdd_volume_is_locked(b));
+    vdd_lock_set_free(job); /* released already: nothing more */
+    g_assert_true(vdd_volume_is_locked(b));
+
+    /* A set freed before its work ended (a failed request) releases. */
+    g_assert_true(vdd_lock_set_write(other, a, NULL));
+    g_clear_pointer(&other, vdd_lock_set_free);
+    g_assert_false(vdd_volume_is_locked(a));
+    g_assert_false(vdd_volume_is_locked(b));
+    vdd_manager_remove_pool(manager, "l");
+    g_rmdir(dir);
+}
+
+/* Releasing twice, or unlocking what was never locked, is a bug in a
+ * job's bookkeeping: a critical, fatal under G_DEBUG=fatal-criticals as
+ * the daemon tests run. */
+static void test_unbalanced_release(void)
+{
+    g_autoptr(VddManager) manager = vdd_manager_new();
+    g_autofree char *dir = NULL;
+    VddPool *pool = empty_pool(manager, &dir);
+    VddVolume *a = vdd_pool_add_volume(pool, "a.raw");
+    g_autoptr(VddLockSet) set = vdd_lock_set_new();
+    g_assert_true(vdd_lock_set_read(set, a, NULL));
+    vdd_lock_set_release(set);
+    g_test_expect_message("vdiskd", G_LOG_LEVEL_CRITICAL, "a lock set was released twice");
+    vdd_lock_set_release(set);
+    g_test_assert_expected_messages();
+    g_test_expect_message("vdiskd", G_LOG_LEVEL_CRITICAL, "*a.raw: read unlock without a lock");
+    vdd_volume_unlock_read(a);
+    g_test_assert_expected_messages();
+    g_test_expect_message("vdiskd", G_LOG_LEVEL_CRITICAL, "*a.raw: write unlock without a lock");
+    vdd_volume_unlock_write(a);
+    g_test_assert_expected_messages();
+    g_assert_false(vdd_volume_is_locked(a));
+    vdd_manager_remove_pool(manager, "l");
+    g_rmdir(dir);
+}
+
+/* The daemon tests make criticals fatal (tests/meson.build), so that an
+ * unbalanced unlock fails the test that caused it. */
+static void test_criticals_are_fatal(void)
+{
+    g_assert_nonnull(strstr(g_getenv("G_DEBUG") ? g_getenv("G_DEBUG") : "", "fatal-criticals"));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -213,5 +295,8 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/config", test_config);
     g_test_add_func("/daemon/error-names", test_error_names);
     g_test_add_func("/daemon/volume-keeps-pool", test_volume_keeps_pool);
+    g_test_add_func("/daemon/lock-set", test_lock_set);
+    g_test_add_func("/daemon/unbalanced-release", test_unbalanced_release);
+    g_test_add_func("/daemon/criticals-are-fatal", test_criticals_are_fatal);
     return g_test_run();
 }
