@@ -11,6 +11,7 @@
 
 #include "bouncer.h"
 #include "manager.h"
+#include "rules.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
 
@@ -21,6 +22,8 @@ typedef struct {
     VddManager *manager;
     char *dir;         /* pools and state live here */
     GPtrArray *checks; /* "ACTION pool=P volume=V source-pool=S", one per check */
+    GPtrArray *asked;  /* "ACTION key=value ...", every detail, keys sorted */
+    gboolean deny_all; /* the policy refuses everything */
     const char *deny;  /* an action the policy refuses, or NULL */
     const char *deny_pool;
     GHashTable *completed; /* job path -> "1 message" or "0 message" */
@@ -40,7 +43,16 @@ static gboolean policy(const char *action, GHashTable *details, guint32 *uid, gp
     g_autofree char *source = detail(details, "source-pool");
     g_ptr_array_add(f->checks, g_strdup_printf("%s pool=%s volume=%s source-pool=%s", action, pool,
                                                volume, source));
+    GString *all = g_string_new(action);
+    g_autoptr(GList) keys = details ? g_hash_table_get_keys(details) : NULL;
+    keys = g_list_sort(keys, (GCompareFunc)strcmp);
+    for (GList *l = keys; l; l = l->next)
+        g_string_append_printf(all, " %s=%s", (char *)l->data,
+                               (char *)g_hash_table_lookup(details, l->data));
+    g_ptr_array_add(f->asked, g_string_free(all, FALSE));
     *uid = 4242; /* a plain user, as far as job limits go */
+    if (f->deny_all)
+        return FALSE;
     if (f->deny == NULL || strcmp(action, f->deny) != 0)
         return TRUE;
     return f->deny_pool != NULL && strcmp(pool, f->deny_pool) != 0;
@@ -75,6 +87,7 @@ static void setup(Fixture *f, gconstpointer unused)
     vdd_bouncer_set_policy(vdd_manager_get_bouncer(f->manager), policy, f);
     vdd_manager_export(f->manager, f->server);
     f->checks = g_ptr_array_new_with_free_func(g_free);
+    f->asked = g_ptr_array_new_with_free_func(g_free);
     f->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_dbus_connection_signal_subscribe(f->client, NULL, VDISK_JOB_INTERFACE, "Completed", NULL,
                                        NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_completed, f, NULL);
@@ -105,6 +118,7 @@ static void teardown(Fixture *f, gconstpointer unused)
     g_test_dbus_down(f->bus);
     g_object_unref(f->bus);
     g_ptr_array_unref(f->checks);
+    g_ptr_array_unref(f->asked);
     g_hash_table_unref(f->completed);
     remove_tree(f->dir);
     g_free(f->dir);
@@ -290,6 +304,226 @@ static void test_inspect_fd(Fixture *f, gconstpointer unused)
     g_assert_cmpuint(size, ==, 3 << 20);
 }
 
+/* The names in a folder (hidden ones too), sorted, one string. */
+static char *listing(Fixture *f, const char *pool)
+{
+    g_autofree char *dir = g_build_filename(f->dir, pool, NULL);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    g_assert_nonnull(d);
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL)
+        g_ptr_array_add(names, g_strdup(name));
+    g_ptr_array_sort(names, (GCompareFunc)g_strcmp0);
+    g_ptr_array_add(names, NULL);
+    return g_strjoinv(" ", (char **)names->pdata);
+}
+
+/* Two descriptors of a file of the test's, for the methods that take
+ * some. */
+static GUnixFDList *two_fds(Fixture *f)
+{
+    g_autofree char *path = g_build_filename(f->dir, "caller.img", NULL);
+    int fds[2];
+    fds[0] = open(path, O_RDWR | O_CREAT, 0600);
+    fds[1] = open(path, O_RDWR);
+    g_assert_cmpint(fds[0], >=, 0);
+    g_assert_cmpint(fds[1], >=, 0);
+    return g_unix_fd_list_new_from_array(fds, 2);
+}
+
+typedef struct {
+    const char *object; /* "manager", "pool" (p), "volume" (p/a.raw) */
+    const char *method;
+    const char *args;  /* GVariant text; OTHER: the other volume (q/b.raw) */
+    const char *asked; /* the one check a refused call makes */
+} RuleCase;
+
+/* What rules see of each method: the action and every detail, as
+ * polkit/org.vdisk.VDisk1.policy documents them. */
+static const RuleCase rule_cases[] = {
+    { "manager", "AddPool", "('new', '/nowhere', @a{sv} {})",
+      VDISK_ACTION_MANAGE_POOLS " operation=add-pool pool=new" },
+    { "manager", "ResolvePath", "('/nowhere/x.raw', @a{sv} {})",
+      VDISK_ACTION_MANAGE_POOLS " operation=resolve-path path=/nowhere/x.raw" },
+    { "manager", "InspectFile", "(@h 0, @a{sv} {})", VDISK_ACTION_INSPECT " operation=inspect" },
+    { "manager", "ConvertFile", "(@h 0, @h 1, 'qcow2', @a{sv} {})",
+      VDISK_ACTION_INSPECT " format=qcow2 operation=convert" },
+    { "pool", "CreateVolume", "('n.qcow2', 'qcow2', @t 1048576, @a{sv} {})",
+      VDISK_ACTION_CREATE_VOLUME " format=qcow2 operation=create pool=p volume=n.qcow2" },
+    { "pool", "ImportVolume", "(@h 0, 'i.raw', 'raw', @a{sv} {})",
+      VDISK_ACTION_IMPORT_VOLUME " format=raw operation=import pool=p volume=i.raw" },
+    { "pool", "Refresh", "(@a{sv} {},)", VDISK_ACTION_MANAGE_POOLS " operation=refresh pool=p" },
+    { "volume", "Clone", "('c.qcow2', 'qcow2', @a{sv} {})",
+      VDISK_ACTION_CREATE_VOLUME " format=qcow2 operation=clone pool=p source-pool=p "
+                                 "source-volume=a.raw volume=c.qcow2" },
+    { "volume", "CreateOverlay", "('o.qcow2', @a{sv} {})",
+      VDISK_ACTION_CREATE_VOLUME " format=qcow2 operation=overlay pool=p source-pool=p "
+                                 "source-volume=a.raw volume=o.qcow2" },
+    { "volume", "Resize", "(@t 2097152, @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=resize pool=p volume=a.raw" },
+    { "volume", "CopyFrom", "(@o 'OTHER', @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=copy pool=p source-pool=q source-volume=b.raw "
+                                 "volume=a.raw" },
+    { "volume", "CreateSnapshot", "('s1', @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=CreateSnapshot pool=p snapshot=s1 volume=a.raw" },
+    { "volume", "RevertSnapshot", "('s1', @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=RevertSnapshot pool=p snapshot=s1 volume=a.raw" },
+    { "volume", "DeleteSnapshot", "('s1', @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=DeleteSnapshot pool=p snapshot=s1 volume=a.raw" },
+    { "volume", "Export", "(@h 0, 'raw', @a{sv} {})",
+      VDISK_ACTION_READ_VOLUME " format=raw operation=export pool=p volume=a.raw" },
+    { "volume", "Delete", "(@a{sv} {},)",
+      VDISK_ACTION_DELETE_VOLUME " operation=delete pool=p volume=a.raw" },
+};
+
+typedef struct {
+    char *pool;
+    char *volume;
+    char *other;
+} Objects;
+
+static void objects_clear(Objects *o)
+{
+    g_free(o->pool);
+    g_free(o->volume);
+    g_free(o->other);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Objects, objects_clear)
+
+/* Pools p and q, volumes p/a.raw and q/b.raw; the checks so far
+ * forgotten. */
+static void make_objects(Fixture *f, Objects *o)
+{
+    o->pool = add_pool(f, "p");
+    g_autofree char *q = add_pool(f, "q");
+    o->volume = create_volume(f, o->pool, "a.raw", "raw", 1 << 20);
+    o->other = create_volume(f, q, "b.raw", "raw", 1 << 20);
+    g_ptr_array_set_size(f->checks, 0);
+    g_ptr_array_set_size(f->asked, 0);
+}
+
+/* Call one case's method; the D-Bus error name, or NULL on success. */
+static char *call_case(Fixture *f, const Objects *o, const RuleCase *c, GVariant **reply)
+{
+    const char *path = g_str_equal(c->object, "manager") ? VDISK_MANAGER_PATH
+                       : g_str_equal(c->object, "pool")  ? o->pool
+                                                         : o->volume;
+    const char *iface = g_str_equal(c->object, "manager") ? VDISK_MANAGER_INTERFACE
+                        : g_str_equal(c->object, "pool")  ? VDISK_POOL_INTERFACE
+                                                          : VDISK_VOLUME_INTERFACE;
+    g_autoptr(GString) text = g_string_new(c->args);
+    g_string_replace(text, "OTHER", o->other, 0);
+    g_autoptr(GError) error = NULL;
+    GVariant *args = g_variant_parse(NULL, text->str, NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_autoptr(GUnixFDList) fds = two_fds(f);
+    char *remote = NULL;
+    GVariant *r = call(f, path, iface, c->method, args, fds, &remote);
+    if (reply != NULL)
+        *reply = r;
+    else if (r != NULL)
+        g_variant_unref(r);
+    return remote;
+}
+
+static const RuleCase *find_case(const char *method)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(rule_cases); i++) {
+        if (g_str_equal(rule_cases[i].method, method))
+            return &rule_cases[i];
+    }
+    return NULL;
+}
+
+/* Every method the rules give an action is refused when polkit says no,
+ * after exactly one check with the action and details of its row, and
+ * nothing changes in either pool. */
+static void test_rules_every_method(Fixture *f, gconstpointer unused)
+{
+    g_auto(Objects) o = { 0 };
+    make_objects(f, &o);
+    gsize n_rules;
+    const VddRule *rules = vdd_rules(&n_rules);
+    for (gsize i = 0; i < n_rules; i++) {
+        if (*rules[i].action != '\0')
+            g_assert_nonnull(find_case(rules[i].method));
+    }
+    g_autofree char *p_before = listing(f, "p");
+    g_autofree char *q_before = listing(f, "q");
+    f->deny_all = TRUE;
+    for (gsize i = 0; i < G_N_ELEMENTS(rule_cases); i++) {
+        const RuleCase *c = &rule_cases[i];
+        g_test_message("%s", c->method);
+        g_ptr_array_set_size(f->asked, 0);
+        g_autofree char *remote = call_case(f, &o, c, NULL);
+        g_assert_cmpstr(remote, ==, VDISK_ERROR_NOT_AUTHORIZED);
+        g_assert_cmpuint(f->asked->len, ==, 1);
+        g_assert_cmpstr(f->asked->pdata[0], ==, c->asked);
+        g_assert_nonnull(vdd_rule_lookup(g_str_equal(c->object, "manager") ? VDISK_MANAGER_INTERFACE
+                                         : g_str_equal(c->object, "pool")  ? VDISK_POOL_INTERFACE
+                                                                           : VDISK_VOLUME_INTERFACE,
+                                         c->method));
+    }
+    g_autofree char *p_after = listing(f, "p");
+    g_autofree char *q_after = listing(f, "q");
+    g_assert_cmpstr(p_after, ==, p_before);
+    g_assert_cmpstr(q_after, ==, q_before);
+    g_autoptr(GVariant) r = call(f, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "GetPools",
+                                 g_variant_new("(a{sv})", NULL), NULL, NULL);
+    g_assert_nonnull(r); /* anyone may: no check asked */
+    g_assert_cmpuint(f->asked->len, ==, 1);
+}
+
+/* A method that reads another volume is checked again with read-volume
+ * on it; refused there, it creates and changes nothing. */
+static void test_rules_read_check(Fixture *f, gconstpointer unused)
+{
+    g_auto(Objects) o = { 0 };
+    make_objects(f, &o);
+    g_autofree char *p_before = listing(f, "p");
+    f->deny = VDISK_ACTION_READ_VOLUME;
+    static const struct {
+        const char *method, *read;
+    } cases[] = {
+        { "Clone", VDISK_ACTION_READ_VOLUME " operation=Clone pool=p volume=a.raw" },
+        { "CreateOverlay",
+          VDISK_ACTION_READ_VOLUME " operation=CreateOverlay pool=p volume=a.raw" },
+        { "CopyFrom", VDISK_ACTION_READ_VOLUME " operation=CopyFrom pool=q volume=b.raw" },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const RuleCase *c = find_case(cases[i].method);
+        g_ptr_array_set_size(f->asked, 0);
+        g_autofree char *remote = call_case(f, &o, c, NULL);
+        g_assert_cmpstr(remote, ==, VDISK_ERROR_NOT_AUTHORIZED);
+        g_assert_cmpuint(f->asked->len, ==, 2);
+        g_assert_cmpstr(f->asked->pdata[0], ==, c->asked);
+        g_assert_cmpstr(f->asked->pdata[1], ==, cases[i].read);
+    }
+    g_autofree char *p_after = listing(f, "p");
+    g_assert_cmpstr(p_after, ==, p_before);
+}
+
+/* Allowed, a Clone asks create-volume with its details, then read-volume
+ * on the volume it copies, and makes the clone. */
+static void test_rules_clone_allowed(Fixture *f, gconstpointer unused)
+{
+    g_auto(Objects) o = { 0 };
+    make_objects(f, &o);
+    g_autoptr(GVariant) r = NULL;
+    g_autofree char *remote = call_case(f, &o, find_case("Clone"), &r);
+    g_assert_null(remote);
+    const char *job;
+    g_variant_get(r, "(&o&o)", NULL, &job);
+    wait_job(f, job, TRUE);
+    g_assert_cmpuint(f->asked->len, ==, 2);
+    g_assert_cmpstr(f->asked->pdata[0], ==, find_case("Clone")->asked);
+    g_assert_cmpstr(f->asked->pdata[1], ==,
+                    VDISK_ACTION_READ_VOLUME " operation=Clone pool=p volume=a.raw");
+    g_autofree char *file = g_build_filename(f->dir, "p", "c.qcow2", NULL);
+    g_assert_true(g_file_test(file, G_FILE_TEST_IS_REGULAR));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -303,5 +537,8 @@ int main(int argc, char **argv)
     ADD("/dbus/copy-from-checks-source", test_copy_from_checks_source);
     ADD("/dbus/recorded-format", test_recorded_format);
     ADD("/dbus/inspect-fd", test_inspect_fd);
+    ADD("/dbus/rules/every-method", test_rules_every_method);
+    ADD("/dbus/rules/read-check", test_rules_read_check);
+    ADD("/dbus/rules/clone-allowed", test_rules_clone_allowed);
     return g_test_run();
 }
