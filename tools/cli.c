@@ -278,7 +278,23 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
         vd_options_set(opts, "backing", absolute);
         source_backing = NULL;
     }
-    return cli_open_image_with_keys(path, fmt, opts, flags, error);
+    g_autoptr(GError) local = NULL;
+    VdImage *img = cli_open_image_with_keys(path, fmt, opts, flags, &local);
+    gboolean vdi = g_str_equal(fmt, "vdi");
+    /* A differencing VDI whose parent is not beside it: VirtualBox's
+     * layout (cli-vbox.c), unless the user named the parent. */
+    if (img == NULL && vdi && opts == NULL &&
+        g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND)) {
+        g_clear_error(&local);
+        img = cli_vbox_open_chain(path, NULL, flags, &local);
+    }
+    if (img == NULL) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return NULL;
+    }
+    if (vdi && !(flags & VD_OPEN_READ_WRITE))
+        cli_vbox_check_current(path, img);
+    return img;
 }
 
 gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error)

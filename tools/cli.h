@@ -195,6 +195,18 @@ typedef gboolean (*CliProgressJobFunc)(gpointer data, gpointer progress, GCancel
 gboolean cli_run_with_progress(const char *label, gboolean requested, gboolean quiet,
                                CliProgressJobFunc func, gpointer data, GError **error);
 
+/* ----- VirtualBox VMs' disks given alone (cli-vbox.c) ----- */
+
+/* Open the differencing VDI at path with its parents found through its
+ * VM's media registry or the folder above (where VirtualBox keeps the
+ * base of a disk in Snapshots/), each named explicitly; open_opts (may be
+ * NULL) are added. */
+VdImage *cli_vbox_open_chain(const char *path, VdOptions *open_opts, VdOpenFlags flags,
+                             GError **error);
+/* Warn on stderr when img (a VDI at path) belongs to a VirtualBox VM whose
+ * current state is another disk made on it. */
+void cli_vbox_check_current(const char *path, VdImage *img);
+
 /* ----- encrypted images (cli-secrets.c) ----- */
 
 /* Handle --object, --image-opts, --target-image-opts and --passphrase-file

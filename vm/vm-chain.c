@@ -193,9 +193,9 @@ GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error
     return g_steal_pointer(&chain);
 }
 
-VdImage *vm_chain_open(GPtrArray *chain, GError **error)
+VdOptions *vm_chain_open_options(GPtrArray *chain)
 {
-    g_autoptr(VdOptions) opts = vd_options_new();
+    VdOptions *opts = vd_options_new();
     g_autoptr(GString) prefix = g_string_new(NULL);
     for (guint i = 1; i < chain->len; i++) {
         const VmChainLink *link = chain->pdata[i];
@@ -205,6 +205,12 @@ VdImage *vm_chain_open(GPtrArray *chain, GError **error)
         vd_options_set(opts, format_key, link->format);
         g_string_append(prefix, "backing.");
     }
+    return opts;
+}
+
+VdImage *vm_chain_open(GPtrArray *chain, GError **error)
+{
+    g_autoptr(VdOptions) opts = vm_chain_open_options(chain);
     const VmChainLink *top = chain->pdata[0];
     return vd_image_open_opts(top->path, top->format, 0, opts, NULL, error);
 }

@@ -154,6 +154,25 @@ GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error
 /* Open a chain from vm_resolve_chain read-only, every parent named as the
  * chain says (not searched for). Returns a new reference. */
 VdImage *vm_chain_open(GPtrArray *chain, GError **error);
+/* The open options that name every parent of the chain's top image
+ * ("backing", "backing.backing", ...). Returns new options. */
+VdOptions *vm_chain_open_options(GPtrArray *chain);
+
+/* ----- one disk of a VM, given alone (vm-locate.c) ----- */
+
+/* The VM whose media registry has the hard disk uuid: a .vbox in the
+ * disk's folder or the folder above it. Settings that do not read are
+ * passed over. Returns a new VmMachine, or NULL. */
+VmMachine *vm_find_owner(const char *path, const char *uuid);
+/* The hard disk the VM's current state attaches that is uuid or made on
+ * it (its current state), or NULL when none is attached. Borrowed. */
+const VmMedium *vm_machine_current_descendant(VmMachine *machine, const char *uuid);
+/* The chain behind the VDI at path, its parents found through the media
+ * registry of the VM it belongs to (vm_find_owner) or, without one, by
+ * UUID among the .vdi files of its folder and the folder above, each
+ * parent's folder searched the same way. path is the chain's first link.
+ * Returns a new array of VmChainLink. */
+GPtrArray *vm_chain_for_vdi(const char *path, GError **error);
 
 /* ----- the plan (vm-plan.c) ----- */
 

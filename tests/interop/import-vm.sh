@@ -6,7 +6,8 @@
 # virt-xml-validate accepts) and imported (each disk one flattened qcow2
 # that qemu-img compare finds equal to the VM's current state and qemu-img
 # check finds clean). Settings that disagree with the files, and files that
-# are no VM's settings, fail cleanly and write nothing.
+# are no VM's settings, fail cleanly and write nothing. One disk of the VM
+# converts alone too, its parent found in the VirtualBox layout.
 source "$(dirname "$0")/lib.sh"
 need_programs
 
@@ -287,6 +288,35 @@ case_not_vm_settings() {
     grep -qF -- "--output-dir" err.txt
 }
 
+case_single_disk() {
+    # One disk of the VM given alone: the child in Snapshots/ reads
+    # through its base one folder up, by the VM's registry or without it;
+    # the base of a VM with snapshots converts with a warning that names
+    # the current state.
+    standard_vm
+    local child="VMs/Test VM/Snapshots/{$CHILD_UUID}.vdi"
+    vd convert -q -O qcow2 "$child" child.qcow2
+    qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 child.qcow2
+    vd compare -f vdi -F qcow2 "$child" current.qcow2
+    vd convert -O qcow2 "VMs/Test VM/base.vdi" base.qcow2 2>err.txt
+    cat err.txt
+    grep -qF "is not the current state of VirtualBox VM 'Test VM'" err.txt
+    grep -qF "$child" err.txt
+    qemu-img compare -q -f raw -F qcow2 base.raw base.qcow2
+    # The current state itself draws no warning.
+    vd convert -O raw "$child" child.raw 2>err.txt
+    not grep -q "warning" err.txt
+    qemu-img compare -q -f raw -F qcow2 child.raw current.qcow2
+
+    rm "VMs/Test VM/Test VM.vbox" child.qcow2
+    vd convert -q -O qcow2 "$child" child.qcow2
+    qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 child.qcow2
+    mv "VMs/Test VM/base.vdi" base.vdi
+    fails_cleanly vd convert -O qcow2 "$child" lost.qcow2 2>err.txt
+    grep -qF "its parent {$BASE_UUID} is neither beside it" err.txt
+    [[ ! -e lost.qcow2 ]]
+}
+
 case_run dry-run case_dry_run
 case_run import case_import
 case_run progress case_progress
@@ -294,4 +324,5 @@ case_run info-parent-uuid case_info_parent_uuid
 case_run two-disks-virtio case_two_disks_virtio
 case_run header-mismatch case_header_mismatch
 case_run not-vm-settings case_not_vm_settings
+case_run single-disk case_single_disk
 finish

@@ -599,6 +599,53 @@ static void test_chain_mismatch(Fixture *fx, gconstpointer data)
     g_assert_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT);
 }
 
+static void test_locate(Fixture *fx, gconstpointer data)
+{
+    g_auto(Chain) c = { 0 };
+    make_chain(fx, &c);
+    g_autoptr(GError) error = NULL;
+
+    /* No settings: the grandchild's parent is beside it, the child's one
+     * folder up. */
+    g_assert_null(vm_find_owner(c.grandchild, c.grandchild_uuid));
+    g_autoptr(GPtrArray) searched = vm_chain_for_vdi(c.grandchild, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(searched->len, ==, 3);
+    g_assert_cmpstr(((VmChainLink *)searched->pdata[1])->path, ==, c.child);
+    g_assert_cmpstr(((VmChainLink *)searched->pdata[2])->path, ==, c.base);
+    g_autoptr(VdImage) img = vm_chain_open(searched, &error);
+    g_assert_no_error(error);
+    assert_byte(img, 2 * MIB, 'G');
+    assert_byte(img, MIB, 'C');
+
+    /* With the VM's settings beside the base: its owner, and what the
+     * current state uses in place of the base and the child. */
+    g_autofree char *registry = chain_registry(&c, "base.vdi");
+    g_autofree char *hardware = sata_hardware(c.grandchild_uuid);
+    g_autofree char *vbox = write_vbox(fx, registry, hardware);
+    g_autoptr(VmMachine) owner = vm_find_owner(c.child, c.child_uuid);
+    g_assert_nonnull(owner);
+    g_assert_cmpstr(owner->settings_path, ==, vbox);
+    const VmMedium *current = vm_machine_current_descendant(owner, c.base_uuid);
+    g_assert_nonnull(current);
+    g_assert_cmpstr(current->uuid, ==, c.grandchild_uuid);
+    g_assert_true(vm_machine_current_descendant(owner, c.grandchild_uuid) == current);
+    g_autoptr(GPtrArray) registered = vm_chain_for_vdi(c.child, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(registered->len, ==, 2);
+
+    /* A disk of no VM, and a base whose parent is nowhere. */
+    g_autofree char *lone = path_in(fx, "lone.vdi");
+    g_assert_true(vd_image_create(lone, "vdi", MIB, NULL, &error));
+    g_autofree char *lone_uuid = vdi_uuid(lone);
+    g_assert_null(vm_find_owner(lone, lone_uuid));
+    g_assert_cmpint(g_unlink(vbox), ==, 0);
+    g_assert_cmpint(g_unlink(c.base), ==, 0);
+    g_assert_null(vm_chain_for_vdi(c.grandchild, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
+    g_assert_nonnull(strstr(error->message, c.base_uuid));
+}
+
 /* ----- the plan and the domain ----- */
 
 static void assert_contains(const char *text, const char *piece)
@@ -913,6 +960,7 @@ int main(int argc, char **argv)
                fixture_teardown);
     g_test_add("/vm/chain/mismatch", Fixture, NULL, fixture_setup, test_chain_mismatch,
                fixture_teardown);
+    g_test_add("/vm/chain/locate", Fixture, NULL, fixture_setup, test_locate, fixture_teardown);
     g_test_add("/vm/plan/domain", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
     g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
                fixture_teardown);

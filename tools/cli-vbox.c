@@ -1,0 +1,45 @@
+/* vdisk: a VirtualBox VM's disk given alone. A differencing VDI in the
+ * VM's Snapshots folder has its parent one folder up, where the engine
+ * (which looks beside the child) does not find it: the VM's own media
+ * registry names the chain, or the folder above is searched by UUID
+ * (vm/vm-locate.c). And a disk that is not what the VM uses now (a base
+ * disk under snapshots) is read as it is, with a warning that names the
+ * current state, so nobody imports an old state without knowing. */
+#include "cli.h"
+#include "vm.h"
+
+VdImage *cli_vbox_open_chain(const char *path, VdOptions *open_opts, VdOpenFlags flags,
+                             GError **error)
+{
+    g_autoptr(GPtrArray) chain = vm_chain_for_vdi(path, error);
+    if (chain == NULL)
+        return NULL;
+    g_autoptr(VdOptions) opts = vm_chain_open_options(chain);
+    if (open_opts != NULL) {
+        g_autoptr(GPtrArray) keys = vd_options_keys(open_opts);
+        for (guint i = 0; i < keys->len; i++)
+            vd_options_set(opts, keys->pdata[i], vd_options_get(open_opts, keys->pdata[i]));
+    }
+    return cli_open_image_with_keys(path, "vdi", opts, flags, error);
+}
+
+void cli_vbox_check_current(const char *path, VdImage *img)
+{
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, NULL);
+    const char *uuid = NULL;
+    if (info == NULL || info->format_specific == NULL ||
+        !g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid))
+        return;
+    g_autoptr(VmMachine) owner = vm_find_owner(path, uuid);
+    if (owner == NULL)
+        return;
+    const VmMedium *current = vm_machine_current_descendant(owner, uuid);
+    if (current == NULL || g_ascii_strcasecmp(current->uuid, uuid) == 0)
+        return;
+    g_autofree char *current_path = vm_machine_medium_path(owner, current);
+    fprintf(stderr,
+            "vdisk: warning: %s is not the current state of VirtualBox VM '%s': the VM now "
+            "uses %s, made on it since (a snapshot). Reading %s gives the disk as it was; "
+            "'vdisk import-vm %s' imports the VM as it is now\n",
+            path, owner->name, current_path, path, owner->settings_path);
+}
