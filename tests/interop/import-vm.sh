@@ -7,7 +7,9 @@
 # that qemu-img compare finds equal to the VM's current state and qemu-img
 # check finds clean). Settings that disagree with the files, and files that
 # are no VM's settings, fail cleanly and write nothing. One disk of the VM
-# converts alone too, its parent found in the VirtualBox layout.
+# converts alone too, its parent found in the VirtualBox layout. And the
+# imported disk of a VM whose boot sector a snapshot changed boots, under
+# QEMU, into the changed one.
 source "$(dirname "$0")/lib.sh"
 need_programs
 
@@ -317,6 +319,84 @@ case_single_disk() {
     [[ ! -e lost.qcow2 ]]
 }
 
+# boot_sector FILE TEXT: a 512-byte x86 boot sector that writes TEXT and a
+# newline to the first serial port (outb to 0x3f8) and halts.
+boot_sector() {
+    "$PY" - "$1" "$2" <<'PY'
+import sys
+code = bytes([
+    0xFA,              # cli
+    0xFC,              # cld
+    0x31, 0xC0,        # xor ax, ax
+    0x8E, 0xD8,        # mov ds, ax
+    0xBE, 0, 0,        # mov si, message (patched below)
+    0xBA, 0xF8, 0x03,  # mov dx, 0x3f8
+    0xAC,              # next: lodsb
+    0x84, 0xC0,        # test al, al
+    0x74, 0x03,        # jz halt
+    0xEE,              # out dx, al
+    0xEB, 0xF8,        # jmp next
+    0xF4,              # halt: hlt
+    0xEB, 0xFD,        # jmp halt
+])
+message = 0x7C00 + len(code)
+code = bytearray(code)
+code[7], code[8] = message & 0xFF, message >> 8
+sector = bytes(code) + sys.argv[2].encode() + b"\r\n\0"
+sector += bytes(510 - len(sector)) + b"\x55\xaa"
+open(sys.argv[1], "wb").write(sector)
+PY
+}
+
+# boot DISK FMT: boot DISK under QEMU (TCG, no KVM needed) until its boot
+# sector has written a line to the serial port; prints what it wrote.
+boot() {
+    local disk=$1 fmt=$2 pid i
+    rm -f serial.log
+    qemu-system-x86_64 -machine pc,accel=tcg -m 32 -display none -no-reboot -monitor none \
+        -nodefaults -snapshot -serial file:serial.log \
+        -drive "file=$disk,format=$fmt,if=ide" &
+    pid=$!
+    for ((i = 0; i < 600; i++)); do
+        [[ -s serial.log ]] && grep -q $'\r' serial.log && break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    tr -d '\r' <serial.log
+}
+
+case_boots() {
+    # The proof the import is the VM as it is now: a disk whose base boot
+    # sector says BASE and whose snapshot changed it to CURRENT boots, once
+    # imported, into CURRENT.
+    if ! command -v qemu-system-x86_64 >/dev/null; then
+        echo "qemu-system-x86_64 not installed (qemu-system-x86): the boot is not tried"
+        return 0
+    fi
+    mkdir -p vm/Snapshots
+    boot_sector base.mbr BASE
+    boot_sector current.mbr CURRENT
+    qemu-img create -q -f raw base.raw 4M
+    dd if=base.mbr of=base.raw conv=notrunc status=none
+    vd convert -q -f raw -O vdi base.raw vm/base.vdi
+    [[ $(boot vm/base.vdi vdi) == BASE ]]
+    qemu-img create -q -f qcow2 -b "$PWD/base.raw" -F raw current.qcow2
+    qio qcow2 current.qcow2 "write -s current.mbr 0 512"
+    vd convert -q -O vdi -B base.vdi -F vdi current.qcow2 vm/child.vdi
+    BASE_UUID=$(vdi_uuid vm/base.vdi)
+    CHILD_UUID=$(vdi_uuid vm/child.vdi)
+    mv vm/child.vdi "vm/Snapshots/{$CHILD_UUID}.vdi"
+    write_vbox vm/boot.vbox boot Other "$(registry)" '      <Chipset type="PIIX3"/>' \
+        "        <StorageController name=\"IDE\" type=\"PIIX4\" PortCount=\"2\">
+          <AttachedDevice type=\"HardDisk\" port=\"0\" device=\"0\"><Image uuid=\"{$CHILD_UUID}\"/></AttachedDevice>
+        </StorageController>"
+    vd import-vm -q --domain-type qemu --output-dir out vm
+    grep -qF "<target dev='hda' bus='ide'/>" out/boot.xml
+    grep -qF "machine='pc'" out/boot.xml
+    [[ $(boot out/boot.qcow2 qcow2) == CURRENT ]]
+}
+
 case_run dry-run case_dry_run
 case_run import case_import
 case_run progress case_progress
@@ -325,4 +405,5 @@ case_run two-disks-virtio case_two_disks_virtio
 case_run header-mismatch case_header_mismatch
 case_run not-vm-settings case_not_vm_settings
 case_run single-disk case_single_disk
+case_run boots case_boots
 finish
