@@ -298,6 +298,29 @@ def main():
     cmp = qemu_img("compare", "-f", "qcow2", "-F", "raw", top, out)
     check(cmp.returncode == 0, "the overlay and its backing file flattened: " + cmp.stdout)
 
+    # A differencing VDI names its parent by UUID only: the worker lists the
+    # pool's folder (a folder descriptor vdiskd passes) and asks for the
+    # parent it finds there.
+    parent, child = os.path.join(hostile, "parent.vdi"), os.path.join(hostile, "child.vdi")
+    subprocess.run([VDISK, "convert", "-q", "-O", "vdi", src, parent], check=True)
+    subprocess.run([VDISK, "create", "-q", "-f", "vdi", "-b", "parent.vdi", "-F", "vdi", child,
+                    "96M"], check=True)
+    # (the child holds no block of its own: all it reads is its parent's)
+    os.chmod(parent, 0o600)
+    out = os.path.join(tmp, "child.raw")
+    s, d = open_pair(child, out)
+    dirfd = os.open(hostile, os.O_RDONLY | os.O_DIRECTORY)
+    req = convert_request("raw", "vdi", **{"name": V("s", "child.vdi"), "open-flags": V("u", 0)})
+    req["dir-paths"] = V("as", [hostile])
+    asked = []
+    res, status = run(req, [s, d], folder=dirfd, asked=asked)
+    for fd in (s, d, dirfd):
+        os.close(fd)
+    check(res is not None and res.get("ok") is True and "parent.vdi" in asked,
+          "a differencing VDI's parent is found in the pool's folder: %s, asked %s" % (res, asked))
+    cmp = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, out)
+    check(cmp.returncode == 0, "the differencing VDI read through the worker: " + cmp.stdout)
+
     # A request the worker does not know is an error, not a crash.
     s = os.open(src, os.O_RDONLY)
     res, status = run({"operation": V("s", "format-disk"),
