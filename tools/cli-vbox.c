@@ -23,6 +23,23 @@ VdImage *cli_vbox_open_chain(const char *path, VdOptions *open_opts, VdOpenFlags
     return cli_open_image_with_keys(path, "vdi", opts, flags, error);
 }
 
+VdImage *cli_vbox_name_parent(const char *path, VdImage *img, VdOpenFlags flags)
+{
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, NULL);
+    if (info == NULL || info->backing_filename != NULL || info->format_specific == NULL ||
+        !g_variant_lookup(info->format_specific, "parent-uuid", "&s", NULL))
+        return NULL;
+    g_autoptr(GPtrArray) chain = vm_chain_for_vdi(path, NULL);
+    if (chain == NULL || chain->len < 2)
+        return NULL;
+    /* Named, the parent is checked against the child's header still. */
+    g_autoptr(VdOptions) opts = vd_options_new();
+    const VmChainLink *parent = chain->pdata[1];
+    vd_options_set(opts, "backing", parent->path);
+    vd_options_set(opts, "backing-format", parent->format);
+    return cli_open_image_with_keys(path, "vdi", opts, flags, NULL);
+}
+
 void cli_vbox_check_current(const char *path, VdImage *img)
 {
     g_autoptr(VdImageInfo) info = vd_image_get_info(img, NULL);

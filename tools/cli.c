@@ -292,6 +292,13 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
         g_propagate_error(error, g_steal_pointer(&local));
         return NULL;
     }
+    if (vdi && opts == NULL && (flags & VD_OPEN_NO_BACKING)) {
+        VdImage *named = cli_vbox_name_parent(path, img, flags);
+        if (named != NULL) {
+            vd_image_unref(img);
+            img = named;
+        }
+    }
     if (vdi && !(flags & VD_OPEN_READ_WRITE))
         cli_vbox_check_current(path, img);
     return img;

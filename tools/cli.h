@@ -203,6 +203,10 @@ gboolean cli_run_with_progress(const char *label, gboolean requested, gboolean q
  * NULL) are added. */
 VdImage *cli_vbox_open_chain(const char *path, VdOptions *open_opts, VdOpenFlags flags,
                              GError **error);
+/* For a differencing VDI opened without its chain (info) whose parent
+ * was not found beside it: the same image with the parent found as
+ * cli_vbox_open_chain finds it named (so info shows it), or NULL. */
+VdImage *cli_vbox_name_parent(const char *path, VdImage *img, VdOpenFlags flags);
 /* Warn on stderr when img (a VDI at path) belongs to a VirtualBox VM whose
  * current state is another disk made on it. */
 void cli_vbox_check_current(const char *path, VdImage *img);

@@ -202,11 +202,19 @@ case_progress() {
 
 case_info_parent_uuid() {
     make_vm vm
-    # vdisk info shows a differencing VDI's parent, found or not.
+    # vdisk info shows a differencing VDI's parent UUID, found or not.
     vd info --output=json "vm/Snapshots/{$CHILD_UUID}.vdi" >info.json
     [[ $(json info.json 'd["format-specific"]["data"]["parent-uuid"]') == "$BASE_UUID" ]]
     [[ $(json info.json 'd["format-specific"]["data"]["image-uuid"]') == "$CHILD_UUID" ]]
     vd info "vm/Snapshots/{$CHILD_UUID}.vdi" | grep -qF "parent uuid: $BASE_UUID"
+    # ... and the parent file, found one folder up.
+    [[ $(json info.json 'd["full-backing-filename"]') == "$PWD/vm/base.vdi" ]]
+    vd info "vm/Snapshots/{$CHILD_UUID}.vdi" | grep -qF "backing file: $PWD/vm/base.vdi"
+    # A parent that is nowhere is no error for info: the UUIDs still show.
+    mv vm/base.vdi elsewhere.vdi
+    vd info "vm/Snapshots/{$CHILD_UUID}.vdi" >info.txt
+    grep -qF "parent uuid: $BASE_UUID" info.txt
+    not grep -q "backing file" info.txt
 }
 
 case_two_disks_virtio() {
