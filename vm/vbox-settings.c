@@ -223,6 +223,13 @@ static gboolean read_medium(Reader *r, const VmXmlNode *node, VmDeviceType devic
     /* Differencing images nest in the image they were made on. */
     for (guint i = 0; i < node->children->len; i++) {
         const VmXmlNode *child = node->children->pdata[i];
+        /* VirtualBox's disk encryption keeps its key store in the
+         * medium's properties; the data is then ciphertext to anyone
+         * else. */
+        const char *property =
+            g_str_equal(child->name, "Property") ? vm_xml_attr(child, "name") : NULL;
+        if (property != NULL && g_str_has_prefix(property, "CRYPT/"))
+            medium->encrypted = TRUE;
         if (g_str_equal(child->name, "HardDisk") && device == VM_DEVICE_DISK &&
             !read_medium(r, child, device, medium, medium->children, error))
             return FALSE;
@@ -603,6 +610,12 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
         return NULL;
     m->settings_version = g_strdup(vm_xml_attr(root, "version"));
     const VmXmlNode *machine = vm_xml_child(root, "Machine");
+    if (machine == NULL && vm_xml_child(root, "MachineEncrypted") != NULL) {
+        fail(&r, root, error, VD_ERROR_NOT_SUPPORTED,
+             "the VM's settings are encrypted (VirtualBox VM encryption); remove the "
+             "encryption in VirtualBox first (VBoxManage encryptvm VM removeencryption)");
+        return NULL;
+    }
     if (machine == NULL) {
         fail(&r, root, error, VD_ERROR_UNSUPPORTED_FORMAT,
              "no <Machine>: this is not a VM's settings file (VirtualBox.xml?)");

@@ -140,6 +140,14 @@ static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GEr
                     machine->settings_path, medium->uuid, medium->location, medium->format);
         return NULL;
     }
+    if (medium->encrypted) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "%s: hard disk {%s} (%s) is encrypted by VirtualBox, which vdisk cannot "
+                    "read; decrypt it in VirtualBox first (VBoxManage encryptmedium "
+                    "--oldpassword)",
+                    machine->settings_path, medium->uuid, medium->location);
+        return NULL;
+    }
     if (medium->parent != NULL && !g_str_equal(format, "vdi")) {
         g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
                     "%s: hard disk {%s} (%s) is a differencing %s image; only differencing "

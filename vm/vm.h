@@ -46,6 +46,7 @@ struct VmMedium {
     char *format;   /* "VDI", "VMDK", ... */
     char *type;     /* "Normal", "Immutable", ...; NULL for a differencing child */
     VmDeviceType device;
+    gboolean encrypted;  /* VirtualBox's own disk encryption (CRYPT/ properties) */
     VmMedium *parent;    /* borrowed; NULL for a base image */
     GPtrArray *children; /* of VmMedium, owned */
 };

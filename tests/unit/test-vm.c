@@ -303,6 +303,9 @@ static void test_refusals(void)
 
     assert_refused("<domain type='kvm'><name>x</name></domain>", VD_ERROR_UNSUPPORTED_FORMAT,
                    "<domain>", NULL);
+    assert_refused("<VirtualBox version=\"1.19-linux\"><MachineEncrypted uuid=\"{" MACHINE_UUID
+                   "}\">AAAA</MachineEncrypted></VirtualBox>",
+                   VD_ERROR_NOT_SUPPORTED, "encrypted", NULL);
     assert_refused("<VirtualBox version=\"1.16-linux\"><Global/></VirtualBox>",
                    VD_ERROR_UNSUPPORTED_FORMAT, "no <Machine>", NULL);
     assert_refused("QFI\xfb garbage \x01\x02", VD_ERROR_CORRUPT, "not well-formed", NULL);
@@ -586,6 +589,24 @@ static void test_chain_mismatch(Fixture *fx, gconstpointer data)
     g_assert_null(vm_resolve_chain(m3, c.child_uuid, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
     g_assert_nonnull(strstr(error->message, "registers it as a base disk"));
+    g_clear_error(&error);
+
+    /* A disk encrypted by VirtualBox: its data would be ciphertext. The
+     * key store is a property of the base; the child inherits it. */
+    g_autofree char *crypt =
+        g_strdup_printf("<HardDisks><HardDisk uuid=\"{%s}\" location=\"base.vdi\" format=\"VDI\" "
+                        "type=\"Normal\"><Property name=\"CRYPT/KeyId\" value=\"vm\"/>"
+                        "<Property name=\"CRYPT/KeyStore\" value=\"U0NORQ==\"/>"
+                        "<HardDisk uuid=\"{%s}\" location=\"Snapshots/{%s}.vdi\" format=\"VDI\"/>"
+                        "</HardDisk></HardDisks>",
+                        c.base_uuid, c.child_uuid, c.child_uuid);
+    g_autofree char *vbox5 = write_vbox(fx, crypt, hardware3);
+    g_autoptr(VmMachine) m5 = vm_vbox_load(vbox5, &error);
+    g_assert_no_error(error);
+    g_assert_null(vm_resolve_chain(m5, c.child_uuid, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+    g_assert_nonnull(strstr(error->message, "encrypted by VirtualBox"));
+    g_assert_nonnull(strstr(error->message, c.base_uuid));
     g_clear_error(&error);
 
     /* A format vdisk does not read. */
