@@ -126,6 +126,7 @@ void vm_machine_free(VmMachine *m)
     g_free(m->os_type);
     g_free(m->snapshot_folder);
     g_free(m->current_snapshot);
+    g_free(m->state_file);
     hardware_free(m->hardware);
     snapshot_free(m->snapshots);
     if (m->media_by_uuid != NULL)
@@ -637,6 +638,7 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
         (m->current_snapshot = required_uuid(&r, machine, "currentSnapshot", error)) == NULL)
         return NULL;
 
+    m->state_file = g_strdup(vm_xml_attr(machine, "stateFile"));
     if (!read_registry(&r, machine, error))
         return NULL;
     if ((m->hardware = read_hardware(&r, machine, error)) == NULL)

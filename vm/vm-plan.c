@@ -225,6 +225,12 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
         g_ptr_array_add(plan->notes,
                         g_strdup_printf("OS type '%s' has no libosinfo id here",
                                         machine->os_type != NULL ? machine->os_type : "(none)"));
+    if (machine->state_file != NULL)
+        g_ptr_array_add(plan->notes,
+                        g_strdup_printf("the VM is saved (suspended, %s), not shut down: its "
+                                        "disks lack what the guest had not yet written; shut it "
+                                        "down in VirtualBox first for a clean import",
+                                        machine->state_file));
     guint snapshots = count_snapshots(machine->snapshots);
     if (snapshots > 0)
         g_ptr_array_add(plan->notes,

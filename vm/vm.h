@@ -100,6 +100,7 @@ typedef struct {
     char *os_type;
     char *snapshot_folder;     /* absolute */
     char *current_snapshot;    /* uuid, or NULL */
+    char *state_file;          /* a saved (suspended) VM's memory file, or NULL */
     VmHardware *hardware;      /* the current state */
     VmSnapshot *snapshots;     /* the root of the snapshot tree, or NULL */
     GPtrArray *media;          /* of VmMedium: the registry's base media */

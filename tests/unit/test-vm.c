@@ -101,7 +101,9 @@ static VmMachine *parse(const char *text, GError **error)
 
 static void test_read_settings(void)
 {
-    g_autofree char *text = vbox_text("1.19-windows", "currentSnapshot=\"{" SNAP_UUID "}\"",
+    g_autofree char *text = vbox_text("1.19-windows",
+                                      "currentSnapshot=\"{" SNAP_UUID "}\" "
+                                      "stateFile=\"Snapshots/2024-05-01T10-00-00.sav\"",
                                       full_registry, full_hardware, full_snapshots);
     g_autoptr(GError) error = NULL;
     g_autoptr(VmMachine) m = parse(text, &error);
@@ -112,6 +114,7 @@ static void test_read_settings(void)
     g_assert_cmpstr(m->folder, ==, "/vms/Test VM");
     g_assert_cmpstr(m->snapshot_folder, ==, "/vms/Test VM/Snapshots");
     g_assert_cmpstr(m->current_snapshot, ==, SNAP_UUID);
+    g_assert_cmpstr(m->state_file, ==, "Snapshots/2024-05-01T10-00-00.sav");
 
     const VmHardware *hw = m->hardware;
     g_assert_cmpuint(hw->cpus, ==, 4);
@@ -760,6 +763,29 @@ static void test_plan(Fixture *fx, gconstpointer data)
     g_assert_null(strstr(xml2, "<controller type='scsi'"));
 }
 
+static void test_plan_notes(void)
+{
+    /* A saved VM and one without disks: planned, with notes that say so. */
+    g_autofree char *text =
+        vbox_text(NULL, "stateFile=\"Snapshots/2024.sav\"", NULL,
+                  "<Memory RAMSize=\"64\"/><Network><Adapter slot=\"3\" enabled=\"true\">"
+                  "<InternalNetwork name=\"lab\"/></Adapter></Network>",
+                  NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmPlan) plan = vm_plan_new(parse(text, NULL), "/srv/vms", FALSE, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(plan->disks->len, ==, 0);
+    g_autofree char *describe = vm_plan_describe(plan);
+    assert_contains(describe, "the VM is saved (suspended, Snapshots/2024.sav)");
+    assert_contains(describe, "the VM has no hard disk");
+    assert_contains(describe, "network adapter 4 was Internal to lab");
+    assert_contains(describe, "network adapter 4 has no MAC address");
+    g_autofree char *xml = vm_domain_xml(plan);
+    g_assert_null(strstr(xml, "<disk"));
+    g_assert_null(strstr(xml, "<mac"));
+    assert_contains(xml, "<interface type='network'>");
+}
+
 static void test_plan_refusals(Fixture *fx, gconstpointer data)
 {
     g_autoptr(GError) error = NULL;
@@ -983,6 +1009,7 @@ int main(int argc, char **argv)
                fixture_teardown);
     g_test_add("/vm/chain/locate", Fixture, NULL, fixture_setup, test_locate, fixture_teardown);
     g_test_add("/vm/plan/domain", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
+    g_test_add_func("/vm/plan/notes", test_plan_notes);
     g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
                fixture_teardown);
     g_test_add_func("/vm/osinfo", test_osinfo);
