@@ -18,6 +18,7 @@ enum {
     OPT_OUTPUT_DIR,
     OPT_VIRTIO,
     OPT_DOMAIN_TYPE,
+    OPT_KEEP_SNAPSHOTS,
 };
 
 /* Where a dry run without --output-dir says the disks would go: libvirt's
@@ -28,6 +29,7 @@ typedef struct {
     gboolean dry_run;
     gboolean virtio;
     gboolean progress;
+    gboolean keep_snapshots;
     const char *output_dir;
     const char *domain_type;
 } ImportOptions;
@@ -46,6 +48,9 @@ static gboolean import_option(int opt, const char *arg, gpointer data, GError **
     case OPT_VIRTIO:
         opts->virtio = TRUE;
         return TRUE;
+    case OPT_KEEP_SNAPSHOTS:
+        opts->keep_snapshots = TRUE;
+        return TRUE;
     case OPT_DOMAIN_TYPE:
         if (!g_str_equal(arg, "kvm") && !g_str_equal(arg, "qemu")) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
@@ -61,32 +66,60 @@ static gboolean import_option(int opt, const char *arg, gpointer data, GError **
     return FALSE;
 }
 
+/* One qcow2 to make: from link (an index into the disk's chain) down,
+ * flattened; with a backing file (the qcow2 of the next link) only what
+ * the link itself holds. */
 typedef struct {
     const VmPlanDisk *disk;
+    guint link;
+    const char *target;
+    const char *backing; /* NULL: the whole disk */
 } ImportJob;
 
 static gboolean import_job(gpointer data, gpointer progress, GCancellable *cancellable,
                            GError **error)
 {
     ImportJob *job = data;
-    g_autoptr(VdImage) source = vm_chain_open(job->disk->chain, error);
+    g_autoptr(GPtrArray) chain = g_ptr_array_new();
+    for (guint i = job->link; i < job->disk->chain->len; i++)
+        g_ptr_array_add(chain, job->disk->chain->pdata[i]);
+    g_autoptr(VdImage) source = vm_chain_open(chain, error);
     if (source == NULL)
         return FALSE;
+    g_autofree char *backing = job->backing != NULL ? g_path_get_basename(job->backing) : NULL;
     VdConvertOptions engine;
     vd_convert_options_init(&engine);
     engine.target_format = "qcow2";
+    engine.backing_file = backing; /* beside the overlay */
+    engine.backing_format = backing != NULL ? "qcow2" : NULL;
     engine.progress = progress_report;
     engine.progress_data = progress;
     engine.cancellable = cancellable;
-    return vd_convert(source, job->disk->target_path, &engine, error);
+    return vd_convert(source, job->target, &engine, error);
+}
+
+/* The files the import makes, in the order it makes them: each disk's
+ * base layer first. */
+static GPtrArray *planned_files(const VmPlan *plan)
+{
+    GPtrArray *files = g_ptr_array_new();
+    for (guint i = 0; i < plan->disks->len; i++) {
+        const VmPlanDisk *d = plan->disks->pdata[i];
+        if (d->layer_paths == NULL) {
+            g_ptr_array_add(files, d->target_path);
+            continue;
+        }
+        for (guint k = d->layer_paths->len; k-- > 0;)
+            g_ptr_array_add(files, d->layer_paths->pdata[k]);
+    }
+    return files;
 }
 
 /* Nothing is overwritten: every file the import would make must be new. */
-static gboolean check_targets(const VmPlan *plan, const char *xml_path, GError **error)
+static gboolean check_targets(GPtrArray *files, const char *xml_path, GError **error)
 {
-    for (guint i = 0; i <= plan->disks->len; i++) {
-        const char *path =
-            i < plan->disks->len ? ((VmPlanDisk *)plan->disks->pdata[i])->target_path : xml_path;
+    for (guint i = 0; i <= files->len; i++) {
+        const char *path = i < files->len ? files->pdata[i] : xml_path;
         if (g_file_test(path, G_FILE_TEST_EXISTS)) {
             g_set_error(error, VD_ERROR, VD_ERROR_EXISTS,
                         "%s exists already; vdisk import-vm overwrites nothing", path);
@@ -106,26 +139,35 @@ static int run_import(const VmPlan *plan, const ImportOptions *opts, gboolean qu
         cli_error("%s: cannot create the folder: %s", plan->output_dir, g_strerror(errno));
         return CLI_EXIT_FAILURE;
     }
-    if (!check_targets(plan, xml_path, &error))
+    g_autoptr(GPtrArray) files = planned_files(plan);
+    if (!check_targets(files, xml_path, &error))
         return cli_fail(error);
 
-    guint done = 0;
-    for (; done < plan->disks->len; done++) {
-        const VmPlanDisk *disk = plan->disks->pdata[done];
-        ImportJob job = { .disk = disk };
-        g_autofree char *label = g_strdup_printf("Importing %s", disk->target_name);
+    guint made = 0;
+    for (guint i = 0; i < plan->disks->len && error == NULL; i++) {
+        const VmPlanDisk *disk = plan->disks->pdata[i];
         cli_note(quiet, "%s: %u file%s -> %s", disk->controller->name, disk->chain->len,
                  disk->chain->len == 1 ? "" : "s", disk->target_path);
-        if (!cli_run_with_progress(label, opts->progress, quiet, import_job, &job, &error))
-            break;
+        guint layers = disk->layer_paths != NULL ? disk->chain->len : 1;
+        for (guint k = layers; k-- > 0 && error == NULL;) {
+            ImportJob job = { .disk = disk, .link = k, .target = disk->target_path };
+            if (disk->layer_paths != NULL) {
+                job.target = disk->layer_paths->pdata[k];
+                job.backing = k + 1 < layers ? disk->layer_paths->pdata[k + 1] : NULL;
+            }
+            g_autofree char *name = g_path_get_basename(job.target);
+            g_autofree char *label = g_strdup_printf("Importing %s", name);
+            if (cli_run_with_progress(label, opts->progress, quiet, import_job, &job, &error))
+                made++;
+        }
     }
     g_autofree char *xml = vm_domain_xml(plan);
     if (error == NULL && !g_file_set_contents(xml_path, xml, -1, &error))
         g_prefix_error(&error, "%s: ", xml_path);
     if (error != NULL) {
         /* Disks of a VM that was not imported whole are of no use alone. */
-        for (guint i = 0; i < done && i < plan->disks->len; i++)
-            g_unlink(((VmPlanDisk *)plan->disks->pdata[i])->target_path);
+        for (guint i = 0; i < made; i++)
+            g_unlink(files->pdata[i]);
         return cli_fail(error);
     }
     if (!quiet)
@@ -144,6 +186,7 @@ static int run_import_vm(const CliCommand *cmd, int argc, char **argv)
         { "pool-dir", required_argument, NULL, OPT_OUTPUT_DIR },
         { "virtio", no_argument, NULL, OPT_VIRTIO },
         { "domain-type", required_argument, NULL, OPT_DOMAIN_TYPE },
+        { "keep-snapshots", no_argument, NULL, OPT_KEEP_SNAPSHOTS },
         { 0 },
     };
     ImportOptions opts = { 0 };
@@ -171,6 +214,8 @@ static int run_import_vm(const CliCommand *cmd, int argc, char **argv)
                     opts.virtio, opts.domain_type, &error);
     if (plan == NULL)
         return cli_fail(error);
+    if (opts.keep_snapshots)
+        vm_plan_keep_snapshots(plan);
 
     if (opts.dry_run) {
         g_autofree char *text = vm_plan_describe(plan);
@@ -185,7 +230,7 @@ const CliCommand cli_cmd_import_vm = {
     .name = "import-vm",
     .summary = "turn a VirtualBox VM into qcow2 disks and a libvirt domain",
     .usage = "  vdisk import-vm [--dry-run] [--output-dir DIR] [--virtio] [--domain-type TYPE]\n"
-             "                  [-p] [-q] VM.vbox|VMFOLDER",
+             "                  [--keep-snapshots] [-p] [-q] VM.vbox|VMFOLDER",
     .help = "  --dry-run              print the plan (each disk's chain of files, sizes and\n"
             "                         target) and the libvirt domain XML; write nothing\n"
             "  --output-dir DIR       where the qcow2 disks and the domain XML go (made if\n"
@@ -195,6 +240,9 @@ const CliCommand cli_cmd_import_vm = {
             "                         buses and models the VM had (the guest needs its\n"
             "                         drivers)\n"
             "  --domain-type TYPE     kvm (the default) or qemu (emulation, no KVM needed)\n"
+            "  --keep-snapshots       keep each disk's snapshots as a chain of qcow2\n"
+            "                         overlays (NAME.qcow2 on NAME-2.qcow2 on NAME-1.qcow2)\n"
+            "                         instead of one flattened qcow2\n"
             "  -p                     show progress, as vdisk convert -p\n"
             "  -q                     quiet: no progress, no notes\n"
             "\n"

@@ -3,6 +3,8 @@
  * the dry run (it is printed), the offline import (vdisk import-vm follows
  * it) and the domain XML (domain-xml.c writes it).
  */
+#include <string.h>
+
 #include "vm.h"
 
 /* Device names run "sda".."sdz"; more disks than that on one bus prefix
@@ -16,6 +18,8 @@ static void plan_disk_free(VmPlanDisk *d)
     g_free(d->target_path);
     if (d->chain != NULL)
         g_ptr_array_unref(d->chain);
+    if (d->layer_paths != NULL)
+        g_ptr_array_unref(d->layer_paths);
     g_free(d);
 }
 
@@ -240,6 +244,29 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
     return g_steal_pointer(&plan);
 }
 
+void vm_plan_keep_snapshots(VmPlan *plan)
+{
+    plan->keep_snapshots = TRUE;
+    for (guint i = 0; i < plan->disks->len; i++) {
+        VmPlanDisk *d = plan->disks->pdata[i];
+        g_autofree char *stem =
+            g_strndup(d->target_name, strlen(d->target_name) - strlen(".qcow2"));
+        g_clear_pointer(&d->layer_paths, g_ptr_array_unref);
+        d->layer_paths = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(d->layer_paths, g_strdup(d->target_path));
+        /* Numbered from the base up, so a later snapshot gets the next
+         * number and the names of the older layers stay. */
+        for (guint k = 1; k < d->chain->len; k++) {
+            g_autofree char *name = g_strdup_printf("%s-%u.qcow2", stem, d->chain->len - k);
+            g_ptr_array_add(d->layer_paths, g_build_filename(plan->output_dir, name, NULL));
+        }
+    }
+    for (guint i = 0; i < plan->notes->len; i++)
+        if (g_str_has_prefix(plan->notes->pdata[i], "the VM has ") &&
+            strstr(plan->notes->pdata[i], "snapshot") != NULL)
+            g_ptr_array_remove_index(plan->notes, i--);
+}
+
 /* "4.0 MiB": a plain space, whatever the locale (GLib's own uses a
  * no-break space in UTF-8 locales). */
 static char *human_size(guint64 bytes)
@@ -289,6 +316,10 @@ char *vm_plan_describe(const VmPlan *plan)
                                       : (k + 1 == d->chain->len ? "base" : "parent");
             g_string_append_printf(s, "    %-8s %s (%s, %s, {%s})\n", role, link->path,
                                    link->format, fsize, link->uuid);
+            if (d->layer_paths != NULL)
+                g_string_append_printf(s, "             -> %s%s\n",
+                                       (const char *)d->layer_paths->pdata[k],
+                                       k + 1 < d->chain->len ? ", an overlay of the next" : "");
         }
     }
     if (plan->disks->len == 0)

@@ -186,6 +186,10 @@ typedef struct {
     char *target_name; /* "MyVM.qcow2" */
     char *target_path; /* in the output folder */
     GPtrArray *chain;  /* of VmChainLink */
+    /* With vm_plan_keep_snapshots: a qcow2 per link of chain (char*, in
+     * the same order; the first is target_path), each the overlay of the
+     * next; otherwise NULL. */
+    GPtrArray *layer_paths;
 } VmPlanDisk;
 
 typedef struct {
@@ -193,6 +197,7 @@ typedef struct {
     char *output_dir;
     char *file_stem; /* the VM's name made a file name: "My_VM" */
     gboolean virtio;
+    gboolean keep_snapshots;
     char *domain_type;     /* "kvm" or "qemu" */
     char *machine_type;    /* "pc" or "q35" */
     const char *osinfo_id; /* or NULL when the OS type has none */
@@ -208,6 +213,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmPlan, vm_plan_free)
  * virtio. Fails when a disk cannot be placed on a libvirt bus. */
 VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
                     const char *domain_type, GError **error);
+/* Keep each disk's chain as a chain of qcow2 overlays (the VM's
+ * snapshots stay as backing files) instead of one flattened qcow2: names a
+ * target per layer, "NAME.qcow2" for the current state on "NAME-1.qcow2"
+ * (the base), "NAME-2.qcow2", ... */
+void vm_plan_keep_snapshots(VmPlan *plan);
 /* The plan in words, for --dry-run. Returns a new string. */
 char *vm_plan_describe(const VmPlan *plan);
 

@@ -405,9 +405,31 @@ case_boots() {
     [[ $(boot out/boot.qcow2 qcow2) == CURRENT ]]
 }
 
+case_keep_snapshots() {
+    # --keep-snapshots: the base and the snapshot's changes stay apart, a
+    # qcow2 overlay on a qcow2 base, the domain on the overlay.
+    standard_vm
+    vd import-vm --dry-run --keep-snapshots --output-dir out "VMs/Test VM" >plan.txt
+    grep -qF -- "-> $PWD/out/Test_VM-1.qcow2" plan.txt
+    not grep -q "snapshots are not kept" plan.txt
+    vd import-vm -q --keep-snapshots --output-dir out "VMs/Test VM"
+    qcheck out/Test_VM.qcow2
+    qcheck out/Test_VM-1.qcow2
+    [[ $(qinfo out/Test_VM.qcow2 backing-filename) == Test_VM-1.qcow2 ]]
+    [[ $(qinfo out/Test_VM.qcow2 backing-filename-format) == qcow2 ]]
+    [[ -z $(qinfo out/Test_VM-1.qcow2 backing-filename) ]]
+    qemu-img compare -q -f raw -F qcow2 base.raw out/Test_VM-1.qcow2
+    qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 out/Test_VM.qcow2
+    # The overlay holds only what the snapshot changed.
+    (($(allocated out/Test_VM.qcow2) < $(allocated out/Test_VM-1.qcow2)))
+    grep -qF "<source file='$PWD/out/Test_VM.qcow2'/>" out/Test_VM.xml
+    validate out/Test_VM.xml
+}
+
 case_run dry-run case_dry_run
 case_run import case_import
 case_run progress case_progress
+case_run keep-snapshots case_keep_snapshots
 case_run info-parent-uuid case_info_parent_uuid
 case_run two-disks-virtio case_two_disks_virtio
 case_run header-mismatch case_header_mismatch

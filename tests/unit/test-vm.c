@@ -750,6 +750,19 @@ static void test_plan(Fixture *fx, gconstpointer data)
     g_autofree char *source = g_markup_printf_escaped("<source file='%s'/>", target0);
     assert_contains(xml, source);
 
+    /* Kept as overlays: a qcow2 per layer, numbered from the base. */
+    vm_plan_keep_snapshots(plan);
+    g_assert_cmpuint(d0->layer_paths->len, ==, 3);
+    g_assert_cmpstr(d0->layer_paths->pdata[0], ==, target0);
+    g_autofree char *layer1 = g_build_filename(out, "Test_VM-1.qcow2", NULL);
+    g_autofree char *layer2 = g_build_filename(out, "Test_VM-2.qcow2", NULL);
+    g_assert_cmpstr(d0->layer_paths->pdata[1], ==, layer2);
+    g_assert_cmpstr(d0->layer_paths->pdata[2], ==, layer1);
+    g_assert_cmpuint(d1->layer_paths->len, ==, 1);
+    g_autofree char *kept = vm_plan_describe(plan);
+    assert_contains(kept, layer1);
+    assert_contains(kept, "an overlay of the next");
+
     /* --virtio: every disk and NIC on virtio, and q35 is kept. */
     VmMachine *m2 = vm_vbox_load(vbox, &error);
     g_autoptr(VmPlan) virtio = vm_plan_new(m2, out, TRUE, NULL, &error);
