@@ -1,7 +1,8 @@
-/* vdisk import-vm: a whole VirtualBox VM, offline. Reads the VM's .vbox,
- * resolves the chain of files behind each disk's current state, and copies
- * each chain, flattened, into one qcow2 in the output folder, with the
- * libvirt domain XML beside them. --dry-run prints the plan and the XML
+/* vdisk import-vm: a whole VirtualBox (or VMware) VM, offline. Reads the
+ * VM's .vbox (or .vmx), resolves the chain of files behind each disk's
+ * current state, and copies each chain, flattened, into one qcow2 in the
+ * output folder (or keeps it as qcow2 overlays), with the libvirt domain
+ * XML beside them. --dry-run prints the plan and the XML
  * and writes nothing. Defining the domain is vdiskctl's (the user's own
  * libvirt connection); this command only prepares the files.
  */
@@ -203,10 +204,10 @@ static int run_import_vm(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
 
-    g_autofree char *settings = vm_vbox_find(argv[first], &error);
+    g_autofree char *settings = vm_settings_find(argv[first], &error);
     if (settings == NULL)
         return cli_fail(error);
-    VmMachine *machine = vm_vbox_load(settings, &error);
+    VmMachine *machine = vm_settings_load(settings, &error);
     if (machine == NULL)
         return cli_fail(error);
     g_autoptr(VmPlan) plan =
@@ -228,9 +229,9 @@ static int run_import_vm(const CliCommand *cmd, int argc, char **argv)
 
 const CliCommand cli_cmd_import_vm = {
     .name = "import-vm",
-    .summary = "turn a VirtualBox VM into qcow2 disks and a libvirt domain",
+    .summary = "turn a VirtualBox or VMware VM into qcow2 disks and a libvirt domain",
     .usage = "  vdisk import-vm [--dry-run] [--output-dir DIR] [--virtio] [--domain-type TYPE]\n"
-             "                  [--keep-snapshots] [-p] [-q] VM.vbox|VMFOLDER",
+             "                  [--keep-snapshots] [-p] [-q] VM.vbox|VM.vmx|VMFOLDER",
     .help = "  --dry-run              print the plan (each disk's chain of files, sizes and\n"
             "                         target) and the libvirt domain XML; write nothing\n"
             "  --output-dir DIR       where the qcow2 disks and the domain XML go (made if\n"
@@ -253,7 +254,8 @@ const CliCommand cli_cmd_import_vm = {
             "firmware (OVMF for EFI), disk buses (SATA, IDE, SCSI) and network cards with\n"
             "their MAC addresses on libvirt's default network. Nothing is defined in\n"
             "libvirt and nothing is overwritten; if one disk fails, the disks made are\n"
-            "removed.\n",
+            "removed. A VMware VM (its .vmx) goes the same way: each disk's vmdk, a\n"
+            "snapshot's delta on its base, is read through its chain.\n",
     .examples = "  vdisk import-vm --dry-run ~/VirtualBox\\ VMs/Debian\n"
                 "  vdisk import-vm --output-dir ~/kvm ~/VirtualBox\\ VMs/Debian/Debian.vbox\n"
                 "  virsh define ~/kvm/Debian.xml\n",

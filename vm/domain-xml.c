@@ -23,8 +23,13 @@ static const char *nic_model(const VmPlan *plan, const VmNic *nic)
 {
     if (plan->virtio || g_str_equal(nic->model, "virtio"))
         return "virtio";
-    if (g_str_has_prefix(nic->model, "Am79C"))
+    if (g_str_has_prefix(nic->model, "Am79C") || g_ascii_strcasecmp(nic->model, "vlance") == 0)
         return "pcnet";
+    /* VMware's paravirtual and newer Intel cards: QEMU has both. */
+    if (g_ascii_strcasecmp(nic->model, "vmxnet3") == 0)
+        return "vmxnet3";
+    if (g_ascii_strcasecmp(nic->model, "e1000e") == 0)
+        return "e1000e";
     return "e1000"; /* 82540EM, 82543GC, 82545EM: Intel PRO/1000 */
 }
 
@@ -56,8 +61,9 @@ char *vm_domain_xml(const VmPlan *plan)
     GString *s = g_string_new(NULL);
     append_escaped(s, "<domain type='%s'>\n", plan->domain_type);
     append_escaped(s, "  <name>%s</name>\n", m->name);
-    append_escaped(s, "  <uuid>%s</uuid>\n", m->uuid);
-    append_escaped(s, "  <description>Imported from VirtualBox (%s) by vdisk</description>\n",
+    if (m->uuid != NULL)
+        append_escaped(s, "  <uuid>%s</uuid>\n", m->uuid);
+    append_escaped(s, "  <description>Imported from %s (%s) by vdisk</description>\n", m->product,
                    m->settings_path);
     if (plan->osinfo_id != NULL) {
         g_string_append(s, "  <metadata>\n");

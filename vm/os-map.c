@@ -54,6 +54,44 @@ static const struct {
     { "Linux_64", "http://libosinfo.org/linux/2022" },
 };
 
+/* VMware's guestOS names. */
+static const struct {
+    const char *vmware;
+    const char *osinfo;
+} vmware_map[] = {
+    { "windows11-64", "http://microsoft.com/win/11" },
+    { "windows9-64", "http://microsoft.com/win/10" },
+    { "windows9", "http://microsoft.com/win/10" },
+    { "windows8-64", "http://microsoft.com/win/8" },
+    { "windows7-64", "http://microsoft.com/win/7" },
+    { "windows7", "http://microsoft.com/win/7" },
+    { "winxppro", "http://microsoft.com/win/xp" },
+    { "windows9srv-64", "http://microsoft.com/win/2k16" },
+    { "windows2019srv-64", "http://microsoft.com/win/2k19" },
+    { "windows2019srvnext-64", "http://microsoft.com/win/2k22" },
+    { "debian12-64", "http://debian.org/debian/12" },
+    { "debian11-64", "http://debian.org/debian/11" },
+    { "debian10-64", "http://debian.org/debian/10" },
+    { "rhel9-64", "http://redhat.com/rhel/9.0" },
+    { "fedora-64", "http://fedoraproject.org/fedora/unknown" },
+    { "opensuse-64", "http://opensuse.org/opensuse/unknown" },
+    { "ubuntu-64", "http://libosinfo.org/linux/2022" },
+    { "ubuntu", "http://libosinfo.org/linux/2022" },
+    { "other5xlinux-64", "http://libosinfo.org/linux/2022" },
+    { "other6xlinux-64", "http://libosinfo.org/linux/2022" },
+    { "other4xlinux-64", "http://libosinfo.org/linux/2022" },
+};
+
+const char *vm_osinfo_from_vmware(const char *guest_os)
+{
+    if (guest_os == NULL)
+        return NULL;
+    for (gsize i = 0; i < G_N_ELEMENTS(vmware_map); i++)
+        if (g_ascii_strcasecmp(vmware_map[i].vmware, guest_os) == 0)
+            return vmware_map[i].osinfo;
+    return NULL;
+}
+
 const char *vm_osinfo_from_vbox(const char *os_type)
 {
     if (os_type == NULL)

@@ -14,7 +14,7 @@
 #include <errno.h>
 #include <stdarg.h>
 
-#include "vm.h"
+#include "vm-private.h"
 #include "xml-tree.h"
 
 /* VirtualBox 4.0 (settings 1.11) moved the media registry from the global
@@ -52,116 +52,12 @@ static gboolean fail(const Reader *r, const VmXmlNode *node, GError **error, VdE
     return FALSE;
 }
 
-/* ----- freeing ----- */
-
-static void medium_free(VmMedium *m)
-{
-    if (m == NULL)
-        return;
-    g_free(m->uuid);
-    g_free(m->location);
-    g_free(m->format);
-    g_free(m->type);
-    g_ptr_array_unref(m->children);
-    g_free(m);
-}
-
-static void attachment_free(VmAttachment *a)
-{
-    g_free(a->medium_uuid);
-    g_free(a);
-}
-
-static void controller_free(VmController *c)
-{
-    g_free(c->name);
-    g_free(c->type);
-    g_free(c->scsi_model);
-    g_ptr_array_unref(c->attachments);
-    g_free(c);
-}
-
-static void nic_free(VmNic *n)
-{
-    g_free(n->mac);
-    g_free(n->model);
-    g_free(n->attachment);
-    g_free(n->network);
-    g_free(n);
-}
-
-static void hardware_free(VmHardware *hw)
-{
-    if (hw == NULL)
-        return;
-    g_free(hw->chipset);
-    g_ptr_array_unref(hw->controllers);
-    g_ptr_array_unref(hw->nics);
-    g_free(hw);
-}
-
-static void snapshot_free(VmSnapshot *s)
-{
-    if (s == NULL)
-        return;
-    g_free(s->uuid);
-    g_free(s->name);
-    hardware_free(s->hardware);
-    g_ptr_array_unref(s->children);
-    g_free(s);
-}
-
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmHardware, hardware_free)
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmSnapshot, snapshot_free)
-
-void vm_machine_free(VmMachine *m)
-{
-    if (m == NULL)
-        return;
-    g_free(m->settings_path);
-    g_free(m->folder);
-    g_free(m->settings_version);
-    g_free(m->name);
-    g_free(m->uuid);
-    g_free(m->os_type);
-    g_free(m->snapshot_folder);
-    g_free(m->current_snapshot);
-    g_free(m->state_file);
-    hardware_free(m->hardware);
-    snapshot_free(m->snapshots);
-    if (m->media_by_uuid != NULL)
-        g_hash_table_unref(m->media_by_uuid);
-    if (m->media != NULL)
-        g_ptr_array_unref(m->media);
-    g_free(m);
-}
-
 /* ----- values ----- */
-
-/* "{0A1B...}" or "0a1b..." to "0a1b...", or NULL when it is no UUID. */
-static char *uuid_normalize(const char *text)
-{
-    if (text == NULL)
-        return NULL;
-    gsize len = strlen(text);
-    if (len == 38 && text[0] == '{' && text[37] == '}') {
-        text++;
-        len = 36;
-    }
-    if (len != 36)
-        return NULL;
-    for (gsize i = 0; i < len; i++) {
-        gboolean dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? text[i] != '-' : !g_ascii_isxdigit(text[i]))
-            return NULL;
-    }
-    return g_ascii_strdown(text, 36);
-}
 
 static char *required_uuid(const Reader *r, const VmXmlNode *node, const char *attr, GError **error)
 {
     const char *text = vm_xml_attr(node, attr);
-    char *uuid = uuid_normalize(text);
+    char *uuid = vm_uuid_normalize(text);
     if (uuid == NULL) {
         if (text == NULL)
             fail(r, node, error, VD_ERROR_CORRUPT, "<%s> has no %s", node->name, attr);
@@ -216,7 +112,7 @@ static gboolean read_medium(Reader *r, const VmXmlNode *node, VmDeviceType devic
     medium->type = g_strdup(vm_xml_attr(node, "type"));
     medium->device = device;
     medium->parent = parent;
-    medium->children = g_ptr_array_new_with_free_func((GDestroyNotify)medium_free);
+    medium->children = g_ptr_array_new_with_free_func((GDestroyNotify)vm_medium_free);
     g_ptr_array_add(into, medium);
     g_hash_table_insert(m->media_by_uuid, medium->uuid, medium);
     if (device == VM_DEVICE_DISK && medium->format == NULL)
@@ -336,7 +232,7 @@ static gboolean read_controllers(Reader *r, const VmXmlNode *list, VmHardware *h
         c->type = g_strdup(type);
         c->bus = known->bus;
         c->scsi_model = g_strdup(known->scsi_model);
-        c->attachments = g_ptr_array_new_with_free_func((GDestroyNotify)attachment_free);
+        c->attachments = g_ptr_array_new_with_free_func((GDestroyNotify)vm_attachment_free);
         for (guint k = 0; k < node->children->len; k++) {
             const VmXmlNode *child = node->children->pdata[k];
             if (g_str_equal(child->name, "AttachedDevice") && !read_attachment(r, child, c, error))
@@ -439,8 +335,8 @@ static VmHardware *read_hardware(Reader *r, const VmXmlNode *owner, GError **err
         return NULL;
     }
     g_autoptr(VmHardware) hw = g_new0(VmHardware, 1);
-    hw->controllers = g_ptr_array_new_with_free_func((GDestroyNotify)controller_free);
-    hw->nics = g_ptr_array_new_with_free_func((GDestroyNotify)nic_free);
+    hw->controllers = g_ptr_array_new_with_free_func((GDestroyNotify)vm_controller_free);
+    hw->nics = g_ptr_array_new_with_free_func((GDestroyNotify)vm_nic_free);
     guint64 value;
 
     const VmXmlNode *cpu = vm_xml_child(node, "CPU");
@@ -517,7 +413,7 @@ static gboolean check_attachments(Reader *r, const VmHardware *hw, const char *s
 static VmSnapshot *read_snapshot(Reader *r, const VmXmlNode *node, GError **error)
 {
     g_autoptr(VmSnapshot) s = g_new0(VmSnapshot, 1);
-    s->children = g_ptr_array_new_with_free_func((GDestroyNotify)snapshot_free);
+    s->children = g_ptr_array_new_with_free_func((GDestroyNotify)vm_snapshot_free);
     s->uuid = required_uuid(r, node, "uuid", error);
     s->name = g_strdup(vm_xml_attr(node, "name"));
     if (s->uuid == NULL || (s->hardware = read_hardware(r, node, error)) == NULL)
@@ -579,17 +475,6 @@ static gboolean check_version(Reader *r, const VmXmlNode *root, GError **error)
     return TRUE;
 }
 
-static char *path_from_settings(const char *folder, const char *location)
-{
-    g_autofree char *unix_location = g_strdup(location);
-    /* A VM made on Windows names its files with backslashes. */
-    if (strchr(location, '/') == NULL)
-        g_strdelimit(unix_location, "\\", '/');
-    if (g_path_is_absolute(unix_location))
-        return g_canonicalize_filename(unix_location, NULL);
-    return g_canonicalize_filename(unix_location, folder);
-}
-
 VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError **error)
 {
     g_autoptr(VmXmlNode) root = vm_xml_parse(path, text, len, error);
@@ -599,7 +484,7 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
     Reader r = { .path = path, .machine = m };
     m->settings_path = g_canonicalize_filename(path, NULL);
     m->folder = g_path_get_dirname(m->settings_path);
-    m->media = g_ptr_array_new_with_free_func((GDestroyNotify)medium_free);
+    m->media = g_ptr_array_new_with_free_func((GDestroyNotify)vm_medium_free);
     m->media_by_uuid = g_hash_table_new(g_str_hash, g_str_equal);
 
     if (!g_str_equal(root->name, "VirtualBox")) {
@@ -609,6 +494,7 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
     }
     if (!check_version(&r, root, error))
         return NULL;
+    m->product = g_strdup("VirtualBox");
     m->settings_version = g_strdup(vm_xml_attr(root, "version"));
     const VmXmlNode *machine = vm_xml_child(root, "Machine");
     if (machine == NULL && vm_xml_child(root, "MachineEncrypted") != NULL) {
@@ -632,7 +518,7 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
         return NULL;
     m->os_type = g_strdup(vm_xml_attr(machine, "OSType"));
     const char *snapshot_folder = vm_xml_attr(machine, "snapshotFolder");
-    m->snapshot_folder = path_from_settings(
+    m->snapshot_folder = vm_path_from_settings(
         m->folder, snapshot_folder != NULL && snapshot_folder[0] ? snapshot_folder : "Snapshots");
     if (vm_xml_attr(machine, "currentSnapshot") != NULL &&
         (m->current_snapshot = required_uuid(&r, machine, "currentSnapshot", error)) == NULL)
@@ -681,68 +567,4 @@ VmMachine *vm_vbox_load(const char *path, GError **error)
         return NULL;
     }
     return vm_vbox_parse(path, g_mapped_file_get_contents(file), (gssize)len, error);
-}
-
-char *vm_vbox_find(const char *path, GError **error)
-{
-    if (!g_file_test(path, G_FILE_TEST_IS_DIR)) {
-        if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
-            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "%s: no such file or folder", path);
-            return NULL;
-        }
-        return g_strdup(path);
-    }
-    g_autoptr(GDir) dir = g_dir_open(path, 0, error);
-    if (dir == NULL) {
-        g_prefix_error(error, "%s: ", path);
-        return NULL;
-    }
-    g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
-    const char *name;
-    while ((name = g_dir_read_name(dir)) != NULL)
-        if (g_str_has_suffix(name, ".vbox"))
-            g_ptr_array_add(found, g_strdup(name));
-    if (found->len != 1) {
-        g_set_error(error, VD_ERROR,
-                    found->len == 0 ? VD_ERROR_NOT_FOUND : VD_ERROR_INVALID_ARGUMENT,
-                    "%s: %s; name the VM's settings file", path,
-                    found->len == 0 ? "no .vbox file in this folder"
-                                    : "more than one .vbox file in this folder");
-        return NULL;
-    }
-    return g_build_filename(path, found->pdata[0], NULL);
-}
-
-/* ----- lookups ----- */
-
-VmMedium *vm_machine_lookup_medium(VmMachine *machine, const char *uuid)
-{
-    g_autofree char *key = uuid_normalize(uuid);
-    return key != NULL ? g_hash_table_lookup(machine->media_by_uuid, key) : NULL;
-}
-
-char *vm_machine_medium_path(VmMachine *machine, const VmMedium *medium)
-{
-    return path_from_settings(machine->folder, medium->location);
-}
-
-const char *vm_bus_name(VmBus bus)
-{
-    switch (bus) {
-    case VM_BUS_IDE:
-        return "ide";
-    case VM_BUS_SATA:
-        return "sata";
-    case VM_BUS_SCSI:
-        return "scsi";
-    case VM_BUS_NVME:
-        return "nvme";
-    case VM_BUS_USB:
-        return "usb";
-    case VM_BUS_FLOPPY:
-        return "fdc";
-    case VM_BUS_VIRTIO:
-        return "virtio";
-    }
-    return "?";
 }

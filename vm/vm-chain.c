@@ -177,6 +177,40 @@ static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GEr
     return link;
 }
 
+/* A vmdk names its own parent (a VMware snapshot's delta names the disk
+ * it was made on, and the engine checks the CIDs): where the registry's
+ * chain ends on one, the engine's chain below it is the rest. */
+static gboolean append_own_parents(GPtrArray *chain, GError **error)
+{
+    const VmChainLink *last = chain->pdata[chain->len - 1];
+    if (g_str_equal(last->format, "vdi"))
+        return TRUE;
+    g_autoptr(VdImage) img = vd_image_open(last->path, last->format, 0, error);
+    if (img == NULL)
+        return FALSE;
+    for (VdImage *layer = vd_image_backing(img); layer != NULL; layer = vd_image_backing(layer)) {
+        if (chain->len >= MAX_CHAIN) {
+            g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                        "%s: more than %d images in its chain", last->path, MAX_CHAIN);
+            return FALSE;
+        }
+        struct stat st;
+        const char *path = vd_image_filename(layer);
+        if (stat(path, &st) < 0) {
+            g_set_error(error, VD_ERROR, VD_ERROR_IO, "%s: %s", path, g_strerror(errno));
+            return FALSE;
+        }
+        VmChainLink *link = g_new0(VmChainLink, 1);
+        link->path = g_canonicalize_filename(path, NULL);
+        link->format = g_strdup(vd_image_format(layer));
+        link->uuid = g_strdup("");
+        link->virtual_size = vd_image_size(layer);
+        link->file_size = (guint64)st.st_size;
+        g_ptr_array_add(chain, link);
+    }
+    return TRUE;
+}
+
 GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error)
 {
     const VmMedium *medium = vm_machine_lookup_medium(machine, uuid);
@@ -198,7 +232,7 @@ GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error
             return NULL;
         g_ptr_array_add(chain, link);
     }
-    return g_steal_pointer(&chain);
+    return append_own_parents(chain, error) ? g_steal_pointer(&chain) : NULL;
 }
 
 VdOptions *vm_chain_open_options(GPtrArray *chain)

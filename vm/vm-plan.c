@@ -224,7 +224,9 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
                                                   "no IDE: the machine is pc (i440FX)"));
     }
     plan_nics(plan);
-    plan->osinfo_id = vm_osinfo_from_vbox(machine->os_type);
+    plan->osinfo_id = g_strcmp0(machine->product, "VMware") == 0
+                          ? vm_osinfo_from_vmware(machine->os_type)
+                          : vm_osinfo_from_vbox(machine->os_type);
     if (plan->osinfo_id == NULL)
         g_ptr_array_add(plan->notes,
                         g_strdup_printf("OS type '%s' has no libosinfo id here",
@@ -236,6 +238,14 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
                                         "down in VirtualBox first for a clean import",
                                         machine->state_file));
     guint snapshots = count_snapshots(machine->snapshots);
+    gboolean deltas = FALSE;
+    for (guint i = 0; i < plan->disks->len; i++)
+        deltas |= ((VmPlanDisk *)plan->disks->pdata[i])->chain->len > 1;
+    if (snapshots == 0 && deltas)
+        g_ptr_array_add(plan->notes,
+                        g_strdup("the VM has snapshots (its disks are chains of deltas): the "
+                                 "current state is imported, each disk flattened; the snapshots "
+                                 "are not kept"));
     if (snapshots > 0)
         g_ptr_array_add(plan->notes,
                         g_strdup_printf("the VM has %u snapshot%s: the current state is imported, "
@@ -288,8 +298,10 @@ char *vm_plan_describe(const VmPlan *plan)
     const VmMachine *m = plan->machine;
     const VmHardware *hw = m->hardware;
     GString *s = g_string_new(NULL);
-    g_string_append_printf(s, "VM '%s' {%s}, from %s (VirtualBox settings %s)\n", m->name, m->uuid,
-                           m->settings_path, m->settings_version);
+    g_string_append_printf(s, "VM '%s'%s%s%s, from %s (%s settings, %s)\n", m->name,
+                           m->uuid != NULL ? " {" : "", m->uuid != NULL ? m->uuid : "",
+                           m->uuid != NULL ? "}" : "", m->settings_path, m->product,
+                           m->settings_version);
     g_string_append_printf(s, "  OS type:  %s%s%s%s\n", m->os_type != NULL ? m->os_type : "(none)",
                            plan->osinfo_id != NULL ? " (libosinfo " : "",
                            plan->osinfo_id != NULL ? plan->osinfo_id : "",
@@ -314,8 +326,12 @@ char *vm_plan_describe(const VmPlan *plan)
             g_autofree char *fsize = human_size(link->file_size);
             const char *role = k == 0 ? (d->chain->len > 1 ? "current" : "image")
                                       : (k + 1 == d->chain->len ? "base" : "parent");
-            g_string_append_printf(s, "    %-8s %s (%s, %s, {%s})\n", role, link->path,
-                                   link->format, fsize, link->uuid);
+            /* Only VirtualBox's registry has UUIDs to show. */
+            gboolean show_uuid = g_strcmp0(m->product, "VirtualBox") == 0 && link->uuid != NULL &&
+                                 link->uuid[0] != '\0';
+            g_string_append_printf(s, "    %-8s %s (%s, %s%s%s%s)\n", role, link->path,
+                                   link->format, fsize, show_uuid ? ", {" : "",
+                                   show_uuid ? link->uuid : "", show_uuid ? "}" : "");
             if (d->layer_paths != NULL)
                 g_string_append_printf(s, "             -> %s%s\n",
                                        (const char *)d->layer_paths->pdata[k],

@@ -94,7 +94,8 @@ struct VmSnapshot {
 typedef struct {
     char *settings_path;    /* the file read */
     char *folder;           /* its folder: relative locations start here */
-    char *settings_version; /* "1.16-linux" */
+    char *product;          /* whose settings: "VirtualBox", "VMware" */
+    char *settings_version; /* "1.16-linux", "vmx hardware 19" */
     char *name;
     char *uuid; /* lower case, without braces */
     char *os_type;
@@ -119,9 +120,20 @@ VmMachine *vm_vbox_load(const char *path, GError **error);
 /* The same from text already read; path is used for messages and as the
  * place relative locations are taken from. */
 VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError **error);
-/* The .vbox file of a VM given as the file or its folder (the one .vbox
- * in it). Returns a new string. */
-char *vm_vbox_find(const char *path, GError **error);
+/* Read a VMware VM's .vmx (key = "value" lines): name, guestOS, memory,
+ * vCPUs, firmware, the IDE, SATA, SCSI and NVMe disks with the vmdk each
+ * names (its current state: a snapshot's delta, whose parents the vmdk
+ * itself names), the network adapters. Each disk is registered under a
+ * UUID made from its file name. What it cannot map with certainty is
+ * refused as vm_vbox_load refuses it. */
+VmMachine *vm_vmx_load(const char *path, GError **error);
+VmMachine *vm_vmx_parse(const char *path, const char *text, gssize len, GError **error);
+
+/* The settings file of a VM given as the file or its folder (the one
+ * .vbox or .vmx in it). Returns a new string. */
+char *vm_settings_find(const char *path, GError **error);
+/* Read a VM's settings file, VirtualBox's or VMware's by its name. */
+VmMachine *vm_settings_load(const char *path, GError **error);
 
 /* The medium registered under uuid (any case, braces or not), or NULL. */
 VmMedium *vm_machine_lookup_medium(VmMachine *machine, const char *uuid);
@@ -227,5 +239,7 @@ char *vm_plan_describe(const VmPlan *plan);
 char *vm_domain_xml(const VmPlan *plan);
 /* libosinfo's id for a VirtualBox OS type ("Ubuntu22_LTS_64"), or NULL. */
 const char *vm_osinfo_from_vbox(const char *os_type);
+/* libosinfo's id for a VMware guestOS ("ubuntu-64"), or NULL. */
+const char *vm_osinfo_from_vmware(const char *guest_os);
 
 G_END_DECLS

@@ -1,5 +1,6 @@
-/* A fuzz target for the VirtualBox settings reader (vm/vbox-settings.c):
- * the input is a .vbox file. It is parsed and, when it reads, walked the
+/* A fuzz target for the VM settings readers (vm/vbox-settings.c,
+ * vm/vmx-settings.c): the input is a .vbox or a .vmx. It is parsed by both
+ * and, when it reads, walked the
  * way the plan walks it (every controller, attachment and medium, the
  * snapshot tree, the OS type); whatever the bytes say, the reader must
  * answer with an error or a machine, never crash, hang or recurse without
@@ -34,17 +35,9 @@ static guint walk_snapshots(VmMachine *m, const VmSnapshot *s, guint depth)
     return n;
 }
 
-int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
+/* What every machine a reader returns must hold. */
+static void check_machine(VmMachine *m)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(VmMachine) m =
-        vm_vbox_parse("/fuzz/vm/fuzz.vbox", (const char *)data, (gssize)size, &error);
-    if (m == NULL) {
-        /* Every refusal says what and where. */
-        if (error == NULL || !g_str_has_prefix(error->message, "/fuzz/vm/fuzz.vbox"))
-            abort();
-        return 0;
-    }
     const VmHardware *hw = m->hardware;
     for (guint i = 0; i < hw->controllers->len; i++) {
         const VmController *c = hw->controllers->pdata[i];
@@ -54,7 +47,7 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
             const VmMedium *medium =
                 a->medium_uuid != NULL ? vm_machine_lookup_medium(m, a->medium_uuid) : NULL;
             if (a->type == VM_DEVICE_DISK) {
-                /* The reader promised: every attached hard disk is
+                /* The readers promised: every attached hard disk is
                  * registered, and its parents lead to a base. */
                 if (medium == NULL)
                     abort();
@@ -69,7 +62,26 @@ int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
     }
     walk_snapshots(m, m->snapshots, 0);
     vm_osinfo_from_vbox(m->os_type);
-    vm_machine_current_descendant(m, m->uuid);
+    vm_osinfo_from_vmware(m->os_type);
+    if (m->uuid != NULL)
+        vm_machine_current_descendant(m, m->uuid);
+}
+
+typedef VmMachine *(*ParseFunc)(const char *path, const char *text, gssize len, GError **error);
+
+int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
+{
+    /* The same bytes as a .vbox and as a .vmx. */
+    const ParseFunc parsers[] = { vm_vbox_parse, vm_vmx_parse };
+    for (gsize i = 0; i < G_N_ELEMENTS(parsers); i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmMachine) m =
+            parsers[i]("/fuzz/vm/fuzz.settings", (const char *)data, (gssize)size, &error);
+        if (m != NULL)
+            check_machine(m);
+        else if (error == NULL || !g_str_has_prefix(error->message, "/fuzz/vm/fuzz.settings"))
+            abort(); /* every refusal says what and where */
+    }
     return 0;
 }
 

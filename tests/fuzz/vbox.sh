@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The fuzz suite's regression run of the VirtualBox settings reader: the
-# .vbox files of the unit tests and settings written here, and deterministic
+# The fuzz suite's regression run of the VM settings readers: the .vbox
+# files of the unit tests, a .vbox and a .vmx written here, and deterministic
 # mutants of each (bytes flipped, attributes emptied or swapped for
 # extremes, elements nested deep or cut short), each fed to fuzz-vbox.
 # Every input must be answered without a crash, a sanitizer report or a
@@ -55,6 +55,14 @@ small = '''<?xml version="1.0"?>
 </VirtualBox>
 '''
 open(os.path.join(seeds, "small.vbox"), "w").write(small)
+open(os.path.join(seeds, "small.vmx"), "w").write(
+    '.encoding = "UTF-8"\nconfig.version = "8"\nvirtualHW.version = "19"\n'
+    'displayName = "a |22b|22"\nmemsize = "512"\nnumvcpus = "2"\nfirmware = "efi"\n'
+    'uuid.bios = "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"\n'
+    'scsi0.present = "TRUE"\nscsi0.virtualDev = "lsilogic"\nscsi0:0.present = "TRUE"\n'
+    'scsi0:0.fileName = "a-000001.vmdk"\nide1:0.present = "TRUE"\n'
+    'ide1:0.deviceType = "cdrom-image"\nethernet0.present = "TRUE"\n'
+    'ethernet0.generatedAddress = "00:0c:29:00:00:01"\n')
 # Differencing images 300 deep: more than the reader's nesting bound.
 nest = ''.join('<HardDisk uuid="{%08x-2222-3333-4444-555555555555}" location="x%d" format="VDI" type="Normal">' % (i + 1, i) for i in range(300))
 open(os.path.join(seeds, "deep.vbox"), "w").write(

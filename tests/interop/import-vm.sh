@@ -9,7 +9,8 @@
 # are no VM's settings, fail cleanly and write nothing. One disk of the VM
 # converts alone too, its parent found in the VirtualBox layout. And the
 # imported disk of a VM whose boot sector a snapshot changed boots, under
-# QEMU, into the changed one.
+# QEMU, into the changed one. A VMware VM (.vmx, a vmdk delta on its base)
+# goes through the same plan.
 source "$(dirname "$0")/lib.sh"
 need_programs
 
@@ -292,7 +293,7 @@ case_not_vm_settings() {
     done
     mkdir novm
     fails_cleanly vd import-vm --dry-run novm 2>err.txt
-    grep -qF "no .vbox file" err.txt
+    grep -qF "no .vbox or .vmx file" err.txt
     # An import needs somewhere to put the disks.
     expect_exit 1 vd import-vm libvirt.vbox 2>err.txt
     grep -qF -- "--output-dir" err.txt
@@ -426,6 +427,56 @@ case_keep_snapshots() {
     validate out/Test_VM.xml
 }
 
+case_vmware() {
+    # A VMware VM: its .vmx names the snapshot's delta, the delta names its
+    # base (parentFileNameHint); the import flattens the chain qemu-img
+    # reads the same way.
+    mkdir vmw
+    pattern_raw base.raw 8M
+    vd convert -q -f raw -O vmdk base.raw vmw/Web.vmdk
+    qemu-img create -q -f qcow2 -b "$PWD/base.raw" -F raw current.qcow2
+    qio qcow2 current.qcow2 "write -P 71 2M 192k" "write -z 0 64k"
+    vd convert -q -O vmdk -B Web.vmdk -F vmdk current.qcow2 vmw/Web-000001.vmdk
+    cat >vmw/Web.vmx <<'EOF'
+.encoding = "UTF-8"
+config.version = "8"
+virtualHW.version = "19"
+displayName = "Web server"
+guestOS = "debian11-64"
+memsize = "1024"
+numvcpus = "2"
+uuid.bios = "56 4d 0a 0b 0c 0d 0e 0f-10 11 12 13 14 15 16 17"
+scsi0.present = "TRUE"
+scsi0.virtualDev = "lsilogic"
+scsi0:0.present = "TRUE"
+scsi0:0.fileName = "Web-000001.vmdk"
+ethernet0.present = "TRUE"
+ethernet0.virtualDev = "vmxnet3"
+ethernet0.addressType = "generated"
+ethernet0.generatedAddress = "00:0c:29:12:34:56"
+EOF
+    vd import-vm --dry-run vmw >plan.txt
+    grep -qF "$PWD/vmw/Web-000001.vmdk (vmdk," plan.txt
+    grep -qF "$PWD/vmw/Web.vmdk (vmdk," plan.txt
+    grep -qF "the VM has snapshots" plan.txt
+    vd import-vm -q --output-dir out vmw/Web.vmx
+    qcheck out/Web_server.qcow2
+    qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 out/Web_server.qcow2
+    qemu-img compare -q -f vmdk -F qcow2 vmw/Web-000001.vmdk out/Web_server.qcow2
+    validate out/Web_server.xml
+    grep -qF "<uuid>564d0a0b-0c0d-0e0f-1011-121314151617</uuid>" out/Web_server.xml
+    grep -qF "<target dev='sda' bus='scsi'/>" out/Web_server.xml
+    grep -qF "<controller type='scsi' index='0' model='lsilogic'/>" out/Web_server.xml
+    grep -qF "<mac address='00:0c:29:12:34:56'/>" out/Web_server.xml
+    grep -qF "<model type='vmxnet3'/>" out/Web_server.xml
+    grep -qF "<libosinfo:os id='http://debian.org/debian/11'/>" out/Web_server.xml
+    # --keep-snapshots keeps the delta as an overlay here too.
+    vd import-vm -q --keep-snapshots --output-dir kept vmw
+    [[ $(qinfo kept/Web_server.qcow2 backing-filename) == Web_server-1.qcow2 ]]
+    qemu-img compare -q -f raw -F qcow2 base.raw kept/Web_server-1.qcow2
+    qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 kept/Web_server.qcow2
+}
+
 case_run dry-run case_dry_run
 case_run import case_import
 case_run progress case_progress
@@ -436,4 +487,5 @@ case_run header-mismatch case_header_mismatch
 case_run not-vm-settings case_not_vm_settings
 case_run single-disk case_single_disk
 case_run boots case_boots
+case_run vmware case_vmware
 finish

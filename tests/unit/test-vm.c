@@ -333,17 +333,17 @@ static void test_load_files(Fixture *fx, gconstpointer data)
 
     /* A folder names its one .vbox; none or two is an error. */
     g_unlink(empty);
-    g_assert_null(vm_vbox_find(fx->dir, &error));
+    g_assert_null(vm_settings_find(fx->dir, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_NOT_FOUND);
     g_clear_error(&error);
     g_autofree char *a = path_in(fx, "a.vbox");
     g_assert_true(g_file_set_contents(a, "x", 1, NULL));
-    g_autofree char *found = vm_vbox_find(fx->dir, &error);
+    g_autofree char *found = vm_settings_find(fx->dir, &error);
     g_assert_no_error(error);
     g_assert_cmpstr(found, ==, a);
     g_autofree char *b = path_in(fx, "b.vbox");
     g_assert_true(g_file_set_contents(b, "x", 1, NULL));
-    g_assert_null(vm_vbox_find(fx->dir, &error));
+    g_assert_null(vm_settings_find(fx->dir, &error));
     g_assert_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT);
 }
 
@@ -997,6 +997,119 @@ static void test_real_1snap(Fixture *fx, gconstpointer data)
     g_assert_null(strstr(xml, "libosinfo"));
 }
 
+/* ----- VMware ----- */
+
+static const char *const vmx_text =
+    ".encoding = \"UTF-8\"\n"
+    "config.version = \"8\"\n"
+    "virtualHW.version = \"19\"\n"
+    "# a comment\n"
+    "displayName = \"Win |22ten|22\"\n"
+    "guestOS = \"windows9-64\"\n"
+    "memsize = \"4096\"\n"
+    "numvcpus = \"4\"\n"
+    "firmware = \"efi\"\n"
+    "uuid.bios = \"56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc\"\n"
+    "scsi0.present = \"TRUE\"\n"
+    "scsi0.virtualDev = \"pvscsi\"\n"
+    "SCSI0:1.present = \"TRUE\"\n"
+    "scsi0:1.fileName = \"Win-000002.vmdk\"\n"
+    "sata0.present = \"FALSE\"\n"
+    "sata0:0.present = \"TRUE\"\n"
+    "sata0:0.fileName = \"ignored.vmdk\"\n"
+    "ide0:1.present = \"TRUE\"\n"
+    "ide0:1.fileName = \"data.vmdk\"\n"
+    "ide1:0.present = \"TRUE\"\n"
+    "ide1:0.deviceType = \"cdrom-image\"\n"
+    "ide1:0.fileName = \"/isos/win.iso\"\n"
+    "ethernet0.present = \"TRUE\"\n"
+    "ethernet0.virtualDev = \"e1000e\"\n"
+    "ethernet0.addressType = \"generated\"\n"
+    "ethernet0.generatedAddress = \"00:0C:29:AB:CD:EF\"\n"
+    "ethernet1.present = \"TRUE\"\n"
+    "ethernet1.addressType = \"static\"\n"
+    "ethernet1.address = \"00:50:56:00:00:01\"\n"
+    "ethernet1.connectionType = \"hostonly\"\n"
+    "ethernet2.present = \"FALSE\"\n";
+
+static void test_vmx(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = vm_vmx_parse("/vms/win/Win.vmx", vmx_text, -1, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(m->product, ==, "VMware");
+    g_assert_cmpstr(m->name, ==, "Win \"ten\"");
+    g_assert_cmpstr(m->uuid, ==, "564d1234-5678-9abc-def0-123456789abc");
+    g_assert_cmpstr(m->os_type, ==, "windows9-64");
+    g_assert_cmpstr(vm_osinfo_from_vmware(m->os_type), ==, "http://microsoft.com/win/10");
+    const VmHardware *hw = m->hardware;
+    g_assert_cmpuint(hw->memory_mib, ==, 4096);
+    g_assert_cmpuint(hw->cpus, ==, 4);
+    g_assert_cmpint(hw->firmware, ==, VM_FIRMWARE_EFI);
+    /* IDE first, then SCSI; the SATA adapter is not present. */
+    g_assert_cmpuint(hw->controllers->len, ==, 3);
+    const VmController *ide0 = hw->controllers->pdata[0], *ide1 = hw->controllers->pdata[1];
+    const VmController *scsi = hw->controllers->pdata[2];
+    g_assert_cmpint(ide0->bus, ==, VM_BUS_IDE);
+    const VmAttachment *slave = ide0->attachments->pdata[0];
+    g_assert_cmpuint(slave->port, ==, 0);
+    g_assert_cmpuint(slave->device, ==, 1);
+    const VmMedium *data = vm_machine_lookup_medium(m, slave->medium_uuid);
+    g_assert_cmpstr(data->location, ==, "data.vmdk");
+    g_assert_cmpint(((VmAttachment *)ide1->attachments->pdata[0])->type, ==, VM_DEVICE_DVD);
+    g_assert_cmpint(scsi->bus, ==, VM_BUS_SCSI);
+    g_assert_cmpstr(scsi->scsi_model, ==, "vmpvscsi");
+    const VmAttachment *disk = scsi->attachments->pdata[0];
+    g_assert_cmpuint(disk->port, ==, 1);
+    g_autofree char *path =
+        vm_machine_medium_path(m, vm_machine_lookup_medium(m, disk->medium_uuid));
+    g_assert_cmpstr(path, ==, "/vms/win/Win-000002.vmdk");
+    g_assert_cmpuint(hw->nics->len, ==, 2);
+    const VmNic *n0 = hw->nics->pdata[0], *n1 = hw->nics->pdata[1];
+    g_assert_cmpstr(n0->mac, ==, "00:0c:29:ab:cd:ef");
+    g_assert_cmpstr(n0->model, ==, "e1000e");
+    g_assert_cmpstr(n0->attachment, ==, "NAT");
+    g_assert_cmpstr(n1->mac, ==, "00:50:56:00:00:01");
+    g_assert_cmpstr(n1->attachment, ==, "hostonly");
+
+    struct {
+        const char *text, *says;
+        int code;
+    } bad[] = {
+        { "<domain><name>x</name></domain>\n", "not key = \"value\"", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "<VirtualBox version=\"1.16-linux\"/>\n", "no config.version",
+          VD_ERROR_UNSUPPORTED_FORMAT },
+        { "\xff\xfe binary", "not text", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "displayName = \"x\"\nmemsize = \"64\"\n", "no config.version",
+          VD_ERROR_UNSUPPORTED_FORMAT },
+        { "config.version = \"8\"\n", "no memsize", VD_ERROR_CORRUPT },
+        { "config.version = \"8\"\nmemsize = \"64\"\nscsi0.present = \"TRUE\"\n"
+          "scsi0.virtualDev = \"quantum\"\nscsi0:0.present = \"TRUE\"\n"
+          "scsi0:0.fileName = \"a.vmdk\"\n",
+          "quantum", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "config.version = \"8\"\nmemsize = \"64\"\nide0:0.present = \"TRUE\"\n"
+          "ide0:0.deviceType = \"rawDisk\"\nide0:0.fileName = \"/dev/sda\"\n",
+          "rawDisk", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "config.version = \"8\"\nmemsize = \"64\"\nide0:0.present = \"TRUE\"\n"
+          "ide0:0.fileName = \"disk.img\"\n",
+          "names no .vmdk", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "config.version = \"8\"\nmemsize = \"64\"\nethernet0.present = \"TRUE\"\n"
+          "ethernet0.generatedAddress = \"00:0c:29\"\n",
+          "MAC address", VD_ERROR_CORRUPT },
+        { "config.version = \"8\"\nmemsize = \"64\"\nfirmware = \"coreboot\"\n", "coreboot",
+          VD_ERROR_UNSUPPORTED_FORMAT },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_clear_error(&error);
+        g_autoptr(VmMachine) no = vm_vmx_parse("/vms/x.vmx", bad[i].text, -1, &error);
+        g_assert_null(no);
+        g_assert_error(error, VD_ERROR, bad[i].code);
+        g_assert_true(g_str_has_prefix(error->message, "/vms/x.vmx: "));
+        if (strstr(error->message, bad[i].says) == NULL)
+            g_error("'%s' is not in: %s", bad[i].says, error->message);
+    }
+}
+
 static void test_osinfo(void)
 {
     g_assert_cmpstr(vm_osinfo_from_vbox("Ubuntu22_LTS_64"), ==, "http://ubuntu.com/ubuntu/22.04");
@@ -1026,6 +1139,7 @@ int main(int argc, char **argv)
     g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
                fixture_teardown);
     g_test_add_func("/vm/osinfo", test_osinfo);
+    g_test_add_func("/vm/vmx", test_vmx);
     g_test_add_func("/vm/real/libvirt-nosnap", test_real_nosnap);
     g_test_add("/vm/real/libvirt-1snap", Fixture, NULL, fixture_setup, test_real_1snap,
                fixture_teardown);
