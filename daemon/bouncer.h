@@ -27,7 +27,8 @@ void vdd_bouncer_check_async(VddBouncer *self, GDBusMethodInvocation *invocation
 /* For tests of the D-Bus objects without polkitd: policy decides every
  * check of a named action instead of polkit and the root rule. It gets the
  * action and the details and may change *uid (who the test pretends the
- * caller is). NULL restores polkit. */
+ * caller is); for the action "" (anyone) it only changes *uid, its answer
+ * is ignored. NULL restores polkit. */
 typedef gboolean (*VddBouncerPolicy)(const char *action, GHashTable *details, guint32 *uid,
                                      gpointer data);
 void vdd_bouncer_set_policy(VddBouncer *self, VddBouncerPolicy policy, gpointer data);

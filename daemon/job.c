@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "bouncer.h"
+#include "call.h"
 #include "errors.h"
 #include "manager.h"
 #include "options.h"
@@ -552,38 +553,32 @@ static void other_user_checked(GObject *source, GAsyncResult *res, gpointer data
     cancel_call_free(c);
 }
 
-static void caller_checked(GObject *source, GAsyncResult *res, gpointer data)
-{
-    CancelCall *c = data;
-    g_autoptr(GError) error = NULL;
-    guint32 uid;
-    if (!vdd_bouncer_check_finish(VDD_BOUNCER(source), res, &uid, &error)) {
-        g_dbus_method_invocation_return_gerror(c->invocation, error);
-        cancel_call_free(c);
-        return;
-    }
-    if (uid == 0 || uid == c->job->uid) {
-        cancel_now(c->job, c->invocation, uid);
-        cancel_call_free(c);
-        return;
-    }
-    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
-    g_hash_table_insert(details, "operation", c->job->operation);
-    vdd_bouncer_check_async(VDD_BOUNCER(source), c->invocation, VDISK_ACTION_CANCEL_JOB_OTHER_USER,
-                            details, other_user_checked, c);
-}
+typedef struct {
+    char none;
+} CancelParams;
 
-static gboolean handle_cancel(VddDbusJob *iface, GDBusMethodInvocation *invocation,
-                              GVariant *options, VddJob *self)
+static void parse_cancel(VddJob *self, GVariant *args, CancelParams *p, VddCallSubject *s) {}
+
+/* Anyone may cancel their own job (the rule's action is ""); another
+ * user's job needs VDISK_ACTION_CANCEL_JOB_OTHER_USER. */
+static void cancel(VddJob *self, VddCall *call, const CancelParams *p)
 {
-    vdd_manager_touch(self->manager);
+    if (call->uid == 0 || call->uid == self->uid) {
+        cancel_now(self, call->invocation, call->uid);
+        return;
+    }
     CancelCall *c = g_new0(CancelCall, 1);
     c->job = g_object_ref(self);
-    c->invocation = g_object_ref(invocation);
-    vdd_bouncer_check_async(vdd_manager_get_bouncer(self->manager), invocation, NULL, NULL,
-                            caller_checked, c);
-    return TRUE;
+    c->invocation = g_object_ref(call->invocation);
+    g_autoptr(GHashTable) details = g_hash_table_new(g_str_hash, g_str_equal);
+    g_hash_table_insert(details, "operation", self->operation);
+    vdd_bouncer_check_async(vdd_manager_get_bouncer(self->manager), c->invocation,
+                            VDISK_ACTION_CANCEL_JOB_OTHER_USER, details, other_user_checked, c);
 }
+
+static const VddMethod job_methods[] = {
+    VDD_METHOD("Cancel", CancelParams, parse_cancel, cancel),
+};
 
 /* The caller's connection is gone (killed, crashed, or simply done with
  * us): nobody is left to take the result, so stop the work and remove what
@@ -616,7 +611,7 @@ VddJob *vdd_job_new(VddManager *manager, GDBusMethodInvocation *invocation, cons
     g_object_set(self->iface, "operation", operation, "started-by-uid", uid, "cancelable", TRUE,
                  "objects", objects ? objects : none, "state", "queued", "error", "", "start-time",
                  (guint64)g_get_real_time(), NULL);
-    g_signal_connect(self->iface, "handle-cancel", G_CALLBACK(handle_cancel), self);
+    vdd_call_serve(self->iface, manager, self, job_methods, G_N_ELEMENTS(job_methods));
     vdd_dbus_object_skeleton_set_job(self->object, self->iface);
     vdd_manager_export_job(manager, self, G_DBUS_OBJECT_SKELETON(self->object));
 

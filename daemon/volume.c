@@ -393,6 +393,7 @@ typedef struct {
     gboolean shrink;
     char *snapshot;
     const char *snapshot_op; /* "create", "revert" or "delete" */
+    guint32 uid;             /* the caller's, for a snapshot's reply */
 } VolumeWork;
 
 static void close_fd(int *fd)
@@ -784,7 +785,7 @@ static void snapshot_done(GObject *source, GAsyncResult *res, gpointer data)
     VddVolume *self = VDD_VOLUME(source);
     VolumeWork *w = g_task_get_task_data(G_TASK(res));
     GError *error = NULL;
-    guint32 uid = GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(invocation), "vdd-uid"));
+    guint32 uid = w->uid;
     vdd_lock_set_release(w->locks);
     vdd_volume_update(self);
     vdd_pool_update_space(self->pool);
@@ -833,7 +834,7 @@ static void snapshot(VddVolume *self, VddCall *call, const SnapshotParams *p)
         fail(self, invocation, uid, w, error);
         return;
     }
-    g_object_set_data(G_OBJECT(invocation), "vdd-uid", GUINT_TO_POINTER(uid));
+    w->uid = uid;
     g_autoptr(GTask) task = g_task_new(self, NULL, snapshot_done, g_object_ref(invocation));
     g_task_set_task_data(task, w, (GDestroyNotify)volume_work_free);
     g_task_run_in_thread(task, snapshot_thread);

@@ -26,6 +26,7 @@ typedef struct {
     gboolean deny_all; /* the policy refuses everything */
     const char *deny;  /* an action the policy refuses, or NULL */
     const char *deny_pool;
+    guint32 caller;        /* who the caller is: 4242 unless a test says */
     GHashTable *completed; /* job path -> "1 message" or "0 message" */
 } Fixture;
 
@@ -38,6 +39,9 @@ static char *detail(GHashTable *details, const char *key)
 static gboolean policy(const char *action, GHashTable *details, guint32 *uid, gpointer data)
 {
     Fixture *f = data;
+    *uid = f->caller != 0 ? f->caller : 4242; /* a plain user, as far as job limits go */
+    if (*action == '\0')
+        return TRUE; /* anyone: only who the caller is matters */
     g_autofree char *pool = detail(details, "pool");
     g_autofree char *volume = detail(details, "volume");
     g_autofree char *source = detail(details, "source-pool");
@@ -50,7 +54,6 @@ static gboolean policy(const char *action, GHashTable *details, guint32 *uid, gp
         g_string_append_printf(all, " %s=%s", (char *)l->data,
                                (char *)g_hash_table_lookup(details, l->data));
     g_ptr_array_add(f->asked, g_string_free(all, FALSE));
-    *uid = 4242; /* a plain user, as far as job limits go */
     if (f->deny_all)
         return FALSE;
     if (f->deny == NULL || strcmp(action, f->deny) != 0)
@@ -524,6 +527,39 @@ static void test_rules_clone_allowed(Fixture *f, gconstpointer unused)
     g_assert_true(g_file_test(file, G_FILE_TEST_IS_REGULAR));
 }
 
+/* Anyone may cancel their own job; another user's job needs
+ * cancel-job-other-user, asked with the job's operation. */
+static void test_rules_cancel(Fixture *f, gconstpointer unused)
+{
+    g_autofree char *pool = add_pool(f, "p");
+    g_autoptr(GVariant) r =
+        call(f, pool, VDISK_POOL_INTERFACE, "CreateVolume",
+             g_variant_new("(ssta{sv})", "a.raw", "raw", (guint64)1 << 20, NULL), NULL, NULL);
+    g_assert_nonnull(r);
+    const char *job;
+    g_variant_get(r, "(&o&o)", NULL, &job);
+    wait_job(f, job, TRUE); /* finished jobs stay on the bus a while */
+    g_ptr_array_set_size(f->asked, 0);
+    f->caller = 4343;
+    f->deny = VDISK_ACTION_CANCEL_JOB_OTHER_USER;
+    g_autofree char *remote = NULL;
+    g_autoptr(GVariant) refused =
+        call(f, job, VDISK_JOB_INTERFACE, "Cancel", g_variant_new("(a{sv})", NULL), NULL, &remote);
+    g_assert_null(refused);
+    g_assert_cmpstr(remote, ==, VDISK_ERROR_NOT_AUTHORIZED);
+    g_assert_cmpuint(f->asked->len, ==, 1);
+    g_assert_cmpstr(f->asked->pdata[0], ==, VDISK_ACTION_CANCEL_JOB_OTHER_USER " operation=create");
+    /* Its owner may: the job has completed, which is the answer. */
+    g_ptr_array_set_size(f->asked, 0);
+    f->caller = 4242;
+    g_clear_pointer(&remote, g_free);
+    g_autoptr(GVariant) own =
+        call(f, job, VDISK_JOB_INTERFACE, "Cancel", g_variant_new("(a{sv})", NULL), NULL, &remote);
+    g_assert_null(own);
+    g_assert_cmpstr(remote, ==, VDISK_ERROR_FAILED);
+    g_assert_cmpuint(f->asked->len, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -540,5 +576,6 @@ int main(int argc, char **argv)
     ADD("/dbus/rules/every-method", test_rules_every_method);
     ADD("/dbus/rules/read-check", test_rules_read_check);
     ADD("/dbus/rules/clone-allowed", test_rules_clone_allowed);
+    ADD("/dbus/rules/cancel", test_rules_cancel);
     return g_test_run();
 }
