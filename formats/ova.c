@@ -177,6 +177,41 @@ GPtrArray *vd_ova_list_disks(const char *path, GError **error)
     return names;
 }
 
+/* An OVF descriptor is a few KiB to a few hundred; this bounds what a
+ * hostile archive makes us read. */
+#define MAX_DESCRIPTOR (4 * 1024 * 1024)
+
+char *vd_ova_read_descriptor(const char *path, gsize *len, GError **error)
+{
+    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
+    if (file == NULL)
+        return NULL;
+    g_autoptr(GPtrArray) members = read_members(file, error);
+    if (members == NULL)
+        return NULL;
+    for (guint i = 0; i < members->len; i++) {
+        const TarMember *m = members->pdata[i];
+        g_autofree char *lower = g_ascii_strdown(m->name, -1);
+        if (!g_str_has_suffix(lower, ".ovf"))
+            continue;
+        if (m->size > MAX_DESCRIPTOR) {
+            vd_set_file_error(error, path, VD_ERROR_NOT_SUPPORTED,
+                              "its descriptor %s is %" G_GUINT64_FORMAT
+                              " bytes, more than the %d read",
+                              m->name, m->size, MAX_DESCRIPTOR);
+            return NULL;
+        }
+        g_autofree char *text = g_malloc((gsize)m->size + 1);
+        if (!vd_file_pread(file, m->offset, text, (gsize)m->size, error))
+            return NULL;
+        text[m->size] = '\0';
+        *len = (gsize)m->size;
+        return g_steal_pointer(&text);
+    }
+    vd_set_file_error(error, path, VD_ERROR_NOT_FOUND, "the appliance holds no .ovf descriptor");
+    return NULL;
+}
+
 VdFile *vd_ova_open_disk(VdFile *file, int index, char **member_name, GError **error)
 {
     g_autoptr(GPtrArray) disks = disk_members(file, error);

@@ -251,6 +251,9 @@ gboolean vd_image_is_encrypted(VdImage *img);
 gboolean vd_is_ova(const char *path);
 GPtrArray *vd_ova_list_disks(const char *path, GError **error);
 VdImage *vd_image_open_ova(const char *path, int index, GError **error);
+/* The appliance's .ovf descriptor (the first member named *.ovf), NUL
+ * terminated, its length in *len. Returns a new string. */
+char *vd_ova_read_descriptor(const char *path, gsize *len, GError **error);
 
 VdImage *vd_image_ref(VdImage *img);
 void vd_image_unref(VdImage *img);

@@ -229,9 +229,9 @@ static int run_import_vm(const CliCommand *cmd, int argc, char **argv)
 
 const CliCommand cli_cmd_import_vm = {
     .name = "import-vm",
-    .summary = "turn a VirtualBox or VMware VM into qcow2 disks and a libvirt domain",
+    .summary = "turn a VirtualBox or VMware VM, or an OVA, into qcow2 disks and a libvirt domain",
     .usage = "  vdisk import-vm [--dry-run] [--output-dir DIR] [--virtio] [--domain-type TYPE]\n"
-             "                  [--keep-snapshots] [-p] [-q] VM.vbox|VM.vmx|VMFOLDER",
+             "                  [--keep-snapshots] [-p] [-q] VM.vbox|VM.vmx|VM.ova|VM.ovf|VMFOLDER",
     .help = "  --dry-run              print the plan (each disk's chain of files, sizes and\n"
             "                         target) and the libvirt domain XML; write nothing\n"
             "  --output-dir DIR       where the qcow2 disks and the domain XML go (made if\n"
@@ -255,9 +255,12 @@ const CliCommand cli_cmd_import_vm = {
             "their MAC addresses on libvirt's default network. Nothing is defined in\n"
             "libvirt and nothing is overwritten; if one disk fails, the disks made are\n"
             "removed. A VMware VM (its .vmx) goes the same way: each disk's vmdk, a\n"
-            "snapshot's delta on its base, is read through its chain.\n",
+            "snapshot's delta on its base, is read through its chain. So does an OVF\n"
+            "appliance: an .ova, its disks read in place, or an .ovf with its disks.\n",
     .examples = "  vdisk import-vm --dry-run ~/VirtualBox\\ VMs/Debian\n"
                 "  vdisk import-vm --output-dir ~/kvm ~/VirtualBox\\ VMs/Debian/Debian.vbox\n"
-                "  virsh define ~/kvm/Debian.xml\n",
+                "  virsh define ~/kvm/Debian.xml\n"
+                "  vdisk import-vm --keep-snapshots --output-dir ~/kvm ~/vmware/Web/Web.vmx\n"
+                "  vdisk import-vm --output-dir ~/kvm appliance.ova\n",
     .run = run_import_vm,
 };

@@ -80,6 +80,19 @@ static const struct {
     { "other5xlinux-64", "http://libosinfo.org/linux/2022" },
     { "other6xlinux-64", "http://libosinfo.org/linux/2022" },
     { "other4xlinux-64", "http://libosinfo.org/linux/2022" },
+    /* The same systems as vSphere (and its OVF exports) names them. */
+    { "windows9_64Guest", "http://microsoft.com/win/10" },
+    { "windows9Server64Guest", "http://microsoft.com/win/2k16" },
+    { "windows2019srv_64Guest", "http://microsoft.com/win/2k19" },
+    { "windows7Server64Guest", "http://microsoft.com/win/2k8r2" },
+    { "windows7_64Guest", "http://microsoft.com/win/7" },
+    { "debian11_64Guest", "http://debian.org/debian/11" },
+    { "debian10_64Guest", "http://debian.org/debian/10" },
+    { "rhel9_64Guest", "http://redhat.com/rhel/9.0" },
+    { "ubuntu64Guest", "http://libosinfo.org/linux/2022" },
+    { "other5xLinux64Guest", "http://libosinfo.org/linux/2022" },
+    { "other4xLinux64Guest", "http://libosinfo.org/linux/2022" },
+    { "other3xLinux64Guest", "http://libosinfo.org/linux/2022" },
 };
 
 const char *vm_osinfo_from_vmware(const char *guest_os)

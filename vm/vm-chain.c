@@ -22,6 +22,7 @@ void vm_chain_link_free(VmChainLink *link)
     if (link == NULL)
         return;
     g_free(link->path);
+    g_free(link->member);
     g_free(link->format);
     g_free(link->uuid);
     g_free(link);
@@ -131,6 +132,49 @@ static gboolean check_vdi(VmMachine *machine, const VmMedium *medium, VdImage *i
     return TRUE;
 }
 
+/* The index vd_image_open_ova takes for the appliance's disk member. */
+static int member_index(const char *appliance, const char *member, GError **error)
+{
+    g_autoptr(GPtrArray) names = vd_ova_list_disks(appliance, error);
+    if (names == NULL)
+        return -1;
+    for (guint i = 0; i < names->len; i++)
+        if (g_str_equal(names->pdata[i], member))
+            return (int)i;
+    g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "%s: the appliance holds no disk %s",
+                appliance, member);
+    return -1;
+}
+
+/* A disk inside an .ova: read in place, never unpacked. */
+static VmChainLink *appliance_link(VmMachine *machine, const VmMedium *medium, const char *format,
+                                   GError **error)
+{
+    int index = member_index(machine->appliance, medium->location, error);
+    if (index < 0)
+        return NULL;
+    g_autoptr(VdImage) img = vd_image_open_ova(machine->appliance, index, error);
+    if (img == NULL)
+        return NULL;
+    if (!g_str_equal(vd_image_format(img), format)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                    "%s: disk %s is a %s image, not %s as its name says", machine->appliance,
+                    medium->location, vd_image_format(img), format);
+        return NULL;
+    }
+    g_autoptr(VdImageInfo) info = vd_image_get_info(img, error);
+    if (info == NULL)
+        return NULL;
+    VmChainLink *link = g_new0(VmChainLink, 1);
+    link->path = g_strdup(machine->appliance);
+    link->member = g_strdup(medium->location);
+    link->format = g_strdup(format);
+    link->uuid = g_strdup(medium->uuid);
+    link->virtual_size = vd_image_size(img);
+    link->file_size = info->actual_size > 0 ? (guint64)info->actual_size : 0;
+    return link;
+}
+
 static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GError **error)
 {
     const char *format = format_from_vbox(medium->format);
@@ -155,6 +199,8 @@ static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GEr
                     machine->settings_path, medium->uuid, medium->location, medium->format);
         return NULL;
     }
+    if (machine->appliance != NULL)
+        return appliance_link(machine, medium, format, error);
     g_autofree char *path = locate(machine, medium, format, error);
     if (path == NULL)
         return NULL;
@@ -183,7 +229,7 @@ static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GEr
 static gboolean append_own_parents(GPtrArray *chain, GError **error)
 {
     const VmChainLink *last = chain->pdata[chain->len - 1];
-    if (g_str_equal(last->format, "vdi"))
+    if (g_str_equal(last->format, "vdi") || last->member != NULL)
         return TRUE;
     g_autoptr(VdImage) img = vd_image_open(last->path, last->format, 0, error);
     if (img == NULL)
@@ -254,5 +300,9 @@ VdImage *vm_chain_open(GPtrArray *chain, GError **error)
 {
     g_autoptr(VdOptions) opts = vm_chain_open_options(chain);
     const VmChainLink *top = chain->pdata[0];
+    if (top->member != NULL) {
+        int index = member_index(top->path, top->member, error);
+        return index < 0 ? NULL : vd_image_open_ova(top->path, index, error);
+    }
     return vd_image_open_opts(top->path, top->format, 0, opts, NULL, error);
 }

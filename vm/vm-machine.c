@@ -66,6 +66,7 @@ void vm_machine_free(VmMachine *m)
     g_free(m->settings_path);
     g_free(m->folder);
     g_free(m->product);
+    g_free(m->appliance);
     g_free(m->settings_version);
     g_free(m->name);
     g_free(m->uuid);

@@ -151,10 +151,10 @@ static void plan_nics(VmPlan *plan)
         const VmNic *nic = hw->nics->pdata[i];
         if (nic->attachment != NULL && !g_str_equal(nic->attachment, "NAT"))
             g_ptr_array_add(plan->notes,
-                            g_strdup_printf("network adapter %u was %s%s%s; it goes on libvirt's "
+                            g_strdup_printf("network adapter %u (%s%s%s) goes on libvirt's "
                                             "default network",
                                             nic->slot + 1, nic->attachment,
-                                            nic->network != NULL ? " to " : "",
+                                            nic->network != NULL ? ": " : "",
                                             nic->network != NULL ? nic->network : ""));
         if (nic->mac == NULL)
             g_ptr_array_add(plan->notes,
@@ -224,7 +224,8 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
                                                   "no IDE: the machine is pc (i440FX)"));
     }
     plan_nics(plan);
-    plan->osinfo_id = g_strcmp0(machine->product, "VMware") == 0
+    /* An OVF's osType is VMware's guestOS name. */
+    plan->osinfo_id = g_strcmp0(machine->product, "VirtualBox") != 0
                           ? vm_osinfo_from_vmware(machine->os_type)
                           : vm_osinfo_from_vbox(machine->os_type);
     if (plan->osinfo_id == NULL)
@@ -329,9 +330,11 @@ char *vm_plan_describe(const VmPlan *plan)
             /* Only VirtualBox's registry has UUIDs to show. */
             gboolean show_uuid = g_strcmp0(m->product, "VirtualBox") == 0 && link->uuid != NULL &&
                                  link->uuid[0] != '\0';
-            g_string_append_printf(s, "    %-8s %s (%s, %s%s%s%s)\n", role, link->path,
-                                   link->format, fsize, show_uuid ? ", {" : "",
-                                   show_uuid ? link->uuid : "", show_uuid ? "}" : "");
+            g_string_append_printf(s, "    %-8s %s%s%s (%s, %s%s%s%s)\n", role, link->path,
+                                   link->member != NULL ? ":" : "",
+                                   link->member != NULL ? link->member : "", link->format, fsize,
+                                   show_uuid ? ", {" : "", show_uuid ? link->uuid : "",
+                                   show_uuid ? "}" : "");
             if (d->layer_paths != NULL)
                 g_string_append_printf(s, "             -> %s%s\n",
                                        (const char *)d->layer_paths->pdata[k],

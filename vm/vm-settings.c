@@ -19,14 +19,15 @@ char *vm_settings_find(const char *path, GError **error)
     g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
     const char *name;
     while ((name = g_dir_read_name(dir)) != NULL)
-        if (g_str_has_suffix(name, ".vbox") || g_str_has_suffix(name, ".vmx"))
+        if (g_str_has_suffix(name, ".vbox") || g_str_has_suffix(name, ".vmx") ||
+            g_str_has_suffix(name, ".ovf"))
             g_ptr_array_add(found, g_strdup(name));
     if (found->len != 1) {
         g_set_error(error, VD_ERROR,
                     found->len == 0 ? VD_ERROR_NOT_FOUND : VD_ERROR_INVALID_ARGUMENT,
                     "%s: %s; name the VM's settings file", path,
-                    found->len == 0 ? "no .vbox or .vmx file in this folder"
-                                    : "more than one .vbox or .vmx file in this folder");
+                    found->len == 0 ? "no .vbox, .vmx or .ovf file in this folder"
+                                    : "more than one .vbox, .vmx or .ovf file in this folder");
         return NULL;
     }
     return g_build_filename(path, found->pdata[0], NULL);
@@ -37,5 +38,7 @@ VmMachine *vm_settings_load(const char *path, GError **error)
     g_autofree char *lower = g_ascii_strdown(path, -1);
     if (g_str_has_suffix(lower, ".vmx"))
         return vm_vmx_load(path, error);
+    if (g_str_has_suffix(lower, ".ovf") || g_str_has_suffix(lower, ".ova"))
+        return vm_ovf_load(path, error);
     return vm_vbox_load(path, error);
 }

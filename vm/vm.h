@@ -94,7 +94,8 @@ struct VmSnapshot {
 typedef struct {
     char *settings_path;    /* the file read */
     char *folder;           /* its folder: relative locations start here */
-    char *product;          /* whose settings: "VirtualBox", "VMware" */
+    char *product;          /* whose settings: "VirtualBox", "VMware", "OVF" */
+    char *appliance;        /* an .ova whose members the media are, or NULL */
     char *settings_version; /* "1.16-linux", "vmx hardware 19" */
     char *name;
     char *uuid; /* lower case, without braces */
@@ -129,8 +130,17 @@ VmMachine *vm_vbox_parse(const char *path, const char *text, gssize len, GError 
 VmMachine *vm_vmx_load(const char *path, GError **error);
 VmMachine *vm_vmx_parse(const char *path, const char *text, gssize len, GError **error);
 
+/* Read an OVF appliance: an .ovf (its disks beside it) or an .ova (its
+ * disks inside): the VirtualSystem's name, memory, processors, IDE, SCSI
+ * and SATA controllers with their disks, Ethernet adapters, VMware's
+ * firmware setting. appliance is the .ova the descriptor came from, or
+ * NULL. Refuses what it cannot map as the other readers do. */
+VmMachine *vm_ovf_parse(const char *path, const char *text, gssize len, const char *appliance,
+                        GError **error);
+VmMachine *vm_ovf_load(const char *path, GError **error);
+
 /* The settings file of a VM given as the file or its folder (the one
- * .vbox or .vmx in it). Returns a new string. */
+ * .vbox, .vmx or .ovf in it). Returns a new string. */
 char *vm_settings_find(const char *path, GError **error);
 /* Read a VM's settings file, VirtualBox's or VMware's by its name. */
 VmMachine *vm_settings_load(const char *path, GError **error);
@@ -146,7 +156,8 @@ const char *vm_bus_name(VmBus bus);
 /* ----- chains (vm-chain.c) ----- */
 
 typedef struct {
-    char *path;   /* absolute */
+    char *path;   /* absolute; for an appliance's disk, the .ova */
+    char *member; /* the disk's name inside the .ova, or NULL */
     char *format; /* vdisk's name: "vdi", "vmdk", ... */
     char *uuid;   /* the registry's */
     guint64 virtual_size;

@@ -1,5 +1,6 @@
 /* A fuzz target for the VM settings readers (vm/vbox-settings.c,
- * vm/vmx-settings.c): the input is a .vbox or a .vmx. It is parsed by both
+ * vm/vmx-settings.c, vm/ovf-settings.c): the input is a .vbox, a .vmx or
+ * an .ovf. It is parsed by all three
  * and, when it reads, walked the
  * way the plan walks it (every controller, attachment and medium, the
  * snapshot tree, the OS type); whatever the bytes say, the reader must
@@ -69,10 +70,15 @@ static void check_machine(VmMachine *m)
 
 typedef VmMachine *(*ParseFunc)(const char *path, const char *text, gssize len, GError **error);
 
+static VmMachine *parse_ovf(const char *path, const char *text, gssize len, GError **error)
+{
+    return vm_ovf_parse(path, text, len, NULL, error);
+}
+
 int LLVMFuzzerTestOneInput(const guint8 *data, size_t size)
 {
-    /* The same bytes as a .vbox and as a .vmx. */
-    const ParseFunc parsers[] = { vm_vbox_parse, vm_vmx_parse };
+    /* The same bytes as a .vbox, a .vmx and an .ovf. */
+    const ParseFunc parsers[] = { vm_vbox_parse, vm_vmx_parse, parse_ovf };
     for (gsize i = 0; i < G_N_ELEMENTS(parsers); i++) {
         g_autoptr(GError) error = NULL;
         g_autoptr(VmMachine) m =

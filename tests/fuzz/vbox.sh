@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fuzz suite's regression run of the VM settings readers: the .vbox
-# files of the unit tests, a .vbox and a .vmx written here, and deterministic
-# mutants of each (bytes flipped, attributes emptied or swapped for
-# extremes, elements nested deep or cut short), each fed to fuzz-vbox.
+# files of the unit tests, a .vbox, a .vmx and an .ovf written here, and
+# deterministic mutants of each (bytes flipped, attributes emptied or
+# swapped for extremes, elements nested deep or cut short), each fed to
+# fuzz-vbox.
 # Every input must be answered without a crash, a sanitizer report or a
 # hang. As with run.sh, vbox.sh --corpus DIR writes the seeds there for a
 # libFuzzer run.
@@ -55,6 +56,22 @@ small = '''<?xml version="1.0"?>
 </VirtualBox>
 '''
 open(os.path.join(seeds, "small.vbox"), "w").write(small)
+open(os.path.join(seeds, "small.ovf"), "w").write(
+    '<?xml version="1.0"?><Envelope ovf:version="1.0" xmlns="http://schemas.dmtf.org/ovf/envelope/1"'
+    ' xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="r" xmlns:vmw="v">'
+    '<References><File ovf:id="f1" ovf:href="d.vmdk"/></References>'
+    '<DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="1048576"/></DiskSection>'
+    '<VirtualSystem ovf:id="s"><Name>n</Name><OperatingSystemSection vmw:osType="ubuntu64Guest"/>'
+    '<VirtualHardwareSection>'
+    '<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>'
+    '<Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>64</rasd:VirtualQuantity></Item>'
+    '<Item><rasd:Address>0</rasd:Address><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item>'
+    '<Item><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>'
+    '<Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:HostResource>ovf:/disk/d1</rasd:HostResource><rasd:InstanceID>5</rasd:InstanceID><rasd:Parent>4</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>'
+    '<Item><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:InstanceID>6</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item>'
+    '<Item><rasd:Address>00:0c:29:00:00:02</rasd:Address><rasd:InstanceID>7</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>'
+    '<vmw:Config vmw:key="firmware" vmw:value="efi"/>'
+    '</VirtualHardwareSection></VirtualSystem></Envelope>')
 open(os.path.join(seeds, "small.vmx"), "w").write(
     '.encoding = "UTF-8"\nconfig.version = "8"\nvirtualHW.version = "19"\n'
     'displayName = "a |22b|22"\nmemsize = "512"\nnumvcpus = "2"\nfirmware = "efi"\n'

@@ -10,7 +10,7 @@
 # converts alone too, its parent found in the VirtualBox layout. And the
 # imported disk of a VM whose boot sector a snapshot changed boots, under
 # QEMU, into the changed one. A VMware VM (.vmx, a vmdk delta on its base)
-# goes through the same plan.
+# and an OVA appliance (its disk read in place) go through the same plan.
 source "$(dirname "$0")/lib.sh"
 need_programs
 
@@ -293,7 +293,7 @@ case_not_vm_settings() {
     done
     mkdir novm
     fails_cleanly vd import-vm --dry-run novm 2>err.txt
-    grep -qF "no .vbox or .vmx file" err.txt
+    grep -qF "no .vbox, .vmx or .ovf file" err.txt
     # An import needs somewhere to put the disks.
     expect_exit 1 vd import-vm libvirt.vbox 2>err.txt
     grep -qF -- "--output-dir" err.txt
@@ -477,6 +477,97 @@ EOF
     qemu-img compare -q -f qcow2 -F qcow2 current.qcow2 kept/Web_server.qcow2
 }
 
+case_ova() {
+    # An OVA made here (an .ovf written from a template and a
+    # streamOptimized vmdk, the descriptor first as OVF wants) is imported
+    # with its disk read in place; so is the same .ovf beside its disk.
+    mkdir app
+    pattern_raw disk.raw 8M
+    vd convert -q -f raw -O vmdk -o subformat=streamOptimized disk.raw app/app-disk001.vmdk
+    cat >app/app.ovf <<'EOF'
+<?xml version="1.0"?>
+<Envelope ovf:version="1.0" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References>
+    <File ovf:id="file1" ovf:href="app-disk001.vmdk"/>
+  </References>
+  <DiskSection>
+    <Info>List of the virtual disks used in the package</Info>
+    <Disk ovf:capacity="8388608" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="app">
+    <Info>A virtual machine</Info>
+    <Name>Appliance</Name>
+    <OperatingSystemSection ovf:id="96" vmw:osType="debian11_64Guest">
+      <Info>The kind of installed guest operating system</Info>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <Item>
+        <rasd:ElementName>2 virtual CPU</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>2</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>768</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:ElementName>sataController0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>AHCI</rasd:ResourceSubType>
+        <rasd:ResourceType>20</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:HostResource>/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:Address>08:00:27:aa:bb:cc</rasd:Address>
+        <rasd:Connection>VM Network</rasd:Connection>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
+        <rasd:ResourceType>10</rasd:ResourceType>
+      </Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+EOF
+    (cd app && tar -cf ../app.ova --format=ustar app.ovf app-disk001.vmdk)
+    vd import-vm --dry-run app.ova >plan.txt
+    grep -qF "$PWD/app.ova:app-disk001.vmdk (vmdk," plan.txt
+    grep -qF "memory:   768 MiB" plan.txt
+    vd import-vm -q --domain-type qemu --output-dir out app.ova
+    qcheck out/Appliance.qcow2
+    qemu-img compare -q -f raw -F qcow2 disk.raw out/Appliance.qcow2
+    validate out/Appliance.xml
+    grep -qF "<target dev='sda' bus='sata'/>" out/Appliance.xml
+    grep -qF "<mac address='08:00:27:aa:bb:cc'/>" out/Appliance.xml
+    grep -qF "<model type='vmxnet3'/>" out/Appliance.xml
+    grep -qF "<vcpu>2</vcpu>" out/Appliance.xml
+    grep -qF "<libosinfo:os id='http://debian.org/debian/11'/>" out/Appliance.xml
+    # The unpacked appliance: the .ovf with its disk beside it.
+    vd import-vm -q --output-dir out2 app
+    qemu-img compare -q -f raw -F qcow2 disk.raw out2/Appliance.qcow2
+    # An appliance of another producer, where the fixtures are at hand.
+    local fake=${VDISK_FIXTURES:-$REPO/../shared/fixtures}/real/cdi-fake.ova
+    if [[ -f $fake ]]; then
+        vd import-vm -q --output-dir out3 "$fake"
+        tar -xf "$fake" disk1.vmdk
+        qemu-img compare -q -f vmdk -F qcow2 disk1.vmdk out3/2K8R2EESP1_2_Medium.qcow2
+        grep -qF "<controller type='scsi' index='0' model='lsisas1068'/>" out3/2K8R2EESP1_2_Medium.xml
+        grep -qF "<os firmware='efi'>" out3/2K8R2EESP1_2_Medium.xml
+    else
+        echo "fixture cdi-fake.ova not found: that appliance is not tried"
+    fi
+}
+
 case_run dry-run case_dry_run
 case_run import case_import
 case_run progress case_progress
@@ -488,4 +579,5 @@ case_run not-vm-settings case_not_vm_settings
 case_run single-disk case_single_disk
 case_run boots case_boots
 case_run vmware case_vmware
+case_run ova case_ova
 finish

@@ -791,7 +791,8 @@ static void test_plan_notes(void)
     g_autofree char *describe = vm_plan_describe(plan);
     assert_contains(describe, "the VM is saved (suspended, Snapshots/2024.sav)");
     assert_contains(describe, "the VM has no hard disk");
-    assert_contains(describe, "network adapter 4 was Internal to lab");
+    assert_contains(describe,
+                    "network adapter 4 (Internal: lab) goes on libvirt's default network");
     assert_contains(describe, "network adapter 4 has no MAC address");
     g_autofree char *xml = vm_domain_xml(plan);
     g_assert_null(strstr(xml, "<disk"));
@@ -1110,6 +1111,137 @@ static void test_vmx(void)
     }
 }
 
+/* ----- OVF ----- */
+
+/* As VirtualBox exports: default namespace, two IDE channels, SATA. */
+static const char *const ovf_text =
+    "<?xml version=\"1.0\"?>\n"
+    "<Envelope ovf:version=\"1.0\" xml:lang=\"en-US\" "
+    "xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\""
+    " xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\""
+    " xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
+    "CIM_ResourceAllocationSettingData\""
+    " xmlns:vmw=\"http://www.vmware.com/schema/ovf\">\n"
+    "  <References><File ovf:id=\"file1\" ovf:href=\"appliance-disk001.vmdk\"/></References>\n"
+    "  <DiskSection><Info>disks</Info>\n"
+    "    <Disk ovf:capacity=\"8589934592\" ovf:diskId=\"vmdisk1\" ovf:fileRef=\"file1\""
+    " ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/>\n"
+    "    <Disk ovf:capacity=\"1048576\" ovf:diskId=\"empty\"/>\n"
+    "  </DiskSection>\n"
+    "  <VirtualSystem ovf:id=\"appliance\">\n"
+    "    <Name>My Appliance</Name>\n"
+    "    <OperatingSystemSection ovf:id=\"96\" vmw:osType=\"debian11_64Guest\"/>\n"
+    "    <VirtualHardwareSection>\n"
+    "      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType>"
+    "<rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>\n"
+    "      <Item><rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>"
+    "<rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType>"
+    "<rasd:VirtualQuantity>2048</rasd:VirtualQuantity></Item>\n"
+    "      <Item><rasd:Address>0</rasd:Address><rasd:InstanceID>3</rasd:InstanceID>"
+    "<rasd:ResourceSubType>PIIX4</rasd:ResourceSubType><rasd:ResourceType>5</rasd:ResourceType></"
+    "Item>\n"
+    "      <Item><rasd:Address>1</rasd:Address><rasd:InstanceID>4</rasd:InstanceID>"
+    "<rasd:ResourceSubType>PIIX4</rasd:ResourceSubType><rasd:ResourceType>5</rasd:ResourceType></"
+    "Item>\n"
+    "      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>sataController0</rasd:ElementName>"
+    "<rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>AHCI</rasd:ResourceSubType>"
+    "<rasd:ResourceType>20</rasd:ResourceType></Item>\n"
+    "      <Item><rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>"
+    "<rasd:Connection>NAT</rasd:Connection><rasd:InstanceID>6</rasd:InstanceID>"
+    "<rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></"
+    "Item>\n"
+    "      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent>"
+    "<rasd:HostResource>/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>7</rasd:InstanceID>"
+    "<rasd:Parent>5</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>\n"
+    "      <Item><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:InstanceID>8</rasd:InstanceID>"
+    "<rasd:Parent>4</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item>\n"
+    "      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\" vmw:value=\"efi\"/>\n"
+    "    </VirtualHardwareSection>\n"
+    "  </VirtualSystem>\n"
+    "</Envelope>\n";
+
+static void test_ovf(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmMachine) m = vm_ovf_parse("/vms/a.ovf", ovf_text, -1, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(m->product, ==, "OVF");
+    g_assert_cmpstr(m->name, ==, "My Appliance");
+    g_assert_null(m->appliance);
+    g_assert_cmpstr(m->os_type, ==, "debian11_64Guest");
+    g_assert_cmpstr(vm_osinfo_from_vmware(m->os_type), ==, "http://debian.org/debian/11");
+    const VmHardware *hw = m->hardware;
+    g_assert_cmpuint(hw->cpus, ==, 2);
+    g_assert_cmpuint(hw->memory_mib, ==, 2048);
+    g_assert_cmpint(hw->firmware, ==, VM_FIRMWARE_EFI);
+    g_assert_cmpuint(hw->controllers->len, ==, 3);
+    const VmController *ide1 = hw->controllers->pdata[1], *sata = hw->controllers->pdata[2];
+    g_assert_cmpint(ide1->bus, ==, VM_BUS_IDE);
+    const VmAttachment *cd = ide1->attachments->pdata[0];
+    g_assert_cmpint(cd->type, ==, VM_DEVICE_DVD);
+    g_assert_cmpuint(cd->port, ==, 1); /* secondary channel */
+    g_assert_cmpuint(cd->device, ==, 1);
+    g_assert_cmpint(sata->bus, ==, VM_BUS_SATA);
+    g_assert_cmpstr(sata->name, ==, "sataController0");
+    const VmAttachment *disk = sata->attachments->pdata[0];
+    g_assert_cmpint(disk->type, ==, VM_DEVICE_DISK);
+    const VmMedium *medium = vm_machine_lookup_medium(m, disk->medium_uuid);
+    g_assert_cmpstr(medium->location, ==, "appliance-disk001.vmdk");
+    g_assert_cmpstr(medium->format, ==, "VMDK");
+    g_assert_cmpuint(hw->nics->len, ==, 1);
+    const VmNic *nic = hw->nics->pdata[0];
+    g_assert_null(nic->mac);
+    g_assert_cmpstr(nic->model, ==, "E1000");
+    g_assert_cmpstr(nic->network, ==, "NAT");
+
+    struct {
+        const char *text, *says;
+        int code;
+    } bad[] = {
+        { "<VirtualBox version=\"1.16-linux\"/>", "not an OVF descriptor",
+          VD_ERROR_UNSUPPORTED_FORMAT },
+        { "<Envelope><VirtualSystemCollection/></Envelope>", "several VMs",
+          VD_ERROR_NOT_SUPPORTED },
+        { "<Envelope><VirtualSystem ovf:id=\"x\"><VirtualHardwareSection/></VirtualSystem>"
+          "</Envelope>",
+          "no memory item", VD_ERROR_CORRUPT },
+        { "<Envelope><References><File ovf:id=\"f\" ovf:href=\"http://example.com/d.vmdk\"/>"
+          "</References><VirtualSystem ovf:id=\"x\"/></Envelope>",
+          "only files in the appliance", VD_ERROR_NOT_SUPPORTED },
+        { "<Envelope><VirtualSystem ovf:id=\"x\"><VirtualHardwareSection>"
+          "<Item><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1</"
+          "rasd:VirtualQuantity></Item>"
+          "<Item><rasd:ResourceType>17</rasd:ResourceType><rasd:Parent>9</rasd:Parent></Item>"
+          "</VirtualHardwareSection></VirtualSystem></Envelope>",
+          "not among the items before it", VD_ERROR_CORRUPT },
+        { "<Envelope><VirtualSystem ovf:id=\"x\"><VirtualHardwareSection>"
+          "<Item><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1</"
+          "rasd:VirtualQuantity></Item>"
+          "<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>6</rasd:ResourceType>"
+          "<rasd:ResourceSubType>quantum</rasd:ResourceSubType></Item>"
+          "</VirtualHardwareSection></VirtualSystem></Envelope>",
+          "quantum", VD_ERROR_UNSUPPORTED_FORMAT },
+        { "<Envelope><VirtualSystem ovf:id=\"x\"><VirtualHardwareSection>"
+          "<Item><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1</"
+          "rasd:VirtualQuantity></Item>"
+          "<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>6</rasd:ResourceType>"
+          "<rasd:ResourceSubType>lsilogic</rasd:ResourceSubType></Item>"
+          "<Item><rasd:ResourceType>17</rasd:ResourceType><rasd:Parent>3</rasd:Parent>"
+          "<rasd:HostResource>ovf:/disk/nowhere</rasd:HostResource></Item>"
+          "</VirtualHardwareSection></VirtualSystem></Envelope>",
+          "nowhere", VD_ERROR_CORRUPT },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_clear_error(&error);
+        g_autoptr(VmMachine) no = vm_ovf_parse("/vms/x.ovf", bad[i].text, -1, NULL, &error);
+        g_assert_null(no);
+        g_assert_error(error, VD_ERROR, bad[i].code);
+        g_assert_true(g_str_has_prefix(error->message, "/vms/x.ovf"));
+        if (strstr(error->message, bad[i].says) == NULL)
+            g_error("'%s' is not in: %s", bad[i].says, error->message);
+    }
+}
+
 static void test_osinfo(void)
 {
     g_assert_cmpstr(vm_osinfo_from_vbox("Ubuntu22_LTS_64"), ==, "http://ubuntu.com/ubuntu/22.04");
@@ -1140,6 +1272,7 @@ int main(int argc, char **argv)
                fixture_teardown);
     g_test_add_func("/vm/osinfo", test_osinfo);
     g_test_add_func("/vm/vmx", test_vmx);
+    g_test_add_func("/vm/ovf", test_ovf);
     g_test_add_func("/vm/real/libvirt-nosnap", test_real_nosnap);
     g_test_add("/vm/real/libvirt-1snap", Fixture, NULL, fixture_setup, test_real_1snap,
                fixture_teardown);
