@@ -2,9 +2,12 @@
  * settings and planned as a libvirt domain.
  *
  * A VmMachine is what a settings file says (vbox-settings.c reads
- * VirtualBox's .vbox); vm-chain.c finds the files of each attached disk's
- * current state; vm-plan.c turns both into a VmPlan (one flattened qcow2
- * per disk); domain-xml.c writes the plan as a libvirt domain. Nothing
+ * VirtualBox's .vbox, vmx-settings.c VMware's .vmx, ovf-settings.c an OVF
+ * appliance's descriptor; vm-settings.c picks the reader); vm-chain.c
+ * finds the files of each attached disk's current state (vm-locate.c, of
+ * one VirtualBox disk given alone); vm-plan.c turns both into a VmPlan
+ * (one flattened qcow2 per disk, or a chain of overlays); domain-xml.c
+ * writes the plan as a libvirt domain. Nothing
  * here defines, starts or writes anything: callers (vdisk import-vm,
  * vdiskctl) act on the plan. Errors are in VD_ERROR and name the settings
  * file.
