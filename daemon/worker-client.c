@@ -124,6 +124,21 @@ static void log_confinement(GVariant *result)
     g_once_init_leave(&once, 1);
 }
 
+/* Every worker's operation and the user it ran as, for debugging (and
+ * for the tests that check every job runs in a worker). */
+static void log_job(GPid pid, GVariant *request, GVariant *result)
+{
+    const char *operation = "?", *user = "?";
+    guint32 uid = G_MAXUINT32;
+    g_variant_lookup(request, "operation", "&s", &operation);
+    g_autoptr(GVariant) c = g_variant_lookup_value(result, "confinement", G_VARIANT_TYPE_VARDICT);
+    if (c != NULL) {
+        g_variant_lookup(c, "user", "&s", &user);
+        g_variant_lookup(c, "uid", "u", &uid);
+    }
+    g_debug("vdisk-worker %d: %s, as %s (uid %u)", (int)pid, operation, user, uid);
+}
+
 static gboolean spawn(int child_sock, GPid *pid, GError **error)
 {
     const char *argv[] = { vdd_worker_path(), NULL };
@@ -328,6 +343,7 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
         return NULL;
     }
     log_confinement(result);
+    log_job(pid, req, result);
     GError *failure = vdd_wire_get_error(result);
     if (failure != NULL) {
         g_propagate_error(error, failure);

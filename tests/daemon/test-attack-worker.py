@@ -19,17 +19,6 @@ TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
 
 
-def convert_opts(ctx, a):
-    """SRC DST FORMAT KEY=VALUE...: ConvertFile with options."""
-    from gi.repository import GLib
-    s = os.open(a[0], os.O_RDONLY)
-    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
-                 [0, 1, a[2], ctx.options(a[3:])], [s, d])[0]
-    print(json.dumps({"job": j}), flush=True)
-    ctx.wait(j)
-
-
 def convert_cancel(ctx, a):
     """SRC DST: ConvertFile of a hanging worker, cancelled once the test says
     (it removes the file named by $CANCEL_WHEN_GONE)."""
@@ -50,7 +39,7 @@ def inspect_opts(ctx, a):
                               [0, ctx.options(a[1:])], [fd])[0], default=str))
 
 
-EXTRA = {"convert-opts": convert_opts, "convert-cancel": convert_cancel,
+EXTRA = {"convert-cancel": convert_cancel,
          "inspect-opts": inspect_opts}
 
 
@@ -233,7 +222,7 @@ def tests(env):
         @case("a worker that tries %s is killed; the job fails, vdiskd lives on" % what)
         def _():
             out = os.path.join(t, "m.raw")
-            rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=" + what)
+            rc, res = run(BOB, "convert-file", src, out, "raw", "misbehave=" + what)
             assert rc == 4 and not res["success"] and res["message"] == UNSAFE, res
             assert size(out) == 0, size(out)
             assert not os.path.exists("/tmp/vdisk-worker-outside")
@@ -242,7 +231,7 @@ def tests(env):
     @case("a worker that opens /etc/shadow is refused by Landlock")
     def _():
         out = os.path.join(t, "m.raw")
-        rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=open-shadow")
+        rc, res = run(BOB, "convert-file", src, out, "raw", "misbehave=open-shadow")
         assert rc == 4 and not res["success"] and "Permission denied" in res["message"], res
         with open(out, "rb") as f:
             data = f.read()
@@ -258,7 +247,7 @@ def tests(env):
     @case("the worker runs unprivileged; SIGKILL mid-job fails the job and empties the target")
     def _():
         out = os.path.join(t, "k.raw")
-        p, worker = client_with_worker(env, BOB, "convert-opts", src, out, "raw",
+        p, worker = client_with_worker(env, BOB, "convert-file", src, out, "raw",
                                        "misbehave=hang")
         st = status_of(worker)
         assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"] and \

@@ -31,6 +31,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -443,6 +444,15 @@ def tests(env, sandbox, allowed):
         r = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, os.path.join(pool, "flat.raw"))
         assert r.returncode == 0, r.stdout + r.stderr
 
+    @case("every job above ran in vdisk-worker, as an unprivileged user")
+    def _():
+        with open(os.path.join(env.t, "vdiskd.log")) as f:
+            ran = re.findall(r"vdisk-worker \d+: (\w+), as (\S+) \(uid (\d+)\)", f.read())
+        ops = {op for op, _, _ in ran}
+        for op in ("describe", "info", "convert", "copy", "resize", "snapshot", "create"):
+            assert op in ops, (op, sorted(ops))
+        assert all(uid != "0" and user != "root" for _, user, uid in ran), ran
+
     if not TEST_HOOKS:
         print("# built without -Dtest_hooks=true: the killed and misbehaving workers are not "
               "tested")
@@ -476,22 +486,10 @@ def tests(env, sandbox, allowed):
     @case("a worker that tries a socket is killed by its own filter under the unit's")
     def _():
         out = os.path.join(t, "m.raw")
-        rc, res = run(BOB, "convert-opts", src, out, "raw", "misbehave=socket")
+        rc, res = run(BOB, "convert-file", src, out, "raw", "misbehave=socket")
         assert rc == 4 and not res["success"] and res["message"] == UNSAFE, res
         assert os.path.getsize(out) == 0
         alive()
-
-
-def convert_opts(ctx, a):
-    """SRC DST FORMAT KEY=VALUE...: ConvertFile with options."""
-    s = os.open(a[0], os.O_RDONLY)
-    d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    j = ctx.call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
-                 [0, 1, a[2], ctx.options(a[3:])], [s, d])[0]
-    ctx.wait(j)
-
-
-EXTRA["convert-opts"] = convert_opts
 
 
 def start():
@@ -503,7 +501,8 @@ def start():
         if not prog or not os.path.exists(prog):
             print("1..0 # SKIP " + why)
             return 77
-    env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})
+    # G_MESSAGES_DEBUG: vdiskd logs each worker's operation and user
+    env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1", "G_MESSAGES_DEBUG": "vdiskd"})
     try:
         folders = [os.path.join(env.t, "state"), os.path.join(env.t, "pool")]
         for d in folders:

@@ -152,8 +152,9 @@ def client(argv, extra=None):
     elif cmd == "convert-file":
         s = os.open(a[0], os.O_RDONLY)
         d = os.open(a[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        j = call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})", [0, 1, a[2], {}],
-                 [s, d])[0]
+        j = call(ROOT + "/Manager", "Manager", "ConvertFile", "(hhsa{sv})",
+                 [0, 1, a[2], options(a[3:])], [s, d])[0]
+        print(json.dumps({"job": j}), flush=True)  # for a test that watches the job
         wait(j)
     elif cmd == "export":
         d = os.open(a[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
