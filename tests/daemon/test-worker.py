@@ -131,6 +131,21 @@ def convert_request(fmt, source_format=None, **extra):
                                   "format": V("s", fmt)})}
 
 
+def convert_pool_volume(pool, name, fmt, out):
+    """Convert the pool volume name (of format fmt) into the raw file out
+    as vdiskd has a worker do it, answering its requests to open files
+    beneath pool: (result, the names it asked for)."""
+    s, d = open_pair(os.path.join(pool, name), out)
+    dirfd = os.open(pool, os.O_RDONLY | os.O_DIRECTORY)
+    req = convert_request("raw", fmt, **{"name": V("s", name), "open-flags": V("u", 0)})
+    req["dir-paths"] = V("as", [pool])
+    asked = []
+    res, _ = run(req, [s, d], folder=dirfd, asked=asked)
+    for fd in (s, d, dirfd):
+        os.close(fd)
+    return res, asked
+
+
 def open_pair(src, dst):
     s = os.open(src, os.O_RDONLY)
     d = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -285,14 +300,7 @@ def main():
     assert r.returncode == 0, r.stderr
     os.chmod(base, 0o600)  # as vdiskd makes volumes: the worker's user cannot open it
     out = os.path.join(tmp, "flat.raw")
-    s, d = open_pair(top, out)
-    dirfd = os.open(hostile, os.O_RDONLY | os.O_DIRECTORY)
-    req = convert_request("raw", "qcow2", **{"name": V("s", "top.qcow2"), "open-flags": V("u", 0)})
-    req["dir-paths"] = V("as", [hostile])
-    asked = []
-    res, status = run(req, [s, d], folder=dirfd, asked=asked)
-    for fd in (s, d, dirfd):
-        os.close(fd)
+    res, asked = convert_pool_volume(hostile, "top.qcow2", "qcow2", out)
     check(res is not None and res.get("ok") is True and asked == ["base.qcow2"],
           "a backing volume is asked for and read: %s, asked %s" % (res, asked))
     cmp = qemu_img("compare", "-f", "qcow2", "-F", "raw", top, out)
@@ -308,14 +316,7 @@ def main():
     # (the child holds no block of its own: all it reads is its parent's)
     os.chmod(parent, 0o600)
     out = os.path.join(tmp, "child.raw")
-    s, d = open_pair(child, out)
-    dirfd = os.open(hostile, os.O_RDONLY | os.O_DIRECTORY)
-    req = convert_request("raw", "vdi", **{"name": V("s", "child.vdi"), "open-flags": V("u", 0)})
-    req["dir-paths"] = V("as", [hostile])
-    asked = []
-    res, status = run(req, [s, d], folder=dirfd, asked=asked)
-    for fd in (s, d, dirfd):
-        os.close(fd)
+    res, asked = convert_pool_volume(hostile, "child.vdi", "vdi", out)
     check(res is not None and res.get("ok") is True and "parent.vdi" in asked,
           "a differencing VDI's parent is found in the pool's folder: %s, asked %s" % (res, asked))
     cmp = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, out)
