@@ -281,8 +281,35 @@ static void copy_options_init(VdConvertOptions *opts)
     opts->progress = send_progress;
 }
 
+/* A caller's file probed as raw (ImportVolume, ConvertFile without
+ * source-format) must look like a disk: a VM's settings, an empty file
+ * or text copied as a raw disk makes a volume that boots nothing. */
+static gboolean check_probed_source(const Request *r, GError **error)
+{
+    gboolean fell_back = FALSE;
+    if (r->source.format != NULL || pool_relative(r, &r->source))
+        return TRUE;
+    if (vd_probe_fd(r->source.fd, r->source.label, &fell_back, error) == NULL)
+        return FALSE;
+    VdRawKind kind = VD_RAW_DISK;
+    g_autoptr(GError) local = NULL;
+    if (!fell_back || vd_raw_check_fd(r->source.fd, r->source.label, &kind, &local))
+        return TRUE;
+    if (kind == VD_RAW_DISK) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    gboolean vm = kind == VD_RAW_VBOX_SETTINGS || kind == VD_RAW_OVF || kind == VD_RAW_VMX;
+    g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                "%s; %sgive source-format=raw to copy it as a raw disk anyway", local->message,
+                vm ? "import the VM with vdiskctl import-vm, or " : "");
+    return FALSE;
+}
+
 static GVariant *convert(const Request *r, GError **error)
 {
+    if (!check_probed_source(r, error))
+        return NULL;
     g_autoptr(VdImage) source = open_image(r, &r->source, r->source.format, 0, error);
     if (source == NULL)
         return NULL;

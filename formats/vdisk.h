@@ -183,6 +183,32 @@ const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError *
 /* Same, on a descriptor (dup'ed; its offset is left alone), reading only
  * the first bytes: no table is parsed and no other file opened. */
 const char *vd_probe_fd(int fd, const char *name, gboolean *fell_back_to_raw, GError **error);
+
+/* What a file that probed as raw (no format claimed it) looks like. */
+typedef enum {
+    VD_RAW_DISK,           /* nothing says it is not a disk; devices always */
+    VD_RAW_EMPTY,          /* 0 bytes */
+    VD_RAW_TOO_SMALL,      /* less than one 512-byte sector */
+    VD_RAW_PARTIAL_SECTOR, /* not a whole number of 512-byte sectors */
+    VD_RAW_VBOX_SETTINGS,  /* a VirtualBox VM's .vbox */
+    VD_RAW_OVF,            /* an OVF descriptor */
+    VD_RAW_VMX,            /* a VMware VM's .vmx */
+    VD_RAW_XML,            /* another XML document */
+    VD_RAW_TEXT,           /* other text: UTF-8 without control characters */
+} VdRawKind;
+/* Sets *kind for the file fd reads (read at offsets from its first 4 KiB;
+ * its offset is left alone). A regular file is a disk when it is a whole
+ * number of sectors and its first 4 KiB are not text; text is named by
+ * what it looks like before its size is considered. Fails only when fd
+ * cannot be read (VD_ERROR_IO, naming name). */
+gboolean vd_raw_kind_fd(int fd, const char *name, VdRawKind *kind, GError **error);
+/* A phrase for kind: "a VirtualBox VM's settings (.vbox)". Static. */
+const char *vd_raw_kind_describe(VdRawKind kind);
+/* TRUE when fd looks like a disk; otherwise FALSE with
+ * VD_ERROR_UNSUPPORTED_FORMAT "NAME looks like ..., not a disk" (callers
+ * add what to do instead). kind (may be NULL) gets what it looks like.
+ * For a source whose format was probed, never one the caller named. */
+gboolean vd_raw_check_fd(int fd, const char *name, VdRawKind *kind, GError **error);
 /* Open with qemu's --image-opts style options (open_opts may be NULL:
  * "encrypt.key-secret=ID" for qcow2/qcow, "key-secret=ID" for luks) and
  * the secrets they name (may be NULL). The backing chain gets the same.

@@ -3,6 +3,7 @@
 #include "progress.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -233,6 +234,32 @@ static void warn_probed_raw(const char *path)
         path);
 }
 
+/* A source no format claimed: a disk, or what the user should do with it. */
+static gboolean check_probed_source(const char *path, GError **error)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: %s", path, g_strerror(err));
+        return FALSE;
+    }
+    VdRawKind kind = VD_RAW_DISK;
+    g_autoptr(GError) local = NULL;
+    gboolean ok = vd_raw_check_fd(fd, path, &kind, &local);
+    close(fd);
+    if (ok)
+        return TRUE;
+    if (kind == VD_RAW_DISK) { /* it could not be read */
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    gboolean vm = kind == VD_RAW_VBOX_SETTINGS || kind == VD_RAW_OVF || kind == VD_RAW_VMX;
+    g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                "%s; %sgive -f raw to copy it as a raw disk anyway", local->message,
+                vm ? "import the VM with 'vdisk import-vm', or " : "");
+    return FALSE;
+}
+
 const char *cli_probe_format(const char *path, const char *explicit_format, CliProbeWarning warn,
                              GError **error)
 {
@@ -244,6 +271,9 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
     format = vd_probe_file(path, &fell_back, error);
     if (format != NULL && fell_back && warn == CLI_PROBE_WARN)
         warn_probed_raw(path);
+    if (format != NULL && fell_back && warn == CLI_PROBE_SOURCE &&
+        !check_probed_source(path, error))
+        return NULL;
     return format;
 }
 

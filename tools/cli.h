@@ -102,6 +102,10 @@ typedef enum {
     CLI_PROBE_QUIET,
     /* The command writes to the image: warn like qemu-img does. */
     CLI_PROBE_WARN,
+    /* The command copies the image's content (convert's source): a file
+     * probing fell back to raw for is refused unless it looks like a disk
+     * (vd_raw_check_fd); -f raw takes it as it is. */
+    CLI_PROBE_SOURCE,
 } CliProbeWarning;
 
 /* Which disk of an OVA appliance to open when --disk was not given (by

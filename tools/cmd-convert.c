@@ -122,7 +122,9 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
 }
 
 /* -O, or for -n the existing target's own format, or the file name's
- * extension, or raw as qemu-img does. */
+ * extension; a name without one (a device) is raw as qemu-img does. An
+ * extension that names no format is an error: "disk.qcw2" is a typo,
+ * not a wish for raw. */
 static const char *choose_target_format(const ConvertOptions *opts, const char *target,
                                         gboolean quiet, GError **error)
 {
@@ -135,14 +137,23 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
     format = vd_format_from_extension(target);
     if (format != NULL)
         return format;
-    cli_note(quiet, "no -O given and '%s' has no known extension: writing raw", target);
+    g_autofree char *base = g_path_get_basename(target);
+    const char *dot = strrchr(base, '.');
+    if (dot != NULL && dot != base && dot[1] != '\0') {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "no -O given and the extension '%s' of '%s' names no image format; give "
+                    "-O FMT (raw, qcow2, vdi, vmdk, ...)",
+                    dot, target);
+        return NULL;
+    }
+    cli_note(quiet, "no -O given and '%s' has no extension: writing raw", target);
     return "raw";
 }
 
 static VdImage *open_source(const char *path, const char *format, const char *snapshot,
                             GError **error)
 {
-    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_QUIET, error);
+    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_SOURCE, error);
     g_autofree char *name = NULL;
 
     if (img == NULL || snapshot == NULL)
@@ -292,7 +303,8 @@ const CliCommand cli_cmd_convert = {
              "                SOURCE TARGET",
     .help = "  -f FMT                 source format (probed when not given)\n"
             "  -O FMT                 target format; when missing it comes from TARGET's\n"
-            "                         extension (.qcow2, .vdi, .vmdk, ...), else raw\n"
+            "                         extension (.qcow2, .vdi, .vmdk, .img, ...); raw\n"
+            "                         when it has none; another extension is an error\n"
             "  -o OPTIONS             target format options, as for 'vdisk create'\n"
             "  -c                     compress the target (qcow2, vmdk streamOptimized)\n"
             "  -p                     show progress (a bar on a terminal; qemu-img's\n"

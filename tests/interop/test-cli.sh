@@ -213,10 +213,14 @@ t_convert_raw() {
     vd convert -f raw -O raw a.raw b.raw
     cmp a.raw b.raw
     (($(du -k b.raw | cut -f1) < 8192)) # holes stay holes
-    # no -O and an unknown extension: raw, with a note
-    vd convert -f raw a.raw c.data 2>err
+    # no -O and no extension (a device's name): raw, with a note
+    vd convert -f raw a.raw c 2>err
     grep -q "writing raw" err
-    cmp a.raw c.data
+    cmp a.raw c
+    # no -O and an extension that names no format: an error, not a guess
+    expect_exit 1 vd convert -f raw a.raw c.data 2>err
+    grep -q "extension '.data' of 'c.data' names no image format; give -O FMT" err
+    [[ ! -e c.data ]]
     # -n writes into an existing image
     qemu-img create -q -f raw d.raw 32M
     vd convert -n -f raw -O raw a.raw d.raw
