@@ -39,4 +39,21 @@ void notify_finish(Notify *n, gboolean success, const char *summary, const char 
  * caller that would say something else instead. */
 gboolean notify_is_active(const Notify *n);
 
+/* ----- vdiskctl's notification (ctl-notify.c) ----- */
+
+/* --notify was given; the notification starts with ctl_notify_start. */
+void ctl_notify_request(void);
+gboolean ctl_notify_requested(void);
+/* With --notify: the notification of command on operand ("Importing
+ * MyVM.vbox into KVM" for import and import-vm). Otherwise nothing. */
+void ctl_notify_start(const char *command, const char *operand);
+/* A job's bytes done of total (ctl-job.c). */
+void ctl_notify_progress(guint64 done, guint64 total);
+/* A line the user was told (ctl_say, ctl_error); the last is the body of
+ * the result. */
+void ctl_notify_record(const char *message);
+/* The command ended with status (EXIT_SUCCESS or not): the result is
+ * sent and the notification freed. */
+void ctl_notify_end(int status);
+
 G_END_DECLS
