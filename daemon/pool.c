@@ -351,6 +351,11 @@ typedef struct {
     int source_fd;      /* import: the caller's file, opened by the job */
     guint32 uid;        /* the caller's */
     char *source_format;
+    /* import: the caller's files the source reads through (its parents,
+     * nearest first), by their names beneath the folder of the caller's
+     * files (chain_names, NULL-terminated) and descriptors (chain_fds). */
+    GPtrArray *chain_names;
+    GArray *chain_fds;
     char *misbehave; /* test hooks only: what the worker is to try */
 } NewVolumeWork;
 
@@ -366,22 +371,43 @@ static void new_volume_work_free(NewVolumeWork *w)
     if (w->source_fd >= 0)
         close(w->source_fd);
     g_free(w->source_format);
+    for (guint i = 0; w->chain_fds != NULL && i < w->chain_fds->len; i++)
+        close(g_array_index(w->chain_fds, int, i));
+    g_clear_pointer(&w->chain_fds, g_array_unref);
+    g_clear_pointer(&w->chain_names, g_ptr_array_unref);
     g_free(w->misbehave);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
 
+/* What the folder of an import's chain is called in messages; the source
+ * is CHAIN_SOURCE in it, parent N is "parent-N/NAME". Nothing by these
+ * names exists anywhere: the worker gets the caller's descriptors. */
+#define CHAIN_FOLDER "caller's files"
+#define CHAIN_SOURCE "source"
+#define MAX_CHAIN 64
+
 /* A new volume is made by a worker (worker-client.h) that holds the new
  * file and, for an import, the caller's file; a backing volume the options
- * name is opened for it beneath the pool. */
+ * name is opened for it beneath the pool, and the parents of an imported
+ * file only among the caller's files of its chain. */
 static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
     gboolean import = w->source_fd >= 0;
+    g_autoptr(GHashTable) files = g_hash_table_new(g_str_hash, g_str_equal);
+    VddWorkerFolder chain = { -1, CHAIN_FOLDER, files };
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    if (import)
+    if (import && w->chain_names != NULL) {
+        for (guint i = 0; i < w->chain_fds->len; i++)
+            g_hash_table_insert(files, w->chain_names->pdata[i],
+                                GINT_TO_POINTER(g_array_index(w->chain_fds, int, i)));
+        /* Folder 0 is the pool's (the target's), 1 the caller's files. */
+        vdd_worker_request_caller_chain(&d, "convert", w->uid, w->source_format, 1, CHAIN_SOURCE,
+                                        (const char *const *)w->chain_names->pdata);
+    } else if (import)
         vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format,
                                        "caller's source file", VD_OPEN_NO_RELATED_FILES);
     else
@@ -397,9 +423,13 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
                               w->secrets);
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
-    g_autoptr(GVariant) result =
-        vdd_worker_run_job(g_variant_dict_end(&d), fds, n_fds, (VddPool *[]){ w->pool, NULL }, job,
-                           cancellable, error);
+    g_autoptr(GVariant) result = vdd_worker_run_job_with_files(
+        g_variant_dict_end(&d), fds, n_fds, (VddPool *[]){ w->pool, NULL },
+        w->chain_names != NULL ? &chain : NULL, job, cancellable, error);
+    if (result == NULL && import && w->chain_names == NULL && error != NULL &&
+        g_error_matches(*error, VD_ERROR, VD_ERROR_NOT_FOUND))
+        g_prefix_error(error, "a parent was not found; pass the image's parents in the \"chain\" "
+                              "option (vdiskctl import finds them): ");
     return result != NULL && vdd_new_file_publish(w->file, w->format, error);
 }
 
@@ -521,6 +551,52 @@ typedef struct {
     const char *format;
 } ImportVolumeParams;
 
+/* The "chain" option, a(sh): each parent of the source, nearest first,
+ * by the name the caller found it under (relative to the source's folder)
+ * and a descriptor the caller opened. Each must be a regular file open
+ * for reading; it becomes "parent-N/NAME" (NAME the name's last part)
+ * among the caller's files, the only files the worker may have opened. */
+static gboolean take_chain(NewVolumeWork *w, GDBusMethodInvocation *invocation, GVariant *options,
+                           GError **error)
+{
+    g_autoptr(GVariant) chain = g_variant_lookup_value(options, "chain", NULL);
+    if (chain == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(chain, G_VARIANT_TYPE("a(sh)"))) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option chain must be of type a(sh), not %s", g_variant_get_type_string(chain));
+        return FALSE;
+    }
+    gsize n = g_variant_n_children(chain);
+    if (n == 0 || n > MAX_CHAIN) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option chain must name from 1 to %d parents, not %zu", MAX_CHAIN, n);
+        return FALSE;
+    }
+    w->chain_names = g_ptr_array_new_with_free_func(g_free);
+    w->chain_fds = g_array_new(FALSE, FALSE, sizeof(int));
+    for (gsize i = 0; i < n; i++) {
+        const char *name;
+        gint32 handle;
+        g_variant_get_child(chain, i, "(&sh)", &name, &handle);
+        g_autofree char *base = g_path_get_basename(name);
+        g_autofree char *what = g_strdup_printf("chain parent %zu (%s)", i + 1, name);
+        if (*name == '\0' || g_str_has_suffix(name, "/") || g_str_equal(base, ".") ||
+            g_str_equal(base, "..") || !g_utf8_validate(base, -1, NULL)) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s: not the name of a file",
+                        what);
+            return FALSE;
+        }
+        int fd = vdd_caller_fd(invocation, handle, O_RDONLY, what, error);
+        if (fd < 0)
+            return FALSE;
+        g_array_append_val(w->chain_fds, fd);
+        g_ptr_array_add(w->chain_names, g_strdup_printf("parent-%zu/%s", i + 1, base));
+    }
+    g_ptr_array_add(w->chain_names, NULL);
+    return TRUE;
+}
+
 static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParams *p,
                                 VddCallSubject *s)
 {
@@ -538,7 +614,8 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     gint32 handle = p->source;
     const char *name = p->name, *format = p->format;
     /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
-    static const char *const daemon_keys[] = { "source-format", "secrets", "misbehave", NULL };
+    static const char *const daemon_keys[] = { "source-format", "secrets", "chain", "misbehave",
+                                               NULL };
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
@@ -546,7 +623,8 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
-        (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0) {
+        (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
+        !take_chain(w, invocation, options, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);

@@ -55,6 +55,34 @@ void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guin
     g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
 }
 
+void vdd_worker_request_caller_chain(GVariantDict *d, const char *operation, guint32 uid,
+                                     const char *format, gint32 folder, const char *source_name,
+                                     const char *const *parent_names)
+{
+    vdd_worker_request_caller_file(d, operation, uid, format, source_name, 0);
+    g_autoptr(GVariant) plain = g_variant_dict_lookup_value(d, "source", G_VARIANT_TYPE_VARDICT);
+    GVariantDict img;
+    g_variant_dict_init(&img, plain);
+    g_variant_dict_insert(&img, "name", "s", source_name);
+    g_variant_dict_insert(&img, "folder", "i", folder);
+    /* Each parent named relative to the folder of the image it backs, as
+     * the engine's "backing", "backing.backing", ... options take it. */
+    g_autoptr(VdOptions) opts = vd_options_new();
+    g_autoptr(GString) key = g_string_new("backing");
+    const char *child = source_name;
+    for (guint i = 0; parent_names != NULL && parent_names[i] != NULL; i++) {
+        g_autoptr(GString) rel = g_string_new(NULL);
+        for (const char *c = strchr(child, '/'); c != NULL; c = strchr(c + 1, '/'))
+            g_string_append(rel, "../");
+        g_string_append(rel, parent_names[i]);
+        vd_options_set(opts, key->str, rel->str);
+        g_string_prepend(key, "backing.");
+        child = parent_names[i];
+    }
+    g_variant_dict_insert_value(&img, "open-options", vdd_wire_options_to_variant(opts));
+    g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
+}
+
 void vdd_worker_request_target(GVariantDict *d, gint32 fd_index, const char *label,
                                const char *name, VdOpenFlags flags, const char *format,
                                VdOptions *create, VdSecrets *secrets)
@@ -200,7 +228,15 @@ static gboolean answer_open(int sock, const VddWorkerCall *call, GVariant *msg)
     const VddWorkerFolder *folder =
         index >= 0 && (guint)index < call->n_folders ? &call->folders[index] : NULL;
     int fd = -1, err = EACCES;
-    if (folder != NULL && rel != NULL && *rel != '\0') {
+    if (folder != NULL && folder->files != NULL) {
+        /* The caller's files: only those passed, by the name given. */
+        gpointer passed;
+        if (directory || rel == NULL ||
+            !g_hash_table_lookup_extended(folder->files, rel, NULL, &passed))
+            err = directory ? EACCES : ENOENT;
+        else if ((fd = fcntl(GPOINTER_TO_INT(passed), F_DUPFD_CLOEXEC, 3)) < 0)
+            err = errno;
+    } else if (folder != NULL && rel != NULL && *rel != '\0') {
         fd = open_for_worker(folder, rel, directory);
         err = errno;
     }
@@ -355,13 +391,22 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
 GVariant *vdd_worker_run_job(GVariant *request, const int *fds, guint n_fds, VddPool *const *pools,
                              VddJob *job, GCancellable *cancellable, GError **error)
 {
-    VddWorkerFolder folders[2];
+    return vdd_worker_run_job_with_files(request, fds, n_fds, pools, NULL, job, cancellable, error);
+}
+
+GVariant *vdd_worker_run_job_with_files(GVariant *request, const int *fds, guint n_fds,
+                                        VddPool *const *pools, const VddWorkerFolder *files,
+                                        VddJob *job, GCancellable *cancellable, GError **error)
+{
+    VddWorkerFolder folders[3];
     guint n_folders = 0;
     for (; pools != NULL && pools[n_folders] != NULL; n_folders++) {
-        g_return_val_if_fail(n_folders < G_N_ELEMENTS(folders), NULL);
+        g_return_val_if_fail(n_folders < G_N_ELEMENTS(folders) - 1, NULL);
         folders[n_folders] = (VddWorkerFolder){ vdd_pool_get_dirfd(pools[n_folders]),
-                                                vdd_pool_get_directory(pools[n_folders]) };
+                                                vdd_pool_get_directory(pools[n_folders]), NULL };
     }
+    if (files != NULL)
+        folders[n_folders++] = *files;
     const VddWorkerCall call = { .fds = fds,
                                  .n_fds = n_fds,
                                  .folders = folders,

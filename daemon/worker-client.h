@@ -12,10 +12,17 @@
 /* The pool folder a job's worker may have files opened beneath. The
  * worker opens no file itself: it asks, and vdiskd opens the name beneath
  * dirfd (read only, no symbolic link on the way, a regular file or a
- * folder) and passes the descriptor. */
+ * folder) and passes the descriptor.
+ *
+ * Or, where files is set, a folder of the caller's own files that exists
+ * only in name: files maps each name beneath it (as the engine asks for
+ * it) to a descriptor the caller passed (borrowed), the worker gets a
+ * duplicate of the one its name matches, and any other name, and every
+ * folder, is refused; dirfd is -1 and nothing is opened by name. */
 typedef struct {
     int dirfd;
     const char *dir_path;
+    GHashTable *files; /* char* -> GINT_TO_POINTER(fd), or NULL */
 } VddWorkerFolder;
 
 /* How one worker is run besides its request. */
@@ -49,11 +56,27 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
 GVariant *vdd_worker_run_job(GVariant *request, const int *fds, guint n_fds, VddPool *const *pools,
                              VddJob *job, GCancellable *cancellable, GError **error);
 
+/* vdd_worker_run_job with one more folder after the pools': the caller's
+ * files (see VddWorkerFolder), NULL for none. */
+GVariant *vdd_worker_run_job_with_files(GVariant *request, const int *fds, guint n_fds,
+                                        VddPool *const *pools, const VddWorkerFolder *files,
+                                        VddJob *job, GCancellable *cancellable, GError **error);
+
 /* Request entries for a job that reads the caller's file (descriptor 0):
  * root's files have the formats' own bounds, everyone else's
  * VDD_MAX_METADATA. format may be NULL (probe). */
 void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guint32 uid,
                                     const char *format, const char *label, VdOpenFlags flags);
+/* The same for a caller's file that reads through a chain of the
+ * caller's files (a differencing image on its parents): the file is
+ * `source_name` beneath the folder of the caller's files (index folder),
+ * and its parents, nearest first, are parent_names there (each relative
+ * to that folder), named to the engine as its backing chain so that no
+ * parent is searched for. Everyone's files but root's have their
+ * metadata bounded by VDD_MAX_METADATA, the chain's together. */
+void vdd_worker_request_caller_chain(GVariantDict *d, const char *operation, guint32 uid,
+                                     const char *format, gint32 folder, const char *source_name,
+                                     const char *const *parent_names);
 /* And for a new image in descriptor fd_index (role "target"): its format, create
  * options and the secrets they name (may be NULL), with a label for
  * messages; name is its name beneath the first folder's pool (NULL: a
