@@ -1,6 +1,7 @@
 /* vdiskctl: calling vdiskd, finding its objects, passing the caller's
  * files (see ctl.h). */
 #include "ctl.h"
+#include "notify.h"
 #include "shim-secrets.h"
 
 #include <errno.h>
@@ -91,11 +92,13 @@ gboolean ctl_connect(Ctl *ctl, GError **error)
         g_prefix_error(error, "cannot reach the system bus: ");
         return FALSE;
     }
-    /* Ask for a password only where someone can type it. Root never needs
-     * one, so it gets no agent either. */
-    if (!ctl->no_ask_password && isatty(STDIN_FILENO)) {
+    /* Ask for a password only where someone can type it: on a terminal,
+     * or through the desktop's own agent for --notify (a file manager
+     * started vdiskctl). Root never needs one, so it gets no agent either. */
+    gboolean tty = isatty(STDIN_FILENO);
+    if (!ctl->no_ask_password && (tty || ctl_notify_requested())) {
         ctl->call_flags |= G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
-        if (getuid() != 0)
+        if (getuid() != 0 && tty)
             start_tty_agent();
     }
     return TRUE;

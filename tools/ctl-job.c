@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "notify.h"
 #include "progress.h"
 
 /* How often the bar is redrawn between the daemon's updates, so the time
@@ -76,6 +77,7 @@ static void report_progress(CtlJobWatch *watch, GVariant *props)
     g_variant_lookup(props, "BytesDone", "t", &watch->bytes_done);
     g_variant_lookup(props, "BytesTotal", "t", &watch->bytes_total);
     progress_report(watch->bytes_done, watch->bytes_total, watch->progress);
+    ctl_notify_progress(watch->bytes_done, watch->bytes_total);
     if (g_variant_lookup(props, "Rate", "t", &rate))
         progress_report_rate(watch->progress, rate);
 }

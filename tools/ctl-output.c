@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "json-writer.h"
+#include "notify.h"
 
 void ctl_error(const char *format, ...)
 {
@@ -15,6 +16,7 @@ void ctl_error(const char *format, ...)
     msg = g_strdup_vprintf(format, ap);
     va_end(ap);
     fprintf(stderr, "vdiskctl: %s\n", msg);
+    ctl_notify_record(msg);
 }
 
 int ctl_fail(const GError *error)
@@ -31,13 +33,15 @@ int ctl_fail(const GError *error)
 void ctl_say(const Ctl *ctl, const char *format, ...)
 {
     va_list ap;
+    g_autofree char *msg = NULL;
 
+    va_start(ap, format);
+    msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    ctl_notify_record(msg);
     if (ctl->quiet || ctl->json)
         return;
-    va_start(ap, format);
-    vprintf(format, ap);
-    va_end(ap);
-    putchar('\n');
+    printf("%s\n", msg);
 }
 
 /* ----- tables ----- */

@@ -167,11 +167,11 @@ const CtlCommand ctl_cmd_import = {
     .operands = "FILE POOL/VOLUME",
     .summary = "copy an image file of yours into a pool, in any format",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_DETACH |
-               CTL_OPT_SOURCE | CTL_OPT_OBJECT,
+               CTL_OPT_SOURCE | CTL_OPT_OBJECT | CTL_OPT_NOTIFY,
     .help = CTL_HELP_FORMAT
     "                         otherwise qcow2\n"
     "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
-        CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH,
+        CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH CTL_HELP_NOTIFY,
     .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
              "it by name: you need no access to the pool's directory.\n",
     .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"

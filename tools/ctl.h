@@ -36,6 +36,7 @@ typedef enum {
     CTL_OPT_KEY = 1 << 8,        /* --key-secret ID: opens the named volume */
     CTL_OPT_TARGET_KEY = 1 << 9, /* --target-key-secret ID (copy) */
     CTL_OPT_DETACH = 1 << 10,    /* --detach: start the job, do not wait */
+    CTL_OPT_NOTIFY = 1 << 12,    /* --notify: a desktop notification (notify.h) */
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -72,6 +73,9 @@ typedef struct {
 #define CTL_HELP_DETACH                                                        \
     "  --detach               print the job's path and leave it running; by\n" \
     "                         default vdiskd cancels a job when vdiskctl exits\n"
+#define CTL_HELP_NOTIFY                                                        \
+    "  --notify               show the progress and the result as a desktop\n" \
+    "                         notification (a file manager's Open With)\n"
 #define CTL_HELP_OBJECT                                                          \
     "  --object secret,id=ID,file=FILE\n"                                        \
     "                         a passphrase, read by vdiskctl with your rights\n" \

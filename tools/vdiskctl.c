@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "notify.h"
 
 static const CtlCommand *const commands[] = {
     &ctl_cmd_pools,   &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
@@ -29,6 +30,7 @@ enum {
     OPT_KEY_SECRET,
     OPT_TARGET_KEY_SECRET,
     OPT_DETACH,
+    OPT_NOTIFY,
 };
 
 /* Every option, and which commands take it (0: all of them). */
@@ -57,6 +59,7 @@ static const struct {
       CTL_OPT_TARGET_KEY,
       NULL },
     { { "detach", no_argument, NULL, OPT_DETACH }, CTL_OPT_DETACH, NULL },
+    { { "notify", no_argument, NULL, OPT_NOTIFY }, CTL_OPT_NOTIFY, NULL },
 };
 
 static gboolean takes(const CtlCommand *cmd, CtlOptionMask needs)
@@ -207,6 +210,9 @@ static void apply_option(Ctl *ctl, const CtlCommand *cmd, int opt, const char *a
     case OPT_DETACH:
         ctl->detach = TRUE;
         break;
+    case OPT_NOTIFY:
+        ctl_notify_request();
+        break;
     default:
         g_assert_not_reached();
     }
@@ -284,10 +290,15 @@ static int run_command(const CtlCommand *cmd, int argc, char **argv)
     if (!check_operands(cmd, (int)operands->len))
         return CTL_EXIT_FAILURE;
     g_ptr_array_add(operands, NULL);
-    if (!cmd->offline && !ctl_connect(&ctl, &error))
-        return ctl_fail(error);
-    status = cmd->run(&ctl, (char **)operands->pdata, (int)operands->len - 1);
-    ctl_disconnect(&ctl);
+    /* From here on, with --notify, the result is a notification too. */
+    ctl_notify_start(cmd->name, g_ptr_array_index(operands, 0));
+    if (!cmd->offline && !ctl_connect(&ctl, &error)) {
+        status = ctl_fail(error);
+    } else {
+        status = cmd->run(&ctl, (char **)operands->pdata, (int)operands->len - 1);
+        ctl_disconnect(&ctl);
+    }
+    ctl_notify_end(status);
     return status;
 }
 

@@ -3,7 +3,10 @@ no disk (a VirtualBox .vbox, an empty file, 100 bytes of garbage) fail in
 vdisk-worker with a message naming the file and what it looks like, and
 leave no volume; with source-format=raw the same files are copied. A real
 raw disk (a boot sector, zeros then data) is still imported probed, and
-InspectFile still reads a .vbox as raw. Needs root (exit 77 otherwise)."""
+InspectFile still reads a .vbox as raw. vdiskctl import --notify shows the
+refusal and a real import's progress and result as desktop notifications
+(a service on a private session bus). Needs root (exit 77 otherwise)."""
+import importlib.util
 import os
 import shutil
 import sys
@@ -15,6 +18,67 @@ VBOX = b"""<?xml version="1.0"?>
   <Machine uuid="{6f4bd0a4-6a1c-4c35-9d48-1c1f1a7a1e11}" name="MyVM" OSType="Ubuntu_64"/>
 </VirtualBox>
 """
+
+
+def load_notify_test():
+    """tests/unit/test-notify.py, for its session bus and notification
+    service."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "test_notify", os.path.join(here, "..", "unit", "test-notify.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def notify_cases(env, t, pool, vbox, disk):
+    """vdiskctl import --notify, with a notification service on a private
+    session bus: the refusal and a real import end as notifications."""
+    vdiskctl = os.path.join(os.environ.get("BUILD", ""), "tools", "vdiskctl")
+    if not os.access(vdiskctl, os.X_OK) or shutil.which("dbus-daemon") is None:
+        print("# no vdiskctl in $BUILD/tools or no dbus-daemon: --notify is not tested")
+        return
+    tn = load_notify_test()
+    folder = os.path.join(env.t, "session")
+    os.mkdir(folder)
+    daemon, address, conn = tn.session_bus(folder)
+    run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "DBUS_SYSTEM_BUS_ADDRESS": os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+               "DBUS_SESSION_BUS_ADDRESS": address}
+
+    def import_notified(path, name):
+        s = tn.Service(conn)
+        try:
+            rc, out, err, _ = tn.run_program(run_env, [vdiskctl, "import", "--notify", path,
+                                                       "p/" + name])
+        finally:
+            s.close()
+        return rc, err, s.calls
+
+    try:
+        @case("vdiskctl import --notify of a .vbox: the refusal is the notification")
+        def _():
+            rc, err, calls = import_notified(vbox, "notified-vbox.qcow2")
+            assert rc == 1 and "not a disk" in err, (rc, err)
+            assert calls, "no notification"
+            final = calls[-1]
+            assert final["summary"] == "Importing MyVM.vbox into KVM", final
+            assert final["hints"]["category"] == "transfer.error", final
+            assert "looks like a VirtualBox VM's settings (.vbox)" in final["body"], final
+
+        @case("vdiskctl import --notify of a disk: progress, then the result, one id")
+        def _():
+            rc, err, calls = import_notified(disk, "notified.qcow2")
+            assert rc == 0, (rc, err)
+            progress, final = calls[:-1], calls[-1]
+            assert progress and all(0 <= c["hints"]["value"] <= 100 for c in progress), calls
+            assert all(c["replaces"] == calls[1]["replaces"] for c in calls[1:]), calls
+            assert final["hints"]["category"] == "transfer.complete", final
+            assert final["body"] == "Imported %s as p/notified.qcow2 (qcow2)." % disk, final
+            assert "notified.qcow2" in os.listdir(pool)
+    finally:
+        daemon.terminate()
+        daemon.wait()
 
 
 def tests(env):
@@ -108,6 +172,8 @@ def tests(env):
         assert rc == 0 and res["success"], res
         with open(out, "rb") as f:
             assert f.read() == VBOX
+
+    notify_cases(env, t, pool, vbox, zeros)
 
     @case("InspectFile still reads a .vbox as raw")
     def _():

@@ -104,12 +104,17 @@ class Service:
 def run_driver(env, *args):
     """Run the driver while this process's main loop serves the bus; its
     (rc, stdout, stderr, seconds)."""
+    return run_program(env, [DRIVER] + list(args))
+
+
+def run_program(env, argv):
+    """Run argv with env while this process's main loop serves the bus."""
     loop = GLib.MainLoop()
     launcher = Gio.SubprocessLauncher.new(Gio.SubprocessFlags.STDOUT_PIPE |
                                           Gio.SubprocessFlags.STDERR_PIPE)
     launcher.set_environ(["%s=%s" % kv for kv in env.items()])
     start = time.monotonic()
-    proc = launcher.spawnv([DRIVER] + list(args))
+    proc = launcher.spawnv(argv)
     result = {}
 
     def done(p, res):
@@ -123,6 +128,22 @@ def run_driver(env, *args):
         time.monotonic() - start
 
 
+def session_bus(folder):
+    """A private session bus with its socket in folder, without service
+    activation: (its dbus-daemon, its address, a connection to it)."""
+    conf = os.path.join(folder, "bus.conf")
+    with open(conf, "w") as f:
+        f.write(BUS_CONF % os.path.join(folder, "bus"))
+    daemon = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork",
+                               "--print-address"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    address = daemon.stdout.readline().strip()
+    conn = Gio.DBusConnection.new_for_address_sync(
+        address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT |
+        Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
+    return daemon, address, conn
+
+
 def main():
     if not DRIVER or not os.access(DRIVER, os.X_OK):
         print("1..0 # SKIP NOTIFY_DRIVER is not set to the built notify-driver")
@@ -131,17 +152,8 @@ def main():
         print("1..0 # SKIP dbus-daemon is missing (package dbus)")
         return 77
     t = tempfile.mkdtemp(prefix="vdisk-notify.")
-    sock = os.path.join(t, "bus")
-    conf = os.path.join(t, "bus.conf")
-    with open(conf, "w") as f:
-        f.write(BUS_CONF % sock)
-    daemon = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork",
-                               "--print-address"], stdout=subprocess.PIPE, text=True)
+    daemon, address, conn = session_bus(t)
     try:
-        address = daemon.stdout.readline().strip()
-        conn = Gio.DBusConnection.new_for_address_sync(
-            address, Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT |
-            Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "DBUS_SESSION_BUS_ADDRESS": address}
         tests(conn, base, t)
