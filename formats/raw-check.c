@@ -82,6 +82,33 @@ static VdRawKind text_kind(const char *text)
     return VD_RAW_TEXT;
 }
 
+/* Samples taken across a file whose start is text: a text file is text
+ * all through, while a disk image whose first sectors happen to hold text
+ * (a filesystem image starting with a text file's data, an image made of
+ * text chunks) shows binary or zeros somewhere else. */
+#define SAMPLES 16
+
+static gboolean text_throughout(int fd, guint64 size)
+{
+    char buf[SECTOR];
+    for (guint i = 1; i <= SAMPLES; i++) {
+        guint64 at = size / SAMPLES * i;
+        at = at >= SECTOR ? (at - SECTOR) / SECTOR * SECTOR : 0;
+        if (at < LOOK_BYTES)
+            continue;
+        ssize_t n = pread(fd, buf, sizeof buf, (off_t)at);
+        if (n <= 0)
+            return n == 0; /* shrunk meanwhile: judge by the start */
+        /* A sample may start inside a character: skip its tail. */
+        gsize skip = 0;
+        while (skip < 3 && skip < (gsize)n && ((guchar)buf[skip] & 0xc0) == 0x80)
+            skip++;
+        if (!is_text(buf + skip, (gsize)n - skip, TRUE))
+            return FALSE;
+    }
+    return TRUE;
+}
+
 gboolean vd_raw_kind_fd(int fd, const char *name, VdRawKind *kind, GError **error)
 {
     struct stat st;
@@ -114,7 +141,8 @@ gboolean vd_raw_kind_fd(int fd, const char *name, VdRawKind *kind, GError **erro
         got += (gsize)n;
     }
     buf[got] = '\0';
-    if (got > 0 && is_text(buf, got, (guint64)st.st_size > got))
+    if (got > 0 && is_text(buf, got, (guint64)st.st_size > got) &&
+        text_throughout(fd, (guint64)st.st_size))
         *kind = text_kind(buf);
     else if (st.st_size < SECTOR)
         *kind = VD_RAW_TOO_SMALL;

@@ -86,10 +86,16 @@ t_real_disks() {
     # Text in the first sector only, then zeros: still a disk.
     qemu-img create -q -f raw text-head.raw 1M
     seq 1 100 | head -c 500 | dd of=text-head.raw conv=notrunc status=none
+    # Text through its first 64 KiB, then binary: an image built of text
+    # chunks, or a filesystem whose first data is a text file.
+    qemu-img create -q -f raw text-chunk.raw 4M
+    seq 1 20000 >lines.txt
+    dd if=lines.txt of=text-chunk.raw bs=64k count=1 conv=notrunc status=none
+    dd if=/dev/urandom of=text-chunk.raw bs=64k seek=20 count=1 conv=notrunc status=none
     # An ISO's 2 KiB blocks, one sector exactly, a whole binary first 4 KiB.
     head -c $((2048 * 9)) /dev/urandom >cd.iso
     head -c 512 /dev/zero >one-sector.raw
-    for f in mbr.raw zeros.raw text-head.raw cd.iso one-sector.raw; do
+    for f in mbr.raw zeros.raw text-head.raw text-chunk.raw cd.iso one-sector.raw; do
         vd convert -q -O qcow2 "$f" "$f.qcow2"
         qemu-img compare -q -f raw -F qcow2 "$f" "$f.qcow2"
     done
