@@ -134,6 +134,26 @@ const CtlCommand ctl_cmd_create = {
 
 /* ----- vdiskctl import ----- */
 
+/* options with "chain" added when chain has parents. */
+static gboolean add_chain_option(GVariant **options, GPtrArray *chain, GUnixFDList *fds,
+                                 GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    GVariant *value = ctl_chain_option(chain, fds, &local);
+    if (value == NULL) {
+        if (local == NULL)
+            return TRUE;
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    GVariantDict d;
+    g_variant_dict_init(&d, *options);
+    g_variant_dict_insert_value(&d, "chain", value);
+    g_variant_unref(*options);
+    *options = g_variant_ref_sink(g_variant_dict_end(&d));
+    return TRUE;
+}
+
 static int run_import(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
@@ -144,15 +164,20 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(CtlObject) pool = NULL;
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
     g_autoptr(GVariant) options = NULL;
+    g_autoptr(GPtrArray) chain = NULL;
     gint fd;
 
     if (!ctl_split_volume_arg(operands[1], &pool_name, &name, &error) ||
         (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
-    /* Opened here, as the user: vdiskd reads only what the user can. */
+    /* Opened here, as the user: vdiskd reads only what the user can,
+     * the parents of a differencing image too (ctl-chain.c). */
     fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
-    if (fd < 0 || (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
+    if (fd < 0 || (chain = ctl_chain_of_file(operands[0], ctl->source_format, &error)) == NULL ||
+        !add_chain_option(&options, chain, fds, &error) ||
+        (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
         return ctl_fail(error);
+    ctl_chain_warn_not_current(operands[0], chain);
     format = ctl_pick_format(ctl, name, "qcow2");
     if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
                       g_variant_new("(hss@a{sv})", fd, name, format, options), fds, "Importing",

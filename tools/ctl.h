@@ -37,6 +37,9 @@ typedef enum {
     CTL_OPT_TARGET_KEY = 1 << 9, /* --target-key-secret ID (copy) */
     CTL_OPT_DETACH = 1 << 10,    /* --detach: start the job, do not wait */
     CTL_OPT_NOTIFY = 1 << 12,    /* --notify: a desktop notification (notify.h) */
+    /* import-vm: --dry-run, --virtio, --keep-snapshots, --domain-type TYPE,
+     * --start, --connect URI */
+    CTL_OPT_IMPORT_VM = 1 << 11,
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -58,6 +61,13 @@ typedef struct {
      * CopyFrom, its source (--key-secret, --target-key-secret). */
     const char *volume_key_secret;
     const char *source_key_secret;
+    /* import-vm's */
+    gboolean dry_run;
+    gboolean virtio;
+    gboolean keep_snapshots;
+    gboolean start;
+    const char *domain_type; /* NULL: kvm */
+    const char *connect_uri; /* NULL: virsh's default */
 } Ctl;
 
 /* Help lines shared by the commands that write an image. */
@@ -111,6 +121,7 @@ extern const CtlCommand ctl_cmd_inspect, ctl_cmd_convert;
 extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
 extern const CtlCommand ctl_cmd_libvirt;
 extern const CtlCommand ctl_cmd_status;
+extern const CtlCommand ctl_cmd_import_vm;
 
 /* ----- messages (ctl-output.c) ----- */
 
@@ -224,6 +235,24 @@ gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *lab
 gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char *method,
                       GVariant *params, GUnixFDList *fds, const char *label, char **volume,
                       GError **error);
+
+/* ----- the files an image reads through (ctl-chain.c) ----- */
+
+/* The chain of the image at path (format NULL: probed), read here as the
+ * user: the file itself first, then its parents (VmChainLink, vm.h), as
+ * the engine finds them or, for a VirtualBox snapshot's differencing VDI,
+ * through its VM (vm_chain_for_vdi). Empty when the file does not open
+ * here (vdiskd says why); NULL with error when a VDI's parent is found
+ * nowhere. Returns a new array. */
+GPtrArray *ctl_chain_of_file(const char *path, const char *format, GError **error);
+/* ImportVolume's "chain" option for chain (of VmChainLink, its first the
+ * source): each parent opened here, as the user, added to fds and named
+ * relative to the source's folder. NULL without error when there are no
+ * parents. Returns a floating a(sh). */
+GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error);
+/* Warn on stderr when the VDI at path (chain's first link) is a
+ * VirtualBox VM's disk under a snapshot, not what the VM uses now. */
+void ctl_chain_warn_not_current(const char *path, GPtrArray *chain);
 
 /* ----- the caller's output files (ctl-file.c) ----- */
 

@@ -14,10 +14,11 @@
 #include "notify.h"
 
 static const CtlCommand *const commands[] = {
-    &ctl_cmd_pools,   &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
-    &ctl_cmd_export,  &ctl_cmd_clone,    &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
-    &ctl_cmd_overlay, &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
-    &ctl_cmd_convert, &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt, &ctl_cmd_status,
+    &ctl_cmd_pools,     &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
+    &ctl_cmd_export,    &ctl_cmd_clone,    &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
+    &ctl_cmd_overlay,   &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
+    &ctl_cmd_convert,   &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt, &ctl_cmd_status,
+    &ctl_cmd_import_vm,
 };
 
 /* Long-only options; above every char. */
@@ -31,6 +32,12 @@ enum {
     OPT_TARGET_KEY_SECRET,
     OPT_DETACH,
     OPT_NOTIFY,
+    OPT_DRY_RUN,
+    OPT_VIRTIO,
+    OPT_KEEP_SNAPSHOTS,
+    OPT_DOMAIN_TYPE,
+    OPT_START,
+    OPT_CONNECT,
 };
 
 /* Every option, and which commands take it (0: all of them). */
@@ -60,6 +67,12 @@ static const struct {
       NULL },
     { { "detach", no_argument, NULL, OPT_DETACH }, CTL_OPT_DETACH, NULL },
     { { "notify", no_argument, NULL, OPT_NOTIFY }, CTL_OPT_NOTIFY, NULL },
+    { { "dry-run", no_argument, NULL, OPT_DRY_RUN }, CTL_OPT_IMPORT_VM, NULL },
+    { { "virtio", no_argument, NULL, OPT_VIRTIO }, CTL_OPT_IMPORT_VM, NULL },
+    { { "keep-snapshots", no_argument, NULL, OPT_KEEP_SNAPSHOTS }, CTL_OPT_IMPORT_VM, NULL },
+    { { "domain-type", required_argument, NULL, OPT_DOMAIN_TYPE }, CTL_OPT_IMPORT_VM, NULL },
+    { { "start", no_argument, NULL, OPT_START }, CTL_OPT_IMPORT_VM, NULL },
+    { { "connect", required_argument, NULL, OPT_CONNECT }, CTL_OPT_IMPORT_VM, NULL },
 };
 
 static gboolean takes(const CtlCommand *cmd, CtlOptionMask needs)
@@ -212,6 +225,24 @@ static void apply_option(Ctl *ctl, const CtlCommand *cmd, int opt, const char *a
         break;
     case OPT_NOTIFY:
         ctl_notify_request();
+        break;
+    case OPT_DRY_RUN:
+        ctl->dry_run = TRUE;
+        break;
+    case OPT_VIRTIO:
+        ctl->virtio = TRUE;
+        break;
+    case OPT_KEEP_SNAPSHOTS:
+        ctl->keep_snapshots = TRUE;
+        break;
+    case OPT_DOMAIN_TYPE:
+        ctl->domain_type = arg;
+        break;
+    case OPT_START:
+        ctl->start = TRUE;
+        break;
+    case OPT_CONNECT:
+        ctl->connect_uri = arg;
         break;
     default:
         g_assert_not_reached();

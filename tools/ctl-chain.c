@@ -1,0 +1,118 @@
+/* vdiskctl: the files an image of the user's reads through, found and
+ * opened here, as the user, and passed to vdiskd with ImportVolume's
+ * "chain" option, so that vdiskd never opens a user's path.
+ *
+ * A differencing image's parents are found as vdisk convert finds them:
+ * by the engine (the names a qcow2 or vmdk carries, a VDI's parent beside
+ * it) and, for a VirtualBox VM's Snapshots/ layout, through the VM's media
+ * registry or the folder above (vm/vm-locate.c).
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+
+#include "vdisk.h"
+#include "vm.h"
+
+/* A link for a layer the engine opened. */
+static VmChainLink *link_of_layer(VdImage *layer)
+{
+    VmChainLink *link = g_new0(VmChainLink, 1);
+    link->path = g_canonicalize_filename(vd_image_filename(layer), NULL);
+    link->format = g_strdup(vd_image_format(layer));
+    link->uuid = g_strdup("");
+    link->virtual_size = vd_image_size(layer);
+    return link;
+}
+
+GPtrArray *ctl_chain_of_file(const char *path, const char *format, GError **error)
+{
+    g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vm_chain_link_free);
+    g_autoptr(GError) local = NULL;
+    g_autoptr(VdImage) img = vd_image_open(path, format, 0, &local);
+    if (img != NULL) {
+        for (VdImage *layer = img; layer != NULL; layer = vd_image_backing(layer))
+            g_ptr_array_add(chain, link_of_layer(layer));
+        return g_steal_pointer(&chain);
+    }
+    /* A VirtualBox snapshot's differencing VDI, its base one folder up. */
+    g_autoptr(VdImage) alone = vd_image_open(path, format, VD_OPEN_NO_BACKING, NULL);
+    if (alone != NULL && g_str_equal(vd_image_format(alone), "vdi") &&
+        g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND))
+        return vm_chain_for_vdi(path, error);
+    /* No chain: vdiskd reads the file and says what is wrong with it. */
+    return g_steal_pointer(&chain);
+}
+
+/* to as a name relative to the folder from (both absolute): "../b.vdi". */
+static char *relative_name(const char *from, const char *to)
+{
+    g_auto(GStrv) a = g_strsplit(from, "/", -1);
+    g_auto(GStrv) b = g_strsplit(to, "/", -1);
+    guint na = g_strv_length(a), nb = g_strv_length(b), common = 0;
+    /* The last part of to is its file name: never common. */
+    while (common < na && common + 1 < nb && g_str_equal(a[common], b[common]))
+        common++;
+    GString *rel = g_string_new(NULL);
+    for (guint i = common; i < na; i++)
+        if (*a[i] != '\0')
+            g_string_append(rel, "../");
+    for (guint i = common; i < nb; i++) {
+        g_string_append(rel, b[i]);
+        if (i + 1 < nb)
+            g_string_append_c(rel, '/');
+    }
+    return g_string_free(rel, FALSE);
+}
+
+GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
+{
+    if (chain == NULL || chain->len < 2)
+        return NULL;
+    const VmChainLink *top = chain->pdata[0];
+    g_autofree char *folder = g_path_get_dirname(top->path);
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a(sh)"));
+    for (guint i = 1; i < chain->len; i++) {
+        const VmChainLink *link = chain->pdata[i];
+        if (link->member != NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                        "%s: a disk inside an appliance cannot be the parent of another",
+                        link->path);
+            g_variant_builder_clear(&b);
+            return NULL;
+        }
+        gint index = ctl_fds_append_path(fds, link->path, O_RDONLY, error);
+        if (index < 0) {
+            g_variant_builder_clear(&b);
+            return NULL;
+        }
+        g_autofree char *name = relative_name(folder, link->path);
+        g_variant_builder_add(&b, "(sh)", name, index);
+    }
+    return g_variant_builder_end(&b);
+}
+
+void ctl_chain_warn_not_current(const char *path, GPtrArray *chain)
+{
+    const VmChainLink *top = chain != NULL && chain->len > 0 ? chain->pdata[0] : NULL;
+    if (top == NULL || g_strcmp0(top->format, "vdi") != 0)
+        return;
+    g_autoptr(VdImage) img = vd_image_open(path, "vdi", VD_OPEN_NO_BACKING, NULL);
+    g_autoptr(VdImageInfo) info = img != NULL ? vd_image_get_info(img, NULL) : NULL;
+    const char *uuid = NULL;
+    if (info == NULL || info->format_specific == NULL ||
+        !g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid))
+        return;
+    g_autoptr(VmMachine) owner = vm_find_owner(path, uuid);
+    const VmMedium *current = owner != NULL ? vm_machine_current_descendant(owner, uuid) : NULL;
+    if (current == NULL || g_ascii_strcasecmp(current->uuid, uuid) == 0)
+        return;
+    g_autofree char *current_path = vm_machine_medium_path(owner, current);
+    fprintf(stderr,
+            "vdiskctl: warning: %s is not the current state of VirtualBox VM '%s': the VM now "
+            "uses %s, made on it since (a snapshot). Importing %s gives the disk as it was; "
+            "'vdiskctl import-vm %s POOL' imports the VM as it is now\n",
+            path, owner->name, current_path, path, owner->settings_path);
+}

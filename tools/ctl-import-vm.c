@@ -1,0 +1,253 @@
+/* vdiskctl import-vm: a whole VM (VirtualBox .vbox or its folder, VMware
+ * .vmx, OVF .ovf) into a pool of vdiskd and a libvirt domain.
+ *
+ * The VM is read and planned here with libvdisk-vm, as vdisk import-vm
+ * plans it; every file of each disk's chain is opened here, as the user,
+ * and passed to vdiskd (ImportVolume with its "chain"), which copies it
+ * into the pool as one qcow2. The domain is defined through the user's
+ * own libvirt connection (virsh, as a child), never through vdiskd:
+ * libvirt decides what the user may define. A failed import deletes the
+ * volumes it made and defines nothing.
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
+
+#include "vdisk.h"
+#include "vm.h"
+
+/* virsh with the user's connection and args; its stdout in *out (may be
+ * NULL). FALSE with error (its stderr) when it fails or is missing. */
+static gboolean virsh(const Ctl *ctl, const char *const *args, char **out, GError **error)
+{
+    g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
+    g_strv_builder_add(argv, "virsh");
+    g_strv_builder_add(argv, "-q");
+    if (ctl->connect_uri != NULL) {
+        g_strv_builder_add(argv, "-c");
+        g_strv_builder_add(argv, ctl->connect_uri);
+    }
+    g_strv_builder_addv(argv, (const char **)args);
+    g_auto(GStrv) v = g_strv_builder_end(argv);
+    g_autofree char *err = NULL;
+    int status;
+    if (!g_spawn_sync(NULL, v, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, out, &err, &status, error)) {
+        g_prefix_error(error, "cannot run virsh (libvirt-clients): ");
+        return FALSE;
+    }
+    if (!g_spawn_check_wait_status(status, NULL)) {
+        g_strstrip(err);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "virsh %s: %s", args[0],
+                    *err ? err : "failed");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* Is a domain called name defined on the user's connection? */
+static gboolean domain_exists(const Ctl *ctl, const char *name)
+{
+    const char *args[] = { "domuuid", name, NULL };
+    return virsh(ctl, args, NULL, NULL);
+}
+
+/* The options of one disk's ImportVolume: its source's format and the
+ * chain of its parents, opened here. */
+static GVariant *disk_options(const VmPlanDisk *disk, GUnixFDList *fds, GError **error)
+{
+    const VmChainLink *top = disk->chain->pdata[0];
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "source-format", "s", top->format);
+    GVariant *chain = ctl_chain_option(disk->chain, fds, error);
+    if (chain == NULL && error != NULL && *error != NULL) {
+        g_variant_dict_clear(&d);
+        return NULL;
+    }
+    if (chain != NULL)
+        g_variant_dict_insert_value(&d, "chain", chain);
+    return g_variant_dict_end(&d);
+}
+
+/* Import one disk as volume name of pool; its new volume's path in
+ * *volume (even when the job failed, once vdiskd made it). */
+static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *disk, char **volume,
+                            GError **error)
+{
+    const VmChainLink *top = disk->chain->pdata[0];
+    if (top->member != NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "%s: the disk %s is inside the appliance; vdiskd imports files, so unpack "
+                    "it first (tar xf) and import the .ovf, or use vdisk import-vm",
+                    top->path, top->member);
+        return FALSE;
+    }
+    g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+    gint fd = ctl_fds_append_path(fds, top->path, O_RDONLY, error);
+    if (fd < 0)
+        return FALSE;
+    g_autoptr(GVariant) options = disk_options(disk, fds, error);
+    if (options == NULL)
+        return FALSE;
+    g_variant_ref_sink(options);
+    g_autofree char *label = g_strdup_printf("Importing %s", disk->target_name);
+    return ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
+                        g_variant_new("(hss@a{sv})", fd, disk->target_name, "qcow2", options), fds,
+                        label, volume, error);
+}
+
+/* After a failure: the volumes made are of no use without their VM. */
+static void delete_volumes(Ctl *ctl, const char *pool_name, GPtrArray *volumes, GPtrArray *names)
+{
+    for (guint i = 0; i < volumes->len; i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply =
+            ctl_call(ctl, volumes->pdata[i], VDISK_VOLUME_INTERFACE, "Delete",
+                     g_variant_new("(a{sv})", NULL), "()", NULL, &error);
+        if (reply == NULL)
+            ctl_error("%s/%s is left in the pool (%s); delete it with 'vdiskctl delete %s/%s'",
+                      pool_name, (const char *)names->pdata[i], error->message, pool_name,
+                      (const char *)names->pdata[i]);
+    }
+}
+
+/* Define the domain of plan (and start it) through the user's libvirt. */
+static gboolean define_domain(Ctl *ctl, const VmPlan *plan, GError **error)
+{
+    g_autofree char *xml = vm_domain_xml(plan);
+    g_autofree char *file = NULL;
+    int fd = g_file_open_tmp("vdiskctl-domain-XXXXXX.xml", &file, error);
+    if (fd < 0)
+        return FALSE;
+    close(fd);
+    gboolean ok = g_file_set_contents(file, xml, -1, error);
+    const char *define[] = { "define", file, NULL };
+    ok = ok && virsh(ctl, define, NULL, error);
+    g_unlink(file);
+    return ok;
+}
+
+static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
+{
+    g_autoptr(GError) error = NULL;
+    const char *pool_name = operands[1];
+    if (ctl->domain_type != NULL && !g_str_equal(ctl->domain_type, "kvm") &&
+        !g_str_equal(ctl->domain_type, "qemu")) {
+        ctl_error("--domain-type is kvm or qemu, not '%s'", ctl->domain_type);
+        return CTL_EXIT_FAILURE;
+    }
+    if (ctl->keep_snapshots) {
+        ctl_error("--keep-snapshots is not done through vdiskd yet: 'vdisk import-vm "
+                  "--keep-snapshots --output-dir DIR' makes the overlays offline");
+        return CTL_EXIT_FAILURE;
+    }
+    g_autofree char *settings = vm_settings_find(operands[0], &error);
+    VmMachine *machine = settings != NULL ? vm_settings_load(settings, &error) : NULL;
+    if (machine == NULL)
+        return ctl_fail(error);
+    g_autoptr(CtlObject) pool = ctl_find_pool(ctl, pool_name, &error);
+    if (pool == NULL) {
+        vm_machine_free(machine);
+        return ctl_fail(error);
+    }
+    /* The domain's disks are the volumes' files, in the pool's folder. */
+    const char *folder = ctl_prop_string(pool->props, "Directory");
+    g_autoptr(VmPlan) plan = vm_plan_new(machine, folder, ctl->virtio, ctl->domain_type, &error);
+    if (plan == NULL)
+        return ctl_fail(error);
+
+    if (ctl->dry_run) {
+        g_autofree char *text = vm_plan_describe(plan);
+        g_autofree char *xml = vm_domain_xml(plan);
+        printf("%s\nInto pool %s; the domain is defined with virsh%s%s.\n\nDomain XML:\n%s", text,
+               pool_name, ctl->connect_uri != NULL ? " -c " : "",
+               ctl->connect_uri != NULL ? ctl->connect_uri : "", xml);
+        return EXIT_SUCCESS;
+    }
+
+    /* Nothing is overwritten: the domain's name is checked before any copy
+     * (vdiskd refuses a volume name in use by itself). */
+    const char *name = plan->machine->name;
+    g_autofree char *virsh_path = g_find_program_in_path("virsh");
+    if (virsh_path == NULL) {
+        ctl_error("virsh is not installed (libvirt-clients): vdiskctl import-vm defines the "
+                  "domain with it; --dry-run shows the plan and the XML without it");
+        return CTL_EXIT_FAILURE;
+    }
+    if (domain_exists(ctl, name)) {
+        ctl_error("a libvirt domain called '%s' exists already; vdiskctl import-vm "
+                  "redefines nothing",
+                  name);
+        return CTL_EXIT_FAILURE;
+    }
+    g_autoptr(GPtrArray) volumes = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    for (guint i = 0; i < plan->disks->len && error == NULL; i++) {
+        const VmPlanDisk *disk = plan->disks->pdata[i];
+        ctl_say(ctl, "%s: %u file%s -> %s/%s", disk->controller->name, disk->chain->len,
+                disk->chain->len == 1 ? "" : "s", pool_name, disk->target_name);
+        char *volume = NULL;
+        /* A failed job's volume is vdiskd's to remove; only a made one is
+         * ours. */
+        if (import_disk(ctl, pool, disk, &volume, &error)) {
+            g_ptr_array_add(volumes, volume);
+            g_ptr_array_add(names, disk->target_name);
+        } else {
+            g_free(volume);
+        }
+    }
+    if (error == NULL && !define_domain(ctl, plan, &error))
+        g_prefix_error(&error, "the domain was not defined: ");
+    if (error != NULL) {
+        delete_volumes(ctl, pool_name, volumes, names);
+        return ctl_fail(error);
+    }
+    ctl_say(ctl, "Imported VM '%s': %u disk%s into pool %s; defined domain '%s'.", name,
+            plan->disks->len, plan->disks->len == 1 ? "" : "s", pool_name, name);
+    if (ctl->start) {
+        const char *start[] = { "start", name, NULL };
+        if (!virsh(ctl, start, NULL, &error)) {
+            g_prefix_error(&error, "domain '%s' is defined but did not start: ", name);
+            return ctl_fail(error);
+        }
+        ctl_say(ctl, "Started domain '%s'.", name);
+    }
+    return EXIT_SUCCESS;
+}
+
+const CtlCommand ctl_cmd_import_vm = {
+    .name = "import-vm",
+    .operands = "VM.vbox|VMFOLDER|VM.vmx|VM.ovf POOL",
+    .summary = "import a VirtualBox or VMware VM into a pool and define it in libvirt",
+    .options = CTL_OPT_PROGRESS | CTL_OPT_IMPORT_VM | CTL_OPT_NOTIFY,
+    .help = "  --dry-run              print the plan (each disk's chain of files, sizes and\n"
+            "                         volume) and the libvirt domain XML; do nothing\n"
+            "  --virtio               put disks and network cards on virtio instead of the\n"
+            "                         buses and models the VM had (the guest needs its\n"
+            "                         drivers)\n"
+            "  --domain-type TYPE     kvm (the default) or qemu (emulation, no KVM needed)\n"
+            "  --start                start the domain once it is defined\n"
+            "  --connect URI          the libvirt connection to define it on (virsh -c);\n"
+            "                         by default virsh's own\n"
+            "  --keep-snapshots       not through vdiskd yet (vdisk import-vm)\n" CTL_HELP_PROGRESS
+                CTL_HELP_NOTIFY,
+    .notes = "Each disk of the VM's current state becomes one qcow2 volume of POOL, read\n"
+             "through its chain of differencing images (a VirtualBox snapshot's\n"
+             "Snapshots/{uuid}.vdi on its base, a VMware delta on its parent). vdiskctl\n"
+             "opens every file with your rights and hands the descriptors to vdiskd,\n"
+             "which opens none by name. The domain (memory, vCPUs, firmware, disk buses,\n"
+             "network cards with their MAC addresses) is defined with virsh on your own\n"
+             "libvirt connection, its disks the new volumes. A domain of the VM's name\n"
+             "must not exist; if a disk or the definition fails, the volumes made are\n"
+             "deleted (or named, where you may not delete) and nothing is defined.\n",
+    .examples = "  vdiskctl import-vm --dry-run ~/VirtualBox\\ VMs/Debian default\n"
+                "  vdiskctl import-vm ~/VirtualBox\\ VMs/Debian default --connect qemu:///system "
+                "--start\n"
+                "  vdiskctl import-vm ~/vmware/Web/Web.vmx default --virtio\n",
+    .min_operands = 2,
+    .max_operands = 2,
+    .run = run_import_vm,
+};
