@@ -160,6 +160,18 @@ def since_reset(values):
     return words
 
 
+def checkouts_in_tmp():
+    """The source and build trees that lie under /tmp or /var/tmp (a tree
+    inside another counted once)."""
+    trees = []
+    for p in sorted({os.path.realpath(REPO), os.path.realpath(os.environ.get("BUILD", REPO))}):
+        if not p.startswith(("/tmp/", "/var/tmp/")):
+            continue
+        if not any(p == t or p.startswith(t + "/") for t in trees):
+            trees.append(p)
+    return trees
+
+
 def sandbox_args(unit, groups, workdir, bind, writable):
     """unit-sandbox's arguments for the unit's settings; raises on a setting
     it neither reproduces nor lists in NOT_REPRODUCED."""
@@ -218,6 +230,11 @@ def sandbox_args(unit, groups, workdir, bind, writable):
     # The test's folder stands for /run/dbus, the pool's folder and the
     # state directory: read-only but for the two folders vdiskd may write.
     args += ["--bind-read-only-path=" + bind] + ["--read-write-path=" + p for p in writable]
+    # vdiskd and vdisk-worker installed live in /usr/libexec; built in a
+    # checkout under /tmp or /var/tmp they would vanish behind PrivateTmp=,
+    # so that checkout is bound back read-only, as /usr is.
+    for tree in checkouts_in_tmp():
+        args.append("--bind-read-only-path=" + tree)
     return [SANDBOX] + args + ["--system-call-filter=" + path, "--"], allowed
 
 
