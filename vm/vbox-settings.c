@@ -35,22 +35,9 @@ typedef struct {
     VmMachine *machine;
 } Reader;
 
-static gboolean fail(const Reader *r, const VmXmlNode *node, GError **error, VdError code,
-                     const char *format, ...) G_GNUC_PRINTF(5, 6);
-
-static gboolean fail(const Reader *r, const VmXmlNode *node, GError **error, VdError code,
-                     const char *format, ...)
-{
-    va_list ap;
-    va_start(ap, format);
-    g_autofree char *msg = g_strdup_vprintf(format, ap);
-    va_end(ap);
-    if (node != NULL)
-        g_set_error(error, VD_ERROR, code, "%s:%d: %s", r->path, node->line, msg);
-    else
-        g_set_error(error, VD_ERROR, code, "%s: %s", r->path, msg);
-    return FALSE;
-}
+/* The readers' one way to refuse (vm_xml_fail), for this file. */
+#define fail(reader, node, error, code, ...) \
+    vm_xml_fail((reader)->path, (node), (error), (code), __VA_ARGS__)
 
 /* ----- values ----- */
 

@@ -2,6 +2,8 @@
  * no DTDs, no external entities, nothing fetched). */
 #include "xml-tree.h"
 
+#include <stdarg.h>
+
 #include "vdisk.h"
 
 /* A settings file nests a few levels (the snapshot tree the most); this is
@@ -121,4 +123,18 @@ VmXmlNode *vm_xml_child(const VmXmlNode *node, const char *name)
             return child;
     }
     return NULL;
+}
+
+gboolean vm_xml_fail(const char *path, const VmXmlNode *node, GError **error, int code,
+                     const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    if (node != NULL)
+        g_set_error(error, VD_ERROR, code, "%s:%d: %s", path, node->line, msg);
+    else
+        g_set_error(error, VD_ERROR, code, "%s: %s", path, msg);
+    return FALSE;
 }

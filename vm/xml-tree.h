@@ -28,5 +28,10 @@ VmXmlNode *vm_xml_parse(const char *name, const char *text, gssize len, GError *
 const char *vm_xml_attr(const VmXmlNode *node, const char *name);
 /* The first child element called name, or NULL. */
 VmXmlNode *vm_xml_child(const VmXmlNode *node, const char *name);
+/* Set error (domain VD_ERROR, code) to "PATH:LINE: message", the line
+ * node's (node NULL: "PATH: message"), and return FALSE: how the readers
+ * refuse what they do not understand. */
+gboolean vm_xml_fail(const char *path, const VmXmlNode *node, GError **error, int code,
+                     const char *format, ...) G_GNUC_PRINTF(5, 6);
 
 G_END_DECLS
