@@ -37,20 +37,9 @@ BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configur
 <policy context="default"><allow send_destination="*" eavesdrop="true"/>
 <allow eavesdrop="true"/><allow own="*"/></policy></busconfig>"""
 
-FAILED = []
-
-
-def case(name):
-    def deco(fn):
-        try:
-            fn()
-            print("ok - %s" % name)
-        except Exception as e:  # noqa: BLE001 -- report every failure, run every case
-            FAILED.append(name)
-            print("not ok - %s: %r" % (name, e))
-        sys.stdout.flush()
-        return fn
-    return deco
+# The daemon tests' case runner: each case reported, every case run.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "daemon"))
+from vdiskd_env import FAILED, case  # noqa: E402
 
 
 class Service:
