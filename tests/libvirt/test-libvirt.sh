@@ -35,6 +35,8 @@ cleanup() {
   virsh -q -c qemu:///system destroy vdisk-test >/dev/null 2>&1
   virsh -q -c qemu:///system undefine vdisk-test --snapshots-metadata >/dev/null 2>&1
   virsh -q -c qemu:///system undefine vdisk-priv --snapshots-metadata >/dev/null 2>&1
+  virsh -q -c qemu:///system destroy vdisk-boot >/dev/null 2>&1
+  virsh -q -c qemu:///system undefine vdisk-boot >/dev/null 2>&1
   virsh -q -c qemu:///system pool-destroy vdisktest >/dev/null 2>&1
   virsh -q -c qemu:///system pool-undefine vdisktest >/dev/null 2>&1
   [[ -n $LIBVIRTD_PID ]] && kill "$LIBVIRTD_PID" 2>/dev/null
@@ -54,7 +56,7 @@ unshare -m sh -c "mount --bind /dev/null /usr/bin/qemu-img &&
   { echo "libvirtd did not start"; exit 1; }
 for _ in $(seq 50); do [[ -s $T/libvirtd.pid ]] && break; sleep 0.1; done
 LIBVIRTD_PID=$(cat "$T/libvirtd.pid")
-export V="virsh -q -c qemu:///system" LV=$T/pool T SHIM VDISKCTL
+export V="virsh -q -c qemu:///system" LV=$T/pool T SHIM VDISKCTL REPO
 for _ in $(seq 50); do $V version >/dev/null 2>&1 && break; sleep 0.1; done
 $V pool-define-as vdisktest dir --target "$LV" >/dev/null && $V pool-build vdisktest >/dev/null &&
   $V pool-start vdisktest >/dev/null || { echo "no libvirt pool"; exit 1; }
@@ -460,6 +462,49 @@ t_killed_shim() {
   rm -f "$LV/big.raw"
 }
 case_run "a shim killed mid-convert takes its job with it: no half-written volume" t_killed_shim
+
+t_import_vm_boots() {
+  # vdiskctl import-vm --start of a VirtualBox VM whose snapshot changed
+  # its boot sector from BASE to CURRENT: the domain libvirt starts from
+  # the imported volume (TCG) writes CURRENT to its serial console.
+  command -v qemu-system-x86_64 >/dev/null ||
+    { echo "qemu-system-x86_64 not installed (qemu-system-x86): the boot is not tried"; exit 0; }
+  command -v virtlogd >/dev/null || { echo "virtlogd is missing: the boot is not tried"; exit 0; }
+  # libvirtd's QEMU driver hands a domain's output to virtlogd.
+  virtlogd -d -p "$T/virtlogd.pid"
+  trap 'kill "$(cat "$T/virtlogd.pid")"' EXIT
+  mkdir "$T/boot"
+  VDISK=$(dirname "$VDISKCTL")/vdisk "$REPO/tests/libvirt/make-boot-vm.sh" "$T/boot"
+  "$VDISKCTL" import-vm --dry-run --domain-type qemu "$T/boot/vm" vdisktest >"$T/boot/plan.txt"
+  grep -qF "<source file='$LV/vdisk-boot.qcow2'/>" "$T/boot/plan.txt"
+  [[ ! -e $LV/vdisk-boot.qcow2 ]]
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/boot/vm" vdisktest
+  qemu-img compare -U "$LV/vdisk-boot.qcow2" "$T/boot/current.qcow2"
+  [[ $($V domstate vdisk-boot) == running ]]
+  $V dumpxml vdisk-boot | grep -qF "<source file='$LV/vdisk-boot.qcow2'"
+  # The boot sector writes its marker over and over: whatever the console
+  # catches once opened is the disk's current state.
+  $PY - "$($V ttyconsole vdisk-boot)" <<'PY'
+import os, select, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+seen, deadline = b"", time.monotonic() + 120
+while b"CURRENT" not in seen and time.monotonic() < deadline:
+    if select.select([fd], [], [], 1)[0]:
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:  # nothing yet, or QEMU not yet attached (EIO)
+            time.sleep(0.2)
+print(seen[-200:])
+assert b"CURRENT" in seen and b"BASE" not in seen, seen
+PY
+  # Nothing is redefined: a second import stops before copying anything.
+  "$VDISKCTL" import-vm -q --connect qemu:///system "$T/boot/vm" vdisktest 2>"$T/boot/again.err" &&
+    { echo "imported twice"; exit 1; }
+  grep -q "a libvirt domain called 'vdisk-boot' exists already" "$T/boot/again.err"
+  $V destroy vdisk-boot >/dev/null
+  $V undefine vdisk-boot >/dev/null
+}
+case_run "vdiskctl import-vm --start: the VirtualBox VM's current state boots under libvirt" t_import_vm_boots
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
