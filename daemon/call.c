@@ -178,6 +178,24 @@ void vdd_call_serve(gpointer iface, VddManager *manager, gpointer target, const 
 
 /* ----- caller's descriptors ----- */
 
+/* A file a caller passed open for reading and writing, of which a job
+ * only reads: a new open of the same file for reading only, so that the
+ * worker that parses it (and a parser bug in it) can never write the
+ * caller's file. fd is taken. */
+static int reopen_read_only(int fd, const char *what, GError **error)
+{
+    g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
+    int ro = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int err = errno;
+    close(fd);
+    if (ro < 0) {
+        vdd_error_set_errno(error, err, "%s: cannot reopen for reading only", what);
+        return -1;
+    }
+    fcntl(ro, F_SETFL, fcntl(ro, F_GETFL) & ~O_NONBLOCK);
+    return ro;
+}
+
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
                   GError **error)
 {
@@ -218,5 +236,5 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
         close(fd);
         return -1;
     }
-    return fd;
+    return access == O_RDONLY && mode == O_RDWR ? reopen_read_only(fd, what, error) : fd;
 }

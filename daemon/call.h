@@ -60,7 +60,8 @@ void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char
 
 /* A caller's descriptor from the message: index handle in its fd list, dup'ed
  * (caller closes). Checks it is a regular file with the access wanted
- * (O_RDONLY: readable; O_RDWR: readable and writable, not append).
- * -1 with InvalidArgument. */
+ * (O_RDONLY: readable; O_RDWR: readable and writable, not append); one
+ * passed for reading and writing where reading is wanted comes back
+ * reopened for reading only. -1 with InvalidArgument. */
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
                   GError **error);

@@ -210,6 +210,31 @@ def tests(env):
         assert rc == 3, res
         alive()
 
+    @case("a caller's file passed for reading and writing reaches the worker read-only")
+    def _():
+        home = os.path.join(env.t, "alice-rw")
+        os.mkdir(home)
+        shutil.chown(home, ALICE)
+        mine = os.path.join(home, "src.qcow2")
+        shutil.copy(src, mine)
+        shutil.chown(mine, ALICE)
+        p, worker = client_with_worker(env, ALICE, "import-rw", "p", mine, "rw.qcow2", "qcow2",
+                                       "misbehave=hang")
+        modes = []
+        for fd in os.listdir("/proc/%d/fd" % worker):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (worker, fd)) != mine:
+                    continue
+                with open("/proc/%d/fdinfo/%s" % (worker, fd)) as f:
+                    flags = next(line for line in f if line.startswith("flags:"))
+            except OSError:
+                continue
+            modes.append(int(flags.split()[1], 8) & os.O_ACCMODE)
+        os.kill(worker, signal.SIGKILL)
+        p.communicate(timeout=60)
+        assert modes and all(m == os.O_RDONLY for m in modes), modes
+        alive()
+
     @case("an import whose worker tries a socket fails and leaves no volume")
     def _():
         before = pool_files()

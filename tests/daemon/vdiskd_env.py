@@ -112,8 +112,9 @@ def client(argv, extra=None):
         v, j = call(pool, "Pool", "CreateVolume", "(ssta{sv})",
                     [a[1], a[2], int(a[3]), options(a[4:])])
         wait(j, {"volume": v})
-    elif cmd in ("import", "import-cancel", "import-nowait"):
-        fd = os.open(a[1], os.O_RDONLY)
+    elif cmd in ("import", "import-cancel", "import-nowait", "import-rw"):
+        # import-rw: the source passed open for reading and writing
+        fd = os.open(a[1], os.O_RDWR if cmd == "import-rw" else os.O_RDONLY)
         opts = options(a[4:])
         if cmd == "import-cancel":
             cancel_on_progress.append(False)
