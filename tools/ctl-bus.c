@@ -398,16 +398,17 @@ GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type)
     return g_variant_is_of_type(value, G_VARIANT_TYPE(type)) ? g_steal_pointer(&value) : NULL;
 }
 
-char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback)
+char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError **error)
 {
-    const char *dot = strrchr(name, '.');
+    const char *base = strrchr(name, '/');
+    const char *dot = strrchr(base != NULL ? base + 1 : name, '.');
     g_autofree char *ext = NULL;
     g_autoptr(GVariant) writable = NULL;
     g_autofree const char **formats = NULL;
 
     if (ctl->format != NULL)
         return g_strdup(ctl->format);
-    if (dot == NULL || strchr(dot, '/') != NULL)
+    if (dot == NULL || dot[1] == '\0')
         return g_strdup(fallback);
     ext = g_ascii_strdown(dot + 1, -1);
     if (g_str_equal(ext, "img"))
@@ -416,7 +417,13 @@ char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback)
     if (writable == NULL)
         return g_strdup(fallback);
     formats = g_variant_get_strv(writable, NULL);
-    return g_strdup(g_strv_contains(formats, ext) ? ext : fallback);
+    if (g_strv_contains(formats, ext))
+        return g_strdup(ext);
+    /* A typo (.qcw2) must not quietly become another format. */
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "%s: the extension .%s names no format vdiskd writes; give the format with -f",
+                name, dot + 1);
+    return NULL;
 }
 
 /* qemu-img's -o keys as vdiskd's option names: dashes for underscores, and

@@ -166,7 +166,11 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
         (target = ctl_output_open(fds, operands[1], &output, &error)) < 0)
         return ctl_fail(error);
     /* qemu-img convert writes raw unless told otherwise. */
-    format = ctl_pick_format(ctl, operands[1], "raw");
+    format = ctl_pick_format(ctl, operands[1], "raw", &error);
+    if (format == NULL) {
+        ctl_output_discard(&output);
+        return ctl_fail(error);
+    }
     if (!ctl_call_job(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ConvertFile",
                       g_variant_new("(hhs@a{sv})", source, target, format, options), fds,
                       "Converting", NULL, &error)) {
@@ -186,8 +190,9 @@ const CtlCommand ctl_cmd_convert = {
     .options = CTL_OPT_FORMAT | CTL_OPT_OUT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS,
     .help = "  -f FMT                 format of SOURCE (probed by default)\n"
             "  -O FMT                 format of TARGET; by default its extension when it\n"
-            "                         is a format (.img is raw), otherwise "
-            "raw\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
+            "                         is a format (.img is raw); raw for a name without\n"
+            "                         one; an extension that is no format is an "
+            "error\n" CTL_HELP_CREATE_OPTIONS CTL_HELP_PROGRESS,
     .notes = "Both files are opened with your rights; no privilege is needed.\n",
     .examples = "  vdiskctl convert disk.vdi disk.qcow2\n"
                 "  vdiskctl convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk\n",

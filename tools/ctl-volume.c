@@ -102,7 +102,9 @@ static int run_create(Ctl *ctl, char **operands, int n_operands)
     pool = ctl_find_pool(ctl, pool_name, &error);
     if (pool == NULL)
         return ctl_fail(error);
-    format = ctl_pick_format(ctl, name, "qcow2");
+    format = ctl_pick_format(ctl, name, "qcow2", &error);
+    if (format == NULL)
+        return ctl_fail(error);
     if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "CreateVolume",
                       g_variant_new("(sst@a{sv})", name, format, size, options), NULL, "Creating",
                       &volume, &error))
@@ -178,7 +180,9 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
         (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
         return ctl_fail(error);
     ctl_chain_warn_not_current(operands[0], chain);
-    format = ctl_pick_format(ctl, name, "qcow2");
+    format = ctl_pick_format(ctl, name, "qcow2", &error);
+    if (format == NULL)
+        return ctl_fail(error);
     if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
                       g_variant_new("(hss@a{sv})", fd, name, format, options), fds, "Importing",
                       &volume, &error))
@@ -220,7 +224,10 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
 
     if (vol == NULL || (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
-    format = ctl_pick_format(ctl, operands[1], ctl_prop_string(vol->volume->props, "Format"));
+    format =
+        ctl_pick_format(ctl, operands[1], ctl_prop_string(vol->volume->props, "Format"), &error);
+    if (format == NULL)
+        return ctl_fail(error);
     fd = ctl_output_open(fds, operands[1], &output, &error);
     if (fd < 0)
         return ctl_fail(error);
@@ -267,7 +274,9 @@ static int run_clone(Ctl *ctl, char **operands, int n_operands)
     if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL ||
         (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
-    format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"));
+    format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"), &error);
+    if (format == NULL)
+        return ctl_fail(error);
     if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Clone",
                       g_variant_new("(ss@a{sv})", name, format, options), NULL, "Cloning", &volume,
                       &error))

@@ -195,9 +195,10 @@ CtlVolume *ctl_find_volume(Ctl *ctl, const char *arg, GError **error);
 char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error);
 
 /* The format for a new image called name: -f when given, else the name's
- * extension when vdiskd writes that format ("img" means raw), else
- * fallback. Returns a new string. */
-char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback);
+ * extension when vdiskd writes that format ("img" means raw), else (no
+ * extension) fallback. An extension that names no format is an error, not
+ * a guess. Returns a new string, or NULL with error. */
+char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError **error);
 /* A property of the Manager, when it has type; NULL otherwise (or on a
  * failed call, which has said why). */
 GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type);

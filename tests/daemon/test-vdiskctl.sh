@@ -152,6 +152,11 @@ create() {
     fails "" ctl create t/.hidden.qcow2 1M
     [[ ! -e $POOL/.hidden.qcow2 ]]
     fails "" ctl create t/x.qcow2 12Q
+    # an extension that names no format is an error, not a guess; -f settles it
+    fails "the extension .qcw2 names no format" ctl create t/typo.qcw2 1M
+    [[ ! -e $POOL/typo.qcw2 ]]
+    ctl create -q -f qcow2 t/typo.qcw2 1M
+    qemu-img info "$POOL/typo.qcw2" | grep -q 'file format: qcow2'
 }
 check "create: sizes, formats by extension and -f, -o options, refusals" create
 
