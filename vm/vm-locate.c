@@ -156,6 +156,15 @@ static GPtrArray *chain_by_search(const char *path, GError **error)
     return g_steal_pointer(&chain);
 }
 
+char *vm_owner_settings(const char *path)
+{
+    g_autofree char *image = NULL, *parent = NULL;
+    if (!header_uuids(path, &image, &parent, NULL))
+        return NULL;
+    g_autoptr(VmMachine) owner = vm_find_owner(path, image);
+    return owner != NULL ? g_strdup(owner->settings_path) : NULL;
+}
+
 GPtrArray *vm_chain_for_vdi(const char *path, GError **error)
 {
     g_autofree char *image = NULL, *parent = NULL;

@@ -2,6 +2,29 @@
  * reader for it. */
 #include "vm.h"
 
+/* A disk given where a VM is asked for (the file manager's "Import into
+ * KVM" on a .vdi or .vmdk): the VM it belongs to. */
+static char *settings_of_disk(const char *path, GError **error)
+{
+    g_autofree char *lower = g_ascii_strdown(path, -1);
+    g_autofree char *found = NULL;
+    if (g_str_has_suffix(lower, ".vdi")) {
+        found = vm_owner_settings(path);
+    } else {
+        /* A VMware VM keeps its .vmx beside its disks. */
+        g_autofree char *folder = g_path_get_dirname(path);
+        found = vm_settings_find(folder, NULL);
+        if (found != NULL && !g_str_has_suffix(found, ".vmx"))
+            g_clear_pointer(&found, g_free);
+    }
+    if (found == NULL)
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
+                    "%s is a disk, and no VM it belongs to was found beside it; import the disk "
+                    "alone (vdiskctl import %s POOL/NAME.qcow2, or vdisk convert)",
+                    path, path);
+    return g_steal_pointer(&found);
+}
+
 char *vm_settings_find(const char *path, GError **error)
 {
     if (!g_file_test(path, G_FILE_TEST_IS_DIR)) {
@@ -9,6 +32,9 @@ char *vm_settings_find(const char *path, GError **error)
             g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "%s: no such file or folder", path);
             return NULL;
         }
+        g_autofree char *lower = g_ascii_strdown(path, -1);
+        if (g_str_has_suffix(lower, ".vdi") || g_str_has_suffix(lower, ".vmdk"))
+            return settings_of_disk(path, error);
         return g_strdup(path);
     }
     g_autoptr(GDir) dir = g_dir_open(path, 0, error);

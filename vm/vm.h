@@ -143,7 +143,9 @@ VmMachine *vm_ovf_parse(const char *path, const char *text, gssize len, const ch
 VmMachine *vm_ovf_load(const char *path, GError **error);
 
 /* The settings file of a VM given as the file or its folder (the one
- * .vbox, .vmx or .ovf in it). Returns a new string. */
+ * .vbox, .vmx or .ovf in it), or as one of its disks (a .vdi whose VM's
+ * .vbox registers it, beside it or one folder up; a .vmdk beside its
+ * VM's .vmx). Returns a new string. */
 char *vm_settings_find(const char *path, GError **error);
 /* Read a VM's settings file, VirtualBox's or VMware's by its name. */
 VmMachine *vm_settings_load(const char *path, GError **error);
@@ -192,6 +194,9 @@ VdOptions *vm_chain_open_options(GPtrArray *chain);
  * disk's folder or the folder above it. Settings that do not read are
  * passed over. Returns a new VmMachine, or NULL. */
 VmMachine *vm_find_owner(const char *path, const char *uuid);
+/* The settings file of the VM the VDI at path belongs to (vm_find_owner
+ * by its own UUID), or NULL. */
+char *vm_owner_settings(const char *path);
 /* The hard disk the VM's current state attaches that is uuid or made on
  * it (its current state), or NULL when none is attached. Borrowed. */
 const VmMedium *vm_machine_current_descendant(VmMachine *machine, const char *uuid);

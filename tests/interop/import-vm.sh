@@ -170,6 +170,16 @@ case_dry_run() {
     fi
     # Without --output-dir the plan is for libvirt's default pool.
     vd import-vm --dry-run "VMs/Test VM/Test VM.vbox" | grep -qF "/var/lib/libvirt/images/Test_VM.qcow2"
+    # One of its disks stands for the VM (the file manager's Import into
+    # KVM on a .vdi): the current state's, and the base too.
+    for disk in "VMs/Test VM/Snapshots/{$CHILD_UUID}.vdi" "VMs/Test VM/base.vdi"; do
+        vd import-vm --dry-run --output-dir out "$disk" >disk-plan.txt
+        cmp plan.txt disk-plan.txt
+    done
+    # A disk of no VM is refused, pointing to the single-disk import.
+    qemu-img create -q -f vdi lone.vdi 1M
+    ! vd import-vm --dry-run lone.vdi 2>err.txt
+    grep -qF "lone.vdi is a disk, and no VM it belongs to was found beside it" err.txt
 }
 
 case_import() {
