@@ -62,8 +62,14 @@ def sh(args, cwd, env=None, check=True, timeout=120):
     full.pop("VDISK_FAULT", None)
     if env:
         full.update(env)
-    p = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True,
-                       timeout=timeout)
+    for attempt in range(10):
+        p = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True,
+                           timeout=timeout)
+        # qemu's LUKS code times its key derivation with the thread's CPU
+        # clock and now and then gives up: the oracle's hiccup, not vdisk's.
+        if p.returncode == 0 or "Unable to get accurate CPU usage" not in p.stderr:
+            break
+        time.sleep(1)
     if check and p.returncode != 0:
         raise Failure("%s exited %d: %s" % (" ".join(args), p.returncode,
                                             (p.stderr or p.stdout).strip()[-400:]))

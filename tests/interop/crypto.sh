@@ -10,7 +10,7 @@ need_programs
 # qemu-img's PBKDF2 calibration fails now and then on a loaded machine.
 retry() {
     local i
-    for ((i = 1; i < 5; i++)); do "$@" && return 0; sleep 1; done
+    for ((i = 1; i < 10; i++)); do "$@" && return 0; sleep 1; done
     "$@"
 }
 export -f retry
@@ -54,7 +54,7 @@ luks_qcow2_from_qemu() {
     # and qemu-io writes at odd places read back alike
     qemu-io --object "$SEC" --image-opts -c 'write -P 7 1536 3584' -c 'write -P 8 7M 512' \
         "$(qcow2_opts e.qcow2)" >/dev/null
-    qemu-img convert --object "$SEC" --image-opts "$(qcow2_opts e.qcow2)" -O raw q.raw
+    retry qemu-img convert --object "$SEC" --image-opts "$(qcow2_opts e.qcow2)" -O raw q.raw
     vd convert --object "$SEC" --image-opts "$(qcow2_opts e.qcow2)" -O raw v.raw
     cmp q.raw v.raw
 }
