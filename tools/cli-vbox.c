@@ -40,20 +40,12 @@ VdImage *cli_vbox_name_parent(const char *path, VdImage *img, VdOpenFlags flags)
     return cli_open_image_with_keys(path, "vdi", opts, flags, NULL);
 }
 
-void cli_vbox_check_current(const char *path, VdImage *img)
+void cli_vbox_check_current(const char *path)
 {
-    g_autoptr(VdImageInfo) info = vd_image_get_info(img, NULL);
-    const char *uuid = NULL;
-    if (info == NULL || info->format_specific == NULL ||
-        !g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid))
+    g_autoptr(VmMachine) owner = NULL;
+    g_autofree char *current_path = vm_current_state_of(path, &owner);
+    if (current_path == NULL)
         return;
-    g_autoptr(VmMachine) owner = vm_find_owner(path, uuid);
-    if (owner == NULL)
-        return;
-    const VmMedium *current = vm_machine_current_descendant(owner, uuid);
-    if (current == NULL || g_ascii_strcasecmp(current->uuid, uuid) == 0)
-        return;
-    g_autofree char *current_path = vm_machine_medium_path(owner, current);
     fprintf(stderr,
             "vdisk: warning: %s is not the current state of VirtualBox VM '%s': the VM now "
             "uses %s, made on it since (a snapshot). Reading %s gives the disk as it was; "

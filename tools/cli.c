@@ -330,7 +330,7 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
         }
     }
     if (vdi && !(flags & VD_OPEN_READ_WRITE))
-        cli_vbox_check_current(path, img);
+        cli_vbox_check_current(path);
     return img;
 }
 

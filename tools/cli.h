@@ -211,9 +211,9 @@ VdImage *cli_vbox_open_chain(const char *path, VdOptions *open_opts, VdOpenFlags
  * was not found beside it: the same image with the parent found as
  * cli_vbox_open_chain finds it named (so info shows it), or NULL. */
 VdImage *cli_vbox_name_parent(const char *path, VdImage *img, VdOpenFlags flags);
-/* Warn on stderr when img (a VDI at path) belongs to a VirtualBox VM whose
+/* Warn on stderr when the VDI at path belongs to a VirtualBox VM whose
  * current state is another disk made on it. */
-void cli_vbox_check_current(const char *path, VdImage *img);
+void cli_vbox_check_current(const char *path);
 
 /* ----- encrypted images (cli-secrets.c) ----- */
 

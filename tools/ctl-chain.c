@@ -99,17 +99,10 @@ void ctl_chain_warn_not_current(const char *path, GPtrArray *chain)
     const VmChainLink *top = chain != NULL && chain->len > 0 ? chain->pdata[0] : NULL;
     if (top == NULL || g_strcmp0(top->format, "vdi") != 0)
         return;
-    g_autoptr(VdImage) img = vd_image_open(path, "vdi", VD_OPEN_NO_BACKING, NULL);
-    g_autoptr(VdImageInfo) info = img != NULL ? vd_image_get_info(img, NULL) : NULL;
-    const char *uuid = NULL;
-    if (info == NULL || info->format_specific == NULL ||
-        !g_variant_lookup(info->format_specific, "image-uuid", "&s", &uuid))
+    g_autoptr(VmMachine) owner = NULL;
+    g_autofree char *current_path = vm_current_state_of(path, &owner);
+    if (current_path == NULL)
         return;
-    g_autoptr(VmMachine) owner = vm_find_owner(path, uuid);
-    const VmMedium *current = owner != NULL ? vm_machine_current_descendant(owner, uuid) : NULL;
-    if (current == NULL || g_ascii_strcasecmp(current->uuid, uuid) == 0)
-        return;
-    g_autofree char *current_path = vm_machine_medium_path(owner, current);
     fprintf(stderr,
             "vdiskctl: warning: %s is not the current state of VirtualBox VM '%s': the VM now "
             "uses %s, made on it since (a snapshot). Importing %s gives the disk as it was; "

@@ -156,6 +156,21 @@ static GPtrArray *chain_by_search(const char *path, GError **error)
     return g_steal_pointer(&chain);
 }
 
+char *vm_current_state_of(const char *path, VmMachine **owner)
+{
+    *owner = NULL;
+    g_autofree char *image = NULL, *parent = NULL;
+    if (!header_uuids(path, &image, &parent, NULL))
+        return NULL;
+    g_autoptr(VmMachine) m = vm_find_owner(path, image);
+    const VmMedium *current = m != NULL ? vm_machine_current_descendant(m, image) : NULL;
+    if (current == NULL || g_ascii_strcasecmp(current->uuid, image) == 0)
+        return NULL;
+    char *current_path = vm_machine_medium_path(m, current);
+    *owner = g_steal_pointer(&m);
+    return current_path;
+}
+
 char *vm_owner_settings(const char *path)
 {
     g_autofree char *image = NULL, *parent = NULL;

@@ -197,6 +197,10 @@ VmMachine *vm_find_owner(const char *path, const char *uuid);
 /* The settings file of the VM the VDI at path belongs to (vm_find_owner
  * by its own UUID), or NULL. */
 char *vm_owner_settings(const char *path);
+/* When the VDI at path belongs to a VM whose current state has moved on
+ * from it (a snapshot was made on it since): the file the VM uses now, and
+ * *owner that VM. NULL otherwise (also for a file that is no VDI). */
+char *vm_current_state_of(const char *path, VmMachine **owner);
 /* The hard disk the VM's current state attaches that is uuid or made on
  * it (its current state), or NULL when none is attached. Borrowed. */
 const VmMedium *vm_machine_current_descendant(VmMachine *machine, const char *uuid);
