@@ -445,13 +445,7 @@ VmMachine *vm_ovf_load(const char *path, GError **error)
         }
         return m;
     }
-    g_autoptr(GError) local = NULL;
-    if (!g_file_get_contents(path, &text, &len, &local)) {
-        g_set_error(error, VD_ERROR,
-                    g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? VD_ERROR_NOT_FOUND
-                                                                             : VD_ERROR_IO,
-                    "cannot read the appliance's descriptor: %s", local->message);
+    if (!vm_read_settings_file(path, "the appliance's descriptor", &text, &len, error))
         return NULL;
-    }
     return vm_ovf_parse(path, text, (gssize)len, NULL, error);
 }

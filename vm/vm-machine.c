@@ -147,3 +147,16 @@ const char *vm_bus_name(VmBus bus)
     }
     return "?";
 }
+
+gboolean vm_read_settings_file(const char *path, const char *what, char **text, gsize *len,
+                               GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    if (g_file_get_contents(path, text, len, &local))
+        return TRUE;
+    g_set_error(error, VD_ERROR,
+                g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? VD_ERROR_NOT_FOUND
+                                                                         : VD_ERROR_IO,
+                "cannot read %s: %s", what, local->message);
+    return FALSE;
+}

@@ -21,5 +21,9 @@ char *vm_uuid_normalize(const char *text);
 /* A location from a settings file in folder, made absolute (Windows
  * separators turned). Returns a new string. */
 char *vm_path_from_settings(const char *folder, const char *location);
+/* Read a settings file whole; what names it in the error ("the VM's
+ * settings"): VD_ERROR_NOT_FOUND when it is missing, VD_ERROR_IO else. */
+gboolean vm_read_settings_file(const char *path, const char *what, char **text, gsize *len,
+                               GError **error);
 
 G_END_DECLS

@@ -358,14 +358,8 @@ VmMachine *vm_vmx_load(const char *path, GError **error)
 {
     g_autofree char *text = NULL;
     gsize len = 0;
-    g_autoptr(GError) local = NULL;
-    if (!g_file_get_contents(path, &text, &len, &local)) {
-        g_set_error(error, VD_ERROR,
-                    g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? VD_ERROR_NOT_FOUND
-                                                                             : VD_ERROR_IO,
-                    "cannot read the VM's settings: %s", local->message);
+    if (!vm_read_settings_file(path, "the VM's settings", &text, &len, error))
         return NULL;
-    }
     if (len == 0 || len > MAX_VMX_BYTES) {
         g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
                     "%s: %" G_GSIZE_FORMAT " bytes is no VM's settings file", path, len);
