@@ -5,7 +5,7 @@ VDISK_PACKAGES=(
   libglib2.0-dev libglib2.0-dev-bin zlib1g-dev libzstd-dev libssl-dev libpolkit-gobject-1-dev
   libseccomp-dev
   qemu-utils qemu-system-x86 python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
-  desktop-file-utils
+  desktop-file-utils shared-mime-info libglib2.0-bin
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
   cryptsetup-bin strace systemd
   libvirt-dev libvirt-daemon-system libvirt-clients virtinst python3-libvirt
