@@ -82,6 +82,15 @@ char *vm_domain_xml(const VmPlan *plan)
     else
         g_string_append(s, "  <os>\n");
     append_escaped(s, "    <type arch='x86_64' machine='%s'>hvm</type>\n", plan->machine_type);
+    /* Without Secure Boot: a VM's Secure Boot keys live in its NVRAM file
+     * (VirtualBox's and VMware's .nvram), which is not imported, and
+     * libvirt left to choose takes the first firmware the host lists for
+     * the machine, on Debian for q35 the one with Microsoft's keys
+     * enrolled, which refuses ("Access Denied") every boot loader those
+     * keys did not sign. */
+    if (hw->firmware == VM_FIRMWARE_EFI)
+        g_string_append(s, "    <firmware>\n      <feature enabled='no' name='secure-boot'/>\n"
+                           "    </firmware>\n");
     g_string_append(s, "    <boot dev='hd'/>\n");
     g_string_append(s, "  </os>\n");
     g_string_append(s, "  <features>\n    <acpi/>\n    <apic/>\n  </features>\n");

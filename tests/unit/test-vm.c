@@ -739,6 +739,8 @@ static void test_plan(Fixture *fx, gconstpointer data)
     assert_contains(xml, "<memory unit='MiB'>1024</memory>");
     assert_contains(xml, "<vcpu>2</vcpu>");
     assert_contains(xml, "<os firmware='efi'>");
+    /* no Secure Boot: its keys stay behind in VirtualBox's NVRAM file */
+    assert_contains(xml, "<feature enabled='no' name='secure-boot'/>");
     assert_contains(xml, "machine='pc'");
     assert_contains(xml, "<target dev='hdc' bus='ide'/>");
     assert_contains(xml, "<target dev='sda' bus='scsi'/>");
@@ -994,6 +996,8 @@ static void test_real_1snap(Fixture *fx, gconstpointer data)
     assert_contains(xml, "<target dev='hda' bus='ide'/>");
     assert_contains(xml, "<target dev='hdb' bus='ide'/>");
     assert_contains(xml, "<mac address='08:00:27:2a:58:9d'/>");
+    assert_contains(xml, "<os>");
+    g_assert_null(strstr(xml, "<firmware>"));              /* a BIOS VM asks no firmware feature */
     g_assert_null(strstr(xml, "<controller type='scsi'")); /* no disk on it */
     g_assert_null(strstr(xml, "libosinfo"));
 }
