@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -356,7 +357,12 @@ typedef struct {
      * files (chain_names, NULL-terminated) and descriptors (chain_fds). */
     GPtrArray *chain_names;
     GArray *chain_fds;
-    char *misbehave; /* test hooks only: what the worker is to try */
+    /* import: the other files the source and its parents name (a split
+     * vmdk's extents), by their names there, and descriptors. */
+    GPtrArray *related_names;
+    GArray *related_fds;
+    gint32 appliance_disk; /* import: the disk of an OVA source, or -1 */
+    char *misbehave;       /* test hooks only: what the worker is to try */
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -375,6 +381,10 @@ static void new_volume_work_free(NewVolumeWork *w)
         close(g_array_index(w->chain_fds, int, i));
     g_clear_pointer(&w->chain_fds, g_array_unref);
     g_clear_pointer(&w->chain_names, g_ptr_array_unref);
+    for (guint i = 0; w->related_fds != NULL && i < w->related_fds->len; i++)
+        close(g_array_index(w->related_fds, int, i));
+    g_clear_pointer(&w->related_fds, g_array_unref);
+    g_clear_pointer(&w->related_names, g_ptr_array_unref);
     g_free(w->misbehave);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
@@ -386,6 +396,11 @@ static void new_volume_work_free(NewVolumeWork *w)
 #define CHAIN_FOLDER "caller's files"
 #define CHAIN_SOURCE "source"
 #define MAX_CHAIN 64
+/* A split vmdk has an extent per 2 GiB: 1024 covers 2 TiB, and a D-Bus
+ * message carries no more descriptors anyway. */
+#define MAX_RELATED 1024
+/* ova.c reads no more members than this. */
+#define MAX_APPLIANCE_DISKS 10000
 
 /* A new volume is made by a worker (worker-client.h) that holds the new
  * file and, for an import, the caller's file; a backing volume the options
@@ -396,21 +411,30 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
     gboolean import = w->source_fd >= 0;
+    gboolean caller_folder = w->chain_names != NULL || w->related_names != NULL;
     g_autoptr(GHashTable) files = g_hash_table_new(g_str_hash, g_str_equal);
     VddWorkerFolder chain = { -1, CHAIN_FOLDER, files };
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    if (import && w->chain_names != NULL) {
-        for (guint i = 0; i < w->chain_fds->len; i++)
+    if (import && caller_folder) {
+        for (guint i = 0; w->chain_fds != NULL && i < w->chain_fds->len; i++)
             g_hash_table_insert(files, w->chain_names->pdata[i],
                                 GINT_TO_POINTER(g_array_index(w->chain_fds, int, i)));
+        for (guint i = 0; w->related_fds != NULL && i < w->related_fds->len; i++)
+            g_hash_table_insert(files, w->related_names->pdata[i],
+                                GINT_TO_POINTER(g_array_index(w->related_fds, int, i)));
         /* Folder 0 is the pool's (the target's), 1 the caller's files. */
-        vdd_worker_request_caller_chain(&d, "convert", w->uid, w->source_format, 1, CHAIN_SOURCE,
-                                        (const char *const *)w->chain_names->pdata);
-    } else if (import)
+        vdd_worker_request_caller_chain(
+            &d, "convert", w->uid, w->source_format, 1, CHAIN_SOURCE,
+            w->chain_names != NULL ? (const char *const *)w->chain_names->pdata : NULL);
+        /* Every extent of a split disk is open at once. */
+        g_variant_dict_insert(&d, "open-files", "t", (guint64)g_hash_table_size(files));
+    } else if (import) {
         vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format,
                                        "caller's source file", VD_OPEN_NO_RELATED_FILES);
-    else
+        if (w->appliance_disk >= 0)
+            vdd_worker_request_appliance_disk(&d, w->appliance_disk);
+    } else
         g_variant_dict_insert(&d, "operation", "s", "create");
     g_variant_dict_insert(&d, "size", "t", w->size);
     /* The engine syncs the new file; publishing names it and syncs that. */
@@ -425,8 +449,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
     g_autoptr(GVariant) result = vdd_worker_run_job_with_files(
         g_variant_dict_end(&d), fds, n_fds, (VddPool *[]){ w->pool, NULL },
-        w->chain_names != NULL ? &chain : NULL, job, cancellable, error);
-    if (result == NULL && import && w->chain_names == NULL && error != NULL &&
+        caller_folder ? &chain : NULL, job, cancellable, error);
+    if (result == NULL && import && !caller_folder && w->appliance_disk < 0 && error != NULL &&
         g_error_matches(*error, VD_ERROR, VD_ERROR_NOT_FOUND))
         g_prefix_error(error, "a parent was not found; pass the image's parents in the \"chain\" "
                               "option (vdiskctl import finds them): ");
@@ -505,6 +529,7 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     w->name = g_strdup(name);
     w->format = g_strdup(format);
     w->source_fd = -1;
+    w->appliance_disk = -1;
     return w;
 }
 
@@ -597,6 +622,134 @@ static gboolean take_chain(NewVolumeWork *w, GDBusMethodInvocation *invocation, 
     return TRUE;
 }
 
+/* A related file's name as its image gives it, relative to the image's
+ * folder: the name the engine then asks for, with "." and empty parts
+ * taken out; NULL when it is absolute or climbs out of the folder. */
+static char *related_name(const char *name)
+{
+    if (*name == '\0' || g_path_is_absolute(name) || !g_utf8_validate(name, -1, NULL) ||
+        strlen(name) > PATH_MAX)
+        return NULL;
+    g_auto(GStrv) parts = g_strsplit(name, "/", -1);
+    g_autoptr(GStrvBuilder) kept = g_strv_builder_new();
+    guint n = 0;
+    for (guint i = 0; parts[i] != NULL; i++) {
+        if (g_str_equal(parts[i], ".."))
+            return NULL;
+        if (*parts[i] != '\0' && !g_str_equal(parts[i], ".")) {
+            g_strv_builder_add(kept, parts[i]);
+            n++;
+        }
+    }
+    g_auto(GStrv) v = g_strv_builder_end(kept);
+    return n > 0 ? g_strjoinv("/", v) : NULL;
+}
+
+/* The "related-files" option, a(ush): the files the source (image 0) and
+ * its parents in "chain" (image N, the chain's Nth) name besides their
+ * parents (a split vmdk's extents), each by the name its image gives it
+ * and a descriptor the caller opened, a regular file open for reading.
+ * Among the caller's files it lies beside its image: NAME for the
+ * source, "parent-N/NAME" for parent N. Names must be relative, stay in
+ * their image's folder and be given once. */
+static gboolean take_related_files(NewVolumeWork *w, GDBusMethodInvocation *invocation,
+                                   GVariant *options, GError **error)
+{
+    g_autoptr(GVariant) related = g_variant_lookup_value(options, "related-files", NULL);
+    if (related == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(related, G_VARIANT_TYPE("a(ush)"))) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option related-files must be of type a(ush), not %s",
+                    g_variant_get_type_string(related));
+        return FALSE;
+    }
+    gsize n = g_variant_n_children(related);
+    guint parents = w->chain_names != NULL ? w->chain_names->len - 1 : 0;
+    if (n == 0 || n > MAX_RELATED) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option related-files must name from 1 to %d files, not %zu", MAX_RELATED, n);
+        return FALSE;
+    }
+    w->related_names = g_ptr_array_new_with_free_func(g_free);
+    w->related_fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < parents; i++)
+        g_hash_table_add(seen, w->chain_names->pdata[i]);
+    g_hash_table_add(seen, (gpointer)CHAIN_SOURCE);
+    for (gsize i = 0; i < n; i++) {
+        guint32 image;
+        const char *name;
+        gint32 handle;
+        g_variant_get_child(related, i, "(u&sh)", &image, &name, &handle);
+        g_autofree char *what = g_strdup_printf("related file %zu (%s)", i + 1, name);
+        if (image > parents) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "%s: image %u is neither the source (0) nor one of its %u parents in "
+                        "\"chain\"",
+                        what, image, parents);
+            return FALSE;
+        }
+        g_autofree char *rel = related_name(name);
+        if (rel == NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "%s: not a name inside its image's folder", what);
+            return FALSE;
+        }
+        char *key =
+            image == 0 ? g_steal_pointer(&rel) : g_strdup_printf("parent-%u/%s", image, rel);
+        g_ptr_array_add(w->related_names, key);
+        if (!g_hash_table_add(seen, key)) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "%s: that name is given twice", what);
+            return FALSE;
+        }
+        int fd = vdd_caller_fd(invocation, handle, O_RDONLY, what, error);
+        if (fd < 0)
+            return FALSE;
+        g_array_append_val(w->related_fds, fd);
+    }
+    return TRUE;
+}
+
+/* The "appliance-disk" option, i: the source is an OVA appliance and the
+ * disk to read is its Nth disk member (from 0, in archive order). It
+ * names no other file, so it goes with no chain or related files. */
+static gboolean take_appliance_disk(NewVolumeWork *w, GVariant *options, const char *source_format,
+                                    GError **error)
+{
+    g_autoptr(GVariant) disk = g_variant_lookup_value(options, "appliance-disk", NULL);
+    if (disk == NULL)
+        return TRUE;
+    if (!g_variant_is_of_type(disk, G_VARIANT_TYPE_INT32)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option appliance-disk must be of type i, not %s",
+                    g_variant_get_type_string(disk));
+        return FALSE;
+    }
+    gint32 index = g_variant_get_int32(disk);
+    if (index < 0 || index >= MAX_APPLIANCE_DISKS) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option appliance-disk must be from 0 to %d, not %d", MAX_APPLIANCE_DISKS - 1,
+                    index);
+        return FALSE;
+    }
+    if (source_format != NULL && !g_str_equal(source_format, "ova")) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option appliance-disk reads an OVA appliance, not a source of format %s",
+                    source_format);
+        return FALSE;
+    }
+    if (w->chain_names != NULL || w->related_names != NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option appliance-disk goes with no chain or related-files: a disk inside an "
+                    "appliance names no other file");
+        return FALSE;
+    }
+    w->appliance_disk = index;
+    return TRUE;
+}
+
 static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParams *p,
                                 VddCallSubject *s)
 {
@@ -614,8 +767,9 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     gint32 handle = p->source;
     const char *name = p->name, *format = p->format;
     /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
-    static const char *const daemon_keys[] = { "source-format", "secrets", "chain", "misbehave",
-                                               NULL };
+    static const char *const daemon_keys[] = {
+        "source-format", "secrets", "chain", "related-files", "appliance-disk", "misbehave", NULL
+    };
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
@@ -624,7 +778,9 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
         (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
         (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
-        !take_chain(w, invocation, options, &error)) {
+        !take_chain(w, invocation, options, &error) ||
+        !take_related_files(w, invocation, options, &error) ||
+        !take_appliance_disk(w, options, source_format, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);

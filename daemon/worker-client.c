@@ -83,6 +83,15 @@ void vdd_worker_request_caller_chain(GVariantDict *d, const char *operation, gui
     g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
 }
 
+void vdd_worker_request_appliance_disk(GVariantDict *d, gint32 index)
+{
+    g_autoptr(GVariant) plain = g_variant_dict_lookup_value(d, "source", G_VARIANT_TYPE_VARDICT);
+    GVariantDict img;
+    g_variant_dict_init(&img, plain);
+    g_variant_dict_insert(&img, "appliance-disk", "i", index);
+    g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
+}
+
 void vdd_worker_request_target(GVariantDict *d, gint32 fd_index, const char *label,
                                const char *name, VdOpenFlags flags, const char *format,
                                VdOptions *create, VdSecrets *secrets)

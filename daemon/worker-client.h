@@ -77,6 +77,9 @@ void vdd_worker_request_caller_file(GVariantDict *d, const char *operation, guin
 void vdd_worker_request_caller_chain(GVariantDict *d, const char *operation, guint32 uid,
                                      const char *format, gint32 folder, const char *source_name,
                                      const char *const *parent_names);
+/* After vdd_worker_request_caller_file: the caller's file is an OVA
+ * appliance, and the source is its disk index (from 0). */
+void vdd_worker_request_appliance_disk(GVariantDict *d, gint32 index);
 /* And for a new image in descriptor fd_index (role "target"): its format, create
  * options and the secrets they name (may be NULL), with a label for
  * messages; name is its name beneath the first folder's pool (NULL: a

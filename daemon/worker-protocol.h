@@ -15,14 +15,17 @@
  *            "dir-path" s: the pool folder that names inside images are
  *            resolved beneath (by asking vdiskd; absent: the worker may
  *            open no file at all);
- *            limits "address-space" t, "cpu-seconds" t; with test hooks
+ *            limits "address-space" t, "cpu-seconds" t, "open-files" t
+ *            (how many more files than its own few it may hold: the
+ *            caller's files a split disk reads through); with test hooks
  *            "misbehave" s.
  *   an image "fd" i (index into the passed descriptors), "label" s (for
  *            messages), "format" s (absent: probe), "open-flags" u,
  *            "max-metadata" t (0: the formats' own bounds), "name" s (its
  *            name beneath the pool folder, for a pool volume),
  *            "open-options" a{ss} and "secrets" a{say} (its key); a new
- *            image also "create-options" a{ss}.
+ *            image also "create-options" a{ss}; a caller's OVA appliance
+ *            "appliance-disk" i (the disk inside it that is the image).
  *   open     worker to vdiskd: "open" s (a name beneath the pool folder),
  *            "directory" b; vdiskd answers "errno" i, 0 with the
  *            descriptor, opened read-only, a regular file (or a folder when

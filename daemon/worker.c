@@ -24,6 +24,9 @@
 #define DEFAULT_ADDRESS_SPACE (4ull << 30)
 #define DEFAULT_CPU_SECONDS (4 * 3600)
 #define OPEN_FILES 64
+/* A split vmdk's extents are all open at once; vdiskd passes at most
+ * this many of a caller's files. */
+#define MAX_MORE_OPEN_FILES 2048
 
 /* An image of the request (worker-protocol.h). */
 typedef struct {
@@ -33,6 +36,7 @@ typedef struct {
     gint32 folder; /* where name lies: an index into the request's dir-paths */
     guint32 open_flags;
     guint64 max_metadata;
+    gint32 appliance_disk; /* a caller's OVA: the disk read, or -1 */
     VdOptions *open_options, *create_options;
     VdSecrets *secrets;
 } Image;
@@ -90,6 +94,9 @@ static void parse_image(GVariant *msg, const char *key, const int *fds, guint n_
         img->open_flags = VD_OPEN_NO_RELATED_FILES;
     if (!g_variant_lookup(v, "max-metadata", "t", &img->max_metadata))
         img->max_metadata = 0;
+    if (!g_variant_lookup(v, "appliance-disk", "i", &img->appliance_disk) ||
+        img->appliance_disk < 0)
+        img->appliance_disk = -1;
     g_autoptr(GVariant) open = g_variant_lookup_value(v, "open-options", NULL);
     g_autoptr(GVariant) create = g_variant_lookup_value(v, "create-options", NULL);
     g_autoptr(GVariant) secrets = g_variant_lookup_value(v, "secrets", NULL);
@@ -306,11 +313,37 @@ static gboolean check_probed_source(const Request *r, GError **error)
     return FALSE;
 }
 
+/* The import's source: a caller's OVA appliance (the disk the request
+ * names, or its only one) is read in place; anything else as it is. */
+static VdImage *open_source(const Request *r, GError **error)
+{
+    const Image *s = &r->source;
+    gboolean ova = s->appliance_disk >= 0 || g_strcmp0(s->format, "ova") == 0;
+    if (!ova && s->format == NULL && !pool_relative(r, s))
+        ova = g_strcmp0(vd_probe_fd(s->fd, s->label, NULL, NULL), "ova") == 0;
+    if (!ova)
+        return open_image(r, s, s->format, 0, error);
+    g_autoptr(GError) local = NULL;
+    VdImage *img =
+        vd_image_open_ova_fd(s->fd, s->label, s->appliance_disk, s->max_metadata, &local);
+    if (img == NULL && s->appliance_disk < 0 &&
+        g_error_matches(local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s is an appliance of several disks; the appliance-disk option picks one "
+                    "(0 for the first)",
+                    s->label);
+        return NULL;
+    }
+    if (img == NULL)
+        g_propagate_error(error, g_steal_pointer(&local));
+    return img;
+}
+
 static GVariant *convert(const Request *r, GError **error)
 {
     if (!check_probed_source(r, error))
         return NULL;
-    g_autoptr(VdImage) source = open_image(r, &r->source, r->source.format, 0, error);
+    g_autoptr(VdImage) source = open_source(r, error);
     if (source == NULL)
         return NULL;
     VdConvertOptions opts;
@@ -511,9 +544,10 @@ int main(int argc, char **argv)
     int keep[VDD_WIRE_MAX_FDS + 1];
     memcpy(keep, fds, n_fds * sizeof(int));
     keep[n_fds] = SOCK;
-    guint64 address_space = DEFAULT_ADDRESS_SPACE, cpu = DEFAULT_CPU_SECONDS;
+    guint64 address_space = DEFAULT_ADDRESS_SPACE, cpu = DEFAULT_CPU_SECONDS, more_files = 0;
     g_variant_lookup(msg, "address-space", "t", &address_space);
     g_variant_lookup(msg, "cpu-seconds", "t", &cpu);
+    g_variant_lookup(msg, "open-files", "t", &more_files);
     const VddConfineSpec spec = { .keep_fds = keep,
                                   .n_keep_fds = n_fds + 1,
                                   /* Nothing on the filesystem: vdiskd opens what
@@ -522,7 +556,7 @@ int main(int argc, char **argv)
                                   .n_dir_fds = 0,
                                   .address_space = address_space,
                                   .cpu_seconds = cpu,
-                                  .open_files = OPEN_FILES };
+                                  .open_files = OPEN_FILES + MIN(more_files, MAX_MORE_OPEN_FILES) };
     VddConfinement state;
     if (!vdd_confine_apply(&spec, &state, &error)) {
         /* Said here, for the journal; vdiskd fails the job as unsafe,

@@ -375,9 +375,21 @@ VdFile *vd_image_open_related_file(VdImage *img, const char *name, gboolean read
     }
     VdFile *file = lock_or_close(open_named(img, name, read_write, NULL, NULL, error), img->flags,
                                  read_write, error);
-    if (file != NULL)
-        vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
+    if (file == NULL)
+        return NULL;
+    vd_file_set_no_flush(file, (img->flags & VD_OPEN_NO_FLUSH) != 0);
+    if (img->related_names == NULL)
+        img->related_names = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(img->related_names, g_strdup(name));
     return file;
+}
+
+GPtrArray *vd_image_related_files(VdImage *img)
+{
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; img->related_names != NULL && i < img->related_names->len; i++)
+        g_ptr_array_add(names, g_strdup(img->related_names->pdata[i]));
+    return names;
 }
 
 VdFile *vd_image_peek_file(VdImage *img, const char *name, GError **error)
@@ -623,6 +635,28 @@ VdImage *vd_image_open_ova(const char *path, int index, GError **error)
     return open_ova_disk(archive, index, 0, error);
 }
 
+VdImage *vd_image_open_ova_fd(int fd, const char *name, int index, guint64 max_metadata,
+                              GError **error)
+{
+    g_autoptr(VdFile) archive = lock_or_close(vd_file_open_fd(fd, name, error), 0, FALSE, error);
+    if (archive == NULL)
+        return NULL;
+    if (!vd_ova_probe(archive)) {
+        vd_set_file_error(error, name, VD_ERROR_UNSUPPORTED_FORMAT,
+                          "not an OVA appliance (a tar archive whose first member is an .ovf)");
+        return NULL;
+    }
+    VdFile *disk = vd_ova_open_disk(archive, index, NULL, error);
+    if (disk == NULL)
+        return NULL;
+    g_autofree char *label = g_strdup(vd_file_name(disk));
+    /* The disk names no other file: the bound is all the confinement is
+     * for, and nothing is asked of open_beneath. */
+    const VdConfinement bound = { .dirfd = -1, .dir_path = "", .max_metadata = max_metadata };
+    OpenContext ctx = { .confine = max_metadata != 0 ? &bound : NULL };
+    return open_top(disk, label, NULL, NULL, VD_OPEN_NO_RELATED_FILES, ctx, error);
+}
+
 VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
 {
     VdFile *file = open_locked(path, NULL, &flags, error);
@@ -748,6 +782,8 @@ void vd_image_unref(VdImage *img)
     g_free(img->backing_format);
     g_free(img->filename);
     g_free(img->name_beneath);
+    if (img->related_names != NULL)
+        g_ptr_array_unref(img->related_names);
     g_free(img);
 }
 

@@ -264,6 +264,9 @@ struct VdImage {
     char *name_beneath;
     gboolean no_folder;
     struct VdOpenContext *open_ctx;
+    /* The names of the other files the driver opened (extents, a data
+     * file) as the image names them: vd_image_related_files. */
+    GPtrArray *related_names;
 };
 
 /* The passphrase for an encrypted image being opened: the secret the open

@@ -277,9 +277,22 @@ gboolean vd_image_is_encrypted(VdImage *img);
 gboolean vd_is_ova(const char *path);
 GPtrArray *vd_ova_list_disks(const char *path, GError **error);
 VdImage *vd_image_open_ova(const char *path, int index, GError **error);
+/* The same on a descriptor of the appliance (dup'ed), as vdisk-worker
+ * gets it: disk index (-1: the only one) opened read-only, naming no
+ * other file (VD_OPEN_NO_RELATED_FILES), its metadata tables bounded by
+ * max_metadata bytes (0: the formats' own bounds); name labels messages
+ * ("NAME:MEMBER"). VD_ERROR_UNSUPPORTED_FORMAT when fd is no appliance. */
+VdImage *vd_image_open_ova_fd(int fd, const char *name, int index, guint64 max_metadata,
+                              GError **error);
 /* The appliance's .ovf descriptor (the first member named *.ovf), NUL
  * terminated, its length in *len. Returns a new string. */
 char *vd_ova_read_descriptor(const char *path, gsize *len, GError **error);
+
+/* The other files img itself opened, besides its backing chain (a split
+ * vmdk's extents, a qcow2's external data file), each as the image names
+ * it (relative to its own folder, or absolute), in the order opened.
+ * Returns a new array of new strings, empty when there are none. */
+GPtrArray *vd_image_related_files(VdImage *img);
 
 VdImage *vd_image_ref(VdImage *img);
 void vd_image_unref(VdImage *img);

@@ -1,6 +1,7 @@
 /* vdiskctl: the files an image of the user's reads through, found and
  * opened here, as the user, and passed to vdiskd with ImportVolume's
- * "chain" option, so that vdiskd never opens a user's path.
+ * "chain" and "related-files" options (or "appliance-disk" for a disk
+ * inside an OVA), so that vdiskd never opens a user's path.
  *
  * A differencing image's parents are found as vdisk convert finds them:
  * by the engine (the names a qcow2 or vmdk carries, a VDI's parent beside
@@ -41,6 +42,12 @@ GPtrArray *ctl_chain_of_file(const char *path, const char *format, GError **erro
     if (alone != NULL && g_str_equal(vd_image_format(alone), "vdi") &&
         g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND))
         return vm_chain_for_vdi(path, error);
+    /* A vmdk fails on the files it names (extents, its parent) more than
+     * on itself: only here can they be named by their paths. */
+    if (g_strcmp0(format != NULL ? format : vd_probe_file(path, NULL, NULL), "vmdk") == 0) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return NULL;
+    }
     /* No chain: vdiskd reads the file and says what is wrong with it. */
     return g_steal_pointer(&chain);
 }
@@ -92,6 +99,77 @@ GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
         g_variant_builder_add(&b, "(sh)", name, index);
     }
     return g_variant_builder_end(&b);
+}
+
+GVariant *ctl_related_files_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a(ush)"));
+    guint n = 0;
+    for (guint i = 0; chain != NULL && i < chain->len; i++) {
+        const VmChainLink *link = chain->pdata[i];
+        if (link->member != NULL)
+            continue; /* inside an appliance: names nothing */
+        g_autoptr(GError) local = NULL;
+        g_autoptr(VdImage) img =
+            vd_image_open(link->path, link->format, VD_OPEN_NO_BACKING, &local);
+        if (img == NULL && g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND)) {
+            /* A lost extent is told here, by its path. */
+            g_propagate_error(error, g_steal_pointer(&local));
+            g_variant_builder_clear(&b);
+            return NULL;
+        }
+        if (img == NULL)
+            continue; /* vdiskd reads the file and says what is wrong with it */
+        g_autoptr(GPtrArray) names = vd_image_related_files(img);
+        for (guint j = 0; j < names->len; j++) {
+            const char *name = names->pdata[j];
+            if (!g_utf8_validate(name, -1, NULL)) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                            "%s names a file whose name is not UTF-8, which vdiskd cannot be "
+                            "told; rename it and its mention",
+                            link->path);
+                g_variant_builder_clear(&b);
+                return NULL;
+            }
+            g_autofree char *path = vd_resolve_relative(link->path, name);
+            gint index = ctl_fds_append_path(fds, path, O_RDONLY, error);
+            if (index < 0) {
+                g_variant_builder_clear(&b);
+                return NULL;
+            }
+            g_variant_builder_add(&b, "(ush)", i, name, index);
+            n++;
+        }
+    }
+    if (n == 0) {
+        g_variant_builder_clear(&b);
+        return NULL;
+    }
+    return g_variant_builder_end(&b);
+}
+
+gint ctl_appliance_disk(const char *path, const char *member, GError **error)
+{
+    if (member != NULL)
+        return vm_appliance_disk_index(path, member, error);
+    g_autoptr(GPtrArray) disks = vd_ova_list_disks(path, error);
+    if (disks == NULL)
+        return -1;
+    if (disks->len == 1)
+        return 0;
+    if (disks->len == 0) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "%s: the appliance holds no disk",
+                    path);
+        return -1;
+    }
+    g_ptr_array_add(disks, NULL);
+    g_autofree char *list = g_strjoinv(", ", (char **)disks->pdata);
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "%s is an appliance of %u disks (%s): 'vdiskctl import-vm %s POOL' imports "
+                "them all with their VM, 'vdisk convert --disk N' one of them",
+                path, disks->len - 1, list, path);
+    return -1;
 }
 
 void ctl_chain_warn_not_current(const char *path, GPtrArray *chain)

@@ -54,21 +54,37 @@ static gboolean domain_exists(const Ctl *ctl, const char *name)
     return virsh(ctl, args, NULL, NULL);
 }
 
-/* The options of one disk's ImportVolume: its source's format and the
- * chain of its parents, opened here. */
+/* The options of one disk's ImportVolume: its source's format, the
+ * chain of its parents and the files they name (a split vmdk's extents),
+ * opened here; or, for a disk inside an OVA, which of its disks it is. */
 static GVariant *disk_options(const VmPlanDisk *disk, GUnixFDList *fds, GError **error)
 {
     const VmChainLink *top = disk->chain->pdata[0];
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
+    if (top->member != NULL) {
+        gint index = ctl_appliance_disk(top->path, top->member, error);
+        if (index < 0) {
+            g_variant_dict_clear(&d);
+            return NULL;
+        }
+        g_variant_dict_insert(&d, "source-format", "s", "ova");
+        g_variant_dict_insert(&d, "appliance-disk", "i", index);
+        return g_variant_dict_end(&d);
+    }
     g_variant_dict_insert(&d, "source-format", "s", top->format);
-    GVariant *chain = ctl_chain_option(disk->chain, fds, error);
-    if (chain == NULL && error != NULL && *error != NULL) {
+    GError *local = NULL;
+    GVariant *chain = ctl_chain_option(disk->chain, fds, &local);
+    GVariant *related = local == NULL ? ctl_related_files_option(disk->chain, fds, &local) : NULL;
+    if (local != NULL) {
+        g_propagate_error(error, local);
         g_variant_dict_clear(&d);
         return NULL;
     }
     if (chain != NULL)
         g_variant_dict_insert_value(&d, "chain", chain);
+    if (related != NULL)
+        g_variant_dict_insert_value(&d, "related-files", related);
     return g_variant_dict_end(&d);
 }
 
@@ -78,13 +94,7 @@ static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *d
                             GError **error)
 {
     const VmChainLink *top = disk->chain->pdata[0];
-    if (top->member != NULL) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "%s: the disk %s is inside the appliance; vdiskd imports files, so unpack "
-                    "it first (tar xf) and import the .ovf, or use vdisk import-vm",
-                    top->path, top->member);
-        return FALSE;
-    }
+    /* A disk inside an OVA: the appliance is passed, read in place. */
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
     gint fd = ctl_fds_append_path(fds, top->path, O_RDONLY, error);
     if (fd < 0)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "vdisk.h"
+#include "vm.h"
 
 /* ----- vdiskctl info ----- */
 
@@ -136,24 +137,48 @@ const CtlCommand ctl_cmd_create = {
 
 /* ----- vdiskctl import ----- */
 
-/* options with "chain" added when chain has parents. */
-static gboolean add_chain_option(GVariant **options, GPtrArray *chain, GUnixFDList *fds,
-                                 GError **error)
+/* options with key set to value (floating), or as they are when value
+ * is NULL; FALSE when local, the error making value, is set. */
+static gboolean add_option(GVariant **options, const char *key, GVariant *value, GError *local,
+                           GError **error)
 {
-    g_autoptr(GError) local = NULL;
-    GVariant *value = ctl_chain_option(chain, fds, &local);
     if (value == NULL) {
         if (local == NULL)
             return TRUE;
-        g_propagate_error(error, g_steal_pointer(&local));
+        g_propagate_error(error, local);
         return FALSE;
     }
     GVariantDict d;
     g_variant_dict_init(&d, *options);
-    g_variant_dict_insert_value(&d, "chain", value);
+    g_variant_dict_insert_value(&d, key, value);
     g_variant_unref(*options);
     *options = g_variant_ref_sink(g_variant_dict_end(&d));
     return TRUE;
+}
+
+/* options with "chain" added when chain has parents, and "related-files"
+ * when its images name other files (a split vmdk's extents). */
+static gboolean add_chain_option(GVariant **options, GPtrArray *chain, GUnixFDList *fds,
+                                 GError **error)
+{
+    GError *local = NULL;
+    GVariant *value = ctl_chain_option(chain, fds, &local);
+    if (!add_option(options, "chain", value, local, error))
+        return FALSE;
+    value = ctl_related_files_option(chain, fds, &local);
+    return add_option(options, "related-files", value, local, error);
+}
+
+/* An OVA appliance is read in place by vdiskd: options with its only
+ * disk as "appliance-disk"; its chain is empty. */
+static GPtrArray *appliance_chain(GVariant **options, const char *path, GError **error)
+{
+    GError *local = NULL;
+    gint index = ctl_appliance_disk(path, NULL, &local);
+    if (!add_option(options, "appliance-disk", index >= 0 ? g_variant_new_int32(index) : NULL,
+                    local, error))
+        return NULL;
+    return g_ptr_array_new_with_free_func((GDestroyNotify)vm_chain_link_free);
 }
 
 static int run_import(Ctl *ctl, char **operands, int n_operands)
@@ -174,8 +199,12 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     /* Opened here, as the user: vdiskd reads only what the user can,
      * the parents of a differencing image too (ctl-chain.c). */
+    gboolean appliance = (ctl->source_format == NULL || g_str_equal(ctl->source_format, "ova")) &&
+                         vd_is_ova(operands[0]);
     fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
-    if (fd < 0 || (chain = ctl_chain_of_file(operands[0], ctl->source_format, &error)) == NULL ||
+    if (fd < 0 ||
+        (chain = appliance ? appliance_chain(&options, operands[0], &error)
+                           : ctl_chain_of_file(operands[0], ctl->source_format, &error)) == NULL ||
         !add_chain_option(&options, chain, fds, &error) ||
         (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
         return ctl_fail(error);

@@ -244,13 +244,24 @@ gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char 
  * the engine finds them or, for a VirtualBox snapshot's differencing VDI,
  * through its VM (vm_chain_for_vdi). Empty when the file does not open
  * here (vdiskd says why); NULL with error when a VDI's parent is found
- * nowhere. Returns a new array. */
+ * nowhere, or a vmdk does not open (its extents or parent, named by
+ * path). Returns a new array. */
 GPtrArray *ctl_chain_of_file(const char *path, const char *format, GError **error);
 /* ImportVolume's "chain" option for chain (of VmChainLink, its first the
  * source): each parent opened here, as the user, added to fds and named
  * relative to the source's folder. NULL without error when there are no
  * parents. Returns a floating a(sh). */
 GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error);
+/* ImportVolume's "related-files" option for chain: the files each link
+ * names besides its parent (a split vmdk's extents), found by the engine,
+ * opened here and added to fds, each by the name its link gives it. NULL
+ * without error when there are none; with error when one is missing.
+ * Returns a floating a(ush). */
+GVariant *ctl_related_files_option(GPtrArray *chain, GUnixFDList *fds, GError **error);
+/* ImportVolume's "appliance-disk" for the OVA at path: the index of its
+ * disk member (NULL: its only disk; an appliance of several is refused,
+ * naming them and vdiskctl import-vm). -1 with error. */
+gint ctl_appliance_disk(const char *path, const char *member, GError **error);
 /* Warn on stderr when the VDI at path (chain's first link) is a
  * VirtualBox VM's disk under a snapshot, not what the VM uses now. */
 void ctl_chain_warn_not_current(const char *path, GPtrArray *chain);

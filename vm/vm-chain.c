@@ -132,8 +132,7 @@ static gboolean check_vdi(VmMachine *machine, const VmMedium *medium, VdImage *i
     return TRUE;
 }
 
-/* The index vd_image_open_ova takes for the appliance's disk member. */
-static int member_index(const char *appliance, const char *member, GError **error)
+int vm_appliance_disk_index(const char *appliance, const char *member, GError **error)
 {
     g_autoptr(GPtrArray) names = vd_ova_list_disks(appliance, error);
     if (names == NULL)
@@ -150,7 +149,7 @@ static int member_index(const char *appliance, const char *member, GError **erro
 static VmChainLink *appliance_link(VmMachine *machine, const VmMedium *medium, const char *format,
                                    GError **error)
 {
-    int index = member_index(machine->appliance, medium->location, error);
+    int index = vm_appliance_disk_index(machine->appliance, medium->location, error);
     if (index < 0)
         return NULL;
     g_autoptr(VdImage) img = vd_image_open_ova(machine->appliance, index, error);
@@ -301,7 +300,7 @@ VdImage *vm_chain_open(GPtrArray *chain, GError **error)
     g_autoptr(VdOptions) opts = vm_chain_open_options(chain);
     const VmChainLink *top = chain->pdata[0];
     if (top->member != NULL) {
-        int index = member_index(top->path, top->member, error);
+        int index = vm_appliance_disk_index(top->path, top->member, error);
         return index < 0 ? NULL : vd_image_open_ova(top->path, index, error);
     }
     return vd_image_open_opts(top->path, top->format, 0, opts, NULL, error);

@@ -181,6 +181,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmChainLink, vm_chain_link_free)
  * header UUID matches. Returns a new array of VmChainLink. */
 GPtrArray *vm_resolve_chain(VmMachine *machine, const char *uuid, GError **error);
 
+/* The index vd_image_open_ova takes for the disk called member inside
+ * the appliance (the order of its disk members), or -1 with
+ * VD_ERROR_NOT_FOUND when it holds none of that name. */
+int vm_appliance_disk_index(const char *appliance, const char *member, GError **error);
+
 /* Open a chain from vm_resolve_chain read-only, every parent named as the
  * chain says (not searched for). Returns a new reference. */
 VdImage *vm_chain_open(GPtrArray *chain, GError **error);
