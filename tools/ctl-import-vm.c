@@ -1,5 +1,5 @@
 /* vdiskctl import-vm: a whole VM (VirtualBox .vbox or its folder, VMware
- * .vmx, OVF .ovf) into a pool of vdiskd and a libvirt domain.
+ * .vmx, OVF .ovf or .ova) into a pool of vdiskd and a libvirt domain.
  *
  * The VM is read and planned here with libvdisk-vm, as vdisk import-vm
  * plans it; every file of each disk's chain is opened here, as the user,
@@ -230,7 +230,7 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
 
 const CtlCommand ctl_cmd_import_vm = {
     .name = "import-vm",
-    .operands = "VM.vbox|VMFOLDER|VM.vmx|VM.ovf POOL",
+    .operands = "VM.vbox|VMFOLDER|VM.vmx|VM.ovf|VM.ova POOL",
     .summary = "import a VirtualBox or VMware VM into a pool and define it in libvirt",
     .options = CTL_OPT_PROGRESS | CTL_OPT_IMPORT_VM | CTL_OPT_NOTIFY,
     .help = "  --dry-run              print the plan (each disk's chain of files, sizes and\n"
@@ -246,17 +246,20 @@ const CtlCommand ctl_cmd_import_vm = {
                 CTL_HELP_NOTIFY,
     .notes = "Each disk of the VM's current state becomes one qcow2 volume of POOL, read\n"
              "through its chain of differencing images (a VirtualBox snapshot's\n"
-             "Snapshots/{uuid}.vdi on its base, a VMware delta on its parent). vdiskctl\n"
-             "opens every file with your rights and hands the descriptors to vdiskd,\n"
-             "which opens none by name. The domain (memory, vCPUs, firmware, disk buses,\n"
-             "network cards with their MAC addresses) is defined with virsh on your own\n"
+             "Snapshots/{uuid}.vdi on its base, a VMware delta on its parent, each\n"
+             "vmdk with its extents). vdiskctl opens every file with your rights and\n"
+             "hands the descriptors to vdiskd, which opens none by name; an .ova is\n"
+             "handed over whole, and vdiskd reads each disk inside it. The domain\n"
+             "(memory, vCPUs, firmware, disk buses, network cards with their MAC\n"
+             "addresses) is defined with virsh on your own\n"
              "libvirt connection, its disks the new volumes. A domain of the VM's name\n"
              "must not exist; if a disk or the definition fails, the volumes made are\n"
              "deleted (or named, where you may not delete) and nothing is defined.\n",
     .examples = "  vdiskctl import-vm --dry-run ~/VirtualBox\\ VMs/Debian default\n"
                 "  vdiskctl import-vm ~/VirtualBox\\ VMs/Debian default --connect qemu:///system "
                 "--start\n"
-                "  vdiskctl import-vm ~/vmware/Web/Web.vmx default --virtio\n",
+                "  vdiskctl import-vm ~/vmware/Web/Web.vmx default --virtio\n"
+                "  vdiskctl import-vm ~/Downloads/appliance.ova default\n",
     .min_operands = 2,
     .max_operands = 2,
     .run = run_import_vm,
