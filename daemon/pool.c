@@ -363,6 +363,10 @@ typedef struct {
     GArray *related_fds;
     gint32 appliance_disk; /* import: the disk of an OVA source, or -1 */
     char *misbehave;       /* test hooks only: what the worker is to try */
+    /* import: the volume of the pool the new qcow2 is an overlay of
+     * (backing-volume), opened and locked, and its name; or -1. */
+    int backing_fd;
+    char *backing_name;
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -386,6 +390,9 @@ static void new_volume_work_free(NewVolumeWork *w)
     g_clear_pointer(&w->related_fds, g_array_unref);
     g_clear_pointer(&w->related_names, g_ptr_array_unref);
     g_free(w->misbehave);
+    if (w->backing_fd >= 0)
+        close(w->backing_fd);
+    g_free(w->backing_name);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
@@ -438,13 +445,21 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
         g_variant_dict_insert(&d, "operation", "s", "create");
     g_variant_dict_insert(&d, "size", "t", w->size);
     /* The engine syncs the new file; publishing names it and syncs that. */
-    int fds[2];
+    int fds[3];
     guint n_fds = 0;
     if (import)
         fds[n_fds++] = w->source_fd;
     fds[n_fds] = vdd_new_file_fd(w->file);
     vdd_worker_request_target(&d, (gint32)n_fds++, path, w->name, 0, w->format, w->create,
                               w->secrets);
+    /* An overlay of a volume: the worker gets the file opened and locked
+     * here, and copies only what the top of the source holds. */
+    if (w->backing_fd >= 0) {
+        g_autofree char *label = vdd_pool_file_path(w->pool, w->backing_name);
+        fds[n_fds] = w->backing_fd;
+        vdd_worker_request_volume(&d, "backing", (gint32)n_fds++, 0, "qcow2", w->backing_name,
+                                  label, 0, NULL, NULL);
+    }
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
     g_autoptr(GVariant) result = vdd_worker_run_job_with_files(
@@ -530,6 +545,7 @@ static NewVolumeWork *new_work(VddPool *self, const char *name, const char *form
     w->format = g_strdup(format);
     w->source_fd = -1;
     w->appliance_disk = -1;
+    w->backing_fd = -1;
     return w;
 }
 
@@ -574,6 +590,9 @@ typedef struct {
     gint32 source;
     const char *name;
     const char *format;
+    /* The volume "backing-volume" named when the call came, which the
+     * caller was checked to read (rules.c), or NULL. */
+    VddVolume *backing;
 } ImportVolumeParams;
 
 /* The "chain" option, a(sh): each parent of the source, nearest first,
@@ -750,13 +769,64 @@ static gboolean take_appliance_disk(NewVolumeWork *w, GVariant *options, const c
     return TRUE;
 }
 
+/* The "backing-volume" option, s: a qcow2 volume of this pool that the
+ * new qcow2 is an overlay of, so that only what the top of the source
+ * holds is copied (a VM's snapshot kept as a layer of its own).
+ * authorised is the volume of that name when the call came, which the
+ * caller was checked to read: the name must still be it. It is opened
+ * here as a job opens a volume (beneath the pool, no link followed, a
+ * regular file, locked shared), read-locked with its chain, and passed
+ * to the worker; the new file names it by its name, both lying in the
+ * pool's folder. */
+static gboolean take_backing_volume(VddPool *self, NewVolumeWork *w, GVariant *options,
+                                    VddVolume *authorised, GError **error)
+{
+    const char *name;
+    if (!vdd_options_lookup_string(options, "backing-volume", &name, error))
+        return FALSE;
+    if (name == NULL)
+        return TRUE;
+    if (!vdd_name_is_valid(name, "backing volume", error))
+        return FALSE;
+    if (!g_str_equal(w->format, "qcow2") || vd_options_get(w->create, "backing_file") != NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option backing-volume makes a qcow2 overlay: the format must be qcow2, "
+                    "and no backing file be given besides");
+        return FALSE;
+    }
+    VddVolume *b = vdd_pool_lookup_volume(self, name);
+    if (b == NULL || b != authorised) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_NOT_FOUND, "backing volume %s/%s does not exist",
+                    self->name, name);
+        return FALSE;
+    }
+    g_autofree char *format = NULL;
+    if (!vdd_lock_set_read(w->locks, b, error) ||
+        (w->backing_fd = vdd_volume_open_for_job(b, O_RDONLY, &format, error)) < 0)
+        return FALSE;
+    if (!g_str_equal(format, "qcow2")) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "backing volume %s/%s is %s; an overlay is made on a qcow2 volume", self->name,
+                    name, format);
+        return FALSE;
+    }
+    w->backing_name = g_strdup(name);
+    return TRUE;
+}
+
 static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParams *p,
                                 VddCallSubject *s)
 {
-    g_variant_get(args, "(h&s&s@a{sv})", &p->source, &p->name, &p->format, NULL);
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(args, "(h&s&s@a{sv})", &p->source, &p->name, &p->format, &options);
     s->pool = self->name;
     s->volume = p->name;
     s->format = p->format;
+    /* The volume an overlay is made on is read by the job: checked with
+     * read-volume, as CreateOverlay checks the volume it covers. */
+    const char *backing;
+    if (g_variant_lookup(options, "backing-volume", "&s", &backing))
+        p->backing = s->source = vdd_pool_lookup_volume(self, backing);
 }
 
 static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams *p)
@@ -767,9 +837,10 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     gint32 handle = p->source;
     const char *name = p->name, *format = p->format;
     /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
-    static const char *const daemon_keys[] = {
-        "source-format", "secrets", "chain", "related-files", "appliance-disk", "misbehave", NULL
-    };
+    static const char *const daemon_keys[] = { "source-format",  "secrets",
+                                               "chain",          "related-files",
+                                               "appliance-disk", "misbehave",
+                                               "backing-volume", NULL };
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
@@ -780,7 +851,8 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
         (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
         !take_chain(w, invocation, options, &error) ||
         !take_related_files(w, invocation, options, &error) ||
-        !take_appliance_disk(w, options, source_format, &error)) {
+        !take_appliance_disk(w, options, source_format, &error) ||
+        !take_backing_volume(self, w, options, p->backing, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);

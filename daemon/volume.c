@@ -239,6 +239,11 @@ static int open_for_job(VddVolume *self, int access, char **format, GError **err
     return fd;
 }
 
+int vdd_volume_open_for_job(VddVolume *self, int access, char **format, GError **error)
+{
+    return open_for_job(self, access, format, error);
+}
+
 /* A describe may run on the main loop: its worker gets little time. */
 #define DESCRIBE_SECONDS 10
 

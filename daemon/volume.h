@@ -31,3 +31,10 @@ void vdd_volume_unlock_write(VddVolume *self);
 gboolean vdd_volume_lock_read(VddVolume *self, GError **error);
 void vdd_volume_unlock_read(VddVolume *self);
 gboolean vdd_volume_is_locked(VddVolume *self);
+
+/* The volume's file opened for a job, as every job opens a volume:
+ * beneath its pool without following a symbolic link, a regular file,
+ * locked as QEMU locks an image (shared for O_RDONLY, exclusive for
+ * O_RDWR), its recorded format in *format (a new string). Returns the
+ * descriptor (the caller closes it), or -1 with an error. */
+int vdd_volume_open_for_job(VddVolume *self, int access, char **format, GError **error);

@@ -11,7 +11,11 @@
  *            "resize" (target to "size" t, "shrink" b), "snapshot"
  *            (target: "snapshot-op" s create/revert/delete, "snapshot" s),
  *            "create" (the new image target, "size" t);
- *            "source" and "target" a{sv}: an image, see below;
+ *            "source" and "target" a{sv}: an image, see below; for
+ *            "convert", "backing" a{sv}: a pool volume (in the target's
+ *            folder) the new target is a qcow2 overlay of, named by its
+ *            "name", of which only what the top of the source holds is
+ *            copied;
  *            "dir-path" s: the pool folder that names inside images are
  *            resolved beneath (by asking vdiskd; absent: the worker may
  *            open no file at all);

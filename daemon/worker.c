@@ -45,6 +45,7 @@ typedef struct {
     GVariant *msg;
     const char *operation;
     Image source, target;
+    Image backing;          /* convert: a pool volume the new target is an overlay of */
     GVariant *dirs;         /* holds dir_paths */
     const char **dir_paths; /* the pool folders; NULL: no file may be opened */
     guint n_dir_paths;
@@ -339,6 +340,23 @@ static VdImage *open_source(const Request *r, GError **error)
     return img;
 }
 
+/* The target of a convert that is an overlay of a pool volume: the
+ * volume vdiskd passed answers for the name the target gives its backing
+ * file; every other name the chain below it gives is asked of vdiskd. */
+typedef struct {
+    gint32 folder;
+    const char *name;
+    int fd;
+} PassedBacking;
+
+static int open_passed_backing(const char *rel, int flags, gpointer data)
+{
+    const PassedBacking *b = data;
+    if (!(flags & O_DIRECTORY) && (flags & O_ACCMODE) == O_RDONLY && g_str_equal(rel, b->name))
+        return fcntl(b->fd, F_DUPFD_CLOEXEC, 3);
+    return ask_vdiskd_to_open(rel, flags, GINT_TO_POINTER(b->folder));
+}
+
 static GVariant *convert(const Request *r, GError **error)
 {
     if (!check_probed_source(r, error))
@@ -353,11 +371,27 @@ static GVariant *convert(const Request *r, GError **error)
     opts.secrets = r->target.secrets;
     opts.target_open_flags = r->target.open_flags;
     /* A new pool volume may have a backing volume beneath the pool. */
-    const VdConfinement c = confinement_for(r, &r->target);
+    VdConfinement c = confinement_for(r, &r->target);
     if (pool_relative(r, &r->target))
         opts.target_confine = &c;
     else
         opts.target_open_flags |= VD_OPEN_NO_RELATED_FILES;
+    /* An overlay of the volume passed as "backing" (ImportVolume's
+     * backing-volume), named by its name beside the target: only what the
+     * top of the source holds is copied, the rest is the backing's. */
+    PassedBacking passed = { r->target.folder, r->backing.name, r->backing.fd };
+    if (r->backing.fd >= 0) {
+        if (!pool_relative(r, &r->target) || r->backing.name == NULL ||
+            strchr(r->backing.name, '/') != NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "a backing volume goes with a pool volume target, beside it");
+            return NULL;
+        }
+        opts.backing_file = r->backing.name;
+        opts.backing_format = r->backing.format != NULL ? r->backing.format : "qcow2";
+        c.open_beneath = open_passed_backing;
+        c.open_data = &passed;
+    }
     const char *name = pool_relative(r, &r->target) ? r->target.name : r->target.label;
     return vd_convert_fd(source, r->target.fd, name, &opts, error) ? ok_result() : NULL;
 }
@@ -488,6 +522,7 @@ static gboolean parse_request(GVariant *msg, const int *fds, guint n_fds, Reques
     r->misbehave = string_or(msg, "misbehave", NULL);
     parse_image(msg, "source", fds, n_fds, &r->source);
     parse_image(msg, "target", fds, n_fds, &r->target);
+    parse_image(msg, "backing", fds, n_fds, &r->backing);
     for (guint i = 0; i < G_N_ELEMENTS(operations); i++) {
         if (!g_str_equal(operations[i].operation, r->operation))
             continue;
@@ -573,6 +608,7 @@ int main(int argc, char **argv)
     g_autoptr(GVariant) answer = run(&r, &error);
     image_clear(&r.source); /* its key with it */
     image_clear(&r.target);
+    image_clear(&r.backing);
     if (answer == NULL) {
         vdd_wire_add_error(&b, error);
     } else {

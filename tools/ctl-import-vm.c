@@ -88,11 +88,29 @@ static GVariant *disk_options(const VmPlanDisk *disk, GUnixFDList *fds, GError *
     return g_variant_dict_end(&d);
 }
 
-/* Import one disk as volume name of pool; its new volume's path in
- * *volume (even when the job failed, once vdiskd made it). */
-static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *disk, char **volume,
-                            GError **error)
+/* The volume of a disk's layer k: with --keep-snapshots a volume per link
+ * of its chain (named as vdisk import-vm names the files), otherwise the
+ * one flattened volume. A new string. */
+static char *layer_name(const VmPlanDisk *disk, guint k)
 {
+    return disk->layer_paths != NULL ? g_path_get_basename(disk->layer_paths->pdata[k])
+                                     : g_strdup(disk->target_name);
+}
+
+/* Import layer link of disk as volume name of pool: its chain from that
+ * link down, flattened, or with backing (the volume of the next link,
+ * made before it) as an overlay holding only what the link itself holds.
+ * Its new volume's path in *volume (even when the job failed, once
+ * vdiskd made it). */
+static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *disk, guint link,
+                            const char *name, const char *backing, char **volume, GError **error)
+{
+    g_autoptr(GPtrArray) links = g_ptr_array_new();
+    for (guint k = link; k < disk->chain->len; k++)
+        g_ptr_array_add(links, disk->chain->pdata[k]);
+    VmPlanDisk layer = *disk;
+    layer.chain = links;
+    disk = &layer;
     const VmChainLink *top = disk->chain->pdata[0];
     /* A disk inside an OVA: the appliance is passed, read in place. */
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
@@ -102,17 +120,25 @@ static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *d
     g_autoptr(GVariant) options = disk_options(disk, fds, error);
     if (options == NULL)
         return FALSE;
+    if (backing != NULL) {
+        GVariantDict d;
+        g_variant_dict_init(&d, options);
+        g_variant_dict_insert(&d, "backing-volume", "s", backing);
+        g_variant_unref(g_steal_pointer(&options));
+        options = g_variant_dict_end(&d);
+    }
     g_variant_ref_sink(options);
-    g_autofree char *label = g_strdup_printf("Importing %s", disk->target_name);
+    g_autofree char *label = g_strdup_printf("Importing %s", name);
     return ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
-                        g_variant_new("(hss@a{sv})", fd, disk->target_name, "qcow2", options), fds,
-                        label, volume, error);
+                        g_variant_new("(hss@a{sv})", fd, name, "qcow2", options), fds, label,
+                        volume, error);
 }
 
-/* After a failure: the volumes made are of no use without their VM. */
+/* After a failure: the volumes made are of no use without their VM.
+ * Newest first: an overlay goes before the volume it is made on. */
 static void delete_volumes(Ctl *ctl, const char *pool_name, GPtrArray *volumes, GPtrArray *names)
 {
-    for (guint i = 0; i < volumes->len; i++) {
+    for (guint i = volumes->len; i-- > 0;) {
         g_autoptr(GError) error = NULL;
         g_autoptr(GVariant) reply =
             ctl_call(ctl, volumes->pdata[i], VDISK_VOLUME_INTERFACE, "Delete",
@@ -149,11 +175,6 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
         ctl_error("--domain-type is kvm or qemu, not '%s'", ctl->domain_type);
         return CTL_EXIT_FAILURE;
     }
-    if (ctl->keep_snapshots) {
-        ctl_error("--keep-snapshots is not done through vdiskd yet: 'vdisk import-vm "
-                  "--keep-snapshots --output-dir DIR' makes the overlays offline");
-        return CTL_EXIT_FAILURE;
-    }
     g_autofree char *settings = vm_settings_find(operands[0], &error);
     VmMachine *machine = settings != NULL ? vm_settings_load(settings, &error) : NULL;
     if (machine == NULL)
@@ -168,6 +189,8 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(VmPlan) plan = vm_plan_new(machine, folder, ctl->virtio, ctl->domain_type, &error);
     if (plan == NULL)
         return ctl_fail(error);
+    if (ctl->keep_snapshots)
+        vm_plan_keep_snapshots(plan);
 
     if (ctl->dry_run) {
         g_autofree char *text = vm_plan_describe(plan);
@@ -194,19 +217,27 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
         return CTL_EXIT_FAILURE;
     }
     g_autoptr(GPtrArray) volumes = g_ptr_array_new_with_free_func(g_free);
-    g_autoptr(GPtrArray) names = g_ptr_array_new();
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; i < plan->disks->len && error == NULL; i++) {
         const VmPlanDisk *disk = plan->disks->pdata[i];
-        ctl_say(ctl, "%s: %u file%s -> %s/%s", disk->controller->name, disk->chain->len,
-                disk->chain->len == 1 ? "" : "s", pool_name, disk->target_name);
-        char *volume = NULL;
-        /* A failed job's volume is vdiskd's to remove; only a made one is
-         * ours. */
-        if (import_disk(ctl, pool, disk, &volume, &error)) {
-            g_ptr_array_add(volumes, volume);
-            g_ptr_array_add(names, disk->target_name);
-        } else {
-            g_free(volume);
+        /* With --keep-snapshots a volume per link, the base first, each
+         * newer one an overlay of the one made before it. */
+        guint layers = disk->layer_paths != NULL ? disk->chain->len : 1;
+        ctl_say(ctl, "%s: %u file%s -> %s/%s%s", disk->controller->name, disk->chain->len,
+                disk->chain->len == 1 ? "" : "s", pool_name, disk->target_name,
+                layers > 1 ? ", on its snapshots' volumes" : "");
+        for (guint k = layers; k-- > 0 && error == NULL;) {
+            g_autofree char *layer = layer_name(disk, k);
+            g_autofree char *backing = k + 1 < layers ? layer_name(disk, k + 1) : NULL;
+            char *volume = NULL;
+            /* A failed job's volume is vdiskd's to remove; only a made one
+             * is ours. */
+            if (import_disk(ctl, pool, disk, k, layer, backing, &volume, &error)) {
+                g_ptr_array_add(volumes, volume);
+                g_ptr_array_add(names, g_steal_pointer(&layer));
+            } else {
+                g_free(volume);
+            }
         }
     }
     if (error == NULL && !define_domain(ctl, plan, &error))
@@ -215,8 +246,11 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
         delete_volumes(ctl, pool_name, volumes, names);
         return ctl_fail(error);
     }
-    ctl_say(ctl, "Imported VM '%s': %u disk%s into pool %s; defined domain '%s'.", name,
-            plan->disks->len, plan->disks->len == 1 ? "" : "s", pool_name, name);
+    g_autofree char *kept = volumes->len > plan->disks->len
+                                ? g_strdup_printf(" (%u volumes, the snapshots kept)", volumes->len)
+                                : g_strdup("");
+    ctl_say(ctl, "Imported VM '%s': %u disk%s into pool %s%s; defined domain '%s'.", name,
+            plan->disks->len, plan->disks->len == 1 ? "" : "s", pool_name, kept, name);
     if (ctl->start) {
         const char *start[] = { "start", name, NULL };
         if (!virsh(ctl, start, NULL, &error)) {
@@ -242,7 +276,10 @@ const CtlCommand ctl_cmd_import_vm = {
             "  --start                start the domain once it is defined\n"
             "  --connect URI          the libvirt connection to define it on (virsh -c);\n"
             "                         by default virsh's own\n"
-            "  --keep-snapshots       not through vdiskd yet (vdisk import-vm)\n" CTL_HELP_PROGRESS
+            "  --keep-snapshots       keep each disk's snapshots as a chain of qcow2\n"
+            "                         volumes (NAME.qcow2 on NAME-2.qcow2 on NAME-1.qcow2,\n"
+            "                         each holding only what its snapshot changed)\n"
+            "                         instead of one flattened volume\n" CTL_HELP_PROGRESS
                 CTL_HELP_NOTIFY,
     .notes = "Each disk of the VM's current state becomes one qcow2 volume of POOL, read\n"
              "through its chain of differencing images (a VirtualBox snapshot's\n"
@@ -254,12 +291,17 @@ const CtlCommand ctl_cmd_import_vm = {
              "addresses) is defined with virsh on your own\n"
              "libvirt connection, its disks the new volumes. A domain of the VM's name\n"
              "must not exist; if a disk or the definition fails, the volumes made are\n"
-             "deleted (or named, where you may not delete) and nothing is defined.\n",
+             "deleted (or named, where you may not delete) and nothing is defined.\n"
+             "With --keep-snapshots each file of a disk's chain becomes a volume, the\n"
+             "base first, each newer one a qcow2 overlay of the one before (its backing\n"
+             "file named beside it, in the pool's folder); the domain's disk is the\n"
+             "newest.\n",
     .examples = "  vdiskctl import-vm --dry-run ~/VirtualBox\\ VMs/Debian default\n"
                 "  vdiskctl import-vm ~/VirtualBox\\ VMs/Debian default --connect qemu:///system "
                 "--start\n"
                 "  vdiskctl import-vm ~/vmware/Web/Web.vmx default --virtio\n"
-                "  vdiskctl import-vm ~/Downloads/appliance.ova default\n",
+                "  vdiskctl import-vm ~/Downloads/appliance.ova default\n"
+                "  vdiskctl import-vm --keep-snapshots ~/VirtualBox\\ VMs/Debian default\n",
     .min_operands = 2,
     .max_operands = 2,
     .run = run_import_vm,

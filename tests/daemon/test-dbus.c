@@ -507,6 +507,58 @@ static void test_rules_read_check(Fixture *f, gconstpointer unused)
     g_assert_cmpstr(p_after, ==, p_before);
 }
 
+/* ImportVolume with backing-volume makes an overlay of a volume of the
+ * pool, which its job reads: checked again with read-volume on it, as
+ * CreateOverlay is, and refused there it makes nothing. A name that is
+ * no volume of the pool (another pool's, a path) is refused by the
+ * handler, as is a volume that is not qcow2. */
+static void test_rules_import_backing(Fixture *f, gconstpointer unused)
+{
+    g_auto(Objects) o = { 0 };
+    make_objects(f, &o);
+    g_autofree char *p_before = listing(f, "p");
+    f->deny = VDISK_ACTION_READ_VOLUME;
+    RuleCase c = { "pool", "ImportVolume",
+                   "(@h 0, 'i.qcow2', 'qcow2', {'backing-volume': <'a.raw'>})",
+                   VDISK_ACTION_IMPORT_VOLUME " format=qcow2 operation=import pool=p "
+                                              "source-pool=p source-volume=a.raw volume=i.qcow2" };
+    g_ptr_array_set_size(f->asked, 0);
+    g_autofree char *remote = call_case(f, &o, &c, NULL);
+    g_assert_cmpstr(remote, ==, VDISK_ERROR_NOT_AUTHORIZED);
+    g_assert_cmpuint(f->asked->len, ==, 2);
+    g_assert_cmpstr(f->asked->pdata[0], ==, c.asked);
+    g_assert_cmpstr(f->asked->pdata[1], ==,
+                    VDISK_ACTION_READ_VOLUME " operation=ImportVolume pool=p volume=a.raw");
+
+    f->deny = NULL;
+    static const struct {
+        const char *args, *error, *asked;
+    } refused[] = {
+        { "(@h 0, 'i.qcow2', 'qcow2', {'backing-volume': <'b.raw'>})", VDISK_ERROR_NOT_FOUND,
+          VDISK_ACTION_IMPORT_VOLUME " format=qcow2 operation=import pool=p volume=i.qcow2" },
+        { "(@h 0, 'i.qcow2', 'qcow2', {'backing-volume': <'../q/b.raw'>})",
+          VDISK_ERROR_INVALID_ARGUMENT,
+          VDISK_ACTION_IMPORT_VOLUME " format=qcow2 operation=import pool=p volume=i.qcow2" },
+        { "(@h 0, 'i.qcow2', 'qcow2', {'backing-volume': <'a.raw'>})", VDISK_ERROR_INVALID_ARGUMENT,
+          NULL },
+        { "(@h 0, 'i.raw', 'raw', {'backing-volume': <'a.raw'>})", VDISK_ERROR_INVALID_ARGUMENT,
+          NULL },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(refused); i++) {
+        g_test_message("%s", refused[i].args);
+        c.args = refused[i].args;
+        g_ptr_array_set_size(f->asked, 0);
+        g_autofree char *error = call_case(f, &o, &c, NULL);
+        g_assert_cmpstr(error, ==, refused[i].error);
+        /* Only a volume of the pool is checked again, and read. */
+        g_assert_cmpuint(f->asked->len, ==, refused[i].asked != NULL ? 1 : 2);
+        if (refused[i].asked != NULL)
+            g_assert_cmpstr(f->asked->pdata[0], ==, refused[i].asked);
+    }
+    g_autofree char *p_after = listing(f, "p");
+    g_assert_cmpstr(p_after, ==, p_before);
+}
+
 /* Allowed, a Clone asks create-volume with its details, then read-volume
  * on the volume it copies, and makes the clone. */
 static void test_rules_clone_allowed(Fixture *f, gconstpointer unused)
@@ -575,6 +627,7 @@ int main(int argc, char **argv)
     ADD("/dbus/inspect-fd", test_inspect_fd);
     ADD("/dbus/rules/every-method", test_rules_every_method);
     ADD("/dbus/rules/read-check", test_rules_read_check);
+    ADD("/dbus/rules/import-backing", test_rules_import_backing);
     ADD("/dbus/rules/clone-allowed", test_rules_clone_allowed);
     ADD("/dbus/rules/cancel", test_rules_cancel);
     return g_test_run();
