@@ -5,6 +5,7 @@
 #include <gio/gio.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/fs.h>
 #include <linux/landlock.h>
 #include <pwd.h>
 #include <sched.h>
@@ -255,6 +256,10 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
                                 SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                                 SCMP_A1(SCMP_CMP_EQ, TCGETS)) == 0;
+    /* The copy engine shares extents between two files it holds (a
+     * reflink, on XFS and btrfs). */
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                SCMP_A1(SCMP_CMP_EQ, FICLONERANGE)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
                                 SCMP_A2(SCMP_CMP_EQ, 0)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,

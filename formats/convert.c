@@ -33,6 +33,10 @@ typedef struct {
     guint64 len;       /* guest bytes */
     const guint8 *buf; /* OP_DATA: len bytes; OP_COMPRESSED: packed_len bytes */
     gsize packed_len;
+    /* OP_DATA: where the same bytes lie plainly in a source file, or NULL
+     * (then only buf has them). */
+    VdFile *src;
+    guint64 src_offset;
 } WriteOp;
 
 typedef struct {
@@ -46,6 +50,7 @@ typedef struct {
     gboolean top_only;    /* -B: copy only the source's top layer */
     gboolean skip_zeroes; /* the target reads zero where nothing is written */
     gboolean in_order;
+    gboolean offload; /* data may go file to file (vd_image_write_from_file) */
 
     GMutex lock;
     GCond turn;
@@ -71,25 +76,39 @@ static gboolean reads_zero(const VdBlockStatus *st)
     return (st->flags & VD_BLOCK_ZERO) || !(st->flags & VD_BLOCK_DATA);
 }
 
-static void add_op(Worker *w, OpKind kind, guint64 offset, guint64 len, const guint8 *buf)
+/* Append an op; src (OP_DATA, may be NULL) says where its bytes lie in a
+ * source file. */
+static void add_op_from(Worker *w, OpKind kind, guint64 offset, guint64 len, const guint8 *buf,
+                        VdFile *src, guint64 src_offset)
 {
     WriteOp *last = w->ops->len > 0 ? &g_array_index(w->ops, WriteOp, w->ops->len - 1) : NULL;
     /* Adjacent ranges of the same kind become one write. */
     if (last != NULL && kind != OP_COMPRESSED && last->kind == kind &&
-        last->offset + last->len == offset && (kind == OP_ZERO || last->buf + last->len == buf)) {
+        last->offset + last->len == offset &&
+        (kind == OP_ZERO || (last->buf + last->len == buf && last->src == src &&
+                             (src == NULL || last->src_offset + last->len == src_offset)))) {
         last->len += len;
         return;
     }
-    WriteOp op = { .kind = kind, .offset = offset, .len = len, .buf = buf };
+    WriteOp op = {
+        .kind = kind, .offset = offset, .len = len, .buf = buf, .src = src, .src_offset = src_offset
+    };
     g_array_append_val(w->ops, op);
 }
 
+static void add_op(Worker *w, OpKind kind, guint64 offset, guint64 len, const guint8 *buf)
+{
+    add_op_from(w, kind, offset, len, buf, NULL, 0);
+}
+
 /* Split data that was read into data and zero runs of sparse_block units
- * (aligned to guest offsets, as qemu-img's -S works). */
-static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, const guint8 *buf)
+ * (aligned to guest offsets, as qemu-img's -S works). src, when not NULL,
+ * holds the same bytes plainly from src_offset on. */
+static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, const guint8 *buf,
+                         VdFile *src, guint64 src_offset)
 {
     if (job->sparse_block == 0) {
-        add_op(w, OP_DATA, offset, len, buf);
+        add_op_from(w, OP_DATA, offset, len, buf, src, src_offset);
         return;
     }
     guint64 pos = 0;
@@ -97,9 +116,24 @@ static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, c
         guint64 abs = offset + pos;
         guint64 n = MIN(job->sparse_block - abs % job->sparse_block, len - pos);
         gboolean zero = vd_buffer_is_zero(buf + pos, n);
-        add_op(w, zero ? OP_ZERO : OP_DATA, abs, n, buf + pos);
+        add_op_from(w, zero ? OP_ZERO : OP_DATA, abs, n, buf + pos, src, src_offset + pos);
         pos += n;
     }
+}
+
+/* Where a data run the source's block status answered lies plainly in a
+ * file, for copying it file to file; NULL when it does not (compressed,
+ * encrypted, a format that does not say) or offload is off. The data is
+ * still read: zero detection needs it. */
+static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 offset, guint64 len,
+                            guint64 *src_offset)
+{
+    guint64 run;
+    if (!job->offload || st->layer == NULL || !(st->flags & VD_BLOCK_OFFSET_VALID) ||
+        (st->flags & VD_BLOCK_COMPRESSED))
+        return NULL;
+    VdFile *file = vd_image_plain_location(st->layer, offset, len, src_offset, &run);
+    return file != NULL && run >= len ? file : NULL;
 }
 
 static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, guint64 len,
@@ -164,9 +198,11 @@ static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, 
         } else if (reads_zero(&st) && job->sparse_block != 0) {
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
+            guint64 src_offset = 0;
+            VdFile *src = plain_source(job, &st, offset, n, &src_offset);
             if (!vd_image_read(job->src, offset, w->data + pos, n, error))
                 return FALSE;
-            add_data_run(job, w, offset, n, w->data + pos);
+            add_data_run(job, w, offset, n, w->data + pos, src, src_offset);
         }
         pos += n;
     }
@@ -179,6 +215,9 @@ static gboolean perform_op(CopyJob *job, const WriteOp *op, GError **error)
 {
     switch (op->kind) {
     case OP_DATA:
+        if (op->src != NULL)
+            return vd_image_write_from_file(job->dst, op->offset, op->src, op->src_offset, op->len,
+                                            error);
         return vd_image_write(job->dst, op->offset, op->buf, op->len, error);
     case OP_ZERO:
         if (job->skip_zeroes)
@@ -342,6 +381,7 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
         job.cluster = 65536;
     /* A chunk holds whole target clusters so compression never splits one. */
     job.chunk = MAX((guint64)CHUNK_BYTES, job.cluster) / job.cluster * job.cluster;
+    job.offload = !opts->no_copy_offload && vd_image_can_write_from_file(target);
     job.skip_zeroes = opts->min_sparse != 0 && !job.top_only &&
                       (opts->target_exists ? opts->target_is_zero : vd_image_has_zero_init(target));
     g_mutex_init(&job.lock);

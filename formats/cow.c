@@ -343,6 +343,7 @@ static gboolean cow_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
     out->length = MIN((first + run) * COW_SECTOR, offset + len) - offset;
     out->offset_valid = set;
     out->host_offset = set ? s->data_offset + offset : 0;
+    out->plain_file = set ? img->file : NULL;
     return TRUE;
 }
 

@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,6 +27,10 @@ struct VdFile {
      * since a caller's descriptor may keep the open alive after it. */
     guint lock_perm;
     guint lock_unshared;
+    /* What the kernel refused for copies into this file (vd_file_copy_range),
+     * so that it is asked once, not for every run. */
+    gboolean no_clone;
+    gboolean no_copy_range;
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -598,4 +604,138 @@ gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_
     *is_data = TRUE;
     *run = hole < 0 || (guint64)hole <= offset ? max : MIN((guint64)hole - offset, max);
     return TRUE;
+}
+
+/* ----- copies inside the kernel ----- */
+
+/* Errors that say "not this way here" (another file system, a file system
+ * or kernel without it, ranges it will not take, a system call filter),
+ * never that the data is at fault. */
+static gboolean offload_refused(int err)
+{
+    return err == EXDEV || err == EOPNOTSUPP || err == ENOTTY || err == EINVAL || err == ENOSYS ||
+           err == EPERM || err == EBADF || err == ETXTBSY;
+}
+
+/* Share the range's extents with src (FICLONERANGE): 1 done, 0 refused,
+ * -1 with errno on failure. Offsets and length must be whole blocks of
+ * dst's file system, or the length must reach src's end. */
+static int clone_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
+                       guint64 len)
+{
+    if (dst->no_clone)
+        return 0;
+    struct stat st;
+    if (fstat(dst->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_blksize <= 0) {
+        dst->no_clone = TRUE;
+        return 0;
+    }
+    guint64 block = (guint64)st.st_blksize;
+    if (src_offset % block != 0 || dst_offset % block != 0 || len % block != 0)
+        return 0; /* this run only: the next one may be aligned */
+    struct file_clone_range arg = {
+        .src_fd = src->fd,
+        .src_offset = src_offset,
+        .src_length = len,
+        .dest_offset = dst_offset,
+    };
+    if (ioctl(dst->fd, FICLONERANGE, &arg) == 0)
+        return 1;
+    if (offload_refused(errno)) {
+        /* EINVAL may be this run's alignment on a file system with larger
+         * blocks: only the other refusals are for good. */
+        if (errno != EINVAL)
+            dst->no_clone = TRUE;
+        return 0;
+    }
+    return -1;
+}
+
+/* copy_file_range as far as it goes: the bytes copied, or -1 with errno
+ * (refused before any byte, or failed). */
+static gint64 copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
+                         guint64 len)
+{
+    guint64 done = 0;
+    while (done < len && !dst->no_copy_range) {
+        loff_t in = (loff_t)(src_offset + done), out = (loff_t)(dst_offset + done);
+        ssize_t n =
+            copy_file_range(src->fd, &in, dst->fd, &out, (size_t)MIN(len - done, 1u << 30), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && offload_refused(errno) && done == 0) {
+            dst->no_copy_range = TRUE;
+            return 0;
+        }
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break; /* src ends early: the rest is read as zeroes below */
+        done += (guint64)n;
+    }
+    return (gint64)done;
+}
+
+/* The plain way: read into a buffer and write it. Bytes past src's end
+ * read as zeroes, as vd_file_pread_zero_past_eof gives them. */
+static gboolean bounce_copy(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
+                            guint64 len, GError **error)
+{
+    static const gsize chunk = 1 << 20;
+    g_autofree guint8 *buf = g_malloc((gsize)MIN(len, chunk));
+    for (guint64 done = 0; done < len;) {
+        gsize n = (gsize)MIN(len - done, chunk);
+        if (!vd_file_pread_zero_past_eof(src, src_offset + done, buf, n, error) ||
+            !vd_file_pwrite(dst, dst_offset + done, buf, n, error))
+            return FALSE;
+        done += n;
+    }
+    return TRUE;
+}
+
+gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
+                            guint64 len, GError **error)
+{
+    if (!dst->writable) {
+        vd_set_file_error(error, dst->name, VD_ERROR_INVALID_ARGUMENT, "is open read-only");
+        return FALSE;
+    }
+    if (dst_offset > G_MAXINT64 || len > G_MAXINT64 - dst_offset || src_offset > G_MAXINT64 ||
+        len > G_MAXINT64 - src_offset) {
+        vd_set_file_error(error, dst->name, VD_ERROR_INVALID_ARGUMENT,
+                          "copy to offset %" G_GUINT64_FORMAT " is out of range", dst_offset);
+        return FALSE;
+    }
+    if (len == 0)
+        return TRUE;
+#ifdef VD_FAULT_INJECTION
+    /* The fault layer sees every byte written: test copies of the engine
+     * copy through a buffer, in the same order. */
+    return bounce_copy(src, src_offset, dst, dst_offset, len, error);
+#else
+    /* A slice (an archive member) is copied within its bounds only. */
+    guint64 avail = src->limit == G_MAXUINT64  ? len
+                    : src_offset >= src->limit ? 0
+                                               : MIN(len, src->limit - src_offset);
+    guint64 host = src->base + src_offset;
+    guint64 done = 0;
+    if (avail == len) {
+        int rc = clone_range(src, host, dst, dst_offset, len);
+        if (rc < 0) {
+            set_errno_error(error, dst->name, errno, "cannot share extents");
+            return FALSE;
+        }
+        done = rc > 0 ? len : 0;
+    }
+    if (done < avail) {
+        gint64 n = copy_range(src, host + done, dst, dst_offset + done, avail - done);
+        if (n < 0) {
+            set_errno_error(error, dst->name, errno, "copy failed");
+            return FALSE;
+        }
+        done += (guint64)n;
+    }
+    return done == len ||
+           bounce_copy(src, src_offset + done, dst, dst_offset + done, len - done, error);
+#endif
 }

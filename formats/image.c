@@ -943,6 +943,27 @@ gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len
     return ok;
 }
 
+gboolean vd_image_can_write_from_file(VdImage *img)
+{
+    return img->drv->write_from_file != NULL && !img->encrypted;
+}
+
+gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                                  guint64 len, GError **error)
+{
+    if (!vd_image_can_write_from_file(img))
+        return not_supported(img, "copying file to file", error);
+    if (!check_writable(img, offset, len, error))
+        return FALSE;
+    if (len == 0)
+        return TRUE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->write_from_file(img, offset, src, src_offset, len, error);
+    ok = write_through(img, ok, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
 static gboolean write_zero_buffers(VdImage *img, guint64 offset, guint64 len, GError **error)
 {
     static const gsize chunk = 1 << 20;
@@ -1081,6 +1102,18 @@ static gboolean mark_host_holes(const VdExtent *ext, VdBlockStatus *out, GError 
     if (!is_data)
         out->flags |= VD_BLOCK_ZERO;
     return TRUE;
+}
+
+VdFile *vd_image_plain_location(VdImage *layer, guint64 offset, guint64 len, guint64 *host_offset,
+                                guint64 *run)
+{
+    VdExtent ext;
+    if (layer->encrypted || !layer_status(layer, offset, len, &ext, NULL) ||
+        ext.kind != VD_EXTENT_DATA || ext.compressed || !ext.offset_valid)
+        return NULL;
+    *host_offset = ext.host_offset;
+    *run = ext.length;
+    return ext.plain_file;
 }
 
 gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboolean through_chain,

@@ -214,6 +214,7 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
     if (r.kind == VD_EXTENT_DATA && !r.compressed && !qcow2_encrypted(s)) {
         out->offset_valid = TRUE;
         out->host_offset = r.host;
+        out->plain_file = qcow2_data_file(s);
         if (!qcow2_detect_metadata_preallocation(s, error))
             return FALSE;
         if (s->metadata_preallocation)
@@ -503,11 +504,28 @@ static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head
     return TRUE;
 }
 
+/* Where the body of a write comes from: a buffer, or (src set) a range of
+ * another file that is copied file to file. */
+typedef struct {
+    const guint8 *buf;
+    VdFile *src;
+    guint64 src_offset;
+} WriteData;
+
 static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, guint64 head_len,
-                             const guint8 *body, guint64 body_len, const guint8 *tail,
+                             const WriteData *data, guint64 body_len, const guint8 *tail,
                              guint64 tail_len, GError **error)
 {
     VdFile *f = qcow2_data_file(s);
+    const guint8 *body = data->buf;
+    if (data->src != NULL) {
+        /* Never encrypted: the generic layer asks only plain images. */
+        return (head_len == 0 || vd_file_pwrite(f, host, head, head_len, error)) &&
+               vd_file_copy_range(data->src, data->src_offset, f, host + head_len, body_len,
+                                  error) &&
+               (tail_len == 0 ||
+                vd_file_pwrite(f, host + head_len + body_len, tail, tail_len, error));
+    }
     if (qcow2_encrypted(s))
         return pwrite_encrypted(s, host, head, head_len, body, body_len, tail, tail_len, error);
     guint64 total = head_len + body_len + tail_len;
@@ -531,7 +549,7 @@ typedef struct {
     guint8 *table;
     guint64 table_guest; /* guest offset the table starts at */
     guint64 pos, end;    /* guest bytes to write */
-    const guint8 *data;
+    WriteData data;      /* the bytes of guest offset pos */
     gboolean in_place;
     guint64 host0; /* host offset of the group's first cluster (in place) */
 } WriteGroup;
@@ -597,7 +615,7 @@ static gboolean write_group(Qcow2State *s, WriteGroup *g, GError **error)
             return FALSE;
     }
     guint64 host = g->host0 + (exp_start - first);
-    if (!pwrite_parts(s, host, head, head_len, g->data, g->end - g->pos, tail, tail_len, error))
+    if (!pwrite_parts(s, host, head, head_len, &g->data, g->end - g->pos, tail, tail_len, error))
         return FALSE;
     /* Copied-on-write bytes are durable before an L2 entry points at them,
      * as in QEMU: they are old data the guest never asked to rewrite. */
@@ -613,7 +631,7 @@ static gboolean write_group(Qcow2State *s, WriteGroup *g, GError **error)
 /* Split [offset, offset+len) of one L2 table into groups of clusters
  * written the same way: in place and host-contiguous, or newly allocated
  * together. */
-static gboolean write_in_table(Qcow2State *s, guint64 offset, const guint8 *buf, guint64 len,
+static gboolean write_in_table(Qcow2State *s, guint64 offset, const WriteData *data, guint64 len,
                                GError **error)
 {
     guint64 cs = s->cluster_size, span = qcow2_l2_span(s), l1i = offset / span;
@@ -637,12 +655,36 @@ static gboolean write_in_table(Qcow2State *s, guint64 offset, const guint8 *buf,
         }
         g.pos = pos;
         g.end = MIN(c, end);
-        g.data = buf + (pos - offset);
+        g.data = *data;
+        if (data->src != NULL)
+            g.data.src_offset += pos - offset;
+        else
+            g.data.buf += pos - offset;
         ok = write_group(s, &g, error);
         pos = g.end;
     }
     qcow2_cache_put(s->l2_cache, t);
     return ok;
+}
+
+/* Write a range one L2 table at a time. */
+static gboolean write_data(Qcow2State *s, guint64 offset, const WriteData *data, guint64 len,
+                           GError **error)
+{
+    guint64 span = qcow2_l2_span(s);
+    WriteData d = *data;
+    while (len > 0) {
+        guint64 n = MIN(len, qcow2_align_down(offset, span) + span - offset);
+        if (!write_in_table(s, offset, &d, n, error))
+            return FALSE;
+        offset += n;
+        if (d.src != NULL)
+            d.src_offset += n;
+        else
+            d.buf += n;
+        len -= n;
+    }
+    return TRUE;
 }
 
 /* Encrypted images are written in whole sectors: widen the request with
@@ -677,17 +719,18 @@ gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, G
         if ((offset & 511) != 0 || (len & 511) != 0)
             return write_sector_aligned(img, offset, buf, len, error);
     }
-    guint64 span = qcow2_l2_span(s);
-    const guint8 *p = buf;
-    while (len > 0) {
-        guint64 n = MIN(len, qcow2_align_down(offset, span) + span - offset);
-        if (!write_in_table(s, offset, p, n, error))
-            return FALSE;
-        offset += n;
-        p += n;
-        len -= n;
-    }
-    return TRUE;
+    WriteData data = { .buf = buf };
+    return write_data(s, offset, &data, len, error);
+}
+
+gboolean qcow2_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                               guint64 len, GError **error)
+{
+    Qcow2State *s = img->priv;
+    if (!begin_guest_write(s, offset, len, error))
+        return FALSE;
+    WriteData data = { .src = src, .src_offset = src_offset };
+    return write_data(s, offset, &data, len, error);
 }
 
 /* ----- zero writes and discard ----- */

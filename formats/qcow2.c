@@ -1264,6 +1264,7 @@ const VdDriver vd_driver_qcow2 = {
     .block_status = qcow2_block_status,
     .read = qcow2_read,
     .write = qcow2_write,
+    .write_from_file = qcow2_write_from_file,
     .write_zeroes = qcow2_write_zeroes,
     .discard = qcow2_discard,
     .compress = qcow2_compress,

@@ -294,6 +294,8 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
                             GError **error);
 gboolean qcow2_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
 gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
+gboolean qcow2_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                               guint64 len, GError **error);
 gboolean qcow2_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
                             GError **error);
 gboolean qcow2_discard(VdImage *img, guint64 offset, guint64 len, GError **error);

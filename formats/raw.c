@@ -66,6 +66,7 @@ static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
     out->length = run;
     out->offset_valid = TRUE;
     out->host_offset = offset;
+    out->plain_file = is_data ? img->file : NULL;
     return TRUE;
 }
 
@@ -78,6 +79,12 @@ static gboolean raw_read(VdImage *img, guint64 offset, void *buf, gsize len, GEr
 static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     return vd_file_pwrite(img->file, offset, buf, len, error);
+}
+
+static gboolean raw_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                                    guint64 len, GError **error)
+{
+    return vd_file_copy_range(src, src_offset, img->file, offset, len, error);
 }
 
 static gboolean raw_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
@@ -115,6 +122,7 @@ const VdDriver vd_driver_raw = {
     .block_status = raw_block_status,
     .read = raw_read,
     .write = raw_write,
+    .write_from_file = raw_write_from_file,
     .write_zeroes = raw_write_zeroes,
     .discard = raw_discard,
     .resize = raw_resize,

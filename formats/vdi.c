@@ -813,6 +813,7 @@ static gboolean vdi_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
     if (out->kind == VD_EXTENT_DATA) {
         out->offset_valid = TRUE;
         out->host_offset = block_host_offset(s, s->bmap[first]) + (offset & (s->h.block_size - 1));
+        out->plain_file = img->file;
     }
     return TRUE;
 }

@@ -71,6 +71,14 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
 gboolean vd_file_sync(VdFile *file, GError **error);
 /* cache=unsafe: vd_file_sync returns at once from now on. */
 void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
+/* Copy [src_offset, +len) of src to dst_offset of dst inside the kernel:
+ * shared extents (FICLONERANGE, a reflink) where offsets and length are
+ * whole blocks of dst's file system, else copy_file_range; where the
+ * kernel or file system says no (EXDEV, EOPNOTSUPP, EINVAL, ENOSYS), read
+ * and written through a buffer instead. Bytes past src's end read as
+ * zeroes. Syncing stays the caller's (vd_file_sync). */
+gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
+                            guint64 len, GError **error);
 /* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
  * (capped at max)? Where the file system cannot tell, everything is data. */
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
@@ -84,6 +92,18 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
 gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, guint64 size,
                                   VdOptions *opts, VdSecrets *secrets, VdOpenFlags flags,
                                   GError **error);
+
+/* Copy offload (the copy engine): can img take guest bytes copied file
+ * to file, and write len of them from src_offset of src at guest offset
+ * (as vd_image_write does, with the same cache mode). */
+gboolean vd_image_can_write_from_file(VdImage *img);
+gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                                  guint64 len, GError **error);
+/* Where [offset, +len) of layer (one layer, not its chain) lies as it is
+ * in a file: the file (borrowed), the host offset and how far the run
+ * goes; NULL where it is not stored plainly. */
+VdFile *vd_image_plain_location(VdImage *layer, guint64 offset, guint64 len, guint64 *host_offset,
+                                guint64 *run);
 
 /* ----- image locks (file-lock.c), as QEMU's file-posix driver takes them ----- */
 typedef enum {
@@ -169,6 +189,10 @@ typedef struct {
     /* The file host_offset lies in, when block status may ask that file
      * whether the data is a hole there (preallocated metadata). */
     VdFile *host_file;
+    /* Set (with offset_valid) where the guest bytes lie as they are at
+     * host_offset of this file, neither compressed nor encrypted: the copy
+     * engine may then copy them file to file (vd_file_copy_range). */
+    VdFile *plain_file;
 } VdExtent;
 
 typedef struct VdDriver {
@@ -194,6 +218,11 @@ typedef struct VdDriver {
      * DATA extents, never other kinds). */
     gboolean (*read)(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
     gboolean (*write)(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
+    /* Optional: write len guest bytes that lie as they are at src_offset
+     * of src, as write does but copied file to file (vd_file_copy_range).
+     * Only called where img->encrypted is FALSE. */
+    gboolean (*write_from_file)(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
+                                guint64 len, GError **error);
     /* Optional; without it zeroes are written as data. */
     gboolean (*write_zeroes)(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
                              GError **error);
@@ -367,7 +396,7 @@ VdFile *vd_ova_open_disk(VdFile *file, int index, char **member_name, GError **e
 
 /* ----- compression (compress.c); thread safe, a reused stream per thread ----- */
 typedef enum {
-    VD_DEFLATE_RAW,  /* raw deflate, 4 KiB window: qcow and qcow2 clusters */
+    VD_DEFLATE_RAW,  /* raw deflate without header: qcow and qcow2 clusters */
     VD_DEFLATE_ZLIB, /* zlib stream with header: vmdk grains */
 } VdDeflateFormat;
 
@@ -377,6 +406,9 @@ gsize vd_deflate(VdDeflateFormat format, const void *in, gsize len, void *out, g
  * ended. FALSE for damaged data. */
 gboolean vd_inflate(VdDeflateFormat format, const void *in, gsize len, void *out, gsize out_len,
                     gsize *produced, gboolean *complete);
+/* Tests only: FALSE turns libdeflate off (zlib deflates and inflates),
+ * TRUE on again. Returns FALSE in a build without libdeflate. */
+gboolean vd_compress_use_libdeflate(gboolean use);
 gsize vd_zstd_compress(const void *in, gsize len, void *out, gsize out_len);
 /* Exactly out_len bytes, or FALSE. */
 gboolean vd_zstd_decompress(const void *in, gsize len, void *out, gsize out_len);

@@ -452,6 +452,10 @@ typedef struct {
      * VdConfinement); the name given is then the target's own name
      * beneath it. NULL: by name, relative to the target's name. */
     const VdConfinement *target_confine;
+    /* Copy data runs that lie plainly in one file to another inside the
+     * kernel (copy_file_range, shared extents where the file system has
+     * them) unless set. */
+    gboolean no_copy_offload;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);

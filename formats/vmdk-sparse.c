@@ -499,6 +499,7 @@ gboolean vmdk_sparse_status(VdImage *img, VmdkExtent *ext, guint64 offset, guint
     if (kind == VMDK_GRAIN_DATA) {
         out->offset_valid = TRUE;
         out->host_offset = sector * VMDK_SECTOR + offset % gb;
+        out->plain_file = ext->file;
     }
     return TRUE;
 }

@@ -373,6 +373,7 @@ static gboolean flat_status(VmdkExtent *ext, guint64 rel, guint64 len, VdExtent 
     out->length = run;
     out->offset_valid = TRUE;
     out->host_offset = ext->flat_offset + rel;
+    out->plain_file = is_data ? ext->file : NULL;
     return TRUE;
 }
 

@@ -104,7 +104,7 @@ durable() {
     command -v strace >/dev/null || { echo "not checked (no strace)"; return; }
     rm -f "$D/probe.qcow2"
     strace -f -y -s 0 -o "$D/probe.trace" \
-        -e trace=openat,pwrite64,pwritev,write,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2 \
+        -e trace=openat,pwrite64,pwritev,write,ftruncate,fallocate,copy_file_range,ioctl,fdatasync,fsync,rename,renameat,renameat2 \
         "$@" -f raw -O qcow2 "$D/probe.raw" "$D/probe.qcow2" >/dev/null 2>&1
     if "$PY" "$repo/tests/interop/strace-syncs.py" "$D/probe.trace" synced "$D/probe.qcow2" 2>/dev/null; then
         echo "durable"

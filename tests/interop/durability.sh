@@ -17,7 +17,7 @@ if [[ -n $VDISK_WRAPPER ]]; then
     exit 77
 fi
 
-SYSCALLS=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,fdatasync,fsync,rename,renameat,renameat2
+SYSCALLS=openat,pwrite64,pwritev,pwritev2,write,writev,ftruncate,fallocate,copy_file_range,ioctl,fdatasync,fsync,rename,renameat,renameat2
 
 # traced ARGS...: vdisk ARGS under strace, the trace in ./trace.
 traced() {
@@ -108,14 +108,12 @@ convert_refuses() {
     grep -q "Invalid cache option: sometimes" err
     expect_exit 1 vd convert -T sometimes -O qcow2 src.raw a.qcow2 2>err
     grep -q "Invalid source cache option: sometimes" err
-    expect_exit 1 vd convert -C -O qcow2 src.raw a.qcow2 2>err
-    grep -q -- "-C (copy offloading) is not supported" err
     [[ ! -e a.qcow2 ]]
     vd convert -T none -O qcow2 src.raw a.qcow2
     expect_exit 1 vd commit -t sometimes a.qcow2 2>err
     grep -q "Invalid cache option: sometimes" err
 }
-case_run "bad -t/-T and -C are refused clearly" convert_refuses
+case_run "bad -t/-T are refused clearly" convert_refuses
 
 convert_stale_partials() {
     pattern_raw src.raw 4M

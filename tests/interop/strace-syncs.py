@@ -3,7 +3,8 @@
 
 The trace comes from `strace -f -y -s 0 -o TRACE -e trace=SYSCALLS`, where
 SYSCALLS holds at least openat, the writes (pwrite64, pwritev, write,
-ftruncate, fallocate), the syncs (fdatasync, fsync) and the renames
+ftruncate, fallocate, and copy_file_range and ioctl for copies inside the
+kernel: the file copied into, a reflink's target), the syncs (fdatasync, fsync) and the renames
 (rename, renameat, renameat2). -y names the file behind every descriptor,
 so descriptors that came over D-Bus or were duplicated need no
 bookkeeping. A file written under another name and renamed into place
@@ -31,7 +32,8 @@ import re
 import sys
 
 RENAMES = {"rename", "renameat", "renameat2"}
-WRITES = {"pwrite64", "pwritev", "pwritev2", "write", "writev", "ftruncate", "fallocate"}
+WRITES = {"pwrite64", "pwritev", "pwritev2", "write", "writev", "ftruncate", "fallocate",
+          "copy_file_range", "ioctl"}
 SYNCS = {"fdatasync", "fsync"}
 UNLINKS = {"unlink", "unlinkat"}
 
@@ -83,6 +85,14 @@ def parse(trace):
             if len(names) == 2:
                 events.append((n, start, name, real(names[1]), ok, real(names[0])))
             continue
+        if name == "copy_file_range":
+            # the file written is the third argument
+            fds = re.findall(r"-?\d+<([^>]*)>", full)
+            if len(fds) >= 2:
+                events.append((n, start, name, fds[1], ok, full))
+            continue
+        if name == "ioctl" and "FICLONE" not in full:
+            continue  # only a reflink (FICLONE, FICLONERANGE) writes
         fd = FD_ARG.match(full)
         if fd is not None:
             events.append((n, start, name, fd.group(1), ok, full))

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Copy offload: convert copies data that lies plainly in the source file
+# into a raw or qcow2 target inside the kernel (copy_file_range, and on XFS
+# shared extents through FICLONERANGE), and --no-copy-offload copies it
+# through vdisk's buffers. Both paths give the same guest content and the
+# same allocation (qemu-img map), zero blocks stay holes, and the target is
+# synced after the copy as after writes.
+#
+# The XFS cases (root, mkfs.xfs, losetup) make a reflink XFS in a file on a
+# loop device, mounted inside a mount namespace of this script's own so
+# nothing reaches the host, and show that the target shares its extents with
+# the source (filefrag -v: "shared"); the device is unmounted and detached
+# by name at the end, also on failure. Without them those cases are skipped
+# with the reason.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_programs
+
+# src.raw: 24 MiB, every other 64 KiB written (text-like and random), some
+# explicit zero blocks inside the data, a hole at the end.
+make_source() {
+    "$PY" - "$1" <<'PY'
+import random, sys
+r, C = random.Random(7), 1 << 16
+with open(sys.argv[1], "wb") as f:
+    f.truncate(24 << 20)
+    for i in range(0, (20 << 20) // C, 2):
+        f.seek(i * C)
+        if i % 10 == 4:
+            f.write(b"\0" * C)                       # allocated zeroes
+        elif i % 3 == 0:
+            f.write((b"%08d log line\n" % i) * (C // 16))
+        else:
+            block = bytearray(r.randbytes(C))
+            block[4096:8192] = bytes(4096)           # a zero block inside data
+            f.write(block)
+PY
+}
+
+# sources FMT...: src.FMT from src.raw by qemu-img.
+sources() {
+    make_source src.raw
+    local f
+    for f in "$@"; do
+        [[ $f == raw ]] || qemu-img convert -f raw -O "$f" src.raw "src.$f"
+    done
+}
+
+map_of() { qemu-img map --output=json -f "$2" "$1" | "$PY" -c '
+import json, sys
+# where data and zeroes lie, not where in the file
+for e in json.load(sys.stdin):
+    print(e["start"], e["length"], e["data"], e["zero"])'; }
+
+# both_paths SRC_FMT DST_FMT: offload on and off give equal content and map.
+both_paths() {
+    local s=$1 d=$2
+    sources "$s"
+    vd convert -q -f "$s" -O "$d" "src.$s" "on.$d"
+    vd convert -q --no-copy-offload -f "$s" -O "$d" "src.$s" "off.$d"
+    qemu-img compare -q -f raw -F "$d" src.raw "on.$d"
+    qemu-img compare -q -s -f "$d" -F "$d" "off.$d" "on.$d"
+    [[ $(map_of "on.$d" "$d") == $(map_of "off.$d" "$d") ]]
+    if [[ $d == qcow2 ]]; then qemu-img check -q "on.$d"; fi
+    # no zeroes written: the explicit zero blocks stay holes
+    (($(du -k "on.$d" | cut -f1) <= $(du -k "off.$d" | cut -f1) + 64))
+}
+for p in raw:raw raw:qcow2 qcow2:raw qcow2:qcow2 vdi:qcow2 vmdk:qcow2 vmdk:raw; do
+    case_run "${p/:/ → }: offload on and off give the same image" both_paths "${p%:*}" "${p#*:}"
+done
+
+# The offloaded copy is really offloaded, and synced after it.
+offloaded_and_synced() {
+    command -v strace >/dev/null || { echo "strace not found: checked without it"; return 0; }
+    sources qcow2
+    timeout -k 5 "$VDISK_TIMEOUT" strace -f -y -s 0 -o trace \
+        -e trace=openat,pwrite64,copy_file_range,ioctl,fdatasync,fsync,rename \
+        "$VDISK" convert -q -f qcow2 -O raw src.qcow2 out.raw
+    grep -Eq 'copy_file_range\(.*out\.raw|FICLONERANGE' trace
+    "$PY" "$TESTS_DIR/interop/strace-syncs.py" trace synced out.raw
+    timeout -k 5 "$VDISK_TIMEOUT" strace -f -y -s 0 -o trace2 -e trace=copy_file_range,ioctl \
+        "$VDISK" convert -q --no-copy-offload -f qcow2 -O raw src.qcow2 out2.raw
+    not grep -Eq 'copy_file_range|FICLONERANGE' trace2
+}
+case_run "qcow2 → raw goes file to file and is synced after" offloaded_and_synced
+
+# Compressed and encrypted data never goes file to file.
+transformed_data() {
+    make_source src.raw
+    qemu-img convert -c -f raw -O qcow2 src.raw src-c.qcow2
+    vd convert -q -f qcow2 -O qcow2 src-c.qcow2 out.qcow2
+    qemu-img compare -q -f raw -F qcow2 src.raw out.qcow2
+    printf secret >pass
+    vd convert -q --object secret,id=s0,file=pass -o encrypt.format=luks,encrypt.key-secret=s0 \
+        -f raw -O qcow2 src.raw enc.qcow2
+    qemu-img compare -q --object secret,id=s0,file=pass \
+        --image-opts driver=raw,file.filename=src.raw \
+        "driver=qcow2,encrypt.key-secret=s0,file.filename=enc.qcow2"
+}
+case_run "compressed and encrypted images convert as before" transformed_data
+
+# ---- on XFS with reflink ----
+
+xfs_reason() {
+    ((EUID == 0)) || { echo "needs root (a loop device and a mount)"; return; }
+    local p
+    for p in mkfs.xfs losetup filefrag unshare; do
+        command -v "$p" >/dev/null || { echo "$p not found (scripts/deps.sh installs xfsprogs)"; return; }
+    done
+    if [[ -z ${VDISK_OFFLOAD_NS:-} ]] && ! unshare --mount --propagation private true 2>/dev/null; then
+        echo "cannot make a private mount namespace"
+        return
+    fi
+}
+reason=$(xfs_reason)
+if [[ -n $reason ]]; then
+    echo "# SKIP the XFS cases: $reason"
+    finish
+    exit
+fi
+if [[ -z ${VDISK_OFFLOAD_NS:-} ]]; then
+    # The first part ran here; the XFS part runs in a mount namespace.
+    echo "# the XFS cases, in a private mount namespace:"
+    VDISK_OFFLOAD_NS=1 CASES='^xfs' unshare --mount --propagation private -- "$0" ||
+        { FAILED=$((FAILED + 1)) && FAILED_NAMES+=("the XFS cases"); }
+    finish
+    exit
+fi
+
+XFS_IMG=$T/xfs.img XFS=$T/xfs XFS_DEV=""
+xfs_cleanup() {
+    if mountpoint -q "$XFS"; then umount "$XFS" || umount -l "$XFS"; fi
+    [[ -n $XFS_DEV ]] && losetup -d "$XFS_DEV" 2>/dev/null
+    rm -rf "$T"
+}
+trap xfs_cleanup EXIT
+truncate -s 1G "$XFS_IMG"
+mkdir -p "$XFS"
+if ! mkfs.xfs -q -m reflink=1 "$XFS_IMG" || ! XFS_DEV=$(losetup -f --show "$XFS_IMG") ||
+    ! mount -t xfs "$XFS_DEV" "$XFS"; then
+    echo "# SKIP the XFS cases: cannot make and mount an XFS file system on a loop device"
+    finish
+    exit
+fi
+
+# shares FILE: some extent of FILE is shared with another file.
+shares() { filefrag -v "$1" >"$1.extents" && grep -q shared "$1.extents"; }
+
+# xfs_clone SRC_FMT DST_FMT shared|copied
+xfs_clone() {
+    local s=$1 d=$2
+    cd "$XFS" && mkdir "$s-$d" && cd "$s-$d"
+    sources "$s"
+    vd convert -q -f "$s" -O "$d" "src.$s" "on.$d"
+    vd convert -q --no-copy-offload -f "$s" -O "$d" "src.$s" "off.$d"
+    if [[ $3 == shared ]]; then shares "on.$d"; else not shares "on.$d"; fi
+    not shares "off.$d"
+    qemu-img compare -q -f raw -F "$d" src.raw "on.$d"
+    qemu-img compare -q -s -f "$d" -F "$d" "off.$d" "on.$d"
+    [[ $(map_of "on.$d" "$d") == $(map_of "off.$d" "$d") ]]
+    if [[ $d == qcow2 ]]; then qemu-img check -q "on.$d"; fi
+    cmp "on.$d" "off.$d" || [[ $d == qcow2 ]] # a raw target is the same file, byte for byte
+}
+for p in raw:raw raw:qcow2 qcow2:raw qcow2:qcow2 vmdk:qcow2; do
+    case_run "xfs: ${p/:/ → } shares the source's extents" xfs_clone "${p%:*}" "${p#*:}" shared
+done
+# qemu-img's VDI keeps its blocks 512-byte aligned in the file (data at
+# 1536), which no 4 KiB-block file system shares: copied by the kernel.
+case_run "xfs: vdi → qcow2 with unaligned blocks is copied, not shared" xfs_clone vdi qcow2 copied
+
+# Shared extents stay the source's when the target is written afterwards.
+xfs_write_after() {
+    cd "$XFS" && mkdir after && cd after
+    sources qcow2
+    vd convert -q -f qcow2 -O qcow2 src.qcow2 clone.qcow2
+    qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' clone.qcow2 >/dev/null
+    qemu-img compare -q -f raw -F qcow2 src.raw src.qcow2
+    not qemu-img compare -q -f raw -F qcow2 src.raw clone.qcow2
+    qemu-img check -q clone.qcow2
+}
+case_run "xfs: writing a clone leaves its source as it was" xfs_write_after
+
+finish
