@@ -506,5 +506,162 @@ PY
 }
 case_run "vdiskctl import-vm --start: the VirtualBox VM's current state boots under libvirt" t_import_vm_boots
 
+# The boot variants of import-vm (EFI firmware, two disks, a VMware .vmx):
+# each builds its VM with make-boot-variant.sh, imports it with vdiskctl
+# import-vm --start through vdiskd, and reads the domain's serial console.
+# boot_ready: what booting needs, or the case ends saying why it is not
+# tried; starts virtlogd, which libvirtd's QEMU driver hands the domain's
+# output to (the caller's EXIT trap stops it).
+boot_ready() {
+  command -v qemu-system-x86_64 >/dev/null ||
+    { echo "qemu-system-x86_64 not installed (qemu-system-x86): the boot is not tried"; exit 0; }
+  command -v virtlogd >/dev/null || { echo "virtlogd is missing: the boot is not tried"; exit 0; }
+  virtlogd -d -p "$T/virtlogd.pid"
+}
+# console_shows DOMAIN: its serial console shows CURRENT (within 120 s of
+# TCG) and never BASE; the guest writes its marker over and over, so what
+# the console catches once opened is the disk's current state.
+console_shows() {
+  $PY - "$($V ttyconsole "$1")" <<'PY'
+import os, select, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+seen, deadline = b"", time.monotonic() + 120
+while b"CURRENT" not in seen and time.monotonic() < deadline:
+    if select.select([fd], [], [], 1)[0]:
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:  # nothing yet, or QEMU not yet attached (EIO)
+            time.sleep(0.2)
+print(seen[-300:])
+assert b"CURRENT" in seen and b"BASE" not in seen, seen
+PY
+}
+# make_variant KIND: the VM of make-boot-variant.sh KIND in $T/KIND.
+make_variant() {
+  mkdir "$T/$1"
+  VDISK=$(dirname "$VDISKCTL")/vdisk "$REPO/tests/libvirt/make-boot-variant.sh" "$1" "$T/$1"
+}
+export -f boot_ready console_shows make_variant
+
+t_import_vm_efi() {
+  # A VirtualBox VM with EFI firmware and an ICH9 chipset (so a q35
+  # machine, where Debian lists OVMF with Microsoft's keys first): its
+  # disk's EFI System partition holds a UEFI application writing BASE,
+  # which its snapshot changed to write CURRENT. The domain boots OVMF
+  # without Secure Boot, which runs \EFI\BOOT\BOOTX64.EFI of the volume.
+  if ! compgen -G "/usr/share/qemu/firmware/*.json" >/dev/null; then
+    echo "no UEFI firmware described in /usr/share/qemu/firmware (ovmf): the EFI boot is not tried"
+    exit 0
+  fi
+  for p in sfdisk mformat mcopy; do
+    command -v "$p" >/dev/null || { echo "$p is missing (fdisk, mtools): the EFI boot is not tried"; exit 0; }
+  done
+  boot_ready
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-efi >/dev/null 2>&1; $V undefine --nvram vdisk-efi >/dev/null 2>&1' EXIT
+  make_variant efi
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/efi/vm" vdisktest
+  qemu-img compare -U "$LV/vdisk-efi.qcow2" "$T/efi/current.qcow2"
+  [[ $($V domstate vdisk-efi) == running ]]
+  $V dumpxml --inactive vdisk-efi | grep -qF "<os firmware='efi'>"
+  # libvirt's choice: a flash firmware without Secure Boot on q35
+  $V dumpxml vdisk-efi >"$T/efi/live.xml"
+  $PY - "$T/efi/live.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+os_ = ET.parse(sys.argv[1]).find("os")
+assert os_.find("type").get("machine").startswith("pc-q35"), ET.tostring(os_)
+loader = os_.find("loader")
+assert loader is not None and loader.get("type") == "pflash", ET.tostring(os_)
+assert loader.get("secure") != "yes", ET.tostring(os_)
+print("firmware:", loader.text)
+PY
+  console_shows vdisk-efi
+}
+case_run "vdiskctl import-vm --start: a VirtualBox VM with EFI firmware boots on OVMF" t_import_vm_efi
+
+t_import_vm_two_disks() {
+  # A VirtualBox VM with two SATA disks, both changed by its snapshot: each
+  # becomes a volume equal to its current state, attached on SATA at the
+  # port the VM had it on, and the first boots.
+  boot_ready
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-two >/dev/null 2>&1; $V undefine vdisk-two >/dev/null 2>&1' EXIT
+  make_variant two-disks
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/two-disks/vm" vdisktest
+  qemu-img compare -U "$LV/vdisk-two.qcow2" "$T/two-disks/current.qcow2"
+  qemu-img compare -U "$LV/vdisk-two-disk2.qcow2" "$T/two-disks/current2.qcow2"
+  if qemu-img compare -q -U "$LV/vdisk-two-disk2.qcow2" "$T/two-disks/current.qcow2"; then
+    echo "the second volume is the first disk"; exit 1
+  fi
+  "$VDISKCTL" volumes vdisktest | grep -qF vdisk-two-disk2.qcow2
+  $V domblklist vdisk-two >"$T/two-disks/blk.txt"
+  cat "$T/two-disks/blk.txt"
+  grep -qE "^ *sda +$LV/vdisk-two.qcow2\$" "$T/two-disks/blk.txt"
+  grep -qE "^ *sdb +$LV/vdisk-two-disk2.qcow2\$" "$T/two-disks/blk.txt"
+  $V dumpxml vdisk-two >"$T/two-disks/live.xml"
+  $PY - "$T/two-disks/live.xml" "$LV" <<'PY'
+import sys, xml.etree.ElementTree as ET
+devices = ET.parse(sys.argv[1]).find("devices")
+disks = {d.find("source").get("file"): d for d in devices.findall("disk")}
+assert len(disks) == 2, list(disks)
+# port 0 and port 1 of the VM's one SATA controller
+for name, unit in (("vdisk-two.qcow2", "0"), ("vdisk-two-disk2.qcow2", "1")):
+    d = disks[sys.argv[2] + "/" + name]
+    assert d.find("target").get("bus") == "sata", ET.tostring(d)
+    assert d.find("driver").get("type") == "qcow2", ET.tostring(d)
+    a = d.find("address")
+    assert (a.get("type"), a.get("controller"), a.get("unit")) == ("drive", "0", unit), ET.tostring(d)
+sata = [c for c in devices.findall("controller") if c.get("type") == "sata" and c.get("index") == "0"]
+assert sata, "no SATA controller 0"
+PY
+  console_shows vdisk-two
+}
+case_run "vdiskctl import-vm --start: a VirtualBox VM with two SATA disks, both imported, the first boots" t_import_vm_two_disks
+
+t_import_vm_vmx() {
+  # A VMware VM (.vmx) whose disk is a monolithicSparse vmdk under a
+  # snapshot's delta (parentFileNameHint) that changed BASE to CURRENT: the
+  # chain is found from the .vmx and the flattened volume boots on the
+  # VM's LSI Logic SCSI controller, its NIC keeping the VM's MAC.
+  boot_ready
+  # The NIC goes on libvirt's network 'default', which this suite's
+  # libvirtd has defined (in its private /etc) but not started: for the
+  # case it is a bridge of no address, made here, that libvirt only plugs
+  # the domain into (no DHCP, no firewall rules), deleted at the end.
+  br=vdbr$$
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-vmx >/dev/null 2>&1; $V undefine vdisk-vmx >/dev/null 2>&1
+    $V net-destroy default >/dev/null 2>&1; ip link del "$br" 2>/dev/null' EXIT
+  if ! $V net-info default 2>/dev/null | grep -qE '^Active: +yes'; then
+    ip link add "$br" type bridge && ip link set "$br" up ||
+      { echo "no bridge for libvirt's network 'default' can be made here: the boot is not tried"; exit 0; }
+    $V net-undefine default >/dev/null 2>&1 || true
+    printf "<network><name>default</name><forward mode='bridge'/><bridge name='%s'/></network>" "$br" >"$T/net.xml"
+    $V net-define "$T/net.xml" >/dev/null
+    $V net-start default >/dev/null
+  fi
+  make_variant vmx
+  "$VDISKCTL" import-vm --dry-run --domain-type qemu "$T/vmx/vm/vdisk-vmx.vmx" vdisktest >"$T/vmx/plan.txt"
+  grep -qF "$T/vmx/vm/vdisk-vmx-000001.vmdk (vmdk," "$T/vmx/plan.txt"
+  grep -qF "$T/vmx/vm/vdisk-vmx.vmdk (vmdk," "$T/vmx/plan.txt"
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/vmx/vm/vdisk-vmx.vmx" vdisktest
+  qemu-img compare -U "$LV/vdisk-vmx.qcow2" "$T/vmx/current.qcow2"
+  qemu-img compare -U -f vmdk -F qcow2 "$T/vmx/vm/vdisk-vmx-000001.vmdk" "$LV/vdisk-vmx.qcow2"
+  $V dumpxml vdisk-vmx >"$T/vmx/live.xml"
+  $PY - "$T/vmx/live.xml" "$LV" <<'PY'
+import sys, xml.etree.ElementTree as ET
+dom = ET.parse(sys.argv[1])
+assert dom.find("uuid").text == "564d7a1c-2b3d-4e5f-6071-8293a4b5c6d7", dom.find("uuid").text
+assert dom.find("memory").text == str(64 * 1024), dom.find("memory").text
+devices = dom.find("devices")
+(disk,) = devices.findall("disk")
+assert disk.find("source").get("file") == sys.argv[2] + "/vdisk-vmx.qcow2", ET.tostring(disk)
+assert disk.find("target").get("bus") == "scsi", ET.tostring(disk)
+assert [c.get("model") for c in devices.findall("controller") if c.get("type") == "scsi"] == ["lsilogic"]
+(nic,) = devices.findall("interface")
+assert nic.find("mac").get("address") == "00:0c:29:b5:c6:d7", ET.tostring(nic)
+assert nic.find("model").get("type") == "e1000", ET.tostring(nic)
+PY
+  console_shows vdisk-vmx
+}
+case_run "vdiskctl import-vm --start: a VMware VM (.vmx, a vmdk snapshot's delta) boots" t_import_vm_vmx
+
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
