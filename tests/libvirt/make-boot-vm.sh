@@ -6,29 +6,13 @@
 # changes it to write CURRENT. DIR/current.qcow2 is that current state
 # made by qemu-img, for comparing. VDISK is the build's vdisk.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$1"
 PY=${PY:-/usr/bin/python3}
 VDISK=${VDISK:?set VDISK to the vdisk of the build}
 
 boot_sector() { # FILE TEXT
-    "$PY" - "$1" "$2" <<'PY'
-import sys
-code = bytearray([
-    0xFA, 0xFC, 0x31, 0xC0, 0x8E, 0xD8,  # cli; cld; xor ax, ax; mov ds, ax
-    0xBE, 0, 0,                          # again: mov si, message (patched)
-    0xBA, 0xF8, 0x03,                    # mov dx, 0x3f8
-    0xAC, 0x84, 0xC0, 0x74, 0x03,        # next: lodsb; test al, al; jz pause
-    0xEE, 0xEB, 0xF8,                    # out dx, al; jmp next
-    0x66, 0xB9, 0, 0, 0, 0x04,           # pause: mov ecx, 0x04000000
-    0x66, 0x49, 0x75, 0xFC,              # dec ecx; jnz $-2
-    0xEB, 0xE6,                          # jmp again
-])
-message = 0x7C00 + len(code)
-code[7], code[8] = message & 0xFF, message >> 8
-sector = bytes(code) + sys.argv[2].encode() + b"\r\n\0"
-sector += bytes(510 - len(sector)) + b"\x55\xaa"
-open(sys.argv[1], "wb").write(sector)
-PY
+    "$PY" "$HERE/make-boot-sector.py" "$1" "$2"
 }
 vdi_uuid() {
     "$VDISK" info --output=json "$1" |
