@@ -663,5 +663,45 @@ PY
 }
 case_run "vdiskctl import-vm --start: a VMware VM (.vmx, a vmdk snapshot's delta) boots" t_import_vm_vmx
 
+# make_appliance KIND: the VM of make-boot-appliance.sh KIND in $T/KIND.
+make_appliance() {
+  mkdir "$T/$1"
+  VDISK=$(dirname "$VDISKCTL")/vdisk "$REPO/tests/libvirt/make-boot-appliance.sh" "$1" "$T/$1"
+}
+export -f make_appliance
+
+t_import_vm_ova() {
+  # An OVA appliance (an .ovf and a streamOptimized vmdk in a tar): vdiskctl
+  # passes the .ova itself, vdiskd's worker reads the disk inside it, and
+  # the volume boots on the VM's IDE disk.
+  boot_ready
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-ova >/dev/null 2>&1; $V undefine vdisk-ova >/dev/null 2>&1' EXIT
+  make_appliance ova
+  "$VDISKCTL" import-vm --dry-run --domain-type qemu "$T/ova/vdisk-ova.ova" vdisktest >"$T/ova/plan.txt"
+  grep -qF "$T/ova/vdisk-ova.ova:vdisk-ova-disk1.vmdk (vmdk," "$T/ova/plan.txt"
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/ova/vdisk-ova.ova" vdisktest
+  qemu-img compare -U "$LV/vdisk-ova.qcow2" "$T/ova/current.qcow2"
+  [[ $($V domstate vdisk-ova) == running ]]
+  $V domblklist vdisk-ova | grep -qE "^ *hda +$LV/vdisk-ova.qcow2\$"
+  console_shows vdisk-ova
+}
+case_run "vdiskctl import-vm --start: an OVA appliance's disk, read inside the archive, boots" t_import_vm_ova
+
+t_import_vm_split_vmx() {
+  # A VMware VM whose disk is split (twoGbMaxExtentSparse: a descriptor and
+  # its -s001, -s002 extents) under a snapshot's split delta: vdiskctl
+  # passes every extent of both, the volume equals the delta's current
+  # state and boots, writing CURRENT, not the base's BASE.
+  boot_ready
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-split >/dev/null 2>&1; $V undefine vdisk-split >/dev/null 2>&1' EXIT
+  make_appliance split-vmx
+  "$VDISKCTL" import-vm -q --domain-type qemu --connect qemu:///system --start "$T/split-vmx/vm/vdisk-split.vmx" vdisktest
+  qemu-img compare -U "$LV/vdisk-split.qcow2" "$T/split-vmx/current.qcow2"
+  qemu-img compare -U -f vmdk -F qcow2 "$T/split-vmx/vm/vdisk-split-000001.vmdk" "$LV/vdisk-split.qcow2"
+  [[ $($V domstate vdisk-split) == running ]]
+  console_shows vdisk-split
+}
+case_run "vdiskctl import-vm --start: a VMware VM whose disk is a split vmdk delta on a split base boots" t_import_vm_split_vmx
+
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
