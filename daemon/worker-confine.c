@@ -257,9 +257,11 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                                 SCMP_A1(SCMP_CMP_EQ, TCGETS)) == 0;
     /* The copy engine shares extents between two files it holds (a
-     * reflink, on XFS and btrfs). */
+     * reflink, on XFS and btrfs): runs, or a whole file. */
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                                 SCMP_A1(SCMP_CMP_EQ, FICLONERANGE)) == 0;
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                SCMP_A1(SCMP_CMP_EQ, FICLONE)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
                                 SCMP_A2(SCMP_CMP_EQ, 0)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,

@@ -410,6 +410,41 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
 
 /* ----- convert: create the target, copy, and clean up on failure ----- */
 
+static VdOptions *options_copy(VdOptions *opts);
+
+/* Nothing to convert: the source's file is already the image a convert
+ * into its own format with these options makes (its driver says so), so
+ * the target may share all of its extents, which costs metadata only
+ * (a clone on XFS or btrfs). Data clusters stay as the source stores them. */
+static gboolean whole_file_clonable(VdImage *source, const VdConvertOptions *opts)
+{
+    g_autoptr(VdOptions) create = NULL;
+    if (opts->no_copy_offload || opts->compress || opts->target_exists ||
+        opts->backing_file != NULL || source->backing != NULL || source->drv->same_as_new == NULL ||
+        !g_str_equal(opts->target_format, source->drv->name))
+        return FALSE;
+    create = options_copy(opts->create_options);
+    return source->drv->same_as_new(source, create);
+}
+
+/* Share source's whole file with the new, empty target file; *cloned
+ * says whether that happened (else target is untouched and the copy goes
+ * the usual way). The target is synced as a copy's would be. */
+static gboolean clone_whole_file(VdImage *source, VdFile *target, const VdConvertOptions *opts,
+                                 gboolean *cloned, GError **error)
+{
+    vd_file_set_no_flush(target, (opts->target_open_flags & VD_OPEN_NO_FLUSH) != 0);
+    if (!vd_file_clone(source->file, target, cloned, error))
+        return FALSE;
+    if (!*cloned)
+        return TRUE;
+    if (!vd_file_sync(target, error))
+        return FALSE;
+    if (opts->progress != NULL)
+        opts->progress(source->size, source->size, opts->progress_data);
+    return TRUE;
+}
+
 static gboolean same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
@@ -650,9 +685,15 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     if (!hidden) /* made in place: its own create takes the lock */
         g_clear_pointer(&replaced, vd_file_close);
     const char *path = hidden ? partial.path : target_path;
-    g_autoptr(VdImage) target = open_or_create_target(source, path, opts, &created, error);
-    gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
-    g_clear_pointer(&target, vd_image_unref);
+    gboolean ok = TRUE, cloned = FALSE;
+    if (hidden && whole_file_clonable(source, opts)) {
+        g_autoptr(VdFile) file = vd_file_create(path, error);
+        ok = file != NULL && clone_whole_file(source, file, opts, &cloned, error);
+    }
+    if (ok && !cloned) {
+        g_autoptr(VdImage) target = open_or_create_target(source, path, opts, &created, error);
+        ok = target != NULL && vd_copy_image(source, target, opts, error);
+    }
     if (ok && hidden) {
         ok = partial_finish(&partial, target_path, error) &&
              ((opts->target_open_flags & VD_OPEN_NO_FLUSH) ||
@@ -675,6 +716,20 @@ gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConver
     }
     const VdConfinement *c = opts->target_confine;
     guint64 size = vd_image_size(source);
+    struct stat st;
+    if (!opts->target_exists && whole_file_clonable(source, opts) && fstat(fd, &st) == 0 &&
+        S_ISREG(st.st_mode) && st.st_size == 0) {
+        g_autoptr(VdFile) file = vd_file_open_fd(fd, name, error);
+        gboolean cloned = FALSE;
+        if (file == NULL)
+            return FALSE;
+        if (!clone_whole_file(source, file, opts, &cloned, error)) {
+            (void)!ftruncate(fd, 0);
+            return FALSE;
+        }
+        if (cloned)
+            return TRUE;
+    }
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
         gboolean made =

@@ -1210,6 +1210,29 @@ static gboolean qcow2_has_zero_init(VdImage *img)
 
 static guint32 qcow2_cluster_size(VdImage *img) { return (guint32)qcow2_state(img)->cluster_size; }
 
+/* The header a create with these options writes, and nothing a convert
+ * leaves behind (snapshots, bitmaps, a backing or data
+ * file, encryption, the dirty or corrupt bit). */
+static gboolean qcow2_same_as_new(VdImage *img, VdOptions *create_options)
+{
+    Qcow2State *s = img->priv;
+    CreateOpts o = { 0 };
+    VdCreateParams p = { .size = img->size, .options = create_options };
+    if (!parse_create_opts(&p, &o, NULL))
+        return FALSE;
+    guint64 incompat =
+        (o.compression_type != QCOW2_COMPRESSION_ZLIB ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+        (o.ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+    return o.version == s->version && o.cluster_size == s->cluster_size &&
+           o.refcount_order == s->refcount_order &&
+           o.lazy_refcounts == ((s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0) &&
+           o.compression_type == s->compression_type && o.ext_l2 == s->ext_l2 &&
+           o.prealloc == PREALLOC_OFF && !o.luks && s->crypt_method == QCOW2_CRYPT_NONE &&
+           s->incompat == incompat && s->autoclear == 0 && s->snapshots->len == 0 &&
+           s->nb_bitmaps == 0 && s->data_file == NULL && img->backing_name == NULL &&
+           !s->snapshot_loaded;
+}
+
 static gsize qcow2_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
 {
     Qcow2State *s = img->priv;
@@ -1280,6 +1303,7 @@ const VdDriver vd_driver_qcow2 = {
     .load_snapshot = qcow2_load_snapshot,
     .has_zero_init = qcow2_has_zero_init,
     .cluster_size = qcow2_cluster_size,
+    .same_as_new = qcow2_same_as_new,
     .amend = qcow2_crypto_amend,
     .set_backing = qcow2_set_backing,
 };

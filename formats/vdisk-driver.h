@@ -79,6 +79,11 @@ void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
  * zeroes. Syncing stays the caller's (vd_file_sync). */
 gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
                             guint64 len, GError **error);
+/* Make dst (empty, just created) share every extent of src (FICLONE, a
+ * reflink of the whole file). *cloned is FALSE, and dst left untouched,
+ * where the kernel or file system cannot (another file system, no shared
+ * extents, a slice or a device). */
+gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **error);
 /* SEEK_DATA/SEEK_HOLE: is offset in data, and how far does that run go
  * (capped at max)? Where the file system cannot tell, everything is data. */
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
@@ -251,6 +256,12 @@ typedef struct VdDriver {
     gboolean (*has_zero_init)(VdImage *img);
     guint32 (*cluster_size)(VdImage *img);
     gboolean sequential_writes;
+    /* Optional: is img's file, as it is, the image that creating this
+     * format with create_options (never NULL) and copying img's content
+     * into it would give: no backing file, snapshot, bitmap, encryption,
+     * damage or option of its own? A convert into the same format may
+     * then share the whole file (vd_file_clone) instead of copying. */
+    gboolean (*same_as_new)(VdImage *img, VdOptions *create_options);
     /* Optional: change an open image's options (qemu-img amend), e.g. add
      * or remove LUKS key slots; secrets holds what the options name. */
     gboolean (*amend)(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);

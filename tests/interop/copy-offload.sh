@@ -45,11 +45,19 @@ sources() {
     done
 }
 
+# map_of IMAGE FMT [data]: where data and zeroes lie (not where in the
+# file), neighbours alike merged; with "data" only where data is allocated.
 map_of() { qemu-img map --output=json -f "$2" "$1" | "$PY" -c '
 import json, sys
-# where data and zeroes lie, not where in the file
+runs = []
 for e in json.load(sys.stdin):
-    print(e["start"], e["length"], e["data"], e["zero"])'; }
+    key = (e["data"],) if sys.argv[1:] == ["data"] else (e["data"], e["zero"])
+    if runs and runs[-1][2] == key and runs[-1][0] + runs[-1][1] == e["start"]:
+        runs[-1][1] += e["length"]
+    else:
+        runs.append([e["start"], e["length"], key])
+for r in runs:
+    print(*r)' ${3:-}; }
 
 # both_paths SRC_FMT DST_FMT: offload on and off give equal content and map.
 both_paths() {
@@ -145,13 +153,13 @@ fi
 # shares FILE: some extent of FILE is shared with another file.
 shares() { filefrag -v "$1" >"$1.extents" && grep -q shared "$1.extents"; }
 
-# xfs_clone SRC_FMT DST_FMT shared|copied
+# xfs_clone SRC_FMT DST_FMT shared|copied [CREATE_OPTIONS]
 xfs_clone() {
-    local s=$1 d=$2
+    local s=$1 d=$2 o=(${4:+-o "$4"})
     cd "$XFS" && mkdir "$s-$d" && cd "$s-$d"
     sources "$s"
-    vd convert -q -f "$s" -O "$d" "src.$s" "on.$d"
-    vd convert -q --no-copy-offload -f "$s" -O "$d" "src.$s" "off.$d"
+    vd convert -q "${o[@]}" -f "$s" -O "$d" "src.$s" "on.$d"
+    vd convert -q "${o[@]}" --no-copy-offload -f "$s" -O "$d" "src.$s" "off.$d"
     if [[ $3 == shared ]]; then shares "on.$d"; else not shares "on.$d"; fi
     not shares "off.$d"
     qemu-img compare -q -f raw -F "$d" src.raw "on.$d"
@@ -160,12 +168,58 @@ xfs_clone() {
     if [[ $d == qcow2 ]]; then qemu-img check -q "on.$d"; fi
     cmp "on.$d" "off.$d" || [[ $d == qcow2 ]] # a raw target is the same file, byte for byte
 }
-for p in raw:raw raw:qcow2 qcow2:raw qcow2:qcow2 vmdk:qcow2; do
+for p in raw:raw raw:qcow2 qcow2:raw vmdk:qcow2; do
     case_run "xfs: ${p/:/ → } shares the source's extents" xfs_clone "${p%:*}" "${p#*:}" shared
 done
+# (into the same options a qcow2 is cloned whole: xfs_whole)
+case_run "xfs: qcow2 → qcow2 of other clusters shares the source's extents" \
+    xfs_clone qcow2 qcow2 shared cluster_size=128k
 # qemu-img's VDI keeps its blocks 512-byte aligned in the file (data at
 # 1536), which no 4 KiB-block file system shares: copied by the kernel.
 case_run "xfs: vdi → qcow2 with unaligned blocks is copied, not shared" xfs_clone vdi qcow2 copied
+
+# Nothing to convert: a qcow2 that is what a convert would make is cloned
+# whole (one FICLONE); one with a snapshot, or into other options, is copied
+# cluster by cluster and loses the snapshot as a convert does.
+xfs_whole() {
+    command -v strace >/dev/null || { echo "strace not found (scripts/deps.sh installs it)"; return 1; }
+    cd "$XFS" && mkdir whole && cd whole
+    sources qcow2
+    strace -f -o trace -e trace=ioctl,copy_file_range,pwrite64 \
+        "$VDISK" convert -q -f qcow2 -O qcow2 src.qcow2 clone.qcow2
+    grep -q 'FICLONE,' trace
+    not grep -Eq 'FICLONERANGE|copy_file_range' trace
+    shares clone.qcow2
+    qemu-img compare -q -f raw -F qcow2 src.raw clone.qcow2
+    qemu-img check -q clone.qcow2
+    # Allocated as the source; a range the source stores as unwritten
+    # extents (qemu-img's preallocation) is a hole in the clone, which
+    # qemu-img map may call zero where the source's page cache says data.
+    [[ $(map_of clone.qcow2 qcow2 data) == $(map_of src.qcow2 qcow2 data) ]]
+
+    # -o that changes the image: cluster by cluster
+    strace -f -o trace2 -e trace=ioctl "$VDISK" convert -q -o cluster_size=128k -O qcow2 \
+        src.qcow2 big.qcow2
+    not grep -q 'FICLONE,' trace2
+    grep -q 'FICLONERANGE' trace2
+    qemu-img compare -q -f raw -F qcow2 src.raw big.qcow2
+    qemu-img check -q big.qcow2
+
+    # a snapshot: not carried over
+    cp --reflink=never src.qcow2 snap.qcow2
+    qemu-img snapshot -c before snap.qcow2
+    strace -f -o trace3 -e trace=ioctl "$VDISK" convert -q -O qcow2 snap.qcow2 out.qcow2
+    not grep -q 'FICLONE,' trace3
+    [[ -z $(qemu-img snapshot -l out.qcow2) ]]
+    qemu-img compare -q -f raw -F qcow2 src.raw out.qcow2
+
+    # --no-copy-offload copies every byte
+    strace -f -o trace4 -e trace=ioctl,copy_file_range \
+        "$VDISK" convert -q --no-copy-offload -O qcow2 src.qcow2 off.qcow2
+    not grep -Eq 'FICLONE|copy_file_range' trace4
+    not shares off.qcow2
+}
+case_run "xfs: a qcow2 with nothing to convert is cloned whole" xfs_whole
 
 # Shared extents stay the source's when the target is written afterwards.
 xfs_write_after() {
