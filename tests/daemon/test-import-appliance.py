@@ -373,6 +373,27 @@ def tests(env):
         same(volumes[0], "vmdk", top)
 
 
+    @case("vdiskctl import-vm --keep-snapshots of that VM: the split base and the split delta "
+          "each become a volume, the delta's an overlay of the base's")
+    def _():
+        if VDISKCTL is None or shutil.which("virsh") is None:
+            return
+        with open(os.path.join(split, "Kept.vmx"), "w") as f:
+            f.write('.encoding = "UTF-8"\nconfig.version = "8"\nvirtualHW.version = "19"\n'
+                    'displayName = "Kept"\nguestOS = "debian11-64"\nmemsize = "256"\n'
+                    'numvcpus = "1"\nsata0.present = "TRUE"\nsata0:0.present = "TRUE"\n'
+                    'sata0:0.fileName = "base-000001.vmdk"\n')
+        chown_tree(split)
+        r = as_alice(VDISKCTL, "import-vm", "--keep-snapshots", "--connect", "test:///default",
+                     "--domain-type", "qemu", os.path.join(split, "Kept.vmx"), "p")
+        assert r.returncode == 0, r.stderr
+        assert sorted(f for f in os.listdir(pool) if f.startswith("Kept")) == [
+            "Kept-1.qcow2", "Kept.qcow2"], os.listdir(pool)
+        same("Kept-1.qcow2", "vmdk", base)
+        same("Kept.qcow2", "vmdk", top)
+        info = qemu_img("info", vol("Kept.qcow2")).stdout
+        assert "backing file: Kept-1.qcow2" in info, info
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client(sys.argv[2:], {"import-files": import_files})
