@@ -174,6 +174,22 @@ static VmChainLink *appliance_link(VmMachine *machine, const VmMedium *medium, c
     return link;
 }
 
+/* The bytes img's own files take: the one at path (st) and those it
+ * names besides its parent, a split vmdk's extents, which a descriptor
+ * of a few hundred bytes says nothing of. */
+static guint64 files_size(VdImage *img, const char *path, const struct stat *st)
+{
+    guint64 size = (guint64)st->st_size;
+    g_autoptr(GPtrArray) names = vd_image_related_files(img);
+    for (guint i = 0; i < names->len; i++) {
+        g_autofree char *other = vd_resolve_relative(path, names->pdata[i]);
+        struct stat ost;
+        if (stat(other, &ost) == 0)
+            size += (guint64)ost.st_size;
+    }
+    return size;
+}
+
 static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GError **error)
 {
     const char *format = format_from_vbox(medium->format);
@@ -218,7 +234,7 @@ static VmChainLink *resolve_link(VmMachine *machine, const VmMedium *medium, GEr
     link->format = g_strdup(format);
     link->uuid = g_strdup(medium->uuid);
     link->virtual_size = vd_image_size(img);
-    link->file_size = (guint64)st.st_size;
+    link->file_size = files_size(img, link->path, &st);
     return link;
 }
 
@@ -250,7 +266,7 @@ static gboolean append_own_parents(GPtrArray *chain, GError **error)
         link->format = g_strdup(vd_image_format(layer));
         link->uuid = g_strdup("");
         link->virtual_size = vd_image_size(layer);
-        link->file_size = (guint64)st.st_size;
+        link->file_size = files_size(layer, path, &st);
         g_ptr_array_add(chain, link);
     }
     return TRUE;

@@ -355,7 +355,8 @@ def tests(env):
             assert r.returncode == 0, r.stderr
             same(name, "vmdk", source)
 
-    @case("vdiskctl import-vm of a VMware VM whose disk is a split delta on a split base")
+    @case("vdiskctl import-vm of a VMware VM whose disk is a split delta on a split base; "
+          "its plan gives each link's size with its extents")
     def _():
         if VDISKCTL is None or shutil.which("virsh") is None:
             return
@@ -365,6 +366,10 @@ def tests(env):
                     'numvcpus = "1"\nsata0.present = "TRUE"\nsata0:0.present = "TRUE"\n'
                     'sata0:0.fileName = "base-000001.vmdk"\n')
         chown_tree(split)
+        # The plan counts a split disk's extents, not its descriptor alone.
+        r = as_alice(VDISKCTL, "import-vm", "--dry-run", os.path.join(split, "Web.vmx"), "p")
+        assert r.returncode == 0, r.stderr
+        assert "%s (vmdk, " % base in r.stdout and "(vmdk, 512 B)" not in r.stdout, r.stdout
         r = as_alice(VDISKCTL, "import-vm", "--connect", "test:///default", "--domain-type",
                      "qemu", os.path.join(split, "Web.vmx"), "p")
         assert r.returncode == 0, r.stderr
