@@ -231,7 +231,9 @@ const CtlCommand ctl_cmd_import = {
     "  --source-format FMT    format of FILE (probed by default)\n" CTL_HELP_CREATE_OPTIONS
         CTL_HELP_NEW_KEY CTL_HELP_OBJECT CTL_HELP_PROGRESS CTL_HELP_DETACH CTL_HELP_NOTIFY,
     .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
-             "it by name: you need no access to the pool's directory.\n",
+             "it by name: you need no access to the pool's directory. So are the\n"
+             "parents of a differencing image and the extents of a split vmdk\n"
+             "(NAME-s001.vmdk ...). An OVA appliance's only disk is read inside it.\n",
     .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
                 "  vdiskctl import disk.vmdk default/disk -f qcow2 -o compression_type=zstd\n",
     .min_operands = 2,
