@@ -879,6 +879,50 @@ gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize le
     return read_backing_unlocked(img, offset, buf, len, error);
 }
 
+/* Compressed data: each whole unit is read and inflated straight into out
+ * without the image lock, so every thread that reads (the copy engine's
+ * workers) inflates at once. Only of an image open read-only, where no
+ * write can move a unit between its lookup and its read; part of a unit
+ * goes through the driver's read, which keeps the last unit inflated for
+ * the next small read. */
+static gboolean read_packed(VdImage *img, guint64 offset, guint8 *out, gsize len, GError **error)
+{
+    g_autofree guint8 *in = NULL;
+    gsize in_size = 0;
+    while (len > 0) {
+        VdPackedUnit unit = { 0 };
+        g_mutex_lock(&img->lock);
+        gboolean ok = img->drv->packed_unit(img, offset, &unit, error);
+        g_mutex_unlock(&img->lock);
+        if (!ok)
+            return FALSE;
+        gsize n = len;
+        if (unit.guest_len > 0 && unit.guest_offset <= offset)
+            n = (gsize)MIN((guint64)len, unit.guest_offset + unit.guest_len - offset);
+        if (unit.guest_len > 0 && unit.guest_offset == offset && n == unit.guest_len) {
+            if (in_size < unit.host_len) {
+                g_free(in);
+                in = g_malloc(unit.host_len);
+                in_size = unit.host_len;
+            }
+            if (!vd_file_pread_zero_past_eof(unit.file, unit.host_offset, in, unit.host_len,
+                                             error) ||
+                !img->drv->inflate_unit(img, &unit, in, out, error))
+                return FALSE;
+        } else {
+            g_mutex_lock(&img->lock);
+            ok = img->drv->read(img, offset, out, n, error);
+            g_mutex_unlock(&img->lock);
+            if (!ok)
+                return FALSE;
+        }
+        offset += n;
+        out += n;
+        len -= n;
+    }
+    return TRUE;
+}
+
 gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
     if (!check_range(img, offset, len, error))
@@ -892,6 +936,10 @@ gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GErro
         gboolean ok = TRUE;
         switch (ext.kind) {
         case VD_EXTENT_DATA:
+            if (ext.compressed && img->drv->packed_unit != NULL && !img->read_write) {
+                ok = read_packed(img, offset, out, n, error);
+                break;
+            }
             g_mutex_lock(&img->lock);
             ok = img->drv->read(img, offset, out, n, error);
             g_mutex_unlock(&img->lock);

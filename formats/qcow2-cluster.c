@@ -255,6 +255,50 @@ static gboolean load_compressed(Qcow2State *s, guint64 guest, guint64 entry, GEr
     return TRUE;
 }
 
+/* The compressed cluster holding guest offset, for vd_image_read to read
+ * and inflate without the lock (guest_len 0 where it is not compressed). */
+gboolean qcow2_packed_unit(VdImage *img, guint64 offset, VdPackedUnit *unit, GError **error)
+{
+    Qcow2State *s = img->priv;
+    guint64 in = qcow2_offset_into_cluster(s, offset);
+    Run r;
+    memset(unit, 0, sizeof *unit);
+    if (!lookup_run(s, offset, s->cluster_size - in, FALSE, &r, error))
+        return FALSE;
+    if (r.kind != VD_EXTENT_DATA || !r.compressed)
+        return TRUE;
+    guint64 coff, clen;
+    qcow2_compressed_range(s, r.entry, &coff, &clen);
+    /* As load_compressed: the tail may lie just past the end of the file. */
+    if (!qcow2_in_file(s, coff, 1) || coff + clen > qcow2_align_up(s->file_size, s->cluster_size)) {
+        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
+                     "compressed cluster for guest offset %" G_GUINT64_FORMAT
+                     " runs past the end of the file",
+                     offset);
+        return FALSE;
+    }
+    unit->guest_offset = offset - in;
+    unit->guest_len = s->cluster_size;
+    unit->file = img->file;
+    unit->host_offset = coff;
+    unit->host_len = clen;
+    return TRUE;
+}
+
+gboolean qcow2_inflate_unit(VdImage *img, const VdPackedUnit *unit, const guint8 *in, guint8 *out,
+                            GError **error)
+{
+    Qcow2State *s = img->priv;
+    if (!qcow2_decompress_buffer(s->compression_type, in, unit->host_len, out, unit->guest_len)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "compressed cluster for guest offset %" G_GUINT64_FORMAT
+                     " does not decompress to a cluster",
+                     unit->guest_offset);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean read_plain(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
                            GError **error);
 

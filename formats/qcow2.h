@@ -293,6 +293,9 @@ gboolean qcow2_load_l2(Qcow2State *s, guint64 l2_offset, const char *what, guint
 gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent *out,
                             GError **error);
 gboolean qcow2_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
+gboolean qcow2_packed_unit(VdImage *img, guint64 offset, VdPackedUnit *unit, GError **error);
+gboolean qcow2_inflate_unit(VdImage *img, const VdPackedUnit *unit, const guint8 *in, guint8 *out,
+                            GError **error);
 gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
 gboolean qcow2_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
                                guint64 len, GError **error);

@@ -200,6 +200,18 @@ typedef struct {
     VdFile *plain_file;
 } VdExtent;
 
+/* A compressed unit of guest data (a qcow2 cluster, a vmdk grain) as it
+ * lies in its file, for reading it without the image lock. */
+typedef struct {
+    guint64 guest_offset; /* the unit's first guest byte; guest_len 0: not compressed */
+    gsize guest_len;      /* bytes it inflates to */
+    VdFile *file;         /* where it lies (borrowed) */
+    guint64 host_offset;
+    gsize host_len;     /* bytes to read (zeroes past the end of the file) */
+    gpointer part;      /* the driver's: which part of the image (a vmdk extent) */
+    guint64 index;      /* the driver's: which unit, for messages */
+} VdPackedUnit;
+
 typedef struct VdDriver {
     const char *name;
     /* Keys this format takes in create options (NULL-terminated). */
@@ -241,6 +253,16 @@ typedef struct VdDriver {
     gsize (*compress)(VdImage *img, const void *in, gsize len, void *out, gsize out_len);
     gboolean (*write_compressed)(VdImage *img, guint64 offset, const void *data, gsize len,
                                  GError **error);
+    /* Optional pair for formats that store data compressed, so that
+     * vd_image_read inflates on every thread that reads, not under the
+     * image lock. packed_unit (lock held) describes the compressed unit
+     * holding offset, which block status called compressed data.
+     * inflate_unit (no lock, several threads at once) inflates the
+     * unit's host_len bytes into its guest_len bytes at out; it may use
+     * only the unit and what never changes while the image is open. */
+    gboolean (*packed_unit)(VdImage *img, guint64 offset, VdPackedUnit *unit, GError **error);
+    gboolean (*inflate_unit)(VdImage *img, const VdPackedUnit *unit, const guint8 *in,
+                             guint8 *out, GError **error);
     gboolean (*flush)(VdImage *img, GError **error);
     gboolean (*resize)(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
     /* Fill the format's part of info: cluster_size, dirty, encrypted,

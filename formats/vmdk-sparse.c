@@ -530,17 +530,21 @@ static gsize max_packed(const VmdkSparse *sp)
     return sp->grain_bytes + sp->grain_bytes / 8 + 1024;
 }
 
-static gboolean load_compressed(VdImage *img, VmdkExtent *ext, guint64 grain, guint64 sector,
-                                GError **error)
+/* Where a compressed grain at sector lies: its marker (with markers) and
+ * its deflated data, at most this many bytes. */
+static gsize packed_room(const VmdkSparse *sp, guint64 sector)
+{
+    guint64 pos = sector * VMDK_SECTOR;
+    return (gsize)MIN(sp->file_size - pos, (guint64)max_packed(sp) + MARKER_GRAIN_DATA);
+}
+
+/* Inflate the grain read from its sector (avail bytes at raw). Uses only
+ * what never changes while the image is open, so vd_image_read may call
+ * it from several threads without the lock. */
+static gboolean unpack_grain(VmdkExtent *ext, guint64 grain, guint64 sector, const guint8 *raw,
+                             gsize avail, guint8 *out, GError **error)
 {
     VmdkSparse *sp = ext->sparse;
-    if (sp->cached_grain == (gint64)grain)
-        return TRUE;
-    guint64 pos = sector * VMDK_SECTOR;
-    gsize avail = (gsize)MIN(sp->file_size - pos, (guint64)max_packed(sp) + MARKER_GRAIN_DATA);
-    g_autofree guint8 *raw = g_malloc(avail);
-    if (!vd_file_pread_zero_past_eof(ext->file, pos, raw, avail, error))
-        return FALSE;
     const guint8 *data = raw;
     gsize data_len = avail;
     if (sp->markers) {
@@ -555,13 +559,55 @@ static gboolean load_compressed(VdImage *img, VmdkExtent *ext, guint64 grain, gu
         data = raw + MARKER_GRAIN_DATA;
         data_len = size;
     }
+    return inflate_grain(ext, grain, data, data_len, out, sp->grain_bytes, error);
+}
+
+static gboolean load_compressed(VdImage *img, VmdkExtent *ext, guint64 grain, guint64 sector,
+                                GError **error)
+{
+    VmdkSparse *sp = ext->sparse;
+    if (sp->cached_grain == (gint64)grain)
+        return TRUE;
+    gsize avail = packed_room(sp, sector);
+    g_autofree guint8 *raw = g_malloc(avail);
+    if (!vd_file_pread_zero_past_eof(ext->file, sector * VMDK_SECTOR, raw, avail, error))
+        return FALSE;
     if (sp->cache == NULL)
         sp->cache = g_malloc(sp->grain_bytes);
     sp->cached_grain = -1;
-    if (!inflate_grain(ext, grain, data, data_len, sp->cache, sp->grain_bytes, error))
+    if (!unpack_grain(ext, grain, sector, raw, avail, sp->cache, error))
         return FALSE;
     sp->cached_grain = (gint64)grain;
     return TRUE;
+}
+
+gboolean vmdk_sparse_packed_unit(VdImage *img, VmdkExtent *ext, guint64 offset, VdPackedUnit *unit,
+                                 GError **error)
+{
+    VmdkSparse *sp = ext->sparse;
+    guint64 grain = offset / sp->grain_bytes;
+    VmdkGrainKind kind;
+    guint64 sector;
+    memset(unit, 0, sizeof *unit);
+    if (!lookup(img, ext, grain, &kind, &sector, error))
+        return FALSE;
+    if (kind != VMDK_GRAIN_COMPRESSED)
+        return TRUE;
+    unit->guest_offset = grain * sp->grain_bytes; /* within the extent */
+    unit->guest_len = sp->grain_bytes;
+    unit->file = ext->file;
+    unit->host_offset = sector * VMDK_SECTOR;
+    unit->host_len = packed_room(sp, sector);
+    unit->part = ext;
+    unit->index = grain;
+    return TRUE;
+}
+
+gboolean vmdk_sparse_inflate_unit(const VdPackedUnit *unit, const guint8 *in, guint8 *out,
+                                  GError **error)
+{
+    return unpack_grain(unit->part, unit->index, unit->host_offset / VMDK_SECTOR, in,
+                        unit->host_len, out, error);
 }
 
 /* How many bytes from offset are stored uncompressed in one host run? */

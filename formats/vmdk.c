@@ -421,6 +421,25 @@ static gboolean read_extent(VdImage *img, VmdkExtent *ext, guint64 rel, guint8 *
     }
 }
 
+static gboolean vmdk_packed_unit(VdImage *img, guint64 offset, VdPackedUnit *unit, GError **error)
+{
+    VmdkState *s = img->priv;
+    VmdkExtent *ext = find_extent(s, offset);
+    memset(unit, 0, sizeof *unit);
+    if (ext->sparse == NULL)
+        return TRUE;
+    if (!vmdk_sparse_packed_unit(img, ext, offset - ext->start, unit, error))
+        return FALSE;
+    unit->guest_offset += ext->start;
+    return TRUE;
+}
+
+static gboolean vmdk_inflate_unit(VdImage *img, const VdPackedUnit *unit, const guint8 *in,
+                                  guint8 *out, GError **error)
+{
+    return vmdk_sparse_inflate_unit(unit, in, out, error);
+}
+
 static gboolean vmdk_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
     VmdkState *s = img->priv;
@@ -950,6 +969,8 @@ const VdDriver vd_driver_vmdk = {
     .write_zeroes = vmdk_write_zeroes,
     .compress = vmdk_compress,
     .write_compressed = vmdk_write_compressed,
+    .packed_unit = vmdk_packed_unit,
+    .inflate_unit = vmdk_inflate_unit,
     .flush = vmdk_flush,
     .get_info = vmdk_get_info,
     .check = vmdk_check,
