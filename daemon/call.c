@@ -211,6 +211,11 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
         vdd_error_normalize(error);
         return -1;
     }
+    return vdd_caller_fd_check(fd, access, what, error);
+}
+
+int vdd_caller_fd_check(int fd, int access, const char *what, GError **error)
+{
     struct stat st;
     int flags = fcntl(fd, F_GETFL);
     if (fstat(fd, &st) < 0 || flags < 0) {

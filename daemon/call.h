@@ -65,3 +65,6 @@ void vdd_return_error(GDBusMethodInvocation *invocation, guint32 uid, const char
  * reopened for reading only. -1 with InvalidArgument. */
 int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
                   GError **error);
+/* The same checks of fd, a caller's descriptor that came another way
+ * (taken: the result, or closed on failure). */
+int vdd_caller_fd_check(int fd, int access, const char *what, GError **error);

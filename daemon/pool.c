@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -403,9 +404,10 @@ static void new_volume_work_free(NewVolumeWork *w)
 #define CHAIN_FOLDER "caller's files"
 #define CHAIN_SOURCE "source"
 #define MAX_CHAIN 64
-/* A split vmdk has an extent per 2 GiB: 1024 covers 2 TiB, and a D-Bus
- * message carries no more descriptors anyway. */
-#define MAX_RELATED 1024
+/* A split vmdk has an extent per 2 GiB: 256 cover 512 GiB. Queued jobs
+ * hold their descriptors, and a user's ten jobs of this many stay well
+ * within vdiskd's 4096 (LimitNOFILE) for everyone else's. */
+#define MAX_RELATED 256
 /* ova.c reads no more members than this. */
 #define MAX_APPLIANCE_DISKS 10000
 
@@ -664,71 +666,185 @@ static char *related_name(const char *name)
     return n > 0 ? g_strjoinv("/", v) : NULL;
 }
 
-/* The "related-files" option, a(ush): the files the source (image 0) and
+/* One file of "related-files": image (0 the source, N its Nth parent in
+ * chain) names it name; fd is the caller's descriptor (taken). Added as
+ * NAME or "parent-N/NAME" among the caller's files, unless seen. */
+static gboolean take_related_file(NewVolumeWork *w, GHashTable *seen, guint32 image,
+                                  const char *name, int fd, GError **error)
+{
+    guint parents = w->chain_names != NULL ? w->chain_names->len - 1 : 0;
+    g_autofree char *what =
+        g_strdup_printf("related file %u (%s)", w->related_names->len + 1, name);
+    g_autofree char *rel = image <= parents ? related_name(name) : NULL;
+    if (image > parents)
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s: image %u is neither the source (0) nor one of its %u parents in "
+                    "\"chain\"",
+                    what, image, parents);
+    else if (rel == NULL)
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s: not a name inside its image's folder", what);
+    if (rel == NULL) {
+        close(fd);
+        return FALSE;
+    }
+    char *key = image == 0 ? g_steal_pointer(&rel) : g_strdup_printf("parent-%u/%s", image, rel);
+    g_ptr_array_add(w->related_names, key);
+    if (!g_hash_table_add(seen, key)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s: that name is given twice",
+                    what);
+        close(fd);
+        return FALSE;
+    }
+    if ((fd = vdd_caller_fd_check(fd, O_RDONLY, what, error)) < 0)
+        return FALSE;
+    g_array_append_val(w->related_fds, fd);
+    return TRUE;
+}
+
+/* The caller's socket of "related-files": a Unix SOCK_SEQPACKET socket
+ * (dup'ed), or -1 with an error. */
+static int related_socket(GDBusMethodInvocation *invocation, gint32 handle, GError **error)
+{
+    GUnixFDList *list =
+        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
+    int fd = list != NULL && handle >= 0 && handle < g_unix_fd_list_get_length(list)
+                 ? g_unix_fd_list_get(list, handle, NULL)
+                 : -1;
+    int type = 0, domain = 0;
+    socklen_t len = sizeof type, dlen = sizeof domain;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) < 0 || type != SOCK_SEQPACKET ||
+        domain != AF_UNIX) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option related-files: handle %d is not a Unix SOCK_SEQPACKET socket", handle);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Packets of "related-files": an a(us) and as many descriptors, at most
+ * SCM_MAX_FD (253) of them, in a few KiB. */
+#define RELATED_PACKET_BYTES (64 * 1024)
+#define RELATED_PACKET_FDS 253
+
+/* Read sock's packets, all sent before the call, without waiting. */
+static gboolean receive_related_files(NewVolumeWork *w, int sock, GHashTable *seen, GError **error)
+{
+    g_autofree guint8 *data = g_malloc(RELATED_PACKET_BYTES);
+    for (;;) {
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int) * RELATED_PACKET_FDS)];
+        } control;
+        struct iovec iov = { data, RELATED_PACKET_BYTES };
+        struct msghdr m = { .msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = control.buf,
+                            .msg_controllen = sizeof control.buf };
+        ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int err = errno;
+        int fds[RELATED_PACKET_FDS];
+        guint n_fds = 0;
+        for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; c != NULL;
+             c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            guint k = (guint)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (guint i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (n_fds < RELATED_PACKET_FDS)
+                    fds[n_fds++] = fd;
+                else
+                    close(fd);
+            }
+        }
+        if (n == 0 && n_fds == 0)
+            break; /* the caller's end is closed: all was sent */
+        g_autoptr(GVariant) entries = NULL;
+        if (n > 0 && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+            g_autoptr(GBytes) bytes = g_bytes_new(data, (gsize)n);
+            entries =
+                g_variant_ref_sink(g_variant_new_from_bytes(G_VARIANT_TYPE("a(us)"), bytes, FALSE));
+            if (!g_variant_is_normal_form(entries) || g_variant_n_children(entries) != n_fds)
+                g_clear_pointer(&entries, g_variant_unref);
+        }
+        if (entries == NULL || w->related_names->len + n_fds > MAX_RELATED) {
+            if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK))
+                g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                            "option related-files: the socket's files must all be sent, and its "
+                            "other end closed, before the call");
+            else if (n < 0)
+                vdd_error_set_errno(error, err, "option related-files");
+            else if (entries != NULL)
+                g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                            "option related-files must pass from 1 to %d files", MAX_RELATED);
+            else
+                g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                            "option related-files: each packet is an a(us) of its %d "
+                            "descriptors at most, one entry for each",
+                            RELATED_PACKET_FDS);
+            for (guint i = 0; i < n_fds; i++)
+                close(fds[i]);
+            return FALSE;
+        }
+        for (guint i = 0; i < n_fds; i++) {
+            guint32 image;
+            const char *name;
+            g_variant_get_child(entries, i, "(u&s)", &image, &name);
+            if (!take_related_file(w, seen, image, name, fds[i], error)) {
+                for (guint j = i + 1; j < n_fds; j++)
+                    close(fds[j]);
+                return FALSE;
+            }
+        }
+    }
+    if (w->related_names->len == 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option related-files must pass from 1 to %d files", MAX_RELATED);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* The "related-files" option, h: the other files the source (image 0) and
  * its parents in "chain" (image N, the chain's Nth) name besides their
- * parents (a split vmdk's extents), each by the name its image gives it
- * and a descriptor the caller opened, a regular file open for reading.
- * Among the caller's files it lies beside its image: NAME for the
- * source, "parent-N/NAME" for parent N. Names must be relative, stay in
- * their image's folder and be given once. */
+ * parents (a split vmdk's extents), more than a D-Bus message may carry
+ * (16 descriptors on the system bus). The handle is a Unix SOCK_SEQPACKET
+ * socket (one end of a socketpair) on which the caller sent, before the
+ * call, packets of an a(us) (image, the name that image gives the file)
+ * with as many descriptors (SCM_RIGHTS), and then closed its end: vdiskd
+ * reads them all without waiting. Each descriptor is a regular file open
+ * for reading; among the caller's files it lies beside its image: NAME
+ * for the source, "parent-N/NAME" for parent N. Names must be relative,
+ * stay in their image's folder and be given once. */
 static gboolean take_related_files(NewVolumeWork *w, GDBusMethodInvocation *invocation,
                                    GVariant *options, GError **error)
 {
     g_autoptr(GVariant) related = g_variant_lookup_value(options, "related-files", NULL);
     if (related == NULL)
         return TRUE;
-    if (!g_variant_is_of_type(related, G_VARIANT_TYPE("a(ush)"))) {
+    if (!g_variant_is_of_type(related, G_VARIANT_TYPE_HANDLE)) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "option related-files must be of type a(ush), not %s",
+                    "option related-files must be of type h, not %s",
                     g_variant_get_type_string(related));
         return FALSE;
     }
-    gsize n = g_variant_n_children(related);
-    guint parents = w->chain_names != NULL ? w->chain_names->len - 1 : 0;
-    if (n == 0 || n > MAX_RELATED) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "option related-files must name from 1 to %d files, not %zu", MAX_RELATED, n);
+    int sock = related_socket(invocation, g_variant_get_handle(related), error);
+    if (sock < 0)
         return FALSE;
-    }
     w->related_names = g_ptr_array_new_with_free_func(g_free);
     w->related_fds = g_array_new(FALSE, FALSE, sizeof(int));
     g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-    for (guint i = 0; i < parents; i++)
+    for (guint i = 0; w->chain_names != NULL && i + 1 < w->chain_names->len; i++)
         g_hash_table_add(seen, w->chain_names->pdata[i]);
     g_hash_table_add(seen, (gpointer)CHAIN_SOURCE);
-    for (gsize i = 0; i < n; i++) {
-        guint32 image;
-        const char *name;
-        gint32 handle;
-        g_variant_get_child(related, i, "(u&sh)", &image, &name, &handle);
-        g_autofree char *what = g_strdup_printf("related file %zu (%s)", i + 1, name);
-        if (image > parents) {
-            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "%s: image %u is neither the source (0) nor one of its %u parents in "
-                        "\"chain\"",
-                        what, image, parents);
-            return FALSE;
-        }
-        g_autofree char *rel = related_name(name);
-        if (rel == NULL) {
-            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "%s: not a name inside its image's folder", what);
-            return FALSE;
-        }
-        char *key =
-            image == 0 ? g_steal_pointer(&rel) : g_strdup_printf("parent-%u/%s", image, rel);
-        g_ptr_array_add(w->related_names, key);
-        if (!g_hash_table_add(seen, key)) {
-            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "%s: that name is given twice", what);
-            return FALSE;
-        }
-        int fd = vdd_caller_fd(invocation, handle, O_RDONLY, what, error);
-        if (fd < 0)
-            return FALSE;
-        g_array_append_val(w->related_fds, fd);
-    }
-    return TRUE;
+    gboolean ok = receive_related_files(w, sock, seen, error);
+    close(sock);
+    return ok;
 }
 
 /* The "appliance-disk" option, i: the source is an OVA appliance and the

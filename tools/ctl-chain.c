@@ -12,9 +12,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "vdisk.h"
 #include "vm.h"
+
+/* A packet of the related-files socket: at most SCM_MAX_FD descriptors. */
+#define RELATED_PACKET_FDS 253
 
 /* A link for a layer the engine opened. */
 static VmChainLink *link_of_layer(VdImage *layer)
@@ -101,11 +107,38 @@ GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
     return g_variant_builder_end(&b);
 }
 
+/* Send entries (a(us)) and their descriptors as one packet. */
+static gboolean send_packet(int sock, GVariant *v, const int *fds, guint n_fds, GError **error)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * RELATED_PACKET_FDS)];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = { (void *)g_variant_get_data(v), g_variant_get_size(v) };
+    struct msghdr m = { .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * n_fds) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+    if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err),
+                    "cannot pass the files to vdiskd: %s", g_strerror(err));
+        return FALSE;
+    }
+    return TRUE;
+}
+
 GVariant *ctl_related_files_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
 {
-    GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a(ush)"));
-    guint n = 0;
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GArray) images = g_array_new(FALSE, FALSE, sizeof(guint32));
+    g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; chain != NULL && i < chain->len; i++) {
         const VmChainLink *link = chain->pdata[i];
         if (link->member != NULL)
@@ -116,37 +149,66 @@ GVariant *ctl_related_files_option(GPtrArray *chain, GUnixFDList *fds, GError **
         if (img == NULL && g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND)) {
             /* A lost extent is told here, by its path. */
             g_propagate_error(error, g_steal_pointer(&local));
-            g_variant_builder_clear(&b);
             return NULL;
         }
         if (img == NULL)
             continue; /* vdiskd reads the file and says what is wrong with it */
-        g_autoptr(GPtrArray) names = vd_image_related_files(img);
-        for (guint j = 0; j < names->len; j++) {
-            const char *name = names->pdata[j];
+        g_autoptr(GPtrArray) related = vd_image_related_files(img);
+        for (guint j = 0; j < related->len; j++) {
+            const char *name = related->pdata[j];
             if (!g_utf8_validate(name, -1, NULL)) {
                 g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                             "%s names a file whose name is not UTF-8, which vdiskd cannot be "
                             "told; rename it and its mention",
                             link->path);
-                g_variant_builder_clear(&b);
                 return NULL;
             }
-            g_autofree char *path = vd_resolve_relative(link->path, name);
-            gint index = ctl_fds_append_path(fds, path, O_RDONLY, error);
-            if (index < 0) {
-                g_variant_builder_clear(&b);
-                return NULL;
-            }
-            g_variant_builder_add(&b, "(ush)", i, name, index);
-            n++;
+            g_ptr_array_add(paths, vd_resolve_relative(link->path, name));
+            g_ptr_array_add(names, g_strdup(name));
+            g_array_append_val(images, i);
         }
     }
-    if (n == 0) {
-        g_variant_builder_clear(&b);
+    if (names->len == 0)
+        return NULL;
+    /* More than a D-Bus message carries: over a socket vdiskd reads
+     * before it answers, sent and closed here first. */
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        int err = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "socketpair: %s",
+                    g_strerror(err));
         return NULL;
     }
-    return g_variant_builder_end(&b);
+    gboolean ok = TRUE;
+    for (guint start = 0; ok && start < names->len; start += RELATED_PACKET_FDS) {
+        guint n = MIN(names->len - start, RELATED_PACKET_FDS);
+        int packet[RELATED_PACKET_FDS];
+        guint opened = 0;
+        GVariantBuilder b;
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a(us)"));
+        for (; ok && opened < n; opened++) {
+            const char *path = paths->pdata[start + opened];
+            packet[opened] = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+            if (packet[opened] < 0) {
+                int err = errno;
+                g_set_error(error, G_IO_ERROR, g_io_error_from_errno(err), "%s: %s", path,
+                            g_strerror(err));
+                ok = FALSE;
+                break;
+            }
+            g_variant_builder_add(&b, "(us)", g_array_index(images, guint32, start + opened),
+                                  (const char *)names->pdata[start + opened]);
+        }
+        GVariant *entries = g_variant_ref_sink(g_variant_builder_end(&b));
+        ok = ok && send_packet(sv[0], entries, packet, n, error);
+        g_variant_unref(entries);
+        for (guint k = 0; k < opened; k++)
+            close(packet[k]);
+    }
+    close(sv[0]);
+    gint index = ok ? g_unix_fd_list_append(fds, sv[1], error) : -1;
+    close(sv[1]);
+    return index >= 0 ? g_variant_new_handle(index) : NULL;
 }
 
 gint ctl_appliance_disk(const char *path, const char *member, GError **error)

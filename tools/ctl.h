@@ -253,10 +253,10 @@ GPtrArray *ctl_chain_of_file(const char *path, const char *format, GError **erro
  * parents. Returns a floating a(sh). */
 GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error);
 /* ImportVolume's "related-files" option for chain: the files each link
- * names besides its parent (a split vmdk's extents), found by the engine,
- * opened here and added to fds, each by the name its link gives it. NULL
- * without error when there are none; with error when one is missing.
- * Returns a floating a(ush). */
+ * names besides its parent (a split vmdk's extents), found by the engine
+ * and opened here, each with the name its link gives it, sent over a
+ * socket whose other end is added to fds. NULL without error when there
+ * are none; with error when one is missing. Returns a floating h. */
 GVariant *ctl_related_files_option(GPtrArray *chain, GUnixFDList *fds, GError **error);
 /* ImportVolume's "appliance-disk" for the OVA at path: the index of its
  * disk member (NULL: its only disk; an appliance of several is refused,
