@@ -33,6 +33,32 @@ static const char *nic_model(const VmPlan *plan, const VmNic *nic)
     return "e1000"; /* 82540EM, 82543GC, 82545EM: Intel PRO/1000 */
 }
 
+/* The ports of one of QEMU's AHCI controllers. */
+#define AHCI_PORTS 6
+
+/* Where a SATA disk goes: on the port the VM had it on. Left to itself
+ * libvirt places a disk by its name (sda on port 0, sdb on port 1),
+ * closing the gaps a VM's DVD drive or removed disk left. A VM
+ * controller with a port past the sixth takes more than one of libvirt's,
+ * and the next VM controller's start after them. */
+static void sata_address(const VmPlan *plan, const VmPlanDisk *disk, guint *controller, guint *unit)
+{
+    const VmHardware *hw = plan->machine->hardware;
+    guint first = 0;
+    for (guint i = 0; i < hw->controllers->len && hw->controllers->pdata[i] != disk->controller;
+         i++) {
+        guint taken = 0;
+        for (guint k = 0; k < plan->disks->len; k++) {
+            const VmPlanDisk *d = plan->disks->pdata[k];
+            if (d->controller == hw->controllers->pdata[i] && d->bus == VM_BUS_SATA)
+                taken = MAX(taken, d->attachment->port / AHCI_PORTS + 1);
+        }
+        first += taken;
+    }
+    *controller = first + disk->attachment->port / AHCI_PORTS;
+    *unit = disk->attachment->port % AHCI_PORTS;
+}
+
 static void append_controllers(GString *s, const VmPlan *plan)
 {
     /* One SCSI controller of the model the VM had, per VM controller. */
@@ -103,6 +129,14 @@ char *vm_domain_xml(const VmPlan *plan)
         append_escaped(s, "      <source file='%s'/>\n", d->target_path);
         append_escaped(s, "      <target dev='%s' bus='%s'/>\n", d->target_dev,
                        vm_bus_name(d->bus));
+        if (d->bus == VM_BUS_SATA) {
+            guint controller, unit;
+            sata_address(plan, d, &controller, &unit);
+            g_string_append_printf(s,
+                                   "      <address type='drive' controller='%u' bus='0' "
+                                   "target='0' unit='%u'/>\n",
+                                   controller, unit);
+        }
         g_string_append(s, "    </disk>\n");
     }
     append_controllers(s, plan);

@@ -8,8 +8,8 @@
 #              \EFI\BOOT\BOOTX64.EFI (make-efi-app.py); the snapshot
 #              changes that file
 #   two-disks  a VirtualBox VM with two SATA disks, each a base and its
-#              snapshot's differencing image: port 0 boots, port 1 holds
-#              data
+#              snapshot's differencing image: port 0 boots, port 2 holds
+#              data (port 1 is an empty DVD drive)
 #   vmx        a VMware VM (vdisk-vmx.vmx) whose disk is a monolithicSparse
 #              vmdk and a VMware snapshot's delta on it (parentFileNameHint),
 #              both made by qemu-img
@@ -121,7 +121,7 @@ $3
       <Hardware>
         <Memory RAMSize="128"/>
         <StorageControllers>
-          <StorageController name="SATA" type="AHCI" PortCount="2" Bootable="true">
+          <StorageController name="SATA" type="AHCI" PortCount="4" Bootable="true">
 $4
           </StorageController>
         </StorageControllers>
@@ -132,7 +132,7 @@ $4
       <Memory RAMSize="128"/>
 $2
       <StorageControllers>
-        <StorageController name="SATA" type="AHCI" PortCount="2" useHostIOCache="false" Bootable="true">
+        <StorageController name="SATA" type="AHCI" PortCount="4" useHostIOCache="false" Bootable="true">
 $5
         </StorageController>
       </StorageControllers>
@@ -166,12 +166,16 @@ two-disks)
     qemu-io -f qcow2 -c "write -P 0x71 1M 192k" -c "write -z 5M 64k" -c "write -P 0x17 3M 4k" \
         current2.qcow2 >/dev/null
     snapshot_vdis base2.raw current2.qcow2 vdisk-two-data
+    # as VirtualBox's new VM wizard leaves it: the DVD drive on port 1,
+    # empty, so the data disk is on port 2
+    DVD='            <AttachedDevice passthrough="false" type="DVD" hotpluggable="false" port="1" device="0"/>'
     write_vbox vdisk-two '      <Chipset type="ICH9"/>' \
         "$(registry_entry vdisk-two-data)
 $(BASE_UUID=$BASE1 CHILD_UUID=$CHILD1 registry_entry vdisk-two)" \
         "$(attached 0 "$BASE1")
-$(attached 1 "$BASE_UUID")" "$(attached 0 "$CHILD1")
-$(attached 1 "$CHILD_UUID")"
+$(attached 2 "$BASE_UUID")" "$(attached 0 "$CHILD1")
+$DVD
+$(attached 2 "$CHILD_UUID")"
     ;;
 vmx)
     bios_disk base.raw BASE

@@ -579,9 +579,10 @@ PY
 case_run "vdiskctl import-vm --start: a VirtualBox VM with EFI firmware boots on OVMF" t_import_vm_efi
 
 t_import_vm_two_disks() {
-  # A VirtualBox VM with two SATA disks, both changed by its snapshot: each
-  # becomes a volume equal to its current state, attached on SATA at the
-  # port the VM had it on, and the first boots.
+  # A VirtualBox VM with two SATA disks, both changed by its snapshot, on
+  # ports 0 and 2 (an empty DVD drive between): each becomes a volume
+  # equal to its current state, attached on SATA at the port the VM had it
+  # on, and the first boots.
   boot_ready
   trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-two >/dev/null 2>&1; $V undefine vdisk-two >/dev/null 2>&1' EXIT
   make_variant two-disks
@@ -602,8 +603,9 @@ import sys, xml.etree.ElementTree as ET
 devices = ET.parse(sys.argv[1]).find("devices")
 disks = {d.find("source").get("file"): d for d in devices.findall("disk")}
 assert len(disks) == 2, list(disks)
-# port 0 and port 1 of the VM's one SATA controller
-for name, unit in (("vdisk-two.qcow2", "0"), ("vdisk-two-disk2.qcow2", "1")):
+# ports 0 and 2 of the VM's one SATA controller (its DVD drive, on port 1,
+# is left out)
+for name, unit in (("vdisk-two.qcow2", "0"), ("vdisk-two-disk2.qcow2", "2")):
     d = disks[sys.argv[2] + "/" + name]
     assert d.find("target").get("bus") == "sata", ET.tostring(d)
     assert d.find("driver").get("type") == "qcow2", ET.tostring(d)

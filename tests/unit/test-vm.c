@@ -802,6 +802,80 @@ static void test_plan_notes(void)
     assert_contains(xml, "<interface type='network'>");
 }
 
+/* A hard disk attached at PORT, its text kept in OWNED. */
+static const char *disk_at(guint port, const char *uuid, GPtrArray *owned)
+{
+    char *text = g_strdup_printf("<AttachedDevice type=\"HardDisk\" port=\"%u\" device=\"0\">"
+                                 "<Image uuid=\"{%s}\"/></AttachedDevice>",
+                                 port, uuid);
+    g_ptr_array_add(owned, text);
+    return text;
+}
+
+/* SATA disks keep the VM's ports: a gap stays a gap, a port past the
+ * sixth (QEMU's AHCI has six) is on a further controller, and a second
+ * VM controller starts after the libvirt controllers of the first. */
+static void test_plan_sata_ports(Fixture *fx, gconstpointer data)
+{
+    g_autoptr(GError) error = NULL;
+    static const char *const names[] = { "a", "b", "c", "d" };
+    g_autoptr(GString) registry = g_string_new("<HardDisks>");
+    g_autoptr(GPtrArray) owned = g_ptr_array_new_with_free_func(g_free);
+    const char *uuids[G_N_ELEMENTS(names)];
+    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+        g_autofree char *file = g_strdup_printf("%s.vdi", names[i]);
+        g_autofree char *path = path_in(fx, file);
+        g_assert_true(vd_image_create(path, "vdi", MIB, NULL, &error));
+        uuids[i] = vdi_uuid(path);
+        g_ptr_array_add(owned, (char *)uuids[i]);
+        g_string_append_printf(registry,
+                               "<HardDisk uuid=\"{%s}\" location=\"%s\" format=\"VDI\" "
+                               "type=\"Normal\"/>",
+                               uuids[i], file);
+    }
+    g_string_append(registry, "</HardDisks>");
+    g_autofree char *hardware =
+        g_strdup_printf("<Memory RAMSize=\"256\"/><Chipset type=\"ICH9\"/><StorageControllers>"
+                        "<StorageController name=\"SATA\" type=\"AHCI\" PortCount=\"30\">%s%s%s"
+                        "<AttachedDevice type=\"DVD\" port=\"1\" device=\"0\"/></StorageController>"
+                        "<StorageController name=\"SATA 2\" type=\"AHCI\" PortCount=\"4\">%s"
+                        "</StorageController></StorageControllers>",
+                        disk_at(8, uuids[2], owned), disk_at(0, uuids[0], owned),
+                        disk_at(2, uuids[1], owned), disk_at(1, uuids[3], owned));
+    g_autofree char *vbox = write_vbox(fx, registry->str, hardware);
+    VmMachine *m = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_autoptr(VmPlan) plan = vm_plan_new(m, "/srv", FALSE, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(plan->disks->len, ==, 4);
+    g_autofree char *xml = vm_domain_xml(plan);
+    static const struct {
+        const char *source, *dev, *controller, *unit;
+    } want[] = {
+        { "Test_VM.qcow2", "sda", "0", "0" },
+        { "Test_VM-disk2.qcow2", "sdb", "0", "2" },
+        { "Test_VM-disk3.qcow2", "sdc", "1", "2" },
+        { "Test_VM-disk4.qcow2", "sdd", "2", "1" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(want); i++) {
+        g_autofree char *disk = g_strdup_printf(
+            "      <source file='/srv/%s'/>\n"
+            "      <target dev='%s' bus='sata'/>\n"
+            "      <address type='drive' controller='%s' bus='0' target='0' unit='%s'/>\n",
+            want[i].source, want[i].dev, want[i].controller, want[i].unit);
+        assert_contains(xml, disk);
+    }
+    g_assert_cmpuint(((VmPlanDisk *)plan->disks->pdata[0])->attachment->port, ==, 0);
+
+    /* On virtio libvirt numbers the disks itself. */
+    VmMachine *m2 = vm_vbox_load(vbox, &error);
+    g_assert_no_error(error);
+    g_autoptr(VmPlan) virtio = vm_plan_new(m2, "/srv", TRUE, NULL, &error);
+    g_assert_no_error(error);
+    g_autofree char *xml2 = vm_domain_xml(virtio);
+    g_assert_null(strstr(xml2, "<address"));
+}
+
 static void test_plan_refusals(Fixture *fx, gconstpointer data)
 {
     g_autoptr(GError) error = NULL;
@@ -1272,6 +1346,8 @@ int main(int argc, char **argv)
     g_test_add("/vm/chain/locate", Fixture, NULL, fixture_setup, test_locate, fixture_teardown);
     g_test_add("/vm/plan/domain", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
     g_test_add_func("/vm/plan/notes", test_plan_notes);
+    g_test_add("/vm/plan/sata-ports", Fixture, NULL, fixture_setup, test_plan_sata_ports,
+               fixture_teardown);
     g_test_add("/vm/plan/refusals", Fixture, NULL, fixture_setup, test_plan_refusals,
                fixture_teardown);
     g_test_add_func("/vm/osinfo", test_osinfo);
