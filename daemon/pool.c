@@ -487,8 +487,11 @@ static void create_done(VddJob *job, gpointer data, const GError *error)
     vdd_pool_update_space(w->pool);
 }
 
-/* Lock the backing volume and create the file for a checked request. */
-static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **error)
+/* Lock the backing volume and create the file for a checked request.
+ * checked is the backing volume the call was checked to read (the
+ * volume the options named when it came, new_backing_of), or NULL. */
+static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, VddVolume *checked,
+                                   GError **error)
 {
     const char *backing = vd_options_get(w->create, "backing_file");
     if (!vdd_check_target_files(w->format, w->create, error))
@@ -502,6 +505,13 @@ static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **err
                         "backing volume %s/%s does not exist", self->name, backing);
             return FALSE;
         }
+        if (b != checked) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "backing volume %s/%s is not the one the call was checked for: give "
+                        "the backing file once",
+                        self->name, backing);
+            return FALSE;
+        }
         if (!vdd_lock_set_read(w->locks, b, error))
             return FALSE;
     }
@@ -511,11 +521,11 @@ static gboolean prepare_new_volume(VddPool *self, NewVolumeWork *w, GError **err
 
 /* Start a create/import job for a checked request; replies to invocation. */
 static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, guint32 uid,
-                             NewVolumeWork *w, const char *operation)
+                             NewVolumeWork *w, VddVolume *checked_backing, const char *operation)
 {
     GError *error = NULL;
     g_autofree char *what = g_strdup_printf("%s/%s (%s)", self->name, w->name, w->format);
-    if (!prepare_new_volume(self, w, &error)) {
+    if (!prepare_new_volume(self, w, checked_backing, &error)) {
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);
         return;
@@ -556,15 +566,38 @@ typedef struct {
     const char *name;
     const char *format;
     guint64 size;
+    VddVolume *backing; /* what the backing option named, checked; or NULL */
 } CreateVolumeParams;
+
+/* The options of a call that are vdiskd's, not the engine's create
+ * options. "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
+static const char *const create_daemon_keys[] = { "secrets", NULL };
+static const char *const import_daemon_keys[] = { "source-format",  "secrets",
+                                                  "chain",          "related-files",
+                                                  "appliance-disk", "misbehave",
+                                                  "backing-volume", NULL };
+
+/* The volume of this pool that a new volume's create options name as its
+ * backing file (backing, backing-file), read as the handler reads them,
+ * or NULL. The new volume reads through it: the call is checked with
+ * read-volume on it, as CreateOverlay is on the volume it covers. */
+static VddVolume *new_backing_of(VddPool *self, GVariant *options, const char *format,
+                                 const char *const *daemon_keys)
+{
+    g_autoptr(VdOptions) create = vdd_options_to_create(options, format, daemon_keys, NULL);
+    const char *name = create != NULL ? vd_options_get(create, "backing_file") : NULL;
+    return name != NULL ? vdd_pool_lookup_volume(self, name) : NULL;
+}
 
 static void parse_create_volume(VddPool *self, GVariant *args, CreateVolumeParams *p,
                                 VddCallSubject *s)
 {
-    g_variant_get(args, "(&s&st@a{sv})", &p->name, &p->format, &p->size, NULL);
+    g_autoptr(GVariant) options = NULL;
+    g_variant_get(args, "(&s&st@a{sv})", &p->name, &p->format, &p->size, &options);
     s->pool = self->name;
     s->volume = p->name;
     s->format = p->format;
+    p->backing = s->source = new_backing_of(self, options, p->format, create_daemon_keys);
 }
 
 static void create_volume(VddPool *self, VddCall *call, const CreateVolumeParams *p)
@@ -576,16 +609,15 @@ static void create_volume(VddPool *self, VddCall *call, const CreateVolumeParams
     GError *error = NULL;
     NewVolumeWork *w = new_work(self, name, format);
     w->size = p->size;
-    static const char *const daemon_keys[] = { "secrets", NULL };
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
-        (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        (w->create = vdd_options_to_create(options, format, create_daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
         new_volume_work_free(w);
         vdd_return_error(invocation, uid, what, error);
         return;
     }
-    start_new_volume(self, invocation, uid, w, "create");
+    start_new_volume(self, invocation, uid, w, p->backing, "create");
 }
 
 typedef struct {
@@ -943,6 +975,8 @@ static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParam
     const char *backing;
     if (g_variant_lookup(options, "backing-volume", "&s", &backing))
         p->backing = s->source = vdd_pool_lookup_volume(self, backing);
+    else
+        p->backing = s->source = new_backing_of(self, options, p->format, import_daemon_keys);
 }
 
 static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams *p)
@@ -952,17 +986,12 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     GVariant *options = call->options;
     gint32 handle = p->source;
     const char *name = p->name, *format = p->format;
-    /* "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
-    static const char *const daemon_keys[] = { "source-format",  "secrets",
-                                               "chain",          "related-files",
-                                               "appliance-disk", "misbehave",
-                                               "backing-volume", NULL };
     GError *error = NULL;
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
-        (w->create = vdd_options_to_create(options, format, daemon_keys, &error)) == NULL ||
+        (w->create = vdd_options_to_create(options, format, import_daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
         (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
         !take_chain(w, invocation, options, &error) ||
@@ -977,7 +1006,7 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     w->source_format = g_strdup(source_format);
     w->uid = uid;
     w->misbehave = vdd_worker_test_misbehave(options);
-    start_new_volume(self, invocation, uid, w, "import");
+    start_new_volume(self, invocation, uid, w, p->backing, "import");
 }
 
 typedef struct {

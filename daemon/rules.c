@@ -20,15 +20,17 @@
  * polkit/org.vdisk.VDisk1.policy documents). "volume" is the volume a
  * method makes or changes: Clone's and CreateOverlay's new one, the called
  * one otherwise; "source-*" is the volume it reads besides: the called one
- * for Clone and CreateOverlay, CopyFrom's source, the backing-volume an
- * ImportVolume makes an overlay of. */
+ * for Clone and CreateOverlay, CopyFrom's source, the volume a
+ * CreateVolume or ImportVolume makes an overlay of (its backing option,
+ * ImportVolume's backing-volume). */
 static const VddRule rules[] = {
     { M, "GetPools", "", NULL, 0, FALSE },
     { M, "AddPool", VDISK_ACTION_MANAGE_POOLS, "add-pool", POOL, FALSE },
     { M, "ResolvePath", VDISK_ACTION_MANAGE_POOLS, "resolve-path", PATH, FALSE },
     { M, "InspectFile", VDISK_ACTION_INSPECT, "inspect", 0, FALSE },
     { M, "ConvertFile", VDISK_ACTION_INSPECT, "convert", FORMAT, FALSE },
-    { P, "CreateVolume", VDISK_ACTION_CREATE_VOLUME, "create", POOL | VOLUME | FORMAT, FALSE },
+    { P, "CreateVolume", VDISK_ACTION_CREATE_VOLUME, "create", POOL | VOLUME | FORMAT | SOURCE,
+      TRUE },
     { P, "ImportVolume", VDISK_ACTION_IMPORT_VOLUME, "import", POOL | VOLUME | FORMAT | SOURCE,
       TRUE },
     { P, "Refresh", VDISK_ACTION_MANAGE_POOLS, "refresh", POOL, FALSE },

@@ -307,6 +307,11 @@ static void test_inspect_fd(Fixture *f, gconstpointer unused)
     g_assert_cmpuint(size, ==, 3 << 20);
 }
 
+static int compare_names(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* The names in a folder (hidden ones too), sorted, one string. */
 static char *listing(Fixture *f, const char *pool)
 {
@@ -317,7 +322,7 @@ static char *listing(Fixture *f, const char *pool)
     const char *name;
     while ((name = g_dir_read_name(d)) != NULL)
         g_ptr_array_add(names, g_strdup(name));
-    g_ptr_array_sort(names, (GCompareFunc)g_strcmp0);
+    g_ptr_array_sort(names, compare_names);
     g_ptr_array_add(names, NULL);
     return g_strjoinv(" ", (char **)names->pdata);
 }
@@ -559,6 +564,62 @@ static void test_rules_import_backing(Fixture *f, gconstpointer unused)
     g_assert_cmpstr(p_after, ==, p_before);
 }
 
+/* A new volume whose backing option names a volume of the pool reads
+ * through it: CreateVolume and ImportVolume are checked again with
+ * read-volume on it, and refused there make nothing. Named twice, two
+ * ways, the backing file the new volume gets is the volume checked. */
+static void test_rules_create_backing(Fixture *f, gconstpointer unused)
+{
+    g_auto(Objects) o = { 0 };
+    make_objects(f, &o);
+    g_autofree char *c = create_volume(f, o.pool, "c.raw", "raw", 1 << 20);
+    g_autofree char *p_before = listing(f, "p");
+    f->deny = VDISK_ACTION_READ_VOLUME;
+    static const RuleCase cases[] = {
+        { "pool", "CreateVolume", "('n.qcow2', 'qcow2', @t 1048576, {'backing': <'a.raw'>})",
+          VDISK_ACTION_CREATE_VOLUME " format=qcow2 operation=create pool=p source-pool=p "
+                                     "source-volume=a.raw volume=n.qcow2" },
+        { "pool", "CreateVolume",
+          "('n.qcow2', 'qcow2', @t 0, {'backing-file': <'a.raw'>, 'backing-format': <'raw'>})",
+          VDISK_ACTION_CREATE_VOLUME " format=qcow2 operation=create pool=p source-pool=p "
+                                     "source-volume=a.raw volume=n.qcow2" },
+        { "pool", "ImportVolume", "(@h 0, 'i.qcow2', 'qcow2', {'backing': <'a.raw'>})",
+          VDISK_ACTION_IMPORT_VOLUME " format=qcow2 operation=import pool=p source-pool=p "
+                                     "source-volume=a.raw volume=i.qcow2" },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_test_message("%s", cases[i].args);
+        g_ptr_array_set_size(f->asked, 0);
+        g_autofree char *remote = call_case(f, &o, &cases[i], NULL);
+        g_assert_cmpstr(remote, ==, VDISK_ERROR_NOT_AUTHORIZED);
+        g_assert_cmpuint(f->asked->len, ==, 2);
+        g_assert_cmpstr(f->asked->pdata[0], ==, cases[i].asked);
+        g_autofree char *read = g_strdup_printf(
+            VDISK_ACTION_READ_VOLUME " operation=%s pool=p volume=a.raw", cases[i].method);
+        g_assert_cmpstr(f->asked->pdata[1], ==, read);
+    }
+    g_autofree char *p_after = listing(f, "p");
+    g_assert_cmpstr(p_after, ==, p_before);
+
+    f->deny = NULL;
+    const RuleCase twice = { "pool", "CreateVolume",
+                             "('n.qcow2', 'qcow2', @t 1048576, {'backing': <'a.raw'>, "
+                             "'backing-file': <'c.raw'>, 'backing-format': <'raw'>})",
+                             NULL };
+    g_ptr_array_set_size(f->asked, 0);
+    g_autoptr(GVariant) r = NULL;
+    g_autofree char *remote = call_case(f, &o, &twice, &r);
+    g_assert_null(remote);
+    const char *volume, *job;
+    g_variant_get(r, "(&o&o)", &volume, &job);
+    wait_job(f, job, TRUE);
+    g_autofree char *backing = volume_string(f, volume, "BackingFile");
+    g_assert_cmpuint(f->asked->len, ==, 2);
+    g_autofree char *read = g_strdup_printf(
+        VDISK_ACTION_READ_VOLUME " operation=CreateVolume pool=p volume=%s", backing);
+    g_assert_cmpstr(f->asked->pdata[1], ==, read);
+}
+
 /* Allowed, a Clone asks create-volume with its details, then read-volume
  * on the volume it copies, and makes the clone. */
 static void test_rules_clone_allowed(Fixture *f, gconstpointer unused)
@@ -628,6 +689,7 @@ int main(int argc, char **argv)
     ADD("/dbus/rules/every-method", test_rules_every_method);
     ADD("/dbus/rules/read-check", test_rules_read_check);
     ADD("/dbus/rules/import-backing", test_rules_import_backing);
+    ADD("/dbus/rules/create-backing", test_rules_create_backing);
     ADD("/dbus/rules/clone-allowed", test_rules_clone_allowed);
     ADD("/dbus/rules/cancel", test_rules_cancel);
     return g_test_run();
