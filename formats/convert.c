@@ -85,8 +85,9 @@ static void add_op_from(Worker *w, OpKind kind, guint64 offset, guint64 len, con
     /* Adjacent ranges of the same kind become one write. */
     if (last != NULL && kind != OP_COMPRESSED && last->kind == kind &&
         last->offset + last->len == offset &&
-        (kind == OP_ZERO || (last->buf + last->len == buf && last->src == src &&
-                             (src == NULL || last->src_offset + last->len == src_offset)))) {
+        (kind == OP_ZERO ||
+         ((buf == NULL ? last->buf == NULL : last->buf + last->len == buf) && last->src == src &&
+          (src == NULL || last->src_offset + last->len == src_offset)))) {
         last->len += len;
         return;
     }
@@ -124,7 +125,7 @@ static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, c
 /* Where a data run the source's block status answered lies plainly in a
  * file, for copying it file to file; NULL when it does not (compressed,
  * encrypted, a format that does not say) or offload is off. The data is
- * still read: zero detection needs it. */
+ * still read where zero detection needs it. */
 static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 offset, guint64 len,
                             guint64 *src_offset)
 {
@@ -200,9 +201,15 @@ static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, 
         } else {
             guint64 src_offset = 0;
             VdFile *src = plain_source(job, &st, offset, n, &src_offset);
-            if (!vd_image_read(job->src, offset, w->data + pos, n, error))
+            if (src != NULL && job->sparse_block == 0) {
+                /* No zero detection (-S 0): the bytes need not pass
+                 * through memory at all. */
+                add_op_from(w, OP_DATA, offset, n, NULL, src, src_offset);
+            } else if (vd_image_read(job->src, offset, w->data + pos, n, error)) {
+                add_data_run(job, w, offset, n, w->data + pos, src, src_offset);
+            } else {
                 return FALSE;
-            add_data_run(job, w, offset, n, w->data + pos, src, src_offset);
+            }
         }
         pos += n;
     }
@@ -217,7 +224,7 @@ static gboolean perform_op(CopyJob *job, const WriteOp *op, GError **error)
     case OP_DATA:
         if (op->src != NULL)
             return vd_image_write_from_file(job->dst, op->offset, op->src, op->src_offset, op->len,
-                                            error);
+                                            op->buf, error);
         return vd_image_write(job->dst, op->offset, op->buf, op->len, error);
     case OP_ZERO:
         if (job->skip_zeroes)
@@ -389,10 +396,12 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
 
     guint n = thread_count(opts);
     GThread *threads[MAX_THREADS];
+    vd_file_set_streaming(target->file, TRUE);
     for (guint i = 0; i < n; i++)
         threads[i] = g_thread_new("vdisk-copy", worker_main, &job);
     for (guint i = 0; i < n; i++)
         g_thread_join(threads[i]);
+    vd_file_set_streaming(target->file, FALSE);
 
     g_mutex_clear(&job.lock);
     g_cond_clear(&job.turn);

@@ -31,6 +31,13 @@ struct VdFile {
      * so that it is asked once, not for every run. */
     gboolean no_clone;
     gboolean no_copy_range;
+    guint64 clone_block; /* the file system's block size, once asked */
+    /* vd_file_set_streaming: bytes written since writeback was last
+     * started, 0 when off. */
+    gboolean streaming;
+    guint64 unkicked;
+    guint64 stream_end; /* the end of the furthest write so far */
+    guint64 kicked_end; /* stream_end when writeback was last started */
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -457,6 +464,40 @@ gboolean vd_file_pread_zero_past_eof(VdFile *file, guint64 offset, void *buf, gs
     return TRUE;
 }
 
+/* Bytes written between two starts of writeback of a streamed file: the
+ * disk gets to work while the copy goes on, instead of all at the final
+ * sync, and the page cache holds about this much of the target. */
+#define STREAM_KICK_BYTES (32u << 20)
+
+void vd_file_set_streaming(VdFile *file, gboolean streaming)
+{
+    file->streaming = streaming;
+    file->unkicked = file->stream_end = file->kicked_end = 0;
+}
+
+/* A streamed file was written [offset, +len): every STREAM_KICK_BYTES,
+ * start writeback of what is dirty, then wait for what the previous kick
+ * started (written by now, unless the disk is slower than the copy, when
+ * the final sync would wait as long) and drop it from the page cache. A
+ * copy writes front to back, so that is the range before the previous
+ * kick's furthest write. No durability is claimed: vd_file_sync gives it. */
+static void written(VdFile *file, guint64 offset, guint64 len)
+{
+    if (!file->streaming || file->no_flush)
+        return;
+    file->stream_end = MAX(file->stream_end, offset + len);
+    file->unkicked += len;
+    if (file->unkicked < STREAM_KICK_BYTES)
+        return;
+    file->unkicked = 0;
+    (void)sync_file_range(file->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (file->kicked_end > 0) {
+        (void)sync_file_range(file->fd, 0, (off64_t)file->kicked_end, SYNC_FILE_RANGE_WAIT_BEFORE);
+        (void)posix_fadvise(file->fd, 0, (off_t)file->kicked_end, POSIX_FADV_DONTNEED);
+    }
+    file->kicked_end = file->stream_end;
+}
+
 gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len, GError **error)
 {
     gsize done = 0;
@@ -484,6 +525,7 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
         done += (gsize)n;
     }
     vd_fault_end();
+    written(file, offset, len);
     return TRUE;
 }
 
@@ -625,12 +667,15 @@ static int clone_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst
 {
     if (dst->no_clone)
         return 0;
-    struct stat st;
-    if (fstat(dst->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_blksize <= 0) {
-        dst->no_clone = TRUE;
-        return 0;
+    if (dst->clone_block == 0) {
+        struct stat st;
+        if (fstat(dst->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_blksize <= 0) {
+            dst->no_clone = TRUE;
+            return 0;
+        }
+        dst->clone_block = (guint64)st.st_blksize;
     }
-    guint64 block = (guint64)st.st_blksize;
+    guint64 block = dst->clone_block;
     if (src_offset % block != 0 || dst_offset % block != 0 || len % block != 0)
         return 0; /* this run only: the next one may be aligned */
     struct file_clone_range arg = {
@@ -694,7 +739,7 @@ static gboolean bounce_copy(VdFile *src, guint64 src_offset, VdFile *dst, guint6
 }
 
 gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
-                            guint64 len, GError **error)
+                            guint64 len, const void *buf, GError **error)
 {
     if (!dst->writable) {
         vd_set_file_error(error, dst->name, VD_ERROR_INVALID_ARGUMENT, "is open read-only");
@@ -711,6 +756,8 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
 #ifdef VD_FAULT_INJECTION
     /* The fault layer sees every byte written: test copies of the engine
      * copy through a buffer, in the same order. */
+    if (buf != NULL)
+        return vd_file_pwrite(dst, dst_offset, buf, len, error);
     return bounce_copy(src, src_offset, dst, dst_offset, len, error);
 #else
     /* A slice (an archive member) is copied within its bounds only. */
@@ -725,14 +772,20 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
             set_errno_error(error, dst->name, errno, "cannot share extents");
             return FALSE;
         }
-        done = rc > 0 ? len : 0;
+        if (rc > 0)
+            return TRUE;
     }
+    /* Bytes already in memory cost one copy into the page cache; the
+     * kernel's copy would read them again first. */
+    if (buf != NULL)
+        return vd_file_pwrite(dst, dst_offset, buf, len, error);
     if (done < avail) {
         gint64 n = copy_range(src, host + done, dst, dst_offset + done, avail - done);
         if (n < 0) {
             set_errno_error(error, dst->name, errno, "copy failed");
             return FALSE;
         }
+        written(dst, dst_offset + done, (guint64)n);
         done += (guint64)n;
     }
     return done == len ||

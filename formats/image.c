@@ -997,7 +997,7 @@ gboolean vd_image_can_write_from_file(VdImage *img)
 }
 
 gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                                  guint64 len, GError **error)
+                                  guint64 len, const void *buf, GError **error)
 {
     if (!vd_image_can_write_from_file(img))
         return not_supported(img, "copying file to file", error);
@@ -1006,7 +1006,7 @@ gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, gui
     if (len == 0)
         return TRUE;
     g_mutex_lock(&img->lock);
-    gboolean ok = img->drv->write_from_file(img, offset, src, src_offset, len, error);
+    gboolean ok = img->drv->write_from_file(img, offset, src, src_offset, len, buf, error);
     ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;

@@ -549,7 +549,8 @@ static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head
 }
 
 /* Where the body of a write comes from: a buffer, or (src set) a range of
- * another file that is copied file to file. */
+ * another file that is copied file to file (buf, when set too, holding
+ * the same bytes). */
 typedef struct {
     const guint8 *buf;
     VdFile *src;
@@ -566,7 +567,7 @@ static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, gu
         /* Never encrypted: the generic layer asks only plain images. */
         return (head_len == 0 || vd_file_pwrite(f, host, head, head_len, error)) &&
                vd_file_copy_range(data->src, data->src_offset, f, host + head_len, body_len,
-                                  error) &&
+                                  data->buf, error) &&
                (tail_len == 0 ||
                 vd_file_pwrite(f, host + head_len + body_len, tail, tail_len, error));
     }
@@ -700,9 +701,8 @@ static gboolean write_in_table(Qcow2State *s, guint64 offset, const WriteData *d
         g.pos = pos;
         g.end = MIN(c, end);
         g.data = *data;
-        if (data->src != NULL)
-            g.data.src_offset += pos - offset;
-        else
+        g.data.src_offset += pos - offset;
+        if (data->buf != NULL)
             g.data.buf += pos - offset;
         ok = write_group(s, &g, error);
         pos = g.end;
@@ -722,9 +722,8 @@ static gboolean write_data(Qcow2State *s, guint64 offset, const WriteData *data,
         if (!write_in_table(s, offset, &d, n, error))
             return FALSE;
         offset += n;
-        if (d.src != NULL)
-            d.src_offset += n;
-        else
+        d.src_offset += n;
+        if (d.buf != NULL)
             d.buf += n;
         len -= n;
     }
@@ -768,12 +767,12 @@ gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, G
 }
 
 gboolean qcow2_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                               guint64 len, GError **error)
+                               guint64 len, const void *buf, GError **error)
 {
     Qcow2State *s = img->priv;
     if (!begin_guest_write(s, offset, len, error))
         return FALSE;
-    WriteData data = { .src = src, .src_offset = src_offset };
+    WriteData data = { .buf = buf, .src = src, .src_offset = src_offset };
     return write_data(s, offset, &data, len, error);
 }
 

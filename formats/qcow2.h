@@ -298,7 +298,7 @@ gboolean qcow2_inflate_unit(VdImage *img, const VdPackedUnit *unit, const guint8
                             GError **error);
 gboolean qcow2_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
 gboolean qcow2_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                               guint64 len, GError **error);
+                               guint64 len, const void *buf, GError **error);
 gboolean qcow2_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
                             GError **error);
 gboolean qcow2_discard(VdImage *img, guint64 offset, guint64 len, GError **error);

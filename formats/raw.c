@@ -82,9 +82,9 @@ static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize l
 }
 
 static gboolean raw_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                                    guint64 len, GError **error)
+                                    guint64 len, const void *buf, GError **error)
 {
-    return vd_file_copy_range(src, src_offset, img->file, offset, len, error);
+    return vd_file_copy_range(src, src_offset, img->file, offset, len, buf, error);
 }
 
 static gboolean raw_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,

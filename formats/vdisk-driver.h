@@ -71,14 +71,21 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
 gboolean vd_file_sync(VdFile *file, GError **error);
 /* cache=unsafe: vd_file_sync returns at once from now on. */
 void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
+/* The file is being written front to back by a copy: start writeback
+ * every few tens of MiB written, and drop what is written back from the
+ * page cache, so the disk works during the copy and a copy larger than
+ * memory does not push everything else out of it. */
+void vd_file_set_streaming(VdFile *file, gboolean streaming);
 /* Copy [src_offset, +len) of src to dst_offset of dst inside the kernel:
  * shared extents (FICLONERANGE, a reflink) where offsets and length are
- * whole blocks of dst's file system, else copy_file_range; where the
- * kernel or file system says no (EXDEV, EOPNOTSUPP, EINVAL, ENOSYS), read
- * and written through a buffer instead. Bytes past src's end read as
- * zeroes. Syncing stays the caller's (vd_file_sync). */
+ * whole blocks of dst's file system. Else, when buf (may be NULL) holds
+ * the same bytes already, they are written from it (cheaper than having
+ * the kernel copy them again); else copy_file_range, and where the kernel
+ * or file system says no (EXDEV, EOPNOTSUPP, EINVAL, ENOSYS), read and
+ * written through a buffer. Bytes past src's end read as zeroes. Syncing
+ * stays the caller's (vd_file_sync). */
 gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
-                            guint64 len, GError **error);
+                            guint64 len, const void *buf, GError **error);
 /* Make dst (empty, just created) share every extent of src (FICLONE, a
  * reflink of the whole file). *cloned is FALSE, and dst left untouched,
  * where the kernel or file system cannot (another file system, no shared
@@ -103,7 +110,7 @@ gboolean vd_image_create_fd_flags(int fd, const char *name, const char *format, 
  * (as vd_image_write does, with the same cache mode). */
 gboolean vd_image_can_write_from_file(VdImage *img);
 gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                                  guint64 len, GError **error);
+                                  guint64 len, const void *buf, GError **error);
 /* Where [offset, +len) of layer (one layer, not its chain) lies as it is
  * in a file: the file (borrowed), the host offset and how far the run
  * goes; NULL where it is not stored plainly. */
@@ -207,9 +214,9 @@ typedef struct {
     gsize guest_len;      /* bytes it inflates to */
     VdFile *file;         /* where it lies (borrowed) */
     guint64 host_offset;
-    gsize host_len;     /* bytes to read (zeroes past the end of the file) */
-    gpointer part;      /* the driver's: which part of the image (a vmdk extent) */
-    guint64 index;      /* the driver's: which unit, for messages */
+    gsize host_len; /* bytes to read (zeroes past the end of the file) */
+    gpointer part;  /* the driver's: which part of the image (a vmdk extent) */
+    guint64 index;  /* the driver's: which unit, for messages */
 } VdPackedUnit;
 
 typedef struct VdDriver {
@@ -236,10 +243,11 @@ typedef struct VdDriver {
     gboolean (*read)(VdImage *img, guint64 offset, void *buf, gsize len, GError **error);
     gboolean (*write)(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error);
     /* Optional: write len guest bytes that lie as they are at src_offset
-     * of src, as write does but copied file to file (vd_file_copy_range).
-     * Only called where img->encrypted is FALSE. */
+     * of src, as write does but copied file to file (vd_file_copy_range;
+     * buf, when not NULL, holds the same bytes). Only called where
+     * img->encrypted is FALSE. */
     gboolean (*write_from_file)(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
-                                guint64 len, GError **error);
+                                guint64 len, const void *buf, GError **error);
     /* Optional; without it zeroes are written as data. */
     gboolean (*write_zeroes)(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
                              GError **error);
@@ -261,8 +269,8 @@ typedef struct VdDriver {
      * unit's host_len bytes into its guest_len bytes at out; it may use
      * only the unit and what never changes while the image is open. */
     gboolean (*packed_unit)(VdImage *img, guint64 offset, VdPackedUnit *unit, GError **error);
-    gboolean (*inflate_unit)(VdImage *img, const VdPackedUnit *unit, const guint8 *in,
-                             guint8 *out, GError **error);
+    gboolean (*inflate_unit)(VdImage *img, const VdPackedUnit *unit, const guint8 *in, guint8 *out,
+                             GError **error);
     gboolean (*flush)(VdImage *img, GError **error);
     gboolean (*resize)(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
     /* Fill the format's part of info: cluster_size, dirty, encrypted,
