@@ -705,5 +705,32 @@ t_import_vm_split_vmx() {
 }
 case_run "vdiskctl import-vm --start: a VMware VM whose disk is a split vmdk delta on a split base boots" t_import_vm_split_vmx
 
+t_import_vm_keep_snapshots() {
+  # vdiskctl import-vm --keep-snapshots: the base and the snapshot stay two
+  # volumes, vdisk-keep.qcow2 a qcow2 overlay of vdisk-keep-1.qcow2 (named
+  # beside it, holding only the snapshot's changes), and the domain on the
+  # overlay boots through the chain into the snapshot's CURRENT, while the
+  # base alone is still BASE.
+  boot_ready
+  trap 'kill "$(cat "$T/virtlogd.pid")"; $V destroy vdisk-keep >/dev/null 2>&1; $V undefine vdisk-keep >/dev/null 2>&1' EXIT
+  mkdir "$T/keep"
+  VDISK=$(dirname "$VDISKCTL")/vdisk "$REPO/tests/libvirt/make-boot-vm.sh" "$T/keep"
+  # Another VM than the first case's: its own name and UUID.
+  sed -i -e 's/name="vdisk-boot"/name="vdisk-keep"/' \
+    -e 's/{6d3c1f7e-3d2b-4c55-9a4e-2f1d0c9b8a72}/{6d3c1f7e-3d2b-4c55-9a4e-2f1d0c9b8a7e}/' \
+    "$T/keep/vm/vdisk-boot.vbox"
+  "$VDISKCTL" import-vm -q --keep-snapshots --domain-type qemu --connect qemu:///system --start \
+    "$T/keep/vm" vdisktest
+  qemu-img info -U --output=json "$LV/vdisk-keep.qcow2" >"$T/keep/info.json"
+  [[ $($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["backing-filename"])' \
+    "$T/keep/info.json") == vdisk-keep-1.qcow2 ]]
+  qemu-img compare -U "$LV/vdisk-keep.qcow2" "$T/keep/current.qcow2"
+  qemu-img compare -U -f qcow2 -F raw "$LV/vdisk-keep-1.qcow2" "$T/keep/base.raw"
+  [[ $($V domstate vdisk-keep) == running ]]
+  $V dumpxml vdisk-keep | grep -qF "<source file='$LV/vdisk-keep.qcow2'"
+  console_shows vdisk-keep
+}
+case_run "vdiskctl import-vm --keep-snapshots --start: the snapshot is an overlay volume, and it boots" t_import_vm_keep_snapshots
+
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED == 0 ]]
