@@ -6,6 +6,7 @@ files into the target, and (with -Dtest_hooks=true) what a taken-over
 parser might try is stopped by the kernel. Needs root for the user switch
 (exit 77 otherwise)."""
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -358,10 +359,74 @@ def main():
                 check(b"root:" not in f.read(), "misbehave=%s leaked nothing" % what)
         check(not os.path.exists("/tmp/vdisk-worker-outside"), "nothing was written outside")
 
+    reflink_copies(tmp)
+
     subprocess.run(["rm", "-rf", tmp])
     if failures:
         print("%d failures" % len(failures))
         sys.exit(1)
 
 
+def shares_extents(path):
+    out = subprocess.run(["filefrag", "-v", path], capture_output=True, text=True).stdout
+    return "shared" in out
+
+
+def reflink_copies(tmp):
+    """On a reflink XFS the worker's copies share extents with the source
+    (ioctl FICLONE for a qcow2 with nothing to convert, FICLONERANGE for
+    runs), which its seccomp filter lets through instead of killing it.
+    The file system is made on a loop device inside this test's own mount
+    namespace (main() re-runs the test there)."""
+    if os.environ.get("VDISK_WORKER_NS") != "1":
+        print("note: no private mount namespace, the reflink copies are not tested")
+        return
+    if not all(shutil.which(p) for p in ("mkfs.xfs", "losetup", "filefrag")):
+        print("note: mkfs.xfs, losetup or filefrag missing (xfsprogs, util-linux, e2fsprogs): "
+              "the reflink copies are not tested")
+        return
+    img, mnt = os.path.join(tmp, "xfs.img"), os.path.join(tmp, "xfs")
+    with open(img, "wb") as f:
+        f.truncate(512 << 20)
+    os.mkdir(mnt)
+    if subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", img]).returncode != 0:
+        print("note: mkfs.xfs failed, the reflink copies are not tested")
+        return
+    dev = subprocess.run(["losetup", "-f", "--show", img], capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        if not dev or subprocess.run(["mount", "-t", "xfs", dev, mnt]).returncode != 0:
+            print("note: cannot mount XFS on a loop device, the reflink copies are not tested")
+            return
+        os.chmod(mnt, 0o755)
+        raw = os.path.join(mnt, "src.raw")
+        with open(raw, "wb") as f:
+            f.write(os.urandom(8 << 20))
+        qcow2 = os.path.join(mnt, "src.qcow2")
+        assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, qcow2).returncode == 0
+        for src, fmt, how in ((qcow2, "qcow2", "FICLONE"), (raw, "raw", "FICLONERANGE"),
+                              (qcow2, "raw", "FICLONERANGE")):
+            out = os.path.join(mnt, "out-%s-%s" % (os.path.basename(src), fmt))
+            s, d = open_pair(src, out)
+            res, status = run(convert_request(fmt), [s, d])
+            os.close(s)
+            os.close(d)
+            check(res is not None and res.get("ok") is True and os.WIFEXITED(status),
+                  "%s → %s on XFS through the worker (%s) succeeds: status %#x, %s"
+                  % (os.path.basename(src), fmt, how, status, res))
+            cmp = qemu_img("compare", "-f", "raw", "-F", fmt, raw, out)
+            check(cmp.returncode == 0, "and equals the source: %s" % cmp.stdout)
+            check(shares_extents(out), "and shares extents with the source")
+    finally:
+        subprocess.run(["umount", mnt])
+        if dev:
+            subprocess.run(["losetup", "-d", dev])
+
+
+if (os.geteuid() == 0 and os.environ.get("VDISK_WORKER_NS") is None and shutil.which("unshare")
+        and subprocess.run(["unshare", "--mount", "--propagation", "private", "true"]).returncode == 0):
+    # Once more in a mount namespace of its own, for the XFS mount.
+    os.environ["VDISK_WORKER_NS"] = "1"
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
+                          sys.executable] + sys.argv)
 main()
