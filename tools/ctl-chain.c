@@ -19,6 +19,9 @@
 #include "vdisk.h"
 #include "vm.h"
 
+/* Parents passed in a call's own descriptors, beside the source and the
+ * related-files socket. */
+#define MAX_CHAIN_PASSED 14
 /* A packet of the related-files socket: at most SCM_MAX_FD descriptors. */
 #define RELATED_PACKET_FDS 253
 
@@ -84,6 +87,16 @@ GVariant *ctl_chain_option(GPtrArray *chain, GUnixFDList *fds, GError **error)
     if (chain == NULL || chain->len < 2)
         return NULL;
     const VmChainLink *top = chain->pdata[0];
+    /* The system bus carries 16 descriptors a message: the source, its
+     * parents and the socket of their extents. */
+    if (chain->len - 1 > MAX_CHAIN_PASSED) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "%s reads through %u parents; vdiskd can be passed %d at most (a D-Bus "
+                    "message carries 16 descriptors): 'vdisk convert' or 'vdisk import-vm' "
+                    "read it offline",
+                    top->path, chain->len - 1, MAX_CHAIN_PASSED);
+        return NULL;
+    }
     g_autofree char *folder = g_path_get_dirname(top->path);
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE("a(sh)"));

@@ -425,6 +425,24 @@ def tests(env):
         info = qemu_img("info", vol("Kept.qcow2")).stdout
         assert "backing file: Kept-1.qcow2" in info, info
 
+    @case("vdiskctl import of an image on 15 parents says vdiskd can be passed 14 at most, "
+          "instead of losing its connection to the bus")
+    def _():
+        if VDISKCTL is None:
+            return
+        deep = os.path.join(work, "deep")
+        os.makedirs(deep)
+        sh("qemu-img", "create", "-q", "-f", "qcow2", os.path.join(deep, "l0.qcow2"), "1M")
+        for i in range(1, 16):
+            sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "l%d.qcow2" % (i - 1), "-F",
+               "qcow2", os.path.join(deep, "l%d.qcow2" % i))
+        chown_tree(deep)
+        r = as_alice(VDISKCTL, "import", "-q", os.path.join(deep, "l15.qcow2"), "p/deep.qcow2")
+        assert r.returncode == 1, r
+        assert "reads through 15 parents" in r.stderr and "14 at most" in r.stderr, r.stderr
+        r = as_alice(VDISKCTL, "import", "-q", os.path.join(deep, "l14.qcow2"), "p/deep.qcow2")
+        assert r.returncode == 0, r.stderr
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client(sys.argv[2:], {"import-files": import_files})
