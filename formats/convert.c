@@ -428,7 +428,8 @@ static VdOptions *options_copy(VdOptions *opts);
 static gboolean whole_file_clonable(VdImage *source, const VdConvertOptions *opts)
 {
     g_autoptr(VdOptions) create = NULL;
-    if (opts->no_copy_offload || opts->compress || opts->target_exists ||
+    /* An image open for writing may have metadata not yet in its file. */
+    if (opts->no_copy_offload || opts->compress || opts->target_exists || source->read_write ||
         opts->backing_file != NULL || source->backing != NULL || source->drv->same_as_new == NULL ||
         !g_str_equal(opts->target_format, source->drv->name))
         return FALSE;
