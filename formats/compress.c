@@ -41,6 +41,10 @@
  * 4 KiB ones, at most 2% for vmdk grains (where zlib has the same 32 KiB
  * window); level 1 is 5-8% larger there. */
 #define LIBDEFLATE_LEVEL 4
+/* looks_incompressible: pieces it judges, and its table (twice the most
+ * strings a piece samples). */
+#define PIECE_BYTES 65536
+#define SEEN_SLOTS 4096
 
 typedef struct {
     z_stream deflate[2]; /* per VdDeflateFormat */
@@ -51,6 +55,11 @@ typedef struct {
     ZSTD_DCtx *zstd_d;
 #if HAVE_LIBDEFLATE
     struct libdeflate_compressor *ld_c;
+    struct libdeflate_compressor *ld_stored; /* level 0: stored blocks only */
+    /* looks_incompressible's table of sampled 8-byte strings */
+    guint64 seen[SEEN_SLOTS];
+    guint32 seen_round[SEEN_SLOTS];
+    guint32 round;
     struct libdeflate_decompressor *ld_d;
 #endif
 } ThreadStreams;
@@ -69,6 +78,8 @@ static void thread_streams_free(gpointer data)
 #if HAVE_LIBDEFLATE
     if (ts->ld_c != NULL)
         libdeflate_free_compressor(ts->ld_c);
+    if (ts->ld_stored != NULL)
+        libdeflate_free_compressor(ts->ld_stored);
     if (ts->ld_d != NULL)
         libdeflate_free_decompressor(ts->ld_d);
 #endif
@@ -166,16 +177,94 @@ static gboolean zlib_inflate(VdDeflateFormat format, const void *in, gsize len, 
 /* ----- libdeflate ----- */
 
 #if HAVE_LIBDEFLATE
+/* Is piece (4 KiB to 64 KiB) beyond deflate's reach: its bytes spread so
+ * evenly that Huffman codes gain under 1%, and no string of a few dozen
+ * bytes in it comes back (a match needs one)? Random, encrypted and
+ * already compressed data is, and deflate spends most of its time on it
+ * for nothing: half of a convert -c of a disk whose free space once held
+ * such files.
+ *
+ * Evenness: the chi-square statistic of the byte counts (of every byte, or
+ * every 4th in a large piece). Random data gives about 255 (its degrees of
+ * freedom); an entropy short of 8 bits a byte by d adds about 2 n d ln 2,
+ * so below 330 + n / 16 the bytes carry more than 7.95 bits each.
+ *
+ * Repeats: 8-byte strings sampled where a hash of their first 4 bytes has
+ * 5 leading zero bits (1 position in 32, chosen by content, so a repeated
+ * run is sampled alike in both copies) must all differ; a run of 100
+ * bytes that comes back is caught 19 times in 20, one of 256 almost
+ * surely. */
+static gboolean piece_incompressible(ThreadStreams *ts, const guint8 *p, gsize len)
+{
+    guint32 count[256] = { 0 };
+    gsize stride = len > 16384 ? 4 : 1, n = 0;
+    for (gsize i = 0; i < len; i += stride, n++)
+        count[p[i]]++;
+    guint64 spread = 0;
+    for (int b = 0; b < 256; b++) {
+        gint64 d = 256 * (gint64)count[b] - (gint64)n;
+        spread += (guint64)(d * d);
+    }
+    /* chi-square = spread / (256 n) */
+    if (spread >= (guint64)256 * n * (330 + n / 16))
+        return FALSE;
+    if (++ts->round == 0) { /* wrapped: forget the old rounds' marks */
+        memset(ts->seen_round, 0, sizeof ts->seen_round);
+        ts->round = 1;
+    }
+    for (gsize i = 0; i + 8 <= len; i++) {
+        guint32 head;
+        memcpy(&head, p + i, 4);
+        if ((head * 2654435761u) >> 27 != 0)
+            continue;
+        guint64 v;
+        memcpy(&v, p + i, 8);
+        guint32 slot = (guint32)((v * 0x9e3779b97f4a7c15ull) >> 52) & (SEEN_SLOTS - 1);
+        for (; ts->seen_round[slot] == ts->round; slot = (slot + 1) & (SEEN_SLOTS - 1))
+            if (ts->seen[slot] == v)
+                return FALSE;
+        ts->seen[slot] = v;
+        ts->seen_round[slot] = ts->round;
+    }
+    return TRUE;
+}
+
+/* Every 64 KiB piece of buf is incompressible (deflate's window is 32 KiB,
+ * so a repeat across pieces gains little). Buffers under 4 KiB are always
+ * deflated: too small to judge, and cheap. */
+static gboolean looks_incompressible(ThreadStreams *ts, const guint8 *buf, gsize len)
+{
+    if (len < 4096)
+        return FALSE;
+    for (gsize pos = 0; pos < len; pos += PIECE_BYTES) {
+        gsize n = MIN((gsize)PIECE_BYTES, len - pos);
+        if (n < 4096 && pos > 0)
+            break; /* a short tail goes with the pieces before it */
+        if (!piece_incompressible(ts, buf + pos, n))
+            return FALSE;
+    }
+    return TRUE;
+}
+
 static gsize libdeflate_deflate(VdDeflateFormat format, const void *in, gsize len, void *out,
                                 gsize out_len)
 {
     ThreadStreams *ts = streams();
-    if (ts->ld_c == NULL && (ts->ld_c = libdeflate_alloc_compressor(LIBDEFLATE_LEVEL)) == NULL)
+    struct libdeflate_compressor **c = &ts->ld_c;
+    int level = LIBDEFLATE_LEVEL;
+    /* Incompressible data goes into stored blocks at the speed of a copy:
+     * as large as deflate would have made it (qcow2 then keeps the cluster
+     * plain; a vmdk grain must be a stream), and as deterministic. */
+    if (looks_incompressible(ts, in, len)) {
+        c = &ts->ld_stored;
+        level = 0;
+    }
+    if (*c == NULL && (*c = libdeflate_alloc_compressor(level)) == NULL)
         return 0;
     /* 0 when the output does not fit, as zlib_deflate. */
     if (format == VD_DEFLATE_RAW)
-        return libdeflate_deflate_compress(ts->ld_c, in, len, out, out_len);
-    return libdeflate_zlib_compress(ts->ld_c, in, len, out, out_len);
+        return libdeflate_deflate_compress(*c, in, len, out, out_len);
+    return libdeflate_zlib_compress(*c, in, len, out, out_len);
 }
 
 /* TRUE when libdeflate inflated a whole stream into out (its end may come
