@@ -151,8 +151,8 @@ gboolean vmdk_sparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 
                           GError **error);
 /* The compressed grain holding offset (within the extent), for reading it
  * without the image lock (vd_image_read), and inflating it. */
-gboolean vmdk_sparse_packed_unit(VdImage *img, VmdkExtent *ext, guint64 offset,
-                                 VdPackedUnit *unit, GError **error);
+gboolean vmdk_sparse_packed_unit(VdImage *img, VmdkExtent *ext, guint64 offset, VdPackedUnit *unit,
+                                 GError **error);
 gboolean vmdk_sparse_inflate_unit(const VdPackedUnit *unit, const guint8 *in, guint8 *out,
                                   GError **error);
 gboolean vmdk_sparse_write(VdImage *img, VmdkExtent *ext, guint64 offset, const guint8 *buf,
