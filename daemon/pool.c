@@ -797,7 +797,9 @@ static gboolean receive_related_files(NewVolumeWork *w, int sock, GHashTable *se
         if (n == 0 && n_fds == 0)
             break; /* the caller's end is closed: all was sent */
         g_autoptr(GVariant) entries = NULL;
-        if (n > 0 && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        /* Every packet carries a file: no more packets than files, so a
+         * caller writing on cannot keep the main loop reading. */
+        if (n > 0 && n_fds > 0 && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
             g_autoptr(GBytes) bytes = g_bytes_new(data, (gsize)n);
             entries =
                 g_variant_ref_sink(g_variant_new_from_bytes(G_VARIANT_TYPE("a(us)"), bytes, FALSE));
@@ -816,8 +818,8 @@ static gboolean receive_related_files(NewVolumeWork *w, int sock, GHashTable *se
                             "option related-files must pass from 1 to %d files", MAX_RELATED);
             else
                 g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                            "option related-files: each packet is an a(us) of its %d "
-                            "descriptors at most, one entry for each",
+                            "option related-files: each packet is an a(us) of its 1 to %d "
+                            "descriptors, one entry for each",
                             RELATED_PACKET_FDS);
             for (guint i = 0; i < n_fds; i++)
                 close(fds[i]);

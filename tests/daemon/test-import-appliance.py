@@ -41,11 +41,14 @@ def import_files(ctx, a):
     if "related" in spec:
         # Sent over a socket before the call, its end closed; "socket"
         # says otherwise: "stream" (the wrong kind), "open" (not closed),
-        # "short" (a descriptor fewer than the names).
+        # "short" (a descriptor fewer than the names), "empty" (a packet
+        # of no file first).
         kind = spec.get("socket", "")
         mine, theirs = socket.socketpair(
             socket.AF_UNIX, socket.SOCK_STREAM if kind == "stream" else socket.SOCK_SEQPACKET)
         related = spec["related"]
+        if kind == "empty":
+            mine.send(GLib.Variant("a(us)", []).get_data_as_bytes().get_data() or b"\0")
         for start in range(0, len(related), 253):
             batch = related[start:start + 253]
             files = [os.open(path, os.O_RDONLY) for _, _, path in batch]
@@ -329,7 +332,8 @@ def tests(env):
         good = [[0, e, os.path.join(split, e)] for e in base_extents]
         for kind, words in (("stream", "not a Unix SOCK_SEQPACKET socket"),
                             ("open", "other end closed, before the call"),
-                            ("short", "one entry for each")):
+                            ("short", "one entry for each"),
+                            ("empty", "1 to 253 descriptors")):
             rc, out = run(ALICE, "import-files", "p", "bad.qcow2",
                           json.dumps({"source": base, "related": good, "socket": kind}))
             assert rc == 3 and out["error"].endswith("Error.InvalidArgument"), out
