@@ -130,8 +130,11 @@ static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 offse
                             guint64 *src_offset)
 {
     guint64 run;
+    /* Data read for zero detection goes from memory unless it can be
+     * shared: asking where it lies would cost a lookup for nothing. */
     if (!job->offload || st->layer == NULL || !(st->flags & VD_BLOCK_OFFSET_VALID) ||
-        (st->flags & VD_BLOCK_COMPRESSED))
+        (st->flags & VD_BLOCK_COMPRESSED) ||
+        (job->sparse_block != 0 && !vd_file_may_clone(job->dst->file)))
         return NULL;
     VdFile *file = vd_image_plain_location(st->layer, offset, len, src_offset, &run);
     return file != NULL && run >= len ? file : NULL;

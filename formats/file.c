@@ -670,7 +670,7 @@ static int clone_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst
     if (dst->clone_block == 0) {
         struct stat st;
         if (fstat(dst->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_blksize <= 0) {
-            dst->no_clone = TRUE;
+            g_atomic_int_set(&dst->no_clone, TRUE);
             return 0;
         }
         dst->clone_block = (guint64)st.st_blksize;
@@ -690,7 +690,7 @@ static int clone_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst
         /* EINVAL may be this run's alignment on a file system with larger
          * blocks: only the other refusals are for good. */
         if (errno != EINVAL)
-            dst->no_clone = TRUE;
+            g_atomic_int_set(&dst->no_clone, TRUE);
         return 0;
     }
     return -1;
@@ -792,6 +792,8 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
            bounce_copy(src, src_offset + done, dst, dst_offset + done, len - done, error);
 #endif
 }
+
+gboolean vd_file_may_clone(VdFile *dst) { return !g_atomic_int_get(&dst->no_clone); }
 
 gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **error)
 {

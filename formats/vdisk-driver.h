@@ -86,6 +86,9 @@ void vd_file_set_streaming(VdFile *file, gboolean streaming);
  * stays the caller's (vd_file_sync). */
 gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 dst_offset,
                             guint64 len, const void *buf, GError **error);
+/* FALSE once the kernel said dst's file system cannot share extents
+ * (vd_file_copy_range asks once): copies into it go through memory. */
+gboolean vd_file_may_clone(VdFile *dst);
 /* Make dst (empty, just created) share every extent of src (FICLONE, a
  * reflink of the whole file). *cloned is FALSE, and dst left untouched,
  * where the kernel or file system cannot (another file system, no shared
