@@ -69,10 +69,10 @@ t_help() {
     vd --help >out
     for c in info create convert check compare snapshot resize map; do
         grep -q "^  $c " out
-        vd $c --help | grep -q "vdisk $c"
-        vd help $c | grep -q Examples
+        vd $c --help >piped; grep -q "vdisk $c" piped
+        vd help $c >piped; grep -q Examples piped
     done
-    vd --version | grep -Eq '^vdisk version [0-9]'
+    vd --version >piped; grep -Eq '^vdisk version [0-9]' piped
     expect_exit 1 vd frobnicate 2>err
     grep -q "^vdisk: no command 'frobnicate'" err
     expect_exit 1 vd info --bogus x 2>err
@@ -108,7 +108,7 @@ t_create_raw() {
     grep -q "give the image size" err
     expect_exit 1 vd create -f raw c.raw 12Q 2>err
     grep -q "invalid size" err
-    vd create -f raw -o help | grep -q '^Supported raw options:'
+    vd create -f raw -o help >piped; grep -q '^Supported raw options:' piped
 }
 case_run "create raw" t_create_raw
 
@@ -130,7 +130,7 @@ t_create_qcow2() {
         [[ $(json o.json 'd["backing-filename-format"]') == qcow2 ]]
         qemu-img check $o.qcow2
     done
-    vd create -f qcow2 -o help | grep -q cluster_size
+    vd create -f qcow2 -o help >piped; grep -q cluster_size piped
 }
 qcow2_case "create qcow2 and overlays" t_create_qcow2
 
@@ -424,7 +424,7 @@ t_snapshot_qcow2() {
     vd snapshot -d first a.qcow2
     not_listed=$(qemu-img snapshot -l a.qcow2 | awk '$2 == "first"')
     [[ -z $not_listed ]]
-    qemu-img snapshot -l a.qcow2 | grep -qw second
+    qemu-img snapshot -l a.qcow2 >piped; grep -qw second piped
     qemu-img check a.qcow2
     expect_exit 1 vd snapshot -a nosuch a.qcow2 2>err
     grep -q nosuch err
