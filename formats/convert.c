@@ -689,7 +689,7 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     }
     if (!refuse_overwriting_chain(source, target_path, error))
         return FALSE;
-    gboolean created;
+    gboolean created = FALSE;
     Partial partial;
     g_autoptr(VdFile) replaced = NULL;
     if (!opts->target_exists && !guard_replaced_file(target_path, &replaced, error))
