@@ -51,7 +51,16 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/system_bus_socket
 cd "$REPO" && vdisk_services_start "$T" || { echo "services did not start"; exit 1; }
 
 mkdir -p "$T/shim" && ln -s "$SHIM" "$T/shim/qemu-img"
+# Every domain here runs on TCG (type qemu), so libvirtd sees no working
+# /dev/kvm: one that root may open and QEMU's user may not (a container's,
+# mode 600) makes it probe QEMU anew at every capabilities lookup, most of
+# a minute for each virsh define. A domain's QEMU then keeps this /dev
+# (namespaces = [] in the private /etc's qemu.conf): libvirt cannot move
+# the mount on /dev/kvm into a /dev of the domain's own.
+: >"$T/no-kvm" && chmod 000 "$T/no-kvm"
+[[ ! -e /dev/kvm ]] || printf '\nnamespaces = []\n' >>/etc/libvirt/qemu.conf
 unshare -m sh -c "mount --bind /dev/null /usr/bin/qemu-img &&
+  { [ ! -e /dev/kvm ] || mount --bind $T/no-kvm /dev/kvm; } &&
   exec env PATH=$T/shim:/usr/sbin:/usr/bin:/sbin:/bin VDISK_SHIM_FALLBACK=0 libvirtd -d --pid-file $T/libvirtd.pid" ||
   { echo "libvirtd did not start"; exit 1; }
 for _ in $(seq 50); do [[ -s $T/libvirtd.pid ]] && break; sleep 0.1; done
