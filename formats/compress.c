@@ -11,13 +11,13 @@
  * for qcow and qcow2 clusters. qemu inflates a cluster in one call into a
  * buffer that holds the whole cluster, so a match may reach back to the
  * start of the cluster whatever window the writer used: qemu-img reads
- * such clusters (tests/unit/test-qcow2.c checks it on data that repeats
- * only at 12 KiB).
+ * such clusters (tests/unit/test-compress.c checks it on data that
+ * repeats only every 12 KiB).
  *
  * Setting up a zlib deflate stream costs more than compressing a small
  * cluster (zlib allocates and clears about 270 KiB of state), and a
- * libdeflate compressor is as large, so each thread keeps one of each
- * kind and reuses it. The copy engine compresses and inflates on its
+ * libdeflate compressor is larger still (650 KiB at level 4), so each
+ * thread keeps one of each kind and reuses it. The copy engine compresses and inflates on its
  * worker threads, which makes this pay off on every cluster.
  */
 #include "vdisk-driver.h"
@@ -275,7 +275,7 @@ static gboolean libdeflate_inflate(VdDeflateFormat format, const void *in, gsize
     ThreadStreams *ts = streams();
     if (ts->ld_d == NULL && (ts->ld_d = libdeflate_alloc_decompressor()) == NULL)
         return FALSE;
-    size_t used_in, made;
+    size_t used_in = 0, made = 0;
     enum libdeflate_result ret =
         format == VD_DEFLATE_RAW
             ? libdeflate_deflate_decompress_ex(ts->ld_d, in, len, out, out_len, &used_in, &made)
