@@ -54,6 +54,33 @@ static gboolean domain_exists(const Ctl *ctl, const char *name)
     return virsh(ctl, args, NULL, NULL);
 }
 
+/* The network cards join libvirt's network "default" where the user's
+ * connection has it running; elsewhere (qemu:///session, a host whose
+ * "default" was never started) a domain on it would not start, so they
+ * get user-mode networking, as virt-install gives them there. Nothing is
+ * changed when the connection cannot be asked: virsh define says why. */
+static void choose_network(const Ctl *ctl, VmPlan *plan)
+{
+    const char *args[] = { "net-list", "--name", NULL };
+    g_autofree char *out = NULL;
+    g_autofree char *program = g_find_program_in_path("virsh");
+    if (program == NULL || !virsh(ctl, args, &out, NULL))
+        return;
+    g_auto(GStrv) active = g_strsplit(out, "\n", -1);
+    for (char **name = active; *name != NULL; name++)
+        if (g_str_equal(g_strstrip(*name), plan->network))
+            return;
+    g_autofree char *why =
+        g_strdup_printf("libvirt's network '%s' is not running on %s", plan->network,
+                        ctl->connect_uri != NULL ? ctl->connect_uri : "virsh's connection");
+    vm_plan_user_networking(plan, why);
+    if (!ctl->dry_run && plan->machine->hardware->nics->len > 0)
+        fprintf(stderr,
+                "vdiskctl: warning: %s: the domain's network cards use user-mode networking "
+                "(start it, or change them with virsh edit, to have them join it)\n",
+                why);
+}
+
 /* The options of one disk's ImportVolume: its source's format, the
  * chain of its parents and the files they name (a split vmdk's extents),
  * opened here; or, for a disk inside an OVA, which of its disks it is. */
@@ -191,6 +218,7 @@ static int run_import_vm(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     if (ctl->keep_snapshots)
         vm_plan_keep_snapshots(plan);
+    choose_network(ctl, plan);
 
     if (ctl->dry_run) {
         g_autofree char *text = vm_plan_describe(plan);

@@ -142,10 +142,12 @@ char *vm_domain_xml(const VmPlan *plan)
     append_controllers(s, plan);
     for (guint i = 0; i < hw->nics->len; i++) {
         const VmNic *nic = hw->nics->pdata[i];
-        g_string_append(s, "    <interface type='network'>\n");
+        g_string_append_printf(s, "    <interface type='%s'>\n",
+                               plan->network != NULL ? "network" : "user");
         if (nic->mac != NULL)
             append_escaped(s, "      <mac address='%s'/>\n", nic->mac);
-        g_string_append(s, "      <source network='default'/>\n");
+        if (plan->network != NULL)
+            append_escaped(s, "      <source network='%s'/>\n", plan->network);
         append_escaped(s, "      <model type='%s'/>\n", nic_model(plan, nic));
         g_string_append(s, "    </interface>\n");
     }

@@ -32,6 +32,7 @@ void vm_plan_free(VmPlan *plan)
     g_free(plan->file_stem);
     g_free(plan->domain_type);
     g_free(plan->machine_type);
+    g_free(plan->network);
     g_ptr_array_unref(plan->disks);
     g_ptr_array_unref(plan->notes);
     g_free(plan);
@@ -185,6 +186,7 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
     plan->domain_type = g_strdup(domain_type != NULL ? domain_type : "kvm");
     plan->disks = g_ptr_array_new_with_free_func((GDestroyNotify)plan_disk_free);
     plan->notes = g_ptr_array_new_with_free_func(g_free);
+    plan->network = g_strdup("default");
     const VmHardware *hw = machine->hardware;
 
     gboolean ide = FALSE;
@@ -292,6 +294,17 @@ static char *human_size(guint64 bytes)
         unit++;
     }
     return g_strdup_printf("%.1f %s", value, units[unit]);
+}
+
+void vm_plan_user_networking(VmPlan *plan, const char *why)
+{
+    g_clear_pointer(&plan->network, g_free);
+    guint n = plan->machine->hardware->nics->len;
+    if (n > 0)
+        g_ptr_array_add(plan->notes,
+                        g_strdup_printf("the network card%s use%s user-mode networking (outgoing "
+                                        "connections only): %s",
+                                        n == 1 ? "" : "s", n == 1 ? "s" : "", why));
 }
 
 char *vm_plan_describe(const VmPlan *plan)

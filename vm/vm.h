@@ -243,6 +243,9 @@ typedef struct {
     const char *osinfo_id; /* or NULL when the OS type has none */
     GPtrArray *disks;      /* of VmPlanDisk */
     GPtrArray *notes;      /* char*: what the plan leaves out, and why */
+    /* The libvirt network the network cards join ("default"), or NULL for
+     * user-mode networking (vm_plan_user_networking). */
+    char *network;
 } VmPlan;
 
 void vm_plan_free(VmPlan *plan);
@@ -258,6 +261,10 @@ VmPlan *vm_plan_new(VmMachine *machine, const char *output_dir, gboolean virtio,
  * target per layer, "NAME.qcow2" for the current state on "NAME-1.qcow2"
  * (the base), "NAME-2.qcow2", ... */
 void vm_plan_keep_snapshots(VmPlan *plan);
+/* The network cards get user-mode networking instead of the libvirt
+ * network "default" (which the connection lacks, or has not started:
+ * why), and the plan's notes say so when the VM has any. */
+void vm_plan_user_networking(VmPlan *plan, const char *why);
 /* The plan in words, for --dry-run. Returns a new string. */
 char *vm_plan_describe(const VmPlan *plan);
 

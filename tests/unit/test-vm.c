@@ -800,6 +800,17 @@ static void test_plan_notes(void)
     g_assert_null(strstr(xml, "<disk"));
     g_assert_null(strstr(xml, "<mac"));
     assert_contains(xml, "<interface type='network'>");
+
+    /* Where libvirt's network is not running: user-mode networking, said. */
+    vm_plan_user_networking(plan, "libvirt's network 'default' is not running on test:///x");
+    g_free(describe);
+    describe = vm_plan_describe(plan);
+    assert_contains(describe, "the network card uses user-mode networking (outgoing connections "
+                              "only): libvirt's network 'default' is not running on test:///x");
+    g_free(xml);
+    xml = vm_domain_xml(plan);
+    assert_contains(xml, "<interface type='user'>");
+    g_assert_null(strstr(xml, "<source network"));
 }
 
 /* A hard disk attached at PORT, its text kept in OWNED. */
