@@ -400,11 +400,15 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
     guint n = thread_count(opts);
     GThread *threads[MAX_THREADS];
     vd_file_set_streaming(target->file, TRUE);
+    for (VdImage *layer = source; layer != NULL; layer = layer->backing)
+        vd_file_set_read_streaming(layer->file, TRUE);
     for (guint i = 0; i < n; i++)
         threads[i] = g_thread_new("vdisk-copy", worker_main, &job);
     for (guint i = 0; i < n; i++)
         g_thread_join(threads[i]);
     vd_file_set_streaming(target->file, FALSE);
+    for (VdImage *layer = source; layer != NULL; layer = layer->backing)
+        vd_file_set_read_streaming(layer->file, FALSE);
 
     g_mutex_clear(&job.lock);
     g_cond_clear(&job.turn);

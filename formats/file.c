@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct VdFile {
@@ -38,6 +39,10 @@ struct VdFile {
     guint64 unkicked;
     guint64 stream_end; /* the end of the furthest write so far */
     guint64 kicked_end; /* stream_end when writeback was last started */
+    /* vd_file_set_read_streaming found the file outside the page cache:
+     * what is read is dropped from it after. */
+    gboolean read_cold;
+    guint64 dropped_to; /* read_cold: dropped from the page cache below this */
 };
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
@@ -410,6 +415,29 @@ gint64 vd_file_allocated(VdFile *file)
     return (gint64)st.st_blocks * 512;
 }
 
+/* Reads of a copy behind which the cache is dropped, and how far behind:
+ * the page cache keeps large folios (up to 2 MiB) that a drop must cover
+ * whole, and the other worker may still be reading a little behind. */
+#define DROP_MIN_READ (256u << 10)
+#define DROP_LAG (8u << 20)
+#define DROP_ALIGN (2u << 20)
+
+/* A cold source was read [offset, +len): drop that from the page cache,
+ * and everything a copy has read behind it, so a source larger than
+ * memory does not push everything else out. */
+static void drop_read(VdFile *file, guint64 offset, guint64 len)
+{
+    (void)posix_fadvise(file->fd, (off_t)offset, (off_t)len, POSIX_FADV_DONTNEED);
+    guint64 end = offset + len, from = file->dropped_to;
+    if (len < DROP_MIN_READ || end < DROP_LAG + DROP_ALIGN)
+        return; /* metadata, or the start */
+    guint64 to = (end - DROP_LAG) / DROP_ALIGN * DROP_ALIGN;
+    if (to <= from)
+        return;
+    file->dropped_to = to;
+    (void)posix_fadvise(file->fd, (off_t)from, (off_t)(to - from), POSIX_FADV_DONTNEED);
+}
+
 /* pread until len bytes or EOF; *got says how many arrived. */
 static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, gsize *got,
                            GError **error)
@@ -435,8 +463,37 @@ static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, g
             break;
         done += (gsize)n;
     }
+    if (file->read_cold && done > 0)
+        drop_read(file, offset, done);
     *got = done;
     return TRUE;
+}
+
+/* Files smaller than this are left to the page cache. */
+#define READ_STREAM_MIN (16u << 20)
+
+/* Is the page at offset in the page cache? Asked without waiting for the
+ * disk (RWF_NOWAIT); where that cannot be asked, say yes. */
+static gboolean page_cached(VdFile *file, guint64 offset)
+{
+    guint8 page[4096];
+    struct iovec iov = { .iov_base = page, .iov_len = sizeof page };
+    ssize_t n = preadv2(file->fd, &iov, 1, (off_t)(offset & ~(guint64)4095), RWF_NOWAIT);
+    return n > 0 || (n < 0 && errno != EAGAIN);
+}
+
+void vd_file_set_read_streaming(VdFile *file, gboolean streaming)
+{
+    guint64 size;
+    file->read_cold = FALSE;
+    file->dropped_to = 0;
+    if (!streaming || file->base != 0 || file->limit != G_MAXUINT64 ||
+        !vd_file_size(file, &size, NULL) || size < READ_STREAM_MIN)
+        return;
+    /* Pages across the file, away from the header a format's open has
+     * just read: a file read before is cached there, a cold one is not. */
+    file->read_cold = !page_cached(file, size / 4) && !page_cached(file, size / 2) &&
+                      !page_cached(file, size / 4 * 3);
 }
 
 gboolean vd_file_pread(VdFile *file, guint64 offset, void *buf, gsize len, GError **error)
@@ -650,6 +707,8 @@ gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_
 
 /* ----- copies inside the kernel ----- */
 
+#ifndef VD_FAULT_INJECTION /* test copies copy through a buffer (see below) */
+
 /* Errors that say "not this way here" (another file system, a file system
  * or kernel without it, ranges it will not take, a system call filter),
  * never that the data is at fault. */
@@ -720,6 +779,8 @@ static gint64 copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint64 d
     }
     return (gint64)done;
 }
+
+#endif
 
 /* The plain way: read into a buffer and write it. Bytes past src's end
  * read as zeroes, as vd_file_pread_zero_past_eof gives them. */

@@ -76,6 +76,11 @@ void vd_file_set_no_flush(VdFile *file, gboolean no_flush);
  * page cache, so the disk works during the copy and a copy larger than
  * memory does not push everything else out of it. */
 void vd_file_set_streaming(VdFile *file, gboolean streaming);
+/* The file is about to be read through by a copy: if it is found outside
+ * the page cache, what is read from it is dropped from the cache after (a
+ * source larger than memory does not push everything else out); a file
+ * found cached, or small, is left as it is. */
+void vd_file_set_read_streaming(VdFile *file, gboolean streaming);
 /* Copy [src_offset, +len) of src to dst_offset of dst inside the kernel:
  * shared extents (FICLONERANGE, a reflink) where offsets and length are
  * whole blocks of dst's file system. Else, when buf (may be NULL) holds

@@ -118,6 +118,35 @@ with open("src.raw", "wb") as f:
 }
 case_run "a copy leaves little of its target in the page cache" page_cache_bounded
 
+# A source the copy finds outside the page cache is read through without
+# staying in it; one found cached stays cached.
+source_cache() {
+    command -v fincore >/dev/null || { echo "fincore not found (util-linux)"; return 1; }
+    "$PY" -c '
+import random
+r = random.Random(4)
+with open("src.raw", "wb") as f:
+    for i in range(256):
+        f.write(r.randbytes(1 << 20))'
+    qemu-img convert -f raw -O qcow2 src.raw src.qcow2
+    local f cached
+    for f in raw qcow2; do
+        # written back first: dirty pages cannot be dropped
+        "$PY" -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "src.$f"
+        vd convert -q -O qcow2 "src.$f" "cold-$f.qcow2"
+        cached=$(fincore -b -n -o RES "src.$f")
+        echo "cold $f source: $cached bytes cached after"
+        ((cached < 64 << 20))
+        cat "src.$f" >/dev/null
+        vd convert -q -O raw "src.$f" "warm-$f.raw"
+        cached=$(fincore -b -n -o RES "src.$f")
+        echo "warm $f source: $cached bytes cached after"
+        ((cached >= 256 << 20))
+        qemu-img compare -q -f raw -F qcow2 src.raw "cold-$f.qcow2"
+    done
+}
+case_run "a cold source does not stay in the page cache, a warm one does" source_cache
+
 # Compressed and encrypted data never goes file to file.
 transformed_data() {
     make_source src.raw
