@@ -506,4 +506,20 @@ typedef struct {
 gboolean vd_compare(VdImage *a, VdImage *b, gboolean strict, GCancellable *cancellable,
                     VdCompareResult *res, GError **error);
 
+/* ----- measure ----- */
+typedef struct {
+    guint64 required;        /* file size a copy (or an empty image) needs */
+    guint64 fully_allocated; /* file size with every cluster allocated */
+    gboolean has_bitmaps;    /* the source can carry bitmaps into the target */
+    guint64 bitmaps;         /* bytes the source's bitmaps would add */
+} VdMeasure;
+
+/* What a new image of format with create options opts (may be NULL) would
+ * need on disk, as qemu-img measure computes it: a copy of source, or
+ * (source NULL) an empty image of size bytes. Only raw and qcow2 are
+ * measured (VD_ERROR_NOT_SUPPORTED for the others, as qemu-img); an option
+ * the format does not take is VD_ERROR_INVALID_ARGUMENT. */
+gboolean vd_measure(VdImage *source, guint64 size, const char *format, VdOptions *opts,
+                    VdMeasure *out, GError **error);
+
 G_END_DECLS
