@@ -181,6 +181,43 @@ static GPtrArray *appliance_chain(GVariant **options, const char *path, GError *
     return g_ptr_array_new_with_free_func((GDestroyNotify)vm_chain_link_free);
 }
 
+/* Refuse, before the copy starts, an import that the pool's file system
+ * cannot hold: what vdisk measure says a qcow2 copy of path needs,
+ * against the pool's Available. Only qcow2 is checked: a raw volume is
+ * written sparse, which the measure does not count, and other formats
+ * are not measured. Whatever cannot be opened or measured here is left to
+ * the copy to report. */
+static gboolean check_import_fits(Ctl *ctl, const CtlObject *pool, const char *path,
+                                  const char *format, const char *label, GError **error)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    g_autoptr(VdImage) img = NULL;
+    guint64 available;
+    VdMeasure m;
+
+    if (!g_str_equal(format, "qcow2") ||
+        !g_variant_lookup(pool->props, "Available", "t", &available))
+        return TRUE;
+    for (guint i = 0; ctl->create_options != NULL && i < ctl->create_options->len; i++) {
+        if (!vd_options_parse(opts, ctl->create_options->pdata[i], NULL))
+            return TRUE;
+    }
+    img = vd_image_open(path,
+                        ctl->source_format != NULL && !g_str_equal(ctl->source_format, "ova")
+                            ? ctl->source_format
+                            : NULL,
+                        0, NULL);
+    if (img == NULL || !vd_measure(img, 0, format, opts, &m, NULL) || m.required <= available)
+        return TRUE;
+    g_autofree char *need = ctl_format_size(m.required);
+    g_autofree char *have = ctl_format_size(available);
+    g_set_error(error, VD_ERROR, VD_ERROR_NO_SPACE,
+                "%s would need up to %s as %s (vdisk measure), but the file system of pool "
+                "'%s' has %s free: nothing was copied",
+                label, need, format, ctl_prop_string(pool->props, "Name"), have);
+    return FALSE;
+}
+
 static int run_import(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
@@ -210,7 +247,7 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     ctl_chain_warn_not_current(operands[0], chain);
     format = ctl_pick_format(ctl, name, "qcow2", &error);
-    if (format == NULL)
+    if (format == NULL || !check_import_fits(ctl, pool, operands[0], format, operands[1], &error))
         return ctl_fail(error);
     if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
                       g_variant_new("(hss@a{sv})", fd, name, format, options), fds, "Importing",

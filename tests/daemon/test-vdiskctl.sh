@@ -182,6 +182,25 @@ import() {
 }
 check "import a vdi (format from the name, -f, -o, -p), missing file" import
 
+# A pool on a 2 MiB file system: an import whose measure (about 3.3 MiB as
+# qcow2) does not fit is refused before anything is copied; a small one
+# still goes in.
+import_no_space() {
+    mkdir -p "$T/small"
+    mount -t tmpfs -o size=2m vdisk-test "$T/small"
+    # vdiskd keeps the pool (and its folder) open: a lazy unmount.
+    trap 'umount -l "$T/small"' EXIT
+    ctl add-pool small "$T/small" >/dev/null
+    fails "has 2 MiB free: nothing was copied" ctl import "$T/bob/disk.vdi" small/big.qcow2
+    grep -q "vdisk measure" "$T/err"
+    [[ -z $(ls -A "$T/small") ]] || { echo "left behind: $(ls -A "$T/small")"; exit 1; }
+    qemu-img create -q -f raw "$T/tiny.raw" 1M
+    qemu-io -f raw -c "write -P 3 0 64k" "$T/tiny.raw" >/dev/null
+    ctl import "$T/tiny.raw" small/tiny.qcow2 </dev/null >/dev/null
+    qemu-img compare -q -f raw -F qcow2 "$T/tiny.raw" "$T/small/tiny.qcow2"
+}
+check "import refuses what the pool cannot hold (vdisk measure)" import_no_space
+
 export_clone() {
     ctl export t/imp.qcow2 "$T/out.raw" | grep -q 'Exported t/imp.qcow2 to .* (raw)'
     cmp "$T/src.raw" "$T/out.raw"
