@@ -705,6 +705,32 @@ gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GErro
     return ok;
 }
 
+gboolean vd_image_bitmap(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
+                         gboolean disabled, VdImage *source, const char *source_name,
+                         GError **error)
+{
+    if (img->drv->bitmap == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "Can't store persistent bitmaps: the %s format has none (qcow2 has)",
+                     img->drv->name);
+        return FALSE;
+    }
+    if (!img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    /* A source other than img is only read: its own lock is enough. */
+    if (source != NULL && source != img)
+        g_mutex_lock(&source->lock);
+    g_mutex_lock(&img->lock);
+    gboolean ok =
+        img->drv->bitmap(img, op, name, granularity, disabled, source, source_name, error);
+    g_mutex_unlock(&img->lock);
+    if (source != NULL && source != img)
+        g_mutex_unlock(&source->lock);
+    return ok;
+}
+
 VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
                           GError **error)
 {

@@ -493,3 +493,307 @@ gboolean qcow2_bitmaps_resize(Qcow2State *s, guint64 new_size, GError **error)
     }
     return TRUE;
 }
+
+/* ----- changing the directory (qemu-img bitmap) ----- */
+
+#define BME_MAX_BITMAPS 65535
+#define BME_MAX_DIR_SIZE (64u << 20)
+#define BME_MIN_GRANULARITY (1u << BME_MIN_GRANULARITY_BITS)
+
+static Qcow2Bitmap *find_bitmap(GPtrArray *list, const char *name)
+{
+    for (guint i = 0; list != NULL && i < list->len; i++) {
+        Qcow2Bitmap *bm = list->pdata[i];
+        if (g_str_equal(bm->name, name))
+            return bm;
+    }
+    return NULL;
+}
+
+static guint bm_index(GPtrArray *list, Qcow2Bitmap *bm)
+{
+    guint i = 0;
+    g_ptr_array_find(list, bm, &i);
+    return i;
+}
+
+static guint64 entry_bytes(const Qcow2Bitmap *bm)
+{
+    return qcow2_align_up((guint64)BME_ENTRY_FIXED + strlen(bm->name), 8);
+}
+
+/* Write s->bitmaps as a new directory in new clusters, make the header's
+ * extension name it (or drop the extension when none is left), then free
+ * the old directory. The header changes last, so a crash leaves either
+ * directory whole. */
+static gboolean write_directory(Qcow2State *s, GError **error)
+{
+    guint n = s->bitmaps->len;
+    guint64 size = 0, offset = 0;
+    for (guint i = 0; i < n; i++)
+        size += entry_bytes(s->bitmaps->pdata[i]);
+    if (size > BME_MAX_DIR_SIZE) {
+        vd_set_error(error, s->img, VD_ERROR_NOT_SUPPORTED, "the bitmap directory is full");
+        return FALSE;
+    }
+    g_autofree guint8 *dir = g_malloc0(MAX(size, 1));
+    guint64 pos = 0;
+    for (guint i = 0; i < n; i++) {
+        Qcow2Bitmap *bm = s->bitmaps->pdata[i];
+        guint8 *e = dir + pos;
+        vd_put_be64(e, bm->table_offset);
+        vd_put_be32(e + 8, bm->table_size);
+        vd_put_be32(e + 12, bm->flags);
+        e[16] = bm->type;
+        e[17] = bm->granularity_bits;
+        e[18] = (guint8)(strlen(bm->name) >> 8);
+        e[19] = (guint8)strlen(bm->name);
+        vd_put_be32(e + 20, 0);
+        memcpy(e + BME_ENTRY_FIXED, bm->name, strlen(bm->name));
+        bm->entry_pos = pos;
+        pos += entry_bytes(bm);
+    }
+    if (n > 0 && (!qcow2_alloc_clusters(s, qcow2_align_up(size, s->cluster_size) >> s->cluster_bits,
+                                        &offset, error) ||
+                  !vd_file_pwrite(s->img->file, offset, dir, size, error)))
+        return FALSE;
+    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(s->img->file, error))
+        return FALSE;
+    guint64 old_offset = s->bitmap_dir_offset, old_size = s->bitmap_dir_size;
+    gboolean had = s->nb_bitmaps > 0 && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS);
+    s->nb_bitmaps = n;
+    s->bitmap_dir_offset = offset;
+    s->bitmap_dir_size = size;
+    if (!qcow2_write_bitmaps_extension(s, error))
+        return FALSE;
+    if (had && old_size > 0 &&
+        !qcow2_free_deferred(s, old_offset, qcow2_align_up(old_size, s->cluster_size), error))
+        return FALSE;
+    return qcow2_flush_metadata(s, error);
+}
+
+/* Free a bitmap's data clusters, and its table too when drop_table. */
+static gboolean free_bitmap_clusters(Qcow2State *s, Qcow2Bitmap *bm, gboolean drop_table,
+                                     GError **error)
+{
+    g_autofree guint64 *table = NULL;
+    if (bm->table_size == 0)
+        return TRUE;
+    if (!read_table(s, bm, &table, error))
+        return FALSE;
+    gboolean any = FALSE;
+    for (guint32 i = 0; i < bm->table_size; i++) {
+        guint64 host = table[i] & QCOW2_OFFSET_MASK;
+        any |= table[i] != 0;
+        if (host != 0 && !qcow2_free_deferred(s, host, s->cluster_size, error))
+            return FALSE;
+        table[i] = 0;
+    }
+    if (drop_table)
+        return qcow2_free_deferred(s, bm->table_offset,
+                                   qcow2_align_up((guint64)bm->table_size * 8, s->cluster_size),
+                                   error);
+    /* The table reads all zeros before the data clusters are freed. */
+    return !any || (write_table(s, bm->table_offset, table, bm->table_size, error) &&
+                    vd_file_sync(s->img->file, error));
+}
+
+static gboolean add_bitmap(Qcow2State *s, const char *name, guint32 granularity, gboolean disabled,
+                           GError **error)
+{
+    if (granularity == 0)
+        granularity = MAX(4096u, (guint32)s->cluster_size);
+    if (granularity < BME_MIN_GRANULARITY || (granularity & (granularity - 1)) != 0) {
+        vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT,
+                     "Granularity must be power of 2 and at least 512, not %u", granularity);
+        return FALSE;
+    }
+    if (strlen(name) == 0 || strlen(name) > BME_MAX_NAME) {
+        vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT,
+                     "a bitmap name must have 1 to %d bytes", BME_MAX_NAME);
+        return FALSE;
+    }
+    if (s->bitmaps->len >= BME_MAX_BITMAPS) {
+        vd_set_error(error, s->img, VD_ERROR_NOT_SUPPORTED, "the image has %d bitmaps already",
+                     BME_MAX_BITMAPS);
+        return FALSE;
+    }
+    Qcow2Bitmap *bm = g_new0(Qcow2Bitmap, 1);
+    bm->name = g_strdup(name);
+    bm->type = BME_TYPE_DIRTY;
+    bm->granularity_bits = (guint8)g_bit_nth_lsf(granularity, -1);
+    bm->flags = disabled ? 0 : BME_FLAG_AUTO;
+    guint64 n = table_entries(s, s->img->size, bm->granularity_bits);
+    bm->table_size = (guint32)n;
+    g_ptr_array_add(s->bitmaps, bm);
+    if (n == 0)
+        return write_directory(s, error);
+    /* An empty bitmap: every table entry 0 (all zeros), no data. */
+    g_autofree guint64 *table = g_new0(guint64, n);
+    if (!qcow2_alloc_clusters(s, qcow2_align_up(n * 8, s->cluster_size) >> s->cluster_bits,
+                              &bm->table_offset, error) ||
+        !write_table(s, bm->table_offset, table, (guint32)n, error)) {
+        g_ptr_array_remove(s->bitmaps, bm);
+        return FALSE;
+    }
+    return write_directory(s, error);
+}
+
+/* Each run of set bits of bm (of image s) as guest bytes, marked in dst. */
+static gboolean merge_bits(Qcow2State *s, Qcow2Bitmap *bm, Qcow2State *ds, Qcow2Bitmap *dst,
+                           GError **error)
+{
+    g_autofree guint64 *table = NULL;
+    g_autofree guint8 *data = g_malloc(s->cluster_size);
+    guint64 per = bits_per_cluster(s), nbits = bitmap_bits(s->img->size, bm->granularity_bits);
+    if (!read_table(s, bm, &table, error))
+        return FALSE;
+    for (guint32 i = 0; i < bm->table_size; i++) {
+        guint64 host = table[i] & QCOW2_OFFSET_MASK;
+        if (host == 0 && !(table[i] & BME_TABLE_ALL_ONES))
+            continue;
+        if (host == 0)
+            memset(data, 0xff, s->cluster_size);
+        else if (!vd_file_pread(s->img->file, host, data, s->cluster_size, error))
+            return FALSE;
+        for (guint64 b = 0; b < per && i * per + b < nbits; b++) {
+            if (!(data[b / 8] & (1u << (b & 7))))
+                continue;
+            guint64 first = b;
+            while (b + 1 < per && i * per + b + 1 < nbits &&
+                   (data[(b + 1) / 8] & (1u << ((b + 1) & 7))))
+                b++;
+            guint64 start = (i * per + first) << bm->granularity_bits;
+            guint64 end = MIN((i * per + b + 1) << bm->granularity_bits, s->img->size);
+            if (start < ds->img->size)
+                mark_bitmap(ds, dst, start, MIN(end, ds->img->size) - start);
+        }
+    }
+    return TRUE;
+}
+
+static gboolean usable_or_fail(Qcow2State *s, Qcow2Bitmap *bm, GError **error)
+{
+    if ((bm->flags & BME_FLAG_IN_USE) && !bm->tracked) {
+        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
+                     "Bitmap '%s' is inconsistent and cannot be used; remove it (--remove)",
+                     bm->name);
+        return FALSE;
+    }
+    if (!usable(s, bm, s->img->size)) {
+        vd_set_error(error, s->img, VD_ERROR_NOT_SUPPORTED,
+                     "the bitmap '%s' is of a kind vdisk cannot change", bm->name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean qcow2_bitmap_change(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
+                             gboolean disabled, VdImage *source, const char *source_name,
+                             GError **error)
+{
+    Qcow2State *s = img->priv;
+    if (s->version < 3) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "Can't store persistent bitmaps: a qcow2 v2 image (compat=0.10) has none");
+        return FALSE;
+    }
+    if (s->bitmaps == NULL) {
+        if (s->nb_bitmaps > 0 && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "its bitmaps are of a kind vdisk cannot keep");
+            return FALSE;
+        }
+        s->bitmaps = g_ptr_array_new_with_free_func((GDestroyNotify)bitmap_free);
+        s->nb_bitmaps = 0;
+    }
+    for (guint i = 0; i < s->bitmaps->len; i++) {
+        const Qcow2Bitmap *b = s->bitmaps->pdata[i];
+        if (b->extra_size != 0) {
+            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                         "the bitmap '%s' carries extra data vdisk cannot keep", b->name);
+            return FALSE;
+        }
+    }
+    Qcow2Bitmap *bm = find_bitmap(s->bitmaps, name);
+    if (op == VD_BITMAP_ADD) {
+        if (bm != NULL) {
+            vd_set_error(error, img, VD_ERROR_EXISTS, "Bitmap already exists: %s", name);
+            return FALSE;
+        }
+        return add_bitmap(s, name, granularity, disabled, error);
+    }
+    if (bm == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_FOUND, "Dirty bitmap '%s' not found", name);
+        return FALSE;
+    }
+    if (op == VD_BITMAP_REMOVE) {
+        /* The directory stops naming it before its clusters are freed. */
+        g_ptr_array_steal_index(s->bitmaps, bm_index(s->bitmaps, bm));
+        gboolean ok = write_directory(s, error) && free_bitmap_clusters(s, bm, TRUE, error) &&
+                      qcow2_flush_metadata(s, error);
+        bitmap_free(bm);
+        return ok;
+    }
+    if (!usable_or_fail(s, bm, error))
+        return FALSE;
+    switch (op) {
+    case VD_BITMAP_CLEAR:
+        return free_bitmap_clusters(s, bm, FALSE, error) && qcow2_flush_metadata(s, error);
+    case VD_BITMAP_ENABLE:
+    case VD_BITMAP_DISABLE:
+        if (op == VD_BITMAP_ENABLE)
+            bm->flags |= BME_FLAG_AUTO;
+        else
+            bm->flags &= ~(BME_FLAG_AUTO | BME_FLAG_IN_USE);
+        bm->tracked = bm->tracked && op == VD_BITMAP_ENABLE;
+        return write_entry(s, bm, error) && vd_file_sync(img->file, error);
+    case VD_BITMAP_MERGE: {
+        Qcow2State *ss = s;
+        g_autoptr(GPtrArray) other = NULL;
+        if (source != NULL && source != img) {
+            if (source->drv != img->drv) {
+                vd_set_error(error, source, VD_ERROR_NOT_SUPPORTED,
+                             "has no persistent bitmaps: only qcow2 images have them");
+                return FALSE;
+            }
+            ss = source->priv;
+            if (ss->nb_bitmaps == 0 || !(ss->autoclear & QCOW2_AUTOCLEAR_BITMAPS) ||
+                !qcow2_bitmaps_read_directory(ss, &other, error)) {
+                if (error != NULL && *error != NULL)
+                    return FALSE;
+            }
+        }
+        Qcow2Bitmap *src =
+            find_bitmap(other != NULL ? other : (ss == s ? s->bitmaps : NULL), source_name);
+        if (src == NULL) {
+            vd_set_error(error, ss->img, VD_ERROR_NOT_FOUND, "Dirty bitmap '%s' not found",
+                         source_name);
+            return FALSE;
+        }
+        if ((src->flags & BME_FLAG_IN_USE) && !src->tracked) {
+            vd_set_error(error, ss->img, VD_ERROR_CORRUPT,
+                         "Bitmap '%s' is inconsistent and cannot be used", src->name);
+            return FALSE;
+        }
+        if (src->type != BME_TYPE_DIRTY || src->granularity_bits < BME_MIN_GRANULARITY_BITS ||
+            src->granularity_bits > BME_MAX_GRANULARITY_BITS ||
+            src->table_size != table_entries(ss, ss->img->size, src->granularity_bits)) {
+            vd_set_error(error, ss->img, VD_ERROR_NOT_SUPPORTED,
+                         "the bitmap '%s' is of a kind vdisk cannot read", src->name);
+            return FALSE;
+        }
+        gboolean temporary = bm->dirty == NULL;
+        if (temporary)
+            bm->dirty = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+        gboolean ok = merge_bits(ss, src, s, bm, error) && store_bitmap(s, bm, error) &&
+                      qcow2_flush_metadata(s, error);
+        if (temporary)
+            g_clear_pointer(&bm->dirty, g_hash_table_unref);
+        return ok;
+    }
+    default:
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "unknown bitmap operation");
+        return FALSE;
+    }
+}

@@ -1202,6 +1202,49 @@ static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *fo
     return TRUE;
 }
 
+gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error)
+{
+    VdImage *img = s->img;
+    guint64 cs = s->cluster_size;
+    g_autofree guint8 *old = g_malloc0(cs);
+    g_autofree guint8 *h = g_malloc0(cs);
+    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+        return FALSE;
+    memcpy(h, old, s->header_length);
+    guint64 off = s->header_length;
+    for (guint64 pos = s->header_length; pos + 8 <= cs;) {
+        guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
+        if (type == QCOW2_EXT_END || len > cs - pos - 8)
+            break;
+        if (type != QCOW2_EXT_BITMAPS)
+            off = put_extension(h, off, type, old + pos + 8, len);
+        pos += 8 + qcow2_align_up(len, 8);
+    }
+    if (s->nb_bitmaps > 0) {
+        guint8 ext[24] = { 0 };
+        vd_put_be32(ext, s->nb_bitmaps);
+        vd_put_be64(ext + 8, s->bitmap_dir_size);
+        vd_put_be64(ext + 16, s->bitmap_dir_offset);
+        off = put_extension(h, off, QCOW2_EXT_BITMAPS, ext, sizeof ext);
+        s->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+    } else {
+        s->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
+    }
+    vd_put_be64(h + QH_AUTOCLEAR, s->autoclear);
+    guint64 boff = vd_be64(old + QH_BACKING_OFFSET);
+    guint32 blen = vd_be32(old + QH_BACKING_SIZE);
+    if (boff == 0 || boff > cs || blen > cs - boff)
+        blen = 0;
+    g_autofree char *name = g_strndup((const char *)old + boff, blen);
+    if (!put_backing_name(h, off, cs, name, blen)) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "the bitmaps extension does not fit in the header cluster");
+        return FALSE;
+    }
+    return vd_file_sync(img->file, error) && vd_file_pwrite(img->file, 0, h, cs, error) &&
+           vd_file_sync(img->file, error);
+}
+
 static gboolean qcow2_has_zero_init(VdImage *img)
 {
     Qcow2State *s = img->priv;
@@ -1308,4 +1351,5 @@ const VdDriver vd_driver_qcow2 = {
     .same_as_new = qcow2_same_as_new,
     .amend = qcow2_crypto_amend,
     .set_backing = qcow2_set_backing,
+    .bitmap = qcow2_bitmap_change,
 };

@@ -371,6 +371,15 @@ GVariant *qcow2_bitmaps_info(Qcow2State *s);
  * img->size is still the old size). */
 gboolean qcow2_bitmaps_check_resize(Qcow2State *s, GError **error);
 gboolean qcow2_bitmaps_resize(Qcow2State *s, guint64 new_size, GError **error);
+/* qemu-img bitmap: one operation on the bitmap name (see vd_image_bitmap). */
+gboolean qcow2_bitmap_change(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
+                             gboolean disabled, VdImage *source, const char *source_name,
+                             GError **error);
+/* Rewrite the header cluster with the bitmaps extension as s says
+ * (nb_bitmaps, bitmap_dir_offset/size; none when nb_bitmaps is 0) and the
+ * autoclear bit to match, every other extension and the backing file name
+ * kept as they are. Synced before and after. */
+gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error);
 
 /* ----- qcow2-check.c ----- */
 gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);

@@ -310,6 +310,9 @@ typedef struct VdDriver {
      * (a VDI parent's UUID, a vmdk parent's CID)? Called for each layer of
      * a chain; a mismatch is an error naming both files. */
     gboolean (*check_backing)(VdImage *img, GError **error);
+    /* Optional: one qemu-img bitmap operation (see vd_image_bitmap). */
+    gboolean (*bitmap)(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
+                       gboolean disabled, VdImage *source, const char *source_name, GError **error);
 } VdDriver;
 
 struct VdImage {

@@ -506,6 +506,27 @@ typedef struct {
 gboolean vd_compare(VdImage *a, VdImage *b, gboolean strict, GCancellable *cancellable,
                     VdCompareResult *res, GError **error);
 
+/* ----- persistent dirty bitmaps (qcow2) ----- */
+typedef enum {
+    VD_BITMAP_ADD,
+    VD_BITMAP_REMOVE,
+    VD_BITMAP_CLEAR,
+    VD_BITMAP_ENABLE,
+    VD_BITMAP_DISABLE,
+    VD_BITMAP_MERGE,
+} VdBitmapOp;
+
+/* One qemu-img bitmap operation on the bitmap name of img (open for
+ * writing): ADD makes an empty one of granularity bytes (0: the image's
+ * cluster size, at least 4 KiB), enabled unless disabled; REMOVE, CLEAR,
+ * ENABLE and DISABLE do what they say; MERGE sets in name every bit set in
+ * the bitmap source_name of source (img itself when NULL). Fails with
+ * VD_ERROR_NOT_SUPPORTED for formats without persistent bitmaps,
+ * VD_ERROR_NOT_FOUND / VD_ERROR_EXISTS for a missing or taken name. */
+gboolean vd_image_bitmap(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
+                         gboolean disabled, VdImage *source, const char *source_name,
+                         GError **error);
+
 /* ----- measure ----- */
 typedef struct {
     guint64 required;        /* file size a copy (or an empty image) needs */

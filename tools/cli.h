@@ -43,6 +43,7 @@ extern const CliCommand cli_cmd_amend;
 extern const CliCommand cli_cmd_import_vm;
 extern const CliCommand cli_cmd_measure;
 extern const CliCommand cli_cmd_dd;
+extern const CliCommand cli_cmd_bitmap;
 
 /* Print the full help of one command to stream. */
 void cli_print_command_help(const CliCommand *cmd, FILE *stream);

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# vdisk bitmap against qemu-img bitmap: the same operations on two copies
+# of an image leave the same bitmaps (qemu-img info: names, flags,
+# granularity), both copies pass qemu-img check after every step, each
+# operation exits as qemu-img's does, and merged bits are the ones qemu
+# reads back (through qemu-nbd's dirty-bitmap map, where qemu-nbd exists).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_programs
+
+# bitmaps FILE: the bitmaps qemu-img info reports, one line each.
+bitmaps() {
+    qemu-img info -U -f qcow2 --output=json "$1" |
+        "$PY" -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; [print(b["name"], b["granularity"], ",".join(b["flags"])) for b in d.get("bitmaps", [])]'
+}
+
+# dirty FILE BITMAP: the ranges qemu reads as dirty in BITMAP.
+dirty() {
+    local sock=$W/nbd.sock pid
+    qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" &
+    pid=$!
+    for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
+    qemu-img map --output=json --image-opts \
+        "driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
+        "$PY" -c 'import json,sys; [print(e["start"], e["length"]) for e in json.load(sys.stdin) if not e["data"]]'
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+image() {
+    qemu-img create -q -f qcow2 "$@" q.qcow2 100M
+    cp q.qcow2 v.qcow2
+}
+
+# run NAME OPS...: qemu-img bitmap OPS on q.qcow2 and vdisk bitmap OPS on
+# v.qcow2: the same exit status, the same bitmaps, both images clean.
+sequence() {
+    image
+    run() {
+        local name=$1 qrc=0 vrc=0
+        shift
+        qemu-img bitmap "$@" q.qcow2 "$name" 2>q.err || qrc=$?
+        vd bitmap "$@" v.qcow2 "$name" 2>v.err || vrc=$?
+        ((qrc == vrc)) || { echo "bitmap $* $name: qemu-img exit $qrc, vdisk $vrc"; cat q.err v.err; return 1; }
+        ((vrc == 0)) || [[ -s v.err ]] || { echo "bitmap $* $name: no message"; return 1; }
+        diff -u <(bitmaps q.qcow2) <(bitmaps v.qcow2) || { echo "bitmaps differ after bitmap $* $name"; return 1; }
+        qcheck q.qcow2
+        qcheck v.qcow2
+    }
+    run b0 --add
+    run b0 --add
+    run b1 --add -g 128k
+    run b2 --add --disable
+    run b3 --add -g 1000
+    run b3 --add -g 256
+    run b3 --add -g 512
+    run b4 --add -g 2M
+    run b0 --disable
+    run b2 --enable
+    run b1 --clear
+    run b1 --remove
+    run nosuch --remove
+    run nosuch --clear
+    run nosuch --enable
+    run b2 --merge b0
+    run b2 --merge nosuch
+    run b5 --add -g 64k --remove
+    run b5 --remove --add
+    run b6 --add --disable --enable --clear
+    for b in b0 b2 b3 b4 b5 b6; do run "$b" --remove; done
+    [[ -z $(bitmaps v.qcow2) ]]
+    # No bitmap left: no extension and no autoclear bit, as qemu-img leaves it.
+    qemu-img info --output=json v.qcow2 | grep -q '"bitmaps"' && { echo "bitmaps extension left"; return 1; }
+    run b7 --add
+}
+case_run "each operation as qemu-img, the images clean after each" sequence
+
+usage() {
+    image
+    expect_exit 1 vd bitmap v.qcow2 b0
+    expect_exit 1 vd bitmap --add v.qcow2
+    expect_exit 1 vd bitmap --add v.qcow2 b0 extra
+    qemu-img create -q -f raw r.raw 1M
+    expect_exit 1 vd bitmap --add -f raw r.raw b0
+    qemu-img create -q -f qcow2 -o compat=0.10 old.qcow2 1M
+    expect_exit 1 vd bitmap --add old.qcow2 b0
+    expect_exit 1 qemu-img bitmap --add old.qcow2 b0 2>/dev/null
+}
+case_run "usage errors and images without bitmaps" usage
+
+merge_bits() {
+    command -v qemu-nbd >/dev/null || { echo "skip: qemu-nbd not installed, merged bits unchecked"; return 0; }
+    local f
+    for f in m.qcow2 src.qcow2; do qemu-img create -q -f qcow2 "$f" 10M; done
+    # qemu records writes in the enabled bitmaps a and s.
+    qemu-img bitmap --add m.qcow2 a
+    qemu-img bitmap --add -g 4k src.qcow2 s
+    qio qcow2 m.qcow2 "write 1M 64k" "write 5M 4k" "write 10236k 4k"
+    qio qcow2 src.qcow2 "write 2M 4k" "write 7M 100k"
+    cp m.qcow2 qm.qcow2
+    # Into a bitmap of finer and of coarser granularity, from the same
+    # image and from another (-b).
+    for g in 512 1M; do
+        qemu-img bitmap --add --disable -g $g qm.qcow2 c$g
+        vd bitmap --add --disable -g $g m.qcow2 c$g
+        qemu-img bitmap --merge a qm.qcow2 c$g
+        vd bitmap --merge a m.qcow2 c$g
+        qemu-img bitmap --merge s -b src.qcow2 -F qcow2 qm.qcow2 c$g
+        vd bitmap --merge s -b src.qcow2 -F qcow2 m.qcow2 c$g
+        qcheck m.qcow2
+        dirty qm.qcow2 c$g >q.map
+        dirty m.qcow2 c$g >v.map
+        diff -u q.map v.map
+        [[ -s v.map ]]
+    done
+    # vdisk reads what qemu-img made, and qemu what vdisk cleared.
+    vd bitmap --clear m.qcow2 c512
+    qcheck m.qcow2
+    [[ -z $(dirty m.qcow2 c512) ]]
+    dirty m.qcow2 a >v.map
+    grep -q "^1048576 65536$" v.map
+}
+case_run "merged bits are the ones qemu reads back" merge_bits
+
+finish
