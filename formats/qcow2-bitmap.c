@@ -602,7 +602,7 @@ static gboolean add_bitmap(Qcow2State *s, const char *name, guint32 granularity,
                            GError **error)
 {
     if (granularity == 0)
-        granularity = MAX(4096u, (guint32)s->cluster_size);
+        granularity = (guint32)CLAMP(s->cluster_size, 4096, 65536); /* qemu's default */
     if (granularity < BME_MIN_GRANULARITY || (granularity & (granularity - 1)) != 0) {
         vd_set_error(error, s->img, VD_ERROR_INVALID_ARGUMENT,
                      "Granularity must be power of 2 and at least 512, not %u", granularity);

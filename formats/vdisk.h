@@ -518,7 +518,7 @@ typedef enum {
 
 /* One qemu-img bitmap operation on the bitmap name of img (open for
  * writing): ADD makes an empty one of granularity bytes (0: the image's
- * cluster size, at least 4 KiB), enabled unless disabled; REMOVE, CLEAR,
+ * cluster size, within 4 KiB and 64 KiB), enabled unless disabled; REMOVE, CLEAR,
  * ENABLE and DISABLE do what they say; MERGE sets in name every bit set in
  * the bitmap source_name of source (img itself when NULL). Fails with
  * VD_ERROR_NOT_SUPPORTED for formats without persistent bitmaps,

@@ -33,19 +33,20 @@ image() {
 
 # run NAME OPS...: qemu-img bitmap OPS on q.qcow2 and vdisk bitmap OPS on
 # v.qcow2: the same exit status, the same bitmaps, both images clean.
+run() {
+    local name=$1 qrc=0 vrc=0
+    shift
+    qemu-img bitmap "$@" q.qcow2 "$name" 2>q.err || qrc=$?
+    vd bitmap "$@" v.qcow2 "$name" 2>v.err || vrc=$?
+    ((qrc == vrc)) || { echo "bitmap $* $name: qemu-img exit $qrc, vdisk $vrc"; cat q.err v.err; return 1; }
+    ((vrc == 0)) || [[ -s v.err ]] || { echo "bitmap $* $name: no message"; return 1; }
+    diff -u <(bitmaps q.qcow2) <(bitmaps v.qcow2) || { echo "bitmaps differ after bitmap $* $name"; return 1; }
+    qcheck q.qcow2
+    qcheck v.qcow2
+}
+
 sequence() {
     image
-    run() {
-        local name=$1 qrc=0 vrc=0
-        shift
-        qemu-img bitmap "$@" q.qcow2 "$name" 2>q.err || qrc=$?
-        vd bitmap "$@" v.qcow2 "$name" 2>v.err || vrc=$?
-        ((qrc == vrc)) || { echo "bitmap $* $name: qemu-img exit $qrc, vdisk $vrc"; cat q.err v.err; return 1; }
-        ((vrc == 0)) || [[ -s v.err ]] || { echo "bitmap $* $name: no message"; return 1; }
-        diff -u <(bitmaps q.qcow2) <(bitmaps v.qcow2) || { echo "bitmaps differ after bitmap $* $name"; return 1; }
-        qcheck q.qcow2
-        qcheck v.qcow2
-    }
     run b0 --add
     run b0 --add
     run b1 --add -g 128k
@@ -73,6 +74,35 @@ sequence() {
     run b7 --add
 }
 case_run "each operation as qemu-img, the images clean after each" sequence
+
+# The default granularity follows the cluster size within 4k and 64k.
+granularity() {
+    local cs
+    for cs in 512 4k 16k 64k 256k 2M; do
+        image -o cluster_size=$cs
+        run b0 --add
+        run b1 --add --disable -g 8k
+    done
+}
+case_run "default granularity for each cluster size" granularity
+
+# A bitmap vdisk added records vdisk's writes as qemu's records qemu's.
+tracked() {
+    image
+    run b0 --add -g 4k
+    run b1 --add --disable
+    qemu-img create -q -f raw src.raw 100M
+    qio raw src.raw "write -P 9 10M 64k" "write -P 8 33M 4k" "write -P 7 99M 1M"
+    vd convert -n --target-is-zero -f raw -O qcow2 src.raw v.qcow2
+    qemu-img convert -n --target-is-zero -f raw -O qcow2 src.raw q.qcow2
+    qcheck v.qcow2
+    diff -u <(bitmaps q.qcow2) <(bitmaps v.qcow2)
+    command -v qemu-nbd >/dev/null || { echo "skip: qemu-nbd not installed, bits unchecked"; return 0; }
+    diff -u <(dirty q.qcow2 b0) <(dirty v.qcow2 b0)
+    [[ $(dirty v.qcow2 b0 | wc -l) == 3 ]]
+    [[ -z $(dirty v.qcow2 b1) ]]
+}
+case_run "an added bitmap records vdisk's writes" tracked
 
 usage() {
     image
