@@ -216,9 +216,7 @@ echo "sync -f of the output file system, so a tool that left dirty pages behind 
 echo "Goals (issue 14): the ratio in the goal column, output no more than 3% larger than qemu-img's"
 echo "where marked, and vdisk's peak RSS at most $rss_goal MiB."
 if ((${#missed[@]})); then
-    printf 'Goals missed: %s' "${missed[0]}"
-    printf '; %s' "${missed[@]:1}"
-    echo .
+    (IFS=';' && echo "Goals missed: ${missed[*]}." | sed 's/;/; /g')
 else
     echo "Every goal met."
 fi
