@@ -905,6 +905,15 @@ gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize le
     return read_backing_unlocked(img, offset, buf, len, error);
 }
 
+/* The driver reads one stretch, under the image's lock. */
+static gboolean read_locked(VdImage *img, guint64 offset, guint8 *out, gsize n, GError **error)
+{
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->read(img, offset, out, n, error);
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
 /* Compressed data: each whole unit is read and inflated straight into out
  * without the image lock, so every thread that reads (the copy engine's
  * workers) inflates at once. Only of an image open read-only, where no
@@ -935,12 +944,8 @@ static gboolean read_packed(VdImage *img, guint64 offset, guint8 *out, gsize len
                                              error) ||
                 !img->drv->inflate_unit(img, &unit, in, out, error))
                 return FALSE;
-        } else {
-            g_mutex_lock(&img->lock);
-            ok = img->drv->read(img, offset, out, n, error);
-            g_mutex_unlock(&img->lock);
-            if (!ok)
-                return FALSE;
+        } else if (!read_locked(img, offset, out, n, error)) {
+            return FALSE;
         }
         offset += n;
         out += n;
@@ -966,9 +971,7 @@ gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GErro
                 ok = read_packed(img, offset, out, n, error);
                 break;
             }
-            g_mutex_lock(&img->lock);
-            ok = img->drv->read(img, offset, out, n, error);
-            g_mutex_unlock(&img->lock);
+            ok = read_locked(img, offset, out, n, error);
             break;
         case VD_EXTENT_ZERO:
             memset(out, 0, n);
