@@ -165,7 +165,7 @@ static int run_dd(const CliCommand *cmd, int argc, char **argv)
         (common.format != NULL && !cli_check_format(common.format)))
         return CLI_EXIT_FAILURE;
 
-    in = cli_open_image_with_keys(ops.input, common.format, NULL, 0, &error);
+    in = cli_open_image(ops.input, common.format, 0, CLI_PROBE_QUIET, &error);
     if (in == NULL)
         return cli_fail(error);
     size = (vd_image_size(in) + 511) / 512 * 512;
@@ -187,7 +187,8 @@ static int run_dd(const CliCommand *cmd, int argc, char **argv)
         g_prefix_error(&error, "error while creating output image: ");
         return cli_fail(error);
     }
-    out = cli_open_image(ops.output, out_format, VD_OPEN_READ_WRITE, CLI_PROBE_QUIET, &error);
+    /* --image-opts is for the input only, as in qemu-img dd. */
+    out = cli_open_image_with_keys(ops.output, out_format, NULL, VD_OPEN_READ_WRITE, &error);
     if (out == NULL)
         return cli_fail(error);
     job.out = out;

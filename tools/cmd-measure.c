@@ -79,7 +79,7 @@ static char *snapshot_name(const char *param, GError **error)
 static VdImage *open_source(const char *path, const char *format, const char *snapshot,
                             GError **error)
 {
-    g_autoptr(VdImage) img = cli_open_image_with_keys(path, format, NULL, 0, error);
+    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_QUIET, error);
     g_autofree char *name = NULL;
 
     if (img == NULL || snapshot == NULL)

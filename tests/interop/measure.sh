@@ -116,6 +116,30 @@ snapshots_and_bitmaps() {
 }
 case_run "internal snapshots and bitmaps of a qcow2 source" snapshots_and_bitmaps
 
+# An encrypted source named by --image-opts and --object, and -U on an
+# image another process holds.
+options() {
+    printf pw >pw.txt
+    # Made by vdisk: qemu-img's key-slot timing fails now and then on a busy
+    # machine ("Unable to get accurate CPU usage").
+    vd create -q --object secret,id=s,file=pw.txt -f qcow2 \
+        -o encrypt.format=luks,encrypt.key-secret=s enc.qcow2 10M
+    qemu-io --object secret,id=s,file=pw.txt \
+        --image-opts driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s -c "write 1M 1M" >/dev/null
+    same_measure --object secret,id=s,file=pw.txt --image-opts \
+        driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s -O qcow2
+    qemu-img create -q -f qcow2 q.qcow2 10M
+    qio qcow2 q.qcow2 "write 0 3M"
+    qemu-io -f qcow2 -c "sleep 4000" q.qcow2 &
+    local holder=$!
+    sleep 1
+    same_measure -U -O qcow2 q.qcow2
+    same_measure -O qcow2 q.qcow2
+    grep -qi lock v.err
+    wait "$holder"
+}
+case_run "encrypted source by --image-opts, -U" options
+
 refusals() {
     qemu-img create -q -f qcow2 q.qcow2 10M
     local fmt
