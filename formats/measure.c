@@ -203,17 +203,11 @@ static gboolean measure_qcow2(VdImage *source, guint64 size, VdOptions *opts, Vd
     return TRUE;
 }
 
-static gboolean measure_raw(VdImage *source, guint64 size, VdOptions *opts, VdMeasure *out,
-                            GError **error)
+/* qemu's raw measure looks at no option: any preallocation value passes. */
+static void measure_raw(VdImage *source, guint64 size, VdMeasure *out)
 {
-    static const char *const prealloc[] = { "off", "falloc", "full", NULL };
-    int mode;
-
-    if (!vd_option_choice(opts, "preallocation", prealloc, 0, &mode, error))
-        return FALSE;
     out->required = align_up(source != NULL ? vd_image_size(source) : size, 512);
     out->fully_allocated = out->required;
-    return TRUE;
 }
 
 /* Every option must be one the format takes when creating an image. */
@@ -256,8 +250,10 @@ gboolean vd_measure(VdImage *source, guint64 size, const char *format, VdOptions
     }
     if (g_str_equal(format, "qcow2"))
         return measure_qcow2(source, size, opts, out, error);
-    if (g_str_equal(format, "raw"))
-        return measure_raw(source, size, opts, out, error);
+    if (g_str_equal(format, "raw")) {
+        measure_raw(source, size, out);
+        return TRUE;
+    }
     g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
                 "Block driver '%s' does not support size measurement", format);
     return FALSE;

@@ -49,9 +49,7 @@ static gboolean bitmap_option(int opt, const char *arg, gpointer data, GError **
                         "Invalid granularity specified: '%s'", arg);
             return FALSE;
         }
-        if (opts->granularity == 0)
-            opts->granularity = 1; /* refused as qemu-img refuses it, not the default */
-        return TRUE;
+        return TRUE; /* 0: the default, as in qemu-img */
     case 'b':
         opts->source_file = arg;
         return TRUE;
@@ -101,6 +99,19 @@ static int run_bitmap(const CliCommand *cmd, int argc, char **argv)
     }
     if (argc - first != 2) {
         cli_error("Expecting filename and bitmap name: vdisk bitmap OPERATION... FILE BITMAP");
+        return CLI_EXIT_FAILURE;
+    }
+    if (opts.source_file != NULL) {
+        gboolean merge = FALSE;
+
+        for (guint i = 0; i < actions->len; i++)
+            merge |= g_array_index(actions, BitmapAction, i).op == VD_BITMAP_MERGE;
+        if (!merge) {
+            cli_error("Merge bitmap source file only supported with --merge");
+            return CLI_EXIT_FAILURE;
+        }
+    } else if (opts.source_format != NULL) {
+        cli_error("-F only supported with -b");
         return CLI_EXIT_FAILURE;
     }
     name = argv[first + 1];

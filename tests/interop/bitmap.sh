@@ -67,6 +67,11 @@ sequence() {
     run b5 --add -g 64k --remove
     run b5 --remove --add
     run b6 --add --disable --enable --clear
+    run b8 --add -g 0
+    run b9 --add -g 4G
+    run b9 --add -b q.qcow2
+    run b9 --add -F qcow2
+    run b8 --remove
     for b in b0 b2 b3 b4 b5 b6; do run "$b" --remove; done
     [[ -z $(bitmaps v.qcow2) ]]
     # No bitmap left: no extension and no autoclear bit, as qemu-img leaves it.

@@ -54,6 +54,10 @@ empty_options() {
         same_measure --size 12345678 -O qcow2 -o "$o"
     done
     same_measure --size 1G -O raw -o preallocation=full
+    # qemu's raw measure takes any preallocation value, even a wrong one.
+    same_measure --size 1G -O raw -o preallocation=metadata
+    same_measure --size 1G -O raw -o preallocation=bogus
+    same_measure --size 1G -O qcow2 -o preallocation=bogus
 }
 case_run "empty qcow2 with each option" empty_options
 
