@@ -75,12 +75,21 @@ sources() {
     qemu-img convert -f raw -O vmdk sparse.raw m.vmdk
     qemu-img convert -f raw -O vmdk -o subformat=streamOptimized sparse.raw s.vmdk
     qemu-img create -q -f raw odd.raw 1000
+    qemu-img convert -c -f raw -O qcow2 sparse.raw comp.qcow2
+    # extended L2: zero and data subclusters in the same cluster
+    qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k ext.qcow2 10M
+    qio qcow2 ext.qcow2 "write -P 1 0 8k" "write -z 128k 64k" "write -P 2 300k 4k" \
+        "write -P 3 1M 256k" "write -z 1088k 4k"
+    # an overlay that discards and zeroes over its backing file's data
+    qemu-img create -q -f qcow2 -b q.qcow2 -F qcow2 ov.qcow2
+    qio qcow2 ov.qcow2 "discard 0 1M" "write -z 2M 1M" "write -P 6 70M 64k"
 }
 
 copies() {
     sources
     local src cs
-    for src in sparse.raw dense.raw q.qcow2 top.qcow2 small.qcow2 v.vdi m.vmdk s.vmdk odd.raw; do
+    for src in sparse.raw dense.raw q.qcow2 top.qcow2 small.qcow2 v.vdi m.vmdk s.vmdk odd.raw \
+        comp.qcow2 ext.qcow2 ov.qcow2; do
         same_measure "$src"
         same_measure -O raw "$src"
         for cs in 512 4k 64k 2M; do
