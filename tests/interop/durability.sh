@@ -250,4 +250,33 @@ PY
 }
 case_run "check -r syncs what it repaired" check_repair_syncs
 
+# ---- dd, bitmap ----
+
+dd_syncs() {
+    local fmt=$1
+    pattern_raw src.raw 8M
+    traced dd -f raw -O "$fmt" bs=64k skip=2 if=src.raw "of=out.$fmt"
+    syncs synced "out.$fmt"
+    syncs created "out.$fmt"
+    qemu-img dd -f raw -O "$fmt" bs=64k skip=2 if=src.raw "of=q.$fmt"
+    same_guest "q.$fmt" "$fmt" "out.$fmt" "$fmt"
+}
+case_run "dd to raw syncs the output and its folder" dd_syncs raw
+case_run "dd to qcow2 syncs the output and its folder" dd_syncs qcow2
+
+bitmap_syncs() {
+    qemu-img create -q -f qcow2 b.qcow2 16M
+    qemu-img bitmap --add b.qcow2 b0
+    qio qcow2 b.qcow2 "write -P 1 0 1M"
+    local op
+    for op in "--add b1" "--merge b0 b1" "--disable b0" "--clear b0" "--remove b0"; do
+        set -- $op
+        # the file goes before the bitmap's name
+        traced bitmap "${@:1:$#-1}" b.qcow2 "${!#}"
+        syncs synced b.qcow2
+        qcheck b.qcow2
+    done
+}
+case_run "bitmap syncs each change" bitmap_syncs
+
 finish
