@@ -72,6 +72,11 @@ sequence() {
     run b9 --add -b q.qcow2
     run b9 --add -F qcow2
     run b8 --remove
+    # vdisk info lists the bitmaps as qemu-img info does
+    qemu-img info --output=json v.qcow2 >q.json
+    vd info --output=json v.qcow2 >v.json
+    [[ $(json v.json 'd["format-specific"]["data"]["bitmaps"]') == \
+        "$(json q.json 'd["format-specific"]["data"]["bitmaps"]')" ]]
     for b in b0 b2 b3 b4 b5 b6; do run "$b" --remove; done
     [[ -z $(bitmaps v.qcow2) ]]
     # No bitmap left: no extension and no autoclear bit, as qemu-img leaves it.
