@@ -5,13 +5,48 @@
 #define COMPARE_CHUNK (1u << 20)
 #define SECTOR 512
 
-static gboolean reads_zero(VdImage *img, guint64 offset, guint64 len, guint64 *run, GError **error)
+typedef struct {
+    VdImage *img;
+    guint64 size;
+    VdBlockStatus st; /* the run that holds [at, end) */
+    guint64 at;
+    guint64 end; /* 0: nothing asked yet */
+} StatusCursor;
+
+/* The block status at offset, asked again only once offset leaves the
+ * run the last answer covered (a run is asked to the image's end, for the
+ * strict comparison's end-of-file flag, but a long run is asked once). */
+static gboolean status_at(StatusCursor *c, guint64 offset, GError **error)
 {
-    VdBlockStatus st;
-    if (!vd_image_block_status(img, offset, len, TRUE, &st, error))
+    if (c->end != 0 && offset >= c->at && offset < c->end)
+        return TRUE;
+    if (!vd_image_block_status(c->img, offset, c->size - offset, TRUE, &c->st, error))
         return FALSE;
-    *run = st.length;
-    return (st.flags & VD_BLOCK_ZERO) && !(st.flags & VD_BLOCK_DATA);
+    c->at = offset;
+    c->end = offset + MAX(c->st.length, 1);
+    return TRUE;
+}
+
+static gboolean cursor_reads_zero(const StatusCursor *c)
+{
+    return (c->st.flags & VD_BLOCK_ZERO) && !(c->st.flags & VD_BLOCK_DATA);
+}
+
+/* What qemu-img compare -s holds against each other: how the range is
+ * stored, and whether its run reaches the end of the image (qemu's block
+ * status carries that as a flag, so an image whose last run starts here
+ * differs from one that changes further on). */
+static guint status_key(const StatusCursor *c)
+{
+    guint key =
+        c->st.flags & (VD_BLOCK_DATA | VD_BLOCK_ZERO | VD_BLOCK_ALLOCATED | VD_BLOCK_OFFSET_VALID);
+    return c->end >= c->size ? key | 1u << 16 : key;
+}
+
+static void report(VdProgressFunc progress, gpointer data, guint64 done, guint64 total)
+{
+    if (progress != NULL)
+        progress(done, total, data);
 }
 
 /* Offset of the first differing sector in two buffers, or -1. */
@@ -35,27 +70,26 @@ static gboolean check_cancel(GCancellable *cancellable, GError **error)
 }
 
 /* Compare [0, len) of a and b. */
-static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, GCancellable *cancellable,
-                               VdCompareResult *res, GError **error)
+static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, VdCompareFlags flags,
+                               VdProgressFunc progress, gpointer progress_data, guint64 total,
+                               GCancellable *cancellable, VdCompareResult *res, GError **error)
 {
     g_autofree guint8 *buf_a = g_malloc(COMPARE_CHUNK);
     g_autofree guint8 *buf_b = g_malloc(COMPARE_CHUNK);
+    StatusCursor ca = { .img = a, .size = len }, cb = { .img = b, .size = len };
     for (guint64 offset = 0; offset < len;) {
         if (!check_cancel(cancellable, error))
             return FALSE;
-        guint64 n = MIN((guint64)COMPARE_CHUNK, len - offset);
-        guint64 run_a = n, run_b = n;
-        gboolean zero_a, zero_b = FALSE;
-        GError *local = NULL;
-        zero_a = reads_zero(a, offset, n, &run_a, &local);
-        if (local == NULL)
-            zero_b = reads_zero(b, offset, n, &run_b, &local);
-        if (local != NULL) {
-            g_propagate_error(error, local);
+        if (!status_at(&ca, offset, error) || !status_at(&cb, offset, error))
             return FALSE;
+        if ((flags & VD_COMPARE_STRICT_STATUS) && status_key(&ca) != status_key(&cb)) {
+            res->identical = FALSE;
+            res->status_mismatch = TRUE;
+            res->first_difference = offset;
+            return TRUE;
         }
-        n = MIN(run_a, run_b);
-        if (!(zero_a && zero_b)) {
+        guint64 n = MIN(MIN(ca.end, cb.end) - offset, (guint64)COMPARE_CHUNK);
+        if (!(cursor_reads_zero(&ca) && cursor_reads_zero(&cb))) {
             if (!vd_image_read(a, offset, buf_a, n, error) ||
                 !vd_image_read(b, offset, buf_b, n, error))
                 return FALSE;
@@ -67,12 +101,14 @@ static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, GCancellable
             }
         }
         offset += n;
+        report(progress, progress_data, offset, total);
     }
     return TRUE;
 }
 
 /* The part of the longer image past the shorter one must read zero. */
-static gboolean compare_tail(VdImage *longer, guint64 from, GCancellable *cancellable,
+static gboolean compare_tail(VdImage *longer, guint64 from, VdProgressFunc progress,
+                             gpointer progress_data, GCancellable *cancellable,
                              VdCompareResult *res, GError **error)
 {
     g_autofree guint8 *buf = g_malloc(COMPARE_CHUNK);
@@ -81,14 +117,11 @@ static gboolean compare_tail(VdImage *longer, guint64 from, GCancellable *cancel
         if (!check_cancel(cancellable, error))
             return FALSE;
         guint64 n = MIN((guint64)COMPARE_CHUNK, size - offset);
-        guint64 run = n;
-        g_autoptr(GError) local = NULL;
-        gboolean zero = reads_zero(longer, offset, n, &run, &local);
-        if (local != NULL) {
-            g_propagate_error(error, g_steal_pointer(&local));
+        VdBlockStatus st;
+        if (!vd_image_block_status(longer, offset, n, TRUE, &st, error))
             return FALSE;
-        }
-        if (!zero) {
+        guint64 run = st.length;
+        if (!((st.flags & VD_BLOCK_ZERO) && !(st.flags & VD_BLOCK_DATA))) {
             if (!vd_image_read(longer, offset, buf, run, error))
                 return FALSE;
             for (guint64 pos = 0; pos < run; pos += SECTOR) {
@@ -100,6 +133,7 @@ static gboolean compare_tail(VdImage *longer, guint64 from, GCancellable *cancel
             }
         }
         offset += run;
+        report(progress, progress_data, offset, size);
     }
     return TRUE;
 }
@@ -107,18 +141,31 @@ static gboolean compare_tail(VdImage *longer, guint64 from, GCancellable *cancel
 gboolean vd_compare(VdImage *a, VdImage *b, gboolean strict, GCancellable *cancellable,
                     VdCompareResult *res, GError **error)
 {
+    return vd_compare_full(a, b, strict ? VD_COMPARE_STRICT_SIZE : 0, NULL, NULL, cancellable, res,
+                           error);
+}
+
+gboolean vd_compare_full(VdImage *a, VdImage *b, VdCompareFlags flags, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, VdCompareResult *res,
+                         GError **error)
+{
     guint64 size_a = vd_image_size(a), size_b = vd_image_size(b);
+    guint64 total = MAX(size_a, size_b);
     res->identical = TRUE;
     res->first_difference = 0;
-    if (strict && size_a != size_b) {
+    res->status_mismatch = FALSE;
+    if ((flags & (VD_COMPARE_STRICT_SIZE | VD_COMPARE_STRICT_STATUS)) && size_a != size_b) {
         res->identical = FALSE;
         res->first_difference = MIN(size_a, size_b);
         return TRUE;
     }
-    if (!compare_common(a, b, MIN(size_a, size_b), cancellable, res, error))
+    report(progress, progress_data, 0, total);
+    if (!compare_common(a, b, MIN(size_a, size_b), flags, progress, progress_data, total,
+                        cancellable, res, error))
         return FALSE;
     if (!res->identical || size_a == size_b)
         return TRUE;
     VdImage *longer = size_a > size_b ? a : b;
-    return compare_tail(longer, MIN(size_a, size_b), cancellable, res, error);
+    return compare_tail(longer, MIN(size_a, size_b), progress, progress_data, cancellable, res,
+                        error);
 }

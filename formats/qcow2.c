@@ -652,7 +652,8 @@ static gboolean qcow2_open(VdImage *img, GError **error)
         return FALSE;
     }
     if (vd_be32(small + QH_MAGIC) != QCOW2_MAGIC) {
-        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT, "is not a qcow2 image");
+        vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT,
+                     "Image is not in qcow2 format: it does not start with qcow2's magic");
         return FALSE;
     }
     s->version = (int)vd_be32(small + QH_VERSION);

@@ -499,12 +499,27 @@ gboolean vd_image_commit(VdImage *top, VdImage *base, guint base_depth, VdProgre
 typedef struct {
     gboolean identical;
     guint64 first_difference; /* valid when !identical */
+    /* VD_COMPARE_STRICT_STATUS: the images differ in how first_difference
+     * is stored (allocated, data or zero), whatever it reads. */
+    gboolean status_mismatch;
 } VdCompareResult;
+
+typedef enum {
+    VD_COMPARE_STRICT_SIZE = 1 << 0, /* a size difference is a difference */
+    /* qemu-img compare -s: a range allocated, stored as data or as zeroes
+     * in one image and not alike in the other is a difference too. */
+    VD_COMPARE_STRICT_STATUS = 1 << 1,
+} VdCompareFlags;
 
 /* Compare guest content; with strict, a size difference is a difference;
  * otherwise the longer image must read zero past the shorter one. */
 gboolean vd_compare(VdImage *a, VdImage *b, gboolean strict, GCancellable *cancellable,
                     VdCompareResult *res, GError **error);
+/* vd_compare with flags, reporting the bytes compared (of the larger size)
+ * to progress (may be NULL; called from the calling thread). */
+gboolean vd_compare_full(VdImage *a, VdImage *b, VdCompareFlags flags, VdProgressFunc progress,
+                         gpointer progress_data, GCancellable *cancellable, VdCompareResult *res,
+                         GError **error);
 
 /* ----- persistent dirty bitmaps (qcow2) ----- */
 typedef enum {

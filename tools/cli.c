@@ -43,6 +43,28 @@ void cli_note(gboolean quiet, const char *format, ...)
     fprintf(stderr, "vdisk: note: %s\n", msg);
 }
 
+/* The library's g_warning and g_message (a damaged table it read past, a
+ * setting it ignored) reach the user as vdisk's own warnings, not as GLib's
+ * "(process:PID): vdisk-WARNING **: time: ..." lines. */
+static void log_to_user(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                        gpointer data)
+{
+    if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) {
+        g_log_default_handler(domain, level, message, data);
+        return;
+    }
+    if (level & G_LOG_LEVEL_DEBUG) {
+        g_log_default_handler(domain, level, message, data); /* G_MESSAGES_DEBUG decides */
+        return;
+    }
+    fprintf(stderr, "vdisk: %s%s\n", (level & G_LOG_LEVEL_WARNING) ? "warning: " : "", message);
+}
+
+void cli_install_log_handler(void) { g_log_set_default_handler(log_to_user, NULL); }
+
+/* The command running, for the hints (cli_parse_options sets it). */
+static const char *current_command;
+
 /* A next step for the errors where the message alone leaves the user
  * guessing; NULL when the message says it all. */
 static const char *error_hint(const GError *error)
@@ -50,7 +72,10 @@ static const char *error_hint(const GError *error)
     if (g_error_matches(error, VD_ERROR, VD_ERROR_BUSY))
         return "stop the virtual machine or program using the image; commands that only read "
                "can read it as it is now with -U (--force-share)";
-    if (g_error_matches(error, VD_ERROR, VD_ERROR_CORRUPT))
+    /* Not when check itself failed: it cannot open the image either, and
+     * sending the user back to it helps no one. */
+    if (g_error_matches(error, VD_ERROR, VD_ERROR_CORRUPT) &&
+        g_strcmp0(current_command, "check") != 0)
         return "'vdisk check' tells more; 'vdisk check -r all' may repair it";
     return NULL;
 }
@@ -152,6 +177,7 @@ int cli_parse_options(const CliCommand *cmd, int argc, char **argv, const char *
     g_autofree struct option *longs = merge_long_options(longopts);
     int opt;
 
+    current_command = cmd->name;
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
@@ -277,8 +303,50 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
     return format;
 }
 
+static VdImage *open_image(const char *path, const char *format, VdOpenFlags flags,
+                           CliProbeWarning warn, GError **error);
+
+/* qemu-img's "Could not open 'PATH': ..." (the words scripts look for) in
+ * front of vdisk's reason, in place of the bare "PATH: " the library's
+ * messages start with. */
+static void prefix_could_not_open(const char *path, GError *error)
+{
+    if (error == NULL || g_error_matches(error, VD_ERROR, VD_ERROR_CANCELLED) ||
+        g_str_has_prefix(error->message, "Could not open"))
+        return;
+    g_autofree char *own = g_strdup_printf("%s: ", path);
+    const char *reason =
+        g_str_has_prefix(error->message, own) ? error->message + strlen(own) : error->message;
+    if (g_str_has_prefix(reason, "cannot open: "))
+        reason += strlen("cannot open: ");
+    g_autofree char *message = g_strdup_printf("Could not open '%s': %s", path, reason);
+    g_free(error->message);
+    error->message = g_steal_pointer(&message);
+}
+
 VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
                         CliProbeWarning warn, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+
+    if (format != NULL && !cli_image_opts() && !vd_format_known(format)) {
+        g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());
+        g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                    "Could not open '%s': Unknown file format '%s' (formats this build knows: "
+                    "%s)",
+                    path, format, known);
+        return NULL;
+    }
+    VdImage *img = open_image(path, format, flags, warn, &local);
+    if (img == NULL) {
+        prefix_could_not_open(path, local);
+        g_propagate_error(error, g_steal_pointer(&local));
+    }
+    return img;
+}
+
+static VdImage *open_image(const char *path, const char *format, VdOpenFlags flags,
+                           CliProbeWarning warn, GError **error)
 {
     if (force_share)
         flags |= VD_OPEN_FORCE_SHARE;
@@ -336,9 +404,15 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
 
 gboolean cli_parse_size(const char *what, const char *text, guint64 *out, GError **error)
 {
-    if (vd_parse_size(text, out, error))
+    g_autoptr(GError) local = NULL;
+
+    if (vd_parse_size(text, out, &local))
         return TRUE;
-    g_prefix_error(error, "invalid %s '%s': ", what, text);
+    /* vd_parse_size's message starts "invalid size 'TEXT':"; say once what
+     * the size was for instead of repeating that clause. */
+    const char *why = strstr(local->message, "': ");
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "invalid %s '%s'%s%s", what, text,
+                why != NULL ? ": " : "", why != NULL ? why + 3 : "");
     return FALSE;
 }
 
@@ -482,7 +556,7 @@ gboolean cli_check_format(const char *format)
     if (vd_format_known(format))
         return TRUE;
     list = g_strjoinv(", ", (char **)vd_formats());
-    cli_error("unknown format '%s'; formats this build knows: %s", format, list);
+    cli_error("Unknown file format '%s'; formats this build knows: %s", format, list);
     return FALSE;
 }
 

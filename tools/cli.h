@@ -97,6 +97,9 @@ void cli_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
 /* Print error's message (and a hint when one helps) and return
  * CLI_EXIT_FAILURE, so a command can "return cli_fail(error);". */
 int cli_fail(const GError *error);
+/* Print the library's GLib warnings and messages as "vdisk: warning: ..."
+ * on stderr (main calls it first). */
+void cli_install_log_handler(void);
 /* Informational note on stderr, unless quiet. */
 void cli_note(gboolean quiet, const char *format, ...) G_GNUC_PRINTF(2, 3);
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
+#include "progress.h"
 
 /* qemu-img compare's exit codes. */
 enum {
@@ -14,6 +15,7 @@ enum {
 typedef struct {
     const char *format_b; /* -F */
     gboolean strict;      /* -s */
+    gboolean progress;    /* -p */
 } CompareOptions;
 
 static gboolean compare_option(int opt, const char *arg, gpointer data, GError **error)
@@ -29,7 +31,9 @@ static gboolean compare_option(int opt, const char *arg, gpointer data, GError *
         return TRUE;
     case 'T':
         return cli_parse_source_cache_mode(arg, NULL, error);
-    case 'p': /* accepted; the engine reports no progress for compare yet */
+    case 'p':
+        opts->progress = TRUE;
+        return TRUE;
     case 'U':
         cli_force_share();
         return TRUE;
@@ -45,11 +49,14 @@ typedef struct {
     VdCompareResult result;
 } CompareJob;
 
-static gboolean compare_job(gpointer data, GCancellable *cancellable, GError **error)
+static gboolean compare_job(gpointer data, gpointer progress, GCancellable *cancellable,
+                            GError **error)
 {
     CompareJob *job = data;
+    VdCompareFlags flags = job->strict ? VD_COMPARE_STRICT_SIZE | VD_COMPARE_STRICT_STATUS : 0;
 
-    return vd_compare(job->a, job->b, job->strict, cancellable, &job->result, error);
+    return vd_compare_full(job->a, job->b, flags, progress_report, progress, cancellable,
+                           &job->result, error);
 }
 
 static int fail(const GError *error)
@@ -69,7 +76,6 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
     g_autoptr(GError) error = NULL;
     g_autoptr(VdImage) a = NULL;
     g_autoptr(VdImage) b = NULL;
-    g_autoptr(GCancellable) cancellable = g_cancellable_new();
     CompareJob job = { 0 };
     int first =
         cli_parse_options(cmd, argc, argv, "f:F:spqT:U", longopts, &common, compare_option, &opts);
@@ -90,15 +96,27 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
                 printf("Strict mode: Image size mismatch!\n");
             return COMPARE_EXIT_DIFFERENT;
         }
-        if (!common.quiet)
-            printf("Warning: Image size mismatch!\n");
     }
 
     job.a = a;
     job.b = b;
     job.strict = opts.strict;
-    if (!cli_run_job(compare_job, &job, cancellable, NULL, NULL, 0, &error))
+    /* Progress only with -p, as qemu-img: compare's answer is its output. */
+    if (!cli_run_with_progress("Comparing", opts.progress, common.quiet || !opts.progress,
+                               compare_job, &job, &error))
         return fail(error);
+    /* As qemu-img: the sizes are worth a warning only when the part both
+     * images have is alike, and the answer is then about the rest. */
+    if (vd_image_size(a) != vd_image_size(b) && !common.quiet &&
+        (job.result.identical ||
+         job.result.first_difference >= MIN(vd_image_size(a), vd_image_size(b))))
+        printf("Warning: Image size mismatch!\n");
+    if (job.result.status_mismatch) {
+        if (!common.quiet)
+            printf("Strict mode: Offset %" G_GUINT64_FORMAT " block status mismatch!\n",
+                   job.result.first_difference);
+        return COMPARE_EXIT_DIFFERENT;
+    }
     if (!job.result.identical) {
         if (!common.quiet)
             printf("Content mismatch at offset %" G_GUINT64_FORMAT "!\n",
@@ -113,13 +131,16 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_compare = {
     .name = "compare",
     .summary = "compare the guest-visible content of two images",
-    .usage = "  vdisk compare [-f FMT] [-F FMT] [-T SRC_CACHE] [-s] [-q] [-U] FILE1 FILE2",
+    .usage = "  vdisk compare [-f FMT] [-F FMT] [-T SRC_CACHE] [-p] [-s] [-q] [-U] FILE1 FILE2",
     .help = "  -f FMT                 format of FILE1 (probed when not given)\n"
             "  -F FMT                 format of FILE2 (probed when not given)\n"
-            "  -s                     strict: images of different sizes differ; without\n"
-            "                         it the larger one must read zero past the end of\n"
-            "                         the smaller one\n"
-            "  -p                     accepted for qemu-img compatibility\n"
+            "  -s                     strict, as qemu-img: images of different sizes differ,\n"
+            "                         and so do ranges stored differently (allocated in\n"
+            "                         one image only, data in one and zeroes in the other)\n"
+            "                         even where they read the same; without it the\n"
+            "                         larger image must read zero past the smaller one\n"
+            "  -p                     show progress (qemu-img's percentage lines when\n"
+            "                         stdout is not a terminal)\n"
             "  -q                     quiet: only the exit status tells\n"
             "  -U, --force-share      read the images even while another process writes them\n"
             "                         (a running VM), as qemu-img -U; it may then look\n"

@@ -72,7 +72,18 @@ static gboolean choose_size(const char *operand, VdOptions *vopts, gboolean *hav
     *have_size = text != NULL;
     if (text == NULL)
         return TRUE;
-    return cli_parse_size("size", text, size, error);
+    if (!cli_parse_size("size", text, size, error))
+        return FALSE;
+    /* qemu's limit for every format, checked before "Formatting" is
+     * printed, in qemu-img's words. */
+    if (*size > G_MAXINT64) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "invalid size '%s': Invalid image size specified. Must be between 0 and "
+                    "%" G_GINT64_FORMAT ".",
+                    text, G_MAXINT64);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 /* qemu-img's "Formatting 'f', fmt=qcow2 cluster_size=65536 size=..." line:

@@ -77,6 +77,7 @@ int main(int argc, char **argv)
     setlocale(LC_ALL, "");
     /* Numbers in output must stay machine-readable whatever the locale. */
     setlocale(LC_NUMERIC, "C");
+    cli_install_log_handler();
 
     if (argc < 2) {
         print_global_help(stderr);

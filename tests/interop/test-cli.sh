@@ -431,6 +431,96 @@ t_snapshot_qcow2() {
 }
 qcow2_case "snapshot -c/-l/-a/-d interoperate with qemu-img" t_snapshot_qcow2
 
+# ---- qemu-img's words in vdisk's errors, compare as qemu-img (issue 15) ----
+
+t_error_words() {
+    # the key words scripts grep for in qemu-img's errors
+    expect_exit 1 vd info nonexistent.img 2>err
+    grep -q "^vdisk: Could not open 'nonexistent.img': No such file or directory$" err
+    qemu-img create -q -f raw a.raw 1M
+    expect_exit 1 vd info -f foo a.raw 2>err
+    grep -q "Unknown file format 'foo'" err
+    expect_exit 1 vd create -f foo b.img 1M 2>err
+    grep -q "Unknown file format 'foo'" err
+    [[ ! -e b.img ]]
+    # once each, not "invalid size '-1G': invalid size '-1G'"
+    expect_exit 1 vd create -f raw b.img -- -1G 2>err
+    (($(grep -o "invalid size '-1G'" err | wc -l) == 1))
+    # a size no image may have is refused before "Formatting" is printed
+    expect_exit 1 vd create -f qcow2 b.qcow2 9E >out 2>err
+    [[ ! -s out && ! -e b.qcow2 ]]
+    grep -q "Must be between 0 and 9223372036854775807" err
+}
+case_run "errors keep qemu-img's key words, once, before Formatting" t_error_words
+
+t_error_words_qcow2() {
+    qemu-img create -q -f raw a.raw 1M
+    expect_exit 1 vd info -f qcow2 a.raw 2>err
+    grep -q "^vdisk: Could not open 'a.raw': Image is not in qcow2 format" err
+    # check could not open a damaged image: its hint must not send the user
+    # back to check; info's still may
+    qemu-img create -q -f qcow2 t.qcow2 1G
+    qemu-io -c 'write 0 1M' t.qcow2 >/dev/null
+    truncate -s 128K t.qcow2
+    expect_exit 1 vd check t.qcow2 2>err
+    ! grep -q "vdisk check" err
+    expect_exit 1 vd info t.qcow2 2>err
+    grep -q "hint: 'vdisk check' tells more" err
+}
+qcow2_case "qcow2 errors keep qemu-img's key words; check's hint is not check" t_error_words_qcow2
+
+t_compare_size_warning() {
+    # the size warning only when the common part is alike, as qemu-img
+    qemu-img create -q -f qcow2 a.qcow2 4M
+    qemu-img create -q -f qcow2 b.qcow2 8M
+    qemu-io -c 'write -P 1 1M 64k' a.qcow2 >/dev/null
+    qemu-io -c 'write -P 2 1M 64k' b.qcow2 >/dev/null
+    local f
+    for f in "" "-P 1 1M 64k" "-P 3 6M 4k"; do
+        [[ -z $f ]] || qemu-io -c "write $f" b.qcow2 >/dev/null
+        rc_q=0 rc_v=0
+        qemu-img compare a.qcow2 b.qcow2 >q.txt || rc_q=$?
+        vd compare a.qcow2 b.qcow2 >v.txt || rc_v=$?
+        diff -u q.txt v.txt
+        ((rc_q == rc_v))
+    done
+}
+qcow2_case "compare warns of a size mismatch as qemu-img does" t_compare_size_warning
+
+t_compare_strict_status() {
+    # same content, stored differently: qemu-img -s fails, so must vdisk
+    qemu-img create -q -f qcow2 a.qcow2 4M
+    qemu-img create -q -f qcow2 b.qcow2 4M
+    qemu-io -c 'write -z 1M 64k' b.qcow2 >/dev/null
+    expect_exit 0 vd compare a.qcow2 b.qcow2 >/dev/null
+    expect_exit 1 qemu-img compare -s a.qcow2 b.qcow2 >q.txt
+    expect_exit 1 vd compare -s a.qcow2 b.qcow2 >v.txt
+    diff -u q.txt v.txt
+    qemu-io -c 'write -P 5 2M 64k' a.qcow2 >/dev/null
+    expect_exit 1 qemu-img compare -s a.qcow2 b.qcow2 >q.txt
+    expect_exit 1 vd compare -s a.qcow2 b.qcow2 >v.txt
+    diff -u q.txt v.txt
+    grep -qx "Strict mode: Offset 1048576 block status mismatch!" v.txt
+    # stored alike: identical in strict mode too
+    cat a.qcow2 >c.qcow2
+    qemu-img compare -s a.qcow2 c.qcow2
+    vd compare -s a.qcow2 c.qcow2 >v.txt
+    grep -qx "Images are identical." v.txt
+}
+qcow2_case "compare -s fails on block status as qemu-img's strict mode" t_compare_strict_status
+
+t_compare_progress() {
+    pattern_raw a.raw 16M
+    cp --sparse=always a.raw b.raw
+    # -p is progress (qemu-img's lines on a pipe), not --force-share
+    vd compare -p -f raw -F raw a.raw b.raw >out
+    grep -q "(100.00/100%)" out
+    grep -q "Images are identical." out
+    vd compare -f raw -F raw a.raw b.raw >out
+    ! grep -q "/100%" out
+}
+case_run "compare -p prints qemu-img's progress lines" t_compare_progress
+
 if ((SKIPPED)); then
     echo "note: this build has no qcow2 driver; $SKIPPED qcow2 cases skipped"
 fi
