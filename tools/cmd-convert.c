@@ -139,8 +139,13 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
     if (opts->target_exists)
         return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
     format = vd_format_from_extension(target);
-    if (format != NULL)
+    if (format != NULL) {
+        /* qemu-img writes raw whatever the name: say what vdisk chose. */
+        if (!g_str_equal(format, "raw"))
+            cli_note(quiet, "no -O given: writing %s, as the extension of '%s' says", format,
+                     target);
         return format;
+    }
     g_autofree char *base = g_path_get_basename(target);
     const char *dot = strrchr(base, '.');
     if (dot != NULL && dot != base && dot[1] != '\0') {

@@ -521,6 +521,19 @@ t_compare_progress() {
 }
 case_run "compare -p prints qemu-img's progress lines" t_compare_progress
 
+t_convert_says_format() {
+    # qemu-img writes raw without -O; vdisk follows the extension, and says so
+    qemu-img create -q -f raw a.raw 1M
+    vd convert -f raw a.raw b.qcow2 2>err
+    grep -qx "vdisk: note: no -O given: writing qcow2, as the extension of 'b.qcow2' says" err
+    qemu-img info --output=json b.qcow2 | grep -q '"format": "qcow2"'
+    vd convert -q -f raw a.raw c.qcow2 2>err
+    [[ ! -s err ]]
+    vd convert -f raw a.raw d.raw 2>err
+    [[ ! -s err ]]
+}
+qcow2_case "convert without -O names the format the extension chose" t_convert_says_format
+
 if ((SKIPPED)); then
     echo "note: this build has no qcow2 driver; $SKIPPED qcow2 cases skipped"
 fi
