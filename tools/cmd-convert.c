@@ -191,6 +191,12 @@ static gboolean convert_job(gpointer data, gpointer progress, GCancellable *canc
     job->engine.progress = progress_report;
     job->engine.progress_data = progress;
     job->engine.cancellable = cancellable;
+    /* Where the data lies, for a time left that counts holes as the fast
+     * work they are; without it the bar still shows bytes. */
+    if (!progress_scan_source(progress, job->source, job->engine.backing_file != NULL,
+                              job->engine.min_sparse == 0, cancellable, NULL) &&
+        g_cancellable_set_error_if_cancelled(cancellable, error))
+        return FALSE;
     return vd_convert(job->source, job->target_path, &job->engine, error);
 }
 

@@ -6,8 +6,20 @@
 
 #include "cli.h"
 
-/* qemu-img prints a new line whenever another percent is done. */
+/* qemu-img prints a new line whenever more than another percent is done. */
 #define LINES_STEP 1.0
+/* In the time left, a byte of a hole or a zero run counts as this many
+ * times less work than a byte of data: it is neither read nor written (a
+ * 64 GiB empty image converts in about a second). */
+#define HOLE_DISCOUNT 64.0
+
+/* One run of data in the source: [start, end), with the data bytes of the
+ * runs before it. */
+typedef struct {
+    guint64 start;
+    guint64 end;
+    guint64 before;
+} DataRun;
 
 struct Progress {
     ProgressMode mode;
@@ -20,6 +32,7 @@ struct Progress {
     char *waiting; /* shown instead of the numbers; NULL once the work runs */
     gint64 start_us;
     double last_percent; /* LINES: last printed value; < 0 before the first */
+    GArray *data_runs;   /* DataRun, by offset; NULL: every byte counts alike */
     gboolean drawn;      /* BAR: a line is on screen and must be ended */
 };
 
@@ -50,9 +63,26 @@ void progress_free(Progress *p)
     if (p == NULL)
         return;
     g_mutex_clear(&p->lock);
+    if (p->data_runs != NULL)
+        g_array_unref(p->data_runs);
     g_free(p->waiting);
     g_free(p->label);
     g_free(p);
+}
+
+static double percent_of(guint64 done, guint64 total);
+static void draw_lines(Progress *p, double percent);
+static guint64 data_below(GArray *runs, guint64 offset);
+
+/* qemu-img's percentage counts the data copied, not the holes passed. */
+static double lines_percent(Progress *p, guint64 done, guint64 total)
+{
+    if (p->data_runs == NULL || total == 0)
+        return percent_of(done, total);
+    guint64 data_total = data_below(p->data_runs, total);
+    if (data_total == 0)
+        return done >= total ? 100.0 : 0.0;
+    return percent_of(data_below(p->data_runs, MIN(done, total)), data_total);
 }
 
 void progress_report(guint64 done, guint64 total, gpointer user_data)
@@ -62,6 +92,14 @@ void progress_report(guint64 done, guint64 total, gpointer user_data)
     g_mutex_lock(&p->lock);
     p->done = done;
     p->total = total;
+    /* qemu-img's lines come as the work goes, one for each step of more
+     * than a percent and one when it is all done, whatever the speed; a
+     * pipe is no terminal, so any thread may write them. */
+    if (p->mode == PROGRESS_LINES && p->last_percent >= 0) {
+        double percent = lines_percent(p, done, total);
+        if (percent > p->last_percent + LINES_STEP || (percent >= 100.0 && p->last_percent < 100.0))
+            draw_lines(p, percent);
+    }
     g_mutex_unlock(&p->lock);
 }
 
@@ -89,13 +127,72 @@ static double percent_of(guint64 done, guint64 total)
     return MIN(100.0, (double)done * 100.0 / (double)total);
 }
 
-static void draw_lines(Progress *p, double percent, gboolean force)
+static void draw_lines(Progress *p, double percent)
 {
-    if (!force && p->last_percent >= 0 && percent - p->last_percent < LINES_STEP)
-        return;
     fprintf(p->stream, "    (%3.2f/100%%)\r", percent);
     fflush(p->stream);
     p->last_percent = percent;
+}
+
+/* Data bytes of the source below offset. */
+static guint64 data_below(GArray *runs, guint64 offset)
+{
+    guint lo = 0, hi = runs->len;
+
+    /* the first run that starts at or past offset */
+    while (lo < hi) {
+        guint mid = lo + (hi - lo) / 2;
+        if (g_array_index(runs, DataRun, mid).start < offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return 0;
+    const DataRun *r = &g_array_index(runs, DataRun, lo - 1);
+    return r->before + MIN(offset, r->end) - r->start;
+}
+
+/* The work below offset, in data bytes. */
+static double work_below(GArray *runs, guint64 offset)
+{
+    guint64 data = data_below(runs, offset);
+    return (double)data + (double)(offset - data) / HOLE_DISCOUNT;
+}
+
+gboolean progress_scan_source(Progress *p, VdImage *source, gboolean top_only,
+                              gboolean zero_is_data, GCancellable *cancellable, GError **error)
+{
+    guint64 size = vd_image_size(source);
+    g_autoptr(GArray) runs = g_array_new(FALSE, FALSE, sizeof(DataRun));
+    guint64 data = 0;
+
+    for (guint64 offset = 0; offset < size;) {
+        VdBlockStatus st;
+        if (g_cancellable_set_error_if_cancelled(cancellable, error) ||
+            !vd_image_block_status(source, offset, size - offset, !top_only, &st, error))
+            return FALSE;
+        guint64 n = MAX(st.length, 1);
+        gboolean zero = (st.flags & VD_BLOCK_ZERO) || !(st.flags & VD_BLOCK_DATA);
+        gboolean copied = top_only ? (st.flags & VD_BLOCK_ALLOCATED) != 0 : TRUE;
+        if (copied && (!zero || zero_is_data)) {
+            DataRun *last = runs->len > 0 ? &g_array_index(runs, DataRun, runs->len - 1) : NULL;
+            if (last != NULL && last->end == offset) {
+                last->end += n;
+            } else {
+                DataRun run = { offset, offset + n, data };
+                g_array_append_val(runs, run);
+            }
+            data += n;
+        }
+        offset += n;
+    }
+    g_mutex_lock(&p->lock);
+    if (p->data_runs != NULL)
+        g_array_unref(p->data_runs);
+    p->data_runs = g_steal_pointer(&runs);
+    g_mutex_unlock(&p->lock);
+    return TRUE;
 }
 
 static guint terminal_width(FILE *stream)
@@ -121,9 +218,23 @@ static char *format_duration(double seconds)
     return g_strdup_printf("%02u:%02u", (guint)(s / 60), (guint)(s % 60));
 }
 
+/* The time left when the source's data is known: the work still to do at
+ * the pace of the work done so far, a hole costing little (an image whose
+ * data comes first is not taken to copy its holes at the data's speed).
+ * < 0: unknown. */
+static double time_left(GArray *runs, guint64 done, guint64 total, double elapsed)
+{
+    double work_done = work_below(runs, MIN(done, total));
+    double work_total = work_below(runs, total);
+
+    if (elapsed < 0.2 || work_done <= 0)
+        return -1;
+    return (work_total - work_done) * elapsed / work_done;
+}
+
 /* The text right of the bar: bytes done, rate and time left. */
-static char *bar_details(Progress *p, guint64 done, guint64 total, guint64 reported_rate,
-                         gboolean finished)
+static char *bar_details(Progress *p, GArray *runs, guint64 done, guint64 total,
+                         guint64 reported_rate, gboolean finished)
 {
     double elapsed = (double)(g_get_monotonic_time() - p->start_us) / G_USEC_PER_SEC;
     /* A rate the worker measured follows changes in speed; the average since
@@ -138,6 +249,8 @@ static char *bar_details(Progress *p, guint64 done, guint64 total, guint64 repor
 
     if (finished)
         time_str = format_duration(elapsed);
+    else if (reported_rate == 0 && runs != NULL)
+        time_str = format_duration(time_left(runs, done, total, elapsed));
     else
         time_str = format_duration(rate > 0 ? (double)(total - MIN(done, total)) / rate : -1);
     return g_strdup_printf("%s/%s %s/s %s %s", done_str, total_str, rate > 0 ? rate_str : "--",
@@ -151,10 +264,11 @@ static void draw_waiting(Progress *p, const char *waiting)
     p->drawn = TRUE;
 }
 
-static void draw_bar(Progress *p, guint64 done, guint64 total, guint64 rate, gboolean finished)
+static void draw_bar(Progress *p, GArray *runs, guint64 done, guint64 total, guint64 rate,
+                     gboolean finished)
 {
     double percent = finished ? 100.0 : percent_of(done, total);
-    g_autofree char *details = bar_details(p, done, total, rate, finished);
+    g_autofree char *details = bar_details(p, runs, done, total, rate, finished);
     guint width = terminal_width(p->stream);
     /* label, " 100% [", "] ", details, and one spare column so the cursor
      * never wraps */
@@ -181,8 +295,11 @@ static void draw(Progress *p, gboolean finished)
 {
     guint64 done, total, rate;
     g_autofree char *waiting = NULL;
+    g_autoptr(GArray) runs = NULL;
 
     g_mutex_lock(&p->lock);
+    if (p->data_runs != NULL)
+        runs = g_array_ref(p->data_runs);
     done = p->done;
     total = p->total;
     rate = p->rate;
@@ -195,13 +312,21 @@ static void draw(Progress *p, gboolean finished)
     case PROGRESS_NONE:
         break;
     case PROGRESS_LINES:
-        draw_lines(p, finished ? 100.0 : percent_of(done, total), finished);
+        /* The first line, "(0.00/100%)", before any work; then the
+         * reports draw (progress_report), and the end once more, as
+         * qemu-img does. */
+        g_mutex_lock(&p->lock);
+        if (finished)
+            draw_lines(p, 100.0);
+        else if (p->last_percent < 0)
+            draw_lines(p, percent_of(done, total));
+        g_mutex_unlock(&p->lock);
         break;
     case PROGRESS_BAR:
         if (waiting != NULL && !finished)
             draw_waiting(p, waiting);
-        else
-            draw_bar(p, done, total, finished ? 0 : rate, finished);
+        else if (total > 0 || finished) /* nothing to show before the first report */
+            draw_bar(p, runs, done, total, finished ? 0 : rate, finished);
         break;
     }
 }

@@ -534,6 +534,37 @@ t_convert_says_format() {
 }
 qcow2_case "convert without -O names the format the extension chose" t_convert_says_format
 
+t_progress_lines() {
+    # -p on a pipe: qemu-img's lines, one per step of the data copied
+    # (holes do not count), the same bytes as qemu-img's here
+    qemu-img create -q -f raw a.raw 64M
+    head -c 8M /dev/urandom | dd of=a.raw bs=1M seek=10 conv=notrunc status=none
+    qemu-img convert -p -f raw -O qcow2 a.raw q.qcow2 >q.txt
+    vd convert -p -f raw -O qcow2 a.raw v.qcow2 >v.txt
+    cmp q.txt v.txt
+    qemu-img create -q -f raw e.raw 1G
+    qemu-img convert -p -f raw -O raw e.raw q.raw >q.txt
+    vd convert -p -f raw -O raw e.raw v.raw >v.txt
+    cmp q.txt v.txt
+}
+qcow2_case "convert -p on a pipe prints qemu-img's lines" t_progress_lines
+
+t_progress_eta() {
+    command -v script >/dev/null || { echo "skipped: no script(1) (util-linux) for a terminal"; return 0; }
+    # 128 MiB of data deflate must work on, then 32 GiB of hole: the time
+    # left must count the hole as the fast work it is
+    head -c 96M /dev/urandom | base64 -w 0 | head -c 128M >a.raw
+    truncate -s 32G a.raw
+    script -qec "$VDISK convert -c -f raw -O qcow2 a.raw a.qcow2" /dev/null >out
+    tr '\r' '\n' <out | sed 's/\x1b\[K//g' >frames
+    grep -q "32 GiB/32 GiB" frames
+    # no empty first frame before the job knows its size
+    ! grep -q " 0 B/0 B" frames
+    # no frame expects more than a few seconds (bytes alone said minutes)
+    grep -o 'ETA [0-9:]*' frames | awk -F'[ :]' '{ if ($2 * 60 + $3 > 10) { print; bad = 1 } } END { exit bad }'
+}
+qcow2_case "the bar's time left counts holes as fast work" t_progress_eta
+
 if ((SKIPPED)); then
     echo "note: this build has no qcow2 driver; $SKIPPED qcow2 cases skipped"
 fi
