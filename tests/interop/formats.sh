@@ -207,7 +207,7 @@ vdi_wrong_parent() { # a differencing VDI opens only on the parent whose UUID it
         [[ $wrong == base ]] && u=$u_base || u=$u_other
         refused vd convert --backing $wrong.vdi -O raw lonely/d2.vdi out.raw
         [[ ! -e out.raw ]]
-        grep -q "lonely/d2.vdi: its parent is {$u_d1}, but .*/$wrong.vdi is {$u}" refused.err
+        grep -q "Could not open 'lonely/d2.vdi': its parent is {$u_d1}, but .*/$wrong.vdi is {$u}" refused.err
         refused vd convert --backing $wrong.vdi -O qcow2 lonely/d2.vdi out.qcow2
         [[ ! -e out.qcow2 ]]
         refused vd info --backing $wrong.vdi lonely/d2.vdi
@@ -293,7 +293,7 @@ vmdk_wrong_parent() { # a delta opens only on the parent whose CID it records
     qemu-img compare -q -f vmdk -F raw delta.vmdk ok.raw
     # another disk named as the parent
     refused vd convert --backing other.vmdk -O raw delta.vmdk bad.raw
-    grep -q "delta.vmdk: its parentCID is $cid, but .*other.vmdk has CID $ocid" refused.err
+    grep -q "Could not open 'delta.vmdk': its parentCID is $cid, but .*other.vmdk has CID $ocid" refused.err
     [[ ! -e bad.raw ]]
     refused vd convert --backing base.raw -O raw delta.vmdk bad.raw
     grep -q "base.raw is a raw image" refused.err
@@ -303,7 +303,7 @@ vmdk_wrong_parent() { # a delta opens only on the parent whose CID it records
     # the parent written since (qemu gives it a new CID): its deltas no longer fit
     qio vmdk base.vmdk "write -P 9 0 4k"
     refused vd convert -O raw delta.vmdk bad.raw
-    grep -q "delta.vmdk: its parentCID is $cid, but base.vmdk has CID" refused.err
+    grep -q "Could not open 'delta.vmdk': its parentCID is $cid, but base.vmdk has CID" refused.err
     [[ ! -e bad.raw ]]
     refused vd info --backing-chain mine.vmdk
     vd info delta.vmdk >/dev/null # the delta alone is still described
