@@ -57,6 +57,14 @@ static void log_to_user(const gchar *domain, GLogLevelFlags level, const gchar *
         g_log_default_handler(domain, level, message, data); /* G_MESSAGES_DEBUG decides */
         return;
     }
+    /* The drivers put the file's name before an error that names it
+     * already: say it once. */
+    const char *colon = strstr(message, ": ");
+    if (colon != NULL) {
+        gsize head = (gsize)(colon - message) + 2;
+        if (strncmp(message, colon + 2, head) == 0)
+            message = colon + 2;
+    }
     fprintf(stderr, "vdisk: %s%s\n", (level & G_LOG_LEVEL_WARNING) ? "warning: " : "", message);
 }
 

@@ -565,6 +565,27 @@ t_progress_eta() {
 }
 qcow2_case "the bar's time left counts holes as fast work" t_progress_eta
 
+t_library_warnings() {
+    # a bitmap that cannot be stored when the image is closed (no room to
+    # grow the file) is the library's warning: vdisk's words, not GLib's
+    qemu-img create -q -f qcow2 t.qcow2 4M
+    qemu-io -c 'write -P 1 0 1M' t.qcow2 >/dev/null
+    qemu-img bitmap --add t.qcow2 b0
+    head -c 1M /dev/urandom >src.raw
+    truncate -s 4M src.raw
+    local blocks=$(($(stat -c %s t.qcow2) / 1024))
+    (
+        trap '' XFSZ
+        ulimit -f "$blocks"
+        expect_exit 1 vd convert -n -f raw -O qcow2 src.raw t.qcow2
+    ) 2>err
+    cat err
+    grep -q "^vdisk: warning: t.qcow2: write failed" err
+    ! grep -q "(process:" err
+    ! grep -q "t.qcow2: t.qcow2" err
+}
+qcow2_case "the library's warnings are vdisk's, said once" t_library_warnings
+
 if ((SKIPPED)); then
     echo "note: this build has no qcow2 driver; $SKIPPED qcow2 cases skipped"
 fi
