@@ -882,6 +882,28 @@ static guint64 put_extension(guint8 *h, guint64 off, guint32 type, const void *d
     return off + 8 + qcow2_align_up(len, 8);
 }
 
+/* Read the header cluster into old and copy into h (both a cluster) the
+ * header and every extension but those of type drop, in their order and
+ * byte for byte; *off is where the next extension goes in h. */
+static gboolean copy_header_without(Qcow2State *s, guint32 drop, guint8 *old, guint8 *h,
+                                    guint64 *off, GError **error)
+{
+    guint64 cs = s->cluster_size;
+    if (!vd_file_pread_zero_past_eof(s->img->file, 0, old, cs, error))
+        return FALSE;
+    memcpy(h, old, s->header_length);
+    *off = s->header_length;
+    for (guint64 pos = s->header_length; pos + 8 <= cs;) {
+        guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
+        if (type == QCOW2_EXT_END || len > cs - pos - 8)
+            break;
+        if (type != drop)
+            *off = put_extension(h, *off, type, old + pos + 8, len);
+        pos += 8 + qcow2_align_up(len, 8);
+    }
+    return TRUE;
+}
+
 /* After the extensions at off: the end marker, then the backing file name
  * (blen bytes, may be 0), with the header fields that find it. FALSE when
  * they do not fit in the header cluster of cs bytes. */
@@ -1173,18 +1195,9 @@ static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *fo
     }
     g_autofree guint8 *old = g_malloc0(cs);
     g_autofree guint8 *h = g_malloc0(cs);
-    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+    guint64 off;
+    if (!copy_header_without(s, QCOW2_EXT_BACKING_FORMAT, old, h, &off, error))
         return FALSE;
-    memcpy(h, old, s->header_length);
-    guint64 off = s->header_length;
-    for (guint64 pos = s->header_length; pos + 8 <= cs;) {
-        guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
-        if (type == QCOW2_EXT_END || len > cs - pos - 8)
-            break;
-        if (type != QCOW2_EXT_BACKING_FORMAT)
-            off = put_extension(h, off, type, old + pos + 8, len);
-        pos += 8 + qcow2_align_up(len, 8);
-    }
     if (flen > 0 && blen > 0)
         off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, format, (guint32)flen);
     if (!put_backing_name(h, off, cs, name, blen)) {
@@ -1209,18 +1222,9 @@ gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error)
     guint64 cs = s->cluster_size;
     g_autofree guint8 *old = g_malloc0(cs);
     g_autofree guint8 *h = g_malloc0(cs);
-    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+    guint64 off;
+    if (!copy_header_without(s, QCOW2_EXT_BITMAPS, old, h, &off, error))
         return FALSE;
-    memcpy(h, old, s->header_length);
-    guint64 off = s->header_length;
-    for (guint64 pos = s->header_length; pos + 8 <= cs;) {
-        guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
-        if (type == QCOW2_EXT_END || len > cs - pos - 8)
-            break;
-        if (type != QCOW2_EXT_BITMAPS)
-            off = put_extension(h, off, type, old + pos + 8, len);
-        pos += 8 + qcow2_align_up(len, 8);
-    }
     if (s->nb_bitmaps > 0) {
         guint8 ext[24] = { 0 };
         vd_put_be32(ext, s->nb_bitmaps);
