@@ -17,7 +17,7 @@
 
 static const VdDriver *const drivers[] = {
     &vd_driver_raw, &vd_driver_qcow2, &vd_driver_qcow, &vd_driver_cow,
-    &vd_driver_vdi, &vd_driver_vmdk,  &vd_driver_luks,
+    &vd_driver_vdi, &vd_driver_vmdk,  &vd_driver_luks, &vd_driver_vpc,
 };
 
 static const char *format_names[G_N_ELEMENTS(drivers) + 1];
@@ -66,9 +66,9 @@ const char *vd_format_from_extension(const char *filename)
         const char *ext;
         const char *format;
     } map[] = {
-        { ".qcow2", "qcow2" }, { ".qcow", "qcow" }, { ".vdi", "vdi" },
-        { ".vmdk", "vmdk" },   { ".cow", "cow" },   { ".raw", "raw" },
-        { ".img", "raw" },     { ".iso", "raw" },   { ".luks", "luks" },
+        { ".qcow2", "qcow2" }, { ".qcow", "qcow" }, { ".vdi", "vdi" }, { ".vmdk", "vmdk" },
+        { ".cow", "cow" },     { ".raw", "raw" },   { ".img", "raw" }, { ".iso", "raw" },
+        { ".luks", "luks" },   { ".vhd", "vpc" },
     };
     g_autofree char *lower = g_ascii_strdown(filename, -1);
     for (gsize i = 0; i < G_N_ELEMENTS(map); i++)
@@ -101,7 +101,14 @@ static const VdDriver *probe_file(VdFile *file, gboolean *fell_back, GError **er
     guint8 buf[PROBE_BYTES];
     if (!vd_file_pread_zero_past_eof(file, 0, buf, sizeof buf, error))
         return NULL;
-    return probe_buffer(buf, sizeof buf, vd_file_name(file), fell_back);
+    const VdDriver *drv = probe_buffer(buf, sizeof buf, vd_file_name(file), fell_back);
+    /* A fixed VHD is raw data with its footer at the end. */
+    if (drv == &vd_driver_raw && vd_vpc_probe_footer(file)) {
+        if (fell_back != NULL)
+            *fell_back = FALSE;
+        return &vd_driver_vpc;
+    }
+    return drv;
 }
 
 /* What probing picks for an open file, an OVA included. */

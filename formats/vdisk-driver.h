@@ -479,5 +479,9 @@ extern const VdDriver vd_driver_cow;
 extern const VdDriver vd_driver_vdi;
 extern const VdDriver vd_driver_vmdk;
 extern const VdDriver vd_driver_luks;
+extern const VdDriver vd_driver_vpc;
+/* Is file, named .vhd, one ending with a VHD footer (a fixed VHD, which
+ * probing its first bytes cannot tell from raw)? */
+gboolean vd_vpc_probe_footer(VdFile *file);
 
 G_END_DECLS
