@@ -280,7 +280,8 @@ def tests(env):
     def _():
         # Text that deflate must really work on (random data is stored, and
         # a raw source into qcow2 is copied by the kernel): the job is still
-        # running when its client dies.
+        # running when its client dies. Text is no disk unless the caller
+        # says raw.
         text = os.path.join(home, "text.raw")
         with open(text, "wb") as f:
             for chunk in range(256):
@@ -292,7 +293,8 @@ def tests(env):
         def partial():  # the job's file until it is published as orphan.vmdk
             return [n for n in os.listdir(pool) if n.startswith(".orphan.vmdk.partial-")]
         p = subprocess.Popen(["/usr/bin/python3", SCRIPT, "--client", "import",
-                              "p", text, "orphan.vmdk", "vmdk", "subformat=streamOptimized"],
+                              "p", text, "orphan.vmdk", "vmdk", "subformat=streamOptimized",
+                              "source-format=raw"],
                              stdout=subprocess.DEVNULL)
         for _ in range(3000):  # the job has begun once its file exists
             if partial() or p.poll() is not None:
