@@ -353,6 +353,50 @@ VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
     return img;
 }
 
+/* The snapshot -l names: its name, or its id (the engine looks either up;
+ * with both, the name, the friendlier one). */
+static char *snapshot_param(const char *param, GError **error)
+{
+    g_auto(GStrv) parts = g_strsplit(param, ",", -1);
+    const char *name = NULL, *id = NULL;
+    gboolean bad = FALSE;
+
+    if (strchr(param, '=') == NULL)
+        return g_strdup(param);
+    for (char **p = parts; *p != NULL; p++) {
+        if (g_str_has_prefix(*p, "snapshot.name="))
+            name = *p + strlen("snapshot.name=");
+        else if (g_str_has_prefix(*p, "snapshot.id="))
+            id = *p + strlen("snapshot.id=");
+        else
+            bad = TRUE;
+    }
+    if (bad || (name == NULL && id == NULL)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "Failed in parsing snapshot param '%s': expected snapshot.name=NAME, "
+                    "snapshot.id=ID or NAME",
+                    param);
+        return NULL;
+    }
+    return g_strdup(name != NULL ? name : id);
+}
+
+VdImage *cli_open_at_snapshot(const char *path, const char *format, const char *snapshot,
+                              CliProbeWarning warn, GError **error)
+{
+    g_autoptr(VdImage) img = cli_open_image(path, format, 0, warn, error);
+    if (img == NULL || snapshot == NULL)
+        return g_steal_pointer(&img);
+    g_autofree char *name = snapshot_param(snapshot, error);
+    if (name == NULL)
+        return NULL;
+    if (!vd_image_load_snapshot(img, name, error)) {
+        g_prefix_error(error, "Failed to load snapshot '%s': ", name);
+        return NULL;
+    }
+    return g_steal_pointer(&img);
+}
+
 static VdImage *open_image(const char *path, const char *format, VdOpenFlags flags,
                            CliProbeWarning warn, GError **error)
 {

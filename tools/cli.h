@@ -129,6 +129,13 @@ void cli_force_share(void);
 VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
                         CliProbeWarning warn, GError **error);
 
+/* A source for convert and measure -l: path opened read-only as
+ * cli_open_image opens it, at its internal snapshot snapshot
+ * ("snapshot.name=NAME", "snapshot.id=ID" or a bare NAME or ID, as
+ * qemu-img takes it), or as it is now when snapshot is NULL. */
+VdImage *cli_open_at_snapshot(const char *path, const char *format, const char *snapshot,
+                              CliProbeWarning warn, GError **error);
+
 /* The format to use for an image given by name, probing when explicit is
  * NULL (with the same warning rules as cli_open_image). */
 const char *cli_probe_format(const char *path, const char *explicit_format, CliProbeWarning warn,

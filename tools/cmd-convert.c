@@ -35,35 +35,6 @@ typedef struct {
     VdOpenFlags cache;  /* -t: the target's cache mode */
 } ConvertOptions;
 
-/* -l takes "snapshot.name=NAME", "snapshot.id=ID" (or both) or a bare
- * NAME-or-ID. Returns what to pass to vd_image_load_snapshot. */
-static char *snapshot_from_param(const char *param, GError **error)
-{
-    g_auto(GStrv) parts = g_strsplit(param, ",", -1);
-    const char *name = NULL;
-    const char *id = NULL;
-    gboolean bad = FALSE;
-
-    if (strchr(param, '=') == NULL)
-        return g_strdup(param);
-    for (char **p = parts; *p != NULL; p++) {
-        if (g_str_has_prefix(*p, "snapshot.name="))
-            name = *p + strlen("snapshot.name=");
-        else if (g_str_has_prefix(*p, "snapshot.id="))
-            id = *p + strlen("snapshot.id=");
-        else
-            bad = TRUE;
-    }
-    if (bad || (name == NULL && id == NULL)) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "invalid -l '%s': expected snapshot.name=NAME, snapshot.id=ID or NAME", param);
-        return NULL;
-    }
-    /* Name and id must name the same snapshot; the engine looks either up,
-     * so the name (the friendlier one) is enough. */
-    return g_strdup(name != NULL ? name : id);
-}
-
 static gboolean convert_option(int opt, const char *arg, gpointer data, GError **error)
 {
     ConvertOptions *opts = data;
@@ -157,24 +128,6 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
     }
     cli_note(quiet, "no -O given and '%s' has no extension: writing raw", target);
     return "raw";
-}
-
-static VdImage *open_source(const char *path, const char *format, const char *snapshot,
-                            GError **error)
-{
-    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_SOURCE, error);
-    g_autofree char *name = NULL;
-
-    if (img == NULL || snapshot == NULL)
-        return g_steal_pointer(&img);
-    name = snapshot_from_param(snapshot, error);
-    if (name == NULL)
-        return NULL;
-    if (!vd_image_load_snapshot(img, name, error)) {
-        g_prefix_error(error, "could not load snapshot '%s': ", name);
-        return NULL;
-    }
-    return g_steal_pointer(&img);
 }
 
 typedef struct {
@@ -290,7 +243,8 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
             return cli_fail(error);
     }
 
-    source = open_source(argv[first], common.format, opts.snapshot, &error);
+    source =
+        cli_open_at_snapshot(argv[first], common.format, opts.snapshot, CLI_PROBE_SOURCE, &error);
     if (source == NULL)
         return cli_fail(error);
     job.source = source;

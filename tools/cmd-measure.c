@@ -51,49 +51,6 @@ static gboolean measure_option(int opt, const char *arg, gpointer data, GError *
     }
 }
 
-/* -l takes "snapshot.name=NAME", "snapshot.id=ID" or a bare NAME-or-ID,
- * as convert's. */
-static char *snapshot_name(const char *param, GError **error)
-{
-    g_auto(GStrv) parts = g_strsplit(param, ",", -1);
-    const char *name = NULL;
-
-    if (strchr(param, '=') == NULL)
-        return g_strdup(param);
-    for (char **p = parts; *p != NULL; p++) {
-        if (g_str_has_prefix(*p, "snapshot.name="))
-            name = *p + strlen("snapshot.name=");
-        else if (g_str_has_prefix(*p, "snapshot.id=") && name == NULL)
-            name = *p + strlen("snapshot.id=");
-        else {
-            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "Failed in parsing snapshot param '%s': expected snapshot.name=NAME, "
-                        "snapshot.id=ID or NAME",
-                        param);
-            return NULL;
-        }
-    }
-    return g_strdup(name);
-}
-
-static VdImage *open_source(const char *path, const char *format, const char *snapshot,
-                            GError **error)
-{
-    g_autoptr(VdImage) img = cli_open_image(path, format, 0, CLI_PROBE_QUIET, error);
-    g_autofree char *name = NULL;
-
-    if (img == NULL || snapshot == NULL)
-        return g_steal_pointer(&img);
-    name = snapshot_name(snapshot, error);
-    if (name == NULL)
-        return NULL;
-    if (!vd_image_load_snapshot(img, name, error)) {
-        g_prefix_error(error, "Failed to load snapshot '%s': ", name);
-        return NULL;
-    }
-    return g_steal_pointer(&img);
-}
-
 static void print_measure(const VdMeasure *m, CliOutput output)
 {
     if (output == CLI_OUTPUT_JSON) {
@@ -162,7 +119,8 @@ static int run_measure(const CliCommand *cmd, int argc, char **argv)
     if (create_options == NULL)
         return cli_fail(error);
     if (operands == 1) {
-        source = open_source(argv[first], common.format, opts.snapshot, &error);
+        source = cli_open_at_snapshot(argv[first], common.format, opts.snapshot, CLI_PROBE_QUIET,
+                                      &error);
         if (source == NULL)
             return cli_fail(error);
     }
