@@ -13,9 +13,11 @@ bitmaps() {
         "$PY" -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; [print(b["name"], b["granularity"], ",".join(b["flags"])) for b in d.get("bitmaps", [])]'
 }
 
-# dirty FILE BITMAP: the ranges qemu reads as dirty in BITMAP.
+# dirty FILE BITMAP: the ranges qemu reads as dirty in BITMAP. A socket
+# of its own: two run at once in a diff's <(...), and qemu-nbd removes its
+# socket's name when it ends.
 dirty() {
-    local sock=$W/nbd.sock pid
+    local sock=$W/nbd-$BASHPID.sock pid
     qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" &
     pid=$!
     for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
