@@ -114,13 +114,12 @@ static void begin(JsonWriter *w, gboolean is_object)
 static void end(JsonWriter *w, gboolean is_object)
 {
     JsonLevel *level = top(w);
-    guint count;
 
     g_return_if_fail(level != NULL && level->is_object == is_object);
-    count = level->count;
     g_array_set_size(w->stack, w->stack->len - 1);
-    if (count > 0)
-        newline_indent(w, w->stack->len);
+    /* Also an empty one closes on a line of its own: "[\n    ]", as qemu-img
+     * prints it, so that its output and vdisk's compare equal. */
+    newline_indent(w, w->stack->len);
     g_string_append_c(w->out, is_object ? '}' : ']');
 }
 
