@@ -44,9 +44,23 @@ typedef struct {
     guint32 *bat;         /* host order */
     guint64 file_size;
     guint8 *bitmap; /* one block's bitmap, scratch */
+    guint64 table_offset;
+    /* Where the next block goes: past the last stored block and the
+     * table, where the footer at the end lies in a whole file. */
+    guint64 free_offset;
+    guint8 footer[FT_BYTES]; /* as read: rewritten after each new block */
+    gboolean footer_at_end;  /* else it was cut off, and the copy at 0 was read */
 } Vpc;
 
-static const char *const vpc_create_options[] = { NULL };
+static const VdCreateOption vpc_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "subformat", VD_OPTION_STRING, NULL,
+      "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} " },
+    { "force_size", VD_OPTION_BOOL, NULL,
+      "Force disk size calculation to use the actual size specified, rather than using the "
+      "nearest CHS-based calculation" },
+    { NULL },
+};
 
 /* Ones' complement of the byte sum, the checksum field counted as zero. */
 static guint32 checksum(const guint8 *b, gsize len, gsize field)
