@@ -1356,8 +1356,9 @@ static gboolean snapshot_call(VdImage *img, SnapshotOp op, const char *name, gbo
 {
     if (op == NULL)
         return not_supported(img, "internal snapshots", error);
-    if (name == NULL || *name == '\0') {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "snapshot name is empty");
+    /* An empty name is a name to qemu-img. */
+    if (name == NULL) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "no snapshot name");
         return FALSE;
     }
     if (writes && !img->read_write) {

@@ -300,13 +300,18 @@ gboolean qcow2_update_copied_flags(Qcow2State *s, GError **error)
 
 /* ----- operations ----- */
 
-static Qcow2Snapshot *find_snapshot(Qcow2State *s, const char *name_or_id, guint *index)
+/* The first snapshot whose id is name_or_id, else the first of that name,
+ * as qemu picks one to apply or to read (names need not be unique); with
+ * by_name_first, names before ids, as qemu-img snapshot -d looks (it looks
+ * at names only). */
+static Qcow2Snapshot *find_snapshot_in_order(Qcow2State *s, const char *name_or_id,
+                                             gboolean by_name_first, guint *index)
 {
-    /* An exact id wins over a name, as in qemu-img. */
     for (int pass = 0; pass < 2; pass++) {
+        gboolean by_id = (pass == 0) != by_name_first;
         for (guint i = 0; i < s->snapshots->len; i++) {
             Qcow2Snapshot *sn = s->snapshots->pdata[i];
-            if (g_str_equal(pass == 0 ? sn->id : sn->name, name_or_id)) {
+            if (g_str_equal(by_id ? sn->id : sn->name, name_or_id)) {
                 if (index != NULL)
                     *index = i;
                 return sn;
@@ -316,10 +321,10 @@ static Qcow2Snapshot *find_snapshot(Qcow2State *s, const char *name_or_id, guint
     return NULL;
 }
 
-static Qcow2Snapshot *require_snapshot(Qcow2State *s, const char *name_or_id, guint *index,
-                                       GError **error)
+static Qcow2Snapshot *require_snapshot(Qcow2State *s, const char *name_or_id,
+                                       gboolean by_name_first, guint *index, GError **error)
 {
-    Qcow2Snapshot *sn = find_snapshot(s, name_or_id, index);
+    Qcow2Snapshot *sn = find_snapshot_in_order(s, name_or_id, by_name_first, index);
     if (sn == NULL)
         vd_set_error(error, s->img, VD_ERROR_NOT_FOUND, "has no snapshot '%s'", name_or_id);
     return sn;
@@ -389,10 +394,6 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
     Qcow2State *s = img->priv;
     if (!refuse_unsupported(s, error))
         return FALSE;
-    if (find_snapshot(s, name, NULL) != NULL) {
-        vd_set_error(error, img, VD_ERROR_EXISTS, "already has a snapshot '%s'", name);
-        return FALSE;
-    }
     if (strlen(name) > 65535 || s->snapshots->len >= QCOW2_MAX_SNAPSHOTS) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "cannot add snapshot '%s'", name);
         return FALSE;
@@ -415,7 +416,9 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
     sn->date_nsec = (guint32)(now % G_USEC_PER_SEC) * 1000;
     sn->disk_size = img->size;
     sn->has_disk_size = TRUE;
-    sn->icount = G_MAXUINT64;
+    /* qemu-img snapshot -c stores 0 here (only a VM records -1, "none"),
+     * and lists it in its ICOUNT column: the same bytes as qemu-img's. */
+    sn->icount = 0;
     g_ptr_array_add(s->snapshots, sn);
     if (!write_table(s, error)) {
         g_ptr_array_remove_index(s->snapshots, s->snapshots->len - 1);
@@ -429,7 +432,7 @@ gboolean qcow2_apply_snapshot(VdImage *img, const char *name_or_id, GError **err
     Qcow2State *s = img->priv;
     if (!refuse_unsupported(s, error))
         return FALSE;
-    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, NULL, error);
+    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, FALSE, NULL, error);
     if (sn == NULL)
         return FALSE;
     guint64 size = sn->has_disk_size ? sn->disk_size : img->size;
@@ -470,7 +473,7 @@ gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **er
     if (!refuse_unsupported(s, error))
         return FALSE;
     guint index;
-    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, &index, error);
+    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, TRUE, &index, error);
     if (sn == NULL)
         return FALSE;
     g_autofree guint64 *snl1 = NULL;
@@ -496,7 +499,7 @@ gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **er
 gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **error)
 {
     Qcow2State *s = img->priv;
-    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, NULL, error);
+    Qcow2Snapshot *sn = require_snapshot(s, name_or_id, FALSE, NULL, error);
     if (sn == NULL)
         return FALSE;
     g_autofree guint64 *snl1 = NULL;

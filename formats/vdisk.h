@@ -409,6 +409,9 @@ gboolean vd_image_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, 
 
 /* ----- internal snapshots ----- */
 GPtrArray *vd_image_list_snapshots(VdImage *img, GError **error); /* of VdSnapshotInfo */
+/* Names need not be unique: a name that exists gives a second snapshot of
+ * that name, as in qemu. Apply and load take the snapshot of that id, else
+ * the first of that name; delete the first of that name, else that id. */
 gboolean vd_image_create_snapshot(VdImage *img, const char *name, GError **error);
 gboolean vd_image_apply_snapshot(VdImage *img, const char *name_or_id, GError **error);
 gboolean vd_image_delete_snapshot(VdImage *img, const char *name_or_id, GError **error);

@@ -89,6 +89,21 @@ static gboolean list_snapshots(VdImage *img, GError **error)
     return TRUE;
 }
 
+static gboolean has_snapshot_named(VdImage *img, const char *name, GError **error)
+{
+    g_autoptr(GPtrArray) snapshots = vd_image_list_snapshots(img, error);
+
+    if (snapshots == NULL)
+        return FALSE;
+    for (guint i = 0; i < snapshots->len; i++) {
+        const VdSnapshotInfo *sn = g_ptr_array_index(snapshots, i);
+        if (g_str_equal(sn->name, name))
+            return TRUE;
+    }
+    g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "snapshot not found");
+    return FALSE;
+}
+
 static gboolean do_action(VdImage *img, const SnapshotOptions *opts, GError **error)
 {
     switch (opts->action) {
@@ -97,20 +112,26 @@ static gboolean do_action(VdImage *img, const SnapshotOptions *opts, GError **er
     case SNAPSHOT_CREATE:
         if (vd_image_create_snapshot(img, opts->name, error))
             return TRUE;
-        g_prefix_error(error, "could not create snapshot '%s': ", opts->name);
+        g_prefix_error(error, "Could not create snapshot '%s': ", opts->name);
         return FALSE;
     case SNAPSHOT_APPLY:
         if (vd_image_apply_snapshot(img, opts->name, error))
             return TRUE;
-        g_prefix_error(error, "could not apply snapshot '%s': ", opts->name);
+        g_prefix_error(error, "Could not apply snapshot '%s': ", opts->name);
         return FALSE;
     case SNAPSHOT_DELETE:
+        /* qemu-img -d looks at names only. */
+        if (!has_snapshot_named(img, opts->name, error)) {
+            g_prefix_error(error, "Could not delete snapshot '%s': ", opts->name);
+            return FALSE;
+        }
         if (vd_image_delete_snapshot(img, opts->name, error))
             return TRUE;
-        g_prefix_error(error, "could not delete snapshot '%s': ", opts->name);
+        g_prefix_error(error, "Could not delete snapshot '%s': ", opts->name);
         return FALSE;
     case SNAPSHOT_NONE:
-        break;
+        /* qemu-img opens the image and does nothing. */
+        return TRUE;
     }
     g_assert_not_reached();
 }
@@ -131,17 +152,9 @@ static int run_snapshot(const CliCommand *cmd, int argc, char **argv)
 
     if (first < 0 || !cli_check_operands(cmd, argc - first, 1, 1))
         return CLI_EXIT_FAILURE;
-    if (opts.action == SNAPSHOT_NONE) {
-        cli_error("snapshot: say what to do: -l, -c NAME, -a NAME or -d NAME");
-        return CLI_EXIT_FAILURE;
-    }
-    if (opts.name != NULL && opts.name[0] == '\0') {
-        cli_error("snapshot: the snapshot name must not be empty");
-        return CLI_EXIT_FAILURE;
-    }
 
     /* Snapshots live in this file alone: the backing chain is not needed. */
-    writes = opts.action != SNAPSHOT_LIST;
+    writes = opts.action != SNAPSHOT_LIST && opts.action != SNAPSHOT_NONE;
     img = cli_open_image(argv[first], common.format,
                          VD_OPEN_NO_BACKING | (writes ? VD_OPEN_READ_WRITE : 0),
                          writes ? CLI_PROBE_WARN : CLI_PROBE_QUIET, &error);
@@ -159,10 +172,14 @@ const CliCommand cli_cmd_snapshot = {
     .summary = "list, create, apply or delete internal snapshots",
     .usage = "  vdisk snapshot [-f FMT] [-q] [-U] -l FILE\n"
              "  vdisk snapshot [-f FMT] [-q] -c|-a|-d NAME FILE",
-    .help = "  -l                     list the snapshots\n"
-            "  -c NAME                create a snapshot of the current content\n"
-            "  -a NAME                apply (revert to) a snapshot, by name or id\n"
-            "  -d NAME                delete a snapshot, by name or id\n"
+    .help = "  -l                     list the snapshots (without -l, -c, -a or -d: nothing,\n"
+            "                         as qemu-img)\n"
+            "  -c NAME                create a snapshot of the current content (a name\n"
+            "                         that exists gives a second snapshot of that name)\n"
+            "  -a NAME                apply (revert to) a snapshot: the one of that id, else\n"
+            "                         the first of that name, as qemu-img picks\n"
+            "  -d NAME                delete the first snapshot of that name (not an id,\n"
+            "                         as qemu-img)\n"
             "  -f FMT                 image format (probed when not given)\n"
             "  -q                     quiet\n"
             "  -U, --force-share      with -l: list even while another process (a running\n"
