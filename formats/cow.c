@@ -79,7 +79,12 @@ typedef struct {
     guint8 *win;
 } CowState;
 
-static const char *const cow_create_options[] = { "backing_file", "backing_fmt", NULL };
+static const VdCreateOption cow_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "backing_file", VD_OPTION_STRING, NULL, "File name of a base image" },
+    { "backing_fmt", VD_OPTION_STRING, NULL, "Image format of the base image" },
+    { NULL },
+};
 
 static inline guint64 round_up(guint64 v, guint64 align) { return (v + align - 1) / align * align; }
 

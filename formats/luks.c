@@ -268,9 +268,20 @@ static gboolean luks_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GE
     return TRUE;
 }
 
-static const char *const luks_create_options[] = {
-    "key-secret", "cipher-alg", "cipher-mode", "ivgen-alg",     "ivgen-hash-alg",
-    "hash-alg",   "iter-time",  "size",        "preallocation", NULL,
+/* In the order of qemu-img's "Formatting" line. */
+static const VdCreateOption luks_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "key-secret", VD_OPTION_STRING, NULL,
+      "ID of the secret that provides the keyslot passphrase" },
+    { "cipher-alg", VD_OPTION_STRING, NULL, "Name of encryption cipher algorithm" },
+    { "cipher-mode", VD_OPTION_STRING, NULL, "Name of encryption cipher mode" },
+    { "ivgen-alg", VD_OPTION_STRING, NULL, "Name of IV generator algorithm" },
+    { "ivgen-hash-alg", VD_OPTION_STRING, NULL, "Name of IV generator hash algorithm" },
+    { "hash-alg", VD_OPTION_STRING, NULL, "Name of encryption hash algorithm" },
+    { "iter-time", VD_OPTION_NUMBER, NULL, "Time to spend in PBKDF in milliseconds" },
+    { "preallocation", VD_OPTION_STRING, NULL,
+      "Preallocation mode (allowed values: off, falloc, full)" },
+    { NULL },
 };
 
 const VdDriver vd_driver_luks = {

@@ -87,8 +87,17 @@ typedef struct {
     VdSectorCipher *cipher; /* NULL when opened without the key */
 } QcowState;
 
-static const char *const qcow_create_options[] = {
-    "backing_file", "backing_fmt", "encryption", "encrypt.format", "encrypt.key-secret", NULL,
+/* In the order of qemu-img's "Formatting" line. */
+static const VdCreateOption qcow_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "backing_file", VD_OPTION_STRING, NULL, "File name of a base image" },
+    { "backing_fmt", VD_OPTION_STRING, NULL, "Format of the backing image" },
+    { "encryption", VD_OPTION_BOOL, NULL,
+      "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+    { "encrypt.format", VD_OPTION_STRING, NULL, "Encrypt the image, format choices: 'aes'" },
+    { "encrypt.key-secret", VD_OPTION_STRING, NULL,
+      "ID of the secret that provides the AES encryption key" },
+    { NULL },
 };
 
 static inline guint64 round_up(guint64 v, guint64 align) { return (v + align - 1) / align * align; }

@@ -7,7 +7,12 @@
 enum { PREALLOC_OFF, PREALLOC_FALLOC, PREALLOC_FULL };
 static const char *const prealloc_modes[] = { "off", "falloc", "full", NULL };
 
-static const char *const raw_create_options[] = { "preallocation", NULL };
+static const VdCreateOption raw_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "preallocation", VD_OPTION_STRING, NULL,
+      "Preallocation mode (allowed values: off, falloc, full)" },
+    { NULL },
+};
 
 static gboolean raw_open(VdImage *img, GError **error)
 {

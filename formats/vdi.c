@@ -107,7 +107,15 @@ typedef struct {
     guint32 pending_lo, pending_hi;
 } Vdi;
 
-static const char *const vdi_create_options[] = { "static", "backing_file", "backing_fmt", NULL };
+/* In the order of qemu-img's "Formatting" line; qemu's vdi has no backing
+ * file, vdisk makes differencing VDIs with these two. */
+static const VdCreateOption vdi_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "static", VD_OPTION_BOOL, "off", "VDI static (pre-allocated) image" },
+    { "backing_file", VD_OPTION_STRING, NULL, "File name of a base image" },
+    { "backing_fmt", VD_OPTION_STRING, NULL, "Image format of the base image" },
+    { NULL },
+};
 
 /* ----- header encoding ----- */
 

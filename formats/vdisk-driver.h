@@ -229,8 +229,9 @@ typedef struct {
 
 typedef struct VdDriver {
     const char *name;
-    /* Keys this format takes in create options (NULL-terminated). */
-    const char *const *create_options;
+    /* The options this format takes when creating an image, "size"
+     * first among them where qemu-img lists it (vd_format_create_option_table). */
+    const VdCreateOption *create_options;
 
     /* Score 0..100 for the first bytes of a file (buf holds len bytes,
      * len may be small). NULL: never probed (raw is the fallback). */

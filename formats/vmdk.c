@@ -30,9 +30,22 @@ static const char *const subformat_names[] = {
 };
 static const char *const adapter_types[] = { "ide", "buslogic", "lsilogic", "legacyESX", NULL };
 
-static const char *const vmdk_create_options[] = {
-    "subformat", "adapter_type", "hwversion",   "toolsversion", "zeroed_grain",
-    "compat6",   "backing_file", "backing_fmt", NULL,
+/* In the order of qemu-img's "Formatting" line. */
+static const VdCreateOption vmdk_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "adapter_type", VD_OPTION_STRING, NULL,
+      "Virtual adapter type, can be one of ide (default), lsilogic, buslogic or legacyESX" },
+    { "backing_file", VD_OPTION_STRING, NULL, "File name of a base image" },
+    { "backing_fmt", VD_OPTION_STRING, NULL, "Must be 'vmdk' if present" },
+    { "compat6", VD_OPTION_BOOL, "off", "VMDK version 6 image" },
+    { "hwversion", VD_OPTION_STRING, "undefined", "VMDK hardware version" },
+    { "toolsversion", VD_OPTION_STRING, NULL, "VMware guest tools version" },
+    { "subformat", VD_OPTION_STRING, NULL,
+      "VMDK flat extent format, can be one of {monolithicSparse (default) | monolithicFlat | "
+      "twoGbMaxExtentSparse | twoGbMaxExtentFlat | streamOptimized} " },
+    { "zeroed_grain", VD_OPTION_BOOL, NULL,
+      "Enable efficient zero writes using the zeroed-grain GTE feature" },
+    { NULL },
 };
 
 /* createTypes naming disks we can open; the raw-device ones are refused. */

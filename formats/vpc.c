@@ -81,7 +81,15 @@ typedef struct {
     gboolean footer_at_end;  /* else it was cut off, and the copy at 0 was read */
 } Vpc;
 
-static const char *const vpc_create_options[] = { "subformat", "force_size", NULL };
+static const VdCreateOption vpc_create_options[] = {
+    { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
+    { "subformat", VD_OPTION_STRING, NULL,
+      "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} " },
+    { "force_size", VD_OPTION_BOOL, NULL,
+      "Force disk size calculation to use the actual size specified, rather than using the "
+      "nearest CHS-based calculation" },
+    { NULL },
+};
 
 /* Ones' complement of the byte sum, the checksum field counted as zero. */
 static guint32 checksum(const guint8 *b, gsize len, gsize field)

@@ -612,16 +612,38 @@ gboolean cli_check_format(const char *format)
     return FALSE;
 }
 
+static int compare_option_names(gconstpointer a, gconstpointer b)
+{
+    const VdCreateOption *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
 int cli_print_create_options(const char *format)
 {
-    const char *const *names;
+    static const char *const type_names[] = {
+        [VD_OPTION_STRING] = "<str>",
+        [VD_OPTION_BOOL] = "<bool (on/off)>",
+        [VD_OPTION_SIZE] = "<size>",
+        [VD_OPTION_NUMBER] = "<num>",
+    };
+    const VdCreateOption *table;
+    g_autoptr(GPtrArray) sorted = g_ptr_array_new();
 
     if (!cli_check_format(format))
         return CLI_EXIT_FAILURE;
-    names = vd_format_create_options(format);
+    /* qemu-img's list: by name, each with its type and description. */
+    table = vd_format_create_option_table(format);
+    for (const VdCreateOption *o = table; o != NULL && o->name != NULL; o++)
+        g_ptr_array_add(sorted, (gpointer)o);
+    g_ptr_array_sort(sorted, compare_option_names);
     printf("Supported %s options:\n", format);
-    for (gsize i = 0; names != NULL && names[i] != NULL; i++)
-        printf("  %s\n", names[i]);
+    for (guint i = 0; i < sorted->len; i++) {
+        const VdCreateOption *o = sorted->pdata[i];
+        g_autofree char *name = g_strdup_printf("%s=%s", o->name, type_names[o->type]);
+        printf("  %-22s - %s\n", name, o->help);
+    }
+    printf("\nThe protocol level may support further options.\n"
+           "Specify the target filename to include those options.\n");
     return EXIT_SUCCESS;
 }
 

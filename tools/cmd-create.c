@@ -86,35 +86,13 @@ static gboolean choose_size(const char *operand, VdOptions *vopts, gboolean *hav
     return TRUE;
 }
 
-/* qemu-img's "Formatting 'f', fmt=qcow2 cluster_size=65536 size=..." line:
- * the options that are set, in the format's own order, with the size. */
+/* qemu-img's "Formatting 'f', fmt=qcow2 cluster_size=65536 ... size=..."
+ * line: the options set and the defaults qemu-img shows, in its order. */
 static void print_formatting(const char *path, const char *format, guint64 size, VdOptions *vopts)
 {
-    const char *const *names = vd_format_create_options(format);
-    g_autoptr(GPtrArray) keys = vd_options_keys(vopts);
-    g_autoptr(GString) line = g_string_new(NULL);
-    gboolean size_shown = FALSE;
-
-    g_string_append_printf(line, "Formatting '%s', fmt=%s", path, format);
-    for (gsize i = 0; names != NULL && names[i] != NULL; i++) {
-        const char *value = vd_options_get(vopts, names[i]);
-        if (g_str_equal(names[i], "size")) {
-            g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
-            size_shown = TRUE;
-        } else if (value != NULL) {
-            g_string_append_printf(line, " %s=%s", names[i], value);
-        }
-    }
-    if (!size_shown)
-        g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
-    /* Options the format does not list: the engine will name them in its
-     * error, but show what was asked for. */
-    for (guint i = 0; i < keys->len; i++) {
-        const char *key = g_ptr_array_index(keys, i);
-        if (names == NULL || !g_strv_contains(names, key))
-            g_string_append_printf(line, " %s=%s", key, vd_options_get(vopts, key));
-    }
-    printf("%s\n", line->str);
+    g_autofree char *line = vd_format_describe_create(path, format, size, vopts);
+    printf("%s\n", line);
+    fflush(stdout);
 }
 
 /* -b and -F are shorthands for -o backing_file= and -o backing_fmt=. */
