@@ -5,6 +5,7 @@
 #include "vdisk-driver.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -54,10 +55,97 @@ static const VdDriver *require_driver(const char *format, GError **error)
 
 gboolean vd_format_known(const char *format) { return find_driver(format) != NULL; }
 
-const char *const *vd_format_create_options(const char *format)
+const VdCreateOption *vd_format_create_option_table(const char *format)
 {
     const VdDriver *drv = find_driver(format);
     return drv != NULL ? drv->create_options : NULL;
+}
+
+static gboolean create_option_known(const VdDriver *drv, const char *key)
+{
+    for (const VdCreateOption *o = drv->create_options; o != NULL && o->name != NULL; o++) {
+        if (g_str_equal(o->name, key))
+            return TRUE;
+    }
+    return FALSE;
+}
+
+const char *const *vd_format_create_options(const char *format)
+{
+    /* The names, made once per driver from its table. */
+    static GMutex lock;
+    static GHashTable *names; /* driver -> char** */
+    const VdDriver *drv = find_driver(format);
+    char **list;
+
+    if (drv == NULL || drv->create_options == NULL)
+        return NULL;
+    g_mutex_lock(&lock);
+    if (names == NULL)
+        names = g_hash_table_new(NULL, NULL);
+    list = g_hash_table_lookup(names, drv);
+    if (list == NULL) {
+        g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+        for (const VdCreateOption *o = drv->create_options; o->name != NULL; o++)
+            g_strv_builder_add(b, o->name);
+        list = g_strv_builder_end(b);
+        g_hash_table_insert(names, (gpointer)drv, list);
+    }
+    g_mutex_unlock(&lock);
+    return (const char *const *)list;
+}
+
+/* A value as qemu-img's "Formatting" line shows it: sizes and numbers as
+ * the integer qemu reads from them, other values as given. */
+static char *shown_value(const VdCreateOption *o, const char *value)
+{
+    guint64 n = 0;
+
+    if (o->type == VD_OPTION_SIZE && vd_parse_size(value, &n, NULL))
+        return g_strdup_printf("%" G_GUINT64_FORMAT, n);
+    if (o->type == VD_OPTION_NUMBER) {
+        char *end = NULL;
+        errno = 0;
+        n = g_ascii_strtoull(value, &end, 0);
+        if (errno == 0 && end != value && *end == '\0')
+            return g_strdup_printf("%" G_GUINT64_FORMAT, n);
+    }
+    return g_strdup(value);
+}
+
+char *vd_format_describe_create(const char *path, const char *format, guint64 size, VdOptions *opts)
+{
+    const VdDriver *drv = find_driver(format);
+    g_autoptr(GPtrArray) keys = vd_options_keys(opts);
+    GString *line = g_string_new(NULL);
+    gboolean size_shown = FALSE;
+
+    g_string_append_printf(line, "Formatting '%s', fmt=%s", path, format);
+    for (const VdCreateOption *o = drv != NULL ? drv->create_options : NULL; o != NULL && o->name;
+         o++) {
+        if (g_str_equal(o->name, "size")) {
+            g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
+            size_shown = TRUE;
+            continue;
+        }
+        const char *value = vd_options_get(opts, o->name);
+        if (value == NULL)
+            value = o->shown_default;
+        if (value != NULL) {
+            g_autofree char *shown = shown_value(o, value);
+            g_string_append_printf(line, " %s=%s", o->name, shown);
+        }
+    }
+    if (!size_shown)
+        g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
+    /* Keys the format does not take: creating will name them in its
+     * error, but the line shows what was asked for. */
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i];
+        if (!g_str_equal(key, "size") && (drv == NULL || !create_option_known(drv, key)))
+            g_string_append_printf(line, " %s=%s", key, vd_options_get(opts, key));
+    }
+    return g_string_free(line, FALSE);
 }
 
 const char *vd_format_from_extension(const char *filename)
@@ -1403,8 +1491,7 @@ static gboolean validate_create_options(const VdDriver *drv, VdOptions *opts, GE
         const char *key = keys->pdata[i];
         if (g_str_equal(key, "size"))
             continue;
-        if (drv->create_options == NULL ||
-            !g_strv_contains((const char *const *)drv->create_options, key)) {
+        if (!create_option_known(drv, key)) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                         "the %s format has no option '%s'", drv->name, key);
             return FALSE;

@@ -143,6 +143,34 @@ const char *vd_format_from_extension(const char *filename);
 /* The create options a format takes, NULL-terminated, static. */
 const char *const *vd_format_create_options(const char *format);
 
+/* One create option of a format, as qemu-img describes it. */
+typedef enum {
+    VD_OPTION_STRING,
+    VD_OPTION_BOOL,
+    VD_OPTION_SIZE,   /* bytes, with qemu's suffixes */
+    VD_OPTION_NUMBER, /* an integer (qemu reads 0x and 0 prefixes) */
+} VdOptionType;
+
+typedef struct {
+    const char *name;
+    VdOptionType type;
+    /* What qemu-img's "Formatting" line shows when the option is not
+     * given, or NULL: not shown. */
+    const char *shown_default;
+    const char *help; /* qemu-img's description */
+} VdCreateOption;
+
+/* The create options of format in the order qemu-img's "Formatting" line
+ * lists them, "size" included; ends with an entry whose name is NULL.
+ * Static; NULL for an unknown format. */
+const VdCreateOption *vd_format_create_option_table(const char *format);
+/* qemu-img create's "Formatting 'PATH', fmt=FMT ..." line (without the
+ * newline): every option of the format that opts sets or that has a shown
+ * default, in the format's order, sizes and numbers in bytes as qemu-img
+ * prints them; keys the format does not know follow. Free with g_free. */
+char *vd_format_describe_create(const char *path, const char *format, guint64 size,
+                                VdOptions *opts);
+
 /* ----- secrets for encrypted images -----
  * A small store of named secrets (passphrases), as qemu-img's
  * "--object secret,id=ID,file=PATH" defines them; options name them by id

@@ -114,7 +114,7 @@ case_run "create raw" t_create_raw
 
 t_create_qcow2() {
     vd create -f qcow2 -o cluster_size=4k a.qcow2 100M >out
-    grep -q "^Formatting 'a.qcow2', fmt=qcow2 .*cluster_size=4k" out
+    grep -q "^Formatting 'a.qcow2', fmt=qcow2 .*cluster_size=4096 extended_l2=off" out
     qemu-img check -f qcow2 a.qcow2
     qemu-img info -f qcow2 --output=json a.qcow2 >q.json
     [[ $(json q.json 'd["virtual-size"]') == 104857600 ]]
