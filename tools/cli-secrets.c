@@ -68,9 +68,8 @@ static void warn_inline_secret(const char *spec)
     if (warned || !gives_data(spec))
         return;
     warned = TRUE;
-    fprintf(stderr, "vdisk: warning: --object secret,data=... puts the secret on the command "
-                    "line, where other users can read it (ps); give it with file=PATH "
-                    "instead\n");
+    cli_advise("--object secret,data=... puts the secret on the command line, where other users "
+               "can read it (ps); give it with file=PATH instead");
 }
 
 gboolean cli_secrets_option(int opt, const char *arg, GError **error)

@@ -46,9 +46,8 @@ void cli_vbox_check_current(const char *path)
     g_autofree char *current_path = vm_current_state_of(path, &owner);
     if (current_path == NULL)
         return;
-    fprintf(stderr,
-            "vdisk: warning: %s is not the current state of VirtualBox VM '%s': the VM now "
-            "uses %s, made on it since (a snapshot). Reading %s gives the disk as it was; "
-            "'vdisk import-vm %s' imports the VM as it is now\n",
-            path, owner->name, current_path, path, owner->settings_path);
+    cli_advise("%s is not the current state of VirtualBox VM '%s': the VM now uses %s, made on it "
+               "since (a snapshot). Reading %s gives the disk as it was; 'vdisk import-vm %s' "
+               "imports the VM as it is now",
+               path, owner->name, current_path, path, owner->settings_path);
 }

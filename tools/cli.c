@@ -1,6 +1,7 @@
 /* vdisk: helpers shared by the subcommands (see cli.h). */
 #include "cli.h"
 #include "progress.h"
+#include "voice.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +28,21 @@ void cli_error(const char *format, ...)
     va_start(ap, format);
     msg = g_strdup_vprintf(format, ap);
     va_end(ap);
-    fprintf(stderr, "vdisk: %s\n", msg);
+    g_autofree char *text = voice_error_text(msg);
+    fprintf(stderr, "%s: %s\n", voice_program(), text);
+}
+
+void cli_advise(const char *format, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    if (voice_is_qemu())
+        return;
+    va_start(ap, format);
+    msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    fprintf(stderr, "vdisk: warning: %s\n", msg);
 }
 
 void cli_note(gboolean quiet, const char *format, ...)
@@ -35,7 +50,7 @@ void cli_note(gboolean quiet, const char *format, ...)
     va_list ap;
     g_autofree char *msg = NULL;
 
-    if (quiet)
+    if (quiet || voice_is_qemu())
         return;
     va_start(ap, format);
     msg = g_strdup_vprintf(format, ap);
@@ -65,7 +80,8 @@ static void log_to_user(const gchar *domain, GLogLevelFlags level, const gchar *
         if (strncmp(message, colon + 2, head) == 0)
             message = colon + 2;
     }
-    fprintf(stderr, "vdisk: %s%s\n", (level & G_LOG_LEVEL_WARNING) ? "warning: " : "", message);
+    fprintf(stderr, "%s: %s%s\n", voice_program(), (level & G_LOG_LEVEL_WARNING) ? "warning: " : "",
+            message);
 }
 
 void cli_install_log_handler(void) { g_log_set_default_handler(log_to_user, NULL); }
@@ -102,7 +118,7 @@ int cli_fail(const GError *error)
         return CLI_EXIT_FAILURE;
     }
     cli_error("%s", error->message);
-    hint = error_hint(error);
+    hint = voice_is_qemu() ? NULL : error_hint(error);
     if (hint != NULL)
         fprintf(stderr, "vdisk: hint: %s\n", hint);
     return CLI_EXIT_FAILURE;
@@ -157,7 +173,7 @@ static void report_bad_option(const CliCommand *cmd, int opt, char **argv)
         cli_error("unknown option '-%c'", optopt);
     else
         cli_error("unknown option '%s'", word);
-    fprintf(stderr, "Try 'vdisk %s --help' for more information.\n", cmd->name);
+    voice_try_help(cmd->name);
 }
 
 /* --disk N of the command line, 0-based; -1 when not given. Global because
@@ -249,23 +265,10 @@ gboolean cli_check_operands(const CliCommand *cmd, int count, int min, int max)
         cli_error("%s: missing %s", cmd->name, count == 0 ? "file name" : "operand");
     else
         cli_error("%s: too many operands", cmd->name);
-    fprintf(stderr, "Usage:\n%s\nTry 'vdisk %s --help' for more information.\n", cmd->usage,
-            cmd->name);
+    if (!voice_is_qemu())
+        fprintf(stderr, "Usage:\n%s\n", cmd->usage);
+    voice_try_help(cmd->name);
     return FALSE;
-}
-
-static void warn_probed_raw(const char *path)
-{
-    /* qemu-img's wording, so people who know it recognise it; the second
-     * line says what the danger is instead of a restriction vdisk does not
-     * implement. */
-    fprintf(
-        stderr,
-        "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-        "         Automatically detecting the format is dangerous for raw images: data a guest\n"
-        "         writes to block 0 can make later probes see another format.\n"
-        "         Specify the 'raw' format explicitly (-f raw) to remove this warning.\n",
-        path);
 }
 
 /* A source no format claimed: a disk, or what the user should do with it. */
@@ -304,7 +307,7 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
         return explicit_format;
     format = vd_probe_file(path, &fell_back, error);
     if (format != NULL && fell_back && warn == CLI_PROBE_WARN)
-        warn_probed_raw(path);
+        voice_warn_probed_raw(path);
     if (format != NULL && fell_back && warn == CLI_PROBE_SOURCE &&
         !check_probed_source(path, error))
         return NULL;

@@ -100,7 +100,10 @@ int cli_fail(const GError *error);
 /* Print the library's GLib warnings and messages as "vdisk: warning: ..."
  * on stderr (main calls it first). */
 void cli_install_log_handler(void);
-/* Informational note on stderr, unless quiet. */
+/* A warning qemu-img would not give (a risk vdisk sees, a better way):
+ * "vdisk: warning: ..." on stderr, nothing when vdisk runs as qemu-img. */
+void cli_advise(const char *format, ...) G_GNUC_PRINTF(1, 2);
+/* Informational note on stderr, unless quiet or run as qemu-img. */
 void cli_note(gboolean quiet, const char *format, ...) G_GNUC_PRINTF(2, 3);
 
 typedef enum {

@@ -1,6 +1,7 @@
 /* vdisk create: make a new empty image, or an overlay on a backing file,
  * with qemu-img create's options. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -54,9 +55,19 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
         return TRUE;
     /* Read as qemu-img create reads it (force-share): an overlay may be
      * made on a disk in use. */
-    img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, error);
+    g_autoptr(GError) local = NULL;
+    img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, &local);
     if (img == NULL) {
-        g_prefix_error(error, "could not open backing file: ");
+        /* qemu-img's two lines; the reason without the engine's "PATH: ". */
+        g_autofree char *own = g_strdup_printf("%s: ", resolved);
+        const char *reason = local->message;
+        if (g_str_has_prefix(reason, own))
+            reason += strlen(own);
+        if (g_str_has_prefix(reason, "cannot open: "))
+            reason += strlen("cannot open: ");
+        g_set_error(error, local->domain, local->code,
+                    "%s: Could not open '%s': %s\nCould not open backing image.", path, backing,
+                    reason);
         return FALSE;
     }
     *size = vd_image_size(img);
@@ -93,6 +104,25 @@ static void print_formatting(const char *path, const char *format, guint64 size,
     g_autofree char *line = vd_format_describe_create(path, format, size, vopts);
     printf("%s\n", line);
     fflush(stdout);
+}
+
+/* As qemu-img, an option the format does not take is refused before the
+ * "Formatting" line. */
+static gboolean check_option_names(const char *path, const char *format, VdOptions *vopts)
+{
+    const char *const *names = vd_format_create_options(format);
+    g_autoptr(GPtrArray) keys = vd_options_keys(vopts);
+
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i];
+        if (names == NULL || !g_strv_contains(names, key)) {
+            cli_error("%s: Invalid parameter '%s': %s has no such option ('vdisk create -f %s -o "
+                      "help' lists them)",
+                      path, key, format, format);
+            return FALSE;
+        }
+    }
+    return TRUE;
 }
 
 /* -b and -F are shorthands for -o backing_file= and -o backing_fmt=. */
@@ -136,13 +166,17 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (first < 0)
         return CLI_EXIT_FAILURE;
     format = common.format != NULL ? common.format : "raw";
-    if (!cli_check_format(format))
-        return CLI_EXIT_FAILURE;
     if (create.help)
         return cli_print_create_options(format);
     if (!cli_check_operands(cmd, argc - first, 1, 2))
         return CLI_EXIT_FAILURE;
     path = argv[first];
+    if (!vd_format_known(format)) {
+        g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());
+        cli_error("%s: Unknown file format '%s'; formats this build knows: %s", path, format,
+                  known);
+        return CLI_EXIT_FAILURE;
+    }
 
     parsed = cli_create_options_parse(&create, &error);
     if (parsed == NULL)
@@ -157,13 +191,15 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
         have_size = TRUE;
     }
     if (!have_size) {
-        cli_error("create: give the image size (e.g. 'vdisk create -f %s %s 20G'), or a "
-                  "backing file with -b to take its size",
-                  format, path);
+        cli_error("%s: Image creation needs a size parameter: give one (e.g. 'vdisk create -f %s "
+                  "%s 20G'), or a backing file with -b to take its size",
+                  path, format, path);
         return CLI_EXIT_FAILURE;
     }
 
     vopts = without_size(parsed);
+    if (!check_option_names(path, format, vopts))
+        return CLI_EXIT_FAILURE;
     if (!common.quiet)
         print_formatting(path, format, size, vopts);
     if (!cli_ensure_new_passphrase(format, vopts, &error) ||

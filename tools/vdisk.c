@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "voice.h"
 
 static const CliCommand *const commands[] = {
     &cli_cmd_info,  &cli_cmd_create,    &cli_cmd_convert, &cli_cmd_check,  &cli_cmd_compare,
@@ -77,8 +78,15 @@ int main(int argc, char **argv)
     setlocale(LC_ALL, "");
     /* Numbers in output must stay machine-readable whatever the locale. */
     setlocale(LC_NUMERIC, "C");
+    /* Run as "qemu-img", vdisk speaks as qemu-img (voice.h). */
+    voice_init(argv[0]);
     cli_install_log_handler();
 
+    if (argc < 2 && voice_is_qemu()) {
+        cli_error("Not enough arguments");
+        voice_try_help(NULL);
+        return CLI_EXIT_FAILURE;
+    }
     if (argc < 2) {
         print_global_help(stderr);
         return CLI_EXIT_FAILURE;
@@ -89,7 +97,12 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     if (g_str_equal(name, "--version") || g_str_equal(name, "-V")) {
-        printf("vdisk version %s\n", VDISK_VERSION);
+        /* Scripts read qemu-img's version to know what it can do: vdisk
+         * does what 7.2's does. */
+        if (voice_is_qemu())
+            printf("qemu-img version 7.2.0 (vdisk %s)\n", VDISK_VERSION);
+        else
+            printf("vdisk version %s\n", VDISK_VERSION);
         return EXIT_SUCCESS;
     }
     if (g_str_equal(name, "help"))
@@ -98,6 +111,8 @@ int main(int argc, char **argv)
     cmd = find_command(name);
     if (cmd == NULL) {
         cli_error("no command '%s'; 'vdisk --help' lists them", name);
+        if (voice_is_qemu())
+            voice_try_help(NULL);
         return CLI_EXIT_FAILURE;
     }
     /* The command sees argv[0] = its own name, like a program of its own. */

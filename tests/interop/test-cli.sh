@@ -105,7 +105,7 @@ t_create_raw() {
     [[ ! -s out ]]
     [[ $(stat -c %s b.raw) == 1073741824 ]]
     expect_exit 1 vd create -f raw c.raw 2>err
-    grep -q "give the image size" err
+    grep -q "^vdisk: c.raw: Image creation needs a size parameter: give one" err
     expect_exit 1 vd create -f raw c.raw 12Q 2>err
     grep -q "invalid size" err
     vd create -f raw -o help >piped; grep -q '^Supported raw options:' piped

@@ -22,7 +22,7 @@
 # Which tests: those that need no virtual machine. QEMU_PROG and QSD_PROG
 # point at a stub that refuses to start, and a test is left out when its
 # text starts a VM or the storage daemon (the bash helpers _launch_qemu,
-# _send_qemu_cmd, _launch_qsd, $QEMU_PROG; in Python iotests.VM or
+# _send_qemu_cmd, _launch_qsd, $QEMU, $QEMU_PROG; in Python iotests.VM or
 # QemuStorageDaemon). What is left uses only qemu-img, qemu-io and
 # qemu-nbd. The formats: qcow2, raw, vmdk, vdi, qcow and luks.
 #
@@ -117,7 +117,7 @@ if [ -z "$suite" ] || [ ! -x "$suite/check" ]; then
 fi
 
 # ----- which tests: no VM, no storage daemon -----
-vm_pattern='_launch_qemu|_send_qemu_cmd|_qemu_comm|\$\{?QEMU_PROG|\bQEMU_PROG\b|run_qemu|_launch_qsd|QSD_PROG|qemu-storage-daemon|iotests\.VM|\bVM\(|QemuStorageDaemon|qemu_prog|\bqsd\b'
+vm_pattern='\$\{?QEMU\}?([^_A-Za-z]|$)|_launch_qemu|_send_qemu_cmd|_qemu_comm|\$\{?QEMU_PROG|\bQEMU_PROG\b|run_qemu|_launch_qsd|QSD_PROG|qemu-storage-daemon|iotests\.VM|\bVM\(|QemuStorageDaemon|qemu_prog|\bqsd\b'
 if [ ${#tests[@]} -eq 0 ]; then
     for f in "$suite"/[0-9][0-9][0-9] "$suite"/tests/*; do
         case $f in *.out* | *~) continue ;; esac
@@ -138,7 +138,9 @@ echo "no virtual machine in this run of qemu-iotests" >&2
 exit 1
 EOF
 chmod +x "$bins/no-vm"
-ln -sfn "$vdisk" "$bins/vdisk/qemu-img"
+# A copy, so that a rebuild during the run changes nothing.
+cp "$vdisk" "$bins/vdisk.bin"
+ln -sfn ../vdisk.bin "$bins/vdisk/qemu-img"
 ln -sfn "$(command -v qemu-img)" "$bins/qemu/qemu-img"
 
 results=$cache/results

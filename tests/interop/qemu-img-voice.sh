@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# vdisk run under the name qemu-img speaks as qemu-img 7.2: the same
+# "Formatting" line (every option and its default, for each format), the
+# same "-o help" list, the "qemu-img:" prefix and qemu-img's words for the
+# errors scripts see, byte for byte beside the real qemu-img in the same
+# run. Under its own name vdisk keeps its friendlier voice.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_programs
+
+# qvd ARGS...: vdisk under the name qemu-img (a symlink, as a drop-in).
+qvd() {
+    mkdir -p "$T/as-qemu"
+    ln -sfn "$VDISK" "$T/as-qemu/qemu-img"
+    local saved=$VDISK rc=0
+    VDISK=$T/as-qemu/qemu-img
+    vd "$@" || rc=$?
+    VDISK=$saved
+    return "$rc"
+}
+
+# same_words ARGS...: qemu-img and vdisk-as-qemu-img print the same stdout
+# and stderr and exit alike (files they create are removed in between).
+same_words() {
+    local qrc=0 vrc=0
+    rm -rf q v && mkdir q v
+    (cd q && qemu-img "$@" >out 2>err) || qrc=$?
+    (cd v && qvd "$@" >out 2>err) || vrc=$?
+    if ((qrc != vrc)) || ! cmp -s q/out v/out || ! cmp -s q/err v/err; then
+        echo "qemu-img $*: exit $qrc, as qemu-img vdisk exits $vrc"
+        diff q/out v/out | sed 's/^/  out /'
+        diff q/err v/err | sed 's/^/  err /'
+        return 1
+    fi
+}
+
+t_formatting() {
+    local fmt
+    echo x >pw
+    for args in "-f qcow2 i.qcow2 1M" "-f qcow2 i.qcow2 64M" \
+        "-f qcow2 -o compat=0.10,cluster_size=4k,preallocation=metadata i.qcow2 1M" \
+        "-f qcow2 -o refcount_bits=1,lazy_refcounts=on,extended_l2=on,cluster_size=64k i.qcow2 1M" \
+        "-f qcow2 -o compression_type=zstd,size=2M i.qcow2" \
+        "-f qcow2 --object secret,id=s0,file=../pw -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 i.qcow2 1M" \
+        "-f raw i.raw 1M" "-f raw -o preallocation=falloc i.raw 1M" \
+        "-f vmdk i.vmdk 1M" "-f vmdk -o subformat=streamOptimized,zeroed_grain=on i.vmdk 1M" \
+        "-f vmdk -o adapter_type=lsilogic,toolsversion=2,hwversion=4 i.vmdk 1M" \
+        "-f vdi i.vdi 1M" "-f vdi -o static=on i.vdi 1M" "-f qcow i.qcow 1M" \
+        "-f luks --object secret,id=s0,file=../pw -o key-secret=s0,iter-time=10 i.luks 1M" \
+        "-f vpc i.vhd 1M"; do
+        # shellcheck disable=SC2086 # one argument list per string
+        same_words create $args
+        # under its own name: the same line (it is qemu-img's line, in both voices)
+        # shellcheck disable=SC2086
+        (cd v && rm -f i.* && vd create $args >out.vdisk)
+        cmp q/out v/out.vdisk
+    done
+    # an overlay names its backing file and format where qemu-img does
+    qemu-img create -f qcow2 base.qcow2 1M >/dev/null
+    same_words create -f qcow2 -b ../base.qcow2 -F qcow2 o.qcow2
+    same_words create -f qcow2 -b ../nobase.qcow2 -F qcow2 o.qcow2
+    qemu-img create -f qcow base.qcow 1M >/dev/null
+    same_words create -f qcow -b ../base.qcow -F qcow o.qcow
+}
+case_run "the Formatting line of every format, as qemu-img prints it" t_formatting
+
+t_option_help() {
+    local fmt
+    for fmt in qcow2 vmdk qcow vpc; do
+        same_words create -f "$fmt" -o help
+        same_words create -f "$fmt" -o '?'
+    done
+    # vdisk's raw, luks and vdi take options qemu-img's formats leave to
+    # the file layer or lack (preallocation, a VDI's backing file): every
+    # line of qemu-img's list is in vdisk's
+    for fmt in raw luks vdi; do
+        qemu-img create -f "$fmt" -o help >q.help
+        qvd create -f "$fmt" -o help >v.help
+        grep '^  ' q.help | while read -r line; do grep -qxF "  $line" v.help; done
+    done
+}
+case_run "create -o help lists each option with its description" t_option_help
+
+t_errors() {
+    qemu-img create -f qcow2 c.qcow2 1M >/dev/null
+    qemu-img create -f raw r.raw 1M >/dev/null
+    same_words info nofile
+    same_words info -f foo ../r.raw
+    same_words info -f qcow2 ../r.raw
+    same_words map -f qcow2 ../r.raw
+    same_words create -f foo x 1M
+    same_words create -f qcow2 x.qcow2
+    same_words create -f qcow2 x.qcow2 1Q
+    same_words create -f qcow2 x.qcow2 9E
+    same_words create -f qcow2 -o foo=1 x.qcow2 1M
+    same_words convert -O foo ../r.raw o
+    same_words info
+    same_words resize ../c.qcow2
+    same_words info -z ../r.raw
+    same_words bogus
+    same_words
+    same_words check -f raw ../r.raw
+    same_words commit -f raw ../r.raw
+}
+case_run "errors as qemu-img words them, with its prefix" t_errors
+
+t_own_voice() {
+    qemu-img create -f raw r.raw 1M >/dev/null
+    expect_exit 1 vd info -f qcow2 r.raw 2>err
+    grep -q "^vdisk: Could not open 'r.raw': Image is not in qcow2 format: " err
+    expect_exit 1 vd create -f qcow2 x.qcow2 2>err
+    grep -q "^vdisk: x.qcow2: Image creation needs a size parameter: give one" err
+    expect_exit 1 vd info 2>err
+    grep -q "^Try 'vdisk info --help' for more information\.$" err
+    not grep -q qemu-img err
+    vd --version | grep -q '^vdisk version '
+    qvd --version | grep -q '^qemu-img version 7\.2\.'
+}
+case_run "under its own name vdisk keeps its voice" t_own_voice
+
+finish

@@ -1,0 +1,90 @@
+/* vdisk: the voice the tool speaks in (see voice.h). */
+#include "voice.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static gboolean qemu_voice;
+
+void voice_init(const char *argv0)
+{
+    g_autofree char *base = g_path_get_basename(argv0 != NULL ? argv0 : "vdisk");
+    qemu_voice = g_str_equal(base, "qemu-img");
+}
+
+gboolean voice_is_qemu(void) { return qemu_voice; }
+
+const char *voice_program(void) { return qemu_voice ? "qemu-img" : "vdisk"; }
+
+/* vdisk's message (a pattern over the whole text) and qemu-img 7.2's
+ * words for it. vdisk's own sentences keep qemu-img's key words; these
+ * undo the rest: what vdisk adds (the formats it knows, why a header was
+ * refused) and where vdisk says it another way. */
+static const struct {
+    const char *vdisk;
+    const char *qemu;
+} qemu_words[] = {
+    /* qemu's file layer names the file a second time. */
+    { "^Could not open '([^']*)': (No such file or directory|Permission denied|Is a directory)$",
+      "Could not open '\\1': Could not open '\\1': \\2" },
+    { "^Could not open '([^']*)': Unknown file format '([^']*)'.*$",
+      "Could not open '\\1': Unknown driver '\\2'" },
+    { "^(.*)Unknown file format '([^']*)'[;( ].*$", "\\1Unknown file format '\\2'" },
+    { "(Image is not in [a-z0-9]+ format): .*$", "\\1" },
+    { "^invalid size '[^']*': (Invalid image size specified\\. Must be .*)$", "\\1" },
+    { "^invalid size '[^']*': use a number of bytes .*$",
+      "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"
+      "qemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes." },
+    { "^(.*: Image creation needs a size parameter): give one .*$", "\\1" },
+    { "^(.*: Invalid parameter '[^']*'): .* has no such option .*$", "\\1" },
+    { "^(?:unknown option|option) '(-[^']*)'( needs a value)?$", "unrecognized option '\\1'" },
+    { "^[a-z-]+: missing file name$", "Expecting one image file name" },
+    { "^[a-z-]+: missing operand$", "Not enough arguments" },
+    { "^[a-z-]+: too many operands$", "Expecting one image file name" },
+    { "^no command '([^']*)'.*$", "Command not found: \\1" },
+    { "^the [a-z0-9]+ format has no option '([^']*)'$", "Invalid parameter '\\1'" },
+    { "^[^ ]+ has no backing file to commit into$", "Image does not have a backing file" },
+};
+
+char *voice_error_text(const char *message)
+{
+    if (!qemu_voice)
+        return g_strdup(message);
+    for (gsize i = 0; i < G_N_ELEMENTS(qemu_words); i++) {
+        g_autoptr(GRegex) re = g_regex_new(qemu_words[i].vdisk, G_REGEX_DOTALL, 0, NULL);
+        g_assert(re != NULL);
+        if (g_regex_match(re, message, 0, NULL))
+            return g_regex_replace(re, message, -1, 0, qemu_words[i].qemu, 0, NULL);
+    }
+    return g_strdup(message);
+}
+
+void voice_try_help(const char *command)
+{
+    if (qemu_voice)
+        fprintf(stderr, "Try 'qemu-img --help' for more information\n");
+    else if (command != NULL)
+        fprintf(stderr, "Try 'vdisk %s --help' for more information.\n", command);
+    else
+        fprintf(stderr, "Try 'vdisk --help' for more information.\n");
+}
+
+void voice_warn_probed_raw(const char *path)
+{
+    /* qemu-img's first line, so people who know it recognise it; under
+     * vdisk's name the next says what the danger is instead of a
+     * restriction vdisk does not implement. */
+    fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n",
+            path);
+    if (qemu_voice)
+        fprintf(stderr, "         Automatically detecting the format is dangerous for raw images, "
+                        "write operations on block 0 will be restricted.\n"
+                        "         Specify the 'raw' format explicitly to remove the "
+                        "restrictions.\n");
+    else
+        fprintf(stderr,
+                "         Automatically detecting the format is dangerous for raw images: data a "
+                "guest\n"
+                "         writes to block 0 can make later probes see another format.\n"
+                "         Specify the 'raw' format explicitly (-f raw) to remove this warning.\n");
+}
