@@ -402,10 +402,13 @@ gboolean qcow2_grow_l1(Qcow2State *s, guint32 min_size, GError **error)
     if (!qcow2_alloc_clusters(s, bytes / s->cluster_size, &off, error) ||
         !qcow2_cache_flush(s, s->rb_cache, error))
         return FALSE;
-    g_autofree guint8 *buf = g_malloc0(bytes);
+    /* Only the table's own bytes are written, as qemu does: the file of a
+     * new image ends with its L1 table (196 KiB for 1 GiB, not 256). */
+    guint64 used = (guint64)min_size * 8;
+    g_autofree guint8 *buf = g_malloc0(used);
     for (guint32 i = 0; i < s->l1_size; i++)
         vd_put_be64(buf + (guint64)i * 8, s->l1[i]);
-    if (!vd_file_pwrite(s->img->file, off, buf, bytes, error))
+    if (!vd_file_pwrite(s->img->file, off, buf, used, error))
         return FALSE;
     guint8 hdr[12];
     vd_put_be32(hdr, min_size);
@@ -418,8 +421,8 @@ gboolean qcow2_grow_l1(Qcow2State *s, guint32 min_size, GError **error)
     memset(s->l1 + s->l1_size, 0, (min_size - s->l1_size) * 8);
     s->l1_size = min_size;
     s->l1_offset = off;
-    if (off + bytes > s->file_size)
-        s->file_size = off + bytes;
+    if (off + used > s->file_size)
+        s->file_size = off + used;
     return old_bytes == 0 || old_off == 0 ||
            qcow2_update_refcount(s, old_off, old_bytes, -1, error);
 }

@@ -134,7 +134,10 @@ static gboolean grow_refcount_table(Qcow2State *s, guint64 min_bi, GError **erro
     guint rb = s->rb_bits;
     if (!qcow2_refresh_file_size(s, error))
         return FALSE;
+    /* Past the clusters being allocated too, which the file may not hold
+     * yet. */
     guint64 area = MAX(s->rt_entries << rb, qcow2_align_up(s->file_size, cs) >> s->cluster_bits);
+    area = MAX(area, MAX(s->free_cluster_index, s->reserved_hi));
     guint64 nb = 1, tc = 1;
     gboolean stable = FALSE;
     for (int iter = 0; iter < 64 && !stable; iter++) {
@@ -191,26 +194,39 @@ static gboolean grow_refcount_table(Qcow2State *s, guint64 min_bi, GError **erro
     return qcow2_update_refcount(s, old_off, old_clusters * cs, -1, error);
 }
 
-/* Make sure refcount block bi exists. A missing block means every cluster
- * it covers is free, so the new block goes into the first of them and
- * counts itself. */
+static gboolean find_free(Qcow2State *s, guint64 n, guint64 *start, guint64 *first_free,
+                          GError **error);
+
+/* Make sure refcount block bi exists. The new block takes the first free
+ * cluster from the allocation hint on, where qemu puts it too: inside the
+ * range it covers it counts itself; elsewhere it is counted as any other
+ * cluster (which may need a block of its own first) before the table
+ * names it, so a crash leaves at worst a leak. */
 static gboolean ensure_refblock(Qcow2State *s, guint64 bi, GError **error)
 {
     if (bi >= s->rt_entries && !grow_refcount_table(s, bi, error))
         return FALSE;
     if (s->rt[bi] != 0)
         return TRUE;
-    guint64 first = bi << s->rb_bits;
-    if (first == 0) {
+    if (bi == 0) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
                      "the first refcount block is missing, so the header is not counted");
         return FALSE;
     }
-    guint64 off = first << s->cluster_bits;
+    guint64 cluster, first_free;
+    if (!find_free(s, 1, &cluster, &first_free, error))
+        return FALSE;
+    s->free_cluster_index = cluster + 1;
+    guint64 off = cluster << s->cluster_bits;
+    gboolean counts_itself = (cluster >> s->rb_bits) == bi;
+    if (!counts_itself && (!qcow2_update_refcount(s, off, s->cluster_size, 1, error) ||
+                           !qcow2_cache_flush(s, s->rb_cache, error)))
+        return FALSE;
     guint8 *block;
     if (!qcow2_cache_get(s, s->rb_cache, off, FALSE, &block, error))
         return FALSE;
-    qcow2_rb_set(block, 0, s->refcount_order, 1);
+    if (counts_itself)
+        qcow2_rb_set(block, cluster & ((1ull << s->rb_bits) - 1), s->refcount_order, 1);
     gboolean ok = vd_file_pwrite(s->img->file, off, block, s->cluster_size, error);
     qcow2_cache_put(s->rb_cache, block);
     if (!ok)
@@ -291,13 +307,21 @@ static gboolean find_free(Qcow2State *s, guint64 n, guint64 *start, guint64 *fir
     *first_free = G_MAXUINT64;
     while (run < n) {
         guint64 bi = i >> s->rb_bits;
+        if (i < s->reserved_hi && i >= s->reserved_lo) {
+            i = s->reserved_hi;
+            run = 0;
+            continue;
+        }
         if (bi >= s->rt_entries || s->rt[bi] == 0) {
-            /* No block: everything it covers is free. */
+            /* No block: everything it covers is free (but what is
+             * reserved). */
             if (run == 0)
                 run_start = i;
             if (*first_free == G_MAXUINT64)
                 *first_free = i;
             guint64 block_end = (bi + 1) << s->rb_bits;
+            if (s->reserved_lo > i && s->reserved_lo < block_end)
+                block_end = s->reserved_lo;
             run += block_end - i;
             i = block_end;
             continue;
@@ -306,7 +330,8 @@ static gboolean find_free(Qcow2State *s, guint64 n, guint64 *start, guint64 *fir
         if (!load_block(s, bi, &block, error))
             return FALSE;
         for (; run < n && (i >> s->rb_bits) == bi; i++) {
-            if (qcow2_rb_get(block, i & mask, s->refcount_order) != 0) {
+            if (qcow2_rb_get(block, i & mask, s->refcount_order) != 0 ||
+                (i >= s->reserved_lo && i < s->reserved_hi)) {
                 run = 0;
                 continue;
             }
@@ -324,28 +349,25 @@ static gboolean find_free(Qcow2State *s, guint64 n, guint64 *start, guint64 *fir
 gboolean qcow2_alloc_clusters(Qcow2State *s, guint64 n, guint64 *offset, GError **error)
 {
     guint64 start, first_free;
-    for (int tries = 0;; tries++) {
-        if (!find_free(s, n, &start, &first_free, error))
-            return FALSE;
-        /* Host offsets must fit the 56-bit fields of the tables. */
-        if (((start + n) << s->cluster_bits) > (1ull << 56) || tries > 64) {
-            vd_set_error(error, s->img, VD_ERROR_NO_SPACE, "no room for more clusters");
-            return FALSE;
-        }
-        gboolean created = FALSE;
-        for (guint64 bi = start >> s->rb_bits; bi <= (start + n - 1) >> s->rb_bits; bi++) {
-            if (bi < s->rt_entries && s->rt[bi] != 0)
-                continue;
-            if (!ensure_refblock(s, bi, error))
-                return FALSE;
-            created = TRUE;
-        }
-        if (!created)
-            break; /* else the new blocks may sit in the range: look again */
-    }
-    if (!qcow2_update_refcount(s, start << s->cluster_bits, n << s->cluster_bits, 1, error))
+    if (!find_free(s, n, &start, &first_free, error))
         return FALSE;
-    s->free_cluster_index = first_free == start ? start + n : first_free;
+    /* Host offsets must fit the 56-bit fields of the tables. */
+    if (((start + n) << s->cluster_bits) > (1ull << 56)) {
+        vd_set_error(error, s->img, VD_ERROR_NO_SPACE, "no room for more clusters");
+        return FALSE;
+    }
+    /* The range is taken: blocks it lacks go after it. */
+    s->free_cluster_index = start + n;
+    s->reserved_lo = start;
+    s->reserved_hi = start + n;
+    gboolean ok = TRUE;
+    for (guint64 bi = start >> s->rb_bits; ok && bi <= (start + n - 1) >> s->rb_bits; bi++)
+        ok = ensure_refblock(s, bi, error);
+    s->reserved_lo = s->reserved_hi = 0;
+    if (!ok || !qcow2_update_refcount(s, start << s->cluster_bits, n << s->cluster_bits, 1, error))
+        return FALSE;
+    if (first_free != start)
+        s->free_cluster_index = first_free;
     *offset = start << s->cluster_bits;
     return TRUE;
 }

@@ -977,8 +977,9 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
         off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
     guint8 table[8 * 48];
     guint64 tlen = feature_table(table);
-    /* The feature name table is a courtesy; leave it out of tiny clusters. */
-    if (o->version == 3 && off + 8 + tlen + 8 + blen <= cs)
+    /* The feature name table is a courtesy; like qemu, leave it out of
+     * clusters of 4 KiB and less. */
+    if (o->version == 3 && cs > 4096 && off + 8 + tlen + 8 + blen <= cs)
         off = put_extension(h, off, QCOW2_EXT_FEATURE_TABLE, table, (guint32)tlen);
     if (!put_backing_name(h, off, cs, p->backing_file, blen)) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,

@@ -150,7 +150,10 @@ typedef struct {
 
     guint64 free_cluster_index; /* no free cluster below this one */
     guint64 free_byte_offset;   /* where the next compressed cluster goes, 0 = new cluster */
-    GArray *deferred_frees;     /* of Qcow2Range */
+    /* Clusters being allocated whose refcounts are not set yet: the
+     * refcount blocks they need go elsewhere. */
+    guint64 reserved_lo, reserved_hi;
+    GArray *deferred_frees; /* of Qcow2Range */
 
     GPtrArray *snapshots; /* of Qcow2Snapshot */
     guint64 snapshots_offset;
