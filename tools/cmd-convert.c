@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "voice.h"
 #include "progress.h"
 
 enum {
@@ -110,9 +109,6 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
         return opts->target_format;
     if (opts->target_exists)
         return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
-    /* Run as qemu-img, vdisk does what qemu-img does: raw whatever the name. */
-    if (voice_is_qemu())
-        return "raw";
     format = vd_format_from_extension(target);
     if (format != NULL) {
         /* qemu-img writes raw whatever the name: say what vdisk chose. */
