@@ -40,7 +40,12 @@ typedef struct {
 } WriteOp;
 
 typedef struct {
-    VdImage *src;
+    VdImage *src; /* the first source */
+    /* Every source and where it starts in the concatenation; one entry
+     * past the last holds the total size. */
+    VdImage **srcs;
+    guint64 *starts;
+    guint n_srcs;
     VdImage *dst;
     const VdConvertOptions *opts;
     guint64 size;
@@ -58,6 +63,8 @@ typedef struct {
     guint64 next_write; /* chunk index whose writes go next */
     guint64 done;       /* guest bytes finished */
     GError *error;      /* first failure; stops everyone */
+    gint64 started;     /* monotonic time the copy began, for -r */
+    guint64 limited;    /* data bytes counted against -r so far */
 } CopyJob;
 
 typedef struct {
@@ -66,6 +73,99 @@ typedef struct {
     gsize packed_used;
     GArray *ops; /* WriteOp */
 } Worker;
+
+/* ----- the sources, one after another ----- */
+
+/* The source holding guest offset (of the concatenation). */
+static guint source_at(const CopyJob *job, guint64 offset)
+{
+    guint i = 0;
+    while (i + 1 < job->n_srcs && offset >= job->starts[i + 1])
+        i++;
+    return i;
+}
+
+/* Block status at offset, cut at the end of its source; *local gets the
+ * offset within that source. Under --salvage a range whose status cannot
+ * be read is taken as data (reading it then decides). */
+static gboolean src_block_status(CopyJob *job, guint64 offset, guint64 len, gboolean chain,
+                                 VdBlockStatus *st, guint64 *local, GError **error)
+{
+    guint i = source_at(job, offset);
+    GError *local_error = NULL;
+    *local = offset - job->starts[i];
+    len = MIN(len, job->starts[i + 1] - offset);
+    if (vd_image_block_status(job->srcs[i], *local, len, chain, st, &local_error))
+        return TRUE;
+    if (!job->opts->salvage) {
+        g_propagate_error(error, local_error);
+        return FALSE;
+    }
+    g_error_free(local_error);
+    memset(st, 0, sizeof *st);
+    st->flags = VD_BLOCK_DATA | VD_BLOCK_ALLOCATED;
+    st->length = len;
+    return TRUE;
+}
+
+static void salvaged(CopyJob *job, guint64 offset, guint64 len, const GError *error)
+{
+    if (job->opts->salvaged != NULL)
+        job->opts->salvaged(offset, len, error, job->opts->progress_data);
+}
+
+/* Under --salvage: read [offset, +len) of source i sector by sector, the
+ * sectors that fail as zeroes, each run of them reported once. */
+static void salvage_read(CopyJob *job, guint i, guint64 offset, guint8 *buf, guint64 len)
+{
+    guint64 bad_from = 0, bad_len = 0;
+    g_autoptr(GError) first = NULL;
+    for (guint64 pos = 0; pos < len;) {
+        guint64 n = MIN(512 - (offset + pos) % 512, len - pos);
+        GError *error = NULL;
+        if (vd_image_read(job->srcs[i], offset + pos, buf + pos, n, &error)) {
+            if (bad_len > 0)
+                salvaged(job, job->starts[i] + bad_from, bad_len, first);
+            bad_len = 0;
+            g_clear_error(&first);
+        } else {
+            memset(buf + pos, 0, n);
+            if (bad_len == 0) {
+                bad_from = offset + pos;
+                first = error;
+                error = NULL;
+            }
+            bad_len += n;
+            g_clear_error(&error);
+        }
+        pos += n;
+    }
+    if (bad_len > 0)
+        salvaged(job, job->starts[i] + bad_from, bad_len, first);
+}
+
+/* Read guest bytes of the concatenation, across sources. */
+static gboolean src_read(CopyJob *job, guint64 offset, guint8 *buf, guint64 len, GError **error)
+{
+    while (len > 0) {
+        guint i = source_at(job, offset);
+        guint64 local = offset - job->starts[i];
+        guint64 n = MIN(len, job->starts[i + 1] - offset);
+        GError *local_error = NULL;
+        if (!vd_image_read(job->srcs[i], local, buf, n, &local_error)) {
+            if (!job->opts->salvage) {
+                g_propagate_error(error, local_error);
+                return FALSE;
+            }
+            g_error_free(local_error);
+            salvage_read(job, i, local, buf, n);
+        }
+        offset += n;
+        buf += n;
+        len -= n;
+    }
+    return TRUE;
+}
 
 /* ----- building the write list of one chunk ----- */
 
@@ -126,7 +226,7 @@ static void add_data_run(CopyJob *job, Worker *w, guint64 offset, guint64 len, c
  * file, for copying it file to file; NULL when it does not (compressed,
  * encrypted, a format that does not say) or offload is off. The data is
  * still read where zero detection needs it. */
-static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 offset, guint64 len,
+static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 local, guint64 len,
                             guint64 *src_offset)
 {
     guint64 run;
@@ -136,7 +236,7 @@ static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 offse
         (st->flags & VD_BLOCK_COMPRESSED) ||
         (job->sparse_block != 0 && !vd_file_may_clone(job->dst->file)))
         return NULL;
-    VdFile *file = vd_image_plain_location(st->layer, offset, len, src_offset, &run);
+    VdFile *file = vd_image_plain_location(st->layer, local, len, src_offset, &run);
     return file != NULL && run >= len ? file : NULL;
 }
 
@@ -169,7 +269,8 @@ static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 
         guint64 offset = start + pos;
         guint64 n = MIN((guint64)job->cluster, len - pos);
         VdBlockStatus st;
-        if (!vd_image_block_status(job->src, offset, n, !job->top_only, &st, error))
+        guint64 local;
+        if (!src_block_status(job, offset, n, !job->top_only, &st, &local, error))
             return FALSE;
         gboolean whole = st.length == n;
         if (whole && !(st.flags & VD_BLOCK_ALLOCATED) && job->top_only) {
@@ -179,7 +280,7 @@ static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 
         if (whole && reads_zero(&st)) {
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
-            if (!vd_image_read(job->src, offset, w->data + pos, n, error))
+            if (!src_read(job, offset, w->data + pos, n, error))
                 return FALSE;
             if (!add_compressed_cluster(job, w, offset, n, w->data + pos))
                 return FALSE;
@@ -194,7 +295,8 @@ static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, 
     for (guint64 pos = 0; pos < len;) {
         guint64 offset = start + pos;
         VdBlockStatus st;
-        if (!vd_image_block_status(job->src, offset, len - pos, !job->top_only, &st, error))
+        guint64 local;
+        if (!src_block_status(job, offset, len - pos, !job->top_only, &st, &local, error))
             return FALSE;
         guint64 n = st.length;
         if (job->top_only && !(st.flags & VD_BLOCK_ALLOCATED)) {
@@ -203,12 +305,12 @@ static gboolean plan_plain(CopyJob *job, Worker *w, guint64 start, guint64 len, 
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
             guint64 src_offset = 0;
-            VdFile *src = plain_source(job, &st, offset, n, &src_offset);
+            VdFile *src = plain_source(job, &st, local, n, &src_offset);
             if (src != NULL && job->sparse_block == 0) {
                 /* No zero detection (-S 0): the bytes need not pass
                  * through memory at all. */
                 add_op_from(w, OP_DATA, offset, n, NULL, src, src_offset);
-            } else if (vd_image_read(job->src, offset, w->data + pos, n, error)) {
+            } else if (src_read(job, offset, w->data + pos, n, error)) {
                 add_data_run(job, w, offset, n, w->data + pos, src, src_offset);
             } else {
                 return FALSE;
@@ -290,6 +392,30 @@ static void finish_turn(CopyJob *job, guint64 bytes)
     g_mutex_unlock(&job->lock);
 }
 
+/* -r: count the chunk's data against the limit and wait until copying it
+ * keeps the average within it (in steps, so that a cancel is seen). */
+static void rate_wait(CopyJob *job, Worker *w)
+{
+    guint64 bytes = 0;
+    for (guint i = 0; i < w->ops->len; i++) {
+        const WriteOp *op = &g_array_index(w->ops, WriteOp, i);
+        if (op->kind != OP_ZERO)
+            bytes += op->len;
+    }
+    if (job->opts->rate_limit == 0 || bytes == 0)
+        return;
+    g_mutex_lock(&job->lock);
+    job->limited += bytes;
+    gint64 due = job->started +
+                 (gint64)((double)job->limited * G_USEC_PER_SEC / (double)job->opts->rate_limit);
+    g_mutex_unlock(&job->lock);
+    for (gint64 now = g_get_monotonic_time(); now < due; now = g_get_monotonic_time()) {
+        if (job->opts->cancellable != NULL && g_cancellable_is_cancelled(job->opts->cancellable))
+            return;
+        g_usleep((gulong)MIN(due - now, G_USEC_PER_SEC / 10));
+    }
+}
+
 static gboolean claim_chunk(CopyJob *job, guint64 *index)
 {
     g_mutex_lock(&job->lock);
@@ -323,6 +449,8 @@ static gpointer worker_main(gpointer data)
         w.packed_used = 0;
         gboolean ok = job->opts->compress ? plan_compressed(job, &w, start, len, &error)
                                           : plan_plain(job, &w, start, len, &error);
+        if (ok)
+            rate_wait(job, &w);
         if (ok && !wait_turn(job, index))
             break;
         if (ok)
@@ -365,23 +493,47 @@ static gboolean check_compress(VdImage *target, const VdConvertOptions *opts, GE
     return TRUE;
 }
 
+/* The size of all sources together. */
+static guint64 sources_size(VdImage *source, const VdConvertOptions *opts)
+{
+    guint64 size = vd_image_size(source);
+    for (guint i = 0; i < opts->n_more_sources; i++)
+        size += vd_image_size(opts->more_sources[i]);
+    return size;
+}
+
 gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
                        GError **error)
 {
-    if (vd_image_size(target) < vd_image_size(source)) {
+    guint64 size = sources_size(source, opts);
+    if (vd_image_size(target) < size) {
         vd_set_error(error, target, VD_ERROR_INVALID_ARGUMENT,
                      "target is smaller (%" G_GUINT64_FORMAT
                      " bytes) than the source (%" G_GUINT64_FORMAT " bytes)",
-                     vd_image_size(target), vd_image_size(source));
+                     vd_image_size(target), size);
         return FALSE;
     }
     if (!check_compress(target, opts, error))
         return FALSE;
+    guint n_srcs = 1 + opts->n_more_sources;
+    g_autofree VdImage **srcs = g_new(VdImage *, n_srcs);
+    g_autofree guint64 *starts = g_new(guint64, n_srcs + 1);
+    srcs[0] = source;
+    starts[0] = 0;
+    for (guint i = 0; i < n_srcs; i++) {
+        if (i > 0)
+            srcs[i] = opts->more_sources[i - 1];
+        starts[i + 1] = starts[i] + vd_image_size(srcs[i]);
+    }
     CopyJob job = {
         .src = source,
+        .srcs = srcs,
+        .starts = starts,
+        .n_srcs = n_srcs,
         .dst = target,
         .opts = opts,
-        .size = vd_image_size(source),
+        .size = size,
+        .started = g_get_monotonic_time(),
         .top_only = opts->backing_file != NULL,
         .sparse_block = opts->min_sparse,
         .in_order = !opts->out_of_order || vd_image_needs_sequential_writes(target),
@@ -400,15 +552,17 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
     guint n = thread_count(opts);
     GThread *threads[MAX_THREADS];
     vd_file_set_streaming(target->file, TRUE);
-    for (VdImage *layer = source; layer != NULL; layer = layer->backing)
-        vd_file_set_read_streaming(layer->file, TRUE);
+    for (guint i = 0; i < n_srcs; i++)
+        for (VdImage *layer = srcs[i]; layer != NULL; layer = layer->backing)
+            vd_file_set_read_streaming(layer->file, TRUE);
     for (guint i = 0; i < n; i++)
         threads[i] = g_thread_new("vdisk-copy", worker_main, &job);
     for (guint i = 0; i < n; i++)
         g_thread_join(threads[i]);
     vd_file_set_streaming(target->file, FALSE);
-    for (VdImage *layer = source; layer != NULL; layer = layer->backing)
-        vd_file_set_read_streaming(layer->file, FALSE);
+    for (guint i = 0; i < n_srcs; i++)
+        for (VdImage *layer = srcs[i]; layer != NULL; layer = layer->backing)
+            vd_file_set_read_streaming(layer->file, FALSE);
 
     g_mutex_clear(&job.lock);
     g_cond_clear(&job.turn);
@@ -437,8 +591,8 @@ static gboolean whole_file_clonable(VdImage *source, const VdConvertOptions *opt
     g_autoptr(VdOptions) create = NULL;
     /* An image open for writing may have metadata not yet in its file. */
     if (opts->no_copy_offload || opts->compress || opts->target_exists || source->read_write ||
-        opts->backing_file != NULL || source->backing != NULL || source->drv->same_as_new == NULL ||
-        !g_str_equal(opts->target_format, source->drv->name))
+        opts->n_more_sources > 0 || opts->backing_file != NULL || source->backing != NULL ||
+        source->drv->same_as_new == NULL || !g_str_equal(opts->target_format, source->drv->name))
         return FALSE;
     create = options_copy(opts->create_options);
     return source->drv->same_as_new(source, create);
@@ -528,7 +682,7 @@ static VdImage *open_or_create_target(VdImage *source, const char *path,
     *created = FALSE;
     if (!opts->target_exists) {
         g_autoptr(VdOptions) create = target_create_options(opts);
-        if (!vd_image_create_flags(path, opts->target_format, vd_image_size(source), create,
+        if (!vd_image_create_flags(path, opts->target_format, sources_size(source, opts), create,
                                    opts->secrets, opts->target_open_flags, error))
             return NULL;
         *created = TRUE;
@@ -693,6 +847,9 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
     }
     if (!refuse_overwriting_chain(source, target_path, error))
         return FALSE;
+    for (guint i = 0; i < opts->n_more_sources; i++)
+        if (!refuse_overwriting_chain(opts->more_sources[i], target_path, error))
+            return FALSE;
     gboolean created = FALSE;
     Partial partial;
     g_autoptr(VdFile) replaced = NULL;
@@ -732,7 +889,7 @@ gboolean vd_convert_fd(VdImage *source, int fd, const char *name, const VdConver
         return FALSE;
     }
     const VdConfinement *c = opts->target_confine;
-    guint64 size = vd_image_size(source);
+    guint64 size = sources_size(source, opts);
     struct stat st;
     if (!opts->target_exists && whole_file_clonable(source, opts) && fstat(fd, &st) == 0 &&
         S_ISREG(st.st_mode) && st.st_size == 0) {

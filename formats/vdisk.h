@@ -487,6 +487,20 @@ typedef struct {
      * kernel (copy_file_range, shared extents where the file system has
      * them) unless set. */
     gboolean no_copy_offload;
+    /* Sources copied after the first, in order: the target holds their
+     * concatenation and is as large as all of them (qemu-img convert a b
+     * out). Borrowed; n_more_sources of them. */
+    VdImage **more_sources;
+    guint n_more_sources;
+    /* --salvage: what cannot be read is copied as zeroes instead of
+     * failing, and salvaged (may be NULL; called from worker threads, with
+     * progress_data) is told of each such range, in source offsets of the
+     * whole concatenation. */
+    gboolean salvage;
+    void (*salvaged)(guint64 offset, guint64 len, const GError *error, gpointer user_data);
+    /* -r: copy at most this many bytes of data a second (holes and zero
+     * runs cost nothing); 0: no limit. */
+    guint64 rate_limit;
 } VdConvertOptions;
 
 void vd_convert_options_init(VdConvertOptions *opts);

@@ -6,12 +6,16 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "voice.h"
 #include "progress.h"
 
 enum {
     OPT_THREADS = CLI_OPT_FIRST_PRIVATE,
     OPT_TARGET_IS_ZERO,
     OPT_NO_COPY_OFFLOAD,
+    OPT_SALVAGE,
+    OPT_BITMAPS,
+    OPT_SKIP_BROKEN_BITMAPS,
 };
 
 /* qemu-img caps -m at 16 coroutines; we allow a few more threads. */
@@ -20,7 +24,7 @@ enum {
 typedef struct {
     CliCreateOptions *create;   /* -o */
     const char *target_format;  /* -O */
-    const char *snapshot;       /* -l / -s, as given */
+    const char *snapshot;       /* -l, as given */
     const char *backing_file;   /* -B */
     const char *backing_format; /* -F */
     gboolean compress;          /* -c */
@@ -29,6 +33,10 @@ typedef struct {
     gboolean target_is_zero;    /* --target-is-zero */
     gboolean out_of_order;      /* -W */
     gboolean no_copy_offload;   /* --no-copy-offload */
+    gboolean salvage;           /* --salvage */
+    gboolean bitmaps;           /* --bitmaps */
+    gboolean skip_broken;       /* --skip-broken-bitmaps */
+    guint64 rate_limit;         /* -r, bytes a second */
     gboolean have_min_sparse;
     guint64 min_sparse; /* -S */
     guint threads;      /* -m, --threads */
@@ -70,9 +78,19 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
     case 'S':
         opts->have_min_sparse = TRUE;
         return cli_parse_size("-S size", arg, &opts->min_sparse, error);
-    case 's':
     case 'l':
         opts->snapshot = arg;
+        return TRUE;
+    case 'r':
+        return cli_parse_size("rate limit", arg, &opts->rate_limit, error);
+    case OPT_SALVAGE:
+        opts->salvage = TRUE;
+        return TRUE;
+    case OPT_BITMAPS:
+        opts->bitmaps = TRUE;
+        return TRUE;
+    case OPT_SKIP_BROKEN_BITMAPS:
+        opts->skip_broken = TRUE;
         return TRUE;
     case 'm':
     case OPT_THREADS:
@@ -109,6 +127,9 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
         return opts->target_format;
     if (opts->target_exists)
         return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
+    /* Run as qemu-img, vdisk does what qemu-img does: raw whatever the name. */
+    if (voice_is_qemu())
+        return "raw";
     format = vd_format_from_extension(target);
     if (format != NULL) {
         /* qemu-img writes raw whatever the name: say what vdisk chose. */
@@ -130,11 +151,105 @@ static const char *choose_target_format(const ConvertOptions *opts, const char *
     return "raw";
 }
 
+/* The persistent bitmaps of source (an aa{sv} of qemu-img info's
+ * "bitmaps"), or NULL when it has none. */
+static GVariant *source_bitmaps(VdImage *source)
+{
+    g_autoptr(VdImageInfo) info = vd_image_get_info(source, NULL);
+    if (info == NULL || info->format_specific == NULL)
+        return NULL;
+    return g_variant_lookup_value(info->format_specific, "bitmaps", G_VARIANT_TYPE("aa{sv}"));
+}
+
+static gboolean bitmap_in_use(GVariant *bitmap)
+{
+    g_autofree const char **flags = NULL;
+    if (!g_variant_lookup(bitmap, "flags", "^a&s", &flags))
+        return FALSE;
+    return g_strv_contains(flags, "in-use");
+}
+
+/* --bitmaps, before anything is copied: a source and a target that keep
+ * persistent bitmaps (qcow2), and no inconsistent bitmap unless
+ * --skip-broken-bitmaps; in qemu-img's words. */
+static gboolean bitmaps_check(VdImage *source, const char *target_format, gboolean skip_broken,
+                              GError **error)
+{
+    if (!g_str_equal(vd_image_format(source), "qcow2")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED, "Source lacks bitmap support");
+        return FALSE;
+    }
+    if (!g_str_equal(target_format, "qcow2")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "Format driver '%s' does not support bitmaps", target_format);
+        return FALSE;
+    }
+    g_autoptr(GVariant) list = source_bitmaps(source);
+    for (gsize i = 0; list != NULL && i < g_variant_n_children(list); i++) {
+        g_autoptr(GVariant) bm = g_variant_get_child_value(list, i);
+        const char *name = NULL;
+        g_variant_lookup(bm, "name", "&s", &name);
+        if (bitmap_in_use(bm) && !skip_broken) {
+            g_set_error(error, VD_ERROR, VD_ERROR_CORRUPT,
+                        "Cannot copy inconsistent bitmap '%s'; try --skip-broken-bitmaps, or "
+                        "remove it with 'vdisk bitmap --remove'",
+                        name);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* --bitmaps, after the copy: each consistent bitmap of source made in the
+ * target with its granularity and enabled state, holding the same bits. */
+static gboolean copy_bitmaps(VdImage *source, const char *target_path, const char *target_format,
+                             VdOptions *target_open, gboolean skip_broken, GError **error)
+{
+    g_autoptr(GVariant) list = source_bitmaps(source);
+    if (list == NULL || g_variant_n_children(list) == 0)
+        return TRUE;
+    g_autoptr(VdImage) target = vd_image_open_opts(target_path, target_format, VD_OPEN_READ_WRITE,
+                                                   target_open, cli_secrets(), error);
+    if (target == NULL)
+        return FALSE;
+    for (gsize i = 0; i < g_variant_n_children(list); i++) {
+        g_autoptr(GVariant) bm = g_variant_get_child_value(list, i);
+        const char *name = NULL;
+        guint32 granularity = 0;
+        g_autofree const char **flags = NULL;
+        g_variant_lookup(bm, "name", "&s", &name);
+        g_variant_lookup(bm, "granularity", "u", &granularity);
+        g_variant_lookup(bm, "flags", "^a&s", &flags);
+        if (name == NULL || (skip_broken && bitmap_in_use(bm)))
+            continue;
+        gboolean disabled = flags == NULL || !g_strv_contains(flags, "auto");
+        if (!vd_image_bitmap(target, VD_BITMAP_ADD, name, granularity, disabled, NULL, NULL,
+                             error) ||
+            !vd_image_bitmap(target, VD_BITMAP_MERGE, name, 0, FALSE, source, name, error)) {
+            g_prefix_error(error, "Failed to populate bitmap %s: ", name);
+            return FALSE;
+        }
+    }
+    return vd_image_flush(target, error);
+}
+
 typedef struct {
     VdImage *source;
     const char *target_path;
     VdConvertOptions engine;
 } ConvertJob;
+
+static gboolean salvage_quiet;
+
+/* --salvage: each range that could not be read, as qemu-img warns of it
+ * (one line for a run of sectors, not one a sector). */
+static void warn_salvaged(guint64 offset, guint64 len, const GError *error, gpointer data)
+{
+    if (!salvage_quiet)
+        cli_error("warning: error while reading offset %" G_GUINT64_FORMAT
+                  ": %s (%" G_GUINT64_FORMAT " bytes copied as zeroes)",
+                  offset, error != NULL ? error->message : "read failed", len);
+}
 
 static gboolean convert_job(gpointer data, gpointer progress, GCancellable *cancellable,
                             GError **error)
@@ -146,7 +261,8 @@ static gboolean convert_job(gpointer data, gpointer progress, GCancellable *canc
     job->engine.cancellable = cancellable;
     /* Where the data lies, for a time left that counts holes as the fast
      * work they are; without it the bar still shows bytes. */
-    if (!progress_scan_source(progress, job->source, job->engine.backing_file != NULL,
+    if (job->engine.n_more_sources == 0 &&
+        !progress_scan_source(progress, job->source, job->engine.backing_file != NULL,
                               job->engine.min_sparse == 0, cancellable, NULL) &&
         g_cancellable_set_error_if_cancelled(cancellable, error))
         return FALSE;
@@ -173,6 +289,9 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
     out->out_of_order = opts->out_of_order;
     out->no_copy_offload = opts->no_copy_offload;
     out->target_open_flags = opts->cache;
+    out->salvage = opts->salvage;
+    out->salvaged = warn_salvaged;
+    out->rate_limit = opts->rate_limit;
 }
 
 static int run_convert(const CliCommand *cmd, int argc, char **argv)
@@ -182,6 +301,9 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         { "force-share", no_argument, NULL, 'U' },
         { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
         { "no-copy-offload", no_argument, NULL, OPT_NO_COPY_OFFLOAD },
+        { "salvage", no_argument, NULL, OPT_SALVAGE },
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN_BITMAPS },
         { NULL, 0, NULL, 0 },
     };
     CliCommon common = { 0 };
@@ -193,16 +315,30 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     const char *target_format;
     const char *backing_format;
     ConvertJob job = { 0 };
-    int first = cli_parse_options(cmd, argc, argv, "f:O:o:cpqnWB:F:S:s:l:m:t:T:UC", longopts,
+    int first = cli_parse_options(cmd, argc, argv, "f:O:o:cpqnWB:F:S:l:m:t:T:UCr:", longopts,
                                   &common, convert_option, &opts);
 
     if (first < 0)
         return CLI_EXIT_FAILURE;
     if (create.help)
         return cli_print_create_options(opts.target_format != NULL ? opts.target_format : "raw");
-    if (!cli_check_operands(cmd, argc - first, 2, 2))
+    if (!cli_check_operands(cmd, argc - first, 2, G_MAXINT))
         return CLI_EXIT_FAILURE;
-    job.target_path = argv[first + 1];
+    int n_sources = argc - first - 1;
+    job.target_path = argv[argc - 1];
+    if (n_sources > 1 && opts.snapshot != NULL) {
+        cli_error("No support for concatenating multiple snapshot");
+        return CLI_EXIT_FAILURE;
+    }
+    if (n_sources > 1 && opts.backing_file != NULL) {
+        cli_error("Having a backing file for the target makes no sense when concatenating "
+                  "multiple input images");
+        return CLI_EXIT_FAILURE;
+    }
+    if (opts.skip_broken && !opts.bitmaps) {
+        cli_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        return CLI_EXIT_FAILURE;
+    }
     g_autofree char *target_file = NULL, *target_driver = NULL;
     g_autoptr(VdOptions) target_open = NULL;
     if (cli_target_image_opts()) {
@@ -221,9 +357,14 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         cli_error("convert: --target-is-zero needs -n (an existing target)");
         return CLI_EXIT_FAILURE;
     }
-    if (opts.target_exists && (create.texts != NULL || opts.backing_file != NULL)) {
-        cli_error("convert: -n writes into an existing image; -o and -B only apply when "
-                  "vdisk creates the target");
+    /* -n with -B copies what the source holds above BACKING into the
+     * existing target, whose own backing file stays as it is. */
+    if (opts.target_exists && create.texts != NULL) {
+        cli_error("-o has no effect when skipping image creation");
+        return CLI_EXIT_FAILURE;
+    }
+    if (opts.target_is_zero && opts.backing_file != NULL) {
+        cli_error("Cannot use --target-is-zero when the destination image has a backing file");
         return CLI_EXIT_FAILURE;
     }
 
@@ -236,7 +377,7 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (!cli_check_format(target_format))
         return CLI_EXIT_FAILURE;
     backing_format = opts.backing_format;
-    if (opts.backing_file != NULL && backing_format == NULL) {
+    if (opts.backing_file != NULL && backing_format == NULL && !opts.target_exists) {
         backing_format =
             cli_guess_backing_format(job.target_path, opts.backing_file, common.quiet, &error);
         if (backing_format == NULL)
@@ -248,7 +389,20 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (source == NULL)
         return cli_fail(error);
     job.source = source;
+    g_autoptr(GPtrArray) more = g_ptr_array_new_with_free_func((GDestroyNotify)vd_image_unref);
+    for (int i = 1; i < n_sources; i++) {
+        VdImage *img =
+            cli_open_at_snapshot(argv[first + i], common.format, NULL, CLI_PROBE_SOURCE, &error);
+        if (img == NULL)
+            return cli_fail(error);
+        g_ptr_array_add(more, img);
+    }
     engine_options(&opts, target_format, backing_format, create_options, &job.engine);
+    job.engine.more_sources = (VdImage **)more->pdata;
+    job.engine.n_more_sources = more->len;
+    salvage_quiet = common.quiet;
+    if (opts.bitmaps && !bitmaps_check(source, target_format, opts.skip_broken, &error))
+        return cli_fail(error);
     job.engine.secrets = cli_secrets();
     job.engine.target_open_options = target_open;
     if (!opts.target_exists && !cli_ensure_new_passphrase(target_format, create_options, &error))
@@ -261,6 +415,9 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (!cli_run_with_progress("Converting", opts.progress, common.quiet, convert_job, &job,
                                &error))
         return cli_fail(error);
+    if (opts.bitmaps && !copy_bitmaps(source, job.target_path, target_format, target_open,
+                                      opts.skip_broken, &error))
+        return cli_fail(error);
     return EXIT_SUCCESS;
 }
 
@@ -270,8 +427,9 @@ const CliCommand cli_cmd_convert = {
     .usage = "  vdisk convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-n "
              "[--target-is-zero]] [-W]\n"
              "                [-B BACKING [-F BACKING_FMT]] [-S SIZE] [-m N] [-t CACHE]\n"
-             "                [-T SRC_CACHE] [-U] [-l snapshot.name=NAME | -l NAME | -s NAME]\n"
-             "                SOURCE TARGET",
+             "                [-T SRC_CACHE] [-U] [-l snapshot.name=NAME | -l NAME] [-r RATE]\n"
+             "                [--salvage] [--bitmaps [--skip-broken-bitmaps]]\n"
+             "                SOURCE [SOURCE2...] TARGET",
     .help = "  -f FMT                 source format (probed when not given)\n"
             "  -O FMT                 target format; when missing it comes from TARGET's\n"
             "                         extension (.qcow2, .vdi, .vmdk, .img, ...); raw\n"
@@ -289,14 +447,25 @@ const CliCommand cli_cmd_convert = {
             "  --target-is-zero       with -n: TARGET reads as zeroes already, so zero runs\n"
             "                         are not written\n"
             "  -B BACKING             give the target this backing file and copy only what\n"
-            "                         differs from it\n"
+            "                         differs from it (with -n: copy only what SOURCE\n"
+            "                         holds above BACKING into the existing TARGET)\n"
             "  -F BACKING_FMT         format of BACKING (probed when not given)\n"
             "  -S SIZE                zero runs at least SIZE long stay holes (default\n"
             "                         4K; 0 writes every byte)\n"
             "  -l snapshot.name=NAME  convert the content of an internal snapshot\n"
-            "  -l snapshot.id=ID, -l NAME, -s NAME   the same\n"
+            "  -l snapshot.id=ID, -l NAME   the same (qemu-img 7.2 has no -s, nor has vdisk)\n"
             "  -m N, --threads N      copy with N worker threads\n"
             "  -W                     allow out-of-order writes to the target\n"
+            "  -r RATE                copy at most RATE bytes of data a second (K, M, G...\n"
+            "                         suffixes); holes and zero runs do not count\n"
+            "  --salvage              copy what cannot be read as zeroes, with a warning\n"
+            "                         for each range, instead of failing\n"
+            "  --bitmaps              also copy the persistent dirty bitmaps of a qcow2\n"
+            "                         SOURCE into the qcow2 TARGET\n"
+            "  --skip-broken-bitmaps  with --bitmaps: leave out inconsistent bitmaps\n"
+            "                         instead of failing\n"
+            "  SOURCE SOURCE2...      several sources: TARGET holds them one after the\n"
+            "                         other, as large as all of them\n"
             "  --disk N               for an OVA appliance SOURCE: convert its Nth disk\n"
             "  --backing FILE         FILE is SOURCE's parent (a differencing VDI whose\n"
             "                         parent is not beside it, or a moved backing file)\n"
@@ -327,6 +496,7 @@ const CliCommand cli_cmd_convert = {
         "  vdisk convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2\n"
         "  vdisk convert -l snapshot.name=clean -O raw vm.qcow2 clean.raw\n"
         "  vdisk convert --disk 2 appliance.ova data.qcow2\n"
+        "  vdisk convert -O raw part1.raw part2.qcow2 whole.raw   # one after the other\n"
         "  vdisk convert --object secret,id=s0,file=pw -O qcow2 \\\n"
         "      -o encrypt.format=luks,encrypt.key-secret=s0 plain.raw secret.qcow2\n"
         "  vdisk convert --object secret,id=s0,file=pw --image-opts \\\n"
