@@ -4,12 +4,16 @@
  * active state and of each snapshot, data clusters, the snapshot table,
  * the refcount table and blocks), counts references per cluster, and
  * compares with the stored refcounts: a stored count above the references
- * is a leak, below is corruption. Repair of leaks lowers counts; repair of
- * errors rebuilds the whole refcount structure from the references. The
- * counters mirror qemu-img check's JSON.
+ * is a leak, below is corruption. The passes, their order, what each finds
+ * and the words it reports are qemu-img check's, so that a script reading
+ * its output or exit code sees the same; repair of leaks lowers counts,
+ * repair of errors fixes a count or, where a refcount is zero or the
+ * refcount structure itself is damaged, rebuilds the whole structure from
+ * the references. The counters mirror qemu-img check's JSON.
  */
 #include "qcow2.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,9 +22,10 @@ typedef struct {
     VdCheckResult *res;
     guint32 *refs; /* references per cluster */
     guint32 *meta; /* of which from the refcount structure itself */
-    guint64 nb;    /* clusters in the file */
-    guint64 refcount_errors;
-    guint64 flag_errors;
+    guint64 nb;    /* clusters counted: the file's, and a partial one past it */
+    guint64 cap;   /* entries refs and meta have room for */
+    gboolean rebuild;
+    guint64 highest; /* the last cluster with a refcount or a reference */
     guint64 next_contiguous;
 } Check;
 
@@ -42,18 +47,34 @@ static void report(Check *c, gboolean corruption, const char *fmt, ...)
         c->res->corruptions++;
 }
 
-/* Count a reference to every cluster [offset, offset+len) touches. */
-static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta, const char *what)
+/* Count a reference to every cluster [offset, offset+len) touches. As in
+ * qemu, a range that ends less than a cluster past the end of the file is
+ * counted (the file may end inside its last cluster; the count then covers
+ * one more cluster), one that reaches further is a corruption. */
+static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta)
 {
+    Qcow2State *s = c->s;
     if (len == 0)
         return TRUE;
-    guint64 first = offset >> c->s->cluster_bits;
-    guint64 last = (offset + len - 1) >> c->s->cluster_bits;
-    if (last >= c->nb || offset + len < offset) {
-        report(c, TRUE, "ERROR %s at offset 0x%" G_GINT64_MODIFIER "x is past the end of the file",
-               what, offset);
+    if (offset + len < offset ||
+        (offset + len > s->file_size && offset + len - s->file_size >= s->cluster_size)) {
+        report(c, TRUE,
+               "ERROR: counting reference for region exceeding the end of the file by one "
+               "cluster or more: offset 0x%" G_GINT64_MODIFIER "x size 0x%" G_GINT64_MODIFIER "x",
+               offset, len);
         return FALSE;
     }
+    guint64 first = offset >> s->cluster_bits;
+    guint64 last = (offset + len - 1) >> s->cluster_bits;
+    if (last >= c->cap) {
+        guint64 cap = last + 1;
+        c->refs = g_renew(guint32, c->refs, cap);
+        c->meta = g_renew(guint32, c->meta, cap);
+        memset(c->refs + c->cap, 0, (cap - c->cap) * sizeof(guint32));
+        memset(c->meta + c->cap, 0, (cap - c->cap) * sizeof(guint32));
+        c->cap = cap;
+    }
+    c->nb = MAX(c->nb, last + 1);
     for (guint64 i = first; i <= last; i++) {
         if (c->refs[i] < G_MAXUINT32)
             c->refs[i]++;
@@ -61,6 +82,16 @@ static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta, co
             c->meta[i]++;
     }
     return TRUE;
+}
+
+/* Read a table of one cluster; what lies past the end of the file reads as
+ * zeroes, as qemu reads it. */
+static gboolean read_table(Check *c, guint64 offset, guint8 *buf, GError **error)
+{
+    Qcow2State *s = c->s;
+    guint64 have = offset < s->file_size ? MIN(s->file_size - offset, s->cluster_size) : 0;
+    memset(buf + have, 0, s->cluster_size - have);
+    return have == 0 || vd_file_pread(s->img->file, offset, buf, have, error);
 }
 
 /* What can be wrong with one data entry of an L2 table. */
@@ -124,13 +155,16 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
         qcow2_compressed_range(s, entry, &coff, &clen);
         if (bad & BAD_COMPRESSED_COPIED)
             report(c, TRUE,
-                   "ERROR compressed cluster for guest offset 0x%" G_GINT64_MODIFIER
-                   "x has OFLAG_COPIED set",
-                   guest);
+                   "ERROR: coffset=0x%" G_GINT64_MODIFIER
+                   "x: copied flag must never be set for compressed clusters",
+                   coff);
         if (bad & BAD_COMPRESSED_DATA_FILE)
-            report(c, TRUE, "ERROR compressed cluster in an image with a data file");
+            report(c, TRUE,
+                   "ERROR compressed cluster %" G_GUINT64_FORMAT
+                   " with data file, entry=0x%" G_GINT64_MODIFIER "x",
+                   guest >> s->cluster_bits, entry);
         else
-            add_ref(c, coff, clen, FALSE, "compressed cluster");
+            add_ref(c, coff, clen, FALSE);
         if (active) {
             c->res->compressed_clusters++;
             c->res->allocated_clusters++;
@@ -141,19 +175,17 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
     case QCOW2_CL_NORMAL:
     case QCOW2_CL_ZERO_ALLOC: {
         if (bad & BAD_RESERVED)
+            report(c, TRUE, "ERROR found l2 entry with reserved bits set: %" G_GINT64_MODIFIER "x",
+                   entry);
+        if (bad & BAD_UNALIGNED)
             report(c, TRUE,
-                   "ERROR L2 entry for guest offset 0x%" G_GINT64_MODIFIER
-                   "x has reserved bits set: 0x%" G_GINT64_MODIFIER "x",
-                   guest, entry);
-        if (bad & BAD_UNALIGNED) {
-            report(c, TRUE,
-                   "ERROR unaligned offset in L2 entry for guest offset 0x%" G_GINT64_MODIFIER
-                   "x: 0x%" G_GINT64_MODIFIER "x",
-                   guest, host);
-            break;
-        }
+                   "ERROR offset=%" G_GINT64_MODIFIER "x: %s cluster is not properly aligned; "
+                   "L2 entry corrupted.",
+                   host, type == QCOW2_CL_ZERO_ALLOC ? "Preallocated" : "Data");
+        /* An unaligned offset still holds the clusters it overlaps, as
+         * qemu counts them. */
         if (s->data_file == NULL)
-            add_ref(c, host, s->cluster_size, FALSE, "data cluster");
+            add_ref(c, host, s->cluster_size, FALSE);
         if (active) {
             c->res->allocated_clusters++;
             if (c->next_contiguous != 0 && host != c->next_contiguous)
@@ -170,32 +202,35 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
 static void check_l1_tree(Check *c, const guint64 *l1, guint32 size, gboolean active)
 {
     Qcow2State *s = c->s;
+    g_autofree guint8 *table = g_malloc(s->cluster_size);
     for (guint32 i = 0; i < size; i++) {
         guint64 off = l1[i] & QCOW2_OFFSET_MASK;
+        /* qemu reads the header as the table of such an entry. */
         if (off == 0 && l1[i] != 0)
             report(c, TRUE,
                    "ERROR L1 entry %u has flags set but no L2 table (0x%" G_GINT64_MODIFIER "x)", i,
                    l1[i]);
         if (off == 0)
             continue;
+        add_ref(c, off, s->cluster_size, FALSE);
         if ((off & (s->cluster_size - 1)) != 0) {
-            report(c, TRUE, "ERROR L2 table for L1 entry %u is not cluster aligned", i);
+            /* qemu goes on to read whatever lies there; nothing at an
+             * unaligned offset is a table, so it is not read here. */
+            report(c, TRUE,
+                   "ERROR l2_offset=%" G_GINT64_MODIFIER
+                   "x: Table is not cluster aligned; L1 entry corrupted",
+                   off);
             continue;
         }
-        g_autofree char *what = g_strdup_printf("L2 table for L1 entry %u", i);
-        if (!add_ref(c, off, s->cluster_size, FALSE, what))
-            continue;
-        guint8 *t;
         g_autoptr(GError) local = NULL;
-        if (!qcow2_load_l2(s, off, "L1 entry", i, &t, &local)) {
-            report(c, FALSE, "ERROR %s", local->message);
+        if (!read_table(c, off, table, &local)) {
+            report(c, FALSE, "ERROR reading L2 table at 0x%" G_GINT64_MODIFIER "x: %s", off,
+                   local->message);
             c->res->check_errors++;
             continue;
         }
-        g_autofree guint8 *copy = g_memdup2(t, s->cluster_size);
-        qcow2_cache_put(s->l2_cache, t);
         for (guint64 j = 0; j < s->l2_entries; j++) {
-            guint64 bitmap, e = qcow2_l2_get(s, copy, j, &bitmap);
+            guint64 bitmap, e = qcow2_l2_get(s, table, j, &bitmap);
             guint64 guest = (((guint64)i << s->l2_bits) + j) << s->cluster_bits;
             check_data_entry(c, e, bitmap, guest, active);
         }
@@ -205,19 +240,19 @@ static void check_l1_tree(Check *c, const guint64 *l1, guint32 size, gboolean ac
 static void check_snapshots(Check *c)
 {
     Qcow2State *s = c->s;
-    add_ref(c, s->snapshots_offset, s->snapshots_size, FALSE, "snapshot table");
     for (guint i = 0; i < s->snapshots->len; i++) {
         Qcow2Snapshot *sn = s->snapshots->pdata[i];
         g_autofree guint64 *l1 = NULL;
         g_autoptr(GError) local = NULL;
-        if (!add_ref(c, sn->l1_offset, (guint64)sn->l1_size * 8, FALSE, "snapshot L1 table") ||
-            !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &local)) {
-            if (local != NULL)
-                report(c, TRUE, "ERROR snapshot '%s': %s", sn->name, local->message);
+        if (!add_ref(c, sn->l1_offset, (guint64)sn->l1_size * 8, FALSE))
+            continue;
+        if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &local)) {
+            report(c, TRUE, "ERROR snapshot %s (%s): %s", sn->id, sn->name, local->message);
             continue;
         }
         check_l1_tree(c, l1, sn->l1_size, FALSE);
     }
+    add_ref(c, s->snapshots_offset, s->snapshots_size, FALSE);
 }
 
 /* Persistent dirty bitmaps: the directory, tables and data clusters.
@@ -230,14 +265,14 @@ static void check_bitmaps(Check *c)
     g_autoptr(GPtrArray) list = NULL;
     g_autoptr(GError) local = NULL;
     if (!qcow2_bitmaps_read_directory(s, &list, &local) ||
-        !add_ref(c, s->bitmap_dir_offset, s->bitmap_dir_size, FALSE, "bitmap directory")) {
+        !add_ref(c, s->bitmap_dir_offset, s->bitmap_dir_size, FALSE)) {
         report(c, TRUE, "ERROR %s", local ? local->message : "the bitmap directory is invalid");
         return;
     }
     for (guint i = 0; i < list->len; i++) {
         guint64 toff, tbytes;
         qcow2_bitmap_table_range(list->pdata[i], &toff, &tbytes);
-        if (tbytes == 0 || !add_ref(c, toff, tbytes, FALSE, "bitmap table"))
+        if (tbytes == 0 || !add_ref(c, toff, tbytes, FALSE))
             continue;
         g_autofree guint8 *table = g_malloc(tbytes);
         if (!vd_file_pread(s->img->file, toff, table, tbytes, NULL))
@@ -245,7 +280,7 @@ static void check_bitmaps(Check *c)
         for (guint64 j = 0; j < tbytes / 8; j++) {
             guint64 e = vd_be64(table + j * 8) & QCOW2_OFFSET_MASK;
             if (e != 0)
-                add_ref(c, e, s->cluster_size, FALSE, "bitmap data");
+                add_ref(c, e, s->cluster_size, FALSE);
         }
     }
 }
@@ -255,116 +290,151 @@ static void check_crypto_header(Check *c)
 {
     Qcow2State *s = c->s;
     if (s->crypto_ext_offset != 0 && s->crypto_ext_length != 0 &&
-        !add_ref(c, s->crypto_ext_offset, s->crypto_ext_length, FALSE, "encryption header"))
-        report(c, TRUE, "ERROR the encryption header is invalid");
+        !add_ref(c, s->crypto_ext_offset, s->crypto_ext_length, FALSE))
+        return;
 }
 
-static void check_refcount_structure(Check *c)
+/* The refcount blocks: each must be where a cluster can be, and counted
+ * once (by the table) when the blocks before it have been counted. */
+static void check_refcount_blocks(Check *c, VdCheckRepair fix)
 {
     Qcow2State *s = c->s;
-    add_ref(c, s->rt_offset, (guint64)s->rt_clusters * s->cluster_size, TRUE, "refcount table");
+    guint64 file_clusters = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
     for (guint64 i = 0; i < s->rt_entries; i++) {
-        guint64 off = s->rt[i] & QCOW2_RT_OFFSET_MASK;
-        if (s->rt[i] == 0)
-            continue;
-        if ((s->rt[i] & (s->cluster_size - 1)) != 0) {
-            report(c, TRUE, "ERROR refcount block %" G_GUINT64_FORMAT " is not cluster aligned", i);
-            c->refcount_errors++;
+        guint64 off = s->rt[i] & QCOW2_RT_OFFSET_MASK, cluster = off >> s->cluster_bits;
+        if ((s->rt[i] & ~QCOW2_RT_OFFSET_MASK) != 0) {
+            report(c, TRUE,
+                   "ERROR refcount table entry %" G_GUINT64_FORMAT " has reserved bits set", i);
+            c->rebuild = TRUE;
             continue;
         }
-        if (!add_ref(c, off, s->cluster_size, TRUE, "refcount block"))
-            c->refcount_errors++;
+        if ((off & (s->cluster_size - 1)) != 0) {
+            report(c, TRUE,
+                   "ERROR refcount block %" G_GUINT64_FORMAT
+                   " is not cluster aligned; refcount table entry corrupted",
+                   i);
+            c->rebuild = TRUE;
+            continue;
+        }
+        if (off != 0 && cluster >= file_clusters) {
+            /* qemu grows the file to hold it; a new structure serves
+             * better than a block of nothing. */
+            report(c, TRUE, "%s refcount block %" G_GUINT64_FORMAT " is outside image",
+                   (fix & VD_CHECK_REPAIR_ERRORS) ? "Repairing" : "ERROR", i);
+            if (fix & VD_CHECK_REPAIR_ERRORS)
+                c->rebuild = TRUE;
+            continue;
+        }
+        if (off == 0)
+            continue;
+        add_ref(c, off, s->cluster_size, TRUE);
+        if (c->refs[cluster] != 1) {
+            report(c, TRUE, "ERROR refcount block %" G_GUINT64_FORMAT " refcount=%u", i,
+                   c->refs[cluster]);
+            c->rebuild = TRUE;
+        }
     }
 }
 
-/* Compare stored refcounts with the references. */
-static void compare_refcounts(Check *c, guint64 *leaks_out)
+/* Compare stored refcounts with the references, over the clusters of the
+ * file (a count past its end is not looked at, as in qemu). With fix, a
+ * leak or a count too low (not zero) is set right and counted as fixed;
+ * a count of zero for a cluster in use asks for a rebuild. */
+static void compare_refcounts(Check *c, VdCheckRepair fix)
 {
     Qcow2State *s = c->s;
-    guint64 end = c->nb, highest = 0;
-    /* Refcount blocks past the end of the file may still count clusters. */
-    for (guint64 i = 0; i < s->rt_entries; i++)
-        if (s->rt[i] != 0)
-            end = MAX(end, (i + 1) << s->rb_bits);
-    *leaks_out = 0;
-    for (guint64 i = 0; i < end; i++) {
-        guint64 bi = i >> s->rb_bits, stored = 0;
-        if (bi >= s->rt_entries || s->rt[bi] == 0) {
-            if (i >= c->nb) {
-                i = ((bi + 1) << s->rb_bits) - 1; /* skip the missing block */
-                continue;
-            }
-        } else {
-            g_autoptr(GError) local = NULL;
-            if (!qcow2_get_refcount(s, i, &stored, &local)) {
-                c->res->check_errors++;
-                c->refcount_errors++;
-                report(c, FALSE, "ERROR %s", local->message);
-                i = ((bi + 1) << s->rb_bits) - 1;
-                continue;
-            }
+    c->highest = 0;
+    for (guint64 i = 0; i < c->nb; i++) {
+        guint64 stored;
+        g_autoptr(GError) local = NULL;
+        if (!qcow2_get_refcount(s, i, &stored, &local)) {
+            report(c, FALSE, "Can't get refcount for cluster %" G_GUINT64_FORMAT ": %s", i,
+                   g_strerror(EIO));
+            c->res->check_errors++;
+            continue;
         }
-        guint64 want = i < c->nb ? c->refs[i] : 0;
+        guint64 want = c->refs[i];
         if (stored > 0 || want > 0)
-            highest = i;
+            c->highest = i;
         if (stored == want)
             continue;
-        if (stored < want) {
-            report(c, TRUE,
-                   "ERROR cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
-                   " reference=%" G_GUINT64_FORMAT,
-                   i, stored, want);
-            c->refcount_errors++;
-        } else {
-            report(c, FALSE,
-                   "Leaked cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
-                   " reference=%" G_GUINT64_FORMAT,
-                   i, stored, want);
-            c->res->leaks++;
-            (*leaks_out)++;
+        guint64 *fixed = NULL;
+        if (stored == 0)
+            c->rebuild = TRUE;
+        else if (stored > want && (fix & VD_CHECK_REPAIR_LEAKS))
+            fixed = &c->res->leaks_fixed;
+        else if (stored < want && (fix & VD_CHECK_REPAIR_ERRORS))
+            fixed = &c->res->corruptions_fixed;
+        report(c, FALSE,
+               "%s cluster %" G_GUINT64_FORMAT " refcount=%" G_GUINT64_FORMAT
+               " reference=%" G_GUINT64_FORMAT,
+               fixed != NULL   ? "Repairing"
+               : stored < want ? "ERROR"
+                               : "Leaked",
+               i, stored, want);
+        if (fixed != NULL) {
+            g_autoptr(GError) update = NULL;
+            if (qcow2_update_refcount(s, i << s->cluster_bits, 1, (gint64)want - (gint64)stored,
+                                      &update)) {
+                (*fixed)++;
+                continue;
+            }
+            report(c, FALSE, "ERROR could not fix cluster %" G_GUINT64_FORMAT ": %s", i,
+                   update->message);
         }
+        if (stored < want)
+            c->res->corruptions++;
+        else
+            c->res->leaks++;
     }
-    c->res->image_end_offset = (highest + 1) << s->cluster_bits;
 }
 
-/* The COPIED flag of active tables must say "refcount is exactly one". */
-static void check_copied_flags(Check *c)
+/* The COPIED flag of active tables must say "refcount is exactly one".
+ * With fix, the flags are set right afterwards. */
+static void check_copied_flags(Check *c, VdCheckRepair fix, gboolean *repair)
 {
     Qcow2State *s = c->s;
+    const char *what = (fix & VD_CHECK_REPAIR_ERRORS) ? "Repairing" : "ERROR";
     if (s->data_file != NULL)
         return;
+    g_autofree guint8 *table = g_malloc(s->cluster_size);
     for (guint32 i = 0; i < s->l1_size; i++) {
         guint64 off = s->l1[i] & QCOW2_OFFSET_MASK, rc;
         if (off == 0 || (off & (s->cluster_size - 1)) != 0 ||
             !qcow2_get_refcount(s, off >> s->cluster_bits, &rc, NULL))
             continue;
         if ((rc == 1) != ((s->l1[i] & QCOW2_OFLAG_COPIED) != 0)) {
-            report(c, TRUE,
-                   "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" G_GINT64_MODIFIER
+            report(c, FALSE,
+                   "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%" G_GINT64_MODIFIER
                    "x refcount=%" G_GUINT64_FORMAT,
-                   i, s->l1[i], rc);
-            c->flag_errors++;
+                   what, i, s->l1[i], rc);
+            if (fix & VD_CHECK_REPAIR_ERRORS) {
+                c->res->corruptions_fixed++;
+                *repair = TRUE;
+            } else {
+                c->res->corruptions++;
+            }
         }
-        guint8 *t;
-        if (!qcow2_in_file(s, off, s->cluster_size) ||
-            !qcow2_load_l2(s, off, "L1 entry", i, &t, NULL))
+        if (!read_table(c, off, table, NULL))
             continue;
-        g_autofree guint8 *copy = g_memdup2(t, s->cluster_size);
-        qcow2_cache_put(s->l2_cache, t);
         for (guint64 j = 0; j < s->l2_entries; j++) {
-            guint64 bitmap, e = qcow2_l2_get(s, copy, j, &bitmap);
+            guint64 bitmap, e = qcow2_l2_get(s, table, j, &bitmap);
             Qcow2ClusterType type = qcow2_cluster_type(s, e);
             guint64 host = e & QCOW2_OFFSET_MASK;
             if ((type != QCOW2_CL_NORMAL && type != QCOW2_CL_ZERO_ALLOC) ||
-                (host & (s->cluster_size - 1)) != 0 ||
                 !qcow2_get_refcount(s, host >> s->cluster_bits, &rc, NULL))
                 continue;
             if ((rc == 1) != ((e & QCOW2_OFLAG_COPIED) != 0)) {
-                report(c, TRUE,
-                       "ERROR OFLAG_COPIED data cluster: l2_entry=%" G_GINT64_MODIFIER
+                report(c, FALSE,
+                       "%s OFLAG_COPIED data cluster: l2_entry=%" G_GINT64_MODIFIER
                        "x refcount=%" G_GUINT64_FORMAT,
-                       e, rc);
-                c->flag_errors++;
+                       what, e, rc);
+                if (fix & VD_CHECK_REPAIR_ERRORS) {
+                    c->res->corruptions_fixed++;
+                    *repair = TRUE;
+                } else {
+                    c->res->corruptions++;
+                }
             }
         }
     }
@@ -394,6 +464,15 @@ static gboolean repair_entry(Check *c, guint64 *entry, guint64 *bitmap, guint64 
     guint bad = entry_problems(c, *entry, *bitmap);
     if (bad == 0)
         return FALSE;
+    if ((bad & BAD_UNALIGNED) && qcow2_cluster_type(s, *entry) == QCOW2_CL_ZERO_ALLOC) {
+        /* What qemu repairs too, in its words. */
+        g_ptr_array_add(notes, g_strdup_printf("Repairing offset=%" G_GINT64_MODIFIER
+                                               "x: Preallocated cluster is not properly aligned; "
+                                               "L2 entry corrupted.",
+                                               (guint64)(*entry & QCOW2_OFFSET_MASK)));
+        dropped_entry(s, entry, bitmap, guest);
+        return TRUE;
+    }
     if (bad & (BAD_UNALIGNED | BAD_PAST_EOF | BAD_COMPRESSED_DATA_FILE)) {
         g_ptr_array_add(notes,
                         g_strdup_printf("Repairing L2 entry for guest offset 0x%" G_GINT64_MODIFIER
@@ -463,14 +542,15 @@ static gboolean repair_entries(Check *c, GPtrArray *notes, GError **error)
     return qcow2_flush_metadata(s, error);
 }
 
-static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
+/* Counters for the clusters of the file as it is now. */
+static gboolean prepare(Check *c, GError **error)
 {
     Qcow2State *s = c->s;
     if (!qcow2_refresh_file_size(s, error))
         return FALSE;
     c->nb = qcow2_align_up(s->file_size, s->cluster_size) >> s->cluster_bits;
-    g_free(c->refs);
-    g_free(c->meta);
+    g_clear_pointer(&c->refs, g_free);
+    g_clear_pointer(&c->meta, g_free);
     /* Two counters per cluster of the file: a sparse file can claim more
      * clusters than memory holds, which is an error, not a crash. */
     guint64 memory = (guint64)sysconf(_SC_PHYS_PAGES) * (guint64)sysconf(_SC_PAGESIZE);
@@ -483,47 +563,26 @@ static gboolean run_pass(Check *c, guint64 *leaks, GError **error)
                      c->nb);
         return FALSE;
     }
+    c->cap = MAX(c->nb, 1);
+    c->rebuild = FALSE;
     c->next_contiguous = 0;
-    add_ref(c, 0, s->cluster_size, FALSE, "header");
-    if (s->l1_size > 0)
-        add_ref(c, s->l1_offset, (guint64)s->l1_size * 8, FALSE, "L1 table");
-    check_l1_tree(c, s->l1, s->l1_size, TRUE);
-    check_snapshots(c);
-    check_bitmaps(c);
-    check_crypto_header(c);
-    check_refcount_structure(c);
-    compare_refcounts(c, leaks);
-    check_copied_flags(c);
-    guint64 cs = s->cluster_size;
-    c->res->total_clusters = (s->img->size + cs - 1) / cs;
     return TRUE;
 }
 
-static gboolean fix_leaks(Check *c, GError **error)
+/* Count the references of every structure, in qemu's order. */
+static void calculate(Check *c, VdCheckRepair fix)
 {
     Qcow2State *s = c->s;
-    for (guint64 i = 0; i < c->nb; i++) {
-        guint64 stored;
-        if (!qcow2_get_refcount(s, i, &stored, error))
-            return FALSE;
-        if (stored > c->refs[i] && !qcow2_update_refcount(s, i << s->cluster_bits, 1,
-                                                          -(gint64)(stored - c->refs[i]), error))
-            return FALSE;
-    }
-    /* Leaked counts past the end of the file. */
-    for (guint64 bi = 0; bi < s->rt_entries; bi++) {
-        if (s->rt[bi] == 0)
-            continue;
-        for (guint64 i = MAX(c->nb, bi << s->rb_bits); i < (bi + 1) << s->rb_bits; i++) {
-            guint64 stored;
-            if (!qcow2_get_refcount(s, i, &stored, error))
-                return FALSE;
-            if (stored > 0 &&
-                !qcow2_update_refcount(s, i << s->cluster_bits, 1, -(gint64)stored, error))
-                return FALSE;
-        }
-    }
-    return qcow2_cache_flush(s, s->rb_cache, error);
+    VdCheckResult *res = c->res;
+    res->allocated_clusters = res->fragmented_clusters = res->compressed_clusters = 0;
+    add_ref(c, 0, s->cluster_size, FALSE);
+    add_ref(c, s->l1_offset, (guint64)s->l1_size * 8, FALSE);
+    check_l1_tree(c, s->l1, s->l1_size, TRUE);
+    check_snapshots(c);
+    add_ref(c, s->rt_offset, (guint64)s->rt_clusters * s->cluster_size, TRUE);
+    check_crypto_header(c);
+    check_bitmaps(c);
+    check_refcount_blocks(c, fix);
 }
 
 static gboolean rebuild(Check *c, GError **error)
@@ -535,11 +594,72 @@ static gboolean rebuild(Check *c, GError **error)
     return qcow2_rebuild_refcounts(c->s, c->refs, c->nb, error);
 }
 
-static void reset_counters(VdCheckResult *res)
+/* After a rebuild: the references again, for what is left and where the
+ * image ends; what this finds again was reported already. */
+static gboolean recount(Check *c, GError **error)
 {
-    res->corruptions = res->leaks = res->check_errors = 0;
-    res->allocated_clusters = res->fragmented_clusters = res->compressed_clusters = 0;
-    g_ptr_array_set_size(res->messages, 0);
+    VdCheckResult *res = c->res;
+    guint reported = res->messages->len;
+    res->corruptions = res->leaks = 0;
+    if (!prepare(c, error))
+        return FALSE;
+    calculate(c, VD_CHECK_REPAIR_NONE);
+    compare_refcounts(c, VD_CHECK_REPAIR_LEAKS);
+    g_ptr_array_set_size(res->messages, reported);
+    return TRUE;
+}
+
+static gboolean check_and_fix(Check *c, VdCheckRepair fix, GError **error)
+{
+    Qcow2State *s = c->s;
+    VdCheckResult *res = c->res;
+    gboolean fix_flags = FALSE;
+
+    /* Entries that point nowhere valid first: the references they make are
+     * what the refcounts are then compared with. */
+    if ((fix & VD_CHECK_REPAIR_ERRORS) && !s->opening_dirty) {
+        g_autoptr(GPtrArray) notes = g_ptr_array_new_with_free_func(g_free);
+        if (!prepare(c, error) || !repair_entries(c, notes, error))
+            return FALSE;
+        for (guint i = 0; i < notes->len; i++)
+            report(c, FALSE, "%s", (const char *)notes->pdata[i]);
+        res->corruptions_fixed += notes->len;
+    }
+    if (!prepare(c, error))
+        return FALSE;
+    calculate(c, fix);
+    guint64 corruptions = res->corruptions, leaks = res->leaks;
+    compare_refcounts(c, VD_CHECK_REPAIR_NONE);
+    if (c->rebuild && (fix & VD_CHECK_REPAIR_ERRORS)) {
+        report(c, FALSE, "Rebuilding refcount structure");
+        res->corruptions_fixed += res->corruptions;
+        res->leaks_fixed += res->leaks;
+        if (!rebuild(c, error) || !recount(c, error))
+            return FALSE;
+    } else if (fix != VD_CHECK_REPAIR_NONE) {
+        if (c->rebuild) {
+            report(c, FALSE, "ERROR need to rebuild refcount structures");
+            res->check_errors++;
+            g_set_error(error, VD_ERROR, VD_ERROR_CORRUPT,
+                        "Check failed: the refcount structure must be rebuilt, which -r all "
+                        "does");
+            return FALSE;
+        }
+        if (res->corruptions != corruptions || res->leaks != leaks) {
+            res->corruptions = corruptions;
+            res->leaks = leaks;
+            compare_refcounts(c, fix);
+        }
+    }
+    check_copied_flags(c, fix, &fix_flags);
+    /* Fixed counts can change which clusters have refcount one. */
+    if (fix_flags && !qcow2_update_copied_flags(s, error))
+        return FALSE;
+    if (fix != VD_CHECK_REPAIR_NONE && !qcow2_flush_metadata(s, error))
+        return FALSE;
+    res->image_end_offset = (c->highest + 1) << s->cluster_bits;
+    res->total_clusters = qcow2_align_up(s->img->size, s->cluster_size) >> s->cluster_bits;
+    return TRUE;
 }
 
 gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error)
@@ -554,51 +674,10 @@ gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GEr
     if (img->read_write && !qcow2_flush_metadata(s, error))
         return FALSE;
     Check c = { .s = s, .res = res };
-    guint64 leaks;
-    gboolean ok = run_pass(&c, &leaks, error);
-    gboolean repaired = FALSE;
-    guint64 corruptions = res->corruptions;
-    g_autoptr(GPtrArray) notes = g_ptr_array_new_with_free_func(g_free);
-    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && corruptions > 0 && img->read_write &&
-        !s->opening_dirty) {
-        /* Entries first: the references they make are what the refcounts
-         * are then rebuilt from. */
-        ok = repair_entries(&c, notes, error);
-        if (ok && notes->len > 0) {
-            reset_counters(res);
-            c.refcount_errors = c.flag_errors = 0;
-            ok = run_pass(&c, &leaks, error);
-            repaired = TRUE;
-        }
-    }
-    guint64 flag_errors = c.flag_errors;
-    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && c.refcount_errors > 0) {
-        ok = rebuild(&c, error);
-        repaired = TRUE;
-    } else if (ok && (repair & (VD_CHECK_REPAIR_LEAKS | VD_CHECK_REPAIR_ERRORS)) && leaks > 0) {
-        ok = fix_leaks(&c, error);
-        repaired = TRUE;
-    }
-    /* Refcount repair can change which clusters have refcount one. */
-    if (ok && (repair & VD_CHECK_REPAIR_ERRORS) && (flag_errors > 0 || repaired)) {
-        ok = qcow2_update_copied_flags(s, error) && qcow2_flush_metadata(s, error);
-        repaired = TRUE;
-    }
-    if (ok && repaired) {
-        /* Report what is left, as qemu-img does, and what went away. */
-        guint64 old_leaks = res->leaks;
-        reset_counters(res);
-        c.refcount_errors = c.flag_errors = 0;
-        ok = run_pass(&c, &leaks, error);
-        res->leaks_fixed = old_leaks > res->leaks ? old_leaks - res->leaks : 0;
-        res->corruptions_fixed =
-            corruptions > res->corruptions ? corruptions - res->corruptions : 0;
-        /* What was done, before what is left. */
-        for (guint i = 0; i < notes->len; i++)
-            g_ptr_array_insert(res->messages, (gint)i, g_strdup(notes->pdata[i]));
-    }
+    VdCheckRepair fix = img->read_write ? repair : VD_CHECK_REPAIR_NONE;
+    gboolean ok = check_and_fix(&c, fix, error);
     /* Repaired refcounts make the dirty and corrupt bits obsolete. */
-    if (ok && img->read_write && (repair & VD_CHECK_REPAIR_ERRORS) && res->corruptions == 0 &&
+    if (ok && (fix & VD_CHECK_REPAIR_ERRORS) && res->corruptions == 0 &&
         (s->incompat & (QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY)) && !s->set_dirty) {
         ok = vd_file_sync(img->file, error);
         if (ok) {

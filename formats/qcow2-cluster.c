@@ -61,8 +61,10 @@ gboolean qcow2_load_l2(Qcow2State *s, guint64 l2_offset, const char *what, guint
                      what, what_index, l2_offset);
         return FALSE;
     }
-    if (!qcow2_cache_lookup(s->l2_cache, l2_offset) &&
-        !qcow2_in_file(s, l2_offset, s->cluster_size)) {
+    /* A table that begins in the file is read (its end may be missing,
+     * as qemu's files can end inside their last cluster); one that lies
+     * wholly past the end is damage. */
+    if (!qcow2_cache_lookup(s->l2_cache, l2_offset) && !qcow2_in_file(s, l2_offset, 1)) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
                      "L2 table for %s %" G_GUINT64_FORMAT " points past the end of the file", what,
                      what_index);

@@ -150,7 +150,13 @@ gboolean qcow2_cache_get(Qcow2State *s, Qcow2Cache *c, guint64 offset, gboolean 
         if (e->data == NULL)
             e->data = g_malloc(c->table_size);
         if (read) {
-            if (!vd_file_pread(s->img->file, offset, e->data, c->table_size, error))
+            /* A table in the file's last, partial cluster reads as zeroes
+             * past the end, as qemu reads it (qemu's own files end so). */
+            guint64 have = c->table_size;
+            if (!qcow2_in_file(s, offset, have))
+                have = offset < s->file_size ? s->file_size - offset : 0;
+            memset(e->data + have, 0, c->table_size - have);
+            if (have > 0 && !vd_file_pread(s->img->file, offset, e->data, have, error))
                 return FALSE;
         } else {
             memset(e->data, 0, c->table_size);

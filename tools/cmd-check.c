@@ -125,9 +125,12 @@ static gboolean check_and_repair(VdImage *img, VdCheckRepair repair, gboolean hu
 {
     guint64 corruptions_fixed, leaks_fixed;
 
-    if (!vd_image_check(img, repair, res, error))
-        return FALSE;
+    /* What was found is said also when the check then fails, as qemu-img
+     * says it. */
+    gboolean ok = vd_image_check(img, repair, res, error);
     print_messages(res);
+    if (!ok)
+        return FALSE;
     /* What a repair wrote is on stable storage before it is reported. */
     if (repair != VD_CHECK_REPAIR_NONE && !vd_image_flush(img, error))
         return FALSE;
@@ -154,7 +157,7 @@ static gboolean check_and_repair(VdImage *img, VdCheckRepair repair, gboolean hu
 static int exit_code(const VdCheckResult *res)
 {
     if (res->check_errors != 0) {
-        cli_error("check failed: %" G_GUINT64_FORMAT " internal errors", res->check_errors);
+        cli_error("Check failed: %" G_GUINT64_FORMAT " internal errors", res->check_errors);
         return CHECK_EXIT_FAILED;
     }
     if (res->corruptions != 0)
