@@ -1550,7 +1550,7 @@ static gboolean inspect_backing(const VdCreateParams *params, char **backing_for
  * or *backing_format; where the image goes is set there already). */
 static const VdDriver *prepare_create(const char *path, const char *format, guint64 size,
                                       VdOptions *opts, char **backing_format,
-                                      VdCreateParams *params, GError **error)
+                                      VdCreateParams *params, VdOpenFlags flags, GError **error)
 {
     params->path = path;
     const VdDriver *drv = require_driver(format, error);
@@ -1568,7 +1568,8 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
     const char *backing = vd_options_get(opts, "backing_file");
     *backing_format = g_strdup(vd_options_get(opts, "backing_fmt"));
     params->backing_file = backing;
-    if (backing != NULL && !inspect_backing(params, backing_format, &size, error))
+    if (backing != NULL && !(flags & VD_OPEN_NO_BACKING) &&
+        !inspect_backing(params, backing_format, &size, error))
         return NULL;
     if (backing == NULL && *backing_format != NULL) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
@@ -1602,6 +1603,12 @@ gboolean vd_image_create_with_secrets(const char *path, const char *format, guin
     return vd_image_create_flags(path, format, size, opts, secrets, 0, error);
 }
 
+gboolean vd_image_create_unsafe(const char *path, const char *format, guint64 size, VdOptions *opts,
+                                VdSecrets *secrets, GError **error)
+{
+    return vd_image_create_flags(path, format, size, opts, secrets, VD_OPEN_NO_BACKING, error);
+}
+
 gboolean vd_image_create_flags(const char *path, const char *format, guint64 size, VdOptions *opts,
                                VdSecrets *secrets, VdOpenFlags flags, GError **error)
 {
@@ -1610,7 +1617,8 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
         opts = empty = vd_options_new();
     g_autofree char *backing_format = NULL;
     VdCreateParams params = { 0 };
-    const VdDriver *drv = prepare_create(path, format, size, opts, &backing_format, &params, error);
+    const VdDriver *drv =
+        prepare_create(path, format, size, opts, &backing_format, &params, flags, error);
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;
@@ -1662,7 +1670,7 @@ static gboolean create_fd(int fd, const char *label, const char *beneath, const 
     g_autofree char *backing_format = NULL;
     VdCreateParams params = { .in_descriptor = TRUE, .confine = confine, .name_beneath = beneath };
     const VdDriver *drv =
-        prepare_create(label, format, size, opts, &backing_format, &params, error);
+        prepare_create(label, format, size, opts, &backing_format, &params, flags, error);
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;

@@ -335,6 +335,11 @@ gboolean vd_image_create(const char *path, const char *format, guint64 size, VdO
  * ("encrypt.key-secret=ID"); secrets may be NULL. */
 gboolean vd_image_create_with_secrets(const char *path, const char *format, guint64 size,
                                       VdOptions *opts, VdSecrets *secrets, GError **error);
+/* Same, without opening the backing file the options name (qemu-img
+ * create -u): it is stored as given, with the backing format if one is
+ * given; size is not taken from it. */
+gboolean vd_image_create_unsafe(const char *path, const char *format, guint64 size, VdOptions *opts,
+                                VdSecrets *secrets, GError **error);
 
 /* Same, into a descriptor the caller opened for reading and writing (the
  * image dups it; the file is truncated first). name is used in messages and

@@ -185,6 +185,12 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (!choose_size(first + 1 < argc ? argv[first + 1] : NULL, parsed, &have_size, &size, &error))
         return cli_fail(error);
 
+    if (vd_options_get(parsed, "backing_file") != NULL && opts.unsafe &&
+        vd_options_get(parsed, "backing_fmt") == NULL) {
+        /* Nothing to probe: the format must be named, as qemu-img says. */
+        cli_error("%s: Backing file specified without backing format: give it with -F", path);
+        return CLI_EXIT_FAILURE;
+    }
     if (vd_options_get(parsed, "backing_file") != NULL && !opts.unsafe) {
         if (!inspect_backing(path, parsed, common.quiet, !have_size, &size, &error))
             return cli_fail(error);
@@ -202,8 +208,12 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     if (!common.quiet)
         print_formatting(path, format, size, vopts);
-    if (!cli_ensure_new_passphrase(format, vopts, &error) ||
-        !vd_image_create_with_secrets(path, format, size, vopts, cli_secrets(), &error))
+    /* -u: the backing file is not opened, here nor by the library. */
+    if (!cli_ensure_new_passphrase(format, vopts, &error))
+        return cli_fail(error);
+    if (opts.unsafe
+            ? !vd_image_create_unsafe(path, format, size, vopts, cli_secrets(), &error)
+            : !vd_image_create_with_secrets(path, format, size, vopts, cli_secrets(), &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
 }

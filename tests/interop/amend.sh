@@ -69,4 +69,32 @@ small_clusters() {
 }
 case_run "small clusters: refcount blocks after a large L1 table" small_clusters
 
+# create -u: the backing file is not opened (it may not exist yet); the
+# header names it as given, as qemu-img create -u writes it.
+create_unsafe() {
+    local tool
+    for tool in qemu-img vd; do
+        rm -f "$tool.qcow2"
+        $tool create -q -f qcow2 -u -b missing.qcow2 -F qcow2 "$tool.qcow2" 1G
+    done
+    cmp qemu-img.qcow2 vd.qcow2
+    qemu-img create -q -f qcow2 missing.qcow2 64M
+    qcheck vd.qcow2
+    rm missing.qcow2
+    [[ $(qinfo vd.qcow2 backing-filename) == missing.qcow2 ]]
+    [[ $(qinfo vd.qcow2 backing-filename-format) == qcow2 ]]
+    [[ $(qinfo vd.qcow2 virtual-size) == 1073741824 ]]
+    vd create -q -f qcow2 -u -b missing.raw -F raw -o compat=0.10 v2.qcow2 2G
+    [[ $(qspecific v2.qcow2 compat) == 0.10 && $(qinfo v2.qcow2 backing-filename) == missing.raw ]]
+    # qemu-img refuses -u without a size or without a backing format
+    expect_exit 1 qemu-img create -q -f qcow2 -u -b missing.qcow2 -F qcow2 q.qcow2
+    expect_exit 1 vd create -q -f qcow2 -u -b missing.qcow2 -F qcow2 v.qcow2
+    expect_exit 1 qemu-img create -q -f qcow2 -u -b missing.qcow2 q.qcow2 1G
+    expect_exit 1 vd create -q -f qcow2 -u -b missing.qcow2 v.qcow2 1G 2>err.txt
+    grep -q "Backing file specified without backing format" err.txt
+    # without -u the backing file must open
+    expect_exit 1 vd create -q -f qcow2 -b missing.qcow2 -F qcow2 v.qcow2 1G
+}
+case_run "create -u names a backing file it does not open" create_unsafe
+
 finish
