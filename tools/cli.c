@@ -104,6 +104,11 @@ static const char *error_hint(const GError *error)
     return NULL;
 }
 
+/* The file the command's errors are about (cli_error_file). */
+static const char *error_file;
+
+void cli_error_file(const char *path) { error_file = path; }
+
 int cli_fail(const GError *error)
 {
     const char *hint;
@@ -117,7 +122,11 @@ int cli_fail(const GError *error)
         cli_error("cancelled");
         return CLI_EXIT_FAILURE;
     }
-    cli_error("%s", error->message);
+    g_autofree char *own = error_file != NULL ? g_strdup_printf("%s: ", error_file) : NULL;
+    if (own != NULL && !g_str_has_prefix(error->message, own))
+        cli_error("%s%s", own, error->message);
+    else
+        cli_error("%s", error->message);
     hint = voice_is_qemu() ? NULL : error_hint(error);
     if (hint != NULL)
         fprintf(stderr, "vdisk: hint: %s\n", hint);

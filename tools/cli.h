@@ -97,6 +97,9 @@ void cli_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
 /* Print error's message (and a hint when one helps) and return
  * CLI_EXIT_FAILURE, so a command can "return cli_fail(error);". */
 int cli_fail(const GError *error);
+/* From now on cli_fail names path before a message that does not start
+ * with it, as qemu-img create names the file in each of its errors. */
+void cli_error_file(const char *path);
 /* Print the library's GLib warnings and messages as "vdisk: warning: ..."
  * on stderr (main calls it first). */
 void cli_install_log_handler(void);

@@ -75,14 +75,27 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
 }
 
 /* The size: the operand, or -o size=, or (with a backing file) its size. */
-static gboolean choose_size(const char *operand, VdOptions *vopts, gboolean *have_size,
-                            guint64 *size, GError **error)
+static gboolean choose_size(const char *path, const char *operand, VdOptions *vopts,
+                            gboolean *have_size, guint64 *size, GError **error)
 {
-    const char *text = operand != NULL ? operand : vd_options_get(vopts, "size");
+    const char *option = vd_options_get(vopts, "size");
+    const char *text = operand != NULL ? operand : option;
 
     *have_size = text != NULL;
     if (text == NULL)
         return TRUE;
+    if (option != NULL && !vd_parse_size(option, size, NULL)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s: Parameter 'size' expects a non-negative number below 2^64: '%s' is not "
+                    "one",
+                    path, option);
+        return FALSE;
+    }
+    if (operand != NULL && option != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s: The image size must be specified only once", path);
+        return FALSE;
+    }
     if (!cli_parse_size("size", text, size, error))
         return FALSE;
     /* qemu's limit for every format, checked before "Formatting" is
@@ -171,6 +184,7 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (!cli_check_operands(cmd, argc - first, 1, 2))
         return CLI_EXIT_FAILURE;
     path = argv[first];
+    cli_error_file(path);
     if (!vd_format_known(format)) {
         g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());
         cli_error("%s: Unknown file format '%s'; formats this build knows: %s", path, format,
@@ -182,7 +196,8 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (parsed == NULL)
         return cli_fail(error);
     merge_backing_options(parsed, &opts);
-    if (!choose_size(first + 1 < argc ? argv[first + 1] : NULL, parsed, &have_size, &size, &error))
+    if (!choose_size(path, first + 1 < argc ? argv[first + 1] : NULL, parsed, &have_size, &size,
+                     &error))
         return cli_fail(error);
 
     if (vd_options_get(parsed, "backing_file") != NULL && opts.unsafe &&

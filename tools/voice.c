@@ -31,8 +31,8 @@ static const struct {
       "Could not open '\\1': Unknown driver '\\2'" },
     { "^(.*)Unknown file format '([^']*)'[;( ].*$", "\\1Unknown file format '\\2'" },
     { "(Image is not in [a-z0-9]+ format): .*$", "\\1" },
-    { "^invalid size '[^']*': (Invalid image size specified\\. Must be .*)$", "\\1" },
-    { "^invalid size '[^']*': use a number of bytes .*$",
+    { "^(?:.*: )?invalid size '[^']*': (Invalid image size specified\\. Must be .*)$", "\\1" },
+    { "^(?:.*: )?invalid size '[^']*': use a number of bytes .*$",
       "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"
       "qemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes." },
     { "^(.*: Image creation needs a size parameter): give one .*$", "\\1" },
@@ -43,6 +43,30 @@ static const struct {
     { "^[a-z-]+: too many operands$", "Expecting one image file name" },
     { "^no command '([^']*)'.*$", "Command not found: \\1" },
     { "^the [a-z0-9]+ format has no option '([^']*)'$", "Invalid parameter '\\1'" },
+    { "^(.+: Parameter 'size' expects a non-negative number below 2\\^64): .*$",
+      "\\1\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+      "and exabytes, respectively." },
+    /* create's errors as qemu's drivers word them */
+    { "^(.+): cluster_size must be a power of two from 512 bytes to 2 MiB$",
+      "\\1: Cluster size must be a power of two between 512 and 2048k" },
+    { "^(.+): lazy_refcounts need compat=1\\.1$",
+      "\\1: Lazy refcounts only supported with compatibility level 1.1 and above (use "
+      "version=v3 or greater)" },
+    { "^(.+): option compat: '([^']*)' is not one of: .*$",
+      "\\1: Parameter 'version' does not accept value '\\2'" },
+    { "^(.+): option compression_type: '([^']*)' is not one of: .*$",
+      "\\1: Parameter 'compression-type' does not accept value '\\2'" },
+    { "^(.+): option ([a-z_.-]+): '([^']*)' is not one of: .*$",
+      "\\1: Parameter '\\2' does not accept value '\\3'" },
+    { "^(.+): option ([a-z_.-]+): '([^']*)' is not on or off$",
+      "\\1: Parameter '\\2' expects 'on' or 'off'" },
+    { "^(.+): refcount_bits must be a power of two from 1 to 64, not '[^']*'$",
+      "\\1: Refcount width must be a power of two and may not exceed 64 bits" },
+    { "^(.+): extended_l2 needs a cluster_size of at least 16k$",
+      "\\1: Extended L2 entries are only supported with cluster sizes of at least 16384 bytes" },
+    { "^(.+): virtual size [0-9]+ is too large for [0-9]+-byte clusters$",
+      "\\1: The image size is too large for file format 'qcow2' (try using a larger cluster "
+      "size)" },
     { "^[^ ]+ has no backing file to commit into$", "Image does not have a backing file" },
 };
 

@@ -24,6 +24,8 @@ same_words() {
     local qrc=0 vrc=0
     rm -rf q v && mkdir q v
     (cd q && qemu-img "$@" >out 2>err) || qrc=$?
+    # qemu's LUKS key setup says this when the machine is busy: not a word of create's
+    sed -i '/Unable to get accurate CPU usage/d' q/err
     (cd v && qvd "$@" >out 2>err) || vrc=$?
     if ((qrc != vrc)) || ! cmp -s q/out v/out || ! cmp -s q/err v/err; then
         echo "qemu-img $*: exit $qrc, as qemu-img vdisk exits $vrc"
@@ -98,6 +100,13 @@ t_errors() {
     same_words info -z ../r.raw
     same_words bogus
     same_words
+    local o
+    for o in cluster_size=3000 compat=0.10,lazy_refcounts=on compat=0.42 preallocation=1234 \
+        size=-1024 refcount_bits=3 compression_type=foo extended_l2=on,cluster_size=4k; do
+        same_words create -f qcow2 -o "$o" x.qcow2 64M
+    done
+    same_words create -f qcow2 -o size=10M x.qcow2 20M
+    same_words create -f qcow2 -o size=foo x.qcow2
     same_words check -f raw ../r.raw
     same_words commit -f raw ../r.raw
 }
