@@ -1237,9 +1237,6 @@ gboolean vmdk_sparse_check(VdImage *img, VmdkExtent *ext, VdCheckResult *res, GE
             guint32 e = gt[j];
             if (e == 0 || (e == GTE_ZERO && sp->zero_grain) || grain >= sp->grains)
                 continue;
-            res->allocated_clusters++;
-            if (sp->compressed)
-                res->compressed_clusters++;
             if ((guint64)e * VMDK_SECTOR >= sp->file_size || e < sp->overhead) {
                 g_autofree char *msg = g_strdup_printf(
                     "grain %" G_GUINT64_FORMAT " points to sector %u, outside the data area", grain,
@@ -1264,7 +1261,7 @@ gboolean vmdk_sparse_check(VdImage *img, VmdkExtent *ext, VdCheckResult *res, GE
             report(res, ext, msg);
         }
     }
-    res->total_clusters += sp->grains;
-    res->image_end_offset = MAX(res->image_end_offset, sp->file_size);
+    /* No grain counts, no end offset: qemu-img's check of a vmdk has
+     * none, and scripts compare the keys and lines it prints. */
     return TRUE;
 }

@@ -659,21 +659,23 @@ static GVariant *text_variant(const char *text)
     return g_variant_new_take_string(g_utf8_make_valid(text, -1));
 }
 
+/* The keys in the order qemu-img 7.2 prints them (its ImageInfo of the
+ * extent: compressed, virtual-size, filename, cluster-size, format), so
+ * that both outputs diff cleanly, human and JSON. */
 static GVariant *extent_info(const VmdkExtent *ext, gboolean monolithic)
 {
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    if (ext->sparse != NULL && vmdk_sparse_is_compressed(ext->sparse))
+        g_variant_builder_add(&b, "{sv}", "compressed", g_variant_new_boolean(TRUE));
+    g_variant_builder_add(&b, "{sv}", "virtual-size", g_variant_new_uint64(ext->length));
     g_variant_builder_add(&b, "{sv}", "filename",
                           text_variant(ext->filename != NULL ? ext->filename : ""));
-    g_variant_builder_add(&b, "{sv}", "format",
-                          g_variant_new_string(extent_format(ext, monolithic)));
-    g_variant_builder_add(&b, "{sv}", "virtual-size", g_variant_new_uint64(ext->length));
-    if (ext->sparse != NULL) {
+    if (ext->sparse != NULL)
         g_variant_builder_add(&b, "{sv}", "cluster-size",
                               g_variant_new_uint32(vmdk_sparse_grain_bytes(ext->sparse)));
-        if (vmdk_sparse_is_compressed(ext->sparse))
-            g_variant_builder_add(&b, "{sv}", "compressed", g_variant_new_boolean(TRUE));
-    }
+    g_variant_builder_add(&b, "{sv}", "format",
+                          g_variant_new_string(extent_format(ext, monolithic)));
     return g_variant_builder_end(&b);
 }
 

@@ -779,8 +779,11 @@ static void test_check(Fixture *fx, gconstpointer data)
         g_assert_no_error(error);
         g_assert_true(vd_image_check(img, VD_CHECK_REPAIR_NONE, &res, &error));
         g_assert_cmpuint(res.corruptions, ==, 0);
-        g_assert_cmpuint(res.allocated_clusters, ==, 3);
-        g_assert_cmpuint(res.total_clusters, ==, 4);
+        /* No cluster counts or end offset: qemu-img's check of a VDI
+         * prints none, and vdisk's output has its keys. */
+        g_assert_cmpuint(res.allocated_clusters, ==, 0);
+        g_assert_cmpuint(res.total_clusters, ==, 0);
+        g_assert_cmpuint(res.image_end_offset, ==, 0);
         vd_check_result_clear(&res);
     }
     /* A crash between the map and the header: the count lags. */
