@@ -1,9 +1,11 @@
-/* Create options in qemu-img's -o syntax, sizes with suffixes, and the
- * typed look-ups drivers use. */
+/* Create options in qemu-img's -o syntax, sizes with suffixes (both read
+ * by qemu-syntax/, as every front end reads them), and the typed look-ups
+ * drivers use. */
 #include "vdisk-driver.h"
 
-#include <errno.h>
 #include <stdlib.h>
+
+#include "qemu-syntax.h"
 
 struct VdOptions {
     GHashTable *values; /* char* key -> char* value */
@@ -51,93 +53,46 @@ GPtrArray *vd_options_keys(VdOptions *opts)
     return keys;
 }
 
-char *vd_options_next_element(const char **cursor)
+/* A QS_ERROR as libvdisk reports it: the same message, in VD_ERROR. */
+void vd_error_from_qs(GError **error)
 {
-    GString *out = g_string_new(NULL);
-    const char *p = *cursor;
-    while (*p != '\0') {
-        if (*p == ',') {
-            if (p[1] == ',') {
-                g_string_append_c(out, ',');
-                p += 2;
-                continue;
-            }
-            p++;
-            break;
-        }
-        g_string_append_c(out, *p++);
+    if (error == NULL || *error == NULL || (*error)->domain != QS_ERROR)
+        return;
+    (*error)->domain = VD_ERROR;
+    switch ((*error)->code) {
+    case QS_ERROR_UNSUPPORTED:
+        (*error)->code = VD_ERROR_NOT_SUPPORTED;
+        break;
+    case QS_ERROR_NOT_FOUND:
+        (*error)->code = VD_ERROR_NOT_FOUND;
+        break;
+    case QS_ERROR_IO:
+        (*error)->code = VD_ERROR_IO;
+        break;
+    default:
+        (*error)->code = VD_ERROR_INVALID_ARGUMENT;
     }
-    *cursor = p;
-    return g_string_free(out, FALSE);
 }
 
 gboolean vd_options_parse(VdOptions *opts, const char *text, GError **error)
 {
-    const char *cursor = text;
-    while (*cursor != '\0') {
-        g_autofree char *element = vd_options_next_element(&cursor);
-        if (element[0] == '\0')
-            continue;
-        char *eq = strchr(element, '=');
-        if (eq == element) {
-            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "option '%s' has no name",
-                        element);
-            return FALSE;
-        }
-        if (eq == NULL) {
-            /* qemu-img accepts a bare flag name as "on". */
-            vd_options_set(opts, element, "on");
-            continue;
-        }
-        *eq = '\0';
-        vd_options_set(opts, element, eq + 1);
+    g_autoptr(GPtrArray) list = qs_options_new();
+    if (!qs_options_parse(text, list, error)) {
+        vd_error_from_qs(error);
+        return FALSE;
+    }
+    for (guint i = 0; i < list->len; i++) {
+        QsOption *o = list->pdata[i];
+        vd_options_set(opts, o->key, o->value);
     }
     return TRUE;
 }
 
 gboolean vd_parse_size(const char *text, guint64 *out, GError **error)
 {
-    static const char suffixes[] = "BKMGTPE";
-    char *end = NULL;
-    if (text == NULL || !g_ascii_isdigit(*text))
-        goto invalid;
-    errno = 0;
-    guint64 whole = g_ascii_strtoull(text, &end, 10);
-    if (errno != 0)
-        goto invalid;
-    /* A fraction ("1.5G") is kept as num/den so the result stays exact. */
-    guint64 frac_num = 0, frac_den = 1;
-    if (*end == '.') {
-        for (end++; g_ascii_isdigit(*end); end++) {
-            if (frac_den < G_GUINT64_CONSTANT(100000000000000)) {
-                frac_num = frac_num * 10 + (guint64)(*end - '0');
-                frac_den *= 10;
-            }
-        }
-    }
-    int shift = 0;
-    if (*end != '\0') {
-        const char *s = strchr(suffixes, g_ascii_toupper(*end));
-        if (s == NULL || end[1] != '\0')
-            goto invalid;
-        shift = (int)(s - suffixes) * 10;
-    }
-    if (whole > (G_MAXUINT64 >> shift))
-        goto invalid;
-    guint64 bytes = whole << shift;
-    if (frac_num != 0) {
-        unsigned __int128 scaled = (unsigned __int128)frac_num << shift;
-        if (scaled % frac_den != 0 || bytes + (guint64)(scaled / frac_den) < bytes)
-            goto invalid; /* not a whole number of bytes, or too large */
-        bytes += (guint64)(scaled / frac_den);
-    }
-    *out = bytes;
-    return TRUE;
-invalid:
-    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                "invalid size '%s': use a number of bytes with an optional suffix "
-                "K, M, G, T, P or E (powers of 1024)",
-                text != NULL ? text : "");
+    if (qs_parse_size(text, out, error))
+        return TRUE;
+    vd_error_from_qs(error);
     return FALSE;
 }
 

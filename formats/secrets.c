@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A secret file larger than this is no passphrase (qemu reads any size;
- * a bound keeps a wrong file= from filling memory). */
-#define MAX_SECRET_FILE (1u << 20)
+#include "qemu-syntax.h"
+
+/* A secret file larger than this is no passphrase. */
+#define MAX_SECRET_FILE QS_SECRET_FILE_MAX
 
 typedef struct {
     guint8 *data;
@@ -138,103 +139,39 @@ gboolean vd_secrets_set_default_from_file(VdSecrets *secrets, const char *path, 
     return TRUE;
 }
 
-static void wipe_string(char *s)
-{
-    if (s != NULL) {
-        explicit_bzero(s, strlen(s));
-        g_free(s);
-    }
-}
-
 gboolean vd_secrets_add_object(VdSecrets *secrets, const char *spec, GError **error)
 {
-    g_autofree char *id = NULL, *file = NULL, *format = NULL;
-    char *data = NULL; /* wiped, not just freed */
-    gboolean first = TRUE, ok = TRUE;
-    const char *cursor = spec;
-    while (ok && *cursor != '\0') {
-        char *el = vd_options_next_element(&cursor);
-        char *eq = strchr(el, '=');
-        if (eq == NULL && first && g_str_equal(el, "secret")) {
-            /* the object type */
-        } else if (eq == NULL) {
-            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "--object: expected key=value, got '%s'", el);
-            ok = FALSE;
-        } else {
-            *eq = '\0';
-            const char *v = eq + 1;
-            if (g_str_equal(el, "qom-type") && !g_str_equal(v, "secret")) {
-                g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
-                            "--object: only 'secret' objects are supported, not '%s'", v);
-                ok = FALSE;
-            } else if (g_str_equal(el, "id")) {
-                g_free(id);
-                id = g_strdup(v);
-            } else if (g_str_equal(el, "file")) {
-                g_free(file);
-                file = g_strdup(v);
-            } else if (g_str_equal(el, "data")) {
-                wipe_string(data);
-                data = g_strdup(v);
-            } else if (g_str_equal(el, "format")) {
-                g_free(format);
-                format = g_strdup(v);
-            } else if (!g_str_equal(el, "qom-type")) {
-                g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                            "--object secret: unknown property '%s' (known: id, file, data, "
-                            "format)",
-                            el);
-                ok = FALSE;
-            }
-        }
-        first = FALSE;
-        explicit_bzero(el, strlen(el) + (eq != NULL ? strlen(eq + 1) + 1 : 0));
-        g_free(el);
-    }
-    if (ok && (id == NULL || *id == '\0')) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "--object secret: id= is missing");
-        ok = FALSE;
-    }
-    if (ok && (file != NULL) == (data != NULL)) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "--object secret '%s': give exactly one of file= and data=", id);
-        ok = FALSE;
-    }
-    gboolean base64 = format != NULL && g_str_equal(format, "base64");
-    if (ok && format != NULL && !base64 && !g_str_equal(format, "raw")) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "--object secret '%s': format must be raw or base64", id);
-        ok = FALSE;
+    g_autoptr(QsSecret) secret = qs_secret_parse(spec, error);
+    if (secret == NULL) {
+        vd_error_from_qs(error);
+        return FALSE;
     }
     /* text: the secret as given (NUL-terminated), in secure memory. */
     guint8 *text = NULL;
     gsize text_size = 0, len = 0;
-    if (ok && file != NULL) {
-        text = read_secret_file(file, &len, error);
-        text_size = MAX_SECRET_FILE + 1;
+    if (secret->file != NULL) {
+        text = read_secret_file(secret->file, &len, error);
         if (text == NULL) {
-            g_prefix_error(error, "--object secret '%s': ", id);
-            ok = FALSE;
+            g_prefix_error(error, "--object secret '%s': ", secret->id);
+            return FALSE;
         }
-    } else if (ok) {
-        len = strlen(data);
+        text_size = MAX_SECRET_FILE + 1;
+    } else {
+        len = strlen(secret->data);
         text_size = len + 1;
         text = vd_secure_alloc(text_size);
-        memcpy(text, data, len);
+        memcpy(text, secret->data, len);
     }
-    if (ok && base64) {
+    if (secret->base64) {
         /* Decoded in place, so no copy is left in memory GLib frees. */
         gsize out_len = 0;
         g_base64_decode_inplace(g_strstrip((char *)text), &out_len);
         explicit_bzero(text + out_len, text_size - out_len);
         len = out_len;
     }
-    if (ok)
-        vd_secrets_add(secrets, id, text, len);
+    vd_secrets_add(secrets, secret->id, text, len);
     vd_secure_free(text, text_size);
-    wipe_string(data);
-    return ok;
+    return TRUE;
 }
 
 gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, const guint8 **pass,

@@ -178,9 +178,9 @@ VdImage *vd_create_open_backing(const VdCreateParams *params, const char *format
 gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, const guint8 **pass,
                               gsize *len, GError **error);
 
-/* One element of a qemu-style option string, up to an unescaped comma
- * (",," stands for ","); advances *cursor. Returns a new string. */
-char *vd_options_next_element(const char **cursor);
+/* Turn a QS_ERROR (qemu-syntax/) in *error into the VD_ERROR of the same
+ * message; any other error is left as it is. */
+void vd_error_from_qs(GError **error);
 
 /* Typed option lookups with a clear error naming the option. */
 gboolean vd_option_bool(VdOptions *opts, const char *key, gboolean dflt, gboolean *out,

@@ -1,18 +1,11 @@
+/* The shim's command line: one scan of argv (options, bundled short
+ * options, positional arguments), then one function per command for what
+ * its positional arguments mean. Sizes, option lists, --image-opts and
+ * secret objects are read by qemu-syntax/, as vdisk and vdiskctl read
+ * them. */
 #include "shim-args.h"
 
 #include <string.h>
-
-static void shim_option_free(ShimOption *o)
-{
-    g_free(o->key);
-    g_free(o->value);
-    g_free(o);
-}
-
-GPtrArray *shim_options_new(void)
-{
-    return g_ptr_array_new_with_free_func((GDestroyNotify)shim_option_free);
-}
 
 void shim_request_free(ShimRequest *req)
 {
@@ -31,8 +24,8 @@ void shim_request_free(ShimRequest *req)
     g_free(req->snapshot);
     g_free(req->source_key);
     g_free(req->target_key);
-    g_clear_pointer(&req->source_opts, g_hash_table_unref);
-    g_clear_pointer(&req->target_opts, g_hash_table_unref);
+    g_clear_pointer(&req->source_opts, qs_image_opts_free);
+    g_clear_pointer(&req->target_opts, qs_image_opts_free);
     g_free(req->unsupported);
     g_free(req);
 }
@@ -60,148 +53,56 @@ static void unsupported(ShimRequest *req, const char *fmt, ...)
     va_end(ap);
 }
 
-gboolean shim_parse_option_string(const char *text, GPtrArray *out, GError **error)
+/* A size in qemu's syntax, refused in qemu-img's words. */
+static gboolean parse_size(const char *text, guint64 *size, GError **error)
 {
-    g_autoptr(GString) item = g_string_new(NULL);
-    for (const char *p = text;; p++) {
-        if (*p == ',' && p[1] == ',') {
-            g_string_append_c(item, ',');
-            p++;
-            continue;
-        }
-        if (*p != ',' && *p != '\0') {
-            g_string_append_c(item, *p);
-            continue;
-        }
-        if (item->len > 0) {
-            ShimOption *o = g_new0(ShimOption, 1);
-            const char *eq = strchr(item->str, '=');
-            o->key = eq ? g_strndup(item->str, eq - item->str) : g_strdup(item->str);
-            o->value = g_strdup(eq ? eq + 1 : "on");
-            if (*o->key == '\0') {
-                shim_option_free(o);
-                return fail(error, "Invalid option list '%s': an option has no name", text);
-            }
-            g_ptr_array_add(out, o);
-        } else if (*p == ',') {
-            return fail(error, "Invalid option list '%s': empty option", text);
-        }
-        g_string_truncate(item, 0);
-        if (*p == '\0')
-            break;
-    }
-    return TRUE;
+    if (qs_parse_size(text, size, NULL))
+        return TRUE;
+    return fail(error, "Invalid image size specified. You may use k, M, G, T, P or E "
+                       "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
+                       "petabytes and exabytes.");
 }
 
-const char *shim_option_get(GPtrArray *options, const char *key)
+/* An --image-opts argument ("driver=qcow2,file.filename=/p,
+ * encrypt.key-secret=s"): what the image is, its driver and the secret
+ * that opens it. Kept in *slot; an option the shim does not pass on to
+ * vdiskd makes the request unsupported. */
+static gboolean take_image_opts(ShimRequest *req, const char *text, QsImageOpts **slot,
+                                char **filename, char **format, char **key, GError **error)
 {
-    for (guint i = options ? options->len : 0; i > 0; i--) { /* the last one counts */
-        ShimOption *o = options->pdata[i - 1];
-        if (g_str_equal(o->key, key))
-            return o->value;
+    g_autoptr(GError) local = NULL;
+    g_autoptr(QsImageOpts) opts = qs_image_opts_parse(text, &local);
+    if (opts == NULL) {
+        if (g_error_matches(local, QS_ERROR, QS_ERROR_NO_FILE))
+            return fail(error, "Could not open '%s': A block device must be specified for \"file\"",
+                        text);
+        return fail(error, "Could not open '%s': %s", text, local->message);
     }
-    return NULL;
-}
-
-gboolean shim_parse_size(const char *text, guint64 *size, GError **error)
-{
-    if (text == NULL || !g_ascii_isdigit(*text))
-        return fail(error, "Invalid image size specified. You may use k, M, G, T, P or E "
-                           "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
-                           "petabytes and exabytes.");
-    char *end;
-    guint64 v = g_ascii_strtoull(text, &end, 10);
-    guint shift = 0;
-    switch (*end) {
-    case '\0':
-    case 'b':
-    case 'B':
-        break;
-    case 'k':
-    case 'K':
-        shift = 10;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        break;
-    case 't':
-    case 'T':
-        shift = 40;
-        break;
-    case 'p':
-    case 'P':
-        shift = 50;
-        break;
-    case 'e':
-    case 'E':
-        shift = 60;
-        break;
-    default:
-        shift = 99;
-    }
-    if (*end != '\0')
-        end++;
-    if (shift == 99 || *end != '\0' || (shift > 0 && v > (G_MAXUINT64 >> shift)))
-        return fail(error, "Invalid image size specified. You may use k, M, G, T, P or E "
-                           "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
-                           "petabytes and exabytes.");
-    *size = v << shift;
-    return TRUE;
-}
-
-/* --image-opts "driver=qcow2,file.filename=/p,encrypt.key-secret=s". */
-static GHashTable *parse_image_opts(const char *text, GError **error)
-{
-    g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func((GDestroyNotify)shim_option_free);
-    if (!shim_parse_option_string(text, list, error))
-        return NULL;
-    GHashTable *dict = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    for (guint i = 0; i < list->len; i++) {
-        ShimOption *o = list->pdata[i];
-        g_hash_table_replace(dict, g_strdup(o->key), g_strdup(o->value));
-    }
-    const char *file = g_hash_table_lookup(dict, "file.filename");
-    if (file == NULL)
-        file = g_hash_table_lookup(dict, "filename");
-    if (file == NULL) {
-        g_hash_table_unref(dict);
-        fail(error, "Could not open '%s': A block device must be specified for \"file\"", text);
-        return NULL;
-    }
-    return dict;
-}
-
-/* The option string of an image: what the image is, with --image-opts:
- * its file, its driver and the secret that opens it. */
-static void take_image_opts(ShimRequest *req, GHashTable *dict, char **filename, char **format,
-                            char **key)
-{
-    const char *file = g_hash_table_lookup(dict, "file.filename");
     g_free(*filename);
-    *filename = g_strdup(file ? file : g_hash_table_lookup(dict, "filename"));
-    const char *driver = g_hash_table_lookup(dict, "driver");
-    if (driver != NULL) {
+    *filename = g_strdup(opts->filename);
+    if (opts->driver != NULL) {
         g_free(*format);
-        *format = g_strdup(driver);
+        *format = g_strdup(opts->driver);
     }
-    GHashTableIter it;
-    gpointer name, value;
-    g_hash_table_iter_init(&it, dict);
-    while (g_hash_table_iter_next(&it, &name, &value)) {
-        if (g_str_equal(name, "encrypt.key-secret") || g_str_equal(name, "key-secret")) {
-            g_free(*key);
-            *key = g_strdup(value);
-        } else if (!g_str_equal(name, "driver") && !g_str_equal(name, "file.filename") &&
-                   !g_str_equal(name, "filename") && !g_str_equal(name, "file.driver")) {
-            unsupported(req, "image option %s", (char *)name);
-        }
+    if (opts->key_secret != NULL) {
+        g_free(*key);
+        *key = g_strdup(opts->key_secret);
     }
+    if (opts->file_driver != NULL && !g_str_equal(opts->file_driver, "file"))
+        unsupported(req, "image option file.driver=%s", opts->file_driver);
+    static const char *const known[] = { "driver",      "file.filename",      "filename",
+                                         "file.driver", "encrypt.key-secret", "key-secret" };
+    for (guint i = 0; i < opts->options->len; i++) {
+        const QsOption *o = opts->options->pdata[i];
+        if (!g_strv_contains(known, o->key))
+            unsupported(req, "image option %s", o->key);
+    }
+    g_clear_pointer(slot, qs_image_opts_free);
+    *slot = g_steal_pointer(&opts);
+    return TRUE;
 }
+
+/* ---- the scan: options in any order, then the positional arguments ---- */
 
 typedef struct {
     const char *name;
@@ -238,7 +139,7 @@ static const char *short_opts(ShimCommand cmd)
     }
 }
 
-static gboolean take_option(ShimRequest *req, char opt, const char *value, GError **error)
+static gboolean take_short(ShimRequest *req, char opt, const char *value, GError **error)
 {
     switch (opt) {
     case 'q':
@@ -261,10 +162,13 @@ static gboolean take_option(ShimRequest *req, char opt, const char *value, GErro
         req->backing_format = g_strdup(value);
         break;
     case 'o':
-        if (g_str_equal(value, "help") || g_str_equal(value, "?"))
+        if (g_str_equal(value, "help") || g_str_equal(value, "?")) {
             unsupported(req, "-o help");
-        else if (!shim_parse_option_string(value, req->options, error))
-            return FALSE;
+        } else {
+            g_autoptr(GError) local = NULL;
+            if (!qs_options_parse(value, req->options, &local))
+                return fail(error, "Invalid option list: %s", local->message);
+        }
         break;
     case 'n':
         req->no_create = TRUE;
@@ -299,22 +203,95 @@ static gboolean take_option(ShimRequest *req, char opt, const char *value, GErro
     return TRUE;
 }
 
-static ShimCommand command_of(const char *name)
+static void take_long(ShimRequest *req, int id, const char *value)
 {
-    static const struct {
-        const char *name;
-        ShimCommand cmd;
-    } table[] = {
-        { "create", SHIM_CMD_CREATE },     { "convert", SHIM_CMD_CONVERT },
-        { "resize", SHIM_CMD_RESIZE },     { "snapshot", SHIM_CMD_SNAPSHOT },
-        { "--version", SHIM_CMD_VERSION }, { "-V", SHIM_CMD_VERSION },
-        { "--help", SHIM_CMD_HELP },       { "-h", SHIM_CMD_HELP },
-        { "--status", SHIM_CMD_STATUS },
-    };
-    for (guint i = 0; i < G_N_ELEMENTS(table); i++)
-        if (g_str_equal(name, table[i].name))
-            return table[i].cmd;
-    return SHIM_CMD_OTHER;
+    switch (id) {
+    case O_OBJECT:
+        g_ptr_array_add(req->objects, g_strdup(value));
+        break;
+    case O_IMAGE_OPTS:
+        req->image_opts = TRUE;
+        break;
+    case O_TARGET_IMAGE_OPTS:
+        req->target_image_opts = TRUE;
+        break;
+    case O_SHRINK:
+        req->shrink = TRUE;
+        break;
+    case O_FORCE_SHARE:
+        break;
+    }
+}
+
+static const Opt *long_opt_of(const char *arg)
+{
+    for (const Opt *o = long_opts; o->name; o++)
+        if (g_str_equal(arg, o->name) ||
+            (o->has_arg && g_str_has_prefix(arg, o->name) && arg[strlen(o->name)] == '='))
+            return o;
+    return NULL;
+}
+
+/* Bundled short options, getopt style (-qf qcow2, -fqcow2), at argv[*i];
+ * a value in the next argument moves *i on. */
+static gboolean scan_shorts(ShimRequest *req, int argc, char **argv, int *i, GError **error)
+{
+    const char *shorts = short_opts(req->command);
+    for (const char *p = argv[*i] + 1; *p; p++) {
+        const char *spec = strchr(shorts, *p);
+        if (spec == NULL || *p == ':')
+            return fail(error, "invalid option -- '%c'\nTry 'qemu-img --help' for more information",
+                        *p);
+        const char *value = NULL;
+        if (spec[1] == ':') {
+            if (p[1] != '\0')
+                value = p + 1;
+            else if (*i + 1 < argc)
+                value = argv[++*i];
+            else
+                return fail(error, "option requires an argument -- '%c'", *p);
+        }
+        if (!take_short(req, *p, value, error))
+            return FALSE;
+        if (value != NULL)
+            break;
+    }
+    return TRUE;
+}
+
+/* Every option of argv[2...] into req, the rest into positional. */
+static gboolean scan(ShimRequest *req, int argc, char **argv, GPtrArray *positional, GError **error)
+{
+    gboolean only_positional = FALSE;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0' ||
+            /* resize takes "-SIZE" to shrink by SIZE */
+            (req->command == SHIM_CMD_RESIZE && g_ascii_isdigit(a[1]))) {
+            g_ptr_array_add(positional, (gpointer)a);
+        } else if (g_str_equal(a, "--")) {
+            only_positional = TRUE;
+        } else if (long_opt_of(a) != NULL) {
+            const Opt *lo = long_opt_of(a);
+            const char *value = NULL;
+            if (lo->has_arg) {
+                const char *eq = strchr(a, '=');
+                if (eq != NULL)
+                    value = eq + 1;
+                else if (i + 1 < argc)
+                    value = argv[++i];
+                else
+                    return fail(error, "option '%s' requires an argument", a);
+            }
+            take_long(req, lo->id, value);
+        } else if (a[1] == '-') {
+            return fail(error,
+                        "unrecognized option '%s'\nTry 'qemu-img --help' for more information", a);
+        } else if (!scan_shorts(req, argc, argv, &i, error)) {
+            return FALSE;
+        }
+    }
+    return TRUE;
 }
 
 /* Move backing_file/backing_fmt out of -o, where libvirt puts them for
@@ -322,7 +299,7 @@ static ShimCommand command_of(const char *name)
 static void pull_backing_options(ShimRequest *req)
 {
     for (guint i = 0; i < req->options->len;) {
-        ShimOption *o = req->options->pdata[i];
+        QsOption *o = req->options->pdata[i];
         char **slot = g_str_equal(o->key, "backing_file")  ? &req->backing
                       : g_str_equal(o->key, "backing_fmt") ? &req->backing_format
                                                            : NULL;
@@ -336,193 +313,132 @@ static void pull_backing_options(ShimRequest *req)
     }
 }
 
+/* ---- each command's positional arguments ---- */
+
+static gboolean finish_create(ShimRequest *req, const char *const *pos, guint npos, GError **error)
+{
+    if (npos < 1 || npos > 2)
+        return fail(error, "Expecting image file name");
+    req->filename = g_strdup(pos[0]);
+    if (npos == 2) {
+        req->size_text = g_strdup(pos[1]);
+        if (!parse_size(pos[1], &req->size, error))
+            return FALSE;
+    } else if (req->backing == NULL) {
+        return fail(error, "Image creation needs a size parameter");
+    }
+    if (req->format == NULL)
+        req->format = g_strdup("raw");
+    return TRUE;
+}
+
+static gboolean finish_convert(ShimRequest *req, const char *const *pos, guint npos, GError **error)
+{
+    if (npos < 2)
+        return fail(error, "Must specify image file name");
+    if (npos > 2)
+        unsupported(req, "convert of several source images");
+    req->filename = g_strdup(pos[0]);
+    req->target = g_strdup(pos[npos - 1]);
+    if (req->image_opts && !take_image_opts(req, pos[0], &req->source_opts, &req->filename,
+                                            &req->format, &req->source_key, error))
+        return FALSE;
+    if (req->target_image_opts) {
+        if (!req->no_create)
+            return fail(error, "--target-image-opts requires use of -n flag");
+        if (!take_image_opts(req, pos[npos - 1], &req->target_opts, &req->target, &req->out_format,
+                             &req->target_key, error))
+            return FALSE;
+    }
+    if (req->out_format == NULL)
+        req->out_format = g_strdup("raw");
+    if (req->no_create && req->options->len > 0)
+        unsupported(req, "convert -n with -o (the target exists already)");
+    return TRUE;
+}
+
+static gboolean finish_resize(ShimRequest *req, const char *const *pos, guint npos, GError **error)
+{
+    if (npos != 2)
+        return fail(error, "Expecting image file name and size");
+    req->filename = g_strdup(pos[0]);
+    req->size_text = g_strdup(pos[1]);
+    if (pos[1][0] == '+' || pos[1][0] == '-')
+        unsupported(req, "a relative size");
+    else if (!parse_size(pos[1], &req->size, error))
+        return FALSE;
+    if (req->image_opts)
+        return take_image_opts(req, pos[0], &req->source_opts, &req->filename, &req->format,
+                               &req->source_key, error);
+    return TRUE;
+}
+
+static gboolean finish_snapshot(ShimRequest *req, const char *const *pos, guint npos,
+                                GError **error)
+{
+    if (npos != 1)
+        return fail(error, "Expecting one image file name");
+    if (req->snapshot_op == 0)
+        unsupported(req, "snapshot without -c, -a or -d");
+    req->filename = g_strdup(pos[0]);
+    if (req->image_opts)
+        return take_image_opts(req, pos[0], &req->source_opts, &req->filename, &req->format,
+                               &req->source_key, error);
+    return TRUE;
+}
+
+typedef gboolean (*FinishFunc)(ShimRequest *req, const char *const *pos, guint npos,
+                               GError **error);
+
+static const struct {
+    const char *name;
+    ShimCommand cmd;
+    FinishFunc finish; /* NULL: no arguments are read */
+} commands[] = {
+    { "create", SHIM_CMD_CREATE, finish_create },
+    { "convert", SHIM_CMD_CONVERT, finish_convert },
+    { "resize", SHIM_CMD_RESIZE, finish_resize },
+    { "snapshot", SHIM_CMD_SNAPSHOT, finish_snapshot },
+    { "--version", SHIM_CMD_VERSION, NULL },
+    { "-V", SHIM_CMD_VERSION, NULL },
+    { "--help", SHIM_CMD_HELP, NULL },
+    { "-h", SHIM_CMD_HELP, NULL },
+    { "--status", SHIM_CMD_STATUS, NULL },
+};
+
 ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
 {
-    g_autoptr(ShimRequest) req = g_new0(ShimRequest, 1);
-    req->options = g_ptr_array_new_with_free_func((GDestroyNotify)shim_option_free);
-    req->objects = g_ptr_array_new_with_free_func(g_free);
     if (argc < 2) {
         fail(error, "Not enough arguments\nTry 'qemu-img --help' for more information");
         return NULL;
     }
+    g_autoptr(ShimRequest) req = g_new0(ShimRequest, 1);
+    req->options = qs_options_new();
+    req->objects = g_ptr_array_new_with_free_func(g_free);
     req->command_name = g_strdup(argv[1]);
-    req->command = command_of(argv[1]);
-    if (req->command != SHIM_CMD_CREATE && req->command != SHIM_CMD_CONVERT &&
-        req->command != SHIM_CMD_RESIZE && req->command != SHIM_CMD_SNAPSHOT) {
-        if (req->command == SHIM_CMD_OTHER)
-            unsupported(req, "qemu-img %s", argv[1]);
+    req->command = SHIM_CMD_OTHER;
+    FinishFunc finish = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (g_str_equal(argv[1], commands[i].name)) {
+            req->command = commands[i].cmd;
+            finish = commands[i].finish;
+        }
+    }
+    if (req->command == SHIM_CMD_OTHER)
+        unsupported(req, "qemu-img %s", argv[1]);
+    if (finish == NULL)
         return g_steal_pointer(&req);
-    }
-    const char *shorts = short_opts(req->command);
+
     g_autoptr(GPtrArray) positional = g_ptr_array_new();
-    gboolean only_positional = FALSE;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (only_positional || a[0] != '-' || a[1] == '\0' ||
-            /* resize takes "-SIZE" to shrink by SIZE */
-            (req->command == SHIM_CMD_RESIZE && g_ascii_isdigit(a[1]))) {
-            g_ptr_array_add(positional, (gpointer)a);
-            continue;
-        }
-        if (g_str_equal(a, "--")) {
-            only_positional = TRUE;
-            continue;
-        }
-        const Opt *lo = NULL;
-        for (const Opt *o = long_opts; o->name; o++)
-            if (g_str_equal(a, o->name) ||
-                (o->has_arg && g_str_has_prefix(a, o->name) && a[strlen(o->name)] == '='))
-                lo = o;
-        if (lo != NULL) {
-            const char *value = NULL;
-            if (lo->has_arg) {
-                const char *eq = strchr(a, '=');
-                if (eq != NULL)
-                    value = eq + 1;
-                else if (i + 1 < argc)
-                    value = argv[++i];
-                else {
-                    fail(error, "option '%s' requires an argument", a);
-                    return NULL;
-                }
-            }
-            switch (lo->id) {
-            case O_OBJECT:
-                g_ptr_array_add(req->objects, g_strdup(value));
-                break;
-            case O_IMAGE_OPTS:
-                req->image_opts = TRUE;
-                break;
-            case O_TARGET_IMAGE_OPTS:
-                req->target_image_opts = TRUE;
-                break;
-            case O_SHRINK:
-                req->shrink = TRUE;
-                break;
-            case O_FORCE_SHARE:
-                break;
-            }
-            continue;
-        }
-        if (a[1] == '-') {
-            fail(error, "unrecognized option '%s'\nTry 'qemu-img --help' for more information", a);
-            return NULL;
-        }
-        /* Bundled short options, getopt style: -qf qcow2, -fqcow2. */
-        for (const char *p = a + 1; *p; p++) {
-            const char *spec = strchr(shorts, *p);
-            if (spec == NULL || *p == ':') {
-                fail(error,
-                     "invalid option -- '%c'\nTry 'qemu-img --help' for more "
-                     "information",
-                     *p);
-                return NULL;
-            }
-            const char *value = NULL;
-            if (spec[1] == ':') {
-                if (p[1] != '\0')
-                    value = p + 1;
-                else if (i + 1 < argc)
-                    value = argv[++i];
-                else {
-                    fail(error, "option requires an argument -- '%c'", *p);
-                    return NULL;
-                }
-            }
-            if (!take_option(req, *p, value, error))
-                return NULL;
-            if (value != NULL)
-                break;
-        }
-    }
+    if (!scan(req, argc, argv, positional, error))
+        return NULL;
     pull_backing_options(req);
     for (guint i = 0; i < req->objects->len; i++) {
         const char *spec = req->objects->pdata[i];
         if (!g_str_has_prefix(spec, "secret,") && !g_str_has_prefix(spec, "qom-type=secret"))
             unsupported(req, "--object %s", spec);
     }
-    const char *const *pos = (const char *const *)positional->pdata;
-    guint npos = positional->len;
-    switch (req->command) {
-    case SHIM_CMD_CREATE:
-        if (npos < 1 || npos > 2) {
-            fail(error, "Expecting image file name");
-            return NULL;
-        }
-        req->filename = g_strdup(pos[0]);
-        if (npos == 2) {
-            req->size_text = g_strdup(pos[1]);
-            if (!shim_parse_size(pos[1], &req->size, error))
-                return NULL;
-        } else if (req->backing == NULL) {
-            fail(error, "Image creation needs a size parameter");
-            return NULL;
-        }
-        if (req->format == NULL)
-            req->format = g_strdup("raw");
-        break;
-    case SHIM_CMD_CONVERT:
-        if (npos < 2) {
-            fail(error, "Must specify image file name");
-            return NULL;
-        }
-        if (npos > 2)
-            unsupported(req, "convert of several source images");
-        req->filename = g_strdup(pos[0]);
-        req->target = g_strdup(pos[npos - 1]);
-        if (req->image_opts) {
-            if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
-                return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
-        }
-        if (req->target_image_opts) {
-            if (!req->no_create) {
-                fail(error, "--target-image-opts requires use of -n flag");
-                return NULL;
-            }
-            if ((req->target_opts = parse_image_opts(req->target, error)) == NULL)
-                return NULL;
-            take_image_opts(req, req->target_opts, &req->target, &req->out_format,
-                            &req->target_key);
-        }
-        if (req->out_format == NULL)
-            req->out_format = g_strdup("raw");
-        if (req->no_create && req->options->len > 0)
-            unsupported(req, "convert -n with -o (the target exists already)");
-        break;
-    case SHIM_CMD_RESIZE:
-        if (npos != 2) {
-            fail(error, "Expecting image file name and size");
-            return NULL;
-        }
-        req->filename = g_strdup(pos[0]);
-        req->size_text = g_strdup(pos[1]);
-        if (pos[1][0] == '+' || pos[1][0] == '-')
-            unsupported(req, "a relative size");
-        else if (!shim_parse_size(pos[1], &req->size, error))
-            return NULL;
-        if (req->image_opts) {
-            if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
-                return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
-        }
-        break;
-    case SHIM_CMD_SNAPSHOT:
-        if (npos != 1) {
-            fail(error, "Expecting one image file name");
-            return NULL;
-        }
-        if (req->snapshot_op == 0)
-            unsupported(req, "snapshot without -c, -a or -d");
-        req->filename = g_strdup(pos[0]);
-        if (req->image_opts) {
-            if ((req->source_opts = parse_image_opts(req->filename, error)) == NULL)
-                return NULL;
-            take_image_opts(req, req->source_opts, &req->filename, &req->format, &req->source_key);
-        }
-        break;
-    default:
-        break;
-    }
+    if (!finish(req, (const char *const *)positional->pdata, positional->len, error))
+        return NULL;
     return g_steal_pointer(&req);
 }

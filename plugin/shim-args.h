@@ -6,6 +6,8 @@
 
 #include <glib.h>
 
+#include "qemu-syntax.h"
+
 typedef enum {
     SHIM_CMD_NONE, /* no command: usage error */
     SHIM_CMD_CREATE,
@@ -19,19 +21,13 @@ typedef enum {
 } ShimCommand;
 
 typedef struct {
-    char *key;
-    char *value; /* "on" for a bare key, as qemu-img reads it */
-} ShimOption;
-
-/* One --image-opts / --target-image-opts argument: driver=...,file.filename=... */
-typedef struct {
     ShimCommand command;
     char *command_name;
     char *format;         /* -f, or driver= of --image-opts */
     char *out_format;     /* convert -O, or driver= of --target-image-opts */
     char *backing;        /* -b, or -o backing_file= */
     char *backing_format; /* -F, or -o backing_fmt= */
-    GPtrArray *options;   /* ShimOption: -o, in order, without backing_* */
+    GPtrArray *options;   /* QsOption: -o, in order, without backing_* */
     GPtrArray *objects;   /* char *: --object specs */
     char *filename;       /* the image (convert: the source) */
     char *target;         /* convert: the target */
@@ -43,7 +39,8 @@ typedef struct {
     gboolean quiet;
     char snapshot_op; /* 'c', 'a', 'd', 'l' */
     char *snapshot;
-    GHashTable *source_opts, *target_opts; /* parsed --image-opts dicts, or NULL */
+    /* --image-opts and --target-image-opts (driver=...,file.filename=...), or NULL */
+    QsImageOpts *source_opts, *target_opts;
     /* The --object secret ids that open the image and the convert -n
      * target (encrypt.key-secret= or key-secret= of their image options). */
     char *source_key, *target_key;
@@ -59,17 +56,3 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(ShimRequest, shim_request_free)
  * in qemu-img's words (G_OPTION_ERROR) on a command line qemu-img would
  * refuse. */
 ShimRequest *shim_parse_args(int argc, char **argv, GError **error);
-
-/* Split a qemu option string ("a=1,b=x,,y,c") into ShimOptions: ",," is a
- * literal comma, a key without "=" has the value "on". Appends to out. */
-gboolean shim_parse_option_string(const char *text, GPtrArray *out, GError **error);
-
-/* qemu-img's size syntax: bytes, or a number with k/K, M, G, T, P, E
- * (binary multiples); a trailing "B"/"b" is bytes. No sign. */
-gboolean shim_parse_size(const char *text, guint64 *size, GError **error);
-
-/* An empty array of ShimOption, owning them. */
-GPtrArray *shim_options_new(void);
-
-/* The value of key in options, or NULL. */
-const char *shim_option_get(GPtrArray *options, const char *key);

@@ -16,9 +16,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "qemu-syntax.h"
 #include "shim-args.h"
 #include "shim-errors.h"
-#include "shim-secrets.h"
 #include "shim-status.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
@@ -220,7 +220,7 @@ static char *object_property(const char *object, const char *iface, const char *
 static GVariant *secrets_variant(ShimRequest *req)
 {
     g_autoptr(GError) error = NULL;
-    GVariant *v = shim_secrets_variant(req->objects, &error);
+    GVariant *v = qs_secrets_variant(req->objects, &error);
     if (v == NULL)
         die("%s", error->message);
     return v;
@@ -246,7 +246,7 @@ static GVariant *create_options(ShimRequest *req, const char *backing)
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
     for (guint i = 0; i < req->options->len; i++) {
-        ShimOption *o = req->options->pdata[i];
+        QsOption *o = req->options->pdata[i];
         g_variant_builder_add(&b, "{sv}", o->key, g_variant_new_string(o->value));
     }
     add_key_options(&b, req, req->command == SHIM_CMD_CONVERT ? req->source_key : NULL, NULL);

@@ -2,7 +2,7 @@
  * files (see ctl.h). */
 #include "ctl.h"
 #include "notify.h"
-#include "shim-secrets.h"
+#include "qemu-syntax.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -470,7 +470,7 @@ GVariant *ctl_call_options(const Ctl *ctl, GError **error)
     if (ctl->shrink)
         g_variant_builder_add(&builder, "{sv}", "shrink", g_variant_new_boolean(TRUE));
     if (ctl->objects != NULL && ctl->objects->len > 0) {
-        GVariant *secrets = shim_secrets_variant(ctl->objects, error);
+        GVariant *secrets = qs_secrets_variant(ctl->objects, error);
         if (secrets == NULL) {
             g_variant_builder_clear(&builder);
             return NULL;
