@@ -110,6 +110,14 @@ static guint64 reserved_bits(Qcow2State *s)
     return 0x3f000000000001feull | (s->version < 3 || s->ext_l2 ? QCOW2_OFLAG_ZERO : 0);
 }
 
+/* A cluster that holds no data yet: a zero cluster with an offset, or
+ * with subclusters one none of which is allocated. */
+static gboolean preallocated(Qcow2State *s, guint64 entry, guint64 bitmap)
+{
+    return qcow2_cluster_type(s, entry) == QCOW2_CL_ZERO_ALLOC ||
+           (s->ext_l2 && (guint32)bitmap == 0);
+}
+
 static guint entry_problems(Check *c, guint64 entry, guint64 bitmap)
 {
     Qcow2State *s = c->s;
@@ -181,7 +189,7 @@ static void check_data_entry(Check *c, guint64 entry, guint64 bitmap, guint64 gu
             report(c, TRUE,
                    "ERROR offset=%" G_GINT64_MODIFIER "x: %s cluster is not properly aligned; "
                    "L2 entry corrupted.",
-                   host, type == QCOW2_CL_ZERO_ALLOC ? "Preallocated" : "Data");
+                   host, preallocated(s, entry, bitmap) ? "Preallocated" : "Data");
         /* An unaligned offset still holds the clusters it overlaps, as
          * qemu counts them. */
         if (s->data_file == NULL)
@@ -448,11 +456,14 @@ static void check_copied_flags(Check *c, VdCheckRepair fix, gboolean *repair)
  * Tables a snapshot shares are fixed for it as well: it saw the same bad
  * entry. */
 
-/* The "reads as zeroes, nothing allocated" form of an entry. */
+/* An entry whose cluster is gone: nothing allocated, what it stored reads
+ * as zeroes. */
 static void dropped_entry(Qcow2State *s, guint64 *entry, guint64 *bitmap, guint64 guest)
 {
     *entry = s->version >= 3 && !s->ext_l2 ? QCOW2_OFLAG_ZERO : 0;
-    *bitmap = s->ext_l2 ? 0xffffffff00000000ull : 0;
+    /* With subclusters only what was stored is lost: those subclusters
+     * read as zeroes, the others as before (zero, or the backing file's). */
+    *bitmap = s->ext_l2 ? ((*bitmap | *bitmap >> 32) & 0xffffffffull) << 32 : 0;
     qcow2_bitmaps_mark(s, guest, s->cluster_size); /* the guest sees new content */
 }
 
@@ -464,7 +475,7 @@ static gboolean repair_entry(Check *c, guint64 *entry, guint64 *bitmap, guint64 
     guint bad = entry_problems(c, *entry, *bitmap);
     if (bad == 0)
         return FALSE;
-    if ((bad & BAD_UNALIGNED) && qcow2_cluster_type(s, *entry) == QCOW2_CL_ZERO_ALLOC) {
+    if ((bad & BAD_UNALIGNED) && preallocated(s, *entry, *bitmap)) {
         /* What qemu repairs too, in its words. */
         g_ptr_array_add(notes, g_strdup_printf("Repairing offset=%" G_GINT64_MODIFIER
                                                "x: Preallocated cluster is not properly aligned; "

@@ -326,4 +326,44 @@ t_damage_truncated() {
 }
 case_run "damaged: a truncated image" t_damage_truncated
 
+# ---- subclusters (extended L2, qemu-iotests 271) ----
+
+# unaligned_subcluster_image ZEROED: qemu-iotests 271's damaged entry: a
+# backing file of 0xff, 2 KiB of 0x01 written at 4 KiB (with ZEROED=yes
+# then zeroed again, so no subcluster is allocated), and the L2 entry's
+# offset made unaligned.
+unaligned_subcluster_image() {
+    qemu-img create -q -f raw t.base 128k
+    qio raw t.base "write -P 0xff 0 128k"
+    qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b t.base t.qcow2
+    qio qcow2 t.qcow2 "write -P 1 4k 2k"
+    if [[ $1 == yes ]]; then qio qcow2 t.qcow2 "write -z 4k 2k"; fi
+    poke t.qcow2 $((L2 + 6)) "\x02"
+}
+
+t_subcluster_repair_unallocated() {
+    unaligned_subcluster_image yes
+    both check
+    grep -qx 'ERROR offset=50200: Preallocated cluster is not properly aligned; L2 entry corrupted.' v.err
+    REPAIR=1 both check -r all
+    same_images
+    # what the guest read before: the backing file around 2 KiB of zeroes
+    qio qcow2 v.qcow2 "read -P 0xff 0 4k" "read -P 0 4k 2k" "read -P 0xff 6k 122k"
+}
+case_run "subclusters: an unaligned entry with none allocated is repaired as by qemu-img (271)" t_subcluster_repair_unallocated
+
+t_subcluster_repair_allocated() {
+    unaligned_subcluster_image no
+    both check
+    both check --output=json
+    # qemu cannot repair this one (nor read it); vdisk drops the lost
+    # subcluster, which reads as zeroes, and keeps the others reading the
+    # backing file, as they did
+    cp t.qcow2 v.qcow2
+    vd check -r all v.qcow2 >out 2>err
+    qcheck v.qcow2
+    qio qcow2 v.qcow2 "read -P 0xff 0 4k" "read -P 0 4k 2k" "read -P 0xff 6k 122k"
+}
+case_run "subclusters: an unaligned entry with data: only the lost subcluster reads as zeroes (271)" t_subcluster_repair_allocated
+
 finish
