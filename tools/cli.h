@@ -189,6 +189,13 @@ VdOptions *cli_create_options_parse(const CliCreateOptions *co, GError **error);
 /* TRUE when this build knows format; otherwise prints an error that lists
  * the formats it does know. */
 gboolean cli_check_format(const char *format);
+/* The format of a new image named target when the user named none with
+ * option ("-O", "-f"): the format its extension names (a note on stderr
+ * says so unless quiet), raw for a name without one (a device; noted when
+ * note_raw); an extension that names no format is an error, never a
+ * silent raw. Under qemu-img's name always raw, as qemu-img. */
+const char *cli_target_format_from_name(const char *target, const char *option, gboolean quiet,
+                                        gboolean note_raw, GError **error);
 /* "Supported FMT options:" and one line per option, like qemu-img -o help. */
 int cli_print_create_options(const char *format);
 

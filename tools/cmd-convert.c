@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "voice.h"
 #include "progress.h"
+#include "voice.h"
 
 enum {
     OPT_THREADS = CLI_OPT_FIRST_PRIVATE,
@@ -114,41 +115,43 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
     }
 }
 
-/* -O, or for -n the existing target's own format, or the file name's
- * extension; a name without one (a device) is raw as qemu-img does. An
- * extension that names no format is an error: "disk.qcw2" is a typo,
- * not a wish for raw. */
-static const char *choose_target_format(const ConvertOptions *opts, const char *target,
-                                        gboolean quiet, GError **error)
+const char *cli_target_format_from_name(const char *target, const char *option, gboolean quiet,
+                                        gboolean note_raw, GError **error)
 {
-    const char *format;
-
-    if (opts->target_format != NULL)
-        return opts->target_format;
-    if (opts->target_exists)
-        return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
-    /* Run as qemu-img, vdisk does what qemu-img does: raw whatever the name. */
+    /* qemu-img writes raw whatever the name: so does vdisk under its name. */
     if (voice_is_qemu())
         return "raw";
-    format = vd_format_from_extension(target);
+    const char *format = vd_format_from_extension(target);
     if (format != NULL) {
-        /* qemu-img writes raw whatever the name: say what vdisk chose. */
         if (!g_str_equal(format, "raw"))
-            cli_note(quiet, "no -O given: writing %s, as the extension of '%s' says", format,
-                     target);
+            cli_note(quiet, "no %s given: writing %s, as the extension of '%s' says", option,
+                     format, target);
         return format;
     }
     g_autofree char *base = g_path_get_basename(target);
     const char *dot = strrchr(base, '.');
     if (dot != NULL && dot != base && dot[1] != '\0') {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "no -O given and the extension '%s' of '%s' names no image format; give "
-                    "-O FMT (raw, qcow2, vdi, vmdk, ...)",
-                    dot, target);
+                    "no %s given and the extension '%s' of '%s' names no image format; give "
+                    "%s FMT (raw, qcow2, vdi, vmdk, vpc, ...)",
+                    option, dot, target, option);
         return NULL;
     }
-    cli_note(quiet, "no -O given and '%s' has no extension: writing raw", target);
+    if (note_raw)
+        cli_note(quiet, "no %s given and '%s' has no extension: writing raw", option, target);
     return "raw";
+}
+
+/* -O, or for -n the existing target's own format, or the file name's
+ * extension (cli_target_format_from_name). */
+static const char *choose_target_format(const ConvertOptions *opts, const char *target,
+                                        gboolean quiet, GError **error)
+{
+    if (opts->target_format != NULL)
+        return opts->target_format;
+    if (opts->target_exists)
+        return cli_probe_format(target, NULL, CLI_PROBE_WARN, error);
+    return cli_target_format_from_name(target, "-O", quiet, TRUE, error);
 }
 
 /* The persistent bitmaps of source (an aa{sv} of qemu-img info's

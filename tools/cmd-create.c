@@ -184,6 +184,10 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (!cli_check_operands(cmd, argc - first, 1, 2))
         return CLI_EXIT_FAILURE;
     path = argv[first];
+    /* Without -f the name's extension says, as for convert's target. */
+    if (common.format == NULL &&
+        (format = cli_target_format_from_name(path, "-f", common.quiet, FALSE, &error)) == NULL)
+        return cli_fail(error);
     cli_error_file(path);
     if (!vd_format_known(format)) {
         g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());

@@ -159,8 +159,9 @@ static int run_dd(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     if (!parse_operands(argc - first, argv + first, &ops, &error))
         return cli_fail(error);
-    if (out_format == NULL)
-        out_format = "raw";
+    if (out_format == NULL &&
+        (out_format = cli_target_format_from_name(ops.output, "-O", FALSE, FALSE, &error)) == NULL)
+        return cli_fail(error);
     if (!cli_check_format(out_format) ||
         (common.format != NULL && !cli_check_format(common.format)))
         return CLI_EXIT_FAILURE;

@@ -189,4 +189,34 @@ no_s_option() {
 }
 case_run "-s is refused as qemu-img 7.2 refuses it" no_s_option
 
+# A new image's format comes from -f/-O or else its name: an extension that
+# names no format is an error for convert, create and dd (nothing made),
+# an unknown -O of measure too; a .vhd is a VHD, never raw container bytes.
+unknown_extension() {
+    qemu-img create -q -f raw s.raw 1M
+    expect_exit 1 vd convert s.raw c.qcw2 2>err.txt
+    grep -q "extension '.qcw2' of 'c.qcw2' names no image format" err.txt
+    expect_exit 1 vd create x.qcw2 1M 2>err.txt
+    grep -q "extension '.qcw2' of 'x.qcw2' names no image format" err.txt
+    expect_exit 1 vd dd if=s.raw of=d.qcw2 2>err.txt
+    grep -q "extension '.qcw2' of 'd.qcw2' names no image format" err.txt
+    expect_exit 1 vd measure -O qcw2 s.raw 2>err.txt
+    grep -q "Unknown file format 'qcw2'" err.txt
+    [[ ! -e c.qcw2 && ! -e x.qcw2 && ! -e d.qcw2 ]]
+    vd create -q y.vhd 1M
+    vd dd if=s.raw of=d.vhd
+    vd convert -q s.raw c.vhd
+    vd create -q y.qcow2 1M
+    local f
+    for f in y.vhd d.vhd c.vhd; do
+        [[ $(qemu-img info -f vpc --output=json $f | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["format"])') == vpc ]]
+        [[ $(vd info --output=json $f | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["format"])') == vpc ]]
+    done
+    qcheck y.qcow2
+    # a name without an extension is raw (a device, as for qemu-img)
+    vd create -q plain 1M
+    [[ $(stat -c %s plain) == 1048576 ]]
+}
+case_run "an unknown target extension is an error everywhere" unknown_extension
+
 finish

@@ -5,29 +5,29 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
 
-# same_dd [OPTIONS] OPERANDS... (without of=): qemu-img dd writes q.out,
-# vdisk dd v.out; both succeed, or both fail with the same status.
+# same_dd [OPTIONS] OPERANDS... (without of=): qemu-img dd writes q.img,
+# vdisk dd v.img; both succeed, or both fail with the same status.
 same_dd() {
     local qrc=0 vrc=0 fmt=raw a prev=
     for a in "$@"; do
         if [[ $prev == -O ]]; then fmt=$a; fi
         prev=$a
     done
-    rm -f q.out v.out
-    qemu-img dd "$@" of=q.out 2>q.err || qrc=$?
-    vd dd "$@" of=v.out 2>v.err || vrc=$?
+    rm -f q.img v.img
+    qemu-img dd "$@" of=q.img 2>q.err || qrc=$?
+    vd dd "$@" of=v.img 2>v.err || vrc=$?
     ((qrc == vrc)) || { echo "dd $*: qemu-img exit $qrc, vdisk $vrc"; cat q.err v.err; return 1; }
     # qemu-img says "cannot skip" and still succeeds; so must vdisk.
     if [[ -s q.err ]]; then [[ -s v.err ]] || { echo "dd $*: no message"; return 1; }; fi
     ((qrc == 0)) || return 0
     if [[ $fmt != raw ]]; then
-        [[ $(qinfo v.out format) == "$fmt" ]] || { echo "dd $*: output is $(qinfo v.out format), not $fmt"; return 1; }
+        [[ $(qinfo v.img format) == "$fmt" ]] || { echo "dd $*: output is $(qinfo v.img format), not $fmt"; return 1; }
     fi
-    [[ $(finfo v.out "$fmt" virtual-size) == $(finfo q.out "$fmt" virtual-size) ]] ||
-        { echo "dd $*: virtual size $(finfo v.out "$fmt" virtual-size), qemu-img's $(finfo q.out "$fmt" virtual-size)"; return 1; }
-    qemu-img compare -q -f "$fmt" -F "$fmt" q.out v.out || { echo "dd $*: content differs"; return 1; }
-    if [[ $fmt == qcow2 ]]; then qcheck v.out; fi
-    if [[ $fmt == raw ]]; then cmp q.out v.out; fi
+    [[ $(finfo v.img "$fmt" virtual-size) == $(finfo q.img "$fmt" virtual-size) ]] ||
+        { echo "dd $*: virtual size $(finfo v.img "$fmt" virtual-size), qemu-img's $(finfo q.img "$fmt" virtual-size)"; return 1; }
+    qemu-img compare -q -f "$fmt" -F "$fmt" q.img v.img || { echo "dd $*: content differs"; return 1; }
+    if [[ $fmt == qcow2 ]]; then qcheck v.img; fi
+    if [[ $fmt == raw ]]; then cmp q.img v.img; fi
 }
 
 # finfo FILE FMT FIELD: a field of qemu-img info, the format given (a raw
@@ -82,7 +82,7 @@ options() {
         --image-opts driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s -c "write -P 5 1M 1M" >/dev/null
     same_dd --object secret,id=s,file=pw.txt --image-opts \
         if=driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s bs=1M count=3
-    cmp -n 1048576 -i 1048576:0 v.out <(head -c 1048576 /dev/zero | tr '\0' '\5')
+    cmp -n 1048576 -i 1048576:0 v.img <(head -c 1048576 /dev/zero | tr '\0' '\5')
     inputs
     # qemu-io holds in.qcow2 for writing meanwhile; without -U both refuse.
     qemu-io -f qcow2 -c "sleep 4000" in.qcow2 &
@@ -101,7 +101,7 @@ skip_past_end() {
     same_dd if=in.raw bs=1M skip=13
     same_dd if=in.raw bs=1M count=2 skip=3
     grep -q "cannot skip" v.err
-    [[ $(finfo v.out raw virtual-size) == 0 ]]
+    [[ $(finfo v.img raw virtual-size) == 0 ]]
 }
 case_run "skip past the end makes an empty output" skip_past_end
 
