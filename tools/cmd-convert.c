@@ -21,6 +21,7 @@ enum {
 
 /* qemu-img caps -m at 16 coroutines; we allow a few more threads. */
 #define MAX_THREADS 64
+#define MAX_MIN_SPARSE (16u << 20)
 
 typedef struct {
     CliCreateOptions *create;   /* -o */
@@ -78,7 +79,18 @@ static gboolean convert_option(int opt, const char *arg, gpointer data, GError *
         return TRUE;
     case 'S':
         opts->have_min_sparse = TRUE;
-        return cli_parse_size("-S size", arg, &opts->min_sparse, error);
+        if (!cli_parse_size("-S size", arg, &opts->min_sparse, error))
+            return FALSE;
+        /* qemu-img's bounds: whole sectors, at most 16 MiB. */
+        if (opts->min_sparse % 512 != 0 || opts->min_sparse > MAX_MIN_SPARSE) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Invalid buffer size for sparse output specified. Valid sizes are "
+                        "multiples of 512 up to %u. Select 0 to disable sparse detection (fully "
+                        "allocates output).",
+                        MAX_MIN_SPARSE);
+            return FALSE;
+        }
+        return TRUE;
     case 'l':
         opts->snapshot = arg;
         return TRUE;
@@ -357,7 +369,7 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
             opts.target_format = target_driver;
     }
     if (opts.target_is_zero && !opts.target_exists) {
-        cli_error("convert: --target-is-zero needs -n (an existing target)");
+        cli_error("--target-is-zero requires use of -n flag");
         return CLI_EXIT_FAILURE;
     }
     /* -n with -B copies what the source holds above BACKING into the

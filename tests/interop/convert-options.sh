@@ -219,4 +219,25 @@ unknown_extension() {
 }
 case_run "an unknown target extension is an error everywhere" unknown_extension
 
+# -S, -m and --target-is-zero take what qemu-img takes and refuse, with
+# qemu-img's exit code and words, what it refuses.
+option_bounds() {
+    qemu-img create -q -f qcow2 a.qcow2 1M
+    qio qcow2 a.qcow2 'write -P 1 0 4k'
+    local S qrc vrc
+    for S in 0 512 4k 16M 513 1000 32M; do
+        qrc=0 vrc=0
+        qemu-img convert -S $S -O raw a.qcow2 q.raw 2>/dev/null || qrc=$?
+        vd convert -S $S -O raw a.qcow2 v.raw 2>err.txt || vrc=$?
+        [[ $qrc == "$vrc" ]] || { echo "-S $S: qemu-img exit $qrc, vdisk $vrc"; return 1; }
+        if ((vrc != 0)); then grep -q 'Invalid buffer size for sparse output' err.txt; else cmp q.raw v.raw; fi
+        rm -f q.raw v.raw
+    done
+    expect_exit 1 vd convert -m 0 -O raw a.qcow2 v.raw 2>/dev/null
+    vd convert -q -m 16 -W -O raw a.qcow2 v.raw
+    expect_exit 1 vd convert --target-is-zero -O raw a.qcow2 z.raw 2>err.txt
+    grep -q -- '--target-is-zero requires use of -n flag' err.txt
+}
+case_run "-S, -m and --target-is-zero within qemu-img's bounds" option_bounds
+
 finish
