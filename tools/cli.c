@@ -409,20 +409,30 @@ VdImage *cli_open_at_snapshot(const char *path, const char *format, const char *
     return g_steal_pointer(&img);
 }
 
+/* An image named by its open options (--image-opts, a json: name). */
+static VdImage *open_by_options(const char *text, const char *format, VdOpenFlags flags,
+                                CliProbeWarning warn, GError **error)
+{
+    g_autofree char *file = NULL, *driver = NULL;
+    g_autoptr(VdOptions) opts = NULL;
+    if (!cli_split_image_opts(text, &file, &driver, &opts, error))
+        return NULL;
+    const char *dfmt = cli_probe_format(file, driver != NULL ? driver : format, warn, error);
+    if (dfmt == NULL)
+        return NULL;
+    return cli_open_image_with_keys(file, dfmt, opts, flags, error);
+}
+
 static VdImage *open_image(const char *path, const char *format, VdOpenFlags flags,
                            CliProbeWarning warn, GError **error)
 {
     if (force_share)
         flags |= VD_OPEN_FORCE_SHARE;
-    if (cli_image_opts()) {
-        g_autofree char *file = NULL, *driver = NULL;
-        g_autoptr(VdOptions) opts = NULL;
-        if (!cli_split_image_opts(path, &file, &driver, &opts, error))
-            return NULL;
-        const char *dfmt = cli_probe_format(file, driver, warn, error);
-        if (dfmt == NULL)
-            return NULL;
-        return cli_open_image_with_keys(file, dfmt, opts, flags, error);
+    if (cli_image_opts())
+        return open_by_options(path, NULL, flags, warn, error);
+    if (g_str_has_prefix(path, "json:")) {
+        g_autofree char *text = cli_json_filename_options(path, error);
+        return text != NULL ? open_by_options(text, format, flags, warn, error) : NULL;
     }
     const char *fmt = cli_probe_format(path, format, warn, error);
 

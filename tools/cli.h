@@ -254,6 +254,10 @@ gboolean cli_target_image_opts(void);
  * path, the format (or NULL) and the remaining open options. */
 gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
                               GError **error);
+/* A qemu "json:{...}" image name as --image-opts text ("driver=qcow2,
+ * file.filename=PATH,..."): nested objects as dotted keys. Free with
+ * g_free; NULL with error set when it is no JSON object. */
+char *cli_json_filename_options(const char *name, GError **error);
 /* The command only inspects images (info): encrypted ones need no key. */
 void cli_set_inspect_only(void);
 /* Open an image as cli_open_image does, with the secrets and options of

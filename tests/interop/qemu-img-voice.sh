@@ -126,4 +126,16 @@ t_own_voice() {
 }
 case_run "under its own name vdisk keeps its voice" t_own_voice
 
+t_json_names() {
+    qemu-img create -f qcow2 c.qcow2 1M >/dev/null
+    qemu-io -f qcow2 -c 'write -P 7 0 64k' c.qcow2 >/dev/null
+    same_words info 'json:{"driver":"qcow2","file.filename":"../c.qcow2"}'
+    same_words info "json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': '../c.qcow2'}}"
+    same_words map --output=json 'json:{"driver":"qcow2","file":{"filename":"../c.qcow2"}}'
+    same_words compare -f qcow2 -F qcow2 ../c.qcow2 'json:{"driver":"qcow2","file.filename":"../c.qcow2"}'
+    # and under vdisk's own name
+    vd info 'json:{"driver":"qcow2","file.filename":"c.qcow2"}' | grep -qx 'file format: qcow2'
+}
+case_run "json: file names as qemu-img takes them" t_json_names
+
 finish
