@@ -4,7 +4,7 @@
 # is a drop-in for qemu-img.
 #
 #   tests/iotests/run.sh [--vdisk PATH] [--cache DIR] [--formats LIST]
-#                        [--jobs N] [--vdisk-only] [TEST...]
+#                        [--jobs N] [--vdisk-only | --report] [TEST...]
 #
 # The suite is fetched once into the cache (apt-get source qemu with a
 # deb-src list of its own: nothing under /etc changes, nothing lands in the
@@ -17,7 +17,8 @@
 #
 # and the tests vdisk fails, each with the first line where its output
 # differs (or the cause known-causes names). The baseline is kept in the
-# cache: --vdisk-only reruns only the vdisk side.
+# cache: --vdisk-only reruns only the vdisk side, --report prints the
+# figures of the last run again.
 #
 # Which tests: those that need no virtual machine. QEMU_PROG and QSD_PROG
 # point at a stub that refuses to start, and a test is left out when its
@@ -36,6 +37,7 @@ vdisk=""
 formats="qcow2 raw vmdk vdi qcow luks"
 jobs=2
 vdisk_only=false
+report_only=false
 tests=()
 
 usage() {
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --formats) formats=${2//,/ }; shift 2 ;;
     --jobs|-j) jobs=$2; shift 2 ;;
     --vdisk-only) vdisk_only=true; shift ;;
+    --report) report_only=true; shift ;;
     -h|--help) usage 0 ;;
     -*) echo "run.sh: unknown option $1" >&2; usage 2 >&2 ;;
     *) tests+=("$1"); shift ;;
@@ -163,6 +166,7 @@ run_side() {
 
 echo "qemu-iotests from $(cat "$cache/version" 2>/dev/null || echo "$suite"); vdisk: $vdisk" >&2
 for fmt in $formats; do
+    $report_only && break
     if ! $vdisk_only || [ ! -s "$results/qemu-$fmt.tap" ]; then
         run_side qemu "$fmt"
     fi
