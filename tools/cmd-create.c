@@ -51,10 +51,10 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
             return FALSE;
         vd_options_set(vopts, "backing_fmt", format);
     }
-    if (!need_size)
-        return TRUE;
-    /* Read as qemu-img create reads it (force-share): an overlay may be
-     * made on a disk in use. */
+    /* Opened even when the size is given, as qemu-img does: a backing file
+     * that cannot be read is refused before anything is made. Read as
+     * qemu-img create reads it (force-share): an overlay may be made on a
+     * disk in use. */
     g_autoptr(GError) local = NULL;
     img = vd_image_open(resolved, format, VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, &local);
     if (img == NULL) {
@@ -70,7 +70,8 @@ static gboolean inspect_backing(const char *path, VdOptions *vopts, gboolean qui
                     reason);
         return FALSE;
     }
-    *size = vd_image_size(img);
+    if (need_size)
+        *size = vd_image_size(img);
     return TRUE;
 }
 

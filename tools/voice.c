@@ -47,6 +47,8 @@ static const struct {
       "\\1\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
       "and exabytes, respectively." },
     /* create's errors as qemu's drivers word them */
+    { "^(.+): could not open backing file '([^']*)': (?:\\2: )?(?:cannot open: )?(.*)$",
+      "\\1: Could not open '\\2': \\3\nCould not open backing image." },
     { "^(.+): cluster_size must be a power of two from 512 bytes to 2 MiB$",
       "\\1: Cluster size must be a power of two between 512 and 2048k" },
     { "^(.+): lazy_refcounts need compat=1\\.1$",

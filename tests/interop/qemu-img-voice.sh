@@ -60,6 +60,8 @@ t_formatting() {
     qemu-img create -f qcow2 base.qcow2 1M >/dev/null
     same_words create -f qcow2 -b ../base.qcow2 -F qcow2 o.qcow2
     same_words create -f qcow2 -b ../nobase.qcow2 -F qcow2 o.qcow2
+    same_words create -f qcow2 -b ../nobase.qcow2 -F qcow2 o.qcow2 1M
+    same_words create -f qcow -b ../nobase.qcow -F qcow o.qcow 1M
     qemu-img create -f qcow base.qcow 1M >/dev/null
     same_words create -f qcow -b ../base.qcow -F qcow o.qcow
 }
