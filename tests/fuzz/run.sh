@@ -37,6 +37,8 @@ make_seed d.vdi vdi
 make_seed s.vdi vdi static=on
 make_seed sp.vmdk vmdk subformat=monolithicSparse
 make_seed so.vmdk vmdk subformat=streamOptimized
+make_seed d.vhd vpc
+make_seed f.vhd vpc subformat=fixed
 qemu-img snapshot -c s1 "$seeds/v3.qcow2"
 printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 6144 FLAT "x-flat.vmdk" 0\n' >"$seeds/desc.vmdk"
 printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 6144 FLAT "fifo" 0\n' >"$seeds/fifo.vmdk"
