@@ -485,9 +485,12 @@ void vd_convert_options_init(VdConvertOptions *opts)
 
 static gboolean check_compress(VdImage *target, const VdConvertOptions *opts, GError **error)
 {
+    /* qemu-img's words; not the file's name, which for a new target is
+     * the hidden one it is made under. */
     if (opts->compress && !vd_image_can_write_compressed(target)) {
-        vd_set_error(error, target, VD_ERROR_NOT_SUPPORTED,
-                     "the %s format cannot store compressed data", vd_image_format(target));
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "Compression not supported for this file format (%s)",
+                    vd_image_format(target));
         return FALSE;
     }
     return TRUE;

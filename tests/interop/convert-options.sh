@@ -237,6 +237,13 @@ option_bounds() {
     vd convert -q -m 16 -W -O raw a.qcow2 v.raw
     expect_exit 1 vd convert --target-is-zero -O raw a.qcow2 z.raw 2>err.txt
     grep -q -- '--target-is-zero requires use of -n flag' err.txt
+    # -c into a format that cannot compress: qemu-img's words, no hidden
+    # file's name, nothing left
+    expect_exit 1 qemu-img convert -c -O vpc a.qcow2 q.vhd 2>/dev/null
+    expect_exit 1 vd convert -c -O vpc a.qcow2 v.vhd 2>err.txt
+    grep -q 'Compression not supported for this file format' err.txt
+    not grep -q partial err.txt
+    [[ -z $(ls -A | grep -e v.vhd -e partial) ]]
 }
 case_run "-S, -m and --target-is-zero within qemu-img's bounds" option_bounds
 
