@@ -1223,6 +1223,81 @@ static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *fo
     return TRUE;
 }
 
+gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
+{
+    VdImage *img = s->img;
+    guint64 cs = s->cluster_size;
+    g_autofree guint8 *old = g_malloc0(cs);
+    g_autofree guint8 *h = g_malloc0(cs);
+    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+        return FALSE;
+    memcpy(h, old, QH_V2_LENGTH);
+    vd_put_be32(h + QH_VERSION, (guint32)s->version);
+    vd_put_be64(h + QH_SIZE, img->size);
+    guint64 off = QH_V2_LENGTH;
+    if (s->version == 3) {
+        vd_put_be64(h + QH_INCOMPAT, s->incompat);
+        vd_put_be64(h + QH_COMPAT, s->compat);
+        vd_put_be64(h + QH_AUTOCLEAR, s->autoclear);
+        vd_put_be32(h + QH_REFCOUNT_ORDER, s->refcount_order);
+        vd_put_be32(h + QH_HEADER_LENGTH, QH_V3_LENGTH);
+        h[QH_COMPRESSION_TYPE] = (guint8)s->compression_type;
+        off = QH_V3_LENGTH;
+    }
+    /* The extensions as they are, by type, in qemu's order. */
+    static const guint32 order[] = { QCOW2_EXT_BACKING_FORMAT, QCOW2_EXT_DATA_FILE,
+                                     QCOW2_EXT_CRYPTO, QCOW2_EXT_FEATURE_TABLE, QCOW2_EXT_BITMAPS,
+                                     0 };
+    for (guint k = 0; k < G_N_ELEMENTS(order); k++) {
+        if (order[k] == QCOW2_EXT_DATA_FILE) {
+            if (s->version == 3 && s->data_file_name != NULL)
+                off = put_extension(h, off, QCOW2_EXT_DATA_FILE, s->data_file_name,
+                                    (guint32)strlen(s->data_file_name));
+            continue;
+        }
+        if (order[k] == QCOW2_EXT_FEATURE_TABLE) {
+            guint8 table[8 * 48];
+            guint32 tlen = (guint32)feature_table(table);
+            if (s->version == 3 && cs > 4096 && off + 8 + tlen <= cs)
+                off = put_extension(h, off, QCOW2_EXT_FEATURE_TABLE, table, tlen);
+            continue;
+        }
+        for (guint64 pos = s->header_length; pos + 8 <= cs;) {
+            guint32 type = vd_be32(old + pos), len = vd_be32(old + pos + 4);
+            if (type == QCOW2_EXT_END || len > cs - pos - 8)
+                break;
+            gboolean known = type == QCOW2_EXT_BACKING_FORMAT || type == QCOW2_EXT_DATA_FILE ||
+                             type == QCOW2_EXT_CRYPTO || type == QCOW2_EXT_FEATURE_TABLE ||
+                             type == QCOW2_EXT_BITMAPS;
+            gboolean emit = order[k] == 0 ? !known : type == order[k];
+            if (emit && off + 8 + qcow2_align_up(len, 8) + 8 > cs) {
+                vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                             "the header extensions do not fit in the header cluster");
+                return FALSE;
+            }
+            if (emit)
+                off = put_extension(h, off, type, old + pos + 8, len);
+            pos += 8 + qcow2_align_up(len, 8);
+        }
+    }
+    guint64 boff = vd_be64(old + QH_BACKING_OFFSET);
+    guint32 blen = vd_be32(old + QH_BACKING_SIZE);
+    if (boff == 0 || boff > cs || blen > cs - boff)
+        blen = 0;
+    g_autofree char *name = g_strndup((const char *)old + boff, blen);
+    if (!put_backing_name(h, off, cs, name, blen)) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "the backing file name does not fit in the header cluster");
+        return FALSE;
+    }
+    /* Everything the header points at is durable before it changes. */
+    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
+        !vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
+        return FALSE;
+    s->header_length = s->version == 3 ? QH_V3_LENGTH : QH_V2_LENGTH;
+    return TRUE;
+}
+
 gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error)
 {
     VdImage *img = s->img;
@@ -1368,7 +1443,7 @@ const VdDriver vd_driver_qcow2 = {
     .has_zero_init = qcow2_has_zero_init,
     .cluster_size = qcow2_cluster_size,
     .same_as_new = qcow2_same_as_new,
-    .amend = qcow2_crypto_amend,
+    .amend = qcow2_amend,
     .set_backing = qcow2_set_backing,
     .bitmap = qcow2_bitmap_change,
 };

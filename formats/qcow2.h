@@ -235,6 +235,13 @@ void qcow2_cache_drop_all(Qcow2Cache *c);
 
 /* Write refcounts, L2 tables, the L1 table, then apply queued frees. */
 gboolean qcow2_flush_metadata(Qcow2State *s, GError **error);
+/* Rewrite the header cluster as qemu lays it out, from s (version, size,
+ * feature bits, refcount width, data file name) and the extensions and
+ * backing file name the file has: the header (72 bytes for version 2,
+ * 112 for 3), the extensions in qemu's order (backing format, data file,
+ * crypto, feature table, bitmaps, then unknown ones as they are), the
+ * backing file name. Flushes and syncs before and after the write. */
+gboolean qcow2_rewrite_header(Qcow2State *s, GError **error);
 gboolean qcow2_write_header_field(Qcow2State *s, guint offset, guint64 value, guint width,
                                   GError **error);
 /* Lazy refcounts: set the dirty bit before the first refcount update that
@@ -334,6 +341,12 @@ gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **er
 /* qemu-img amend's encrypt.* options: add or remove key slots. */
 gboolean qcow2_crypto_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
 GVariant *qcow2_crypto_info(Qcow2State *s);
+
+/* ----- qcow2-amend.c ----- */
+/* qemu-img amend -o for qcow2: compat, lazy_refcounts, refcount_bits,
+ * data_file, data_file_raw=off, size and the LUKS key slots; refuses the
+ * rest (backing_file, create-only options) in qemu-img's words. */
+gboolean qcow2_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
 
 /* ----- qcow2-compress.c ----- */
 gsize qcow2_compress_buffer(int type, const void *in, gsize len, void *out, gsize out_len);

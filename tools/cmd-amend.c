@@ -1,13 +1,16 @@
-/* vdisk amend: change options of an existing image as qemu-img amend does.
- * So far: add and remove the LUKS key slots (passphrases) of encrypted
- * qcow2 and luks images. */
+/* vdisk amend: change options of an existing image as qemu-img amend does:
+ * a qcow2's version, lazy refcounts, refcount width, data file name and
+ * size, and the LUKS key slots (passphrases) of encrypted qcow2 and luks
+ * images. */
 #include <stdlib.h>
 
 #include "cli.h"
+#include "progress.h"
 
 typedef struct {
     CliCreateOptions *create; /* -o */
     VdOpenFlags cache;        /* -t */
+    gboolean progress;        /* -p */
 } AmendOptions;
 
 static gboolean amend_option(int opt, const char *arg, gpointer data, GError **error)
@@ -20,7 +23,9 @@ static gboolean amend_option(int opt, const char *arg, gpointer data, GError **e
         return TRUE;
     case 't':
         return cli_parse_cache_mode(arg, &amend->cache, error);
-    case 'p': /* progress: amend is quick */
+    case 'p':
+        amend->progress = TRUE;
+        return TRUE;
     case 'U':
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "-U (--force-share) is for commands that only read; amending writes the image");
@@ -47,6 +52,25 @@ static VdImage *open_for_amend(const char *operand, const char *format, VdOption
         vd_options_set(open_opts, g_str_equal(fmt, "luks") ? "key-secret" : "encrypt.key-secret",
                        old);
     return cli_open_image_with_keys(operand, fmt, open_opts, VD_OPEN_READ_WRITE | cache, error);
+}
+
+typedef struct {
+    VdImage *img;
+    VdOptions *opts;
+} AmendJob;
+
+static gboolean amend_job(gpointer data, gpointer progress, GCancellable *cancellable,
+                          GError **error)
+{
+    AmendJob *job = data;
+    if (progress != NULL)
+        progress_report(0, 1, progress);
+    if (!vd_image_amend(job->img, job->opts, cli_secrets(), error) ||
+        !vd_image_flush(job->img, error))
+        return FALSE;
+    if (progress != NULL)
+        progress_report(1, 1, progress);
+    return TRUE;
 }
 
 static int run_amend(const CliCommand *cmd, int argc, char **argv)
@@ -76,19 +100,32 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     if (opts == NULL)
         return cli_fail(error);
     img = open_for_amend(argv[first], common.format, opts, amend.cache, &error);
-    if (img == NULL || !vd_image_amend(img, opts, cli_secrets(), &error) ||
-        !vd_image_flush(img, &error))
+    if (img == NULL)
+        return cli_fail(error);
+    /* Progress only when asked for, as qemu-img: amend is mostly quick. */
+    AmendJob job = { img, opts };
+    gboolean ok = amend.progress ? cli_run_with_progress("Amending", TRUE, common.quiet, amend_job,
+                                                         &job, &error)
+                                 : amend_job(&job, NULL, NULL, &error);
+    if (!ok)
         return cli_fail(error);
     return EXIT_SUCCESS;
 }
 
 const CliCommand cli_cmd_amend = {
     .name = "amend",
-    .summary = "change options of an existing image (LUKS passphrases)",
+    .summary = "change options of an existing image (qcow2 version, refcounts, passphrases)",
     .usage = "  vdisk amend [--object secret,id=ID,file=PATH]... [--image-opts] [-f FMT]\n"
-             "              [-t CACHE] -o OPTIONS FILE",
+             "              [-t CACHE] [-p] [-q] -o OPTIONS FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
-            "  -o OPTIONS             what to change (qcow2; luks takes them without\n"
+            "  -o OPTIONS             what to change, for qcow2:\n"
+            "       compat=0.10|1.1    the version; a downgrade turns zero clusters into\n"
+            "                         what version 2 can say (refused with a data file,\n"
+            "                         extended L2 entries or bitmaps)\n"
+            "       lazy_refcounts=on|off  refcount_bits=1..64 (rewrites the refcounts)\n"
+            "       data_file=NAME     the new name of the external data file\n"
+            "       data_file_raw=off  size=SIZE\n"
+            "                         and the key slots (luks takes them without\n"
             "                         'encrypt.'):\n"
             "       encrypt.state=active,encrypt.new-secret=ID[,encrypt.keyslot=N]\n"
             "                         add the passphrase of secret ID (in slot N, else the\n"
@@ -100,10 +137,15 @@ const CliCommand cli_cmd_amend = {
             "  --object secret,id=ID,file=PATH   a passphrase the options name\n"
             "  --image-opts           FILE is driver=FMT,file.filename=PATH,\n"
             "                         encrypt.key-secret=ID (the current passphrase)\n"
-            "  --passphrase-file FILE the current passphrase\n" CLI_HELP_CACHE "\n"
+            "  --passphrase-file FILE the current passphrase\n" CLI_HELP_CACHE
+            "  -p                     show progress\n"
+            "  -q                     quiet\n"
+            "\n"
             "The current passphrase unlocks the image: encrypt.key-secret with\n"
             "--image-opts, else encrypt.old-secret, else --passphrase-file or a prompt.\n",
     .examples =
+        "  vdisk amend -o compat=0.10 disk.qcow2               # for an old QEMU\n"
+        "  vdisk amend -o refcount_bits=64 disk.qcow2\n"
         "  vdisk amend --object secret,id=old,file=pw --object secret,id=new,file=pw2 \\\n"
         "      -o encrypt.state=active,encrypt.new-secret=new,encrypt.old-secret=old disk.qcow2\n"
         "  vdisk amend --object secret,id=old,file=pw \\\n"

@@ -97,4 +97,169 @@ create_unsafe() {
 }
 case_run "create -u names a backing file it does not open" create_unsafe
 
+# ---- amend ----
+
+# Images to amend, made by qemu-img and qemu-io: make_KIND FILE.
+make_v3() { qemu-img create -q -f qcow2 "$1" 64M && qio qcow2 "$1" "write -P 1 0 64k" "write -z 64k 64k" "write -P 2 1M 64k" "write -z 1M 64k"; }
+make_v2() { qemu-img create -q -f qcow2 -o compat=0.10 "$1" 64M && qio qcow2 "$1" "write -P 1 0 64k" "write -P 2 42M 64k"; }
+make_backed() {
+    qemu-img create -q -f qcow2 base.qcow2 64M
+    qio qcow2 base.qcow2 "write -P 7 0 4M"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1" 64M
+    qio qcow2 "$1" "write -z 0 64k" "write -P 2 1M 64k" "write -z 1M 64k" "write -z 3M 128k"
+}
+make_snapshot() { make_backed "$1" && qemu-img snapshot -c foo "$1" && qio qcow2 "$1" "write -P 0x42 0 128k" "write -z 2M 64k"; }
+make_v2_snapshot() { make_v2 "$1" && qemu-img snapshot -c foo "$1" && qio qcow2 "$1" "write -P 9 0 64k"; }
+make_prealloc() { qemu-img create -q -f qcow2 -o preallocation=metadata "$1" 4M && qio qcow2 "$1" "write -P 3 0 1M" "write -z 512k 64k"; }
+make_r8() { qemu-img create -q -f qcow2 -o refcount_bits=8 "$1" 64M && qio qcow2 "$1" "write -P 1 0 1M"; }
+make_lazy() { qemu-img create -q -f qcow2 -o lazy_refcounts=on "$1" 64M && qio qcow2 "$1" "write -P 1 0 1M"; }
+make_zstd() { qemu-img create -q -f qcow2 -o compression_type=zstd "$1" 64M; }
+make_zstd_compressed() {
+    qemu-img create -q -f raw r.raw 1M
+    qio raw r.raw "write -P 5 0 1M"
+    qemu-img convert -c -O qcow2 -o compression_type=zstd r.raw "$1"
+}
+make_ext_l2() { qemu-img create -q -f qcow2 -o extended_l2=on "$1" 64M; }
+make_data_file() { qemu-img create -q -f qcow2 -o data_file=t.data "$1" 64M && qio qcow2 "$1" "write -P 4 0 64k"; }
+make_data_moved() { make_data_file "$1" && cp t.data other.data; }
+make_data_raw() { qemu-img create -q -f qcow2 -o data_file=t.data,data_file_raw=on "$1" 64M; }
+
+# same_amend [--bytes] MAKE AMEND-ARGS...: an image made by MAKE, copied,
+# amended by qemu-img in q/ and by vdisk in v/: the same exit code and
+# qemu-img info; where qemu-img succeeded, vdisk's image checks clean and
+# reads as qemu-img's; with --bytes the two files are the same bytes.
+same_amend() {
+    local bytes=
+    [[ $1 == --bytes ]] && { bytes=1; shift; }
+    local make=$1 qrc=0 vrc=0
+    shift
+    rm -rf q v m && mkdir q v m
+    (cd m && $make t.qcow2)
+    cp -a m/. q/ && cp -a m/. v/
+    (cd q && qemu-img amend "$@" t.qcow2 2>../q.err) || qrc=$?
+    (cd v && vd amend "$@" t.qcow2 2>../v.err) || vrc=$?
+    cat q.err v.err
+    ((qrc == vrc)) || { echo "amend $*: qemu-img exit $qrc, vdisk $vrc"; return 1; }
+    (cd q && qemu-img info --output=json t.qcow2 | grep -v actual-size) >q.info
+    (cd v && qemu-img info --output=json t.qcow2 | grep -v actual-size) >v.info
+    diff q.info v.info || { echo "amend $*: qemu-img info differs"; return 1; }
+    if ((qrc == 0)); then
+        (cd v && qcheck t.qcow2) || { echo "amend $*: vdisk's image does not check clean"; return 1; }
+        (cd q && qemu-img convert -O raw t.qcow2 ../q.raw) && (cd v && qemu-img convert -O raw t.qcow2 ../v.raw)
+        cmp q.raw v.raw || { echo "amend $*: the guest reads otherwise"; return 1; }
+    else
+        cmp m/t.qcow2 v/t.qcow2 || { echo "amend $*: a refused amend changed the image"; return 1; }
+    fi
+    [[ -z $bytes ]] || cmp q/t.qcow2 v/t.qcow2 || { echo "amend $*: not the bytes qemu-img writes"; return 1; }
+}
+
+amend_compat() {
+    same_amend --bytes make_v3 -o compat=0.10
+    same_amend --bytes make_v3 -o compat=v2
+    same_amend --bytes make_v2 -o compat=1.1
+    same_amend --bytes make_v2 -o compat=1.1,lazy_refcounts=on,size=128M
+    same_amend --bytes make_backed -o compat=0.10
+    same_amend --bytes make_prealloc -o compat=0.10
+    same_amend --bytes make_v2_snapshot -o compat=1.1
+    same_amend --bytes make_zstd -o compat=0.10
+    same_amend --bytes make_v3 -o compat=0.10,refcount_bits=16,lazy_refcounts=off
+    same_amend make_r8 -o compat=0.10,refcount_bits=16
+    # zero clusters in a snapshot's L2 tables too; qemu-img 7.2 leaves an
+    # OFLAG_COPIED error on a preallocated zero cluster both tables share
+    # (its check says so), vdisk does not (same_amend checks vdisk's)
+    same_amend make_snapshot -o compat=0.10
+    not qcheck q/t.qcow2 2>/dev/null
+    same_amend make_v3 -o compat=0.10
+    [[ $(cd v && qspecific t.qcow2 compat) == 0.10 ]]
+    # -p prints qemu-img's progress lines, from 0 to 100
+    vd amend -p -o compat=1.1 v/t.qcow2 >progress.txt
+    grep -q '(0.00/100%)' progress.txt && grep -q '(100.00/100%)' progress.txt
+    [[ $(qspecific v/t.qcow2 compat) == 1.1 ]]
+}
+case_run "amend compat: upgrade, and downgrade with zero clusters expanded" amend_compat
+
+amend_snapshot_downgrade() {
+    # the snapshot's zeroes stay zeroes over a backing file that holds data
+    make_snapshot t.qcow2
+    vd amend -o compat=0.10 t.qcow2
+    qcheck t.qcow2
+    [[ $(qspecific t.qcow2 compat) == 0.10 ]]
+    qio qcow2 t.qcow2 "read -P 0x42 0 128k" "read -P 0 2M 64k" "read -P 0 3M 128k" "read -P 7 128k 64k"
+    qemu-img snapshot -a foo t.qcow2
+    qcheck t.qcow2
+    qio qcow2 t.qcow2 "read -P 0 0 64k" "read -P 7 64k 64k" "read -P 0 1M 64k" "read -P 7 2M 64k"
+}
+case_run "amend compat=0.10 expands the zero clusters of snapshots" amend_snapshot_downgrade
+
+amend_refcounts() {
+    local b
+    for b in 1 2 8 32 64; do
+        same_amend make_v3 -o refcount_bits=$b
+        [[ $(cd v && qspecific t.qcow2 refcount-bits) == "$b" ]]
+    done
+    same_amend make_r8 -o refcount_bits=16
+    same_amend make_lazy -o lazy_refcounts=off,refcount_bits=1
+    same_amend make_v3 -o size=128M,refcount_bits=8
+    # a width too narrow for a refcount the image has
+    make_snapshot s.qcow2
+    qemu-img snapshot -c bar s.qcow2
+    expect_exit 1 vd amend -o refcount_bits=1 s.qcow2 2>err.txt
+    grep -q "Cannot decrease refcount entry width to 1 bits" err.txt
+    qcheck s.qcow2
+    [[ $(qspecific s.qcow2 refcount-bits) == 16 ]]
+}
+case_run "amend refcount_bits rewrites the refcount structures" amend_refcounts
+
+amend_lazy() {
+    same_amend --bytes make_v3 -o lazy_refcounts=on
+    same_amend --bytes make_lazy -o lazy_refcounts=off
+    same_amend --bytes make_lazy -o lazy_refcounts=on
+    # a dirty image: its refcounts are repaired before the bit goes
+    qemu-img create -q -f qcow2 -o lazy_refcounts=on d.qcow2 64M
+    qemu-io -c "write -P 0x2a 0 128k" -c flush -c "sigraise 9" d.qcow2 >/dev/null 2>&1 || true
+    [[ $(qinfo d.qcow2 dirty-flag) == True ]]
+    vd amend -o lazy_refcounts=off d.qcow2
+    qcheck d.qcow2
+    [[ $(qspecific d.qcow2 lazy-refcounts) == false && $(qinfo d.qcow2 dirty-flag) == False ]]
+    qio qcow2 d.qcow2 "read -P 0x2a 0 128k"
+}
+case_run "amend lazy_refcounts on and off" amend_lazy
+
+amend_data_file() {
+    # the data file was copied: the header names the copy
+    same_amend --bytes make_data_moved -o data_file=other.data
+    [[ $(cd v && qspecific t.qcow2 data-file) == other.data ]]
+    same_amend --bytes make_data_raw -o data_file_raw=off
+    same_amend --bytes make_data_file -o data_file_raw=on
+    same_amend --bytes make_data_file -o data_file_raw=off
+    same_amend --bytes make_v3 -o data_file=x.data
+    same_amend --bytes make_data_file -o compat=0.10
+}
+case_run "amend data_file renames an external data file" amend_data_file
+
+amend_refusals() {
+    local o
+    for o in cluster_size=4k preallocation=metadata compression_type=zstd extended_l2=on \
+        encryption=on encrypt.format=luks foo=bar compat=0.42 refcount_bits=3 \
+        refcount_bits=128 lazy_refcounts=maybe backing_file=b.qcow2 backing_fmt=raw \
+        backing_file=b.qcow2,backing_fmt=qcow2; do
+        same_amend --bytes make_v3 -o "$o"
+    done
+    grep -q "Invalid parameter 'backing_fmt'\|Cannot amend the backing file" v.err
+    same_amend make_v3 -o cluster_size=4k
+    grep -q "Invalid parameter 'cluster_size'" v.err
+    for o in lazy_refcounts=on refcount_bits=8 compat=0.10,lazy_refcounts=on; do
+        same_amend --bytes make_v2 -o "$o"
+    done
+    same_amend --bytes make_r8 -o compat=0.10
+    same_amend --bytes make_ext_l2 -o compat=0.10
+    same_amend --bytes make_zstd_compressed -o compat=0.10
+    # the backing file and format it has are no change; any other is refused
+    same_amend --bytes make_backed -o backing_file=base.qcow2,backing_fmt=qcow2
+    same_amend --bytes make_backed -o backing_file=base.qcow2
+    grep -q "Cannot amend the backing file" v.err
+    same_amend --bytes make_backed -o backing_file=other.qcow2,backing_fmt=qcow2
+}
+case_run "amend refuses what qemu-img refuses, in its words" amend_refusals
+
 finish
