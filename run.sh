@@ -27,7 +27,7 @@ vdisk_build
 
 work=$(mktemp -d /tmp/vdisk-run.XXXXXX)
 chmod 755 "$work"
-trap 'vdisk_services_stop; rm -rf "$work"' EXIT
+vdisk_on_exit 'vdisk_services_stop; rm -rf "$work"' # exits 0 exactly when all above did
 
 echo "== Starting a private system bus, polkitd and vdiskd (pool 'kvm' in $work/pool)"
 mkdir -p "$work/pool" "$work/pools.d"

@@ -10,8 +10,9 @@ vdisk_build
 rc=0
 meson test -C build --print-errorlogs --num-processes 2 "$@" || rc=$?
 
-# One closing line that any CI reads: N passed, M failed.
-/usr/bin/python3 - build/meson-logs/testlog.json <<'PY'
+# One closing line that any CI reads: N passed, M failed. The status is
+# meson test's alone: a summary that cannot be made changes nothing.
+/usr/bin/python3 - build/meson-logs/testlog.json <<'PY' || echo "(no summary: meson test wrote no log)" >&2
 import json, sys
 passed = failed = skipped = 0
 for line in open(sys.argv[1]):

@@ -2,6 +2,8 @@
 # needs, the way DESIGN.md says tests start them, and stop them by pid.
 #   vdisk_services_start WORKDIR   private system bus, polkitd, vdiskd
 #   vdisk_services_stop            stop all of them, remove installed policy
+#   vdisk_on_exit 'COMMANDS'       run COMMANDS (the stop, a removal) when the
+#                                  script exits, keeping its exit status
 # Needs root: polkitd and the policy files are system-wide. Programs come
 # from $BUILD (default: build/ under the current folder); after the start
 # VDISK_DAEMON_PID is vdiskd's pid.
@@ -90,6 +92,17 @@ vdisk_services_start() {
   vdisk_wait_for_name org.vdisk.VDisk1 || { cat "$dir/vdiskd.log" >&2; return 1; }
 }
 
+# vdisk_on_exit 'COMMANDS': an EXIT trap that runs COMMANDS without errexit
+# and then exits with the status the script had. A cleanup that stumbles (a
+# service that left already, a file that cannot be put back) must neither
+# turn a job that succeeded into a failure (under set -e a failing command
+# in an EXIT trap becomes the script's status) nor a failed one into a
+# success.
+vdisk_on_exit() {
+  VDISK_ON_EXIT=$1
+  trap 'vdisk_exit_status=$?; set +e; eval "$VDISK_ON_EXIT"; exit "$vdisk_exit_status"' EXIT
+}
+
 vdisk_services_stop() {
   local i
   for ((i = ${#VDISK_SERVICE_PIDS[@]} - 1; i >= 0; i--)); do
@@ -109,4 +122,5 @@ vdisk_services_stop() {
     fi
   done
   VDISK_INSTALLED_POLKIT=()
+  return 0
 }
