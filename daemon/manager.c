@@ -397,7 +397,7 @@ static void inspect_done(gpointer data)
         vdd_return_error(in->invocation, in->uid, "caller's file", g_steal_pointer(&in->error));
     } else {
         vdd_log_operation(in->invocation, in->uid, "caller's file", NULL);
-        vdd_dbus_manager_complete_inspect_file(in->self->iface, in->invocation, in->info);
+        vdd_dbus_manager_complete_inspect_file(in->self->iface, in->invocation, NULL, in->info);
     }
     close(in->fd);
     g_clear_pointer(&in->info, g_variant_unref);
@@ -575,7 +575,8 @@ static void convert_file(VddManager *self, VddCall *call, const ConvertFileParam
     w->misbehave = vdd_worker_test_misbehave(options);
     VddJob *job = vdd_job_new(self, invocation, "convert", uid, NULL);
     vdd_log_operation(invocation, uid, vdd_job_get_object_path(job), NULL);
-    vdd_dbus_manager_complete_convert_file(self->iface, invocation, vdd_job_get_object_path(job));
+    vdd_dbus_manager_complete_convert_file(self->iface, invocation, NULL,
+                                           vdd_job_get_object_path(job));
     vdd_job_start(job, convert_file_run, NULL, w, (GDestroyNotify)convert_file_work_free);
     g_object_unref(job);
 }

@@ -537,7 +537,7 @@ static void start_new_volume(VddPool *self, GDBusMethodInvocation *invocation, g
     VddJob *job = vdd_job_new(self->manager, invocation, operation, uid, objects);
     vdd_log_operation(invocation, uid, what, NULL);
     if (g_str_equal(operation, "import"))
-        vdd_dbus_pool_complete_import_volume(self->iface, invocation,
+        vdd_dbus_pool_complete_import_volume(self->iface, invocation, NULL,
                                              vdd_volume_get_object_path(w->volume),
                                              vdd_job_get_object_path(job));
     else

@@ -559,7 +559,8 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
         vdd_dbus_volume_complete_clone(self->iface, invocation, w->target->path,
                                        vdd_job_get_object_path(job));
     else if (g_str_equal(operation, "export"))
-        vdd_dbus_volume_complete_export(self->iface, invocation, vdd_job_get_object_path(job));
+        vdd_dbus_volume_complete_export(self->iface, invocation, NULL,
+                                        vdd_job_get_object_path(job));
     else if (g_str_equal(operation, "copy"))
         vdd_dbus_volume_complete_copy_from(self->iface, invocation, vdd_job_get_object_path(job));
     else

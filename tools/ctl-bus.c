@@ -181,22 +181,51 @@ void ctl_error_from_dbus(GError *error)
 
 /* ----- calls ----- */
 
-GVariant *ctl_call(Ctl *ctl, const char *path, const char *iface, const char *method,
-                   GVariant *params, const char *reply_type, GUnixFDList *fds, GError **error)
+gint ctl_timeout(const Ctl *ctl)
 {
-    gboolean interactive = ctl->call_flags & G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
-    GError *local = NULL;
-    GVariant *reply;
+    return ctl->call_flags & G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION ? G_MAXINT
+                                                                               : CALL_TIMEOUT_MS;
+}
 
-    reply = g_dbus_connection_call_with_unix_fd_list_sync(
-        ctl->bus, VDISK_BUS_NAME, path, iface, method, params,
-        reply_type != NULL ? G_VARIANT_TYPE(reply_type) : NULL, ctl->call_flags,
-        interactive ? G_MAXINT : CALL_TIMEOUT_MS, fds, NULL, NULL, &local);
-    if (reply == NULL) {
-        ctl_error_from_dbus(local);
-        g_propagate_error(error, local);
-    }
-    return reply;
+GVariant *ctl_no_options(void)
+{
+    GVariantBuilder empty;
+
+    g_variant_builder_init(&empty, G_VARIANT_TYPE_VARDICT);
+    return g_variant_builder_end(&empty);
+}
+
+gboolean ctl_called(gboolean ok, GError **error)
+{
+    if (!ok && error != NULL)
+        ctl_error_from_dbus(*error);
+    return ok;
+}
+
+/* Only methods are called through these: properties come with the
+ * objects (ctl_get_objects), jobs' signals through CtlJobWatch. */
+#define CALL_ONLY \
+    (G_DBUS_PROXY_FLAGS_DO_NOT_LOAD_PROPERTIES | G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS)
+
+VddDbusManager *ctl_manager_proxy(Ctl *ctl, GError **error)
+{
+    return vdd_dbus_manager_proxy_new_sync(ctl->bus, CALL_ONLY, VDISK_BUS_NAME, VDISK_MANAGER_PATH,
+                                           NULL, error);
+}
+
+VddDbusPool *ctl_pool_proxy(Ctl *ctl, const char *path, GError **error)
+{
+    return vdd_dbus_pool_proxy_new_sync(ctl->bus, CALL_ONLY, VDISK_BUS_NAME, path, NULL, error);
+}
+
+VddDbusVolume *ctl_volume_proxy(Ctl *ctl, const char *path, GError **error)
+{
+    return vdd_dbus_volume_proxy_new_sync(ctl->bus, CALL_ONLY, VDISK_BUS_NAME, path, NULL, error);
+}
+
+VddDbusJob *ctl_job_proxy(Ctl *ctl, const char *path, GError **error)
+{
+    return vdd_dbus_job_proxy_new_sync(ctl->bus, CALL_ONLY, VDISK_BUS_NAME, path, NULL, error);
 }
 
 /* ----- objects ----- */
@@ -221,10 +250,18 @@ static CtlObject *object_new(const char *path, GVariant *props)
 
 GVariant *ctl_get_objects(Ctl *ctl, GError **error)
 {
-    g_autoptr(GVariant) reply = ctl_call(ctl, VDISK_ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
-                                         "GetManagedObjects", NULL, "(a{oa{sa{sv}}})", NULL, error);
+    /* org.freedesktop.DBus.ObjectManager's one method: every object with
+     * every interface's properties, in one round trip. */
+    GVariant *reply = g_dbus_connection_call_sync(
+        ctl->bus, VDISK_BUS_NAME, VDISK_ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+        "GetManagedObjects", NULL, G_VARIANT_TYPE("(a{oa{sa{sv}}})"), ctl->call_flags,
+        ctl_timeout(ctl), NULL, error);
 
-    return reply != NULL ? g_variant_get_child_value(reply, 0) : NULL;
+    if (!ctl_called(reply != NULL, error))
+        return NULL;
+    GVariant *objects = g_variant_get_child_value(reply, 0);
+    g_variant_unref(reply);
+    return objects;
 }
 
 /* People read names sorted as a file manager sorts them ("disk2" before
@@ -385,17 +422,23 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
 
 /* ----- formats and create options ----- */
 
-GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type)
+VddDbusManager *ctl_manager_properties(Ctl *ctl, GError **error)
 {
-    g_autoptr(GVariant) reply =
-        ctl_call(ctl, VDISK_MANAGER_PATH, "org.freedesktop.DBus.Properties", "Get",
-                 g_variant_new("(ss)", VDISK_MANAGER_INTERFACE, name), "(v)", NULL, NULL);
-    g_autoptr(GVariant) value = NULL;
+    g_autoptr(VddDbusManager) manager =
+        vdd_dbus_manager_proxy_new_sync(ctl->bus, G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS,
+                                        VDISK_BUS_NAME, VDISK_MANAGER_PATH, NULL, error);
+    g_autofree char *owner = NULL;
 
-    if (reply == NULL)
+    if (manager == NULL)
         return NULL;
-    g_variant_get(reply, "(v)", &value);
-    return g_variant_is_of_type(value, G_VARIANT_TYPE(type)) ? g_steal_pointer(&value) : NULL;
+    /* A proxy of a name nobody owns is made all the same, empty. */
+    owner = g_dbus_proxy_get_name_owner(G_DBUS_PROXY(manager));
+    if (owner == NULL || vdd_dbus_manager_get_version(manager) == NULL) {
+        g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED,
+                            owner == NULL ? "vdiskd is not running" : "vdiskd did not answer");
+        return NULL;
+    }
+    return g_steal_pointer(&manager);
 }
 
 char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError **error)
@@ -403,8 +446,8 @@ char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError *
     const char *base = strrchr(name, '/');
     const char *dot = strrchr(base != NULL ? base + 1 : name, '.');
     g_autofree char *ext = NULL;
-    g_autoptr(GVariant) writable = NULL;
-    g_autofree const char **formats = NULL;
+    g_autoptr(VddDbusManager) manager = NULL;
+    const char *const *formats;
 
     if (ctl->format != NULL)
         return g_strdup(ctl->format);
@@ -413,10 +456,10 @@ char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError *
     ext = g_ascii_strdown(dot + 1, -1);
     if (g_str_equal(ext, "img"))
         return g_strdup("raw");
-    writable = ctl_manager_property(ctl, "WritableFormats", "as");
-    if (writable == NULL)
+    manager = ctl_manager_properties(ctl, NULL);
+    formats = manager != NULL ? vdd_dbus_manager_get_writable_formats(manager) : NULL;
+    if (formats == NULL)
         return g_strdup(fallback);
-    formats = g_variant_get_strv(writable, NULL);
     if (g_strv_contains(formats, ext))
         return g_strdup(ext);
     /* A typo (.qcw2) must not quietly become another format. */

@@ -115,21 +115,21 @@ static int run_inspect(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusManager) manager = NULL;
     g_autoptr(GVariant) info = NULL;
-    GVariantBuilder options;
+    GVariantDict options;
     gint fd = ctl_fds_append_path(fds, operands[0], O_RDONLY, &error);
 
-    if (fd < 0)
+    if (fd < 0 || (manager = ctl_manager_proxy(ctl, &error)) == NULL)
         return ctl_fail(error);
-    g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
+    g_variant_dict_init(&options, NULL);
     if (ctl->format != NULL)
-        g_variant_builder_add(&options, "{sv}", "format", g_variant_new_string(ctl->format));
-    reply = ctl_call(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "InspectFile",
-                     g_variant_new("(ha{sv})", fd, &options), "(a{sv})", fds, &error);
-    if (reply == NULL)
+        g_variant_dict_insert_value(&options, "format", g_variant_new_string(ctl->format));
+    if (!ctl_called(vdd_dbus_manager_call_inspect_file_sync(
+                        manager, g_variant_new_handle(fd), g_variant_dict_end(&options),
+                        ctl->call_flags, ctl_timeout(ctl), fds, &info, NULL, NULL, &error),
+                    &error))
         return ctl_fail(error);
-    info = g_variant_get_child_value(reply, 0);
     if (ctl->json)
         ctl_print_json(info);
     else
@@ -171,9 +171,15 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
         ctl_output_discard(&output);
         return ctl_fail(error);
     }
-    if (!ctl_call_job(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ConvertFile",
-                      g_variant_new("(hhs@a{sv})", source, target, format, options), fds,
-                      "Converting", NULL, &error)) {
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusManager) manager = ctl_manager_proxy(ctl, &error);
+    g_autofree char *job = NULL;
+    gboolean called =
+        manager != NULL && vdd_dbus_manager_call_convert_file_sync(
+                               manager, g_variant_new_handle(source), g_variant_new_handle(target),
+                               format, ctl_job_options(ctl, options), ctl->call_flags,
+                               ctl_timeout(ctl), fds, &job, NULL, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Converting", &error)) {
         ctl_output_discard(&output);
         return ctl_fail(error);
     }

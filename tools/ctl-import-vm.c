@@ -156,9 +156,14 @@ static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *d
     }
     g_variant_ref_sink(options);
     g_autofree char *label = g_strdup_printf("Importing %s", name);
-    return ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
-                        g_variant_new("(hss@a{sv})", fd, name, "qcow2", options), fds, label,
-                        volume, error);
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusPool) proxy = ctl_pool_proxy(ctl, pool->path, error);
+    g_autofree char *job = NULL;
+    gboolean called = proxy != NULL && vdd_dbus_pool_call_import_volume_sync(
+                                           proxy, g_variant_new_handle(fd), name, "qcow2",
+                                           ctl_job_options(ctl, options), ctl->call_flags,
+                                           ctl_timeout(ctl), fds, volume, &job, NULL, NULL, error);
+    return ctl_job_follow(watch, called, job, label, error);
 }
 
 /* After a failure: the volumes made are of no use without their VM.
@@ -167,10 +172,11 @@ static void delete_volumes(Ctl *ctl, const char *pool_name, GPtrArray *volumes, 
 {
     for (guint i = volumes->len; i-- > 0;) {
         g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) reply =
-            ctl_call(ctl, volumes->pdata[i], VDISK_VOLUME_INTERFACE, "Delete",
-                     g_variant_new("(a{sv})", NULL), "()", NULL, &error);
-        if (reply == NULL)
+        g_autoptr(VddDbusVolume) proxy = ctl_volume_proxy(ctl, volumes->pdata[i], &error);
+        if (proxy == NULL ||
+            !ctl_called(vdd_dbus_volume_call_delete_sync(proxy, ctl_no_options(), ctl->call_flags,
+                                                         ctl_timeout(ctl), NULL, &error),
+                        &error))
             ctl_error("%s/%s is left in the pool (%s); delete it with 'vdiskctl delete %s/%s'",
                       pool_name, (const char *)names->pdata[i], error->message, pool_name,
                       (const char *)names->pdata[i]);

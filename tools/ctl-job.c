@@ -32,10 +32,10 @@ static void job_end_free(JobEnd *end)
 struct CtlJobWatch {
     Ctl *ctl;
     guint completed_id;
-    guint changed_id;
     guint owner_id;
     GHashTable *ended; /* job path -> JobEnd */
     char *target;      /* the job waited for */
+    VddDbusJob *job;   /* its proxy, with its properties */
     Progress *progress;
     guint64 bytes_done;
     guint64 bytes_total;
@@ -82,18 +82,10 @@ static void report_progress(CtlJobWatch *watch, GVariant *props)
         progress_report_rate(watch->progress, rate);
 }
 
-static void on_properties_changed(GDBusConnection *bus, const char *sender, const char *path,
-                                  const char *iface, const char *signal, GVariant *params,
-                                  gpointer data)
+static void on_properties_changed(GDBusProxy *proxy, GVariant *changed,
+                                  const char *const *invalidated, gpointer data)
 {
-    CtlJobWatch *watch = data;
-    g_autoptr(GVariant) changed = NULL;
-
-    if (watch->target == NULL || !g_str_equal(path, watch->target) ||
-        !g_variant_is_of_type(params, G_VARIANT_TYPE("(sa{sv}as)")))
-        return;
-    changed = g_variant_get_child_value(params, 1);
-    report_progress(watch, changed);
+    report_progress(data, changed);
 }
 
 static void on_daemon_vanished(GDBusConnection *bus, const char *name, gpointer data)
@@ -116,10 +108,6 @@ CtlJobWatch *ctl_job_watch_new(Ctl *ctl)
     watch->completed_id = g_dbus_connection_signal_subscribe(
         ctl->bus, VDISK_BUS_NAME, VDISK_JOB_INTERFACE, "Completed", NULL, NULL,
         G_DBUS_SIGNAL_FLAGS_NONE, on_completed, watch, NULL);
-    /* arg0 filters on the interface whose properties changed. */
-    watch->changed_id = g_dbus_connection_signal_subscribe(
-        ctl->bus, VDISK_BUS_NAME, "org.freedesktop.DBus.Properties", "PropertiesChanged", NULL,
-        VDISK_JOB_INTERFACE, G_DBUS_SIGNAL_FLAGS_NONE, on_properties_changed, watch, NULL);
     watch->owner_id =
         g_bus_watch_name_on_connection(ctl->bus, VDISK_BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE,
                                        NULL, on_daemon_vanished, watch, NULL);
@@ -131,22 +119,20 @@ void ctl_job_watch_free(CtlJobWatch *watch)
     if (watch == NULL)
         return;
     g_dbus_connection_signal_unsubscribe(watch->ctl->bus, watch->completed_id);
-    g_dbus_connection_signal_unsubscribe(watch->ctl->bus, watch->changed_id);
     g_bus_unwatch_name(watch->owner_id);
     g_hash_table_unref(watch->ended);
     g_main_loop_unref(watch->loop);
     g_free(watch->target);
+    g_clear_object(&watch->job);
     g_free(watch);
 }
 
 static void cancel_done(GObject *source, GAsyncResult *result, gpointer data)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(GVariant) reply =
-        g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
 
-    if (reply == NULL) {
-        ctl_error_from_dbus(error);
+    if (!ctl_called(vdd_dbus_job_call_cancel_finish(VDD_DBUS_JOB(source), result, &error),
+                    &error)) {
         fprintf(stderr, "\n");
         ctl_error("cannot cancel the job: %s", error->message);
     }
@@ -167,25 +153,36 @@ static gboolean on_interrupt(gpointer data)
     }
     watch->cancel_sent = TRUE;
     fprintf(stderr, "\nvdiskctl: cancelling (press Ctrl-C again to stop waiting)...\n");
-    g_dbus_connection_call(watch->ctl->bus, VDISK_BUS_NAME, watch->target, VDISK_JOB_INTERFACE,
-                           "Cancel", g_variant_new("(a{sv})", NULL), NULL, watch->ctl->call_flags,
-                           -1, NULL, cancel_done, watch);
+    if (watch->job != NULL)
+        vdd_dbus_job_call_cancel(watch->job, ctl_no_options(), watch->ctl->call_flags,
+                                 ctl_timeout(watch->ctl), NULL, cancel_done, watch);
     return G_SOURCE_CONTINUE;
 }
 
-/* The job's state now, for a bar that starts where the job is. Errors do not
- * matter: a job that already ended has sent its Completed. */
-static void read_initial_progress(CtlJobWatch *watch)
+/* The job's proxy: its properties now, for a bar that starts where the
+ * job is, and as they change. Errors do not matter: a job that already
+ * ended has sent its Completed. */
+static void follow_properties(CtlJobWatch *watch)
 {
-    g_autoptr(GVariant) reply =
-        ctl_call(watch->ctl, watch->target, "org.freedesktop.DBus.Properties", "GetAll",
-                 g_variant_new("(s)", VDISK_JOB_INTERFACE), "(a{sv})", NULL, NULL);
-    g_autoptr(GVariant) props = NULL;
+    g_autoptr(GVariant) now = NULL;
+    g_auto(GStrv) names = NULL;
+    GVariantDict props;
 
-    if (reply == NULL)
+    g_clear_object(&watch->job);
+    watch->job = vdd_dbus_job_proxy_new_sync(watch->ctl->bus, G_DBUS_PROXY_FLAGS_DO_NOT_AUTO_START,
+                                             VDISK_BUS_NAME, watch->target, NULL, NULL);
+    if (watch->job == NULL)
         return;
-    props = g_variant_get_child_value(reply, 0);
-    report_progress(watch, props);
+    g_signal_connect(watch->job, "g-properties-changed", G_CALLBACK(on_properties_changed), watch);
+    g_variant_dict_init(&props, NULL);
+    names = g_dbus_proxy_get_cached_property_names(G_DBUS_PROXY(watch->job));
+    for (guint i = 0; names != NULL && names[i] != NULL; i++) {
+        g_autoptr(GVariant) value =
+            g_dbus_proxy_get_cached_property(G_DBUS_PROXY(watch->job), names[i]);
+        g_variant_dict_insert_value(&props, names[i], value);
+    }
+    now = g_variant_ref_sink(g_variant_dict_end(&props));
+    report_progress(watch, now);
 }
 
 /* Wait on the main loop, with Ctrl-C and the bar's redraw, until the target
@@ -218,7 +215,7 @@ gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *lab
     watch->target = g_strdup(job);
     watch->progress = progress;
     watch->bytes_done = watch->bytes_total = 0;
-    read_initial_progress(watch);
+    follow_properties(watch);
     run_until_end(watch);
 
     end = g_hash_table_lookup(watch->ended, job);
@@ -239,52 +236,22 @@ gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *lab
     return FALSE;
 }
 
-/* params with detach = true added to the options every method takes last. */
-static GVariant *detached_params(GVariant *params)
+GVariant *ctl_job_options(const Ctl *ctl, GVariant *options)
 {
-    g_autoptr(GVariant) sunk = g_variant_ref_sink(params);
-    gsize n = g_variant_n_children(sunk);
-    g_autofree GVariant **children = g_new0(GVariant *, n);
-    GVariantBuilder options;
+    GVariantDict d;
 
-    for (gsize i = 0; i + 1 < n; i++)
-        children[i] = g_variant_get_child_value(sunk, i);
-    g_variant_builder_init(&options, G_VARIANT_TYPE_VARDICT);
-    {
-        g_autoptr(GVariant) old = g_variant_get_child_value(sunk, n - 1);
-        GVariantIter it;
-        const char *key;
-        GVariant *value;
-
-        g_variant_iter_init(&it, old);
-        while (g_variant_iter_next(&it, "{&sv}", &key, &value)) {
-            g_variant_builder_add(&options, "{sv}", key, value);
-            g_variant_unref(value);
-        }
-    }
-    g_variant_builder_add(&options, "{sv}", "detach", g_variant_new_boolean(TRUE));
-    children[n - 1] = g_variant_builder_end(&options);
-    return g_variant_new_tuple(children, n);
+    g_variant_dict_init(&d, options);
+    if (ctl->detach)
+        g_variant_dict_insert_value(&d, "detach", g_variant_new_boolean(TRUE));
+    return g_variant_dict_end(&d);
 }
 
-gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char *method,
-                      GVariant *params, GUnixFDList *fds, const char *label, char **volume,
-                      GError **error)
+gboolean ctl_job_follow(CtlJobWatch *watch, gboolean called, const char *job, const char *label,
+                        GError **error)
 {
-    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
-    g_autoptr(GVariant) reply = NULL;
-    const char *job;
-
-    if (ctl->detach)
-        params = detached_params(params);
-    reply = ctl_call(ctl, path, iface, method, params, volume != NULL ? "(oo)" : "(o)", fds, error);
-    if (reply == NULL)
+    if (!ctl_called(called, error))
         return FALSE;
-    if (volume != NULL)
-        g_variant_get(reply, "(o&o)", volume, &job);
-    else
-        g_variant_get(reply, "(&o)", &job);
-    if (ctl->detach) {
+    if (watch->ctl->detach) {
         /* The job outlives us; what it makes is for 'vdiskctl jobs' and the
          * job's own properties to tell. */
         printf("%s\n", job);
@@ -405,7 +372,7 @@ static int run_cancel(Ctl *ctl, char **operands, int n_operands)
     g_autofree char *path = job_path_of(operands[0], &error);
     g_autoptr(GVariant) objects = NULL;
     g_autoptr(GPtrArray) jobs = NULL;
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusJob) proxy = NULL;
 
     if (path == NULL || (objects = ctl_get_objects(ctl, &error)) == NULL)
         return ctl_fail(error);
@@ -414,9 +381,11 @@ static int run_cancel(Ctl *ctl, char **operands, int n_operands)
         ctl_error("no job %s is running ('vdiskctl jobs' lists them)", job_number(path));
         return CTL_EXIT_FAILURE;
     }
-    reply = ctl_call(ctl, path, VDISK_JOB_INTERFACE, "Cancel", g_variant_new("(a{sv})", NULL), "()",
-                     NULL, &error);
-    if (reply == NULL)
+    proxy = ctl_job_proxy(ctl, path, &error);
+    if (proxy == NULL ||
+        !ctl_called(vdd_dbus_job_call_cancel_sync(proxy, ctl_no_options(), ctl->call_flags,
+                                                  ctl_timeout(ctl), NULL, &error),
+                    &error))
         return ctl_fail(error);
     ctl_say(ctl, "Asked job %s to cancel.", job_number(path));
     return EXIT_SUCCESS;

@@ -160,11 +160,13 @@ static int run_add_pool(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GError) error = NULL;
     /* vdiskd does not share our working directory. */
     g_autofree char *dir = g_canonicalize_filename(operands[1], NULL);
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusManager) manager = ctl_manager_proxy(ctl, &error);
+    g_autofree char *pool = NULL;
 
-    reply = ctl_call(ctl, VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "AddPool",
-                     g_variant_new("(ssa{sv})", operands[0], dir, NULL), "(o)", NULL, &error);
-    if (reply == NULL)
+    if (manager == NULL || !ctl_called(vdd_dbus_manager_call_add_pool_sync(
+                                           manager, operands[0], dir, ctl_no_options(),
+                                           ctl->call_flags, ctl_timeout(ctl), &pool, NULL, &error),
+                                       &error))
         return ctl_fail(error);
     ctl_say(ctl, "Added pool %s at %s.", operands[0], dir);
     return EXIT_SUCCESS;
@@ -188,12 +190,12 @@ static int run_refresh(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(CtlObject) pool = ctl_find_pool(ctl, operands[0], &error);
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusPool) proxy = NULL;
 
-    if (pool != NULL)
-        reply = ctl_call(ctl, pool->path, VDISK_POOL_INTERFACE, "Refresh",
-                         g_variant_new("(a{sv})", NULL), "()", NULL, &error);
-    if (reply == NULL)
+    if (pool == NULL || (proxy = ctl_pool_proxy(ctl, pool->path, &error)) == NULL ||
+        !ctl_called(vdd_dbus_pool_call_refresh_sync(proxy, ctl_no_options(), ctl->call_flags,
+                                                    ctl_timeout(ctl), NULL, &error),
+                    &error))
         return ctl_fail(error);
     ctl_say(ctl, "Refreshed pool %s.", operands[0]);
     return EXIT_SUCCESS;

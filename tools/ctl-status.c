@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "json-writer.h"
+
 /* One line on the worker's confinement, from WorkerConfinement. */
 static char *describe_worker(GVariant *c)
 {
@@ -27,20 +29,26 @@ static char *describe_worker(GVariant *c)
 
 static int run_status(Ctl *ctl, char **operands, int n_operands)
 {
-    g_autoptr(GVariant) version = ctl_manager_property(ctl, "Version", "s");
-    g_autoptr(GVariant) worker = ctl_manager_property(ctl, "WorkerConfinement", "a{sv}");
-    if (version == NULL || worker == NULL)
-        return EXIT_FAILURE;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VddDbusManager) manager = ctl_manager_properties(ctl, &error);
+    if (manager == NULL)
+        return ctl_fail(error);
+    const char *version = vdd_dbus_manager_get_version(manager);
+    g_autoptr(GVariant) worker = vdd_dbus_manager_dup_worker_confinement(manager);
+    if (worker == NULL)
+        worker = g_variant_ref_sink(ctl_no_options());
     if (ctl->json) {
-        GVariantDict d;
-        g_variant_dict_init(&d, NULL);
-        g_variant_dict_insert_value(&d, "Version", version);
-        g_variant_dict_insert_value(&d, "WorkerConfinement", worker);
-        ctl_print_json(g_variant_dict_end(&d));
+        g_autoptr(JsonWriter) w = json_writer_new();
+        json_begin_object(w);
+        json_member_string(w, "version", version);
+        json_key(w, "worker");
+        json_variant(w, worker);
+        json_end_object(w);
+        printf("%s\n", json_writer_get(w));
         return EXIT_SUCCESS;
     }
     g_autofree char *line = describe_worker(worker);
-    ctl_print_field("vdiskd", g_variant_get_string(version, NULL));
+    ctl_print_field("vdiskd", version);
     ctl_print_field("image worker", line);
     return EXIT_SUCCESS;
 }

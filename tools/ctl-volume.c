@@ -106,9 +106,14 @@ static int run_create(Ctl *ctl, char **operands, int n_operands)
     format = ctl_pick_format(ctl, name, "qcow2", &error);
     if (format == NULL)
         return ctl_fail(error);
-    if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "CreateVolume",
-                      g_variant_new("(sst@a{sv})", name, format, size, options), NULL, "Creating",
-                      &volume, &error))
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusPool) proxy = ctl_pool_proxy(ctl, pool->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called =
+        proxy != NULL && vdd_dbus_pool_call_create_volume_sync(
+                             proxy, name, format, size, ctl_job_options(ctl, options),
+                             ctl->call_flags, ctl_timeout(ctl), &volume, &job, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Creating", &error))
         return ctl_fail(error);
     human = ctl_format_size(size);
     ctl_say(ctl, "Created %s (%s, %s).", operands[0], format, human);
@@ -249,9 +254,15 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
     format = ctl_pick_format(ctl, name, "qcow2", &error);
     if (format == NULL || !check_import_fits(ctl, pool, operands[0], format, operands[1], &error))
         return ctl_fail(error);
-    if (!ctl_call_job(ctl, pool->path, VDISK_POOL_INTERFACE, "ImportVolume",
-                      g_variant_new("(hss@a{sv})", fd, name, format, options), fds, "Importing",
-                      &volume, &error))
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusPool) proxy = ctl_pool_proxy(ctl, pool->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called = proxy != NULL &&
+                      vdd_dbus_pool_call_import_volume_sync(proxy, g_variant_new_handle(fd), name,
+                                                            format, ctl_job_options(ctl, options),
+                                                            ctl->call_flags, ctl_timeout(ctl), fds,
+                                                            &volume, &job, NULL, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Importing", &error))
         return ctl_fail(error);
     ctl_say(ctl, "Imported %s as %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;
@@ -299,9 +310,14 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
     fd = ctl_output_open(fds, operands[1], &output, &error);
     if (fd < 0)
         return ctl_fail(error);
-    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Export",
-                      g_variant_new("(hs@a{sv})", fd, format, options), fds, "Exporting", NULL,
-                      &error)) {
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusVolume) proxy = ctl_volume_proxy(ctl, vol->volume->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called =
+        proxy != NULL && vdd_dbus_volume_call_export_sync(
+                             proxy, g_variant_new_handle(fd), format, ctl_job_options(ctl, options),
+                             ctl->call_flags, ctl_timeout(ctl), fds, &job, NULL, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Exporting", &error)) {
         ctl_output_discard(&output);
         return ctl_fail(error);
     }
@@ -345,9 +361,14 @@ static int run_clone(Ctl *ctl, char **operands, int n_operands)
     format = ctl_pick_format(ctl, name, ctl_prop_string(vol->volume->props, "Format"), &error);
     if (format == NULL)
         return ctl_fail(error);
-    if (!ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Clone",
-                      g_variant_new("(ss@a{sv})", name, format, options), NULL, "Cloning", &volume,
-                      &error))
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusVolume) proxy = ctl_volume_proxy(ctl, vol->volume->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called =
+        proxy != NULL && vdd_dbus_volume_call_clone_sync(
+                             proxy, name, format, ctl_job_options(ctl, options), ctl->call_flags,
+                             ctl_timeout(ctl), &volume, &job, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Cloning", &error))
         return ctl_fail(error);
     ctl_say(ctl, "Cloned %s to %s/%s (%s).", operands[0], vol->pool_name, name, format);
     return EXIT_SUCCESS;
@@ -383,9 +404,14 @@ static int run_copy(Ctl *ctl, char **operands, int n_operands)
     if (source == NULL || (target = ctl_find_volume(ctl, operands[1], &error)) == NULL ||
         (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
-    if (!ctl_call_job(ctl, target->volume->path, VDISK_VOLUME_INTERFACE, "CopyFrom",
-                      g_variant_new("(o@a{sv})", source->volume->path, options), NULL, "Copying",
-                      NULL, &error))
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusVolume) proxy = ctl_volume_proxy(ctl, target->volume->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called =
+        proxy != NULL && vdd_dbus_volume_call_copy_from_sync(
+                             proxy, source->volume->path, ctl_job_options(ctl, options),
+                             ctl->call_flags, ctl_timeout(ctl), &job, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Copying", &error))
         return ctl_fail(error);
     ctl_say(ctl, "Copied %s over %s.", operands[0], operands[1]);
     return EXIT_SUCCESS;
@@ -453,9 +479,15 @@ static int run_resize(Ctl *ctl, char **operands, int n_operands)
         return CTL_EXIT_FAILURE;
     }
     g_autoptr(GVariant) options = ctl_call_options(ctl, &error);
-    if (options == NULL ||
-        !ctl_call_job(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Resize",
-                      g_variant_new("(t@a{sv})", size, options), NULL, "Resizing", NULL, &error))
+    if (options == NULL)
+        return ctl_fail(error);
+    g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
+    g_autoptr(VddDbusVolume) proxy = ctl_volume_proxy(ctl, vol->volume->path, &error);
+    g_autofree char *job = NULL;
+    gboolean called = proxy != NULL && vdd_dbus_volume_call_resize_sync(
+                                           proxy, size, ctl_job_options(ctl, options),
+                                           ctl->call_flags, ctl_timeout(ctl), &job, NULL, &error);
+    if (!ctl_job_follow(watch, called, job, "Resizing", &error))
         return ctl_fail(error);
     human = ctl_format_size(size);
     ctl_say(ctl, "Resized %s to %s.", operands[0], human);
@@ -483,12 +515,13 @@ const CtlCommand ctl_cmd_resize = {
 
 static const struct {
     const char *action;
-    const char *method;
+    gboolean (*call)(VddDbusVolume *proxy, const char *name, GVariant *options,
+                     GDBusCallFlags flags, gint timeout, GCancellable *cancellable, GError **error);
     const char *done; /* what ctl_say reports */
 } snapshot_actions[] = {
-    { "create", "CreateSnapshot", "Created" },
-    { "revert", "RevertSnapshot", "Reverted to" },
-    { "delete", "DeleteSnapshot", "Deleted" },
+    { "create", vdd_dbus_volume_call_create_snapshot_sync, "Created" },
+    { "revert", vdd_dbus_volume_call_revert_snapshot_sync, "Reverted to" },
+    { "delete", vdd_dbus_volume_call_delete_snapshot_sync, "Deleted" },
 };
 
 static int list_snapshots(Ctl *ctl, const char *arg)
@@ -515,7 +548,7 @@ static int run_snapshot(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(CtlVolume) vol = NULL;
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusVolume) proxy = NULL;
     const char *action = operands[0];
 
     if (g_str_equal(action, "list") && n_operands == 2)
@@ -529,10 +562,11 @@ static int run_snapshot(Ctl *ctl, char **operands, int n_operands)
         }
         vol = ctl_find_volume(ctl, operands[1], &error);
         if (vol != NULL)
-            reply =
-                ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, snapshot_actions[i].method,
-                         g_variant_new("(sa{sv})", operands[2], NULL), "()", NULL, &error);
-        if (reply == NULL)
+            proxy = ctl_volume_proxy(ctl, vol->volume->path, &error);
+        if (proxy == NULL ||
+            !ctl_called(snapshot_actions[i].call(proxy, operands[2], ctl_no_options(),
+                                                 ctl->call_flags, ctl_timeout(ctl), NULL, &error),
+                        &error))
             return ctl_fail(error);
         ctl_say(ctl, "%s snapshot %s of %s.", snapshot_actions[i].done, operands[2], operands[1]);
         return EXIT_SUCCESS;
@@ -564,13 +598,15 @@ static int run_overlay(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GError) error = NULL;
     g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
     g_autofree char *name = NULL;
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusVolume) proxy = NULL;
+    g_autofree char *overlay = NULL;
 
-    if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL)
-        return ctl_fail(error);
-    reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "CreateOverlay",
-                     g_variant_new("(sa{sv})", name, NULL), "(o)", NULL, &error);
-    if (reply == NULL)
+    if (vol == NULL || (name = ctl_new_name_in_pool(vol, operands[1], &error)) == NULL ||
+        (proxy = ctl_volume_proxy(ctl, vol->volume->path, &error)) == NULL ||
+        !ctl_called(vdd_dbus_volume_call_create_overlay_sync(proxy, name, ctl_no_options(),
+                                                             ctl->call_flags, ctl_timeout(ctl),
+                                                             &overlay, NULL, &error),
+                    &error))
         return ctl_fail(error);
     ctl_say(ctl, "Created %s/%s on top of %s.", vol->pool_name, name, operands[0]);
     return EXIT_SUCCESS;
@@ -593,12 +629,12 @@ static int run_delete(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
-    g_autoptr(GVariant) reply = NULL;
+    g_autoptr(VddDbusVolume) proxy = NULL;
 
-    if (vol != NULL)
-        reply = ctl_call(ctl, vol->volume->path, VDISK_VOLUME_INTERFACE, "Delete",
-                         g_variant_new("(a{sv})", NULL), "()", NULL, &error);
-    if (reply == NULL)
+    if (vol == NULL || (proxy = ctl_volume_proxy(ctl, vol->volume->path, &error)) == NULL ||
+        !ctl_called(vdd_dbus_volume_call_delete_sync(proxy, ctl_no_options(), ctl->call_flags,
+                                                     ctl_timeout(ctl), NULL, &error),
+                    &error))
         return ctl_fail(error);
     ctl_say(ctl, "Deleted %s.", operands[0]);
     return EXIT_SUCCESS;

@@ -15,6 +15,7 @@
 #include <gio/gunixfdlist.h>
 #include <stdio.h>
 
+#include "vdd-dbus.h"
 #include "vdisk-names.h"
 
 G_BEGIN_DECLS
@@ -141,12 +142,24 @@ gboolean ctl_connect(Ctl *ctl, GError **error);
 /* Stop the agent and drop the connection. */
 void ctl_disconnect(Ctl *ctl);
 
-/* Call method of iface on vdiskd's object path. params (floating is sunk)
- * must match the method; fds, when not NULL, are passed along. Returns the
- * reply of reply_type, or NULL with error set to a readable message (D-Bus
- * error names are translated, see ctl_error_from_dbus). */
-GVariant *ctl_call(Ctl *ctl, const char *path, const char *iface, const char *method,
-                   GVariant *params, const char *reply_type, GUnixFDList *fds, GError **error);
+/* The proxies of vdiskd's objects that gdbus-codegen makes from
+ * dbus/org.vdisk.VDisk1.xml (vdd-dbus.h), for calling their methods: the
+ * object at path, with no properties loaded and no signals followed. A
+ * new reference, or NULL with error. */
+VddDbusManager *ctl_manager_proxy(Ctl *ctl, GError **error);
+VddDbusPool *ctl_pool_proxy(Ctl *ctl, const char *path, GError **error);
+VddDbusVolume *ctl_volume_proxy(Ctl *ctl, const char *path, GError **error);
+VddDbusJob *ctl_job_proxy(Ctl *ctl, const char *path, GError **error);
+/* The timeout to pass to a vdd_dbus_*_call_*_sync function with
+ * ctl->call_flags: without interaction a call is answered at once (jobs
+ * return before they work); with it, polkit waits as long as the user
+ * takes to type a password. */
+gint ctl_timeout(const Ctl *ctl);
+/* An empty options argument (a{sv}, floating). */
+GVariant *ctl_no_options(void);
+/* What a generated call returned: when FALSE, the error is made readable
+ * in place (ctl_error_from_dbus). Returns ok. */
+gboolean ctl_called(gboolean ok, GError **error);
 
 /* The readable form of an error from vdiskd or the bus, in place. */
 void ctl_error_from_dbus(GError *error);
@@ -199,9 +212,9 @@ char *ctl_new_name_in_pool(const CtlVolume *vol, const char *arg, GError **error
  * extension) fallback. An extension that names no format is an error, not
  * a guess. Returns a new string, or NULL with error. */
 char *ctl_pick_format(Ctl *ctl, const char *name, const char *fallback, GError **error);
-/* A property of the Manager, when it has type; NULL otherwise (or on a
- * failed call, which has said why). */
-GVariant *ctl_manager_property(Ctl *ctl, const char *name, const char *type);
+/* The Manager's proxy with its properties loaded (vdd_dbus_manager_get_*),
+ * or NULL with error when vdiskd does not answer. A new reference. */
+VddDbusManager *ctl_manager_properties(Ctl *ctl, GError **error);
 
 /* The a{sv} options of a call: -o texts (qemu-img's key=value,... with ",,"
  * for a comma) as vdiskd's create options, source-format, shrink, the
@@ -229,13 +242,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlJobWatch, ctl_job_watch_free)
  * end. Returns TRUE when it succeeded; otherwise error holds its message. */
 gboolean ctl_job_watch_wait(CtlJobWatch *watch, const char *job, const char *label, GError **error);
 
-/* Call a method that returns a job ("(o)"), or a new volume and a job
- * ("(oo)") when volume is not NULL, and wait for the job as
- * ctl_job_watch_wait does. *volume gets the new volume's path (even when
- * the job failed). Returns TRUE when the job succeeded. */
-gboolean ctl_call_job(Ctl *ctl, const char *path, const char *iface, const char *method,
-                      GVariant *params, GUnixFDList *fds, const char *label, char **volume,
-                      GError **error);
+/* options (not consumed) as a new floating a{sv}, with detach = true
+ * added under --detach: the options of a method that starts a job. */
+GVariant *ctl_job_options(const Ctl *ctl, GVariant *options);
+
+/* Follow the job that a call made after ctl_job_watch_new started: called
+ * is what the call returned (FALSE: error holds why, made readable here),
+ * job the path it gave. Under --detach, print that path and exit;
+ * otherwise wait as ctl_job_watch_wait does. Returns TRUE when the job
+ * succeeded. */
+gboolean ctl_job_follow(CtlJobWatch *watch, gboolean called, const char *job, const char *label,
+                        GError **error);
 
 /* ----- the files an image reads through (ctl-chain.c) ----- */
 
