@@ -481,6 +481,9 @@ def build_paths():
     paths.append(writer_path("guest-writes-vmdk", "vmdk"))
     paths.append(writer_path("guest-writes-vmdk-zeroed-grain", "vmdk", "zeroed_grain=on"))
     paths.append(writer_path("guest-writes-qcow-backing", "qcow", backing=True))
+    # A dynamic VHD: a new block's footer moved past it, then its bitmap,
+    # then its table entry.
+    paths.append(writer_path("guest-writes-vpc", "vpc"))
     # Convert into every format that can be written.
     for fmt, opts, objects, topts in (
             ("qcow2", None, (), None),
@@ -492,11 +495,17 @@ def build_paths():
             ("vmdk", "subformat=twoGbMaxExtentSparse", (), None),
             ("vmdk", "subformat=monolithicFlat", (), None),
             ("cow", None, (), None),
+            # force_size: the target as large as the source, not its
+            # geometry's size, so that a whole target reads as the source
+            ("vpc", "force_size=on", (), None),
+            ("vpc", "subformat=fixed,force_size=on", (), None),
             ("luks", "key-secret=sec0,iter-time=10", (SECRET_OLD,), "driver=luks,key-secret=sec0"),
             ("raw", None, (), None)):
         p = convert_path(fmt, opts, objects, topts)
         if fmt == "qcow2" and opts:
             p.name = "convert-qcow2-v2"
+        if fmt == "vpc":
+            p.name = "convert-vpc-" + ("fixed" if "fixed" in opts else "dynamic")
         p.state = convert_state
         paths.append(p)
     # Internal snapshots.
