@@ -164,6 +164,13 @@ static gboolean lookup_run(Qcow2State *s, guint64 offset, guint64 max, gboolean 
     guint64 span = qcow2_l2_span(s), l1i = offset / span;
     guint64 limit = MIN(offset + max, (l1i + 1) * span);
     memset(r, 0, sizeof *r);
+    if (l1i < s->l1_size && l1i >= s->l1_lost_from) {
+        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
+                     "the L1 table is cut short by the end of the file (truncated?): entry "
+                     "%" G_GUINT64_FORMAT " is missing",
+                     l1i);
+        return FALSE;
+    }
     if (l1i >= s->l1_size || (s->l1[l1i] & QCOW2_OFFSET_MASK) == 0) {
         r->kind = VD_EXTENT_UNALLOCATED;
         r->len = limit - offset;

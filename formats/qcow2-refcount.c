@@ -66,8 +66,12 @@ gboolean qcow2_refcount_load(Qcow2State *s, GError **error)
     guint64 bytes = (guint64)s->rt_clusters * s->cluster_size;
     if (!vd_image_charge_metadata(s->img, bytes * 2, "refcount table", error))
         return FALSE;
-    g_autofree guint8 *raw = g_malloc(bytes);
-    if (!vd_file_pread(s->img->file, s->rt_offset, raw, bytes, error)) {
+    /* A truncated file (opened read-only) reads as zeroes past its end. */
+    guint64 have = bytes;
+    if (!qcow2_in_file(s, s->rt_offset, bytes))
+        have = s->rt_offset < s->file_size ? s->file_size - s->rt_offset : 0;
+    g_autofree guint8 *raw = g_malloc0(bytes);
+    if (have > 0 && !vd_file_pread(s->img->file, s->rt_offset, raw, have, error)) {
         g_prefix_error(error, "refcount table: ");
         return FALSE;
     }
@@ -89,7 +93,9 @@ static gboolean load_block(Qcow2State *s, guint64 bi, guint8 **block, GError **e
                      bi, off);
         return FALSE;
     }
-    if (!qcow2_cache_lookup(s->rb_cache, off) && !qcow2_in_file(s, off, s->cluster_size)) {
+    /* A block in the file's last, partial cluster reads as zeroes past the
+     * end, as qemu reads it. */
+    if (!qcow2_cache_lookup(s->rb_cache, off) && !qcow2_in_file(s, off, 1)) {
         vd_set_error(error, s->img, VD_ERROR_CORRUPT,
                      "refcount block for refcount table entry %" G_GUINT64_FORMAT
                      " points past the end of the file",

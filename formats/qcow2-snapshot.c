@@ -517,6 +517,7 @@ gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **erro
     g_free(s->l1);
     s->l1 = g_steal_pointer(&snl1);
     s->l1_size = sn->l1_size;
+    s->l1_lost_from = G_MAXUINT32;
     s->l1_dirty_lo = G_MAXUINT32;
     s->l1_dirty_hi = 0;
     s->zbuf_entry = 0;

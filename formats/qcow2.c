@@ -451,7 +451,12 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
                      "L1 table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->l1_offset);
         return FALSE;
     }
-    if (s->l1_size > 0 && !qcow2_in_file(s, s->l1_offset, (guint64)s->l1_size * 8)) {
+    /* A truncated file is read as qemu reads it (the tables' missing end
+     * is zeroes) to be looked at, never to be written. */
+    gboolean truncated_ok = !(img->flags & VD_OPEN_READ_WRITE) &&
+                            s->l1_offset <= QCOW2_OFFSET_MASK && s->rt_offset <= QCOW2_OFFSET_MASK;
+    if (s->l1_size > 0 && !truncated_ok &&
+        !qcow2_in_file(s, s->l1_offset, (guint64)s->l1_size * 8)) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "L1 table at offset 0x%" G_GINT64_MODIFIER "x points past the end of the file",
                      s->l1_offset);
@@ -468,7 +473,7 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
                      "refcount table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->rt_offset);
         return FALSE;
     }
-    if (!qcow2_in_file(s, s->rt_offset, rt_bytes)) {
+    if (!truncated_ok && !qcow2_in_file(s, s->rt_offset, rt_bytes)) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "refcount table at offset 0x%" G_GINT64_MODIFIER
                      "x points past the end of the file",
@@ -581,10 +586,26 @@ static gboolean load_l1(VdImage *img, Qcow2State *s, GError **error)
 {
     g_free(s->l1);
     s->l1 = NULL;
+    s->l1_lost_from = G_MAXUINT32;
     if (s->l1_size == 0)
         return TRUE;
-    return vd_image_charge_metadata(img, (guint64)s->l1_size * 8, "L1 table", error) &&
-           qcow2_read_l1(s, s->l1_offset, s->l1_size, &s->l1, error);
+    if (!vd_image_charge_metadata(img, (guint64)s->l1_size * 8, "L1 table", error))
+        return FALSE;
+    guint64 bytes = (guint64)s->l1_size * 8;
+    if (qcow2_in_file(s, s->l1_offset, bytes))
+        return qcow2_read_l1(s, s->l1_offset, s->l1_size, &s->l1, error);
+    /* Open checked that this is a read-only open: what the file holds of
+     * the table is read, the rest is zeroes whose ranges refuse to be read
+     * (lookup_run); check counts what is missing. */
+    guint64 have = s->l1_offset < s->file_size ? MIN(s->file_size - s->l1_offset, bytes) : 0;
+    g_autofree guint8 *raw = g_malloc0(bytes);
+    if (have > 0 && !vd_file_pread(img->file, s->l1_offset, raw, have, error))
+        return FALSE;
+    s->l1 = g_new0(guint64, s->l1_size);
+    s->l1_lost_from = (guint32)(have / 8);
+    for (guint32 i = 0; i < s->l1_lost_from; i++)
+        s->l1[i] = vd_be64(raw + (guint64)i * 8);
+    return TRUE;
 }
 
 /* A dirty image (lazy refcounts, not closed cleanly) gets its refcounts
@@ -643,6 +664,7 @@ static gboolean open_read_write(VdImage *img, Qcow2State *s, GError **error)
 static gboolean qcow2_open(VdImage *img, GError **error)
 {
     Qcow2State *s = g_new0(Qcow2State, 1);
+    s->l1_lost_from = G_MAXUINT32;
     img->priv = s;
     s->img = img;
     s->deferred_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2Range));
@@ -1010,13 +1032,19 @@ static gboolean write_skeleton(VdFile *file, const VdCreateParams *p, const Crea
     return vd_file_pwrite(file, 0, buf, cs * 3, error);
 }
 
-static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError **error)
+/* Preallocate the guest range [offset, offset+len) (offset a cluster
+ * boundary): tables and clusters, and then the file's blocks past where
+ * the file ended (falloc) or zeroes there (full). */
+static gboolean preallocate_data(Qcow2State *s, int mode, guint64 offset, guint64 len,
+                                 GError **error)
 {
     if (mode == PREALLOC_OFF)
         return TRUE;
-    if (!qcow2_preallocate(s, 0, size, error) || !qcow2_flush_metadata(s, error))
+    guint64 before, end;
+    if (!vd_file_size(s->img->file, &before, error))
         return FALSE;
-    guint64 end;
+    if (!qcow2_preallocate(s, offset, len, error) || !qcow2_flush_metadata(s, error))
+        return FALSE;
     if (!vd_file_size(s->img->file, &end, error))
         return FALSE;
     /* Data clusters are allocated last, so the file's tail holds them. */
@@ -1025,13 +1053,13 @@ static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError *
         return need <= end || vd_file_truncate(s->img->file, need, error);
     /* L2 tables sit between runs of data clusters, so the holes to fill
      * are anywhere in the file, not only at its end. */
+    need = MAX(need, end);
     if (mode == PREALLOC_FALLOC)
-        return vd_file_allocate(s->img->file, 0, MAX(need, end), error);
+        return need <= before || vd_file_allocate(s->img->file, before, need - before, error);
     if (mode == PREALLOC_FULL) {
         /* Real zero bytes: the point is that the blocks are there. */
         g_autofree guint8 *zero = g_malloc0(1u << 20);
-        need = MAX(need, end);
-        for (guint64 off = 0; off < need;) {
+        for (guint64 off = before; off < need;) {
             gboolean is_data;
             guint64 run;
             if (!vd_file_extent(s->img->file, off, need - off, &is_data, &run, error))
@@ -1077,7 +1105,7 @@ static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **err
             tmp.size = p->size;
         ok = ok && (!o.luks || qcow2_crypto_create(s, p, error));
         ok =
-            ok && preallocate_data(s, o.prealloc, p->size, error) && qcow2_flush_metadata(s, error);
+            ok && preallocate_data(s, o.prealloc, 0, p->size, error) && qcow2_flush_metadata(s, error);
     }
     qcow2_close(&tmp);
     g_free(tmp.backing_name);
@@ -1134,7 +1162,9 @@ static gboolean qcow2_flush(VdImage *img, GError **error)
     return s->data_file == NULL || vd_file_sync(s->data_file, error);
 }
 
-static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+/* A resize, with [old size, new_size) preallocated as mode says when it
+ * grows (PREALLOC_*). */
+static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **error)
 {
     Qcow2State *s = img->priv;
     guint64 old_size = img->size, span = qcow2_l2_span(s);
@@ -1172,11 +1202,42 @@ static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shri
     if (!qcow2_write_header_field(s, QH_SIZE, new_size, 8, error))
         return FALSE;
     img->size = new_size;
+    /* Preallocated clusters read as zeroes, as a grown image must there
+     * (the file is a hole or zeroes past its old end), whatever a longer
+     * backing file holds. The first cluster, which old data may share, is
+     * left as it is. */
+    guint64 from = qcow2_align_up(old_size, s->cluster_size);
+    if (new_size > from && mode != PREALLOC_OFF)
+        return preallocate_data(s, mode, from, new_size - from, error) &&
+               (from == old_size || img->backing_name == NULL || s->version < 3 ||
+                qcow2_write_zeroes(img, old_size, from - old_size, TRUE, error));
     /* The new area must read as zeroes, not as what a longer backing file
      * holds there. */
     if (new_size > old_size && img->backing_name != NULL && s->version >= 3)
         return qcow2_write_zeroes(img, old_size, new_size - old_size, TRUE, error);
     return TRUE;
+}
+
+static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+{
+    return resize_with(img, new_size, PREALLOC_OFF, error);
+}
+
+static gboolean qcow2_grow_preallocated(VdImage *img, guint64 new_size, VdPreallocation mode,
+                                        GError **error)
+{
+    static const int modes[] = { [VD_PREALLOC_OFF] = PREALLOC_OFF,
+                                 [VD_PREALLOC_METADATA] = PREALLOC_METADATA,
+                                 [VD_PREALLOC_FALLOC] = PREALLOC_FALLOC,
+                                 [VD_PREALLOC_FULL] = PREALLOC_FULL };
+    Qcow2State *s = img->priv;
+    if (qcow2_encrypted(s) || s->data_file != NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "preallocation is not supported for encrypted images or images with an "
+                     "external data file");
+        return FALSE;
+    }
+    return resize_with(img, new_size, modes[mode], error);
 }
 
 /* ----- rebase: a new backing file name in the header cluster ----- */
@@ -1433,6 +1494,7 @@ const VdDriver vd_driver_qcow2 = {
     .inflate_unit = qcow2_inflate_unit,
     .flush = qcow2_flush,
     .resize = qcow2_resize,
+    .grow_preallocated = qcow2_grow_preallocated,
     .get_info = qcow2_get_info,
     .check = qcow2_check,
     .list_snapshots = qcow2_list_snapshots,

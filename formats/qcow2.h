@@ -136,6 +136,7 @@ typedef struct {
     /* Active (or loaded snapshot's) L1 table, host endianness. */
     guint64 *l1;
     guint32 l1_size;
+    guint32 l1_lost_from; /* first entry a truncated file lacks (read-only); G_MAXUINT32: none */
     guint64 l1_offset;
     guint32 l1_dirty_lo, l1_dirty_hi; /* dirty entry range, lo > hi when clean */
 

@@ -326,6 +326,23 @@ t_damage_truncated() {
 }
 case_run "damaged: a truncated image" t_damage_truncated
 
+t_damage_truncated_tables() {
+    # cut inside the refcount block, before it, inside the refcount table:
+    # the L1 table is gone. qemu-img reads the missing part as zeroes; so
+    # do info and check, and reading the disk is refused, not zeroes.
+    for size in 150k 100k 65k; do
+        new_image
+        qio qcow2 t.qcow2 "write -P 1 0 1M"
+        truncate -s $size t.qcow2
+        both info
+        both info --output=json
+        both check
+        both check --output=json
+        fails_cleanly vd convert -O raw t.qcow2 out.raw
+    done
+}
+case_run "damaged: a file cut before its L1 table" t_damage_truncated_tables
+
 # ---- subclusters (extended L2, qemu-iotests 271) ----
 
 # unaligned_subcluster_image ZEROED: qemu-iotests 271's damaged entry: a
