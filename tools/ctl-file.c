@@ -111,6 +111,29 @@ static void print_file_info(const char *path, GVariant *info)
     }
 }
 
+/* InspectFile's keys are qemu-img's JSON names already; its snapshots
+ * become objects. */
+static void print_file_info_json(GVariant *info)
+{
+    JsonWriter *w = json_writer_new();
+    GVariantIter iter;
+    const char *key;
+    GVariant *value;
+
+    json_begin_object(w);
+    g_variant_iter_init(&iter, info);
+    while (g_variant_iter_loop(&iter, "{&sv}", &key, &value)) {
+        json_key(w, key);
+        if (g_str_equal(key, "snapshots") &&
+            g_variant_is_of_type(value, G_VARIANT_TYPE("a(ssttt)")))
+            ctl_json_snapshots(w, value);
+        else
+            json_variant(w, value);
+    }
+    json_end_object(w);
+    ctl_json_print(w);
+}
+
 static int run_inspect(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
@@ -131,7 +154,7 @@ static int run_inspect(Ctl *ctl, char **operands, int n_operands)
                     &error))
         return ctl_fail(error);
     if (ctl->json)
-        ctl_print_json(info);
+        print_file_info_json(info);
     else
         print_file_info(operands[0], info);
     return EXIT_SUCCESS;

@@ -278,11 +278,11 @@ static char *user_name(guint32 uid)
     return pw != NULL ? g_strdup(pw->pw_name) : g_strdup_printf("%u", uid);
 }
 
-/* The volumes a job works on, as "pool/name" joined with commas. */
-static char *job_volumes(GVariant *objects, GVariant *props)
+/* The volumes a job works on, as "POOL/NAME"; one gone meanwhile is left
+ * out. */
+static GStrv job_volume_list(GVariant *objects, GVariant *props)
 {
     g_autoptr(GStrvBuilder) labels = g_strv_builder_new();
-    g_auto(GStrv) strv = NULL;
     g_autofree const char **paths = NULL;
     g_autoptr(GVariant) value = g_variant_lookup_value(props, "Objects", G_VARIANT_TYPE("ao"));
 
@@ -290,10 +290,68 @@ static char *job_volumes(GVariant *objects, GVariant *props)
         paths = g_variant_get_objv(value, NULL);
     for (gsize i = 0; paths != NULL && paths[i] != NULL; i++) {
         g_autofree char *label = ctl_volume_label(objects, paths[i]);
-        g_strv_builder_add(labels, label);
+        if (!g_str_equal(label, paths[i]))
+            g_strv_builder_add(labels, label);
     }
-    strv = g_strv_builder_end(labels);
+    return g_strv_builder_end(labels);
+}
+
+/* The same joined with commas, "-" for none. */
+static char *job_volumes(GVariant *objects, GVariant *props)
+{
+    g_auto(GStrv) strv = job_volume_list(objects, props);
+
     return strv[0] != NULL ? g_strjoinv(",", strv) : g_strdup("-");
+}
+
+/* The jobs as JSON: each by its number, what it does to which volumes,
+ * how far it is (bytes, bytes a second) and whose it is. */
+static void print_jobs_json(GVariant *objects, GPtrArray *jobs)
+{
+    JsonWriter *w = json_writer_new();
+
+    json_begin_array(w);
+    for (guint i = 0; i < jobs->len; i++) {
+        const CtlObject *job = jobs->pdata[i];
+        double progress = 0;
+        guint32 uid = 0;
+        gboolean cancelable = FALSE;
+        g_auto(GStrv) volumes = job_volume_list(objects, job->props);
+        g_autofree char *user = NULL;
+        guint64 start = ctl_prop_uint64(job->props, "StartTime");
+        g_autoptr(GDateTime) started =
+            start != 0 ? g_date_time_new_from_unix_local((gint64)(start / G_USEC_PER_SEC)) : NULL;
+        g_autofree char *iso = started != NULL ? g_date_time_format_iso8601(started) : NULL;
+
+        g_variant_lookup(job->props, "Progress", "d", &progress);
+        g_variant_lookup(job->props, "StartedByUID", "u", &uid);
+        g_variant_lookup(job->props, "Cancelable", "b", &cancelable);
+        user = user_name(uid);
+        json_begin_object(w);
+        json_member_string(w, "id", job_number(job->path));
+        json_member_string(w, "operation", ctl_prop_string(job->props, "Operation"));
+        json_member_string(w, "state", ctl_prop_string(job->props, "State"));
+        json_key(w, "progress");
+        json_double(w, progress);
+        json_member_uint(w, "bytes-done", ctl_prop_uint64(job->props, "BytesDone"));
+        json_member_uint(w, "bytes-total", ctl_prop_uint64(job->props, "BytesTotal"));
+        json_member_uint(w, "rate", ctl_prop_uint64(job->props, "Rate"));
+        json_member_string(w, "user", user);
+        json_member_uint(w, "uid", uid);
+        json_member_bool(w, "cancelable", cancelable);
+        if (iso != NULL)
+            json_member_string(w, "started", iso);
+        if (*ctl_prop_string(job->props, "Error"))
+            json_member_string(w, "error", ctl_prop_string(job->props, "Error"));
+        json_key(w, "volumes");
+        json_begin_array(w);
+        for (guint v = 0; volumes[v] != NULL; v++)
+            json_string(w, volumes[v]);
+        json_end_array(w);
+        json_end_object(w);
+    }
+    json_end_array(w);
+    ctl_json_print(w);
 }
 
 static void add_job_row(CtlTable *table, GVariant *objects, const CtlObject *job)
@@ -325,7 +383,7 @@ static int run_jobs(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     jobs = ctl_objects_with(objects, VDISK_JOB_INTERFACE);
     if (ctl->json) {
-        ctl_print_objects_json(jobs);
+        print_jobs_json(objects, jobs);
         return EXIT_SUCCESS;
     }
     if (jobs->len == 0) {

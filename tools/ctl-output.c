@@ -123,35 +123,73 @@ void ctl_table_free(CtlTable *table)
 
 char *ctl_format_size(guint64 bytes) { return cli_format_size(bytes); }
 
-void ctl_print_json(GVariant *value)
+void ctl_json_print(JsonWriter *w)
 {
-    g_autoptr(JsonWriter) w = json_writer_new();
-    g_autoptr(GVariant) owned = g_variant_ref_sink(value);
-
-    json_variant(w, owned);
     printf("%s\n", json_writer_get(w));
+    json_writer_free(w);
 }
 
-void ctl_print_objects_json(GPtrArray *objects)
+void ctl_json_snapshots(JsonWriter *w, GVariant *snapshots)
 {
-    GVariantBuilder list;
+    GVariantIter iter;
+    const char *id, *name;
+    guint64 date, clock, state;
 
-    g_variant_builder_init(&list, G_VARIANT_TYPE("aa{sv}"));
-    for (guint i = 0; i < objects->len; i++) {
-        CtlObject *obj = objects->pdata[i];
-        GVariantBuilder entry;
-        GVariantIter iter;
-        const char *key;
-        GVariant *value;
-
-        g_variant_builder_init(&entry, G_VARIANT_TYPE_VARDICT);
-        g_variant_builder_add(&entry, "{sv}", "object", g_variant_new_object_path(obj->path));
-        g_variant_iter_init(&iter, obj->props);
-        while (g_variant_iter_loop(&iter, "{&sv}", &key, &value))
-            g_variant_builder_add(&entry, "{sv}", key, value);
-        g_variant_builder_add_value(&list, g_variant_builder_end(&entry));
+    json_begin_array(w);
+    if (snapshots != NULL) {
+        g_variant_iter_init(&iter, snapshots);
+        while (g_variant_iter_next(&iter, "(&s&sttt)", &id, &name, &date, &clock, &state)) {
+            g_autoptr(GDateTime) when = g_date_time_new_from_unix_local((gint64)date);
+            g_autofree char *iso = when != NULL ? g_date_time_format_iso8601(when) : NULL;
+            json_begin_object(w);
+            json_member_string(w, "id", id);
+            json_member_string(w, "name", name);
+            if (iso != NULL)
+                json_member_string(w, "date", iso);
+            json_member_uint(w, "date-sec", date);
+            json_member_uint(w, "vm-state-size", state);
+            json_member_uint(w, "vm-clock-sec", clock / G_GUINT64_CONSTANT(1000000000));
+            json_member_uint(w, "vm-clock-nsec", clock % G_GUINT64_CONSTANT(1000000000));
+            json_end_object(w);
+        }
     }
-    ctl_print_json(g_variant_builder_end(&list));
+    json_end_array(w);
+}
+
+/* key: the string property when it is not empty. */
+static void member_if_set(JsonWriter *w, const char *key, GVariant *props, const char *property)
+{
+    const char *value = ctl_prop_string(props, property);
+
+    if (*value)
+        json_member_string(w, key, value);
+}
+
+void ctl_json_volume(JsonWriter *w, const char *pool_name, GVariant *props)
+{
+    g_autofree char *label = g_strdup_printf("%s/%s", pool_name, ctl_prop_string(props, "Name"));
+    g_autoptr(GVariant) snapshots =
+        g_variant_lookup_value(props, "Snapshots", G_VARIANT_TYPE("a(ssttt)"));
+    gboolean encrypted = FALSE, busy = FALSE;
+
+    g_variant_lookup(props, "Encrypted", "b", &encrypted);
+    g_variant_lookup(props, "Busy", "b", &busy);
+    json_begin_object(w);
+    json_member_string(w, "volume", label);
+    json_member_string(w, "pool", pool_name);
+    json_member_string(w, "name", ctl_prop_string(props, "Name"));
+    member_if_set(w, "file", props, "Path");
+    member_if_set(w, "format", props, "Format");
+    json_member_uint(w, "virtual-size", ctl_prop_uint64(props, "VirtualSize"));
+    json_member_uint(w, "actual-size", ctl_prop_uint64(props, "AllocatedSize"));
+    member_if_set(w, "backing-file", props, "BackingFile");
+    member_if_set(w, "backing-format", props, "BackingFormat");
+    json_member_bool(w, "encrypted", encrypted);
+    json_member_bool(w, "busy", busy);
+    member_if_set(w, "error", props, "Error");
+    json_key(w, "snapshots");
+    ctl_json_snapshots(w, snapshots);
+    json_end_object(w);
 }
 
 const char *ctl_prop_string(GVariant *props, const char *key)

@@ -18,6 +18,35 @@ static void add_pool_row(CtlTable *table, const CtlObject *pool)
                       ctl_prop_string(pool->props, "Directory"), count, capacity, available, NULL);
 }
 
+/* The pools as JSON: name, directory, capacity and available in bytes,
+ * and the names of their volumes. */
+static void print_pools_json(GVariant *objects, GPtrArray *pools)
+{
+    g_autoptr(GPtrArray) volumes = ctl_objects_with(objects, VDISK_VOLUME_INTERFACE);
+    JsonWriter *w = json_writer_new();
+
+    json_begin_array(w);
+    for (guint i = 0; i < pools->len; i++) {
+        const CtlObject *pool = pools->pdata[i];
+        json_begin_object(w);
+        json_member_string(w, "name", ctl_prop_string(pool->props, "Name"));
+        json_member_string(w, "directory", ctl_prop_string(pool->props, "Directory"));
+        json_member_uint(w, "capacity", ctl_prop_uint64(pool->props, "Capacity"));
+        json_member_uint(w, "available", ctl_prop_uint64(pool->props, "Available"));
+        json_key(w, "volumes");
+        json_begin_array(w);
+        for (guint v = 0; v < volumes->len; v++) {
+            const CtlObject *vol = volumes->pdata[v];
+            if (g_str_equal(ctl_prop_string(vol->props, "Pool"), pool->path))
+                json_string(w, ctl_prop_string(vol->props, "Name"));
+        }
+        json_end_array(w);
+        json_end_object(w);
+    }
+    json_end_array(w);
+    ctl_json_print(w);
+}
+
 static int run_pools(Ctl *ctl, char **operands, int n_operands)
 {
     g_autoptr(GError) error = NULL;
@@ -29,7 +58,7 @@ static int run_pools(Ctl *ctl, char **operands, int n_operands)
         return ctl_fail(error);
     pools = ctl_objects_with(objects, VDISK_POOL_INTERFACE);
     if (ctl->json) {
-        ctl_print_objects_json(pools);
+        print_pools_json(objects, pools);
         return EXIT_SUCCESS;
     }
     if (pools->len == 0) {
@@ -130,7 +159,12 @@ static int run_volumes(Ctl *ctl, char **operands, int n_operands)
     }
     volumes = volumes_of(objects, pools, only, &pool_names);
     if (ctl->json) {
-        ctl_print_objects_json(volumes);
+        JsonWriter *w = json_writer_new();
+        json_begin_array(w);
+        for (guint i = 0; i < volumes->len; i++)
+            ctl_json_volume(w, pool_names->pdata[i], ((CtlObject *)volumes->pdata[i])->props);
+        json_end_array(w);
+        ctl_json_print(w);
         return EXIT_SUCCESS;
     }
     table = ctl_table_new("VOLUME", "FORMAT", "VIRTUAL SIZE", "DISK SIZE", "BACKING FILE", "STATUS",

@@ -46,14 +46,13 @@ static void print_volume(const CtlVolume *vol)
     }
 }
 
-/* One volume as JSON: its properties with its object path, as the listings
- * print each. */
+/* One volume as JSON: the object each entry of 'volumes --json' is. */
 static void print_volume_json(const CtlVolume *vol)
 {
-    g_autoptr(GPtrArray) one = g_ptr_array_new();
+    JsonWriter *w = json_writer_new();
 
-    g_ptr_array_add(one, vol->volume);
-    ctl_print_objects_json(one);
+    ctl_json_volume(w, vol->pool_name, vol->volume->props);
+    ctl_json_print(w);
 }
 
 static int run_info(Ctl *ctl, char **operands, int n_operands)
@@ -535,9 +534,11 @@ static int list_snapshots(Ctl *ctl, const char *arg)
     snapshots = g_variant_lookup_value(vol->volume->props, "Snapshots", G_VARIANT_TYPE("a(ssttt)"));
     if (snapshots == NULL)
         snapshots = g_variant_ref_sink(g_variant_new("a(ssttt)", NULL));
-    if (ctl->json)
-        ctl_print_json(snapshots);
-    else if (g_variant_n_children(snapshots) == 0)
+    if (ctl->json) {
+        JsonWriter *w = json_writer_new();
+        ctl_json_snapshots(w, snapshots);
+        ctl_json_print(w);
+    } else if (g_variant_n_children(snapshots) == 0)
         ctl_say(ctl, "%s has no snapshots.", arg);
     else
         ctl_print_snapshots(snapshots);

@@ -15,6 +15,7 @@
 #include <gio/gunixfdlist.h>
 #include <stdio.h>
 
+#include "json-writer.h"
 #include "vdd-dbus.h"
 #include "vdisk-names.h"
 
@@ -323,12 +324,19 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(CtlTable, ctl_table_free)
 /* "64 MiB" (qemu-img's style), a new string. */
 char *ctl_format_size(guint64 bytes);
 
-/* Print value (any GVariant, a{sv} as an object) as JSON and a newline. */
-void ctl_print_json(GVariant *value);
+/* --json speaks of what the user names (POOL/VOLUME, a job's number),
+ * with named fields in lower case and sizes in bytes, as qemu-img's JSON
+ * does: never D-Bus tuples or object paths. */
 
-/* objects (CtlObject) as a JSON array of their properties, each with its
- * D-Bus path as "object". */
-void ctl_print_objects_json(GPtrArray *objects);
+/* Print what w holds and a newline; frees w. */
+void ctl_json_print(JsonWriter *w);
+/* A volume's properties (Volume's a{sv}) as an object: volume ("POOL/NAME"),
+ * pool, name, file, format, virtual-size, actual-size, backing-file,
+ * backing-format, encrypted, busy, error and snapshots, each when known. */
+void ctl_json_volume(JsonWriter *w, const char *pool_name, GVariant *props);
+/* A Snapshots property (a(ssttt)) as an array of objects: id, name, date
+ * (ISO 8601), date-sec, vm-state-size, vm-clock-sec, vm-clock-nsec. */
+void ctl_json_snapshots(JsonWriter *w, GVariant *snapshots);
 
 /* "label:       value" lines of info and inspect; sizes also in bytes. */
 void ctl_print_field(const char *label, const char *value);

@@ -128,8 +128,8 @@ check "help, version and usage errors" usage
 add_pool() {
     (cd "$T" && ctl add-pool t pool) | grep -q 'Added pool t'
     ctl pools | grep -E "^t +$POOL " >/dev/null
-    [[ $(ctl pools --json | json_get 'd[0]["Directory"]') == "$POOL" ]]
-    ctl --json pools | json_get 'd[0]["Name"]' | grep -qx t   # options before the command
+    [[ $(ctl pools --json | json_get 'd[0]["directory"]') == "$POOL" ]]
+    ctl --json pools | json_get 'd[0]["name"]' | grep -qx t   # options before the command
     fails "no pool 'nope'" ctl volumes nope
 }
 check "add-pool, pools (--json), volumes of a missing pool" add_pool
@@ -166,7 +166,7 @@ volumes_info() {
     [[ $(ctl volumes t --json | json_get 'len(d)') -ge 3 ]]
     ctl info t/a.qcow2 | grep -q '^format: *qcow2'
     ctl info t/a.qcow2 | grep -q '^virtual size: *64 MiB (67108864 bytes)'
-    [[ $(ctl info t/a.qcow2 --json | json_get 'd[0]["VirtualSize"]') == 67108864 ]]
+    [[ $(ctl info t/a.qcow2 --json | json_get 'd["virtual-size"]') == 67108864 ]]
     fails "no volume 'zz.qcow2' in pool 't'" ctl info t/zz.qcow2
 }
 check "volumes and info, human and --json" volumes_info
@@ -259,7 +259,7 @@ snapshots() {
     ctl snapshot create t/a.qcow2 before | grep -q 'Created snapshot before of t/a.qcow2'
     qemu-img snapshot -l "$POOL/a.qcow2" | grep -q before
     ctl snapshot list t/a.qcow2 | grep -q ' before '
-    [[ $(ctl snapshot list t/a.qcow2 --json | json_get 'd[0][1]') == before ]]
+    [[ $(ctl snapshot list t/a.qcow2 --json | json_get 'd[0]["name"]') == before ]]
     ctl info t/a.qcow2 | grep -q '^Snapshot list:'
     ctl snapshot revert t/a.qcow2 before -q
     ctl snapshot delete t/a.qcow2 before -q
@@ -270,6 +270,46 @@ snapshots() {
     qemu-img check -q "$POOL/a.qcow2"
 }
 check "snapshot create, list (--json), revert, delete" snapshots
+
+# --json speaks of POOL/VOLUME and job numbers with named fields and sizes
+# in bytes: no D-Bus tuple, no object path, no D-Bus property name.
+json_fields() {
+    ctl snapshot create -q t/a.qcow2 js1
+    no_paths() { ! grep -q '/org/vdisk' "$1" || { echo "an object path in $1:"; cat "$1"; exit 1; }; }
+    ctl pools --json >"$T/j"; no_paths "$T/j"
+    /usr/bin/python3 - "$T/j" "$POOL" <<'PY'
+import json, sys
+d = [p for p in json.load(open(sys.argv[1])) if p["name"] == "t"][0]
+assert set(d) == {"name", "directory", "capacity", "available", "volumes"}, d
+assert d["directory"] == sys.argv[2] and d["capacity"] >= d["available"] > 0, d
+assert "a.qcow2" in d["volumes"], d
+PY
+    ctl volumes t --json >"$T/j"; no_paths "$T/j"
+    ctl info t/a.qcow2 --json >"$T/k"; no_paths "$T/k"
+    /usr/bin/python3 - "$T/j" "$T/k" "$POOL" <<'PY'
+import json, sys
+vols, info, pool = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+assert isinstance(vols, list) and isinstance(info, dict), (vols, info)
+a = [v for v in vols if v["volume"] == "t/a.qcow2"][0]
+assert a == info, (a, info)
+for key, want in (("pool", "t"), ("name", "a.qcow2"), ("file", pool + "/a.qcow2"),
+                  ("format", "qcow2"), ("encrypted", False), ("busy", False)):
+    assert info[key] == want, (key, info)
+assert isinstance(info["virtual-size"], int) and info["actual-size"] > 0, info
+assert not any(k[0].isupper() for k in info), info
+s = [x for x in info["snapshots"] if x["name"] == "js1"][0]
+assert set(s) == {"id", "name", "date", "date-sec", "vm-state-size", "vm-clock-sec", "vm-clock-nsec"}, s
+assert s["vm-state-size"] == 0 and s["id"].isdigit() and s["date"][:2] == "20", s
+PY
+    ctl snapshot list t/a.qcow2 --json | json_get '[s["id"] for s in d if s["name"] == "js1"][0]' | grep -qx '[0-9]*'
+    ctl status --json >"$T/j"
+    json_get 'sorted(d)' <"$T/j" | grep -qx "\['version', 'worker'\]"
+    as_user "$BOB" "$VDISKCTL" inspect --json "$T/bob/disk.vdi" | json_get 'd["format"]' | grep -qx vdi
+    cp "$POOL/a.qcow2" "$T/snap.qcow2" && chmod 644 "$T/snap.qcow2"
+    ctl inspect --json "$T/snap.qcow2" | json_get '[s["name"] for s in d["snapshots"]]' | grep -q "'js1'"
+    ctl snapshot delete -q t/a.qcow2 js1
+}
+check "--json: named fields, POOL/VOLUME names, no object paths" json_fields
 
 overlay_delete() {
     ctl overlay t/imp.qcow2 top.qcow2 | grep -q 'Created t/top.qcow2 on top of t/imp.qcow2'
@@ -347,12 +387,18 @@ jobs_cancel() {
     ctl import -f vmdk -o subformat=streamOptimized "$T/big.raw" t/big.vmdk >"$T/imp.out" 2>&1 &
     local pid=$! n= i
     for ((i = 0; i < 100; i++)); do
-        n=$(ctl jobs --json | json_get '" ".join(j["object"].rsplit("/", 1)[1] for j in d if j["State"] == "running")')
+        n=$(ctl jobs --json | json_get '" ".join(j["id"] for j in d if j["state"] == "running")')
         [[ -n $n ]] && break
         sleep 0.1
     done
     [[ -n $n ]] || { echo "no job seen"; exit 1; }
     ctl jobs | grep -E "^$n +import +running .*t/big.vmdk" >/dev/null
+    ctl jobs --json >"$T/j"
+    ! grep -q '/org/vdisk' "$T/j"
+    json_get '[j for j in d if j["id"] == "'"$n"'"][0]' <"$T/j" | grep -q "'volumes': \['t/big.vmdk'\]"
+    json_get '[j for j in d if j["id"] == "'"$n"'"][0]' <"$T/j" | grep -q "'operation': 'import'"
+    json_get '[sorted(j) for j in d if j["id"] == "'"$n"'"][0]' <"$T/j" |
+        grep -qxF "['bytes-done', 'bytes-total', 'cancelable', 'id', 'operation', 'progress', 'rate', 'started', 'state', 'uid', 'user', 'volumes']"
     ctl cancel "$n" | grep -q "Asked job $n to cancel"
     local rc=0; wait "$pid" || rc=$?
     [[ $rc == 1 ]] || { echo "import exited $rc"; cat "$T/imp.out"; exit 1; }
