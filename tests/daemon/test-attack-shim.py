@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import ALICE, IFACE, ROOT, Env, case, client, main, qemu_img, run
+from vdiskd_env import ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run
 
 
 # ---------------------------------------------------------------- client side
@@ -31,7 +31,18 @@ def job_count(ctx, a):
     print(json.dumps(sum(1 for ifs in ctx.objects().values() if IFACE + "Job" in ifs)))
 
 
-EXTRA = {"resolve": resolve, "job-count": job_count}
+def visible(ctx, a):
+    """The folders of the pools and the files of the volumes the caller sees."""
+    dirs, paths = [], []
+    for ifs in ctx.objects().values():
+        if IFACE + "Pool" in ifs:
+            dirs.append(ifs[IFACE + "Pool"]["Directory"])
+        if IFACE + "Volume" in ifs:
+            paths.append(ifs[IFACE + "Volume"]["Path"])
+    print(json.dumps({"pools": sorted(dirs), "volumes": sorted(paths)}))
+
+
+EXTRA = {"resolve": resolve, "job-count": job_count, "visible": visible}
 
 
 # ---------------------------------------------------------------- test side
@@ -100,6 +111,23 @@ def tests(env):
         rc, out = run(ALICE, "export", "dir-" + h, "disk.qcow2", out_file, "qcow2")
         assert rc != 0, out
         assert not os.path.exists(out_file) or os.path.getsize(out_file) == 0
+
+    @case("after the shim ran on them, no caller sees the private folder or its files")
+    def _():
+        # The shim never makes a folder a pool (ResolvePath refuses
+        # add-directory): a pool would show every file in it to each user
+        # the pool's rules allow, and libvirt itself keeps a domain's disk
+        # in a folder no pool holds out of every listing. So neither bob,
+        # outside the privileged group, nor root (manage-pools) sees it.
+        real = os.path.realpath(private)
+        for who in (BOB, ALICE, "root"):
+            rc, out = run(who, "visible")
+            assert rc == 0, (who, out)
+            assert not [d for d in out["pools"] if os.path.realpath(d) == real], (who, out)
+            assert not [v for v in out["volumes"]
+                        if os.path.realpath(v).startswith(real + "/")], (who, out)
+            assert [d for d in out["pools"]
+                    if os.path.realpath(d) == os.path.realpath(pool)], (who, out)
 
     @case("the shim in a pool works through vdiskd")
     def _():
