@@ -3,7 +3,10 @@
  * never goes into a message, and every copy of it made here is wiped. */
 #include "qemu-syntax.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 static void wipe(char *s)
 {
@@ -106,29 +109,58 @@ QsSecret *qs_secret_parse(const char *spec, GError **error)
     return g_steal_pointer(&secret);
 }
 
+/* The whole of path, at most QS_SECRET_FILE_MAX bytes (a wrong file=, say
+ * /dev/zero, must not fill memory), with a NUL after it. */
+static char *read_file(const QsSecret *secret, gsize *len, GError **error)
+{
+    int fd = open(secret->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(error, QS_ERROR, err == ENOENT ? QS_ERROR_NOT_FOUND : QS_ERROR_IO,
+                    "--object secret '%s': cannot read file=%s: %s", secret->id, secret->file,
+                    g_strerror(err));
+        return NULL;
+    }
+    gsize size = QS_SECRET_FILE_MAX + 1, n = 0;
+    char *buf = g_malloc(size + 1);
+    int err = 0;
+    while (n < size) {
+        ssize_t r = read(fd, buf + n, size - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            err = errno;
+        if (r <= 0)
+            break;
+        n += (gsize)r;
+    }
+    close(fd);
+    if (err != 0 || n > QS_SECRET_FILE_MAX) {
+        explicit_bzero(buf, n);
+        g_free(buf);
+        if (err != 0)
+            g_set_error(error, QS_ERROR, QS_ERROR_IO,
+                        "--object secret '%s': cannot read file=%s: %s", secret->id, secret->file,
+                        g_strerror(err));
+        else
+            g_set_error(error, QS_ERROR, QS_ERROR_INVALID,
+                        "--object secret '%s': file=%s is larger than %u bytes: not a passphrase",
+                        secret->id, secret->file, QS_SECRET_FILE_MAX);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
 /* The bytes secret stands for: its file's or data's, decoded. */
 static GBytes *secret_value(const QsSecret *secret, GError **error)
 {
     char *text = NULL;
     gsize len = 0;
     if (secret->file != NULL) {
-        g_autoptr(GError) local = NULL;
-        if (!g_file_get_contents(secret->file, &text, &len, &local)) {
-            g_set_error(error, QS_ERROR,
-                        g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)
-                            ? QS_ERROR_NOT_FOUND
-                            : QS_ERROR_IO,
-                        "--object secret '%s': %s", secret->id, local->message);
+        if ((text = read_file(secret, &len, error)) == NULL)
             return NULL;
-        }
-        if (len > QS_SECRET_FILE_MAX) {
-            explicit_bzero(text, len);
-            g_free(text);
-            g_set_error(error, QS_ERROR, QS_ERROR_INVALID,
-                        "--object secret '%s': %s is larger than %u bytes: not a passphrase",
-                        secret->id, secret->file, QS_SECRET_FILE_MAX);
-            return NULL;
-        }
     } else {
         text = g_strdup(secret->data);
         len = strlen(text);

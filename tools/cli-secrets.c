@@ -7,6 +7,7 @@
  * visible to other users in the process list); they are wiped on exit and
  * never printed. */
 #include "cli.h"
+#include "qemu-syntax.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,19 +45,12 @@ static gboolean read_passphrase_file(const char *path, GError **error)
     return TRUE;
 }
 
-/* Does an --object spec give its secret inline (data=)? Elements are
- * separated by single commas (",," is a comma inside a value). */
+/* Does an --object spec give its secret inline (data=)? One that is no
+ * valid secret is refused right after, with no warning needed. */
 static gboolean gives_data(const char *spec)
 {
-    for (const char *p = spec; *p != '\0';) {
-        if (g_str_has_prefix(p, "data="))
-            return TRUE;
-        while (*p != '\0' && !(*p == ',' && p[1] != ','))
-            p += *p == ',' ? 2 : 1; /* ",," stays inside the element */
-        if (*p == ',')
-            p++;
-    }
-    return FALSE;
+    g_autoptr(QsSecret) secret = qs_secret_parse(spec, NULL);
+    return secret != NULL && secret->data != NULL;
 }
 
 /* A secret on the command line can be read by every local user (ps,

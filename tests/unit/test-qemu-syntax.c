@@ -162,7 +162,8 @@ static void test_secrets_variant(void)
         { "secret,data=x", QS_ERROR_INVALID },
         { "iothread,id=a,data=x", QS_ERROR_UNSUPPORTED },
         { "secret,id=nofile,file=/nonexistent/pw", QS_ERROR_NOT_FOUND },
-        { NULL, QS_ERROR_INVALID }, /* too_big */
+        { "secret,id=endless,file=/dev/zero", QS_ERROR_INVALID }, /* read no further */
+        { NULL, QS_ERROR_INVALID },                               /* too_big */
     };
     for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autoptr(GPtrArray) one = g_ptr_array_new();
@@ -170,6 +171,8 @@ static void test_secrets_variant(void)
         g_ptr_array_add(one, (gpointer)(bad[i].spec != NULL ? bad[i].spec : too_big));
         g_assert_null(qs_secrets_variant(one, &error));
         g_assert_error(error, QS_ERROR, bad[i].code);
+        if (bad[i].code == QS_ERROR_NOT_FOUND) /* the file named as it was given */
+            g_assert_nonnull(strstr(error->message, "file=/nonexistent/pw"));
         g_clear_error(&error);
     }
     g_unlink(file);
