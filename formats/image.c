@@ -7,7 +7,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,13 +63,60 @@ const VdCreateOption *vd_format_create_option_table(const char *format)
     return drv != NULL ? drv->create_options : NULL;
 }
 
-static gboolean create_option_known(const VdDriver *drv, const char *key)
+/* Options of the image file itself, which every format takes (qemu's
+ * file layer: they follow the format's own in its "Formatting" line). */
+static const VdCreateOption file_create_options[] = {
+    { "nocow", VD_OPTION_BOOL, NULL, "Turn off copy-on-write (valid only on btrfs)" },
+    { "extent_size_hint", VD_OPTION_SIZE, NULL,
+      "Extent size hint for the image file, 0 to disable" },
+    { NULL },
+};
+
+static gboolean in_table(const VdCreateOption *table, const char *key)
 {
-    for (const VdCreateOption *o = drv->create_options; o != NULL && o->name != NULL; o++) {
+    for (const VdCreateOption *o = table; o != NULL && o->name != NULL; o++) {
         if (g_str_equal(o->name, key))
             return TRUE;
     }
     return FALSE;
+}
+
+static gboolean create_option_known(const VdDriver *drv, const char *key)
+{
+    return in_table(drv->create_options, key) || in_table(file_create_options, key);
+}
+
+/* nocow and extent_size_hint on the new file, where its file system
+ * has them; elsewhere they change nothing, as in qemu. */
+static void apply_file_options(VdFile *file, VdOptions *opts)
+{
+    gboolean nocow = FALSE;
+    guint64 hint = 0;
+    int fd = vd_file_fd(file);
+
+    if (vd_option_bool(opts, "nocow", FALSE, &nocow, NULL) && nocow) {
+        int attr = 0;
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0) {
+            attr |= FS_NOCOW_FL;
+            (void)ioctl(fd, FS_IOC_SETFLAGS, &attr);
+        }
+    }
+    if (vd_options_get(opts, "extent_size_hint") != NULL &&
+        vd_option_size(opts, "extent_size_hint", 0, &hint, NULL) && hint > 0 &&
+        hint <= G_MAXUINT32) {
+        struct fsxattr attr;
+        if (ioctl(fd, FS_IOC_FSGETXATTR, &attr) == 0) {
+            attr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+            attr.fsx_extsize = (guint32)hint;
+            (void)ioctl(fd, FS_IOC_FSSETXATTR, &attr);
+        }
+    }
+}
+
+static void add_names(GStrvBuilder *b, const VdCreateOption *table)
+{
+    for (const VdCreateOption *o = table; o != NULL && o->name != NULL; o++)
+        g_strv_builder_add(b, o->name);
 }
 
 const char *const *vd_format_create_options(const char *format)
@@ -86,8 +135,8 @@ const char *const *vd_format_create_options(const char *format)
     list = g_hash_table_lookup(names, drv);
     if (list == NULL) {
         g_autoptr(GStrvBuilder) b = g_strv_builder_new();
-        for (const VdCreateOption *o = drv->create_options; o->name != NULL; o++)
-            g_strv_builder_add(b, o->name);
+        add_names(b, drv->create_options);
+        add_names(b, file_create_options);
         list = g_strv_builder_end(b);
         g_hash_table_insert(names, (gpointer)drv, list);
     }
@@ -121,19 +170,22 @@ char *vd_format_describe_create(const char *path, const char *format, guint64 si
     gboolean size_shown = FALSE;
 
     g_string_append_printf(line, "Formatting '%s', fmt=%s", path, format);
-    for (const VdCreateOption *o = drv != NULL ? drv->create_options : NULL; o != NULL && o->name;
-         o++) {
-        if (g_str_equal(o->name, "size")) {
-            g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
-            size_shown = TRUE;
-            continue;
-        }
-        const char *value = vd_options_get(opts, o->name);
-        if (value == NULL)
-            value = o->shown_default;
-        if (value != NULL) {
-            g_autofree char *shown = shown_value(o, value);
-            g_string_append_printf(line, " %s=%s", o->name, shown);
+    const VdCreateOption *tables[] = { drv != NULL ? drv->create_options : NULL,
+                                       file_create_options };
+    for (gsize t = 0; t < G_N_ELEMENTS(tables); t++) {
+        for (const VdCreateOption *o = tables[t]; o != NULL && o->name; o++) {
+            if (g_str_equal(o->name, "size")) {
+                g_string_append_printf(line, " size=%" G_GUINT64_FORMAT, size);
+                size_shown = TRUE;
+                continue;
+            }
+            const char *value = vd_options_get(opts, o->name);
+            if (value == NULL)
+                value = o->shown_default;
+            if (value != NULL) {
+                g_autofree char *shown = shown_value(o, value);
+                g_string_append_printf(line, " %s=%s", o->name, shown);
+            }
         }
     }
     if (!size_shown)
@@ -1630,6 +1682,7 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
+    apply_file_options(file, opts);
     gboolean no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
     vd_file_set_no_flush(file, no_flush);
     params.no_flush = no_flush;

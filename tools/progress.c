@@ -1,5 +1,6 @@
 /* vdisk: progress display for long jobs (see progress.h). */
 #include "progress.h"
+#include "voice.h"
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -40,6 +41,10 @@ ProgressMode progress_choose_mode(FILE *stream, gboolean requested, gboolean qui
 {
     if (quiet)
         return PROGRESS_NONE;
+    /* Run as qemu-img: qemu-img's lines with -p, terminal or not, and
+     * nothing without it. */
+    if (voice_is_qemu())
+        return requested ? PROGRESS_LINES : PROGRESS_NONE;
     if (isatty(fileno(stream)))
         return PROGRESS_BAR;
     return requested ? PROGRESS_LINES : PROGRESS_NONE;
