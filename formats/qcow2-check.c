@@ -357,8 +357,8 @@ static void compare_refcounts(Check *c, VdCheckRepair fix)
         g_autoptr(GError) local = NULL;
         /* A block wholly past the end of a truncated file counts nothing,
          * as qemu reads it (zeroes). */
-        gboolean lost = bi < s->rt_entries && (s->rt[bi] & ~QCOW2_RT_OFFSET_MASK) == 0 &&
-                        s->rt[bi] != 0 && s->rt[bi] >= s->file_size;
+        guint64 rb = bi < s->rt_entries ? s->rt[bi] & QCOW2_RT_OFFSET_MASK : 0;
+        gboolean lost = rb != 0 && (rb & (s->cluster_size - 1)) == 0 && rb >= s->file_size;
         if (!lost && !qcow2_get_refcount(s, i, &stored, &local)) {
             report(c, FALSE, "Can't get refcount for cluster %" G_GUINT64_FORMAT ": %s", i,
                    g_strerror(EIO));

@@ -463,12 +463,23 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
         return FALSE;
     }
     guint64 rt_bytes = (guint64)s->rt_clusters * s->cluster_size;
-    if (s->rt_clusters == 0 || rt_bytes > QCOW2_MAX_RT_BYTES) {
+    /* A check without repair looks at an image without a refcount table,
+     * or with one on the header, as qemu-img check does (all counts zero;
+     * the header read as the table); info too where the table has a size. */
+    gboolean looks = !(img->flags & VD_OPEN_READ_WRITE);
+    gboolean checks = looks && (img->flags & VD_OPEN_FOR_CHECK);
+    if (s->rt_clusters == 0 && !checks) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "Image does not contain a reference count table");
+        return FALSE;
+    }
+    if (rt_bytes > QCOW2_MAX_RT_BYTES) {
         vd_set_error(error, img, VD_ERROR_CORRUPT, "refcount table size (%u clusters) is invalid",
                      s->rt_clusters);
         return FALSE;
     }
-    if ((s->rt_offset & (s->cluster_size - 1)) != 0 || s->rt_offset < s->cluster_size) {
+    if ((s->rt_offset & (s->cluster_size - 1)) != 0 ||
+        (s->rt_offset < s->cluster_size && !(looks && s->rt_offset == 0))) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "refcount table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->rt_offset);
         return FALSE;

@@ -343,6 +343,25 @@ t_damage_truncated_tables() {
 }
 case_run "damaged: a file cut before its L1 table" t_damage_truncated_tables
 
+t_damage_refcount_table_header() {
+    # no refcount table (size 0): qemu-img check counts every cluster as
+    # unreferenced by it, info refuses; a table at offset 0 (the header
+    # read as the table): both work
+    new_image
+    poke t.qcow2 56 "\x00\x00\x00\x00"
+    both check
+    both check --output=json
+    expect_exit 1 vd info t.qcow2 2>err
+    grep -q "Image does not contain a reference count table" err
+    new_image
+    poke t.qcow2 48 "\x00\x00\x00\x00\x00\x00\x00\x00"
+    both info
+    both check
+    grep -qx 'ERROR refcount table entry 0 has reserved bits set' v.err
+    both check --output=json
+}
+case_run "damaged: no refcount table, or one on the header (060)" t_damage_refcount_table_header
+
 # ---- subclusters (extended L2, qemu-iotests 271) ----
 
 # unaligned_subcluster_image ZEROED: qemu-iotests 271's damaged entry: a
