@@ -1456,6 +1456,35 @@ gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, 
     return ok;
 }
 
+gboolean vd_image_resize_preallocated(VdImage *img, guint64 new_size, gboolean allow_shrink,
+                                      VdPreallocation prealloc, GError **error)
+{
+    if (prealloc == VD_PREALLOC_OFF)
+        return vd_image_resize(img, new_size, allow_shrink, error);
+    if (new_size < img->size) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "Preallocation can only be used for growing images");
+        return FALSE;
+    }
+    if (img->drv->grow_preallocated == NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "the %s format cannot preallocate what a resize adds", img->drv->name);
+        return FALSE;
+    }
+    if (!img->read_write) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+        return FALSE;
+    }
+    if (new_size == img->size)
+        return TRUE;
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->grow_preallocated(img, new_size, prealloc, error);
+    if (ok)
+        img->size = new_size;
+    g_mutex_unlock(&img->lock);
+    return ok;
+}
+
 void vd_check_result_clear(VdCheckResult *res)
 {
     if (res->messages != NULL)

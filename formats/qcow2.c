@@ -1043,13 +1043,21 @@ static gboolean write_skeleton(VdFile *file, const VdCreateParams *p, const Crea
     return vd_file_pwrite(file, 0, buf, cs * 3, error);
 }
 
-static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError **error)
+/* Preallocate the guest range [offset, offset+len) (offset a cluster
+ * boundary): tables and clusters, and then the file's blocks past where
+ * the file ended (falloc) or zeroes there (full). */
+static gboolean preallocate_data(Qcow2State *s, int mode, guint64 offset, guint64 len,
+                                 GError **error)
 {
     if (mode == PREALLOC_OFF)
         return TRUE;
-    if (!qcow2_preallocate(s, 0, size, error) || !qcow2_flush_metadata(s, error))
+    guint64 before, end;
+    if (!vd_file_size(s->img->file, &before, error))
         return FALSE;
-    guint64 end;
+    /* What the file held is left as it is, to its cluster's end. */
+    before = qcow2_align_up(before, s->cluster_size);
+    if (!qcow2_preallocate(s, offset, len, error) || !qcow2_flush_metadata(s, error))
+        return FALSE;
     if (!vd_file_size(s->img->file, &end, error))
         return FALSE;
     /* Data clusters are allocated last, so the file's tail holds them. */
@@ -1058,13 +1066,13 @@ static gboolean preallocate_data(Qcow2State *s, int mode, guint64 size, GError *
         return need <= end || vd_file_truncate(s->img->file, need, error);
     /* L2 tables sit between runs of data clusters, so the holes to fill
      * are anywhere in the file, not only at its end. */
+    need = MAX(need, end);
     if (mode == PREALLOC_FALLOC)
-        return vd_file_allocate(s->img->file, 0, MAX(need, end), error);
+        return need <= before || vd_file_allocate(s->img->file, before, need - before, error);
     if (mode == PREALLOC_FULL) {
         /* Real zero bytes: the point is that the blocks are there. */
         g_autofree guint8 *zero = g_malloc0(1u << 20);
-        need = MAX(need, end);
-        for (guint64 off = 0; off < need;) {
+        for (guint64 off = before; off < need;) {
             gboolean is_data;
             guint64 run;
             if (!vd_file_extent(s->img->file, off, need - off, &is_data, &run, error))
@@ -1109,8 +1117,8 @@ static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **err
         if (ok)
             tmp.size = p->size;
         ok = ok && (!o.luks || qcow2_crypto_create(s, p, error));
-        ok =
-            ok && preallocate_data(s, o.prealloc, p->size, error) && qcow2_flush_metadata(s, error);
+        ok = ok && preallocate_data(s, o.prealloc, 0, p->size, error) &&
+             qcow2_flush_metadata(s, error);
     }
     qcow2_close(&tmp);
     g_free(tmp.backing_name);
@@ -1167,10 +1175,21 @@ static gboolean qcow2_flush(VdImage *img, GError **error)
     return s->data_file == NULL || vd_file_sync(s->data_file, error);
 }
 
-static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+/* A resize, with [old size, new_size) preallocated as mode says when it
+ * grows (PREALLOC_*). */
+static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **error)
 {
     Qcow2State *s = img->priv;
     guint64 old_size = img->size, span = qcow2_l2_span(s);
+    if (new_size > old_size && img->backing_name != NULL && img->backing == NULL &&
+        qcow2_offset_into_cluster(s, old_size) != 0 && s->version >= 3) {
+        /* The rest of the last cluster becomes zeroes; its start must be
+         * copied from the backing file. */
+        vd_set_error(error, img, VD_ERROR_NOT_FOUND,
+                     "growing it needs its backing file '%s', which could not be opened",
+                     img->backing_name);
+        return FALSE;
+    }
     if (new_size > (1ull << 62)) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "new size is too large");
         return FALSE;
@@ -1205,11 +1224,42 @@ static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shri
     if (!qcow2_write_header_field(s, QH_SIZE, new_size, 8, error))
         return FALSE;
     img->size = new_size;
+    /* Preallocated clusters read as zeroes (the file is a hole or zeroes
+     * past its old end); over a backing file they are also flagged zero,
+     * keeping their clusters, as qemu leaves them. The first cluster,
+     * which old data may share, is left as it is. */
+    guint64 from = qcow2_align_up(old_size, s->cluster_size);
+    if (new_size > from && mode != PREALLOC_OFF)
+        return preallocate_data(s, mode, from, new_size - from, error) &&
+               (img->backing_name == NULL || s->version < 3 ||
+                qcow2_write_zeroes(img, old_size, new_size - old_size, FALSE, error));
     /* The new area must read as zeroes, not as what a longer backing file
      * holds there. */
     if (new_size > old_size && img->backing_name != NULL && s->version >= 3)
         return qcow2_write_zeroes(img, old_size, new_size - old_size, TRUE, error);
     return TRUE;
+}
+
+static gboolean qcow2_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
+{
+    return resize_with(img, new_size, PREALLOC_OFF, error);
+}
+
+static gboolean qcow2_grow_preallocated(VdImage *img, guint64 new_size, VdPreallocation mode,
+                                        GError **error)
+{
+    static const int modes[] = { [VD_PREALLOC_OFF] = PREALLOC_OFF,
+                                 [VD_PREALLOC_METADATA] = PREALLOC_METADATA,
+                                 [VD_PREALLOC_FALLOC] = PREALLOC_FALLOC,
+                                 [VD_PREALLOC_FULL] = PREALLOC_FULL };
+    Qcow2State *s = img->priv;
+    if (qcow2_encrypted(s) || s->data_file != NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "preallocation is not supported for encrypted images or images with an "
+                     "external data file");
+        return FALSE;
+    }
+    return resize_with(img, new_size, modes[mode], error);
 }
 
 /* ----- rebase: a new backing file name in the header cluster ----- */
@@ -1279,8 +1329,8 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
     }
     /* The extensions as they are, by type, in qemu's order. */
     static const guint32 order[] = { QCOW2_EXT_BACKING_FORMAT, QCOW2_EXT_DATA_FILE,
-                                     QCOW2_EXT_CRYPTO, QCOW2_EXT_FEATURE_TABLE, QCOW2_EXT_BITMAPS,
-                                     0 };
+                                     QCOW2_EXT_CRYPTO,         QCOW2_EXT_FEATURE_TABLE,
+                                     QCOW2_EXT_BITMAPS,        0 };
     for (guint k = 0; k < G_N_ELEMENTS(order); k++) {
         if (order[k] == QCOW2_EXT_DATA_FILE) {
             if (s->version == 3 && s->data_file_name != NULL)
@@ -1466,6 +1516,7 @@ const VdDriver vd_driver_qcow2 = {
     .inflate_unit = qcow2_inflate_unit,
     .flush = qcow2_flush,
     .resize = qcow2_resize,
+    .grow_preallocated = qcow2_grow_preallocated,
     .get_info = qcow2_get_info,
     .check = qcow2_check,
     .list_snapshots = qcow2_list_snapshots,

@@ -112,6 +112,19 @@ static gboolean raw_resize(VdImage *img, guint64 new_size, gboolean allow_shrink
     return grow(img->file, img->size, new_size, PREALLOC_OFF, error);
 }
 
+static gboolean raw_grow_preallocated(VdImage *img, guint64 new_size, VdPreallocation mode,
+                                      GError **error)
+{
+    if (mode == VD_PREALLOC_METADATA) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "Unsupported preallocation mode: metadata (raw has no metadata; use "
+                     "falloc or full)");
+        return FALSE;
+    }
+    return grow(img->file, img->size, new_size,
+                mode == VD_PREALLOC_FULL ? PREALLOC_FULL : PREALLOC_FALLOC, error);
+}
+
 static gboolean raw_has_zero_init(VdImage *img)
 {
     /* A regular file we just created reads zero; a block device may not. */
@@ -131,5 +144,6 @@ const VdDriver vd_driver_raw = {
     .write_zeroes = raw_write_zeroes,
     .discard = raw_discard,
     .resize = raw_resize,
+    .grow_preallocated = raw_grow_preallocated,
     .has_zero_init = raw_has_zero_init,
 };

@@ -282,6 +282,11 @@ typedef struct VdDriver {
                              GError **error);
     gboolean (*flush)(VdImage *img, GError **error);
     gboolean (*resize)(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
+    /* Optional: grow to new_size with the new range preallocated (mode is
+     * never VD_PREALLOC_OFF); a mode it cannot do is refused before
+     * anything changes. Without it, only VD_PREALLOC_OFF resizes. */
+    gboolean (*grow_preallocated)(VdImage *img, guint64 new_size, VdPreallocation mode,
+                                  GError **error);
     /* Fill the format's part of info: cluster_size, dirty, encrypted,
      * format_specific, snapshots. */
     void (*get_info)(VdImage *img, VdImageInfo *info);

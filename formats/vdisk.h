@@ -408,6 +408,23 @@ VdImageInfo *vd_image_get_info(VdImage *img, GError **error);
  * it with VD_ERROR_NO_SPACE when data would be lost... unless it is raw. */
 gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error);
 
+/* How the range a resize adds is allocated (qemu-img resize
+ * --preallocation): not at all, in the format's tables only (qcow2), in
+ * the file system too, or written. */
+typedef enum {
+    VD_PREALLOC_OFF,
+    VD_PREALLOC_METADATA,
+    VD_PREALLOC_FALLOC,
+    VD_PREALLOC_FULL,
+} VdPreallocation;
+
+/* vd_image_resize with the grown range preallocated as prealloc says.
+ * Shrinking with a mode other than VD_PREALLOC_OFF is refused
+ * (VD_ERROR_INVALID_ARGUMENT), and so is a mode the format cannot do
+ * (VD_ERROR_NOT_SUPPORTED), before anything changes. */
+gboolean vd_image_resize_preallocated(VdImage *img, guint64 new_size, gboolean allow_shrink,
+                                      VdPreallocation prealloc, GError **error);
+
 /* Change options of an existing image as qemu-img amend does; so far the
  * LUKS key slots of encrypted qcow2 and luks images ("encrypt.keyslot",
  * "encrypt.state", "encrypt.new-secret", "encrypt.old-secret",

@@ -6,11 +6,32 @@
 
 enum {
     OPT_SHRINK = CLI_OPT_FIRST_PRIVATE,
+    OPT_PREALLOCATION,
 };
 
 typedef struct {
     gboolean shrink;
+    VdPreallocation prealloc; /* --preallocation */
 } ResizeOptions;
+
+static gboolean parse_preallocation(const char *arg, VdPreallocation *out, GError **error)
+{
+    static const char *const modes[] = {
+        [VD_PREALLOC_OFF] = "off",
+        [VD_PREALLOC_METADATA] = "metadata",
+        [VD_PREALLOC_FALLOC] = "falloc",
+        [VD_PREALLOC_FULL] = "full",
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(modes); i++) {
+        if (g_str_equal(arg, modes[i])) {
+            *out = (VdPreallocation)i;
+            return TRUE;
+        }
+    }
+    g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                "Invalid preallocation mode '%s': use off, metadata, falloc or full", arg);
+    return FALSE;
+}
 
 static gboolean resize_option(int opt, const char *arg, gpointer data, GError **error)
 {
@@ -20,6 +41,8 @@ static gboolean resize_option(int opt, const char *arg, gpointer data, GError **
     case OPT_SHRINK:
         opts->shrink = TRUE;
         return TRUE;
+    case OPT_PREALLOCATION:
+        return parse_preallocation(arg, &opts->prealloc, error);
     case 'U':
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "-U (--force-share) is for commands that only read; resizing writes the image");
@@ -75,6 +98,7 @@ static int run_resize(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "shrink", no_argument, NULL, OPT_SHRINK },
+        { "preallocation", required_argument, NULL, OPT_PREALLOCATION },
         { "force-share", no_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
@@ -91,16 +115,26 @@ static int run_resize(const CliCommand *cmd, int argc, char **argv)
     if (size_text == NULL)
         size_text = argv[first + 1];
 
-    /* The new size is this file's business alone; a missing backing file
-     * must not stop a resize. */
-    img = cli_open_image(argv[first], common.format, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING,
-                         CLI_PROBE_WARN, &error);
-    if (img == NULL)
-        return cli_fail(error);
+    /* Growing from a size inside a cluster copies the backing file's part
+     * of that cluster, so the chain is opened; but a missing backing file
+     * must not stop other resizes (the format refuses what needs it). */
+    img = cli_open_image(argv[first], common.format, VD_OPEN_READ_WRITE, CLI_PROBE_WARN, &error);
+    if (img == NULL) {
+        g_autoptr(GError) chain_error = g_steal_pointer(&error);
+        img = cli_open_image(argv[first], common.format, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING,
+                             CLI_PROBE_QUIET, &error);
+        if (img == NULL)
+            return cli_fail(chain_error);
+    }
     current = vd_image_size(img);
     if (!new_size(size_text, current, &size, &error))
         return cli_fail(error);
 
+    /* qemu-img says this before it speaks of --shrink. */
+    if (size < current && opts.prealloc != VD_PREALLOC_OFF) {
+        cli_error("%s: Preallocation can only be used for growing images", argv[first]);
+        return CLI_EXIT_FAILURE;
+    }
     if (size < current && !opts.shrink) {
         g_autofree char *from = cli_format_size(current);
         g_autofree char *to = cli_format_size(size);
@@ -109,7 +143,8 @@ static int run_resize(const CliCommand *cmd, int argc, char **argv)
                   argv[first], from, to);
         return CLI_EXIT_FAILURE;
     }
-    if (!vd_image_resize(img, size, opts.shrink, &error) || !vd_image_flush(img, &error))
+    if (!vd_image_resize_preallocated(img, size, opts.shrink, opts.prealloc, &error) ||
+        !vd_image_flush(img, &error))
         return cli_fail(error);
     if (!common.quiet)
         printf("Image resized.\n");
@@ -119,15 +154,20 @@ static int run_resize(const CliCommand *cmd, int argc, char **argv)
 const CliCommand cli_cmd_resize = {
     .name = "resize",
     .summary = "grow or shrink an image's virtual size",
-    .usage = "  vdisk resize [-f FMT] [--shrink] [-q] FILE [+|-]SIZE",
+    .usage = "  vdisk resize [-f FMT] [--shrink] [--preallocation=MODE] [-q] FILE [+|-]SIZE",
     .help = "  -f FMT                 image format (probed when not given)\n"
             "  --shrink               allow making the image smaller; data past the new\n"
             "                         end is lost (formats refuse when it holds data)\n"
+            "  --preallocation=MODE   how the added range is allocated: off (the\n"
+            "                         default), metadata (qcow2: its tables and\n"
+            "                         clusters), falloc (the file's blocks too) or full\n"
+            "                         (zeroes written); raw takes off, falloc and full\n"
             "  -q                     quiet\n"
             "\n"
             "SIZE is the new size; +SIZE grows and -SIZE shrinks by that much.\n",
     .examples = "  vdisk resize disk.qcow2 +10G\n"
                 "  vdisk resize disk.qcow2 40G\n"
-                "  vdisk resize --shrink disk.raw -1G\n",
+                "  vdisk resize --shrink disk.raw -1G\n"
+                "  vdisk resize --preallocation=falloc disk.raw +10G\n",
     .run = run_resize,
 };

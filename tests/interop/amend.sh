@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# qcow2 images vdisk creates and changes (create's empty layout, create -u,
-# amend -o, resize --preallocation) beside the same commands of qemu-img:
+# qcow2 (and raw) images vdisk creates and changes (create's empty layout,
+# create -u, amend -o, resize --preallocation) beside the same commands of
+# qemu-img:
 # the same exit code, the same header fields in qemu-img info, qemu-img
 # check clean, the same guest data.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -261,5 +262,123 @@ amend_refusals() {
     same_amend --bytes make_backed -o backing_file=other.qcow2,backing_fmt=qcow2
 }
 case_run "amend refuses what qemu-img refuses, in its words" amend_refusals
+
+# ---- resize --preallocation ----
+
+# same_resize FMT CREATE-OPTS OPTION... SIZE: qemu-img resize and vdisk
+# resize of the same new image of 1 MiB: exit code, file length, blocks on
+# disk, qemu-img map and check.
+same_resize() {
+    local fmt=$1 copts=$2 qrc=0 vrc=0
+    shift 2
+    local size=${*: -1} opts=("${@:1:$#-1}")
+    rm -f q.$fmt v.$fmt
+    qemu-img create -q -f "$fmt" ${copts:+-o "$copts"} q.$fmt 1M
+    qemu-img create -q -f "$fmt" ${copts:+-o "$copts"} v.$fmt 1M
+    qemu-img resize -q -f "$fmt" "${opts[@]}" q.$fmt "$size" 2>q.err || qrc=$?
+    vd resize -q -f "$fmt" "${opts[@]}" v.$fmt "$size" 2>v.err || vrc=$?
+    cat q.err v.err
+    ((qrc == vrc)) || { echo "resize $*: qemu-img exit $qrc, vdisk $vrc"; return 1; }
+    [[ $(stat -c %s v.$fmt) == $(stat -c %s q.$fmt) ]] ||
+        { echo "resize $*: length $(stat -c %s v.$fmt), qemu-img's $(stat -c %s q.$fmt)"; return 1; }
+    # blocks on disk as qemu-img's, give or take the file system's own
+    local va qa
+    va=$(allocated v.$fmt) qa=$(allocated q.$fmt)
+    ((va <= qa + 16384 && qa <= va + 16384)) ||
+        { echo "resize $*: $va bytes on disk, qemu-img's $qa"; return 1; }
+    [[ ${SAME_MAP:-1} == 0 ]] ||
+        diff <(qemu-img map -f "$fmt" --output=json q.$fmt) <(qemu-img map -f "$fmt" --output=json v.$fmt)
+    [[ $fmt != qcow2 ]] || qcheck v.$fmt
+    qemu-img compare -q -f "$fmt" -F "$fmt" q.$fmt v.$fmt
+}
+
+resize_preallocation() {
+    local p
+    for p in off metadata falloc full bogus; do
+        same_resize raw "" --preallocation=$p 3M
+        same_resize qcow2 "" --preallocation=$p +2M
+        # qemu-img places the refcount blocks for falloc and full of small
+        # clusters ahead of the data; vdisk where they are needed
+        SAME_MAP=$([[ $p == falloc || $p == full ]] && echo 0 || echo 1) \
+            same_resize qcow2 cluster_size=512 --preallocation=$p 3M
+    done
+    grep -q "Invalid preallocation mode 'bogus'" v.err
+    same_resize raw "" --preallocation=metadata 3M
+    grep -q "Unsupported preallocation mode: metadata" v.err
+    # never for shrinking, even with --shrink
+    same_resize qcow2 "" --preallocation=falloc 512k
+    same_resize raw "" --preallocation=full --shrink 512k
+    grep -q "Preallocation can only be used for growing images" v.err
+    qemu-img create -q -f qcow2 s.qcow2 1M
+    vd resize -q --preallocation=off --shrink s.qcow2 512k
+    [[ $(qinfo s.qcow2 virtual-size) == 524288 ]]
+    qcheck s.qcow2
+    # --preallocation=off is a plain resize
+    same_resize qcow2 "" --preallocation=off +1M
+}
+case_run "resize --preallocation as qemu-img resize" resize_preallocation
+
+# qemu-iotests 125: what a preallocating resize allocated, later writes
+# use: the file does not grow, and with falloc or full its blocks neither.
+resize_preallocated_writes() {
+    local cs grow mode size=$((2048 * 1024 - 48 * 1024)) len1 host1
+    for cs in 512 64k; do
+        for grow in 16 48 80; do
+            for mode in metadata falloc full; do
+                rm -f t.qcow2
+                qemu-img create -q -f qcow2 -o cluster_size=$cs t.qcow2 $size
+                vd resize -q --preallocation=$mode t.qcow2 +${grow}K
+                qio qcow2 t.qcow2 "write 0 $size"
+                len1=$(stat -c %s t.qcow2) host1=$(allocated t.qcow2)
+                qio qcow2 t.qcow2 "write $size ${grow}K"
+                (($(stat -c %s t.qcow2) <= len1)) || { echo "$cs +${grow}K $mode: the file grew"; return 1; }
+                [[ $mode == metadata ]] || (($(allocated t.qcow2) <= host1)) ||
+                    { echo "$cs +${grow}K $mode: blocks were added"; return 1; }
+                qcheck t.qcow2
+            done
+        done
+    done
+    # over a backing file: the old part reads the backing file, the new
+    # part zeroes; 7 clusters, as in qemu-iotests 125
+    qemu-img create -q -f raw base.raw 128k
+    qio raw base.raw "write -P 1 0 128k"
+    local orig dst
+    for orig in 31k 33k; do
+        for dst in 96k 128k; do
+            for mode in metadata full; do
+                rm -f t.qcow2
+                qemu-img create -q -f qcow2 -b base.raw -F raw -o cluster_size=64k t.qcow2 $orig
+                vd resize -q --preallocation=$mode t.qcow2 $dst
+                qio qcow2 t.qcow2 "read -P 1 0 $orig" "read -P 0 $orig 63k"
+                qio qcow2 t.qcow2 "read -P 0 $orig $(($(numfmt --from=iec ${dst^^}) - $(numfmt --from=iec ${orig^^})))"
+                [[ $(stat -c %s t.qcow2) == $((65536 * 7)) ]] ||
+                    { echo "$orig to $dst $mode: $(stat -c %s t.qcow2) bytes, not 7 clusters"; return 1; }
+                qcheck t.qcow2
+            done
+        done
+    done
+}
+case_run "resize --preallocation: later writes use what it allocated" resize_preallocated_writes
+
+# A size inside a cluster, grown over a backing file: the start of that
+# cluster is the backing file's (before, vdisk opened no backing file for a
+# resize and the start read as zeroes); with the backing file gone, that
+# growth is refused and a cluster-aligned one still works.
+resize_partial_cluster() {
+    qemu-img create -q -f raw base.raw 128k
+    qio raw base.raw "write -P 1 0 128k"
+    qemu-img create -q -f qcow2 -b base.raw -F raw t.qcow2 31k
+    vd resize -q t.qcow2 96k
+    qio qcow2 t.qcow2 "read -P 1 0 31k" "read -P 0 31k 65k"
+    qcheck t.qcow2
+    qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 g.qcow2 33k
+    expect_exit 1 vd resize g.qcow2 1M 2>err.txt
+    grep -q "gone.qcow2" err.txt
+    [[ $(qinfo g.qcow2 virtual-size) == $((33 * 1024)) ]]
+    qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 g.qcow2 64k
+    vd resize -q g.qcow2 1M
+    [[ $(qinfo g.qcow2 virtual-size) == 1048576 ]]
+}
+case_run "resize from inside a cluster keeps the backing file's part" resize_partial_cluster
 
 finish
