@@ -681,6 +681,23 @@ const char *cli_guess_backing_format(const char *image_path, const char *backing
         g_prefix_error(error, "could not open backing file '%s': ", resolved);
         return NULL;
     }
+    /* qemu-img 7.2 refuses a backing file without its format, each
+     * command in its words; run as qemu-img, vdisk does the same. */
+    if (voice_is_qemu()) {
+        if (g_strcmp0(current_command, "create") == 0)
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Backing file specified without backing format\nDetected format of %s.",
+                        format);
+        else if (g_strcmp0(current_command, "rebase") == 0)
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Could not change the backing file to '%s': backing format must be "
+                        "specified",
+                        backing);
+        else
+            g_set_error_literal(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                                "Use of backing file requires explicit backing format");
+        return NULL;
+    }
     cli_note(quiet, "no backing format given (-F); '%s' looks like %s, recording that", backing,
              format);
     return format;

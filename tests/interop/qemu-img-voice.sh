@@ -114,6 +114,12 @@ t_errors() {
     done
     same_words create -f qcow2 -o size=10M x.qcow2 20M
     same_words create -f qcow2 -o size=foo x.qcow2
+    # a backing file without its format is refused as qemu-img 7.2 refuses it
+    qemu-img create -f qcow2 -b c.qcow2 -F qcow2 o.qcow2 >/dev/null
+    same_words rebase -u -b c.qcow2 ../o.qcow2
+    same_words convert -O qcow2 -B ../c.qcow2 ../c.qcow2 n.qcow2
+    expect_exit 1 qvd create -f qcow2 -b c.qcow2 n.qcow2 2>err
+    grep -qx "qemu-img: n.qcow2: Backing file specified without backing format" err
     same_words check -f raw ../r.raw
     same_words commit -f raw ../r.raw
 }
