@@ -276,9 +276,13 @@ static gboolean convert_job(gpointer data, gpointer progress, GCancellable *canc
     job->engine.cancellable = cancellable;
     /* Where the data lies, for a time left that counts holes as the fast
      * work they are; without it the bar still shows bytes. */
-    if (job->engine.n_more_sources == 0 &&
-        !progress_scan_source(progress, job->source, job->engine.backing_file != NULL,
-                              job->engine.min_sparse == 0, cancellable, NULL) &&
+    g_autofree VdImage **sources = g_new(VdImage *, job->engine.n_more_sources + 1);
+    sources[0] = job->source;
+    for (guint i = 0; i < job->engine.n_more_sources; i++)
+        sources[i + 1] = job->engine.more_sources[i];
+    if (!progress_scan_sources(progress, sources, job->engine.n_more_sources + 1,
+                               job->engine.backing_file != NULL, job->engine.min_sparse == 0,
+                               cancellable, NULL) &&
         g_cancellable_set_error_if_cancelled(cancellable, error))
         return FALSE;
     return vd_convert(job->source, job->target_path, &job->engine, error);

@@ -165,32 +165,37 @@ static double work_below(GArray *runs, guint64 offset)
     return (double)data + (double)(offset - data) / HOLE_DISCOUNT;
 }
 
-gboolean progress_scan_source(Progress *p, VdImage *source, gboolean top_only,
-                              gboolean zero_is_data, GCancellable *cancellable, GError **error)
+gboolean progress_scan_sources(Progress *p, VdImage *const *sources, guint n_sources,
+                               gboolean top_only, gboolean zero_is_data, GCancellable *cancellable,
+                               GError **error)
 {
-    guint64 size = vd_image_size(source);
     g_autoptr(GArray) runs = g_array_new(FALSE, FALSE, sizeof(DataRun));
-    guint64 data = 0;
+    guint64 data = 0, base = 0;
 
-    for (guint64 offset = 0; offset < size;) {
-        VdBlockStatus st;
-        if (g_cancellable_set_error_if_cancelled(cancellable, error) ||
-            !vd_image_block_status(source, offset, size - offset, !top_only, &st, error))
-            return FALSE;
-        guint64 n = MAX(st.length, 1);
-        gboolean zero = (st.flags & VD_BLOCK_ZERO) || !(st.flags & VD_BLOCK_DATA);
-        gboolean copied = top_only ? (st.flags & VD_BLOCK_ALLOCATED) != 0 : TRUE;
-        if (copied && (!zero || zero_is_data)) {
-            DataRun *last = runs->len > 0 ? &g_array_index(runs, DataRun, runs->len - 1) : NULL;
-            if (last != NULL && last->end == offset) {
-                last->end += n;
-            } else {
-                DataRun run = { offset, offset + n, data };
-                g_array_append_val(runs, run);
+    for (guint i = 0; i < n_sources; i++) {
+        VdImage *source = sources[i];
+        guint64 size = vd_image_size(source);
+        for (guint64 offset = 0; offset < size;) {
+            VdBlockStatus st;
+            if (g_cancellable_set_error_if_cancelled(cancellable, error) ||
+                !vd_image_block_status(source, offset, size - offset, !top_only, &st, error))
+                return FALSE;
+            guint64 n = MAX(st.length, 1);
+            gboolean zero = (st.flags & VD_BLOCK_ZERO) || !(st.flags & VD_BLOCK_DATA);
+            gboolean copied = top_only ? (st.flags & VD_BLOCK_ALLOCATED) != 0 : TRUE;
+            if (copied && (!zero || zero_is_data)) {
+                DataRun *last = runs->len > 0 ? &g_array_index(runs, DataRun, runs->len - 1) : NULL;
+                if (last != NULL && last->end == base + offset) {
+                    last->end += n;
+                } else {
+                    DataRun run = { base + offset, base + offset + n, data };
+                    g_array_append_val(runs, run);
+                }
+                data += n;
             }
-            data += n;
+            offset += n;
         }
-        offset += n;
+        base += size;
     }
     g_mutex_lock(&p->lock);
     if (p->data_runs != NULL)

@@ -44,15 +44,17 @@ void progress_report_rate(Progress *p, guint64 rate);
  * (a job that waits for one of vdiskd's slots); setting it back to NULL
  * restarts the clock that the average rate and the time taken count from. */
 void progress_set_waiting(Progress *p, const char *waiting);
-/* Before a copy of source starts (on the job's thread): find where its
- * data lies (block status; holes and zero runs are not data), so that the
- * time left counts them as the fast work they are. top_only: only what
- * source itself stores is copied (convert -B); zero_is_data: zero runs are
+/* Before a copy of sources (n_sources of them, one after the other, as
+ * convert joins them) starts, on the job's thread: find where their data
+ * lies (block status; holes and zero runs are not data), so that the time
+ * left counts them as the fast work they are. top_only: only what a source
+ * itself stores is copied (convert -B); zero_is_data: zero runs are
  * written as data (convert -S 0). The work done is then taken as a prefix of
  * the guest range, as the copy engine reports it. Fails only when cancelled
  * or on a read error of the metadata; the ETA then stays by bytes. */
-gboolean progress_scan_source(Progress *p, VdImage *source, gboolean top_only,
-                              gboolean zero_is_data, GCancellable *cancellable, GError **error);
+gboolean progress_scan_sources(Progress *p, VdImage *const *sources, guint n_sources,
+                               gboolean top_only, gboolean zero_is_data, GCancellable *cancellable,
+                               GError **error);
 /* A GSourceFunc for cli_run_job: draws the latest numbers. */
 gboolean progress_tick(gpointer user_data);
 /* Draw the final state and end the line. */
