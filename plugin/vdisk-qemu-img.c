@@ -20,6 +20,7 @@
 #include "shim-args.h"
 #include "shim-errors.h"
 #include "shim-status.h"
+#include "vdd-dbus.h"
 #include "vdisk-names.h"
 #include "vdisk.h"
 
@@ -114,22 +115,50 @@ static void G_GNUC_NORETURN call_failed(GError *error, const char *what)
     die("%s: %s", what, error->message);
 }
 
-static GVariant *try_call(const char *path, const char *iface, const char *method, GVariant *args,
-                          const char *reply_type, GUnixFDList *fds, GError **error)
+/* vdiskd's objects through the proxies generated from its D-Bus XML
+ * (vdd-dbus.h). Calls wait as long as vdiskd takes: a job's call returns
+ * at once, and libvirt has its own timeouts. */
+#define CALL_FLAGS G_DBUS_CALL_FLAGS_NONE
+#define CALL_TIMEOUT G_MAXINT
+/* For calls only: properties are asked for where they are needed. */
+#define CALL_ONLY \
+    (G_DBUS_PROXY_FLAGS_DO_NOT_LOAD_PROPERTIES | G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS)
+
+static GVariant *no_options(void)
 {
-    return g_dbus_connection_call_with_unix_fd_list_sync(
-        shim.bus, VDISK_BUS_NAME, path, iface, method, args, G_VARIANT_TYPE(reply_type),
-        G_DBUS_CALL_FLAGS_NONE, G_MAXINT, fds, NULL, NULL, error);
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    return g_variant_builder_end(&b);
 }
 
-static GVariant *call(const char *path, const char *iface, const char *method, GVariant *args,
-                      const char *reply_type, GUnixFDList *fds, const char *what)
+static VddDbusManager *manager_proxy(void)
 {
     g_autoptr(GError) error = NULL;
-    GVariant *reply = try_call(path, iface, method, args, reply_type, fds, &error);
-    if (reply == NULL)
-        call_failed(error, what);
-    return reply;
+    VddDbusManager *proxy = vdd_dbus_manager_proxy_new_sync(shim.bus, CALL_ONLY, VDISK_BUS_NAME,
+                                                            VDISK_MANAGER_PATH, NULL, &error);
+    if (proxy == NULL)
+        call_failed(error, "vdiskd");
+    return proxy;
+}
+
+static VddDbusPool *pool_proxy(const char *path, GDBusProxyFlags flags)
+{
+    g_autoptr(GError) error = NULL;
+    VddDbusPool *proxy =
+        vdd_dbus_pool_proxy_new_sync(shim.bus, flags, VDISK_BUS_NAME, path, NULL, &error);
+    if (proxy == NULL)
+        call_failed(error, path);
+    return proxy;
+}
+
+static VddDbusVolume *volume_proxy(const char *path, GDBusProxyFlags flags)
+{
+    g_autoptr(GError) error = NULL;
+    VddDbusVolume *proxy =
+        vdd_dbus_volume_proxy_new_sync(shim.bus, flags, VDISK_BUS_NAME, path, NULL, &error);
+    if (proxy == NULL)
+        call_failed(error, path);
+    return proxy;
 }
 
 static void on_completed(GDBusConnection *bus, const char *sender, const char *path,
@@ -158,14 +187,6 @@ static void wait_job(const char *job, const char *what)
         die("%s: %s", what, result + 1);
 }
 
-/* Wait for the job a call returned (its last value) to end. */
-static void wait_job_reply(GVariant *reply, const char *what)
-{
-    const char *job;
-    g_variant_get_child(reply, g_variant_n_children(reply) - 1, "&o", &job);
-    wait_job(job, what);
-}
-
 typedef struct {
     char *pool;
     char *name;
@@ -188,30 +209,19 @@ static void resolve(const char *file, Where *w)
 {
     g_autofree char *abs = g_canonicalize_filename(file, NULL);
     g_autoptr(GError) error = NULL;
-    g_autoptr(GVariant) r = try_call(
-        VDISK_MANAGER_PATH, VDISK_MANAGER_INTERFACE, "ResolvePath",
-        g_variant_new("(s@a{sv})", abs, g_variant_new_array(G_VARIANT_TYPE("{sv}"), NULL, 0)),
-        "(oso)", NULL, &error);
-    if (r == NULL && shim_error_outside_pools(error)) {
-        g_autofree char *why = g_strdup_printf(
-            "%s is in no storage pool (no libvirt pool or vdiskd pool holds its folder)", abs);
-        fall_back(shim.argv, why);
-    }
-    if (r == NULL)
+    g_autoptr(VddDbusManager) manager = manager_proxy();
+    g_autofree char *vol = NULL;
+    if (!vdd_dbus_manager_call_resolve_path_sync(manager, abs, no_options(), CALL_FLAGS,
+                                                 CALL_TIMEOUT, &w->pool, &w->name, &vol, NULL,
+                                                 &error)) {
+        if (shim_error_outside_pools(error)) {
+            g_autofree char *why = g_strdup_printf(
+                "%s is in no storage pool (no libvirt pool or vdiskd pool holds its folder)", abs);
+            fall_back(shim.argv, why);
+        }
         call_failed(error, file);
-    const char *vol;
-    g_variant_get(r, "(oso)", &w->pool, &w->name, &vol);
-    w->volume = g_str_equal(vol, "/") ? NULL : g_strdup(vol);
-}
-
-static char *object_property(const char *object, const char *iface, const char *name)
-{
-    g_autoptr(GVariant) r = call(object, "org.freedesktop.DBus.Properties", "Get",
-                                 g_variant_new("(ss)", iface, name), "(v)", NULL, object);
-    g_autoptr(GVariant) v = NULL;
-    g_variant_get(r, "(v)", &v);
-    return g_variant_is_of_type(v, G_VARIANT_TYPE_STRING) ? g_variant_dup_string(v, NULL)
-                                                          : g_strdup("");
+    }
+    w->volume = g_str_equal(vol, "/") ? NULL : g_steal_pointer(&vol);
 }
 
 /* The --object secrets as vdiskd's "secrets" option: libvirt's secret
@@ -267,7 +277,11 @@ static void check_format(const char *volume, const char *format, const char *wha
 {
     if (format == NULL)
         return;
-    g_autofree char *probed = object_property(volume, VDISK_VOLUME_INTERFACE, "Format");
+    g_autoptr(VddDbusVolume) proxy =
+        volume_proxy(volume, G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS);
+    g_autofree char *probed = vdd_dbus_volume_dup_format(proxy);
+    if (probed == NULL)
+        die("%s: vdiskd did not say the image's format", what);
     if (!g_str_equal(probed, format)) {
         g_autofree char *why =
             g_strdup_printf("%s format %s other than the probed %s", what, format, probed);
@@ -303,17 +317,23 @@ static void do_create(ShimRequest *req)
         if (!g_str_equal(req->format, "qcow2"))
             fall_back(shim.argv, "an overlay that is not qcow2");
         check_format(backing.volume, req->backing_format, "a backing");
-        g_autoptr(GVariant) r =
-            call(backing.volume, VDISK_VOLUME_INTERFACE, "CreateOverlay",
-                 g_variant_new("(s@a{sv})", target.name, create_options(req, NULL)), "(o)", NULL,
-                 req->filename);
+        g_autoptr(VddDbusVolume) proxy = volume_proxy(backing.volume, CALL_ONLY);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *overlay = NULL;
+        if (!vdd_dbus_volume_call_create_overlay_sync(proxy, target.name, create_options(req, NULL),
+                                                      CALL_FLAGS, CALL_TIMEOUT, &overlay, NULL,
+                                                      &error))
+            call_failed(error, req->filename);
         return;
     }
-    g_autoptr(GVariant) r = call(target.pool, VDISK_POOL_INTERFACE, "CreateVolume",
-                                 g_variant_new("(sst@a{sv})", target.name, req->format, req->size,
-                                               create_options(req, backing.name)),
-                                 "(oo)", NULL, req->filename);
-    wait_job_reply(r, req->filename);
+    g_autoptr(VddDbusPool) proxy = pool_proxy(target.pool, CALL_ONLY);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *volume = NULL, *job = NULL;
+    if (!vdd_dbus_pool_call_create_volume_sync(proxy, target.name, req->format, req->size,
+                                               create_options(req, backing.name), CALL_FLAGS,
+                                               CALL_TIMEOUT, &volume, &job, NULL, &error))
+        call_failed(error, req->filename);
+    wait_job(job, req->filename);
 }
 
 /* convert -n: into an image that exists (libvirt creates an encrypted
@@ -326,12 +346,15 @@ static void do_convert_into(ShimRequest *req, Where *src)
         die("Could not open '%s': No such file or directory", req->target);
     check_format(dst.volume, req->out_format, "a target");
     GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
     add_key_options(&b, req, req->target_key, req->source_key);
-    g_autoptr(GVariant) r =
-        call(dst.volume, VDISK_VOLUME_INTERFACE, "CopyFrom",
-             g_variant_new("(oa{sv})", src->volume, &b), "(o)", NULL, req->target);
-    wait_job_reply(r, req->target);
+    g_autoptr(VddDbusVolume) proxy = volume_proxy(dst.volume, CALL_ONLY);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *job = NULL;
+    if (!vdd_dbus_volume_call_copy_from_sync(proxy, src->volume, g_variant_builder_end(&b),
+                                             CALL_FLAGS, CALL_TIMEOUT, &job, NULL, &error))
+        call_failed(error, req->target);
+    wait_job(job, req->target);
 }
 
 /* convert into another pool: vdiskd exports into a file the shim makes
@@ -341,7 +364,10 @@ static void do_convert_into(ShimRequest *req, Where *src)
  * no half-written volume under the target's name. */
 static void export_to_pool(ShimRequest *req, Where *src, Where *dst)
 {
-    g_autofree char *dir = object_property(dst->pool, VDISK_POOL_INTERFACE, "Directory");
+    g_autoptr(VddDbusPool) pool = pool_proxy(dst->pool, G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS);
+    g_autofree char *dir = vdd_dbus_pool_dup_directory(pool);
+    if (dir == NULL)
+        die("%s: vdiskd did not say the folder of its pool", req->target);
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         die("%s: %s", dir, g_strerror(errno));
@@ -356,21 +382,20 @@ static void export_to_pool(ShimRequest *req, Where *src, Where *dst)
     int kept = dup(fd); /* the list below owns fd */
     g_autoptr(GUnixFDList) fds = g_unix_fd_list_new_from_array(&fd, 1);
     g_autoptr(GError) error = NULL;
-    g_autoptr(GVariant) r =
-        try_call(src->volume, VDISK_VOLUME_INTERFACE, "Export",
-                 g_variant_new("(hs@a{sv})", 0, req->out_format, create_options(req, NULL)), "(o)",
-                 fds, &error);
+    g_autoptr(VddDbusVolume) proxy = volume_proxy(src->volume, CALL_ONLY);
+    g_autofree char *job = NULL;
+    gboolean r = vdd_dbus_volume_call_export_sync(proxy, g_variant_new_handle(0), req->out_format,
+                                                  create_options(req, NULL), CALL_FLAGS,
+                                                  CALL_TIMEOUT, fds, &job, NULL, NULL, &error);
     const char *result = NULL;
-    if (r != NULL) {
-        const char *job;
-        g_variant_get(r, "(&o)", &job);
+    if (r) {
         while ((result = g_hash_table_lookup(shim.done, job)) == NULL && !shim.vanished)
             g_main_context_iteration(NULL, TRUE);
     }
-    if (r == NULL || result == NULL || result[0] != '1') {
+    if (!r || result == NULL || result[0] != '1') {
         if (hidden != NULL)
             unlinkat(dirfd, hidden, 0);
-        if (r == NULL)
+        if (!r)
             call_failed(error, req->target);
         die("%s: %s", req->target, result ? result + 1 : "vdiskd exited before the job was done");
     }
@@ -413,11 +438,14 @@ static void do_convert(ShimRequest *req)
     if (dst.volume != NULL)
         fall_back(shim.argv, "the target exists already (qemu-img would overwrite it)");
     if (g_str_equal(src.pool, dst.pool)) {
-        g_autoptr(GVariant) r =
-            call(src.volume, VDISK_VOLUME_INTERFACE, "Clone",
-                 g_variant_new("(ss@a{sv})", dst.name, req->out_format, create_options(req, NULL)),
-                 "(oo)", NULL, req->target);
-        wait_job_reply(r, req->target);
+        g_autoptr(VddDbusVolume) proxy = volume_proxy(src.volume, CALL_ONLY);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *volume = NULL, *job = NULL;
+        if (!vdd_dbus_volume_call_clone_sync(proxy, dst.name, req->out_format,
+                                             create_options(req, NULL), CALL_FLAGS, CALL_TIMEOUT,
+                                             &volume, &job, NULL, &error))
+            call_failed(error, req->target);
+        wait_job(job, req->target);
         return;
     }
     export_to_pool(req, &src, &dst);
@@ -431,14 +459,17 @@ static void do_resize(ShimRequest *req)
         die("Could not open '%s': No such file or directory", req->filename);
     check_format(w.volume, req->format, "an image");
     GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
     if (req->shrink)
         g_variant_builder_add(&b, "{sv}", "shrink", g_variant_new_boolean(TRUE));
     add_key_options(&b, req, req->source_key, NULL);
-    g_autoptr(GVariant) r =
-        call(w.volume, VDISK_VOLUME_INTERFACE, "Resize", g_variant_new("(ta{sv})", req->size, &b),
-             "(o)", NULL, req->filename);
-    wait_job_reply(r, req->filename);
+    g_autoptr(VddDbusVolume) proxy = volume_proxy(w.volume, CALL_ONLY);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *job = NULL;
+    if (!vdd_dbus_volume_call_resize_sync(proxy, req->size, g_variant_builder_end(&b), CALL_FLAGS,
+                                          CALL_TIMEOUT, &job, NULL, &error))
+        call_failed(error, req->filename);
+    wait_job(job, req->filename);
     if (!req->quiet)
         printf("Image resized.\n");
 }
@@ -449,12 +480,15 @@ static void do_snapshot(ShimRequest *req)
     resolve(req->filename, &w);
     if (w.volume == NULL)
         die("Could not open '%s': No such file or directory", req->filename);
-    const char *method = req->snapshot_op == 'c'   ? "CreateSnapshot"
-                         : req->snapshot_op == 'a' ? "RevertSnapshot"
-                                                   : "DeleteSnapshot";
-    g_autoptr(GVariant) r =
-        call(w.volume, VDISK_VOLUME_INTERFACE, method,
-             g_variant_new("(sa{sv})", req->snapshot, NULL), "()", NULL, req->filename);
+    gboolean (*method)(VddDbusVolume *, const char *, GVariant *, GDBusCallFlags, gint,
+                       GCancellable *, GError **) =
+        req->snapshot_op == 'c'   ? vdd_dbus_volume_call_create_snapshot_sync
+        : req->snapshot_op == 'a' ? vdd_dbus_volume_call_revert_snapshot_sync
+                                  : vdd_dbus_volume_call_delete_snapshot_sync;
+    g_autoptr(VddDbusVolume) proxy = volume_proxy(w.volume, CALL_ONLY);
+    g_autoptr(GError) error = NULL;
+    if (!method(proxy, req->snapshot, no_options(), CALL_FLAGS, CALL_TIMEOUT, NULL, &error))
+        call_failed(error, req->filename);
 }
 
 static void usage(void)
