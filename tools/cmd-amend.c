@@ -54,6 +54,43 @@ static VdImage *open_for_amend(const char *operand, const char *format, VdOption
     return cli_open_image_with_keys(operand, fmt, open_opts, VD_OPEN_READ_WRITE | cache, error);
 }
 
+/* amend -o help: what qemu-img amend -o help lists, in its words. */
+static int print_amend_options(const char *format)
+{
+    static const char qcow2[] =
+        "  backing_file=<str>     - File name of a base image\n"
+        "  backing_fmt=<str>      - Image format of the base image\n"
+        "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
+        "  data_file=<str>        - File name of an external data file\n"
+        "  data_file_raw=<bool (on/off)> - The external data file must stay valid as a raw "
+        "image\n"
+        "  encrypt.iter-time=<num> - Time to spend in PBKDF in milliseconds\n"
+        "  encrypt.keyslot=<num>  - Select a single keyslot to modify explicitly\n"
+        "  encrypt.new-secret=<str> - New secret to set in the matching keyslots. Empty "
+        "string to erase\n"
+        "  encrypt.old-secret=<str> - Select all keyslots that match this password\n"
+        "  encrypt.state=<str>    - Select new state of affected keyslots (active/inactive)\n"
+        "  lazy_refcounts=<bool (on/off)> - Postpone refcount updates\n"
+        "  refcount_bits=<num>    - Width of a reference count entry in bits\n"
+        "  size=<size>            - Virtual disk size\n";
+    static const char luks[] =
+        "  iter-time=<num>        - Time to spend in PBKDF in milliseconds\n"
+        "  keyslot=<num>          - Select a single keyslot to modify explicitly\n"
+        "  new-secret=<str>       - New secret to set in the matching keyslots. Empty string "
+        "to erase\n"
+        "  old-secret=<str>       - Select all keyslots that match this password\n"
+        "  state=<str>            - Select new state of affected keyslots (active/inactive)\n";
+    const char *list = g_str_equal(format, "qcow2")  ? qcow2
+                       : g_str_equal(format, "luks") ? luks
+                                                     : NULL;
+    if (list == NULL) {
+        cli_error("Format driver '%s' does not support option amendment", format);
+        return CLI_EXIT_FAILURE;
+    }
+    printf("Amend options for '%s':\n%s", format, list);
+    return EXIT_SUCCESS;
+}
+
 typedef struct {
     VdImage *img;
     VdOptions *opts;
@@ -90,6 +127,19 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
 
     if (first < 0)
         return CLI_EXIT_FAILURE;
+    if (create.help) {
+        /* The format named, else the file's. */
+        const char *fmt = common.format;
+        if (fmt == NULL && first < argc)
+            fmt = cli_probe_format(argv[first], NULL, CLI_PROBE_QUIET, &error);
+        if (fmt == NULL && error != NULL)
+            return cli_fail(error);
+        if (fmt == NULL) {
+            cli_error("amend -o help: name the format with -f, or the image");
+            return CLI_EXIT_FAILURE;
+        }
+        return print_amend_options(fmt);
+    }
     if (!cli_check_operands(cmd, argc - first, 1, 1))
         return CLI_EXIT_FAILURE;
     if (create.texts == NULL) {

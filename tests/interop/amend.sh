@@ -263,6 +263,23 @@ amend_refusals() {
 }
 case_run "amend refuses what qemu-img refuses, in its words" amend_refusals
 
+# amend -o help lists what amend takes, in qemu-img's lines.
+amend_help() {
+    qemu-img create -q -f qcow2 t.qcow2 1M
+    local a
+    for a in "-f qcow2 -o help t.qcow2" "-o help t.qcow2" "-f qcow2 -o cluster_size=4k,? t.qcow2" \
+        "-f luks -o help x" "-f qcow2 -o help"; do
+        # shellcheck disable=SC2086 # word lists
+        qemu-img amend $a >q.out
+        # shellcheck disable=SC2086
+        vd amend $a >v.out
+        diff q.out v.out
+    done
+    grep -q "^Amend options for 'qcow2':" v.out
+    expect_exit 1 vd amend -f raw -o help t.qcow2
+}
+case_run "amend -o help as qemu-img's" amend_help
+
 # ---- resize --preallocation ----
 
 # same_resize FMT CREATE-OPTS OPTION... SIZE: qemu-img resize and vdisk
