@@ -600,27 +600,31 @@ static void calculate(Check *c, VdCheckRepair fix)
     check_refcount_blocks(c, fix);
 }
 
+/* The new structure is written beside the old one, whose clusters it
+ * counts as in use: a crash before the header names the new one leaves the
+ * old one whole. recount then frees them, as qemu does. */
 static gboolean rebuild(Check *c, GError **error)
 {
-    /* The old refcount structure is dropped, so its clusters are not
-     * counted in the new one. */
-    for (guint64 i = 0; i < c->nb; i++)
-        c->refs[i] -= c->meta[i];
     return qcow2_rebuild_refcounts(c->s, c->refs, c->nb, error);
 }
 
 /* After a rebuild: the references again, for what is left and where the
- * image ends; what this finds again was reported already. */
+ * image ends. What the old refcount structure held is now leaked and
+ * freed ("Repairing cluster N refcount=1 reference=0", as qemu-img says);
+ * it is not counted as a repair, and what calculate finds again was
+ * reported already. */
 static gboolean recount(Check *c, GError **error)
 {
     VdCheckResult *res = c->res;
     guint reported = res->messages->len;
+    guint64 leaks_fixed = res->leaks_fixed;
     res->corruptions = res->leaks = 0;
     if (!prepare(c, error))
         return FALSE;
     calculate(c, VD_CHECK_REPAIR_NONE);
-    compare_refcounts(c, VD_CHECK_REPAIR_LEAKS);
     g_ptr_array_set_size(res->messages, reported);
+    compare_refcounts(c, VD_CHECK_REPAIR_LEAKS);
+    res->leaks_fixed = leaks_fixed;
     return TRUE;
 }
 
