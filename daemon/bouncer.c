@@ -59,12 +59,18 @@ static void check_free(Check *c)
     g_free(c);
 }
 
+/* "CreateVolume of POOL/VOLUME needs authorisation for ACTION": the
+ * method and what the caller named, never an object path. */
 static void deny(GTask *task, Check *c, const char *why)
 {
+    const char *pool = c->details ? g_hash_table_lookup(c->details, "pool") : NULL;
+    const char *volume = c->details ? g_hash_table_lookup(c->details, "volume") : NULL;
+    g_autofree char *of = pool == NULL     ? g_strdup("")
+                          : volume == NULL ? g_strdup_printf(" of pool %s", pool)
+                                           : g_strdup_printf(" of %s/%s", pool, volume);
     g_task_return_new_error(
-        task, VDD_ERROR, VDD_ERROR_NOT_AUTHORIZED, "%s.%s needs authorisation for %s%s%s",
-        g_dbus_method_invocation_get_interface_name(c->invocation),
-        g_dbus_method_invocation_get_method_name(c->invocation),
+        task, VDD_ERROR, VDD_ERROR_NOT_AUTHORIZED, "%s%s needs authorisation for %s%s%s",
+        g_dbus_method_invocation_get_method_name(c->invocation), of,
         c->action ? c->action : "(no action: denied)", why ? ": " : "", why ? why : "");
 }
 

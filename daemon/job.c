@@ -520,8 +520,10 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
 static void cancel_now(VddJob *self, GDBusMethodInvocation *invocation, guint32 uid)
 {
     if (self->finished) {
+        /* Named as 'vdiskctl jobs' shows it: its number. */
         g_dbus_method_invocation_return_error(invocation, VDD_ERROR, VDD_ERROR_FAILED,
-                                              "job %s has already completed", self->path);
+                                              "job %s has already completed",
+                                              strrchr(self->path, '/') + 1);
         return;
     }
     g_message("uid %u: Cancel %s (%s): ok", uid, self->path, self->operation);

@@ -376,7 +376,7 @@ static void inspect_run(gpointer data)
     Inspect *in = data;
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    vdd_worker_request_caller_file(&d, "info", in->uid, in->format, "caller's file",
+    vdd_worker_request_caller_file(&d, "info", in->uid, in->format, "image",
                                    VD_OPEN_NO_BACKING | VD_OPEN_NO_RELATED_FILES);
     if (in->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", in->misbehave);
@@ -431,7 +431,7 @@ static void inspect_file(VddManager *self, VddCall *call, const InspectFileParam
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
     }
-    int fd = vdd_caller_fd(invocation, handle, O_RDONLY, "caller's file", &error);
+    int fd = vdd_caller_fd(invocation, handle, O_RDONLY, "image", &error);
     if (fd < 0) {
         vdd_return_error(invocation, uid, "caller's file", error);
         return;
@@ -477,10 +477,10 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
     /* The caller's header is parsed, and the copy made, by a worker. */
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
-    vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "caller's source file",
+    vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "source",
                                    VD_OPEN_NO_RELATED_FILES);
-    vdd_worker_request_target(&d, 1, "caller's target file", NULL, VD_OPEN_NO_RELATED_FILES,
-                              w->format, w->create, NULL);
+    vdd_worker_request_target(&d, 1, "target", NULL, VD_OPEN_NO_RELATED_FILES, w->format, w->create,
+                              NULL);
     if (w->misbehave != NULL)
         g_variant_dict_insert(&d, "misbehave", "s", w->misbehave);
     const int fds[] = { w->source_fd, w->target_fd };
@@ -489,7 +489,7 @@ static gboolean convert_file_run(VddJob *job, gpointer data, GCancellable *cance
     /* As vd_convert_fd leaves it, also when the worker could not say so:
      * a target that failed never looks like a whole image. */
     if (result == NULL && ftruncate(w->target_fd, 0) < 0)
-        g_warning("caller's target file: %s", g_strerror(errno));
+        g_warning("convert target: %s", g_strerror(errno));
     return result != NULL;
 }
 

@@ -422,7 +422,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     gboolean import = w->source_fd >= 0;
     gboolean caller_folder = w->chain_names != NULL || w->related_names != NULL;
     g_autoptr(GHashTable) files = g_hash_table_new(g_str_hash, g_str_equal);
-    VddWorkerFolder chain = { -1, CHAIN_FOLDER, files };
+    /* Its files are named in errors as the caller named them. */
+    VddWorkerFolder chain = { -1, CHAIN_FOLDER, files, "" };
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     if (import && caller_folder) {
@@ -439,8 +440,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
         /* Every extent of a split disk is open at once. */
         g_variant_dict_insert(&d, "open-files", "t", (guint64)g_hash_table_size(files));
     } else if (import) {
-        vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format,
-                                       "caller's source file", VD_OPEN_NO_RELATED_FILES);
+        vdd_worker_request_caller_file(&d, "convert", w->uid, w->source_format, "source",
+                                       VD_OPEN_NO_RELATED_FILES);
         if (w->appliance_disk >= 0)
             vdd_worker_request_appliance_disk(&d, w->appliance_disk);
     } else

@@ -65,6 +65,20 @@ static char *what(VddVolume *self)
     return g_strdup_printf("%s/%s", vdd_pool_get_name(self->pool), self->name);
 }
 
+/* The Corrupt error of a volume that cannot be read: "POOL/NAME cannot be
+ * read: WHY", its name said once (the Error property begins with it). */
+static GError *unreadable(VddVolume *self)
+{
+    g_autofree char *w = what(self);
+    g_autofree char *prefix = g_strconcat(w, ": ", NULL);
+    const char *why = vdd_dbus_volume_get_error(self->iface);
+    if (why == NULL || *why == '\0')
+        return g_error_new(VDD_ERROR, VDD_ERROR_CORRUPT, "%s cannot be read", w);
+    if (g_str_has_prefix(why, prefix))
+        why += strlen(prefix);
+    return g_error_new(VDD_ERROR, VDD_ERROR_CORRUPT, "%s cannot be read: %s", w, why);
+}
+
 /* ----- locks ----- */
 
 static void publish_busy(VddVolume *self)
@@ -199,12 +213,8 @@ static char *recorded_format(VddVolume *self, int fd, GError **error)
     }
     char *format =
         vdd_format_records_lookup(vdd_pool_get_format_records(self->pool), self->name, &st);
-    if (format == NULL) {
-        g_autofree char *w = what(self);
-        const char *why = vdd_dbus_volume_get_error(self->iface);
-        g_set_error(error, VDD_ERROR, VDD_ERROR_CORRUPT, "%s cannot be read%s%s", w,
-                    why && *why ? ": " : "", why ? why : "");
-    }
+    if (format == NULL)
+        g_propagate_error(error, unreadable(self));
     return format;
 }
 
@@ -262,7 +272,8 @@ static GVariant *describe(VddVolume *self, int fd, const char *format, GError **
     vdd_worker_request_volume(&d, "source", 0, 0, format, self->name, label,
                               VD_OPEN_NO_BACKING | VD_OPEN_FORCE_SHARE, NULL, NULL);
     const VddWorkerFolder folder = { vdd_pool_get_dirfd(self->pool),
-                                     vdd_pool_get_directory(self->pool) };
+                                     vdd_pool_get_directory(self->pool), NULL,
+                                     vdd_pool_get_name(self->pool) };
     const VddWorkerCall call = { .fds = &fd,
                                  .n_fds = 1,
                                  .folders = &folder,
@@ -508,14 +519,14 @@ static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "convert");
     request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
-    vdd_worker_request_target(&d, 1, "caller's target file", NULL, VD_OPEN_NO_RELATED_FILES,
-                              w->format, w->create, w->key.secrets);
+    vdd_worker_request_target(&d, 1, "target", NULL, VD_OPEN_NO_RELATED_FILES, w->format, w->create,
+                              w->key.secrets);
     const int fds[] = { w->volume_fd, w->fd };
     gboolean ok = run_worker(&d, fds, 2, w, NULL, job, cancellable, error);
     /* As vd_convert_fd leaves it, also when the worker could not say so:
      * a target that failed never looks like a whole image. */
     if (!ok && ftruncate(w->fd, 0) < 0)
-        g_warning("caller's target file: %s", g_strerror(errno));
+        g_warning("%s: export target: %s", w->volume->name, g_strerror(errno));
     return ok;
 }
 
@@ -929,9 +940,7 @@ static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayPa
         return;
     }
     if (format == NULL || *format == '\0') {
-        fail(self, invocation, uid, NULL,
-             g_error_new(VDD_ERROR, VDD_ERROR_CORRUPT, "the image cannot be read: %s",
-                         vdd_dbus_volume_get_error(self->iface)));
+        fail(self, invocation, uid, NULL, unreadable(self));
         return;
     }
     vd_options_set(create, "backing_file", self->name);

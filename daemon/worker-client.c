@@ -318,6 +318,23 @@ static gboolean converse(int sock, const VddWorkerCall *call, GVariant **result,
     return ok;
 }
 
+/* The engine names a file beneath a folder by its path: in what the
+ * caller is told, by the name the caller knows it by (VddWorkerFolder's
+ * label), never by vdiskd's paths. */
+static void name_folders(GError *error, const VddWorkerCall *call)
+{
+    for (guint i = 0; i < call->n_folders; i++) {
+        const VddWorkerFolder *f = &call->folders[i];
+        if (f->label == NULL || f->dir_path == NULL || *f->dir_path == '\0')
+            continue;
+        g_autofree char *from = g_strconcat(f->dir_path, "/", NULL);
+        g_autofree char *to = *f->label ? g_strconcat(f->label, "/", NULL) : g_strdup("");
+        g_auto(GStrv) parts = g_strsplit(error->message, from, -1);
+        g_free(error->message);
+        error->message = g_strjoinv(to, parts);
+    }
+}
+
 GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **error)
 {
     g_autoptr(GVariant) req = g_variant_ref_sink(request);
@@ -391,6 +408,7 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
     log_job(pid, req, result);
     GError *failure = vdd_wire_get_error(result);
     if (failure != NULL) {
+        name_folders(failure, call);
         g_propagate_error(error, failure);
         return NULL;
     }
@@ -412,7 +430,8 @@ GVariant *vdd_worker_run_job_with_files(GVariant *request, const int *fds, guint
     for (; pools != NULL && pools[n_folders] != NULL; n_folders++) {
         g_return_val_if_fail(n_folders < G_N_ELEMENTS(folders) - 1, NULL);
         folders[n_folders] = (VddWorkerFolder){ vdd_pool_get_dirfd(pools[n_folders]),
-                                                vdd_pool_get_directory(pools[n_folders]), NULL };
+                                                vdd_pool_get_directory(pools[n_folders]), NULL,
+                                                vdd_pool_get_name(pools[n_folders]) };
     }
     if (files != NULL)
         folders[n_folders++] = *files;

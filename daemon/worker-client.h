@@ -23,6 +23,10 @@ typedef struct {
     int dirfd;
     const char *dir_path;
     GHashTable *files; /* char* -> GINT_TO_POINTER(fd), or NULL */
+    /* How the worker's errors name a file beneath it, as its caller knows
+     * it: "POOL" for DIR/NAME becomes POOL/NAME, "" leaves the folder out
+     * (NAME as the caller gave it); NULL names it by its path. */
+    const char *label;
 } VddWorkerFolder;
 
 /* How one worker is run besides its request. */

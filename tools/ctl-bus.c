@@ -179,6 +179,28 @@ void ctl_error_from_dbus(GError *error)
     }
 }
 
+void ctl_error_name_file(GError *error, const char *role, const char *path)
+{
+    g_autofree char *quoted = g_strconcat("'", role, "'", NULL);
+    g_autofree char *quoted_path = g_strconcat("'", path, "'", NULL);
+    gsize n = strlen(role);
+
+    if (error == NULL)
+        return;
+    /* "source: ..." and "source is an empty file, ..." */
+    if (g_str_has_prefix(error->message, role) &&
+        (error->message[n] == ':' || error->message[n] == ' ')) {
+        char *named = g_strconcat(path, error->message + n, NULL);
+        g_free(error->message);
+        error->message = named;
+    }
+    if (strstr(error->message, quoted) != NULL) {
+        g_auto(GStrv) parts = g_strsplit(error->message, quoted, -1);
+        g_free(error->message);
+        error->message = g_strjoinv(quoted_path, parts);
+    }
+}
+
 /* ----- calls ----- */
 
 gint ctl_timeout(const Ctl *ctl)

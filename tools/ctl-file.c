@@ -151,8 +151,10 @@ static int run_inspect(Ctl *ctl, char **operands, int n_operands)
     if (!ctl_called(vdd_dbus_manager_call_inspect_file_sync(
                         manager, g_variant_new_handle(fd), g_variant_dict_end(&options),
                         ctl->call_flags, ctl_timeout(ctl), fds, &info, NULL, NULL, &error),
-                    &error))
+                    &error)) {
+        ctl_error_name_file(error, "image", operands[0]);
         return ctl_fail(error);
+    }
     if (ctl->json)
         print_file_info_json(info);
     else
@@ -203,6 +205,8 @@ static int run_convert(Ctl *ctl, char **operands, int n_operands)
                                format, ctl_job_options(ctl, options), ctl->call_flags,
                                ctl_timeout(ctl), fds, &job, NULL, NULL, &error);
     if (!ctl_job_follow(watch, called, job, "Converting", &error)) {
+        ctl_error_name_file(error, "source", operands[0]);
+        ctl_error_name_file(error, "target", operands[1]);
         ctl_output_discard(&output);
         return ctl_fail(error);
     }

@@ -261,8 +261,10 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
                                                             format, ctl_job_options(ctl, options),
                                                             ctl->call_flags, ctl_timeout(ctl), fds,
                                                             &volume, &job, NULL, NULL, &error);
-    if (!ctl_job_follow(watch, called, job, "Importing", &error))
+    if (!ctl_job_follow(watch, called, job, "Importing", &error)) {
+        ctl_error_name_file(error, "source", operands[0]);
         return ctl_fail(error);
+    }
     ctl_say(ctl, "Imported %s as %s (%s).", operands[0], operands[1], format);
     return EXIT_SUCCESS;
 }
@@ -317,6 +319,7 @@ static int run_export(Ctl *ctl, char **operands, int n_operands)
                              proxy, g_variant_new_handle(fd), format, ctl_job_options(ctl, options),
                              ctl->call_flags, ctl_timeout(ctl), fds, &job, NULL, NULL, &error);
     if (!ctl_job_follow(watch, called, job, "Exporting", &error)) {
+        ctl_error_name_file(error, "target", operands[1]);
         ctl_output_discard(&output);
         return ctl_fail(error);
     }

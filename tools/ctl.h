@@ -162,6 +162,11 @@ GVariant *ctl_no_options(void);
  * in place (ctl_error_from_dbus). Returns ok. */
 gboolean ctl_called(gboolean ok, GError **error);
 
+/* vdiskd names the files it is passed by their roles ("source", "target",
+ * "image"), as it knows no names for them: in error, the one of role
+ * becomes path, the name the user gave it. */
+void ctl_error_name_file(GError *error, const char *role, const char *path);
+
 /* The readable form of an error from vdiskd or the bus, in place. */
 void ctl_error_from_dbus(GError *error);
 

@@ -121,17 +121,17 @@ def tests(env):
 
     @case("ImportVolume of a .vbox is refused, naming it a VM's settings; no volume left")
     def _():
-        refused_import(vbox, "x.qcow2", "caller's source file looks like a VirtualBox VM's "
+        refused_import(vbox, "x.qcow2", "source looks like a VirtualBox VM's "
                        "settings (.vbox), not a disk; import the VM with vdiskctl import-vm")
 
     @case("ImportVolume of an empty file is refused; no volume left")
     def _():
-        refused_import(empty, "e.qcow2", "caller's source file is an empty file, not a disk")
+        refused_import(empty, "e.qcow2", "source is an empty file, not a disk")
 
     @case("ImportVolume of 100 bytes of garbage is refused; no volume left")
     def _():
         refused_import(garbage, "g.qcow2",
-                       "caller's source file is a file smaller than one 512-byte sector")
+                       "source is a file smaller than one 512-byte sector")
 
     def imported_equal(path, name, *opts):
         rc, res = run(ALICE, "import", "p", path, name, "qcow2", *opts)

@@ -355,6 +355,38 @@ denied() {
 }
 check "an unprivileged user is refused with a readable message" denied
 
+# vdiskd's errors name what the caller named: POOL/VOLUME for a volume, the
+# user's own file name for a file passed open (vdiskctl puts it for the
+# role vdiskd gives it), never vdiskd's paths or words of its own.
+daemon_errors() {
+    { printf 'QFI\xfb\0\0\0\3'; head -c 4096 /dev/urandom; } >"$T/bad.qcow2"
+    chmod 644 "$T/bad.qcow2"
+    cp "$T/bad.qcow2" "$POOL/bad.qcow2"
+    ctl refresh -q t
+    ctl create -q t/small.qcow2 1M
+    ctl create -q t/big.qcow2 4M
+    no_jargon() {
+        if grep -E "$POOL|caller's|/org/vdisk" "$T/err"; then echo "vdiskd's words above"; exit 1; fi
+    }
+    fails "$T/bad.qcow2: cluster bits" ctl inspect "$T/bad.qcow2"; no_jargon
+    fails "$T/bad.qcow2: not a VDI image" ctl convert -f vdi "$T/bad.qcow2" "$T/o.raw"; no_jargon
+    ctl volumes t | grep -E '^t/bad.qcow2 .* t/bad.qcow2: cluster bits' >/dev/null
+    ctl info --json t/bad.qcow2 | json_get 'd["error"]' | grep -q '^t/bad.qcow2: cluster bits'
+    fails "t/bad.qcow2 cannot be read: cluster bits" ctl clone t/bad.qcow2 c.raw; no_jargon
+    fails "t/bad.qcow2 cannot be read: cluster bits" ctl overlay t/bad.qcow2 top.qcow2; no_jargon
+    fails "t/small.qcow2: 1048576 bytes is smaller than t/big.qcow2 (4194304 bytes)" \
+        ctl copy t/big.qcow2 t/small.qcow2; no_jargon
+    fails "t/small.qcow2: has no snapshot 'nosuch'" ctl snapshot delete t/small.qcow2 nosuch
+    # the refusal itself, as any client of vdiskd reads it
+    as_user "$BOB" gdbus call --system --dest org.vdisk.VDisk1 --object-path /org/vdisk/VDisk1/pools/t \
+        --method org.vdisk.VDisk1.Pool.CreateVolume bob.qcow2 qcow2 1048576 '{}' >"$T/out" 2>"$T/err" </dev/null && exit 1
+    grep -q "NotAuthorized: CreateVolume of t/bob.qcow2 needs authorisation for org.vdisk.VDisk1.create-volume" "$T/err" ||
+        { cat "$T/err"; exit 1; }
+    rm -f "$POOL/bad.qcow2"
+    ctl refresh -q t
+}
+check "vdiskd's errors name POOL/VOLUME and the user's files" daemon_errors
+
 privileged() {   # needs the project's .policy and .rules installed
     ls /usr/share/polkit-1/actions/org.vdisk.* >/dev/null 2>&1 || { echo "no policy installed: not tested"; exit 0; }
     as_user "$ALICE" "$VDISKCTL" import "$T/alice/disk.vdi" t/alice.qcow2 </dev/null >/dev/null
