@@ -88,36 +88,32 @@ gboolean cli_secrets_option(int opt, const char *arg, GError **error)
 gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
                               GError **error)
 {
-    g_autoptr(VdOptions) all = vd_options_new();
-    if (!vd_options_parse(all, text, error)) {
-        g_prefix_error(error, "--image-opts: ");
+    g_autoptr(GError) local = NULL;
+    g_autoptr(QsImageOpts) parsed = qs_image_opts_parse(text, &local);
+    if (parsed == NULL) {
+        if (g_error_matches(local, QS_ERROR, QS_ERROR_NO_FILE))
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "--image-opts: 'file.filename=PATH' is missing in '%s'", text);
+        else
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "--image-opts: %s",
+                        local->message);
         return FALSE;
     }
-    const char *file = vd_options_get(all, "file.filename");
-    if (file == NULL)
-        file = vd_options_get(all, "filename");
-    if (file == NULL) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "--image-opts: 'file.filename=PATH' is missing in '%s'", text);
-        return FALSE;
-    }
-    const char *driver = vd_options_get(all, "file.driver");
-    if (driver != NULL && !g_str_equal(driver, "file")) {
+    if (parsed->file_driver != NULL && !g_str_equal(parsed->file_driver, "file")) {
         g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
                     "--image-opts: only local files are supported (file.driver=file)");
         return FALSE;
     }
-    *path = g_strdup(file);
-    *format = g_strdup(vd_options_get(all, "driver"));
+    *path = g_strdup(parsed->filename);
+    *format = g_strdup(parsed->driver);
     *opts = vd_options_new();
-    g_autoptr(GPtrArray) keys = vd_options_keys(all);
-    for (guint i = 0; i < keys->len; i++) {
-        const char *key = keys->pdata[i];
+    for (guint i = 0; i < parsed->options->len; i++) {
+        const QsOption *o = parsed->options->pdata[i];
         /* file.locking=off is the engine's: the file layer's locks. */
-        if (g_str_equal(key, "driver") || g_str_equal(key, "filename") ||
-            (g_str_has_prefix(key, "file.") && !g_str_equal(key, "file.locking")))
+        if (g_str_equal(o->key, "driver") || g_str_equal(o->key, "filename") ||
+            (g_str_has_prefix(o->key, "file.") && !g_str_equal(o->key, "file.locking")))
             continue;
-        vd_options_set(*opts, key, vd_options_get(all, key));
+        vd_options_set(*opts, o->key, o->value);
     }
     return TRUE;
 }
