@@ -21,7 +21,7 @@ done
 source scripts/services.sh
 D=$(mktemp -d "$base/vdisk-bench-daemon.XXXXXX")
 chmod 755 "$D"
-trap 'vdisk_services_stop; rm -rf "$D"' EXIT
+vdisk_on_exit 'vdisk_services_stop; rm -rf "$D"'
 mkdir -p "$D/pool" "$D/pools.d"
 printf '[Pool bench]\nDirectory=%s\n' "$D/pool" >"$D/pools.d/bench.conf"
 /usr/bin/python3 ../shared/acceptance/mkimage.py --size "$size" --seed 1 -q "$D/src.raw"
