@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "json-writer.h"
+#include "voice.h"
 
 enum {
     OPT_BACKING_CHAIN = CLI_OPT_FIRST_PRIVATE,
@@ -273,6 +274,10 @@ static int run_info(const CliCommand *cmd, int argc, char **argv)
         VdImageInfo *info = vd_image_get_info(g_ptr_array_index(chain, i), &error);
         if (info == NULL)
             return cli_fail(error);
+        /* qemu-img's vdi driver shows nothing format-specific: under its
+         * name the VirtualBox UUIDs vdisk shows stay out. */
+        if (voice_is_qemu() && g_strcmp0(info->format, "vdi") == 0)
+            g_clear_pointer(&info->format_specific, g_variant_unref);
         g_ptr_array_add(infos, info);
     }
 

@@ -73,4 +73,21 @@ info_as_qemu() {
 }
 case_run "info of vmdk extents in qemu-img's order" info_as_qemu
 
+# Under the name qemu-img, info of a VDI is qemu-img's to the line: no
+# format-specific section (vdisk's own name shows the VirtualBox UUIDs).
+vdi_info_as_qemu_img() {
+    mkdir bin
+    ln -s "$VDISK" bin/qemu-img
+    qemu-img create -q -f vdi d.vdi 10M
+    qio vdi d.vdi 'write -P 4 0 1M'
+    local o
+    for o in human json; do
+        qemu-img info --output=$o d.vdi | grep -v -e '^disk size:' -e '"actual-size":' >q.out
+        bin/qemu-img info --output=$o d.vdi | grep -v -e '^disk size:' -e '"actual-size":' >v.out
+        diff -u q.out v.out
+    done
+    vd info --output=json d.vdi | grep -q '"image-uuid"'
+}
+case_run "info of a VDI under the name qemu-img is qemu-img's" vdi_info_as_qemu_img
+
 finish
