@@ -8,7 +8,6 @@
 #include "cli.h"
 #include "voice.h"
 #include "progress.h"
-#include "voice.h"
 
 enum {
     OPT_THREADS = CLI_OPT_FIRST_PRIVATE,
