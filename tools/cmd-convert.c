@@ -259,10 +259,19 @@ static gboolean salvage_quiet;
  * (one line for a run of sectors, not one a sector). */
 static void warn_salvaged(guint64 offset, guint64 len, const GError *error, gpointer data)
 {
-    if (!salvage_quiet)
-        cli_error("warning: error while reading offset %" G_GUINT64_FORMAT
-                  ": %s (%" G_GUINT64_FORMAT " bytes copied as zeroes)",
-                  offset, error != NULL ? error->message : "read failed", len);
+    if (salvage_quiet)
+        return;
+    /* Run as qemu-img: its lines, one a sector, in its words. */
+    if (voice_is_qemu()) {
+        for (guint64 pos = offset; pos < offset + len; pos += 512 - pos % 512)
+            cli_error("warning: error while reading offset %" G_GUINT64_FORMAT
+                      ": Input/output error",
+                      pos);
+        return;
+    }
+    cli_error("warning: error while reading offset %" G_GUINT64_FORMAT ": %s (%" G_GUINT64_FORMAT
+              " bytes copied as zeroes)",
+              offset, error != NULL ? error->message : "read failed", len);
 }
 
 static gboolean convert_job(gpointer data, gpointer progress, GCancellable *cancellable,

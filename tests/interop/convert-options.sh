@@ -67,6 +67,14 @@ salvage() {
     vd convert -q --salvage -O qcow2 c.qcow2 v.qcow2 2>err.txt
     [[ ! -s err.txt ]]
     qemu-img compare -q -F raw v.qcow2 q.raw
+    # under the name qemu-img: qemu-img's warnings, one a sector
+    mkdir bin
+    ln -s "$VDISK" bin/qemu-img
+    qemu-img convert --salvage -O raw c.qcow2 q2.raw 2>q.err
+    bin/qemu-img convert --salvage -O raw c.qcow2 v2.raw 2>v.err
+    diff q.err v.err
+    [[ $(wc -l <v.err) == 128 ]]
+    cmp q2.raw v2.raw
 }
 case_run "--salvage copies unreadable clusters as zeroes" salvage
 
