@@ -60,9 +60,10 @@ static gboolean in_list(const char *const *list, const char *key)
     return FALSE;
 }
 
+/* qemu-img's amend errors name no file (there is one), nor do these. */
 static gboolean fail(VdImage *img, int code, GError **error, const char *text)
 {
-    vd_set_error(error, img, code, "%s", text);
+    g_set_error_literal(error, VD_ERROR, code, text);
     return FALSE;
 }
 
@@ -80,12 +81,12 @@ static gboolean check_keys(VdImage *img, VdOptions *opts, AmendPlan *plan, GErro
             continue;
         }
         if (in_list(create_only_keys, key))
-            vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
-                         "Invalid parameter '%s': this option is only supported for image "
-                         "creation",
-                         key);
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Invalid parameter '%s'\nThis option is only supported for image "
+                        "creation",
+                        key);
         else
-            vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "Invalid parameter '%s'", key);
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "Invalid parameter '%s'", key);
         return FALSE;
     }
     return TRUE;
@@ -105,15 +106,15 @@ static gboolean parse_plan(VdImage *img, Qcow2State *s, VdOptions *opts, AmendPl
         (g_strcmp0(backing, img->backing_name) != 0 ||
          g_strcmp0(backing_fmt, img->backing_format) != 0))
         return fail(img, VD_ERROR_NOT_SUPPORTED, error,
-                    "Cannot amend the backing file; 'vdisk rebase' changes it");
+                    "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
     const char *compat = vd_options_get(opts, "compat");
     if (compat != NULL) {
         int i;
         for (i = 0; versions[i] != NULL && !g_str_equal(versions[i], compat); i++)
             ;
         if (versions[i] == NULL) {
-            vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "Unknown compatibility level %s",
-                         compat);
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Unknown compatibility level %s", compat);
             return FALSE;
         }
         plan->version = i < 2 ? 2 : 3;
@@ -277,10 +278,10 @@ static gboolean downgrade(VdImage *img, Qcow2State *s, GError **error)
                     "Cannot downgrade an image with a data file");
     guint64 other = s->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION);
     if (other != 0) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "Cannot downgrade an image with incompatible features 0x%" G_GINT64_MODIFIER
-                     "x set",
-                     other);
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "Cannot downgrade an image with incompatible features 0x%" G_GINT64_MODIFIER
+                    "x set",
+                    other);
         return FALSE;
     }
     if (s->nb_bitmaps > 0)
@@ -335,10 +336,10 @@ static gboolean change_refcount_order(VdImage *img, Qcow2State *s, guint order, 
         if (!qcow2_get_refcount(s, c, &v, error))
             return FALSE;
         if (v > max) {
-            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                         "Cannot decrease refcount entry width to %u bits: Cluster at offset "
-                         "0x%" G_GINT64_MODIFIER "x has a refcount of %" G_GUINT64_FORMAT,
-                         1u << order, c << s->cluster_bits, v);
+            g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                        "Cannot decrease refcount entry width to %u bits: Cluster at offset "
+                        "0x%" G_GINT64_MODIFIER "x has a refcount of %" G_GUINT64_FORMAT,
+                        1u << order, c << s->cluster_bits, v);
             return FALSE;
         }
         refs[c] = (guint32)MIN(v, G_MAXUINT32);

@@ -463,11 +463,12 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
         return FALSE;
     }
     guint64 rt_bytes = (guint64)s->rt_clusters * s->cluster_size;
-    /* A check without repair looks at an image without a refcount table,
-     * or with one on the header, as qemu-img check does (all counts zero;
-     * the header read as the table); info too where the table has a size. */
+    /* A check looks at an image without a refcount table (all counts
+     * zero, which -r all rebuilds) as qemu-img check does; a check without
+     * repair and info at one on the header too (the header read as the
+     * table). */
     gboolean looks = !(img->flags & VD_OPEN_READ_WRITE);
-    gboolean checks = looks && (img->flags & VD_OPEN_FOR_CHECK);
+    gboolean checks = (img->flags & VD_OPEN_FOR_CHECK) != 0;
     if (s->rt_clusters == 0 && !checks) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "Image does not contain a reference count table");
@@ -1194,12 +1195,14 @@ static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **e
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "new size is too large");
         return FALSE;
     }
+    /* A version 2 snapshot has no size of its own: it is the image's. A
+     * version 3 one records its size, and keeps its own tables. */
+    if (new_size != old_size && s->version < 3 && s->snapshots->len > 0) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "Can't resize a v2 image which has snapshots (amend -o compat=1.1 first)");
+        return FALSE;
+    }
     if (new_size < old_size) {
-        if (s->snapshots->len > 0) {
-            vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                         "cannot shrink an image that has internal snapshots");
-            return FALSE;
-        }
         gboolean found;
         if (!qcow2_has_data_past(s, qcow2_align_up(new_size, s->cluster_size), &found, error))
             return FALSE;

@@ -3,9 +3,11 @@
  * size, and the LUKS key slots (passphrases) of encrypted qcow2 and luks
  * images. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "progress.h"
+#include "voice.h"
 
 typedef struct {
     CliCreateOptions *create; /* -o */
@@ -157,6 +159,12 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     gboolean ok = amend.progress ? cli_run_with_progress("Amending", TRUE, common.quiet, amend_job,
                                                          &job, &error)
                                  : amend_job(&job, NULL, NULL, &error);
+    if (!ok && !voice_is_qemu() && strstr(error->message, "'qemu-img rebase'") != NULL) {
+        g_autoptr(GString) text = g_string_new(error->message);
+        g_string_replace(text, "'qemu-img rebase'", "'vdisk rebase'", 0);
+        g_free(error->message);
+        error->message = g_string_free(g_steal_pointer(&text), FALSE);
+    }
     if (!ok)
         return cli_fail(error);
     return EXIT_SUCCESS;

@@ -280,6 +280,35 @@ amend_help() {
 }
 case_run "amend -o help as qemu-img's" amend_help
 
+# qemu-iotests 061's resize with snapshots: a version 2 image with one is
+# not resized (its snapshots have no size of their own), a version 3 one
+# is, both ways; a downgrade needs every snapshot of the image's size.
+resize_with_snapshots() {
+    local tool
+    for tool in qemu-img vd; do
+        rm -f t.qcow2
+        qemu-img create -q -f qcow2 -o compat=0.10 t.qcow2 32M
+        qio qcow2 t.qcow2 "write -P 0x2a 24M 64k"
+        qemu-img snapshot -c foo t.qcow2
+        expect_exit 1 $tool resize -q t.qcow2 64M
+        [[ $(qinfo t.qcow2 virtual-size) == 33554432 ]]
+        $tool amend -o compat=1.1,size=128M t.qcow2
+        qemu-img snapshot -c bar t.qcow2
+        $tool resize -q --shrink t.qcow2 64M
+        [[ $(qinfo t.qcow2 virtual-size) == 67108864 ]]
+        expect_exit 1 $tool amend -o compat=0.10,size=32M t.qcow2 2>err.txt
+        grep -q "Internal snapshots prevent downgrade of image" err.txt
+        qemu-img snapshot -d bar t.qcow2
+        $tool amend -o compat=0.10,size=32M t.qcow2
+        [[ $(qspecific t.qcow2 compat) == 0.10 && $(qinfo t.qcow2 virtual-size) == 33554432 ]]
+        qcheck t.qcow2
+        qio qcow2 t.qcow2 "read -P 0x2a 24M 64k"
+        cp t.qcow2 "$tool.qcow2"
+    done
+    cmp qemu-img.qcow2 vd.qcow2 || diff <(qemu-img map --output=json qemu-img.qcow2) <(qemu-img map --output=json vd.qcow2)
+}
+case_run "resize and amend of an image with snapshots, as qemu-iotests 061" resize_with_snapshots
+
 # ---- resize --preallocation ----
 
 # same_resize FMT CREATE-OPTS OPTION... SIZE: qemu-img resize and vdisk
