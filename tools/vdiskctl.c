@@ -387,6 +387,7 @@ int main(int argc, char **argv)
         return status;
     index = command_index(argc, argv);
     if (index >= argc) {
+        ctl_error("no command given; the commands are:");
         print_global_help(stderr);
         return CTL_EXIT_FAILURE;
     }

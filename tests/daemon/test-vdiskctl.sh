@@ -103,7 +103,7 @@ check() {
         FAILED=$((FAILED + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/case.log" | tail -n 15
     fi
 }
-export T POOL ALICE BOB MKIMAGE
+export T POOL ALICE BOB MKIMAGE REPO VDISKD_PID
 export -f ctl as_user vsize json_get fails data big
 
 data "$T/src.raw" 32
@@ -460,6 +460,62 @@ interrupt() {   # Ctrl-C cancels the job and waits for its end
     ctl pools >/dev/null   # the daemon is still there
 }
 check "Ctrl-C cancels the job, removes the partial volume" interrupt
+
+# The exit statuses vdiskctl(1) documents, each as the program gives it:
+# the page lists 0, 1 and 130, and libvirt status's 0, 1 and 3.
+exit_statuses() {
+    local man=$REPO/man/vdiskctl.1 rc
+    [[ $(sed -n '/^\.SH EXIT STATUS/,/^\.SH /p' "$man" | grep -A1 '^\.TP' | grep '^\.B ' | tr -d '.B \n') == 01130 ]] ||
+        { echo "vdiskctl(1) lists other statuses:"; sed -n '/^\.SH EXIT STATUS/,/^\.SH /p' "$man"; exit 1; }
+    status_is() { local want=$1 rc=0; shift; "$@" >"$T/out" 2>"$T/err" </dev/null || rc=$?
+        [[ $rc == "$want" ]] || { echo "exit $rc, wanted $want: $*"; cat "$T/err"; exit 1; }; }
+    # 0: success, help, version, a detached job
+    status_is 0 ctl pools
+    status_is 0 ctl --help
+    status_is 0 ctl --version
+    status_is 0 ctl create t/st.qcow2 1M --detach
+    grep -qx '/org/vdisk/VDisk1/jobs/[0-9]*' "$T/out"
+    # 1: usage errors, each with its line
+    for args in "" "frobnicate" "create t/x.qcow2" "create --shrink t/x.qcow2 1M" "create t/x.qcow2 12Q" \
+        "pools extra"; do
+        # shellcheck disable=SC2086
+        status_is 1 ctl $args
+        grep -q '^vdiskctl: ' "$T/err" || { echo "no line for: $args"; cat "$T/err"; exit 1; }
+    done
+    # 1: vdiskd refuses (not authorised; no such volume; a name that exists)
+    status_is 1 as_user "$BOB" "$VDISKCTL" create t/bob.qcow2 1M
+    grep -q 'not authorized' "$T/err"
+    status_is 1 ctl info t/none.qcow2
+    status_is 1 ctl create t/st.qcow2 1M
+    # 1: a job that fails
+    ctl create -q t/st-small.qcow2 1M && ctl create -q t/st-big.qcow2 4M
+    status_is 1 ctl copy t/st-big.qcow2 t/st-small.qcow2
+    grep -q 'smaller than' "$T/err"
+    # 1: a job cancelled by Ctrl-C; 130: a second Ctrl-C
+    [[ -f $T/big.raw ]] || big "$T/big.raw"
+    local twice
+    for twice in 0 1; do
+        "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/st-int.vmdk >"$T/int.out" 2>&1 &
+        local pid=$! i
+        for ((i = 0; i < 600; i++)); do grep -q '/100%' "$T/int.out" && break; sleep 0.1; done
+        grep -q '/100%' "$T/int.out" || { echo "no progress (Ctrl-C x$((twice + 1))):"; cat "$T/int.out"; ctl jobs; exit 1; }
+        # vdiskd held still: the job cannot end between the two
+        ((twice)) && kill -STOP "$VDISKD_PID"
+        kill -INT "$pid"
+        if ((twice)); then
+            for ((i = 0; i < 100; i++)); do grep -q 'vdiskctl: cancelling' "$T/int.out" && break; sleep 0.05; done
+            kill -INT "$pid"
+        fi
+        rc=0; wait "$pid" || rc=$?
+        ((twice)) && kill -CONT "$VDISKD_PID"
+        [[ $rc == $((twice ? 130 : 1)) ]] || { echo "Ctrl-C x$((twice + 1)): exit $rc"; cat "$T/int.out"; exit 1; }
+        for ((i = 0; i < 100; i++)); do ctl jobs | grep -q st-int || break; sleep 0.2; done
+    done
+    # libvirt status: 0, 1 or 3 as it finds libvirt's daemons
+    rc=0; ctl libvirt status >/dev/null 2>&1 || rc=$?
+    [[ $rc == 0 || $rc == 1 || $rc == 3 ]] || { echo "libvirt status: exit $rc"; exit 1; }
+}
+check "exit statuses as vdiskctl(1) documents them" exit_statuses
 
 client_killed() {   # vdiskctl dies mid-convert: nothing appears under the target's name
     [[ -f $T/big.raw ]] || big "$T/big.raw"
