@@ -16,7 +16,12 @@ static const VdCreateOption raw_create_options[] = {
 
 static gboolean raw_open(VdImage *img, GError **error)
 {
-    return vd_file_size(img->file, &img->size, error);
+    if (!vd_file_size(img->file, &img->size, error))
+        return FALSE;
+    /* A disk is whole sectors: a file of 1234 bytes is a disk of 1536
+     * whose tail reads zero, as qemu sees it. */
+    img->size = (img->size + 511) / 512 * 512;
+    return TRUE;
 }
 
 /* Write real zeroes over [from, to) so the blocks are allocated. */
@@ -57,7 +62,18 @@ static gboolean raw_create(VdFile *file, const VdCreateParams *params, GError **
                           "raw images cannot have a backing file");
         return FALSE;
     }
-    return grow(file, 0, params->size, prealloc, error);
+    if (!grow(file, 0, params->size, prealloc, error))
+        return FALSE;
+    /* As qemu does, the first block of a new sparse image is written (with
+     * zeroes), so that the file system holds a block there that later
+     * probing of the alignment can read; maps show it as data. */
+    if (prealloc == PREALLOC_OFF && params->size > 0) {
+        static const guint8 zeroes[4096];
+        gsize first = params->size < sizeof zeroes ? 512 : sizeof zeroes;
+        if (!vd_file_pwrite(file, 0, zeroes, (gsize)MIN(first, params->size), error))
+            return FALSE;
+    }
+    return TRUE;
 }
 
 static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent *out,
