@@ -119,7 +119,8 @@ static int run_bitmap(const CliCommand *cmd, int argc, char **argv)
     if (img == NULL)
         return cli_fail(error);
     if (opts.source_file != NULL) {
-        source = cli_open_image(opts.source_file, opts.source_format, 0, CLI_PROBE_QUIET, &error);
+        source = cli_open_image(opts.source_file, opts.source_format, VD_OPEN_NO_BACKING,
+                                CLI_PROBE_QUIET, &error);
         if (source == NULL)
             return cli_fail(error);
     }

@@ -46,6 +46,10 @@ static const struct {
     { "^(.+: Parameter 'size' expects a non-negative number below 2\\^64): .*$",
       "\\1\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
       "and exabytes, respectively." },
+    { "^Could not open '[^']*': ([^ ]+): backing chain loops back to this file$",
+      "Backing file '\\1' creates an infinite loop." },
+    { "^Could not open '([^']*)': backing chain loops back to this file$",
+      "Backing file '\\1' creates an infinite loop." },
     /* create's errors as qemu's drivers word them */
     { "^(.+): could not open backing file '([^']*)': (?:\\2: )?(?:cannot open: )?(.*)$",
       "\\1: Could not open '\\2': \\3\nCould not open backing image." },
@@ -64,6 +68,9 @@ static const struct {
       "\\1: Parameter '\\2' expects 'on' or 'off'" },
     { "^(.+): refcount_bits must be a power of two from 1 to 64, not '[^']*'$",
       "\\1: Refcount width must be a power of two and may not exceed 64 bits" },
+    { "^(.+): refcount_bits other than 16 need compat=1\\.1$",
+      "\\1: Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
+      "version=v3 or greater)" },
     { "^(.+): extended_l2 needs a cluster_size of at least 16k$",
       "\\1: Extended L2 entries are only supported with cluster sizes of at least 16384 bytes" },
     { "^(.+): virtual size [0-9]+ is too large for [0-9]+-byte clusters$",

@@ -163,4 +163,18 @@ merge_bits() {
 }
 case_run "merged bits are the ones qemu reads back" merge_bits
 
+# --merge -b TOP into TOP's own backing file (qemu-iotests qemu-img-bitmaps):
+# the source is read without its backing chain, which holds the target.
+merge_from_overlay() {
+    qemu-img create -q -f qcow2 base.qcow2 10M
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+    qemu-img bitmap --add top.qcow2 b2
+    qemu-io -f qcow2 -c 'write 1M 64k' top.qcow2 >/dev/null
+    vd bitmap --add --merge b2 -b top.qcow2 -F qcow2 -f qcow2 base.qcow2 b3
+    [[ $(bitmaps base.qcow2) == "b3 65536 auto" ]]
+    diff <(dirty top.qcow2 b2) <(dirty base.qcow2 b3)
+    qcheck base.qcow2
+}
+case_run "merge from an overlay into its backing file" merge_from_overlay
+
 finish
