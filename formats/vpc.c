@@ -293,6 +293,9 @@ static gboolean vpc_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
         out->offset_valid = TRUE;
         out->host_offset = offset;
         out->plain_file = img->file;
+        /* A hole in the file reads zero, as qemu's map says and a copy
+         * need not read. */
+        out->host_file = img->file;
         return TRUE;
     }
     guint32 block = (guint32)(offset / s->block_size);

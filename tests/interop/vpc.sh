@@ -154,6 +154,8 @@ convert_to_vpc() {
     qemu-img map -f vpc --output=json v.vhd >vmap.json
     qemu-img map -f vpc --output=json q.vhd >qmap.json
     cmp vmap.json qmap.json
+    # vdisk's map is qemu-img's (holes in a fixed disk's file read zero)
+    vd map --output=json v.vhd | cmp - vmap.json
     vd compare q.vhd v.vhd
     # and out again
     vd convert -q -O qcow2 v.vhd back.qcow2
