@@ -325,13 +325,28 @@ static void check_refcount_blocks(Check *c, VdCheckRepair fix)
             continue;
         }
         if (off != 0 && cluster >= file_clusters) {
-            /* qemu grows the file to hold it; a new structure serves
-             * better than a block of nothing. */
             report(c, TRUE, "%s refcount block %" G_GUINT64_FORMAT " is outside image",
                    (fix & VD_CHECK_REPAIR_ERRORS) ? "Repairing" : "ERROR", i);
-            if (fix & VD_CHECK_REPAIR_ERRORS)
+            if (!(fix & VD_CHECK_REPAIR_ERRORS))
+                continue;
+            /* As qemu: the file grows to hold the block (which then reads
+             * as zeroes and is counted below); where it cannot, the
+             * structure is rebuilt. Not by more than 1 TiB: a block that
+             * far is damage, not a file cut short. */
+            g_autoptr(GError) local = NULL;
+            if (off - s->file_size > (G_GUINT64_CONSTANT(1) << 40)) {
+                g_set_error(&local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", g_strerror(EFBIG));
+            } else if (vd_file_truncate(s->img->file, off + s->cluster_size, &local) &&
+                       qcow2_refresh_file_size(s, &local)) {
+                c->res->corruptions--;
+                c->res->corruptions_fixed++;
+                file_clusters = cluster + 1;
+            }
+            if (local != NULL) {
+                report(c, FALSE, "ERROR could not resize image: %s", local->message);
                 c->rebuild = TRUE;
-            continue;
+                continue;
+            }
         }
         if (off == 0)
             continue;

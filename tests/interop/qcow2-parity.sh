@@ -277,6 +277,24 @@ t_damage_refblock_outside() {
 }
 case_run "damaged: a refcount block outside the image (060)" t_damage_refblock_outside
 
+t_damage_refblock_past_end() {
+    # qemu-iotests 108: a refcount block named just past the end of the
+    # file, its own count set (clean once the file holds it) or not
+    new_image
+    poke t.qcow2 $((RT + 8)) "\x00\x00\x00\x00\x00\x10\x00\x00"
+    cp t.qcow2 unset.qcow2
+    poke t.qcow2 $((RB + 32)) "\x00\x01"
+    both check
+    REPAIR=1 both check -r all
+    grep -qx 'Repairing refcount block 1 is outside image' v.err
+    same_images
+    cp unset.qcow2 t.qcow2
+    REPAIR=1 both check -r all
+    grep -qx 'Repairing cluster 16 refcount=1 reference=0' v.err
+    same_images
+}
+case_run "damaged: a refcount block just past the end of the file (108)" t_damage_refblock_past_end
+
 t_damage_counts() {
     # a count too high on a data cluster (leak, and its COPIED flag wrong)
     new_image
@@ -350,6 +368,9 @@ t_damage_refcount_table_header() {
     both check --output=json
     expect_exit 1 vd info t.qcow2 2>err
     grep -q "Image does not contain a reference count table" err
+    REPAIR=1 both check -r leaks
+    REPAIR=1 both check -r all
+    same_images
     new_image
     poke t.qcow2 48 "\x00\x00\x00\x00\x00\x00\x00\x00"
     both info
