@@ -1232,10 +1232,21 @@ static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **e
      * keeping their clusters, as qemu leaves them. The first cluster,
      * which old data may share, is left as it is. */
     guint64 from = qcow2_align_up(old_size, s->cluster_size);
-    if (new_size > from && mode != PREALLOC_OFF)
-        return preallocate_data(s, mode, from, new_size - from, error) &&
-               (img->backing_name == NULL || s->version < 3 ||
-                qcow2_write_zeroes(img, old_size, new_size - old_size, FALSE, error));
+    if (new_size > old_size && mode != PREALLOC_OFF) {
+        if (new_size > from && !preallocate_data(s, mode, from, new_size - from, error))
+            return FALSE;
+        /* The part of the last cluster the image now reaches into gets its
+         * blocks too, where that cluster is stored (by metadata
+         * preallocation, it may be a hole). */
+        VdExtent ext = { 0 };
+        if ((mode == PREALLOC_FALLOC || mode == PREALLOC_FULL) && from > old_size &&
+            (!qcow2_block_status(img, old_size, MIN(from, new_size) - old_size, &ext, error) ||
+             (ext.kind != VD_EXTENT_UNALLOCATED && ext.offset_valid &&
+              !vd_file_allocate(img->file, ext.host_offset, ext.length, error))))
+            return FALSE;
+        return img->backing_name == NULL || s->version < 3 ||
+               qcow2_write_zeroes(img, old_size, new_size - old_size, FALSE, error);
+    }
     /* The new area must read as zeroes, not as what a longer backing file
      * holds there. */
     if (new_size > old_size && img->backing_name != NULL && s->version >= 3)
