@@ -198,18 +198,22 @@ static gboolean bitmaps_check(VdImage *source, const char *target_format, gboole
                     "Format driver '%s' does not support bitmaps", target_format);
         return FALSE;
     }
+    /* Last to first, as qemu-img names them. */
     g_autoptr(GVariant) list = source_bitmaps(source);
-    for (gsize i = 0; list != NULL && i < g_variant_n_children(list); i++) {
-        g_autoptr(GVariant) bm = g_variant_get_child_value(list, i);
+    for (gsize i = list != NULL ? g_variant_n_children(list) : 0; i > 0; i--) {
+        g_autoptr(GVariant) bm = g_variant_get_child_value(list, i - 1);
         const char *name = NULL;
         g_variant_lookup(bm, "name", "&s", &name);
-        if (bitmap_in_use(bm) && !skip_broken) {
-            g_set_error(error, VD_ERROR, VD_ERROR_CORRUPT,
+        if (!bitmap_in_use(bm))
+            continue;
+        if (!skip_broken) {
+            g_set_error(error, VD_ERROR, VD_ERROR_FAILED,
                         "Cannot copy inconsistent bitmap '%s'; try --skip-broken-bitmaps, or "
                         "remove it with 'vdisk bitmap --remove'",
                         name);
             return FALSE;
         }
+        cli_error("warning: Skipping inconsistent bitmap '%s'", name);
     }
     return TRUE;
 }

@@ -159,6 +159,23 @@ copy_bitmaps() {
     expect_exit 1 vd convert --skip-broken-bitmaps -O qcow2 s.qcow2 k.qcow2 2>err.txt
     grep -q 'requires --bitmaps' err.txt
     [[ ! -e v.raw && ! -e p.qcow2 && ! -e k.qcow2 ]]
+    # Bitmaps left in use by a process that died are inconsistent: refused,
+    # or with --skip-broken-bitmaps left out with a warning each, as
+    # qemu-img does (the consistent one is copied).
+    qemu-img create -q -f qcow2 ib.qcow2 4M
+    qemu-img bitmap --add ib.qcow2 good
+    qemu-img bitmap --add ib.qcow2 bad
+    qemu-io -f qcow2 -c 'write 0 64k' -c 'sigraise 9' ib.qcow2 >/dev/null 2>&1 || true
+    qemu-img bitmap --add ib.qcow2 fresh
+    expect_exit 1 qemu-img convert --bitmaps -O qcow2 ib.qcow2 iq.qcow2 2>/dev/null
+    expect_exit 1 vd convert --bitmaps -O qcow2 ib.qcow2 iv.qcow2 2>err.txt
+    grep -q "Cannot copy inconsistent bitmap 'bad'" err.txt
+    [[ ! -e iv.qcow2 ]]
+    qemu-img convert --bitmaps --skip-broken-bitmaps -O qcow2 ib.qcow2 iq.qcow2 2>q.err
+    vd convert --bitmaps --skip-broken-bitmaps -O qcow2 ib.qcow2 iv.qcow2 2>v.err
+    diff <(sed 's/^[a-z-]*: //' q.err) <(sed 's/^[a-z-]*: //' v.err)
+    diff <(bitmaps iq.qcow2) <(bitmaps iv.qcow2)
+    [[ $(bitmaps iv.qcow2) == "fresh 65536 auto" ]]
 }
 case_run "--bitmaps copies persistent bitmaps as qemu-img does" copy_bitmaps
 
