@@ -425,11 +425,14 @@ typedef enum {
 gboolean vd_image_resize_preallocated(VdImage *img, guint64 new_size, gboolean allow_shrink,
                                       VdPreallocation prealloc, GError **error);
 
-/* Change options of an existing image as qemu-img amend does; so far the
- * LUKS key slots of encrypted qcow2 and luks images ("encrypt.keyslot",
- * "encrypt.state", "encrypt.new-secret", "encrypt.old-secret",
- * "encrypt.iter-time"; without "encrypt." for luks). img must be open
- * read-write with its key. */
+/* Change options of an existing image as qemu-img amend does: for qcow2
+ * "compat", "lazy_refcounts", "refcount_bits", "data_file",
+ * "data_file_raw" (off) and "size"; and the LUKS key slots of encrypted
+ * qcow2 and luks images ("encrypt.keyslot", "encrypt.state",
+ * "encrypt.new-secret", "encrypt.old-secret", "encrypt.iter-time";
+ * without "encrypt." for luks). Options it cannot change are refused in
+ * qemu-img's words, before anything changes. img must be open read-write
+ * (with its key, for the key slots). */
 gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
 
 /* ----- consistency check ----- */
