@@ -837,6 +837,12 @@ gboolean vd_image_is_encrypted(VdImage *img) { return img->encrypted; }
 
 gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error)
 {
+    return vd_image_amend_progress(img, opts, secrets, NULL, NULL, error);
+}
+
+gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets,
+                                 VdProgressFunc progress, gpointer progress_data, GError **error)
+{
     if (img->drv->amend == NULL) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
                      "amending options is not supported by the %s format", img->drv->name);
@@ -847,7 +853,10 @@ gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GErro
         return FALSE;
     }
     g_mutex_lock(&img->lock);
+    img->amend_progress = progress;
+    img->amend_progress_data = progress_data;
     gboolean ok = img->drv->amend(img, opts, secrets, error);
+    img->amend_progress = NULL;
     g_mutex_unlock(&img->lock);
     return ok;
 }

@@ -176,26 +176,40 @@ static gboolean parse_plan(VdImage *img, Qcow2State *s, VdOptions *opts, AmendPl
  * name (a table two of them share, once per naming L1 entry). */
 typedef gboolean (*L2Visit)(Qcow2State *s, guint64 l2_offset, gpointer data, GError **error);
 
+/* With progress, each L1 entry is a step, as qemu-img amend -p counts. */
+typedef struct {
+    gboolean progress;
+    guint64 done, total;
+} L1Steps;
+
 static gboolean visit_l1(Qcow2State *s, const guint64 *l1, guint32 size, L2Visit visit,
-                         gpointer data, GError **error)
+                         gpointer data, L1Steps *steps, GError **error)
 {
+    VdImage *img = s->img;
     for (guint32 i = 0; i < size; i++) {
         guint64 l2 = l1[i] & QCOW2_OFFSET_MASK;
         if (l2 != 0 && !visit(s, l2, data, error))
             return FALSE;
+        steps->done++;
+        if (steps->progress && img->amend_progress != NULL)
+            img->amend_progress(steps->done, steps->total, img->amend_progress_data);
     }
     return TRUE;
 }
 
-static gboolean visit_all_l2(Qcow2State *s, L2Visit visit, gpointer data, GError **error)
+static gboolean visit_all_l2(Qcow2State *s, L2Visit visit, gpointer data, gboolean progress,
+                             GError **error)
 {
-    if (!visit_l1(s, s->l1, s->l1_size, visit, data, error))
+    L1Steps steps = { .progress = progress, .total = s->l1_size };
+    for (guint i = 0; i < s->snapshots->len; i++)
+        steps.total += ((Qcow2Snapshot *)s->snapshots->pdata[i])->l1_size;
+    if (!visit_l1(s, s->l1, s->l1_size, visit, data, &steps, error))
         return FALSE;
     for (guint i = 0; i < s->snapshots->len; i++) {
         Qcow2Snapshot *sn = s->snapshots->pdata[i];
         g_autofree guint64 *l1 = NULL;
         if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, error) ||
-            !visit_l1(s, l1, sn->l1_size, visit, data, error))
+            !visit_l1(s, l1, sn->l1_size, visit, data, &steps, error))
             return FALSE;
     }
     return TRUE;
@@ -297,7 +311,7 @@ static gboolean downgrade(VdImage *img, Qcow2State *s, GError **error)
     }
     if (s->compression_type != QCOW2_COMPRESSION_ZLIB) {
         gboolean found = FALSE;
-        if (!visit_all_l2(s, find_compressed, &found, error))
+        if (!visit_all_l2(s, find_compressed, &found, FALSE, error))
             return FALSE;
         if (found)
             return fail(img, VD_ERROR_NOT_SUPPORTED, error,
@@ -305,7 +319,7 @@ static gboolean downgrade(VdImage *img, Qcow2State *s, GError **error)
                         "compressed clusters");
     }
     Expansion x = { .zero = g_malloc0(s->cluster_size) };
-    gboolean ok = visit_all_l2(s, expand_zeroes, &x, error) && qcow2_flush_metadata(s, error);
+    gboolean ok = visit_all_l2(s, expand_zeroes, &x, TRUE, error) && qcow2_flush_metadata(s, error);
     g_free(x.zero);
     if (!ok)
         return FALSE;

@@ -354,6 +354,10 @@ struct VdImage {
     /* The names of the other files the driver opened (extents, a data
      * file) as the image names them: vd_image_related_files. */
     GPtrArray *related_names;
+    /* Valid during the driver's amend only (may be NULL): where a long
+     * amend (a downgrade) reports its steps. */
+    VdProgressFunc amend_progress;
+    gpointer amend_progress_data;
 };
 
 /* The passphrase for an encrypted image being opened: the secret the open

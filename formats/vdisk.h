@@ -474,6 +474,11 @@ gboolean vd_image_load_snapshot(VdImage *img, const char *name_or_id, GError **e
 /* ----- the copy engine ----- */
 typedef void (*VdProgressFunc)(guint64 done, guint64 total, gpointer user_data);
 
+/* vd_image_amend, telling progress (may be NULL) of the long amends (a
+ * qcow2 downgrade, by L1 entries), from the calling thread. */
+gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets,
+                                 VdProgressFunc progress, gpointer progress_data, GError **error);
+
 typedef struct {
     const char *target_format;
     VdOptions *create_options; /* may be NULL */

@@ -104,7 +104,8 @@ static gboolean amend_job(gpointer data, gpointer progress, GCancellable *cancel
     AmendJob *job = data;
     if (progress != NULL)
         progress_report(0, 1, progress);
-    if (!vd_image_amend(job->img, job->opts, cli_secrets(), error) ||
+    if (!vd_image_amend_progress(job->img, job->opts, cli_secrets(),
+                                 progress != NULL ? progress_report : NULL, progress, error) ||
         !vd_image_flush(job->img, error))
         return FALSE;
     if (progress != NULL)

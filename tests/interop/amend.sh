@@ -177,7 +177,27 @@ amend_compat() {
     grep -q '(0.00/100%)' progress.txt && grep -q '(100.00/100%)' progress.txt
     [[ $(qspecific v/t.qcow2 compat) == 1.1 ]]
 }
+
+# qemu-iotests 061's progress of a downgrade: a step per L1 entry, of the
+# image and of each snapshot; the same bytes on stdout as qemu-img's.
+make_4g() {
+    qemu-img create -q -f qcow2 base.qcow2 4G
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$1" 4G
+    qio qcow2 "$1" "write -z 0 64k" "write -z 1G 64k" "write -z 2G 64k" "write -z 3G 64k"
+}
+make_4g_snapshot() { make_4g "$1" && qemu-img snapshot -c foo "$1"; }
+amend_progress() {
+    local make
+    for make in make_4g make_4g_snapshot; do
+        same_amend --bytes $make -p -o compat=0.10
+        (cd q && rm t.qcow2 && cp ../m/t.qcow2 . && qemu-img amend -p -o compat=0.10 t.qcow2 >../q.out)
+        (cd v && rm t.qcow2 && cp ../m/t.qcow2 . && vd amend -p -o compat=0.10 t.qcow2 >../v.out)
+        cmp q.out v.out || { cat -A q.out v.out; return 1; }
+    done
+    grep -q '(6.25/100%)' v.out
+}
 case_run "amend compat: upgrade, and downgrade with zero clusters expanded" amend_compat
+case_run "amend -p: a downgrade's progress as qemu-img prints it" amend_progress
 
 amend_snapshot_downgrade() {
     # the snapshot's zeroes stay zeroes over a backing file that holds data
