@@ -371,7 +371,7 @@ static char *snapshot_param(const char *param, GError **error)
 {
     g_auto(GStrv) parts = g_strsplit(param, ",", -1);
     const char *name = NULL, *id = NULL;
-    gboolean bad = FALSE;
+    g_autofree char *bad = NULL;
 
     if (strchr(param, '=') == NULL)
         return g_strdup(param);
@@ -380,17 +380,46 @@ static char *snapshot_param(const char *param, GError **error)
             name = *p + strlen("snapshot.name=");
         else if (g_str_has_prefix(*p, "snapshot.id="))
             id = *p + strlen("snapshot.id=");
-        else
-            bad = TRUE;
+        else if (bad == NULL)
+            bad = g_strndup(*p, strcspn(*p, "="));
     }
-    if (bad || (name == NULL && id == NULL)) {
+    if (bad != NULL || (name == NULL && id == NULL)) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "Failed in parsing snapshot param '%s': expected snapshot.name=NAME, "
-                    "snapshot.id=ID or NAME",
-                    param);
+                    "Failed in parsing snapshot param '%s': unknown key '%s'; expected "
+                    "snapshot.name=NAME, snapshot.id=ID or NAME",
+                    param, bad != NULL ? bad : "");
         return NULL;
     }
     return g_strdup(name != NULL ? name : id);
+}
+
+gboolean cli_check_snapshot_param(const char *param, GError **error)
+{
+    g_autofree char *name = snapshot_param(param, error);
+    return name != NULL;
+}
+
+gboolean cli_check_option_list(const char *text, GError **error)
+{
+    gsize element = 0; /* bytes of the element read so far */
+    gboolean empty = FALSE;
+
+    for (const char *c = text; *c != '\0' && !empty; c++) {
+        if (*c == ',' && c[1] == ',') { /* ",," is a comma in a value */
+            c++;
+            element++;
+        } else if (*c == ',') {
+            empty = element == 0;
+            element = 0;
+        } else {
+            element++;
+        }
+    }
+    if (empty || element == 0) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "Invalid option list: %s", text);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 VdImage *cli_open_at_snapshot(const char *path, const char *format, const char *snapshot,

@@ -97,6 +97,11 @@ void cli_error(const char *format, ...) G_GNUC_PRINTF(1, 2);
 /* Print error's message (and a hint when one helps) and return
  * CLI_EXIT_FAILURE, so a command can "return cli_fail(error);". */
 int cli_fail(const GError *error);
+/* qemu-img's checks of -l and -o values while it reads its options: a
+ * snapshot parameter it can parse, an option list without an empty
+ * element ("Invalid option list: ,"). */
+gboolean cli_check_snapshot_param(const char *param, GError **error);
+gboolean cli_check_option_list(const char *text, GError **error);
 /* From now on cli_fail names path before a message that does not start
  * with it, as qemu-img create names the file in each of its errors. */
 void cli_error_file(const char *path);

@@ -28,11 +28,13 @@ static gboolean measure_option(int opt, const char *arg, gpointer data, GError *
         opts->target_format = arg;
         return TRUE;
     case 'o':
+        if (!cli_check_option_list(arg, error))
+            return FALSE;
         cli_create_options_add(opts->create, arg);
         return TRUE;
     case 'l':
         opts->snapshot = arg;
-        return TRUE;
+        return cli_check_snapshot_param(arg, error);
     case 'U':
         cli_force_share();
         return TRUE;
@@ -97,13 +99,13 @@ static int run_measure(const CliCommand *cmd, int argc, char **argv)
         cli_error("At most one filename argument is allowed.");
         return CLI_EXIT_FAILURE;
     }
-    if (opts.size_text != NULL && operands > 0) {
-        cli_error("--size N cannot be used together with a filename.");
+    /* In qemu-img's order. */
+    if (operands == 0 && (common.format != NULL || opts.snapshot != NULL || cli_image_opts())) {
+        cli_error("--image-opts, -f, and -l require a filename argument.");
         return CLI_EXIT_FAILURE;
     }
-    if (opts.size_text != NULL &&
-        (common.format != NULL || opts.snapshot != NULL || cli_image_opts())) {
-        cli_error("--image-opts, -f, and -l require a filename argument.");
+    if (opts.size_text != NULL && operands > 0) {
+        cli_error("--size N cannot be used together with a filename.");
         return CLI_EXIT_FAILURE;
     }
     if (opts.size_text == NULL && operands == 0) {

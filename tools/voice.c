@@ -50,6 +50,14 @@ static const struct {
       "Backing file '\\1' creates an infinite loop." },
     { "^Could not open '([^']*)': backing chain loops back to this file$",
       "Backing file '\\1' creates an infinite loop." },
+    { "^Failed in parsing snapshot param '([^']*)': unknown key '([^']*)'; .*$",
+      "Invalid parameter '\\2'\nqemu-img: Failed in parsing snapshot param '\\1'" },
+    { "^--output must be 'human' or 'json', not '.*'$",
+      "--output must be used with human or json as argument." },
+    { "^Invalid image size specified '[^']*': use a byte count .*$",
+      "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"
+      "qemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes." },
+    { "^.*: (Preallocation can only be used for growing images)$", "\\1" },
     /* create's errors as qemu's drivers word them */
     { "^(.+): could not open backing file '([^']*)': (?:\\2: )?(?:cannot open: )?(.*)$",
       "\\1: Could not open '\\2': \\3\nCould not open backing image." },

@@ -120,6 +120,16 @@ t_errors() {
     same_words convert -O qcow2 -B ../c.qcow2 ../c.qcow2 n.qcow2
     expect_exit 1 qvd create -f qcow2 -b c.qcow2 n.qcow2 2>err
     grep -qx "qemu-img: n.qcow2: Backing file specified without backing format" err
+    # measure's usage errors, in qemu-img's order
+    same_words measure
+    same_words measure -f qcow2
+    same_words measure -l snap1
+    same_words measure --image-opts
+    same_words measure -o ,
+    same_words measure -l snapshot.foo=bar
+    same_words measure --output foo
+    same_words measure --size -1
+    same_words measure --size 2G ../r.raw
     same_words check -f raw ../r.raw
     same_words commit -f raw ../r.raw
 }
