@@ -29,7 +29,7 @@ void cli_error(const char *format, ...)
     msg = g_strdup_vprintf(format, ap);
     va_end(ap);
     g_autofree char *text = voice_error_text(msg);
-    fprintf(stderr, "%s: %s\n", voice_program(), text);
+    fprintf(stderr, "%s: %s%s", voice_program(), text, voice_line_end(text));
 }
 
 void cli_advise(const char *format, ...)

@@ -407,7 +407,9 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         return cli_fail(error);
     if (!cli_check_format(target_format))
         return CLI_EXIT_FAILURE;
-    backing_format = opts.backing_format;
+    /* -F, or -o backing_fmt= as qemu-img takes it too */
+    backing_format = opts.backing_format != NULL ? opts.backing_format
+                                                 : vd_options_get(create_options, "backing_fmt");
     if (opts.backing_file != NULL && backing_format == NULL && !opts.target_exists) {
         backing_format =
             cli_guess_backing_format(job.target_path, opts.backing_file, common.quiet, &error);

@@ -100,6 +100,14 @@ char *voice_error_text(const char *message)
     return g_strdup(message);
 }
 
+const char *voice_line_end(const char *text)
+{
+    /* qemu-img ends this error of create without a newline. */
+    if (qemu_voice && strstr(text, "\nDetected format of ") != NULL && g_str_has_suffix(text, "."))
+        return "";
+    return "\n";
+}
+
 void voice_try_help(const char *command)
 {
     if (qemu_voice)

@@ -23,6 +23,9 @@ const char *voice_program(void);
  * qemu-img's words where vdisk's differ under qemu-img's. Free with
  * g_free. */
 char *voice_error_text(const char *message);
+/* What ends the line of text: a newline, or nothing where qemu-img
+ * prints none. */
+const char *voice_line_end(const char *text);
 /* The hint line after "Try '... --help'": "vdisk COMMAND --help" or
  * qemu-img's "qemu-img --help" (without a full stop, as qemu-img). */
 void voice_try_help(const char *command);
