@@ -335,7 +335,10 @@ static void check_refcount_blocks(Check *c, VdCheckRepair fix)
              * far is damage, not a file cut short. */
             g_autoptr(GError) local = NULL;
             if (off - s->file_size > (G_GUINT64_CONSTANT(1) << 40)) {
-                g_set_error(&local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", g_strerror(EFBIG));
+                /* qemu's words: past its largest offset, or what a file
+                 * system says of such a size */
+                int err = off > (guint64)G_MAXINT64 - s->cluster_size ? EINVAL : EFBIG;
+                g_set_error(&local, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", g_strerror(err));
             } else if (vd_file_truncate(s->img->file, off + s->cluster_size, &local) &&
                        qcow2_refresh_file_size(s, &local)) {
                 c->res->corruptions--;

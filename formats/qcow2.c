@@ -480,7 +480,8 @@ static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError
         return FALSE;
     }
     if ((s->rt_offset & (s->cluster_size - 1)) != 0 ||
-        (s->rt_offset < s->cluster_size && !(looks && s->rt_offset == 0))) {
+        (s->rt_offset < s->cluster_size &&
+         !(s->rt_offset == 0 && (looks || (checks && s->rt_clusters == 0))))) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "refcount table offset 0x%" G_GINT64_MODIFIER "x is invalid", s->rt_offset);
         return FALSE;

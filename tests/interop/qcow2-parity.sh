@@ -371,6 +371,15 @@ t_damage_refcount_table_header() {
     REPAIR=1 both check -r leaks
     REPAIR=1 both check -r all
     same_images
+    # no table at all (offset and size 0, qemu-iotests 108): -r all
+    # rebuilds it
+    new_image
+    qio qcow2 t.qcow2 "write -P 7 0 64k"
+    poke t.qcow2 48 "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    both check
+    REPAIR=1 both check -r all
+    same_images
+    qio qcow2 v.qcow2 "read -P 7 0 64k"
     new_image
     poke t.qcow2 48 "\x00\x00\x00\x00\x00\x00\x00\x00"
     both info
