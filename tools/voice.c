@@ -58,6 +58,10 @@ static const struct {
       "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n"
       "qemu-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes." },
     { "^.*: (Preallocation can only be used for growing images)$", "\\1" },
+    { "^shrinking '[^']*' from .* drops everything past the new end; pass --shrink .*$",
+      "Use the --shrink option to perform a shrink operation.\n"
+      "qemu-img: warning: Shrinking an image will delete all data beyond the shrunken image's end. "
+      "Before performing such an operation, make sure there is no important data there." },
     /* create's errors as qemu's drivers word them */
     { "^(.+): could not open backing file '([^']*)': (?:\\2: )?(?:cannot open: )?(.*)$",
       "\\1: Could not open '\\2': \\3\nCould not open backing image." },

@@ -120,6 +120,7 @@ t_errors() {
     same_words convert -O qcow2 -B ../c.qcow2 ../c.qcow2 n.qcow2
     same_words create -f qcow2 -b ../c.qcow2 n.qcow2
     same_words convert -O qcow2 -B ../c.qcow2 -o backing_fmt=qcow2 ../c.qcow2 n.qcow2
+    same_words resize -f raw ../r.raw 512K
     # measure's usage errors, in qemu-img's order
     same_words measure
     same_words measure -f qcow2
