@@ -163,7 +163,10 @@ static gboolean import_disk(Ctl *ctl, const CtlObject *pool, const VmPlanDisk *d
                                            proxy, g_variant_new_handle(fd), name, "qcow2",
                                            ctl_job_options(ctl, options), ctl->call_flags,
                                            ctl_timeout(ctl), fds, volume, &job, NULL, NULL, error);
-    return ctl_job_follow(watch, called, job, label, error);
+    if (ctl_job_follow(watch, called, job, label, error))
+        return TRUE;
+    ctl_error_name_file(error != NULL ? *error : NULL, "source", top->path);
+    return FALSE;
 }
 
 /* After a failure: the volumes made are of no use without their VM.
