@@ -1327,7 +1327,10 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
     guint64 cs = s->cluster_size;
     g_autofree guint8 *old = g_malloc0(cs);
     g_autofree guint8 *h = g_malloc0(cs);
-    if (!vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
+    /* Everything the header points at is durable before it changes, and
+     * the dirty bit that flush may clear is not written back. */
+    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
+        !vd_file_pread_zero_past_eof(img->file, 0, old, cs, error))
         return FALSE;
     memcpy(h, old, QH_V2_LENGTH);
     vd_put_be32(h + QH_VERSION, (guint32)s->version);
@@ -1388,9 +1391,7 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
                      "the backing file name does not fit in the header cluster");
         return FALSE;
     }
-    /* Everything the header points at is durable before it changes. */
-    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
-        !vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
+    if (!vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
         return FALSE;
     s->header_length = s->version == 3 ? QH_V3_LENGTH : QH_V2_LENGTH;
     return TRUE;

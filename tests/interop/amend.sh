@@ -114,6 +114,11 @@ make_v2_snapshot() { make_v2 "$1" && qemu-img snapshot -c foo "$1" && qio qcow2 
 make_prealloc() { qemu-img create -q -f qcow2 -o preallocation=metadata "$1" 4M && qio qcow2 "$1" "write -P 3 0 1M" "write -z 512k 64k"; }
 make_r8() { qemu-img create -q -f qcow2 -o refcount_bits=8 "$1" 64M && qio qcow2 "$1" "write -P 1 0 1M"; }
 make_lazy() { qemu-img create -q -f qcow2 -o lazy_refcounts=on "$1" 64M && qio qcow2 "$1" "write -P 1 0 1M"; }
+make_lazy_backed() {
+    qemu-img create -q -f qcow2 base.qcow2 64M
+    qemu-img create -q -f qcow2 -o lazy_refcounts=on -b base.qcow2 -F qcow2 "$1" 64M
+    qio qcow2 "$1" "write -z 0 64k" "write -P 3 1M 64k"
+}
 make_zstd() { qemu-img create -q -f qcow2 -o compression_type=zstd "$1" 64M; }
 make_zstd_compressed() {
     qemu-img create -q -f raw r.raw 1M
@@ -165,6 +170,10 @@ amend_compat() {
     same_amend --bytes make_zstd -o compat=0.10
     same_amend --bytes make_v3 -o compat=0.10,refcount_bits=16,lazy_refcounts=off
     same_amend make_r8 -o compat=0.10,refcount_bits=16
+    # lazy refcounts: what is left out of date is written before the
+    # version 2 header, which has no dirty bit
+    same_amend --bytes make_lazy_backed -o compat=0.10
+    same_amend --bytes make_lazy_backed -o compat=0.10,lazy_refcounts=off
     # zero clusters in a snapshot's L2 tables too; qemu-img 7.2 leaves an
     # OFLAG_COPIED error on a preallocated zero cluster both tables share
     # (its check says so), vdisk does not (same_amend checks vdisk's)
