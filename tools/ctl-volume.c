@@ -535,13 +535,11 @@ static int list_snapshots(Ctl *ctl, const char *arg)
     if (vol == NULL)
         return ctl_fail(error);
     snapshots = g_variant_lookup_value(vol->volume->props, "Snapshots", G_VARIANT_TYPE("a(ssttt)"));
-    if (snapshots == NULL)
-        snapshots = g_variant_ref_sink(g_variant_new("a(ssttt)", NULL));
     if (ctl->json) {
         JsonWriter *w = json_writer_new();
-        ctl_json_snapshots(w, snapshots);
+        ctl_json_snapshots(w, snapshots); /* [] without */
         ctl_json_print(w);
-    } else if (g_variant_n_children(snapshots) == 0)
+    } else if (snapshots == NULL || g_variant_n_children(snapshots) == 0)
         ctl_say(ctl, "%s has no snapshots.", arg);
     else
         ctl_print_snapshots(snapshots);
