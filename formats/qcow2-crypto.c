@@ -126,9 +126,26 @@ gboolean qcow2_encrypt(Qcow2State *s, guint64 host, guint8 *buf, guint64 n, GErr
 }
 
 /* Where build_header put the extension's data: right after the header. */
-static guint64 extension_data_offset(Qcow2State *s)
+/* Where the data of the crypto header extension create wrote lies in the
+ * header cluster (after the backing format's, as qemu orders them). */
+static gboolean extension_data_offset(Qcow2State *s, guint64 *offset, GError **error)
 {
-    return (s->version == 3 ? s->header_length : QH_V2_LENGTH) + 8;
+    guint64 cs = s->cluster_size;
+    g_autofree guint8 *h = g_malloc0(cs);
+    if (!vd_file_pread_zero_past_eof(s->img->file, 0, h, cs, error))
+        return FALSE;
+    for (guint64 pos = s->version == 3 ? s->header_length : QH_V2_LENGTH; pos + 8 <= cs;) {
+        guint32 type = vd_be32(h + pos), len = vd_be32(h + pos + 4);
+        if (type == QCOW2_EXT_END || len > cs - pos - 8)
+            break;
+        if (type == QCOW2_EXT_CRYPTO && len >= 16) {
+            *offset = pos + 8;
+            return TRUE;
+        }
+        pos += 8 + qcow2_align_up(len, 8);
+    }
+    vd_set_error(error, s->img, VD_ERROR_CORRUPT, "the crypto header extension is missing");
+    return FALSE;
 }
 
 gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **error)
@@ -166,7 +183,9 @@ gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **er
     vd_put_be64(ext + 8, area);
     s->crypt_method = QCOW2_CRYPT_LUKS;
     s->img->encrypted = TRUE;
-    return vd_file_pwrite(s->img->file, extension_data_offset(s), ext, sizeof ext, error) &&
+    guint64 ext_off;
+    return extension_data_offset(s, &ext_off, error) &&
+           vd_file_pwrite(s->img->file, ext_off, ext, sizeof ext, error) &&
            qcow2_write_header_field(s, QH_CRYPT_METHOD, QCOW2_CRYPT_LUKS, 4, error);
 }
 

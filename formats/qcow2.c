@@ -1007,15 +1007,16 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
         h[QH_COMPRESSION_TYPE] = (guint8)o->compression_type;
         off = QH_V3_LENGTH;
     }
+    /* qemu's order: backing format, (data file,) crypto, feature table. */
+    gsize blen = p->backing_file != NULL ? strlen(p->backing_file) : 0;
+    gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
+    if (flen > 0)
+        off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
     if (o->luks) {
         /* Filled in once the LUKS header has clusters (qcow2-crypto.c). */
         static const guint8 placeholder[16] = { 0 };
         off = put_extension(h, off, QCOW2_EXT_CRYPTO, placeholder, sizeof placeholder);
     }
-    gsize blen = p->backing_file != NULL ? strlen(p->backing_file) : 0;
-    gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
-    if (flen > 0)
-        off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
     guint8 table[8 * 48];
     guint64 tlen = feature_table(table);
     /* The feature name table is a courtesy; like qemu, leave it out of

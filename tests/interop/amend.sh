@@ -51,6 +51,27 @@ empty_layout() {
     same_empty 2G -b base.qcow2 -F qcow2 -o compat=0.10
     same_empty "" -b base.qcow2 -F qcow2
     same_empty 1G -o preallocation=metadata
+    # an encrypted overlay: its header extensions in qemu's order (backing
+    # format, crypto, feature table), the key material aside
+    printf pass >pw
+    local tool
+    for tool in qemu-img vd; do
+        $tool create -q -f qcow2 --object secret,id=s,file=pw -b base.qcow2 -F qcow2 \
+            -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 $tool.qcow2 1G
+        "$PY" - $tool.qcow2 >$tool.ext <<'EOF'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+off = struct.unpack('>I', d[100:104])[0]
+while True:
+    t, l = struct.unpack('>II', d[off:off + 8])
+    print(hex(t), l)
+    if t == 0:
+        break
+    off += 8 + ((l + 7) & ~7)
+print('backing name at', struct.unpack('>Q', d[8:16])[0])
+EOF
+    done
+    diff qemu-img.ext vd.ext
 }
 case_run "an empty qcow2 is laid out as qemu-img lays it out" empty_layout
 
