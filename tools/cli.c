@@ -344,10 +344,24 @@ static void prefix_could_not_open(const char *path, GError *error)
     error->message = g_steal_pointer(&message);
 }
 
+char *cli_local_path(const char *name)
+{
+    if (!g_str_has_prefix(name, "file:"))
+        return g_strdup(name);
+    /* What is left must not look like another protocol's name itself. */
+    const char *rest = name + strlen("file:");
+    const char *colon = strchr(rest, ':'), *slash = strchr(rest, '/');
+    if (colon != NULL && (slash == NULL || colon < slash))
+        return g_strconcat("./", rest, NULL);
+    return g_strdup(rest);
+}
+
 VdImage *cli_open_image(const char *path, const char *format, VdOpenFlags flags,
                         CliProbeWarning warn, GError **error)
 {
     g_autoptr(GError) local = NULL;
+    g_autofree char *file = cli_image_opts() ? g_strdup(path) : cli_local_path(path);
+    path = file;
 
     if (format != NULL && !cli_image_opts() && !vd_format_known(format)) {
         g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());

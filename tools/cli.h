@@ -259,6 +259,10 @@ gboolean cli_target_image_opts(void);
  * path, the format (or NULL) and the remaining open options. */
 gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
                               GError **error);
+/* The file a qemu image name means: "file:NAME" is NAME (with "./" in
+ * front when NAME itself has a ':' before any '/', as qemu shows it);
+ * other names as they are. Free with g_free. */
+char *cli_local_path(const char *name);
 /* A qemu "json:{...}" image name as --image-opts text ("driver=qcow2,
  * file.filename=PATH,..."): nested objects as dotted keys. Free with
  * g_free; NULL with error set when it is no JSON object. */

@@ -190,6 +190,8 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
         (format = cli_target_format_from_name(path, "-f", common.quiet, FALSE, &error)) == NULL)
         return cli_fail(error);
     cli_error_file(path);
+    /* "file:NAME" is the file NAME, as qemu reads it. */
+    g_autofree char *local = cli_local_path(path);
     if (!vd_format_known(format)) {
         g_autofree char *known = g_strjoinv(", ", (char **)vd_formats());
         cli_error("%s: Unknown file format '%s'; formats this build knows: %s", path, format,
@@ -212,7 +214,7 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     if (vd_options_get(parsed, "backing_file") != NULL && !opts.unsafe) {
-        if (!inspect_backing(path, parsed, common.quiet, !have_size, &size, &error))
+        if (!inspect_backing(local, parsed, common.quiet, !have_size, &size, &error))
             return cli_fail(error);
         have_size = TRUE;
     }
@@ -232,8 +234,8 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (!cli_ensure_new_passphrase(format, vopts, &error))
         return cli_fail(error);
     if (opts.unsafe
-            ? !vd_image_create_unsafe(path, format, size, vopts, cli_secrets(), &error)
-            : !vd_image_create_with_secrets(path, format, size, vopts, cli_secrets(), &error))
+            ? !vd_image_create_unsafe(local, format, size, vopts, cli_secrets(), &error)
+            : !vd_image_create_with_secrets(local, format, size, vopts, cli_secrets(), &error))
         return cli_fail(error);
     return EXIT_SUCCESS;
 }

@@ -162,6 +162,18 @@ t_json_names() {
 }
 case_run "json: file names as qemu-img takes them" t_json_names
 
+t_file_names() {
+    # "file:NAME" names the file NAME, even one with a ':' in its name
+    same_words create -f qcow2 file:x:y.qcow2 1M
+    qemu-img create -q -f qcow2 base.qcow2 1M
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 file:top:1.qcow2
+    same_words info file:../top:1.qcow2
+    same_words map file:../top:1.qcow2
+    vd create -q -f raw file:a:b.raw 1M
+    [[ -f a:b.raw ]]
+}
+case_run "file: names as qemu-img takes them" t_file_names
+
 t_file_options() {
     local fmt
     for fmt in qcow2 raw vmdk vdi qcow vpc; do
