@@ -62,18 +62,7 @@ static gboolean raw_create(VdFile *file, const VdCreateParams *params, GError **
                           "raw images cannot have a backing file");
         return FALSE;
     }
-    if (!grow(file, 0, params->size, prealloc, error))
-        return FALSE;
-    /* As qemu does, the first block of a new sparse image is written (with
-     * zeroes), so that the file system holds a block there that later
-     * probing of the alignment can read; maps show it as data. */
-    if (prealloc == PREALLOC_OFF && params->size > 0) {
-        static const guint8 zeroes[4096];
-        gsize first = params->size < sizeof zeroes ? 512 : sizeof zeroes;
-        if (!vd_file_pwrite(file, 0, zeroes, (gsize)MIN(first, params->size), error))
-            return FALSE;
-    }
-    return TRUE;
+    return grow(file, 0, params->size, prealloc, error);
 }
 
 static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent *out,
