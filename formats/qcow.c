@@ -907,6 +907,29 @@ static guint32 qcow_cluster_size(VdImage *img) { return ((QcowState *)img->priv)
  * there is a backing file. */
 static gboolean qcow_has_zero_init(VdImage *img) { return TRUE; }
 
+/* Only the whole image: its L1 table is cleared and the file cut after
+ * it, as qemu empties a qcow (what commit does to the overlay it
+ * committed). Any other range stays as it is: discard is advisory, and
+ * qcow has no way to free a cluster in the middle. */
+static gboolean qcow_discard(VdImage *img, guint64 offset, guint64 len, GError **error)
+{
+    QcowState *s = img->priv;
+    if (offset != 0 || len < img->size || s->l1_size == 0)
+        return TRUE;
+    for (guint i = 0; i < L2_CACHE_SLOTS; i++) {
+        mark_clean(&s->l2_cache[i]);
+        s->l2_cache[i].offset = 0;
+    }
+    s->inflated_entry = 0;
+    memset(s->l1, 0, (gsize)s->l1_size * 8);
+    /* On disk zero is zero in either byte order. */
+    if (!vd_file_pwrite(img->file, s->l1_offset, s->l1, (gsize)s->l1_size * 8, error) ||
+        !vd_file_sync(img->file, error))
+        return FALSE;
+    s->file_size = s->l1_offset + (guint64)s->l1_size * 8;
+    return vd_file_truncate(img->file, s->file_size, error);
+}
+
 const VdDriver vd_driver_qcow = {
     .name = "qcow",
     .create_options = qcow_create_options,
@@ -923,5 +946,6 @@ const VdDriver vd_driver_qcow = {
     .write_compressed = qcow_write_compressed,
     .get_info = qcow_get_info,
     .has_zero_init = qcow_has_zero_init,
+    .discard = qcow_discard,
     .cluster_size = qcow_cluster_size,
 };

@@ -77,7 +77,7 @@ static gboolean commit_job(gpointer data, gpointer progress, GCancellable *cance
 }
 
 /* After a commit into the immediate backing file the overlay's clusters
- * say nothing the base does not: drop them (qcow2), so it reads through. */
+ * say nothing the base does not: drop them (qcow2, qcow), so it reads through. */
 static gboolean empty_overlay(const char *path, const char *format, VdOpenFlags cache,
                               GError **error)
 {
@@ -85,7 +85,8 @@ static gboolean empty_overlay(const char *path, const char *format, VdOpenFlags 
         path, format, NULL, VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING | cache, error);
     if (img == NULL)
         return FALSE;
-    if (!g_str_equal(vd_image_format(img), "qcow2"))
+    const char *format_name = vd_image_format(img);
+    if (!g_str_equal(format_name, "qcow2") && !g_str_equal(format_name, "qcow"))
         return TRUE; /* other formats keep their clusters; they read the same */
     return vd_image_discard(img, 0, vd_image_size(img), error) && vd_image_flush(img, error);
 }

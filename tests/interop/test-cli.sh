@@ -590,4 +590,28 @@ qcow2_case "the library's warnings are vdisk's, said once" t_library_warnings
 if ((SKIPPED)); then
     echo "note: this build has no qcow2 driver; $SKIPPED qcow2 cases skipped"
 fi
+# commit empties the overlay it committed, qcow (version 1) as qcow2, as
+# qemu-img does (qemu-iotests 097): nothing left in it.
+t_commit_empties() {
+    local fmt
+    for fmt in qcow qcow2; do
+        qemu-img create -q -f "$fmt" base.$fmt 4M
+        qemu-img create -q -f "$fmt" -b base.$fmt -F "$fmt" top.$fmt
+        qemu-io -f "$fmt" -c 'write -P 1 1M 64k' top.$fmt >/dev/null
+        cp base.$fmt qbase.$fmt
+        qemu-img create -q -f "$fmt" -b qbase.$fmt -F "$fmt" qtop.$fmt
+        qemu-io -f "$fmt" -c 'write -P 1 1M 64k' qtop.$fmt >/dev/null
+        qemu-img commit -q qtop.$fmt
+        vd commit -q top.$fmt
+        # nothing left in the overlay itself: it reads through to the base
+        qemu-img map --output=json -f "$fmt" top.$fmt >map.json
+        not grep -q '"depth": 0, "present": true' map.json
+        # a qcow is cut after its L1 table, as qemu-img cuts it (qemu-img
+        # makes an emptied qcow2 anew, vdisk frees its clusters)
+        [[ $fmt != qcow ]] || [[ $(stat -c %s top.$fmt) == $(stat -c %s qtop.$fmt) ]]
+        qemu-img compare -q -f "$fmt" -F "$fmt" top.$fmt qtop.$fmt
+    done
+}
+case_run "commit empties a qcow or qcow2 overlay as qemu-img does" t_commit_empties
+
 finish
