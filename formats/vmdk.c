@@ -783,6 +783,13 @@ static gboolean parse_create_options(const VdCreateParams *params, CreatePlan *p
         !vd_option_bool(opts, "zeroed_grain", FALSE, &p->zeroed_grain, error) ||
         !parse_hwversion(opts, params->path, &p->ddb.hwversion, error))
         return FALSE;
+    /* A flat extent has no grain table to mark zeroes in (qemu's words). */
+    if (p->zeroed_grain &&
+        (p->subformat == SUB_MONOLITHIC_FLAT || p->subformat == SUB_TWOGB_FLAT)) {
+        vd_set_file_error(error, params->path, VD_ERROR_INVALID_ARGUMENT,
+                          "Flat image can't enable zeroed grain");
+        return FALSE;
+    }
     const char *tools = vd_options_get(opts, "toolsversion");
     guint64 n;
     if (tools != NULL && !g_ascii_string_to_unsigned(tools, 10, 0, G_MAXINT32, &n, NULL)) {

@@ -121,6 +121,7 @@ t_errors() {
     same_words create -f qcow2 -b ../c.qcow2 n.qcow2
     same_words convert -O qcow2 -B ../c.qcow2 -o backing_fmt=qcow2 ../c.qcow2 n.qcow2
     same_words resize -f raw ../r.raw 512K
+    same_words create -f vmdk -o subformat=monolithicFlat,zeroed_grain=on f.vmdk 1M
     # measure's usage errors, in qemu-img's order
     same_words measure
     same_words measure -f qcow2
