@@ -237,6 +237,10 @@ static void check_l1_tree(Check *c, const guint64 *l1, guint32 size, gboolean ac
             c->res->check_errors++;
             continue;
         }
+        /* Fragmentation is counted within each L2 table, as qemu-img
+         * counts it: a cluster that does not follow the one before it in
+         * the same table; the first of a table never counts. */
+        c->next_contiguous = 0;
         for (guint64 j = 0; j < s->l2_entries; j++) {
             guint64 bitmap, e = qcow2_l2_get(s, table, j, &bitmap);
             guint64 guest = (((guint64)i << s->l2_bits) + j) << s->cluster_bits;

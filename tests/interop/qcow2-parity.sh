@@ -149,6 +149,23 @@ PY
 }
 case_run "snapshot -l and info: the ICOUNT column and icount key" t_snapshot_icount_listing
 
+# ---- check of sound images ----
+
+t_check_fragmentation() {
+    # 4 KiB clusters: each L2 table covers 2 MiB, so the data of one table
+    # lies after the next table's own cluster; qemu-img counts fragments
+    # within a table only (0.00% here), and also clusters written backwards
+    qemu-img create -q -f qcow2 -o cluster_size=4096 t.qcow2 64M
+    qemu-io -c "write -P 1 0 64k" -c "write -P 2 1M 128k" -c "write -P 4 20M 3M" \
+        -c "write -P 3 $((64 * 1048576 - 4096)) 4k" t.qcow2 >/dev/null
+    both check
+    both check --output=json
+    new_image
+    for o in 3 2 1 0; do qemu-io -c "write -P $o ${o}M 64k" t.qcow2 >/dev/null; done
+    both check
+}
+case_run "check: fragmented clusters counted per L2 table, as qemu-img" t_check_fragmentation
+
 # ---- check and info of damaged images (qemu-iotests 039, 060, 108) ----
 
 # check_all: info, check (human and JSON) must say what qemu-img says, and
