@@ -559,7 +559,7 @@ gboolean vd_luks_create_params_from_options(VdOptions *opts, const char *prefix,
 
 /* ----- info ----- */
 
-GVariant *vd_luks_info(const VdLuksHeader *h)
+GVariant *vd_luks_info(const VdLuksHeader *h, gboolean with_format)
 {
     GVariantBuilder b, slots;
     g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
@@ -569,7 +569,8 @@ GVariant *vd_luks_info(const VdLuksHeader *h)
     g_variant_builder_add(&b, "{sv}", "hash-alg", g_variant_new_string(h->hash_spec));
     g_variant_builder_add(&b, "{sv}", "cipher-alg", g_variant_new_string(h->cipher_alg));
     g_variant_builder_add(&b, "{sv}", "uuid", g_variant_new_string(h->uuid));
-    g_variant_builder_add(&b, "{sv}", "format", g_variant_new_string("luks"));
+    if (with_format)
+        g_variant_builder_add(&b, "{sv}", "format", g_variant_new_string("luks"));
     g_variant_builder_add(&b, "{sv}", "cipher-mode", g_variant_new_string(h->mode));
     g_variant_builder_init(&slots, G_VARIANT_TYPE("aa{sv}"));
     for (int i = 0; i < VD_LUKS_NUM_SLOTS; i++) {

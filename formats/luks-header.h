@@ -124,8 +124,11 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
                        const char *prefix, VdSecrets *secrets, VdLuksIO io, gpointer data,
                        GError **error);
 
-/* qemu-img info's "encrypt" block for a LUKS volume (a{sv}). */
-GVariant *vd_luks_info(const VdLuksHeader *h);
+/* qemu-img info's description of a LUKS volume (a{sv}): with_format for
+ * a qcow2's "encrypt" block, which names its format ("format": "luks")
+ * among the header's fields; a raw LUKS image's own section has no such
+ * key. */
+GVariant *vd_luks_info(const VdLuksHeader *h, gboolean with_format);
 
 /* The anti-forensic splitter (exposed for tests): split key (len bytes)
  * into stripes*len bytes of out with hash, and merge back. */

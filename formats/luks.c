@@ -213,7 +213,7 @@ static void luks_get_info(VdImage *img, VdImageInfo *info)
     info->encrypted = TRUE;
     if (info->format_specific != NULL)
         g_variant_unref(info->format_specific);
-    info->format_specific = g_variant_ref_sink(vd_luks_info(&s->hdr));
+    info->format_specific = g_variant_ref_sink(vd_luks_info(&s->hdr, FALSE));
 }
 
 static gboolean luks_create(VdFile *file, const VdCreateParams *p, GError **error)

@@ -219,7 +219,7 @@ gboolean qcow2_crypto_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, G
 GVariant *qcow2_crypto_info(Qcow2State *s)
 {
     if (s->crypt_method == QCOW2_CRYPT_LUKS && s->luks != NULL)
-        return vd_luks_info(s->luks);
+        return vd_luks_info(s->luks, TRUE);
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
     g_variant_builder_add(&b, "{sv}", "format", g_variant_new_string("aes"));

@@ -52,8 +52,6 @@ static void json_info(JsonWriter *w, const VdImageInfo *info)
     json_member_string(w, "format", info->format);
     if (info->actual_size >= 0)
         json_member_int(w, "actual-size", info->actual_size);
-    if (info->encrypted)
-        json_member_bool(w, "encrypted", TRUE);
     if (info->format_specific != NULL) {
         json_key(w, "format-specific");
         json_begin_object(w);
@@ -62,6 +60,8 @@ static void json_info(JsonWriter *w, const VdImageInfo *info)
         json_variant(w, info->format_specific);
         json_end_object(w);
     }
+    if (info->encrypted)
+        json_member_bool(w, "encrypted", TRUE);
     if (info->backing_filename != NULL) {
         if (info->full_backing_filename != NULL)
             json_member_string(w, "full-backing-filename", info->full_backing_filename);
