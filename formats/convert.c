@@ -489,8 +489,7 @@ static gboolean check_compress(VdImage *target, const VdConvertOptions *opts, GE
      * the hidden one it is made under. */
     if (opts->compress && !vd_image_can_write_compressed(target)) {
         g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
-                    "Compression not supported for this file format (%s)",
-                    vd_image_format(target));
+                    "Compression not supported for this file format (%s)", vd_image_format(target));
         return FALSE;
     }
     return TRUE;

@@ -549,7 +549,16 @@ static void test_tables_past_eof(Pool *p, gconstpointer data)
         g_assert_cmpint(pwrite(fd, field, n, cases[i].offset), ==, n);
         close(fd);
         g_autoptr(GError) error = NULL;
-        g_autoptr(VdImage) img = open_confined(p, cases[i].name, 0, &error);
+        /* A qcow2 cut short opens read-only, as qemu-img opens it (info and
+         * check describe it; a guest read of what is missing fails); what
+         * would write into it must still refuse it. */
+        gboolean qcow2 = g_str_equal(cases[i].format, "qcow2");
+        if (qcow2) {
+            g_autoptr(VdImage) reader = open_confined(p, cases[i].name, 0, NULL);
+            g_assert_nonnull(reader);
+        }
+        g_autoptr(VdImage) img =
+            open_confined(p, cases[i].name, qcow2 ? VD_OPEN_READ_WRITE : 0, &error);
         g_assert_null(img);
         g_assert_error(error, VD_ERROR, VD_ERROR_CORRUPT);
         g_test_message("%s", error->message);
