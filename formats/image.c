@@ -66,11 +66,13 @@ const VdCreateOption *vd_format_create_option_table(const char *format)
 /* Options of the image file itself, which every format takes (qemu's
  * file layer: they follow the format's own in its "Formatting" line). */
 static const VdCreateOption file_create_options[] = {
-    { "nocow", VD_OPTION_BOOL, NULL, "Turn off copy-on-write (valid only on btrfs)" },
-    { "extent_size_hint", VD_OPTION_SIZE, NULL,
-      "Extent size hint for the image file, 0 to disable" },
+    { "nocow", VD_OPTION_BOOL, NULL, "Turn off copy-on-write (valid only on btrfs)", TRUE },
+    { "extent_size_hint", VD_OPTION_SIZE, NULL, "Extent size hint for the image file, 0 to disable",
+      TRUE },
     { NULL },
 };
+
+const VdCreateOption *vd_file_create_option_table(void) { return file_create_options; }
 
 static gboolean in_table(const VdCreateOption *table, const char *key)
 {

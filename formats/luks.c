@@ -280,7 +280,7 @@ static const VdCreateOption luks_create_options[] = {
     { "hash-alg", VD_OPTION_STRING, NULL, "Name of encryption hash algorithm" },
     { "iter-time", VD_OPTION_NUMBER, NULL, "Time to spend in PBKDF in milliseconds" },
     { "preallocation", VD_OPTION_STRING, NULL,
-      "Preallocation mode (allowed values: off, falloc, full)" },
+      "Preallocation mode (allowed values: off, falloc, full)", TRUE },
     { NULL },
 };
 

@@ -10,7 +10,7 @@ static const char *const prealloc_modes[] = { "off", "falloc", "full", NULL };
 static const VdCreateOption raw_create_options[] = {
     { "size", VD_OPTION_SIZE, NULL, "Virtual disk size" },
     { "preallocation", VD_OPTION_STRING, NULL,
-      "Preallocation mode (allowed values: off, falloc, full)" },
+      "Preallocation mode (allowed values: off, falloc, full)", TRUE },
     { NULL },
 };
 

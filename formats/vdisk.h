@@ -158,12 +158,19 @@ typedef struct {
      * given, or NULL: not shown. */
     const char *shown_default;
     const char *help; /* qemu-img's description */
+    /* An option of the image file rather than of the format (raw's
+     * preallocation is qemu's file layer's): '-o help' without a file
+     * name leaves it out, as qemu-img does. */
+    gboolean file_level;
 } VdCreateOption;
 
 /* The create options of format in the order qemu-img's "Formatting" line
  * lists them, "size" included; ends with an entry whose name is NULL.
  * Static; NULL for an unknown format. */
 const VdCreateOption *vd_format_create_option_table(const char *format);
+/* The options of the image file itself that every format takes (nocow,
+ * extent_size_hint); ends with an entry whose name is NULL. */
+const VdCreateOption *vd_file_create_option_table(void);
 /* qemu-img create's "Formatting 'PATH', fmt=FMT ..." line (without the
  * newline): every option of the format that opts sets or that has a shown
  * default, in the format's order, sizes and numbers in bytes as qemu-img

@@ -683,7 +683,19 @@ static int compare_option_names(gconstpointer a, gconstpointer b)
     return strcmp((*x)->name, (*y)->name);
 }
 
-int cli_print_create_options(const char *format)
+/* Adds the entries of table that show, skipping names already there. */
+static void add_listed_options(GPtrArray *list, const VdCreateOption *table, gboolean file_level)
+{
+    for (const VdCreateOption *o = table; o != NULL && o->name != NULL; o++) {
+        gboolean listed = FALSE;
+        for (guint i = 0; i < list->len && !listed; i++)
+            listed = g_str_equal(((const VdCreateOption *)list->pdata[i])->name, o->name);
+        if (!listed && (file_level || !o->file_level))
+            g_ptr_array_add(list, (gpointer)o);
+    }
+}
+
+int cli_print_create_options(const char *format, const char *filename)
 {
     static const char *const type_names[] = {
         [VD_OPTION_STRING] = "<str>",
@@ -696,19 +708,25 @@ int cli_print_create_options(const char *format)
 
     if (!cli_check_format(format))
         return CLI_EXIT_FAILURE;
-    /* qemu-img's list: by name, each with its type and description. */
+    /* qemu-img's list: by name, each with its type and description; with a
+     * file name it is one list with the file's own options. */
     table = vd_format_create_option_table(format);
-    for (const VdCreateOption *o = table; o != NULL && o->name != NULL; o++)
-        g_ptr_array_add(sorted, (gpointer)o);
+    add_listed_options(sorted, table, filename != NULL);
+    if (filename != NULL)
+        add_listed_options(sorted, vd_file_create_option_table(), TRUE);
     g_ptr_array_sort(sorted, compare_option_names);
-    printf("Supported %s options:\n", format);
+    if (filename != NULL)
+        printf("Supported options:\n");
+    else
+        printf("Supported %s options:\n", format);
     for (guint i = 0; i < sorted->len; i++) {
         const VdCreateOption *o = sorted->pdata[i];
         g_autofree char *name = g_strdup_printf("%s=%s", o->name, type_names[o->type]);
         printf("  %-22s - %s\n", name, o->help);
     }
-    printf("\nThe protocol level may support further options.\n"
-           "Specify the target filename to include those options.\n");
+    if (filename == NULL)
+        printf("\nThe protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
     return EXIT_SUCCESS;
 }
 

@@ -202,7 +202,9 @@ gboolean cli_check_format(const char *format);
 const char *cli_target_format_from_name(const char *target, const char *option, gboolean quiet,
                                         gboolean note_raw, GError **error);
 /* "Supported FMT options:" and one line per option, like qemu-img -o help. */
-int cli_print_create_options(const char *format);
+/* '-o help': the create options of format, as qemu-img lists them; with
+ * the target's file name (may be NULL) those of the file itself too. */
+int cli_print_create_options(const char *format, const char *filename);
 
 /* qemu-img's snapshot table ("Snapshot list:", header, one row per
  * VdSnapshotInfo), shared by info and snapshot -l. */

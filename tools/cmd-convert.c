@@ -352,7 +352,8 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     if (first < 0)
         return CLI_EXIT_FAILURE;
     if (create.help)
-        return cli_print_create_options(opts.target_format != NULL ? opts.target_format : "raw");
+        return cli_print_create_options(opts.target_format != NULL ? opts.target_format : "raw",
+                                        first < argc ? argv[argc - 1] : NULL);
     if (!cli_check_operands(cmd, argc - first, 2, G_MAXINT))
         return CLI_EXIT_FAILURE;
     int n_sources = argc - first - 1;

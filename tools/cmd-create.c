@@ -181,7 +181,7 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     format = common.format != NULL ? common.format : "raw";
     if (create.help)
-        return cli_print_create_options(format);
+        return cli_print_create_options(format, first < argc ? argv[first] : NULL);
     if (!cli_check_operands(cmd, argc - first, 1, 2))
         return CLI_EXIT_FAILURE;
     path = argv[first];

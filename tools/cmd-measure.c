@@ -116,7 +116,7 @@ static int run_measure(const CliCommand *cmd, int argc, char **argv)
         (common.format != NULL && !cli_check_format(common.format)))
         return CLI_EXIT_FAILURE;
     if (create.help)
-        return cli_print_create_options(opts.target_format);
+        return cli_print_create_options(opts.target_format, NULL);
     create_options = cli_create_options_parse(&create, &error);
     if (create_options == NULL)
         return cli_fail(error);

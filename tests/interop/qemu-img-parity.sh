@@ -364,6 +364,11 @@ create -f qcow2 -u -b missing.qcow2 -F qcow2 y.qcow2 1M
 create -f vdi x.vdi 1Q
 create -f qcow2 -o help
 create -f raw -o help
+create -f raw -o help x.img
+create -f qcow2 -o help x.qcow2
+create -f luks -o help
+create -f vdi -o help
+convert -O raw -o help data.qcow2 x.img
 EOF
 
 scenario convert-formats <<'EOF'
