@@ -1302,6 +1302,9 @@ static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer,
     out->depth = depth;
     out->layer = layer;
     out->host_offset = ext->host_offset;
+    out->host_name = NULL;
+    if (ext->offset_valid && layer != NULL)
+        out->host_name = ext->host_name != NULL ? ext->host_name : layer->filename;
     out->flags = 0;
     if (ext->kind == VD_EXTENT_DATA)
         out->flags = VD_BLOCK_DATA | VD_BLOCK_ALLOCATED;

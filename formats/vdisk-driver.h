@@ -213,6 +213,10 @@ typedef struct {
      * host_offset of this file, neither compressed nor encrypted: the copy
      * engine may then copy them file to file (vd_file_copy_range). */
     VdFile *plain_file;
+    /* With offset_valid: the name of the file host_offset lies in, as
+     * qemu-img map prints it, where that is not the layer's own file (a
+     * vmdk extent). Borrowed; NULL: the layer's name. */
+    const char *host_name;
 } VdExtent;
 
 /* A compressed unit of guest data (a qcow2 cluster, a vmdk grain) as it

@@ -72,6 +72,9 @@ typedef struct {
     guint depth;         /* layer that answered: 0 = this image */
     guint64 host_offset; /* with VD_BLOCK_OFFSET_VALID */
     VdImage *layer;      /* the layer that answered (borrowed); NULL if none */
+    /* With VD_BLOCK_OFFSET_VALID: the file host_offset lies in, named as
+     * qemu-img map names it (borrowed). */
+    const char *host_name;
 } VdBlockStatus;
 
 typedef struct {

@@ -209,6 +209,13 @@ static gboolean parse_extent_line(VmdkDescriptor *desc, const char *line, const 
                           line);
         return FALSE;
     }
+    /* A VMFS extent is a whole file and a FLAT one starts at its offset:
+     * qemu refuses either line without its form. */
+    if ((g_str_equal(type, "VMFS") && offset != NULL) ||
+        (g_str_equal(type, "FLAT") && offset == NULL)) {
+        vd_set_file_error(error, filename, VD_ERROR_CORRUPT, "malformed extent line '%s'", line);
+        return FALSE;
+    }
     if (offset != NULL && (!parse_u64(offset, 10, &ext.offset) || ext.offset > MAX_SECTORS)) {
         vd_set_file_error(error, filename, VD_ERROR_CORRUPT, "bad extent offset in '%s'", line);
         return FALSE;

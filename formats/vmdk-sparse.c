@@ -310,11 +310,13 @@ gboolean vmdk_sparse_open(VdImage *img, VmdkExtent *ext, const guint8 *header, g
         *desc_offset = off <= G_MAXUINT64 / VMDK_SECTOR ? off * VMDK_SECTOR : G_MAXUINT64;
         *desc_size = size <= G_MAXUINT64 / VMDK_SECTOR ? size * VMDK_SECTOR : G_MAXUINT64;
     }
-    if (sp->overhead > G_MAXUINT64 / VMDK_SECTOR || sp->file_size < sp->overhead * VMDK_SECTOR) {
+    guint64 overhead_bytes =
+        sp->overhead > G_MAXUINT64 / VMDK_SECTOR ? G_MAXUINT64 : sp->overhead * VMDK_SECTOR;
+    if (sp->file_size < overhead_bytes) {
         vd_set_file_error(error, name, VD_ERROR_CORRUPT,
                           "file truncated: it is %" G_GUINT64_FORMAT
-                          " bytes, the header expects at least %" G_GUINT64_FORMAT " sectors",
-                          sp->file_size, sp->overhead);
+                          " bytes, the header expects at least %" G_GUINT64_FORMAT " bytes",
+                          sp->file_size, overhead_bytes);
         return FALSE;
     }
     if (sp->gd_sector == GD_AT_END && !read_footer(ext, sp, sp->header, error))

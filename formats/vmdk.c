@@ -165,7 +165,7 @@ static gboolean open_monolithic(VdImage *img, VmdkState *s, const guint8 *header
     VmdkExtent *ext = g_new0(VmdkExtent, 1);
     ext->type = VMDK_EXTENT_SPARSE;
     ext->file = img->file;
-    ext->filename = g_path_get_basename(img->filename);
+    ext->filename = g_strdup(img->filename);
     g_ptr_array_add(s->extents, ext);
     guint64 desc_offset = 0, desc_size = 0;
     if (!vmdk_sparse_open(img, ext, header, &desc_offset, &desc_size, error))
@@ -222,7 +222,10 @@ static gboolean open_extent(VdImage *img, VmdkState *s, const VmdkExtentLine *li
     g_ptr_array_add(s->extents, ext);
     ext->type = line->type;
     ext->start = start;
-    ext->filename = g_strdup(line->filename);
+    /* qemu-img info and map name an extent by the descriptor's folder as
+     * the image was named ("dir/t-f001.vmdk" for "dir/t.vmdk"). */
+    if (line->filename != NULL)
+        ext->filename = vd_resolve_relative(img->filename, line->filename);
     ext->read_only = line->access != VMDK_ACCESS_RW || line->type == VMDK_EXTENT_ZERO ||
                      line->type == VMDK_EXTENT_SESPARSE;
     if (line->access == VMDK_ACCESS_NOACCESS) {
@@ -414,6 +417,7 @@ static gboolean vmdk_block_status(VdImage *img, guint64 offset, guint64 len, VdE
         ok = vmdk_sparse_status(img, ext, rel, len, out, error);
         break;
     }
+    out->host_name = ext->filename;
     return ok;
 }
 

@@ -89,7 +89,7 @@ typedef struct {
     VmdkExtentType type;
     VdFile *file;        /* NULL for ZERO extents */
     gboolean own_file;   /* FALSE when it is img->file */
-    char *filename;      /* as the descriptor names it (for info) */
+    char *filename;      /* as qemu names it: beside the descriptor's name */
     guint64 start;       /* guest byte where the extent begins */
     guint64 length;      /* guest bytes */
     guint64 flat_offset; /* FLAT: byte offset of the data in the file */

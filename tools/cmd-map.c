@@ -75,7 +75,7 @@ static gboolean get_entry(VdImage *img, guint bottom, guint64 offset, guint64 le
         .offset = st.host_offset,
     };
     if (e->has_offset)
-        e->filename = vd_image_filename(st.layer != NULL ? st.layer : img);
+        e->filename = st.host_name != NULL ? st.host_name : vd_image_filename(img);
     return TRUE;
 }
 

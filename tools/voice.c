@@ -89,6 +89,11 @@ static const struct {
       "\\1: The image size is too large for file format 'qcow2' (try using a larger cluster "
       "size)" },
     { "^[^ ]+ has no backing file to commit into$", "Image does not have a backing file" },
+    /* vmdk's refusals, without the detail vdisk adds */
+    { "^(.*)malformed extent line '(.*)'$", "\\1Invalid extent line: \\2" },
+    { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",
+      "\\1File truncated, expecting at least \\2 bytes" },
+    { "^(.*)L1 size too big: .*$", "\\1L1 size too big" },
 };
 
 char *voice_error_text(const char *message)

@@ -73,6 +73,24 @@ info_as_qemu() {
 }
 case_run "info of vmdk extents in qemu-img's order" info_as_qemu
 
+# An extent is named by the descriptor's folder as the image was named
+# ("sub/t-s001.vmdk" for "sub/t.vmdk"), in info and in map's File column.
+extent_names_as_qemu() {
+    mkdir sub
+    local sub
+    for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat monolithicSparse; do
+        qemu-img create -q -f vmdk -o subformat=$sub "sub/$sub.vmdk" 5G
+        qio vmdk "sub/$sub.vmdk" 'write -P 1 65024 1k' 'write -P 2 2147483136 1k' 'write 5368643584 1k'
+        same_output info "sub/$sub.vmdk" info
+        same_output info "sub/$sub.vmdk" info --output=json
+        same_output map "sub/$sub.vmdk" map
+        same_output info "$PWD/sub/$sub.vmdk" info
+        same_output map "$PWD/sub/$sub.vmdk" map
+    done
+    vd map sub/twoGbMaxExtentSparse.vmdk | grep -q 'sub/twoGbMaxExtentSparse-s002.vmdk$'
+}
+case_run "vmdk extents named beside the descriptor as qemu-img names them" extent_names_as_qemu
+
 # Under the name qemu-img, info of a VDI is qemu-img's to the line: no
 # format-specific section (vdisk's own name shows the VirtualBox UUIDs).
 vdi_info_as_qemu_img() {

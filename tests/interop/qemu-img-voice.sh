@@ -122,6 +122,16 @@ t_errors() {
     same_words convert -O qcow2 -B ../c.qcow2 -o backing_fmt=qcow2 ../c.qcow2 n.qcow2
     same_words resize -f raw ../r.raw 512K
     same_words create -f vmdk -o subformat=monolithicFlat,zeroed_grain=on f.vmdk 1M
+    # vmdk images qemu refuses to open, in its words
+    printf '# Disk DescriptorFile\nversion=1\nCID=58ab4847\nparentCID=ffffffff\ncreateType="vmfs"\n\n# Extent description\nRW 12582912 VMFS "dummy.vmdk" 1\n' >vmfs.vmdk
+    same_words info ../vmfs.vmdk
+    qemu-img create -q -f vmdk trunc.vmdk 100G
+    truncate -s 10M trunc.vmdk
+    same_words info ../trunc.vmdk
+    # a capacity whose grain directory cannot be held (qemu-iotests 059, afl9)
+    qemu-img create -q -f vmdk huge.vmdk 1M
+    printf '\x01\x00\x00\x1b\xfc\xff\xff\x1e' | dd of=huge.vmdk bs=1 seek=12 conv=notrunc status=none
+    same_words info ../huge.vmdk
     # measure's usage errors, in qemu-img's order
     same_words measure
     same_words measure -f qcow2
