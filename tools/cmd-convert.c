@@ -403,6 +403,17 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
     create_options = cli_create_options_parse(&create, &error);
     if (create_options == NULL)
         return cli_fail(error);
+    /* qemu-img takes -o backing_file= as -B (and before it): the target
+     * gets that backing file and only what differs from it is copied. */
+    const char *backing_option = vd_options_get(create_options, "backing_file");
+    if (backing_option != NULL) {
+        opts.backing_file = backing_option;
+        if (n_sources > 1) {
+            cli_error("Having a backing file for the target makes no sense when concatenating "
+                      "multiple input images");
+            return CLI_EXIT_FAILURE;
+        }
+    }
     target_format = choose_target_format(&opts, job.target_path, common.quiet, &error);
     if (target_format == NULL)
         return cli_fail(error);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vdisk convert's options beside qemu-img convert's: several sources joined
-# into one target, --salvage, -r, --bitmaps, -B with -n, and the options
+# into one target, --salvage, -r, --bitmaps, -B with -n, -o backing_file=
+# as -B, and the options
 # qemu-img 7.2 refuses (-s) or refuses together. Exit codes as qemu-img's,
 # the same guest bytes, bitmaps and allocation.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -200,6 +201,28 @@ existing_with_backing() {
     grep -q 'Cannot use --target-is-zero when the destination image has a backing file' err.txt
 }
 case_run "-n with -B copies the top into an existing overlay" existing_with_backing
+
+# -o backing_file=B is -B to qemu-img: the new target gets B as its backing
+# file and holds only what differs from it (qemu-img's map of the result,
+# for each format with backing files), not a full copy below a backing file.
+backing_file_option() {
+    local fmt
+    for fmt in qcow2 qcow vmdk; do
+        qemu-img create -q -f $fmt b.$fmt 6M
+        qio $fmt b.$fmt 'write -P 1 0 2M' 'write -P 3 4M 64k'
+        qemu-img create -q -f $fmt -b b.$fmt -F $fmt o.$fmt 6M
+        qio $fmt o.$fmt 'write -P 2 1M 64k'
+        qemu-img convert -f $fmt -O $fmt -o backing_file=b.$fmt,backing_fmt=$fmt o.$fmt q.$fmt
+        vd convert -q -f $fmt -O $fmt -o backing_file=b.$fmt,backing_fmt=$fmt o.$fmt v.$fmt
+        diff <(qemu-img map --output=json q.$fmt) <(qemu-img map --output=json v.$fmt)
+        qemu-img compare -q o.$fmt v.$fmt
+        qemu-img info v.$fmt | grep -qx "backing file: b.$fmt"
+        [[ $fmt != qcow2 ]] || qemu-img check -q v.$fmt
+    done
+    expect_exit 1 vd convert -O qcow2 -o backing_file=b.qcow2 o.qcow2 o.qcow2 x.qcow2 2>err.txt
+    grep -q 'makes no sense when concatenating' err.txt
+}
+case_run "-o backing_file= copies only what differs from it, as -B" backing_file_option
 
 # -s (a snapshot by name, removed from qemu-img convert before 7.2) is an
 # unknown option for both; -l does what it did.
