@@ -243,7 +243,8 @@ static VdFile *plain_source(CopyJob *job, const VdBlockStatus *st, guint64 local
 static gboolean add_compressed_cluster(CopyJob *job, Worker *w, guint64 offset, guint64 len,
                                        const guint8 *buf)
 {
-    if (vd_buffer_is_zero(buf, len)) {
+    /* -S 0 allocates every cluster, zeroes too (compressed, as qemu-img). */
+    if (job->sparse_block != 0 && vd_buffer_is_zero(buf, len)) {
         add_op(w, OP_ZERO, offset, len, buf);
         return TRUE;
     }
@@ -277,7 +278,7 @@ static gboolean plan_compressed(CopyJob *job, Worker *w, guint64 start, guint64 
             pos += n; /* the target's backing file holds it */
             continue;
         }
-        if (whole && reads_zero(&st)) {
+        if (whole && reads_zero(&st) && job->sparse_block != 0) {
             add_op(w, OP_ZERO, offset, n, w->data + pos);
         } else {
             if (!src_read(job, offset, w->data + pos, n, error))

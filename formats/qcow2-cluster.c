@@ -84,8 +84,9 @@ static gboolean load_active_l2(Qcow2State *s, guint64 l1i, guint8 **table, GErro
 typedef struct {
     VdExtentKind kind;
     gboolean compressed;
-    guint64 host;  /* DATA, not compressed */
-    guint64 entry; /* compressed: the descriptor */
+    guint64 host;      /* where has_host */
+    gboolean has_host; /* DATA not compressed, or ZERO in a preallocated cluster */
+    guint64 entry;     /* compressed: the descriptor */
     guint64 len;
 } Run;
 
@@ -142,19 +143,21 @@ static gboolean classify(Qcow2State *s, guint64 pos, guint64 limit, guint64 entr
         break;
     }
     piece->host = host + (pos - cstart);
+    /* A zero cluster may keep its host cluster (preallocated, or zeroed
+     * without unmapping); qemu-img map shows where it lies. */
+    piece->has_host = (piece->kind == VD_EXTENT_DATA && !piece->compressed) ||
+                      (piece->kind == VD_EXTENT_ZERO && host != 0);
     piece->len = end - pos;
     return TRUE;
 }
 
 static gboolean mergeable(const Run *r, const Run *p, gboolean merge_compressed)
 {
-    if (r->kind != p->kind || r->compressed != p->compressed)
+    if (r->kind != p->kind || r->compressed != p->compressed || r->has_host != p->has_host)
         return FALSE;
-    if (r->kind != VD_EXTENT_DATA)
-        return TRUE;
     if (r->compressed)
         return merge_compressed;
-    return p->host == r->host + r->len;
+    return !r->has_host || p->host == r->host + r->len;
 }
 
 /* The run at offset, at most max bytes, not crossing an L2 table. */
@@ -220,9 +223,11 @@ gboolean qcow2_block_status(VdImage *img, guint64 offset, guint64 len, VdExtent 
     out->compressed = r.compressed;
     /* Encrypted data has no place in the file a reader could use as is
      * (and a hole under it would not read as zero), as qemu-img map says. */
-    if (r.kind == VD_EXTENT_DATA && !r.compressed && !qcow2_encrypted(s)) {
+    if (r.has_host && !qcow2_encrypted(s)) {
         out->offset_valid = TRUE;
         out->host_offset = r.host;
+    }
+    if (r.kind == VD_EXTENT_DATA && out->offset_valid) {
         out->plain_file = qcow2_data_file(s);
         if (!qcow2_detect_metadata_preallocation(s, error))
             return FALSE;
@@ -801,6 +806,21 @@ static gboolean reads_zero(Qcow2State *s, guint64 entry, guint64 bitmap, guint32
     return type == QCOW2_CL_UNALLOCATED && s->img->backing_name == NULL;
 }
 
+/* Is the cluster flagged zero already? A v3 image flags even clusters that
+ * read zero unallocated, as qemu does (a v2 image has no flag: there,
+ * reading zero is all a zero write can do). */
+static gboolean flagged_zero(Qcow2State *s, guint64 entry, guint64 bitmap, guint32 mask)
+{
+    if (s->version < 3)
+        return reads_zero(s, entry, bitmap, mask);
+    Qcow2ClusterType type = qcow2_cluster_type(s, entry);
+    if (type == QCOW2_CL_ZERO_PLAIN || type == QCOW2_CL_ZERO_ALLOC)
+        return TRUE;
+    if (s->ext_l2 && type != QCOW2_CL_COMPRESSED)
+        return ((guint32)(bitmap >> 32) & mask) == mask;
+    return FALSE;
+}
+
 static gboolean write_zero_bytes(Qcow2State *s, guint64 offset, guint64 len, GError **error)
 {
     g_autofree guint8 *zero = g_malloc0(MIN(len, s->cluster_size));
@@ -873,7 +893,7 @@ static gboolean zero_units(Qcow2State *s, guint8 *t, guint64 idx, guint64 cstart
     *head_end = a;
     *tail_start = b;
     guint32 mask = subcluster_mask(s, cstart, a, b);
-    if (reads_zero(s, entry, bitmap, mask))
+    if (flagged_zero(s, entry, bitmap, mask))
         return TRUE;
     gboolean release;
     guint64 nbitmap = bitmap;
@@ -902,9 +922,11 @@ static gboolean zero_in_table(Qcow2State *s, guint64 offset, guint64 len, gboole
 {
     guint64 cs = s->cluster_size, span = qcow2_l2_span(s), l1i = offset / span;
     guint64 end = offset + len;
-    if (s->img->backing_name == NULL &&
+    /* Without a zero flag, unallocated without backing is as zero as it
+     * gets; a v3 image flags the clusters, allocating the table. */
+    if (s->img->backing_name == NULL && s->version < 3 &&
         (l1i >= s->l1_size || (s->l1[l1i] & QCOW2_OFFSET_MASK) == 0))
-        return TRUE; /* unallocated without backing reads zero already */
+        return TRUE;
     guint8 *t;
     if (!get_l2_for_write(s, l1i, &t, error))
         return FALSE;

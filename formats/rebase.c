@@ -18,6 +18,7 @@ typedef struct {
     VdImage *img;
     VdImage *new_backing; /* NULL: reads as zeroes */
     guint64 new_size;     /* of new_backing; zeroes past it */
+    guint64 old_size;     /* of the old backing file (0: none) */
     guint64 unit;         /* compare and copy granularity: one cluster */
     guint8 *old_data;
     guint8 *new_data;
@@ -33,16 +34,50 @@ static gboolean read_new(Rebase *r, guint64 offset, guint64 len, GError **error)
                          error);
 }
 
+/* Zeroes the old chain showed for want of a backing file there: written as
+ * zeroes, as qemu-img does (a zero flag where the format has one). Where the
+ * format recorded nothing of its own (a qcow2 v2 image without a backing
+ * file only leaves the cluster unallocated) they are written as data, for
+ * the new backing file must not show through. */
+static gboolean keep_old_zeroes(Rebase *r, guint64 offset, guint64 len, GError **error)
+{
+    if (!vd_image_write_zeroes(r->img, offset, len, FALSE, error))
+        return FALSE;
+    for (guint64 pos = 0; pos < len;) {
+        VdBlockStatus st;
+        if (!vd_image_block_status(r->img, offset + pos, len - pos, FALSE, &st, error))
+            return FALSE;
+        guint64 n = MIN(st.length, len - pos);
+        if (!(st.flags & VD_BLOCK_ALLOCATED)) {
+            g_autofree guint8 *zero = g_malloc0(n);
+            if (!vd_image_write(r->img, offset + pos, zero, n, error))
+                return FALSE;
+        }
+        pos += n;
+    }
+    return TRUE;
+}
+
 /* A range the image does not hold itself: keep what the old chain shows
  * there wherever the new backing file would show something else. */
 static gboolean keep_old_content(Rebase *r, guint64 offset, guint64 len, GError **error)
 {
+    /* Past the end of the old backing file (or without one) the old chain
+     * shows zeroes; qemu-img writes those as zeroes, the rest as data. */
+    if (offset < r->old_size && offset + len > r->old_size) {
+        guint64 head = r->old_size - offset;
+        return keep_old_content(r, offset, head, error) &&
+               keep_old_content(r, offset + head, len - head, error);
+    }
+    gboolean old_zero = offset >= r->old_size;
     if (!vd_image_read(r->img, offset, r->old_data, len, error) || !read_new(r, offset, len, error))
         return FALSE;
     for (guint64 pos = 0; pos < len; pos += r->unit) {
         guint64 n = MIN(r->unit, len - pos);
-        if (memcmp(r->old_data + pos, r->new_data + pos, n) != 0 &&
-            !vd_image_write(r->img, offset + pos, r->old_data + pos, n, error))
+        if (memcmp(r->old_data + pos, r->new_data + pos, n) == 0)
+            continue;
+        if (old_zero ? !keep_old_zeroes(r, offset + pos, n, error)
+                     : !vd_image_write(r->img, offset + pos, r->old_data + pos, n, error))
             return FALSE;
     }
     return TRUE;
@@ -93,6 +128,7 @@ gboolean vd_image_rebase(VdImage *img, const char *backing, const char *backing_
             .img = img,
             .new_backing = new_backing,
             .new_size = new_backing != NULL ? vd_image_size(new_backing) : 0,
+            .old_size = vd_image_backing(img) != NULL ? vd_image_size(vd_image_backing(img)) : 0,
             .unit = unit,
         };
         gsize chunk = (gsize)MAX((guint64)REBASE_CHUNK, unit);

@@ -149,6 +149,111 @@ PY
 }
 case_run "snapshot -l and info: the ICOUNT column and icount key" t_snapshot_icount_listing
 
+# ---- map of zero clusters, and what convert allocates ----
+
+t_map_zero_clusters() {
+    # zero clusters that keep their host cluster (written zero without
+    # unmapping, or preallocated) show where it lies; those without one
+    # do not, and the two kinds make separate entries (154, 179)
+    new_image
+    qio qcow2 t.qcow2 "write -P 1 0 4M" "write -z 1M 2M" "write -z -u 2M 64k"
+    both map --output=json
+    grep -q '"zero": true, "data": false, "offset": ' v.out
+    both map
+    qemu-img create -q -f qcow2 -o preallocation=metadata t.qcow2 8M
+    qio qcow2 t.qcow2 "write -z 0 8M"
+    both map --output=json
+    # encrypted zero clusters do not say where they lie
+    qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
+        -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 t.qcow2 4M
+    qemu-io --object secret,id=s0,data=pw --image-opts \
+        -c "write -P 1 0 1M" -c "write -z 0 64k" \
+        "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2" >/dev/null
+    local opts=(map --output=json --object secret,id=s0,data=pw --image-opts)
+    qemu-img "${opts[@]}" driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2 >q.out
+    vd "${opts[@]}" driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2 >v.out
+    diff -u q.out v.out
+    not grep -q offset v.out
+}
+case_run "map: zero clusters with a host cluster show its offset, as qemu-img" t_map_zero_clusters
+
+t_convert_compressed_allocate_all() {
+    # -c -S 0 writes every cluster, zeroes too, compressed (122)
+    new_image
+    qio qcow2 t.qcow2 "write -P 0x22 0 3M" "write -P 0 3M 3M"
+    cp t.qcow2 s.qcow2
+    both convert -O qcow2 -c -S 0 s.qcow2
+    KEEP=1 both map --output=json
+    grep -q '"start": 0, "length": 67108864, .*"data": true}' v.out
+    same_images
+    qio qcow2 v.qcow2 "read -P 0x22 0 3M" "read -P 0 3M 61M"
+}
+case_run "convert -c -S 0: every cluster allocated, as qemu-img" t_convert_compressed_allocate_all
+
+t_convert_existing_target_zero_flags() {
+    # convert -n into an image that may hold anything: a v3 target gets its
+    # clusters flagged zero where the source reads zero, a v2 target (no
+    # zero flag, no backing file) leaves them unallocated (122)
+    local compat
+    qemu-img create -q -f qcow2 s.qcow2 64M
+    qio qcow2 s.qcow2 "write -P 7 1M 64k"
+    for compat in 1.1 0.10; do
+        qemu-img create -q -f qcow2 -o compat=$compat q.qcow2 64M
+        qemu-img create -q -f qcow2 -o compat=$compat v.qcow2 64M
+        KEEP=1 both convert -n -O qcow2 s.qcow2
+        KEEP=1 both map --output=json
+        same_images
+    done
+    # data there before reads zero afterwards
+    new_image
+    qio qcow2 t.qcow2 "write -P 9 0 64M"
+    both convert -n -O qcow2 s.qcow2
+    KEEP=1 both map --output=json
+    same_images
+    qio qcow2 v.qcow2 "read -P 0 0 1M" "read -P 7 1M 64k" "read -P 0 1088k 62M"
+}
+case_run "convert -n: zero clusters flagged in a v3 target, as qemu-img" t_convert_existing_target_zero_flags
+
+# ---- rebase ----
+
+t_rebase_zeroes_of_no_backing() {
+    # what the old chain showed as zeroes for want of a backing file (none,
+    # or past the end of a shorter one) is written as zero clusters, as
+    # qemu-img writes it (252)
+    qemu-img create -q -f qcow2 t.qcow2 384k
+    qemu-img create -q -f qcow2 b.qcow2 384k
+    qio qcow2 t.qcow2 "write -P 0x22 0 128k" "write -P 0x11 128k 128k"
+    qio qcow2 b.qcow2 "write -P 0x11 0 64k" "write -P 0x11 128k 64k" "write -P 0x11 256k 64k"
+    both rebase -b b.qcow2 -F qcow2
+    KEEP=1 both map --output=json
+    grep -q '"start": 262144, "length": 65536, "depth": 0, "present": true, "zero": true' v.out
+    same_images
+    qio qcow2 v.qcow2 "read -P 0x22 0 128k" "read -P 0x11 128k 128k" "read -P 0 256k 128k"
+    # an old backing file shorter than the image: zeroes past its end
+    qemu-img create -q -f qcow2 s.qcow2 128k
+    qio qcow2 s.qcow2 "write -P 0x33 0 128k"
+    qemu-img create -q -f qcow2 -b s.qcow2 -F qcow2 t.qcow2 384k
+    both rebase -b b.qcow2 -F qcow2
+    KEEP=1 both map --output=json
+    same_images
+    qio qcow2 v.qcow2 "read -P 0x33 0 128k" "read -P 0 128k 256k"
+}
+case_run "rebase: zeroes of no backing file written as zero clusters, as qemu-img (252)" t_rebase_zeroes_of_no_backing
+
+t_rebase_v2_without_backing() {
+    # a v2 image has no zero flag, and a zero write into it without a
+    # backing file leaves the cluster unallocated: qemu-img 7.2 then lets
+    # the new backing file show through there; vdisk writes zero data
+    qemu-img create -q -f qcow2 -o compat=0.10 t.qcow2 384k
+    qemu-img create -q -f qcow2 b.qcow2 384k
+    qio qcow2 b.qcow2 "write -P 0x11 0 384k"
+    qio qcow2 t.qcow2 "write -P 0x22 0 64k"
+    vd rebase -b b.qcow2 -F qcow2 t.qcow2
+    qcheck t.qcow2
+    qio qcow2 t.qcow2 "read -P 0x22 0 64k" "read -P 0 64k 320k"
+}
+case_run "rebase: a v2 image without backing file keeps reading zeroes" t_rebase_v2_without_backing
+
 # ---- check of sound images ----
 
 t_check_fragmentation() {
