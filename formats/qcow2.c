@@ -242,11 +242,6 @@ VdFile *qcow2_data_file(Qcow2State *s)
     return s->data_file != NULL ? s->data_file : s->img->file;
 }
 
-const char *qcow2_feature_name(Qcow2State *s, int type, int bit)
-{
-    return s->feature_names[type][bit];
-}
-
 gboolean qcow2_write_header_field(Qcow2State *s, guint offset, guint64 value, guint width,
                                   GError **error)
 {
@@ -341,16 +336,16 @@ gboolean qcow2_flush_metadata(Qcow2State *s, GError **error)
 
 /* ----- header extensions ----- */
 
-static gboolean parse_feature_table(Qcow2State *s, const guint8 *p, guint32 len)
+/* Entries of 48 bytes: type, bit, a name of up to 46 bytes. A last entry
+ * cut short counts as far as it goes, as in qemu. */
+#define FEATURE_ENTRY 48
+
+static void parse_feature_table(Qcow2State *s, const guint8 *p, guint32 len)
 {
-    for (guint32 i = 0; i + 48 <= len; i += 48) {
-        guint type = p[i], bit = p[i + 1];
-        if (type > 2 || bit > 63)
-            continue;
-        g_free(s->feature_names[type][bit]);
-        s->feature_names[type][bit] = g_strndup((const char *)p + i + 2, 46);
-    }
-    return TRUE;
+    g_free(s->feature_table);
+    s->feature_table_len = (guint32)qcow2_align_up(len, FEATURE_ENTRY);
+    s->feature_table = g_malloc0(s->feature_table_len);
+    memcpy(s->feature_table, p, len);
 }
 
 static gboolean parse_extensions(VdImage *img, Qcow2State *s, const guint8 *hdr, guint64 start,
@@ -402,22 +397,33 @@ static gboolean parse_extensions(VdImage *img, Qcow2State *s, const guint8 *hdr,
 
 /* ----- open ----- */
 
+/* The incompatible features the image needs and vdisk lacks: those the
+ * feature name table names, in its order (the table ends at an entry
+ * without a name), then the rest as one mask, as qemu reports them. */
 static gboolean refuse_incompat(VdImage *img, Qcow2State *s, GError **error)
 {
     guint64 unknown = s->incompat & ~QCOW2_INCOMPAT_KNOWN;
     if (unknown == 0)
         return TRUE;
     g_autoptr(GString) names = g_string_new(NULL);
-    for (int bit = 0; bit < 64; bit++) {
-        if (!(unknown & (1ull << bit)))
+    for (guint32 i = 0; i < s->feature_table_len; i += FEATURE_ENTRY) {
+        const guint8 *e = s->feature_table + i;
+        if (e[2] == '\0')
+            break;
+        if (e[0] != 0 || e[1] > 63 || !(unknown & (1ull << e[1])))
             continue;
-        if (names->len > 0)
-            g_string_append(names, ", ");
-        const char *name = qcow2_feature_name(s, 0, bit);
-        if (name != NULL && *name != '\0')
-            g_string_append(names, name);
-        else
-            g_string_append_printf(names, "unknown incompatible feature bit %d", bit);
+        unknown &= ~(1ull << e[1]);
+        g_string_append_printf(names, "%s%.46s", names->len > 0 ? ", " : "", (const char *)e + 2);
+    }
+    if (unknown != 0) {
+        g_string_append_printf(names, "%sunknown incompatible feature bit",
+                               names->len > 0 ? ", " : "");
+        if ((unknown & (unknown - 1)) != 0)
+            g_string_append_c(names, 's');
+        for (int bit = 0, n = 0; bit < 64; bit++)
+            if (unknown & (1ull << bit))
+                g_string_append_printf(names, "%s %d", n++ > 0 ? "," : "", bit);
+        g_string_append_printf(names, " (mask 0x%" G_GINT64_MODIFIER "x)", unknown);
     }
     vd_set_error(error, img, VD_ERROR_UNSUPPORTED_FORMAT,
                  "uses qcow2 features this version does not support: %s", names->str);
@@ -427,16 +433,25 @@ static gboolean refuse_incompat(VdImage *img, Qcow2State *s, GError **error)
 static gboolean check_geometry(VdImage *img, Qcow2State *s, guint64 size, GError **error)
 {
     guint64 span = qcow2_l2_span(s);
-    if (size > (1ull << 62)) {
-        vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "virtual size %" G_GUINT64_FORMAT " is too large", size);
-        return FALSE;
-    }
     guint64 needed = size / span + (size % span != 0);
     if ((guint64)s->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "L1 table has %u entries, more than the %u MiB limit", s->l1_size,
                      QCOW2_MAX_L1_BYTES >> 20);
+        return FALSE;
+    }
+    /* qemu counts L1 entries in an int: a size that needs more is refused
+     * whatever the table holds. */
+    if (needed > G_MAXINT) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "Image is too big: the virtual size %" G_GUINT64_FORMAT
+                     " needs %" G_GUINT64_FORMAT " L1 entries, more than 2^31 - 1",
+                     size, needed);
+        return FALSE;
+    }
+    if (size > (1ull << 62)) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "virtual size %" G_GUINT64_FORMAT " is too large", size);
         return FALSE;
     }
     if (needed > s->l1_size) {
@@ -776,9 +791,7 @@ static void qcow2_close(VdImage *img)
     if (s->data_file != NULL)
         vd_file_close(s->data_file);
     g_free(s->data_file_name);
-    for (int t = 0; t < 3; t++)
-        for (int b = 0; b < 64; b++)
-            g_free(s->feature_names[t][b]);
+    g_free(s->feature_table);
     g_free(s->zbuf);
     qcow2_crypto_close(s);
     g_free(s);

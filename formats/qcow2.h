@@ -182,7 +182,10 @@ typedef struct {
     GPtrArray *bitmaps;
 
     GPtrArray *kept_extensions; /* of Qcow2Extension: bitmaps and unknown ones */
-    char *feature_names[3][64]; /* from the feature name table, for messages */
+    /* The feature name table as stored (zero-padded to whole entries), for
+     * messages. */
+    guint8 *feature_table;
+    guint32 feature_table_len;
 
     gboolean set_dirty;   /* we set the dirty bit (lazy refcounts) */
     gboolean l2_unsynced; /* L2 tables written since the last sync */
@@ -261,7 +264,6 @@ gboolean qcow2_refresh_file_size(Qcow2State *s, GError **error);
 /* Is [offset, offset+len) inside the image file? */
 gboolean qcow2_in_file(Qcow2State *s, guint64 offset, guint64 len);
 VdFile *qcow2_data_file(Qcow2State *s);
-const char *qcow2_feature_name(Qcow2State *s, int type, int bit);
 
 /* ----- qcow2-refcount.c ----- */
 gboolean qcow2_refcount_load(Qcow2State *s, GError **error);

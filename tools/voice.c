@@ -89,6 +89,13 @@ static const struct {
       "\\1: The image size is too large for file format 'qcow2' (try using a larger cluster "
       "size)" },
     { "^[^ ]+ has no backing file to commit into$", "Image does not have a backing file" },
+    /* qcow2's incompatible features: qemu gives the unnamed ones as a mask */
+    { "^(.*)uses (qcow2) features this version does not support: (.*)unknown incompatible "
+      "feature bits? [0-9, ]+ \\(mask 0x([0-9a-f]+)\\)$",
+      "\\1Unsupported \\2 feature(s): \\3Unknown incompatible feature: \\4" },
+    { "^(.*)uses (qcow2) features this version does not support: (.*)$",
+      "\\1Unsupported \\2 feature(s): \\3" },
+    { "^(.*)(Image is too big): .*$", "\\1\\2" },
     /* vmdk's refusals, without the detail vdisk adds */
     { "^(.*)malformed extent line '(.*)'$", "\\1Invalid extent line: \\2" },
     { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",

@@ -210,4 +210,67 @@ t_progress() {
 }
 case_run "progress as qemu-img's on a terminal" t_progress
 
+# features IMG BITS TABLE: set the incompatible feature BITS (a mask, in Python) of a
+# qcow2 v3 image and make TABLE (bytes, Python notation) its feature name
+# table, as qemu-iotests 036 does with qcow2.py.
+features() {
+    "$PY" - "$@" <<'PY'
+import struct, sys
+path, bits, table = sys.argv[1], eval(sys.argv[2]), eval(sys.argv[3])
+f = open(path, "r+b")
+h = bytearray(f.read(65536))
+struct.pack_into(">Q", h, 72, struct.unpack_from(">Q", h, 72)[0] | bits)
+off, exts = struct.unpack_from(">I", h, 100)[0], []
+while True:
+    t, n = struct.unpack_from(">II", h, off)
+    if t == 0:
+        break
+    if t != 0x6803f857:
+        exts.append((t, bytes(h[off + 8:off + 8 + n])))
+    off += 8 + (n + 7) // 8 * 8
+if table:
+    exts.append((0x6803f857, table))
+out = b"".join(struct.pack(">II", t, len(d)) + d + b"\0" * (-len(d) % 8) for t, d in exts)
+out += b"\0" * 8
+start = struct.unpack_from(">I", h, 100)[0]
+h[start:start + len(out) + 8] = out + b"\0" * 8
+f.seek(0)
+f.write(h)
+PY
+}
+
+t_unknown_features() {
+    local table name='b"\x00\x3d" + b"test1".ljust(46, b"\0") + b"\x00\x3e" + b"test2".ljust(46, b"\0")'
+    # no table, a table cut short naming one bit, a table naming some bits
+    # and others of other types: names in the table's order, the rest as a
+    # mask (036)
+    for table in 'b""' 'b"\x00\x3fTest feature"' "$name" \
+        "b'\x01\x3d' + b'x'.ljust(46, b'\0') + $name" \
+        "b'\x00\x3e' + b'second'.ljust(46, b'\0') + b'\x00\x3d' + b'first'.ljust(46, b'\0')"; do
+        qemu-img create -q -f qcow2 f.qcow2 1M
+        features f.qcow2 "7 << 61" "$table"
+        same_words info ../f.qcow2
+        same_words check ../f.qcow2
+    done
+    # one unknown bit without a name
+    qemu-img create -q -f qcow2 f.qcow2 1M
+    features f.qcow2 "1 << 40" 'b""'
+    same_words info ../f.qcow2
+    # under vdisk's name: the bit numbers too
+    expect_exit 1 vd info f.qcow2 2>err
+    grep -q 'unknown incompatible feature bit 40 (mask 0x10000000000)$' err
+}
+case_run "unknown incompatible features named as qemu-img names them" t_unknown_features
+
+t_image_too_big() {
+    # a virtual size of 1 EiB needs more L1 entries than qemu counts (054)
+    qemu-img create -q -f qcow2 b.qcow2 4G
+    "$PY" -c 'import struct,sys; f=open(sys.argv[1],"r+b"); f.seek(24); f.write(struct.pack(">Q", 1 << 60))' b.qcow2
+    same_words info ../b.qcow2
+    same_words check ../b.qcow2
+    expect_exit 1 vd info b.qcow2 2>err
+    grep -q "Image is too big: the virtual size $((1 << 60)) needs" err
+}
+case_run "a virtual size too big for qemu's L1 index: qemu-img's words" t_image_too_big
+
 finish
