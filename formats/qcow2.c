@@ -1296,46 +1296,13 @@ static gboolean qcow2_grow_preallocated(VdImage *img, guint64 new_size, VdPreall
 /* Rewrite the header cluster: the header as it is, every extension but the
  * backing format one (in their order, kept byte for byte), the new backing
  * format extension, then the backing file name. */
-static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *format,
-                                  GError **error)
-{
-    Qcow2State *s = img->priv;
-    guint64 cs = s->cluster_size;
-    gsize blen = name != NULL ? strlen(name) : 0, flen = format != NULL ? strlen(format) : 0;
-    if (blen > QCOW2_MAX_BACKING_NAME) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
-                     "the backing file name is longer than 1023 bytes");
-        return FALSE;
-    }
-    if (blen > 0 && s->data_file != NULL && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW)) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "an image with a raw external data file cannot have a backing file");
-        return FALSE;
-    }
-    g_autofree guint8 *old = g_malloc0(cs);
-    g_autofree guint8 *h = g_malloc0(cs);
-    guint64 off;
-    if (!copy_header_without(s, QCOW2_EXT_BACKING_FORMAT, old, h, &off, error))
-        return FALSE;
-    if (flen > 0 && blen > 0)
-        off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, format, (guint32)flen);
-    if (!put_backing_name(h, off, cs, name, blen)) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "the backing file name does not fit in the header cluster");
-        return FALSE;
-    }
-    /* Everything else written first: the header names the new file last. */
-    if (!qcow2_flush_metadata(s, error) || !vd_file_sync(img->file, error) ||
-        !vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
-        return FALSE;
-    g_free(img->backing_name);
-    g_free(img->backing_format);
-    img->backing_name = blen > 0 ? g_strdup(name) : NULL;
-    img->backing_format = blen > 0 && flen > 0 ? g_strdup(format) : NULL;
-    return TRUE;
-}
-
-gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
+/* The header rebuilt as qemu's qcow2_update_header writes it: the fields
+ * from s, the extensions in qemu's order (backing format, data file,
+ * crypto header, feature table, bitmaps, then the unknown ones as they
+ * were), the backing file name last. With set_backing, name and format
+ * (NULL: none) replace the backing file's. */
+static gboolean write_header(Qcow2State *s, gboolean set_backing, const char *name,
+                             const char *format, GError **error)
 {
     VdImage *img = s->img;
     guint64 cs = s->cluster_size;
@@ -1370,6 +1337,12 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
                                     (guint32)strlen(s->data_file_name));
             continue;
         }
+        if (order[k] == QCOW2_EXT_BACKING_FORMAT && set_backing) {
+            if (name != NULL && *name != '\0' && format != NULL && *format != '\0')
+                off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, format,
+                                    (guint32)strlen(format));
+            continue;
+        }
         if (order[k] == QCOW2_EXT_FEATURE_TABLE) {
             guint8 table[8 * 48];
             guint32 tlen = (guint32)feature_table(table);
@@ -1395,11 +1368,15 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
             pos += 8 + qcow2_align_up(len, 8);
         }
     }
-    guint64 boff = vd_be64(old + QH_BACKING_OFFSET);
-    guint32 blen = vd_be32(old + QH_BACKING_SIZE);
-    if (boff == 0 || boff > cs || blen > cs - boff)
-        blen = 0;
-    g_autofree char *name = g_strndup((const char *)old + boff, blen);
+    g_autofree char *old_name = NULL;
+    if (!set_backing) {
+        guint64 boff = vd_be64(old + QH_BACKING_OFFSET);
+        guint32 len = vd_be32(old + QH_BACKING_SIZE);
+        if (boff == 0 || boff > cs || len > cs - boff)
+            len = 0;
+        name = old_name = g_strndup((const char *)old + boff, len);
+    }
+    gsize blen = name != NULL ? strlen(name) : 0;
     if (!put_backing_name(h, off, cs, name, blen)) {
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
                      "the backing file name does not fit in the header cluster");
@@ -1408,6 +1385,37 @@ gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
     if (!vd_file_pwrite(img->file, 0, h, cs, error) || !vd_file_sync(img->file, error))
         return FALSE;
     s->header_length = s->version == 3 ? QH_V3_LENGTH : QH_V2_LENGTH;
+    return TRUE;
+}
+
+gboolean qcow2_rewrite_header(Qcow2State *s, GError **error)
+{
+    return write_header(s, FALSE, NULL, NULL, error);
+}
+
+static gboolean qcow2_set_backing(VdImage *img, const char *name, const char *format,
+                                  GError **error)
+{
+    Qcow2State *s = img->priv;
+    gsize blen = name != NULL ? strlen(name) : 0, flen = format != NULL ? strlen(format) : 0;
+    if (blen > QCOW2_MAX_BACKING_NAME) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "the backing file name is longer than 1023 bytes");
+        return FALSE;
+    }
+    if (blen > 0 && s->data_file != NULL && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW)) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "an image with a raw external data file cannot have a backing file");
+        return FALSE;
+    }
+    /* Everything else is written first: the header names the new file
+     * last (write_header flushes before it writes). */
+    if (!write_header(s, TRUE, blen > 0 ? name : NULL, format, error))
+        return FALSE;
+    g_free(img->backing_name);
+    g_free(img->backing_format);
+    img->backing_name = blen > 0 ? g_strdup(name) : NULL;
+    img->backing_format = blen > 0 && flen > 0 ? g_strdup(format) : NULL;
     return TRUE;
 }
 

@@ -254,6 +254,34 @@ t_rebase_v2_without_backing() {
 }
 case_run "rebase: a v2 image without backing file keeps reading zeroes" t_rebase_v2_without_backing
 
+t_rebase_unsafe_header() {
+    # rebase -u rewrites the header as qemu-img does: the backing format
+    # first, then the feature table, then extensions it does not know, as
+    # they were (031); the header cluster is qemu-img's byte for byte
+    local compat args
+    for compat in 0.10 1.1; do
+        qemu-img create -q -f qcow2 -o compat=$compat t.qcow2 64M
+        "$PY" - t.qcow2 <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+h = bytearray(f.read(65536))
+off = struct.unpack_from(">I", h, 100)[0] if struct.unpack_from(">I", h, 4)[0] == 3 else 72
+while struct.unpack_from(">I", h, off)[0] != 0:
+    off += 8 + (struct.unpack_from(">I", h, off + 4)[0] + 7) // 8 * 8
+d = b"This is a test header extension"
+h[off:off + 48] = struct.pack(">II", 0x12345678, len(d)) + d + b"\0" * 9
+f.seek(0)
+f.write(h)
+PY
+        for args in "-b /some/backing/file/path -F host_device" "-b x.qcow2 -F qcow2" "-b ''"; do
+            eval "both rebase -u $args"
+            cmp <(head -c 65536 q.qcow2) <(head -c 65536 v.qcow2)
+            cp v.qcow2 t.qcow2
+        done
+    done
+}
+case_run "rebase -u: the header as qemu-img writes it, unknown extensions last (031)" t_rebase_unsafe_header
+
 # ---- check of sound images ----
 
 t_check_fragmentation() {
