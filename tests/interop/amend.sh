@@ -55,7 +55,7 @@ empty_layout() {
     # format, crypto, feature table), the key material aside
     printf pass >pw
     local tool
-    for tool in qemu-img vd; do
+    for tool in qemu_img_luks vd; do
         $tool create -q -f qcow2 --object secret,id=s,file=pw -b base.qcow2 -F qcow2 \
             -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 $tool.qcow2 1G
         "$PY" - $tool.qcow2 >$tool.ext <<'EOF'
@@ -71,7 +71,7 @@ while True:
 print('backing name at', struct.unpack('>Q', d[8:16])[0])
 EOF
     done
-    diff qemu-img.ext vd.ext
+    diff qemu_img_luks.ext vd.ext
 }
 case_run "an empty qcow2 is laid out as qemu-img lays it out" empty_layout
 

@@ -146,6 +146,22 @@ qspecific() {
         "$PY" -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; v=d.get(sys.argv[1], ""); print(str(v).lower() if isinstance(v, bool) else v)' "$2"
 }
 
+# qemu_img_luks ARGS...: qemu-img ARGS, tried again (three times in all)
+# when qemu's LUKS key setup fails on a busy machine ("Unable to get
+# accurate CPU usage"), which is qemu-img's timing and not what is tested.
+qemu_img_luks() {
+    local try err
+    err=$(mktemp "$T/qemu-img-err.XXXXXX")
+    for try in 1 2 3; do
+        qemu-img "$@" 2>"$err" && { rm -f "$err"; return 0; }
+        grep -q 'Unable to get accurate CPU usage' "$err" || break
+        sleep 1
+    done
+    cat "$err" >&2
+    rm -f "$err"
+    return 1
+}
+
 # qcheck FILE [FMT]: qemu-img check finds no corruption and no leak (exit 0).
 qcheck() { qemu-img check -q -f "${2:-qcow2}" "$1"; }
 
