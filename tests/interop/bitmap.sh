@@ -7,27 +7,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
 
-# bitmaps FILE: the bitmaps qemu-img info reports, one line each.
-bitmaps() {
-    qemu-img info -U -f qcow2 --output=json "$1" |
-        "$PY" -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; [print(b["name"], b["granularity"], ",".join(b["flags"])) for b in d.get("bitmaps", [])]'
-}
-
-# dirty FILE BITMAP: the ranges qemu reads as dirty in BITMAP. A socket
-# of its own: two run at once in a diff's <(...), and qemu-nbd removes its
-# socket's name when it ends.
-dirty() {
-    local sock=$W/nbd-$BASHPID.sock pid
-    qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" &
-    pid=$!
-    for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
-    qemu-img map --output=json --image-opts \
-        "driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
-        "$PY" -c 'import json,sys; [print(e["start"], e["length"]) for e in json.load(sys.stdin) if not e["data"]]'
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-}
-
 image() {
     qemu-img create -q -f qcow2 "$@" q.qcow2 100M
     cp q.qcow2 v.qcow2

@@ -103,25 +103,6 @@ rate_limit() {
 }
 case_run "-r limits the rate of the copy" rate_limit
 
-# bitmaps FILE: name, granularity and flags of each bitmap, by qemu-img.
-bitmaps() {
-    qemu-img info -f qcow2 --output=json "$1" |
-        "$PY" -c 'import json,sys; d=json.load(sys.stdin)["format-specific"]["data"]; [print(b["name"], b["granularity"], ",".join(b["flags"])) for b in d.get("bitmaps", [])]'
-}
-
-# dirty FILE BITMAP: the ranges qemu reads as dirty in BITMAP.
-dirty() {
-    local sock=$W/nbd-$BASHPID.sock pid
-    qemu-nbd -r -t -k "$sock" -f qcow2 -B "$2" "$1" &
-    pid=$!
-    for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
-    qemu-img map --output=json --image-opts \
-        "driver=nbd,server.type=unix,server.path=$sock,x-dirty-bitmap=qemu:dirty-bitmap:$2" |
-        "$PY" -c 'import json,sys; [print(e["start"], e["length"]) for e in json.load(sys.stdin) if not e["data"]]'
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-}
-
 # --bitmaps: the target gets each bitmap with its granularity, its
 # enabled state and its bits, as qemu-img's convert --bitmaps gives them;
 # formats without bitmaps are refused in qemu-img's words.
