@@ -96,9 +96,13 @@ typedef struct {
     VdiHeader h;
     guint8 raw[HDR_BYTES]; /* as read: rewritten with our changes, the rest kept */
     guint block_shift;
-    guint32 *bmap;       /* host order, h.blocks entries */
+    guint32 *bmap; /* host order, held entries */
+    /* Entries of the map in the file: h.blocks, or fewer where the map runs
+     * past the end of a file opened read-only (qemu opens such a file; no
+     * I/O reaches the entries that are not there). */
+    guint32 held;
     guint32 next_block;  /* index the next new block takes */
-    guint32 bad_entries; /* entries pointing nowhere, tolerated only for check */
+    guint32 bad_entries; /* entries pointing nowhere: tolerated for check and in a map cut short */
     guint64 open_size;   /* file size at open, what bad entries were judged by */
     gboolean modified;   /* the modification UUID was renewed this session */
     guint8 *scratch;     /* one block, for partial-block writes */
@@ -277,28 +281,39 @@ static gboolean check_geometry(VdImage *img, const VdiHeader *h, GError **error)
     }
     if (h->disk_size > MAX_DISK_SIZE) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
-                     "disk size %" G_GUINT64_FORMAT " is too large (at most %" G_GUINT64_FORMAT
-                     " bytes)",
-                     h->disk_size, MAX_DISK_SIZE);
+                     "disk size %" G_GUINT64_FORMAT " (0x%" G_GINT64_MODIFIER
+                     "x) is too large: at most %" G_GUINT64_FORMAT " (0x%" G_GINT64_MODIFIER
+                     "x) bytes",
+                     h->disk_size, h->disk_size, MAX_DISK_SIZE, MAX_DISK_SIZE);
         return FALSE;
     }
     if (h->disk_size > (guint64)h->blocks * h->block_size) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "disk size %" G_GUINT64_FORMAT " does not fit in the %u blocks of %u bytes "
-                     "the block map describes",
-                     h->disk_size, h->blocks, h->block_size);
+                     "(%" G_GUINT64_FORMAT " bytes) the block map describes",
+                     h->disk_size, h->blocks, h->block_size, (guint64)h->blocks * h->block_size);
         return FALSE;
     }
     return TRUE;
 }
 
-static gboolean check_layout(VdImage *img, const VdiHeader *h, guint64 file_size, GError **error)
+/* Where the map and the data lie; *held: how many entries of the map the
+ * file holds. A map that runs past the end of the file is damage: opened
+ * read-only it is described (info, check) as qemu-img describes it, and
+ * nothing is set aside for the entries that are not there. */
+static gboolean check_layout(VdImage *img, const VdiHeader *h, guint64 file_size, guint32 *held,
+                             GError **error)
 {
     guint64 bmap_end = (guint64)h->bmap_offset + (guint64)h->blocks * 4;
     if (h->bmap_offset < HDR_V11_END) {
         vd_set_error(error, img, VD_ERROR_CORRUPT, "block map offset 0x%x lies inside the header",
                      h->bmap_offset);
         return FALSE;
+    }
+    *held = h->blocks;
+    if (bmap_end > file_size && !img->read_write) {
+        *held = h->bmap_offset >= file_size ? 0 : (guint32)((file_size - h->bmap_offset) / 4);
+        return TRUE;
     }
     if (bmap_end > file_size) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
@@ -319,6 +334,13 @@ static gboolean check_layout(VdImage *img, const VdiHeader *h, guint64 file_size
 
 /* ----- the block map ----- */
 
+/* Entry i of the map; one the file does not hold reads as unallocated
+ * (entry_usable keeps I/O away from it). */
+static guint32 bmap_entry(const Vdi *s, guint32 i)
+{
+    return i < s->held ? s->bmap[i] : BMAP_UNALLOCATED;
+}
+
 static guint64 block_host_offset(const Vdi *s, guint32 entry)
 {
     return (guint64)s->h.data_offset + ((guint64)entry << s->block_shift);
@@ -326,18 +348,18 @@ static guint64 block_host_offset(const Vdi *s, guint32 entry)
 
 static gboolean bmap_load(VdImage *img, Vdi *s, GError **error)
 {
-    gsize bytes = (gsize)s->h.blocks * 4;
+    gsize bytes = (gsize)s->held * 4;
     if (!vd_image_charge_metadata(img, bytes, "block map", error))
         return FALSE;
     s->bmap = g_try_malloc(MAX(bytes, 4));
     if (s->bmap == NULL) {
         vd_set_error(error, img, VD_ERROR_FAILED, "not enough memory for a block map of %u entries",
-                     s->h.blocks);
+                     s->held);
         return FALSE;
     }
     if (!vd_file_pread(img->file, s->h.bmap_offset, s->bmap, bytes, error))
         return FALSE;
-    for (guint32 i = 0; i < s->h.blocks; i++)
+    for (guint32 i = 0; i < s->held; i++)
         s->bmap[i] = GUINT32_FROM_LE(s->bmap[i]);
     return TRUE;
 }
@@ -367,10 +389,10 @@ static gboolean bmap_validate(VdImage *img, Vdi *s, guint64 file_size, GError **
 {
     guint32 next = 0;
     s->open_size = file_size;
-    for (guint32 i = 0; i < s->h.blocks; i++) {
+    for (guint32 i = 0; i < s->held; i++) {
         guint32 e = s->bmap[i];
         const char *problem = entry_problem(s, e, file_size);
-        if (problem != NULL && (img->flags & VD_OPEN_FOR_CHECK)) {
+        if (problem != NULL && ((img->flags & VD_OPEN_FOR_CHECK) || s->held < s->h.blocks)) {
             s->bad_entries++;
             continue;
         }
@@ -410,6 +432,11 @@ static gboolean header_store_file(VdImage *img, Vdi *s, GError **error)
  * once per session, before the first change reaches the file. */
 static gboolean mark_modified(VdImage *img, Vdi *s, GError **error)
 {
+    if (s->held < s->h.blocks) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "the block map runs past the end of the file; the image cannot be written");
+        return FALSE;
+    }
     if (s->bad_entries > 0) {
         vd_set_error(error, img, VD_ERROR_CORRUPT,
                      "%u block map entries point past the end of the file; repair the image "
@@ -596,7 +623,7 @@ static gboolean vdi_open(VdImage *img, GError **error)
     guint64 file_size;
     if (!header_read(img->file, s->raw, &s->h, &file_size, error) ||
         !check_version_and_type(img, &s->h, error) || !check_geometry(img, &s->h, error) ||
-        !check_layout(img, &s->h, file_size, error))
+        !check_layout(img, &s->h, file_size, &s->held, error))
         return FALSE;
     s->block_shift = (guint)g_bit_nth_lsf(s->h.block_size, -1);
     if (!bmap_load(img, s, error) || !bmap_validate(img, s, file_size, error))
@@ -784,7 +811,7 @@ static VdExtentKind entry_kind(const Vdi *s, guint32 entry)
  * contiguous in the file so one read covers them. */
 static gboolean continues_run(const Vdi *s, guint32 i)
 {
-    guint32 a = s->bmap[i], b = s->bmap[i + 1];
+    guint32 a = bmap_entry(s, i), b = bmap_entry(s, i + 1);
     VdExtentKind kind = entry_kind(s, a);
     if (kind != entry_kind(s, b))
         return FALSE;
@@ -795,6 +822,11 @@ static gboolean continues_run(const Vdi *s, guint32 i)
  * one is an error, as it would have been at open. */
 static gboolean entry_usable(VdImage *img, const Vdi *s, guint32 i, GError **error)
 {
+    if (i >= s->held) {
+        vd_set_error(error, img, VD_ERROR_CORRUPT,
+                     "block map entry %u lies past the end of the file", i);
+        return FALSE;
+    }
     const char *problem;
     if (s->bad_entries == 0 || (problem = entry_problem(s, s->bmap[i], s->open_size)) == NULL)
         return TRUE;
@@ -813,7 +845,7 @@ static gboolean vdi_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
         return FALSE;
     guint32 i = first;
     while (i < last && continues_run(s, i) &&
-           (s->bad_entries == 0 || entry_usable(img, s, i + 1, NULL)))
+           ((s->bad_entries == 0 && s->held == s->h.blocks) || entry_usable(img, s, i + 1, NULL)))
         i++;
     guint64 run_end = MIN(end, (guint64)(i + 1) << s->block_shift);
     out->kind = entry_kind(s, s->bmap[first]);
@@ -836,8 +868,8 @@ static gboolean vdi_read(VdImage *img, guint64 offset, void *buf, gsize len, GEr
         guint32 block = (guint32)(offset >> s->block_shift);
         guint64 host = block_host_offset(s, s->bmap[block]) + (offset & (s->h.block_size - 1));
         guint64 run = ((guint64)(block + 1) << s->block_shift) - offset;
-        while (run < len && IS_STORED(s->bmap[block + 1]) &&
-               s->bmap[block + 1] == s->bmap[block] + 1) {
+        while (run < len && IS_STORED(bmap_entry(s, block + 1)) &&
+               bmap_entry(s, block + 1) == s->bmap[block] + 1) {
             block++;
             run += s->h.block_size;
         }
@@ -1172,7 +1204,12 @@ static gboolean vdi_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res
         return FALSE;
     }
     guint32 counted = 0, highest = 0;
-    for (guint32 i = 0; i < s->h.blocks; i++) {
+    if (s->held < s->h.blocks) {
+        res->corruptions++;
+        add_problem(res, "the block map of %u entries runs past the end of the file (it holds %u)",
+                    s->h.blocks, s->held);
+    }
+    for (guint32 i = 0; i < s->held; i++) {
         guint32 e = s->bmap[i];
         if (!IS_STORED(e))
             continue;

@@ -101,6 +101,18 @@ static const struct {
     { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",
       "\\1File truncated, expecting at least \\2 bytes" },
     { "^(.*)L1 size too big: .*$", "\\1L1 size too big" },
+    /* vdi's */
+    { "^(.*)disk size [0-9]+ \\((0x[0-9a-f]+)\\) is too large: at most [0-9]+ \\((0x[0-9a-f]+)\\) "
+      "bytes$",
+      "\\1Unsupported VDI image size (size is \\2, max supported is \\3)" },
+    { "^(.*)disk size ([0-9]+) does not fit in the [0-9]+ blocks of [0-9]+ bytes \\(([0-9]+) "
+      "bytes\\) the block map describes$",
+      "\\1unsupported VDI image (disk size \\2, image bitmap has room for \\3)" },
+    { "^(.*)the block map has ([0-9]+) entries, more than the ([0-9]+) allowed$",
+      "\\1unsupported VDI image (too many blocks \\2, max is \\3)" },
+    /* qemu takes 1 MiB blocks only; vdisk any power of two VirtualBox takes */
+    { "^(.*)block size ([0-9]+) is not a power of two between [0-9]+ and [0-9]+$",
+      "\\1unsupported VDI image (block size \\2 is not 1048576)" },
 };
 
 char *voice_error_text(const char *message)

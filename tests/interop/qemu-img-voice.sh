@@ -147,6 +147,32 @@ t_errors() {
 }
 case_run "errors as qemu-img words them, with its prefix" t_errors
 
+# A VDI whose header qemu refuses, and one whose block map runs past the
+# end of the file, which qemu opens for info (qemu-iotests 084).
+t_vdi_header() {
+    poke() { printf "$2" | dd of=d.vdi bs=1 seek="$1" conv=notrunc status=none; }
+    qemu-img create -q -f vdi d.vdi 64M
+    poke 368 '\x00\x00\x00\xf8\xff\xff\x01\x00' # the largest disk size
+    poke 384 '\x80\xff\xff\x1f' # and its blocks: the map is 2 GiB
+    same_words info ../d.vdi
+    expect_exit 1 vd map d.vdi 2>err
+    grep -q 'block map entry 64 points past the end of the file' err
+    expect_exit 1 vd resize d.vdi 1G 2>err
+    grep -q 'extends past the end of the file' err
+    poke 368 '\x00\x00\x01\xf8\xff\xff\x01\x00' # 64 KiB more
+    same_words info ../d.vdi
+    poke 368 '\x00\x00\x00\x04\x00\x00\x00\x00' # 64 MiB
+    poke 384 '\x3f\x00\x00\x00' # in 63 blocks
+    same_words info ../d.vdi
+    poke 384 '\x81\xff\xff\x1f'
+    same_words info ../d.vdi
+    poke 384 '\x40\x00\x00\x00'
+    same_words info ../d.vdi
+    poke 376 '\xff\xff\x0f\x00' # a block size of 1 MiB - 1
+    same_words info ../d.vdi
+}
+case_run "VDI headers qemu refuses or opens, in its words" t_vdi_header
+
 t_own_voice() {
     qemu-img create -f raw r.raw 1M >/dev/null
     expect_exit 1 vd info -f qcow2 r.raw 2>err
