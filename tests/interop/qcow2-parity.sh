@@ -258,7 +258,7 @@ t_rebase_unsafe_header() {
     # rebase -u rewrites the header as qemu-img does: the backing format
     # first, then the feature table, then extensions it does not know, as
     # they were (031); the header cluster is qemu-img's byte for byte
-    local compat args
+    local compat args cs
     for compat in 0.10 1.1; do
         qemu-img create -q -f qcow2 -o compat=$compat t.qcow2 64M
         "$PY" - t.qcow2 <<'PY'
@@ -278,6 +278,12 @@ PY
             cmp <(head -c 65536 q.qcow2) <(head -c 65536 v.qcow2)
             cp v.qcow2 t.qcow2
         done
+    done
+    # clusters of 4 KiB and less: no feature table, as in qemu-img's header
+    for cs in 512 4k 8k; do
+        qemu-img create -q -f qcow2 -o cluster_size=$cs t.qcow2 64M
+        both rebase -u -b x.qcow2 -F qcow2
+        cmp q.qcow2 v.qcow2
     done
 }
 case_run "rebase -u: the header as qemu-img writes it, unknown extensions last (031)" t_rebase_unsafe_header
