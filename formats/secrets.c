@@ -98,18 +98,8 @@ static guint8 *read_secret_file(const char *path, gsize *len, GError **error)
         return NULL;
     }
     guint8 *buf = vd_secure_alloc(MAX_SECRET_FILE + 1);
-    gsize n = 0;
-    int err = 0;
-    while (n <= MAX_SECRET_FILE) {
-        ssize_t r = read(fd, buf + n, MAX_SECRET_FILE + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            err = errno;
-        if (r <= 0)
-            break;
-        n += (gsize)r;
-    }
+    int err;
+    gsize n = qs_read_bounded(fd, buf, MAX_SECRET_FILE + 1, &err);
     close(fd);
     if (err != 0 || n > MAX_SECRET_FILE) {
         vd_secure_free(buf, MAX_SECRET_FILE + 1);

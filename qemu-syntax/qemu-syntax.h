@@ -81,6 +81,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(QsSecret, qs_secret_free)
  * size; a bound keeps a wrong file= from filling memory). */
 #define QS_SECRET_FILE_MAX (1u << 20)
 
+/* Reads fd into buf until its end or until cap bytes are in (a file of
+ * more than cap bytes then shows as exactly cap), going on after EINTR.
+ * Returns the bytes read; *err is the errno of a failed read, else 0. The
+ * one reader of secret files, for buffers in plain or secure memory. */
+gsize qs_read_bounded(int fd, void *buf, gsize cap, int *err);
+
 /* specs (char *): --object definitions. Parses each, reads its file with
  * the caller's rights and decodes it; returns a floating a{say} (id to
  * bytes: the secrets option of vdiskd's methods), or NULL with an error

@@ -109,6 +109,24 @@ QsSecret *qs_secret_parse(const char *spec, GError **error)
     return g_steal_pointer(&secret);
 }
 
+gsize qs_read_bounded(int fd, void *buf, gsize cap, int *err)
+{
+    gsize n = 0;
+
+    *err = 0;
+    while (n < cap) {
+        ssize_t r = read(fd, (char *)buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            *err = errno;
+        if (r <= 0)
+            break;
+        n += (gsize)r;
+    }
+    return n;
+}
+
 /* The whole of path, at most QS_SECRET_FILE_MAX bytes (a wrong file=, say
  * /dev/zero, must not fill memory), with a NUL after it. */
 static char *read_file(const QsSecret *secret, gsize *len, GError **error)
@@ -121,19 +139,10 @@ static char *read_file(const QsSecret *secret, gsize *len, GError **error)
                     g_strerror(err));
         return NULL;
     }
-    gsize size = QS_SECRET_FILE_MAX + 1, n = 0;
+    gsize size = QS_SECRET_FILE_MAX + 1;
     char *buf = g_malloc(size + 1);
-    int err = 0;
-    while (n < size) {
-        ssize_t r = read(fd, buf + n, size - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            err = errno;
-        if (r <= 0)
-            break;
-        n += (gsize)r;
-    }
+    int err;
+    gsize n = qs_read_bounded(fd, buf, size, &err);
     close(fd);
     if (err != 0 || n > QS_SECRET_FILE_MAX) {
         explicit_bzero(buf, n);
