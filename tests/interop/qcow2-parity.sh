@@ -164,8 +164,8 @@ t_map_zero_clusters() {
     qio qcow2 t.qcow2 "write -z 0 8M"
     both map --output=json
     # encrypted zero clusters do not say where they lie
-    qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
-        -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 t.qcow2 4M
+    qemu_img_luks create -q -f qcow2 --object secret,id=s0,data=pw \
+        -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100 t.qcow2 4M
     qemu-io --object secret,id=s0,data=pw --image-opts \
         -c "write -P 1 0 1M" -c "write -z 0 64k" \
         "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2" >/dev/null
