@@ -696,6 +696,10 @@ static VdImage *open_layer(VdFile *file, const char *filename, const char *benea
         vd_file_close(file);
         return NULL;
     }
+    /* A backing file whose raw format was probed: whoever writes it later
+     * (commit) keeps to qemu's rule for such files. */
+    if (depth > 0 && format == NULL && drv == &vd_driver_raw)
+        flags |= VD_OPEN_PROBED_RAW;
     g_autoptr(VdImage) img = image_new(file, filename, drv, flags);
     img->open_options = ctx->open_options;
     img->secrets = ctx->secrets;
@@ -1165,9 +1169,32 @@ static gboolean write_through(VdImage *img, gboolean ok, GError **error)
     return ok && (!(img->flags & VD_OPEN_WRITETHROUGH) || flush_locked(img, TRUE, error));
 }
 
+/* qemu's rule for a raw image whose format was probed: a write that would
+ * make its first bytes probe as another format is refused, so that what a
+ * guest writes cannot turn its disk into an image naming other files. */
+static gboolean probed_raw_write_allowed(VdImage *img, guint64 offset, const void *buf, gsize len,
+                                         GError **error)
+{
+    if (!(img->flags & VD_OPEN_PROBED_RAW) || img->drv != &vd_driver_raw || offset >= PROBE_BYTES)
+        return TRUE;
+    guint8 head[PROBE_BYTES];
+    if (!vd_file_pread_zero_past_eof(img->file, 0, head, sizeof head, error))
+        return FALSE;
+    memcpy(head + offset, buf, (gsize)MIN((guint64)len, sizeof head - offset));
+    const VdDriver *drv = probe_buffer(head, sizeof head, img->filename, NULL);
+    if (drv == &vd_driver_raw)
+        return TRUE;
+    vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                 "Operation not permitted: the format was probed as raw, and this write would "
+                 "make the image probe as %s (name the format raw to write it)",
+                 drv->name);
+    return FALSE;
+}
+
 gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
-    if (!check_writable(img, offset, len, error))
+    if (!check_writable(img, offset, len, error) ||
+        !probed_raw_write_allowed(img, offset, buf, len, error))
         return FALSE;
     if (len == 0)
         return TRUE;
@@ -1180,8 +1207,12 @@ gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len
 
 gboolean vd_image_can_write_from_file(VdImage *img)
 {
-    return img->drv->write_from_file != NULL && !img->encrypted;
+    /* A probed raw image checks what reaches its first bytes: by buffer. */
+    return img->drv->write_from_file != NULL && !img->encrypted &&
+           !(img->flags & VD_OPEN_PROBED_RAW);
 }
+
+gboolean vd_image_format_probed(VdImage *img) { return (img->flags & VD_OPEN_PROBED_RAW) != 0; }
 
 gboolean vd_image_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
                                   guint64 len, const void *buf, GError **error)
@@ -1666,6 +1697,12 @@ static const VdDriver *prepare_create(const char *path, const char *format, guin
     if (backing != NULL && !(flags & VD_OPEN_NO_BACKING) &&
         !inspect_backing(params, backing_format, &size, error))
         return NULL;
+    /* Unchecked (-u), the backing format must still name a format. */
+    if (backing != NULL && *backing_format != NULL && find_driver(*backing_format) == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                    "%s: unrecognized backing format '%s'", path, *backing_format);
+        return NULL;
+    }
     if (backing == NULL && *backing_format != NULL) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "a backing format was given without a backing file");

@@ -53,6 +53,11 @@ typedef enum {
      * (cache=writethrough). */
     VD_OPEN_NO_FLUSH = 1 << 8,
     VD_OPEN_WRITETHROUGH = 1 << 9,
+    /* The image's format was probed, not named, and is raw: as in qemu, a
+     * write that would make its first bytes probe as another format is
+     * refused ("Operation not permitted"). Set by the open of a backing
+     * file without a format; a caller reopening such a file sets it. */
+    VD_OPEN_PROBED_RAW = 1 << 10,
 } VdOpenFlags;
 
 typedef struct VdImage VdImage;
@@ -410,6 +415,9 @@ gboolean vd_image_write_back(VdImage *img, GError **error);
  * on success. */
 gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboolean through_chain,
                                VdBlockStatus *out, GError **error);
+
+/* Whether img is raw by probing (VD_OPEN_PROBED_RAW), not by name. */
+gboolean vd_image_format_probed(VdImage *img);
 
 /* Describe the image. Returns a new VdImageInfo. */
 VdImageInfo *vd_image_get_info(VdImage *img, GError **error);

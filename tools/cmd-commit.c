@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "progress.h"
+#include "voice.h"
 
 typedef struct {
     const char *base;  /* -b */
@@ -114,9 +115,10 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
     if (layer == NULL)
         return cli_fail(error);
     /* The base is written through a handle of its own. */
-    g_autoptr(VdImage) base =
-        cli_open_image_with_keys(vd_image_filename(layer), vd_image_format(layer), NULL,
-                                 VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING | opts.cache, &error);
+    VdOpenFlags probed = vd_image_format_probed(layer) ? VD_OPEN_PROBED_RAW : 0;
+    g_autoptr(VdImage) base = cli_open_image_with_keys(
+        vd_image_filename(layer), vd_image_format(layer), NULL,
+        VD_OPEN_READ_WRITE | VD_OPEN_NO_BACKING | probed | opts.cache, &error);
     if (base == NULL)
         return cli_fail(error);
 
@@ -125,6 +127,8 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
         cli_run_with_progress("Committing", opts.progress, common.quiet, commit_job, &job, &error);
     g_clear_pointer(&base, vd_image_unref);
     g_clear_pointer(&top, vd_image_unref);
+    if (!ok && voice_is_qemu())
+        g_prefix_error(&error, "Block job failed: ");
     if (!ok)
         return cli_fail(error);
     /* Layers between the overlay and a deeper base now read wrongly, so the

@@ -63,6 +63,11 @@ static const struct {
       "qemu-img: warning: Shrinking an image will delete all data beyond the shrunken image's end. "
       "Before performing such an operation, make sure there is no important data there." },
     /* create's errors as qemu's drivers word them */
+    { "^(.+): Could not open '[^']*': not a vmdk descriptor\nCould not open backing image\\.$",
+      "\\1: invalid VMDK image descriptor\nCould not open backing image." },
+    { "^(.+): Could not open '[^']*': unknown image format '([^']*)' \\(known: [^)]*\\)\n"
+      "Could not open backing image\\.$",
+      "\\1: Unknown driver '\\2'\nCould not open backing image." },
     { "^(.+): could not open backing file '([^']*)': (?:\\2: )?(?:cannot open: )?(.*)$",
       "\\1: Could not open '\\2': \\3\nCould not open backing image." },
     { "^(.+): cluster_size must be a power of two from 512 bytes to 2 MiB$",
@@ -97,10 +102,13 @@ static const struct {
       "\\1Unsupported \\2 feature(s): \\3" },
     { "^(.*)(Image is too big): .*$", "\\1\\2" },
     /* vmdk's refusals, without the detail vdisk adds */
+    { "^(Could not open '[^']*': )not a vmdk descriptor$", "\\1invalid VMDK image descriptor" },
     { "^(.*)malformed extent line '(.*)'$", "\\1Invalid extent line: \\2" },
     { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",
       "\\1File truncated, expecting at least \\2 bytes" },
     { "^(.*)L1 size too big: .*$", "\\1L1 size too big" },
+    /* a write qemu's raw driver refuses in a raw image it probed */
+    { "^(Block job failed: )?.*: (Operation not permitted): the format was probed .*$", "\\1\\2" },
     /* vdi's */
     { "^(.*)disk size [0-9]+ \\((0x[0-9a-f]+)\\) is too large: at most [0-9]+ \\((0x[0-9a-f]+)\\) "
       "bytes$",

@@ -173,6 +173,32 @@ t_vdi_header() {
 }
 case_run "VDI headers qemu refuses or opens, in its words" t_vdi_header
 
+# A backing file not of the format -F names, or a format that does not
+# exist (even with -u, and then nothing is created), in qemu's words; a
+# commit that would make a probed raw backing file probe as another format
+# is refused as qemu refuses it, and the base stays raw (qemu-iotests 301).
+t_backing_format() {
+    qemu-img create -q -f qcow b.qcow 32M
+    same_words create -f qcow -b ../b.qcow -F vmdk n.qcow 32M
+    same_words create -f qcow -b ../b.qcow -F garbage n.qcow 32M
+    same_words create -f qcow -u -b ../b.qcow -F garbage n.qcow 32M
+    same_words info -f vmdk ../b.qcow
+    rm b.qcow
+    truncate -s 32M b.raw
+    qemu-img create -q -f qcow2 h.qcow2 32M
+    truncate -s 32M h.qcow2
+    local tool
+    for tool in qemu-img qvd; do
+        rm -f o.qcow && qemu-img create -q -f qcow -b b.raw -F raw o.qcow 32M
+        qemu-img convert -n -f raw -O qcow h.qcow2 o.qcow
+        expect_exit 1 $tool commit -f qcow o.qcow 2>"err.$tool"
+        qemu-img info b.raw | grep -qx 'file format: raw'
+        cmp -n 512 b.raw /dev/zero
+    done
+    diff err.qemu-img err.qvd
+}
+case_run "backing formats and a probed raw base as qemu-img treats them" t_backing_format
+
 t_own_voice() {
     qemu-img create -f raw r.raw 1M >/dev/null
     expect_exit 1 vd info -f qcow2 r.raw 2>err
