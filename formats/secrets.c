@@ -177,11 +177,23 @@ gboolean vd_create_passphrase(const VdCreateParams *params, const char *key, con
                         key, id, id);
             return FALSE;
         }
+        /* qemu takes a LUKS passphrase as UTF-8 text: an image made with
+         * other bytes would be one qemu cannot open. */
+        if (!g_utf8_validate((const char *)*pass, (gssize)*len, NULL)) {
+            vd_set_file_error(error, params->path, VD_ERROR_INVALID_ARGUMENT,
+                              "Data from secret %s is not valid UTF-8", id);
+            return FALSE;
+        }
         return TRUE;
     }
     if (params->secrets != NULL && params->secrets->fallback != NULL) {
         *pass = params->secrets->fallback->data;
         *len = params->secrets->fallback->len;
+        if (!g_utf8_validate((const char *)*pass, (gssize)*len, NULL)) {
+            vd_set_file_error(error, params->path, VD_ERROR_INVALID_ARGUMENT,
+                              "the passphrase is not valid UTF-8, which qemu takes it as");
+            return FALSE;
+        }
         return TRUE;
     }
     g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,

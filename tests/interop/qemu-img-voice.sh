@@ -199,6 +199,22 @@ t_backing_format() {
 }
 case_run "backing formats and a probed raw base as qemu-img treats them" t_backing_format
 
+# A LUKS passphrase that is not UTF-8 is refused at create, as qemu takes
+# it as text (an image made with it would be one qemu cannot open), and the
+# new file is not left behind (qemu-iotests 282).
+t_secret_not_utf8() {
+    printf ':<;\xff' >nu
+    same_words create -f luks --object secret,id=sec0,file=../nu -o key-secret=sec0 vol.img 4M
+    [[ ! -e v/vol.img ]]
+    same_words create -f qcow2 --object secret,id=sec0,file=../nu \
+        -o encrypt.format=luks,encrypt.key-secret=sec0 e.qcow2 1M
+    [[ ! -e v/e.qcow2 ]]
+    expect_exit 1 vd create -q -f luks --passphrase-file nu vol.img 4M 2>err
+    grep -q 'not valid UTF-8' err
+    [[ ! -e vol.img ]]
+}
+case_run "a passphrase that is not UTF-8 is refused as qemu-img refuses it" t_secret_not_utf8
+
 t_own_voice() {
     qemu-img create -f raw r.raw 1M >/dev/null
     expect_exit 1 vd info -f qcow2 r.raw 2>err
