@@ -72,6 +72,14 @@ static const VdCreateOption file_create_options[] = {
     { NULL },
 };
 
+gboolean vd_image_require_writable(VdImage *img, GError **error)
+{
+    if (img->read_write)
+        return TRUE;
+    vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    return FALSE;
+}
+
 const VdCreateOption *vd_file_create_option_table(void) { return file_create_options; }
 
 static gboolean in_table(const VdCreateOption *table, const char *key)
@@ -854,10 +862,8 @@ gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secre
                      "amending options is not supported by the %s format", img->drv->name);
         return FALSE;
     }
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     g_mutex_lock(&img->lock);
     img->amend_progress = progress;
     img->amend_progress_data = progress_data;
@@ -877,10 +883,8 @@ gboolean vd_image_bitmap(VdImage *img, VdBitmapOp op, const char *name, guint32 
                      img->drv->name);
         return FALSE;
     }
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     /* A source other than img is only read: its own lock is enough. */
     if (source != NULL && source != img)
         g_mutex_lock(&source->lock);
@@ -1018,10 +1022,8 @@ static gboolean check_range(VdImage *img, guint64 offset, guint64 len, GError **
 
 static gboolean check_writable(VdImage *img, guint64 offset, guint64 len, GError **error)
 {
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     return check_range(img, offset, len, error);
 }
 
@@ -1483,10 +1485,8 @@ gboolean vd_image_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, 
 {
     if (img->drv->resize == NULL)
         return not_supported(img, "resizing", error);
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     if (new_size < img->size && !allow_shrink) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
                      "shrinking the image would drop the data past the new end; pass "
@@ -1516,10 +1516,8 @@ gboolean vd_image_resize_preallocated(VdImage *img, guint64 new_size, gboolean a
                      "the %s format cannot preallocate what a resize adds", img->drv->name);
         return FALSE;
     }
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     if (new_size == img->size)
         return TRUE;
     g_mutex_lock(&img->lock);
@@ -1575,10 +1573,8 @@ static gboolean snapshot_call(VdImage *img, SnapshotOp op, const char *name, gbo
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "no snapshot name");
         return FALSE;
     }
-    if (writes && !img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (writes && !vd_image_require_writable(img, error))
         return FALSE;
-    }
     g_mutex_lock(&img->lock);
     gboolean ok = op(img, name, error);
     g_mutex_unlock(&img->lock);

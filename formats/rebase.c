@@ -113,10 +113,8 @@ gboolean vd_image_rebase(VdImage *img, const char *backing, const char *backing_
                      "the %s format cannot change its backing file", img->drv->name);
         return FALSE;
     }
-    if (!img->read_write) {
-        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "image is open read-only");
+    if (!vd_image_require_writable(img, error))
         return FALSE;
-    }
     if (!unsafe && vd_image_needs_key(img)) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
                      "is encrypted: a safe rebase reads and writes its data, so it needs the key");

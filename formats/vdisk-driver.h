@@ -400,6 +400,9 @@ VdFile *vd_image_peek_file(VdImage *img, const char *name, GError **error);
  * open's bound (VdConfinement.max_metadata); beyond it fail with
  * VD_ERROR_NOT_SUPPORTED naming what. Call before allocating. */
 gboolean vd_image_charge_metadata(VdImage *img, guint64 bytes, const char *what, GError **error);
+/* FALSE with "image is open read-only" (naming img) unless img was opened
+ * for writing: the one check before every operation that writes. */
+gboolean vd_image_require_writable(VdImage *img, GError **error);
 
 /* Little helpers for on-disk numbers. */
 static inline guint16 vd_be16(const guint8 *p) { return (guint16)(p[0] << 8 | p[1]); }
