@@ -209,14 +209,8 @@ amend_syncs() {
     printf 'correct horse battery' >pass
     printf 'second passphrase' >pass2
     local sec="secret,id=sec0,file=$PWD/pass" sec2="secret,id=sec1,file=$PWD/pass2"
-    # qemu-img's key derivation timing fails now and then on a busy machine
-    # ("Unable to get accurate CPU usage"): try again
-    local try
-    for try in 1 2 3; do
-        qemu-img create -q --object "$sec" -f qcow2 \
-            -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 e.qcow2 4M && break
-        sleep 1
-    done
+    qemu_img_luks create -q --object "$sec" -f qcow2 \
+        -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 e.qcow2 4M
     traced amend --object "$sec" --object "$sec2" \
         -o encrypt.state=active,encrypt.new-secret=sec1,encrypt.old-secret=sec0,encrypt.iter-time=10 e.qcow2
     syncs synced e.qcow2
