@@ -11,9 +11,21 @@ gboolean qs_parse_size(const char *text, guint64 *size, GError **error)
     if (text == NULL || !g_ascii_isdigit(*text))
         goto invalid;
     errno = 0;
-    guint64 whole = g_ascii_strtoull(text, &end, 10);
-    if (errno != 0)
-        goto invalid;
+    guint64 whole;
+    if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+        /* qemu takes hexadecimal too ("0x10000"), whole bytes only: no
+         * fraction, though a suffix is still taken (qemu warns that it is
+         * deprecated). */
+        if (!g_ascii_isxdigit(text[2]))
+            goto invalid;
+        whole = g_ascii_strtoull(text + 2, &end, 16);
+        if (errno != 0 || *end == '.')
+            goto invalid;
+    } else {
+        whole = g_ascii_strtoull(text, &end, 10);
+        if (errno != 0)
+            goto invalid;
+    }
     /* A fraction ("1.5G") is kept as num/den so the result stays exact. */
     guint64 frac_num = 0, frac_den = 1;
     if (*end == '.') {

@@ -58,6 +58,10 @@ static void test_sizes(void)
         { "3p", G_GUINT64_CONSTANT(3) << 50 },
         { "15E", G_GUINT64_CONSTANT(15) << 60 },
         { "18446744073709551615", G_MAXUINT64 },
+        { "0x10000", 0x10000 },
+        { "0X1f", 0x1f },
+        { "0x10B", 0x10b },
+        { "0x1000K", 0x1000 << 10 },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
         guint64 v = 1;
@@ -66,8 +70,9 @@ static void test_sizes(void)
         g_assert_no_error(error);
         g_assert_cmpuint(v, ==, good[i].bytes);
     }
-    const char *bad[] = { "",  "-1",  "+1G", " 1G",  "1G ",  "1KB",  "1Q",
-                          "G", "16E", "1.5", "0.1K", "1,5G", "0x10", "18446744073709551616" };
+    const char *bad[] = { "",   "-1",   "+1G", " 1G",  "1G ",  "1KB",   "1Q",
+                          "G",  "16E",  "1.5", "0.1K", "1,5G", "0x1.5", "18446744073709551616",
+                          "0x", "00x10" };
     for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
         guint64 v = 7;
         g_autoptr(GError) error = NULL;
