@@ -44,6 +44,7 @@ extern const CliCommand cli_cmd_import_vm;
 extern const CliCommand cli_cmd_measure;
 extern const CliCommand cli_cmd_dd;
 extern const CliCommand cli_cmd_bitmap;
+extern const CliCommand cli_cmd_serve;
 
 /* Print the full help of one command to stream. */
 void cli_print_command_help(const CliCommand *cmd, FILE *stream);

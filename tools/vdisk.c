@@ -13,9 +13,10 @@
 #include "voice.h"
 
 static const CliCommand *const commands[] = {
-    &cli_cmd_info,  &cli_cmd_create,    &cli_cmd_convert, &cli_cmd_check,  &cli_cmd_compare,
-    &cli_cmd_map,   &cli_cmd_resize,    &cli_cmd_rebase,  &cli_cmd_commit, &cli_cmd_snapshot,
-    &cli_cmd_amend, &cli_cmd_import_vm, &cli_cmd_measure, &cli_cmd_dd,     &cli_cmd_bitmap,
+    &cli_cmd_info,    &cli_cmd_create,   &cli_cmd_convert, &cli_cmd_check,
+    &cli_cmd_compare, &cli_cmd_map,      &cli_cmd_resize,  &cli_cmd_rebase,
+    &cli_cmd_commit,  &cli_cmd_snapshot, &cli_cmd_amend,   &cli_cmd_import_vm,
+    &cli_cmd_measure, &cli_cmd_dd,       &cli_cmd_bitmap,  &cli_cmd_serve,
 };
 
 static const CliCommand *find_command(const char *name)
