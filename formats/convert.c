@@ -505,6 +505,18 @@ static guint64 sources_size(VdImage *source, const VdConvertOptions *opts)
     return size;
 }
 
+/* Streaming hints for the files of a copy (an image that is no file,
+ * null-co, has none to give them to). */
+static void set_streaming(VdImage *target, VdImage *const *srcs, guint n_srcs, gboolean on)
+{
+    if (target->file != NULL)
+        vd_file_set_streaming(target->file, on);
+    for (guint i = 0; i < n_srcs; i++)
+        for (VdImage *layer = srcs[i]; layer != NULL; layer = layer->backing)
+            if (layer->file != NULL)
+                vd_file_set_read_streaming(layer->file, on);
+}
+
 gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions *opts,
                        GError **error)
 {
@@ -554,18 +566,12 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
 
     guint n = thread_count(opts);
     GThread *threads[MAX_THREADS];
-    vd_file_set_streaming(target->file, TRUE);
-    for (guint i = 0; i < n_srcs; i++)
-        for (VdImage *layer = srcs[i]; layer != NULL; layer = layer->backing)
-            vd_file_set_read_streaming(layer->file, TRUE);
+    set_streaming(target, srcs, n_srcs, TRUE);
     for (guint i = 0; i < n; i++)
         threads[i] = g_thread_new("vdisk-copy", worker_main, &job);
     for (guint i = 0; i < n; i++)
         g_thread_join(threads[i]);
-    vd_file_set_streaming(target->file, FALSE);
-    for (guint i = 0; i < n_srcs; i++)
-        for (VdImage *layer = srcs[i]; layer != NULL; layer = layer->backing)
-            vd_file_set_read_streaming(layer->file, FALSE);
+    set_streaming(target, srcs, n_srcs, FALSE);
 
     g_mutex_clear(&job.lock);
     g_cond_clear(&job.turn);

@@ -365,7 +365,8 @@ static VdImage *image_new(VdFile *file, const char *filename, const VdDriver *dr
     img->filename = g_strdup(filename);
     img->flags = flags;
     img->read_write = (flags & VD_OPEN_READ_WRITE) != 0;
-    vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
+    if (file != NULL) /* NULL: an image that is no file (null-co) */
+        vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
     g_mutex_init(&img->lock);
     return img;
 }
@@ -839,6 +840,49 @@ VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags fl
     return open_file_with_keys(file, path, format, flags, open_opts, secrets, error);
 }
 
+static const VdDriver *const fileless_drivers[] = { &vd_driver_null };
+
+static const VdDriver *find_fileless_driver(const char *format)
+{
+    for (gsize i = 0; format != NULL && i < G_N_ELEMENTS(fileless_drivers); i++)
+        if (g_str_equal(fileless_drivers[i]->name, format))
+            return fileless_drivers[i];
+    return NULL;
+}
+
+gboolean vd_format_is_fileless(const char *format) { return find_fileless_driver(format) != NULL; }
+
+VdImage *vd_image_open_fileless(const char *format, const char *name, VdOpenFlags flags,
+                                VdOptions *open_opts, GError **error)
+{
+    const VdDriver *drv = find_fileless_driver(format);
+    if (drv == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                    "%s: '%s' is no driver of images without a file", name, format);
+        return NULL;
+    }
+    g_autoptr(VdImage) img = image_new(NULL, name, drv, flags);
+    img->no_folder = TRUE;
+    img->open_options = open_opts;
+    gboolean opened = drv->open(img, error);
+    img->open_options = NULL;
+    return opened ? g_steal_pointer(&img) : NULL;
+}
+
+VdImage *vd_image_open_on_file(VdFile *file, const char *name, const char *format,
+                               VdOpenFlags flags, VdOptions *open_opts, VdSecrets *secrets,
+                               GError **error)
+{
+    if (!apply_lock_options(name, open_opts, &flags, error)) {
+        vd_file_close(file);
+        return NULL;
+    }
+    file = lock_or_close(file, flags, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (file == NULL)
+        return NULL;
+    return open_file_with_keys(file, name, format, flags, open_opts, secrets, error);
+}
+
 gboolean vd_image_needs_key(VdImage *img)
 {
     for (; img != NULL; img = img->backing)
@@ -1161,7 +1205,7 @@ static gboolean flush_locked(VdImage *img, gboolean sync, GError **error)
 {
     if (img->drv->flush != NULL && !img->drv->flush(img, error))
         return FALSE;
-    return !sync || vd_file_sync(img->file, error);
+    return !sync || img->file == NULL || vd_file_sync(img->file, error);
 }
 
 /* cache=writethrough: a write is on stable storage when it returns. ok is
@@ -1455,7 +1499,7 @@ VdImageInfo *vd_image_get_info(VdImage *img, GError **error)
     info->filename = g_strdup(img->filename);
     info->format = img->drv->name;
     info->virtual_size = img->size;
-    info->actual_size = vd_file_allocated(img->file);
+    info->actual_size = img->file != NULL ? vd_file_allocated(img->file) : 0;
     if (img->backing_name != NULL) {
         info->backing_filename = g_strdup(img->backing_name);
         info->full_backing_filename = vd_resolve_relative(img->filename, img->backing_name);

@@ -233,6 +233,10 @@ typedef struct {
 
 typedef struct VdDriver {
     const char *name;
+    /* The image is no host file (null-co): it is opened from its open
+     * options alone (vd_image_open_fileless), img->file is NULL, and it
+     * is never probed or created. */
+    gboolean no_file;
     /* The options this format takes when creating an image, "size"
      * first among them where qemu-img lists it (vd_format_create_option_table). */
     const VdCreateOption *create_options;
@@ -497,6 +501,7 @@ extern const VdDriver vd_driver_vdi;
 extern const VdDriver vd_driver_vmdk;
 extern const VdDriver vd_driver_luks;
 extern const VdDriver vd_driver_vpc;
+extern const VdDriver vd_driver_null;
 /* Is file, named .vhd, one ending with a VHD footer (a fixed VHD, which
  * probing its first bytes cannot tell from raw)? */
 gboolean vd_vpc_probe_footer(VdFile *file);

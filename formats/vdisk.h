@@ -265,6 +265,14 @@ gboolean vd_raw_check_fd(int fd, const char *name, VdRawKind *kind, GError **err
  * folder of the image whose parent it names. */
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error);
+/* An image that is no file, opened from its options alone: format names
+ * such a driver ("null-co"; see vd_format_is_fileless), name is what
+ * messages and info call it. Fails with VD_ERROR_UNSUPPORTED_FORMAT when
+ * format is no such driver, and as the driver says for bad options. */
+VdImage *vd_image_open_fileless(const char *format, const char *name, VdOpenFlags flags,
+                                VdOptions *open_opts, GError **error);
+/* Does format name a driver whose images are no file (null-co)? */
+gboolean vd_format_is_fileless(const char *format);
 /* Same, on a descriptor the caller opened (as vd_image_open_fd). */
 VdImage *vd_image_open_fd_opts(int fd, const char *name, const char *format, VdOpenFlags flags,
                                VdOptions *open_opts, VdSecrets *secrets, GError **error);

@@ -452,12 +452,34 @@ VdImage *cli_open_at_snapshot(const char *path, const char *format, const char *
     return g_steal_pointer(&img);
 }
 
+/* An image that is no file (null-co) named by its open options: text
+ * (the options) when its driver is such a one, else NULL and *img NULL
+ * with no error. name is what messages call it. */
+static gboolean open_fileless(const char *text, const char *name, VdOpenFlags flags, VdImage **img,
+                              GError **error)
+{
+    g_autoptr(VdOptions) all = vd_options_new();
+    *img = NULL;
+    if (!vd_options_parse(all, text, NULL) || !vd_format_is_fileless(vd_options_get(all, "driver")))
+        return TRUE;
+    g_autoptr(VdOptions) opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = vd_options_keys(all);
+    for (guint i = 0; i < keys->len; i++)
+        if (!g_str_equal(keys->pdata[i], "driver"))
+            vd_options_set(opts, keys->pdata[i], vd_options_get(all, keys->pdata[i]));
+    *img = vd_image_open_fileless(vd_options_get(all, "driver"), name, flags, opts, error);
+    return *img != NULL;
+}
+
 /* An image named by its open options (--image-opts, a json: name). */
-static VdImage *open_by_options(const char *text, const char *format, VdOpenFlags flags,
-                                CliProbeWarning warn, GError **error)
+static VdImage *open_by_options(const char *text, const char *name, const char *format,
+                                VdOpenFlags flags, CliProbeWarning warn, GError **error)
 {
     g_autofree char *file = NULL, *driver = NULL;
     g_autoptr(VdOptions) opts = NULL;
+    VdImage *fileless = NULL;
+    if (!open_fileless(text, name, flags, &fileless, error) || fileless != NULL)
+        return fileless;
     if (!cli_split_image_opts(text, &file, &driver, &opts, error))
         return NULL;
     const char *dfmt = cli_probe_format(file, driver != NULL ? driver : format, warn, error);
@@ -472,10 +494,24 @@ static VdImage *open_image(const char *path, const char *format, VdOpenFlags fla
     if (force_share)
         flags |= VD_OPEN_FORCE_SHARE;
     if (cli_image_opts())
-        return open_by_options(path, NULL, flags, warn, error);
+        return open_by_options(path, path, NULL, flags, warn, error);
     if (g_str_has_prefix(path, "json:")) {
         g_autofree char *text = cli_json_filename_options(path, error);
-        return text != NULL ? open_by_options(text, format, flags, warn, error) : NULL;
+        return text != NULL ? open_by_options(text, path, format, flags, warn, error) : NULL;
+    }
+    if (g_str_has_prefix(path, "null-co:")) {
+        /* qemu's null-co protocol, with its default options (1 GiB). */
+        if (!g_str_equal(path, "null-co://")) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "The only allowed filename for this driver is 'null-co://'");
+            return NULL;
+        }
+        if (format != NULL && !g_str_equal(format, "raw") && !g_str_equal(format, "null-co")) {
+            g_set_error(error, VD_ERROR, VD_ERROR_UNSUPPORTED_FORMAT,
+                        "Image is not in %s format (null-co:// reads zeroes)", format);
+            return NULL;
+        }
+        return vd_image_open_fileless("null-co", path, flags, NULL, error);
     }
     const char *fmt = cli_probe_format(path, format, warn, error);
 
