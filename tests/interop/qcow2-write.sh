@@ -603,4 +603,43 @@ commit_deeper() {
 }
 case_run "commit -b into a deeper base, -d keeps the overlay, clear errors" commit_deeper
 
+# create -o data_file=: the image and its data file as qemu-img makes them,
+# byte for byte, in every preallocation mode, raw or not (data_file_raw
+# maps every cluster from the start); written by qemu-io they stay alike.
+# What qemu-img refuses is refused in its words, and nothing is left.
+create_data_file() {
+    mkdir v q
+    local m raw
+    for m in off metadata falloc full; do
+        for raw in off on; do
+            (cd v && vd create -q -f qcow2 -o data_file=d,preallocation=$m,data_file_raw=$raw i 4M)
+            (cd q && qemu-img create -q -f qcow2 -o data_file=d,preallocation=$m,data_file_raw=$raw i 4M)
+            cmp v/i q/i
+            cmp v/d q/d
+            case $m in
+            falloc | full) (($(allocated v/d) >= 4194304)) ;;
+            *) (($(allocated v/d) < 1048576)) ;;
+            esac
+            (cd v && qcheck i && qio qcow2 i 'write -P 7 1M 64k')
+            (cd q && qio qcow2 i 'write -P 7 1M 64k')
+            cmp v/i q/i
+            cmp v/d q/d
+        done
+    done
+    echo old >v/d
+    (cd v && vd create -q -f qcow2 -o data_file=d i 4M)
+    [[ $(stat -c %s v/d) == 4194304 && $(allocated v/d) == 0 ]]  # emptied, as qemu-img does
+    rm -f v/*
+    (cd v && expect_exit 1 vd create -q -f qcow2 -o data_file_raw=on i 1M) 2>err.txt
+    grep -q "data-file-raw requires data-file" err.txt
+    (cd v && expect_exit 1 vd create -q -f qcow2 -o compat=0.10,data_file=d i 1M) 2>err.txt
+    grep -q "only supported with compatibility level 1.1" err.txt
+    (cd v && expect_exit 1 vd create -q -f qcow2 -b ../q/i -F qcow2 -o data_file=d,data_file_raw=on i 1M) 2>err.txt
+    grep -q "Backing file and data-file-raw cannot be used at the same time" err.txt
+    # refused once the data file is made: it goes too
+    (cd v && expect_exit 1 vd create -q -f qcow2 -o cluster_size=512,data_file=d i 8T) 2>err.txt
+    [[ -z $(ls v) ]]
+}
+case_run "create -o data_file= makes qemu-img's image and data file" create_data_file
+
 finish
