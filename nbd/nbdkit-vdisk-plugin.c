@@ -72,6 +72,19 @@ static int fail(GError *error)
     return -1;
 }
 
+/* The same for a write: libvdisk refuses a write it must not do (to the
+ * first bytes of a probed raw file, as qemu) as an invalid argument, which
+ * qemu's clients know as EPERM ("Operation not permitted"). */
+static int fail_write(GError *error)
+{
+    int err =
+        g_error_matches(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT) ? EPERM : error_errno(error);
+    nbdkit_error("%s", error->message);
+    nbdkit_set_error(err);
+    g_error_free(error);
+    return -1;
+}
+
 static void vdisk_load(void)
 {
     config.open_opts = vd_options_new();
@@ -289,12 +302,6 @@ static int vdisk_get_ready(void)
         return -1;
     }
     image_writable = !config.readonly && config.snapshot == NULL && !serving_ova;
-    if (image_writable && vd_image_needs_sequential_writes(img)) {
-        nbdkit_error("%s: a streamOptimized vmdk takes writes only in ascending order, which an "
-                     "NBD client does not keep: serve it with readonly=true, or convert it first",
-                     name);
-        return -1;
-    }
     nbdkit_debug("serving %s (%s, %" G_GUINT64_FORMAT " bytes) %s", name, vd_image_format(img),
                  vd_image_size(img), image_writable ? "read-write" : "read-only");
     image = g_steal_pointer(&img);
@@ -353,20 +360,20 @@ static int vdisk_pwrite(void *handle, const void *buf, uint32_t count, uint64_t 
                         uint32_t flags)
 {
     GError *error = NULL;
-    return vd_image_write(image, offset, buf, count, &error) ? 0 : fail(error);
+    return vd_image_write(image, offset, buf, count, &error) ? 0 : fail_write(error);
 }
 
 static int vdisk_zero(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
     GError *error = NULL;
     gboolean may_unmap = (flags & NBDKIT_FLAG_MAY_TRIM) != 0;
-    return vd_image_write_zeroes(image, offset, count, may_unmap, &error) ? 0 : fail(error);
+    return vd_image_write_zeroes(image, offset, count, may_unmap, &error) ? 0 : fail_write(error);
 }
 
 static int vdisk_trim(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
     GError *error = NULL;
-    return vd_image_discard(image, offset, count, &error) ? 0 : fail(error);
+    return vd_image_discard(image, offset, count, &error) ? 0 : fail_write(error);
 }
 
 static int vdisk_flush(void *handle, uint32_t flags)

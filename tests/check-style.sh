@@ -7,7 +7,7 @@ mode=$1 root=$2
 cd "$root" || exit 1
 case $mode in
 clang-format)
-    mapfile -t files < <(find formats qemu-syntax vm tools daemon plugin tests -name '*.[ch]' 2>/dev/null | sort)
+    mapfile -t files < <(find formats qemu-syntax vm nbd tools daemon plugin tests -name '*.[ch]' 2>/dev/null | sort)
     ((${#files[@]})) || exit 77
     bad=0
     for f in "${files[@]}"; do
