@@ -860,6 +860,13 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
         if (!refuse_overwriting_chain(opts->more_sources[i], target_path, error))
             return FALSE;
     gboolean created = FALSE;
+    /* An NBD export is written in place: there is no folder to make a
+     * hidden file in, and nothing to remove on failure. */
+    if (vd_nbd_is_name(target_path)) {
+        g_autoptr(VdImage) target =
+            open_or_create_target(source, target_path, opts, &created, error);
+        return target != NULL && vd_copy_image(source, target, opts, error);
+    }
     Partial partial;
     g_autoptr(VdFile) replaced = NULL;
     if (!opts->target_exists && !guard_replaced_file(target_path, &replaced, error))

@@ -1,5 +1,6 @@
 /* VdFile: host file I/O with full-length reads and writes, and errors that
- * name the file. Every format driver does its I/O through this. */
+ * name the file. Every format driver does its I/O through this. A VdFile
+ * may also be an NBD export (nbd.c): the same calls, through libnbd. */
 #include "vdisk-driver.h"
 
 #include "fault.h"
@@ -16,7 +17,8 @@
 #include <unistd.h>
 
 struct VdFile {
-    int fd;
+    int fd;     /* -1 for an NBD export */
+    VdNbd *nbd; /* the export's connection, or NULL */
     char *name;
     gboolean writable;
     /* A slice shows [base, base + limit) of the host file as a whole file
@@ -62,6 +64,15 @@ static VdFile *wrap_fd(int fd, const char *name, gboolean writable)
     file->limit = G_MAXUINT64;
     return file;
 }
+
+VdFile *vd_file_wrap_nbd(VdNbd *nbd, const char *name, gboolean writable)
+{
+    VdFile *file = wrap_fd(-1, name, writable);
+    file->nbd = nbd;
+    return file;
+}
+
+VdNbd *vd_file_nbd(VdFile *file) { return file->nbd; }
 
 /* What a file that is no regular file is, for messages. */
 static const char *file_kind(mode_t mode)
@@ -341,6 +352,11 @@ VdFile *vd_file_open_slice(VdFile *parent, guint64 offset, guint64 length, const
                            GError **error)
 {
     guint64 size;
+    if (parent->nbd != NULL) {
+        vd_set_file_error(error, parent->name, VD_ERROR_NOT_SUPPORTED,
+                          "a member of an archive on an NBD export cannot be opened");
+        return NULL;
+    }
     if (!vd_file_size(parent, &size, error))
         return NULL;
     if (offset > size || length > size - offset) {
@@ -363,7 +379,10 @@ void vd_file_close(VdFile *file)
         return;
     if (file->lock_perm != 0 || file->lock_unshared != 0)
         vd_unlock_fd(file->fd, file->lock_perm, file->lock_unshared);
-    close(file->fd);
+    if (file->nbd != NULL)
+        vd_nbd_close(file->nbd);
+    else
+        close(file->fd);
     g_free(file->name);
     g_free(file);
 }
@@ -375,14 +394,19 @@ void vd_file_set_no_flush(VdFile *file, gboolean no_flush) { file->no_flush = no
 
 gboolean vd_file_lock(VdFile *file, VdLockMode mode, GError **error)
 {
-    /* A slice shares its archive's open, which holds the archive's lock. */
-    if (file->limit != G_MAXUINT64)
+    /* A slice shares its archive's open, which holds the archive's lock;
+     * an NBD export's server keeps its own. */
+    if (file->limit != G_MAXUINT64 || file->nbd != NULL)
         return TRUE;
     return vd_lock_fd(file->fd, file->name, mode, &file->lock_perm, &file->lock_unshared, error);
 }
 
 gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 {
+    if (file->nbd != NULL) {
+        *size = vd_nbd_size(file->nbd);
+        return TRUE;
+    }
     if (file->limit != G_MAXUINT64) {
         *size = file->limit;
         return TRUE;
@@ -407,6 +431,8 @@ gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 
 gint64 vd_file_allocated(VdFile *file)
 {
+    if (file->nbd != NULL)
+        return -1; /* the server's disk is not ours to measure */
     if (file->limit != G_MAXUINT64)
         return (gint64)file->limit;
     struct stat st;
@@ -448,6 +474,11 @@ static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, g
                           "read at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    if (file->nbd != NULL) {
+        guint64 size = vd_nbd_size(file->nbd);
+        *got = offset >= size ? 0 : (gsize)MIN(len, size - offset);
+        return vd_nbd_pread(file->nbd, offset, buf, *got, error);
+    }
     if (file->limit != G_MAXUINT64)
         len = offset >= file->limit ? 0 : MIN(len, file->limit - offset);
     offset += file->base;
@@ -487,7 +518,7 @@ void vd_file_set_read_streaming(VdFile *file, gboolean streaming)
     guint64 size;
     file->read_cold = FALSE;
     file->dropped_to = 0;
-    if (!streaming || file->base != 0 || file->limit != G_MAXUINT64 ||
+    if (!streaming || file->nbd != NULL || file->base != 0 || file->limit != G_MAXUINT64 ||
         !vd_file_size(file, &size, NULL) || size < READ_STREAM_MIN)
         return;
     /* Pages across the file, away from the header a format's open has
@@ -540,7 +571,7 @@ void vd_file_set_streaming(VdFile *file, gboolean streaming)
  * kick's furthest write. No durability is claimed: vd_file_sync gives it. */
 static void written(VdFile *file, guint64 offset, guint64 len)
 {
-    if (!file->streaming || file->no_flush)
+    if (!file->streaming || file->no_flush || file->nbd != NULL)
         return;
     file->stream_end = MAX(file->stream_end, offset + len);
     file->unkicked += len;
@@ -567,6 +598,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
                           "write at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    if (file->nbd != NULL)
+        return vd_nbd_pwrite(file->nbd, offset, buf, len, error);
     vd_fault_begin(file->fd, VD_FAULT_WRITE, offset, len, buf);
     while (done < len) {
         ssize_t n =
@@ -588,6 +621,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
 
 gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
+    if (file->nbd != NULL) /* zeroes the server may free: what a hole is */
+        return vd_nbd_zero(file->nbd, offset, len, TRUE, error);
     vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
     int rc =
         fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
@@ -606,6 +641,8 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
                               GError **error)
 {
     guint64 size;
+    if (file->nbd != NULL)
+        return vd_nbd_zero(file->nbd, offset, len, may_punch, error);
     if (!vd_file_size(file, &size, error))
         return FALSE;
     /* Past the end of the file zeroes come free: only extend the size. */
@@ -636,6 +673,17 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
 
 gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
 {
+    /* An export keeps its size: a format may end short of it (as on a
+     * block device), never past it. */
+    if (file->nbd != NULL) {
+        if (size <= vd_nbd_size(file->nbd))
+            return TRUE;
+        vd_set_file_error(error, file->name, VD_ERROR_NO_SPACE,
+                          "the NBD export is %" G_GUINT64_FORMAT
+                          " bytes and cannot grow to %" G_GUINT64_FORMAT,
+                          vd_nbd_size(file->nbd), size);
+        return FALSE;
+    }
     vd_fault_begin(file->fd, VD_FAULT_TRUNCATE, size, 0, NULL);
     int rc = size > G_MAXINT64 ? -1 : ftruncate(file->fd, (off_t)size);
     int err = size > G_MAXINT64 ? EFBIG : errno;
@@ -649,6 +697,11 @@ gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
 
 gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
+    if (file->nbd != NULL) {
+        vd_set_file_error(error, file->name, VD_ERROR_NOT_SUPPORTED,
+                          "an NBD export cannot be preallocated");
+        return FALSE;
+    }
     vd_fault_begin(file->fd, VD_FAULT_ALLOCATE, offset, len, NULL);
     int err = posix_fallocate(file->fd, (off_t)offset, (off_t)len);
     vd_fault_end();
@@ -663,6 +716,8 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 {
     if (file->no_flush)
         return TRUE;
+    if (file->nbd != NULL)
+        return vd_nbd_flush(file->nbd, error);
     vd_fault_sync_begin(file->fd);
     int rc = fdatasync(file->fd);
     int err = errno;
@@ -677,6 +732,14 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
                         GError **error)
 {
+    if (file->nbd != NULL) {
+        VdExtent ext = { 0 };
+        if (!vd_nbd_extent(file->nbd, offset, max, &ext, error))
+            return FALSE;
+        *is_data = ext.kind == VD_EXTENT_DATA;
+        *run = ext.length;
+        return TRUE;
+    }
     if (file->base != 0 || file->limit != G_MAXUINT64) {
         *is_data = TRUE; /* a slice of an archive: holes do not line up */
         *run = max;
@@ -814,6 +877,10 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
     }
     if (len == 0)
         return TRUE;
+    /* An NBD export on either side: the bytes go through memory. */
+    if (src->nbd != NULL || dst->nbd != NULL)
+        return buf != NULL ? vd_file_pwrite(dst, dst_offset, buf, len, error)
+                           : bounce_copy(src, src_offset, dst, dst_offset, len, error);
 #ifdef VD_FAULT_INJECTION
     /* The fault layer sees every byte written: test copies of the engine
      * copy through a buffer, in the same order. */
@@ -860,8 +927,8 @@ gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **erro
 {
     *cloned = FALSE;
     struct stat st;
-    if (src->base != 0 || src->limit != G_MAXUINT64 || fstat(src->fd, &st) < 0 ||
-        !S_ISREG(st.st_mode) || !dst->writable)
+    if (src->nbd != NULL || dst->nbd != NULL || src->base != 0 || src->limit != G_MAXUINT64 ||
+        fstat(src->fd, &st) < 0 || !S_ISREG(st.st_mode) || !dst->writable)
         return TRUE;
 #ifdef VD_FAULT_INJECTION
     return TRUE; /* the fault layer sees writes only: test copies copy */

@@ -275,7 +275,8 @@ static const char *probe_open_file(VdFile *file, gboolean *fell_back_to_raw, GEr
 
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error)
 {
-    g_autoptr(VdFile) file = vd_file_open(path, FALSE, error);
+    g_autoptr(VdFile) file = vd_nbd_is_name(path) ? vd_file_open_nbd(path, NULL, FALSE, error)
+                                                  : vd_file_open(path, FALSE, error);
     return file != NULL ? probe_open_file(file, fell_back_to_raw, error) : NULL;
 }
 
@@ -350,6 +351,8 @@ static VdFile *open_locked(const char *path, VdOptions *opts, VdOpenFlags *flags
     if (!apply_lock_options(path, opts, flags, error))
         return NULL;
     gboolean rw = (*flags & VD_OPEN_READ_WRITE) != 0;
+    if (vd_nbd_is_name(path)) /* another host's disk: its server locks it */
+        return vd_file_open_nbd(path, opts, rw, error);
     return lock_or_close(vd_file_open(path, rw, error), *flags, rw, error);
 }
 
@@ -490,9 +493,8 @@ static gboolean locate_name(VdImage *img, const char *name, char **label, char *
     if (c == NULL) {
         if (img->no_folder && !g_path_is_absolute(name)) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "%s cannot be found: the image was opened from a descriptor without "
-                        "a folder",
-                        name);
+                        "%s cannot be found: the image was opened from %s without a folder", name,
+                        vd_file_nbd(img->file) != NULL ? "an NBD export" : "a descriptor");
             return FALSE;
         }
         *label = vd_resolve_relative(img->filename, name);
@@ -759,7 +761,13 @@ static VdImage *open_file_with_keys(VdFile *file, const char *filename, const ch
                                     VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets,
                                     GError **error)
 {
-    OpenContext ctx = { .open_options = open_options, .secrets = secrets };
+    /* An image on an NBD export has no folder its relative names could be
+     * found in. */
+    OpenContext ctx = {
+        .open_options = open_options,
+        .secrets = secrets,
+        .no_folder = vd_file_nbd(file) != NULL,
+    };
     return open_top(file, filename, NULL, format, flags, ctx, error);
 }
 
@@ -828,7 +836,9 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
         g_autoptr(VdFile) archive = file;
         return open_ova_disk(archive, -1, flags, error);
     }
-    return open_file(file, path, format, flags, error);
+    /* An export goes by qemu's name for it ("nbd+unix://?socket=S"). */
+    g_autofree char *name = g_strdup(vd_file_name(file));
+    return open_file(file, name, format, flags, error);
 }
 
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
@@ -837,7 +847,19 @@ VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags fl
     VdFile *file = open_locked(path, open_opts, &flags, error);
     if (file == NULL)
         return NULL;
-    return open_file_with_keys(file, path, format, flags, open_opts, secrets, error);
+    g_autofree char *name = g_strdup(vd_file_name(file));
+    return open_file_with_keys(file, name, format, flags, open_opts, secrets, error);
+}
+
+VdImage *vd_image_open_nbd_socket(int fd, const char *export_name, const char *format,
+                                  VdOpenFlags flags, GError **error)
+{
+    VdFile *file =
+        vd_file_open_nbd_socket(fd, export_name, (flags & VD_OPEN_READ_WRITE) != 0, error);
+    if (file == NULL)
+        return NULL;
+    g_autofree char *name = g_strdup(vd_file_name(file));
+    return open_file(file, name, format, flags, error);
 }
 
 static const VdDriver *const fileless_drivers[] = { &vd_driver_null };
@@ -1393,6 +1415,8 @@ static void status_from_extent(const VdExtent *ext, guint depth, VdImage *layer,
         out->flags |= VD_BLOCK_OFFSET_VALID;
     if (ext->compressed)
         out->flags |= VD_BLOCK_COMPRESSED;
+    if (ext->status_flags_set)
+        out->flags = ext->status_flags;
 }
 
 /* Stored data whose host range is a hole in the file reads zero: say so,
@@ -1781,6 +1805,33 @@ gboolean vd_image_create_unsafe(const char *path, const char *format, guint64 si
     return vd_image_create_flags(path, format, size, opts, secrets, VD_OPEN_NO_BACKING, error);
 }
 
+/* A new image on an NBD export, as qemu makes one on a protocol that
+ * makes no files: the export keeps its size (a raw image must fit in it),
+ * its first sector is zeroed so that nothing there probes as an older
+ * image, and the format is written from offset 0. No file is made beside
+ * it. */
+static gboolean create_on_nbd(const char *path, const VdDriver *drv, VdCreateParams *params,
+                              VdOpenFlags flags, GError **error)
+{
+    g_autoptr(VdFile) file = vd_file_open_nbd(path, NULL, TRUE, error);
+    guint64 size = 0;
+    if (file == NULL || !vd_file_size(file, &size, error))
+        return FALSE;
+    if (drv == &vd_driver_raw && params->size > size) {
+        vd_set_file_error(error, vd_file_name(file), VD_ERROR_NO_SPACE,
+                          "the NBD export is %" G_GUINT64_FORMAT
+                          " bytes, smaller than the %" G_GUINT64_FORMAT
+                          " bytes asked for (an export cannot grow)",
+                          size, params->size);
+        return FALSE;
+    }
+    vd_file_set_no_flush(file, (flags & VD_OPEN_NO_FLUSH) != 0);
+    params->no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
+    params->in_descriptor = TRUE;
+    return vd_file_write_zeroes(file, 0, MIN(size, 512), FALSE, error) &&
+           drv->create(file, params, error) && vd_file_sync(file, error);
+}
+
 gboolean vd_image_create_flags(const char *path, const char *format, guint64 size, VdOptions *opts,
                                VdSecrets *secrets, VdOpenFlags flags, GError **error)
 {
@@ -1794,6 +1845,8 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     if (drv == NULL)
         return FALSE;
     params.secrets = secrets;
+    if (vd_nbd_is_name(path))
+        return create_on_nbd(path, drv, &params, flags, error);
     /* A failed create removes the file only if it made it: a file the
      * caller named that was there before keeps its name (as with
      * qemu-img), and no folder entry this call did not make is removed. */

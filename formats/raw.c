@@ -70,6 +70,8 @@ static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
 {
     gboolean is_data;
     guint64 run;
+    if (vd_file_nbd(img->file) != NULL) /* the server's own answer, as qemu-img shows it */
+        return vd_nbd_extent(vd_file_nbd(img->file), offset, len, out, error);
     if (!vd_file_extent(img->file, offset, len, &is_data, &run, error))
         return FALSE;
     out->kind = is_data ? VD_EXTENT_DATA : VD_EXTENT_ZERO;
@@ -112,6 +114,10 @@ static gboolean raw_discard(VdImage *img, guint64 offset, guint64 len, GError **
 
 static gboolean raw_resize(VdImage *img, guint64 new_size, gboolean allow_shrink, GError **error)
 {
+    if (vd_file_nbd(img->file) != NULL) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "an NBD export cannot be resized");
+        return FALSE;
+    }
     if (new_size <= img->size)
         return vd_file_truncate(img->file, new_size, error);
     return grow(img->file, img->size, new_size, PREALLOC_OFF, error);

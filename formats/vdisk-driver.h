@@ -104,6 +104,29 @@ gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **erro
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
                         GError **error);
 
+/* ----- NBD exports as files (nbd.c, through libnbd) ----- */
+typedef struct VdNbd VdNbd;
+/* FALSE in a build without libnbd. */
+gboolean vd_nbd_supported(void);
+/* Connect to the export name names; opts (may be NULL) may hold qemu's
+ * "x-dirty-bitmap=CONTEXT": block status from that metadata context.
+ * Messages name the export as qemu-img does (nbd+unix:///EXP?socket=P).
+ * A read-only export is refused with read_write. */
+VdFile *vd_file_open_nbd(const char *name, VdOptions *opts, gboolean read_write, GError **error);
+/* The same over a connected socket (dup'ed), the handshake still to do. */
+VdFile *vd_file_open_nbd_socket(int fd, const char *export_name, gboolean read_write,
+                                GError **error);
+/* file.c's side: a VdFile that is the connection nbd (taken). */
+VdFile *vd_file_wrap_nbd(VdNbd *nbd, const char *name, gboolean writable);
+/* The connection behind file, or NULL for a host file. */
+VdNbd *vd_file_nbd(VdFile *file);
+void vd_nbd_close(VdNbd *nbd);
+guint64 vd_nbd_size(VdNbd *nbd);
+gboolean vd_nbd_pread(VdNbd *nbd, guint64 offset, void *buf, gsize len, GError **error);
+gboolean vd_nbd_pwrite(VdNbd *nbd, guint64 offset, const void *buf, gsize len, GError **error);
+gboolean vd_nbd_zero(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error);
+gboolean vd_nbd_flush(VdNbd *nbd, GError **error);
+
 /* vd_image_create_with_secrets and vd_image_create_fd_with_secrets with
  * the cache bits of flags: with VD_OPEN_NO_FLUSH the new image is not
  * waited for (the public calls always wait for the disk). */
@@ -217,7 +240,15 @@ typedef struct {
      * qemu-img map prints it, where that is not the layer's own file (a
      * vmdk extent). Borrowed; NULL: the layer's name. */
     const char *host_name;
+    /* Where set, block status reports status_flags (VdBlockFlags) over
+     * what kind says: a protocol's own answer (an NBD export's), which
+     * may be data reading zero, or neither. kind still decides reads. */
+    gboolean status_flags_set;
+    guint32 status_flags;
 } VdExtent;
+
+/* An NBD export's status of [offset, +max) as one layer's (raw's). */
+gboolean vd_nbd_extent(VdNbd *nbd, guint64 offset, guint64 max, VdExtent *out, GError **error);
 
 /* A compressed unit of guest data (a qcow2 cluster, a vmdk grain) as it
  * lies in its file, for reading it without the image lock. */

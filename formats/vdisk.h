@@ -220,6 +220,30 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
  * messages and to resolve relative backing names (may be NULL). */
 VdImage *vd_image_open_fd(int fd, const char *name, const char *format, VdOpenFlags flags,
                           GError **error);
+/* Open the image on an NBD export, over sock, a stream socket connected
+ * to the server by the caller (vdiskd gets it from a client, and has no
+ * network of its own); the NBD handshake asks for export_name (NULL or ""
+ * the default export). sock is dup'ed: the caller still closes its own.
+ * format NULL probes (raw unless the export holds an image). Messages
+ * name the export "NBD export 'NAME' on fd N". Fails with
+ * VD_ERROR_NOT_SUPPORTED in a build without libnbd, VD_ERROR_IO when the
+ * handshake fails, VD_ERROR_INVALID_ARGUMENT for writing a read-only
+ * export. Paths given to vd_image_open and the other opens may be NBD
+ * names too: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,
+ * nbd:HOST:PORT[:exportname=E], nbd:unix:PATH[:exportname=E]. Returns a
+ * new reference. */
+VdImage *vd_image_open_nbd_socket(int sock, const char *export_name, const char *format,
+                                  VdOpenFlags flags, GError **error);
+/* Does name look like an NBD export's (nbd://, nbd+unix://, nbds://,
+ * qemu's nbd:HOST:PORT and nbd:unix:PATH)? Such a name is never a path:
+ * the opens take it as the export. */
+gboolean vd_nbd_is_name(const char *name);
+/* qemu's --image-opts driver=nbd options (server.type=unix with
+ * server.path, or server.type=inet with server.host and server.port;
+ * export) as the export's name, nbd+unix:///EXPORT?socket=PATH or
+ * nbd://HOST:PORT/EXPORT. Free with g_free; NULL with
+ * VD_ERROR_INVALID_ARGUMENT when they name no server. */
+char *vd_nbd_name_from_options(VdOptions *opts, GError **error);
 /* The format probing would pick for path ("ova" for an OVA appliance);
  * *fell_back_to_raw is set when nothing matched and it settled on raw. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);

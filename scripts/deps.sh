@@ -3,7 +3,7 @@
 VDISK_PACKAGES=(
   meson ninja-build pkg-config gcc
   libglib2.0-dev libglib2.0-dev-bin zlib1g-dev libdeflate-dev libzstd-dev libssl-dev libpolkit-gobject-1-dev
-  libseccomp-dev
+  libseccomp-dev libnbd-dev
   qemu-utils qemu-system-x86 ovmf mtools fdisk python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
   desktop-file-utils shared-mime-info libglib2.0-bin
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux

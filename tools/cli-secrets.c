@@ -85,10 +85,54 @@ gboolean cli_secrets_option(int opt, const char *arg, GError **error)
     }
 }
 
+/* driver=nbd (the export is the disk) or file.driver=nbd (an image on an
+ * export): *path becomes the export's name, which the library opens, and
+ * x-dirty-bitmap stays an open option. FALSE with *path NULL and no error
+ * when the options name no NBD export. */
+static gboolean split_nbd_opts(const char *text, char **path, char **format, VdOptions **opts,
+                               GError **error)
+{
+    g_autoptr(VdOptions) all = vd_options_new();
+    *path = NULL;
+    if (!vd_options_parse(all, text, NULL))
+        return FALSE;
+    const char *driver = vd_options_get(all, "driver");
+    const char *prefix = "";
+    if (g_strcmp0(driver, "nbd") != 0) {
+        if (g_strcmp0(vd_options_get(all, "file.driver"), "nbd") != 0)
+            return FALSE;
+        prefix = "file.";
+    }
+    g_autoptr(VdOptions) server = vd_options_new();
+    *opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = vd_options_keys(all);
+    gsize n = strlen(prefix);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i], *value = vd_options_get(all, key);
+        if (g_str_equal(key, "driver") || g_str_equal(key, "file.driver"))
+            continue;
+        if (*prefix != '\0' && !g_str_has_prefix(key, prefix))
+            vd_options_set(*opts, key, value); /* the format's own */
+        else if (g_str_equal(key + n, "x-dirty-bitmap"))
+            vd_options_set(*opts, key + n, value);
+        else
+            vd_options_set(server, key + n, value);
+    }
+    const char *name = vd_options_get(server, "filename");
+    *path = name != NULL ? g_strdup(name) : vd_nbd_name_from_options(server, error);
+    if (*path == NULL)
+        return TRUE;
+    /* driver=nbd is the export's bytes as they are: never probed. */
+    *format = g_strdup(*prefix == '\0' ? "raw" : driver);
+    return TRUE;
+}
+
 gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
                               GError **error)
 {
     g_autoptr(GError) local = NULL;
+    if (split_nbd_opts(text, path, format, opts, error))
+        return *path != NULL;
     g_autoptr(QsImageOpts) parsed = qs_image_opts_parse(text, &local);
     if (parsed == NULL) {
         if (g_error_matches(local, QS_ERROR, QS_ERROR_NO_FILE))

@@ -493,6 +493,10 @@ static VdImage *open_image(const char *path, const char *format, VdOpenFlags fla
 {
     if (force_share)
         flags |= VD_OPEN_FORCE_SHARE;
+    /* An NBD export: the open probes its format on the one connection (a
+     * qemu-nbd without --persistent serves only one). */
+    if (vd_nbd_is_name(path) && !cli_image_opts())
+        return cli_open_image_with_keys(path, format, NULL, flags, error);
     if (cli_image_opts())
         return open_by_options(path, path, NULL, flags, warn, error);
     if (g_str_has_prefix(path, "json:")) {
