@@ -404,16 +404,20 @@ gboolean vd_sector_cipher_decrypt(VdSectorCipher *c, guint64 first_sector, guint
     return crypt_sectors(c, FALSE, first_sector, buf, len, error);
 }
 
+VdSectorCipher *vd_legacy_aes_cipher(const guint8 *pass, gsize len, GError **error)
+{
+    /* qemu takes the passphrase as a C string: it ends at a NUL byte. */
+    guint8 key[16] = { 0 };
+    memcpy(key, pass, strnlen((const char *)pass, MIN(len, sizeof key)));
+    VdSectorCipher *c =
+        vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
+    explicit_bzero(key, sizeof key);
+    return c;
+}
+
 gboolean vd_legacy_aes_open(VdImage *img, VdSectorCipher **cipher, GError **error)
 {
     img->encrypted = TRUE;
-    if (img->read_write) {
-        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
-                     "is encrypted with the legacy qcow AES scheme, which is weak and can only "
-                     "be read; convert it to a LUKS-encrypted image (vdisk convert ... -O qcow2 "
-                     "-o encrypt.format=luks,encrypt.key-secret=ID)");
-        return FALSE;
-    }
     const guint8 *pass;
     gsize len;
     if (!vd_image_passphrase(img, "encrypt.key-secret", &pass, &len, error))
@@ -422,9 +426,22 @@ gboolean vd_legacy_aes_open(VdImage *img, VdSectorCipher **cipher, GError **erro
         img->needs_key = TRUE;
         return TRUE;
     }
-    guint8 key[16] = { 0 };
-    memcpy(key, pass, MIN(len, sizeof key));
-    *cipher = vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, key, sizeof key, error);
-    explicit_bzero(key, sizeof key);
+    *cipher = vd_legacy_aes_cipher(pass, len, error);
     return *cipher != NULL;
+}
+
+gboolean vd_create_encrypt_format(VdOptions *opts, const char **format, GError **error)
+{
+    gboolean legacy = FALSE;
+    *format = vd_options_get(opts, "encrypt.format");
+    if (!vd_option_bool(opts, "encryption", FALSE, &legacy, error))
+        return FALSE;
+    if (legacy && *format != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "'encrypt.format' and its alias 'encryption' can't be used at the same time");
+        return FALSE;
+    }
+    if (legacy)
+        *format = "aes";
+    return TRUE;
 }

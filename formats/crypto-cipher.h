@@ -63,11 +63,22 @@ guint8 *vd_secure_alloc(gsize len);
 void vd_secure_free(guint8 *p, gsize len);
 
 /* The legacy AES of qcow and qcow2 (crypt_method 1): AES-128-CBC keyed
- * with the passphrase's first 16 bytes (zero-padded), plain64 IVs from the
- * guest sector. Read only: a writable img is refused with a message that
- * points to LUKS. Without a key, *cipher stays NULL and img->needs_key is
- * set, so the image can still be described. */
+ * with the passphrase's first 16 bytes (zero-padded, up to a NUL byte as
+ * qemu reads it), plain64 IVs from the guest sector. Weak (no key
+ * derivation, the same IVs for every image of one passphrase); read and
+ * written only for what qemu-img still makes and old images hold. */
+VdSectorCipher *vd_legacy_aes_cipher(const guint8 *pass, gsize len, GError **error);
+
+/* Set up *cipher for an image with legacy AES at open. Without a key,
+ * *cipher stays NULL and img->needs_key is set, so the image can still be
+ * described. */
 typedef struct VdImage VdImage;
 gboolean vd_legacy_aes_open(VdImage *img, VdSectorCipher **cipher, GError **error);
+
+/* The encryption a new qcow or qcow2 image is asked for: *format is
+ * encrypt.format's value, "aes" for its old alias encryption=on, NULL for
+ * none (encryption=off is no request). Both at once is an error, as in
+ * qemu-img. */
+gboolean vd_create_encrypt_format(VdOptions *opts, const char **format, GError **error);
 
 G_END_DECLS

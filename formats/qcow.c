@@ -372,8 +372,7 @@ static gboolean parse_geometry(VdImage *img, const guint8 *hdr, GError **error)
     return TRUE;
 }
 
-/* Legacy AES (crypto-cipher.c): only read, so old images can be converted
- * to LUKS. */
+/* Legacy AES (crypto-cipher.c). */
 static gboolean open_aes(VdImage *img, GError **error)
 {
     QcowState *s = img->priv;
@@ -520,24 +519,35 @@ static void qcow_close(VdImage *img)
 
 /* ----- create ----- */
 
-static gboolean refuse_encryption(const VdCreateParams *params, GError **error)
+/* encryption=on or encrypt.format=aes: legacy AES, qcow's only cipher.
+ * qemu-img wants the key now although nothing is encrypted yet. */
+static gboolean parse_encryption(const VdCreateParams *params, gboolean *aes, GError **error)
 {
-    gboolean encrypt = FALSE;
-    if (!vd_option_bool(params->options, "encryption", FALSE, &encrypt, error))
+    const char *format;
+    if (!vd_create_encrypt_format(params->options, &format, error))
         return FALSE;
-    if (encrypt || vd_options_get(params->options, "encrypt.format") != NULL ||
-        vd_options_get(params->options, "encrypt.key-secret") != NULL) {
-        vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
-                          "encrypted qcow images (legacy AES) cannot be created; encryption "
-                          "is not supported yet");
+    *aes = format != NULL;
+    if (format == NULL && vd_options_get(params->options, "encrypt.key-secret") != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "option 'encrypt.key-secret' needs encrypt.format=aes");
         return FALSE;
     }
-    return TRUE;
+    if (format != NULL && !g_str_equal(format, "aes")) {
+        vd_set_file_error(error, params->path, VD_ERROR_NOT_SUPPORTED,
+                          "Unsupported encryption format '%s': qcow images have only the "
+                          "legacy AES (encrypt.format=aes)",
+                          format);
+        return FALSE;
+    }
+    const guint8 *pass;
+    gsize len;
+    return format == NULL || vd_create_passphrase(params, "encrypt.key-secret", &pass, &len, error);
 }
 
 static gboolean qcow_create(VdFile *file, const VdCreateParams *params, GError **error)
 {
-    if (!refuse_encryption(params, error))
+    gboolean aes;
+    if (!parse_encryption(params, &aes, error))
         return FALSE;
     /* backing_fmt is accepted, as qemu-img does, but qcow has no field for
      * it: whoever opens the image probes the backing file. */
@@ -572,7 +582,7 @@ static gboolean qcow_create(VdFile *file, const VdCreateParams *params, GError *
     vd_put_be64(head + HDR_SIZE, params->size);
     head[HDR_CLUSTER_BITS] = (guint8)cluster_bits;
     head[HDR_L2_BITS] = (guint8)l2_bits;
-    vd_put_be32(head + HDR_CRYPT_METHOD, CRYPT_NONE);
+    vd_put_be32(head + HDR_CRYPT_METHOD, aes ? CRYPT_AES : CRYPT_NONE);
     vd_put_be64(head + HDR_L1_OFFSET, l1_offset);
     if (!vd_file_pwrite(file, 0, head, l1_offset, error))
         return FALSE;
@@ -717,15 +727,39 @@ static gboolean read_aligned(VdImage *img, guint64 offset, guint8 *buf, gsize le
 
 /* ----- writing ----- */
 
-/* count whole clusters, all unallocated and in one L2 table, written as
- * one piece of the file; the entries follow once the data is there. */
-static gboolean write_new_clusters(VdImage *img, L2Slot *slot, guint32 first, guint32 count,
+/* Store len bytes of the guest's data for guest offset guest at host: as
+ * they are, or with legacy AES encrypted through a bounce buffer (guest,
+ * host and len are then whole sectors), the caller's bytes staying plain. */
+static gboolean put_data(VdImage *img, guint64 host, guint64 guest, const guint8 *data, gsize len,
+                         GError **error)
+{
+    QcowState *s = img->priv;
+    if (!s->aes)
+        return vd_file_pwrite(img->file, host, data, len, error);
+    gsize chunk = MIN(len, (gsize)1 << 20);
+    g_autofree guint8 *tmp = g_malloc(chunk);
+    for (gsize done = 0; done < len;) {
+        gsize n = MIN(chunk, len - done);
+        memcpy(tmp, data + done, n);
+        if (!vd_sector_cipher_encrypt(s->cipher, (guest + done) / SECTOR, tmp, n, error) ||
+            !vd_file_pwrite(img->file, host + done, tmp, n, error))
+            return FALSE;
+        done += n;
+    }
+    return TRUE;
+}
+
+/* count whole clusters from guest offset guest, all unallocated and in one
+ * L2 table, written as one piece of the file; the entries follow once the
+ * data is there. */
+static gboolean write_new_clusters(VdImage *img, L2Slot *slot, guint64 guest, guint32 count,
                                    const guint8 *data, GError **error)
 {
     QcowState *s = img->priv;
+    guint32 first = l2_index(s, guest);
     guint64 len = (guint64)count * s->cluster_size;
     guint64 host = allocate(s, s->cluster_size, len);
-    if (!vd_file_pwrite(img->file, host, data, (gsize)len, error))
+    if (!put_data(img, host, guest, data, (gsize)len, error))
         return FALSE;
 
     for (guint32 i = 0; i < count; i++)
@@ -751,13 +785,26 @@ static gboolean copy_on_write(VdImage *img, L2Slot *slot, guint64 guest, const g
         return FALSE;
     }
     memcpy(s->scratch + (guest - cluster_start), data, len);
-    return write_new_clusters(img, slot, index, 1, s->scratch, error);
+    return write_new_clusters(img, slot, cluster_start, 1, s->scratch, error);
 }
+
+/* Encrypted data is written in whole sectors: the request is widened with
+ * the old content of its first and last sector. */
+static gboolean write_aligned(VdImage *img, guint64 offset, const guint8 *buf, gsize len,
+                              GError **error);
 
 static gboolean qcow_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     QcowState *s = img->priv;
     const guint8 *in = buf;
+    if (s->aes && s->cipher == NULL) {
+        vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
+                     "is encrypted and was opened without its passphrase (give "
+                     "encrypt.key-secret=ID with --object secret, or --passphrase-file)");
+        return FALSE;
+    }
+    if (s->aes && ((offset & (SECTOR - 1)) != 0 || (len & (SECTOR - 1)) != 0))
+        return write_aligned(img, offset, buf, len, error);
     for (gsize done = 0; done < len;) {
         guint64 guest = offset + done;
         L2Slot *slot = l2_for(img, guest, TRUE, error);
@@ -770,7 +817,7 @@ static gboolean qcow_write(VdImage *img, guint64 offset, const void *buf, gsize 
         guint64 in_cluster = guest & (s->cluster_size - 1);
         gsize n = (gsize)MIN(s->cluster_size - in_cluster, len - done);
         if (entry != 0 && !(entry & ENTRY_COMPRESSED)) {
-            if (!vd_file_pwrite(img->file, entry + in_cluster, in + done, n, error))
+            if (!put_data(img, entry + in_cluster, guest, in + done, n, error))
                 return FALSE;
         } else if (entry == 0 && n == s->cluster_size) {
             /* Whole new clusters: as many as this table and the buffer hold. */
@@ -779,7 +826,7 @@ static gboolean qcow_write(VdImage *img, guint64 offset, const void *buf, gsize 
                    (guint64)(count + 1) * s->cluster_size <= len - done)
                 count++;
             n = (gsize)count * s->cluster_size;
-            if (!write_new_clusters(img, slot, index, count, in + done, error))
+            if (!write_new_clusters(img, slot, guest, count, in + done, error))
                 return FALSE;
         } else if (!copy_on_write(img, slot, guest, in + done, n, error)) {
             return FALSE;
@@ -787,6 +834,20 @@ static gboolean qcow_write(VdImage *img, guint64 offset, const void *buf, gsize 
         done += n;
     }
     return TRUE;
+}
+
+static gboolean write_aligned(VdImage *img, guint64 offset, const guint8 *buf, gsize len,
+                              GError **error)
+{
+    guint64 start = offset & ~(guint64)(SECTOR - 1);
+    guint64 end = round_up(offset + len, SECTOR);
+    g_autofree guint8 *tmp = g_malloc(end - start);
+    if (!qcow_read(img, start, tmp, SECTOR, error) ||
+        (end - SECTOR > start &&
+         !qcow_read(img, end - SECTOR, tmp + (end - SECTOR - start), SECTOR, error)))
+        return FALSE;
+    memcpy(tmp + (offset - start), buf, len);
+    return qcow_write(img, start, tmp, end - start, error);
 }
 
 static gboolean write_zero_data(VdImage *img, guint64 offset, guint64 len, GError **error)
@@ -858,6 +919,13 @@ static gboolean qcow_write_compressed(VdImage *img, guint64 offset, const void *
                                       GError **error)
 {
     QcowState *s = img->priv;
+    /* qemu stores compressed clusters unencrypted even in an encrypted
+     * image: refused rather than leak the data. */
+    if (s->aes) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "compression and encryption cannot be used together");
+        return FALSE;
+    }
     if ((offset & (s->cluster_size - 1)) != 0 || len == 0 || len >= s->cluster_size) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,
                      "compressed write of %" G_GSIZE_FORMAT " bytes at offset %" G_GUINT64_FORMAT

@@ -541,11 +541,11 @@ static guint64 write_unit(Qcow2State *s, guint64 entry, gboolean in_place)
 }
 
 /* Encrypt the parts into a bounce buffer, a piece at a time, and write
- * them: the caller's data stays plain. host and every length are whole
- * sectors (qcow2_write aligns encrypted requests). */
-static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head, guint64 head_len,
-                                 const guint8 *body, guint64 body_len, const guint8 *tail,
-                                 guint64 tail_len, GError **error)
+ * them: the caller's data stays plain. guest, host and every length are
+ * whole sectors (qcow2_write aligns encrypted requests). */
+static gboolean pwrite_encrypted(Qcow2State *s, guint64 guest, guint64 host, const guint8 *head,
+                                 guint64 head_len, const guint8 *body, guint64 body_len,
+                                 const guint8 *tail, guint64 tail_len, GError **error)
 {
     const guint8 *parts[3] = { head, body, tail };
     guint64 lens[3] = { head_len, body_len, tail_len };
@@ -555,9 +555,10 @@ static gboolean pwrite_encrypted(Qcow2State *s, guint64 host, const guint8 *head
         for (guint64 done = 0; done < lens[i];) {
             gsize n = (gsize)MIN(chunk, lens[i] - done);
             memcpy(tmp, parts[i] + done, n);
-            if (!qcow2_encrypt(s, host, tmp, n, error) ||
+            if (!qcow2_encrypt(s, guest, host, tmp, n, error) ||
                 !vd_file_pwrite(s->img->file, host, tmp, n, error))
                 return FALSE;
+            guest += n;
             host += n;
             done += n;
         }
@@ -574,9 +575,9 @@ typedef struct {
     guint64 src_offset;
 } WriteData;
 
-static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, guint64 head_len,
-                             const WriteData *data, guint64 body_len, const guint8 *tail,
-                             guint64 tail_len, GError **error)
+static gboolean pwrite_parts(Qcow2State *s, guint64 guest, guint64 host, const guint8 *head,
+                             guint64 head_len, const WriteData *data, guint64 body_len,
+                             const guint8 *tail, guint64 tail_len, GError **error)
 {
     VdFile *f = qcow2_data_file(s);
     const guint8 *body = data->buf;
@@ -589,7 +590,8 @@ static gboolean pwrite_parts(Qcow2State *s, guint64 host, const guint8 *head, gu
                 vd_file_pwrite(f, host + head_len + body_len, tail, tail_len, error));
     }
     if (qcow2_encrypted(s))
-        return pwrite_encrypted(s, host, head, head_len, body, body_len, tail, tail_len, error);
+        return pwrite_encrypted(s, guest, host, head, head_len, body, body_len, tail, tail_len,
+                                error);
     guint64 total = head_len + body_len + tail_len;
     if ((head_len > 0 || tail_len > 0) && total <= (1u << 20)) {
         /* One write instead of three for small unaligned requests. */
@@ -677,7 +679,8 @@ static gboolean write_group(Qcow2State *s, WriteGroup *g, GError **error)
             return FALSE;
     }
     guint64 host = g->host0 + (exp_start - first);
-    if (!pwrite_parts(s, host, head, head_len, &g->data, g->end - g->pos, tail, tail_len, error))
+    if (!pwrite_parts(s, exp_start, host, head, head_len, &g->data, g->end - g->pos, tail, tail_len,
+                      error))
         return FALSE;
     /* Copied-on-write bytes are durable before an L2 entry points at them,
      * as in QEMU: they are old data the guest never asked to rewrite. */

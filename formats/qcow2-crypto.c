@@ -4,8 +4,8 @@
  * clusters holding a LUKS1 header and its key material; data clusters are
  * encrypted in 512-byte sectors whose IV numbers come from the *host*
  * offset, as QEMU does. Legacy AES: AES-128-CBC, key = the passphrase's
- * first 16 bytes zero-padded, plain64 IVs from the *guest* sector. It is
- * only read, so old images can be converted to LUKS.
+ * first 16 bytes zero-padded, plain64 IVs from the *guest* sector; weak,
+ * and made and written only because qemu-img still does.
  */
 #include "qcow2.h"
 
@@ -113,16 +113,13 @@ gboolean qcow2_decrypt(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, 
     return vd_sector_cipher_decrypt(s->cipher, at / SECTOR, buf, n, error);
 }
 
-gboolean qcow2_encrypt(Qcow2State *s, guint64 host, guint8 *buf, guint64 n, GError **error)
+gboolean qcow2_encrypt(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                       GError **error)
 {
+    guint64 at = s->crypt_method == QCOW2_CRYPT_LUKS ? host : guest;
     if (!qcow2_crypto_need_key(s, error))
         return FALSE;
-    if (s->crypt_method != QCOW2_CRYPT_LUKS) {
-        vd_set_error(error, s->img, VD_ERROR_NOT_SUPPORTED,
-                     "legacy AES encrypted images cannot be written");
-        return FALSE;
-    }
-    return vd_sector_cipher_encrypt(s->cipher, host / SECTOR, buf, n, error);
+    return vd_sector_cipher_encrypt(s->cipher, at / SECTOR, buf, n, error);
 }
 
 /* Where build_header put the extension's data: right after the header. */
@@ -148,12 +145,30 @@ static gboolean extension_data_offset(Qcow2State *s, guint64 *offset, GError **e
     return FALSE;
 }
 
-gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **error)
+/* Legacy AES keeps no header of its own: the key comes from the
+ * passphrase alone. qemu-img wants it now, so does vdisk. */
+static gboolean create_aes(Qcow2State *s, const VdCreateParams *p, GError **error)
+{
+    const guint8 *pass;
+    gsize pass_len;
+    if (!vd_create_passphrase(p, "encrypt.key-secret", &pass, &pass_len, error))
+        return FALSE;
+    s->cipher = vd_legacy_aes_cipher(pass, pass_len, error);
+    if (s->cipher == NULL)
+        return FALSE;
+    s->crypt_method = QCOW2_CRYPT_AES;
+    s->img->encrypted = TRUE;
+    return qcow2_write_header_field(s, QH_CRYPT_METHOD, QCOW2_CRYPT_AES, 4, error);
+}
+
+gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, gboolean aes, GError **error)
 {
     VdLuksCreateParams cp;
     const guint8 *pass;
     gsize pass_len;
     guint64 area, off;
+    if (aes)
+        return create_aes(s, p, error);
     if (!vd_luks_create_params_from_options(p->options, "encrypt.", &cp, error) ||
         !vd_create_passphrase(p, "encrypt.key-secret", &pass, &pass_len, error) ||
         !vd_luks_area_bytes(&cp, &area, error))

@@ -8,7 +8,6 @@
 #include "qcow2.h"
 
 #include <string.h>
-#include <unistd.h>
 
 /* ----- table cache ----- */
 
@@ -814,13 +813,12 @@ typedef struct {
     int version;
     guint64 cluster_size;
     guint refcount_order;
-    const char *data_file; /* data_file=: an external data file to make */
-    gboolean data_raw;     /* data_file_raw=on */
     gboolean lazy_refcounts;
     int prealloc;
     int compression_type;
     gboolean ext_l2;
     gboolean luks; /* encrypt.format=luks */
+    gboolean aes;  /* encrypt.format=aes or encryption=on: legacy AES */
 } CreateOpts;
 
 enum { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
@@ -843,33 +841,45 @@ static gboolean parse_refcount_bits(VdOptions *opts, CreateOpts *o, GError **err
     return FALSE;
 }
 
-/* encrypt.format=luks makes a LUKS-encrypted image; legacy AES
- * (encryption=on, encrypt.format=aes) is only read, never written. */
+static gboolean refuse_option(VdOptions *opts, const char *key, const char *why, GError **error)
+{
+    const char *v = vd_options_get(opts, key);
+    if (v == NULL || (g_str_equal(key, "data_file_raw") && g_str_equal(v, "off")) ||
+        (g_str_equal(key, "encryption") && g_str_equal(v, "off")))
+        return TRUE;
+    g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED, "qcow2 option '%s': %s", key, why);
+    return FALSE;
+}
+
+/* encrypt.format=luks makes a LUKS-encrypted image, encrypt.format=aes
+ * (or encryption=on) one of the legacy AES, which takes no other
+ * encrypt.* option than its key. */
 static gboolean parse_encryption(VdOptions *opts, CreateOpts *o, GError **error)
 {
-    gboolean legacy = FALSE;
-    const char *format = vd_options_get(opts, "encrypt.format");
-    if (!vd_option_bool(opts, "encryption", FALSE, &legacy, error))
+    const char *format;
+    if (!vd_create_encrypt_format(opts, &format, error))
         return FALSE;
-    if (legacy || (format != NULL && g_str_equal(format, "aes"))) {
-        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
-                    "legacy qcow AES encryption is weak and is not written by vdisk; use "
-                    "encrypt.format=luks");
-        return FALSE;
-    }
-    if (format != NULL && !g_str_equal(format, "luks")) {
+    if (format != NULL && !g_str_equal(format, "luks") && !g_str_equal(format, "aes")) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "encrypt.format must be 'luks', not '%s'", format);
+                    "encrypt.format must be 'luks' or 'aes', not '%s'", format);
         return FALSE;
     }
-    o->luks = format != NULL;
+    o->luks = g_strcmp0(format, "luks") == 0;
+    o->aes = g_strcmp0(format, "aes") == 0;
     g_autoptr(GPtrArray) keys = vd_options_keys(opts);
     for (guint i = 0; !o->luks && i < keys->len; i++) {
-        if (g_str_has_prefix(keys->pdata[i], "encrypt.")) {
+        const char *key = keys->pdata[i];
+        if (!g_str_has_prefix(key, "encrypt.") || g_str_equal(key, "encrypt.format") ||
+            (o->aes && g_str_equal(key, "encrypt.key-secret")))
+            continue;
+        if (o->aes)
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "option '%s' needs encrypt.format=luks", (const char *)keys->pdata[i]);
-            return FALSE;
-        }
+                        "Parameter '%s' is unexpected (legacy AES takes only encrypt.key-secret)",
+                        key);
+        else
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "option '%s' needs encrypt.format=luks", key);
+        return FALSE;
     }
     return TRUE;
 }
@@ -882,9 +892,9 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
     int c;
     VdOptions *opts = p->options;
     if (!parse_encryption(opts, o, error) ||
-        !vd_option_bool(opts, "data_file_raw", FALSE, &o->data_raw, error))
+        !refuse_option(opts, "data_file", "external data files cannot be created yet", error) ||
+        !refuse_option(opts, "data_file_raw", "external data files cannot be created yet", error))
         return FALSE;
-    o->data_file = vd_options_get(opts, "data_file");
     if (!vd_option_choice(opts, "compat", compat, 1, &c, error) ||
         !vd_option_size(opts, "cluster_size", 65536, &o->cluster_size, error) ||
         !parse_refcount_bits(opts, o, error) ||
@@ -895,28 +905,6 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
         return FALSE;
     o->version = c == 0 || c == 2 ? 2 : 3;
     const char *bad = NULL;
-    if (o->data_raw && o->data_file == NULL)
-        bad = "data-file-raw requires data-file";
-    else if (o->data_file != NULL && o->version == 2)
-        bad = "External data files are only supported with compatibility level 1.1 and above "
-              "(use version=v3 or greater)";
-    else if (o->data_raw && p->backing_file != NULL)
-        bad = "Backing file and data-file-raw cannot be used at the same time";
-    else if (o->data_file != NULL && *o->data_file == '\0')
-        bad = "Could not create '': No such file or directory";
-    else if (o->data_file != NULL && strlen(o->data_file) > QCOW2_MAX_BACKING_NAME)
-        bad = "the data file name is longer than 1023 bytes";
-    else if (o->data_file != NULL && (p->in_descriptor || p->confine != NULL))
-        bad = "an external data file is made by its path: not for an image made in a "
-              "descriptor or a folder of its own";
-    if (bad != NULL) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", bad);
-        return FALSE;
-    }
-    /* A raw data file reads as the disk, so every cluster maps to its own
-     * offset there from the start: metadata at least, as qemu makes it. */
-    if (o->data_raw && o->prealloc == PREALLOC_OFF)
-        o->prealloc = PREALLOC_METADATA;
     if (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
         (o->cluster_size & (o->cluster_size - 1)) != 0)
         bad = "cluster_size must be a power of two from 512 bytes to 2 MiB";
@@ -932,8 +920,6 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
         bad = "extended_l2 needs a cluster_size of at least 16k";
     else if (p->backing_file != NULL && o->prealloc != PREALLOC_OFF && !o->ext_l2)
         bad = "a backing file and preallocation can only be used together with extended_l2";
-    else if (o->luks && o->prealloc != PREALLOC_OFF)
-        bad = "preallocation cannot be combined with encryption";
     else if (p->backing_file != NULL && strlen(p->backing_file) > QCOW2_MAX_BACKING_NAME)
         bad = "the backing file name is longer than 1023 bytes";
     if (bad != NULL) {
@@ -1027,10 +1013,8 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
     guint64 off = QH_V2_LENGTH;
     if (o->version == 3) {
         guint64 incompat = (o->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
-                           (o->ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0) |
-                           (o->data_file != NULL ? QCOW2_INCOMPAT_DATA_FILE : 0);
+                           (o->ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
         vd_put_be64(h + QH_INCOMPAT, incompat);
-        vd_put_be64(h + QH_AUTOCLEAR, o->data_raw ? QCOW2_AUTOCLEAR_DATA_RAW : 0);
         vd_put_be64(h + QH_COMPAT, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
         vd_put_be32(h + QH_REFCOUNT_ORDER, o->refcount_order);
         vd_put_be32(h + QH_HEADER_LENGTH, QH_V3_LENGTH);
@@ -1042,9 +1026,6 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
     gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
     if (flen > 0)
         off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
-    if (o->data_file != NULL)
-        off =
-            put_extension(h, off, QCOW2_EXT_DATA_FILE, o->data_file, (guint32)strlen(o->data_file));
     if (o->luks) {
         /* Filled in once the LUKS header has clusters (qcow2-crypto.c). */
         static const guint8 placeholder[16] = { 0 };
@@ -1123,55 +1104,10 @@ static gboolean preallocate_data(Qcow2State *s, int mode, guint64 offset, guint6
     return TRUE;
 }
 
-/* The external data file of a new image, as qemu's file layer makes a
- * raw image: emptied, then as long as the disk, its blocks reserved
- * (falloc) or written (full). The name is the image's for it, found from
- * the image's folder as opening the image finds it. *created says whether
- * this made the file. */
-static gboolean create_data_file(const VdCreateParams *p, const CreateOpts *o, char **path,
-                                 gboolean *created, GError **error)
-{
-    *path = vd_resolve_relative(p->path, o->data_file);
-    g_autoptr(VdFile) f = vd_file_create_beside(*path, created, error);
-    if (f == NULL || !vd_file_truncate(f, 0, error))
-        return FALSE;
-    if (o->prealloc == PREALLOC_FULL) {
-        g_autofree guint8 *zero = g_malloc0(1u << 20);
-        for (guint64 off = 0; off < p->size; off += 1u << 20)
-            if (!vd_file_pwrite(f, off, zero, MIN(p->size - off, 1u << 20), error))
-                return FALSE;
-    } else if (!vd_file_truncate(f, p->size, error) ||
-               (o->prealloc == PREALLOC_FALLOC && p->size > 0 &&
-                !vd_file_allocate(f, 0, p->size, error))) {
-        return FALSE;
-    }
-    return p->no_flush || vd_file_sync(f, error);
-}
-
-static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, CreateOpts o,
-                                   GError **error);
-
 static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **error)
 {
     CreateOpts o = { 0 };
-    if (!parse_create_opts(p, &o, error))
-        return FALSE;
-    g_autofree char *data_path = NULL;
-    gboolean data_created = FALSE;
-    gboolean ok = o.data_file == NULL || create_data_file(p, &o, &data_path, &data_created, error);
-    ok = ok && qcow2_create_image(file, p, o, error);
-    /* The caller removes the image of a failed create, this the data file
-     * it made for it. */
-    if (!ok && data_created)
-        unlink(data_path);
-    return ok;
-}
-
-/* The image itself, o as parsed. */
-static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, CreateOpts o,
-                                   GError **error)
-{
-    if (!write_skeleton(file, p, &o, error))
+    if (!parse_create_opts(p, &o, error) || !write_skeleton(file, p, &o, error))
         return FALSE;
     /* Then reopen what we wrote and let the normal code size the L1 table
      * and preallocate. The VdFile stays the caller's. */
@@ -1197,7 +1133,7 @@ static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, Create
              qcow2_write_header_field(s, QH_SIZE, p->size, 8, error);
         if (ok)
             tmp.size = p->size;
-        ok = ok && (!o.luks || qcow2_crypto_create(s, p, error));
+        ok = ok && (!(o.luks || o.aes) || qcow2_crypto_create(s, p, o.aes, error));
         ok = ok && preallocate_data(s, o.prealloc, 0, p->size, error) &&
              qcow2_flush_metadata(s, error);
     }
@@ -1521,6 +1457,10 @@ gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error)
 static gboolean qcow2_has_zero_init(VdImage *img)
 {
     Qcow2State *s = img->priv;
+    /* As in qemu: preallocated clusters of an encrypted image decrypt to
+     * noise, and an image with its first L2 table is taken as preallocated. */
+    if (qcow2_encrypted(s) && s->l1_size > 0 && s->l1[0] != 0)
+        return FALSE;
     return s->data_file == NULL && !s->prealloc_junk;
 }
 
@@ -1543,7 +1483,7 @@ static gboolean qcow2_same_as_new(VdImage *img, VdOptions *create_options)
            o.refcount_order == s->refcount_order &&
            o.lazy_refcounts == ((s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0) &&
            o.compression_type == s->compression_type && o.ext_l2 == s->ext_l2 &&
-           o.prealloc == PREALLOC_OFF && !o.luks && s->crypt_method == QCOW2_CRYPT_NONE &&
+           o.prealloc == PREALLOC_OFF && !o.luks && !o.aes && s->crypt_method == QCOW2_CRYPT_NONE &&
            s->incompat == incompat && s->autoclear == 0 && s->snapshots->len == 0 &&
            s->nb_bitmaps == 0 && s->data_file == NULL && img->backing_name == NULL &&
            !s->snapshot_loaded;

@@ -337,10 +337,14 @@ gboolean qcow2_crypto_need_key(Qcow2State *s, GError **error);
  * 512-aligned, n a multiple of 512). */
 gboolean qcow2_decrypt(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
                        GError **error);
-gboolean qcow2_encrypt(Qcow2State *s, guint64 host, guint8 *buf, guint64 n, GError **error);
+/* Encrypt data to be written at host offset host for guest offset guest
+ * (both 512-aligned, n a multiple of 512). */
+gboolean qcow2_encrypt(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
+                       GError **error);
 /* Create: the LUKS header for encrypt.format=luks, written into newly
- * allocated clusters, with the extension that points at it. */
-gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, GError **error);
+ * allocated clusters, with the extension that points at it; or, aes set,
+ * the legacy AES, which needs nothing but the header field. */
+gboolean qcow2_crypto_create(Qcow2State *s, const VdCreateParams *p, gboolean aes, GError **error);
 /* qemu-img amend's encrypt.* options: add or remove key slots. */
 gboolean qcow2_crypto_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error);
 GVariant *qcow2_crypto_info(Qcow2State *s);
@@ -399,6 +403,10 @@ gboolean qcow2_bitmap_change(VdImage *img, VdBitmapOp op, const char *name, guin
  * autoclear bit to match, every other extension and the backing file name
  * kept as they are. Synced before and after. */
 gboolean qcow2_write_bitmaps_extension(Qcow2State *s, GError **error);
+
+/* ----- qcow2-empty.c ----- */
+/* Drop every cluster after a commit, as QEMU does (its blkdebug events). */
+gboolean qcow2_make_empty(VdImage *img, GError **error);
 
 /* ----- qcow2-check.c ----- */
 gboolean qcow2_check(VdImage *img, VdCheckRepair repair, VdCheckResult *res, GError **error);

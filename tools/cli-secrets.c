@@ -244,11 +244,29 @@ VdImage *cli_open_image_with_keys(const char *path, const char *format, VdOption
     return vd_image_open_opts(path, format, flags, open_opts, cli_secrets(), error);
 }
 
+/* qcow's and qcow2's legacy AES: encrypt.format=aes or its old alias
+ * encryption=on. */
+static gboolean asks_legacy_aes(const char *format, VdOptions *create_opts)
+{
+    const char *alias = vd_options_get(create_opts, "encryption");
+    if (g_strcmp0(format, "qcow") != 0 && g_strcmp0(format, "qcow2") != 0)
+        return FALSE;
+    return g_strcmp0(vd_options_get(create_opts, "encrypt.format"), "aes") == 0 ||
+           (alias != NULL &&
+            g_strv_contains((const char *const[]){ "on", "yes", "true", "1", NULL }, alias));
+}
+
 gboolean cli_ensure_new_passphrase(const char *format, VdOptions *create_opts, GError **error)
 {
     const char *key = g_strcmp0(format, "luks") == 0 ? "key-secret" : "encrypt.key-secret";
-    gboolean encrypted =
-        g_strcmp0(format, "luks") == 0 || vd_options_get(create_opts, "encrypt.format") != NULL;
+    gboolean aes = asks_legacy_aes(format, create_opts);
+    gboolean encrypted = g_strcmp0(format, "luks") == 0 ||
+                         vd_options_get(create_opts, "encrypt.format") != NULL || aes;
+    /* qemu-img makes these without a word; vdisk says what they are. */
+    if (aes)
+        cli_advise("legacy AES encryption is weak (the key is the passphrase itself, with no key "
+                   "derivation) and kept only for old images: -o encrypt.format=luks is the "
+                   "recommended choice");
     if (!encrypted || vd_options_get(create_opts, key) != NULL)
         return TRUE;
     /* A --passphrase-file already gave it. */

@@ -278,7 +278,9 @@ void cli_set_inspect_only(void);
 VdImage *cli_open_image_with_keys(const char *path, const char *format, VdOptions *open_opts,
                                   VdOpenFlags flags, GError **error);
 /* Before creating an encrypted image whose options name no secret: ask
- * for a new passphrase on a terminal (twice). A no-op otherwise. */
+ * for a new passphrase on a terminal (twice). A no-op otherwise. A new
+ * image of legacy AES gets a warning that points to LUKS (not under the
+ * name qemu-img). */
 gboolean cli_ensure_new_passphrase(const char *format, VdOptions *create_opts, GError **error);
 
 G_END_DECLS

@@ -203,6 +203,11 @@ static int run_create(const CliCommand *cmd, int argc, char **argv)
     if (parsed == NULL)
         return cli_fail(error);
     merge_backing_options(parsed, &opts);
+    /* -b '' is a mistake, not "no backing file" (qemu-img's words). */
+    if (g_strcmp0(vd_options_get(parsed, "backing_file"), "") == 0) {
+        cli_error("%s: Expected backing file name, got empty string", path);
+        return CLI_EXIT_FAILURE;
+    }
     if (!choose_size(path, first + 1 < argc ? argv[first + 1] : NULL, parsed, &have_size, &size,
                      &error))
         return cli_fail(error);

@@ -2,7 +2,8 @@
 # Encrypted images against qemu-img: LUKS qcow2 and raw LUKS made by each
 # side read identically by the other (every cipher, mode, IV generator and
 # hash qemu-img offers that OpenSSL has), qemu-img check clean, raw LUKS
-# headers accepted by cryptsetup, legacy AES qcow/qcow2 rescued, key slots
+# headers accepted by cryptsetup, legacy AES qcow/qcow2 rescued, made and
+# written as qemu-img does, key slots
 # added and removed with amend, and clear errors for wrong or missing keys.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
@@ -107,10 +108,56 @@ legacy_aes() {
     vd convert --object "$SEC" --image-opts "driver=$fmt,encrypt.key-secret=sec0,file.filename=old.$fmt" \
         -O qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=50 new.qcow2
     qemu-img compare --object "$SEC" --image-opts "$(qcow2_opts new.qcow2)" "driver=raw,file.filename=expect.raw"
-    # never written
-    fails_cleanly vd create -f "$fmt" --object "$SEC" -o encrypt.format=aes,encrypt.key-secret=sec0 x."$fmt" 1M
-    fails_cleanly vd convert -n --object "$SEC" -f raw --target-image-opts expect.raw \
+    # written in place by vdisk, read by qemu-img
+    pattern_raw src.raw 16M
+    vd convert -n --object "$SEC" -f raw --target-image-opts src.raw \
         "driver=$fmt,encrypt.key-secret=sec0,file.filename=old.$fmt"
+    qemu-img compare --object "$SEC" --image-opts \
+        "driver=$fmt,encrypt.key-secret=sec0,file.filename=old.$fmt" "driver=raw,file.filename=src.raw"
+}
+
+# Legacy AES made by vdisk, as qemu-img makes it (qemu-iotests 134, 158):
+# the same file byte for byte; a warning that names LUKS under vdisk's name
+# and nothing under qemu-img's; data written by either side read alike by
+# both, on its own and below an encrypted overlay.
+legacy_aes_created() {
+    local fmt=$1 o
+    setup_secrets
+    mkdir -p as-qemu && ln -sfn "$VDISK" as-qemu/qemu-img
+    qemu-img create -q -f "$fmt" --object "$SEC" -o encrypt.format=aes,encrypt.key-secret=sec0 "q.$fmt" 16M
+    vd create -q -f "$fmt" --object "$SEC" -o encrypt.format=aes,encrypt.key-secret=sec0 "v.$fmt" 16M 2>err
+    cmp "q.$fmt" "v.$fmt"
+    grep -q 'warning: legacy AES.*-o encrypt.format=luks' err
+    (($(wc -l <err) == 1))
+    vd create -q -f "$fmt" --object "$SEC" -o encryption=on,encrypt.key-secret=sec0 "on.$fmt" 16M 2>/dev/null
+    cmp "q.$fmt" "on.$fmt"
+    as-qemu/qemu-img create -f "$fmt" --object "$SEC" -o encryption=on,encrypt.key-secret=sec0 "qv.$fmt" 16M \
+        >out 2>err
+    [[ ! -s err ]]
+    grep -q "^Formatting 'qv.$fmt', fmt=$fmt .*encryption=on encrypt.key-secret=sec0" out
+    cmp "q.$fmt" "qv.$fmt"
+    fails_cleanly vd create -f "$fmt" -o encryption=on "nokey.$fmt" 16M
+    [[ ! -e nokey.$fmt ]]
+    # vdisk writes, qemu-io writes at odd places over it, both read the same
+    o="driver=$fmt,encrypt.key-secret=sec0,file.filename=v.$fmt"
+    pattern_raw src.raw 16M
+    vd convert -n --object "$SEC" -f raw --target-image-opts src.raw "$o"
+    qemu-img compare --object "$SEC" --image-opts "$o" "driver=raw,file.filename=src.raw"
+    qemu-io --object "$SEC" --image-opts -c 'write -P 7 1536 3584' -c 'write -P 8 12345 777' "$o" >/dev/null
+    qemu-img convert --object "$SEC" --image-opts "$o" -O raw q.raw
+    vd convert --object "$SEC" --image-opts "$o" -O raw v.raw
+    cmp q.raw v.raw
+    # an encrypted overlay made by vdisk on the base, written by qemu-io
+    vd create -q -f "$fmt" --object "$SEC" -u -b "v.$fmt" -F "$fmt" \
+        -o encrypt.format=aes,encrypt.key-secret=sec0 "top.$fmt" 16M 2>/dev/null
+    o="driver=$fmt,file.filename=top.$fmt,encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0"
+    qemu-io --object "$SEC" --image-opts -c 'write -P 14 0 1024' -c 'write -P 15 70000 5000' "$o" >/dev/null
+    qemu-img convert --object "$SEC" --image-opts "$o" -O raw q.raw
+    vd convert --object "$SEC" --image-opts "$o" -O raw v.raw
+    cmp q.raw v.raw
+    # compressed clusters would lie in the clear: refused, as for LUKS
+    fails_cleanly vd convert -c --object "$SEC" -f raw -O "$fmt" \
+        -o encrypt.format=aes,encrypt.key-secret=sec0 src.raw c."$fmt"
 }
 
 wrong_or_missing_key() {
@@ -220,6 +267,8 @@ case_run "raw LUKS both ways [aes-128 cbc essiv]" raw_luks_both_ways \
 case_run "raw LUKS both ways [sha512]" raw_luks_both_ways "hash-alg=sha512"
 case_run "legacy AES qcow2 rescued" legacy_aes qcow2
 case_run "legacy AES qcow rescued" legacy_aes qcow
+case_run "legacy AES qcow2 created and written" legacy_aes_created qcow2
+case_run "legacy AES qcow created and written" legacy_aes_created qcow
 case_run "wrong or missing key: clear errors, no target" wrong_or_missing_key
 case_run "info shows encryption" info_shows_encryption
 case_run "amend adds and removes key slots" amend_key_slots

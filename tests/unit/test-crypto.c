@@ -2,7 +2,8 @@
  * (RFC 6070, RFC 7914) and AES-XTS (IEEE 1619), the anti-forensic
  * splitter, LUKS header round trips, wrong passphrases, truncated key
  * material, unknown ciphers, and encrypted qcow2 and luks images through
- * the engine API (unaligned writes, backing files, snapshots, resize). */
+ * the engine API (unaligned writes, backing files, snapshots, resize),
+ * legacy AES qcow and qcow2 made and written. */
 #include "luks-header.h"
 
 #include <glib/gstdio.h>
@@ -527,6 +528,77 @@ static void test_image_luks(void)
     g_rmdir(dir);
 }
 
+/* Legacy AES, made and written as qemu-img still does, in qcow and qcow2:
+ * unaligned writes read back; the file holds the data encrypted with
+ * AES-128-CBC under the passphrase's first 16 bytes, each sector's IV its
+ * guest sector number (not its place in the file); a passphrase that only
+ * shares those 16 bytes opens it too, as in qemu. */
+static void legacy_aes_image(const char *format)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *dir = g_dir_make_tmp("vdisk-crypto-XXXXXX", NULL);
+    g_autofree char *path = tmp_path(dir, "aes.img");
+    static const char pass[] = "a passphrase longer than sixteen bytes";
+    g_autoptr(VdSecrets) secrets = vd_secrets_new();
+    vd_secrets_add(secrets, "k", pass, strlen(pass));
+    g_autoptr(VdOptions) copts = vd_options_new();
+    g_assert_true(vd_options_parse(copts, "encrypt.format=aes,encrypt.key-secret=k", &error));
+    g_assert_true(vd_image_create_with_secrets(path, format, 1 << 20, copts, secrets, &error));
+    g_assert_no_error(error);
+    g_autoptr(VdOptions) oopts = vd_options_new();
+    vd_options_set(oopts, "encrypt.key-secret", "k");
+
+    guint8 data[70000], back[72000], want[72000];
+    fill(data, sizeof data, 5);
+    memset(want, 0, sizeof want);
+    memcpy(want + 1000, data, sizeof data);
+    memcpy(want + 3, data, 10);
+    memset(want + 2000, 0, 100);
+    {
+        g_autoptr(VdImage) img =
+            vd_image_open_opts(path, format, VD_OPEN_READ_WRITE, oopts, secrets, &error);
+        g_assert_no_error(error);
+        g_assert_true(vd_image_is_encrypted(img));
+        g_assert_true(vd_image_write(img, 1000, data, sizeof data, &error));
+        g_assert_true(vd_image_write(img, 3, data, 10, &error));
+        g_assert_true(vd_image_write_zeroes(img, 2000, 100, FALSE, &error));
+        g_assert_no_error(error);
+        /* Compressed clusters would be stored in the clear: refused. */
+        guint8 packed[100] = { 0 };
+        g_assert_false(vd_image_write_precompressed(img, 1 << 19, packed, sizeof packed, &error));
+        g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+        g_clear_error(&error);
+    }
+    g_autoptr(VdSecrets) first16 = vd_secrets_new();
+    vd_secrets_add(first16, "k", pass, 16);
+    g_autoptr(VdImage) img = vd_image_open_opts(path, format, 0, oopts, first16, &error);
+    g_assert_no_error(error);
+    g_assert_true(vd_image_read(img, 0, back, sizeof back, &error));
+    g_assert_no_error(error);
+    g_assert_cmpmem(back, sizeof back, want, sizeof want);
+
+    gchar *contents = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(path, &contents, &len, NULL));
+    g_autofree gchar *file = contents;
+    g_assert_null(memmem(file, len, data + 4096, 512));
+    g_autoptr(VdSectorCipher) c =
+        vd_sector_cipher_new("aes-128", "cbc", "plain64", NULL, (const guint8 *)pass, 16, &error);
+    g_assert_no_error(error);
+    guint8 sector[512];
+    memcpy(sector, want + 8 * 512, 512);
+    g_assert_true(vd_sector_cipher_encrypt(c, 8, sector, sizeof sector, &error));
+    g_assert_nonnull(memmem(file, len, sector, sizeof sector));
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
+static void test_image_legacy_aes(void)
+{
+    legacy_aes_image("qcow");
+    legacy_aes_image("qcow2");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -544,5 +616,6 @@ int main(int argc, char **argv)
     g_test_add_func("/crypto/secrets/memory", test_secret_memory);
     g_test_add_func("/crypto/image/qcow2", test_image_qcow2);
     g_test_add_func("/crypto/image/luks", test_image_luks);
+    g_test_add_func("/crypto/image/legacy-aes", test_image_legacy_aes);
     return g_test_run();
 }

@@ -540,8 +540,8 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
         cases[i].damage(path);
         expect_open_error(path, cases[i].code, cases[i].needle);
     }
-    /* Legacy AES: without a key it opens for inspection only, and it is
-     * never opened for writing. */
+    /* Legacy AES: without a key it opens for inspection only; opened for
+     * writing without it, it refuses writes. */
     make_small_qcow(path);
     damage_crypt_aes(path);
     g_autoptr(GError) error = NULL;
@@ -553,9 +553,11 @@ static void test_qcow_corrupt_header(Fixture *fx, gconstpointer data)
     g_assert_nonnull(strstr(error->message, "opened without its passphrase"));
     g_clear_error(&error);
     g_clear_pointer(&img, vd_image_unref); /* its read lock would refuse a writer */
-    g_assert_null(vd_image_open(path, "qcow", VD_OPEN_READ_WRITE, &error));
-    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
-    g_assert_nonnull(strstr(error->message, "legacy"));
+    img = vd_image_open(path, "qcow", VD_OPEN_READ_WRITE, &error);
+    g_assert_no_error(error);
+    memset(buf, 7, sizeof buf);
+    g_assert_false(vd_image_write(img, 0, buf, sizeof buf, &error));
+    g_assert_nonnull(strstr(error->message, "opened without its passphrase"));
 }
 
 static void test_qcow_corrupt_tables(Fixture *fx, gconstpointer data)
@@ -600,15 +602,26 @@ static void test_qcow_create_options(Fixture *fx, gconstpointer data)
     g_assert_true(g_strv_contains(keys, "backing_fmt"));
     g_assert_true(g_strv_contains(keys, "encryption"));
     g_assert_true(g_strv_contains(keys, "encrypt.format"));
-    static const char *const refused[] = { "encryption=on", "encrypt.format=aes",
-                                           "encrypt.key-secret=sec0" };
+    /* Legacy AES is made (test-crypto), but not without its key, not
+     * with a key and no format, and in no other format. */
+    static const struct {
+        const char *options;
+        gint code;
+        const char *needle;
+    } refused[] = {
+        { "encryption=on", VD_ERROR_INVALID_ARGUMENT, "needs a passphrase" },
+        { "encrypt.format=aes", VD_ERROR_INVALID_ARGUMENT, "needs a passphrase" },
+        { "encrypt.key-secret=sec0", VD_ERROR_INVALID_ARGUMENT, "needs encrypt.format=aes" },
+        { "encrypt.format=luks", VD_ERROR_NOT_SUPPORTED, "Unsupported encryption format" },
+        { "encryption=on,encrypt.format=aes", VD_ERROR_INVALID_ARGUMENT, "at the same time" },
+    };
     for (gsize i = 0; i < G_N_ELEMENTS(refused); i++) {
         g_autoptr(GError) error = NULL;
         g_autoptr(VdOptions) opts = vd_options_new();
-        g_assert_true(vd_options_parse(opts, refused[i], &error));
+        g_assert_true(vd_options_parse(opts, refused[i].options, &error));
         g_assert_false(vd_image_create(path, "qcow", MIB, opts, &error));
-        g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
-        g_assert_nonnull(strstr(error->message, "encryption is not supported"));
+        g_assert_error(error, VD_ERROR, refused[i].code);
+        g_assert_nonnull(strstr(error->message, refused[i].needle));
     }
     /* backing_fmt is taken and, as qcow has nowhere to keep it, dropped. */
     /* The base is closed first: an open for writing would refuse (lock)
