@@ -8,6 +8,7 @@
 #include "qcow2.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ----- table cache ----- */
 
@@ -813,6 +814,8 @@ typedef struct {
     int version;
     guint64 cluster_size;
     guint refcount_order;
+    const char *data_file; /* data_file=: an external data file to make */
+    gboolean data_raw;     /* data_file_raw=on */
     gboolean lazy_refcounts;
     int prealloc;
     int compression_type;
@@ -838,16 +841,6 @@ static gboolean parse_refcount_bits(VdOptions *opts, CreateOpts *o, GError **err
     }
     g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                 "refcount_bits must be a power of two from 1 to 64, not '%s'", text);
-    return FALSE;
-}
-
-static gboolean refuse_option(VdOptions *opts, const char *key, const char *why, GError **error)
-{
-    const char *v = vd_options_get(opts, key);
-    if (v == NULL || (g_str_equal(key, "data_file_raw") && g_str_equal(v, "off")) ||
-        (g_str_equal(key, "encryption") && g_str_equal(v, "off")))
-        return TRUE;
-    g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED, "qcow2 option '%s': %s", key, why);
     return FALSE;
 }
 
@@ -892,9 +885,9 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
     int c;
     VdOptions *opts = p->options;
     if (!parse_encryption(opts, o, error) ||
-        !refuse_option(opts, "data_file", "external data files cannot be created yet", error) ||
-        !refuse_option(opts, "data_file_raw", "external data files cannot be created yet", error))
+        !vd_option_bool(opts, "data_file_raw", FALSE, &o->data_raw, error))
         return FALSE;
+    o->data_file = vd_options_get(opts, "data_file");
     if (!vd_option_choice(opts, "compat", compat, 1, &c, error) ||
         !vd_option_size(opts, "cluster_size", 65536, &o->cluster_size, error) ||
         !parse_refcount_bits(opts, o, error) ||
@@ -905,6 +898,28 @@ static gboolean parse_create_opts(const VdCreateParams *p, CreateOpts *o, GError
         return FALSE;
     o->version = c == 0 || c == 2 ? 2 : 3;
     const char *bad = NULL;
+    if (o->data_raw && o->data_file == NULL)
+        bad = "data-file-raw requires data-file";
+    else if (o->data_file != NULL && o->version == 2)
+        bad = "External data files are only supported with compatibility level 1.1 and above "
+              "(use version=v3 or greater)";
+    else if (o->data_raw && p->backing_file != NULL)
+        bad = "Backing file and data-file-raw cannot be used at the same time";
+    else if (o->data_file != NULL && *o->data_file == '\0')
+        bad = "Could not create '': No such file or directory";
+    else if (o->data_file != NULL && strlen(o->data_file) > QCOW2_MAX_BACKING_NAME)
+        bad = "the data file name is longer than 1023 bytes";
+    else if (o->data_file != NULL && (p->in_descriptor || p->confine != NULL))
+        bad = "an external data file is made by its path: not for an image made in a "
+              "descriptor or a folder of its own";
+    if (bad != NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "%s", bad);
+        return FALSE;
+    }
+    /* A raw data file reads as the disk, so every cluster maps to its own
+     * offset there from the start: metadata at least, as qemu makes it. */
+    if (o->data_raw && o->prealloc == PREALLOC_OFF)
+        o->prealloc = PREALLOC_METADATA;
     if (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
         (o->cluster_size & (o->cluster_size - 1)) != 0)
         bad = "cluster_size must be a power of two from 512 bytes to 2 MiB";
@@ -1013,8 +1028,10 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
     guint64 off = QH_V2_LENGTH;
     if (o->version == 3) {
         guint64 incompat = (o->compression_type ? QCOW2_INCOMPAT_COMPRESSION : 0) |
-                           (o->ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+                           (o->ext_l2 ? QCOW2_INCOMPAT_EXTL2 : 0) |
+                           (o->data_file != NULL ? QCOW2_INCOMPAT_DATA_FILE : 0);
         vd_put_be64(h + QH_INCOMPAT, incompat);
+        vd_put_be64(h + QH_AUTOCLEAR, o->data_raw ? QCOW2_AUTOCLEAR_DATA_RAW : 0);
         vd_put_be64(h + QH_COMPAT, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
         vd_put_be32(h + QH_REFCOUNT_ORDER, o->refcount_order);
         vd_put_be32(h + QH_HEADER_LENGTH, QH_V3_LENGTH);
@@ -1026,6 +1043,9 @@ static gboolean build_header(const VdCreateParams *p, const CreateOpts *o, guint
     gsize flen = p->backing_format != NULL ? strlen(p->backing_format) : 0;
     if (flen > 0)
         off = put_extension(h, off, QCOW2_EXT_BACKING_FORMAT, p->backing_format, (guint32)flen);
+    if (o->data_file != NULL)
+        off =
+            put_extension(h, off, QCOW2_EXT_DATA_FILE, o->data_file, (guint32)strlen(o->data_file));
     if (o->luks) {
         /* Filled in once the LUKS header has clusters (qcow2-crypto.c). */
         static const guint8 placeholder[16] = { 0 };
@@ -1104,10 +1124,55 @@ static gboolean preallocate_data(Qcow2State *s, int mode, guint64 offset, guint6
     return TRUE;
 }
 
+/* The external data file of a new image, as qemu's file layer makes a
+ * raw image: emptied, then as long as the disk, its blocks reserved
+ * (falloc) or written (full). The name is the image's for it, found from
+ * the image's folder as opening the image finds it. *created says whether
+ * this made the file. */
+static gboolean create_data_file(const VdCreateParams *p, const CreateOpts *o, char **path,
+                                 gboolean *created, GError **error)
+{
+    *path = vd_resolve_relative(p->path, o->data_file);
+    g_autoptr(VdFile) f = vd_file_create_beside(*path, created, error);
+    if (f == NULL || !vd_file_truncate(f, 0, error))
+        return FALSE;
+    if (o->prealloc == PREALLOC_FULL) {
+        g_autofree guint8 *zero = g_malloc0(1u << 20);
+        for (guint64 off = 0; off < p->size; off += 1u << 20)
+            if (!vd_file_pwrite(f, off, zero, MIN(p->size - off, 1u << 20), error))
+                return FALSE;
+    } else if (!vd_file_truncate(f, p->size, error) ||
+               (o->prealloc == PREALLOC_FALLOC && p->size > 0 &&
+                !vd_file_allocate(f, 0, p->size, error))) {
+        return FALSE;
+    }
+    return p->no_flush || vd_file_sync(f, error);
+}
+
+static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, CreateOpts o,
+                                   GError **error);
+
 static gboolean qcow2_create(VdFile *file, const VdCreateParams *p, GError **error)
 {
     CreateOpts o = { 0 };
-    if (!parse_create_opts(p, &o, error) || !write_skeleton(file, p, &o, error))
+    if (!parse_create_opts(p, &o, error))
+        return FALSE;
+    g_autofree char *data_path = NULL;
+    gboolean data_created = FALSE;
+    gboolean ok = o.data_file == NULL || create_data_file(p, &o, &data_path, &data_created, error);
+    ok = ok && qcow2_create_image(file, p, o, error);
+    /* The caller removes the image of a failed create, this the data file
+     * it made for it. */
+    if (!ok && data_created)
+        unlink(data_path);
+    return ok;
+}
+
+/* The image itself, o as parsed. */
+static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, CreateOpts o,
+                                   GError **error)
+{
+    if (!write_skeleton(file, p, &o, error))
         return FALSE;
     /* Then reopen what we wrote and let the normal code size the L1 table
      * and preallocate. The VdFile stays the caller's. */
