@@ -1198,8 +1198,10 @@ static gboolean qcow2_create_image(VdFile *file, const VdCreateParams *p, Create
              qcow2_write_header_field(s, QH_SIZE, p->size, 8, error);
         if (ok)
             tmp.size = p->size;
-        ok = ok && (!(o.luks || o.aes) || qcow2_crypto_create(s, p, o.aes, error));
-        ok = ok && preallocate_data(s, o.prealloc, 0, p->size, error) &&
+        /* Preallocated clusters come before the LUKS header, as qemu-img
+         * lays them out (their bytes are not encrypted zeroes). */
+        ok = ok && preallocate_data(s, o.prealloc, 0, p->size, error);
+        ok = ok && (!(o.luks || o.aes) || qcow2_crypto_create(s, p, o.aes, error)) &&
              qcow2_flush_metadata(s, error);
     }
     qcow2_close(&tmp);

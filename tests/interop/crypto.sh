@@ -160,6 +160,38 @@ legacy_aes_created() {
         -o encrypt.format=aes,encrypt.key-secret=sec0 src.raw c."$fmt"
 }
 
+# Preallocated LUKS qcow2 (qemu-iotests 188): laid out as qemu-img lays it
+# out (the clusters first, the LUKS header after them), clean for qemu-img
+# check; the clusters decrypt to noise, so a copy into one writes its zeroes.
+preallocated_luks() {
+    setup_secrets
+    local m o
+    for m in metadata falloc full; do
+        qemu_img_luks create -q -f qcow2 --object "$SEC" \
+            -o "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=50,preallocation=$m" "q-$m.qcow2" 4M
+        vd create -q -f qcow2 --object "$SEC" \
+            -o "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=50,preallocation=$m" "v-$m.qcow2" 4M
+        o="driver=qcow2,encrypt.key-secret=sec0,file.filename=v-$m.qcow2"
+        qemu-img check -q --object "$SEC" --image-opts "$o"
+        [[ $(stat -c %s "v-$m.qcow2") == $(stat -c %s "q-$m.qcow2") ]]
+        qemu-img map --output=json --object "$SEC" --image-opts "$o" >v.map
+        qemu-img map --output=json --object "$SEC" --image-opts "$(qcow2_opts "q-$m.qcow2")" >q.map
+        diff q.map v.map
+    done
+    # metadata: the same clusters hold metadata in both files
+    "$PY" - q-metadata.qcow2 v-metadata.qcow2 <<'PY'
+import sys
+a, b = (open(n, "rb").read() for n in sys.argv[1:])
+used = lambda d: [i for i in range(len(d) // 65536) if d[i * 65536:(i + 1) * 65536].strip(b"\0")]
+assert used(a) == used(b), (used(a), used(b))
+assert a[:5 * 65536] == b[:5 * 65536]
+PY
+    qemu-img create -q -f raw empty.raw 4M
+    vd convert --object "$SEC" -O qcow2 \
+        -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=50,preallocation=metadata empty.raw c.qcow2
+    qemu-img compare --object "$SEC" --image-opts "driver=raw,file.filename=empty.raw" "$(qcow2_opts c.qcow2)"
+}
+
 wrong_or_missing_key() {
     setup_secrets
     pattern_raw src.raw 4M
@@ -269,6 +301,7 @@ case_run "legacy AES qcow2 rescued" legacy_aes qcow2
 case_run "legacy AES qcow rescued" legacy_aes qcow
 case_run "legacy AES qcow2 created and written" legacy_aes_created qcow2
 case_run "legacy AES qcow created and written" legacy_aes_created qcow
+case_run "preallocated LUKS qcow2 as qemu-img makes it" preallocated_luks
 case_run "wrong or missing key: clear errors, no target" wrong_or_missing_key
 case_run "info shows encryption" info_shows_encryption
 case_run "amend adds and removes key slots" amend_key_slots
