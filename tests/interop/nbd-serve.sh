@@ -38,7 +38,9 @@ serve() {
     SERVED=$n
     SERVER=$W/nbdkit-$n.pid
     URI="nbd+unix:///?socket=$W/nbd-$n.sock"
-    nbdkit --pidfile "$SERVER" --unix "$W/nbd-$n.sock" "$PLUGIN" "file=$1" "${@:2}" || return 1
+    local file=()
+    [[ -z $1 ]] || file=("file=$1")
+    nbdkit --pidfile "$SERVER" --unix "$W/nbd-$n.sock" "$PLUGIN" "${file[@]}" "${@:2}" || return 1
     for _ in $(seq 100); do [[ -s $SERVER ]] && return 0; sleep 0.05; done
     echo "nbdkit wrote no pidfile within 5 s"
     return 1
@@ -307,6 +309,35 @@ multi_conn() { # several connections at once write the one image
 }
 case_run "multi-conn writes" multi_conn
 
+sparse_copy() { # clients copy sparsely: holes are never read nor written
+    qemu-img create -q -f vdi big.vdi 1G
+    qio vdi big.vdi "write -P 7 100M 1M" "write -P 8 1023M 64k"
+    stop_all_at_exit
+    serve big.vdi readonly=true
+    nbdcopy "$URI" out.raw
+    qemu-img convert -O qcow2 "$URI" out.qcow2
+    stop_server
+    qemu-img compare big.vdi out.raw
+    qemu-img compare big.vdi out.qcow2
+    (($(allocated out.raw) <= 4 * 1048576)) || { echo "nbdcopy's copy is not sparse: $(allocated out.raw)"; exit 1; }
+    (($(allocated out.qcow2) <= 4 * 1048576)) || { echo "qemu-img's copy is not sparse: $(allocated out.qcow2)"; exit 1; }
+}
+case_run "sparse copies" sparse_copy
+
+served_fd() { # fd=N: an image already open (vdiskd's worker serves so)
+    source_raw
+    qemu-img convert -f raw -O qcow2 src.raw f.qcow2
+    stop_all_at_exit
+    serve "" fd=3 3<>f.qcow2
+    qemu-img compare -U "$URI" src.raw
+    qemu-io -f raw -c "write -P 0x66 0 64k" "$URI" >/dev/null
+    not qemu-io -f qcow2 -c "read 0 512" f.qcow2 2>/dev/null
+    stop_server
+    qemu-io -f qcow2 -c "read -P 0x66 0 64k" f.qcow2 >/dev/null
+    qcheck f.qcow2
+}
+case_run "an open descriptor" served_fd
+
 vdisk_serve() { # vdisk serve: the URI, then SIGINT stops it, unlocked
     source_raw
     qemu-img convert -f raw -O vdi src.raw s.vdi
@@ -329,6 +360,44 @@ vdisk_serve() { # vdisk serve: the URI, then SIGINT stops it, unlocked
     [[ ! -e s.sock ]]
 }
 case_run "vdisk serve and SIGINT" vdisk_serve
+
+# serve_bg ARGS...: vdisk serve ARGS in the background (vdisk itself, not
+# vd's timeout, so that it gets the signals); sets PID and URI once it
+# printed the URI, fails when it exits first.
+serve_bg() {
+    "$VDISK" serve "$@" >uri 2>err &
+    PID=$!
+    for _ in $(seq 200); do
+        [[ -s uri ]] && break
+        kill -0 $PID 2>/dev/null || { cat err; return 1; }
+        sleep 0.05
+    done
+    URI=$(cat uri)
+}
+
+vdisk_serve_luks() { # the secret options of the other commands
+    source_raw
+    printf 'serve secret' >pass
+    qemu_img_luks convert -f raw -O luks --object secret,id=s,file=pass \
+        -o key-secret=s,iter-time=100 src.raw l.luks
+    qemu_img_luks convert -f raw -O qcow2 --object secret,id=s,file=pass \
+        -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=100 src.raw e.qcow2
+    trap 'kill $PID 2>/dev/null || true; wait' EXIT
+    serve_bg --socket "$W/a.sock" --passphrase-file pass l.luks
+    qemu-img compare -U "$URI" src.raw
+    kill -INT $PID
+    wait $PID
+    serve_bg --readonly --socket "$W/b.sock" --object secret,id=k,file=pass --image-opts \
+        "driver=qcow2,encrypt.key-secret=k,file.filename=e.qcow2"
+    qemu-img compare "$URI" src.raw
+    kill -INT $PID
+    wait $PID
+    # no key and no terminal: vdisk says how to give one, nothing listens
+    fails_cleanly vd serve --socket "$W/c.sock" l.luks 2>err
+    grep -q 'passphrase' err
+    [[ ! -e c.sock ]]
+}
+case_run "vdisk serve of encrypted images" vdisk_serve_luks
 
 vdisk_serve_inet() { # TCP on 127.0.0.1, stopped by SIGTERM
     source_raw
