@@ -206,6 +206,13 @@ static gboolean bitmaps_check(VdImage *source, const char *target_format, gboole
         g_variant_lookup(bm, "name", "&s", &name);
         if (!bitmap_in_use(bm))
             continue;
+        if (!skip_broken && voice_is_qemu()) {
+            g_set_error(error, VD_ERROR, VD_ERROR_FAILED,
+                        "Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or use "
+                        "'qemu-img bitmap --remove' to delete it",
+                        name);
+            return FALSE;
+        }
         if (!skip_broken) {
             g_set_error(error, VD_ERROR, VD_ERROR_FAILED,
                         "Cannot copy inconsistent bitmap '%s'; try --skip-broken-bitmaps, or "

@@ -67,7 +67,9 @@ static void json_info(JsonWriter *w, const VdImageInfo *info)
             json_member_string(w, "full-backing-filename", info->full_backing_filename);
         json_member_string(w, "backing-filename", info->backing_filename);
     }
-    json_member_bool(w, "dirty-flag", info->dirty);
+    /* qemu asks the raw view of an NBD export for no dirty flag. */
+    if (!(g_str_equal(info->format, "raw") && vd_nbd_is_name(info->filename)))
+        json_member_bool(w, "dirty-flag", info->dirty);
     json_end_object(w);
 }
 
