@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gio/gunixfdlist.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -242,4 +243,42 @@ int vdd_caller_fd_check(int fd, int access, const char *what, GError **error)
         return -1;
     }
     return access == O_RDONLY && mode == O_RDWR ? reopen_read_only(fd, what, error) : fd;
+}
+
+int vdd_caller_socket(GDBusMethodInvocation *invocation, gint32 handle, const char *what,
+                      GError **error)
+{
+    GUnixFDList *list =
+        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
+    if (list == NULL || handle < 0 || handle >= g_unix_fd_list_get_length(list)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s: no file descriptor was passed with handle %d", what, handle);
+        return -1;
+    }
+    int fd = g_unix_fd_list_get(list, handle, error);
+    if (fd < 0) {
+        vdd_error_normalize(error);
+        return -1;
+    }
+    struct stat st;
+    int type = 0, domain = 0;
+    socklen_t len = sizeof type, dlen = sizeof domain;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    const char *problem = NULL;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        problem = "is not a socket";
+    else if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+             getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) < 0 || type != SOCK_STREAM ||
+             (domain != AF_UNIX && domain != AF_INET && domain != AF_INET6))
+        problem = "is not a Unix, IPv4 or IPv6 stream socket";
+    else if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+        problem = "is not a connected socket";
+    if (problem != NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s: the descriptor %s", what,
+                    problem);
+        close(fd);
+        return -1;
+    }
+    return fd;
 }

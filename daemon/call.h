@@ -68,3 +68,9 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
 /* The same checks of fd, a caller's descriptor that came another way
  * (taken: the result, or closed on failure). */
 int vdd_caller_fd_check(int fd, int access, const char *what, GError **error);
+/* A caller's connected stream socket from the message (ImportVolume's
+ * nbd-export: the caller dialled an NBD server with its own rights and
+ * network, vdiskd dials nothing): a Unix, IPv4 or IPv6 SOCK_STREAM socket
+ * that has a peer, dup'ed (caller closes). -1 with InvalidArgument. */
+int vdd_caller_socket(GDBusMethodInvocation *invocation, gint32 handle, const char *what,
+                      GError **error);

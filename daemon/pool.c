@@ -368,6 +368,9 @@ typedef struct {
      * (backing-volume), opened and locked, and its name; or -1. */
     int backing_fd;
     char *backing_name;
+    /* import: the source is a connected socket to an NBD server, and this
+     * the name of the export on it (nbd-export); or NULL. */
+    char *nbd_export;
 } NewVolumeWork;
 
 static void new_volume_work_free(NewVolumeWork *w)
@@ -394,6 +397,7 @@ static void new_volume_work_free(NewVolumeWork *w)
     if (w->backing_fd >= 0)
         close(w->backing_fd);
     g_free(w->backing_name);
+    g_free(w->nbd_export);
     g_clear_pointer(&w->secrets, vd_secrets_free);
     g_free(w);
 }
@@ -444,6 +448,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
                                        VD_OPEN_NO_RELATED_FILES);
         if (w->appliance_disk >= 0)
             vdd_worker_request_appliance_disk(&d, w->appliance_disk);
+        if (w->nbd_export != NULL)
+            vdd_worker_request_nbd_source(&d, w->nbd_export);
     } else
         g_variant_dict_insert(&d, "operation", "s", "create");
     g_variant_dict_insert(&d, "size", "t", w->size);
@@ -468,7 +474,8 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     g_autoptr(GVariant) result = vdd_worker_run_job_with_files(
         g_variant_dict_end(&d), fds, n_fds, (VddPool *[]){ w->pool, NULL },
         caller_folder ? &chain : NULL, job, cancellable, error);
-    if (result == NULL && import && !caller_folder && w->appliance_disk < 0 && error != NULL &&
+    if (result == NULL && import && !caller_folder && w->appliance_disk < 0 &&
+        w->nbd_export == NULL && error != NULL &&
         g_error_matches(*error, VD_ERROR, VD_ERROR_NOT_FOUND))
         g_prefix_error(error, "a parent was not found; pass the image's parents in the \"chain\" "
                               "option (vdiskctl import finds them): ");
@@ -573,10 +580,9 @@ typedef struct {
 /* The options of a call that are vdiskd's, not the engine's create
  * options. "misbehave": the tests of the worker (vdd_worker_test_misbehave). */
 static const char *const create_daemon_keys[] = { "secrets", NULL };
-static const char *const import_daemon_keys[] = { "source-format",  "secrets",
-                                                  "chain",          "related-files",
-                                                  "appliance-disk", "misbehave",
-                                                  "backing-volume", NULL };
+static const char *const import_daemon_keys[] = { "source-format",  "secrets",        "chain",
+                                                  "related-files",  "appliance-disk", "misbehave",
+                                                  "backing-volume", "nbd-export",     NULL };
 
 /* The volume of this pool that a new volume's create options name as its
  * backing file (backing, backing-file), read as the handler reads them,
@@ -965,6 +971,53 @@ static gboolean take_backing_volume(VddPool *self, NewVolumeWork *w, GVariant *o
     return TRUE;
 }
 
+/* The "nbd-export" option, s: the source is not a file but a stream
+ * socket the caller connected to an NBD server (with its own rights and
+ * network: vdiskd, without a network of its own, never dials an address
+ * a caller names), and this is the export's name ("" the default one).
+ * The worker speaks NBD on the socket and reads the export as the raw
+ * disk it serves; a source-format other than raw, and every option that
+ * names more files, are refused. The socket is checked here (connected,
+ * Unix or IP, stream) and taken as the source. */
+static gboolean take_nbd_source(NewVolumeWork *w, GDBusMethodInvocation *invocation,
+                                GVariant *options, gint32 handle, const char *source_format,
+                                GError **error)
+{
+    const char *name;
+    if (!vdd_options_lookup_string(options, "nbd-export", &name, error))
+        return FALSE;
+    if (name == NULL)
+        return TRUE;
+    static const char *const files_options[] = { "chain", "related-files", "appliance-disk",
+                                                 "backing-volume", NULL };
+    for (guint i = 0; files_options[i] != NULL; i++) {
+        g_autoptr(GVariant) v = g_variant_lookup_value(options, files_options[i], NULL);
+        if (v != NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "option nbd-export goes without %s: an NBD export is one disk",
+                        files_options[i]);
+            return FALSE;
+        }
+    }
+    if (source_format != NULL && !g_str_equal(source_format, "raw")) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option nbd-export reads the disk the server exports, raw, not a source of "
+                    "format %s",
+                    source_format);
+        return FALSE;
+    }
+    /* NBD limits export names to 4096 bytes of UTF-8. */
+    if (strlen(name) > 4096 || !g_utf8_validate(name, -1, NULL)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "option nbd-export: not an NBD export name (UTF-8, at most 4096 bytes)");
+        return FALSE;
+    }
+    if ((w->source_fd = vdd_caller_socket(invocation, handle, "source", error)) < 0)
+        return FALSE;
+    w->nbd_export = g_strdup(name);
+    return TRUE;
+}
+
 static void parse_import_volume(VddPool *self, GVariant *args, ImportVolumeParams *p,
                                 VddCallSubject *s)
 {
@@ -996,7 +1049,9 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, import_daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
-        (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0 ||
+        !take_nbd_source(w, invocation, options, handle, source_format, &error) ||
+        (w->nbd_export == NULL &&
+         (w->source_fd = vdd_caller_fd(invocation, handle, O_RDONLY, "source", &error)) < 0) ||
         !take_chain(w, invocation, options, &error) ||
         !take_related_files(w, invocation, options, &error) ||
         !take_appliance_disk(w, options, source_format, &error) ||

@@ -46,6 +46,10 @@ static const VddRule rules[] = {
     { V, "DeleteSnapshot", VDISK_ACTION_MODIFY_VOLUME, "DeleteSnapshot", POOL | VOLUME | SNAPSHOT,
       FALSE },
     { V, "Export", VDISK_ACTION_READ_VOLUME, "export", POOL | VOLUME | FORMAT, FALSE },
+    /* Serving holds the volume (and writes it, unless read-only): modify,
+     * and read-volume on it too, so a rule that keeps a user from reading
+     * a pool keeps its volumes from being served to them. */
+    { V, "ExportNbd", VDISK_ACTION_MODIFY_VOLUME, "export-nbd", POOL | VOLUME | SOURCE, TRUE },
     { V, "Delete", VDISK_ACTION_DELETE_VOLUME, "delete", POOL | VOLUME, FALSE },
     /* Own jobs: anyone; others' jobs: job.c asks again for
      * VDISK_ACTION_CANCEL_JOB_OTHER_USER. */

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gio/gunixfdlist.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -410,6 +412,7 @@ typedef struct {
     char *snapshot;
     const char *snapshot_op; /* "create", "revert" or "delete" */
     guint32 uid;             /* the caller's, for a snapshot's reply */
+    char *nbdkit, *plugin;   /* ExportNbd: the server and vdisk's plugin */
 } VolumeWork;
 
 static void close_fd(int *fd)
@@ -435,6 +438,8 @@ static void volume_work_free(VolumeWork *w)
     g_free(w->source_format);
     g_free(w->format);
     g_free(w->snapshot);
+    g_free(w->nbdkit);
+    g_free(w->plugin);
     g_clear_pointer(&w->create, vd_options_free);
     g_free(w);
 }
@@ -554,6 +559,25 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
     return run_worker(&d, &w->volume_fd, 1, w, NULL, job, cancellable, error);
 }
 
+/* ExportNbd: the worker becomes nbdkit, serving the volume on the
+ * caller's listener (w->fd) until the job is cancelled. */
+static gboolean export_nbd_run(VddJob *job, gpointer data, GCancellable *cancellable,
+                               GError **error)
+{
+    VolumeWork *w = data;
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "operation", "s", "serve-nbd");
+    request_volume(&d, "source", 0, 0, w->volume, w->volume_format,
+                   w->write ? VD_OPEN_READ_WRITE : 0, NULL);
+    g_variant_dict_insert(&d, "listener", "i", 1);
+    g_variant_dict_insert(&d, "readonly", "b", !w->write);
+    g_variant_dict_insert(&d, "nbdkit", "s", w->nbdkit);
+    g_variant_dict_insert(&d, "plugin", "s", w->plugin);
+    const int fds[] = { w->volume_fd, w->fd };
+    return vdd_worker_serve(g_variant_dict_end(&d), fds, 2, cancellable, error);
+}
+
 static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
                       const char *operation, VolumeWork *w, VddJobFunc func)
 {
@@ -574,6 +598,9 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
                                         vdd_job_get_object_path(job));
     else if (g_str_equal(operation, "copy"))
         vdd_dbus_volume_complete_copy_from(self->iface, invocation, vdd_job_get_object_path(job));
+    else if (g_str_equal(operation, "export-nbd"))
+        vdd_dbus_volume_complete_export_nbd(self->iface, invocation, NULL,
+                                            vdd_job_get_object_path(job));
     else
         vdd_dbus_volume_complete_resize(self->iface, invocation, vdd_job_get_object_path(job));
     vdd_job_start(job, func, work_done, w, (GDestroyNotify)volume_work_free);
@@ -681,6 +708,75 @@ static void export(VddVolume *self, VddCall *call, const ExportParams *p)
         return;
     }
     start_job(self, invocation, uid, "export", w, export_run);
+}
+
+/* ExportNbd */
+typedef struct {
+    gint32 listener;
+} ExportNbdParams;
+
+static void parse_export_nbd(VddVolume *self, GVariant *args, ExportNbdParams *p, VddCallSubject *s)
+{
+    g_variant_get(args, "(h@a{sv})", &p->listener, NULL);
+    s->pool = vdd_pool_get_name(self->pool);
+    s->volume = self->name;
+    s->source = self; /* read-volume too */
+}
+
+/* The caller's listening socket: a Unix stream socket in listening state,
+ * dup'ed; -1 with InvalidArgument. vdiskd binds nothing itself. */
+static int caller_listener(GDBusMethodInvocation *invocation, gint32 handle, GError **error)
+{
+    GUnixFDList *list =
+        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
+    int fd = list != NULL && handle >= 0 && handle < g_unix_fd_list_get_length(list)
+                 ? g_unix_fd_list_get(list, handle, NULL)
+                 : -1;
+    int type = 0, domain = 0, listening = 0;
+    socklen_t len = sizeof type, dlen = sizeof domain, llen = sizeof listening;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &llen) < 0 || type != SOCK_STREAM ||
+        domain != AF_UNIX || !listening) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "listener: handle %d is not a listening Unix stream socket", handle);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void export_nbd(VddVolume *self, VddCall *call, const ExportNbdParams *p)
+{
+    GDBusMethodInvocation *invocation = call->invocation;
+    guint32 uid = call->uid;
+    GError *error = NULL;
+    gboolean readonly = FALSE;
+    VolumeWork *w = volume_work_new(self);
+    if (!vdd_options_lookup_bool(call->options, "readonly", FALSE, &readonly, &error) ||
+        !vdd_worker_nbdkit(&w->nbdkit, &w->plugin, &error)) {
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    /* The plugin reads the descriptor passed, and no file by name. */
+    if (*vdd_dbus_volume_get_backing_file(self->iface) != '\0' ||
+        vdd_dbus_volume_get_encrypted(self->iface)) {
+        g_set_error(&error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                    "serving over NBD a volume with a backing file, or an encrypted one, is not "
+                    "supported; export or clone it first");
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    w->write = !readonly;
+    if ((w->fd = caller_listener(invocation, p->listener, &error)) < 0 ||
+        !(w->write ? vdd_lock_set_write(w->locks, self, &error)
+                   : vdd_lock_set_read(w->locks, self, &error)) ||
+        !open_volume_for(w, &error)) {
+        fail(self, invocation, uid, w, error);
+        return;
+    }
+    start_job(self, invocation, uid, "export-nbd", w, export_nbd_run);
 }
 
 /* Resize */
@@ -1006,6 +1102,7 @@ static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)
 static const VddMethod volume_methods[] = {
     VDD_METHOD("Clone", CloneParams, parse_clone, clone_volume),
     VDD_METHOD("Export", ExportParams, parse_export, export),
+    VDD_METHOD("ExportNbd", ExportNbdParams, parse_export_nbd, export_nbd),
     VDD_METHOD("Resize", ResizeParams, parse_resize, resize),
     VDD_METHOD("CopyFrom", CopyFromParams, parse_copy_from, copy_from),
     VDD_METHOD("CreateSnapshot", SnapshotParams, parse_snapshot, snapshot),

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "errors.h"
 #include "manager.h"
 #include "vdisk-driver.h"
@@ -89,6 +90,16 @@ void vdd_worker_request_appliance_disk(GVariantDict *d, gint32 index)
     GVariantDict img;
     g_variant_dict_init(&img, plain);
     g_variant_dict_insert(&img, "appliance-disk", "i", index);
+    g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
+}
+
+void vdd_worker_request_nbd_source(GVariantDict *d, const char *export_name)
+{
+    g_autoptr(GVariant) plain = g_variant_dict_lookup_value(d, "source", G_VARIANT_TYPE_VARDICT);
+    GVariantDict img;
+    g_variant_dict_init(&img, plain);
+    g_variant_dict_insert(&img, "nbd-export", "s", export_name);
+    g_variant_dict_insert(&img, "format", "s", "raw");
     g_variant_dict_insert_value(d, "source", g_variant_dict_end(&img));
 }
 
@@ -443,6 +454,122 @@ GVariant *vdd_worker_run_job_with_files(GVariant *request, const int *fds, guint
                                  .progress_data = job,
                                  .cancellable = cancellable };
     return vdd_worker_run(request, &call, error);
+}
+
+gboolean vdd_worker_nbdkit(char **nbdkit, char **plugin, GError **error)
+{
+#if HAVE_NBDKIT_PLUGIN
+    const char *env = g_getenv("VDISK_NBDKIT_PLUGIN");
+    g_autofree char *p = g_strdup(env != NULL && *env != '\0' ? env : VDISK_NBDKIT_PLUGIN);
+    if (!g_file_test(p, G_FILE_TEST_IS_REGULAR)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                    "serving over NBD needs vdisk's nbdkit plugin, which is not installed (%s)", p);
+        return FALSE;
+    }
+    g_autofree char *n = g_find_program_in_path("nbdkit");
+    if (n == NULL) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                    "serving over NBD needs nbdkit, which is not installed");
+        return FALSE;
+    }
+    *nbdkit = g_steal_pointer(&n);
+    *plugin = g_steal_pointer(&p);
+    return TRUE;
+#else
+    g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                "this vdiskd was built without vdisk's nbdkit plugin (nbdkit-plugin-dev): it "
+                "cannot serve volumes over NBD");
+    return FALSE;
+#endif
+}
+
+/* Wait for pid to end, or stop it once cancellable is cancelled: TERM,
+ * and KILL if it is still there after 5 s. Its wait status in *status;
+ * TRUE when it was stopped. */
+static gboolean wait_or_stop(GPid pid, GCancellable *cancellable, int *status)
+{
+    GPollFD cancel_fd;
+    gboolean have_cancel = g_cancellable_make_pollfd(cancellable, &cancel_fd);
+    gboolean stopped = FALSE;
+    gint64 kill_at = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            break;
+        if (!stopped && g_cancellable_is_cancelled(cancellable)) {
+            stopped = TRUE;
+            kill(pid, SIGTERM);
+            kill_at = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+        } else if (stopped && g_get_monotonic_time() > kill_at) {
+            kill(pid, SIGKILL);
+        }
+        /* No pidfd (the unit's filter and older kernels): a short poll. */
+        struct pollfd p = { .fd = have_cancel && !stopped ? cancel_fd.fd : -1, .events = POLLIN };
+        poll(&p, 1, 200);
+    }
+    if (have_cancel)
+        g_cancellable_release_fd(cancellable);
+    return stopped;
+}
+
+gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCancellable *cancellable,
+                          GError **error)
+{
+    g_autoptr(GVariant) req = g_variant_ref_sink(request);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        vdd_error_set_errno(error, errno, "worker socket");
+        return FALSE;
+    }
+    GPid pid;
+    g_autoptr(GError) local = NULL;
+    gboolean started = spawn(sv[1], &pid, &local);
+    close(sv[1]);
+    if (!started) {
+        close(sv[0]);
+        g_warning("cannot start %s: %s", vdd_worker_path(), local->message);
+        g_propagate_error(error, unsafe());
+        return FALSE;
+    }
+    struct timeval tv = { .tv_sec = MESSAGE_TIMEOUT_SECONDS };
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    /* Its answer, then the end of the socket: it became the server. */
+    const VddWorkerCall call = { .fds = fds, .n_fds = n_fds, .cancellable = cancellable };
+    g_autoptr(GVariant) result = NULL;
+    gboolean cancelled = FALSE;
+    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local) &&
+                      converse(sv[0], &call, &result, &cancelled);
+    close(sv[0]);
+    GError *failure = result != NULL ? vdd_wire_get_error(result) : NULL;
+    if (!talked || result == NULL || failure != NULL)
+        kill(pid, SIGKILL);
+    int status = 0;
+    gboolean stopped = wait_or_stop(pid, cancellable, &status);
+    g_spawn_close_pid(pid);
+    if (cancelled || (stopped && failure == NULL && talked && result != NULL)) {
+        g_clear_error(&failure);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Operation was cancelled");
+        return FALSE;
+    }
+    if (failure != NULL) {
+        g_propagate_error(error, failure);
+        return FALSE;
+    }
+    if (talked && result != NULL) {
+        log_confinement(result);
+        log_job(pid, req, result);
+    }
+    if (WIFSIGNALED(status))
+        g_warning("nbdkit %d (serving a volume) was killed by signal %d (%s)%s", pid,
+                  WTERMSIG(status), g_strsignal(WTERMSIG(status)),
+                  WTERMSIG(status) == SIGSYS ? ": a system call outside its filter" : "");
+    else
+        g_warning("nbdkit %d (serving a volume) ended with status %d", pid,
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    g_set_error(error, VDD_ERROR, VDD_ERROR_FAILED,
+                "the NBD server ended by itself (vdiskd's log says why)");
+    return FALSE;
 }
 
 GVariant *vdd_worker_status(GError **error)

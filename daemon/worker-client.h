@@ -84,6 +84,10 @@ void vdd_worker_request_caller_chain(GVariantDict *d, const char *operation, gui
 /* After vdd_worker_request_caller_file: the caller's file is an OVA
  * appliance, and the source is its disk index (from 0). */
 void vdd_worker_request_appliance_disk(GVariantDict *d, gint32 index);
+/* After vdd_worker_request_caller_file: the caller's descriptor is a
+ * socket connected to an NBD server, and the source the export of that
+ * name on it ("" the default), read as raw. */
+void vdd_worker_request_nbd_source(GVariantDict *d, const char *export_name);
 /* And for a new image in descriptor fd_index (role "target"): its format, create
  * options and the secrets they name (may be NULL), with a label for
  * messages; name is its name beneath the first folder's pool (NULL: a
@@ -99,6 +103,22 @@ void vdd_worker_request_target(GVariantDict *d, gint32 fd_index, const char *lab
 void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_index, gint32 folder,
                                const char *format, const char *name, const char *label,
                                VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets);
+
+/* Serve a volume over NBD until cancelled: a worker that confines itself
+ * and becomes nbdkit (request "serve-nbd", worker-protocol.h) with fds
+ * (borrowed: the volume, the caller's listening socket). Blocks: call it
+ * off the main loop. Returns TRUE never; FALSE with
+ * G_IO_ERROR_CANCELLED once cancellable is cancelled and the server
+ * stopped (SIGTERM, then SIGKILL after 5 s), the worker's error when it
+ * refused, or VDD_ERROR_FAILED when the server could not start or ended
+ * by itself. */
+/* Where nbdkit and vdisk's plugin for it are, for vdd_worker_serve:
+ * nbdkit on PATH, the plugin $VDISK_NBDKIT_PLUGIN (the build tree, for
+ * the tests) or nbdkit's plugin folder. New strings, or FALSE with
+ * VDD_ERROR_UNSUPPORTED_FORMAT saying which is missing. */
+gboolean vdd_worker_nbdkit(char **nbdkit, char **plugin, GError **error);
+gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCancellable *cancellable,
+                          GError **error);
 
 /* Start a worker that confines itself and does no image work, and return
  * what it ran under (the "confinement" a{sv} of worker-protocol.h). Blocks. */

@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <link.h>
 #include <linux/landlock.h>
 #include <pwd.h>
 #include <sched.h>
@@ -16,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -147,6 +149,61 @@ static guint64 landlock_fs_rights(int abi)
     return rights;
 }
 
+/* The ELF interpreter of this program (the dynamic loader), which the
+ * kernel opens for execution with any dynamically linked program. */
+static int find_interpreter(struct dl_phdr_info *info, size_t size, void *data)
+{
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type == PT_INTERP) {
+            *(const char **)data = (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+            break;
+        }
+    }
+    return 1; /* the main program comes first: only it */
+}
+
+static gboolean add_path_rule(int ruleset, const char *path, guint64 access, GError **error)
+{
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        /* Nothing there is nothing to allow. */
+        return errno == ENOENT || errno == ENOTDIR || set_error_errno(error, path);
+    }
+    /* A file takes only the rights a file has. */
+    if (!S_ISDIR(st.st_mode))
+        access &= LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+                  LANDLOCK_ACCESS_FS_EXECUTE;
+    struct landlock_path_beneath_attr rule = { .allowed_access = access, .parent_fd = fd };
+    int r = (int)syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+    close(fd);
+    if (r < 0)
+        return set_error_errno(error, path);
+    return TRUE;
+}
+
+/* For a worker that becomes spec's program: what it runs from. */
+static gboolean add_exec_rules(int ruleset, const VddConfineSpec *spec, GError **error)
+{
+    const guint64 run = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_EXECUTE;
+    const guint64 read = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR;
+    const char *interpreter = NULL;
+    dl_iterate_phdr(find_interpreter, &interpreter);
+    /* nbdkit points its standard input and output at /dev/null. */
+    if (!add_path_rule(ruleset, spec->exec_path, run, error) ||
+        (interpreter != NULL && !add_path_rule(ruleset, interpreter, run, error)) ||
+        !add_path_rule(ruleset, "/dev/null",
+                       LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE, error))
+        return FALSE;
+    for (guint i = 0; spec->read_paths != NULL && spec->read_paths[i] != NULL; i++) {
+        if (!add_path_rule(ruleset, spec->read_paths[i], read, error))
+            return FALSE;
+    }
+    return TRUE;
+}
+
 /* Landlock: the folders' files may be read, nothing else may be opened.
  * Descriptors open already (the job's source and target) keep their
  * access. */
@@ -183,6 +240,11 @@ static gboolean apply_landlock(const VddConfineSpec *spec, VddConfinement *state
             return set_error_errno(error, "Landlock rule for the pool's folder");
         }
     }
+    if (spec->exec_path != NULL && !add_exec_rules(ruleset, spec, error)) {
+        close(ruleset);
+        g_prefix_error(error, "Landlock rule: ");
+        return FALSE;
+    }
     if (syscall(SYS_landlock_restrict_self, ruleset, 0) < 0) {
         close(ruleset);
         return set_error_errno(error, "Landlock");
@@ -211,6 +273,10 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
         "flock", "fsync", "fdatasync", "ftruncate", "fallocate", "fadvise64", "copy_file_range",
         "sync_file_range", "getdents64", "readlinkat", "faccessat", "faccessat2", "dup", "dup3",
         "sendmsg", "recvmsg", "poll", "ppoll",
+        /* NBD on a socket the caller connected (an import from an NBD
+         * server): libnbd's send, recv and shutdown. Creating a socket,
+         * connecting and binding stay forbidden. */
+        "sendto", "recvfrom", "shutdown",
         /* memory */
         "brk", "munmap", "mremap", "madvise", "mlock", "mlock2", "munlock",
         /* threads, time, signals, exit */
@@ -281,6 +347,104 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
     return TRUE;
 }
 
+/* For a worker that becomes a server of the descriptors it was passed
+ * (nbdkit): everything it may need but what would reach beyond them. A
+ * new network connection (socket, connect, bind), other processes
+ * (ptrace, process_vm_*), the system (mount, namespaces, modules, keys,
+ * clocks, reboot) kill it. */
+static gboolean apply_seccomp_server(VddConfinement *state, GError **error)
+{
+    static const char *const denied[] = { "socket",
+                                          "socketpair",
+                                          "connect",
+                                          "bind",
+                                          "ptrace",
+                                          "process_vm_readv",
+                                          "process_vm_writev",
+                                          "mount",
+                                          "umount2",
+                                          "pivot_root",
+                                          "chroot",
+                                          "unshare",
+                                          "setns",
+                                          "mount_setattr",
+                                          "move_mount",
+                                          "open_tree",
+                                          "fsopen",
+                                          "fsmount",
+                                          "fspick",
+                                          "kexec_load",
+                                          "kexec_file_load",
+                                          "init_module",
+                                          "finit_module",
+                                          "delete_module",
+                                          "bpf",
+                                          "perf_event_open",
+                                          "keyctl",
+                                          "add_key",
+                                          "request_key",
+                                          "userfaultfd",
+                                          "open_by_handle_at",
+                                          "name_to_handle_at",
+                                          "swapon",
+                                          "swapoff",
+                                          "reboot",
+                                          "acct",
+                                          "settimeofday",
+                                          "clock_settime",
+                                          "clock_adjtime",
+                                          "adjtimex",
+                                          "iopl",
+                                          "ioperm",
+                                          "personality",
+                                          "setuid",
+                                          "setgid",
+                                          "setreuid",
+                                          "setregid",
+                                          "setresuid",
+                                          "setresgid",
+                                          "setgroups",
+                                          "setfsuid",
+                                          "setfsgid",
+                                          "capset",
+                                          "quotactl",
+                                          "lookup_dcookie",
+                                          "io_uring_setup",
+                                          NULL };
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: no filter");
+        return FALSE;
+    }
+    gboolean ok = TRUE;
+    for (guint i = 0; ok && denied[i]; i++) {
+        int nr = seccomp_syscall_resolve_name(denied[i]);
+        ok = nr == __NR_SCMP_ERROR || seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0) == 0;
+    }
+    /* No new namespaces through clone either; clone3's flags are out of
+     * the filter's reach, so glibc falls back to clone. */
+    static const scmp_datum_t namespaces[] = { CLONE_NEWNS,    CLONE_NEWUTS, CLONE_NEWIPC,
+                                               CLONE_NEWUSER,  CLONE_NEWPID, CLONE_NEWNET,
+                                               CLONE_NEWCGROUP };
+    for (guint i = 0; ok && i < G_N_ELEMENTS(namespaces); i++)
+        ok = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, namespaces[i], namespaces[i])) == 0;
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) == 0;
+    if (!ok) {
+        seccomp_release(ctx);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: building the filter failed");
+        return FALSE;
+    }
+    int r = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (r < 0) {
+        errno = -r;
+        return set_error_errno(error, "seccomp");
+    }
+    state->seccomp = TRUE;
+    return TRUE;
+}
+
 gboolean vdd_confine_apply(const VddConfineSpec *spec, VddConfinement *state, GError **error)
 {
     memset(state, 0, sizeof *state);
@@ -308,7 +472,9 @@ gboolean vdd_confine_apply(const VddConfineSpec *spec, VddConfinement *state, GE
     state->no_new_privs = TRUE;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
         return set_error_errno(error, "PR_SET_DUMPABLE");
-    return apply_landlock(spec, state, error) && apply_seccomp(state, error);
+    return apply_landlock(spec, state, error) &&
+           (spec->exec_path != NULL ? apply_seccomp_server(state, error)
+                                    : apply_seccomp(state, error));
 }
 
 GVariant *vdd_confinement_to_variant(const VddConfinement *state)

@@ -25,6 +25,15 @@ typedef struct {
     guint64 address_space; /* bytes; 0: unlimited */
     guint64 cpu_seconds;   /* 0: unlimited */
     guint64 open_files;
+    /* A worker that becomes another program (nbdkit, serving a volume
+     * over NBD) names it here: Landlock lets it execute that file (and
+     * the ELF interpreter) and read beneath read_paths (NULL-terminated;
+     * folders and files), and the seccomp filter, instead of allowing
+     * only what image I/O needs, kills it on what no server of a passed
+     * descriptor needs: creating a socket, connecting, binding, tracing,
+     * mounting, namespaces, modules, ... NULL: image work only. */
+    const char *exec_path;
+    const char *const *read_paths;
 } VddConfineSpec;
 
 typedef struct {

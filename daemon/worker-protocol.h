@@ -10,7 +10,11 @@
  *            target), "copy" (source over the existing image target),
  *            "resize" (target to "size" t, "shrink" b), "snapshot"
  *            (target: "snapshot-op" s create/revert/delete, "snapshot" s),
- *            "create" (the new image target, "size" t);
+ *            "create" (the new image target, "size" t), "serve-nbd"
+ *            (become nbdkit "nbdkit" s with vdisk's plugin "plugin" s,
+ *            serving source, a pool volume, on the caller's listening
+ *            socket "listener" i, "readonly" b; the result comes before
+ *            the exec, and the socket's end tells vdiskd it happened);
  *            "source" and "target" a{sv}: an image, see below; for
  *            "convert", "backing" a{sv}: a pool volume (in the target's
  *            folder) the new target is a qcow2 overlay of, named by its
@@ -29,7 +33,10 @@
  *            name beneath the pool folder, for a pool volume),
  *            "open-options" a{ss} and "secrets" a{say} (its key); a new
  *            image also "create-options" a{ss}; a caller's OVA appliance
- *            "appliance-disk" i (the disk inside it that is the image).
+ *            "appliance-disk" i (the disk inside it that is the image);
+ *            a socket the caller connected to an NBD server "nbd-export"
+ *            s (the export the image is, read as raw; the worker speaks
+ *            NBD on the socket and opens no other).
  *   open     worker to vdiskd: "open" s (a name beneath the pool folder),
  *            "directory" b; vdiskd answers "errno" i, 0 with the
  *            descriptor, opened read-only, a regular file (or a folder when

@@ -36,7 +36,8 @@ typedef struct {
     gint32 folder; /* where name lies: an index into the request's dir-paths */
     guint32 open_flags;
     guint64 max_metadata;
-    gint32 appliance_disk; /* a caller's OVA: the disk read, or -1 */
+    gint32 appliance_disk;  /* a caller's OVA: the disk read, or -1 */
+    const char *nbd_export; /* fd is a socket to an NBD server: its export */
     VdOptions *open_options, *create_options;
     VdSecrets *secrets;
 } Image;
@@ -89,6 +90,7 @@ static void parse_image(GVariant *msg, const char *key, const int *fds, guint n_
     img->label = string_or(v, "label", key);
     img->format = string_or(v, "format", NULL);
     img->name = string_or(v, "name", NULL);
+    img->nbd_export = string_or(v, "nbd-export", NULL);
     if (!g_variant_lookup(v, "folder", "i", &img->folder))
         img->folder = 0;
     if (!g_variant_lookup(v, "open-flags", "u", &img->open_flags))
@@ -314,11 +316,25 @@ static gboolean check_probed_source(const Request *r, GError **error)
     return FALSE;
 }
 
+/* An import from an NBD server: the caller connected the socket, the
+ * worker only speaks NBD on it (the handshake, then reads and block
+ * status), with no socket or address of its own. */
+static VdImage *open_nbd_source(const Image *s, GError **error)
+{
+    VdImage *img =
+        vd_image_open_nbd_socket(s->fd, s->nbd_export, "raw", VD_OPEN_NO_RELATED_FILES, error);
+    if (img == NULL)
+        g_prefix_error(error, "%s: ", s->label);
+    return img;
+}
+
 /* The import's source: a caller's OVA appliance (the disk the request
  * names, or its only one) is read in place; anything else as it is. */
 static VdImage *open_source(const Request *r, GError **error)
 {
     const Image *s = &r->source;
+    if (s->nbd_export != NULL)
+        return open_nbd_source(s, error);
     gboolean ova = s->appliance_disk >= 0 || g_strcmp0(s->format, "ova") == 0;
     if (!ova && s->format == NULL && !pool_relative(r, s))
         ova = g_strcmp0(vd_probe_fd(s->fd, s->label, NULL, NULL), "ova") == 0;
@@ -507,7 +523,7 @@ static const struct {
 } operations[] = {
     { "status", FALSE, FALSE },  { "info", TRUE, FALSE },   { "describe", TRUE, FALSE },
     { "convert", TRUE, TRUE },   { "copy", TRUE, TRUE },    { "resize", FALSE, TRUE },
-    { "snapshot", FALSE, TRUE }, { "create", FALSE, TRUE },
+    { "snapshot", FALSE, TRUE }, { "create", FALSE, TRUE }, { "serve-nbd", TRUE, FALSE },
 };
 
 static gboolean parse_request(GVariant *msg, const int *fds, guint n_fds, Request *r,
@@ -544,6 +560,81 @@ static int finish(GVariantBuilder *b)
     return vdd_wire_send(SOCK, g_variant_builder_end(b), NULL, 0, NULL) ? 0 : 1;
 }
 
+/* Where nbdkit finds its descriptors: the listening socket first, as
+ * socket activation passes it, then the volume its plugin serves. */
+#define NBDKIT_LISTEN_FD 3
+#define NBDKIT_VOLUME_FD 4
+
+/* serve-nbd: become nbdkit ("nbdkit" s, an absolute path) with vdisk's
+ * plugin ("plugin" s) serving the volume (source, of its recorded
+ * format) on the caller's listening socket ("listener" i), read-only
+ * with "readonly" b. The worker confines itself first, as the program it
+ * becomes needs (worker-confine.h: it may execute nbdkit, read what
+ * nbdkit runs from, and make no socket nor connection), answers vdiskd
+ * with its confinement, and execs: vdiskd sees the socket close and
+ * waits for the server to end, or stops it. Returns only on failure. */
+static int serve_nbd(const Request *r, const int *fds, guint n_fds)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    g_autoptr(GError) error = NULL;
+    int listener = fd_at(r->msg, "listener", fds, n_fds);
+    const char *nbdkit = string_or(r->msg, "nbdkit", "");
+    const char *plugin = string_or(r->msg, "plugin", "");
+    gboolean readonly = FALSE;
+    g_variant_lookup(r->msg, "readonly", "b", &readonly);
+    if (listener < 0 || r->source.format == NULL || !g_path_is_absolute(nbdkit) ||
+        !g_path_is_absolute(plugin)) {
+        g_set_error(&error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "serve-nbd needs a listener, the volume's format and where nbdkit and its "
+                    "plugin are");
+        vdd_wire_add_error(&b, error);
+        return finish(&b);
+    }
+    const int keep[] = { SOCK, r->source.fd, listener };
+    const char *const read_paths[] = { "/usr", "/etc/ld.so.cache", plugin, NULL };
+    const VddConfineSpec spec = { .keep_fds = keep,
+                                  .n_keep_fds = G_N_ELEMENTS(keep),
+                                  .address_space = DEFAULT_ADDRESS_SPACE,
+                                  .cpu_seconds = 0, /* it serves until stopped */
+                                  .open_files = OPEN_FILES,
+                                  .exec_path = nbdkit,
+                                  .read_paths = read_paths };
+    VddConfinement state;
+    if (!vdd_confine_apply(&spec, &state, &error)) {
+        g_warning("the worker could not confine itself: %s", error->message);
+        return 3;
+    }
+    g_variant_builder_add(&b, "{sv}", "confinement", vdd_confinement_to_variant(&state));
+    vdd_confinement_clear(&state);
+    g_autofree char *volume_arg = g_strdup_printf("fd=%d", NBDKIT_VOLUME_FD);
+    g_autofree char *format_arg = g_strdup_printf("format=%s", r->source.format);
+    const char *argv[] = { nbdkit,     "--exit-with-parent", plugin,
+                           volume_arg, format_arg,           readonly ? "readonly=true" : NULL,
+                           NULL };
+    g_autofree char *pid = g_strdup_printf("LISTEN_PID=%d", (int)getpid());
+    const char *envp[] = { "LISTEN_FDS=1", pid, NULL };
+    int l = fcntl(listener, F_DUPFD_CLOEXEC, 10);
+    int v = fcntl(r->source.fd, F_DUPFD_CLOEXEC, 10);
+    if (l < 0 || v < 0) {
+        g_set_error(&error, G_IO_ERROR, g_io_error_from_errno(errno), "serve-nbd: %s",
+                    g_strerror(errno));
+        vdd_wire_add_error(&b, error);
+        return finish(&b);
+    }
+    g_variant_builder_add(&b, "{sv}", "ok", g_variant_new_boolean(TRUE));
+    if (finish(&b) != 0)
+        return 1;
+    /* The first replaces the socket to vdiskd: it sees the end of it. */
+    if (dup2(l, NBDKIT_LISTEN_FD) < 0 || dup2(v, NBDKIT_VOLUME_FD) < 0) {
+        fprintf(stderr, "vdisk-worker: serve-nbd: %s\n", g_strerror(errno));
+        return 1;
+    }
+    execve(nbdkit, (char *const *)argv, (char *const *)envp);
+    fprintf(stderr, "vdisk-worker: cannot run %s: %s\n", nbdkit, g_strerror(errno));
+    return 127;
+}
+
 int main(int argc, char **argv)
 {
     /* Messages are English and UTF-8 whatever the service's locale: no
@@ -575,6 +666,8 @@ int main(int argc, char **argv)
         vdd_wire_add_error(&b, error);
         return finish(&b);
     }
+    if (g_str_equal(r.operation, "serve-nbd"))
+        return serve_nbd(&r, fds, n_fds);
 
     int keep[VDD_WIRE_MAX_FDS + 1];
     memcpy(keep, fds, n_fds * sizeof(int));

@@ -235,6 +235,8 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
     g_autoptr(GPtrArray) chain = NULL;
     gint fd;
 
+    if (ctl_is_nbd_uri(operands[0]))
+        return ctl_import_nbd(ctl, operands[0], operands[1]);
     if (!ctl_split_volume_arg(operands[1], &pool_name, &name, &error) ||
         (options = ctl_call_options(ctl, &error)) == NULL)
         return ctl_fail(error);
@@ -271,8 +273,8 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
 
 const CtlCommand ctl_cmd_import = {
     .name = "import",
-    .operands = "FILE POOL/VOLUME",
-    .summary = "copy an image file of yours into a pool, in any format",
+    .operands = "FILE|NBD-URI POOL/VOLUME",
+    .summary = "copy an image file of yours, or an NBD export, into a pool",
     .options = CTL_OPT_FORMAT | CTL_OPT_CREATE | CTL_OPT_PROGRESS | CTL_OPT_DETACH |
                CTL_OPT_SOURCE | CTL_OPT_OBJECT | CTL_OPT_NOTIFY,
     .help = CTL_HELP_FORMAT
@@ -282,9 +284,16 @@ const CtlCommand ctl_cmd_import = {
     .notes = "FILE is opened with your rights and handed to vdiskd, which never opens\n"
              "it by name: you need no access to the pool's directory. So are the\n"
              "parents of a differencing image and the extents of a split vmdk\n"
-             "(NAME-s001.vmdk ...). An OVA appliance's only disk is read inside it.\n",
-    .examples = "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
-                "  vdiskctl import disk.vmdk default/disk -f qcow2 -o compression_type=zstd\n",
+             "(NAME-s001.vmdk ...). An OVA appliance's only disk is read inside it.\n"
+             "An NBD export (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH)\n"
+             "is connected to by vdiskctl, with your network access, and the socket\n"
+             "handed to vdiskd, which has no network and dials no address itself;\n"
+             "it copies the disk the server exports, holes left out.\n",
+    .examples =
+        "  vdiskctl import ~/VirtualBox\\ VMs/xp/xp.vdi default/xp.qcow2\n"
+        "  vdiskctl import disk.vmdk default/disk -f qcow2 -o compression_type=zstd\n"
+        "  vdiskctl import nbd://backup.example.org/web default/web.qcow2\n"
+        "  vdiskctl import 'nbd+unix:///?socket=/run/user/1000/disk.sock' default/d.qcow2\n",
     .min_operands = 2,
     .max_operands = 2,
     .run = run_import,

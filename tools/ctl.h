@@ -42,6 +42,7 @@ typedef enum {
     /* import-vm: --dry-run, --virtio, --keep-snapshots, --domain-type TYPE,
      * --start, --connect URI */
     CTL_OPT_IMPORT_VM = 1 << 11,
+    CTL_OPT_NBD_SERVE = 1 << 13, /* export-nbd: --socket PATH, --readonly */
 } CtlOptionMask;
 
 /* What the command line said, and the bus connection. */
@@ -70,6 +71,9 @@ typedef struct {
     gboolean start;
     const char *domain_type; /* NULL: kvm */
     const char *connect_uri; /* NULL: virsh's default */
+    /* export-nbd's */
+    const char *socket_path;
+    gboolean readonly;
 } Ctl;
 
 /* Help lines shared by the commands that write an image. */
@@ -124,6 +128,7 @@ extern const CtlCommand ctl_cmd_jobs, ctl_cmd_cancel;
 extern const CtlCommand ctl_cmd_libvirt;
 extern const CtlCommand ctl_cmd_status;
 extern const CtlCommand ctl_cmd_import_vm;
+extern const CtlCommand ctl_cmd_export_nbd;
 
 /* ----- messages (ctl-output.c) ----- */
 
@@ -288,6 +293,22 @@ gint ctl_appliance_disk(const char *path, const char *member, GError **error);
 /* Warn on stderr when the VDI at path (chain's first link) is a
  * VirtualBox VM's disk under a snapshot, not what the VM uses now. */
 void ctl_chain_warn_not_current(const char *path, GPtrArray *chain);
+
+/* ----- NBD servers (ctl-nbd.c) ----- */
+
+/* Whether arg is an NBD URI (nbd://, nbd+tcp://, nbd+unix://, and the TLS
+ * and vsock forms, which ctl_nbd_connect refuses), not a file name. */
+gboolean ctl_is_nbd_uri(const char *arg);
+/* Connect to the NBD server uri names, here, as the user: nbd://HOST[:PORT]/
+ * EXPORT (port 10809 by default) or nbd+unix:///EXPORT?socket=PATH. Only
+ * the socket is connected; the NBD handshake is left to whoever reads the
+ * export. Returns the socket and sets *export_name (a new string, "" for
+ * the default export), or -1 with an error naming uri. */
+int ctl_nbd_connect(const char *uri, char **export_name, GError **error);
+/* vdiskctl import URI POOL/VOLUME: the export at uri copied into a new
+ * volume by vdiskd, which reads it through the socket connected here
+ * (ImportVolume's nbd-export). Returns the exit status. */
+int ctl_import_nbd(Ctl *ctl, const char *uri, const char *target);
 
 /* ----- the caller's output files (ctl-file.c) ----- */
 

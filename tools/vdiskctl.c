@@ -14,11 +14,11 @@
 #include "notify.h"
 
 static const CtlCommand *const commands[] = {
-    &ctl_cmd_pools,     &ctl_cmd_volumes,  &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
-    &ctl_cmd_export,    &ctl_cmd_clone,    &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
-    &ctl_cmd_overlay,   &ctl_cmd_delete,   &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
-    &ctl_cmd_convert,   &ctl_cmd_add_pool, &ctl_cmd_refresh, &ctl_cmd_libvirt, &ctl_cmd_status,
-    &ctl_cmd_import_vm,
+    &ctl_cmd_pools,     &ctl_cmd_volumes,    &ctl_cmd_info,    &ctl_cmd_create,  &ctl_cmd_import,
+    &ctl_cmd_export,    &ctl_cmd_clone,      &ctl_cmd_copy,    &ctl_cmd_resize,  &ctl_cmd_snapshot,
+    &ctl_cmd_overlay,   &ctl_cmd_delete,     &ctl_cmd_jobs,    &ctl_cmd_cancel,  &ctl_cmd_inspect,
+    &ctl_cmd_convert,   &ctl_cmd_add_pool,   &ctl_cmd_refresh, &ctl_cmd_libvirt, &ctl_cmd_status,
+    &ctl_cmd_import_vm, &ctl_cmd_export_nbd,
 };
 
 /* Long-only options; above every char. */
@@ -38,6 +38,8 @@ enum {
     OPT_DOMAIN_TYPE,
     OPT_START,
     OPT_CONNECT,
+    OPT_SOCKET,
+    OPT_READONLY,
 };
 
 /* Every option, and which commands take it (0: all of them). */
@@ -73,6 +75,8 @@ static const struct {
     { { "domain-type", required_argument, NULL, OPT_DOMAIN_TYPE }, CTL_OPT_IMPORT_VM, NULL },
     { { "start", no_argument, NULL, OPT_START }, CTL_OPT_IMPORT_VM, NULL },
     { { "connect", required_argument, NULL, OPT_CONNECT }, CTL_OPT_IMPORT_VM, NULL },
+    { { "socket", required_argument, NULL, OPT_SOCKET }, CTL_OPT_NBD_SERVE, NULL },
+    { { "readonly", no_argument, NULL, OPT_READONLY }, CTL_OPT_NBD_SERVE, NULL },
 };
 
 static gboolean takes(const CtlCommand *cmd, CtlOptionMask needs)
@@ -243,6 +247,12 @@ static void apply_option(Ctl *ctl, const CtlCommand *cmd, int opt, const char *a
         break;
     case OPT_CONNECT:
         ctl->connect_uri = arg;
+        break;
+    case OPT_SOCKET:
+        ctl->socket_path = arg;
+        break;
+    case OPT_READONLY:
+        ctl->readonly = TRUE;
         break;
     default:
         g_assert_not_reached();

@@ -381,6 +381,9 @@ static const RuleCase rule_cases[] = {
       VDISK_ACTION_MODIFY_VOLUME " operation=DeleteSnapshot pool=p snapshot=s1 volume=a.raw" },
     { "volume", "Export", "(@h 0, 'raw', @a{sv} {})",
       VDISK_ACTION_READ_VOLUME " format=raw operation=export pool=p volume=a.raw" },
+    { "volume", "ExportNbd", "(@h 0, @a{sv} {})",
+      VDISK_ACTION_MODIFY_VOLUME " operation=export-nbd pool=p source-pool=p source-volume=a.raw "
+                                 "volume=a.raw" },
     { "volume", "Delete", "(@a{sv} {},)",
       VDISK_ACTION_DELETE_VOLUME " operation=delete pool=p volume=a.raw" },
 };
@@ -498,6 +501,7 @@ static void test_rules_read_check(Fixture *f, gconstpointer unused)
         { "CreateOverlay",
           VDISK_ACTION_READ_VOLUME " operation=CreateOverlay pool=p volume=a.raw" },
         { "CopyFrom", VDISK_ACTION_READ_VOLUME " operation=CopyFrom pool=q volume=b.raw" },
+        { "ExportNbd", VDISK_ACTION_READ_VOLUME " operation=ExportNbd pool=p volume=a.raw" },
     };
     for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
         const RuleCase *c = find_case(cases[i].method);
