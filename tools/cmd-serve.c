@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "vm.h"
 
 enum {
     OPT_PORT = CLI_OPT_FIRST_PRIVATE,
@@ -124,10 +125,28 @@ static void serve_image_clear(ServeImage *si)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(ServeImage, serve_image_clear)
 
+/* A differencing VDI whose parents are not beside it, where VirtualBox
+ * keeps them (its VM's media registry, or the folder above Snapshots/):
+ * the plugin cannot look there, so each parent is named to it
+ * ("backing", "backing.backing", ...). */
+static VdImage *open_vbox_chain(ServeImage *si, GError **error)
+{
+    g_autoptr(GPtrArray) chain = vm_chain_for_vdi(si->path, error);
+    if (chain == NULL)
+        return NULL;
+    g_autoptr(VdOptions) named = vm_chain_open_options(chain);
+    if (si->open_opts == NULL)
+        si->open_opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = vd_options_keys(named);
+    for (guint i = 0; i < keys->len; i++)
+        vd_options_set(si->open_opts, keys->pdata[i], vd_options_get(named, keys->pdata[i]));
+    return vd_image_open_opts(si->path, "vdi", 0, si->open_opts, cli_secrets(), error);
+}
+
 /* Open the image as the plugin will, read-only, and close it again: errors
  * in vdisk's words before anything listens. *ask_passphrase is set when
  * it is encrypted, no key was given and a terminal can be asked. */
-static gboolean check_image(const ServeImage *si, const ServeOptions *opts, const char *fmt,
+static gboolean check_image(ServeImage *si, const ServeOptions *opts, const char *fmt,
                             gboolean *ask_passphrase, GError **error)
 {
     g_autoptr(VdImage) img = NULL;
@@ -148,7 +167,13 @@ static gboolean check_image(const ServeImage *si, const ServeOptions *opts, cons
             g_autofree char *abs = g_canonicalize_filename(opts->backing, NULL);
             vd_options_set(o, "backing", abs);
         }
-        img = vd_image_open_opts(si->path, fmt, 0, o, cli_secrets(), error);
+        g_autoptr(GError) local = NULL;
+        img = vd_image_open_opts(si->path, fmt, 0, o, cli_secrets(), &local);
+        if (img == NULL && g_str_equal(fmt, "vdi") && opts->backing == NULL &&
+            g_error_matches(local, VD_ERROR, VD_ERROR_NOT_FOUND))
+            img = open_vbox_chain(si, error);
+        else if (img == NULL)
+            g_propagate_error(error, g_steal_pointer(&local));
     }
     if (img == NULL)
         return FALSE;

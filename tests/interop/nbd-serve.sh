@@ -399,6 +399,25 @@ vdisk_serve_luks() { # the secret options of the other commands
 }
 case_run "vdisk serve of encrypted images" vdisk_serve_luks
 
+vdisk_serve_vbox() { # a VirtualBox snapshot's disk, its parent one folder up
+    mkdir -p vm/Snapshots
+    pattern_raw base.raw 16M
+    vd convert -q -f raw -O vdi base.raw vm/base.vdi
+    qemu-img create -q -f qcow2 -b "$PWD/base.raw" -F raw current.qcow2
+    qio qcow2 current.qcow2 "write -P 67 1M 1M" "write -z 3M 64k" "write -P 68 9M 4k"
+    vd convert -q -O vdi -B base.vdi -F vdi current.qcow2 vm/child.vdi
+    uuid=$(vd info --output=json vm/child.vdi | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["format-specific"]["data"]["image-uuid"])')
+    mv vm/child.vdi "vm/Snapshots/{$uuid}.vdi"
+    # nbdkit vdisk alone does not look there
+    fails_cleanly serve "vm/Snapshots/{$uuid}.vdi" readonly=true
+    trap 'kill $PID 2>/dev/null || true; wait' EXIT
+    serve_bg --readonly --socket "$W/v.sock" "vm/Snapshots/{$uuid}.vdi"
+    qemu-img compare "$URI" current.qcow2
+    kill -INT $PID
+    wait $PID
+}
+case_run "vdisk serve of a VirtualBox snapshot's disk" vdisk_serve_vbox
+
 vdisk_serve_inet() { # TCP on 127.0.0.1, stopped by SIGTERM
     source_raw
     qemu-img convert -f raw -O vmdk src.raw t.vmdk
