@@ -2,6 +2,8 @@
  * ranges that read zero in both are skipped without reading. */
 #include "vdisk-driver.h"
 
+#include <string.h>
+
 #define COMPARE_CHUNK (1u << 20)
 #define SECTOR 512
 
@@ -25,6 +27,18 @@ static gboolean status_at(StatusCursor *c, guint64 offset, GError **error)
     c->at = offset;
     c->end = offset + MAX(c->st.length, 1);
     return TRUE;
+}
+
+/* A read or block status request that failed: note which (qemu-img
+ * compare tells them apart by its exit code). */
+static gboolean failed(VdCompareResult *res, gboolean read, VdImage *img, VdImage *a,
+                       guint64 offset)
+{
+    res->read_failed = read;
+    res->status_failed = !read;
+    res->failed_image = img == a ? 0 : 1;
+    res->failed_offset = offset;
+    return FALSE;
 }
 
 static gboolean cursor_reads_zero(const StatusCursor *c)
@@ -80,8 +94,10 @@ static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, VdCompareFla
     for (guint64 offset = 0; offset < len;) {
         if (!check_cancel(cancellable, error))
             return FALSE;
-        if (!status_at(&ca, offset, error) || !status_at(&cb, offset, error))
-            return FALSE;
+        if (!status_at(&ca, offset, error))
+            return failed(res, FALSE, a, a, offset);
+        if (!status_at(&cb, offset, error))
+            return failed(res, FALSE, b, a, offset);
         if ((flags & VD_COMPARE_STRICT_STATUS) && status_key(&ca) != status_key(&cb)) {
             res->identical = FALSE;
             res->status_mismatch = TRUE;
@@ -90,9 +106,10 @@ static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, VdCompareFla
         }
         guint64 n = MIN(MIN(ca.end, cb.end) - offset, (guint64)COMPARE_CHUNK);
         if (!(cursor_reads_zero(&ca) && cursor_reads_zero(&cb))) {
-            if (!vd_image_read(a, offset, buf_a, n, error) ||
-                !vd_image_read(b, offset, buf_b, n, error))
-                return FALSE;
+            if (!vd_image_read(a, offset, buf_a, n, error))
+                return failed(res, TRUE, a, a, offset);
+            if (!vd_image_read(b, offset, buf_b, n, error))
+                return failed(res, TRUE, b, a, offset);
             gint64 at = first_mismatch(buf_a, buf_b, n);
             if (at >= 0) {
                 res->identical = FALSE;
@@ -107,10 +124,11 @@ static gboolean compare_common(VdImage *a, VdImage *b, guint64 len, VdCompareFla
 }
 
 /* The part of the longer image past the shorter one must read zero. */
-static gboolean compare_tail(VdImage *longer, guint64 from, VdProgressFunc progress,
+static gboolean compare_tail(VdImage *a, VdImage *longer, guint64 from, VdProgressFunc progress,
                              gpointer progress_data, GCancellable *cancellable,
                              VdCompareResult *res, GError **error)
 {
+    res->tail_checked = TRUE;
     g_autofree guint8 *buf = g_malloc(COMPARE_CHUNK);
     guint64 size = vd_image_size(longer);
     for (guint64 offset = from; offset < size;) {
@@ -119,11 +137,11 @@ static gboolean compare_tail(VdImage *longer, guint64 from, VdProgressFunc progr
         guint64 n = MIN((guint64)COMPARE_CHUNK, size - offset);
         VdBlockStatus st;
         if (!vd_image_block_status(longer, offset, n, TRUE, &st, error))
-            return FALSE;
+            return failed(res, FALSE, longer, a, offset);
         guint64 run = st.length;
         if (!((st.flags & VD_BLOCK_ZERO) && !(st.flags & VD_BLOCK_DATA))) {
             if (!vd_image_read(longer, offset, buf, run, error))
-                return FALSE;
+                return failed(res, TRUE, longer, a, offset);
             for (guint64 pos = 0; pos < run; pos += SECTOR) {
                 if (!vd_buffer_is_zero(buf + pos, MIN((guint64)SECTOR, run - pos))) {
                     res->identical = FALSE;
@@ -151,9 +169,8 @@ gboolean vd_compare_full(VdImage *a, VdImage *b, VdCompareFlags flags, VdProgres
 {
     guint64 size_a = vd_image_size(a), size_b = vd_image_size(b);
     guint64 total = MAX(size_a, size_b);
+    memset(res, 0, sizeof *res);
     res->identical = TRUE;
-    res->first_difference = 0;
-    res->status_mismatch = FALSE;
     if ((flags & (VD_COMPARE_STRICT_SIZE | VD_COMPARE_STRICT_STATUS)) && size_a != size_b) {
         res->identical = FALSE;
         res->first_difference = MIN(size_a, size_b);
@@ -166,6 +183,6 @@ gboolean vd_compare_full(VdImage *a, VdImage *b, VdCompareFlags flags, VdProgres
     if (!res->identical || size_a == size_b)
         return TRUE;
     VdImage *longer = size_a > size_b ? a : b;
-    return compare_tail(longer, MIN(size_a, size_b), progress, progress_data, cancellable, res,
+    return compare_tail(a, longer, MIN(size_a, size_b), progress, progress_data, cancellable, res,
                         error);
 }

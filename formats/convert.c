@@ -85,27 +85,62 @@ static guint source_at(const CopyJob *job, guint64 offset)
     return i;
 }
 
+/* Under --salvage, the block status of [offset, +len) of img where it
+ * cannot be read: asked again for a quarter of the range at a time, as
+ * qemu-img asks, down to the one sector that fails, which is reported (at
+ * base + offset) and taken as data (reading it then decides). */
+static gboolean salvage_status(const VdConvertOptions *opts, VdImage *img, guint64 base,
+                               guint64 offset, guint64 len, gboolean chain, VdBlockStatus *st,
+                               GError **error)
+{
+    for (;;) {
+        GError *local = NULL;
+        if (vd_image_block_status(img, offset, len, chain, st, &local))
+            return TRUE;
+        if (!opts->salvage) {
+            g_propagate_error(error, local);
+            return FALSE;
+        }
+        guint64 sectors = (len + 511) / 512;
+        if (sectors <= 1) {
+            if (opts->status_salvaged != NULL)
+                opts->status_salvaged(base + offset, local, opts->progress_data);
+            g_error_free(local);
+            memset(st, 0, sizeof *st);
+            st->flags = VD_BLOCK_DATA | VD_BLOCK_ALLOCATED;
+            st->length = len;
+            return TRUE;
+        }
+        g_error_free(local);
+        len = MIN(len, (sectors + 3) / 4 * 512);
+    }
+}
+
 /* Block status at offset, cut at the end of its source; *local gets the
- * offset within that source. Under --salvage a range whose status cannot
- * be read is taken as data (reading it then decides). */
+ * offset within that source. */
 static gboolean src_block_status(CopyJob *job, guint64 offset, guint64 len, gboolean chain,
                                  VdBlockStatus *st, guint64 *local, GError **error)
 {
     guint i = source_at(job, offset);
-    GError *local_error = NULL;
     *local = offset - job->starts[i];
     len = MIN(len, job->starts[i + 1] - offset);
-    if (vd_image_block_status(job->srcs[i], *local, len, chain, st, &local_error))
-        return TRUE;
-    if (!job->opts->salvage) {
-        g_propagate_error(error, local_error);
-        return FALSE;
+    return salvage_status(job->opts, job->srcs[i], job->starts[i], *local, len, chain, st, error);
+}
+
+/* qemu-img's first pass under --salvage: the block status of the sources
+ * from end to end, whose failures it reports once before copying. */
+static void salvage_count(VdImage *const *srcs, const guint64 *starts, guint n_srcs, gboolean chain,
+                          const VdConvertOptions *opts)
+{
+    for (guint i = 0; i < n_srcs; i++) {
+        guint64 size = starts[i + 1] - starts[i];
+        for (guint64 offset = 0; offset < size;) {
+            VdBlockStatus st;
+            if (!salvage_status(opts, srcs[i], starts[i], offset, size - offset, chain, &st, NULL))
+                return;
+            offset += MAX(st.length, 1);
+        }
     }
-    g_error_free(local_error);
-    memset(st, 0, sizeof *st);
-    st->flags = VD_BLOCK_DATA | VD_BLOCK_ALLOCATED;
-    st->length = len;
-    return TRUE;
 }
 
 static void salvaged(CopyJob *job, guint64 offset, guint64 len, const GError *error)
@@ -564,7 +599,10 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
     g_mutex_init(&job.lock);
     g_cond_init(&job.turn);
 
-    guint n = thread_count(opts);
+    if (opts->salvage)
+        salvage_count(srcs, starts, n_srcs, !job.top_only, opts);
+    /* Under --salvage one thread, so that its reports come in order. */
+    guint n = opts->salvage ? 1 : thread_count(opts);
     GThread *threads[MAX_THREADS];
     set_streaming(target, srcs, n_srcs, TRUE);
     for (guint i = 0; i < n; i++)

@@ -3,6 +3,7 @@
  * may also be an NBD export (nbd.c): the same calls, through libnbd. */
 #include "vdisk-driver.h"
 
+#include "blkdebug.h"
 #include "fault.h"
 
 #include <errno.h>
@@ -45,7 +46,27 @@ struct VdFile {
      * what is read is dropped from it after. */
     gboolean read_cold;
     guint64 dropped_to; /* read_cold: dropped from the page cache below this */
+    VdBlkdebug *debug;  /* error injection (blkdebug.c), or NULL */
 };
+
+/* A request blkdebug fails, where one is attached. */
+#define DEBUG_CHECK(file, io, offset, len, error) \
+    G_UNLIKELY((file)->debug != NULL &&           \
+               !vd_blkdebug_check((file)->debug, io, offset, len, (file)->name, error))
+
+void vd_file_set_debug(VdFile *file, VdBlkdebug *debug)
+{
+    vd_blkdebug_free(file->debug);
+    file->debug = debug;
+}
+
+void vd_file_debug_event(VdFile *file, VdDebugEvent event)
+{
+    if (G_UNLIKELY(file != NULL && file->debug != NULL))
+        vd_blkdebug_event(file->debug, event);
+}
+
+gboolean vd_file_has_debug(VdFile *file) { return file != NULL && file->debug != NULL; }
 
 static void set_errno_error(GError **error, const char *name, int err, const char *what)
 {
@@ -126,6 +147,8 @@ static VdFile *wrap_checked(int fd, const char *name, gboolean read_write, gbool
 static VdFile *open_path(const char *path, gboolean read_write, gboolean allow_block,
                          GError **error)
 {
+    if (g_str_has_prefix(path, "blkdebug:"))
+        return vd_blkdebug_open_file(path, read_write, error);
     int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS);
     if (fd < 0) {
         int err = errno;
@@ -383,6 +406,7 @@ void vd_file_close(VdFile *file)
         vd_nbd_close(file->nbd);
     else
         close(file->fd);
+    vd_blkdebug_free(file->debug);
     g_free(file->name);
     g_free(file);
 }
@@ -474,6 +498,8 @@ static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, g
                           "read at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_READ, offset, len, error))
+        return FALSE;
     if (file->nbd != NULL) {
         guint64 size = vd_nbd_size(file->nbd);
         *got = offset >= size ? 0 : (gsize)MIN(len, size - offset);
@@ -598,6 +624,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
                           "write at offset %" G_GUINT64_FORMAT " is out of range", offset);
         return FALSE;
     }
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_WRITE, offset, len, error))
+        return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_pwrite(file->nbd, offset, buf, len, error);
     vd_fault_begin(file->fd, VD_FAULT_WRITE, offset, len, buf);
@@ -621,6 +649,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
 
 gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_DISCARD, offset, len, error))
+        return FALSE;
     if (file->nbd != NULL) /* zeroes the server may free: what a hole is */
         return vd_nbd_zero(file->nbd, offset, len, TRUE, error);
     vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
@@ -641,6 +671,8 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
                               GError **error)
 {
     guint64 size;
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_WRITE_ZEROES, offset, len, error))
+        return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_zero(file->nbd, offset, len, may_punch, error);
     if (!vd_file_size(file, &size, error))
@@ -716,6 +748,8 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 {
     if (file->no_flush)
         return TRUE;
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_FLUSH, 0, 0, error))
+        return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_flush(file->nbd, error);
     vd_fault_sync_begin(file->fd);
@@ -732,6 +766,8 @@ gboolean vd_file_sync(VdFile *file, GError **error)
 gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_data, guint64 *run,
                         GError **error)
 {
+    if (DEBUG_CHECK(file, VD_DEBUG_IO_BLOCK_STATUS, offset, max, error))
+        return FALSE;
     if (file->nbd != NULL) {
         VdExtent ext = { 0 };
         if (!vd_nbd_extent(file->nbd, offset, max, &ext, error))
@@ -877,8 +913,9 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
     }
     if (len == 0)
         return TRUE;
-    /* An NBD export on either side: the bytes go through memory. */
-    if (src->nbd != NULL || dst->nbd != NULL)
+    /* An NBD export or blkdebug on either side: the bytes go through
+     * memory. */
+    if (src->nbd != NULL || dst->nbd != NULL || src->debug != NULL || dst->debug != NULL)
         return buf != NULL ? vd_file_pwrite(dst, dst_offset, buf, len, error)
                            : bounce_copy(src, src_offset, dst, dst_offset, len, error);
 #ifdef VD_FAULT_INJECTION
@@ -927,6 +964,8 @@ gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **erro
 {
     *cloned = FALSE;
     struct stat st;
+    if (src->debug != NULL || dst->debug != NULL)
+        return TRUE;
     if (src->nbd != NULL || dst->nbd != NULL || src->base != 0 || src->limit != G_MAXUINT64 ||
         fstat(src->fd, &st) < 0 || !S_ISREG(st.st_mode) || !dst->writable)
         return TRUE;

@@ -4,6 +4,8 @@
  * for what a driver leaves out. */
 #include "vdisk-driver.h"
 
+#include "blkdebug.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -169,7 +171,9 @@ static char *shown_value(const VdCreateOption *o, const char *value)
         if (errno == 0 && end != value && *end == '\0')
             return g_strdup_printf("%" G_GUINT64_FORMAT, n);
     }
-    return g_strdup(value);
+    /* As qemu prints an option list: a comma in a value doubled. */
+    g_auto(GStrv) parts = g_strsplit(value, ",", -1);
+    return g_strjoinv(",,", parts);
 }
 
 char *vd_format_describe_create(const char *path, const char *format, guint64 size, VdOptions *opts)
@@ -291,8 +295,11 @@ const char *vd_probe_fd(int fd, const char *name, gboolean *fell_back_to_raw, GE
 char *vd_resolve_relative(const char *image_filename, const char *name)
 {
     /* An image named without a folder keeps its relative names as they are
-     * ("a.qcow2", not "./a.qcow2"), as qemu-img prints them. */
-    if (g_path_is_absolute(name) || strchr(image_filename, '/') == NULL)
+     * ("a.qcow2", not "./a.qcow2"), as qemu-img prints them. A json: name
+     * is options, not a path; an image under blkdebug has its folder. */
+    image_filename = vd_blkdebug_image_name(image_filename);
+    if (g_path_is_absolute(name) || strchr(image_filename, '/') == NULL ||
+        g_str_has_prefix(name, "json:"))
         return g_strdup(name);
     g_autofree char *dir = g_path_get_dirname(image_filename);
     return g_build_filename(dir, name, NULL);
@@ -648,6 +655,15 @@ static gboolean open_backing(VdImage *img, OpenContext *ctx, guint depth, GError
     VdOpenFlags lock_flags = bflags;
     if (bflags & VD_OPEN_BACKING_SHARE_WRITE)
         lock_flags |= VD_OPEN_FORCE_SHARE;
+    if (g_str_has_prefix(img->backing_name, "json:") && ctx->confine == NULL) {
+        /* qemu's json: name: the options of a node tree (blkdebug.c). */
+        img->backing = vd_image_open_json(img->backing_name, img->backing_format, lock_flags,
+                                          ctx->secrets, error);
+        if (img->backing == NULL)
+            g_prefix_error(error, "%s: cannot open backing file: ", img->filename);
+        return img->backing != NULL &&
+               (img->drv->check_backing == NULL || img->drv->check_backing(img, error));
+    }
     VdFile *file = lock_or_close(open_named(img, img->backing_name, FALSE, &path, &beneath, &local),
                                  lock_flags, FALSE, &local);
     if (file == NULL) {
@@ -829,6 +845,8 @@ VdImage *vd_image_open_ova_fd(int fd, const char *name, int index, guint64 max_m
 
 VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, GError **error)
 {
+    if (g_str_has_prefix(path, "json:"))
+        return vd_image_open_json(path, format, flags, NULL, error);
     VdFile *file = open_locked(path, NULL, &flags, error);
     if (file == NULL)
         return NULL;
@@ -844,6 +862,8 @@ VdImage *vd_image_open(const char *path, const char *format, VdOpenFlags flags, 
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error)
 {
+    if (g_str_has_prefix(path, "json:"))
+        return vd_image_open_json(path, format, flags, secrets, error);
     VdFile *file = open_locked(path, open_opts, &flags, error);
     if (file == NULL)
         return NULL;
@@ -1035,6 +1055,7 @@ void vd_image_unref(VdImage *img)
         img->drv->close(img);
     vd_image_unref(img->backing);
     vd_file_close(img->file);
+    vd_blkdebug_free(img->debug);
     g_mutex_clear(&img->lock);
     g_free(img->backing_name);
     g_free(img->backing_format);
@@ -1073,6 +1094,11 @@ gboolean vd_image_has_zero_init(VdImage *img)
 gboolean vd_image_needs_sequential_writes(VdImage *img) { return img->drv->sequential_writes; }
 
 /* ----- argument checks shared by the I/O calls ----- */
+
+/* A request a blkdebug node above the format fails. */
+#define IMAGE_DEBUG_CHECK(img, io, offset, len, error) \
+    G_UNLIKELY((img)->debug != NULL &&                 \
+               !vd_blkdebug_check((img)->debug, io, offset, len, (img)->filename, error))
 
 static gboolean check_range(VdImage *img, guint64 offset, guint64 len, GError **error)
 {
@@ -1186,7 +1212,8 @@ static gboolean read_packed(VdImage *img, guint64 offset, guint8 *out, gsize len
 
 gboolean vd_image_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
-    if (!check_range(img, offset, len, error))
+    if (!check_range(img, offset, len, error) ||
+        IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_READ, offset, len, error))
         return FALSE;
     guint8 *out = buf;
     while (len > 0) {
@@ -1262,7 +1289,8 @@ static gboolean probed_raw_write_allowed(VdImage *img, guint64 offset, const voi
 gboolean vd_image_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
     if (!check_writable(img, offset, len, error) ||
-        !probed_raw_write_allowed(img, offset, buf, len, error))
+        !probed_raw_write_allowed(img, offset, buf, len, error) ||
+        IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_WRITE, offset, len, error))
         return FALSE;
     if (len == 0)
         return TRUE;
@@ -1314,7 +1342,8 @@ static gboolean write_zero_buffers(VdImage *img, guint64 offset, guint64 len, GE
 gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboolean may_unmap,
                                GError **error)
 {
-    if (!check_writable(img, offset, len, error))
+    if (!check_writable(img, offset, len, error) ||
+        IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_WRITE_ZEROES, offset, len, error))
         return FALSE;
     if (len == 0)
         return TRUE;
@@ -1329,7 +1358,8 @@ gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboole
 
 gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **error)
 {
-    if (!check_writable(img, offset, len, error))
+    if (!check_writable(img, offset, len, error) ||
+        IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_DISCARD, offset, len, error))
         return FALSE;
     if (img->drv->discard == NULL || len == 0)
         return TRUE; /* discard is advisory */
@@ -1338,6 +1368,18 @@ gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **er
     ok = write_through(img, ok, error);
     g_mutex_unlock(&img->lock);
     return ok;
+}
+
+gboolean vd_image_make_empty(VdImage *img, GError **error)
+{
+    if (!vd_image_require_writable(img, error))
+        return FALSE;
+    if (img->drv->make_empty == NULL)
+        return vd_image_discard(img, 0, img->size, error) && vd_image_flush(img, error);
+    g_mutex_lock(&img->lock);
+    gboolean ok = img->drv->make_empty(img, error);
+    g_mutex_unlock(&img->lock);
+    return ok && vd_image_flush(img, error);
 }
 
 gsize vd_image_compress(VdImage *img, const void *in, gsize len, void *out, gsize out_len)
@@ -1380,6 +1422,8 @@ static gboolean flush_image(VdImage *img, gboolean sync, GError **error)
 {
     if (!img->read_write)
         return TRUE;
+    if (IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_FLUSH, 0, 0, error))
+        return FALSE;
     g_mutex_lock(&img->lock);
     gboolean ok = flush_locked(img, sync, error);
     g_mutex_unlock(&img->lock);
@@ -1447,8 +1491,11 @@ VdFile *vd_image_plain_location(VdImage *layer, guint64 offset, guint64 len, gui
                                 guint64 *run)
 {
     VdExtent ext;
-    if (layer->encrypted || !layer_status(layer, offset, len, &ext, NULL) ||
-        ext.kind != VD_EXTENT_DATA || ext.compressed || !ext.offset_valid)
+    /* Through blkdebug, copies go the way the driver reads, where its
+     * events and errors happen. */
+    if (layer->encrypted || layer->debug != NULL || vd_file_has_debug(layer->file) ||
+        !layer_status(layer, offset, len, &ext, NULL) || ext.kind != VD_EXTENT_DATA ||
+        ext.compressed || !ext.offset_valid)
         return NULL;
     *host_offset = ext.host_offset;
     *run = ext.length;
@@ -1464,6 +1511,8 @@ gboolean vd_image_block_status(VdImage *img, guint64 offset, guint64 len, gboole
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "block status of an empty range");
         return FALSE;
     }
+    if (IMAGE_DEBUG_CHECK(img, VD_DEBUG_IO_BLOCK_STATUS, offset, len, error))
+        return FALSE;
     VdImage *layer = img;
     for (guint depth = 0;; depth++) {
         VdExtent ext;

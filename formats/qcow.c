@@ -15,6 +15,7 @@
  * There are no refcounts: new clusters are appended at the end of the file
  * and space that is no longer referenced is never reused.
  */
+#include "blkdebug.h"
 #include "crypto-cipher.h"
 #include "vdisk-driver.h"
 
@@ -659,6 +660,7 @@ static gboolean read_run(VdImage *img, guint64 guest, guint64 host, guint8 *buf,
                          GError **error)
 {
     QcowState *s = img->priv;
+    vd_file_debug_event(img->file, VD_EVENT_READ_AIO);
     if (!vd_file_pread_zero_past_eof(img->file, host, buf, len, error))
         return FALSE;
     return !s->aes || vd_sector_cipher_decrypt(s->cipher, guest / 512, buf, len, error);
@@ -734,6 +736,7 @@ static gboolean put_data(VdImage *img, guint64 host, guint64 guest, const guint8
                          GError **error)
 {
     QcowState *s = img->priv;
+    vd_file_debug_event(img->file, VD_EVENT_WRITE_AIO);
     if (!s->aes)
         return vd_file_pwrite(img->file, host, data, len, error);
     gsize chunk = MIN(len, (gsize)1 << 20);

@@ -424,10 +424,15 @@ static void compare_refcounts(Check *c, VdCheckRepair fix)
 }
 
 /* The COPIED flag of active tables must say "refcount is exactly one".
- * With fix, the flags are set right afterwards. */
+ * With fix, the flags are set right afterwards: with -r all always, with
+ * -r leaks once nothing else is wrong (the leaks fixed, a flag is wrong
+ * only because a refcount dropped to one), as in qemu. */
 static void check_copied_flags(Check *c, VdCheckRepair fix, gboolean *repair)
 {
     Qcow2State *s = c->s;
+    if ((fix & VD_CHECK_REPAIR_LEAKS) && c->res->check_errors == 0 && c->res->corruptions == 0 &&
+        c->res->leaks == 0)
+        fix |= VD_CHECK_REPAIR_ERRORS;
     const char *what = (fix & VD_CHECK_REPAIR_ERRORS) ? "Repairing" : "ERROR";
     if (s->data_file != NULL)
         return;

@@ -255,6 +255,7 @@ static gboolean load_compressed(Qcow2State *s, guint64 guest, guint64 entry, GEr
         return FALSE;
     }
     g_autofree guint8 *in = g_malloc(clen);
+    vd_file_debug_event(s->img->file, VD_EVENT_READ_COMPRESSED);
     if (!vd_file_pread_zero_past_eof(s->img->file, coff, in, clen, error))
         return FALSE;
     s->zbuf_entry = 0;
@@ -338,6 +339,7 @@ static gboolean read_encrypted(Qcow2State *s, guint64 guest, guint64 host, guint
 static gboolean read_data(Qcow2State *s, guint64 guest, guint64 host, guint8 *buf, guint64 n,
                           GError **error)
 {
+    vd_file_debug_event(s->img->file, VD_EVENT_READ_AIO);
     if (qcow2_encrypted(s))
         return read_encrypted(s, guest, host, buf, n, error);
     return read_plain(s, guest, host, buf, n, error);
@@ -581,6 +583,7 @@ static gboolean pwrite_parts(Qcow2State *s, guint64 guest, guint64 host, const g
 {
     VdFile *f = qcow2_data_file(s);
     const guint8 *body = data->buf;
+    vd_file_debug_event(s->img->file, VD_EVENT_WRITE_AIO);
     if (data->src != NULL) {
         /* Never encrypted: the generic layer asks only plain images. */
         return (head_len == 0 || vd_file_pwrite(f, host, head, head_len, error)) &&

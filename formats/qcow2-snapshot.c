@@ -175,8 +175,11 @@ static GByteArray *serialize_table(Qcow2State *s)
 
 /* Write the in-memory list as a new table, point the header at it, free
  * the old one. */
-static gboolean write_table(Qcow2State *s, GError **error)
+/* Write the table and point the header at it; *old and *old_size say
+ * where the previous one lay, for free_old_table. */
+static gboolean write_new_table(Qcow2State *s, guint64 *old, guint64 *old_size, GError **error)
 {
+    *old = *old_size = 0;
     g_autoptr(GByteArray) raw = serialize_table(s);
     guint64 off = 0, cs = s->cluster_size;
     if (raw->len > QCOW2_MAX_SNAPSHOT_TABLE) {
@@ -198,12 +201,27 @@ static gboolean write_table(Qcow2State *s, GError **error)
         !vd_file_pwrite(s->img->file, QH_NB_SNAPSHOTS, hdr, sizeof hdr, error) ||
         !vd_file_sync(s->img->file, error))
         return FALSE;
-    guint64 old = s->snapshots_offset, old_size = s->snapshots_size;
+    *old = s->snapshots_offset;
+    *old_size = s->snapshots_size;
     s->snapshots_offset = off;
     s->snapshots_size = raw->len;
-    if (old != 0 && old_size > 0)
-        return qcow2_update_refcount(s, old, old_size, -1, error);
     return TRUE;
+}
+
+/* Drop the refcount of a table no longer used (the old snapshot table, a
+ * deleted snapshot's L1 table). */
+static gboolean free_old_table(Qcow2State *s, guint64 old, guint64 old_size, GError **error)
+{
+    if (old == 0 || old_size == 0)
+        return TRUE;
+    vd_file_debug_event(s->img->file, VD_EVENT_CLUSTER_FREE);
+    return qcow2_update_refcount(s, old, old_size, -1, error);
+}
+
+static gboolean write_table(Qcow2State *s, GError **error)
+{
+    guint64 old, old_size;
+    return write_new_table(s, &old, &old_size, error) && free_old_table(s, old, old_size, error);
 }
 
 /* ----- refcounts of a whole L1 tree ----- */
@@ -477,23 +495,44 @@ gboolean qcow2_delete_snapshot(VdImage *img, const char *name_or_id, GError **er
     if (sn == NULL)
         return FALSE;
     g_autofree guint64 *snl1 = NULL;
-    if (!qcow2_flush_metadata(s, error) || !qcow2_mark_dirty_during(s, error) ||
-        !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &snl1, error))
+    if (!qcow2_flush_metadata(s, error) || !qcow2_mark_dirty_during(s, error))
         return FALSE;
     guint64 l1_off = sn->l1_offset, l1_bytes = (guint64)sn->l1_size * 8;
     guint32 l1_size = sn->l1_size;
-    /* Out of the table first; its references go afterwards. */
+    /* Out of the table first; its references go afterwards, in QEMU's
+     * order (the old table, the snapshot's clusters, its L1 table), so
+     * that blkdebug's events fail the same steps. From here a failure
+     * leaks clusters, nothing worse. */
     Qcow2Snapshot *removed = g_ptr_array_steal_index(s->snapshots, index);
-    if (!write_table(s, error)) {
+    guint64 old, old_size;
+    if (!write_new_table(s, &old, &old_size, error)) {
         g_ptr_array_insert(s->snapshots, (gint)index, removed);
         return FALSE;
     }
     qcow2_snapshot_free(removed);
-    if (!qcow2_flush_metadata(s, error) || !update_tree_refs(s, snl1, l1_size, -1, error) ||
-        (l1_bytes > 0 && !qcow2_update_refcount(s, l1_off, l1_bytes, -1, error)) ||
-        !qcow2_update_copied_flags(s, error))
+    g_autoptr(GError) table_error = NULL;
+    free_old_table(s, old, old_size, &table_error);
+    g_autoptr(GError) local = NULL;
+    if (!qcow2_flush_metadata(s, &local) || !qcow2_read_l1(s, l1_off, l1_size, &snl1, &local) ||
+        !update_tree_refs(s, snl1, l1_size, -1, &local) ||
+        !free_old_table(s, l1_off, l1_bytes, &local) || !qcow2_update_copied_flags(s, &local) ||
+        !qcow2_end_dirty_during(s, &local)) {
+        vd_set_error(error, img, (VdError)local->code,
+                     "snapshot deleted, but its clusters leak (check -r leaks frees them): "
+                     "%s%s%sfreeing the snapshot's clusters failed: %s",
+                     table_error != NULL ? "freeing the old snapshot table failed: " : "",
+                     table_error != NULL ? table_error->message : "",
+                     table_error != NULL ? "; " : "", local->message);
         return FALSE;
-    return qcow2_end_dirty_during(s, error);
+    }
+    if (table_error != NULL) {
+        vd_set_error(error, img, (VdError)table_error->code,
+                     "snapshot deleted, but its clusters leak (check -r leaks frees them): "
+                     "freeing the old snapshot table failed: %s",
+                     table_error->message);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 gboolean qcow2_load_snapshot(VdImage *img, const char *name_or_id, GError **error)

@@ -1640,4 +1640,5 @@ const VdDriver vd_driver_qcow2 = {
     .amend = qcow2_amend,
     .set_backing = qcow2_set_backing,
     .bitmap = qcow2_bitmap_change,
+    .make_empty = qcow2_make_empty,
 };

@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include "blkdebug.h"
 #include "luks-header.h"
 #include "vdisk-driver.h"
 

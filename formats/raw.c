@@ -2,6 +2,8 @@
  * with SEEK_DATA/SEEK_HOLE so copies never read them. */
 #include "vdisk-driver.h"
 
+#include "blkdebug.h"
+
 #include <sys/stat.h>
 
 enum { PREALLOC_OFF, PREALLOC_FALLOC, PREALLOC_FULL };
@@ -84,18 +86,21 @@ static gboolean raw_block_status(VdImage *img, guint64 offset, guint64 len, VdEx
 
 static gboolean raw_read(VdImage *img, guint64 offset, void *buf, gsize len, GError **error)
 {
+    vd_file_debug_event(img->file, VD_EVENT_READ_AIO);
     /* A file shrunk behind our back reads as zeroes rather than failing. */
     return vd_file_pread_zero_past_eof(img->file, offset, buf, len, error);
 }
 
 static gboolean raw_write(VdImage *img, guint64 offset, const void *buf, gsize len, GError **error)
 {
+    vd_file_debug_event(img->file, VD_EVENT_WRITE_AIO);
     return vd_file_pwrite(img->file, offset, buf, len, error);
 }
 
 static gboolean raw_write_from_file(VdImage *img, guint64 offset, VdFile *src, guint64 src_offset,
                                     guint64 len, const void *buf, GError **error)
 {
+    vd_file_debug_event(img->file, VD_EVENT_WRITE_AIO);
     return vd_file_copy_range(src, src_offset, img->file, offset, len, buf, error);
 }
 

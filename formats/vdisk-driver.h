@@ -358,6 +358,10 @@ typedef struct VdDriver {
     /* Optional: one qemu-img bitmap operation (see vd_image_bitmap). */
     gboolean (*bitmap)(VdImage *img, VdBitmapOp op, const char *name, guint32 granularity,
                        gboolean disabled, VdImage *source, const char *source_name, GError **error);
+    /* Optional: drop everything the image holds, so it reads through to
+     * its backing file (after a commit). Without it every cluster is
+     * discarded. */
+    gboolean (*make_empty)(VdImage *img, GError **error);
 } VdDriver;
 
 struct VdImage {
@@ -373,6 +377,9 @@ struct VdImage {
     char *backing_format;
     VdImage *backing; /* opened by the generic layer */
     void *priv;       /* the driver's state */
+    /* Error injection on the guest view (a blkdebug node above the
+     * format, blkdebug.c), or NULL. */
+    struct VdBlkdebug *debug;
     /* Serialises driver calls: drivers need no locking of their own. */
     GMutex lock;
     /* Valid during the driver's open only (borrowed, may be NULL): the

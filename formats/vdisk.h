@@ -289,6 +289,15 @@ gboolean vd_raw_check_fd(int fd, const char *name, VdRawKind *kind, GError **err
  * folder of the image whose parent it names. */
 VdImage *vd_image_open_opts(const char *path, const char *format, VdOpenFlags flags,
                             VdOptions *open_opts, VdSecrets *secrets, GError **error);
+/* QEMU's blkdebug error-injection driver (blkdebug.h): when options (the
+ * text of --image-opts, or of a json: name's options) put a blkdebug node
+ * into the image ("driver=blkdebug,image.driver=qcow2,image.file.filename=
+ * d.qcow2,inject-error.0.event=none"), open that image into *img;
+ * otherwise leave *img NULL and return TRUE. format is the caller's where
+ * the options name none. "blkdebug:CONFIG:FILE" names and json: names
+ * need no such call: every open takes them. */
+gboolean vd_image_open_blkdebug(const char *options, const char *format, VdOpenFlags flags,
+                                VdSecrets *secrets, VdImage **img, GError **error);
 /* An image that is no file, opened from its options alone: format names
  * such a driver ("null-co"; see vd_format_is_fileless), name is what
  * messages and info call it. Fails with VD_ERROR_UNSUPPORTED_FORMAT when
@@ -426,6 +435,11 @@ gboolean vd_image_write_zeroes(VdImage *img, guint64 offset, guint64 len, gboole
                                GError **error);
 /* Drop a range; afterwards it reads as zero or as the backing file. */
 gboolean vd_image_discard(VdImage *img, guint64 offset, guint64 len, GError **error);
+/* Drop everything img (open for writing) holds, so that it reads through
+ * to its backing file, and flush (what qemu-img commit does to the
+ * overlay afterwards). Where the format's way of doing it fails part-way
+ * (qcow2 rebuilds its tables in place), the handle writes nothing more. */
+gboolean vd_image_make_empty(VdImage *img, GError **error);
 /* Write one whole cluster compressed (offset cluster aligned; len a cluster,
  * or less for the image's last cluster). Falls back to a plain write when
  * compression does not help. */
@@ -578,6 +592,12 @@ typedef struct {
      * whole concatenation. */
     gboolean salvage;
     void (*salvaged)(guint64 offset, guint64 len, const GError *error, gpointer user_data);
+    /* --salvage: the block status of the sector at offset could not be
+     * read (it is read as data then); may be NULL. As in qemu-img, a
+     * first pass over the sources (qemu-img's count of what to copy)
+     * reports these once, and the copy again. Under --salvage the copy
+     * runs on one thread, so the reports come in order. */
+    void (*status_salvaged)(guint64 offset, const GError *error, gpointer user_data);
     /* -r: copy at most this many bytes of data a second (holes and zero
      * runs cost nothing); 0: no limit. */
     guint64 rate_limit;
@@ -627,6 +647,16 @@ typedef struct {
     /* VD_COMPARE_STRICT_STATUS: the images differ in how first_difference
      * is stored (allocated, data or zero), whatever it reads. */
     gboolean status_mismatch;
+    /* When the comparison fails: whether reading (read_failed) or asking
+     * block status (status_failed) failed, of which image (0: a, 1: b),
+     * in the request at which offset; and whether the images were found
+     * alike as far as both go before it (their sizes differ, and the
+     * longer one's tail was being checked). */
+    gboolean read_failed;
+    gboolean status_failed;
+    guint failed_image;
+    guint64 failed_offset;
+    gboolean tail_checked;
 } VdCompareResult;
 
 typedef enum {

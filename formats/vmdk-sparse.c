@@ -13,6 +13,8 @@
  */
 #include "vmdk.h"
 
+#include "blkdebug.h"
+
 #include <stdlib.h>
 #include <zlib.h>
 
@@ -650,6 +652,7 @@ gboolean vmdk_sparse_read(VdImage *img, VmdkExtent *ext, guint64 offset, guint8 
         switch (kind) {
         case VMDK_GRAIN_DATA:
             /* Grains stored one after the other are read with one call. */
+            vd_file_debug_event(ext->file, VD_EVENT_READ_AIO);
             if (!data_run(img, ext, offset, len, sector, &n, error) ||
                 !vd_file_pread_zero_past_eof(ext->file, sector * VMDK_SECTOR + in, buf, n, error))
                 return FALSE;
@@ -712,6 +715,7 @@ static gboolean allocate_grains(VdImage *img, VmdkExtent *ext, guint64 grain, gu
     guint64 at = sp->file_size;
     if (!check_room(ext, at + count * gb, error))
         return FALSE;
+    vd_file_debug_event(ext->file, VD_EVENT_WRITE_AIO);
     if (n == count * gb) {
         if (!vd_file_pwrite(ext->file, at, data, n, error))
             return FALSE;
@@ -762,6 +766,7 @@ static gboolean plain_write(VdImage *img, VmdkExtent *ext, guint64 offset, const
         if (!lookup(img, ext, grain, &kind, &sector, error))
             return FALSE;
         if (kind == VMDK_GRAIN_DATA) {
+            vd_file_debug_event(ext->file, VD_EVENT_WRITE_AIO);
             if (!data_run(img, ext, offset, len, sector, &n, error) ||
                 !vd_file_pwrite(ext->file, sector * VMDK_SECTOR + in, buf, n, error))
                 return FALSE;

@@ -94,6 +94,14 @@ gsize qs_read_bounded(int fd, void *buf, gsize cap, int *err);
  * on the way is wiped. */
 GVariant *qs_secrets_variant(GPtrArray *specs, GError **error);
 
+/* ---- json: image names ---- */
+
+/* qemu's "json:{...}" image name as the --image-opts text of the same
+ * options ("driver=qcow2,file.filename=d.qcow2"; list items numbered,
+ * "inject-error.0.event=..."). NULL with QS_ERROR_INVALID when name is no
+ * such JSON object. */
+char *qs_json_filename_options(const char *name, GError **error);
+
 /* ---- --image-opts ---- */
 
 typedef struct {

@@ -480,6 +480,10 @@ static VdImage *open_by_options(const char *text, const char *name, const char *
     VdImage *fileless = NULL;
     if (!open_fileless(text, name, flags, &fileless, error) || fileless != NULL)
         return fileless;
+    VdImage *debugged = NULL; /* blkdebug somewhere in the tree */
+    if (!vd_image_open_blkdebug(text, format, flags, cli_secrets(), &debugged, error) ||
+        debugged != NULL)
+        return debugged;
     if (!cli_split_image_opts(text, &file, &driver, &opts, error))
         return NULL;
     const char *dfmt = cli_probe_format(file, driver != NULL ? driver : format, warn, error);

@@ -48,9 +48,14 @@ static gboolean same_file(const char *a, const char *b)
 static VdImage *find_base(VdImage *top, const char *wanted, guint *depth, GError **error)
 {
     guint d = 1;
+    VdImage *above = top;
     for (VdImage *layer = vd_image_backing(top); layer != NULL;
-         layer = vd_image_backing(layer), d++) {
-        if (wanted == NULL || same_file(vd_image_filename(layer), wanted)) {
+         above = layer, layer = vd_image_backing(layer), d++) {
+        /* A relative name is taken from the folder of the image whose
+         * backing file is compared, as qemu-img takes it. */
+        g_autofree char *name =
+            wanted != NULL ? vd_resolve_relative(vd_image_filename(above), wanted) : NULL;
+        if (wanted == NULL || same_file(vd_image_filename(layer), name)) {
             *depth = d;
             return layer;
         }
@@ -89,7 +94,7 @@ static gboolean empty_overlay(const char *path, const char *format, VdOpenFlags 
     const char *format_name = vd_image_format(img);
     if (!g_str_equal(format_name, "qcow2") && !g_str_equal(format_name, "qcow"))
         return TRUE; /* other formats keep their clusters; they read the same */
-    return vd_image_discard(img, 0, vd_image_size(img), error) && vd_image_flush(img, error);
+    return vd_image_make_empty(img, error);
 }
 
 static int run_commit(const CliCommand *cmd, int argc, char **argv)
@@ -135,6 +140,13 @@ static int run_commit(const CliCommand *cmd, int argc, char **argv)
      * overlay must keep its data: -b implies -d, as in qemu-img. */
     if (!opts.keep_top && opts.base == NULL &&
         !empty_overlay(path, top_format, opts.cache, &error)) {
+        if (voice_is_qemu()) {
+            /* qemu-img gives the errno's text alone: the end of vdisk's. */
+            const char *why = g_strrstr(error->message, ": ");
+            g_autoptr(GError) told = g_error_new(VD_ERROR, error->code, "Failed to empty %s: %s",
+                                                 path, why != NULL ? why + 2 : error->message);
+            return cli_fail(told);
+        }
         g_prefix_error(&error, "committed, but could not empty %s: ", path);
         return cli_fail(error);
     }

@@ -4,12 +4,15 @@
 
 #include "cli.h"
 #include "progress.h"
+#include "voice.h"
 
 /* qemu-img compare's exit codes. */
 enum {
     COMPARE_EXIT_IDENTICAL = 0,
     COMPARE_EXIT_DIFFERENT = 1,
     COMPARE_EXIT_ERROR = 2,
+    COMPARE_EXIT_STATUS_ERROR = 3, /* asking block status failed */
+    COMPARE_EXIT_READ_ERROR = 4,
 };
 
 typedef struct {
@@ -65,6 +68,38 @@ static int fail(const GError *error)
     return COMPARE_EXIT_ERROR;
 }
 
+/* The comparison failed: as qemu-img, the size warning when the images
+ * were alike as far as both go, then which request failed where, with
+ * its exit code. names: FILE1 and FILE2. */
+static int comparison_failed(const CompareJob *job, char **names, gboolean quiet,
+                             const GError *error)
+{
+    const VdCompareResult *res = &job->result;
+    if (!res->read_failed && !res->status_failed)
+        return fail(error);
+    if (res->tail_checked && !quiet)
+        printf("Warning: Image size mismatch!\n");
+    const char *name = names[res->failed_image];
+    g_autoptr(GError) told = NULL;
+    if (voice_is_qemu()) {
+        /* qemu-img gives the errno's text alone: the end of vdisk's. */
+        const char *why = g_strrstr(error->message, ": ");
+        why = why != NULL ? why + 2 : error->message;
+        if (res->read_failed)
+            told = g_error_new(VD_ERROR, error->code,
+                               "Error while reading offset %" G_GUINT64_FORMAT " of %s: %s",
+                               res->failed_offset, name, why);
+        else
+            told = g_error_new(VD_ERROR, error->code, "Sector allocation test failed for %s", name);
+    } else {
+        told = g_error_new(VD_ERROR, error->code, "%s %s at offset %" G_GUINT64_FORMAT ": %s",
+                           res->read_failed ? "reading" : "asking the block status of", name,
+                           res->failed_offset, error->message);
+    }
+    cli_fail(told);
+    return res->read_failed ? COMPARE_EXIT_READ_ERROR : COMPARE_EXIT_STATUS_ERROR;
+}
+
 static int run_compare(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -104,7 +139,7 @@ static int run_compare(const CliCommand *cmd, int argc, char **argv)
     /* Progress only with -p, as qemu-img: compare's answer is its output. */
     if (!cli_run_with_progress("Comparing", opts.progress, common.quiet || !opts.progress,
                                compare_job, &job, &error))
-        return fail(error);
+        return comparison_failed(&job, argv + first, common.quiet, error);
     /* As qemu-img: the sizes are worth a warning only when the part both
      * images have is alike, and the answer is then about the rest. */
     if (vd_image_size(a) != vd_image_size(b) && !common.quiet &&
@@ -148,7 +183,8 @@ const CliCommand cli_cmd_compare = {
             "  -T SRC_CACHE           cache mode of the images read; accepted as qemu-img\n"
             "                         takes it, it changes nothing\n"
             "\n"
-            "Exit status, as qemu-img's: 0 identical, 1 different, 2 error.\n",
+            "Exit status, as qemu-img's: 0 identical, 1 different, 2 error (opening), 3 the\n"
+            "block status of a range could not be read, 4 data could not be read.\n",
     .examples = "  vdisk compare disk.raw disk.qcow2\n"
                 "  vdisk compare -s -f qcow2 -F vdi a.qcow2 b.vdi && echo same\n",
     .run = run_compare,

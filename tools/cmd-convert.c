@@ -285,6 +285,24 @@ static void warn_salvaged(guint64 offset, guint64 len, const GError *error, gpoi
               offset, error != NULL ? error->message : "read failed", len);
 }
 
+/* --salvage: a sector whose block status could not be read (it is read
+ * as data). */
+static void warn_status_salvaged(guint64 offset, const GError *error, gpointer data)
+{
+    if (salvage_quiet)
+        return;
+    if (voice_is_qemu()) {
+        /* qemu-img gives the errno's text alone: the end of vdisk's. */
+        const char *why = g_strrstr(error->message, ": ");
+        cli_error("warning: error while reading block status at offset %" G_GUINT64_FORMAT ": %s",
+                  offset, why != NULL ? why + 2 : error->message);
+        return;
+    }
+    cli_error("warning: error while reading block status at offset %" G_GUINT64_FORMAT
+              ": %s (read as data)",
+              offset, error->message);
+}
+
 static gboolean convert_job(gpointer data, gpointer progress, GCancellable *cancellable,
                             GError **error)
 {
@@ -329,6 +347,7 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
     out->target_open_flags = opts->cache;
     out->salvage = opts->salvage;
     out->salvaged = warn_salvaged;
+    out->status_salvaged = warn_status_salvaged;
     out->rate_limit = opts->rate_limit;
 }
 

@@ -94,6 +94,8 @@ static const struct {
       "\\1: The image size is too large for file format 'qcow2' (try using a larger cluster "
       "size)" },
     { "^[^ ]+ has no backing file to commit into$", "Image does not have a backing file" },
+    { "^(.+) is not in the backing chain of (.+)$",
+      "Did not find '\\1' in the backing chain of '\\2'" },
     /* qcow2's incompatible features: qemu gives the unnamed ones as a mask */
     { "^(.*)uses (qcow2) features this version does not support: (.*)unknown incompatible "
       "feature bits? [0-9, ]+ \\(mask 0x([0-9a-f]+)\\)$",
@@ -107,6 +109,10 @@ static const struct {
     { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",
       "\\1File truncated, expecting at least \\2 bytes" },
     { "^(.*)L1 size too big: .*$", "\\1L1 size too big" },
+    /* an I/O error (blkdebug injects them): qemu gives the errno's text */
+    { "^(Block job failed: ).*: (?:read|write|sync|writing zeroes|discard|"
+      "block status) failed: ([^:]*)$",
+      "\\1\\2" },
     /* a write qemu's raw driver refuses in a raw image it probed */
     { "^(Block job failed: )?.*: (Operation not permitted): the format was probed .*$", "\\1\\2" },
     /* vdi's */
