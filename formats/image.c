@@ -1867,7 +1867,7 @@ static gboolean create_on_nbd(const char *path, const VdDriver *drv, VdCreatePar
     if (file == NULL || !vd_file_size(file, &size, error))
         return FALSE;
     if (drv == &vd_driver_raw && params->size > size) {
-        vd_set_file_error(error, vd_file_name(file), VD_ERROR_NO_SPACE,
+        vd_set_file_error(error, path, VD_ERROR_NO_SPACE,
                           "the NBD export is %" G_GUINT64_FORMAT
                           " bytes, smaller than the %" G_GUINT64_FORMAT
                           " bytes asked for (an export cannot grow)",

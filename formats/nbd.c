@@ -242,10 +242,25 @@ struct VdNbd {
     GArray *cache; /* guint32 pairs */
 };
 
+/* libnbd's last error without the name of the call it came from
+ * ("nbd_pread: ..."). */
+static const char *last_error(void)
+{
+    const char *msg = nbd_get_error();
+    if (msg == NULL)
+        return NULL;
+    if (g_str_has_prefix(msg, "nbd_")) {
+        const char *colon = strstr(msg, ": ");
+        if (colon != NULL)
+            msg = colon + 2;
+    }
+    return msg;
+}
+
 static void nbd_error(GError **error, const char *name, const char *what)
 {
     int err = nbd_get_errno();
-    const char *msg = nbd_get_error();
+    const char *msg = last_error();
     VdError code = err == ENOSPC ? VD_ERROR_NO_SPACE : VD_ERROR_IO;
     if (err == ENOENT || err == ECONNREFUSED)
         code = VD_ERROR_NOT_FOUND;
@@ -291,17 +306,40 @@ static VdNbd *nbd_new(const char *name, const char *export_name, const char *con
     return g_steal_pointer(&nbd);
 }
 
-/* After the handshake: what the export is and what it can do. */
-static gboolean nbd_connected(VdNbd *nbd, gboolean read_write, GError **error)
+/* A connection or handshake that failed, in words for the user: where
+ * the server was to be, or which export it does not have. label names the
+ * export as the user did. */
+static void connect_error(GError **error, const char *label, const char *where,
+                          const char *export_name)
+{
+    int err = nbd_get_errno();
+    const char *msg = last_error();
+    if (msg == NULL)
+        msg = err != 0 ? g_strerror(err) : "unknown error";
+    if (g_str_has_prefix(msg, "connect: ") || g_str_has_prefix(msg, "getaddrinfo: "))
+        vd_set_file_error(error, label, VD_ERROR_NOT_FOUND,
+                          "cannot connect to the NBD server at '%s': %s", where,
+                          err != 0 ? g_strerror(err) : strchr(msg, ' ') + 1);
+    else if (strstr(msg, "server has no export named") != NULL)
+        vd_set_file_error(error, label, VD_ERROR_NOT_FOUND,
+                          "the NBD server at '%s' has no export named '%s'", where, export_name);
+    else
+        vd_set_file_error(error, label, VD_ERROR_IO,
+                          "NBD handshake with the server at '%s' failed: %s", where, msg);
+}
+
+/* After the handshake: what the export is and what it can do. label
+ * names the export in messages as the user did. */
+static gboolean nbd_connected(VdNbd *nbd, const char *label, gboolean read_write, GError **error)
 {
     int64_t size = nbd_get_size(nbd->h);
     if (size < 0) {
-        nbd_error(error, nbd->name, "cannot get the size of the NBD export");
+        nbd_error(error, label, "cannot get the size of the NBD export");
         return FALSE;
     }
     nbd->size = (guint64)size;
     if (read_write && nbd_is_read_only(nbd->h) != 0) {
-        vd_set_file_error(error, nbd->name, VD_ERROR_INVALID_ARGUMENT,
+        vd_set_file_error(error, label, VD_ERROR_INVALID_ARGUMENT,
                           "the NBD export is read-only: it cannot be opened for writing");
         return FALSE;
     }
@@ -313,7 +351,7 @@ static gboolean nbd_connected(VdNbd *nbd, gboolean read_write, GError **error)
     nbd->can_flush = nbd_can_flush(nbd->h) > 0;
     if (nbd_can_meta_context(nbd->h, nbd->context) <= 0) {
         if (nbd->foreign_context) {
-            vd_set_file_error(error, nbd->name, VD_ERROR_NOT_FOUND,
+            vd_set_file_error(error, label, VD_ERROR_NOT_FOUND,
                               "the NBD server has no metadata context %s (x-dirty-bitmap)",
                               nbd->context);
             return FALSE;
@@ -323,25 +361,28 @@ static gboolean nbd_connected(VdNbd *nbd, gboolean read_write, GError **error)
     return TRUE;
 }
 
-static VdNbd *nbd_open_address(const NbdAddress *a, const char *context, gboolean read_write,
-                               GError **error)
+static VdNbd *nbd_open_address(const NbdAddress *a, const char *label, const char *context,
+                               gboolean read_write, GError **error)
 {
     g_autofree char *name = address_name(a);
     g_autoptr(VdNbd) nbd = nbd_new(name, a->export_name, context, error);
     if (nbd == NULL)
         return NULL;
     int rc;
+    g_autofree char *where = NULL;
     if (a->is_unix) {
+        where = g_strdup(a->path);
         rc = nbd_connect_unix(nbd->h, a->path);
     } else {
         g_autofree char *port = g_strdup_printf("%u", a->port);
+        where = g_strdup_printf("%s:%u", a->host, a->port);
         rc = nbd_connect_tcp(nbd->h, a->host, port);
     }
     if (rc < 0) {
-        nbd_error(error, name, "cannot connect to the NBD server");
+        connect_error(error, label, where, a->export_name);
         return NULL;
     }
-    return nbd_connected(nbd, read_write, error) ? g_steal_pointer(&nbd) : NULL;
+    return nbd_connected(nbd, label, read_write, error) ? g_steal_pointer(&nbd) : NULL;
 }
 
 VdFile *vd_file_open_nbd(const char *name, VdOptions *opts, gboolean read_write, GError **error)
@@ -350,7 +391,7 @@ VdFile *vd_file_open_nbd(const char *name, VdOptions *opts, gboolean read_write,
     if (!parse_name(name, &a, error))
         return NULL;
     const char *context = vd_options_get(opts, "x-dirty-bitmap");
-    VdNbd *nbd = nbd_open_address(&a, context, read_write, error);
+    VdNbd *nbd = nbd_open_address(&a, name, context, read_write, error);
     if (nbd == NULL)
         return NULL;
     return vd_file_wrap_nbd(nbd, nbd->name, read_write);
@@ -375,10 +416,11 @@ VdFile *vd_file_open_nbd_socket(int fd, const char *export_name, gboolean read_w
     }
     /* libnbd owns the copy from here on, failed or not. */
     if (nbd_connect_socket(nbd->h, copy) < 0) {
-        nbd_error(error, name, "NBD handshake failed");
+        g_autofree char *where = g_strdup_printf("fd %d", fd);
+        connect_error(error, name, where, export_name);
         return NULL;
     }
-    if (!nbd_connected(nbd, read_write, error))
+    if (!nbd_connected(nbd, name, read_write, error))
         return NULL;
     VdNbd *owned = g_steal_pointer(&nbd);
     return vd_file_wrap_nbd(owned, owned->name, read_write);

@@ -127,6 +127,23 @@ static const struct {
     /* qemu takes 1 MiB blocks only; vdisk any power of two VirtualBox takes */
     { "^(.*)block size ([0-9]+) is not a power of two between [0-9]+ and [0-9]+$",
       "\\1unsupported VDI image (block size \\2 is not 1048576)" },
+    /* NBD exports, as qemu's nbd driver words it */
+    { "^(Could not open '[^']*': )cannot connect to the NBD server at '([^']*)': (.*)$",
+      "\\1Failed to connect to '\\2': \\3" },
+    { "^(Could not open '[^']*': )the NBD server at '[^']*' has no export named '([^']*)'$",
+      "\\1Requested export not available\nserver reported: export '\\2' not present" },
+    { "^Could not open '(nbds[^:]*)(:[^']*)': NBD over TLS .*$",
+      "Could not open '\\1\\2': Unknown protocol '\\1'" },
+    { "^(Could not open 'nbd[^:]*://[^']*': )not a valid NBD address: .*$",
+      "\\1No valid URL specified" },
+    { "^(Could not open 'nbd:([^']*)': )not a valid NBD address: .*$",
+      "\\1error parsing address '\\2'" },
+    { "^(?:Could not open '[^']*': )?([^ ]+): the NBD export is read-only: .*$",
+      "Could not open '\\1': Could not open image: Permission denied" },
+    { "^(.+): the NBD export is [0-9]+ bytes, smaller than the [0-9]+ bytes asked for .*$",
+      "\\1: Cannot grow NBD nodes" },
+    { "^.*: target is smaller \\([0-9]+ bytes\\) than the source \\([0-9]+ bytes\\)$",
+      "output file is smaller than input file" },
 };
 
 char *voice_error_text(const char *message)

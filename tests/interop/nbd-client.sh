@@ -254,6 +254,44 @@ case_image_on_export() {
         driver=qcow2,file.filename=src.qcow2
 }
 
+# Under the name qemu-img, the errors of NBD names are qemu-img's words.
+case_qemu_voice() {
+    mkdir -p "$W/as-qemu"
+    ln -sfn "$VDISK" "$W/as-qemu/qemu-img"
+    qemu-img create -q -f qcow2 src.qcow2 16M
+    qemu-img create -q -f qcow2 big.qcow2 128M
+    truncate -s 64M target.raw
+    serve target.raw raw -r
+    local ro=$URI
+    serve target.raw raw --shared=4 # the same file, writable
+    "$PY" -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.close()' "$W/dead.sock"
+    local port
+    port=$(free_port)
+    local -a cmds=(
+        "info nbd+unix:///?socket=$W/gone.sock"
+        "info nbd+unix:///?socket=$W/dead.sock"
+        "info nbd://127.0.0.1:$port/"
+        "info nbds://127.0.0.1/x"
+        "info nbd://"
+        "info nbd:foo"
+        "info nbd+unix:///nope?socket=$SOCK"
+        "convert -n -O raw src.qcow2 $ro"
+        "convert -n -O raw big.qcow2 $URI"
+        "info $URI"
+        "map --output=json $URI"
+    )
+    local c want got rc_want rc_got
+    for c in "${cmds[@]}"; do
+        rc_want=0 rc_got=0
+        # shellcheck disable=SC2086 # each is a command line
+        want=$(qemu-img $c 2>&1) || rc_want=$?
+        # shellcheck disable=SC2086
+        got=$(timeout 20 "$W/as-qemu/qemu-img" $c 2>&1) || rc_got=$?
+        [[ $got == "$want" && $rc_got == "$rc_want" ]] ||
+            { echo "qemu-img $c: qemu-img ($rc_want): $want"; echo "vdisk ($rc_got): $got"; return 1; }
+    done
+}
+
 case_run convert-from-export case_convert_from_export
 case_run holes-not-read case_holes_not_read
 case_run info-map-compare case_info_map_compare
@@ -263,4 +301,5 @@ case_run readonly-refused case_readonly_refused
 case_run bad-names case_bad_names
 case_run inet case_inet
 case_run image-on-export case_image_on_export
+case_run qemu-voice case_qemu_voice
 finish
