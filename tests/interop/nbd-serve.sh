@@ -99,7 +99,8 @@ holds() { grep -q ":$(stat -c %i "$1") " /proc/locks; }
 
 # What the cases write through NBD, by qemu-io on the raw export, and the
 # same on a raw copy for the expected content.
-WRITES=("write -P 0x5a 1M 192k" "write -z 2M 64k" "write -P 0x33 7M 4k" "write -P 0x77 0 512")
+WRITES=("write -P 0x5a 1M 192k" "write -z 2M 64k" "write -z -u 4M 128k" "write -P 0x33 7M 4k"
+    "write -P 0x77 0 512")
 export WRITES
 export -f serve stop_server stop_all_at_exit nbd_map vd_map holds
 
@@ -198,6 +199,23 @@ qcow2_chain() { # the guest view through the chain; writes land in the top
     qemu-img compare "$URI" base.raw
 }
 case_run "qcow2 with a backing chain" qcow2_chain
+
+snapshot() { # snapshot=NAME: the disk as it was, read-only
+    source_raw
+    qemu-img convert -f raw -O qcow2 src.raw s.qcow2
+    qemu-img snapshot -c before s.qcow2
+    qio qcow2 s.qcow2 "write -P 0x99 0 1M"
+    sum=$(sha256sum <s.qcow2)
+    stop_all_at_exit
+    serve s.qcow2 snapshot=before
+    qemu-img compare "$URI" src.raw
+    nbdinfo "$URI" | grep -q 'is_read_only: true'
+    stop_server
+    [[ $(sha256sum <s.qcow2) == "$sum" ]]
+    fails_cleanly serve s.qcow2 snapshot=nosuch 2>err
+    grep -q nosuch err
+}
+case_run "an internal snapshot" snapshot
 
 cow() { # no other tool reads cow: vdisk's own conversions are the reference
     source_raw
