@@ -334,9 +334,14 @@ static int run_server(GPtrArray *argv, Server *s)
 
     if (WIFEXITED(s->status) && WEXITSTATUS(s->status) == 0)
         return EXIT_SUCCESS;
-    /* nbdkit said why on stderr. */
+    /* nbdkit said why on stderr, unless something killed it. */
     if (!s->announced && !s->stopping)
         cli_error("nbdkit could not serve %s", s->path);
+    else if (WIFSIGNALED(s->status))
+        cli_error("nbdkit, serving %s, was killed by signal %d", s->path, WTERMSIG(s->status));
+    else
+        cli_error("nbdkit, serving %s, stopped with exit status %d", s->path,
+                  WEXITSTATUS(s->status));
     return CLI_EXIT_FAILURE;
 }
 
