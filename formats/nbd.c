@@ -630,7 +630,10 @@ static gboolean no_nbd(const char *name, GError **error)
 
 VdFile *vd_file_open_nbd(const char *name, VdOptions *opts, gboolean read_write, GError **error)
 {
-    no_nbd(name, error);
+    /* A name that is no NBD address is still told so first. */
+    g_auto(NbdAddress) a = { 0 };
+    if (parse_name(name, &a, error))
+        no_nbd(name, error);
     return NULL;
 }
 
