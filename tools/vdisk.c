@@ -49,6 +49,8 @@ static void print_global_help(FILE *stream)
             "\n"
             "Formats: %s\n"
             "Sizes take the suffixes K, M, G, T, P, E (powers of 1024), like qemu-img.\n"
+            "An image may be an NBD export on another host, as qemu-img names one:\n"
+            "nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.\n"
             "\n"
             "Run 'vdisk help COMMAND' or 'vdisk COMMAND --help' for a command's options.\n",
             "help", "show help for a command", formats);
