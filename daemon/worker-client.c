@@ -483,33 +483,45 @@ gboolean vdd_worker_nbdkit(char **nbdkit, char **plugin, GError **error)
 #endif
 }
 
-/* Wait for pid to end, or stop it once cancellable is cancelled: TERM,
- * and KILL if it is still there after 5 s. Its wait status in *status;
- * TRUE when it was stopped. */
-static gboolean wait_or_stop(GPid pid, GCancellable *cancellable, int *status)
+/* Wait for the worker pid to end: it does soon once its socket is closed.
+ * One that does not within 15 s is killed (where vdiskd may: its unit
+ * gives it no CAP_KILL over the worker's user, and the socket's end is
+ * what stops a worker there). */
+static int reap(GPid pid)
+{
+    int status = 0;
+    for (int i = 0; i < 150; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            return status;
+        g_usleep(100 * 1000);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return status;
+}
+
+/* Wait until sock has something to read (or its end) or cancellable is
+ * cancelled: FALSE for the latter. */
+static gboolean wait_readable(int sock, GCancellable *cancellable)
 {
     GPollFD cancel_fd;
     gboolean have_cancel = g_cancellable_make_pollfd(cancellable, &cancel_fd);
-    gboolean stopped = FALSE;
-    gint64 kill_at = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR))
+    gboolean readable = FALSE;
+    while (!g_cancellable_is_cancelled(cancellable)) {
+        struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
+                               { .fd = have_cancel ? cancel_fd.fd : -1, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
             break;
-        if (!stopped && g_cancellable_is_cancelled(cancellable)) {
-            stopped = TRUE;
-            kill(pid, SIGTERM);
-            kill_at = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
-        } else if (stopped && g_get_monotonic_time() > kill_at) {
-            kill(pid, SIGKILL);
+        if (p[0].revents != 0 && !g_cancellable_is_cancelled(cancellable)) {
+            readable = TRUE;
+            break;
         }
-        /* No pidfd (the unit's filter and older kernels): a short poll. */
-        struct pollfd p = { .fd = have_cancel && !stopped ? cancel_fd.fd : -1, .events = POLLIN };
-        poll(&p, 1, 200);
     }
     if (have_cancel)
         g_cancellable_release_fd(cancellable);
-    return stopped;
+    return readable;
 }
 
 gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCancellable *cancellable,
@@ -534,21 +546,27 @@ gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCance
     struct timeval tv = { .tv_sec = MESSAGE_TIMEOUT_SECONDS };
     setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    /* Its answer, then the end of the socket: it became the server. */
-    const VddWorkerCall call = { .fds = fds, .n_fds = n_fds, .cancellable = cancellable };
+    /* Its answer: it is confined and nbdkit starts. */
     g_autoptr(GVariant) result = NULL;
-    gboolean cancelled = FALSE;
-    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local) &&
-                      converse(sv[0], &call, &result, &cancelled);
-    close(sv[0]);
+    gboolean sent = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local);
+    if (sent && wait_readable(sv[0], cancellable)) {
+        int passed[VDD_WIRE_MAX_FDS];
+        guint n_passed = 0;
+        result = vdd_wire_receive(sv[0], passed, &n_passed, &local);
+        for (guint i = 0; i < n_passed; i++)
+            close(passed[i]);
+    }
     GError *failure = result != NULL ? vdd_wire_get_error(result) : NULL;
-    if (!talked || result == NULL || failure != NULL)
-        kill(pid, SIGKILL);
-    int status = 0;
-    gboolean stopped = wait_or_stop(pid, cancellable, &status);
+    if (result != NULL && failure == NULL) {
+        log_confinement(result);
+        log_job(pid, req, result);
+        /* Served until the job is cancelled, or the server ends. */
+        wait_readable(sv[0], cancellable);
+    }
+    close(sv[0]); /* the worker stops nbdkit, and ends */
+    int status = reap(pid);
     g_spawn_close_pid(pid);
-    if (cancelled || (stopped && failure == NULL && talked && result != NULL)) {
-        g_clear_error(&failure);
+    if (g_cancellable_is_cancelled(cancellable) && failure == NULL) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "Operation was cancelled");
         return FALSE;
     }
@@ -556,17 +574,13 @@ gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCance
         g_propagate_error(error, failure);
         return FALSE;
     }
-    if (talked && result != NULL) {
-        log_confinement(result);
-        log_job(pid, req, result);
+    if (result == NULL) {
+        g_warning("vdisk-worker %d (serve-nbd) gave no answer%s%s; wait status %d", pid,
+                  local != NULL ? ": " : "", local != NULL ? local->message : "", status);
+        g_propagate_error(error, unsafe());
+        return FALSE;
     }
-    if (WIFSIGNALED(status))
-        g_warning("nbdkit %d (serving a volume) was killed by signal %d (%s)%s", pid,
-                  WTERMSIG(status), g_strsignal(WTERMSIG(status)),
-                  WTERMSIG(status) == SIGSYS ? ": a system call outside its filter" : "");
-    else
-        g_warning("nbdkit %d (serving a volume) ended with status %d", pid,
-                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    g_warning("the NBD server of vdisk-worker %d ended by itself (wait status %d)", pid, status);
     g_set_error(error, VDD_ERROR, VDD_ERROR_FAILED,
                 "the NBD server ended by itself (vdiskd's log says why)");
     return FALSE;

@@ -105,13 +105,13 @@ void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_inde
                                VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets);
 
 /* Serve a volume over NBD until cancelled: a worker that confines itself
- * and becomes nbdkit (request "serve-nbd", worker-protocol.h) with fds
+ * and runs nbdkit (request "serve-nbd", worker-protocol.h) with fds
  * (borrowed: the volume, the caller's listening socket). Blocks: call it
  * off the main loop. Returns TRUE never; FALSE with
  * G_IO_ERROR_CANCELLED once cancellable is cancelled and the server
- * stopped (SIGTERM, then SIGKILL after 5 s), the worker's error when it
- * refused, or VDD_ERROR_FAILED when the server could not start or ended
- * by itself. */
+ * stopped (vdiskd closes the worker's socket, the worker stops nbdkit:
+ * TERM, then KILL after 5 s), the worker's error when it refused, or
+ * VDD_ERROR_FAILED when the server could not start or ended by itself. */
 /* Where nbdkit and vdisk's plugin for it are, for vdd_worker_serve:
  * nbdkit on PATH, the plugin $VDISK_NBDKIT_PLUGIN (the build tree, for
  * the tests) or nbdkit's plugin folder. New strings, or FALSE with

@@ -13,8 +13,10 @@
  *            "create" (the new image target, "size" t), "serve-nbd"
  *            (become nbdkit "nbdkit" s with vdisk's plugin "plugin" s,
  *            serving source, a pool volume, on the caller's listening
- *            socket "listener" i, "readonly" b; the result comes before
- *            the exec, and the socket's end tells vdiskd it happened);
+ *            socket "listener" i, "readonly" b; the result comes once
+ *            the worker is confined, then it runs nbdkit as its child
+ *            until vdiskd closes the socket, or nbdkit ends and the
+ *            worker with it);
  *            "source" and "target" a{sv}: an image, see below; for
  *            "convert", "backing" a{sv}: a pool volume (in the target's
  *            folder) the new target is a qcow2 overlay of, named by its

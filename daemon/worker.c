@@ -10,7 +10,10 @@
 #include <locale.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -569,10 +572,10 @@ static int finish(GVariantBuilder *b)
  * plugin ("plugin" s) serving the volume (source, of its recorded
  * format) on the caller's listening socket ("listener" i), read-only
  * with "readonly" b. The worker confines itself first, as the program it
- * becomes needs (worker-confine.h: it may execute nbdkit, read what
+ * starts needs (worker-confine.h: it may execute nbdkit, read what
  * nbdkit runs from, and make no socket nor connection), answers vdiskd
- * with its confinement, and execs: vdiskd sees the socket close and
- * waits for the server to end, or stops it. Returns only on failure. */
+ * with its confinement, and starts nbdkit as its child, which it stops
+ * when vdiskd closes the socket. Returns the worker's exit status. */
 static int serve_nbd(const Request *r, const int *fds, guint n_fds)
 {
     GVariantBuilder b;
@@ -612,8 +615,6 @@ static int serve_nbd(const Request *r, const int *fds, guint n_fds)
     const char *argv[] = { nbdkit,     "--exit-with-parent", plugin,
                            volume_arg, format_arg,           readonly ? "readonly=true" : NULL,
                            NULL };
-    g_autofree char *pid = g_strdup_printf("LISTEN_PID=%d", (int)getpid());
-    const char *envp[] = { "LISTEN_FDS=1", pid, NULL };
     int l = fcntl(listener, F_DUPFD_CLOEXEC, 10);
     int v = fcntl(r->source.fd, F_DUPFD_CLOEXEC, 10);
     if (l < 0 || v < 0) {
@@ -625,14 +626,48 @@ static int serve_nbd(const Request *r, const int *fds, guint n_fds)
     g_variant_builder_add(&b, "{sv}", "ok", g_variant_new_boolean(TRUE));
     if (finish(&b) != 0)
         return 1;
-    /* The first replaces the socket to vdiskd: it sees the end of it. */
-    if (dup2(l, NBDKIT_LISTEN_FD) < 0 || dup2(v, NBDKIT_VOLUME_FD) < 0) {
+    pid_t child = fork();
+    if (child < 0) {
         fprintf(stderr, "vdisk-worker: serve-nbd: %s\n", g_strerror(errno));
         return 1;
     }
-    execve(nbdkit, (char *const *)argv, (char *const *)envp);
-    fprintf(stderr, "vdisk-worker: cannot run %s: %s\n", nbdkit, g_strerror(errno));
-    return 127;
+    if (child == 0) {
+        /* The listener replaces the socket to vdiskd, which stays the
+         * worker's. */
+        char pid[32];
+        g_snprintf(pid, sizeof pid, "LISTEN_PID=%d", (int)getpid());
+        const char *envp[] = { "LISTEN_FDS=1", pid, NULL };
+        if (dup2(l, NBDKIT_LISTEN_FD) < 0 || dup2(v, NBDKIT_VOLUME_FD) < 0)
+            _exit(126);
+        execve(nbdkit, (char *const *)argv, (char *const *)envp);
+        fprintf(stderr, "vdisk-worker: cannot run %s: %s\n", nbdkit, g_strerror(errno));
+        _exit(127);
+    }
+    close(l);
+    close(v);
+    /* The worker stays nbdkit's parent, of the same user, so it may stop
+     * it (vdiskd, without CAP_KILL in its unit, may not): when vdiskd
+     * closes its end (the job cancelled, vdiskd gone), nbdkit is stopped;
+     * when nbdkit ends, so does the worker, and vdiskd sees the socket
+     * end. nbdkit's --exit-with-parent covers the worker's death. */
+    for (;;) {
+        int status;
+        if (waitpid(child, &status, WNOHANG) == child)
+            return 0;
+        struct pollfd p = { .fd = SOCK, .events = POLLIN };
+        char byte;
+        if (poll(&p, 1, 200) > 0 && recv(SOCK, &byte, 1, MSG_DONTWAIT) <= 0)
+            break;
+    }
+    kill(child, SIGTERM);
+    for (int i = 0; i < 50; i++) {
+        if (waitpid(child, NULL, WNOHANG) == child)
+            return 0;
+        g_usleep(100 * 1000);
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    return 0;
 }
 
 int main(int argc, char **argv)

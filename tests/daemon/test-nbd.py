@@ -98,8 +98,8 @@ def read_pid(path):
 
 
 def nbdkit_of(pid):
-    """The nbdkit processes pid started (a worker that became nbdkit)."""
-    found = []
+    """The nbdkit processes that vdiskd's (pid's) workers started."""
+    procs = {}
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -109,9 +109,9 @@ def nbdkit_of(pid):
         except OSError:
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        if comm == "nbdkit" and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(p))
-    return found
+        procs[int(p)] = (comm, int(stat[stat.rindex(")") + 2:].split()[1]))
+    return [p for p, (comm, ppid) in procs.items()
+            if comm == "nbdkit" and procs.get(ppid, ("", 0)) == ("vdisk-worker", pid)]
 
 
 def imports_logged(env):

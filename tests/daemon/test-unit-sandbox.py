@@ -5,7 +5,9 @@ vdiskd through unit-sandbox, which reproduces the unit's settings and execs
 vdiskd. Under it the worker still confines itself (its user, no-new-privs,
 Landlock, its own seccomp filter) and does InspectFile, ConvertFile,
 ImportVolume, Clone, Resize, Export, CopyFrom, snapshots and CreateOverlay;
-a killed worker still fails its job cleanly.
+a killed worker still fails its job cleanly. Under PrivateNetwork= it
+imports an NBD export on the test's 127.0.0.1 through the socket vdiskctl
+connected, and serves a volume with vdiskctl export-nbd.
 A setting the unit gains that this test does not know fails the test, so
 the two stay in step.
 
@@ -31,6 +33,7 @@ import ctypes
 import errno
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -47,6 +50,8 @@ UNSAFE = "the image could not be processed safely"
 REPO = os.environ.get("REPO") or os.path.join(os.path.dirname(__file__), "../..")
 UNIT = os.environ.get("VDISKD_UNIT") or os.path.join(REPO, "data", "vdiskd.service.in")
 SANDBOX = os.environ.get("UNIT_SANDBOX")
+VDISKCTL = os.environ.get("VDISKCTL", "")
+PLUGIN = os.path.join(os.environ.get("BUILD", ""), "nbd", "nbdkit-vdisk-plugin.so")
 
 # Settings of the unit that only say what the service is, or that need
 # systemd itself; each with the reason.
@@ -319,6 +324,11 @@ def tests(env, sandbox, allowed):
     def pool_files():
         return sorted(os.listdir(pool))
 
+    def vdiskctl(user, *args):
+        return subprocess.run(["runuser", "-u", user, "--", "env",
+                               "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                               VDISKCTL] + list(args), capture_output=True, text=True, cwd="/")
+
     @case("vdiskd runs under the unit's settings")
     def _():
         st = status_of(pid)
@@ -500,6 +510,59 @@ def tests(env, sandbox, allowed):
         assert pool_files() == before, (before, pool_files())
         alive()
 
+    nbd = all(shutil.which(p) for p in ("qemu-nbd", "nbdkit")) and os.access(VDISKCTL, os.X_OK)
+
+    @case("vdiskctl import nbd://127.0.0.1:PORT/: vdiskd, on a network of its own, reads the "
+          "export through the socket vdiskctl connected")
+    def _():
+        if not nbd:
+            print("# no qemu-nbd, nbdkit or vdiskctl: NBD is not tested under the unit")
+            return
+        port = socket.socket()
+        port.bind(("127.0.0.1", 0))
+        number = port.getsockname()[1]
+        port.close()
+        pidfile = os.path.join(t, "qemu-nbd.pid")
+        subprocess.run(["qemu-nbd", "--fork", "--persistent", "--pid-file=" + pidfile, "-r",
+                        "-f", "qcow2", "-b", "127.0.0.1", "-p", str(number), src], check=True)
+        with open(pidfile) as f:
+            env.pids.append(int(f.read()))
+        # PrivateNetwork: that address is not vdiskd's to reach.
+        assert os.readlink("/proc/%d/ns/net" % pid) != os.readlink("/proc/self/ns/net")
+        r = vdiskctl(ALICE, "import", "-q", "nbd://127.0.0.1:%d/" % number, "p/nbd.qcow2")
+        assert r.returncode == 0, r.stderr
+        r = qemu_img("compare", src, os.path.join(pool, "nbd.qcow2"))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("vdiskctl export-nbd under the unit: nbdkit serves the volume on the caller's socket")
+    def _():
+        if not nbd or not os.path.exists(PLUGIN):
+            print("# no nbdkit, vdiskctl or plugin: export-nbd is not tested under the unit")
+            return
+        home = os.path.join(env.t, "alice-nbd")
+        os.mkdir(home)
+        shutil.chown(home, ALICE)
+        sock = os.path.join(home, "s.sock")
+        pw = pwd.getpwnam(ALICE)  # setpriv execs vdiskctl: the signal goes to it
+        p = subprocess.Popen(["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid,
+                              "--init-groups", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              VDISKCTL, "export-nbd", "p/imported.qcow2", "--readonly",
+                              "--socket", sock],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        try:
+            line = p.stdout.readline()
+            assert "Serving" in line, (line, p.stderr.read() if p.poll() is not None else "")
+            r = qemu_img("compare", "-f", "raw", "-F", "qcow2", "nbd+unix:///?socket=" + sock,
+                         src)
+            assert r.returncode == 0, r.stdout + r.stderr
+        finally:
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, (out, err)
+        assert not os.path.exists(sock)
+        alive()
+
     @case("a worker that tries a socket is killed by its own filter under the unit's")
     def _():
         out = os.path.join(t, "m.raw")
@@ -519,7 +582,8 @@ def start():
             print("1..0 # SKIP " + why)
             return 77
     # G_MESSAGES_DEBUG: vdiskd logs each worker's operation and user
-    env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1", "G_MESSAGES_DEBUG": "vdiskd"})
+    env = Env(vdiskd_env={"VDISKD_TEST_HOOKS": "1", "G_MESSAGES_DEBUG": "vdiskd",
+                          "VDISK_NBDKIT_PLUGIN": PLUGIN})
     try:
         folders = [os.path.join(env.t, "state"), os.path.join(env.t, "pool")]
         for d in folders:
