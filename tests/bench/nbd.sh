@@ -16,8 +16,10 @@
 #   raw:   nbdkit vdisk format=raw   against nbdkit file (goal: within 10%)
 #   qcow2: nbdkit vdisk              against qemu-nbd -r -f qcow2
 #          (goal: at least as fast)
-# Best of --runs runs each; the page cache is warm (the files are read
-# once first), so the figures are the servers' own cost.
+# Both servers of a row run at once and their reads take turns, best of
+# --runs each, so a machine busy with other work weighs on both alike;
+# the page cache is warm (the files are read once first), so the figures
+# are the servers' own cost.
 # VDISK_NBDKIT_PLUGIN: the plugin (default build/nbd/nbdkit-vdisk-plugin.so).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,55 +42,60 @@ for p in nbdkit nbdcopy qemu-nbd qemu-img; do
 done
 
 D=$(mktemp -d "$base/vdisk-bench-nbd.XXXXXX")
-SERVER_PID=
-stop_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    while kill -0 "$SERVER_PID" 2>/dev/null; do sleep 0.05; done
-    SERVER_PID=
+PIDS=()
+stop_servers() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || continue
+        while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+    done
+    PIDS=()
 }
-trap 'stop_server; rm -rf "$D"' EXIT
+trap 'stop_servers; rm -rf "$D"' EXIT
 
 echo "making a $size source image in $D ..." >&2
 /usr/bin/python3 "$MKIMAGE" --size "$size" --seed 1 --fill 1 --zero-chunks 0 -q "$D/src.raw"
 qemu-img convert -f raw -O qcow2 "$D/src.raw" "$D/src.qcow2"
 cat "$D/src.raw" "$D/src.qcow2" >/dev/null
 
-# start NAME: one server on $D/sock, until stop_server; sets URI.
+# start NAME: a server on $D/NAME.sock, until stop_servers.
 start() {
-    rm -f "$D/sock" "$D/pid"
+    local sock=$D/$1.sock pid=$D/$1.pid
     case $1 in
-    file) nbdkit -r --pidfile "$D/pid" -U "$D/sock" file "$D/src.raw" ;;
-    vdisk-raw) nbdkit -r --pidfile "$D/pid" -U "$D/sock" "$PLUGIN" "file=$D/src.raw" format=raw readonly=true ;;
-    vdisk-qcow2) nbdkit -r --pidfile "$D/pid" -U "$D/sock" "$PLUGIN" "file=$D/src.qcow2" readonly=true ;;
-    qemu-nbd)
-        qemu-nbd -r -t -e 16 -f qcow2 -k "$D/sock" --pid-file="$D/pid" "$D/src.qcow2" &
-        ;;
+    file) nbdkit -r --pidfile "$pid" -U "$sock" file "$D/src.raw" ;;
+    vdisk-raw) nbdkit -r --pidfile "$pid" -U "$sock" "$PLUGIN" "file=$D/src.raw" format=raw readonly=true ;;
+    vdisk-qcow2) nbdkit -r --pidfile "$pid" -U "$sock" "$PLUGIN" "file=$D/src.qcow2" readonly=true ;;
+    qemu-nbd) qemu-nbd -r -t -e 16 -f qcow2 -k "$sock" --pid-file="$pid" "$D/src.qcow2" & ;;
     esac
-    for _ in $(seq 200); do [[ -s $D/pid && -S $D/sock ]] && break; sleep 0.05; done
-    SERVER_PID=$(cat "$D/pid")
-    URI="nbd+unix:///?socket=$D/sock"
+    for _ in $(seq 200); do [[ -s $pid && -S $sock ]] && break; sleep 0.05; done
+    PIDS+=("$(cat "$pid")")
 }
 
-# best NAME: the best wall time of nbdcopy reading the whole export.
-best() {
-    local b="" i t
+# race A B: the best wall times of nbdcopy reading each export whole,
+# the two taking turns so that both see the same machine; "TA TB".
+race() {
+    local ba="" bb="" i t name
     start "$1"
+    start "$2"
     for ((i = 0; i < runs; i++)); do
-        /usr/bin/time -f '%e' -o "$D/time" nbdcopy "$URI" null:
-        t=$(cat "$D/time")
-        if [[ -z $b ]] || awk -v a="$t" -v c="$b" 'BEGIN { exit !(a < c) }'; then b=$t; fi
+        for name in "$1" "$2"; do
+            /usr/bin/time -f '%e' -o "$D/time" nbdcopy "nbd+unix:///?socket=$D/$name.sock" null:
+            t=$(cat "$D/time")
+            if [[ $name == "$1" ]]; then
+                if [[ -z $ba ]] || awk -v a="$t" -v c="$ba" 'BEGIN { exit !(a < c) }'; then ba=$t; fi
+            elif [[ -z $bb ]] || awk -v a="$t" -v c="$bb" 'BEGIN { exit !(a < c) }'; then
+                bb=$t
+            fi
+        done
     done
-    stop_server
-    echo "$b"
+    stop_servers
+    echo "$ba $bb"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mibs() { awk -v s="$(numfmt --from=iec "$size")" -v t="$1" 'BEGIN { printf "%.0f", s / 1048576 / t }'; }
 
-file=$(best file)
-vraw=$(best vdisk-raw)
-qnbd=$(best qemu-nbd)
-vqcow2=$(best vdisk-qcow2)
+read -r vraw file < <(race vdisk-raw file)
+read -r vqcow2 qnbd < <(race vdisk-qcow2 qemu-nbd)
 
 echo "nbdkit $(nbdkit --version | awk '{print $2}'), $(qemu-nbd --version | head -1), $(nbdcopy --version | head -1); $(nproc) CPUs; $size, every chunk written; best of $runs runs; warm page cache"
 echo
