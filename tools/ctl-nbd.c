@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -229,7 +230,11 @@ static int listen_at(const char *path, GError **error)
     }
     strcpy(a.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0) {
+    /* The export is the user's: only the user (and root) may connect. */
+    mode_t mask = umask(0077);
+    int bound = fd >= 0 ? bind(fd, (struct sockaddr *)&a, sizeof a) : -1;
+    umask(mask);
+    if (bound < 0 || listen(fd, 16) < 0) {
         int e = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "%s: cannot listen there: %s",
                     path, e == EADDRINUSE ? "a file of that name exists" : g_strerror(e));
@@ -278,8 +283,12 @@ static int run_export_nbd(Ctl *ctl, char **operands, int n_operands)
                 ctl->readonly ? " read-only" : "", escaped);
         fflush(stdout);
     }
-    /* Served until Ctrl-C cancels the job: that is its normal end. */
+    /* Served until Ctrl-C cancels the job: that is its normal end. A
+     * server has no progress to show: no bar. */
+    gboolean quiet = ctl->quiet;
+    ctl->quiet = TRUE;
     gboolean ok = ctl_job_follow(watch, called, job, "Serving", &error);
+    ctl->quiet = quiet;
     unlink(path);
     if (!ok && !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
         return ctl_fail(error);

@@ -299,6 +299,11 @@ def tests(env):
         if "Serving" not in line:
             p.kill()
             raise AssertionError("export-nbd: %r %r" % (line, p.communicate()))
+        # Ctrl-C is vdiskctl's once it catches SIGINT (it says "Serving" first).
+        deadline = time.monotonic() + 10
+        while not int(status_of(p.pid)["SigCgt"][0], 16) & (1 << (signal.SIGINT - 1)):
+            assert time.monotonic() < deadline, "vdiskctl never catches SIGINT"
+            time.sleep(0.05)
         return p
 
     def stop(p):
@@ -320,6 +325,9 @@ def tests(env):
         sock = os.path.join(home, "ro.sock")
         p = export_nbd("p/u.qcow2", sock, "--readonly")
         try:
+            # Alice's alone (and root's), whatever her umask.
+            assert os.stat(sock).st_mode & 0o077 == 0, oct(os.stat(sock).st_mode)
+            assert os.stat(sock).st_uid == pwd.getpwnam(ALICE).pw_uid
             r = qemu_img("compare", "-f", "raw", "-F", "qcow2",
                          "nbd+unix:///?socket=" + sock, src)
             assert r.returncode == 0, r.stdout + r.stderr

@@ -553,6 +553,10 @@ def tests(env, sandbox, allowed):
         try:
             line = p.stdout.readline()
             assert "Serving" in line, (line, p.stderr.read() if p.poll() is not None else "")
+            deadline = time.monotonic() + 10  # until vdiskctl catches SIGINT
+            while not int(status_of(p.pid)["SigCgt"][0], 16) & (1 << (signal.SIGINT - 1)):
+                assert time.monotonic() < deadline, "vdiskctl never catches SIGINT"
+                time.sleep(0.05)
             r = qemu_img("compare", "-f", "raw", "-F", "qcow2", "nbd+unix:///?socket=" + sock,
                          src)
             assert r.returncode == 0, r.stdout + r.stderr
