@@ -452,6 +452,66 @@ gboolean qcow2_apply_deferred_frees(Qcow2State *s, GError **error)
     return TRUE;
 }
 
+gboolean qcow2_shrink_refcount_table(Qcow2State *s, GError **error)
+{
+    guint64 mask = (1ull << s->rb_bits) - 1;
+    /* Block 0 counts the header, which is always in use. */
+    for (guint64 bi = 1; bi < s->rt_entries; bi++) {
+        guint64 off = s->rt[bi], self = off >> s->cluster_bits;
+        if (off == 0)
+            continue;
+        guint8 *block;
+        if (!load_block(s, bi, &block, error))
+            return FALSE;
+        gboolean unused = TRUE;
+        for (guint64 i = 0; i <= mask && unused; i++)
+            unused =
+                ((bi << s->rb_bits) | i) == self || qcow2_rb_get(block, i, s->refcount_order) == 0;
+        qcow2_cache_put(s->rb_cache, block);
+        if (!unused)
+            continue;
+        s->rt[bi] = 0;
+        if (!write_rt_entry(s, bi, error))
+            return FALSE;
+        qcow2_cache_drop(s->rb_cache, off);
+        /* A block inside its own range took its count with it; one
+         * counted by another block is freed there. */
+        if ((self >> s->rb_bits) != bi) {
+            if (!qcow2_update_refcount(s, off, s->cluster_size, -1, error))
+                return FALSE;
+        } else if (self < s->free_cluster_index) {
+            s->free_cluster_index = self;
+        }
+    }
+    return qcow2_cache_flush(s, s->rb_cache, error) && vd_file_sync(s->img->file, error);
+}
+
+gboolean qcow2_used_end(Qcow2State *s, guint64 end, guint64 *used_end, GError **error)
+{
+    guint64 mask = (1ull << s->rb_bits) - 1;
+    *used_end = 0;
+    for (guint64 c = end >> s->cluster_bits; c > 0;) {
+        guint64 bi = (c - 1) >> s->rb_bits;
+        if (bi >= s->rt_entries || s->rt[bi] == 0) {
+            c = bi << s->rb_bits;
+            continue;
+        }
+        guint8 *block;
+        if (!load_block(s, bi, &block, error))
+            return FALSE;
+        for (; c > (bi << s->rb_bits); c--) {
+            if (qcow2_rb_get(block, (c - 1) & mask, s->refcount_order) != 0) {
+                *used_end = c << s->cluster_bits;
+                break;
+            }
+        }
+        qcow2_cache_put(s->rb_cache, block);
+        if (*used_end != 0)
+            return TRUE;
+    }
+    return TRUE;
+}
+
 /* Count the blocks a new refcount structure needs when it covers clusters
  * [0, end) and refs[0, nb) are the counts below the new area. */
 static guint64 count_blocks(Qcow2State *s, const guint32 *refs, guint64 nb, guint64 area,

@@ -1259,6 +1259,41 @@ static gboolean qcow2_flush(VdImage *img, GError **error)
     return s->data_file == NULL || vd_file_sync(s->data_file, error);
 }
 
+/* Shrink to new_size as qemu does: the clusters past the new end are
+ * discarded (what they held is gone, as --shrink warns), the L2 tables
+ * past it and the refcount blocks left counting nothing are freed, and
+ * the file is cut after its last cluster in use (clusters in use before
+ * that stay where they are). An external data file is cut at the new
+ * size. The caller writes the new size into the header. */
+static gboolean shrink(VdImage *img, guint64 new_size, GError **error)
+{
+    Qcow2State *s = img->priv;
+    guint64 cs = s->cluster_size, span = qcow2_l2_span(s);
+    guint64 from = qcow2_align_up(new_size, cs);
+    if (from < img->size && !qcow2_discard(img, from, img->size - from, error))
+        return FALSE;
+    guint64 l1 = new_size / span + (new_size % span != 0);
+    if (l1 < s->l1_size) {
+        for (guint64 i = l1; i < s->l1_size; i++) {
+            guint64 l2 = s->l1[i] & QCOW2_OFFSET_MASK;
+            s->l1[i] = 0;
+            if (l2 != 0 && !qcow2_free_deferred(s, l2, cs, error))
+                return FALSE;
+        }
+        if (!qcow2_write_l1_entries(s, (guint32)l1, s->l1_size - 1, error))
+            return FALSE;
+    }
+    guint64 file_end, used_end;
+    if (!qcow2_flush_metadata(s, error) || !qcow2_shrink_refcount_table(s, error) ||
+        !vd_file_size(img->file, &file_end, error) ||
+        !qcow2_used_end(s, qcow2_align_up(file_end, cs), &used_end, error))
+        return FALSE;
+    if (used_end < file_end &&
+        (!vd_file_truncate(img->file, used_end, error) || !qcow2_refresh_file_size(s, error)))
+        return FALSE;
+    return s->data_file == NULL || vd_file_truncate(s->data_file, new_size, error);
+}
+
 /* A resize, with [old size, new_size) preallocated as mode says when it
  * grows (PREALLOC_*). */
 static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **error)
@@ -1285,16 +1320,9 @@ static gboolean resize_with(VdImage *img, guint64 new_size, int mode, GError **e
                      "Can't resize a v2 image which has snapshots (amend -o compat=1.1 first)");
         return FALSE;
     }
-    if (new_size < old_size) {
-        gboolean found;
-        if (!qcow2_has_data_past(s, qcow2_align_up(new_size, s->cluster_size), &found, error))
-            return FALSE;
-        if (found) {
-            vd_set_error(error, img, VD_ERROR_NO_SPACE,
-                         "cannot shrink: clusters past the new end hold data");
-            return FALSE;
-        }
-    }
+    if (new_size < old_size &&
+        (!qcow2_bitmaps_check_resize(s, error) || !shrink(img, new_size, error)))
+        return FALSE;
     guint64 l1 = new_size / span + (new_size % span != 0);
     if (l1 * 8 > QCOW2_MAX_L1_BYTES) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT,

@@ -281,6 +281,12 @@ gboolean qcow2_alloc_bytes(Qcow2State *s, guint64 size, guint64 *offset, GError 
 /* Queue a refcount decrement for after the next table write-back. */
 gboolean qcow2_free_deferred(Qcow2State *s, guint64 offset, guint64 length, GError **error);
 gboolean qcow2_apply_deferred_frees(Qcow2State *s, GError **error);
+/* After a shrink: free the refcount blocks that count no cluster but
+ * themselves (their table entries become 0), as qemu's shrink does. */
+gboolean qcow2_shrink_refcount_table(Qcow2State *s, GError **error);
+/* The end of the last cluster in use below end (0: none), to cut the
+ * file there. */
+gboolean qcow2_used_end(Qcow2State *s, guint64 end, guint64 *used_end, GError **error);
 /* Replace the whole refcount structure by one describing refs (one count
  * per cluster, nb clusters), placed past everything in use. */
 gboolean qcow2_rebuild_refcounts(Qcow2State *s, guint32 *refs, guint64 nb, GError **error);

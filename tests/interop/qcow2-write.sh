@@ -241,6 +241,59 @@ resize_shrink() {
 }
 case_run "resize --shrink" resize_shrink
 
+# shrink_both DIR_SETUP SIZE: the image q/i and v/i (made alike by the
+# caller) shrunk by qemu-img and by vdisk: the same file length and map,
+# both clean, the same guest bytes.
+shrink_both() {
+    (cd q && qemu-img resize -q --shrink i "$1")
+    (cd v && vd resize -q --shrink i "$1")
+    (cd q && qemu-img check -q i) && (cd v && qemu-img check -q i)
+    [[ $(stat -c %s v/i) == $(stat -c %s q/i) ]] ||
+        { echo "file length $(stat -c %s v/i), qemu-img's $(stat -c %s q/i)"; return 1; }
+    diff <(cd q && qemu-img map --output=json i) <(cd v && qemu-img map --output=json i)
+    (cd q && qemu-img convert -O raw i ../q.raw) && (cd v && qemu-img convert -O raw i ../v.raw)
+    cmp q.raw v.raw
+}
+
+# resize --shrink over data, as qemu-img: the clusters past the end are
+# dropped, the tables and refcount blocks left empty freed, the file cut
+# after its last cluster in use. With a backing file (qemu-iotests 292),
+# with 512-byte clusters (many L2 tables and refcount blocks), a snapshot,
+# an external data file (cut to the new size).
+shrink_over_data() {
+    mkdir q v
+    local d
+    for d in q v; do
+        (cd $d && qemu-img create -q -f qcow2 b 1M && qio qcow2 b 'write -P 0x11 0 1M' &&
+            qemu-img create -q -f qcow2 -b b -F qcow2 i && qio qcow2 i 'write -P 0x22 0 1M')
+    done
+    shrink_both 520k
+    (cd q && qemu-img resize -q i 567k) && (cd v && vd resize -q i 567k)
+    (cd v && qio qcow2 i 'read -P 0x22 0 520k' 'read -P 0 520k 47k')
+    diff <(cd q && qemu-img map --output=json i) <(cd v && qemu-img map --output=json i)
+
+    for d in q v; do
+        (cd $d && rm -f i b && qemu-img create -q -f qcow2 -o cluster_size=512 i 2M &&
+            qio qcow2 i 'write -P 3 0 2M' 'discard 64k 64k')
+    done
+    shrink_both 100k
+    for d in q v; do
+        (cd $d && rm -f i && qemu-img create -q -f qcow2 i 4M && qio qcow2 i 'write -P 4 0 4M' &&
+            qemu-img snapshot -c s1 i && qio qcow2 i 'write -P 5 1M 2M')
+    done
+    shrink_both $((1048576 + 512))
+    (cd v && qemu-img convert -l s1 -O raw i ../s1.raw)
+    (cd q && qemu-img convert -l s1 -O raw i ../q1.raw)
+    cmp s1.raw q1.raw
+    for d in q v; do
+        (cd $d && rm -f i && qemu-img create -q -f qcow2 -o data_file=i.data i 4M &&
+            qio qcow2 i 'write -P 6 0 4M')
+    done
+    shrink_both 1M
+    [[ $(stat -c %s v/i.data) == 1048576 && $(stat -c %s q/i.data) == 1048576 ]]
+}
+case_run "resize --shrink over data as qemu-img" shrink_over_data
+
 # check -r: a leaked cluster (allocated in the refcounts, used by nothing)
 # and a refcount too low (a corruption), found and repaired.
 # shellcheck disable=SC2089,SC2090 # Python source, not a command line
