@@ -165,9 +165,10 @@ static User *take_ticket(GDBusMethodInvocation *invocation, guint32 uid)
 /* The methods that start a job, and InspectFile. */
 static gboolean starts_work(const char *method)
 {
-    static const char *const methods[] = { "CreateVolume", "ImportVolume", "Clone",
-                                           "CopyFrom",     "Resize",       "Export",
-                                           "ConvertFile",  "InspectFile",  NULL };
+    static const char *const methods[] = {
+        "CreateVolume", "ImportVolume", "Clone",       "CopyFrom",  "Resize",
+        "Export",       "ConvertFile",  "InspectFile", "ExportNbd", NULL
+    };
     return method != NULL && g_strv_contains(methods, method);
 }
 
@@ -513,6 +514,41 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
     w->done = job_done;
     w->data = g_object_ref(self);
     queue_work(w);
+}
+
+/* A server's work runs beside the pool, on a thread of its own: it waits
+ * for its clients and its end for hours and holds none of the slots that
+ * copies share; the caller's admission still counts it. */
+static gboolean server_done(gpointer data)
+{
+    work_end(data);
+    dispatch();
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer server_thread(gpointer data)
+{
+    Work *w = data;
+    w->run(w->data);
+    g_main_context_invoke(NULL, server_done, w);
+    return NULL;
+}
+
+void vdd_job_start_server(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
+                          GDestroyNotify free_data)
+{
+    self->func = func;
+    self->done = done;
+    self->data = data;
+    self->free_data = free_data;
+    self->publish_id = g_timeout_add(PUBLISH_INTERVAL_MS, publish_tick, self);
+    Work *w = g_new0(Work, 1);
+    w->user = self->user;
+    w->run = job_run;
+    w->done = job_done;
+    w->data = g_object_ref(self);
+    job_started(self);
+    g_thread_unref(g_thread_new("vdd-server", server_thread, w));
 }
 
 /* ----- Cancel ----- */

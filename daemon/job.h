@@ -46,6 +46,11 @@ GCancellable *vdd_job_get_cancellable(VddJob *self);
 /* Queue the work. The job keeps data until done has run, then frees it. */
 void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
                    GDestroyNotify free_data);
+/* The same for a server (ExportNbd), whose work lasts until it is
+ * cancelled: it runs at once on a thread of its own, holding none of the
+ * job slots the copies share. */
+void vdd_job_start_server(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
+                          GDestroyNotify free_data);
 /* Complete at once, without work (e.g. CreateVolume of an empty image). */
 void vdd_job_complete_now(VddJob *self, const GError *error);
 

@@ -603,7 +603,10 @@ static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint3
                                             vdd_job_get_object_path(job));
     else
         vdd_dbus_volume_complete_resize(self->iface, invocation, vdd_job_get_object_path(job));
-    vdd_job_start(job, func, work_done, w, (GDestroyNotify)volume_work_free);
+    if (g_str_equal(operation, "export-nbd"))
+        vdd_job_start_server(job, func, work_done, w, (GDestroyNotify)volume_work_free);
+    else
+        vdd_job_start(job, func, work_done, w, (GDestroyNotify)volume_work_free);
     g_object_unref(job);
 }
 

@@ -18,7 +18,8 @@ user with no new privileges and a seccomp filter; qemu-img compare reads
 through it what the volume holds, qemu-io writes through a writable export
 land in the volume, the volume is locked while served (a writer, or a
 second export, is refused) and Ctrl-C ends it: the socket is gone, the
-volume unlocked. A user polkit does not let is refused. Servers are
+volume unlocked. Exports hold none of the job slots copies share. A user
+polkit does not let is refused. Servers are
 started and stopped by pid, on loopback only. Needs root (exit 77
 otherwise)."""
 import json
@@ -366,6 +367,24 @@ def tests(env):
         r = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P 0x77 4096 8192",
                             "-c", "read -P 0 0 4096", volume], capture_output=True, text=True)
         assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout
+
+    @case("exports hold no job slot: with two served, the same user's import runs at once")
+    def _():
+        # A user runs 2 jobs at once (3 slots in all, 1 kept for root and
+        # the privileged group): exports that took slots would queue it.
+        served = [export_nbd("p/u.qcow2", os.path.join(home, "a.sock"), "--readonly"),
+                  export_nbd("p/direct.qcow2", os.path.join(home, "b.sock"), "--readonly")]
+        try:
+            r = subprocess.run(["runuser", "-u", ALICE, "--", "env",
+                                "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                                VDISKCTL, "import", "-q", "nbd+unix:///?socket=" + unix_sock,
+                                "p/beside.qcow2"], capture_output=True, text=True, cwd="/",
+                               timeout=60)
+            assert r.returncode == 0, r.stderr
+            same(os.path.join(pool, "beside.qcow2"))
+        finally:
+            for p in served:
+                stop(p)
 
     @case("export-nbd by a user polkit does not let is refused, and the socket removed")
     def _():
