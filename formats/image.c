@@ -1161,9 +1161,13 @@ gboolean vd_image_read_backing(VdImage *img, guint64 offset, void *buf, gsize le
     return read_backing_unlocked(img, offset, buf, len, error);
 }
 
-/* The driver reads one stretch, under the image's lock. */
+/* The driver reads one stretch, under the image's lock. A raw image's
+ * read is a pread of its file and holds no state to guard: its readers
+ * (an NBD server's connections, the copy engine's workers) read at once. */
 static gboolean read_locked(VdImage *img, guint64 offset, guint8 *out, gsize n, GError **error)
 {
+    if (img->drv == &vd_driver_raw)
+        return img->drv->read(img, offset, out, n, error);
     g_mutex_lock(&img->lock);
     gboolean ok = img->drv->read(img, offset, out, n, error);
     g_mutex_unlock(&img->lock);
