@@ -882,7 +882,7 @@ VdImage *vd_image_open_nbd_socket(int fd, const char *export_name, const char *f
     return open_file(file, name, format, flags, error);
 }
 
-static const VdDriver *const fileless_drivers[] = { &vd_driver_null };
+static const VdDriver *const fileless_drivers[] = { &vd_driver_null, &vd_driver_compress_filter };
 
 static const VdDriver *find_fileless_driver(const char *format)
 {

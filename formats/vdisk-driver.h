@@ -540,6 +540,7 @@ extern const VdDriver vd_driver_vmdk;
 extern const VdDriver vd_driver_luks;
 extern const VdDriver vd_driver_vpc;
 extern const VdDriver vd_driver_null;
+extern const VdDriver vd_driver_compress_filter;
 /* Is file, named .vhd, one ending with a VHD footer (a fixed VHD, which
  * probing its first bytes cannot tell from raw)? */
 gboolean vd_vpc_probe_footer(VdFile *file);

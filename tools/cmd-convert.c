@@ -351,6 +351,29 @@ static void engine_options(const ConvertOptions *opts, const char *target_format
     out->rate_limit = opts->rate_limit;
 }
 
+/* The --image-opts of the image below qemu's compress filter when text
+ * puts one over the target ("driver=compress,file.driver=qcow2,
+ * file.file.filename=t.qcow2" -> "driver=qcow2,file.filename=t.qcow2"),
+ * else NULL. */
+static char *compress_filter_below(const char *text)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    if (!vd_options_parse(opts, text, NULL) ||
+        g_strcmp0(vd_options_get(opts, "driver"), "compress") != 0)
+        return NULL;
+    g_autoptr(GString) out = g_string_new(NULL);
+    g_autoptr(GPtrArray) keys = vd_options_keys(opts);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i];
+        if (!g_str_has_prefix(key, "file."))
+            continue;
+        g_string_append_printf(out, "%s%s=", out->len > 0 ? "," : "", key + strlen("file."));
+        for (const char *c = vd_options_get(opts, key); *c != '\0'; c++)
+            g_string_append(out, *c == ',' ? ",," : (char[]){ *c, '\0' });
+    }
+    return g_string_free(g_steal_pointer(&out), FALSE);
+}
+
 static int run_convert(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -397,12 +420,19 @@ static int run_convert(const CliCommand *cmd, int argc, char **argv)
         cli_error("Use of --skip-broken-bitmaps requires --bitmaps");
         return CLI_EXIT_FAILURE;
     }
-    g_autofree char *target_file = NULL, *target_driver = NULL;
+    g_autofree char *target_file = NULL, *target_driver = NULL, *below = NULL;
     g_autoptr(VdOptions) target_open = NULL;
     if (cli_target_image_opts()) {
         if (!opts.target_exists) {
             cli_error("convert: --target-image-opts needs -n (an existing target)");
             return CLI_EXIT_FAILURE;
+        }
+        /* qemu's compress filter over the target: every write compressed,
+         * which is -c into the image below it. */
+        below = compress_filter_below(job.target_path);
+        if (below != NULL) {
+            job.target_path = below;
+            opts.compress = TRUE;
         }
         if (!cli_split_image_opts(job.target_path, &target_file, &target_driver, &target_open,
                                   &error))

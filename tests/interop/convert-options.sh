@@ -312,4 +312,27 @@ null_source() {
 }
 case_run "a null-co source reads zeroes, as qemu's" null_source
 
+# qemu's compress filter over an existing target (--target-image-opts
+# driver=compress,file.driver=qcow2,...): every cluster written compressed,
+# the map and compressed cluster count of qemu-img's; map through the
+# filter (a json: name) is qemu-img's too.
+compress_filter() {
+    qemu-img create -q -f raw src.raw 1M
+    qio raw src.raw 'write -P 7 0 320k' 'write -P 8 640k 64k'
+    qemu-img create -q -f qcow2 q.qcow2 1M
+    qemu-img create -q -f qcow2 v.qcow2 1M
+    qemu-img convert -n -f raw src.raw --target-image-opts \
+        "driver=compress,file.driver=qcow2,file.file.filename=q.qcow2"
+    vd convert -q -n -f raw src.raw --target-image-opts \
+        "driver=compress,file.driver=qcow2,file.file.filename=v.qcow2"
+    qcheck v.qcow2
+    [[ $(qemu-img check --output=json v.qcow2 | json /dev/stdin 'd["compressed-clusters"]') == 6 ]]
+    diff <(qemu-img map --output=json q.qcow2) <(qemu-img map --output=json v.qcow2)
+    qemu-img compare -q -f raw -F qcow2 src.raw v.qcow2
+    local f="json:{'driver': 'compress', 'file': {'driver': 'qcow2', 'file': {'driver': 'file', 'filename': 'v.qcow2'}}}"
+    diff <(qemu-img map --output=json "$f") <(vd map --output=json "$f")
+    [[ $(vd info --output=json "$f" | json /dev/stdin 'd["format"]') == compress ]]
+}
+case_run "the compress filter over a target compresses every cluster" compress_filter
+
 finish

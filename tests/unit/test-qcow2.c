@@ -450,6 +450,47 @@ static void test_resize(void)
     g_free(p.model);
 }
 
+/* qemu's compress filter over a qcow2: writes of any alignment land as
+ * whole compressed clusters (what they do not cover read from the image
+ * first), reads and the size come from the image below. */
+static void test_compress_filter(void)
+{
+    g_autoptr(GError) error = NULL;
+    vd_image_unref(create_image("cf.qcow2", MiB, NULL));
+    g_autofree char *path = tpath("cf.qcow2");
+    g_autoptr(VdOptions) o = vd_options_new();
+    vd_options_set(o, "file.driver", "qcow2");
+    vd_options_set(o, "file.file.filename", path);
+    g_assert_true(vd_format_is_fileless("compress"));
+    VdImage *f = vd_image_open_fileless("compress", "cf", VD_OPEN_READ_WRITE, o, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(vd_image_size(f), ==, MiB);
+    g_autofree guint8 *model = g_malloc0(MiB);
+    memset(model + 1000, 0x5a, 200000);
+    g_assert_true(vd_image_write(f, 1000, model + 1000, 200000, &error));
+    memset(model + 200000, 0xa5, 10); /* into a cluster written compressed already */
+    g_assert_true(vd_image_write(f, 200000, model + 200000, 10, &error));
+    g_assert_no_error(error);
+    g_autofree guint8 *back = g_malloc(MiB);
+    g_assert_true(vd_image_read(f, 0, back, MiB, &error));
+    g_assert_cmpmem(back, MiB, model, MiB);
+    g_assert_true(vd_image_flush(f, &error));
+    vd_image_unref(f);
+    spill("expect.raw", model, MiB);
+    assert_qemu_clean("cf.qcow2");
+    assert_qemu_same("expect.raw", "cf.qcow2");
+    g_autofree char *out = NULL;
+    g_assert_cmpint(run(&out, "qemu-img check --output=json cf.qcow2"), ==, 0);
+    g_assert_nonnull(strstr(out, "\"compressed-clusters\": 4,")); /* 0-256k */
+
+    /* Below it, an image that takes no compressed clusters. */
+    g_autofree char *raw = tpath("expect.raw");
+    vd_options_set(o, "file.driver", "raw");
+    vd_options_set(o, "file.file.filename", raw);
+    g_assert_null(vd_image_open_fileless("compress", "cf", VD_OPEN_READ_WRITE, o, &error));
+    g_assert_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED);
+}
+
 static void test_info(void)
 {
     g_autoptr(VdImage) img = create_image("i.qcow2", MiB, "refcount_bits=8,extended_l2=on");
@@ -698,6 +739,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/create/refusals", test_create_refusals);
     g_test_add_func("/qcow2/check/repair", test_check_repair);
     g_test_add_func("/qcow2/corrupt", test_corrupt);
+    g_test_add_func("/qcow2/compress-filter", test_compress_filter);
     int rc = g_test_run();
     g_autofree char *cmd = g_strdup_printf("rm -rf %s", tmpdir);
     if (g_getenv("VDISK_KEEP_TMP") == NULL)
