@@ -534,6 +534,42 @@ def tests(env, sandbox, allowed):
         r = qemu_img("compare", src, os.path.join(pool, "nbd.qcow2"))
         assert r.returncode == 0, r.stdout + r.stderr
 
+    @case("an NBD import from a server that stalls is cancelled at once: vdiskd stops its worker")
+    def _():
+        if not nbd:
+            return
+        # Every read waits an hour: the worker sits in libnbd, waiting.
+        stalled = os.path.join(t, "stalled.sock")
+        pidfile = os.path.join(t, "nbdkit.pid")
+        subprocess.run(["nbdkit", "-P", pidfile, "-U", stalled, "--filter=delay", "pattern",
+                        "64M", "rdelay=3600"], check=True)
+        for _ in range(100):
+            if os.path.exists(pidfile) and os.path.getsize(pidfile) > 0:
+                break
+            time.sleep(0.05)
+        with open(pidfile) as f:
+            env.pids.append(int(f.read()))
+        os.chmod(stalled, 0o666)
+        pw = pwd.getpwnam(ALICE)
+        p = subprocess.Popen(["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid,
+                              "--init-groups", "env",
+                              "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
+                              VDISKCTL, "import", "nbd+unix:///?socket=" + stalled,
+                              "p/stalled.qcow2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        deadline, workers = time.monotonic() + 20, []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = workers_of(pid)
+        assert workers, "no worker seen"
+        time.sleep(1)  # in its first read, and vdiskctl catching SIGINT
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 1 and "cancel" in err, (p.returncode, err)
+        assert not any("stalled" in n for n in pool_files()), pool_files()
+        assert workers_of(pid) == []
+        alive()
+
     @case("vdiskctl export-nbd under the unit: nbdkit serves the volume on the caller's socket")
     def _():
         if not nbd or not os.path.exists(PLUGIN):
