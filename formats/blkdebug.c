@@ -25,8 +25,14 @@
 #include "qemu-syntax.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A config file is a few rules: anything larger is no config file. */
+#define CONFIG_MAX (1 << 20)
 
 static const char *const event_names[VD_EVENT_COUNT] = {
     "l1_update",
@@ -240,37 +246,59 @@ static gboolean rule_complete(const Rule *rule, const char *where, gboolean have
 static gboolean read_config(VdBlkdebug *d, const char *path, GError **error)
 {
     g_autofree char *text = NULL;
-    g_autoptr(GError) local = NULL;
-    if (!g_file_get_contents(path, &text, NULL, &local)) {
-        g_set_error(error, VD_ERROR,
-                    g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? VD_ERROR_NOT_FOUND
-                                                                             : VD_ERROR_IO,
-                    "Could not read blkdebug config file: %s", local->message);
+    gsize length = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int err = fd < 0 ? errno : 0;
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX))
+        err = fstat(fd, &st) < 0 ? errno : S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+    if (fd >= 0 && err == 0) {
+        text = g_malloc((gsize)st.st_size + 1);
+        while (length < (gsize)st.st_size) {
+            ssize_t n = read(fd, text + length, (gsize)st.st_size - length);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                err = n < 0 ? errno : 0;
+                break;
+            }
+            length += (gsize)n;
+        }
+        text[length] = '\0';
+    }
+    if (fd >= 0)
+        close(fd);
+    if (err != 0) {
+        g_set_error(error, VD_ERROR, err == ENOENT ? VD_ERROR_NOT_FOUND : VD_ERROR_IO,
+                    "Could not read blkdebug config file %s: %s", path, g_strerror(err));
         return FALSE;
     }
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
     Rule *rule = NULL;
     gboolean have_event = FALSE, have_new_state = FALSE;
+    g_autofree char *section = NULL; /* where the rule's section starts */
     for (guint i = 0;; i++) {
         char *line = lines[i] != NULL ? g_strstrip(lines[i]) : NULL;
         g_autofree char *where = g_strdup_printf("%s:%u: ", path, i + 1);
         if (line == NULL || line[0] == '[') {
             if (rule != NULL) {
                 g_ptr_array_add(d->rules, rule);
-                if (!rule_complete(rule, where, have_event, have_new_state, error))
+                if (!rule_complete(rule, section, have_event, have_new_state, error))
                     return FALSE;
             }
             rule = NULL;
             if (line == NULL)
                 return TRUE;
             have_event = have_new_state = FALSE;
+            g_free(section);
+            section = g_strdup(where);
             if (g_str_equal(line, "[inject-error]") || g_str_has_prefix(line, "[inject-error \""))
                 rule = rule_new(FALSE);
             else if (g_str_equal(line, "[set-state]") || g_str_has_prefix(line, "[set-state \""))
                 rule = rule_new(TRUE);
             else {
                 g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                            "%sunknown section %s (blkdebug has [inject-error] and [set-state])",
+                            "%sunknown section %s: blkdebug takes [inject-error] and [set-state]",
                             where, line);
                 return FALSE;
             }

@@ -4,7 +4,9 @@
 
 #include <string.h>
 
-#define COMPARE_CHUNK (1u << 20)
+/* qemu-img compare reads at most 2 MiB at a time: where a read fails
+ * (blkdebug) is told the same way. */
+#define COMPARE_CHUNK (2u << 20)
 #define SECTOR 512
 
 typedef struct {

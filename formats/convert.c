@@ -189,7 +189,9 @@ static gboolean src_read(CopyJob *job, guint64 offset, guint8 *buf, guint64 len,
         GError *local_error = NULL;
         if (!vd_image_read(job->srcs[i], local, buf, n, &local_error)) {
             if (!job->opts->salvage) {
-                g_propagate_error(error, local_error);
+                g_propagate_prefixed_error(error, local_error,
+                                           "error while reading at byte %" G_GUINT64_FORMAT ": ",
+                                           offset);
                 return FALSE;
             }
             g_error_free(local_error);

@@ -109,7 +109,16 @@ static const struct {
     { "^(.*)file truncated: it is [0-9]+ bytes, the header expects at least ([0-9]+) bytes$",
       "\\1File truncated, expecting at least \\2 bytes" },
     { "^(.*)L1 size too big: .*$", "\\1L1 size too big" },
+    /* blkdebug's config files */
+    { "^(Could not open '[^']*': )Could not read blkdebug config file .*: ([^:]*)$",
+      "\\1Could not read blkdebug config file: \\2" },
+    { "^(Could not open '[^']*': ).*:[0-9]+: Invalid event name \"(.*)\"$",
+      "\\1invalid parameter value: \\2" },
+    { "^(Could not open '[^']*': ).*:[0-9]+: unknown section \\[([^] ]*)[^]]*\\]: .*$",
+      "\\1There is no option group '\\2'" },
+    { "^(Could not open '[^']*': ).*:[0-9]+: (Missing event name for rule)$", "\\1\\2" },
     /* an I/O error (blkdebug injects them): qemu gives the errno's text */
+    { "^(error while reading at byte [0-9]+: ).*: read failed: ([^:]*)$", "\\1\\2" },
     { "^(Block job failed: ).*: (?:read|write|sync|writing zeroes|discard|"
       "block status) failed: ([^:]*)$",
       "\\1\\2" },
