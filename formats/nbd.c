@@ -240,6 +240,9 @@ struct VdNbd {
     GMutex cache_lock;
     guint64 cache_start;
     GArray *cache; /* guint32 pairs */
+    /* Counts the drops: a reply is cached only if no write began or
+     * ended while it was asked for (it may describe the old data). */
+    guint64 cache_gen;
 };
 
 /* libnbd's last error without the name of the call it came from
@@ -434,6 +437,7 @@ static void drop_cache(VdNbd *nbd)
 {
     g_mutex_lock(&nbd->cache_lock);
     g_clear_pointer(&nbd->cache, g_array_unref);
+    nbd->cache_gen++;
     g_mutex_unlock(&nbd->cache_lock);
 }
 
@@ -453,9 +457,8 @@ gboolean vd_nbd_pread(VdNbd *nbd, guint64 offset, void *buf, gsize len, GError *
     return TRUE;
 }
 
-gboolean vd_nbd_pwrite(VdNbd *nbd, guint64 offset, const void *buf, gsize len, GError **error)
+static gboolean write_all(VdNbd *nbd, guint64 offset, const void *buf, gsize len, GError **error)
 {
-    drop_cache(nbd);
     for (gsize done = 0; done < len;) {
         gsize n = MIN(len - done, nbd->max_request);
         if (nbd_pwrite(nbd->h, (const guint8 *)buf + done, n, offset + done, 0) < 0) {
@@ -470,15 +473,15 @@ gboolean vd_nbd_pwrite(VdNbd *nbd, guint64 offset, const void *buf, gsize len, G
     return TRUE;
 }
 
-gboolean vd_nbd_zero(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error)
+static gboolean zero_all(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap,
+                         GError **error)
 {
-    drop_cache(nbd);
     if (!nbd->can_zero) {
         static const gsize chunk = 1 << 20;
         g_autofree guint8 *zeroes = g_malloc0((gsize)MIN(len, chunk));
         for (guint64 done = 0; done < len;) {
             gsize n = (gsize)MIN(len - done, chunk);
-            if (!vd_nbd_pwrite(nbd, offset + done, zeroes, n, error))
+            if (!write_all(nbd, offset + done, zeroes, n, error))
                 return FALSE;
             done += n;
         }
@@ -493,6 +496,23 @@ gboolean vd_nbd_zero(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap
         done += n;
     }
     return TRUE;
+}
+
+/* Writes drop the cached block status as they begin and as they end. */
+gboolean vd_nbd_pwrite(VdNbd *nbd, guint64 offset, const void *buf, gsize len, GError **error)
+{
+    drop_cache(nbd);
+    gboolean ok = write_all(nbd, offset, buf, len, error);
+    drop_cache(nbd);
+    return ok;
+}
+
+gboolean vd_nbd_zero(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error)
+{
+    drop_cache(nbd);
+    gboolean ok = zero_all(nbd, offset, len, may_unmap, error);
+    drop_cache(nbd);
+    return ok;
 }
 
 gboolean vd_nbd_flush(VdNbd *nbd, GError **error)
@@ -552,6 +572,9 @@ static gboolean nbd_status(VdNbd *nbd, guint64 offset, guint64 max, guint32 *fla
     }
     if (cached_status(nbd, offset, max, flags, run))
         return TRUE;
+    g_mutex_lock(&nbd->cache_lock);
+    guint64 gen = nbd->cache_gen;
+    g_mutex_unlock(&nbd->cache_lock);
     g_autoptr(GArray) entries = g_array_new(FALSE, FALSE, sizeof(guint32));
     StatusReply reply = { .context = nbd->context, .entries = entries };
     guint64 ask = MIN(nbd->size - offset, NBD_MAX_STATUS);
@@ -567,9 +590,11 @@ static gboolean nbd_status(VdNbd *nbd, guint64 offset, guint64 max, guint32 *fla
         return TRUE;
     }
     g_mutex_lock(&nbd->cache_lock);
-    g_clear_pointer(&nbd->cache, g_array_unref);
-    nbd->cache = g_array_ref(entries);
-    nbd->cache_start = offset;
+    if (nbd->cache_gen == gen) {
+        g_clear_pointer(&nbd->cache, g_array_unref);
+        nbd->cache = g_array_ref(entries);
+        nbd->cache_start = offset;
+    }
     g_mutex_unlock(&nbd->cache_lock);
     *flags = g_array_index(entries, guint32, 1);
     *run = MIN((guint64)g_array_index(entries, guint32, 0), max);
