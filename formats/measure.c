@@ -2,11 +2,13 @@
  *
  * Two figures, as qemu computes them so that the numbers agree byte for
  * byte: the file size needed for a copy of a source (or an empty image of
- * a given size), and the size of the same image fully allocated. Only raw
- * and qcow2 are measured; qemu 7.2 refuses the other formats, and so does
- * vdisk. The qcow2 figure is an upper bound of what vdisk's own convert
+ * a given size), and the size of the same image fully allocated. Only raw,
+ * qcow2 and luks are measured; qemu 7.2 refuses the other formats, and so
+ * does vdisk. The qcow2 figure is an upper bound of what vdisk's own convert
  * writes, which places no more metadata than qemu does.
  */
+#include "crypto-cipher.h"
+#include "luks-header.h"
 #include "vdisk-driver.h"
 
 #include <string.h>
@@ -53,6 +55,7 @@ typedef struct {
     gboolean v3;
     int prealloc;
     gboolean has_backing;
+    guint64 luks_area; /* encrypt.format=luks: its header and key material */
 } Qcow2Target;
 
 /* qemu's bound on a qcow2 L1 table. */
@@ -66,6 +69,22 @@ static gboolean invalid(GError **error, const char *message)
     return FALSE;
 }
 
+/* The bytes a LUKS header with these options (prefix "encrypt." in qcow2)
+ * takes before the data. qemu-img wants the key's secret named even to
+ * measure. */
+static gboolean luks_area(VdOptions *opts, const char *prefix, guint64 *bytes, GError **error)
+{
+    g_autofree char *key = g_strconcat(prefix, "key-secret", NULL);
+    VdLuksCreateParams p;
+    if (vd_options_get(opts, key) == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' is required for cipher", key);
+        return FALSE;
+    }
+    return vd_luks_create_params_from_options(opts, prefix, &p, error) &&
+           vd_luks_area_bytes(&p, bytes, error);
+}
+
 static gboolean parse_qcow2_target(VdOptions *opts, Qcow2Target *t, GError **error)
 {
     static const char *const compat[] = { "0.10", "1.1", "v2", "v3", NULL };
@@ -73,7 +92,7 @@ static gboolean parse_qcow2_target(VdOptions *opts, Qcow2Target *t, GError **err
     static const char *const ctypes[] = { "zlib", "zstd", NULL };
     guint64 bits;
     int c, ctype;
-    gboolean legacy = FALSE;
+    const char *encrypt;
 
     if (!vd_option_choice(opts, "compat", compat, 1, &c, error) ||
         !vd_option_size(opts, "cluster_size", 65536, &t->cluster_size, error) ||
@@ -81,7 +100,7 @@ static gboolean parse_qcow2_target(VdOptions *opts, Qcow2Target *t, GError **err
         !vd_option_choice(opts, "preallocation", prealloc, PREALLOC_OFF, &t->prealloc, error) ||
         !vd_option_choice(opts, "compression_type", ctypes, 0, &ctype, error) ||
         !vd_option_bool(opts, "extended_l2", FALSE, &t->ext_l2, error) ||
-        !vd_option_bool(opts, "encryption", FALSE, &legacy, error))
+        !vd_create_encrypt_format(opts, &encrypt, error))
         return FALSE;
     t->v3 = c == 1 || c == 3;
     t->has_backing = vd_options_get(opts, "backing_file") != NULL;
@@ -100,12 +119,13 @@ static gboolean parse_qcow2_target(VdOptions *opts, Qcow2Target *t, GError **err
     if (t->ext_l2 && t->cluster_size < 16384)
         return invalid(error, "Extended L2 entries are only supported with cluster sizes of at "
                               "least 16384 bytes");
-    if (legacy || vd_options_get(opts, "encrypt.format") != NULL) {
-        g_set_error_literal(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
-                            "vdisk cannot measure encrypted qcow2 images");
+    /* Legacy AES takes no room of its own; LUKS its header, in clusters. */
+    if (encrypt != NULL && !g_str_equal(encrypt, "aes") && !g_str_equal(encrypt, "luks")) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "encrypt.format must be 'luks' or 'aes', not '%s'", encrypt);
         return FALSE;
     }
-    return TRUE;
+    return g_strcmp0(encrypt, "luks") != 0 || luks_area(opts, "encrypt.", &t->luks_area, error);
 }
 
 /* Bytes of data clusters a copy of source would allocate: every cluster
@@ -198,7 +218,8 @@ static gboolean measure_qcow2(VdImage *source, guint64 size, VdOptions *opts, Vd
     if (t.prealloc == PREALLOC_FALLOC || t.prealloc == PREALLOC_FULL)
         data = virtual_size;
     out->fully_allocated =
-        qcow2_full_size(virtual_size, t.cluster_size, t.refcount_order, t.ext_l2);
+        qcow2_full_size(virtual_size, t.cluster_size, t.refcount_order, t.ext_l2) +
+        align_up(t.luks_area, t.cluster_size);
     out->required = out->fully_allocated - virtual_size + data;
     return TRUE;
 }
@@ -208,6 +229,19 @@ static void measure_raw(VdImage *source, guint64 size, VdMeasure *out)
 {
     out->required = align_up(source != NULL ? vd_image_size(source) : size, 512);
     out->fully_allocated = out->required;
+}
+
+/* Encrypted, every byte of the disk takes its room whether written or
+ * not: the header and the whole disk (not rounded, as in qemu). */
+static gboolean measure_luks(VdImage *source, guint64 size, VdOptions *opts, VdMeasure *out,
+                             GError **error)
+{
+    guint64 area;
+    if (!luks_area(opts, "", &area, error))
+        return FALSE;
+    out->required = area + (source != NULL ? vd_image_size(source) : size);
+    out->fully_allocated = out->required;
+    return TRUE;
 }
 
 /* Every option must be one the format takes when creating an image. */
@@ -254,6 +288,8 @@ gboolean vd_measure(VdImage *source, guint64 size, const char *format, VdOptions
         measure_raw(source, size, out);
         return TRUE;
     }
+    if (g_str_equal(format, "luks"))
+        return measure_luks(source, size, opts, out, error);
     g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
                 "Block driver '%s' does not support size measurement", format);
     return FALSE;

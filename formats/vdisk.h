@@ -707,9 +707,11 @@ typedef struct {
 
 /* What a new image of format with create options opts (may be NULL) would
  * need on disk, as qemu-img measure computes it: a copy of source, or
- * (source NULL) an empty image of size bytes. Only raw and qcow2 are
- * measured (VD_ERROR_NOT_SUPPORTED for the others, as qemu-img); an option
- * the format does not take is VD_ERROR_INVALID_ARGUMENT. */
+ * (source NULL) an empty image of size bytes. Only raw, qcow2 and luks
+ * are measured (VD_ERROR_NOT_SUPPORTED for the others, as qemu-img); an
+ * option the format does not take is VD_ERROR_INVALID_ARGUMENT. A LUKS
+ * target's (luks, or qcow2 with encrypt.format=luks) key-secret must be
+ * named, as qemu-img wants it, though no secret is read. */
 gboolean vd_measure(VdImage *source, guint64 size, const char *format, VdOptions *opts,
                     VdMeasure *out, GError **error);
 

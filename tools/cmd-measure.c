@@ -144,10 +144,11 @@ const CliCommand cli_cmd_measure = {
             "  -f FMT                 FILE's format (probed when not given)\n"
             "  -l snapshot.name=NAME  measure a copy of an internal snapshot of FILE;\n"
             "  -l snapshot.id=ID, -l NAME   the same\n"
-            "  -O FMT                 the new image's format: raw (the default) or qcow2;\n"
-            "                         like qemu-img 7.2, other formats are not measured\n"
+            "  -O FMT                 the new image's format: raw (the default), qcow2 or\n"
+            "                         luks; like qemu-img 7.2, other formats are not measured\n"
             "  -o OPTIONS             its create options (cluster_size, preallocation,\n"
-            "                         refcount_bits, extended_l2, compat, backing_file...);\n"
+            "                         refcount_bits, extended_l2, compat, backing_file,\n"
+            "                         encrypt.format=luks with encrypt.key-secret...);\n"
             "                         -o help lists them\n"
             "  --output=human|json    human: 'required size: N' and 'fully allocated\n"
             "                         size: N' (and 'bitmaps size: N' for a qcow2 copy of\n"
@@ -160,6 +161,8 @@ const CliCommand cli_cmd_measure = {
             "that hold data, in bytes), 'fully allocated' its size with every cluster\n"
             "allocated.\n",
     .examples = "  vdisk measure --size 100G -O qcow2\n"
+                "  vdisk measure --size 100G -O qcow2 --object secret,id=s0,file=pw \\\n"
+                "      -o encrypt.format=luks,encrypt.key-secret=s0\n"
                 "  vdisk measure --output=json -O qcow2 -o cluster_size=2M disk.raw\n",
     .run = run_measure,
 };
