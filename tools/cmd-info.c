@@ -68,7 +68,8 @@ static void json_info(JsonWriter *w, const VdImageInfo *info)
         json_member_string(w, "backing-filename", info->backing_filename);
     }
     /* qemu asks the raw view of an NBD export for no dirty flag. */
-    if (!(g_str_equal(info->format, "raw") && vd_nbd_is_name(info->filename)))
+    if (!((g_str_equal(info->format, "raw") || g_str_equal(info->format, "nbd")) &&
+          vd_nbd_is_name(info->filename)))
         json_member_bool(w, "dirty-flag", info->dirty);
     json_end_object(w);
 }
@@ -239,6 +240,14 @@ static GPtrArray *collect_chain(VdImage *top, gboolean backing_chain)
     return chain;
 }
 
+/* Do the --image-opts text's options say driver=nbd? */
+static gboolean names_nbd_driver(const char *text)
+{
+    g_autoptr(VdOptions) opts = vd_options_new();
+    return vd_options_parse(opts, text, NULL) &&
+           g_strcmp0(vd_options_get(opts, "driver"), "nbd") == 0;
+}
+
 static int run_info(const CliCommand *cmd, int argc, char **argv)
 {
     cli_set_inspect_only(); /* encrypted images are described without their key */
@@ -280,6 +289,11 @@ static int run_info(const CliCommand *cmd, int argc, char **argv)
          * name the VirtualBox UUIDs vdisk shows stay out. */
         if (voice_is_qemu() && g_strcmp0(info->format, "vdi") == 0)
             g_clear_pointer(&info->format_specific, g_variant_unref);
+        /* --image-opts driver=nbd: the export with no format above it,
+         * which qemu-img calls format "nbd". */
+        if (i == 0 && cli_image_opts() && g_str_equal(info->format, "raw") &&
+            vd_nbd_is_name(info->filename) && names_nbd_driver(argv[first]))
+            info->format = "nbd";
         g_ptr_array_add(infos, info);
     }
 

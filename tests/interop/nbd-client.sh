@@ -138,6 +138,9 @@ case_dirty_bitmap_map() {
     qemu-io -f qcow2 -c 'write 1M 1M' -c 'write 9M 64k' src.qcow2 >/dev/null
     serve src.qcow2 qcow2 -r -B b0 -A
     local opts="driver=nbd,server.type=unix,server.path=$SOCK" x
+    # qemu-img calls the export with no format above it format nbd.
+    diff <(qemu-img info --image-opts "$opts") <(vd info --image-opts "$opts")
+    diff <(qemu-img info --output=json --image-opts "$opts") <(vd info --output=json --image-opts "$opts")
     for x in "" ",x-dirty-bitmap=qemu:dirty-bitmap:b0" ",x-dirty-bitmap=qemu:allocation-depth"; do
         diff <(qemu-img map --output=json --image-opts "$opts$x") \
             <(vd map --output=json --image-opts "$opts$x")
