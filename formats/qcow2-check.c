@@ -76,7 +76,15 @@ static gboolean add_ref(Check *c, guint64 offset, guint64 len, gboolean meta)
     }
     c->nb = MAX(c->nb, last + 1);
     for (guint64 i = first; i <= last; i++) {
-        if (c->refs[i] < G_MAXUINT32)
+        /* As qemu counts: no more references than the refcount width
+         * holds. A cluster with more needs wider refcounts (amend). */
+        if (c->refs[i] >= s->refcount_max)
+            report(c, TRUE,
+                   "ERROR: overflow cluster offset=0x%" G_GINT64_MODIFIER "x\n"
+                   "Use qemu-img amend to increase the refcount entry width or qemu-img convert "
+                   "to create a clean copy if the image cannot be opened for writing",
+                   i << s->cluster_bits);
+        else if (c->refs[i] < G_MAXUINT32)
             c->refs[i]++;
         if (meta)
             c->meta[i]++;

@@ -103,6 +103,14 @@ static const struct {
     { "^(.*)uses (qcow2) features this version does not support: (.*)$",
       "\\1Unsupported \\2 feature(s): \\3" },
     { "^(.*)(Image is too big): .*$", "\\1\\2" },
+    { "^(.*)L1 table has [0-9]+ entries, too few for the virtual size [0-9]+$",
+      "\\1L1 table is too small" },
+    /* qemu-img gives the errno of a failed snapshot create */
+    { "^(Could not create snapshot '[^']*': ).*: refcount of cluster [0-9]+ would overflow .*$",
+      "\\1-22 (Invalid argument)" },
+    { "^(Could not create snapshot '[^']*': ).*: the refcount table would grow past the [0-9]+ "
+      "MiB limit$",
+      "\\1-27 (File too large)" },
     /* vmdk's refusals, without the detail vdisk adds */
     { "^(Could not open '[^']*': )not a vmdk descriptor$", "\\1invalid VMDK image descriptor" },
     { "^(.*)malformed extent line '(.*)'$", "\\1Invalid extent line: \\2" },

@@ -341,4 +341,26 @@ t_image_too_big() {
 }
 case_run "a virtual size too big for qemu's L1 index: qemu-img's words" t_image_too_big
 
+t_refcount_overflow() {
+    # 112: a snapshot with 1-bit refcounts, a cluster referenced twice
+    qemu-img create -q -f qcow2 -o refcount_bits=1 r.qcow2 64M
+    qio qcow2 r.qcow2 'write 0 512'
+    same_words snapshot -c foo ../r.qcow2
+    qemu-img create -q -f qcow2 -o refcount_bits=1 c.qcow2 64M
+    qio qcow2 c.qcow2 'write 0 64k'
+    printf '\x80\x00\x00\x00\x00\x05\x00\x00' | dd of=c.qcow2 bs=1 seek=$((0x40008)) conv=notrunc 2>/dev/null
+    same_words check ../c.qcow2
+    cp c.qcow2 c2.qcow2
+    (cd q && qemu-img check -r all ../c.qcow2 >out 2>&1) || true
+    (cd v && qvd check -r all ../c2.qcow2 >out 2>&1) || true
+    sed 's/c2.qcow2/c.qcow2/' v/out | diff q/out -
+    cmp c.qcow2 c2.qcow2   # nothing repaired: the refcount width is too small
+    # 080: an L1 table too small for the virtual size
+    qemu-img create -q -f qcow2 l.qcow2 64M
+    qemu-img snapshot -c foo l.qcow2
+    printf '\x00\x00\x00\x00' | dd of=l.qcow2 bs=1 seek=36 conv=notrunc 2>/dev/null
+    same_words info ../l.qcow2
+}
+case_run "refcount overflow and a small L1 table in qemu-img's words" t_refcount_overflow
+
 finish
