@@ -208,6 +208,26 @@ static void test_image_opts(void)
     g_assert_error(error, QS_ERROR, QS_ERROR_INVALID);
 }
 
+/* json: names flatten as qemu flattens them: objects to dotted keys, list
+ * items numbered from 0, true/false to on/off, a comma doubled. */
+static void test_json_names(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *text = qs_json_filename_options(
+        "json:{'driver': 'blkdebug', 'inject-error': [{'event': 'none', 'once': true},"
+        " {\"errno\": 28}], 'image': {'filename': 'a,b'}, 'list': []}",
+        &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(text, ==,
+                    "driver=blkdebug,inject-error.0.event=none,inject-error.0.once=on,"
+                    "inject-error.1.errno=28,image.filename=a,,b");
+    g_assert_null(qs_json_filename_options("json:{'a': [1, }", &error));
+    g_assert_error(error, QS_ERROR, QS_ERROR_INVALID);
+    g_clear_error(&error);
+    g_assert_null(qs_json_filename_options("json:{'a': [1]} x", &error));
+    g_assert_error(error, QS_ERROR, QS_ERROR_INVALID);
+}
+
 /* libvdisk's options and sizes are qemu-syntax's, in VD_ERROR: vdisk and
  * vdiskctl (through libvdisk) read a command line as the shim does. */
 static void test_libvdisk_reads_alike(void)
@@ -253,6 +273,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qemu-syntax/secret-parse", test_secret_parse);
     g_test_add_func("/qemu-syntax/secrets-variant", test_secrets_variant);
     g_test_add_func("/qemu-syntax/image-opts", test_image_opts);
+    g_test_add_func("/qemu-syntax/json-names", test_json_names);
     g_test_add_func("/qemu-syntax/libvdisk-reads-alike", test_libvdisk_reads_alike);
     return g_test_run();
 }
