@@ -3,7 +3,7 @@
 # against the other servers in the same run, on the same files. Prints a
 # markdown table; not part of `meson test`.
 #
-#   tests/bench/nbd.sh [--size 1G] [--runs 3] [--dir DIR]
+#   tests/bench/nbd.sh [--size 1G] [--runs 5] [--dir DIR]
 #
 # The source is a raw image from ../shared/acceptance/mkimage.py with
 # every 64 KiB chunk written (half of them text-like, the rest random; no
@@ -16,8 +16,9 @@
 #   raw:   nbdkit vdisk format=raw   against nbdkit file (goal: within 10%)
 #   qcow2: nbdkit vdisk              against qemu-nbd -r -f qcow2
 #          (goal: at least as fast)
-# Both servers of a row run at once and their reads take turns, best of
-# --runs each, so a machine busy with other work weighs on both alike;
+# Both servers of a row run at once and their reads take turns, --runs
+# each, and the median counts, so a machine busy with other work weighs on
+# both alike and one quiet moment does not decide a row;
 # the page cache is warm (the files are read once first), so the figures
 # are the servers' own cost.
 # VDISK_NBDKIT_PLUGIN: the plugin (default build/nbd/nbdkit-vdisk-plugin.so).
@@ -26,7 +27,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 PLUGIN=${VDISK_NBDKIT_PLUGIN:-$repo/build/nbd/nbdkit-vdisk-plugin.so}
 MKIMAGE=${MKIMAGE:-$repo/../shared/acceptance/mkimage.py}
-size=1G runs=3 base=${TMPDIR:-/var/tmp}
+size=1G runs=5 base=${TMPDIR:-/var/tmp}
 while (($#)); do
     case $1 in
     --size) size=$2; shift 2 ;;
@@ -71,33 +72,29 @@ start() {
     PIDS+=("$(cat "$pid")")
 }
 
-# race A B: the best wall times of nbdcopy reading each export whole,
+# race A B: the median wall times of nbdcopy reading each export whole,
 # the two taking turns so that both see the same machine; "TA TB".
 race() {
-    local ba="" bb="" i t name
+    local i name ta=() tb=()
     start "$1"
     start "$2"
     for ((i = 0; i < runs; i++)); do
         for name in "$1" "$2"; do
             /usr/bin/time -f '%e' -o "$D/time" nbdcopy "nbd+unix:///?socket=$D/$name.sock" null:
-            t=$(cat "$D/time")
-            if [[ $name == "$1" ]]; then
-                if [[ -z $ba ]] || awk -v a="$t" -v c="$ba" 'BEGIN { exit !(a < c) }'; then ba=$t; fi
-            elif [[ -z $bb ]] || awk -v a="$t" -v c="$bb" 'BEGIN { exit !(a < c) }'; then
-                bb=$t
-            fi
+            if [[ $name == "$1" ]]; then ta+=("$(cat "$D/time")"); else tb+=("$(cat "$D/time")"); fi
         done
     done
     stop_servers
-    echo "$ba $bb"
+    echo "$(median "${ta[@]}") $(median "${tb[@]}")"
 }
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mibs() { awk -v s="$(numfmt --from=iec "$size")" -v t="$1" 'BEGIN { printf "%.0f", s / 1048576 / t }'; }
 
 read -r vraw file < <(race vdisk-raw file)
 read -r vqcow2 qnbd < <(race vdisk-qcow2 qemu-nbd)
 
-echo "nbdkit $(nbdkit --version | awk '{print $2}'), $(qemu-nbd --version | head -1), $(nbdcopy --version | head -1); $(nproc) CPUs; $size, every chunk written; best of $runs runs; warm page cache"
+echo "nbdkit $(nbdkit --version | awk '{print $2}'), $(qemu-nbd --version | head -1), $(nbdcopy --version | head -1); $(nproc) CPUs; $size, every chunk written; median of $runs runs each, taking turns; warm page cache"
 echo
 echo "| read $size with nbdcopy URI null: | vdisk plugin (s) | other server (s) | vdisk / other | vdisk MiB/s | goal | met |"
 echo "|---|---:|---:|---:|---:|---:|:---:|"
