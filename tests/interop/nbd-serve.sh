@@ -214,6 +214,26 @@ qcow2_chain() { # the guest view through the chain; writes land in the top
 }
 case_run "qcow2 with a backing chain" qcow2_chain
 
+trim() { # NBD_CMD_TRIM frees the clusters: they read zero, no data there
+    source_raw
+    qemu-img convert -f raw -O qcow2 src.raw t.qcow2
+    stop_all_at_exit
+    serve t.qcow2
+    out=$(qemu-io -f raw -c "discard 0 2M" "$URI" 2>&1)
+    not grep -qiE 'error|failed' <<<"$out"
+    qemu-img map -U --output=json t.qcow2 >map.json
+    stop_server
+    qcheck t.qcow2
+    qemu-io -f qcow2 -c "read -P 0 0 2M" t.qcow2 >/dev/null
+    "$PY" - map.json <<'PY'
+import json, sys
+for e in json.load(open(sys.argv[1])):
+    if e["start"] < 2 << 20 and e["data"]:
+        sys.exit(f"still data after the trim: {e}")
+PY
+}
+case_run "trim" trim
+
 snapshot() { # snapshot=NAME: the disk as it was, read-only
     source_raw
     qemu-img convert -f raw -O qcow2 src.raw s.qcow2
