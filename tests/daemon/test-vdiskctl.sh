@@ -116,7 +116,7 @@ chown "$BOB" "$T/bob/disk.vdi"; chown "$ALICE" "$T/alice/disk.vdi"
 usage() {
     ctl --help | grep -q 'vdiskctl COMMAND'
     ctl --version | grep -q '^vdiskctl version '
-    ctl help import | grep -q 'FILE POOL/VOLUME'
+    ctl help import | grep -qF 'FILE|NBD-URI POOL/VOLUME'
     ctl create --help | grep -q 'cluster_size'
     fails "no command 'frobnicate'" ctl frobnicate
     fails "missing operand" ctl create t/a.qcow2
