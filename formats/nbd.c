@@ -233,7 +233,10 @@ struct VdNbd {
      * base:allocation. NULL: the server has no block status. */
     char *context;
     gboolean foreign_context;
-    gboolean can_zero, can_trim, can_flush;
+    /* A discard is a zero the server may unmap (NBD_CMD_WRITE_ZEROES
+     * without NO_HOLE), not NBD_CMD_TRIM: after a trim the range need not
+     * read zero, and a raw disk's discarded range must. */
+    gboolean can_zero, can_flush;
     /* The extents of the last block status reply, for the reads that ask
      * block status before every read: [cache_start, +) in pairs of
      * (length, flags). Dropped by every write. */
@@ -350,7 +353,6 @@ static gboolean nbd_connected(VdNbd *nbd, const char *label, gboolean read_write
     nbd->max_request =
         max > 0 ? (gsize)MIN(max, (int64_t)NBD_DEFAULT_MAX_REQUEST) : NBD_DEFAULT_MAX_REQUEST;
     nbd->can_zero = nbd_can_zero(nbd->h) > 0;
-    nbd->can_trim = nbd_can_trim(nbd->h) > 0;
     nbd->can_flush = nbd_can_flush(nbd->h) > 0;
     if (nbd_can_meta_context(nbd->h, nbd->context) <= 0) {
         if (nbd->foreign_context) {
