@@ -234,6 +234,23 @@ PY
 }
 case_run "trim" trim
 
+vdisk_both_ends() { # vdisk's NBD client reads vdisk's server, sparsely
+    source_raw
+    qemu-img convert -f raw -O vdi src.raw b.vdi
+    stop_all_at_exit
+    serve b.vdi readonly=true
+    if ! vd info "$URI" >info.txt 2>&1; then
+        grep -qi 'libnbd' info.txt || { cat info.txt; exit 1; }
+        echo "vdisk built without libnbd: its NBD client is not tested here"
+        return 0
+    fi
+    vd convert -q -O qcow2 "$URI" b.qcow2
+    qemu-img compare b.qcow2 src.raw
+    vd compare "$URI" b.vdi
+    diff <(vd_map "$URI") <(vd_map b.vdi)
+}
+case_run "vdisk's NBD client against the plugin" vdisk_both_ends
+
 snapshot() { # snapshot=NAME: the disk as it was, read-only
     source_raw
     qemu-img convert -f raw -O qcow2 src.raw s.qcow2
