@@ -1866,6 +1866,16 @@ gboolean vd_image_create_unsafe(const char *path, const char *format, guint64 si
 static gboolean create_on_nbd(const char *path, const VdDriver *drv, VdCreateParams *params,
                               VdOpenFlags flags, GError **error)
 {
+    /* Formats that find room for new data at the end of their file would
+     * write past the export's: only those that place it themselves. */
+    static const char *const placed[] = { "raw", "qcow2", "vdi", "luks", NULL };
+    if (!g_strv_contains(placed, drv->name)) {
+        vd_set_file_error(error, path, VD_ERROR_NOT_SUPPORTED,
+                          "a %s image grows by appending to its file, which an NBD export of "
+                          "fixed size cannot take: make it raw, qcow2 or vdi there",
+                          drv->name);
+        return FALSE;
+    }
     g_autoptr(VdFile) file = vd_file_open_nbd(path, NULL, TRUE, error);
     guint64 size = 0;
     if (file == NULL || !vd_file_size(file, &size, error))

@@ -172,6 +172,12 @@ case_convert_into_export() {
     [[ $(qinfo target.raw format) == qcow2 ]]
     qcheck target.raw
     qemu-img compare -q -f qcow2 -F qcow2 src.qcow2 target.raw
+    # Formats that append to their file cannot be laid on an export.
+    serve target.raw raw
+    fails_cleanly vd convert -O vmdk src.qcow2 "$URI" 2>err.txt
+    grep -q 'vmdk image grows by appending' err.txt
+    stop_servers
+    [[ $(qinfo target.raw format) == qcow2 ]] # untouched
     # An export too small for the source: a clear error, nothing written.
     qemu-img create -q -f qcow2 big.qcow2 128M
     truncate -s 64M small.raw
