@@ -937,10 +937,10 @@ gboolean vd_image_is_encrypted(VdImage *img) { return img->encrypted; }
 
 gboolean vd_image_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError **error)
 {
-    return vd_image_amend_progress(img, opts, secrets, NULL, NULL, error);
+    return vd_image_amend_progress(img, opts, secrets, FALSE, NULL, NULL, error);
 }
 
-gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets,
+gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets, gboolean force,
                                  VdProgressFunc progress, gpointer progress_data, GError **error)
 {
     if (img->drv->amend == NULL) {
@@ -953,8 +953,10 @@ gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secre
     g_mutex_lock(&img->lock);
     img->amend_progress = progress;
     img->amend_progress_data = progress_data;
+    img->amend_force = force;
     gboolean ok = img->drv->amend(img, opts, secrets, error);
     img->amend_progress = NULL;
+    img->amend_force = FALSE;
     g_mutex_unlock(&img->lock);
     return ok;
 }

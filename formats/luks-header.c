@@ -618,8 +618,8 @@ static gboolean slot_takes(const VdLuksHeader *h, int i, const guint8 *pass, gsi
 }
 
 gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opts,
-                       const char *prefix, VdSecrets *secrets, VdLuksIO io, gpointer data,
-                       GError **error)
+                       const char *prefix, VdSecrets *secrets, gboolean force, VdLuksIO io,
+                       gpointer data, GError **error)
 {
     g_autofree char *k_state = g_strconcat(prefix, "state", NULL);
     g_autofree char *k_slot = g_strconcat(prefix, "keyslot", NULL);
@@ -661,17 +661,42 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
         if (slot < 0)
             slot = vd_luks_free_slot(h);
         if (slot < 0) {
-            g_set_error(error, VD_ERROR, VD_ERROR_NO_SPACE, "all 8 key slots are in use");
+            g_set_error(error, VD_ERROR, VD_ERROR_NO_SPACE,
+                        "Can't add a keyslot - all keyslots are in use: remove one first "
+                        "(%sstate=inactive)",
+                        prefix);
             return FALSE;
         }
-        return vd_luks_add_slot(h, slot, master_key, pass, len, cp.iter_time_ms, io, data, error);
+        if (h->slots[slot].active && !force) {
+            g_set_error(error, VD_ERROR, VD_ERROR_EXISTS,
+                        "Refusing to overwrite active keyslot %d - please erase it first (or "
+                        "give --force)",
+                        slot);
+            return FALSE;
+        }
+        /* --force: the slot's new material goes over its old. */
+        gboolean was_active = h->slots[slot].active;
+        h->slots[slot].active = FALSE;
+        if (!vd_luks_add_slot(h, slot, master_key, pass, len, cp.iter_time_ms, io, data, error)) {
+            h->slots[slot].active = was_active;
+            return FALSE;
+        }
+        return TRUE;
     }
     /* inactive: the given slot, or every slot the old secret opens. */
     gboolean remove[VD_LUKS_NUM_SLOTS] = { FALSE };
     int n_remove = 0;
     if (slot >= 0) {
-        if (!h->slots[slot].active) {
-            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND, "key slot %d is not in use", slot);
+        if (!h->slots[slot].active && !force) {
+            g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
+                        "Given keyslot %d is already erased (inactive)", slot);
+            return FALSE;
+        }
+        if (h->slots[slot].active && vd_luks_active_slots(h) == 1 && !force) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "Attempt to erase the only active keyslot %d which will erase all the "
+                        "data in the image irreversibly - refusing operation (--force does it)",
+                        slot);
             return FALSE;
         }
         remove[slot] = TRUE;
@@ -692,18 +717,19 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
         }
         if (n_remove == 0) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "no key slot matches the passphrase of %s", k_old);
+                        "No keyslots match given (old) password for erase operation (%s)", k_old);
+            return FALSE;
+        }
+        if (n_remove == vd_luks_active_slots(h) && !force) {
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "All the active keyslots match the (old) password that was given and "
+                        "erasing them will erase all the data in the image irreversibly - "
+                        "refusing operation (--force does it)");
             return FALSE;
         }
     } else {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "removing a key slot needs %s=N or %s=ID", k_slot, k_old);
-        return FALSE;
-    }
-    if (n_remove >= vd_luks_active_slots(h)) {
-        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "refusing to remove the last active key slot: the image could never be "
-                    "opened again");
         return FALSE;
     }
     for (int i = 0; i < VD_LUKS_NUM_SLOTS; i++)

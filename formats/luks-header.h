@@ -119,10 +119,12 @@ gboolean vd_luks_open_cipher(VdImage *img, const VdLuksHeader *hdr, const char *
 /* qemu-img amend's LUKS options (with prefix "encrypt." for qcow2): add a
  * key slot (state=active, new-secret, optional keyslot, iter-time) or
  * remove slots (state=inactive, keyslot or old-secret). master_key is the
- * open volume's; the last active slot is never removed. */
+ * open volume's. Unless force (qemu-img amend --force), an active slot is
+ * never overwritten and the last active slot never removed. The refusals
+ * carry qemu's words. */
 gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opts,
-                       const char *prefix, VdSecrets *secrets, VdLuksIO io, gpointer data,
-                       GError **error);
+                       const char *prefix, VdSecrets *secrets, gboolean force, VdLuksIO io,
+                       gpointer data, GError **error);
 
 /* qemu-img info's description of a LUKS volume (a{sv}): with_format for
  * a qcow2's "encrypt" block, which names its format ("format": "luks")

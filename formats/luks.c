@@ -261,7 +261,8 @@ static gboolean luks_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GE
     if (!need_cipher(img, s, error))
         return FALSE;
     g_autoptr(GError) local = NULL;
-    if (!vd_luks_amend(&s->hdr, s->master_key, opts, "", secrets, file_io, img->file, &local)) {
+    if (!vd_luks_amend(&s->hdr, s->master_key, opts, "", secrets, img->amend_force, file_io,
+                       img->file, &local)) {
         vd_set_error(error, img, local->code, "%s", local->message);
         return FALSE;
     }

@@ -224,7 +224,8 @@ gboolean qcow2_crypto_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, G
     if (!qcow2_crypto_need_key(s, error))
         return FALSE;
     g_autoptr(GError) local = NULL;
-    if (!vd_luks_amend(s->luks, s->master_key, opts, "encrypt.", secrets, area_io, s, &local)) {
+    if (!vd_luks_amend(s->luks, s->master_key, opts, "encrypt.", secrets, img->amend_force, area_io,
+                       s, &local)) {
         vd_set_error(error, img, local->code, "%s", local->message);
         return FALSE;
     }

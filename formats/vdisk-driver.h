@@ -404,6 +404,7 @@ struct VdImage {
      * amend (a downgrade) reports its steps. */
     VdProgressFunc amend_progress;
     gpointer amend_progress_data;
+    gboolean amend_force; /* qemu-img amend --force, for the LUKS key slots */
 };
 
 /* The passphrase for an encrypted image being opened: the secret the open

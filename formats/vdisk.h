@@ -539,8 +539,10 @@ gboolean vd_image_load_snapshot(VdImage *img, const char *name_or_id, GError **e
 typedef void (*VdProgressFunc)(guint64 done, guint64 total, gpointer user_data);
 
 /* vd_image_amend, telling progress (may be NULL) of the long amends (a
- * qcow2 downgrade, by L1 entries), from the calling thread. */
-gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets,
+ * qcow2 downgrade, by L1 entries), from the calling thread. force is
+ * qemu-img amend's --force: LUKS key slots may then be overwritten, and
+ * the last one removed (the data is then lost for good). */
+gboolean vd_image_amend_progress(VdImage *img, VdOptions *opts, VdSecrets *secrets, gboolean force,
                                  VdProgressFunc progress, gpointer progress_data, GError **error);
 
 typedef struct {

@@ -9,10 +9,13 @@
 #include "progress.h"
 #include "voice.h"
 
+enum { OPT_FORCE = CLI_OPT_FIRST_PRIVATE };
+
 typedef struct {
     CliCreateOptions *create; /* -o */
     VdOpenFlags cache;        /* -t */
     gboolean progress;        /* -p */
+    gboolean force;           /* --force */
 } AmendOptions;
 
 static gboolean amend_option(int opt, const char *arg, gpointer data, GError **error)
@@ -27,6 +30,9 @@ static gboolean amend_option(int opt, const char *arg, gpointer data, GError **e
         return cli_parse_cache_mode(arg, &amend->cache, error);
     case 'p':
         amend->progress = TRUE;
+        return TRUE;
+    case OPT_FORCE:
+        amend->force = TRUE;
         return TRUE;
     case 'U':
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
@@ -96,6 +102,7 @@ static int print_amend_options(const char *format)
 typedef struct {
     VdImage *img;
     VdOptions *opts;
+    gboolean force;
 } AmendJob;
 
 static gboolean amend_job(gpointer data, gpointer progress, GCancellable *cancellable,
@@ -104,7 +111,7 @@ static gboolean amend_job(gpointer data, gpointer progress, GCancellable *cancel
     AmendJob *job = data;
     if (progress != NULL)
         progress_report(0, 1, progress);
-    if (!vd_image_amend_progress(job->img, job->opts, cli_secrets(),
+    if (!vd_image_amend_progress(job->img, job->opts, cli_secrets(), job->force,
                                  progress != NULL ? progress_report : NULL, progress, error) ||
         !vd_image_flush(job->img, error))
         return FALSE;
@@ -117,6 +124,7 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "force", no_argument, NULL, OPT_FORCE },
         { NULL, 0, NULL, 0 },
     };
     CliCommon common = { 0 };
@@ -156,7 +164,7 @@ static int run_amend(const CliCommand *cmd, int argc, char **argv)
     if (img == NULL)
         return cli_fail(error);
     /* Progress only when asked for, as qemu-img: amend is mostly quick. */
-    AmendJob job = { img, opts };
+    AmendJob job = { img, opts, amend.force };
     gboolean ok = amend.progress ? cli_run_with_progress("Amending", TRUE, common.quiet, amend_job,
                                                          &job, &error)
                                  : amend_job(&job, NULL, NULL, &error);
@@ -175,7 +183,7 @@ const CliCommand cli_cmd_amend = {
     .name = "amend",
     .summary = "change options of an existing image (qcow2 version, refcounts, passphrases)",
     .usage = "  vdisk amend [--object secret,id=ID,file=PATH]... [--image-opts] [-f FMT]\n"
-             "              [-t CACHE] [-p] [-q] -o OPTIONS FILE",
+             "              [-t CACHE] [-p] [-q] [--force] -o OPTIONS FILE",
     .help = "  -f FMT                 format of FILE (probed when not given)\n"
             "  -o OPTIONS             what to change, for qcow2:\n"
             "       compat=0.10|1.1    the version; a downgrade turns zero clusters into\n"
@@ -192,7 +200,10 @@ const CliCommand cli_cmd_amend = {
             "       encrypt.state=inactive,encrypt.keyslot=N\n"
             "       encrypt.state=inactive,encrypt.old-secret=ID\n"
             "                         remove slot N, or every slot secret ID opens (the last\n"
-            "                         active slot is never removed)\n"
+            "                         active slot is not removed, an active slot N not\n"
+            "                         overwritten, without --force)\n"
+            "  --force                allow what loses data: removing the last key slot\n"
+            "                         (nothing opens the image any more), overwriting one\n"
             "  --object secret,id=ID,file=PATH   a passphrase the options name\n"
             "  --image-opts           FILE is driver=FMT,file.filename=PATH,\n"
             "                         encrypt.key-secret=ID (the current passphrase)\n"

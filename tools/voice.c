@@ -161,6 +161,17 @@ static const struct {
       "\\1: Cannot grow NBD nodes" },
     { "^.*: target is smaller \\([0-9]+ bytes\\) than the source \\([0-9]+ bytes\\)$",
       "output file is smaller than input file" },
+    /* amend of LUKS key slots: qemu names no file, nor what to do instead */
+    { "^.*: (Can't add a keyslot - all keyslots are in use): .*$", "\\1" },
+    { "^.*: (Refusing to overwrite active keyslot [0-9]+ - please erase it first) \\(.*\\)$",
+      "\\1" },
+    { "^.*: ((?:Attempt to erase the only|All the) active keyslots? .* - refusing operation) "
+      "\\(--force does it\\)$",
+      "\\1" },
+    { "^.*: (No keyslots match given \\(old\\) password for erase operation) \\(.*\\)$", "\\1" },
+    { "^.*: (Given keyslot [0-9]+ is already erased \\(inactive\\))$", "\\1 " },
+    { "^.*: (?:encrypt\\.)?(?:old|new)-secret names the secret '([^']*)', which was not given .*$",
+      "No secret with id '\\1'" },
 };
 
 char *voice_error_text(const char *message)

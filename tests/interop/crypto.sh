@@ -289,6 +289,68 @@ resize_snapshot_backing() {
     cmp qt.raw vt.raw
 }
 
+# Key slots amended under the name qemu-img (qemu-iotests 293): each step
+# run by qemu-img and by vdisk-as-qemu-img on copies of one image, in
+# folders of their own: the same exit status and messages, and afterwards
+# the same secrets open each copy. --force overwrites a slot in use and
+# removes the last one.
+amend_key_slot_refusals() {
+    local fmt=$1 p="" i s
+    [[ $fmt == qcow2 ]] && p=encrypt.
+    setup_secrets
+    printf 'third' >pass3
+    mkdir -p as-qemu q v && ln -sfn "$VDISK" as-qemu/qemu-img
+    local qi=$PWD/as-qemu/qemu-img
+    local secs=(--object "$SEC" --object "$SEC2" --object "secret,id=sec2,file=$PWD/pass3")
+    if [[ $fmt == qcow2 ]]; then
+        qemu_img_luks create -q -f qcow2 "${secs[@]}" \
+            -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 q/t.img 4M
+    else
+        qemu_img_luks create -q -f luks "${secs[@]}" -o key-secret=sec0,iter-time=10 q/t.img 4M
+    fi
+    cp q/t.img v/t.img
+    # step ARGS...: amend t.img (opened with sec0, else the secret KEY=...)
+    step() {
+        local key=$1 qrc=0 vrc=0 try
+        shift
+        local spec="driver=$fmt,file.filename=t.img,${p}key-secret=$key"
+        for ((try = 0; try < 10; try++)); do
+            qrc=0
+            (cd q && qemu-img amend "${secs[@]}" "$@" --image-opts "$spec" 2>err) || qrc=$?
+            grep -q 'Unable to get accurate CPU usage' q/err || break
+            sleep 1
+        done
+        (cd v && "$qi" amend "${secs[@]}" "$@" --image-opts "$spec" 2>err) || vrc=$?
+        ((qrc == vrc)) || { echo "amend $*: qemu-img exit $qrc, vdisk $vrc"; cat q/err v/err; return 1; }
+        diff -u q/err v/err || { echo "amend $*: messages differ (qemu-img's above)"; return 1; }
+    }
+    step sec0 -o "${p}state=active,${p}new-secret=sec1,${p}iter-time=10"
+    step sec0 -o "${p}state=active,${p}new-secret=sec2,${p}keyslot=1,${p}iter-time=10"
+    step sec0 -o "${p}state=active,${p}new-secret=sec2,${p}keyslot=1,${p}iter-time=10" --force
+    step sec0 -o "${p}state=inactive,${p}old-secret=sec1"
+    step sec0 -o "${p}state=inactive,${p}old-secret=sec5"
+    step sec0 -o "${p}state=inactive,${p}keyslot=3"
+    step sec0 -o "${p}state=inactive,${p}old-secret=sec0"
+    step sec2 -o "${p}state=inactive,${p}keyslot=1"
+    step sec2 -o "${p}state=inactive,${p}old-secret=sec2"
+    for ((i = 0; i < 7; i++)); do
+        step sec2 -o "${p}state=active,${p}new-secret=sec0,${p}iter-time=10"
+    done
+    step sec2 -o "${p}state=active,${p}new-secret=sec1,${p}iter-time=10"
+    grep -q "Can't add a keyslot - all keyslots are in use" v/err
+    step sec2 -o "${p}state=inactive,${p}old-secret=sec0"
+    step sec2 -o "${p}state=inactive,${p}keyslot=0" --force
+    step sec2 -o "${p}state=inactive,${p}keyslot=1" --force
+    for s in sec0 sec1 sec2; do
+        local spec="driver=$fmt,file.filename=t.img,${p}key-secret=$s" qo=0 vo=0
+        (cd q && qemu-io "${secs[@]}" -c 'read 0 512' --image-opts "$spec") >/dev/null 2>&1 || qo=$?
+        (cd v && qemu-io "${secs[@]}" -c 'read 0 512' --image-opts "$spec") >/dev/null 2>&1 || vo=$?
+        ((qo == vo)) || { echo "$s opens one copy and not the other"; return 1; }
+    done
+    (cd v && not qemu-io "${secs[@]}" -c 'read 0 512' --image-opts \
+        "driver=$fmt,file.filename=t.img,${p}key-secret=sec2") >/dev/null 2>&1
+}
+
 for v in "${VARIANTS[@]}"; do
     case_run "LUKS qcow2 made by qemu-img [${v:-defaults}]" luks_qcow2_from_qemu "$v"
     case_run "LUKS qcow2 made by vdisk [${v:-defaults}]" luks_qcow2_from_vdisk "$v"
@@ -305,5 +367,7 @@ case_run "preallocated LUKS qcow2 as qemu-img makes it" preallocated_luks
 case_run "wrong or missing key: clear errors, no target" wrong_or_missing_key
 case_run "info shows encryption" info_shows_encryption
 case_run "amend adds and removes key slots" amend_key_slots
+case_run "amend of key slots as qemu-img refuses and forces it (qcow2)" amend_key_slot_refusals qcow2
+case_run "amend of key slots as qemu-img refuses and forces it (luks)" amend_key_slot_refusals luks
 case_run "resize, snapshot and backing of LUKS qcow2" resize_snapshot_backing
 finish
