@@ -404,12 +404,19 @@ gboolean qcow2_amend(VdImage *img, VdOptions *opts, VdSecrets *secrets, GError *
     }
     gboolean header = FALSE;
     if (plan.version == 3 && s->version == 2) {
+        /* Version 3 snapshots record the disk's size: those written
+         * without it get the image's, as qemu upgrades them, in a table
+         * written before the header says version 3. */
+        gboolean lacking = FALSE;
         for (guint i = 0; i < s->snapshots->len; i++) {
             Qcow2Snapshot *sn = s->snapshots->pdata[i];
-            if (!sn->has_disk_size)
-                return fail(img, VD_ERROR_NOT_SUPPORTED, error,
-                            "a snapshot lacks the size version 3 records: cannot upgrade");
+            if (!sn->has_disk_size) {
+                sn->disk_size = img->size;
+                sn->has_disk_size = lacking = TRUE;
+            }
         }
+        if (lacking && !qcow2_snapshots_rewrite(s, error))
+            return FALSE;
         s->version = 3;
         s->incompat = s->compat = s->autoclear = 0;
         s->refcount_order = 4;

@@ -663,11 +663,40 @@ static gboolean recount(Check *c, GError **error)
     return TRUE;
 }
 
+/* In a version 3 image every snapshot records the disk's size: an entry
+ * whose extra data stops short of it is incomplete. Repairing writes the
+ * table again with the image's size there, as qemu does. */
+static gboolean check_snapshot_table(Check *c, VdCheckRepair fix, GError **error)
+{
+    Qcow2State *s = c->s;
+    gboolean repair = (fix & VD_CHECK_REPAIR_ERRORS) != 0;
+    guint64 incomplete = 0;
+    for (guint i = 0; s->version >= 3 && i < s->snapshots->len; i++) {
+        Qcow2Snapshot *sn = s->snapshots->pdata[i];
+        if (sn->has_disk_size)
+            continue;
+        report(c, !repair, "%s snapshot table entry %u is incomplete",
+               repair ? "Repairing" : "ERROR", i);
+        incomplete++;
+        sn->disk_size = s->img->size;
+        sn->has_disk_size = repair;
+    }
+    if (!repair || incomplete == 0)
+        return TRUE;
+    if (!qcow2_snapshots_rewrite(s, error))
+        return FALSE;
+    c->res->corruptions_fixed += incomplete;
+    return TRUE;
+}
+
 static gboolean check_and_fix(Check *c, VdCheckRepair fix, GError **error)
 {
     Qcow2State *s = c->s;
     VdCheckResult *res = c->res;
     gboolean fix_flags = FALSE;
+
+    if (!check_snapshot_table(c, fix, error))
+        return FALSE;
 
     /* Entries that point nowhere valid first: the references they make are
      * what the refcounts are then compared with. */

@@ -224,6 +224,12 @@ static gboolean write_table(Qcow2State *s, GError **error)
     return write_new_table(s, &old, &old_size, error) && free_old_table(s, old, old_size, error);
 }
 
+gboolean qcow2_snapshots_rewrite(Qcow2State *s, GError **error)
+{
+    return qcow2_flush_metadata(s, error) && write_table(s, error) &&
+           qcow2_flush_metadata(s, error);
+}
+
 /* ----- refcounts of a whole L1 tree ----- */
 
 static gboolean update_l2_refs(Qcow2State *s, guint64 l2_off, guint32 l1i, gint64 delta,

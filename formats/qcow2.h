@@ -368,6 +368,9 @@ gboolean qcow2_decompress_buffer(int type, const void *in, gsize len, void *out,
 
 /* ----- qcow2-snapshot.c ----- */
 gboolean qcow2_snapshots_load(Qcow2State *s, guint32 nb, guint64 offset, GError **error);
+/* Write the snapshot table again as s->snapshots says (into new clusters,
+ * the old ones freed), every entry with all the extra data vdisk knows. */
+gboolean qcow2_snapshots_rewrite(Qcow2State *s, GError **error);
 void qcow2_snapshot_free(Qcow2Snapshot *sn);
 GPtrArray *qcow2_list_snapshots(VdImage *img, GError **error);
 gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error);

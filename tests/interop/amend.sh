@@ -481,4 +481,63 @@ resize_partial_cluster() {
 }
 case_run "resize from inside a cluster keeps the backing file's part" resize_partial_cluster
 
+# snapshot_table FILE: each entry of a qcow2's snapshot table as
+# "name extra-size disk-size" (disk size "-" where the entry has none).
+# snapshot_table FILE strip: first cut every entry's extra data to 0 and
+# 8 bytes, in turn, as version 2 images from old qemu have them.
+snapshot_table() {
+    "$PY" - "$@" <<'PYEOF'
+import struct, sys
+f = open(sys.argv[1], 'r+b'); h = f.read(72)
+nb, off = struct.unpack('>IQ', h[60:72])
+f.seek(off); raw = f.read(1 << 20)
+entries, pos = [], 0
+for i in range(nb):
+    idl, nml = struct.unpack('>HH', raw[pos + 12:pos + 16])
+    ext = struct.unpack('>I', raw[pos + 36:pos + 40])[0]
+    body = raw[pos + 40:pos + 40 + ext]
+    names = raw[pos + 40 + ext:pos + 40 + ext + idl + nml]
+    entries.append((raw[pos:pos + 36], body, names, idl))
+    pos += (40 + ext + idl + nml + 7) // 8 * 8
+if len(sys.argv) > 2:
+    out = b''
+    for i, (fixed, body, names, idl) in enumerate(entries):
+        body = body[:8 * (i % 2)]
+        e = fixed + struct.pack('>I', len(body)) + body + names
+        out += e + b'\0' * (-len(e) % 8)
+    f.seek(off); f.write(out + b'\0' * (pos - len(out)))
+else:
+    for fixed, body, names, idl in entries:
+        disk = struct.unpack('>Q', body[8:16])[0] if len(body) >= 16 else '-'
+        print(names[idl:].decode(), len(body), disk)
+PYEOF
+}
+
+# amend compat=1.1 of a version 2 image whose snapshots lack the records
+# version 3 needs (their disk size): they get the image's, as qemu-img
+# gives them. A version 3 image with such entries is incomplete to check,
+# and -r all fills them in (qemu-iotests 261).
+amend_snapshot_records() {
+    qemu-img create -q -f qcow2 -o compat=0.10 v.qcow2 64M
+    qemu-img snapshot -c sn0 v.qcow2
+    qemu-img snapshot -c sn1 v.qcow2
+    snapshot_table v.qcow2 strip
+    cp v.qcow2 q.qcow2
+    cp v.qcow2 b.qcow2
+    qemu-img amend -o compat=1.1 q.qcow2
+    vd amend -o compat=1.1 v.qcow2
+    qcheck v.qcow2
+    diff <(snapshot_table q.qcow2) <(snapshot_table v.qcow2)
+    [[ $(snapshot_table v.qcow2) == "sn0 24 67108864"$'\n'"sn1 24 67108864" ]]
+    printf '\x00\x00\x00\x03' | dd of=b.qcow2 bs=1 seek=4 conv=notrunc 2>/dev/null
+    printf '\x00\x00\x00\x04\x00\x00\x00\x68' | dd of=b.qcow2 bs=1 seek=96 conv=notrunc 2>/dev/null
+    expect_exit 2 vd check b.qcow2 2>err.txt
+    grep -q "ERROR snapshot table entry 1 is incomplete" err.txt
+    vd check -r all b.qcow2 2>err.txt
+    grep -q "Repairing snapshot table entry 0 is incomplete" err.txt
+    qcheck b.qcow2
+    [[ $(snapshot_table b.qcow2) == "sn0 24 67108864"$'\n'"sn1 24 67108864" ]]
+}
+case_run "amend compat=1.1 gives old snapshots the records version 3 needs" amend_snapshot_records
+
 finish
