@@ -1115,25 +1115,3 @@ gboolean qcow2_preallocate(Qcow2State *s, guint64 offset, guint64 len, GError **
     }
     return TRUE;
 }
-
-gboolean qcow2_has_data_past(Qcow2State *s, guint64 offset, gboolean *found, GError **error)
-{
-    guint64 span = qcow2_l2_span(s);
-    *found = FALSE;
-    for (guint64 l1i = offset / span; l1i < s->l1_size && !*found; l1i++) {
-        if ((s->l1[l1i] & QCOW2_OFFSET_MASK) == 0)
-            continue;
-        guint8 *t;
-        if (!load_active_l2(s, l1i, &t, error))
-            return FALSE;
-        guint64 first = l1i * span >= offset ? 0 : (offset - l1i * span) >> s->cluster_bits;
-        for (guint64 i = first; i < s->l2_entries && !*found; i++) {
-            guint64 bitmap, e = qcow2_l2_get(s, t, i, &bitmap);
-            Qcow2ClusterType type = qcow2_cluster_type(s, e);
-            *found = type == QCOW2_CL_NORMAL || type == QCOW2_CL_COMPRESSED ||
-                     type == QCOW2_CL_ZERO_ALLOC;
-        }
-        qcow2_cache_put(s->l2_cache, t);
-    }
-    return TRUE;
-}

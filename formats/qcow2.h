@@ -329,8 +329,6 @@ gboolean qcow2_preallocate(Qcow2State *s, guint64 offset, guint64 len, GError **
 /* Make the L1 table hold at least min_size entries (moves it). */
 gboolean qcow2_grow_l1(Qcow2State *s, guint32 min_size, GError **error);
 gboolean qcow2_write_l1_entries(Qcow2State *s, guint32 lo, guint32 hi, GError **error);
-/* Largest guest offset with anything allocated (for shrinking). */
-gboolean qcow2_has_data_past(Qcow2State *s, guint64 offset, gboolean *found, GError **error);
 
 /* ----- qcow2-crypto.c ----- */
 /* Set up decryption at open (crypt_method from the header). */
