@@ -5,7 +5,9 @@
  * the connected socket to vdiskd as it passes a file (ImportVolume's
  * nbd-export); vdiskd's image worker speaks NBD on it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +19,8 @@
 /* The port of an NBD URI without one (RFC-assigned, as in qemu and
  * libnbd). */
 #define NBD_DEFAULT_PORT "10809"
+/* How long vdiskctl waits for a TCP server to answer. */
+#define CONNECT_TIMEOUT_SECONDS 30
 
 static const char *const plain_schemes[] = { "nbd", "nbd+tcp", "nbd+unix" };
 /* Forms qemu or libnbd know that vdiskctl does not connect to. */
@@ -62,6 +66,35 @@ static int connect_unix(const char *uri, const char *path, GError **error)
     return fd;
 }
 
+/* connect() with a bound on the wait: an address that drops what is sent
+ * to it would hold vdiskctl for minutes of TCP retries. */
+static int connect_within(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -1;
+    int r = connect(fd, addr, len);
+    if (r < 0 && errno == EINPROGRESS) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int err = 0;
+        socklen_t elen = sizeof err;
+        r = poll(&p, 1, CONNECT_TIMEOUT_SECONDS * 1000);
+        if (r == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+            return -1;
+        if (err != 0) {
+            errno = err;
+            return -1;
+        }
+    } else if (r < 0) {
+        return -1;
+    }
+    return fcntl(fd, F_SETFL, flags);
+}
+
 static int connect_tcp(const char *uri, const char *host, const char *port, GError **error)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
@@ -75,7 +108,7 @@ static int connect_tcp(const char *uri, const char *host, const char *port, GErr
     int fd = -1, e = 0;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (fd >= 0 && connect_within(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
             e = errno;
             close(fd);
             fd = -1;
