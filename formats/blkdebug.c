@@ -419,19 +419,21 @@ static gboolean check_limits(VdOptions *opts, const char *prefix, GError **error
     return TRUE;
 }
 
-/* Is key (after the node's prefix) one of blkdebug's own? */
+/* Is key (after the node's prefix) one of blkdebug's own, or one qemu
+ * takes for any node (accepted; they change nothing here)? */
 static gboolean own_key(const char *key)
 {
-    static const char *const plain[] = { "driver",       "config",         "align",
-                                         "max-transfer", "opt-write-zero", "max-write-zero",
-                                         "opt-discard",  "max-discard",    "image",
-                                         "node-name" };
+    static const char *const plain[] = {
+        "driver",         "config",      "align",       "max-transfer",  "opt-write-zero",
+        "max-write-zero", "opt-discard", "max-discard", "image",         "node-name",
+        "read-only",      "force-share", "discard",     "detect-zeroes", "auto-read-only",
+    };
     for (guint i = 0; i < G_N_ELEMENTS(plain); i++)
         if (g_str_equal(key, plain[i]))
             return TRUE;
     return g_str_has_prefix(key, "inject-error.") || g_str_has_prefix(key, "set-state.") ||
            g_str_has_prefix(key, "image.") || g_str_has_prefix(key, "take-child-perms.") ||
-           g_str_has_prefix(key, "unshare-child-perms.");
+           g_str_has_prefix(key, "unshare-child-perms.") || g_str_has_prefix(key, "cache.");
 }
 
 VdBlkdebug *vd_blkdebug_new(const char *name, VdOptions *opts, const char *prefix,
@@ -654,6 +656,15 @@ VdImage *vd_image_open_described(VdOptions *opts, const char *name, const char *
     gboolean rw = (flags & VD_OPEN_READ_WRITE) != 0;
     const char *driver = vd_options_get(opts, "driver");
     VdFile *file = NULL;
+    gboolean share = FALSE;
+    /* -U in the options: read while another process writes */
+    if ((vd_options_get(opts, "force-share") != NULL &&
+         !vd_option_bool(opts, "force-share", FALSE, &share, error)) ||
+        (vd_options_get(opts, "image.force-share") != NULL &&
+         !vd_option_bool(opts, "image.force-share", share, &share, error)))
+        return NULL;
+    if (share)
+        flags |= VD_OPEN_FORCE_SHARE;
 
     if (g_strcmp0(driver, "blkdebug") == 0 && is_format(vd_options_get(opts, "image.driver"))) {
         /* Above the format: the rules see the guest's requests. */
