@@ -7,7 +7,7 @@ VDISK_PACKAGES=(
   qemu-utils qemu-system-x86 ovmf mtools fdisk python3 xz-utils bzip2 time clang-format libxml2-utils groff-base
   desktop-file-utils shared-mime-info libglib2.0-bin
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
-  cryptsetup-bin strace systemd xfsprogs e2fsprogs nbdkit nbdkit-plugin-dev libnbd-bin
+  cryptsetup-bin strace systemd xfsprogs e2fsprogs nbdkit nbdkit-plugin-dev libnbd-bin lvm2
   libvirt-dev libvirt-daemon-system libvirt-clients virtinst python3-libvirt
 )
 
