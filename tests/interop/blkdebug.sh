@@ -222,6 +222,24 @@ rules() {
 }
 case_run "rules: state, sector, once and --image-opts" rules
 
+force_share() {
+    qemu-img create -q -f qcow2 d.qcow2 1M
+    local opts=driver=blkdebug,image.driver=qcow2,image.file.filename=d.qcow2
+    qemu-io -c 'sleep 4000' d.qcow2 &
+    local holder=$!
+    sleep 1
+    # qemu-io writes it: refused, unless force-share (-U) says to read anyway
+    fails_cleanly vd info --image-opts "$opts"
+    vd info --image-opts "$opts,force-share=on" >info
+    kill "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    grep -q "file format: qcow2" info
+    # options qemu takes for any node are accepted
+    vd info --image-opts "$opts,cache.direct=off,detect-zeroes=off" >/dev/null
+    fails_cleanly vd info --image-opts "$opts,no-such-option=1"
+}
+case_run "options of any node: force-share reads an image another process writes" force_share
+
 bad_configs() {
     qemu-img create -q -f raw d.raw 1M
     printf '[inject-error]\nevent = "no_such_event"\n' >bad.conf
