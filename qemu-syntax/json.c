@@ -16,7 +16,12 @@ typedef struct {
     const char *p;
     GString *out; /* key=value,... with ",," for a comma in a value */
     GError **error;
+    guint depth; /* objects and lists open around p */
 } JsonScan;
+
+/* A json: name can come from inside an image (a backing file name): a
+ * bound on nesting keeps its parse off the end of the stack. */
+#define MAX_DEPTH 32
 
 static gboolean fail(JsonScan *s, const char *what)
 {
@@ -104,14 +109,23 @@ static gboolean scan_value(JsonScan *s, const char *key)
     g_autofree char *value = NULL;
 
     skip_space(s);
-    if (*s->p == '{')
-        return scan_object(s, key);
+    if ((*s->p == '{' || *s->p == '[') && s->depth >= MAX_DEPTH)
+        return fail(s, "objects and lists nested too deep");
+    if (*s->p == '{') {
+        s->depth++;
+        gboolean ok = scan_object(s, key);
+        s->depth--;
+        return ok;
+    }
     if (*s->p == '"' || *s->p == '\'') {
         value = scan_string(s);
         if (value == NULL)
             return FALSE;
     } else if (*s->p == '[') {
-        return scan_list(s, key);
+        s->depth++;
+        gboolean ok = scan_list(s, key);
+        s->depth--;
+        return ok;
     } else {
         const char *start = s->p;
         while (g_ascii_isalnum(*s->p) || *s->p == '-' || *s->p == '+' || *s->p == '.')

@@ -226,6 +226,14 @@ static void test_json_names(void)
     g_clear_error(&error);
     g_assert_null(qs_json_filename_options("json:{'a': [1]} x", &error));
     g_assert_error(error, QS_ERROR, QS_ERROR_INVALID);
+    g_clear_error(&error);
+    /* nesting is bounded (a backing file name is read from the image) */
+    g_autoptr(GString) deep = g_string_new("json:{'a': ");
+    for (int i = 0; i < 100000; i++)
+        g_string_append_c(deep, '[');
+    g_assert_null(qs_json_filename_options(deep->str, &error));
+    g_assert_error(error, QS_ERROR, QS_ERROR_INVALID);
+    g_assert_nonnull(strstr(error->message, "nested too deep"));
 }
 
 /* libvdisk's options and sizes are qemu-syntax's, in VD_ERROR: vdisk and
