@@ -47,6 +47,12 @@ struct VdFile {
     gboolean read_cold;
     guint64 dropped_to; /* read_cold: dropped from the page cache below this */
     VdBlkdebug *debug;  /* error injection (blkdebug.c), or NULL */
+    /* A block device (an LV, a disk): its size is fixed, and ranges are
+     * zeroed by the device (BLKZEROOUT), or discarded where the device
+     * says that reads back zeroes. */
+    gboolean block;
+    gboolean discard_zeroes;
+    guint sector; /* the device's logical block size */
 };
 
 /* A request blkdebug fails, where one is attached. */
@@ -83,6 +89,14 @@ static VdFile *wrap_fd(int fd, const char *name, gboolean writable)
     file->name = g_strdup(name);
     file->writable = writable;
     file->limit = G_MAXUINT64;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) {
+        unsigned int zeroes = 0;
+        int sector = 0;
+        file->block = TRUE;
+        file->discard_zeroes = ioctl(fd, BLKDISCARDZEROES, &zeroes) == 0 && zeroes != 0;
+        file->sector = ioctl(fd, BLKSSZGET, &sector) == 0 && sector >= 512 ? (guint)sector : 512;
+    }
     return file;
 }
 
@@ -147,8 +161,6 @@ static VdFile *wrap_checked(int fd, const char *name, gboolean read_write, gbool
 static VdFile *open_path(const char *path, gboolean read_write, gboolean allow_block,
                          GError **error)
 {
-    if (g_str_has_prefix(path, "blkdebug:"))
-        return vd_blkdebug_open_file(path, read_write, error);
     int fd = open(path, (read_write ? O_RDWR : O_RDONLY) | NAMED_OPEN_FLAGS);
     if (fd < 0) {
         int err = errno;
@@ -161,6 +173,10 @@ static VdFile *open_path(const char *path, gboolean read_write, gboolean allow_b
 
 VdFile *vd_file_open(const char *path, gboolean read_write, GError **error)
 {
+    /* Names the user gives only: a name read from inside an image
+     * (vd_file_open_regular) is a plain path, never a blkdebug name. */
+    if (g_str_has_prefix(path, "blkdebug:"))
+        return vd_blkdebug_open_file(path, read_write, error);
     return open_path(path, read_write, TRUE, error);
 }
 

@@ -240,6 +240,22 @@ force_share() {
 }
 case_run "options of any node: force-share reads an image another process writes" force_share
 
+names_inside() {
+    # A file outside the image's folder, and a vmdk whose extent names it
+    # through blkdebug (no '/' first, no '..'): a name from inside an image
+    # is a plain path, never a blkdebug name.
+    mkdir outside img
+    printf 'SECRETSECRET' >outside/secret.raw
+    truncate -s 1M outside/secret.raw
+    cd img
+    qemu-img create -q -f vmdk -o subformat=monolithicFlat f.vmdk 1M
+    sed -i "s|\"f-flat.vmdk\"|\"blkdebug::$W/outside/secret.raw\"|" f.vmdk
+    grep -q "blkdebug::" f.vmdk
+    fails_cleanly vd convert -f vmdk -O raw f.vmdk out.raw
+    [[ ! -e out.raw ]] || not grep -q SECRET out.raw
+}
+case_run "a name inside an image is never a blkdebug name" names_inside
+
 bad_configs() {
     qemu-img create -q -f raw d.raw 1M
     printf '[inject-error]\nevent = "no_such_event"\n' >bad.conf
