@@ -208,7 +208,8 @@ static gboolean visit_all_l2(Qcow2State *s, L2Visit visit, gpointer data, gboole
     for (guint i = 0; i < s->snapshots->len; i++) {
         Qcow2Snapshot *sn = s->snapshots->pdata[i];
         g_autofree guint64 *l1 = NULL;
-        if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, error) ||
+        if (!qcow2_snapshot_l1_check(s, sn, error) ||
+            !qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, error) ||
             !visit_l1(s, l1, sn->l1_size, visit, data, &steps, error))
             return FALSE;
     }

@@ -264,6 +264,21 @@ static void check_snapshots(Check *c)
         Qcow2Snapshot *sn = s->snapshots->pdata[i];
         g_autofree guint64 *l1 = NULL;
         g_autoptr(GError) local = NULL;
+        /* A damaged entry's table is not followed, in qemu's words. */
+        if ((sn->l1_offset & (s->cluster_size - 1)) != 0) {
+            report(c, TRUE,
+                   "ERROR snapshot %s (%s) l1_offset=0x%" G_GINT64_MODIFIER
+                   "x: L1 table is not cluster aligned; snapshot table entry corrupted",
+                   sn->id, sn->name, sn->l1_offset);
+            continue;
+        }
+        if ((guint64)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+            report(c, TRUE,
+                   "ERROR snapshot %s (%s) l1_size=0x%x: L1 table is too large; snapshot table "
+                   "entry corrupted",
+                   sn->id, sn->name, sn->l1_size);
+            continue;
+        }
         if (!add_ref(c, sn->l1_offset, (guint64)sn->l1_size * 8, FALSE))
             continue;
         if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &local)) {

@@ -88,14 +88,9 @@ static gboolean parse_entry(Qcow2State *s, const guint8 *p, guint64 avail, guint
     sn->name = g_strndup((const char *)x + extra + id_len, name_len);
     *used = MIN(len, avail);
     *out = sn;
-    if ((guint64)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
-        (sn->l1_offset & (s->cluster_size - 1)) != 0) {
-        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
-                     "snapshot '%s' has an invalid L1 table (offset 0x%" G_GINT64_MODIFIER
-                     "x, %u entries)",
-                     sn->name, sn->l1_offset, sn->l1_size);
-        return FALSE;
-    }
+    /* Its L1 table is checked when the snapshot is used
+     * (qcow2_snapshot_l1_check): an image with a damaged snapshot opens,
+     * as in qemu, and only that snapshot is refused. */
     return TRUE;
 }
 
@@ -345,12 +340,32 @@ static Qcow2Snapshot *find_snapshot_in_order(Qcow2State *s, const char *name_or_
     return NULL;
 }
 
+gboolean qcow2_snapshot_l1_check(Qcow2State *s, const Qcow2Snapshot *sn, GError **error)
+{
+    if ((guint64)sn->l1_size * 8 <= QCOW2_MAX_L1_BYTES &&
+        (sn->l1_offset & (s->cluster_size - 1)) == 0 && (sn->l1_offset != 0 || sn->l1_size == 0))
+        return TRUE;
+    if ((guint64)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES)
+        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
+                     "snapshot '%s' has an invalid L1 table: %u entries, more than the %u MiB "
+                     "limit",
+                     sn->name, sn->l1_size, QCOW2_MAX_L1_BYTES >> 20);
+    else
+        vd_set_error(error, s->img, VD_ERROR_CORRUPT,
+                     "snapshot '%s' has an invalid L1 table: offset 0x%" G_GINT64_MODIFIER
+                     "x is not cluster aligned",
+                     sn->name, sn->l1_offset);
+    return FALSE;
+}
+
 static Qcow2Snapshot *require_snapshot(Qcow2State *s, const char *name_or_id,
                                        gboolean by_name_first, guint *index, GError **error)
 {
     Qcow2Snapshot *sn = find_snapshot_in_order(s, name_or_id, by_name_first, index);
     if (sn == NULL)
         vd_set_error(error, s->img, VD_ERROR_NOT_FOUND, "has no snapshot '%s'", name_or_id);
+    else if (!qcow2_snapshot_l1_check(s, sn, error))
+        return NULL;
     return sn;
 }
 

@@ -369,6 +369,9 @@ gboolean qcow2_snapshots_load(Qcow2State *s, guint32 nb, guint64 offset, GError 
 /* Write the snapshot table again as s->snapshots says (into new clusters,
  * the old ones freed), every entry with all the extra data vdisk knows. */
 gboolean qcow2_snapshots_rewrite(Qcow2State *s, GError **error);
+/* Is the L1 table sn's entry names one that can be read (aligned, within
+ * qemu's size limit)? Else an error naming the snapshot. */
+gboolean qcow2_snapshot_l1_check(Qcow2State *s, const Qcow2Snapshot *sn, GError **error);
 void qcow2_snapshot_free(Qcow2Snapshot *sn);
 GPtrArray *qcow2_list_snapshots(VdImage *img, GError **error);
 gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error);

@@ -105,6 +105,32 @@ static const struct {
     { "^(.*)(Image is too big): .*$", "\\1\\2" },
     { "^(.*)L1 table has [0-9]+ entries, too few for the virtual size [0-9]+$",
       "\\1L1 table is too small" },
+    /* a snapshot whose L1 table is damaged, as qemu refuses it when used */
+    { "^(Could not apply snapshot '[^']*': ).*: snapshot '[^']*' has an invalid L1 table: offset "
+      ".*$",
+      "Snapshot L1 table offset invalid\nqemu-img: \\1Failed to load snapshot: Invalid argument" },
+    { "^(Could not apply snapshot '[^']*': ).*: snapshot '[^']*' has an invalid L1 table: [0-9]+ "
+      "entries.*$",
+      "Snapshot L1 table too large\nqemu-img: \\1Failed to load snapshot: File too large" },
+    { "^(Could not delete snapshot '[^']*': ).*: snapshot '[^']*' has an invalid L1 table: offset "
+      ".*$",
+      "\\1Snapshot L1 table offset invalid" },
+    { "^(Could not delete snapshot '[^']*': ).*: snapshot '[^']*' has an invalid L1 table: [0-9]+ "
+      "entries.*$",
+      "\\1Snapshot L1 table too large" },
+    { "^(Failed to load snapshot) '[^']*': .*: snapshot '[^']*' has an invalid L1 table: offset "
+      ".*$",
+      "\\1: Snapshot L1 table offset invalid" },
+    { "^(Failed to load snapshot) '[^']*': .*: snapshot '[^']*' has an invalid L1 table: [0-9]+ "
+      "entries.*$",
+      "\\1: Snapshot L1 table too large" },
+    /* amend, as its downgrade words it */
+    { "^[^:]*: snapshot '[^']*' has an invalid L1 table: offset .*$",
+      "Snapshot L1 table offset invalid\nqemu-img: Failed to turn zero into data clusters: "
+      "Invalid argument" },
+    { "^[^:]*: snapshot '[^']*' has an invalid L1 table: [0-9]+ entries.*$",
+      "Snapshot L1 table too large\nqemu-img: Failed to turn zero into data clusters: File too "
+      "large" },
     /* qemu-img gives the errno of a failed snapshot create */
     { "^(Could not create snapshot '[^']*': ).*: refcount of cluster [0-9]+ would overflow .*$",
       "\\1-22 (Invalid argument)" },

@@ -363,4 +363,26 @@ t_refcount_overflow() {
 }
 case_run "refcount overflow and a small L1 table in qemu-img's words" t_refcount_overflow
 
+t_damaged_snapshot_l1() {
+    # 080: a snapshot whose L1 table is misaligned or too large; the image
+    # opens, the snapshot is refused where it is used, check names it
+    local poke
+    for poke in '\x00\x00\x00\x00\x00\x40\x02\x00@0' '\x10\x00\x00\x00@8'; do
+        qemu-img create -q -f qcow2 s.qcow2 64M
+        qio qcow2 s.qcow2 'write 0 512'
+        qemu-img snapshot -c test s.qcow2
+        local table
+        table=$("$PY" -c 'import struct,sys; f=open(sys.argv[1],"rb"); f.seek(64); print(struct.unpack(">Q", f.read(8))[0])' s.qcow2)
+        printf "${poke%@*}" | dd of=s.qcow2 bs=1 seek=$((table + ${poke#*@})) conv=notrunc 2>/dev/null
+        vd info s.qcow2 >/dev/null
+        vd convert -O raw s.qcow2 active.raw
+        same_words convert -l test ../s.qcow2 x.raw
+        same_words snapshot -a test ../s.qcow2
+        same_words snapshot -d test ../s.qcow2
+        same_words check ../s.qcow2
+        same_words amend -o compat=0.10 ../s.qcow2
+    done
+}
+case_run "a snapshot with a damaged L1 table: the image opens, the snapshot is refused" t_damaged_snapshot_l1
+
 finish
