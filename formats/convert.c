@@ -561,8 +561,8 @@ gboolean vd_copy_image(VdImage *source, VdImage *target, const VdConvertOptions 
     if (vd_image_size(target) < size) {
         vd_set_error(error, target, VD_ERROR_INVALID_ARGUMENT,
                      "target is smaller (%" G_GUINT64_FORMAT
-                     " bytes) than the source (%" G_GUINT64_FORMAT " bytes)",
-                     vd_image_size(target), size);
+                     " bytes) than the source %s (%" G_GUINT64_FORMAT " bytes)",
+                     vd_image_size(target), vd_image_filename(source), size);
         return FALSE;
     }
     if (!check_compress(target, opts, error))

@@ -457,12 +457,12 @@ gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
         return FALSE;
     }
     if (S_ISBLK(st.st_mode)) {
-        off_t end = lseek(file->fd, 0, SEEK_END);
-        if (end < 0) {
+        guint64 bytes = 0;
+        if (ioctl(file->fd, BLKGETSIZE64, &bytes) < 0) {
             set_errno_error(error, file->name, errno, "cannot get device size");
             return FALSE;
         }
-        *size = (guint64)end;
+        *size = bytes;
         return TRUE;
     }
     *size = (guint64)st.st_size;
@@ -663,12 +663,114 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
     return TRUE;
 }
 
+/* ----- block devices ----- */
+
+/* Run a range ioctl (BLKZEROOUT, BLKDISCARD) over [offset, +len), whole
+ * logical blocks only: *head and *tail say how much is left unaligned at
+ * either end for the caller to write. -1 with errno on failure. */
+static int block_range_ioctl(VdFile *file, unsigned long request, guint64 offset, guint64 len,
+                             guint64 *head, guint64 *tail)
+{
+    guint64 sector = file->sector, end = offset + len;
+    guint64 from = (offset + sector - 1) / sector * sector, to = end / sector * sector;
+    if (from >= to) {
+        *head = len;
+        *tail = 0;
+        return 0;
+    }
+    *head = from - offset;
+    *tail = end - to;
+    guint64 range[2] = { from, to - from };
+    vd_fault_begin(file->fd, VD_FAULT_ZERO, from, to - from, NULL);
+    int rc = ioctl(file->fd, request, range);
+    int err = errno;
+    vd_fault_end();
+    errno = err;
+    return rc;
+}
+
+/* Zeroes written by the caller's way, for what no ioctl covers. */
+static gboolean write_zero_bytes(VdFile *file, guint64 offset, guint64 len, GError **error)
+{
+    static const gsize chunk = 1 << 20;
+    if (len == 0)
+        return TRUE;
+    g_autofree guint8 *zeroes = g_malloc0((gsize)MIN(len, chunk));
+    for (guint64 done = 0; done < len;) {
+        gsize n = (gsize)MIN(len - done, chunk);
+        if (!vd_file_pwrite(file, offset + done, zeroes, n, error))
+            return FALSE;
+        done += n;
+    }
+    return TRUE;
+}
+
+/* Past the end of a device nothing can be written: say so, naming it. */
+static gboolean block_check_end(VdFile *file, guint64 offset, guint64 len, GError **error)
+{
+    guint64 size;
+    if (!vd_file_size(file, &size, error))
+        return FALSE;
+    if (offset <= size && len <= size - offset)
+        return TRUE;
+    vd_set_file_error(error, file->name, VD_ERROR_NO_SPACE,
+                      "is a block device of %" G_GUINT64_FORMAT
+                      " bytes, which cannot grow to %" G_GUINT64_FORMAT,
+                      size, offset + len);
+    return FALSE;
+}
+
+/* A discard that must read back zeroes, as a hole in a file does: only
+ * where the device promises that (BLKDISCARDZEROES); elsewhere refused as
+ * not supported, and the caller writes zeroes. */
+static gboolean block_discard(VdFile *file, guint64 offset, guint64 len, GError **error)
+{
+    guint64 head, tail;
+    if (!file->discard_zeroes) {
+        vd_set_file_error(error, file->name, VD_ERROR_NOT_SUPPORTED,
+                          "the device does not read back zeroes after a discard");
+        return FALSE;
+    }
+    if (!block_check_end(file, offset, len, error))
+        return FALSE;
+    if (block_range_ioctl(file, BLKDISCARD, offset, len, &head, &tail) < 0) {
+        int err = errno;
+        vd_set_file_error(error, file->name,
+                          err == EOPNOTSUPP ? VD_ERROR_NOT_SUPPORTED : VD_ERROR_IO,
+                          "cannot discard: %s", g_strerror(err));
+        return FALSE;
+    }
+    return write_zero_bytes(file, offset, head, error) &&
+           write_zero_bytes(file, offset + len - tail, tail, error);
+}
+
+/* Zero a range of a device: discarded where that reads back zeroes and
+ * may_unmap allows it, else zeroed by the device (BLKZEROOUT, which uses
+ * the device's write-zeroes command where it has one), else written. */
+static gboolean block_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolean may_unmap,
+                                   GError **error)
+{
+    guint64 head, tail;
+    if (!block_check_end(file, offset, len, error))
+        return FALSE;
+    if (may_unmap && file->discard_zeroes && block_discard(file, offset, len, NULL))
+        return TRUE;
+    if (block_range_ioctl(file, BLKZEROOUT, offset, len, &head, &tail) < 0)
+        return write_zero_bytes(file, offset, len, error);
+    return write_zero_bytes(file, offset, head, error) &&
+           write_zero_bytes(file, offset + len - tail, tail, error);
+}
+
+gboolean vd_file_is_block(VdFile *file) { return file->block; }
+
 gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **error)
 {
     if (DEBUG_CHECK(file, VD_DEBUG_IO_DISCARD, offset, len, error))
         return FALSE;
     if (file->nbd != NULL) /* zeroes the server may free: what a hole is */
         return vd_nbd_zero(file->nbd, offset, len, TRUE, error);
+    if (file->block)
+        return block_discard(file, offset, len, error);
     vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
     int rc =
         fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
@@ -691,6 +793,8 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
         return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_zero(file->nbd, offset, len, may_punch, error);
+    if (file->block)
+        return block_write_zeroes(file, offset, len, may_punch, error);
     if (!vd_file_size(file, &size, error))
         return FALSE;
     /* Past the end of the file zeroes come free: only extend the size. */
@@ -732,6 +836,10 @@ gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
                           vd_nbd_size(file->nbd), size);
         return FALSE;
     }
+    /* A device keeps its size too: what a format asks up to its end is
+     * there already, and what lies past the new end stays as it was. */
+    if (file->block)
+        return block_check_end(file, 0, size, error);
     vd_fault_begin(file->fd, VD_FAULT_TRUNCATE, size, 0, NULL);
     int rc = size > G_MAXINT64 ? -1 : ftruncate(file->fd, (off_t)size);
     int err = size > G_MAXINT64 ? EFBIG : errno;
@@ -750,6 +858,8 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
                           "an NBD export cannot be preallocated");
         return FALSE;
     }
+    if (file->block) /* every block of a device is there */
+        return block_check_end(file, offset, len, error);
     vd_fault_begin(file->fd, VD_FAULT_ALLOCATE, offset, len, NULL);
     int err = posix_fallocate(file->fd, (off_t)offset, (off_t)len);
     vd_fault_end();

@@ -1920,6 +1920,14 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     g_autoptr(VdFile) file = vd_file_create(path, error);
     if (file == NULL)
         return FALSE;
+    /* The other formats find room for new data at the file's end, which a
+     * device does not have: a device holds a raw disk. */
+    if (vd_file_is_block(file) && drv != &vd_driver_raw) {
+        vd_set_file_error(error, path, VD_ERROR_NOT_SUPPORTED,
+                          "is a block device: vdisk makes only raw images on one, not %s",
+                          drv->name);
+        return FALSE;
+    }
     apply_file_options(file, opts);
     gboolean no_flush = (flags & VD_OPEN_NO_FLUSH) != 0;
     vd_file_set_no_flush(file, no_flush);

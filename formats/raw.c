@@ -123,6 +123,16 @@ static gboolean raw_resize(VdImage *img, guint64 new_size, gboolean allow_shrink
         vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED, "an NBD export cannot be resized");
         return FALSE;
     }
+    /* A device's size is its own (an LV is resized with lvresize): a
+     * resize to it is done, any other refused, as qemu-img refuses it. */
+    if (vd_file_is_block(img->file) && new_size != img->size) {
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "is a block device of %" G_GUINT64_FORMAT
+                     " bytes and cannot be resized to %" G_GUINT64_FORMAT
+                     " (resize the device itself)",
+                     img->size, new_size);
+        return FALSE;
+    }
     if (new_size <= img->size)
         return vd_file_truncate(img->file, new_size, error);
     return grow(img->file, img->size, new_size, PREALLOC_OFF, error);

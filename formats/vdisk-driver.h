@@ -48,6 +48,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VdFile, vd_file_close)
 const char *vd_file_name(VdFile *file);
 int vd_file_fd(VdFile *file);
 gboolean vd_file_is_writable(VdFile *file);
+/* A block device: its size is fixed (truncate never grows or shrinks it). */
+gboolean vd_file_is_block(VdFile *file);
 /* Current length of the file in bytes. */
 gboolean vd_file_size(VdFile *file, guint64 *size, GError **error);
 /* Bytes the file occupies on disk (st_blocks * 512). */
