@@ -433,7 +433,13 @@ gboolean qcow2_create_snapshot(VdImage *img, const char *name, GError **error)
     Qcow2State *s = img->priv;
     if (!refuse_unsupported(s, error))
         return FALSE;
-    if (strlen(name) > 65535 || s->snapshots->len >= QCOW2_MAX_SNAPSHOTS) {
+    if (s->snapshots->len >= QCOW2_MAX_SNAPSHOTS) {
+        vd_set_error(error, img, VD_ERROR_NO_SPACE,
+                     "the snapshot table is full: it holds the %u snapshots qemu allows",
+                     QCOW2_MAX_SNAPSHOTS);
+        return FALSE;
+    }
+    if (strlen(name) > 65535) {
         vd_set_error(error, img, VD_ERROR_INVALID_ARGUMENT, "cannot add snapshot '%s'", name);
         return FALSE;
     }

@@ -137,6 +137,8 @@ static const struct {
     { "^(Could not create snapshot '[^']*': ).*: the refcount table would grow past the [0-9]+ "
       "MiB limit$",
       "\\1-27 (File too large)" },
+    { "^(Could not create snapshot '[^']*': ).*: the snapshot table is full.*$",
+      "\\1-27 (File too large)" },
     /* vmdk's refusals, without the detail vdisk adds */
     { "^(Could not open '[^']*': )not a vmdk descriptor$", "\\1invalid VMDK image descriptor" },
     { "^(.*)malformed extent line '(.*)'$", "\\1Invalid extent line: \\2" },

@@ -385,4 +385,23 @@ t_damaged_snapshot_l1() {
 }
 case_run "a snapshot with a damaged L1 table: the image opens, the snapshot is refused" t_damaged_snapshot_l1
 
+t_snapshot_table_full() {
+    # qemu's limit of 65536 snapshots: the next is refused before anything changes
+    qemu-img create -q -f qcow2 f.qcow2 64M
+    "$PY" - f.qcow2 <<'PYEOF'
+import os, struct, sys
+f = open(sys.argv[1], 'r+b')
+off = (os.path.getsize(sys.argv[1]) + 65535) // 65536 * 65536
+entry = struct.pack('>QIHHIIQII', 0, 0, 1, 0, 0, 0, 0, 0, 0) + b'1' + bytes(7)
+f.seek(off); f.write(entry * 65536)
+f.seek(60); f.write(struct.pack('>IQ', 65536, off))
+PYEOF
+    cp f.qcow2 before.qcow2
+    same_words snapshot -c test ../f.qcow2
+    cmp f.qcow2 before.qcow2
+    expect_exit 1 vd snapshot -c test f.qcow2 2>err.txt
+    grep -q "the snapshot table is full" err.txt
+}
+case_run "the 65537th snapshot is refused as qemu-img refuses it" t_snapshot_table_full
+
 finish
