@@ -73,6 +73,23 @@ static void print_measure(const VdMeasure *m, CliOutput output)
         printf("bitmaps size: %" G_GUINT64_FORMAT "\n", m->bitmaps);
 }
 
+/* qemu-img looks up the secret of a LUKS target even to measure it. */
+static gboolean check_key_secret(const char *format, VdOptions *opts, GError **error)
+{
+    gboolean luks = g_str_equal(format, "luks");
+    const char *key = luks ? "key-secret" : "encrypt.key-secret";
+    const char *id = vd_options_get(opts, key);
+    gsize len;
+    if (!luks && g_strcmp0(vd_options_get(opts, "encrypt.format"), "luks") != 0)
+        return TRUE;
+    if (id == NULL || vd_secrets_lookup(cli_secrets(), id, &len) != NULL)
+        return TRUE;
+    g_set_error(error, VD_ERROR, VD_ERROR_NOT_FOUND,
+                "%s names the secret '%s', which was not given (--object secret,id=%s,file=PATH)",
+                key, id, id);
+    return FALSE;
+}
+
 static int run_measure(const CliCommand *cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -118,7 +135,7 @@ static int run_measure(const CliCommand *cmd, int argc, char **argv)
     if (create.help)
         return cli_print_create_options(opts.target_format, NULL);
     create_options = cli_create_options_parse(&create, &error);
-    if (create_options == NULL)
+    if (create_options == NULL || !check_key_secret(opts.target_format, create_options, &error))
         return cli_fail(error);
     if (operands == 1) {
         source = cli_open_at_snapshot(argv[first], common.format, opts.snapshot, CLI_PROBE_QUIET,

@@ -200,6 +200,11 @@ static const struct {
     { "^.*: (Given keyslot [0-9]+ is already erased \\(inactive\\))$", "\\1 " },
     { "^.*: (?:encrypt\\.)?(?:old|new)-secret names the secret '([^']*)', which was not given .*$",
       "No secret with id '\\1'" },
+    /* the key of a new encrypted image (create, convert, measure) */
+    { "^(.+: )?(?:encrypt\\.)?key-secret names the secret '([^']*)', which was not given .*$",
+      "\\1No secret with id '\\2'" },
+    { "^(.+): an encrypted image needs a passphrase: give ((?:encrypt\\.)?key-secret)=ID .*$",
+      "\\1: Parameter '\\2' is required for cipher" },
 };
 
 char *voice_error_text(const char *message)

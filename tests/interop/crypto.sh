@@ -351,6 +351,37 @@ amend_key_slot_refusals() {
         "driver=$fmt,file.filename=t.img,${p}key-secret=sec2") >/dev/null 2>&1
 }
 
+# A new encrypted image's key not named, or named and not given: under
+# the name qemu-img, qemu-img's exit status and words, for create and
+# measure; under vdisk's name, what to give.
+key_errors_as_qemu() {
+    setup_secrets
+    mkdir -p as-qemu q v && ln -sfn "$VDISK" as-qemu/qemu-img
+    local qi=$PWD/as-qemu/qemu-img args qrc vrc
+    local cases=(
+        "create -q -f qcow -o encryption=on z.img 1M"
+        "create -q -f qcow2 -o encrypt.format=aes z.img 1M"
+        "create -q -f qcow2 -o encrypt.format=aes,encrypt.key-secret=nosuch z.img 1M"
+        "create -q -f qcow2 -o encrypt.format=luks,encrypt.key-secret=nosuch z.img 1M"
+        "create -q -f luks -o key-secret=nosuch z.img 1M"
+        "create -q -f luks z.img 1M"
+        "measure -O qcow2 --size 1M -o encrypt.format=luks,encrypt.key-secret=nosuch"
+        "measure -O luks --size 1M -o key-secret=nosuch"
+        "measure -O luks --size 1M"
+    )
+    for args in "${cases[@]}"; do
+        qrc=0 vrc=0
+        # shellcheck disable=SC2086 # each case is a command line
+        (cd q && qemu-img $args </dev/null 2>err) || qrc=$?
+        # shellcheck disable=SC2086
+        (cd v && "$qi" $args </dev/null 2>err) || vrc=$?
+        ((qrc == vrc)) || { echo "$args: qemu-img exit $qrc, vdisk $vrc"; cat q/err v/err; return 1; }
+        diff -u q/err v/err || { echo "$args: messages differ (qemu-img's above)"; return 1; }
+    done
+    fails_cleanly vd create -q -f qcow2 -o encrypt.format=luks,encrypt.key-secret=nosuch z.img 1M 2>err
+    grep -q -- "--object secret,id=nosuch,file=PATH" err
+}
+
 for v in "${VARIANTS[@]}"; do
     case_run "LUKS qcow2 made by qemu-img [${v:-defaults}]" luks_qcow2_from_qemu "$v"
     case_run "LUKS qcow2 made by vdisk [${v:-defaults}]" luks_qcow2_from_vdisk "$v"
@@ -365,6 +396,7 @@ case_run "legacy AES qcow2 created and written" legacy_aes_created qcow2
 case_run "legacy AES qcow created and written" legacy_aes_created qcow
 case_run "preallocated LUKS qcow2 as qemu-img makes it" preallocated_luks
 case_run "wrong or missing key: clear errors, no target" wrong_or_missing_key
+case_run "a new image's key missing, in qemu-img's words" key_errors_as_qemu
 case_run "info shows encryption" info_shows_encryption
 case_run "amend adds and removes key slots" amend_key_slots
 case_run "amend of key slots as qemu-img refuses and forces it (qcow2)" amend_key_slot_refusals qcow2
