@@ -901,11 +901,16 @@ gboolean vd_convert(VdImage *source, const char *target_path, const VdConvertOpt
             return FALSE;
     gboolean created = FALSE;
     /* An NBD export is written in place: there is no folder to make a
-     * hidden file in, and nothing to remove on failure. */
-    if (vd_nbd_is_name(target_path)) {
+     * hidden file in, and nothing to remove on failure. So is a Ceph RBD
+     * image, removed again when this made it and the copy failed. */
+    if (vd_nbd_is_name(target_path) || vd_rbd_is_name(target_path)) {
         g_autoptr(VdImage) target =
             open_or_create_target(source, target_path, opts, &created, error);
-        return target != NULL && vd_copy_image(source, target, opts, error);
+        gboolean ok = target != NULL && vd_copy_image(source, target, opts, error);
+        g_clear_pointer(&target, vd_image_unref);
+        if (!ok && created && vd_rbd_is_name(target_path))
+            (void)vd_rbd_remove(target_path, NULL);
+        return ok;
     }
     Partial partial;
     g_autoptr(VdFile) replaced = NULL;

@@ -18,8 +18,9 @@
 #include <unistd.h>
 
 struct VdFile {
-    int fd;     /* -1 for an NBD export */
+    int fd;     /* -1 for an NBD export or an RBD image */
     VdNbd *nbd; /* the export's connection, or NULL */
+    VdRbd *rbd; /* the Ceph RBD image, or NULL */
     char *name;
     gboolean writable;
     /* A slice shows [base, base + limit) of the host file as a whole file
@@ -108,6 +109,15 @@ VdFile *vd_file_wrap_nbd(VdNbd *nbd, const char *name, gboolean writable)
 }
 
 VdNbd *vd_file_nbd(VdFile *file) { return file->nbd; }
+
+VdFile *vd_file_wrap_rbd(VdRbd *rbd, const char *name, gboolean writable)
+{
+    VdFile *file = wrap_fd(-1, name, writable);
+    file->rbd = rbd;
+    return file;
+}
+
+VdRbd *vd_file_rbd(VdFile *file) { return file->rbd; }
 
 /* What a file that is no regular file is, for messages. */
 static const char *file_kind(mode_t mode)
@@ -391,7 +401,7 @@ VdFile *vd_file_open_slice(VdFile *parent, guint64 offset, guint64 length, const
                            GError **error)
 {
     guint64 size;
-    if (parent->nbd != NULL) {
+    if (parent->nbd != NULL || parent->rbd != NULL) {
         vd_set_file_error(error, parent->name, VD_ERROR_NOT_SUPPORTED,
                           "a member of an archive on an NBD export cannot be opened");
         return NULL;
@@ -420,6 +430,8 @@ void vd_file_close(VdFile *file)
         vd_unlock_fd(file->fd, file->lock_perm, file->lock_unshared);
     if (file->nbd != NULL)
         vd_nbd_close(file->nbd);
+    else if (file->rbd != NULL)
+        vd_rbd_close(file->rbd);
     else
         close(file->fd);
     vd_blkdebug_free(file->debug);
@@ -436,7 +448,7 @@ gboolean vd_file_lock(VdFile *file, VdLockMode mode, GError **error)
 {
     /* A slice shares its archive's open, which holds the archive's lock;
      * an NBD export's server keeps its own. */
-    if (file->limit != G_MAXUINT64 || file->nbd != NULL)
+    if (file->limit != G_MAXUINT64 || file->nbd != NULL || file->rbd != NULL)
         return TRUE;
     return vd_lock_fd(file->fd, file->name, mode, &file->lock_perm, &file->lock_unshared, error);
 }
@@ -445,6 +457,10 @@ gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 {
     if (file->nbd != NULL) {
         *size = vd_nbd_size(file->nbd);
+        return TRUE;
+    }
+    if (file->rbd != NULL) {
+        *size = vd_rbd_size(file->rbd);
         return TRUE;
     }
     if (file->limit != G_MAXUINT64) {
@@ -471,7 +487,7 @@ gboolean vd_file_size(VdFile *file, guint64 *size, GError **error)
 
 gint64 vd_file_allocated(VdFile *file)
 {
-    if (file->nbd != NULL)
+    if (file->nbd != NULL || file->rbd != NULL)
         return -1; /* the server's disk is not ours to measure */
     if (file->limit != G_MAXUINT64)
         return (gint64)file->limit;
@@ -520,6 +536,11 @@ static gboolean pread_full(VdFile *file, guint64 offset, void *buf, gsize len, g
         guint64 size = vd_nbd_size(file->nbd);
         *got = offset >= size ? 0 : (gsize)MIN(len, size - offset);
         return vd_nbd_pread(file->nbd, offset, buf, *got, error);
+    }
+    if (file->rbd != NULL) {
+        guint64 size = vd_rbd_size(file->rbd);
+        *got = offset >= size ? 0 : (gsize)MIN(len, size - offset);
+        return vd_rbd_pread(file->rbd, offset, buf, *got, error);
     }
     if (file->limit != G_MAXUINT64)
         len = offset >= file->limit ? 0 : MIN(len, file->limit - offset);
@@ -644,6 +665,8 @@ gboolean vd_file_pwrite(VdFile *file, guint64 offset, const void *buf, gsize len
         return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_pwrite(file->nbd, offset, buf, len, error);
+    if (file->rbd != NULL)
+        return vd_rbd_pwrite(file->rbd, offset, buf, len, error);
     vd_fault_begin(file->fd, VD_FAULT_WRITE, offset, len, buf);
     while (done < len) {
         ssize_t n =
@@ -769,6 +792,8 @@ gboolean vd_file_punch_hole(VdFile *file, guint64 offset, guint64 len, GError **
         return FALSE;
     if (file->nbd != NULL) /* zeroes the server may free: what a hole is */
         return vd_nbd_zero(file->nbd, offset, len, TRUE, error);
+    if (file->rbd != NULL)
+        return vd_rbd_zero(file->rbd, offset, len, TRUE, error);
     if (file->block)
         return block_discard(file, offset, len, error);
     vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
@@ -793,6 +818,8 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
         return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_zero(file->nbd, offset, len, may_punch, error);
+    if (file->rbd != NULL)
+        return vd_rbd_zero(file->rbd, offset, len, may_punch, error);
     if (file->block)
         return block_write_zeroes(file, offset, len, may_punch, error);
     if (!vd_file_size(file, &size, error))
@@ -836,6 +863,8 @@ gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
                           vd_nbd_size(file->nbd), size);
         return FALSE;
     }
+    if (file->rbd != NULL) /* an RBD image grows and shrinks as a file does */
+        return size == vd_rbd_size(file->rbd) || vd_rbd_resize(file->rbd, size, error);
     /* A device keeps its size too: what a format asks up to its end is
      * there already, and what lies past the new end stays as it was. */
     if (file->block)
@@ -858,6 +887,10 @@ gboolean vd_file_allocate(VdFile *file, guint64 offset, guint64 len, GError **er
                           "an NBD export cannot be preallocated");
         return FALSE;
     }
+    if (file->rbd != NULL) /* grown where it ends short, then zeroes that take their room */
+        return (offset + len <= vd_rbd_size(file->rbd) ||
+                vd_rbd_resize(file->rbd, offset + len, error)) &&
+               vd_rbd_zero(file->rbd, offset, len, FALSE, error);
     if (file->block) /* every block of a device is there */
         return block_check_end(file, offset, len, error);
     vd_fault_begin(file->fd, VD_FAULT_ALLOCATE, offset, len, NULL);
@@ -878,6 +911,8 @@ gboolean vd_file_sync(VdFile *file, GError **error)
         return FALSE;
     if (file->nbd != NULL)
         return vd_nbd_flush(file->nbd, error);
+    if (file->rbd != NULL)
+        return vd_rbd_flush(file->rbd, error);
     vd_fault_sync_begin(file->fd);
     int rc = fdatasync(file->fd);
     int err = errno;
@@ -902,6 +937,8 @@ gboolean vd_file_extent(VdFile *file, guint64 offset, guint64 max, gboolean *is_
         *run = ext.length;
         return TRUE;
     }
+    if (file->rbd != NULL)
+        return vd_rbd_extent(file->rbd, offset, max, is_data, run, error);
     if (file->base != 0 || file->limit != G_MAXUINT64) {
         *is_data = TRUE; /* a slice of an archive: holes do not line up */
         *run = max;
@@ -1041,7 +1078,8 @@ gboolean vd_file_copy_range(VdFile *src, guint64 src_offset, VdFile *dst, guint6
         return TRUE;
     /* An NBD export or blkdebug on either side: the bytes go through
      * memory. */
-    if (src->nbd != NULL || dst->nbd != NULL || src->debug != NULL || dst->debug != NULL)
+    if (src->nbd != NULL || dst->nbd != NULL || src->rbd != NULL || dst->rbd != NULL ||
+        src->debug != NULL || dst->debug != NULL)
         return buf != NULL ? vd_file_pwrite(dst, dst_offset, buf, len, error)
                            : bounce_copy(src, src_offset, dst, dst_offset, len, error);
 #ifdef VD_FAULT_INJECTION
@@ -1092,8 +1130,9 @@ gboolean vd_file_clone(VdFile *src, VdFile *dst, gboolean *cloned, GError **erro
     struct stat st;
     if (src->debug != NULL || dst->debug != NULL)
         return TRUE;
-    if (src->nbd != NULL || dst->nbd != NULL || src->base != 0 || src->limit != G_MAXUINT64 ||
-        fstat(src->fd, &st) < 0 || !S_ISREG(st.st_mode) || !dst->writable)
+    if (src->nbd != NULL || dst->nbd != NULL || src->rbd != NULL || dst->rbd != NULL ||
+        src->base != 0 || src->limit != G_MAXUINT64 || fstat(src->fd, &st) < 0 ||
+        !S_ISREG(st.st_mode) || !dst->writable)
         return TRUE;
 #ifdef VD_FAULT_INJECTION
     return TRUE; /* the fault layer sees writes only: test copies copy */

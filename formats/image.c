@@ -279,8 +279,9 @@ static const char *probe_open_file(VdFile *file, gboolean *fell_back_to_raw, GEr
 
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error)
 {
-    g_autoptr(VdFile) file = vd_nbd_is_name(path) ? vd_file_open_nbd(path, NULL, FALSE, error)
-                                                  : vd_file_open(path, FALSE, error);
+    g_autoptr(VdFile) file = vd_nbd_is_name(path)   ? vd_file_open_nbd(path, NULL, FALSE, error)
+                             : vd_rbd_is_name(path) ? vd_file_open_rbd(path, FALSE, error)
+                                                    : vd_file_open(path, FALSE, error);
     return file != NULL ? probe_open_file(file, fell_back_to_raw, error) : NULL;
 }
 
@@ -360,6 +361,8 @@ static VdFile *open_locked(const char *path, VdOptions *opts, VdOpenFlags *flags
     gboolean rw = (*flags & VD_OPEN_READ_WRITE) != 0;
     if (vd_nbd_is_name(path)) /* another host's disk: its server locks it */
         return vd_file_open_nbd(path, opts, rw, error);
+    if (vd_rbd_is_name(path)) /* a Ceph image: librbd's exclusive lock guards it */
+        return vd_file_open_rbd(path, rw, error);
     return lock_or_close(vd_file_open(path, rw, error), *flags, rw, error);
 }
 
@@ -501,7 +504,9 @@ static gboolean locate_name(VdImage *img, const char *name, char **label, char *
         if (img->no_folder && !g_path_is_absolute(name)) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                         "%s cannot be found: the image was opened from %s without a folder", name,
-                        vd_file_nbd(img->file) != NULL ? "an NBD export" : "a descriptor");
+                        vd_file_nbd(img->file) != NULL   ? "an NBD export"
+                        : vd_file_rbd(img->file) != NULL ? "a Ceph RBD image"
+                                                         : "a descriptor");
             return FALSE;
         }
         *label = vd_resolve_relative(img->filename, name);
@@ -782,7 +787,7 @@ static VdImage *open_file_with_keys(VdFile *file, const char *filename, const ch
     OpenContext ctx = {
         .open_options = open_options,
         .secrets = secrets,
-        .no_folder = vd_file_nbd(file) != NULL,
+        .no_folder = vd_file_nbd(file) != NULL || vd_file_rbd(file) != NULL,
     };
     return open_top(file, filename, NULL, format, flags, ctx, error);
 }
@@ -1912,6 +1917,8 @@ gboolean vd_image_create_flags(const char *path, const char *format, guint64 siz
     params.secrets = secrets;
     if (vd_nbd_is_name(path))
         return create_on_nbd(path, drv, &params, flags, error);
+    if (vd_rbd_is_name(path))
+        return vd_rbd_create_format(path, drv, &params, (flags & VD_OPEN_NO_FLUSH) != 0, error);
     /* A failed create removes the file only if it made it: a file the
      * caller named that was there before keeps its name (as with
      * qemu-img), and no folder entry this call did not make is removed. */

@@ -153,9 +153,25 @@ static gboolean raw_grow_preallocated(VdImage *img, guint64 new_size, VdPrealloc
 
 static gboolean raw_has_zero_init(VdImage *img)
 {
-    /* A regular file we just created reads zero; a block device may not. */
+    /* A regular file we just created reads zero; a block device may not.
+     * A new RBD image holds no object: it reads zero. */
+    if (vd_file_rbd(img->file) != NULL)
+        return TRUE;
     struct stat st;
     return fstat(vd_file_fd(img->file), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* An RBD image's object size is its cluster size, as qemu-img info shows
+ * it; whole objects are also what a copy into it best writes at once. */
+static guint32 raw_cluster_size(VdImage *img)
+{
+    VdRbd *rbd = img->file != NULL ? vd_file_rbd(img->file) : NULL;
+    return rbd != NULL ? vd_rbd_object_size(rbd) : 0;
+}
+
+static void raw_get_info(VdImage *img, VdImageInfo *info)
+{
+    info->cluster_size = raw_cluster_size(img);
 }
 
 const VdDriver vd_driver_raw = {
@@ -172,4 +188,6 @@ const VdDriver vd_driver_raw = {
     .resize = raw_resize,
     .grow_preallocated = raw_grow_preallocated,
     .has_zero_init = raw_has_zero_init,
+    .cluster_size = raw_cluster_size,
+    .get_info = raw_get_info,
 };

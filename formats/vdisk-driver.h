@@ -129,6 +129,40 @@ gboolean vd_nbd_pwrite(VdNbd *nbd, guint64 offset, const void *buf, gsize len, G
 gboolean vd_nbd_zero(VdNbd *nbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error);
 gboolean vd_nbd_flush(VdNbd *nbd, GError **error);
 
+/* ----- Ceph RBD images as files (rbd.c, through librbd) ----- */
+typedef struct VdRbd VdRbd;
+/* FALSE in a build without librbd. */
+gboolean vd_rbd_supported(void);
+/* Open the RBD image name names (rbd:POOL/IMAGE[@SNAP][:conf=..]...):
+ * connect to its cluster (giving up after 30 s without a monitor), open
+ * the pool and the image; a snapshot only without read_write. Messages
+ * name the image by name. */
+VdFile *vd_file_open_rbd(const char *name, gboolean read_write, GError **error);
+/* Make a new RBD image of size bytes (the cluster's default features);
+ * VD_ERROR_EXISTS when one of that name is there. */
+gboolean vd_rbd_create(const char *name, guint64 size, GError **error);
+/* Remove the RBD image name names (a create whose copy failed). */
+gboolean vd_rbd_remove(const char *name, GError **error);
+/* file.c's side: a VdFile that is the image rbd (taken). */
+VdFile *vd_file_wrap_rbd(VdRbd *rbd, const char *name, gboolean writable);
+/* The image behind file, or NULL for another file. */
+VdRbd *vd_file_rbd(VdFile *file);
+void vd_rbd_close(VdRbd *rbd);
+guint64 vd_rbd_size(VdRbd *rbd);
+/* The image's object size (its cluster size to qemu-img info). */
+guint32 vd_rbd_object_size(VdRbd *rbd);
+gboolean vd_rbd_pread(VdRbd *rbd, guint64 offset, void *buf, gsize len, GError **error);
+gboolean vd_rbd_pwrite(VdRbd *rbd, guint64 offset, const void *buf, gsize len, GError **error);
+/* Zeroes: with may_unmap only where the image holds objects (the rest
+ * reads zero already), else allocated. */
+gboolean vd_rbd_zero(VdRbd *rbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error);
+gboolean vd_rbd_flush(VdRbd *rbd, GError **error);
+gboolean vd_rbd_resize(VdRbd *rbd, guint64 size, GError **error);
+/* Does the image hold objects at offset, and how far does that go
+ * (capped at max)? Whole objects: what holds none reads zero. */
+gboolean vd_rbd_extent(VdRbd *rbd, guint64 offset, guint64 max, gboolean *allocated, guint64 *run,
+                       GError **error);
+
 /* vd_image_create_with_secrets and vd_image_create_fd_with_secrets with
  * the cache bits of flags: with VD_OPEN_NO_FLUSH the new image is not
  * waited for (the public calls always wait for the disk). */
@@ -547,5 +581,10 @@ extern const VdDriver vd_driver_compress_filter;
 /* Is file, named .vhd, one ending with a VHD footer (a fixed VHD, which
  * probing its first bytes cannot tell from raw)? */
 gboolean vd_vpc_probe_footer(VdFile *file);
+/* vd_image_create's part for an rbd: name (rbd.c): the RBD image of
+ * params->size, and drv's image in it (raw only); removed again when
+ * that fails. */
+gboolean vd_rbd_create_format(const char *name, const VdDriver *drv, VdCreateParams *params,
+                              gboolean no_flush, GError **error);
 
 G_END_DECLS

@@ -244,6 +244,15 @@ gboolean vd_nbd_is_name(const char *name);
  * nbd://HOST:PORT/EXPORT. Free with g_free; NULL with
  * VD_ERROR_INVALID_ARGUMENT when they name no server. */
 char *vd_nbd_name_from_options(VdOptions *opts, GError **error);
+/* Does name look like a Ceph RBD image's (qemu's rbd:POOL/IMAGE[@SNAP]
+ * [:conf=PATH][:id=USER][:KEY=VALUE...])? Such a name is never a path:
+ * the opens take it as the image, through librbd (VD_ERROR_NOT_SUPPORTED
+ * in a build without it), and creating one makes the RBD image. */
+gboolean vd_rbd_is_name(const char *name);
+/* qemu's --image-opts driver=rbd options (pool, image, namespace,
+ * snapshot, conf, user) as the image's rbd: name. Free with g_free; NULL
+ * with VD_ERROR_INVALID_ARGUMENT without pool or image. */
+char *vd_rbd_name_from_options(VdOptions *opts, GError **error);
 /* The format probing would pick for path ("ova" for an OVA appliance);
  * *fell_back_to_raw is set when nothing matched and it settled on raw. */
 const char *vd_probe_file(const char *path, gboolean *fell_back_to_raw, GError **error);

@@ -127,11 +127,51 @@ static gboolean split_nbd_opts(const char *text, char **path, char **format, VdO
     return TRUE;
 }
 
+/* driver=rbd (the RBD image is the disk) or file.driver=rbd (an image in
+ * one): *path becomes the image's rbd: name, which the library opens.
+ * FALSE with *path NULL and no error when the options name no RBD image. */
+static gboolean split_rbd_opts(const char *text, char **path, char **format, VdOptions **opts,
+                               GError **error)
+{
+    g_autoptr(VdOptions) all = vd_options_new();
+    *path = NULL;
+    if (!vd_options_parse(all, text, NULL))
+        return FALSE;
+    const char *driver = vd_options_get(all, "driver");
+    const char *prefix = "";
+    if (g_strcmp0(driver, "rbd") != 0) {
+        if (g_strcmp0(vd_options_get(all, "file.driver"), "rbd") != 0)
+            return FALSE;
+        prefix = "file.";
+    }
+    g_autoptr(VdOptions) image = vd_options_new();
+    *opts = vd_options_new();
+    g_autoptr(GPtrArray) keys = vd_options_keys(all);
+    gsize n = strlen(prefix);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *key = keys->pdata[i], *value = vd_options_get(all, key);
+        if (g_str_equal(key, "driver") || g_str_equal(key, "file.driver"))
+            continue;
+        if (*prefix != '\0' && !g_str_has_prefix(key, prefix))
+            vd_options_set(*opts, key, value); /* the format's own */
+        else
+            vd_options_set(image, key + n, value);
+    }
+    *path = vd_rbd_name_from_options(image, error);
+    if (*path == NULL)
+        return TRUE;
+    /* driver=rbd is the image's bytes as they are: never probed. */
+    *format = g_strdup(*prefix == '\0' ? "raw" : driver);
+    return TRUE;
+}
+
 gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOptions **opts,
                               GError **error)
 {
     g_autoptr(GError) local = NULL;
     if (split_nbd_opts(text, path, format, opts, error))
+        return *path != NULL;
+    if (split_rbd_opts(text, path, format, opts, error))
         return *path != NULL;
     g_autoptr(QsImageOpts) parsed = qs_image_opts_parse(text, &local);
     if (parsed == NULL) {

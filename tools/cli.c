@@ -317,7 +317,8 @@ const char *cli_probe_format(const char *path, const char *explicit_format, CliP
     format = vd_probe_file(path, &fell_back, error);
     if (format != NULL && fell_back && warn == CLI_PROBE_WARN)
         voice_warn_probed_raw(path);
-    if (format != NULL && fell_back && warn == CLI_PROBE_SOURCE &&
+    /* A Ceph RBD image is a disk: no file to look at for what else it is. */
+    if (format != NULL && fell_back && warn == CLI_PROBE_SOURCE && !vd_rbd_is_name(path) &&
         !check_probed_source(path, error))
         return NULL;
     return format;

@@ -132,6 +132,9 @@ const char *cli_target_format_from_name(const char *target, const char *option, 
     /* qemu-img writes raw whatever the name: so does vdisk under its name. */
     if (voice_is_qemu())
         return "raw";
+    /* A Ceph RBD image is the disk itself: raw, whatever its name says. */
+    if (vd_rbd_is_name(target))
+        return "raw";
     const char *format = vd_format_from_extension(target);
     if (format != NULL) {
         if (!g_str_equal(format, "raw"))
