@@ -161,6 +161,22 @@ VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *di
     return pool;
 }
 
+VddPool *vdd_manager_add_logical_pool(VddManager *self, const char *name, const char *vg,
+                                      GError **error)
+{
+    if (!vdd_name_is_valid(name, "pool", error))
+        return NULL;
+    if (g_hash_table_contains(self->pools, name)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already", name);
+        return NULL;
+    }
+    VddPool *pool = vdd_pool_new_logical(self, name, vg, error);
+    if (pool == NULL)
+        return NULL;
+    g_hash_table_insert(self->pools, g_strdup(name), pool);
+    return pool;
+}
+
 void vdd_manager_load_config(VddManager *self, const char *dir)
 {
     g_autoptr(GError) error = NULL;
@@ -172,10 +188,14 @@ void vdd_manager_load_config(VddManager *self, const char *dir)
     for (guint i = 0; i < pools->len; i++) {
         VddPoolConfig *pc = pools->pdata[i];
         g_autoptr(GError) local = NULL;
-        if (vdd_manager_add_pool(self, pc->name, pc->directory, &local) == NULL)
+        gboolean logical = g_strcmp0(pc->type, "logical") == 0;
+        VddPool *pool = logical
+                            ? vdd_manager_add_logical_pool(self, pc->name, pc->pool_source, &local)
+                            : vdd_manager_add_pool(self, pc->name, pc->directory, &local);
+        if (pool == NULL)
             g_warning("%s: pool %s: %s", pc->source, pc->name, local->message);
         else
-            g_message("pool %s: %s (from %s)", pc->name, pc->directory, pc->source);
+            g_message("pool %s: %s (from %s)", pc->name, vdd_pool_get_directory(pool), pc->source);
     }
 }
 

@@ -25,6 +25,9 @@ void vdd_manager_load_config(VddManager *self, const char *dir);
  * the pool (borrowed). */
 VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
                               GError **error);
+/* The same for a logical pool on the LVM volume group vg. */
+VddPool *vdd_manager_add_logical_pool(VddManager *self, const char *name, const char *vg,
+                                      GError **error);
 VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name);
 /* Stop serving a pool (its files stay); FALSE when there is none. */
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name);

@@ -15,6 +15,7 @@
 #include "locks.h"
 #include "names.h"
 #include "options.h"
+#include "pool-backend.h"
 #include "vdd-dbus.h"
 #include "vdisk-names.h"
 #include "volume-formats.h"
@@ -32,6 +33,7 @@ struct _VddPool {
     VddDbusPool *iface;
     GHashTable *volumes; /* name -> VddVolume */
     VddFormatRecords *formats;
+    VddPoolBackend *backend; /* where its volumes live */
 };
 
 G_DEFINE_TYPE(VddPool, vdd_pool, G_TYPE_OBJECT)
@@ -41,6 +43,7 @@ static void vdd_pool_finalize(GObject *obj)
     VddPool *self = VDD_POOL(obj);
     g_hash_table_unref(self->volumes);
     vdd_format_records_free(self->formats);
+    vdd_pool_backend_free(self->backend);
     if (self->dirfd >= 0)
         close(self->dirfd);
     g_clear_object(&self->iface);
@@ -68,6 +71,11 @@ const char *vdd_pool_get_object_path(VddPool *self) { return self->path; }
 VddManager *vdd_pool_get_manager(VddPool *self) { return self->manager; }
 int vdd_pool_get_dirfd(VddPool *self) { return self->dirfd; }
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self) { return self->formats; }
+VddPoolBackend *vdd_pool_get_backend(VddPool *self) { return self->backend; }
+gboolean vdd_pool_is_logical(VddPool *self)
+{
+    return vdd_pool_backend_type(self->backend) == VDD_POOL_LOGICAL;
+}
 
 char *vdd_pool_file_path(VddPool *self, const char *name)
 {
@@ -111,10 +119,13 @@ void vdd_pool_unexport(VddPool *self)
 void vdd_pool_update_space(VddPool *self)
 {
     vdd_manager_pool_changed(self->manager, self);
-    struct statvfs sv;
-    if (fstatvfs(self->dirfd, &sv) == 0) {
-        vdd_dbus_pool_set_capacity(self->iface, (guint64)sv.f_blocks * sv.f_frsize);
-        vdd_dbus_pool_set_available(self->iface, (guint64)sv.f_bavail * sv.f_frsize);
+    guint64 capacity, available;
+    g_autoptr(GError) error = NULL;
+    if (vdd_pool_backend_space(self->backend, &capacity, &available, &error)) {
+        vdd_dbus_pool_set_capacity(self->iface, capacity);
+        vdd_dbus_pool_set_available(self->iface, available);
+    } else if (vdd_pool_is_logical(self)) {
+        g_warning("pool %s: %s", self->name, error->message);
     }
 }
 
@@ -137,31 +148,6 @@ void vdd_pool_remove_volume(VddPool *self, VddVolume *volume)
                                           vdd_volume_get_object_path(volume));
     g_hash_table_remove(self->volumes, vdd_volume_get_name(volume));
     publish_volumes(self);
-}
-
-/* The names of the regular, visible files in the directory. */
-static GHashTable *list_files(VddPool *self)
-{
-    GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    int fd = openat(self->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-    if (dir == NULL) {
-        g_warning("pool %s: cannot read %s: %s", self->name, self->directory, g_strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return names;
-    }
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL) {
-        struct stat st;
-        if (de->d_name[0] == '.' ||
-            fstatat(self->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-            !S_ISREG(st.st_mode) || !vdd_name_is_valid(de->d_name, "volume", NULL))
-            continue;
-        g_hash_table_add(names, g_strdup(de->d_name));
-    }
-    closedir(dir);
-    return names;
 }
 
 /* The pid in a new file's hidden name: vdiskd's ".NAME.partial-PID-N", or
@@ -224,7 +210,7 @@ static void remove_stale_partial_files(VddPool *self)
 
 void vdd_pool_refresh(VddPool *self)
 {
-    g_autoptr(GHashTable) files = list_files(self);
+    g_autoptr(GHashTable) files = vdd_pool_backend_list(self->backend);
     /* Gone files go, unless a job is making them right now. */
     g_autoptr(GList) current = g_hash_table_get_values(self->volumes);
     for (GList *l = current; l; l = l->next) {
@@ -249,9 +235,8 @@ gboolean vdd_pool_check_new_name(VddPool *self, const char *name, GError **error
 {
     if (!vdd_name_is_valid(name, "volume", error))
         return FALSE;
-    struct stat st;
     if (vdd_pool_lookup_volume(self, name) != NULL ||
-        fstatat(self->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        vdd_pool_backend_exists(self->backend, name)) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "%s/%s exists already", self->name, name);
         return FALSE;
     }
@@ -264,6 +249,10 @@ struct VddNewFile {
     char *hidden;
     int fd;
     gboolean published;
+    /* In a logical pool the volume is an LV, made by the job once its size
+     * is known (vdd_new_file_make_lv) and removed again unless published. */
+    gboolean lv;
+    gboolean lv_made;
 };
 
 VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
@@ -271,6 +260,14 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
     static gint serial;
     if (!vdd_pool_check_new_name(self, name, error))
         return NULL;
+    if (vdd_pool_is_logical(self)) {
+        VddNewFile *file = g_new0(VddNewFile, 1);
+        file->pool = g_object_ref(self);
+        file->name = g_strdup(name);
+        file->fd = -1;
+        file->lv = TRUE;
+        return file;
+    }
     /* The pid and a serial keep two jobs (or two vdiskd) apart; the name is
      * cut so that the hidden one stays within NAME_MAX. */
     g_autofree char *hidden =
@@ -291,9 +288,24 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
 }
 
 int vdd_new_file_fd(VddNewFile *file) { return file->fd; }
+gboolean vdd_new_file_is_lv(VddNewFile *file) { return file->lv; }
+
+gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, GError **error)
+{
+    VddPoolBackend *b = file->pool->backend;
+    if (!vdd_pool_backend_create(b, file->name, size, error))
+        return FALSE;
+    file->lv_made = TRUE;
+    file->fd = vdd_pool_backend_open(b, file->name, O_RDWR, error);
+    return file->fd >= 0;
+}
 
 gboolean vdd_new_file_publish(VddNewFile *file, const char *format, GError **error)
 {
+    if (file->lv) { /* an LV has its name from the start; it is raw */
+        file->published = TRUE;
+        return TRUE;
+    }
     int dirfd = file->pool->dirfd;
     struct stat st;
     if (fstat(file->fd, &st) < 0) {
@@ -319,7 +331,11 @@ void vdd_new_file_free(VddNewFile *file)
         return;
     if (file->fd >= 0)
         close(file->fd);
-    if (!file->published)
+    g_autoptr(GError) error = NULL;
+    if (file->lv && file->lv_made && !file->published &&
+        !vdd_pool_backend_remove(file->pool->backend, file->name, &error))
+        g_warning("%s", error->message);
+    if (!file->published && !file->lv)
         unlinkat(file->pool->dirfd, file->hidden, 0);
     g_object_unref(file->pool);
     g_free(file->name);
@@ -330,7 +346,9 @@ void vdd_new_file_free(VddNewFile *file)
 gboolean vdd_pool_sync_directory(VddPool *self, GError **error)
 {
     /* Some file systems cannot sync a directory (EINVAL); their entries are
-     * as durable as they get. */
+     * as durable as they get. LVM keeps its own metadata durable. */
+    if (vdd_pool_is_logical(self))
+        return TRUE;
     if (fsync(self->dirfd) < 0 && errno != EINVAL) {
         vdd_error_set_errno(error, errno, "pool %s: cannot sync its directory", self->name);
         return FALSE;
@@ -419,11 +437,40 @@ static void new_volume_work_free(NewVolumeWork *w)
  * file and, for an import, the caller's file; a backing volume the options
  * name is opened for it beneath the pool, and the parents of an imported
  * file only among the caller's files of its chain. */
+/* The virtual size of an import's source, as a worker reads it (vdiskd
+ * parses no image): what a new LV must hold. */
+static gboolean source_size(NewVolumeWork *w, VddJob *job, GCancellable *cancellable, guint64 *size,
+                            GError **error)
+{
+    GVariantDict d;
+    g_variant_dict_init(&d, NULL);
+    vdd_worker_request_caller_file(&d, "describe", w->uid, w->source_format, "source",
+                                   VD_OPEN_NO_RELATED_FILES | VD_OPEN_NO_BACKING);
+    g_autoptr(GVariant) result = vdd_worker_run_job(g_variant_dict_end(&d), &w->source_fd, 1, NULL,
+                                                    NULL, cancellable, error);
+    if (result == NULL)
+        return FALSE;
+    g_autoptr(GVariant) info = g_variant_lookup_value(result, "info", G_VARIANT_TYPE_VARDICT);
+    if (info == NULL || !g_variant_lookup(info, "virtual-size", "t", size) || *size == 0) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_FAILED, "source: its virtual size is unknown");
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     NewVolumeWork *w = data;
     g_autofree char *path = vdd_pool_file_path(w->pool, w->name);
     gboolean import = w->source_fd >= 0;
+    /* An LV is made as large as the source (or the size asked) before the
+     * worker writes it, as lvcreate then qemu-img convert -n would. */
+    if (vdd_new_file_is_lv(w->file)) {
+        guint64 size = w->size;
+        if ((import && !source_size(w, job, cancellable, &size, error)) ||
+            !vdd_new_file_make_lv(w->file, size, error))
+            return FALSE;
+    }
     gboolean caller_folder = w->chain_names != NULL || w->related_names != NULL;
     g_autoptr(GHashTable) files = g_hash_table_new(g_str_hash, g_str_equal);
     /* Its files are named in errors as the caller named them. */
@@ -607,6 +654,39 @@ static void parse_create_volume(VddPool *self, GVariant *args, CreateVolumeParam
     p->backing = s->source = new_backing_of(self, options, p->format, create_daemon_keys);
 }
 
+/* A logical pool's volumes are LVs that hold a raw disk, each made whole
+ * by one copy: no backing volume, and a source that is one plain file or
+ * a chain of them. */
+static gboolean check_logical(VddPool *self, const char *name, const char *format,
+                              GVariant *options, GError **error)
+{
+    static const char *const unsupported[] = { "backing",
+                                               "backing-file",
+                                               "backing-volume",
+                                               "related-files",
+                                               "nbd-export",
+                                               "appliance-disk",
+                                               NULL };
+    if (!vdd_pool_is_logical(self))
+        return TRUE;
+    if (!g_str_equal(format, "raw")) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                    "%s/%s: the volumes of a logical pool are raw, not %s", self->name, name,
+                    format);
+        return FALSE;
+    }
+    for (guint i = 0; unsupported[i] != NULL; i++) {
+        g_autoptr(GVariant) v = g_variant_lookup_value(options, unsupported[i], NULL);
+        if (v != NULL) {
+            g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                        "%s/%s: %s is not supported in a logical pool", self->name, name,
+                        unsupported[i]);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static void create_volume(VddPool *self, VddCall *call, const CreateVolumeParams *p)
 {
     GDBusMethodInvocation *invocation = call->invocation;
@@ -617,6 +697,7 @@ static void create_volume(VddPool *self, VddCall *call, const CreateVolumeParams
     NewVolumeWork *w = new_work(self, name, format);
     w->size = p->size;
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
+        !check_logical(self, name, format, options, &error) ||
         (w->create = vdd_options_to_create(options, format, create_daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error)) {
         g_autofree char *what = g_strdup_printf("%s/%s", self->name, name);
@@ -1046,6 +1127,7 @@ static void import_volume(VddPool *self, VddCall *call, const ImportVolumeParams
     const char *source_format = NULL;
     NewVolumeWork *w = new_work(self, name, format);
     if (!vdd_pool_check_new_name(self, name, &error) || !vdd_check_format(format, &error) ||
+        !check_logical(self, name, format, options, &error) ||
         !vdd_options_lookup_string(options, "source-format", &source_format, &error) ||
         (w->create = vdd_options_to_create(options, format, import_daemon_keys, &error)) == NULL ||
         !vdd_options_lookup_secrets(options, &w->secrets, &error) ||
@@ -1089,6 +1171,34 @@ static const VddMethod pool_methods[] = {
     VDD_METHOD("Refresh", RefreshParams, parse_refresh, refresh),
 };
 
+/* Put a pool on the bus and list its volumes; the backend is the pool's. */
+static VddPool *export_pool(VddManager *manager, const char *name, const char *directory, int dirfd,
+                            VddPoolBackend *backend)
+{
+    VddPool *self = g_object_new(VDD_TYPE_POOL, NULL);
+    self->manager = manager;
+    self->name = g_strdup(name);
+    self->directory = g_canonicalize_filename(directory, NULL);
+    self->dirfd = dirfd;
+    self->backend = backend;
+    self->formats = vdd_format_records_load(self->directory);
+    g_autofree char *escaped = vdd_name_escape(name);
+    self->path = g_strdup_printf(VDISK_POOLS_PATH "/%s", escaped);
+    self->object = vdd_dbus_object_skeleton_new(self->path);
+    self->iface = vdd_dbus_pool_skeleton_new();
+    vdd_dbus_pool_set_name(self->iface, name);
+    vdd_dbus_pool_set_directory(self->iface, self->directory);
+    vdd_dbus_pool_set_type_(self->iface, vdd_pool_type_to_string(vdd_pool_backend_type(backend)));
+    vdd_call_serve(self->iface, manager, self, pool_methods, G_N_ELEMENTS(pool_methods));
+    vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
+    g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
+                                        G_DBUS_OBJECT_SKELETON(self->object));
+    if (dirfd >= 0)
+        remove_stale_partial_files(self);
+    vdd_pool_refresh(self);
+    return self;
+}
+
 VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory, GError **error)
 {
     if (!g_path_is_absolute(directory)) {
@@ -1106,23 +1216,16 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
             vdd_error_set_errno(error, err, "pool %s: %s", name, directory);
         return NULL;
     }
-    VddPool *self = g_object_new(VDD_TYPE_POOL, NULL);
-    self->manager = manager;
-    self->name = g_strdup(name);
-    self->directory = g_canonicalize_filename(directory, NULL);
-    self->dirfd = fd;
-    self->formats = vdd_format_records_load(self->directory);
-    g_autofree char *escaped = vdd_name_escape(name);
-    self->path = g_strdup_printf(VDISK_POOLS_PATH "/%s", escaped);
-    self->object = vdd_dbus_object_skeleton_new(self->path);
-    self->iface = vdd_dbus_pool_skeleton_new();
-    vdd_dbus_pool_set_name(self->iface, name);
-    vdd_dbus_pool_set_directory(self->iface, self->directory);
-    vdd_call_serve(self->iface, manager, self, pool_methods, G_N_ELEMENTS(pool_methods));
-    vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
-    g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
-                                        G_DBUS_OBJECT_SKELETON(self->object));
-    remove_stale_partial_files(self);
-    vdd_pool_refresh(self);
-    return self;
+    g_autofree char *canonical = g_canonicalize_filename(directory, NULL);
+    return export_pool(manager, name, directory, fd, vdd_pool_backend_new_dir(name, canonical, fd));
+}
+
+VddPool *vdd_pool_new_logical(VddManager *manager, const char *name, const char *vg, GError **error)
+{
+    VddPoolBackend *backend = vdd_pool_backend_new_logical(name, vg, error);
+    if (backend == NULL) {
+        g_prefix_error(error, "pool %s: ", name);
+        return NULL;
+    }
+    return export_pool(manager, name, vdd_pool_backend_directory(backend), -1, backend);
 }

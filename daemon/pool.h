@@ -15,11 +15,19 @@ G_DECLARE_FINAL_TYPE(VddPool, vdd_pool, VDD, POOL, GObject)
 
 /* directory must be absolute and an existing directory; the pool scans it. */
 VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directory, GError **error);
+/* A logical pool on the LVM volume group vg (pool-backend.h): its
+ * volumes are the group's LVs, raw; NULL when vgs does not know vg. */
+VddPool *vdd_pool_new_logical(VddManager *manager, const char *name, const char *vg,
+                              GError **error);
 const char *vdd_pool_get_name(VddPool *self);
 const char *vdd_pool_get_directory(VddPool *self);
 const char *vdd_pool_get_object_path(VddPool *self);
 VddManager *vdd_pool_get_manager(VddPool *self);
+/* -1 for a logical pool, whose volumes are opened through its backend. */
 int vdd_pool_get_dirfd(VddPool *self);
+typedef struct VddPoolBackend VddPoolBackend;
+VddPoolBackend *vdd_pool_get_backend(VddPool *self);
+gboolean vdd_pool_is_logical(VddPool *self);
 /* The recorded formats of its volumes (volume-formats.h). */
 typedef struct VddFormatRecords VddFormatRecords;
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self);
@@ -49,8 +57,13 @@ typedef struct VddNewFile VddNewFile;
 /* Check name (vdd_pool_check_new_name) and create its hidden file
  * exclusively (O_EXCL|O_NOFOLLOW). NULL on error. */
 VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error);
-/* The descriptor to write the volume into (owned by the new file). */
+/* The descriptor to write the volume into (owned by the new file); -1 for
+ * an LV until it is made. */
 int vdd_new_file_fd(VddNewFile *file);
+/* In a logical pool: make the LV, at least size bytes, and open it (off
+ * the main loop: it runs lvcreate). Removed again unless published. */
+gboolean vdd_new_file_is_lv(VddNewFile *file);
+gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, GError **error);
 /* Give the hidden file the volume's name, never replacing a file that took
  * that name meanwhile, sync the directory, and record the volume's format
  * (never probed again). On failure nothing is left under the volume's

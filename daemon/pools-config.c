@@ -6,7 +6,9 @@
 void vdd_pool_config_free(VddPoolConfig *pc)
 {
     g_free(pc->name);
+    g_free(pc->type);
     g_free(pc->directory);
+    g_free(pc->pool_source);
     g_free(pc->source);
     g_free(pc);
 }
@@ -30,14 +32,39 @@ GPtrArray *vdd_config_parse(const char *filename, const char *data, gsize len, G
         else
             continue; /* other groups are for other readers */
         g_autofree char *dir = g_key_file_get_string(kf, g, "Directory", NULL);
-        if (name == NULL || *name == '\0' || dir == NULL || !g_path_is_absolute(dir)) {
+        g_autofree char *type = g_key_file_get_string(kf, g, "Type", NULL);
+        g_autofree char *vg = g_key_file_get_string(kf, g, "Source", NULL);
+        if (type == NULL)
+            type = g_strdup("dir");
+        if (g_str_equal(type, "rbd")) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] Type=rbd: Ceph RBD pools are not supported by this vdiskd",
+                        filename, g);
+            return NULL;
+        }
+        if (!g_str_equal(type, "dir") && !g_str_equal(type, "logical")) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] Type=%s is not a pool type (dir or logical)", filename, g, type);
+            return NULL;
+        }
+        gboolean logical = g_str_equal(type, "logical");
+        if (name == NULL || *name == '\0' ||
+            (!logical && (dir == NULL || !g_path_is_absolute(dir)))) {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                         "%s: [%s] needs Name= and an absolute Directory=", filename, g);
             return NULL;
         }
+        if (logical && (vg == NULL || *vg == '\0')) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] Type=logical needs Source=, the volume group's name", filename,
+                        g);
+            return NULL;
+        }
         VddPoolConfig *pc = g_new0(VddPoolConfig, 1);
         pc->name = g_steal_pointer(&name);
-        pc->directory = g_steal_pointer(&dir);
+        pc->type = g_steal_pointer(&type);
+        pc->directory = logical ? NULL : g_steal_pointer(&dir);
+        pc->pool_source = logical ? g_steal_pointer(&vg) : NULL;
         pc->source = g_strdup(filename);
         g_ptr_array_add(out, pc);
     }

@@ -7,15 +7,18 @@
 
 typedef struct {
     char *name;
-    char *directory;
-    char *source; /* the file it came from */
+    char *type;        /* "dir" or "logical" */
+    char *directory;   /* dir: the directory; NULL for the others */
+    char *pool_source; /* logical: the volume group (Source=) */
+    char *source;      /* the file it came from */
 } VddPoolConfig;
 
 void vdd_pool_config_free(VddPoolConfig *pc);
 
 /* Parse one file: a key file with one or more [Pool] or [Pool NAME] groups
- * holding Directory= (and Name= for a bare [Pool]). Returns VddPoolConfig*
- * entries. */
+ * holding Type= (dir when absent), Directory= for a dir pool, Source= (the
+ * volume group) for a logical one, and Name= for a bare [Pool]. Returns
+ * VddPoolConfig* entries. */
 GPtrArray *vdd_config_parse(const char *filename, const char *data, gsize len, GError **error);
 /* Every *.conf in dir in name order; a bad file is skipped with a warning.
  * A missing dir gives an empty array. */

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <gio/gunixfdlist.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include "names.h"
 #include "vdisk-driver.h"
 #include "options.h"
+#include "pool-backend.h"
 #include "vdd-dbus.h"
 #include "worker-client.h"
 #include "worker-protocol.h"
@@ -181,25 +184,11 @@ void vdd_volume_unlock_write(VddVolume *self)
 
 /* ----- reading the header ----- */
 
+/* A regular file beneath a dir pool's folder, never through a link; an
+ * LV's block device in a logical pool (pool-backend.h). */
 static int open_file(VddVolume *self, int access, GError **error)
 {
-    int fd = openat(vdd_pool_get_dirfd(self->pool), self->name,
-                    access | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        g_autofree char *w = what(self);
-        vdd_error_set_errno(error, errno, "%s", w);
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        g_autofree char *w = what(self);
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "%s is not a regular file", w);
-        close(fd);
-        return -1;
-    }
-    /* O_NONBLOCK only kept a FIFO from hanging the open. */
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    return fd;
+    return vdd_pool_backend_open(vdd_pool_get_backend(self->pool), self->name, access, error);
 }
 
 /* The volume's format, as recorded (volume-formats.h) when vdiskd made
@@ -209,6 +198,8 @@ static int open_file(VddVolume *self, int access, GError **error)
 static char *recorded_format(VddVolume *self, int fd, GError **error)
 {
     struct stat st;
+    if (vdd_pool_is_logical(self->pool)) /* an LV holds a raw disk */
+        return g_strdup("raw");
     if (fstat(fd, &st) < 0) {
         vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(self->pool), self->name);
         return NULL;
@@ -547,9 +538,32 @@ static gboolean copy_from_run(VddJob *job, gpointer data, GCancellable *cancella
     return run_worker(&d, fds, 2, w, w->source->pool, job, cancellable, error);
 }
 
+/* An LV is resized by LVM (lvresize, as libvirt's vol-resize): its raw
+ * disk is the device, whatever its size. */
+static gboolean resize_lv(VolumeWork *w, GError **error)
+{
+    guint64 now = 0;
+    if (ioctl(w->volume_fd, BLKGETSIZE64, &now) < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(w->volume->pool),
+                            w->volume->name);
+        return FALSE;
+    }
+    if (w->size < now && !w->shrink) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s/%s: %" G_GUINT64_FORMAT " bytes is smaller than its %" G_GUINT64_FORMAT
+                    "; shrinking loses the data past the new end and needs the shrink option",
+                    vdd_pool_get_name(w->volume->pool), w->volume->name, w->size, now);
+        return FALSE;
+    }
+    return vdd_pool_backend_resize(vdd_pool_get_backend(w->volume->pool), w->volume->name, w->size,
+                                   w->size < now, error);
+}
+
 static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
+    if (vdd_pool_is_logical(w->volume->pool))
+        return resize_lv(w, error);
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "resize");
@@ -1083,8 +1097,7 @@ static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)
              g_error_new(VDD_ERROR, VDD_ERROR_BUSY, "a job is using it"));
         return;
     }
-    if (unlinkat(vdd_pool_get_dirfd(self->pool), self->name, 0) < 0 && errno != ENOENT) {
-        vdd_error_set_errno(&error, errno, "cannot delete");
+    if (!vdd_pool_backend_remove(vdd_pool_get_backend(self->pool), self->name, &error)) {
         fail(self, invocation, uid, NULL, error);
         return;
     }

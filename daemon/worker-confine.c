@@ -328,6 +328,13 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
                                 SCMP_A1(SCMP_CMP_EQ, FICLONERANGE)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                                 SCMP_A1(SCMP_CMP_EQ, FICLONE)) == 0;
+    /* A logical pool's volume is a block device it was given: its size,
+     * and zeroing (or discarding) ranges of it. */
+    static const unsigned long block_ioctls[] = { BLKGETSIZE64, BLKSSZGET, BLKDISCARDZEROES,
+                                                  BLKZEROOUT, BLKDISCARD };
+    for (guint i = 0; i < G_N_ELEMENTS(block_ioctls); i++)
+        ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                    SCMP_A1(SCMP_CMP_EQ, block_ioctls[i])) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
                                 SCMP_A2(SCMP_CMP_EQ, 0)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,

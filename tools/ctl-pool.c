@@ -5,6 +5,13 @@
 
 /* ----- vdiskctl pools ----- */
 
+/* dir or logical; a vdiskd from before pool types has dir pools only. */
+static const char *pool_type(const CtlObject *pool)
+{
+    const char *type = ctl_prop_string(pool->props, "Type");
+    return type != NULL && *type != '\0' ? type : "dir";
+}
+
 static void add_pool_row(CtlTable *table, const CtlObject *pool)
 {
     g_autoptr(GVariant) volumes =
@@ -15,10 +22,11 @@ static void add_pool_row(CtlTable *table, const CtlObject *pool)
     g_autofree char *available = ctl_format_size(ctl_prop_uint64(pool->props, "Available"));
 
     ctl_table_add_row(table, ctl_prop_string(pool->props, "Name"),
-                      ctl_prop_string(pool->props, "Directory"), count, capacity, available, NULL);
+                      ctl_prop_string(pool->props, "Directory"), pool_type(pool), count, capacity,
+                      available, NULL);
 }
 
-/* The pools as JSON: name, directory, capacity and available in bytes,
+/* The pools as JSON: name, directory, type, capacity and available in bytes,
  * and the names of their volumes. */
 static void print_pools_json(GVariant *objects, GPtrArray *pools)
 {
@@ -31,6 +39,7 @@ static void print_pools_json(GVariant *objects, GPtrArray *pools)
         json_begin_object(w);
         json_member_string(w, "name", ctl_prop_string(pool->props, "Name"));
         json_member_string(w, "directory", ctl_prop_string(pool->props, "Directory"));
+        json_member_string(w, "type", pool_type(pool));
         json_member_uint(w, "capacity", ctl_prop_uint64(pool->props, "Capacity"));
         json_member_uint(w, "available", ctl_prop_uint64(pool->props, "Available"));
         json_key(w, "volumes");
@@ -65,7 +74,7 @@ static int run_pools(Ctl *ctl, char **operands, int n_operands)
         ctl_say(ctl, "No pools; an administrator adds one with 'vdiskctl add-pool NAME DIR'.");
         return EXIT_SUCCESS;
     }
-    table = ctl_table_new("POOL", "DIRECTORY", "VOLUMES", "CAPACITY", "AVAILABLE", NULL);
+    table = ctl_table_new("POOL", "DIRECTORY", "TYPE", "VOLUMES", "CAPACITY", "AVAILABLE", NULL);
     for (guint i = 0; i < pools->len; i++)
         add_pool_row(table, pools->pdata[i]);
     ctl_table_print(table, stdout);

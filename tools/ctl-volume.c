@@ -252,7 +252,9 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
         (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
         return ctl_fail(error);
     ctl_chain_warn_not_current(operands[0], chain);
-    format = ctl_pick_format(ctl, name, "qcow2", &error);
+    /* A logical pool's volumes (LVs) are raw. */
+    gboolean logical = g_str_equal(ctl_prop_string(pool->props, "Type"), "logical");
+    format = ctl_pick_format(ctl, name, logical ? "raw" : "qcow2", &error);
     if (format == NULL || !check_import_fits(ctl, pool, operands[0], format, operands[1], &error))
         return ctl_fail(error);
     g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);

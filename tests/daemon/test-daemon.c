@@ -158,6 +158,35 @@ static void test_config(void)
     g_assert_cmpuint(none->len, ==, 0);
 }
 
+/* Type=logical takes the volume group in Source=; rbd and unknown types,
+ * and a logical pool without its group, are refused naming the file. */
+static void test_config_types(void)
+{
+    const char *text = "[Pool lvm]\nType=logical\nSource=vg0\n"
+                       "[Pool d]\nType=dir\nDirectory=/srv/d\n";
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) pools = vdd_config_parse("t.conf", text, strlen(text), &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(pools->len, ==, 2);
+    VddPoolConfig *a = pools->pdata[0], *b = pools->pdata[1];
+    g_assert_cmpstr(a->type, ==, "logical");
+    g_assert_cmpstr(a->pool_source, ==, "vg0");
+    g_assert_null(a->directory);
+    g_assert_cmpstr(b->type, ==, "dir");
+    g_assert_cmpstr(b->directory, ==, "/srv/d");
+    const char *bad[] = { "[Pool r]\nType=rbd\nSource=rbdpool\n", "[Pool x]\nType=zfs\n",
+                          "[Pool l]\nType=logical\n" };
+    const char *says[] = { "Ceph RBD pools are not supported", "is not a pool type",
+                           "needs Source=" };
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_clear_error(&error);
+        g_assert_null(vdd_config_parse("b.conf", bad[i], strlen(bad[i]), &error));
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "b.conf"));
+        g_assert_nonnull(strstr(error->message, says[i]));
+    }
+}
+
 static void test_error_names(void)
 {
     g_autoptr(GError) e = g_error_new_literal(VDD_ERROR, VDD_ERROR_BUSY, "x");
@@ -293,6 +322,7 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon/create-options", test_create_options);
     g_test_add_func("/daemon/daemon-options", test_daemon_options);
     g_test_add_func("/daemon/config", test_config);
+    g_test_add_func("/daemon/config-types", test_config_types);
     g_test_add_func("/daemon/error-names", test_error_names);
     g_test_add_func("/daemon/volume-keeps-pool", test_volume_keeps_pool);
     g_test_add_func("/daemon/lock-set", test_lock_set);
