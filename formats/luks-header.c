@@ -635,12 +635,19 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
         guint64 v;
         if (!g_ascii_string_to_unsigned(slot_text, 10, 0, VD_LUKS_NUM_SLOTS - 1, &v, NULL)) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                        "%s must be a key slot number from 0 to 7, not '%s'", k_slot, slot_text);
+                        "Invalid keyslot %s specified, must be between 0 and 7", slot_text);
             return FALSE;
         }
         slot = (int)v;
     }
-    if (state == NULL || (!g_str_equal(state, "active") && !g_str_equal(state, "inactive"))) {
+    if (state == NULL) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'state' is missing (%s=active adds a passphrase, %s=inactive "
+                    "removes one)",
+                    k_state, k_state);
+        return FALSE;
+    }
+    if (!g_str_equal(state, "active") && !g_str_equal(state, "inactive")) {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                     "%s must be 'active' (add a passphrase) or 'inactive' (remove one)", k_state);
         return FALSE;
@@ -649,8 +656,8 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
         VdLuksCreateParams cp;
         gsize len;
         if (new_id == NULL) {
-            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT, "adding a key slot needs %s=ID",
-                        k_new);
+            g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                        "'new-secret' is required to activate a keyslot (%s=ID)", k_new);
             return FALSE;
         }
         if (!vd_luks_create_params_from_options(opts, prefix, &cp, error))
@@ -692,6 +699,21 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
                         "Given keyslot %d is already erased (inactive)", slot);
             return FALSE;
         }
+        if (old_id != NULL) {
+            gsize len;
+            gboolean match = FALSE;
+            const guint8 *pass = named_secret(secrets, k_old, old_id, &len, error);
+            if (pass == NULL ||
+                (h->slots[slot].active && !slot_takes(h, slot, pass, len, io, data, &match, error)))
+                return FALSE;
+            if (!match) {
+                g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                            "Given keyslot %d doesn't contain the given old password for erase "
+                            "operation",
+                            slot);
+                return FALSE;
+            }
+        }
         if (h->slots[slot].active && vd_luks_active_slots(h) == 1 && !force) {
             g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
                         "Attempt to erase the only active keyslot %d which will erase all the "
@@ -729,7 +751,9 @@ gboolean vd_luks_amend(VdLuksHeader *h, const guint8 *master_key, VdOptions *opt
         }
     } else {
         g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
-                    "removing a key slot needs %s=N or %s=ID", k_slot, k_old);
+                    "To erase keyslot(s), either explicit keyslot index or the password currently "
+                    "contained in them must be given (%s=N or %s=ID)",
+                    k_slot, k_old);
         return FALSE;
     }
     for (int i = 0; i < VD_LUKS_NUM_SLOTS; i++)

@@ -198,6 +198,11 @@ static const struct {
       "\\1" },
     { "^.*: (No keyslots match given \\(old\\) password for erase operation) \\(.*\\)$", "\\1" },
     { "^.*: (Given keyslot [0-9]+ is already erased \\(inactive\\))$", "\\1 " },
+    { "^.*: (Invalid keyslot [0-9]+ specified, must be between 0 and 7|Given keyslot [0-9]+ "
+      "doesn't contain the given old password for erase operation|To erase keyslot\\(s\\), .* "
+      "must be given|'new-secret' is required to activate a keyslot|Parameter 'state' is "
+      "missing)(?: \\(.*\\))?$",
+      "\\1" },
     { "^.*: (?:encrypt\\.)?(?:old|new)-secret names the secret '([^']*)', which was not given .*$",
       "No secret with id '\\1'" },
     /* the key of a new encrypted image (create, convert, measure) */
