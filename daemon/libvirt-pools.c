@@ -149,20 +149,25 @@ static virConnectPtr get_conn(VddLibvirt *self)
 typedef struct {
     char *name;
     char *directory;
+    char *vg; /* a logical pool's volume group; NULL for a dir pool */
 } LvPool;
 
 static void lv_pool_free(LvPool *p)
 {
     g_free(p->name);
     g_free(p->directory);
+    g_free(p->vg);
     g_free(p);
 }
 
-/* /pool/target/path of a pool's XML. */
+/* /pool/target/path of a pool's XML, and for a logical pool (<pool
+ * type='logical'>) its volume group, /pool/source/name. */
 typedef struct {
     int depth;
     gboolean in_target, in_path;
+    gboolean logical, in_source, in_source_name;
     GString *path;
+    GString *vg;
 } XmlState;
 
 static void xml_start(GMarkupParseContext *ctx, const char *element, const char **names,
@@ -170,19 +175,27 @@ static void xml_start(GMarkupParseContext *ctx, const char *element, const char 
 {
     XmlState *s = data;
     s->depth++;
-    if (s->depth == 2 && g_str_equal(element, "target"))
+    if (s->depth == 1 && g_str_equal(element, "pool")) {
+        for (guint i = 0; names[i] != NULL; i++)
+            if (g_str_equal(names[i], "type") && g_str_equal(values[i], "logical"))
+                s->logical = TRUE;
+    } else if (s->depth == 2 && g_str_equal(element, "target"))
         s->in_target = TRUE;
     else if (s->depth == 3 && s->in_target && g_str_equal(element, "path"))
         s->in_path = TRUE;
+    else if (s->depth == 2 && g_str_equal(element, "source"))
+        s->in_source = TRUE;
+    else if (s->depth == 3 && s->in_source && g_str_equal(element, "name"))
+        s->in_source_name = TRUE;
 }
 
 static void xml_end(GMarkupParseContext *ctx, const char *element, gpointer data, GError **error)
 {
     XmlState *s = data;
     if (s->depth == 3)
-        s->in_path = FALSE;
+        s->in_path = s->in_source_name = FALSE;
     if (s->depth == 2)
-        s->in_target = FALSE;
+        s->in_target = s->in_source = FALSE;
     s->depth--;
 }
 
@@ -192,45 +205,62 @@ static void xml_text(GMarkupParseContext *ctx, const char *text, gsize len, gpoi
     XmlState *s = data;
     if (s->in_path)
         g_string_append_len(s->path, text, len);
+    if (s->in_source_name)
+        g_string_append_len(s->vg, text, len);
 }
 
-static char *pool_target_path(const char *xml)
+/* The target path; *vg the volume group of a logical pool (else NULL). */
+static char *pool_target_path(const char *xml, char **vg)
 {
     static const GMarkupParser parser = { xml_start, xml_end, xml_text, NULL, NULL };
-    XmlState s = { .path = g_string_new(NULL) };
+    XmlState s = { .path = g_string_new(NULL), .vg = g_string_new(NULL) };
     g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &s, NULL);
+    *vg = NULL;
     if (!g_markup_parse_context_parse(ctx, xml, -1, NULL) ||
-        !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0) {
+        !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0 ||
+        (s.logical && s.vg->len == 0)) {
         g_string_free(s.path, TRUE);
+        g_string_free(s.vg, TRUE);
         return NULL;
     }
     g_strstrip(s.path->str);
+    g_strstrip(s.vg->str);
+    if (s.logical)
+        *vg = g_string_free(s.vg, FALSE);
+    else
+        g_string_free(s.vg, TRUE);
     return g_string_free(s.path, FALSE);
 }
 
-/* Worker thread: the active dir pools, or NULL when libvirtd is absent. */
+/* Worker thread: the active dir and logical pools, or NULL when libvirtd
+ * is absent. */
 static GPtrArray *list_pools(VddLibvirt *self)
 {
     virConnectPtr conn = get_conn(self);
     if (conn == NULL)
         return NULL;
     virStoragePoolPtr *pools = NULL;
-    int n = virConnectListAllStoragePools(
-        conn, &pools, VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE | VIR_CONNECT_LIST_STORAGE_POOLS_DIR);
+    int n = virConnectListAllStoragePools(conn, &pools,
+                                          VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE |
+                                              VIR_CONNECT_LIST_STORAGE_POOLS_DIR |
+                                              VIR_CONNECT_LIST_STORAGE_POOLS_LOGICAL);
     GPtrArray *result = NULL;
     if (n >= 0) {
         result = g_ptr_array_new_with_free_func((GDestroyNotify)lv_pool_free);
         for (int i = 0; i < n; i++) {
             char *xml = virStoragePoolGetXMLDesc(pools[i], 0);
             const char *name = virStoragePoolGetName(pools[i]);
-            char *dir = xml ? pool_target_path(xml) : NULL;
+            char *vg = NULL;
+            char *dir = xml ? pool_target_path(xml, &vg) : NULL;
             if (dir != NULL && name != NULL) {
                 LvPool *p = g_new0(LvPool, 1);
                 p->name = g_strdup(name);
                 p->directory = dir;
+                p->vg = vg;
                 g_ptr_array_add(result, p);
             } else {
                 g_free(dir);
+                g_free(vg);
             }
             free(xml);
             virStoragePoolFree(pools[i]);
@@ -250,8 +280,14 @@ static void apply_pools(VddLibvirt *self, GPtrArray *pools)
         g_hash_table_add(seen, p->name);
         VddPool *pool = vdd_manager_lookup_pool(self->manager, p->name);
         if (pool != NULL) {
+            /* A logical pool's /dev/VG is there only while an LV is
+             * active: its name is compared as it is. */
             g_autofree char *a = realpath(vdd_pool_get_directory(pool), NULL);
             g_autofree char *b = realpath(p->directory, NULL);
+            if (a == NULL && p->vg != NULL)
+                a = g_strdup(vdd_pool_get_directory(pool));
+            if (b == NULL && p->vg != NULL)
+                b = g_strdup(p->directory);
             if (g_strcmp0(a, b) == 0 && a != NULL)
                 g_hash_table_add(self->mirrored, g_strdup(p->name));
             else if (!g_hash_table_contains(self->mirrored, p->name))
@@ -260,7 +296,10 @@ static void apply_pools(VddLibvirt *self, GPtrArray *pools)
             continue;
         }
         g_autoptr(GError) error = NULL;
-        if (vdd_manager_add_pool(self->manager, p->name, p->directory, &error) == NULL) {
+        VddPool *added = p->vg != NULL
+                             ? vdd_manager_add_logical_pool(self->manager, p->name, p->vg, &error)
+                             : vdd_manager_add_pool(self->manager, p->name, p->directory, &error);
+        if (added == NULL) {
             g_message("libvirt: pool %s (%s): %s", p->name, p->directory, error->message);
             continue;
         }

@@ -429,6 +429,39 @@ t_cross_pool() {
 }
 case_run "vol-create-from into another pool" t_cross_pool
 
+t_logical_mirror() {
+  # A logical pool of libvirt's (a volume group on a loop device, named
+  # with the pid, removed by name at the end) is mirrored by vdiskd as a
+  # logical pool: vdiskctl pools shows its type, /dev/VG, and the group's
+  # size and free space (vgs) as its capacity.
+  if ! command -v vgcreate >/dev/null || [[ ! -e /dev/loop-control ]]; then
+    echo "SKIP: no lvm2 or no loop devices"; return 0
+  fi
+  export LVM_SUPPRESS_FD_WARNINGS=1
+  VG=vdisklv$$
+  truncate -s 128M "$T/pv.img"
+  LOOP=$(losetup -f --show "$T/pv.img")
+  trap '$V pool-destroy vdisklvm >/dev/null 2>&1; $V pool-undefine vdisklvm >/dev/null 2>&1
+    vgremove -q -f "$VG" >/dev/null 2>&1; pvremove -q -f "$LOOP" >/dev/null 2>&1
+    losetup -d "$LOOP"' EXIT
+  pvcreate -q "$LOOP"
+  vgcreate -q "$VG" "$LOOP"
+  $V pool-define-as vdisklvm logical --source-name "$VG" --target "/dev/$VG" >/dev/null
+  $V pool-start vdisklvm >/dev/null
+  for _ in $(seq 100); do "$VDISKCTL" pools | grep -q '^vdisklvm ' && break; sleep 0.1; done
+  "$VDISKCTL" pools --json >"$T/pools.json"
+  read -r size free < <(vgs --units b --noheadings --nosuffix -o vg_size,vg_free "$VG")
+  $PY - "$T/pools.json" "$VG" "$size" "$free" <<'PY'
+import json, sys
+d = [p for p in json.load(open(sys.argv[1])) if p["name"] == "vdisklvm"]
+assert d, "vdiskd did not mirror libvirt's logical pool"
+d = d[0]
+assert d["type"] == "logical" and d["directory"] == "/dev/" + sys.argv[2], d
+assert d["capacity"] == int(sys.argv[3]) and d["available"] == int(sys.argv[4]), d
+PY
+}
+case_run "a logical pool of libvirt's is mirrored as a logical pool with the group's capacity" t_logical_mirror
+
 t_killed_shim() {
   # libvirt kills a qemu-img that takes too long: the job the shim started
   # goes with it (the shim never detaches its jobs), and no half-written
