@@ -360,11 +360,47 @@ def main():
         check(not os.path.exists("/tmp/vdisk-worker-outside"), "nothing was written outside")
 
     reflink_copies(tmp)
+    block_device_target(tmp, src)
 
     subprocess.run(["rm", "-rf", tmp])
     if failures:
         print("%d failures" % len(failures))
         sys.exit(1)
+
+
+def block_device_target(tmp, src):
+    """A logical pool's volume is a block device: the worker, under its
+    filter, sizes it (BLKGETSIZE64) and zeroes what the source has as
+    zeroes (BLKZEROOUT) on a loop device that held other bytes, and the
+    copy is the source's."""
+    if shutil.which("losetup") is None or not os.path.exists("/dev/loop-control"):
+        print("SKIP: no loop devices: the block device target is not tested")
+        return
+    backing = os.path.join(tmp, "device.img")
+    with open(backing, "wb") as f:
+        f.write(os.urandom(1 << 20) * 100)
+    r = subprocess.run(["losetup", "-f", "--show", backing], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("SKIP: losetup cannot attach a loop device: " + r.stderr.strip())
+        return
+    dev = r.stdout.strip()
+    try:
+        s = os.open(src, os.O_RDONLY)
+        d = os.open(dev, os.O_RDWR)
+        res, status = run(convert_request("raw"), [s, d])
+        os.close(s)
+        os.close(d)
+        check(res is not None and res.get("ok") is True and os.WIFEXITED(status) and
+              os.WEXITSTATUS(status) == 0, "convert into a block device succeeds: %s" % res)
+        # the device is 100 MiB, the source 96: its last 4 MiB keep their bytes
+        part = os.path.join(tmp, "device-head.raw")
+        with open(dev, "rb") as f, open(part, "wb") as out:
+            out.write(f.read(96 << 20))
+        cmp = qemu_img("compare", "-f", "qcow2", "-F", "raw", src, part)
+        check(cmp.returncode == 0, "the device's first 96 MiB are the source's: %s" % cmp.stdout)
+        check(os.path.getsize(backing) == 100 << 20, "the device was not resized")
+    finally:
+        subprocess.run(["losetup", "-d", dev])
 
 
 def shares_extents(path):
