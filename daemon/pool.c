@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -290,14 +292,32 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
 int vdd_new_file_fd(VddNewFile *file) { return file->fd; }
 gboolean vdd_new_file_is_lv(VddNewFile *file) { return file->lv; }
 
-gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, GError **error)
+gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, guint64 zero_from, GError **error)
 {
     VddPoolBackend *b = file->pool->backend;
     if (!vdd_pool_backend_create(b, file->name, size, error))
         return FALSE;
     file->lv_made = TRUE;
     file->fd = vdd_pool_backend_open(b, file->name, O_RDWR, error);
-    return file->fd >= 0;
+    if (file->fd < 0)
+        return FALSE;
+    /* A new LV holds what its extents held before (another volume's
+     * data): what the copy does not write is zeroed by the device. */
+    guint64 end = 0;
+    if (ioctl(file->fd, BLKGETSIZE64, &end) < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", file->pool->name, file->name);
+        return FALSE;
+    }
+    zero_from = zero_from / 512 * 512;
+    if (zero_from < end) {
+        guint64 range[2] = { zero_from, end - zero_from };
+        if (ioctl(file->fd, BLKZEROOUT, range) < 0) {
+            vdd_error_set_errno(error, errno, "%s/%s: cannot zero the new logical volume",
+                                file->pool->name, file->name);
+            return FALSE;
+        }
+    }
+    return TRUE;
 }
 
 gboolean vdd_new_file_publish(VddNewFile *file, const char *format, GError **error)
@@ -468,7 +488,7 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     if (vdd_new_file_is_lv(w->file)) {
         guint64 size = w->size;
         if ((import && !source_size(w, job, cancellable, &size, error)) ||
-            !vdd_new_file_make_lv(w->file, size, error))
+            !vdd_new_file_make_lv(w->file, size, import ? size : 0, error))
             return FALSE;
     }
     gboolean caller_folder = w->chain_names != NULL || w->related_names != NULL;

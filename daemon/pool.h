@@ -60,10 +60,11 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error);
 /* The descriptor to write the volume into (owned by the new file); -1 for
  * an LV until it is made. */
 int vdd_new_file_fd(VddNewFile *file);
-/* In a logical pool: make the LV, at least size bytes, and open it (off
- * the main loop: it runs lvcreate). Removed again unless published. */
+/* In a logical pool: make the LV, at least size bytes, open it, and zero
+ * it from zero_from to its end (off the main loop: it runs lvcreate, and
+ * zeroing may write). Removed again unless published. */
 gboolean vdd_new_file_is_lv(VddNewFile *file);
-gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, GError **error);
+gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, guint64 zero_from, GError **error);
 /* Give the hidden file the volume's name, never replacing a file that took
  * that name meanwhile, sync the directory, and record the volume's format
  * (never probed again). On failure nothing is left under the volume's
