@@ -187,7 +187,7 @@ static const struct {
       "Could not open '\\1': Could not open image: Permission denied" },
     { "^(.+): the NBD export is [0-9]+ bytes, smaller than the [0-9]+ bytes asked for .*$",
       "\\1: Cannot grow NBD nodes" },
-    { "^.*: target is smaller \\([0-9]+ bytes\\) than the source \\([0-9]+ bytes\\)$",
+    { "^.*: target is smaller \\([0-9]+ bytes\\) than the source .* \\([0-9]+ bytes\\)$",
       "output file is smaller than input file" },
     /* amend of LUKS key slots: qemu names no file, nor what to do instead */
     { "^.*: (Can't add a keyslot - all keyslots are in use): .*$", "\\1" },
