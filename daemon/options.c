@@ -33,6 +33,25 @@ static char *engine_key(const char *key)
     return k;
 }
 
+/* vdisk and qemu-img still make legacy AES images when asked on the
+ * command line, with a warning there; the daemon has no one to warn, and
+ * its callers (desktops, libvirt) never need the weak format for a new
+ * volume, so it makes LUKS only. Old AES volumes are still read. */
+static gboolean refuse_legacy_aes(VdOptions *opts, GError **error)
+{
+    const char *format = vd_options_get(opts, "encrypt.format");
+    const char *legacy = vd_options_get(opts, "encryption");
+    gboolean on = legacy != NULL && (g_ascii_strcasecmp(legacy, "on") == 0 ||
+                                     g_ascii_strcasecmp(legacy, "true") == 0);
+    if ((format != NULL && g_ascii_strcasecmp(format, "aes") == 0) || on) {
+        g_set_error_literal(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                            "legacy AES encryption is weak and vdiskd makes no new volume with "
+                            "it: use encrypt.format=luks (old AES volumes are still read)");
+        return FALSE;
+    }
+    return TRUE;
+}
+
 VdOptions *vdd_options_to_create(GVariant *options, const char *format,
                                  const char *const *daemon_keys, GError **error)
 {
@@ -66,6 +85,8 @@ VdOptions *vdd_options_to_create(GVariant *options, const char *format,
         }
         vd_options_set(opts, ekey, text);
     }
+    if (!refuse_legacy_aes(opts, error))
+        return NULL;
     return g_steal_pointer(&opts);
 }
 

@@ -252,6 +252,12 @@ encrypted() {   # the passphrase file is alice's own; vdiskctl reads it and pass
     qemu-img info "$POOL/e2.qcow2" | grep -q 'encrypted: yes'
     fails "smaller" ctl copy t/e.qcow2 t/e-plain.raw "${k[@]}" --key-secret k
     fails "unknown option '--target-key-secret'" ctl clone t/e.qcow2 y.raw --target-key-secret k
+    # legacy AES is read, never made by vdiskd (no terminal to warn on)
+    fails "legacy AES encryption is weak" ctl create t/aes.qcow2 32M "${k[@]}" -o encrypt.format=aes,encrypt.key-secret=k
+    fails "encrypt.format=luks" ctl create t/aes.qcow 32M "${k[@]}" -o encryption=on,encrypt.key-secret=k
+    truncate -s 4M "$T/alice/plain.raw" && chown "$ALICE" "$T/alice/plain.raw"
+    fails "legacy AES" as_user "$ALICE" "$VDISKCTL" import "$T/alice/plain.raw" t/aes2.qcow2 "${k[@]}" -o encrypt.format=aes,encrypt.key-secret=k
+    [[ ! -e $POOL/aes.qcow2 && ! -e $POOL/aes.qcow && ! -e $POOL/aes2.qcow2 ]]
 }
 check "encrypted volumes: create, clone, resize and copy with --object and --key-secret" encrypted
 
