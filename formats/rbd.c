@@ -92,8 +92,10 @@ static gboolean parse_name(const char *name, RbdName *n, GError **error)
         return bad_name(error, name, "it does not begin with rbd:");
     const char *p = name + strlen(RBD_PREFIX);
     n->pool = next_token(&p, "/@:");
-    if (*n->pool == '\0' || *p != '/')
+    if (*n->pool == '\0')
         return bad_name(error, name, "no pool");
+    if (*p != '/')
+        return bad_name(error, name, "no image after the pool");
     p++;
     n->image = next_token(&p, "/@:");
     if (*p == '/') { /* POOL/NAMESPACE/IMAGE */
@@ -462,7 +464,8 @@ gboolean vd_rbd_create_format(const char *name, const VdDriver *drv, VdCreatePar
      * write past the end at a time. */
     if (drv != &vd_driver_raw) {
         vd_set_file_error(error, name, VD_ERROR_NOT_SUPPORTED,
-                          "vdisk makes raw images on Ceph RBD, not %s (-O raw, or -f raw)",
+                          "vdisk makes raw images on Ceph RBD, not %s: the RBD image is the "
+                          "disk",
                           drv->name);
         return FALSE;
     }

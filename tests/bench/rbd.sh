@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Import into Ceph RBD: vdisk against qemu-img, measured in the same run on
+# the same cluster. Not part of `meson test`; it prints a markdown table.
+#
+#   tests/bench/rbd.sh [--size 2G] [--dir DIR] [--runs 3]
+#
+# A one-node cluster (tests/ceph-cluster.sh: one monitor, one BlueStore OSD
+# on a sparse file, loopback) is started in a mktemp -d directory (under
+# --dir, default $TMPDIR or /var/tmp) and stopped, by pid, at the end. The
+# source is a VirtualBox disk: qemu-img's conversion of a sparse raw image
+# from ../shared/acceptance/mkimage.py (half of its 64 KiB chunks written;
+# fixed seed), or of a simpler one where that script is missing.
+#
+# Each tool turns it into a new RBD image, --runs times (default 3), and the
+# median counts: vdisk convert -O raw disk.vdi rbd:POOL/IMAGE against
+# qemu-img convert -t writeback -O raw disk.vdi rbd:POOL/IMAGE (both flush
+# the image before they exit; qemu-img's default, -t unsafe, does not). The
+# image is removed before each run. vdisk's image must be the guest
+# qemu-img compare expects, or the row is not measured. The table also shows
+# the space each image uses in the cluster (rbd du: whole objects).
+# VDISK (default build/tools/vdisk), QEMU_IMG (default qemu-img).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+VDISK=${VDISK:-$repo/build/tools/vdisk}
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+MKIMAGE=${MKIMAGE:-$repo/../shared/acceptance/mkimage.py}
+PY=/usr/bin/python3
+size=2G runs=3 base=${TMPDIR:-/var/tmp}
+
+while (($#)); do
+    case $1 in
+    --size) size=$2; shift 2 ;;
+    --dir) base=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+[[ -x $VDISK ]] || { echo "no vdisk at $VDISK: build first or set VDISK" >&2; exit 1; }
+"$QEMU_IMG" --help | grep -q 'Supported formats:.* rbd' ||
+    { echo "qemu-img has no rbd driver (package qemu-block-extra)" >&2; exit 1; }
+if "$VDISK" info rbd:p/i:conf=/nonexistent 2>&1 | grep -q 'built without Ceph RBD support'; then
+    echo "vdisk was built without Ceph RBD support (librbd-dev)" >&2
+    exit 1
+fi
+
+# shellcheck source=../ceph-cluster.sh
+source "$repo/tests/ceph-cluster.sh"
+D=$(mktemp -d "$base/vdisk-bench-rbd.XXXXXX")
+trap 'ceph_cluster_stop; rm -rf "$D"' EXIT
+trap 'exit 130' INT TERM
+need=$(($(numfmt --from=iec "$size") * 3))
+avail=$(($(df -B1 --output=avail "$D" | tail -1)))
+((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+
+echo "starting a Ceph cluster in $D/ceph ..." >&2
+CEPH_OSD_SIZE=$(($(numfmt --from=iec "$size") * 3 / 1048576 + 4096))M ceph_cluster_start "$D/ceph" >&2 || exit 1
+ceph_pool_create bench >&2 || exit 1
+
+echo "making a $size VirtualBox disk in $D ..." >&2
+if [[ -r $MKIMAGE ]]; then
+    "$PY" "$MKIMAGE" --size "$size" --seed 1 -q "$D/src.raw"
+else
+    echo "$MKIMAGE not found: using a simple generator" >&2
+    "$PY" - "$D/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
+import random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+r, C = random.Random(1), 1 << 16
+with open(path, "wb") as f:
+    f.truncate(size)
+    for i in range(0, size // C, 2):          # every other 64 KiB chunk
+        f.seek(i * C)
+        f.write(r.randbytes(C))
+PY
+fi
+"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/disk.vdi"
+rm -f "$D/src.raw"
+C=":conf=$CEPH_CONF:id=admin"
+
+# median_run IMAGE TOOL ARGS...: the median wall time of the runs of TOOL
+# ARGS (ending in the target rbd: name), the image removed before each.
+median_run() {
+    local image=$1 i t times=()
+    shift
+    for ((i = 0; i < runs; i++)); do
+        rbd rm "bench/$image" >/dev/null 2>&1 || true
+        sync
+        /usr/bin/time -f '%e' -o "$D/time" "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
+        read -r t <"$D/time"
+        times+=("$t")
+    done
+    printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+used() {
+    rbd du --format json "bench/$1" |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
+}
+
+echo
+echo "$("$VDISK" --version 2>/dev/null | head -1 || echo vdisk) vs $("$QEMU_IMG" --version | head -1);" \
+    "$(nproc) CPUs; a $size vdi ($(numfmt --to=iec "$(du -B1 "$D/disk.vdi" | cut -f1)") allocated);" \
+    "one-node Ceph $(ceph --version | awk '{ print $3 }') (BlueStore on a sparse file on $(df --output=fstype "$D" | tail -1));" \
+    "median of $runs runs"
+echo
+echo "| import | vdisk (s) | qemu-img (s) | vdisk / qemu-img | goal | vdisk used | qemu-img used | goal met |"
+echo "|---|---:|---:|---:|---:|---:|---:|:---:|"
+vt=$(median_run v "$VDISK" convert -O raw "$D/disk.vdi" "rbd:bench/v$C")
+if ! "$QEMU_IMG" compare -q -f vdi -F raw "$D/disk.vdi" "rbd:bench/v$C"; then
+    echo "| vdi → rbd | vdisk's image differs from the source: not measured | | | | | | no |"
+    exit 1
+fi
+qt=$(median_run q "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
+vu=$(used v)
+qu=$(used q)
+ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
+met=no
+if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi
+echo "| vdi → rbd (raw) | $vt | $qt | $ratio | ≤ 1.00, as sparse | $(numfmt --to=iec "$vu") | $(numfmt --to=iec "$qu") | $met |"
