@@ -189,6 +189,11 @@ static const struct {
       "\\1: Cannot grow NBD nodes" },
     { "^.*: target is smaller \\([0-9]+ bytes\\) than the source .* \\([0-9]+ bytes\\)$",
       "output file is smaller than input file" },
+    /* a block device's size is its own */
+    { "^.*: is a block device of [0-9]+ bytes and cannot be resized to .*$",
+      "Cannot resize device files" },
+    { "^(.+): is a block device of [0-9]+ bytes, which cannot grow to [0-9]+$",
+      "\\1: Cannot grow device files" },
     /* amend of LUKS key slots: qemu names no file, nor what to do instead */
     { "^.*: (Can't add a keyslot - all keyslots are in use): .*$", "\\1" },
     { "^.*: (Refusing to overwrite active keyslot [0-9]+ - please erase it first) \\(.*\\)$",

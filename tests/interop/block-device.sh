@@ -141,10 +141,28 @@ case_never_resized() {
     [[ $(md5sum <"$DEV") == "$sum" ]]
 }
 
+# Under the name qemu-img its refusals are qemu-img's, word for word.
+case_qemu_img_voice() {
+    attach
+    mkdir as-qemu
+    ln -s "$VDISK" as-qemu/qemu-img
+    qemu-img create -f qcow2 big.qcow2 65M >/dev/null
+    for args in "resize -f raw $DEV 100M" "resize -f raw $DEV 32M" "create -f raw $DEV 100M" \
+        "convert -n -O raw big.qcow2 $DEV"; do
+        # shellcheck disable=SC2086 # args is a command line
+        qemu-img $args >want 2>&1 || echo "exit $?" >>want
+        # shellcheck disable=SC2086
+        as-qemu/qemu-img $args >got 2>&1 || echo "exit $?" >>got
+        diff want got
+    done
+    same_size
+}
+
 case_run vdi_into_device case_vdi_into_device
 case_run qcow2_into_device case_qcow2_into_device
 case_run convert_creates_on_device case_convert_creates_on_device
 case_run from_device case_from_device
 case_run too_small case_too_small
 case_run never_resized case_never_resized
+case_run qemu_img_voice case_qemu_img_voice
 finish
