@@ -445,7 +445,8 @@ gboolean vd_rbd_create(const char *name, guint64 size, GError **error)
     int rc = rbd_create4(rbd->io, n.image, size, opts);
     rbd_image_options_destroy(opts);
     if (rc == -EEXIST) {
-        vd_set_file_error(error, name, VD_ERROR_EXISTS, "the %s exists already", rbd->label);
+        vd_set_file_error(error, name, VD_ERROR_EXISTS,
+                          "the %s exists already (convert -n writes into it)", rbd->label);
         return FALSE;
     }
     if (rc < 0) {
