@@ -197,8 +197,10 @@ static int reopen_read_only(int fd, const char *what, GError **error)
     return ro;
 }
 
-int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
-                  GError **error)
+/* The descriptor a call passed under handle, dup'ed for the caller to
+ * own, or -1. */
+static int passed_fd(GDBusMethodInvocation *invocation, gint32 handle, const char *what,
+                     GError **error)
 {
     GUnixFDList *list =
         g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
@@ -212,6 +214,15 @@ int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, 
         vdd_error_normalize(error);
         return -1;
     }
+    return fd;
+}
+
+int vdd_caller_fd(GDBusMethodInvocation *invocation, gint32 handle, int access, const char *what,
+                  GError **error)
+{
+    int fd = passed_fd(invocation, handle, what, error);
+    if (fd < 0)
+        return -1;
     return vdd_caller_fd_check(fd, access, what, error);
 }
 
@@ -248,18 +259,9 @@ int vdd_caller_fd_check(int fd, int access, const char *what, GError **error)
 int vdd_caller_socket(GDBusMethodInvocation *invocation, gint32 handle, const char *what,
                       GError **error)
 {
-    GUnixFDList *list =
-        g_dbus_message_get_unix_fd_list(g_dbus_method_invocation_get_message(invocation));
-    if (list == NULL || handle < 0 || handle >= g_unix_fd_list_get_length(list)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                    "%s: no file descriptor was passed with handle %d", what, handle);
+    int fd = passed_fd(invocation, handle, what, error);
+    if (fd < 0)
         return -1;
-    }
-    int fd = g_unix_fd_list_get(list, handle, error);
-    if (fd < 0) {
-        vdd_error_normalize(error);
-        return -1;
-    }
     struct stat st;
     int type = 0, domain = 0;
     socklen_t len = sizeof type, dlen = sizeof domain;

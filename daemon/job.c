@@ -498,8 +498,10 @@ static void job_done(gpointer data)
     g_object_unref(self);
 }
 
-void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
-                   GDestroyNotify free_data)
+/* The job takes its work and starts publishing its progress; the Work
+ * that runs it. */
+static Work *job_work(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
+                      GDestroyNotify free_data)
 {
     self->func = func;
     self->done = done;
@@ -508,11 +510,18 @@ void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer 
     self->publish_id = g_timeout_add(PUBLISH_INTERVAL_MS, publish_tick, self);
     Work *w = g_new0(Work, 1);
     w->user = self->user;
-    w->cancellable = g_object_ref(self->cancellable);
-    w->started = job_started;
     w->run = job_run;
     w->done = job_done;
     w->data = g_object_ref(self);
+    return w;
+}
+
+void vdd_job_start(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
+                   GDestroyNotify free_data)
+{
+    Work *w = job_work(self, func, done, data, free_data);
+    w->cancellable = g_object_ref(self->cancellable);
+    w->started = job_started;
     queue_work(w);
 }
 
@@ -537,16 +546,7 @@ static gpointer server_thread(gpointer data)
 void vdd_job_start_server(VddJob *self, VddJobFunc func, VddJobDoneFunc done, gpointer data,
                           GDestroyNotify free_data)
 {
-    self->func = func;
-    self->done = done;
-    self->data = data;
-    self->free_data = free_data;
-    self->publish_id = g_timeout_add(PUBLISH_INTERVAL_MS, publish_tick, self);
-    Work *w = g_new0(Work, 1);
-    w->user = self->user;
-    w->run = job_run;
-    w->done = job_done;
-    w->data = g_object_ref(self);
+    Work *w = job_work(self, func, done, data, free_data);
     job_started(self);
     g_thread_unref(g_thread_new("vdd-server", server_thread, w));
 }

@@ -346,31 +346,42 @@ static void name_folders(GError *error, const VddWorkerCall *call)
     }
 }
 
+/* A new worker, with the socket vdiskd talks to it on (timeout_seconds
+ * for each message each way), or -1. */
+static int start_worker(int timeout_seconds, GPid *pid, GError **error)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        vdd_error_set_errno(error, errno, "worker socket");
+        return -1;
+    }
+    g_autoptr(GError) local = NULL;
+    gboolean started = spawn(sv[1], pid, &local);
+    close(sv[1]);
+    if (!started) {
+        close(sv[0]);
+        g_warning("cannot start %s: %s", vdd_worker_path(), local->message);
+        g_propagate_error(error, unsafe());
+        return -1;
+    }
+    struct timeval tv = { .tv_sec = timeout_seconds };
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return sv[0];
+}
+
 GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **error)
 {
     g_autoptr(GVariant) req = g_variant_ref_sink(request);
     /* Error domains the worker may name must be known here. */
     (void)VD_ERROR;
     (void)G_IO_ERROR;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        vdd_error_set_errno(error, errno, "worker socket");
-        return NULL;
-    }
     GPid pid;
-    g_autoptr(GError) local = NULL;
-    gboolean started = spawn(sv[1], &pid, &local);
-    close(sv[1]);
-    if (!started) {
-        close(sv[0]);
-        g_warning("cannot start %s: %s", vdd_worker_path(), local->message);
-        g_propagate_error(error, unsafe());
+    int sock = start_worker(
+        call->timeout_seconds != 0 ? call->timeout_seconds : MESSAGE_TIMEOUT_SECONDS, &pid, error);
+    if (sock < 0)
         return NULL;
-    }
-    struct timeval tv = { .tv_sec = call->timeout_seconds != 0 ? call->timeout_seconds
-                                                               : MESSAGE_TIMEOUT_SECONDS };
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    g_autoptr(GError) local = NULL;
 
     g_autoptr(GVariant) result = NULL;
     gboolean cancelled = FALSE;
@@ -387,11 +398,11 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
         g_variant_unref(req);
         req = g_variant_ref_sink(g_variant_dict_end(&d));
     }
-    gboolean talked = vdd_wire_send(sv[0], g_variant_ref(req), call->fds, call->n_fds, &local) &&
-                      converse(sv[0], call, &result, &cancelled);
+    gboolean talked = vdd_wire_send(sock, g_variant_ref(req), call->fds, call->n_fds, &local) &&
+                      converse(sock, call, &result, &cancelled);
     if (!talked)
         kill(pid, SIGKILL);
-    close(sv[0]);
+    close(sock);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -528,31 +539,18 @@ gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCance
                           GError **error)
 {
     g_autoptr(GVariant) req = g_variant_ref_sink(request);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        vdd_error_set_errno(error, errno, "worker socket");
-        return FALSE;
-    }
     GPid pid;
-    g_autoptr(GError) local = NULL;
-    gboolean started = spawn(sv[1], &pid, &local);
-    close(sv[1]);
-    if (!started) {
-        close(sv[0]);
-        g_warning("cannot start %s: %s", vdd_worker_path(), local->message);
-        g_propagate_error(error, unsafe());
+    int sock = start_worker(MESSAGE_TIMEOUT_SECONDS, &pid, error);
+    if (sock < 0)
         return FALSE;
-    }
-    struct timeval tv = { .tv_sec = MESSAGE_TIMEOUT_SECONDS };
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    g_autoptr(GError) local = NULL;
     /* Its answer: it is confined and nbdkit starts. */
     g_autoptr(GVariant) result = NULL;
-    gboolean sent = vdd_wire_send(sv[0], g_variant_ref(req), fds, n_fds, &local);
-    if (sent && wait_readable(sv[0], cancellable)) {
+    gboolean sent = vdd_wire_send(sock, g_variant_ref(req), fds, n_fds, &local);
+    if (sent && wait_readable(sock, cancellable)) {
         int passed[VDD_WIRE_MAX_FDS];
         guint n_passed = 0;
-        result = vdd_wire_receive(sv[0], passed, &n_passed, &local);
+        result = vdd_wire_receive(sock, passed, &n_passed, &local);
         for (guint i = 0; i < n_passed; i++)
             close(passed[i]);
     }
@@ -561,9 +559,9 @@ gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCance
         log_confinement(result);
         log_job(pid, req, result);
         /* Served until the job is cancelled, or the server ends. */
-        wait_readable(sv[0], cancellable);
+        wait_readable(sock, cancellable);
     }
-    close(sv[0]); /* the worker stops nbdkit, and ends */
+    close(sock); /* the worker stops nbdkit, and ends */
     int status = reap(pid);
     g_spawn_close_pid(pid);
     if (g_cancellable_is_cancelled(cancellable) && failure == NULL) {

@@ -261,6 +261,25 @@ static gboolean allow(scmp_filter_ctx ctx, const char *name)
     return nr == __NR_SCMP_ERROR || seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0;
 }
 
+/* Loads the filter built in ctx (ok: every rule was added) and releases
+ * it. */
+static gboolean load_filter(scmp_filter_ctx ctx, gboolean ok, VddConfinement *state, GError **error)
+{
+    if (!ok) {
+        seccomp_release(ctx);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: building the filter failed");
+        return FALSE;
+    }
+    int r = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (r < 0) {
+        errno = -r;
+        return set_error_errno(error, "seccomp");
+    }
+    state->seccomp = TRUE;
+    return TRUE;
+}
+
 /* What reading and writing images on descriptors takes, with threads and
  * GLib around it; anything else kills the process. Paths are Landlock's
  * business; this is about classes of system calls. */
@@ -339,19 +358,7 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
                                 SCMP_A2(SCMP_CMP_EQ, 0)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
                                 SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid())) == 0;
-    if (!ok) {
-        seccomp_release(ctx);
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: building the filter failed");
-        return FALSE;
-    }
-    int r = seccomp_load(ctx);
-    seccomp_release(ctx);
-    if (r < 0) {
-        errno = -r;
-        return set_error_errno(error, "seccomp");
-    }
-    state->seccomp = TRUE;
-    return TRUE;
+    return load_filter(ctx, ok, state, error);
 }
 
 /* For a worker that becomes a server of the descriptors it was passed
@@ -437,19 +444,7 @@ static gboolean apply_seccomp_server(VddConfinement *state, GError **error)
         ok = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(clone), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, namespaces[i], namespaces[i])) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) == 0;
-    if (!ok) {
-        seccomp_release(ctx);
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: building the filter failed");
-        return FALSE;
-    }
-    int r = seccomp_load(ctx);
-    seccomp_release(ctx);
-    if (r < 0) {
-        errno = -r;
-        return set_error_errno(error, "seccomp");
-    }
-    state->seccomp = TRUE;
-    return TRUE;
+    return load_filter(ctx, ok, state, error);
 }
 
 gboolean vdd_confine_apply(const VddConfineSpec *spec, VddConfinement *state, GError **error)
