@@ -234,6 +234,21 @@ static void rbd_set_error(GError **error, const char *name, int rc, const char *
     vd_set_file_error(error, name, code, "%s: %s", what, g_strerror(err));
 }
 
+/* Is there a configuration where librados looks without conf= (the
+ * places ceph(8) names)? Where there is none, it is not asked to read
+ * one: it would only print its own complaint before vdisk's. */
+static gboolean default_conf_exists(void)
+{
+    const char *env = g_getenv("CEPH_CONF");
+    if (env != NULL && *env != '\0')
+        return TRUE; /* librados reads it, and says what is wrong with it */
+    g_autofree char *home = g_build_filename(g_get_home_dir(), ".ceph", "ceph.conf", NULL);
+    g_autofree char *config = g_build_filename(g_get_home_dir(), ".ceph", "config", NULL);
+    return g_file_test("/etc/ceph/ceph.conf", G_FILE_TEST_EXISTS) ||
+           g_file_test(home, G_FILE_TEST_EXISTS) || g_file_test(config, G_FILE_TEST_EXISTS) ||
+           g_file_test("ceph.conf", G_FILE_TEST_EXISTS);
+}
+
 /* A cluster handle set up from the name's configuration, connected. */
 static gboolean connect_cluster(const char *name, const RbdName *n, rados_t *cluster,
                                 GError **error)
@@ -254,8 +269,9 @@ static gboolean connect_cluster(const char *name, const RbdName *n, rados_t *clu
     /* Without conf=, the usual places (CEPH_CONF, /etc/ceph/ceph.conf, ...)
      * as librados looks; none there is no error yet: the name's options
      * may say where the monitors are. */
-    rc = rados_conf_read_file(*cluster, n->conf);
-    gboolean no_conf = rc < 0;
+    gboolean no_conf = n->conf == NULL && !default_conf_exists();
+    rc = no_conf ? -ENOENT : rados_conf_read_file(*cluster, n->conf);
+    no_conf = no_conf || rc < 0;
     if (rc < 0 && n->conf != NULL) {
         g_autofree char *what =
             g_strdup_printf("cannot read the Ceph configuration file %s", n->conf);
@@ -282,7 +298,10 @@ static gboolean connect_cluster(const char *name, const RbdName *n, rados_t *clu
         (void)rados_conf_get(*cluster, "client_mount_timeout", timeout, sizeof timeout);
         (void)rados_conf_get(*cluster, "keyring", keyring, sizeof keyring);
         (void)rados_conf_get(*cluster, "mon_host", mon_host, sizeof mon_host);
-        const char *conf = n->conf != NULL ? n->conf : "the default configuration";
+        g_autofree char *monitors = g_strdup_printf("mon_host %s", mon_host);
+        const char *conf = n->conf != NULL     ? n->conf
+                           : *mon_host != '\0' ? monitors
+                                               : "the default configuration";
         const char *user = n->user != NULL ? n->user : "admin";
         if (no_conf && n->conf == NULL && *mon_host == '\0')
             vd_set_file_error(error, name, VD_ERROR_NOT_FOUND,

@@ -200,6 +200,15 @@ errors_are_clear() {
     fails_cleanly vd info "rbd:vd/key1:conf=$W/nokey.conf:keyring=$W/none.keyring" 2>e8
     grep -q "no key for it in the keyring ($W/none.keyring)" e8
     vd info "rbd:vd/key1:conf=$W/nokey.conf:id=admin:keyring=$CEPH_KEYRING" | grep -q 'virtual size: 8 MiB'
+    # No configuration file at all: the monitor and keyring in the name,
+    # its ':' escaped as qemu escapes it.
+    (unset CEPH_CONF; HOME=$W vd info \
+        "rbd:vd/key1:mon_host=127.0.0.1\\:$CEPH_MON_PORT:keyring=$CEPH_KEYRING") >n.txt
+    grep -q 'virtual size: 8 MiB' n.txt
+    if [[ ! -e /etc/ceph/ceph.conf ]]; then
+        (unset CEPH_CONF; HOME=$W fails_cleanly vd info rbd:vd/key1) 2>e9
+        grep -q 'no Ceph configuration found .*name it with :conf=PATH' e9
+    fi
 }
 
 # A configuration whose monitor does not answer: the open gives up after
