@@ -500,6 +500,15 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "convert");
+    /* In a logical pool the clone is a new LV as large as its source. */
+    guint64 size = 0;
+    if (vdd_new_file_is_lv(w->file) && ioctl(w->volume_fd, BLKGETSIZE64, &size) < 0) {
+        vdd_error_set_errno(error, errno, "%s/%s", vdd_pool_get_name(w->volume->pool),
+                            w->volume->name);
+        return FALSE;
+    }
+    if (vdd_new_file_is_lv(w->file) && !vdd_new_file_make_lv(w->file, size, size, error))
+        return FALSE;
     request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
     vdd_worker_request_target(&d, 1, path, w->target->name, 0, w->format, w->create,
                               w->key.secrets);
@@ -684,7 +693,11 @@ static void clone_volume(VddVolume *self, VddCall *call, const CloneParams *p)
     const char *name = p->name, *format = p->format;
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
-    if (w == NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
+    if (w != NULL && vdd_pool_is_logical(self->pool) && !g_str_equal(format, "raw"))
+        error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                            "%s/%s: the volumes of a logical pool are raw, not %s",
+                            vdd_pool_get_name(self->pool), name, format);
+    if (w == NULL || error != NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
         !vdd_lock_set_read(w->locks, self, &error) || !open_volume_for(w, &error) ||
         (w->file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
         fail(self, invocation, uid, w, error);
@@ -1054,6 +1067,13 @@ static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayPa
     }
     if (format == NULL || *format == '\0') {
         fail(self, invocation, uid, NULL, unreadable(self));
+        return;
+    }
+    if (vdd_pool_is_logical(self->pool)) {
+        fail(self, invocation, uid, NULL,
+             g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                         "%s/%s: a logical pool's volumes are raw: a qcow2 overlay cannot be one",
+                         vdd_pool_get_name(self->pool), name));
         return;
     }
     vd_options_set(create, "backing_file", self->name);
