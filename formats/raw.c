@@ -174,6 +174,46 @@ static void raw_get_info(VdImage *img, VdImageInfo *info)
     info->cluster_size = raw_cluster_size(img);
 }
 
+/* Internal snapshots: an RBD image's own (qemu-img snapshot takes them
+ * there); a file has none. */
+static VdRbd *raw_rbd(VdImage *img) { return img->file != NULL ? vd_file_rbd(img->file) : NULL; }
+
+static GPtrArray *raw_list_snapshots(VdImage *img, GError **error)
+{
+    if (raw_rbd(img) != NULL)
+        return vd_rbd_list_snapshots(raw_rbd(img), error);
+    return g_ptr_array_new_with_free_func((GDestroyNotify)vd_snapshot_info_free);
+}
+
+static gboolean raw_snapshot(VdImage *img, VdRbdSnapshotOp op, const char *name, GError **error)
+{
+    if (raw_rbd(img) != NULL && vd_rbd_snapshot(raw_rbd(img), op, name, error)) {
+        guint64 size = 0;
+        if (op == VD_RBD_SNAPSHOT_APPLY && vd_file_size(img->file, &size, error))
+            img->size = (size + 511) / 512 * 512;
+        return TRUE;
+    }
+    if (raw_rbd(img) == NULL)
+        vd_set_error(error, img, VD_ERROR_NOT_SUPPORTED,
+                     "internal snapshots is not supported by the raw format");
+    return FALSE;
+}
+
+static gboolean raw_create_snapshot(VdImage *img, const char *name, GError **error)
+{
+    return raw_snapshot(img, VD_RBD_SNAPSHOT_CREATE, name, error);
+}
+
+static gboolean raw_apply_snapshot(VdImage *img, const char *name, GError **error)
+{
+    return raw_snapshot(img, VD_RBD_SNAPSHOT_APPLY, name, error);
+}
+
+static gboolean raw_delete_snapshot(VdImage *img, const char *name, GError **error)
+{
+    return raw_snapshot(img, VD_RBD_SNAPSHOT_DELETE, name, error);
+}
+
 const VdDriver vd_driver_raw = {
     .name = "raw",
     .create_options = raw_create_options,
@@ -190,4 +230,8 @@ const VdDriver vd_driver_raw = {
     .has_zero_init = raw_has_zero_init,
     .cluster_size = raw_cluster_size,
     .get_info = raw_get_info,
+    .list_snapshots = raw_list_snapshots,
+    .create_snapshot = raw_create_snapshot,
+    .apply_snapshot = raw_apply_snapshot,
+    .delete_snapshot = raw_delete_snapshot,
 };

@@ -677,6 +677,88 @@ gboolean vd_rbd_resize(VdRbd *rbd, guint64 size, GError **error)
     return TRUE;
 }
 
+/* ----- snapshots ----- */
+
+GPtrArray *vd_rbd_list_snapshots(VdRbd *rbd, GError **error)
+{
+    GPtrArray *list = g_ptr_array_new_with_free_func((GDestroyNotify)vd_snapshot_info_free);
+    g_autofree rbd_snap_info_t *snaps = NULL;
+    int max = 16, n;
+    /* ERANGE: more than max; max is then the number there are. */
+    do {
+        g_free(snaps);
+        snaps = g_new0(rbd_snap_info_t, max);
+        n = rbd_snap_list(rbd->image, snaps, &max);
+    } while (n == -ERANGE);
+    if (n < 0) {
+        rbd_set_error(error, rbd->name, n, "cannot list the snapshots");
+        g_ptr_array_unref(list);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        /* As qemu-img shows an RBD snapshot: its name is its ID too, no
+         * date or clock, and the image's size then as its VM state. */
+        VdSnapshotInfo *info = g_new0(VdSnapshotInfo, 1);
+        info->id = g_strdup(snaps[i].name);
+        info->name = g_strdup(snaps[i].name);
+        info->vm_state_size = snaps[i].size;
+        g_ptr_array_add(list, info);
+    }
+    rbd_snap_list_end(snaps);
+    return list;
+}
+
+gboolean vd_rbd_snapshot(VdRbd *rbd, VdRbdSnapshotOp op, const char *name, GError **error)
+{
+    int rc;
+    drop_cache(rbd);
+    switch (op) {
+    case VD_RBD_SNAPSHOT_CREATE:
+        rc = rbd_snap_create(rbd->image, name);
+        break;
+    case VD_RBD_SNAPSHOT_APPLY:
+        rc = rbd_snap_rollback(rbd->image, name);
+        break;
+    default:
+        rc = rbd_snap_remove(rbd->image, name);
+        break;
+    }
+    drop_cache(rbd);
+    if (rc == -EEXIST) {
+        vd_set_file_error(error, rbd->name, VD_ERROR_EXISTS, "snapshot '%s' exists already", name);
+        return FALSE;
+    }
+    if (rc == -ENOENT) {
+        vd_set_file_error(error, rbd->name, VD_ERROR_NOT_FOUND, "the %s has no snapshot '%s'",
+                          rbd->label, name);
+        return FALSE;
+    }
+    if (rc == -EBUSY && op == VD_RBD_SNAPSHOT_DELETE) {
+        vd_set_file_error(error, rbd->name, VD_ERROR_BUSY,
+                          "snapshot '%s' is protected (clones depend on it): unprotect it first "
+                          "(rbd snap unprotect)",
+                          name);
+        return FALSE;
+    }
+    if (rc < 0) {
+        static const char *const verbs[] = { "create", "revert to", "delete" };
+        g_autofree char *what = g_strdup_printf("cannot %s snapshot '%s'", verbs[op], name);
+        rbd_set_error(error, rbd->name, rc, what);
+        return FALSE;
+    }
+    /* A snapshot taken at another size brings that size back. */
+    guint64 size;
+    rc = rbd_get_size(rbd->image, &size);
+    if (rc < 0) {
+        rbd_set_error(error, rbd->name, rc, "cannot read the size");
+        return FALSE;
+    }
+    g_mutex_lock(&rbd->lock);
+    rbd->size = size;
+    g_mutex_unlock(&rbd->lock);
+    return TRUE;
+}
+
 /* ----- block status ----- */
 
 typedef struct {
@@ -877,6 +959,15 @@ gboolean vd_rbd_zero(VdRbd *rbd, guint64 offset, guint64 len, gboolean may_unmap
     return no_rbd(NULL, error);
 }
 gboolean vd_rbd_flush(VdRbd *rbd, GError **error) { return no_rbd(NULL, error); }
+GPtrArray *vd_rbd_list_snapshots(VdRbd *rbd, GError **error)
+{
+    no_rbd(NULL, error);
+    return NULL;
+}
+gboolean vd_rbd_snapshot(VdRbd *rbd, VdRbdSnapshotOp op, const char *name, GError **error)
+{
+    return no_rbd(NULL, error);
+}
 gboolean vd_rbd_resize(VdRbd *rbd, guint64 size, GError **error) { return no_rbd(NULL, error); }
 gboolean vd_rbd_extent(VdRbd *rbd, guint64 offset, guint64 max, gboolean *allocated, guint64 *run,
                        GError **error)

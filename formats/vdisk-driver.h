@@ -158,6 +158,14 @@ gboolean vd_rbd_pwrite(VdRbd *rbd, guint64 offset, const void *buf, gsize len, G
 gboolean vd_rbd_zero(VdRbd *rbd, guint64 offset, guint64 len, gboolean may_unmap, GError **error);
 gboolean vd_rbd_flush(VdRbd *rbd, GError **error);
 gboolean vd_rbd_resize(VdRbd *rbd, guint64 size, GError **error);
+/* The image's snapshots, as qemu-img lists them (VdSnapshotInfo). */
+GPtrArray *vd_rbd_list_snapshots(VdRbd *rbd, GError **error);
+typedef enum {
+    VD_RBD_SNAPSHOT_CREATE,
+    VD_RBD_SNAPSHOT_APPLY, /* roll the image back to it */
+    VD_RBD_SNAPSHOT_DELETE,
+} VdRbdSnapshotOp;
+gboolean vd_rbd_snapshot(VdRbd *rbd, VdRbdSnapshotOp op, const char *name, GError **error);
 /* Does the image hold objects at offset, and how far does that go
  * (capped at max)? Whole objects: what holds none reads zero. */
 gboolean vd_rbd_extent(VdRbd *rbd, guint64 offset, guint64 max, gboolean *allocated, guint64 *run,

@@ -102,7 +102,7 @@ info_and_compare() {
     vd info --output=json -f raw "rbd:vd/info1$C" >v.json
     local k
     for k in virtual-size format cluster-size dirty-flag; do
-        [[ $(json q.json "d['$k']") == $(json v.json "d['$k']") ]] ||
+        [[ $(json q.json "d['$k']") == "$(json v.json "d['$k']")" ]] ||
             { echo "info $k differs"; cat q.json v.json; return 1; }
     done
     vd info "rbd:vd/info1$C" >v.txt
@@ -138,6 +138,38 @@ resize_image() {
     qemu-img convert -f vdi -O raw disk.vdi full.raw
     truncate -s 128M full.raw
     qemu-img compare -f raw -F raw full.raw "rbd:vd/rs1$C"
+}
+
+# Internal snapshots of an RBD image are RBD snapshots, listed as qemu-img
+# lists them; a revert brings back the data (and the size) of then.
+snapshots() {
+    make_vdi
+    vd convert -O raw disk.vdi "rbd:vd/sn1$C"
+    vd snapshot -c s1 "rbd:vd/sn1$C"
+    rbd snap ls --format json vd/sn1 | grep -q '"name":"s1"'
+    diff <(qemu-img snapshot -l "rbd:vd/sn1$C") <(vd snapshot -l "rbd:vd/sn1$C")
+    qemu-img info --output=json -f raw "rbd:vd/sn1$C" >q.json
+    vd info --output=json -f raw "rbd:vd/sn1$C" >v.json
+    [[ $(json q.json "d['snapshots']") == "$(json v.json "d['snapshots']")" ]]
+    qemu-img info -f raw "rbd:vd/sn1$C" | sed -n '/^Snapshot list:/,$p' >q.txt
+    vd info -f raw "rbd:vd/sn1$C" | sed -n '/^Snapshot list:/,$p' >v.txt
+    diff q.txt v.txt
+    grep -q '^s1 ' v.txt
+    qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0x5b 200M 4M' "rbd:vd/sn1$C" >/dev/null
+    vd resize -f raw "rbd:vd/sn1$C" 300M
+    fails_cleanly vd snapshot -c s1 "rbd:vd/sn1$C" 2>e1
+    grep -q "snapshot 's1' exists already" e1
+    vd snapshot -a s1 "rbd:vd/sn1$C"
+    [[ $(rbd_size sn1) == $((256 * MiB)) ]]
+    qemu-img compare -f vdi -F raw disk.vdi "rbd:vd/sn1$C"
+    fails_cleanly vd snapshot -a nope "rbd:vd/sn1$C" 2>e2
+    grep -q "has no snapshot 'nope'" e2
+    vd snapshot -d s1 "rbd:vd/sn1$C"
+    [[ -z $(qemu-img snapshot -l "rbd:vd/sn1$C") ]]
+    # A file has no internal snapshots, as before.
+    qemu-img create -q -f raw f.raw 1M
+    fails_cleanly vd snapshot -c s1 f.raw 2>e3
+    grep -q 'internal snapshots is not supported by the raw format' e3
 }
 
 # A convert -n into an image that holds other data: the source's holes are
@@ -232,6 +264,7 @@ case_run convert-vdi-into-rbd convert_vdi_into_rbd
 case_run convert-rbd-out convert_rbd_out
 case_run info-and-compare info_and_compare
 case_run resize resize_image
+case_run snapshots snapshots
 case_run convert-into-existing convert_into_existing
 case_run existing-target-kept existing_target_kept
 case_run failed-convert-removes-image failed_convert_removes_image
