@@ -85,12 +85,16 @@ gboolean cli_secrets_option(int opt, const char *arg, GError **error)
     }
 }
 
-/* driver=nbd (the export is the disk) or file.driver=nbd (an image on an
- * export): *path becomes the export's name, which the library opens, and
- * x-dirty-bitmap stays an open option. FALSE with *path NULL and no error
- * when the options name no NBD export. */
-static gboolean split_nbd_opts(const char *text, char **path, char **format, VdOptions **opts,
-                               GError **error)
+typedef char *(*ProtocolNameFunc)(VdOptions *node, GError **error);
+
+/* driver=PROTOCOL (the export or RBD image is the disk) or
+ * file.driver=PROTOCOL (an image on one): *path becomes the name the
+ * library opens, name_of's reading of the protocol node's options (or its
+ * filename=), and the node's keys in open_keys stay open options. FALSE
+ * with *path NULL and no error when the options name no such node. */
+static gboolean split_protocol_opts(const char *text, const char *protocol,
+                                    const char *const *open_keys, ProtocolNameFunc name_of,
+                                    char **path, char **format, VdOptions **opts, GError **error)
 {
     g_autoptr(VdOptions) all = vd_options_new();
     *path = NULL;
@@ -98,12 +102,12 @@ static gboolean split_nbd_opts(const char *text, char **path, char **format, VdO
         return FALSE;
     const char *driver = vd_options_get(all, "driver");
     const char *prefix = "";
-    if (g_strcmp0(driver, "nbd") != 0) {
-        if (g_strcmp0(vd_options_get(all, "file.driver"), "nbd") != 0)
+    if (g_strcmp0(driver, protocol) != 0) {
+        if (g_strcmp0(vd_options_get(all, "file.driver"), protocol) != 0)
             return FALSE;
         prefix = "file.";
     }
-    g_autoptr(VdOptions) server = vd_options_new();
+    g_autoptr(VdOptions) node = vd_options_new();
     *opts = vd_options_new();
     g_autoptr(GPtrArray) keys = vd_options_keys(all);
     gsize n = strlen(prefix);
@@ -113,54 +117,16 @@ static gboolean split_nbd_opts(const char *text, char **path, char **format, VdO
             continue;
         if (*prefix != '\0' && !g_str_has_prefix(key, prefix))
             vd_options_set(*opts, key, value); /* the format's own */
-        else if (g_str_equal(key + n, "x-dirty-bitmap"))
+        else if (open_keys != NULL && g_strv_contains(open_keys, key + n))
             vd_options_set(*opts, key + n, value);
         else
-            vd_options_set(server, key + n, value);
+            vd_options_set(node, key + n, value);
     }
-    const char *name = vd_options_get(server, "filename");
-    *path = name != NULL ? g_strdup(name) : vd_nbd_name_from_options(server, error);
+    const char *name = vd_options_get(node, "filename");
+    *path = name != NULL ? g_strdup(name) : name_of(node, error);
     if (*path == NULL)
         return TRUE;
-    /* driver=nbd is the export's bytes as they are: never probed. */
-    *format = g_strdup(*prefix == '\0' ? "raw" : driver);
-    return TRUE;
-}
-
-/* driver=rbd (the RBD image is the disk) or file.driver=rbd (an image in
- * one): *path becomes the image's rbd: name, which the library opens.
- * FALSE with *path NULL and no error when the options name no RBD image. */
-static gboolean split_rbd_opts(const char *text, char **path, char **format, VdOptions **opts,
-                               GError **error)
-{
-    g_autoptr(VdOptions) all = vd_options_new();
-    *path = NULL;
-    if (!vd_options_parse(all, text, NULL))
-        return FALSE;
-    const char *driver = vd_options_get(all, "driver");
-    const char *prefix = "";
-    if (g_strcmp0(driver, "rbd") != 0) {
-        if (g_strcmp0(vd_options_get(all, "file.driver"), "rbd") != 0)
-            return FALSE;
-        prefix = "file.";
-    }
-    g_autoptr(VdOptions) image = vd_options_new();
-    *opts = vd_options_new();
-    g_autoptr(GPtrArray) keys = vd_options_keys(all);
-    gsize n = strlen(prefix);
-    for (guint i = 0; i < keys->len; i++) {
-        const char *key = keys->pdata[i], *value = vd_options_get(all, key);
-        if (g_str_equal(key, "driver") || g_str_equal(key, "file.driver"))
-            continue;
-        if (*prefix != '\0' && !g_str_has_prefix(key, prefix))
-            vd_options_set(*opts, key, value); /* the format's own */
-        else
-            vd_options_set(image, key + n, value);
-    }
-    *path = vd_rbd_name_from_options(image, error);
-    if (*path == NULL)
-        return TRUE;
-    /* driver=rbd is the image's bytes as they are: never probed. */
+    /* driver=nbd or rbd is the bytes as they are: never probed. */
     *format = g_strdup(*prefix == '\0' ? "raw" : driver);
     return TRUE;
 }
@@ -169,9 +135,11 @@ gboolean cli_split_image_opts(const char *text, char **path, char **format, VdOp
                               GError **error)
 {
     g_autoptr(GError) local = NULL;
-    if (split_nbd_opts(text, path, format, opts, error))
-        return *path != NULL;
-    if (split_rbd_opts(text, path, format, opts, error))
+    /* x-dirty-bitmap is an open option of the image on an export. */
+    static const char *const nbd_open_keys[] = { "x-dirty-bitmap", NULL };
+    if (split_protocol_opts(text, "nbd", nbd_open_keys, vd_nbd_name_from_options, path, format,
+                            opts, error) ||
+        split_protocol_opts(text, "rbd", NULL, vd_rbd_name_from_options, path, format, opts, error))
         return *path != NULL;
     g_autoptr(QsImageOpts) parsed = qs_image_opts_parse(text, &local);
     if (parsed == NULL) {
