@@ -582,8 +582,9 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
     return run_worker(&d, &w->volume_fd, 1, w, NULL, job, cancellable, error);
 }
 
-/* ExportNbd: the worker becomes nbdkit, serving the volume on the
- * caller's listener (w->fd) until the job is cancelled. */
+/* ExportNbd: the worker becomes nbdkit, serving the volume (with its
+ * key, and its backing chain opened beneath the pool as for any job) on
+ * the caller's listener (w->fd) until the job is cancelled. */
 static gboolean export_nbd_run(VddJob *job, gpointer data, GCancellable *cancellable,
                                GError **error)
 {
@@ -592,13 +593,16 @@ static gboolean export_nbd_run(VddJob *job, gpointer data, GCancellable *cancell
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "serve-nbd");
     request_volume(&d, "source", 0, 0, w->volume, w->volume_format,
-                   w->write ? VD_OPEN_READ_WRITE : 0, NULL);
+                   w->write ? VD_OPEN_READ_WRITE : 0, &w->key);
     g_variant_dict_insert(&d, "listener", "i", 1);
     g_variant_dict_insert(&d, "readonly", "b", !w->write);
     g_variant_dict_insert(&d, "nbdkit", "s", w->nbdkit);
     g_variant_dict_insert(&d, "plugin", "s", w->plugin);
+    GVariant *request = g_variant_dict_end(&d);
+    /* The request holds the key now, wiped once the worker has it. */
+    vdd_image_key_clear(&w->key);
     const int fds[] = { w->volume_fd, w->fd };
-    return vdd_worker_serve(g_variant_dict_end(&d), fds, 2, cancellable, error);
+    return vdd_worker_serve(request, fds, 2, w->volume->pool, cancellable, error);
 }
 
 static void start_job(VddVolume *self, GDBusMethodInvocation *invocation, guint32 uid,
@@ -785,16 +789,8 @@ static void export_nbd(VddVolume *self, VddCall *call, const ExportNbdParams *p)
     gboolean readonly = FALSE;
     VolumeWork *w = volume_work_new(self);
     if (!vdd_options_lookup_bool(call->options, "readonly", FALSE, &readonly, &error) ||
+        !vdd_options_to_image_key(call->options, "volume-key-secret", &w->key, &error) ||
         !vdd_worker_nbdkit(&w->nbdkit, &w->plugin, &error)) {
-        fail(self, invocation, uid, w, error);
-        return;
-    }
-    /* The plugin reads the descriptor passed, and no file by name. */
-    if (*vdd_dbus_volume_get_backing_file(self->iface) != '\0' ||
-        vdd_dbus_volume_get_encrypted(self->iface)) {
-        g_set_error(&error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
-                    "serving over NBD a volume with a backing file, or an encrypted one, is not "
-                    "supported; export or clone it first");
         fail(self, invocation, uid, w, error);
         return;
     }

@@ -370,6 +370,23 @@ static int start_worker(int timeout_seconds, GPid *pid, GError **error)
     return sv[0];
 }
 
+/* request with "dir-paths", where its folders are (their descriptors
+ * stay here); the reference to request is given up. */
+static GVariant *with_dir_paths(GVariant *request, const VddWorkerCall *call)
+{
+    if (call->n_folders == 0)
+        return request;
+    g_autoptr(GPtrArray) paths = g_ptr_array_new();
+    for (guint i = 0; i < call->n_folders; i++)
+        g_ptr_array_add(paths, (gpointer)call->folders[i].dir_path);
+    GVariantDict d;
+    g_variant_dict_init(&d, request);
+    g_variant_dict_insert_value(
+        &d, "dir-paths", g_variant_new_strv((const char *const *)paths->pdata, (gssize)paths->len));
+    g_variant_unref(request);
+    return g_variant_ref_sink(g_variant_dict_end(&d));
+}
+
 GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **error)
 {
     g_autoptr(GVariant) req = g_variant_ref_sink(request);
@@ -386,18 +403,7 @@ GVariant *vdd_worker_run(GVariant *request, const VddWorkerCall *call, GError **
     g_autoptr(GVariant) result = NULL;
     gboolean cancelled = FALSE;
     /* The request says where its pools are; their descriptors stay here. */
-    if (call->n_folders > 0) {
-        g_autoptr(GPtrArray) paths = g_ptr_array_new();
-        for (guint i = 0; i < call->n_folders; i++)
-            g_ptr_array_add(paths, (gpointer)call->folders[i].dir_path);
-        GVariantDict d;
-        g_variant_dict_init(&d, req);
-        g_variant_dict_insert_value(
-            &d, "dir-paths",
-            g_variant_new_strv((const char *const *)paths->pdata, (gssize)paths->len));
-        g_variant_unref(req);
-        req = g_variant_ref_sink(g_variant_dict_end(&d));
-    }
+    req = with_dir_paths(req, call);
     gboolean talked = vdd_wire_send(sock, g_variant_ref(req), call->fds, call->n_fds, &local) &&
                       converse(sock, call, &result, &cancelled);
     if (!talked)
@@ -535,26 +541,40 @@ static gboolean wait_readable(int sock, GCancellable *cancellable)
     return readable;
 }
 
-gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCancellable *cancellable,
-                          GError **error)
+gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, VddPool *pool,
+                          GCancellable *cancellable, GError **error)
 {
-    g_autoptr(GVariant) req = g_variant_ref_sink(request);
+    const VddWorkerFolder folder = { vdd_pool_get_dirfd(pool), vdd_pool_get_directory(pool), NULL,
+                                     vdd_pool_get_name(pool) };
+    const VddWorkerCall call = { .folders = &folder, .n_folders = 1, .cancellable = cancellable };
+    g_autoptr(GVariant) req = with_dir_paths(g_variant_ref_sink(request), &call);
     GPid pid;
     int sock = start_worker(MESSAGE_TIMEOUT_SECONDS, &pid, error);
     if (sock < 0)
         return FALSE;
     g_autoptr(GError) local = NULL;
-    /* Its answer: it is confined and nbdkit starts. */
+    /* Its answer, once it is confined, has opened the volume (asking for
+     * the files it names, as a job does) and nbdkit starts. */
     g_autoptr(GVariant) result = NULL;
     gboolean sent = vdd_wire_send(sock, g_variant_ref(req), fds, n_fds, &local);
-    if (sent && wait_readable(sock, cancellable)) {
+    /* The worker has the key now. */
+    vdd_wire_wipe_secrets(req);
+    while (sent && result == NULL && wait_readable(sock, cancellable)) {
         int passed[VDD_WIRE_MAX_FDS];
         guint n_passed = 0;
-        result = vdd_wire_receive(sock, passed, &n_passed, &local);
+        g_autoptr(GVariant) msg = vdd_wire_receive(sock, passed, &n_passed, &local);
         for (guint i = 0; i < n_passed; i++)
             close(passed[i]);
+        if (msg == NULL)
+            break;
+        if (!g_variant_lookup(msg, "open", "&s", NULL))
+            result = g_steal_pointer(&msg);
+        else if (!answer_open(sock, &call, msg))
+            break;
     }
     GError *failure = result != NULL ? vdd_wire_get_error(result) : NULL;
+    if (failure != NULL)
+        name_folders(failure, &call);
     if (result != NULL && failure == NULL) {
         log_confinement(result);
         log_job(pid, req, result);

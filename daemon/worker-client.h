@@ -106,8 +106,10 @@ void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_inde
 
 /* Serve a volume over NBD until cancelled: a worker that confines itself
  * and runs nbdkit (request "serve-nbd", worker-protocol.h) with fds
- * (borrowed: the volume, the caller's listening socket). Blocks: call it
- * off the main loop. Returns TRUE never; FALSE with
+ * (borrowed: the volume, the caller's listening socket), the files the
+ * volume names opened for it beneath pool (its folder 0) as for a job.
+ * The request's secrets are wiped once sent. Blocks: call it off the
+ * main loop. Returns TRUE never; FALSE with
  * G_IO_ERROR_CANCELLED once cancellable is cancelled and the server
  * stopped (vdiskd closes the worker's socket, the worker stops nbdkit:
  * TERM, then KILL after 5 s), the worker's error when it refused, or
@@ -117,8 +119,8 @@ void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_inde
  * the tests) or nbdkit's plugin folder. New strings, or FALSE with
  * VDD_ERROR_UNSUPPORTED_FORMAT saying which is missing. */
 gboolean vdd_worker_nbdkit(char **nbdkit, char **plugin, GError **error);
-gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, GCancellable *cancellable,
-                          GError **error);
+gboolean vdd_worker_serve(GVariant *request, const int *fds, guint n_fds, VddPool *pool,
+                          GCancellable *cancellable, GError **error);
 
 /* Start a worker that confines itself and does no image work, and return
  * what it ran under (the "confinement" a{sv} of worker-protocol.h). Blocks. */

@@ -236,6 +236,26 @@ VdSecrets *vdd_wire_secrets_from_variant(GVariant *v)
     return secrets;
 }
 
+void vdd_wire_wipe_secrets(GVariant *msg)
+{
+    static const char *const roles[] = { "source", "target", "backing" };
+    for (guint r = 0; r < G_N_ELEMENTS(roles); r++) {
+        g_autoptr(GVariant) img = g_variant_lookup_value(msg, roles[r], G_VARIANT_TYPE_VARDICT);
+        g_autoptr(GVariant) secrets =
+            img != NULL ? g_variant_lookup_value(img, "secrets", G_VARIANT_TYPE("a{say}")) : NULL;
+        for (gsize i = 0; secrets != NULL && i < g_variant_n_children(secrets); i++) {
+            g_autoptr(GVariant) entry = g_variant_get_child_value(secrets, i);
+            g_autoptr(GVariant) data = g_variant_get_child_value(entry, 1);
+            gsize len = 0;
+            /* Where GLib keeps the bytes: written over, although the API
+             * hands them out read-only, since nothing else may wipe them. */
+            guint8 *bytes = (guint8 *)g_variant_get_fixed_array(data, &len, 1);
+            if (bytes != NULL && len > 0)
+                explicit_bzero(bytes, len);
+        }
+    }
+}
+
 GVariant *vdd_snapshots_to_variant(GPtrArray *snapshots)
 {
     GVariantBuilder b;

@@ -12,11 +12,13 @@
  *            (target: "snapshot-op" s create/revert/delete, "snapshot" s),
  *            "create" (the new image target, "size" t), "serve-nbd"
  *            (become nbdkit "nbdkit" s with vdisk's plugin "plugin" s,
- *            serving source, a pool volume, on the caller's listening
- *            socket "listener" i, "readonly" b; the result comes once
- *            the worker is confined, then it runs nbdkit as its child
- *            until vdiskd closes the socket, or nbdkit ends and the
- *            worker with it);
+ *            serving source, a pool volume with its key, on the
+ *            caller's listening socket "listener" i, "readonly" b; the
+ *            worker confines itself, opens source (asking vdiskd for the
+ *            files it names, which nbdkit then gets as descriptors), and
+ *            sends the result; then it runs nbdkit as its child until
+ *            vdiskd closes the socket, or nbdkit ends and the worker with
+ *            it);
  *            "source" and "target" a{sv}: an image, see below; for
  *            "convert", "backing" a{sv}: a pool volume (in the target's
  *            folder) the new target is a qcow2 overlay of, named by its
@@ -83,6 +85,10 @@ VdOptions *vdd_wire_options_from_variant(GVariant *v);
  * is read with it too). */
 GVariant *vdd_wire_secrets_to_variant(VdSecrets *secrets, VdOptions *create);
 VdSecrets *vdd_wire_secrets_from_variant(GVariant *v);
+/* Overwrite with zeroes, in place, the bytes of every "secrets" of the
+ * images of msg (a request), once they have been used: a server's
+ * request lives as long as it serves. */
+void vdd_wire_wipe_secrets(GVariant *msg);
 
 /* The InspectFile answer: an image's header as a{sv} (format,
  * virtual-size, actual-size, cluster-size, encrypted, dirty, backing-file,

@@ -564,19 +564,140 @@ static int finish(GVariantBuilder *b)
 }
 
 /* Where nbdkit finds its descriptors: the listening socket first, as
- * socket activation passes it, then the volume its plugin serves. */
+ * socket activation passes it, then the volume its plugin serves, the
+ * pipe its key comes through, and the files the volume names. */
 #define NBDKIT_LISTEN_FD 3
 #define NBDKIT_VOLUME_FD 4
+#define NBDKIT_KEY_FD 5
+#define NBDKIT_FIRST_FILE_FD 6
+/* The most files a served volume may name (the plugin's backing-fd=). */
+#define MAX_SERVED_FILES 32
+/* Above every descriptor nbdkit gets, so that none is overwritten while
+ * they are put in place. */
+#define NBDKIT_STAGING_FD (NBDKIT_FIRST_FILE_FD + MAX_SERVED_FILES)
+
+/* serve-nbd: what the volume names (its backing chain), asked of vdiskd
+ * as every job asks, each kept for nbdkit in the order asked. */
+typedef struct {
+    gint32 folder;
+    GArray *fds; /* of int */
+} ServedFiles;
+
+static int open_for_server(const char *rel, int flags, gpointer data)
+{
+    ServedFiles *files = data;
+    if (files->fds->len >= MAX_SERVED_FILES) {
+        errno = EMFILE;
+        return -1;
+    }
+    int fd = ask_vdiskd_to_open(rel, flags, GINT_TO_POINTER(files->folder));
+    if (fd < 0)
+        return -1;
+    int kept = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (kept < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    g_array_append_val(files->fds, kept);
+    return fd;
+}
+
+/* Open the served volume as the worker's jobs open it, read-only and
+ * taking no locks (vdiskd holds them; nbdkit takes its own): a wrong or
+ * missing key, or a file the volume names that vdiskd will not open, is
+ * said here, as the job's error, before nbdkit starts. files gets the
+ * descriptors of the files it names. */
+static gboolean check_served(const Request *r, ServedFiles *files, GError **error)
+{
+    const Image *s = &r->source;
+    if (!pool_relative(r, s)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "serve-nbd serves a pool volume");
+        return FALSE;
+    }
+    VdConfinement c = confinement_for(r, s);
+    c.open_beneath = open_for_server;
+    c.open_data = files;
+    VdOpenFlags flags = (s->open_flags & ~VD_OPEN_READ_WRITE) | VD_OPEN_NO_LOCKING;
+    g_autoptr(VdImage) img = vd_image_open_fd_confined(s->fd, s->name, s->format, flags,
+                                                       s->open_options, s->secrets, &c, error);
+    if (img == NULL)
+        return FALSE;
+    /* nbdkit gets the files it names read-only, as vdiskd opens them. */
+    g_autoptr(GPtrArray) related = vd_image_related_files(img);
+    if (related->len > 0 && (s->open_flags & VD_OPEN_READ_WRITE)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_NOT_SUPPORTED,
+                    "%s writes into another file (%s), which is served read-only only: serve it "
+                    "read-only",
+                    s->label, (const char *)related->pdata[0]);
+        return FALSE;
+    }
+    if (vd_image_needs_key(img)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s is encrypted and was opened without its passphrase (give "
+                    "volume-key-secret=ID with the secret; vdiskctl: --object "
+                    "secret,id=ID,file=FILE --key-secret ID)",
+                    s->label);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* The key the request opens the volume with, or NULL. */
+static const guint8 *served_key(const Request *r, gsize *len)
+{
+    const char *id = r->source.open_options != NULL
+                         ? vd_options_get(r->source.open_options, "encrypt.key-secret")
+                         : NULL;
+    return id != NULL && r->source.secrets != NULL ? vd_secrets_lookup(r->source.secrets, id, len)
+                                                   : NULL;
+}
+
+/* A pipe holding the key (all of it: the pipe's buffer takes it), its
+ * writing end closed: nbdkit reads it with key-secret-fd=, and the key
+ * is in no argument, variable or file. The read end, or -1. */
+static int key_pipe(const guint8 *key, gsize len, GError **error)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "serve-nbd: key: %s",
+                    g_strerror(errno));
+        return -1;
+    }
+    int room = fcntl(p[1], F_GETPIPE_SZ);
+    gsize done = 0;
+    while (room > 0 && len <= (gsize)room && done < len) {
+        ssize_t n = write(p[1], key + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (gsize)n;
+    }
+    close(p[1]);
+    if (done < len) {
+        close(p[0]);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "serve-nbd: the key (%" G_GSIZE_FORMAT " bytes) does not fit in a pipe", len);
+        return -1;
+    }
+    return p[0];
+}
 
 /* serve-nbd: become nbdkit ("nbdkit" s, an absolute path) with vdisk's
  * plugin ("plugin" s) serving the volume (source, of its recorded
- * format) on the caller's listening socket ("listener" i), read-only
- * with "readonly" b. The worker confines itself first, as the program it
- * starts needs (worker-confine.h: it may execute nbdkit, read what
- * nbdkit runs from, and make no socket nor connection), answers vdiskd
- * with its confinement, and starts nbdkit as its child, which it stops
- * when vdiskd closes the socket. Returns the worker's exit status. */
-static int serve_nbd(const Request *r, const int *fds, guint n_fds)
+ * format, with its key) on the caller's listening socket ("listener" i),
+ * read-only with "readonly" b. The worker confines itself first, as the
+ * program it starts needs (worker-confine.h: it may execute nbdkit, read
+ * what nbdkit runs from, and make no socket nor connection), opens the
+ * volume as a job does (asking vdiskd for its backing chain), answers
+ * vdiskd, and starts nbdkit as its child with the volume, the files it
+ * names and its key as inherited descriptors (nbdkit may open no pool
+ * file), which it stops when vdiskd closes the socket. Returns the
+ * worker's exit status. */
+static int serve_nbd(Request *r, const int *fds, guint n_fds)
 {
     GVariantBuilder b;
     g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
@@ -600,7 +721,7 @@ static int serve_nbd(const Request *r, const int *fds, guint n_fds)
                                   .n_keep_fds = G_N_ELEMENTS(keep),
                                   .address_space = DEFAULT_ADDRESS_SPACE,
                                   .cpu_seconds = 0, /* it serves until stopped */
-                                  .open_files = OPEN_FILES,
+                                  .open_files = OPEN_FILES + 2 * MAX_SERVED_FILES,
                                   .exec_path = nbdkit,
                                   .read_paths = read_paths };
     VddConfinement state;
@@ -610,18 +731,66 @@ static int serve_nbd(const Request *r, const int *fds, guint n_fds)
     }
     g_variant_builder_add(&b, "{sv}", "confinement", vdd_confinement_to_variant(&state));
     vdd_confinement_clear(&state);
-    g_autofree char *volume_arg = g_strdup_printf("fd=%d", NBDKIT_VOLUME_FD);
-    g_autofree char *format_arg = g_strdup_printf("format=%s", r->source.format);
-    const char *argv[] = { nbdkit,     "--exit-with-parent", plugin,
-                           volume_arg, format_arg,           readonly ? "readonly=true" : NULL,
-                           NULL };
-    int l = fcntl(listener, F_DUPFD_CLOEXEC, 10);
-    int v = fcntl(r->source.fd, F_DUPFD_CLOEXEC, 10);
-    if (l < 0 || v < 0) {
-        g_set_error(&error, G_IO_ERROR, g_io_error_from_errno(errno), "serve-nbd: %s",
-                    g_strerror(errno));
+    g_autoptr(GArray) named = g_array_new(FALSE, FALSE, sizeof(int));
+    ServedFiles files = { r->source.folder, named };
+    gsize key_len = 0;
+    const guint8 *key = served_key(r, &key_len);
+    int key_fd = -1;
+    if (!check_served(r, &files, &error) ||
+        (key != NULL && (key_fd = key_pipe(key, key_len, &error)) < 0)) {
         vdd_wire_add_error(&b, error);
         return finish(&b);
+    }
+    /* nbdkit has the key now; this process keeps no copy. */
+    vdd_wire_wipe_secrets(r->msg);
+    g_clear_pointer(&r->source.secrets, vd_secrets_free);
+    /* Every descriptor nbdkit gets, where it gets it. */
+    g_autoptr(GArray) from = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GArray) to = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, g_strdup(nbdkit));
+    g_ptr_array_add(argv, g_strdup("--exit-with-parent"));
+    g_ptr_array_add(argv, g_strdup(plugin));
+    /* The volume's path names it in messages, and its backing files are
+     * found beside it as the worker found them. */
+    g_ptr_array_add(argv, g_strdup_printf("file=%s", r->source.label));
+    g_ptr_array_add(argv, g_strdup_printf("fd=%d", NBDKIT_VOLUME_FD));
+    g_ptr_array_add(argv, g_strdup_printf("format=%s", r->source.format));
+    if (readonly)
+        g_ptr_array_add(argv, g_strdup("readonly=true"));
+    const int listen_to = NBDKIT_LISTEN_FD, volume_to = NBDKIT_VOLUME_FD, key_to = NBDKIT_KEY_FD;
+    g_array_append_val(from, listener);
+    g_array_append_val(to, listen_to);
+    g_array_append_val(from, r->source.fd);
+    g_array_append_val(to, volume_to);
+    if (key_fd >= 0) {
+        g_ptr_array_add(argv, g_strdup_printf("key-secret-fd=%d", NBDKIT_KEY_FD));
+        g_array_append_val(from, key_fd);
+        g_array_append_val(to, key_to);
+    }
+    for (guint i = 0; i < named->len; i++) {
+        int target = NBDKIT_FIRST_FILE_FD + (int)i;
+        g_ptr_array_add(argv, g_strdup_printf("backing-fd=%d", target));
+        g_array_append_val(from, g_array_index(named, int, i));
+        g_array_append_val(to, target);
+    }
+    g_ptr_array_add(argv, NULL);
+    /* Staged above every target, so that putting one in place never
+     * overwrites another. */
+    for (guint i = 0; i < from->len; i++) {
+        int *fd = &g_array_index(from, int, i);
+        int staged = fcntl(*fd, F_DUPFD_CLOEXEC, NBDKIT_STAGING_FD);
+        if (staged < 0) {
+            g_set_error(&error, G_IO_ERROR, g_io_error_from_errno(errno), "serve-nbd: %s",
+                        g_strerror(errno));
+            vdd_wire_add_error(&b, error);
+            return finish(&b);
+        }
+        /* The listener and volume stay the worker's; the others were its
+         * own copies. */
+        if (*fd != listener && *fd != r->source.fd)
+            close(*fd);
+        *fd = staged;
     }
     g_variant_builder_add(&b, "{sv}", "ok", g_variant_new_boolean(TRUE));
     if (finish(&b) != 0)
@@ -637,14 +806,16 @@ static int serve_nbd(const Request *r, const int *fds, guint n_fds)
         char pid[32];
         g_snprintf(pid, sizeof pid, "LISTEN_PID=%d", (int)getpid());
         const char *envp[] = { "LISTEN_FDS=1", pid, NULL };
-        if (dup2(l, NBDKIT_LISTEN_FD) < 0 || dup2(v, NBDKIT_VOLUME_FD) < 0)
-            _exit(126);
-        execve(nbdkit, (char *const *)argv, (char *const *)envp);
+        /* dup2 leaves the copy open across exec. */
+        for (guint i = 0; i < from->len; i++)
+            if (dup2(g_array_index(from, int, i), g_array_index(to, int, i)) < 0)
+                _exit(126);
+        execve(nbdkit, (char *const *)argv->pdata, (char *const *)envp);
         fprintf(stderr, "vdisk-worker: cannot run %s: %s\n", nbdkit, g_strerror(errno));
         _exit(127);
     }
-    close(l);
-    close(v);
+    for (guint i = 0; i < from->len; i++)
+        close(g_array_index(from, int, i));
     /* The worker stays nbdkit's parent, of the same user, so it may stop
      * it (vdiskd, without CAP_KILL in its unit, may not): when vdiskd
      * closes its end (the job cancelled, vdiskd gone), nbdkit is stopped;

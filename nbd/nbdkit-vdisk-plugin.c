@@ -16,22 +16,34 @@
 #include <nbdkit-plugin.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "vdisk.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
+/* backing-fd=N may be given this many times. */
+#define MAX_PASSED_FILES 32
+/* The longest passphrase key-secret-fd=N reads. */
+#define MAX_KEY_BYTES (64 * 1024)
+
 /* What the command line asked for; the image is opened in get_ready. */
 static struct {
-    char *file;           /* absolute */
-    char *format;         /* NULL: probed */
-    char *snapshot;       /* internal snapshot to serve (read-only) */
-    char *backing;        /* the top image's parent, absolute */
-    int disk;             /* an OVA's disk, 1-based; 0: its only one */
-    int fd;               /* an already open descriptor to serve; -1 none */
+    char *file;     /* absolute */
+    char *format;   /* NULL: probed */
+    char *snapshot; /* internal snapshot to serve (read-only) */
+    char *backing;  /* the top image's parent, absolute */
+    int disk;       /* an OVA's disk, 1-based; 0: its only one */
+    int fd;         /* an already open descriptor to serve; -1 none */
+    /* The files the image names, already open (backing-fd=N), in the
+     * order its open asks for them; each taken once (then -1). */
+    int passed[MAX_PASSED_FILES];
+    guint n_passed, next_passed;
     gboolean readonly;    /* open read-only: no write lock, no writes */
     VdOptions *open_opts; /* qemu's open options (key-secret=ID, ...) */
     VdSecrets *secrets;   /* object=secret,... and the passphrase */
@@ -120,6 +132,64 @@ static gboolean set_path(char **slot, const char *value)
     return TRUE;
 }
 
+/* key-secret-fd=N: the passphrase is every byte the descriptor gives
+ * until its end, as qemu reads a secret's file= (a pipe the parent wrote
+ * it into and closed); the descriptor is closed. */
+static int set_key_fd(const char *value)
+{
+    int fd;
+    if (nbdkit_parse_int("key-secret-fd", value, &fd) == -1)
+        return -1;
+    if (fd <= 2) {
+        nbdkit_error("key-secret-fd=%s: not a descriptor of its own", value);
+        return -1;
+    }
+    guint8 *buf = g_malloc(MAX_KEY_BYTES + 1);
+    gsize len = 0;
+    int err = 0;
+    while (len <= MAX_KEY_BYTES) {
+        ssize_t n = read(fd, buf + len, MAX_KEY_BYTES + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? errno : 0;
+            break;
+        }
+        len += (gsize)n;
+    }
+    close(fd);
+    int r = 0;
+    if (err != 0) {
+        nbdkit_error("key-secret-fd=%s: %s", value, g_strerror(err));
+        r = -1;
+    } else if (len > MAX_KEY_BYTES) {
+        nbdkit_error("key-secret-fd=%s: a passphrase of more than %d bytes", value, MAX_KEY_BYTES);
+        r = -1;
+    } else {
+        vd_secrets_set_default(config.secrets, buf, len);
+    }
+    explicit_bzero(buf, MAX_KEY_BYTES + 1);
+    g_free(buf);
+    return r;
+}
+
+static int add_passed_file(const char *value)
+{
+    int fd;
+    if (nbdkit_parse_int("backing-fd", value, &fd) == -1)
+        return -1;
+    if (fd <= 2) {
+        nbdkit_error("backing-fd=%s: not a descriptor of its own", value);
+        return -1;
+    }
+    if (config.n_passed == MAX_PASSED_FILES) {
+        nbdkit_error("backing-fd: at most %d descriptors", MAX_PASSED_FILES);
+        return -1;
+    }
+    config.passed[config.n_passed++] = fd;
+    return 0;
+}
+
 static int set_password(const char *value)
 {
     char *password = NULL;
@@ -193,6 +263,10 @@ static int vdisk_config(const char *key, const char *value)
     }
     if (g_str_equal(key, "password"))
         return set_password(value);
+    if (g_str_equal(key, "key-secret-fd"))
+        return set_key_fd(value);
+    if (g_str_equal(key, "backing-fd"))
+        return add_passed_file(value);
     if (g_str_equal(key, "key-secret-file")) {
         if (!vd_secrets_set_default_from_file(config.secrets, value, &error)) {
             nbdkit_error("key-secret-file: %s", error->message);
@@ -219,6 +293,10 @@ static int vdisk_config_complete(void)
 {
     if (config.file == NULL && config.fd < 0) {
         nbdkit_error("the image to serve is missing: give file=PATH");
+        return -1;
+    }
+    if (config.n_passed > 0 && config.fd < 0) {
+        nbdkit_error("backing-fd=N goes with fd=N: the image's files all come as descriptors");
         return -1;
     }
     return 0;
@@ -250,6 +328,48 @@ static VdImage *open_ova(GError **error)
     return vd_image_open_ova(config.file, config.disk - 1, error);
 }
 
+/* VdConfinement.open_beneath for an image served from descriptors only:
+ * each file its open asks for (its backing file, then that one's, ...) is
+ * the next descriptor passed, whatever its name; nbdkit opens no file by
+ * name. */
+static int next_passed_file(const char *rel, int flags, gpointer data)
+{
+    struct stat st;
+    if (config.next_passed >= config.n_passed || (flags & O_ACCMODE) != O_RDONLY) {
+        errno = EACCES;
+        return -1;
+    }
+    int fd = config.passed[config.next_passed];
+    if (fstat(fd, &st) < 0)
+        return -1;
+    if (((flags & O_DIRECTORY) != 0) != S_ISDIR(st.st_mode)) {
+        errno = S_ISDIR(st.st_mode) ? EISDIR : ENOTDIR;
+        return -1;
+    }
+    /* The engine owns what it is given. */
+    config.passed[config.next_passed++] = -1;
+    return fd;
+}
+
+/* fd= with backing-fd=: the names inside the image are resolved as they
+ * would be beside file= (so that one lying outside its folder is refused
+ * as vdiskd refuses it), and each is answered by a passed descriptor. */
+static VdImage *open_passed(const char *fmt, VdOpenFlags flags, GError **error)
+{
+    g_autofree char *dir = config.file != NULL ? g_path_get_dirname(config.file) : g_strdup("/");
+    g_autofree char *base =
+        config.file != NULL ? g_path_get_basename(config.file) : g_strdup_printf("fd%d", config.fd);
+    const VdConfinement c = { .dirfd = -1, .dir_path = dir, .open_beneath = next_passed_file };
+    VdImage *img = vd_image_open_fd_confined(config.fd, base, fmt, flags, config.open_opts,
+                                             config.secrets, &c, error);
+    for (guint i = config.next_passed; i < config.n_passed; i++) {
+        close(config.passed[i]);
+        config.passed[i] = -1;
+    }
+    config.next_passed = config.n_passed;
+    return img;
+}
+
 static VdImage *open_image(GError **error)
 {
     VdOpenFlags flags = 0;
@@ -272,6 +392,8 @@ static VdImage *open_image(GError **error)
         flags |= VD_OPEN_READ_WRITE;
     if (config.backing != NULL)
         vd_options_set(config.open_opts, "backing", config.backing);
+    if (config.n_passed > 0)
+        return open_passed(fmt, flags, error);
     if (config.fd >= 0)
         return vd_image_open_fd_opts(config.fd, label, fmt, flags, config.open_opts, config.secrets,
                                      error);
@@ -428,6 +550,12 @@ static void vdisk_dump_plugin(void)
     "password=SECRET|-|+FILE|-FD   an encrypted image's passphrase, as nbdkit reads\n"     \
     "                       passwords: - asks on the terminal, +FILE reads a file,\n"      \
     "                       -FD a descriptor\n"                                            \
+    "key-secret-fd=N        the passphrase: every byte descriptor N gives until its\n"     \
+    "                       end (a pipe), kept as it is; N is closed\n"                    \
+    "backing-fd=N           with fd=: the files the image names (its backing file,\n"      \
+    "                       then that one's, ...) are not opened by name but are these\n"  \
+    "                       descriptors, one per file in the order the chain names\n"      \
+    "                       them (repeat backing-fd=; read-only)\n"                        \
     "key-secret-file=FILE   the passphrase from FILE (one trailing newline dropped),\n"    \
     "                       as vdisk --passphrase-file\n"                                  \
     "object=secret,id=ID,file=FILE   a secret as qemu's --object, named by\n"              \

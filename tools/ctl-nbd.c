@@ -290,7 +290,9 @@ static int run_export_nbd(Ctl *ctl, char **operands, int n_operands)
         return CTL_EXIT_FAILURE;
     }
     g_autoptr(CtlVolume) vol = ctl_find_volume(ctl, operands[0], &error);
-    if (vol == NULL)
+    /* The key (--object, --key-secret) is read before the socket is made. */
+    g_autoptr(GVariant) call_options = vol != NULL ? ctl_call_options(ctl, &error) : NULL;
+    if (call_options == NULL)
         return ctl_fail(error);
     int sock = listen_at(path, &error);
     if (sock < 0)
@@ -298,7 +300,7 @@ static int run_export_nbd(Ctl *ctl, char **operands, int n_operands)
     gint handle = g_unix_fd_list_append(fds, sock, &error);
     close(sock); /* the list's copy goes to vdiskd's server */
     GVariantDict d;
-    g_variant_dict_init(&d, NULL);
+    g_variant_dict_init(&d, call_options);
     if (ctl->readonly)
         g_variant_dict_insert(&d, "readonly", "b", TRUE);
     g_autoptr(GVariant) options = g_variant_ref_sink(g_variant_dict_end(&d));
@@ -333,20 +335,23 @@ const CtlCommand ctl_cmd_export_nbd = {
     .name = "export-nbd",
     .operands = "POOL/VOLUME",
     .summary = "serve a volume to you over NBD on a Unix socket, until Ctrl-C",
-    .options = CTL_OPT_NBD_SERVE,
+    .options = CTL_OPT_NBD_SERVE | CTL_OPT_OBJECT | CTL_OPT_KEY,
     .help = "  --socket PATH          the Unix socket to serve on (made here, as you;\n"
             "                         removed at the end)\n"
             "  --readonly             serve it read-only (a read lock: a VM may still\n"
-            "                         read it, none may write it)\n",
+            "                         read it, none may write it)\n" CTL_HELP_KEY CTL_HELP_OBJECT,
     .notes = "vdiskctl makes the socket with your rights and hands it to vdiskd, which\n"
              "serves the volume on it with nbdkit and vdisk's plugin, confined as its\n"
              "image worker is, holding the volume's lock as any writer (--readonly:\n"
              "reader) does: a volume a VM uses is refused (Busy). Clients connect with\n"
              "nbd+unix:///?socket=PATH (qemu-img, qemu-nbd -c, nbdcopy, nbdfuse) until\n"
-             "Ctrl-C stops the export. Volumes with a backing file and encrypted ones\n"
-             "are not served.\n",
+             "Ctrl-C stops the export. An overlay is served as its guest sees it,\n"
+             "through its whole backing chain (only the volume itself is written); an\n"
+             "encrypted volume is served decrypted, with its key (--key-secret).\n",
     .examples = "  vdiskctl export-nbd default/web.qcow2 --socket /tmp/web.sock --readonly\n"
-                "  qemu-img compare nbd+unix:///?socket=/tmp/web.sock web-copy.qcow2\n",
+                "  qemu-img compare nbd+unix:///?socket=/tmp/web.sock web-copy.qcow2\n"
+                "  vdiskctl export-nbd default/vault.qcow2 --socket /tmp/vault.sock \\\n"
+                "      --object secret,id=k,file=pw --key-secret k\n",
     .min_operands = 1,
     .max_operands = 1,
     .run = run_export_nbd,

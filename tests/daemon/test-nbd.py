@@ -18,10 +18,17 @@ user with no new privileges and a seccomp filter; qemu-img compare reads
 through it what the volume holds, qemu-io writes through a writable export
 land in the volume, the volume is locked while served (a writer, or a
 second export, is refused) and Ctrl-C ends it: the socket is gone, the
-volume unlocked. Exports hold none of the job slots copies share. A user
-polkit does not let is refused. Servers are
+volume unlocked. Exports hold none of the job slots copies share. An
+encrypted volume (LUKS in qcow2, raw LUKS) is served decrypted with the
+caller's key (qemu-img compare through qemu's own LUKS reading), the key in
+no argument, variable or descriptor of nbdkit's that names a file; a
+missing or wrong key is refused. An overlay is served through its chain
+(three deep), writes land in the overlay and the base's bytes stay the
+same, the base held meanwhile; one whose backing file lies outside the
+pool is refused. A user polkit does not let is refused. Servers are
 started and stopped by pid, on loopback only. Needs root (exit 77
 otherwise)."""
+import hashlib
 import json
 import os
 import pwd
@@ -385,6 +392,147 @@ def tests(env):
         finally:
             for p in served:
                 stop(p)
+
+    def alices(name, text):
+        """A file of alice's in her folder, holding text."""
+        path = os.path.join(home, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+        os.chown(path, pwd.getpwnam(ALICE).pw_uid, 0)
+        return path
+
+    def checksum(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def qemu_io(*args):
+        r = subprocess.run(["qemu-io"] + list(args), capture_output=True, text=True)
+        assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower() and \
+            "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+
+    def refused(volume, *args):
+        """export-nbd as alice that must fail: its stderr."""
+        sock = os.path.join(home, "refused.sock")
+        r = as_user(ALICE, VDISKCTL, "export-nbd", volume, "--socket", sock, *args)
+        assert r.returncode == 1, r
+        assert not os.path.exists(sock)
+        assert nbdkit_of(env.daemon.pid) == []
+        return r.stderr
+
+    @case("an encrypted volume is served decrypted with the caller's key (in no argument, "
+          "variable or file of nbdkit's); without it, or with a wrong one, it is refused")
+    def _():
+        enc = os.path.join(pool, "enc.qcow2")
+        rc, out = run(ALICE, "create", "p", "enc.qcow2", "qcow2", 16 * MIB,
+                      "encrypt.format=luks", "encrypt.key-secret=s0", "secret:s0=pw-s0-x")
+        assert rc == 0, out
+        key, wrong = alices("key", "pw-s0-x"), alices("wrong", "pw-s1-x")
+        luks = ["--object", "secret,id=k,file=" + key, "--image-opts",
+                "driver=qcow2,encrypt.key-secret=k,file.filename=" + enc]
+        qemu_io(*luks, "-c", "write -P 0x5a 1M 3M")
+        sock = os.path.join(home, "enc.sock")
+        with_key = ["--object", "secret,id=k,file=" + key, "--key-secret", "k"]
+        p = export_nbd("p/enc.qcow2", sock, "--readonly", *with_key)
+        try:
+            # The export is the guest's plain disk, as qemu decrypts it.
+            r = qemu_img("compare", *luks[:3], "driver=raw,file.driver=nbd,file.server.type=unix,"
+                         "file.server.path=" + sock, luks[3])
+            assert r.returncode == 0, r.stdout + r.stderr
+            servers = nbdkit_of(env.daemon.pid)
+            assert len(servers) == 1, servers
+            for what in ("cmdline", "environ"):
+                with open("/proc/%d/%s" % (servers[0], what), "rb") as f:
+                    assert b"pw-s0" not in f.read(), what
+            # Its descriptors: none is a file holding the key.
+            fds = "/proc/%d/fd" % servers[0]
+            for fd in os.listdir(fds):
+                assert os.readlink(os.path.join(fds, fd)) not in (key, wrong)
+        finally:
+            stop(p)
+        # Writes through a writable export are encrypted into the volume.
+        p = export_nbd("p/enc.qcow2", sock, *with_key)
+        try:
+            qemu_io("-f", "raw", "-c", "write -P 0x66 8M 1M", "nbd+unix:///?socket=" + sock)
+        finally:
+            stop(p)
+        qemu_io(*luks, "-c", "read -P 0x66 8M 1M", "-c", "read -P 0x5a 1M 3M")
+        with open(enc, "rb") as f:
+            assert b"\x66" * 4096 not in f.read(), "plain data in the encrypted volume"
+        assert "passphrase" in refused("p/enc.qcow2", "--readonly")
+        err = refused("p/enc.qcow2", "--object", "secret,id=k,file=" + wrong, "--key-secret", "k")
+        assert "key slot" in err and "p/enc.qcow2" in err, err
+        err = refused("p/enc.qcow2", "--object", "secret,id=k,file=" + key, "--key-secret", "x")
+        assert "secret" in err, err
+        ok, err = writable(enc)
+        assert "lock" not in err, err
+        # Raw LUKS likewise.
+        raw = os.path.join(pool, "enc.luks")
+        assert qemu_img("create", "-q", "-f", "luks", *luks[:2], "-o", "key-secret=k", raw,
+                        "8M").returncode == 0
+        raw_opts = "driver=luks,key-secret=k,file.filename=" + raw
+        qemu_io(*luks[:3], raw_opts, "-c", "write -P 0x77 2M 1M")
+        assert run("root", "refresh", "p")[0] == 0
+        p = export_nbd("p/enc.luks", sock, "--readonly", *with_key)
+        try:
+            r = qemu_img("compare", *luks[:3], "driver=raw,file.driver=nbd,file.server.type=unix,"
+                         "file.server.path=" + sock, raw_opts)
+            assert r.returncode == 0, r.stdout + r.stderr
+        finally:
+            stop(p)
+        assert "key slot" in refused("p/enc.luks", "--object", "secret,id=k,file=" + wrong,
+                                     "--key-secret", "k")
+
+    @case("an overlay is served through its backing chain, and writes land in the overlay only")
+    def _():
+        base, top = os.path.join(pool, "base.qcow2"), os.path.join(pool, "top.qcow2")
+        rc, out = run(ALICE, "create", "p", "base.qcow2", "qcow2", 16 * MIB)
+        assert rc == 0, out
+        qemu_io("-f", "qcow2", "-c", "write -P 0x11 0 4M", "-c", "write -P 0x22 8M 2M", base)
+        rc, out = run(ALICE, "overlay", "p", "base.qcow2", "top.qcow2")
+        assert rc == 0, out
+        qemu_io("-f", "qcow2", "-c", "write -P 0x33 1M 1M", top)
+        rc, out = run(ALICE, "overlay", "p", "top.qcow2", "top2.qcow2")
+        assert rc == 0, out
+        before = checksum(base)
+        sock = os.path.join(home, "top.sock")
+        uri = "nbd+unix:///?socket=" + sock
+        # Three deep, read-only: the guest's view through the chain.
+        p = export_nbd("p/top2.qcow2", sock, "--readonly")
+        try:
+            r = qemu_img("compare", "-f", "raw", "-F", "qcow2", uri,
+                         os.path.join(pool, "top2.qcow2"))
+            assert r.returncode == 0, r.stdout + r.stderr
+        finally:
+            stop(p)
+        p = export_nbd("p/top.qcow2", sock)
+        try:
+            # -U: the served volume is write-locked, as by any writer.
+            r = qemu_img("compare", "-U", "-f", "raw", "-F", "qcow2", uri, top)
+            assert r.returncode == 0, r.stdout + r.stderr
+            qemu_io("-f", "raw", "-c", "write -P 0x44 8M 1M", "-c", "write -P 0x55 0 64K", uri)
+            # The base under a served overlay is held: not resized, not written.
+            rc, out = run(ALICE, "resize", "p", "base.qcow2", 32 * MIB)
+            assert rc != 0 and "Busy" in out.get("error", ""), out
+            assert not writable(base)[0], "the served overlay's base is not locked"
+        finally:
+            stop(p)
+        assert checksum(base) == before, "the base changed"
+        qemu_io("-f", "qcow2", "-c", "read -P 0x44 8M 1M", "-c", "read -P 0x22 9M 1M",
+                "-c", "read -P 0x55 0 64K", "-c", "read -P 0x11 64K 960K",
+                "-c", "read -P 0x33 1M 1M", top)
+        assert qemu_img("check", top).returncode == 0
+        ok, err = writable(base)
+        assert ok, err
+
+    @case("an overlay whose backing file lies outside the pool is refused, nothing served")
+    def _():
+        evil = os.path.join(pool, "evil.qcow2")
+        assert qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", "/etc/passwd", "-F", "raw",
+                        evil, "1M").returncode == 0
+        assert run("root", "refresh", "p")[0] == 0
+        err = refused("p/evil.qcow2", "--readonly")
+        assert "lies outside" in err, err
 
     @case("export-nbd by a user polkit does not let is refused, and the socket removed")
     def _():
