@@ -145,36 +145,39 @@ void vdd_manager_pool_changed(VddManager *self, VddPool *pool)
     vdd_libvirt_pool_changed(self->libvirt, vdd_pool_get_name(pool));
 }
 
+/* Whether a new pool may take this name. */
+static gboolean pool_name_is_free(VddManager *self, const char *name, GError **error)
+{
+    if (!vdd_name_is_valid(name, "pool", error))
+        return FALSE;
+    if (g_hash_table_contains(self->pools, name)) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already", name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static VddPool *keep_pool(VddManager *self, const char *name, VddPool *pool)
+{
+    if (pool != NULL)
+        g_hash_table_insert(self->pools, g_strdup(name), pool);
+    return pool;
+}
+
 VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *directory,
                               GError **error)
 {
-    if (!vdd_name_is_valid(name, "pool", error))
+    if (!pool_name_is_free(self, name, error))
         return NULL;
-    if (g_hash_table_contains(self->pools, name)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already", name);
-        return NULL;
-    }
-    VddPool *pool = vdd_pool_new(self, name, directory, error);
-    if (pool == NULL)
-        return NULL;
-    g_hash_table_insert(self->pools, g_strdup(name), pool);
-    return pool;
+    return keep_pool(self, name, vdd_pool_new(self, name, directory, error));
 }
 
 VddPool *vdd_manager_add_logical_pool(VddManager *self, const char *name, const char *vg,
                                       GError **error)
 {
-    if (!vdd_name_is_valid(name, "pool", error))
+    if (!pool_name_is_free(self, name, error))
         return NULL;
-    if (g_hash_table_contains(self->pools, name)) {
-        g_set_error(error, VDD_ERROR, VDD_ERROR_EXISTS, "a pool named '%s' exists already", name);
-        return NULL;
-    }
-    VddPool *pool = vdd_pool_new_logical(self, name, vg, error);
-    if (pool == NULL)
-        return NULL;
-    g_hash_table_insert(self->pools, g_strdup(name), pool);
-    return pool;
+    return keep_pool(self, name, vdd_pool_new_logical(self, name, vg, error));
 }
 
 void vdd_manager_load_config(VddManager *self, const char *dir)

@@ -837,17 +837,7 @@ gboolean vd_file_write_zeroes(VdFile *file, guint64 offset, guint64 len, gboolea
     vd_fault_begin(file->fd, VD_FAULT_ZERO, offset, len, NULL);
     int rc = fallocate(file->fd, FALLOC_FL_ZERO_RANGE, (off_t)offset, (off_t)len);
     vd_fault_end();
-    if (rc == 0)
-        return TRUE;
-    static const gsize chunk = 1 << 20;
-    g_autofree guint8 *zeroes = g_malloc0(MIN(len, chunk));
-    for (guint64 done = 0; done < len;) {
-        gsize n = (gsize)MIN(len - done, chunk);
-        if (!vd_file_pwrite(file, offset + done, zeroes, n, error))
-            return FALSE;
-        done += n;
-    }
-    return TRUE;
+    return rc == 0 || write_zero_bytes(file, offset, len, error);
 }
 
 gboolean vd_file_truncate(VdFile *file, guint64 size, GError **error)
