@@ -498,13 +498,22 @@ def tests(env, sandbox, allowed):
             time.sleep(0.1)
             workers = workers_of(pid)
         assert workers, "no worker seen"
-        st = status_of(workers[0])
-        assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"], st
-        assert st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
-        # its own filter on top of the unit's, which it inherited
+        # A worker is seen as soon as it starts, still root; it confines
+        # itself before it reads the job (misbehave=hang then holds it).
         daemon_filters = int(status_of(pid)["Seccomp_filters"][0])
-        assert int(st["Seccomp_filters"][0]) == daemon_filters + 1, (st, daemon_filters)
-        os.kill(workers[0], signal.SIGKILL)
+        try:
+            st = status_of(workers[0])
+            while time.monotonic() < deadline and (
+                    any(u == "0" for u in st["Uid"])
+                    or int(st["Seccomp_filters"][0]) <= daemon_filters):
+                time.sleep(0.1)
+                st = status_of(workers[0])
+            assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"], st
+            assert st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
+            # its own filter on top of the unit's, which it inherited
+            assert int(st["Seccomp_filters"][0]) == daemon_filters + 1, (st, daemon_filters)
+        finally:
+            os.kill(workers[0], signal.SIGKILL)
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and res["message"] == UNSAFE, res
         assert pool_files() == before, (before, pool_files())

@@ -1,8 +1,8 @@
 /* unit-sandbox: start a program the way vdiskd.service confines vdiskd,
  * without systemd (test-unit-sandbox.py computes the settings from the unit
- * file and passes them here). In the order systemd's exec takes: umask and
- * limits, the namespaces (network, mounts), the capability bounding set,
- * no-new-privs, the seccomp filters, then exec. A test program only: it
+ * file and passes them here). In the order systemd's exec takes: limits,
+ * the namespaces (network, mounts), the umask, the capability bounding
+ * set, no-new-privs, the seccomp filters, then exec. A test program only: it
  * runs as root and is never installed.
  *
  * Usage: unit-sandbox [OPTION...] -- PROGRAM [ARG...]; --help lists the
@@ -481,8 +481,6 @@ int main(int argc, char **argv)
     if (getuid() != 0)
         die_msg("needs root, as the service manager is");
 
-    if (umask_text)
-        umask((mode_t)strtoul(umask_text, NULL, 8));
     if (limit_nofile > 0) {
         struct rlimit r = { .rlim_cur = limit_nofile, .rlim_max = limit_nofile };
         if (setrlimit(RLIMIT_NOFILE, &r) < 0)
@@ -495,6 +493,11 @@ int main(int argc, char **argv)
         protect_kernel_tunables || bind_paths)
         set_up_mounts();
     making_namespaces = FALSE;
+    /* The service's umask, not the one its namespace was made under (the
+     * folders a checkout under /tmp is put back in stay 0755, as systemd
+     * makes them, so its unprivileged worker may walk to the plugin). */
+    if (umask_text)
+        umask((mode_t)strtoul(umask_text, NULL, 8));
     if (capabilities)
         drop_bounding_set(capabilities);
     if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
