@@ -141,7 +141,9 @@ with open("src.raw", "wb") as f:
         vd convert -q -O raw "src.$f" "warm-$f.raw"
         cached=$(fincore -b -n -o RES "src.$f")
         echo "warm $f source: $cached bytes cached after"
-        ((cached >= 256 << 20))
+        # all of it but what the kernel may reclaim meanwhile on a busy
+        # machine (a dropped warm source would leave next to nothing)
+        ((cached >= 224 << 20))
         qemu-img compare -q -f raw -F qcow2 src.raw "cold-$f.qcow2"
     done
 }
