@@ -8,17 +8,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
 
-# qvd ARGS...: vdisk under the name qemu-img (a symlink, as a drop-in).
-qvd() {
-    mkdir -p "$T/as-qemu"
-    ln -sfn "$VDISK" "$T/as-qemu/qemu-img"
-    local saved=$VDISK rc=0
-    VDISK=$T/as-qemu/qemu-img
-    vd "$@" || rc=$?
-    VDISK=$saved
-    return "$rc"
-}
-
 # setup FUNCTION: the same files in q/ (for qemu-img) and v/ (for vdisk).
 setup() {
     rm -rf q v && mkdir q v

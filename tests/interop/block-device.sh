@@ -144,15 +144,13 @@ case_never_resized() {
 # Under the name qemu-img its refusals are qemu-img's, word for word.
 case_qemu_img_voice() {
     attach
-    mkdir as-qemu
-    ln -s "$VDISK" as-qemu/qemu-img
     qemu-img create -f qcow2 big.qcow2 65M >/dev/null
     for args in "resize -f raw $DEV 100M" "resize -f raw $DEV 32M" "create -f raw $DEV 100M" \
         "convert -n -O raw big.qcow2 $DEV"; do
         # shellcheck disable=SC2086 # args is a command line
         qemu-img $args >want 2>&1 || echo "exit $?" >>want
         # shellcheck disable=SC2086
-        as-qemu/qemu-img $args >got 2>&1 || echo "exit $?" >>got
+        qvd $args >got 2>&1 || echo "exit $?" >>got
         diff want got
     done
     same_size

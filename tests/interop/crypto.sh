@@ -123,7 +123,6 @@ legacy_aes() {
 legacy_aes_created() {
     local fmt=$1 o
     setup_secrets
-    mkdir -p as-qemu && ln -sfn "$VDISK" as-qemu/qemu-img
     qemu-img create -q -f "$fmt" --object "$SEC" -o encrypt.format=aes,encrypt.key-secret=sec0 "q.$fmt" 16M
     vd create -q -f "$fmt" --object "$SEC" -o encrypt.format=aes,encrypt.key-secret=sec0 "v.$fmt" 16M 2>err
     cmp "q.$fmt" "v.$fmt"
@@ -131,7 +130,7 @@ legacy_aes_created() {
     (($(wc -l <err) == 1))
     vd create -q -f "$fmt" --object "$SEC" -o encryption=on,encrypt.key-secret=sec0 "on.$fmt" 16M 2>/dev/null
     cmp "q.$fmt" "on.$fmt"
-    as-qemu/qemu-img create -f "$fmt" --object "$SEC" -o encryption=on,encrypt.key-secret=sec0 "qv.$fmt" 16M \
+    qvd create -f "$fmt" --object "$SEC" -o encryption=on,encrypt.key-secret=sec0 "qv.$fmt" 16M \
         >out 2>err
     [[ ! -s err ]]
     grep -q "^Formatting 'qv.$fmt', fmt=$fmt .*encryption=on encrypt.key-secret=sec0" out

@@ -60,6 +60,17 @@ vd() {
     return "$rc"
 }
 
+# qvd ARGS...: vdisk under the name qemu-img (a symlink, as a drop-in).
+qvd() {
+    mkdir -p "$T/as-qemu"
+    ln -sfn "$VDISK" "$T/as-qemu/qemu-img"
+    local saved=$VDISK rc=0
+    VDISK=$T/as-qemu/qemu-img
+    vd "$@" || rc=$?
+    VDISK=$saved
+    return "$rc"
+}
+
 case_run() {
     local name=$1 fn=$2 rc=0 log
     shift 2

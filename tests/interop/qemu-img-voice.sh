@@ -7,17 +7,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_programs
 
-# qvd ARGS...: vdisk under the name qemu-img (a symlink, as a drop-in).
-qvd() {
-    mkdir -p "$T/as-qemu"
-    ln -sfn "$VDISK" "$T/as-qemu/qemu-img"
-    local saved=$VDISK rc=0
-    VDISK=$T/as-qemu/qemu-img
-    vd "$@" || rc=$?
-    VDISK=$saved
-    return "$rc"
-}
-
 # same_words ARGS...: qemu-img and vdisk-as-qemu-img print the same stdout
 # and stderr and exit alike (files they create are removed in between).
 same_words() {
