@@ -14,6 +14,7 @@
 #include "libvirt-pools.h"
 #include "names.h"
 #include "options.h"
+#include "pool-backend.h"
 #include "pool.h"
 #include "vdd-dbus.h"
 #include "volume.h"
@@ -294,11 +295,17 @@ static void resolve_finish(gpointer data)
         return;
     }
     /* A file made behind the daemon's back (libvirt writes raw volumes
-     * itself) becomes a volume now; a known one is read again. */
+     * itself) becomes a volume now; a known one is read again. In a
+     * logical pool that is an LV libvirt made a moment ago with lvcreate
+     * (before its qemu-img convert into it), as lvs lists it. */
     struct stat st;
     VddVolume *vol = vdd_pool_lookup_volume(pool, r->name);
-    if (fstatat(vdd_pool_get_dirfd(pool), r->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISREG(st.st_mode)) {
+    gboolean exists =
+        vdd_pool_is_logical(pool)
+            ? vdd_pool_backend_exists(vdd_pool_get_backend(pool), r->name)
+            : fstatat(vdd_pool_get_dirfd(pool), r->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                  S_ISREG(st.st_mode);
+    if (exists) {
         if (vol == NULL)
             vol = vdd_pool_add_volume(pool, r->name);
         else if (!vdd_volume_is_locked(vol))

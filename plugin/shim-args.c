@@ -63,6 +63,42 @@ static gboolean parse_size(const char *text, guint64 *size, GError **error)
                        "petabytes and exabytes.");
 }
 
+/* The driver= of image options that name no file, when it is a protocol
+ * (driver=rbd,pool=P,image=I; driver=nbd,server.path=...) rather than a
+ * format, which needs a file below it; else NULL. A new string. */
+static char *protocol_driver(const char *text)
+{
+    static const char *const formats[] = { "raw", "qcow2", "qcow",  "vmdk", "vdi",
+                                           "vpc", "vhdx",  "luks",  "qed",  "parallels",
+                                           "cow", "bochs", "cloop", "dmg",  NULL };
+    g_autoptr(GPtrArray) options = qs_options_new();
+    if (!qs_options_parse(text, options, NULL))
+        return NULL;
+    const char *driver = qs_options_get(options, "driver");
+    if (driver == NULL || g_strv_contains(formats, driver))
+        return NULL;
+    return g_strdup(driver);
+}
+
+/* Does qemu read name as PROTOCOL:... (rbd:POOL/IMAGE, nbd:..., json:{...},
+ * http://...)? As qemu-img decides: a ':' before any '/'. Such a name is
+ * never a file of a storage pool. */
+static gboolean has_protocol(const char *name)
+{
+    return name != NULL && name[strcspn(name, ":/")] == ':';
+}
+
+/* Names the shim leaves to the real qemu-img: libvirt 9.0 never runs
+ * qemu-img with one (its rbd pools work through librbd itself), so one
+ * here comes from someone else. The reason names the protocol only: an
+ * rbd: name may carry a key (":key=..."), and reasons are logged. */
+static void check_protocol(ShimRequest *req, const char *what, const char *name)
+{
+    if (has_protocol(name))
+        unsupported(req, "%s is a %.*s: image, which qemu opens through that protocol, not a file",
+                    what, (int)strcspn(name, ":"), name);
+}
+
 /* An --image-opts argument ("driver=qcow2,file.filename=/p,
  * encrypt.key-secret=s"): what the image is, its driver and the secret
  * that opens it. Kept in *slot; an option the shim does not pass on to
@@ -73,6 +109,13 @@ static gboolean take_image_opts(ShimRequest *req, const char *text, QsImageOpts 
     g_autoptr(GError) local = NULL;
     g_autoptr(QsImageOpts) opts = qs_image_opts_parse(text, &local);
     if (opts == NULL) {
+        g_autofree char *protocol = NULL;
+        if (g_error_matches(local, QS_ERROR, QS_ERROR_NO_FILE) &&
+            (protocol = protocol_driver(text)) != NULL) {
+            unsupported(req, "image option driver=%s (an image on a network, not a file)",
+                        protocol);
+            return TRUE;
+        }
         if (g_error_matches(local, QS_ERROR, QS_ERROR_NO_FILE))
             return fail(error, "Could not open '%s': A block device must be specified for \"file\"",
                         text);
@@ -440,5 +483,9 @@ ShimRequest *shim_parse_args(int argc, char **argv, GError **error)
     }
     if (!finish(req, (const char *const *)positional->pdata, positional->len, error))
         return NULL;
+    check_protocol(req, req->command == SHIM_CMD_CONVERT ? "the source" : "the image",
+                   req->filename);
+    check_protocol(req, "the target", req->target);
+    check_protocol(req, "the backing file", req->backing);
     return g_steal_pointer(&req);
 }

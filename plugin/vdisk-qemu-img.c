@@ -336,6 +336,21 @@ static void do_create(ShimRequest *req)
     wait_job(job, req->filename);
 }
 
+/* The source's content over the existing volume dst, as a vdiskd job. */
+static void copy_into(ShimRequest *req, Where *src, Where *dst)
+{
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
+    add_key_options(&b, req, req->target_key, req->source_key);
+    g_autoptr(VddDbusVolume) proxy = volume_proxy(dst->volume, CALL_ONLY);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *job = NULL;
+    if (!vdd_dbus_volume_call_copy_from_sync(proxy, src->volume, g_variant_builder_end(&b),
+                                             CALL_FLAGS, CALL_TIMEOUT, &job, NULL, &error))
+        call_failed(error, req->target);
+    wait_job(job, req->target);
+}
+
 /* convert -n: into an image that exists (libvirt creates an encrypted
  * clone first, then fills it this way). */
 static void do_convert_into(ShimRequest *req, Where *src)
@@ -345,16 +360,55 @@ static void do_convert_into(ShimRequest *req, Where *src)
     if (dst.volume == NULL)
         die("Could not open '%s': No such file or directory", req->target);
     check_format(dst.volume, req->out_format, "a target");
-    GVariantBuilder b;
-    g_variant_builder_init(&b, G_VARIANT_TYPE_VARDICT);
-    add_key_options(&b, req, req->target_key, req->source_key);
-    g_autoptr(VddDbusVolume) proxy = volume_proxy(dst.volume, CALL_ONLY);
-    g_autoptr(GError) error = NULL;
-    g_autofree char *job = NULL;
-    if (!vdd_dbus_volume_call_copy_from_sync(proxy, src->volume, g_variant_builder_end(&b),
-                                             CALL_FLAGS, CALL_TIMEOUT, &job, NULL, &error))
-        call_failed(error, req->target);
-    wait_job(job, req->target);
+    copy_into(req, src, &dst);
+}
+
+static gboolean pool_is_logical(const char *pool)
+{
+    g_autoptr(VddDbusPool) proxy = pool_proxy(pool, G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS);
+    g_autofree char *type = vdd_dbus_pool_dup_type_(proxy);
+    return g_strcmp0(type, "logical") == 0;
+}
+
+static guint64 volume_size(const char *volume)
+{
+    g_autoptr(VddDbusVolume) proxy =
+        volume_proxy(volume, G_DBUS_PROXY_FLAGS_DO_NOT_CONNECT_SIGNALS);
+    return vdd_dbus_volume_get_virtual_size(proxy);
+}
+
+/* convert into an LV of a logical pool, without -n: libvirt's
+ * vol-create-from a non-raw volume into a logical pool makes the LV
+ * (lvcreate) and then runs "qemu-img convert -f FMT -O raw SRC /dev/VG/LV".
+ * qemu-img writes into a block device as it is, never growing it, and
+ * refuses one smaller than the source; vdiskd's CopyFrom into the LV does
+ * the same as a job. */
+static void convert_into_lv(ShimRequest *req, Where *src, Where *dst)
+{
+    if (dst->volume == NULL) {
+        g_autofree char *why =
+            g_strdup_printf("%s is no logical volume of pool %s (qemu-img would make a file there)",
+                            req->target, dst->pool);
+        fall_back(shim.argv, why);
+    }
+    if (!g_str_equal(req->out_format, "raw")) {
+        g_autofree char *why = g_strdup_printf(
+            "a logical volume holds a raw disk, and -O %s would write a %s image onto it",
+            req->out_format, req->out_format);
+        fall_back(shim.argv, why);
+    }
+    if (req->options->len > 0)
+        fall_back(shim.argv, "convert into a logical volume with -o (the LV exists already)");
+    guint64 have = volume_size(dst->volume), need = volume_size(src->volume);
+    if (have < need) {
+        fprintf(stderr,
+                "qemu-img: %s: error while converting raw: Cannot grow device files\n"
+                "vdisk-qemu-img: %s is %" G_GUINT64_FORMAT
+                " bytes, smaller than %s (%" G_GUINT64_FORMAT " bytes)\n",
+                req->target, req->target, have, req->filename, need);
+        exit(1);
+    }
+    copy_into(req, src, dst);
 }
 
 /* convert into another pool: vdiskd exports into a file the shim makes
@@ -435,6 +489,10 @@ static void do_convert(ShimRequest *req)
         return;
     }
     resolve(req->target, &dst);
+    if (pool_is_logical(dst.pool)) {
+        convert_into_lv(req, &src, &dst);
+        return;
+    }
     if (dst.volume != NULL)
         fall_back(shim.argv, "the target exists already (qemu-img would overwrite it)");
     if (g_str_equal(src.pool, dst.pool)) {

@@ -9,7 +9,7 @@ VDISK_PACKAGES=(
   dbus dbus-daemon polkitd pkexec python3-gi python3-dbus gir1.2-glib-2.0 passwd util-linux
   cryptsetup-bin strace systemd xfsprogs e2fsprogs nbdkit nbdkit-plugin-dev libnbd-bin lvm2
   libvirt-dev libvirt-daemon-system libvirt-clients virtinst python3-libvirt
-  ceph-mon ceph-osd ceph-common librbd-dev qemu-block-extra
+  ceph-mon ceph-osd ceph-common librbd-dev qemu-block-extra libvirt-daemon-driver-storage-rbd
 )
 
 vdisk_install_deps() {

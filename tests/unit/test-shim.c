@@ -199,6 +199,66 @@ static void test_errors_and_others(void)
     g_assert_nonnull(nbd->unsupported);
 }
 
+/* libvirt's vol-create-from a qcow2 volume into a logical pool: the LV is
+ * made first (lvcreate), then filled by a convert without -n, the target
+ * the LV's device path; and from an LV (raw, as libvirt reads any block
+ * volume) into a dir pool. */
+static void test_convert_logical(void)
+{
+    g_autoptr(ShimRequest) r =
+        parse("qemu-img convert -f qcow2 -O raw /p/src.qcow2 /dev/vg0/lv-1", NULL);
+    g_assert_cmpint(r->command, ==, SHIM_CMD_CONVERT);
+    g_assert_false(r->no_create);
+    g_assert_cmpstr(r->format, ==, "qcow2");
+    g_assert_cmpstr(r->out_format, ==, "raw");
+    g_assert_cmpstr(r->target, ==, "/dev/vg0/lv-1");
+    g_assert_cmpuint(r->options->len, ==, 0);
+    g_assert_null(r->unsupported);
+    g_autoptr(ShimRequest) back =
+        parse("qemu-img convert -f raw -O qcow2 /dev/vg0/lv-1 /p/back.qcow2", NULL);
+    g_assert_cmpstr(back->filename, ==, "/dev/vg0/lv-1");
+    g_assert_null(back->unsupported);
+}
+
+/* Names qemu opens through a protocol (a Ceph RBD image with libvirt's
+ * :id=, :auth_supported=, :mon_host=, :key= parts; an NBD export; a json:
+ * name) are no files of a pool: they go to the real qemu-img, and the
+ * reason, which is logged, never carries the name (an rbd: name may hold a
+ * key). A file whose name has a ':' after a '/' is still a file. */
+static void test_protocol_names(void)
+{
+    static const char *const lines[] = {
+        "qemu-img convert -f qcow2 -O raw /p/a.qcow2 "
+        "rbd:pool/img:id=admin:auth_supported=cephx\\;none:mon_host=127.0.0.1\\:6789:key=QUFB",
+        "qemu-img convert -f raw -O qcow2 rbd:pool/img:conf=/etc/ceph/ceph.conf /p/b.qcow2",
+        "qemu-img create -f raw rbd:pool/new 1G",
+        "qemu-img resize rbd:pool/img 2G",
+        "qemu-img snapshot -c s1 rbd:pool/img",
+        "qemu-img convert -O raw nbd:unix:/run/s.sock /p/x.raw",
+        "qemu-img convert -O raw json:{\"file.filename\":\"/p/a\"} /p/x.raw",
+        "qemu-img create -f qcow2 -b rbd:pool/base -F raw /p/o.qcow2 1G",
+        "qemu-img convert --image-opts -O raw driver=rbd,pool=pool,image=img /p/x.raw",
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(lines); i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(ShimRequest) r = parse(lines[i], &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(r->unsupported);
+        g_assert_null(strstr(r->unsupported, "key"));
+        g_assert_null(strstr(r->unsupported, "pool/"));
+    }
+    g_autoptr(ShimRequest) rbd = parse(lines[1], NULL);
+    g_assert_cmpstr(rbd->unsupported, ==,
+                    "the source is a rbd: image, which qemu opens through that protocol, not a "
+                    "file");
+    g_autoptr(ShimRequest) opts = parse(lines[8], NULL);
+    g_assert_nonnull(strstr(opts->unsupported, "driver=rbd"));
+    /* a ':' after a '/' is part of a file name */
+    g_autoptr(ShimRequest) colon = parse("qemu-img convert -f qcow2 -O raw /p/a:1 /p/b:2", NULL);
+    g_assert_null(colon->unsupported);
+    g_assert_cmpstr(colon->filename, ==, "/p/a:1");
+}
+
 /* The errors as a call returns them: built from the D-Bus name the bus
  * sent, which GDBus maps to a G_DBUS_ERROR code for its own names and
  * keeps for g_dbus_error_get_remote_error in every case. */
@@ -259,5 +319,7 @@ int main(int argc, char **argv)
     g_test_add_func("/shim/snapshot", test_snapshot);
     g_test_add_func("/shim/errors-and-others", test_errors_and_others);
     g_test_add_func("/shim/dbus-errors", test_dbus_errors);
+    g_test_add_func("/shim/convert-logical", test_convert_logical);
+    g_test_add_func("/shim/protocol-names", test_protocol_names);
     return g_test_run();
 }
