@@ -91,6 +91,20 @@ big() {
     fi
 }
 
+# stuck PID: where vdiskd and the vdiskctl PID wait, for a case that gave up
+# waiting on them: their threads' kernel wait channels, vdiskd's last log
+# lines (timed) and its jobs as vdiskctl sees them.
+stuck() {
+    local p task
+    for p in "$VDISKD_PID" "$1"; do
+        for task in /proc/"$p"/task/*; do
+            echo "$(cat "$task/comm" 2>/dev/null) $(cut -d' ' -f3 "$task/stat" 2>/dev/null) $(cat "$task/wchan" 2>/dev/null)"
+        done | sort | uniq -c | sed "s|^|pid $p: |"
+    done
+    tail -n 8 "$T/vdiskd.log"
+    timeout 10 "$VDISKCTL" jobs
+}
+
 PASSED=0 FAILED=0
 check() {
     local name=$1 fn=$2 rc=0
@@ -100,11 +114,11 @@ check() {
     if ((rc == 0)); then
         PASSED=$((PASSED + 1)); echo "ok   $name"
     else
-        FAILED=$((FAILED + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/case.log" | tail -n 15
+        FAILED=$((FAILED + 1)); echo "FAIL $name"; sed 's/^/    /' "$T/case.log" | tail -n 30
     fi
 }
 export T POOL ALICE BOB MKIMAGE REPO VDISKD_PID
-export -f ctl as_user vsize json_get fails data big
+export -f ctl as_user vsize json_get fails data big stuck
 
 data "$T/src.raw" 32
 qemu-img convert -f raw -O vdi "$T/src.raw" "$T/bob/disk.vdi"
@@ -505,7 +519,7 @@ exit_statuses() {
         "$VDISKCTL" import -p -f vmdk -o subformat=streamOptimized "$T/big.raw" t/st-int.vmdk >"$T/int.out" 2>&1 &
         local pid=$! i
         for ((i = 0; i < 600; i++)); do grep -q '/100%' "$T/int.out" && break; sleep 0.1; done
-        grep -q '/100%' "$T/int.out" || { echo "no progress (Ctrl-C x$((twice + 1))):"; cat "$T/int.out"; ctl jobs; exit 1; }
+        grep -q '/100%' "$T/int.out" || { echo "no progress (Ctrl-C x$((twice + 1))):"; cat "$T/int.out"; stuck "$pid"; exit 1; }
         # vdiskd held still: the job cannot end between the two
         ((twice)) && kill -STOP "$VDISKD_PID"
         kill -INT "$pid"
