@@ -277,12 +277,21 @@ static gboolean converse(int sock, const VddWorkerCall *call, GVariant **result,
     GPollFD cancel_fd;
     gboolean have_cancel = g_cancellable_make_pollfd(call->cancellable, &cancel_fd);
     gboolean ok = TRUE;
+    /* A job's worker may be quiet for long (a big fsync) and is stopped by
+     * cancelling it. A call that cannot be cancelled (describing a volume,
+     * which vdiskd's main loop waits for; inspect; status) only reads
+     * headers: a worker quiet that long is stuck, and is given up rather
+     * than hold every client up. */
+    int silence_ms = have_cancel ? -1 : MESSAGE_TIMEOUT_SECONDS * 1000;
     for (;;) {
         struct pollfd p[2] = { { .fd = sock, .events = POLLIN },
                                { .fd = have_cancel ? cancel_fd.fd : -1, .events = POLLIN } };
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
+        int n = poll(p, 2, silence_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                g_warning("vdisk-worker: no word for %d s; stopped", MESSAGE_TIMEOUT_SECONDS);
             ok = FALSE;
             break;
         }

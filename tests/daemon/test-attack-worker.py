@@ -269,6 +269,18 @@ def tests(env):
         assert rc == 3 and res["error"] == IFACE + "Error.Failed" and UNSAFE in res["message"], res
         alive()
 
+    @case("InspectFile of a worker that never answers is Failed after 30 s of silence")
+    def _():
+        # A call no client can cancel (InspectFile, and the describe of a
+        # volume that vdiskd's main loop waits for) gives a silent worker
+        # up: before, the wait had no end but the worker's own.
+        start = time.monotonic()
+        rc, res = run(BOB, "inspect-opts", src, "misbehave=hang")
+        took = time.monotonic() - start
+        assert rc == 3 and res["error"] == IFACE + "Error.Failed" and UNSAFE in res["message"], res
+        assert 29 < took < 50, took
+        alive()
+
     @case("the worker runs unprivileged; SIGKILL mid-job fails the job and empties the target")
     def _():
         out = os.path.join(t, "k.raw")
