@@ -386,9 +386,8 @@ static guint64 volume_size(const char *volume)
 static void convert_into_lv(ShimRequest *req, Where *src, Where *dst)
 {
     if (dst->volume == NULL) {
-        g_autofree char *why =
-            g_strdup_printf("%s is no logical volume of pool %s (qemu-img would make a file there)",
-                            req->target, dst->pool);
+        g_autofree char *why = g_strdup_printf(
+            "%s is no logical volume of its pool (qemu-img would make a file there)", req->target);
         fall_back(shim.argv, why);
     }
     if (!g_str_equal(req->out_format, "raw")) {
