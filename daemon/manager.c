@@ -15,6 +15,7 @@
 #include "names.h"
 #include "options.h"
 #include "pool-backend.h"
+#include "pool-backend-rbd.h"
 #include "pool.h"
 #include "vdd-dbus.h"
 #include "volume.h"
@@ -181,6 +182,14 @@ VddPool *vdd_manager_add_logical_pool(VddManager *self, const char *name, const 
     return keep_pool(self, name, vdd_pool_new_logical(self, name, vg, error));
 }
 
+VddPool *vdd_manager_add_rbd_pool(VddManager *self, const char *name,
+                                  const VddRbdPoolConfig *config, GError **error)
+{
+    if (!pool_name_is_free(self, name, error))
+        return NULL;
+    return keep_pool(self, name, vdd_pool_new_rbd(self, name, config, error));
+}
+
 void vdd_manager_load_config(VddManager *self, const char *dir)
 {
     g_autoptr(GError) error = NULL;
@@ -193,9 +202,11 @@ void vdd_manager_load_config(VddManager *self, const char *dir)
         VddPoolConfig *pc = pools->pdata[i];
         g_autoptr(GError) local = NULL;
         gboolean logical = g_strcmp0(pc->type, "logical") == 0;
-        VddPool *pool = logical
-                            ? vdd_manager_add_logical_pool(self, pc->name, pc->pool_source, &local)
-                            : vdd_manager_add_pool(self, pc->name, pc->directory, &local);
+        const VddRbdPoolConfig rbd = { pc->pool_source, pc->conf, pc->user, pc->keyring };
+        VddPool *pool =
+            g_strcmp0(pc->type, "rbd") == 0 ? vdd_manager_add_rbd_pool(self, pc->name, &rbd, &local)
+            : logical ? vdd_manager_add_logical_pool(self, pc->name, pc->pool_source, &local)
+                      : vdd_manager_add_pool(self, pc->name, pc->directory, &local);
         if (pool == NULL)
             g_warning("%s: pool %s: %s", pc->source, pc->name, local->message);
         else

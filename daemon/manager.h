@@ -28,6 +28,10 @@ VddPool *vdd_manager_add_pool(VddManager *self, const char *name, const char *di
 /* The same for a logical pool on the LVM volume group vg. */
 VddPool *vdd_manager_add_logical_pool(VddManager *self, const char *name, const char *vg,
                                       GError **error);
+/* An rbd pool (pool.h vdd_pool_new_rbd) from the configuration. */
+typedef struct VddRbdPoolConfig VddRbdPoolConfig;
+VddPool *vdd_manager_add_rbd_pool(VddManager *self, const char *name,
+                                  const VddRbdPoolConfig *config, GError **error);
 VddPool *vdd_manager_lookup_pool(VddManager *self, const char *name);
 /* Stop serving a pool (its files stay); FALSE when there is none. */
 gboolean vdd_manager_remove_pool(VddManager *self, const char *name);

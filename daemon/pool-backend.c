@@ -10,6 +10,9 @@
 
 #include "errors.h"
 #include "names.h"
+#if VDD_HAVE_RBD
+#include "pool-backend-rbd.h"
+#endif
 
 struct VddPoolBackend {
     VddPoolType type;
@@ -17,9 +20,12 @@ struct VddPoolBackend {
     char *directory; /* dir: the directory; logical: /dev/VG */
     int dirfd;       /* dir: borrowed from the pool */
     char *vg;        /* logical: the volume group */
+    VddRbdPool *rbd; /* rbd: the Ceph pool */
 };
 
-static const char *const type_names[] = { [VDD_POOL_DIR] = "dir", [VDD_POOL_LOGICAL] = "logical" };
+static const char *const type_names[] = {
+    [VDD_POOL_DIR] = "dir", [VDD_POOL_LOGICAL] = "logical", [VDD_POOL_RBD] = "rbd"
+};
 
 gboolean vdd_pool_type_from_string(const char *type, VddPoolType *out)
 {
@@ -43,10 +49,36 @@ VddPoolBackend *vdd_pool_backend_new_dir(const char *pool, const char *directory
     return b;
 }
 
+VddPoolBackend *vdd_pool_backend_new_rbd(const char *pool, const VddRbdPoolConfig *config,
+                                         GError **error)
+{
+#if VDD_HAVE_RBD
+    VddRbdPool *rbd = vdd_rbd_pool_new(pool, config, error);
+    if (rbd == NULL)
+        return NULL;
+    VddPoolBackend *b = g_new0(VddPoolBackend, 1);
+    b->type = VDD_POOL_RBD;
+    b->pool = g_strdup(pool);
+    b->directory = g_strdup(vdd_rbd_pool_location(rbd));
+    b->dirfd = -1;
+    b->rbd = rbd;
+    return b;
+#else
+    g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
+                "Ceph RBD pools are not supported by this vdiskd (built without librbd: -Drbd)");
+    return NULL;
+#endif
+}
+
+VddRbdPool *vdd_pool_backend_rbd(VddPoolBackend *b) { return b->rbd; }
+
 void vdd_pool_backend_free(VddPoolBackend *b)
 {
     if (b == NULL)
         return;
+#if VDD_HAVE_RBD
+    vdd_rbd_pool_free(b->rbd);
+#endif
     g_free(b->pool);
     g_free(b->directory);
     g_free(b->vg);
@@ -215,6 +247,16 @@ static GHashTable *list_lvs(VddPoolBackend *b, GHashTable *names)
 
 GHashTable *vdd_pool_backend_list(VddPoolBackend *b)
 {
+#if VDD_HAVE_RBD
+    if (b->type == VDD_POOL_RBD) {
+        g_autoptr(GError) error = NULL;
+        GHashTable *images = vdd_rbd_pool_list(b->rbd, &error);
+        if (images == NULL)
+            g_warning("%s", error->message);
+        return images != NULL ? images
+                              : g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    }
+#endif
     GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     return b->type == VDD_POOL_DIR ? list_files(b, names) : list_lvs(b, names);
 }
@@ -233,6 +275,10 @@ gboolean vdd_pool_backend_space(VddPoolBackend *b, guint64 *capacity, guint64 *a
 {
     if (b->type == VDD_POOL_LOGICAL)
         return vg_space(b->vg, capacity, available, error);
+#if VDD_HAVE_RBD
+    if (b->type == VDD_POOL_RBD)
+        return vdd_rbd_pool_space(b->rbd, capacity, available, error);
+#endif
     struct statvfs sv;
     if (fstatvfs(b->dirfd, &sv) < 0) {
         vdd_error_set_errno(error, errno, "pool %s", b->pool);
@@ -248,6 +294,11 @@ gboolean vdd_pool_backend_space(VddPoolBackend *b, guint64 *capacity, guint64 *a
 int vdd_pool_backend_open(VddPoolBackend *b, const char *name, int access, GError **error)
 {
     int fd;
+    if (b->type == VDD_POOL_RBD) {
+        g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                    "%s/%s is an RBD image: the worker opens it through librbd", b->pool, name);
+        return -1;
+    }
     if (b->type == VDD_POOL_DIR) {
         fd = openat(b->dirfd, name, access | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     } else {
@@ -279,7 +330,7 @@ int vdd_pool_backend_open(VddPoolBackend *b, const char *name, int access, GErro
 
 static gboolean check_logical(VddPoolBackend *b, const char *what, GError **error)
 {
-    if (b->type == VDD_POOL_LOGICAL)
+    if (b->type == VDD_POOL_LOGICAL || b->type == VDD_POOL_RBD)
         return TRUE;
     g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT, "pool %s: %s is for logical pools",
                 b->pool, what);
@@ -295,7 +346,13 @@ static char *size_k(guint64 size)
 
 gboolean vdd_pool_backend_create(VddPoolBackend *b, const char *name, guint64 size, GError **error)
 {
-    if (!check_logical(b, "making a logical volume", error) || !check_lv_name(b, name, error))
+    if (!check_logical(b, "making a logical volume", error))
+        return FALSE;
+#if VDD_HAVE_RBD
+    if (b->type == VDD_POOL_RBD)
+        return vdd_rbd_pool_create(b->rbd, name, size, error);
+#endif
+    if (!check_lv_name(b, name, error))
         return FALSE;
     if (size == 0) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
@@ -315,7 +372,13 @@ gboolean vdd_pool_backend_create(VddPoolBackend *b, const char *name, guint64 si
 gboolean vdd_pool_backend_resize(VddPoolBackend *b, const char *name, guint64 size, gboolean shrink,
                                  GError **error)
 {
-    if (!check_logical(b, "resizing a logical volume", error) || !check_lv_name(b, name, error))
+    if (!check_logical(b, "resizing a logical volume", error))
+        return FALSE;
+#if VDD_HAVE_RBD
+    if (b->type == VDD_POOL_RBD)
+        return vdd_rbd_pool_resize(b->rbd, name, size, shrink, error);
+#endif
+    if (!check_lv_name(b, name, error))
         return FALSE;
     g_autofree char *k = size_k(size);
     g_autofree char *lv = g_strdup_printf("%s/%s", b->vg, name);
@@ -338,6 +401,10 @@ gboolean vdd_pool_backend_remove(VddPoolBackend *b, const char *name, GError **e
         }
         return TRUE;
     }
+#if VDD_HAVE_RBD
+    if (b->type == VDD_POOL_RBD)
+        return vdd_rbd_pool_remove(b->rbd, name, error);
+#endif
     if (!check_lv_name(b, name, error))
         return FALSE;
     g_autofree char *lv = g_strdup_printf("%s/%s", b->vg, name);

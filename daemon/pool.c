@@ -18,6 +18,9 @@
 #include "names.h"
 #include "options.h"
 #include "pool-backend.h"
+#if VDD_HAVE_RBD
+#include "pool-backend-rbd.h"
+#endif
 #include "vdd-dbus.h"
 #include "vdisk-names.h"
 #include "volume-formats.h"
@@ -36,6 +39,10 @@ struct _VddPool {
     GHashTable *volumes; /* name -> VddVolume */
     VddFormatRecords *formats;
     VddPoolBackend *backend; /* where its volumes live */
+    /* rbd: connecting to the cluster (off the main loop), and the Refresh
+     * calls that wait for it. */
+    gboolean connecting;
+    GPtrArray *waiting_refresh;
 };
 
 G_DEFINE_TYPE(VddPool, vdd_pool, G_TYPE_OBJECT)
@@ -44,6 +51,7 @@ static void vdd_pool_finalize(GObject *obj)
 {
     VddPool *self = VDD_POOL(obj);
     g_hash_table_unref(self->volumes);
+    g_clear_pointer(&self->waiting_refresh, g_ptr_array_unref);
     vdd_format_records_free(self->formats);
     vdd_pool_backend_free(self->backend);
     if (self->dirfd >= 0)
@@ -77,6 +85,20 @@ VddPoolBackend *vdd_pool_get_backend(VddPool *self) { return self->backend; }
 gboolean vdd_pool_is_logical(VddPool *self)
 {
     return vdd_pool_backend_type(self->backend) == VDD_POOL_LOGICAL;
+}
+gboolean vdd_pool_is_rbd(VddPool *self)
+{
+    return vdd_pool_backend_type(self->backend) == VDD_POOL_RBD;
+}
+
+/* An rbd pool whose cluster vdiskd has not reached (yet). */
+static gboolean unavailable(VddPool *self)
+{
+#if VDD_HAVE_RBD
+    return vdd_pool_is_rbd(self) && !vdd_rbd_pool_is_connected(vdd_pool_backend_rbd(self->backend));
+#else
+    return FALSE;
+#endif
 }
 
 char *vdd_pool_file_path(VddPool *self, const char *name)
@@ -123,10 +145,12 @@ void vdd_pool_update_space(VddPool *self)
     vdd_manager_pool_changed(self->manager, self);
     guint64 capacity, available;
     g_autoptr(GError) error = NULL;
+    if (unavailable(self))
+        return;
     if (vdd_pool_backend_space(self->backend, &capacity, &available, &error)) {
         vdd_dbus_pool_set_capacity(self->iface, capacity);
         vdd_dbus_pool_set_available(self->iface, available);
-    } else if (vdd_pool_is_logical(self)) {
+    } else if (vdd_pool_is_logical(self) || vdd_pool_is_rbd(self)) {
         g_warning("pool %s: %s", self->name, error->message);
     }
 }
@@ -210,8 +234,63 @@ static void remove_stale_partial_files(VddPool *self)
     closedir(dir);
 }
 
+/* ----- an rbd pool's cluster ----- */
+
+#if VDD_HAVE_RBD
+static void connect_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+    GError *error = NULL;
+    if (vdd_rbd_pool_connect(data, &error))
+        g_task_return_boolean(task, TRUE);
+    else
+        g_task_return_error(task, error);
+}
+
+static void connected(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VddPool *self = VDD_POOL(source);
+    g_autoptr(GError) error = NULL;
+    self->connecting = FALSE;
+    if (g_task_propagate_boolean(G_TASK(res), &error)) {
+        g_message("pool %s: connected to the Ceph cluster", self->name);
+        vdd_dbus_pool_set_error(self->iface, "");
+        vdd_pool_refresh(self);
+    } else {
+        g_warning("%s", error->message);
+        vdd_dbus_pool_set_error(self->iface, error->message);
+    }
+    g_autoptr(GPtrArray) waiting = g_steal_pointer(&self->waiting_refresh);
+    for (guint i = 0; waiting != NULL && i < waiting->len; i++)
+        vdd_dbus_pool_complete_refresh(self->iface, waiting->pdata[i]);
+}
+#endif
+
+/* Connect an rbd pool to its cluster off the main loop (librados blocks
+ * up to its timeouts), then refresh it; invocation (may be NULL) is a
+ * Refresh call answered once that is done. */
+static void connect_rbd(VddPool *self, GDBusMethodInvocation *invocation)
+{
+#if VDD_HAVE_RBD
+    if (invocation != NULL) {
+        if (self->waiting_refresh == NULL)
+            self->waiting_refresh = g_ptr_array_new();
+        g_ptr_array_add(self->waiting_refresh, invocation);
+    }
+    if (self->connecting)
+        return;
+    self->connecting = TRUE;
+    g_autoptr(GTask) task = g_task_new(self, NULL, connected, NULL);
+    g_task_set_task_data(task, vdd_pool_backend_rbd(self->backend), NULL);
+    g_task_run_in_thread(task, connect_thread);
+#endif
+}
+
 void vdd_pool_refresh(VddPool *self)
 {
+    if (unavailable(self)) {
+        connect_rbd(self, NULL);
+        return;
+    }
     g_autoptr(GHashTable) files = vdd_pool_backend_list(self->backend);
     /* Gone files go, unless a job is making them right now. */
     g_autoptr(GList) current = g_hash_table_get_values(self->volumes);
@@ -262,7 +341,7 @@ VddNewFile *vdd_pool_new_file(VddPool *self, const char *name, GError **error)
     static gint serial;
     if (!vdd_pool_check_new_name(self, name, error))
         return NULL;
-    if (vdd_pool_is_logical(self)) {
+    if (vdd_pool_is_logical(self) || vdd_pool_is_rbd(self)) {
         VddNewFile *file = g_new0(VddNewFile, 1);
         file->pool = g_object_ref(self);
         file->name = g_strdup(name);
@@ -298,6 +377,10 @@ gboolean vdd_new_file_make_lv(VddNewFile *file, guint64 size, guint64 zero_from,
     if (!vdd_pool_backend_create(b, file->name, size, error))
         return FALSE;
     file->lv_made = TRUE;
+    /* A new RBD image reads as zeroes, and the worker writes it through
+     * librbd: there is no descriptor. */
+    if (vdd_pool_is_rbd(file->pool))
+        return TRUE;
     file->fd = vdd_pool_backend_open(b, file->name, O_RDWR, error);
     if (file->fd < 0)
         return FALSE;
@@ -367,7 +450,7 @@ gboolean vdd_pool_sync_directory(VddPool *self, GError **error)
 {
     /* Some file systems cannot sync a directory (EINVAL); their entries are
      * as durable as they get. LVM keeps its own metadata durable. */
-    if (vdd_pool_is_logical(self))
+    if (vdd_pool_is_logical(self) || vdd_pool_is_rbd(self))
         return TRUE;
     if (fsync(self->dirfd) < 0 && errno != EINVAL) {
         vdd_error_set_errno(error, errno, "pool %s: cannot sync its directory", self->name);
@@ -491,6 +574,10 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
             !vdd_new_file_make_lv(w->file, size, import ? size : 0, error))
             return FALSE;
     }
+    /* A new RBD image is whole once made; an import fills it. */
+    gboolean rbd = vdd_pool_is_rbd(w->pool);
+    if (rbd && !import)
+        return vdd_new_file_publish(w->file, w->format, error);
     gboolean caller_folder = w->chain_names != NULL || w->related_names != NULL;
     g_autoptr(GHashTable) files = g_hash_table_new(g_str_hash, g_str_equal);
     /* Its files are named in errors as the caller named them. */
@@ -526,8 +613,12 @@ static gboolean create_run(VddJob *job, gpointer data, GCancellable *cancellable
     if (import)
         fds[n_fds++] = w->source_fd;
     fds[n_fds] = vdd_new_file_fd(w->file);
-    vdd_worker_request_target(&d, (gint32)n_fds++, path, w->name, 0, w->format, w->create,
+    vdd_worker_request_target(&d, rbd ? -1 : (gint32)n_fds, path, w->name, 0, w->format, w->create,
                               w->secrets);
+    if (rbd)
+        vdd_worker_request_rbd(&d, "target", w->pool, w->name);
+    else
+        n_fds++;
     /* An overlay of a volume: the worker gets the file opened and locked
      * here, and copies only what the top of the source holds. */
     if (w->backing_fd >= 0) {
@@ -687,20 +778,26 @@ static gboolean check_logical(VddPool *self, const char *name, const char *forma
                                                "nbd-export",
                                                "appliance-disk",
                                                NULL };
-    if (!vdd_pool_is_logical(self))
+    if (!vdd_pool_is_logical(self) && !vdd_pool_is_rbd(self))
         return TRUE;
+    const char *type = vdd_pool_type_to_string(vdd_pool_backend_type(self->backend));
     if (!g_str_equal(format, "raw")) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
-                    "%s/%s: the volumes of a logical pool are raw, not %s", self->name, name,
-                    format);
+                    "%s/%s: the volumes of %s %s pool are raw, not %s", self->name, name,
+                    vdd_pool_is_rbd(self) ? "an" : "a", type, format);
         return FALSE;
     }
+#if VDD_HAVE_RBD
+    if (vdd_pool_is_rbd(self) &&
+        !vdd_rbd_pool_check_name(vdd_pool_backend_rbd(self->backend), name, error))
+        return FALSE;
+#endif
     for (guint i = 0; unsupported[i] != NULL; i++) {
         g_autoptr(GVariant) v = g_variant_lookup_value(options, unsupported[i], NULL);
         if (v != NULL) {
             g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
-                        "%s/%s: %s is not supported in a logical pool", self->name, name,
-                        unsupported[i]);
+                        "%s/%s: %s is not supported in %s %s pool", self->name, name,
+                        unsupported[i], vdd_pool_is_rbd(self) ? "an" : "a", type);
             return FALSE;
         }
     }
@@ -1180,8 +1277,12 @@ static void parse_refresh(VddPool *self, GVariant *args, RefreshParams *p, VddCa
 
 static void refresh(VddPool *self, VddCall *call, const RefreshParams *p)
 {
-    vdd_pool_refresh(self);
     vdd_log_operation(call->invocation, call->uid, self->name, NULL);
+    if (unavailable(self)) {
+        connect_rbd(self, call->invocation);
+        return;
+    }
+    vdd_pool_refresh(self);
     vdd_dbus_pool_complete_refresh(self->iface, call->invocation);
 }
 
@@ -1198,7 +1299,10 @@ static VddPool *export_pool(VddManager *manager, const char *name, const char *d
     VddPool *self = g_object_new(VDD_TYPE_POOL, NULL);
     self->manager = manager;
     self->name = g_strdup(name);
-    self->directory = g_canonicalize_filename(directory, NULL);
+    /* An rbd pool's "rbd:CEPHPOOL" is no path. */
+    self->directory = vdd_pool_backend_type(backend) == VDD_POOL_RBD
+                          ? g_strdup(directory)
+                          : g_canonicalize_filename(directory, NULL);
     self->dirfd = dirfd;
     self->backend = backend;
     self->formats = vdd_format_records_load(self->directory);
@@ -1209,6 +1313,8 @@ static VddPool *export_pool(VddManager *manager, const char *name, const char *d
     vdd_dbus_pool_set_name(self->iface, name);
     vdd_dbus_pool_set_directory(self->iface, self->directory);
     vdd_dbus_pool_set_type_(self->iface, vdd_pool_type_to_string(vdd_pool_backend_type(backend)));
+    if (vdd_pool_backend_type(backend) == VDD_POOL_RBD)
+        vdd_dbus_pool_set_error(self->iface, "connecting to the Ceph cluster");
     vdd_call_serve(self->iface, manager, self, pool_methods, G_N_ELEMENTS(pool_methods));
     vdd_dbus_object_skeleton_set_pool(self->object, self->iface);
     g_dbus_object_manager_server_export(vdd_manager_get_object_manager(manager),
@@ -1238,6 +1344,17 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
     }
     g_autofree char *canonical = g_canonicalize_filename(directory, NULL);
     return export_pool(manager, name, directory, fd, vdd_pool_backend_new_dir(name, canonical, fd));
+}
+
+VddPool *vdd_pool_new_rbd(VddManager *manager, const char *name, const VddRbdPoolConfig *config,
+                          GError **error)
+{
+    VddPoolBackend *backend = vdd_pool_backend_new_rbd(name, config, error);
+    if (backend == NULL) {
+        g_prefix_error(error, "pool %s: ", name);
+        return NULL;
+    }
+    return export_pool(manager, name, vdd_pool_backend_directory(backend), -1, backend);
 }
 
 VddPool *vdd_pool_new_logical(VddManager *manager, const char *name, const char *vg, GError **error)

@@ -19,6 +19,13 @@ VddPool *vdd_pool_new(VddManager *manager, const char *name, const char *directo
  * volumes are the group's LVs, raw; NULL when vgs does not know vg. */
 VddPool *vdd_pool_new_logical(VddManager *manager, const char *name, const char *vg,
                               GError **error);
+/* An rbd pool on the Ceph pool config->ceph_pool (pool-backend-rbd.h): its
+ * volumes are the pool's RBD images, raw. It connects to the cluster off
+ * the main loop; until it has (or while it cannot: its Error property
+ * says why) it lists no volumes. */
+typedef struct VddRbdPoolConfig VddRbdPoolConfig;
+VddPool *vdd_pool_new_rbd(VddManager *manager, const char *name, const VddRbdPoolConfig *config,
+                          GError **error);
 const char *vdd_pool_get_name(VddPool *self);
 const char *vdd_pool_get_directory(VddPool *self);
 const char *vdd_pool_get_object_path(VddPool *self);
@@ -28,6 +35,7 @@ int vdd_pool_get_dirfd(VddPool *self);
 typedef struct VddPoolBackend VddPoolBackend;
 VddPoolBackend *vdd_pool_get_backend(VddPool *self);
 gboolean vdd_pool_is_logical(VddPool *self);
+gboolean vdd_pool_is_rbd(VddPool *self);
 /* The recorded formats of its volumes (volume-formats.h). */
 typedef struct VddFormatRecords VddFormatRecords;
 VddFormatRecords *vdd_pool_get_format_records(VddPool *self);

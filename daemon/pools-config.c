@@ -10,6 +10,9 @@ void vdd_pool_config_free(VddPoolConfig *pc)
     g_free(pc->directory);
     g_free(pc->pool_source);
     g_free(pc->source);
+    g_free(pc->conf);
+    g_free(pc->user);
+    g_free(pc->keyring);
     g_free(pc);
 }
 
@@ -36,35 +39,43 @@ GPtrArray *vdd_config_parse(const char *filename, const char *data, gsize len, G
         g_autofree char *vg = g_key_file_get_string(kf, g, "Source", NULL);
         if (type == NULL)
             type = g_strdup("dir");
-        if (g_str_equal(type, "rbd")) {
+        if (!g_str_equal(type, "dir") && !g_str_equal(type, "logical") &&
+            !g_str_equal(type, "rbd")) {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                        "%s: [%s] Type=rbd: Ceph RBD pools are not supported by this vdiskd",
-                        filename, g);
+                        "%s: [%s] Type=%s is not a pool type (dir, logical or rbd)", filename, g,
+                        type);
             return NULL;
         }
-        if (!g_str_equal(type, "dir") && !g_str_equal(type, "logical")) {
-            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                        "%s: [%s] Type=%s is not a pool type (dir or logical)", filename, g, type);
-            return NULL;
-        }
-        gboolean logical = g_str_equal(type, "logical");
+        gboolean logical = g_str_equal(type, "logical"), rbd = g_str_equal(type, "rbd");
         if (name == NULL || *name == '\0' ||
-            (!logical && (dir == NULL || !g_path_is_absolute(dir)))) {
+            (!logical && !rbd && (dir == NULL || !g_path_is_absolute(dir)))) {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                         "%s: [%s] needs Name= and an absolute Directory=", filename, g);
             return NULL;
         }
-        if (logical && (vg == NULL || *vg == '\0')) {
+        if ((logical || rbd) && (vg == NULL || *vg == '\0')) {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                        "%s: [%s] Type=logical needs Source=, the volume group's name", filename,
-                        g);
+                        "%s: [%s] Type=%s needs Source=, the %s's name", filename, g, type,
+                        logical ? "volume group" : "Ceph pool");
+            return NULL;
+        }
+        g_autofree char *conf = rbd ? g_key_file_get_string(kf, g, "Conf", NULL) : NULL;
+        g_autofree char *user = rbd ? g_key_file_get_string(kf, g, "User", NULL) : NULL;
+        g_autofree char *keyring = rbd ? g_key_file_get_string(kf, g, "Keyring", NULL) : NULL;
+        if ((conf != NULL && !g_path_is_absolute(conf)) ||
+            (keyring != NULL && !g_path_is_absolute(keyring))) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] Conf= and Keyring= must be absolute paths", filename, g);
             return NULL;
         }
         VddPoolConfig *pc = g_new0(VddPoolConfig, 1);
         pc->name = g_steal_pointer(&name);
         pc->type = g_steal_pointer(&type);
-        pc->directory = logical ? NULL : g_steal_pointer(&dir);
-        pc->pool_source = logical ? g_steal_pointer(&vg) : NULL;
+        pc->directory = logical || rbd ? NULL : g_steal_pointer(&dir);
+        pc->pool_source = logical || rbd ? g_steal_pointer(&vg) : NULL;
+        pc->conf = g_steal_pointer(&conf);
+        pc->user = g_steal_pointer(&user);
+        pc->keyring = g_steal_pointer(&keyring);
         pc->source = g_strdup(filename);
         g_ptr_array_add(out, pc);
     }

@@ -17,6 +17,9 @@
 #include "vdisk-driver.h"
 #include "options.h"
 #include "pool-backend.h"
+#if VDD_HAVE_RBD
+#include "pool-backend-rbd.h"
+#endif
 #include "vdd-dbus.h"
 #include "worker-client.h"
 #include "worker-protocol.h"
@@ -334,9 +337,47 @@ static void publish_info(VddVolume *self, GVariant *info, const char *warning)
         vdd_dbus_volume_set_snapshots(self->iface, snaps);
 }
 
+#if VDD_HAVE_RBD
+/* An RBD image is raw, its size and snapshots the cluster's: vdiskd asks
+ * librbd (metadata only; no byte of the image is read). */
+static void update_rbd(VddVolume *self)
+{
+    g_autoptr(GError) error = NULL;
+    guint64 size = 0;
+    g_auto(GStrv) snapshots = NULL;
+    VddRbdPool *rbd = vdd_pool_backend_rbd(vdd_pool_get_backend(self->pool));
+    g_object_freeze_notify(G_OBJECT(self->iface));
+    vdd_dbus_volume_set_allocated_size(self->iface, 0);
+    if (!vdd_rbd_pool_stat(rbd, self->name, &size, &snapshots, &error)) {
+        publish_unreadable(self, error);
+    } else {
+        GVariantBuilder snaps;
+        g_variant_builder_init(&snaps, G_VARIANT_TYPE("a(ssttt)"));
+        /* As qemu-img info lists an RBD image's: the name as id and tag. */
+        for (guint i = 0; snapshots[i] != NULL; i++)
+            g_variant_builder_add(&snaps, "(ssttt)", snapshots[i], snapshots[i], (guint64)0,
+                                  (guint64)0, size);
+        GVariantDict info;
+        g_variant_dict_init(&info, NULL);
+        g_variant_dict_insert(&info, "format", "s", "raw");
+        g_variant_dict_insert(&info, "virtual-size", "t", size);
+        g_variant_dict_insert_value(&info, "snapshots", g_variant_builder_end(&snaps));
+        g_autoptr(GVariant) v = g_variant_ref_sink(g_variant_dict_end(&info));
+        publish_info(self, v, NULL);
+    }
+    g_object_thaw_notify(G_OBJECT(self->iface));
+}
+#endif
+
 void vdd_volume_update(VddVolume *self)
 {
     g_autoptr(GError) error = NULL;
+#if VDD_HAVE_RBD
+    if (vdd_pool_is_rbd(self->pool)) {
+        update_rbd(self);
+        return;
+    }
+#endif
     int fd = open_file(self, O_RDONLY, &error);
     struct stat st = { 0 };
     if (fd >= 0 && fstat(fd, &st) < 0)
@@ -448,6 +489,10 @@ static VolumeWork *volume_work_new(VddVolume *self)
  * it). */
 static gboolean open_volume_for(VolumeWork *w, GError **error)
 {
+    if (vdd_pool_is_rbd(w->volume->pool)) { /* the worker opens it through librbd */
+        w->volume_format = g_strdup("raw");
+        return TRUE;
+    }
     w->volume_fd = open_for_job(w->volume, w->write ? O_RDWR : O_RDONLY, &w->volume_format, error);
     return w->volume_fd >= 0;
 }
@@ -460,6 +505,18 @@ static void request_volume(GVariantDict *d, const char *role, gint32 fd_index, g
     g_autofree char *label = vdd_pool_file_path(v->pool, v->name);
     vdd_worker_request_volume(d, role, fd_index, folder, format, v->name, label, flags,
                               key ? key->open : NULL, key ? key->secrets : NULL);
+    if (vdd_pool_is_rbd(v->pool))
+        vdd_worker_request_rbd(d, role, v->pool, v->name);
+}
+
+/* Add a volume's descriptor to a worker's fds: its index, or -1 for an
+ * RBD image, which has none. */
+static gint32 add_fd(int *fds, guint *n_fds, int fd)
+{
+    if (fd < 0)
+        return -1;
+    fds[*n_fds] = fd;
+    return (gint32)(*n_fds)++;
 }
 
 /* Start the work's request in a worker, with fds, the volume's pool as
@@ -496,6 +553,15 @@ static void work_done(VddJob *job, gpointer data, const GError *error)
 static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable, GError **error)
 {
     VolumeWork *w = data;
+#if VDD_HAVE_RBD
+    /* In an rbd pool a clone is an RBD clone (layering): a protected
+     * snapshot of the source is its parent, and only what is written to
+     * it later takes room. */
+    if (vdd_pool_is_rbd(w->volume->pool))
+        return vdd_rbd_pool_clone(vdd_pool_backend_rbd(vdd_pool_get_backend(w->volume->pool)),
+                                  w->volume->name, w->target->name, error) &&
+               vdd_new_file_publish(w->file, "raw", error);
+#endif
     g_autofree char *path = vdd_pool_file_path(w->volume->pool, w->target->name);
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
@@ -509,11 +575,13 @@ static gboolean clone_run(VddJob *job, gpointer data, GCancellable *cancellable,
     }
     if (vdd_new_file_is_lv(w->file) && !vdd_new_file_make_lv(w->file, size, size, error))
         return FALSE;
-    request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
-    vdd_worker_request_target(&d, 1, path, w->target->name, 0, w->format, w->create,
-                              w->key.secrets);
-    const int fds[] = { w->volume_fd, vdd_new_file_fd(w->file) };
-    return run_worker(&d, fds, 2, w, NULL, job, cancellable, error) &&
+    int fds[2];
+    guint n_fds = 0;
+    request_volume(&d, "source", add_fd(fds, &n_fds, w->volume_fd), 0, w->volume, w->volume_format,
+                   0, &w->key);
+    vdd_worker_request_target(&d, add_fd(fds, &n_fds, vdd_new_file_fd(w->file)), path,
+                              w->target->name, 0, w->format, w->create, w->key.secrets);
+    return run_worker(&d, fds, n_fds, w, NULL, job, cancellable, error) &&
            vdd_new_file_publish(w->file, w->format, error);
 }
 
@@ -523,11 +591,13 @@ static gboolean export_run(VddJob *job, gpointer data, GCancellable *cancellable
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "convert");
-    request_volume(&d, "source", 0, 0, w->volume, w->volume_format, 0, &w->key);
-    vdd_worker_request_target(&d, 1, "target", NULL, VD_OPEN_NO_RELATED_FILES, w->format, w->create,
-                              w->key.secrets);
-    const int fds[] = { w->volume_fd, w->fd };
-    gboolean ok = run_worker(&d, fds, 2, w, NULL, job, cancellable, error);
+    int fds[2];
+    guint n_fds = 0;
+    request_volume(&d, "source", add_fd(fds, &n_fds, w->volume_fd), 0, w->volume, w->volume_format,
+                   0, &w->key);
+    vdd_worker_request_target(&d, add_fd(fds, &n_fds, w->fd), "target", NULL,
+                              VD_OPEN_NO_RELATED_FILES, w->format, w->create, w->key.secrets);
+    gboolean ok = run_worker(&d, fds, n_fds, w, NULL, job, cancellable, error);
     /* As vd_convert_fd leaves it, also when the worker could not say so:
      * a target that failed never looks like a whole image. */
     if (!ok && ftruncate(w->fd, 0) < 0)
@@ -541,10 +611,13 @@ static gboolean copy_from_run(VddJob *job, gpointer data, GCancellable *cancella
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "copy");
-    request_volume(&d, "source", 0, 1, w->source, w->source_format, 0, &w->source_key);
-    request_volume(&d, "target", 1, 0, w->volume, w->volume_format, 0, &w->key);
-    const int fds[] = { w->source_fd, w->volume_fd };
-    return run_worker(&d, fds, 2, w, w->source->pool, job, cancellable, error);
+    int fds[2];
+    guint n_fds = 0;
+    request_volume(&d, "source", add_fd(fds, &n_fds, w->source_fd), 1, w->source, w->source_format,
+                   0, &w->source_key);
+    request_volume(&d, "target", add_fd(fds, &n_fds, w->volume_fd), 0, w->volume, w->volume_format,
+                   0, &w->key);
+    return run_worker(&d, fds, n_fds, w, w->source->pool, job, cancellable, error);
 }
 
 /* An LV is resized by LVM (lvresize, as libvirt's vol-resize): its raw
@@ -573,6 +646,11 @@ static gboolean resize_run(VddJob *job, gpointer data, GCancellable *cancellable
     VolumeWork *w = data;
     if (vdd_pool_is_logical(w->volume->pool))
         return resize_lv(w, error);
+    /* An RBD image is the disk: librbd resizes it (refusing a shrink
+     * without the shrink option). */
+    if (vdd_pool_is_rbd(w->volume->pool))
+        return vdd_pool_backend_resize(vdd_pool_get_backend(w->volume->pool), w->volume->name,
+                                       w->size, w->shrink, error);
     GVariantDict d;
     g_variant_dict_init(&d, NULL);
     g_variant_dict_insert(&d, "operation", "s", "resize");
@@ -697,10 +775,12 @@ static void clone_volume(VddVolume *self, VddCall *call, const CloneParams *p)
     const char *name = p->name, *format = p->format;
     GError *error = NULL;
     VolumeWork *w = copy_work_new(self, format, options, &error);
-    if (w != NULL && vdd_pool_is_logical(self->pool) && !g_str_equal(format, "raw"))
+    if (w != NULL && (vdd_pool_is_logical(self->pool) || vdd_pool_is_rbd(self->pool)) &&
+        !g_str_equal(format, "raw"))
         error = g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
-                            "%s/%s: the volumes of a logical pool are raw, not %s",
-                            vdd_pool_get_name(self->pool), name, format);
+                            "%s/%s: the volumes of %s pool are raw, not %s",
+                            vdd_pool_get_name(self->pool), name,
+                            vdd_pool_is_rbd(self->pool) ? "an rbd" : "a logical", format);
     if (w == NULL || error != NULL || !vdd_pool_check_new_name(self->pool, name, &error) ||
         !vdd_lock_set_read(w->locks, self, &error) || !open_volume_for(w, &error) ||
         (w->file = vdd_pool_new_file(self->pool, name, &error)) == NULL) {
@@ -795,6 +875,13 @@ static void export_nbd(VddVolume *self, VddCall *call, const ExportNbdParams *p)
         return;
     }
     w->write = !readonly;
+    if (vdd_pool_is_rbd(self->pool)) {
+        fail(self, invocation, uid, w,
+             g_error_new(VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
+                         "an RBD image is served by its cluster: connect to it with rbd: "
+                         "names (qemu's rbd driver), not through vdiskd"));
+        return;
+    }
     if ((w->fd = caller_listener(invocation, p->listener, &error)) < 0 ||
         !(w->write ? vdd_lock_set_write(w->locks, self, &error)
                    : vdd_lock_set_read(w->locks, self, &error)) ||
@@ -909,8 +996,11 @@ static void snapshot_thread(GTask *task, gpointer source, gpointer data, GCancel
     g_variant_dict_insert(&d, "operation", "s", "snapshot");
     g_variant_dict_insert(&d, "snapshot-op", "s", w->snapshot_op);
     g_variant_dict_insert(&d, "snapshot", "s", w->snapshot);
-    request_volume(&d, "target", 0, 0, w->volume, w->volume_format, 0, NULL);
-    gboolean ok = run_worker(&d, &w->volume_fd, 1, w, NULL, NULL, NULL, &error);
+    int fds[1];
+    guint n_fds = 0;
+    request_volume(&d, "target", add_fd(fds, &n_fds, w->volume_fd), 0, w->volume, w->volume_format,
+                   0, NULL);
+    gboolean ok = run_worker(&d, fds, n_fds, w, NULL, NULL, NULL, &error);
     close_fd(&w->volume_fd);
     if (ok)
         g_task_return_boolean(task, TRUE);
@@ -1065,11 +1155,12 @@ static void create_overlay(VddVolume *self, VddCall *call, const CreateOverlayPa
         fail(self, invocation, uid, NULL, unreadable(self));
         return;
     }
-    if (vdd_pool_is_logical(self->pool)) {
+    if (vdd_pool_is_logical(self->pool) || vdd_pool_is_rbd(self->pool)) {
         fail(self, invocation, uid, NULL,
              g_error_new(VDD_ERROR, VDD_ERROR_UNSUPPORTED_FORMAT,
-                         "%s/%s: a logical pool's volumes are raw: a qcow2 overlay cannot be one",
-                         vdd_pool_get_name(self->pool), name));
+                         "%s/%s: %s pool's volumes are raw: a qcow2 overlay cannot be one",
+                         vdd_pool_get_name(self->pool), name,
+                         vdd_pool_is_rbd(self->pool) ? "an rbd" : "a logical"));
         return;
     }
     vd_options_set(create, "backing_file", self->name);

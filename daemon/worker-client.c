@@ -1,5 +1,10 @@
 #include "worker-client.h"
 
+#include "pool-backend.h"
+#if VDD_HAVE_RBD
+#include "pool-backend-rbd.h"
+#endif
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -142,6 +147,26 @@ void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_inde
                                     vdd_wire_secrets_to_variant(secrets, open_options));
     }
     g_variant_dict_insert_value(d, role, g_variant_dict_end(&img));
+}
+
+void vdd_worker_request_rbd(GVariantDict *d, const char *role, VddPool *pool, const char *name)
+{
+#if VDD_HAVE_RBD
+    VddRbdPool *rbd = vdd_pool_backend_rbd(vdd_pool_get_backend(pool));
+    g_autoptr(GVariant) old = g_variant_dict_lookup_value(d, role, G_VARIANT_TYPE_VARDICT);
+    g_return_if_fail(rbd != NULL && old != NULL);
+    GVariantDict img;
+    g_variant_dict_init(&img, old);
+    g_autofree char *image = vdd_rbd_pool_image_name(rbd, name);
+    g_variant_dict_insert(&img, "rbd", "s", image);
+    g_variant_dict_insert(&img, "format", "s", "raw");
+    if (vdd_rbd_pool_key(rbd) != NULL)
+        g_variant_dict_insert(&img, "rbd-key", "s", vdd_rbd_pool_key(rbd));
+    g_variant_dict_insert_value(d, role, g_variant_dict_end(&img));
+    g_variant_dict_insert(d, "rbd-conf", "s", vdd_rbd_pool_conf(rbd));
+#else
+    g_return_if_reached();
+#endif
 }
 
 static GError *unsafe(void)

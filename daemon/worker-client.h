@@ -104,6 +104,14 @@ void vdd_worker_request_volume(GVariantDict *d, const char *role, gint32 fd_inde
                                const char *format, const char *name, const char *label,
                                VdOpenFlags flags, VdOptions *open_options, VdSecrets *secrets);
 
+/* After the role's image is in d: it is volume name of pool, an rbd pool,
+ * which the worker opens through librbd by the name the pool's
+ * configuration gives it (never a caller's), with the client's key (read
+ * by vdiskd from the keyring; the worker gets no keyring file). The
+ * request also names the cluster's configuration, the one file the
+ * worker may read, and lets it connect to the network. */
+void vdd_worker_request_rbd(GVariantDict *d, const char *role, VddPool *pool, const char *name);
+
 /* Serve a volume over NBD until cancelled: a worker that confines itself
  * and runs nbdkit (request "serve-nbd", worker-protocol.h) with fds
  * (borrowed: the volume, the caller's listening socket), the files the

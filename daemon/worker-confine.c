@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
@@ -220,7 +221,12 @@ static gboolean apply_landlock(const VddConfineSpec *spec, VddConfinement *state
     struct vdd_landlock_ruleset_attr attr = { .handled_access_fs = landlock_fs_rights(abi) };
     gsize size = sizeof attr.handled_access_fs;
     if (abi >= 4) {
-        attr.handled_access_net = VDD_LANDLOCK_NET_BIND_TCP | VDD_LANDLOCK_NET_CONNECT_TCP;
+        /* A Ceph client connects to the monitors and to every OSD, on
+         * ports the cluster hands out: its connects are seccomp's to
+         * allow, never its binds. */
+        attr.handled_access_net = VDD_LANDLOCK_NET_BIND_TCP;
+        if (!spec->network)
+            attr.handled_access_net |= VDD_LANDLOCK_NET_CONNECT_TCP;
         size = offsetof(struct vdd_landlock_ruleset_attr, scoped);
     }
     if (abi >= 6) {
@@ -238,6 +244,14 @@ static gboolean apply_landlock(const VddConfineSpec *spec, VddConfinement *state
         if (syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0) < 0) {
             close(ruleset);
             return set_error_errno(error, "Landlock rule for the pool's folder");
+        }
+    }
+    for (guint i = 0; spec->network && spec->read_paths != NULL && spec->read_paths[i] != NULL;
+         i++) {
+        if (!add_path_rule(ruleset, spec->read_paths[i], LANDLOCK_ACCESS_FS_READ_FILE, error)) {
+            close(ruleset);
+            g_prefix_error(error, "Landlock rule: ");
+            return FALSE;
         }
     }
     if (spec->exec_path != NULL && !add_exec_rules(ruleset, spec, error)) {
@@ -259,6 +273,38 @@ static gboolean allow(scmp_filter_ctx ctx, const char *name)
 {
     int nr = seccomp_syscall_resolve_name(name);
     return nr == __NR_SCMP_ERROR || seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0;
+}
+
+/* What librados and librbd do besides image I/O: IP sockets to the
+ * cluster's monitors and OSDs, and the event loops of their messenger
+ * threads. An AF_UNIX socket (an admin socket a configuration asks for)
+ * is refused, not fatal; any other family, bind and listen still kill. */
+static gboolean allow_ceph_client(scmp_filter_ctx ctx)
+{
+    static const char *const allowed[] = {
+        "connect",      "setsockopt",    "getsockopt", "getsockname", "getpeername",
+        "epoll_create", "epoll_create1", "epoll_ctl",  "epoll_wait",  "epoll_pwait",
+        "pipe2",        "access",        NULL
+    };
+    gboolean ok = TRUE;
+    for (guint i = 0; ok && allowed[i]; i++)
+        ok = allow(ctx, allowed[i]);
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                                SCMP_A0(SCMP_CMP_EQ, AF_INET)) == 0;
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                                SCMP_A0(SCMP_CMP_EQ, AF_INET6)) == 0;
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
+                                SCMP_A0(SCMP_CMP_EQ, AF_UNIX)) == 0;
+    /* Ceph names each thread it starts from the thread that starts it,
+     * which glibc does by writing /proc/self/task/TID/comm: that open
+     * fails (the name is cosmetic) instead of killing the client. Every
+     * other open for writing fails the same way, and Landlock would
+     * refuse it anyway. */
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+                                SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_WRONLY)) == 0;
+    ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+                                SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDWR)) == 0;
+    return ok;
 }
 
 /* Loads the filter built in ctx (ok: every rule was added) and releases
@@ -283,7 +329,7 @@ static gboolean load_filter(scmp_filter_ctx ctx, gboolean ok, VddConfinement *st
 /* What reading and writing images on descriptors takes, with threads and
  * GLib around it; anything else kills the process. Paths are Landlock's
  * business; this is about classes of system calls. */
-static gboolean apply_seccomp(VddConfinement *state, GError **error)
+static gboolean apply_seccomp(gboolean network, VddConfinement *state, GError **error)
 {
     static const char *const allowed[] = {
         /* I/O on descriptors it holds */
@@ -358,6 +404,8 @@ static gboolean apply_seccomp(VddConfinement *state, GError **error)
                                 SCMP_A2(SCMP_CMP_EQ, 0)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
                                 SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid())) == 0;
+    if (network)
+        ok = ok && allow_ceph_client(ctx);
     return load_filter(ctx, ok, state, error);
 }
 
@@ -476,7 +524,7 @@ gboolean vdd_confine_apply(const VddConfineSpec *spec, VddConfinement *state, GE
         return set_error_errno(error, "PR_SET_DUMPABLE");
     return apply_landlock(spec, state, error) &&
            (spec->exec_path != NULL ? apply_seccomp_server(state, error)
-                                    : apply_seccomp(state, error));
+                                    : apply_seccomp(spec->network, state, error));
 }
 
 GVariant *vdd_confinement_to_variant(const VddConfinement *state)

@@ -11,7 +11,8 @@
  * kernel has Landlock; said in the log where it has not); and a seccomp
  * filter kills the process on any system call that reading and writing
  * images does not need (exec, socket, ptrace, mount, opening a file for
- * writing, ...). */
+ * writing, ...); the worker of an RBD image's job alone may connect to
+ * the network (see network below). */
 #pragma once
 
 #include <glib.h>
@@ -34,6 +35,12 @@ typedef struct {
      * mounting, namespaces, modules, ... NULL: image work only. */
     const char *exec_path;
     const char *const *read_paths;
+    /* A job on a Ceph RBD image (an rbd pool's volume): the worker speaks
+     * to the cluster itself, so it may create and connect AF_INET and
+     * AF_INET6 sockets (an AF_UNIX one is refused, any other kills it),
+     * Landlock does not restrict the TCP ports it connects to, and it may
+     * read read_paths (the cluster's ceph.conf). Nothing else widens. */
+    gboolean network;
 } VddConfineSpec;
 
 typedef struct {

@@ -30,6 +30,8 @@
 /* A split vmdk's extents are all open at once; vdiskd passes at most
  * this many of a caller's files. */
 #define MAX_MORE_OPEN_FILES 2048
+/* A Ceph client holds a socket per OSD it talks to, and a few pipes. */
+#define RBD_OPEN_FILES 1024
 
 /* An image of the request (worker-protocol.h). */
 typedef struct {
@@ -41,6 +43,9 @@ typedef struct {
     guint64 max_metadata;
     gint32 appliance_disk;  /* a caller's OVA: the disk read, or -1 */
     const char *nbd_export; /* fd is a socket to an NBD server: its export */
+    /* A Ceph RBD image, opened by the worker through librbd (no fd): its
+     * name without the key (rbd:POOL/IMAGE:conf=..:id=..), and the key. */
+    const char *rbd, *rbd_key;
     VdOptions *open_options, *create_options;
     VdSecrets *secrets;
 } Image;
@@ -94,6 +99,8 @@ static void parse_image(GVariant *msg, const char *key, const int *fds, guint n_
     img->format = string_or(v, "format", NULL);
     img->name = string_or(v, "name", NULL);
     img->nbd_export = string_or(v, "nbd-export", NULL);
+    img->rbd = string_or(v, "rbd", NULL);
+    img->rbd_key = string_or(v, "rbd-key", NULL);
     if (!g_variant_lookup(v, "folder", "i", &img->folder))
         img->folder = 0;
     if (!g_variant_lookup(v, "open-flags", "u", &img->open_flags))
@@ -187,12 +194,47 @@ static gboolean pool_relative(const Request *r, const Image *img)
     return img->name != NULL && folder_of(r, img) != NULL;
 }
 
+/* The name the engine opens an RBD image by: the pool's, with the key. */
+static char *rbd_name_with_key(const Image *img)
+{
+    return img->rbd_key != NULL ? g_strdup_printf("%s:key=%s", img->rbd, img->rbd_key)
+                                : g_strdup(img->rbd);
+}
+
+/* An error of the engine names the image by the name it was opened by,
+ * which holds the key: messages go back over the bus, the key never. */
+static void scrub_key(const Image *img, GError *error)
+{
+    if (error == NULL || img->rbd == NULL)
+        return;
+    g_autofree char *full = rbd_name_with_key(img);
+    g_autoptr(GString) m = g_string_new(error->message);
+    g_string_replace(m, full, img->label, 0);
+    if (img->rbd_key != NULL && *img->rbd_key != '\0')
+        g_string_replace(m, img->rbd_key, "(key)", 0);
+    g_free(error->message);
+    error->message = g_string_free(g_steal_pointer(&m), FALSE);
+}
+
+/* An RBD image (raw: the image is the disk), through librbd. */
+static VdImage *open_rbd(const Image *img, VdOpenFlags flags, GError **error)
+{
+    g_autofree char *name = rbd_name_with_key(img);
+    VdImage *image = vd_image_open_opts(
+        name, "raw", flags | VD_OPEN_NO_RELATED_FILES | VD_OPEN_NO_BACKING, NULL, NULL, error);
+    if (image == NULL && error != NULL)
+        scrub_key(img, *error);
+    return image;
+}
+
 /* A pool volume's names are resolved beneath the pool (by vdiskd); a
  * caller's file names none, and is bounded as the request says. */
 static VdImage *open_image(const Request *r, const Image *img, const char *format,
                            VdOpenFlags extra, GError **error)
 {
     VdOpenFlags flags = img->open_flags | extra;
+    if (img->rbd != NULL)
+        return open_rbd(img, flags, error);
     const VdConfinement c = confinement_for(r, img);
     if (pool_relative(r, img))
         return vd_image_open_fd_confined(img->fd, img->name, format, flags, img->open_options,
@@ -376,6 +418,35 @@ static int open_passed_backing(const char *rel, int flags, gpointer data)
     return ask_vdiskd_to_open(rel, flags, GINT_TO_POINTER(b->folder));
 }
 
+/* A convert into an RBD image vdiskd made for it, as large as the
+ * source and reading as zeroes: only the source's data is written. */
+static GVariant *convert_into_rbd(const Request *r, VdImage *source, GError **error)
+{
+    if (g_strcmp0(r->target.format, "raw") != 0) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "%s: an RBD image holds a raw disk, not %s", r->target.label, r->target.format);
+        return NULL;
+    }
+    g_autoptr(VdImage) target = open_rbd(&r->target, VD_OPEN_READ_WRITE, error);
+    if (target == NULL)
+        return NULL;
+    if (vd_image_size(target) < vd_image_size(source)) {
+        g_set_error(error, VD_ERROR, VD_ERROR_INVALID_ARGUMENT,
+                    "%s: %" G_GUINT64_FORMAT
+                    " bytes is smaller than the source's %" G_GUINT64_FORMAT,
+                    r->target.label, vd_image_size(target), vd_image_size(source));
+        return NULL;
+    }
+    VdConvertOptions opts;
+    copy_options_init(&opts);
+    opts.target_exists = TRUE;
+    opts.target_is_zero = TRUE;
+    gboolean ok = vd_copy_image(source, target, &opts, error);
+    if (!ok)
+        scrub_key(&r->target, *error);
+    return ok ? ok_result() : NULL;
+}
+
 static GVariant *convert(const Request *r, GError **error)
 {
     if (!check_probed_source(r, error))
@@ -383,6 +454,8 @@ static GVariant *convert(const Request *r, GError **error)
     g_autoptr(VdImage) source = open_source(r, error);
     if (source == NULL)
         return NULL;
+    if (r->target.rbd != NULL)
+        return convert_into_rbd(r, source, error);
     VdConvertOptions opts;
     copy_options_init(&opts);
     opts.target_format = r->target.format != NULL ? r->target.format : "raw";
@@ -545,8 +618,8 @@ static gboolean parse_request(GVariant *msg, const int *fds, guint n_fds, Reques
     for (guint i = 0; i < G_N_ELEMENTS(operations); i++) {
         if (!g_str_equal(operations[i].operation, r->operation))
             continue;
-        if ((operations[i].source && r->source.fd < 0) ||
-            (operations[i].target && r->target.fd < 0)) {
+        if ((operations[i].source && r->source.fd < 0 && r->source.rbd == NULL) ||
+            (operations[i].target && r->target.fd < 0 && r->target.rbd == NULL)) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                         "the request lacks a source or target descriptor");
             return FALSE;
@@ -882,7 +955,16 @@ int main(int argc, char **argv)
     g_variant_lookup(msg, "address-space", "t", &address_space);
     g_variant_lookup(msg, "cpu-seconds", "t", &cpu);
     g_variant_lookup(msg, "open-files", "t", &more_files);
+    /* A job on an RBD image reaches its Ceph cluster: the configuration
+     * vdiskd names is the one file it reads, its sockets (one to each
+     * monitor and OSD it talks to) the more files it holds. */
+    const char *rbd_conf = string_or(msg, "rbd-conf", NULL);
+    const char *const read_paths[] = { rbd_conf, NULL };
+    if (rbd_conf != NULL)
+        more_files = MAX(more_files, RBD_OPEN_FILES);
     const VddConfineSpec spec = { .keep_fds = keep,
+                                  .network = rbd_conf != NULL,
+                                  .read_paths = rbd_conf != NULL ? read_paths : NULL,
                                   .n_keep_fds = n_fds + 1,
                                   /* Nothing on the filesystem: vdiskd opens what
                                    * the job reads beneath its pool. */
@@ -905,6 +987,8 @@ int main(int argc, char **argv)
     vdd_confinement_clear(&state);
 
     g_autoptr(GVariant) answer = run(&r, &error);
+    scrub_key(&r.source, error);
+    scrub_key(&r.target, error);
     image_clear(&r.source); /* its key with it */
     image_clear(&r.target);
     image_clear(&r.backing);

@@ -5,7 +5,7 @@
 
 /* ----- vdiskctl pools ----- */
 
-/* dir or logical; a vdiskd from before pool types has dir pools only. */
+/* dir, logical or rbd; a vdiskd from before pool types has dir pools only. */
 static const char *pool_type(const CtlObject *pool)
 {
     const char *type = ctl_prop_string(pool->props, "Type");
@@ -27,7 +27,8 @@ static void add_pool_row(CtlTable *table, const CtlObject *pool)
 }
 
 /* The pools as JSON: name, directory, type, capacity and available in bytes,
- * and the names of their volumes. */
+ * error (why the pool is unavailable, "" while it is usable) and the names
+ * of their volumes. */
 static void print_pools_json(GVariant *objects, GPtrArray *pools)
 {
     g_autoptr(GPtrArray) volumes = ctl_objects_with(objects, VDISK_VOLUME_INTERFACE);
@@ -42,6 +43,7 @@ static void print_pools_json(GVariant *objects, GPtrArray *pools)
         json_member_string(w, "type", pool_type(pool));
         json_member_uint(w, "capacity", ctl_prop_uint64(pool->props, "Capacity"));
         json_member_uint(w, "available", ctl_prop_uint64(pool->props, "Available"));
+        json_member_string(w, "error", ctl_prop_string(pool->props, "Error"));
         json_key(w, "volumes");
         json_begin_array(w);
         for (guint v = 0; v < volumes->len; v++) {
@@ -78,6 +80,13 @@ static int run_pools(Ctl *ctl, char **operands, int n_operands)
     for (guint i = 0; i < pools->len; i++)
         add_pool_row(table, pools->pdata[i]);
     ctl_table_print(table, stdout);
+    /* An rbd pool vdiskd cannot reach (no network, no key) says why. */
+    for (guint i = 0; i < pools->len; i++) {
+        const CtlObject *pool = pools->pdata[i];
+        const char *why = ctl_prop_string(pool->props, "Error");
+        if (*why != '\0')
+            printf("Pool %s is unavailable: %s\n", ctl_prop_string(pool->props, "Name"), why);
+    }
     return EXIT_SUCCESS;
 }
 

@@ -102,7 +102,11 @@ static int run_create(Ctl *ctl, char **operands, int n_operands)
     pool = ctl_find_pool(ctl, pool_name, &error);
     if (pool == NULL)
         return ctl_fail(error);
-    format = ctl_pick_format(ctl, name, "qcow2", &error);
+    /* A logical or rbd pool's volumes are raw. */
+    const char *type = ctl_prop_string(pool->props, "Type");
+    format = ctl_pick_format(
+        ctl, name, g_str_equal(type, "logical") || g_str_equal(type, "rbd") ? "raw" : "qcow2",
+        &error);
     if (format == NULL)
         return ctl_fail(error);
     g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);
@@ -252,9 +256,11 @@ static int run_import(Ctl *ctl, char **operands, int n_operands)
         (pool = ctl_find_pool(ctl, pool_name, &error)) == NULL)
         return ctl_fail(error);
     ctl_chain_warn_not_current(operands[0], chain);
-    /* A logical pool's volumes (LVs) are raw. */
-    gboolean logical = g_str_equal(ctl_prop_string(pool->props, "Type"), "logical");
-    format = ctl_pick_format(ctl, name, logical ? "raw" : "qcow2", &error);
+    /* A logical pool's volumes (LVs) and an rbd pool's (RBD images) are
+     * raw. */
+    const char *type = ctl_prop_string(pool->props, "Type");
+    gboolean raw_only = g_str_equal(type, "logical") || g_str_equal(type, "rbd");
+    format = ctl_pick_format(ctl, name, raw_only ? "raw" : "qcow2", &error);
     if (format == NULL || !check_import_fits(ctl, pool, operands[0], format, operands[1], &error))
         return ctl_fail(error);
     g_autoptr(CtlJobWatch) watch = ctl_job_watch_new(ctl);

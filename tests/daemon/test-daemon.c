@@ -158,8 +158,10 @@ static void test_config(void)
     g_assert_cmpuint(none->len, ==, 0);
 }
 
-/* Type=logical takes the volume group in Source=; rbd and unknown types,
- * and a logical pool without its group, are refused naming the file. */
+/* Type=logical takes the volume group in Source=, Type=rbd the Ceph pool
+ * and its cluster's Conf=, User= and Keyring=; unknown types, a logical
+ * or rbd pool without its Source= and a relative Conf= are refused
+ * naming the file. */
 static void test_config_types(void)
 {
     const char *text = "[Pool lvm]\nType=logical\nSource=vg0\n"
@@ -174,10 +176,28 @@ static void test_config_types(void)
     g_assert_null(a->directory);
     g_assert_cmpstr(b->type, ==, "dir");
     g_assert_cmpstr(b->directory, ==, "/srv/d");
-    const char *bad[] = { "[Pool r]\nType=rbd\nSource=rbdpool\n", "[Pool x]\nType=zfs\n",
-                          "[Pool l]\nType=logical\n" };
-    const char *says[] = { "Ceph RBD pools are not supported", "is not a pool type",
-                           "needs Source=" };
+    const char *rbd_text = "[Pool ceph]\nType=rbd\nSource=rbdpool\nConf=/etc/ceph/c.conf\n"
+                           "User=libvirt\nKeyring=/etc/ceph/k\n[Pool c2]\nType=rbd\nSource=p2\n";
+    g_autoptr(GPtrArray) rbd = vdd_config_parse("r.conf", rbd_text, strlen(rbd_text), &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(rbd->len, ==, 2);
+    VddPoolConfig *r = rbd->pdata[0], *r2 = rbd->pdata[1];
+    g_assert_cmpstr(r->type, ==, "rbd");
+    g_assert_cmpstr(r->pool_source, ==, "rbdpool");
+    g_assert_cmpstr(r->conf, ==, "/etc/ceph/c.conf");
+    g_assert_cmpstr(r->user, ==, "libvirt");
+    g_assert_cmpstr(r->keyring, ==, "/etc/ceph/k");
+    g_assert_null(r->directory);
+    /* The defaults (/etc/ceph/ceph.conf, admin, the conf's keyring) are
+     * the backend's. */
+    g_assert_null(r2->conf);
+    g_assert_null(r2->user);
+    g_assert_null(r2->keyring);
+    const char *bad[] = { "[Pool r]\nType=rbd\n", "[Pool x]\nType=zfs\n",
+                          "[Pool l]\nType=logical\n",
+                          "[Pool r]\nType=rbd\nSource=p\nConf=ceph.conf\n" };
+    const char *says[] = { "needs Source=, the Ceph pool's name", "is not a pool type",
+                           "needs Source=", "must be absolute" };
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_clear_error(&error);
         g_assert_null(vdd_config_parse("b.conf", bad[i], strlen(bad[i]), &error));

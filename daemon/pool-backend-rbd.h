@@ -1,0 +1,62 @@
+/* A pool of Ceph RBD images (pool-backend.h's rbd type), through librados
+ * and librbd. The cluster is the administrator's: a ceph.conf, a client
+ * id and its keyring, from /etc/vdisk/pools.d. vdiskd (root) reads the
+ * keyring; the worker that copies an image's data gets the key alone, in
+ * its request, never the keyring's file. Every call here may block on the
+ * network (bounded by short Ceph timeouts): call them off the main loop,
+ * or only once the pool is connected and for one quick request. */
+#pragma once
+
+#include <glib.h>
+
+typedef struct VddRbdPool VddRbdPool;
+
+typedef struct VddRbdPoolConfig {
+    const char *ceph_pool; /* Source= */
+    const char *conf;      /* Conf=, NULL: /etc/ceph/ceph.conf */
+    const char *user;      /* User=, NULL: admin */
+    const char *keyring;   /* Keyring=, NULL: what the configuration names */
+} VddRbdPoolConfig;
+
+/* The pool pool (vdiskd's name, for messages) on config; not connected
+ * yet. NULL with an error for a configuration that cannot be right (a
+ * pool name or id with characters Ceph does not take). */
+VddRbdPool *vdd_rbd_pool_new(const char *pool, const VddRbdPoolConfig *config, GError **error);
+void vdd_rbd_pool_free(VddRbdPool *p);
+
+/* Connect, once (again after a failure). Blocks up to the timeouts. The
+ * error says why the pool is unavailable: vdiskd without network (and
+ * the drop-in that gives it), no key, no monitor answering, no such
+ * pool. */
+gboolean vdd_rbd_pool_connect(VddRbdPool *p, GError **error);
+gboolean vdd_rbd_pool_is_connected(VddRbdPool *p);
+
+/* "rbd:CEPHPOOL" for the pool's Directory. */
+const char *vdd_rbd_pool_location(VddRbdPool *p);
+/* The configuration file the worker reads (Landlock lets it). */
+const char *vdd_rbd_pool_conf(VddRbdPool *p);
+/* The image name as the engine opens it, without the key:
+ * rbd:CEPHPOOL/NAME:conf=CONF:id=USER (a new string). */
+char *vdd_rbd_pool_image_name(VddRbdPool *p, const char *name);
+/* The client's key (base64), as the keyring holds it; NULL when the
+ * cluster needs none. Borrowed. */
+const char *vdd_rbd_pool_key(VddRbdPool *p);
+
+/* Is name an image name vdiskd takes here (letters, digits, + _ . -)? */
+gboolean vdd_rbd_pool_check_name(VddRbdPool *p, const char *name, GError **error);
+
+/* Connected pool only. */
+GHashTable *vdd_rbd_pool_list(VddRbdPool *p, GError **error);
+gboolean vdd_rbd_pool_space(VddRbdPool *p, guint64 *capacity, guint64 *available, GError **error);
+/* The image's size, allocated bytes (0 when unknown) and snapshot names
+ * (a NULL-terminated array, new). */
+gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, char ***snapshots,
+                           GError **error);
+gboolean vdd_rbd_pool_create(VddRbdPool *p, const char *name, guint64 size, GError **error);
+gboolean vdd_rbd_pool_resize(VddRbdPool *p, const char *name, guint64 size, gboolean shrink,
+                             GError **error);
+gboolean vdd_rbd_pool_remove(VddRbdPool *p, const char *name, GError **error);
+/* name as an RBD clone of source: a snapshot of source taken for it,
+ * protected (a clone's parent must be), and a copy-on-write child of it
+ * (layering). */
+gboolean vdd_rbd_pool_clone(VddRbdPool *p, const char *source, const char *name, GError **error);

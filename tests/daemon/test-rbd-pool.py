@@ -1,0 +1,286 @@
+"""An rbd pool: vdiskd's volumes are the RBD images of a Ceph pool,
+configured in pools.d with Type=rbd, Source=POOL, Conf=, User= and
+Keyring=. The cluster is tests/ceph-cluster.sh's (one monitor, one OSD, on
+127.0.0.1, in the test's own folder), stopped by pid whatever happens.
+
+vdiskctl pools lists the pool as rbd with the cluster's capacity; an
+import of a vdi (with -p) makes an RBD image that qemu-img compare (with
+qemu's own rbd driver) finds equal to the source; export to qcow2, an RBD
+clone (layering: its parent a protected snapshot), resize (a shrink needs
+--shrink), snapshots (as rbd snap ls lists them) and delete (rbd ls) work
+on it; a qcow2 volume is refused; the worker of an rbd job is still
+confined (one that tries to exec is killed, one that opens /etc/shadow is
+refused), and the key never reaches its errors; a pool whose keyring
+lacks the client's key is shown unavailable, saying which keyring it read.
+
+Needs root and the Ceph packages (exit 77 with the reason otherwise)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from vdiskd_env import Env, case, client, main, qemu_img, workers_of
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLUSTER = os.path.join(HERE, "..", "ceph-cluster.sh")
+CEPH_POOL = "vdisktest"
+POOL = "ceph"
+UNSAFE = "the image could not be processed safely"
+
+
+class CephEnv(Env):
+    """Env with a one-node Ceph cluster, started before vdiskd (it reads
+    pools.d then) and stopped by pid after it."""
+
+    def __init__(self):
+        super().__init__(vdiskd_env={"VDISKD_TEST_HOOKS": "1"})
+        self.ceph_pids = []
+        self.ceph = {}
+
+    def start(self):
+        cdir = os.path.join(self.t, "ceph")
+        script = ('source "$1" && ceph_cluster_start "$2" && ceph_pool_create "$3" || exit $?\n'
+                  'echo "PIDS=${CEPH_PIDS[*]}"; echo "CONF=$CEPH_CONF"; '
+                  'echo "KEYRING=$CEPH_KEYRING"\n')
+        r = subprocess.run(["bash", "-c", script, "cluster", CLUSTER, cdir, CEPH_POOL],
+                           capture_output=True, text=True, timeout=300)
+        for line in r.stdout.splitlines():
+            k, _, v = line.partition("=")
+            if k in ("PIDS", "CONF", "KEYRING"):
+                self.ceph[k] = v
+        # Whatever happened, the daemons that wrote pid files are ours.
+        run_dir = os.path.join(cdir, "run")
+        for f in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+            if f.endswith(".pid"):
+                with open(os.path.join(run_dir, f)) as p:
+                    self.ceph_pids.append(int(p.read().strip() or 0))
+        if r.returncode != 0:
+            self.stop_ceph()
+            print("1..0 # SKIP %s" % (r.stdout + r.stderr).strip().replace("\n", " | "))
+            raise SystemExit(77)
+        conf = os.path.join(self.t, "conf")
+        os.makedirs(conf, exist_ok=True)
+        with open(os.path.join(conf, "ceph.conf"), "w") as f:
+            f.write("[Pool %s]\nType=rbd\nSource=%s\nConf=%s\nUser=admin\nKeyring=%s\n"
+                    % (POOL, CEPH_POOL, self.ceph["CONF"], self.ceph["KEYRING"]))
+            # The same cluster, but a keyring that holds no key for the
+            # client: shown unavailable, never a hang.
+            empty = os.path.join(self.t, "empty.keyring")
+            with open(empty, "w") as k:
+                k.write("[client.other]\n\tkey = AQBzZXJ2ZXIAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n")
+            f.write("[Pool nokey]\nType=rbd\nSource=%s\nConf=%s\nKeyring=%s\n"
+                    % (CEPH_POOL, self.ceph["CONF"], empty))
+        super().start()
+
+    def stop_ceph(self):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.ceph_pids:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + 10
+            while sig == signal.SIGTERM and time.monotonic() < deadline and any(
+                    os.path.exists("/proc/%d" % p) for p in self.ceph_pids):
+                time.sleep(0.1)
+
+    def stop(self):
+        try:
+            super().stop()
+        finally:
+            self.stop_ceph()
+
+
+def tests(env):
+    vdiskctl = os.path.join(env.build, "tools", "vdiskctl")
+    t = env.t
+    conf = env.ceph["CONF"]
+    cenv = dict(os.environ, CEPH_CONF=conf)
+
+    def ctl(*args):
+        return subprocess.run([vdiskctl, "--no-ask-password"] + list(args), capture_output=True,
+                              text=True, timeout=300)
+
+    def rbd(*args):
+        r = subprocess.run(["rbd", "-p", CEPH_POOL] + list(args), capture_output=True,
+                           text=True, env=cenv, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def name(image):
+        return "rbd:%s/%s:conf=%s" % (CEPH_POOL, image, conf)
+
+    def pool(which=POOL):
+        r = ctl("pools", "--json")
+        assert r.returncode == 0, r.stderr
+        return [p for p in json.loads(r.stdout) if p["name"] == which][0]
+
+    # vdiskd connects to the cluster off its main loop: the pool is usable
+    # (or says why not) a moment after it starts.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (pool()["error"] == "connecting to the Ceph cluster"
+                                           or pool("nokey")["error"] == "connecting to the Ceph "
+                                           "cluster"):
+        time.sleep(0.2)
+
+    @case("vdiskctl pools lists the rbd pool with its type and the cluster's size and free space")
+    def _():
+        p = pool()
+        assert p["error"] == "", p
+        assert p["type"] == "rbd" and p["directory"] == "rbd:" + CEPH_POOL, p
+        df = json.loads(subprocess.run(["ceph", "df", "--format", "json"], capture_output=True,
+                                       text=True, env=cenv, check=True).stdout)["stats"]
+        # Without a ceph-mgr (this cluster has none) ceph df says 0: the
+        # OSDs' devices, as the monitor knows them, are the capacity.
+        osds = json.loads(subprocess.run(["ceph", "osd", "metadata", "--format", "json"],
+                                         capture_output=True, text=True, env=cenv,
+                                         check=True).stdout)
+        devices = sum(int(o["bluestore_bdev_size"]) for o in osds)
+        assert p["capacity"] == (df["total_bytes"] or devices) > 0, (p, df, devices)
+        assert 0 < p["available"] <= p["capacity"], p
+        r = ctl("pools")
+        row = [line.split() for line in r.stdout.splitlines() if line.split()[:1] == [POOL]]
+        assert row and row[0][1] == "rbd:" + CEPH_POOL and row[0][2] == "rbd", r.stdout
+
+    @case("an rbd pool whose keyring has no key for its client is unavailable, naming the keyring")
+    def _():
+        p = pool("nokey")
+        assert "no key for client.admin" in p["error"], p
+        assert "empty.keyring" in p["error"], p
+        r = ctl("pools")
+        assert "Pool nokey is unavailable: " in r.stdout, r.stdout
+        r = ctl("import", os.path.join(t, "none"), "nokey/x")
+        assert r.returncode != 0, r.stdout
+
+    src = os.path.join(t, "disk.vdi")
+    assert qemu_img("create", "-f", "vdi", src, "24M").returncode == 0
+    r = subprocess.run(["qemu-io", "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0x11 15M 1M",
+                        src], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    os.chmod(t, 0o755)
+
+    @case("vdiskctl import -p of a vdi makes an RBD image qemu-img compare finds equal")
+    def _():
+        r = ctl("import", "-p", src, POOL + "/vol")
+        assert r.returncode == 0, r.stderr
+        assert "vol" in rbd("ls").split(), rbd("ls")
+        info = json.loads(rbd("info", "vol", "--format", "json"))
+        assert info["size"] == 24 << 20, info
+        assert "layering" in info["features"], info
+        r = qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("vol"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        # Sparse: what the vdi holds, not its 24 MiB of zeroes.
+        du = json.loads(rbd("du", "vol", "--format", "json"))["images"][0]
+        assert du["used_size"] <= 8 << 20, du
+        r = ctl("volumes", POOL)
+        assert r.returncode == 0 and "vol" in r.stdout, r.stdout + r.stderr
+        r = ctl("info", POOL + "/vol", "--json")
+        info = json.loads(r.stdout)
+        assert info["format"] == "raw" and info["virtual-size"] == 24 << 20, r.stdout
+
+    @case("a qcow2 volume in an rbd pool is refused: its volumes are raw")
+    def _():
+        r = ctl("import", "-f", "qcow2", src, POOL + "/q")
+        assert r.returncode != 0 and "raw" in r.stderr, r.stderr
+        assert "q" not in rbd("ls").split(), rbd("ls")
+
+    @case("export of an RBD volume to qcow2 equals the source")
+    def _():
+        out = os.path.join(t, "out.qcow2")
+        r = ctl("export", "-f", "qcow2", POOL + "/vol", out)
+        assert r.returncode == 0, r.stderr
+        r = qemu_img("compare", "-f", "vdi", "-F", "qcow2", src, out)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("clone in the rbd pool is an RBD clone of a protected snapshot, equal to its source")
+    def _():
+        r = ctl("clone", POOL + "/vol", POOL + "/copy")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(rbd("info", "copy", "--format", "json"))
+        assert info["parent"]["image"] == "vol", info
+        assert info["parent"]["snapshot"] == "vdisk-clone-copy", info
+        r = qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("copy"))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @case("resize grows the RBD image; a shrink needs --shrink")
+    def _():
+        r = ctl("resize", POOL + "/vol", "+8M")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(rbd("info", "vol", "--format", "json"))["size"] == 32 << 20
+        r = ctl("resize", POOL + "/vol", "16M")
+        assert r.returncode != 0 and "shrink" in r.stderr, r.stdout + r.stderr
+        assert json.loads(rbd("info", "vol", "--format", "json"))["size"] == 32 << 20
+        r = ctl("info", POOL + "/vol", "--json")
+        assert json.loads(r.stdout)["virtual-size"] == 32 << 20, r.stdout
+
+    @case("snapshots of an RBD volume are RBD snapshots: create, list, revert, delete")
+    def _():
+        r = ctl("snapshot", "create", POOL + "/copy", "before")
+        assert r.returncode == 0, r.stderr
+        snaps = [s["name"] for s in json.loads(rbd("snap", "ls", "copy", "--format", "json"))]
+        assert snaps == ["before"], snaps
+        r = ctl("snapshot", "list", POOL + "/copy")
+        assert r.returncode == 0 and "before" in r.stdout, r.stdout + r.stderr
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x77 0 1M", name("copy")],
+                           capture_output=True, text=True, env=cenv)
+        assert r.returncode == 0, r.stderr
+        assert qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("copy")).returncode == 1
+        r = ctl("snapshot", "revert", POOL + "/copy", "before")
+        assert r.returncode == 0, r.stderr
+        r = qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("copy"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = ctl("snapshot", "delete", POOL + "/copy", "before")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(rbd("snap", "ls", "copy", "--format", "json")) == []
+
+    @case("the worker of an rbd job stays confined: exec kills it, /etc/shadow is refused")
+    def _():
+        for what, expect in (("exec", UNSAFE), ("open-shadow", "Permission denied")):
+            rc, res = run_client("import", POOL, src, "bad", "raw", "misbehave=" + what)
+            assert rc != 0 and expect in res.get("message", ""), (what, rc, res)
+            assert "bad" not in rbd("ls").split(), rbd("ls")
+        assert workers_of(env.daemon.pid) == [], workers_of(env.daemon.pid)
+
+    @case("an rbd job's error names the volume, never the client's key")
+    def _():
+        with open(env.ceph["KEYRING"]) as f:
+            key = [line.split("=", 1)[1].strip() for line in f if "key" in line][0]
+        # The worker opens the image with the key in its name, and the
+        # engine's error names the image it could not open: one removed
+        # behind vdiskd's back.
+        rbd("create", "--size", "4M", "ghost")
+        assert ctl("refresh", POOL).returncode == 0
+        rbd("rm", "ghost")
+        r = ctl("export", POOL + "/ghost", os.path.join(t, "ghost.raw"))
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert r.stderr.startswith("vdiskctl: %s/ghost: there is no RBD image 'ghost'" % POOL), \
+            r.stderr
+        assert key not in r.stderr and "key=" not in r.stderr, r.stderr
+        assert ctl("refresh", POOL).returncode == 0
+
+    @case("delete removes the RBD image; its clone's parent snapshot goes with the clone")
+    def _():
+        r = ctl("delete", POOL + "/copy")
+        assert r.returncode == 0, r.stderr
+        assert "copy" not in rbd("ls").split(), rbd("ls")
+        assert json.loads(rbd("snap", "ls", "vol", "--format", "json")) == []
+        r = ctl("delete", POOL + "/vol")
+        assert r.returncode == 0, r.stderr
+        assert rbd("ls").split() == [], rbd("ls")
+
+
+def run_client(*args):
+    cmd = ["/usr/bin/python3", os.path.abspath(__file__), "--client"] + [str(a) for a in args]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return r.returncode, json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return r.returncode, {"message": r.stdout + r.stderr}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client(sys.argv[2:])
+    sys.exit(main(tests, CephEnv()))
