@@ -5,7 +5,16 @@
  * that "qemu-img" (a symlink or a copy), this program does the work through
  * vdiskd instead, so it shows up as a Job to every client, and exits 0 only
  * once the image is complete. What vdiskd cannot serve goes to the real
- * qemu-img by absolute path, unless the fallback is switched off. */
+ * qemu-img by absolute path, unless the fallback is switched off.
+ *
+ * For a logical pool libvirt runs qemu-img to fill an LV it has just made
+ * from a non-raw volume (convert_into_lv), to read one into a non-raw
+ * volume of another pool (an LV is a raw source like any other), and to
+ * format a new encrypted LV as LUKS (create -f luks over the LV, which
+ * exists: the real qemu-img's, as vdiskd's logical pools hold raw disks
+ * only); its rbd pools run no qemu-img at all (librbd does their work), so an
+ * rbd: name reaching the shim is someone else's and goes to the real
+ * qemu-img (shim-args.c, check_protocol). */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>

@@ -359,6 +359,27 @@ XML
     ! grep -v "^create -f qcow2 .*$D/d.qcow2 " "$T/qemu-img.log"
   }
   case_run "between a dir pool and the rbd pool, and in the rbd pool: what libvirt runs" t_rbd_no_qemu_img
+
+  t_rbd_shim_names() {
+    # An rbd: name reaching the shim (from someone else than libvirt) is
+    # never read as a file: with the fallback on the real qemu-img
+    # converts it, with it off the shim refuses, naming the protocol and
+    # neither the image nor its key, and makes nothing.
+    VDISK_SHIM_FALLBACK=1 "$SHIM" convert -f raw -O qcow2 "rbd:vdiskrbd/fromvdisk$C" "$D/viashim.qcow2"
+    qemu-img compare -f vdi -F qcow2 "$T/disk.vdi" "$D/viashim.qcow2"
+    name="rbd:vdiskrbd/fromvdisk:id=admin:key=$KEY:auth_supported=cephx:mon_host=127.0.0.1\\:$CEPH_MON_PORT"
+    out=$(VDISK_SHIM_FALLBACK=0 "$SHIM" convert -f raw -O qcow2 "$name" "$D/off.qcow2" 2>&1) &&
+      { echo "converted with the fallback off"; exit 1; }
+    echo "$out"
+    grep -qF "the source is a rbd: image, which qemu opens through that protocol, not a file" <<<"$out"
+    ! grep -qF "$KEY" <<<"$out"
+    [[ ! -e $D/off.qcow2 ]]
+    out=$(VDISK_SHIM_FALLBACK=0 "$SHIM" create -f raw "rbd:vdiskrbd/new$C" 16M 2>&1) &&
+      { echo "created with the fallback off"; exit 1; }
+    grep -qF "the image is a rbd: image" <<<"$out"
+    ! rbd -p vdiskrbd ls | grep -qx new
+  }
+  case_run "an rbd: name reaching the shim goes to the real qemu-img, never read as a file" t_rbd_shim_names
 fi
 
 echo "$PASSED passed, $FAILED failed"
