@@ -179,16 +179,17 @@ static gboolean monitors_on_loopback(const char *mon_host)
     return any;
 }
 
-/* Has this process a network interface up besides the loopback? Under
- * PrivateNetwork=yes it has only lo. */
-static gboolean has_network(void)
+/* Has this process an interface up of the kind (the loopback, or any
+ * other)? Under PrivateNetwork=yes it has only lo; in a network namespace
+ * of its own, not even lo is up. */
+static gboolean interface_up(gboolean loopback)
 {
     struct ifaddrs *list = NULL;
     if (getifaddrs(&list) < 0)
         return TRUE; /* cannot tell: let the connection say */
     gboolean found = FALSE;
     for (struct ifaddrs *i = list; i != NULL && !found; i = i->ifa_next)
-        found = (i->ifa_flags & IFF_UP) && !(i->ifa_flags & IFF_LOOPBACK);
+        found = (i->ifa_flags & IFF_UP) && !(i->ifa_flags & IFF_LOOPBACK) == !loopback;
     freeifaddrs(list);
     return found;
 }
@@ -204,7 +205,7 @@ static char *network_missing(VddRbdPool *p, const char *mon_host)
     if (s >= 0)
         close(s);
     gboolean no_ip = s < 0 && (errno == EAFNOSUPPORT || errno == EPERM || errno == EACCES);
-    if (!no_ip && (monitors_on_loopback(mon_host) || has_network()))
+    if (!no_ip && interface_up(monitors_on_loopback(mon_host)))
         return NULL;
     return g_strdup_printf("vdiskd has no network to reach the Ceph cluster of %s (monitors %s): "
                            "its service allows none by default; an administrator allows the "

@@ -270,6 +270,24 @@ def tests(env):
         assert r.returncode == 0, r.stderr
         assert rbd("ls").split() == [], rbd("ls")
 
+    @case("vdiskd without a network shows the rbd pool unavailable, naming the drop-in, at once")
+    def _():
+        # As under the unit's PrivateNetwork=yes: a network namespace of
+        # its own (not even its loopback is up).
+        env.daemon.kill()
+        env.daemon.wait()
+        env.wrap = ["unshare", "-n", "--"]
+        env.start_vdiskd()
+        start = time.monotonic()
+        while time.monotonic() - start < 30 and pool()["error"] == "connecting to the Ceph " \
+                "cluster":
+            time.sleep(0.1)
+        p = pool()
+        assert "vdiskd has no network" in p["error"], p
+        assert "vdiskd-ceph.conf" in p["error"], p
+        assert time.monotonic() - start < 5, time.monotonic() - start
+        assert p["volumes"] == [], p
+
 
 def run_client(*args):
     cmd = ["/usr/bin/python3", os.path.abspath(__file__), "--client"] + [str(a) for a in args]
