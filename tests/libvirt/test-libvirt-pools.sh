@@ -95,6 +95,10 @@ trap cleanup EXIT
 if [[ $MODE == rbd ]]; then
   ceph_cluster_start "$T/ceph" || { echo "SKIP: the libvirt rbd pool needs a Ceph cluster"; exit 77; }
   ceph_pool_create vdiskrbd || { echo "SKIP: the libvirt rbd pool needs a Ceph pool"; exit 77; }
+  # vdiskd's own rbd pool on the same Ceph pool (pools.d is read at its start)
+  mkdir -p "$T/pools.d"
+  printf '[Pool vdceph]\nType=rbd\nSource=vdiskrbd\nConf=%s\nUser=admin\nKeyring=%s\n' \
+    "$CEPH_CONF" "$CEPH_KEYRING" >"$T/pools.d/ceph.conf"
 fi
 
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$T/system_bus_socket
@@ -328,6 +332,28 @@ XML
     echo "$out"
   }
   case_run "volumes libvirt makes, resizes and clones in the rbd pool are read by vdisk" t_rbd_libvirt_to_vdisk
+
+  t_rbd_vdiskd_to_libvirt() {
+    # A volume vdiskd makes in its rbd pool is a volume of libvirt's rbd
+    # pool on the same Ceph pool, and one libvirt deletes is gone for
+    # vdiskd after a refresh.
+    for _ in $(seq 100); do "$VDISKCTL" pools | grep -qE '^vdceph .* rbd ' && break; sleep 0.2; done
+    "$VDISKCTL" pools | grep -E '^vdceph .* rbd '
+    "$VDISKCTL" import "$T/disk.vdi" vdceph/byvdiskd
+    qemu-img compare -f vdi -F raw "$T/disk.vdi" "rbd:vdiskrbd/byvdiskd$C"
+    $V pool-refresh vdiskrbd >/dev/null
+    $V vol-list vdiskrbd | grep -qE '^ *byvdiskd +vdiskrbd/byvdiskd'
+    $V vol-info --bytes --pool vdiskrbd byvdiskd | grep -E 'Capacity: +41943040 bytes'
+    # and the other way
+    $V vol-create-as vdiskrbd bylibvirt 24M
+    "$VDISKCTL" refresh vdceph
+    "$VDISKCTL" volumes vdceph | grep -qw bylibvirt
+    "$VDISKCTL" info --json vdceph/bylibvirt | $PY -c 'import json,sys; d=json.load(sys.stdin); assert d["virtual-size"]==25165824, d'
+    $V vol-delete --pool vdiskrbd bylibvirt >/dev/null
+    "$VDISKCTL" refresh vdceph
+    ! "$VDISKCTL" volumes vdceph | grep -qw bylibvirt
+  }
+  case_run "a volume vdiskd makes in its rbd pool is listed by libvirt's rbd pool on the same Ceph pool" t_rbd_vdiskd_to_libvirt
 
   t_rbd_no_qemu_img() {
     # Between the dir pool and the rbd pool libvirt 9.0 copies nothing:
