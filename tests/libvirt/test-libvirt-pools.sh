@@ -62,7 +62,7 @@ fi
 
 T=$(mktemp -d /tmp/vdisk-libvirt-pools.XXXXXX)
 chmod 755 "$T"
-LIBVIRTD_PID= VG= LOOPS=() MADE_DEV_VG=
+LIBVIRTD_PID='' VG='' LOOPS=() MADE_DEV_VG=''
 # shellcheck source=../ceph-cluster.sh
 source "$REPO/tests/ceph-cluster.sh"
 # shellcheck source=../../scripts/services.sh
@@ -190,6 +190,14 @@ if [[ $MODE == logical ]]; then
       $V vol-create-from vdiskdir "$T/back.xml" --inputpool vdisklvm lv2
       ran "^convert -f raw -O qcow2 (.* )?/dev/$VG/lv2 $D/back.qcow2\$"
       qemu-img compare -f qcow2 -F qcow2 "$D/src.qcow2" "$D/back.qcow2"
+      # a raw source libvirt copies into the LV itself: no qemu-img
+      qemu-img convert -f qcow2 -O raw "$D/src.qcow2" "$D/src.raw"
+      $V pool-refresh vdiskdir >/dev/null
+      : >"$T/qemu-img.log"
+      printf "<volume><name>lvraw</name><capacity unit='MiB'>32</capacity></volume>" >"$T/lvraw.xml"
+      $V vol-create-from vdisklvm "$T/lvraw.xml" --inputpool vdiskdir src.raw
+      [[ ! -s $T/qemu-img.log ]] || { echo "libvirt ran:"; cat "$T/qemu-img.log"; exit 1; }
+      qemu-img compare -f raw -F raw "$D/src.raw" "/dev/$VG/lvraw"
     }
     case_run "vol-create-from a qcow2 volume into an LV is vdiskd's CopyFrom job; and back" t_create_from
 
