@@ -198,6 +198,10 @@ if [[ $MODE == logical ]]; then
       $V vol-create-from vdisklvm "$T/lvraw.xml" --inputpool vdiskdir src.raw
       [[ ! -s $T/qemu-img.log ]] || { echo "libvirt ran:"; cat "$T/qemu-img.log"; exit 1; }
       qemu-img compare -f raw -F raw "$D/src.raw" "/dev/$VG/lvraw"
+      # and so is a clone of an LV in the pool
+      $V vol-clone --pool vdisklvm lv2 lv2c
+      [[ ! -s $T/qemu-img.log ]] || { echo "libvirt ran:"; cat "$T/qemu-img.log"; exit 1; }
+      qemu-img compare -f raw -F raw "/dev/$VG/lv2" "/dev/$VG/lv2c"
     }
     case_run "vol-create-from a qcow2 volume into an LV is vdiskd's CopyFrom job; and back" t_create_from
 
