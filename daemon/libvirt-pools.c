@@ -2,6 +2,7 @@
 
 #include "config.h"
 #include "manager.h"
+#include "pool-backend-rbd.h"
 #include "pool.h"
 
 #ifdef HAVE_LIBVIRT
@@ -150,6 +151,9 @@ typedef struct {
     char *name;
     char *directory;
     char *vg; /* a logical pool's volume group; NULL for a dir pool */
+    /* An rbd pool: its Ceph pool (directory is rbd:POOL), monitors
+     * ("HOST:PORT,...") and client id; NULL for the others. */
+    char *ceph_pool, *mon_host, *user;
 } LvPool;
 
 static void lv_pool_free(LvPool *p)
@@ -157,17 +161,24 @@ static void lv_pool_free(LvPool *p)
     g_free(p->name);
     g_free(p->directory);
     g_free(p->vg);
+    g_free(p->ceph_pool);
+    g_free(p->mon_host);
+    g_free(p->user);
     g_free(p);
 }
 
 /* /pool/target/path of a pool's XML, and for a logical pool (<pool
- * type='logical'>) its volume group, /pool/source/name. */
+ * type='logical'>) its volume group, /pool/source/name; for an rbd pool
+ * the Ceph pool (/pool/source/name), its monitors (/pool/source/host's
+ * name and port) and client (/pool/source/auth's username). */
 typedef struct {
     int depth;
     gboolean in_target, in_path;
-    gboolean logical, in_source, in_source_name;
+    gboolean logical, rbd, in_source, in_source_name;
     GString *path;
     GString *vg;
+    GString *hosts;
+    char *user;
 } XmlState;
 
 static void xml_start(GMarkupParseContext *ctx, const char *element, const char **names,
@@ -177,8 +188,10 @@ static void xml_start(GMarkupParseContext *ctx, const char *element, const char 
     s->depth++;
     if (s->depth == 1 && g_str_equal(element, "pool")) {
         for (guint i = 0; names[i] != NULL; i++)
-            if (g_str_equal(names[i], "type") && g_str_equal(values[i], "logical"))
-                s->logical = TRUE;
+            if (g_str_equal(names[i], "type")) {
+                s->logical = g_str_equal(values[i], "logical");
+                s->rbd = g_str_equal(values[i], "rbd");
+            }
     } else if (s->depth == 2 && g_str_equal(element, "target"))
         s->in_target = TRUE;
     else if (s->depth == 3 && s->in_target && g_str_equal(element, "path"))
@@ -187,6 +200,30 @@ static void xml_start(GMarkupParseContext *ctx, const char *element, const char 
         s->in_source = TRUE;
     else if (s->depth == 3 && s->in_source && g_str_equal(element, "name"))
         s->in_source_name = TRUE;
+    else if (s->depth == 3 && s->in_source && s->rbd && g_str_equal(element, "host")) {
+        const char *host = NULL, *port = NULL;
+        for (guint i = 0; names[i] != NULL; i++) {
+            if (g_str_equal(names[i], "name"))
+                host = values[i];
+            else if (g_str_equal(names[i], "port"))
+                port = values[i];
+        }
+        if (host != NULL) {
+            if (s->hosts->len > 0)
+                g_string_append_c(s->hosts, ',');
+            /* An IPv6 address takes brackets before its port. */
+            gboolean v6 = strchr(host, ':') != NULL && host[0] != '[';
+            g_string_append_printf(s->hosts, v6 && port ? "[%s]" : "%s", host);
+            if (port != NULL)
+                g_string_append_printf(s->hosts, ":%s", port);
+        }
+    } else if (s->depth == 3 && s->in_source && s->rbd && g_str_equal(element, "auth")) {
+        for (guint i = 0; names[i] != NULL; i++)
+            if (g_str_equal(names[i], "username")) {
+                g_free(s->user);
+                s->user = g_strdup(values[i]);
+            }
+    }
 }
 
 static void xml_end(GMarkupParseContext *ctx, const char *element, gpointer data, GError **error)
@@ -209,15 +246,45 @@ static void xml_text(GMarkupParseContext *ctx, const char *text, gsize len, gpoi
         g_string_append_len(s->vg, text, len);
 }
 
+/* An rbd pool of libvirt's XML into p (its Ceph pool, monitors and
+ * client); FALSE when it names no Ceph pool or no monitor. */
+static gboolean pool_rbd_source(const char *xml, LvPool *p)
+{
+    static const GMarkupParser parser = { xml_start, xml_end, xml_text, NULL, NULL };
+    XmlState s = { .path = g_string_new(NULL),
+                   .vg = g_string_new(NULL),
+                   .hosts = g_string_new(NULL) };
+    g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &s, NULL);
+    gboolean ok = g_markup_parse_context_parse(ctx, xml, -1, NULL) &&
+                  g_markup_parse_context_end_parse(ctx, NULL) && s.rbd;
+    g_strstrip(s.vg->str);
+    ok = ok && *s.vg->str != '\0' && s.hosts->len > 0;
+    if (ok) {
+        p->ceph_pool = g_strdup(s.vg->str);
+        p->mon_host = g_strdup(s.hosts->str);
+        p->user = g_strdup(s.user != NULL ? s.user : "admin");
+        p->directory = g_strdup_printf("rbd:%s", p->ceph_pool);
+    }
+    g_string_free(s.path, TRUE);
+    g_string_free(s.vg, TRUE);
+    g_string_free(s.hosts, TRUE);
+    g_free(s.user);
+    return ok;
+}
+
 /* The target path; *vg the volume group of a logical pool (else NULL). */
 static char *pool_target_path(const char *xml, char **vg)
 {
     static const GMarkupParser parser = { xml_start, xml_end, xml_text, NULL, NULL };
-    XmlState s = { .path = g_string_new(NULL), .vg = g_string_new(NULL) };
+    XmlState s = { .path = g_string_new(NULL),
+                   .vg = g_string_new(NULL),
+                   .hosts = g_string_new(NULL) };
     g_autoptr(GMarkupParseContext) ctx = g_markup_parse_context_new(&parser, 0, &s, NULL);
     *vg = NULL;
-    if (!g_markup_parse_context_parse(ctx, xml, -1, NULL) ||
-        !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0 ||
+    gboolean parsed = g_markup_parse_context_parse(ctx, xml, -1, NULL);
+    g_string_free(s.hosts, TRUE);
+    g_free(s.user);
+    if (!parsed || !g_markup_parse_context_end_parse(ctx, NULL) || s.path->len == 0 ||
         (s.logical && s.vg->len == 0)) {
         g_string_free(s.path, TRUE);
         g_string_free(s.vg, TRUE);
@@ -232,18 +299,18 @@ static char *pool_target_path(const char *xml, char **vg)
     return g_string_free(s.path, FALSE);
 }
 
-/* Worker thread: the active dir and logical pools, or NULL when libvirtd
- * is absent. */
+/* Worker thread: the active dir, logical and rbd pools, or NULL when
+ * libvirtd is absent. */
 static GPtrArray *list_pools(VddLibvirt *self)
 {
     virConnectPtr conn = get_conn(self);
     if (conn == NULL)
         return NULL;
     virStoragePoolPtr *pools = NULL;
-    int n = virConnectListAllStoragePools(conn, &pools,
-                                          VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE |
-                                              VIR_CONNECT_LIST_STORAGE_POOLS_DIR |
-                                              VIR_CONNECT_LIST_STORAGE_POOLS_LOGICAL);
+    int n = virConnectListAllStoragePools(
+        conn, &pools,
+        VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE | VIR_CONNECT_LIST_STORAGE_POOLS_DIR |
+            VIR_CONNECT_LIST_STORAGE_POOLS_LOGICAL | VIR_CONNECT_LIST_STORAGE_POOLS_RBD);
     GPtrArray *result = NULL;
     if (n >= 0) {
         result = g_ptr_array_new_with_free_func((GDestroyNotify)lv_pool_free);
@@ -251,6 +318,15 @@ static GPtrArray *list_pools(VddLibvirt *self)
             char *xml = virStoragePoolGetXMLDesc(pools[i], 0);
             const char *name = virStoragePoolGetName(pools[i]);
             char *vg = NULL;
+            LvPool rbd = { 0 };
+            if (xml != NULL && name != NULL && pool_rbd_source(xml, &rbd)) {
+                LvPool *p = g_memdup2(&rbd, sizeof rbd);
+                p->name = g_strdup(name);
+                g_ptr_array_add(result, p);
+                free(xml);
+                virStoragePoolFree(pools[i]);
+                continue;
+            }
             char *dir = xml ? pool_target_path(xml, &vg) : NULL;
             if (dir != NULL && name != NULL) {
                 LvPool *p = g_new0(LvPool, 1);
@@ -281,12 +357,14 @@ static void apply_pools(VddLibvirt *self, GPtrArray *pools)
         VddPool *pool = vdd_manager_lookup_pool(self->manager, p->name);
         if (pool != NULL) {
             /* A logical pool's /dev/VG is there only while an LV is
-             * active: its name is compared as it is. */
-            g_autofree char *a = realpath(vdd_pool_get_directory(pool), NULL);
-            g_autofree char *b = realpath(p->directory, NULL);
-            if (a == NULL && p->vg != NULL)
+             * active, an rbd pool's rbd:POOL never: their names are
+             * compared as they are. */
+            gboolean named = p->vg != NULL || p->ceph_pool != NULL;
+            g_autofree char *a = p->ceph_pool ? NULL : realpath(vdd_pool_get_directory(pool), NULL);
+            g_autofree char *b = p->ceph_pool ? NULL : realpath(p->directory, NULL);
+            if (a == NULL && named)
                 a = g_strdup(vdd_pool_get_directory(pool));
-            if (b == NULL && p->vg != NULL)
+            if (b == NULL && named)
                 b = g_strdup(p->directory);
             if (g_strcmp0(a, b) == 0 && a != NULL)
                 g_hash_table_add(self->mirrored, g_strdup(p->name));
@@ -296,9 +374,17 @@ static void apply_pools(VddLibvirt *self, GPtrArray *pools)
             continue;
         }
         g_autoptr(GError) error = NULL;
-        VddPool *added = p->vg != NULL
-                             ? vdd_manager_add_logical_pool(self->manager, p->name, p->vg, &error)
-                             : vdd_manager_add_pool(self->manager, p->name, p->directory, &error);
+        /* An rbd pool of libvirt's names its monitors and client; its key
+         * is in a libvirt secret, which vdiskd does not read: the pool is
+         * usable where a keyring holds the client's key. */
+        const VddRbdPoolConfig rbd = { .ceph_pool = p->ceph_pool,
+                                       .user = p->user,
+                                       .mon_host = p->mon_host,
+                                       .from_libvirt = TRUE };
+        VddPool *added =
+            p->ceph_pool != NULL ? vdd_manager_add_rbd_pool(self->manager, p->name, &rbd, &error)
+            : p->vg != NULL ? vdd_manager_add_logical_pool(self->manager, p->name, p->vg, &error)
+                            : vdd_manager_add_pool(self->manager, p->name, p->directory, &error);
         if (added == NULL) {
             g_message("libvirt: pool %s (%s): %s", p->name, p->directory, error->message);
             continue;

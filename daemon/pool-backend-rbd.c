@@ -26,7 +26,9 @@ struct VddRbdPool {
     char *ceph_pool;
     char *conf;
     char *user;
-    char *keyring; /* Keyring=, or NULL */
+    char *keyring;  /* Keyring=, or NULL */
+    char *mon_host; /* instead of a configuration file, or NULL */
+    gboolean from_libvirt;
     char *location;
     char *key; /* the client's key, read from the keyring */
     GMutex lock;
@@ -48,7 +50,9 @@ static gboolean plain_name(const char *s)
 
 VddRbdPool *vdd_rbd_pool_new(const char *pool, const VddRbdPoolConfig *config, GError **error)
 {
-    const char *conf = config->conf != NULL ? config->conf : DEFAULT_CONF;
+    const char *conf = config->conf != NULL       ? config->conf
+                       : config->mon_host != NULL ? ""
+                                                  : DEFAULT_CONF;
     const char *user = config->user != NULL ? config->user : DEFAULT_USER;
     if (!plain_name(config->ceph_pool)) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
@@ -63,7 +67,8 @@ VddRbdPool *vdd_rbd_pool_new(const char *pool, const VddRbdPoolConfig *config, G
                     user);
         return NULL;
     }
-    if (!g_path_is_absolute(conf) || (config->keyring && !g_path_is_absolute(config->keyring))) {
+    if ((*conf != '\0' && !g_path_is_absolute(conf)) ||
+        (config->keyring && !g_path_is_absolute(config->keyring))) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_INVALID_ARGUMENT,
                     "Conf= and Keyring= must be absolute paths");
         return NULL;
@@ -75,6 +80,8 @@ VddRbdPool *vdd_rbd_pool_new(const char *pool, const VddRbdPoolConfig *config, G
     p->conf = g_strdup(conf);
     p->user = g_strdup(user);
     p->keyring = g_strdup(config->keyring);
+    p->mon_host = g_strdup(config->mon_host);
+    p->from_libvirt = config->from_libvirt;
     p->location = g_strdup_printf("rbd:%s", config->ceph_pool);
     return p;
 }
@@ -93,6 +100,7 @@ void vdd_rbd_pool_free(VddRbdPool *p)
     g_free(p->conf);
     g_free(p->user);
     g_free(p->keyring);
+    g_free(p->mon_host);
     g_free(p->location);
     if (p->key != NULL)
         memset(p->key, 0, strlen(p->key));
@@ -102,6 +110,9 @@ void vdd_rbd_pool_free(VddRbdPool *p)
 
 const char *vdd_rbd_pool_location(VddRbdPool *p) { return p->location; }
 const char *vdd_rbd_pool_conf(VddRbdPool *p) { return p->conf; }
+
+/* The cluster in messages: its configuration file, or its monitors. */
+static const char *cluster_of(VddRbdPool *p) { return *p->conf != '\0' ? p->conf : p->mon_host; }
 const char *vdd_rbd_pool_key(VddRbdPool *p) { return p->key; }
 
 gboolean vdd_rbd_pool_is_connected(VddRbdPool *p)
@@ -124,8 +135,9 @@ static void append_escaped(GString *out, const char *s)
 char *vdd_rbd_pool_image_name(VddRbdPool *p, const char *name)
 {
     GString *out = g_string_new("rbd:");
-    g_string_append_printf(out, "%s/%s:conf=", p->ceph_pool, name);
-    append_escaped(out, p->conf);
+    g_string_append_printf(out, "%s/%s", p->ceph_pool, name);
+    g_string_append(out, *p->conf != '\0' ? ":conf=" : ":mon_host=");
+    append_escaped(out, *p->conf != '\0' ? p->conf : p->mon_host);
     g_string_append_printf(out, ":id=%s", p->user);
     return g_string_free(out, FALSE);
 }
@@ -212,7 +224,8 @@ static char *network_missing(VddRbdPool *p, const char *mon_host)
                            "cluster's network with the drop-in %s (copied to "
                            "/etc/systemd/system/vdiskd.service.d/ with the cluster's addresses "
                            "in IPAddressAllow=)",
-                           p->conf, *mon_host != '\0' ? mon_host : "unknown", NETWORK_DROP_IN);
+                           cluster_of(p), *mon_host != '\0' ? mon_host : "unknown",
+                           NETWORK_DROP_IN);
 }
 
 /* The key of client.USER in a keyring file (Ceph's INI-like format:
@@ -268,14 +281,24 @@ static char *find_key(VddRbdPool *p, rados_t cluster, char **looked, GError **er
 static gboolean connect_locked(VddRbdPool *p, GError **error)
 {
     rados_t cluster = NULL;
-    int rc = rados_create(&cluster, p->user);
+    /* The cluster's name ("ceph") and the client's expand $cluster and
+     * $name in the default keyring paths, also without a configuration
+     * file. */
+    g_autofree char *client = g_strdup_printf("client.%s", p->user);
+    int rc = rados_create2(&cluster, "ceph", client, 0);
     if (rc < 0) {
         set_rc_error(error, rc, "pool %s: cannot make a Ceph cluster handle", p->pool);
         return FALSE;
     }
     (void)rados_conf_set(cluster, "log_to_stderr", "false");
     (void)rados_conf_set(cluster, "err_to_stderr", "false");
-    rc = rados_conf_read_file(cluster, p->conf);
+    rc = *p->conf != '\0' ? rados_conf_read_file(cluster, p->conf)
+                          : rados_conf_set(cluster, "mon_host", p->mon_host);
+    if (rc < 0 && *p->conf == '\0') {
+        set_rc_error(error, rc, "pool %s: monitors '%s'", p->pool, p->mon_host);
+        rados_shutdown(cluster);
+        return FALSE;
+    }
     if (rc < 0) {
         set_rc_error(error, rc, "pool %s: cannot read the Ceph configuration %s", p->pool, p->conf);
         rados_shutdown(cluster);
@@ -303,22 +326,31 @@ static gboolean connect_locked(VddRbdPool *p, GError **error)
     char *key = find_key(p, cluster, &looked, error);
     if (key == NULL && strstr(auth, "cephx") != NULL) {
         g_set_error(error, VDD_ERROR, VDD_ERROR_FAILED,
-                    "pool %s: no key for client.%s in the keyring (looked in %s); name the "
-                    "keyring with Keyring= in the pool's configuration",
-                    p->pool, p->user, *looked != '\0' ? looked : "no keyring named");
+                    "pool %s: no key for client.%s in the keyring (looked in %s); %s", p->pool,
+                    p->user, *looked != '\0' ? looked : "no keyring named",
+                    p->from_libvirt ? "libvirt keeps the key in a secret vdiskd cannot read: "
+                                      "give vdiskd a keyring there, or configure the pool in "
+                                      "/etc/vdisk/pools.d with Keyring="
+                                    : "name the keyring with Keyring= in the pool's "
+                                      "configuration");
         rados_shutdown(cluster);
         return FALSE;
     }
+    /* librados is given the key vdiskd found, rather than left to look
+     * for keyrings itself: without a configuration file it expands the
+     * default keyring paths without the cluster's name. */
+    if (key != NULL)
+        (void)rados_conf_set(cluster, "key", key);
     rc = rados_connect(cluster);
     if (rc < 0) {
         if (rc == -ETIMEDOUT)
             g_set_error(error, VDD_ERROR, VDD_ERROR_FAILED,
                         "pool %s: no monitor of the Ceph cluster of %s (%s) answered within %s s",
-                        p->pool, p->conf, mon_host, RBD_TIMEOUT);
+                        p->pool, cluster_of(p), mon_host, RBD_TIMEOUT);
         else
             set_rc_error(error, rc,
                          "pool %s: cannot connect to the Ceph cluster of %s as client.%s", p->pool,
-                         p->conf, p->user);
+                         cluster_of(p), p->user);
         g_free(key);
         rados_shutdown(cluster);
         return FALSE;
@@ -328,7 +360,7 @@ static gboolean connect_locked(VddRbdPool *p, GError **error)
     if (rc < 0) {
         if (rc == -ENOENT)
             g_set_error(error, VDD_ERROR, VDD_ERROR_NOT_FOUND,
-                        "pool %s: the Ceph cluster of %s has no pool '%s'", p->pool, p->conf,
+                        "pool %s: the Ceph cluster of %s has no pool '%s'", p->pool, cluster_of(p),
                         p->ceph_pool);
         else
             set_rc_error(error, rc, "pool %s: cannot open Ceph pool '%s'", p->pool, p->ceph_pool);

@@ -16,6 +16,12 @@ typedef struct VddRbdPoolConfig {
     const char *conf;      /* Conf=, NULL: /etc/ceph/ceph.conf */
     const char *user;      /* User=, NULL: admin */
     const char *keyring;   /* Keyring=, NULL: what the configuration names */
+    /* A pool libvirt defines names its monitors ("HOST:PORT,..."), not a
+     * configuration file: then conf is NULL and none is read, and the
+     * key is looked for where Ceph's clients look by default (libvirt
+     * keeps its own in a secret vdiskd cannot read). */
+    const char *mon_host;
+    gboolean from_libvirt;
 } VddRbdPoolConfig;
 
 /* The pool pool (vdiskd's name, for messages) on config; not connected
@@ -33,10 +39,12 @@ gboolean vdd_rbd_pool_is_connected(VddRbdPool *p);
 
 /* "rbd:CEPHPOOL" for the pool's Directory. */
 const char *vdd_rbd_pool_location(VddRbdPool *p);
-/* The configuration file the worker reads (Landlock lets it). */
+/* The configuration file the worker reads (Landlock lets it); "" for a
+ * pool that names its monitors instead. */
 const char *vdd_rbd_pool_conf(VddRbdPool *p);
 /* The image name as the engine opens it, without the key:
- * rbd:CEPHPOOL/NAME:conf=CONF:id=USER (a new string). */
+ * rbd:CEPHPOOL/NAME:conf=CONF:id=USER, or :mon_host=... for a pool that
+ * names its monitors (a new string). */
 char *vdd_rbd_pool_image_name(VddRbdPool *p, const char *name);
 /* The client's key (base64), as the keyring holds it; NULL when the
  * cluster needs none. Borrowed. */

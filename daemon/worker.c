@@ -959,7 +959,8 @@ int main(int argc, char **argv)
      * vdiskd names is the one file it reads, its sockets (one to each
      * monitor and OSD it talks to) the more files it holds. */
     const char *rbd_conf = string_or(msg, "rbd-conf", NULL);
-    const char *const read_paths[] = { rbd_conf, NULL };
+    const char *const read_paths[] = { rbd_conf != NULL && *rbd_conf != '\0' ? rbd_conf : NULL,
+                                       NULL };
     if (rbd_conf != NULL)
         more_files = MAX(more_files, RBD_OPEN_FILES);
     const VddConfineSpec spec = { .keep_fds = keep,

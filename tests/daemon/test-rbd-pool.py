@@ -28,6 +28,18 @@ CLUSTER = os.path.join(HERE, "..", "ceph-cluster.sh")
 CEPH_POOL = "vdisktest"
 POOL = "ceph"
 UNSAFE = "the image could not be processed safely"
+VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
+
+
+def libvirt_rbd_missing():
+    """Why libvirt's rbd pools cannot be tried here, or None."""
+    import glob
+    import shutil
+    if shutil.which("libvirtd") is None or shutil.which("virsh") is None:
+        return "libvirtd or virsh is missing"
+    if not glob.glob("/usr/lib/*/libvirt/storage-backend/libvirt_storage_backend_rbd.so"):
+        return "libvirt has no rbd pools here (libvirt-daemon-driver-storage-rbd)"
+    return None
 
 
 class CephEnv(Env):
@@ -43,12 +55,12 @@ class CephEnv(Env):
         cdir = os.path.join(self.t, "ceph")
         script = ('source "$1" && ceph_cluster_start "$2" && ceph_pool_create "$3" || exit $?\n'
                   'echo "PIDS=${CEPH_PIDS[*]}"; echo "CONF=$CEPH_CONF"; '
-                  'echo "KEYRING=$CEPH_KEYRING"\n')
+                  'echo "KEYRING=$CEPH_KEYRING"; echo "MONPORT=$CEPH_MON_PORT"\n')
         r = subprocess.run(["bash", "-c", script, "cluster", CLUSTER, cdir, CEPH_POOL],
                            capture_output=True, text=True, timeout=300)
         for line in r.stdout.splitlines():
             k, _, v = line.partition("=")
-            if k in ("PIDS", "CONF", "KEYRING"):
+            if k in ("PIDS", "CONF", "KEYRING", "MONPORT"):
                 self.ceph[k] = v
         # Whatever happened, the daemons that wrote pid files are ours.
         run_dir = os.path.join(cdir, "run")
@@ -90,7 +102,22 @@ class CephEnv(Env):
         try:
             super().stop()
         finally:
+            self.stop_libvirt()
             self.stop_ceph()
+
+    def stop_libvirt(self):
+        pid = getattr(self, "libvirtd", None)
+        if pid is None:
+            return
+        for p in ("vlibrbd",):
+            subprocess.run(VIRSH + ["pool-destroy", p], capture_output=True)
+            subprocess.run(VIRSH + ["pool-undefine", p], capture_output=True)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(1)
 
 
 def tests(env):
@@ -270,6 +297,8 @@ def tests(env):
         assert r.returncode == 0, r.stderr
         assert rbd("ls").split() == [], rbd("ls")
 
+    libvirt_cases(env, ctl, rbd, pool, src)
+
     @case("vdiskd without a network shows the rbd pool unavailable, naming the drop-in, at once")
     def _():
         # As under the unit's PrivateNetwork=yes: a network namespace of
@@ -287,6 +316,94 @@ def tests(env):
         assert "vdiskd-ceph.conf" in p["error"], p
         assert time.monotonic() - start < 5, time.monotonic() - start
         assert p["volumes"] == [], p
+
+
+def libvirt_cases(env, ctl, rbd, pool, src):
+    """libvirt's rbd pool, mirrored by vdiskd: its Ceph pool, monitors and
+    client come from libvirt's XML; its key is in a libvirt secret, which
+    vdiskd cannot read."""
+    why = libvirt_rbd_missing()
+    if why is not None:
+        print("# SKIP libvirt's rbd pool is not tested: %s" % why)
+        return
+    t = env.t
+    conf = env.ceph["CONF"]
+    key = subprocess.run(["ceph", "auth", "get-key", "client.admin"], capture_output=True,
+                         text=True, env=dict(os.environ, CEPH_CONF=conf), check=True).stdout
+    pidfile = os.path.join(t, "libvirtd.pid")
+    r = subprocess.run(["libvirtd", "-d", "--pid-file", pidfile], capture_output=True, text=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not os.path.exists(pidfile):
+        time.sleep(0.1)
+    if r.returncode != 0 or not os.path.exists(pidfile):
+        print("# SKIP libvirt's rbd pool is not tested: libvirtd did not start: " + r.stderr)
+        return
+    with open(pidfile) as f:
+        env.libvirtd = int(f.read().strip())
+    while time.monotonic() < deadline and subprocess.run(VIRSH + ["version"],
+                                                         capture_output=True).returncode:
+        time.sleep(0.1)
+    rbd("create", "--size", "8M", "fromlibvirt")
+
+    @case("libvirt's rbd pool is mirrored: unavailable without a keyring, naming where it looked")
+    def _():
+        uuid = open("/proc/sys/kernel/random/uuid").read().strip()
+        xml = os.path.join(t, "secret.xml")
+        with open(xml, "w") as f:
+            f.write("<secret ephemeral='no' private='yes'><uuid>%s</uuid><usage type='ceph'>"
+                    "<name>client.admin secret</name></usage></secret>" % uuid)
+        for args in (["secret-define", xml], ["secret-set-value", uuid, key]):
+            r = subprocess.run(VIRSH + args, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        xml = os.path.join(t, "rbd-pool.xml")
+        with open(xml, "w") as f:
+            f.write("<pool type='rbd'><name>vlibrbd</name><source><name>%s</name>"
+                    "<host name='127.0.0.1' port='%s'/><auth type='ceph' username='admin'>"
+                    "<secret usage='client.admin secret'/></auth></source></pool>"
+                    % (CEPH_POOL, env.ceph["MONPORT"]))
+        for args in (["pool-define", xml], ["pool-start", "vlibrbd"]):
+            r = subprocess.run(VIRSH + args, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        # vdiskd looks at libvirt's pools again on its events, or every 10 s.
+        deadline = time.monotonic() + 30
+        p = None
+        while time.monotonic() < deadline:
+            r = ctl("pools", "--json")
+            found = [x for x in json.loads(r.stdout) if x["name"] == "vlibrbd"]
+            if found and found[0]["error"] != "connecting to the Ceph cluster":
+                p = found[0]
+                break
+            time.sleep(0.3)
+        assert p is not None, r.stdout
+        assert p["type"] == "rbd" and p["directory"] == "rbd:" + CEPH_POOL, p
+        assert "no key for client.admin" in p["error"], p
+        assert "/etc/ceph/ceph.client.admin.keyring" in p["error"], p
+        assert "libvirt keeps the key in a secret" in p["error"], p
+
+    @case("with a keyring where Ceph's clients look, the mirrored pool lists and imports")
+    def _():
+        os.makedirs("/etc/ceph", exist_ok=True)  # /etc is the test's own copy
+        with open("/etc/ceph/ceph.client.admin.keyring", "w") as f:
+            f.write("[client.admin]\n\tkey = %s\n" % key)
+        try:
+            r = ctl("refresh", "vlibrbd")
+            assert r.returncode == 0, r.stderr
+            p = pool("vlibrbd")
+            assert p["error"] == "" and "fromlibvirt" in p["volumes"], p
+            assert p["capacity"] > 0, p
+            # The worker reaches the monitors libvirt's XML names.
+            r = ctl("import", src, "vlibrbd/vfromvdisk")
+            assert r.returncode == 0, r.stderr
+            r = qemu_img("compare", "-f", "vdi", "-F", "raw", src,
+                         "rbd:%s/vfromvdisk:conf=%s" % (CEPH_POOL, env.ceph["CONF"]))
+            assert r.returncode == 0, r.stdout + r.stderr
+            r = ctl("delete", "vlibrbd/vfromvdisk")
+            assert r.returncode == 0, r.stderr
+        finally:
+            os.unlink("/etc/ceph/ceph.client.admin.keyring")
+    rbd("rm", "fromlibvirt")
+    env.stop_libvirt()
+    env.libvirtd = None
 
 
 def run_client(*args):
