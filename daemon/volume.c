@@ -940,8 +940,11 @@ static gboolean prepare_copy_from(VddVolume *self, VddVolume *source, VolumeWork
         return FALSE;
     w->write = TRUE;
     w->source = g_object_ref(source);
-    if (!open_volume_for(w, error) ||
-        (w->source_fd = open_for_job(source, O_RDONLY, &w->source_format, error)) < 0)
+    if (!open_volume_for(w, error))
+        return FALSE;
+    if (vdd_pool_is_rbd(source->pool)) /* the worker opens it through librbd */
+        w->source_format = g_strdup("raw");
+    else if ((w->source_fd = open_for_job(source, O_RDONLY, &w->source_format, error)) < 0)
         return FALSE;
     /* As last described; the worker checks again on what it reads. */
     guint64 size = vdd_dbus_volume_get_virtual_size(self->iface);

@@ -207,6 +207,18 @@ def tests(env):
         info = json.loads(r.stdout)
         assert info["format"] == "raw" and info["virtual-size"] == 24 << 20, r.stdout
 
+    @case("create makes an empty raw RBD image; copy writes an RBD volume over it")
+    def _():
+        r = ctl("create", POOL + "/blank", "24M")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(rbd("info", "blank", "--format", "json"))["size"] == 24 << 20
+        r = ctl("copy", POOL + "/vol", POOL + "/blank")
+        assert r.returncode == 0, r.stderr
+        r = qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("blank"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = ctl("delete", POOL + "/blank")
+        assert r.returncode == 0, r.stderr
+
     @case("a qcow2 volume in an rbd pool is refused: its volumes are raw")
     def _():
         r = ctl("import", "-f", "qcow2", src, POOL + "/q")
