@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A VirtualBox disk imported into vdiskd's rbd pool (vdiskctl import, a job
+# in the confined worker) against qemu-img convert -O raw of the same disk
+# into the same Ceph pool, measured in the same run. The goal is the daemon
+# path at least as fast, and as sparse. Needs root (a private system bus,
+# polkitd and vdiskd are started and stopped here) and the Ceph packages.
+# Not part of `meson test`; it prints a markdown table.
+#
+#   tests/bench/pools.sh [--size 2G] [--runs 3] [--dir DIR]
+#
+# The cluster is tests/ceph-cluster.sh's (one monitor, one BlueStore OSD on
+# a sparse file, loopback), in a mktemp -d directory under --dir (default
+# $TMPDIR or /var/tmp), stopped by pid at the end. The source is qemu-img's
+# vdi of a sparse raw image from ../shared/acceptance/mkimage.py (half of
+# its 64 KiB chunks written, fixed seed). Each run makes a new image, the
+# one before removed; the median of --runs counts. qemu-img runs with
+# -t writeback (it flushes before it exits, as vdiskd's job does). The
+# imported image must be the guest qemu-img compare expects, or the row is
+# not measured. BUILD (default build) holds vdiskd and vdiskctl.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/../.."
+BUILD=${BUILD:-build}
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+size=2G runs=3 base=${TMPDIR:-/var/tmp}
+while (($#)); do
+    case $1 in
+    --size) size=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --dir) base=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+((EUID == 0)) || { echo "needs root: it starts a system bus, polkitd and vdiskd" >&2; exit 1; }
+[[ -x $BUILD/daemon/vdiskd && -x $BUILD/tools/vdiskctl ]] ||
+    { echo "no vdiskd or vdiskctl in $BUILD: build first or set BUILD" >&2; exit 1; }
+"$QEMU_IMG" --help | grep -q 'Supported formats:.* rbd' ||
+    { echo "qemu-img has no rbd driver (package qemu-block-extra)" >&2; exit 1; }
+
+source scripts/services.sh
+source tests/ceph-cluster.sh
+D=$(mktemp -d "$base/vdisk-bench-pools.XXXXXX")
+chmod 755 "$D"
+vdisk_on_exit 'vdisk_services_stop; ceph_cluster_stop; rm -rf "$D"'
+need=$(($(numfmt --from=iec "$size") * 3))
+avail=$(($(df -B1 --output=avail "$D" | tail -1)))
+((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+
+echo "starting a Ceph cluster in $D/ceph ..." >&2
+CEPH_OSD_SIZE=$(($(numfmt --from=iec "$size") * 3 / 1048576 + 4096))M ceph_cluster_start "$D/ceph" >&2 || exit 1
+ceph_pool_create bench >&2 || exit 1
+
+echo "making a $size VirtualBox disk in $D ..." >&2
+if [[ -r ../shared/acceptance/mkimage.py ]]; then
+    /usr/bin/python3 ../shared/acceptance/mkimage.py --size "$size" --seed 1 -q "$D/src.raw"
+else
+    /usr/bin/python3 - "$D/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
+import random, sys
+path, size = sys.argv[1], int(sys.argv[2])
+r, C = random.Random(1), 1 << 16
+with open(path, "wb") as f:
+    f.truncate(size)
+    for i in range(0, size // C, 2):          # every other 64 KiB chunk
+        f.seek(i * C)
+        f.write(r.randbytes(C))
+PY
+fi
+"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/disk.vdi"
+rm -f "$D/src.raw"
+
+mkdir -p "$D/pools.d"
+printf '[Pool ceph]\nType=rbd\nSource=bench\nConf=%s\nKeyring=%s\n' "$CEPH_CONF" "$CEPH_KEYRING" \
+    >"$D/pools.d/ceph.conf"
+vdisk_services_start "$D" >/dev/null
+for _ in $(seq 100); do
+    "$BUILD/tools/vdiskctl" pools --json | /usr/bin/python3 -c \
+        'import json,sys; sys.exit(any(p["error"] for p in json.load(sys.stdin)))' && break
+    sleep 0.2
+done
+C=":conf=$CEPH_CONF:id=admin"
+
+# median_run IMAGE CMD...: the median wall time of the runs of CMD, the
+# image removed before each (through vdiskd for its own, so that it forgets
+# the volume).
+median_run() {
+    local image=$1 i t times=()
+    shift
+    for ((i = 0; i < runs; i++)); do
+        "$BUILD/tools/vdiskctl" -q delete "ceph/$image" >/dev/null 2>&1 || true
+        rbd rm "bench/$image" >/dev/null 2>&1 || true
+        sync
+        /usr/bin/time -f '%e' -o "$D/time" "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
+        read -r t <"$D/time"
+        times+=("$t")
+    done
+    printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+used() {
+    rbd du --format json "bench/$1" |
+        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
+}
+
+echo
+echo "vdiskd $(git describe --always 2>/dev/null || echo) vs $("$QEMU_IMG" --version | head -1);" \
+    "$(nproc) CPUs; a $size vdi ($(numfmt --to=iec "$(du -B1 "$D/disk.vdi" | cut -f1)") allocated);" \
+    "one-node Ceph $(ceph --version | awk '{ print $3 }'); median of $runs runs"
+echo
+echo "| import | vdiskctl (s) | qemu-img (s) | vdiskctl / qemu-img | goal | vdiskctl used | qemu-img used | goal met |"
+echo "|---|---:|---:|---:|---:|---:|---:|:---:|"
+vt=$(median_run v "$BUILD/tools/vdiskctl" -q import "$D/disk.vdi" ceph/v)
+if ! "$QEMU_IMG" compare -q -f vdi -F raw "$D/disk.vdi" "rbd:bench/v$C"; then
+    echo "| vdi → rbd pool | vdiskd's image differs from the source: not measured | | | | | | no |"
+    exit 1
+fi
+qt=$(median_run q "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
+vu=$(used v)
+qu=$(used q)
+ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
+met=no
+if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi
+echo "| vdi → vdiskd rbd pool (raw) | $vt | $qt | $ratio | ≤ 1.00, as sparse | $(numfmt --to=iec "$vu") | $(numfmt --to=iec "$qu") | $met |"
