@@ -39,10 +39,12 @@ struct _VddPool {
     GHashTable *volumes; /* name -> VddVolume */
     VddFormatRecords *formats;
     VddPoolBackend *backend; /* where its volumes live */
-    /* rbd: connecting to the cluster (off the main loop), and the Refresh
-     * calls that wait for it. */
-    gboolean connecting;
+    /* rbd: scanning the Ceph pool (off the main loop), another scan asked
+     * for meanwhile, the Refresh calls that wait for it, and the images
+     * found while they are applied. */
+    gboolean scanning, rescan;
     GPtrArray *waiting_refresh;
+    struct RbdScan *scan;
 };
 
 G_DEFINE_TYPE(VddPool, vdd_pool, G_TYPE_OBJECT)
@@ -236,63 +238,48 @@ static void remove_stale_partial_files(VddPool *self)
 
 /* ----- an rbd pool's cluster ----- */
 
-#if VDD_HAVE_RBD
-static void connect_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+/* What a scan of an rbd pool found: every image's name, and the size and
+ * snapshots of those it could read. */
+typedef struct RbdScan {
+    GHashTable *names;  /* set of names */
+    GHashTable *images; /* name -> RbdImage */
+    guint64 capacity, available;
+    gboolean have_space;
+} RbdScan;
+
+typedef struct {
+    guint64 size;
+    char **snapshots;
+} RbdImage;
+
+static void rbd_image_free(RbdImage *i)
 {
-    GError *error = NULL;
-    if (vdd_rbd_pool_connect(data, &error))
-        g_task_return_boolean(task, TRUE);
-    else
-        g_task_return_error(task, error);
+    g_strfreev(i->snapshots);
+    g_free(i);
 }
 
-static void connected(GObject *source, GAsyncResult *res, gpointer data)
+static void rbd_scan_free(RbdScan *scan)
 {
-    VddPool *self = VDD_POOL(source);
-    g_autoptr(GError) error = NULL;
-    self->connecting = FALSE;
-    if (g_task_propagate_boolean(G_TASK(res), &error)) {
-        g_message("pool %s: connected to the Ceph cluster", self->name);
-        vdd_dbus_pool_set_error(self->iface, "");
-        vdd_pool_refresh(self);
-    } else {
-        g_warning("%s", error->message);
-        vdd_dbus_pool_set_error(self->iface, error->message);
-    }
-    g_autoptr(GPtrArray) waiting = g_steal_pointer(&self->waiting_refresh);
-    for (guint i = 0; waiting != NULL && i < waiting->len; i++)
-        vdd_dbus_pool_complete_refresh(self->iface, waiting->pdata[i]);
-}
-#endif
-
-/* Connect an rbd pool to its cluster off the main loop (librados blocks
- * up to its timeouts), then refresh it; invocation (may be NULL) is a
- * Refresh call answered once that is done. */
-static void connect_rbd(VddPool *self, GDBusMethodInvocation *invocation)
-{
-#if VDD_HAVE_RBD
-    if (invocation != NULL) {
-        if (self->waiting_refresh == NULL)
-            self->waiting_refresh = g_ptr_array_new();
-        g_ptr_array_add(self->waiting_refresh, invocation);
-    }
-    if (self->connecting)
-        return;
-    self->connecting = TRUE;
-    g_autoptr(GTask) task = g_task_new(self, NULL, connected, NULL);
-    g_task_set_task_data(task, vdd_pool_backend_rbd(self->backend), NULL);
-    g_task_run_in_thread(task, connect_thread);
-#endif
+    g_clear_pointer(&scan->names, g_hash_table_unref);
+    g_clear_pointer(&scan->images, g_hash_table_unref);
+    g_free(scan);
 }
 
-void vdd_pool_refresh(VddPool *self)
+gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size,
+                              const char *const **snapshots)
 {
-    if (unavailable(self)) {
-        connect_rbd(self, NULL);
-        return;
-    }
-    g_autoptr(GHashTable) files = vdd_pool_backend_list(self->backend);
-    /* Gone files go, unless a job is making them right now. */
+    RbdImage *i = self->scan != NULL ? g_hash_table_lookup(self->scan->images, name) : NULL;
+    if (i == NULL)
+        return FALSE;
+    *size = i->size;
+    *snapshots = (const char *const *)i->snapshots;
+    return TRUE;
+}
+
+/* Make the volumes those of the listing: gone ones go (unless a job is
+ * making them right now), new ones come, the others are read again. */
+static void apply_listing(VddPool *self, GHashTable *files)
+{
     g_autoptr(GList) current = g_hash_table_get_values(self->volumes);
     for (GList *l = current; l; l = l->next) {
         VddVolume *vol = l->data;
@@ -309,6 +296,109 @@ void vdd_pool_refresh(VddPool *self)
         else if (!vdd_volume_is_locked(vol))
             vdd_volume_update(vol);
     }
+}
+
+#if VDD_HAVE_RBD
+/* Connect (once) and read the pool: every request blocks on the network,
+ * up to the Ceph timeouts, so none runs on the main loop. */
+static void scan_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+    VddRbdPool *rbd = data;
+    GError *error = NULL;
+    GHashTable *names = NULL;
+    if (!vdd_rbd_pool_connect(rbd, &error) || (names = vdd_rbd_pool_list(rbd, &error)) == NULL) {
+        g_task_return_error(task, error);
+        return;
+    }
+    RbdScan *scan = g_new0(RbdScan, 1);
+    scan->names = names;
+    scan->images =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)rbd_image_free);
+    GHashTableIter it;
+    gpointer name;
+    g_hash_table_iter_init(&it, names);
+    while (g_hash_table_iter_next(&it, &name, NULL)) {
+        RbdImage *i = g_new0(RbdImage, 1);
+        /* One that cannot be read now is read again, saying why, when it
+         * is published. */
+        if (vdd_rbd_pool_stat(rbd, name, &i->size, &i->snapshots, NULL))
+            g_hash_table_insert(scan->images, g_strdup(name), i);
+        else
+            rbd_image_free(i);
+    }
+    scan->have_space = vdd_rbd_pool_space(rbd, &scan->capacity, &scan->available, NULL);
+    g_task_return_pointer(task, scan, (GDestroyNotify)rbd_scan_free);
+}
+
+static void scan_rbd(VddPool *self, GDBusMethodInvocation *invocation);
+
+static void scanned(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VddPool *self = VDD_POOL(source);
+    g_autoptr(GError) error = NULL;
+    RbdScan *scan = g_task_propagate_pointer(G_TASK(res), &error);
+    gboolean was_available = g_str_equal(vdd_dbus_pool_get_error(self->iface), "");
+    self->scanning = FALSE;
+    if (scan == NULL) {
+        if (was_available || !g_str_equal(vdd_dbus_pool_get_error(self->iface), error->message))
+            g_warning("%s", error->message);
+        vdd_dbus_pool_set_error(self->iface, error->message);
+    } else {
+        if (!was_available)
+            g_message("pool %s: connected to the Ceph cluster", self->name);
+        vdd_dbus_pool_set_error(self->iface, "");
+        self->scan = scan;
+        apply_listing(self, scan->names);
+        self->scan = NULL;
+        if (scan->have_space) {
+            vdd_dbus_pool_set_capacity(self->iface, scan->capacity);
+            vdd_dbus_pool_set_available(self->iface, scan->available);
+        }
+        vdd_manager_pool_changed(self->manager, self);
+        rbd_scan_free(scan);
+    }
+    /* A Refresh that came during the scan is answered after the next. */
+    if (self->rescan) {
+        self->rescan = FALSE;
+        scan_rbd(self, NULL);
+        return;
+    }
+    g_autoptr(GPtrArray) waiting = g_steal_pointer(&self->waiting_refresh);
+    for (guint i = 0; waiting != NULL && i < waiting->len; i++)
+        vdd_dbus_pool_complete_refresh(self->iface, waiting->pdata[i]);
+}
+
+/* Scan an rbd pool off the main loop, connecting first if need be, then
+ * publish what it found; invocation (may be NULL) is a Refresh call
+ * answered once that is done. */
+static void scan_rbd(VddPool *self, GDBusMethodInvocation *invocation)
+{
+    if (invocation != NULL) {
+        if (self->waiting_refresh == NULL)
+            self->waiting_refresh = g_ptr_array_new();
+        g_ptr_array_add(self->waiting_refresh, invocation);
+    }
+    if (self->scanning) {
+        self->rescan = self->rescan || invocation != NULL;
+        return;
+    }
+    self->scanning = TRUE;
+    g_autoptr(GTask) task = g_task_new(self, NULL, scanned, NULL);
+    g_task_set_task_data(task, vdd_pool_backend_rbd(self->backend), NULL);
+    g_task_run_in_thread(task, scan_thread);
+}
+#endif
+
+void vdd_pool_refresh(VddPool *self)
+{
+#if VDD_HAVE_RBD
+    if (vdd_pool_is_rbd(self)) {
+        scan_rbd(self, NULL);
+        return;
+    }
+#endif
+    g_autoptr(GHashTable) files = vdd_pool_backend_list(self->backend);
+    apply_listing(self, files);
     vdd_pool_update_space(self);
 }
 
@@ -1278,10 +1368,12 @@ static void parse_refresh(VddPool *self, GVariant *args, RefreshParams *p, VddCa
 static void refresh(VddPool *self, VddCall *call, const RefreshParams *p)
 {
     vdd_log_operation(call->invocation, call->uid, self->name, NULL);
-    if (unavailable(self)) {
-        connect_rbd(self, call->invocation);
+#if VDD_HAVE_RBD
+    if (vdd_pool_is_rbd(self)) {
+        scan_rbd(self, call->invocation);
         return;
     }
+#endif
     vdd_pool_refresh(self);
     vdd_dbus_pool_complete_refresh(self->iface, call->invocation);
 }

@@ -344,11 +344,19 @@ static void update_rbd(VddVolume *self)
 {
     g_autoptr(GError) error = NULL;
     guint64 size = 0;
-    g_auto(GStrv) snapshots = NULL;
+    g_auto(GStrv) read = NULL;
+    const char *const *snapshots = NULL;
     VddRbdPool *rbd = vdd_pool_backend_rbd(vdd_pool_get_backend(self->pool));
     g_object_freeze_notify(G_OBJECT(self->iface));
     vdd_dbus_volume_set_allocated_size(self->iface, 0);
-    if (!vdd_rbd_pool_stat(rbd, self->name, &size, &snapshots, &error)) {
+    /* What the pool's scan found, else one quick request of the cluster
+     * (after a job on this volume). */
+    gboolean ok = vdd_pool_rbd_scanned(self->pool, self->name, &size, &snapshots);
+    if (!ok && vdd_rbd_pool_stat(rbd, self->name, &size, &read, &error)) {
+        snapshots = (const char *const *)read;
+        ok = TRUE;
+    }
+    if (!ok) {
         publish_unreadable(self, error);
     } else {
         GVariantBuilder snaps;
@@ -1197,6 +1205,37 @@ static void parse_delete(VddVolume *self, GVariant *args, DeleteParams *p, VddCa
     s->volume = self->name;
 }
 
+/* An RBD image is removed off the main loop: librbd removes each of its
+ * objects, which takes long for a large image without an object map. */
+static void remove_thread(GTask *task, gpointer source, gpointer data, GCancellable *c)
+{
+    VddVolume *self = source;
+    GError *error = NULL;
+    if (vdd_pool_backend_remove(vdd_pool_get_backend(self->pool), self->name, &error))
+        g_task_return_boolean(task, TRUE);
+    else
+        g_task_return_error(task, error);
+}
+
+static void removed(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VddVolume *self = VDD_VOLUME(source);
+    g_autoptr(GDBusMethodInvocation) invocation = data;
+    guint32 uid = GPOINTER_TO_UINT(g_task_get_task_data(G_TASK(res)));
+    GError *error = NULL;
+    vdd_volume_unlock_write(self);
+    if (!g_task_propagate_boolean(G_TASK(res), &error)) {
+        fail(self, invocation, uid, NULL, error);
+        return;
+    }
+    g_autofree char *wh = what(self);
+    vdd_log_operation(invocation, uid, wh, NULL);
+    vdd_dbus_volume_complete_delete(self->iface, invocation);
+    VddPool *pool = self->pool;
+    vdd_pool_remove_volume(pool, self);
+    vdd_pool_update_space(pool);
+}
+
 static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)
 {
     GDBusMethodInvocation *invocation = call->invocation;
@@ -1205,6 +1244,17 @@ static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)
     if (vdd_volume_is_locked(self)) {
         fail(self, invocation, uid, NULL,
              g_error_new(VDD_ERROR, VDD_ERROR_BUSY, "a job is using it"));
+        return;
+    }
+    if (vdd_pool_is_rbd(self->pool)) {
+        /* Held until removed: no job starts on it meanwhile. */
+        if (!vdd_volume_lock_write(self, &error)) {
+            fail(self, invocation, uid, NULL, error);
+            return;
+        }
+        g_autoptr(GTask) task = g_task_new(self, NULL, removed, g_object_ref(invocation));
+        g_task_set_task_data(task, GUINT_TO_POINTER(uid), NULL);
+        g_task_run_in_thread(task, remove_thread);
         return;
     }
     if (!vdd_pool_backend_remove(vdd_pool_get_backend(self->pool), self->name, &error)) {
