@@ -62,7 +62,7 @@ fi
 
 T=$(mktemp -d /tmp/vdisk-libvirt-pools.XXXXXX)
 chmod 755 "$T"
-LIBVIRTD_PID='' VG='' LOOPS=() MADE_DEV_VG=''
+LIBVIRTD_PID='' VG='' LOOPS=() LINKS=() MADE_DEV_VG=''
 # shellcheck source=../ceph-cluster.sh
 source "$REPO/tests/ceph-cluster.sh"
 # shellcheck source=../../scripts/services.sh
@@ -76,11 +76,9 @@ cleanup() {
   [[ -n $LIBVIRTD_PID ]] && kill "$LIBVIRTD_PID" 2>/dev/null
   if [[ -n $VG ]]; then
     vgremove -q -f "$VG" >/dev/null 2>&1
-    # the stand-in devices' links, and the folder, only when made here
-    if [[ -n $MADE_DEV_VG ]]; then
-      rm -f "/dev/$VG"/*
-      rmdir "/dev/$VG"
-    fi
+    # the stand-in devices' links, and the folder, only those made here
+    for l in "${LINKS[@]}"; do rm -f "$l"; done
+    [[ -z $MADE_DEV_VG ]] || rmdir "/dev/$VG"
   fi
   for ((l = ${#LOOPS[@]} - 1; l >= 0; l--)); do
     pvremove -q -f "${LOOPS[l]}" >/dev/null 2>&1
@@ -246,7 +244,7 @@ if [[ $MODE == logical ]]; then
     dev=$(losetup -f --show "$T/$name.img")
     LOOPS+=("$dev")
     if [[ ! -d /dev/$VG ]]; then mkdir "/dev/$VG" && MADE_DEV_VG=1; fi
-    ln -s "$dev" "/dev/$VG/$name"
+    ln -s "$dev" "/dev/$VG/$name" && LINKS+=("/dev/$VG/$name")
   }
   if [[ -z $DM ]]; then
     standin lv3 32M
