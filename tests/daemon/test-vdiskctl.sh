@@ -300,7 +300,8 @@ json_fields() {
     /usr/bin/python3 - "$T/j" "$POOL" <<'PY'
 import json, sys
 d = [p for p in json.load(open(sys.argv[1])) if p["name"] == "t"][0]
-assert set(d) == {"name", "directory", "type", "capacity", "available", "volumes"}, d
+assert set(d) == {"name", "directory", "type", "capacity", "available", "error", "volumes"}, d
+assert d["error"] == "", d
 assert d["directory"] == sys.argv[2] and d["capacity"] >= d["available"] > 0, d
 assert d["type"] == "dir", d
 assert "a.qcow2" in d["volumes"], d
