@@ -613,6 +613,29 @@ gboolean vdd_rbd_pool_remove(VddRbdPool *p, const char *name, GError **error)
     return TRUE;
 }
 
+gboolean vdd_rbd_pool_remove_abandoned(VddRbdPool *p, const char *name, GError **error)
+{
+    if (!check_connected(p, error) || !vdd_rbd_pool_check_name(p, name, error))
+        return FALSE;
+    /* The worker killed mid-copy still holds the image's exclusive lock
+     * and its watch, which the cluster would drop only after its watch
+     * timeout (30 s): the lock is broken, which blocklists that client,
+     * and the image can go at once. */
+    rbd_image_t image;
+    if (rbd_open(p->io, name, &image, NULL) == 0) {
+        rbd_lock_mode_t mode;
+        char *owners[8];
+        size_t n = G_N_ELEMENTS(owners);
+        if (rbd_lock_get_owners(image, &mode, owners, &n) == 0) {
+            for (size_t i = 0; i < n; i++)
+                (void)rbd_lock_break(image, mode, owners[i]);
+            rbd_lock_get_owners_cleanup(owners, n);
+        }
+        rbd_close(image);
+    }
+    return vdd_rbd_pool_remove(p, name, error);
+}
+
 gboolean vdd_rbd_pool_clone(VddRbdPool *p, const char *source, const char *name, GError **error)
 {
     if (!vdd_rbd_pool_check_name(p, name, error))

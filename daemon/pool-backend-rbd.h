@@ -64,6 +64,10 @@ gboolean vdd_rbd_pool_create(VddRbdPool *p, const char *name, guint64 size, GErr
 gboolean vdd_rbd_pool_resize(VddRbdPool *p, const char *name, guint64 size, gboolean shrink,
                              GError **error);
 gboolean vdd_rbd_pool_remove(VddRbdPool *p, const char *name, GError **error);
+/* Remove an image vdiskd made for a job that failed or was cancelled,
+ * whose killed worker may still hold its lock: the lock is broken first.
+ * Never for a volume someone may be using. */
+gboolean vdd_rbd_pool_remove_abandoned(VddRbdPool *p, const char *name, GError **error);
 /* name as an RBD clone of source: a snapshot of source taken for it,
  * protected (a clone's parent must be), and a copy-on-write child of it
  * (layering). */

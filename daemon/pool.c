@@ -525,9 +525,19 @@ void vdd_new_file_free(VddNewFile *file)
     if (file->fd >= 0)
         close(file->fd);
     g_autoptr(GError) error = NULL;
-    if (file->lv && file->lv_made && !file->published &&
-        !vdd_pool_backend_remove(file->pool->backend, file->name, &error))
-        g_warning("%s", error->message);
+    if (file->lv && file->lv_made && !file->published) {
+        gboolean removed;
+#if VDD_HAVE_RBD
+        /* Its worker, killed on a cancel, may still hold its lock. */
+        if (vdd_pool_is_rbd(file->pool))
+            removed = vdd_rbd_pool_remove_abandoned(vdd_pool_backend_rbd(file->pool->backend),
+                                                    file->name, &error);
+        else
+#endif
+            removed = vdd_pool_backend_remove(file->pool->backend, file->name, &error);
+        if (!removed)
+            g_warning("%s", error->message);
+    }
     if (!file->published && !file->lv)
         unlinkat(file->pool->dirfd, file->hidden, 0);
     g_object_unref(file->pool);

@@ -219,6 +219,21 @@ def tests(env):
         r = ctl("delete", POOL + "/blank")
         assert r.returncode == 0, r.stderr
 
+    @case("an import cancelled mid-way leaves no RBD image")
+    def _():
+        big = os.path.join(t, "big.vdi")
+        assert qemu_img("create", "-f", "vdi", big, "256M").returncode == 0
+        r = subprocess.run(["qemu-io", "-c", "write -P 0x33 0 128M", big], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        rc, res = run_client("import-cancel", POOL, big, "cancelled", "raw")
+        assert rc == 4 and "ancel" in res.get("message", ""), (rc, res)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "cancelled" in rbd("ls").split():
+            time.sleep(0.2)
+        assert "cancelled" not in rbd("ls").split(), rbd("ls")
+        os.unlink(big)
+
     @case("a qcow2 volume in an rbd pool is refused: its volumes are raw")
     def _():
         r = ctl("import", "-f", "qcow2", src, POOL + "/q")
