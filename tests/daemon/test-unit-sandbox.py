@@ -5,7 +5,8 @@ vdiskd through unit-sandbox, which reproduces the unit's settings and execs
 vdiskd. Under it the worker still confines itself (its user, no-new-privs,
 Landlock, its own seccomp filter) and does InspectFile, ConvertFile,
 ImportVolume, Clone, Resize, Export, CopyFrom, snapshots and CreateOverlay;
-a killed worker still fails its job cleanly. Under PrivateNetwork= it
+a killed worker still fails its job cleanly; an rbd pool shows at once
+that vdiskd has no network, naming the drop-in. Under PrivateNetwork= it
 imports an NBD export on the test's 127.0.0.1 through the socket vdiskctl
 connected, and serves a volume with vdiskctl export-nbd.
 A setting the unit gains that this test does not know fails the test, so
@@ -612,6 +613,22 @@ def tests(env, sandbox, allowed):
         assert not os.path.exists(sock)
         alive()
 
+    @case("an rbd pool under the unit is unavailable at once: no network, naming the drop-in")
+    def _():
+        # RestrictAddressFamilies=AF_UNIX: vdiskd says so before librados
+        # would wait for a monitor (pools.d names one on 192.0.2.1).
+        deadline = time.monotonic() + 10
+        while True:
+            r = vdiskctl(BOB, "pools", "--json")
+            p = [x for x in json.loads(r.stdout) if x["name"] == "ceph"][0]
+            if p["error"] != "connecting to the Ceph cluster" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert "vdiskd has no network" in p["error"], p
+        assert "vdiskd-ceph.conf" in p["error"], p
+        assert p["type"] == "rbd" and p["volumes"] == [], p
+        alive()
+
     @case("a worker that tries a socket is killed by its own filter under the unit's")
     def _():
         out = os.path.join(t, "m.raw")
@@ -648,6 +665,16 @@ def start():
         print("1..0 # SKIP cannot reproduce the unit's sandbox here: " + r.stderr.strip())
         shutil.rmtree(env.t, ignore_errors=True)
         return 77
+    # An rbd pool whose cluster the unit gives vdiskd no network to reach.
+    conf = os.path.join(env.t, "conf")
+    os.makedirs(conf, exist_ok=True)
+    with open(os.path.join(env.t, "ceph.conf"), "w") as f:
+        f.write("[global]\nmon_host = 192.0.2.1:6789\n")
+    with open(os.path.join(env.t, "ceph.keyring"), "w") as f:
+        f.write("[client.admin]\n\tkey = AQBzZXJ2ZXIAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n")
+    with open(os.path.join(conf, "ceph.conf"), "w") as f:
+        f.write("[Pool ceph]\nType=rbd\nSource=rbd\nConf=%s\nKeyring=%s\n"
+                % (os.path.join(env.t, "ceph.conf"), os.path.join(env.t, "ceph.keyring")))
     env.wrap = sandbox
     rc = main(lambda e: tests(e, sandbox, allowed), env)
     shutil.rmtree(env.t, ignore_errors=True)  # when main skipped before starting env
