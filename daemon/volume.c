@@ -553,7 +553,8 @@ static void work_done(VddJob *job, gpointer data, const GError *error)
             vdd_volume_update(w->target);
         }
     }
-    if (w->write)
+    /* An RBD clone took a snapshot of its source. */
+    if (w->write || (w->target != NULL && vdd_pool_is_rbd(w->volume->pool)))
         vdd_volume_update(w->volume);
     vdd_pool_update_space(w->volume->pool);
 }
@@ -1233,7 +1234,9 @@ static void removed(GObject *source, GAsyncResult *res, gpointer data)
     vdd_dbus_volume_complete_delete(self->iface, invocation);
     VddPool *pool = self->pool;
     vdd_pool_remove_volume(pool, self);
-    vdd_pool_update_space(pool);
+    /* A clone's parent lost the snapshot the clone was made of: the
+     * pool is read again (off the main loop). */
+    vdd_pool_refresh(pool);
 }
 
 static void delete (VddVolume *self, VddCall *call, const DeleteParams *p)

@@ -257,6 +257,8 @@ def tests(env):
         assert info["parent"]["snapshot"] == "vdisk-clone-copy", info
         r = qemu_img("compare", "-f", "vdi", "-F", "raw", src, name("copy"))
         assert r.returncode == 0, r.stdout + r.stderr
+        r = ctl("snapshot", "list", POOL + "/vol")
+        assert "vdisk-clone-copy" in r.stdout, r.stdout + r.stderr
 
     @case("resize grows the RBD image; a shrink needs --shrink")
     def _():
@@ -320,6 +322,12 @@ def tests(env):
         assert r.returncode == 0, r.stderr
         assert "copy" not in rbd("ls").split(), rbd("ls")
         assert json.loads(rbd("snap", "ls", "vol", "--format", "json")) == []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "vdisk-clone-copy" in ctl(
+                "snapshot", "list", POOL + "/vol").stdout:
+            time.sleep(0.2)
+        r = ctl("snapshot", "list", POOL + "/vol")
+        assert "vdisk-clone-copy" not in r.stdout, r.stdout
         r = ctl("delete", POOL + "/vol")
         assert r.returncode == 0, r.stderr
         assert rbd("ls").split() == [], rbd("ls")
