@@ -482,8 +482,15 @@ static gboolean open_image(VddRbdPool *p, const char *name, gboolean read_only, 
     return TRUE;
 }
 
-gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, char ***snapshots,
-                           GError **error)
+static int count_extent(uint64_t offset, size_t len, int exists, void *arg)
+{
+    if (exists)
+        *(guint64 *)arg += len;
+    return 0;
+}
+
+gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, guint64 *allocated,
+                           char ***snapshots, GError **error)
 {
     rbd_image_t image;
     if (!open_image(p, name, TRUE, &image, error))
@@ -496,6 +503,11 @@ gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, char 
         return FALSE;
     }
     *size = info.size;
+    *allocated = 0;
+    uint64_t features = 0;
+    if (rbd_get_features(image, &features) == 0 && (features & RBD_FEATURE_FAST_DIFF) &&
+        rbd_diff_iterate2(image, NULL, 0, info.size, 0, 1, count_extent, allocated) < 0)
+        *allocated = 0;
     int max = 16;
     g_autofree rbd_snap_info_t *snaps = NULL;
     for (;;) {

@@ -56,10 +56,11 @@ gboolean vdd_rbd_pool_check_name(VddRbdPool *p, const char *name, GError **error
 /* Connected pool only. */
 GHashTable *vdd_rbd_pool_list(VddRbdPool *p, GError **error);
 gboolean vdd_rbd_pool_space(VddRbdPool *p, guint64 *capacity, guint64 *available, GError **error);
-/* The image's size, allocated bytes (0 when unknown) and snapshot names
- * (a NULL-terminated array, new). */
-gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, char ***snapshots,
-                           GError **error);
+/* The image's size, allocated bytes (whole objects, from its object map;
+ * 0 for an image without fast-diff, where finding them would read every
+ * object) and snapshot names (a NULL-terminated array, new). */
+gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, guint64 *allocated,
+                           char ***snapshots, GError **error);
 gboolean vdd_rbd_pool_create(VddRbdPool *p, const char *name, guint64 size, GError **error);
 gboolean vdd_rbd_pool_resize(VddRbdPool *p, const char *name, guint64 size, gboolean shrink,
                              GError **error);

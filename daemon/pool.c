@@ -248,7 +248,7 @@ typedef struct RbdScan {
 } RbdScan;
 
 typedef struct {
-    guint64 size;
+    guint64 size, allocated;
     char **snapshots;
 } RbdImage;
 
@@ -265,13 +265,14 @@ static void rbd_scan_free(RbdScan *scan)
     g_free(scan);
 }
 
-gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size,
+gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size, guint64 *allocated,
                               const char *const **snapshots)
 {
     RbdImage *i = self->scan != NULL ? g_hash_table_lookup(self->scan->images, name) : NULL;
     if (i == NULL)
         return FALSE;
     *size = i->size;
+    *allocated = i->allocated;
     *snapshots = (const char *const *)i->snapshots;
     return TRUE;
 }
@@ -321,7 +322,7 @@ static void scan_thread(GTask *task, gpointer source, gpointer data, GCancellabl
         RbdImage *i = g_new0(RbdImage, 1);
         /* One that cannot be read now is read again, saying why, when it
          * is published. */
-        if (vdd_rbd_pool_stat(rbd, name, &i->size, &i->snapshots, NULL))
+        if (vdd_rbd_pool_stat(rbd, name, &i->size, &i->allocated, &i->snapshots, NULL))
             g_hash_table_insert(scan->images, g_strdup(name), i);
         else
             rbd_image_free(i);

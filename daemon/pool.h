@@ -37,9 +37,9 @@ VddPoolBackend *vdd_pool_get_backend(VddPool *self);
 gboolean vdd_pool_is_logical(VddPool *self);
 gboolean vdd_pool_is_rbd(VddPool *self);
 /* While an rbd pool publishes a scan (its volumes made or read again):
- * the size and snapshots it found for the image name (borrowed). FALSE
+ * the size, allocated bytes and snapshots it found for the image name (borrowed). FALSE
  * otherwise: the volume asks the cluster itself. */
-gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size,
+gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size, guint64 *allocated,
                               const char *const **snapshots);
 /* The recorded formats of its volumes (volume-formats.h). */
 typedef struct VddFormatRecords VddFormatRecords;

@@ -343,19 +343,19 @@ static void publish_info(VddVolume *self, GVariant *info, const char *warning)
 static void update_rbd(VddVolume *self)
 {
     g_autoptr(GError) error = NULL;
-    guint64 size = 0;
+    guint64 size = 0, allocated = 0;
     g_auto(GStrv) read = NULL;
     const char *const *snapshots = NULL;
     VddRbdPool *rbd = vdd_pool_backend_rbd(vdd_pool_get_backend(self->pool));
     g_object_freeze_notify(G_OBJECT(self->iface));
-    vdd_dbus_volume_set_allocated_size(self->iface, 0);
     /* What the pool's scan found, else one quick request of the cluster
      * (after a job on this volume). */
-    gboolean ok = vdd_pool_rbd_scanned(self->pool, self->name, &size, &snapshots);
-    if (!ok && vdd_rbd_pool_stat(rbd, self->name, &size, &read, &error)) {
+    gboolean ok = vdd_pool_rbd_scanned(self->pool, self->name, &size, &allocated, &snapshots);
+    if (!ok && vdd_rbd_pool_stat(rbd, self->name, &size, &allocated, &read, &error)) {
         snapshots = (const char *const *)read;
         ok = TRUE;
     }
+    vdd_dbus_volume_set_allocated_size(self->iface, allocated);
     if (!ok) {
         publish_unreadable(self, error);
     } else {

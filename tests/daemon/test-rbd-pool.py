@@ -206,6 +206,9 @@ def tests(env):
         r = ctl("info", POOL + "/vol", "--json")
         info = json.loads(r.stdout)
         assert info["format"] == "raw" and info["virtual-size"] == 24 << 20, r.stdout
+        # What the image takes in the cluster: the objects the data lies
+        # in (4 MiB each), as rbd du counts them.
+        assert info["actual-size"] == du["used_size"] > 0, (info, du)
 
     @case("create makes an empty raw RBD image; copy writes an RBD volume over it")
     def _():
