@@ -142,6 +142,37 @@ void vdd_pool_unexport(VddPool *self)
 
 /* Every change to a pool's volumes ends here, so this is also where the
  * ones who mirror the pool (libvirt) hear of it. */
+#if VDD_HAVE_RBD
+typedef struct {
+    guint64 capacity, available;
+} Space;
+
+static void space_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+    Space *space = g_new0(Space, 1);
+    GError *error = NULL;
+    if (vdd_rbd_pool_space(data, &space->capacity, &space->available, &error))
+        g_task_return_pointer(task, space, g_free);
+    else {
+        g_free(space);
+        g_task_return_error(task, error);
+    }
+}
+
+static void space_read(GObject *source, GAsyncResult *res, gpointer data)
+{
+    VddPool *self = VDD_POOL(source);
+    g_autoptr(GError) error = NULL;
+    g_autofree Space *space = g_task_propagate_pointer(G_TASK(res), &error);
+    if (space == NULL) {
+        g_warning("%s", error->message);
+        return;
+    }
+    vdd_dbus_pool_set_capacity(self->iface, space->capacity);
+    vdd_dbus_pool_set_available(self->iface, space->available);
+}
+#endif
+
 void vdd_pool_update_space(VddPool *self)
 {
     vdd_manager_pool_changed(self->manager, self);
@@ -149,6 +180,15 @@ void vdd_pool_update_space(VddPool *self)
     g_autoptr(GError) error = NULL;
     if (unavailable(self))
         return;
+#if VDD_HAVE_RBD
+    /* The cluster is asked off the main loop. */
+    if (vdd_pool_is_rbd(self)) {
+        g_autoptr(GTask) task = g_task_new(self, NULL, space_read, NULL);
+        g_task_set_task_data(task, vdd_pool_backend_rbd(self->backend), NULL);
+        g_task_run_in_thread(task, space_thread);
+        return;
+    }
+#endif
     if (vdd_pool_backend_space(self->backend, &capacity, &available, &error)) {
         vdd_dbus_pool_set_capacity(self->iface, capacity);
         vdd_dbus_pool_set_available(self->iface, available);
