@@ -292,6 +292,7 @@ typedef struct {
     char **snapshots;
 } RbdImage;
 
+#if VDD_HAVE_RBD
 static void rbd_image_free(RbdImage *i)
 {
     g_strfreev(i->snapshots);
@@ -304,6 +305,7 @@ static void rbd_scan_free(RbdScan *scan)
     g_clear_pointer(&scan->images, g_hash_table_unref);
     g_free(scan);
 }
+#endif
 
 gboolean vdd_pool_rbd_scanned(VddPool *self, const char *name, guint64 *size, guint64 *allocated,
                               const char *const **snapshots)
