@@ -16,6 +16,7 @@ lacks the client's key is shown unavailable, saying which keyring it read.
 Needs root and the Ceph packages (exit 77 with the reason otherwise)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,16 @@ class CephEnv(Env):
         self.ceph = {}
 
     def start(self):
+        vdisk = os.path.join(self.build, "tools", "vdisk")
+        r = subprocess.run([vdisk, "info", "rbd:p/i:conf=/nonexistent"], capture_output=True,
+                           text=True)
+        why = ("vdisk was built without Ceph RBD support (-Drbd, librbd-dev)"
+               if "built without Ceph RBD support" in r.stderr else
+               "qemu-img has no rbd driver (qemu-block-extra): the oracle is missing"
+               if not re.search(r"Supported formats:.* rbd", qemu_img("--help").stdout) else None)
+        if why is not None:
+            print("1..0 # SKIP " + why)
+            raise SystemExit(77)
         cdir = os.path.join(self.t, "ceph")
         script = ('source "$1" && ceph_cluster_start "$2" && ceph_pool_create "$3" || exit $?\n'
                   'echo "PIDS=${CEPH_PIDS[*]}"; echo "CONF=$CEPH_CONF"; '
