@@ -9,14 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 size=2G runs=3 base=${TMPDIR:-/var/tmp}
-while (($#)); do
-    case $1 in
-    --size) size=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --dir) base=$2; shift 2 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh
+source tests/bench/lib.sh
+bench_args "$@"
 ((EUID == 0)) || { echo "needs root: it starts a system bus, polkitd and vdiskd" >&2; exit 1; }
 source scripts/services.sh
 D=$(mktemp -d "$base/vdisk-bench-daemon.XXXXXX")
@@ -24,8 +19,7 @@ chmod 755 "$D"
 vdisk_on_exit 'vdisk_services_stop; rm -rf "$D"'
 mkdir -p "$D/pool" "$D/pools.d"
 printf '[Pool bench]\nDirectory=%s\n' "$D/pool" >"$D/pools.d/bench.conf"
-/usr/bin/python3 ../shared/acceptance/mkimage.py --size "$size" --seed 1 -q "$D/src.raw"
-qemu-img convert -f raw -O vdi "$D/src.raw" "$D/src.vdi"
+bench_vdi_source "$D" "$D/src.vdi"
 vdisk_services_start "$D" >/dev/null
 
 # timed OUTPUT CMD...: wall time of one run, sync of the output included

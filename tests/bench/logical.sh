@@ -49,17 +49,10 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 BUILD=${BUILD:-build}
-QEMU_IMG=${QEMU_IMG:-qemu-img}
 size=2G runs=3 base=${TMPDIR:-/var/tmp}
-while (($#)); do
-    case $1 in
-    --size) size=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --dir) base=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh
+source tests/bench/lib.sh
+bench_args "$@"
 ((EUID == 0)) || { echo "needs root: it makes a volume group on a loop device and starts a system bus, polkitd and vdiskd" >&2; exit 1; }
 [[ -x $BUILD/tools/vdisk && -x $BUILD/daemon/vdiskd && -x $BUILD/tools/vdiskctl ]] ||
     { echo "no vdisk, vdiskd or vdiskctl in $BUILD: build first or set BUILD" >&2; exit 1; }
@@ -94,28 +87,10 @@ teardown() {
 vdisk_on_exit teardown
 trap 'exit 130' INT TERM
 bytes=$(numfmt --from=iec "$size")
-need=$((bytes * 3))
-avail=$(($(df -B1 --output=avail "$D" | tail -1)))
-((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+bench_need_space "$D" 3
 
-echo "making a $size VirtualBox disk in $D ..." >&2
 mkdir "$D/src"
-if [[ -r ../shared/acceptance/mkimage.py ]]; then
-    /usr/bin/python3 ../shared/acceptance/mkimage.py --size "$size" --seed 1 -q "$D/src.raw"
-else
-    /usr/bin/python3 - "$D/src.raw" "$bytes" <<'PY'
-import random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-r, C = random.Random(1), 1 << 16
-with open(path, "wb") as f:
-    f.truncate(size)
-    for i in range(0, size // C, 2):          # every other 64 KiB chunk
-        f.seek(i * C)
-        f.write(r.randbytes(C))
-PY
-fi
-"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/src/disk.vdi"
-rm -f "$D/src.raw"
+bench_vdi_source "$D" "$D/src/disk.vdi"
 SRC=$D/src/disk.vdi
 
 # The group, on a sparse file large enough for two LVs of the source's size

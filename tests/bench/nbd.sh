@@ -28,15 +28,9 @@ repo=$(cd "$here/../.." && pwd)
 PLUGIN=${VDISK_NBDKIT_PLUGIN:-$repo/build/nbd/nbdkit-vdisk-plugin.so}
 MKIMAGE=${MKIMAGE:-$repo/../shared/acceptance/mkimage.py}
 size=1G runs=5 base=${TMPDIR:-/var/tmp}
-while (($#)); do
-    case $1 in
-    --size) size=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --dir) base=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_args "$@"
 [[ -f $PLUGIN ]] || { echo "no nbdkit plugin at $PLUGIN: build vdisk with nbdkit-plugin-dev, or set VDISK_NBDKIT_PLUGIN" >&2; exit 1; }
 for p in nbdkit nbdcopy qemu-nbd qemu-img; do
     command -v $p >/dev/null || { echo "$p not found (packages nbdkit, libnbd-bin, qemu-utils)" >&2; exit 1; }

@@ -20,17 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 BUILD=${BUILD:-build}
-QEMU_IMG=${QEMU_IMG:-qemu-img}
 size=2G runs=3 base=${TMPDIR:-/var/tmp}
-while (($#)); do
-    case $1 in
-    --size) size=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --dir) base=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh
+source tests/bench/lib.sh
+bench_args "$@"
 ((EUID == 0)) || { echo "needs root: it starts a system bus, polkitd and vdiskd" >&2; exit 1; }
 [[ -x $BUILD/daemon/vdiskd && -x $BUILD/tools/vdiskctl ]] ||
     { echo "no vdiskd or vdiskctl in $BUILD: build first or set BUILD" >&2; exit 1; }
@@ -42,31 +35,13 @@ source tests/ceph-cluster.sh
 D=$(mktemp -d "$base/vdisk-bench-pools.XXXXXX")
 chmod 755 "$D"
 vdisk_on_exit 'vdisk_services_stop; ceph_cluster_stop; rm -rf "$D"'
-need=$(($(numfmt --from=iec "$size") * 3))
-avail=$(($(df -B1 --output=avail "$D" | tail -1)))
-((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+bench_need_space "$D" 3
 
 echo "starting a Ceph cluster in $D/ceph ..." >&2
 CEPH_OSD_SIZE=$(($(numfmt --from=iec "$size") * 3 / 1048576 + 4096))M ceph_cluster_start "$D/ceph" >&2 || exit 1
 ceph_pool_create bench >&2 || exit 1
 
-echo "making a $size VirtualBox disk in $D ..." >&2
-if [[ -r ../shared/acceptance/mkimage.py ]]; then
-    /usr/bin/python3 ../shared/acceptance/mkimage.py --size "$size" --seed 1 -q "$D/src.raw"
-else
-    /usr/bin/python3 - "$D/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
-import random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-r, C = random.Random(1), 1 << 16
-with open(path, "wb") as f:
-    f.truncate(size)
-    for i in range(0, size // C, 2):          # every other 64 KiB chunk
-        f.seek(i * C)
-        f.write(r.randbytes(C))
-PY
-fi
-"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/disk.vdi"
-rm -f "$D/src.raw"
+bench_vdi_source "$D" "$D/disk.vdi"
 
 mkdir -p "$D/pools.d"
 printf '[Pool ceph]\nType=rbd\nSource=bench\nConf=%s\nKeyring=%s\n' "$CEPH_CONF" "$CEPH_KEYRING" \

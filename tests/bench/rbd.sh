@@ -24,20 +24,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 VDISK=${VDISK:-$repo/build/tools/vdisk}
-QEMU_IMG=${QEMU_IMG:-qemu-img}
-MKIMAGE=${MKIMAGE:-$repo/../shared/acceptance/mkimage.py}
-PY=/usr/bin/python3
 size=2G runs=3 base=${TMPDIR:-/var/tmp}
-
-while (($#)); do
-    case $1 in
-    --size) size=$2; shift 2 ;;
-    --dir) base=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_args "$@"
 
 [[ -x $VDISK ]] || { echo "no vdisk at $VDISK: build first or set VDISK" >&2; exit 1; }
 "$QEMU_IMG" --help | grep -q 'Supported formats:.* rbd' ||
@@ -52,32 +42,13 @@ source "$repo/tests/ceph-cluster.sh"
 D=$(mktemp -d "$base/vdisk-bench-rbd.XXXXXX")
 trap 'ceph_cluster_stop; rm -rf "$D"' EXIT
 trap 'exit 130' INT TERM
-need=$(($(numfmt --from=iec "$size") * 3))
-avail=$(($(df -B1 --output=avail "$D" | tail -1)))
-((avail > need)) || { echo "$D has $(numfmt --to=iec $avail) free; the benchmark needs about $(numfmt --to=iec $need)" >&2; exit 1; }
+bench_need_space "$D" 3
 
 echo "starting a Ceph cluster in $D/ceph ..." >&2
 CEPH_OSD_SIZE=$(($(numfmt --from=iec "$size") * 3 / 1048576 + 4096))M ceph_cluster_start "$D/ceph" >&2 || exit 1
 ceph_pool_create bench >&2 || exit 1
 
-echo "making a $size VirtualBox disk in $D ..." >&2
-if [[ -r $MKIMAGE ]]; then
-    "$PY" "$MKIMAGE" --size "$size" --seed 1 -q "$D/src.raw"
-else
-    echo "$MKIMAGE not found: using a simple generator" >&2
-    "$PY" - "$D/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
-import random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-r, C = random.Random(1), 1 << 16
-with open(path, "wb") as f:
-    f.truncate(size)
-    for i in range(0, size // C, 2):          # every other 64 KiB chunk
-        f.seek(i * C)
-        f.write(r.randbytes(C))
-PY
-fi
-"$QEMU_IMG" convert -f raw -O vdi "$D/src.raw" "$D/disk.vdi"
-rm -f "$D/src.raw"
+bench_vdi_source "$D" "$D/disk.vdi"
 C=":conf=$CEPH_CONF:id=admin"
 
 # median_run IMAGE TOOL ARGS...: the median wall time of the runs of TOOL
@@ -97,7 +68,7 @@ median_run() {
 
 used() {
     rbd du --format json "bench/$1" |
-        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
+        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
 }
 
 echo
