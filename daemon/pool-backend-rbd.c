@@ -526,19 +526,25 @@ gboolean vdd_rbd_pool_stat(VddRbdPool *p, const char *name, guint64 *size, guint
     return TRUE;
 }
 
-gboolean vdd_rbd_pool_create(VddRbdPool *p, const char *name, guint64 size, GError **error)
+/* The options of a new image: layering (clones of a snapshot), with the
+ * lock and maps that make block status cheap; Ceph's defaults, named so
+ * that a cluster with other defaults still clones. */
+static rbd_image_options_t new_image_options(void)
 {
-    if (!check_connected(p, error) || !vdd_rbd_pool_check_name(p, name, error))
-        return FALSE;
-    /* layering (clones of a snapshot), with the lock and maps that make
-     * block status cheap: Ceph's defaults, named so that a cluster with
-     * other defaults still clones. */
     rbd_image_options_t opts;
     rbd_image_options_create(&opts);
     rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_FEATURES,
                                  RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK |
                                      RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF |
                                      RBD_FEATURE_DEEP_FLATTEN);
+    return opts;
+}
+
+gboolean vdd_rbd_pool_create(VddRbdPool *p, const char *name, guint64 size, GError **error)
+{
+    if (!check_connected(p, error) || !vdd_rbd_pool_check_name(p, name, error))
+        return FALSE;
+    rbd_image_options_t opts = new_image_options();
     int rc = rbd_create4(p->io, name, size, opts);
     rbd_image_options_destroy(opts);
     if (rc == -EEXIST) {
@@ -667,12 +673,7 @@ gboolean vdd_rbd_pool_clone(VddRbdPool *p, const char *source, const char *name,
                      snap);
         return FALSE;
     }
-    rbd_image_options_t opts;
-    rbd_image_options_create(&opts);
-    rbd_image_options_set_uint64(opts, RBD_IMAGE_OPTION_FEATURES,
-                                 RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK |
-                                     RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF |
-                                     RBD_FEATURE_DEEP_FLATTEN);
+    rbd_image_options_t opts = new_image_options();
     rc = rbd_clone3(p->io, source, snap, p->io, name, opts);
     rbd_image_options_destroy(opts);
     if (rc < 0) {

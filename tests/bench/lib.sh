@@ -5,6 +5,9 @@
 #   bench_args "$@"                  --size, --runs, --dir and --help
 #   bench_need_space DIR FACTOR      exit unless DIR has FACTOR x size free
 #   bench_vdi_source DIR OUT.vdi     the VirtualBox disk every import row reads
+#   bench_median VALUE...            the median
+#   bench_median_run CLEAN CMD...    the median wall time of runs runs of CMD
+#   bench_rbd_used POOL/IMAGE        bytes an RBD image takes in its cluster
 #
 # The source is qemu-img's vdi of a sparse raw image: mkimage.py's of the
 # shared acceptance checks (MKIMAGE), or where it is missing half of the
@@ -60,4 +63,33 @@ PY
     fi
     "$QEMU_IMG" convert -f raw -O vdi "$raw" "$2"
     rm -f "$raw"
+}
+
+# bench_median VALUE...: the median of the values.
+bench_median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# bench_median_run "CLEAN [ARG...]" CMD...: the median wall time of runs
+# runs of CMD, its output dropped; the command CLEAN ARG... (a function of
+# the caller: remove what the run before made) and sync before each run.
+bench_median_run() {
+    local -a clean
+    local i t times=() timing
+    read -ra clean <<<"$1"
+    shift
+    timing=$(mktemp)
+    for ((i = 0; i < runs; i++)); do
+        "${clean[@]}"
+        sync
+        /usr/bin/time -f '%e' -o "$timing" "$@" >/dev/null || { echo "failed: $*" >&2; rm -f "$timing"; return 1; }
+        read -r t <"$timing"
+        times+=("$t")
+    done
+    rm -f "$timing"
+    bench_median "${times[@]}"
+}
+
+# bench_rbd_used POOL/IMAGE: the bytes the image takes in its cluster.
+bench_rbd_used() {
+    rbd du --format json "$1" |
+        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
 }

@@ -152,7 +152,6 @@ timed() {
 empty() { blkdiscard -f "$1" >/dev/null 2>&1 || true; }
 # same DEV: the LV is the guest of the source, as qemu-img compare sees it.
 same() { "$QEMU_IMG" compare -q -f vdi -F raw "$SRC" "$1"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
 
 wt=() nt=() vt=() ct=() it=() bad=()
@@ -183,8 +182,8 @@ for ((r = 0; r < runs; r++)); do
 done
 
 differs() { [[ " ${bad[*]} " == *" $1 "* ]]; }
-w=$(median "${wt[@]}")
-n=$(median "${nt[@]}")
+w=$(bench_median "${wt[@]}")
+n=$(bench_median "${nt[@]}")
 echo
 echo "vdisk $(git describe --always 2>/dev/null || echo) vs $("$QEMU_IMG" --version | head -1);" \
     "$(nproc) CPUs; a $size vdi ($(numfmt --to=iec "$(du -B1 "$SRC" | cut -f1)") allocated);" \
@@ -212,10 +211,10 @@ row() {
 }
 row "qemu-img convert -n -t writeback into the LV" writeback "$w" -
 row "qemu-img convert -n -t none into the LV" none "$n" -
-row "vdisk convert -n (host_device, offline)" vdisk "$(median "${vt[@]}")" "≤ 1.00"
-row "vdiskctl copy into the existing LV (vdiskd's CopyFrom, libvirt's vol-create-from)" copy "$(median "${ct[@]}")" "≤ 1.00"
+row "vdisk convert -n (host_device, offline)" vdisk "$(bench_median "${vt[@]}")" "≤ 1.00"
+row "vdiskctl copy into the existing LV (vdiskd's CopyFrom, libvirt's vol-create-from)" copy "$(bench_median "${ct[@]}")" "≤ 1.00"
 if [[ -n $DM ]]; then
-    row "vdiskctl import into a new LV (vdiskd's lvcreate, then the copy)" import "$(median "${it[@]}")" "≤ 1.00"
+    row "vdiskctl import into a new LV (vdiskd's lvcreate, then the copy)" import "$(bench_median "${it[@]}")" "≤ 1.00"
 else
     echo "| vdiskctl import into a new LV | not measured (below) | | | ≤ 1.00 | - |"
 fi

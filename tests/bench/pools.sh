@@ -54,25 +54,11 @@ for _ in $(seq 100); do
 done
 C=":conf=$CEPH_CONF:id=admin"
 
-# median_run IMAGE CMD...: the median wall time of the runs of CMD, the
-# image removed before each (through vdiskd for its own, so that it forgets
-# the volume).
-median_run() {
-    local image=$1 i t times=()
-    shift
-    for ((i = 0; i < runs; i++)); do
-        "$BUILD/tools/vdiskctl" -q delete "ceph/$image" >/dev/null 2>&1 || true
-        rbd rm "bench/$image" >/dev/null 2>&1 || true
-        sync
-        /usr/bin/time -f '%e' -o "$D/time" "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
-        read -r t <"$D/time"
-        times+=("$t")
-    done
-    printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
-used() {
-    rbd du --format json "bench/$1" |
-        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
+# remove IMAGE: the image a run before made, through vdiskd for its own
+# volume, so that it forgets it.
+remove() {
+    "$BUILD/tools/vdiskctl" -q delete "ceph/$1" >/dev/null 2>&1 || true
+    rbd rm "bench/$1" >/dev/null 2>&1 || true
 }
 
 echo
@@ -82,14 +68,14 @@ echo "vdiskd $(git describe --always 2>/dev/null || echo) vs $("$QEMU_IMG" --ver
 echo
 echo "| import | vdiskctl (s) | qemu-img (s) | vdiskctl / qemu-img | goal | vdiskctl used | qemu-img used | goal met |"
 echo "|---|---:|---:|---:|---:|---:|---:|:---:|"
-vt=$(median_run v "$BUILD/tools/vdiskctl" -q import "$D/disk.vdi" ceph/v)
+vt=$(bench_median_run "remove v" "$BUILD/tools/vdiskctl" -q import "$D/disk.vdi" ceph/v)
 if ! "$QEMU_IMG" compare -q -f vdi -F raw "$D/disk.vdi" "rbd:bench/v$C"; then
     echo "| vdi → rbd pool | vdiskd's image differs from the source: not measured | | | | | | no |"
     exit 1
 fi
-qt=$(median_run q "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
-vu=$(used v)
-qu=$(used q)
+qt=$(bench_median_run "remove q" "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
+vu=$(bench_rbd_used bench/v)
+qu=$(bench_rbd_used bench/q)
 ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
 met=no
 if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi

@@ -51,25 +51,8 @@ ceph_pool_create bench >&2 || exit 1
 bench_vdi_source "$D" "$D/disk.vdi"
 C=":conf=$CEPH_CONF:id=admin"
 
-# median_run IMAGE TOOL ARGS...: the median wall time of the runs of TOOL
-# ARGS (ending in the target rbd: name), the image removed before each.
-median_run() {
-    local image=$1 i t times=()
-    shift
-    for ((i = 0; i < runs; i++)); do
-        rbd rm "bench/$image" >/dev/null 2>&1 || true
-        sync
-        /usr/bin/time -f '%e' -o "$D/time" "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
-        read -r t <"$D/time"
-        times+=("$t")
-    done
-    printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
-
-used() {
-    rbd du --format json "bench/$1" |
-        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
-}
+# remove IMAGE: the image a run before made in the benchmark's pool.
+remove() { rbd rm "bench/$1" >/dev/null 2>&1 || true; }
 
 echo
 echo "$("$VDISK" --version 2>/dev/null | head -1 || echo vdisk) vs $("$QEMU_IMG" --version | head -1);" \
@@ -79,14 +62,14 @@ echo "$("$VDISK" --version 2>/dev/null | head -1 || echo vdisk) vs $("$QEMU_IMG"
 echo
 echo "| import | vdisk (s) | qemu-img (s) | vdisk / qemu-img | goal | vdisk used | qemu-img used | goal met |"
 echo "|---|---:|---:|---:|---:|---:|---:|:---:|"
-vt=$(median_run v "$VDISK" convert -O raw "$D/disk.vdi" "rbd:bench/v$C")
+vt=$(bench_median_run "remove v" "$VDISK" convert -O raw "$D/disk.vdi" "rbd:bench/v$C")
 if ! "$QEMU_IMG" compare -q -f vdi -F raw "$D/disk.vdi" "rbd:bench/v$C"; then
     echo "| vdi → rbd | vdisk's image differs from the source: not measured | | | | | | no |"
     exit 1
 fi
-qt=$(median_run q "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
-vu=$(used v)
-qu=$(used q)
+qt=$(bench_median_run "remove q" "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
+vu=$(bench_rbd_used bench/v)
+qu=$(bench_rbd_used bench/q)
 ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
 met=no
 if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi
