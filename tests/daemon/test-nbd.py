@@ -413,11 +413,18 @@ def tests(env):
 
     def refused(volume, *args):
         """export-nbd as alice that must fail: its stderr."""
+        # The server of an export stopped a moment ago may still be on its
+        # way out (vdiskctl ends with its job, the worker's nbdkit after).
+        deadline = time.monotonic() + 10
+        while nbdkit_of(env.daemon.pid):
+            assert time.monotonic() < deadline, ("a stopped export's server lives on",
+                                                 nbdkit_of(env.daemon.pid))
+            time.sleep(0.05)
         sock = os.path.join(home, "refused.sock")
         r = as_user(ALICE, VDISKCTL, "export-nbd", volume, "--socket", sock, *args)
         assert r.returncode == 1, r
-        assert not os.path.exists(sock)
-        assert nbdkit_of(env.daemon.pid) == []
+        assert not os.path.exists(sock), "the socket of a refused export is left"
+        assert nbdkit_of(env.daemon.pid) == [], ("a refused export serves", r)
         return r.stderr
 
     @case("an encrypted volume is served decrypted with the caller's key (in no argument, "
@@ -447,7 +454,8 @@ def tests(env):
             # Its descriptors: none is a file holding the key.
             fds = "/proc/%d/fd" % servers[0]
             for fd in os.listdir(fds):
-                assert os.readlink(os.path.join(fds, fd)) not in (key, wrong)
+                target = os.readlink(os.path.join(fds, fd))
+                assert target not in (key, wrong), ("nbdkit holds a key file", target)
         finally:
             stop(p)
         # Writes through a writable export are encrypted into the volume.
@@ -459,7 +467,8 @@ def tests(env):
         qemu_io(*luks, "-c", "read -P 0x66 8M 1M", "-c", "read -P 0x5a 1M 3M")
         with open(enc, "rb") as f:
             assert b"\x66" * 4096 not in f.read(), "plain data in the encrypted volume"
-        assert "passphrase" in refused("p/enc.qcow2", "--readonly")
+        err = refused("p/enc.qcow2", "--readonly")
+        assert "passphrase" in err, err
         err = refused("p/enc.qcow2", "--object", "secret,id=k,file=" + wrong, "--key-secret", "k")
         assert "key slot" in err and "p/enc.qcow2" in err, err
         err = refused("p/enc.qcow2", "--object", "secret,id=k,file=" + key, "--key-secret", "x")
@@ -468,11 +477,12 @@ def tests(env):
         assert "lock" not in err, err
         # Raw LUKS likewise.
         raw = os.path.join(pool, "enc.luks")
-        assert qemu_img("create", "-q", "-f", "luks", *luks[:2], "-o", "key-secret=k", raw,
-                        "8M").returncode == 0
+        r = qemu_img("create", "-q", "-f", "luks", *luks[:2], "-o", "key-secret=k", raw, "8M")
+        assert r.returncode == 0, r.stderr
         raw_opts = "driver=luks,key-secret=k,file.filename=" + raw
         qemu_io(*luks[:3], raw_opts, "-c", "write -P 0x77 2M 1M")
-        assert run("root", "refresh", "p")[0] == 0
+        rc, out = run("root", "refresh", "p")
+        assert rc == 0, out
         p = export_nbd("p/enc.luks", sock, "--readonly", *with_key)
         try:
             r = qemu_img("compare", *luks[:3], "driver=raw,file.driver=nbd,file.server.type=unix,"
@@ -480,8 +490,8 @@ def tests(env):
             assert r.returncode == 0, r.stdout + r.stderr
         finally:
             stop(p)
-        assert "key slot" in refused("p/enc.luks", "--object", "secret,id=k,file=" + wrong,
-                                     "--key-secret", "k")
+        err = refused("p/enc.luks", "--object", "secret,id=k,file=" + wrong, "--key-secret", "k")
+        assert "key slot" in err, err
 
     @case("an overlay is served through its backing chain, and writes land in the overlay only")
     def _():
