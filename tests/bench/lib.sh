@@ -8,6 +8,7 @@
 #   bench_median VALUE...            the median
 #   bench_median_run CLEAN CMD...    the median wall time of runs runs of CMD
 #   bench_rbd_used POOL/IMAGE        bytes an RBD image takes in its cluster
+#   bench_rbd_row LABEL SECONDS ...  qemu-img's import beside it, as a table row
 #
 # The source is qemu-img's vdi of a sparse raw image: mkimage.py's of the
 # shared acceptance checks (MKIMAGE), or where it is missing half of the
@@ -92,4 +93,19 @@ bench_median_run() {
 bench_rbd_used() {
     rbd du --format json "$1" |
         /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'
+}
+
+# bench_rbd_row LABEL SECONDS SOURCE RBD-OPTIONS: qemu-img convert of SOURCE
+# into bench/q (-t writeback: it flushes before it exits), timed as
+# bench_median_run times it, beside vdisk's SECONDS for bench/v: the table
+# row, its goal met when vdisk is no slower and no less sparse. The caller
+# defines remove (its clean-up of an image) for both.
+bench_rbd_row() {
+    local qt vu qu ratio met=no
+    qt=$(bench_median_run "remove q" "$QEMU_IMG" convert -t writeback -O raw "$3" "rbd:bench/q$4")
+    vu=$(bench_rbd_used bench/v)
+    qu=$(bench_rbd_used bench/q)
+    ratio=$(awk -v a="$2" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
+    if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi
+    echo "| $1 | $2 | $qt | $ratio | ≤ 1.00, as sparse | $(numfmt --to=iec "$vu") | $(numfmt --to=iec "$qu") | $met |"
 }

@@ -67,10 +67,4 @@ if ! "$QEMU_IMG" compare -q -f vdi -F raw "$D/disk.vdi" "rbd:bench/v$C"; then
     echo "| vdi → rbd | vdisk's image differs from the source: not measured | | | | | | no |"
     exit 1
 fi
-qt=$(bench_median_run "remove q" "$QEMU_IMG" convert -t writeback -O raw "$D/disk.vdi" "rbd:bench/q$C")
-vu=$(bench_rbd_used bench/v)
-qu=$(bench_rbd_used bench/q)
-ratio=$(awk -v a="$vt" -v b="$qt" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }')
-met=no
-if awk -v r="$ratio" 'BEGIN { exit !(r != "n/a" && r <= 1.0) }' && ((vu <= qu)); then met=yes; fi
-echo "| vdi → rbd (raw) | $vt | $qt | $ratio | ≤ 1.00, as sparse | $(numfmt --to=iec "$vu") | $(numfmt --to=iec "$qu") | $met |"
+bench_rbd_row "vdi → rbd (raw)" "$vt" "$D/disk.vdi" "$C"
