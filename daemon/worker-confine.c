@@ -268,11 +268,16 @@ static gboolean apply_landlock(const VddConfineSpec *spec, VddConfinement *state
     return TRUE;
 }
 
-/* A name this architecture lacks is nothing to allow. */
-static gboolean allow(scmp_filter_ctx ctx, const char *name)
+/* Allow each call of names (NULL-terminated); a name this architecture
+ * lacks is nothing to allow. */
+static gboolean allow_all(scmp_filter_ctx ctx, const char *const *names)
 {
-    int nr = seccomp_syscall_resolve_name(name);
-    return nr == __NR_SCMP_ERROR || seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0;
+    for (guint i = 0; names[i] != NULL; i++) {
+        int nr = seccomp_syscall_resolve_name(names[i]);
+        if (nr != __NR_SCMP_ERROR && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) != 0)
+            return FALSE;
+    }
+    return TRUE;
 }
 
 /* What librados and librbd do besides image I/O: IP sockets to the
@@ -286,9 +291,7 @@ static gboolean allow_ceph_client(scmp_filter_ctx ctx)
         "epoll_create", "epoll_create1", "epoll_ctl",  "epoll_wait",  "epoll_pwait",
         "pipe2",        "access",        NULL
     };
-    gboolean ok = TRUE;
-    for (guint i = 0; ok && allowed[i]; i++)
-        ok = allow(ctx, allowed[i]);
+    gboolean ok = allow_all(ctx, allowed);
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
                                 SCMP_A0(SCMP_CMP_EQ, AF_INET)) == 0;
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
@@ -359,9 +362,7 @@ static gboolean apply_seccomp(gboolean network, VddConfinement *state, GError **
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp: no filter");
         return FALSE;
     }
-    gboolean ok = TRUE;
-    for (guint i = 0; ok && allowed[i]; i++)
-        ok = allow(ctx, allowed[i]);
+    gboolean ok = allow_all(ctx, allowed);
     /* Opening for reading only: backing files and extents beneath the
      * pool's folder (Landlock says which); never for writing or creating. */
     ok = ok && seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
