@@ -98,13 +98,29 @@ def client_with_worker(env, user, *args, extra_env=()):
                           *extra_env, "/usr/bin/python3", os.path.abspath(sys.argv[0]),
                           "--client", *args],
                          stdout=subprocess.PIPE, text=True)
+    # Only a worker started for this client: one an earlier case left
+    # behind must not be taken for it.
+    earlier = set(workers_of(env.daemon.pid))
     deadline = time.monotonic() + 20
     workers = []
     while not workers and time.monotonic() < deadline:
         time.sleep(0.1)
-        workers = workers_of(env.daemon.pid)
+        workers = [w for w in workers_of(env.daemon.pid) if w not in earlier]
     assert workers, "no worker seen"
     return p, workers[0]
+
+
+def confined_status(worker):
+    """/proc status of worker once it has confined itself, which it does
+    in its first moments after vdiskd starts it: seen earlier, it is still
+    the root process vdiskd forked (the fields as they were after 10 s if
+    it never does)."""
+    deadline = time.monotonic() + 10
+    st = status_of(worker)
+    while st["Seccomp"] != ["2"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        st = status_of(worker)
+    return st
 
 
 def tests(env):
@@ -286,10 +302,13 @@ def tests(env):
         out = os.path.join(t, "k.raw")
         p, worker = client_with_worker(env, BOB, "convert-file", src, out, "raw",
                                        "misbehave=hang")
-        st = status_of(worker)
+        try:
+            st = confined_status(worker)
+        finally:
+            os.kill(worker, signal.SIGKILL)
         assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"] and \
-            st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
-        os.kill(worker, signal.SIGKILL)
+            st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], \
+            dict((k, st[k]) for k in ("Uid", "Gid", "NoNewPrivs", "Seccomp", "CapEff"))
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and res["message"] == UNSAFE, res
         assert size(out) == 0
