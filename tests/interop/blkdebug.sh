@@ -214,14 +214,11 @@ case_run "rules: state, sector, once and --image-opts" rules
 force_share() {
     qemu-img create -q -f qcow2 d.qcow2 1M
     local opts=driver=blkdebug,image.driver=qcow2,image.file.filename=d.qcow2
-    qemu-io -c 'sleep 4000' d.qcow2 &
-    local holder=$!
-    sleep 1
+    qemu_io_hold qcow2 d.qcow2
     # qemu-io writes it: refused, unless force-share (-U) says to read anyway
     fails_cleanly vd info --image-opts "$opts"
     vd info --image-opts "$opts,force-share=on" >info
-    kill "$holder" 2>/dev/null || true
-    wait "$holder" 2>/dev/null || true
+    qemu_io_release
     grep -q "file format: qcow2" info
     # options qemu takes for any node are accepted
     vd info --image-opts "$opts,cache.direct=off,detect-zeroes=off" >/dev/null

@@ -85,13 +85,11 @@ options() {
     cmp -n 1048576 -i 1048576:0 v.img <(head -c 1048576 /dev/zero | tr '\0' '\5')
     inputs
     # qemu-io holds in.qcow2 for writing meanwhile; without -U both refuse.
-    qemu-io -f qcow2 -c "sleep 4000" in.qcow2 &
-    local holder=$!
-    sleep 1
+    qemu_io_hold qcow2 in.qcow2
     same_dd -U if=in.qcow2 bs=64k count=5
     same_dd if=in.qcow2 bs=64k count=5
+    qemu_io_release
     grep -qi lock v.err
-    wait "$holder"
 }
 case_run "encrypted input by --image-opts, -U" options
 

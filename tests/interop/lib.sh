@@ -72,7 +72,7 @@ qvd() {
 }
 
 case_run() {
-    local name=$1 fn=$2 rc=0 log
+    local name=$1 fn=$2 rc=0 log start=$SECONDS
     shift 2
     if [[ -n ${CASES:-} && ! $name =~ $CASES ]]; then return 0; fi
     NCASE=$((NCASE + 1))
@@ -97,12 +97,12 @@ case_run() {
     fi
     if ((rc == 0)); then
         PASSED=$((PASSED + 1))
-        echo "ok $name"
+        echo "ok $name ($((SECONDS - start)) s)"
         rm -rf "$W" "$log"
     else
         FAILED=$((FAILED + 1))
         FAILED_NAMES+=("$name")
-        echo "FAIL $name (exit $rc)"
+        echo "FAIL $name (exit $rc, $((SECONDS - start)) s)"
         tail -n 12 "$log" | sed 's/^/    /'
         if [[ -n ${VDISK_KEEP:-} ]]; then
             local keep
@@ -171,6 +171,36 @@ qemu_img_luks() {
     cat "$err" >&2
     rm -f "$err"
     return 1
+}
+
+# holds FILE: does some process hold a lock on FILE (its inode in /proc/locks)?
+holds() { grep -q ":$(stat -c %i "$1") " /proc/locks; }
+
+# wait_locked FILE: until a holder started in the background has FILE locked.
+wait_locked() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        holds "$1" && return 0
+        sleep 0.1
+    done
+    echo "nothing locked $1 within 10 s"
+    return 1
+}
+
+# qemu_io_hold FMT FILE: qemu-io holds FILE open for writing in the
+# background, as a running VM would, from when this returns (its lock is
+# seen: a loaded machine may take seconds to start qemu-io, which a fixed
+# sleep missed) until qemu_io_release, or 60 s.
+qemu_io_hold() {
+    qemu-io -f "$1" -c "sleep 60000" "$2" </dev/null >/dev/null 2>&1 &
+    HOLDER=$!
+    wait_locked "$2"
+}
+
+# qemu_io_release: the holder of qemu_io_hold is gone.
+qemu_io_release() {
+    kill "$HOLDER" 2>/dev/null || true
+    wait "$HOLDER" 2>/dev/null || true
 }
 
 # bitmaps FILE: the bitmaps qemu-img info reports, one line each.

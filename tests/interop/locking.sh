@@ -16,20 +16,6 @@ if ! command -v qemu-nbd >/dev/null; then
 fi
 [[ -x $HOLD_IMAGE ]] || { echo "missing program: $HOLD_IMAGE"; echo "0 passed, 1 failed"; exit 1; }
 
-# holds FILE: does some process hold a lock on FILE (its inode in /proc/locks)?
-holds() { grep -q ":$(stat -c %i "$1") " /proc/locks; }
-
-# wait_locked FILE: until a holder started in the background has FILE locked.
-wait_locked() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        holds "$1" && return 0
-        sleep 0.1
-    done
-    echo "nothing locked $1 within 10 s"
-    return 1
-}
-
 # nbd_hold FILE [qemu-nbd options]: serve FILE in the background; sets
 # NBD_PID. With --image-opts among the options, their last one is the image.
 nbd_hold() {

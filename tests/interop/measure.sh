@@ -143,13 +143,11 @@ options() {
         driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s -O qcow2
     qemu-img create -q -f qcow2 q.qcow2 10M
     qio qcow2 q.qcow2 "write 0 3M"
-    qemu-io -f qcow2 -c "sleep 4000" q.qcow2 &
-    local holder=$!
-    sleep 1
+    qemu_io_hold qcow2 q.qcow2
     same_measure -U -O qcow2 q.qcow2
     same_measure -O qcow2 q.qcow2
+    qemu_io_release
     grep -qi lock v.err
-    wait "$holder"
 }
 case_run "encrypted source by --image-opts, -U" options
 

@@ -106,9 +106,6 @@ for r in runs:
     print(*r)'
 }
 
-# holds FILE: some process holds a lock on FILE (its inode in /proc/locks).
-holds() { grep -q ":$(stat -c %i "$1") " /proc/locks; }
-
 # What the cases write through NBD, by qemu-io on the raw export, and the
 # same on a raw copy for the expected content.
 WRITES=("write -P 0x5a 1M 192k" "write -z 2M 64k" "write -z -u 4M 128k" "write -P 0x33 7M 4k"
