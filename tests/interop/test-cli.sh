@@ -274,7 +274,15 @@ t_convert_cancel() {
     # vdisk itself, not the vd wrapper: the signal must reach it.
     "$VDISK" convert -S 0 -f raw -O raw big.raw out.raw >log 2>&1 &
     pid=$!
-    sleep 0.3
+    # Ctrl-C once the copy has written data (its handler is set by then:
+    # before it, SIGINT would end vdisk as it ends any program; the hidden
+    # target has its full length from the start), or after 10 s.
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ $(du -c .out.raw.partial-* 2>/dev/null | tail -1 | cut -f1) -gt 0 ]] && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.05
+    done
     kill -INT $pid
     wait $pid || rc=$?
     if ((rc == 0)); then
