@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import (ALICE, BOB, IFACE, ROOT, Env, case, client, main, qemu_img, run,
-                        status_of, workers_of)
+from vdiskd_env import (ALICE, BOB, IFACE, ROOT, Env, case, client, confined_status, main,
+                        new_worker, qemu_img, run, workers_of)
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -93,34 +93,13 @@ def client_with_worker(env, user, *args, extra_env=()):
     """Start this file's client as user in the background (args: its
     command and operands) and wait until vdiskd has a worker for it: the
     client's process and the worker's pid."""
+    earlier = workers_of(env.daemon.pid)
     p = subprocess.Popen(["runuser", "-u", user, "--", "env",
                           "DBUS_SYSTEM_BUS_ADDRESS=" + os.environ["DBUS_SYSTEM_BUS_ADDRESS"],
                           *extra_env, "/usr/bin/python3", os.path.abspath(sys.argv[0]),
                           "--client", *args],
                          stdout=subprocess.PIPE, text=True)
-    # Only a worker started for this client: one an earlier case left
-    # behind must not be taken for it.
-    earlier = set(workers_of(env.daemon.pid))
-    deadline = time.monotonic() + 20
-    workers = []
-    while not workers and time.monotonic() < deadline:
-        time.sleep(0.1)
-        workers = [w for w in workers_of(env.daemon.pid) if w not in earlier]
-    assert workers, "no worker seen"
-    return p, workers[0]
-
-
-def confined_status(worker):
-    """/proc status of worker once it has confined itself, which it does
-    in its first moments after vdiskd starts it: seen earlier, it is still
-    the root process vdiskd forked (the fields as they were after 10 s if
-    it never does)."""
-    deadline = time.monotonic() + 10
-    st = status_of(worker)
-    while st["Seccomp"] != ["2"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        st = status_of(worker)
-    return st
+    return p, new_worker(env.daemon.pid, earlier)
 
 
 def tests(env):
@@ -303,7 +282,7 @@ def tests(env):
         p, worker = client_with_worker(env, BOB, "convert-file", src, out, "raw",
                                        "misbehave=hang")
         try:
-            st = confined_status(worker)
+            st = confined_status(worker, env.daemon.pid)
         finally:
             os.kill(worker, signal.SIGKILL)
         assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"] and \

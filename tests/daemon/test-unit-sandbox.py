@@ -43,8 +43,8 @@ import subprocess
 import sys
 import time
 
-from vdiskd_env import ALICE, BOB, BUS, IFACE, ROOT, Env, case, client, main, qemu_img, run, \
-    status_of, workers_of
+from vdiskd_env import ALICE, BOB, BUS, IFACE, ROOT, Env, case, client, confined_status, main, \
+    new_worker, qemu_img, run, status_of, workers_of
 
 TEST_HOOKS = os.environ.get("VDISK_TEST_HOOKS") == "true"
 UNSAFE = "the image could not be processed safely"
@@ -494,27 +494,18 @@ def tests(env, sandbox, allowed):
                               "/usr/bin/python3", os.path.abspath(sys.argv[0]), "--client",
                               "import", "p", src, "killed.qcow2", "qcow2", "misbehave=hang"],
                              stdout=subprocess.PIPE, text=True)
-        deadline, workers = time.monotonic() + 20, []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-            workers = workers_of(pid)
-        assert workers, "no worker seen"
+        worker = new_worker(pid)
         # A worker is seen as soon as it starts, still root; it confines
         # itself before it reads the job (misbehave=hang then holds it).
         daemon_filters = int(status_of(pid)["Seccomp_filters"][0])
         try:
-            st = status_of(workers[0])
-            while time.monotonic() < deadline and (
-                    any(u == "0" for u in st["Uid"])
-                    or int(st["Seccomp_filters"][0]) <= daemon_filters):
-                time.sleep(0.1)
-                st = status_of(workers[0])
+            st = confined_status(worker, pid)
             assert all(u != "0" for u in st["Uid"]) and st["NoNewPrivs"] == ["1"], st
             assert st["Seccomp"] == ["2"] and st["CapEff"] == ["0000000000000000"], st
             # its own filter on top of the unit's, which it inherited
             assert int(st["Seccomp_filters"][0]) == daemon_filters + 1, (st, daemon_filters)
         finally:
-            os.kill(workers[0], signal.SIGKILL)
+            os.kill(worker, signal.SIGKILL)
         res = json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1])
         assert not res["success"] and res["message"] == UNSAFE, res
         assert pool_files() == before, (before, pool_files())
@@ -567,11 +558,7 @@ def tests(env, sandbox, allowed):
                               VDISKCTL, "import", "nbd+unix:///?socket=" + stalled,
                               "p/stalled.qcow2"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
-        deadline, workers = time.monotonic() + 20, []
-        while not workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-            workers = workers_of(pid)
-        assert workers, "no worker seen"
+        new_worker(pid)
         time.sleep(1)  # in its first read, and vdiskctl catching SIGINT
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)

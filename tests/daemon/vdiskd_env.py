@@ -306,7 +306,15 @@ def run(user, *args, env=None):
 
 
 def qemu_img(*args):
-    return subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
+    """qemu-img ARGS, asked again (ten times in all) when its LUKS key setup
+    fails on a busy machine ("Unable to get accurate CPU usage"): that is
+    qemu-img's timing, not what a test checks."""
+    for _ in range(10):
+        r = subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
+        if r.returncode == 0 or "Unable to get accurate CPU usage" not in r.stderr:
+            break
+        time.sleep(1)
+    return r
 
 
 FAILED = []
@@ -341,6 +349,35 @@ def workers_of(pid):
         if comm == "vdisk-worker" and ppid == pid:
             found.append(int(p))
     return found
+
+
+def new_worker(pid, earlier=()):
+    """The first vdisk-worker pid starts within 20 s that is not one of
+    earlier (the workers seen before: one an earlier case left behind must
+    not be taken for the new one)."""
+    deadline = time.monotonic() + 20
+    workers = []
+    while not workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+        workers = [w for w in workers_of(pid) if w not in earlier]
+    assert workers, "no worker seen"
+    return workers[0]
+
+
+def confined_status(worker, parent):
+    """status_of(worker) once the worker has confined itself: no longer
+    root, and a seccomp filter of its own on top of those it inherited from
+    parent (vdiskd). It does so in its first moments; seen earlier, it is
+    still the root process vdiskd forked. The fields as they were after
+    10 s if it never does."""
+    inherited = int(status_of(parent)["Seccomp_filters"][0])
+    deadline = time.monotonic() + 10
+    st = status_of(worker)
+    while time.monotonic() < deadline and (any(u == "0" for u in st["Uid"]) or
+                                           int(st["Seccomp_filters"][0]) <= inherited):
+        time.sleep(0.05)
+        st = status_of(worker)
+    return st
 
 
 def status_of(pid):
